@@ -1,0 +1,248 @@
+/**
+ * MountHost runs one linked filespace on this machine: unlocks it, opens the engine, mounts
+ * it with FUSE, serves the control API, and shuts down in order on unmount or SIGTERM
+ * (stop accepting, commit sizes, fsync the cache, unmount, close the engine). Used by
+ * `filespace mount --foreground` (and so by the daemon and systemd) and by `filespace demo`.
+ *
+ * State machine: mounting -> mounted -> unmounting -> unmounted, or error. A busy unmount
+ * returns to mounted and reports what to do.
+ */
+
+import { execFile } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { MountState, StatusDto } from '../contract/api';
+import { Engine } from '../engine/engine';
+import { resolveSettings, EngineSettings } from '../engine/config';
+import { UserError } from '../engine/errors';
+import { unlockFilespace } from '../engine/filespace';
+import { ObjectStore } from '../engine/store/types';
+import { parseDuration, parseSize } from '../engine/util/sizes';
+import { ApiFailure, startControlServer } from './control';
+import { Homes, LinkConfig, readPassphraseFile, saveConfig, socketPath } from './config';
+import { openStore } from './stores';
+import type { FuseMount } from '../../native/fuse/adapter';
+
+export function settingsOf(cfg: LinkConfig): EngineSettings {
+  return resolveSettings(cfg.settings as Partial<EngineSettings>);
+}
+
+/** Translates `filespace set` keys and human values into engine settings. */
+export function settingFromKey(key: string, value: string): Partial<EngineSettings> {
+  const int = (v: string) => {
+    if (!/^\d+$/.test(v)) throw new UserError(`"${v}" is not a whole number`);
+    return Number(v);
+  };
+  try {
+    switch (key) {
+      case 'cache-size': return { cacheCapBytes: parseSize(value) };
+      case 'upload-delay': return { uploadDelayMs: parseDuration(value) };
+      case 'upload-concurrency': return { uploadConcurrency: int(value) };
+      case 'download-concurrency': return { downloadConcurrency: int(value) };
+      case 'prefetch-chunks': return { prefetchMaxChunks: int(value) };
+      case 'read-timeout': return { readTimeoutMs: parseDuration(value) };
+      default: throw new UserError(`unknown setting "${key}"; settable: cache-size, upload-delay, upload-concurrency, download-concurrency, prefetch-chunks, read-timeout`);
+    }
+  } catch (err) {
+    if (err instanceof UserError) throw err;
+    throw new UserError((err as Error).message);
+  }
+}
+
+async function canAllowOther(): Promise<boolean> {
+  if (process.getuid?.() === 0) return true;
+  const conf = await fsp.readFile('/etc/fuse.conf', 'utf8').catch(() => '');
+  return /^\s*user_allow_other\b/m.test(conf);
+}
+
+/** Checks the mount point and clears a stale mount left by a killed engine. */
+export async function prepareMountPoint(dir: string): Promise<void> {
+  const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
+  if (await isMountPoint(dir)) {
+    // A mount whose engine died answers ENOTCONN; anything else is a live mount.
+    const alive = await fsp.stat(dir).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ENOTCONN');
+    if (alive) throw new UserError(`${dir} is already a mount point; unmount it first`, 'ALREADY_MOUNTED');
+    await unmountPath(dir, true);
+  }
+  let st;
+  try {
+    st = await fsp.stat(dir);
+  } catch {
+    throw new UserError(`mount point ${dir} does not exist; create it with "mkdir -p ${dir}"`, 'NO_MOUNT_POINT');
+  }
+  if (!st.isDirectory()) throw new UserError(`mount point ${dir} is not a directory`, 'NOT_A_DIRECTORY');
+  if ((await fsp.readdir(dir)).length > 0) throw new UserError(`mount point ${dir} is not empty; pick an empty folder`, 'NOT_EMPTY');
+}
+
+function notifySystemdReady(): void {
+  if (!process.env.NOTIFY_SOCKET) return;
+  execFile('systemd-notify', ['--ready', `--pid=${process.pid}`], () => undefined);
+}
+
+export interface HostOptions {
+  readonly log: (msg: string) => void;
+  /** Overrides the passphrase file (the demo keeps its own). */
+  readonly passphrase?: string;
+  readonly store?: ObjectStore;
+}
+
+export class MountHost {
+  state: MountState = 'unmounted';
+  private engine: Engine | undefined;
+  private fuse: FuseMount | undefined;
+  private server: http.Server | undefined;
+  private lastError: string | undefined;
+  private finished!: () => void;
+  readonly done = new Promise<void>((r) => (this.finished = r));
+  private shuttingDown: Promise<void> | undefined;
+
+  constructor(private cfg: LinkConfig, private readonly h: Homes, private readonly opts: HostOptions) {}
+
+  async start(): Promise<void> {
+    this.state = 'mounting';
+    const { checkFuseAvailable, FuseMount } = await import('../../native/fuse/adapter');
+    const missing = await checkFuseAvailable();
+    if (missing) throw new UserError(missing, 'NO_FUSE');
+    await prepareMountPoint(this.cfg.mountPoint);
+    const passphrase = this.opts.passphrase ?? (await readPassphraseFile(this.cfg.passphraseFile));
+    const store = this.opts.store ?? openStore(this.cfg.store);
+    const { header, keys } = await unlockFilespace(store, passphrase);
+    if (header.id !== this.cfg.filespaceId) {
+      throw new UserError(`the bucket now holds a different filespace than the one linked as "${this.cfg.name}"; unlink and link again`, 'MISMATCH');
+    }
+    this.engine = await Engine.open({ store, keys, header, cacheDir: this.cfg.cacheDir, settings: settingsOf(this.cfg), log: this.opts.log });
+    const s = this.engine.currentSettings;
+    try {
+      this.server = await startControlServer(socketPath(this.h, this.cfg.name), this.handlers());
+      this.fuse = new FuseMount(this.cfg.mountPoint, this.engine.vfs, {
+        attrTimeoutSec: s.attrTimeoutSec,
+        entryTimeoutSec: s.entryTimeoutSec,
+        negativeTimeoutSec: s.negativeTimeoutSec,
+        xattrs: s.xattrs,
+        fsName: `filespace:${this.cfg.name}`,
+        allowOther: await canAllowOther(),
+        onError: (op, err) => {
+          this.lastError = `${op}: ${(err as Error).message}`;
+          this.opts.log(`I/O error in ${op}: ${(err as Error).message}`);
+        },
+      });
+      await this.fuse.mount();
+    } catch (err) {
+      await this.teardown();
+      throw err;
+    }
+    this.state = 'mounted';
+    this.opts.log(`mounted ${this.cfg.name} at ${this.cfg.mountPoint}`);
+    notifySystemdReady();
+  }
+
+  status(): StatusDto {
+    const st = this.engine?.stats();
+    return {
+      name: this.cfg.name,
+      state: this.state,
+      mountPoint: this.cfg.mountPoint,
+      pid: process.pid,
+      dirtyBytes: st?.dirtyBytes ?? 0,
+      dirtyFiles: st?.dirtyFiles ?? 0,
+      pendingMetaOps: st?.pendingMetaOps ?? 0,
+      uploadBytesPerSec: st?.uploadBytesPerSec ?? 0,
+      downloadBytesPerSec: st?.downloadBytesPerSec ?? 0,
+      cacheUsedBytes: st?.cacheUsedBytes ?? 0,
+      cacheCapBytes: st?.cacheCapBytes ?? settingsOf(this.cfg).cacheCapBytes,
+      cacheHitRatio: st?.cacheHitRatio ?? 0,
+      openFiles: st?.openFiles ?? 0,
+      offline: st?.offline ?? false,
+      uploadsPaused: st?.uploadsPaused ?? false,
+      readOnlyReason: st?.readOnlyReason ?? null,
+      lastError: st?.lastError ?? this.lastError ?? null,
+    };
+  }
+
+  private handlers() {
+    return {
+      '/v1/status': async () => this.status(),
+      '/v1/unmount': async (req: { force: boolean }) => {
+        await this.unmount(req.force);
+        return { ok: true as const };
+      },
+      '/v1/sync': async (req: { timeoutMs: number }) => {
+        const engine = this.engine;
+        if (!engine) throw new ApiFailure('NOT_MOUNTED', 'not mounted', 409);
+        const done = await engine.sync(Date.now() + req.timeoutMs);
+        const st = engine.stats();
+        return { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps };
+      },
+      '/v1/set': async (req: { key: string; value: string }) => {
+        const change = settingFromKey(req.key, req.value);
+        const merged = resolveSettings({ ...(this.cfg.settings as Partial<EngineSettings>), ...change });
+        this.engine?.updateSettings(change);
+        this.cfg = { ...this.cfg, settings: { ...this.cfg.settings, ...change } };
+        void merged;
+        await saveConfig(this.h, this.cfg);
+        return { ok: true as const };
+      },
+      '/v1/pause': async (req: { paused: boolean }) => {
+        this.engine?.setUploadsPaused(req.paused);
+        return { ok: true as const };
+      },
+    };
+  }
+
+  /** Unmounts and stops. Throws (and stays mounted) when busy and not forced. */
+  unmount(force: boolean): Promise<void> {
+    if (this.shuttingDown) return this.shuttingDown;
+    if (this.state !== 'mounted') throw new ApiFailure('NOT_MOUNTED', `cannot unmount while ${this.state}`, 409);
+    const run = async () => {
+      this.state = 'unmounting';
+      const engine = this.engine!;
+      try {
+        engine.vfs.commitAllSizes();
+        await engine.vfs.fsyncAll();
+        await this.fuse!.unmount(force);
+      } catch (err) {
+        this.state = 'mounted';
+        this.shuttingDown = undefined;
+        const { FuseError } = await import('../../native/fuse/adapter');
+        if (err instanceof FuseError && err.code === 'BUSY') throw new ApiFailure('BUSY', err.message, 409);
+        throw err;
+      }
+      await this.teardown();
+      this.state = 'unmounted';
+      this.opts.log(`unmounted ${this.cfg.name}`);
+      this.finished();
+    };
+    this.shuttingDown = run();
+    return this.shuttingDown;
+  }
+
+  private async teardown(): Promise<void> {
+    if (this.fuse?.isMounted) await this.fuse.unmount(true).catch(() => undefined);
+    if (this.engine) await this.engine.close().catch((err) => this.opts.log(`closing the engine: ${(err as Error).message}`));
+    this.engine = undefined;
+    if (this.server) {
+      // Stop listening now, but let the request that asked for the unmount get its answer.
+      const server = this.server;
+      this.server = undefined;
+      server.close();
+      server.closeIdleConnections();
+      setTimeout(() => server.closeAllConnections(), 1000).unref();
+      await fsp.rm(socketPath(this.h, this.cfg.name), { force: true });
+    }
+  }
+
+  /** SIGTERM/SIGINT: flush to the cache and unmount, lazily if something holds the mount. */
+  async stopOnSignal(): Promise<void> {
+    if (this.state !== 'mounted') return;
+    try {
+      await this.unmount(false);
+    } catch {
+      await this.unmount(true);
+    }
+  }
+}
+
+export async function ensureDir(dir: string): Promise<void> {
+  await fsp.mkdir(path.resolve(dir), { recursive: true, mode: 0o700 });
+}

@@ -1,0 +1,488 @@
+/**
+ * The `filespace` command: the headless host. Each subcommand parses its flags, validates
+ * everything before it changes anything, and on a user error prints one line naming the
+ * problem and the fix, then exits 1 (2 for bad usage). Commands that act on a running mount
+ * talk to it over the control socket (control.ts).
+ */
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { openSync, promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs, ParseArgsConfig } from 'node:util';
+import { StatusDto } from '../contract/api';
+import { Engine } from '../engine/engine';
+import { UserError } from '../engine/errors';
+import { createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
+import { LocalDiskStore } from '../engine/store/local';
+import { formatSize, parseDuration, parseSize } from '../engine/util/sizes';
+import { sleep } from '../engine/util/concurrency';
+import { callControl, ControlClientError } from './control';
+import {
+  Homes, LinkConfig, StoreSpec, checkName, configPath, deleteConfig, homes, listConfigs, loadConfig, logPath,
+  readPassphraseFile, saveConfig, socketPath,
+} from './config';
+import { MountHost, settingFromKey, settingsOf } from './host';
+import { openStore } from './stores';
+import { resolveSettings } from '../engine/config';
+
+// This pinned SDK supports Node 20 (the servers' runtime); its notice about future releases is
+// for whoever upgrades the SDK, not for users of the command.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+const USAGE = `usage:
+  filespace init    --bucket B [--prefix P] [--endpoint URL] [--region R] [--path-style]
+                    [--chunk-size 4MiB] --passphrase-file F
+  filespace link    --bucket B [--prefix P] [--endpoint URL] [--region R] [--path-style]
+                    --mount-point DIR [--cache-dir DIR] [--cache-size 20GiB] [--name NAME]
+                    --passphrase-file F
+  filespace mount   [NAME] [--foreground]
+  filespace unmount [NAME] [--force]
+  filespace status  [NAME] [--json]
+  filespace sync    [NAME] [--timeout 10m]
+  filespace set     NAME KEY VALUE       (keys: cache-size, upload-delay, upload-concurrency,
+                                          download-concurrency, prefetch-chunks, read-timeout)
+  filespace unlink  NAME [--force]
+  filespace list
+  filespace demo`;
+
+class UsageError extends Error {}
+
+const storeFlags = {
+  bucket: { type: 'string' },
+  prefix: { type: 'string' },
+  endpoint: { type: 'string' },
+  region: { type: 'string' },
+  'path-style': { type: 'boolean' },
+  'passphrase-file': { type: 'string' },
+} as const;
+
+function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, maxPositionals: number) {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (parsed.positionals.length > maxPositionals) throw new UsageError(`unexpected argument "${parsed.positionals[maxPositionals]}"`);
+  return parsed;
+}
+
+function required(v: string | undefined, flag: string): string {
+  if (v === undefined || v === '') throw new UsageError(`--${flag} is required`);
+  return v;
+}
+
+function storeSpecFrom(values: Record<string, string | boolean | undefined>): StoreSpec {
+  const bucket = required(values.bucket as string | undefined, 'bucket');
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+    throw new UserError(`"${bucket}" is not a valid S3 bucket name (3-63 lowercase letters, digits, "." and "-")`, 'BAD_BUCKET');
+  }
+  const endpoint = values.endpoint as string | undefined;
+  if (endpoint !== undefined) {
+    try {
+      const u = new URL(endpoint);
+      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error();
+    } catch {
+      throw new UserError(`--endpoint "${endpoint}" is not an http(s) URL`, 'BAD_ENDPOINT');
+    }
+  }
+  const prefix = ((values.prefix as string | undefined) ?? '').replace(/^\/+|\/+$/g, '');
+  return {
+    kind: 's3', bucket, prefix, endpoint,
+    region: (values.region as string | undefined) ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? (endpoint ? 'us-east-1' : undefined),
+    pathStyle: Boolean(values['path-style']),
+  };
+}
+
+function sizeFlag(v: string | undefined, flag: string, dflt: number): number {
+  if (v === undefined) return dflt;
+  try {
+    return parseSize(v);
+  } catch (err) {
+    throw new UserError(`--${flag}: ${(err as Error).message}`, 'BAD_SIZE');
+  }
+}
+
+async function cmdInit(args: string[]): Promise<void> {
+  const { values } = parse(args, { ...storeFlags, 'chunk-size': { type: 'string' } }, 0);
+  const spec = storeSpecFrom(values);
+  const chunkSize = sizeFlag(values['chunk-size'], 'chunk-size', 4 * 1024 * 1024);
+  validateChunkSize(chunkSize);
+  const passphrase = await readPassphraseFile(required(values['passphrase-file'], 'passphrase-file'));
+  const store = openStore(spec);
+  try {
+    const header = await createFilespace(store, passphrase, chunkSize);
+    console.log(`created filespace ${header.id} at ${store.description} (chunk size ${formatSize(chunkSize)})`);
+    console.log('next: filespace link --bucket ... --mount-point DIR --passphrase-file F');
+  } finally {
+    await store.close();
+  }
+}
+
+export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mountPoint: string, cacheDir: string | undefined,
+  cacheCapBytes: number | undefined, passphraseFile: string, passphraseOverride?: string): Promise<LinkConfig> {
+  checkName(name);
+  if (await fsp.access(configPath(h, name)).then(() => true, () => false)) {
+    throw new UserError(`a filespace named "${name}" is already linked on this machine; pick another --name or unlink it`, 'EXISTS');
+  }
+  const mp = path.resolve(mountPoint);
+  const st = await fsp.stat(mp).catch(() => undefined);
+  if (!st) throw new UserError(`mount point ${mp} does not exist; create it with "mkdir -p ${mp}"`, 'NO_MOUNT_POINT');
+  if (!st.isDirectory()) throw new UserError(`mount point ${mp} is not a directory`, 'NOT_A_DIRECTORY');
+  if ((await fsp.readdir(mp)).length > 0) throw new UserError(`mount point ${mp} is not empty; pick an empty folder`, 'NOT_EMPTY');
+  const settings = cacheCapBytes !== undefined ? { cacheCapBytes } : {};
+  resolveSettings(settings);
+  const passphrase = passphraseOverride ?? (await readPassphraseFile(passphraseFile));
+  const store = openStore(spec);
+  const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
+  try {
+    const { header, keys } = await unlockFilespace(store, passphrase);
+    if ((await fsp.readdir(dir).catch(() => [])).length > 0) {
+      throw new UserError(`cache directory ${dir} is not empty; pick another --cache-dir`, 'CACHE_NOT_EMPTY');
+    }
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    try {
+      await Engine.linkLocal(store, keys, header, dir);
+    } catch (err) {
+      await fsp.rm(dir, { recursive: true, force: true });
+      throw explainStoreError(err, store);
+    }
+    const cfg: LinkConfig = {
+      version: 1, name, filespaceId: header.id, store: spec, mountPoint: mp, cacheDir: dir,
+      passphraseFile: path.resolve(passphraseFile), settings,
+    };
+    await saveConfig(h, cfg);
+    return cfg;
+  } finally {
+    await store.close();
+  }
+}
+
+async function cmdLink(args: string[]): Promise<void> {
+  const { values } = parse(args, {
+    ...storeFlags, 'mount-point': { type: 'string' }, 'cache-dir': { type: 'string' }, 'cache-size': { type: 'string' }, name: { type: 'string' },
+  }, 0);
+  const spec = storeSpecFrom(values);
+  const mountPoint = required(values['mount-point'], 'mount-point');
+  const cacheCap = values['cache-size'] === undefined ? undefined : sizeFlag(values['cache-size'], 'cache-size', 0);
+  if (cacheCap !== undefined) {
+    try {
+      resolveSettings({ cacheCapBytes: cacheCap });
+    } catch (err) {
+      throw new UserError(`--cache-size: ${(err as Error).message}`, 'BAD_SIZE');
+    }
+  }
+  const passphraseFile = required(values['passphrase-file'], 'passphrase-file');
+  const name = values.name ?? (spec.kind === 's3' ? (spec.prefix.split('/').pop() || spec.bucket) : 'filespace');
+  const h = homes();
+  const cfg = await linkFilespace(h, name, spec, mountPoint, values['cache-dir'], cacheCap, passphraseFile);
+  console.log(`linked "${cfg.name}": mount it with "filespace mount ${cfg.name}" (mount point ${cfg.mountPoint})`);
+}
+
+function log(msg: string): void {
+  process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
+}
+
+async function runForeground(h: Homes, cfg: LinkConfig, extra: { passphrase?: string; onMounted?: (host: MountHost) => void } = {}): Promise<void> {
+  const host = new MountHost(cfg, h, { log, passphrase: extra.passphrase });
+  let signalled = 0;
+  const onSignal = () => {
+    signalled++;
+    if (signalled > 1) log('still unmounting; press Ctrl-C again to wait, or run "fusermount -uz" to detach');
+    host.stopOnSignal().catch((err) => log(`unmount failed: ${(err as Error).message}`));
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  try {
+    await host.start();
+  } catch (err) {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    throw err;
+  }
+  extra.onMounted?.(host);
+  await host.done;
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+}
+
+async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
+  try {
+    return await callControl(socketPath(h, cfg.name), '/v1/status', {}, 5000);
+  } catch (err) {
+    if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
+  }
+  // Not running: report what waits in the cache from its files.
+  let dirtyBytes = 0;
+  const files = new Set<string>();
+  for (const f of await fsp.readdir(path.join(cfg.cacheDir, 'dirty')).catch(() => [] as string[])) {
+    const st = await fsp.stat(path.join(cfg.cacheDir, 'dirty', f)).catch(() => undefined);
+    if (st) {
+      dirtyBytes += st.size;
+      files.add(f.split('.')[0]!);
+    }
+  }
+  return {
+    name: cfg.name, state: 'unmounted', mountPoint: cfg.mountPoint, dirtyBytes, dirtyFiles: files.size, pendingMetaOps: 0,
+    uploadBytesPerSec: 0, downloadBytesPerSec: 0, cacheUsedBytes: 0, cacheCapBytes: settingsOf(cfg).cacheCapBytes,
+    cacheHitRatio: 0, openFiles: 0, offline: false, uploadsPaused: false, readOnlyReason: null, lastError: null,
+  };
+}
+
+async function cmdMount(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { foreground: { type: 'boolean' } }, 1);
+  const h = homes();
+  const cfg = await loadConfig(h, positionals[0]);
+  if (values.foreground) {
+    await runForeground(h, cfg);
+    return;
+  }
+  const current = await statusOf(h, cfg);
+  if (current.state !== 'unmounted') throw new UserError(`"${cfg.name}" is already ${current.state} at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
+  await fsp.mkdir(h.runDir, { recursive: true, mode: 0o700 });
+  const logFile = logPath(h, cfg.name);
+  const out = openSync(logFile, 'a', 0o600);
+  const child = spawn(process.execPath, [__filename, 'mount', cfg.name, '--foreground'], { detached: true, stdio: ['ignore', out, out] });
+  let exited: number | null | undefined;
+  child.on('exit', (code) => (exited = code));
+  child.unref();
+  const deadline = Date.now() + 120_000;
+  while (Date.now() < deadline) {
+    await sleep(200);
+    if (exited !== undefined) {
+      const text = await fsp.readFile(logFile, 'utf8').catch(() => '');
+      const last = text.trim().split('\n').pop() ?? '';
+      throw new UserError(last.replace(/^\S+ /, '').replace(/^filespace: /, '') || `the mount process exited with code ${exited}`, 'MOUNT_FAILED');
+    }
+    const st = await statusOf(h, cfg).catch(() => undefined);
+    if (st?.state === 'mounted') {
+      console.log(`mounted "${cfg.name}" at ${cfg.mountPoint} (pid ${st.pid}, log ${logFile})`);
+      return;
+    }
+  }
+  throw new UserError(`mounting "${cfg.name}" did not finish within 120 s; see ${logFile}`, 'MOUNT_TIMEOUT');
+}
+
+async function cmdUnmount(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { force: { type: 'boolean' } }, 1);
+  const h = homes();
+  const cfg = await loadConfig(h, positionals[0]);
+  const sock = socketPath(h, cfg.name);
+  let pid: number | undefined;
+  try {
+    pid = (await callControl(sock, '/v1/status', {}, 5000)).pid;
+    await callControl(sock, '/v1/unmount', { force: Boolean(values.force) }, 120_000);
+  } catch (err) {
+    if (err instanceof ControlClientError && err.code === 'NOT_RUNNING') {
+      const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
+      if (values.force && (await isMountPoint(cfg.mountPoint))) {
+        // The engine is gone but the kernel still has the mount: detach it.
+        await unmountPath(cfg.mountPoint, true);
+        console.log(`detached the stale mount at ${cfg.mountPoint}`);
+        return;
+      }
+      throw new UserError(`"${cfg.name}" is not mounted${(await isMountPoint(cfg.mountPoint)) ? ' by a live engine; use --force to detach the stale mount' : ''}`, 'NOT_MOUNTED');
+    }
+    if (err instanceof ControlClientError) throw new UserError(err.message, err.code);
+    throw err;
+  }
+  // Wait for the engine process to finish closing (it releases the cache lock last).
+  const deadline = Date.now() + 30_000;
+  while (pid && Date.now() < deadline) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      break;
+    }
+    await sleep(100);
+  }
+  console.log(`unmounted "${cfg.name}"`);
+}
+
+function humanStatus(s: StatusDto): string {
+  const lines = [`${s.name}: ${s.state}${s.state === 'unmounted' ? '' : ` at ${s.mountPoint}`}${s.offline ? ' (offline)' : ''}`];
+  lines.push(s.dirtyBytes > 0 || s.dirtyFiles > 0
+    ? `  to upload: ${s.dirtyFiles} file${s.dirtyFiles === 1 ? '' : 's'}, ${formatSize(s.dirtyBytes)}${s.pendingMetaOps ? ` (+${s.pendingMetaOps} metadata changes)` : ''}${s.uploadsPaused ? ' — uploads paused' : ''}`
+    : s.pendingMetaOps > 0 ? `  to upload: ${s.pendingMetaOps} metadata changes` : '  everything is in the bucket');
+  if (s.state === 'mounted') {
+    lines.push(`  cache: ${formatSize(s.cacheUsedBytes)} of ${formatSize(s.cacheCapBytes)} used, hit ratio ${(s.cacheHitRatio * 100).toFixed(0)}%`);
+    lines.push(`  throughput: up ${formatSize(s.uploadBytesPerSec)}/s, down ${formatSize(s.downloadBytesPerSec)}/s`);
+  }
+  if (s.readOnlyReason) lines.push(`  ${s.readOnlyReason}`);
+  if (s.lastError) lines.push(`  last error: ${s.lastError}`);
+  return lines.join('\n');
+}
+
+async function cmdStatus(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { json: { type: 'boolean' } }, 1);
+  const h = homes();
+  const cfg = await loadConfig(h, positionals[0]);
+  const s = await statusOf(h, cfg);
+  console.log(values.json ? JSON.stringify(s, null, 2) : humanStatus(s));
+}
+
+async function cmdSync(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { timeout: { type: 'string' } }, 1);
+  const h = homes();
+  const cfg = await loadConfig(h, positionals[0]);
+  let timeoutMs: number;
+  try {
+    timeoutMs = parseDuration(values.timeout ?? '10m');
+  } catch (err) {
+    throw new UserError(`--timeout: ${(err as Error).message}`, 'BAD_DURATION');
+  }
+  let result;
+  try {
+    result = await callControl(socketPath(h, cfg.name), '/v1/sync', { timeoutMs }, timeoutMs + 30_000);
+  } catch (err) {
+    if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
+    // Not mounted: open the engine without a mount just to upload what waits in the cache.
+    const store = openStore(cfg.store);
+    const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
+    const engine = await Engine.open({ store, keys, header, cacheDir: cfg.cacheDir, settings: settingsOf(cfg), log });
+    try {
+      const done = await engine.sync(Date.now() + timeoutMs);
+      const st = engine.stats();
+      result = { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps };
+    } finally {
+      await engine.close();
+    }
+  }
+  if (!result.done) {
+    throw new UserError(`sync timed out: ${formatSize(result.dirtyBytes)} and ${result.pendingMetaOps} metadata changes still to upload`, 'SYNC_TIMEOUT');
+  }
+  console.log(`"${cfg.name}": every local change is in the bucket`);
+}
+
+async function cmdSet(args: string[]): Promise<void> {
+  const { positionals } = parse(args, {}, 3);
+  if (positionals.length !== 3) throw new UsageError('set takes NAME KEY VALUE');
+  const [name, key, value] = positionals as [string, string, string];
+  const h = homes();
+  const cfg = await loadConfig(h, name);
+  const change = settingFromKey(key, value);
+  try {
+    resolveSettings({ ...(cfg.settings as object), ...change });
+  } catch (err) {
+    throw new UserError((err as Error).message, 'BAD_SETTING');
+  }
+  try {
+    await callControl(socketPath(h, cfg.name), '/v1/set', { key: key as 'cache-size', value });
+    console.log(`${cfg.name}: ${key} = ${value} (applied live)`);
+  } catch (err) {
+    if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
+    await saveConfig(h, { ...cfg, settings: { ...cfg.settings, ...change } });
+    console.log(`${cfg.name}: ${key} = ${value} (takes effect at the next mount)`);
+  }
+}
+
+async function cmdUnlink(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { force: { type: 'boolean' } }, 1);
+  if (positionals.length !== 1) throw new UsageError('unlink takes NAME');
+  const h = homes();
+  const cfg = await loadConfig(h, positionals[0]);
+  const s = await statusOf(h, cfg);
+  if (s.state !== 'unmounted') throw new UserError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
+  if ((s.dirtyBytes > 0 || s.dirtyFiles > 0) && !values.force) {
+    throw new UserError(`"${cfg.name}" has ${formatSize(s.dirtyBytes)} not yet uploaded; run "filespace sync ${cfg.name}" first, or unlink --force to discard it`, 'DIRTY');
+  }
+  await deleteConfig(h, cfg.name);
+  await fsp.rm(cfg.cacheDir, { recursive: true, force: true });
+  console.log(`unlinked "${cfg.name}" (the filespace itself stays in the bucket)`);
+}
+
+async function cmdList(): Promise<void> {
+  const h = homes();
+  for (const name of await listConfigs(h)) {
+    const cfg = await loadConfig(h, name);
+    const s = await statusOf(h, cfg);
+    console.log(`${name}\t${s.state}\t${cfg.mountPoint}`);
+  }
+}
+
+async function cmdDemo(args: string[]): Promise<void> {
+  parse(args, {}, 0);
+  const base = process.env.FILESPACE_HOME ? path.resolve(process.env.FILESPACE_HOME) : path.resolve(__dirname, '..', '..', '..', '.demo');
+  process.env.FILESPACE_HOME = base;
+  const h = homes();
+  const storeRoot = path.join(base, 'store');
+  const passFile = path.join(base, 'demo-passphrase');
+  await fsp.mkdir(base, { recursive: true, mode: 0o700 });
+  if (!(await fsp.access(passFile).then(() => true, () => false))) {
+    await fsp.writeFile(passFile, randomBytes(18).toString('base64url'), { mode: 0o600 });
+  }
+  const passphrase = await readPassphraseFile(passFile);
+  let cfg: LinkConfig;
+  if ((await listConfigs(h)).includes('demo')) {
+    cfg = await loadConfig(h, 'demo');
+  } else {
+    const store = new LocalDiskStore(storeRoot);
+    if (!(await store.head('filespace.json'))) await createFilespace(store, passphrase, 4 * 1024 * 1024);
+    await store.close();
+    const mnt = path.join(base, 'mnt');
+    await fsp.mkdir(mnt, { recursive: true });
+    cfg = await linkFilespace(h, 'demo', { kind: 'local', root: storeRoot }, mnt, undefined, 1024 ** 3, passFile, passphrase);
+  }
+  console.log(`Filespace demo: an embedded object store in ${storeRoot}`);
+  await runForeground(h, cfg, {
+    onMounted: (host) => {
+      console.log(`mounted at ${cfg.mountPoint}; try: cp -r /usr/share/doc ${cfg.mountPoint}/ && ls ${cfg.mountPoint}`);
+      console.log(`other shell: FILESPACE_HOME=${base} ${path.resolve(__dirname, '..', '..', '..', 'bin', 'filespace')} status demo`);
+      console.log('Ctrl-C unmounts.');
+      let last = '';
+      const timer = setInterval(() => {
+        const s = host.status();
+        const line = `[${s.state}] to upload: ${s.dirtyFiles} files, ${formatSize(s.dirtyBytes)} | cache ${formatSize(s.cacheUsedBytes)}/${formatSize(s.cacheCapBytes)} | up ${formatSize(s.uploadBytesPerSec)}/s down ${formatSize(s.downloadBytesPerSec)}/s`;
+        if (line !== last) console.log(line);
+        last = line;
+        if (s.state !== 'mounted') clearInterval(timer);
+      }, 2000);
+      timer.unref();
+    },
+  });
+  console.log('demo unmounted cleanly');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'init': await cmdInit(rest); break;
+      case 'link': await cmdLink(rest); break;
+      case 'mount': await cmdMount(rest); break;
+      case 'unmount': await cmdUnmount(rest); break;
+      case 'status': await cmdStatus(rest); break;
+      case 'sync': await cmdSync(rest); break;
+      case 'set': await cmdSet(rest); break;
+      case 'unlink': await cmdUnlink(rest); break;
+      case 'list': await cmdList(); break;
+      case 'demo': await cmdDemo(rest); break;
+      case undefined: case '-h': case '--help': case 'help':
+        console.log(USAGE);
+        return cmd === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${cmd}"`);
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`filespace: ${err.message}\n${USAGE}\n`);
+      return 2;
+    }
+    if (err instanceof UserError || err instanceof ControlClientError) {
+      process.stderr.write(`filespace: ${err.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`filespace: unexpected error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    return 70;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+    // A finished command must not linger on open handles (sockets, timers).
+    setTimeout(() => process.exit(code), 50).unref();
+  });
+}

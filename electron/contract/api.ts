@@ -1,0 +1,65 @@
+/**
+ * The control API contract: the one typed description of what a host (CLI daemon, Electron
+ * main) can be asked, shared by every client (CLI commands, preload/renderer, tests). Every
+ * message is validated with these schemas at the boundary; errors cross as `{code, message}`.
+ * Imports nothing of ours.
+ */
+
+import { z } from 'zod';
+
+export const MOUNT_STATES = ['unmounted', 'mounting', 'mounted', 'unmounting', 'error'] as const;
+export type MountState = (typeof MOUNT_STATES)[number];
+
+export const statusSchema = z.object({
+  name: z.string(),
+  state: z.enum(MOUNT_STATES),
+  mountPoint: z.string(),
+  pid: z.number().int().optional(),
+  dirtyBytes: z.number(),
+  dirtyFiles: z.number(),
+  pendingMetaOps: z.number(),
+  uploadBytesPerSec: z.number(),
+  downloadBytesPerSec: z.number(),
+  cacheUsedBytes: z.number(),
+  cacheCapBytes: z.number(),
+  cacheHitRatio: z.number(),
+  openFiles: z.number(),
+  offline: z.boolean(),
+  uploadsPaused: z.boolean(),
+  readOnlyReason: z.string().nullable(),
+  lastError: z.string().nullable(),
+});
+export type StatusDto = z.infer<typeof statusSchema>;
+
+export const SETTABLE_KEYS = ['cache-size', 'upload-delay', 'upload-concurrency', 'download-concurrency', 'prefetch-chunks', 'read-timeout'] as const;
+export type SettableKey = (typeof SETTABLE_KEYS)[number];
+
+export const unmountRequestSchema = z.object({ force: z.boolean().default(false) }).strict();
+export const syncRequestSchema = z.object({ timeoutMs: z.number().int().min(0).max(7 * 24 * 3600 * 1000) }).strict();
+export const setRequestSchema = z.object({ key: z.enum(SETTABLE_KEYS), value: z.string().min(1).max(64) }).strict();
+export const pauseRequestSchema = z.object({ paused: z.boolean() }).strict();
+
+export type UnmountRequest = z.infer<typeof unmountRequestSchema>;
+export type SyncRequest = z.infer<typeof syncRequestSchema>;
+export type SetRequest = z.infer<typeof setRequestSchema>;
+
+export const syncResultSchema = z.object({ done: z.boolean(), dirtyBytes: z.number(), pendingMetaOps: z.number() });
+export type SyncResult = z.infer<typeof syncResultSchema>;
+
+export const apiErrorSchema = z.object({ code: z.string(), message: z.string() });
+export type ApiError = z.infer<typeof apiErrorSchema>;
+
+/** Route map: path -> request and response schemas. */
+export const routes = {
+  '/v1/status': { method: 'GET', request: z.object({}).strict(), response: statusSchema },
+  '/v1/unmount': { method: 'POST', request: unmountRequestSchema, response: z.object({ ok: z.literal(true) }) },
+  '/v1/sync': { method: 'POST', request: syncRequestSchema, response: syncResultSchema },
+  '/v1/set': { method: 'POST', request: setRequestSchema, response: z.object({ ok: z.literal(true) }) },
+  '/v1/pause': { method: 'POST', request: pauseRequestSchema, response: z.object({ ok: z.literal(true) }) },
+} as const;
+export type Route = keyof typeof routes;
+export type RequestOf<R extends Route> = z.input<(typeof routes)[R]['request']>;
+export type ResponseOf<R extends Route> = z.infer<(typeof routes)[R]['response']>;
+
+/** Largest request body the server reads. */
+export const MAX_BODY_BYTES = 16 * 1024;

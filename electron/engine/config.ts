@@ -1,0 +1,60 @@
+/**
+ * Engine tuning: one object with defaults, units in the names, and a self-check that rejects
+ * nonsense with a message naming the setting. Per-machine settings (cache size, concurrency,
+ * timeouts) live here; per-filespace facts (chunk size, keys) come from the bucket header.
+ */
+
+import { z } from 'zod';
+
+export const engineSettingsSchema = z.object({
+  cacheCapBytes: z.number().int().min(16 * 1024 * 1024, 'cache size must be at least 16MiB'),
+  cacheHighWatermark: z.number().gt(0).max(1),
+  cacheLowWatermark: z.number().gt(0).max(1),
+  /** A dirty chunk waits this long after its last write before it uploads. */
+  uploadDelayMs: z.number().int().min(0).max(3_600_000),
+  /** A chunk that keeps changing uploads anyway once it has been dirty this long. */
+  maxDirtyAgeMs: z.number().int().min(0).max(86_400_000),
+  uploadConcurrency: z.number().int().min(1).max(64),
+  downloadConcurrency: z.number().int().min(1).max(64),
+  /** Largest read-ahead window, in chunks. */
+  prefetchMaxChunks: z.number().int().min(0).max(64),
+  /** How long a read may keep retrying the bucket before it fails with EIO. */
+  readTimeoutMs: z.number().int().min(100).max(3_600_000),
+  /** How often replicated metadata is pushed while there are changes. */
+  metaPushDelayMs: z.number().int().min(0).max(600_000),
+  attrTimeoutSec: z.number().min(0).max(3600),
+  entryTimeoutSec: z.number().min(0).max(3600),
+  negativeTimeoutSec: z.number().min(0).max(3600),
+  xattrs: z.boolean(),
+}).refine((s) => s.cacheLowWatermark < s.cacheHighWatermark, {
+  message: 'cacheLowWatermark must be below cacheHighWatermark',
+});
+
+export type EngineSettings = z.infer<typeof engineSettingsSchema>;
+
+export const DEFAULT_SETTINGS: EngineSettings = {
+  cacheCapBytes: 20 * 1024 ** 3,
+  cacheHighWatermark: 0.95,
+  cacheLowWatermark: 0.85,
+  uploadDelayMs: 2_000,
+  maxDirtyAgeMs: 30_000,
+  uploadConcurrency: 8,
+  downloadConcurrency: 8,
+  prefetchMaxChunks: 8,
+  readTimeoutMs: 60_000,
+  metaPushDelayMs: 500,
+  attrTimeoutSec: 1,
+  entryTimeoutSec: 1,
+  negativeTimeoutSec: 0.5,
+  xattrs: true,
+};
+
+export function resolveSettings(partial: Partial<EngineSettings>): EngineSettings {
+  const merged = { ...DEFAULT_SETTINGS, ...partial };
+  const parsed = engineSettingsSchema.safeParse(merged);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new Error(`invalid setting ${issue.path.join('.') || ''}: ${issue.message}`.replace('setting : ', 'settings: '));
+  }
+  return parsed.data;
+}

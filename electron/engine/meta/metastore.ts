@@ -1,0 +1,125 @@
+/**
+ * MetaStore owns the authoritative local metadata: the Tree, its journal, and the queue of ops
+ * not yet replicated to the bucket (`pendingRemote`).
+ *
+ * Every change goes through `commit(op)`: apply to the tree, append to the journal, queue for
+ * the bucket, in that order and synchronously, so the three never disagree about order. The
+ * remote replicator takes ops from the front of the queue and acknowledges them with
+ * `markPushed`. Because chunk references enter the tree only after their upload succeeded,
+ * any prefix of the queue names only chunks the bucket already has (DESIGN invariant 2).
+ */
+
+import * as path from 'node:path';
+import { Journal } from './journal';
+import { MetaOp, Tree, TreeSnapshot } from './tree';
+
+interface PersistedState {
+  readonly gen: number;
+  readonly chunkSize: number;
+  readonly tree: TreeSnapshot;
+  readonly pendingRemote: MetaOp[];
+  readonly remoteSeq: number;
+}
+
+type JournalRecord = { op: MetaOp } | { pushed: number; count: number };
+
+const CHECKPOINT_JOURNAL_BYTES = 8 * 1024 * 1024;
+
+export class MetaStore {
+  pendingRemote: MetaOp[] = [];
+  /** Sequence number of the last log segment this machine wrote to the bucket. */
+  remoteSeq = 0;
+  private checkpointing: Promise<void> | undefined;
+  /** Called with the inode numbers whose storage a commit released. */
+  onRelease: (inos: number[]) => void = () => undefined;
+  /** Called after every commit that added work for the replicator. */
+  onChange: () => void = () => undefined;
+
+  private constructor(readonly tree: Tree, private readonly journal: Journal<PersistedState>) {}
+
+  /** Loads local metadata from `dir`, or returns undefined when there is none yet. */
+  static async load(dir: string): Promise<MetaStore | undefined> {
+    const { journal, loaded } = await Journal.open<PersistedState>(path.join(dir));
+    if (!loaded.snapshot) {
+      await journal.close();
+      return undefined;
+    }
+    const snap = loaded.snapshot;
+    const store = new MetaStore(Tree.fromSnapshot(snap.chunkSize, snap.tree), journal);
+    store.pendingRemote = [...snap.pendingRemote];
+    store.remoteSeq = snap.remoteSeq;
+    for (const raw of loaded.records) {
+      const rec = raw as JournalRecord;
+      if ('op' in rec) {
+        store.tree.apply(rec.op);
+        store.pendingRemote.push(rec.op);
+      } else {
+        store.pendingRemote.splice(0, rec.count);
+        store.remoteSeq = rec.pushed;
+      }
+    }
+    return store;
+  }
+
+  /** Creates local metadata in `dir` from a tree (new filespace, or one read from the bucket). */
+  static async create(dir: string, tree: Tree, remoteSeq: number): Promise<MetaStore> {
+    const { journal, loaded } = await Journal.open<PersistedState>(dir);
+    if (loaded.snapshot) {
+      await journal.close();
+      throw new Error(`metadata already exists in ${dir}`);
+    }
+    const store = new MetaStore(tree, journal);
+    store.remoteSeq = remoteSeq;
+    await store.checkpoint();
+    return store;
+  }
+
+  get chunkSize(): number {
+    return this.tree.chunkSize;
+  }
+
+  commit(op: MetaOp): void {
+    const released = this.tree.apply(op);
+    this.journal.append({ op });
+    this.pendingRemote.push(op);
+    if (released.length > 0) this.onRelease(released);
+    this.onChange();
+    if (this.journal.bytes > CHECKPOINT_JOURNAL_BYTES && !this.checkpointing) {
+      this.checkpointing = this.checkpoint().finally(() => (this.checkpointing = undefined));
+      this.checkpointing.catch(() => undefined);
+    }
+  }
+
+  markPushed(seq: number, count: number): void {
+    this.pendingRemote.splice(0, count);
+    this.remoteSeq = seq;
+    this.journal.append({ pushed: seq, count });
+  }
+
+  /** Writes buffered journal records (survives a process crash). */
+  flush(): Promise<void> {
+    return this.journal.flush();
+  }
+
+  /** Makes every committed op durable (survives power loss). */
+  sync(): Promise<void> {
+    return this.journal.sync();
+  }
+
+  checkpoint(): Promise<void> {
+    const state: PersistedState = {
+      gen: this.journal.generation + 1,
+      chunkSize: this.tree.chunkSize,
+      tree: this.tree.snapshot(),
+      pendingRemote: [...this.pendingRemote],
+      remoteSeq: this.remoteSeq,
+    };
+    return this.journal.checkpoint(state);
+  }
+
+  async close(): Promise<void> {
+    if (this.checkpointing) await this.checkpointing.catch(() => undefined);
+    await this.checkpoint();
+    await this.journal.close();
+  }
+}

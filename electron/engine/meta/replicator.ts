@@ -1,0 +1,107 @@
+/**
+ * Pushes committed metadata ops to the bucket as log segments, and writes a checkpoint every
+ * `CHECKPOINT_EVERY` segments (and on clean shutdown) so a new machine replays little.
+ *
+ * One push runs at a time. A failed push is retried with backoff; the ops stay queued in the
+ * MetaStore (and its journal), so nothing is lost across restarts. A segment-number conflict
+ * means another machine wrote to this filespace: the replicator stops for good and reports it,
+ * and the engine turns read-only (the lease work refines this).
+ */
+
+import { MetaStore } from './metastore';
+import { RemoteMeta, SegmentConflictError } from './remote';
+import { Signal, backoffMs } from '../util/concurrency';
+
+const MAX_OPS_PER_SEGMENT = 20_000;
+const CHECKPOINT_EVERY = 64;
+
+export class Replicator {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private failures = 0;
+  private segmentsSinceCheckpoint = 0;
+  private stopped = false;
+  conflict: string | undefined;
+  lastError: string | undefined;
+  readonly progress = new Signal();
+
+  constructor(
+    private readonly meta: MetaStore,
+    private readonly remote: RemoteMeta,
+    private readonly delayMs: () => number,
+    private readonly log: (msg: string) => void,
+  ) {}
+
+  get pendingOps(): number {
+    return this.meta.pendingRemote.length;
+  }
+
+  /** Schedules a push soon (debounced). */
+  schedule(delayMs = this.delayMs()): void {
+    if (this.stopped || this.conflict || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.pushNow();
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  pushNow(): Promise<void> {
+    if (!this.running) {
+      this.running = this.pushLoop().finally(() => (this.running = undefined));
+    }
+    return this.running;
+  }
+
+  private async pushLoop(): Promise<void> {
+    while (!this.conflict && this.meta.pendingRemote.length > 0) {
+      const ops = this.meta.pendingRemote.slice(0, MAX_OPS_PER_SEGMENT);
+      const seq = this.meta.remoteSeq + 1;
+      try {
+        const count = await this.remote.pushSegment(seq, ops);
+        // After stop() the journal may be closed; the next start sees the segment and resumes.
+        if (this.stopped) return;
+        this.meta.markPushed(seq, count);
+        this.failures = 0;
+        this.lastError = undefined;
+        this.segmentsSinceCheckpoint++;
+        if (this.meta.pendingRemote.length === 0 && this.segmentsSinceCheckpoint >= CHECKPOINT_EVERY) {
+          await this.checkpointNow();
+        }
+      } catch (err) {
+        if (err instanceof SegmentConflictError) {
+          this.conflict = err.message;
+          this.log(err.message);
+          break;
+        }
+        this.failures++;
+        this.lastError = `metadata upload failed: ${(err as Error).message}`;
+        this.log(this.lastError);
+        this.progress.notify();
+        if (!this.stopped) this.schedule(backoffMs(this.failures - 1, 500, 30_000));
+        return;
+      } finally {
+        this.progress.notify();
+      }
+    }
+    if (!this.stopped) await this.meta.flush();
+  }
+
+  /** Writes a checkpoint of the tree if every op is pushed (the tree then equals the bucket's). */
+  async checkpointNow(): Promise<void> {
+    if (this.meta.pendingRemote.length > 0 || this.conflict) return;
+    const seq = this.meta.remoteSeq;
+    const snap = this.meta.tree.snapshot();
+    await this.remote.writeCheckpoint(seq, snap);
+    this.segmentsSinceCheckpoint = 0;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.running) {
+      await Promise.race([this.running.catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
+    }
+  }
+}

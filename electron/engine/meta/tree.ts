@@ -1,0 +1,223 @@
+/**
+ * The file tree: inodes, directory entries and chunk lists, held in memory for fast lookups.
+ *
+ * The tree changes only by applying `MetaOp`s. The same ops are appended to the local journal
+ * (crash safety) and shipped to the bucket as log segments (replication), so replaying them
+ * on another machine yields the same tree. `apply` is therefore deterministic and total: it
+ * never consults clocks or randomness, and an op that no longer fits (e.g. a chunk commit for
+ * a file deleted meanwhile) is ignored rather than failing the replay.
+ *
+ * A file's content is a list of chunk references `[name, length]`, one per fixed-size chunk
+ * index; `null` is a hole (zeros). Bytes of a chunk past its length, up to the file size, read
+ * as zeros. Hard links are not supported (link() answers EPERM), so every inode has one name.
+ */
+
+export type InodeKind = 'file' | 'dir' | 'symlink';
+export type ChunkRef = readonly [name: string, length: number];
+
+export interface Inode {
+  ino: number;
+  kind: InodeKind;
+  mode: number; // permission bits only (07777)
+  uid: number;
+  gid: number;
+  size: number;
+  atimeMs: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  target?: string;
+  chunks?: Array<ChunkRef | null>;
+  xattrs?: Record<string, string>; // name -> base64 value
+  entries?: Map<string, number>; // directories only
+}
+
+export type MetaOp =
+  | { t: 'mk'; parent: number; name: string; ino: number; kind: InodeKind; mode: number; uid: number; gid: number; target?: string; ms: number }
+  | { t: 'rm'; parent: number; name: string; ms: number }
+  | { t: 'mv'; sp: number; sn: string; dp: number; dn: string; ms: number }
+  | { t: 'attr'; ino: number; mode?: number; uid?: number; gid?: number; size?: number; atimeMs?: number; mtimeMs?: number; ms: number }
+  | { t: 'chunk'; ino: number; idx: number; ref: ChunkRef | null }
+  | { t: 'xattr'; ino: number; name: string; value: string | null; ms: number };
+
+export const ROOT_INO = 1;
+
+export interface TreeSnapshot {
+  readonly nextIno: number;
+  readonly inodes: ReadonlyArray<Omit<Inode, 'entries'> & { entries?: Array<[string, number]> }>;
+}
+
+export class Tree {
+  readonly inodes = new Map<number, Inode>();
+  nextIno = ROOT_INO + 1;
+  /** Reference counts of chunk names, for dedup and garbage collection. */
+  readonly chunkRefs = new Map<string, number>();
+
+  constructor(readonly chunkSize: number) {}
+
+  static create(chunkSize: number, uid: number, gid: number, ms: number): Tree {
+    const t = new Tree(chunkSize);
+    t.inodes.set(ROOT_INO, {
+      ino: ROOT_INO, kind: 'dir', mode: 0o755, uid, gid, size: 0,
+      atimeMs: ms, mtimeMs: ms, ctimeMs: ms, entries: new Map(),
+    });
+    return t;
+  }
+
+  static fromSnapshot(chunkSize: number, snap: TreeSnapshot): Tree {
+    const t = new Tree(chunkSize);
+    t.nextIno = snap.nextIno;
+    for (const raw of snap.inodes) {
+      const inode: Inode = { ...raw, entries: raw.entries ? new Map(raw.entries) : undefined };
+      if (!inode.entries) delete inode.entries;
+      if (inode.chunks) inode.chunks = inode.chunks.map((c) => (c ? [c[0], c[1]] as const : null));
+      t.inodes.set(inode.ino, inode);
+      for (const c of inode.chunks ?? []) if (c) t.ref(c[0], 1);
+    }
+    if (!t.inodes.has(ROOT_INO)) throw new Error('snapshot has no root directory');
+    return t;
+  }
+
+  snapshot(): TreeSnapshot {
+    const inodes = [...this.inodes.values()].map((i) => {
+      const { entries, ...rest } = i;
+      return entries ? { ...rest, entries: [...entries] } : rest;
+    });
+    return { nextIno: this.nextIno, inodes };
+  }
+
+  get(ino: number): Inode | undefined {
+    return this.inodes.get(ino);
+  }
+
+  lookup(parent: number, name: string): Inode | undefined {
+    const p = this.inodes.get(parent);
+    const ino = p?.entries?.get(name);
+    return ino === undefined ? undefined : this.inodes.get(ino);
+  }
+
+  allocIno(): number {
+    return this.nextIno++;
+  }
+
+  private ref(name: string, delta: number): void {
+    const n = (this.chunkRefs.get(name) ?? 0) + delta;
+    if (n <= 0) this.chunkRefs.delete(name);
+    else this.chunkRefs.set(name, n);
+  }
+
+  private setChunk(inode: Inode, idx: number, ref: ChunkRef | null): void {
+    const chunks = (inode.chunks ??= []);
+    const old = chunks[idx];
+    if (old) this.ref(old[0], -1);
+    while (chunks.length < idx) chunks.push(null);
+    chunks[idx] = ref;
+    if (ref) this.ref(ref[0], 1);
+    while (chunks.length > 0 && chunks[chunks.length - 1] === null) chunks.pop();
+  }
+
+  private truncateChunks(inode: Inode, size: number): void {
+    const chunks = inode.chunks;
+    if (!chunks) return;
+    const cs = this.chunkSize;
+    const keep = Math.ceil(size / cs);
+    for (let i = chunks.length - 1; i >= keep; i--) this.setChunk(inode, i, null);
+    const last = keep - 1;
+    const ref = last >= 0 ? chunks[last] : undefined;
+    const limit = size - last * cs;
+    if (ref && ref[1] > limit) this.setChunk(inode, last, [ref[0], limit]);
+  }
+
+  private dropInode(ino: number): void {
+    const inode = this.inodes.get(ino);
+    if (!inode) return;
+    for (const c of inode.chunks ?? []) if (c) this.ref(c[0], -1);
+    this.inodes.delete(ino);
+  }
+
+  /** Applies one op. Returns the inode numbers whose storage was released (for cache cleanup). */
+  apply(op: MetaOp): number[] {
+    switch (op.t) {
+      case 'mk': {
+        const parent = this.inodes.get(op.parent);
+        if (!parent?.entries || parent.entries.has(op.name) || this.inodes.has(op.ino)) return [];
+        const inode: Inode = {
+          ino: op.ino, kind: op.kind, mode: op.mode, uid: op.uid, gid: op.gid,
+          size: op.kind === 'symlink' ? Buffer.byteLength(op.target ?? '') : 0,
+          atimeMs: op.ms, mtimeMs: op.ms, ctimeMs: op.ms,
+        };
+        if (op.kind === 'dir') inode.entries = new Map();
+        if (op.kind === 'symlink') inode.target = op.target ?? '';
+        this.inodes.set(op.ino, inode);
+        parent.entries.set(op.name, op.ino);
+        parent.mtimeMs = parent.ctimeMs = op.ms;
+        if (op.ino >= this.nextIno) this.nextIno = op.ino + 1;
+        return [];
+      }
+      case 'rm': {
+        const parent = this.inodes.get(op.parent);
+        const ino = parent?.entries?.get(op.name);
+        if (!parent?.entries || ino === undefined) return [];
+        parent.entries.delete(op.name);
+        parent.mtimeMs = parent.ctimeMs = op.ms;
+        this.dropInode(ino);
+        return [ino];
+      }
+      case 'mv': {
+        const sp = this.inodes.get(op.sp);
+        const dp = this.inodes.get(op.dp);
+        const ino = sp?.entries?.get(op.sn);
+        if (!sp?.entries || !dp?.entries || ino === undefined) return [];
+        const released: number[] = [];
+        const existing = dp.entries.get(op.dn);
+        if (existing === ino) return [];
+        if (existing !== undefined) {
+          this.dropInode(existing);
+          released.push(existing);
+        }
+        sp.entries.delete(op.sn);
+        dp.entries.set(op.dn, ino);
+        sp.mtimeMs = sp.ctimeMs = op.ms;
+        dp.mtimeMs = dp.ctimeMs = op.ms;
+        const moved = this.inodes.get(ino);
+        if (moved) moved.ctimeMs = op.ms;
+        return released;
+      }
+      case 'attr': {
+        const inode = this.inodes.get(op.ino);
+        if (!inode) return [];
+        if (op.mode !== undefined) inode.mode = op.mode & 0o7777;
+        if (op.uid !== undefined) inode.uid = op.uid;
+        if (op.gid !== undefined) inode.gid = op.gid;
+        if (op.atimeMs !== undefined) inode.atimeMs = op.atimeMs;
+        if (op.mtimeMs !== undefined) inode.mtimeMs = op.mtimeMs;
+        if (op.size !== undefined && inode.kind === 'file') {
+          if (op.size < inode.size) this.truncateChunks(inode, op.size);
+          inode.size = op.size;
+        }
+        inode.ctimeMs = op.ms;
+        return [];
+      }
+      case 'chunk': {
+        const inode = this.inodes.get(op.ino);
+        if (!inode || inode.kind !== 'file') return [];
+        const start = op.idx * this.chunkSize;
+        if (op.ref && start >= inode.size) return [];
+        let ref = op.ref;
+        if (ref && ref[1] > inode.size - start) ref = [ref[0], inode.size - start];
+        this.setChunk(inode, op.idx, ref);
+        return [];
+      }
+      case 'xattr': {
+        const inode = this.inodes.get(op.ino);
+        if (!inode) return [];
+        if (op.value === null) {
+          if (inode.xattrs) delete inode.xattrs[op.name];
+        } else {
+          (inode.xattrs ??= {})[op.name] = op.value;
+        }
+        inode.ctimeMs = op.ms;
+        return [];
+      }
+    }
+  }
+}

@@ -1,0 +1,91 @@
+/**
+ * ChunkFetcher: brings a committed chunk from the bucket into the clean cache.
+ *
+ * Concurrent requests for one chunk are merged (single flight); downloads are bounded by a
+ * semaphore, which also bounds memory (each in-flight download holds at most one encoded and
+ * one decoded chunk). Retryable store errors are retried with jittered backoff until
+ * `readTimeoutMs` has passed, then the read fails with EIO: a read never hangs forever. A chunk
+ * that fails authentication is refetched once (a cut-short body) and then refused with EIO;
+ * wrong bytes are never returned.
+ */
+
+import { AuthError } from '../chunk/crypto';
+import { chunkKey, decodeChunk } from '../chunk/format';
+import { ChunkCache } from '../cache/chunkCache';
+import { FsError } from '../errors';
+import { ObjectStore, StoreError } from '../store/types';
+import { Semaphore, SingleFlight, backoffMs, sleep } from '../util/concurrency';
+
+export interface FetcherStats {
+  downloadedBytes: number;
+  lastError: string | undefined;
+}
+
+export class ChunkFetcher {
+  private readonly flights = new SingleFlight<string, Buffer>();
+  readonly sem: Semaphore;
+  readonly stats: FetcherStats = { downloadedBytes: 0, lastError: undefined };
+
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly cache: ChunkCache,
+    private readonly chunkKeyBytes: Buffer,
+    concurrency: number,
+    private readonly readTimeoutMs: () => number,
+    private readonly log: (msg: string) => void,
+  ) {
+    this.sem = new Semaphore(concurrency);
+  }
+
+  isInFlight(name: string): boolean {
+    return this.flights.has(name);
+  }
+
+  /** Returns the decoded chunk, downloading it if it is not cached. */
+  fetch(name: string): Promise<Buffer> {
+    return this.flights.run(name, async () => {
+      const cached = await this.cache.readAll(name);
+      if (cached) return cached;
+      const data = await this.sem.run(() => this.download(name));
+      await this.cache.put(name, data);
+      return data;
+    });
+  }
+
+  /** Starts a background download if there is spare capacity; never throws. */
+  prefetch(name: string): void {
+    if (this.cache.has(name) || this.flights.has(name)) return;
+    if (this.sem.inUse >= 4) return; // leave room for reads that someone is waiting on
+    this.fetch(name).catch(() => undefined);
+  }
+
+  private async download(name: string): Promise<Buffer> {
+    const deadline = Date.now() + this.readTimeoutMs();
+    let authFailures = 0;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const got = await this.store.get(chunkKey(name));
+        if (!got) throw new FsError('EIO', `chunk ${name} is missing from the bucket`);
+        this.stats.downloadedBytes += got.body.length;
+        return await decodeChunk(this.chunkKeyBytes, name, got.body);
+      } catch (err) {
+        if (err instanceof AuthError) {
+          authFailures++;
+          if (authFailures >= 2) {
+            this.stats.lastError = err.message;
+            this.log(`refusing chunk ${name}: ${err.message}`);
+            throw new FsError('EIO', err.message);
+          }
+          continue;
+        }
+        const retryable = err instanceof StoreError && err.retryable;
+        if (!retryable || Date.now() >= deadline) {
+          const msg = err instanceof Error ? err.message : String(err);
+          this.stats.lastError = `download of chunk ${name} failed: ${msg}`;
+          throw err instanceof FsError ? err : new FsError('EIO', msg);
+        }
+        await sleep(Math.min(backoffMs(attempt), Math.max(0, deadline - Date.now())));
+      }
+    }
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * ObjectStore: the one seam between the engine and the bucket.
+ *
+ * Every byte the engine keeps remotely goes through this interface, so the S3 client, the
+ * embedded local-disk store used by the demo, the in-memory store used by unit tests and any
+ * fault-injecting wrapper are interchangeable. Keys are relative to the filespace's root
+ * (the implementation adds its own bucket/prefix).
+ *
+ * Semantics every implementation must honour (the conformance suite pins them down):
+ * - `get` of a missing key resolves to `undefined` (a miss is not an error).
+ * - `put` with `ifNoneMatch: '*'` fails with StoreError code 'PreconditionFailed' when the key
+ *   exists; with `ifMatch: etag` it fails the same way when the current ETag differs or the
+ *   key is missing. Both checks are atomic with the write.
+ * - `list` returns every key under the prefix, sorted, following continuation internally.
+ * - `deleteMany` ignores keys that do not exist.
+ */
+
+export type StoreErrorCode =
+  | 'PreconditionFailed'
+  | 'NoSuchBucket'
+  | 'AccessDenied'
+  | 'InvalidCredentials'
+  | 'Unreachable'
+  | 'Timeout'
+  | 'Throttled'
+  | 'ServerError'
+  | 'Corrupt'
+  | 'Other';
+
+export class StoreError extends Error {
+  constructor(
+    readonly code: StoreErrorCode,
+    message: string,
+    /** The S3 action that was attempted, e.g. 's3:PutObject'; used to name a missing permission. */
+    readonly action?: string,
+  ) {
+    super(message);
+    this.name = 'StoreError';
+  }
+
+  /** Errors worth retrying: the same request may succeed later. */
+  get retryable(): boolean {
+    return (
+      this.code === 'Unreachable' ||
+      this.code === 'Timeout' ||
+      this.code === 'Throttled' ||
+      this.code === 'ServerError' ||
+      this.code === 'Corrupt'
+    );
+  }
+}
+
+export interface PutOptions {
+  /** '*' = create only if absent. */
+  readonly ifNoneMatch?: '*';
+  /** Replace only if the current ETag is this one. */
+  readonly ifMatch?: string;
+}
+
+export interface GetResult {
+  readonly body: Buffer;
+  readonly etag: string;
+}
+
+export interface HeadResult {
+  readonly size: number;
+  readonly etag: string;
+}
+
+export interface ObjectStore {
+  /** Human-readable location, e.g. `s3://bucket/prefix` (never contains secrets). */
+  readonly description: string;
+  get(key: string, range?: { readonly start: number; readonly end: number }): Promise<GetResult | undefined>;
+  head(key: string): Promise<HeadResult | undefined>;
+  /** Resolves to the new ETag. */
+  put(key: string, body: Buffer, options?: PutOptions): Promise<string>;
+  delete(key: string): Promise<void>;
+  deleteMany(keys: readonly string[]): Promise<void>;
+  list(prefix: string): Promise<string[]>;
+  /** Releases sockets/handles. */
+  close(): Promise<void>;
+}

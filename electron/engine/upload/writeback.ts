@@ -1,0 +1,144 @@
+/**
+ * The write-back queue: decides when each dirty chunk uploads, runs uploads with bounded
+ * concurrency, and retries failures with exponential backoff and jitter.
+ *
+ * A chunk is due when it has not been written for `uploadDelayMs` (files created and deleted
+ * within the delay never reach the bucket) and either it is full, or its file is no longer
+ * open for writing, or it has been dirty for `maxDirtyAgeMs` (so an append-only log keeps its
+ * tail chunk local until it fills or closes, but not forever). Under cache pressure or a
+ * `drain()` every dirty chunk is due at once. Due chunks go oldest first.
+ *
+ * The queue does not know how to upload: it receives an `upload` function (engine.ts), so it
+ * can be tested alone and the upload path can change without touching the policy.
+ */
+
+import { DirtyChunk, DirtyStore } from '../cache/dirty';
+import { Signal, backoffMs } from '../util/concurrency';
+
+export interface WritebackPolicy {
+  uploadDelayMs: number;
+  maxDirtyAgeMs: number;
+  uploadConcurrency: number;
+}
+
+export interface WritebackDeps {
+  readonly dirty: DirtyStore;
+  readonly chunkSize: number;
+  readonly policy: () => WritebackPolicy;
+  readonly isOpenForWrite: (ino: number) => boolean;
+  readonly upload: (d: DirtyChunk) => Promise<void>;
+  readonly paused: () => boolean;
+  readonly onError: (err: unknown, d: DirtyChunk) => void;
+  readonly onSuccess: () => void;
+  readonly now?: () => number;
+}
+
+export class WritebackQueue {
+  private inflight = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private pressure = false;
+  private draining = 0;
+  private stopped = true;
+  /** Notified after each finished upload attempt. */
+  readonly progress = new Signal();
+  private readonly now: () => number;
+
+  constructor(private readonly deps: WritebackDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.timer = setInterval(() => this.pump(), 200);
+    this.timer.unref();
+    this.pump();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  get uploading(): number {
+    return this.inflight;
+  }
+
+  /** Makes every dirty chunk due until the cache is below the cap again. */
+  setPressure(on: boolean): void {
+    this.pressure = on;
+    if (on) this.pump();
+  }
+
+  isDue(d: DirtyChunk, now: number): boolean {
+    if (d.uploading || d.retryAtMs > now) return false;
+    if (this.pressure || this.draining > 0) return true;
+    const p = this.deps.policy();
+    if (now - d.lastWriteMs < p.uploadDelayMs) return false;
+    if (d.len >= this.deps.chunkSize) return true;
+    if (!this.deps.isOpenForWrite(d.ino)) return true;
+    return now - d.firstDirtyMs >= p.maxDirtyAgeMs;
+  }
+
+  pump(): void {
+    if (this.stopped || this.deps.paused()) return;
+    const limit = this.deps.policy().uploadConcurrency;
+    if (this.inflight >= limit) return;
+    const now = this.now();
+    const due: DirtyChunk[] = [];
+    for (const d of this.deps.dirty.all()) if (this.isDue(d, now)) due.push(d);
+    due.sort((a, b) => a.firstDirtyMs - b.firstDirtyMs);
+    for (const d of due) {
+      if (this.inflight >= limit) break;
+      this.startUpload(d);
+    }
+  }
+
+  private startUpload(d: DirtyChunk): void {
+    d.uploading = true;
+    this.inflight++;
+    this.deps.upload(d).then(
+      () => {
+        d.attempts = 0;
+        d.retryAtMs = 0;
+        this.deps.onSuccess();
+      },
+      (err) => {
+        d.attempts++;
+        d.retryAtMs = this.now() + backoffMs(d.attempts - 1, 500, 60_000);
+        this.deps.onError(err, d);
+      },
+    ).finally(() => {
+      d.uploading = false;
+      this.inflight--;
+      this.progress.notify();
+      this.pump();
+    });
+  }
+
+  /** Waits (at most `timeoutMs`) for uploads in flight to finish. */
+  async idle(timeoutMs: number): Promise<void> {
+    const deadline = this.now() + timeoutMs;
+    while (this.inflight > 0 && this.now() < deadline) {
+      await this.progress.wait(Math.max(1, deadline - this.now()));
+    }
+  }
+
+  /**
+   * Uploads everything now, ignoring delays, until no dirty chunk is left or `deadlineMs`
+   * passes. Resolves true when everything is uploaded.
+   */
+  async drain(deadlineMs: number): Promise<boolean> {
+    this.draining++;
+    try {
+      for (;;) {
+        if (this.deps.dirty.count === 0) return true;
+        if (this.now() >= deadlineMs) return false;
+        this.pump();
+        await this.progress.wait(Math.min(500, Math.max(1, deadlineMs - this.now())));
+      }
+    } finally {
+      this.draining--;
+    }
+  }
+}

@@ -1,0 +1,601 @@
+/**
+ * The filesystem: every operation a mount adapter needs, by path and file handle, returning
+ * values or throwing FsError. It knows nothing about FUSE (native/fuse adapts it), so the
+ * same logic can serve other hosts and is testable without a kernel.
+ *
+ * State it owns:
+ *  - open file handles (fh -> inode, flags, read-ahead cursor);
+ *  - live sizes: a write that extends a file updates an in-memory size at once and commits it
+ *    to the metadata later (at flush/fsync/close, before a chunk commit, or every second), so
+ *    a stream of small appends is not a stream of journal records;
+ *  - the per-chunk mutex: every change to one chunk's dirty data, and the uploader's hand-over
+ *    of a chunk to the clean cache, run under `chunkLock(ino, idx)`. Reads take no lock.
+ *
+ * Data path: writes land in the dirty store (cache/dirty.ts); reads come from the dirty store,
+ * else the clean cache, else the bucket through the fetcher, and zeros for holes.
+ */
+
+import { ChunkCache } from '../cache/chunkCache';
+import { DirtyChunk, DirtyStore } from '../cache/dirty';
+import { FsError } from '../errors';
+import { ChunkRef, Inode, MetaOp, ROOT_INO } from '../meta/tree';
+import { MetaStore } from '../meta/metastore';
+import { ChunkFetcher } from '../prefetch/fetcher';
+import { ReadAheadCursor } from '../prefetch/readahead';
+import { KeyedMutex, Signal } from '../util/concurrency';
+
+export interface Stat {
+  readonly ino: number;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  readonly nlink: number;
+  readonly atime: number;
+  readonly mtime: number;
+  readonly ctime: number;
+  readonly blksize: number;
+  readonly blocks: number;
+}
+
+export interface VfsOptions {
+  readonly uid: number;
+  readonly gid: number;
+  readonly prefetchMaxChunks: () => number;
+  readonly readOnly: () => string | undefined; // reason when writes are refused
+  readonly now?: () => number;
+}
+
+interface Handle {
+  readonly ino: number;
+  readonly writable: boolean;
+  readonly append: boolean;
+  readonly cursor: ReadAheadCursor;
+}
+
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const S_IFLNK = 0o120000;
+const O_ACCMODE = 3;
+const O_WRONLY = 1;
+const O_RDWR = 2;
+const O_APPEND = 0o2000;
+const XATTR_CREATE = 1;
+const XATTR_REPLACE = 2;
+const NAME_MAX = 255;
+const MAX_FILE_BYTES = 2 ** 50;
+
+export class Vfs {
+  private readonly handles = new Map<number, Handle>();
+  private nextFh = 1;
+  private readonly openCount = new Map<number, number>();
+  private readonly writersCount = new Map<number, number>();
+  private readonly liveSize = new Map<number, { size: number; mtimeMs: number }>();
+  readonly chunkLocks = new KeyedMutex<string>();
+  /** Notified whenever dirty bytes drop (an upload finished, a file was deleted). */
+  readonly dirtyFreed = new Signal();
+  /** Called when writers are waiting for dirty data to drain (backpressure). */
+  onPressure: () => void = () => undefined;
+  /** Called when a file handle opened for writing was closed. */
+  onWriterClosed: (ino: number) => void = () => undefined;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly meta: MetaStore,
+    private readonly dirty: DirtyStore,
+    private readonly cache: ChunkCache,
+    private readonly fetcher: ChunkFetcher,
+    private readonly opts: VfsOptions,
+  ) {
+    this.now = opts.now ?? Date.now;
+    meta.onRelease = (inos) => {
+      for (const ino of inos) void this.releaseStorage(ino);
+    };
+  }
+
+  get chunkSize(): number {
+    return this.meta.chunkSize;
+  }
+
+  private get tree() {
+    return this.meta.tree;
+  }
+
+  chunkLock<T>(ino: number, idx: number, fn: () => Promise<T>): Promise<T> {
+    return this.chunkLocks.run(`${ino}:${idx}`, fn);
+  }
+
+  // ---- path resolution -------------------------------------------------------------------
+
+  private split(path: string): string[] {
+    return path.split('/').filter((p) => p.length > 0);
+  }
+
+  private resolve(path: string): Inode {
+    let cur = this.tree.get(ROOT_INO)!;
+    for (const name of this.split(path)) {
+      if (cur.kind !== 'dir') throw new FsError('ENOTDIR');
+      const next = this.tree.lookup(cur.ino, name);
+      if (!next) throw new FsError('ENOENT');
+      cur = next;
+    }
+    return cur;
+  }
+
+  private resolveParent(path: string): { parent: Inode; name: string } {
+    const parts = this.split(path);
+    const name = parts.pop();
+    if (name === undefined) throw new FsError('EBUSY'); // the root itself
+    if (Buffer.byteLength(name) > NAME_MAX) throw new FsError('ENAMETOOLONG');
+    const parent = this.resolve('/' + parts.join('/'));
+    if (parent.kind !== 'dir') throw new FsError('ENOTDIR');
+    return { parent, name };
+  }
+
+  private assertWritable(): void {
+    const reason = this.opts.readOnly();
+    if (reason !== undefined) throw new FsError('EROFS', reason);
+  }
+
+  private commit(op: MetaOp): void {
+    this.meta.commit(op);
+  }
+
+  // ---- attributes ------------------------------------------------------------------------
+
+  sizeOf(inode: Inode): number {
+    return this.liveSize.get(inode.ino)?.size ?? inode.size;
+  }
+
+  private statOf(inode: Inode): Stat {
+    const live = this.liveSize.get(inode.ino);
+    const size = live?.size ?? inode.size;
+    const typeBits = inode.kind === 'dir' ? S_IFDIR : inode.kind === 'symlink' ? S_IFLNK : S_IFREG;
+    return {
+      ino: inode.ino,
+      mode: typeBits | inode.mode,
+      uid: inode.uid,
+      gid: inode.gid,
+      size: inode.kind === 'dir' ? 4096 : size,
+      // Directories report nlink 1 (as btrfs does): tools then make no leaf-count assumptions.
+      nlink: 1,
+      atime: inode.atimeMs,
+      mtime: live?.mtimeMs ?? inode.mtimeMs,
+      ctime: Math.max(inode.ctimeMs, live?.mtimeMs ?? 0),
+      blksize: 4096,
+      blocks: Math.ceil(size / 512),
+    };
+  }
+
+  getattr(path: string): Stat {
+    return this.statOf(this.resolve(path));
+  }
+
+  fgetattr(fh: number): Stat {
+    const h = this.handle(fh);
+    const inode = this.tree.get(h.ino);
+    if (!inode) throw new FsError('ENOENT');
+    return this.statOf(inode);
+  }
+
+  /** Commits a file's in-memory size and mtime to the metadata. */
+  commitSize(ino: number): void {
+    const live = this.liveSize.get(ino);
+    if (!live) return;
+    this.liveSize.delete(ino);
+    if (!this.tree.get(ino)) return;
+    this.commit({ t: 'attr', ino, size: live.size, mtimeMs: live.mtimeMs, ms: live.mtimeMs });
+  }
+
+  commitAllSizes(): void {
+    for (const ino of [...this.liveSize.keys()]) this.commitSize(ino);
+  }
+
+  chmod(path: string, mode: number): void {
+    this.assertWritable();
+    const inode = this.resolve(path);
+    this.commit({ t: 'attr', ino: inode.ino, mode: mode & 0o7777, ms: this.now() });
+  }
+
+  chown(path: string, uid: number, gid: number): void {
+    this.assertWritable();
+    const inode = this.resolve(path);
+    const op: MetaOp = { t: 'attr', ino: inode.ino, ms: this.now() };
+    // (uid_t)-1 means "leave unchanged".
+    if (uid !== 0xffffffff && uid !== -1) op.uid = uid;
+    if (gid !== 0xffffffff && gid !== -1) op.gid = gid;
+    this.commit(op);
+  }
+
+  utimens(path: string, atimeMs: number, mtimeMs: number): void {
+    this.assertWritable();
+    const inode = this.resolve(path);
+    const now = this.now();
+    // UTIME_NOW / UTIME_OMIT arrive as a time within the first seconds of the epoch.
+    const fix = (ms: number) => (ms < 2000 ? now : ms);
+    this.commitSize(inode.ino);
+    this.commit({ t: 'attr', ino: inode.ino, atimeMs: fix(atimeMs), mtimeMs: fix(mtimeMs), ms: now });
+  }
+
+  statfs(): Record<string, number> {
+    const blocks = 2 ** 40 / 4096 * 1024; // 1 PiB: a bucket has no fixed size
+    return {
+      bsize: 4096, frsize: 4096, blocks, bfree: blocks, bavail: blocks,
+      files: 2 ** 31, ffree: 2 ** 31 - this.tree.inodes.size, favail: 2 ** 31 - this.tree.inodes.size,
+      fsid: 0, flag: 0, namemax: NAME_MAX,
+    };
+  }
+
+  // ---- directories -----------------------------------------------------------------------
+
+  readdir(path: string): string[] {
+    const inode = this.resolve(path);
+    if (inode.kind !== 'dir') throw new FsError('ENOTDIR');
+    return ['.', '..', ...inode.entries!.keys()];
+  }
+
+  mkdir(path: string, mode: number): void {
+    this.assertWritable();
+    const { parent, name } = this.resolveParent(path);
+    if (parent.entries!.has(name)) throw new FsError('EEXIST');
+    this.commit({
+      t: 'mk', parent: parent.ino, name, ino: this.tree.allocIno(), kind: 'dir',
+      mode: mode & 0o7777, uid: this.opts.uid, gid: this.opts.gid, ms: this.now(),
+    });
+  }
+
+  rmdir(path: string): void {
+    this.assertWritable();
+    const { parent, name } = this.resolveParent(path);
+    const inode = this.tree.lookup(parent.ino, name);
+    if (!inode) throw new FsError('ENOENT');
+    if (inode.kind !== 'dir') throw new FsError('ENOTDIR');
+    if (inode.entries!.size > 0) throw new FsError('ENOTEMPTY');
+    this.commit({ t: 'rm', parent: parent.ino, name, ms: this.now() });
+  }
+
+  symlink(target: string, path: string): void {
+    this.assertWritable();
+    const { parent, name } = this.resolveParent(path);
+    if (parent.entries!.has(name)) throw new FsError('EEXIST');
+    if (Buffer.byteLength(target) > 4095) throw new FsError('ENAMETOOLONG');
+    this.commit({
+      t: 'mk', parent: parent.ino, name, ino: this.tree.allocIno(), kind: 'symlink',
+      mode: 0o777, uid: this.opts.uid, gid: this.opts.gid, target, ms: this.now(),
+    });
+  }
+
+  readlink(path: string): string {
+    const inode = this.resolve(path);
+    if (inode.kind !== 'symlink') throw new FsError('EINVAL');
+    return inode.target ?? '';
+  }
+
+  link(): never {
+    throw new FsError('EPERM', 'hard links are not supported');
+  }
+
+  unlink(path: string): void {
+    this.assertWritable();
+    const { parent, name } = this.resolveParent(path);
+    const inode = this.tree.lookup(parent.ino, name);
+    if (!inode) throw new FsError('ENOENT');
+    if (inode.kind === 'dir') throw new FsError('EISDIR');
+    this.liveSize.delete(inode.ino);
+    this.commit({ t: 'rm', parent: parent.ino, name, ms: this.now() });
+  }
+
+  rename(from: string, to: string): void {
+    this.assertWritable();
+    const src = this.resolveParent(from);
+    const dst = this.resolveParent(to);
+    const moving = this.tree.lookup(src.parent.ino, src.name);
+    if (!moving) throw new FsError('ENOENT');
+    const existing = this.tree.lookup(dst.parent.ino, dst.name);
+    if (existing) {
+      if (existing.ino === moving.ino) return;
+      if (moving.kind === 'dir' && existing.kind !== 'dir') throw new FsError('ENOTDIR');
+      if (moving.kind !== 'dir' && existing.kind === 'dir') throw new FsError('EISDIR');
+      if (existing.kind === 'dir' && existing.entries!.size > 0) throw new FsError('ENOTEMPTY');
+      this.liveSize.delete(existing.ino);
+    }
+    if (moving.kind === 'dir') {
+      // A directory cannot move below itself.
+      for (let p: Inode | undefined = dst.parent; p; p = this.parentOf(p.ino)) {
+        if (p.ino === moving.ino) throw new FsError('EINVAL');
+        if (p.ino === ROOT_INO) break;
+      }
+    }
+    this.commit({ t: 'mv', sp: src.parent.ino, sn: src.name, dp: dst.parent.ino, dn: dst.name, ms: this.now() });
+  }
+
+  private parentOf(ino: number): Inode | undefined {
+    for (const inode of this.tree.inodes.values()) {
+      if (inode.entries) for (const child of inode.entries.values()) if (child === ino) return inode;
+    }
+    return undefined;
+  }
+
+  // ---- extended attributes ---------------------------------------------------------------
+
+  setxattr(path: string, name: string, value: Buffer, flags: number): void {
+    this.assertWritable();
+    const inode = this.resolve(path);
+    const exists = inode.xattrs?.[name] !== undefined;
+    if (flags & XATTR_CREATE && exists) throw new FsError('EEXIST');
+    if (flags & XATTR_REPLACE && !exists) throw new FsError('ENODATA');
+    if (Buffer.byteLength(name) > 255) throw new FsError('ERANGE');
+    if (value.length > 64 * 1024) throw new FsError('E2BIG');
+    this.commit({ t: 'xattr', ino: inode.ino, name, value: value.toString('base64'), ms: this.now() });
+  }
+
+  getxattr(path: string, name: string): Buffer {
+    const inode = this.resolve(path);
+    const v = inode.xattrs?.[name];
+    if (v === undefined) throw new FsError('ENODATA');
+    return Buffer.from(v, 'base64');
+  }
+
+  listxattr(path: string): string[] {
+    return Object.keys(this.resolve(path).xattrs ?? {});
+  }
+
+  removexattr(path: string, name: string): void {
+    this.assertWritable();
+    const inode = this.resolve(path);
+    if (inode.xattrs?.[name] === undefined) throw new FsError('ENODATA');
+    this.commit({ t: 'xattr', ino: inode.ino, name, value: null, ms: this.now() });
+  }
+
+  // ---- open files ------------------------------------------------------------------------
+
+  private handle(fh: number): Handle {
+    const h = this.handles.get(fh);
+    if (!h) throw new FsError('EBADF');
+    return h;
+  }
+
+  private addHandle(ino: number, flags: number): number {
+    const acc = flags & O_ACCMODE;
+    const writable = acc === O_WRONLY || acc === O_RDWR;
+    const fh = this.nextFh++;
+    if (this.nextFh > 0xfffffff0) this.nextFh = 1;
+    this.handles.set(fh, { ino, writable, append: (flags & O_APPEND) !== 0, cursor: new ReadAheadCursor(this.opts.prefetchMaxChunks()) });
+    this.openCount.set(ino, (this.openCount.get(ino) ?? 0) + 1);
+    if (writable) this.writersCount.set(ino, (this.writersCount.get(ino) ?? 0) + 1);
+    return fh;
+  }
+
+  isOpenForWrite(ino: number): boolean {
+    return (this.writersCount.get(ino) ?? 0) > 0;
+  }
+
+  get openFiles(): number {
+    return this.handles.size;
+  }
+
+  open(path: string, flags: number): number {
+    const inode = this.resolve(path);
+    if (inode.kind === 'dir') {
+      if ((flags & O_ACCMODE) !== 0) throw new FsError('EISDIR');
+    }
+    if ((flags & O_ACCMODE) !== 0) this.assertWritable();
+    return this.addHandle(inode.ino, flags);
+  }
+
+  create(path: string, mode: number, flags = O_RDWR): number {
+    this.assertWritable();
+    const { parent, name } = this.resolveParent(path);
+    const existing = this.tree.lookup(parent.ino, name);
+    if (existing) {
+      if (existing.kind === 'dir') throw new FsError('EISDIR');
+      return this.addHandle(existing.ino, flags | O_RDWR);
+    }
+    const ino = this.tree.allocIno();
+    this.commit({
+      t: 'mk', parent: parent.ino, name, ino, kind: 'file', mode: mode & 0o7777,
+      uid: this.opts.uid, gid: this.opts.gid, ms: this.now(),
+    });
+    return this.addHandle(ino, (flags & ~O_ACCMODE) | O_RDWR);
+  }
+
+  /** close(2) of one descriptor: commit the size; data stays in the cache. */
+  async flush(fh: number): Promise<void> {
+    const h = this.handle(fh);
+    this.commitSize(h.ino);
+    await this.meta.flush();
+  }
+
+  /** fsync(2): after this resolves, a crash loses nothing written through this file. */
+  async fsync(fh: number): Promise<void> {
+    const h = this.handle(fh);
+    this.commitSize(h.ino);
+    await this.dirty.syncInode(h.ino);
+    await this.meta.sync();
+  }
+
+  async fsyncAll(): Promise<void> {
+    this.commitAllSizes();
+    await this.dirty.syncAll();
+    await this.meta.sync();
+  }
+
+  async release(fh: number): Promise<void> {
+    const h = this.handles.get(fh);
+    if (!h) return;
+    this.handles.delete(fh);
+    this.commitSize(h.ino);
+    const open = (this.openCount.get(h.ino) ?? 1) - 1;
+    if (open <= 0) this.openCount.delete(h.ino);
+    else this.openCount.set(h.ino, open);
+    if (h.writable) {
+      const w = (this.writersCount.get(h.ino) ?? 1) - 1;
+      if (w <= 0) this.writersCount.delete(h.ino);
+      else this.writersCount.set(h.ino, w);
+      this.onWriterClosed(h.ino);
+    }
+    await this.meta.flush();
+  }
+
+  // ---- data ------------------------------------------------------------------------------
+
+  private committedRef(inode: Inode, idx: number): ChunkRef | null {
+    return inode.chunks?.[idx] ?? null;
+  }
+
+  async read(fh: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    const h = this.handle(fh);
+    const inode = this.tree.get(h.ino);
+    if (!inode) throw new FsError('ENOENT');
+    if (inode.kind !== 'file') throw new FsError('EISDIR');
+    const size = this.sizeOf(inode);
+    if (pos >= size) return 0;
+    const total = Math.min(len, size - pos);
+    const cs = this.chunkSize;
+    const ahead = h.cursor.onRead(pos, total);
+    let done = 0;
+    while (done < total) {
+      const at = pos + done;
+      const idx = Math.floor(at / cs);
+      const inChunk = at - idx * cs;
+      const n = Math.min(total - done, cs - inChunk);
+      await this.readChunk(inode, idx, buf, done, n, inChunk);
+      done += n;
+    }
+    if (ahead > 0) {
+      const last = Math.floor((pos + total - 1) / cs);
+      const lastIdx = Math.floor((size - 1) / cs);
+      for (let i = last + 1; i <= Math.min(lastIdx, last + ahead); i++) {
+        if (this.dirty.get(inode.ino, i)) continue;
+        const ref = this.committedRef(inode, i);
+        if (ref) this.fetcher.prefetch(ref[0]);
+      }
+    }
+    return total;
+  }
+
+  /** Fills buf[off, off+n) with bytes [inChunk, inChunk+n) of chunk idx. */
+  private async readChunk(inode: Inode, idx: number, buf: Buffer, off: number, n: number, inChunk: number): Promise<void> {
+    const d = this.dirty.get(inode.ino, idx);
+    if (d) {
+      const got = await this.dirty.read(d, buf, off, n, inChunk);
+      if (got < n) buf.fill(0, off + got, off + n);
+      return;
+    }
+    const ref = this.committedRef(inode, idx);
+    const valid = ref ? Math.max(0, Math.min(n, ref[1] - inChunk)) : 0;
+    if (ref && valid > 0) {
+      let got = await this.cache.read(ref[0], buf, off, valid, inChunk);
+      if (got === undefined) {
+        const data = await this.fetcher.fetch(ref[0]);
+        got = Math.max(0, Math.min(valid, data.length - inChunk));
+        data.copy(buf, off, inChunk, inChunk + got);
+      }
+      if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
+    }
+    if (valid < n) buf.fill(0, off + valid, off + n);
+  }
+
+  /** Waits while dirty data is at the cap, so writers slow down instead of failing. */
+  private async backpressure(extra: number): Promise<void> {
+    while (this.cache.wouldExceedCap(extra) && this.dirty.totalBytes > 0) {
+      this.onPressure();
+      await this.dirtyFreed.wait(1000);
+    }
+  }
+
+  /** Returns the dirty chunk for (ino, idx), creating it from the committed bytes if needed. Call under the chunk lock. */
+  private async dirtyChunkFor(inode: Inode, idx: number, coverFrom: number, coverTo: number): Promise<DirtyChunk> {
+    const existing = this.dirty.get(inode.ino, idx);
+    if (existing) return existing;
+    await this.backpressure(this.chunkSize);
+    const again = this.dirty.get(inode.ino, idx);
+    if (again) return again;
+    const ref = this.committedRef(inode, idx);
+    let base: Buffer | undefined;
+    if (ref && ref[1] > 0 && !(coverFrom === 0 && coverTo >= ref[1])) {
+      const full = await this.fetcher.fetch(ref[0]);
+      base = full.subarray(0, ref[1]);
+    }
+    return this.dirty.create(inode.ino, idx, base, this.now());
+  }
+
+  async write(fh: number, data: Buffer, pos: number): Promise<number> {
+    this.assertWritable();
+    const h = this.handle(fh);
+    if (!h.writable) throw new FsError('EBADF');
+    const inode = this.tree.get(h.ino);
+    if (!inode) throw new FsError('ENOENT');
+    if (h.append) pos = this.sizeOf(inode);
+    const end = pos + data.length;
+    if (end > MAX_FILE_BYTES) throw new FsError('EFBIG');
+    const cs = this.chunkSize;
+    let done = 0;
+    while (done < data.length) {
+      const at = pos + done;
+      const idx = Math.floor(at / cs);
+      const inChunk = at - idx * cs;
+      const n = Math.min(data.length - done, cs - inChunk);
+      const piece = data.subarray(done, done + n);
+      await this.chunkLock(inode.ino, idx, async () => {
+        if (!this.tree.get(inode.ino)) throw new FsError('ENOENT');
+        const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
+        await this.dirty.write(d, piece, inChunk, this.now());
+      });
+      done += n;
+    }
+    const now = this.now();
+    const size = Math.max(this.sizeOf(inode), end);
+    this.liveSize.set(inode.ino, { size, mtimeMs: now });
+    return data.length;
+  }
+
+  async truncate(path: string, size: number): Promise<void> {
+    this.assertWritable();
+    const inode = this.resolve(path);
+    await this.truncateInode(inode, size);
+  }
+
+  async ftruncate(fh: number, size: number): Promise<void> {
+    this.assertWritable();
+    const inode = this.tree.get(this.handle(fh).ino);
+    if (!inode) throw new FsError('ENOENT');
+    await this.truncateInode(inode, size);
+  }
+
+  private async truncateInode(inode: Inode, size: number): Promise<void> {
+    if (inode.kind === 'dir') throw new FsError('EISDIR');
+    if (inode.kind !== 'file') throw new FsError('EINVAL');
+    if (size < 0) throw new FsError('EINVAL');
+    if (size > MAX_FILE_BYTES) throw new FsError('EFBIG');
+    const cs = this.chunkSize;
+    const old = this.sizeOf(inode);
+    if (size < old) {
+      const keep = Math.ceil(size / cs);
+      for (const idx of this.dirty.indexesOf(inode.ino)) {
+        await this.chunkLock(inode.ino, idx, async () => {
+          const d = this.dirty.get(inode.ino, idx);
+          if (!d) return;
+          if (idx >= keep) await this.dirty.drop(d);
+          else if (idx === keep - 1 && d.len > size - idx * cs) await this.dirty.truncate(d, size - idx * cs, this.now());
+        });
+      }
+      this.dirtyFreed.notify();
+    }
+    this.liveSize.delete(inode.ino);
+    const now = this.now();
+    this.commit({ t: 'attr', ino: inode.ino, size, mtimeMs: now, ms: now });
+  }
+
+  /** Drops the local data of a deleted file. */
+  private async releaseStorage(ino: number): Promise<void> {
+    this.liveSize.delete(ino);
+    for (const idx of this.dirty.indexesOf(ino)) {
+      await this.chunkLock(ino, idx, async () => {
+        const d = this.dirty.get(ino, idx);
+        if (d) await this.dirty.drop(d);
+      });
+    }
+    this.dirtyFreed.notify();
+  }
+}

@@ -1,0 +1,274 @@
+/**
+ * The FUSE adapter: links a path-based filesystem to the kernel through fuse-native (N-API,
+ * libfuse2). This is the only module that loads the fuse addon.
+ *
+ * It depends on nothing of ours: it takes any object implementing `FuseFilesystem` (the
+ * engine's Vfs does) and translates errors exactly once, from an `errno` name on the thrown
+ * value to the negative number libfuse wants; anything unrecognised is EIO.
+ *
+ * Mount options: libfuse2 would send 4 KiB writes and no attribute caching by default, so the
+ * adapter passes big_writes, max_write, use_ino and the attr/entry/negative timeouts through
+ * fuse-native's overridable option string. Operations never time out inside fuse-native
+ * (`timeout: false`): the filesystem bounds its own waits (reads fail with EIO after the read
+ * timeout; writes under backpressure wait, by design).
+ *
+ * Unmounting: `fusermount -u` first, which fails with EBUSY while files are open; with
+ * `force`, `fusermount -uz` detaches lazily. Never touch the mount synchronously from this
+ * process: the callbacks run on this process's JS thread, so a sync fs call would deadlock.
+ */
+
+import { execFile } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import * as path from 'node:path';
+import { promises as fsp } from 'node:fs';
+
+/* eslint-disable @typescript-eslint/no-require-imports */
+// fuse-native has no type declarations; its surface is described by the local types below.
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const FuseNative = require('fuse-native') as FuseNativeCtor;
+// eslint-disable-next-line @typescript-eslint/no-var-requires
+const binding = require('node-gyp-build')(path.dirname(require.resolve('fuse-native/package.json'))) as {
+  fuse_native_unmount(mnt: string, thread: Buffer): void;
+};
+
+type Cb = (code: number, ...rest: unknown[]) => void;
+
+interface FuseNativeInstance {
+  mnt: string;
+  _thread: Buffer | null;
+  mount(cb: (err: Error | null) => void): void;
+  _fuseOptions(): string;
+}
+
+type FuseNativeCtor = new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>) => FuseNativeInstance;
+
+export interface FuseStat {
+  readonly ino: number;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  readonly nlink: number;
+  readonly atime: number;
+  readonly mtime: number;
+  readonly ctime: number;
+  readonly blksize: number;
+  readonly blocks: number;
+}
+
+/** What the adapter needs from a filesystem. Throw a value with `errno: 'ENOENT'` etc. for errors. */
+export interface FuseFilesystem {
+  getattr(path: string): FuseStat;
+  fgetattr(fh: number): FuseStat;
+  readdir(path: string): string[];
+  open(path: string, flags: number): number;
+  create(path: string, mode: number): number;
+  read(fh: number, buf: Buffer, len: number, pos: number): Promise<number>;
+  write(fh: number, data: Buffer, pos: number): Promise<number>;
+  truncate(path: string, size: number): Promise<void>;
+  ftruncate(fh: number, size: number): Promise<void>;
+  flush(fh: number): Promise<void>;
+  fsync(fh: number): Promise<void>;
+  fsyncAll(): Promise<void>;
+  release(fh: number): Promise<void>;
+  unlink(path: string): void;
+  mkdir(path: string, mode: number): void;
+  rmdir(path: string): void;
+  rename(from: string, to: string): void;
+  symlink(target: string, path: string): void;
+  readlink(path: string): string;
+  link(from: string, to: string): void;
+  chmod(path: string, mode: number): void;
+  chown(path: string, uid: number, gid: number): void;
+  utimens(path: string, atimeMs: number, mtimeMs: number): void;
+  statfs(): Record<string, number>;
+  setxattr(path: string, name: string, value: Buffer, flags: number): void;
+  getxattr(path: string, name: string): Buffer;
+  listxattr(path: string): string[];
+  removexattr(path: string, name: string): void;
+}
+
+export interface MountOptions {
+  readonly attrTimeoutSec: number;
+  readonly entryTimeoutSec: number;
+  readonly negativeTimeoutSec: number;
+  readonly xattrs: boolean;
+  readonly fsName: string;
+  /** Let other users (and root-run tools that switch uid) see the mount. */
+  readonly allowOther: boolean;
+  readonly debug?: boolean;
+  readonly onError?: (op: string, err: unknown) => void;
+}
+
+export class FuseError extends Error {
+  constructor(message: string, readonly code: 'BUSY' | 'NOT_MOUNTED' | 'FAILED') {
+    super(message);
+    this.name = 'FuseError';
+  }
+}
+
+export function errnoNumber(err: unknown): number {
+  const name = (err as { errno?: unknown } | null)?.errno;
+  const n = typeof name === 'string' ? (osConstants.errno as Record<string, number>)[name] : undefined;
+  return n ? -n : -osConstants.errno.EIO;
+}
+
+function run(file: string, args: string[]): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(file, args, { timeout: 30_000 }, (err, _stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, stderr: String(stderr) });
+    });
+  });
+}
+
+/** Whether `dir` is a mount point right now (per /proc/self/mountinfo). */
+export async function isMountPoint(dir: string): Promise<boolean> {
+  const abs = path.resolve(dir);
+  const info = await fsp.readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const decode = (s: string) => s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+  return info.split('\n').some((line) => decode(line.split(' ')[4] ?? '') === abs);
+}
+
+/** Names what is missing for FUSE on this machine, or returns undefined when all is there. */
+export async function checkFuseAvailable(): Promise<string | undefined> {
+  try {
+    await fsp.access('/dev/fuse');
+  } catch {
+    return '/dev/fuse is missing: install the "fuse" package (sudo apt-get install fuse libfuse2) or load the fuse kernel module';
+  }
+  const which = await run('sh', ['-c', 'command -v fusermount']);
+  if (which.code !== 0) return 'fusermount is not installed: sudo apt-get install fuse libfuse2';
+  return undefined;
+}
+
+export async function unmountPath(mountPoint: string, force: boolean): Promise<void> {
+  const res = await run('fusermount', force ? ['-uz', mountPoint] : ['-u', mountPoint]);
+  if (res.code === 0) return;
+  if (/busy/i.test(res.stderr)) {
+    throw new FuseError(`${mountPoint} is busy: a process has a file or its working directory there (see "fuser -vm ${mountPoint}"); close it, or unmount with --force to detach lazily`, 'BUSY');
+  }
+  if (/not found|not mounted|Invalid argument/i.test(res.stderr)) {
+    throw new FuseError(`${mountPoint} is not mounted`, 'NOT_MOUNTED');
+  }
+  throw new FuseError(`fusermount failed: ${res.stderr.trim()}`, 'FAILED');
+}
+
+export class FuseMount {
+  private fuse: FuseNativeInstance | undefined;
+  private mounted = false;
+
+  constructor(readonly mountPoint: string, private readonly fs: FuseFilesystem, private readonly opts: MountOptions) {}
+
+  get isMounted(): boolean {
+    return this.mounted;
+  }
+
+  private ops(): Record<string, unknown> {
+    const fs = this.fs;
+    const report = this.opts.onError ?? (() => undefined);
+    const fail = (op: string, cb: Cb, err: unknown, ...rest: unknown[]) => {
+      const code = errnoNumber(err);
+      if (code === -osConstants.errno.EIO) report(op, err);
+      cb(code, ...rest);
+    };
+    const sync = (op: string, fn: () => unknown, cb: Cb, okCode?: (v: unknown) => number) => {
+      try {
+        const v = fn();
+        if (okCode) cb(okCode(v));
+        else cb(0, v);
+      } catch (err) {
+        fail(op, cb, err);
+      }
+    };
+    const async = (op: string, fn: () => Promise<unknown>, cb: Cb, okCode?: (v: unknown) => number) => {
+      fn().then((v) => (okCode ? cb(okCode(v)) : cb(0, v)), (err) => fail(op, cb, err));
+    };
+    const ops: Record<string, unknown> = {
+      init: (cb: Cb) => cb(0),
+      getattr: (p: string, cb: Cb) => sync('getattr', () => fs.getattr(p), cb),
+      fgetattr: (p: string, _fd: number, cb: Cb) => sync('getattr', () => fs.getattr(p), cb),
+      readdir: (p: string, cb: Cb) => sync('readdir', () => fs.readdir(p), cb),
+      open: (p: string, flags: number, cb: Cb) => sync('open', () => fs.open(p, flags), cb),
+      create: (p: string, mode: number, cb: Cb) => sync('create', () => fs.create(p, mode), cb),
+      read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
+        async('read', () => fs.read(fd, buf, len, pos), cb, (n) => n as number),
+      write: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
+        // The buffer is the kernel's; it is only valid until cb, so the write path copies what it keeps.
+        async('write', () => fs.write(fd, buf.subarray(0, len), pos), cb, (n) => n as number),
+      truncate: (p: string, size: number, cb: Cb) => async('truncate', () => fs.truncate(p, size), cb, () => 0),
+      ftruncate: (_p: string, fd: number, size: number, cb: Cb) => async('ftruncate', () => fs.ftruncate(fd, size), cb, () => 0),
+      flush: (_p: string, fd: number, cb: Cb) => async('flush', () => fs.flush(fd), cb, () => 0),
+      fsync: (_p: string, _datasync: number, fd: number, cb: Cb) => async('fsync', () => fs.fsync(fd), cb, () => 0),
+      fsyncdir: (_p: string, _datasync: number, _fd: number, cb: Cb) => async('fsyncdir', () => fs.fsyncAll(), cb, () => 0),
+      release: (_p: string, fd: number, cb: Cb) => async('release', () => fs.release(fd), cb, () => 0),
+      unlink: (p: string, cb: Cb) => sync('unlink', () => fs.unlink(p), cb, () => 0),
+      mkdir: (p: string, mode: number, cb: Cb) => sync('mkdir', () => fs.mkdir(p, mode), cb, () => 0),
+      rmdir: (p: string, cb: Cb) => sync('rmdir', () => fs.rmdir(p), cb, () => 0),
+      rename: (from: string, to: string, cb: Cb) => sync('rename', () => fs.rename(from, to), cb, () => 0),
+      symlink: (target: string, p: string, cb: Cb) => sync('symlink', () => fs.symlink(target, p), cb, () => 0),
+      readlink: (p: string, cb: Cb) => sync('readlink', () => fs.readlink(p), cb),
+      link: (from: string, to: string, cb: Cb) => sync('link', () => fs.link(from, to), cb, () => 0),
+      chmod: (p: string, mode: number, cb: Cb) => sync('chmod', () => fs.chmod(p, mode), cb, () => 0),
+      chown: (p: string, uid: number, gid: number, cb: Cb) => sync('chown', () => fs.chown(p, uid, gid), cb, () => 0),
+      utimens: (p: string, atime: number, mtime: number, cb: Cb) => sync('utimens', () => fs.utimens(p, atime, mtime), cb, () => 0),
+      statfs: (_p: string, cb: Cb) => sync('statfs', () => fs.statfs(), cb),
+    };
+    if (this.opts.xattrs) {
+      Object.assign(ops, {
+        setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: Cb) =>
+          sync('setxattr', () => fs.setxattr(p, name, Buffer.from(value), flags), cb, () => 0),
+        getxattr: (p: string, name: string, _pos: number, cb: Cb) => sync('getxattr', () => fs.getxattr(p, name), cb),
+        listxattr: (p: string, cb: Cb) => sync('listxattr', () => fs.listxattr(p), cb),
+        removexattr: (p: string, name: string, cb: Cb) => sync('removexattr', () => fs.removexattr(p, name), cb, () => 0),
+      });
+    }
+    return ops;
+  }
+
+  private optionString(): string {
+    const o = this.opts;
+    const list = [
+      `fsname=${o.fsName.replace(/[,\s\\]/g, '_')}`,
+      'subtype=filespace',
+      'big_writes',
+      'max_write=131072',
+      'max_read=131072',
+      'use_ino',
+      `attr_timeout=${o.attrTimeoutSec}`,
+      `entry_timeout=${o.entryTimeoutSec}`,
+      `negative_timeout=${o.negativeTimeoutSec}`,
+      'default_permissions',
+    ];
+    if (o.allowOther) list.push('allow_other');
+    if (o.debug) list.push('debug');
+    return `-o${list.join(',')}`;
+  }
+
+  async mount(): Promise<void> {
+    const fuse = new FuseNative(this.mountPoint, this.ops(), { timeout: false });
+    const optionString = this.optionString();
+    fuse._fuseOptions = () => optionString;
+    this.fuse = fuse;
+    await new Promise<void>((resolve, reject) => {
+      fuse.mount((err) => {
+        if (err) reject(new FuseError(`mounting ${this.mountPoint} failed: ${err.message}`, 'FAILED'));
+        else resolve();
+      });
+    });
+    this.mounted = true;
+  }
+
+  /** Unmounts; throws FuseError('BUSY') if files are in use and `force` is false. */
+  async unmount(force = false): Promise<void> {
+    if (!this.mounted || !this.fuse) return;
+    try {
+      await unmountPath(this.mountPoint, force);
+    } catch (err) {
+      if (!(err instanceof FuseError && err.code === 'NOT_MOUNTED')) throw err;
+    }
+    this.mounted = false;
+    if (this.fuse._thread) binding.fuse_native_unmount(this.fuse.mnt, this.fuse._thread);
+    this.fuse = undefined;
+  }
+}
