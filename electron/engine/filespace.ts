@@ -85,7 +85,8 @@ export async function createFilespace(store: ObjectStore, passphrase: string, ch
   validateChunkSize(chunkSize);
   if (passphrase.length < 8) throw new UserError('the passphrase must be at least 8 characters', 'WEAK_PASSPHRASE');
   try {
-    if (await store.head(HEADER_KEY)) {
+    // A GET rather than a HEAD: a refused HEAD has no body to tell wrong keys from a missing permission.
+    if (await store.get(HEADER_KEY)) {
       throw new UserError(`a filespace already exists at ${store.description}; use "filespace link" to join it, or pick another --prefix`, 'EXISTS');
     }
     const id = randomUUID();
@@ -98,7 +99,7 @@ export async function createFilespace(store: ObjectStore, passphrase: string, ch
     };
     const keys = deriveKeys(dataKey);
     // The empty tree goes first: a header in the bucket always has metadata behind it.
-    if ((await store.list('meta/')).length > 0) {
+    if ((await store.list('meta')).length > 0) {
       throw new UserError(`${store.description} holds metadata of an unfinished or removed filespace; empty that prefix or pick another --prefix`, 'EXISTS');
     }
     const tree = Tree.create(chunkSize, process.getuid?.() ?? 0, process.getgid?.() ?? 0, Date.now());

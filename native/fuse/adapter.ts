@@ -22,14 +22,31 @@ import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { promises as fsp } from 'node:fs';
 
-/* eslint-disable @typescript-eslint/no-require-imports */
-// fuse-native has no type declarations; its surface is described by the local types below.
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const FuseNative = require('fuse-native') as FuseNativeCtor;
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const binding = require('node-gyp-build')(path.dirname(require.resolve('fuse-native/package.json'))) as {
-  fuse_native_unmount(mnt: string, thread: Buffer): void;
-};
+interface FuseNativeModule {
+  readonly Fuse: FuseNativeCtor;
+  readonly binding: { fuse_native_unmount(mnt: string, thread: Buffer): void };
+}
+
+let loaded: FuseNativeModule | undefined;
+
+/**
+ * Loads fuse-native on first use (so commands that never mount never need it), naming the
+ * missing system library when libfuse2 is absent.
+ */
+function fuseNative(): FuseNativeModule {
+  if (loaded) return loaded;
+  try {
+    // fuse-native has no type declarations; its surface is described by the local types below.
+    const Fuse = require('fuse-native') as FuseNativeCtor;
+    const binding = require('node-gyp-build')(path.dirname(require.resolve('fuse-native/package.json'))) as FuseNativeModule['binding'];
+    loaded = { Fuse, binding };
+    return loaded;
+  } catch (err) {
+    const msg = (err as Error).message;
+    if (/libfuse\.so/.test(msg)) throw new FuseError('libfuse2 is not installed: sudo apt-get install fuse libfuse2', 'FAILED');
+    throw new FuseError(`the FUSE module could not be loaded: ${msg}`, 'FAILED');
+  }
+}
 
 type Cb = (code: number, ...rest: unknown[]) => void;
 
@@ -137,8 +154,13 @@ export async function checkFuseAvailable(): Promise<string | undefined> {
   } catch {
     return '/dev/fuse is missing: install the "fuse" package (sudo apt-get install fuse libfuse2) or load the fuse kernel module';
   }
-  const which = await run('sh', ['-c', 'command -v fusermount']);
+  const which = await run('/bin/sh', ['-c', 'command -v fusermount']);
   if (which.code !== 0) return 'fusermount is not installed: sudo apt-get install fuse libfuse2';
+  try {
+    fuseNative();
+  } catch (err) {
+    return (err as Error).message;
+  }
   return undefined;
 }
 
@@ -246,7 +268,7 @@ export class FuseMount {
   }
 
   async mount(): Promise<void> {
-    const fuse = new FuseNative(this.mountPoint, this.ops(), { timeout: false });
+    const fuse = new (fuseNative().Fuse)(this.mountPoint, this.ops(), { timeout: false });
     const optionString = this.optionString();
     fuse._fuseOptions = () => optionString;
     this.fuse = fuse;
@@ -268,7 +290,7 @@ export class FuseMount {
       if (!(err instanceof FuseError && err.code === 'NOT_MOUNTED')) throw err;
     }
     this.mounted = false;
-    if (this.fuse._thread) binding.fuse_native_unmount(this.fuse.mnt, this.fuse._thread);
+    if (this.fuse._thread) fuseNative().binding.fuse_native_unmount(this.fuse.mnt, this.fuse._thread);
     this.fuse = undefined;
   }
 }

@@ -36,12 +36,13 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export async function startMoto(): Promise<MotoServer> {
+/** `env` adds server settings, e.g. INITIAL_NO_AUTH_ACTION_COUNT to turn on IAM checks. */
+export async function startMoto(options: { env?: NodeJS.ProcessEnv } = {}): Promise<MotoServer> {
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
     try {
-      return await launch(port);
+      return await launch(port, options.env ?? {});
     } catch (err) {
       lastError = err;
     }
@@ -49,10 +50,10 @@ export async function startMoto(): Promise<MotoServer> {
   throw new Error(`moto server did not start: ${(lastError as Error)?.message ?? lastError}`);
 }
 
-async function launch(port: number): Promise<MotoServer> {
+async function launch(port: number, extraEnv: NodeJS.ProcessEnv): Promise<MotoServer> {
   const child = spawn('python3', ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], {
     stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, PYTHONUNBUFFERED: '1' },
+    env: { ...process.env, PYTHONUNBUFFERED: '1', ...extraEnv },
   });
   let stderr = '';
   child.stderr!.setEncoding('utf8');

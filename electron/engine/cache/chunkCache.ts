@@ -210,6 +210,21 @@ export class ChunkCache {
     await this.evicting;
   }
 
+  /**
+   * Makes room for dirty data about to grow by up to `bytes`: clean chunks are evicted so the
+   * total stays under the cap (dirty data itself is limited by backpressure in the VFS).
+   */
+  async makeRoomForDirty(bytes: number): Promise<void> {
+    const { capBytes, highWatermark, lowWatermark } = this.limits;
+    if (this.usedBytes + bytes <= capBytes * highWatermark) return;
+    this.reservedBytes += bytes;
+    try {
+      await this.evictUntil(capBytes * lowWatermark);
+    } finally {
+      this.reservedBytes -= bytes;
+    }
+  }
+
   /** True when adding `bytes` would push the total past the cap even after evicting all clean data. */
   wouldExceedCap(extraBytes: number): boolean {
     return this.dirtyBytes() + extraBytes > this.limits.capBytes;

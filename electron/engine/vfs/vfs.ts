@@ -511,6 +511,7 @@ export class Vfs {
     await this.backpressure(this.chunkSize);
     const again = this.dirty.get(inode.ino, idx);
     if (again) return again;
+    await this.cache.makeRoomForDirty(this.chunkSize);
     const ref = this.committedRef(inode, idx);
     let base: Buffer | undefined;
     if (ref && ref[1] > 0 && !(coverFrom === 0 && coverTo >= ref[1])) {

@@ -1,0 +1,112 @@
+/**
+ * Ordinary file operations through a real FUSE mount on a real S3 server, checked with
+ * ordinary tools, and read back byte for byte by a second machine that links the filespace
+ * from the bucket alone.
+ */
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { Bed, Linked, randomFile, run, sh, tmpDir } from '../helpers/bed';
+
+describe('a mounted filespace', () => {
+  const bed = new Bed();
+  let fs: Linked & { bucket: string; prefix: string };
+  let local: string;
+
+  before(async () => {
+    await bed.start();
+    local = await tmpDir('local');
+    fs = await bed.filespace({ chunkSize: '1MiB', cacheSize: '256MiB' });
+    await fs.mount();
+  });
+
+  after(async () => {
+    await bed.stop();
+    await fsp.rm(local, { recursive: true, force: true });
+  });
+
+  it('copies a large random file in and reads identical bytes back', async () => {
+    const src = await randomFile(local, 'big.bin', 48 * 1024 * 1024 + 12345);
+    await sh(`cp ${src} ${fs.mnt}/big.bin && cmp ${src} ${fs.mnt}/big.bin`);
+    const st = await fsp.stat(path.join(fs.mnt, 'big.bin'));
+    assert.equal(st.size, 48 * 1024 * 1024 + 12345);
+  });
+
+  it('applies random writes into the middle of a file like a local file does', async () => {
+    const src = await randomFile(local, 'rw.bin', 5 * 1024 * 1024);
+    await sh(`cp ${src} ${fs.mnt}/rw.bin`);
+    const patches: Array<[number, number]> = [[0, 10], [1024 * 1024 - 3, 7], [3 * 1024 * 1024 + 5, 200_000], [5 * 1024 * 1024 - 1, 1], [5 * 1024 * 1024 + 100, 50]];
+    for (const [off, len] of patches) {
+      await sh(`head -c ${len} /dev/urandom > ${local}/patch && dd if=${local}/patch of=${src} bs=1 seek=${off} conv=notrunc status=none && dd if=${local}/patch of=${fs.mnt}/rw.bin bs=64k seek=${off} oflag=seek_bytes conv=notrunc status=none`);
+    }
+    await sh(`cmp ${src} ${fs.mnt}/rw.bin`);
+  });
+
+  it('truncates down and up, reading zeros where data was cut off', async () => {
+    const src = await randomFile(local, 'tr.bin', 3 * 1024 * 1024);
+    await sh(`cp ${src} ${fs.mnt}/tr.bin`);
+    await fs.sync(); // the chunks are now clean, committed ones
+    for (const size of [2_500_000, 100, 0, 1_000_000, 4 * 1024 * 1024 + 7, 1_048_576]) {
+      await sh(`truncate -s ${size} ${src} && truncate -s ${size} ${fs.mnt}/tr.bin && cmp ${src} ${fs.mnt}/tr.bin`);
+    }
+  });
+
+  it('renames over an existing file and across directories', async () => {
+    await sh(`cd ${fs.mnt} && mkdir -p d1/sub d2 && echo one > d1/a && echo two > d2/b && mv d1/a d2/b && test ! -e d1/a && test "$(cat d2/b)" = one && mv d1/sub d2/ && test -d d2/sub && mv d2 d3 && test "$(cat d3/b)" = one`);
+    const r = await run('mv', [path.join(fs.mnt, 'd3'), path.join(fs.mnt, 'd3', 'sub', 'x')]);
+    assert.notEqual(r.code, 0, 'moving a directory into itself must fail');
+    await sh(`cd ${fs.mnt} && mkdir -p e1 && touch e1/f && mkdir e2 && ! mv e2 e1/f 2>/dev/null && ! rmdir e1 2>/dev/null`);
+  });
+
+  it('refuses hard links with EPERM', async () => {
+    await sh(`echo x > ${fs.mnt}/hl-src`);
+    const r = await run('ln', [path.join(fs.mnt, 'hl-src'), path.join(fs.mnt, 'hl-dst')]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /Operation not permitted/);
+  });
+
+  it('keeps symlinks, including dangling ones', async () => {
+    await sh(`cd ${fs.mnt} && echo target > t.txt && ln -s t.txt l1 && ln -s /nowhere/at/all l2 && test "$(cat l1)" = target && test "$(readlink l2)" = /nowhere/at/all && test -L l2 && ! test -e l2`);
+  });
+
+  it('stores modes, times and extended attributes', async () => {
+    await sh(`cd ${fs.mnt} && echo m > modes && chmod 640 modes && test "$(stat -c %a modes)" = 640 && touch -m -d '2020-01-02 03:04:05' modes && stat -c %Y modes`);
+    await sh(`cd ${fs.mnt} && setfattr -n user.color -v blue modes && test "$(getfattr --only-values -n user.color modes)" = blue && setfattr -x user.color modes && ! getfattr -n user.color modes 2>/dev/null`);
+  });
+
+  it('reports ENOENT, EEXIST, ENOTEMPTY and ENAMETOOLONG as a local disk does', async () => {
+    const long = 'x'.repeat(256);
+    await sh(`cd ${fs.mnt} && ! cat nope 2>/dev/null && mkdir dd && ! mkdir dd 2>/dev/null && touch dd/f && ! rmdir dd 2>/dev/null`);
+    const r = await run('touch', [path.join(fs.mnt, long)]);
+    assert.match(r.stderr, /File name too long/);
+    await sh(`touch ${fs.mnt}/${'y'.repeat(255)}`);
+  });
+
+  it('shows everything to a second machine that links from the bucket alone', async () => {
+    await fs.sync();
+    const st = await fs.status();
+    assert.equal(st.dirtyBytes, 0);
+    assert.equal(st.pendingMetaOps, 0);
+    const other = await bed.link(await bed.machine('second'), fs.bucket, fs.prefix);
+    await other.mount();
+    try {
+      await sh(`diff -r --no-dereference ${fs.mnt} ${other.mnt}`);
+      await sh(`cmp ${local}/big.bin ${other.mnt}/big.bin && cmp ${local}/rw.bin ${other.mnt}/rw.bin`);
+      assert.equal((await fsp.stat(path.join(other.mnt, 'modes'))).mode & 0o777, 0o640);
+    } finally {
+      await other.unmount();
+    }
+  });
+
+  it('reports status with every documented field', async () => {
+    const st = await fs.status();
+    for (const key of ['state', 'mountPoint', 'dirtyBytes', 'dirtyFiles', 'uploadBytesPerSec', 'downloadBytesPerSec', 'cacheUsedBytes', 'cacheCapBytes', 'cacheHitRatio', 'lastError']) {
+      assert.ok(key in st, `status lacks ${key}`);
+    }
+    assert.equal(st.state, 'mounted');
+    assert.equal(st.mountPoint, fs.mnt);
+    assert.equal(st.cacheCapBytes, 256 * 1024 * 1024);
+  });
+});
