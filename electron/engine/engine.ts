@@ -181,6 +181,7 @@ export class Engine {
       }, handles, () => dirty.totalBytes);
       await cache.init();
       const engine = new Engine(opts, meta, dirty, cache, handles, lockFile);
+      await engine.catchUp();
       engine.writeback.start();
       engine.replicator.schedule(0);
       return engine;
@@ -192,6 +193,37 @@ export class Engine {
 
   get chunkSize(): number {
     return this.meta.chunkSize;
+  }
+
+  /**
+   * Applies what other machines committed to the bucket since this machine last wrote or
+   * read it. With local changes not yet in the bucket the histories would interleave, so the
+   * engine then refuses writes (read-only, with the reason in status) instead of merging.
+   */
+  private async catchUp(): Promise<void> {
+    const remote = new RemoteMeta(this.opts.store, this.opts.keys.metaKey);
+    let applied = 0;
+    try {
+      for (;;) {
+        const seq = this.meta.remoteSeq + 1;
+        const ops = await remote.readSegment(seq);
+        if (!ops) break;
+        if (this.meta.pendingRemote.length > 0 || this.dirty.count > 0) {
+          this.replicator.conflict = 'another machine changed this filespace while this one had changes not yet uploaded; they are kept in the cache, and this mount is read-only';
+          this.log(this.replicator.conflict);
+          return;
+        }
+        this.meta.applyRemote(seq, ops);
+        applied++;
+      }
+    } catch (err) {
+      // Offline: work from the local copy; it is caught up at the next mount.
+      this.log(`could not check the bucket for newer metadata: ${(err as Error).message}`);
+    }
+    if (applied > 0) {
+      this.log(`applied ${applied} metadata segment(s) written by another machine`);
+      await this.meta.flush();
+    }
   }
 
   get currentSettings(): EngineSettings {

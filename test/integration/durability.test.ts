@@ -151,11 +151,27 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
     await reader.unmount();
   });
 
-  it('unmounts cleanly on SIGTERM, as systemd stops it', async () => {
+  it('tells systemd it is ready once mounted, and unmounts cleanly on SIGTERM', async () => {
     const fs = await bed.filespace({ settings: { 'upload-delay': '1h' } });
-    const child = spawn(process.execPath, [CLI, 'mount', fs.name, '--foreground'], { env: fs.machine.env, stdio: 'ignore' });
+    // A stand-in for systemd's notify socket: a datagram socket whose messages go to a file.
+    const notifySocket = path.join(local, 'notify.sock');
+    const notified = path.join(local, 'notified.txt');
+    const listener = spawn('python3', ['-c', `
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+open(sys.argv[2] + '.up', 'w').close()
+while True:
+    msg = s.recv(4096).decode()
+    with open(sys.argv[2], 'a') as f:
+        f.write(msg + '\\n')
+`, notifySocket, notified], { stdio: 'ignore' });
+    await waitFor('the notify listener', () => fsp.access(notified + '.up').then(() => true, () => false));
+    const child = spawn(process.execPath, [CLI, 'mount', fs.name, '--foreground'], { env: { ...fs.machine.env, NOTIFY_SOCKET: notifySocket }, stdio: 'ignore' });
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-    await waitFor('the mount', async () => (await fs.machine.cli('status', fs.name, '--json')).stdout.includes('"mounted"'));
+    await waitFor('READY=1', () => fsp.readFile(notified, 'utf8').then((t) => t.includes('READY=1'), () => false));
+    listener.kill();
+    assert.equal(await isMountPoint(fs.mnt), true, 'ready means mounted');
     await sh(`echo 'written before stop' > ${fs.mnt}/f.txt`);
     child.kill('SIGTERM');
     assert.equal(await exited, 0);

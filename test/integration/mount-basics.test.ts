@@ -100,6 +100,44 @@ describe('a mounted filespace', () => {
     }
   });
 
+  it('lets machines that take turns see each other\'s changes at mount', async () => {
+    const a = await bed.filespace();
+    const b = await bed.link(await bed.machine('turn-b'), a.bucket);
+    await a.mount();
+    await sh(`echo from-a > ${a.mnt}/a.txt && mkdir ${a.mnt}/shared`);
+    await a.unmount();
+    await a.mount();
+    await a.sync();
+    await a.unmount();
+    await b.mount(); // linked before a wrote: catches up from the bucket
+    await sh(`test "$(cat ${b.mnt}/a.txt)" = from-a && echo from-b > ${b.mnt}/shared/b.txt && rm ${b.mnt}/a.txt`);
+    await b.sync();
+    await b.unmount();
+    await a.mount();
+    await sh(`test "$(cat ${a.mnt}/shared/b.txt)" = from-b && test ! -e ${a.mnt}/a.txt`);
+    await a.unmount();
+  });
+
+  it('turns read-only instead of merging when another machine wrote over unsent changes', async () => {
+    const a = await bed.filespace();
+    const b = await bed.link(await bed.machine('diverge-b'), a.bucket);
+    await b.machine.ok('set', b.name, 'upload-delay', '1h');
+    await b.mount();
+    await sh(`echo unsent > ${b.mnt}/b-local.txt`);
+    await b.unmount(); // b-local.txt waits in b's cache
+    await a.mount();
+    await sh(`echo from-a > ${a.mnt}/a.txt`);
+    await a.sync();
+    await a.unmount();
+    await b.mount();
+    const st = await b.status();
+    assert.match(String(st.readOnlyReason), /another machine changed this filespace/);
+    assert.equal(await fsp.readFile(path.join(b.mnt, 'b-local.txt'), 'utf8'), 'unsent\n', 'local changes are kept');
+    const r = await run('touch', [path.join(b.mnt, 'new.txt')]);
+    assert.match(r.stderr, /Read-only file system/);
+    await b.unmount();
+  });
+
   it('reports status with every documented field', async () => {
     const st = await fs.status();
     for (const key of ['state', 'mountPoint', 'dirtyBytes', 'dirtyFiles', 'uploadBytesPerSec', 'downloadBytesPerSec', 'cacheUsedBytes', 'cacheCapBytes', 'cacheHitRatio', 'lastError']) {

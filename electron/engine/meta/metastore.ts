@@ -21,7 +21,7 @@ interface PersistedState {
   readonly remoteSeq: number;
 }
 
-type JournalRecord = { op: MetaOp } | { pushed: number; count: number };
+type JournalRecord = { op: MetaOp } | { rop: MetaOp } | { pushed: number; count: number };
 
 const CHECKPOINT_JOURNAL_BYTES = 8 * 1024 * 1024;
 
@@ -53,6 +53,8 @@ export class MetaStore {
       if ('op' in rec) {
         store.tree.apply(rec.op);
         store.pendingRemote.push(rec.op);
+      } else if ('rop' in rec) {
+        store.tree.apply(rec.rop);
       } else {
         store.pendingRemote.splice(0, rec.count);
         store.remoteSeq = rec.pushed;
@@ -94,6 +96,22 @@ export class MetaStore {
     this.pendingRemote.splice(0, count);
     this.remoteSeq = seq;
     this.journal.append({ pushed: seq, count });
+  }
+
+  /**
+   * Applies a segment another machine wrote to the bucket (catching up). Only valid while this
+   * machine has nothing unpushed, so the two histories cannot interleave.
+   */
+  applyRemote(seq: number, ops: readonly MetaOp[]): void {
+    if (this.pendingRemote.length > 0) throw new Error('cannot apply remote changes over unpushed local ones');
+    if (seq !== this.remoteSeq + 1) throw new Error(`remote segment ${seq} does not follow ${this.remoteSeq}`);
+    for (const op of ops) {
+      const released = this.tree.apply(op);
+      this.journal.append({ rop: op });
+      if (released.length > 0) this.onRelease(released);
+    }
+    this.remoteSeq = seq;
+    this.journal.append({ pushed: seq, count: 0 });
   }
 
   /** Writes buffered journal records (survives a process crash). */

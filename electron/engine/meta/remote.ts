@@ -77,6 +77,12 @@ export class RemoteMeta {
     }
   }
 
+  /** Reads segment `seq`, or undefined when it does not exist (yet). */
+  async readSegment(seq: number): Promise<MetaOp[] | undefined> {
+    const seg = await this.getJson<{ seq: number; ops: MetaOp[] }>(seqKey(LOG_PREFIX, seq));
+    return seg?.ops;
+  }
+
   /** Reads the newest checkpoint and every segment after it. */
   async load(chunkSize: number): Promise<{ tree: Tree; seq: number }> {
     const ckpts = await this.store.list(CKPT_PREFIX);
