@@ -20,7 +20,7 @@
 import { execFile } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 
 interface FuseNativeModule {
   readonly Fuse: FuseNativeCtor;
@@ -28,6 +28,8 @@ interface FuseNativeModule {
 }
 
 let loaded: FuseNativeModule | undefined;
+/** False when the stock fuse-native is in use, which cannot set a modification time alone. */
+export let modificationTimesExact = false;
 
 /**
  * Loads fuse-native on first use (so commands that never mount never need it), naming the
@@ -36,9 +38,16 @@ let loaded: FuseNativeModule | undefined;
 function fuseNative(): FuseNativeModule {
   if (loaded) return loaded;
   try {
-    // fuse-native has no type declarations; its surface is described by the local types below.
-    const Fuse = require('fuse-native') as FuseNativeCtor;
-    const binding = require('node-gyp-build')(path.dirname(require.resolve('fuse-native/package.json'))) as FuseNativeModule['binding'];
+    // Prefer the addon built by build-addon.js (fuse-native with the utimens correction);
+    // fall back to the stock prebuild. fuse-native has no type declarations; its surface is
+    // described by the local types below.
+    const corrected = path.resolve(__dirname, '..', '..', '..', 'native', 'fuse', 'addon');
+    const dir = existsSync(path.join(corrected, 'build', 'Release', 'fuse.node'))
+      ? corrected
+      : path.dirname(require.resolve('fuse-native/package.json'));
+    const Fuse = require(dir) as FuseNativeCtor;
+    const binding = require('node-gyp-build')(dir) as FuseNativeModule['binding'];
+    modificationTimesExact = dir === corrected;
     loaded = { Fuse, binding };
     return loaded;
   } catch (err) {
