@@ -26,7 +26,7 @@ export const engineSettingsSchema = z.object({
   entryTimeoutSec: z.number().min(0).max(3600),
   negativeTimeoutSec: z.number().min(0).max(3600),
   xattrs: z.boolean(),
-}).refine((s) => s.cacheLowWatermark < s.cacheHighWatermark, {
+}).strict().refine((s) => s.cacheLowWatermark < s.cacheHighWatermark, {
   message: 'cacheLowWatermark must be below cacheHighWatermark',
 });
 

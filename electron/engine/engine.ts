@@ -235,7 +235,7 @@ export class Engine {
     const next = resolveSettings({ ...this.settings, ...partial });
     this.settings = next;
     this.cache.setLimits({ capBytes: next.cacheCapBytes, highWatermark: next.cacheHighWatermark, lowWatermark: next.cacheLowWatermark });
-    this.fetcher.sem.setLimit(next.downloadConcurrency);
+    this.fetcher.setConcurrency(next.downloadConcurrency);
     this.writeback.pump();
     return next;
   }

@@ -33,7 +33,7 @@ export interface Unlocked {
 }
 
 export function validateChunkSize(bytes: number): void {
-  if (bytes < MIN_CHUNK || bytes > MAX_CHUNK || (bytes & (bytes - 1)) !== 0) {
+  if (!Number.isInteger(bytes) || bytes < MIN_CHUNK || bytes > MAX_CHUNK || (bytes & (bytes - 1)) !== 0) {
     throw new UserError(`chunk size must be a power of two between 64KiB and 64MiB (got ${bytes} bytes)`);
   }
 }

@@ -16,7 +16,7 @@
  */
 
 import { isDeepStrictEqual } from 'node:util';
-import { open, seal } from '../chunk/crypto';
+import { AuthError, open, seal } from '../chunk/crypto';
 import { ObjectStore, StoreError } from '../store/types';
 import { MetaOp, Tree, TreeSnapshot } from './tree';
 
@@ -59,7 +59,13 @@ export class RemoteMeta {
       return ops.length;
     } catch (err) {
       if (!(err instanceof StoreError) || err.code !== 'PreconditionFailed') throw err;
-      const existing = await this.getJson<{ ops: MetaOp[] }>(key);
+      let existing: { ops: MetaOp[] } | undefined;
+      try {
+        existing = await this.getJson<{ ops: MetaOp[] }>(key);
+      } catch (e) {
+        if (e instanceof AuthError) throw new SegmentConflictError(seq); // not ours, not even readable
+        throw e;
+      }
       const theirs = existing?.ops ?? [];
       const isOurPrefix = theirs.length <= ops.length && theirs.every((op, i) => isDeepStrictEqual(op, ops[i]));
       if (!isOurPrefix) throw new SegmentConflictError(seq);

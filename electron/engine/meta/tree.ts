@@ -68,6 +68,7 @@ export class Tree {
     t.nextIno = snap.nextIno;
     for (const raw of snap.inodes) {
       const inode: Inode = { ...raw, entries: raw.entries ? new Map(raw.entries) : undefined };
+      if (raw.xattrs) inode.xattrs = { ...raw.xattrs };
       if (!inode.entries) delete inode.entries;
       if (inode.chunks) inode.chunks = inode.chunks.map((c) => (c ? [c[0], c[1]] as const : null));
       t.inodes.set(inode.ino, inode);
@@ -78,9 +79,14 @@ export class Tree {
   }
 
   snapshot(): TreeSnapshot {
+    // A deep copy: the snapshot must not change when later ops change the live tree.
     const inodes = [...this.inodes.values()].map((i) => {
-      const { entries, ...rest } = i;
-      return entries ? { ...rest, entries: [...entries] } : rest;
+      const { entries, chunks, xattrs, ...rest } = i;
+      const copy: Omit<Inode, 'entries'> & { entries?: Array<[string, number]> } = { ...rest };
+      if (chunks) copy.chunks = chunks.map((c) => (c ? [c[0], c[1]] as const : null));
+      if (xattrs) copy.xattrs = { ...xattrs };
+      if (entries) copy.entries = [...entries];
+      return copy;
     });
     return { nextIno: this.nextIno, inodes };
   }

@@ -30,11 +30,16 @@ export class ChunkFetcher {
     private readonly store: ObjectStore,
     private readonly cache: ChunkCache,
     private readonly chunkKeyBytes: Buffer,
-    concurrency: number,
+    private concurrency: number,
     private readonly readTimeoutMs: () => number,
     private readonly log: (msg: string) => void,
   ) {
     this.sem = new Semaphore(concurrency);
+  }
+
+  setConcurrency(n: number): void {
+    this.concurrency = n;
+    this.sem.setLimit(n);
   }
 
   isInFlight(name: string): boolean {
@@ -48,6 +53,7 @@ export class ChunkFetcher {
       if (cached) return cached;
       const data = await this.sem.run(() => this.download(name));
       await this.cache.put(name, data);
+      this.cache.remember(name, data);
       return data;
     });
   }
@@ -55,7 +61,7 @@ export class ChunkFetcher {
   /** Starts a background download if there is spare capacity; never throws. */
   prefetch(name: string): void {
     if (this.cache.has(name) || this.flights.has(name)) return;
-    if (this.sem.inUse >= 4) return; // leave room for reads that someone is waiting on
+    if (this.sem.inUse >= this.concurrency - 1) return; // leave room for reads someone waits on
     this.fetch(name).catch(() => undefined);
   }
 

@@ -22,7 +22,7 @@ import { ChunkRef, Inode, MetaOp, ROOT_INO } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
 import { ChunkFetcher } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
-import { KeyedMutex, Signal } from '../util/concurrency';
+import { KeyedMutex, Signal, SingleFlight } from '../util/concurrency';
 
 export interface Stat {
   readonly ino: number;
@@ -72,6 +72,7 @@ export class Vfs {
   private readonly writersCount = new Map<number, number>();
   private readonly liveSize = new Map<number, { size: number; mtimeMs: number }>();
   readonly chunkLocks = new KeyedMutex<string>();
+  private readonly memLoads = new SingleFlight<string, boolean>();
   /** Notified whenever dirty bytes drop (an upload finished, a file was deleted). */
   readonly dirtyFreed = new Signal();
   /** Called when writers are waiting for dirty data to drain (backpressure). */
@@ -459,7 +460,7 @@ export class Vfs {
       const idx = Math.floor(at / cs);
       const inChunk = at - idx * cs;
       const n = Math.min(total - done, cs - inChunk);
-      await this.readChunk(inode, idx, buf, done, n, inChunk);
+      await this.readChunk(inode, idx, buf, done, n, inChunk, ahead > 0);
       done += n;
     }
     if (ahead > 0) {
@@ -468,14 +469,19 @@ export class Vfs {
       for (let i = last + 1; i <= Math.min(lastIdx, last + ahead); i++) {
         if (this.dirty.get(inode.ino, i)) continue;
         const ref = this.committedRef(inode, i);
-        if (ref) this.fetcher.prefetch(ref[0]);
+        if (!ref) continue;
+        if (i === last + 1 && this.cache.has(ref[0]) && !this.cache.inMemoryPeek(ref[0])) {
+          this.loadWhole(ref[0]).catch(() => undefined); // the next chunk, ready in memory
+        } else {
+          this.fetcher.prefetch(ref[0]);
+        }
       }
     }
     return total;
   }
 
   /** Fills buf[off, off+n) with bytes [inChunk, inChunk+n) of chunk idx. */
-  private async readChunk(inode: Inode, idx: number, buf: Buffer, off: number, n: number, inChunk: number): Promise<void> {
+  private async readChunk(inode: Inode, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
     const d = this.dirty.get(inode.ino, idx);
     if (d) {
       const got = await this.dirty.read(d, buf, off, n, inChunk);
@@ -484,7 +490,14 @@ export class Vfs {
     }
     const ref = this.committedRef(inode, idx);
     const valid = ref ? Math.max(0, Math.min(n, ref[1] - inChunk)) : 0;
-    if (ref && valid > 0) {
+    if (ref && valid > 0 && sequential && (this.cache.inMemoryPeek(ref[0]) || (await this.loadWhole(ref[0])))) {
+      // Sequential: served from the whole chunk in memory (one disk read per chunk). Looked up
+      // again after the await and copied synchronously: memory buffers are recycled.
+      const data = this.cache.inMemory(ref[0])!;
+      const got = Math.max(0, Math.min(valid, data.length - inChunk));
+      if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
+      data.copy(buf, off, inChunk, inChunk + got);
+    } else if (ref && valid > 0) {
       let got = await this.cache.read(ref[0], buf, off, valid, inChunk);
       if (got === undefined) {
         const data = await this.fetcher.fetch(ref[0]);
@@ -494,6 +507,18 @@ export class Vfs {
       if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
     }
     if (valid < n) buf.fill(0, off + valid, off + n);
+  }
+
+  /**
+   * Brings a whole clean chunk into memory (from the disk cache, else the bucket), merging
+   * concurrent loads; resolves whether it is in memory now.
+   */
+  private loadWhole(name: string): Promise<boolean> {
+    return this.memLoads.run(name, async () => {
+      if (await this.cache.loadIntoMemory(name)) return this.cache.inMemoryPeek(name);
+      await this.fetcher.fetch(name); // remembers what it downloads
+      return this.cache.inMemoryPeek(name);
+    });
   }
 
   /** Waits while dirty data is at the cap, so writers slow down instead of failing. */

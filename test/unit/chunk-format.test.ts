@@ -1,0 +1,83 @@
+// Pins down the chunk object format: round trip, compression only when it pays, and refusal of any tampered, renamed or truncated object.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { AuthError } from '../../electron/engine/chunk/crypto';
+import { chunkKey, decodeChunk, encodeChunk } from '../../electron/engine/chunk/format';
+
+const key = randomBytes(32);
+const HEADER = 5; // "FSC1" | flags
+const SEAL_OVERHEAD = 12 + 16;
+
+function text(bytes: number): Buffer {
+  const line = Buffer.from('2024-01-01T00:00:00Z INFO request served in 12ms path=/api/v1/items\n');
+  const out = Buffer.alloc(bytes);
+  for (let i = 0; i < bytes; i += line.length) line.copy(out, i);
+  return out;
+}
+
+describe('chunk objects', () => {
+  it('places chunks under a two-character fan-out prefix', () => {
+    assert.equal(chunkKey('abcdef0123'), 'chunks/ab/abcdef0123');
+  });
+
+  it('round-trips empty, tiny, compressible and random chunks', async () => {
+    for (const plain of [Buffer.alloc(0), Buffer.from('x'), text(300_000), randomBytes(300_000), Buffer.alloc(1 << 20)]) {
+      const obj = await encodeChunk(key, 'name', plain);
+      assert.deepEqual(obj.subarray(0, 4), Buffer.from('FSC1'));
+      assert.deepEqual(await decodeChunk(key, 'name', obj), plain);
+    }
+  });
+
+  it('compresses compressible data and stores it deflated', async () => {
+    const plain = text(256 * 1024);
+    const obj = await encodeChunk(key, 'n', plain);
+    assert.equal(obj[4], 1, 'deflate flag');
+    assert.ok(obj.length < plain.length / 4, `${obj.length} bytes for ${plain.length} of text`);
+  });
+
+  it('stores random data as is, at its own size plus a fixed overhead', async () => {
+    for (const size of [1000, 100_000, 1 << 20]) {
+      const plain = randomBytes(size);
+      const obj = await encodeChunk(key, 'n', plain);
+      assert.equal(obj[4], 0, 'no compression flag');
+      assert.equal(obj.length, size + HEADER + SEAL_OVERHEAD);
+    }
+  });
+
+  it('does not compress tiny chunks', async () => {
+    const obj = await encodeChunk(key, 'n', Buffer.alloc(100));
+    assert.equal(obj[4], 0);
+  });
+
+  it('refuses an object with any single flipped byte', async () => {
+    for (const plain of [randomBytes(200), text(4096)]) {
+      const obj = await encodeChunk(key, 'n', plain);
+      for (let i = 0; i < obj.length; i++) {
+        const bad = Buffer.from(obj);
+        bad[i] ^= 0x04;
+        await assert.rejects(decodeChunk(key, 'n', bad), AuthError, `byte ${i} of ${obj.length}`);
+      }
+    }
+  });
+
+  it('refuses a changed flags byte, even to a valid flag value', async () => {
+    const raw = await encodeChunk(key, 'n', randomBytes(1000));
+    const deflated = await encodeChunk(key, 'n', text(4096));
+    const setFlag = (obj: Buffer, v: number) => Buffer.concat([obj.subarray(0, 4), Buffer.from([v]), obj.subarray(5)]);
+    await assert.rejects(decodeChunk(key, 'n', setFlag(raw, 1)), AuthError);
+    await assert.rejects(decodeChunk(key, 'n', setFlag(deflated, 0)), AuthError);
+    await assert.rejects(decodeChunk(key, 'n', setFlag(raw, 0x81)), AuthError);
+  });
+
+  it('refuses an object under another name or key, truncated, or without the magic', async () => {
+    const obj = await encodeChunk(key, 'aaaa', text(4096));
+    await assert.rejects(decodeChunk(key, 'aaab', obj), AuthError);
+    await assert.rejects(decodeChunk(randomBytes(32), 'aaaa', obj), AuthError);
+    for (const len of [0, 3, 4, 5, 20, obj.length - 1]) {
+      await assert.rejects(decodeChunk(key, 'aaaa', obj.subarray(0, len)), AuthError, `truncated to ${len}`);
+    }
+    await assert.rejects(decodeChunk(key, 'aaaa', Buffer.concat([Buffer.from('FSC2'), obj.subarray(4)])), AuthError);
+  });
+});

@@ -1,0 +1,182 @@
+// Pins down MetaStore persistence: committed ops and the replication queue survive a crash or a clean restart, and the journal is checkpointed when it grows.
+
+import assert from 'node:assert/strict';
+import { cp, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { MetaStore } from '../../electron/engine/meta/metastore';
+import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
+
+const CS = 64 * 1024;
+
+let root: string;
+let dir: string;
+
+beforeEach(async () => {
+  root = await mkdtemp(path.join(os.tmpdir(), 'filespace-meta-'));
+  dir = path.join(root, 'meta');
+});
+
+afterEach(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+/** What a power cut leaves: a copy of the directory as it is on disk now. */
+let crashes = 0;
+async function crashCopy(): Promise<string> {
+  const copy = path.join(root, `crash-${crashes++}`);
+  await cp(dir, copy, { recursive: true });
+  return copy;
+}
+
+function sampleOps(): MetaOp[] {
+  return [
+    { t: 'mk', parent: ROOT_INO, name: 'docs', ino: 2, kind: 'dir', mode: 0o755, uid: 1, gid: 1, ms: 10 },
+    { t: 'mk', parent: 2, name: 'a.txt', ino: 3, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms: 11 },
+    { t: 'attr', ino: 3, size: CS + 5, ms: 12 },
+    { t: 'chunk', ino: 3, idx: 0, ref: ['c0', CS] },
+    { t: 'chunk', ino: 3, idx: 1, ref: ['c1', 5] },
+    { t: 'xattr', ino: 3, name: 'user.k', value: 'dg==', ms: 13 },
+    { t: 'mk', parent: ROOT_INO, name: 'ln', ino: 4, kind: 'symlink', mode: 0o777, uid: 1, gid: 1, target: 'docs/a.txt', ms: 14 },
+    { t: 'mv', sp: 2, sn: 'a.txt', dp: ROOT_INO, dn: 'b.txt', ms: 15 },
+  ];
+}
+
+async function createStore(): Promise<MetaStore> {
+  return MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+}
+
+function assertSameTree(actual: MetaStore, expected: MetaStore): void {
+  assert.deepEqual(actual.tree.snapshot(), expected.tree.snapshot());
+  assert.deepEqual([...actual.tree.chunkRefs].sort(), [...expected.tree.chunkRefs].sort());
+  assert.equal(actual.chunkSize, expected.chunkSize);
+}
+
+describe('MetaStore create and load', () => {
+  it('load finds nothing in an empty directory; create refuses a directory that has metadata', async () => {
+    assert.equal(await MetaStore.load(dir), undefined);
+    const ms = await createStore();
+    await ms.close();
+    await assert.rejects(createStore(), /already exists/);
+  });
+
+  it('commit + sync survives a crash: the journal replays the tree and the replication queue', async () => {
+    const ms = await createStore();
+    for (const op of sampleOps()) ms.commit(op);
+    await ms.sync();
+    const copy = await crashCopy();
+    const again = (await MetaStore.load(copy))!;
+    assertSameTree(again, ms);
+    assert.deepEqual(again.pendingRemote, sampleOps());
+    assert.equal(again.remoteSeq, 0);
+    assert.equal(again.tree.lookup(ROOT_INO, 'b.txt')!.size, CS + 5);
+    await again.close();
+    await ms.close();
+  });
+
+  it('a clean close checkpoints; load then reads the snapshot with an empty journal', async () => {
+    const ms = await createStore();
+    for (const op of sampleOps()) ms.commit(op);
+    await ms.close();
+    const files = await readdir(dir);
+    const journals = files.filter((n) => n.startsWith('journal.'));
+    assert.equal(journals.length, 1);
+    assert.equal((await stat(path.join(dir, journals[0]!))).size, 0);
+    const again = (await MetaStore.load(dir))!;
+    assert.deepEqual(again.pendingRemote, sampleOps());
+    assert.equal(again.tree.lookup(ROOT_INO, 'ln')!.target, 'docs/a.txt');
+    await again.close();
+  });
+
+  it('markPushed drops the pushed ops from the queue, and that survives a crash and a restart', async () => {
+    const ms = await createStore();
+    const ops = sampleOps();
+    for (const op of ops) ms.commit(op);
+    ms.markPushed(1, 3);
+    assert.deepEqual(ms.pendingRemote, ops.slice(3));
+    assert.equal(ms.remoteSeq, 1);
+    ms.markPushed(2, 2);
+    await ms.sync();
+
+    const crashed = (await MetaStore.load(await crashCopy()))!;
+    assert.deepEqual(crashed.pendingRemote, ops.slice(5));
+    assert.equal(crashed.remoteSeq, 2);
+    assertSameTree(crashed, ms);
+    await crashed.close();
+
+    await ms.close();
+    const restarted = (await MetaStore.load(dir))!;
+    assert.deepEqual(restarted.pendingRemote, ops.slice(5));
+    assert.equal(restarted.remoteSeq, 2);
+    await restarted.close();
+  });
+
+  it('ops committed after a markPushed stay queued behind the remaining ones', async () => {
+    const ms = await createStore();
+    const ops = sampleOps();
+    ms.commit(ops[0]!);
+    ms.commit(ops[1]!);
+    ms.markPushed(1, 2);
+    ms.commit(ops[2]!);
+    await ms.sync();
+    const crashed = (await MetaStore.load(await crashCopy()))!;
+    assert.deepEqual(crashed.pendingRemote, [ops[2]]);
+    await crashed.close();
+    await ms.close();
+  });
+
+  it('reports released inodes and every change', async () => {
+    const ms = await createStore();
+    const released: number[][] = [];
+    let changes = 0;
+    ms.onRelease = (inos) => released.push(inos);
+    ms.onChange = () => changes++;
+    for (const op of sampleOps()) ms.commit(op);
+    ms.commit({ t: 'rm', parent: ROOT_INO, name: 'b.txt', ms: 20 });
+    assert.deepEqual(released, [[3]]);
+    assert.equal(changes, sampleOps().length + 1);
+    await ms.close();
+  });
+
+  it('keeps the root directory and chunk size of the tree it was created from', async () => {
+    const ms = await MetaStore.create(dir, Tree.create(4 * CS, 123, 456, 99), 17);
+    await ms.close();
+    const again = (await MetaStore.load(dir))!;
+    assert.equal(again.chunkSize, 4 * CS);
+    assert.equal(again.remoteSeq, 17);
+    const r = again.tree.get(ROOT_INO)!;
+    assert.deepEqual([r.uid, r.gid, r.mtimeMs], [123, 456, 99]);
+    await again.close();
+  });
+});
+
+describe('MetaStore automatic checkpoint', () => {
+  it('checkpoints once the journal passes its size limit; nothing is lost across it', async () => {
+    const ms = await createStore();
+    ms.commit({ t: 'mk', parent: ROOT_INO, name: 'f', ino: 2, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms: 1 });
+    // Large xattr values grow the journal quickly without many ops.
+    const value = 'x'.repeat(64 * 1024);
+    const n = 140; // 140 * 64KiB is past the 8MiB limit
+    for (let i = 0; i < n; i++) ms.commit({ t: 'xattr', ino: 2, name: `user.v${i % 4}`, value: `${i}:${value}`, ms: 100 + i });
+    ms.commit({ t: 'attr', ino: 2, mode: 0o600, ms: 1000 });
+    await ms.flush(); // queued behind the checkpoint
+
+    const state = JSON.parse(await readFile(path.join(dir, 'state.json'), 'utf8')) as { gen: number };
+    assert.ok(state.gen >= 2, `expected a checkpoint after create's, found generation ${state.gen}`);
+    const journals = (await readdir(dir)).filter((f) => f.startsWith('journal.'));
+    assert.deepEqual(journals, [`journal.${state.gen}`], 'the old journal is gone');
+    const journalBytes = (await stat(path.join(dir, journals[0]!))).size;
+    assert.ok(journalBytes < 8 * 1024 * 1024, `journal holds ${journalBytes} bytes after the checkpoint`);
+
+    await ms.sync();
+    const crashed = (await MetaStore.load(await crashCopy()))!;
+    assertSameTree(crashed, ms);
+    assert.equal(crashed.pendingRemote.length, n + 2);
+    assert.deepEqual(crashed.pendingRemote, ms.pendingRemote);
+    assert.equal(crashed.tree.get(2)!.mode, 0o600);
+    assert.equal(crashed.tree.get(2)!.xattrs!['user.v3'], `${n - 1}:${value}`);
+    await crashed.close();
+    await ms.close();
+  });
+});

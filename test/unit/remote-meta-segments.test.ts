@@ -1,0 +1,171 @@
+// Pins down metadata replication to the bucket: segments and checkpoints round-trip, a rerun after a crash is recognised, a foreign writer is detected, and tampered or moved segments are refused.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { AuthError } from '../../electron/engine/chunk/crypto';
+import { CKPT_PREFIX, LOG_PREFIX, RemoteMeta, SegmentConflictError, seqKey } from '../../electron/engine/meta/remote';
+import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
+import { MemoryStore } from '../../electron/engine/store/memory';
+
+const CS = 64 * 1024;
+
+function mkFile(name: string, ino: number, ms: number): MetaOp {
+  return { t: 'mk', parent: ROOT_INO, name, ino, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms };
+}
+
+const seg1: MetaOp[] = [mkFile('a', 2, 10), { t: 'attr', ino: 2, size: 100, ms: 11 }, { t: 'chunk', ino: 2, idx: 0, ref: ['n0', 100] }];
+const seg2: MetaOp[] = [mkFile('b', 3, 12), { t: 'mv', sp: ROOT_INO, sn: 'a', dp: ROOT_INO, dn: 'c', ms: 13 }];
+
+async function setup(): Promise<{ store: MemoryStore; remote: RemoteMeta; key: Buffer; base: Tree }> {
+  const store = new MemoryStore();
+  const key = randomBytes(32);
+  const remote = new RemoteMeta(store, key);
+  const base = Tree.create(CS, 1, 1, 1);
+  await remote.writeCheckpoint(0, base.snapshot());
+  return { store, remote, key, base };
+}
+
+function replayed(base: Tree, ...segments: MetaOp[][]): Tree {
+  const t = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(base.snapshot())));
+  for (const ops of segments) for (const op of ops) t.apply(op);
+  return t;
+}
+
+async function flipByte(store: MemoryStore, key: string, at: (len: number) => number): Promise<void> {
+  const got = (await store.get(key))!;
+  const body = Buffer.from(got.body);
+  body[at(body.length)] ^= 0x01;
+  await store.put(key, body);
+}
+
+describe('RemoteMeta round trip', () => {
+  it('seqKey pads to 12 digits so keys sort numerically', () => {
+    assert.equal(seqKey(LOG_PREFIX, 7), 'meta/log/000000000007');
+    assert.ok(seqKey(LOG_PREFIX, 10) > seqKey(LOG_PREFIX, 9));
+  });
+
+  it('load replays the newest checkpoint and every segment after it', async () => {
+    const { remote, base } = await setup();
+    assert.equal(await remote.pushSegment(1, seg1), seg1.length);
+    assert.equal(await remote.pushSegment(2, seg2), seg2.length);
+    const { tree, seq } = await remote.load(CS);
+    assert.equal(seq, 2);
+    assert.deepEqual(tree.snapshot(), replayed(base, seg1, seg2).snapshot());
+    assert.equal(tree.lookup(ROOT_INO, 'c')!.chunks![0]![0], 'n0');
+  });
+
+  it('load starts from the newest checkpoint, not from segment 1', async () => {
+    const { store, remote, base } = await setup();
+    await remote.pushSegment(1, seg1);
+    await remote.writeCheckpoint(1, replayed(base, seg1).snapshot());
+    await store.delete(seqKey(LOG_PREFIX, 1)); // covered by checkpoint 1
+    await remote.pushSegment(2, seg2);
+    const { tree, seq } = await remote.load(CS);
+    assert.equal(seq, 2);
+    assert.deepEqual(tree.snapshot(), replayed(base, seg1, seg2).snapshot());
+  });
+
+  it('stored objects are sealed: no op or name appears in plaintext', async () => {
+    const { store, remote } = await setup();
+    await remote.pushSegment(1, seg1);
+    const body = (await store.get(seqKey(LOG_PREFIX, 1)))!.body;
+    assert.ok(!body.includes(Buffer.from('"mk"')));
+    assert.ok(!body.includes(Buffer.from('n0')));
+  });
+
+  it('load fails clearly when the bucket has no checkpoint', async () => {
+    const remote = new RemoteMeta(new MemoryStore(), randomBytes(32));
+    await assert.rejects(remote.load(CS), /no metadata checkpoint/);
+  });
+
+  it('writing a checkpoint that already exists is accepted (a rerun after a crash)', async () => {
+    const { remote, base } = await setup();
+    await remote.writeCheckpoint(0, base.snapshot());
+  });
+});
+
+describe('RemoteMeta.pushSegment after a crash or against another writer', () => {
+  it('returns the length of the earlier segment when this machine already wrote a prefix of the ops', async () => {
+    const { remote, base } = await setup();
+    assert.equal(await remote.pushSegment(1, seg1.slice(0, 2)), 2);
+    // After a restart the queue holds those ops plus more; the bucket keeps its version.
+    assert.equal(await remote.pushSegment(1, seg1), 2);
+    assert.equal(await remote.pushSegment(1, seg1.slice(0, 2)), 2, 'the exact same segment again');
+    assert.equal(await remote.pushSegment(2, seg1.slice(2)), 1);
+    const { tree, seq } = await remote.load(CS);
+    assert.equal(seq, 2);
+    assert.deepEqual(tree.snapshot(), replayed(base, seg1).snapshot());
+  });
+
+  it('throws SegmentConflictError when the segment holds different ops', async () => {
+    const { remote } = await setup();
+    await remote.pushSegment(1, seg1);
+    await assert.rejects(remote.pushSegment(1, seg2), SegmentConflictError);
+    const changedOne = seg1.map((op, i) => (i === 1 ? { ...op, size: 101 } as MetaOp : op));
+    await assert.rejects(remote.pushSegment(1, changedOne), SegmentConflictError);
+  });
+
+  it('throws SegmentConflictError when the bucket holds more ops than this machine has', async () => {
+    const { remote } = await setup();
+    await remote.pushSegment(1, seg1);
+    await assert.rejects(remote.pushSegment(1, seg1.slice(0, 1)), SegmentConflictError);
+  });
+
+  it('a segment written by a machine with another key is not taken for ours', async () => {
+    const { store, remote } = await setup();
+    const other = new RemoteMeta(store, randomBytes(32));
+    await other.pushSegment(1, seg1);
+    await assert.rejects(remote.pushSegment(1, seg1), (err: unknown) => err instanceof AuthError || err instanceof SegmentConflictError);
+  });
+});
+
+describe('RemoteMeta refuses tampered metadata', () => {
+  for (const [where, at] of [
+    ['the nonce', () => 0],
+    ['the ciphertext', (len: number) => Math.floor(len / 2)],
+    ['the tag', (len: number) => len - 1],
+  ] as const) {
+    it(`a segment with a flipped byte in ${where} fails to load`, async () => {
+      const { store, remote } = await setup();
+      await remote.pushSegment(1, seg1);
+      await flipByte(store, seqKey(LOG_PREFIX, 1), at);
+      await assert.rejects(remote.load(CS), AuthError);
+    });
+  }
+
+  it('a tampered checkpoint fails to load', async () => {
+    const { store, remote } = await setup();
+    await flipByte(store, seqKey(CKPT_PREFIX, 0), (len) => len - 5);
+    await assert.rejects(remote.load(CS), AuthError);
+  });
+
+  it('a truncated segment fails to load', async () => {
+    const { store, remote } = await setup();
+    await remote.pushSegment(1, seg1);
+    const body = (await store.get(seqKey(LOG_PREFIX, 1)))!.body;
+    await store.put(seqKey(LOG_PREFIX, 1), body.subarray(0, body.length - 1));
+    await assert.rejects(remote.load(CS), AuthError);
+  });
+
+  it('a segment copied to another sequence number fails authentication', async () => {
+    const { store, remote } = await setup();
+    await remote.pushSegment(1, seg1);
+    const body = (await store.get(seqKey(LOG_PREFIX, 1)))!.body;
+    await store.put(seqKey(LOG_PREFIX, 2), body);
+    await assert.rejects(remote.load(CS), AuthError);
+  });
+
+  it('a segment copied into the checkpoint namespace fails authentication', async () => {
+    const { store, remote } = await setup();
+    await remote.pushSegment(1, seg1);
+    const body = (await store.get(seqKey(LOG_PREFIX, 1)))!.body;
+    await store.put(seqKey(CKPT_PREFIX, 1), body);
+    await assert.rejects(remote.load(CS), AuthError);
+  });
+
+  it('metadata sealed with another key fails to load', async () => {
+    const { store } = await setup();
+    await assert.rejects(new RemoteMeta(store, randomBytes(32)).load(CS), AuthError);
+  });
+});

@@ -1,0 +1,72 @@
+// Pins down engine settings: defaults are valid, partial settings merge over them, and nonsense is rejected with a message naming the setting.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { DEFAULT_SETTINGS, EngineSettings, resolveSettings } from '../../electron/engine/config';
+
+function rejects(partial: Partial<EngineSettings>, pattern: RegExp): void {
+  assert.throws(() => resolveSettings(partial), (err: Error) => {
+    assert.match(err.message, pattern);
+    assert.match(err.message, /^invalid setting/);
+    return true;
+  }, JSON.stringify(partial));
+}
+
+describe('resolveSettings', () => {
+  it('returns the defaults for an empty object, and the defaults are self-consistent', () => {
+    assert.deepEqual(resolveSettings({}), DEFAULT_SETTINGS);
+    assert.ok(DEFAULT_SETTINGS.cacheLowWatermark < DEFAULT_SETTINGS.cacheHighWatermark);
+  });
+
+  it('merges a partial over the defaults without changing the defaults', () => {
+    const s = resolveSettings({ cacheCapBytes: 1024 ** 3, uploadDelayMs: 0, xattrs: false });
+    assert.equal(s.cacheCapBytes, 1024 ** 3);
+    assert.equal(s.uploadDelayMs, 0);
+    assert.equal(s.xattrs, false);
+    assert.equal(s.uploadConcurrency, DEFAULT_SETTINGS.uploadConcurrency);
+    assert.equal(DEFAULT_SETTINGS.xattrs, true);
+  });
+
+  it('accepts the boundaries', () => {
+    resolveSettings({ cacheCapBytes: 16 * 1024 * 1024 });
+    resolveSettings({ uploadConcurrency: 1, downloadConcurrency: 64, prefetchMaxChunks: 0, readTimeoutMs: 100 });
+    resolveSettings({ cacheHighWatermark: 1, cacheLowWatermark: 0.01 });
+  });
+
+  it('rejects a cache below 16MiB, naming the setting', () => {
+    rejects({ cacheCapBytes: 16 * 1024 * 1024 - 1 }, /cacheCapBytes: cache size must be at least 16MiB/);
+    rejects({ cacheCapBytes: 0 }, /cacheCapBytes/);
+  });
+
+  it('rejects a low watermark at or above the high one', () => {
+    rejects({ cacheLowWatermark: 0.9, cacheHighWatermark: 0.9 }, /cacheLowWatermark must be below cacheHighWatermark/);
+    rejects({ cacheLowWatermark: 0.95, cacheHighWatermark: 0.5 }, /cacheLowWatermark must be below cacheHighWatermark/);
+  });
+
+  it('rejects watermarks outside (0, 1]', () => {
+    rejects({ cacheHighWatermark: 1.5 }, /cacheHighWatermark/);
+    rejects({ cacheLowWatermark: 0 }, /cacheLowWatermark/);
+    rejects({ cacheLowWatermark: -0.1 }, /cacheLowWatermark/);
+  });
+
+  it('rejects out-of-range, fractional and non-numeric values, naming each setting', () => {
+    const cases: Array<[Partial<EngineSettings>, string]> = [
+      [{ uploadConcurrency: 0 }, 'uploadConcurrency'],
+      [{ uploadConcurrency: 65 }, 'uploadConcurrency'],
+      [{ downloadConcurrency: 2.5 }, 'downloadConcurrency'],
+      [{ prefetchMaxChunks: -1 }, 'prefetchMaxChunks'],
+      [{ readTimeoutMs: 99 }, 'readTimeoutMs'],
+      [{ uploadDelayMs: -1 }, 'uploadDelayMs'],
+      [{ uploadDelayMs: 3_600_001 }, 'uploadDelayMs'],
+      [{ maxDirtyAgeMs: 86_400_001 }, 'maxDirtyAgeMs'],
+      [{ metaPushDelayMs: 600_001 }, 'metaPushDelayMs'],
+      [{ attrTimeoutSec: -1 }, 'attrTimeoutSec'],
+      [{ negativeTimeoutSec: 3601 }, 'negativeTimeoutSec'],
+      [{ cacheCapBytes: Number.NaN }, 'cacheCapBytes'],
+      [{ cacheCapBytes: Number.POSITIVE_INFINITY }, 'cacheCapBytes'],
+      [{ cacheCapBytes: '20GiB' as unknown as number }, 'cacheCapBytes'],
+      [{ xattrs: 'yes' as unknown as boolean }, 'xattrs'],
+    ];
+    for (const [partial, key] of cases) rejects(partial, new RegExp(`invalid setting ${key}:`));
+  });
+});

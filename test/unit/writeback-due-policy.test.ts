@@ -1,0 +1,221 @@
+// Pins down when a dirty chunk is due for upload: the delay after the last write, full chunks, closed files, the maximum dirty age for an open tail chunk, pressure, drain and retry times.
+
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { DirtyChunk, DirtyStore } from '../../electron/engine/cache/dirty';
+import { HandlePool } from '../../electron/engine/cache/handles';
+import { WritebackPolicy, WritebackQueue } from '../../electron/engine/upload/writeback';
+
+const CS = 64 * 1024;
+const policy: WritebackPolicy = { uploadDelayMs: 2_000, maxDirtyAgeMs: 30_000, uploadConcurrency: 2 };
+
+let dir: string;
+let handles: HandlePool;
+let dirty: DirtyStore;
+let clock: number;
+let openForWrite: Set<number>;
+let uploads: DirtyChunk[];
+let queue: WritebackQueue;
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'filespace-writeback-'));
+  handles = new HandlePool();
+  dirty = new DirtyStore(dir, handles);
+  await dirty.init(() => undefined, 0);
+  clock = 1_000_000;
+  openForWrite = new Set();
+  uploads = [];
+  queue = new WritebackQueue({
+    dirty,
+    chunkSize: CS,
+    policy: () => policy,
+    isOpenForWrite: (ino) => openForWrite.has(ino),
+    upload: async (d) => {
+      uploads.push(d);
+    },
+    paused: () => false,
+    onError: () => undefined,
+    onSuccess: () => undefined,
+    now: () => clock,
+  });
+});
+
+afterEach(async () => {
+  queue.stop();
+  await handles.closeAll();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** A dirty chunk of `len` bytes written at the current fake time. */
+async function written(ino: number, idx: number, len: number): Promise<DirtyChunk> {
+  const d = await dirty.create(ino, idx, undefined, clock);
+  if (len > 0) await dirty.write(d, Buffer.alloc(len, 1), 0, clock);
+  return d;
+}
+
+describe('WritebackQueue.isDue', () => {
+  it('is never due before uploadDelayMs has passed since the last write', async () => {
+    const full = await written(1, 0, CS);
+    const closedPartial = await written(2, 0, 10);
+    assert.equal(queue.isDue(full, clock), false);
+    assert.equal(queue.isDue(closedPartial, clock + policy.uploadDelayMs - 1), false);
+    assert.equal(queue.isDue(full, clock + policy.uploadDelayMs - 1), false);
+  });
+
+  it('a write restarts the delay', async () => {
+    const d = await written(1, 0, CS);
+    clock += policy.uploadDelayMs - 1;
+    await dirty.write(d, Buffer.from('x'), 5, clock);
+    assert.equal(queue.isDue(d, clock + policy.uploadDelayMs - 1), false);
+    assert.equal(queue.isDue(d, clock + policy.uploadDelayMs), true);
+  });
+
+  it('after the delay, a full chunk is due even while its file is open for writing', async () => {
+    openForWrite.add(1);
+    const d = await written(1, 0, CS);
+    assert.equal(d.len, CS);
+    assert.equal(queue.isDue(d, clock + policy.uploadDelayMs), true);
+  });
+
+  it('after the delay, a partial chunk of a file no longer open for writing is due', async () => {
+    const d = await written(1, 3, 100);
+    assert.equal(queue.isDue(d, clock + policy.uploadDelayMs), true);
+  });
+
+  it('a partial tail chunk of a file still open for writing waits until maxDirtyAgeMs', async () => {
+    openForWrite.add(1);
+    const d = await written(1, 0, 100);
+    // An append-only log: keeps appending a little, more slowly than the upload delay.
+    for (let t = 0; t < 11; t++) {
+      clock += policy.uploadDelayMs + 500;
+      assert.equal(queue.isDue(d, clock), false, `not due ${clock - d.firstDirtyMs}ms after it became dirty`);
+      await dirty.write(d, Buffer.from('line\n'), d.len, clock);
+    }
+    const first = d.firstDirtyMs;
+    assert.equal(queue.isDue(d, first + policy.maxDirtyAgeMs - 1), false);
+    assert.equal(queue.isDue(d, first + policy.maxDirtyAgeMs), true);
+
+    openForWrite.delete(1);
+    assert.equal(queue.isDue(d, d.lastWriteMs + policy.uploadDelayMs), true, 'closing the file makes it due');
+  });
+
+  it('pressure makes every chunk due at once, regardless of delay and open files', async () => {
+    openForWrite.add(1);
+    const fresh = await written(1, 0, 10);
+    queue.setPressure(true);
+    assert.equal(queue.isDue(fresh, clock), true);
+    queue.setPressure(false);
+    assert.equal(queue.isDue(fresh, clock), false);
+  });
+
+  it('drain makes every chunk due while it runs', async () => {
+    openForWrite.add(1);
+    const fresh = await written(1, 0, 10);
+    const draining = queue.drain(clock + 60_000);
+    assert.equal(queue.isDue(fresh, clock), true);
+    clock += 60_000; // past the drain deadline
+    queue.progress.notify();
+    assert.equal(await draining, false, 'the chunk is still dirty (the queue was not started)');
+    assert.equal(queue.isDue(fresh, clock - 60_000), false, 'normal policy again once drain returned');
+  });
+
+  it('drain resolves true at once when nothing is dirty', async () => {
+    assert.equal(await queue.drain(clock + 1), true);
+  });
+
+  it('a chunk waiting for a retry is not due before retryAtMs, even under pressure', async () => {
+    const d = await written(1, 0, CS);
+    d.attempts = 1;
+    d.retryAtMs = clock + 10_000;
+    queue.setPressure(true);
+    assert.equal(queue.isDue(d, clock + 9_999), false);
+    assert.equal(queue.isDue(d, clock + 10_000), true);
+    queue.setPressure(false);
+    assert.equal(queue.isDue(d, clock + 10_000), true);
+  });
+
+  it('a chunk being uploaded is not due again', async () => {
+    const d = await written(1, 0, CS);
+    d.uploading = true;
+    queue.setPressure(true);
+    assert.equal(queue.isDue(d, clock + 100_000), false);
+  });
+
+  it('reads the policy live, so a settings change applies at once', async () => {
+    let delay = 2_000;
+    const q = new WritebackQueue({
+      dirty, chunkSize: CS,
+      policy: () => ({ ...policy, uploadDelayMs: delay }),
+      isOpenForWrite: () => false,
+      upload: async () => undefined, paused: () => false, onError: () => undefined, onSuccess: () => undefined,
+      now: () => clock,
+    });
+    const d = await written(1, 0, 10);
+    assert.equal(q.isDue(d, clock + 500), false);
+    delay = 0;
+    assert.equal(q.isDue(d, clock), true);
+  });
+});
+
+describe('WritebackQueue.pump', () => {
+  it('starts due chunks oldest first, up to the concurrency limit, and skips chunks not yet due', async () => {
+    const newer = await written(1, 0, CS);
+    clock -= 5_000;
+    const oldest = await written(2, 0, CS);
+    clock += 1_000;
+    const middle = await written(3, 0, CS);
+    clock += 10_000;
+    openForWrite.add(4);
+    await written(4, 0, 10); // fresh: not due
+    queue.start();
+    queue.stop();
+    assert.deepEqual(uploads.map((d) => d.ino), [oldest.ino, middle.ino], 'two at a time, oldest first');
+    assert.ok(newer.firstDirtyMs > middle.firstDirtyMs);
+    assert.equal(queue.uploading, 2);
+    await queue.idle(10_000);
+    assert.equal(queue.uploading, 0);
+  });
+
+  it('a failed upload schedules a retry with backoff and reports the error', async () => {
+    const errors: unknown[] = [];
+    const q = new WritebackQueue({
+      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      upload: async () => {
+        throw new Error('bucket unreachable');
+      },
+      paused: () => false,
+      onError: (err) => errors.push(err),
+      onSuccess: () => undefined,
+      now: () => clock,
+    });
+    const d = await written(1, 0, CS);
+    clock += policy.uploadDelayMs;
+    q.start();
+    q.stop();
+    await q.idle(10_000);
+    assert.equal(errors.length, 1);
+    assert.equal(d.attempts, 1);
+    assert.equal(d.uploading, false);
+    assert.ok(d.retryAtMs > clock, 'a retry is scheduled in the future');
+    assert.equal(q.isDue(d, clock), false);
+    assert.equal(q.isDue(d, d.retryAtMs), true);
+  });
+
+  it('does nothing while paused', async () => {
+    const q = new WritebackQueue({
+      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      upload: async (d) => {
+        uploads.push(d);
+      },
+      paused: () => true, onError: () => undefined, onSuccess: () => undefined, now: () => clock,
+    });
+    await written(1, 0, CS);
+    clock += 100_000;
+    q.start();
+    q.stop();
+    assert.equal(uploads.length, 0);
+  });
+});
