@@ -106,6 +106,7 @@ export interface FuseFilesystem {
   link(from: string, to: string): void;
   chmod(path: string, mode: number): void;
   chown(path: string, uid: number, gid: number): void;
+  /** Times in ms; SPECIAL_TIMES.omit / .now stand for UTIME_OMIT / UTIME_NOW. */
   utimens(path: string, atimeMs: number, mtimeMs: number): void;
   statfs(): Record<string, number>;
   setxattr(path: string, name: string, value: Buffer, flags: number): void;
@@ -113,6 +114,9 @@ export interface FuseFilesystem {
   listxattr(path: string): string[];
   removexattr(path: string, name: string): void;
 }
+
+/** How the corrected addon passes utimensat's UTIME_OMIT and UTIME_NOW (ms values). */
+export const SPECIAL_TIMES = { omit: 2 ** 48 - 1, now: 2 ** 48 - 2 } as const;
 
 export interface MountOptions {
   readonly attrTimeoutSec: number;

@@ -1,9 +1,13 @@
 #!/usr/bin/env node
-// Builds the FUSE addon from the installed fuse-native sources with one correction: its
-// utimens handler passes the access time twice, so the modification time a tool sets (touch -m,
-// cp -p, tar, rsync -t) is lost. The corrected addon goes to native/fuse/addon/ (not in git)
-// and native/fuse/adapter.ts prefers it; without it (no compiler) the stock prebuild is used
-// and only that one behaviour differs. Same N-API binary for Node and Electron.
+// Builds the FUSE addon from the installed fuse-native sources with two corrections to time
+// setting, so tools that restore modification times (tar, cp -p, rsync -t, touch -m) work:
+//  1. its utimens handler passes the access time twice, losing the modification time;
+//  2. it does not tell libfuse that it understands UTIME_OMIT/UTIME_NOW, so libfuse2 drops
+//     every request that sets only one of the two times (GNU tar sets only mtime). With the
+//     flag set, those arrive as sentinel values (see SPECIAL_TIMES in adapter.ts).
+// The corrected addon goes to native/fuse/addon/ (not in git) and native/fuse/adapter.ts
+// prefers it; without it (no compiler) the stock prebuild is used and only time setting
+// differs. Same N-API binary for Node and Electron.
 'use strict';
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -11,22 +15,31 @@ const path = require('node:path');
 
 const src = path.dirname(require.resolve('fuse-native/package.json'));
 const out = path.join(__dirname, 'addon');
-const BROKEN = 'FUSE_UINT64_TO_INTS_ARGV(l->atime, 5)';
-const FIXED = 'FUSE_UINT64_TO_INTS_ARGV(l->mtime, 5)';
+const EDITS = [
+  ['FUSE_UINT64_TO_INTS_ARGV(l->atime, 5)', 'FUSE_UINT64_TO_INTS_ARGV(l->mtime, 5)'],
+  ['if (implemented[op_utimens]) ops.utimens = fuse_native_utimens;',
+    'if (implemented[op_utimens]) { ops.utimens = fuse_native_utimens; ops.flag_utime_omit_ok = 1; }'],
+  ['  uint64_t ms = (ts->tv_sec * 1000) + (ts->tv_nsec / 1000000);',
+    '  if (ts->tv_nsec == UTIME_OMIT) return 281474976710655ULL; /* 2^48-1 */\n' +
+    '  if (ts->tv_nsec == UTIME_NOW) return 281474976710654ULL;  /* 2^48-2 */\n' +
+    '  uint64_t ms = (ts->tv_sec * 1000) + (ts->tv_nsec / 1000000);'],
+];
 
 function main() {
-  const code = fs.readFileSync(path.join(src, 'fuse-native.c'), 'utf8');
-  const hits = code.split(BROKEN).length - 1;
-  if (hits !== 1) {
-    if (code.includes(FIXED)) console.log('fuse-native already passes the modification time; using it as is');
-    else console.log(`fuse-native sources changed (${hits} matches); not building a corrected addon`);
-    fs.rmSync(out, { recursive: true, force: true });
-    return;
+  let code = fs.readFileSync(path.join(src, 'fuse-native.c'), 'utf8');
+  for (const [from, to] of EDITS) {
+    const hits = code.split(from).length - 1;
+    if (hits !== 1) {
+      console.log(`fuse-native sources changed (${hits} matches for a correction); not building a corrected addon`);
+      fs.rmSync(out, { recursive: true, force: true });
+      return;
+    }
+    code = code.replace(from, to);
   }
   fs.rmSync(out, { recursive: true, force: true });
   fs.mkdirSync(out, { recursive: true });
   for (const f of ['index.js', 'binding.gyp', 'package.json', 'semaphore.h']) fs.copyFileSync(path.join(src, f), path.join(out, f));
-  fs.writeFileSync(path.join(out, 'fuse-native.c'), code.replace(BROKEN, FIXED));
+  fs.writeFileSync(path.join(out, 'fuse-native.c'), code);
   const gyp = path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
   const nodeGyp = fs.existsSync(gyp) ? [process.execPath, gyp] : ['node-gyp'];
   // Build against the headers of the running Node when the system has them (no download).

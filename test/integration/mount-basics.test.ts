@@ -76,6 +76,9 @@ describe('a mounted filespace', () => {
     // Setting both times (touch -d, cp -p, tar, rsync -t) is exact.
     await sh(`cd ${fs.mnt} && touch -d '2020-01-02 03:04:05 UTC' modes && test "$(stat -c %Y modes)" = 1577934245 && test "$(stat -c %X modes)" = 1577934245`);
     await sh(`cd ${fs.mnt} && touch -d '2001-02-03 04:05:06 UTC' ${local}/stamp && cp -p ${local}/stamp copied && test "$(stat -c %Y copied)" = "$(stat -c %Y ${local}/stamp)"`);
+    // One time at a time (GNU tar sets only the modification time): the other stays.
+    await sh(`cd ${fs.mnt} && touch -m -d @1000000000 modes && touch -a -d @1200000000 modes && test "$(stat -c '%X %Y' modes)" = '1200000000 1000000000'`);
+    await sh(`cd ${fs.mnt} && python3 -c 'import os; os.utime("modes", (1400000000, 1500000000))' && test "$(stat -c '%X %Y' modes)" = '1400000000 1500000000'`);
     await sh(`cd ${fs.mnt} && setfattr -n user.color -v blue modes && test "$(getfattr --only-values -n user.color modes)" = blue && setfattr -x user.color modes && ! getfattr -n user.color modes 2>/dev/null`);
   });
 

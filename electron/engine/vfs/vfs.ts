@@ -53,6 +53,10 @@ interface Handle {
   readonly cursor: ReadAheadCursor;
 }
 
+/** Special time values for utimens (the FUSE adapter maps UTIME_NOW / UTIME_OMIT to these). */
+export const TIME_OMIT = 2 ** 48 - 1;
+export const TIME_NOW = 2 ** 48 - 2;
+
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
@@ -208,14 +212,19 @@ export class Vfs {
     this.commit(op);
   }
 
+  /**
+   * Sets times in ms since the epoch; `TIME_NOW` means the current time and `TIME_OMIT`
+   * leaves that time unchanged (utimensat's UTIME_NOW / UTIME_OMIT).
+   */
   utimens(path: string, atimeMs: number, mtimeMs: number): void {
     this.assertWritable();
     const inode = this.resolve(path);
     const now = this.now();
-    // UTIME_NOW / UTIME_OMIT arrive as a time within the first seconds of the epoch.
-    const fix = (ms: number) => (ms < 2000 ? now : ms);
     this.commitSize(inode.ino);
-    this.commit({ t: 'attr', ino: inode.ino, atimeMs: fix(atimeMs), mtimeMs: fix(mtimeMs), ms: now });
+    const op: MetaOp = { t: 'attr', ino: inode.ino, ms: now };
+    if (atimeMs !== TIME_OMIT) op.atimeMs = atimeMs === TIME_NOW ? now : atimeMs;
+    if (mtimeMs !== TIME_OMIT) op.mtimeMs = mtimeMs === TIME_NOW ? now : mtimeMs;
+    this.commit(op);
   }
 
   statfs(): Record<string, number> {
