@@ -185,6 +185,9 @@ function log(msg: string): void {
 }
 
 async function runForeground(h: Homes, cfg: LinkConfig, extra: { passphrase?: string; onMounted?: (host: MountHost) => void } = {}): Promise<void> {
+  // A stray rejected promise must not take the mount down with it (users would see
+  // "Transport endpoint is not connected"): report it and keep serving.
+  process.on('unhandledRejection', (err) => log(`internal error (kept running): ${err instanceof Error ? err.stack ?? err.message : String(err)}`));
   const host = new MountHost(cfg, h, { log, passphrase: extra.passphrase });
   let signalled = 0;
   const onSignal = () => {

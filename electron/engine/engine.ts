@@ -88,6 +88,13 @@ async function lockCacheDir(cacheDir: string): Promise<string> {
   throw new UserError(`cannot lock ${cacheDir}`, 'BUSY');
 }
 
+/** Writers and readers need a few chunks of room at once; a smaller cache could not make progress. */
+function checkCapFitsChunks(capBytes: number, chunkSize: number): void {
+  if (capBytes < 4 * chunkSize) {
+    throw new UserError(`the cache size must be at least 4 chunks (${4 * chunkSize / 1024 / 1024} MiB for this filespace)`, 'CACHE_TOO_SMALL');
+  }
+}
+
 export class Engine {
   readonly vfs: Vfs;
   private readonly writeback: WritebackQueue;
@@ -138,6 +145,8 @@ export class Engine {
       },
     });
     this.vfs.onPressure = () => this.writeback.setPressure(true);
+    this.fetcher.onOutcome = (err) => this.noteStoreOutcome(err);
+    this.replicator.onOutcome = (err) => this.noteStoreOutcome(err);
     this.vfs.onWriterClosed = () => this.writeback.pump();
     meta.onChange = () => this.replicator.schedule();
     this.rateTimer = setInterval(() => this.sampleRates(), 1000);
@@ -166,6 +175,7 @@ export class Engine {
       const meta = await MetaStore.load(path.join(opts.cacheDir, 'meta'));
       if (!meta) throw new UserError(`no local metadata in ${opts.cacheDir}; link the filespace first`, 'NOT_LINKED');
       if (meta.chunkSize !== opts.header.chunkSize) throw new UserError('local cache belongs to another filespace', 'MISMATCH');
+      checkCapFitsChunks(opts.settings.cacheCapBytes, meta.chunkSize);
       const handles = new HandlePool(256);
       const dirty = new DirtyStore(opts.cacheDir, handles);
       const cs = meta.chunkSize;
@@ -233,6 +243,7 @@ export class Engine {
   /** Applies new per-machine settings live. */
   updateSettings(partial: Partial<EngineSettings>): EngineSettings {
     const next = resolveSettings({ ...this.settings, ...partial });
+    checkCapFitsChunks(next.cacheCapBytes, this.meta.chunkSize);
     this.settings = next;
     this.cache.setLimits({ capBytes: next.cacheCapBytes, highWatermark: next.cacheHighWatermark, lowWatermark: next.cacheLowWatermark });
     this.fetcher.setConcurrency(next.downloadConcurrency);
@@ -271,11 +282,18 @@ export class Engine {
     this.vfs.dirtyFreed.notify();
   }
 
-  private noteUploadError(err: unknown, d: DirtyChunk): void {
-    const msg = err instanceof Error ? err.message : String(err);
-    if (err instanceof StoreError && (err.code === 'Unreachable' || err.code === 'Timeout')) {
+  /** Tracks whether the bucket answers: offline after a network failure, online after any success. */
+  private noteStoreOutcome(err: unknown | undefined): void {
+    if (err === undefined) {
+      this.offlineSince = undefined;
+    } else if (err instanceof StoreError && (err.code === 'Unreachable' || err.code === 'Timeout')) {
       this.offlineSince ??= Date.now();
     }
+  }
+
+  private noteUploadError(err: unknown, d: DirtyChunk): void {
+    const msg = err instanceof Error ? err.message : String(err);
+    this.noteStoreOutcome(err);
     this.lastError = `upload of ${d.ino}.${d.idx} failed (attempt ${d.attempts}): ${msg}`;
     this.log(this.lastError);
   }

@@ -117,28 +117,29 @@ export class Bed {
     };
   }
 
-  storeArgs(bucket: string, prefix = ''): string[] {
-    return ['--bucket', bucket, ...(prefix ? ['--prefix', prefix] : []), '--endpoint', this.endpoint, '--path-style'];
+  storeArgs(bucket: string, prefix = '', endpoint = this.endpoint): string[] {
+    return ['--bucket', bucket, ...(prefix ? ['--prefix', prefix] : []), '--endpoint', endpoint, '--path-style'];
   }
 
   /** Creates a filespace in a fresh bucket (or the given one) and links it on a new machine. */
-  async filespace(opts: { bucket?: string; prefix?: string; chunkSize?: string; cacheSize?: string; machine?: Machine; create?: boolean; settings?: Record<string, string> } = {}): Promise<Linked & { bucket: string; prefix: string }> {
+  async filespace(opts: { bucket?: string; prefix?: string; chunkSize?: string; cacheSize?: string; machine?: Machine; create?: boolean; settings?: Record<string, string>; endpoint?: string } = {}): Promise<Linked & { bucket: string; prefix: string }> {
     const bucket = opts.bucket ?? (await this.newBucket());
     const prefix = opts.prefix ?? '';
     const m = opts.machine ?? (await this.machine());
     if (opts.create !== false) {
       await m.ok('init', ...this.storeArgs(bucket, prefix), '--chunk-size', opts.chunkSize ?? '1MiB', '--passphrase-file', this.passFile);
     }
-    const linked = await this.link(m, bucket, prefix, opts.cacheSize);
+    const linked = await this.link(m, bucket, prefix, opts.cacheSize, opts.endpoint);
     for (const [k, v] of Object.entries(opts.settings ?? {})) await m.ok('set', linked.name, k, v);
     return { ...linked, bucket, prefix };
   }
 
-  async link(m: Machine, bucket: string, prefix = '', cacheSize?: string): Promise<Linked> {
+  /** Links on machine `m`; `endpoint` routes this machine through e.g. a fault proxy. */
+  async link(m: Machine, bucket: string, prefix = '', cacheSize?: string, endpoint?: string): Promise<Linked> {
     const name = `fs${randomBytes(3).toString('hex')}`;
     const mnt = path.join(m.home, `mnt-${name}`);
     await fsp.mkdir(mnt);
-    await m.ok('link', ...this.storeArgs(bucket, prefix), '--mount-point', mnt, '--name', name,
+    await m.ok('link', ...this.storeArgs(bucket, prefix, endpoint), '--mount-point', mnt, '--name', name,
       '--passphrase-file', this.passFile, ...(cacheSize ? ['--cache-size', cacheSize] : []));
     const cacheDir = path.join(m.home, 'cache', name);
     const linked: Linked = {

@@ -251,12 +251,20 @@ export class ChunkCache {
   /** Takes over a file that already holds the chunk's bytes (a dirty chunk just uploaded). */
   async adopt(name: string, src: string, size: number): Promise<void> {
     if (this.index.has(name)) {
-      await fsp.rm(src, { force: true });
+      this.reservedBytes += size;
+      await fsp.rm(src, { force: true }).finally(() => (this.reservedBytes -= size));
       return;
     }
+    // Counted from the first moment (the caller just stopped counting it as dirty): the file
+    // is on disk the whole time, so the total must never dip while it moves.
+    this.reservedBytes += size;
     const file = this.pathOf(name);
-    await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-    await fsp.rename(src, file);
+    try {
+      await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+      await fsp.rename(src, file);
+    } finally {
+      this.reservedBytes -= size;
+    }
     this.addIndex(name, size);
   }
 

@@ -137,17 +137,25 @@ export class DirtyStore {
   }
 
   async write(d: DirtyChunk, data: Buffer, pos: number, nowMs: number): Promise<void> {
-    await this.handles.use(this.pathOf(d.ino, d.idx), async (fh) => {
-      let done = 0;
-      while (done < data.length) {
-        const { bytesWritten } = await fh.write(data, done, data.length - done, pos + done);
-        done += bytesWritten;
-      }
-    });
+    // Counted before the bytes reach the disk, so the cache total never trails the disk.
     const end = pos + data.length;
-    if (end > d.len) {
-      this.bytes += end - d.len;
-      d.len = end;
+    const growth = Math.max(0, end - d.len);
+    this.bytes += growth;
+    d.len += growth;
+    try {
+      await this.handles.use(this.pathOf(d.ino, d.idx), async (fh) => {
+        let done = 0;
+        while (done < data.length) {
+          const { bytesWritten } = await fh.write(data, done, data.length - done, pos + done);
+          done += bytesWritten;
+        }
+      });
+    } catch (err) {
+      if (this.get(d.ino, d.idx) === d) {
+        this.bytes -= growth;
+        d.len -= growth;
+      }
+      throw err;
     }
     d.gen++;
     d.lastWriteMs = nowMs;

@@ -24,6 +24,8 @@ export class Replicator {
   conflict: string | undefined;
   lastError: string | undefined;
   readonly progress = new Signal();
+  /** Called with the outcome of every push (for the engine's offline state). */
+  onOutcome: (err: unknown | undefined) => void = () => undefined;
 
   constructor(
     private readonly meta: MetaStore,
@@ -62,6 +64,7 @@ export class Replicator {
         // After stop() the journal may be closed; the next start sees the segment and resumes.
         if (this.stopped) return;
         this.meta.markPushed(seq, count);
+        this.onOutcome(undefined);
         this.failures = 0;
         this.lastError = undefined;
         this.segmentsSinceCheckpoint++;
@@ -74,6 +77,7 @@ export class Replicator {
           this.log(err.message);
           break;
         }
+        this.onOutcome(err);
         this.failures++;
         this.lastError = `metadata upload failed: ${(err as Error).message}`;
         this.log(this.lastError);

@@ -16,6 +16,17 @@ import { FsError } from '../errors';
 import { ObjectStore, StoreError } from '../store/types';
 import { Semaphore, SingleFlight, backoffMs, sleep } from '../util/concurrency';
 
+function withDeadline<T>(p: Promise<T>, deadline: number, name: string): Promise<T> {
+  p.catch(() => undefined); // the request may fail after the deadline: never unhandled
+  const left = deadline - Date.now();
+  if (left <= 0) return Promise.reject(new StoreError('Timeout', `reading chunk ${name} timed out`));
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StoreError('Timeout', `reading chunk ${name} timed out`)), left);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
 export interface FetcherStats {
   downloadedBytes: number;
   lastError: string | undefined;
@@ -25,6 +36,8 @@ export class ChunkFetcher {
   private readonly flights = new SingleFlight<string, Buffer>();
   readonly sem: Semaphore;
   readonly stats: FetcherStats = { downloadedBytes: 0, lastError: undefined };
+  /** Called with the outcome of every download attempt (for the engine's offline state). */
+  onOutcome: (err: unknown | undefined) => void = () => undefined;
 
   constructor(
     private readonly store: ObjectStore,
@@ -70,9 +83,12 @@ export class ChunkFetcher {
     let authFailures = 0;
     for (let attempt = 0; ; attempt++) {
       try {
-        const got = await this.store.get(chunkKey(name));
+        // A stalled request must not outlive the read's deadline: race it (the request itself
+        // is abandoned to the store's own timeout).
+        const got = await withDeadline(this.store.get(chunkKey(name)), deadline, name);
         if (!got) throw new FsError('EIO', `chunk ${name} is missing from the bucket`);
         this.stats.downloadedBytes += got.body.length;
+        this.onOutcome(undefined);
         return await decodeChunk(this.chunkKeyBytes, name, got.body);
       } catch (err) {
         if (err instanceof AuthError) {
@@ -84,6 +100,7 @@ export class ChunkFetcher {
           }
           continue;
         }
+        this.onOutcome(err);
         const retryable = err instanceof StoreError && err.retryable;
         if (!retryable || Date.now() >= deadline) {
           const msg = err instanceof Error ? err.message : String(err);

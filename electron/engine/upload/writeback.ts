@@ -130,6 +130,8 @@ export class WritebackQueue {
    */
   async drain(deadlineMs: number): Promise<boolean> {
     this.draining++;
+    // Someone is waiting: retry failed chunks now rather than at their backoff time.
+    for (const d of this.deps.dirty.all()) d.retryAtMs = 0;
     try {
       for (;;) {
         if (this.deps.dirty.count === 0) return true;

@@ -542,15 +542,12 @@ export class Vfs {
   private async dirtyChunkFor(inode: Inode, idx: number, coverFrom: number, coverTo: number): Promise<DirtyChunk> {
     const existing = this.dirty.get(inode.ino, idx);
     if (existing) return existing;
-    await this.backpressure(this.chunkSize);
-    const again = this.dirty.get(inode.ino, idx);
-    if (again) return again;
-    await this.cache.makeRoomForDirty(this.chunkSize);
     const ref = this.committedRef(inode, idx);
     let base: Buffer | undefined;
     if (ref && ref[1] > 0 && !(coverFrom === 0 && coverTo >= ref[1])) {
       const full = await this.fetcher.fetch(ref[0]);
       base = full.subarray(0, ref[1]);
+      await this.cache.makeRoomForDirty(base.length);
     }
     return this.dirty.create(inode.ino, idx, base, this.now());
   }
@@ -572,9 +569,14 @@ export class Vfs {
       const inChunk = at - idx * cs;
       const n = Math.min(data.length - done, cs - inChunk);
       const piece = data.subarray(done, done + n);
+      // Backpressure outside the chunk lock (the uploader needs that lock to drain this chunk).
+      await this.backpressure(n);
       await this.chunkLock(inode.ino, idx, async () => {
         if (!this.tree.get(inode.ino)) throw new FsError('ENOENT');
         const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
+        // Room for the bytes this write adds is made before they reach the disk.
+        const growth = Math.max(0, inChunk + n - d.len);
+        if (growth > 0) await this.cache.makeRoomForDirty(growth);
         await this.dirty.write(d, piece, inChunk, this.now());
       });
       done += n;

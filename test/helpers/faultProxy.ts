@@ -1,0 +1,140 @@
+/**
+ * A fault-injecting HTTP proxy on 127.0.0.1, placed between the engine and the S3 test server.
+ * Tests switch faults on and off while the engine runs in its own process:
+ *   - latencyMs: delay every matching request;
+ *   - status: answer 500 or 503 SlowDown (S3 error XML) instead of forwarding;
+ *   - reset: destroy the client connection without an answer;
+ *   - stall: accept the request and never answer;
+ *   - cutBody: forward, but cut the response body short after half of it;
+ *   - offline: refuse new connections and drop open ones (the store is unreachable).
+ * Faults apply to requests whose method and path match `match` (e.g. GETs of chunks only).
+ * It counts the requests it saw and the faults it injected, so tests can check both.
+ */
+
+import * as http from 'node:http';
+import * as net from 'node:net';
+
+export interface Fault {
+  latencyMs?: number;
+  status?: 500 | 503;
+  reset?: boolean;
+  stall?: boolean;
+  cutBody?: boolean;
+  /** Which requests the fault applies to; all when absent. */
+  match?: { method?: string; pathIncludes?: string };
+}
+
+export class FaultProxy {
+  private server: http.Server | undefined;
+  private readonly sockets = new Set<net.Socket>();
+  private fault: Fault = {};
+  private offline = false;
+  port = 0;
+  requests = 0;
+  injected = 0;
+
+  constructor(private readonly target: string) {}
+
+  get endpoint(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  set(fault: Fault): void {
+    this.fault = fault;
+  }
+
+  clear(): void {
+    this.fault = {};
+    this.offline = false;
+  }
+
+  /** Unreachable: every connection is reset at once, existing ones are dropped. */
+  goOffline(): void {
+    this.offline = true;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  goOnline(): void {
+    this.offline = false;
+  }
+
+  async start(): Promise<void> {
+    const target = new URL(this.target);
+    this.server = http.createServer((req, res) => {
+      this.requests++;
+      const f = this.fault;
+      const applies = (!f.match?.method || f.match.method === req.method) && (!f.match?.pathIncludes || (req.url ?? '').includes(f.match.pathIncludes));
+      const forward = () => {
+        const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (upRes) => {
+          if (applies && f.cutBody && Number(upRes.headers['content-length'] ?? 0) > 1) {
+            this.injected++;
+            const total = Number(upRes.headers['content-length']);
+            res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+            let sent = 0;
+            upRes.on('data', (c: Buffer) => {
+              const room = Math.floor(total / 2) - sent;
+              if (room > 0) {
+                res.write(c.subarray(0, room));
+                sent += Math.min(room, c.length);
+              }
+              if (sent >= Math.floor(total / 2)) {
+                upRes.destroy();
+                res.socket?.destroy();
+              }
+            });
+            return;
+          }
+          res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+          upRes.pipe(res);
+        });
+        up.on('error', () => res.socket?.destroy());
+        req.pipe(up);
+      };
+      if (this.offline) {
+        req.socket.destroy();
+        return;
+      }
+      if (!applies) return forward();
+      if (f.stall) {
+        this.injected++;
+        req.resume(); // read the request, never answer
+        return;
+      }
+      if (f.reset) {
+        this.injected++;
+        req.socket.destroy();
+        return;
+      }
+      if (f.status) {
+        this.injected++;
+        req.resume();
+        const code = f.status === 503 ? 'SlowDown' : 'InternalError';
+        const body = `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>injected fault</Message></Error>`;
+        res.writeHead(f.status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+        return;
+      }
+      if (f.latencyMs) {
+        this.injected++;
+        setTimeout(forward, f.latencyMs);
+        return;
+      }
+      forward();
+    });
+    this.server.on('connection', (s: net.Socket) => {
+      if (this.offline) {
+        s.destroy();
+        return;
+      }
+      this.sockets.add(s);
+      s.on('close', () => this.sockets.delete(s));
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as net.AddressInfo).port;
+  }
+
+  async stop(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}

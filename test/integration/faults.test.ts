@@ -1,0 +1,141 @@
+/**
+ * A misbehaving or absent S3, through a fault-injecting proxy between the engine and the test
+ * server: uploads retry and complete once a fault clears; reads retry, then fail with EIO
+ * within the read timeout (never hang); a cut-short body is never served; offline, cached data
+ * stays readable, writes keep landing in the cache, status says offline and what is pending,
+ * and everything uploads by itself when the store is back.
+ */
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { Bed, Linked, randomFile, run, sh, tmpDir } from '../helpers/bed';
+import { Fault, FaultProxy } from '../helpers/faultProxy';
+
+async function until(what: string, cond: () => Promise<boolean> | boolean, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('faults between the engine and S3', () => {
+  const bed = new Bed();
+  let proxy: FaultProxy;
+  let local: string;
+
+  before(async () => {
+    await bed.start();
+    proxy = new FaultProxy(bed.endpoint);
+    await proxy.start();
+    local = await tmpDir('faults');
+  });
+
+  after(async () => {
+    await bed.stop();
+    await proxy.stop();
+    await fsp.rm(local, { recursive: true, force: true });
+  });
+
+  /** A filespace whose machine talks to S3 through the proxy, with short timeouts. */
+  async function proxied(): Promise<Linked & { bucket: string }> {
+    proxy.clear();
+    const fs = await bed.filespace({ endpoint: proxy.endpoint, settings: { 'upload-delay': '0s', 'read-timeout': '4s' } });
+    await fs.mount();
+    return fs;
+  }
+
+  /** A second machine that reads straight from the S3 server. */
+  async function verifyFromBucket(bucket: string, check: (mnt: string) => Promise<void>): Promise<void> {
+    const reader = await bed.link(await bed.machine('direct'), bucket);
+    await reader.mount();
+    try {
+      await check(reader.mnt);
+    } finally {
+      await reader.unmount();
+    }
+  }
+
+  for (const [label, fault] of [
+    ['503 SlowDown', { status: 503, match: { method: 'PUT' } }],
+    ['500 InternalError', { status: 500, match: { method: 'PUT' } }],
+    ['connection resets', { reset: true, match: { method: 'PUT' } }],
+    ['added latency', { latencyMs: 300 }],
+  ] as Array<[string, Fault]>) {
+    it(`uploads everything once ${label} clear`, async () => {
+      const fs = await proxied();
+      const src = await randomFile(local, `up-${label.replace(/\W/g, '')}.bin`, 3 * 1024 * 1024 + 11);
+      proxy.set(fault);
+      const injectedBefore = proxy.injected;
+      await sh(`cp ${src} ${fs.mnt}/data.bin && mkdir ${fs.mnt}/dir && echo meta > ${fs.mnt}/dir/m.txt`);
+      await until('faults to hit uploads', () => proxy.injected > injectedBefore + 2);
+      if (!fault.latencyMs) {
+        const st = await fs.status();
+        assert.ok(Number(st.dirtyBytes) > 0 || Number(st.pendingMetaOps) > 0, 'changes wait while the store fails');
+      }
+      proxy.clear();
+      await fs.sync();
+      const st = await fs.status();
+      assert.equal(st.dirtyBytes, 0);
+      assert.equal(st.pendingMetaOps, 0);
+      await fs.unmount();
+      await verifyFromBucket(fs.bucket, async (mnt) => {
+        await sh(`cmp ${src} ${mnt}/data.bin && test "$(cat ${mnt}/dir/m.txt)" = meta`);
+      });
+    });
+  }
+
+  for (const [label, fault] of [
+    ['a stalled response', { stall: true, match: { method: 'GET', pathIncludes: '/chunks/' } }],
+    ['a body cut short', { cutBody: true, match: { method: 'GET', pathIncludes: '/chunks/' } }],
+    ['500s on every read', { status: 500, match: { method: 'GET', pathIncludes: '/chunks/' } }],
+  ] as Array<[string, Fault]>) {
+    it(`fails a read with EIO within the read timeout on ${label}, and reads correctly once it clears`, async () => {
+      proxy.clear();
+      // Written straight to S3 by one machine, read through the proxy by a machine with an empty cache.
+      const writer = await bed.filespace({ chunkSize: '1MiB' });
+      await writer.mount();
+      const src = await randomFile(local, `rd-${label.replace(/\W/g, '')}.bin`, 2 * 1024 * 1024);
+      await sh(`cp ${src} ${writer.mnt}/r.bin`);
+      await writer.sync();
+      await writer.unmount();
+      const reader = await bed.link(await bed.machine('proxied-reader'), writer.bucket, '', undefined, proxy.endpoint);
+      await reader.machine.ok('set', reader.name, 'read-timeout', '3s');
+      await reader.mount();
+      proxy.set(fault);
+      const r = await run('cat', [path.join(reader.mnt, 'r.bin')], { timeoutMs: 90_000 });
+      assert.notEqual(r.code, 0, 'the read must fail, not return data');
+      assert.match(r.stderr, /Input\/output error/);
+      assert.ok(proxy.injected > 0);
+      proxy.clear();
+      await sh(`cmp ${src} ${reader.mnt}/r.bin`);
+      await reader.unmount();
+    });
+  }
+
+  it('keeps working offline and uploads by itself when the store is back', async () => {
+    const fs = await proxied();
+    const before = await randomFile(local, 'cached.bin', 1024 * 1024);
+    await sh(`cp ${before} ${fs.mnt}/cached.bin`);
+    await fs.sync();
+    proxy.goOffline();
+    await sh(`cmp ${before} ${fs.mnt}/cached.bin`); // cached data stays readable
+    const during = await randomFile(local, 'offline.bin', 2 * 1024 * 1024);
+    await sh(`cp ${during} ${fs.mnt}/offline.bin && mkdir ${fs.mnt}/made-offline`); // writes land in the cache
+    await until('status to say offline', async () => (await fs.status()).offline === true);
+    const st = await fs.status();
+    assert.ok(Number(st.dirtyBytes) >= 2 * 1024 * 1024, 'status shows what is pending');
+    assert.equal(st.state, 'mounted');
+    proxy.goOnline();
+    await until('uploads to finish without user action', async () => {
+      const s = await fs.status();
+      return s.dirtyBytes === 0 && s.pendingMetaOps === 0 && s.offline === false;
+    });
+    await fs.unmount();
+    await verifyFromBucket(fs.bucket, async (mnt) => {
+      await sh(`cmp ${during} ${mnt}/offline.bin && test -d ${mnt}/made-offline`);
+    });
+  });
+});
