@@ -138,9 +138,12 @@ export class FuseError extends Error {
 }
 
 export function errnoNumber(err: unknown): number {
-  const name = (err as { errno?: unknown } | null)?.errno;
-  const n = typeof name === 'string' ? (osConstants.errno as Record<string, number>)[name] : undefined;
-  return n ? -n : -osConstants.errno.EIO;
+  // Filesystem errors carry an errno name; Node's own I/O errors carry it as `code`.
+  const e = err as { errno?: unknown; code?: unknown } | null;
+  const name = typeof e?.errno === 'string' ? e.errno : typeof e?.code === 'string' ? e.code : undefined;
+  const n = name !== undefined ? (osConstants.errno as Record<string, number>)[name] : undefined;
+  if (name === 'ENOSPC' || name === 'EDQUOT' || name === 'EROFS' || (n && typeof e?.errno === 'string')) return -(n ?? osConstants.errno.ENOSPC);
+  return -osConstants.errno.EIO;
 }
 
 function run(file: string, args: string[]): Promise<{ code: number; stderr: string }> {

@@ -78,6 +78,8 @@ export class Journal<TSnapshot extends { gen: number }> {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private chain: Promise<void> = Promise.resolve();
+  private retry: Buffer[] = [];
+  private retryBytes = 0;
   private fh: fsp.FileHandle | undefined;
   private size = 0;
   private closed = false;
@@ -116,7 +118,7 @@ export class Journal<TSnapshot extends { gen: number }> {
   }
 
   get bytes(): number {
-    return this.size + this.pendingBytes;
+    return this.size + this.pendingBytes + this.retryBytes;
   }
 
   private file(gen = this.gen): string {
@@ -151,23 +153,39 @@ export class Journal<TSnapshot extends { gen: number }> {
    */
   flush(): Promise<void> {
     const { bufs, bytes } = this.takePending();
-    return this.enqueue(async () => {
-      if (bufs.length === 0) return;
-      await this.fh!.writev(bufs);
-      this.size += bytes;
-    });
+    return this.enqueue(() => this.writeRecords(bufs, bytes));
   }
 
   /** Makes everything appended before this call durable (survives power loss). */
   sync(): Promise<void> {
     const { bufs, bytes } = this.takePending();
     return this.enqueue(async () => {
-      if (bufs.length > 0) {
-        await this.fh!.writev(bufs);
-        this.size += bytes;
-      }
+      await this.writeRecords(bufs, bytes);
       await this.fh!.datasync();
     });
+  }
+
+  /**
+   * Appends records after any that an earlier write could not store. A failed write (a full
+   * disk) is cut back to the last whole record and its records are kept, in order, for the
+   * next attempt, so the file never holds a torn record followed by good ones.
+   */
+  private async writeRecords(bufs: Buffer[], bytes: number): Promise<void> {
+    const all = this.retry.length > 0 ? [...this.retry, ...bufs] : bufs;
+    const total = this.retryBytes + bytes;
+    if (all.length === 0) return;
+    try {
+      const { bytesWritten } = await this.fh!.writev(all, this.size);
+      if (bytesWritten !== total) throw Object.assign(new Error('short write to the metadata journal'), { code: 'ENOSPC' });
+      this.size += total;
+      this.retry = [];
+      this.retryBytes = 0;
+    } catch (err) {
+      await this.fh!.truncate(this.size).catch(() => undefined);
+      this.retry = all;
+      this.retryBytes = total;
+      throw err;
+    }
   }
 
   /**
@@ -181,21 +199,25 @@ export class Journal<TSnapshot extends { gen: number }> {
       const oldFh = this.fh!;
       const oldGen = this.gen;
       if (snapshot.gen !== oldGen + 1) throw new Error('snapshot generation out of order');
-      if (bufs.length > 0) {
-        await oldFh.writev(bufs);
-        this.size += bytes;
-      }
-      const newFh = await fsp.open(this.file(snapshot.gen), 'w', 0o600);
+      // Records not yet in the old journal (taken now, or kept from a failed write) were all
+      // appended before the snapshot, which covers them. If the snapshot cannot be written
+      // they stay queued for the old journal.
+      let newFh: fsp.FileHandle | undefined;
       try {
+        newFh = await fsp.open(this.file(snapshot.gen), 'w', 0o600);
         await writeFileAtomic(path.join(this.dir, 'state.json'), JSON.stringify(snapshot));
       } catch (err) {
-        await newFh.close();
+        await newFh?.close();
         await fsp.rm(this.file(snapshot.gen), { force: true });
+        this.retry = [...this.retry, ...bufs];
+        this.retryBytes += bytes;
         throw err;
       }
       this.gen = snapshot.gen;
       this.fh = newFh;
       this.size = 0;
+      this.retry = [];
+      this.retryBytes = 0;
       await oldFh.close();
       await fsp.rm(this.file(oldGen), { force: true });
     });

@@ -65,7 +65,12 @@ export class ChunkFetcher {
       const cached = await this.cache.readAll(name);
       if (cached) return cached;
       const data = await this.sem.run(() => this.download(name));
-      await this.cache.put(name, data);
+      try {
+        await this.cache.put(name, data);
+      } catch (err) {
+        // A full cache disk must not fail the read: serve it uncached.
+        this.log(`could not cache chunk ${name}: ${(err as Error).message}`);
+      }
       this.cache.remember(name, data);
       return data;
     });

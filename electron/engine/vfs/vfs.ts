@@ -571,7 +571,7 @@ export class Vfs {
       const piece = data.subarray(done, done + n);
       // Backpressure outside the chunk lock (the uploader needs that lock to drain this chunk).
       await this.backpressure(n);
-      await this.chunkLock(inode.ino, idx, async () => {
+      const writePiece = () => this.chunkLock(inode.ino, idx, async () => {
         if (!this.tree.get(inode.ino)) throw new FsError('ENOENT');
         const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
         // Room for the bytes this write adds is made before they reach the disk.
@@ -579,6 +579,14 @@ export class Vfs {
         if (growth > 0) await this.cache.makeRoomForDirty(growth);
         await this.dirty.write(d, piece, inChunk, this.now());
       });
+      try {
+        await writePiece();
+      } catch (err) {
+        // The cache disk is full: give back clean chunks (safe in the bucket) and try once more.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || this.cache.cleanUsedBytes === 0) throw err;
+        await this.cache.evictUntil(this.cache.usedBytes - 8 * this.chunkSize);
+        await writePiece();
+      }
       done += n;
     }
     const now = this.now();
