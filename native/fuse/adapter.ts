@@ -180,11 +180,36 @@ export async function checkFuseAvailable(): Promise<string | undefined> {
   return undefined;
 }
 
+/**
+ * Names the processes that hold something inside `mountPoint` (working directory, root or an
+ * open file), from /proc. Reading /proc links never enters the mount itself.
+ */
+export async function holdersOf(mountPoint: string): Promise<string[]> {
+  const root = path.resolve(mountPoint);
+  const inside = (p: string) => p === root || p.startsWith(root + '/');
+  const out: string[] = [];
+  for (const pid of await fsp.readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    const links: string[] = [];
+    for (const l of ['cwd', 'root']) links.push(await fsp.readlink(`/proc/${pid}/${l}`).catch(() => ''));
+    for (const fd of await fsp.readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
+      links.push(await fsp.readlink(`/proc/${pid}/fd/${fd}`).catch(() => ''));
+    }
+    if (links.some(inside)) {
+      const comm = (await fsp.readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '?')).trim();
+      out.push(`${comm} (pid ${pid})`);
+    }
+  }
+  return out;
+}
+
 export async function unmountPath(mountPoint: string, force: boolean): Promise<void> {
   const res = await run('fusermount', force ? ['-uz', mountPoint] : ['-u', mountPoint]);
   if (res.code === 0) return;
   if (/busy/i.test(res.stderr)) {
-    throw new FuseError(`${mountPoint} is busy: a process has a file or its working directory there (see "fuser -vm ${mountPoint}"); close it, or unmount with --force to detach lazily`, 'BUSY');
+    const holders = await holdersOf(mountPoint);
+    const who = holders.length > 0 ? `in use by ${holders.slice(0, 5).join(', ')}${holders.length > 5 ? ` and ${holders.length - 5} more` : ''}` : 'busy (a process has a file or its working directory there)';
+    throw new FuseError(`${mountPoint} is ${who}; close them, or unmount with --force to detach lazily`, 'BUSY');
   }
   if (/not found|not mounted|Invalid argument/i.test(res.stderr)) {
     throw new FuseError(`${mountPoint} is not mounted`, 'NOT_MOUNTED');

@@ -192,7 +192,7 @@ while True:
       await waitFor('sleep to start', async () => holder.pid !== undefined);
       const r = await fs.machine.cli('unmount', fs.name);
       assert.equal(r.code, 1);
-      assert.match(r.stderr, /busy/);
+      assert.match(r.stderr, new RegExp(`in use by sleep \\(pid ${holder.pid}\\)`));
       assert.match(r.stderr, /--force/);
       assert.equal((await fs.status()).state, 'mounted');
     } finally {
@@ -200,6 +200,26 @@ while True:
     }
     await new Promise((r) => holder.on('exit', r));
     await fs.unmount();
+    assert.equal(await isMountPoint(fs.mnt), false);
+  });
+
+  it('detaches the dead mount of a killed engine with unmount --force', async () => {
+    const fs = await bed.filespace();
+    const pid = await fs.mount();
+    process.kill(pid, 'SIGKILL');
+    await waitFor('the engine to die', async () => {
+      try {
+        process.kill(pid, 0);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    assert.equal(await isMountPoint(fs.mnt), true, 'the kernel still has the dead mount');
+    const plain = await fs.machine.cli('unmount', fs.name);
+    assert.equal(plain.code, 1);
+    assert.match(plain.stderr, /use --force to detach the stale mount/);
+    await fs.machine.ok('unmount', fs.name, '--force');
     assert.equal(await isMountPoint(fs.mnt), false);
   });
 
