@@ -60,8 +60,10 @@ async function canAllowOther(): Promise<boolean> {
 export async function prepareMountPoint(dir: string): Promise<void> {
   const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
   if (await isMountPoint(dir)) {
-    // A mount whose engine died answers ENOTCONN; anything else is a live mount.
-    const alive = await fsp.stat(dir).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ENOTCONN');
+    // A mount whose engine died answers ENOTCONN; anything else is a live mount. (readdir, not
+    // stat: the kernel may answer stat from its attribute cache without asking the engine.
+    // This process does not serve that mount, so touching it cannot deadlock.)
+    const alive = await fsp.readdir(dir).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ENOTCONN' && e.code !== 'ECONNABORTED');
     if (alive) throw new UserError(`${dir} is already a mount point; unmount it first`, 'ALREADY_MOUNTED');
     await unmountPath(dir, true);
   }

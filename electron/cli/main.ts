@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import { StatusDto } from '../contract/api';
 import { Engine } from '../engine/engine';
+import { checkFilespace } from '../engine/check';
 import { UserError } from '../engine/errors';
 import { createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
 import { LocalDiskStore } from '../engine/store/local';
@@ -42,6 +43,7 @@ const USAGE = `usage:
   filespace sync    [NAME] [--timeout 10m]
   filespace set     NAME KEY VALUE       (keys: cache-size, upload-delay, upload-concurrency,
                                           download-concurrency, prefetch-chunks, read-timeout)
+  filespace check   [NAME] [--deep]        (verifies metadata against chunks; fixes nothing)
   filespace unlink  NAME [--force]
   filespace list
   filespace demo`;
@@ -395,6 +397,32 @@ async function cmdUnlink(args: string[]): Promise<void> {
   console.log(`unlinked "${cfg.name}" (the filespace itself stays in the bucket)`);
 }
 
+async function cmdCheck(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { deep: { type: 'boolean' } }, 1);
+  const h = homes();
+  const cfg = await loadConfig(h, positionals[0]);
+  const mounted = (await statusOf(h, cfg)).state !== 'unmounted';
+  const store = openStore(cfg.store);
+  try {
+    const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
+    const report = await checkFilespace({
+      store, keys, header, deep: Boolean(values.deep), cacheDir: mounted ? undefined : cfg.cacheDir,
+      progress: (m) => process.stderr.write(`${m}\n`),
+    });
+    for (const n of report.notes) console.log(n);
+    if (mounted) console.log('local: not checked while mounted (unmount to check the local cache too)');
+    if (report.problems.length > 0) {
+      for (const p of report.problems) console.log(`PROBLEM ${p}`);
+      throw new UserError(`${report.problems.length} problem(s) found in "${cfg.name}"; nothing was changed`, 'CHECK_FAILED');
+    }
+    console.log(`"${cfg.name}": no problems found`);
+  } catch (err) {
+    throw explainStoreError(err, store);
+  } finally {
+    await store.close();
+  }
+}
+
 async function cmdList(): Promise<void> {
   const h = homes();
   for (const name of await listConfigs(h)) {
@@ -460,6 +488,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'set': await cmdSet(rest); break;
       case 'unlink': await cmdUnlink(rest); break;
       case 'list': await cmdList(); break;
+      case 'check': await cmdCheck(rest); break;
       case 'demo': await cmdDemo(rest); break;
       case undefined: case '-h': case '--help': case 'help':
         console.log(USAGE);

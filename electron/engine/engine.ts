@@ -78,6 +78,9 @@ async function lockCacheDir(cacheDir: string): Promise<string> {
         } catch (e) {
           alive = (e as NodeJS.ErrnoException).code === 'EPERM';
         }
+        // A killed engine may linger as a zombie until it is reaped: it holds nothing.
+        const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+        if (/^\d+ \(.*\) Z /.test(stat)) alive = false;
       }
       if (alive && pid !== process.pid) {
         throw new UserError(`this filespace is already in use by process ${pid} on this machine (cache ${cacheDir}); unmount it first`, 'BUSY');
@@ -259,7 +262,7 @@ export class Engine {
   private async uploadChunk(d: DirtyChunk): Promise<void> {
     const { keys, store } = this.opts;
     const snap = await this.vfs.chunkLock(d.ino, d.idx, async () => {
-      if (this.dirty.get(d.ino, d.idx) !== d) return undefined;
+      if (this.dirty.get(d.ino, d.idx) !== d || !this.meta.tree.get(d.ino)) return undefined;
       return { content: await this.dirty.readAll(d), gen: d.gen };
     });
     if (!snap) return;
@@ -271,10 +274,13 @@ export class Engine {
     }
     await this.vfs.chunkLock(d.ino, d.idx, async () => {
       if (this.closed) return; // shutting down: the chunk stays dirty and uploads next time
-      if (this.dirty.get(d.ino, d.idx) !== d) return; // deleted or truncated away meanwhile
+      if (this.dirty.get(d.ino, d.idx) !== d || !this.meta.tree.get(d.ino)) return; // deleted or truncated away meanwhile
       this.vfs.commitSize(d.ino);
       this.meta.commit({ t: 'chunk', ino: d.ino, idx: d.idx, ref: [name, snap.content.length] });
       if (d.gen === snap.gen) {
+        // The reference must be durable before the dirty copy stops being the data's home.
+        await this.meta.sync();
+        if (this.dirty.get(d.ino, d.idx) !== d || d.gen !== snap.gen) return;
         const file = this.dirty.release(d);
         await this.cache.adopt(name, file, snap.content.length);
       }

@@ -83,12 +83,14 @@ export class Journal<TSnapshot extends { gen: number }> {
   private fh: fsp.FileHandle | undefined;
   private size = 0;
   private closed = false;
+  /** Opened only to read (the checker): nothing is written, truncated or removed. */
+  readOnly = false;
 
   private constructor(private readonly dir: string, private gen: number) {}
 
   /** Opens (creating if needed) and returns the last snapshot with the records after it. */
-  static async open<T extends { gen: number }>(dir: string): Promise<{ journal: Journal<T>; loaded: JournalFiles<T> }> {
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  static async open<T extends { gen: number }>(dir: string, readOnly = false): Promise<{ journal: Journal<T>; loaded: JournalFiles<T> }> {
+    if (!readOnly) await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     let snapshot: T | undefined;
     try {
       snapshot = JSON.parse(await fsp.readFile(path.join(dir, 'state.json'), 'utf8')) as T;
@@ -103,11 +105,13 @@ export class Journal<TSnapshot extends { gen: number }> {
       const buf = await fsp.readFile(file);
       const decoded = decodeRecords(buf);
       records = decoded.records;
-      if (decoded.validBytes < buf.length) await fsp.truncate(file, decoded.validBytes);
+      if (decoded.validBytes < buf.length && !readOnly) await fsp.truncate(file, decoded.validBytes);
       journal.size = decoded.validBytes;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
+    journal.readOnly = readOnly;
+    if (readOnly) return { journal, loaded: { snapshot, records } };
     journal.fh = await fsp.open(file, 'a', 0o600);
     // Journals of older generations are superseded by the snapshot.
     for (const name of await fsp.readdir(dir)) {
@@ -126,7 +130,7 @@ export class Journal<TSnapshot extends { gen: number }> {
   }
 
   append(rec: unknown): void {
-    if (this.closed) throw new Error('journal is closed');
+    if (this.closed || this.readOnly) throw new Error(this.readOnly ? 'journal is open read-only' : 'journal is closed');
     const b = encodeRecord(rec);
     this.pending.push(b);
     this.pendingBytes += b.length;
@@ -225,6 +229,10 @@ export class Journal<TSnapshot extends { gen: number }> {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    if (this.readOnly) {
+      this.closed = true;
+      return;
+    }
     await this.sync();
     this.closed = true;
     await this.fh?.close();

@@ -38,8 +38,8 @@ export class MetaStore {
   private constructor(readonly tree: Tree, private readonly journal: Journal<PersistedState>) {}
 
   /** Loads local metadata from `dir`, or returns undefined when there is none yet. */
-  static async load(dir: string): Promise<MetaStore | undefined> {
-    const { journal, loaded } = await Journal.open<PersistedState>(path.join(dir));
+  static async load(dir: string, opts: { readOnly?: boolean } = {}): Promise<MetaStore | undefined> {
+    const { journal, loaded } = await Journal.open<PersistedState>(path.join(dir), opts.readOnly ?? false);
     if (!loaded.snapshot) {
       await journal.close();
       return undefined;
@@ -119,10 +119,20 @@ export class MetaStore {
     return this.journal.flush();
   }
 
-  /** Makes every committed op durable (survives power loss). */
+  /**
+   * Makes every committed op durable (survives power loss). Calls that arrive while a sync is
+   * waiting to start share it (group commit), so many deletions cost one fdatasync.
+   */
   sync(): Promise<void> {
-    return this.journal.sync();
+    if (this.nextSync) return this.nextSync;
+    const p = Promise.resolve().then(() => {
+      this.nextSync = undefined;
+      return this.journal.sync();
+    });
+    this.nextSync = p;
+    return p;
   }
+  private nextSync: Promise<void> | undefined;
 
   checkpoint(): Promise<void> {
     const state: PersistedState = {
@@ -136,6 +146,7 @@ export class MetaStore {
   }
 
   async close(): Promise<void> {
+    if (this.journal.readOnly) return this.journal.close();
     if (this.checkpointing) await this.checkpointing.catch(() => undefined);
     await this.checkpoint();
     await this.journal.close();

@@ -615,27 +615,35 @@ export class Vfs {
     if (size > MAX_FILE_BYTES) throw new FsError('EFBIG');
     const cs = this.chunkSize;
     const old = this.sizeOf(inode);
+    this.liveSize.delete(inode.ino);
+    const now = this.now();
+    this.commit({ t: 'attr', ino: inode.ino, size, mtimeMs: now, ms: now });
     if (size < old) {
       const keep = Math.ceil(size / cs);
-      for (const idx of this.dirty.indexesOf(inode.ino)) {
+      const affected = this.dirty.indexesOf(inode.ino).filter((idx) => idx >= keep - 1);
+      // The new size must be durable before local data is cut: otherwise a crash could bring
+      // back the old size over data that is gone (zeros where fsynced bytes were).
+      if (affected.length > 0) await this.meta.sync();
+      for (const idx of affected) {
         await this.chunkLock(inode.ino, idx, async () => {
           const d = this.dirty.get(inode.ino, idx);
           if (!d) return;
           if (idx >= keep) await this.dirty.drop(d);
-          else if (idx === keep - 1 && d.len > size - idx * cs) await this.dirty.truncate(d, size - idx * cs, this.now());
+          else if (d.len > size - idx * cs) await this.dirty.truncate(d, size - idx * cs, this.now());
         });
       }
       this.dirtyFreed.notify();
     }
-    this.liveSize.delete(inode.ino);
-    const now = this.now();
-    this.commit({ t: 'attr', ino: inode.ino, size, mtimeMs: now, ms: now });
   }
 
   /** Drops the local data of a deleted file. */
   private async releaseStorage(ino: number): Promise<void> {
     this.liveSize.delete(ino);
-    for (const idx of this.dirty.indexesOf(ino)) {
+    const idxs = this.dirty.indexesOf(ino);
+    if (idxs.length === 0) return;
+    // The deletion must be durable before the data goes (see truncateInode).
+    await this.meta.sync();
+    for (const idx of idxs) {
       await this.chunkLock(ino, idx, async () => {
         const d = this.dirty.get(ino, idx);
         if (d) await this.dirty.drop(d);

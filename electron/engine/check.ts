@@ -1,0 +1,150 @@
+/**
+ * The consistency checker behind `filespace check`: verifies metadata against chunks, in the
+ * bucket and in this machine's cache, and reports problems without fixing anything.
+ *
+ * Bucket: the tree rebuilt from the newest checkpoint and the log (as a new machine would
+ * see it) must be well formed, and every chunk it names must exist (no dangling reference);
+ * with `deep`, every named chunk is downloaded, authenticated, and its content must hash to
+ * its name. Chunks nothing names are garbage, reported as a count, not as a problem.
+ * Local (only while not mounted): the journal must load, its tree must be well formed and
+ * name only chunks the bucket has, every dirty chunk must belong to a live file, and every
+ * cached clean chunk's content must hash to its name.
+ */
+
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { chunkName, Keys } from './chunk/crypto';
+import { chunkKey, decodeChunk } from './chunk/format';
+import { FilespaceHeader } from './filespace';
+import { MetaStore } from './meta/metastore';
+import { RemoteMeta } from './meta/remote';
+import { ROOT_INO, Tree } from './meta/tree';
+import { ObjectStore } from './store/types';
+
+export interface CheckReport {
+  readonly problems: string[];
+  readonly notes: string[];
+}
+
+/** Structural checks of a tree; returns problem descriptions. */
+export function checkTree(tree: Tree, where: string): string[] {
+  const problems: string[] = [];
+  const cs = tree.chunkSize;
+  const seen = new Map<number, number>();
+  const root = tree.get(ROOT_INO);
+  if (!root || root.kind !== 'dir') problems.push(`${where}: the root directory is missing`);
+  for (const inode of tree.inodes.values()) {
+    if (inode.entries) {
+      for (const [name, child] of inode.entries) {
+        if (!tree.get(child)) problems.push(`${where}: directory ${inode.ino} names missing inode ${child} ("${name}")`);
+        seen.set(child, (seen.get(child) ?? 0) + 1);
+      }
+    }
+    if (inode.kind === 'file') {
+      if (!(inode.size >= 0)) problems.push(`${where}: file ${inode.ino} has size ${inode.size}`);
+      const chunks = inode.chunks ?? [];
+      if (chunks.length > Math.ceil(inode.size / cs)) problems.push(`${where}: file ${inode.ino} has chunks past its size`);
+      chunks.forEach((c, i) => {
+        if (c && (c[1] < 0 || c[1] > cs || i * cs + c[1] > inode.size)) {
+          problems.push(`${where}: file ${inode.ino} chunk ${i} has length ${c[1]} outside the file`);
+        }
+      });
+    }
+    if (inode.kind === 'dir' && !inode.entries) problems.push(`${where}: directory ${inode.ino} has no entry table`);
+  }
+  for (const ino of tree.inodes.keys()) {
+    if (ino === ROOT_INO) continue;
+    const n = seen.get(ino) ?? 0;
+    if (n === 0) problems.push(`${where}: inode ${ino} is not in any directory (orphan)`);
+    if (n > 1) problems.push(`${where}: inode ${ino} is named ${n} times`);
+  }
+  return problems;
+}
+
+function referenced(tree: Tree): Set<string> {
+  return new Set(tree.chunkRefs.keys());
+}
+
+export async function checkFilespace(opts: {
+  store: ObjectStore;
+  keys: Keys;
+  header: FilespaceHeader;
+  cacheDir?: string; // local checks when given (the filespace must not be mounted)
+  deep?: boolean;
+  progress?: (msg: string) => void;
+}): Promise<CheckReport> {
+  const { store, keys, header } = opts;
+  const problems: string[] = [];
+  const notes: string[] = [];
+  const say = opts.progress ?? (() => undefined);
+
+  say('reading the metadata in the bucket');
+  const { tree: remoteTree, seq } = await new RemoteMeta(store, keys.metaKey).load(header.chunkSize);
+  problems.push(...checkTree(remoteTree, 'bucket'));
+  say('listing chunks in the bucket');
+  const inBucket = new Set((await store.list('chunks/')).map((k) => k.slice(k.lastIndexOf('/') + 1)));
+  const remoteRefs = referenced(remoteTree);
+  for (const name of remoteRefs) if (!inBucket.has(name)) problems.push(`bucket: metadata names chunk ${name}, which is not in the bucket`);
+  const garbage = [...inBucket].filter((n) => !remoteRefs.has(n)).length;
+  notes.push(`bucket: ${remoteTree.inodes.size} inodes at metadata segment ${seq}, ${remoteRefs.size} chunks referenced, ${inBucket.size} stored, ${garbage} unreferenced`);
+
+  if (opts.deep) {
+    let i = 0;
+    for (const name of remoteRefs) {
+      if (++i % 50 === 0) say(`verifying chunks: ${i}/${remoteRefs.size}`);
+      if (!inBucket.has(name)) continue;
+      try {
+        const got = await store.get(chunkKey(name));
+        if (!got) throw new Error('vanished');
+        const plain = await decodeChunk(keys.chunkKey, name, got.body);
+        if (chunkName(keys.nameKey, plain) !== name) problems.push(`bucket: chunk ${name} holds content of another name`);
+      } catch (err) {
+        problems.push(`bucket: chunk ${name} is unreadable: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  if (opts.cacheDir) {
+    say('checking the local cache');
+    const meta = await MetaStore.load(path.join(opts.cacheDir, 'meta'), { readOnly: true }).catch((err: Error) => {
+      problems.push(`local: the metadata journal does not load: ${err.message}`);
+      return undefined;
+    });
+    if (meta) {
+      try {
+        const tree = meta.tree;
+        problems.push(...checkTree(tree, 'local'));
+        for (const name of referenced(tree)) {
+          if (!inBucket.has(name)) problems.push(`local: metadata names chunk ${name}, which is not in the bucket`);
+        }
+        const dirtyDir = path.join(opts.cacheDir, 'dirty');
+        let dirtyCount = 0;
+        for (const f of await fsp.readdir(dirtyDir).catch(() => [] as string[])) {
+          const m = /^(\d+)\.(\d+)$/.exec(f);
+          const inode = m ? tree.get(Number(m[1])) : undefined;
+          dirtyCount++;
+          if (!m || !inode || inode.kind !== 'file') {
+            notes.push(`local: dirty chunk ${f} belongs to no live file (it is dropped at the next mount)`);
+            continue;
+          }
+          const { size } = await fsp.stat(path.join(dirtyDir, f));
+          if (Number(m[2]) * header.chunkSize + size > Math.max(inode.size, 0) + header.chunkSize) {
+            notes.push(`local: dirty chunk ${f} reaches past its file's recorded size (trimmed at the next mount)`);
+          }
+        }
+        notes.push(`local: ${tree.inodes.size} inodes, ${meta.pendingRemote.length} changes and ${dirtyCount} dirty chunks not yet in the bucket`);
+        const chunksDir = path.join(opts.cacheDir, 'chunks');
+        for (const sub of await fsp.readdir(chunksDir).catch(() => [] as string[])) {
+          for (const name of await fsp.readdir(path.join(chunksDir, sub)).catch(() => [] as string[])) {
+            if (name.includes('.tmp')) continue;
+            const data = await fsp.readFile(path.join(chunksDir, sub, name));
+            if (chunkName(keys.nameKey, data) !== name) problems.push(`local: cached chunk ${name} does not match its name (damaged cache file)`);
+          }
+        }
+      } finally {
+        await meta.close();
+      }
+    }
+  }
+  return { problems, notes };
+}
