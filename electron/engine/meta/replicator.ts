@@ -60,6 +60,9 @@ export class Replicator {
       const ops = this.meta.pendingRemote.slice(0, MAX_OPS_PER_SEGMENT);
       const seq = this.meta.remoteSeq + 1;
       try {
+        // Only ops already durable here may reach the bucket: otherwise a crash could leave
+        // the bucket with changes this machine forgot, and the histories would diverge.
+        await this.meta.sync();
         const count = await this.remote.pushSegment(seq, ops);
         // After stop() the journal may be closed; the next start sees the segment and resumes.
         if (this.stopped) return;

@@ -120,6 +120,7 @@ export class Vfs {
     let cur = this.tree.get(ROOT_INO)!;
     for (const name of this.split(path)) {
       if (cur.kind !== 'dir') throw new FsError('ENOTDIR');
+      if (name.length > NAME_MAX / 4 && Buffer.byteLength(name) > NAME_MAX) throw new FsError('ENAMETOOLONG');
       const next = this.tree.lookup(cur.ino, name);
       if (!next) throw new FsError('ENOENT');
       cur = next;
