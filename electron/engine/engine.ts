@@ -14,6 +14,7 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { HandlePool } from './cache/handles';
 import { ChunkCache } from './cache/chunkCache';
 import { DirtyChunk, DirtyStore } from './cache/dirty';
@@ -221,7 +222,13 @@ export class Engine {
         const seq = this.meta.remoteSeq + 1;
         const ops = await remote.readSegment(seq);
         if (!ops) break;
-        if (this.meta.pendingRemote.length > 0 || this.dirty.count > 0) {
+        const pending = this.meta.pendingRemote;
+        if (ops.length <= pending.length && ops.every((op, i) => isDeepStrictEqual(op, pending[i]))) {
+          // This machine wrote that segment just before it stopped, and had not yet noted so.
+          this.meta.markPushed(seq, ops.length);
+          continue;
+        }
+        if (pending.length > 0 || this.dirty.count > 0) {
           this.replicator.conflict = 'another machine changed this filespace while this one had changes not yet uploaded; they are kept in the cache, and this mount is read-only';
           this.log(this.replicator.conflict);
           return;
