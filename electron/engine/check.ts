@@ -17,6 +17,7 @@ import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, decodeChunk } from './chunk/format';
 import { FilespaceHeader } from './filespace';
 import { MetaStore } from './meta/metastore';
+import { SealedIO, logicalSize } from './cache/sealed';
 import { RemoteMeta } from './meta/remote';
 import { ROOT_INO, Tree } from './meta/tree';
 import { ObjectStore } from './store/types';
@@ -127,18 +128,30 @@ export async function checkFilespace(opts: {
             notes.push(`local: dirty chunk ${f} belongs to no live file (it is dropped at the next mount)`);
             continue;
           }
-          const { size } = await fsp.stat(path.join(dirtyDir, f));
+          const size = logicalSize((await fsp.stat(path.join(dirtyDir, f))).size) ?? 0;
           if (Number(m[2]) * header.chunkSize + size > Math.max(inode.size, 0) + header.chunkSize) {
             notes.push(`local: dirty chunk ${f} reaches past its file's recorded size (trimmed at the next mount)`);
           }
         }
         notes.push(`local: ${tree.inodes.size} inodes, ${meta.pendingRemote.length} changes and ${dirtyCount} dirty chunks not yet in the bucket`);
         const chunksDir = path.join(opts.cacheDir, 'chunks');
+        const io = new SealedIO(keys.cacheKey);
         for (const sub of await fsp.readdir(chunksDir).catch(() => [] as string[])) {
           for (const name of await fsp.readdir(path.join(chunksDir, sub)).catch(() => [] as string[])) {
             if (name.includes('.tmp')) continue;
-            const data = await fsp.readFile(path.join(chunksDir, sub, name));
-            if (chunkName(keys.nameKey, data) !== name) problems.push(`local: cached chunk ${name} does not match its name (damaged cache file)`);
+            const file = path.join(chunksDir, sub, name);
+            const fh = await fsp.open(file, 'r');
+            try {
+              const len = logicalSize((await fh.stat()).size);
+              if (len === undefined) throw new Error('impossible size');
+              const fileId = await io.readHeader(fh, `cached chunk ${name}`, name, len);
+              const data = await io.readAll(fh, fileId, len, `cached chunk ${name}`);
+              if (chunkName(keys.nameKey, data) !== name) throw new Error('content does not match its name');
+            } catch (err) {
+              problems.push(`local: cached chunk ${name} is damaged (${(err as Error).message}); it would be fetched again`);
+            } finally {
+              await fh.close();
+            }
           }
         }
       } finally {

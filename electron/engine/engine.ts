@@ -18,6 +18,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { HandlePool } from './cache/handles';
 import { ChunkCache } from './cache/chunkCache';
 import { DirtyChunk, DirtyStore } from './cache/dirty';
+import { SealedIO } from './cache/sealed';
 import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, encodeChunk } from './chunk/format';
 import { EngineSettings, resolveSettings } from './config';
@@ -181,7 +182,8 @@ export class Engine {
       if (meta.chunkSize !== opts.header.chunkSize) throw new UserError('local cache belongs to another filespace', 'MISMATCH');
       checkCapFitsChunks(opts.settings.cacheCapBytes, meta.chunkSize);
       const handles = new HandlePool(256);
-      const dirty = new DirtyStore(opts.cacheDir, handles);
+      const sealed = new SealedIO(opts.keys.cacheKey);
+      const dirty = new DirtyStore(opts.cacheDir, handles, sealed, opts.log);
       const cs = meta.chunkSize;
       await dirty.init((ino, idx) => {
         const inode = meta.tree.get(ino);
@@ -192,8 +194,9 @@ export class Engine {
         capBytes: opts.settings.cacheCapBytes,
         highWatermark: opts.settings.cacheHighWatermark,
         lowWatermark: opts.settings.cacheLowWatermark,
-      }, handles, () => dirty.totalBytes);
+      }, handles, () => dirty.totalBytes, sealed);
       await cache.init();
+      cache.onDamaged = (name, why) => opts.log?.(`cached chunk ${name} was damaged (${why}); fetching it again`);
       const engine = new Engine(opts, meta, dirty, cache, handles, lockFile);
       await engine.catchUp();
       engine.writeback.start();
@@ -269,7 +272,14 @@ export class Engine {
   private async uploadChunk(d: DirtyChunk): Promise<void> {
     const { keys, store } = this.opts;
     const snap = await this.vfs.chunkLock(d.ino, d.idx, async () => {
-      if (this.dirty.get(d.ino, d.idx) !== d || !this.meta.tree.get(d.ino)) return undefined;
+      if (this.dirty.get(d.ino, d.idx) !== d) return undefined;
+      if (!this.meta.tree.get(d.ino)) {
+        // Its file is gone: drop the data here (after the deletion is durable), or the queue
+        // would pick this chunk again and again.
+        await this.meta.sync();
+        await this.dirty.drop(d);
+        return undefined;
+      }
       return { content: await this.dirty.readAll(d), gen: d.gen };
     });
     if (!snap) return;
@@ -288,8 +298,8 @@ export class Engine {
         // The reference must be durable before the dirty copy stops being the data's home.
         await this.meta.sync();
         if (this.dirty.get(d.ino, d.idx) !== d || d.gen !== snap.gen) return;
-        const file = this.dirty.release(d);
-        await this.cache.adopt(name, file, snap.content.length);
+        const { file, fileId, size } = this.dirty.release(d);
+        await this.cache.adopt(name, file, size, fileId);
       }
     });
     this.vfs.dirtyFreed.notify();
@@ -328,7 +338,7 @@ export class Engine {
 
   stats(): EngineStats {
     return {
-      dirtyBytes: this.dirty.totalBytes,
+      dirtyBytes: this.dirty.dataBytes,
       dirtyFiles: this.dirty.fileCount,
       dirtyChunks: this.dirty.count,
       pendingMetaOps: this.replicator.pendingOps,

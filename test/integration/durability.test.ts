@@ -151,6 +151,35 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
     await reader.unmount();
   });
 
+  it('keeps the local cache encrypted at rest and refetches a tampered cache file', async () => {
+    const fs = await bed.filespace({ chunkSize: '1MiB' });
+    await fs.mount();
+    // Recognisable plaintext: none of it may appear in any cache file, dirty or clean.
+    const marker = 'FILESPACE-PLAINTEXT-MARKER-';
+    await sh(`python3 -c "import sys; sys.stdout.write(('${marker}' * 100000)[:2500000])" > ${local}/marked.txt && cp ${local}/marked.txt ${fs.mnt}/marked.txt`);
+    const dirtyHits = await run('grep', ['-rl', marker, fs.cacheDir]);
+    assert.equal(dirtyHits.stdout, '', 'dirty data is encrypted at rest');
+    await fs.sync();
+    const cleanHits = await run('grep', ['-rl', marker, fs.cacheDir]);
+    assert.equal(cleanHits.stdout, '', 'cached chunks are encrypted at rest');
+    await fs.unmount();
+    // Damage every cached chunk file; the next read must refetch, never serve damaged bytes.
+    const files = (await sh(`find ${fs.cacheDir}/chunks -type f`)).trim().split('\n');
+    assert.ok(files.length >= 2, `cached chunk files: ${files.join(' ')}`);
+    for (const f of files) {
+      const b = await fsp.readFile(f);
+      b[b.length - 100] ^= 0xff;
+      await fsp.writeFile(f, b);
+    }
+    await fs.mount();
+    await sh(`cmp ${local}/marked.txt ${fs.mnt}/marked.txt`);
+    const st = await fs.status();
+    assert.ok(Number(st.downloadBytesPerSec) >= 0);
+    const log = await fsp.readFile(path.join(fs.machine.home, 'run', `${fs.name}.log`), 'utf8');
+    assert.match(log, /was damaged .*fetching it again/);
+    await fs.unmount();
+  });
+
   it('tells systemd it is ready once mounted, and unmounts cleanly on SIGTERM', async () => {
     const fs = await bed.filespace({ settings: { 'upload-delay': '1h' } });
     // A stand-in for systemd's notify socket: a datagram socket whose messages go to a file.

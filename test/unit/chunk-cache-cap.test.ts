@@ -1,21 +1,27 @@
-// Pins down the clean chunk cache: a miss is undefined, eviction is least-recently-used, the cap (counting dirty bytes) holds, and init() rebuilds the index from disk.
+// Pins down the clean chunk cache: a miss is undefined, eviction is least-recently-used, the cap (counting dirty bytes) holds, init() rebuilds the index from disk, and a cache file that was modified or renamed is refused (removed, read as a miss). Byte counts are bytes on disk (sealed files, see sealed.ts).
 
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { CacheLimits, ChunkCache } from '../../electron/engine/cache/chunkCache';
+import { DirtyStore } from '../../electron/engine/cache/dirty';
 import { HandlePool } from '../../electron/engine/cache/handles';
+import { HEADER, SealedIO, UNIT, physicalSize } from '../../electron/engine/cache/sealed';
 
 let dir: string;
 let handles: HandlePool;
 let dirtyBytes: number;
+let io: SealedIO;
 
 beforeEach(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'filespace-cache-'));
   handles = new HandlePool(8);
   dirtyBytes = 0;
+  io = new SealedIO(randomBytes(32));
 });
 
 afterEach(async () => {
@@ -24,9 +30,41 @@ afterEach(async () => {
 });
 
 async function newCache(limits: CacheLimits): Promise<ChunkCache> {
-  const c = new ChunkCache(dir, limits, handles, () => dirtyBytes);
+  const c = new ChunkCache(dir, limits, handles, () => dirtyBytes, io);
   await c.init();
   return c;
+}
+
+/**
+ * Writes a sealed file holding `data` (as the dirty store leaves one), bound to `chunkName`
+ * if given (as the cache leaves one); returns what adopt() needs.
+ */
+async function sealedFile(file: string, data: Buffer, chunkName?: string): Promise<{ size: number; fileId: Buffer }> {
+  const { header, fileId } = io.newHeader();
+  const fh = await open(file, 'w+', 0o600);
+  try {
+    await fh.write(header, 0, header.length, 0);
+    if (chunkName !== undefined) await io.writeNameTag(fh, fileId, chunkName, data.length);
+    await io.write(fh, fileId, 0, data, 0, file);
+  } finally {
+    await fh.close();
+  }
+  const size = physicalSize(data.length);
+  assert.equal((await stat(file)).size, size);
+  return { size, fileId };
+}
+
+/** Flips one bit of the byte at `offset`, in place (an open handle sees the change). */
+async function flipByte(file: string, offset: number): Promise<void> {
+  const fh = await open(file, 'r+');
+  try {
+    const b = Buffer.alloc(1);
+    await fh.read(b, 0, 1, offset);
+    b[0] ^= 0x01;
+    await fh.write(b, 0, 1, offset);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Chunk names as the engine makes them: 40 hex characters. */
@@ -72,8 +110,10 @@ describe('ChunkCache reads', () => {
     assert.deepEqual(buf, Buffer.from([0xff, 0x33, 0x34, 0x35, 0x36, 0xff]));
     assert.equal(await c.read(name(2), buf, 0, 6, 8), 2);
     assert.equal(c.hits, 2);
-    assert.equal(c.cleanUsedBytes, 10);
-    assert.deepEqual(await readFile(c.pathOf(name(2))), data);
+    assert.equal(c.cleanUsedBytes, physicalSize(10));
+    const raw = await readFile(c.pathOf(name(2)));
+    assert.equal(raw.length, physicalSize(10));
+    assert.equal(raw.includes(data), false, 'the data is not on disk in plaintext');
     assert.equal(path.basename(path.dirname(c.pathOf(name(2)))), name(2).slice(0, 2));
   });
 
@@ -82,7 +122,7 @@ describe('ChunkCache reads', () => {
     await c.put(name(3), Buffer.from('first'));
     await c.put(name(3), Buffer.from('second!'));
     assert.deepEqual(await c.readAll(name(3)), Buffer.from('first'));
-    assert.equal(c.cleanUsedBytes, 5);
+    assert.equal(c.cleanUsedBytes, physicalSize(5));
   });
 
   it('a chunk file removed behind the cache reads as a miss and leaves the index', async () => {
@@ -105,33 +145,135 @@ describe('ChunkCache reads', () => {
 
   it('adopt takes over an uploaded dirty file; adopting a name already cached drops the file', async () => {
     const c = await newCache(roomy);
-    const src = path.join(dir, 'dirty-1.0');
-    await writeFile(src, 'uploaded bytes');
-    await c.adopt(name(6), src, 14);
+    // The file a dirty chunk leaves once uploaded.
+    const dirty = new DirtyStore(dir, handles, io);
+    await dirty.init(() => undefined, 0);
+    const d = await dirty.create(1, 0, undefined, 1);
+    await dirty.write(d, Buffer.from('uploaded bytes'), 0, 2);
+    const src = dirty.release(d);
+    assert.equal(src.size, physicalSize(14));
+    await c.adopt(name(6), src.file, src.size, src.fileId);
     assert.deepEqual(await c.readAll(name(6)), Buffer.from('uploaded bytes'));
-    assert.equal(c.cleanUsedBytes, 14);
-    await assert.rejects(stat(src), { code: 'ENOENT' });
+    assert.equal(c.cleanUsedBytes, physicalSize(14));
+    await assert.rejects(stat(src.file), { code: 'ENOENT' });
 
     const dup = path.join(dir, 'dirty-2.0');
-    await writeFile(dup, 'uploaded bytes');
-    await c.adopt(name(6), dup, 14);
-    assert.equal(c.cleanUsedBytes, 14);
+    const sealed = await sealedFile(dup, Buffer.from('uploaded bytes'));
+    await c.adopt(name(6), dup, sealed.size, sealed.fileId);
+    assert.equal(c.cleanUsedBytes, physicalSize(14));
     await assert.rejects(stat(dup), { code: 'ENOENT' });
+
+    // The adopted file was bound to its name: a cache started afresh reads it.
+    const handles2 = new HandlePool(8);
+    try {
+      const c2 = new ChunkCache(dir, roomy, handles2, () => dirtyBytes, io);
+      await c2.init();
+      assert.deepEqual(await c2.readAll(name(6)), Buffer.from('uploaded bytes'));
+    } finally {
+      await handles2.closeAll();
+    }
+  });
+
+  it('a cache file modified on disk is refused: read and readAll miss and the file is removed', async () => {
+    const c = await newCache(roomy);
+    const damaged: string[] = [];
+    c.onDamaged = (n) => damaged.push(n);
+    const data = bytes(3000, 9);
+    await c.put(name(7), data);
+    await c.put(name(8), data);
+    await c.put(name(9), data);
+    assert.ok(await c.read(name(7), Buffer.alloc(10), 0, 10, 0), 'readable before the change (handle now open)');
+    // One byte of the body (the first unit's ciphertext) flipped behind the cache's back.
+    await flipByte(c.pathOf(name(7)), HEADER + 12 + 100);
+    await flipByte(c.pathOf(name(8)), HEADER + 12 + 2000);
+
+    const misses = c.misses;
+    assert.equal(await c.read(name(7), Buffer.alloc(10), 0, 10, 0), undefined);
+    assert.equal(c.misses, misses + 1, 'counted as a miss');
+    assert.equal(c.has(name(7)), false);
+    await assert.rejects(stat(c.pathOf(name(7))), { code: 'ENOENT' });
+
+    assert.equal(await c.readAll(name(8)), undefined);
+    assert.equal(c.has(name(8)), false);
+    await assert.rejects(stat(c.pathOf(name(8))), { code: 'ENOENT' });
+
+    assert.deepEqual(damaged, [name(7), name(8)]);
+    assert.equal(c.cleanUsedBytes, physicalSize(3000), 'only the intact chunk is still counted');
+    assert.deepEqual(await c.readAll(name(9)), data, 'the intact chunk still reads');
+    // Refetched from the bucket, the chunk is cached again.
+    await c.put(name(7), data);
+    assert.deepEqual(await c.readAll(name(7)), data);
+  });
+
+  it('a cache file renamed to another chunk name is refused the same way', async () => {
+    const c1 = await newCache(roomy);
+    await c1.put(name(10), bytes(500, 1));
+    await c1.put(name(12), bytes(500, 2));
+    await c1.put(name(14), bytes(500, 3));
+    await handles.closeAll();
+    // Same size, valid sealing, right key: only the name it was sealed as differs.
+    await rename(c1.pathOf(name(10)), c1.pathOf(name(11)));
+    await rename(c1.pathOf(name(12)), c1.pathOf(name(13)));
+
+    const c = new ChunkCache(dir, roomy, handles, () => dirtyBytes, io);
+    const damaged: string[] = [];
+    c.onDamaged = (n) => damaged.push(n);
+    await c.init();
+    assert.ok(c.has(name(11)) && c.has(name(13)), 'indexed from disk by file name');
+
+    assert.equal(await c.read(name(11), Buffer.alloc(10), 0, 10, 0), undefined);
+    assert.equal(c.has(name(11)), false);
+    await assert.rejects(stat(c.pathOf(name(11))), { code: 'ENOENT' });
+
+    assert.equal(await c.readAll(name(13)), undefined);
+    assert.equal(c.has(name(13)), false);
+    await assert.rejects(stat(c.pathOf(name(13))), { code: 'ENOENT' });
+
+    assert.deepEqual(damaged, [name(11), name(13)]);
+    assert.equal(c.cleanUsedBytes, physicalSize(500));
+    assert.deepEqual(await c.readAll(name(14)), bytes(500, 3), 'a file under its own name still reads');
+
+    // Within one running cache too: a file moved over another chunk's file is refused.
+    await c.put(name(20), bytes(500, 4));
+    await c.put(name(21), bytes(500, 5));
+    await rename(c.pathOf(name(20)), c.pathOf(name(21)));
+    handles.forget(c.pathOf(name(21)));
+    assert.equal(await c.readAll(name(21)), undefined);
+    assert.equal(c.has(name(21)), false);
+    await assert.rejects(stat(c.pathOf(name(21))), { code: 'ENOENT' });
+  });
+
+  it('a cache file cut short at a unit boundary is refused after a restart too', async () => {
+    const c1 = await newCache(roomy);
+    const data = randomBytes(2 * UNIT + 100);
+    await c1.put(name(30), data);
+    await handles.closeAll();
+    await truncate(c1.pathOf(name(30)), physicalSize(UNIT));
+
+    const c = new ChunkCache(dir, roomy, handles, () => dirtyBytes, io);
+    await c.init();
+    const got = await c.readAll(name(30));
+    assert.equal(got?.length, undefined, `served ${got?.length} of ${data.length} bytes`);
+    assert.equal(c.has(name(30)), false);
   });
 });
 
 describe('ChunkCache eviction and cap', () => {
   const K = 10_000;
-  const limits: CacheLimits = { capBytes: 10 * K, highWatermark: 0.9, lowWatermark: 0.5 };
+  /** Bytes on disk of a K-byte chunk; the cap is set in these so the ratios stay as planned. */
+  const PK = physicalSize(K);
+  const P2K = physicalSize(2 * K);
+  const limits: CacheLimits = { capBytes: 10 * PK, highWatermark: 0.9, lowWatermark: 0.5 };
 
   it('evicts least recently used first; reading an entry keeps it', async () => {
     const c = await newCache(limits);
-    for (let i = 1; i <= 4; i++) await c.put(name(i), bytes(2 * K, i)); // 80% of the cap
-    assert.equal(c.cleanUsedBytes, 8 * K);
+    for (let i = 1; i <= 4; i++) await c.put(name(i), bytes(2 * K, i)); // about 80% of the cap
+    assert.equal(c.cleanUsedBytes, 4 * P2K);
+    assert.ok(c.usedBytes <= limits.capBytes * limits.highWatermark && 5 * P2K > limits.capBytes * limits.highWatermark);
     assert.ok(await c.read(name(1), Buffer.alloc(1), 0, 1, 0)); // 1 becomes the most recent
     await c.put(name(5), bytes(2 * K, 5)); // past the high watermark: evict to the low one
     assert.deepEqual([1, 2, 3, 4, 5].map((i) => c.has(name(i))), [true, false, false, false, true]);
-    assert.equal(c.cleanUsedBytes, 4 * K);
+    assert.equal(c.cleanUsedBytes, 2 * P2K);
     await assert.rejects(stat(c.pathOf(name(2))), { code: 'ENOENT' });
   });
 
@@ -159,31 +301,32 @@ describe('ChunkCache eviction and cap', () => {
   it('dirty bytes count toward the cap: clean chunks make room for them', async () => {
     const c = await newCache(limits);
     for (let i = 1; i <= 4; i++) await c.put(name(i), bytes(K, i));
-    dirtyBytes = 5 * K;
-    assert.equal(c.usedBytes, 9 * K);
-    await c.put(name(5), bytes(K, 5)); // 10K total: past the high watermark
+    dirtyBytes = 5 * PK;
+    assert.equal(c.usedBytes, 9 * PK);
+    await c.put(name(5), bytes(K, 5)); // 10 PK total: past the high watermark
     assert.ok(c.usedBytes <= limits.capBytes * limits.highWatermark, `${c.usedBytes}`);
-    assert.equal(c.usedBytes, 6 * K, "every clean chunk but the new one went; dirty data stays");
+    assert.equal(c.usedBytes, 6 * PK, "every clean chunk but the new one went; dirty data stays");
     assert.deepEqual([1, 2, 3, 4, 5].map((i) => c.has(name(i))), [false, false, false, false, true]);
   });
 
   it('makeRoomForDirty evicts clean chunks before dirty data grows; wouldExceedCap looks at dirty data only', async () => {
     const c = await newCache(limits);
     for (let i = 1; i <= 8; i++) await c.put(name(i), bytes(K, i));
-    await c.makeRoomForDirty(3 * K);
-    assert.ok(c.usedBytes + 3 * K <= limits.capBytes * limits.lowWatermark + 3 * K);
-    assert.ok(c.cleanUsedBytes <= 2 * K, `${c.cleanUsedBytes}`);
+    assert.equal(c.cleanUsedBytes, 8 * PK);
+    await c.makeRoomForDirty(3 * PK);
+    assert.ok(c.usedBytes + 3 * PK <= limits.capBytes * limits.lowWatermark + 3 * PK);
+    assert.ok(c.cleanUsedBytes <= 2 * PK, `${c.cleanUsedBytes}`);
     assert.ok(c.has(name(8)), 'the most recent chunks stay');
-    dirtyBytes = 9 * K;
-    assert.equal(c.wouldExceedCap(K), false);
-    assert.equal(c.wouldExceedCap(K + 1), true);
+    dirtyBytes = 9 * PK;
+    assert.equal(c.wouldExceedCap(PK), false);
+    assert.equal(c.wouldExceedCap(PK + 1), true);
   });
 
   it('lowering the cap evicts at once', async () => {
     const c = await newCache(limits);
     for (let i = 1; i <= 8; i++) await c.put(name(i), bytes(K, i));
-    c.setLimits({ ...limits, capBytes: 4 * K });
-    assert.ok(await eventually(() => c.usedBytes <= 2 * K), `still ${c.usedBytes}`);
+    c.setLimits({ ...limits, capBytes: 4 * PK });
+    assert.ok(await eventually(() => c.usedBytes <= 2 * PK), `still ${c.usedBytes}`);
     assert.ok(c.has(name(8)));
   });
 
@@ -206,13 +349,44 @@ describe('ChunkCache eviction and cap', () => {
     const c = await newCache(roomy);
     const a = path.join(dir, 'dirty-1.0');
     const b = path.join(dir, 'dirty-2.0');
-    await writeFile(a, bytes(1000, 7));
-    await writeFile(b, bytes(1000, 7));
+    const sa = await sealedFile(a, bytes(1000, 7));
+    const sb = await sealedFile(b, bytes(1000, 7));
     // Two files with identical content upload at the same time and both hand their chunk over.
-    await Promise.all([c.adopt(name(42), a, 1000), c.adopt(name(42), b, 1000)]);
-    assert.equal(c.cleanUsedBytes, 1000);
+    await Promise.all([c.adopt(name(42), a, sa.size, sa.fileId), c.adopt(name(42), b, sb.size, sb.fileId)]);
+    assert.equal(c.cleanUsedBytes, physicalSize(1000));
+    assert.equal(c.usedBytes, physicalSize(1000), 'no reservation is left behind');
     await c.remove(name(42));
     assert.equal(c.cleanUsedBytes, 0, 'nothing is left counted after the chunk is gone');
+  });
+
+  it('concurrent adopts of one chunk name leave it readable whichever rename resumes first', async () => {
+    const c = await newCache(roomy);
+    const damaged: string[] = [];
+    c.onDamaged = (n) => damaged.push(n);
+    const a = path.join(dir, 'dirty-1.0');
+    const b = path.join(dir, 'dirty-2.0');
+    const sa = await sealedFile(a, bytes(1000, 7));
+    const sb = await sealedFile(b, bytes(1000, 7));
+    // The first rename reaches the disk first but its caller resumes after the second's has
+    // (a thread-pool completion order the real fs can produce, here made certain).
+    const realRename = fsp.rename;
+    let calls = 0;
+    let secondDone: () => void = () => undefined;
+    const second = new Promise<void>((r) => (secondDone = r));
+    (fsp as { rename: typeof realRename }).rename = async (from, to) => {
+      const n = ++calls;
+      await realRename(from, to);
+      if (n === 1) await Promise.race([second, new Promise((r) => setTimeout(r, 500))]);
+      else setImmediate(secondDone);
+    };
+    try {
+      await Promise.all([c.adopt(name(42), a, sa.size, sa.fileId), c.adopt(name(42), b, sb.size, sb.fileId)]);
+    } finally {
+      (fsp as { rename: typeof realRename }).rename = realRename;
+    }
+    assert.equal(c.cleanUsedBytes, physicalSize(1000));
+    assert.deepEqual(await c.readAll(name(42)), bytes(1000, 7));
+    assert.deepEqual(damaged, []);
   });
 });
 
@@ -224,14 +398,15 @@ describe('ChunkCache.init', () => {
     const sub = path.join(dir, 'chunks', '00');
     await writeFile(path.join(sub, `${name(3)}.tmp123.abc`), 'half written');
 
-    const c2 = new ChunkCache(dir, roomy, handles, () => dirtyBytes);
+    const c2 = new ChunkCache(dir, roomy, handles, () => dirtyBytes, io);
     await c2.init();
     assert.ok(c2.has(name(1)));
     assert.ok(c2.has('ab' + name(2).slice(2)));
     assert.equal(c2.has(name(3)), false);
-    assert.equal(c2.cleanUsedBytes, 500);
+    assert.equal(c2.cleanUsedBytes, physicalSize(300) + physicalSize(200));
     assert.deepEqual((await readdir(sub)).sort(), [name(1)]);
     assert.deepEqual(await c2.readAll(name(1)), bytes(300, 1));
+    assert.deepEqual(await c2.readAll('ab' + name(2).slice(2)), bytes(200, 2));
   });
 
   it('starts empty without a cache directory', async () => {
@@ -242,17 +417,20 @@ describe('ChunkCache.init', () => {
 
   it('evicts down to the cap on start, oldest access time first', async () => {
     const K = 10_000;
+    const P2K = physicalSize(2 * K);
     const sub = path.join(dir, 'chunks', '00');
     await mkdir(sub, { recursive: true });
     for (let i = 1; i <= 5; i++) {
       const f = path.join(sub, name(i));
-      await writeFile(f, bytes(2 * K, i));
+      await sealedFile(f, bytes(2 * K, i), name(i));
       const t = new Date(Date.UTC(2024, 0, 1) + [0, 5, 1, 4, 2, 3][i]! * 60_000);
       await utimes(f, t, t);
     }
     // Access order, oldest first: 2, 4, 5, 3, 1 (minutes 1, 2, 3, 4, 5).
-    const c = await newCache({ capBytes: 8 * K, highWatermark: 0.9, lowWatermark: 0.5 });
-    assert.ok(c.usedBytes <= 4 * K, `${c.usedBytes}`);
+    const c = await newCache({ capBytes: 4 * P2K, highWatermark: 0.9, lowWatermark: 0.5 });
+    assert.ok(c.usedBytes <= 2 * P2K, `${c.usedBytes}`);
     assert.deepEqual([1, 2, 3, 4, 5].map((i) => c.has(name(i))), [true, false, true, false, false]);
+    assert.deepEqual((await readdir(sub)).sort(), [name(1), name(3)]);
+    assert.deepEqual(await c.readAll(name(3)), bytes(2 * K, 3));
   });
 });

@@ -1,19 +1,23 @@
-// Pins down the dirty chunk store: create/write/read/truncate/drop keep file and byte accounting exact, and init() recovers a previous run's chunks, trimming or removing what no longer fits.
+// Pins down the dirty chunk store: create/write/read/truncate/drop keep file and byte accounting exact (totalBytes counts bytes on disk, dataBytes the data), the data is sealed on disk, and init() recovers a previous run's chunks, trimming or removing what no longer fits.
 
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { DirtyStore } from '../../electron/engine/cache/dirty';
 import { HandlePool } from '../../electron/engine/cache/handles';
+import { SealedIO, UNIT, physicalSize } from '../../electron/engine/cache/sealed';
 
 let dir: string;
 let handles: HandlePool;
+let io: SealedIO;
 
 beforeEach(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'filespace-dirty-'));
   handles = new HandlePool(4);
+  io = new SealedIO(randomBytes(32));
 });
 
 afterEach(async () => {
@@ -22,9 +26,32 @@ afterEach(async () => {
 });
 
 async function freshStore(): Promise<DirtyStore> {
-  const s = new DirtyStore(dir, handles);
+  const s = new DirtyStore(dir, handles, io);
   await s.init(() => undefined, 0);
   return s;
+}
+
+/** Writes a sealed file holding `data`, as a previous run's DirtyStore leaves one. */
+async function sealedFile(file: string, data: Buffer): Promise<void> {
+  const { header, fileId } = io.newHeader();
+  const fh = await open(file, 'w+', 0o600);
+  try {
+    await fh.write(header, 0, header.length, 0);
+    await io.write(fh, fileId, 0, data, 0, file);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Decrypts a file on disk independently of the store (header, then `len` bytes of data). */
+async function unseal(file: string, len: number): Promise<Buffer> {
+  const fh = await open(file, 'r');
+  try {
+    const fileId = await io.readHeader(fh, file);
+    return await io.readAll(fh, fileId, len, file);
+  } finally {
+    await fh.close();
+  }
 }
 
 describe('DirtyStore operations', () => {
@@ -36,8 +63,11 @@ describe('DirtyStore operations', () => {
     assert.equal(empty.len, 0);
     assert.deepEqual([seeded.gen, seeded.firstDirtyMs, seeded.lastWriteMs, seeded.uploading, seeded.attempts], [1, 100, 100, false, 0]);
     assert.deepEqual(await s.readAll(seeded), Buffer.from('clean bytes'));
-    assert.equal((await readFile(s.pathOf(1, 0))).toString(), 'clean bytes');
-    assert.equal(s.totalBytes, 11);
+    assert.deepEqual(await unseal(s.pathOf(1, 0), 11), Buffer.from('clean bytes'));
+    assert.equal((await stat(s.pathOf(1, 0))).size, physicalSize(11));
+    assert.equal((await stat(s.pathOf(1, 1))).size, physicalSize(0), 'an empty chunk is just its header');
+    assert.equal(s.totalBytes, physicalSize(11) + physicalSize(0));
+    assert.equal(s.dataBytes, 11);
     assert.equal(s.count, 2);
     assert.equal(s.fileCount, 1);
   });
@@ -45,14 +75,24 @@ describe('DirtyStore operations', () => {
   it('write extends len and totalBytes only past the current end, bumps gen and the write time', async () => {
     const s = await freshStore();
     const d = await s.create(2, 0, undefined, 1);
+    assert.equal(s.totalBytes, physicalSize(0));
     await s.write(d, Buffer.from('hello'), 0, 10);
-    assert.deepEqual([d.len, s.totalBytes, d.gen, d.lastWriteMs, d.firstDirtyMs], [5, 5, 2, 10, 1]);
+    assert.deepEqual([d.len, s.totalBytes, s.dataBytes, d.gen, d.lastWriteMs, d.firstDirtyMs], [5, physicalSize(5), 5, 2, 10, 1]);
     await s.write(d, Buffer.from('HE'), 0, 11);
-    assert.deepEqual([d.len, s.totalBytes, d.gen], [5, 5, 3]);
+    assert.deepEqual([d.len, s.totalBytes, s.dataBytes, d.gen], [5, physicalSize(5), 5, 3]);
     await s.write(d, Buffer.from('!'), 9, 12);
-    assert.deepEqual([d.len, s.totalBytes], [10, 10]);
+    assert.deepEqual([d.len, s.totalBytes, s.dataBytes], [10, physicalSize(10), 10]);
     assert.deepEqual(await s.readAll(d), Buffer.from('HEllo\0\0\0\0!'));
-    assert.equal((await stat(s.pathOf(2, 0))).size, 10, 'the file is kept at the logical length');
+    assert.equal((await stat(s.pathOf(2, 0))).size, physicalSize(10), 'the file is kept at the sealed size of the logical length');
+    // Past one unit, and a write inside the first unit afterwards, keep the accounting exact.
+    await s.write(d, Buffer.alloc(10, 0x41), UNIT - 5, 13);
+    assert.deepEqual([d.len, s.totalBytes, s.dataBytes], [UNIT + 5, physicalSize(UNIT + 5), UNIT + 5]);
+    await s.write(d, Buffer.from('x'), 3, 14);
+    assert.deepEqual([d.len, s.totalBytes], [UNIT + 5, physicalSize(UNIT + 5)]);
+    assert.equal((await stat(s.pathOf(2, 0))).size, physicalSize(UNIT + 5));
+    const all = await s.readAll(d);
+    assert.deepEqual(all.subarray(0, 10), Buffer.from('HElxo\0\0\0\0!'));
+    assert.deepEqual(all.subarray(UNIT - 5), Buffer.alloc(10, 0x41));
   });
 
   it('read returns at most up to len, and zero past it', async () => {
@@ -70,14 +110,26 @@ describe('DirtyStore operations', () => {
     const s = await freshStore();
     const d = await s.create(4, 0, Buffer.from('abcdefgh'), 1);
     await s.truncate(d, 3, 5);
-    assert.deepEqual([d.len, s.totalBytes, d.gen, d.lastWriteMs], [3, 3, 2, 5]);
+    assert.deepEqual([d.len, s.totalBytes, s.dataBytes, d.gen, d.lastWriteMs], [3, physicalSize(3), 3, 2, 5]);
     assert.deepEqual(await s.readAll(d), Buffer.from('abc'));
+    assert.equal((await stat(s.pathOf(4, 0))).size, physicalSize(3));
     await s.truncate(d, 6, 6);
-    assert.equal(s.totalBytes, 6);
+    assert.equal(s.totalBytes, physicalSize(6));
     assert.deepEqual(await s.readAll(d), Buffer.from('abc\0\0\0'));
-    await s.truncate(d, 0, 7);
-    assert.equal(s.totalBytes, 0);
-    assert.equal((await stat(s.pathOf(4, 0))).size, 0);
+    assert.equal((await stat(s.pathOf(4, 0))).size, physicalSize(6));
+    await s.truncate(d, 2 * UNIT + 1, 7);
+    assert.deepEqual([s.totalBytes, s.dataBytes], [physicalSize(2 * UNIT + 1), 2 * UNIT + 1]);
+    assert.equal((await stat(s.pathOf(4, 0))).size, physicalSize(2 * UNIT + 1));
+    const grown = await s.readAll(d);
+    assert.deepEqual(grown.subarray(0, 3), Buffer.from('abc'));
+    assert.ok(grown.subarray(3).every((b) => b === 0), 'growing reads zeros');
+    await s.truncate(d, UNIT + 2, 8);
+    assert.equal(s.totalBytes, physicalSize(UNIT + 2));
+    assert.equal((await s.readAll(d)).length, UNIT + 2);
+    await s.truncate(d, 0, 9);
+    assert.equal(s.totalBytes, physicalSize(0));
+    assert.equal(s.dataBytes, 0);
+    assert.equal((await stat(s.pathOf(4, 0))).size, physicalSize(0));
   });
 
   it('drop forgets the chunk, removes its file and its bytes; a second drop is harmless', async () => {
@@ -85,15 +137,18 @@ describe('DirtyStore operations', () => {
     const a = await s.create(5, 0, Buffer.alloc(100), 1);
     const b = await s.create(5, 1, Buffer.alloc(50), 1);
     const c = await s.create(6, 0, Buffer.alloc(25), 1);
-    assert.equal(s.totalBytes, 175);
+    assert.equal(s.totalBytes, physicalSize(100) + physicalSize(50) + physicalSize(25));
+    assert.equal(s.dataBytes, 175);
     assert.deepEqual(s.indexesOf(5).sort(), [0, 1]);
     await s.drop(a);
-    assert.equal(s.totalBytes, 75);
+    assert.equal(s.totalBytes, physicalSize(50) + physicalSize(25));
+    assert.equal(s.dataBytes, 75);
     assert.equal(s.get(5, 0), undefined);
     await assert.rejects(stat(s.pathOf(5, 0)), { code: 'ENOENT' });
     await s.drop(a);
-    assert.equal(s.totalBytes, 75);
+    assert.equal(s.totalBytes, physicalSize(50) + physicalSize(25));
     await s.drop(b);
+    assert.equal(s.totalBytes, physicalSize(25));
     assert.deepEqual(s.inodes(), [6]);
     assert.equal(s.fileCount, 1);
     assert.equal(s.get(6, 0), c);
@@ -107,17 +162,27 @@ describe('DirtyStore operations', () => {
     await s.drop(old);
     assert.equal(s.get(7, 0), current);
     assert.deepEqual(await s.readAll(current), Buffer.from('newer'));
-    assert.equal(s.totalBytes, 5);
+    assert.equal(s.totalBytes, physicalSize(5));
   });
 
   it('release hands the file over and stops counting it', async () => {
     const s = await freshStore();
     const d = await s.create(8, 2, Buffer.from('uploaded'), 1);
-    const file = s.release(d);
+    const { file, fileId, size } = s.release(d);
     assert.equal(file, s.pathOf(8, 2));
+    assert.ok(fileId.equals(d.fileId));
+    assert.equal(size, physicalSize(8));
     assert.equal(s.totalBytes, 0);
+    assert.equal(s.dataBytes, 0);
     assert.equal(s.count, 0);
-    assert.equal((await readFile(file)).toString(), 'uploaded', 'the file stays for its new owner');
+    assert.equal((await stat(file)).size, size, 'the file stays for its new owner');
+    assert.deepEqual(await unseal(file, 8), Buffer.from('uploaded'));
+    const fh = await open(file, 'r');
+    try {
+      assert.ok((await io.readHeader(fh, file)).equals(fileId), 'the sealing id handed over is the file\'s');
+    } finally {
+      await fh.close();
+    }
   });
 
   it('syncs the chunks of one file and of all files', async () => {
@@ -126,7 +191,7 @@ describe('DirtyStore operations', () => {
     await s.write(d, Buffer.from('durable'), 0, 2);
     await s.syncInode(9);
     await s.syncAll();
-    assert.equal((await readFile(s.pathOf(9, 0))).toString(), 'durable');
+    assert.deepEqual(await unseal(s.pathOf(9, 0), 7), Buffer.from('durable'));
   });
 
   it('keeps working with more chunks than the handle pool holds', async () => {
@@ -135,7 +200,27 @@ describe('DirtyStore operations', () => {
     for (let i = 0; i < 12; i++) chunks.push(await s.create(10, i, undefined, 1));
     for (const [i, d] of chunks.entries()) await s.write(d, Buffer.from(`chunk ${i}`), 0, 2);
     for (const [i, d] of chunks.entries()) assert.equal((await s.readAll(d)).toString(), `chunk ${i}`);
-    assert.equal(s.totalBytes, chunks.reduce((n, d) => n + d.len, 0));
+    assert.equal(s.totalBytes, chunks.reduce((n, d) => n + physicalSize(d.len), 0));
+    assert.equal(s.dataBytes, chunks.reduce((n, d) => n + d.len, 0));
+  });
+
+  it('keeps the data out of the file on disk in plaintext', async () => {
+    const s = await freshStore();
+    const marker = Buffer.from('PLAINTEXT-MARKER-0123456789');
+    const pattern = Buffer.alloc(3 * UNIT + 100);
+    for (let off = 0; off < pattern.length; off += marker.length) marker.copy(pattern, off);
+    const seeded = await s.create(11, 0, marker, 1);
+    const d = await s.create(11, 1, undefined, 1);
+    await s.write(d, pattern, 0, 2);
+    await s.write(d, marker, UNIT - 10, 3); // across a unit boundary
+    await s.truncate(d, 2 * UNIT + 50, 4);
+    for (const file of [s.pathOf(11, 0), s.pathOf(11, 1)]) {
+      const raw = await readFile(file);
+      assert.equal(raw.includes(marker.subarray(0, 12)), false, `${path.basename(file)} holds plaintext`);
+      assert.equal(raw.includes(Buffer.from('PLAINTEXT')), false);
+    }
+    assert.deepEqual(await s.readAll(seeded), marker);
+    assert.deepEqual((await s.readAll(d)).subarray(UNIT - 10, UNIT - 10 + marker.length), marker);
   });
 });
 
@@ -143,29 +228,102 @@ describe('DirtyStore.init', () => {
   it('recovers chunks of a previous run, trimming files longer than the limit and removing unknown ones', async () => {
     const root = path.join(dir, 'dirty');
     await mkdir(root, { recursive: true });
-    await writeFile(path.join(root, '1.0'), Buffer.alloc(100, 1)); // fits
-    await writeFile(path.join(root, '1.1'), Buffer.alloc(100, 2)); // file shrank: limit 40
-    await writeFile(path.join(root, '2.0'), Buffer.alloc(100, 3)); // inode gone
-    await writeFile(path.join(root, '3.5'), Buffer.alloc(10, 4)); // chunk now past the end: limit 0
+    await sealedFile(path.join(root, '1.0'), Buffer.alloc(100, 1)); // fits
+    await sealedFile(path.join(root, '1.1'), Buffer.alloc(100, 2)); // file shrank: limit 40
+    await sealedFile(path.join(root, '2.0'), Buffer.alloc(100, 3)); // inode gone
+    await sealedFile(path.join(root, '3.5'), Buffer.alloc(10, 4)); // chunk now past the end: limit 0
     await writeFile(path.join(root, 'junk.tmp'), 'x'); // not a chunk
     const limits = new Map([['1.0', 1000], ['1.1', 40], ['3.5', 0]]);
-    const s = new DirtyStore(dir, handles);
+    const s = new DirtyStore(dir, handles, io);
     await s.init((ino, idx) => limits.get(`${ino}.${idx}`), 777);
 
     assert.deepEqual((await readdir(root)).sort(), ['1.0', '1.1']);
-    assert.equal((await stat(path.join(root, '1.1'))).size, 40);
+    assert.equal((await stat(path.join(root, '1.1'))).size, physicalSize(40));
     assert.equal(s.count, 2);
-    assert.equal(s.totalBytes, 140);
+    assert.equal(s.totalBytes, physicalSize(100) + physicalSize(40));
+    assert.equal(s.dataBytes, 140);
     const a = s.get(1, 0)!;
     const b = s.get(1, 1)!;
     assert.deepEqual([a.len, b.len], [100, 40]);
     assert.equal(a.firstDirtyMs, 777);
     assert.equal(a.lastWriteMs, 0, 'recovered chunks upload without waiting for a new write');
+    assert.deepEqual(await s.readAll(a), Buffer.alloc(100, 1));
     assert.deepEqual(await s.readAll(b), Buffer.alloc(40, 2));
   });
 
+  it('a second store on the same directory and key reads back what the first wrote (restart after a crash)', async (t) => {
+    const s1 = await freshStore();
+    const big = randomBytes(2 * UNIT + 123);
+    const lens: Array<[number, number, number]> = []; // ino, idx, len
+    await s1.create(20, 0, undefined, 1); // empty
+    lens.push([20, 0, 0]);
+    const small = await s1.create(20, 1, Buffer.from('small'), 1);
+    await s1.write(small, Buffer.from('!'), 9, 2);
+    lens.push([20, 1, 10]);
+    const exact = await s1.create(20, 2, undefined, 1);
+    await s1.write(exact, big.subarray(0, UNIT), 0, 2); // exactly one unit
+    lens.push([20, 2, UNIT]);
+    const multi = await s1.create(21, 0, big, 1);
+    await s1.write(multi, Buffer.from('patched'), UNIT - 3, 2); // across a unit boundary
+    lens.push([21, 0, big.length]);
+    const trimmed = await s1.create(21, 1, big, 1); // the file shrank meanwhile: trimmed to the limit
+    lens.push([21, 1, UNIT + 7]);
+    const expected = new Map<string, Buffer>([
+      ['20.0', Buffer.alloc(0)],
+      ['20.1', Buffer.from('small\0\0\0\0!')],
+      ['20.2', big.subarray(0, UNIT)],
+      ['21.0', Buffer.concat([big.subarray(0, UNIT - 3), Buffer.from('patched'), big.subarray(UNIT + 4)])],
+      ['21.1', big.subarray(0, UNIT + 7)],
+    ]);
+    assert.deepEqual(await s1.readAll(multi), expected.get('21.0'));
+    assert.equal(trimmed.len, big.length);
+    // No clean shutdown: the first store's handles are simply abandoned.
+
+    const handles2 = new HandlePool(4);
+    t.after(() => handles2.closeAll());
+    const s2 = new DirtyStore(dir, handles2, io);
+    await s2.init((ino, idx) => (ino === 21 && idx === 1 ? UNIT + 7 : 10 * UNIT), 5);
+    assert.equal(s2.count, lens.length);
+    for (const [ino, idx, len] of lens) {
+      const d = s2.get(ino, idx)!;
+      assert.ok(d, `${ino}.${idx} recovered`);
+      assert.equal(d.len, len, `${ino}.${idx} length`);
+      assert.deepEqual(await s2.readAll(d), expected.get(`${ino}.${idx}`), `${ino}.${idx} data`);
+      assert.equal((await stat(s2.pathOf(ino, idx))).size, physicalSize(len));
+    }
+    assert.equal(s2.totalBytes, lens.reduce((n, [, , len]) => n + physicalSize(len), 0));
+    assert.equal(s2.dataBytes, lens.reduce((n, [, , len]) => n + len, 0));
+    // The recovered chunks keep working.
+    const again = s2.get(20, 1)!;
+    await s2.write(again, Buffer.from('more'), again.len, 6);
+    assert.deepEqual(await s2.readAll(again), Buffer.from('small\0\0\0\0!more'));
+    assert.equal(s2.totalBytes, lens.reduce((n, [, , len]) => n + physicalSize(len), 0) - physicalSize(10) + physicalSize(14));
+  });
+
+  it('removes a leftover file whose header is not a sealed one, and keeps a damaged last unit out', async () => {
+    const root = path.join(dir, 'dirty');
+    await mkdir(root, { recursive: true });
+    await writeFile(path.join(root, '1.0'), Buffer.alloc(200, 1)); // plaintext from an older version
+    await writeFile(path.join(root, '1.1'), Buffer.alloc(10, 1)); // shorter than a header
+    // A power loss cut the last unit short: the whole units before it are kept.
+    await sealedFile(path.join(root, '2.0'), Buffer.alloc(UNIT + 50, 5));
+    const cut = await open(path.join(root, '2.0'), 'r+');
+    await cut.truncate(physicalSize(UNIT) + 20);
+    await cut.close();
+    const logs: string[] = [];
+    const s = new DirtyStore(dir, handles, io, (m) => logs.push(m));
+    await s.init(() => 10 * UNIT, 0);
+    assert.deepEqual((await readdir(root)).sort(), ['2.0']);
+    assert.equal(logs.length, 2, logs.join('\n'));
+    const d = s.get(2, 0)!;
+    assert.equal(d.len, UNIT);
+    assert.equal(s.totalBytes, physicalSize(UNIT));
+    assert.equal((await stat(path.join(root, '2.0'))).size, physicalSize(UNIT));
+    assert.deepEqual(await s.readAll(d), Buffer.alloc(UNIT, 5));
+  });
+
   it('creates its directory when there is none', async () => {
-    const s = new DirtyStore(path.join(dir, 'nested'), handles);
+    const s = new DirtyStore(path.join(dir, 'nested'), handles, io);
     await s.init(() => 1, 0);
     assert.equal(s.count, 0);
     assert.deepEqual(await readdir(path.join(dir, 'nested', 'dirty')), []);

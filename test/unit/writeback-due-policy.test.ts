@@ -1,12 +1,14 @@
 // Pins down when a dirty chunk is due for upload: the delay after the last write, full chunks, closed files, the maximum dirty age for an open tail chunk, pressure, drain and retry times.
 
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { DirtyChunk, DirtyStore } from '../../electron/engine/cache/dirty';
 import { HandlePool } from '../../electron/engine/cache/handles';
+import { SealedIO } from '../../electron/engine/cache/sealed';
 import { WritebackPolicy, WritebackQueue } from '../../electron/engine/upload/writeback';
 
 const CS = 64 * 1024;
@@ -23,7 +25,7 @@ let queue: WritebackQueue;
 beforeEach(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'filespace-writeback-'));
   handles = new HandlePool();
-  dirty = new DirtyStore(dir, handles);
+  dirty = new DirtyStore(dir, handles, new SealedIO(randomBytes(32)));
   await dirty.init(() => undefined, 0);
   clock = 1_000_000;
   openForWrite = new Set();

@@ -1,6 +1,9 @@
 /**
- * The clean chunk cache: decoded chunks already safe in the bucket, kept on local disk as
- * `chunks/<aa>/<name>` and evicted least-recently-used first.
+ * The clean chunk cache: chunks already safe in the bucket, kept on local disk as sealed files
+ * (encrypted at rest and bound to their name, see sealed.ts) at `chunks/<aa>/<name>`, and
+ * evicted least-recently-used first. A cache file that fails authentication (modified,
+ * truncated, or renamed to another chunk's name) is removed and reported as a miss, so the
+ * chunk is fetched again from the bucket: wrong bytes are never served.
  *
  * Cap accounting covers clean *and* dirty bytes (the dirty store reports its total): the
  * cache starts evicting when the total passes the high watermark and stops at the low one.
@@ -16,7 +19,9 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { AuthError } from '../chunk/crypto';
 import { HandlePool } from './handles';
+import { SealedIO, logicalSize, physicalSize } from './sealed';
 
 export interface CacheLimits {
   capBytes: number;
@@ -38,14 +43,17 @@ export class ChunkCache {
   private readonly memory = new Map<string, Buffer>();
   private memoryUsed = 0;
   private readonly memoryBytes: number;
-  private readonly owned = new WeakSet<Buffer>();
-  private readonly spare: Buffer[] = [];
+  /** Sealing ids of cache files whose header was checked, by chunk name. */
+  private readonly fileIds = new Map<string, Buffer>();
+  /** Called when a damaged cache file is found (it is removed and refetched). */
+  onDamaged: (name: string, why: string) => void = () => undefined;
 
   constructor(
     private readonly dir: string,
     private limits: CacheLimits,
     private readonly handles: HandlePool,
     private readonly dirtyBytes: () => number,
+    private readonly io: SealedIO,
     memoryBytes = 64 * 1024 * 1024,
   ) {
     this.memoryBytes = memoryBytes;
@@ -60,43 +68,54 @@ export class ChunkCache {
       if (this.memoryUsed <= this.memoryBytes) break;
       this.memory.delete(old);
       this.memoryUsed -= buf.length;
-      // Buffers this cache allocated are reused for the next load instead of left to the GC
-      // (allocating a few MiB per chunk made collection a bottleneck of sequential reads).
-      // Safe because every user copies out of a memory chunk synchronously after looking it up.
-      if (this.owned.has(buf) && this.spare.length < 4) this.spare.push(buf);
     }
   }
 
   /** Reads a cached chunk whole into memory; resolves false on a miss. */
   async loadIntoMemory(name: string): Promise<boolean> {
     if (this.memory.has(name)) return true;
-    if (!this.index.has(name)) return false;
-    try {
-      const data = await this.handles.use(this.pathOf(name), async (fh) => {
-        const { size } = await fh.stat();
-        let buf = this.spare.pop();
-        if (!buf || buf.length < size) {
-          buf = Buffer.allocUnsafe(size);
-          this.owned.add(buf);
+    const data = await this.readAll(name);
+    if (!data) return false;
+    this.remember(name, data);
+    return true;
+  }
+
+  /**
+   * Runs `fn` on the open cache file with its checked sealing id and data length. A damaged
+   * file is removed and the result is undefined (a miss); so is a file that vanished.
+   */
+  private async withFile<T>(name: string, fn: (fh: fsp.FileHandle, fileId: Buffer, len: number) => Promise<T>): Promise<T | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      const size = this.index.get(name);
+      if (size === undefined) return undefined;
+      const len = logicalSize(size);
+      try {
+        if (len === undefined) throw new AuthError(`cached chunk ${name} (impossible size ${size})`);
+        return await this.handles.use(this.pathOf(name), async (fh) => {
+          let fileId = this.fileIds.get(name);
+          if (!fileId) {
+            fileId = await this.io.readHeader(fh, `cached chunk ${name}`, name, len);
+            this.fileIds.set(name, fileId);
+          }
+          return fn(fh, fileId, len);
+        });
+      } catch (err) {
+        if (err instanceof AuthError) {
+          // Two stores of one chunk can race (equal content uploaded twice): the file may have
+          // been replaced by an equally valid one. Look again before calling it damaged.
+          this.fileIds.delete(name);
+          this.handles.forget(this.pathOf(name));
+          if (attempt === 0) continue;
+          this.onDamaged(name, err.message);
+          await this.remove(name);
+          return undefined;
         }
-        let done = 0;
-        while (done < size) {
-          const { bytesRead } = await fh.read(buf, done, size - done, done);
-          if (bytesRead === 0) break;
-          done += bytesRead;
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          this.dropIndex(name);
+          return undefined;
         }
-        if (done < size) throw new Error(`chunk file ${name} is shorter than it was`);
-        return buf.length === size ? buf : buf.subarray(0, size);
-      });
-      this.remember(name, data);
-      this.touch(name);
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        this.dropIndex(name);
-        return false;
+        throw err;
       }
-      throw err;
     }
   }
 
@@ -181,75 +200,60 @@ export class ChunkCache {
       this.misses++;
       return undefined;
     }
-    this.hits++;
     this.touch(name);
-    try {
-      return await this.handles.use(this.pathOf(name), async (fh) => {
-        let done = 0;
-        while (done < len) {
-          const { bytesRead } = await fh.read(buf, bufOff + done, len - done, pos + done);
-          if (bytesRead === 0) break;
-          done += bytesRead;
-        }
-        return done;
-      });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        this.dropIndex(name);
-        return undefined;
-      }
-      throw err;
-    }
+    const got = await this.withFile(name, async (fh, fileId, dataLen) => {
+      const n = Math.max(0, Math.min(len, dataLen - pos));
+      await this.io.read(fh, fileId, dataLen, buf, bufOff, n, pos, `cached chunk ${name}`);
+      return n;
+    });
+    if (got === undefined) this.misses++;
+    else this.hits++;
+    return got;
   }
 
   async readAll(name: string): Promise<Buffer | undefined> {
     if (!this.index.has(name)) return undefined;
     this.touch(name);
-    try {
-      return await this.handles.use(this.pathOf(name), async (fh) => {
-        const { size } = await fh.stat();
-        const buf = Buffer.allocUnsafe(size);
-        let done = 0;
-        while (done < size) {
-          const { bytesRead } = await fh.read(buf, done, size - done, done);
-          if (bytesRead === 0) break;
-          done += bytesRead;
-        }
-        return done === size ? buf : buf.subarray(0, done);
-      });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        this.dropIndex(name);
-        return undefined;
-      }
-      throw err;
-    }
+    return this.withFile(name, (fh, fileId, len) => this.io.readAll(fh, fileId, len, `cached chunk ${name}`));
   }
 
-  /** Stores a decoded chunk (write to a temp file, then rename: readers never see half). */
+  /** Stores a chunk (sealed into a temp file, then renamed: readers never see half). */
   async put(name: string, data: Buffer): Promise<void> {
     if (this.index.has(name)) return;
     const file = this.pathOf(name);
     await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
     const tmp = `${file}.tmp${process.pid}.${Math.random().toString(36).slice(2)}`;
+    const size = physicalSize(data.length);
     // Reserve first and evict down to the low watermark, so the cap holds even with many
     // concurrent fetches landing at once.
-    this.reservedBytes += data.length;
+    this.reservedBytes += size;
     try {
       await this.maybeEvict();
-      await fsp.writeFile(tmp, data, { mode: 0o600 });
+      const { header, fileId } = this.io.newHeader();
+      const fh = await fsp.open(tmp, 'w+', 0o600);
+      try {
+        await fh.write(header, 0, header.length, 0);
+        await this.io.writeNameTag(fh, fileId, name, data.length);
+        await this.io.write(fh, fileId, 0, data, 0, `cached chunk ${name}`);
+      } finally {
+        await fh.close();
+      }
       await fsp.rename(tmp, file);
+      this.fileIds.delete(name); // read back from the file's own header on first use
     } catch (err) {
       await fsp.rm(tmp, { force: true });
       throw err;
     } finally {
-      this.reservedBytes -= data.length;
+      this.reservedBytes -= size;
     }
-    this.addIndex(name, data.length);
+    this.addIndex(name, size);
   }
 
-  /** Takes over a file that already holds the chunk's bytes (a dirty chunk just uploaded). */
-  async adopt(name: string, src: string, size: number): Promise<void> {
+  /**
+   * Takes over a sealed file that already holds the chunk's bytes (a dirty chunk just
+   * uploaded): binds it to its name, then moves it in. `size` is its size on disk.
+   */
+  async adopt(name: string, src: string, size: number, fileId: Buffer): Promise<void> {
     if (this.index.has(name)) {
       this.reservedBytes += size;
       await fsp.rm(src, { force: true }).finally(() => (this.reservedBytes -= size));
@@ -260,8 +264,15 @@ export class ChunkCache {
     this.reservedBytes += size;
     const file = this.pathOf(name);
     try {
+      const fh = await fsp.open(src, 'r+');
+      try {
+        await this.io.writeNameTag(fh, fileId, name, logicalSize(size) ?? 0);
+      } finally {
+        await fh.close();
+      }
       await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
       await fsp.rename(src, file);
+      this.fileIds.delete(name); // read back from the file's own header on first use
     } finally {
       this.reservedBytes -= size;
     }
@@ -284,9 +295,17 @@ export class ChunkCache {
   }
 
   async remove(name: string): Promise<void> {
+    const size = this.index.get(name) ?? 0;
     this.dropIndex(name);
+    this.fileIds.delete(name);
     this.handles.forget(this.pathOf(name));
-    await fsp.rm(this.pathOf(name), { force: true });
+    // Still on disk until the unlink completes: keep it counted until then.
+    this.reservedBytes += size;
+    try {
+      await fsp.rm(this.pathOf(name), { force: true });
+    } finally {
+      this.reservedBytes -= size;
+    }
   }
 
   /** Evicts least-recently-used clean chunks until the total is at most `targetBytes`. */
@@ -320,6 +339,17 @@ export class ChunkCache {
     this.reservedBytes += bytes;
     try {
       await this.evictUntil(capBytes * lowWatermark);
+    } finally {
+      this.reservedBytes -= bytes;
+    }
+  }
+
+  /** Runs `fn` (which writes `bytes` to the cache disk) with those bytes counted, after making room. */
+  async whileReserved<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
+    await this.makeRoomForDirty(bytes);
+    this.reservedBytes += bytes;
+    try {
+      return await fn();
     } finally {
       this.reservedBytes -= bytes;
     }

@@ -24,6 +24,8 @@ export interface Keys {
   readonly chunkKey: Buffer;
   readonly metaKey: Buffer;
   readonly nameKey: Buffer;
+  /** Encrypts this machine's cache files at rest. */
+  readonly cacheKey: Buffer;
 }
 
 export const DEFAULT_KDF: Omit<KdfParams, 'salt'> = { alg: 'scrypt', N: 2 ** 15, r: 8, p: 1 };
@@ -75,7 +77,10 @@ export function newDataKey(): Buffer {
 
 export function deriveKeys(dataKey: Buffer): Keys {
   const sub = (info: string) => Buffer.from(hkdfSync('sha256', dataKey, Buffer.alloc(0), info, 32));
-  return { chunkKey: sub('filespace chunk v1'), metaKey: sub('filespace meta v1'), nameKey: sub('filespace name v1') };
+  return {
+    chunkKey: sub('filespace chunk v1'), metaKey: sub('filespace meta v1'), nameKey: sub('filespace name v1'),
+    cacheKey: sub('filespace cache v1'),
+  };
 }
 
 /** Keyed content name: equal plaintext gives equal names inside one filespace only. */

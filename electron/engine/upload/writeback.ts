@@ -112,7 +112,7 @@ export class WritebackQueue {
       d.uploading = false;
       this.inflight--;
       this.progress.notify();
-      this.pump();
+      setImmediate(() => this.pump()); // never re-enter the queue without yielding
     });
   }
 

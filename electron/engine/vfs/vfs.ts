@@ -17,6 +17,7 @@
 
 import { ChunkCache } from '../cache/chunkCache';
 import { DirtyChunk, DirtyStore } from '../cache/dirty';
+import { HEADER, UNIT, UNIT_OVERHEAD, physicalSize } from '../cache/sealed';
 import { FsError } from '../errors';
 import { ChunkRef, Inode, MetaOp, ROOT_INO } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
@@ -533,7 +534,9 @@ export class Vfs {
 
   /** Waits while dirty data is at the cap, so writers slow down instead of failing. */
   private async backpressure(extra: number): Promise<void> {
-    while (this.cache.wouldExceedCap(extra) && this.dirty.totalBytes > 0) {
+    // One chunk of headroom: a write that passed this check may still be on its way to the
+    // dirty store while the next one is checked.
+    while (this.cache.wouldExceedCap(extra + this.chunkSize) && this.dirty.totalBytes > 0) {
       this.onPressure();
       await this.dirtyFreed.wait(1000);
     }
@@ -548,9 +551,9 @@ export class Vfs {
     if (ref && ref[1] > 0 && !(coverFrom === 0 && coverTo >= ref[1])) {
       const full = await this.fetcher.fetch(ref[0]);
       base = full.subarray(0, ref[1]);
-      await this.cache.makeRoomForDirty(base.length);
     }
-    return this.dirty.create(inode.ino, idx, base, this.now());
+    // Counted while the new file is being written, so the cache total never trails the disk.
+    return this.cache.whileReserved(physicalSize(base?.length ?? 0), () => this.dirty.create(inode.ino, idx, base, this.now()));
   }
 
   async write(fh: number, data: Buffer, pos: number): Promise<number> {
@@ -570,13 +573,14 @@ export class Vfs {
       const inChunk = at - idx * cs;
       const n = Math.min(data.length - done, cs - inChunk);
       const piece = data.subarray(done, done + n);
-      // Backpressure outside the chunk lock (the uploader needs that lock to drain this chunk).
-      await this.backpressure(n);
+      // Backpressure outside the chunk lock (the uploader needs that lock to drain this chunk),
+      // for the bytes this piece may add on disk at most (data plus sealing overhead).
+      await this.backpressure(n + (Math.ceil(n / UNIT) + 1) * UNIT_OVERHEAD + HEADER);
       const writePiece = () => this.chunkLock(inode.ino, idx, async () => {
         if (!this.tree.get(inode.ino)) throw new FsError('ENOENT');
         const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
         // Room for the bytes this write adds is made before they reach the disk.
-        const growth = Math.max(0, inChunk + n - d.len);
+        const growth = physicalSize(Math.max(d.len, inChunk + n)) - physicalSize(d.len);
         if (growth > 0) await this.cache.makeRoomForDirty(growth);
         await this.dirty.write(d, piece, inChunk, this.now());
       });

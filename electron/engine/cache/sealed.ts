@@ -1,0 +1,210 @@
+/**
+ * Sealed cache files: how the local cache keeps chunk data encrypted at rest, so a stolen
+ * disk reveals nothing and a modified cache file is detected instead of served.
+ *
+ * Layout:  header (88 bytes) | unit 0 | unit 1 | ...
+ *   header = magic "FSL1" | fileId (16 random bytes) | name tag (76 bytes)
+ *   unit i = nonce (12) | AES-256-GCM ciphertext of up to 64 KiB | tag (16)
+ * Every unit but the last holds exactly 64 KiB, so unit i starts at a fixed offset and any
+ * byte range can be read or rewritten by touching only the units it covers (random access).
+ * A unit's associated data is the fileId and its index, so units cannot be moved within or
+ * between files. The name tag (the chunk's name and data length, sealed under the fileId) is
+ * written when a file becomes a clean chunk, so a file renamed to another chunk's name, or
+ * cut short at a unit boundary, is detected too.
+ * A rewritten unit gets a fresh nonce.
+ *
+ * Unit writes are single pwrite calls; a process crash never tears one. Pure I/O helpers: the
+ * callers (DirtyStore, ChunkCache) own locking and accounting.
+ */
+
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { AuthError } from '../chunk/crypto';
+
+export const UNIT = 64 * 1024;
+const NONCE = 12;
+const TAG = 16;
+export const UNIT_OVERHEAD = NONCE + TAG;
+const MAGIC = Buffer.from('FSL1', 'ascii');
+const NAME_TAG = NONCE + 48 + TAG;
+export const HEADER = MAGIC.length + 16 + NAME_TAG;
+
+/** Bytes on disk for `len` bytes of data. */
+export function physicalSize(len: number): number {
+  if (len <= 0) return HEADER;
+  const full = Math.floor(len / UNIT);
+  const rem = len - full * UNIT;
+  return HEADER + full * (UNIT + UNIT_OVERHEAD) + (rem > 0 ? rem + UNIT_OVERHEAD : 0);
+}
+
+/** Data bytes held by a file of `size` bytes on disk (undefined when no valid layout has it). */
+export function logicalSize(size: number): number | undefined {
+  if (size < HEADER) return undefined;
+  const body = size - HEADER;
+  const full = Math.floor(body / (UNIT + UNIT_OVERHEAD));
+  const rem = body - full * (UNIT + UNIT_OVERHEAD);
+  if (rem === 0) return full * UNIT;
+  if (rem <= UNIT_OVERHEAD) return undefined;
+  return full * UNIT + rem - UNIT_OVERHEAD;
+}
+
+function unitOffset(i: number): number {
+  return HEADER + i * (UNIT + UNIT_OVERHEAD);
+}
+
+export class SealedIO {
+  constructor(private readonly key: Buffer) {}
+
+  private aad(fileId: Buffer, i: number): Buffer {
+    const b = Buffer.allocUnsafe(20);
+    fileId.copy(b, 0, 0, 16);
+    b.writeUInt32BE(i, 16);
+    return b;
+  }
+
+  private seal(fileId: Buffer, i: number, plain: Buffer): Buffer {
+    const nonce = randomBytes(NONCE);
+    const c = createCipheriv('aes-256-gcm', this.key, nonce);
+    c.setAAD(this.aad(fileId, i));
+    const out = Buffer.allocUnsafe(NONCE + plain.length + TAG);
+    nonce.copy(out, 0);
+    const n = c.update(plain).copy(out, NONCE);
+    c.final();
+    c.getAuthTag().copy(out, NONCE + n);
+    return out;
+  }
+
+  private open(fileId: Buffer, i: number, sealed: Buffer, what: string): Buffer {
+    if (sealed.length <= UNIT_OVERHEAD) throw new AuthError(what);
+    const d = createDecipheriv('aes-256-gcm', this.key, sealed.subarray(0, NONCE));
+    d.setAAD(this.aad(fileId, i));
+    d.setAuthTag(sealed.subarray(sealed.length - TAG));
+    try {
+      return Buffer.concat([d.update(sealed.subarray(NONCE, sealed.length - TAG)), d.final()]);
+    } catch {
+      throw new AuthError(what);
+    }
+  }
+
+  /** A new file's header (no name yet). */
+  newHeader(): { header: Buffer; fileId: Buffer } {
+    const fileId = randomBytes(16);
+    const header = Buffer.alloc(HEADER);
+    MAGIC.copy(header, 0);
+    fileId.copy(header, MAGIC.length);
+    return { header, fileId };
+  }
+
+  /**
+   * Reads and checks a header. With `name`, the file must have been sealed as that chunk and
+   * must still hold the data length sealed with it (`len`).
+   */
+  async readHeader(fh: FileHandle, what: string, name?: string, len?: number): Promise<Buffer> {
+    const header = Buffer.alloc(HEADER);
+    const { bytesRead } = await fh.read(header, 0, HEADER, 0);
+    if (bytesRead !== HEADER || !header.subarray(0, 4).equals(MAGIC)) throw new AuthError(what);
+    const fileId = Buffer.from(header.subarray(4, 20));
+    if (name !== undefined) {
+      const opened = this.open(fileId, 0xffffffff, header.subarray(20), what);
+      if (opened.subarray(0, 40).toString('latin1') !== name.padEnd(40, '\0')) throw new AuthError(what);
+      if (len !== undefined && opened.readUIntBE(42, 6) !== len) throw new AuthError(`${what} (cut short or extended)`);
+    }
+    return fileId;
+  }
+
+  /** Seals `name` and the data length into the header (done when it becomes a clean chunk). */
+  async writeNameTag(fh: FileHandle, fileId: Buffer, name: string, len: number): Promise<void> {
+    const plain = Buffer.alloc(48);
+    plain.write(name.padEnd(40, '\0').slice(0, 40), 0, 'latin1');
+    plain.writeUIntBE(len, 42, 6);
+    const tag = this.seal(fileId, 0xffffffff, plain);
+    await fh.write(tag, 0, tag.length, 20);
+  }
+
+  /** Units [first, last] decrypted, as one buffer of data starting at first * UNIT. */
+  private async readUnits(fh: FileHandle, fileId: Buffer, first: number, last: number, len: number, what: string): Promise<Buffer> {
+    const start = unitOffset(first);
+    const end = Math.min(unitOffset(last + 1), physicalSize(len));
+    const raw = Buffer.allocUnsafe(end - start);
+    let got = 0;
+    while (got < raw.length) {
+      const { bytesRead } = await fh.read(raw, got, raw.length - got, start + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    if (got < raw.length) throw new AuthError(`${what} (cut short)`);
+    const parts: Buffer[] = [];
+    for (let i = first, off = 0; i <= last && off < raw.length; i++) {
+      const size = Math.min(UNIT + UNIT_OVERHEAD, raw.length - off);
+      parts.push(this.open(fileId, i, raw.subarray(off, off + size), `${what} unit ${i}`));
+      off += size;
+    }
+    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  }
+
+  /** Copies data bytes [pos, pos+n) into buf at bufOff (n already clamped to the length). */
+  async read(fh: FileHandle, fileId: Buffer, len: number, buf: Buffer, bufOff: number, n: number, pos: number, what: string): Promise<void> {
+    if (n <= 0) return;
+    const first = Math.floor(pos / UNIT);
+    const last = Math.floor((pos + n - 1) / UNIT);
+    const data = await this.readUnits(fh, fileId, first, last, len, what);
+    data.copy(buf, bufOff, pos - first * UNIT, pos - first * UNIT + n);
+  }
+
+  async readAll(fh: FileHandle, fileId: Buffer, len: number, what: string): Promise<Buffer> {
+    if (len === 0) return Buffer.alloc(0);
+    return this.readUnits(fh, fileId, 0, Math.floor((len - 1) / UNIT), len, what);
+  }
+
+  /**
+   * Writes `data` at `pos` into a file holding `len` bytes; returns the new length. Units only
+   * partly covered keep their other bytes (read, patched, resealed); a gap between the old end
+   * and `pos` reads as zeros. An empty `data` past the end extends the file with zeros.
+   */
+  async write(fh: FileHandle, fileId: Buffer, len: number, data: Buffer, pos: number, what: string): Promise<number> {
+    const to = pos + data.length;
+    const newLen = Math.max(len, to);
+    if (newLen === len && data.length === 0) return len;
+    const from = Math.min(pos, len); // a gap past the old end is rewritten as zeros
+    const first = Math.floor(from / UNIT);
+    const last = Math.floor((Math.max(to, from + 1) - 1) / UNIT);
+    const base = first * UNIT;
+    const plain = Buffer.alloc((last - first + 1) * UNIT);
+    // Old bytes inside the rewritten units that the data does not replace must be kept.
+    const oldEnd = Math.min(len, (last + 1) * UNIT);
+    if (base < oldEnd && (pos > base || to < oldEnd)) {
+      const old = await this.readUnits(fh, fileId, first, Math.floor((oldEnd - 1) / UNIT), len, what);
+      old.copy(plain, 0, 0, oldEnd - base);
+    }
+    data.copy(plain, pos - base);
+    const sealed: Buffer[] = [];
+    for (let i = first; i <= last; i++) {
+      const a = i * UNIT - base;
+      const b = Math.min((i + 1) * UNIT, newLen) - base;
+      if (b > a) sealed.push(this.seal(fileId, i, plain.subarray(a, b)));
+    }
+    const out = sealed.length === 1 ? sealed[0]! : Buffer.concat(sealed);
+    let done = 0;
+    while (done < out.length) {
+      const { bytesWritten } = await fh.write(out, done, out.length - done, unitOffset(first) + done);
+      done += bytesWritten;
+    }
+    return newLen;
+  }
+
+  /** Changes the length: cuts (resealing the new last unit) or extends with zeros. */
+  async truncate(fh: FileHandle, fileId: Buffer, len: number, newLen: number, what: string): Promise<void> {
+    if (newLen > len) {
+      await this.write(fh, fileId, len, Buffer.alloc(0), newLen, what);
+      return;
+    }
+    if (newLen === len) return;
+    const lastUnit = newLen === 0 ? -1 : Math.floor((newLen - 1) / UNIT);
+    if (lastUnit >= 0 && newLen % UNIT !== 0) {
+      const keep = await this.readUnits(fh, fileId, lastUnit, lastUnit, len, what);
+      const out = this.seal(fileId, lastUnit, keep.subarray(0, newLen - lastUnit * UNIT));
+      await fh.write(out, 0, out.length, unitOffset(lastUnit));
+    }
+    await fh.truncate(physicalSize(newLen));
+  }
+}

@@ -1,0 +1,170 @@
+/**
+ * Process observation for the benchmark, read from /proc without touching any mount:
+ * resident memory (VmRSS polled, VmHWM at the end), CPU time of a process and of its main
+ * thread, so each phase can say whether the engine's JS thread (the one that runs every FUSE
+ * callback) was busy, and the whole machine's CPU use, so other load on the machine shows.
+ */
+
+import { promises as fsp } from 'node:fs';
+
+const TICKS_PER_SEC = 100; // USER_HZ on Linux
+
+/** VmRSS and VmHWM of a process in bytes, or undefined once it is gone. */
+export async function memoryOf(pid: number): Promise<{ rss: number; hwm: number } | undefined> {
+  const text = await fsp.readFile(`/proc/${pid}/status`, 'utf8').catch(() => undefined);
+  if (!text) return undefined;
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0) * 1024;
+  return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
+}
+
+/** CPU ticks (user + system) of a whole process, exited threads included, and of its main thread. */
+async function processTicks(pid: number): Promise<{ total: number; main: number } | undefined> {
+  const parse = (stat: string | undefined) => {
+    if (!stat) return undefined;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is field 3 (state)
+    return Number(fields[11]) + Number(fields[12]);
+  };
+  const total = parse(await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined));
+  const main = parse(await fsp.readFile(`/proc/${pid}/task/${pid}/stat`, 'utf8').catch(() => undefined));
+  return total === undefined || main === undefined ? undefined : { total, main };
+}
+
+export interface CpuUse {
+  /** CPU seconds per wall second of the whole process (1.0 = one core busy). */
+  readonly total: number;
+  /** Same, for the main thread only (Node's JS thread: every FUSE callback runs there). */
+  readonly main: number;
+}
+
+/** Snapshot now; call the returned function at the end of the phase to get the CPU use in between. */
+export async function cpuMeter(pid: number): Promise<() => Promise<CpuUse | undefined>> {
+  const t0 = process.hrtime.bigint();
+  const before = await processTicks(pid);
+  return async () => {
+    const after = await processTicks(pid);
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (!before || !after || wall <= 0) return undefined;
+    return {
+      total: (after.total - before.total) / TICKS_PER_SEC / wall,
+      main: (after.main - before.main) / TICKS_PER_SEC / wall,
+    };
+  };
+}
+
+/** Busy and total jiffies of the whole machine (first line of /proc/stat). */
+async function machineTicks(): Promise<{ busy: number; total: number } | undefined> {
+  const line = (await fsp.readFile('/proc/stat', 'utf8').catch(() => '')).split('\n')[0] ?? '';
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  if (v.length < 4) return undefined;
+  const total = v.reduce((a, b) => a + b, 0);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0); // idle + iowait
+  return { busy: total - idle, total };
+}
+
+/** Cores busy on the whole machine between now and the call of the returned function. */
+export async function machineMeter(): Promise<() => Promise<number | undefined>> {
+  const before = await machineTicks();
+  const t0 = process.hrtime.bigint();
+  return async () => {
+    const after = await machineTicks();
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (!before || !after || wall <= 0) return undefined;
+    return (after.busy - before.busy) / TICKS_PER_SEC / wall;
+  };
+}
+
+/**
+ * Polls VmRSS of a changing set of processes and remembers each one's peak, overall and within
+ * a window (a benchmark phase). A window starts by resetting the kernel's own peak (VmHWM, via
+ * clear_refs) after folding it into the overall peak, so short spikes between polls still count.
+ */
+export class RssSampler {
+  private readonly peaks = new Map<number, number>();
+  private readonly windows = new Map<number, number>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly intervalMs = 200) {}
+
+  watch(pid: number): void {
+    if (!this.peaks.has(pid)) this.peaks.set(pid, 0);
+    if (!this.timer) {
+      this.timer = setInterval(() => void this.sample(), this.intervalMs);
+      this.timer.unref();
+    }
+  }
+
+  private async sample(): Promise<void> {
+    await Promise.all([...this.peaks.keys()].map(async (pid) => {
+      const m = await memoryOf(pid);
+      if (!m) return;
+      const now = Math.max(m.rss, m.hwm);
+      this.peaks.set(pid, Math.max(this.peaks.get(pid) ?? 0, now));
+      if (this.windows.has(pid)) this.windows.set(pid, Math.max(this.windows.get(pid) ?? 0, now));
+    }));
+  }
+
+  async beginWindow(pid: number): Promise<void> {
+    this.watch(pid);
+    await this.sample();
+    await fsp.writeFile(`/proc/${pid}/clear_refs`, '5').catch(() => undefined);
+    this.windows.set(pid, 0);
+    await this.sample();
+  }
+
+  /** Peak within the window begun last for pid. */
+  async endWindow(pid: number): Promise<number> {
+    await this.sample();
+    const v = this.windows.get(pid) ?? 0;
+    this.windows.delete(pid);
+    return v;
+  }
+
+  /** Peak seen for pid so far, including its VmHWM if it is still alive. */
+  async peak(pid: number): Promise<number> {
+    await this.sample();
+    return this.peaks.get(pid) ?? 0;
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+}
+
+/** Pid of the process whose command line contains every one of `parts` (first match). */
+export async function findProcess(parts: string[]): Promise<number | undefined> {
+  for (const entry of await fsp.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmd = await fsp.readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    const args = cmd.split('\0');
+    if (parts.every((p) => args.includes(p))) return Number(entry);
+  }
+  return undefined;
+}
+
+/** Established TCP connections from clients to a local port (IPv4 and IPv6), from /proc/net. */
+export async function connectionsTo(port: number): Promise<number> {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  let n = 0;
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    const text = await fsp.readFile(file, 'utf8').catch(() => '');
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      // f[1] local address:port, f[2] remote address:port, f[3] state (01 = ESTABLISHED)
+      if (f[3] === '01' && f[2]?.endsWith(`:${hexPort}`)) n++;
+    }
+  }
+  return n;
+}
+
+/** Samples connectionsTo(port) every intervalMs until the returned function is called. */
+export function connectionSampler(port: number, intervalMs = 100): () => { avg: number; max: number } | undefined {
+  const samples: number[] = [];
+  const timer = setInterval(() => void connectionsTo(port).then((n) => samples.push(n)), intervalMs);
+  timer.unref();
+  return () => {
+    clearInterval(timer);
+    if (samples.length === 0) return undefined;
+    return { avg: samples.reduce((a, b) => a + b, 0) / samples.length, max: Math.max(...samples) };
+  };
+}

@@ -1,0 +1,64 @@
+/**
+ * Small-file probe: creates `count` files of `fileBytes` each (distinct random content, so
+ * content dedup cannot flatter the result) in a new directory, then stats them all, then
+ * deletes them all, one operation at a time as `cp`, `git` or a build tool would. Between the
+ * phases it waits `settleMs` so the kernel's attribute and entry caches (1 s by default) have
+ * expired and every stat really reaches the filesystem.
+ * Runs as its own process: it may block on the mount without blocking the benchmark.
+ *
+ * Usage (child process): node smallfiles.js DIR COUNT FILE_BYTES SETTLE_MS
+ * Prints one JSON line with seconds and p50/p99 latency (µs) per phase.
+ */
+
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { percentile } from './stats';
+
+interface Phase {
+  seconds: number;
+  p50Us: number;
+  p99Us: number;
+}
+
+function timed(count: number, op: (i: number) => void): Phase {
+  const lat: number[] = [];
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < count; i++) {
+    const s = process.hrtime.bigint();
+    op(i);
+    lat.push(Number(process.hrtime.bigint() - s) / 1000);
+  }
+  return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, p50Us: percentile(lat, 0.5), p99Us: percentile(lat, 0.99) };
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+function main(): void {
+  const [dir, countArg, sizeArg, settleArg] = process.argv.slice(2);
+  const count = Number(countArg);
+  const size = Number(sizeArg);
+  const settleMs = Number(settleArg ?? 1100);
+  if (!dir || !(count > 0) || !(size >= 0)) throw new Error('usage: smallfiles DIR COUNT FILE_BYTES SETTLE_MS');
+  const pool = randomBytes(size + count); // file i gets bytes [i, i+size): all distinct
+  const name = (i: number) => path.join(dir, `f${String(i).padStart(6, '0')}.dat`);
+  mkdirSync(dir);
+  const create = timed(count, (i) => writeFileSync(name(i), pool.subarray(i, i + size)));
+  sleepSync(settleMs);
+  const stat = timed(count, (i) => {
+    if (statSync(name(i)).size !== size) throw new Error(`${name(i)} has the wrong size`);
+  });
+  sleepSync(settleMs);
+  const del = timed(count, (i) => unlinkSync(name(i)));
+  rmdirSync(dir);
+  process.stdout.write(`${JSON.stringify({ count, create, stat, delete: del })}\n`);
+}
+
+try {
+  main();
+} catch (err) {
+  process.stderr.write(`smallfiles: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}

@@ -1,0 +1,96 @@
+// Sealed cache files behave like plain files for any sequence of writes, truncations and
+// reads, keep data unreadable without the key, and refuse any modified byte.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { HEADER, SealedIO, UNIT, logicalSize, physicalSize } from '../../electron/engine/cache/sealed';
+import { AuthError } from '../../electron/engine/chunk/crypto';
+
+describe('sealed cache files', () => {
+  let dir: string;
+  const io = new SealedIO(randomBytes(32));
+  before(async () => { dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'sealed-')); });
+  after(() => fsp.rm(dir, { recursive: true, force: true }));
+
+  async function fresh(name: string) {
+    const file = path.join(dir, name);
+    const fh = await fsp.open(file, 'w+');
+    const { header, fileId } = io.newHeader();
+    await fh.write(header, 0, header.length, 0);
+    return { fh, fileId, file };
+  }
+
+  it('maps logical and physical sizes both ways', () => {
+    for (const len of [0, 1, 100, UNIT - 1, UNIT, UNIT + 1, 3 * UNIT, 4 * 1024 * 1024, 4 * 1024 * 1024 - 7]) {
+      assert.equal(logicalSize(physicalSize(len)), len, `len ${len}`);
+    }
+    assert.equal(physicalSize(0), HEADER);
+    assert.equal(logicalSize(HEADER + 5), undefined);
+  });
+
+  it('agrees with a plain buffer over random writes, truncations and reads', async () => {
+    let seed = 7;
+    const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+    for (let round = 0; round < 6; round++) {
+      const { fh, fileId } = await fresh(`r${round}`);
+      let model = Buffer.alloc(0);
+      let len = 0;
+      for (let op = 0; op < 120; op++) {
+        const kind = rnd(10);
+        if (kind < 6) {
+          const pos = rnd(5 * UNIT);
+          const data = randomBytes(rnd(3) === 0 ? rnd(3 * UNIT) : rnd(300));
+          len = await io.write(fh, fileId, len, data, pos, 't');
+          const next = Buffer.alloc(Math.max(model.length, pos + data.length));
+          model.copy(next);
+          data.copy(next, pos);
+          model = next;
+        } else if (kind < 8) {
+          const newLen = rnd(5 * UNIT);
+          await io.truncate(fh, fileId, len, newLen, 't');
+          const next = Buffer.alloc(newLen);
+          model.copy(next, 0, 0, Math.min(newLen, model.length));
+          model = next;
+          len = newLen;
+        } else {
+          const pos = rnd(len + 1);
+          const n = Math.min(rnd(2 * UNIT), len - pos);
+          const buf = Buffer.alloc(n);
+          await io.read(fh, fileId, len, buf, 0, n, pos, 't');
+          assert.ok(buf.equals(model.subarray(pos, pos + n)), `read ${pos}+${n} in round ${round} op ${op}`);
+        }
+        assert.equal(len, model.length);
+        assert.equal((await fh.stat()).size, physicalSize(len));
+      }
+      assert.ok((await io.readAll(fh, fileId, len, 't')).equals(model));
+      await fh.close();
+    }
+  });
+
+  it('stores no plaintext and refuses any flipped byte', async () => {
+    const { fh, fileId, file } = await fresh('tamper');
+    const secret = Buffer.from('the quick brown fox '.repeat(5000));
+    const len = await io.write(fh, fileId, 0, secret, 0, 't');
+    await io.writeNameTag(fh, fileId, 'a'.repeat(40), len);
+    await fh.close();
+    const raw = await fsp.readFile(file);
+    assert.equal(raw.indexOf(Buffer.from('quick brown fox')), -1);
+    for (const at of [HEADER + 3, HEADER + 20, HEADER + UNIT + 40, raw.length - 1]) {
+      const bad = Buffer.from(raw);
+      bad[at]! ^= 1;
+      await fsp.writeFile(file, bad);
+      const h = await fsp.open(file, 'r');
+      await assert.rejects(io.readAll(h, fileId, len, 't'), AuthError);
+      await h.close();
+    }
+    // Swapped name: the header names another chunk.
+    await fsp.writeFile(file, raw);
+    const h = await fsp.open(file, 'r');
+    assert.ok((await io.readHeader(h, 't', 'a'.repeat(40))).equals(fileId));
+    await assert.rejects(io.readHeader(h, 't', 'b'.repeat(40)), AuthError);
+    await h.close();
+  });
+});
