@@ -58,6 +58,8 @@ export const linkConfigSchema = z.object({
   cacheDir: z.string(),
   passphraseFile: z.string(),
   settings: z.record(z.string(), z.unknown()).default({}),
+  /** Whether the store refuses a conditional write that should fail (checked at link). */
+  conditionalWrites: z.boolean().default(true),
 });
 export type LinkConfig = z.infer<typeof linkConfigSchema>;
 

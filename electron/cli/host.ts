@@ -12,7 +12,7 @@ import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import { MountState, StatusDto } from '../contract/api';
+import { MountState, SETTABLE_KEYS, StatusDto } from '../contract/api';
 import { Engine } from '../engine/engine';
 import { resolveSettings, EngineSettings } from '../engine/config';
 import { UserError } from '../engine/errors';
@@ -42,7 +42,11 @@ export function settingFromKey(key: string, value: string): Partial<EngineSettin
       case 'download-concurrency': return { downloadConcurrency: int(value) };
       case 'prefetch-chunks': return { prefetchMaxChunks: int(value) };
       case 'read-timeout': return { readTimeoutMs: parseDuration(value) };
-      default: throw new UserError(`unknown setting "${key}"; settable: cache-size, upload-delay, upload-concurrency, download-concurrency, prefetch-chunks, read-timeout`);
+      case 'lease-ttl': return { leaseTtlMs: parseDuration(value) };
+      case 'follow-interval': return { followIntervalMs: parseDuration(value) };
+      case 'gc-grace': return { gcGraceMs: parseDuration(value) };
+      case 'gc-interval': return { gcIntervalMs: parseDuration(value) };
+      default: throw new UserError(`unknown setting "${key}"; settable: ${SETTABLE_KEYS.join(', ')}`);
     }
   } catch (err) {
     if (err instanceof UserError) throw err;
@@ -87,6 +91,10 @@ export interface HostOptions {
   /** Overrides the passphrase file (the demo keeps its own). */
   readonly passphrase?: string;
   readonly store?: ObjectStore;
+  /** 'read' mounts read-only and follows the writer; default 'write' (takes the write lease). */
+  readonly mode?: 'write' | 'read';
+  /** Take the write lease even if another machine holds it. */
+  readonly takeover?: boolean;
 }
 
 export class MountHost {
@@ -113,7 +121,10 @@ export class MountHost {
     if (header.id !== this.cfg.filespaceId) {
       throw new UserError(`the bucket now holds a different filespace than the one linked as "${this.cfg.name}"; unlink and link again`, 'MISMATCH');
     }
-    this.engine = await Engine.open({ store, keys, header, cacheDir: this.cfg.cacheDir, settings: settingsOf(this.cfg), log: this.opts.log });
+    this.engine = await Engine.open({
+      store, keys, header, cacheDir: this.cfg.cacheDir, settings: settingsOf(this.cfg), log: this.opts.log,
+      mode: this.opts.mode, takeover: this.opts.takeover, conditionalWrites: this.cfg.conditionalWrites,
+    });
     const s = this.engine.currentSettings;
     try {
       this.server = await startControlServer(socketPath(this.h, this.cfg.name), this.handlers());
@@ -159,6 +170,7 @@ export class MountHost {
       uploadsPaused: st?.uploadsPaused ?? false,
       readOnlyReason: st?.readOnlyReason ?? null,
       lastError: st?.lastError ?? this.lastError ?? null,
+      ...(st ? { lease: st.lease, aside: st.aside } : {}),
     };
   }
 
@@ -188,6 +200,16 @@ export class MountHost {
       '/v1/pause': async (req: { paused: boolean }) => {
         this.engine?.setUploadsPaused(req.paused);
         return { ok: true as const };
+      },
+      '/v1/gc': async () => {
+        const engine = this.engine;
+        if (!engine) throw new ApiFailure('NOT_MOUNTED', 'not mounted', 409);
+        try {
+          return await engine.collectGarbage();
+        } catch (err) {
+          if (err instanceof UserError) throw new ApiFailure(err.code, err.message, 409);
+          throw err;
+        }
       },
     };
   }

@@ -15,6 +15,8 @@ import { Engine } from '../engine/engine';
 import { checkFilespace } from '../engine/check';
 import { UserError } from '../engine/errors';
 import { createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
+import { probeConditionalWrites } from '../engine/meta/lease';
+import { discardAside, exportAside, listAside } from '../engine/aside';
 import { LocalDiskStore } from '../engine/store/local';
 import { formatSize, parseDuration, parseSize } from '../engine/util/sizes';
 import { sleep } from '../engine/util/concurrency';
@@ -37,18 +39,27 @@ const USAGE = `usage:
   filespace link    --bucket B [--prefix P] [--endpoint URL] [--region R] [--path-style]
                     --mount-point DIR [--cache-dir DIR] [--cache-size 20GiB] [--name NAME]
                     --passphrase-file F
-  filespace mount   [NAME] [--foreground]
+  filespace mount   [NAME] [--foreground] [--read-only | --takeover]
+                    (--read-only follows the machine that writes; --takeover takes the
+                     write lease from another machine, which then stops writing)
   filespace unmount [NAME] [--force]
   filespace status  [NAME] [--json]
   filespace sync    [NAME] [--timeout 10m]
   filespace set     NAME KEY VALUE       (keys: cache-size, upload-delay, upload-concurrency,
-                                          download-concurrency, prefetch-chunks, read-timeout)
+                                          download-concurrency, prefetch-chunks, read-timeout,
+                                          lease-ttl, follow-interval, gc-grace, gc-interval)
   filespace check   [NAME] [--deep]        (verifies metadata against chunks; fixes nothing)
+  filespace gc      [NAME]                 (deletes unreferenced chunks after the grace period)
+  filespace aside   [NAME] list | export ID DIR | discard ID
+                                           (changes kept aside after another machine took over)
   filespace unlink  NAME [--force]
   filespace list
   filespace demo`;
 
 class UsageError extends Error {}
+
+const NO_CONDITIONAL_NOTE = 'note: this store ignores conditional writes (If-None-Match / If-Match), so Filespace cannot stop two machines from writing at once: ' +
+  'only the first machine to mount it read-write may write; other machines can mount it read-only (--read-only).';
 
 const storeFlags = {
   bucket: { type: 'string' },
@@ -114,8 +125,12 @@ async function cmdInit(args: string[]): Promise<void> {
   const passphrase = await readPassphraseFile(required(values['passphrase-file'], 'passphrase-file'));
   const store = openStore(spec);
   try {
+    const conditional = await probeConditionalWrites(store, randomBytes(8).toString('hex')).catch((err) => {
+      throw explainStoreError(err, store);
+    });
     const header = await createFilespace(store, passphrase, chunkSize);
     console.log(`created filespace ${header.id} at ${store.description} (chunk size ${formatSize(chunkSize)})`);
+    if (!conditional) console.log(NO_CONDITIONAL_NOTE);
     console.log('next: filespace link --bucket ... --mount-point DIR --passphrase-file F');
   } finally {
     await store.close();
@@ -144,15 +159,18 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
       throw new UserError(`cache directory ${dir} is not empty; pick another --cache-dir`, 'CACHE_NOT_EMPTY');
     }
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    let conditionalWrites: boolean;
     try {
+      conditionalWrites = await probeConditionalWrites(store, randomBytes(8).toString('hex'));
       await Engine.linkLocal(store, keys, header, dir);
     } catch (err) {
       await fsp.rm(dir, { recursive: true, force: true });
       throw explainStoreError(err, store);
     }
+    if (!conditionalWrites) console.error(NO_CONDITIONAL_NOTE);
     const cfg: LinkConfig = {
       version: 1, name, filespaceId: header.id, store: spec, mountPoint: mp, cacheDir: dir,
-      passphraseFile: path.resolve(passphraseFile), settings,
+      passphraseFile: path.resolve(passphraseFile), settings, conditionalWrites,
     };
     await saveConfig(h, cfg);
     return cfg;
@@ -186,11 +204,18 @@ function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
 }
 
-async function runForeground(h: Homes, cfg: LinkConfig, extra: { passphrase?: string; onMounted?: (host: MountHost) => void } = {}): Promise<void> {
+interface ForegroundOptions {
+  passphrase?: string;
+  onMounted?: (host: MountHost) => void;
+  mode?: 'write' | 'read';
+  takeover?: boolean;
+}
+
+async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions = {}): Promise<void> {
   // A stray rejected promise must not take the mount down with it (users would see
   // "Transport endpoint is not connected"): report it and keep serving.
   process.on('unhandledRejection', (err) => log(`internal error (kept running): ${err instanceof Error ? err.stack ?? err.message : String(err)}`));
-  const host = new MountHost(cfg, h, { log, passphrase: extra.passphrase });
+  const host = new MountHost(cfg, h, { log, passphrase: extra.passphrase, mode: extra.mode, takeover: extra.takeover });
   let signalled = 0;
   const onSignal = () => {
     signalled++;
@@ -236,11 +261,13 @@ async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
 }
 
 async function cmdMount(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, { foreground: { type: 'boolean' } }, 1);
+  const { values, positionals } = parse(args, { foreground: { type: 'boolean' }, 'read-only': { type: 'boolean' }, takeover: { type: 'boolean' } }, 1);
+  if (values['read-only'] && values.takeover) throw new UsageError('--read-only and --takeover exclude each other');
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
+  const mode = values['read-only'] ? 'read' as const : 'write' as const;
   if (values.foreground) {
-    await runForeground(h, cfg);
+    await runForeground(h, cfg, { mode, takeover: Boolean(values.takeover) });
     return;
   }
   const current = await statusOf(h, cfg);
@@ -248,7 +275,8 @@ async function cmdMount(args: string[]): Promise<void> {
   await fsp.mkdir(h.runDir, { recursive: true, mode: 0o700 });
   const logFile = logPath(h, cfg.name);
   const out = openSync(logFile, 'a', 0o600);
-  const child = spawn(process.execPath, [__filename, 'mount', cfg.name, '--foreground'], { detached: true, stdio: ['ignore', out, out] });
+  const flags = [...(values['read-only'] ? ['--read-only'] : []), ...(values.takeover ? ['--takeover'] : [])];
+  const child = spawn(process.execPath, [__filename, 'mount', cfg.name, '--foreground', ...flags], { detached: true, stdio: ['ignore', out, out] });
   let exited: number | null | undefined;
   child.on('exit', (code) => (exited = code));
   child.unref();
@@ -305,6 +333,16 @@ async function cmdUnmount(args: string[]): Promise<void> {
   console.log(`unmounted "${cfg.name}"`);
 }
 
+function leaseLine(l: NonNullable<StatusDto['lease']>): string {
+  const ago = (t: number | null) => (t === null ? 'never' : `${Math.max(0, Math.round((Date.now() - t) / 1000))}s ago`);
+  if (l.role === 'writer') return `writer: holds the write lease (renewed ${ago(l.lastRenewedAt)}, expires after ${l.ttlMs / 1000}s without renewal)`;
+  if (l.role === 'follower') {
+    const lag = l.followerLagMs === null ? 'not following (see below)' : `at most ${(l.followerLagMs / 1000).toFixed(1)}s behind`;
+    return `follower of ${l.holder ?? 'no current writer'} (lease renewed ${ago(l.lastRenewedAt)}); ${lag}`;
+  }
+  return l.lost ? `not writing: ${l.lost}` : 'waiting for the write lease';
+}
+
 function humanStatus(s: StatusDto): string {
   const lines = [`${s.name}: ${s.state}${s.state === 'unmounted' ? '' : ` at ${s.mountPoint}`}${s.offline ? ' (offline)' : ''}`];
   lines.push(s.dirtyBytes > 0 || s.dirtyFiles > 0
@@ -314,7 +352,11 @@ function humanStatus(s: StatusDto): string {
     lines.push(`  cache: ${formatSize(s.cacheUsedBytes)} of ${formatSize(s.cacheCapBytes)} used, hit ratio ${(s.cacheHitRatio * 100).toFixed(0)}%`);
     lines.push(`  throughput: up ${formatSize(s.uploadBytesPerSec)}/s, down ${formatSize(s.downloadBytesPerSec)}/s`);
   }
+  if (s.lease && s.state === 'mounted') lines.push(`  ${leaseLine(s.lease)}`);
   if (s.readOnlyReason) lines.push(`  ${s.readOnlyReason}`);
+  for (const a of s.aside ?? []) {
+    lines.push(`  set aside ${a.id}: ${a.files} file${a.files === 1 ? '' : 's'} (${a.reason}); see "filespace aside ${s.name} list"`);
+  }
   if (s.lastError) lines.push(`  last error: ${s.lastError}`);
   return lines.join('\n');
 }
@@ -423,6 +465,66 @@ async function cmdCheck(args: string[]): Promise<void> {
   }
 }
 
+async function cmdGc(args: string[]): Promise<void> {
+  const { positionals } = parse(args, {}, 1);
+  const h = homes();
+  const cfg = await loadConfig(h, positionals[0]);
+  let r;
+  try {
+    r = await callControl(socketPath(h, cfg.name), '/v1/gc', {}, 30 * 60_000);
+  } catch (err) {
+    if (err instanceof ControlClientError && err.code === 'NOT_RUNNING') {
+      throw new UserError(`"${cfg.name}" is not mounted; garbage collection runs in the engine that writes it (mount it first)`, 'NOT_MOUNTED');
+    }
+    if (err instanceof ControlClientError) throw new UserError(err.message, err.code);
+    throw err;
+  }
+  console.log(`${cfg.name}: ${r.scanned} chunks in the bucket, ${r.deleted} deleted, ${r.marked} unreferenced and waiting out the grace period`);
+}
+
+async function cmdAside(args: string[]): Promise<void> {
+  const { positionals } = parse(args, {}, 4);
+  const h = homes();
+  const names = await listConfigs(h);
+  // NAME is optional when only one filespace is linked.
+  const named = positionals[0] !== undefined && names.includes(positionals[0]) && !['list', 'export', 'discard'].includes(positionals[0]);
+  const cfg = await loadConfig(h, named ? positionals[0] : undefined);
+  const [verb = 'list', id, dir] = named ? positionals.slice(1) : positionals;
+  const store = openStore(cfg.store);
+  try {
+    const { keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
+    switch (verb) {
+      case 'list': {
+        const sets = await listAside(cfg.cacheDir, keys.cacheKey);
+        if (sets.length === 0) console.log(`${cfg.name}: no changes set aside`);
+        for (const m of sets) {
+          console.log(`${m.id}  ${new Date(m.createdAt).toISOString()}  ${m.reason}`);
+          for (const f of m.files) console.log(`  ${f.path}  ${formatSize(f.size)}${f.missing ? `  (incomplete: ${f.missing})` : ''}`);
+          for (const r of m.removed) console.log(`  removed: ${r}`);
+        }
+        break;
+      }
+      case 'export': {
+        if (!id || !dir) throw new UsageError('aside export takes ID DIR');
+        const n = await exportAside(cfg.cacheDir, keys.cacheKey, id, dir);
+        console.log(`exported ${n} file(s) of ${id} into ${path.resolve(dir)}`);
+        break;
+      }
+      case 'discard': {
+        if (!id) throw new UsageError('aside discard takes ID');
+        await discardAside(cfg.cacheDir, keys.cacheKey, id);
+        console.log(`discarded ${id}`);
+        break;
+      }
+      default: throw new UsageError(`aside: unknown action "${verb}" (list, export, discard)`);
+    }
+  } catch (err) {
+    throw explainStoreError(err, store);
+  } finally {
+    await store.close();
+  }
+}
+
 async function cmdList(): Promise<void> {
   const h = homes();
   for (const name of await listConfigs(h)) {
@@ -489,6 +591,8 @@ export async function main(argv: string[]): Promise<number> {
       case 'unlink': await cmdUnlink(rest); break;
       case 'list': await cmdList(); break;
       case 'check': await cmdCheck(rest); break;
+      case 'gc': await cmdGc(rest); break;
+      case 'aside': await cmdAside(rest); break;
       case 'demo': await cmdDemo(rest); break;
       case undefined: case '-h': case '--help': case 'help':
         console.log(USAGE);

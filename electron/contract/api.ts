@@ -10,6 +10,21 @@ import { z } from 'zod';
 export const MOUNT_STATES = ['unmounted', 'mounting', 'mounted', 'unmounting', 'error'] as const;
 export type MountState = (typeof MOUNT_STATES)[number];
 
+export const leaseStatusSchema = z.object({
+  /** writer: holds the write lease; follower: read-only, follows the writer; none: neither (yet). */
+  role: z.enum(['writer', 'follower', 'none']),
+  holder: z.string().nullable(),
+  holderIsThisMachine: z.boolean(),
+  lastRenewedAt: z.number().nullable(),
+  ttlMs: z.number(),
+  followerLagMs: z.number().nullable(),
+  lost: z.string().nullable(),
+  conditionalWrites: z.boolean(),
+});
+export type LeaseStatusDto = z.infer<typeof leaseStatusSchema>;
+
+export const asideSetSchema = z.object({ id: z.string(), createdAt: z.number(), files: z.number(), reason: z.string() });
+
 export const statusSchema = z.object({
   name: z.string(),
   state: z.enum(MOUNT_STATES),
@@ -28,10 +43,13 @@ export const statusSchema = z.object({
   uploadsPaused: z.boolean(),
   readOnlyReason: z.string().nullable(),
   lastError: z.string().nullable(),
+  lease: leaseStatusSchema.optional(),
+  aside: z.array(asideSetSchema).optional(),
 });
 export type StatusDto = z.infer<typeof statusSchema>;
 
-export const SETTABLE_KEYS = ['cache-size', 'upload-delay', 'upload-concurrency', 'download-concurrency', 'prefetch-chunks', 'read-timeout'] as const;
+export const SETTABLE_KEYS = ['cache-size', 'upload-delay', 'upload-concurrency', 'download-concurrency', 'prefetch-chunks', 'read-timeout',
+  'lease-ttl', 'follow-interval', 'gc-grace', 'gc-interval'] as const;
 export type SettableKey = (typeof SETTABLE_KEYS)[number];
 
 export const unmountRequestSchema = z.object({ force: z.boolean().default(false) }).strict();
@@ -46,6 +64,9 @@ export type SetRequest = z.infer<typeof setRequestSchema>;
 export const syncResultSchema = z.object({ done: z.boolean(), dirtyBytes: z.number(), pendingMetaOps: z.number() });
 export type SyncResult = z.infer<typeof syncResultSchema>;
 
+export const gcResultSchema = z.object({ scanned: z.number(), referenced: z.number(), marked: z.number(), deleted: z.number() });
+export type GcResultDto = z.infer<typeof gcResultSchema>;
+
 export const apiErrorSchema = z.object({ code: z.string(), message: z.string() });
 export type ApiError = z.infer<typeof apiErrorSchema>;
 
@@ -56,6 +77,7 @@ export const routes = {
   '/v1/sync': { method: 'POST', request: syncRequestSchema, response: syncResultSchema },
   '/v1/set': { method: 'POST', request: setRequestSchema, response: z.object({ ok: z.literal(true) }) },
   '/v1/pause': { method: 'POST', request: pauseRequestSchema, response: z.object({ ok: z.literal(true) }) },
+  '/v1/gc': { method: 'POST', request: z.object({}).strict(), response: gcResultSchema },
 } as const;
 export type Route = keyof typeof routes;
 export type RequestOf<R extends Route> = z.input<(typeof routes)[R]['request']>;

@@ -22,6 +22,14 @@ export const engineSettingsSchema = z.object({
   readTimeoutMs: z.number().int().min(100).max(3_600_000),
   /** How often replicated metadata is pushed while there are changes. */
   metaPushDelayMs: z.number().int().min(0).max(600_000),
+  /** The write lease expires this long after its last renewal; renewed every third of it. */
+  leaseTtlMs: z.number().int().min(1000).max(600_000),
+  /** How often a read-only follower looks for the writer's new metadata. */
+  followIntervalMs: z.number().int().min(100).max(600_000),
+  /** An unreferenced chunk is deleted only after it has been seen unreferenced this long. */
+  gcGraceMs: z.number().int().min(0).max(30 * 86_400_000),
+  /** How often the writer collects garbage (0: only when asked). */
+  gcIntervalMs: z.number().int().min(0).max(30 * 86_400_000),
   attrTimeoutSec: z.number().min(0).max(3600),
   entryTimeoutSec: z.number().min(0).max(3600),
   negativeTimeoutSec: z.number().min(0).max(3600),
@@ -43,6 +51,10 @@ export const DEFAULT_SETTINGS: EngineSettings = {
   prefetchMaxChunks: 8,
   readTimeoutMs: 60_000,
   metaPushDelayMs: 500,
+  leaseTtlMs: 30_000,
+  followIntervalMs: 2_000,
+  gcGraceMs: 3_600_000,
+  gcIntervalMs: 6 * 3_600_000,
   attrTimeoutSec: 1,
   entryTimeoutSec: 1,
   negativeTimeoutSec: 0.5,

@@ -9,12 +9,20 @@
  * the metadata and, if nobody wrote meanwhile, hand the file to the clean cache. The metadata
  * naming a chunk therefore always postdates the chunk's successful PUT.
  *
- * Local layout under cacheDir: meta/ (journal), dirty/, chunks/, engine.lock.
+ * Roles (DESIGN invariant 4): a writer holds the write lease (meta/lease.ts), renews it, and
+ * pushes metadata only while it is valid; after taking it from another machine it writes a
+ * fence segment so the previous holder can never commit again. A follower mounts read-only,
+ * polls the metadata log and applies the writer's segments live; open files keep reading the
+ * chunk list they opened (old chunks outlive the GC grace period). Local changes that another
+ * machine's segments overtook are set aside (aside.ts), never merged.
+ *
+ * Local layout under cacheDir: meta/ (journal), dirty/, chunks/, aside/, machine.json, engine.lock.
  */
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { isDeepStrictEqual } from 'node:util';
+import { randomUUID } from 'node:crypto';
+import * as os from 'node:os';
 import { HandlePool } from './cache/handles';
 import { ChunkCache } from './cache/chunkCache';
 import { DirtyChunk, DirtyStore } from './cache/dirty';
@@ -24,7 +32,11 @@ import { chunkKey, encodeChunk } from './chunk/format';
 import { EngineSettings, resolveSettings } from './config';
 import { FilespaceHeader } from './filespace';
 import { MetaStore } from './meta/metastore';
-import { RemoteMeta } from './meta/remote';
+import { RemoteMeta, SegmentWriter, isOwnPrefix } from './meta/remote';
+import { Lease, LeaseHeldError, LeaseLostError, LeaseRecord, Machine, NoConditionalWritesError, describeHolder } from './meta/lease';
+import { AsideManifest, AsideWriter, listAside } from './aside';
+import { ChunkCollector, GcResult } from './gc';
+import { MetaOp, ROOT_INO, Tree } from './meta/tree';
 import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { ObjectStore, StoreError } from './store/types';
@@ -39,6 +51,24 @@ export interface EngineOptions {
   readonly cacheDir: string;
   readonly settings: EngineSettings;
   readonly log?: (msg: string) => void;
+  /** 'write' takes the write lease; 'read' follows the writer read-only. Default 'write'. */
+  readonly mode?: 'write' | 'read';
+  /** Take the write lease even while another machine's is live (that machine is fenced off). */
+  readonly takeover?: boolean;
+  /** False when the store was found to ignore conditional writes. Default true. */
+  readonly conditionalWrites?: boolean;
+}
+
+export interface LeaseStatus {
+  role: 'writer' | 'follower' | 'none';
+  holder: string | null;
+  holderIsThisMachine: boolean;
+  lastRenewedAt: number | null;
+  ttlMs: number;
+  /** Followers: how far behind the writer's log this mount may be, in ms. */
+  followerLagMs: number | null;
+  lost: string | null;
+  conditionalWrites: boolean;
 }
 
 export interface EngineStats {
@@ -58,6 +88,44 @@ export interface EngineStats {
   uploadsPaused: boolean;
   readOnlyReason: string | undefined;
   lastError: string | undefined;
+  lease: LeaseStatus;
+  /** Sets of changes kept aside because another machine took over (see `filespace aside`). */
+  aside: Array<{ id: string; createdAt: number; files: number; reason: string }>;
+}
+
+/** This cache's machine identity: random, created once, kept with the cache. */
+async function machineOf(cacheDir: string): Promise<Machine> {
+  const file = path.join(cacheDir, 'machine.json');
+  let id: string | undefined;
+  try {
+    id = (JSON.parse(await fsp.readFile(file, 'utf8')) as { id?: string }).id;
+  } catch {
+    id = undefined;
+  }
+  if (typeof id !== 'string' || !/^[0-9a-f-]{36}$/.test(id)) {
+    id = randomUUID();
+    const tmp = `${file}.tmp`;
+    await fsp.writeFile(tmp, JSON.stringify({ id }), { mode: 0o600 });
+    await fsp.rename(tmp, file);
+  }
+  return { id, name: os.hostname(), pid: process.pid };
+}
+
+/** Paths of every inode in `tree` (first found for hard-linked ones). */
+function pathsOf(tree: Tree): Map<number, string> {
+  const out = new Map<number, string>([[ROOT_INO, '/']]);
+  const stack: Array<[number, string]> = [[ROOT_INO, '']];
+  while (stack.length > 0) {
+    const [ino, p] = stack.pop()!;
+    const node = tree.get(ino);
+    if (!node?.entries) continue;
+    for (const [name, child] of node.entries) {
+      const cp = `${p}/${name}`;
+      if (!out.has(child)) out.set(child, cp);
+      if (tree.get(child)?.kind === 'dir') stack.push([child, cp]);
+    }
+  }
+  return out;
 }
 
 /** Takes the per-cache-directory lock so two engines never share one cache. */
@@ -93,6 +161,25 @@ async function lockCacheDir(cacheDir: string): Promise<string> {
   throw new UserError(`cannot lock ${cacheDir}`, 'BUSY');
 }
 
+/** Notes which inodes an unsent op changed, and which paths it removed. */
+function touchedBy(op: MetaOp, tree: Tree, paths: Map<number, string>, touched: Set<number>, removed: string[]): void {
+  const at = (dir: number, name: string) => `${(paths.get(dir) ?? '?').replace(/\/$/, '')}/${name}`;
+  switch (op.t) {
+    case 'mk': case 'attr': case 'chunk': case 'xattr':
+      touched.add(op.ino);
+      break;
+    case 'mv': {
+      const moved = tree.lookup(op.dp, op.dn);
+      if (moved) touched.add(moved.ino);
+      removed.push(`${at(op.sp, op.sn)} (renamed to ${at(op.dp, op.dn)})`);
+      break;
+    }
+    case 'rm':
+      removed.push(at(op.parent, op.name));
+      break;
+  }
+}
+
 /** Writers and readers need a few chunks of room at once; a smaller cache could not make progress. */
 function checkCapFitsChunks(capBytes: number, chunkSize: number): void {
   if (capBytes < 4 * chunkSize) {
@@ -115,6 +202,22 @@ export class Engine {
   private samples: Array<{ t: number; up: number; down: number }> = [];
   private closed = false;
   private readonly log: (msg: string) => void;
+  private readonly remote: RemoteMeta;
+  private readonly lease: Lease;
+  private readonly gc: ChunkCollector;
+  private readonly mode: 'write' | 'read';
+  /** Writer: the lease was taken (possibly late, after being offline at mount). */
+  private leaseTaken = false;
+  private leaseTimer: NodeJS.Timeout | undefined;
+  private followTimer: NodeJS.Timeout | undefined;
+  private gcTimer: NodeJS.Timeout | undefined;
+  private following: Promise<void> | undefined;
+  /** Follower: when the log was last read to its end. */
+  private caughtUpAt: number | undefined;
+  private holderSeen: LeaseRecord | undefined;
+  private asideSets: AsideManifest[] = [];
+  /** Follower with unsent local changes: it does not follow until they are uploaded or set aside. */
+  private followBlocked: string | undefined;
 
   private constructor(
     private readonly opts: EngineOptions,
@@ -123,18 +226,36 @@ export class Engine {
     private readonly cache: ChunkCache,
     private readonly handles: HandlePool,
     private readonly lockFile: string,
+    private readonly machine: Machine,
   ) {
     this.settings = opts.settings;
     this.log = opts.log ?? (() => undefined);
-    const remote = new RemoteMeta(opts.store, opts.keys.metaKey);
+    this.mode = opts.mode ?? 'write';
+    this.remote = new RemoteMeta(opts.store, opts.keys.metaKey);
+    this.lease = new Lease({
+      store: opts.store,
+      metaKey: opts.keys.metaKey,
+      self: machine,
+      ttlMs: () => this.settings.leaseTtlMs,
+      conditional: opts.conditionalWrites ?? true,
+    });
+    this.gc = new ChunkCollector(opts.store, opts.keys.metaKey, () => this.meta.tree.chunkRefs, () => this.settings.gcGraceMs);
     this.fetcher = new ChunkFetcher(opts.store, cache, opts.keys.chunkKey, this.settings.downloadConcurrency,
       () => this.settings.readTimeoutMs, this.log);
-    this.replicator = new Replicator(meta, remote, () => this.settings.metaPushDelayMs, this.log);
+    this.replicator = new Replicator(meta, this.remote, () => this.settings.metaPushDelayMs, this.log,
+      () => this.segmentWriter(),
+      async () => {
+        if (!this.leaseTaken) throw new StoreError('Unreachable', 'waiting for the write lease');
+        await this.lease.ensureValid();
+      },
+      () => this.publishableOps());
+    this.replicator.onConflict = () => this.writeback.setPressure(false);
     this.vfs = new Vfs(meta, dirty, cache, this.fetcher, {
       uid: process.getuid?.() ?? 0,
       gid: process.getgid?.() ?? 0,
       prefetchMaxChunks: () => this.settings.prefetchMaxChunks,
-      readOnly: () => (this.replicator.conflict ? `read-only: ${this.replicator.conflict}` : undefined),
+      readOnly: () => this.readOnlyReason(),
+      snapshotReads: () => this.mode === 'read',
     });
     this.writeback = new WritebackQueue({
       dirty,
@@ -142,7 +263,7 @@ export class Engine {
       policy: () => this.settings,
       isOpenForWrite: (ino) => this.vfs.isOpenForWrite(ino),
       upload: (d) => this.uploadChunk(d),
-      paused: () => this.uploadsPaused,
+      paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.mode === 'read',
       onError: (err, d) => this.noteUploadError(err, d),
       onSuccess: () => {
         this.offlineSince = undefined;
@@ -197,15 +318,204 @@ export class Engine {
       }, handles, () => dirty.totalBytes, sealed);
       await cache.init();
       cache.onDamaged = (name, why) => opts.log?.(`cached chunk ${name} was damaged (${why}); fetching it again`);
-      const engine = new Engine(opts, meta, dirty, cache, handles, lockFile);
-      await engine.catchUp();
-      engine.writeback.start();
-      engine.replicator.schedule(0);
+      const machine = await machineOf(opts.cacheDir);
+      const engine = new Engine(opts, meta, dirty, cache, handles, lockFile, machine);
+      try {
+        await engine.start();
+      } catch (err) {
+        await engine.close().catch(() => undefined);
+        throw err;
+      }
       return engine;
     } catch (err) {
       await fsp.rm(lockFile, { force: true });
       throw err;
     }
+  }
+
+  private segmentWriter(): SegmentWriter | undefined {
+    if (this.mode !== 'write' || !this.leaseTaken || !this.lease.current) return undefined;
+    return { id: this.machine.id, epoch: this.lease.current.epoch };
+  }
+
+  /**
+   * How many pending ops may reach the bucket now. A size change is published only once the
+   * data it exposes is uploaded: otherwise other machines would read zeros where this one has
+   * data. The op is held (with everything after it, to keep the order) while its file has a
+   * dirty chunk within the new size that was already dirty when the op was committed.
+   */
+  private publishableOps(): number {
+    const ops = this.meta.pendingRemote;
+    const times = this.meta.pendingTimes;
+    const cs = this.meta.chunkSize;
+    for (let i = 0; i < ops.length; i++) {
+      const op = ops[i]!;
+      if (op.t !== 'attr' || op.size === undefined) continue;
+      const last = Math.ceil(op.size / cs) - 1;
+      for (const idx of this.dirty.indexesOf(op.ino)) {
+        if (idx > last) continue;
+        const d = this.dirty.get(op.ino, idx);
+        if (d && d.firstDirtyMs <= (times[i] ?? Infinity)) return i;
+      }
+    }
+    return ops.length;
+  }
+
+  private readOnlyReason(): string | undefined {
+    if (this.replicator.conflict) return `read-only: ${this.replicator.conflict}`;
+    if (this.mode === 'read') {
+      const h = this.holderSeen;
+      return `read-only: this mount follows ${h && !h.released ? `the writer ${describeHolder(h)}` : 'the filespace'}`;
+    }
+    return undefined;
+  }
+
+  private async start(): Promise<void> {
+    this.asideSets = await listAside(this.opts.cacheDir, this.opts.keys.cacheKey).catch(() => []);
+    if (this.mode === 'write') {
+      try {
+        await this.takeLease();
+      } catch (err) {
+        if (err instanceof LeaseHeldError) throw new UserError(err.message, 'LEASE_HELD');
+        if (err instanceof NoConditionalWritesError) throw new UserError(err.message, 'NO_CONDITIONAL_WRITES');
+        if (!(err instanceof StoreError) || !err.retryable) throw err;
+        // Offline: work from the cache; the lease is taken (or found lost) once the bucket answers.
+        this.log(`could not take the write lease now (${err.message}); writing to the cache and retrying`);
+        this.leaseTimer = setTimeout(() => void this.retryLease(), 2000);
+        this.leaseTimer.unref();
+      }
+    } else {
+      this.holderSeen = await this.lease.read().then((v) => v?.record, () => undefined);
+      await this.catchUp(true);
+      this.scheduleFollow();
+    }
+    this.writeback.start();
+    this.replicator.schedule(0);
+    if (this.mode === 'write' && this.settings.gcIntervalMs > 0) {
+      this.gcTimer = setInterval(() => {
+        if (this.lease.valid() && !this.replicator.conflict) this.collectGarbage().catch((err) => this.log(`garbage collection failed: ${(err as Error).message}`));
+      }, this.settings.gcIntervalMs);
+      this.gcTimer.unref();
+    }
+  }
+
+  /** Takes the lease, catches up with the bucket, fences off the previous holder. */
+  private async takeLease(): Promise<void> {
+    const { previous } = await this.lease.acquire({ takeover: this.opts.takeover ?? false });
+    this.leaseTaken = true;
+    if (previous && previous.holder.id !== this.machine.id) {
+      this.log(`took the write lease from ${describeHolder(previous)}${previous.released ? ' (released)' : ''}`);
+    }
+    this.scheduleRenewal();
+    for (let attempt = 0; ; attempt++) {
+      await this.catchUp(true);
+      if (previous?.holder.id === this.machine.id || this.replicator.conflict) return;
+      // Fence: a segment of ours right after the end of the log, so a previous holder that
+      // is still running collides with it on its next push.
+      const seq = this.meta.remoteSeq + 1;
+      try {
+        await this.meta.sync();
+        await this.remote.pushSegment(seq, [], this.segmentWriter()!);
+        this.meta.markPushed(seq, 0);
+        await this.meta.flush();
+        return;
+      } catch (err) {
+        if (!(err instanceof Error && err.name === 'SegmentConflictError') || attempt >= 5) throw err;
+        // The previous holder wrote one more segment meanwhile: read it and fence after it.
+      }
+    }
+  }
+
+  private async retryLease(): Promise<void> {
+    this.leaseTimer = undefined;
+    if (this.closed) return;
+    try {
+      const { previous } = await this.lease.acquire({ takeover: this.opts.takeover ?? false });
+      this.leaseTaken = true;
+      this.scheduleRenewal();
+      // Writes may have landed here while another machine was writing: catching up finds out
+      // (read-only until the next mount sets them aside), and the fence settles any race.
+      await this.catchUp(false);
+      if (!this.replicator.conflict && previous && previous.holder.id !== this.machine.id) {
+        const seq = this.meta.remoteSeq + 1;
+        try {
+          await this.remote.pushSegment(seq, [], this.segmentWriter()!);
+          this.meta.markPushed(seq, 0);
+        } catch (err) {
+          if (err instanceof Error && err.name === 'SegmentConflictError') {
+            this.replicator.fenced('another machine wrote to this filespace while this one was offline; changes made here since are kept in the cache and will be set aside at the next mount');
+          } else {
+            throw err;
+          }
+        }
+      }
+      this.replicator.schedule(0);
+    } catch (err) {
+      if (err instanceof LeaseHeldError || err instanceof NoConditionalWritesError) {
+        this.replicator.fenced(err.message);
+        return;
+      }
+      this.log(`could not take the write lease: ${(err as Error).message}`);
+      this.leaseTimer = setTimeout(() => void this.retryLease(), 5000);
+      this.leaseTimer.unref();
+    }
+  }
+
+  private scheduleRenewal(): void {
+    if (this.closed) return;
+    if (this.leaseTimer) clearTimeout(this.leaseTimer);
+    this.leaseTimer = setTimeout(() => void this.renewLease(), Math.max(200, Math.floor(this.settings.leaseTtlMs / 3)));
+    this.leaseTimer.unref();
+  }
+
+  private async renewLease(): Promise<void> {
+    this.leaseTimer = undefined;
+    if (this.closed || this.replicator.conflict) return;
+    try {
+      await this.lease.renew();
+      this.noteStoreOutcome(undefined);
+    } catch (err) {
+      if (err instanceof LeaseLostError) {
+        this.replicator.fenced(`${err.message}; this machine stopped writing, and its changes not yet in the bucket are kept in the cache (set aside at the next mount)`);
+        return;
+      }
+      this.noteStoreOutcome(err);
+      this.log(`lease renewal failed: ${(err as Error).message}`);
+    }
+    this.scheduleRenewal();
+  }
+
+  private scheduleFollow(): void {
+    if (this.closed) return;
+    this.followTimer = setTimeout(() => {
+      this.followTimer = undefined;
+      this.following = this.follow().finally(() => {
+        this.following = undefined;
+        this.scheduleFollow();
+      });
+    }, this.settings.followIntervalMs);
+    this.followTimer.unref();
+  }
+
+  /** Follower: applies what the writer committed since the last look. */
+  private async follow(): Promise<void> {
+    try {
+      this.holderSeen = (await this.lease.read())?.record;
+      await this.catchUp(false);
+    } catch (err) {
+      this.noteStoreOutcome(err);
+      this.log(`could not follow the writer: ${(err as Error).message}`);
+    }
+  }
+
+  /** Chunks in the bucket that nothing references, deleted after the grace period (writer only). */
+  async collectGarbage(): Promise<GcResult> {
+    if (this.mode !== 'write' || !this.leaseTaken) throw new UserError('garbage collection runs only on the machine that writes the filespace', 'NOT_WRITER');
+    if (this.replicator.conflict) throw new UserError(this.replicator.conflict, 'READ_ONLY');
+    await this.lease.ensureValid();
+    const res = await this.gc.run();
+    this.log(`garbage collection: ${res.scanned} chunks, ${res.deleted} deleted, ${res.marked} waiting out the grace period`);
+    return res;
   }
 
   get chunkSize(): number {
@@ -214,39 +524,98 @@ export class Engine {
 
   /**
    * Applies what other machines committed to the bucket since this machine last wrote or
-   * read it. With local changes not yet in the bucket the histories would interleave, so the
-   * engine then refuses writes (read-only, with the reason in status) instead of merging.
+   * read it. Local changes that those segments overtook are set aside (at mount,
+   * `atMount`), or, on a live mount, make it read-only until the next mount sets them aside:
+   * the tree under a live mount is never swapped.
    */
-  private async catchUp(): Promise<void> {
-    const remote = new RemoteMeta(this.opts.store, this.opts.keys.metaKey);
+  private async catchUp(atMount: boolean): Promise<void> {
     let applied = 0;
     try {
       for (;;) {
         const seq = this.meta.remoteSeq + 1;
-        const ops = await remote.readSegment(seq);
-        if (!ops) break;
-        const pending = this.meta.pendingRemote;
-        if (ops.length <= pending.length && ops.every((op, i) => isDeepStrictEqual(op, pending[i]))) {
+        const seg = await this.remote.readSegment(seq);
+        if (!seg) break;
+        if (isOwnPrefix(seg, this.meta.pendingRemote, this.machine.id)) {
           // This machine wrote that segment just before it stopped, and had not yet noted so.
-          this.meta.markPushed(seq, ops.length);
+          this.meta.markPushed(seq, seg.ops.length);
           continue;
         }
-        if (pending.length > 0 || this.dirty.count > 0) {
-          this.replicator.conflict = 'another machine changed this filespace while this one had changes not yet uploaded; they are kept in the cache, and this mount is read-only';
-          this.log(this.replicator.conflict);
+        if (this.meta.pendingRemote.length > 0 || this.dirty.count > 0) {
+          const why = 'another machine changed this filespace while this one had changes not yet uploaded';
+          if (atMount) {
+            await this.setAside(why);
+            continue;
+          }
+          if (this.mode === 'write') {
+            this.replicator.fenced(`${why}; they are kept in the cache and will be set aside at the next mount`);
+          } else {
+            this.followBlocked = `${why}; remount to set them aside and follow the writer`;
+          }
           return;
         }
-        this.meta.applyRemote(seq, ops);
+        this.meta.applyRemote(seq, seg.ops);
         applied++;
       }
+      this.caughtUpAt = Date.now();
+      if (this.mode === 'read' && (this.meta.pendingRemote.length > 0 || this.dirty.count > 0)) {
+        this.followBlocked = 'this machine has changes not yet uploaded; mount read-write to upload them (this mount shows them and does not follow the writer meanwhile)';
+      } else if (this.mode === 'read') {
+        this.followBlocked = undefined;
+      }
     } catch (err) {
-      // Offline: work from the local copy; it is caught up at the next mount.
+      if (atMount && !(err instanceof StoreError)) throw err;
+      // Offline: work from the local copy; caught up when the bucket answers.
       this.log(`could not check the bucket for newer metadata: ${(err as Error).message}`);
     }
     if (applied > 0) {
       this.log(`applied ${applied} metadata segment(s) written by another machine`);
       await this.meta.flush();
     }
+  }
+
+  /**
+   * Keeps this machine's unsent changes (files it created or changed, paths it removed) in
+   * an encrypted set under aside/, then resets the local metadata to the bucket's and drops
+   * the dirty data. Called only before the mount is served.
+   */
+  private async setAside(reason: string): Promise<void> {
+    const tree = this.meta.tree;
+    const paths = pathsOf(tree);
+    const touched = new Set<number>(this.dirty.inodes());
+    const removed: string[] = [];
+    for (const op of this.meta.pendingRemote) touchedBy(op, tree, paths, touched, removed);
+    const writer = await AsideWriter.create(this.opts.cacheDir, this.opts.keys.cacheKey);
+    const cs = this.meta.chunkSize;
+    for (const ino of [...touched].sort((a, b) => a - b)) {
+      const inode = tree.get(ino);
+      const p = paths.get(ino);
+      if (!inode || inode.kind !== 'file' || p === undefined) continue;
+      const size = this.vfs.sizeOf(inode);
+      const count = Math.ceil(size / cs);
+      await writer.addFile(p, size, inode.mode, count, async (idx) => {
+        const len = Math.min(cs, size - idx * cs);
+        const buf = Buffer.alloc(len);
+        const d = this.dirty.get(ino, idx);
+        if (d) {
+          await this.dirty.read(d, buf, 0, len, 0);
+          return buf;
+        }
+        const ref = inode.chunks?.[idx];
+        if (!ref) return buf;
+        const valid = Math.min(len, ref[1]);
+        if ((await this.cache.read(ref[0], buf, 0, valid, 0)) === undefined) {
+          const data = await this.fetcher.fetch(ref[0]);
+          data.copy(buf, 0, 0, Math.min(valid, data.length));
+        }
+        return buf;
+      });
+    }
+    const manifest = await writer.finish(reason, removed);
+    this.asideSets.push(manifest);
+    this.log(`${reason}: set aside ${manifest.files.length} file(s) as ${manifest.id} (see "filespace aside list")`);
+    for (const d of [...this.dirty.all()]) await this.dirty.drop(d);
+    const fresh = await this.remote.load(this.meta.chunkSize);
+    await this.meta.resetTo(fresh.tree, fresh.seq);
   }
 
   get currentSettings(): EngineSettings {
@@ -280,28 +649,37 @@ export class Engine {
         await this.dirty.drop(d);
         return undefined;
       }
-      return { content: await this.dirty.readAll(d), gen: d.gen };
+      return { content: await this.dirty.readAll(d), gen: d.gen, at: Date.now() };
     });
     if (!snap) return;
     const name = chunkName(keys.nameKey, snap.content);
-    if (!this.meta.tree.chunkRefs.has(name)) {
-      const obj = await encodeChunk(keys.chunkKey, name, snap.content);
-      await store.put(chunkKey(name), obj);
-      this.uploadedBytes += obj.length;
-    }
-    await this.vfs.chunkLock(d.ino, d.idx, async () => {
-      if (this.closed) return; // shutting down: the chunk stays dirty and uploads next time
-      if (this.dirty.get(d.ino, d.idx) !== d || !this.meta.tree.get(d.ino)) return; // deleted or truncated away meanwhile
-      this.vfs.commitSize(d.ino);
-      this.meta.commit({ t: 'chunk', ino: d.ino, idx: d.idx, ref: [name, snap.content.length] });
-      if (d.gen === snap.gen) {
-        // The reference must be durable before the dirty copy stops being the data's home.
-        await this.meta.sync();
-        if (this.dirty.get(d.ino, d.idx) !== d || d.gen !== snap.gen) return;
-        const { file, fileId, size } = this.dirty.release(d);
-        await this.cache.adopt(name, file, size, fileId);
+    // Held from before the PUT until the reference is committed, so GC cannot delete it between.
+    await this.gc.acquire(name);
+    try {
+      if (!this.meta.tree.chunkRefs.has(name)) {
+        const obj = await encodeChunk(keys.chunkKey, name, snap.content);
+        await store.put(chunkKey(name), obj);
+        this.uploadedBytes += obj.length;
       }
-    });
+      await this.vfs.chunkLock(d.ino, d.idx, async () => {
+        if (this.closed) return; // shutting down: the chunk stays dirty and uploads next time
+        if (this.dirty.get(d.ino, d.idx) !== d || !this.meta.tree.get(d.ino)) return; // deleted or truncated away meanwhile
+        this.vfs.commitSize(d.ino);
+        this.meta.commit({ t: 'chunk', ino: d.ino, idx: d.idx, ref: [name, snap.content.length] });
+        if (d.gen !== snap.gen) {
+          // Written to during the upload: what is still dirty is only what came after the snapshot.
+          d.firstDirtyMs = Math.max(d.firstDirtyMs, snap.at);
+        } else {
+          // The reference must be durable before the dirty copy stops being the data's home.
+          await this.meta.sync();
+          if (this.dirty.get(d.ino, d.idx) !== d || d.gen !== snap.gen) return;
+          const { file, fileId, size } = this.dirty.release(d);
+          await this.cache.adopt(name, file, size, fileId);
+        }
+      });
+    } finally {
+      this.gc.release(name);
+    }
     this.vfs.dirtyFreed.notify();
   }
 
@@ -352,8 +730,39 @@ export class Engine {
       openFiles: this.vfs.openFiles,
       offline: this.offlineSince !== undefined,
       uploadsPaused: this.uploadsPaused,
-      readOnlyReason: this.replicator.conflict,
-      lastError: this.replicator.conflict ?? this.lastError ?? this.replicator.lastError ?? this.fetcher.stats.lastError,
+      readOnlyReason: this.readOnlyReason(),
+      lastError: this.replicator.conflict ?? this.followBlocked ?? this.lastError ?? this.replicator.lastError ?? this.fetcher.stats.lastError,
+      lease: this.leaseStatus(),
+      aside: this.asideSets.map((m) => ({ id: m.id, createdAt: m.createdAt, files: m.files.length, reason: m.reason })),
+    };
+  }
+
+  private leaseStatus(): LeaseStatus {
+    const conditionalWrites = this.opts.conditionalWrites ?? true;
+    if (this.mode === 'write') {
+      const cur = this.lease.current;
+      const lost = this.lease.lostError?.message ?? null;
+      return {
+        role: this.leaseTaken && !this.replicator.conflict ? 'writer' : 'none',
+        holder: cur ? describeHolder(cur) : null,
+        holderIsThisMachine: this.leaseTaken && !lost,
+        lastRenewedAt: this.lease.lastRenewedAt ?? null,
+        ttlMs: this.settings.leaseTtlMs,
+        followerLagMs: null,
+        lost,
+        conditionalWrites,
+      };
+    }
+    const h = this.holderSeen;
+    return {
+      role: 'follower',
+      holder: h && !h.released ? describeHolder(h) : null,
+      holderIsThisMachine: false,
+      lastRenewedAt: h?.renewedAt ?? null,
+      ttlMs: h?.ttlMs ?? this.settings.leaseTtlMs,
+      followerLagMs: this.caughtUpAt === undefined || this.followBlocked ? null : Date.now() - this.caughtUpAt,
+      lost: null,
+      conditionalWrites,
     };
   }
 
@@ -381,6 +790,10 @@ export class Engine {
     this.closed = true;
     clearInterval(this.rateTimer);
     clearInterval(this.sizeTimer);
+    if (this.leaseTimer) clearTimeout(this.leaseTimer);
+    if (this.followTimer) clearTimeout(this.followTimer);
+    if (this.gcTimer) clearInterval(this.gcTimer);
+    if (this.following) await this.following.catch(() => undefined);
     this.writeback.stop();
     await this.writeback.idle(5000);
     this.vfs.commitAllSizes();
@@ -392,6 +805,10 @@ export class Engine {
     }
     await this.dirty.syncAll();
     await this.meta.close();
+    // Let the next writer in at once; a release that fails just lets the lease expire.
+    if (this.leaseTaken && !this.replicator.conflict) {
+      await Promise.race([this.lease.release().catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
+    }
     await this.handles.closeAll();
     await this.opts.store.close();
     await fsp.rm(this.lockFile, { force: true });

@@ -59,6 +59,9 @@ function fuseNative(): FuseNativeModule {
 
 type Cb = (code: number, ...rest: unknown[]) => void;
 
+/** Set in a handle returned from open to ask the corrected addon for direct I/O. */
+const DIRECT_IO_BIT = 0x40000000;
+
 interface FuseNativeInstance {
   mnt: string;
   _thread: Buffer | null;
@@ -88,6 +91,8 @@ export interface FuseFilesystem {
   fgetattr(fh: number): FuseStat;
   readdir(path: string): string[];
   open(path: string, flags: number): number;
+  /** True when this handle must bypass the kernel's page cache (honoured by the corrected addon). */
+  directIo?(fh: number): boolean;
   create(path: string, mode: number): number;
   read(fh: number, buf: Buffer, len: number, pos: number): Promise<number>;
   write(fh: number, data: Buffer, pos: number): Promise<number>;
@@ -252,7 +257,10 @@ export class FuseMount {
       getattr: (p: string, cb: Cb) => sync('getattr', () => fs.getattr(p), cb),
       fgetattr: (p: string, _fd: number, cb: Cb) => sync('getattr', () => fs.getattr(p), cb),
       readdir: (p: string, cb: Cb) => sync('readdir', () => fs.readdir(p), cb),
-      open: (p: string, flags: number, cb: Cb) => sync('open', () => fs.open(p, flags), cb),
+      open: (p: string, flags: number, cb: Cb) => sync('open', () => {
+        const fh = fs.open(p, flags);
+        return modificationTimesExact && fs.directIo?.(fh) ? fh | DIRECT_IO_BIT : fh;
+      }, cb),
       create: (p: string, mode: number, cb: Cb) => sync('create', () => fs.create(p, mode), cb),
       read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
         async('read', () => fs.read(fd, buf, len, pos), cb, (n) => n as number),

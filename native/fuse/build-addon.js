@@ -5,6 +5,9 @@
 //  2. it does not tell libfuse that it understands UTIME_OMIT/UTIME_NOW, so libfuse2 drops
 //     every request that sets only one of the two times (GNU tar sets only mtime). With the
 //     flag set, those arrive as sentinel values (see SPECIAL_TIMES in adapter.ts).
+// A third edit lets open(2) ask for direct I/O per file handle (bit 30 of the returned handle,
+// stripped before libfuse sees it): a read-only follower uses it when a file it already has
+// open changed in the bucket, so the kernel's shared page cache cannot mix the two versions.
 // The corrected addon goes to native/fuse/addon/ (not in git) and native/fuse/adapter.ts
 // prefers it; without it (no compiler) the stock prebuild is used and only time setting
 // differs. Same N-API binary for Node and Electron.
@@ -23,6 +26,9 @@ const EDITS = [
     '  if (ts->tv_nsec == UTIME_OMIT) return 281474976710655ULL; /* 2^48-1 */\n' +
     '  if (ts->tv_nsec == UTIME_NOW) return 281474976710654ULL;  /* 2^48-2 */\n' +
     '  uint64_t ms = (ts->tv_sec * 1000) + (ts->tv_nsec / 1000000);'],
+  ['}, {\n  NAPI_ARGV_INT32(fd, 2)\n  if (fd != 0) {\n    l->info->fh = fd;\n  }\n})\n\nFUSE_METHOD(opendir',
+    '}, {\n  NAPI_ARGV_INT32(fd, 2)\n  if (fd != 0) {\n    if (fd & 0x40000000) { l->info->direct_io = 1; fd &= ~0x40000000; }\n' +
+    '    l->info->fh = fd;\n  }\n})\n\nFUSE_METHOD(opendir'],
 ];
 
 function main() {

@@ -60,7 +60,8 @@ export interface Linked {
   readonly name: string;
   readonly mnt: string;
   readonly cacheDir: string;
-  mount(): Promise<number>;
+  /** Mounts read-write (taking the write lease), or read-only following the writer. */
+  mount(opts?: { readOnly?: boolean; takeover?: boolean }): Promise<number>;
   unmount(force?: boolean): Promise<void>;
   status(): Promise<Record<string, unknown>>;
   sync(): Promise<void>;
@@ -144,8 +145,8 @@ export class Bed {
     const cacheDir = path.join(m.home, 'cache', name);
     const linked: Linked = {
       machine: m, name, mnt, cacheDir,
-      mount: async () => {
-        await m.ok('mount', name);
+      mount: async (o = {}) => {
+        await m.ok('mount', name, ...(o.readOnly ? ['--read-only'] : []), ...(o.takeover ? ['--takeover'] : []));
         return linked.pid();
       },
       unmount: async (force = false) => {
@@ -163,6 +164,33 @@ export class Bed {
     });
     return linked;
   }
+}
+
+/**
+ * Polls `fn` every 100 ms until it yields something other than undefined or false (an error
+ * counts as "not yet"), and returns that; fails naming `what` after `timeoutMs`.
+ */
+export async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await Promise.resolve().then(fn).catch(() => undefined);
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Kills `pid` with SIGKILL and waits until it is gone. */
+export async function killHard(pid: number): Promise<void> {
+  process.kill(pid, 'SIGKILL');
+  await until(`process ${pid} to die`, () => {
+    try {
+      process.kill(pid, 0);
+      return false;
+    } catch {
+      return true;
+    }
+  });
 }
 
 /** Writes `bytes` of random data to a local file and returns its path. */

@@ -6,7 +6,9 @@
  *   - reset: destroy the client connection without an answer;
  *   - stall: accept the request and never answer;
  *   - cutBody: forward, but cut the response body short after half of it;
- *   - offline: refuse new connections and drop open ones (the store is unreachable).
+ *   - offline: refuse new connections and drop open ones (the store is unreachable);
+ *   - stripConditions: drop If-None-Match / If-Match from requests, like S3-compatible
+ *     stores that ignore conditional writes.
  * Faults apply to requests whose method and path match `match` (e.g. GETs of chunks only).
  * It counts the requests it saw and the faults it injected, so tests can check both.
  */
@@ -20,6 +22,7 @@ export interface Fault {
   reset?: boolean;
   stall?: boolean;
   cutBody?: boolean;
+  stripConditions?: boolean;
   /** Which requests the fault applies to; all when absent. */
   match?: { method?: string; pathIncludes?: string };
 }
@@ -65,7 +68,13 @@ export class FaultProxy {
       const f = this.fault;
       const applies = (!f.match?.method || f.match.method === req.method) && (!f.match?.pathIncludes || (req.url ?? '').includes(f.match.pathIncludes));
       const forward = () => {
-        const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (upRes) => {
+        const headers = { ...req.headers };
+        if (applies && f.stripConditions && (headers['if-none-match'] !== undefined || headers['if-match'] !== undefined)) {
+          this.injected++;
+          delete headers['if-none-match'];
+          delete headers['if-match'];
+        }
+        const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (upRes) => {
           if (applies && f.cutBody && Number(upRes.headers['content-length'] ?? 0) > 1) {
             this.injected++;
             const total = Number(upRes.headers['content-length']);

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Bed, CLI, randomFile, run, sh, tmpDir } from '../helpers/bed';
+import { Bed, CLI, killHard, randomFile, run, sh, tmpDir, until } from '../helpers/bed';
 import { s3StoreFor } from '../helpers/moto';
 import { isMountPoint } from '../../native/fuse/adapter';
 
@@ -24,14 +24,6 @@ async function dirBytes(dir: string): Promise<number> {
     else total += (await fsp.stat(p).catch(() => ({ size: 0 }))).size;
   }
   return total;
-}
-
-async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 describe('durability', () => {
@@ -61,15 +53,7 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
     const before = await fs.status();
     assert.ok(Number(before.dirtyBytes) > 0, 'data is still local before the kill');
     const pid = await fs.pid();
-    process.kill(pid, 'SIGKILL');
-    await waitFor('the engine to die', async () => {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    });
+    await killHard(pid);
     assert.equal((await fs.machine.cli('status', fs.name, '--json')).code, 0);
     await fs.mount(); // clears the dead mount, takes over the cache lock, resumes
     await sh(`cmp ${src} ${fs.mnt}/dir/sub/crash.bin && cmp ${local}/log.txt ${fs.mnt}/log.txt`);
@@ -139,7 +123,7 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
     await store.put(keys[0]!, victim);
     await store.close();
     const reader = await bed.link(await bed.machine('tamper'), fs.bucket);
-    await reader.mount();
+    await reader.mount({ readOnly: true });
     const r = await run('cat', [path.join(reader.mnt, 'tamper.bin')], { timeoutMs: 120_000 });
     assert.notEqual(r.code, 0, 'reading a tampered file must fail');
     assert.match(r.stderr, /Input\/output error/);
@@ -195,10 +179,10 @@ while True:
     with open(sys.argv[2], 'a') as f:
         f.write(msg + '\\n')
 `, notifySocket, notified], { stdio: 'ignore' });
-    await waitFor('the notify listener', () => fsp.access(notified + '.up').then(() => true, () => false));
+    await until('the notify listener', () => fsp.access(notified + '.up').then(() => true, () => false));
     const child = spawn(process.execPath, [CLI, 'mount', fs.name, '--foreground'], { env: { ...fs.machine.env, NOTIFY_SOCKET: notifySocket }, stdio: 'ignore' });
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-    await waitFor('READY=1', () => fsp.readFile(notified, 'utf8').then((t) => t.includes('READY=1'), () => false));
+    await until('READY=1', () => fsp.readFile(notified, 'utf8').then((t) => t.includes('READY=1'), () => false));
     listener.kill();
     assert.equal(await isMountPoint(fs.mnt), true, 'ready means mounted');
     await sh(`echo 'written before stop' > ${fs.mnt}/f.txt`);
@@ -218,7 +202,7 @@ while True:
     await fs.mount();
     const holder = spawn('sleep', ['600'], { cwd: fs.mnt, stdio: 'ignore' });
     try {
-      await waitFor('sleep to start', async () => holder.pid !== undefined);
+      await until('sleep to start', async () => holder.pid !== undefined);
       const r = await fs.machine.cli('unmount', fs.name);
       assert.equal(r.code, 1);
       assert.match(r.stderr, new RegExp(`in use by sleep \\(pid ${holder.pid}\\)`));
@@ -235,15 +219,7 @@ while True:
   it('detaches the dead mount of a killed engine with unmount --force', async () => {
     const fs = await bed.filespace();
     const pid = await fs.mount();
-    process.kill(pid, 'SIGKILL');
-    await waitFor('the engine to die', async () => {
-      try {
-        process.kill(pid, 0);
-        return false;
-      } catch {
-        return true;
-      }
-    });
+    await killHard(pid);
     assert.equal(await isMountPoint(fs.mnt), true, 'the kernel still has the dead mount');
     const plain = await fs.machine.cli('unmount', fs.name);
     assert.equal(plain.code, 1);

@@ -10,16 +10,8 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Bed, Linked, randomFile, run, sh, tmpDir } from '../helpers/bed';
+import { Bed, Linked, randomFile, run, sh, tmpDir, until } from '../helpers/bed';
 import { Fault, FaultProxy } from '../helpers/faultProxy';
-
-async function until(what: string, cond: () => Promise<boolean> | boolean, timeoutMs = 120_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('faults between the engine and S3', () => {
   const bed = new Bed();
@@ -50,7 +42,7 @@ describe('faults between the engine and S3', () => {
   /** A second machine that reads straight from the S3 server. */
   async function verifyFromBucket(bucket: string, check: (mnt: string) => Promise<void>): Promise<void> {
     const reader = await bed.link(await bed.machine('direct'), bucket);
-    await reader.mount();
+    await reader.mount({ readOnly: true });
     try {
       await check(reader.mnt);
     } finally {
@@ -70,7 +62,7 @@ describe('faults between the engine and S3', () => {
       proxy.set(fault);
       const injectedBefore = proxy.injected;
       await sh(`cp ${src} ${fs.mnt}/data.bin && mkdir ${fs.mnt}/dir && echo meta > ${fs.mnt}/dir/m.txt`);
-      await until('faults to hit uploads', () => proxy.injected > injectedBefore + 2);
+      await until('faults to hit uploads', () => proxy.injected > injectedBefore + 2, 120_000);
       if (!fault.latencyMs) {
         const st = await fs.status();
         assert.ok(Number(st.dirtyBytes) > 0 || Number(st.pendingMetaOps) > 0, 'changes wait while the store fails');
@@ -103,7 +95,7 @@ describe('faults between the engine and S3', () => {
       await writer.unmount();
       const reader = await bed.link(await bed.machine('proxied-reader'), writer.bucket, '', undefined, proxy.endpoint);
       await reader.machine.ok('set', reader.name, 'read-timeout', '3s');
-      await reader.mount();
+      await reader.mount({ readOnly: true });
       proxy.set(fault);
       const r = await run('cat', [path.join(reader.mnt, 'r.bin')], { timeoutMs: 90_000 });
       assert.notEqual(r.code, 0, 'the read must fail, not return data');
@@ -124,7 +116,7 @@ describe('faults between the engine and S3', () => {
     await sh(`cmp ${before} ${fs.mnt}/cached.bin`); // cached data stays readable
     const during = await randomFile(local, 'offline.bin', 2 * 1024 * 1024);
     await sh(`cp ${during} ${fs.mnt}/offline.bin && mkdir ${fs.mnt}/made-offline`); // writes land in the cache
-    await until('status to say offline', async () => (await fs.status()).offline === true);
+    await until('status to say offline', async () => (await fs.status()).offline === true, 120_000);
     const st = await fs.status();
     assert.ok(Number(st.dirtyBytes) >= 2 * 1024 * 1024, 'status shows what is pending');
     assert.equal(st.state, 'mounted');
@@ -132,7 +124,7 @@ describe('faults between the engine and S3', () => {
     await until('uploads to finish without user action', async () => {
       const s = await fs.status();
       return s.dirtyBytes === 0 && s.pendingMetaOps === 0 && s.offline === false;
-    });
+    }, 120_000);
     await fs.unmount();
     await verifyFromBucket(fs.bucket, async (mnt) => {
       await sh(`cmp ${during} ${mnt}/offline.bin && test -d ${mnt}/made-offline`);

@@ -64,7 +64,7 @@ describe('a full cache disk', () => {
       await m.cli('unmount', 'small', '--force');
     }
     const reader = await bed.link(await bed.machine('disk-reader'), bucket);
-    await reader.mount();
+    await reader.mount({ readOnly: true });
     await sh(`test -f ${reader.mnt}/kept.bin && test ! -e ${reader.mnt}/big.bin && test "$(cat ${reader.mnt}/after.txt)" = after`);
     await reader.unmount();
   });

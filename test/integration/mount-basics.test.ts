@@ -96,7 +96,7 @@ describe('a mounted filespace', () => {
     assert.equal(st.dirtyBytes, 0);
     assert.equal(st.pendingMetaOps, 0);
     const other = await bed.link(await bed.machine('second'), fs.bucket, fs.prefix);
-    await other.mount();
+    await other.mount({ readOnly: true });
     try {
       await sh(`diff -r --no-dereference ${fs.mnt} ${other.mnt}`);
       await sh(`cmp ${local}/big.bin ${other.mnt}/big.bin && cmp ${local}/rw.bin ${other.mnt}/rw.bin`);
@@ -124,23 +124,33 @@ describe('a mounted filespace', () => {
     await a.unmount();
   });
 
-  it('turns read-only instead of merging when another machine wrote over unsent changes', async () => {
+  it('sets unsent changes aside instead of merging when another machine wrote after them', async () => {
     const a = await bed.filespace();
     const b = await bed.link(await bed.machine('diverge-b'), a.bucket);
     await b.machine.ok('set', b.name, 'upload-delay', '1h');
     await b.mount();
     await sh(`echo unsent > ${b.mnt}/b-local.txt`);
-    await b.unmount(); // b-local.txt waits in b's cache
+    await b.unmount(); // b-local.txt's data waits in b's cache
     await a.mount();
     await sh(`echo from-a > ${a.mnt}/a.txt`);
     await a.sync();
     await a.unmount();
     await b.mount();
     const st = await b.status();
-    assert.match(String(st.readOnlyReason), /another machine changed this filespace/);
-    assert.equal(await fsp.readFile(path.join(b.mnt, 'b-local.txt'), 'utf8'), 'unsent\n', 'local changes are kept');
-    const r = await run('touch', [path.join(b.mnt, 'new.txt')]);
-    assert.match(r.stderr, /Read-only file system/);
+    const aside = st.aside as Array<{ id: string; files: number; reason: string }>;
+    assert.equal(aside.length, 1, JSON.stringify(st));
+    assert.match(aside[0]!.reason, /another machine changed this filespace/);
+    assert.equal(st.readOnlyReason, null, 'after setting its changes aside, b writes again');
+    assert.equal(await fsp.readFile(path.join(b.mnt, 'a.txt'), 'utf8'), 'from-a\n', "a's work stands");
+    await sh(`echo after > ${b.mnt}/after.txt`);
+    const listed = await b.machine.ok('aside', b.name, 'list');
+    assert.match(listed, /\/b-local\.txt/);
+    const out = path.join(b.machine.home, 'recovered');
+    await b.machine.ok('aside', b.name, 'export', aside[0]!.id, out);
+    assert.equal(await fsp.readFile(path.join(out, 'b-local.txt'), 'utf8'), 'unsent\n', 'the unsent data is recoverable');
+    const bad = await b.machine.cli('aside', b.name, 'export', '../../etc', out);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /not a set-aside id/);
     await b.unmount();
   });
 

@@ -141,7 +141,7 @@ describe('real tools on a mounted filespace', () => {
   async function onSecondMachine(fn: (mnt: string) => Promise<void>): Promise<void> {
     await fs.sync();
     const other = await bed.link(await bed.machine('second'), fs.bucket, fs.prefix);
-    await other.mount();
+    await other.mount({ readOnly: true });
     try {
       await fn(other.mnt);
     } finally {

@@ -9,6 +9,8 @@ import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
 import { MemoryStore } from '../../electron/engine/store/memory';
 
 const CS = 64 * 1024;
+const W = { id: 'machine-a', epoch: 1 };
+const OTHER = { id: 'machine-b', epoch: 2 };
 
 function mkFile(name: string, ino: number, ms: number): MetaOp {
   return { t: 'mk', parent: ROOT_INO, name, ino, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms };
@@ -47,8 +49,8 @@ describe('RemoteMeta round trip', () => {
 
   it('load replays the newest checkpoint and every segment after it', async () => {
     const { remote, base } = await setup();
-    assert.equal(await remote.pushSegment(1, seg1), seg1.length);
-    assert.equal(await remote.pushSegment(2, seg2), seg2.length);
+    assert.equal(await remote.pushSegment(1, seg1, W), seg1.length);
+    assert.equal(await remote.pushSegment(2, seg2, W), seg2.length);
     const { tree, seq } = await remote.load(CS);
     assert.equal(seq, 2);
     assert.deepEqual(tree.snapshot(), replayed(base, seg1, seg2).snapshot());
@@ -57,10 +59,10 @@ describe('RemoteMeta round trip', () => {
 
   it('load starts from the newest checkpoint, not from segment 1', async () => {
     const { store, remote, base } = await setup();
-    await remote.pushSegment(1, seg1);
+    await remote.pushSegment(1, seg1, W);
     await remote.writeCheckpoint(1, replayed(base, seg1).snapshot());
     await store.delete(seqKey(LOG_PREFIX, 1)); // covered by checkpoint 1
-    await remote.pushSegment(2, seg2);
+    await remote.pushSegment(2, seg2, W);
     const { tree, seq } = await remote.load(CS);
     assert.equal(seq, 2);
     assert.deepEqual(tree.snapshot(), replayed(base, seg1, seg2).snapshot());
@@ -68,7 +70,7 @@ describe('RemoteMeta round trip', () => {
 
   it('stored objects are sealed: no op or name appears in plaintext', async () => {
     const { store, remote } = await setup();
-    await remote.pushSegment(1, seg1);
+    await remote.pushSegment(1, seg1, W);
     const body = (await store.get(seqKey(LOG_PREFIX, 1)))!.body;
     assert.ok(!body.includes(Buffer.from('"mk"')));
     assert.ok(!body.includes(Buffer.from('n0')));
@@ -88,11 +90,11 @@ describe('RemoteMeta round trip', () => {
 describe('RemoteMeta.pushSegment after a crash or against another writer', () => {
   it('returns the length of the earlier segment when this machine already wrote a prefix of the ops', async () => {
     const { remote, base } = await setup();
-    assert.equal(await remote.pushSegment(1, seg1.slice(0, 2)), 2);
+    assert.equal(await remote.pushSegment(1, seg1.slice(0, 2), W), 2);
     // After a restart the queue holds those ops plus more; the bucket keeps its version.
-    assert.equal(await remote.pushSegment(1, seg1), 2);
-    assert.equal(await remote.pushSegment(1, seg1.slice(0, 2)), 2, 'the exact same segment again');
-    assert.equal(await remote.pushSegment(2, seg1.slice(2)), 1);
+    assert.equal(await remote.pushSegment(1, seg1, W), 2);
+    assert.equal(await remote.pushSegment(1, seg1.slice(0, 2), W), 2, 'the exact same segment again');
+    assert.equal(await remote.pushSegment(2, seg1.slice(2), W), 1);
     const { tree, seq } = await remote.load(CS);
     assert.equal(seq, 2);
     assert.deepEqual(tree.snapshot(), replayed(base, seg1).snapshot());
@@ -100,23 +102,37 @@ describe('RemoteMeta.pushSegment after a crash or against another writer', () =>
 
   it('throws SegmentConflictError when the segment holds different ops', async () => {
     const { remote } = await setup();
-    await remote.pushSegment(1, seg1);
-    await assert.rejects(remote.pushSegment(1, seg2), SegmentConflictError);
+    await remote.pushSegment(1, seg1, W);
+    await assert.rejects(remote.pushSegment(1, seg2, W), SegmentConflictError);
     const changedOne = seg1.map((op, i) => (i === 1 ? { ...op, size: 101 } as MetaOp : op));
-    await assert.rejects(remote.pushSegment(1, changedOne), SegmentConflictError);
+    await assert.rejects(remote.pushSegment(1, changedOne, W), SegmentConflictError);
   });
 
   it('throws SegmentConflictError when the bucket holds more ops than this machine has', async () => {
     const { remote } = await setup();
-    await remote.pushSegment(1, seg1);
-    await assert.rejects(remote.pushSegment(1, seg1.slice(0, 1)), SegmentConflictError);
+    await remote.pushSegment(1, seg1, W);
+    await assert.rejects(remote.pushSegment(1, seg1.slice(0, 1), W), SegmentConflictError);
+  });
+
+  it('the same ops written by another lease holder are not taken for ours', async () => {
+    const { remote } = await setup();
+    await remote.pushSegment(1, seg1, OTHER);
+    await assert.rejects(remote.pushSegment(1, seg1, W), SegmentConflictError);
+  });
+
+  it("another holder's empty fence segment stops this writer's next push", async () => {
+    const { remote } = await setup();
+    await remote.pushSegment(1, [], OTHER);
+    await assert.rejects(remote.pushSegment(1, seg1, W), SegmentConflictError);
+    assert.equal(await remote.pushSegment(1, [], OTHER), 0, 'the fence writer itself recognises its own fence after a crash');
+    assert.deepEqual((await remote.readSegment(1))?.writer, OTHER);
   });
 
   it('a segment written by a machine with another key is not taken for ours', async () => {
     const { store, remote } = await setup();
     const other = new RemoteMeta(store, randomBytes(32));
-    await other.pushSegment(1, seg1);
-    await assert.rejects(remote.pushSegment(1, seg1), (err: unknown) => err instanceof AuthError || err instanceof SegmentConflictError);
+    await other.pushSegment(1, seg1, W);
+    await assert.rejects(remote.pushSegment(1, seg1, W), (err: unknown) => err instanceof AuthError || err instanceof SegmentConflictError);
   });
 });
 
@@ -128,7 +144,7 @@ describe('RemoteMeta refuses tampered metadata', () => {
   ] as const) {
     it(`a segment with a flipped byte in ${where} fails to load`, async () => {
       const { store, remote } = await setup();
-      await remote.pushSegment(1, seg1);
+      await remote.pushSegment(1, seg1, W);
       await flipByte(store, seqKey(LOG_PREFIX, 1), at);
       await assert.rejects(remote.load(CS), AuthError);
     });
@@ -142,7 +158,7 @@ describe('RemoteMeta refuses tampered metadata', () => {
 
   it('a truncated segment fails to load', async () => {
     const { store, remote } = await setup();
-    await remote.pushSegment(1, seg1);
+    await remote.pushSegment(1, seg1, W);
     const body = (await store.get(seqKey(LOG_PREFIX, 1)))!.body;
     await store.put(seqKey(LOG_PREFIX, 1), body.subarray(0, body.length - 1));
     await assert.rejects(remote.load(CS), AuthError);
@@ -150,7 +166,7 @@ describe('RemoteMeta refuses tampered metadata', () => {
 
   it('a segment copied to another sequence number fails authentication', async () => {
     const { store, remote } = await setup();
-    await remote.pushSegment(1, seg1);
+    await remote.pushSegment(1, seg1, W);
     const body = (await store.get(seqKey(LOG_PREFIX, 1)))!.body;
     await store.put(seqKey(LOG_PREFIX, 2), body);
     await assert.rejects(remote.load(CS), AuthError);
@@ -158,7 +174,7 @@ describe('RemoteMeta refuses tampered metadata', () => {
 
   it('a segment copied into the checkpoint namespace fails authentication', async () => {
     const { store, remote } = await setup();
-    await remote.pushSegment(1, seg1);
+    await remote.pushSegment(1, seg1, W);
     const body = (await store.get(seqKey(LOG_PREFIX, 1)))!.body;
     await store.put(seqKey(CKPT_PREFIX, 1), body);
     await assert.rejects(remote.load(CS), AuthError);

@@ -27,6 +27,11 @@ const CHECKPOINT_JOURNAL_BYTES = 8 * 1024 * 1024;
 
 export class MetaStore {
   pendingRemote: MetaOp[] = [];
+  /**
+   * When each pending op was committed (Date.now()), parallel to pendingRemote; Infinity for
+   * ops loaded from the journal (their time is unknown, so they count as newest).
+   */
+  pendingTimes: number[] = [];
   /** Sequence number of the last log segment this machine wrote to the bucket. */
   remoteSeq = 0;
   private checkpointing: Promise<void> | undefined;
@@ -35,7 +40,12 @@ export class MetaStore {
   /** Called after every commit that added work for the replicator. */
   onChange: () => void = () => undefined;
 
-  private constructor(readonly tree: Tree, private readonly journal: Journal<PersistedState>) {}
+  private constructor(private current: Tree, private readonly journal: Journal<PersistedState>) {}
+
+  /** The tree; replaced as a whole only by `resetTo`, so read it through this getter. */
+  get tree(): Tree {
+    return this.current;
+  }
 
   /** Loads local metadata from `dir`, or returns undefined when there is none yet. */
   static async load(dir: string, opts: { readOnly?: boolean } = {}): Promise<MetaStore | undefined> {
@@ -48,15 +58,18 @@ export class MetaStore {
     const store = new MetaStore(Tree.fromSnapshot(snap.chunkSize, snap.tree), journal);
     store.pendingRemote = [...snap.pendingRemote];
     store.remoteSeq = snap.remoteSeq;
+    store.pendingTimes = snap.pendingRemote.map(() => Infinity);
     for (const raw of loaded.records) {
       const rec = raw as JournalRecord;
       if ('op' in rec) {
         store.tree.apply(rec.op);
         store.pendingRemote.push(rec.op);
+        store.pendingTimes.push(Infinity);
       } else if ('rop' in rec) {
         store.tree.apply(rec.rop);
       } else {
         store.pendingRemote.splice(0, rec.count);
+        store.pendingTimes.splice(0, rec.count);
         store.remoteSeq = rec.pushed;
       }
     }
@@ -84,6 +97,7 @@ export class MetaStore {
     const released = this.tree.apply(op);
     this.journal.append({ op });
     this.pendingRemote.push(op);
+    this.pendingTimes.push(Date.now());
     if (released.length > 0) this.onRelease(released);
     this.onChange();
     if (this.journal.bytes > CHECKPOINT_JOURNAL_BYTES && !this.checkpointing) {
@@ -94,6 +108,7 @@ export class MetaStore {
 
   markPushed(seq: number, count: number): void {
     this.pendingRemote.splice(0, count);
+    this.pendingTimes.splice(0, count);
     this.remoteSeq = seq;
     this.journal.append({ pushed: seq, count });
   }
@@ -112,6 +127,19 @@ export class MetaStore {
     }
     this.remoteSeq = seq;
     this.journal.append({ pushed: seq, count: 0 });
+  }
+
+  /**
+   * Replaces the local metadata with the bucket's (`tree` at `remoteSeq`), dropping ops never
+   * pushed. Used after those ops were set aside because another machine took over.
+   */
+  async resetTo(tree: Tree, remoteSeq: number): Promise<void> {
+    if (tree.chunkSize !== this.chunkSize) throw new Error('chunk size mismatch');
+    this.current = tree;
+    this.pendingRemote = [];
+    this.pendingTimes = [];
+    this.remoteSeq = remoteSeq;
+    await this.checkpoint();
   }
 
   /** Writes buffered journal records (survives a process crash). */

@@ -7,9 +7,11 @@
  *   meta/log/<seq>           sealed JSON {seq, ops}: the ops committed after segment seq-1
  *   meta/ckpt/<seq>          sealed JSON snapshot of the tree after applying segments 1..seq
  * Sequence numbers are zero-padded to 12 digits so listings sort numerically. Segments and
- * checkpoints are created with If-None-Match so a segment number is written exactly once; a
- * writer that finds its number taken learns that someone else wrote (the lease work builds on
- * this fence).
+ * checkpoints are created with If-None-Match so a segment number is written exactly once, and
+ * every segment names its writer (machine id and lease epoch). A writer that finds its number
+ * taken by a segment of another writer has been fenced off: it must stop committing. A new
+ * lease holder writes an empty fence segment after catching up, so an old holder that was
+ * merely suspended collides with it on its next push.
  *
  * Everything is sealed with the metadata key and the object's key as associated data, so a
  * segment cannot be swapped for another unnoticed.
@@ -25,6 +27,17 @@ export const CKPT_PREFIX = 'meta/ckpt/';
 
 export function seqKey(prefix: string, seq: number): string {
   return `${prefix}${String(seq).padStart(12, '0')}`;
+}
+
+/** Who wrote a segment. Segments from before the lease carry none. */
+export interface SegmentWriter {
+  readonly id: string;
+  readonly epoch: number;
+}
+
+export interface Segment {
+  readonly ops: MetaOp[];
+  readonly writer?: SegmentWriter;
 }
 
 export class SegmentConflictError extends Error {
@@ -52,24 +65,22 @@ export class RemoteMeta {
    * sequence number: all of them, or, when a previous run of this machine wrote the segment
    * before crashing, the length of that earlier segment (a prefix of `ops`).
    */
-  async pushSegment(seq: number, ops: readonly MetaOp[]): Promise<number> {
+  async pushSegment(seq: number, ops: readonly MetaOp[], writer: SegmentWriter): Promise<number> {
     const key = seqKey(LOG_PREFIX, seq);
     try {
-      await this.store.put(key, this.sealJson(key, { seq, ops }), { ifNoneMatch: '*' });
+      await this.store.put(key, this.sealJson(key, { seq, ops, writer }), { ifNoneMatch: '*' });
       return ops.length;
     } catch (err) {
       if (!(err instanceof StoreError) || err.code !== 'PreconditionFailed') throw err;
-      let existing: { ops: MetaOp[] } | undefined;
+      let existing: Segment | undefined;
       try {
-        existing = await this.getJson<{ ops: MetaOp[] }>(key);
+        existing = await this.getJson<Segment>(key);
       } catch (e) {
         if (e instanceof AuthError) throw new SegmentConflictError(seq); // not ours, not even readable
         throw e;
       }
-      const theirs = existing?.ops ?? [];
-      const isOurPrefix = theirs.length <= ops.length && theirs.every((op, i) => isDeepStrictEqual(op, ops[i]));
-      if (!isOurPrefix) throw new SegmentConflictError(seq);
-      return theirs.length;
+      if (!existing || !isOwnPrefix(existing, ops, writer.id)) throw new SegmentConflictError(seq);
+      return existing.ops.length;
     }
   }
 
@@ -84,9 +95,8 @@ export class RemoteMeta {
   }
 
   /** Reads segment `seq`, or undefined when it does not exist (yet). */
-  async readSegment(seq: number): Promise<MetaOp[] | undefined> {
-    const seg = await this.getJson<{ seq: number; ops: MetaOp[] }>(seqKey(LOG_PREFIX, seq));
-    return seg?.ops;
+  readSegment(seq: number): Promise<Segment | undefined> {
+    return this.getJson<Segment>(seqKey(LOG_PREFIX, seq));
   }
 
   /** Reads the newest checkpoint and every segment after it. */
@@ -106,4 +116,14 @@ export class RemoteMeta {
     }
     return { tree, seq };
   }
+}
+
+/**
+ * True when `seg` is one this machine wrote from the front of `ops` (it crashed after the
+ * write, before noting it). A segment without a writer predates the lease: only a non-empty
+ * matching prefix counts.
+ */
+export function isOwnPrefix(seg: Segment, ops: readonly MetaOp[], selfId: string): boolean {
+  if (seg.writer ? seg.writer.id !== selfId : seg.ops.length === 0) return false;
+  return seg.ops.length <= ops.length && seg.ops.every((op, i) => isDeepStrictEqual(op, ops[i]));
 }

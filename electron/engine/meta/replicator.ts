@@ -5,11 +5,13 @@
  * One push runs at a time. A failed push is retried with backoff; the ops stay queued in the
  * MetaStore (and its journal), so nothing is lost across restarts. A segment-number conflict
  * means another machine wrote to this filespace: the replicator stops for good and reports it,
- * and the engine turns read-only (the lease work refines this).
+ * and the engine turns read-only. Before every push the lease must be valid (`beforePush`):
+ * a lost lease stops the replicator the same way; an unreachable store retries.
  */
 
 import { MetaStore } from './metastore';
-import { RemoteMeta, SegmentConflictError } from './remote';
+import { LeaseLostError } from './lease';
+import { RemoteMeta, SegmentConflictError, SegmentWriter } from './remote';
 import { Signal, backoffMs } from '../util/concurrency';
 
 const MAX_OPS_PER_SEGMENT = 20_000;
@@ -26,12 +28,20 @@ export class Replicator {
   readonly progress = new Signal();
   /** Called with the outcome of every push (for the engine's offline state). */
   onOutcome: (err: unknown | undefined) => void = () => undefined;
+  /** Called once when this machine has been fenced off (another writer, or the lease lost). */
+  onConflict: (reason: string) => void = () => undefined;
 
   constructor(
     private readonly meta: MetaStore,
     private readonly remote: RemoteMeta,
     private readonly delayMs: () => number,
     private readonly log: (msg: string) => void,
+    /** Who writes the segments; undefined while this machine may not write (follower). */
+    private readonly writer: () => SegmentWriter | undefined,
+    /** Resolves when this machine may commit now (its lease is valid); throws if it never may again. */
+    private readonly beforePush: () => Promise<void>,
+    /** How many pending ops, from the front, may be published now (their data is in the bucket). */
+    private readonly publishable: () => number = () => this.meta.pendingRemote.length,
   ) {}
 
   get pendingOps(): number {
@@ -40,7 +50,7 @@ export class Replicator {
 
   /** Schedules a push soon (debounced). */
   schedule(delayMs = this.delayMs()): void {
-    if (this.stopped || this.conflict || this.timer) return;
+    if (this.stopped || this.conflict || this.timer || !this.writer()) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.pushNow();
@@ -57,13 +67,18 @@ export class Replicator {
 
   private async pushLoop(): Promise<void> {
     while (!this.conflict && this.meta.pendingRemote.length > 0) {
-      const ops = this.meta.pendingRemote.slice(0, MAX_OPS_PER_SEGMENT);
+      const writer = this.writer();
+      if (!writer) return;
+      const n = Math.min(this.publishable(), MAX_OPS_PER_SEGMENT);
+      if (n === 0) break; // waiting for data uploads; each one schedules a push
+      const ops = this.meta.pendingRemote.slice(0, n);
       const seq = this.meta.remoteSeq + 1;
       try {
         // Only ops already durable here may reach the bucket: otherwise a crash could leave
         // the bucket with changes this machine forgot, and the histories would diverge.
         await this.meta.sync();
-        const count = await this.remote.pushSegment(seq, ops);
+        await this.beforePush();
+        const count = await this.remote.pushSegment(seq, ops, writer);
         // After stop() the journal may be closed; the next start sees the segment and resumes.
         if (this.stopped) return;
         this.meta.markPushed(seq, count);
@@ -75,9 +90,8 @@ export class Replicator {
           await this.checkpointNow();
         }
       } catch (err) {
-        if (err instanceof SegmentConflictError) {
-          this.conflict = err.message;
-          this.log(err.message);
+        if (err instanceof SegmentConflictError || err instanceof LeaseLostError) {
+          this.fenced(err.message);
           break;
         }
         this.onOutcome(err);
@@ -92,6 +106,17 @@ export class Replicator {
       }
     }
     if (!this.stopped) await this.meta.flush();
+  }
+
+  /** Stops pushing for good: another machine writes this filespace now. */
+  fenced(reason: string): void {
+    if (this.conflict) return;
+    this.conflict = reason;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.log(reason);
+    this.onConflict(reason);
+    this.progress.notify();
   }
 
   /** Writes a checkpoint of the tree if every op is pushed (the tree then equals the bucket's). */

@@ -44,7 +44,15 @@ export interface VfsOptions {
   readonly gid: number;
   readonly prefetchMaxChunks: () => number;
   readonly readOnly: () => string | undefined; // reason when writes are refused
+  /** Followers: a file opened for reading keeps reading the chunk list it opened. */
+  readonly snapshotReads?: () => boolean;
   readonly now?: () => number;
+}
+
+/** What a read needs of a file: its inode number and chunk list. */
+interface ChunkView {
+  readonly ino: number;
+  readonly chunks?: ReadonlyArray<ChunkRef | null>;
 }
 
 interface Handle {
@@ -52,6 +60,8 @@ interface Handle {
   readonly writable: boolean;
   readonly append: boolean;
   readonly cursor: ReadAheadCursor;
+  /** The file as opened, when reads must not see later commits (followers). */
+  readonly snap?: { readonly chunks: ReadonlyArray<ChunkRef | null>; readonly size: number };
 }
 
 /** Special time values for utimens (the FUSE adapter maps UTIME_NOW / UTIME_OMIT to these). */
@@ -371,11 +381,31 @@ export class Vfs {
     const acc = flags & O_ACCMODE;
     const writable = acc === O_WRONLY || acc === O_RDWR;
     const fh = this.nextFh++;
-    if (this.nextFh > 0xfffffff0) this.nextFh = 1;
-    this.handles.set(fh, { ino, writable, append: (flags & O_APPEND) !== 0, cursor: new ReadAheadCursor(this.opts.prefetchMaxChunks()) });
+    if (this.nextFh >= 0x3ffffff0) this.nextFh = 1; // bit 30 is the FUSE adapter's direct-I/O flag
+    const inode = this.tree.get(ino);
+    const snap = !writable && inode?.kind === 'file' && this.opts.snapshotReads?.()
+      ? { chunks: [...(inode.chunks ?? [])], size: this.sizeOf(inode) }
+      : undefined;
+    this.handles.set(fh, { ino, writable, append: (flags & O_APPEND) !== 0, cursor: new ReadAheadCursor(this.opts.prefetchMaxChunks()), snap });
     this.openCount.set(ino, (this.openCount.get(ino) ?? 0) + 1);
     if (writable) this.writersCount.set(ino, (this.writersCount.get(ino) ?? 0) + 1);
     return fh;
+  }
+
+  /**
+   * Followers: a handle whose file changed since another open handle of it was opened reads
+   * around the kernel's page cache (shared by all handles of a file), so the older handle
+   * keeps seeing only its own version.
+   */
+  directIo(fh: number): boolean {
+    const h = this.handles.get(fh);
+    if (!h?.snap) return false;
+    for (const [other, o] of this.handles) {
+      if (other === fh || o.ino !== h.ino || !o.snap) continue;
+      if (o.snap.size !== h.snap.size || o.snap.chunks.length !== h.snap.chunks.length ||
+        o.snap.chunks.some((r, i) => r?.[0] !== h.snap!.chunks[i]?.[0])) return true;
+    }
+    return false;
   }
 
   isOpenForWrite(ino: number): boolean {
@@ -451,16 +481,25 @@ export class Vfs {
 
   // ---- data ------------------------------------------------------------------------------
 
-  private committedRef(inode: Inode, idx: number): ChunkRef | null {
+  private committedRef(inode: ChunkView, idx: number): ChunkRef | null {
     return inode.chunks?.[idx] ?? null;
   }
 
   async read(fh: number, buf: Buffer, len: number, pos: number): Promise<number> {
     const h = this.handle(fh);
-    const inode = this.tree.get(h.ino);
-    if (!inode) throw new FsError('ENOENT');
-    if (inode.kind !== 'file') throw new FsError('EISDIR');
-    const size = this.sizeOf(inode);
+    let inode: ChunkView;
+    let size: number;
+    if (h.snap) {
+      // Followers: the file as it was opened, even if the writer changed or deleted it since.
+      inode = { ino: h.ino, chunks: h.snap.chunks };
+      size = h.snap.size;
+    } else {
+      const live = this.tree.get(h.ino);
+      if (!live) throw new FsError('ENOENT');
+      if (live.kind !== 'file') throw new FsError('EISDIR');
+      inode = live;
+      size = this.sizeOf(live);
+    }
     if (pos >= size) return 0;
     const total = Math.min(len, size - pos);
     const cs = this.chunkSize;
@@ -492,7 +531,7 @@ export class Vfs {
   }
 
   /** Fills buf[off, off+n) with bytes [inChunk, inChunk+n) of chunk idx. */
-  private async readChunk(inode: Inode, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
+  private async readChunk(inode: ChunkView, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
     const d = this.dirty.get(inode.ino, idx);
     if (d) {
       const got = await this.dirty.read(d, buf, off, n, inChunk);
