@@ -12,6 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { open, seal } from './chunk/crypto';
 import { UserError } from './errors';
+import { nameToBytes } from './util/names';
 
 export interface AsideFile {
   readonly path: string;
@@ -128,8 +129,9 @@ export async function exportAside(cacheDir: string, key: Buffer, id: string, tar
   for (const [i, f] of set.files.entries()) {
     const dest = path.resolve(root, '.' + path.posix.normalize('/' + f.path));
     if (!dest.startsWith(root + path.sep)) continue; // never write outside the target
-    await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
-    const fh = await fsp.open(dest, 'wx', f.mode & 0o777);
+    // Names that are not UTF-8 are written with their original bytes.
+    await fsp.mkdir(nameToBytes(path.dirname(dest)), { recursive: true, mode: 0o700 });
+    const fh = await fsp.open(nameToBytes(dest), 'wx', f.mode & 0o777);
     try {
       for (let idx = 0; idx < f.pieces; idx++) {
         const raw = await fsp.readFile(path.join(asideRoot(cacheDir), id, `${i}.${idx}`));

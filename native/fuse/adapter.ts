@@ -30,6 +30,8 @@ interface FuseNativeModule {
 let loaded: FuseNativeModule | undefined;
 /** False when the stock fuse-native is in use, which cannot set a modification time alone. */
 export let modificationTimesExact = false;
+/** The corrected addon passes names as bytes (latin1 strings); the stock one as UTF-8. */
+let namesAsBytes = false;
 
 /**
  * Loads fuse-native on first use (so commands that never mount never need it), naming the
@@ -48,6 +50,7 @@ function fuseNative(): FuseNativeModule {
     const Fuse = require(dir) as FuseNativeCtor;
     const binding = require('node-gyp-build')(dir) as FuseNativeModule['binding'];
     modificationTimesExact = dir === corrected;
+    namesAsBytes = dir === corrected;
     loaded = { Fuse, binding };
     return loaded;
   } catch (err) {
@@ -58,6 +61,56 @@ function fuseNative(): FuseNativeModule {
 }
 
 type Cb = (code: number, ...rest: unknown[]) => void;
+
+const ASCII = /^[\x00-\x7f]*$/;
+
+/**
+ * A name or path from the kernel (bytes, one char per byte) as the filesystem's string: UTF-8
+ * decoded, each byte of an invalid sequence kept as U+DC80+byte, so names that are not UTF-8
+ * stay distinct and come back byte for byte (see electron/engine/util/names.ts).
+ */
+export function wireToName(wire: string): string {
+  if (ASCII.test(wire)) return wire;
+  const b = Buffer.from(wire, 'latin1');
+  let out = '';
+  let i = 0;
+  while (i < b.length) {
+    const c = b[i]!;
+    if (c < 0x80) {
+      out += String.fromCharCode(c);
+      i++;
+      continue;
+    }
+    const n = c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : 0;
+    let cp = n === 1 ? c & 0x1f : n === 2 ? c & 0x0f : c & 0x07;
+    let ok = n > 0 && i + n < b.length;
+    for (let k = 1; ok && k <= n; k++) {
+      const cc = b[i + k];
+      if (cc === undefined || (cc & 0xc0) !== 0x80) ok = false;
+      else cp = (cp << 6) | (cc & 0x3f);
+    }
+    const min = n === 1 ? 0x80 : n === 2 ? 0x800 : 0x10000;
+    if (ok && cp >= min && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff)) {
+      out += String.fromCodePoint(cp);
+      i += n + 1;
+    } else {
+      out += String.fromCharCode(0xdc00 + c);
+      i++;
+    }
+  }
+  return out;
+}
+
+/** The inverse of wireToName. */
+export function nameToWire(name: string): string {
+  if (ASCII.test(name)) return name;
+  let out = '';
+  for (const ch of name) {
+    const cp = ch.codePointAt(0)!;
+    out += cp >= 0xdc80 && cp <= 0xdcff ? String.fromCharCode(cp - 0xdc00) : Buffer.from(ch, 'utf8').toString('latin1');
+  }
+  return out;
+}
 
 /** Set in a handle returned from open to ask the corrected addon for direct I/O. */
 const DIRECT_IO_BIT = 0x40000000;
@@ -252,46 +305,48 @@ export class FuseMount {
     const async = (op: string, fn: () => Promise<unknown>, cb: Cb, okCode?: (v: unknown) => number) => {
       fn().then((v) => (okCode ? cb(okCode(v)) : cb(0, v)), (err) => fail(op, cb, err));
     };
+    const n = namesAsBytes ? wireToName : (x: string) => x;
+    const w = namesAsBytes ? nameToWire : (x: string) => x;
     const ops: Record<string, unknown> = {
       init: (cb: Cb) => cb(0),
-      getattr: (p: string, cb: Cb) => sync('getattr', () => fs.getattr(p), cb),
-      fgetattr: (p: string, _fd: number, cb: Cb) => sync('getattr', () => fs.getattr(p), cb),
-      readdir: (p: string, cb: Cb) => sync('readdir', () => fs.readdir(p), cb),
+      getattr: (p: string, cb: Cb) => sync('getattr', () => fs.getattr(n(p)), cb),
+      fgetattr: (p: string, _fd: number, cb: Cb) => sync('getattr', () => fs.getattr(n(p)), cb),
+      readdir: (p: string, cb: Cb) => sync('readdir', () => fs.readdir(n(p)).map(w), cb),
       open: (p: string, flags: number, cb: Cb) => sync('open', () => {
-        const fh = fs.open(p, flags);
+        const fh = fs.open(n(p), flags);
         return modificationTimesExact && fs.directIo?.(fh) ? fh | DIRECT_IO_BIT : fh;
       }, cb),
-      create: (p: string, mode: number, cb: Cb) => sync('create', () => fs.create(p, mode), cb),
+      create: (p: string, mode: number, cb: Cb) => sync('create', () => fs.create(n(p), mode), cb),
       read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
         async('read', () => fs.read(fd, buf, len, pos), cb, (n) => n as number),
       write: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
         // The buffer is the kernel's; it is only valid until cb, so the write path copies what it keeps.
         async('write', () => fs.write(fd, buf.subarray(0, len), pos), cb, (n) => n as number),
-      truncate: (p: string, size: number, cb: Cb) => async('truncate', () => fs.truncate(p, size), cb, () => 0),
+      truncate: (p: string, size: number, cb: Cb) => async('truncate', () => fs.truncate(n(p), size), cb, () => 0),
       ftruncate: (_p: string, fd: number, size: number, cb: Cb) => async('ftruncate', () => fs.ftruncate(fd, size), cb, () => 0),
       flush: (_p: string, fd: number, cb: Cb) => async('flush', () => fs.flush(fd), cb, () => 0),
       fsync: (_p: string, _datasync: number, fd: number, cb: Cb) => async('fsync', () => fs.fsync(fd), cb, () => 0),
       fsyncdir: (_p: string, _datasync: number, _fd: number, cb: Cb) => async('fsyncdir', () => fs.fsyncAll(), cb, () => 0),
       release: (_p: string, fd: number, cb: Cb) => async('release', () => fs.release(fd), cb, () => 0),
-      unlink: (p: string, cb: Cb) => sync('unlink', () => fs.unlink(p), cb, () => 0),
-      mkdir: (p: string, mode: number, cb: Cb) => sync('mkdir', () => fs.mkdir(p, mode), cb, () => 0),
-      rmdir: (p: string, cb: Cb) => sync('rmdir', () => fs.rmdir(p), cb, () => 0),
-      rename: (from: string, to: string, cb: Cb) => sync('rename', () => fs.rename(from, to), cb, () => 0),
-      symlink: (target: string, p: string, cb: Cb) => sync('symlink', () => fs.symlink(target, p), cb, () => 0),
-      readlink: (p: string, cb: Cb) => sync('readlink', () => fs.readlink(p), cb),
-      link: (from: string, to: string, cb: Cb) => sync('link', () => fs.link(from, to), cb, () => 0),
-      chmod: (p: string, mode: number, cb: Cb) => sync('chmod', () => fs.chmod(p, mode), cb, () => 0),
-      chown: (p: string, uid: number, gid: number, cb: Cb) => sync('chown', () => fs.chown(p, uid, gid), cb, () => 0),
-      utimens: (p: string, atime: number, mtime: number, cb: Cb) => sync('utimens', () => fs.utimens(p, atime, mtime), cb, () => 0),
+      unlink: (p: string, cb: Cb) => sync('unlink', () => fs.unlink(n(p)), cb, () => 0),
+      mkdir: (p: string, mode: number, cb: Cb) => sync('mkdir', () => fs.mkdir(n(p), mode), cb, () => 0),
+      rmdir: (p: string, cb: Cb) => sync('rmdir', () => fs.rmdir(n(p)), cb, () => 0),
+      rename: (from: string, to: string, cb: Cb) => sync('rename', () => fs.rename(n(from), n(to)), cb, () => 0),
+      symlink: (target: string, p: string, cb: Cb) => sync('symlink', () => fs.symlink(n(target), n(p)), cb, () => 0),
+      readlink: (p: string, cb: Cb) => sync('readlink', () => w(fs.readlink(n(p))), cb),
+      link: (from: string, to: string, cb: Cb) => sync('link', () => fs.link(n(from), n(to)), cb, () => 0),
+      chmod: (p: string, mode: number, cb: Cb) => sync('chmod', () => fs.chmod(n(p), mode), cb, () => 0),
+      chown: (p: string, uid: number, gid: number, cb: Cb) => sync('chown', () => fs.chown(n(p), uid, gid), cb, () => 0),
+      utimens: (p: string, atime: number, mtime: number, cb: Cb) => sync('utimens', () => fs.utimens(n(p), atime, mtime), cb, () => 0),
       statfs: (_p: string, cb: Cb) => sync('statfs', () => fs.statfs(), cb),
     };
     if (this.opts.xattrs) {
       Object.assign(ops, {
         setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: Cb) =>
-          sync('setxattr', () => fs.setxattr(p, name, Buffer.from(value), flags), cb, () => 0),
-        getxattr: (p: string, name: string, _pos: number, cb: Cb) => sync('getxattr', () => fs.getxattr(p, name), cb),
-        listxattr: (p: string, cb: Cb) => sync('listxattr', () => fs.listxattr(p), cb),
-        removexattr: (p: string, name: string, cb: Cb) => sync('removexattr', () => fs.removexattr(p, name), cb, () => 0),
+          sync('setxattr', () => fs.setxattr(n(p), n(name), Buffer.from(value), flags), cb, () => 0),
+        getxattr: (p: string, name: string, _pos: number, cb: Cb) => sync('getxattr', () => fs.getxattr(n(p), n(name)), cb),
+        listxattr: (p: string, cb: Cb) => sync('listxattr', () => fs.listxattr(n(p)), cb),
+        removexattr: (p: string, name: string, cb: Cb) => sync('removexattr', () => fs.removexattr(n(p), n(name)), cb, () => 0),
       });
     }
     return ops;

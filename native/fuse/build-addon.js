@@ -8,6 +8,9 @@
 // A third edit lets open(2) ask for direct I/O per file handle (bit 30 of the returned handle,
 // stripped before libfuse sees it): a read-only follower uses it when a file it already has
 // open changed in the bucket, so the kernel's shared page cache cannot mix the two versions.
+// Names cross as bytes: paths, names and link targets pass as latin1 strings (one char per
+// byte) instead of UTF-8, which replaced invalid byte sequences with U+FFFD (two different
+// names could become one). adapter.ts decodes them (see wireToName).
 // The corrected addon goes to native/fuse/addon/ (not in git) and native/fuse/adapter.ts
 // prefers it; without it (no compiler) the stock prebuild is used and only time setting
 // differs. Same N-API binary for Node and Electron.
@@ -31,8 +34,29 @@ const EDITS = [
     '    l->info->fh = fd;\n  }\n})\n\nFUSE_METHOD(opendir'],
 ];
 
+// Replaced everywhere: [from, to, expected count].
+const EVERYWHERE = [
+  ['napi_create_string_utf8(env, l->', 'napi_create_string_latin1(env, l->', 42],
+  ['NAPI_UTF8(name, 1024, raw_name)', 'NAPI_LATIN1(name, 1024, raw_name)', 2],
+  ['NAPI_ARGV_UTF8(linkname, l->len, 2)', 'NAPI_LATIN1(linkname, l->len, argv[2])', 1],
+  ['static const uint32_t op_open = 21;',
+    '#define NAPI_LATIN1(name, size, val) \\\n  char name[size]; \\\n  size_t name##_len; \\\n' +
+    '  if (napi_get_value_string_latin1(env, val, (char *) &name, size, &name##_len) != napi_ok) { \\\n' +
+    '    napi_throw_error(env, "EINVAL", "Expected string"); \\\n    return NULL; \\\n  }\n' +
+    'static const uint32_t op_open = 21;', 1],
+];
+
 function main() {
   let code = fs.readFileSync(path.join(src, 'fuse-native.c'), 'utf8');
+  for (const [from, to, count] of EVERYWHERE) {
+    const hits = code.split(from).length - 1;
+    if (hits !== count) {
+      console.log(`fuse-native sources changed (${hits} matches for "${from}"); not building a corrected addon`);
+      fs.rmSync(out, { recursive: true, force: true });
+      return;
+    }
+    code = code.split(from).join(to);
+  }
   for (const [from, to] of EDITS) {
     const hits = code.split(from).length - 1;
     if (hits !== 1) {

@@ -182,6 +182,16 @@ for depth in range(120):
 attempt('deep mkdir', lambda: os.makedirs(d))
 attempt('deep file', lambda: open(os.path.join(d, 'leaf'), 'w').write('deep'))
 attempt('deep read', lambda: open(os.path.join(d, 'leaf')).read() == 'deep' or (_ for _ in ()).throw(OSError(errno.EIO, 'mismatch')))
+bnames = [b'\xff', b'\xfe', b'\xc3', b'\xc3(', b'latin1-caf\xe9', b'\xed\xa0\x80surrogate', b'cut-\xe2\x82', b'x' * 250 + b'\xff' * 5, b'y' * 250 + b'\xff' * 6, b'\xf0\x9f\x8e\x89-valid']
+for i, n in enumerate(bnames):
+    attempt('bytes create %d' % i, lambda: open(n, 'wb').write(b'bytes %d' % i))
+    attempt('bytes read %d' % i, lambda: open(n, 'rb').read() == b'bytes %d' % i or (_ for _ in ()).throw(OSError(errno.EIO, 'mismatch')))
+print('bytes listing', sorted(x for x in os.listdir(b'.') if x in bnames) == sorted(n for n in bnames if os.path.exists(n)))
+attempt('bytes rename', lambda: os.rename(b'\xff', b'renamed-\xfe\xfd'))
+attempt('bytes symlink', lambda: os.symlink(b'target-\xff', b'link-\xfe'))
+attempt('bytes readlink', lambda: os.readlink(b'link-\xfe') == b'target-\xff' or (_ for _ in ()).throw(OSError(errno.EIO, 'mismatch')))
+attempt('bytes mkdir', lambda: os.mkdir(b'dir-\x80'))
+attempt('bytes nested', lambda: open(b'dir-\x80/f-\x81', 'wb').write(b'nested'))
 for n in names:
     attempt('unlink ' + repr(n)[:12], lambda: os.unlink(n))
 `;
@@ -193,6 +203,28 @@ for n in names:
     const onMount = await sh(`python3 ${file} ${fs.mnt}`);
     assert.equal(onMount, onLocal);
     assert.match(onLocal, /create 11 ENAMETOOLONG/);
+    assert.match(onLocal, /bytes create 8 ENAMETOOLONG/);
+    assert.match(onLocal, /bytes listing True/);
+    // The byte names survive a remount and reach another machine unchanged.
+    const listing = String.raw`
+import os, sys
+for root, dirs, files in os.walk(sys.argv[1].encode()):
+    rel = os.path.relpath(root, sys.argv[1].encode())
+    for n in sorted(files + dirs):
+        if not n.startswith(b'level'):
+            print(os.path.join(rel, n).hex())
+`;
+    await fsp.writeFile(path.join(local, 'list.py'), listing);
+    const before = await sh(`python3 ${local}/list.py ${fs.mnt}`);
+    assert.match(before, new RegExp(Buffer.from('renamed-\xfe\xfd', 'latin1').toString('hex')));
+    await fs.unmount();
+    await fs.mount();
+    assert.equal(await sh(`python3 ${local}/list.py ${fs.mnt}`), before);
+    await fs.sync();
+    const other = await bed.link(await bed.machine('names-b'), fs.bucket);
+    await other.mount({ readOnly: true });
+    assert.equal(await sh(`python3 ${local}/list.py ${other.mnt}`), before);
+    await other.unmount();
     await fs.unmount();
   });
 });

@@ -12,6 +12,8 @@
  * as zeros. Hard links are not supported (link() answers EPERM), so every inode has one name.
  */
 
+import { nameBytes } from '../util/names';
+
 export type InodeKind = 'file' | 'dir' | 'symlink';
 export type ChunkRef = readonly [name: string, length: number];
 
@@ -148,7 +150,7 @@ export class Tree {
         if (!parent?.entries || parent.entries.has(op.name) || this.inodes.has(op.ino)) return [];
         const inode: Inode = {
           ino: op.ino, kind: op.kind, mode: op.mode, uid: op.uid, gid: op.gid,
-          size: op.kind === 'symlink' ? Buffer.byteLength(op.target ?? '') : 0,
+          size: op.kind === 'symlink' ? nameBytes(op.target ?? '') : 0,
           atimeMs: op.ms, mtimeMs: op.ms, ctimeMs: op.ms,
         };
         if (op.kind === 'dir') inode.entries = new Map();

@@ -15,6 +15,7 @@
  * else the clean cache, else the bucket through the fetcher, and zeros for holes.
  */
 
+import { nameBytes } from '../util/names';
 import { ChunkCache } from '../cache/chunkCache';
 import { DirtyChunk, DirtyStore } from '../cache/dirty';
 import { HEADER, UNIT, UNIT_OVERHEAD, physicalSize } from '../cache/sealed';
@@ -131,7 +132,7 @@ export class Vfs {
     let cur = this.tree.get(ROOT_INO)!;
     for (const name of this.split(path)) {
       if (cur.kind !== 'dir') throw new FsError('ENOTDIR');
-      if (name.length > NAME_MAX / 4 && Buffer.byteLength(name) > NAME_MAX) throw new FsError('ENAMETOOLONG');
+      if (name.length > NAME_MAX / 4 && nameBytes(name) > NAME_MAX) throw new FsError('ENAMETOOLONG');
       const next = this.tree.lookup(cur.ino, name);
       if (!next) throw new FsError('ENOENT');
       cur = next;
@@ -143,7 +144,7 @@ export class Vfs {
     const parts = this.split(path);
     const name = parts.pop();
     if (name === undefined) throw new FsError('EBUSY'); // the root itself
-    if (Buffer.byteLength(name) > NAME_MAX) throw new FsError('ENAMETOOLONG');
+    if (nameBytes(name) > NAME_MAX) throw new FsError('ENAMETOOLONG');
     const parent = this.resolve('/' + parts.join('/'));
     if (parent.kind !== 'dir') throw new FsError('ENOTDIR');
     return { parent, name };
@@ -280,7 +281,7 @@ export class Vfs {
     this.assertWritable();
     const { parent, name } = this.resolveParent(path);
     if (parent.entries!.has(name)) throw new FsError('EEXIST');
-    if (Buffer.byteLength(target) > 4095) throw new FsError('ENAMETOOLONG');
+    if (nameBytes(target) > 4095) throw new FsError('ENAMETOOLONG');
     this.commit({
       t: 'mk', parent: parent.ino, name, ino: this.tree.allocIno(), kind: 'symlink',
       mode: 0o777, uid: this.opts.uid, gid: this.opts.gid, target, ms: this.now(),
@@ -346,7 +347,7 @@ export class Vfs {
     const exists = inode.xattrs?.[name] !== undefined;
     if (flags & XATTR_CREATE && exists) throw new FsError('EEXIST');
     if (flags & XATTR_REPLACE && !exists) throw new FsError('ENODATA');
-    if (Buffer.byteLength(name) > 255) throw new FsError('ERANGE');
+    if (nameBytes(name) > 255) throw new FsError('ERANGE');
     if (value.length > 64 * 1024) throw new FsError('E2BIG');
     this.commit({ t: 'xattr', ino: inode.ino, name, value: value.toString('base64'), ms: this.now() });
   }
