@@ -129,14 +129,20 @@ function pathsOf(tree: Tree): Map<number, string> {
 }
 
 /** Takes the per-cache-directory lock so two engines never share one cache. */
-async function lockCacheDir(cacheDir: string): Promise<string> {
+/** Also says whether a previous engine left its lock behind (it did not stop cleanly). */
+async function lockCacheDir(cacheDir: string): Promise<{ file: string; uncleanStop: boolean }> {
   const file = path.join(cacheDir, 'engine.lock');
+  let uncleanStop = false;
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       const fh = await fsp.open(file, 'wx', 0o600);
       await fh.writeFile(String(process.pid));
+      await fh.sync();
       await fh.close();
-      return file;
+      // Durable, so that after a power loss the next start knows this one did not stop cleanly.
+      const dh = await fsp.open(cacheDir, 'r');
+      await dh.sync().finally(() => dh.close());
+      return { file, uncleanStop };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       const pid = Number((await fsp.readFile(file, 'utf8').catch(() => '')).trim());
@@ -156,6 +162,7 @@ async function lockCacheDir(cacheDir: string): Promise<string> {
         throw new UserError(`this filespace is already in use by process ${pid} on this machine (cache ${cacheDir}); unmount it first`, 'BUSY');
       }
       await fsp.rm(file, { force: true });
+      uncleanStop = true;
     }
   }
   throw new UserError(`cannot lock ${cacheDir}`, 'BUSY');
@@ -296,7 +303,7 @@ export class Engine {
 
   static async open(opts: EngineOptions): Promise<Engine> {
     await fsp.mkdir(opts.cacheDir, { recursive: true, mode: 0o700 });
-    const lockFile = await lockCacheDir(opts.cacheDir);
+    const { file: lockFile, uncleanStop } = await lockCacheDir(opts.cacheDir);
     try {
       const meta = await MetaStore.load(path.join(opts.cacheDir, 'meta'));
       if (!meta) throw new UserError(`no local metadata in ${opts.cacheDir}; link the filespace first`, 'NOT_LINKED');
@@ -310,7 +317,7 @@ export class Engine {
         const inode = meta.tree.get(ino);
         if (!inode || inode.kind !== 'file') return undefined;
         return Math.min(cs, inode.size - idx * cs);
-      }, Date.now());
+      }, Date.now(), { uncleanStop });
       const cache = new ChunkCache(opts.cacheDir, {
         capBytes: opts.settings.cacheCapBytes,
         highWatermark: opts.settings.cacheHighWatermark,

@@ -8,15 +8,26 @@
  * increments on every change, so the uploader can tell whether what it uploaded is still the
  * current content. `totalBytes` counts bytes on disk (sealing adds a little per 64 KiB).
  *
+ * Power loss (DESIGN invariant 1): a unit is sealed as a whole, so a rewrite torn by a power
+ * cut would make the whole 64 KiB unit unreadable, including bytes an earlier fsync made
+ * durable and that the write did not touch. So before a unit that is durable (synced and not
+ * changed since) is rewritten in place, its sealed bytes are appended to `<ino>.<idx>.pre`
+ * and made durable; the next sync of the chunk empties that file (durably). After an unclean stop,
+ * `init` checks every unit: a torn one is put back from its pre-image (the content of the last
+ * sync; unsynced writes are lost, as on any filesystem), or, with none, it only ever held
+ * unsynced data and reads as zeros. Pre-images are sealed under the file's id, so a stale one
+ * from an earlier file of the same name never applies.
+ *
  * Ordering: callers serialise changes to one chunk with the VFS's per-chunk mutex; reads may
  * run concurrently with anything.
  */
 
 import { promises as fsp } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { AuthError } from '../chunk/crypto';
 import { HandlePool } from './handles';
-import { SealedIO, UNIT, UNIT_OVERHEAD, HEADER, logicalSize, physicalSize } from './sealed';
+import { SealedIO, UNIT, UNIT_OVERHEAD, HEADER, lastUnitOf, logicalSize, physicalSize } from './sealed';
 
 export interface DirtyChunk {
   readonly ino: number;
@@ -31,8 +42,23 @@ export interface DirtyChunk {
   retryAtMs: number;
 }
 
+/** Which units of a chunk may be rewritten without a pre-image (they hold nothing durable). */
+interface Durability {
+  /** No sync since the chunk was created: nothing in it is durable yet. */
+  allUnsynced: boolean;
+  /** Units changed since the last sync. */
+  readonly unsynced: Set<number>;
+  /** A pre-image file exists for this chunk (created durably once). */
+  pre: boolean;
+  /** Bytes of pre-images in it since the last sync. */
+  preBytes: number;
+}
+
+const PRE_RECORD = 12; // unit (u32) | data length at the time (u32) | sealed bytes (u32)
+
 export class DirtyStore {
   private readonly chunks = new Map<string, DirtyChunk>();
+  private readonly durability = new Map<string, Durability>();
   private readonly byIno = new Map<number, Set<number>>();
   private bytes = 0;
 
@@ -51,20 +77,131 @@ export class DirtyStore {
     return path.join(this.dir, 'dirty', DirtyStore.key(ino, idx));
   }
 
+  private durabilityOf(d: DirtyChunk): Durability {
+    const k = DirtyStore.key(d.ino, d.idx);
+    let st = this.durability.get(k);
+    if (!st) this.durability.set(k, (st = { allUnsynced: false, unsynced: new Set(), pre: false, preBytes: 0 }));
+    return st;
+  }
+
+  /**
+   * Saves the pre-images of the durable units among [first, last] that exist on disk, before
+   * they are rewritten. Resolves once they are durable.
+   */
+  private async protect(d: DirtyChunk, first: number, last: number): Promise<void> {
+    const st = this.durabilityOf(d);
+    if (st.allUnsynced) return;
+    const oldLen = d.len;
+    const units: number[] = [];
+    for (let u = first; u <= Math.min(last, lastUnitOf(oldLen)); u++) if (!st.unsynced.has(u)) units.push(u);
+    if (units.length === 0) return;
+    const file = this.pathOf(d.ino, d.idx);
+    const records: Buffer[] = [];
+    await this.handles.use(file, async (fh) => {
+      for (const u of units) {
+        const raw = await this.io.readRawUnit(fh, u, oldLen);
+        const head = Buffer.alloc(PRE_RECORD);
+        head.writeUInt32BE(u, 0);
+        head.writeUInt32BE(oldLen, 4);
+        head.writeUInt32BE(raw.length, 8);
+        records.push(head, raw);
+      }
+    });
+    const created = !st.pre;
+    const body = Buffer.concat(records);
+    const fh = await fsp.open(`${file}.pre`, 'a', 0o600);
+    try {
+      await fh.write(body);
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    st.pre = true;
+    st.preBytes += body.length;
+    if (created) await this.syncDir();
+    for (const u of units) st.unsynced.add(u);
+  }
+
+  private async syncDir(): Promise<void> {
+    const dh = await fsp.open(path.join(this.dir, 'dirty'), 'r');
+    try {
+      await dh.sync();
+    } finally {
+      await dh.close();
+    }
+  }
+
+  /** Puts back units torn by a power loss (see the header); returns the length to keep. */
+  private async repair(fh: FileHandle, name: string, fileId: Buffer, len: number, checkAll: boolean): Promise<number> {
+    const preFile = path.join(this.dir, 'dirty', `${name}.pre`);
+    const pre = new Map<number, { oldLen: number; raw: Buffer }>();
+    const buf = await fsp.readFile(preFile).catch(() => undefined);
+    for (let off = 0; buf && off + PRE_RECORD <= buf.length;) {
+      const u = buf.readUInt32BE(off);
+      const oldLen = buf.readUInt32BE(off + 4);
+      const n = buf.readUInt32BE(off + 8);
+      const raw = buf.subarray(off + PRE_RECORD, off + PRE_RECORD + n);
+      off += PRE_RECORD + n;
+      // Only a complete record sealed for this very file counts; the first one per unit is
+      // the content of the last sync.
+      if (raw.length === n && !pre.has(u) && this.io.unitValid(fileId, u, raw)) pre.set(u, { oldLen, raw });
+    }
+    if (!checkAll && pre.size === 0) {
+      if (buf) await fsp.rm(preFile, { force: true });
+      return len;
+    }
+    let keep = len;
+    let changed = false;
+    const units = checkAll ? [...Array(lastUnitOf(len) + 1).keys()] : [...pre.keys()].filter((u) => u <= lastUnitOf(len)).sort((a, b) => a - b);
+    for (const u of units) {
+      if (u > lastUnitOf(keep)) break;
+      const raw = await this.io.readRawUnit(fh, u, keep);
+      if (this.io.unitValid(fileId, u, raw)) continue;
+      const p = pre.get(u);
+      if (p) {
+        await this.io.writeRawUnit(fh, u, p.raw);
+        if (lastUnitOf(p.oldLen) === u) {
+          // It was the last unit at the last sync: what came after was never synced.
+          keep = p.oldLen;
+          await fh.truncate(physicalSize(keep));
+        }
+        this.log(`dirty chunk ${name}: unit ${u} was torn (power loss?); restored as of the last fsync`);
+      } else {
+        const n = Math.min(UNIT, keep - u * UNIT);
+        await this.io.writeRawUnit(fh, u, this.io.zeroUnit(fileId, u, n));
+        this.log(`dirty chunk ${name}: unit ${u} was torn and held only unsynced data; it reads as zeros`);
+      }
+      changed = true;
+    }
+    if (changed) await fh.datasync();
+    if (buf) {
+      await fsp.rm(preFile, { force: true });
+      await this.syncDir();
+    }
+    return keep;
+  }
+
   /**
    * Loads the dirty chunks left by a previous run. `limitOf(ino, idx)` gives the largest
    * length the chunk may still have (from the file's size), or undefined when its file is gone;
    * leftovers are trimmed or removed accordingly.
    */
-  async init(limitOf: (ino: number, idx: number) => number | undefined, nowMs: number): Promise<void> {
+  async init(limitOf: (ino: number, idx: number) => number | undefined, nowMs: number, opts: { uncleanStop?: boolean } = {}): Promise<void> {
     const root = path.join(this.dir, 'dirty');
     await fsp.mkdir(root, { recursive: true, mode: 0o700 });
-    for (const name of await fsp.readdir(root)) {
+    const names = await fsp.readdir(root);
+    for (const name of names) {
+      // A pre-image whose chunk is gone is stale.
+      if (name.endsWith('.pre') && !names.includes(name.slice(0, -4))) await fsp.rm(path.join(root, name), { force: true });
+    }
+    for (const name of names) {
+      if (name.endsWith('.pre')) continue;
       const m = /^(\d+)\.(\d+)$/.exec(name);
       const file = path.join(root, name);
       const limit = m ? limitOf(Number(m[1]), Number(m[2])) : undefined;
       if (!m || limit === undefined || limit <= 0) {
         await fsp.rm(file, { force: true });
+        await fsp.rm(`${file}.pre`, { force: true });
         continue;
       }
       const ino = Number(m[1]);
@@ -88,6 +225,7 @@ export class DirtyStore {
           len = Math.floor((size - HEADER) / (UNIT + UNIT_OVERHEAD)) * UNIT;
           await fh.truncate(physicalSize(len));
         }
+        len = await this.repair(fh, name, fileId, len, opts.uncleanStop ?? false);
         if (len > limit) {
           await this.io.truncate(fh, fileId, len, limit, `dirty chunk ${name}`);
           len = limit;
@@ -109,6 +247,7 @@ export class DirtyStore {
 
   private untrack(d: DirtyChunk): void {
     this.chunks.delete(DirtyStore.key(d.ino, d.idx));
+    this.durability.delete(DirtyStore.key(d.ino, d.idx));
     const set = this.byIno.get(d.ino);
     set?.delete(d.idx);
     if (set && set.size === 0) this.byIno.delete(d.ino);
@@ -169,10 +308,15 @@ export class DirtyStore {
       uploading: false, attempts: 0, retryAtMs: 0,
     };
     this.track(d);
+    await fsp.rm(`${file}.pre`, { force: true }); // from an earlier chunk of that name
+    this.durability.set(DirtyStore.key(ino, idx), { allUnsynced: true, unsynced: new Set(), pre: false, preBytes: 0 });
     return d;
   }
 
   async write(d: DirtyChunk, data: Buffer, pos: number, nowMs: number): Promise<void> {
+    const from = Math.min(pos, d.len);
+    const lastTouched = Math.floor((Math.max(pos + data.length, from + 1) - 1) / UNIT);
+    await this.protect(d, Math.floor(from / UNIT), lastTouched);
     // Counted before the bytes reach the disk, so the cache total never trails the disk.
     const oldLen = d.len;
     const newLen = Math.max(oldLen, pos + data.length);
@@ -190,6 +334,8 @@ export class DirtyStore {
     }
     d.gen++;
     d.lastWriteMs = nowMs;
+    const st = this.durabilityOf(d);
+    for (let u = Math.floor(from / UNIT); u <= lastTouched; u++) st.unsynced.add(u);
   }
 
   async read(d: DirtyChunk, buf: Buffer, bufOff: number, len: number, pos: number): Promise<number> {
@@ -207,6 +353,9 @@ export class DirtyStore {
 
   async truncate(d: DirtyChunk, len: number, nowMs: number): Promise<void> {
     const oldLen = d.len;
+    // The unit resealed is the new last one (cutting) or the old last one (extending).
+    const touched = len < oldLen ? (len % UNIT !== 0 ? lastUnitOf(len) : -1) : (oldLen % UNIT !== 0 ? lastUnitOf(oldLen) : -1);
+    if (touched >= 0) await this.protect(d, touched, touched);
     // Growth is counted before it reaches the disk; a cut is counted once it is done.
     const growth = Math.max(0, physicalSize(len) - physicalSize(oldLen));
     this.bytes += growth;
@@ -220,12 +369,33 @@ export class DirtyStore {
     d.len = len;
     d.gen++;
     d.lastWriteMs = nowMs;
+    const st = this.durabilityOf(d);
+    for (let u = Math.max(0, Math.min(lastUnitOf(oldLen), lastUnitOf(len))); u <= Math.max(lastUnitOf(oldLen), lastUnitOf(len)); u++) st.unsynced.add(u);
   }
 
   /** Makes the dirty data of one file durable. */
   async syncInode(ino: number): Promise<void> {
     for (const idx of this.indexesOf(ino)) {
+      const d = this.get(ino, idx);
+      const gen = d?.gen;
       await this.handles.use(this.pathOf(ino, idx), (fh) => fh.datasync());
+      // Everything is durable now, unless it changed while syncing (then keep the state).
+      if (!d || this.get(ino, idx) !== d || d.gen !== gen) continue;
+      const st = this.durabilityOf(d);
+      st.allUnsynced = false;
+      st.unsynced.clear();
+      if (st.preBytes > 0) {
+        // Emptied durably: a stale pre-image must never apply to a unit rewritten later
+        // without one (a unit that only held unsynced data). The file itself stays.
+        const fh = await fsp.open(`${this.pathOf(ino, idx)}.pre`, 'r+');
+        try {
+          await fh.truncate(0);
+          await fh.datasync();
+        } finally {
+          await fh.close();
+        }
+        st.preBytes = 0;
+      }
     }
   }
 
@@ -240,6 +410,7 @@ export class DirtyStore {
     const file = this.pathOf(d.ino, d.idx);
     this.handles.forget(file);
     await fsp.rm(file, { force: true });
+    await fsp.rm(`${file}.pre`, { force: true });
   }
 
   /**
@@ -250,6 +421,8 @@ export class DirtyStore {
     this.untrack(d);
     const file = this.pathOf(d.ino, d.idx);
     this.handles.forget(file);
+    // A pre-image left behind is sealed for this file's id only: it never applies to another
+    // file of the same name, and goes when that one is created or at the next start.
     return { file, fileId: d.fileId, size: physicalSize(d.len) };
   }
 }

@@ -13,7 +13,8 @@
  * cut short at a unit boundary, is detected too.
  * A rewritten unit gets a fresh nonce.
  *
- * Unit writes are single pwrite calls; a process crash never tears one. Pure I/O helpers: the
+ * Unit writes are single pwrite calls; a process crash never tears one, but a power loss can
+ * (DirtyStore keeps pre-images of units it rewrites, see dirty.ts). Pure I/O helpers: the
  * callers (DirtyStore, ChunkCache) own locking and accounting.
  */
 
@@ -48,8 +49,13 @@ export function logicalSize(size: number): number | undefined {
   return full * UNIT + rem - UNIT_OVERHEAD;
 }
 
-function unitOffset(i: number): number {
+export function unitOffset(i: number): number {
   return HEADER + i * (UNIT + UNIT_OVERHEAD);
+}
+
+/** Index of the last unit of `len` bytes of data (-1 when empty). */
+export function lastUnitOf(len: number): number {
+  return len > 0 ? Math.floor((len - 1) / UNIT) : -1;
 }
 
 export class SealedIO {
@@ -190,6 +196,43 @@ export class SealedIO {
       done += bytesWritten;
     }
     return newLen;
+  }
+
+  /** The sealed bytes of unit i as on disk for a file holding `len` bytes (shorter if cut). */
+  async readRawUnit(fh: FileHandle, i: number, len: number): Promise<Buffer> {
+    const start = unitOffset(i);
+    const size = Math.max(0, Math.min(UNIT + UNIT_OVERHEAD, physicalSize(len) - start));
+    const raw = Buffer.alloc(size);
+    let got = 0;
+    while (got < size) {
+      const { bytesRead } = await fh.read(raw, got, size - got, start + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return raw.subarray(0, got);
+  }
+
+  async writeRawUnit(fh: FileHandle, i: number, raw: Buffer): Promise<void> {
+    let done = 0;
+    while (done < raw.length) {
+      const { bytesWritten } = await fh.write(raw, done, raw.length - done, unitOffset(i) + done);
+      done += bytesWritten;
+    }
+  }
+
+  /** True when `raw` is a valid sealing of unit i of the file `fileId`. */
+  unitValid(fileId: Buffer, i: number, raw: Buffer): boolean {
+    try {
+      this.open(fileId, i, raw, 'unit');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Unit i sealed with `n` zero bytes. */
+  zeroUnit(fileId: Buffer, i: number, n: number): Buffer {
+    return this.seal(fileId, i, Buffer.alloc(n));
   }
 
   /** Changes the length: cuts (resealing the new last unit) or extends with zeros. */
