@@ -44,6 +44,8 @@ describe('memory soak', () => {
       await fs.sync();
       await fs.machine.ok('gc', fs.name); // marks the deleted file's chunks
       await fs.machine.ok('gc', fs.name); // deletes them (grace 0)
+      const now = await fsp.readFile(`/proc/${pid}/status`, 'utf8');
+      console.log(`round ${round + 1}/${rounds}: engine RSS ${/VmRSS:\s+(\d+)/.exec(now)?.[1]} kB, peak ${/VmHWM:\s+(\d+)/.exec(now)?.[1]} kB`);
     }
     const store = s3StoreFor(bed.endpoint, fs.bucket);
     assert.deepEqual(await store.list('chunks/'), [], 'every round was collected from the bucket');

@@ -1,8 +1,10 @@
-// Pins down sequential-read detection: the read-ahead window doubles up to its cap on sequential reads and resets on any seek.
+// Pins down sequential-read detection: the read-ahead window doubles up to its cap on sequential reads (also when the kernel delivers them slightly out of order) and resets on any seek beyond the slack.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ReadAheadCursor } from '../../electron/engine/prefetch/readahead';
+import { ReadAheadCursor, SLACK } from '../../electron/engine/prefetch/readahead';
+
+const MiB = 1024 * 1024;
 
 /** Feeds `count` back-to-back reads of `len` bytes starting at `from`; returns the windows. */
 function sequential(c: ReadAheadCursor, from: number, len: number, count: number): number[] {
@@ -30,18 +32,25 @@ describe('ReadAheadCursor', () => {
     const c = new ReadAheadCursor(16);
     sequential(c, 0, 1000, 4);
     assert.equal(c.currentWindow, 8);
-    assert.equal(c.onRead(50_000, 1000), 0);
+    assert.equal(c.onRead(4000 + SLACK + 1, 1000), 0);
     assert.equal(c.currentWindow, 0);
-    assert.deepEqual(sequential(c, 51_000, 1000, 3), [1, 2, 4]);
+    assert.deepEqual(sequential(c, 5000 + SLACK + 1, 1000, 3), [1, 2, 4]);
   });
 
-  it('a backward seek or a re-read of the same range resets the window', () => {
+  it('a backward seek past the slack resets the window', () => {
     const c = new ReadAheadCursor(16);
-    sequential(c, 0, 1000, 3);
+    sequential(c, 0, MiB, 3);
     assert.equal(c.onRead(0, 1000), 0, 'back to the start');
-    sequential(c, 1000, 1000, 3);
-    assert.equal(c.onRead(4000, 1000), 8);
-    assert.equal(c.onRead(4000, 1000), 0, 'same offset again');
+    sequential(c, 1000, MiB, 3);
+    assert.equal(c.onRead(1000 + 3 * MiB, MiB), 8);
+    assert.equal(c.onRead(1000 + MiB, MiB), 0, 'two reads back');
+  });
+
+  it('reads the kernel delivers out of order near the frontier keep the stream sequential', () => {
+    const c = new ReadAheadCursor(8);
+    const k = 128 * 1024;
+    const order = [0, 1, 3, 2, 4, 6, 5, 7, 9, 8];
+    assert.deepEqual(order.map((i) => c.onRead(i * k, k)), [1, 2, 4, 8, 8, 8, 8, 8, 8, 8]);
   });
 
   it('the first read counts as sequential only at offset 0', () => {

@@ -13,7 +13,7 @@
  * A miss is not an error: `read` resolves to `undefined` when the chunk is not here.
  *
  * Sequential readers are served from a small in-memory LRU of whole chunks (`memoryBytes`,
- * 64 MiB by default): one disk read per chunk instead of one per 128 KiB FUSE request. Clean
+ * 32 MiB by default): one disk read per chunk instead of one per 128 KiB FUSE request. Clean
  * chunks are immutable (named by content), so a copy in memory can never go stale.
  */
 
@@ -54,7 +54,7 @@ export class ChunkCache {
     private readonly handles: HandlePool,
     private readonly dirtyBytes: () => number,
     private readonly io: SealedIO,
-    memoryBytes = 64 * 1024 * 1024,
+    memoryBytes = 32 * 1024 * 1024,
   ) {
     this.memoryBytes = memoryBytes;
   }
