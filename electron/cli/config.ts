@@ -58,6 +58,8 @@ export const linkConfigSchema = z.object({
   cacheDir: z.string(),
   passphraseFile: z.string(),
   settings: z.record(z.string(), z.unknown()).default({}),
+  /** 'keychain': linked by the desktop app; the passphrase and AWS keys live in the OS keychain, not in passphraseFile. */
+  secrets: z.literal('keychain').optional(),
 });
 export type LinkConfig = z.infer<typeof linkConfigSchema>;
 

@@ -16,6 +16,7 @@ import { checkFilespace } from '../engine/check';
 import { UserError } from '../engine/errors';
 import { createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
 import { LocalDiskStore } from '../engine/store/local';
+import type { ObjectStore } from '../engine/store/types';
 import { formatSize, parseDuration, parseSize } from '../engine/util/sizes';
 import { sleep } from '../engine/util/concurrency';
 import { callControl, ControlClientError } from './control';
@@ -122,8 +123,15 @@ async function cmdInit(args: string[]): Promise<void> {
   }
 }
 
+/** Extra inputs of hosts that keep secrets in the OS keychain (the desktop app). */
+export interface LinkExtras {
+  /** A store opened with explicit credentials instead of the AWS chain; closed after linking. */
+  readonly store?: ObjectStore;
+  readonly secrets?: 'keychain';
+}
+
 export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mountPoint: string, cacheDir: string | undefined,
-  cacheCapBytes: number | undefined, passphraseFile: string, passphraseOverride?: string): Promise<LinkConfig> {
+  cacheCapBytes: number | undefined, passphraseFile: string, passphraseOverride?: string, extras: LinkExtras = {}): Promise<LinkConfig> {
   checkName(name);
   if (await fsp.access(configPath(h, name)).then(() => true, () => false)) {
     throw new UserError(`a filespace named "${name}" is already linked on this machine; pick another --name or unlink it`, 'EXISTS');
@@ -136,7 +144,7 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
   const settings = cacheCapBytes !== undefined ? { cacheCapBytes } : {};
   resolveSettings(settings);
   const passphrase = passphraseOverride ?? (await readPassphraseFile(passphraseFile));
-  const store = openStore(spec);
+  const store = extras.store ?? openStore(spec);
   const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
   try {
     const { header, keys } = await unlockFilespace(store, passphrase);
@@ -152,7 +160,8 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
     }
     const cfg: LinkConfig = {
       version: 1, name, filespaceId: header.id, store: spec, mountPoint: mp, cacheDir: dir,
-      passphraseFile: path.resolve(passphraseFile), settings,
+      passphraseFile: extras.secrets === 'keychain' ? '' : path.resolve(passphraseFile), settings,
+      ...(extras.secrets ? { secrets: extras.secrets } : {}),
     };
     await saveConfig(h, cfg);
     return cfg;
@@ -212,7 +221,7 @@ async function runForeground(h: Homes, cfg: LinkConfig, extra: { passphrase?: st
   process.off('SIGINT', onSignal);
 }
 
-async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
+export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
   try {
     return await callControl(socketPath(h, cfg.name), '/v1/status', {}, 5000);
   } catch (err) {
@@ -360,12 +369,8 @@ async function cmdSync(args: string[]): Promise<void> {
   console.log(`"${cfg.name}": every local change is in the bucket`);
 }
 
-async function cmdSet(args: string[]): Promise<void> {
-  const { positionals } = parse(args, {}, 3);
-  if (positionals.length !== 3) throw new UsageError('set takes NAME KEY VALUE');
-  const [name, key, value] = positionals as [string, string, string];
-  const h = homes();
-  const cfg = await loadConfig(h, name);
+/** Applies one `filespace set` change: live to a running mount, else saved for the next mount. */
+export async function applySetting(h: Homes, cfg: LinkConfig, key: string, value: string): Promise<'live' | 'next-mount'> {
   const change = settingFromKey(key, value);
   try {
     resolveSettings({ ...(cfg.settings as object), ...change });
@@ -374,12 +379,22 @@ async function cmdSet(args: string[]): Promise<void> {
   }
   try {
     await callControl(socketPath(h, cfg.name), '/v1/set', { key: key as 'cache-size', value });
-    console.log(`${cfg.name}: ${key} = ${value} (applied live)`);
+    return 'live';
   } catch (err) {
     if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
     await saveConfig(h, { ...cfg, settings: { ...cfg.settings, ...change } });
-    console.log(`${cfg.name}: ${key} = ${value} (takes effect at the next mount)`);
+    return 'next-mount';
   }
+}
+
+async function cmdSet(args: string[]): Promise<void> {
+  const { positionals } = parse(args, {}, 3);
+  if (positionals.length !== 3) throw new UsageError('set takes NAME KEY VALUE');
+  const [name, key, value] = positionals as [string, string, string];
+  const h = homes();
+  const cfg = await loadConfig(h, name);
+  const applied = await applySetting(h, cfg, key, value);
+  console.log(`${cfg.name}: ${key} = ${value} (${applied === 'live' ? 'applied live' : 'takes effect at the next mount'})`);
 }
 
 async function cmdUnlink(args: string[]): Promise<void> {
