@@ -51,8 +51,10 @@ function readBody(req: http.IncomingMessage): Promise<unknown> {
     req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > MAX_BODY_BYTES) {
+        // Answer, then drain the rest unread (destroying the socket would lose the answer).
         reject(Object.assign(new Error(`request body exceeds ${MAX_BODY_BYTES} bytes`), { status: 413, code: 'TOO_LARGE' }));
-        req.destroy();
+        req.removeAllListeners('data');
+        req.resume();
       } else chunks.push(c);
     });
     req.on('end', () => {
