@@ -25,6 +25,16 @@ function ErrorBox({ text }: { text: string | null }) {
   return text ? <p className="error" role="alert" data-testid="wizard-error">{text}</p> : null;
 }
 
+/** Back, and the step's submit button (which says what it is doing while busy). */
+function StepButtons(props: { busy: boolean; label: string; busyLabel: string }) {
+  return (
+    <div className="actions">
+      <button type="button" className="secondary" onClick={wizardBack}>Back</button>
+      <button type="submit" disabled={props.busy}>{props.busy ? props.busyLabel : props.label}</button>
+    </div>
+  );
+}
+
 function KeysStep() {
   const w = useApp(selectWizard);
   const keys = useApp(selectKeys);
@@ -87,10 +97,7 @@ function BucketStep() {
           </button>
         </div>
       ) : null}
-      <div className="actions">
-        <button type="button" className="secondary" onClick={wizardBack}>Back</button>
-        <button type="submit" disabled={w.busy}>{w.busy ? 'Checking access…' : 'Check access and continue'}</button>
-      </div>
+      <StepButtons busy={w.busy} busyLabel="Checking access…" label="Check access and continue" />
     </form>
   );
 }
@@ -111,10 +118,7 @@ function PassphraseStep() {
         </>
       ) : null}
       <ErrorBox text={w.error} />
-      <div className="actions">
-        <button type="button" className="secondary" onClick={wizardBack}>Back</button>
-        <button type="submit" disabled={w.busy}>{w.busy ? 'Checking…' : 'Continue'}</button>
-      </div>
+      <StepButtons busy={w.busy} busyLabel="Checking…" label="Continue" />
     </form>
   );
 }
@@ -135,10 +139,7 @@ function PlaceStep() {
           onChange={(e) => editWizard({ cacheCapBytes: Number(e.target.value) * MiB })} />
       </label>
       <ErrorBox text={w.error} />
-      <div className="actions">
-        <button type="button" className="secondary" onClick={wizardBack}>Back</button>
-        <button type="submit" disabled={w.busy}>{w.busy ? 'Mounting…' : w.mode === 'create' ? 'Create and mount' : 'Link and mount'}</button>
-      </div>
+      <StepButtons busy={w.busy} busyLabel="Mounting…" label={w.mode === 'create' ? 'Create and mount' : 'Link and mount'} />
     </form>
   );
 }
