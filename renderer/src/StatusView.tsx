@@ -12,7 +12,7 @@ function Chart({ samples }: { samples: Sample[] }) {
   const max = Math.max(1, ...samples.map((s) => Math.max(s.up, s.down)));
   const line = (pick: (s: Sample) => number) => samples.map((s, i) => `${samples.length < 2 ? 0 : (i / (samples.length - 1)) * w},${h - (pick(s) / max) * (h - 4) - 2}`).join(' ');
   return (
-    <svg className="chart" viewBox={`0 0 ${w} ${h}`} role="img" aria-label="upload and download throughput over the last minutes">
+    <svg className="chart" viewBox={`0 0 ${w} ${h}`} preserveAspectRatio="none" role="img" aria-label="upload and download throughput over the last minutes">
       <polyline className="up" points={line((s) => s.up)} />
       <polyline className="down" points={line((s) => s.down)} />
     </svg>

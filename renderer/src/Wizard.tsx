@@ -46,7 +46,9 @@ function KeysStep() {
         <div className="actions">
           <button onClick={useStoredKeys}>Use these keys</button>
           <button className="secondary" onClick={() => setReplacing(true)}>Enter other keys</button>
+          <button className="secondary" disabled={w.busy} onClick={() => void tryLocally()}>Try it locally (no AWS)</button>
         </div>
+        <ErrorBox text={w.error} />
       </section>
     );
   }

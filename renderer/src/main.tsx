@@ -3,14 +3,14 @@
 import { createRoot } from 'react-dom/client';
 import { SettingsView } from './SettingsView';
 import { StatusView } from './StatusView';
-import { connect, show, useApp, type Screen } from './store';
+import { connect, show, startWizard, useApp, type Screen } from './store';
 import { detectTransport } from './transport';
 import { Wizard } from './Wizard';
 
 function Nav() {
   const screen = useApp((s) => s.screen);
   const tab = (id: Screen, label: string) => (
-    <button className={screen === id ? 'tab current' : 'tab'} data-testid={`nav-${id}`} onClick={() => show(id)}>{label}</button>
+    <button className={screen === id ? 'tab current' : 'tab'} data-testid={`nav-${id}`} onClick={() => (id === 'wizard' ? startWizard() : show(id))}>{label}</button>
   );
   return <nav>{tab('status', 'Status')}{tab('settings', 'Settings')}{tab('wizard', 'Add filespace')}</nav>;
 }

@@ -95,9 +95,13 @@ describe('desktop app in Chromium', () => {
   after(async () => {
     await browser?.close();
     await host?.stop();
-    const teamMount = path.join(mountRoot ?? '/nonexistent', 'team');
-    const stillMounted = mountRoot ? await isMounted(teamMount) : false;
-    if (stillMounted) await sh(`fusermount -uz '${teamMount}'`).catch(() => undefined);
+    let stillMounted = false;
+    for (const name of ['team', 'demo']) {
+      const mnt = path.join(mountRoot ?? '/nonexistent', name);
+      if (!mountRoot || !(await isMounted(mnt))) continue;
+      stillMounted = true;
+      await sh(`fusermount -uz '${mnt}'`).catch(() => undefined);
+    }
     await moto?.stop();
     await authMoto?.stop();
     await keychain?.delete('aws-keys').catch(() => undefined);
@@ -269,6 +273,22 @@ describe('desktop app in Chromium', () => {
     const msg = await waitText(page.getByTestId('wizard-error'), /passphrase/);
     assert.match(msg, /^wrong passphrase for this filespace$/);
     await shot(page, 'wizard-wrong-passphrase');
+  });
+
+  it('tries it locally on the embedded demo store, no AWS involved', async () => {
+    await page.click('[data-testid=nav-wizard]');
+    await page.click('text=Try it locally (no AWS)');
+    await waitText(page.getByTestId('notice'), /Mounted the local demo at/);
+    const card = page.getByTestId('filespace-demo');
+    await waitText(card.getByTestId('state'), /^mounted$/);
+    const mnt = path.join(mountRoot, 'demo');
+    assert.equal(await isMounted(mnt), true);
+    assert.equal(await sh(`printf 'hello from the demo' > '${mnt}/hello.txt' && cat '${mnt}/hello.txt'`), 'hello from the demo');
+    await waitText(card.getByTestId('sync-line'), /^Up to date$/);
+    await shot(page, 'status-demo');
+    await card.getByText('Unmount').click();
+    await waitText(card.getByTestId('state'), /^unmounted$/);
+    assert.equal(await isMounted(mnt), false);
   });
 
   it('unmounts from the status view', async () => {
