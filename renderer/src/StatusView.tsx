@@ -22,6 +22,7 @@ function Chart({ samples }: { samples: Sample[] }) {
 function Card({ f }: { f: FilespaceSummary }) {
   const s = f.status;
   const history = useApp((st) => st.history[f.name] ?? EMPTY);
+  const busyMessage = useApp((st) => st.unmountBusy[f.name]);
   const cachePct = s.cacheCapBytes > 0 ? Math.min(100, (s.cacheUsedBytes / s.cacheCapBytes) * 100) : 0;
   const busy = s.state === 'mounting' || s.state === 'unmounting';
   return (
@@ -43,6 +44,12 @@ function Card({ f }: { f: FilespaceSummary }) {
         {s.lastError ? <><dt>Last error</dt><dd className="error" data-testid="last-error">{s.lastError}</dd></> : null}
       </dl>
       {s.state === 'mounted' ? <Chart samples={history} /> : null}
+      {busyMessage && s.state === 'mounted' ? (
+        <div className="error" role="alert" data-testid="unmount-busy">
+          <p>Cannot unmount: {busyMessage.replace(/, or unmount with --force to detach lazily$/, '.')}</p>
+          <button className="secondary" onClick={() => void unmount(f.name, true)}>Detach anyway (files stay open until closed)</button>
+        </div>
+      ) : null}
       <div className="actions">
         {s.state === 'mounted'
           ? <button disabled={busy} onClick={() => void unmount(f.name)}>Unmount</button>

@@ -56,6 +56,8 @@ interface SettingsSlice {
 interface UiSlice {
   screen: Screen;
   notice: string | null;
+  /** Per filespace: why the last unmount was refused because the mount is in use. */
+  unmountBusy: Record<string, string>;
 }
 
 export type State = HostSlice & { wizard: WizardState } & SettingsSlice & UiSlice;
@@ -70,7 +72,7 @@ const initialState: State = {
   status: null, connectionTrouble: null, history: {}, errors: [],
   wizard: initialWizard,
   selected: null, machine: null, settingsMessage: null, settingsError: null,
-  screen: 'status', notice: null,
+  screen: 'status', notice: null, unmountBusy: {},
 };
 
 export const store = createStore<State>()(() => initialState);
@@ -267,7 +269,20 @@ async function statusAction(fn: () => Promise<unknown>, done?: string): Promise<
 }
 
 export const mount = (name: string) => statusAction(() => call((t) => t.call('filespace.mount', { name })), `Mounted "${name}"`);
-export const unmount = (name: string, force = false) => statusAction(() => call((t) => t.call('filespace.unmount', { name, force })), `Unmounted "${name}"`);
+/** Unmounts; a mount in use is not an error but a question: the card then offers to detach it. */
+export async function unmount(name: string, force = false): Promise<void> {
+  const clear = (s: State) => Object.fromEntries(Object.entries(s.unmountBusy).filter(([n]) => n !== name));
+  try {
+    await call((t) => t.call('filespace.unmount', { name, force }));
+    store.setState((s) => ({ notice: `Unmounted "${name}"`, unmountBusy: clear(s) }));
+  } catch (err) {
+    if (err instanceof HostError && err.code === 'BUSY') {
+      store.setState((s) => ({ notice: null, unmountBusy: { ...clear(s), [name]: err.message } }));
+    } else {
+      store.setState((s) => ({ notice: null, unmountBusy: clear(s), errors: [...s.errors, { at: Date.now(), message: messageOf(err) }].slice(-20) }));
+    }
+  }
+}
 export const setPaused = (paused: boolean) => statusAction(() => call((t) => t.call('uploads.pause', { paused })), paused ? 'Uploads paused' : 'Uploads resumed');
 export const openFolder = (p: string) => statusAction(async () => transport?.openFolder?.(p));
 

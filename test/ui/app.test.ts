@@ -10,6 +10,7 @@
  */
 
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -291,10 +292,24 @@ describe('desktop app in Chromium', () => {
     assert.equal(await isMounted(mnt), false);
   });
 
-  it('unmounts from the status view', async () => {
+  it('unmounts from the status view; a mount in use says which process holds it', async () => {
     await page.click('[data-testid=nav-status]');
     const card = page.getByTestId('filespace-team');
-    await card.getByText('Unmount').click();
+    const mnt = path.join(mountRoot, 'team');
+    // A shell whose working directory is inside the mount keeps it busy.
+    const holder = spawn('bash', ['-c', 'exec sleep 600'], { cwd: mnt, stdio: 'ignore' });
+    try {
+      await card.getByText('Unmount').click();
+      const msg = await waitText(card.getByTestId('unmount-busy'), /in use by/);
+      assert.match(msg, new RegExp(`Cannot unmount: ${mnt.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is in use by .*sleep`));
+      assert.equal(await isMounted(mnt), true, 'a refused unmount leaves the filespace mounted');
+      assert.equal(await card.getByTestId('state').textContent(), 'mounted');
+      await shot(page, 'status-unmount-busy');
+    } finally {
+      holder.kill('SIGKILL');
+      await new Promise((r) => holder.once('exit', r));
+    }
+    await card.getByText('Unmount', { exact: true }).click();
     await waitText(card.getByTestId('state'), /^unmounted$/);
     assert.equal(await isMounted(path.join(mountRoot, 'team')), false);
   });
