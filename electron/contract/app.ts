@@ -114,6 +114,15 @@ export const suggestionSchema = z.object({
   cacheCapBytes: z.number(),
 }).strict();
 
+/** Settings of the app itself on this machine (engine tuning is per filespace: settings.get). */
+export const appSettingsDtoSchema = z.object({
+  startAtLogin: z.boolean(),
+  /** Names of the filespaces the app mounts when it starts. */
+  mountAtStart: z.array(z.string()),
+  uploadsPaused: z.boolean(),
+}).strict();
+export type AppSettingsDto = z.infer<typeof appSettingsDtoSchema>;
+
 const ok = z.object({ ok: z.literal(true) }).strict();
 const byName = z.object({ name: nameSchema }).strict();
 
@@ -134,6 +143,11 @@ export const appRoutes = {
   'settings.get': { request: byName, response: machineSettingsSchema },
   'settings.set': { request: z.object({ name: nameSchema, key: z.enum(SETTABLE_KEYS), value: z.string().min(1).max(64) }).strict(), response: z.object({ applied: z.enum(['live', 'next-mount']) }).strict() },
   'uploads.pause': { request: z.object({ paused: z.boolean() }).strict(), response: ok },
+  'app.settings.get': { request: z.object({}).strict(), response: appSettingsDtoSchema },
+  'app.settings.set': {
+    request: z.object({ startAtLogin: z.boolean().optional(), mountAtStart: z.array(nameSchema).max(100).optional() }).strict(),
+    response: appSettingsDtoSchema,
+  },
 } as const;
 
 export type AppRoute = keyof typeof appRoutes;

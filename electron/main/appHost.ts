@@ -33,7 +33,7 @@ import { UserError } from '../engine/errors';
 import { createFilespace, unlockFilespace } from '../engine/filespace';
 import { LocalDiskStore } from '../engine/store/local';
 import type { ObjectStore } from '../engine/store/types';
-import { AppSettingsFile } from './appSettings';
+import { AppSettings, AppSettingsFile } from './appSettings';
 import { checkBucket, checkKeys, storeFor } from './permissions';
 import { CredentialVault } from './vault';
 
@@ -47,6 +47,8 @@ export interface AppHostOptions {
   readonly mountRoot?: string;
   readonly sampleMs?: number;
   readonly chunkSizeBytes?: number;
+  /** Told when the app settings change (Electron applies start-at-login here). */
+  readonly onAppSettings?: (s: AppSettings) => void;
 }
 
 const DEFAULT_CACHE_CAP = 20 * 1024 ** 3;
@@ -135,22 +137,23 @@ export class AppHost {
 
   /** Sends the current status to every listener if it changed since the last send. */
   publish(force = false): Promise<void> {
-    if (this.sampling) return this.sampling;
-    this.sampling = (async () => {
-      try {
-        if (this.listeners.size === 0) return;
-        const status = await this.status();
-        const text = JSON.stringify(status);
-        if (!force && text === this.lastSent) return;
-        this.lastSent = text;
-        for (const l of this.listeners) l({ type: 'status', status });
-      } catch (err) {
-        this.o.log(`status: ${(err as Error).message}`);
-      } finally {
-        this.sampling = undefined;
-      }
-    })();
+    if (this.listeners.size === 0) return Promise.resolve();
+    // One sample at a time; callers during a sample share it. (`finally` runs after the
+    // assignment even if the sample settles at once, so `sampling` never sticks.)
+    this.sampling ??= this.sendIfChanged(force).finally(() => (this.sampling = undefined));
     return this.sampling;
+  }
+
+  private async sendIfChanged(force: boolean): Promise<void> {
+    try {
+      const status = await this.status();
+      const text = JSON.stringify(status);
+      if (!force && text === this.lastSent) return;
+      this.lastSent = text;
+      for (const l of this.listeners) l({ type: 'status', status });
+    } catch (err) {
+      this.o.log(`status: ${(err as Error).message}`);
+    }
   }
 
   // ---- helpers ------------------------------------------------------------------------------
@@ -232,6 +235,27 @@ export class AppHost {
     this.timer = undefined;
     for (const host of [...this.mounts.values()]) await host.stopOnSignal().catch((err) => this.o.log(`unmount: ${(err as Error).message}`));
     this.mounts.clear();
+  }
+
+  /** Mounts the filespaces chosen to mount at start; one that fails is logged and reported, not fatal. */
+  async mountAtStart(): Promise<Array<{ name: string; error?: string }>> {
+    const { settings } = await this.settingsFile.load();
+    const linked = new Set(await listConfigs(this.o.homes));
+    const out: Array<{ name: string; error?: string }> = [];
+    for (const name of settings.mountAtStart) {
+      if (!linked.has(name)) {
+        out.push({ name, error: 'no longer linked' });
+        continue;
+      }
+      try {
+        await this.mount(name);
+        out.push({ name });
+      } catch (err) {
+        this.o.log(`mount at start of "${name}" failed: ${(err as Error).message}`);
+        out.push({ name, error: (err as Error).message });
+      }
+    }
+    return out;
   }
 
   mountedNames(): string[] {
@@ -361,6 +385,21 @@ export class AppHost {
       const applied = await applySetting(this.o.homes, await loadConfig(this.o.homes, name), key, value);
       void this.publish();
       return { applied };
+    },
+    'app.settings.get': async () => {
+      const { settings } = await this.settingsFile.load();
+      return { startAtLogin: settings.startAtLogin, mountAtStart: settings.mountAtStart, uploadsPaused: settings.uploadsPaused };
+    },
+    'app.settings.set': async (change) => {
+      const linked = new Set(await listConfigs(this.o.homes));
+      const unknown = (change.mountAtStart ?? []).filter((n) => !linked.has(n));
+      if (unknown.length > 0) throw new UserError(`not linked on this computer: ${unknown.join(', ')}`, 'UNKNOWN_NAME');
+      const next = await this.settingsFile.update({
+        ...(change.startAtLogin !== undefined ? { startAtLogin: change.startAtLogin } : {}),
+        ...(change.mountAtStart !== undefined ? { mountAtStart: [...new Set(change.mountAtStart)] } : {}),
+      });
+      this.o.onAppSettings?.(next);
+      return { startAtLogin: next.startAtLogin, mountAtStart: next.mountAtStart, uploadsPaused: next.uploadsPaused };
     },
     'uploads.pause': async ({ paused }) => {
       this.uploadsPaused = paused;

@@ -93,7 +93,10 @@ async function runTrayAction(a: TrayAction, host: AppHost): Promise<void> {
 }
 
 async function start(): Promise<void> {
-  const host = new AppHost({ homes: homes(), vault: new CredentialVault(new OsKeychain('Filespace')), log });
+  const host = new AppHost({
+    homes: homes(), vault: new CredentialVault(new OsKeychain('Filespace')), log,
+    onAppSettings: (s) => app.setLoginItemSettings({ openAtLogin: s.startAtLogin }),
+  });
   await host.init();
 
   session.defaultSession.webRequest.onHeadersReceived((details, cb) => {
@@ -138,6 +141,9 @@ async function start(): Promise<void> {
   app.on('window-all-closed', () => undefined); // the tray keeps running
   app.on('activate', openWindow);
   openWindow();
+  for (const r of await host.mountAtStart()) {
+    if (r.error) dialog.showErrorBox('Filespace', `Could not mount "${r.name}" at start: ${r.error}`);
+  }
 }
 
 if (!app.requestSingleInstanceLock()) {

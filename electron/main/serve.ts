@@ -21,7 +21,7 @@ function log(msg: string): void {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { port: { type: 'string' }, 'mount-root': { type: 'string' }, 'keychain-service': { type: 'string' } } });
+  const { values } = parseArgs({ options: { port: { type: 'string' }, 'mount-root': { type: 'string' }, 'keychain-service': { type: 'string' }, 'mount-at-start': { type: 'boolean' } } });
   const h = homes();
   const host = new AppHost({
     homes: h, log, mountRoot: values['mount-root'],
@@ -47,6 +47,7 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  if (values['mount-at-start']) await host.mountAtStart();
   process.stdout.write(JSON.stringify({ url: server.url, open: `${server.url}/#token=${server.token}` }) + '\n');
 }
 

@@ -2,7 +2,7 @@
 
 import { useEffect, useState } from 'react';
 import { formatBytes } from '../../electron/contract/format';
-import { changeSetting, forgetKeys, loadSettings, selectFilespaces, selectKeys, selectPaused, setPaused, unlink, useApp } from './store';
+import { changeAppSettings, changeSetting, forgetKeys, loadSettings, selectFilespaces, selectKeys, selectPaused, setPaused, unlink, useApp } from './store';
 
 const MiB = 1024 * 1024;
 
@@ -23,7 +23,12 @@ export function SettingsView() {
   const filespaces = useApp(selectFilespaces);
   const keys = useApp(selectKeys);
   const paused = useApp(selectPaused);
-  const { selected, machine, settingsMessage, settingsError } = useApp((s) => s);
+  const selected = useApp((s) => s.selected);
+  const machine = useApp((s) => s.machine);
+  const appSettings = useApp((s) => s.appSettings);
+  const settingsMessage = useApp((s) => s.settingsMessage);
+  const settingsError = useApp((s) => s.settingsError);
+  const mountsAtStart = machine !== null && (appSettings?.mountAtStart.includes(machine.name) ?? false);
   const [capMiB, setCapMiB] = useState(0);
   const [discard, setDiscard] = useState(false);
   useEffect(() => setCapMiB(machine ? Math.round(machine.cacheCapBytes / MiB) : 0), [machine]);
@@ -47,6 +52,10 @@ export function SettingsView() {
           </form>
           <NumberSetting id="uploadConcurrency" label="Parallel uploads" value={machine.uploadConcurrency} min={1} max={64} onSave={(v) => void changeSetting('upload-concurrency', String(v))} />
           <NumberSetting id="prefetch" label="Read-ahead (chunks; 0 turns prefetch off)" value={machine.prefetchMaxChunks} min={0} max={64} onSave={(v) => void changeSetting('prefetch-chunks', String(v))} />
+          <label className="check"><input type="checkbox" data-testid="settings-mount-at-start" checked={mountsAtStart} disabled={!appSettings}
+            onChange={(e) => void changeAppSettings({ mountAtStart: e.target.checked
+              ? [...(appSettings?.mountAtStart ?? []), machine.name]
+              : (appSettings?.mountAtStart ?? []).filter((n) => n !== machine.name) })} /> Mount when Filespace starts</label>
           <div className="danger">
             <label className="check"><input type="checkbox" checked={discard} onChange={(e) => setDiscard(e.target.checked)} /> Discard changes not yet uploaded</label>
             <button className="secondary" onClick={() => void unlink(machine.name, discard)}>Unlink from this computer</button>
@@ -54,8 +63,10 @@ export function SettingsView() {
         </section>
       ) : null}
       <section>
-        <h3>Uploads</h3>
-        <label className="check"><input type="checkbox" data-testid="settings-pause" checked={paused} onChange={(e) => void setPaused(e.target.checked)} /> Pause uploads on this computer</label>
+        <h3>This computer</h3>
+        <label className="check"><input type="checkbox" data-testid="settings-pause" checked={paused} onChange={(e) => void setPaused(e.target.checked)} /> Pause uploads</label>
+        <label className="check"><input type="checkbox" data-testid="settings-start-at-login" checked={appSettings?.startAtLogin ?? false} disabled={!appSettings}
+          onChange={(e) => void changeAppSettings({ startAtLogin: e.target.checked })} /> Start Filespace at login</label>
       </section>
       <section>
         <h3>AWS keys</h3>

@@ -6,7 +6,7 @@
  */
 
 import { createStore, useStore } from 'zustand';
-import type { AppStatus, BucketCheck, FilespaceSummary, KeysInfo, MachineSettings } from '../../electron/contract/app';
+import type { AppSettingsDto, AppStatus, BucketCheck, FilespaceSummary, KeysInfo, MachineSettings } from '../../electron/contract/app';
 import type { SettableKey } from '../../electron/contract/api';
 import { checkKeysStep, checkPassphraseStep, checkPlaceStep, checkTargetStep, nextStep, normalizePrefix, previousStep, type WizardStep } from '../../electron/contract/wizard';
 import { HostError, type Transport } from './transport';
@@ -49,6 +49,7 @@ export interface WizardState {
 interface SettingsSlice {
   selected: string | null;
   machine: MachineSettings | null;
+  appSettings: AppSettingsDto | null;
   settingsMessage: string | null;
   settingsError: string | null;
 }
@@ -71,7 +72,7 @@ const initialWizard: WizardState = {
 const initialState: State = {
   status: null, connectionTrouble: null, history: {}, errors: [],
   wizard: initialWizard,
-  selected: null, machine: null, settingsMessage: null, settingsError: null,
+  selected: null, machine: null, appSettings: null, settingsMessage: null, settingsError: null,
   screen: 'status', notice: null, unmountBusy: {},
 };
 
@@ -290,8 +291,9 @@ export const openFolder = (p: string) => statusAction(async () => transport?.ope
 
 export async function loadSettings(name: string | null): Promise<void> {
   store.setState({ selected: name, machine: null, settingsError: null, settingsMessage: null });
-  if (!name) return;
   try {
+    store.setState({ appSettings: await call((t) => t.call('app.settings.get', {})) });
+    if (!name) return;
     const machine = await call((t) => t.call('settings.get', { name }));
     store.setState({ machine });
   } catch (err) {
@@ -326,5 +328,14 @@ export async function unlink(name: string, discardPending: boolean): Promise<voi
     store.setState({ settingsMessage: `Unlinked "${name}" (it stays in the bucket)`, settingsError: null, selected: null, machine: null });
   } catch (err) {
     store.setState({ settingsError: messageOf(err) });
+  }
+}
+
+export async function changeAppSettings(change: { startAtLogin?: boolean; mountAtStart?: string[] }): Promise<void> {
+  try {
+    const appSettings = await call((t) => t.call('app.settings.set', change));
+    store.setState({ appSettings, settingsError: null, settingsMessage: 'Saved' });
+  } catch (err) {
+    store.setState({ settingsError: messageOf(err), settingsMessage: null });
   }
 }

@@ -28,11 +28,11 @@ export interface RunningHost {
   stop(): Promise<void>;
 }
 
-export async function startAppHost(opts: { home: string; userHome: string; mountRoot: string; keychainService: string; env: NodeJS.ProcessEnv }): Promise<RunningHost> {
+export async function startAppHost(opts: { home: string; userHome: string; mountRoot: string; keychainService: string; env: NodeJS.ProcessEnv; args?: string[] }): Promise<RunningHost> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env, FILESPACE_HOME: opts.home, HOME: opts.userHome };
   // The app must take its keys from the keychain, never from the AWS environment.
   for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE']) delete env[k];
-  const child: ChildProcess = spawn(process.execPath, [path.join(REPO, 'dist', 'electron', 'main', 'serve.js'), '--mount-root', opts.mountRoot, '--keychain-service', opts.keychainService], {
+  const child: ChildProcess = spawn(process.execPath, [path.join(REPO, 'dist', 'electron', 'main', 'serve.js'), '--mount-root', opts.mountRoot, '--keychain-service', opts.keychainService, ...(opts.args ?? [])], {
     env, stdio: ['ignore', 'pipe', 'pipe'],
   });
   const reap = () => child.kill('SIGKILL');

@@ -12,6 +12,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CreateBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
@@ -94,6 +95,11 @@ describe('desktop app in Chromium', () => {
   });
 
   after(async () => {
+    // FILESPACE_UI_DEBUG=1: the app host's log and the last page, for a failure's post-mortem.
+    if (process.env.FILESPACE_UI_DEBUG) {
+      await page?.screenshot({ path: path.join(os.tmpdir(), 'filespace-ui-last.png') }).catch(() => undefined);
+      process.stderr.write(host?.stderr() ?? '');
+    }
     await browser?.close();
     await host?.stop();
     let stillMounted = false;
@@ -312,5 +318,30 @@ describe('desktop app in Chromium', () => {
     await card.getByText('Unmount', { exact: true }).click();
     await waitText(card.getByTestId('state'), /^unmounted$/);
     assert.equal(await isMounted(path.join(mountRoot, 'team')), false);
+  });
+
+  it('mounts at start what the settings say, with the keys and passphrase from the keychain', async () => {
+    await page.click('[data-testid=nav-settings]');
+    await page.selectOption('#settingsFor', 'team');
+    await page.getByTestId('machine-settings').waitFor(WAIT);
+    // The boxes are checked once the host has saved the change.
+    await page.click('[data-testid=settings-mount-at-start]');
+    await page.locator('[data-testid=settings-mount-at-start]:checked').waitFor(WAIT);
+    await page.click('[data-testid=settings-start-at-login]');
+    await page.locator('[data-testid=settings-start-at-login]:checked').waitFor(WAIT);
+    const saved = JSON.parse(await fsp.readFile(path.join(home, 'config', 'app.json'), 'utf8')) as { mountAtStart: string[]; startAtLogin: boolean };
+    assert.deepEqual(saved.mountAtStart, ['team']);
+    assert.equal(saved.startAtLogin, true);
+
+    await host.stop();
+    host = await startAppHost({ home, userHome: path.join(dir, 'user'), mountRoot, keychainService: SERVICE, env: keyring.env, args: ['--mount-at-start'] });
+    await page.goto(host.open);
+    const card = page.getByTestId('filespace-team');
+    await waitText(card.getByTestId('state'), /^mounted$/);
+    assert.equal(await isMounted(path.join(mountRoot, 'team')), true);
+    assert.equal(await sh(`head -c 3000000 '${path.join(mountRoot, 'team', 'report.bin')}' | wc -c`), '3000000\n', 'the file written before is read back from the bucket');
+    assert.equal(await page.getByTestId('filespace-demo').getByTestId('state').textContent(), 'unmounted', 'only the chosen filespace mounts at start');
+    await card.getByText('Unmount', { exact: true }).click();
+    await waitText(card.getByTestId('state'), /^unmounted$/);
   });
 });

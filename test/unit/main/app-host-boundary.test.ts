@@ -66,6 +66,33 @@ describe('dispatch', () => {
   });
 });
 
+describe('status feed', () => {
+  it('a change published while nobody listens does not block later events', { timeout: 20_000 }, async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fs-feed-'));
+    const host = new AppHost({ homes: homes({ FILESPACE_HOME: dir }), vault: new CredentialVault(new MemorySecrets()), log, sampleMs: 3_600_000 });
+    try {
+      await host.init();
+      await host.publish(); // e.g. a mount at start, before any window is open
+      const seen: boolean[] = [];
+      let wake: () => void = () => undefined;
+      const unsubscribe = host.subscribe((e) => {
+        seen.push(e.status.uploadsPaused);
+        wake();
+      });
+      const next = () => new Promise<void>((r) => (wake = r));
+      if (seen.length === 0) await next();
+      const second = next();
+      await host.handlers['uploads.pause']({ paused: true });
+      await second;
+      unsubscribe();
+      assert.deepEqual(seen, [false, true]);
+    } finally {
+      await host.shutdown();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('credential vault', () => {
   it('stores keys and passphrases; tells the UI only a key id hint', async () => {
     const secrets = new MemorySecrets();
