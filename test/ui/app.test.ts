@@ -290,12 +290,18 @@ describe('desktop app in Chromium', () => {
     await waitText(card.getByTestId('state'), /^mounted$/);
     const mnt = path.join(mountRoot, 'demo');
     assert.equal(await isMounted(mnt), true);
+    // With uploads paused the new file stays pending, and an unmount keeps it in the cache.
+    await page.click('[data-testid=pause]');
+    await waitText(page.getByTestId('pause'), /Resume uploads/);
     assert.equal(await sh(`printf 'hello from the demo' > '${mnt}/hello.txt' && cat '${mnt}/hello.txt'`), 'hello from the demo');
-    await waitText(card.getByTestId('sync-line'), /^Up to date$/);
+    await waitText(card.getByTestId('sync-line'), /^Uploads paused: 1 file, 19 B waiting$/);
     await shot(page, 'status-demo');
     await card.getByText('Unmount').click();
     await waitText(card.getByTestId('state'), /^unmounted$/);
     assert.equal(await isMounted(mnt), false);
+    assert.match((await card.getByTestId('sync-line').textContent()) ?? '', /^1 file, .* waiting to upload at the next mount$/);
+    await page.click('[data-testid=pause]');
+    await waitText(page.getByTestId('pause'), /Pause uploads/);
   });
 
   it('unmounts from the status view; a mount in use says which process holds it', async () => {
