@@ -123,6 +123,10 @@ export async function deleteConfig(h: Homes, name: string): Promise<void> {
 
 /** Reads a passphrase file, refusing one that others can read. */
 export async function readPassphraseFile(file: string): Promise<string> {
+  if (file === '') {
+    // Linked by the desktop app (secrets: 'keychain'): there is no file to read.
+    throw new UserError('this filespace was linked by the desktop app and its passphrase is in the OS keychain; mount, sync and check it from the app', 'PASSPHRASE_IN_KEYCHAIN');
+  }
   let st;
   try {
     st = await fsp.stat(file);

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { appEventSchema, appStatusSchema } from '../../../electron/contract/app';
-import { homes } from '../../../electron/cli/config';
+import { homes, listConfigs, readPassphraseFile, saveConfig } from '../../../electron/cli/config';
 import { UserError } from '../../../electron/engine/errors';
 import { AppHost, checkMountPointFree, type AppHandlers } from '../../../electron/main/appHost';
 import { AppSettingsFile, DEFAULT_APP_SETTINGS } from '../../../electron/main/appSettings';
@@ -261,5 +261,56 @@ describe('loopback HTTP server', () => {
       req.end();
     });
     assert.deepEqual(events.map((e) => (e as { status: { uploadsPaused: boolean } }).status.uploadsPaused), [false, true]);
+  });
+});
+
+describe('unlinking and forgetting keys', () => {
+  it('refuses to unlink while changes wait in the cache unless told to discard them; forgets the passphrase', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fs-unlink-'));
+    const secrets = new MemorySecrets();
+    const vault = new CredentialVault(secrets);
+    const h = homes({ FILESPACE_HOME: dir });
+    const host = new AppHost({ homes: h, vault, log });
+    try {
+      await host.init();
+      const cacheDir = path.join(h.cacheRoot, 'team');
+      await fsp.mkdir(path.join(cacheDir, 'dirty'), { recursive: true });
+      await fsp.writeFile(path.join(cacheDir, 'dirty', '7.0'), Buffer.alloc(1000));
+      await saveConfig(h, {
+        version: 1, name: 'team', filespaceId: 'fs-1', store: { kind: 'local', root: path.join(dir, 'store') }, mountPoint: path.join(dir, 'mnt'),
+        cacheDir, passphraseFile: '', settings: {}, secrets: 'keychain',
+      });
+      await vault.savePassphrase('fs-1', 'the passphrase');
+      await vault.saveKeys({ accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 's', region: 'us-east-1', pathStyle: false });
+
+      const status = await dispatch(host.handlers, 'app.status', {}, log);
+      assert.ok(status.ok);
+      const team = (status.data as { filespaces: Array<{ name: string; status: { state: string; dirtyFiles: number; dirtyBytes: number } }> }).filespaces[0]!;
+      assert.deepEqual([team.name, team.status.state, team.status.dirtyFiles, team.status.dirtyBytes], ['team', 'unmounted', 1, 1000]);
+
+      const refused = await dispatch(host.handlers, 'filespace.unlink', { name: 'team' }, log);
+      assert.equal(!refused.ok && refused.error.code, 'DIRTY');
+      assert.match(!refused.ok ? refused.error.message : '', /1 file\(s\) not yet uploaded/);
+      assert.deepEqual(await listConfigs(h), ['team'], 'a refused unlink changes nothing');
+
+      assert.deepEqual(await dispatch(host.handlers, 'filespace.unlink', { name: 'team', discardPending: true }, log), { ok: true, data: { ok: true } });
+      assert.deepEqual(await listConfigs(h), []);
+      await assert.rejects(fsp.stat(cacheDir), { code: 'ENOENT' });
+      assert.equal(await vault.passphrase('fs-1'), undefined, 'the passphrase left the keychain');
+
+      assert.deepEqual(await dispatch(host.handlers, 'keys.forget', {}, log), { ok: true, data: { ok: true } });
+      assert.deepEqual(await secrets.accounts(), []);
+      const after = await dispatch(host.handlers, 'app.status', {}, log);
+      assert.deepEqual(after.ok && (after.data as { keys: unknown }).keys, { stored: false });
+      const noKeys = await dispatch(host.handlers, 'bucket.check', { bucket: 'my-bucket' }, log);
+      assert.deepEqual(noKeys, { ok: false, status: 400, error: { code: 'NO_KEYS', message: 'no AWS keys are stored yet: enter them first' } });
+    } finally {
+      await host.shutdown();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the CLI says where the passphrase of an app-linked filespace lives', async () => {
+    await assert.rejects(readPassphraseFile(''), (e: UserError) => e.code === 'PASSPHRASE_IN_KEYCHAIN' && /desktop app/.test(e.message));
   });
 });
