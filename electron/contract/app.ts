@@ -143,6 +143,7 @@ export const appRoutes = {
   'settings.get': { request: byName, response: machineSettingsSchema },
   'settings.set': { request: z.object({ name: nameSchema, key: z.enum(SETTABLE_KEYS), value: z.string().min(1).max(64) }).strict(), response: z.object({ applied: z.enum(['live', 'next-mount']) }).strict() },
   'uploads.pause': { request: z.object({ paused: z.boolean() }).strict(), response: ok },
+  'settings.moveCache': { request: z.object({ name: nameSchema, cacheDir: z.string().min(1).max(4096) }).strict(), response: machineSettingsSchema },
   'app.settings.get': { request: z.object({}).strict(), response: appSettingsDtoSchema },
   'app.settings.set': {
     request: z.object({ startAtLogin: z.boolean().optional(), mountAtStart: z.array(nameSchema).max(100).optional() }).strict(),

@@ -25,7 +25,7 @@ import type {
   AppEvent, AppParsedRequest, AppResponse, AppRoute, AppStatus, Credentials, FilespaceSummary, MachineSettings, Target,
 } from '../contract/app';
 import { callControl } from '../cli/control';
-import { Homes, LinkConfig, deleteConfig, listConfigs, loadConfig, socketPath } from '../cli/config';
+import { Homes, LinkConfig, deleteConfig, listConfigs, loadConfig, saveConfig, socketPath } from '../cli/config';
 import { MountHost, settingsOf } from '../cli/host';
 import { applySetting, linkFilespace, statusOf } from '../cli/main';
 import { openStore } from '../cli/stores';
@@ -319,6 +319,37 @@ export class AppHost {
     };
   }
 
+  /**
+   * Moves the cache of an unmounted filespace, data included (pending uploads too), and points
+   * its configuration there. A rename when both are on one disk; otherwise a copy, then the old
+   * folder is removed only after the configuration names the new one.
+   */
+  private async moveCache(name: string, to: string): Promise<MachineSettings> {
+    const cfg = await loadConfig(this.o.homes, name);
+    const s = await statusOf(this.o.homes, cfg);
+    if (this.mounts.has(name) || s.state !== 'unmounted') throw new UserError(`"${name}" is mounted; unmount it before moving its cache`, 'MOUNTED');
+    const dest = path.resolve(to);
+    if (!path.isAbsolute(to)) throw new UserError('the cache folder must be a full path', 'NOT_ABSOLUTE');
+    if (dest === path.resolve(cfg.cacheDir)) return this.machineSettings(name);
+    if (dest.startsWith(`${path.resolve(cfg.cacheDir)}${path.sep}`)) throw new UserError('the new cache folder cannot be inside the current one', 'BAD_CACHE_DIR');
+    const existing = await fsp.readdir(dest).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
+    if (existing && existing.length > 0) throw new UserError(`${dest} is not empty; pick an empty or new folder`, 'CACHE_NOT_EMPTY');
+    if (existing) await fsp.rmdir(dest);
+    await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+    let copied = false;
+    try {
+      await fsp.rename(cfg.cacheDir, dest);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      await fsp.cp(cfg.cacheDir, dest, { recursive: true, errorOnExist: true, force: false, preserveTimestamps: true });
+      copied = true;
+    }
+    await saveConfig(this.o.homes, { ...cfg, cacheDir: dest });
+    if (copied) await fsp.rm(cfg.cacheDir, { recursive: true, force: true });
+    void this.publish();
+    return this.machineSettings(name);
+  }
+
   private async unlink(name: string, discardPending: boolean): Promise<void> {
     const cfg = await loadConfig(this.o.homes, name);
     const s = await statusOf(this.o.homes, cfg);
@@ -381,6 +412,7 @@ export class AppHost {
       return { ok: true as const };
     },
     'settings.get': ({ name }) => this.machineSettings(name),
+    'settings.moveCache': ({ name, cacheDir }) => this.moveCache(name, cacheDir),
     'settings.set': async ({ name, key, value }) => {
       const applied = await applySetting(this.o.homes, await loadConfig(this.o.homes, name), key, value);
       void this.publish();

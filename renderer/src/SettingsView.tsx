@@ -2,7 +2,7 @@
 
 import { useEffect, useState } from 'react';
 import { formatBytes } from '../../electron/contract/format';
-import { changeAppSettings, changeSetting, forgetKeys, loadSettings, selectFilespaces, selectKeys, selectPaused, setPaused, unlink, useApp } from './store';
+import { changeAppSettings, changeSetting, forgetKeys, moveCache, loadSettings, selectFilespaces, selectKeys, selectPaused, setPaused, unlink, useApp } from './store';
 
 const MiB = 1024 * 1024;
 
@@ -31,6 +31,9 @@ export function SettingsView() {
   const mountsAtStart = machine !== null && (appSettings?.mountAtStart.includes(machine.name) ?? false);
   const [capMiB, setCapMiB] = useState(0);
   const [discard, setDiscard] = useState(false);
+  const [cacheDir, setCacheDir] = useState('');
+  useEffect(() => setCacheDir(machine?.cacheDir ?? ''), [machine]);
+  const mounted = filespaces.find((f) => f.name === selected)?.status.state !== 'unmounted';
   useEffect(() => setCapMiB(machine ? Math.round(machine.cacheCapBytes / MiB) : 0), [machine]);
   const maxMiB = machine ? Math.max(16, Math.floor((machine.cacheDiskFreeBytes + machine.cacheCapBytes) / MiB)) : 16;
   return (
@@ -52,6 +55,12 @@ export function SettingsView() {
           </form>
           <NumberSetting id="uploadConcurrency" label="Parallel uploads" value={machine.uploadConcurrency} min={1} max={64} onSave={(v) => void changeSetting('upload-concurrency', String(v))} />
           <NumberSetting id="prefetch" label="Read-ahead (chunks; 0 turns prefetch off)" value={machine.prefetchMaxChunks} min={0} max={64} onSave={(v) => void changeSetting('prefetch-chunks', String(v))} />
+          <form className="row" onSubmit={(e) => { e.preventDefault(); void moveCache(cacheDir); }}>
+            <label className="field" htmlFor="cacheDir"><span>Cache folder (moving it keeps the data{mounted ? '; unmount first' : ''})</span>
+              <input id="cacheDir" type="text" value={cacheDir} onChange={(e) => setCacheDir(e.target.value)} />
+            </label>
+            <button type="submit" className="secondary" disabled={mounted || cacheDir === machine.cacheDir}>Move cache</button>
+          </form>
           <label className="check"><input type="checkbox" data-testid="settings-mount-at-start" checked={mountsAtStart} disabled={!appSettings}
             onChange={(e) => void changeAppSettings({ mountAtStart: e.target.checked
               ? [...(appSettings?.mountAtStart ?? []), machine.name]

@@ -339,3 +339,14 @@ export async function changeAppSettings(change: { startAtLogin?: boolean; mountA
     store.setState({ settingsError: messageOf(err), settingsMessage: null });
   }
 }
+
+export async function moveCache(cacheDir: string): Promise<void> {
+  const name = store.getState().selected;
+  if (!name) return;
+  try {
+    const machine = await call((t) => t.call('settings.moveCache', { name, cacheDir }));
+    store.setState({ machine, settingsError: null, settingsMessage: `The cache moved to ${machine.cacheDir}` });
+  } catch (err) {
+    store.setState({ settingsError: messageOf(err), settingsMessage: null });
+  }
+}

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { appEventSchema, appStatusSchema } from '../../../electron/contract/app';
-import { homes, listConfigs, readPassphraseFile, saveConfig } from '../../../electron/cli/config';
+import { homes, listConfigs, loadConfig, readPassphraseFile, saveConfig } from '../../../electron/cli/config';
 import { UserError } from '../../../electron/engine/errors';
 import { AppHost, checkMountPointFree, type AppHandlers } from '../../../electron/main/appHost';
 import { AppSettingsFile, DEFAULT_APP_SETTINGS } from '../../../electron/main/appSettings';
@@ -304,6 +304,43 @@ describe('unlinking and forgetting keys', () => {
       assert.deepEqual(after.ok && (after.data as { keys: unknown }).keys, { stored: false });
       const noKeys = await dispatch(host.handlers, 'bucket.check', { bucket: 'my-bucket' }, log);
       assert.deepEqual(noKeys, { ok: false, status: 400, error: { code: 'NO_KEYS', message: 'no AWS keys are stored yet: enter them first' } });
+    } finally {
+      await host.shutdown();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('moves the cache of an unmounted filespace with its pending data, and refuses a non-empty target', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fs-move-'));
+    const h = homes({ FILESPACE_HOME: dir });
+    const host = new AppHost({ homes: h, vault: new CredentialVault(new MemorySecrets()), log });
+    try {
+      await host.init();
+      const from = path.join(h.cacheRoot, 'team');
+      await fsp.mkdir(path.join(from, 'dirty'), { recursive: true });
+      await fsp.writeFile(path.join(from, 'dirty', '7.0'), 'pending chunk');
+      await fsp.writeFile(path.join(from, 'index'), 'clean index');
+      await saveConfig(h, {
+        version: 1, name: 'team', filespaceId: 'fs-1', store: { kind: 'local', root: path.join(dir, 'store') }, mountPoint: path.join(dir, 'mnt'),
+        cacheDir: from, passphraseFile: '', settings: {}, secrets: 'keychain',
+      });
+      const busy = path.join(dir, 'busy');
+      await fsp.mkdir(busy);
+      await fsp.writeFile(path.join(busy, 'x'), 'x');
+      const refused = await dispatch(host.handlers, 'settings.moveCache', { name: 'team', cacheDir: busy }, log);
+      assert.equal(!refused.ok && refused.error.code, 'CACHE_NOT_EMPTY');
+      const inside = await dispatch(host.handlers, 'settings.moveCache', { name: 'team', cacheDir: path.join(from, 'sub') }, log);
+      assert.equal(!inside.ok && inside.error.code, 'BAD_CACHE_DIR');
+      assert.equal(await fsp.readFile(path.join(from, 'dirty', '7.0'), 'utf8'), 'pending chunk', 'refusals change nothing');
+
+      const to = path.join(dir, 'elsewhere', 'team-cache');
+      const moved = await dispatch(host.handlers, 'settings.moveCache', { name: 'team', cacheDir: to }, log);
+      assert.ok(moved.ok, JSON.stringify(moved));
+      assert.equal((moved.data as { cacheDir: string }).cacheDir, to);
+      assert.equal(await fsp.readFile(path.join(to, 'dirty', '7.0'), 'utf8'), 'pending chunk');
+      assert.equal(await fsp.readFile(path.join(to, 'index'), 'utf8'), 'clean index');
+      await assert.rejects(fsp.stat(from), { code: 'ENOENT' });
+      assert.equal((await loadConfig(h, 'team')).cacheDir, to);
     } finally {
       await host.shutdown();
       await fsp.rm(dir, { recursive: true, force: true });
