@@ -102,7 +102,8 @@ async function start(): Promise<void> {
   session.defaultSession.webRequest.onHeadersReceived((details, cb) => {
     cb({ responseHeaders: { ...details.responseHeaders, 'Content-Security-Policy': [CSP] } });
   });
-  session.defaultSession.setPermissionRequestHandler((_wc, _perm, cb) => cb(false));
+  // Only copying to the clipboard (the IAM policy) is allowed; camera, notifications etc. are refused.
+  session.defaultSession.setPermissionRequestHandler((_wc, perm, cb) => cb(perm === 'clipboard-sanitized-write'));
 
   ipcMain.handle(IPC_INVOKE, async (e, route: unknown, body: unknown) => {
     if (!trustedSender(e)) return { ok: false, error: { code: 'FORBIDDEN', message: 'request from an untrusted page' } };
