@@ -6,13 +6,19 @@ import { hostTransport, mount, openFolder, selectFilespaces, selectPaused, setPa
 
 const EMPTY: Sample[] = [];
 
+/** Throughput over the last minutes (one to five, as much as has been seen). Samples arrive only
+ *  when a rate changes, so each holds until the next one (a step line), the last until now. */
 function Chart({ samples }: { samples: Sample[] }) {
   const w = 300;
   const h = 60;
+  const now = Date.now();
+  const span = Math.min(5 * 60_000, Math.max(60_000, now - (samples[0]?.t ?? now)));
   const max = Math.max(1, ...samples.map((s) => Math.max(s.up, s.down)));
-  const line = (pick: (s: Sample) => number) => samples.map((s, i) => `${samples.length < 2 ? 0 : (i / (samples.length - 1)) * w},${h - (pick(s) / max) * (h - 4) - 2}`).join(' ');
+  const x = (t: number) => Math.max(0, ((t - (now - span)) / span) * w);
+  const y = (v: number) => h - (v / max) * (h - 4) - 2;
+  const line = (pick: (s: Sample) => number) => samples.map((s, i) => `${x(s.t)},${y(pick(s))} ${x(samples[i + 1]?.t ?? now)},${y(pick(s))}`).join(' ');
   return (
-    <svg className="chart" viewBox={`0 0 ${w} ${h}`} preserveAspectRatio="none" role="img" aria-label="upload and download throughput over the last minutes">
+    <svg className="chart" viewBox={`0 0 ${w} ${h}`} preserveAspectRatio="none" role="img" aria-label="upload (blue) and download (green) throughput over the last minutes">
       <polyline className="up" points={line((s) => s.up)} />
       <polyline className="down" points={line((s) => s.down)} />
     </svg>
