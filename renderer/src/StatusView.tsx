@@ -2,7 +2,7 @@
 
 import type { FilespaceSummary } from '../../electron/contract/app';
 import { formatBytes, formatRate, syncLine } from '../../electron/contract/format';
-import { hostTransport, mount, openFolder, selectFilespaces, selectPaused, setPaused, startWizard, unmount, useApp, type Sample } from './store';
+import { hostTransport, mount, openFolder, retry, selectFilespaces, selectPaused, setPaused, startWizard, unmount, useApp, type Sample } from './store';
 
 const EMPTY: Sample[] = [];
 
@@ -80,7 +80,10 @@ export function StatusView() {
       {errors.length > 0 ? (
         <section className="errors" data-testid="recent-errors">
           <h3>Recent errors</h3>
-          <ul>{errors.slice().reverse().map((e) => <li key={`${e.at}-${e.message}`}>{new Date(e.at).toLocaleTimeString()} — {e.message}</li>)}</ul>
+          <ul>{errors.slice().reverse().map((e) => (
+            <li key={`${e.at}-${e.message}`}>{new Date(e.at).toLocaleTimeString()} — {e.message}
+              {e.retry ? <button className="secondary small" onClick={() => void retry(e)}>Retry</button> : null}</li>
+          ))}</ul>
         </section>
       ) : null}
     </div>

@@ -15,12 +15,19 @@ export type Screen = 'wizard' | 'status' | 'settings';
 
 export interface Sample { readonly t: number; readonly up: number; readonly down: number }
 
+/** A recent error; one from an action the user took can be retried from the list. */
+export interface ErrorEntry {
+  readonly at: number;
+  readonly message: string;
+  readonly retry?: () => Promise<void>;
+}
+
 interface HostSlice {
   status: AppStatus | null;
   connectionTrouble: string | null;
   /** Throughput samples per filespace, newest last (the last 5 minutes of events). */
   history: Record<string, Sample[]>;
-  errors: Array<{ at: number; message: string }>;
+  errors: ErrorEntry[];
 }
 
 export interface WizardState {
@@ -260,16 +267,25 @@ export function tryLocally(): Promise<void> {
 
 // ---- status actions -----------------------------------------------------------------------
 
-async function statusAction(fn: () => Promise<unknown>, done?: string): Promise<void> {
+async function statusAction(fn: () => Promise<unknown>, done?: string, self?: () => Promise<void>): Promise<void> {
   try {
     await fn();
     store.setState({ notice: done ?? null });
   } catch (err) {
-    store.setState((s) => ({ notice: null, errors: [...s.errors, { at: Date.now(), message: messageOf(err) }].slice(-20) }));
+    const entry: ErrorEntry = { at: Date.now(), message: messageOf(err), ...(self ? { retry: self } : {}) };
+    store.setState((s) => ({ notice: null, errors: [...s.errors, entry].slice(-20) }));
   }
 }
 
-export const mount = (name: string) => statusAction(() => call((t) => t.call('filespace.mount', { name })), `Mounted "${name}"`);
+/** Runs a retryable error's action again; the entry leaves the list first (a new failure adds a new one). */
+export async function retry(entry: ErrorEntry): Promise<void> {
+  if (!entry.retry) return;
+  store.setState((s) => ({ errors: s.errors.filter((e) => e !== entry) }));
+  await entry.retry();
+}
+
+export const mount = (name: string): Promise<void> =>
+  statusAction(() => call((t) => t.call('filespace.mount', { name })), `Mounted "${name}"`, () => mount(name));
 /** Unmounts; a mount in use is not an error but a question: the card then offers to detach it. */
 export async function unmount(name: string, force = false): Promise<void> {
   const clear = (s: State) => Object.fromEntries(Object.entries(s.unmountBusy).filter(([n]) => n !== name));
@@ -284,7 +300,8 @@ export async function unmount(name: string, force = false): Promise<void> {
     }
   }
 }
-export const setPaused = (paused: boolean) => statusAction(() => call((t) => t.call('uploads.pause', { paused })), paused ? 'Uploads paused' : 'Uploads resumed');
+export const setPaused = (paused: boolean): Promise<void> =>
+  statusAction(() => call((t) => t.call('uploads.pause', { paused })), paused ? 'Uploads paused' : 'Uploads resumed', () => setPaused(paused));
 export const openFolder = (p: string) => statusAction(async () => transport?.openFolder?.(p));
 
 // ---- settings -----------------------------------------------------------------------------

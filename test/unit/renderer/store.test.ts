@@ -7,7 +7,7 @@ import { beforeEach, describe, it } from 'node:test';
 import type { StatusDto } from '../../../electron/contract/api';
 import type { AppEvent, AppRequest, AppResponse, AppRoute, AppStatus } from '../../../electron/contract/app';
 import {
-  connect, editWizard, resetStore, selectFilespaces, store, submitBucket, submitKeys, submitPassphrase, submitPlace, unmount,
+  connect, editWizard, mount, resetStore, retry, selectFilespaces, store, submitBucket, submitKeys, submitPassphrase, submitPlace, unmount,
 } from '../../../renderer/src/store';
 import { HostError, ipcTransport, type BridgeApi, type Transport } from '../../../renderer/src/transport';
 
@@ -190,6 +190,40 @@ describe('renderer store: host events and actions', () => {
     await unmount('team', true);
     assert.deepEqual(store.getState().unmountBusy, {});
     assert.equal(store.getState().notice, 'Unmounted "team"');
+  });
+});
+
+describe('renderer store: recent errors', () => {
+  beforeEach(() => resetStore());
+
+  it('a failed mount is listed with a Retry that runs it again', async () => {
+    let reachable = false;
+    const summary = { name: 'team', location: 's3://b/team', kind: 's3' as const, mountPoint: '/m/team', cacheDir: '/c/team', status: fsStatus() };
+    const host = scripted({
+      'filespace.mount': () => {
+        if (!reachable) throw new HostError('UNREACHABLE', 'cannot reach s3://b/team');
+        return summary;
+      },
+    });
+    connect(host);
+    await mount('team');
+    const [entry] = store.getState().errors;
+    assert.equal(entry?.message, 'cannot reach s3://b/team');
+    assert.ok(entry?.retry, 'a failed action can be retried');
+    await retry(entry!);
+    assert.equal(store.getState().errors.length, 1, 'failing again lists the new failure only');
+    reachable = true;
+    await retry(store.getState().errors[0]!);
+    assert.deepEqual(store.getState().errors, []);
+    assert.equal(store.getState().notice, 'Mounted "team"');
+    assert.equal(host.calls.filter((c) => c.route === 'filespace.mount').length, 3);
+  });
+
+  it('engine errors from the status are listed without a Retry (the engine retries by itself)', () => {
+    const host = scripted({});
+    connect(host);
+    host.emit({ type: 'status', status: appStatus([fsStatus({ lastError: 'upload: S3 is throttling' })]) });
+    assert.equal(store.getState().errors[0]?.retry, undefined);
   });
 });
 
