@@ -1,28 +1,33 @@
-// Runs the compiled test files with node's test runner: `node test/run.mjs [unit|integration|e2e ...]`.
+// Runs the compiled test files with node's test runner: `node test/run.mjs [unit|integration|ui ...]`.
 // Suites run one file at a time (--test-concurrency=1): integration tests mount real FUSE
 // filesystems and start real S3 servers, and the machine has two cores.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 
+const has = (cmd) => spawnSync('/bin/sh', ['-c', `command -v ${cmd}`]).status === 0;
 // Name any missing prerequisite up front instead of failing deep inside a test.
+// [name, check, how to get it, suites that need it]
 const checks = [
-  ['/dev/fuse', () => spawnSync('test', ['-e', '/dev/fuse']).status === 0, 'the fuse kernel module (sudo apt-get install fuse)'],
-  ['fusermount', () => spawnSync('/bin/sh', ['-c', 'command -v fusermount']).status === 0, 'sudo apt-get install fuse libfuse2'],
-  ['moto', () => spawnSync('python3', ['-c', 'import moto.server']).status === 0, 'pip install "moto[server]"'],
-  ['sqlite3', () => spawnSync('/bin/sh', ['-c', 'command -v sqlite3']).status === 0, 'sudo apt-get install sqlite3'],
-  ['git', () => spawnSync('/bin/sh', ['-c', 'command -v git']).status === 0, 'sudo apt-get install git'],
-  ['setfattr', () => spawnSync('/bin/sh', ['-c', 'command -v setfattr']).status === 0, 'sudo apt-get install attr'],
+  ['/dev/fuse', () => spawnSync('test', ['-e', '/dev/fuse']).status === 0, 'the fuse kernel module (sudo apt-get install fuse)', ['integration', 'ui']],
+  ['fusermount', () => has('fusermount'), 'sudo apt-get install fuse libfuse2', ['integration', 'ui']],
+  ['moto', () => spawnSync('python3', ['-c', 'import moto.server']).status === 0, 'pip install "moto[server]"', ['integration', 'ui']],
+  ['sqlite3', () => has('sqlite3'), 'sudo apt-get install sqlite3', ['integration']],
+  ['git', () => has('git'), 'sudo apt-get install git', ['integration']],
+  ['setfattr', () => has('setfattr'), 'sudo apt-get install attr', ['integration']],
+  // The keychain tests run against a real Secret Service on a private D-Bus session.
+  ['dbus-daemon', () => has('dbus-daemon') && has('dbus-send'), 'sudo apt-get install dbus', ['unit', 'ui']],
+  ['gnome-keyring-daemon', () => has('gnome-keyring-daemon'), 'sudo apt-get install gnome-keyring', ['unit', 'ui']],
+  ['chromium', () => spawnSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', ['--version']).status === 0, 'sudo apt-get install chromium (or set CHROMIUM_PATH)', ['ui']],
 ];
-const wantsIntegration = process.argv.slice(2).length === 0 || process.argv.slice(2).some((s) => s !== 'unit');
-const missing = wantsIntegration ? checks.filter(([, ok]) => !ok()) : [];
+const suites = process.argv.slice(2).length ? process.argv.slice(2) : ['unit', 'integration', 'ui'];
+const missing = checks.filter(([, ok, , needed]) => needed.some((s) => suites.includes(s)) && !ok());
 if (missing.length > 0) {
   for (const [name, , fix] of missing) console.error(`missing test prerequisite ${name}: ${fix}`);
   process.exit(1);
 }
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
-const suites = process.argv.slice(2).length ? process.argv.slice(2) : ['unit', 'integration'];
 const files = [];
 const walk = (dir) => {
   for (const name of readdirSync(dir).sort()) {

@@ -60,6 +60,8 @@ export const linkConfigSchema = z.object({
   settings: z.record(z.string(), z.unknown()).default({}),
   /** Whether the store refuses a conditional write that should fail (checked at link). */
   conditionalWrites: z.boolean().default(true),
+  /** 'keychain': linked by the desktop app; the passphrase and AWS keys live in the OS keychain, not in passphraseFile. */
+  secrets: z.literal('keychain').optional(),
 });
 export type LinkConfig = z.infer<typeof linkConfigSchema>;
 
@@ -123,6 +125,10 @@ export async function deleteConfig(h: Homes, name: string): Promise<void> {
 
 /** Reads a passphrase file, refusing one that others can read. */
 export async function readPassphraseFile(file: string): Promise<string> {
+  if (file === '') {
+    // Linked by the desktop app (secrets: 'keychain'): there is no file to read.
+    throw new UserError('this filespace was linked by the desktop app and its passphrase is in the OS keychain; mount, sync and check it from the app', 'PASSPHRASE_IN_KEYCHAIN');
+  }
   let st;
   try {
     st = await fsp.stat(file);

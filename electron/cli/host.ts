@@ -170,7 +170,7 @@ export class MountHost {
       uploadsPaused: st?.uploadsPaused ?? false,
       readOnlyReason: st?.readOnlyReason ?? null,
       lastError: st?.lastError ?? this.lastError ?? null,
-      ...(st ? { lease: st.lease, aside: st.aside } : {}),
+      ...(st ? { pendingFiles: st.pendingFiles, lease: st.lease, aside: st.aside } : {}),
     };
   }
 

@@ -16,8 +16,10 @@ import { checkFilespace } from '../engine/check';
 import { UserError } from '../engine/errors';
 import { createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
 import { probeConditionalWrites } from '../engine/meta/lease';
+import { leaseLine } from '../contract/format';
 import { discardAside, exportAside, listAside } from '../engine/aside';
 import { LocalDiskStore } from '../engine/store/local';
+import type { ObjectStore } from '../engine/store/types';
 import { formatSize, parseDuration, parseSize } from '../engine/util/sizes';
 import { sleep } from '../engine/util/concurrency';
 import { callControl, ControlClientError } from './control';
@@ -137,8 +139,15 @@ async function cmdInit(args: string[]): Promise<void> {
   }
 }
 
+/** Extra inputs of hosts that keep secrets in the OS keychain (the desktop app). */
+export interface LinkExtras {
+  /** A store opened with explicit credentials instead of the AWS chain; closed after linking. */
+  readonly store?: ObjectStore;
+  readonly secrets?: 'keychain';
+}
+
 export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mountPoint: string, cacheDir: string | undefined,
-  cacheCapBytes: number | undefined, passphraseFile: string, passphraseOverride?: string): Promise<LinkConfig> {
+  cacheCapBytes: number | undefined, passphraseFile: string, passphraseOverride?: string, extras: LinkExtras = {}): Promise<LinkConfig> {
   checkName(name);
   if (await fsp.access(configPath(h, name)).then(() => true, () => false)) {
     throw new UserError(`a filespace named "${name}" is already linked on this machine; pick another --name or unlink it`, 'EXISTS');
@@ -151,7 +160,7 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
   const settings = cacheCapBytes !== undefined ? { cacheCapBytes } : {};
   resolveSettings(settings);
   const passphrase = passphraseOverride ?? (await readPassphraseFile(passphraseFile));
-  const store = openStore(spec);
+  const store = extras.store ?? openStore(spec);
   const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
   try {
     const { header, keys } = await unlockFilespace(store, passphrase);
@@ -170,7 +179,8 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
     if (!conditionalWrites) console.error(NO_CONDITIONAL_NOTE);
     const cfg: LinkConfig = {
       version: 1, name, filespaceId: header.id, store: spec, mountPoint: mp, cacheDir: dir,
-      passphraseFile: path.resolve(passphraseFile), settings, conditionalWrites,
+      passphraseFile: extras.secrets === 'keychain' ? '' : path.resolve(passphraseFile), settings, conditionalWrites,
+      ...(extras.secrets ? { secrets: extras.secrets } : {}),
     };
     await saveConfig(h, cfg);
     return cfg;
@@ -237,7 +247,7 @@ async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions
   process.off('SIGINT', onSignal);
 }
 
-async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
+export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
   try {
     return await callControl(socketPath(h, cfg.name), '/v1/status', {}, 5000);
   } catch (err) {
@@ -333,16 +343,6 @@ async function cmdUnmount(args: string[]): Promise<void> {
   console.log(`unmounted "${cfg.name}"`);
 }
 
-function leaseLine(l: NonNullable<StatusDto['lease']>): string {
-  const ago = (t: number | null) => (t === null ? 'never' : `${Math.max(0, Math.round((Date.now() - t) / 1000))}s ago`);
-  if (l.role === 'writer') return `writer: holds the write lease (renewed ${ago(l.lastRenewedAt)}, expires after ${l.ttlMs / 1000}s without renewal)`;
-  if (l.role === 'follower') {
-    const lag = l.followerLagMs === null ? 'not following (see below)' : `at most ${(l.followerLagMs / 1000).toFixed(1)}s behind`;
-    return `follower of ${l.holder ?? 'no current writer'} (lease renewed ${ago(l.lastRenewedAt)}); ${lag}`;
-  }
-  return l.lost ? `not writing: ${l.lost}` : 'waiting for the write lease';
-}
-
 function humanStatus(s: StatusDto): string {
   const lines = [`${s.name}: ${s.state}${s.state === 'unmounted' ? '' : ` at ${s.mountPoint}`}${s.offline ? ' (offline)' : ''}`];
   lines.push(s.dirtyBytes > 0 || s.dirtyFiles > 0
@@ -402,12 +402,8 @@ async function cmdSync(args: string[]): Promise<void> {
   console.log(`"${cfg.name}": every local change is in the bucket`);
 }
 
-async function cmdSet(args: string[]): Promise<void> {
-  const { positionals } = parse(args, {}, 3);
-  if (positionals.length !== 3) throw new UsageError('set takes NAME KEY VALUE');
-  const [name, key, value] = positionals as [string, string, string];
-  const h = homes();
-  const cfg = await loadConfig(h, name);
+/** Applies one `filespace set` change: live to a running mount, else saved for the next mount. */
+export async function applySetting(h: Homes, cfg: LinkConfig, key: string, value: string): Promise<'live' | 'next-mount'> {
   const change = settingFromKey(key, value);
   try {
     resolveSettings({ ...(cfg.settings as object), ...change });
@@ -416,12 +412,22 @@ async function cmdSet(args: string[]): Promise<void> {
   }
   try {
     await callControl(socketPath(h, cfg.name), '/v1/set', { key: key as 'cache-size', value });
-    console.log(`${cfg.name}: ${key} = ${value} (applied live)`);
+    return 'live';
   } catch (err) {
     if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
     await saveConfig(h, { ...cfg, settings: { ...cfg.settings, ...change } });
-    console.log(`${cfg.name}: ${key} = ${value} (takes effect at the next mount)`);
+    return 'next-mount';
   }
+}
+
+async function cmdSet(args: string[]): Promise<void> {
+  const { positionals } = parse(args, {}, 3);
+  if (positionals.length !== 3) throw new UsageError('set takes NAME KEY VALUE');
+  const [name, key, value] = positionals as [string, string, string];
+  const h = homes();
+  const cfg = await loadConfig(h, name);
+  const applied = await applySetting(h, cfg, key, value);
+  console.log(`${cfg.name}: ${key} = ${value} (${applied === 'live' ? 'applied live' : 'takes effect at the next mount'})`);
 }
 
 async function cmdUnlink(args: string[]): Promise<void> {

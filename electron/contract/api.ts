@@ -43,6 +43,8 @@ export const statusSchema = z.object({
   uploadsPaused: z.boolean(),
   readOnlyReason: z.string().nullable(),
   lastError: z.string().nullable(),
+  /** Files with data not yet uploaded (the first 50 by path). */
+  pendingFiles: z.array(z.string()).optional(),
   lease: leaseStatusSchema.optional(),
   aside: z.array(asideSetSchema).optional(),
 });

@@ -88,6 +88,8 @@ export interface EngineStats {
   uploadsPaused: boolean;
   readOnlyReason: string | undefined;
   lastError: string | undefined;
+  /** Paths of files with data not yet uploaded (at most PENDING_FILES_SHOWN). */
+  pendingFiles: string[];
   lease: LeaseStatus;
   /** Sets of changes kept aside because another machine took over (see `filespace aside`). */
   aside: Array<{ id: string; createdAt: number; files: number; reason: string }>;
@@ -110,6 +112,8 @@ async function machineOf(cacheDir: string): Promise<Machine> {
   }
   return { id, name: os.hostname(), pid: process.pid };
 }
+
+const PENDING_FILES_SHOWN = 50;
 
 /** Paths of every inode in `tree` (first found for hard-linked ones). */
 function pathsOf(tree: Tree): Map<number, string> {
@@ -223,6 +227,7 @@ export class Engine {
   private caughtUpAt: number | undefined;
   private holderSeen: LeaseRecord | undefined;
   private asideSets: AsideManifest[] = [];
+  private pendingFilesCache: { at: number; paths: string[] } | undefined;
   /** Follower with unsent local changes: it does not follow until they are uploaded or set aside. */
   private followBlocked: string | undefined;
 
@@ -739,9 +744,24 @@ export class Engine {
       uploadsPaused: this.uploadsPaused,
       readOnlyReason: this.readOnlyReason(),
       lastError: this.replicator.conflict ?? this.followBlocked ?? this.lastError ?? this.replicator.lastError ?? this.fetcher.stats.lastError,
+      pendingFiles: this.pendingFiles(),
       lease: this.leaseStatus(),
       aside: this.asideSets.map((m) => ({ id: m.id, createdAt: m.createdAt, files: m.files.length, reason: m.reason })),
     };
+  }
+
+  /** Paths of files waiting to upload; recomputed at most every 2 s (it walks the tree). */
+  private pendingFiles(): string[] {
+    const now = Date.now();
+    if (this.pendingFilesCache && now - this.pendingFilesCache.at < 2000) return this.pendingFilesCache.paths;
+    const inos = this.dirty.inodes();
+    let paths: string[] = [];
+    if (inos.length > 0) {
+      const all = pathsOf(this.meta.tree);
+      paths = inos.map((ino) => all.get(ino)).filter((p): p is string => p !== undefined).sort().slice(0, PENDING_FILES_SHOWN);
+    }
+    this.pendingFilesCache = { at: now, paths };
+    return paths;
   }
 
   private leaseStatus(): LeaseStatus {

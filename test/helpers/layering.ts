@@ -8,7 +8,13 @@
  *                         'electron' either, because the renderer and preload load it too
  *   renderer/**           of ours only renderer and electron/contract; npm packages, but no node
  *                         builtins and no 'electron' (the UI reaches the host through preload)
- * Other code (cli, main, preload) may import any layer.
+ *   electron/preload/**   of ours only electron/contract; 'electron', but no node builtins (a
+ *                         sandboxed preload has none) and no other npm package
+ *   electron/cli/**       engine, native, contract; never 'electron' (the CLI runs headless on
+ *                         servers) and nothing of main, preload or renderer
+ *   electron/main/**      engine, native, contract and cli (it hosts engines the CLI's way);
+ *                         nothing of preload or renderer (they run in other processes)
+ * Other code (tests, tools) may import any layer.
  *
  * Import specifiers come from TypeScript's own pre-processor, which sees `import`/`export ...
  * from`, `import type`, `import x = require()`, `require()` and `import()` (also in type
@@ -22,7 +28,7 @@ import { isBuiltin } from 'node:module';
 import * as path from 'node:path';
 import * as ts from 'typescript';
 
-export type Layer = 'engine' | 'native' | 'contract' | 'renderer' | 'host';
+export type Layer = 'engine' | 'native' | 'contract' | 'renderer' | 'preload' | 'cli' | 'main' | 'host';
 
 export interface SourceFile {
   /** Path relative to the repository root, with '/' separators. */
@@ -50,6 +56,9 @@ const LAYER_ROOTS: ReadonlyArray<readonly [Layer, string]> = [
   ['contract', 'electron/contract'],
   ['native', 'native'],
   ['renderer', 'renderer'],
+  ['preload', 'electron/preload'],
+  ['cli', 'electron/cli'],
+  ['main', 'electron/main'],
 ];
 
 function isUnder(p: string, dir: string): boolean {
@@ -101,6 +110,15 @@ function reasonAgainst(layer: Layer, ref: ImportRef): string | undefined {
       if (ref.kind === 'builtin') return 'the renderer may not import node builtins';
       if (isElectronPackage(ref)) return "the renderer may not import 'electron'; it talks to the host through preload";
       return ours(['renderer', 'electron/contract'], 'the renderer');
+    case 'preload':
+      if (ref.kind === 'builtin') return 'a sandboxed preload has no node builtins';
+      if (ref.kind === 'package' && !isElectronPackage(ref)) return `the preload may import only 'electron' and the contract, not ${ref.specifier}`;
+      return ours(['electron/contract'], 'the preload');
+    case 'cli':
+      if (isElectronPackage(ref)) return "the CLI runs headless and may not import 'electron'";
+      return ours(['electron/cli', 'electron/engine', 'electron/contract', 'native'], 'the CLI');
+    case 'main':
+      return ours(['electron/main', 'electron/cli', 'electron/engine', 'electron/contract', 'native'], 'the Electron main process');
     case 'host':
       return undefined;
   }

@@ -64,8 +64,10 @@ describe('layering rule: import scanner', () => {
     assert.equal(layerOf('electron/contract/api.ts'), 'contract');
     assert.equal(layerOf('native/fuse/adapter.ts'), 'native');
     assert.equal(layerOf('renderer/src/App.tsx'), 'renderer');
-    assert.equal(layerOf('electron/cli/main.ts'), 'host');
-    assert.equal(layerOf('electron/main/index.ts'), 'host');
+    assert.equal(layerOf('electron/main/index.ts'), 'main');
+    assert.equal(layerOf('electron/preload/preload.ts'), 'preload');
+    assert.equal(layerOf('electron/cli/main.ts'), 'cli');
+    assert.equal(layerOf('test/ui/app.test.ts'), 'host');
     assert.equal(layerOf('electron/engineering/x.ts'), 'host', 'a prefix of a layer name is not the layer');
   });
 });
@@ -135,7 +137,7 @@ describe('layering rule: native, contract, renderer, hosts', () => {
     assertViolates('renderer/src/App.tsx', "import { ipcRenderer } from 'electron';", 'electron', /preload/);
   });
 
-  it('lets hosts import every layer', () => {
+  it('lets the CLI import the engine, native code and the contract', () => {
     assertClean('electron/cli/host.ts', [
       "import { Engine } from '../engine/engine';",
       "import type { FuseMount } from '../../native/fuse/adapter';",
@@ -157,6 +159,38 @@ describe('layering rule: native, contract, renderer, hosts', () => {
   });
 });
 
+describe('layering rule: Electron main, preload and the CLI', () => {
+  it('lets main import the engine, native code, the contract and the CLI host, and electron', () => {
+    assertClean('electron/main/appHost.ts', [
+      "import { MountHost } from '../cli/host';",
+      "import { Engine } from '../engine/engine';",
+      "import { OsKeychain } from '../../native/keychain';",
+      "import { appRoutes } from '../contract/app';",
+      "import { app } from 'electron';",
+      "import * as fs from 'node:fs';",
+    ].join('\n'));
+  });
+
+  it('reports main importing the renderer or the preload', () => {
+    assertViolates('electron/main/main.ts', "import { store } from '../../renderer/src/store';", '../../renderer/src/store', /main process may not import renderer/);
+    assertViolates('electron/main/main.ts', "import '../preload/preload';", '../preload/preload');
+  });
+
+  it('lets the preload import only electron and the contract', () => {
+    assertClean('electron/preload/preload.ts', "import { contextBridge } from 'electron';\nimport { IPC_INVOKE } from '../contract/app';");
+    assertViolates('electron/preload/preload.ts', "import * as fs from 'node:fs';", 'node:fs', /no node builtins/);
+    assertViolates('electron/preload/preload.ts', "import { Engine } from '../engine/engine';", '../engine/engine');
+    assertViolates('electron/preload/preload.ts', "import { MountHost } from '../cli/host';", '../cli/host');
+    assertViolates('electron/preload/preload.ts', "import { z } from 'zod';", 'zod', /only 'electron' and the contract/);
+  });
+
+  it("reports the CLI importing 'electron' or the app's layers", () => {
+    assertViolates('electron/cli/main.ts', "import { app } from 'electron';", 'electron', /headless/);
+    assertViolates('electron/cli/main.ts', "import { AppHost } from '../main/appHost';", '../main/appHost');
+    assertViolates('electron/cli/main.ts', "import { store } from '../../renderer/src/store';", '../../renderer/src/store');
+  });
+});
+
 describe('layering of the source tree', () => {
   const root = path.resolve(__dirname, '..', '..', '..');
 
@@ -169,7 +203,8 @@ describe('layering of the source tree', () => {
     const files = await collectSources(root);
     const paths = files.map((f) => f.path);
     // Guard against a scan that silently finds nothing.
-    for (const expected of ['electron/engine/engine.ts', 'electron/contract/api.ts', 'native/fuse/adapter.ts', 'electron/cli/main.ts']) {
+    for (const expected of ['electron/engine/engine.ts', 'electron/contract/api.ts', 'native/fuse/adapter.ts', 'electron/cli/main.ts',
+      'electron/main/main.ts', 'electron/preload/preload.ts', 'renderer/src/main.tsx', 'native/keychain/index.ts']) {
       assert.ok(paths.includes(expected), `scan missed ${expected}`);
     }
     const engineFiles = files.filter((f) => layerOf(f.path) === 'engine');

@@ -1,0 +1,47 @@
+/**
+ * How sizes, rates and sync progress read to a user, shared by the tray and the renderer so
+ * both say the same thing. Decimal units (MB, GB) as file managers show them. Pure functions.
+ */
+
+import type { StatusDto } from './api';
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let v = Math.max(0, bytes);
+  let i = 0;
+  while (v >= 1000 && i < units.length - 1) {
+    v /= 1000;
+    i++;
+  }
+  return i === 0 ? `${Math.round(v)} B` : `${v >= 100 ? Math.round(v) : v.toFixed(1)} ${units[i]}`;
+}
+
+export function formatRate(bytesPerSec: number): string {
+  return `${formatBytes(bytesPerSec)}/s`;
+}
+
+function files(n: number): string {
+  return `${n} file${n === 1 ? '' : 's'}`;
+}
+
+/** One line of sync progress, e.g. "Uploading 3 files, 212 MB left". */
+export function syncLine(s: Pick<StatusDto, 'state' | 'dirtyBytes' | 'dirtyFiles' | 'pendingMetaOps' | 'uploadsPaused' | 'offline'>): string {
+  const pending = s.dirtyBytes > 0 || s.dirtyFiles > 0;
+  if (!pending && s.pendingMetaOps === 0) return s.state === 'mounted' ? 'Up to date' : 'Everything is in the bucket';
+  const what = pending ? `${files(s.dirtyFiles)}, ${formatBytes(s.dirtyBytes)}` : `${s.pendingMetaOps} change${s.pendingMetaOps === 1 ? '' : 's'}`;
+  if (s.state !== 'mounted') return `${what} waiting to upload at the next mount`;
+  if (s.uploadsPaused) return `Uploads paused: ${what} waiting`;
+  if (s.offline) return `Offline: ${what} waiting`;
+  return pending ? `Uploading ${files(s.dirtyFiles)}, ${formatBytes(s.dirtyBytes)} left` : `Uploading ${what}`;
+}
+
+/** The lease in one line, e.g. "writer: holds the write lease (renewed 3s ago, ...)". */
+export function leaseLine(l: NonNullable<StatusDto['lease']>, now = Date.now()): string {
+  const ago = (t: number | null) => (t === null ? 'never' : `${Math.max(0, Math.round((now - t) / 1000))}s ago`);
+  if (l.role === 'writer') return `writer: holds the write lease (renewed ${ago(l.lastRenewedAt)}, expires after ${l.ttlMs / 1000}s without renewal)`;
+  if (l.role === 'follower') {
+    const lag = l.followerLagMs === null ? 'not following (see below)' : `at most ${(l.followerLagMs / 1000).toFixed(1)}s behind`;
+    return `follower of ${l.holder ?? 'no current writer'} (lease renewed ${ago(l.lastRenewedAt)}); ${lag}`;
+  }
+  return l.lost ? `not writing: ${l.lost}` : 'waiting for the write lease';
+}

@@ -1,0 +1,444 @@
+/**
+ * AppHost: the desktop app's implementation of the app contract, in plain Node. It hosts
+ * engines the way the CLI does — one MountHost per mounted filespace, linked with the CLI's
+ * linkFilespace, tuned with its applySetting, reported with its statusOf — and adds what the
+ * desktop needs on top: AWS keys and passphrases from the OS keychain (CredentialVault), the
+ * permission check, the demo store, a global uploads pause, and a status feed.
+ *
+ * Both transports (Electron IPC in main.ts, loopback HTTP in server.ts) call `handlers` through
+ * dispatch.ts, which validates requests and responses against the contract.
+ *
+ * Status feed: listeners get an AppEvent when something visible changed. While anyone listens,
+ * one timer per host samples the status every `sampleMs` and sends it only if it differs from
+ * the last one sent; actions (mount, unmount, settings, pause) send at once. Clients never poll.
+ *
+ * The engines' FUSE callbacks run on this process's event loop: nothing here touches a mount
+ * point synchronously, and mount point checks use async fs calls only on unmounted folders.
+ */
+
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { StatusDto } from '../contract/api';
+import type {
+  AppEvent, AppParsedRequest, AppResponse, AppRoute, AppStatus, Credentials, FilespaceSummary, MachineSettings, Target,
+} from '../contract/app';
+import { callControl } from '../cli/control';
+import { Homes, LinkConfig, deleteConfig, listConfigs, loadConfig, saveConfig, socketPath } from '../cli/config';
+import { MountHost, settingsOf } from '../cli/host';
+import { applySetting, linkFilespace, statusOf } from '../cli/main';
+import { openStore } from '../cli/stores';
+import { UserError } from '../engine/errors';
+import { createFilespace, unlockFilespace } from '../engine/filespace';
+import { LocalDiskStore } from '../engine/store/local';
+import type { ObjectStore } from '../engine/store/types';
+import { AppSettings, AppSettingsFile } from './appSettings';
+import { checkBucket, checkKeys, storeFor } from './permissions';
+import { CredentialVault } from './vault';
+
+export type AppHandlers = { [R in AppRoute]: (req: AppParsedRequest<R>) => Promise<AppResponse<R>> };
+
+export interface AppHostOptions {
+  readonly homes: Homes;
+  readonly vault: CredentialVault;
+  readonly log: (msg: string) => void;
+  /** Where new mount points are suggested (default: ~/Filespace). */
+  readonly mountRoot?: string;
+  readonly sampleMs?: number;
+  readonly chunkSizeBytes?: number;
+  /** Told when the app settings change (Electron applies start-at-login here). */
+  readonly onAppSettings?: (s: AppSettings) => void;
+}
+
+const DEFAULT_CACHE_CAP = 20 * 1024 ** 3;
+const DEMO_NAME = 'demo';
+
+/** Free bytes on the disk that holds `dir` (or its nearest existing parent). */
+export async function freeBytesAt(dir: string): Promise<number> {
+  let cur = path.resolve(dir);
+  for (;;) {
+    try {
+      const st = await fsp.statfs(cur);
+      return st.bavail * st.bsize;
+    } catch (err) {
+      const parent = path.dirname(cur);
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || parent === cur) throw err;
+      cur = parent;
+    }
+  }
+}
+
+/** A mount point the app may use: missing (it is created) or an empty directory. */
+export async function checkMountPointFree(dir: string): Promise<void> {
+  if (!path.isAbsolute(dir)) throw new UserError('the mount point must be a full path', 'NOT_ABSOLUTE');
+  const st = await fsp.stat(dir).catch(() => undefined);
+  if (!st) return;
+  if (!st.isDirectory()) throw new UserError(`${dir} is not a folder`, 'NOT_A_DIRECTORY');
+  if ((await fsp.readdir(dir)).length > 0) throw new UserError(`${dir} is not empty; pick an empty folder`, 'NOT_EMPTY');
+}
+
+export class AppHost {
+  private readonly mounts = new Map<string, MountHost>();
+  private readonly listeners = new Set<(e: AppEvent) => void>();
+  private readonly settingsFile: AppSettingsFile;
+  private uploadsPaused = false;
+  private timer: NodeJS.Timeout | undefined;
+  private lastSent = '';
+  private sampling: Promise<void> | undefined;
+
+  constructor(private readonly o: AppHostOptions) {
+    this.settingsFile = AppSettingsFile.in(o.homes.configDir);
+  }
+
+  /** Reads the per-machine app settings; call once before serving. */
+  async init(): Promise<void> {
+    const { settings, damaged } = await this.settingsFile.load();
+    if (damaged) this.o.log(`the app settings file was damaged; moved it to ${damaged} and started from defaults`);
+    this.uploadsPaused = settings.uploadsPaused;
+  }
+
+  // ---- status -------------------------------------------------------------------------------
+
+  private async summaryOf(cfg: LinkConfig): Promise<FilespaceSummary> {
+    const host = this.mounts.get(cfg.name);
+    const status: StatusDto = host ? host.status() : await statusOf(this.o.homes, cfg);
+    const location = cfg.store.kind === 's3'
+      ? `s3://${cfg.store.bucket}${cfg.store.prefix ? `/${cfg.store.prefix}` : ''}${cfg.store.endpoint ? ` at ${cfg.store.endpoint}` : ''}`
+      : `local store ${cfg.store.root}`;
+    return { name: cfg.name, location, kind: cfg.store.kind, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir, status };
+  }
+
+  async status(): Promise<AppStatus> {
+    const filespaces: FilespaceSummary[] = [];
+    for (const name of await listConfigs(this.o.homes)) {
+      const cfg = await loadConfig(this.o.homes, name).catch(() => undefined);
+      if (cfg) filespaces.push(await this.summaryOf(cfg));
+    }
+    return { filespaces, uploadsPaused: this.uploadsPaused, keys: await this.o.vault.info() };
+  }
+
+  /** Subscribes to status events; the first event arrives at once. Returns the unsubscribe. */
+  subscribe(listener: (e: AppEvent) => void): () => void {
+    this.listeners.add(listener);
+    void this.status().then((status) => listener({ type: 'status', status }), (err) => this.o.log(`status: ${(err as Error).message}`));
+    if (!this.timer) {
+      this.timer = setInterval(() => void this.publish(), this.o.sampleMs ?? 1000);
+      this.timer.unref();
+    }
+    return () => {
+      this.listeners.delete(listener);
+      if (this.listeners.size === 0 && this.timer) {
+        clearInterval(this.timer);
+        this.timer = undefined;
+      }
+    };
+  }
+
+  /** Sends the current status to every listener if it changed since the last send. */
+  publish(force = false): Promise<void> {
+    if (this.listeners.size === 0) return Promise.resolve();
+    // One sample at a time; callers during a sample share it. (`finally` runs after the
+    // assignment even if the sample settles at once, so `sampling` never sticks.)
+    this.sampling ??= this.sendIfChanged(force).finally(() => (this.sampling = undefined));
+    return this.sampling;
+  }
+
+  private async sendIfChanged(force: boolean): Promise<void> {
+    try {
+      const status = await this.status();
+      const text = JSON.stringify(status);
+      if (!force && text === this.lastSent) return;
+      this.lastSent = text;
+      for (const l of this.listeners) l({ type: 'status', status });
+    } catch (err) {
+      this.o.log(`status: ${(err as Error).message}`);
+    }
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------
+
+  private async storedKeys(): Promise<Credentials> {
+    const keys = await this.o.vault.keys();
+    if (!keys) throw new UserError('no AWS keys are stored yet: enter them first', 'NO_KEYS');
+    return keys;
+  }
+
+  private suggestMountPoint(name: string): string {
+    return path.join(this.o.mountRoot ?? path.join(os.homedir(), 'Filespace'), name);
+  }
+
+  /** The store and passphrase to run `cfg` with: keychain-held for app links, the CLI's for others. */
+  private async secretsFor(cfg: LinkConfig): Promise<{ store?: ObjectStore; passphrase?: string }> {
+    if (cfg.secrets !== 'keychain') return {};
+    const passphrase = await this.o.vault.passphrase(cfg.filespaceId);
+    if (passphrase === undefined) throw new UserError(`the passphrase of "${cfg.name}" is not in the keychain; unlink it and link it again`, 'NO_PASSPHRASE');
+    if (cfg.store.kind === 'local') return { passphrase, store: openStore(cfg.store) };
+    const keys = await this.storedKeys();
+    return { passphrase, store: storeFor(keys, { bucket: cfg.store.bucket, prefix: cfg.store.prefix }) };
+  }
+
+  async mount(name: string): Promise<FilespaceSummary> {
+    const cfg = await loadConfig(this.o.homes, name);
+    if (this.mounts.has(name)) throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
+    const current = await statusOf(this.o.homes, cfg);
+    if (current.state !== 'unmounted') throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint} by another process`, 'ALREADY_MOUNTED');
+    await fsp.mkdir(cfg.mountPoint, { recursive: true });
+    const secrets = await this.secretsFor(cfg);
+    const host = new MountHost(cfg, this.o.homes, { log: this.o.log, ...secrets });
+    this.mounts.set(name, host);
+    try {
+      await host.start();
+    } catch (err) {
+      this.mounts.delete(name);
+      await secrets.store?.close().catch(() => undefined);
+      throw err;
+    }
+    void host.done.then(() => {
+      this.mounts.delete(name);
+      void this.publish();
+    });
+    if (this.uploadsPaused) await callControl(socketPath(this.o.homes, name), '/v1/pause', { paused: true });
+    void this.publish();
+    return this.summaryOf(cfg);
+  }
+
+  async unmount(name: string, force: boolean): Promise<void> {
+    const host = this.mounts.get(name);
+    if (!host) throw new UserError(`"${name}" is not mounted by this app`, 'NOT_MOUNTED');
+    await host.unmount(force);
+    this.mounts.delete(name);
+    void this.publish();
+  }
+
+  /** Bytes and files not yet in the bucket, over the filespaces this app has mounted. */
+  async pending(): Promise<{ bytes: number; files: number; metaOps: number }> {
+    const s = await this.status();
+    return s.filespaces.filter((f) => this.mounts.has(f.name)).reduce((acc, f) => ({
+      bytes: acc.bytes + f.status.dirtyBytes, files: acc.files + f.status.dirtyFiles, metaOps: acc.metaOps + f.status.pendingMetaOps,
+    }), { bytes: 0, files: 0, metaOps: 0 });
+  }
+
+  /** Waits until every mounted filespace has uploaded everything (or the deadline passes). */
+  async syncAll(timeoutMs: number): Promise<boolean> {
+    let done = true;
+    for (const name of this.mounts.keys()) {
+      const r = await callControl(socketPath(this.o.homes, name), '/v1/sync', { timeoutMs }, timeoutMs + 30_000);
+      done &&= r.done;
+    }
+    return done;
+  }
+
+  /** Unmounts everything (forcing when busy); pending data stays in the caches for next time. */
+  async shutdown(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    for (const host of [...this.mounts.values()]) await host.stopOnSignal().catch((err) => this.o.log(`unmount: ${(err as Error).message}`));
+    this.mounts.clear();
+  }
+
+  /** Mounts the filespaces chosen to mount at start; one that fails is logged and reported, not fatal. */
+  async mountAtStart(): Promise<Array<{ name: string; error?: string }>> {
+    const { settings } = await this.settingsFile.load();
+    const linked = new Set(await listConfigs(this.o.homes));
+    const out: Array<{ name: string; error?: string }> = [];
+    for (const name of settings.mountAtStart) {
+      if (!linked.has(name)) {
+        out.push({ name, error: 'no longer linked' });
+        continue;
+      }
+      try {
+        await this.mount(name);
+        out.push({ name });
+      } catch (err) {
+        this.o.log(`mount at start of "${name}" failed: ${(err as Error).message}`);
+        out.push({ name, error: (err as Error).message });
+      }
+    }
+    return out;
+  }
+
+  mountedNames(): string[] {
+    return [...this.mounts.keys()];
+  }
+
+  private async link(req: AppParsedRequest<'filespace.link'>): Promise<FilespaceSummary> {
+    const keys = await this.storedKeys();
+    const target: Target = { bucket: req.target.bucket, prefix: req.target.prefix.replace(/^\/+|\/+$/g, '') };
+    await checkMountPointFree(req.mountPoint);
+    const free = await freeBytesAt(this.o.homes.cacheRoot);
+    if (req.cacheCapBytes > free) throw new UserError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
+    if (req.mode === 'create') {
+      const store = storeFor(keys, target);
+      try {
+        await createFilespace(store, req.passphrase, this.o.chunkSizeBytes ?? 4 * 1024 * 1024);
+      } finally {
+        await store.close();
+      }
+    }
+    await fsp.mkdir(req.mountPoint, { recursive: true });
+    const spec = { kind: 's3' as const, bucket: target.bucket, prefix: target.prefix, region: keys.region, endpoint: keys.endpoint, pathStyle: keys.pathStyle };
+    const cfg = await linkFilespace(this.o.homes, req.name, spec, req.mountPoint, undefined, req.cacheCapBytes, '', req.passphrase,
+      { store: storeFor(keys, target), secrets: 'keychain' });
+    await this.o.vault.savePassphrase(cfg.filespaceId, req.passphrase);
+    void this.publish();
+    return this.summaryOf(cfg);
+  }
+
+  /** "Try it locally": a filespace on an embedded store in the cache folder, no AWS involved. */
+  private async demo(): Promise<FilespaceSummary> {
+    const h = this.o.homes;
+    if (!(await listConfigs(h)).includes(DEMO_NAME)) {
+      const root = path.join(h.cacheRoot, 'demo-store');
+      const passphrase = randomBytes(18).toString('base64url');
+      const store = new LocalDiskStore(root);
+      try {
+        if (await store.head('filespace.json')) throw new UserError(`an old demo store is in ${root}; remove it to start a new demo`, 'EXISTS');
+        await createFilespace(store, passphrase, 4 * 1024 * 1024);
+      } finally {
+        await store.close();
+      }
+      const mnt = this.suggestMountPoint(DEMO_NAME);
+      await checkMountPointFree(mnt);
+      await fsp.mkdir(mnt, { recursive: true });
+      const cap = Math.min(1024 ** 3, Math.floor((await freeBytesAt(h.cacheRoot)) / 2));
+      const cfg = await linkFilespace(h, DEMO_NAME, { kind: 'local', root }, mnt, undefined, cap, '', passphrase, { secrets: 'keychain' });
+      await this.o.vault.savePassphrase(cfg.filespaceId, passphrase);
+    }
+    const cfg = await loadConfig(h, DEMO_NAME);
+    return this.mounts.has(DEMO_NAME) ? this.summaryOf(cfg) : this.mount(DEMO_NAME);
+  }
+
+  private async machineSettings(name: string): Promise<MachineSettings> {
+    const cfg = await loadConfig(this.o.homes, name);
+    const s = settingsOf(cfg);
+    return {
+      name, cacheCapBytes: s.cacheCapBytes, uploadConcurrency: s.uploadConcurrency, downloadConcurrency: s.downloadConcurrency,
+      prefetchMaxChunks: s.prefetchMaxChunks, uploadDelayMs: s.uploadDelayMs, cacheDir: cfg.cacheDir,
+      cacheDiskFreeBytes: await freeBytesAt(cfg.cacheDir),
+    };
+  }
+
+  /**
+   * Moves the cache of an unmounted filespace, data included (pending uploads too), and points
+   * its configuration there. A rename when both are on one disk; otherwise a copy, then the old
+   * folder is removed only after the configuration names the new one.
+   */
+  private async moveCache(name: string, to: string): Promise<MachineSettings> {
+    const cfg = await loadConfig(this.o.homes, name);
+    const s = await statusOf(this.o.homes, cfg);
+    if (this.mounts.has(name) || s.state !== 'unmounted') throw new UserError(`"${name}" is mounted; unmount it before moving its cache`, 'MOUNTED');
+    const dest = path.resolve(to);
+    if (!path.isAbsolute(to)) throw new UserError('the cache folder must be a full path', 'NOT_ABSOLUTE');
+    if (dest === path.resolve(cfg.cacheDir)) return this.machineSettings(name);
+    if (dest.startsWith(`${path.resolve(cfg.cacheDir)}${path.sep}`)) throw new UserError('the new cache folder cannot be inside the current one', 'BAD_CACHE_DIR');
+    const existing = await fsp.readdir(dest).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
+    if (existing && existing.length > 0) throw new UserError(`${dest} is not empty; pick an empty or new folder`, 'CACHE_NOT_EMPTY');
+    if (existing) await fsp.rmdir(dest);
+    await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
+    let copied = false;
+    try {
+      await fsp.rename(cfg.cacheDir, dest);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      await fsp.cp(cfg.cacheDir, dest, { recursive: true, errorOnExist: true, force: false, preserveTimestamps: true });
+      copied = true;
+    }
+    await saveConfig(this.o.homes, { ...cfg, cacheDir: dest });
+    if (copied) await fsp.rm(cfg.cacheDir, { recursive: true, force: true });
+    void this.publish();
+    return this.machineSettings(name);
+  }
+
+  private async unlink(name: string, discardPending: boolean): Promise<void> {
+    const cfg = await loadConfig(this.o.homes, name);
+    const s = await statusOf(this.o.homes, cfg);
+    if (this.mounts.has(name) || s.state !== 'unmounted') throw new UserError(`"${name}" is mounted; unmount it first`, 'MOUNTED');
+    if ((s.dirtyBytes > 0 || s.dirtyFiles > 0) && !discardPending) {
+      throw new UserError(`"${name}" has ${s.dirtyFiles} file(s) not yet uploaded; mount it and let them upload, or confirm to discard them`, 'DIRTY');
+    }
+    await deleteConfig(this.o.homes, name);
+    await fsp.rm(cfg.cacheDir, { recursive: true, force: true });
+    if (cfg.secrets === 'keychain') await this.o.vault.forgetPassphrase(cfg.filespaceId);
+    void this.publish();
+  }
+
+  readonly handlers: AppHandlers = {
+    'app.status': async () => this.status(),
+    'keys.check': async (c) => {
+      const buckets = await checkKeys(c);
+      const keys = await this.o.vault.saveKeys(c);
+      void this.publish();
+      return { keys, buckets };
+    },
+    'keys.forget': async () => {
+      await this.o.vault.forgetKeys();
+      void this.publish();
+      return { ok: true as const };
+    },
+    'bucket.check': async (t) => checkBucket(await this.storedKeys(), t),
+    'filespace.probe': async ({ target, passphrase }) => {
+      const store = storeFor(await this.storedKeys(), target);
+      try {
+        await unlockFilespace(store, passphrase);
+        return { exists: true };
+      } catch (err) {
+        if (err instanceof UserError && err.code === 'NO_FILESPACE') return { exists: false };
+        throw err;
+      } finally {
+        await store.close();
+      }
+    },
+    'filespace.suggest': async ({ name }) => {
+      const free = await freeBytesAt(this.o.homes.cacheRoot);
+      return {
+        mountPoint: this.suggestMountPoint(name), cacheDir: path.join(this.o.homes.cacheRoot, name), cacheDiskFreeBytes: free,
+        cacheCapBytes: Math.max(16 * 1024 * 1024, Math.min(DEFAULT_CACHE_CAP, Math.floor(free / 2))),
+      };
+    },
+    'mountpoint.check': async ({ path: dir }) => {
+      await checkMountPointFree(dir);
+      return { ok: true as const };
+    },
+    'filespace.link': (req) => this.link(req),
+    'filespace.demo': () => this.demo(),
+    'filespace.mount': ({ name }) => this.mount(name),
+    'filespace.unmount': async ({ name, force }) => {
+      await this.unmount(name, force);
+      return { ok: true as const };
+    },
+    'filespace.unlink': async ({ name, discardPending }) => {
+      await this.unlink(name, discardPending);
+      return { ok: true as const };
+    },
+    'settings.get': ({ name }) => this.machineSettings(name),
+    'settings.moveCache': ({ name, cacheDir }) => this.moveCache(name, cacheDir),
+    'settings.set': async ({ name, key, value }) => {
+      const applied = await applySetting(this.o.homes, await loadConfig(this.o.homes, name), key, value);
+      void this.publish();
+      return { applied };
+    },
+    'app.settings.get': async () => {
+      const { settings } = await this.settingsFile.load();
+      return { startAtLogin: settings.startAtLogin, mountAtStart: settings.mountAtStart, uploadsPaused: settings.uploadsPaused };
+    },
+    'app.settings.set': async (change) => {
+      const linked = new Set(await listConfigs(this.o.homes));
+      const unknown = (change.mountAtStart ?? []).filter((n) => !linked.has(n));
+      if (unknown.length > 0) throw new UserError(`not linked on this computer: ${unknown.join(', ')}`, 'UNKNOWN_NAME');
+      const next = await this.settingsFile.update({
+        ...(change.startAtLogin !== undefined ? { startAtLogin: change.startAtLogin } : {}),
+        ...(change.mountAtStart !== undefined ? { mountAtStart: [...new Set(change.mountAtStart)] } : {}),
+      });
+      this.o.onAppSettings?.(next);
+      return { startAtLogin: next.startAtLogin, mountAtStart: next.mountAtStart, uploadsPaused: next.uploadsPaused };
+    },
+    'uploads.pause': async ({ paused }) => {
+      this.uploadsPaused = paused;
+      await this.settingsFile.update({ uploadsPaused: paused });
+      for (const name of this.mounts.keys()) await callControl(socketPath(this.o.homes, name), '/v1/pause', { paused });
+      void this.publish();
+      return { ok: true as const };
+    },
+  };
+}

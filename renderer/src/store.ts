@@ -1,0 +1,369 @@
+/**
+ * The renderer's state: one zustand store built from slices (host status, wizard, settings,
+ * UI), read through the selectors below. Host events update it with setState outside React;
+ * actions call the host through the Transport and turn failures into UI state, never throws.
+ * `resetStore()` puts it back to its initial state (tests, and "start over").
+ */
+
+import { createStore, useStore } from 'zustand';
+import type { AppSettingsDto, AppStatus, BucketCheck, FilespaceSummary, KeysInfo, MachineSettings } from '../../electron/contract/app';
+import type { SettableKey } from '../../electron/contract/api';
+import { checkKeysStep, checkPassphraseStep, checkPlaceStep, checkTargetStep, nextStep, normalizePrefix, previousStep, type WizardStep } from '../../electron/contract/wizard';
+import { HostError, type Transport } from './transport';
+
+export type Screen = 'wizard' | 'status' | 'settings';
+
+export interface Sample { readonly t: number; readonly up: number; readonly down: number }
+
+/** A recent error; one from an action the user took can be retried from the list. */
+export interface ErrorEntry {
+  readonly at: number;
+  readonly message: string;
+  readonly retry?: () => Promise<void>;
+}
+
+interface HostSlice {
+  status: AppStatus | null;
+  connectionTrouble: string | null;
+  /** Throughput samples per filespace, newest last (the last 5 minutes of events). */
+  history: Record<string, Sample[]>;
+  errors: ErrorEntry[];
+}
+
+export interface WizardState {
+  step: WizardStep;
+  accessKeyId: string;
+  secretAccessKey: string;
+  region: string;
+  endpoint: string;
+  pathStyle: boolean;
+  keys: KeysInfo | null;
+  buckets: string[] | null;
+  bucket: string;
+  prefix: string;
+  mode: 'create' | 'link';
+  check: BucketCheck | null;
+  passphrase: string;
+  repeat: string;
+  name: string;
+  mountPoint: string;
+  cacheCapBytes: number;
+  cacheDiskFreeBytes: number;
+  busy: boolean;
+  error: string | null;
+}
+
+interface SettingsSlice {
+  selected: string | null;
+  machine: MachineSettings | null;
+  appSettings: AppSettingsDto | null;
+  settingsMessage: string | null;
+  settingsError: string | null;
+}
+
+interface UiSlice {
+  screen: Screen;
+  notice: string | null;
+  /** Per filespace: why the last unmount was refused because the mount is in use. */
+  unmountBusy: Record<string, string>;
+}
+
+export type State = HostSlice & { wizard: WizardState } & SettingsSlice & UiSlice;
+
+const initialWizard: WizardState = {
+  step: 'keys', accessKeyId: '', secretAccessKey: '', region: 'us-east-1', endpoint: '', pathStyle: false, keys: null,
+  buckets: null, bucket: '', prefix: '', mode: 'create', check: null, passphrase: '', repeat: '', name: '', mountPoint: '',
+  cacheCapBytes: 0, cacheDiskFreeBytes: 0, busy: false, error: null,
+};
+
+const initialState: State = {
+  status: null, connectionTrouble: null, history: {}, errors: [],
+  wizard: initialWizard,
+  selected: null, machine: null, appSettings: null, settingsMessage: null, settingsError: null,
+  screen: 'status', notice: null, unmountBusy: {},
+};
+
+export const store = createStore<State>()(() => initialState);
+
+export function resetStore(): void {
+  store.setState(initialState, true);
+}
+
+export function useApp<T>(selector: (s: State) => T): T {
+  return useStore(store, selector);
+}
+
+// ---- selectors ---------------------------------------------------------------------------
+
+export const selectFilespaces = (s: State): FilespaceSummary[] => s.status?.filespaces ?? [];
+export const selectKeys = (s: State): KeysInfo | null => s.status?.keys ?? null;
+export const selectPaused = (s: State): boolean => s.status?.uploadsPaused ?? false;
+export const selectWizard = (s: State): WizardState => s.wizard;
+
+// ---- host connection ----------------------------------------------------------------------
+
+let transport: Transport | undefined;
+
+export function hostTransport(): Transport | undefined {
+  return transport;
+}
+
+const HISTORY_MS = 5 * 60 * 1000;
+
+export function connect(t: Transport): () => void {
+  transport = t;
+  return t.subscribe((e) => {
+    const now = Date.now();
+    store.setState((s) => {
+      const history: Record<string, Sample[]> = {};
+      for (const f of e.status.filespaces) {
+        const prev = (s.history[f.name] ?? []).filter((p) => now - p.t < HISTORY_MS);
+        history[f.name] = f.status.state === 'mounted' ? [...prev, { t: now, up: f.status.uploadBytesPerSec, down: f.status.downloadBytesPerSec }] : prev;
+      }
+      const errors = [...s.errors];
+      for (const f of e.status.filespaces) {
+        const msg = f.status.lastError ? `${f.name}: ${f.status.lastError}` : null;
+        if (msg && errors[errors.length - 1]?.message !== msg) errors.push({ at: now, message: msg });
+      }
+      const first = s.status === null;
+      return {
+        status: e.status, history, errors: errors.slice(-20), connectionTrouble: null,
+        // First contact: a machine with nothing linked starts in the wizard.
+        ...(first && e.status.filespaces.length === 0 ? { screen: 'wizard' as Screen } : {}),
+        ...(first && e.status.filespaces[0] ? { selected: e.status.filespaces[0].name } : {}),
+      };
+    });
+  }, (message) => store.setState({ connectionTrouble: message }));
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof HostError ? err.message : err instanceof Error ? err.message : String(err);
+}
+
+async function call<T>(fn: (t: Transport) => Promise<T>): Promise<T> {
+  if (!transport) throw new HostError('NO_HOST', 'not connected to the app host');
+  return fn(transport);
+}
+
+// ---- UI actions ---------------------------------------------------------------------------
+
+export function show(screen: Screen): void {
+  store.setState({ screen, notice: null });
+  if (screen === 'settings') void loadSettings(store.getState().selected ?? selectFilespaces(store.getState())[0]?.name ?? null);
+}
+
+export function startWizard(): void {
+  store.setState((s) => ({ screen: 'wizard', wizard: { ...initialWizard, keys: s.status?.keys ?? null } }));
+}
+
+// ---- wizard -------------------------------------------------------------------------------
+
+export function editWizard(change: Partial<WizardState>): void {
+  store.setState((s) => ({ wizard: { ...s.wizard, ...change, error: null } }));
+}
+
+function wizardFails(error: string): void {
+  store.setState((s) => ({ wizard: { ...s.wizard, busy: false, error } }));
+}
+
+async function wizardRun(fn: () => Promise<Partial<WizardState> | void>): Promise<void> {
+  store.setState((s) => ({ wizard: { ...s.wizard, busy: true, error: null } }));
+  try {
+    const change = await fn();
+    store.setState((s) => ({ wizard: { ...s.wizard, ...(change ?? {}), busy: false } }));
+  } catch (err) {
+    wizardFails(messageOf(err));
+  }
+}
+
+export function wizardBack(): void {
+  const prev = previousStep(store.getState().wizard.step);
+  if (prev) editWizard({ step: prev });
+}
+
+/** Step 1: check the typed keys with S3 (the host stores them in the keychain if S3 accepts them). */
+export function submitKeys(): Promise<void> {
+  const w = store.getState().wizard;
+  const problem = checkKeysStep(w);
+  if (problem) return Promise.resolve(wizardFails(problem));
+  return wizardRun(async () => {
+    const out = await call((t) => t.call('keys.check', {
+      accessKeyId: w.accessKeyId.trim(), secretAccessKey: w.secretAccessKey, region: w.region.trim() || 'us-east-1',
+      ...(w.endpoint.trim() ? { endpoint: w.endpoint.trim() } : {}), pathStyle: w.pathStyle,
+    }));
+    // The secret leaves the renderer's state as soon as the host has it.
+    return { keys: out.keys, buckets: out.buckets, secretAccessKey: '', step: nextStep('keys') as WizardStep, bucket: out.buckets?.[0] ?? '' };
+  });
+}
+
+/** Step 1, keys already in the keychain: go on with them. */
+export function useStoredKeys(): void {
+  editWizard({ step: 'bucket', buckets: null });
+}
+
+/** Step 2: probe the permissions on bucket/prefix and whether a filespace lives there. */
+export function submitBucket(): Promise<void> {
+  const w = store.getState().wizard;
+  const problem = checkTargetStep(w.bucket, w.prefix);
+  if (problem) return Promise.resolve(wizardFails(problem));
+  return wizardRun(async () => {
+    const check = await call((t) => t.call('bucket.check', { bucket: w.bucket.trim(), prefix: normalizePrefix(w.prefix) }));
+    if (!check.ok) return { check, error: check.message };
+    if (w.mode === 'create' && check.filespaceExists) return { check, error: 'A filespace already exists at this bucket and prefix: choose "Link an existing filespace", or another prefix.' };
+    if (w.mode === 'link' && !check.filespaceExists) return { check, error: 'There is no filespace at this bucket and prefix: check them, or choose "Create a new filespace".' };
+    const prefix = normalizePrefix(w.prefix);
+    const name = (prefix.split('/').pop() || w.bucket.trim()).replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64);
+    return { check, step: 'passphrase' as WizardStep, name };
+  });
+}
+
+/** Step 3: passphrase twice (create), or checked on the spot against the bucket (link). */
+export function submitPassphrase(): Promise<void> {
+  const w = store.getState().wizard;
+  const problem = checkPassphraseStep(w.mode, w.passphrase, w.repeat);
+  if (problem) return Promise.resolve(wizardFails(problem));
+  return wizardRun(async () => {
+    if (w.mode === 'link') {
+      const probe = await call((t) => t.call('filespace.probe', { target: { bucket: w.bucket.trim(), prefix: normalizePrefix(w.prefix) }, passphrase: w.passphrase }));
+      if (!probe.exists) throw new HostError('NO_FILESPACE', 'There is no filespace at this bucket and prefix.');
+    }
+    const s = await call((t) => t.call('filespace.suggest', { name: w.name }));
+    return { step: 'place' as WizardStep, mountPoint: w.mountPoint || s.mountPoint, cacheCapBytes: s.cacheCapBytes, cacheDiskFreeBytes: s.cacheDiskFreeBytes };
+  });
+}
+
+export async function pickMountPoint(): Promise<void> {
+  const picked = await transport?.pickFolder?.();
+  if (picked) editWizard({ mountPoint: picked });
+}
+
+/** Step 4: check the folder, create or link, then mount and open the folder. */
+export function submitPlace(): Promise<void> {
+  const w = store.getState().wizard;
+  const problem = checkPlaceStep(w.mountPoint, w.cacheCapBytes, w.cacheDiskFreeBytes);
+  if (problem) return Promise.resolve(wizardFails(problem));
+  return wizardRun(async () => {
+    await call((t) => t.call('mountpoint.check', { path: w.mountPoint.trim() }));
+    const linked = await call((t) => t.call('filespace.link', {
+      mode: w.mode, target: { bucket: w.bucket.trim(), prefix: normalizePrefix(w.prefix) }, passphrase: w.passphrase,
+      name: w.name, mountPoint: w.mountPoint.trim(), cacheCapBytes: w.cacheCapBytes,
+    }));
+    store.setState({ selected: linked.name });
+    await call((t) => t.call('filespace.mount', { name: linked.name }));
+    await transport?.openFolder?.(linked.mountPoint);
+    store.setState({ screen: 'status', notice: `Mounted "${linked.name}" at ${linked.mountPoint}` });
+    return { ...initialWizard, keys: w.keys };
+  });
+}
+
+/** "Try it locally": the embedded demo store, no AWS. */
+export function tryLocally(): Promise<void> {
+  return wizardRun(async () => {
+    const demo = await call((t) => t.call('filespace.demo', {}));
+    await transport?.openFolder?.(demo.mountPoint);
+    store.setState({ screen: 'status', selected: demo.name, notice: `Mounted the local demo at ${demo.mountPoint}` });
+  });
+}
+
+// ---- status actions -----------------------------------------------------------------------
+
+async function statusAction(fn: () => Promise<unknown>, done?: string, self?: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+    store.setState({ notice: done ?? null });
+  } catch (err) {
+    const entry: ErrorEntry = { at: Date.now(), message: messageOf(err), ...(self ? { retry: self } : {}) };
+    store.setState((s) => ({ notice: null, errors: [...s.errors, entry].slice(-20) }));
+  }
+}
+
+/** Runs a retryable error's action again; the entry leaves the list first (a new failure adds a new one). */
+export async function retry(entry: ErrorEntry): Promise<void> {
+  if (!entry.retry) return;
+  store.setState((s) => ({ errors: s.errors.filter((e) => e !== entry) }));
+  await entry.retry();
+}
+
+export const mount = (name: string): Promise<void> =>
+  statusAction(() => call((t) => t.call('filespace.mount', { name })), `Mounted "${name}"`, () => mount(name));
+/** Unmounts; a mount in use is not an error but a question: the card then offers to detach it. */
+export async function unmount(name: string, force = false): Promise<void> {
+  const clear = (s: State) => Object.fromEntries(Object.entries(s.unmountBusy).filter(([n]) => n !== name));
+  try {
+    await call((t) => t.call('filespace.unmount', { name, force }));
+    store.setState((s) => ({ notice: `Unmounted "${name}"`, unmountBusy: clear(s) }));
+  } catch (err) {
+    if (err instanceof HostError && err.code === 'BUSY') {
+      store.setState((s) => ({ notice: null, unmountBusy: { ...clear(s), [name]: err.message } }));
+    } else {
+      store.setState((s) => ({ notice: null, unmountBusy: clear(s), errors: [...s.errors, { at: Date.now(), message: messageOf(err) }].slice(-20) }));
+    }
+  }
+}
+export const setPaused = (paused: boolean): Promise<void> =>
+  statusAction(() => call((t) => t.call('uploads.pause', { paused })), paused ? 'Uploads paused' : 'Uploads resumed', () => setPaused(paused));
+export const openFolder = (p: string) => statusAction(async () => transport?.openFolder?.(p));
+
+// ---- settings -----------------------------------------------------------------------------
+
+export async function loadSettings(name: string | null): Promise<void> {
+  store.setState({ selected: name, machine: null, settingsError: null, settingsMessage: null });
+  try {
+    store.setState({ appSettings: await call((t) => t.call('app.settings.get', {})) });
+    if (!name) return;
+    const machine = await call((t) => t.call('settings.get', { name }));
+    store.setState({ machine });
+  } catch (err) {
+    store.setState({ settingsError: messageOf(err) });
+  }
+}
+
+export async function changeSetting(key: SettableKey, value: string): Promise<void> {
+  const name = store.getState().selected;
+  if (!name) return;
+  try {
+    const r = await call((t) => t.call('settings.set', { name, key, value }));
+    const machine = await call((t) => t.call('settings.get', { name }));
+    store.setState({ machine, settingsError: null, settingsMessage: r.applied === 'live' ? `${key} applied now` : `${key} saved; it takes effect at the next mount` });
+  } catch (err) {
+    store.setState({ settingsError: messageOf(err), settingsMessage: null });
+  }
+}
+
+export async function forgetKeys(): Promise<void> {
+  try {
+    await call((t) => t.call('keys.forget', {}));
+    store.setState({ settingsMessage: 'The AWS keys were removed from the keychain', settingsError: null });
+  } catch (err) {
+    store.setState({ settingsError: messageOf(err) });
+  }
+}
+
+export async function unlink(name: string, discardPending: boolean): Promise<void> {
+  try {
+    await call((t) => t.call('filespace.unlink', { name, discardPending }));
+    store.setState({ settingsMessage: `Unlinked "${name}" (it stays in the bucket)`, settingsError: null, selected: null, machine: null });
+  } catch (err) {
+    store.setState({ settingsError: messageOf(err) });
+  }
+}
+
+export async function changeAppSettings(change: { startAtLogin?: boolean; mountAtStart?: string[] }): Promise<void> {
+  try {
+    const appSettings = await call((t) => t.call('app.settings.set', change));
+    store.setState({ appSettings, settingsError: null, settingsMessage: 'Saved' });
+  } catch (err) {
+    store.setState({ settingsError: messageOf(err), settingsMessage: null });
+  }
+}
+
+export async function moveCache(cacheDir: string): Promise<void> {
+  const name = store.getState().selected;
+  if (!name) return;
+  try {
+    const machine = await call((t) => t.call('settings.moveCache', { name, cacheDir }));
+    store.setState({ machine, settingsError: null, settingsMessage: `The cache moved to ${machine.cacheDir}` });
+  } catch (err) {
+    store.setState({ settingsError: messageOf(err), settingsMessage: null });
+  }
+}

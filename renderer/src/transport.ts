@@ -1,0 +1,132 @@
+/**
+ * How the renderer reaches the app host: one small interface, two implementations. In
+ * Electron, the preload script's contextBridge API (IPC); in a browser (UI tests), loopback
+ * HTTP with the per-run token from the URL fragment. Both check every answer against the
+ * contract before the UI sees it, and both deliver host-pushed status events (no polling).
+ */
+
+import { appEventSchema, appRoutes, type AppEvent, type AppRequest, type AppResponse, type AppRoute } from '../../electron/contract/app';
+import { apiErrorSchema } from '../../electron/contract/api';
+
+export class HostError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+export interface Transport {
+  call<R extends AppRoute>(route: R, body: AppRequest<R>): Promise<AppResponse<R>>;
+  /** Calls onEvent for every status event until the returned function is called. */
+  subscribe(onEvent: (e: AppEvent) => void, onTrouble: (message: string) => void): () => void;
+  /** Native folder dialog (Electron only). */
+  readonly pickFolder?: () => Promise<string | undefined>;
+  /** Opens a folder in the file manager (Electron only). */
+  readonly openFolder?: (path: string) => Promise<void>;
+}
+
+function checked<R extends AppRoute>(route: R, data: unknown): AppResponse<R> {
+  const r = appRoutes[route].response.safeParse(data);
+  if (!r.success) throw new HostError('BAD_RESPONSE', `the app host answered ${route} with data of the wrong shape`);
+  return r.data as AppResponse<R>;
+}
+
+/** What preload.ts exposes as window.filespace. */
+export interface BridgeApi {
+  invoke(route: string, body: unknown): Promise<{ ok: true; data: unknown } | { ok: false; error: { code: string; message: string } }>;
+  onEvent(listener: (e: unknown) => void): () => void;
+  pickFolder(): Promise<string | undefined>;
+  openFolder(path: string): Promise<void>;
+}
+
+export function ipcTransport(bridge: BridgeApi): Transport {
+  return {
+    async call(route, body) {
+      const out = await bridge.invoke(route, body);
+      if (!out.ok) throw new HostError(out.error.code, out.error.message);
+      return checked(route, out.data);
+    },
+    subscribe(onEvent, onTrouble) {
+      return bridge.onEvent((raw) => {
+        const e = appEventSchema.safeParse(raw);
+        if (e.success) onEvent(e.data);
+        else onTrouble('the app host sent a status event of the wrong shape');
+      });
+    },
+    pickFolder: () => bridge.pickFolder(),
+    openFolder: (p) => bridge.openFolder(p),
+  };
+}
+
+export function httpTransport(base: string, token: string): Transport {
+  const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+  return {
+    async call(route, body) {
+      let res: Response;
+      try {
+        res = await fetch(`${base}/app/${route}`, { method: 'POST', headers, body: JSON.stringify(body) });
+      } catch {
+        throw new HostError('HOST_DOWN', 'the Filespace app host is not answering');
+      }
+      const json: unknown = await res.json().catch(() => undefined);
+      if (!res.ok) {
+        const e = apiErrorSchema.safeParse(json);
+        throw new HostError(e.success ? e.data.code : 'ERROR', e.success ? e.data.message : `HTTP ${res.status}`);
+      }
+      return checked(route, json);
+    },
+    subscribe(onEvent, onTrouble) {
+      const abort = new AbortController();
+      let stopped = false;
+      const connect = async (): Promise<void> => {
+        try {
+          const res = await fetch(`${base}/app/events`, { headers, signal: abort.signal });
+          if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
+          const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+          let buf = '';
+          for (;;) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            buf += value;
+            let end: number;
+            while ((end = buf.indexOf('\n\n')) >= 0) {
+              const frame = buf.slice(0, end);
+              buf = buf.slice(end + 2);
+              const data = frame.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+              if (!data) continue;
+              const e = appEventSchema.safeParse(JSON.parse(data));
+              if (e.success) onEvent(e.data);
+              else onTrouble('the app host sent a status event of the wrong shape');
+            }
+          }
+          throw new Error('stream ended');
+        } catch (err) {
+          if (stopped) return;
+          onTrouble(`lost the connection to the app host (${(err as Error).message}); reconnecting`);
+          // One reconnect attempt every 2 s while the host is away.
+          setTimeout(() => void connect(), 2000);
+        }
+      };
+      void connect();
+      return () => {
+        stopped = true;
+        abort.abort();
+      };
+    },
+  };
+}
+
+declare global {
+  interface Window {
+    filespace?: BridgeApi;
+  }
+}
+
+/** Picks the transport for this page: the preload bridge in Electron, else HTTP with the fragment's token. */
+export function detectTransport(): Transport {
+  if (window.filespace) return ipcTransport(window.filespace);
+  const token = new URLSearchParams(window.location.hash.slice(1)).get('token');
+  if (!token) throw new HostError('NO_TOKEN', 'open this page through the link the app host printed (it carries the access token)');
+  // Keep the token out of the address bar (and of screenshots and history).
+  history.replaceState(null, '', window.location.pathname);
+  return httpTransport(window.location.origin, token);
+}

@@ -1,0 +1,355 @@
+/**
+ * The desktop app end to end, in real Chromium: the renderer served by the app host (the same
+ * AppHost Electron runs) over loopback HTTP, the real engine mounting with FUSE, a real S3
+ * server (moto; a second one with IAM checks for bad keys and missing permissions), and a real
+ * Secret Service (gnome-keyring on a private D-Bus). From an empty keychain through the wizard
+ * to a mounted filespace, then status, settings and the error paths. Screenshots of each screen
+ * go to docs/screenshots/.
+ *
+ * Steps run in order and build on each other (one host, one browser page).
+ */
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CreateBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { CreateAccessKeyCommand, CreateUserCommand, IAMClient, PutUserPolicyCommand } from '@aws-sdk/client-iam';
+import type { Browser, Locator, Page } from 'playwright-core';
+import { OsKeychain } from '../../native/keychain';
+import { callHost, isMounted, launchChromium, RunningHost, startAppHost } from '../helpers/appHost';
+import { REPO, sh, tmpDir } from '../helpers/bed';
+import { Keyring, startKeyring } from '../helpers/keyring';
+import { createBucket, MotoServer, startMoto, TEST_CREDENTIALS, TEST_REGION } from '../helpers/moto';
+
+const SHOTS = path.join(REPO, 'docs', 'screenshots');
+const WAIT = { timeout: 120_000 };
+const GOOD_KEY = { id: 'AKIAFILESPACEUITEST1', secret: 'ui-test-secret-key-0123456789abcdef' };
+const PASSPHRASE = 'correct horse battery staple';
+const SERVICE = `filespace-ui-${process.pid}`;
+
+async function shot(page: Page, name: string): Promise<void> {
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+async function waitText(loc: Locator, re: RegExp): Promise<string> {
+  await loc.filter({ hasText: re }).first().waitFor(WAIT);
+  return (await loc.first().textContent()) ?? '';
+}
+
+/** Every file under `dir`, read whole (small trees only). */
+async function allFileBytes(dir: string): Promise<Array<{ file: string; body: Buffer }>> {
+  const out: Array<{ file: string; body: Buffer }> = [];
+  for (const e of await fsp.readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile()) continue;
+    const file = path.join(e.parentPath, e.name);
+    out.push({ file, body: await fsp.readFile(file) });
+  }
+  return out;
+}
+
+describe('desktop app in Chromium', () => {
+  let keyring: Keyring;
+  let moto: MotoServer;
+  let authMoto: MotoServer;
+  let readonlyKey: { id: string; secret: string };
+  let dir: string;
+  let home: string;
+  let mountRoot: string;
+  let host: RunningHost;
+  let browser: Browser;
+  let page: Page;
+  let keychain: OsKeychain;
+  const savedBus = process.env.DBUS_SESSION_BUS_ADDRESS;
+
+  before(async () => {
+    await fsp.mkdir(SHOTS, { recursive: true });
+    keyring = await startKeyring();
+    process.env.DBUS_SESSION_BUS_ADDRESS = keyring.env.DBUS_SESSION_BUS_ADDRESS;
+    keychain = new OsKeychain(SERVICE);
+    moto = await startMoto();
+    await createBucket(moto.endpoint, 'ui-bucket');
+    await createBucket(moto.endpoint, 'ui-other');
+    // Four setup requests run unauthenticated (bucket, user, key, policy); IAM checks the rest.
+    authMoto = await startMoto({ env: { INITIAL_NO_AUTH_ACTION_COUNT: '4' } });
+    const s3 = new S3Client({ endpoint: authMoto.endpoint, forcePathStyle: true, region: TEST_REGION, credentials: TEST_CREDENTIALS });
+    await s3.send(new CreateBucketCommand({ Bucket: 'auth-bucket' }));
+    s3.destroy();
+    const iam = new IAMClient({ endpoint: authMoto.endpoint, region: TEST_REGION, credentials: TEST_CREDENTIALS });
+    await iam.send(new CreateUserCommand({ UserName: 'readonly' }));
+    const key = (await iam.send(new CreateAccessKeyCommand({ UserName: 'readonly' }))).AccessKey!;
+    readonlyKey = { id: key.AccessKeyId!, secret: key.SecretAccessKey! };
+    await iam.send(new PutUserPolicyCommand({
+      UserName: 'readonly', PolicyName: 'filespace',
+      PolicyDocument: JSON.stringify({ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: ['s3:GetObject', 's3:ListBucket'], Resource: ['arn:aws:s3:::auth-bucket', 'arn:aws:s3:::auth-bucket/*'] }] }),
+    }));
+    iam.destroy();
+    dir = await tmpDir('ui');
+    home = path.join(dir, 'home');
+    mountRoot = path.join(dir, 'mnt');
+    host = await startAppHost({ home, userHome: path.join(dir, 'user'), mountRoot, keychainService: SERVICE, env: keyring.env });
+    ({ browser, page } = await launchChromium());
+    await page.goto(host.open);
+  });
+
+  after(async () => {
+    // FILESPACE_UI_DEBUG=1: the app host's log and the last page, for a failure's post-mortem.
+    if (process.env.FILESPACE_UI_DEBUG) {
+      await page?.screenshot({ path: path.join(os.tmpdir(), 'filespace-ui-last.png') }).catch(() => undefined);
+      process.stderr.write(host?.stderr() ?? '');
+    }
+    await browser?.close();
+    await host?.stop();
+    let stillMounted = false;
+    for (const name of ['team', 'demo']) {
+      const mnt = path.join(mountRoot ?? '/nonexistent', name);
+      if (!mountRoot || !(await isMounted(mnt))) continue;
+      stillMounted = true;
+      await sh(`fusermount -uz '${mnt}'`).catch(() => undefined);
+    }
+    await moto?.stop();
+    await authMoto?.stop();
+    await keychain?.delete('aws-keys').catch(() => undefined);
+    await keyring?.stop();
+    if (savedBus === undefined) delete process.env.DBUS_SESSION_BUS_ADDRESS;
+    else process.env.DBUS_SESSION_BUS_ADDRESS = savedBus;
+    if (dir) await fsp.rm(dir, { recursive: true, force: true });
+    assert.equal(stillMounted, false, 'the app host left a mount behind when it stopped');
+  });
+
+  it('starts in the wizard with an empty keychain', async () => {
+    await page.getByTestId('wizard-keys').waitFor(WAIT);
+    assert.equal(await page.getByTestId('keys-stored').count(), 0);
+    assert.deepEqual(await keychain.accounts(), []);
+    assert.equal(new URL(page.url()).hash, '', 'the token is taken out of the address bar');
+    await shot(page, 'wizard-keys');
+  });
+
+  it('rejects bad keys with a clear message and stores nothing', async () => {
+    await page.fill('#accessKeyId', 'AKIAWRONGWRONGWRONG1');
+    await page.fill('#secretAccessKey', 'wrong-secret');
+    await page.fill('#endpoint', authMoto.endpoint);
+    await page.check('#pathStyle');
+    await page.click('text=Check keys');
+    const msg = await waitText(page.getByTestId('wizard-error'), /rejected/);
+    assert.match(msg, /S3 rejected these keys: check the access key ID and the secret access key/);
+    assert.ok(!msg.includes('wrong-secret'));
+    assert.deepEqual(await keychain.accounts(), [], 'rejected keys are not stored');
+    await shot(page, 'wizard-bad-keys');
+  });
+
+  it('names the missing permissions and shows the minimal IAM policy', async () => {
+    await page.fill('#accessKeyId', readonlyKey.id);
+    await page.fill('#secretAccessKey', readonlyKey.secret);
+    await page.click('text=Check keys');
+    await page.getByTestId('wizard-bucket').waitFor(WAIT);
+    // These keys may not list buckets: the user types the bucket.
+    assert.equal(await page.locator('#bucketPick').count(), 0);
+    await page.fill('#bucket', 'auth-bucket');
+    await page.click('text=Check access and continue');
+    const msg = await waitText(page.getByTestId('wizard-error'), /lack/);
+    assert.match(msg, /These keys lack s3:PutObject, s3:DeleteObject on s3:\/\/auth-bucket/);
+    const policy = JSON.parse((await page.locator('[data-testid=policy] pre').textContent()) ?? '') as { Statement: Array<{ Action: string[]; Resource: string }> };
+    assert.deepEqual(policy.Statement.map((s) => s.Action), [['s3:ListBucket'], ['s3:GetObject', 's3:PutObject', 's3:DeleteObject']]);
+    assert.equal(policy.Statement[1]!.Resource, 'arn:aws:s3:::auth-bucket/*');
+    await shot(page, 'wizard-missing-permission');
+  });
+
+  it('creates, links and mounts a filespace with good keys', async () => {
+    await page.click('text=Back');
+    await page.click('text=Enter other keys');
+    await page.fill('#accessKeyId', GOOD_KEY.id);
+    await page.fill('#secretAccessKey', GOOD_KEY.secret);
+    await page.fill('#endpoint', moto.endpoint);
+    await page.click('text=Check keys');
+    await page.getByTestId('wizard-bucket').waitFor(WAIT);
+    assert.deepEqual(await page.locator('#bucketPick option').allTextContents(), ['(type a bucket name below)', 'ui-bucket', 'ui-other']);
+    await page.selectOption('#bucketPick', 'ui-bucket');
+    await page.fill('#prefix', '/team/');
+    await shot(page, 'wizard-bucket');
+    await page.click('text=Check access and continue');
+    await page.getByTestId('wizard-passphrase').waitFor(WAIT);
+
+    await page.fill('#passphrase', 'short');
+    assert.match((await page.getByTestId('strength').textContent()) ?? '', /too short/);
+    await page.fill('#passphrase', PASSPHRASE);
+    await page.fill('#repeat', `${PASSPHRASE}!`);
+    await page.click('text=Continue');
+    await waitText(page.getByTestId('wizard-error'), /differ/);
+    await page.fill('#repeat', PASSPHRASE);
+    assert.match((await page.getByTestId('strength').textContent()) ?? '', /good|strong/);
+    await shot(page, 'wizard-passphrase');
+    await page.click('text=Continue');
+    await page.getByTestId('wizard-place').waitFor(WAIT);
+
+    const suggested = await page.inputValue('#mountPoint');
+    assert.equal(suggested, path.join(mountRoot, 'team'));
+    const busy = path.join(dir, 'not-empty');
+    await fsp.mkdir(busy);
+    await fsp.writeFile(path.join(busy, 'keep.txt'), 'x');
+    await page.fill('#mountPoint', busy);
+    await page.click('text=Create and mount');
+    await waitText(page.getByTestId('wizard-error'), /not empty/);
+    await page.fill('#mountPoint', suggested);
+    await page.fill('#cacheCap', '256');
+    assert.equal(await page.getByTestId('cache-cap').textContent(), '268 MB');
+    await shot(page, 'wizard-mount');
+    await page.click('text=Create and mount');
+
+    const card = page.getByTestId('filespace-team');
+    await waitText(card.getByTestId('state'), /^mounted$/);
+    assert.equal(await isMounted(suggested), true, 'the folder is a real mount');
+    await shot(page, 'status-mounted');
+
+    const cfg = JSON.parse(await fsp.readFile(path.join(home, 'config', 'filespaces', 'team.json'), 'utf8')) as { settings: { cacheCapBytes: number }; secrets: string; store: { prefix: string } };
+    assert.equal(cfg.settings.cacheCapBytes, 256 * 1024 * 1024);
+    assert.equal(cfg.secrets, 'keychain');
+    assert.equal(cfg.store.prefix, 'team');
+  });
+
+  it('keeps the keys and passphrase in the keychain only, and never hands them back', async () => {
+    const stored = JSON.parse((await keychain.get('aws-keys')) ?? '{}') as { accessKeyId: string; secretAccessKey: string };
+    assert.equal(stored.accessKeyId, GOOD_KEY.id);
+    assert.equal(stored.secretAccessKey, GOOD_KEY.secret);
+    const accounts = await keychain.accounts();
+    assert.equal(accounts.filter((a) => a.startsWith('passphrase:')).length, 1);
+    for (const { file, body } of await allFileBytes(home)) {
+      assert.ok(!body.includes(GOOD_KEY.secret), `${file} holds the secret key`);
+      assert.ok(!body.includes(PASSPHRASE), `${file} holds the passphrase`);
+    }
+    const status = await callHost(host, 'app.status', {});
+    assert.equal(status.status, 200);
+    assert.ok(!status.text.includes(GOOD_KEY.secret));
+    assert.match(status.text, /"accessKeyIdHint":"AKIAFILE…"/);
+    const noToken = await fetch(`${host.url}/app/app.status`, { method: 'POST', body: '{}' });
+    assert.equal(noToken.status, 401, 'the API refuses requests without the token');
+  });
+
+  it('shows a file written from a shell as pending, then as synced', async () => {
+    const mnt = path.join(mountRoot, 'team');
+    const card = page.getByTestId('filespace-team');
+    await page.click('[data-testid=pause]');
+    await waitText(page.getByTestId('pause'), /Resume uploads/);
+    await sh(`head -c 3000000 /dev/urandom > '${mnt}/report.bin'`);
+    await waitText(card.getByTestId('pending'), /^1 file, 3\.0 MB/);
+    assert.match((await card.getByTestId('sync-line').textContent()) ?? '', /^Uploads paused: 1 file, 3\.0 MB waiting$/);
+    await waitText(card.getByTestId('pending-files'), /^\/report\.bin$/);
+    assert.match((await card.getByTestId('lease').textContent()) ?? '', /^writer: holds the write lease \(renewed \d+s ago/);
+    await shot(page, 'status-pending');
+
+    const bucketKeys = async () => {
+      const s3 = new S3Client({ endpoint: moto.endpoint, forcePathStyle: true, region: TEST_REGION, credentials: TEST_CREDENTIALS });
+      try {
+        return (await s3.send(new ListObjectsV2Command({ Bucket: 'ui-bucket', Prefix: 'team/' }))).Contents?.length ?? 0;
+      } finally {
+        s3.destroy();
+      }
+    };
+    const before = await bucketKeys();
+    await page.click('[data-testid=pause]');
+    await waitText(card.getByTestId('sync-line'), /^Up to date$/);
+    assert.match((await card.getByTestId('pending').textContent()) ?? '', /^0 files, 0 B/);
+    assert.ok((await bucketKeys()) > before, 'the upload reached the bucket');
+    await shot(page, 'status-synced');
+  });
+
+  it('changes the cache cap live from the settings', async () => {
+    await page.click('[data-testid=nav-settings]');
+    await page.getByTestId('machine-settings').waitFor(WAIT);
+    await page.fill('#settingsCacheCap', '128');
+    await page.click('text=Apply cache cap');
+    await waitText(page.getByTestId('settings-message'), /cache-size applied now/);
+    await shot(page, 'settings');
+    const cfg = JSON.parse(await fsp.readFile(path.join(home, 'config', 'filespaces', 'team.json'), 'utf8')) as { settings: { cacheCapBytes: number } };
+    assert.equal(cfg.settings.cacheCapBytes, 128 * 1024 * 1024);
+    await page.click('[data-testid=nav-status]');
+    await waitText(page.getByTestId('filespace-team').getByTestId('cache'), /of 134 MB/);
+  });
+
+  it('catches a wrong passphrase when linking an existing filespace', async () => {
+    await page.click('[data-testid=nav-wizard]');
+    await page.getByTestId('wizard-keys').waitFor(WAIT);
+    await page.click('text=Use these keys');
+    await page.check('text=Link an existing filespace');
+    await page.fill('#bucket', 'ui-bucket');
+    await page.fill('#prefix', 'team');
+    await page.click('text=Check access and continue');
+    await page.getByTestId('wizard-passphrase').waitFor(WAIT);
+    await page.fill('#passphrase', 'not the right passphrase');
+    await page.click('text=Continue');
+    const msg = await waitText(page.getByTestId('wizard-error'), /passphrase/);
+    assert.match(msg, /^wrong passphrase for this filespace$/);
+    await shot(page, 'wizard-wrong-passphrase');
+  });
+
+  it('tries it locally on the embedded demo store, no AWS involved', async () => {
+    await page.click('[data-testid=nav-wizard]');
+    await page.click('text=Try it locally (no AWS)');
+    await waitText(page.getByTestId('notice'), /Mounted the local demo at/);
+    const card = page.getByTestId('filespace-demo');
+    await waitText(card.getByTestId('state'), /^mounted$/);
+    const mnt = path.join(mountRoot, 'demo');
+    assert.equal(await isMounted(mnt), true);
+    // With uploads paused the new file stays pending, and an unmount keeps it in the cache.
+    await page.click('[data-testid=pause]');
+    await waitText(page.getByTestId('pause'), /Resume uploads/);
+    assert.equal(await sh(`printf 'hello from the demo' > '${mnt}/hello.txt' && cat '${mnt}/hello.txt'`), 'hello from the demo');
+    await waitText(card.getByTestId('sync-line'), /^Uploads paused: 1 file, 19 B waiting$/);
+    await shot(page, 'status-demo');
+    await card.getByText('Unmount').click();
+    await waitText(card.getByTestId('state'), /^unmounted$/);
+    assert.equal(await isMounted(mnt), false);
+    assert.match((await card.getByTestId('sync-line').textContent()) ?? '', /^1 file, .* waiting to upload at the next mount$/);
+    await page.click('[data-testid=pause]');
+    await waitText(page.getByTestId('pause'), /Pause uploads/);
+  });
+
+  it('unmounts from the status view; a mount in use says which process holds it', async () => {
+    await page.click('[data-testid=nav-status]');
+    const card = page.getByTestId('filespace-team');
+    const mnt = path.join(mountRoot, 'team');
+    // A shell whose working directory is inside the mount keeps it busy.
+    const holder = spawn('bash', ['-c', 'exec sleep 600'], { cwd: mnt, stdio: 'ignore' });
+    try {
+      await card.getByText('Unmount').click();
+      const msg = await waitText(card.getByTestId('unmount-busy'), /in use by/);
+      assert.match(msg, new RegExp(`Cannot unmount: ${mnt.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is in use by .*sleep`));
+      assert.equal(await isMounted(mnt), true, 'a refused unmount leaves the filespace mounted');
+      assert.equal(await card.getByTestId('state').textContent(), 'mounted');
+      await shot(page, 'status-unmount-busy');
+    } finally {
+      holder.kill('SIGKILL');
+      await new Promise((r) => holder.once('exit', r));
+    }
+    await card.getByText('Unmount', { exact: true }).click();
+    await waitText(card.getByTestId('state'), /^unmounted$/);
+    assert.equal(await isMounted(path.join(mountRoot, 'team')), false);
+  });
+
+  it('mounts at start what the settings say, with the keys and passphrase from the keychain', async () => {
+    await page.click('[data-testid=nav-settings]');
+    await page.selectOption('#settingsFor', 'team');
+    await page.getByTestId('machine-settings').waitFor(WAIT);
+    // The boxes are checked once the host has saved the change.
+    await page.click('[data-testid=settings-mount-at-start]');
+    await page.locator('[data-testid=settings-mount-at-start]:checked').waitFor(WAIT);
+    await page.click('[data-testid=settings-start-at-login]');
+    await page.locator('[data-testid=settings-start-at-login]:checked').waitFor(WAIT);
+    const saved = JSON.parse(await fsp.readFile(path.join(home, 'config', 'app.json'), 'utf8')) as { mountAtStart: string[]; startAtLogin: boolean };
+    assert.deepEqual(saved.mountAtStart, ['team']);
+    assert.equal(saved.startAtLogin, true);
+
+    await host.stop();
+    host = await startAppHost({ home, userHome: path.join(dir, 'user'), mountRoot, keychainService: SERVICE, env: keyring.env, args: ['--mount-at-start'] });
+    await page.goto(host.open);
+    const card = page.getByTestId('filespace-team');
+    await waitText(card.getByTestId('state'), /^mounted$/);
+    assert.equal(await isMounted(path.join(mountRoot, 'team')), true);
+    assert.equal(await sh(`head -c 3000000 '${path.join(mountRoot, 'team', 'report.bin')}' | wc -c`), '3000000\n', 'the file written before is read back from the bucket');
+    assert.equal(await page.getByTestId('filespace-demo').getByTestId('state').textContent(), 'unmounted', 'only the chosen filespace mounts at start');
+    await card.getByText('Unmount', { exact: true }).click();
+    await waitText(card.getByTestId('state'), /^unmounted$/);
+  });
+});

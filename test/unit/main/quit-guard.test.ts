@@ -1,0 +1,77 @@
+// Quitting with uploads pending: the question, and what each answer does.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { guardQuit, pendingMessage, QUIT_BUTTONS, type QuitDialog, type QuitHost } from '../../../electron/main/quitGuard';
+
+type Pending = { bytes: number; files: number; metaOps: number };
+
+class FakeHost implements QuitHost {
+  calls: string[] = [];
+  constructor(private pendings: Pending[], private syncResults: boolean[] = []) {}
+  async pending() {
+    this.calls.push('pending');
+    return this.pendings.shift() ?? { bytes: 0, files: 0, metaOps: 0 };
+  }
+  async syncAll(ms: number) {
+    this.calls.push(`sync ${ms}`);
+    return this.syncResults.shift() ?? true;
+  }
+  async shutdown() {
+    this.calls.push('shutdown');
+  }
+}
+
+function dialog(answers: number[]): QuitDialog & { asked: string[] } {
+  const asked: string[] = [];
+  return {
+    asked,
+    async ask(message, _detail, buttons) {
+      assert.deepEqual(buttons, QUIT_BUTTONS);
+      asked.push(message);
+      const a = answers.shift();
+      if (a === undefined) throw new Error(`unexpected question: ${message}`);
+      return a;
+    },
+  };
+}
+
+describe('quit guard', () => {
+  it('quits without asking when nothing is pending', async () => {
+    const host = new FakeHost([{ bytes: 0, files: 0, metaOps: 0 }]);
+    const d = dialog([]);
+    assert.equal(await guardQuit(host, d), 'quit');
+    assert.deepEqual(host.calls, ['pending', 'shutdown']);
+    assert.deepEqual(d.asked, []);
+  });
+
+  it('says how much is pending; Quit anyway unmounts without waiting', async () => {
+    const host = new FakeHost([{ bytes: 212_000_000, files: 3, metaOps: 1 }]);
+    const d = dialog([1]);
+    assert.equal(await guardQuit(host, d), 'quit');
+    assert.deepEqual(d.asked, ['3 files (212 MB) are not in the bucket yet.']);
+    assert.deepEqual(host.calls, ['pending', 'shutdown']);
+  });
+
+  it('Wait syncs, asks again with what is left if the wait ran out, then quits once synced', async () => {
+    const host = new FakeHost([{ bytes: 5_000_000, files: 2, metaOps: 0 }, { bytes: 1_000_000, files: 1, metaOps: 0 }], [false, true]);
+    const d = dialog([0, 0]);
+    assert.equal(await guardQuit(host, d, 1000), 'quit');
+    assert.deepEqual(d.asked, ['2 files (5.0 MB) are not in the bucket yet.', '1 file (1.0 MB) is not in the bucket yet.']);
+    assert.deepEqual(host.calls, ['pending', 'sync 1000', 'pending', 'sync 1000', 'shutdown']);
+  });
+
+  it('Cancel (or closing the dialog) keeps everything running', async () => {
+    for (const answer of [2, -1]) {
+      const host = new FakeHost([{ bytes: 1, files: 1, metaOps: 0 }]);
+      assert.equal(await guardQuit(host, dialog([answer])), 'cancel');
+      assert.deepEqual(host.calls, ['pending'], 'nothing was unmounted');
+    }
+  });
+
+  it('words metadata-only changes', () => {
+    assert.equal(pendingMessage({ bytes: 0, files: 0, metaOps: 1 }), '1 change is not in the bucket yet.');
+    assert.equal(pendingMessage({ bytes: 0, files: 0, metaOps: 4 }), '4 changes are not in the bucket yet.');
+    assert.equal(pendingMessage({ bytes: 0, files: 0, metaOps: 0 }), undefined);
+  });
+});

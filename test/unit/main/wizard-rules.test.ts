@@ -1,0 +1,84 @@
+// The first-run wizard's step rules, shared by the renderer and the host.
+
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { syncLine, formatBytes } from '../../../electron/contract/format';
+import {
+  checkKeysStep, checkPassphraseStep, checkPlaceStep, checkTargetStep, nextStep, normalizePrefix, passphraseStrength, previousStep,
+} from '../../../electron/contract/wizard';
+
+const keys = { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'x', region: 'eu-west-1', endpoint: '', pathStyle: false };
+
+describe('wizard steps', () => {
+  it('go keys -> bucket -> passphrase -> place -> done, and back', () => {
+    assert.equal(nextStep('keys'), 'bucket');
+    assert.equal(nextStep('bucket'), 'passphrase');
+    assert.equal(nextStep('passphrase'), 'place');
+    assert.equal(nextStep('place'), 'done');
+    assert.equal(previousStep('bucket'), 'keys');
+    assert.equal(previousStep('keys'), undefined);
+  });
+
+  it('keys: accepts good input, names the field that is wrong', () => {
+    assert.equal(checkKeysStep(keys), undefined);
+    assert.equal(checkKeysStep({ ...keys, region: '' }), undefined, 'an empty region means us-east-1');
+    assert.equal(checkKeysStep({ ...keys, endpoint: 'http://127.0.0.1:9000', pathStyle: true }), undefined);
+    assert.match(checkKeysStep({ ...keys, accessKeyId: '' }) ?? '', /^Access key ID:/);
+    assert.match(checkKeysStep({ ...keys, accessKeyId: 'AKIA with spaces' }) ?? '', /^Access key ID:/);
+    assert.match(checkKeysStep({ ...keys, secretAccessKey: '' }) ?? '', /^Secret access key: the secret access key is empty/);
+    assert.match(checkKeysStep({ ...keys, endpoint: 'ftp://x' }) ?? '', /^Endpoint: must be an http\(s\) URL/);
+    assert.match(checkKeysStep({ ...keys, region: 'EU WEST' }) ?? '', /^Region:/);
+  });
+
+  it('bucket: S3 naming rules; the prefix loses outer slashes', () => {
+    assert.equal(checkTargetStep('my-bucket', '/team/'), undefined);
+    assert.match(checkTargetStep('My_Bucket', '') ?? '', /^Bucket: not a valid S3 bucket name/);
+    assert.match(checkTargetStep('ab', '') ?? '', /^Bucket:/);
+    assert.match(checkTargetStep('my-bucket', 'a b') ?? '', /^Prefix:/);
+    assert.equal(normalizePrefix(' //team/docs// '), 'team/docs');
+  });
+
+  it('passphrase: long enough and typed twice alike when creating; non-empty when linking', () => {
+    assert.match(checkPassphraseStep('create', 'short', 'short') ?? '', /at least 8/);
+    assert.equal(checkPassphraseStep('create', 'correct horse battery', 'correct horse battery'), undefined);
+    assert.equal(checkPassphraseStep('create', 'correct horse battery', 'correct horse batterY'), 'The two passphrases differ');
+    assert.equal(checkPassphraseStep('link', 'x', ''), undefined);
+    assert.match(checkPassphraseStep('link', '', '') ?? '', /Enter the passphrase/);
+  });
+
+  it('passphrase strength grows with length and variety', () => {
+    assert.equal(passphraseStrength('abc').score, 0);
+    assert.equal(passphraseStrength('aaaaaaaaaaaa').score, 1, 'repeating one character is weak however long');
+    assert.equal(passphraseStrength('password').score, 1);
+    const words = passphraseStrength('correct horse battery staple');
+    assert.ok(words.score >= 3, `four words scored ${words.score}`);
+    assert.ok(passphraseStrength('Tr0ub4dor&3-x!Q9zz-plonk').score >= passphraseStrength('troubadour').score);
+  });
+
+  it('place: a full path, a cache of at least 16 MiB and no more than the free space', () => {
+    const GB = 1e9;
+    assert.equal(checkPlaceStep('/home/u/Filespace/team', 2 * GB, 10 * GB), undefined);
+    assert.equal(checkPlaceStep('C:\\Users\\u\\Filespace', 2 * GB, 10 * GB), undefined);
+    assert.match(checkPlaceStep('', 2 * GB, 10 * GB) ?? '', /Choose a folder/);
+    assert.match(checkPlaceStep('Filespace', 2 * GB, 10 * GB) ?? '', /full path/);
+    assert.match(checkPlaceStep('/m', 1024, 10 * GB) ?? '', /at least 16 MiB/);
+    assert.match(checkPlaceStep('/m', 11 * GB, 10 * GB) ?? '', /larger than the free space/);
+  });
+});
+
+describe('sync wording', () => {
+  const base = { state: 'mounted' as const, dirtyBytes: 0, dirtyFiles: 0, pendingMetaOps: 0, uploadsPaused: false, offline: false };
+  it('reads like the tray and status window say it', () => {
+    assert.equal(syncLine(base), 'Up to date');
+    assert.equal(syncLine({ ...base, dirtyFiles: 3, dirtyBytes: 212_000_000 }), 'Uploading 3 files, 212 MB left');
+    assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 3_000_000, uploadsPaused: true }), 'Uploads paused: 1 file, 3.0 MB waiting');
+    assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, offline: true }), 'Offline: 1 file, 10 B waiting');
+    assert.equal(syncLine({ ...base, pendingMetaOps: 2 }), 'Uploading 2 changes');
+    assert.equal(syncLine({ ...base, state: 'unmounted', dirtyFiles: 2, dirtyBytes: 1500 }), '2 files, 1.5 kB waiting to upload at the next mount');
+    assert.equal(syncLine({ ...base, state: 'unmounted' }), 'Everything is in the bucket');
+  });
+
+  it('formats sizes in decimal units', () => {
+    assert.deepEqual([0, 999, 1000, 1500, 212_000_000, 20e9, 3.5e12].map(formatBytes), ['0 B', '999 B', '1.0 kB', '1.5 kB', '212 MB', '20.0 GB', '3.5 TB']);
+  });
+});

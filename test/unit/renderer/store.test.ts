@@ -1,0 +1,264 @@
+// The renderer's store and transports in plain Node: wizard actions, host events, and the IPC
+// transport's checks, against a scripted host (each case resets the store). Bundled by
+// renderer/build.mjs, because the renderer is browser code built by esbuild.
+
+import assert from 'node:assert/strict';
+import { beforeEach, describe, it } from 'node:test';
+import type { StatusDto } from '../../../electron/contract/api';
+import type { AppEvent, AppRequest, AppResponse, AppRoute, AppStatus } from '../../../electron/contract/app';
+import {
+  connect, editWizard, mount, resetStore, retry, selectFilespaces, store, submitBucket, submitKeys, submitPassphrase, submitPlace, unmount,
+} from '../../../renderer/src/store';
+import { HostError, ipcTransport, type BridgeApi, type Transport } from '../../../renderer/src/transport';
+
+type Calls = Array<{ route: AppRoute; body: unknown }>;
+
+/** A host that answers from a script; unknown routes fail the test. */
+function scripted(answers: Partial<{ [R in AppRoute]: (body: AppRequest<R>) => AppResponse<R> }>): Transport & { calls: Calls; emit: (e: AppEvent) => void } {
+  const calls: Calls = [];
+  let listener: (e: AppEvent) => void = () => undefined;
+  return {
+    calls,
+    emit: (e) => listener(e),
+    async call(route, body) {
+      calls.push({ route, body });
+      const answer = answers[route] as ((b: unknown) => unknown) | undefined;
+      if (!answer) throw new Error(`unexpected call ${route}`);
+      return answer(body) as never;
+    },
+    subscribe(onEvent) {
+      listener = onEvent;
+      return () => undefined;
+    },
+  };
+}
+
+function fsStatus(over: Partial<StatusDto> = {}): StatusDto {
+  return {
+    name: 'team', state: 'mounted', mountPoint: '/m/team', dirtyBytes: 0, dirtyFiles: 0, pendingMetaOps: 0, uploadBytesPerSec: 10,
+    downloadBytesPerSec: 20, cacheUsedBytes: 0, cacheCapBytes: 1e9, cacheHitRatio: 0, openFiles: 0, offline: false, uploadsPaused: false,
+    readOnlyReason: null, lastError: null, ...over,
+  };
+}
+
+function appStatus(filespaces: StatusDto[]): AppStatus {
+  return {
+    filespaces: filespaces.map((s) => ({ name: s.name, location: 's3://b/team', kind: 's3' as const, mountPoint: s.mountPoint, cacheDir: '/c', status: s })),
+    uploadsPaused: false, keys: { stored: false },
+  };
+}
+
+const w = () => store.getState().wizard;
+
+describe('renderer store: wizard', () => {
+  beforeEach(() => resetStore());
+
+  it('checks the keys step locally before asking the host', async () => {
+    const host = scripted({});
+    connect(host);
+    editWizard({ accessKeyId: 'AKIA EXAMPLE', secretAccessKey: 's' });
+    await submitKeys();
+    assert.match(w().error ?? '', /^Access key ID:/);
+    assert.deepEqual(host.calls, []);
+  });
+
+  it('sends good keys once, forgets the secret, and goes on with the account buckets', async () => {
+    const host = scripted({ 'keys.check': () => ({ keys: { stored: true, accessKeyIdHint: 'AKIAIOSF…' }, buckets: ['alpha', 'beta'] }) });
+    connect(host);
+    editWizard({ accessKeyId: ' AKIAIOSFODNN7EXAMPLE ', secretAccessKey: 'top-secret', endpoint: 'http://127.0.0.1:9000', pathStyle: true });
+    await submitKeys();
+    assert.deepEqual(host.calls, [{ route: 'keys.check', body: { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'top-secret', region: 'us-east-1', endpoint: 'http://127.0.0.1:9000', pathStyle: true } }]);
+    assert.equal(w().step, 'bucket');
+    assert.equal(w().secretAccessKey, '', 'the secret is dropped from the renderer once the host has it');
+    assert.deepEqual(w().buckets, ['alpha', 'beta']);
+    assert.equal(w().bucket, 'alpha');
+    assert.ok(!JSON.stringify(store.getState()).includes('top-secret'));
+  });
+
+  it('shows the host error for rejected keys and stays on the step', async () => {
+    connect(scripted({ 'keys.check': () => { throw new HostError('BAD_CREDENTIALS', 'S3 rejected these keys'); } }));
+    editWizard({ accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 's' });
+    await submitKeys();
+    assert.equal(w().step, 'keys');
+    assert.equal(w().error, 'S3 rejected these keys');
+    assert.equal(w().busy, false);
+  });
+
+  it('keeps the policy when permissions are missing; refuses create over an existing filespace and link to none', async () => {
+    let answer: AppResponse<'bucket.check'> = { ok: false, missing: ['s3:PutObject'], message: 'These keys lack s3:PutObject', policy: '{}', filespaceExists: false };
+    const host = scripted({ 'bucket.check': () => answer });
+    connect(host);
+    editWizard({ step: 'bucket', bucket: 'my-bucket', prefix: '/team/', mode: 'create' });
+    await submitBucket();
+    assert.deepEqual(host.calls[0], { route: 'bucket.check', body: { bucket: 'my-bucket', prefix: 'team' } });
+    assert.equal(w().step, 'bucket');
+    assert.equal(w().error, 'These keys lack s3:PutObject');
+    assert.deepEqual(w().check?.missing, ['s3:PutObject']);
+
+    answer = { ...answer, ok: true, missing: [], filespaceExists: true };
+    await submitBucket();
+    assert.match(w().error ?? '', /already exists/);
+    editWizard({ mode: 'link' });
+    answer = { ...answer, filespaceExists: false };
+    await submitBucket();
+    assert.match(w().error ?? '', /no filespace at this bucket/);
+    answer = { ...answer, filespaceExists: true };
+    await submitBucket();
+    assert.equal(w().step, 'passphrase');
+    assert.equal(w().name, 'team', 'the name is suggested from the prefix');
+  });
+
+  it('catches a wrong passphrase on the spot when linking', async () => {
+    const host = scripted({ 'filespace.probe': () => { throw new HostError('WRONG_PASSPHRASE', 'wrong passphrase for this filespace'); } });
+    connect(host);
+    editWizard({ step: 'passphrase', mode: 'link', bucket: 'b-1', prefix: 'team', name: 'team', passphrase: 'nope' });
+    await submitPassphrase();
+    assert.equal(w().step, 'passphrase');
+    assert.equal(w().error, 'wrong passphrase for this filespace');
+  });
+
+  it('creates: passphrase twice, then the suggested mount point and cache cap', async () => {
+    const host = scripted({ 'filespace.suggest': () => ({ mountPoint: '/home/u/Filespace/team', cacheDir: '/c/team', cacheDiskFreeBytes: 50e9, cacheCapBytes: 20e9 }) });
+    connect(host);
+    editWizard({ step: 'passphrase', mode: 'create', name: 'team', passphrase: 'correct horse battery', repeat: 'correct horse batter' });
+    await submitPassphrase();
+    assert.equal(w().error, 'The two passphrases differ');
+    assert.deepEqual(host.calls, []);
+    editWizard({ repeat: 'correct horse battery' });
+    await submitPassphrase();
+    assert.equal(w().step, 'place');
+    assert.equal(w().mountPoint, '/home/u/Filespace/team');
+    assert.equal(w().cacheCapBytes, 20e9);
+    assert.equal(w().cacheDiskFreeBytes, 50e9);
+  });
+
+  it('the last step checks the folder, links, mounts, and lands on the status screen with the wizard cleared', async () => {
+    const summary = { name: 'team', location: 's3://b/team', kind: 's3' as const, mountPoint: '/m/team', cacheDir: '/c/team', status: fsStatus() };
+    const host = scripted({
+      'mountpoint.check': () => ({ ok: true }),
+      'filespace.link': () => summary,
+      'filespace.mount': () => summary,
+    });
+    connect(host);
+    editWizard({ step: 'place', mode: 'create', bucket: 'b-1', prefix: 'team', name: 'team', passphrase: 'correct horse battery', mountPoint: '/m/team', cacheCapBytes: 1e9, cacheDiskFreeBytes: 5e9 });
+    await submitPlace();
+    assert.deepEqual(host.calls.map((c) => c.route), ['mountpoint.check', 'filespace.link', 'filespace.mount']);
+    assert.deepEqual(host.calls[1]!.body, { mode: 'create', target: { bucket: 'b-1', prefix: 'team' }, passphrase: 'correct horse battery', name: 'team', mountPoint: '/m/team', cacheCapBytes: 1e9 });
+    assert.equal(store.getState().screen, 'status');
+    assert.equal(w().passphrase, '', 'the passphrase leaves the renderer state');
+    assert.equal(w().step, 'keys');
+  });
+
+  it('refuses a cache cap above the free space without asking the host', async () => {
+    const host = scripted({});
+    connect(host);
+    editWizard({ step: 'place', mountPoint: '/m/team', cacheCapBytes: 6e9, cacheDiskFreeBytes: 5e9 });
+    await submitPlace();
+    assert.match(w().error ?? '', /larger than the free space/);
+    assert.deepEqual(host.calls, []);
+  });
+});
+
+describe('renderer store: host events and actions', () => {
+  beforeEach(() => resetStore());
+
+  it('a first status with nothing linked opens the wizard; later events update status, history and errors', () => {
+    const host = scripted({});
+    connect(host);
+    host.emit({ type: 'status', status: appStatus([]) });
+    assert.equal(store.getState().screen, 'wizard');
+    host.emit({ type: 'status', status: appStatus([fsStatus()]) });
+    host.emit({ type: 'status', status: appStatus([fsStatus({ lastError: 'read: EIO' })]) });
+    host.emit({ type: 'status', status: appStatus([fsStatus({ lastError: 'read: EIO' })]) });
+    assert.deepEqual(selectFilespaces(store.getState()).map((f) => f.name), ['team']);
+    assert.equal(store.getState().history.team?.length, 3);
+    assert.deepEqual(store.getState().errors.map((e) => e.message), ['team: read: EIO'], 'the same error is listed once');
+  });
+
+  it('a busy unmount becomes a question on the card, not an error; a forced one clears it', async () => {
+    let busy = true;
+    connect(scripted({
+      'filespace.unmount': () => {
+        if (busy) throw new HostError('BUSY', '/m/team is in use by sleep (pid 7)');
+        return { ok: true };
+      },
+    }));
+    await unmount('team');
+    assert.deepEqual(store.getState().unmountBusy, { team: '/m/team is in use by sleep (pid 7)' });
+    assert.deepEqual(store.getState().errors, []);
+    busy = false;
+    await unmount('team', true);
+    assert.deepEqual(store.getState().unmountBusy, {});
+    assert.equal(store.getState().notice, 'Unmounted "team"');
+  });
+});
+
+describe('renderer store: recent errors', () => {
+  beforeEach(() => resetStore());
+
+  it('a failed mount is listed with a Retry that runs it again', async () => {
+    let reachable = false;
+    const summary = { name: 'team', location: 's3://b/team', kind: 's3' as const, mountPoint: '/m/team', cacheDir: '/c/team', status: fsStatus() };
+    const host = scripted({
+      'filespace.mount': () => {
+        if (!reachable) throw new HostError('UNREACHABLE', 'cannot reach s3://b/team');
+        return summary;
+      },
+    });
+    connect(host);
+    await mount('team');
+    const [entry] = store.getState().errors;
+    assert.equal(entry?.message, 'cannot reach s3://b/team');
+    assert.ok(entry?.retry, 'a failed action can be retried');
+    await retry(entry!);
+    assert.equal(store.getState().errors.length, 1, 'failing again lists the new failure only');
+    reachable = true;
+    await retry(store.getState().errors[0]!);
+    assert.deepEqual(store.getState().errors, []);
+    assert.equal(store.getState().notice, 'Mounted "team"');
+    assert.equal(host.calls.filter((c) => c.route === 'filespace.mount').length, 3);
+  });
+
+  it('engine errors from the status are listed without a Retry (the engine retries by itself)', () => {
+    const host = scripted({});
+    connect(host);
+    host.emit({ type: 'status', status: appStatus([fsStatus({ lastError: 'upload: S3 is throttling' })]) });
+    assert.equal(store.getState().errors[0]?.retry, undefined);
+  });
+});
+
+describe('IPC transport', () => {
+  function bridge(reply: unknown, events: unknown[] = []): BridgeApi & { sent: unknown[] } {
+    const sent: unknown[] = [];
+    return {
+      sent,
+      async invoke(route, body) {
+        sent.push([route, body]);
+        return reply as never;
+      },
+      onEvent(listener) {
+        for (const e of events) listener(e);
+        return () => undefined;
+      },
+      async pickFolder() { return '/picked'; },
+      async openFolder() { return undefined; },
+    };
+  }
+
+  it('passes answers that match the contract and turns errors into HostError', async () => {
+    const ok = ipcTransport(bridge({ ok: true, data: { ok: true } }));
+    assert.deepEqual(await ok.call('keys.forget', {}), { ok: true });
+    const failing = ipcTransport(bridge({ ok: false, error: { code: 'KEYCHAIN', message: 'the OS keychain refused' } }));
+    await assert.rejects(failing.call('keys.forget', {}), (e: HostError) => e.code === 'KEYCHAIN' && e.message === 'the OS keychain refused');
+  });
+
+  it('refuses answers and events of the wrong shape', async () => {
+    const wrong = ipcTransport(bridge({ ok: true, data: { ok: 'yes' } }));
+    await assert.rejects(wrong.call('keys.forget', {}), (e: HostError) => e.code === 'BAD_RESPONSE');
+    const got: unknown[] = [];
+    const troubles: string[] = [];
+    ipcTransport(bridge(null, [{ type: 'status', status: appStatus([]) }, { type: 'status', status: { filespaces: 3 } }])).subscribe((e) => got.push(e), (m) => troubles.push(m));
+    assert.equal(got.length, 1);
+    assert.deepEqual(troubles, ['the app host sent a status event of the wrong shape']);
+  });
+});
