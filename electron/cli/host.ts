@@ -18,7 +18,7 @@ import { resolveSettings, EngineSettings } from '../engine/config';
 import { UserError } from '../engine/errors';
 import { unlockFilespace } from '../engine/filespace';
 import { ObjectStore } from '../engine/store/types';
-import { parseDuration, parseSize } from '../engine/util/sizes';
+import { parseDuration, parseRate, parseSize } from '../engine/util/sizes';
 import { ApiFailure, startControlServer } from './control';
 import { Homes, LinkConfig, readPassphraseFile, saveConfig, socketPath } from './config';
 import { openStore } from './stores';
@@ -39,6 +39,7 @@ export function settingFromKey(key: string, value: string): Partial<EngineSettin
       case 'cache-size': return { cacheCapBytes: parseSize(value) };
       case 'upload-delay': return { uploadDelayMs: parseDuration(value) };
       case 'upload-concurrency': return { uploadConcurrency: int(value) };
+      case 'upload-limit': return { uploadLimitBytesPerSec: parseRate(value) };
       case 'download-concurrency': return { downloadConcurrency: int(value) };
       case 'prefetch-chunks': return { prefetchMaxChunks: int(value) };
       case 'read-timeout': return { readTimeoutMs: parseDuration(value) };
@@ -161,6 +162,7 @@ export class MountHost {
       dirtyFiles: st?.dirtyFiles ?? 0,
       pendingMetaOps: st?.pendingMetaOps ?? 0,
       uploadBytesPerSec: st?.uploadBytesPerSec ?? 0,
+      uploadLimitBytesPerSec: st?.uploadLimitBytesPerSec ?? settingsOf(this.cfg).uploadLimitBytesPerSec,
       downloadBytesPerSec: st?.downloadBytesPerSec ?? 0,
       cacheUsedBytes: st?.cacheUsedBytes ?? 0,
       cacheCapBytes: st?.cacheCapBytes ?? settingsOf(this.cfg).cacheCapBytes,

@@ -48,6 +48,7 @@ const USAGE = `usage:
   filespace status  [NAME] [--json]
   filespace sync    [NAME] [--timeout 10m]
   filespace set     NAME KEY VALUE       (keys: cache-size, upload-delay, upload-concurrency,
+                                          upload-limit (e.g. 2MiB per second, or off),
                                           download-concurrency, prefetch-chunks, read-timeout,
                                           lease-ttl, follow-interval, gc-grace, gc-interval)
   filespace check   [NAME] [--deep]        (verifies metadata against chunks; fixes nothing)
@@ -350,7 +351,8 @@ function humanStatus(s: StatusDto): string {
     : s.pendingMetaOps > 0 ? `  to upload: ${s.pendingMetaOps} metadata changes` : '  everything is in the bucket');
   if (s.state === 'mounted') {
     lines.push(`  cache: ${formatSize(s.cacheUsedBytes)} of ${formatSize(s.cacheCapBytes)} used, hit ratio ${(s.cacheHitRatio * 100).toFixed(0)}%`);
-    lines.push(`  throughput: up ${formatSize(s.uploadBytesPerSec)}/s, down ${formatSize(s.downloadBytesPerSec)}/s`);
+    const limit = s.uploadLimitBytesPerSec ? ` (limit ${formatSize(s.uploadLimitBytesPerSec)}/s)` : '';
+    lines.push(`  throughput: up ${formatSize(s.uploadBytesPerSec)}/s${limit}, down ${formatSize(s.downloadBytesPerSec)}/s`);
   }
   if (s.lease && s.state === 'mounted') lines.push(`  ${leaseLine(s.lease)}`);
   if (s.readOnlyReason) lines.push(`  ${s.readOnlyReason}`);

@@ -34,6 +34,8 @@ export const statusSchema = z.object({
   dirtyFiles: z.number(),
   pendingMetaOps: z.number(),
   uploadBytesPerSec: z.number(),
+  /** The upload bandwidth limit in force, bytes per second (0 or absent: none). */
+  uploadLimitBytesPerSec: z.number().optional(),
   downloadBytesPerSec: z.number(),
   cacheUsedBytes: z.number(),
   cacheCapBytes: z.number(),
@@ -50,7 +52,7 @@ export const statusSchema = z.object({
 });
 export type StatusDto = z.infer<typeof statusSchema>;
 
-export const SETTABLE_KEYS = ['cache-size', 'upload-delay', 'upload-concurrency', 'download-concurrency', 'prefetch-chunks', 'read-timeout',
+export const SETTABLE_KEYS = ['cache-size', 'upload-delay', 'upload-concurrency', 'upload-limit', 'download-concurrency', 'prefetch-chunks', 'read-timeout',
   'lease-ttl', 'follow-interval', 'gc-grace', 'gc-interval'] as const;
 export type SettableKey = (typeof SETTABLE_KEYS)[number];
 

@@ -100,6 +100,8 @@ export const machineSettingsSchema = z.object({
   downloadConcurrency: z.number(),
   prefetchMaxChunks: z.number(),
   uploadDelayMs: z.number(),
+  /** Average upload rate cap, bytes per second (0: none). */
+  uploadLimitBytesPerSec: z.number(),
   cacheDir: z.string(),
   /** Free bytes on the disk that holds the cache (bounds the cache cap slider). */
   cacheDiskFreeBytes: z.number(),

@@ -15,6 +15,9 @@ export const engineSettingsSchema = z.object({
   /** A chunk that keeps changing uploads anyway once it has been dirty this long. */
   maxDirtyAgeMs: z.number().int().min(0).max(86_400_000),
   uploadConcurrency: z.number().int().min(1).max(64),
+  /** Average upload rate cap for file data, bytes per second (0: no limit). */
+  uploadLimitBytesPerSec: z.number().int().min(0, 'the upload limit cannot be negative').max(1024 ** 4)
+    .refine((v) => v === 0 || v >= 16 * 1024, 'the upload limit must be at least 16KiB/s (or off)'),
   downloadConcurrency: z.number().int().min(1).max(64),
   /** Largest read-ahead window, in chunks. */
   prefetchMaxChunks: z.number().int().min(0).max(64),
@@ -47,6 +50,7 @@ export const DEFAULT_SETTINGS: EngineSettings = {
   uploadDelayMs: 2_000,
   maxDirtyAgeMs: 30_000,
   uploadConcurrency: 8,
+  uploadLimitBytesPerSec: 0,
   downloadConcurrency: 8,
   prefetchMaxChunks: 8,
   readTimeoutMs: 60_000,

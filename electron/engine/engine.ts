@@ -40,6 +40,7 @@ import { MetaOp, ROOT_INO, Tree } from './meta/tree';
 import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { ObjectStore, StoreError } from './store/types';
+import { RateLimiter } from './upload/ratelimit';
 import { WritebackQueue } from './upload/writeback';
 import { Vfs } from './vfs/vfs';
 import { UserError } from './errors';
@@ -77,6 +78,8 @@ export interface EngineStats {
   dirtyChunks: number;
   pendingMetaOps: number;
   uploadBytesPerSec: number;
+  /** The upload bandwidth limit in force (0: none). */
+  uploadLimitBytesPerSec: number;
   downloadBytesPerSec: number;
   uploadedBytes: number;
   downloadedBytes: number;
@@ -208,6 +211,7 @@ export class Engine {
   private lastError: string | undefined;
   private offlineSince: number | undefined;
   private uploadsPaused = false;
+  private readonly uploadLimit: RateLimiter;
   private rateTimer: NodeJS.Timeout;
   private sizeTimer: NodeJS.Timeout;
   private samples: Array<{ t: number; up: number; down: number }> = [];
@@ -241,6 +245,7 @@ export class Engine {
     private readonly machine: Machine,
   ) {
     this.settings = opts.settings;
+    this.uploadLimit = new RateLimiter(opts.settings.uploadLimitBytesPerSec);
     this.log = opts.log ?? (() => undefined);
     this.mode = opts.mode ?? 'write';
     this.remote = new RemoteMeta(opts.store, opts.keys.metaKey);
@@ -641,6 +646,7 @@ export class Engine {
     this.settings = next;
     this.cache.setLimits({ capBytes: next.cacheCapBytes, highWatermark: next.cacheHighWatermark, lowWatermark: next.cacheLowWatermark });
     this.fetcher.setConcurrency(next.downloadConcurrency);
+    this.uploadLimit.setRate(next.uploadLimitBytesPerSec);
     this.writeback.pump();
     return next;
   }
@@ -670,6 +676,8 @@ export class Engine {
     try {
       if (!this.meta.tree.chunkRefs.has(name)) {
         const obj = await encodeChunk(keys.chunkKey, name, snap.content);
+        await this.uploadLimit.take(obj.length);
+        if (this.closed) return; // shutting down while waiting for bandwidth: stays dirty
         await store.put(chunkKey(name), obj);
         this.uploadedBytes += obj.length;
       }
@@ -733,6 +741,7 @@ export class Engine {
       dirtyChunks: this.dirty.count,
       pendingMetaOps: this.replicator.pendingOps,
       uploadBytesPerSec: this.rate('up'),
+      uploadLimitBytesPerSec: this.uploadLimit.limit,
       downloadBytesPerSec: this.rate('down'),
       uploadedBytes: this.uploadedBytes,
       downloadedBytes: this.fetcher.stats.downloadedBytes,
@@ -822,6 +831,7 @@ export class Engine {
     if (this.gcTimer) clearInterval(this.gcTimer);
     if (this.following) await this.following.catch(() => undefined);
     this.writeback.stop();
+    this.uploadLimit.close(); // a chunk waiting for bandwidth stays dirty and uploads next time
     await this.writeback.idle(5000);
     this.vfs.commitAllSizes();
     // Give metadata already committed a short chance to reach the bucket; it stays queued otherwise.

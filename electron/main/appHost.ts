@@ -314,7 +314,8 @@ export class AppHost {
     const s = settingsOf(cfg);
     return {
       name, cacheCapBytes: s.cacheCapBytes, uploadConcurrency: s.uploadConcurrency, downloadConcurrency: s.downloadConcurrency,
-      prefetchMaxChunks: s.prefetchMaxChunks, uploadDelayMs: s.uploadDelayMs, cacheDir: cfg.cacheDir,
+      prefetchMaxChunks: s.prefetchMaxChunks, uploadDelayMs: s.uploadDelayMs,
+      uploadLimitBytesPerSec: s.uploadLimitBytesPerSec, cacheDir: cfg.cacheDir,
       cacheDiskFreeBytes: await freeBytesAt(cfg.cacheDir),
     };
   }

@@ -2,7 +2,7 @@
 
 import { useEffect, useState } from 'react';
 import { formatBytes } from '../../electron/contract/format';
-import { changeAppSettings, changeSetting, forgetKeys, moveCache, loadSettings, selectFilespaces, selectKeys, selectPaused, setPaused, unlink, useApp } from './store';
+import { changeAppSettings, changeSetting, forgetKeys, moveCache, loadSettings, selectFilespaces, selectKeys, selectPaused, setPaused, startWizard, unlink, useApp } from './store';
 
 const MiB = 1024 * 1024;
 
@@ -13,6 +13,22 @@ function NumberSetting(props: { id: string; label: string; value: number; min: n
     <form className="row" onSubmit={(e) => { e.preventDefault(); props.onSave(Number(v)); }}>
       <label className="field" htmlFor={props.id}><span>{props.label}</span>
         <input id={props.id} type="number" min={props.min} max={props.max} value={v} onChange={(e) => setV(e.target.value)} />
+      </label>
+      <button type="submit" className="secondary">Apply</button>
+    </form>
+  );
+}
+
+/** Upload bandwidth limit in KiB/s; empty or 0 means no limit. */
+function UploadLimitSetting(props: { value: number }) {
+  const shown = (v: number) => (v > 0 ? String(Math.round(v / 1024)) : '');
+  const [v, setV] = useState(shown(props.value));
+  useEffect(() => setV(shown(props.value)), [props.value]);
+  return (
+    <form className="row" onSubmit={(e) => { e.preventDefault(); void changeSetting('upload-limit', v.trim() === '' || v.trim() === '0' ? 'off' : `${v.trim()}KiB`); }}>
+      <label className="field" htmlFor="uploadLimit">
+        <span>Upload bandwidth limit, KiB/s (empty: no limit){props.value > 0 ? <> — now <b data-testid="settings-upload-limit">{Math.round(props.value / 1024)} KiB/s</b></> : <> — now <b data-testid="settings-upload-limit">no limit</b></>}</span>
+        <input id="uploadLimit" type="number" min={0} placeholder="no limit" value={v} onChange={(e) => setV(e.target.value)} />
       </label>
       <button type="submit" className="secondary">Apply</button>
     </form>
@@ -54,6 +70,7 @@ export function SettingsView() {
             <button type="submit">Apply cache cap</button>
           </form>
           <NumberSetting id="uploadConcurrency" label="Parallel uploads" value={machine.uploadConcurrency} min={1} max={64} onSave={(v) => void changeSetting('upload-concurrency', String(v))} />
+          <UploadLimitSetting value={machine.uploadLimitBytesPerSec} />
           <NumberSetting id="prefetch" label="Read-ahead (chunks; 0 turns prefetch off)" value={machine.prefetchMaxChunks} min={0} max={64} onSave={(v) => void changeSetting('prefetch-chunks', String(v))} />
           <form className="row" onSubmit={(e) => { e.preventDefault(); void moveCache(cacheDir); }}>
             <label className="field" htmlFor="cacheDir"><span>Cache folder (moving it keeps the data{mounted ? '; unmount first' : ''})</span>
@@ -80,7 +97,7 @@ export function SettingsView() {
       <section>
         <h3>AWS keys</h3>
         {keys?.stored
-          ? <p data-testid="settings-keys">Stored in the keychain for {keys.accessKeyIdHint}{keys.endpoint ? ` (${keys.endpoint})` : ''}. <button className="secondary" onClick={() => void forgetKeys()}>Remove from keychain</button></p>
+          ? <p data-testid="settings-keys">Stored in the keychain for {keys.accessKeyIdHint}{keys.endpoint ? ` (${keys.endpoint})` : ''}. <button className="secondary" onClick={() => startWizard(true)}>Replace keys</button> <button className="secondary" onClick={() => void forgetKeys()}>Remove from keychain</button></p>
           : <p data-testid="settings-keys">No keys are stored.</p>}
       </section>
       {settingsMessage ? <p className="notice" data-testid="settings-message">{settingsMessage}</p> : null}

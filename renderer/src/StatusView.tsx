@@ -46,7 +46,7 @@ function Card({ f }: { f: FilespaceSummary }) {
             <ul className="pending-files" data-testid="pending-files">{s.pendingFiles.map((p) => <li key={p}>{p}</li>)}</ul>
           ) : null}</dd>
         {s.lease && s.state === 'mounted' ? <><dt>Lease</dt><dd data-testid="lease">{leaseLine(s.lease)}</dd></> : null}
-        <dt>Throughput</dt><dd>up {formatRate(s.uploadBytesPerSec)}, down {formatRate(s.downloadBytesPerSec)}</dd>
+        <dt>Throughput</dt><dd data-testid="throughput">up {formatRate(s.uploadBytesPerSec)}{s.uploadLimitBytesPerSec ? ` (limit ${formatRate(s.uploadLimitBytesPerSec)})` : ''}, down {formatRate(s.downloadBytesPerSec)}</dd>
         <dt>Cache</dt>
         <dd data-testid="cache">{formatBytes(s.cacheUsedBytes)} of {formatBytes(s.cacheCapBytes)} · hit ratio {(s.cacheHitRatio * 100).toFixed(0)}%
           <div className="bar"><div style={{ width: `${cachePct}%` }} /></div></dd>
@@ -78,7 +78,7 @@ export function StatusView() {
     <div className="status-view">
       <div className="toolbar">
         <button className="secondary" data-testid="pause" onClick={() => void setPaused(!paused)}>{paused ? 'Resume uploads' : 'Pause uploads'}</button>
-        <button className="secondary" onClick={startWizard}>Add a filespace</button>
+        <button className="secondary" onClick={() => startWizard()}>Add a filespace</button>
       </div>
       {filespaces.length === 0 ? <p>No filespace is linked on this computer yet.</p> : filespaces.map((f) => <Card key={f.name} f={f} />)}
       {errors.length > 0 ? (

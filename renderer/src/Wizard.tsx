@@ -38,7 +38,7 @@ function StepButtons(props: { busy: boolean; label: string; busyLabel: string })
 function KeysStep() {
   const w = useApp(selectWizard);
   const keys = useApp(selectKeys);
-  const [replacing, setReplacing] = useState(false);
+  const [replacing, setReplacing] = useState(w.replaceKeys === true);
   if (keys?.stored && !replacing) {
     return (
       <section>
@@ -94,6 +94,7 @@ function BucketStep() {
           <p>Missing: {w.check.missing.map((m) => <code key={m}>{m}</code>)}</p>
           <p>Minimal IAM policy for this bucket and prefix:</p>
           <pre>{w.check.policy}</pre>
+          <p className="hint" data-testid="multipart-note">No multipart permission is needed: Filespace uploads each chunk (at most 64 MiB) in a single request.</p>
           <button type="button" className="secondary" onClick={() => void navigator.clipboard?.writeText(w.check!.policy).then(() => setCopied(true), () => setCopied(false))}>
             {copied ? 'Copied' : 'Copy policy'}
           </button>

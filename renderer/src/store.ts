@@ -32,6 +32,8 @@ interface HostSlice {
 
 export interface WizardState {
   step: WizardStep;
+  /** Opened from the settings to replace the stored keys: the keys step asks for new ones. */
+  replaceKeys?: boolean;
   accessKeyId: string;
   secretAccessKey: string;
   region: string;
@@ -152,8 +154,8 @@ export function show(screen: Screen): void {
   if (screen === 'settings') void loadSettings(store.getState().selected ?? selectFilespaces(store.getState())[0]?.name ?? null);
 }
 
-export function startWizard(): void {
-  store.setState((s) => ({ screen: 'wizard', wizard: { ...initialWizard, keys: s.status?.keys ?? null } }));
+export function startWizard(replaceKeys = false): void {
+  store.setState((s) => ({ screen: 'wizard', wizard: { ...initialWizard, keys: s.status?.keys ?? null, replaceKeys } }));
 }
 
 // ---- wizard -------------------------------------------------------------------------------

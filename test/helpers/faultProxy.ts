@@ -10,7 +10,8 @@
  *   - stripConditions: drop If-None-Match / If-Match from requests, like S3-compatible
  *     stores that ignore conditional writes.
  * Faults apply to requests whose method and path match `match` (e.g. GETs of chunks only).
- * It counts the requests it saw and the faults it injected, so tests can check both.
+ * It counts the requests it saw (and logs when each arrived) and the faults it injected, so
+ * tests can check both.
  */
 
 import * as http from 'node:http';
@@ -35,6 +36,8 @@ export class FaultProxy {
   port = 0;
   requests = 0;
   injected = 0;
+  /** Every request seen: when it arrived (ms), its method, path and declared body size. */
+  readonly log: Array<{ at: number; method: string; url: string; bytes: number }> = [];
 
   constructor(private readonly target: string) {}
 
@@ -65,6 +68,7 @@ export class FaultProxy {
     const target = new URL(this.target);
     this.server = http.createServer((req, res) => {
       this.requests++;
+      this.log.push({ at: Date.now(), method: req.method ?? '', url: req.url ?? '', bytes: Number(req.headers['content-length'] ?? 0) });
       const f = this.fault;
       const applies = (!f.match?.method || f.match.method === req.method) && (!f.match?.pathIncludes || (req.url ?? '').includes(f.match.pathIncludes));
       const forward = () => {

@@ -4,7 +4,8 @@
  * server (moto; a second one with IAM checks for bad keys and missing permissions), and a real
  * Secret Service (gnome-keyring on a private D-Bus). From an empty keychain through the wizard
  * to a mounted filespace, then status, settings and the error paths. Screenshots of each screen
- * go to docs/screenshots/.
+ * go to the temp folder, or to docs/screenshots/ with FILESPACE_SCREENSHOTS=1 (to refresh the
+ * README's pictures on purpose rather than on every run).
  *
  * Steps run in order and build on each other (one host, one browser page).
  */
@@ -24,7 +25,7 @@ import { REPO, sh, tmpDir } from '../helpers/bed';
 import { Keyring, startKeyring } from '../helpers/keyring';
 import { createBucket, MotoServer, startMoto, TEST_CREDENTIALS, TEST_REGION } from '../helpers/moto';
 
-const SHOTS = path.join(REPO, 'docs', 'screenshots');
+const SHOTS = process.env.FILESPACE_SCREENSHOTS === '1' ? path.join(REPO, 'docs', 'screenshots') : path.join(os.tmpdir(), 'filespace-ui-shots');
 const WAIT = { timeout: 120_000 };
 const GOOD_KEY = { id: 'AKIAFILESPACEUITEST1', secret: 'ui-test-secret-key-0123456789abcdef' };
 const PASSPHRASE = 'correct horse battery staple';
@@ -154,6 +155,7 @@ describe('desktop app in Chromium', () => {
     const policy = JSON.parse((await page.locator('[data-testid=policy] pre').textContent()) ?? '') as { Statement: Array<{ Action: string[]; Resource: string }> };
     assert.deepEqual(policy.Statement.map((s) => s.Action), [['s3:ListBucket'], ['s3:GetObject', 's3:PutObject', 's3:DeleteObject']]);
     assert.equal(policy.Statement[1]!.Resource, 'arn:aws:s3:::auth-bucket/*');
+    assert.match((await page.getByTestId('multipart-note').textContent()) ?? '', /No multipart permission is needed/);
     await shot(page, 'wizard-missing-permission');
   });
 
@@ -255,17 +257,64 @@ describe('desktop app in Chromium', () => {
     await shot(page, 'status-synced');
   });
 
-  it('changes the cache cap live from the settings', async () => {
+  it('changes the cache cap and the upload bandwidth limit live from the settings', async () => {
     await page.click('[data-testid=nav-settings]');
     await page.getByTestId('machine-settings').waitFor(WAIT);
     await page.fill('#settingsCacheCap', '128');
     await page.click('text=Apply cache cap');
     await waitText(page.getByTestId('settings-message'), /cache-size applied now/);
+    assert.equal(await page.getByTestId('settings-upload-limit').textContent(), 'no limit');
+    await page.fill('#uploadLimit', '256');
+    await page.locator('form:has(#uploadLimit) button').click();
+    await waitText(page.getByTestId('settings-message'), /upload-limit applied now/);
+    await waitText(page.getByTestId('settings-upload-limit'), /^256 KiB\/s$/);
     await shot(page, 'settings');
-    const cfg = JSON.parse(await fsp.readFile(path.join(home, 'config', 'filespaces', 'team.json'), 'utf8')) as { settings: { cacheCapBytes: number } };
+    const cfgFile = path.join(home, 'config', 'filespaces', 'team.json');
+    const cfg = JSON.parse(await fsp.readFile(cfgFile, 'utf8')) as { settings: { cacheCapBytes: number; uploadLimitBytesPerSec: number } };
     assert.equal(cfg.settings.cacheCapBytes, 128 * 1024 * 1024);
+    assert.equal(cfg.settings.uploadLimitBytesPerSec, 256 * 1024);
     await page.click('[data-testid=nav-status]');
-    await waitText(page.getByTestId('filespace-team').getByTestId('cache'), /of 134 MB/);
+    const card = page.getByTestId('filespace-team');
+    await waitText(card.getByTestId('cache'), /of 134 MB/);
+    await waitText(card.getByTestId('throughput'), /\(limit 262 kB\/s\)/);
+
+    // A value below the engine's floor is refused with its reason, and the limit in force stays.
+    await page.click('[data-testid=nav-settings]');
+    await page.fill('#uploadLimit', '4');
+    await page.locator('form:has(#uploadLimit) button').click();
+    await waitText(page.getByTestId('settings-error'), /upload limit must be at least 16KiB\/s/);
+    assert.equal((JSON.parse(await fsp.readFile(cfgFile, 'utf8')) as typeof cfg).settings.uploadLimitBytesPerSec, 256 * 1024);
+
+    // Emptied: no limit again.
+    await page.fill('#uploadLimit', '');
+    await page.locator('form:has(#uploadLimit) button').click();
+    await waitText(page.getByTestId('settings-upload-limit'), /^no limit$/);
+    await page.click('[data-testid=nav-status]');
+    await card.getByTestId('throughput').filter({ hasNotText: /limit/ }).waitFor(WAIT);
+  });
+
+  it('replaces the stored keys from the settings, keeping them when S3 rejects the new ones', async () => {
+    const storedId = async () => (JSON.parse((await keychain.get('aws-keys')) ?? '{}') as { accessKeyId?: string }).accessKeyId;
+    await page.click('[data-testid=nav-settings]');
+    await page.click('text=Replace keys');
+    await page.locator('#accessKeyId').waitFor(WAIT);
+    await page.fill('#accessKeyId', 'AKIAWRONGWRONGWRONG2');
+    await page.fill('#secretAccessKey', 'wrong-secret-2');
+    await page.fill('#endpoint', authMoto.endpoint);
+    await page.check('#pathStyle');
+    await page.click('text=Check keys');
+    await waitText(page.getByTestId('wizard-error'), /S3 rejected these keys/);
+    assert.equal(await storedId(), GOOD_KEY.id, 'rejected keys leave the stored ones in place');
+
+    const second = { id: 'AKIAFILESPACEUITEST2', secret: 'ui-test-second-secret-0123456789' };
+    await page.fill('#accessKeyId', second.id);
+    await page.fill('#secretAccessKey', second.secret);
+    await page.fill('#endpoint', moto.endpoint);
+    await page.click('text=Check keys');
+    await page.getByTestId('wizard-bucket').waitFor(WAIT);
+    const stored = JSON.parse((await keychain.get('aws-keys')) ?? '{}') as { accessKeyId: string; secretAccessKey: string };
+    assert.deepEqual([stored.accessKeyId, stored.secretAccessKey], [second.id, second.secret]);
+    await page.click('[data-testid=nav-status]');
   });
 
   it('catches a wrong passphrase when linking an existing filespace', async () => {

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { formatSize, parseDuration, parseSize } from '../../electron/engine/util/sizes';
+import { formatSize, parseDuration, parseRate, parseSize } from '../../electron/engine/util/sizes';
 
 describe('parseSize', () => {
   it('reads plain byte counts and binary units in any case, with optional spaces', () => {
@@ -67,6 +67,24 @@ describe('parseDuration', () => {
       assert.throws(() => parseDuration(bad), (err: Error) => {
         assert.ok(err.message.includes(`"${bad}"`), err.message);
         assert.match(err.message, /not a duration.*e\.g\. 30s/);
+        return true;
+      }, `"${bad}"`);
+    }
+  });
+});
+
+describe('parseRate', () => {
+  it('reads bytes per second with an optional unit and /s, and off', () => {
+    const cases: Array<[string, number]> = [
+      ['off', 0], ['OFF', 0], ['none', 0], ['0', 0], ['512KiB', 512 * 1024], ['2MiB/s', 2 * 1024 ** 2], ['2 MiB / s', 2 * 1024 ** 2], ['100k/sec', 102400], ['65536', 65536],
+    ];
+    for (const [text, bps] of cases) assert.equal(parseRate(text), bps, text);
+  });
+
+  it('rejects what is not a rate, quoting it', () => {
+    for (const bad of ['', 'fast', '-1', '2MiB/h', '/s', 'off/s']) {
+      assert.throws(() => parseRate(bad), (err: Error) => {
+        assert.ok(err.message.includes(`"${bad}"`) && /not a rate.*e\.g\. 512KiB, 2MiB\/s, or off/.test(err.message), err.message);
         return true;
       }, `"${bad}"`);
     }

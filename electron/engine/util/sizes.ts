@@ -22,6 +22,17 @@ export function parseSize(text: string): number {
   return bytes;
 }
 
+/** A rate in bytes per second: "2MiB", "512KiB/s", "0" or "off" (no limit). */
+export function parseRate(text: string): number {
+  if (/^\s*(off|none|unlimited)\s*$/i.test(text)) return 0;
+  const m = /^(.*?)(?:\/\s*s(?:ec)?)?\s*$/i.exec(text)!;
+  try {
+    return parseSize(m[1]!);
+  } catch {
+    throw new Error(`"${text}" is not a rate; write bytes per second with an optional unit, e.g. 512KiB, 2MiB/s, or off`);
+  }
+}
+
 export function formatSize(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = bytes;
