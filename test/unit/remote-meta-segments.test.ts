@@ -1,12 +1,17 @@
-// Pins down metadata replication to the bucket: segments and checkpoints round-trip, a rerun after a crash is recognised, a foreign writer is detected, and tampered or moved segments are refused.
+// Pins down metadata replication to the bucket: segments and checkpoints round-trip, old checkpoints are pruned, a rerun after a crash is recognised, a foreign writer is detected, and tampered or moved segments are refused.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { AuthError } from '../../electron/engine/chunk/crypto';
-import { CKPT_PREFIX, LOG_PREFIX, RemoteMeta, SegmentConflictError, seqKey } from '../../electron/engine/meta/remote';
+import { CHECKPOINTS_KEPT, CKPT_PREFIX, LOG_PREFIX, RemoteMeta, SegmentConflictError, seqKey } from '../../electron/engine/meta/remote';
 import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
 import { MemoryStore } from '../../electron/engine/store/memory';
+import { MetaStore } from '../../electron/engine/meta/metastore';
+import { Replicator } from '../../electron/engine/meta/replicator';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
 
 const CS = 64 * 1024;
 const W = { id: 'machine-a', epoch: 1 };
@@ -172,16 +177,83 @@ describe('RemoteMeta refuses tampered metadata', () => {
     await assert.rejects(remote.load(CS), AuthError);
   });
 
-  it('a segment copied into the checkpoint namespace fails authentication', async () => {
-    const { store, remote } = await setup();
+  it('a segment copied into the checkpoint namespace is refused; load starts from the checkpoint before it', async () => {
+    const { store, remote, base } = await setup();
     await remote.pushSegment(1, seg1, W);
     const body = (await store.get(seqKey(LOG_PREFIX, 1)))!.body;
     await store.put(seqKey(CKPT_PREFIX, 1), body);
-    await assert.rejects(remote.load(CS), AuthError);
+    const { tree, seq } = await remote.load(CS);
+    assert.equal(seq, 1);
+    assert.deepEqual(tree.snapshot(), replayed(base, seg1).snapshot(), 'the forged checkpoint is not used');
   });
 
   it('metadata sealed with another key fails to load', async () => {
     const { store } = await setup();
     await assert.rejects(new RemoteMeta(store, randomBytes(32)).load(CS), AuthError);
+  });
+});
+
+describe('checkpoint pruning', () => {
+  it('keeps only the newest checkpoints, and the log still loads to the same tree', async () => {
+    const { store, remote, base } = await setup();
+    await remote.pushSegment(1, seg1, W);
+    await remote.writeCheckpoint(1, replayed(base, seg1).snapshot());
+    await remote.pushSegment(2, seg2, W);
+    await remote.writeCheckpoint(2, replayed(base, seg1, seg2).snapshot());
+    assert.equal(await remote.pruneCheckpoints(), 1);
+    assert.equal(CHECKPOINTS_KEPT, 2);
+    assert.deepEqual(await store.list(CKPT_PREFIX), [seqKey(CKPT_PREFIX, 1), seqKey(CKPT_PREFIX, 2)]);
+    assert.equal(await remote.pruneCheckpoints(), 0, 'nothing more to delete');
+    assert.deepEqual(await store.list(LOG_PREFIX), [seqKey(LOG_PREFIX, 1), seqKey(LOG_PREFIX, 2)], 'segments stay');
+    const { tree, seq } = await remote.load(CS);
+    assert.equal(seq, 2);
+    assert.deepEqual(tree.snapshot(), replayed(base, seg1, seg2).snapshot());
+  });
+
+  it('a checkpoint pruned between listing and reading makes load list again', async () => {
+    const { store, key, base } = await setup();
+    // A store that, on the first listing of checkpoints, lets a writer add one and prune the rest.
+    let raced = false;
+    const racy = Object.create(store) as MemoryStore;
+    const writer = new RemoteMeta(store, key);
+    racy.list = async (prefix: string) => {
+      const listed = await store.list(prefix);
+      if (prefix === CKPT_PREFIX && !raced) {
+        raced = true;
+        await writer.pushSegment(1, seg1, W);
+        await writer.writeCheckpoint(1, replayed(base, seg1).snapshot());
+        await writer.pushSegment(2, seg2, W);
+        await writer.writeCheckpoint(2, replayed(base, seg1, seg2).snapshot());
+        await writer.pruneCheckpoints(1);
+      }
+      return listed;
+    };
+    const { tree, seq } = await new RemoteMeta(racy, key).load(CS);
+    assert.ok(raced);
+    assert.equal(seq, 2);
+    assert.deepEqual(tree.snapshot(), replayed(base, seg1, seg2).snapshot());
+  });
+
+  it('the replicator prunes after each checkpoint it writes', async () => {
+    const { store, remote } = await setup();
+    const dir = await mkdtemp(path.join(tmpdir(), 'fs-repl-'));
+    const meta = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    try {
+      const rep = new Replicator(meta, remote, () => 0, () => undefined, () => W, async () => undefined);
+      for (let i = 1; i <= 5; i++) {
+        meta.commit(mkFile(`f${i}`, 10 + i, i));
+        await rep.pushNow();
+        await rep.checkpointNow();
+      }
+      assert.deepEqual(await store.list(CKPT_PREFIX), [seqKey(CKPT_PREFIX, 4), seqKey(CKPT_PREFIX, 5)]);
+      assert.equal((await store.list(LOG_PREFIX)).length, 5);
+      const { tree, seq } = await remote.load(CS);
+      assert.equal(seq, 5);
+      assert.deepEqual(tree.snapshot(), meta.tree.snapshot());
+      await rep.stop();
+    } finally {
+      await meta.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -13,6 +13,11 @@
  * lease holder writes an empty fence segment after catching up, so an old holder that was
  * merely suspended collides with it on its next push.
  *
+ * Checkpoints are snapshots of the whole tree, so only the newest `CHECKPOINTS_KEPT` stay:
+ * the writer deletes older ones after writing a new one. Nothing needs them (segments are
+ * kept, so the log replays from any checkpoint), and a loader that listed a checkpoint deleted
+ * before it read it simply lists again.
+ *
  * Everything is sealed with the metadata key and the object's key as associated data, so a
  * segment cannot be swapped for another unnoticed.
  */
@@ -24,6 +29,8 @@ import { MetaOp, Tree, TreeSnapshot } from './tree';
 
 export const LOG_PREFIX = 'meta/log/';
 export const CKPT_PREFIX = 'meta/ckpt/';
+/** Checkpoints kept in the bucket: the newest, and one before it in case the newest is damaged. */
+export const CHECKPOINTS_KEPT = 2;
 
 export function seqKey(prefix: string, seq: number): string {
   return `${prefix}${String(seq).padStart(12, '0')}`;
@@ -99,13 +106,41 @@ export class RemoteMeta {
     return this.getJson<Segment>(seqKey(LOG_PREFIX, seq));
   }
 
-  /** Reads the newest checkpoint and every segment after it. */
-  async load(chunkSize: number): Promise<{ tree: Tree; seq: number }> {
+  /**
+   * Deletes every checkpoint but the newest `keep`. Returns how many it deleted. Safe for any
+   * machine to run at any time: which ones stay depends only on the bucket's listing.
+   */
+  async pruneCheckpoints(keep = CHECKPOINTS_KEPT): Promise<number> {
     const ckpts = await this.store.list(CKPT_PREFIX);
-    const latest = ckpts.length > 0 ? ckpts[ckpts.length - 1]! : undefined;
-    if (!latest) throw new Error('the bucket holds no metadata checkpoint for this filespace');
-    const ck = await this.getJson<{ seq: number; tree: TreeSnapshot }>(latest);
-    if (!ck) throw new Error(`checkpoint ${latest} vanished while reading`);
+    const old = ckpts.slice(0, Math.max(0, ckpts.length - keep));
+    for (const key of old) await this.store.delete(key);
+    return old.length;
+  }
+
+  /**
+   * Reads the newest checkpoint and every segment after it. A checkpoint that vanished
+   * between the listing and the read (pruned by the writer) means listing again; one that
+   * fails authentication makes the previous one the starting point.
+   */
+  async load(chunkSize: number): Promise<{ tree: Tree; seq: number }> {
+    let ck: { seq: number; tree: TreeSnapshot } | undefined;
+    for (let attempt = 0; !ck; attempt++) {
+      const ckpts = await this.store.list(CKPT_PREFIX);
+      if (ckpts.length === 0) throw new Error('the bucket holds no metadata checkpoint for this filespace');
+      let damaged: Error | undefined;
+      for (const key of ckpts.slice().reverse()) {
+        try {
+          ck = await this.getJson<{ seq: number; tree: TreeSnapshot }>(key);
+        } catch (err) {
+          if (!(err instanceof AuthError)) throw err;
+          damaged ??= err;
+          continue; // damaged: an older checkpoint plus more segments gives the same tree
+        }
+        break; // found, or vanished (pruned): list again
+      }
+      if (!ck && damaged && attempt >= 2) throw damaged;
+      if (!ck && attempt >= 5) throw new Error('the metadata checkpoints keep vanishing while reading; try again');
+    }
     const tree = Tree.fromSnapshot(chunkSize, ck.tree);
     let seq = ck.seq;
     for (;;) {
