@@ -67,6 +67,9 @@ const DATA_BYTES = Math.max(16, Math.round(SCALE * 1024)) * MiB;
 const CHUNK_SIZE = '4MiB';
 const CHUNK_BYTES = 4 * MiB;
 const CONCURRENCY = DEFAULT_SETTINGS.uploadConcurrency;
+/** The upload limit phase: this much data at this limit (one chunk of burst rides on top). */
+const LIMIT_MIB = 16;
+const LIMITED_MIB = Math.min(256, DATA_BYTES / MiB);
 const CACHE_SIZE = `${Math.max(3, Math.ceil((3 * DATA_BYTES) / GiB))}GiB`;
 const RANDOM_READS = 2000;
 const RANDOM_BLOCK = 4096;
@@ -605,6 +608,8 @@ interface Figures {
   tarSync?: number;
   tarVerify?: { seconds: number; differences: Record<string, number>; sample: string };
   dirtyAfterTar?: { bytes: number; files: number };
+  /** Seconds from the start of a write to the end of its upload under the upload limit. */
+  limitedUpload?: number;
   linkMount?: number;
   coldRead?: number;
   coldVerified?: boolean;
@@ -731,6 +736,19 @@ async function benchmark(f: Figures, facts: { tree?: TreeFacts }): Promise<void>
       return { seconds: r.seconds, differences, sample: lines.slice(0, 3).join('; ') };
     });
   }
+  // Upload bandwidth limit: a write uploaded under `upload-limit`, from dd start to sync done.
+  f.limitedUpload = await phase(`upload under upload-limit ${LIMIT_MIB} MiB/s (${LIMITED_MIB} MiB)`, e, async () => {
+    must(await space.cli(['set', space.name, 'upload-limit', `${LIMIT_MIB}MiB`], 20_000), 'filespace set upload-limit');
+    try {
+      await flushed();
+      const t0 = Date.now();
+      must(await exec('dd', [`if=${src}`, `of=${path.join(space.mnt, 'limited.bin')}`, 'bs=1M', `count=${LIMITED_MIB}`, 'status=none'], { timeoutMs: DATA_TIMEOUT_MS }), 'dd write');
+      await space.sync(600_000);
+      return (Date.now() - t0) / 1000;
+    } finally {
+      must(await space.cli(['set', space.name, 'upload-limit', 'off'], 20_000), 'filespace set upload-limit off');
+    }
+  });
   const st = await space.status().catch(() => undefined);
   if (st?.lastError) notes.push(`writing machine reported lastError: ${String(st.lastError)}`);
   f.writerRss = await rss.peak(pid);
@@ -843,6 +861,11 @@ function rows(f: Figures, tree: TreeFacts | undefined): { main: Row[]; ceilings:
       figure: 'Peak engine RSS (max over both machines; VmHWM and 200 ms polls)',
       value: peakRss ? `${fmt(peakRss / MB, 0, ' MB')} (writer ${fmt((f.writerRss ?? 0) / MB, 0)} MB, fresh ${fmt((f.coldRss ?? 0) / MB, 0)} MB)` : 'n/a',
       target: `< ${TARGETS.rssBytes / MB} MB`, met: peakRss === undefined ? undefined : peakRss < TARGETS.rssBytes,
+    },
+    {
+      figure: `Upload under upload-limit ${LIMIT_MIB} MiB/s, ${LIMITED_MIB} MiB written then synced (dd start to sync done)`,
+      value: f.limitedUpload !== undefined ? `${fmt(LIMITED_MIB / f.limitedUpload, 1, ' MiB/s')} (${f.limitedUpload.toFixed(1)} s)` : 'n/a',
+      ceiling: `limit ${LIMIT_MIB} MiB/s`, ratio: f.limitedUpload !== undefined ? LIMITED_MIB / f.limitedUpload / LIMIT_MIB : undefined,
     },
     { figure: 'Peak moto RSS (context: it keeps every object in memory)', value: f.motoRss ? fmt(f.motoRss / MB, 0, ' MB') : 'n/a' },
   ];
