@@ -32,7 +32,7 @@ import { chunkKey, encodeChunk } from './chunk/format';
 import { EngineSettings, resolveSettings } from './config';
 import { FilespaceHeader } from './filespace';
 import { MetaStore } from './meta/metastore';
-import { RemoteMeta, SegmentWriter, isOwnPrefix } from './meta/remote';
+import { RemoteMeta, SegmentConflictError, SegmentWriter, isOwnPrefix } from './meta/remote';
 import { Lease, LeaseHeldError, LeaseLostError, LeaseRecord, Machine, NoConditionalWritesError, describeHolder } from './meta/lease';
 import { AsideManifest, AsideWriter, listAside } from './aside';
 import { ChunkCollector, GcResult } from './gc';
@@ -427,20 +427,27 @@ export class Engine {
     for (let attempt = 0; ; attempt++) {
       await this.catchUp(true);
       if (previous?.holder.id === this.machine.id || this.replicator.conflict) return;
-      // Fence: a segment of ours right after the end of the log, so a previous holder that
-      // is still running collides with it on its next push.
-      const seq = this.meta.remoteSeq + 1;
       try {
-        await this.meta.sync();
-        await this.remote.pushSegment(seq, [], this.segmentWriter()!);
-        this.meta.markPushed(seq, 0);
-        await this.meta.flush();
+        await this.writeFence();
         return;
       } catch (err) {
-        if (!(err instanceof Error && err.name === 'SegmentConflictError') || attempt >= 5) throw err;
+        if (!(err instanceof SegmentConflictError) || attempt >= 5) throw err;
         // The previous holder wrote one more segment meanwhile: read it and fence after it.
       }
     }
+  }
+
+  /**
+   * Writes an empty segment of ours right after the end of the log, so a previous holder that
+   * is still running collides with it on its next push. Throws SegmentConflictError when
+   * another machine wrote that segment first.
+   */
+  private async writeFence(): Promise<void> {
+    const seq = this.meta.remoteSeq + 1;
+    await this.meta.sync();
+    await this.remote.pushSegment(seq, [], this.segmentWriter()!);
+    this.meta.markPushed(seq, 0);
+    await this.meta.flush();
   }
 
   private async retryLease(): Promise<void> {
@@ -454,12 +461,10 @@ export class Engine {
       // (read-only until the next mount sets them aside), and the fence settles any race.
       await this.catchUp(false);
       if (!this.replicator.conflict && previous && previous.holder.id !== this.machine.id) {
-        const seq = this.meta.remoteSeq + 1;
         try {
-          await this.remote.pushSegment(seq, [], this.segmentWriter()!);
-          this.meta.markPushed(seq, 0);
+          await this.writeFence();
         } catch (err) {
-          if (err instanceof Error && err.name === 'SegmentConflictError') {
+          if (err instanceof SegmentConflictError) {
             this.replicator.fenced('another machine wrote to this filespace while this one was offline; changes made here since are kept in the cache and will be set aside at the next mount');
           } else {
             throw err;

@@ -742,7 +742,8 @@ async function benchmark(f: Figures, facts: { tree?: TreeFacts }): Promise<void>
     try {
       await flushed();
       const t0 = Date.now();
-      must(await exec('dd', [`if=${src}`, `of=${path.join(space.mnt, 'limited.bin')}`, 'bs=1M', `count=${LIMITED_MIB}`, 'status=none'], { timeoutMs: DATA_TIMEOUT_MS }), 'dd write');
+      // Fresh random bytes: a copy of data already in the bucket would be deduplicated, not uploaded.
+      must(await exec('dd', ['if=/dev/urandom', `of=${path.join(space.mnt, 'limited.bin')}`, 'bs=1M', `count=${LIMITED_MIB}`, 'status=none'], { timeoutMs: DATA_TIMEOUT_MS }), 'dd write');
       await space.sync(600_000);
       return (Date.now() - t0) / 1000;
     } finally {
