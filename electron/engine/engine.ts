@@ -662,6 +662,24 @@ export class Engine {
   }
 
   private async uploadChunk(d: DirtyChunk): Promise<void> {
+    // Under a bandwidth limit, wait for the budget before reading and sealing the chunk, so the
+    // chunks waiting for their turn hold no memory. The reservation is the plaintext size,
+    // corrected once the sealed size is known (or returned if nothing is sent).
+    let reserved = 0;
+    if (this.uploadLimit.limit > 0 && this.meta.tree.get(d.ino)) {
+      reserved = d.len;
+      await this.uploadLimit.take(reserved);
+      if (this.closed) return; // shutting down while waiting for bandwidth: stays dirty
+    }
+    let sent = 0;
+    try {
+      await this.uploadReserved(d, (n) => (sent = n));
+    } finally {
+      if (reserved > 0) this.uploadLimit.adjust(sent - reserved);
+    }
+  }
+
+  private async uploadReserved(d: DirtyChunk, sending: (bytes: number) => void): Promise<void> {
     const { keys, store } = this.opts;
     const snap = await this.vfs.chunkLock(d.ino, d.idx, async () => {
       if (this.dirty.get(d.ino, d.idx) !== d) return undefined;
@@ -681,8 +699,7 @@ export class Engine {
     try {
       if (!this.meta.tree.chunkRefs.has(name)) {
         const obj = await encodeChunk(keys.chunkKey, name, snap.content);
-        await this.uploadLimit.take(obj.length);
-        if (this.closed) return; // shutting down while waiting for bandwidth: stays dirty
+        sending(obj.length);
         await store.put(chunkKey(name), obj);
         this.uploadedBytes += obj.length;
       }

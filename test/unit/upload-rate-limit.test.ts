@@ -16,6 +16,18 @@ describe('RateLimiter', () => {
     assert.equal(rl.reserve(10), 2010, 'each reservation queues after the previous');
   });
 
+  it('adjust returns an over-estimate to the budget and charges an under-estimate', () => {
+    let now = 10_000;
+    const rl = new RateLimiter(1000, () => now, 1000);
+    rl.reserve(4000); // free again at 13 000
+    rl.adjust(-2000); // only 2000 were sent: free at 11 000
+    assert.equal(rl.reserve(10), 1000);
+    now = 20_000;
+    const off = new RateLimiter(0, () => now);
+    off.adjust(5000);
+    assert.equal(off.reserve(10), 0, 'no limit: adjustments change nothing');
+  });
+
   it('keeps any stretch within rate * (time + burst) + one request', () => {
     let now = 0;
     const rate = 64 * 1024;

@@ -5,6 +5,8 @@
  * first and the ones after it wait for the debt to clear, so over any stretch of time the
  * bytes sent stay within rate * (time + burst) + one request.
  *
+ * Callers may reserve an estimate and `adjust` once the real size is known.
+ *
  * The limit is averaged over requests, not paced inside one (a chunk's PUT leaves at the link's
  * speed); with chunks of a few MiB and a limit of a few hundred KiB/s and up, the average is what
  * a shared uplink feels. Changing the rate applies at once to callers already waiting.
@@ -54,6 +56,12 @@ export class RateLimiter {
     const start = Math.max(this.freeAt, now - this.burstMs);
     this.freeAt = start + (bytes * 1000) / this.bytesPerSec;
     return Math.max(0, start - now);
+  }
+
+  /** Corrects an earlier reservation by `bytes` (negative: fewer were sent than reserved). */
+  adjust(bytes: number): void {
+    if (this.bytesPerSec <= 0 || bytes === 0) return;
+    this.freeAt += (bytes * 1000) / this.bytesPerSec;
   }
 
   /** Resolves once `bytes` may be sent. */
