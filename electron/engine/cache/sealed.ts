@@ -175,25 +175,41 @@ export class SealedIO {
     const first = Math.floor(from / UNIT);
     const last = Math.floor((Math.max(to, from + 1) - 1) / UNIT);
     const base = first * UNIT;
-    const plain = Buffer.alloc((last - first + 1) * UNIT);
     // Old bytes inside the rewritten units that the data does not replace must be kept.
     const oldEnd = Math.min(len, (last + 1) * UNIT);
-    if (base < oldEnd && (pos > base || to < oldEnd)) {
-      const old = await this.readUnits(fh, fileId, first, Math.floor((oldEnd - 1) / UNIT), len, what);
-      old.copy(plain, 0, 0, oldEnd - base);
+    const keepsOld = base < oldEnd && (pos > base || to < oldEnd);
+    let plain: Buffer;
+    if (pos === base && !keepsOld) {
+      // The data starts the first unit and nothing old survives in the units it touches (the
+      // usual sequential write): seal straight from it, no staging copy.
+      plain = data;
+    } else {
+      plain = Buffer.alloc((last - first + 1) * UNIT);
+      if (keepsOld) {
+        const old = await this.readUnits(fh, fileId, first, Math.floor((oldEnd - 1) / UNIT), len, what);
+        old.copy(plain, 0, 0, oldEnd - base);
+      }
+      data.copy(plain, pos - base);
     }
-    data.copy(plain, pos - base);
     const sealed: Buffer[] = [];
+    let total = 0;
     for (let i = first; i <= last; i++) {
       const a = i * UNIT - base;
       const b = Math.min((i + 1) * UNIT, newLen) - base;
-      if (b > a) sealed.push(this.seal(fileId, i, plain.subarray(a, b)));
+      if (b > a) {
+        const unit = this.seal(fileId, i, plain.subarray(a, b));
+        sealed.push(unit);
+        total += unit.length;
+      }
     }
-    const out = sealed.length === 1 ? sealed[0]! : Buffer.concat(sealed);
-    let done = 0;
-    while (done < out.length) {
-      const { bytesWritten } = await fh.write(out, done, out.length - done, unitOffset(first) + done);
-      done += bytesWritten;
+    // Several units go out in one writev; should it write only part, the rest follows.
+    let done = sealed.length > 1 ? (await fh.writev(sealed, unitOffset(first))).bytesWritten : 0;
+    if (done < total) {
+      const out = sealed.length === 1 ? sealed[0]! : Buffer.concat(sealed);
+      while (done < out.length) {
+        const { bytesWritten } = await fh.write(out, done, out.length - done, unitOffset(first) + done);
+        done += bytesWritten;
+      }
     }
     return newLen;
   }
