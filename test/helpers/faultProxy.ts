@@ -14,8 +14,11 @@
  * tests can check both.
  */
 
+import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
+import { after, before } from 'node:test';
+import { Bed, tmpDir } from './bed';
 
 export interface Fault {
   latencyMs?: number;
@@ -150,4 +153,32 @@ export class FaultProxy {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
+}
+
+
+/**
+ * A suite's S3 test server with a fault proxy in front of it and a scratch folder: started
+ * before the suite's tests, stopped and removed after them. `proxy` and `local` are set once
+ * the suite starts.
+ */
+export interface ProxiedBed {
+  readonly bed: Bed;
+  proxy: FaultProxy;
+  local: string;
+}
+
+export function proxiedBed(tag: string): ProxiedBed {
+  const env = { bed: new Bed() } as ProxiedBed;
+  before(async () => {
+    await env.bed.start();
+    env.proxy = new FaultProxy(env.bed.endpoint);
+    await env.proxy.start();
+    env.local = await tmpDir(tag);
+  });
+  after(async () => {
+    await env.bed.stop();
+    await env.proxy.stop();
+    await fsp.rm(env.local, { recursive: true, force: true });
+  });
+  return env;
 }

@@ -6,35 +6,20 @@
  * and everything uploads by itself when the store is back.
  */
 
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Bed, Linked, randomFile, run, sh, tmpDir, until } from '../helpers/bed';
-import { Fault, FaultProxy } from '../helpers/faultProxy';
+import { Linked, randomFile, run, sh, until } from '../helpers/bed';
+import { Fault, proxiedBed } from '../helpers/faultProxy';
 
 describe('faults between the engine and S3', () => {
-  const bed = new Bed();
-  let proxy: FaultProxy;
-  let local: string;
-
-  before(async () => {
-    await bed.start();
-    proxy = new FaultProxy(bed.endpoint);
-    await proxy.start();
-    local = await tmpDir('faults');
-  });
-
-  after(async () => {
-    await bed.stop();
-    await proxy.stop();
-    await fsp.rm(local, { recursive: true, force: true });
-  });
+  const env = proxiedBed('faults');
+  const bed = env.bed;
 
   /** A filespace whose machine talks to S3 through the proxy, with short timeouts. */
   async function proxied(): Promise<Linked & { bucket: string }> {
-    proxy.clear();
-    const fs = await bed.filespace({ endpoint: proxy.endpoint, settings: { 'upload-delay': '0s', 'read-timeout': '4s' } });
+    env.proxy.clear();
+    const fs = await bed.filespace({ endpoint: env.proxy.endpoint, settings: { 'upload-delay': '0s', 'read-timeout': '4s' } });
     await fs.mount();
     return fs;
   }
@@ -58,16 +43,16 @@ describe('faults between the engine and S3', () => {
   ] as Array<[string, Fault]>) {
     it(`uploads everything once ${label} clear`, async () => {
       const fs = await proxied();
-      const src = await randomFile(local, `up-${label.replace(/\W/g, '')}.bin`, 3 * 1024 * 1024 + 11);
-      proxy.set(fault);
-      const injectedBefore = proxy.injected;
+      const src = await randomFile(env.local, `up-${label.replace(/\W/g, '')}.bin`, 3 * 1024 * 1024 + 11);
+      env.proxy.set(fault);
+      const injectedBefore = env.proxy.injected;
       await sh(`cp ${src} ${fs.mnt}/data.bin && mkdir ${fs.mnt}/dir && echo meta > ${fs.mnt}/dir/m.txt`);
-      await until('faults to hit uploads', () => proxy.injected > injectedBefore + 2, 120_000);
+      await until('faults to hit uploads', () => env.proxy.injected > injectedBefore + 2, 120_000);
       if (!fault.latencyMs) {
         const st = await fs.status();
         assert.ok(Number(st.dirtyBytes) > 0 || Number(st.pendingMetaOps) > 0, 'changes wait while the store fails');
       }
-      proxy.clear();
+      env.proxy.clear();
       await fs.sync();
       const st = await fs.status();
       assert.equal(st.dirtyBytes, 0);
@@ -85,23 +70,23 @@ describe('faults between the engine and S3', () => {
     ['500s on every read', { status: 500, match: { method: 'GET', pathIncludes: '/chunks/' } }],
   ] as Array<[string, Fault]>) {
     it(`fails a read with EIO within the read timeout on ${label}, and reads correctly once it clears`, async () => {
-      proxy.clear();
+      env.proxy.clear();
       // Written straight to S3 by one machine, read through the proxy by a machine with an empty cache.
       const writer = await bed.filespace({ chunkSize: '1MiB' });
       await writer.mount();
-      const src = await randomFile(local, `rd-${label.replace(/\W/g, '')}.bin`, 2 * 1024 * 1024);
+      const src = await randomFile(env.local, `rd-${label.replace(/\W/g, '')}.bin`, 2 * 1024 * 1024);
       await sh(`cp ${src} ${writer.mnt}/r.bin`);
       await writer.sync();
       await writer.unmount();
-      const reader = await bed.link(await bed.machine('proxied-reader'), writer.bucket, '', undefined, proxy.endpoint);
+      const reader = await bed.link(await bed.machine('proxied-reader'), writer.bucket, '', undefined, env.proxy.endpoint);
       await reader.machine.ok('set', reader.name, 'read-timeout', '3s');
       await reader.mount({ readOnly: true });
-      proxy.set(fault);
+      env.proxy.set(fault);
       const r = await run('cat', [path.join(reader.mnt, 'r.bin')], { timeoutMs: 90_000 });
       assert.notEqual(r.code, 0, 'the read must fail, not return data');
       assert.match(r.stderr, /Input\/output error/);
-      assert.ok(proxy.injected > 0);
-      proxy.clear();
+      assert.ok(env.proxy.injected > 0);
+      env.proxy.clear();
       await sh(`cmp ${src} ${reader.mnt}/r.bin`);
       await reader.unmount();
     });
@@ -109,18 +94,18 @@ describe('faults between the engine and S3', () => {
 
   it('keeps working offline and uploads by itself when the store is back', async () => {
     const fs = await proxied();
-    const before = await randomFile(local, 'cached.bin', 1024 * 1024);
+    const before = await randomFile(env.local, 'cached.bin', 1024 * 1024);
     await sh(`cp ${before} ${fs.mnt}/cached.bin`);
     await fs.sync();
-    proxy.goOffline();
+    env.proxy.goOffline();
     await sh(`cmp ${before} ${fs.mnt}/cached.bin`); // cached data stays readable
-    const during = await randomFile(local, 'offline.bin', 2 * 1024 * 1024);
+    const during = await randomFile(env.local, 'offline.bin', 2 * 1024 * 1024);
     await sh(`cp ${during} ${fs.mnt}/offline.bin && mkdir ${fs.mnt}/made-offline`); // writes land in the cache
     await until('status to say offline', async () => (await fs.status()).offline === true, 120_000);
     const st = await fs.status();
     assert.ok(Number(st.dirtyBytes) >= 2 * 1024 * 1024, 'status shows what is pending');
     assert.equal(st.state, 'mounted');
-    proxy.goOnline();
+    env.proxy.goOnline();
     await until('uploads to finish without user action', async () => {
       const s = await fs.status();
       return s.dirtyBytes === 0 && s.pendingMetaOps === 0 && s.offline === false;

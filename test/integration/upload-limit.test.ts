@@ -5,37 +5,23 @@
  * releases uploads already waiting, and bad values are refused without changing anything.
  */
 
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Bed, randomFile, tmpDir, until } from '../helpers/bed';
-import { FaultProxy } from '../helpers/faultProxy';
+import { randomFile, until } from '../helpers/bed';
+import { proxiedBed } from '../helpers/faultProxy';
 
 const KiB = 1024;
 
 describe('upload bandwidth limit', () => {
-  const bed = new Bed();
-  let proxy: FaultProxy;
-  let local: string;
+  const env = proxiedBed('uplimit');
+  const bed = env.bed;
 
-  before(async () => {
-    await bed.start();
-    proxy = new FaultProxy(bed.endpoint);
-    await proxy.start();
-    local = await tmpDir('uplimit');
-  });
-
-  after(async () => {
-    await bed.stop();
-    await proxy.stop();
-    await fsp.rm(local, { recursive: true, force: true });
-  });
-
-  const chunkPuts = (since: number) => proxy.log.slice(since).filter((r) => r.method === 'PUT' && r.url.includes('/chunks/'));
+  const chunkPuts = (since: number) => env.proxy.log.slice(since).filter((r) => r.method === 'PUT' && r.url.includes('/chunks/'));
 
   it('keeps chunk uploads within the limit and reports it', async () => {
-    const fs = await bed.filespace({ endpoint: proxy.endpoint, settings: { 'upload-delay': '0s', 'upload-limit': '64KiB' } });
+    const fs = await bed.filespace({ endpoint: env.proxy.endpoint, settings: { 'upload-delay': '0s', 'upload-limit': '64KiB' } });
     await fs.mount();
     const st = await fs.status();
     assert.equal(st.uploadLimitBytesPerSec, 64 * KiB);
@@ -43,9 +29,9 @@ describe('upload bandwidth limit', () => {
 
     const files = 6;
     const size = 128 * KiB; // random bytes: each file is one chunk of at least this size once sealed
-    const logStart = proxy.log.length;
+    const logStart = env.proxy.log.length;
     for (let i = 0; i < files; i++) {
-      const src = await randomFile(local, `f${i}.bin`, size);
+      const src = await randomFile(env.local, `f${i}.bin`, size);
       await fsp.copyFile(src, path.join(fs.mnt, `f${i}.bin`));
     }
     await fs.sync();
@@ -64,17 +50,17 @@ describe('upload bandwidth limit', () => {
     const reader = await bed.link(await bed.machine('reader'), fs.bucket);
     await reader.mount({ readOnly: true });
     for (let i = 0; i < files; i++) {
-      assert.deepEqual(await fsp.readFile(path.join(reader.mnt, `f${i}.bin`)), await fsp.readFile(path.join(local, `f${i}.bin`)));
+      assert.deepEqual(await fsp.readFile(path.join(reader.mnt, `f${i}.bin`)), await fsp.readFile(path.join(env.local, `f${i}.bin`)));
     }
     await reader.unmount();
   });
 
   it('lifting the limit live releases uploads already waiting for bandwidth', async () => {
-    const fs = await bed.filespace({ endpoint: proxy.endpoint, settings: { 'upload-delay': '0s', 'upload-limit': '16KiB' } });
+    const fs = await bed.filespace({ endpoint: env.proxy.endpoint, settings: { 'upload-delay': '0s', 'upload-limit': '16KiB' } });
     await fs.mount();
-    const logStart = proxy.log.length;
+    const logStart = env.proxy.log.length;
     for (let i = 0; i < 4; i++) {
-      const src = await randomFile(local, `w${i}.bin`, 512 * KiB);
+      const src = await randomFile(env.local, `w${i}.bin`, 512 * KiB);
       await fsp.copyFile(src, path.join(fs.mnt, `w${i}.bin`));
     }
     // The first chunk goes at once; at 16 KiB/s each next one waits 32 s for its budget.
