@@ -188,7 +188,7 @@ export class MountHost {
         if (!engine) throw new ApiFailure('NOT_MOUNTED', 'not mounted', 409);
         const done = await engine.sync(Date.now() + req.timeoutMs);
         const st = engine.stats();
-        return { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps };
+        return { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps, notWriting: engine.notWriting ?? null };
       },
       '/v1/set': async (req: { key: string; value: string }) => {
         const change = settingFromKey(req.key, req.value);

@@ -393,10 +393,16 @@ async function cmdSync(args: string[]): Promise<void> {
     try {
       const done = await engine.sync(Date.now() + timeoutMs);
       const st = engine.stats();
-      result = { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps };
+      result = { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps, notWriting: engine.notWriting ?? null };
     } finally {
       await engine.close();
     }
+  }
+  if (!result.done && result.notWriting) {
+    const kept = result.dirtyBytes > 0 || result.pendingMetaOps > 0
+      ? `its changes not in the bucket (${formatSize(result.dirtyBytes)} of data, ${result.pendingMetaOps} metadata changes) are kept in this computer's cache and set aside at the next mount (then see "filespace aside ${cfg.name} list")`
+      : 'nothing of its own was waiting to upload, so nothing is set aside';
+    throw new UserError(`not synced: ${result.notWriting}, so it is read-only until mounted again; ${kept}`, 'NOT_WRITING');
   }
   if (!result.done) {
     throw new UserError(`sync timed out: ${formatSize(result.dirtyBytes)} and ${result.pendingMetaOps} metadata changes still to upload`, 'SYNC_TIMEOUT');

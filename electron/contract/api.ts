@@ -18,6 +18,10 @@ export const leaseStatusSchema = z.object({
   lastRenewedAt: z.number().nullable(),
   ttlMs: z.number(),
   followerLagMs: z.number().nullable(),
+  /** Writer: when lease renewals began to fail (writes are then kept locally); null while they succeed. */
+  renewFailingSince: z.number().nullable().optional(),
+  /** Writer: until when it may commit without another renewal; past it, it commits nothing. */
+  validUntil: z.number().nullable().optional(),
   lost: z.string().nullable(),
   conditionalWrites: z.boolean(),
 });
@@ -65,7 +69,13 @@ export type UnmountRequest = z.infer<typeof unmountRequestSchema>;
 export type SyncRequest = z.infer<typeof syncRequestSchema>;
 export type SetRequest = z.infer<typeof setRequestSchema>;
 
-export const syncResultSchema = z.object({ done: z.boolean(), dirtyBytes: z.number(), pendingMetaOps: z.number() });
+export const syncResultSchema = z.object({
+  done: z.boolean(),
+  dirtyBytes: z.number(),
+  pendingMetaOps: z.number(),
+  /** Set when the mount stopped writing for good (e.g. the write lease was lost): why, and to whom. */
+  notWriting: z.string().nullable().optional(),
+});
 export type SyncResult = z.infer<typeof syncResultSchema>;
 
 export const gcResultSchema = z.object({ scanned: z.number(), referenced: z.number(), marked: z.number(), deleted: z.number() });

@@ -35,9 +35,27 @@ export function syncLine(s: Pick<StatusDto, 'state' | 'dirtyBytes' | 'dirtyFiles
   return pending ? `Uploading ${files(s.dirtyFiles)}, ${formatBytes(s.dirtyBytes)} left` : `Uploading ${what}`;
 }
 
-/** The lease in one line, e.g. "writer: holds the write lease (renewed 3s ago, ...)". */
+/** A wall-clock time of day as HH:MM:SS (local time). */
+function timeOfDay(t: number): string {
+  const d = new Date(t);
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
+}
+
+/**
+ * The lease in one line, e.g. "writer: holds the write lease (renewed 3s ago, ...)"; while
+ * renewals fail, since when and what that means for writes.
+ */
 export function leaseLine(l: NonNullable<StatusDto['lease']>, now = Date.now()): string {
-  const ago = (t: number | null) => (t === null ? 'never' : `${Math.max(0, Math.round((now - t) / 1000))}s ago`);
+  const secs = (ms: number) => Math.max(0, Math.round(ms / 1000));
+  const ago = (t: number | null) => (t === null ? 'never' : `${secs(now - t)}s ago`);
+  if (l.role === 'writer' && l.renewFailingSince != null && l.lastRenewedAt !== null) {
+    const since = `could not renew the write lease since ${timeOfDay(l.lastRenewedAt)} (${secs(now - l.lastRenewedAt)}s)`;
+    if (l.validUntil != null && l.validUntil > now) {
+      return `writer: ${since}; retrying, and still committing for ${secs(l.validUntil - now)}s; after that, writes are kept on this computer until the bucket answers`;
+    }
+    return `writer, not committing: ${since}; writes are kept on this computer and committed once the bucket answers, ` +
+      'unless another machine takes the lease meanwhile (then they are set aside)';
+  }
   if (l.role === 'writer') return `writer: holds the write lease (renewed ${ago(l.lastRenewedAt)}, expires after ${l.ttlMs / 1000}s without renewal)`;
   if (l.role === 'follower') {
     const lag = l.followerLagMs === null ? 'not following (see below)' : `at most ${(l.followerLagMs / 1000).toFixed(1)}s behind`;

@@ -10,11 +10,13 @@
  * naming a chunk therefore always postdates the chunk's successful PUT.
  *
  * Roles (DESIGN invariant 4): a writer holds the write lease (meta/lease.ts), renews it, and
- * pushes metadata only while it is valid; after taking it from another machine it writes a
- * fence segment so the previous holder can never commit again. A follower mounts read-only,
- * polls the metadata log and applies the writer's segments live; open files keep reading the
- * chunk list they opened (old chunks outlive the GC grace period). Local changes that another
- * machine's segments overtook are set aside (aside.ts), never merged.
+ * pushes metadata only while it is valid; while it cannot renew (offline) it keeps taking
+ * writes into the cache, commits nothing, and commits them once a renewal gets through. After
+ * taking the lease from another machine it writes a fence segment so the previous holder can
+ * never commit again. A follower mounts read-only, polls the metadata log and applies the
+ * writer's segments live; open files keep reading the chunk list they opened (old chunks
+ * outlive the GC grace period). Local changes that another machine's segments overtook are
+ * set aside (aside.ts), never merged.
  *
  * Local layout under cacheDir: meta/ (journal), dirty/, chunks/, aside/, machine.json, engine.lock.
  */
@@ -68,6 +70,11 @@ export interface LeaseStatus {
   ttlMs: number;
   /** Followers: how far behind the writer's log this mount may be, in ms. */
   followerLagMs: number | null;
+  /** Writer: when renewals began to fail (null while they succeed); writes are then kept locally. */
+  renewFailingSince: number | null;
+  /** Writer: until when it may commit without another renewal (past: it commits nothing). */
+  validUntil: number | null;
+  /** Why this mount stopped writing for good (the lease was lost, or another machine wrote). */
   lost: string | null;
   conditionalWrites: boolean;
 }
@@ -234,6 +241,9 @@ export class Engine {
   private pendingFilesCache: { at: number; paths: string[] } | undefined;
   /** Follower with unsent local changes: it does not follow until they are uploaded or set aside. */
   private followBlocked: string | undefined;
+  /** Resolves (to false) once this mount stops writing for good; `sync` waits no longer then. */
+  private readonly writingStopped: Promise<false>;
+  private stopWriting: () => void = () => undefined;
 
   private constructor(
     private readonly opts: EngineOptions,
@@ -266,7 +276,11 @@ export class Engine {
         await this.lease.ensureValid();
       },
       () => this.publishableOps());
-    this.replicator.onConflict = () => this.writeback.setPressure(false);
+    this.writingStopped = new Promise<false>((resolve) => (this.stopWriting = () => resolve(false)));
+    this.replicator.onConflict = () => {
+      this.writeback.setPressure(false);
+      this.stopWriting();
+    };
     this.vfs = new Vfs(meta, dirty, cache, this.fetcher, {
       uid: process.getuid?.() ?? 0,
       gid: process.getgid?.() ?? 0,
@@ -490,12 +504,22 @@ export class Engine {
     this.leaseTimer.unref();
   }
 
+  /**
+   * Renews the lease. Renewals that get no answer keep the lease held but not valid: writes
+   * keep landing in the cache and nothing is committed; the first renewal that gets through
+   * takes the lease back (nobody wrote it meanwhile) and the changes made since are pushed.
+   */
   private async renewLease(): Promise<void> {
     this.leaseTimer = undefined;
     if (this.closed || this.replicator.conflict) return;
+    const failingSince = this.lease.renewFailingSince;
     try {
       await this.lease.renew();
       this.noteStoreOutcome(undefined);
+      if (failingSince !== undefined) {
+        this.log(`renewed the write lease again after ${Math.round((Date.now() - failingSince) / 1000)}s of failed renewals; nobody took it meanwhile, committing the changes made here since`);
+        void this.replicator.pushNow();
+      }
     } catch (err) {
       if (err instanceof LeaseLostError) {
         this.replicator.fenced(`${err.message}; this machine stopped writing, and its changes not yet in the bucket are kept in the cache (set aside at the next mount)`);
@@ -807,7 +831,9 @@ export class Engine {
         lastRenewedAt: this.lease.lastRenewedAt ?? null,
         ttlMs: this.settings.leaseTtlMs,
         followerLagMs: null,
-        lost,
+        renewFailingSince: this.lease.renewFailingSince ?? null,
+        validUntil: this.lease.validUntil ?? null,
+        lost: lost ?? this.replicator.conflict ?? null,
         conditionalWrites,
       };
     }
@@ -819,19 +845,35 @@ export class Engine {
       lastRenewedAt: h?.renewedAt ?? null,
       ttlMs: h?.ttlMs ?? this.settings.leaseTtlMs,
       followerLagMs: this.caughtUpAt === undefined || this.followBlocked ? null : Date.now() - this.caughtUpAt,
+      renewFailingSince: null,
+      validUntil: null,
       lost: null,
       conditionalWrites,
     };
   }
 
   /**
+   * Why this mount stopped writing for good, for people: the write lease was lost (and to whom),
+   * or another machine wrote the filespace. Undefined while it writes (or on a follower).
+   */
+  get notWriting(): string | undefined {
+    if (this.mode !== 'write' || !this.replicator.conflict) return undefined;
+    const lost = this.lease.lostError;
+    if (lost?.by) return `this machine lost the write lease to ${describeHolder(lost.by)} at ${new Date(lost.by.acquiredAt).toISOString()}`;
+    if (lost) return `this machine lost the write lease: ${lost.message}`;
+    return `this machine stopped writing: ${this.replicator.conflict}`;
+  }
+
+  /**
    * Uploads every local change (data and metadata) now. Resolves true once the bucket has
-   * everything, false if `deadlineMs` passed first.
+   * everything, false if `deadlineMs` passed first or this mount stopped writing for good
+   * (see `notWriting`).
    */
   async sync(deadlineMs: number): Promise<boolean> {
     for (;;) {
+      if (this.replicator.conflict) return false;
       this.vfs.commitAllSizes();
-      const dataDone = await this.writeback.drain(deadlineMs);
+      const dataDone = await Promise.race([this.writeback.drain(deadlineMs), this.writingStopped]);
       if (!dataDone) return false;
       this.vfs.commitAllSizes();
       await this.replicator.pushNow();
