@@ -52,6 +52,8 @@ const USAGE = `usage:
                                           download-concurrency, prefetch-chunks, read-timeout,
                                           lease-ttl, follow-interval, gc-grace, gc-interval)
   filespace check   [NAME] [--deep]        (verifies metadata against chunks; fixes nothing)
+  filespace repair  [NAME]                 (damaged local metadata: keeps the changes it can read
+                                            as set-aside files, then starts over from the bucket)
   filespace gc      [NAME]                 (deletes unreferenced chunks after the grace period)
   filespace aside   [NAME] list | export ID DIR | discard ID
                                            (changes kept aside after another machine took over)
@@ -389,7 +391,7 @@ async function cmdSync(args: string[]): Promise<void> {
     // Not mounted: open the engine without a mount just to upload what waits in the cache.
     const store = openStore(cfg.store);
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
-    const engine = await Engine.open({ store, keys, header, cacheDir: cfg.cacheDir, settings: settingsOf(cfg), log });
+    const engine = await Engine.open({ store, keys, header, cacheDir: cfg.cacheDir, settings: settingsOf(cfg), log, name: cfg.name });
     try {
       const done = await engine.sync(Date.now() + timeoutMs);
       const st = engine.stats();
@@ -463,9 +465,40 @@ async function cmdCheck(args: string[]): Promise<void> {
     if (mounted) console.log('local: not checked while mounted (unmount to check the local cache too)');
     if (report.problems.length > 0) {
       for (const p of report.problems) console.log(`PROBLEM ${p}`);
-      throw new UserError(`${report.problems.length} problem(s) found in "${cfg.name}"; nothing was changed`, 'CHECK_FAILED');
+      const fix = report.localDamage ? `; "filespace repair ${cfg.name}" keeps the local changes it can read as set-aside files` : '';
+      throw new UserError(`${report.problems.length} problem(s) found in "${cfg.name}"; nothing was changed${fix}`, 'CHECK_FAILED');
     }
     console.log(`"${cfg.name}": no problems found`);
+  } catch (err) {
+    throw explainStoreError(err, store);
+  } finally {
+    await store.close();
+  }
+}
+
+async function cmdRepair(args: string[]): Promise<void> {
+  const { positionals } = parse(args, {}, 1);
+  const h = homes();
+  const cfg = await loadConfig(h, positionals[0]);
+  if ((await statusOf(h, cfg)).state !== 'unmounted') throw new UserError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
+  const store = openStore(cfg.store);
+  try {
+    const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
+    if (header.id !== cfg.filespaceId) {
+      throw new UserError(`the bucket now holds a different filespace than the one linked as "${cfg.name}"; unlink and link again`, 'MISMATCH');
+    }
+    const r = await Engine.repairLocal({ store, keys, header, cacheDir: cfg.cacheDir, log: (m) => process.stderr.write(`${m}\n`) });
+    if (!r.repaired) {
+      console.log(`"${cfg.name}": the local metadata is not damaged; nothing was changed`);
+      return;
+    }
+    for (const f of r.kept) console.log(`kept the damaged file as ${f}`);
+    if (r.aside) {
+      const unnamed = r.unnamed > 0 ? ` (${r.unnamed} of them could not be named: unnamed/inode-N)` : '';
+      console.log(`set aside ${r.aside.files.length} file(s)${unnamed} with changes not yet in the bucket as ${r.aside.id}: ` +
+        `"filespace aside ${cfg.name} export ${r.aside.id} DIR" writes them out, to compare and copy back into the mount`);
+    }
+    console.log(`repaired "${cfg.name}": its local metadata now is the bucket's; mount it again`);
   } catch (err) {
     throw explainStoreError(err, store);
   } finally {
@@ -599,6 +632,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'unlink': await cmdUnlink(rest); break;
       case 'list': await cmdList(); break;
       case 'check': await cmdCheck(rest); break;
+      case 'repair': await cmdRepair(rest); break;
       case 'gc': await cmdGc(rest); break;
       case 'aside': await cmdAside(rest); break;
       case 'demo': await cmdDemo(rest); break;
