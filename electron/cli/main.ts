@@ -75,13 +75,28 @@ const storeFlags = {
   'passphrase-file': { type: 'string' },
 } as const;
 
+/** Looks like a negative number ("-1", "-5MiB"): a value, never an option (no option is a digit). */
+const NEGATIVE_RE = /^-[\d.]/;
+
 function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, maxPositionals: number) {
+  // A negative value is passed on as a value, so its own check names it in one line: after an
+  // option that takes one it is that option's value; anywhere else it is a positional.
+  const negatives: string[] = [];
+  const shaped: string[] = [];
+  for (const arg of args) {
+    const prev = shaped[shaped.length - 1];
+    const flag = prev?.startsWith('--') && !prev.includes('=') ? options[prev.slice(2)] : undefined;
+    if (NEGATIVE_RE.test(arg) && flag?.type === 'string') shaped[shaped.length - 1] = `${prev}=${arg}`;
+    else if (NEGATIVE_RE.test(arg)) shaped.push(`\u0000${negatives.push(arg) - 1}`);
+    else shaped.push(arg);
+  }
   let parsed;
   try {
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: shaped, options, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  parsed.positionals = parsed.positionals.map((p) => (p.startsWith('\u0000') ? negatives[Number(p.slice(1))]! : p));
   if (parsed.positionals.length > maxPositionals) throw new UsageError(`unexpected argument "${parsed.positionals[maxPositionals]}"`);
   return parsed;
 }
@@ -568,11 +583,22 @@ async function cmdAside(args: string[]): Promise<void> {
 
 async function cmdList(): Promise<void> {
   const h = homes();
+  const damaged: UserError[] = [];
   for (const name of await listConfigs(h)) {
-    const cfg = await loadConfig(h, name);
+    let cfg: LinkConfig;
+    try {
+      cfg = await loadConfig(h, name);
+    } catch (err) {
+      if (!(err instanceof UserError)) throw err;
+      damaged.push(err);
+      console.log(`${name}\tdamaged\t${configPath(h, name)}`);
+      continue;
+    }
     const s = await statusOf(h, cfg);
     console.log(`${name}\t${s.state}\t${cfg.mountPoint}`);
   }
+  // The others are listed; the first damaged one is named (exit 1).
+  if (damaged.length > 0) throw damaged.length === 1 ? damaged[0]! : new UserError(`${damaged[0]!.message} (and ${damaged.length - 1} more damaged configuration file(s))`, 'BAD_CONFIG');
 }
 
 async function cmdDemo(args: string[]): Promise<void> {
