@@ -16,6 +16,8 @@ import { checkFilespace } from '../engine/check';
 import { UserError } from '../engine/errors';
 import { createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
 import { probeConditionalWrites } from '../engine/meta/lease';
+import { MetaStore } from '../engine/meta/metastore';
+import { damageSummary } from '../engine/repair';
 import { leaseLine } from '../contract/format';
 import { discardAside, exportAside, listAside } from '../engine/aside';
 import { LocalDiskStore } from '../engine/store/local';
@@ -281,10 +283,13 @@ export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
       files.add(f.split('.')[0]!);
     }
   }
+  // Damaged local metadata is why it cannot be mounted: say so here too.
+  const damage = await MetaStore.inspect(path.join(cfg.cacheDir, 'meta')).then(damageSummary, () => undefined);
   return {
     name: cfg.name, state: 'unmounted', mountPoint: cfg.mountPoint, dirtyBytes, dirtyFiles: files.size, pendingMetaOps: 0,
     uploadBytesPerSec: 0, downloadBytesPerSec: 0, cacheUsedBytes: 0, cacheCapBytes: settingsOf(cfg).cacheCapBytes,
-    cacheHitRatio: 0, openFiles: 0, offline: false, uploadsPaused: false, readOnlyReason: null, lastError: null,
+    cacheHitRatio: 0, openFiles: 0, offline: false, uploadsPaused: false, readOnlyReason: null,
+    lastError: damage ? `${damage}; see "filespace check ${cfg.name}"` : null,
   };
 }
 

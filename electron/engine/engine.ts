@@ -14,7 +14,9 @@
  * fence segment so the previous holder can never commit again. A follower mounts read-only,
  * polls the metadata log and applies the writer's segments live; open files keep reading the
  * chunk list they opened (old chunks outlive the GC grace period). Local changes that another
- * machine's segments overtook are set aside (aside.ts), never merged.
+ * machine's segments overtook are set aside (aside.ts), never merged; so are dirty chunks
+ * found at start without a file the metadata knows. Damaged local metadata is refused, with
+ * nothing changed (repair.ts has the message and the repair).
  *
  * Local layout under cacheDir: meta/ (journal), dirty/, chunks/, aside/, machine.json, engine.lock.
  */
