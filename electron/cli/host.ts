@@ -124,7 +124,7 @@ export class MountHost {
     }
     this.engine = await Engine.open({
       store, keys, header, cacheDir: this.cfg.cacheDir, settings: settingsOf(this.cfg), log: this.opts.log,
-      mode: this.opts.mode, takeover: this.opts.takeover, conditionalWrites: this.cfg.conditionalWrites,
+      mode: this.opts.mode, takeover: this.opts.takeover, conditionalWrites: this.cfg.conditionalWrites, name: this.cfg.name,
     });
     const s = this.engine.currentSettings;
     try {

@@ -16,7 +16,9 @@
  * never commit again. A follower mounts read-only, polls the metadata log and applies the
  * writer's segments live; open files keep reading the chunk list they opened (old chunks
  * outlive the GC grace period). Local changes that another machine's segments overtook are
- * set aside (aside.ts), never merged.
+ * set aside (aside.ts), never merged; so are dirty chunks found at start without a file the
+ * metadata knows. Damaged local metadata is refused, with nothing changed (repair.ts has the
+ * message and the repair).
  *
  * Local layout under cacheDir: meta/ (journal), dirty/, chunks/, aside/, machine.json, engine.lock.
  */
@@ -36,9 +38,9 @@ import { FilespaceHeader } from './filespace';
 import { MetaStore } from './meta/metastore';
 import { RemoteMeta, SegmentConflictError, SegmentWriter, isOwnPrefix } from './meta/remote';
 import { Lease, LeaseHeldError, LeaseLostError, LeaseRecord, Machine, NoConditionalWritesError, describeHolder } from './meta/lease';
-import { AsideManifest, AsideWriter, listAside } from './aside';
+import { AsideManifest, AsideWriter, addUnownedChunks, listAside } from './aside';
 import { ChunkCollector, GcResult } from './gc';
-import { MetaOp, ROOT_INO, Tree } from './meta/tree';
+import { MetaOp, Tree, pathsOf } from './meta/tree';
 import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { ObjectStore, StoreError } from './store/types';
@@ -46,6 +48,7 @@ import { RateLimiter } from './upload/ratelimit';
 import { WritebackQueue } from './upload/writeback';
 import { Vfs } from './vfs/vfs';
 import { UserError } from './errors';
+import { RepairResult, describeLocalDamage, repairLocalMetadata } from './repair';
 
 export interface EngineOptions {
   readonly store: ObjectStore;
@@ -60,6 +63,8 @@ export interface EngineOptions {
   readonly takeover?: boolean;
   /** False when the store was found to ignore conditional writes. Default true. */
   readonly conditionalWrites?: boolean;
+  /** The name the user knows this filespace by, for messages that name a command to run. */
+  readonly name?: string;
 }
 
 export interface LeaseStatus {
@@ -124,23 +129,6 @@ async function machineOf(cacheDir: string): Promise<Machine> {
 }
 
 const PENDING_FILES_SHOWN = 50;
-
-/** Paths of every inode in `tree` (first found for hard-linked ones). */
-function pathsOf(tree: Tree): Map<number, string> {
-  const out = new Map<number, string>([[ROOT_INO, '/']]);
-  const stack: Array<[number, string]> = [[ROOT_INO, '']];
-  while (stack.length > 0) {
-    const [ino, p] = stack.pop()!;
-    const node = tree.get(ino);
-    if (!node?.entries) continue;
-    for (const [name, child] of node.entries) {
-      const cp = `${p}/${name}`;
-      if (!out.has(child)) out.set(child, cp);
-      if (tree.get(child)?.kind === 'dir') stack.push([child, cp]);
-    }
-  }
-  return out;
-}
 
 /** Takes the per-cache-directory lock so two engines never share one cache. */
 /** Also says whether a previous engine left its lock behind (it did not stop cleanly). */
@@ -329,7 +317,10 @@ export class Engine {
     await fsp.mkdir(opts.cacheDir, { recursive: true, mode: 0o700 });
     const { file: lockFile, uncleanStop } = await lockCacheDir(opts.cacheDir);
     try {
-      const meta = await MetaStore.load(path.join(opts.cacheDir, 'meta'));
+      // Damaged local metadata is refused with nothing changed (repair.ts has the way out).
+      const meta = await MetaStore.load(path.join(opts.cacheDir, 'meta')).catch(async (err: unknown) => {
+        throw await describeLocalDamage(err, opts.cacheDir, opts.name);
+      });
       if (!meta) throw new UserError(`no local metadata in ${opts.cacheDir}; link the filespace first`, 'NOT_LINKED');
       if (meta.chunkSize !== opts.header.chunkSize) throw new UserError('local cache belongs to another filespace', 'MISMATCH');
       checkCapFitsChunks(opts.settings.cacheCapBytes, meta.chunkSize);
@@ -337,10 +328,13 @@ export class Engine {
       const sealed = new SealedIO(opts.keys.cacheKey);
       const dirty = new DirtyStore(opts.cacheDir, handles, sealed, opts.log);
       const cs = meta.chunkSize;
+      // Inode numbers are never reused: one below the tree's next number that the tree does not
+      // hold was created and then deleted (or the snapshot would name it). Any other chunk
+      // without a file is an orphan, set aside at start.
       await dirty.init((ino, idx) => {
         const inode = meta.tree.get(ino);
-        if (!inode || inode.kind !== 'file') return undefined;
-        return Math.min(cs, inode.size - idx * cs);
+        if (inode?.kind === 'file') return Math.min(cs, inode.size - idx * cs);
+        return !inode && ino < meta.tree.nextIno ? 'deleted' : 'unknown';
       }, Date.now(), { uncleanStop });
       const cache = new ChunkCache(opts.cacheDir, {
         capBytes: opts.settings.cacheCapBytes,
@@ -361,6 +355,22 @@ export class Engine {
     } catch (err) {
       await fsp.rm(lockFile, { force: true });
       throw err;
+    }
+  }
+
+  /**
+   * Repairs damaged local metadata while no engine uses the cache (repair.ts). Changes nothing
+   * and returns `repaired: false` when there is no damage.
+   */
+  static async repairLocal(opts: { store: ObjectStore; keys: Keys; header: FilespaceHeader; cacheDir: string; log?: (msg: string) => void }): Promise<RepairResult> {
+    const seen = await MetaStore.inspect(path.join(opts.cacheDir, 'meta'));
+    if (!seen.damage && !seen.snapshotError) return { repaired: false, unnamed: 0, kept: [] };
+    const { file: lockFile } = await lockCacheDir(opts.cacheDir);
+    try {
+      // Every unit of every dirty chunk is checked: the lock of a killed engine may be gone.
+      return await repairLocalMetadata({ ...opts, uncleanStop: true, log: opts.log ?? (() => undefined) });
+    } finally {
+      await fsp.rm(lockFile, { force: true });
     }
   }
 
@@ -403,6 +413,7 @@ export class Engine {
 
   private async start(): Promise<void> {
     this.asideSets = await listAside(this.opts.cacheDir, this.opts.keys.cacheKey).catch(() => []);
+    if (this.dirty.orphans.length > 0) await this.setAsideOrphans();
     if (this.mode === 'write') {
       try {
         await this.takeLease();
@@ -662,6 +673,22 @@ export class Engine {
     for (const d of [...this.dirty.all()]) await this.dirty.drop(d);
     const fresh = await this.remote.load(this.meta.chunkSize);
     await this.meta.resetTo(fresh.tree, fresh.seq);
+  }
+
+  /**
+   * Keeps the dirty chunks found at start without a file the metadata knows (data written,
+   * never fsynced, before a crash) as a set of `unnamed/inode-<n>` files, then removes them.
+   * Called only before the mount is served.
+   */
+  private async setAsideOrphans(): Promise<void> {
+    const orphans = this.dirty.orphans;
+    const writer = await AsideWriter.create(this.opts.cacheDir, this.opts.keys.cacheKey);
+    const files = await addUnownedChunks(writer, this.meta.chunkSize, orphans.map((o) => ({ ...o, read: () => this.dirty.readOrphan(o) })));
+    const manifest = await writer.finish('data found in the cache without a file this machine\'s metadata knows (written but not fsynced before a crash?)', []);
+    await this.dirty.removeOrphans();
+    this.asideSets.push(manifest);
+    const name = this.opts.name ? ` ${this.opts.name}` : '';
+    this.log(`${orphans.length} dirty chunk(s) of ${files} file(s) without a known owner were set aside as ${manifest.id} (see "filespace aside${name} list")`);
   }
 
   get currentSettings(): EngineSettings {

@@ -19,11 +19,14 @@
  * before it read it simply lists again.
  *
  * Everything is sealed with the metadata key and the object's key as associated data, so a
- * segment cannot be swapped for another unnoticed.
+ * segment cannot be swapped for another unnoticed. An object that fails authentication is
+ * damaged (DamagedMetadataError, naming it): a damaged checkpoint is passed over for an older
+ * one, but a damaged segment stops every reader there, since the segments after it build on it.
  */
 
 import { isDeepStrictEqual } from 'node:util';
 import { AuthError, open, seal } from '../chunk/crypto';
+import { UserError } from '../errors';
 import { ObjectStore, StoreError } from '../store/types';
 import { MetaOp, Tree, TreeSnapshot } from './tree';
 
@@ -47,6 +50,22 @@ export interface Segment {
   readonly writer?: SegmentWriter;
 }
 
+/** A metadata object in the bucket cannot be read (it fails authentication). */
+export class DamagedMetadataError extends UserError {
+  constructor(readonly key: string, message: string) {
+    super(message, 'BUCKET_METADATA_DAMAGED');
+    this.name = 'DamagedMetadataError';
+  }
+}
+
+/** What a tolerant `load` found damaged on its way (the checker reports it). */
+export interface RemoteDamage {
+  /** Checkpoints passed over because they fail authentication. */
+  readonly checkpoints: string[];
+  /** The first segment that cannot be read, and how many segments follow it. */
+  readonly segment?: { readonly key: string; readonly seq: number; readonly later: number };
+}
+
 export class SegmentConflictError extends Error {
   constructor(seq: number) {
     super(`metadata segment ${seq} in the bucket was written by another machine; this machine stopped writing`);
@@ -64,7 +83,36 @@ export class RemoteMeta {
   private async getJson<T>(key: string): Promise<T | undefined> {
     const got = await this.store.get(key);
     if (!got) return undefined;
-    return JSON.parse(open(this.metaKey, got.body, `meta:${key}`, `metadata object ${key}`).toString('utf8')) as T;
+    try {
+      return JSON.parse(open(this.metaKey, got.body, `meta:${key}`, `metadata object ${key}`).toString('utf8')) as T;
+    } catch (err) {
+      if (!(err instanceof AuthError || err instanceof SyntaxError)) throw err;
+      throw new DamagedMetadataError(key, `the metadata object ${key} in the bucket is damaged (${err.message})`);
+    }
+  }
+
+  /** Segments stored after `seq`. */
+  private async segmentsAfter(seq: number): Promise<number> {
+    const key = seqKey(LOG_PREFIX, seq);
+    return (await this.store.list(LOG_PREFIX)).filter((k) => k > key).length;
+  }
+
+  private async segmentDamaged(seq: number): Promise<DamagedMetadataError> {
+    const key = seqKey(LOG_PREFIX, seq);
+    const later = await this.segmentsAfter(seq).catch(() => undefined);
+    return new DamagedMetadataError(key, `metadata segment ${seq} in the bucket (${key}) is damaged: it fails authentication, so the changes ` +
+      `in it${later ? ` and in the ${later} segment(s) after it` : ''} cannot be read by any machine that links or follows this filespace; ` +
+      'nothing was changed ("filespace check" reports it)');
+  }
+
+  /** Segment `seq`, or undefined when it does not exist (yet); a damaged one throws, naming what it holds up. */
+  private async segment(seq: number): Promise<Segment | undefined> {
+    try {
+      return await this.getJson<Segment>(seqKey(LOG_PREFIX, seq));
+    } catch (err) {
+      if (err instanceof DamagedMetadataError) throw await this.segmentDamaged(seq);
+      throw err;
+    }
   }
 
   /**
@@ -83,7 +131,7 @@ export class RemoteMeta {
       try {
         existing = await this.getJson<Segment>(key);
       } catch (e) {
-        if (e instanceof AuthError) throw new SegmentConflictError(seq); // not ours, not even readable
+        if (e instanceof DamagedMetadataError) throw new SegmentConflictError(seq); // not ours, not even readable
         throw e;
       }
       if (!existing || !isOwnPrefix(existing, ops, writer.id)) throw new SegmentConflictError(seq);
@@ -103,7 +151,7 @@ export class RemoteMeta {
 
   /** Reads segment `seq`, or undefined when it does not exist (yet). */
   readSegment(seq: number): Promise<Segment | undefined> {
-    return this.getJson<Segment>(seqKey(LOG_PREFIX, seq));
+    return this.segment(seq);
   }
 
   /**
@@ -123,7 +171,20 @@ export class RemoteMeta {
    * fails authentication makes the previous one the starting point.
    */
   async load(chunkSize: number): Promise<{ tree: Tree; seq: number }> {
+    return this.loadFrom(chunkSize, false);
+  }
+
+  /**
+   * Like `load`, but a damaged segment ends the log instead of failing: the tree is the one up
+   * to the segment before it, and `damage` says what was passed over (the checker).
+   */
+  loadTolerant(chunkSize: number): Promise<{ tree: Tree; seq: number; damage: RemoteDamage }> {
+    return this.loadFrom(chunkSize, true);
+  }
+
+  private async loadFrom(chunkSize: number, tolerant: boolean): Promise<{ tree: Tree; seq: number; damage: RemoteDamage }> {
     let ck: { seq: number; tree: TreeSnapshot } | undefined;
+    const damagedCheckpoints = new Set<string>();
     for (let attempt = 0; !ck; attempt++) {
       const ckpts = await this.store.list(CKPT_PREFIX);
       if (ckpts.length === 0) throw new Error('the bucket holds no metadata checkpoint for this filespace');
@@ -132,8 +193,9 @@ export class RemoteMeta {
         try {
           ck = await this.getJson<{ seq: number; tree: TreeSnapshot }>(key);
         } catch (err) {
-          if (!(err instanceof AuthError)) throw err;
+          if (!(err instanceof DamagedMetadataError)) throw err;
           damaged ??= err;
+          damagedCheckpoints.add(key);
           continue; // damaged: an older checkpoint plus more segments gives the same tree
         }
         break; // found, or vanished (pruned): list again
@@ -143,13 +205,21 @@ export class RemoteMeta {
     }
     const tree = Tree.fromSnapshot(chunkSize, ck.tree);
     let seq = ck.seq;
+    let segment: RemoteDamage['segment'];
     for (;;) {
-      const seg = await this.getJson<{ seq: number; ops: MetaOp[] }>(seqKey(LOG_PREFIX, seq + 1));
+      let seg: Segment | undefined;
+      try {
+        seg = await this.segment(seq + 1);
+      } catch (err) {
+        if (!tolerant || !(err instanceof DamagedMetadataError)) throw err;
+        segment = { key: err.key, seq: seq + 1, later: await this.segmentsAfter(seq + 1) };
+        break;
+      }
       if (!seg) break;
       for (const op of seg.ops) tree.apply(op);
       seq++;
     }
-    return { tree, seq };
+    return { tree, seq, damage: { checkpoints: [...damagedCheckpoints], ...(segment ? { segment } : {}) } };
   }
 }
 

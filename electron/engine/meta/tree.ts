@@ -229,3 +229,20 @@ export class Tree {
     }
   }
 }
+
+/** Paths of every inode in `tree` (first found for hard-linked ones). */
+export function pathsOf(tree: Tree): Map<number, string> {
+  const out = new Map<number, string>([[ROOT_INO, '/']]);
+  const stack: Array<[number, string]> = [[ROOT_INO, '']];
+  while (stack.length > 0) {
+    const [ino, p] = stack.pop()!;
+    const node = tree.get(ino);
+    if (!node?.entries) continue;
+    for (const [name, child] of node.entries) {
+      const cp = `${p}/${name}`;
+      if (!out.has(child)) out.set(child, cp);
+      if (tree.get(child)?.kind === 'dir') stack.push([child, cp]);
+    }
+  }
+  return out;
+}
