@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -192,6 +192,18 @@ describe('DirtyStore operations', () => {
     await s.syncInode(9);
     await s.syncAll();
     assert.deepEqual(await unseal(s.pathOf(9, 0), 7), Buffer.from('durable'));
+  });
+
+  it('a sync succeeds when a chunk of the file is uploaded and handed over while it runs', async () => {
+    const s = await freshStore();
+    const first = await s.create(11, 0, Buffer.from('first'), 1);
+    const second = await s.create(11, 1, Buffer.from('second'), 1);
+    const syncing = s.syncInode(11); // lists both chunks, then syncs them one after the other
+    const { file } = s.release(second); // the upload of the second finished: its file moves to the clean cache
+    await rename(file, path.join(dir, 'adopted'));
+    await syncing;
+    assert.equal(s.get(11, 0), first);
+    assert.equal(s.get(11, 1), undefined);
   });
 
   it('keeps working with more chunks than the handle pool holds', async () => {

@@ -425,14 +425,23 @@ export class DirtyStore {
     for (let u = Math.max(0, Math.min(lastUnitOf(oldLen), lastUnitOf(len))); u <= Math.max(lastUnitOf(oldLen), lastUnitOf(len)); u++) st.unsynced.add(u);
   }
 
-  /** Makes the dirty data of one file durable. */
+  /**
+   * Makes the dirty data of one file durable. A chunk released (uploaded and handed to the
+   * clean cache) or dropped while this runs is no longer this store's to sync.
+   */
   async syncInode(ino: number): Promise<void> {
     for (const idx of this.indexesOf(ino)) {
       const d = this.get(ino, idx);
-      const gen = d?.gen;
-      await this.handles.use(this.pathOf(ino, idx), (fh) => fh.datasync());
+      if (!d) continue;
+      const gen = d.gen;
+      try {
+        await this.handles.use(this.pathOf(ino, idx), (fh) => fh.datasync());
+      } catch (err) {
+        if (this.get(ino, idx) !== d && (err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
       // Everything is durable now, unless it changed while syncing (then keep the state).
-      if (!d || this.get(ino, idx) !== d || d.gen !== gen) continue;
+      if (this.get(ino, idx) !== d || d.gen !== gen) continue;
       const st = this.durabilityOf(d);
       st.allUnsynced = false;
       st.unsynced.clear();
