@@ -12,7 +12,10 @@
  *    of a chunk to the clean cache, run under `chunkLock(ino, idx)`. Reads take no lock.
  *
  * Data path: writes land in the dirty store (cache/dirty.ts); reads come from the dirty store,
- * else the clean cache, else the bucket through the fetcher, and zeros for holes.
+ * else the clean cache, else the bucket through the fetcher, and zeros for holes. A write that
+ * needs room while dirty data fills the cache cap waits in `Backpressure` (backpressure.ts),
+ * outside any chunk lock; what waits under a chunk lock is bounded (local I/O, or a fetch of
+ * the chunk's committed bytes, bounded by the read timeout).
  */
 
 import { nameBytes } from '../util/names';
@@ -24,7 +27,8 @@ import { ChunkRef, Inode, MetaOp, ROOT_INO } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
 import { ChunkFetcher } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
-import { KeyedMutex, Signal, SingleFlight } from '../util/concurrency';
+import { KeyedMutex, SingleFlight } from '../util/concurrency';
+import { Backpressure, StallCause, WritesWaiting } from './backpressure';
 
 export interface Stat {
   readonly ino: number;
@@ -47,6 +51,10 @@ export interface VfsOptions {
   readonly readOnly: () => string | undefined; // reason when writes are refused
   /** Followers: a file opened for reading keeps reading the chunk list it opened. */
   readonly snapshotReads?: () => boolean;
+  /** Why uploads cannot free room now (undefined while they can); default: they always can. */
+  readonly drainBlocked?: () => StallCause | undefined;
+  /** How long a write waits for room while nothing can drain; default 30 s. */
+  readonly writeStallTimeoutMs?: () => number;
   readonly now?: () => number;
 }
 
@@ -89,8 +97,7 @@ export class Vfs {
   private readonly liveSize = new Map<number, { size: number; mtimeMs: number }>();
   readonly chunkLocks = new KeyedMutex<string>();
   private readonly memLoads = new SingleFlight<string, boolean>();
-  /** Notified whenever dirty bytes drop (an upload finished, a file was deleted). */
-  readonly dirtyFreed = new Signal();
+  private readonly backpressure: Backpressure;
   /** Called when writers are waiting for dirty data to drain (backpressure). */
   onPressure: () => void = () => undefined;
   /** Called when a file handle opened for writing was closed. */
@@ -105,6 +112,16 @@ export class Vfs {
     private readonly opts: VfsOptions,
   ) {
     this.now = opts.now ?? Date.now;
+    this.backpressure = new Backpressure({
+      // One chunk of headroom: a write that passed this check may still be on its way to the
+      // dirty store while the next one is checked.
+      full: (extra) => this.cache.wouldExceedCap(extra + this.chunkSize) && this.dirty.totalBytes > 0,
+      blocked: () => opts.drainBlocked?.(),
+      readOnly: () => opts.readOnly(),
+      stallTimeoutMs: () => opts.writeStallTimeoutMs?.() ?? 30_000,
+      onPressure: () => this.onPressure(),
+      now: this.now,
+    });
     meta.onRelease = (inos) => {
       for (const ino of inos) void this.releaseStorage(ino);
     };
@@ -572,14 +589,19 @@ export class Vfs {
     });
   }
 
-  /** Waits while dirty data is at the cap, so writers slow down instead of failing. */
-  private async backpressure(extra: number): Promise<void> {
-    // One chunk of headroom: a write that passed this check may still be on its way to the
-    // dirty store while the next one is checked.
-    while (this.cache.wouldExceedCap(extra + this.chunkSize) && this.dirty.totalBytes > 0) {
-      this.onPressure();
-      await this.dirtyFreed.wait(1000);
-    }
+  /** Dirty bytes dropped (an upload finished, a file was deleted or truncated): writers may go on. */
+  noteDirtyFreed(): void {
+    this.backpressure.freed();
+  }
+
+  /** Whether uploads can free room may have changed: waiting writers look again. */
+  drainChanged(): void {
+    this.backpressure.drainChanged();
+  }
+
+  /** Writers waiting for room (or refused it), for status; undefined when none. */
+  writesWaiting(): WritesWaiting | undefined {
+    return this.backpressure.status();
   }
 
   /** Returns the dirty chunk for (ino, idx), creating it from the committed bytes if needed. Call under the chunk lock. */
@@ -614,8 +636,14 @@ export class Vfs {
       const n = Math.min(data.length - done, cs - inChunk);
       const piece = data.subarray(done, done + n);
       // Backpressure outside the chunk lock (the uploader needs that lock to drain this chunk),
-      // for the bytes this piece may add on disk at most (data plus sealing overhead).
-      await this.backpressure(n + (Math.ceil(n / UNIT) + 1) * UNIT_OVERHEAD + HEADER);
+      // for the bytes this piece may add on disk at most (data plus sealing overhead). Pieces
+      // already written stay written: the write returns short, as write(2) does.
+      try {
+        await this.backpressure.waitForRoom(n + (Math.ceil(n / UNIT) + 1) * UNIT_OVERHEAD + HEADER);
+      } catch (err) {
+        if (done === 0) throw err;
+        break;
+      }
       const writePiece = () => this.chunkLock(inode.ino, idx, async () => {
         if (!this.tree.get(inode.ino)) throw new FsError('ENOENT');
         const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
@@ -635,9 +663,9 @@ export class Vfs {
       done += n;
     }
     const now = this.now();
-    const size = Math.max(this.sizeOf(inode), end);
+    const size = Math.max(this.sizeOf(inode), pos + done);
     this.liveSize.set(inode.ino, { size, mtimeMs: now });
-    return data.length;
+    return done;
   }
 
   async truncate(path: string, size: number): Promise<void> {
@@ -677,7 +705,7 @@ export class Vfs {
           else if (d.len > size - idx * cs) await this.dirty.truncate(d, size - idx * cs, this.now());
         });
       }
-      this.dirtyFreed.notify();
+      this.noteDirtyFreed();
     }
   }
 
@@ -694,6 +722,6 @@ export class Vfs {
         if (d) await this.dirty.drop(d);
       });
     }
-    this.dirtyFreed.notify();
+    this.noteDirtyFreed();
   }
 }
