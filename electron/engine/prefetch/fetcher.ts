@@ -8,11 +8,9 @@
  * request in flight at the deadline is cancelled, not abandoned. When the bucket answers again
  * after an outage, a read waiting out a backoff retries at once.
  *
- * A read that failed because the bucket did not answer is remembered for a few seconds
- * (`FAILED_READ_MEMORY_MS`): while the bucket is still offline (it has not answered since),
- * another read of that chunk fails at once. The kernel retries a failed read-ahead by itself,
- * page by page; without this, one `cat` of an uncached file waits twice the read timeout
- * while offline.
+ * A download that failed because the bucket did not answer is remembered for a few seconds
+ * (`FAILED_READ_MEMORY_MS`, and only while the bucket stays offline): `unansweredFailure`
+ * lets the VFS fail the kernel's own retry of that read at once (see vfs.ts).
  *
  * A chunk that fails authentication is refetched once (a cut-short body) and then refused
  * with EIO; wrong bytes are never returned.
@@ -78,7 +76,6 @@ export class ChunkFetcher {
     return this.flights.run(name, async () => {
       const cached = await this.cache.readAll(name);
       if (cached) return cached;
-      this.failFastIfUnanswered(name);
       const data = await this.sem.run(() => this.download(name));
       try {
         await this.cache.put(name, data);
@@ -98,15 +95,17 @@ export class ChunkFetcher {
     this.fetch(name).catch(() => undefined);
   }
 
-  /** Throws EIO at once if a download of `name` just failed because the bucket did not answer. */
-  private failFastIfUnanswered(name: string): void {
+  /**
+   * Why the last download of `name` failed, if it failed moments ago because the bucket did not
+   * answer and the bucket has not answered since.
+   */
+  unansweredFailure(name: string): string | undefined {
     const f = this.unanswered.get(name);
-    if (!f) return;
+    if (!f) return undefined;
     const c = this.connectivity;
-    if (c.offline && f.reconnects === c.reconnects && Date.now() - f.at < FAILED_READ_MEMORY_MS) {
-      throw new FsError('EIO', f.message);
-    }
+    if (c.offline && f.reconnects === c.reconnects && Date.now() - f.at < FAILED_READ_MEMORY_MS) return f.message;
     this.unanswered.delete(name);
+    return undefined;
   }
 
   private async download(name: string): Promise<Buffer> {

@@ -4,7 +4,10 @@
  * same logic can serve other hosts and is testable without a kernel.
  *
  * State it owns:
- *  - open file handles (fh -> inode, flags, read-ahead cursor);
+ *  - open file handles (fh -> inode, flags, read-ahead cursor, and the chunk whose download
+ *    last failed on it for want of an answer: the kernel retries a failed read-ahead through
+ *    the same handle, page by page, and that retry fails at once while the bucket is still
+ *    offline, so one read(2) waits one read timeout, not two; a new open tries again);
  *  - live sizes: a write that extends a file updates an in-memory size at once and commits it
  *    to the metadata later (at flush/fsync/close, before a chunk commit, or every second), so
  *    a stream of small appends is not a stream of journal records;
@@ -69,6 +72,8 @@ interface Handle {
   readonly writable: boolean;
   readonly append: boolean;
   readonly cursor: ReadAheadCursor;
+  /** A chunk whose download failed on this handle because the bucket did not answer. */
+  unanswered?: string;
   /** The file as opened, when reads must not see later commits (followers). */
   readonly snap?: { readonly chunks: ReadonlyArray<ChunkRef | null>; readonly size: number };
 }
@@ -528,7 +533,7 @@ export class Vfs {
       const idx = Math.floor(at / cs);
       const inChunk = at - idx * cs;
       const n = Math.min(total - done, cs - inChunk);
-      await this.readChunk(inode, idx, buf, done, n, inChunk, ahead > 0);
+      await this.readChunk(h, inode, idx, buf, done, n, inChunk, ahead > 0);
       done += n;
     }
     if (ahead > 0) {
@@ -549,7 +554,17 @@ export class Vfs {
   }
 
   /** Fills buf[off, off+n) with bytes [inChunk, inChunk+n) of chunk idx. */
-  private async readChunk(inode: ChunkView, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
+  private async readChunk(h: Handle, inode: ChunkView, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
+    try {
+      await this.readChunkBytes(h, inode, idx, buf, off, n, inChunk, sequential);
+    } catch (err) {
+      const ref = this.committedRef(inode, idx);
+      if (ref && this.fetcher.unansweredFailure(ref[0]) !== undefined) h.unanswered = ref[0];
+      throw err;
+    }
+  }
+
+  private async readChunkBytes(h: Handle, inode: ChunkView, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
     const d = this.dirty.get(inode.ino, idx);
     if (d) {
       const got = await this.dirty.read(d, buf, off, n, inChunk);
@@ -558,6 +573,11 @@ export class Vfs {
     }
     const ref = this.committedRef(inode, idx);
     const valid = ref ? Math.max(0, Math.min(n, ref[1] - inChunk)) : 0;
+    if (ref && h.unanswered === ref[0] && !this.cache.has(ref[0]) && !this.cache.inMemoryPeek(ref[0])) {
+      const why = this.fetcher.unansweredFailure(ref[0]);
+      if (why !== undefined) throw new FsError('EIO', why);
+      h.unanswered = undefined;
+    }
     if (ref && valid > 0 && sequential && (this.cache.inMemoryPeek(ref[0]) || (await this.loadWhole(ref[0])))) {
       // Sequential: served from the whole chunk in memory (one disk read per chunk). Looked up
       // again after the await and copied synchronously: memory buffers are recycled.
