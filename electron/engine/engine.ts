@@ -783,10 +783,7 @@ export class Engine {
     this.vfs.noteDirtyFreed();
   }
 
-  /**
-   * Takes the outcome of a request made above the store into account (the store monitor sees
-   * every request itself; this only matters for outcomes decided without one).
-   */
+  /** Reports an outcome to the store monitor (which sees every request itself; see MonitoredStore.note). */
   private noteStoreOutcome(err: unknown | undefined): void {
     this.store.note(err);
   }

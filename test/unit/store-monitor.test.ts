@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import { MonitoredStore } from '../../electron/engine/store/monitored';
 import { CallOptions, GetResult, HeadResult, ObjectStore, PutOptions, StoreError } from '../../electron/engine/store/types';
 
-type Mode = 'answer' | 'refuse' | 'hang' | 'error';
+type Mode = 'answer' | 'refuse' | 'hang' | 'error' | 'hold';
 
 /** A bucket whose behaviour the test switches: answers, refuses connections, hangs, or answers with an error. */
 class Bucket implements ObjectStore {
@@ -18,12 +18,15 @@ class Bucket implements ObjectStore {
   getMode: Mode | undefined;
   heads = 0;
   gets = 0;
+  /** Requests made in 'hold' mode, answered when the test says. */
+  readonly held: Array<() => void> = [];
 
   private respond<T>(mode: Mode, value: T, signal?: AbortSignal): Promise<T> {
     switch (mode) {
       case 'answer': return Promise.resolve(value);
       case 'refuse': return Promise.reject(new StoreError('Unreachable', 'cannot reach the S3 endpoint (ECONNREFUSED)'));
       case 'error': return Promise.reject(new StoreError('AccessDenied', 'access denied'));
+      case 'hold': return new Promise<T>((resolve) => this.held.push(() => resolve(value)));
       case 'hang': return new Promise<T>((_, reject) => {
         signal?.addEventListener('abort', () => reject(new StoreError('Timeout', 'the S3 request was abandoned')));
       });
@@ -137,3 +140,50 @@ describe('MonitoredStore: is the bucket answering?', () => {
     await store.close();
   });
 });
+
+describe('MonitoredStore: false alarms', () => {
+  it('a slow probe is no verdict when something else answered meanwhile', async () => {
+    const bucket = new Bucket();
+    const { store, changes } = monitored(bucket);
+    // A download and the probe hang; another request is answered while the probe waits.
+    bucket.getMode = 'hang';
+    bucket.mode = 'hang';
+    const slow = store.get('chunks/big', undefined, {});
+    slow.catch(() => undefined);
+    while (bucket.heads === 0) await new Promise((r) => setTimeout(r, 20));
+    bucket.mode = 'answer';
+    await store.put('meta/log/1', Buffer.from('x'));
+    await new Promise((r) => setTimeout(r, PROBE_MS * 2)); // the probe's deadline passes
+    assert.equal(store.offline, false);
+    assert.deepEqual(changes, []);
+    await store.close();
+  });
+
+  it('when a request older than the outage is answered, its connections are alive: nothing is cut off', async () => {
+    const bucket = new Bucket();
+    // No probes in this test: only requests decide.
+    const store = new MonitoredStore(bucket, { probeKey: 'filespace.json', probeTimeoutMs: () => 60_000, probeIntervalMs: 60_000 });
+    bucket.mode = 'hang';
+    const alsoOlder = store.put('chunks/b', Buffer.from('x'));
+    alsoOlder.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 5)); // sent strictly before the next one
+    bucket.mode = 'hold';
+    const older = store.put('chunks/a', Buffer.from('x'));
+    bucket.mode = 'refuse';
+    await assert.rejects(store.head('k'));
+    assert.equal(store.offline, true);
+    bucket.held.shift()!(); // the request sent before the outage is answered after all
+    assert.equal(await older, 'e');
+    assert.equal(store.offline, false);
+    assert.ok(await pending(alsoOlder), 'the other request sent before the outage is not cut off');
+    await store.close();
+  });
+});
+
+/** True if `p` is still pending after the event loop turned a few times. */
+async function pending(p: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  p.then(() => (settled = true), () => (settled = true));
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  return !settled;
+}

@@ -7,14 +7,16 @@
  *   without an answer (connection refused or reset, timed out) means offline.
  * - A request still unanswered after `probeTimeoutMs`, while nothing else was answered for
  *   that long, is either slow (a big upload) or hung. A probe tells which: a HEAD of one small
- *   object with its own `probeTimeoutMs` deadline. No answer to the probe means offline, so a
- *   server that accepts connections but never answers is shown offline within about two probe
- *   timeouts, exactly like one that refuses them.
+ *   object with its own `probeTimeoutMs` deadline. No answer to the probe (and none to
+ *   anything else meanwhile) means offline, so a server that accepts connections but never
+ *   answers is shown offline within about two probe timeouts, like one that refuses them.
  * - While offline it probes every `PROBE_INTERVAL_MS` (2 s). The first answer (a probe's or any
- *   request's) brings it online at once: requests sent before that answer and still waiting
- *   are cut off (they sit on connections that died with the outage, where the SDK would wait
- *   out its own timeouts and retries) and fail with a retryable error, `reconnects` goes up,
- *   and `onChange` runs, so work waiting on backoff timers starts again at once.
+ *   request's) brings it online at once, `reconnects` goes up, and `onChange` runs, so work
+ *   waiting on backoff timers starts again at once. If that first answer came to a request
+ *   sent during the outage, requests sent before it and still waiting are cut off: they sit
+ *   on connections that died with the outage, where the SDK would wait out its own timeouts
+ *   and retries; they fail with a retryable CutOffError. (If it came to a request older than
+ *   the outage, the old connections are alive: nothing is cut.)
  *
  * Outcomes of requests sent before the latest reconnect say nothing about now and are
  * ignored. A caller's own AbortSignal is honoured and its abort is no verdict either way.
@@ -126,13 +128,12 @@ export class MonitoredStore implements ObjectStore, Connectivity {
   }
 
   /**
-   * Takes an outcome decided above the store into account: undefined for an answer, an error
-   * otherwise (only "no answer" errors count).
+   * An outcome reported from above the store: a success counts as an answer (nothing is cut
+   * off for it). Failures are ignored: the request went through this store, which judged it
+   * already, knowing whether it was sent before the latest reconnect.
    */
   note(err: unknown): void {
-    // The request itself went through this store, which already cut off what it had to.
     if (err === undefined) this.answered(-Infinity);
-    else if (isNoAnswer(err)) this.unanswered(err);
   }
 
   async close(): Promise<void> {
@@ -193,7 +194,8 @@ export class MonitoredStore implements ObjectStore, Connectivity {
       await this.inner.head(this.o.probeKey, { signal: AbortSignal.timeout(this.o.probeTimeoutMs()) });
       this.answered(startedAt);
     } catch (err) {
-      if (epoch !== this.epoch) return; // a request answered meanwhile: online again
+      // Something else answered meanwhile: the bucket is there, only this probe was slow.
+      if (epoch !== this.epoch || this.lastAnswerAt >= startedAt) return;
       if (isNoAnswer(err)) this.unanswered(err);
       else this.answered(startedAt);
     } finally {
@@ -220,10 +222,12 @@ export class MonitoredStore implements ObjectStore, Connectivity {
     if (this.probeTimer) clearTimeout(this.probeTimer);
     this.probeTimer = undefined;
     let cut = 0;
-    for (const c of this.calls) {
-      if (c.startedAt < requestStartedAt) {
-        c.cutOff.abort();
-        cut++;
+    if (requestStartedAt > since) {
+      for (const c of this.calls) {
+        if (c.startedAt < requestStartedAt) {
+          c.cutOff.abort();
+          cut++;
+        }
       }
     }
     this.log(`the bucket answers again after ${Math.round((this.now() - since) / 1000)} s offline${cut > 0 ? `; retrying ${cut} request(s) sent meanwhile` : ''}`);
