@@ -24,7 +24,7 @@ import { ALWAYS_ONLINE, Connectivity } from '../store/monitored';
 import { ObjectStore, StoreError, isNoAnswer } from '../store/types';
 import { Semaphore, SingleFlight, backoffMs } from '../util/concurrency';
 
-/** How long a read that failed for want of an answer makes other reads of its chunk fail at once. */
+/** How long a download that failed for want of an answer lets the same handle's retry fail at once. */
 export const FAILED_READ_MEMORY_MS = 5_000;
 
 function withDeadline<T>(p: Promise<T>, deadline: number, name: string): Promise<T> {
