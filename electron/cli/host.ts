@@ -43,6 +43,8 @@ export function settingFromKey(key: string, value: string): Partial<EngineSettin
       case 'download-concurrency': return { downloadConcurrency: int(value) };
       case 'prefetch-chunks': return { prefetchMaxChunks: int(value) };
       case 'read-timeout': return { readTimeoutMs: parseDuration(value) };
+      case 'write-stall-timeout': return { writeStallTimeoutMs: parseDuration(value) };
+      case 'probe-timeout': return { probeTimeoutMs: parseDuration(value) };
       case 'lease-ttl': return { leaseTtlMs: parseDuration(value) };
       case 'follow-interval': return { followIntervalMs: parseDuration(value) };
       case 'gc-grace': return { gcGraceMs: parseDuration(value) };
@@ -172,7 +174,10 @@ export class MountHost {
       uploadsPaused: st?.uploadsPaused ?? false,
       readOnlyReason: st?.readOnlyReason ?? null,
       lastError: st?.lastError ?? this.lastError ?? null,
-      ...(st ? { pendingFiles: st.pendingFiles, lease: st.lease, aside: st.aside } : {}),
+      ...(st ? {
+        pendingFiles: st.pendingFiles, lease: st.lease, aside: st.aside,
+        offlineSince: st.offlineSince ?? null, writesWaiting: st.writesWaiting ?? null,
+      } : {}),
     };
   }
 

@@ -18,7 +18,7 @@ import { createFilespace, explainStoreError, unlockFilespace, validateChunkSize 
 import { probeConditionalWrites } from '../engine/meta/lease';
 import { MetaStore } from '../engine/meta/metastore';
 import { damageSummary } from '../engine/repair';
-import { leaseLine } from '../contract/format';
+import { clockTime, leaseLine } from '../contract/format';
 import { discardAside, exportAside, listAside } from '../engine/aside';
 import { LocalDiskStore } from '../engine/store/local';
 import type { ObjectStore } from '../engine/store/types';
@@ -52,6 +52,7 @@ const USAGE = `usage:
   filespace set     NAME KEY VALUE       (keys: cache-size, upload-delay, upload-concurrency,
                                           upload-limit (e.g. 2MiB per second, or off),
                                           download-concurrency, prefetch-chunks, read-timeout,
+                                          write-stall-timeout, probe-timeout,
                                           lease-ttl, follow-interval, gc-grace, gc-interval)
   filespace check   [NAME] [--deep]        (verifies metadata against chunks; fixes nothing)
   filespace repair  [NAME]                 (damaged local metadata: keeps the changes it can read
@@ -367,7 +368,12 @@ async function cmdUnmount(args: string[]): Promise<void> {
 }
 
 function humanStatus(s: StatusDto): string {
-  const lines = [`${s.name}: ${s.state}${s.state === 'unmounted' ? '' : ` at ${s.mountPoint}`}${s.offline ? ' (offline)' : ''}`];
+  const offline = s.offline ? ` (offline${s.offlineSince ? ` since ${clockTime(s.offlineSince)}` : ''}: the bucket does not answer)` : '';
+  const lines = [`${s.name}: ${s.state}${s.state === 'unmounted' ? '' : ` at ${s.mountPoint}`}${offline}`];
+  if (s.writesWaiting && s.state === 'mounted') {
+    const w = s.writesWaiting;
+    lines.push(`  writes ${w.refusing ? 'refused' : 'waiting'} since ${clockTime(w.since)}: ${w.message}`);
+  }
   lines.push(s.dirtyBytes > 0 || s.dirtyFiles > 0
     ? `  to upload: ${s.dirtyFiles} file${s.dirtyFiles === 1 ? '' : 's'}, ${formatSize(s.dirtyBytes)}${s.pendingMetaOps ? ` (+${s.pendingMetaOps} metadata changes)` : ''}${s.uploadsPaused ? ' — uploads paused' : ''}`
     : s.pendingMetaOps > 0 ? `  to upload: ${s.pendingMetaOps} metadata changes` : '  everything is in the bucket');

@@ -24,14 +24,26 @@ function files(n: number): string {
   return `${n} file${n === 1 ? '' : 's'}`;
 }
 
-/** One line of sync progress, e.g. "Uploading 3 files, 212 MB left". */
-export function syncLine(s: Pick<StatusDto, 'state' | 'dirtyBytes' | 'dirtyFiles' | 'pendingMetaOps' | 'uploadsPaused' | 'offline'>): string {
+/** A time of day, e.g. "14:03:07" (local time). */
+export function clockTime(ms: number): string {
+  return new Date(ms).toTimeString().slice(0, 8);
+}
+
+/**
+ * One line of sync progress, e.g. "Uploading 3 files, 212 MB left", "Offline since 14:03:07:
+ * 3 files, 212 MB waiting", or, when writers wait for room that cannot come, "Writes waiting:
+ * the cache is full of changes that cannot upload (uploads are paused); ...".
+ */
+export function syncLine(s: Pick<StatusDto, 'state' | 'dirtyBytes' | 'dirtyFiles' | 'pendingMetaOps' | 'uploadsPaused' | 'offline'> &
+  Partial<Pick<StatusDto, 'offlineSince' | 'writesWaiting'>>): string {
+  const w = s.state === 'mounted' ? s.writesWaiting : undefined;
+  if (w && w.cause !== 'uploading') return `${w.refusing ? 'Writes refused' : 'Writes waiting'}: ${w.message}`;
   const pending = s.dirtyBytes > 0 || s.dirtyFiles > 0;
   if (!pending && s.pendingMetaOps === 0) return s.state === 'mounted' ? 'Up to date' : 'Everything is in the bucket';
   const what = pending ? `${files(s.dirtyFiles)}, ${formatBytes(s.dirtyBytes)}` : `${s.pendingMetaOps} change${s.pendingMetaOps === 1 ? '' : 's'}`;
   if (s.state !== 'mounted') return `${what} waiting to upload at the next mount`;
   if (s.uploadsPaused) return `Uploads paused: ${what} waiting`;
-  if (s.offline) return `Offline: ${what} waiting`;
+  if (s.offline) return `Offline${s.offlineSince ? ` since ${clockTime(s.offlineSince)}` : ''}: ${what} waiting`;
   return pending ? `Uploading ${files(s.dirtyFiles)}, ${formatBytes(s.dirtyBytes)} left` : `Uploading ${what}`;
 }
 

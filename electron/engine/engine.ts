@@ -20,6 +20,15 @@
  * metadata knows. Damaged local metadata is refused, with nothing changed (repair.ts has the
  * message and the repair).
  *
+ * Reachability (store/monitored.ts): every request goes through a MonitoredStore, the one
+ * judge of "offline" (with since when). While offline, uploads wait instead of failing one by
+ * one; when the bucket answers again every backoff (uploads, metadata pushes, reads) is
+ * forgotten and the backlog drains at once.
+ *
+ * When dirty data fills the cache cap, writers wait (vfs/backpressure.ts); the engine tells
+ * them whether uploads can free room (`drainBlocked`): not while uploads are paused, the
+ * bucket does not answer, or every upload fails. Status reports waiting writers as a state.
+ *
  * Local layout under cacheDir: meta/ (journal), dirty/, chunks/, aside/, machine.json, engine.lock.
  */
 
@@ -34,7 +43,7 @@ import { SealedIO } from './cache/sealed';
 import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, encodeChunk } from './chunk/format';
 import { EngineSettings, resolveSettings } from './config';
-import { FilespaceHeader } from './filespace';
+import { FilespaceHeader, HEADER_KEY } from './filespace';
 import { MetaStore } from './meta/metastore';
 import { RemoteMeta, SegmentConflictError, SegmentWriter, isOwnPrefix } from './meta/remote';
 import { Lease, LeaseHeldError, LeaseLostError, LeaseRecord, Machine, NoConditionalWritesError, describeHolder } from './meta/lease';
@@ -43,9 +52,11 @@ import { ChunkCollector, GcResult } from './gc';
 import { MetaOp, Tree, pathsOf } from './meta/tree';
 import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
-import { ObjectStore, StoreError } from './store/types';
+import { CutOffError, MonitoredStore } from './store/monitored';
+import { ObjectStore, StoreError, isNoAnswer } from './store/types';
 import { RateLimiter } from './upload/ratelimit';
 import { WritebackQueue } from './upload/writeback';
+import { StallCause } from './vfs/backpressure';
 import { Vfs } from './vfs/vfs';
 import { UserError } from './errors';
 import { RepairResult, describeLocalDamage, repairLocalMetadata } from './repair';
@@ -100,7 +111,11 @@ export interface EngineStats {
   cacheHitRatio: number;
   openFiles: number;
   offline: boolean;
+  /** When the bucket stopped answering (while offline). */
+  offlineSince: number | undefined;
   uploadsPaused: boolean;
+  /** Writers waiting for room in a full cache, or refused it (see vfs/backpressure.ts). */
+  writesWaiting: WritesWaitingStatus | undefined;
   readOnlyReason: string | undefined;
   lastError: string | undefined;
   /** Paths of files with data not yet uploaded (at most PENDING_FILES_SHOWN). */
@@ -108,6 +123,17 @@ export interface EngineStats {
   lease: LeaseStatus;
   /** Sets of changes kept aside because another machine took over (see `filespace aside`). */
   aside: Array<{ id: string; createdAt: number; files: number; reason: string }>;
+}
+
+export interface WritesWaitingStatus {
+  since: number;
+  /** What keeps the cache full: uploads paused, the bucket offline, uploads failing, nothing uploading, or still uploading. */
+  cause: StallCause | 'uploading';
+  /** True while writes that need room fail at once with ENOSPC. */
+  refusing: boolean;
+  refused: number;
+  /** The state in words, with what to do about it. */
+  message: string;
 }
 
 /** This cache's machine identity: random, created once, kept with the cache. */
@@ -204,7 +230,8 @@ export class Engine {
   private settings: EngineSettings;
   private uploadedBytes = 0;
   private lastError: string | undefined;
-  private offlineSince: number | undefined;
+  /** Uploads failing with an answer from the bucket: since when, and the first error. Cleared by a success. */
+  private uploadFailure: { since: number; code: string; message: string } | undefined;
   private uploadsPaused = false;
   private readonly uploadLimit: RateLimiter;
   private rateTimer: NodeJS.Timeout;
@@ -241,6 +268,8 @@ export class Engine {
     private readonly handles: HandlePool,
     private readonly lockFile: string,
     private readonly machine: Machine,
+    /** The same object as opts.store: every request goes through it. */
+    private readonly store: MonitoredStore,
   ) {
     this.settings = opts.settings;
     this.uploadLimit = new RateLimiter(opts.settings.uploadLimitBytesPerSec);
@@ -256,7 +285,7 @@ export class Engine {
     });
     this.gc = new ChunkCollector(opts.store, opts.keys.metaKey, () => this.meta.tree.chunkRefs, () => this.settings.gcGraceMs);
     this.fetcher = new ChunkFetcher(opts.store, cache, opts.keys.chunkKey, this.settings.downloadConcurrency,
-      () => this.settings.readTimeoutMs, this.log);
+      () => this.settings.readTimeoutMs, this.log, store);
     this.replicator = new Replicator(meta, this.remote, () => this.settings.metaPushDelayMs, this.log,
       () => this.segmentWriter(),
       async () => {
@@ -268,6 +297,7 @@ export class Engine {
     this.replicator.onConflict = () => {
       this.writeback.setPressure(false);
       this.stopWriting();
+      this.vfs.drainChanged(); // read-only now: waiting writers fail at once
     };
     this.vfs = new Vfs(meta, dirty, cache, this.fetcher, {
       uid: process.getuid?.() ?? 0,
@@ -275,6 +305,8 @@ export class Engine {
       prefetchMaxChunks: () => this.settings.prefetchMaxChunks,
       readOnly: () => this.readOnlyReason(),
       snapshotReads: () => this.mode === 'read',
+      drainBlocked: () => this.drainBlocked(),
+      writeStallTimeoutMs: () => this.settings.writeStallTimeoutMs,
     });
     this.writeback = new WritebackQueue({
       dirty,
@@ -282,16 +314,28 @@ export class Engine {
       policy: () => this.settings,
       isOpenForWrite: (ino) => this.vfs.isOpenForWrite(ino),
       upload: (d) => this.uploadChunk(d),
-      paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.mode === 'read',
+      // Offline, uploads wait for the bucket instead of failing one by one.
+      paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.mode === 'read' || store.offline,
       onError: (err, d) => this.noteUploadError(err, d),
       onSuccess: () => {
-        this.offlineSince = undefined;
+        if (this.uploadFailure) {
+          this.log(`uploads work again (they failed since ${new Date(this.uploadFailure.since).toISOString()})`);
+          this.uploadFailure = undefined;
+          this.lastError = undefined;
+        }
         if (!this.cache.wouldExceedCap(meta.chunkSize)) this.writeback.setPressure(false);
       },
     });
     this.vfs.onPressure = () => this.writeback.setPressure(true);
-    this.fetcher.onOutcome = (err) => this.noteStoreOutcome(err);
-    this.replicator.onOutcome = (err) => this.noteStoreOutcome(err);
+    store.onChange = (online) => {
+      if (online) {
+        // The bucket is back: everything waiting on a backoff timer goes now.
+        this.writeback.retryNow();
+        this.replicator.retryNow();
+        this.retryLeaseNow();
+      }
+      this.vfs.drainChanged();
+    };
     this.vfs.onWriterClosed = () => this.writeback.pump();
     meta.onChange = () => this.replicator.schedule();
     this.rateTimer = setInterval(() => this.sampleRates(), 1000);
@@ -344,7 +388,10 @@ export class Engine {
       await cache.init();
       cache.onDamaged = (name, why) => opts.log?.(`cached chunk ${name} was damaged (${why}); fetching it again`);
       const machine = await machineOf(opts.cacheDir);
-      const engine = new Engine(opts, meta, dirty, cache, handles, lockFile, machine);
+      let settings = () => opts.settings;
+      const store = new MonitoredStore(opts.store, { probeKey: HEADER_KEY, probeTimeoutMs: () => settings().probeTimeoutMs, log: opts.log });
+      const engine = new Engine({ ...opts, store }, meta, dirty, cache, handles, lockFile, machine, store);
+      settings = () => engine.currentSettings;
       try {
         await engine.start();
       } catch (err) {
@@ -506,6 +553,15 @@ export class Engine {
       this.leaseTimer = setTimeout(() => void this.retryLease(), 5000);
       this.leaseTimer.unref();
     }
+  }
+
+  /** The bucket answers again: a lease that could not be renewed or taken is tried now, not at its timer. */
+  private retryLeaseNow(): void {
+    if (this.closed || this.mode !== 'write' || this.replicator.conflict || !this.leaseTimer) return;
+    if (this.leaseTaken && this.lease.valid()) return;
+    clearTimeout(this.leaseTimer);
+    this.leaseTimer = undefined;
+    void (this.leaseTaken ? this.renewLease() : this.retryLease());
   }
 
   private scheduleRenewal(): void {
@@ -710,6 +766,16 @@ export class Engine {
   setUploadsPaused(paused: boolean): void {
     this.uploadsPaused = paused;
     if (!paused) this.writeback.pump();
+    this.vfs.drainChanged();
+  }
+
+  /** Why uploads cannot free room in the cache now; undefined while they can. */
+  private drainBlocked(): StallCause | undefined {
+    if (this.uploadsPaused) return 'paused';
+    if (this.store.offline) return 'offline';
+    if (this.uploadFailure) return 'failing';
+    if (this.writeback.uploading === 0) return 'idle';
+    return undefined;
   }
 
   private async uploadChunk(d: DirtyChunk): Promise<void> {
@@ -773,23 +839,55 @@ export class Engine {
     } finally {
       this.gc.release(name);
     }
-    this.vfs.dirtyFreed.notify();
+    this.vfs.noteDirtyFreed();
   }
 
-  /** Tracks whether the bucket answers: offline after a network failure, online after any success. */
+  /** Reports an outcome to the store monitor (which sees every request itself; see MonitoredStore.note). */
   private noteStoreOutcome(err: unknown | undefined): void {
-    if (err === undefined) {
-      this.offlineSince = undefined;
-    } else if (err instanceof StoreError && (err.code === 'Unreachable' || err.code === 'Timeout')) {
-      this.offlineSince ??= Date.now();
+    this.store.note(err);
+  }
+
+  /**
+   * Upload failures are one state, not one error per attempt: while the bucket does not
+   * answer, status says offline (since when, and what waits); while it answers with errors,
+   * `lastError` names the first error of the run and stays the same until an upload succeeds.
+   */
+  private noteUploadError(err: unknown, d: DirtyChunk): void {
+    const msg = err instanceof Error ? err.message : String(err);
+    if (err instanceof CutOffError) return; // sent during an outage that is over; retried at once
+    if (isNoAnswer(err) && this.store.offline) {
+      if (d.attempts === 1) this.log(`upload of ${d.ino}.${d.idx} waits for the bucket: ${msg}`);
+      return;
+    }
+    const code = err instanceof StoreError ? err.code : 'Other';
+    if (this.uploadFailure?.code !== code) {
+      this.uploadFailure = { since: Date.now(), code, message: msg };
+      this.lastError = `uploads fail (since ${new Date(this.uploadFailure.since).toISOString()}, retrying): ${msg}`;
+      this.log(`upload of ${d.ino}.${d.idx} failed (attempt ${d.attempts}): ${msg}`);
     }
   }
 
-  private noteUploadError(err: unknown, d: DirtyChunk): void {
-    const msg = err instanceof Error ? err.message : String(err);
-    this.noteStoreOutcome(err);
-    this.lastError = `upload of ${d.ino}.${d.idx} failed (attempt ${d.attempts}): ${msg}`;
-    this.log(this.lastError);
+  /** The "writes waiting" state in words, with what to do about it. */
+  private writesWaiting(): WritesWaitingStatus | undefined {
+    const w = this.vfs.writesWaiting();
+    if (!w) return undefined;
+    let message: string;
+    if (w.cause === 'uploading') {
+      message = 'the cache is full of changes still uploading; writes go on as uploads free room';
+    } else {
+      const [why, remedy] = {
+        paused: ['uploads are paused', 'resume uploads or raise the cache size'],
+        offline: ['the bucket does not answer', 'they upload once it answers; or raise the cache size'],
+        failing: [`uploads fail: ${this.uploadFailure?.message ?? 'see the log'}`, 'fix the cause or raise the cache size'],
+        idle: ['nothing is uploading', 'raise the cache size'],
+      }[w.cause];
+      const stallS = Math.round(this.settings.writeStallTimeoutMs / 1000);
+      message = `the cache is full of changes that cannot upload (${why}); ${remedy}. ` +
+        (w.refusing
+          ? `Meanwhile writes that need room fail with "No space left on device" (${w.refused} so far).`
+          : `Writes fail with "No space left on device" after waiting ${stallS} s.`);
+    }
+    return { since: w.since, cause: w.cause, refusing: w.refusing, refused: w.refused, message };
   }
 
   private sampleRates(): void {
@@ -822,8 +920,10 @@ export class Engine {
       cacheCapBytes: this.cache.capBytes,
       cacheHitRatio: this.cache.hitRatio,
       openFiles: this.vfs.openFiles,
-      offline: this.offlineSince !== undefined,
+      offline: this.store.offline,
+      offlineSince: this.store.offlineSince,
       uploadsPaused: this.uploadsPaused,
+      writesWaiting: this.writesWaiting(),
       readOnlyReason: this.readOnlyReason(),
       lastError: this.replicator.conflict ?? this.followBlocked ?? this.lastError ?? this.replicator.lastError ?? this.fetcher.stats.lastError,
       pendingFiles: this.pendingFiles(),

@@ -10,7 +10,8 @@
  * adapter passes big_writes, max_write, use_ino and the attr/entry/negative timeouts through
  * fuse-native's overridable option string. Operations never time out inside fuse-native
  * (`timeout: false`): the filesystem bounds its own waits (reads fail with EIO after the read
- * timeout; writes under backpressure wait, by design).
+ * timeout; writes under backpressure wait, by design, and fail with ENOSPC after the write-stall
+ * timeout when nothing can drain; see the engine's vfs/backpressure.ts).
  *
  * Unmounting: `fusermount -u` first, which fails with EBUSY while files are open; with
  * `force`, `fusermount -uz` detaches lazily. Never touch the mount synchronously from this

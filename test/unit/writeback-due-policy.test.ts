@@ -221,3 +221,46 @@ describe('WritebackQueue.pump', () => {
     assert.equal(uploads.length, 0);
   });
 });
+
+describe('WritebackQueue.retryNow (the bucket answers again)', () => {
+  it('makes every chunk waiting on its backoff due at once and starts them', async () => {
+    const a = await written(1, 0, CS);
+    const b = await written(2, 0, CS);
+    clock += policy.uploadDelayMs;
+    for (const d of [a, b]) {
+      d.attempts = 8;
+      d.retryAtMs = clock + 60_000; // the longest backoff, reached while offline
+    }
+    queue.start();
+    assert.equal(uploads.length, 0, 'nothing is due while the backoffs run');
+    queue.retryNow();
+    queue.stop();
+    assert.deepEqual(uploads.map((d) => d.ino).sort(), [1, 2], 'both start at once');
+    assert.equal(a.attempts, 0);
+    await queue.idle(10_000);
+  });
+
+  it('an upload sent during the outage that fails after the bucket came back retries at once', async () => {
+    let fail!: (err: Error) => void;
+    const errors: unknown[] = [];
+    const q = new WritebackQueue({
+      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      upload: () => new Promise<void>((_, reject) => (fail = reject)),
+      paused: () => false,
+      onError: (err) => errors.push(err),
+      onSuccess: () => undefined,
+      now: () => clock,
+    });
+    const d = await written(1, 0, CS);
+    clock += policy.uploadDelayMs;
+    q.start();
+    q.stop();
+    assert.equal(d.uploading, true);
+    q.retryNow();
+    fail(new Error('cut off: sent while the bucket did not answer'));
+    await q.idle(10_000);
+    assert.equal(errors.length, 1, 'the failure is still reported');
+    assert.equal(d.retryAtMs, 0, 'no backoff for a failure that belongs to the outage');
+    assert.equal(q.isDue(d, clock), true);
+  });
+});

@@ -8,6 +8,11 @@
  * tail chunk local until it fills or closes, but not forever). Under cache pressure or a
  * `drain()` every dirty chunk is due at once. Due chunks go oldest first.
  *
+ * Backoff is per chunk, but an outage is not: when the bucket answers again, `retryNow()`
+ * makes every chunk waiting on its backoff due at once (and an upload that was on its way
+ * during the outage and fails afterwards retries at once too), so the backlog drains at full
+ * speed instead of each chunk sitting out the longest timer it reached while offline.
+ *
  * The queue does not know how to upload: it receives an `upload` function (engine.ts), so it
  * can be tested alone and the upload path can change without touching the policy.
  */
@@ -39,6 +44,8 @@ export class WritebackQueue {
   private pressure = false;
   private draining = 0;
   private stopped = true;
+  /** Incremented by `retryNow()`: an upload started before it failed because of the outage. */
+  private retryEpoch = 0;
   /** Notified after each finished upload attempt. */
   readonly progress = new Signal();
   private readonly now: () => number;
@@ -94,9 +101,20 @@ export class WritebackQueue {
     }
   }
 
+  /** Forgets every chunk's backoff (the bucket answers again) and starts what is due. */
+  retryNow(): void {
+    this.retryEpoch++;
+    for (const d of this.deps.dirty.all()) {
+      d.attempts = 0;
+      d.retryAtMs = 0;
+    }
+    this.pump();
+  }
+
   private startUpload(d: DirtyChunk): void {
     d.uploading = true;
     this.inflight++;
+    const epoch = this.retryEpoch;
     this.deps.upload(d).then(
       () => {
         d.attempts = 0;
@@ -105,7 +123,7 @@ export class WritebackQueue {
       },
       (err) => {
         d.attempts++;
-        d.retryAtMs = this.now() + backoffMs(d.attempts - 1, 500, 60_000);
+        d.retryAtMs = epoch === this.retryEpoch ? this.now() + backoffMs(d.attempts - 1, 500, 60_000) : 0;
         this.deps.onError(err, d);
       },
     ).finally(() => {

@@ -4,7 +4,10 @@
  * same logic can serve other hosts and is testable without a kernel.
  *
  * State it owns:
- *  - open file handles (fh -> inode, flags, read-ahead cursor);
+ *  - open file handles (fh -> inode, flags, read-ahead cursor, and the chunk whose download
+ *    last failed on it for want of an answer: the kernel retries a failed read-ahead through
+ *    the same handle, page by page, and that retry fails at once while the bucket is still
+ *    offline, so one read(2) waits one read timeout, not two; a new open tries again);
  *  - live sizes: a write that extends a file updates an in-memory size at once and commits it
  *    to the metadata later (at flush/fsync/close, before a chunk commit, or every second), so
  *    a stream of small appends is not a stream of journal records;
@@ -12,7 +15,10 @@
  *    of a chunk to the clean cache, run under `chunkLock(ino, idx)`. Reads take no lock.
  *
  * Data path: writes land in the dirty store (cache/dirty.ts); reads come from the dirty store,
- * else the clean cache, else the bucket through the fetcher, and zeros for holes.
+ * else the clean cache, else the bucket through the fetcher, and zeros for holes. A write that
+ * needs room while dirty data fills the cache cap waits in `Backpressure` (backpressure.ts),
+ * outside any chunk lock; what waits under a chunk lock is bounded (local I/O, or a fetch of
+ * the chunk's committed bytes, bounded by the read timeout).
  */
 
 import { nameBytes } from '../util/names';
@@ -24,7 +30,8 @@ import { ChunkRef, Inode, MetaOp, ROOT_INO } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
 import { ChunkFetcher } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
-import { KeyedMutex, Signal, SingleFlight } from '../util/concurrency';
+import { KeyedMutex, SingleFlight } from '../util/concurrency';
+import { Backpressure, StallCause, WritesWaiting } from './backpressure';
 
 export interface Stat {
   readonly ino: number;
@@ -47,6 +54,10 @@ export interface VfsOptions {
   readonly readOnly: () => string | undefined; // reason when writes are refused
   /** Followers: a file opened for reading keeps reading the chunk list it opened. */
   readonly snapshotReads?: () => boolean;
+  /** Why uploads cannot free room now (undefined while they can); default: they always can. */
+  readonly drainBlocked?: () => StallCause | undefined;
+  /** How long a write waits for room while nothing can drain; default 30 s. */
+  readonly writeStallTimeoutMs?: () => number;
   readonly now?: () => number;
 }
 
@@ -61,6 +72,8 @@ interface Handle {
   readonly writable: boolean;
   readonly append: boolean;
   readonly cursor: ReadAheadCursor;
+  /** A chunk whose download failed on this handle because the bucket did not answer. */
+  unanswered?: string;
   /** The file as opened, when reads must not see later commits (followers). */
   readonly snap?: { readonly chunks: ReadonlyArray<ChunkRef | null>; readonly size: number };
 }
@@ -89,8 +102,7 @@ export class Vfs {
   private readonly liveSize = new Map<number, { size: number; mtimeMs: number }>();
   readonly chunkLocks = new KeyedMutex<string>();
   private readonly memLoads = new SingleFlight<string, boolean>();
-  /** Notified whenever dirty bytes drop (an upload finished, a file was deleted). */
-  readonly dirtyFreed = new Signal();
+  private readonly backpressure: Backpressure;
   /** Called when writers are waiting for dirty data to drain (backpressure). */
   onPressure: () => void = () => undefined;
   /** Called when a file handle opened for writing was closed. */
@@ -105,6 +117,16 @@ export class Vfs {
     private readonly opts: VfsOptions,
   ) {
     this.now = opts.now ?? Date.now;
+    this.backpressure = new Backpressure({
+      // One chunk of headroom: a write that passed this check may still be on its way to the
+      // dirty store while the next one is checked.
+      full: (extra) => this.cache.wouldExceedCap(extra + this.chunkSize) && this.dirty.totalBytes > 0,
+      blocked: () => opts.drainBlocked?.(),
+      readOnly: () => opts.readOnly(),
+      stallTimeoutMs: () => opts.writeStallTimeoutMs?.() ?? 30_000,
+      onPressure: () => this.onPressure(),
+      now: this.now,
+    });
     meta.onRelease = (inos) => {
       for (const ino of inos) void this.releaseStorage(ino);
     };
@@ -511,7 +533,7 @@ export class Vfs {
       const idx = Math.floor(at / cs);
       const inChunk = at - idx * cs;
       const n = Math.min(total - done, cs - inChunk);
-      await this.readChunk(inode, idx, buf, done, n, inChunk, ahead > 0);
+      await this.readChunk(h, inode, idx, buf, done, n, inChunk, ahead > 0);
       done += n;
     }
     if (ahead > 0) {
@@ -532,7 +554,17 @@ export class Vfs {
   }
 
   /** Fills buf[off, off+n) with bytes [inChunk, inChunk+n) of chunk idx. */
-  private async readChunk(inode: ChunkView, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
+  private async readChunk(h: Handle, inode: ChunkView, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
+    try {
+      await this.readChunkBytes(h, inode, idx, buf, off, n, inChunk, sequential);
+    } catch (err) {
+      const ref = this.committedRef(inode, idx);
+      if (ref && this.fetcher.unansweredFailure(ref[0]) !== undefined) h.unanswered = ref[0];
+      throw err;
+    }
+  }
+
+  private async readChunkBytes(h: Handle, inode: ChunkView, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
     const d = this.dirty.get(inode.ino, idx);
     if (d) {
       const got = await this.dirty.read(d, buf, off, n, inChunk);
@@ -541,6 +573,11 @@ export class Vfs {
     }
     const ref = this.committedRef(inode, idx);
     const valid = ref ? Math.max(0, Math.min(n, ref[1] - inChunk)) : 0;
+    if (ref && h.unanswered === ref[0] && !this.cache.has(ref[0]) && !this.cache.inMemoryPeek(ref[0])) {
+      const why = this.fetcher.unansweredFailure(ref[0]);
+      if (why !== undefined) throw new FsError('EIO', why);
+      h.unanswered = undefined;
+    }
     if (ref && valid > 0 && sequential && (this.cache.inMemoryPeek(ref[0]) || (await this.loadWhole(ref[0])))) {
       // Sequential: served from the whole chunk in memory (one disk read per chunk). Looked up
       // again after the await and copied synchronously: memory buffers are recycled.
@@ -572,14 +609,19 @@ export class Vfs {
     });
   }
 
-  /** Waits while dirty data is at the cap, so writers slow down instead of failing. */
-  private async backpressure(extra: number): Promise<void> {
-    // One chunk of headroom: a write that passed this check may still be on its way to the
-    // dirty store while the next one is checked.
-    while (this.cache.wouldExceedCap(extra + this.chunkSize) && this.dirty.totalBytes > 0) {
-      this.onPressure();
-      await this.dirtyFreed.wait(1000);
-    }
+  /** Dirty bytes dropped (an upload finished, a file was deleted or truncated): writers may go on. */
+  noteDirtyFreed(): void {
+    this.backpressure.freed();
+  }
+
+  /** Whether uploads can free room may have changed: waiting writers look again. */
+  drainChanged(): void {
+    this.backpressure.drainChanged();
+  }
+
+  /** Writers waiting for room (or refused it), for status; undefined when none. */
+  writesWaiting(): WritesWaiting | undefined {
+    return this.backpressure.status();
   }
 
   /** Returns the dirty chunk for (ino, idx), creating it from the committed bytes if needed. Call under the chunk lock. */
@@ -614,8 +656,14 @@ export class Vfs {
       const n = Math.min(data.length - done, cs - inChunk);
       const piece = data.subarray(done, done + n);
       // Backpressure outside the chunk lock (the uploader needs that lock to drain this chunk),
-      // for the bytes this piece may add on disk at most (data plus sealing overhead).
-      await this.backpressure(n + (Math.ceil(n / UNIT) + 1) * UNIT_OVERHEAD + HEADER);
+      // for the bytes this piece may add on disk at most (data plus sealing overhead). Pieces
+      // already written stay written: the write returns short, as write(2) does.
+      try {
+        await this.backpressure.waitForRoom(n + (Math.ceil(n / UNIT) + 1) * UNIT_OVERHEAD + HEADER);
+      } catch (err) {
+        if (done === 0) throw err;
+        break;
+      }
       const writePiece = () => this.chunkLock(inode.ino, idx, async () => {
         if (!this.tree.get(inode.ino)) throw new FsError('ENOENT');
         const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
@@ -635,9 +683,9 @@ export class Vfs {
       done += n;
     }
     const now = this.now();
-    const size = Math.max(this.sizeOf(inode), end);
+    const size = Math.max(this.sizeOf(inode), pos + done);
     this.liveSize.set(inode.ino, { size, mtimeMs: now });
-    return data.length;
+    return done;
   }
 
   async truncate(path: string, size: number): Promise<void> {
@@ -677,7 +725,7 @@ export class Vfs {
           else if (d.len > size - idx * cs) await this.dirty.truncate(d, size - idx * cs, this.now());
         });
       }
-      this.dirtyFreed.notify();
+      this.noteDirtyFreed();
     }
   }
 
@@ -694,6 +742,6 @@ export class Vfs {
         if (d) await this.dirty.drop(d);
       });
     }
-    this.dirtyFreed.notify();
+    this.noteDirtyFreed();
   }
 }
