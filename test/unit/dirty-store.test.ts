@@ -194,6 +194,27 @@ describe('DirtyStore operations', () => {
     assert.deepEqual(await unseal(s.pathOf(9, 0), 7), Buffer.from('durable'));
   });
 
+  it('has nothing to sync for a chunk that left the store, and never skips one that is still dirty', async () => {
+    const s = await freshStore();
+    const handedOver = await s.create(11, 0, undefined, 1);
+    await s.write(handedOver, Buffer.from('uploaded'), 0, 2);
+    const dropped = await s.create(11, 1, undefined, 1);
+    await s.write(dropped, Buffer.from('truncated away'), 0, 2);
+    // The uploader hands the first to the clean cache (its file moves away); a truncate drops the second.
+    const { file } = s.release(handedOver);
+    await rm(file);
+    await s.drop(dropped);
+    await s.syncChunk(handedOver);
+    await s.syncChunk(dropped);
+    await s.syncInode(11);
+    // A chunk still in the store whose file is missing is an error, not something to skip.
+    const kept = await s.create(11, 2, undefined, 1);
+    await s.write(kept, Buffer.from('still dirty'), 0, 2);
+    await handles.closeAll();
+    await rm(s.pathOf(11, 2));
+    await assert.rejects(s.syncChunk(kept), { code: 'ENOENT' });
+  });
+
   it('keeps working with more chunks than the handle pool holds', async () => {
     const s = await freshStore();
     const chunks = [];

@@ -8,8 +8,8 @@
  *  - live sizes: a write that extends a file updates an in-memory size at once and commits it
  *    to the metadata later (at flush/fsync/close, before a chunk commit, or every second), so
  *    a stream of small appends is not a stream of journal records;
- *  - the per-chunk mutex: every change to one chunk's dirty data, and the uploader's hand-over
- *    of a chunk to the clean cache, run under `chunkLock(ino, idx)`. Reads take no lock.
+ *  - the per-chunk mutex: every change to one chunk's dirty data, its fsync, and the uploader's
+ *    hand-over of a chunk to the clean cache, run under `chunkLock(ino, idx)`. Reads take no lock.
  *
  * Data path: writes land in the dirty store (cache/dirty.ts); reads come from the dirty store,
  * else the clean cache, else the bucket through the fetcher, and zeros for holes.
@@ -453,14 +453,29 @@ export class Vfs {
   async fsync(fh: number): Promise<void> {
     const h = this.handle(fh);
     this.commitSize(h.ino);
-    await this.dirty.syncInode(h.ino);
+    await this.syncData(h.ino);
     await this.meta.sync();
   }
 
   async fsyncAll(): Promise<void> {
     this.commitAllSizes();
-    await this.dirty.syncAll();
+    for (const ino of this.dirty.inodes()) await this.syncData(ino);
     await this.meta.sync();
+  }
+
+  /**
+   * Makes a file's dirty chunks durable, each under its chunk lock, so an upload cannot hand
+   * the chunk to the clean cache (nor a truncate drop it) while it is being synced. A chunk
+   * that left the dirty store before its turn is durable already: the upload committed its
+   * reference durably before the hand-over (and the meta.sync that follows covers it too).
+   */
+  private async syncData(ino: number): Promise<void> {
+    for (const idx of this.dirty.indexesOf(ino)) {
+      await this.chunkLock(ino, idx, async () => {
+        const d = this.dirty.get(ino, idx);
+        if (d) await this.dirty.syncChunk(d);
+      });
+    }
   }
 
   async release(fh: number): Promise<void> {
