@@ -380,19 +380,20 @@ export class Vfs {
    * deletion is committed as with unlink(), and `alias` (a name in the same directory) reaches
    * the open inode on this machine only, never listed nor committed, until its last handle
    * closes. libfuse2 renames a file deleted while open to a hidden name instead of unlinking
-   * it; its adapter calls this for that rename. Anything else is an ordinary rename.
+   * it; its adapter calls this for that rename. A file whose last handle closed meanwhile is
+   * simply deleted. What cannot be such a rename (a directory, another directory, a name in
+   * use) is an ordinary rename.
    */
   async unlinkKeepingAlias(path: string, alias: string): Promise<void> {
     this.assertWritable();
     const { parent, name } = this.resolveParent(path);
     const to = this.resolveParent(alias);
     const inode = this.tree.lookup(parent.ino, name);
-    if (!inode || inode.kind !== 'file' || to.parent.ino !== parent.ino || parent.entries!.has(to.name) ||
-      (this.openCount.get(inode.ino) ?? 0) === 0) {
+    if (!inode || inode.kind === 'dir' || to.parent.ino !== parent.ino || parent.entries!.has(to.name)) {
       return this.rename(path, alias);
     }
     this.beforeNameGoes(inode);
-    this.aliases.set(`${parent.ino}/${to.name}`, inode.ino);
+    if (this.unlinked.get(inode.ino)) this.aliases.set(`${parent.ino}/${to.name}`, inode.ino);
     this.commit({ t: 'rm', parent: parent.ino, name, ms: this.now() });
     await this.journalDeletion();
   }
