@@ -13,7 +13,7 @@ import * as path from 'node:path';
 import { ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
-import { Bed, killHard, run, sh, tmpDir, until } from '../helpers/bed';
+import { Bed, Linked, killHard, run, sh, tmpDir, until } from '../helpers/bed';
 
 // Rewrites its own file with random pwrites (1 B to 1 MiB, sizes spread evenly over the
 // orders of magnitude), now and then an ftruncate, and an fsync every ~13 operations. An
@@ -26,9 +26,6 @@ MiB = 1 << 20
 rnd = random.Random(seed)
 size = 40 * MiB
 shadow = bytearray(os.urandom(size))
-fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-for off in range(0, size, MiB): os.pwrite(fd, shadow[off:off + MiB], off)
-os.fsync(fd)
 fsyncs, failures, errors = 0, 0, []
 def fsync():
     global fsyncs, failures
@@ -37,6 +34,9 @@ def fsync():
     except OSError as e:
         failures += 1
         errors.append('fsync: %s' % e)
+fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+for off in range(0, size, MiB): os.pwrite(fd, shadow[off:off + MiB], off)
+fsync()
 for n in range(ops):
     try:
         if rnd.random() < 0.04:
@@ -211,7 +211,8 @@ describe('files in use', () => {
     await fs.unmount();
   });
 
-  it('a file deleted while open is gone at once, here and on a follower, yet works through its descriptor; a kill -9 does not bring it back', async () => {
+  /** A writer with a follower, and `keep/held.bin` (6 MiB) and `keep/other.txt` uploaded and seen by both. */
+  async function writerAndFollower(): Promise<{ a: Linked & { bucket: string }; b: Linked; pid: number; content: Buffer }> {
     const settings = { 'lease-ttl': '3s', 'follow-interval': '500ms', 'upload-delay': '0s' };
     const a = await bed.filespace({ chunkSize: '1MiB', settings });
     const b = await bed.link(await bed.machine('follower'), a.bucket);
@@ -224,9 +225,21 @@ describe('files in use', () => {
     await a.sync();
     await b.mount({ readOnly: true });
     assert.ok(await exists(path.join(b.mnt, 'keep', 'held.bin')));
+    return { a, b, pid, content };
+  }
+
+  /** Waits until the follower `b` has applied everything the writer `a` committed so far. */
+  async function followerCaughtUp(a: Linked, b: Linked): Promise<void> {
+    const token = randomBytes(8).toString('hex');
+    await fsp.writeFile(path.join(a.mnt, 'marker'), token);
+    await a.sync();
+    await until('the follower to catch up', async () => (await fsp.readFile(path.join(b.mnt, 'marker'), 'utf8').catch(() => '')) === token);
+  }
+
+  it('a file deleted while open is gone at once, here and on a follower, yet works through its descriptor until closed', async () => {
+    const { a, b, content } = await writerAndFollower();
     const onWriter = watchNames(path.join(a.mnt, 'keep'));
     const onFollower = watchNames(path.join(b.mnt, 'keep'));
-
     const holder = new Holder();
     try {
       await holder.ok('open', 'f', path.join(a.mnt, 'keep', 'held.bin'));
@@ -245,45 +258,54 @@ describe('files in use', () => {
       await holder.ok('fsync', 'f');
       assert.deepEqual(await holder.ok('read', 'f'), { ok: true, sha: sha(expected), length: expected.length });
       assert.deepEqual(await holder.ok('stat', 'f'), { ok: true, size: expected.length, nlink: 0 });
+      // Everything else uploads while it is open (its own data does not count, and never uploads).
+      await a.machine.ok('sync', a.name, '--timeout', '60s');
       // The follower sees the deletion, and never a hidden name.
       await until('the follower to see the deletion', async () => !(await exists(path.join(b.mnt, 'keep', 'held.bin'))));
-      await a.machine.ok('sync', a.name, '--timeout', '60s'); // completes: the deleted file's data does not count
-      await until('the follower to catch up', async () => {
-        await fsp.writeFile(path.join(a.mnt, 'marker'), 'x');
-        return exists(path.join(b.mnt, 'marker'));
-      });
-      await onWriter.stop();
-      await onFollower.stop();
-      assert.deepEqual(hidden(onWriter.seen), [], 'no hidden name on the writer');
-      assert.deepEqual(hidden(onFollower.seen), [], 'no hidden name on the follower');
+      await followerCaughtUp(a, b);
       assert.deepEqual((await fsp.readdir(path.join(b.mnt, 'keep'))).sort(), ['other.txt']);
-
-      // The engine dies while the file is still open: at the next start it stays deleted, and its
-      // local data (written after the deletion, never uploaded) is gone with it.
-      await killHard(pid);
+      await holder.ok('close', 'f');
     } finally {
       holder.kill();
       await onWriter.stop();
       await onFollower.stop();
     }
-    await a.mount();
-    assert.deepEqual(await fsp.readdir(path.join(a.mnt, 'keep')), ['other.txt']);
-    assert.equal((await a.status()).dirtyBytes, 0, 'the deleted file left no data to upload');
+    assert.deepEqual(hidden(onWriter.seen), [], 'no hidden name on the writer');
+    assert.deepEqual(hidden(onFollower.seen), [], 'no hidden name on the follower');
+    // The last close freed its data.
+    await until('the closed file\'s data to go', async () => Number((await a.status()).dirtyBytes) === 0);
+    await b.unmount();
+    await a.unmount();
     assert.deepEqual(await sh(`find ${a.cacheDir}/dirty -type f`), '');
-    await a.sync();
-    // The follower and a machine linking from the bucket alone agree.
-    await fsp.writeFile(path.join(a.mnt, 'marker'), 'after the restart');
-    await a.sync();
-    await until('the follower to follow the restarted writer', async () =>
-      (await fsp.readFile(path.join(b.mnt, 'marker'), 'utf8').catch(() => '')) === 'after the restart');
-    assert.deepEqual((await fsp.readdir(path.join(b.mnt, 'keep'))).sort(), ['other.txt']);
+  });
+
+  it('a file deleted while open stays deleted after a kill -9 of the engine, here, on the follower and on a new machine', async () => {
+    const { a, b, pid } = await writerAndFollower();
+    const holder = new Holder();
+    try {
+      await holder.ok('open', 'f', path.join(a.mnt, 'keep', 'held.bin'));
+      await holder.ok('write', 'f', 100, randomBytes(70_000).toString('hex'));
+      await holder.ok('fsync', 'f');
+      await fsp.unlink(path.join(a.mnt, 'keep', 'held.bin'));
+      await holder.ok('write', 'f', 2 * 1024 * 1024, randomBytes(70_000).toString('hex'));
+      // The engine dies right away, the file still open.
+      await killHard(pid);
+    } finally {
+      holder.kill();
+    }
+    await a.mount();
+    assert.deepEqual(await fsp.readdir(path.join(a.mnt, 'keep')), ['other.txt'], 'deleted, and no hidden name');
+    assert.equal((await a.status()).dirtyBytes, 0, 'its data, never uploaded, went with it');
+    await followerCaughtUp(a, b);
+    assert.deepEqual((await fsp.readdir(path.join(b.mnt, 'keep'))).sort(), ['other.txt'], 'the follower agrees');
     const c = await bed.link(await bed.machine('fresh'), a.bucket);
     await c.mount({ readOnly: true });
-    assert.deepEqual((await fsp.readdir(path.join(c.mnt, 'keep'))).sort(), ['other.txt']);
+    assert.deepEqual((await fsp.readdir(path.join(c.mnt, 'keep'))).sort(), ['other.txt'], 'a machine linking from the bucket agrees');
     assert.equal(await fsp.readFile(path.join(c.mnt, 'keep', 'other.txt'), 'utf8'), 'stays\n');
     await c.unmount();
     await b.unmount();
     await a.unmount();
+    assert.deepEqual(await sh(`find ${a.cacheDir}/dirty -type f`), '');
   });
 
   it('a file replaced by a rename while open keeps its data for its descriptor; its directory can be removed; the last close frees it', async () => {
