@@ -1,9 +1,10 @@
 /**
  * Files in use while the engine works on them, through real mounts on a real S3 server:
  * fsync keeps succeeding while the chunks it is making durable upload and leave the local
- * store; a file deleted while a process holds it open is gone at once (on this machine, on a
- * follower, and after a kill -9 of the engine) yet stays readable and writable through the
- * open descriptor, and its data goes at the last close.
+ * store; a file deleted (or replaced by a rename) while a process holds it open is gone at
+ * once, under no hidden name (on this machine, on a follower, and after a kill -9 of the
+ * engine), yet stays readable and writable through the open descriptor, does not keep its
+ * directory from being removed, and its data goes at the last close.
  */
 
 import { after, before, describe, it } from 'node:test';
@@ -13,7 +14,7 @@ import * as path from 'node:path';
 import { ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
-import { Bed, Linked, killHard, run, sh, tmpDir, until } from '../helpers/bed';
+import { Bed, Linked, killHard, run, sh, until } from '../helpers/bed';
 
 // Rewrites its own file with random pwrites (1 B to 1 MiB, sizes spread evenly over the
 // orders of magnitude), now and then an ftruncate, and an fsync every ~13 operations. An
@@ -178,16 +179,13 @@ function python(script: string, args: string[]): Promise<{ code: number; stdout:
 
 describe('files in use', () => {
   const bed = new Bed();
-  let local = '';
 
   before(async () => {
     await bed.start();
-    local = await tmpDir('open-files');
   });
 
   after(async () => {
     await bed.stop();
-    await fsp.rm(local, { recursive: true, force: true });
   });
 
   it('fsync succeeds while the chunks it syncs upload and move to the clean cache', async () => {
