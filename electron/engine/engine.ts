@@ -283,7 +283,8 @@ export class Engine {
       ttlMs: () => this.settings.leaseTtlMs,
       conditional: opts.conditionalWrites ?? true,
     });
-    this.gc = new ChunkCollector(opts.store, opts.keys.metaKey, () => this.meta.tree.chunkRefs, () => this.settings.gcGraceMs);
+    // Also what files deleted while open here still read: they may outlive the grace period.
+    this.gc = new ChunkCollector(opts.store, opts.keys.metaKey, () => this.vfs.referencedChunks(), () => this.settings.gcGraceMs);
     this.fetcher = new ChunkFetcher(opts.store, cache, opts.keys.chunkKey, this.settings.downloadConcurrency,
       () => this.settings.readTimeoutMs, this.log, store);
     this.replicator = new Replicator(meta, this.remote, () => this.settings.metaPushDelayMs, this.log,
@@ -313,6 +314,7 @@ export class Engine {
       chunkSize: meta.chunkSize,
       policy: () => this.settings,
       isOpenForWrite: (ino) => this.vfs.isOpenForWrite(ino),
+      isUnlinked: (ino) => this.vfs.isUnlinked(ino),
       upload: (d) => this.uploadChunk(d),
       // Offline, uploads wait for the bucket instead of failing one by one.
       paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.mode === 'read' || store.offline,
@@ -439,6 +441,9 @@ export class Engine {
     for (let i = 0; i < ops.length; i++) {
       const op = ops[i]!;
       if (op.t !== 'attr' || op.size === undefined) continue;
+      // A deleted file's size exposes nothing (its deletion follows); one deleted while still
+      // open keeps dirty chunks that never upload, and must not hold everything back.
+      if (!this.meta.tree.get(op.ino)) continue;
       const last = Math.ceil(op.size / cs) - 1;
       for (const idx of this.dirty.indexesOf(op.ino)) {
         if (idx > last) continue;
@@ -800,6 +805,7 @@ export class Engine {
     const { keys, store } = this.opts;
     const snap = await this.vfs.chunkLock(d.ino, d.idx, async () => {
       if (this.dirty.get(d.ino, d.idx) !== d) return undefined;
+      if (this.vfs.isUnlinked(d.ino)) return undefined; // deleted while open: its data stays local until the last close
       if (!this.meta.tree.get(d.ino)) {
         // Its file is gone: drop the data here (after the deletion is durable), or the queue
         // would pick this chunk again and again.
@@ -1005,7 +1011,7 @@ export class Engine {
       this.vfs.commitAllSizes();
       await this.replicator.pushNow();
       if (this.replicator.conflict) return false;
-      if (this.dirty.count === 0 && this.replicator.pendingOps === 0) return true;
+      if (this.writeback.pending === 0 && this.replicator.pendingOps === 0) return true;
       if (Date.now() >= deadlineMs) return false;
       await this.replicator.progress.wait(Math.min(500, Math.max(1, deadlineMs - Date.now())));
     }

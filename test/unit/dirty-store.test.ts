@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -194,16 +194,25 @@ describe('DirtyStore operations', () => {
     assert.deepEqual(await unseal(s.pathOf(9, 0), 7), Buffer.from('durable'));
   });
 
-  it('a sync succeeds when a chunk of the file is uploaded and handed over while it runs', async () => {
+  it('has nothing to sync for a chunk that left the store, and never skips one that is still dirty', async () => {
     const s = await freshStore();
-    const first = await s.create(11, 0, Buffer.from('first'), 1);
-    const second = await s.create(11, 1, Buffer.from('second'), 1);
-    const syncing = s.syncInode(11); // lists both chunks, then syncs them one after the other
-    const { file } = s.release(second); // the upload of the second finished: its file moves to the clean cache
-    await rename(file, path.join(dir, 'adopted'));
-    await syncing;
-    assert.equal(s.get(11, 0), first);
-    assert.equal(s.get(11, 1), undefined);
+    const handedOver = await s.create(11, 0, undefined, 1);
+    await s.write(handedOver, Buffer.from('uploaded'), 0, 2);
+    const dropped = await s.create(11, 1, undefined, 1);
+    await s.write(dropped, Buffer.from('truncated away'), 0, 2);
+    // The uploader hands the first to the clean cache (its file moves away); a truncate drops the second.
+    const { file } = s.release(handedOver);
+    await rm(file);
+    await s.drop(dropped);
+    await s.syncChunk(handedOver);
+    await s.syncChunk(dropped);
+    await s.syncInode(11);
+    // A chunk still in the store whose file is missing is an error, not something to skip.
+    const kept = await s.create(11, 2, undefined, 1);
+    await s.write(kept, Buffer.from('still dirty'), 0, 2);
+    await handles.closeAll();
+    await rm(s.pathOf(11, 2));
+    await assert.rejects(s.syncChunk(kept), { code: 'ENOENT' });
   });
 
   it('keeps working with more chunks than the handle pool holds', async () => {

@@ -146,6 +146,24 @@ describe('WritebackQueue.isDue', () => {
     assert.equal(queue.isDue(d, clock + 100_000), false);
   });
 
+  it('a chunk of a file deleted while still open is never due, and drain does not wait for it', async () => {
+    const unlinked = new Set<number>([7]);
+    const q = new WritebackQueue({
+      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      isUnlinked: (ino) => unlinked.has(ino),
+      upload: async () => undefined, paused: () => false, onError: () => undefined, onSuccess: () => undefined,
+      now: () => clock,
+    });
+    const kept = await written(7, 0, CS);
+    q.setPressure(true);
+    assert.equal(q.isDue(kept, clock + 100_000), false);
+    assert.equal(q.pending, 0);
+    assert.equal(await q.drain(clock + 1), true, 'nothing left to upload');
+    unlinked.delete(7); // (a file that was not deleted after all)
+    assert.equal(q.isDue(kept, clock + 100_000), true);
+    assert.equal(q.pending, 1);
+  });
+
   it('reads the policy live, so a settings change applies at once', async () => {
     let delay = 2_000;
     const q = new WritebackQueue({

@@ -24,8 +24,8 @@
  * until the engine has set it aside (`orphans`, `readOrphan`, `removeOrphans`). Data whose
  * owner cannot be told is never deleted here.
  *
- * Ordering: callers serialise changes to one chunk with the VFS's per-chunk mutex; reads may
- * run concurrently with anything.
+ * Ordering: callers serialise changes to one chunk, its sync, and its hand-over or drop with
+ * the VFS's per-chunk mutex; reads may run concurrently with anything.
  */
 
 import { promises as fsp } from 'node:fs';
@@ -426,37 +426,60 @@ export class DirtyStore {
   }
 
   /**
-   * Makes the dirty data of one file durable. A chunk released (uploaded and handed to the
-   * clean cache) or dropped while this runs is no longer this store's to sync.
+   * Makes one dirty chunk durable. Call it under the chunk lock: that orders it with writes
+   * (whose pre-images a sync empties, so a write half done must not be declared synced) and
+   * with the hand-over to the clean cache or a drop, either of which takes the chunk's file
+   * away. A record that has left the store has nothing left to sync here: an uploaded chunk is
+   * in the bucket with its reference durably committed before it is handed over, and a dropped
+   * one is no longer part of any file.
+   */
+  async syncChunk(d: DirtyChunk): Promise<void> {
+    if (this.get(d.ino, d.idx) !== d) return;
+    const gen = d.gen;
+    const file = this.pathOf(d.ino, d.idx);
+    // Without the chunk lock (shutdown, tests) the record may still leave while its file is
+    // being opened; only then is a missing file expected. A chunk still here is never skipped.
+    const left = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT' && this.get(d.ino, d.idx) !== d;
+    try {
+      await this.handles.use(file, (fh) => fh.datasync());
+    } catch (err) {
+      if (left(err)) return;
+      throw err;
+    }
+    // Everything is durable now, unless it changed while syncing (then keep the state).
+    if (this.get(d.ino, d.idx) !== d || d.gen !== gen) return;
+    const st = this.durabilityOf(d);
+    st.allUnsynced = false;
+    st.unsynced.clear();
+    if (st.preBytes > 0) {
+      // Emptied durably: a stale pre-image must never apply to a unit rewritten later
+      // without one (a unit that only held unsynced data). The file itself stays.
+      let fh: FileHandle;
+      try {
+        fh = await fsp.open(`${file}.pre`, 'r+');
+      } catch (err) {
+        if (left(err)) return;
+        throw err;
+      }
+      try {
+        await fh.truncate(0);
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      st.preBytes = 0;
+    }
+  }
+
+  /**
+   * Makes the dirty data of one file durable, for callers that hold no chunk lock while
+   * nothing else changes the store (shutdown, tests); the VFS syncs chunk by chunk under each
+   * chunk's lock instead.
    */
   async syncInode(ino: number): Promise<void> {
     for (const idx of this.indexesOf(ino)) {
       const d = this.get(ino, idx);
-      if (!d) continue;
-      const gen = d.gen;
-      try {
-        await this.handles.use(this.pathOf(ino, idx), (fh) => fh.datasync());
-      } catch (err) {
-        if (this.get(ino, idx) !== d && (err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw err;
-      }
-      // Everything is durable now, unless it changed while syncing (then keep the state).
-      if (this.get(ino, idx) !== d || d.gen !== gen) continue;
-      const st = this.durabilityOf(d);
-      st.allUnsynced = false;
-      st.unsynced.clear();
-      if (st.preBytes > 0) {
-        // Emptied durably: a stale pre-image must never apply to a unit rewritten later
-        // without one (a unit that only held unsynced data). The file itself stays.
-        const fh = await fsp.open(`${this.pathOf(ino, idx)}.pre`, 'r+');
-        try {
-          await fh.truncate(0);
-          await fh.datasync();
-        } finally {
-          await fh.close();
-        }
-        st.preBytes = 0;
-      }
+      if (d) await this.syncChunk(d);
     }
   }
 

@@ -10,6 +10,8 @@
  * A file's content is a list of chunk references `[name, length]`, one per fixed-size chunk
  * index; `null` is a hole (zeros). Bytes of a chunk past its length, up to the file size, read
  * as zeros. Hard links are not supported (link() answers EPERM), so every inode has one name.
+ * (A file deleted while open lives on without a name, but only in a separate local tree kept
+ * by the VFS; see `addNameless`.)
  */
 
 import { nameBytes } from '../util/names';
@@ -140,6 +142,25 @@ export class Tree {
     if (!inode) return;
     for (const c of inode.chunks ?? []) if (c) this.ref(c[0], -1);
     this.inodes.delete(ino);
+  }
+
+  /**
+   * Adds an inode that no directory names: a file deleted while still open. Only the VFS's
+   * local tree of such files uses this (the committed tree never holds a nameless inode);
+   * ops then apply to it as to any other inode.
+   */
+  addNameless(inode: Inode): void {
+    if (this.inodes.has(inode.ino)) return;
+    const copy: Inode = { ...inode, chunks: inode.chunks?.map((c) => (c ? [c[0], c[1]] as const : null)) };
+    if (inode.xattrs) copy.xattrs = { ...inode.xattrs };
+    if (!copy.chunks) delete copy.chunks;
+    this.inodes.set(copy.ino, copy);
+    for (const c of copy.chunks ?? []) if (c) this.ref(c[0], 1);
+  }
+
+  /** Removes an inode added with addNameless. */
+  removeNameless(ino: number): void {
+    this.dropInode(ino);
   }
 
   /** Applies one op. Returns the inode numbers whose storage was released (for cache cleanup). */

@@ -6,7 +6,8 @@
  * within the delay never reach the bucket) and either it is full, or its file is no longer
  * open for writing, or it has been dirty for `maxDirtyAgeMs` (so an append-only log keeps its
  * tail chunk local until it fills or closes, but not forever). Under cache pressure or a
- * `drain()` every dirty chunk is due at once. Due chunks go oldest first.
+ * `drain()` every dirty chunk is due at once. Due chunks go oldest first. The chunks of a file
+ * deleted while still open never upload: they go when it is closed.
  *
  * Backoff is per chunk, but an outage is not: when the bucket answers again, `retryNow()`
  * makes every chunk waiting on its backoff due at once (and an upload that was on its way
@@ -31,6 +32,8 @@ export interface WritebackDeps {
   readonly chunkSize: number;
   readonly policy: () => WritebackPolicy;
   readonly isOpenForWrite: (ino: number) => boolean;
+  /** Whether `ino` is a file deleted while still open (its chunks never upload). */
+  readonly isUnlinked?: (ino: number) => boolean;
   readonly upload: (d: DirtyChunk) => Promise<void>;
   readonly paused: () => boolean;
   readonly onError: (err: unknown, d: DirtyChunk) => void;
@@ -77,8 +80,15 @@ export class WritebackQueue {
     if (on) this.pump();
   }
 
+  /** Dirty chunks that are still to upload. */
+  get pending(): number {
+    let n = 0;
+    for (const d of this.deps.dirty.all()) if (!this.deps.isUnlinked?.(d.ino)) n++;
+    return n;
+  }
+
   isDue(d: DirtyChunk, now: number): boolean {
-    if (d.uploading || d.retryAtMs > now) return false;
+    if (d.uploading || d.retryAtMs > now || this.deps.isUnlinked?.(d.ino)) return false;
     if (this.pressure || this.draining > 0) return true;
     const p = this.deps.policy();
     if (now - d.lastWriteMs < p.uploadDelayMs) return false;
@@ -152,7 +162,7 @@ export class WritebackQueue {
     for (const d of this.deps.dirty.all()) d.retryAtMs = 0;
     try {
       for (;;) {
-        if (this.deps.dirty.count === 0) return true;
+        if (this.pending === 0) return true;
         if (this.now() >= deadlineMs) return false;
         this.pump();
         await this.progress.wait(Math.min(500, Math.max(1, deadlineMs - this.now())));

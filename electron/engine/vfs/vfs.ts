@@ -11,8 +11,16 @@
  *  - live sizes: a write that extends a file updates an in-memory size at once and commits it
  *    to the metadata later (at flush/fsync/close, before a chunk commit, or every second), so
  *    a stream of small appends is not a stream of journal records;
- *  - the per-chunk mutex: every change to one chunk's dirty data, and the uploader's hand-over
- *    of a chunk to the clean cache, run under `chunkLock(ino, idx)`. Reads take no lock.
+ *  - the per-chunk mutex: every change to one chunk's dirty data, its fsync, and the uploader's
+ *    hand-over of a chunk to the clean cache, run under `chunkLock(ino, idx)`. Reads take no lock;
+ *  - files deleted while open (as a local disk keeps them): unlink, or a rename over the file,
+ *    removes the name and commits the deletion at once, so it is what the journal keeps and
+ *    what other machines see; the inode itself lives on in a local tree of its own, read,
+ *    written and truncated through its open handles, until its last handle closes and its data
+ *    is freed. None of it is committed or uploaded, so after a crash nothing brings it back
+ *    (its leftover dirty data belongs to no file and goes at the next start). A mount adapter
+ *    that keeps naming such a file (libfuse2 renames it to a hidden name and uses that name
+ *    until the last close) registers that name as an alias: never listed, never committed.
  *
  * Data path: writes land in the dirty store (cache/dirty.ts); reads come from the dirty store,
  * else the clean cache, else the bucket through the fetcher, and zeros for holes. A write that
@@ -26,7 +34,7 @@ import { ChunkCache } from '../cache/chunkCache';
 import { DirtyChunk, DirtyStore } from '../cache/dirty';
 import { HEADER, UNIT, UNIT_OVERHEAD, physicalSize } from '../cache/sealed';
 import { FsError } from '../errors';
-import { ChunkRef, Inode, MetaOp, ROOT_INO } from '../meta/tree';
+import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
 import { ChunkFetcher } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
@@ -100,6 +108,10 @@ export class Vfs {
   private readonly openCount = new Map<number, number>();
   private readonly writersCount = new Map<number, number>();
   private readonly liveSize = new Map<number, { size: number; mtimeMs: number }>();
+  /** Files deleted while open here (see the header). */
+  private readonly unlinked: Tree;
+  /** Names a mount adapter still uses for them: "<directory ino>/<name>" -> ino. */
+  private readonly aliases = new Map<string, number>();
   readonly chunkLocks = new KeyedMutex<string>();
   private readonly memLoads = new SingleFlight<string, boolean>();
   private readonly backpressure: Backpressure;
@@ -127,6 +139,7 @@ export class Vfs {
       onPressure: () => this.onPressure(),
       now: this.now,
     });
+    this.unlinked = new Tree(meta.chunkSize);
     meta.onRelease = (inos) => {
       for (const ino of inos) void this.releaseStorage(ino);
     };
@@ -155,7 +168,7 @@ export class Vfs {
     for (const name of this.split(path)) {
       if (cur.kind !== 'dir') throw new FsError('ENOTDIR');
       if (name.length > NAME_MAX / 4 && nameBytes(name) > NAME_MAX) throw new FsError('ENAMETOOLONG');
-      const next = this.tree.lookup(cur.ino, name);
+      const next = this.tree.lookup(cur.ino, name) ?? this.aliased(cur.ino, name);
       if (!next) throw new FsError('ENOENT');
       cur = next;
     }
@@ -179,6 +192,55 @@ export class Vfs {
 
   private commit(op: MetaOp): void {
     this.meta.commit(op);
+  }
+
+  /** A change to one inode: committed, or for a file deleted while open, applied here only. */
+  private change(op: Extract<MetaOp, { ino: number }>): void {
+    if (this.unlinked.get(op.ino)) this.unlinked.apply(op);
+    else this.commit(op);
+  }
+
+  /** An inode by number, named or deleted while open. */
+  private inodeOf(ino: number): Inode | undefined {
+    return this.tree.get(ino) ?? this.unlinked.get(ino);
+  }
+
+  private aliased(dir: number, name: string): Inode | undefined {
+    if (this.aliases.size === 0) return undefined;
+    const ino = this.aliases.get(`${dir}/${name}`);
+    return ino === undefined ? undefined : this.unlinked.get(ino);
+  }
+
+  /** Whether `ino` is a file deleted while still open here (its data stays local). */
+  isUnlinked(ino: number): boolean {
+    return this.unlinked.get(ino) !== undefined;
+  }
+
+  /** Chunk names the committed tree references, plus those files deleted while open still read. */
+  referencedChunks(): ReadonlyMap<string, number> {
+    const kept = this.unlinked.chunkRefs;
+    if (kept.size === 0) return this.tree.chunkRefs;
+    const all = new Map(this.tree.chunkRefs);
+    for (const [name, n] of kept) all.set(name, (all.get(name) ?? 0) + n);
+    return all;
+  }
+
+  /**
+   * Called before a name of `inode` goes (unlink, rename over it): a file still open lives on
+   * without a name until its last close; otherwise its in-memory size goes with it.
+   */
+  private beforeNameGoes(inode: Inode): void {
+    if (inode.kind === 'file' && (this.openCount.get(inode.ino) ?? 0) > 0) this.unlinked.addNameless(inode);
+    else this.liveSize.delete(inode.ino);
+  }
+
+  /**
+   * Writes the journal (not durably) before a deletion is answered, so a crash of this process
+   * cannot bring the file back. A failure leaves the records queued for the next write: the
+   * deletion has happened either way.
+   */
+  private async journalDeletion(): Promise<void> {
+    await this.meta.flush().catch(() => undefined);
   }
 
   // ---- attributes ------------------------------------------------------------------------
@@ -213,7 +275,7 @@ export class Vfs {
 
   fgetattr(fh: number): Stat {
     const h = this.handle(fh);
-    const inode = this.tree.get(h.ino);
+    const inode = this.inodeOf(h.ino);
     if (!inode) throw new FsError('ENOENT');
     return this.statOf(inode);
   }
@@ -223,8 +285,8 @@ export class Vfs {
     const live = this.liveSize.get(ino);
     if (!live) return;
     this.liveSize.delete(ino);
-    if (!this.tree.get(ino)) return;
-    this.commit({ t: 'attr', ino, size: live.size, mtimeMs: live.mtimeMs, ms: live.mtimeMs });
+    if (!this.inodeOf(ino)) return;
+    this.change({ t: 'attr', ino, size: live.size, mtimeMs: live.mtimeMs, ms: live.mtimeMs });
   }
 
   commitAllSizes(): void {
@@ -234,17 +296,17 @@ export class Vfs {
   chmod(path: string, mode: number): void {
     this.assertWritable();
     const inode = this.resolve(path);
-    this.commit({ t: 'attr', ino: inode.ino, mode: mode & 0o7777, ms: this.now() });
+    this.change({ t: 'attr', ino: inode.ino, mode: mode & 0o7777, ms: this.now() });
   }
 
   chown(path: string, uid: number, gid: number): void {
     this.assertWritable();
     const inode = this.resolve(path);
-    const op: MetaOp = { t: 'attr', ino: inode.ino, ms: this.now() };
+    const op: Extract<MetaOp, { t: 'attr' }> = { t: 'attr', ino: inode.ino, ms: this.now() };
     // (uid_t)-1 means "leave unchanged".
     if (uid !== 0xffffffff && uid !== -1) op.uid = uid;
     if (gid !== 0xffffffff && gid !== -1) op.gid = gid;
-    this.commit(op);
+    this.change(op);
   }
 
   /**
@@ -256,10 +318,10 @@ export class Vfs {
     const inode = this.resolve(path);
     const now = this.now();
     this.commitSize(inode.ino);
-    const op: MetaOp = { t: 'attr', ino: inode.ino, ms: now };
+    const op: Extract<MetaOp, { t: 'attr' }> = { t: 'attr', ino: inode.ino, ms: now };
     if (atimeMs !== TIME_OMIT) op.atimeMs = atimeMs === TIME_NOW ? now : atimeMs;
     if (mtimeMs !== TIME_OMIT) op.mtimeMs = mtimeMs === TIME_NOW ? now : mtimeMs;
-    this.commit(op);
+    this.change(op);
   }
 
   statfs(): Record<string, number> {
@@ -320,17 +382,45 @@ export class Vfs {
     throw new FsError('EPERM', 'hard links are not supported');
   }
 
-  unlink(path: string): void {
+  async unlink(path: string): Promise<void> {
     this.assertWritable();
     const { parent, name } = this.resolveParent(path);
     const inode = this.tree.lookup(parent.ino, name);
-    if (!inode) throw new FsError('ENOENT');
+    if (!inode) {
+      // An alias names a file that is deleted already; it goes, the open file stays.
+      if (this.aliases.delete(`${parent.ino}/${name}`)) return;
+      throw new FsError('ENOENT');
+    }
     if (inode.kind === 'dir') throw new FsError('EISDIR');
-    this.liveSize.delete(inode.ino);
+    this.beforeNameGoes(inode);
     this.commit({ t: 'rm', parent: parent.ino, name, ms: this.now() });
+    await this.journalDeletion();
   }
 
-  rename(from: string, to: string): void {
+  /**
+   * unlink(2) for a mount adapter that keeps naming the file afterwards: the name goes and the
+   * deletion is committed as with unlink(), and `alias` (a name in the same directory) reaches
+   * the open inode on this machine only, never listed nor committed, until its last handle
+   * closes. libfuse2 renames a file deleted while open to a hidden name instead of unlinking
+   * it; its adapter calls this for that rename. A file whose last handle closed meanwhile is
+   * simply deleted. What cannot be such a rename (a directory, another directory, a name in
+   * use) is an ordinary rename.
+   */
+  async unlinkKeepingAlias(path: string, alias: string): Promise<void> {
+    this.assertWritable();
+    const { parent, name } = this.resolveParent(path);
+    const to = this.resolveParent(alias);
+    const inode = this.tree.lookup(parent.ino, name);
+    if (!inode || inode.kind === 'dir' || to.parent.ino !== parent.ino || parent.entries!.has(to.name)) {
+      return this.rename(path, alias);
+    }
+    this.beforeNameGoes(inode);
+    if (this.unlinked.get(inode.ino)) this.aliases.set(`${parent.ino}/${to.name}`, inode.ino);
+    this.commit({ t: 'rm', parent: parent.ino, name, ms: this.now() });
+    await this.journalDeletion();
+  }
+
+  async rename(from: string, to: string): Promise<void> {
     this.assertWritable();
     const src = this.resolveParent(from);
     const dst = this.resolveParent(to);
@@ -342,7 +432,6 @@ export class Vfs {
       if (moving.kind === 'dir' && existing.kind !== 'dir') throw new FsError('ENOTDIR');
       if (moving.kind !== 'dir' && existing.kind === 'dir') throw new FsError('EISDIR');
       if (existing.kind === 'dir' && existing.entries!.size > 0) throw new FsError('ENOTEMPTY');
-      this.liveSize.delete(existing.ino);
     }
     if (moving.kind === 'dir') {
       // A directory cannot move below itself.
@@ -351,7 +440,9 @@ export class Vfs {
         if (p.ino === ROOT_INO) break;
       }
     }
+    if (existing) this.beforeNameGoes(existing);
     this.commit({ t: 'mv', sp: src.parent.ino, sn: src.name, dp: dst.parent.ino, dn: dst.name, ms: this.now() });
+    if (existing) await this.journalDeletion();
   }
 
   private parentOf(ino: number): Inode | undefined {
@@ -371,7 +462,7 @@ export class Vfs {
     if (flags & XATTR_REPLACE && !exists) throw new FsError('ENODATA');
     if (nameBytes(name) > 255) throw new FsError('ERANGE');
     if (value.length > 64 * 1024) throw new FsError('E2BIG');
-    this.commit({ t: 'xattr', ino: inode.ino, name, value: value.toString('base64'), ms: this.now() });
+    this.change({ t: 'xattr', ino: inode.ino, name, value: value.toString('base64'), ms: this.now() });
   }
 
   getxattr(path: string, name: string): Buffer {
@@ -389,7 +480,7 @@ export class Vfs {
     this.assertWritable();
     const inode = this.resolve(path);
     if (inode.xattrs?.[name] === undefined) throw new FsError('ENODATA');
-    this.commit({ t: 'xattr', ino: inode.ino, name, value: null, ms: this.now() });
+    this.change({ t: 'xattr', ino: inode.ino, name, value: null, ms: this.now() });
   }
 
   // ---- open files ------------------------------------------------------------------------
@@ -405,7 +496,7 @@ export class Vfs {
     const writable = acc === O_WRONLY || acc === O_RDWR;
     const fh = this.nextFh++;
     if (this.nextFh >= 0x3ffffff0) this.nextFh = 1; // bit 30 is the FUSE adapter's direct-I/O flag
-    const inode = this.tree.get(ino);
+    const inode = this.inodeOf(ino);
     const snap = !writable && inode?.kind === 'file' && this.opts.snapshotReads?.()
       ? { chunks: [...(inode.chunks ?? [])], size: this.sizeOf(inode) }
       : undefined;
@@ -475,14 +566,29 @@ export class Vfs {
   async fsync(fh: number): Promise<void> {
     const h = this.handle(fh);
     this.commitSize(h.ino);
-    await this.dirty.syncInode(h.ino);
+    await this.syncData(h.ino);
     await this.meta.sync();
   }
 
   async fsyncAll(): Promise<void> {
     this.commitAllSizes();
-    await this.dirty.syncAll();
+    for (const ino of this.dirty.inodes()) await this.syncData(ino);
     await this.meta.sync();
+  }
+
+  /**
+   * Makes a file's dirty chunks durable, each under its chunk lock, so an upload cannot hand
+   * the chunk to the clean cache (nor a truncate drop it) while it is being synced. A chunk
+   * that left the dirty store before its turn is durable already: the upload committed its
+   * reference durably before the hand-over (and the meta.sync that follows covers it too).
+   */
+  private async syncData(ino: number): Promise<void> {
+    for (const idx of this.dirty.indexesOf(ino)) {
+      await this.chunkLock(ino, idx, async () => {
+        const d = this.dirty.get(ino, idx);
+        if (d) await this.dirty.syncChunk(d);
+      });
+    }
   }
 
   async release(fh: number): Promise<void> {
@@ -498,6 +604,12 @@ export class Vfs {
       if (w <= 0) this.writersCount.delete(h.ino);
       else this.writersCount.set(h.ino, w);
       this.onWriterClosed(h.ino);
+    }
+    if (open <= 0 && this.unlinked.get(h.ino)) {
+      // The last handle of a file deleted while open: now its data goes.
+      this.unlinked.removeNameless(h.ino);
+      for (const [key, ino] of this.aliases) if (ino === h.ino) this.aliases.delete(key);
+      await this.releaseStorage(h.ino);
     }
     await this.meta.flush();
   }
@@ -517,7 +629,7 @@ export class Vfs {
       inode = { ino: h.ino, chunks: h.snap.chunks };
       size = h.snap.size;
     } else {
-      const live = this.tree.get(h.ino);
+      const live = this.inodeOf(h.ino);
       if (!live) throw new FsError('ENOENT');
       if (live.kind !== 'file') throw new FsError('EISDIR');
       inode = live;
@@ -642,7 +754,7 @@ export class Vfs {
     this.assertWritable();
     const h = this.handle(fh);
     if (!h.writable) throw new FsError('EBADF');
-    const inode = this.tree.get(h.ino);
+    const inode = this.inodeOf(h.ino);
     if (!inode) throw new FsError('ENOENT');
     if (h.append) pos = this.sizeOf(inode);
     const end = pos + data.length;
@@ -665,7 +777,7 @@ export class Vfs {
         break;
       }
       const writePiece = () => this.chunkLock(inode.ino, idx, async () => {
-        if (!this.tree.get(inode.ino)) throw new FsError('ENOENT');
+        if (!this.inodeOf(inode.ino)) throw new FsError('ENOENT');
         const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
         // Room for the bytes this write adds is made before they reach the disk.
         const growth = physicalSize(Math.max(d.len, inChunk + n)) - physicalSize(d.len);
@@ -696,7 +808,7 @@ export class Vfs {
 
   async ftruncate(fh: number, size: number): Promise<void> {
     this.assertWritable();
-    const inode = this.tree.get(this.handle(fh).ino);
+    const inode = this.inodeOf(this.handle(fh).ino);
     if (!inode) throw new FsError('ENOENT');
     await this.truncateInode(inode, size);
   }
@@ -710,7 +822,7 @@ export class Vfs {
     const old = this.sizeOf(inode);
     this.liveSize.delete(inode.ino);
     const now = this.now();
-    this.commit({ t: 'attr', ino: inode.ino, size, mtimeMs: now, ms: now });
+    this.change({ t: 'attr', ino: inode.ino, size, mtimeMs: now, ms: now });
     if (size < old) {
       const keep = Math.ceil(size / cs);
       const affected = this.dirty.indexesOf(inode.ino).filter((idx) => idx >= keep - 1);
@@ -729,8 +841,9 @@ export class Vfs {
     }
   }
 
-  /** Drops the local data of a deleted file. */
+  /** Drops the local data of a deleted file (at its last close if it was deleted while open). */
   private async releaseStorage(ino: number): Promise<void> {
+    if (this.unlinked.get(ino)) return;
     this.liveSize.delete(ino);
     const idxs = this.dirty.indexesOf(ino);
     if (idxs.length === 0) return;
