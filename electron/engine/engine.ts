@@ -13,7 +13,8 @@
  * pushes metadata only while it is valid; while it cannot renew (offline) it keeps taking
  * writes into the cache, commits nothing, and commits them once a renewal gets through. After
  * taking the lease from another machine it writes a fence segment so the previous holder can
- * never commit again. A follower mounts read-only, polls the metadata log and applies the
+ * never commit again, and it seals a header written before headers were sealed (filespace.ts),
+ * once this machine's metadata has agreed with the header's chunk size. A follower mounts read-only, polls the metadata log and applies the
  * writer's segments live; open files keep reading the chunk list they opened (old chunks
  * outlive the GC grace period). Local changes that another machine's segments overtook are
  * set aside (aside.ts), never merged; so are dirty chunks found at start without a file the
@@ -34,7 +35,7 @@ import { SealedIO } from './cache/sealed';
 import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, encodeChunk } from './chunk/format';
 import { EngineSettings, resolveSettings } from './config';
-import { FilespaceHeader } from './filespace';
+import { FilespaceHeader, sealLegacyHeader } from './filespace';
 import { MetaStore } from './meta/metastore';
 import { RemoteMeta, SegmentConflictError, SegmentWriter, isOwnPrefix } from './meta/remote';
 import { Lease, LeaseHeldError, LeaseLostError, LeaseRecord, Machine, NoConditionalWritesError, describeHolder } from './meta/lease';
@@ -49,6 +50,7 @@ import { WritebackQueue } from './upload/writeback';
 import { Vfs } from './vfs/vfs';
 import { UserError } from './errors';
 import { RepairResult, describeLocalDamage, repairLocalMetadata } from './repair';
+import { formatSize } from './util/sizes';
 
 export interface EngineOptions {
   readonly store: ObjectStore;
@@ -246,7 +248,7 @@ export class Engine {
     this.uploadLimit = new RateLimiter(opts.settings.uploadLimitBytesPerSec);
     this.log = opts.log ?? (() => undefined);
     this.mode = opts.mode ?? 'write';
-    this.remote = new RemoteMeta(opts.store, opts.keys.metaKey);
+    this.remote = new RemoteMeta(opts.store, opts.keys.metaKey, opts.header);
     this.lease = new Lease({
       store: opts.store,
       metaKey: opts.keys.metaKey,
@@ -308,7 +310,7 @@ export class Engine {
       await existing.close();
       throw new UserError(`${cacheDir} already holds a filespace's cache; pick another --cache-dir`, 'EXISTS');
     }
-    const { tree, seq } = await new RemoteMeta(store, keys.metaKey).load(header.chunkSize);
+    const { tree, seq } = await new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize);
     const meta = await MetaStore.create(metaDir, tree, seq);
     await meta.close();
   }
@@ -322,7 +324,10 @@ export class Engine {
         throw await describeLocalDamage(err, opts.cacheDir, opts.name);
       });
       if (!meta) throw new UserError(`no local metadata in ${opts.cacheDir}; link the filespace first`, 'NOT_LINKED');
-      if (meta.chunkSize !== opts.header.chunkSize) throw new UserError('local cache belongs to another filespace', 'MISMATCH');
+      if (meta.chunkSize !== opts.header.chunkSize) {
+        throw new UserError(`${opts.store.description}/filespace.json gives a chunk size of ${formatSize(opts.header.chunkSize)}, but this machine ` +
+          `linked the filespace with ${formatSize(meta.chunkSize)} chunks: the header was changed; put the original back (nothing was changed)`, 'HEADER_MISMATCH');
+      }
       checkCapFitsChunks(opts.settings.cacheCapBytes, meta.chunkSize);
       const handles = new HandlePool(256);
       const sealed = new SealedIO(opts.keys.cacheKey);
@@ -426,6 +431,7 @@ export class Engine {
         this.leaseTimer = setTimeout(() => void this.retryLease(), 2000);
         this.leaseTimer.unref();
       }
+      if (this.leaseTaken) await this.sealHeader();
     } else {
       this.holderSeen = await this.lease.read().then((v) => v?.record, () => undefined);
       await this.catchUp(true);
@@ -496,6 +502,7 @@ export class Engine {
           }
         }
       }
+      await this.sealHeader();
       this.replicator.schedule(0);
     } catch (err) {
       if (err instanceof LeaseHeldError || err instanceof NoConditionalWritesError) {
@@ -505,6 +512,25 @@ export class Engine {
       this.log(`could not take the write lease: ${(err as Error).message}`);
       this.leaseTimer = setTimeout(() => void this.retryLease(), 5000);
       this.leaseTimer.unref();
+    }
+  }
+
+  /**
+   * A header written before headers were sealed gets its seal from the machine that holds the
+   * lease, once its metadata agreed with the header (checked at open) and the newest checkpoint
+   * names the chunk size (so stripping the seal again cannot hide a changed chunk size from a
+   * machine that links). A failure only delays it to the next read-write mount.
+   */
+  private async sealHeader(): Promise<void> {
+    if (this.opts.header.seal !== undefined || this.replicator.conflict) return;
+    try {
+      if (!(await this.remote.bindNewestCheckpoint())) {
+        this.log('filespace.json has no seal yet; the newest metadata checkpoint could not be made to name the chunk size now, so the next read-write mount seals it');
+        return;
+      }
+      if (await sealLegacyHeader(this.opts.store, this.opts.header, this.opts.keys)) this.log('sealed filespace.json: a change to it is now refused');
+    } catch (err) {
+      this.log(`could not seal filespace.json now (${(err as Error).message}); the next read-write mount tries again`);
     }
   }
 

@@ -146,7 +146,7 @@ export async function repairLocalMetadata(opts: {
   const first = await MetaStore.inspect(metaDir);
   if (!first.damage && !first.snapshotError) return { repaired: false, unnamed: 0, kept: [] };
 
-  const bucket = await new RemoteMeta(store, keys.metaKey).load(cs);
+  const bucket = await new RemoteMeta(store, keys.metaKey, header).load(cs);
   // With the snapshot unreadable, the journal's records are applied to the bucket's tree, only
   // to name the files they touched.
   const seen = await MetaStore.inspect(metaDir, Tree.fromSnapshot(cs, bucket.tree.snapshot()));
