@@ -35,7 +35,7 @@ import { SealedIO } from './cache/sealed';
 import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, encodeChunk } from './chunk/format';
 import { EngineSettings, resolveSettings } from './config';
-import { FilespaceHeader, sealLegacyHeader } from './filespace';
+import { FilespaceHeader, linkedChunkSizeMismatch, sealLegacyHeader } from './filespace';
 import { MetaStore } from './meta/metastore';
 import { RemoteMeta, SegmentConflictError, SegmentWriter, isOwnPrefix } from './meta/remote';
 import { Lease, LeaseHeldError, LeaseLostError, LeaseRecord, Machine, NoConditionalWritesError, describeHolder } from './meta/lease';
@@ -50,7 +50,6 @@ import { WritebackQueue } from './upload/writeback';
 import { Vfs } from './vfs/vfs';
 import { UserError } from './errors';
 import { RepairResult, describeLocalDamage, repairLocalMetadata } from './repair';
-import { formatSize } from './util/sizes';
 
 export interface EngineOptions {
   readonly store: ObjectStore;
@@ -324,10 +323,7 @@ export class Engine {
         throw await describeLocalDamage(err, opts.cacheDir, opts.name);
       });
       if (!meta) throw new UserError(`no local metadata in ${opts.cacheDir}; link the filespace first`, 'NOT_LINKED');
-      if (meta.chunkSize !== opts.header.chunkSize) {
-        throw new UserError(`${opts.store.description}/filespace.json gives a chunk size of ${formatSize(opts.header.chunkSize)}, but this machine ` +
-          `linked the filespace with ${formatSize(meta.chunkSize)} chunks: the header was changed; put the original back (nothing was changed)`, 'HEADER_MISMATCH');
-      }
+      if (meta.chunkSize !== opts.header.chunkSize) throw linkedChunkSizeMismatch(opts.store, opts.header.chunkSize, meta.chunkSize);
       checkCapFitsChunks(opts.settings.cacheCapBytes, meta.chunkSize);
       const handles = new HandlePool(256);
       const sealed = new SealedIO(opts.keys.cacheKey);

@@ -165,6 +165,12 @@ export function checkLinkedFilespace(header: FilespaceHeader, linkedId: string, 
     'if the header was replaced, put the original back; if the bucket now holds another filespace, unlink and link again', 'MISMATCH');
 }
 
+/** The header's chunk size is not the one this machine linked the filespace with: the header was changed. */
+export function linkedChunkSizeMismatch(store: ObjectStore, headerChunkSize: number, linkedChunkSize: number): UserError {
+  return new UserError(`${store.description}/${HEADER_KEY} gives a chunk size of ${formatSize(headerChunkSize)}, but this machine linked the filespace ` +
+    `with ${formatSize(linkedChunkSize)} chunks: the header was changed; put the original back (nothing was changed)`, 'HEADER_MISMATCH');
+}
+
 /**
  * Adds the seal to a header written without one, if the bucket still holds exactly the header
  * this machine unlocked (the write is conditional on its ETag). Called by the read-write mount

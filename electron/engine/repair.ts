@@ -26,7 +26,7 @@ import { SealedIO } from './cache/sealed';
 import { Keys } from './chunk/crypto';
 import { chunkKey, decodeChunk } from './chunk/format';
 import { UserError } from './errors';
-import { FilespaceHeader } from './filespace';
+import { FilespaceHeader, linkedChunkSizeMismatch } from './filespace';
 import { JournalDamagedError, SnapshotDamagedError } from './meta/journal';
 import { LocalMetaInspection, MetaStore, inodesChangedBy } from './meta/metastore';
 import { RemoteMeta } from './meta/remote';
@@ -151,7 +151,7 @@ export async function repairLocalMetadata(opts: {
   // to name the files they touched.
   const seen = await MetaStore.inspect(metaDir, Tree.fromSnapshot(cs, bucket.tree.snapshot()));
   const tree = seen.tree ?? Tree.fromSnapshot(cs, bucket.tree.snapshot());
-  if (tree.chunkSize !== cs) throw new UserError('the local cache belongs to another filespace', 'MISMATCH');
+  if (tree.chunkSize !== cs) throw linkedChunkSizeMismatch(store, cs, tree.chunkSize);
 
   const handles = new HandlePool(16);
   try {
