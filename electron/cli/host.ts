@@ -16,7 +16,7 @@ import { MountState, SETTABLE_KEYS, StatusDto } from '../contract/api';
 import { Engine } from '../engine/engine';
 import { resolveSettings, EngineSettings } from '../engine/config';
 import { UserError } from '../engine/errors';
-import { unlockFilespace } from '../engine/filespace';
+import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
 import { ObjectStore } from '../engine/store/types';
 import { parseDuration, parseRate, parseSize } from '../engine/util/sizes';
 import { ApiFailure, startControlServer } from './control';
@@ -121,9 +121,7 @@ export class MountHost {
     const passphrase = this.opts.passphrase ?? (await readPassphraseFile(this.cfg.passphraseFile));
     const store = this.opts.store ?? openStore(this.cfg.store);
     const { header, keys } = await unlockFilespace(store, passphrase);
-    if (header.id !== this.cfg.filespaceId) {
-      throw new UserError(`the bucket now holds a different filespace than the one linked as "${this.cfg.name}"; unlink and link again`, 'MISMATCH');
-    }
+    checkLinkedFilespace(header, this.cfg.filespaceId, this.cfg.name, store);
     this.engine = await Engine.open({
       store, keys, header, cacheDir: this.cfg.cacheDir, settings: settingsOf(this.cfg), log: this.opts.log,
       mode: this.opts.mode, takeover: this.opts.takeover, conditionalWrites: this.cfg.conditionalWrites, name: this.cfg.name,

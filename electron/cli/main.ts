@@ -14,7 +14,7 @@ import { StatusDto } from '../contract/api';
 import { Engine } from '../engine/engine';
 import { checkFilespace } from '../engine/check';
 import { UserError } from '../engine/errors';
-import { createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
+import { checkLinkedFilespace, createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
 import { probeConditionalWrites } from '../engine/meta/lease';
 import { MetaStore } from '../engine/meta/metastore';
 import { damageSummary } from '../engine/repair';
@@ -417,6 +417,7 @@ async function cmdSync(args: string[]): Promise<void> {
     // Not mounted: open the engine without a mount just to upload what waits in the cache.
     const store = openStore(cfg.store);
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
+    checkLinkedFilespace(header, cfg.filespaceId, cfg.name, store);
     const engine = await Engine.open({ store, keys, header, cacheDir: cfg.cacheDir, settings: settingsOf(cfg), log, name: cfg.name });
     try {
       const done = await engine.sync(Date.now() + timeoutMs);
@@ -516,9 +517,7 @@ async function cmdRepair(args: string[]): Promise<void> {
   const store = openStore(cfg.store);
   try {
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
-    if (header.id !== cfg.filespaceId) {
-      throw new UserError(`the bucket now holds a different filespace than the one linked as "${cfg.name}"; unlink and link again`, 'MISMATCH');
-    }
+    checkLinkedFilespace(header, cfg.filespaceId, cfg.name, store);
     const r = await Engine.repairLocal({ store, keys, header, cacheDir: cfg.cacheDir, log: (m) => process.stderr.write(`${m}\n`) });
     if (!r.repaired) {
       console.log(`"${cfg.name}": the local metadata is not damaged; nothing was changed`);

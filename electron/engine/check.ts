@@ -91,7 +91,7 @@ export async function checkFilespace(opts: {
   let localDamage = false;
 
   say('reading the metadata in the bucket');
-  const { tree: remoteTree, seq, damage } = await new RemoteMeta(store, keys.metaKey).loadTolerant(header.chunkSize);
+  const { tree: remoteTree, seq, damage } = await new RemoteMeta(store, keys.metaKey, header).loadTolerant(header.chunkSize);
   for (const key of damage.checkpoints) {
     problems.push(`bucket: metadata checkpoint ${key} is damaged (it fails authentication); an older checkpoint and the log are read instead`);
   }

@@ -13,7 +13,8 @@
  * pushes metadata only while it is valid; while it cannot renew (offline) it keeps taking
  * writes into the cache, commits nothing, and commits them once a renewal gets through. After
  * taking the lease from another machine it writes a fence segment so the previous holder can
- * never commit again. A follower mounts read-only, polls the metadata log and applies the
+ * never commit again, and it seals a header written before headers were sealed (filespace.ts),
+ * once this machine's metadata has agreed with the header's chunk size. A follower mounts read-only, polls the metadata log and applies the
  * writer's segments live; open files keep reading the chunk list they opened (old chunks
  * outlive the GC grace period). Local changes that another machine's segments overtook are
  * set aside (aside.ts), never merged; so are dirty chunks found at start without a file the
@@ -43,7 +44,7 @@ import { SealedIO } from './cache/sealed';
 import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, encodeChunk } from './chunk/format';
 import { EngineSettings, resolveSettings } from './config';
-import { FilespaceHeader, HEADER_KEY } from './filespace';
+import { FilespaceHeader, HEADER_KEY, linkedChunkSizeMismatch, sealLegacyHeader } from './filespace';
 import { MetaStore } from './meta/metastore';
 import { RemoteMeta, SegmentConflictError, SegmentWriter, isOwnPrefix } from './meta/remote';
 import { Lease, LeaseHeldError, LeaseLostError, LeaseRecord, Machine, NoConditionalWritesError, describeHolder } from './meta/lease';
@@ -275,7 +276,7 @@ export class Engine {
     this.uploadLimit = new RateLimiter(opts.settings.uploadLimitBytesPerSec);
     this.log = opts.log ?? (() => undefined);
     this.mode = opts.mode ?? 'write';
-    this.remote = new RemoteMeta(opts.store, opts.keys.metaKey);
+    this.remote = new RemoteMeta(opts.store, opts.keys.metaKey, opts.header);
     this.lease = new Lease({
       store: opts.store,
       metaKey: opts.keys.metaKey,
@@ -354,7 +355,7 @@ export class Engine {
       await existing.close();
       throw new UserError(`${cacheDir} already holds a filespace's cache; pick another --cache-dir`, 'EXISTS');
     }
-    const { tree, seq } = await new RemoteMeta(store, keys.metaKey).load(header.chunkSize);
+    const { tree, seq } = await new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize);
     const meta = await MetaStore.create(metaDir, tree, seq);
     await meta.close();
   }
@@ -368,7 +369,7 @@ export class Engine {
         throw await describeLocalDamage(err, opts.cacheDir, opts.name);
       });
       if (!meta) throw new UserError(`no local metadata in ${opts.cacheDir}; link the filespace first`, 'NOT_LINKED');
-      if (meta.chunkSize !== opts.header.chunkSize) throw new UserError('local cache belongs to another filespace', 'MISMATCH');
+      if (meta.chunkSize !== opts.header.chunkSize) throw linkedChunkSizeMismatch(opts.store, opts.header.chunkSize, meta.chunkSize);
       checkCapFitsChunks(opts.settings.cacheCapBytes, meta.chunkSize);
       const handles = new HandlePool(256);
       const sealed = new SealedIO(opts.keys.cacheKey);
@@ -478,6 +479,7 @@ export class Engine {
         this.leaseTimer = setTimeout(() => void this.retryLease(), 2000);
         this.leaseTimer.unref();
       }
+      if (this.leaseTaken) await this.sealHeader();
     } else {
       this.holderSeen = await this.lease.read().then((v) => v?.record, () => undefined);
       await this.catchUp(true);
@@ -548,6 +550,7 @@ export class Engine {
           }
         }
       }
+      await this.sealHeader();
       this.replicator.schedule(0);
     } catch (err) {
       if (err instanceof LeaseHeldError || err instanceof NoConditionalWritesError) {
@@ -567,6 +570,25 @@ export class Engine {
     clearTimeout(this.leaseTimer);
     this.leaseTimer = undefined;
     void (this.leaseTaken ? this.renewLease() : this.retryLease());
+  }
+
+  /**
+   * A header written before headers were sealed gets its seal from the machine that holds the
+   * lease, once its metadata agreed with the header (checked at open) and the newest checkpoint
+   * names the chunk size (so stripping the seal again cannot hide a changed chunk size from a
+   * machine that links). A failure only delays it to the next read-write mount.
+   */
+  private async sealHeader(): Promise<void> {
+    if (this.opts.header.seal !== undefined || this.replicator.conflict) return;
+    try {
+      if (!(await this.remote.bindNewestCheckpoint())) {
+        this.log('filespace.json has no seal yet; the newest metadata checkpoint could not be made to name the chunk size now, so the next read-write mount seals it');
+        return;
+      }
+      if (await sealLegacyHeader(this.opts.store, this.opts.header, this.opts.keys)) this.log('sealed filespace.json: a change to it is now refused');
+    } catch (err) {
+      this.log(`could not seal filespace.json now (${(err as Error).message}); the next read-write mount tries again`);
+    }
   }
 
   private scheduleRenewal(): void {

@@ -26,7 +26,7 @@ import { SealedIO } from './cache/sealed';
 import { Keys } from './chunk/crypto';
 import { chunkKey, decodeChunk } from './chunk/format';
 import { UserError } from './errors';
-import { FilespaceHeader } from './filespace';
+import { FilespaceHeader, linkedChunkSizeMismatch } from './filespace';
 import { JournalDamagedError, SnapshotDamagedError } from './meta/journal';
 import { LocalMetaInspection, MetaStore, inodesChangedBy } from './meta/metastore';
 import { RemoteMeta } from './meta/remote';
@@ -146,12 +146,12 @@ export async function repairLocalMetadata(opts: {
   const first = await MetaStore.inspect(metaDir);
   if (!first.damage && !first.snapshotError) return { repaired: false, unnamed: 0, kept: [] };
 
-  const bucket = await new RemoteMeta(store, keys.metaKey).load(cs);
+  const bucket = await new RemoteMeta(store, keys.metaKey, header).load(cs);
   // With the snapshot unreadable, the journal's records are applied to the bucket's tree, only
   // to name the files they touched.
   const seen = await MetaStore.inspect(metaDir, Tree.fromSnapshot(cs, bucket.tree.snapshot()));
   const tree = seen.tree ?? Tree.fromSnapshot(cs, bucket.tree.snapshot());
-  if (tree.chunkSize !== cs) throw new UserError('the local cache belongs to another filespace', 'MISMATCH');
+  if (tree.chunkSize !== cs) throw linkedChunkSizeMismatch(store, cs, tree.chunkSize);
 
   const handles = new HandlePool(16);
   try {

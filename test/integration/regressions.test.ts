@@ -12,8 +12,10 @@
  *     ranges of one shared file (ranges that share chunks);
  *   - writes through a shared `mmap`, with and without `msync`.
  * And bucket tampering (a chunk deleted, a byte flipped, the lease deleted, `filespace.json`
- * replaced): the affected file reads EIO and only it, or mounting/linking is refused with a
- * clear message; never wrong bytes.
+ * replaced, also by a header with a changed chunk size, with its seal stripped, or of another
+ * filespace): the affected file reads EIO and only it, or mounting/linking is refused with a
+ * clear message; never wrong bytes. A header without a seal, as written before headers were
+ * sealed, still mounts, and the next read-write mount seals it.
  *
  * Uploads are held in flight by the proxy's latency on chunk PUTs and one upload at a time;
  * every wait is on an event (a PUT seen by the proxy, a line in a log, a status field).
@@ -27,6 +29,10 @@ import * as path from 'node:path';
 import { Linked, RunResult, killHard, randomFile, run, sh, until } from '../helpers/bed';
 import { proxiedBed } from '../helpers/faultProxy';
 import { s3StoreFor } from '../helpers/moto';
+import { readPassphraseFile } from '../../electron/cli/config';
+import { open } from '../../electron/engine/chunk/crypto';
+import { unlockFilespace } from '../../electron/engine/filespace';
+import { CKPT_PREFIX, RemoteMeta } from '../../electron/engine/meta/remote';
 
 const KiB = 1024;
 
@@ -621,14 +627,10 @@ print(' '.join(out))
     ]);
   });
 
-  it('a filespace.json replaced by another valid header is refused with a clear message, never with wrong bytes', {
-    timeout: 240_000,
-    // Found by this test: the header is not authenticated, and nothing sealed binds the chunk
-    // size, so a new machine links with the tampered chunk size and reads wrong bytes (the
-    // linked machine refuses, naming its cache instead of the header). Linking with another
-    // filespace's header fails as "unexpected error: AuthError" with a stack trace.
-    todo: 'a changed chunk size in filespace.json gives wrong bytes on a newly linked machine',
-  }, async () => {
+  // A changed chunk size once made a new machine read every block from the wrong chunk; the
+  // header's fields are sealed now, and checkpoints name the chunk size they were written with,
+  // so a header whose seal was stripped (as one written before the seal existed) is caught too.
+  it('a filespace.json replaced by another valid header is refused with a clear message, never with wrong bytes', { timeout: 300_000 }, async () => {
     await replaceHeader(async (header) => {
       const otherBucket = await bed.newBucket();
       const m = await bed.machine('other-filespace');
@@ -636,11 +638,86 @@ print(' '.join(out))
       const otherStore = s3StoreFor(bed.endpoint, otherBucket);
       const foreign = (await otherStore.get('filespace.json'))!.body;
       await otherStore.close();
+      const unsealed = { ...header };
+      delete unsealed.seal;
       return [
-        ['a smaller chunk size', Buffer.from(JSON.stringify({ ...header, chunkSize: 64 * KiB })), /chunk size/],
-        ['a larger chunk size', Buffer.from(JSON.stringify({ ...header, chunkSize: 256 * KiB })), /chunk size/],
+        ['a smaller chunk size', Buffer.from(JSON.stringify({ ...header, chunkSize: 64 * KiB })), /changed by someone without the passphrase: its chunk size is 64\.0 KiB, sealed as 128 KiB/],
+        ['a larger chunk size', Buffer.from(JSON.stringify({ ...header, chunkSize: 256 * KiB })), /changed by someone without the passphrase: its chunk size is 256 KiB, sealed as 128 KiB/],
+        ['no seal and a smaller chunk size', Buffer.from(JSON.stringify({ ...unsealed, chunkSize: 64 * KiB })), /filespace\.json gives a chunk size of 64\.0 KiB, but .* 128 KiB chunks: the header was changed/],
+        ['no seal and a larger chunk size', Buffer.from(JSON.stringify({ ...unsealed, chunkSize: 256 * KiB })), /filespace\.json gives a chunk size of 256 KiB, but .* 128 KiB chunks: the header was changed/],
         ['the header of another filespace with the same passphrase', foreign, /different filespace|another filespace/],
       ];
     });
+  });
+
+  it('a filespace written before headers were sealed mounts; the next read-write mount seals it, and a changed chunk size is refused from then on', { timeout: 300_000 }, async () => {
+    const fs = await bed.filespace({ chunkSize: '128KiB', settings: { 'upload-delay': '0s' } });
+    await fs.mount();
+    const ref = path.join(env.local, `unsealed-ref-${fs.name}`);
+    await twin(fs.mnt, ref, 'a.bin', 2 * 128 * KiB + 7);
+    await fs.sync();
+    await fs.unmount();
+    const store = s3StoreFor(bed.endpoint, fs.bucket);
+    const headerNow = async () => JSON.parse((await store.get('filespace.json'))!.body.toString('utf8')) as Record<string, unknown>;
+    try {
+      // Make it what the code before the seal wrote: a header without a seal, a checkpoint that names nothing.
+      const header = await headerNow();
+      assert.equal(typeof header.seal, 'string', 'a new filespace has a sealed header');
+      const unsealed = { ...header };
+      delete unsealed.seal;
+      await store.put('filespace.json', Buffer.from(JSON.stringify(unsealed, null, 2)));
+      const { keys } = await unlockFilespace(store, await readPassphraseFile(bed.passFile));
+      const legacy = new RemoteMeta(store, keys.metaKey);
+      const { tree, seq } = await legacy.load(128 * KiB);
+      await store.deleteMany(await store.list(CKPT_PREFIX));
+      await legacy.writeCheckpoint(seq, tree.snapshot());
+      const newestCheckpoint = async () => {
+        const key = (await store.list(CKPT_PREFIX)).pop()!;
+        return JSON.parse(open(keys.metaKey, (await store.get(key))!.body, `meta:${key}`, key).toString('utf8')) as Record<string, unknown>;
+      };
+      assert.equal((await newestCheckpoint()).filespace, undefined);
+
+      // A follower reads with it and leaves it as it is.
+      await fs.mount({ readOnly: true });
+      await assertSameTree(ref, fs.mnt, 'read-only with an unsealed header');
+      await fs.unmount();
+      assert.equal((await headerNow()).seal, undefined, 'a read-only mount does not seal');
+
+      // The writer seals it (same fields, plus the seal) after the newest checkpoint names the chunk size.
+      await fs.mount();
+      await assertSameTree(ref, fs.mnt, 'read-write with an unsealed header');
+      const resealed = await headerNow();
+      assert.equal(typeof resealed.seal, 'string', 'the read-write mount sealed the header');
+      assert.deepEqual({ ...resealed, seal: undefined }, { ...unsealed, seal: undefined });
+      assert.deepEqual((await newestCheckpoint()).filespace, { id: header.id, chunkSize: 128 * KiB });
+      await fs.unmount();
+
+      // From now on a change to it is refused, also with the seal stripped again.
+      const refused = async (what: string, body: Record<string, unknown>, message: RegExp) => {
+        await store.put('filespace.json', Buffer.from(JSON.stringify(body)));
+        const r = await fs.machine.cli('mount', fs.name);
+        assert.notEqual(r.code, 0, `${what}: the linked machine refuses`);
+        assert.match(r.stderr, message, what);
+        assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+        const other = await bed.machine('after-seal');
+        const mnt = path.join(other.home, 'mnt');
+        await fsp.mkdir(mnt);
+        const link = await other.cli('link', ...bed.storeArgs(fs.bucket), '--mount-point', mnt, '--name', 'x', '--passphrase-file', bed.passFile);
+        assert.notEqual(link.code, 0, `${what}: a new machine refuses to link`);
+        assert.match(link.stderr, /chunk size/, what);
+        assert.equal(link.stderr.trim().split('\n').length, 1, link.stderr);
+      };
+      await refused('a smaller chunk size', { ...resealed, chunkSize: 64 * KiB }, /changed by someone without the passphrase: its chunk size is 64\.0 KiB, sealed as 128 KiB/);
+      const stripped = { ...resealed };
+      delete stripped.seal;
+      await refused('no seal and a smaller chunk size', { ...stripped, chunkSize: 64 * KiB }, /filespace\.json gives a chunk size of 64\.0 KiB, but .* 128 KiB chunks/);
+      await store.put('filespace.json', Buffer.from(JSON.stringify(resealed, null, 2)));
+    } finally {
+      await store.close();
+    }
+    await fs.mount();
+    await assertSameTree(ref, fs.mnt, 'with the sealed header');
+    await fs.unmount();
+    await assertCheckClean(fs);
   });
 });

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { CHECKPOINTS_KEPT, CKPT_PREFIX, DamagedMetadataError, LOG_PREFIX, RemoteMeta, SegmentConflictError, seqKey } from '../../electron/engine/meta/remote';
+import { CHECKPOINTS_KEPT, CKPT_PREFIX, DamagedMetadataError, HeaderMismatchError, LOG_PREFIX, RemoteMeta, SegmentConflictError, seqKey } from '../../electron/engine/meta/remote';
 import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import { MetaStore } from '../../electron/engine/meta/metastore';
@@ -200,9 +200,24 @@ describe('RemoteMeta refuses tampered metadata', () => {
     assert.deepEqual(damage.segment, { key: seqKey(LOG_PREFIX, 2), seq: 2, later: 1 });
   });
 
-  it('metadata sealed with another key fails to load', async () => {
+  it('metadata sealed with another key fails to load, saying the header may belong to another filespace', async () => {
     const { store } = await setup();
-    await assert.rejects(new RemoteMeta(store, randomBytes(32)).load(CS), DamagedMetadataError);
+    await assert.rejects(new RemoteMeta(store, randomBytes(32)).load(CS), (err: unknown) => err instanceof DamagedMetadataError &&
+      err.code === 'METADATA_KEYS_MISMATCH' && /opens with the keys of its filespace\.json: that header belongs to another filespace/.test(err.message));
+  });
+
+  it('a checkpoint names the filespace and chunk size it was written for; a loader with others refuses it', async () => {
+    const store = new MemoryStore();
+    const key = randomBytes(32);
+    const id = '11111111-1111-4111-8111-111111111111';
+    await new RemoteMeta(store, key, { id, chunkSize: CS }).writeCheckpoint(0, Tree.create(CS, 1, 1, 1).snapshot());
+    assert.equal((await new RemoteMeta(store, key, { id, chunkSize: CS }).load(CS)).seq, 0);
+    await assert.rejects(new RemoteMeta(store, key, { id, chunkSize: 2 * CS }).load(2 * CS),
+      (err: unknown) => err instanceof HeaderMismatchError && /chunk size of 128 KiB, but the filespace was written with 64\.0 KiB chunks/.test(err.message));
+    await assert.rejects(new RemoteMeta(store, key, { id: '22222222-2222-4222-8222-222222222222', chunkSize: CS }).load(CS),
+      (err: unknown) => err instanceof HeaderMismatchError && /belongs to another filespace \(11111111-/.test(err.message));
+    // A loader that knows nothing of the header (and a checkpoint that names nothing) is not checked.
+    assert.equal((await new RemoteMeta(store, key).load(CS)).seq, 0);
   });
 });
 

@@ -3,9 +3,11 @@
  * the bucket alone.
  *
  * Layout under the filespace root:
- *   filespace.json           header: format, chunk size, KDF parameters, wrapped data key
+ *   filespace.json           header: format, chunk size, KDF parameters, wrapped data key, seal
  *   meta/log/<seq>           sealed JSON {seq, ops}: the ops committed after segment seq-1
- *   meta/ckpt/<seq>          sealed JSON snapshot of the tree after applying segments 1..seq
+ *   meta/ckpt/<seq>          sealed JSON {seq, tree, filespace}: snapshot of the tree after
+ *                            applying segments 1..seq, and the filespace id and chunk size it
+ *                            was written for (checkpoints written before that carry none)
  * Sequence numbers are zero-padded to 12 digits so listings sort numerically. Segments and
  * checkpoints are created with If-None-Match so a segment number is written exactly once, and
  * every segment names its writer (machine id and lease epoch). A writer that finds its number
@@ -22,12 +24,23 @@
  * segment cannot be swapped for another unnoticed. An object that fails authentication is
  * damaged (DamagedMetadataError, naming it): a damaged checkpoint is passed over for an older
  * one, but a damaged segment stops every reader there, since the segments after it build on it.
+ * When no checkpoint opens at all, the likeliest cause is a header of another filespace (its
+ * keys open none of this metadata), and the error says so.
+ *
+ * The filespace id and chunk size inside each checkpoint are checked against the header the
+ * loader unlocked (HeaderMismatchError): a header whose chunk size was changed would otherwise
+ * place every read in the wrong chunk. This holds even for a header without its seal
+ * (filespace.ts), so stripping the seal does not make such a change go unnoticed. Before a
+ * writer seals a header written without a seal, it rewrites the newest checkpoint with the
+ * identity if it lacks one (`bindNewestCheckpoint`), so a sealed header always has a newest
+ * checkpoint that names its chunk size.
  */
 
 import { isDeepStrictEqual } from 'node:util';
 import { AuthError, open, seal } from '../chunk/crypto';
 import { UserError } from '../errors';
 import { ObjectStore, StoreError } from '../store/types';
+import { formatSize } from '../util/sizes';
 import { MetaOp, Tree, TreeSnapshot } from './tree';
 
 export const LOG_PREFIX = 'meta/log/';
@@ -52,10 +65,30 @@ export interface Segment {
 
 /** A metadata object in the bucket cannot be read (it fails authentication). */
 export class DamagedMetadataError extends UserError {
-  constructor(readonly key: string, message: string) {
-    super(message, 'BUCKET_METADATA_DAMAGED');
+  constructor(readonly key: string, message: string, code = 'BUCKET_METADATA_DAMAGED') {
+    super(message, code);
     this.name = 'DamagedMetadataError';
   }
+}
+
+/** What a checkpoint was written for: the filespace and its chunk size, as its header says. */
+export interface FilespaceIdentity {
+  readonly id: string;
+  readonly chunkSize: number;
+}
+
+/** The header the loader unlocked is not the one the metadata in the bucket was written for. */
+export class HeaderMismatchError extends UserError {
+  constructor(message: string) {
+    super(message, 'HEADER_MISMATCH');
+    this.name = 'HeaderMismatchError';
+  }
+}
+
+interface Checkpoint {
+  readonly seq: number;
+  readonly tree: TreeSnapshot;
+  readonly filespace?: FilespaceIdentity;
 }
 
 /** What a tolerant `load` found damaged on its way (the checker reports it). */
@@ -74,7 +107,11 @@ export class SegmentConflictError extends Error {
 }
 
 export class RemoteMeta {
-  constructor(private readonly store: ObjectStore, private readonly metaKey: Buffer) {}
+  /**
+   * `identity` (from the unlocked header) goes into every checkpoint written, and is checked
+   * against every checkpoint read that carries one.
+   */
+  constructor(private readonly store: ObjectStore, private readonly metaKey: Buffer, private readonly identity?: FilespaceIdentity) {}
 
   private sealJson(key: string, value: unknown): Buffer {
     return seal(this.metaKey, Buffer.from(JSON.stringify(value), 'utf8'), `meta:${key}`);
@@ -142,11 +179,40 @@ export class RemoteMeta {
   async writeCheckpoint(seq: number, snap: TreeSnapshot): Promise<void> {
     const key = seqKey(CKPT_PREFIX, seq);
     try {
-      await this.store.put(key, this.sealJson(key, { seq, tree: snap }), { ifNoneMatch: '*' });
+      const ckpt: Checkpoint = { seq, tree: snap, ...(this.identity ? { filespace: { id: this.identity.id, chunkSize: this.identity.chunkSize } } : {}) };
+      await this.store.put(key, this.sealJson(key, ckpt), { ifNoneMatch: '*' });
     } catch (err) {
       // A checkpoint for this seq already exists (written before a crash): same content by construction.
       if (!(err instanceof StoreError) || err.code !== 'PreconditionFailed') throw err;
     }
+  }
+
+  /**
+   * Makes the newest checkpoint name this filespace, if it was written before checkpoints did:
+   * the same tree, rewritten with the identity, conditional on the ETag read (a checkpoint is
+   * the same tree for its sequence number whoever writes it). Resolves true when the newest
+   * checkpoint names the filespace afterwards.
+   */
+  async bindNewestCheckpoint(): Promise<boolean> {
+    const identity = this.identity;
+    const key = (await this.store.list(CKPT_PREFIX)).pop();
+    if (!identity || !key) return false;
+    const got = await this.store.get(key);
+    if (!got) return false; // pruned meanwhile: a newer one exists
+    let ck: Checkpoint;
+    try {
+      ck = JSON.parse(open(this.metaKey, got.body, `meta:${key}`, `metadata object ${key}`).toString('utf8')) as Checkpoint;
+    } catch {
+      return false; // damaged: loaders pass it over
+    }
+    if (ck.filespace) return true;
+    try {
+      await this.store.put(key, this.sealJson(key, { ...ck, filespace: { id: identity.id, chunkSize: identity.chunkSize } }), { ifMatch: got.etag });
+    } catch (err) {
+      if (err instanceof StoreError && err.code === 'PreconditionFailed') return false;
+      throw err;
+    }
+    return true;
   }
 
   /** Reads segment `seq`, or undefined when it does not exist (yet). */
@@ -183,15 +249,15 @@ export class RemoteMeta {
   }
 
   private async loadFrom(chunkSize: number, tolerant: boolean): Promise<{ tree: Tree; seq: number; damage: RemoteDamage }> {
-    let ck: { seq: number; tree: TreeSnapshot } | undefined;
+    let ck: Checkpoint | undefined;
     const damagedCheckpoints = new Set<string>();
     for (let attempt = 0; !ck; attempt++) {
       const ckpts = await this.store.list(CKPT_PREFIX);
       if (ckpts.length === 0) throw new Error('the bucket holds no metadata checkpoint for this filespace');
-      let damaged: Error | undefined;
+      let damaged: DamagedMetadataError | undefined;
       for (const key of ckpts.slice().reverse()) {
         try {
-          ck = await this.getJson<{ seq: number; tree: TreeSnapshot }>(key);
+          ck = await this.getJson<Checkpoint>(key);
         } catch (err) {
           if (!(err instanceof DamagedMetadataError)) throw err;
           damaged ??= err;
@@ -200,9 +266,10 @@ export class RemoteMeta {
         }
         break; // found, or vanished (pruned): list again
       }
-      if (!ck && damaged && attempt >= 2) throw damaged;
+      if (!ck && damaged && attempt >= 2) throw this.noCheckpointOpens(damaged, ckpts.length);
       if (!ck && attempt >= 5) throw new Error('the metadata checkpoints keep vanishing while reading; try again');
     }
+    this.checkIdentity(ck);
     const tree = Tree.fromSnapshot(chunkSize, ck.tree);
     let seq = ck.seq;
     let segment: RemoteDamage['segment'];
@@ -220,6 +287,32 @@ export class RemoteMeta {
       seq++;
     }
     return { tree, seq, damage: { checkpoints: [...damagedCheckpoints], ...(segment ? { segment } : {}) } };
+  }
+
+  /**
+   * Every checkpoint fails authentication: the keys of the header (another filespace's?) do
+   * not open this metadata, or all of it is damaged. Either way nothing can be read.
+   */
+  private noCheckpointOpens(first: DamagedMetadataError, count: number): DamagedMetadataError {
+    return new DamagedMetadataError(first.key, `none of the ${count} metadata checkpoint(s) in ${this.store.description} opens with the keys of its ` +
+      `filespace.json: that header belongs to another filespace (was filespace.json replaced?), or the metadata is damaged; nothing was changed`,
+    'METADATA_KEYS_MISMATCH');
+  }
+
+  /** A checkpoint that names its filespace must name the one of the header in use. */
+  private checkIdentity(ck: Checkpoint): void {
+    const want = this.identity;
+    const got = ck.filespace;
+    if (!want || !got) return;
+    const where = `${this.store.description}/filespace.json`;
+    if (got.id !== want.id) {
+      throw new HeaderMismatchError(`${where} names filespace ${want.id}, but the metadata in the bucket belongs to another filespace ` +
+        `(${got.id}): the header was replaced; put the original back (nothing was changed)`);
+    }
+    if (got.chunkSize !== want.chunkSize) {
+      throw new HeaderMismatchError(`${where} gives a chunk size of ${formatSize(want.chunkSize)}, but the filespace was written with ` +
+        `${formatSize(got.chunkSize)} chunks: the header was changed; put the original back (nothing was changed)`);
+    }
   }
 }
 
