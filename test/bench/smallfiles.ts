@@ -1,15 +1,17 @@
 /**
  * Small-file probe: creates `count` files of `fileBytes` each (distinct random content, so
- * content dedup cannot flatter the result) in a new directory, then stats them all, then
- * deletes them all, one operation at a time as `cp`, `git` or a build tool would. Between the
- * phases it waits `settleMs` so the kernel's attribute and entry caches (1 s by default) have
- * expired and every stat really reaches the filesystem.
+ * content dedup cannot flatter the result) in a new directory, lists it with `ls -l` (one
+ * readdir and a stat per entry, in a child process), stats them all, then deletes them all,
+ * one operation at a time as `cp`, `git` or a build tool would. Between the phases it waits
+ * `settleMs` so the kernel's attribute and entry caches (1 s by default) have expired and
+ * every stat really reaches the filesystem.
  * Runs as its own process: it may block on the mount without blocking the benchmark.
  *
  * Usage (child process): node smallfiles.js DIR COUNT FILE_BYTES SETTLE_MS
- * Prints one JSON line with seconds and p50/p99 latency (µs) per phase.
+ * Prints one JSON line with seconds and p50/p99 latency (µs) per phase (`ls` has seconds only).
  */
 
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, rmdirSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -47,13 +49,19 @@ function main(): void {
   mkdirSync(dir);
   const create = timed(count, (i) => writeFileSync(name(i), pool.subarray(i, i + size)));
   sleepSync(settleMs);
+  const t0 = process.hrtime.bigint();
+  const ls = spawnSync('ls', ['-l', dir], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
+  const lsSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const listed = String(ls.stdout ?? '').split('\n').filter((l) => l.startsWith('-')).length;
+  if (ls.status !== 0 || listed !== count) throw new Error(`ls -l listed ${listed} of ${count} files (exit ${ls.status}): ${String(ls.stderr ?? '').slice(0, 300)}`);
+  sleepSync(settleMs);
   const stat = timed(count, (i) => {
     if (statSync(name(i)).size !== size) throw new Error(`${name(i)} has the wrong size`);
   });
   sleepSync(settleMs);
   const del = timed(count, (i) => unlinkSync(name(i)));
   rmdirSync(dir);
-  process.stdout.write(`${JSON.stringify({ count, create, stat, delete: del })}\n`);
+  process.stdout.write(`${JSON.stringify({ count, create, ls: { seconds: lsSeconds }, stat, delete: del })}\n`);
 }
 
 try {

@@ -76,10 +76,15 @@ export class Bed {
   passFile = '';
   root = '';
 
-  async start(): Promise<void> {
-    const moto = await startMoto();
-    this.endpoint = moto.endpoint;
-    this.stopMoto = () => moto.stop();
+  /** Starts a moto server for this bed, or uses the S3 endpoint of a server its caller owns (the benchmark's). */
+  async start(server?: { readonly endpoint: string }): Promise<void> {
+    if (server) {
+      this.endpoint = server.endpoint;
+    } else {
+      const moto = await startMoto();
+      this.endpoint = moto.endpoint;
+      this.stopMoto = () => moto.stop();
+    }
     this.root = await tmpDir('bed');
     this.passFile = path.join(this.root, 'passphrase');
     await fsp.writeFile(this.passFile, 'correct horse battery staple', { mode: 0o600 });
