@@ -10,7 +10,8 @@
  *      (each contender's own meaning of it, contenders.ts);
  *   2. warm sequential read of that file (best of 3), and random 4 KiB reads at queue depth 1
  *      (best of 3);
- *   3. small files: create, `ls -l`, stat, rm (2,000 files of 4 KiB);
+ *   3. small files: create, `ls -l`, stat, rm (2,000 files of 4 KiB; a peer far slower than
+ *      Filespace at creating them is stopped, and the other phases work on what it created);
  *   4. `tar x` of a 3k-file npm tree (node_modules/@aws-sdk) and of the whole node_modules,
  *      each until tar exits and until durable; a peer that takes far longer than Filespace is
  *      stopped and reported as a bound;
@@ -260,8 +261,9 @@ function workloads(inp: Inputs) {
     seqRead: async (file: string) => jsonOf<SeqRead>(must(await exec(process.execPath, [probe('seqread'), file, String(DATA_BYTES)], { timeoutMs: DATA_TIMEOUT_MS }), 'sequential read')),
     randRead: async (file: string) => jsonOf<RandResult>(must(await exec(process.execPath,
       [probe('randread'), file, String(DATA_BYTES), String(RANDOM_READS), String(RANDOM_BLOCK)], { timeoutMs: 600_000 }), 'random reads')),
-    smallFiles: async (dir: string) => jsonOf<SmallResult>(must(await exec(process.execPath,
-      [probe('smallfiles'), dir, String(SMALL_FILES), String(SMALL_FILE_BYTES), String(SETTLE_MS)], { timeoutMs: 1_800_000 }), 'small files')),
+    smallFiles: async (dir: string, createLimitMs?: number) => jsonOf<SmallResult>(must(await exec(process.execPath,
+      [probe('smallfiles'), dir, String(SMALL_FILES), String(SMALL_FILE_BYTES), String(SETTLE_MS), ...(createLimitMs ? [String(Math.round(createLimitMs))] : [])],
+      { timeoutMs: 1_800_000 }), 'small files')),
     /** tar x into dir; stopped at limitMs, when it reports how many entries were there by then. */
     tarX: async (dir: string, tree: TreeFacts, limitMs: number): Promise<TarRun> => {
       must(await exec('mkdir', ['-p', dir], { timeoutMs: 30_000 }), 'mkdir');
@@ -333,7 +335,19 @@ async function measureCeilings(inp: Inputs, c: Ceilings): Promise<void> {
 
 // ---- one contender's turn -------------------------------------------------------------------
 
-async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: Partial<Record<TreeKey, number>>, extras: ProductExtras): Promise<void> {
+/** Filespace's times (s) for the workloads where a much slower peer is stopped. */
+type ProductTimes = Partial<Record<TreeKey | 'create', number>>;
+
+/** How long a peer may take where Filespace took `fsSeconds`: a multiple of it, within bounds. */
+function peerLimitMs(fsSeconds: number | undefined): number {
+  return fsSeconds ? Math.min(PEER_TAR_MAX_MS, Math.max(PEER_TAR_MIN_MS, PEER_TAR_FACTOR * fsSeconds * 1000)) : PEER_TAR_MAX_MS;
+}
+
+function limitWhy(fsSeconds: number | undefined): string {
+  return fsSeconds ? `${PEER_TAR_FACTOR}x Filespace's ${fsSeconds.toFixed(1)} s, within ${PEER_TAR_MIN_MS / 1000}–${PEER_TAR_MAX_MS / 1000} s` : 'the longest a peer may run';
+}
+
+async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: ProductTimes, extras: ProductExtras): Promise<void> {
   const w = workloads(inp);
   const L = c.label;
   const pids = new Set<number>();
@@ -381,22 +395,25 @@ async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: Partial<Re
   }
 
   // 3. small files
-  s.small = await phase(`${L}: small files (create, ls -l, stat, rm)`, watch, () => w.smallFiles(path.join(m.dir, 'small')));
+  // A peer far slower than Filespace at creating files is stopped, like its tar x (see below).
+  const createLimit = peer ? peerLimitMs(fsTimes.create) : undefined;
+  s.small = await phase(`${L}: small files (create, ls -l, stat, rm)`, watch, () => w.smallFiles(path.join(m.dir, 'small'), createLimit));
+  if (c.key === 'filespace' && s.small) fsTimes.create = s.small.create.seconds;
+  if (s.small && s.small.count < SMALL_FILES) {
+    notes.push(`${L}: creating small files was stopped after ${(createLimit! / 1000).toFixed(0)} s (${limitWhy(fsTimes.create)}), with ${s.small.count} of ${SMALL_FILES} files; ls -l, stat and rm then worked on those`);
+  }
   await durable('small files: until durable');
 
   // 4. trees
   for (const t of inp.trees) {
     const fsTime = fsTimes[t.key];
-    const limit = peer ? (fsTime ? Math.min(PEER_TAR_MAX_MS, Math.max(PEER_TAR_MIN_MS, PEER_TAR_FACTOR * fsTime * 1000)) : PEER_TAR_MAX_MS) : TAR_LIMIT_MS;
+    const limit = peer ? peerLimitMs(fsTime) : TAR_LIMIT_MS;
     const dir = path.join(m.dir, `tree-${t.key}`);
     const r = await phase(`${L}: tar x ${t.label}`, watch, () => w.tarX(dir, t, limit));
     if (!r) continue;
     s.tars[t.key] = r;
     if (r.errors) errors.push(`${L}: tar x ${t.label} reported ${r.errors} errors (first: ${r.firstError})`);
-    if (!r.complete) {
-      const why = fsTime ? `${PEER_TAR_FACTOR}x Filespace's ${fsTime.toFixed(1)} s, within ${PEER_TAR_MIN_MS / 1000}–${PEER_TAR_MAX_MS / 1000} s` : 'the longest a peer may run';
-      notes.push(`${L}: tar x of ${t.label} was stopped after ${(limit / 1000).toFixed(0)} s (${why}), with ${r.entries} of ${entriesOf(t)} entries extracted`);
-    }
+    if (!r.complete) notes.push(`${L}: tar x of ${t.label} was stopped after ${(limit / 1000).toFixed(0)} s (${limitWhy(fsTime)}), with ${r.entries} of ${entriesOf(t)} entries extracted`);
     if (c.key === 'filespace' && r.complete) fsTimes[t.key] = r.seconds;
     if (product?.writer && r.complete) {
       const st = await product.writer.status().catch(() => undefined);
@@ -683,7 +700,7 @@ async function main(): Promise<number> {
 
     await measureCeilings(inputs, ceilings);
 
-    const fsTimes: Partial<Record<TreeKey, number>> = {};
+    const fsTimes: ProductTimes = {};
     for (const c of contenders) {
       checkAbort();
       const suite = newSuite(c);

@@ -80,12 +80,15 @@ function peerEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   return env;
 }
 
-/** Reads every object file of a bucket into the page cache, so a cold mount meets the same warm server as the raw GET ceiling did. */
+/**
+ * Reads a bucket's big object files (the big file's, or its chunks) into the page cache, so a
+ * cold mount meets the same warm server as the raw GET ceiling did.
+ */
 async function warmBucket(server: BenchServer, bucket: string): Promise<string> {
   const dir = server.bucketDir(bucket);
   if (!dir) return 'the server keeps objects in its own memory/temp files';
-  must(await exec('bash', ['-c', 'find "$1" -type f -exec cat {} + > /dev/null', 'bash', dir], { timeoutMs: 300_000 }), 'reading the bucket into the page cache');
-  return 'the server\'s object files were read into the page cache first';
+  must(await exec('bash', ['-c', 'find "$1" -type f -size +1024k -exec cat {} + > /dev/null', 'bash', dir], { timeoutMs: 300_000 }), 'reading the bucket into the page cache');
+  return 'the server\'s object files of 1 MiB and more were read into the page cache first';
 }
 
 // ---- Filespace ------------------------------------------------------------------------------
@@ -128,6 +131,13 @@ export class Space {
     this.dropTeardown?.();
   }
 
+  /** Whether pid is still this space's engine (not a later process that reused the number). */
+  private async ownsEngine(): Promise<boolean> {
+    if (!this.pid || !alive(this.pid)) return false;
+    const cmd = (await fsp.readFile(`/proc/${this.pid}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    return cmd.includes('mount') && cmd.includes(this.name);
+  }
+
   get logFile(): string {
     return path.join(this.machine.home, 'run', `${this.name}.log`);
   }
@@ -136,7 +146,7 @@ export class Space {
   async forceDown(hard: boolean): Promise<void> {
     if (this.mounted && !hard) await this.cli(['unmount', this.name, '--force'], 60_000);
     if (await mountDevice(this.mnt)) await abortMount(this.mnt);
-    if (this.pid && alive(this.pid)) await stopProcess(this.pid, 10_000);
+    if (await this.ownsEngine()) await stopProcess(this.pid!, 10_000);
     this.mounted = false;
   }
 }
@@ -204,9 +214,21 @@ class PeerMount implements Mounted {
   private exited = false;
   private readonly dropTeardown: () => void;
 
+  private readonly gone: Promise<void>;
+
   private constructor(readonly dir: string, readonly child: ChildProcess, private readonly tail: () => string, readonly what: string) {
-    child.once('exit', () => (this.exited = true));
+    this.gone = new Promise((resolve) => child.once('exit', () => {
+      this.exited = true;
+      resolve();
+    }));
     this.dropTeardown = onTeardown(`${what} at ${dir}`, () => this.down());
+  }
+
+  /** Waits for the daemon to exit (by its exit event: its pid may be reused once it is reaped). */
+  private async exitWithin(ms: number): Promise<boolean> {
+    if (this.exited) return true;
+    await Promise.race([this.gone, sleep(ms)]);
+    return this.exited;
   }
 
   get pid(): number | undefined {
@@ -235,7 +257,7 @@ class PeerMount implements Mounted {
   async unmount(): Promise<void> {
     const r = await exec('fusermount', ['-u', this.dir], { timeoutMs: 60_000 });
     if (r.code !== 0 && (await mountDevice(this.dir))) throw new Error(`fusermount -u ${this.dir} failed: ${r.stderr.trim()}`);
-    if (this.pid && !(await waitGone(this.pid, 60_000))) throw new Error(`${this.what} did not exit within 60 s of its unmount`);
+    if (!(await this.exitWithin(60_000))) throw new Error(`${this.what} did not exit within 60 s of its unmount`);
     this.dropTeardown();
   }
 
@@ -243,9 +265,15 @@ class PeerMount implements Mounted {
   async down(): Promise<void> {
     if (await mountDevice(this.dir)) {
       await exec('fusermount', ['-u', this.dir], { timeoutMs: 20_000 });
-      if (this.pid && !(await waitGone(this.pid, 15_000))) await abortMount(this.dir);
+      if (!(await this.exitWithin(15_000))) await abortMount(this.dir);
     }
-    if (this.pid) await stopProcess(this.pid, 10_000);
+    if (!this.exited) {
+      this.child.kill('SIGTERM');
+      if (!(await this.exitWithin(10_000))) {
+        this.child.kill('SIGKILL');
+        await this.exitWithin(5000);
+      }
+    }
     await ensureUnmounted(this.dir);
   }
 }

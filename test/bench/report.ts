@@ -68,6 +68,8 @@ interface Val {
   readonly atLeast?: boolean;
   /** Shown after the number. */
   readonly note?: string;
+  /** Measured on less work than the others (a stopped peer): shown, not compared. */
+  readonly partial?: boolean;
 }
 
 interface Metric {
@@ -89,6 +91,9 @@ const rate = (bytes: number, seconds: number | undefined) => (seconds ? bytes / 
 const iops = (r: RandResult | undefined) => (r ? r.ops / r.seconds : undefined);
 const ops = (p: SmallPhase | undefined, n: number | undefined) => (p && n ? n / p.seconds : undefined);
 const val = (v: number | undefined, note?: string): Val | undefined => (v === undefined || !Number.isFinite(v) ? undefined : { v, note });
+/** When creation was stopped, the rates are over fewer files: say how many. */
+const partialSmall = (s: Suite) => (s.small && s.small.requested && s.small.count < s.small.requested
+  ? `over ${fmtNum(s.small.count)} files: creating was stopped` : undefined);
 
 function metrics(r: RunResults): Metric[] {
   const { info, ceilings: c } = r;
@@ -96,7 +101,7 @@ function metrics(r: RunResults): Metric[] {
   const nullRand = [c.nullRandIdle, c.nullRandAwake].reduce<RandResult | undefined>((a, b) => (!b ? a : !a || iops(b)! > iops(a)! ? b : a), undefined);
   const small = (k: 'create' | 'stat' | 'delete', label: string, target: number | 'ahead'): Metric => ({
     name: `Small files (${fmtNum(info.smallFiles)} x ${info.smallFileBytes / 1024} KiB): ${label}`, unit: 'files/s', digits: 0, higherIsBetter: true,
-    value: (s) => val(ops(s.small?.[k], s.small?.count)),
+    value: (s) => val(ops(s.small?.[k], s.small?.count), partialSmall(s)),
     ceiling: c.nullSmall ? `FUSE ${fmtNum(ops(c.nullSmall[k], c.nullSmall.count))} files/s` : undefined, peerTarget: target,
   });
   const rows: Metric[] = [
@@ -134,7 +139,9 @@ function metrics(r: RunResults): Metric[] {
     small('create', 'create', 1.5),
     {
       name: `Small files: \`ls -l\` of ${fmtNum(info.smallFiles)}`, unit: 's', digits: 2, higherIsBetter: false,
-      value: (s) => val(s.small?.ls.seconds), ceiling: c.nullSmall ? `FUSE ${fmtNum(c.nullSmall.ls.seconds, 2)} s` : undefined, peerTarget: 'ahead',
+      value: (s) => (s.small && s.small.count < info.smallFiles
+        ? { v: s.small.ls.seconds, note: `${fmtNum(s.small.count)} files only`, partial: true } : val(s.small?.ls.seconds)),
+      ceiling: c.nullSmall ? `FUSE ${fmtNum(c.nullSmall.ls.seconds, 2)} s` : undefined, peerTarget: 'ahead',
     },
     small('stat', 'stat', 'ahead'),
     small('delete', 'rm', 'ahead'),
@@ -183,7 +190,7 @@ function compare(m: Metric, suites: Suite[]): Comparison {
   const fs = suites.find((s) => s.key === 'filespace');
   const f = fs ? m.value(fs) : undefined;
   if (!f || f.atLeast || f.v <= 0) return {};
-  const peers = suites.filter((s) => PEERS.includes(s.key) && !s.skipped).map((s) => ({ key: s.key, v: m.value(s) })).filter((p) => p.v);
+  const peers = suites.filter((s) => PEERS.includes(s.key) && !s.skipped).map((s) => ({ key: s.key, v: m.value(s) })).filter((p) => p.v && !p.v.partial);
   if (peers.length === 0) return {};
   const best = peers.reduce((a, b) => (m.higherIsBetter ? (b.v!.v > a.v!.v ? b : a) : (b.v!.v < a.v!.v ? b : a)));
   const bv = best.v!;
@@ -369,6 +376,8 @@ function observations(r: RunResults): string[] {
     if (d && d.seconds >= 0.5) out.push(`${L}, upload after close: ${d.seconds.toFixed(1)} s with ${d.window ? d.window.inflightAvg.toFixed(1) : '?'} requests in flight on average; ${cpu(d)}.`);
     const c = one(`${L}: cold sequential read (first byte, then 1 MiB reads)`);
     if (c) out.push(`${L}, cold read: ${c.window ? `${c.window.inflightAvg.toFixed(1)} requests in flight on average (max ${c.window.inflightMax}), ${requestsText(c.window)}` : 'requests not counted'}; ${cpu(c)}.`);
+    const rc = one(`${L}: random 4 KiB reads, cold`);
+    if (rc) out.push(`${L}, random reads cold: ${rc.window ? `${rc.window.inflightAvg.toFixed(1)} requests in flight on average (max ${rc.window.inflightMax}), ${requestsText(rc.window)}` : 'requests not counted'}; its peak RSS ${fmtNum((rc.fsRss ?? 0) / MB)} MB; ${cpu(rc)}.`);
     const sm = one(`${L}: small files (create, ls -l, stat, rm)`);
     const total = sm?.window?.requests ? Object.values(sm.window.requests).reduce((a, b) => a + b, 0) : undefined;
     if (sm && s.small) out.push(`${L}, small files: ${total !== undefined ? `${(total / s.small.count).toFixed(1)} S3 requests per file over create, ls -l, stat and rm (${requestsText(sm.window)})` : 'requests not counted'}; ${cpu(sm)}.`);

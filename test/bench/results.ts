@@ -40,7 +40,9 @@ export interface SmallPhase {
 }
 
 export interface SmallResult {
+  /** Files the phases worked on: fewer than `requested` when creation was stopped at its time limit. */
   count: number;
+  requested?: number;
   create: SmallPhase;
   ls: SmallPhase;
   stat: SmallPhase;

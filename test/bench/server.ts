@@ -107,7 +107,7 @@ export async function startS3rver(dataDir: string): Promise<BenchServer> {
     },
     endWindow: ask,
     stop: async () => {
-      if (child.pid) await stopProcess(child.pid, 5000);
+      if (child.pid && child.exitCode === null && child.signalCode === null) await stopProcess(child.pid, 5000);
     },
   };
 }
