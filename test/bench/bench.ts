@@ -412,7 +412,8 @@ async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: ProductTim
     const r = await phase(`${L}: tar x ${t.label}`, watch, () => w.tarX(dir, t, limit));
     if (!r) continue;
     s.tars[t.key] = r;
-    if (r.errors) errors.push(`${L}: tar x ${t.label} reported ${r.errors} errors (first: ${r.firstError})`);
+    // A peer's failures are findings about it; the product's are errors of the run.
+    if (r.errors) (peer ? notes : errors).push(`${L}: tar x ${t.label} reported ${r.errors} errors (first: ${r.firstError})`);
     if (!r.complete) notes.push(`${L}: tar x of ${t.label} was stopped after ${(limit / 1000).toFixed(0)} s (${limitWhy(fsTime)}), with ${r.entries} of ${entriesOf(t)} entries extracted`);
     if (c.key === 'filespace' && r.complete) fsTimes[t.key] = r.seconds;
     if (product?.writer && r.complete) {

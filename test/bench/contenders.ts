@@ -8,8 +8,8 @@
  * Each S3 contender mounts its own empty bucket on the run's one S3 server. What "durable"
  * means is each contender's own promise, checked the way its users would:
  *   - Filespace: `filespace sync` returns once every local change is in the bucket;
- *   - rclone: its write-back queue is empty (remote control `vfs/stats`: no file open, none
- *     queued, none uploading);
+ *   - rclone: its write-back queue is empty and stays so for a second (remote control
+ *     `vfs/stats`: nothing queued, nothing uploading);
  *   - s3fs: uploads a file when it is closed (and sends attribute changes at once), so a
  *     write is durable when close returns;
  *   - local directory: `sync -f` has written the filesystem's dirty pages to the disk.
@@ -24,8 +24,8 @@ import * as path from 'node:path';
 import { Bed, CLI, type Machine } from '../helpers/bed';
 import { freePort, s3StoreFor } from '../helpers/moto';
 import {
-  abortMount, alive, checkAbort, ensureUnmounted, exec, type ExecResult, mountDevice, must, onTeardown, probe,
-  nowSeconds, sleep, startDaemon, stopProcess, waitGone, waitMounted,
+  abortMount, alive, checkAbort, childExited, ensureUnmounted, exec, type ExecResult, mountDevice, must, onTeardown, probe,
+  nowSeconds, sleep, startDaemon, stopProcess, waitMounted,
 } from './proc';
 import type { BenchServer } from './server';
 
@@ -214,21 +214,13 @@ class PeerMount implements Mounted {
   private exited = false;
   private readonly dropTeardown: () => void;
 
-  private readonly gone: Promise<void>;
-
   private constructor(readonly dir: string, readonly child: ChildProcess, private readonly tail: () => string, readonly what: string) {
-    this.gone = new Promise((resolve) => child.once('exit', () => {
-      this.exited = true;
-      resolve();
-    }));
+    child.once('exit', () => (this.exited = true));
     this.dropTeardown = onTeardown(`${what} at ${dir}`, () => this.down());
   }
 
-  /** Waits for the daemon to exit (by its exit event: its pid may be reused once it is reaped). */
-  private async exitWithin(ms: number): Promise<boolean> {
-    if (this.exited) return true;
-    await Promise.race([this.gone, sleep(ms)]);
-    return this.exited;
+  private exitWithin(ms: number): Promise<boolean> {
+    return childExited(this.child, ms);
   }
 
   get pid(): number | undefined {
@@ -538,12 +530,12 @@ export class NullFs implements Mounted {
   }
 
   async unmount(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) {
+    if (!(await childExited(this.child, 0))) {
       this.child.kill('SIGTERM');
-      if (!(await waitGone(this.pid, 8000))) {
+      if (!(await childExited(this.child, 8000))) {
         await abortMount(this.dir);
         this.child.kill('SIGKILL');
-        await waitGone(this.pid, 3000);
+        await childExited(this.child, 3000);
       }
     }
     await ensureUnmounted(this.dir);

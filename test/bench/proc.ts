@@ -177,6 +177,17 @@ export function startDaemon(cmd: string, args: string[], opts: { env?: NodeJS.Pr
 
 // ---- processes ------------------------------------------------------------------------------
 
+/**
+ * Waits up to `ms` for a child of ours to exit, by its exit event (once it has been reaped
+ * its pid may belong to someone else); resolves to whether it has.
+ */
+export async function childExited(child: ChildProcess, ms: number): Promise<boolean> {
+  const gone = () => child.exitCode !== null || child.signalCode !== null;
+  if (gone()) return true;
+  await Promise.race([new Promise((r) => child.once('exit', r)), sleep(ms)]);
+  return gone();
+}
+
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);

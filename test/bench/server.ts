@@ -14,7 +14,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { createBucket, startMoto } from '../helpers/moto';
 import { connectionSampler, findProcess } from './procstat';
-import { exec, probe, sleep, startDaemon, stopProcess } from './proc';
+import { childExited, exec, probe, sleep, startDaemon } from './proc';
 
 export interface ServerWindow {
   /** Requests in flight, time-weighted average and maximum over the window. */
@@ -107,7 +107,12 @@ export async function startS3rver(dataDir: string): Promise<BenchServer> {
     },
     endWindow: ask,
     stop: async () => {
-      if (child.pid && child.exitCode === null && child.signalCode === null) await stopProcess(child.pid, 5000);
+      if (await childExited(child, 0)) return;
+      child.kill('SIGTERM');
+      if (!(await childExited(child, 5000))) {
+        child.kill('SIGKILL');
+        await childExited(child, 5000);
+      }
     },
   };
 }

@@ -1,5 +1,6 @@
 /**
- * Test bed for tests through real mounts: one moto S3 server per test file, and helpers to
+ * Test bed for tests through real mounts: one moto S3 server per test file (or a server the
+ * caller started, as the benchmark does), and helpers to
  * run the real `filespace` command as a user would (a child process per command), create
  * filespaces in fresh buckets/prefixes, mount them (the engine runs in its own daemon
  * process, never in the test process), and run ordinary shell tools against the mount.
