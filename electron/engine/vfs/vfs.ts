@@ -17,8 +17,8 @@
 
 import { nameBytes } from '../util/names';
 import { ChunkCache } from '../cache/chunkCache';
-import { DirtyChunk, DirtyStore } from '../cache/dirty';
-import { HEADER, UNIT, UNIT_OVERHEAD, physicalSize } from '../cache/sealed';
+import { DirtyChunk, DirtyStore, PRE_IMAGE_UNIT_BYTES } from '../cache/dirty';
+import { UNIT, physicalSize } from '../cache/sealed';
 import { FsError } from '../errors';
 import { ChunkRef, Inode, MetaOp, ROOT_INO } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
@@ -572,14 +572,33 @@ export class Vfs {
     });
   }
 
-  /** Waits while dirty data is at the cap, so writers slow down instead of failing. */
-  private async backpressure(extra: number): Promise<void> {
-    // One chunk of headroom: a write that passed this check may still be on its way to the
-    // dirty store while the next one is checked.
-    while (this.cache.wouldExceedCap(extra + this.chunkSize) && this.dirty.totalBytes > 0) {
+  /**
+   * Waits while dirty data is at the cap, so writers slow down instead of failing, then holds
+   * room for `bytes` more on disk (clean chunks evicted to make it) until the returned
+   * function is called, once those bytes are counted as dirty data.
+   */
+  private async backpressure(bytes: number): Promise<() => void> {
+    for (;;) {
+      const release = this.cache.reserveForDirty(bytes);
+      if (release) {
+        await this.cache.makeRoomForDirty(0);
+        return () => {
+          release();
+          this.dirtyFreed.notify(); // writers waiting for room may fit now
+        };
+      }
       this.onPressure();
       await this.dirtyFreed.wait(1000);
     }
+  }
+
+  /**
+   * The most one piece of a write (`n` bytes within one chunk) can add on disk: a dirty chunk
+   * started from its uploaded bytes (at most a whole chunk), or the chunk grown in place plus
+   * the pre-images of the fsynced units the piece rewrites (see cache/dirty.ts).
+   */
+  private pieceBound(n: number): number {
+    return physicalSize(this.chunkSize) + (Math.ceil(n / UNIT) + 1) * PRE_IMAGE_UNIT_BYTES;
   }
 
   /** Returns the dirty chunk for (ino, idx), creating it from the committed bytes if needed. Call under the chunk lock. */
@@ -614,8 +633,8 @@ export class Vfs {
       const n = Math.min(data.length - done, cs - inChunk);
       const piece = data.subarray(done, done + n);
       // Backpressure outside the chunk lock (the uploader needs that lock to drain this chunk),
-      // for the bytes this piece may add on disk at most (data plus sealing overhead).
-      await this.backpressure(n + (Math.ceil(n / UNIT) + 1) * UNIT_OVERHEAD + HEADER);
+      // for the bytes this piece may add on disk at most.
+      const releaseRoom = await this.backpressure(this.pieceBound(n));
       const writePiece = () => this.chunkLock(inode.ino, idx, async () => {
         if (!this.tree.get(inode.ino)) throw new FsError('ENOENT');
         const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
@@ -631,6 +650,8 @@ export class Vfs {
         if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || this.cache.cleanUsedBytes === 0) throw err;
         await this.cache.evictUntil(this.cache.usedBytes - 8 * this.chunkSize);
         await writePiece();
+      } finally {
+        releaseRoom();
       }
       done += n;
     }
@@ -669,13 +690,19 @@ export class Vfs {
       // The new size must be durable before local data is cut: otherwise a crash could bring
       // back the old size over data that is gone (zeros where fsynced bytes were).
       if (affected.length > 0) await this.meta.sync();
-      for (const idx of affected) {
-        await this.chunkLock(inode.ino, idx, async () => {
-          const d = this.dirty.get(inode.ino, idx);
-          if (!d) return;
-          if (idx >= keep) await this.dirty.drop(d);
-          else if (d.len > size - idx * cs) await this.dirty.truncate(d, size - idx * cs, this.now());
-        });
+      // Cutting inside a unit reseals it: room for that unit's pre-image.
+      const releaseRoom = affected.includes(keep - 1) && size % UNIT !== 0 ? await this.backpressure(PRE_IMAGE_UNIT_BYTES) : () => undefined;
+      try {
+        for (const idx of affected) {
+          await this.chunkLock(inode.ino, idx, async () => {
+            const d = this.dirty.get(inode.ino, idx);
+            if (!d) return;
+            if (idx >= keep) await this.dirty.drop(d);
+            else if (d.len > size - idx * cs) await this.dirty.truncate(d, size - idx * cs, this.now());
+          });
+        }
+      } finally {
+        releaseRoom();
       }
       this.dirtyFreed.notify();
     }
