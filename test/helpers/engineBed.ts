@@ -107,8 +107,8 @@ export class EngineBed {
   /** A filespace in a local-disk bucket under this bed (shared with child processes by its path). */
   async diskFilespace(opts: { chunkSize?: number } = {}): Promise<Filespace & { storeDir: string }> {
     const storeDir = await this.dir('bucket');
-    const fsp_ = await this.filespace({ ...opts, store: new LocalDiskStore(storeDir) });
-    return { ...fsp_, storeDir };
+    const space = await this.filespace({ ...opts, store: new LocalDiskStore(storeDir) });
+    return { ...space, storeDir };
   }
 
   /** Links the filespace on a new machine (a fresh cache directory, from the bucket alone). */
@@ -152,6 +152,8 @@ export class EngineBed {
       this.children.delete(proc);
       resolve();
     }));
+    // Every message the child wrote before it died has been delivered once its channel closed.
+    const disconnected = new Promise<void>((resolve) => proc.once('disconnect', resolve));
     const messages: ChildMessage[] = [];
     const waiters: Array<() => void> = [];
     proc.on('message', (msg) => {
@@ -168,7 +170,9 @@ export class EngineBed {
           if (found?.type === 'error') throw new Error(`the child engine failed: ${found.message}`);
           if (found) return found;
           seen = messages.length;
-          if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`the child engine sent no "${type}" (exit ${proc.exitCode})`);
+          if (Date.now() > deadline || proc.exitCode !== null || proc.signalCode !== null) {
+            throw new Error(`the child engine sent no "${type}" (exit ${proc.exitCode ?? proc.signalCode})`);
+          }
           await new Promise<void>((resolve) => {
             const t = setTimeout(resolve, Math.max(1, deadline - Date.now()));
             waiters.push(() => {
@@ -180,7 +184,7 @@ export class EngineBed {
       },
       kill: async () => {
         proc.kill('SIGKILL');
-        await exited;
+        await Promise.all([exited, disconnected]);
       },
     };
   }
@@ -212,7 +216,7 @@ export interface ChildEngine {
   readonly messages: ChildMessage[];
   /** The first message of this type (an 'error' message fails instead). */
   next<T extends ChildMessage['type']>(type: T, timeoutMs?: number): Promise<ChildMessage>;
-  /** SIGKILL, as a crash or power cut would stop it; resolves once the process is gone. */
+  /** SIGKILL, as a crash would stop it; resolves once the process is gone and all it sent has arrived. */
   kill(): Promise<void>;
 }
 
