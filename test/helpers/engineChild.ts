@@ -28,24 +28,13 @@ import { LocalDiskStore } from '../../electron/engine/store/local';
 import { FuseFilesystem } from '../../native/fuse/adapter';
 import type { CapWorkload, ChildArgs, ChildMessage } from './engineBed';
 import { O_WRONLY, PASSPHRASE, patchFile, readFile, testSettings, until, withFile, writeAt, writeFile } from './engineBed';
+import { prng } from './referenceModel';
 
 function send(msg: ChildMessage): Promise<void> {
   return new Promise((resolve, reject) => process.send!(msg, undefined, undefined, (err) => (err ? reject(err) : resolve())));
 }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-
-/** mulberry32: small, fast, seeded. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function bytes(rand: () => number, n: number): Buffer {
   const b = Buffer.allocUnsafe(n);

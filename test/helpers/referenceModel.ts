@@ -21,7 +21,7 @@ const DIR_MODES = [0o755, 0o700, 0o750, 0o775, 0o711];
 const TARGETS = ['zz/none', '/nonexistent-filespace-target/x', 'zz/with space/ünïcødé', `zz/${'long'.repeat(60)}`, 'zz/a/b/c/d/e'];
 
 /** mulberry32: small, fast, seeded. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
