@@ -84,8 +84,7 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
     await fs.sync();
     await sh(`cmp ${src} ${fs.mnt}/cap.bin`); // reads 3x the cap through the cache
     const { peak, samples } = await sampler.stop();
-    assert.ok(samples > 10, `enough snapshots were taken (${samples})`);
-    assert.ok(peak.bytes > capBytes / 2, `the cache was used (peak ${peak.bytes})`);
+    assert.ok(peak.bytes > capBytes / 2, `the cache was used (peak ${peak.bytes} over ${samples} snapshots)`);
     assert.ok(peak.bytes <= capBytes, `cache peaked at ${peak.bytes} bytes, above the ${capBytes}-byte cap:\n${describeSample(peak)}`);
     const st = await fs.status();
     assert.ok(Number(st.cacheUsedBytes) <= capBytes);
