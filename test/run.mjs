@@ -1,6 +1,14 @@
-// Runs the compiled test files with node's test runner: `node test/run.mjs [unit|integration|ui ...]`.
+// Runs the compiled test files with node's test runner: `node test/run.mjs [unit|engine|integration|ui ...]`.
 // Suites run one file at a time (--test-concurrency=1): integration tests mount real FUSE
-// filesystems and start real S3 servers, and the machine has two cores.
+// filesystems and start real S3 servers, and the machine has two cores. The engine suite
+// (whole engines in process, no mount, no S3 server) runs before integration: it is the quick
+// check after an engine change (`node test/run.mjs engine`).
+//
+// Timeouts: every test and hook gets a default timeout unless it sets its own (5 minutes, see
+// test/helpers/testTimeouts.ts, loaded into each test process), so a hang fails under the
+// test's name. `--test-timeout` bounds each test file as a whole (that is what it does on
+// Node 20): 40 minutes, four times the slowest file of a CI run (real tools, 9 minutes), which
+// also catches a file whose tests finished but whose process never exits.
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -20,7 +28,7 @@ const checks = [
   ['gnome-keyring-daemon', () => has('gnome-keyring-daemon'), 'sudo apt-get install gnome-keyring', ['unit', 'ui']],
   ['chromium', () => spawnSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', ['--version']).status === 0, 'sudo apt-get install chromium (or set CHROMIUM_PATH)', ['ui']],
 ];
-const suites = process.argv.slice(2).length ? process.argv.slice(2) : ['unit', 'integration', 'ui'];
+const suites = process.argv.slice(2).length ? process.argv.slice(2) : ['unit', 'engine', 'integration', 'ui'];
 const missing = checks.filter(([, ok, , needed]) => needed.some((s) => suites.includes(s)) && !ok());
 if (missing.length > 0) {
   for (const [name, , fix] of missing) console.error(`missing test prerequisite ${name}: ${fix}`);
@@ -41,5 +49,9 @@ if (files.length === 0) {
   console.error('no test files found; did the build run?');
   process.exit(1);
 }
-const res = spawnSync(process.execPath, ['--test', '--test-concurrency=1', '--test-reporter=spec', ...files], { stdio: 'inherit', env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } });
+const fileTimeoutMs = Number(process.env.FILESPACE_FILE_TIMEOUT_MS ?? 40 * 60_000);
+const res = spawnSync(process.execPath, [
+  '--require', join(root, 'helpers', 'testTimeouts.js'),
+  '--test', '--test-concurrency=1', `--test-timeout=${fileTimeoutMs}`, '--test-reporter=spec', ...files,
+], { stdio: 'inherit', env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } });
 process.exit(res.status ?? 1);

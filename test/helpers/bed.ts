@@ -14,6 +14,9 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createBucket, startMoto } from './moto';
+import { until } from './until';
+
+export { until };
 
 export const REPO = path.resolve(__dirname, '..', '..', '..');
 export const CLI = path.join(REPO, 'bin', 'filespace');
@@ -169,20 +172,6 @@ export class Bed {
       await run('fusermount', ['-uz', mnt]);
     });
     return linked;
-  }
-}
-
-/**
- * Polls `fn` every 100 ms until it yields something other than undefined or false (an error
- * counts as "not yet"), and returns that; fails naming `what` after `timeoutMs`.
- */
-export async function until<T>(what: string, fn: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await Promise.resolve().then(fn).catch(() => undefined);
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

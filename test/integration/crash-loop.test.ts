@@ -4,6 +4,8 @@
  * delay, again and again, restarting each time. After every restart everything the workload
  * had fsynced before the kill is exactly there (and everything it deleted and fsynced is
  * gone), and `filespace check` finds the metadata consistent, locally and in the bucket.
+ * Each kill comes after the workload made a random number (3 to 10) of new promises, not after
+ * a time, so every round checks something whatever the machine's speed.
  * FILESPACE_CRASH_ROUNDS raises the number of rounds (CI runs 6).
  */
 
@@ -13,7 +15,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Bed, sh, tmpDir } from '../helpers/bed';
+import { Bed, sh, tmpDir, until } from '../helpers/bed';
 
 // The workload logs "FILE name hash" / "GONE name" only after the operation and its fsync
 // returned: a promise the filesystem made. Before touching a file it logs "BUSY name": a kill
@@ -71,6 +73,11 @@ while True:
         sys.exit(0)  # the filesystem went away: the engine was killed
 `;
 
+/** Promises made so far: "FILE" and "GONE" lines of the workload's log. */
+function promiseLines(log: string): number {
+  return log.split('\n').filter((l) => l.startsWith('FILE ') || l.startsWith('GONE ')).length;
+}
+
 async function sha256(file: string): Promise<string> {
   return createHash('sha256').update(await fsp.readFile(file)).digest('hex');
 }
@@ -89,8 +96,9 @@ describe('crash loop', () => {
     await fsp.rm(local, { recursive: true, force: true });
   });
 
-  it('keeps every fsynced change through repeated SIGKILLs of the engine', async () => {
-    const rounds = Number(process.env.FILESPACE_CRASH_ROUNDS ?? 6);
+  const rounds = Number(process.env.FILESPACE_CRASH_ROUNDS ?? 6);
+  // About 7 s per round in a CI run; a minute per round, at least 10 minutes.
+  it('keeps every fsynced change through repeated SIGKILLs of the engine', { timeout: Math.max(10, rounds) * 60_000 }, async () => {
     const fs = await bed.filespace({ chunkSize: '64KiB', settings: { 'upload-delay': '300ms' } });
     const script = path.join(local, 'workload.py');
     const logFile = path.join(local, 'promises.log');
@@ -115,19 +123,28 @@ describe('crash loop', () => {
         else assert.equal(await sha256(name), hash, `round ${round}: ${name} lost fsynced data`);
       }
       promised = expected.size - busy;
-      // Run the workload and kill the engine somewhere in the middle of it.
+      // Run the workload and kill the engine once it has made a few more promises (so every
+      // round tests something, however slow the machine), sometimes in the middle of the next
+      // operation.
+      const before = promiseLines(await fsp.readFile(logFile, 'utf8').catch(() => ''));
+      const wanted = before + 3 + Math.floor(Math.random() * 8);
       const worker = spawn('python3', [script, path.join(fs.mnt, 'work'), logFile, String(1000 + round)], { stdio: 'ignore' });
       const exited = new Promise((r) => worker.on('exit', r));
-      await new Promise((r) => setTimeout(r, 300 + Math.floor(Math.random() * 2500)));
+      await until(`round ${round}: the workload to promise ${wanted - before} more changes`, async () =>
+        promiseLines(await fsp.readFile(logFile, 'utf8').catch(() => '')) >= wanted, 120_000, 20);
+      if (round % 2 === 1) {
+        const lines = (await fsp.readFile(logFile, 'utf8')).split('\n').length;
+        await until(`round ${round}: the workload to start another operation`, async () =>
+          (await fsp.readFile(logFile, 'utf8')).split('\n').slice(lines - 1).some((l) => l.startsWith('BUSY ')), 120_000, 5);
+      }
       process.kill(pid, 'SIGKILL');
       await exited;
-      for (let i = 0; i < 200; i++) {
+      await until(`the killed engine ${pid} to be gone`, async () => {
         const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-        if (stat === '' || / Z /.test(stat)) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+        return stat === '' || / Z /.test(stat);
+      }, 30_000, 50);
     }
-    assert.ok(promised > 20, `the workload made enough promises to check (${promised})`);
+    assert.ok(promised > 0, `the checks after each restart covered ${promised} promised changes`);
     await fs.mount();
     await fs.sync();
     await fs.unmount();

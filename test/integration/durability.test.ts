@@ -12,19 +12,9 @@ import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Bed, CLI, killHard, randomFile, run, sh, tmpDir, until } from '../helpers/bed';
+import { describeSample, sampleFrozenDiskUsage } from '../helpers/frozen';
 import { s3StoreFor } from '../helpers/moto';
 import { isMountPoint } from '../../native/fuse/adapter';
-
-async function dirBytes(dir: string): Promise<number> {
-  let total = 0;
-  const entries = await fsp.readdir(dir, { withFileTypes: true }).catch(() => []);
-  for (const e of entries) {
-    const p = path.join(dir, e.name);
-    if (e.isDirectory()) total += await dirBytes(p);
-    else total += (await fsp.stat(p).catch(() => ({ size: 0 }))).size;
-  }
-  return total;
-}
 
 describe('durability', () => {
   const bed = new Bed();
@@ -85,24 +75,17 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
   it('holds the cache cap while writing and reading three times the cap', async () => {
     const capBytes = 32 * 1024 * 1024;
     const fs = await bed.filespace({ chunkSize: '1MiB', cacheSize: '32MiB', settings: { 'upload-delay': '0s' } });
-    await fs.mount();
-    let peak = 0;
-    let sampling = true;
-    const sampler = (async () => {
-      while (sampling) {
-        const used = (await dirBytes(path.join(fs.cacheDir, 'chunks'))) + (await dirBytes(path.join(fs.cacheDir, 'dirty')));
-        peak = Math.max(peak, used);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
+    const pid = await fs.mount();
+    // Exact snapshots: the engine is stopped while its cache folders are walked (a walk of a
+    // running engine adds up files that never existed at the same time).
+    const sampler = sampleFrozenDiskUsage(pid, fs.cacheDir, ['chunks', 'dirty']);
     const src = await randomFile(local, 'cap.bin', 3 * capBytes);
     await sh(`cp ${src} ${fs.mnt}/cap.bin`);
     await fs.sync();
     await sh(`cmp ${src} ${fs.mnt}/cap.bin`); // reads 3x the cap through the cache
-    sampling = false;
-    await sampler;
-    assert.ok(peak > capBytes / 2, `the cache was used (peak ${peak})`);
-    assert.ok(peak <= capBytes, `cache peaked at ${peak} bytes, above the ${capBytes}-byte cap`);
+    const { peak, samples } = await sampler.stop();
+    assert.ok(peak.bytes > capBytes / 2, `the cache was used (peak ${peak.bytes} over ${samples} snapshots)`);
+    assert.ok(peak.bytes <= capBytes, `cache peaked at ${peak.bytes} bytes, above the ${capBytes}-byte cap:\n${describeSample(peak)}`);
     const st = await fs.status();
     assert.ok(Number(st.cacheUsedBytes) <= capBytes);
     await fs.unmount();

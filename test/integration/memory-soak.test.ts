@@ -23,10 +23,12 @@ describe('memory soak', () => {
   before(() => bed.start());
   after(() => bed.stop());
 
-  it('keeps the engine under 300 MB while streaming many times the cache size', async () => {
+  // About 2 minutes per GiB in a CI run; four times that per GiB, at least 15 minutes.
+  const soakGib = Number(process.env.FILESPACE_SOAK_GIB ?? 1);
+  it('keeps the engine under 300 MB while streaming many times the cache size', { timeout: Math.max(15, 8 * soakGib) * 60_000 }, async () => {
     // In rounds of at most 1 GiB: each file is written, read back, deleted and garbage
     // collected, so the test server (which keeps objects in memory) holds one round at a time.
-    const gib = Number(process.env.FILESPACE_SOAK_GIB ?? 1);
+    const gib = soakGib;
     const rounds = Math.max(1, Math.ceil(gib));
     const mibPerRound = Math.round((gib * 1024) / rounds);
     const fs = await bed.filespace({ chunkSize: '4MiB', cacheSize: '64MiB', settings: { 'upload-delay': '0s', 'gc-grace': '0s', 'gc-interval': '0s' } });

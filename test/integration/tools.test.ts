@@ -260,7 +260,8 @@ describe('real tools on a mounted filespace', () => {
     });
   });
 
-  it('keeps sqlite3 databases (rollback journal and WAL) intact with every row, here and on a second machine', async () => {
+  // About 6 minutes in a CI run (20,000-row transactions, each a process, through the mount).
+  it('keeps sqlite3 databases (rollback journal and WAL) intact with every row, here and on a second machine', { timeout: 30 * 60_000 }, async () => {
     await requireTool('sqlite3');
     const dir = path.join(fs.mnt, 'db');
     await fsp.mkdir(dir);

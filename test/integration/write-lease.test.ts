@@ -200,6 +200,12 @@ describe('one writer, many readers', () => {
     const expected = new Map<string, string>();
     let deleted = 0;
     let writing = true;
+    let copies = 0;
+    const collect = async () => {
+      const out = await fs.machine.ok('gc', fs.name);
+      deleted += Number(/(\d+) deleted/.exec(out)?.[1] ?? 0);
+      return Number(/(\d+) unreferenced and waiting/.exec(out)?.[1] ?? NaN);
+    };
     const writer = (async () => {
       for (let i = 0; writing || i < 30; i++) {
         const name = `f${i % 7}.bin`;
@@ -210,21 +216,21 @@ describe('one writer, many readers', () => {
           await fsp.rm(path.join(fs.mnt, `f${(i + 3) % 7}.bin`), { force: true });
           expected.delete(`f${(i + 3) % 7}.bin`);
         }
+        copies = i + 1;
       }
     })();
+    // Collections interleaved with the writes: each round waits for at least one more copy.
     for (let round = 0; round < 8; round++) {
-      const out = await fs.machine.ok('gc', fs.name);
-      deleted += Number(/(\d+) deleted/.exec(out)?.[1] ?? 0);
-      await new Promise((r) => setTimeout(r, 1200));
+      const seen = copies;
+      await collect();
+      await until('the writer to copy another file', () => copies > seen, 120_000);
     }
     writing = false;
     await writer;
     await fs.sync();
-    for (let round = 0; round < 2; round++) {
-      const out = await fs.machine.ok('gc', fs.name);
-      deleted += Number(/(\d+) deleted/.exec(out)?.[1] ?? 0);
-      await new Promise((r) => setTimeout(r, 1200));
-    }
+    // Rounds until nothing unreferenced is left waiting out its grace period (1 s): by then
+    // every chunk the overwrites and deletions left behind was deleted.
+    await until('garbage collection to delete every unreferenced chunk', async () => (await collect()) === 0, 120_000);
     assert.ok(deleted > 0, 'overwritten files left chunks to collect');
     const check = await fs.machine.cli('check', fs.name, '--deep');
     assert.equal(check.code, 0, `every referenced chunk is still there: ${check.stdout}${check.stderr}`);

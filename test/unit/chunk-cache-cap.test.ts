@@ -322,6 +322,39 @@ describe('ChunkCache eviction and cap', () => {
     assert.equal(c.wouldExceedCap(PK + 1), true);
   });
 
+  it('caches no fetched chunk that would not fit even after every clean chunk went', async () => {
+    const c = await newCache(limits);
+    assert.equal(await c.put(name(1), bytes(K, 1)), true);
+    dirtyBytes = 9 * PK + PK / 2; // dirty data fills the cache
+    assert.equal(await c.put(name(2), bytes(K, 2)), false, 'not stored');
+    assert.equal(c.has(name(2)), false);
+    assert.equal(c.has(name(1)), false, 'the clean chunk made what room it could');
+    assert.equal(c.usedBytes, dirtyBytes, 'nothing stays reserved');
+    assert.deepEqual(await readdir(path.join(dir, 'chunks', '00')), [], 'no file was left behind');
+    dirtyBytes = 8 * PK;
+    assert.equal(await c.put(name(2), bytes(K, 2)), true, 'stored once there is room');
+  });
+
+  it('reserves room for dirty data only while dirty data and reservations fit under the cap', async () => {
+    const c = await newCache(limits);
+    for (let i = 1; i <= 8; i++) await c.put(name(i), bytes(K, i));
+    dirtyBytes = 6 * PK;
+    const first = c.reserveForDirty(3 * PK);
+    assert.ok(first, 'clean chunks do not count: they make room');
+    assert.equal(c.reserveForDirty(2 * PK), undefined, 'the room taken counts for the next writer');
+    const small = c.reserveForDirty(PK);
+    assert.ok(small);
+    first();
+    first(); // giving it back twice changes nothing
+    assert.ok(c.reserveForDirty(2 * PK), 'the room given back is free again');
+    small();
+    dirtyBytes = 0;
+    assert.equal(c.usedBytes - c.cleanUsedBytes, 2 * PK, 'only what is still held is counted');
+    const c2 = await newCache(limits);
+    dirtyBytes = 0;
+    assert.ok(c2.reserveForDirty(100 * PK), 'with nothing else held, any growth is let through');
+  });
+
   it('lowering the cap evicts at once', async () => {
     const c = await newCache(limits);
     for (let i = 1; i <= 8; i++) await c.put(name(i), bytes(K, i));

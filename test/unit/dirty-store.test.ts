@@ -185,6 +185,42 @@ describe('DirtyStore operations', () => {
     }
   });
 
+  it('counts the pre-images of rewritten fsynced units as bytes on disk, until a sync empties them or the chunk goes', async () => {
+    const s = await freshStore();
+    const preSize = async (ino: number, idx: number) => (await stat(`${s.pathOf(ino, idx)}.pre`).catch(() => ({ size: -1 }))).size;
+    const d = await s.create(30, 0, undefined, 1);
+    await s.write(d, randomBytes(2 * UNIT), 0, 2);
+    await s.syncInode(30);
+    const chunkBytes = physicalSize(2 * UNIT);
+    assert.equal(s.totalBytes, chunkBytes, 'no pre-image for data that was never synced');
+    await s.write(d, randomBytes(100), UNIT - 50, 3); // rewrites both (durable) units
+    assert.ok((await preSize(30, 0)) > 2 * UNIT, 'both units were saved');
+    assert.equal(s.totalBytes, chunkBytes + (await preSize(30, 0)));
+    await s.syncInode(30);
+    assert.equal(await preSize(30, 0), 0);
+    assert.equal(s.totalBytes, chunkBytes, 'a sync empties the pre-images');
+
+    // Released to the clean cache (uploaded): the pre-images go, counted until they are gone.
+    await s.write(d, randomBytes(10), 0, 4);
+    const pre = await preSize(30, 0);
+    assert.ok(pre > 0);
+    s.release(d);
+    assert.equal(s.totalBytes, pre, 'the chunk file is handed over; its pre-images are still on disk');
+    await s.create(30, 0, undefined, 5); // a new chunk of that name waits for their removal
+    assert.equal(await preSize(30, 0), -1);
+    assert.equal(s.totalBytes, physicalSize(0));
+
+    // Dropped (file deleted or truncated away): both go.
+    const e = await s.create(31, 0, undefined, 1);
+    await s.write(e, randomBytes(UNIT), 0, 2);
+    await s.syncInode(31);
+    await s.write(e, randomBytes(10), 5, 3);
+    assert.ok((await preSize(31, 0)) > 0);
+    await s.drop(e);
+    assert.equal(await preSize(31, 0), -1);
+    assert.equal(s.totalBytes, physicalSize(0), 'only the new chunk 30.0 is left');
+  });
+
   it('syncs the chunks of one file and of all files', async () => {
     const s = await freshStore();
     const d = await s.create(9, 0, undefined, 1);
@@ -333,11 +369,17 @@ describe('DirtyStore.init', () => {
     }
     assert.equal(s2.totalBytes, lens.reduce((n, [, , len]) => n + physicalSize(len), 0));
     assert.equal(s2.dataBytes, lens.reduce((n, [, , len]) => n + len, 0));
-    // The recovered chunks keep working.
+    // The recovered chunks keep working. Their data counts as durable, so rewriting its last
+    // unit first saves that unit's pre-image beside it, and the count covers that file too.
     const again = s2.get(20, 1)!;
     await s2.write(again, Buffer.from('more'), again.len, 6);
     assert.deepEqual(await s2.readAll(again), Buffer.from('small\0\0\0\0!more'));
-    assert.equal(s2.totalBytes, lens.reduce((n, [, , len]) => n + physicalSize(len), 0) - physicalSize(10) + physicalSize(14));
+    const pre = (await stat(`${s2.pathOf(20, 1)}.pre`)).size;
+    assert.ok(pre > 0, 'a pre-image was kept');
+    assert.equal(s2.totalBytes, lens.reduce((n, [, , len]) => n + physicalSize(len), 0) - physicalSize(10) + physicalSize(14) + pre);
+    let onDisk = 0;
+    for (const f of await readdir(path.join(dir, 'dirty'))) onDisk += (await stat(path.join(dir, 'dirty', f))).size;
+    assert.equal(s2.totalBytes, onDisk, 'every byte in the dirty folder is counted');
   });
 
   it('removes a leftover file whose header is not a sealed one, and keeps a damaged last unit out', async () => {

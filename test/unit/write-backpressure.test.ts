@@ -19,7 +19,7 @@ interface World {
 function setup(init: Partial<World> = {}): { w: World; bp: Backpressure } {
   const w: World = { full: true, blocked: undefined, readOnly: undefined, stallMs: 60_000, pressure: 0, ...init };
   const bp = new Backpressure({
-    full: () => w.full,
+    reserve: () => (w.full ? undefined : () => undefined),
     blocked: () => w.blocked,
     readOnly: () => w.readOnly,
     stallTimeoutMs: () => w.stallMs,

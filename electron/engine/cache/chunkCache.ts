@@ -5,10 +5,17 @@
  * truncated, or renamed to another chunk's name) is removed and reported as a miss, so the
  * chunk is fetched again from the bucket: wrong bytes are never served.
  *
- * Cap accounting covers clean *and* dirty bytes (the dirty store reports its total): the
- * cache starts evicting when the total passes the high watermark and stops at the low one.
- * Only clean chunks are ever evicted; dirty data is the write-back queue's, and when it alone
- * fills the cap the VFS applies backpressure instead (see vfs.ts).
+ * Cap accounting covers clean *and* dirty bytes (the dirty store reports its total) and bytes
+ * reserved for files being written or removed: the cache starts evicting when the total passes
+ * the high watermark and stops at the low one. Only clean chunks are ever evicted; dirty data
+ * is the write-back queue's, and when it fills the cap the VFS applies backpressure instead
+ * (see vfs.ts).
+ *
+ * The cap holds on disk at every instant: every byte is counted before it is written and
+ * until it is gone, and nothing grows without room. Dirty data grows only within room
+ * reserved with `reserveForDirty` (which counts dirty and reserved bytes against the cap and
+ * makes clean chunks go first); a fetched chunk is cached only if it fits once clean chunks
+ * have made room, else it is served without a copy on disk.
  *
  * A miss is not an error: `read` resolves to `undefined` when the chunk is not here.
  *
@@ -217,9 +224,13 @@ export class ChunkCache {
     return this.withFile(name, (fh, fileId, len) => this.io.readAll(fh, fileId, len, `cached chunk ${name}`));
   }
 
-  /** Stores a chunk (sealed into a temp file, then renamed: readers never see half). */
-  async put(name: string, data: Buffer): Promise<void> {
-    if (this.index.has(name)) return;
+  /**
+   * Stores a chunk (sealed into a temp file, then renamed: readers never see half). Resolves
+   * false, storing nothing, when it would not fit under the cap even after evicting every
+   * clean chunk (dirty data fills the cache).
+   */
+  async put(name: string, data: Buffer): Promise<boolean> {
+    if (this.index.has(name)) return true;
     const file = this.pathOf(name);
     await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
     const tmp = `${file}.tmp${process.pid}.${Math.random().toString(36).slice(2)}`;
@@ -229,6 +240,7 @@ export class ChunkCache {
     this.reservedBytes += size;
     try {
       await this.maybeEvict();
+      if (this.usedBytes > this.limits.capBytes) return false;
       const { header, fileId } = this.io.newHeader();
       const fh = await fsp.open(tmp, 'w+', 0o600);
       try {
@@ -247,6 +259,7 @@ export class ChunkCache {
       this.reservedBytes -= size;
     }
     this.addIndex(name, size);
+    return true;
   }
 
   /**
@@ -358,6 +371,26 @@ export class ChunkCache {
   /** True when adding `bytes` would push the total past the cap even after evicting all clean data. */
   wouldExceedCap(extraBytes: number): boolean {
     return this.dirtyBytes() + extraBytes > this.limits.capBytes;
+  }
+
+  /**
+   * Reserves room for dirty data about to grow by up to `bytes`, if dirty data, everything
+   * reserved and these bytes fit under the cap (clean chunks do not count: they make room, see
+   * makeRoomForDirty), or if nothing else is held. Returns the function that gives the room
+   * back (once the bytes are counted as dirty), or undefined when there is no room now.
+   * Check and reservation are one synchronous step, so concurrent writers cannot both take
+   * the last room.
+   */
+  reserveForDirty(bytes: number): (() => void) | undefined {
+    const held = this.dirtyBytes() + this.reservedBytes;
+    if (held > 0 && held + bytes > this.limits.capBytes) return undefined;
+    this.reservedBytes += bytes;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.reservedBytes -= bytes;
+    };
   }
 
   get hitRatio(): number {

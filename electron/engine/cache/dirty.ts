@@ -6,7 +6,9 @@
  *
  * `len` is the chunk's logical length (bytes past what was written read as zeros). `gen`
  * increments on every change, so the uploader can tell whether what it uploaded is still the
- * current content. `totalBytes` counts bytes on disk (sealing adds a little per 64 KiB).
+ * current content. `totalBytes` counts every byte this store has on disk (sealing adds a little
+ * per 64 KiB; pre-images count too), before it is written and until it is removed, so the
+ * cache cap (cache/chunkCache.ts) sees all of it.
  *
  * Power loss (DESIGN invariant 1): a unit is sealed as a whole, so a rewrite torn by a power
  * cut would make the whole 64 KiB unit unreadable, including bytes an earlier fsync made
@@ -16,7 +18,8 @@
  * `init` checks every unit: a torn one is put back from its pre-image (the content of the last
  * sync; unsynced writes are lost, as on any filesystem), or, with none, it only ever held
  * unsynced data and reads as zeros. Pre-images are sealed under the file's id, so a stale one
- * from an earlier file of the same name never applies.
+ * from an earlier file of the same name never applies. Once a chunk is uploaded (released to
+ * the clean cache) its pre-images are removed.
  *
  * Owners: at start, a dirty chunk whose file the metadata says was deleted (or truncated
  * away) is removed; one whose file the metadata does not know at all (its creation never
@@ -76,6 +79,8 @@ export interface OrphanChunk {
   readonly fileId: Buffer;
   readonly len: number;
 }
+/** The most one unit's pre-image takes on disk. */
+export const PRE_IMAGE_UNIT_BYTES = PRE_RECORD + UNIT + UNIT_OVERHEAD;
 
 export class DirtyStore {
   private readonly chunks = new Map<string, DirtyChunk>();
@@ -84,6 +89,8 @@ export class DirtyStore {
   private bytes = 0;
   /** Dirty chunks found at start whose file is unknown (see the header). */
   orphans: OrphanChunk[] = [];
+  /** Pre-image files of released chunks being removed, by chunk key (still counted meanwhile). */
+  private readonly preRemovals = new Map<string, Promise<void>>();
 
   constructor(
     private readonly dir: string,
@@ -132,6 +139,9 @@ export class DirtyStore {
     });
     const created = !st.pre;
     const body = Buffer.concat(records);
+    // Counted before the bytes reach the disk, like the chunk's own bytes.
+    st.preBytes += body.length;
+    this.bytes += body.length;
     const fh = await fsp.open(`${file}.pre`, 'a', 0o600);
     try {
       await fh.write(body);
@@ -140,7 +150,6 @@ export class DirtyStore {
       await fh.close();
     }
     st.pre = true;
-    st.preBytes += body.length;
     if (created) await this.syncDir();
     for (const u of units) st.unsynced.add(u);
   }
@@ -344,6 +353,7 @@ export class DirtyStore {
 
   /** Starts a dirty chunk, seeded from `base` (the chunk's current clean bytes) if given. */
   async create(ino: number, idx: number, base: Buffer | undefined, nowMs: number): Promise<DirtyChunk> {
+    await this.preRemovals.get(DirtyStore.key(ino, idx));
     const file = this.pathOf(ino, idx);
     this.handles.forget(file);
     const { header, fileId } = this.io.newHeader();
@@ -454,6 +464,7 @@ export class DirtyStore {
     if (st.preBytes > 0) {
       // Emptied durably: a stale pre-image must never apply to a unit rewritten later
       // without one (a unit that only held unsynced data). The file itself stays.
+      const pre = st.preBytes;
       let fh: FileHandle;
       try {
         fh = await fsp.open(`${file}.pre`, 'r+');
@@ -467,7 +478,12 @@ export class DirtyStore {
       } finally {
         await fh.close();
       }
-      st.preBytes = 0;
+      // Counted until emptied: the cap covers pre-images on disk. (A chunk that left the store
+      // meanwhile had them uncounted by its drop or release.)
+      if (this.get(d.ino, d.idx) === d) {
+        st.preBytes -= pre;
+        this.bytes -= pre;
+      }
     }
   }
 
@@ -490,11 +506,13 @@ export class DirtyStore {
   /** Forgets a dirty chunk and deletes its file (the file was deleted or truncated away). */
   async drop(d: DirtyChunk): Promise<void> {
     if (this.get(d.ino, d.idx) !== d) return;
+    const pre = this.durability.get(DirtyStore.key(d.ino, d.idx))?.preBytes ?? 0;
     this.untrack(d);
     const file = this.pathOf(d.ino, d.idx);
     this.handles.forget(file);
     await fsp.rm(file, { force: true });
     await fsp.rm(`${file}.pre`, { force: true });
+    this.bytes -= pre;
   }
 
   /**
@@ -502,11 +520,21 @@ export class DirtyStore {
    * its sealing id and its size on disk.
    */
   release(d: DirtyChunk): { file: string; fileId: Buffer; size: number } {
+    const key = DirtyStore.key(d.ino, d.idx);
+    const st = this.durability.get(key);
     this.untrack(d);
     const file = this.pathOf(d.ino, d.idx);
     this.handles.forget(file);
-    // A pre-image left behind is sealed for this file's id only: it never applies to another
-    // file of the same name, and goes when that one is created or at the next start.
+    // The chunk is in the bucket now: its pre-images are of no more use. They stay counted
+    // until removed; a new chunk of the same name waits for that (see create).
+    if (st?.pre) {
+      const pre = st.preBytes;
+      const removed: Promise<void> = fsp.rm(`${file}.pre`, { force: true }).catch(() => undefined).then(() => {
+        this.bytes -= pre;
+        if (this.preRemovals.get(key) === removed) this.preRemovals.delete(key);
+      });
+      this.preRemovals.set(key, removed);
+    }
     return { file, fileId: d.fileId, size: physicalSize(d.len) };
   }
 }

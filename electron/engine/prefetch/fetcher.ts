@@ -1,5 +1,6 @@
 /**
- * ChunkFetcher: brings a committed chunk from the bucket into the clean cache.
+ * ChunkFetcher: brings a committed chunk from the bucket into the clean cache (when dirty data
+ * leaves no room under the cap, the chunk is served from memory without a copy on disk).
  *
  * Concurrent requests for one chunk are merged (single flight); downloads are bounded by a
  * semaphore, which also bounds memory (each in-flight download holds at most one encoded and

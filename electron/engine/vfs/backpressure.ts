@@ -31,8 +31,12 @@ import { Signal } from '../util/concurrency';
 export type StallCause = 'paused' | 'offline' | 'failing' | 'idle';
 
 export interface BackpressureDeps {
-  /** True while a write adding `extraBytes` would push dirty data past the cap. */
-  readonly full: (extraBytes: number) => boolean;
+  /**
+   * Reserves room for `bytes` more dirty data if it fits under the cap now (one synchronous
+   * check, so concurrent writers cannot both take the last room); returns the function that
+   * gives the room back, or undefined when there is none.
+   */
+  readonly reserve: (bytes: number) => (() => void) | undefined;
   /** Why uploads cannot free room now; undefined while they make progress. */
   readonly blocked: () => StallCause | undefined;
   /** The reason writes are refused altogether (read-only), if they are. */
@@ -83,15 +87,28 @@ export class Backpressure {
     this.events.notify();
   }
 
-  /** Resolves when a write of `extraBytes` may go on; throws ENOSPC or EROFS as the rule says. */
-  async waitForRoom(extraBytes: number): Promise<void> {
-    if (!this.deps.full(extraBytes)) return;
+  /**
+   * A reservation was given back (its bytes are counted as dirty data now, or were not needed):
+   * a waiting writer may fit. Not progress of the uploads, so it does not end a stall.
+   */
+  roomReturned(): void {
+    this.events.notify();
+  }
+
+  /**
+   * Resolves with a reservation of room for `bytes` (call the function once they are counted
+   * as dirty data) when the write may go on; throws ENOSPC or EROFS as the rule says.
+   */
+  async waitForRoom(bytes: number): Promise<() => void> {
+    const first = this.deps.reserve(bytes);
+    if (first) return first;
     const startedAt = this.now();
     this.waiting++;
     const ep = (this.episode ??= { since: startedAt, refused: 0 });
     try {
       for (;;) {
-        if (!this.deps.full(extraBytes)) return;
+        const room = this.deps.reserve(bytes);
+        if (room) return room;
         const ro = this.deps.readOnly();
         if (ro !== undefined) throw new FsError('EROFS', ro);
         this.deps.onPressure();

@@ -31,8 +31,8 @@
 
 import { nameBytes } from '../util/names';
 import { ChunkCache } from '../cache/chunkCache';
-import { DirtyChunk, DirtyStore } from '../cache/dirty';
-import { HEADER, UNIT, UNIT_OVERHEAD, physicalSize } from '../cache/sealed';
+import { DirtyChunk, DirtyStore, PRE_IMAGE_UNIT_BYTES } from '../cache/dirty';
+import { UNIT, physicalSize } from '../cache/sealed';
 import { FsError } from '../errors';
 import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
@@ -130,9 +130,8 @@ export class Vfs {
   ) {
     this.now = opts.now ?? Date.now;
     this.backpressure = new Backpressure({
-      // One chunk of headroom: a write that passed this check may still be on its way to the
-      // dirty store while the next one is checked.
-      full: (extra) => this.cache.wouldExceedCap(extra + this.chunkSize) && this.dirty.totalBytes > 0,
+      // Reserved room counts against the cap until the bytes it stood for are counted as dirty.
+      reserve: (bytes) => this.cache.reserveForDirty(bytes),
       blocked: () => opts.drainBlocked?.(),
       readOnly: () => opts.readOnly(),
       stallTimeoutMs: () => opts.writeStallTimeoutMs?.() ?? 30_000,
@@ -736,6 +735,35 @@ export class Vfs {
     return this.backpressure.status();
   }
 
+  /**
+   * Waits for room as Backpressure's rule says (or fails with ENOSPC / EROFS), then holds room
+   * for `bytes` more on disk (clean chunks evicted to make it) until the returned function is
+   * called, once those bytes are counted as dirty data.
+   */
+  private async reserveRoom(bytes: number): Promise<() => void> {
+    const release = await this.backpressure.waitForRoom(bytes);
+    const giveBack = () => {
+      release();
+      this.backpressure.roomReturned();
+    };
+    try {
+      await this.cache.makeRoomForDirty(0);
+    } catch (err) {
+      giveBack();
+      throw err;
+    }
+    return giveBack;
+  }
+
+  /**
+   * The most one piece of a write (`n` bytes within one chunk) can add on disk: a dirty chunk
+   * started from its uploaded bytes (at most a whole chunk), or the chunk grown in place plus
+   * the pre-images of the fsynced units the piece rewrites (see cache/dirty.ts).
+   */
+  private pieceBound(n: number): number {
+    return physicalSize(this.chunkSize) + (Math.ceil(n / UNIT) + 1) * PRE_IMAGE_UNIT_BYTES;
+  }
+
   /** Returns the dirty chunk for (ino, idx), creating it from the committed bytes if needed. Call under the chunk lock. */
   private async dirtyChunkFor(inode: Inode, idx: number, coverFrom: number, coverTo: number): Promise<DirtyChunk> {
     const existing = this.dirty.get(inode.ino, idx);
@@ -768,10 +796,11 @@ export class Vfs {
       const n = Math.min(data.length - done, cs - inChunk);
       const piece = data.subarray(done, done + n);
       // Backpressure outside the chunk lock (the uploader needs that lock to drain this chunk),
-      // for the bytes this piece may add on disk at most (data plus sealing overhead). Pieces
-      // already written stay written: the write returns short, as write(2) does.
+      // for the bytes this piece may add on disk at most. Pieces already written stay written:
+      // the write returns short, as write(2) does.
+      let releaseRoom: () => void;
       try {
-        await this.backpressure.waitForRoom(n + (Math.ceil(n / UNIT) + 1) * UNIT_OVERHEAD + HEADER);
+        releaseRoom = await this.reserveRoom(this.pieceBound(n));
       } catch (err) {
         if (done === 0) throw err;
         break;
@@ -783,6 +812,9 @@ export class Vfs {
         const growth = physicalSize(Math.max(d.len, inChunk + n)) - physicalSize(d.len);
         if (growth > 0) await this.cache.makeRoomForDirty(growth);
         await this.dirty.write(d, piece, inChunk, this.now());
+        // The size covers these bytes before the chunk lock is let go: an upload of this chunk
+        // commits the live size with its reference, which must not cut off what was just written.
+        this.extendLiveSize(inode, at + n);
       });
       try {
         await writePiece();
@@ -791,13 +823,18 @@ export class Vfs {
         if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || this.cache.cleanUsedBytes === 0) throw err;
         await this.cache.evictUntil(this.cache.usedBytes - 8 * this.chunkSize);
         await writePiece();
+      } finally {
+        releaseRoom();
       }
       done += n;
     }
-    const now = this.now();
-    const size = Math.max(this.sizeOf(inode), pos + done);
-    this.liveSize.set(inode.ino, { size, mtimeMs: now });
+    this.extendLiveSize(inode, pos + done);
     return done;
+  }
+
+  /** Records a write that reached `end`: the live size grows to cover it, and mtime is now. */
+  private extendLiveSize(inode: Inode, end: number): void {
+    this.liveSize.set(inode.ino, { size: Math.max(this.sizeOf(inode), end), mtimeMs: this.now() });
   }
 
   async truncate(path: string, size: number): Promise<void> {
@@ -829,13 +866,19 @@ export class Vfs {
       // The new size must be durable before local data is cut: otherwise a crash could bring
       // back the old size over data that is gone (zeros where fsynced bytes were).
       if (affected.length > 0) await this.meta.sync();
-      for (const idx of affected) {
-        await this.chunkLock(inode.ino, idx, async () => {
-          const d = this.dirty.get(inode.ino, idx);
-          if (!d) return;
-          if (idx >= keep) await this.dirty.drop(d);
-          else if (d.len > size - idx * cs) await this.dirty.truncate(d, size - idx * cs, this.now());
-        });
+      // Cutting inside a unit reseals it: room for that unit's pre-image.
+      const releaseRoom = affected.includes(keep - 1) && size % UNIT !== 0 ? await this.reserveRoom(PRE_IMAGE_UNIT_BYTES) : () => undefined;
+      try {
+        for (const idx of affected) {
+          await this.chunkLock(inode.ino, idx, async () => {
+            const d = this.dirty.get(inode.ino, idx);
+            if (!d) return;
+            if (idx >= keep) await this.dirty.drop(d);
+            else if (d.len > size - idx * cs) await this.dirty.truncate(d, size - idx * cs, this.now());
+          });
+        }
+      } finally {
+        releaseRoom();
       }
       this.noteDirtyFreed();
     }
