@@ -21,7 +21,7 @@ import { discardAside, exportAside, listAside } from '../engine/aside';
 import { LocalDiskStore } from '../engine/store/local';
 import type { ObjectStore } from '../engine/store/types';
 import { formatSize, parseDuration, parseSize } from '../engine/util/sizes';
-import { sleep } from '../engine/util/concurrency';
+import { settledWithin, sleep } from '../engine/util/concurrency';
 import { callControl, ControlClientError } from './control';
 import {
   Homes, LinkConfig, StoreSpec, checkName, configPath, deleteConfig, homes, listConfigs, loadConfig, logPath,
@@ -222,16 +222,31 @@ interface ForegroundOptions {
   takeover?: boolean;
 }
 
+/**
+ * How long a mount process may take to stop after SIGTERM/SIGINT before it exits regardless.
+ * Everything written is made durable in the cache first (no network needed); what waits for
+ * the bucket (uploads, the lease release) is bounded well below this by the engine itself.
+ */
+export const STOP_DEADLINE_MS = 30_000;
+
 async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions = {}): Promise<void> {
   // A stray rejected promise must not take the mount down with it (users would see
   // "Transport endpoint is not connected"): report it and keep serving.
   process.on('unhandledRejection', (err) => log(`internal error (kept running): ${err instanceof Error ? err.stack ?? err.message : String(err)}`));
   const host = new MountHost(cfg, h, { log, passphrase: extra.passphrase, mode: extra.mode, takeover: extra.takeover });
   let signalled = 0;
+  let deadline: NodeJS.Timeout | undefined;
+  const stop = () => host.stopOnSignal().catch((err) => log(`unmount failed: ${(err as Error).message}`));
   const onSignal = () => {
     signalled++;
-    if (signalled > 1) log('still unmounting; press Ctrl-C again to wait, or run "fusermount -uz" to detach');
-    host.stopOnSignal().catch((err) => log(`unmount failed: ${(err as Error).message}`));
+    deadline ??= setTimeout(() => {
+      log(`stopping took longer than ${STOP_DEADLINE_MS / 1000} s; exiting now (changes not yet uploaded stay in ${cfg.cacheDir} and upload at the next mount)`);
+      // Leave no dead mount behind if the stop never got as far as unmounting.
+      void settledWithin(host.detachNow(), 5000).finally(() => process.exit(1));
+    }, STOP_DEADLINE_MS).unref();
+    if (signalled > 1) log(`still stopping; this process exits within ${STOP_DEADLINE_MS / 1000} s of the first signal in any case`);
+    // While mounting, the stop follows once the mount is up (or the start fails).
+    if (host.state === 'mounted') void stop();
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
@@ -242,7 +257,8 @@ async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions
     process.off('SIGINT', onSignal);
     throw err;
   }
-  extra.onMounted?.(host);
+  if (signalled > 0) void stop();
+  else extra.onMounted?.(host);
   await host.done;
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
@@ -271,12 +287,23 @@ export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
   };
 }
 
+/** Waits for a mount process that is stopping (e.g. just unmounted from outside) to be gone. */
+async function waitForStoppingEngine(h: Homes, cfg: LinkConfig): Promise<void> {
+  const deadline = Date.now() + STOP_DEADLINE_MS + 5000;
+  for (;;) {
+    const st = await statusOf(h, cfg).catch(() => undefined);
+    if (st?.state !== 'unmounting' || Date.now() > deadline) return;
+    await sleep(200);
+  }
+}
+
 async function cmdMount(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, { foreground: { type: 'boolean' }, 'read-only': { type: 'boolean' }, takeover: { type: 'boolean' } }, 1);
   if (values['read-only'] && values.takeover) throw new UsageError('--read-only and --takeover exclude each other');
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
   const mode = values['read-only'] ? 'read' as const : 'write' as const;
+  await waitForStoppingEngine(h, cfg);
   if (values.foreground) {
     await runForeground(h, cfg, { mode, takeover: Boolean(values.takeover) });
     return;

@@ -44,6 +44,7 @@ import { RateLimiter } from './upload/ratelimit';
 import { WritebackQueue } from './upload/writeback';
 import { Vfs } from './vfs/vfs';
 import { UserError } from './errors';
+import { settledWithin } from './util/concurrency';
 
 export interface EngineOptions {
   readonly store: ObjectStore;
@@ -842,7 +843,15 @@ export class Engine {
     }
   }
 
-  /** Stops background work and persists everything locally. Pending uploads resume next open. */
+  /**
+   * Stops background work and persists everything locally. Pending uploads resume next open.
+   *
+   * Bounded whatever the bucket does (about 18 s at most: CLOSE_WAITS_MS, plus the replicator's
+   * own 2 s): every wait on the
+   * store has its own limit, and what did not finish in time stays queued locally. A step
+   * that fails (a full cache disk) is logged and the others still run; the lock file is then
+   * left behind, so the next start checks the cache as after a crash.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -851,25 +860,37 @@ export class Engine {
     if (this.leaseTimer) clearTimeout(this.leaseTimer);
     if (this.followTimer) clearTimeout(this.followTimer);
     if (this.gcTimer) clearInterval(this.gcTimer);
-    if (this.following) await this.following.catch(() => undefined);
+    const w = CLOSE_WAITS_MS;
+    if (this.following) await settledWithin(this.following, w.follow);
     this.writeback.stop();
     this.uploadLimit.close(); // a chunk waiting for bandwidth stays dirty and uploads next time
-    await this.writeback.idle(5000);
+    await this.writeback.idle(w.uploads);
     this.vfs.commitAllSizes();
     // Give metadata already committed a short chance to reach the bucket; it stays queued otherwise.
-    await Promise.race([this.replicator.pushNow(), new Promise((r) => setTimeout(r, 2000).unref())]);
+    await settledWithin(this.replicator.pushNow(), w.push);
     await this.replicator.stop();
     if (this.replicator.pendingOps === 0 && this.dirty.count === 0) {
-      await this.replicator.checkpointNow().catch((err) => this.log(`checkpoint failed: ${(err as Error).message}`));
+      const checkpoint = this.replicator.checkpointNow().catch((err) => this.log(`checkpoint failed: ${(err as Error).message}`));
+      if (!(await settledWithin(checkpoint, w.checkpoint))) this.log('the metadata checkpoint did not reach the bucket in time; the next writer replays the log instead');
     }
-    await this.dirty.syncAll();
-    await this.meta.close();
+    let durable = true;
+    const local = async (what: string, step: () => Promise<void>) => {
+      try {
+        await step();
+      } catch (err) {
+        durable = false;
+        this.log(`closing: ${what} failed: ${(err as Error).message}`);
+      }
+    };
+    await local('syncing the dirty store', () => this.dirty.syncAll());
+    await local('saving the metadata', () => this.meta.close());
     // Let the next writer in at once; a release that fails just lets the lease expire.
-    if (this.leaseTaken && !this.replicator.conflict) {
-      await Promise.race([this.lease.release().catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
-    }
-    await this.handles.closeAll();
-    await this.opts.store.close();
-    await fsp.rm(this.lockFile, { force: true });
+    if (this.leaseTaken && !this.replicator.conflict) await settledWithin(this.lease.release(), w.lease);
+    await local('closing cache files', () => this.handles.closeAll());
+    await this.opts.store.close().catch(() => undefined);
+    if (durable) await fsp.rm(this.lockFile, { force: true });
   }
 }
+
+/** How long `close` waits for each step that depends on the bucket (ms). */
+export const CLOSE_WAITS_MS = { follow: 2000, uploads: 5000, push: 2000, checkpoint: 5000, lease: 2000 } as const;

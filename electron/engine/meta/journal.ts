@@ -233,10 +233,13 @@ export class Journal<TSnapshot extends { gen: number }> {
       this.closed = true;
       return;
     }
-    await this.sync();
-    this.closed = true;
-    await this.fh?.close();
-    this.fh = undefined;
+    try {
+      await this.sync();
+    } finally {
+      this.closed = true;
+      await this.fh?.close();
+      this.fh = undefined;
+    }
   }
 
   get generation(): number {
