@@ -28,6 +28,7 @@ import { ObjectStore } from '../engine/store/types';
 import { parseDuration, parseRate, parseSize } from '../engine/util/sizes';
 import { ApiFailure, startControlServer } from './control';
 import { Homes, LinkConfig, readPassphraseFile, saveConfig, socketPath } from './config';
+import { checkPlacement } from './placement';
 import { openStore } from './stores';
 import type { FuseMount } from '../../native/fuse/adapter';
 
@@ -122,6 +123,7 @@ export class MountHost {
     const { checkFuseAvailable, FuseMount } = await import('../../native/fuse/adapter');
     const missing = await checkFuseAvailable();
     if (missing) throw new UserError(missing, 'NO_FUSE');
+    await checkPlacement(this.h, { name: this.cfg.name, mountPoint: this.cfg.mountPoint, cacheDir: this.cfg.cacheDir });
     await prepareMountPoint(this.cfg.mountPoint);
     const passphrase = this.opts.passphrase ?? (await readPassphraseFile(this.cfg.passphraseFile));
     const store = this.opts.store ?? openStore(this.cfg.store);

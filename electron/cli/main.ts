@@ -28,6 +28,7 @@ import {
   readPassphraseFile, saveConfig, socketPath,
 } from './config';
 import { MountHost, settingFromKey, settingsOf } from './host';
+import { checkPlacement } from './placement';
 import { openStore } from './stores';
 import { resolveSettings } from '../engine/config';
 
@@ -154,6 +155,8 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
     throw new UserError(`a filespace named "${name}" is already linked on this machine; pick another --name or unlink it`, 'EXISTS');
   }
   const mp = path.resolve(mountPoint);
+  const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
+  await checkPlacement(h, { name, mountPoint: mp, cacheDir: dir });
   const st = await fsp.stat(mp).catch(() => undefined);
   if (!st) throw new UserError(`mount point ${mp} does not exist; create it with "mkdir -p ${mp}"`, 'NO_MOUNT_POINT');
   if (!st.isDirectory()) throw new UserError(`mount point ${mp} is not a directory`, 'NOT_A_DIRECTORY');
@@ -162,7 +165,6 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
   resolveSettings(settings);
   const passphrase = passphraseOverride ?? (await readPassphraseFile(passphraseFile));
   const store = extras.store ?? openStore(spec);
-  const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
   try {
     const { header, keys } = await unlockFilespace(store, passphrase);
     if ((await fsp.readdir(dir).catch(() => [])).length > 0) {

@@ -313,7 +313,10 @@ export class Engine {
   }
 
   static async open(opts: EngineOptions): Promise<Engine> {
-    await fsp.mkdir(opts.cacheDir, { recursive: true, mode: 0o700 });
+    // Created at link time, never here: a missing cache folder is not made up (it could be a
+    // mount point that is not mounted, or on a disk that is not there).
+    const st = await fsp.stat(opts.cacheDir).catch(() => undefined);
+    if (!st?.isDirectory()) throw new UserError(`the cache folder ${opts.cacheDir} is missing; link the filespace again (or restore the folder)`, 'NOT_LINKED');
     const { file: lockFile, uncleanStop } = await lockCacheDir(opts.cacheDir);
     try {
       const meta = await MetaStore.load(path.join(opts.cacheDir, 'meta'));

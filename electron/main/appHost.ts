@@ -14,6 +14,9 @@
  *
  * The engines' FUSE callbacks run on this process's event loop: nothing here touches a mount
  * point synchronously, and mount point checks use async fs calls only on unmounted folders.
+ * Mount points and cache folders inside any filespace, or overlapping another filespace's
+ * cache, are refused before anything is created or moved (cli/placement.ts): the host would
+ * otherwise wait on its own mount.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -28,6 +31,7 @@ import { callControl } from '../cli/control';
 import { Homes, LinkConfig, deleteConfig, listConfigs, loadConfig, saveConfig, socketPath } from '../cli/config';
 import { MountHost, settingsOf } from '../cli/host';
 import { applySetting, linkFilespace, statusOf } from '../cli/main';
+import { checkPlacement } from '../cli/placement';
 import { openStore } from '../cli/stores';
 import { UserError } from '../engine/errors';
 import { createFilespace, unlockFilespace } from '../engine/filespace';
@@ -66,6 +70,18 @@ export async function freeBytesAt(dir: string): Promise<number> {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || parent === cur) throw err;
       cur = parent;
     }
+  }
+}
+
+/**
+ * Removes the empty folders `fsp.mkdir(dir, { recursive: true })` created (it returned `first`,
+ * the top one), deepest first; a folder that is no longer empty stays.
+ */
+async function removeCreatedFolders(dir: string, first: string): Promise<void> {
+  const top = path.resolve(first);
+  for (let cur = path.resolve(dir); ; cur = path.dirname(cur)) {
+    if (!(await fsp.rmdir(cur).then(() => true, () => false))) return;
+    if (cur === top || path.dirname(cur) === cur) return;
   }
 }
 
@@ -183,8 +199,9 @@ export class AppHost {
     if (this.mounts.has(name)) throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
     const current = await statusOf(this.o.homes, cfg);
     if (current.state !== 'unmounted') throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint} by another process`, 'ALREADY_MOUNTED');
-    await fsp.mkdir(cfg.mountPoint, { recursive: true });
+    await checkPlacement(this.o.homes, { name, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir });
     const secrets = await this.secretsFor(cfg);
+    const created = await fsp.mkdir(cfg.mountPoint, { recursive: true });
     const host = new MountHost(cfg, this.o.homes, { log: this.o.log, ...secrets });
     this.mounts.set(name, host);
     try {
@@ -192,6 +209,8 @@ export class AppHost {
     } catch (err) {
       this.mounts.delete(name);
       await secrets.store?.close().catch(() => undefined);
+      // A failed mount leaves no folder behind that it made.
+      if (created !== undefined) await removeCreatedFolders(cfg.mountPoint, created);
       throw err;
     }
     void host.done.then(() => {
@@ -265,6 +284,7 @@ export class AppHost {
   private async link(req: AppParsedRequest<'filespace.link'>): Promise<FilespaceSummary> {
     const keys = await this.storedKeys();
     const target: Target = { bucket: req.target.bucket, prefix: req.target.prefix.replace(/^\/+|\/+$/g, '') };
+    await checkPlacement(this.o.homes, { name: req.name, mountPoint: req.mountPoint, cacheDir: path.join(this.o.homes.cacheRoot, req.name) });
     await checkMountPointFree(req.mountPoint);
     const free = await freeBytesAt(this.o.homes.cacheRoot);
     if (req.cacheCapBytes > free) throw new UserError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
@@ -299,6 +319,7 @@ export class AppHost {
         await store.close();
       }
       const mnt = this.suggestMountPoint(DEMO_NAME);
+      await checkPlacement(h, { name: DEMO_NAME, mountPoint: mnt, cacheDir: path.join(h.cacheRoot, DEMO_NAME) });
       await checkMountPointFree(mnt);
       await fsp.mkdir(mnt, { recursive: true });
       const cap = Math.min(1024 ** 3, Math.floor((await freeBytesAt(h.cacheRoot)) / 2));
@@ -333,6 +354,7 @@ export class AppHost {
     if (!path.isAbsolute(to)) throw new UserError('the cache folder must be a full path', 'NOT_ABSOLUTE');
     if (dest === path.resolve(cfg.cacheDir)) return this.machineSettings(name);
     if (dest.startsWith(`${path.resolve(cfg.cacheDir)}${path.sep}`)) throw new UserError('the new cache folder cannot be inside the current one', 'BAD_CACHE_DIR');
+    await checkPlacement(this.o.homes, { name, mountPoint: cfg.mountPoint, cacheDir: dest });
     const existing = await fsp.readdir(dest).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
     if (existing && existing.length > 0) throw new UserError(`${dest} is not empty; pick an empty or new folder`, 'CACHE_NOT_EMPTY');
     if (existing) await fsp.rmdir(dest);
@@ -398,6 +420,7 @@ export class AppHost {
       };
     },
     'mountpoint.check': async ({ path: dir }) => {
+      if (path.isAbsolute(dir)) await checkPlacement(this.o.homes, { mountPoint: dir });
       await checkMountPointFree(dir);
       return { ok: true as const };
     },
