@@ -28,6 +28,7 @@ import {
   readPassphraseFile, saveConfig, socketPath,
 } from './config';
 import { MountHost, settingFromKey, settingsOf } from './host';
+import { cachedBytesIn, cacheRoomWarning } from './cacheRoom';
 import { checkPlacement } from './placement';
 import { openStore } from './stores';
 import { resolveSettings } from '../engine/config';
@@ -211,6 +212,8 @@ async function cmdLink(args: string[]): Promise<void> {
   const h = homes();
   const cfg = await linkFilespace(h, name, spec, mountPoint, values['cache-dir'], cacheCap, passphraseFile);
   console.log(`linked "${cfg.name}": mount it with "filespace mount ${cfg.name}" (mount point ${cfg.mountPoint})`);
+  const warning = await cacheRoomWarning(cfg.name, cfg.cacheDir, settingsOf(cfg).cacheCapBytes, await cachedBytesIn(cfg.cacheDir));
+  if (warning) console.error(warning);
 }
 
 function log(msg: string): void {
@@ -357,8 +360,16 @@ async function cmdUnmount(args: string[]): Promise<void> {
       }
       throw new UserError(`"${cfg.name}" is not mounted${(await isMountPoint(cfg.mountPoint)) ? ' by a live engine; use --force to detach the stale mount' : ''}`, 'NOT_MOUNTED');
     }
-    if (err instanceof ControlClientError) throw new UserError(err.message, err.code);
-    throw err;
+    const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
+    if (values.force && (await isMountPoint(cfg.mountPoint))) {
+      // The engine could not stop in order: detach anyway. It sees its session end and stops
+      // by itself (see MountHost); what it could not flush is what a crash would lose.
+      await unmountPath(cfg.mountPoint, true);
+      console.error(`warning: the engine could not unmount "${cfg.name}" (${(err as Error).message}); detached ${cfg.mountPoint} lazily`);
+    } else {
+      if (err instanceof ControlClientError) throw new UserError(err.message, err.code);
+      throw err;
+    }
   }
   // Wait for the engine process to finish closing (it releases the cache lock last).
   const deadline = Date.now() + 30_000;
@@ -459,6 +470,11 @@ async function cmdSet(args: string[]): Promise<void> {
   const cfg = await loadConfig(h, name);
   const applied = await applySetting(h, cfg, key, value);
   console.log(`${cfg.name}: ${key} = ${value} (${applied === 'live' ? 'applied live' : 'takes effect at the next mount'})`);
+  if (key === 'cache-size') {
+    const cached = applied === 'live' ? (await statusOf(h, cfg)).cacheUsedBytes : await cachedBytesIn(cfg.cacheDir);
+    const warning = await cacheRoomWarning(cfg.name, cfg.cacheDir, settingsOf(await loadConfig(h, cfg.name)).cacheCapBytes, cached);
+    if (warning) console.error(warning);
+  }
 }
 
 async function cmdUnlink(args: string[]): Promise<void> {

@@ -16,7 +16,13 @@
  * chunk list they opened (old chunks outlive the GC grace period). Local changes that another
  * machine's segments overtook are set aside (aside.ts), never merged.
  *
- * Local layout under cacheDir: meta/ (journal), dirty/, chunks/, aside/, machine.json, engine.lock.
+ * The cache disk (cache/cacheDisk.ts): the cache keeps within what the disk has room for as
+ * well as within its cap, sampled every second; when the journal finds the disk full, clean
+ * chunks are evicted, then the space held back for metadata is given up, so metadata can
+ * still be saved (and uploads commit, and so free their dirty copies).
+ *
+ * Local layout under cacheDir: meta/ (journal), dirty/, chunks/, aside/, machine.json, engine.lock,
+ * reserve (space held back for the journal).
  */
 
 import { promises as fsp } from 'node:fs';
@@ -24,6 +30,7 @@ import * as path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import * as os from 'node:os';
 import { HandlePool } from './cache/handles';
+import { CacheDisk } from './cache/cacheDisk';
 import { ChunkCache } from './cache/chunkCache';
 import { DirtyChunk, DirtyStore } from './cache/dirty';
 import { SealedIO } from './cache/sealed';
@@ -215,6 +222,8 @@ export class Engine {
   private readonly uploadLimit: RateLimiter;
   private rateTimer: NodeJS.Timeout;
   private sizeTimer: NodeJS.Timeout;
+  private diskTimer: NodeJS.Timeout;
+  private readonly disk: CacheDisk;
   private samples: Array<{ t: number; up: number; down: number }> = [];
   private closed = false;
   private readonly log: (msg: string) => void;
@@ -260,7 +269,12 @@ export class Engine {
     this.gc = new ChunkCollector(opts.store, opts.keys.metaKey, () => this.meta.tree.chunkRefs, () => this.settings.gcGraceMs);
     this.fetcher = new ChunkFetcher(opts.store, cache, opts.keys.chunkKey, this.settings.downloadConcurrency,
       () => this.settings.readTimeoutMs, this.log);
-    this.replicator = new Replicator(meta, this.remote, () => this.settings.metaPushDelayMs, this.log,
+    // While the cache disk is full, its state line says why metadata cannot be saved; the
+    // replicator's retries would repeat it at every attempt.
+    const replicatorLog = (msg: string) => {
+      if (!(this.disk.full && /no space left|disk is full/i.test(msg))) this.log(msg);
+    };
+    this.replicator = new Replicator(meta, this.remote, () => this.settings.metaPushDelayMs, replicatorLog,
       () => this.segmentWriter(),
       async () => {
         if (!this.leaseTaken) throw new StoreError('Unreachable', 'waiting for the write lease');
@@ -297,6 +311,12 @@ export class Engine {
     this.rateTimer.unref();
     this.sizeTimer = setInterval(() => this.vfs.commitAllSizes(), 1000);
     this.sizeTimer.unref();
+    this.disk = new CacheDisk(opts.cacheDir, {
+      reserveBytes: JOURNAL_RESERVE_BYTES, headroomBytes: DISK_HEADROOM_BYTES + 2 * meta.chunkSize, log: this.log,
+    });
+    meta.onDiskFull = (err) => this.freeDiskSpace(err);
+    this.diskTimer = setInterval(() => void this.sampleDisk(), 1000);
+    this.diskTimer.unref();
   }
 
   /** Creates this machine's local metadata for a filespace from the bucket alone. */
@@ -391,7 +411,26 @@ export class Engine {
     return undefined;
   }
 
+  /** Reads the free space of the cache disk; the cache keeps within it (see the header). */
+  private async sampleDisk(): Promise<void> {
+    await this.disk.sample(() => this.cache.onDiskBytes, this.cache.capBytes);
+    this.cache.setDiskLimit(this.disk.limitBytes);
+  }
+
+  /**
+   * The journal found the cache disk full: gives back clean chunks (they are in the bucket),
+   * else the space held back for metadata. Resolves whether anything was freed.
+   */
+  private async freeDiskSpace(err: Error): Promise<boolean> {
+    if ((await this.cache.evictForDisk(DISK_HEADROOM_BYTES)) > 0) return true;
+    if (await this.disk.releaseReserve()) return true;
+    this.disk.noteFull(err);
+    return false;
+  }
+
   private async start(): Promise<void> {
+    await this.disk.init();
+    await this.sampleDisk();
     this.asideSets = await listAside(this.opts.cacheDir, this.opts.keys.cacheKey).catch(() => []);
     if (this.mode === 'write') {
       try {
@@ -860,6 +899,7 @@ export class Engine {
     this.closed = true;
     clearInterval(this.rateTimer);
     clearInterval(this.sizeTimer);
+    clearInterval(this.diskTimer);
     if (this.leaseTimer) clearTimeout(this.leaseTimer);
     if (this.followTimer) clearTimeout(this.followTimer);
     if (this.gcTimer) clearInterval(this.gcTimer);
@@ -894,6 +934,11 @@ export class Engine {
     if (durable) await fsp.rm(this.lockFile, { force: true });
   }
 }
+
+/** Space held back on the cache disk so the metadata journal can be written when the disk is full. */
+export const JOURNAL_RESERVE_BYTES = 4 * 1024 * 1024;
+/** Kept free on the cache disk beyond what the cache counts (plus two chunks), and evicted at a time when it is full. */
+export const DISK_HEADROOM_BYTES = 8 * 1024 * 1024;
 
 /** How long `close` waits for each step that depends on the bucket (ms). */
 export const CLOSE_WAITS_MS = { follow: 2000, uploads: 5000, push: 2000, checkpoint: 5000, lease: 2000 } as const;

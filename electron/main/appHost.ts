@@ -31,6 +31,7 @@ import { callControl } from '../cli/control';
 import { Homes, LinkConfig, deleteConfig, listConfigs, loadConfig, saveConfig, socketPath } from '../cli/config';
 import { MountHost, settingsOf } from '../cli/host';
 import { applySetting, linkFilespace, statusOf } from '../cli/main';
+import { freeBytesAt } from '../cli/cacheRoom';
 import { checkPlacement } from '../cli/placement';
 import { openStore } from '../cli/stores';
 import { UserError } from '../engine/errors';
@@ -58,20 +59,7 @@ export interface AppHostOptions {
 const DEFAULT_CACHE_CAP = 20 * 1024 ** 3;
 const DEMO_NAME = 'demo';
 
-/** Free bytes on the disk that holds `dir` (or its nearest existing parent). */
-export async function freeBytesAt(dir: string): Promise<number> {
-  let cur = path.resolve(dir);
-  for (;;) {
-    try {
-      const st = await fsp.statfs(cur);
-      return st.bavail * st.bsize;
-    } catch (err) {
-      const parent = path.dirname(cur);
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || parent === cur) throw err;
-      cur = parent;
-    }
-  }
-}
+export { freeBytesAt };
 
 /**
  * Removes the empty folders `fsp.mkdir(dir, { recursive: true })` created (it returned `first`,

@@ -142,6 +142,11 @@ export class MetaStore {
     await this.checkpoint();
   }
 
+  /** Called when the journal found the disk full; resolves true if space was freed (see journal.ts). */
+  set onDiskFull(fn: (err: Error) => Promise<boolean>) {
+    this.journal.onDiskFull = fn;
+  }
+
   /** Writes buffered journal records (survives a process crash). */
   flush(): Promise<void> {
     return this.journal.flush();
