@@ -28,6 +28,11 @@ export interface Placement {
   readonly name?: string;
   readonly mountPoint?: string;
   readonly cacheDir?: string;
+  /**
+   * Checked for mounting it: a filespace mounted exactly at its mount point is left to the
+   * mount (a dead mount of its own is cleared there, a live one refused as already mounted).
+   */
+  readonly mounting?: boolean;
 }
 
 interface Region {
@@ -35,7 +40,7 @@ interface Region {
   readonly label: string;
   /** The region's path, lexically and with symlinks resolved. */
   readonly paths: readonly string[];
-  /** A mounted filespace at exactly the mount point being checked is the mount code's business. */
+  /** A filespace mounted now (not only a linked one's folder). */
   readonly mounted: boolean;
 }
 
@@ -101,7 +106,7 @@ export async function checkPlacement(h: Homes, p: Placement): Promise<void> {
   if (mp) {
     for (const r of regions) {
       const rel = relation(mp.paths, r.paths);
-      if (!rel || (rel === 'is' && r.mounted)) continue;
+      if (!rel || (rel === 'is' && r.mounted && p.mounting)) continue;
       throw new UserError(`mount point ${mp.given} ${rel} ${r.label}; pick a folder outside every filespace and its cache`, 'BAD_MOUNT_POINT');
     }
   }

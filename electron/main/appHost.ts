@@ -187,7 +187,7 @@ export class AppHost {
     if (this.mounts.has(name)) throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
     const current = await statusOf(this.o.homes, cfg);
     if (current.state !== 'unmounted') throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint} by another process`, 'ALREADY_MOUNTED');
-    await checkPlacement(this.o.homes, { name, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir });
+    await checkPlacement(this.o.homes, { name, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir, mounting: true });
     const secrets = await this.secretsFor(cfg);
     const created = await fsp.mkdir(cfg.mountPoint, { recursive: true });
     const host = new MountHost(cfg, this.o.homes, { log: this.o.log, ...secrets });
@@ -284,10 +284,16 @@ export class AppHost {
         await store.close();
       }
     }
-    await fsp.mkdir(req.mountPoint, { recursive: true });
+    const created = await fsp.mkdir(req.mountPoint, { recursive: true });
     const spec = { kind: 's3' as const, bucket: target.bucket, prefix: target.prefix, region: keys.region, endpoint: keys.endpoint, pathStyle: keys.pathStyle };
-    const cfg = await linkFilespace(this.o.homes, req.name, spec, req.mountPoint, undefined, req.cacheCapBytes, '', req.passphrase,
-      { store: storeFor(keys, target), secrets: 'keychain' });
+    let cfg: LinkConfig;
+    try {
+      cfg = await linkFilespace(this.o.homes, req.name, spec, req.mountPoint, undefined, req.cacheCapBytes, '', req.passphrase,
+        { store: storeFor(keys, target), secrets: 'keychain' });
+    } catch (err) {
+      if (created !== undefined) await removeCreatedFolders(req.mountPoint, created);
+      throw err;
+    }
     await this.o.vault.savePassphrase(cfg.filespaceId, req.passphrase);
     void this.publish();
     return this.summaryOf(cfg);

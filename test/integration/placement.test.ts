@@ -93,6 +93,7 @@ describe('where mount points and cache folders may be', () => {
     try {
       const mainCache = path.join(m.home, 'cache', 'main');
       await failsCleanly(link('--mount-point', path.join(mnt, 'sub')), /mount point .*\/mnt-main\/sub is inside the mounted filespace at .*\/mnt-main /);
+      await failsCleanly(link('--mount-point', mnt), /mount point .*\/mnt-main is the mounted filespace at .*\/mnt-main /);
       await failsCleanly(link('--mount-point', free, '--cache-dir', path.join(mnt, 'cache')), /cache folder .*\/mnt-main\/cache is inside the mounted filespace at /);
       await failsCleanly(link('--mount-point', free, '--cache-dir', path.join(mainCache, 'x')), /cache folder .* is inside the cache folder of "main"/);
       await failsCleanly(link('--mount-point', mainCache), /mount point .* is the cache folder of "main"/);
