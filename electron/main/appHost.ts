@@ -304,6 +304,9 @@ export class AppHost {
     const h = this.o.homes;
     if (!(await listConfigs(h)).includes(DEMO_NAME)) {
       const root = path.join(h.cacheRoot, 'demo-store');
+      const mnt = this.suggestMountPoint(DEMO_NAME);
+      await checkPlacement(h, { name: DEMO_NAME, mountPoint: mnt, cacheDir: path.join(h.cacheRoot, DEMO_NAME) });
+      await checkMountPointFree(mnt);
       const passphrase = randomBytes(18).toString('base64url');
       const store = new LocalDiskStore(root);
       try {
@@ -312,9 +315,6 @@ export class AppHost {
       } finally {
         await store.close();
       }
-      const mnt = this.suggestMountPoint(DEMO_NAME);
-      await checkPlacement(h, { name: DEMO_NAME, mountPoint: mnt, cacheDir: path.join(h.cacheRoot, DEMO_NAME) });
-      await checkMountPointFree(mnt);
       await fsp.mkdir(mnt, { recursive: true });
       const cap = Math.min(1024 ** 3, Math.floor((await freeBytesAt(h.cacheRoot)) / 2));
       const cfg = await linkFilespace(h, DEMO_NAME, { kind: 'local', root }, mnt, undefined, cap, '', passphrase, { secrets: 'keychain' });
