@@ -74,14 +74,18 @@ describe('the engine lives as long as its mount', () => {
     // A process working inside the mount, which reads a file there once told to.
     const holder = spawn('bash', ['-c', 'read -r _; cat h.txt > "$0"', out], { cwd: fs.mnt, stdio: ['pipe', 'ignore', 'ignore'] });
     const holderExit = new Promise<number | null>((r) => holder.on('exit', (code) => r(code)));
-    await until('the holder to start in the mount', async () => (await fsp.readlink(`/proc/${holder.pid}/cwd`).catch(() => '')) === fs.mnt);
-    const r = await run('umount', ['-l', fs.mnt]);
-    assert.equal(r.code, 0, r.stderr);
     const logFile = path.join(fs.machine.home, 'run', `${fs.name}.log`);
-    await until('the engine to notice the detach', async () => /was detached from outside/.test(await fsp.readFile(logFile, 'utf8')));
-    assert.ok(alive(pid), 'the engine still serves the detached mount');
-    holder.stdin!.end('go\n');
-    assert.equal(await holderExit, 0);
+    try {
+      await until('the holder to start in the mount', async () => (await fsp.readlink(`/proc/${holder.pid}/cwd`).catch(() => '')) === fs.mnt);
+      const r = await run('umount', ['-l', fs.mnt]);
+      assert.equal(r.code, 0, r.stderr);
+      await until('the engine to notice the detach', async () => /was detached from outside/.test(await fsp.readFile(logFile, 'utf8')));
+      assert.ok(alive(pid), 'the engine still serves the detached mount');
+      holder.stdin!.end('go\n');
+      assert.equal(await holderExit, 0);
+    } finally {
+      holder.kill('SIGKILL');
+    }
     assert.equal(await fsp.readFile(out, 'utf8'), 'held\n', 'the detached mount still answered');
     await exited(pid, 60_000);
     assert.match(await fsp.readFile(logFile, 'utf8'), /was unmounted from outside/);
