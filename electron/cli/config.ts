@@ -12,6 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { z } from 'zod';
+import { EngineSettings, resolveSettings } from '../engine/config';
 import { UserError } from '../engine/errors';
 import { writeFileAtomic } from '../engine/meta/journal';
 
@@ -109,8 +110,24 @@ export async function loadConfig(h: Homes, name: string | undefined): Promise<Li
     const all = await listConfigs(h);
     throw new UserError(`no filespace named "${name}" is linked on this machine${all.length ? ` (linked: ${all.join(', ')})` : ''}`, 'UNKNOWN_NAME');
   }
-  const parsed = linkConfigSchema.safeParse(JSON.parse(text));
-  if (!parsed.success) throw new UserError(`the configuration of "${name}" (${configPath(h, name)}) is damaged: ${parsed.error.issues[0]?.message}`, 'BAD_CONFIG');
+  const damaged = (why: string) => new UserError(`the configuration of "${name}" (${configPath(h, name)}) is damaged: ${why}; ` +
+    `fix the file, or unlink "${name}" and link it again`, 'BAD_CONFIG');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (err) {
+    throw damaged(`it is not valid JSON (${(err as Error).message})`);
+  }
+  const parsed = linkConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw damaged(`${issue?.path.length ? `${issue.path.join('.')}: ` : ''}${issue?.message}`);
+  }
+  try {
+    resolveSettings(parsed.data.settings as Partial<EngineSettings>);
+  } catch (err) {
+    throw damaged(`its settings are invalid (${(err as Error).message})`);
+  }
   return parsed.data;
 }
 

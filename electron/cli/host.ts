@@ -23,7 +23,7 @@ import { MountState, SETTABLE_KEYS, StatusDto } from '../contract/api';
 import { Engine } from '../engine/engine';
 import { resolveSettings, EngineSettings } from '../engine/config';
 import { UserError } from '../engine/errors';
-import { unlockFilespace } from '../engine/filespace';
+import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
 import { ObjectStore } from '../engine/store/types';
 import { parseDuration, parseRate, parseSize } from '../engine/util/sizes';
 import { ApiFailure, startControlServer } from './control';
@@ -51,6 +51,8 @@ export function settingFromKey(key: string, value: string): Partial<EngineSettin
       case 'download-concurrency': return { downloadConcurrency: int(value) };
       case 'prefetch-chunks': return { prefetchMaxChunks: int(value) };
       case 'read-timeout': return { readTimeoutMs: parseDuration(value) };
+      case 'write-stall-timeout': return { writeStallTimeoutMs: parseDuration(value) };
+      case 'probe-timeout': return { probeTimeoutMs: parseDuration(value) };
       case 'lease-ttl': return { leaseTtlMs: parseDuration(value) };
       case 'follow-interval': return { followIntervalMs: parseDuration(value) };
       case 'gc-grace': return { gcGraceMs: parseDuration(value) };
@@ -128,12 +130,10 @@ export class MountHost {
     const passphrase = this.opts.passphrase ?? (await readPassphraseFile(this.cfg.passphraseFile));
     const store = this.opts.store ?? openStore(this.cfg.store);
     const { header, keys } = await unlockFilespace(store, passphrase);
-    if (header.id !== this.cfg.filespaceId) {
-      throw new UserError(`the bucket now holds a different filespace than the one linked as "${this.cfg.name}"; unlink and link again`, 'MISMATCH');
-    }
+    checkLinkedFilespace(header, this.cfg.filespaceId, this.cfg.name, store);
     this.engine = await Engine.open({
       store, keys, header, cacheDir: this.cfg.cacheDir, settings: settingsOf(this.cfg), log: this.opts.log,
-      mode: this.opts.mode, takeover: this.opts.takeover, conditionalWrites: this.cfg.conditionalWrites,
+      mode: this.opts.mode, takeover: this.opts.takeover, conditionalWrites: this.cfg.conditionalWrites, name: this.cfg.name,
     });
     const s = this.engine.currentSettings;
     try {
@@ -185,7 +185,10 @@ export class MountHost {
       uploadsPaused: st?.uploadsPaused ?? false,
       readOnlyReason: st?.readOnlyReason ?? null,
       lastError: st?.lastError ?? this.lastError ?? null,
-      ...(st ? { pendingFiles: st.pendingFiles, lease: st.lease, aside: st.aside } : {}),
+      ...(st ? {
+        pendingFiles: st.pendingFiles, lease: st.lease, aside: st.aside,
+        offlineSince: st.offlineSince ?? null, writesWaiting: st.writesWaiting ?? null,
+      } : {}),
     };
   }
 
@@ -201,7 +204,7 @@ export class MountHost {
         if (!engine) throw new ApiFailure('NOT_MOUNTED', 'not mounted', 409);
         const done = await engine.sync(Date.now() + req.timeoutMs);
         const st = engine.stats();
-        return { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps };
+        return { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps, notWriting: engine.notWriting ?? null };
       },
       '/v1/set': async (req: { key: string; value: string }) => {
         const change = settingFromKey(req.key, req.value);

@@ -14,9 +14,11 @@ import { StatusDto } from '../contract/api';
 import { Engine } from '../engine/engine';
 import { checkFilespace } from '../engine/check';
 import { UserError } from '../engine/errors';
-import { createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
+import { checkLinkedFilespace, createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
 import { probeConditionalWrites } from '../engine/meta/lease';
-import { leaseLine } from '../contract/format';
+import { MetaStore } from '../engine/meta/metastore';
+import { damageSummary } from '../engine/repair';
+import { clockTime, leaseLine } from '../contract/format';
 import { discardAside, exportAside, listAside } from '../engine/aside';
 import { LocalDiskStore } from '../engine/store/local';
 import type { ObjectStore } from '../engine/store/types';
@@ -52,8 +54,11 @@ const USAGE = `usage:
   filespace set     NAME KEY VALUE       (keys: cache-size, upload-delay, upload-concurrency,
                                           upload-limit (e.g. 2MiB per second, or off),
                                           download-concurrency, prefetch-chunks, read-timeout,
+                                          write-stall-timeout, probe-timeout,
                                           lease-ttl, follow-interval, gc-grace, gc-interval)
   filespace check   [NAME] [--deep]        (verifies metadata against chunks; fixes nothing)
+  filespace repair  [NAME]                 (damaged local metadata: keeps the changes it can read
+                                            as set-aside files, then starts over from the bucket)
   filespace gc      [NAME]                 (deletes unreferenced chunks after the grace period)
   filespace aside   [NAME] list | export ID DIR | discard ID
                                            (changes kept aside after another machine took over)
@@ -75,13 +80,28 @@ const storeFlags = {
   'passphrase-file': { type: 'string' },
 } as const;
 
+/** Looks like a negative number ("-1", "-5MiB"): a value, never an option (no option is a digit). */
+const NEGATIVE_RE = /^-[\d.]/;
+
 function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T, maxPositionals: number) {
+  // A negative value is passed on as a value, so its own check names it in one line: after an
+  // option that takes one it is that option's value; anywhere else it is a positional.
+  const negatives: string[] = [];
+  const shaped: string[] = [];
+  for (const arg of args) {
+    const prev = shaped[shaped.length - 1];
+    const flag = prev?.startsWith('--') && !prev.includes('=') ? options[prev.slice(2)] : undefined;
+    if (NEGATIVE_RE.test(arg) && flag?.type === 'string') shaped[shaped.length - 1] = `${prev}=${arg}`;
+    else if (NEGATIVE_RE.test(arg)) shaped.push(`\u0000${negatives.push(arg) - 1}`);
+    else shaped.push(arg);
+  }
   let parsed;
   try {
-    parsed = parseArgs({ args, options, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: shaped, options, allowPositionals: true, strict: true });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  parsed.positionals = parsed.positionals.map((p) => (p.startsWith('\u0000') ? negatives[Number(p.slice(1))]! : p));
   if (parsed.positionals.length > maxPositionals) throw new UsageError(`unexpected argument "${parsed.positionals[maxPositionals]}"`);
   return parsed;
 }
@@ -285,10 +305,13 @@ export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
       files.add(f.split('.')[0]!);
     }
   }
+  // Damaged local metadata is why it cannot be mounted: say so here too.
+  const damage = await MetaStore.inspect(path.join(cfg.cacheDir, 'meta')).then(damageSummary, () => undefined);
   return {
     name: cfg.name, state: 'unmounted', mountPoint: cfg.mountPoint, dirtyBytes, dirtyFiles: files.size, pendingMetaOps: 0,
     uploadBytesPerSec: 0, downloadBytesPerSec: 0, cacheUsedBytes: 0, cacheCapBytes: settingsOf(cfg).cacheCapBytes,
-    cacheHitRatio: 0, openFiles: 0, offline: false, uploadsPaused: false, readOnlyReason: null, lastError: null,
+    cacheHitRatio: 0, openFiles: 0, offline: false, uploadsPaused: false, readOnlyReason: null,
+    lastError: damage ? `${damage}; see "filespace check ${cfg.name}"` : null,
   };
 }
 
@@ -385,7 +408,12 @@ async function cmdUnmount(args: string[]): Promise<void> {
 }
 
 function humanStatus(s: StatusDto): string {
-  const lines = [`${s.name}: ${s.state}${s.state === 'unmounted' ? '' : ` at ${s.mountPoint}`}${s.offline ? ' (offline)' : ''}`];
+  const offline = s.offline ? ` (offline${s.offlineSince ? ` since ${clockTime(s.offlineSince)}` : ''}: the bucket does not answer)` : '';
+  const lines = [`${s.name}: ${s.state}${s.state === 'unmounted' ? '' : ` at ${s.mountPoint}`}${offline}`];
+  if (s.writesWaiting && s.state === 'mounted') {
+    const w = s.writesWaiting;
+    lines.push(`  writes ${w.refusing ? 'refused' : 'waiting'} since ${clockTime(w.since)}: ${w.message}`);
+  }
   lines.push(s.dirtyBytes > 0 || s.dirtyFiles > 0
     ? `  to upload: ${s.dirtyFiles} file${s.dirtyFiles === 1 ? '' : 's'}, ${formatSize(s.dirtyBytes)}${s.pendingMetaOps ? ` (+${s.pendingMetaOps} metadata changes)` : ''}${s.uploadsPaused ? ' — uploads paused' : ''}`
     : s.pendingMetaOps > 0 ? `  to upload: ${s.pendingMetaOps} metadata changes` : '  everything is in the bucket');
@@ -429,14 +457,21 @@ async function cmdSync(args: string[]): Promise<void> {
     // Not mounted: open the engine without a mount just to upload what waits in the cache.
     const store = openStore(cfg.store);
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
-    const engine = await Engine.open({ store, keys, header, cacheDir: cfg.cacheDir, settings: settingsOf(cfg), log });
+    checkLinkedFilespace(header, cfg.filespaceId, cfg.name, store);
+    const engine = await Engine.open({ store, keys, header, cacheDir: cfg.cacheDir, settings: settingsOf(cfg), log, name: cfg.name });
     try {
       const done = await engine.sync(Date.now() + timeoutMs);
       const st = engine.stats();
-      result = { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps };
+      result = { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps, notWriting: engine.notWriting ?? null };
     } finally {
       await engine.close();
     }
+  }
+  if (!result.done && result.notWriting) {
+    const kept = result.dirtyBytes > 0 || result.pendingMetaOps > 0
+      ? `its changes not in the bucket (${formatSize(result.dirtyBytes)} of data, ${result.pendingMetaOps} metadata changes) are kept in this computer's cache and set aside at the next mount (then see "filespace aside ${cfg.name} list")`
+      : 'nothing of its own was waiting to upload, so nothing is set aside';
+    throw new UserError(`not synced: ${result.notWriting}, so it is read-only until mounted again; ${kept}`, 'NOT_WRITING');
   }
   if (!result.done) {
     throw new UserError(`sync timed out: ${formatSize(result.dirtyBytes)} and ${result.pendingMetaOps} metadata changes still to upload`, 'SYNC_TIMEOUT');
@@ -508,9 +543,38 @@ async function cmdCheck(args: string[]): Promise<void> {
     if (mounted) console.log('local: not checked while mounted (unmount to check the local cache too)');
     if (report.problems.length > 0) {
       for (const p of report.problems) console.log(`PROBLEM ${p}`);
-      throw new UserError(`${report.problems.length} problem(s) found in "${cfg.name}"; nothing was changed`, 'CHECK_FAILED');
+      const fix = report.localDamage ? `; "filespace repair ${cfg.name}" keeps the local changes it can read as set-aside files` : '';
+      throw new UserError(`${report.problems.length} problem(s) found in "${cfg.name}"; nothing was changed${fix}`, 'CHECK_FAILED');
     }
     console.log(`"${cfg.name}": no problems found`);
+  } catch (err) {
+    throw explainStoreError(err, store);
+  } finally {
+    await store.close();
+  }
+}
+
+async function cmdRepair(args: string[]): Promise<void> {
+  const { positionals } = parse(args, {}, 1);
+  const h = homes();
+  const cfg = await loadConfig(h, positionals[0]);
+  if ((await statusOf(h, cfg)).state !== 'unmounted') throw new UserError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
+  const store = openStore(cfg.store);
+  try {
+    const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
+    checkLinkedFilespace(header, cfg.filespaceId, cfg.name, store);
+    const r = await Engine.repairLocal({ store, keys, header, cacheDir: cfg.cacheDir, log: (m) => process.stderr.write(`${m}\n`) });
+    if (!r.repaired) {
+      console.log(`"${cfg.name}": the local metadata is not damaged; nothing was changed`);
+      return;
+    }
+    for (const f of r.kept) console.log(`kept the damaged file as ${f}`);
+    if (r.aside) {
+      const unnamed = r.unnamed > 0 ? ` (${r.unnamed} of them could not be named: unnamed/inode-N)` : '';
+      console.log(`set aside ${r.aside.files.length} file(s)${unnamed} with changes not yet in the bucket as ${r.aside.id}: ` +
+        `"filespace aside ${cfg.name} export ${r.aside.id} DIR" writes them out, to compare and copy back into the mount`);
+    }
+    console.log(`repaired "${cfg.name}": its local metadata now is the bucket's; mount it again`);
   } catch (err) {
     throw explainStoreError(err, store);
   } finally {
@@ -580,11 +644,22 @@ async function cmdAside(args: string[]): Promise<void> {
 
 async function cmdList(): Promise<void> {
   const h = homes();
+  const damaged: UserError[] = [];
   for (const name of await listConfigs(h)) {
-    const cfg = await loadConfig(h, name);
+    let cfg: LinkConfig;
+    try {
+      cfg = await loadConfig(h, name);
+    } catch (err) {
+      if (!(err instanceof UserError)) throw err;
+      damaged.push(err);
+      console.log(`${name}\tdamaged\t${configPath(h, name)}`);
+      continue;
+    }
     const s = await statusOf(h, cfg);
     console.log(`${name}\t${s.state}\t${cfg.mountPoint}`);
   }
+  // The others are listed; the first damaged one is named (exit 1).
+  if (damaged.length > 0) throw damaged.length === 1 ? damaged[0]! : new UserError(`${damaged[0]!.message} (and ${damaged.length - 1} more damaged configuration file(s))`, 'BAD_CONFIG');
 }
 
 async function cmdDemo(args: string[]): Promise<void> {
@@ -644,6 +719,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'unlink': await cmdUnlink(rest); break;
       case 'list': await cmdList(); break;
       case 'check': await cmdCheck(rest); break;
+      case 'repair': await cmdRepair(rest); break;
       case 'gc': await cmdGc(rest); break;
       case 'aside': await cmdAside(rest); break;
       case 'demo': await cmdDemo(rest); break;

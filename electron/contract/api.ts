@@ -18,12 +18,30 @@ export const leaseStatusSchema = z.object({
   lastRenewedAt: z.number().nullable(),
   ttlMs: z.number(),
   followerLagMs: z.number().nullable(),
+  /** Writer: when lease renewals began to fail (writes are then kept locally); null while they succeed. */
+  renewFailingSince: z.number().nullable().optional(),
+  /** Writer: until when it may commit without another renewal; past it, it commits nothing. */
+  validUntil: z.number().nullable().optional(),
   lost: z.string().nullable(),
   conditionalWrites: z.boolean(),
 });
 export type LeaseStatusDto = z.infer<typeof leaseStatusSchema>;
 
 export const asideSetSchema = z.object({ id: z.string(), createdAt: z.number(), files: z.number(), reason: z.string() });
+
+export const WRITE_STALL_CAUSES = ['paused', 'offline', 'failing', 'idle', 'uploading'] as const;
+
+/** Writers waiting for room in a full cache (or refused it): since when, why, what to do. */
+export const writesWaitingSchema = z.object({
+  since: z.number(),
+  /** uploads paused, the bucket offline, uploads failing, nothing uploading, or still uploading (ordinary backpressure). */
+  cause: z.enum(WRITE_STALL_CAUSES),
+  /** True while writes that need room fail at once with ENOSPC. */
+  refusing: z.boolean(),
+  refused: z.number(),
+  message: z.string(),
+});
+export type WritesWaitingDto = z.infer<typeof writesWaitingSchema>;
 
 export const statusSchema = z.object({
   name: z.string(),
@@ -42,7 +60,10 @@ export const statusSchema = z.object({
   cacheHitRatio: z.number(),
   openFiles: z.number(),
   offline: z.boolean(),
+  /** When the bucket stopped answering (ms since the epoch), while offline. */
+  offlineSince: z.number().nullable().optional(),
   uploadsPaused: z.boolean(),
+  writesWaiting: writesWaitingSchema.nullable().optional(),
   readOnlyReason: z.string().nullable(),
   lastError: z.string().nullable(),
   /** Files with data not yet uploaded (the first 50 by path). */
@@ -53,7 +74,7 @@ export const statusSchema = z.object({
 export type StatusDto = z.infer<typeof statusSchema>;
 
 export const SETTABLE_KEYS = ['cache-size', 'upload-delay', 'upload-concurrency', 'upload-limit', 'download-concurrency', 'prefetch-chunks', 'read-timeout',
-  'lease-ttl', 'follow-interval', 'gc-grace', 'gc-interval'] as const;
+  'write-stall-timeout', 'probe-timeout', 'lease-ttl', 'follow-interval', 'gc-grace', 'gc-interval'] as const;
 export type SettableKey = (typeof SETTABLE_KEYS)[number];
 
 export const unmountRequestSchema = z.object({ force: z.boolean().default(false) }).strict();
@@ -65,7 +86,13 @@ export type UnmountRequest = z.infer<typeof unmountRequestSchema>;
 export type SyncRequest = z.infer<typeof syncRequestSchema>;
 export type SetRequest = z.infer<typeof setRequestSchema>;
 
-export const syncResultSchema = z.object({ done: z.boolean(), dirtyBytes: z.number(), pendingMetaOps: z.number() });
+export const syncResultSchema = z.object({
+  done: z.boolean(),
+  dirtyBytes: z.number(),
+  pendingMetaOps: z.number(),
+  /** Set when the mount stopped writing for good (e.g. the write lease was lost): why, and to whom. */
+  notWriting: z.string().nullable().optional(),
+});
 export type SyncResult = z.infer<typeof syncResultSchema>;
 
 export const gcResultSchema = z.object({ scanned: z.number(), referenced: z.number(), marked: z.number(), deleted: z.number() });

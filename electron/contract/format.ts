@@ -24,20 +24,50 @@ function files(n: number): string {
   return `${n} file${n === 1 ? '' : 's'}`;
 }
 
-/** One line of sync progress, e.g. "Uploading 3 files, 212 MB left". */
-export function syncLine(s: Pick<StatusDto, 'state' | 'dirtyBytes' | 'dirtyFiles' | 'pendingMetaOps' | 'uploadsPaused' | 'offline'>): string {
+/** A time of day, e.g. "14:03:07" (local time). */
+export function clockTime(ms: number): string {
+  return new Date(ms).toTimeString().slice(0, 8);
+}
+
+/**
+ * One line of sync progress, e.g. "Uploading 3 files, 212 MB left", "Offline since 14:03:07:
+ * 3 files, 212 MB waiting", or, when writers wait for room that cannot come, "Writes waiting:
+ * the cache is full of changes that cannot upload (uploads are paused); ...".
+ */
+export function syncLine(s: Pick<StatusDto, 'state' | 'dirtyBytes' | 'dirtyFiles' | 'pendingMetaOps' | 'uploadsPaused' | 'offline'> &
+  Partial<Pick<StatusDto, 'offlineSince' | 'writesWaiting'>>): string {
+  const w = s.state === 'mounted' ? s.writesWaiting : undefined;
+  if (w && w.cause !== 'uploading') return `${w.refusing ? 'Writes refused' : 'Writes waiting'}: ${w.message}`;
   const pending = s.dirtyBytes > 0 || s.dirtyFiles > 0;
   if (!pending && s.pendingMetaOps === 0) return s.state === 'mounted' ? 'Up to date' : 'Everything is in the bucket';
   const what = pending ? `${files(s.dirtyFiles)}, ${formatBytes(s.dirtyBytes)}` : `${s.pendingMetaOps} change${s.pendingMetaOps === 1 ? '' : 's'}`;
   if (s.state !== 'mounted') return `${what} waiting to upload at the next mount`;
   if (s.uploadsPaused) return `Uploads paused: ${what} waiting`;
-  if (s.offline) return `Offline: ${what} waiting`;
+  if (s.offline) return `Offline${s.offlineSince ? ` since ${clockTime(s.offlineSince)}` : ''}: ${what} waiting`;
   return pending ? `Uploading ${files(s.dirtyFiles)}, ${formatBytes(s.dirtyBytes)} left` : `Uploading ${what}`;
 }
 
-/** The lease in one line, e.g. "writer: holds the write lease (renewed 3s ago, ...)". */
+/** A wall-clock time of day as HH:MM:SS (local time). */
+function timeOfDay(t: number): string {
+  const d = new Date(t);
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
+}
+
+/**
+ * The lease in one line, e.g. "writer: holds the write lease (renewed 3s ago, ...)"; while
+ * renewals fail, since when and what that means for writes.
+ */
 export function leaseLine(l: NonNullable<StatusDto['lease']>, now = Date.now()): string {
-  const ago = (t: number | null) => (t === null ? 'never' : `${Math.max(0, Math.round((now - t) / 1000))}s ago`);
+  const secs = (ms: number) => Math.max(0, Math.round(ms / 1000));
+  const ago = (t: number | null) => (t === null ? 'never' : `${secs(now - t)}s ago`);
+  if (l.role === 'writer' && l.renewFailingSince != null && l.lastRenewedAt !== null) {
+    const since = `could not renew the write lease since ${timeOfDay(l.lastRenewedAt)} (${secs(now - l.lastRenewedAt)}s)`;
+    if (l.validUntil != null && l.validUntil > now) {
+      return `writer: ${since}; retrying, and still committing for ${secs(l.validUntil - now)}s; after that, writes are kept on this computer until the bucket answers`;
+    }
+    return `writer, not committing: ${since}; writes are kept on this computer and committed once the bucket answers, ` +
+      'unless another machine takes the lease meanwhile (then they are set aside)';
+  }
   if (l.role === 'writer') return `writer: holds the write lease (renewed ${ago(l.lastRenewedAt)}, expires after ${l.ttlMs / 1000}s without renewal)`;
   if (l.role === 'follower') {
     const lag = l.followerLagMs === null ? 'not following (see below)' : `at most ${(l.followerLagMs / 1000).toFixed(1)}s behind`;

@@ -1,17 +1,21 @@
 /**
- * Changes set aside: what a machine had not yet uploaded when it found that another machine
- * had taken over the filespace. They are never merged into the filespace; they are kept here,
+ * Changes set aside: local data that cannot go into the filespace as it is, kept here,
  * encrypted with the cache key like the rest of the cache, until the user exports or discards
- * them (`filespace aside`).
+ * them (`filespace aside`). Three things are set aside: what a machine had not yet uploaded
+ * when it found that another machine had taken over the filespace (never merged); dirty
+ * chunks found at start whose file the metadata has no record of (`unnamed/inode-<n>`); and,
+ * by the repair, the unsent changes that could be read from damaged local metadata.
  *
  * Layout: <cacheDir>/aside/<id>/manifest (sealed JSON) and one sealed piece per chunk of each
- * kept file, <n>.<idx>. The id sorts by time.
+ * kept file, <n>.<idx>. The id sorts by time. Pieces and the manifest are made durable before
+ * `finish` returns, so the caller may then delete the data's other copy.
  */
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { open, seal } from './chunk/crypto';
 import { UserError } from './errors';
+import { fsyncDir } from './meta/journal';
 import { nameToBytes } from './util/names';
 
 export interface AsideFile {
@@ -75,8 +79,13 @@ export class AsideWriter {
         missing = `bytes from chunk ${idx} on could not be read: ${(err as Error).message}`;
         break;
       }
-      const file = path.join(this.dir, `${n}.${idx}`);
-      await fsp.writeFile(file, seal(this.key, data, aad(this.id, `${n}.${idx}`)), { mode: 0o600 });
+      const fh = await fsp.open(path.join(this.dir, `${n}.${idx}`), 'w', 0o600);
+      try {
+        await fh.writeFile(seal(this.key, data, aad(this.id, `${n}.${idx}`)));
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
       pieces++;
     }
     this.files.push({ path: p, size, mode, pieces, ...(missing ? { missing } : {}) });
@@ -93,8 +102,51 @@ export class AsideWriter {
       await fh.close();
     }
     await fsp.rename(tmp, path.join(this.dir, 'manifest'));
+    await fsyncDir(this.dir);
+    await fsyncDir(path.dirname(this.dir));
     return manifest;
   }
+
+  /** Removes a set that turned out to have nothing in it (before `finish`). */
+  async abandon(): Promise<void> {
+    await fsp.rm(this.dir, { recursive: true, force: true });
+  }
+
+  get fileCount(): number {
+    return this.files.length;
+  }
+}
+
+/** A dirty chunk whose file is unknown, and how to read its data. */
+export interface UnownedChunk {
+  readonly ino: number;
+  readonly idx: number;
+  readonly len: number;
+  read(): Promise<Buffer>;
+}
+
+/**
+ * Adds dirty chunks whose file is unknown, one file per inode number, `unnamed/inode-<n>`:
+ * each chunk at its place, zeros between them. Returns how many files it added.
+ */
+export async function addUnownedChunks(writer: AsideWriter, chunkSize: number, chunks: readonly UnownedChunk[]): Promise<number> {
+  const byIno = new Map<number, Map<number, UnownedChunk>>();
+  for (const c of chunks) {
+    let m = byIno.get(c.ino);
+    if (!m) byIno.set(c.ino, (m = new Map()));
+    m.set(c.idx, c);
+  }
+  for (const [ino, m] of [...byIno].sort((a, b) => a[0] - b[0])) {
+    const last = Math.max(...m.keys());
+    const size = last * chunkSize + m.get(last)!.len;
+    await writer.addFile(`unnamed/inode-${ino}`, size, 0o600, last + 1, async (idx) => {
+      const out = Buffer.alloc(Math.min(chunkSize, size - idx * chunkSize));
+      const c = m.get(idx);
+      if (c) (await c.read()).copy(out, 0, 0, out.length);
+      return out;
+    });
+  }
+  return byIno.size;
 }
 
 export async function listAside(cacheDir: string, key: Buffer): Promise<AsideManifest[]> {

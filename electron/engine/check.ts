@@ -6,9 +6,13 @@
  * see it) must be well formed, and every chunk it names must exist (no dangling reference);
  * with `deep`, every named chunk is downloaded, authenticated, and its content must hash to
  * its name. Chunks nothing names are garbage, reported as a count, not as a problem.
- * Local (only while not mounted): the journal must load, its tree must be well formed and
- * name only chunks the bucket has, every dirty chunk must belong to a live file, and every
- * cached clean chunk's content must hash to its name.
+ * A damaged metadata segment (or checkpoint) in the bucket is a problem that names it and
+ * what it holds up. Local (only while not mounted): the snapshot and the journal must be
+ * readable (a damaged journal is reported with what the records after the damage change and
+ * the dirty chunks waiting; `filespace repair` is the way out), the tree must be well formed
+ * and name only chunks the bucket has, every dirty chunk must belong to a live file (or is
+ * noted as what the next mount does with it), and every cached clean chunk's content must hash
+ * to its name.
  */
 
 import { promises as fsp } from 'node:fs';
@@ -16,16 +20,21 @@ import * as path from 'node:path';
 import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, decodeChunk } from './chunk/format';
 import { FilespaceHeader } from './filespace';
-import { MetaStore } from './meta/metastore';
+import { MetaStore, inodesChangedBy } from './meta/metastore';
 import { SealedIO, logicalSize } from './cache/sealed';
 import { RemoteMeta } from './meta/remote';
-import { ROOT_INO, Tree } from './meta/tree';
+import { ROOT_INO, Tree, pathsOf } from './meta/tree';
+import { countDirtyChunks, damageSummary } from './repair';
 import { ObjectStore } from './store/types';
 
 export interface CheckReport {
   readonly problems: string[];
   readonly notes: string[];
+  /** The local metadata is damaged: mounting is refused until `filespace repair`. */
+  readonly localDamage: boolean;
 }
+
+const AT_RISK_SHOWN = 20;
 
 /** Structural checks of a tree; returns problem descriptions. */
 export function checkTree(tree: Tree, where: string): string[] {
@@ -79,8 +88,19 @@ export async function checkFilespace(opts: {
   const notes: string[] = [];
   const say = opts.progress ?? (() => undefined);
 
+  let localDamage = false;
+
   say('reading the metadata in the bucket');
-  const { tree: remoteTree, seq } = await new RemoteMeta(store, keys.metaKey).load(header.chunkSize);
+  const { tree: remoteTree, seq, damage } = await new RemoteMeta(store, keys.metaKey, header).loadTolerant(header.chunkSize);
+  for (const key of damage.checkpoints) {
+    problems.push(`bucket: metadata checkpoint ${key} is damaged (it fails authentication); an older checkpoint and the log are read instead`);
+  }
+  if (damage.segment) {
+    const { key, seq: bad, later } = damage.segment;
+    problems.push(`bucket: metadata segment ${bad} (${key}) is damaged (it fails authentication): the changes in it` +
+      `${later > 0 ? ` and in the ${later} segment(s) after it` : ''} cannot be read, so a machine that links or follows this filespace ` +
+      `sees it as of segment ${seq}, and mounting it there fails`);
+  }
   problems.push(...checkTree(remoteTree, 'bucket'));
   say('listing chunks in the bucket');
   const inBucket = new Set((await store.list('chunks/')).map((k) => k.slice(k.lastIndexOf('/') + 1)));
@@ -107,8 +127,27 @@ export async function checkFilespace(opts: {
 
   if (opts.cacheDir) {
     say('checking the local cache');
-    const meta = await MetaStore.load(path.join(opts.cacheDir, 'meta'), { readOnly: true }).catch((err: Error) => {
-      problems.push(`local: the metadata journal does not load: ${err.message}`);
+    const metaDir = path.join(opts.cacheDir, 'meta');
+    const seen = await MetaStore.inspect(metaDir, Tree.fromSnapshot(header.chunkSize, remoteTree.snapshot()));
+    const summary = damageSummary(seen);
+    if (summary) {
+      localDamage = true;
+      problems.push(`local: ${summary}`);
+      const atRisk = new Set([...inodesChangedBy(seen.damage ? seen.laterOps : seen.localOps)]);
+      const dirtyDir = path.join(opts.cacheDir, 'dirty');
+      for (const f of await fsp.readdir(dirtyDir).catch(() => [] as string[])) {
+        const m = /^(\d+)\.\d+$/.exec(f);
+        if (m) atRisk.add(Number(m[1]));
+      }
+      const paths = seen.tree ? pathsOf(seen.tree) : new Map<number, string>();
+      const named = [...atRisk].map((ino) => paths.get(ino) ?? `(unnamed inode ${ino})`).sort();
+      problems.push(`local: at risk: ${named.length} file(s) with changes not yet in the bucket, ${await countDirtyChunks(opts.cacheDir)} dirty chunk(s): ` +
+        `${named.slice(0, AT_RISK_SHOWN).join(', ')}${named.length > AT_RISK_SHOWN ? `, and ${named.length - AT_RISK_SHOWN} more` : ''}`);
+    } else if (seen.tornTailBytes > 0) {
+      notes.push(`local: the metadata journal ends in ${seen.tornTailBytes} bytes of an interrupted write (nothing that was fsynced); dropped at the next mount`);
+    }
+    const meta = summary ? undefined : await MetaStore.load(metaDir, { readOnly: true }).catch((err: Error) => {
+      problems.push(`local: the metadata does not load: ${err.message}`);
       return undefined;
     });
     if (meta) {
@@ -125,7 +164,9 @@ export async function checkFilespace(opts: {
           const inode = m ? tree.get(Number(m[1])) : undefined;
           dirtyCount++;
           if (!m || !inode || inode.kind !== 'file') {
-            notes.push(`local: dirty chunk ${f} belongs to no live file (it is dropped at the next mount)`);
+            notes.push(m && !inode && Number(m[1]) < tree.nextIno
+              ? `local: dirty chunk ${f} belongs to a deleted file (removed at the next mount)`
+              : `local: dirty chunk ${f} belongs to no file this machine's metadata knows (set aside at the next mount; see "filespace aside")`);
             continue;
           }
           const size = logicalSize((await fsp.stat(path.join(dirtyDir, f))).size) ?? 0;
@@ -159,5 +200,5 @@ export async function checkFilespace(opts: {
       }
     }
   }
-  return { problems, notes };
+  return { problems, notes, localDamage };
 }

@@ -23,6 +23,16 @@ export const engineSettingsSchema = z.object({
   prefetchMaxChunks: z.number().int().min(0).max(64),
   /** How long a read may keep retrying the bucket before it fails with EIO. */
   readTimeoutMs: z.number().int().min(100).max(3_600_000),
+  /**
+   * How long a write may wait for room while the cache is full of changes that cannot upload
+   * (uploads paused, the bucket offline, every upload failing) before it fails with ENOSPC.
+   */
+  writeStallTimeoutMs: z.number().int().min(0).max(3_600_000),
+  /**
+   * A request unanswered this long makes the engine probe the bucket; a probe unanswered this
+   * long means offline.
+   */
+  probeTimeoutMs: z.number().int().min(200, 'the probe timeout must be at least 200ms').max(60_000),
   /** How often replicated metadata is pushed while there are changes. */
   metaPushDelayMs: z.number().int().min(0).max(600_000),
   /** The write lease expires this long after its last renewal; renewed every third of it. */
@@ -54,6 +64,8 @@ export const DEFAULT_SETTINGS: EngineSettings = {
   downloadConcurrency: 8,
   prefetchMaxChunks: 8,
   readTimeoutMs: 60_000,
+  writeStallTimeoutMs: 30_000,
+  probeTimeoutMs: 3_000,
   metaPushDelayMs: 500,
   leaseTtlMs: 30_000,
   followIntervalMs: 2_000,

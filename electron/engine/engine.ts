@@ -10,11 +10,25 @@
  * naming a chunk therefore always postdates the chunk's successful PUT.
  *
  * Roles (DESIGN invariant 4): a writer holds the write lease (meta/lease.ts), renews it, and
- * pushes metadata only while it is valid; after taking it from another machine it writes a
- * fence segment so the previous holder can never commit again. A follower mounts read-only,
- * polls the metadata log and applies the writer's segments live; open files keep reading the
- * chunk list they opened (old chunks outlive the GC grace period). Local changes that another
- * machine's segments overtook are set aside (aside.ts), never merged.
+ * pushes metadata only while it is valid; while it cannot renew (offline) it keeps taking
+ * writes into the cache, commits nothing, and commits them once a renewal gets through. After
+ * taking the lease from another machine it writes a fence segment so the previous holder can
+ * never commit again, and it seals a header written before headers were sealed (filespace.ts),
+ * once this machine's metadata has agreed with the header's chunk size. A follower mounts read-only, polls the metadata log and applies the
+ * writer's segments live; open files keep reading the chunk list they opened (old chunks
+ * outlive the GC grace period). Local changes that another machine's segments overtook are
+ * set aside (aside.ts), never merged; so are dirty chunks found at start without a file the
+ * metadata knows. Damaged local metadata is refused, with nothing changed (repair.ts has the
+ * message and the repair).
+ *
+ * Reachability (store/monitored.ts): every request goes through a MonitoredStore, the one
+ * judge of "offline" (with since when). While offline, uploads wait instead of failing one by
+ * one; when the bucket answers again every backoff (uploads, metadata pushes, reads) is
+ * forgotten and the backlog drains at once.
+ *
+ * When dirty data fills the cache cap, writers wait (vfs/backpressure.ts); the engine tells
+ * them whether uploads can free room (`drainBlocked`): not while uploads are paused, the
+ * bucket does not answer, or every upload fails. Status reports waiting writers as a state.
  *
  * The cache disk (cache/cacheDisk.ts): the cache keeps within what the disk has room for as
  * well as within its cap, sampled every second; when the journal finds the disk full, clean
@@ -37,21 +51,24 @@ import { SealedIO } from './cache/sealed';
 import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, encodeChunk } from './chunk/format';
 import { EngineSettings, resolveSettings } from './config';
-import { FilespaceHeader } from './filespace';
+import { FilespaceHeader, HEADER_KEY, linkedChunkSizeMismatch, sealLegacyHeader } from './filespace';
 import { MetaStore } from './meta/metastore';
 import { RemoteMeta, SegmentConflictError, SegmentWriter, isOwnPrefix } from './meta/remote';
 import { Lease, LeaseHeldError, LeaseLostError, LeaseRecord, Machine, NoConditionalWritesError, describeHolder } from './meta/lease';
-import { AsideManifest, AsideWriter, listAside } from './aside';
+import { AsideManifest, AsideWriter, addUnownedChunks, listAside } from './aside';
 import { ChunkCollector, GcResult } from './gc';
-import { MetaOp, ROOT_INO, Tree } from './meta/tree';
+import { MetaOp, Tree, pathsOf } from './meta/tree';
 import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
-import { ObjectStore, StoreError } from './store/types';
+import { CutOffError, MonitoredStore } from './store/monitored';
+import { ObjectStore, StoreError, isNoAnswer } from './store/types';
 import { RateLimiter } from './upload/ratelimit';
 import { WritebackQueue } from './upload/writeback';
+import { StallCause } from './vfs/backpressure';
 import { Vfs } from './vfs/vfs';
 import { UserError } from './errors';
 import { settledWithin } from './util/concurrency';
+import { RepairResult, describeLocalDamage, repairLocalMetadata } from './repair';
 
 export interface EngineOptions {
   readonly store: ObjectStore;
@@ -66,6 +83,8 @@ export interface EngineOptions {
   readonly takeover?: boolean;
   /** False when the store was found to ignore conditional writes. Default true. */
   readonly conditionalWrites?: boolean;
+  /** The name the user knows this filespace by, for messages that name a command to run. */
+  readonly name?: string;
 }
 
 export interface LeaseStatus {
@@ -76,6 +95,11 @@ export interface LeaseStatus {
   ttlMs: number;
   /** Followers: how far behind the writer's log this mount may be, in ms. */
   followerLagMs: number | null;
+  /** Writer: when renewals began to fail (null while they succeed); writes are then kept locally. */
+  renewFailingSince: number | null;
+  /** Writer: until when it may commit without another renewal (past: it commits nothing). */
+  validUntil: number | null;
+  /** Why this mount stopped writing for good (the lease was lost, or another machine wrote). */
   lost: string | null;
   conditionalWrites: boolean;
 }
@@ -96,7 +120,11 @@ export interface EngineStats {
   cacheHitRatio: number;
   openFiles: number;
   offline: boolean;
+  /** When the bucket stopped answering (while offline). */
+  offlineSince: number | undefined;
   uploadsPaused: boolean;
+  /** Writers waiting for room in a full cache, or refused it (see vfs/backpressure.ts). */
+  writesWaiting: WritesWaitingStatus | undefined;
   readOnlyReason: string | undefined;
   lastError: string | undefined;
   /** Paths of files with data not yet uploaded (at most PENDING_FILES_SHOWN). */
@@ -104,6 +132,17 @@ export interface EngineStats {
   lease: LeaseStatus;
   /** Sets of changes kept aside because another machine took over (see `filespace aside`). */
   aside: Array<{ id: string; createdAt: number; files: number; reason: string }>;
+}
+
+export interface WritesWaitingStatus {
+  since: number;
+  /** What keeps the cache full: uploads paused, the bucket offline, uploads failing, nothing uploading, or still uploading. */
+  cause: StallCause | 'uploading';
+  /** True while writes that need room fail at once with ENOSPC. */
+  refusing: boolean;
+  refused: number;
+  /** The state in words, with what to do about it. */
+  message: string;
 }
 
 /** This cache's machine identity: random, created once, kept with the cache. */
@@ -125,23 +164,6 @@ async function machineOf(cacheDir: string): Promise<Machine> {
 }
 
 const PENDING_FILES_SHOWN = 50;
-
-/** Paths of every inode in `tree` (first found for hard-linked ones). */
-function pathsOf(tree: Tree): Map<number, string> {
-  const out = new Map<number, string>([[ROOT_INO, '/']]);
-  const stack: Array<[number, string]> = [[ROOT_INO, '']];
-  while (stack.length > 0) {
-    const [ino, p] = stack.pop()!;
-    const node = tree.get(ino);
-    if (!node?.entries) continue;
-    for (const [name, child] of node.entries) {
-      const cp = `${p}/${name}`;
-      if (!out.has(child)) out.set(child, cp);
-      if (tree.get(child)?.kind === 'dir') stack.push([child, cp]);
-    }
-  }
-  return out;
-}
 
 /** Takes the per-cache-directory lock so two engines never share one cache. */
 /** Also says whether a previous engine left its lock behind (it did not stop cleanly). */
@@ -217,7 +239,8 @@ export class Engine {
   private settings: EngineSettings;
   private uploadedBytes = 0;
   private lastError: string | undefined;
-  private offlineSince: number | undefined;
+  /** Uploads failing with an answer from the bucket: since when, and the first error. Cleared by a success. */
+  private uploadFailure: { since: number; code: string; message: string } | undefined;
   private uploadsPaused = false;
   private readonly uploadLimit: RateLimiter;
   private rateTimer: NodeJS.Timeout;
@@ -244,6 +267,9 @@ export class Engine {
   private pendingFilesCache: { at: number; paths: string[] } | undefined;
   /** Follower with unsent local changes: it does not follow until they are uploaded or set aside. */
   private followBlocked: string | undefined;
+  /** Resolves (to false) once this mount stops writing for good; `sync` waits no longer then. */
+  private readonly writingStopped: Promise<false>;
+  private stopWriting: () => void = () => undefined;
 
   private constructor(
     private readonly opts: EngineOptions,
@@ -253,12 +279,14 @@ export class Engine {
     private readonly handles: HandlePool,
     private readonly lockFile: string,
     private readonly machine: Machine,
+    /** The same object as opts.store: every request goes through it. */
+    private readonly store: MonitoredStore,
   ) {
     this.settings = opts.settings;
     this.uploadLimit = new RateLimiter(opts.settings.uploadLimitBytesPerSec);
     this.log = opts.log ?? (() => undefined);
     this.mode = opts.mode ?? 'write';
-    this.remote = new RemoteMeta(opts.store, opts.keys.metaKey);
+    this.remote = new RemoteMeta(opts.store, opts.keys.metaKey, opts.header);
     this.lease = new Lease({
       store: opts.store,
       metaKey: opts.keys.metaKey,
@@ -266,9 +294,10 @@ export class Engine {
       ttlMs: () => this.settings.leaseTtlMs,
       conditional: opts.conditionalWrites ?? true,
     });
-    this.gc = new ChunkCollector(opts.store, opts.keys.metaKey, () => this.meta.tree.chunkRefs, () => this.settings.gcGraceMs);
+    // Also what files deleted while open here still read: they may outlive the grace period.
+    this.gc = new ChunkCollector(opts.store, opts.keys.metaKey, () => this.vfs.referencedChunks(), () => this.settings.gcGraceMs);
     this.fetcher = new ChunkFetcher(opts.store, cache, opts.keys.chunkKey, this.settings.downloadConcurrency,
-      () => this.settings.readTimeoutMs, this.log);
+      () => this.settings.readTimeoutMs, this.log, store);
     // While the cache disk is full, its state line says why metadata cannot be saved; the
     // replicator's retries would repeat it at every attempt.
     const replicatorLog = (msg: string) => {
@@ -281,30 +310,50 @@ export class Engine {
         await this.lease.ensureValid();
       },
       () => this.publishableOps());
-    this.replicator.onConflict = () => this.writeback.setPressure(false);
+    this.writingStopped = new Promise<false>((resolve) => (this.stopWriting = () => resolve(false)));
+    this.replicator.onConflict = () => {
+      this.writeback.setPressure(false);
+      this.stopWriting();
+      this.vfs.drainChanged(); // read-only now: waiting writers fail at once
+    };
     this.vfs = new Vfs(meta, dirty, cache, this.fetcher, {
       uid: process.getuid?.() ?? 0,
       gid: process.getgid?.() ?? 0,
       prefetchMaxChunks: () => this.settings.prefetchMaxChunks,
       readOnly: () => this.readOnlyReason(),
       snapshotReads: () => this.mode === 'read',
+      drainBlocked: () => this.drainBlocked(),
+      writeStallTimeoutMs: () => this.settings.writeStallTimeoutMs,
     });
     this.writeback = new WritebackQueue({
       dirty,
       chunkSize: meta.chunkSize,
       policy: () => this.settings,
       isOpenForWrite: (ino) => this.vfs.isOpenForWrite(ino),
+      isUnlinked: (ino) => this.vfs.isUnlinked(ino),
       upload: (d) => this.uploadChunk(d),
-      paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.mode === 'read',
+      // Offline, uploads wait for the bucket instead of failing one by one.
+      paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.mode === 'read' || store.offline,
       onError: (err, d) => this.noteUploadError(err, d),
       onSuccess: () => {
-        this.offlineSince = undefined;
+        if (this.uploadFailure) {
+          this.log(`uploads work again (they failed since ${new Date(this.uploadFailure.since).toISOString()})`);
+          this.uploadFailure = undefined;
+          this.lastError = undefined;
+        }
         if (!this.cache.wouldExceedCap(meta.chunkSize)) this.writeback.setPressure(false);
       },
     });
     this.vfs.onPressure = () => this.writeback.setPressure(true);
-    this.fetcher.onOutcome = (err) => this.noteStoreOutcome(err);
-    this.replicator.onOutcome = (err) => this.noteStoreOutcome(err);
+    store.onChange = (online) => {
+      if (online) {
+        // The bucket is back: everything waiting on a backoff timer goes now.
+        this.writeback.retryNow();
+        this.replicator.retryNow();
+        this.retryLeaseNow();
+      }
+      this.vfs.drainChanged();
+    };
     this.vfs.onWriterClosed = () => this.writeback.pump();
     meta.onChange = () => this.replicator.schedule();
     this.rateTimer = setInterval(() => this.sampleRates(), 1000);
@@ -327,7 +376,7 @@ export class Engine {
       await existing.close();
       throw new UserError(`${cacheDir} already holds a filespace's cache; pick another --cache-dir`, 'EXISTS');
     }
-    const { tree, seq } = await new RemoteMeta(store, keys.metaKey).load(header.chunkSize);
+    const { tree, seq } = await new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize);
     const meta = await MetaStore.create(metaDir, tree, seq);
     await meta.close();
   }
@@ -339,18 +388,24 @@ export class Engine {
     if (!st?.isDirectory()) throw new UserError(`the cache folder ${opts.cacheDir} is missing; link the filespace again (or restore the folder)`, 'NOT_LINKED');
     const { file: lockFile, uncleanStop } = await lockCacheDir(opts.cacheDir);
     try {
-      const meta = await MetaStore.load(path.join(opts.cacheDir, 'meta'));
+      // Damaged local metadata is refused with nothing changed (repair.ts has the way out).
+      const meta = await MetaStore.load(path.join(opts.cacheDir, 'meta')).catch(async (err: unknown) => {
+        throw await describeLocalDamage(err, opts.cacheDir, opts.name);
+      });
       if (!meta) throw new UserError(`no local metadata in ${opts.cacheDir}; link the filespace first`, 'NOT_LINKED');
-      if (meta.chunkSize !== opts.header.chunkSize) throw new UserError('local cache belongs to another filespace', 'MISMATCH');
+      if (meta.chunkSize !== opts.header.chunkSize) throw linkedChunkSizeMismatch(opts.store, opts.header.chunkSize, meta.chunkSize);
       checkCapFitsChunks(opts.settings.cacheCapBytes, meta.chunkSize);
       const handles = new HandlePool(256);
       const sealed = new SealedIO(opts.keys.cacheKey);
       const dirty = new DirtyStore(opts.cacheDir, handles, sealed, opts.log);
       const cs = meta.chunkSize;
+      // Inode numbers are never reused: one below the tree's next number that the tree does not
+      // hold was created and then deleted (or the snapshot would name it). Any other chunk
+      // without a file is an orphan, set aside at start.
       await dirty.init((ino, idx) => {
         const inode = meta.tree.get(ino);
-        if (!inode || inode.kind !== 'file') return undefined;
-        return Math.min(cs, inode.size - idx * cs);
+        if (inode?.kind === 'file') return Math.min(cs, inode.size - idx * cs);
+        return !inode && ino < meta.tree.nextIno ? 'deleted' : 'unknown';
       }, Date.now(), { uncleanStop });
       const cache = new ChunkCache(opts.cacheDir, {
         capBytes: opts.settings.cacheCapBytes,
@@ -360,7 +415,10 @@ export class Engine {
       await cache.init();
       cache.onDamaged = (name, why) => opts.log?.(`cached chunk ${name} was damaged (${why}); fetching it again`);
       const machine = await machineOf(opts.cacheDir);
-      const engine = new Engine(opts, meta, dirty, cache, handles, lockFile, machine);
+      let settings = () => opts.settings;
+      const store = new MonitoredStore(opts.store, { probeKey: HEADER_KEY, probeTimeoutMs: () => settings().probeTimeoutMs, log: opts.log });
+      const engine = new Engine({ ...opts, store }, meta, dirty, cache, handles, lockFile, machine, store);
+      settings = () => engine.currentSettings;
       try {
         await engine.start();
       } catch (err) {
@@ -371,6 +429,22 @@ export class Engine {
     } catch (err) {
       await fsp.rm(lockFile, { force: true });
       throw err;
+    }
+  }
+
+  /**
+   * Repairs damaged local metadata while no engine uses the cache (repair.ts). Changes nothing
+   * and returns `repaired: false` when there is no damage.
+   */
+  static async repairLocal(opts: { store: ObjectStore; keys: Keys; header: FilespaceHeader; cacheDir: string; log?: (msg: string) => void }): Promise<RepairResult> {
+    const seen = await MetaStore.inspect(path.join(opts.cacheDir, 'meta'));
+    if (!seen.damage && !seen.snapshotError) return { repaired: false, unnamed: 0, kept: [] };
+    const { file: lockFile } = await lockCacheDir(opts.cacheDir);
+    try {
+      // Every unit of every dirty chunk is checked: the lock of a killed engine may be gone.
+      return await repairLocalMetadata({ ...opts, uncleanStop: true, log: opts.log ?? (() => undefined) });
+    } finally {
+      await fsp.rm(lockFile, { force: true });
     }
   }
 
@@ -392,6 +466,9 @@ export class Engine {
     for (let i = 0; i < ops.length; i++) {
       const op = ops[i]!;
       if (op.t !== 'attr' || op.size === undefined) continue;
+      // A deleted file's size exposes nothing (its deletion follows); one deleted while still
+      // open keeps dirty chunks that never upload, and must not hold everything back.
+      if (!this.meta.tree.get(op.ino)) continue;
       const last = Math.ceil(op.size / cs) - 1;
       for (const idx of this.dirty.indexesOf(op.ino)) {
         if (idx > last) continue;
@@ -432,6 +509,7 @@ export class Engine {
     await this.disk.init();
     await this.sampleDisk();
     this.asideSets = await listAside(this.opts.cacheDir, this.opts.keys.cacheKey).catch(() => []);
+    if (this.dirty.orphans.length > 0) await this.setAsideOrphans();
     if (this.mode === 'write') {
       try {
         await this.takeLease();
@@ -444,6 +522,7 @@ export class Engine {
         this.leaseTimer = setTimeout(() => void this.retryLease(), 2000);
         this.leaseTimer.unref();
       }
+      if (this.leaseTaken) await this.sealHeader();
     } else {
       this.holderSeen = await this.lease.read().then((v) => v?.record, () => undefined);
       await this.catchUp(true);
@@ -514,6 +593,7 @@ export class Engine {
           }
         }
       }
+      await this.sealHeader();
       this.replicator.schedule(0);
     } catch (err) {
       if (err instanceof LeaseHeldError || err instanceof NoConditionalWritesError) {
@@ -526,6 +606,34 @@ export class Engine {
     }
   }
 
+  /** The bucket answers again: a lease that could not be renewed or taken is tried now, not at its timer. */
+  private retryLeaseNow(): void {
+    if (this.closed || this.mode !== 'write' || this.replicator.conflict || !this.leaseTimer) return;
+    if (this.leaseTaken && this.lease.valid()) return;
+    clearTimeout(this.leaseTimer);
+    this.leaseTimer = undefined;
+    void (this.leaseTaken ? this.renewLease() : this.retryLease());
+  }
+
+  /**
+   * A header written before headers were sealed gets its seal from the machine that holds the
+   * lease, once its metadata agreed with the header (checked at open) and the newest checkpoint
+   * names the chunk size (so stripping the seal again cannot hide a changed chunk size from a
+   * machine that links). A failure only delays it to the next read-write mount.
+   */
+  private async sealHeader(): Promise<void> {
+    if (this.opts.header.seal !== undefined || this.replicator.conflict) return;
+    try {
+      if (!(await this.remote.bindNewestCheckpoint())) {
+        this.log('filespace.json has no seal yet; the newest metadata checkpoint could not be made to name the chunk size now, so the next read-write mount seals it');
+        return;
+      }
+      if (await sealLegacyHeader(this.opts.store, this.opts.header, this.opts.keys)) this.log('sealed filespace.json: a change to it is now refused');
+    } catch (err) {
+      this.log(`could not seal filespace.json now (${(err as Error).message}); the next read-write mount tries again`);
+    }
+  }
+
   private scheduleRenewal(): void {
     if (this.closed) return;
     if (this.leaseTimer) clearTimeout(this.leaseTimer);
@@ -533,12 +641,22 @@ export class Engine {
     this.leaseTimer.unref();
   }
 
+  /**
+   * Renews the lease. Renewals that get no answer keep the lease held but not valid: writes
+   * keep landing in the cache and nothing is committed; the first renewal that gets through
+   * takes the lease back (nobody wrote it meanwhile) and the changes made since are pushed.
+   */
   private async renewLease(): Promise<void> {
     this.leaseTimer = undefined;
     if (this.closed || this.replicator.conflict) return;
+    const failingSince = this.lease.renewFailingSince;
     try {
       await this.lease.renew();
       this.noteStoreOutcome(undefined);
+      if (failingSince !== undefined) {
+        this.log(`renewed the write lease again after ${Math.round((Date.now() - failingSince) / 1000)}s of failed renewals; nobody took it meanwhile, committing the changes made here since`);
+        void this.replicator.pushNow();
+      }
     } catch (err) {
       if (err instanceof LeaseLostError) {
         this.replicator.fenced(`${err.message}; this machine stopped writing, and its changes not yet in the bucket are kept in the cache (set aside at the next mount)`);
@@ -683,6 +801,22 @@ export class Engine {
     await this.meta.resetTo(fresh.tree, fresh.seq);
   }
 
+  /**
+   * Keeps the dirty chunks found at start without a file the metadata knows (data written,
+   * never fsynced, before a crash) as a set of `unnamed/inode-<n>` files, then removes them.
+   * Called only before the mount is served.
+   */
+  private async setAsideOrphans(): Promise<void> {
+    const orphans = this.dirty.orphans;
+    const writer = await AsideWriter.create(this.opts.cacheDir, this.opts.keys.cacheKey);
+    const files = await addUnownedChunks(writer, this.meta.chunkSize, orphans.map((o) => ({ ...o, read: () => this.dirty.readOrphan(o) })));
+    const manifest = await writer.finish('data found in the cache without a file this machine\'s metadata knows (written but not fsynced before a crash?)', []);
+    await this.dirty.removeOrphans();
+    this.asideSets.push(manifest);
+    const name = this.opts.name ? ` ${this.opts.name}` : '';
+    this.log(`${orphans.length} dirty chunk(s) of ${files} file(s) without a known owner were set aside as ${manifest.id} (see "filespace aside${name} list")`);
+  }
+
   get currentSettings(): EngineSettings {
     return this.settings;
   }
@@ -702,6 +836,16 @@ export class Engine {
   setUploadsPaused(paused: boolean): void {
     this.uploadsPaused = paused;
     if (!paused) this.writeback.pump();
+    this.vfs.drainChanged();
+  }
+
+  /** Why uploads cannot free room in the cache now; undefined while they can. */
+  private drainBlocked(): StallCause | undefined {
+    if (this.uploadsPaused) return 'paused';
+    if (this.store.offline) return 'offline';
+    if (this.uploadFailure) return 'failing';
+    if (this.writeback.uploading === 0) return 'idle';
+    return undefined;
   }
 
   private async uploadChunk(d: DirtyChunk): Promise<void> {
@@ -726,6 +870,7 @@ export class Engine {
     const { keys, store } = this.opts;
     const snap = await this.vfs.chunkLock(d.ino, d.idx, async () => {
       if (this.dirty.get(d.ino, d.idx) !== d) return undefined;
+      if (this.vfs.isUnlinked(d.ino)) return undefined; // deleted while open: its data stays local until the last close
       if (!this.meta.tree.get(d.ino)) {
         // Its file is gone: drop the data here (after the deletion is durable), or the queue
         // would pick this chunk again and again.
@@ -765,23 +910,55 @@ export class Engine {
     } finally {
       this.gc.release(name);
     }
-    this.vfs.dirtyFreed.notify();
+    this.vfs.noteDirtyFreed();
   }
 
-  /** Tracks whether the bucket answers: offline after a network failure, online after any success. */
+  /** Reports an outcome to the store monitor (which sees every request itself; see MonitoredStore.note). */
   private noteStoreOutcome(err: unknown | undefined): void {
-    if (err === undefined) {
-      this.offlineSince = undefined;
-    } else if (err instanceof StoreError && (err.code === 'Unreachable' || err.code === 'Timeout')) {
-      this.offlineSince ??= Date.now();
+    this.store.note(err);
+  }
+
+  /**
+   * Upload failures are one state, not one error per attempt: while the bucket does not
+   * answer, status says offline (since when, and what waits); while it answers with errors,
+   * `lastError` names the first error of the run and stays the same until an upload succeeds.
+   */
+  private noteUploadError(err: unknown, d: DirtyChunk): void {
+    const msg = err instanceof Error ? err.message : String(err);
+    if (err instanceof CutOffError) return; // sent during an outage that is over; retried at once
+    if (isNoAnswer(err) && this.store.offline) {
+      if (d.attempts === 1) this.log(`upload of ${d.ino}.${d.idx} waits for the bucket: ${msg}`);
+      return;
+    }
+    const code = err instanceof StoreError ? err.code : 'Other';
+    if (this.uploadFailure?.code !== code) {
+      this.uploadFailure = { since: Date.now(), code, message: msg };
+      this.lastError = `uploads fail (since ${new Date(this.uploadFailure.since).toISOString()}, retrying): ${msg}`;
+      this.log(`upload of ${d.ino}.${d.idx} failed (attempt ${d.attempts}): ${msg}`);
     }
   }
 
-  private noteUploadError(err: unknown, d: DirtyChunk): void {
-    const msg = err instanceof Error ? err.message : String(err);
-    this.noteStoreOutcome(err);
-    this.lastError = `upload of ${d.ino}.${d.idx} failed (attempt ${d.attempts}): ${msg}`;
-    this.log(this.lastError);
+  /** The "writes waiting" state in words, with what to do about it. */
+  private writesWaiting(): WritesWaitingStatus | undefined {
+    const w = this.vfs.writesWaiting();
+    if (!w) return undefined;
+    let message: string;
+    if (w.cause === 'uploading') {
+      message = 'the cache is full of changes still uploading; writes go on as uploads free room';
+    } else {
+      const [why, remedy] = {
+        paused: ['uploads are paused', 'resume uploads or raise the cache size'],
+        offline: ['the bucket does not answer', 'they upload once it answers; or raise the cache size'],
+        failing: [`uploads fail: ${this.uploadFailure?.message ?? 'see the log'}`, 'fix the cause or raise the cache size'],
+        idle: ['nothing is uploading', 'raise the cache size'],
+      }[w.cause];
+      const stallS = Math.round(this.settings.writeStallTimeoutMs / 1000);
+      message = `the cache is full of changes that cannot upload (${why}); ${remedy}. ` +
+        (w.refusing
+          ? `Meanwhile writes that need room fail with "No space left on device" (${w.refused} so far).`
+          : `Writes fail with "No space left on device" after waiting ${stallS} s.`);
+    }
+    return { since: w.since, cause: w.cause, refusing: w.refusing, refused: w.refused, message };
   }
 
   private sampleRates(): void {
@@ -814,8 +991,10 @@ export class Engine {
       cacheCapBytes: this.cache.capBytes,
       cacheHitRatio: this.cache.hitRatio,
       openFiles: this.vfs.openFiles,
-      offline: this.offlineSince !== undefined,
+      offline: this.store.offline,
+      offlineSince: this.store.offlineSince,
       uploadsPaused: this.uploadsPaused,
+      writesWaiting: this.writesWaiting(),
       readOnlyReason: this.readOnlyReason(),
       lastError: this.replicator.conflict ?? this.followBlocked ?? this.lastError ?? this.replicator.lastError ?? this.fetcher.stats.lastError,
       pendingFiles: this.pendingFiles(),
@@ -850,7 +1029,9 @@ export class Engine {
         lastRenewedAt: this.lease.lastRenewedAt ?? null,
         ttlMs: this.settings.leaseTtlMs,
         followerLagMs: null,
-        lost,
+        renewFailingSince: this.lease.renewFailingSince ?? null,
+        validUntil: this.lease.validUntil ?? null,
+        lost: lost ?? this.replicator.conflict ?? null,
         conditionalWrites,
       };
     }
@@ -862,24 +1043,40 @@ export class Engine {
       lastRenewedAt: h?.renewedAt ?? null,
       ttlMs: h?.ttlMs ?? this.settings.leaseTtlMs,
       followerLagMs: this.caughtUpAt === undefined || this.followBlocked ? null : Date.now() - this.caughtUpAt,
+      renewFailingSince: null,
+      validUntil: null,
       lost: null,
       conditionalWrites,
     };
   }
 
   /**
+   * Why this mount stopped writing for good, for people: the write lease was lost (and to whom),
+   * or another machine wrote the filespace. Undefined while it writes (or on a follower).
+   */
+  get notWriting(): string | undefined {
+    if (this.mode !== 'write' || !this.replicator.conflict) return undefined;
+    const lost = this.lease.lostError;
+    if (lost?.by) return `this machine lost the write lease to ${describeHolder(lost.by)} at ${new Date(lost.by.acquiredAt).toISOString()}`;
+    if (lost) return `this machine lost the write lease: ${lost.message}`;
+    return `this machine stopped writing: ${this.replicator.conflict}`;
+  }
+
+  /**
    * Uploads every local change (data and metadata) now. Resolves true once the bucket has
-   * everything, false if `deadlineMs` passed first.
+   * everything, false if `deadlineMs` passed first or this mount stopped writing for good
+   * (see `notWriting`).
    */
   async sync(deadlineMs: number): Promise<boolean> {
     for (;;) {
+      if (this.replicator.conflict) return false;
       this.vfs.commitAllSizes();
-      const dataDone = await this.writeback.drain(deadlineMs);
+      const dataDone = await Promise.race([this.writeback.drain(deadlineMs), this.writingStopped]);
       if (!dataDone) return false;
       this.vfs.commitAllSizes();
       await this.replicator.pushNow();
       if (this.replicator.conflict) return false;
-      if (this.dirty.count === 0 && this.replicator.pendingOps === 0) return true;
+      if (this.writeback.pending === 0 && this.replicator.pendingOps === 0) return true;
       if (Date.now() >= deadlineMs) return false;
       await this.replicator.progress.wait(Math.min(500, Math.max(1, deadlineMs - Date.now())));
     }

@@ -2,21 +2,36 @@
  * The filespace header (`filespace.json` in the bucket): creating a filespace, and unlocking
  * one with its passphrase. The header is the only plaintext object the engine writes; it holds
  * no secret (the data key inside is wrapped by the passphrase-derived key).
+ *
+ * Anyone who can write to the bucket can edit the header, so its fields are authenticated:
+ * `seal` holds a copy of every other field, sealed (AES-256-GCM) with the header key, which
+ * only the unwrapped data key gives. Unlocking unwraps the data key (the wrapped key is bound
+ * to the id, and the passphrase key to the KDF parameters, so a change to either reads as a
+ * wrong passphrase), then opens the seal and compares: a field that differs from its sealed
+ * copy, or a seal that does not open, is refused before anything uses the header, naming the
+ * field. A sealed copy rather than a bare MAC, so the refusal can say what was changed.
+ *
+ * Headers written before the seal existed have none. They are accepted (their chunk size is
+ * still checked against the metadata checkpoints, meta/remote.ts, and against the linked
+ * machine's own metadata), and the next read-write mount seals them (`sealLegacyHeader`), with
+ * a write conditional on the ETag of the header it unlocked.
  */
 
 import { randomUUID } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { AuthError, KdfParams, Keys, deriveKek, deriveKeys, newDataKey, newKdfParams, open, seal } from './chunk/crypto';
 import { UserError } from './errors';
 import { RemoteMeta } from './meta/remote';
 import { Tree } from './meta/tree';
 import { ObjectStore, StoreError } from './store/types';
+import { formatSize } from './util/sizes';
 
 export const HEADER_KEY = 'filespace.json';
 const MIN_CHUNK = 64 * 1024;
 const MAX_CHUNK = 64 * 1024 * 1024;
 
-const headerSchema = z.object({
+const fieldsSchema = z.object({
   format: z.literal(1),
   id: z.string().uuid(),
   chunkSize: z.number().int().min(MIN_CHUNK).max(MAX_CHUNK),
@@ -25,7 +40,22 @@ const headerSchema = z.object({
   wrappedKey: z.string(),
 });
 
+const headerSchema = fieldsSchema.extend({
+  /** The other fields, sealed with the header key (absent in headers written before it existed). */
+  seal: z.string().optional(),
+});
+
 export type FilespaceHeader = z.infer<typeof headerSchema>;
+type HeaderFields = z.infer<typeof fieldsSchema>;
+
+/** Associated data of the seal: it belongs to this object and to nothing else. */
+const SEAL_AAD = `header:${HEADER_KEY}`;
+
+/** What each field is, for the message that names a changed one. */
+const FIELD_NAMES: Readonly<Record<keyof HeaderFields, string>> = {
+  format: 'format version', id: 'filespace id', chunkSize: 'chunk size', createdAt: 'creation time',
+  kdf: 'passphrase key parameters', wrappedKey: 'wrapped data key',
+};
 
 export interface Unlocked {
   readonly header: FilespaceHeader;
@@ -56,12 +86,10 @@ export function explainStoreError(err: unknown, store: ObjectStore): Error {
   }
 }
 
-export async function readHeader(store: ObjectStore): Promise<FilespaceHeader | undefined> {
-  const got = await store.get(HEADER_KEY);
-  if (!got) return undefined;
+function parseHeader(body: Buffer, store: ObjectStore): FilespaceHeader {
   let raw: unknown;
   try {
-    raw = JSON.parse(got.body.toString('utf8'));
+    raw = JSON.parse(body.toString('utf8'));
   } catch {
     throw new UserError(`${store.description}/${HEADER_KEY} is not a Filespace header (not JSON)`, 'BAD_HEADER');
   }
@@ -70,15 +98,106 @@ export async function readHeader(store: ObjectStore): Promise<FilespaceHeader | 
   return parsed.data;
 }
 
-export async function unlockHeader(header: FilespaceHeader, passphrase: string): Promise<Keys> {
+export async function readHeader(store: ObjectStore): Promise<FilespaceHeader | undefined> {
+  const got = await store.get(HEADER_KEY);
+  return got ? parseHeader(got.body, store) : undefined;
+}
+
+/** The fields the seal covers, in a fixed order (the canonical encoding is their JSON). */
+function fieldsOf(h: HeaderFields): HeaderFields {
+  const { alg, N, r, p, salt } = h.kdf;
+  return { format: h.format, id: h.id, chunkSize: h.chunkSize, createdAt: h.createdAt, kdf: { alg, N, r, p, salt }, wrappedKey: h.wrappedKey };
+}
+
+/** The header with its seal: every field sealed with the header key. */
+export function sealHeader(fields: HeaderFields, headerKey: Buffer): FilespaceHeader {
+  const f = fieldsOf(fields);
+  return { ...f, seal: seal(headerKey, Buffer.from(JSON.stringify(f), 'utf8'), SEAL_AAD).toString('base64') };
+}
+
+function describeField(field: keyof HeaderFields, value: unknown, sealed: unknown): string {
+  const show = (v: unknown) => (field === 'chunkSize' && typeof v === 'number' ? formatSize(v) : JSON.stringify(v));
+  if (field === 'kdf') return 'its passphrase key parameters differ from the sealed ones';
+  if (field === 'wrappedKey') return 'its wrapped data key differs from the sealed one';
+  return `its ${FIELD_NAMES[field]} is ${show(value)}, sealed as ${show(sealed)}`;
+}
+
+/**
+ * Refuses a header whose fields differ from its seal, or whose seal does not open with the
+ * header key; accepts a header without a seal (written before it existed).
+ */
+export function verifyHeaderSeal(header: FilespaceHeader, headerKey: Buffer, where: string): void {
+  if (header.seal === undefined) return;
+  const tampered = (what: string) => new UserError(`${where}/${HEADER_KEY} was changed by someone without the passphrase: ${what}; ` +
+    'refused, nothing was changed (put the original filespace.json back)', 'HEADER_TAMPERED');
+  let sealed: HeaderFields;
+  try {
+    const parsed = fieldsSchema.safeParse(JSON.parse(open(headerKey, Buffer.from(header.seal, 'base64'), SEAL_AAD, 'header seal').toString('utf8')));
+    if (!parsed.success) throw new AuthError('header seal');
+    sealed = fieldsOf(parsed.data);
+  } catch (err) {
+    if (!(err instanceof AuthError || err instanceof SyntaxError)) throw err;
+    throw tampered('its seal does not open with the key of this filespace');
+  }
+  const actual = fieldsOf(header);
+  const changed = (Object.keys(FIELD_NAMES) as Array<keyof HeaderFields>).filter((k) => !isDeepStrictEqual(actual[k], sealed[k]));
+  if (changed.length > 0) throw tampered(changed.map((k) => describeField(k, actual[k], sealed[k])).join(', '));
+}
+
+async function unlockHeader(header: FilespaceHeader, passphrase: string, where: string): Promise<Keys> {
   const kek = await deriveKek(passphrase, header.kdf as KdfParams);
+  let keys: Keys;
   try {
     const dataKey = open(kek, Buffer.from(header.wrappedKey, 'base64'), `datakey:${header.id}`, 'data key');
-    return deriveKeys(dataKey);
+    keys = deriveKeys(dataKey);
   } catch (err) {
     if (err instanceof AuthError) throw new UserError('wrong passphrase for this filespace', 'WRONG_PASSPHRASE');
     throw err;
   }
+  verifyHeaderSeal(header, keys.headerKey, where);
+  return keys;
+}
+
+/** Refuses a header naming another filespace than the one this machine linked as `name`. */
+export function checkLinkedFilespace(header: FilespaceHeader, linkedId: string, name: string, store: ObjectStore): void {
+  if (header.id === linkedId) return;
+  throw new UserError(`${store.description}/${HEADER_KEY} names a different filespace (${header.id}) than the one linked as "${name}" (${linkedId}): ` +
+    'if the header was replaced, put the original back; if the bucket now holds another filespace, unlink and link again', 'MISMATCH');
+}
+
+/** The header's chunk size is not the one this machine linked the filespace with: the header was changed. */
+export function linkedChunkSizeMismatch(store: ObjectStore, headerChunkSize: number, linkedChunkSize: number): UserError {
+  return new UserError(`${store.description}/${HEADER_KEY} gives a chunk size of ${formatSize(headerChunkSize)}, but this machine linked the filespace ` +
+    `with ${formatSize(linkedChunkSize)} chunks: the header was changed; put the original back (nothing was changed)`, 'HEADER_MISMATCH');
+}
+
+/**
+ * Adds the seal to a header written without one, if the bucket still holds exactly the header
+ * this machine unlocked (the write is conditional on its ETag). Called by the read-write mount
+ * once its metadata agrees with the header. Resolves true when it sealed the header.
+ */
+export async function sealLegacyHeader(store: ObjectStore, header: FilespaceHeader, keys: Keys): Promise<boolean> {
+  if (header.seal !== undefined) return false;
+  const got = await store.get(HEADER_KEY);
+  if (!got) return false;
+  let current: FilespaceHeader;
+  try {
+    current = parseHeader(got.body, store);
+  } catch {
+    return false;
+  }
+  if (!isDeepStrictEqual(current, header)) return false; // changed since it was unlocked: not ours to bless
+  try {
+    await store.put(HEADER_KEY, headerBody(sealHeader(header, keys.headerKey)), { ifMatch: got.etag });
+  } catch (err) {
+    if (err instanceof StoreError && err.code === 'PreconditionFailed') return false;
+    throw err;
+  }
+  return true;
+}
+
+function headerBody(header: FilespaceHeader): Buffer {
+  return Buffer.from(JSON.stringify(header, null, 2));
 }
 
 export async function createFilespace(store: ObjectStore, passphrase: string, chunkSize: number): Promise<FilespaceHeader> {
@@ -93,19 +212,19 @@ export async function createFilespace(store: ObjectStore, passphrase: string, ch
     const kdf = newKdfParams();
     const dataKey = newDataKey();
     const kek = await deriveKek(passphrase, kdf);
-    const header: FilespaceHeader = {
+    const keys = deriveKeys(dataKey);
+    const header = sealHeader({
       format: 1, id, chunkSize, createdAt: new Date().toISOString(), kdf,
       wrappedKey: seal(kek, dataKey, `datakey:${id}`).toString('base64'),
-    };
-    const keys = deriveKeys(dataKey);
+    }, keys.headerKey);
     // The empty tree goes first: a header in the bucket always has metadata behind it.
     if ((await store.list('meta')).length > 0) {
       throw new UserError(`${store.description} holds metadata of an unfinished or removed filespace; empty that prefix or pick another --prefix`, 'EXISTS');
     }
     const tree = Tree.create(chunkSize, process.getuid?.() ?? 0, process.getgid?.() ?? 0, Date.now());
-    await new RemoteMeta(store, keys.metaKey).writeCheckpoint(0, tree.snapshot());
+    await new RemoteMeta(store, keys.metaKey, header).writeCheckpoint(0, tree.snapshot());
     try {
-      await store.put(HEADER_KEY, Buffer.from(JSON.stringify(header, null, 2)), { ifNoneMatch: '*' });
+      await store.put(HEADER_KEY, headerBody(header), { ifNoneMatch: '*' });
     } catch (err) {
       if (err instanceof StoreError && err.code === 'PreconditionFailed') {
         throw new UserError(`a filespace was created at ${store.description} at the same moment by someone else`, 'EXISTS');
@@ -128,5 +247,5 @@ export async function unlockFilespace(store: ObjectStore, passphrase: string): P
   if (!header) {
     throw new UserError(`no filespace at ${store.description}; create one with "filespace init" or check --bucket/--prefix`, 'NO_FILESPACE');
   }
-  return { header, keys: await unlockHeader(header, passphrase) };
+  return { header, keys: await unlockHeader(header, passphrase, store.description) };
 }

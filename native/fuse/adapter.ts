@@ -10,7 +10,20 @@
  * adapter passes big_writes, max_write, use_ino and the attr/entry/negative timeouts through
  * fuse-native's overridable option string. Operations never time out inside fuse-native
  * (`timeout: false`): the filesystem bounds its own waits (reads fail with EIO after the read
- * timeout; writes under backpressure wait, by design).
+ * timeout; writes under backpressure wait, by design, and fail with ENOSPC after the write-stall
+ * timeout when nothing can drain; see the engine's vfs/backpressure.ts).
+ *
+ * Files deleted while open: libfuse2's high-level API (all fuse-native offers) renames such a
+ * file to `.fuse_hidden<node><counter>` in its directory and unlinks that name at the last
+ * close. Passed through as a rename, the hidden name would be committed, listed, replicated to
+ * other machines, and left behind for good by a crash. So the adapter hands that rename to the
+ * filesystem as "unlink, keeping this name as a private alias" (`unlinkKeepingAlias`): the
+ * deletion is what gets committed, and libfuse keeps reaching the open file through the alias.
+ * The `hard_remove` mount option (no renaming) cannot be used instead: libfuse2 then has no
+ * path for the unlinked file and fails every read, write, fsync and fstat on it with ENOENT
+ * (fuse-native does not declare `nullpath_ok`, and fstat would fail even with it). One limit
+ * remains from libfuse: once the file's directory itself is removed, libfuse can no longer
+ * name it, and I/O that misses the kernel's page cache fails with ENOENT (the file was deleted).
  *
  * Unmounting: `fusermount -u` first, which fails with EBUSY while files are open; with
  * `force`, `fusermount -uz` detaches lazily. Never touch the mount synchronously from this
@@ -163,10 +176,12 @@ export interface FuseFilesystem {
   fsync(fh: number): Promise<void>;
   fsyncAll(): Promise<void>;
   release(fh: number): Promise<void>;
-  unlink(path: string): void;
+  unlink(path: string): Promise<void>;
+  /** unlink() for a file libfuse keeps open under the hidden name `alias` (see the header). */
+  unlinkKeepingAlias?(path: string, alias: string): Promise<void>;
   mkdir(path: string, mode: number): void;
   rmdir(path: string): void;
-  rename(from: string, to: string): void;
+  rename(from: string, to: string): Promise<void>;
   symlink(target: string, path: string): void;
   readlink(path: string): string;
   link(from: string, to: string): void;
@@ -201,6 +216,15 @@ export class FuseError extends Error {
     super(message);
     this.name = 'FuseError';
   }
+}
+
+/** The name libfuse2 gives a file deleted while open (`hidden_name()` in fuse.c). */
+const LIBFUSE_HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/;
+
+/** Whether a rename is libfuse2 hiding an open file that is being deleted or replaced. */
+export function isHidingRename(from: string, to: string): boolean {
+  const slash = to.lastIndexOf('/');
+  return LIBFUSE_HIDDEN.test(to.slice(slash + 1)) && from.lastIndexOf('/') === slash && from.slice(0, slash) === to.slice(0, slash);
 }
 
 export function errnoNumber(err: unknown): number {
@@ -440,10 +464,12 @@ export class FuseMount {
       fsync: (_p: string, _datasync: number, fd: number, cb: Cb) => async('fsync', () => fs.fsync(fd), cb, () => 0),
       fsyncdir: (_p: string, _datasync: number, _fd: number, cb: Cb) => async('fsyncdir', () => fs.fsyncAll(), cb, () => 0),
       release: (_p: string, fd: number, cb: Cb) => async('release', () => fs.release(fd), cb, () => 0),
-      unlink: (p: string, cb: Cb) => sync('unlink', () => fs.unlink(n(p)), cb, () => 0),
+      unlink: (p: string, cb: Cb) => async('unlink', () => fs.unlink(n(p)), cb, () => 0),
       mkdir: (p: string, mode: number, cb: Cb) => sync('mkdir', () => fs.mkdir(n(p), mode), cb, () => 0),
       rmdir: (p: string, cb: Cb) => sync('rmdir', () => fs.rmdir(n(p)), cb, () => 0),
-      rename: (from: string, to: string, cb: Cb) => sync('rename', () => fs.rename(n(from), n(to)), cb, () => 0),
+      rename: (from: string, to: string, cb: Cb) => async('rename', () => fs.unlinkKeepingAlias && isHidingRename(from, to)
+        ? fs.unlinkKeepingAlias(n(from), n(to))
+        : fs.rename(n(from), n(to)), cb, () => 0),
       symlink: (target: string, p: string, cb: Cb) => sync('symlink', () => fs.symlink(n(target), n(p)), cb, () => 0),
       readlink: (p: string, cb: Cb) => sync('readlink', () => w(fs.readlink(n(p))), cb),
       link: (from: string, to: string, cb: Cb) => sync('link', () => fs.link(n(from), n(to)), cb, () => 0),

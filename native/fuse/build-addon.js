@@ -1,19 +1,31 @@
 #!/usr/bin/env node
-// Builds the FUSE addon from the installed fuse-native sources with two corrections to time
-// setting, so tools that restore modification times (tar, cp -p, rsync -t, touch -m) work:
-//  1. its utimens handler passes the access time twice, losing the modification time;
-//  2. it does not tell libfuse that it understands UTIME_OMIT/UTIME_NOW, so libfuse2 drops
-//     every request that sets only one of the two times (GNU tar sets only mtime). With the
-//     flag set, those arrive as sentinel values (see SPECIAL_TIMES in adapter.ts).
-// A third edit lets open(2) ask for direct I/O per file handle (bit 30 of the returned handle,
-// stripped before libfuse sees it): a read-only follower uses it when a file it already has
-// open changed in the bucket, so the kernel's shared page cache cannot mix the two versions.
-// Names cross as bytes: paths, names and link targets pass as latin1 strings (one char per
-// byte) instead of UTF-8, which replaced invalid byte sequences with U+FFFD (two different
-// names could become one). adapter.ts decodes them (see wireToName).
+// Builds the FUSE addon from the installed fuse-native sources with the corrections in
+// fuse-native.patch beside this file (a unified diff against fuse-native 2.2.6's fuse-native.c;
+// hunks named here by the function or macro they change):
+//  1. Time setting, so tools that restore modification times (tar, cp -p, rsync -t, touch -m)
+//     work. Its utimens handler passes the access time twice, losing the modification time:
+//     the FUSE_METHOD_VOID(utimens) hunk passes l->mtime as the second time. It does not tell
+//     libfuse that it understands UTIME_OMIT/UTIME_NOW, so libfuse2 drops every request that
+//     sets only one of the two times (GNU tar sets only mtime): the fuse_native_mount hunk sets
+//     ops.flag_utime_omit_ok, and the timespec_to_uint64 hunk passes the two as sentinel
+//     values (see SPECIAL_TIMES in adapter.ts).
+//  2. Direct I/O per file handle: the hunk in FUSE_METHOD(open)'s reply lets open(2) ask for it
+//     with bit 30 of the returned handle, stripped before libfuse sees it. A read-only follower
+//     uses it when a file it already has open changed in the bucket, so the kernel's shared page
+//     cache cannot mix the two versions.
+//  3. Names cross as bytes: paths, names and link targets pass as latin1 strings (one char per
+//     byte) instead of UTF-8, which replaced invalid byte sequences with U+FFFD (two different
+//     names could become one). The first hunk adds a NAPI_LATIN1 macro; every other hunk turns
+//     napi_create_string_utf8(env, l->...) into napi_create_string_latin1, and NAPI_UTF8 /
+//     NAPI_ARGV_UTF8 into NAPI_LATIN1 in readdir's and readlink's replies. adapter.ts decodes
+//     them (see wireToName).
+// The patch is applied with `git apply`, not `patch`: git is already needed (CI installs it;
+// `patch` is an optional Debian package), and git applies every hunk or none, never with fuzz.
+// When the sources do not match (fuse-native changed) nothing is built.
 // The corrected addon goes to native/fuse/addon/ (not in git) and native/fuse/adapter.ts
-// prefers it; without it (no compiler) the stock prebuild is used and only time setting
-// differs. Same N-API binary for Node and Electron.
+// prefers it; without it (no compiler, no git, other sources) the stock prebuild is used and
+// only time setting, direct I/O and names that are not UTF-8 differ. Same N-API binary for
+// Node and Electron.
 'use strict';
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -21,55 +33,36 @@ const path = require('node:path');
 
 const src = path.dirname(require.resolve('fuse-native/package.json'));
 const out = path.join(__dirname, 'addon');
-const EDITS = [
-  ['FUSE_UINT64_TO_INTS_ARGV(l->atime, 5)', 'FUSE_UINT64_TO_INTS_ARGV(l->mtime, 5)'],
-  ['if (implemented[op_utimens]) ops.utimens = fuse_native_utimens;',
-    'if (implemented[op_utimens]) { ops.utimens = fuse_native_utimens; ops.flag_utime_omit_ok = 1; }'],
-  ['  uint64_t ms = (ts->tv_sec * 1000) + (ts->tv_nsec / 1000000);',
-    '  if (ts->tv_nsec == UTIME_OMIT) return 281474976710655ULL; /* 2^48-1 */\n' +
-    '  if (ts->tv_nsec == UTIME_NOW) return 281474976710654ULL;  /* 2^48-2 */\n' +
-    '  uint64_t ms = (ts->tv_sec * 1000) + (ts->tv_nsec / 1000000);'],
-  ['}, {\n  NAPI_ARGV_INT32(fd, 2)\n  if (fd != 0) {\n    l->info->fh = fd;\n  }\n})\n\nFUSE_METHOD(opendir',
-    '}, {\n  NAPI_ARGV_INT32(fd, 2)\n  if (fd != 0) {\n    if (fd & 0x40000000) { l->info->direct_io = 1; fd &= ~0x40000000; }\n' +
-    '    l->info->fh = fd;\n  }\n})\n\nFUSE_METHOD(opendir'],
-];
+const PATCH = path.join(__dirname, 'fuse-native.patch');
 
-// Replaced everywhere: [from, to, expected count].
-const EVERYWHERE = [
-  ['napi_create_string_utf8(env, l->', 'napi_create_string_latin1(env, l->', 42],
-  ['NAPI_UTF8(name, 1024, raw_name)', 'NAPI_LATIN1(name, 1024, raw_name)', 2],
-  ['NAPI_ARGV_UTF8(linkname, l->len, 2)', 'NAPI_LATIN1(linkname, l->len, argv[2])', 1],
-  ['static const uint32_t op_open = 21;',
-    '#define NAPI_LATIN1(name, size, val) \\\n  char name[size]; \\\n  size_t name##_len; \\\n' +
-    '  if (napi_get_value_string_latin1(env, val, (char *) &name, size, &name##_len) != napi_ok) { \\\n' +
-    '    napi_throw_error(env, "EINVAL", "Expected string"); \\\n    return NULL; \\\n  }\n' +
-    'static const uint32_t op_open = 21;', 1],
-];
+/** Applies PATCH to the sources copied into `out`; the reason it does not apply, or undefined. */
+function applyPatch() {
+  const pristine = fs.readFileSync(path.join(out, 'fuse-native.c'));
+  // Not inside our repository: out/ is a directory of its own, so the patch's paths are
+  // relative to it (git would otherwise resolve them against the repository's top).
+  const env = { ...process.env, GIT_CEILING_DIRECTORIES: path.dirname(out) };
+  delete env.GIT_DIR;
+  delete env.GIT_WORK_TREE;
+  try {
+    execFileSync('git', ['apply', '--whitespace=nowarn', PATCH], { cwd: out, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    if (typeof err.status !== 'number') throw err; // git itself could not run
+    return String(err.stderr).trim().split('\n')[0] || `git apply exited with ${err.status}`;
+  }
+  if (pristine.equals(fs.readFileSync(path.join(out, 'fuse-native.c')))) return 'the patch changed nothing';
+  return undefined;
+}
 
 function main() {
-  let code = fs.readFileSync(path.join(src, 'fuse-native.c'), 'utf8');
-  for (const [from, to, count] of EVERYWHERE) {
-    const hits = code.split(from).length - 1;
-    if (hits !== count) {
-      console.log(`fuse-native sources changed (${hits} matches for "${from}"); not building a corrected addon`);
-      fs.rmSync(out, { recursive: true, force: true });
-      return;
-    }
-    code = code.split(from).join(to);
-  }
-  for (const [from, to] of EDITS) {
-    const hits = code.split(from).length - 1;
-    if (hits !== 1) {
-      console.log(`fuse-native sources changed (${hits} matches for a correction); not building a corrected addon`);
-      fs.rmSync(out, { recursive: true, force: true });
-      return;
-    }
-    code = code.replace(from, to);
-  }
   fs.rmSync(out, { recursive: true, force: true });
   fs.mkdirSync(out, { recursive: true });
-  for (const f of ['index.js', 'binding.gyp', 'package.json', 'semaphore.h']) fs.copyFileSync(path.join(src, f), path.join(out, f));
-  fs.writeFileSync(path.join(out, 'fuse-native.c'), code);
+  for (const f of ['index.js', 'binding.gyp', 'package.json', 'semaphore.h', 'fuse-native.c']) fs.copyFileSync(path.join(src, f), path.join(out, f));
+  const refused = applyPatch();
+  if (refused) {
+    console.log(`fuse-native sources changed (${refused}); not building a corrected addon`);
+    fs.rmSync(out, { recursive: true, force: true });
+    return;
+  }
   const gyp = path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
   const nodeGyp = fs.existsSync(gyp) ? [process.execPath, gyp] : ['node-gyp'];
   // Build against the headers of the running Node when the system has them (no download).

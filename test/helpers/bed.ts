@@ -1,5 +1,6 @@
 /**
- * Test bed for tests through real mounts: one moto S3 server per test file, and helpers to
+ * Test bed for tests through real mounts: one moto S3 server per test file (or a server the
+ * caller started, as the benchmark does), and helpers to
  * run the real `filespace` command as a user would (a child process per command), create
  * filespaces in fresh buckets/prefixes, mount them (the engine runs in its own daemon
  * process, never in the test process), and run ordinary shell tools against the mount.
@@ -76,10 +77,15 @@ export class Bed {
   passFile = '';
   root = '';
 
-  async start(): Promise<void> {
-    const moto = await startMoto();
-    this.endpoint = moto.endpoint;
-    this.stopMoto = () => moto.stop();
+  /** Starts a moto server for this bed, or uses the S3 endpoint of a server its caller owns (the benchmark's). */
+  async start(server?: { readonly endpoint: string }): Promise<void> {
+    if (server) {
+      this.endpoint = server.endpoint;
+    } else {
+      const moto = await startMoto();
+      this.endpoint = moto.endpoint;
+      this.stopMoto = () => moto.stop();
+    }
     this.root = await tmpDir('bed');
     this.passFile = path.join(this.root, 'passphrase');
     await fsp.writeFile(this.passFile, 'correct horse battery staple', { mode: 0o600 });

@@ -7,6 +7,9 @@
  *   - stall: accept the request and never answer;
  *   - cutBody: forward, but cut the response body short after half of it;
  *   - offline: refuse new connections and drop open ones (the store is unreachable);
+ *   - freeze/thaw: like a server process that is stopped and resumed: requests are accepted
+ *     and read but held; at thaw they reach the server one by one in the order they came,
+ *     even those whose client gave up meanwhile (its answer is then lost);
  *   - stripConditions: drop If-None-Match / If-Match from requests, like S3-compatible
  *     stores that ignore conditional writes.
  * Faults apply to requests whose method and path match `match` (e.g. GETs of chunks only).
@@ -39,8 +42,10 @@ export class FaultProxy {
   port = 0;
   requests = 0;
   injected = 0;
-  /** Every request seen: when it arrived (ms), its method, path and declared body size. */
-  readonly log: Array<{ at: number; method: string; url: string; bytes: number }> = [];
+  /** Every request seen: when it arrived (ms), its method, path, declared body size and the server's status. */
+  readonly log: Array<{ at: number; method: string; url: string; bytes: number; status?: number }> = [];
+  /** Requests held while frozen, with their bodies, in arrival order. */
+  private held: Array<(done: () => void) => void> | undefined;
 
   constructor(private readonly target: string) {}
 
@@ -55,6 +60,7 @@ export class FaultProxy {
   clear(): void {
     this.fault = {};
     this.offline = false;
+    void this.thaw();
   }
 
   /** Unreachable: every connection is reset at once, existing ones are dropped. */
@@ -67,13 +73,53 @@ export class FaultProxy {
     this.offline = false;
   }
 
+  /** Frozen server: from now on requests are read and held, unanswered, until `thaw`. */
+  freeze(): void {
+    this.held ??= [];
+  }
+
+  /** Delivers the held requests to the server one at a time, in arrival order; resolves when all were answered. */
+  async thaw(): Promise<void> {
+    const queue = this.held ?? [];
+    this.held = undefined;
+    for (const deliver of queue) await new Promise<void>((resolve) => deliver(resolve));
+  }
+
   async start(): Promise<void> {
     const target = new URL(this.target);
     this.server = http.createServer((req, res) => {
       this.requests++;
-      this.log.push({ at: Date.now(), method: req.method ?? '', url: req.url ?? '', bytes: Number(req.headers['content-length'] ?? 0) });
+      const entry: (typeof this.log)[number] = { at: Date.now(), method: req.method ?? '', url: req.url ?? '', bytes: Number(req.headers['content-length'] ?? 0) };
+      this.log.push(entry);
       const f = this.fault;
       const applies = (!f.match?.method || f.match.method === req.method) && (!f.match?.pathIncludes || (req.url ?? '').includes(f.match.pathIncludes));
+      if (this.held && !this.offline) {
+        // Frozen: read the whole request now, send it on at thaw; answer only a client still there.
+        const body: Buffer[] = [];
+        req.on('data', (c: Buffer) => body.push(c));
+        const queue = this.held;
+        req.on('end', () => queue.push((done) => {
+          const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (upRes) => {
+            entry.status = upRes.statusCode;
+            upRes.on('end', done);
+            upRes.on('close', done);
+            upRes.on('error', done);
+            if (res.destroyed || req.socket.destroyed) {
+              upRes.resume();
+              return;
+            }
+            res.on('close', () => upRes.resume()); // a client that leaves mid-answer must not stall the queue
+            res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+            upRes.pipe(res);
+          });
+          up.on('error', () => {
+            res.socket?.destroy();
+            done();
+          });
+          up.end(Buffer.concat(body));
+        }));
+        return;
+      }
       const forward = () => {
         const headers = { ...req.headers };
         if (applies && f.stripConditions && (headers['if-none-match'] !== undefined || headers['if-match'] !== undefined)) {
@@ -82,6 +128,7 @@ export class FaultProxy {
           delete headers['if-match'];
         }
         const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (upRes) => {
+          entry.status = upRes.statusCode;
           if (applies && f.cutBody && Number(upRes.headers['content-length'] ?? 0) > 1) {
             this.injected++;
             const total = Number(upRes.headers['content-length']);

@@ -147,7 +147,7 @@ describe('ChunkCache reads', () => {
     const c = await newCache(roomy);
     // The file a dirty chunk leaves once uploaded.
     const dirty = new DirtyStore(dir, handles, io);
-    await dirty.init(() => undefined, 0);
+    await dirty.init(() => 'deleted', 0);
     const d = await dirty.create(1, 0, undefined, 1);
     await dirty.write(d, Buffer.from('uploaded bytes'), 0, 2);
     const src = dirty.release(d);

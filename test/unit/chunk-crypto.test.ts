@@ -54,15 +54,15 @@ describe('seal/open', () => {
 });
 
 describe('keys', () => {
-  it('derives three different sub-keys, deterministically from the data key', () => {
+  it('derives five different sub-keys, deterministically from the data key', () => {
     const dataKey = newDataKey();
     assert.equal(dataKey.length, 32);
     const k = deriveKeys(dataKey);
     const again = deriveKeys(Buffer.from(dataKey));
     assert.deepEqual(again, k);
-    const hex = [k.chunkKey, k.metaKey, k.nameKey].map((b) => b.toString('hex'));
-    assert.equal(new Set(hex).size, 3);
-    for (const sub of [k.chunkKey, k.metaKey, k.nameKey]) {
+    const subs = [k.chunkKey, k.metaKey, k.nameKey, k.cacheKey, k.headerKey];
+    assert.equal(new Set(subs.map((b) => b.toString('hex'))).size, 5);
+    for (const sub of subs) {
       assert.equal(sub.length, 32);
       assert.notDeepEqual(sub, dataKey);
     }

@@ -90,6 +90,14 @@ describe('control API responses', () => {
     for (const state of MOUNT_STATES) accepts(statusSchema, { ...status, state });
   });
 
+  it('offline since when, and writers waiting for room, are optional (older hosts send neither)', () => {
+    const waiting = { since: 1_700_000_000_000, cause: 'offline', refusing: true, refused: 2, message: 'the cache is full of changes that cannot upload' };
+    accepts(statusSchema, { ...status, offline: true, offlineSince: 1_700_000_000_000, writesWaiting: waiting });
+    accepts(statusSchema, { ...status, offlineSince: null, writesWaiting: null });
+    refuses(statusSchema, { ...status, writesWaiting: { ...waiting, cause: 'tired' } });
+    refuses(statusSchema, { ...status, offlineSince: 'yesterday' });
+  });
+
   it('a status with a wrong type, a missing field or an unknown state is refused', () => {
     refuses(statusSchema, { ...status, state: 'frozen' });
     refuses(statusSchema, { ...status, dirtyBytes: '212MB' });

@@ -27,7 +27,7 @@ afterEach(async () => {
 
 async function freshStore(): Promise<DirtyStore> {
   const s = new DirtyStore(dir, handles, io);
-  await s.init(() => undefined, 0);
+  await s.init(() => 'deleted', 0);
   return s;
 }
 
@@ -194,6 +194,27 @@ describe('DirtyStore operations', () => {
     assert.deepEqual(await unseal(s.pathOf(9, 0), 7), Buffer.from('durable'));
   });
 
+  it('has nothing to sync for a chunk that left the store, and never skips one that is still dirty', async () => {
+    const s = await freshStore();
+    const handedOver = await s.create(11, 0, undefined, 1);
+    await s.write(handedOver, Buffer.from('uploaded'), 0, 2);
+    const dropped = await s.create(11, 1, undefined, 1);
+    await s.write(dropped, Buffer.from('truncated away'), 0, 2);
+    // The uploader hands the first to the clean cache (its file moves away); a truncate drops the second.
+    const { file } = s.release(handedOver);
+    await rm(file);
+    await s.drop(dropped);
+    await s.syncChunk(handedOver);
+    await s.syncChunk(dropped);
+    await s.syncInode(11);
+    // A chunk still in the store whose file is missing is an error, not something to skip.
+    const kept = await s.create(11, 2, undefined, 1);
+    await s.write(kept, Buffer.from('still dirty'), 0, 2);
+    await handles.closeAll();
+    await rm(s.pathOf(11, 2));
+    await assert.rejects(s.syncChunk(kept), { code: 'ENOENT' });
+  });
+
   it('keeps working with more chunks than the handle pool holds', async () => {
     const s = await freshStore();
     const chunks = [];
@@ -225,17 +246,17 @@ describe('DirtyStore operations', () => {
 });
 
 describe('DirtyStore.init', () => {
-  it('recovers chunks of a previous run, trimming files longer than the limit and removing unknown ones', async () => {
+  it('recovers chunks of a previous run, trimming files longer than the limit and removing those of deleted files', async () => {
     const root = path.join(dir, 'dirty');
     await mkdir(root, { recursive: true });
     await sealedFile(path.join(root, '1.0'), Buffer.alloc(100, 1)); // fits
     await sealedFile(path.join(root, '1.1'), Buffer.alloc(100, 2)); // file shrank: limit 40
-    await sealedFile(path.join(root, '2.0'), Buffer.alloc(100, 3)); // inode gone
+    await sealedFile(path.join(root, '2.0'), Buffer.alloc(100, 3)); // inode deleted
     await sealedFile(path.join(root, '3.5'), Buffer.alloc(10, 4)); // chunk now past the end: limit 0
     await writeFile(path.join(root, 'junk.tmp'), 'x'); // not a chunk
-    const limits = new Map([['1.0', 1000], ['1.1', 40], ['3.5', 0]]);
+    const limits = new Map<string, number | 'deleted'>([['1.0', 1000], ['1.1', 40], ['2.0', 'deleted'], ['3.5', 0]]);
     const s = new DirtyStore(dir, handles, io);
-    await s.init((ino, idx) => limits.get(`${ino}.${idx}`), 777);
+    await s.init((ino, idx) => limits.get(`${ino}.${idx}`)!, 777);
 
     assert.deepEqual((await readdir(root)).sort(), ['1.0', '1.1']);
     assert.equal((await stat(path.join(root, '1.1'))).size, physicalSize(40));
@@ -249,6 +270,25 @@ describe('DirtyStore.init', () => {
     assert.equal(a.lastWriteMs, 0, 'recovered chunks upload without waiting for a new write');
     assert.deepEqual(await s.readAll(a), Buffer.alloc(100, 1));
     assert.deepEqual(await s.readAll(b), Buffer.alloc(40, 2));
+  });
+
+  it('keeps chunks whose file is unknown on disk as orphans, readable, until removeOrphans', async () => {
+    const root = path.join(dir, 'dirty');
+    await mkdir(root, { recursive: true });
+    const data = randomBytes(UNIT + 321);
+    await sealedFile(path.join(root, '9.2'), data); // no record of inode 9 at all
+    await sealedFile(path.join(root, '1.0'), Buffer.alloc(50, 1));
+    const s = new DirtyStore(dir, handles, io);
+    await s.init((ino) => (ino === 1 ? 1000 : 'unknown'), 0);
+
+    assert.equal(s.count, 1, 'an orphan is not loaded as dirty data to upload');
+    assert.deepEqual(s.inodes(), [1]);
+    assert.deepEqual(s.orphans.map((o) => [o.ino, o.idx, o.len]), [[9, 2, UNIT + 321]]);
+    assert.deepEqual((await readdir(root)).sort(), ['1.0', '9.2'], 'the orphan stays on disk');
+    assert.deepEqual(await s.readOrphan(s.orphans[0]!), data);
+    await s.removeOrphans();
+    assert.deepEqual(s.orphans, []);
+    assert.deepEqual((await readdir(root)).sort(), ['1.0']);
   });
 
   it('a second store on the same directory and key reads back what the first wrote (restart after a crash)', async (t) => {

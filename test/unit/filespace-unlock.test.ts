@@ -1,12 +1,15 @@
-// Pins down creating and unlocking a filespace: the right passphrase unlocks the keys, bad input gets a coded UserError and changes nothing in the bucket.
+// Pins down creating and unlocking a filespace: the right passphrase unlocks the keys, bad input gets a coded UserError and changes nothing in the bucket; the header's fields are sealed, so a change to them is refused naming the field; a header written before the seal existed is accepted (its chunk size still checked against the metadata) and sealed by the next writer; metadata of another filespace is refused as such.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { UserError } from '../../electron/engine/errors';
-import { HEADER_KEY, createFilespace, readHeader, unlockFilespace, validateChunkSize } from '../../electron/engine/filespace';
+import {
+  FilespaceHeader, HEADER_KEY, createFilespace, readHeader, sealLegacyHeader, unlockFilespace, validateChunkSize,
+} from '../../electron/engine/filespace';
 import { RemoteMeta } from '../../electron/engine/meta/remote';
-import { ROOT_INO } from '../../electron/engine/meta/tree';
+import { ROOT_INO, Tree } from '../../electron/engine/meta/tree';
 import { MemoryStore } from '../../electron/engine/store/memory';
+import { GetResult } from '../../electron/engine/store/types';
 
 const PASS = 'correct horse battery';
 const CS = 4 * 1024 * 1024;
@@ -112,5 +115,156 @@ describe('createFilespace / unlockFilespace', () => {
     wrapped[20] ^= 1;
     await store.put(HEADER_KEY, Buffer.from(JSON.stringify({ ...header, wrappedKey: wrapped.toString('base64') })));
     await expectUserError(unlockFilespace(store, PASS), 'WRONG_PASSPHRASE');
+  });
+});
+
+/** The header as it stands in the bucket. */
+async function headerIn(store: MemoryStore): Promise<FilespaceHeader> {
+  return JSON.parse((await store.get(HEADER_KEY))!.body.toString('utf8')) as FilespaceHeader;
+}
+
+async function putHeader(store: MemoryStore, header: unknown): Promise<void> {
+  await store.put(HEADER_KEY, Buffer.from(JSON.stringify(header)));
+}
+
+/** A filespace as the code before the seal wrote it: a header without a seal, checkpoints that name nothing. */
+async function legacyFilespace(chunkSize = CS): Promise<{ store: MemoryStore; header: FilespaceHeader }> {
+  const store = new MemoryStore();
+  const created = await createFilespace(store, PASS, chunkSize);
+  const { keys } = await unlockFilespace(store, PASS);
+  const { seal: _seal, ...legacy } = created;
+  await putHeader(store, legacy);
+  // Checkpoint 0 as it was written before checkpoints named their filespace.
+  const ckpt = (await store.list('meta/ckpt/'))[0]!;
+  await store.delete(ckpt);
+  await new RemoteMeta(store, keys.metaKey).writeCheckpoint(0, Tree.create(chunkSize, 0, 0, 1).snapshot());
+  return { store, header: legacy };
+}
+
+describe('the header seal', () => {
+  it('a new header carries a seal, and any layout of the same fields unlocks', async () => {
+    const store = new MemoryStore();
+    const header = await createFilespace(store, PASS, CS);
+    assert.equal(typeof header.seal, 'string');
+    // Key order and whitespace are not what is sealed: the fields are.
+    const reordered = Object.fromEntries(Object.entries(header).reverse());
+    await store.put(HEADER_KEY, Buffer.from(JSON.stringify(reordered)));
+    const { header: h2 } = await unlockFilespace(store, PASS);
+    assert.deepEqual(h2, header);
+  });
+
+  it('a changed chunk size or creation time is refused with HEADER_TAMPERED naming the field, and nothing changes', async () => {
+    for (const [field, value, message] of [
+      ['chunkSize', 64 * 1024, /filespace\.json was changed by someone without the passphrase: its chunk size is 64\.0 KiB, sealed as 4\.0 MiB/],
+      ['chunkSize', 8 * 1024 * 1024, /its chunk size is 8\.0 MiB, sealed as 4\.0 MiB/],
+      ['createdAt', '2001-01-01T00:00:00.000Z', /its creation time is "2001-01-01T00:00:00\.000Z", sealed as "20/],
+    ] as const) {
+      const store = new MemoryStore();
+      const header = await createFilespace(store, PASS, CS);
+      await putHeader(store, { ...header, [field]: value });
+      const before = await contents(store);
+      await expectUserError(unlockFilespace(store, PASS), 'HEADER_TAMPERED', message);
+      assert.deepEqual(await contents(store), before, `${field}: nothing in the bucket changed`);
+      await assert.rejects(unlockFilespace(store, PASS), (err: unknown) => !String((err as Error).message).includes('\n'), 'one line');
+    }
+  });
+
+  it('a seal that does not open (damaged, or another filespace\'s) is refused with HEADER_TAMPERED', async () => {
+    const store = new MemoryStore();
+    const header = await createFilespace(store, PASS, CS);
+    const other = await createFilespace(new MemoryStore(), PASS, CS);
+    const flipped = Buffer.from(header.seal!, 'base64');
+    flipped[flipped.length - 1]! ^= 1;
+    for (const seal of [flipped.toString('base64'), other.seal!, '', 'not base64 at all']) {
+      await putHeader(store, { ...header, seal });
+      await expectUserError(unlockFilespace(store, PASS), 'HEADER_TAMPERED', /its seal does not open with the key of this filespace/);
+    }
+  });
+
+  it('a changed id or KDF parameters read as a wrong passphrase (the wrapped key is bound to them)', async () => {
+    const store = new MemoryStore();
+    const header = await createFilespace(store, PASS, CS);
+    await putHeader(store, { ...header, id: '00000000-0000-4000-8000-000000000000' });
+    await expectUserError(unlockFilespace(store, PASS), 'WRONG_PASSPHRASE');
+    await putHeader(store, { ...header, kdf: { ...header.kdf, N: header.kdf.N / 2 } });
+    await expectUserError(unlockFilespace(store, PASS), 'WRONG_PASSPHRASE');
+  });
+
+  it('a header without a seal (written before it existed) unlocks, and sealLegacyHeader seals it so a later change is refused', async () => {
+    const { store, header } = await legacyFilespace();
+    const { header: unlocked, keys } = await unlockFilespace(store, PASS);
+    assert.deepEqual(unlocked, header);
+    assert.equal(unlocked.seal, undefined);
+    assert.equal(await sealLegacyHeader(store, unlocked, keys), true);
+    const sealed = await headerIn(store);
+    assert.equal(typeof sealed.seal, 'string');
+    assert.deepEqual({ ...sealed, seal: undefined }, { ...header, seal: undefined }, 'only the seal was added');
+    assert.deepEqual((await unlockFilespace(store, PASS)).header, sealed);
+    assert.equal(await sealLegacyHeader(store, sealed, keys), false, 'a sealed header is left alone');
+    await putHeader(store, { ...sealed, chunkSize: 2 * CS });
+    await expectUserError(unlockFilespace(store, PASS), 'HEADER_TAMPERED', /chunk size/);
+  });
+
+  it('sealLegacyHeader leaves a header alone that changed since it was unlocked, also between its read and its write', async () => {
+    const { store } = await legacyFilespace();
+    const { header, keys } = await unlockFilespace(store, PASS);
+    const changed = { ...header, createdAt: 'later' };
+    await putHeader(store, changed);
+    assert.equal(await sealLegacyHeader(store, header, keys), false);
+    assert.deepEqual(await headerIn(store), changed);
+
+    // Changed by someone else after sealLegacyHeader read it: the conditional write fails.
+    await putHeader(store, header);
+    const racy = Object.assign(store, {
+      async get(this: MemoryStore, key: string): Promise<GetResult | undefined> {
+        const got = await MemoryStore.prototype.get.call(this, key);
+        if (key === HEADER_KEY) await MemoryStore.prototype.put.call(this, HEADER_KEY, Buffer.from(JSON.stringify(changed)));
+        return got;
+      },
+    });
+    assert.equal(await sealLegacyHeader(racy, header, keys), false);
+    assert.deepEqual(JSON.parse((await MemoryStore.prototype.get.call(store, HEADER_KEY))!.body.toString('utf8')), changed);
+  });
+
+  it('an unsealed header with a changed chunk size is refused when the metadata is loaded, naming the chunk size', async () => {
+    // A header sealed at creation, with its seal stripped: the checkpoints name the real chunk size.
+    const store = new MemoryStore();
+    const created = await createFilespace(store, PASS, CS);
+    const { seal: _seal, ...stripped } = created;
+    await putHeader(store, { ...stripped, chunkSize: CS / 2 });
+    const { header, keys } = await unlockFilespace(store, PASS);
+    await expectUserError(new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize), 'HEADER_MISMATCH',
+      /filespace\.json gives a chunk size of 2\.0 MiB, but the filespace was written with 4\.0 MiB chunks/);
+    // Checkpoints written before they named their filespace cannot tell: accepted (the seal is what protects these).
+    const legacy = await legacyFilespace();
+    const { keys: lk } = await unlockFilespace(legacy.store, PASS);
+    await new RemoteMeta(legacy.store, lk.metaKey, { ...legacy.header, chunkSize: CS / 2 }).load(CS / 2);
+  });
+
+  it('before a writer seals an old header, bindNewestCheckpoint makes the newest checkpoint name the chunk size', async () => {
+    const { store, header } = await legacyFilespace();
+    const { keys } = await unlockFilespace(store, PASS);
+    const tampered = { ...header, chunkSize: CS / 2 };
+    // Unbound: a changed chunk size in an unsealed header cannot be told at load (the gap the seal closes).
+    await new RemoteMeta(store, keys.metaKey, tampered).load(CS / 2);
+    const before = (await store.list('meta/ckpt/'));
+    assert.equal(await new RemoteMeta(store, keys.metaKey, header).bindNewestCheckpoint(), true);
+    assert.deepEqual(await store.list('meta/ckpt/'), before, 'the same checkpoint, rewritten');
+    const { tree, seq } = await new RemoteMeta(store, keys.metaKey, header).load(CS);
+    assert.equal(seq, 0);
+    assert.equal(tree.get(ROOT_INO)!.kind, 'dir');
+    await expectUserError(new RemoteMeta(store, keys.metaKey, tampered).load(CS / 2), 'HEADER_MISMATCH', /chunk size of 2\.0 MiB/);
+    assert.equal(await new RemoteMeta(store, keys.metaKey, header).bindNewestCheckpoint(), true, 'already bound: nothing to do');
+  });
+
+  it('the header of another filespace with the same passphrase unlocks, but its keys open no metadata: METADATA_KEYS_MISMATCH', async () => {
+    const store = new MemoryStore();
+    await createFilespace(store, PASS, CS);
+    const other = new MemoryStore();
+    await createFilespace(other, PASS, CS);
+    await store.put(HEADER_KEY, (await other.get(HEADER_KEY))!.body);
+    const { header, keys } = await unlockFilespace(store, PASS);
+    await expectUserError(new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize), 'METADATA_KEYS_MISMATCH',
+      /none of the 1 metadata checkpoint\(s\) in .* opens with the keys of its filespace\.json: that header belongs to another filespace/);
   });
 });

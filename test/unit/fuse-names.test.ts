@@ -1,11 +1,12 @@
 // Names are bytes: the FUSE adapter's conversion between the kernel's bytes and the engine's
 // strings is one to one for every byte string, agrees with UTF-8 where the bytes are UTF-8,
-// and the engine counts the same number of bytes as the kernel.
+// and the engine counts the same number of bytes as the kernel. libfuse2's hidden names for
+// files deleted while open are told apart from ordinary renames.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { nameToWire, wireToName } from '../../native/fuse/adapter';
+import { isHidingRename, nameToWire, wireToName } from '../../native/fuse/adapter';
 import { nameBytes, nameToBytes } from '../../electron/engine/util/names';
 
 function randomName(): Buffer {
@@ -48,5 +49,18 @@ describe('names as bytes', () => {
       assert.equal(Buffer.from(nameToWire(name), 'latin1').toString('hex'), hex);
     }
     assert.notEqual(wireToName('\xff'), wireToName('\xfe'));
+  });
+});
+
+describe('libfuse2 hiding a file deleted while open', () => {
+  it('is a rename to .fuse_hidden<16 hex digits> in the same directory, and nothing else', () => {
+    assert.equal(isHidingRename('/d/db.sqlite', '/d/.fuse_hidden0000000300000001'), true);
+    assert.equal(isHidingRename('/a', '/.fuse_hidden00000abc0000ff01'), true);
+    assert.equal(isHidingRename('/d/a', '/e/.fuse_hidden0000000300000001'), false, 'another directory');
+    assert.equal(isHidingRename('/dd/a', '/d/.fuse_hidden0000000300000001'), false);
+    assert.equal(isHidingRename('/d/a', '/d/.fuse_hidden000000030000001'), false, '15 digits');
+    assert.equal(isHidingRename('/d/a', '/d/.fuse_hidden0000000300000001.bak'), false);
+    assert.equal(isHidingRename('/d/a', '/d/fuse_hidden0000000300000001'), false);
+    assert.equal(isHidingRename('/d/a', '/d/b'), false);
   });
 });

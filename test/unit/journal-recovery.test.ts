@@ -1,11 +1,12 @@
-// Pins down the local metadata journal: records survive a reopen, a torn or corrupt tail is dropped whole, and checkpoints switch generation cleanly.
+// Pins down the local metadata journal: records survive a reopen, a torn or corrupt tail is dropped whole, damage in the middle (bad bytes with valid records after them) is refused with nothing changed and can be read around, a damaged snapshot is detected, and checkpoints switch generation cleanly.
 
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm, stat, truncate, writeFile, appendFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { crc32 } from 'node:zlib';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { Journal } from '../../electron/engine/meta/journal';
+import { Journal, JournalDamagedError, SnapshotDamagedError, decodeRecords } from '../../electron/engine/meta/journal';
 
 interface Snap {
   gen: number;
@@ -134,14 +135,13 @@ describe('Journal torn tails', () => {
     await journal.close();
   });
 
-  it('stops at a corrupt record in the middle: later records are not applied out of order', async () => {
-    const file = await writeRecords(5);
-    const buf = await readFile(file);
-    const recLen = 8 + buf.readUInt32LE(0);
-    buf[recLen * 2 + 10] ^= 0xff; // inside record 2's body
-    await writeFile(file, buf);
+  it('drops a tail of zeros (blocks a power cut left unwritten)', async () => {
+    const file = await writeRecords(4);
+    const good = (await stat(file)).size;
+    await appendFile(file, Buffer.alloc(4096));
     const { journal, loaded } = await open();
-    assert.deepEqual(loaded.records.map((r) => (r as { i: number }).i), [0, 1]);
+    assert.equal(loaded.records.length, 4);
+    assert.equal((await stat(file)).size, good);
     await journal.close();
   });
 
@@ -154,6 +154,134 @@ describe('Journal torn tails', () => {
     const { journal, loaded } = await open();
     assert.equal(loaded.records.length, 2);
     await journal.close();
+  });
+});
+
+/** Offsets of each record in a journal written by writeRecords. */
+function offsets(buf: Buffer): number[] {
+  const out: number[] = [];
+  for (let pos = 0; pos < buf.length; pos += 8 + buf.readUInt32LE(pos)) out.push(pos);
+  return out;
+}
+
+describe('Journal damage in the middle', () => {
+  it('refuses a corrupt record followed by valid ones, and changes nothing', async () => {
+    const { journal } = await open();
+    await journal.checkpoint({ gen: 1, note: 'one' });
+    for (let i = 0; i < 10; i++) journal.append({ i, text: `record ${i}` });
+    await journal.close();
+    const file = path.join(dir, 'journal.1');
+    // Leftovers of another generation stay too: nothing is removed by a refused open.
+    await writeFile(path.join(dir, 'journal.0'), 'other generation');
+    const buf = await readFile(file);
+    const at = offsets(buf);
+    buf[at[4]! + 12] ^= 0x01; // one bit inside record 4's body
+    await writeFile(file, buf);
+    await assert.rejects(open(), (err: unknown) => {
+      assert.ok(err instanceof JournalDamagedError, String(err));
+      assert.ok(err.message.includes(file), err.message);
+      assert.equal(err.damage.spans[0]!.offset, at[4]);
+      assert.equal(err.damage.later.length, 5, 'records 5..9 are after the damage');
+      return true;
+    });
+    assert.deepEqual(await readFile(file), buf, 'the journal is not truncated');
+    assert.equal(await readFile(path.join(dir, 'journal.0'), 'utf8'), 'other generation');
+  });
+
+  it('finds the records after a corrupt length field (resynchronises on the next valid header)', async () => {
+    const file = await writeRecords(6);
+    const buf = await readFile(file);
+    const at = offsets(buf);
+    buf.writeUInt32LE(3, at[2]!); // record 2 claims 3 bytes
+    await writeFile(file, buf);
+    const d = decodeRecords(buf);
+    assert.deepEqual(d.records.map((r) => (r as { i: number }).i), [0, 1]);
+    assert.deepEqual(d.later.map((r) => (r as { i: number }).i), [3, 4, 5]);
+    assert.deepEqual(d.spans, [{ offset: at[2], length: at[3]! - at[2]! }]);
+    assert.equal(d.validBytes, at[2]);
+    assert.equal(d.tornTailBytes, 0);
+  });
+
+  it('tells a torn tail (nothing valid after the bad bytes) from damage (valid records after them)', () => {
+    const rec = (i: number) => {
+      const body = Buffer.from(JSON.stringify({ i }));
+      const head = Buffer.alloc(8);
+      head.writeUInt32LE(body.length, 0);
+      head.writeUInt32LE(crc32(body), 4);
+      return Buffer.concat([head, body]);
+    };
+    const good = Buffer.concat([rec(0), rec(1)]);
+    const torn = decodeRecords(Buffer.concat([good, rec(2).subarray(0, 9)]));
+    assert.deepEqual([torn.records.length, torn.spans.length, torn.later.length, torn.tornTailBytes], [2, 0, 0, 9]);
+    const garbage = decodeRecords(Buffer.concat([good, Buffer.from('not a record'), Buffer.alloc(100)]));
+    assert.deepEqual([garbage.records.length, garbage.spans.length], [2, 0]);
+    const damaged = decodeRecords(Buffer.concat([good, Buffer.from('xxxx'), rec(3), Buffer.alloc(7, 0xff), rec(4), rec(5).subarray(0, 4)]));
+    assert.deepEqual(damaged.records.map((r) => (r as { i: number }).i), [0, 1]);
+    assert.deepEqual(damaged.later.map((r) => (r as { i: number }).i), [3, 4]);
+    assert.equal(damaged.spans.length, 2, 'two damaged places');
+    assert.equal(damaged.tornTailBytes, 4);
+  });
+
+  it('inspect reads around the damage without changing anything', async () => {
+    const file = await writeRecords(8);
+    const buf = await readFile(file);
+    buf[offsets(buf)[3]! + 5] ^= 0x80; // record 3's checksum
+    await writeFile(file, buf);
+    const seen = await Journal.inspect<Snap>(dir);
+    assert.equal(seen.file, file);
+    assert.deepEqual(seen.records.map((r) => (r as { i: number }).i), [0, 1, 2]);
+    assert.deepEqual(seen.damage?.later.map((r) => (r as { i: number }).i), [4, 5, 6, 7]);
+    assert.deepEqual(await readFile(file), buf);
+  });
+
+  it('replace starts a new generation from a given snapshot and keeps the damaged journal beside it', async () => {
+    const { journal } = await open();
+    await journal.checkpoint({ gen: 1, note: 'one' });
+    for (let i = 0; i < 5; i++) journal.append({ i });
+    await journal.close();
+    const file = path.join(dir, 'journal.1');
+    const buf = await readFile(file);
+    buf[offsets(buf)[1]! + 9] ^= 0x04;
+    await writeFile(file, buf);
+    await assert.rejects(open(), JournalDamagedError);
+    const kept = await Journal.replace<Snap>(dir, (gen) => ({ gen, note: 'from the bucket' }));
+    assert.deepEqual(kept, [`${file}.damaged`]);
+    assert.deepEqual(await readFile(`${file}.damaged`), buf);
+    const { journal: j2, loaded } = await open();
+    assert.deepEqual(loaded.snapshot, { gen: 2, note: 'from the bucket' });
+    assert.deepEqual(loaded.records, []);
+    await j2.close();
+    assert.deepEqual((await readdir(dir)).filter((n) => /^journal\.\d+$/.test(n)), ['journal.2']);
+  });
+});
+
+describe('Journal snapshot damage', () => {
+  it('detects a flipped bit that still leaves valid JSON (checksum), naming the file', async () => {
+    const { journal } = await open();
+    await journal.checkpoint({ gen: 1, note: 'abcdefgh' });
+    await journal.close();
+    const file = path.join(dir, 'state.json');
+    const text = await readFile(file, 'utf8');
+    await writeFile(file, text.replace('abcdefgh', 'abcdefgi'));
+    await assert.rejects(open(), (err: unknown) => err instanceof SnapshotDamagedError && err.message.includes(file) && /checksum/.test(err.message));
+    assert.equal((await Journal.inspect<Snap>(dir)).snapshotError?.file, file);
+  });
+
+  it('reads a snapshot written before checksums', async () => {
+    await writeFile(path.join(dir, 'state.json'), JSON.stringify({ gen: 3, note: 'old format' }));
+    const { journal, loaded } = await open();
+    assert.deepEqual(loaded.snapshot, { gen: 3, note: 'old format' });
+    await journal.close();
+  });
+
+  it('refuses a missing snapshot when a later generation\'s journal needs it, and removes nothing', async () => {
+    const { journal } = await open();
+    await journal.checkpoint({ gen: 1, note: 'one' });
+    journal.append({ after: 1 });
+    await journal.close();
+    await rm(path.join(dir, 'state.json'));
+    await assert.rejects(open(), (err: unknown) => err instanceof SnapshotDamagedError && /missing/.test(err.message));
+    assert.ok((await stat(path.join(dir, 'journal.1'))).size > 0, 'the journal is kept');
   });
 });
 
@@ -215,8 +343,8 @@ describe('Journal checkpoints', () => {
     await j2.close();
   });
 
-  it('refuses an unreadable snapshot file with a message naming the directory', async () => {
+  it('refuses an unreadable snapshot file with a message naming it', async () => {
     await writeFile(path.join(dir, 'state.json'), '{not json');
-    await assert.rejects(open(), (err: Error) => err.message.includes(dir) && /unreadable/.test(err.message));
+    await assert.rejects(open(), (err: Error) => err instanceof SnapshotDamagedError && err.message.includes(path.join(dir, 'state.json')) && /damaged/.test(err.message));
   });
 });

@@ -1,10 +1,11 @@
-// Pins down MetaStore persistence: committed ops and the replication queue survive a crash or a clean restart, and the journal is checkpointed when it grows.
+// Pins down MetaStore persistence: committed ops and the replication queue survive a crash or a clean restart, the journal is checkpointed when it grows, and damaged local metadata is refused but can be inspected and replaced.
 
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
+import { JournalDamagedError, SnapshotDamagedError } from '../../electron/engine/meta/journal';
 import { MetaStore } from '../../electron/engine/meta/metastore';
 import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
 
@@ -178,5 +179,64 @@ describe('MetaStore automatic checkpoint', () => {
     assert.equal(crashed.tree.get(2)!.xattrs!['user.v3'], `${n - 1}:${value}`);
     await crashed.close();
     await ms.close();
+  });
+});
+
+describe('MetaStore with damaged local metadata', () => {
+  /** Flips one bit in the middle of the body of the journal record at `index`. */
+  async function damageRecord(index: number): Promise<string> {
+    const file = (await readdir(dir)).find((n) => /^journal\.\d+$/.test(n))!;
+    const buf = await readFile(path.join(dir, file));
+    let pos = 0;
+    for (let i = 0; i < index; i++) pos += 8 + buf.readUInt32LE(pos);
+    buf[pos + 8 + Math.floor(buf.readUInt32LE(pos) / 2)] ^= 0x10;
+    await writeFile(path.join(dir, file), buf);
+    return path.join(dir, file);
+  }
+
+  it('load refuses a journal damaged in the middle; inspect applies the records on both sides of the damage', async () => {
+    const ms = await createStore();
+    const ops = sampleOps();
+    for (const op of ops) ms.commit(op);
+    await ms.sync();
+    const file = await damageRecord(2); // the size of a.txt
+    await assert.rejects(MetaStore.load(dir), (err: unknown) => err instanceof JournalDamagedError && err.message.includes(file));
+    const seen = await MetaStore.inspect(dir);
+    assert.equal(seen.damage?.file, file);
+    assert.deepEqual(seen.laterOps, ops.slice(3));
+    assert.deepEqual(seen.localOps, [...ops.slice(0, 2), ...ops.slice(3)]);
+    // The rename and the symlink after the damage are applied; the lost size is not.
+    assert.equal(seen.tree!.lookup(ROOT_INO, 'b.txt')?.ino, 3);
+    assert.equal(seen.tree!.lookup(ROOT_INO, 'ln')?.kind, 'symlink');
+    assert.equal(seen.tree!.get(3)!.size, 0);
+    await ms.close().catch(() => undefined);
+  });
+
+  it('a snapshot whose tree has no root is refused as damaged, naming the file', async () => {
+    const ms = await createStore();
+    await ms.close();
+    const file = path.join(dir, 'state.json');
+    await writeFile(file, JSON.stringify({ gen: 5, chunkSize: CS, tree: { nextIno: 2, inodes: [] }, pendingRemote: [], remoteSeq: 0 }));
+    await assert.rejects(MetaStore.load(dir), (err: unknown) => err instanceof SnapshotDamagedError && err.message.includes(file));
+    const fallback = Tree.create(CS, 1, 1, 1);
+    const seen = await MetaStore.inspect(dir, fallback);
+    assert.ok(seen.snapshotError);
+    assert.equal(seen.tree, fallback, 'the caller\'s tree stands in for the unreadable snapshot');
+  });
+
+  it('replace starts over from a given tree, whatever state the old files are in', async () => {
+    const ms = await createStore();
+    for (const op of sampleOps()) ms.commit(op);
+    await ms.sync();
+    await damageRecord(4);
+    const fresh = Tree.create(CS, 7, 7, 7);
+    const kept = await MetaStore.replace(dir, fresh, 42);
+    assert.equal(kept.length, 1);
+    const again = (await MetaStore.load(dir))!;
+    assert.equal(again.remoteSeq, 42);
+    assert.deepEqual(again.pendingRemote, []);
+    assert.deepEqual(again.tree.snapshot(), fresh.snapshot());
+    await again.close();
+    await ms.close().catch(() => undefined);
   });
 });

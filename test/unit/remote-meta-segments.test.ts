@@ -1,10 +1,9 @@
-// Pins down metadata replication to the bucket: segments and checkpoints round-trip, old checkpoints are pruned, a rerun after a crash is recognised, a foreign writer is detected, and tampered or moved segments are refused.
+// Pins down metadata replication to the bucket: segments and checkpoints round-trip, old checkpoints are pruned, a rerun after a crash is recognised, a foreign writer is detected, and tampered or moved segments are refused with an error naming the object (a tolerant load, for the checker, stops before it).
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { AuthError } from '../../electron/engine/chunk/crypto';
-import { CHECKPOINTS_KEPT, CKPT_PREFIX, LOG_PREFIX, RemoteMeta, SegmentConflictError, seqKey } from '../../electron/engine/meta/remote';
+import { CHECKPOINTS_KEPT, CKPT_PREFIX, DamagedMetadataError, HeaderMismatchError, LOG_PREFIX, RemoteMeta, SegmentConflictError, seqKey } from '../../electron/engine/meta/remote';
 import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import { MetaStore } from '../../electron/engine/meta/metastore';
@@ -137,7 +136,7 @@ describe('RemoteMeta.pushSegment after a crash or against another writer', () =>
     const { store, remote } = await setup();
     const other = new RemoteMeta(store, randomBytes(32));
     await other.pushSegment(1, seg1, W);
-    await assert.rejects(remote.pushSegment(1, seg1, W), (err: unknown) => err instanceof AuthError || err instanceof SegmentConflictError);
+    await assert.rejects(remote.pushSegment(1, seg1, W), (err: unknown) => err instanceof DamagedMetadataError || err instanceof SegmentConflictError);
   });
 });
 
@@ -151,14 +150,14 @@ describe('RemoteMeta refuses tampered metadata', () => {
       const { store, remote } = await setup();
       await remote.pushSegment(1, seg1, W);
       await flipByte(store, seqKey(LOG_PREFIX, 1), at);
-      await assert.rejects(remote.load(CS), AuthError);
+      await assert.rejects(remote.load(CS), (err: unknown) => err instanceof DamagedMetadataError && err.message.includes(seqKey(LOG_PREFIX, 1)));
     });
   }
 
   it('a tampered checkpoint fails to load', async () => {
     const { store, remote } = await setup();
     await flipByte(store, seqKey(CKPT_PREFIX, 0), (len) => len - 5);
-    await assert.rejects(remote.load(CS), AuthError);
+    await assert.rejects(remote.load(CS), DamagedMetadataError);
   });
 
   it('a truncated segment fails to load', async () => {
@@ -166,7 +165,7 @@ describe('RemoteMeta refuses tampered metadata', () => {
     await remote.pushSegment(1, seg1, W);
     const body = (await store.get(seqKey(LOG_PREFIX, 1)))!.body;
     await store.put(seqKey(LOG_PREFIX, 1), body.subarray(0, body.length - 1));
-    await assert.rejects(remote.load(CS), AuthError);
+    await assert.rejects(remote.load(CS), DamagedMetadataError);
   });
 
   it('a segment copied to another sequence number fails authentication', async () => {
@@ -174,7 +173,7 @@ describe('RemoteMeta refuses tampered metadata', () => {
     await remote.pushSegment(1, seg1, W);
     const body = (await store.get(seqKey(LOG_PREFIX, 1)))!.body;
     await store.put(seqKey(LOG_PREFIX, 2), body);
-    await assert.rejects(remote.load(CS), AuthError);
+    await assert.rejects(remote.load(CS), DamagedMetadataError);
   });
 
   it('a segment copied into the checkpoint namespace is refused; load starts from the checkpoint before it', async () => {
@@ -187,9 +186,38 @@ describe('RemoteMeta refuses tampered metadata', () => {
     assert.deepEqual(tree.snapshot(), replayed(base, seg1).snapshot(), 'the forged checkpoint is not used');
   });
 
-  it('metadata sealed with another key fails to load', async () => {
+  it('a damaged segment names itself and the segments after it; a tolerant load stops before it and reports it', async () => {
+    const { store, remote, base } = await setup();
+    await remote.pushSegment(1, seg1, W);
+    await remote.pushSegment(2, [mkFile('b', 11, 2)], W);
+    await remote.pushSegment(3, [mkFile('c', 12, 3)], W);
+    await flipByte(store, seqKey(LOG_PREFIX, 2), (len) => Math.floor(len / 2));
+    await assert.rejects(remote.load(CS), (err: unknown) => err instanceof DamagedMetadataError && /segment 2 .* and in the 1 segment\(s\) after it/.test(err.message));
+    await assert.rejects(remote.readSegment(2), DamagedMetadataError);
+    const { tree, seq, damage } = await remote.loadTolerant(CS);
+    assert.equal(seq, 1);
+    assert.deepEqual(tree.snapshot(), replayed(base, seg1).snapshot());
+    assert.deepEqual(damage.segment, { key: seqKey(LOG_PREFIX, 2), seq: 2, later: 1 });
+  });
+
+  it('metadata sealed with another key fails to load, saying the header may belong to another filespace', async () => {
     const { store } = await setup();
-    await assert.rejects(new RemoteMeta(store, randomBytes(32)).load(CS), AuthError);
+    await assert.rejects(new RemoteMeta(store, randomBytes(32)).load(CS), (err: unknown) => err instanceof DamagedMetadataError &&
+      err.code === 'METADATA_KEYS_MISMATCH' && /opens with the keys of its filespace\.json: that header belongs to another filespace/.test(err.message));
+  });
+
+  it('a checkpoint names the filespace and chunk size it was written for; a loader with others refuses it', async () => {
+    const store = new MemoryStore();
+    const key = randomBytes(32);
+    const id = '11111111-1111-4111-8111-111111111111';
+    await new RemoteMeta(store, key, { id, chunkSize: CS }).writeCheckpoint(0, Tree.create(CS, 1, 1, 1).snapshot());
+    assert.equal((await new RemoteMeta(store, key, { id, chunkSize: CS }).load(CS)).seq, 0);
+    await assert.rejects(new RemoteMeta(store, key, { id, chunkSize: 2 * CS }).load(2 * CS),
+      (err: unknown) => err instanceof HeaderMismatchError && /chunk size of 128 KiB, but the filespace was written with 64\.0 KiB chunks/.test(err.message));
+    await assert.rejects(new RemoteMeta(store, key, { id: '22222222-2222-4222-8222-222222222222', chunkSize: CS }).load(CS),
+      (err: unknown) => err instanceof HeaderMismatchError && /belongs to another filespace \(11111111-/.test(err.message));
+    // A loader that knows nothing of the header (and a checkpoint that names nothing) is not checked.
+    assert.equal((await new RemoteMeta(store, key).load(CS)).seq, 0);
   });
 });
 

@@ -2,6 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { settingFromKey } from '../../electron/cli/host';
 import { DEFAULT_SETTINGS, EngineSettings, resolveSettings } from '../../electron/engine/config';
 
 function rejects(partial: Partial<EngineSettings>, pattern: RegExp): void {
@@ -66,7 +67,21 @@ describe('resolveSettings', () => {
       [{ cacheCapBytes: Number.POSITIVE_INFINITY }, 'cacheCapBytes'],
       [{ cacheCapBytes: '20GiB' as unknown as number }, 'cacheCapBytes'],
       [{ xattrs: 'yes' as unknown as boolean }, 'xattrs'],
+      [{ writeStallTimeoutMs: -1 }, 'writeStallTimeoutMs'],
+      [{ writeStallTimeoutMs: 3_600_001 }, 'writeStallTimeoutMs'],
+      [{ probeTimeoutMs: 60_001 }, 'probeTimeoutMs'],
     ];
     for (const [partial, key] of cases) rejects(partial, new RegExp(`invalid setting ${key}:`));
+    rejects({ probeTimeoutMs: 199 }, /probeTimeoutMs: the probe timeout must be at least 200ms/);
+  });
+
+  it('the write-stall and probe timeouts: 30 s and 3 s by default, settable as durations', () => {
+    assert.equal(DEFAULT_SETTINGS.writeStallTimeoutMs, 30_000);
+    assert.equal(DEFAULT_SETTINGS.probeTimeoutMs, 3_000);
+    assert.deepEqual(settingFromKey('write-stall-timeout', '45s'), { writeStallTimeoutMs: 45_000 });
+    assert.deepEqual(settingFromKey('write-stall-timeout', '0s'), { writeStallTimeoutMs: 0 });
+    assert.deepEqual(settingFromKey('probe-timeout', '1500ms'), { probeTimeoutMs: 1_500 });
+    assert.throws(() => settingFromKey('probe-timeout', 'soon'), /"soon" is not a duration/);
+    resolveSettings({ writeStallTimeoutMs: 0, probeTimeoutMs: 200 });
   });
 });

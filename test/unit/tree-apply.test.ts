@@ -477,3 +477,24 @@ describe('Tree.apply is deterministic and total', () => {
     }
   });
 });
+
+describe('Tree nameless inodes (files deleted while open)', () => {
+  it('keep a copy of the inode and its chunk references, apply ops to it, and release them when removed', () => {
+    const t = fresh();
+    fileWithChunks(t, ROOT_INO, 'open.bin', 5, 3 * CS, 'c');
+    const kept = new Tree(CS);
+    kept.addNameless(t.get(5)!);
+    t.apply({ t: 'rm', parent: ROOT_INO, name: 'open.bin', ms: 9 });
+    assert.equal(t.get(5), undefined);
+    assert.equal(t.chunkRefs.size, 0, 'the committed tree no longer references the chunks');
+    assert.deepEqual([...kept.chunkRefs.keys()].sort(), ['c0', 'c1', 'c2']);
+    // A truncate through an open handle applies to the kept copy alone.
+    kept.apply(size(5, CS + 10, 10));
+    assert.equal(kept.get(5)!.size, CS + 10);
+    assert.deepEqual(kept.get(5)!.chunks, [['c0', CS], ['c1', 10]]);
+    assert.deepEqual([...kept.chunkRefs.keys()].sort(), ['c0', 'c1']);
+    kept.removeNameless(5);
+    assert.equal(kept.get(5), undefined);
+    assert.equal(kept.chunkRefs.size, 0);
+  });
+});

@@ -1,7 +1,9 @@
 // The write lease on a store: taken once, refused to a second machine while live, taken after
 // expiry or release, lost for good when someone else writes it, and self-expiring on the
-// holder's side before anyone else could take it. Also the check for stores that ignore
-// conditional writes.
+// holder's side before anyone else could take it. A conditional write that S3 applied but whose
+// answer was lost is recognised as this mount's own by the record's content; a holder offline
+// for long takes its lease back unless another machine took it. Also the check for stores that
+// ignore conditional writes.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -9,8 +11,9 @@ import { describe, it } from 'node:test';
 import {
   Lease, LeaseHeldError, LeaseLostError, Machine, NoConditionalWritesError, probeConditionalWrites,
 } from '../../electron/engine/meta/lease';
+import { seal } from '../../electron/engine/chunk/crypto';
 import { MemoryStore } from '../../electron/engine/store/memory';
-import { GetResult, HeadResult, ObjectStore, PutOptions } from '../../electron/engine/store/types';
+import { GetResult, HeadResult, ObjectStore, PutOptions, StoreError } from '../../electron/engine/store/types';
 
 /** A store that drops If-None-Match / If-Match, like some S3-compatible servers do. */
 class IgnoresConditions implements ObjectStore {
@@ -35,6 +38,64 @@ function clock(start = 1_000_000) {
 
 function lease(store: ObjectStore, key: Buffer, self: Machine, c: ReturnType<typeof clock>, conditional = true, ttlMs = 10_000): Lease {
   return new Lease({ store, metaKey: key, self, ttlMs: () => ttlMs, conditional, now: () => c.wall, monotonic: () => c.mono });
+}
+
+/**
+ * One machine's view of the bucket, with the faults a stalled S3 causes on writes of the lease:
+ * - `lostAnswer`: the next lease write is applied, but its answer is lost (Timeout);
+ * - `lostAnswerRetried`: the same, and the client sends the request again, as the S3 client
+ *   does after a timeout; the retry is refused (412) because the first attempt changed the ETag;
+ * - `offline`: nothing gets through (Unreachable);
+ * - `holding`: lease writes wait until `let()` sends them on (to order races between machines).
+ */
+class StalledS3 implements ObjectStore {
+  readonly description = 'stalled:';
+  lostAnswer = false;
+  lostAnswerRetried = false;
+  offline = false;
+  holding = false;
+  private readonly held: Array<() => void> = [];
+  constructor(private readonly inner: ObjectStore) {}
+  private check(): void {
+    if (this.offline) throw new StoreError('Unreachable', 'connect ECONNREFUSED');
+  }
+  async get(key: string, range?: { start: number; end: number }): Promise<GetResult | undefined> { this.check(); return this.inner.get(key, range); }
+  async head(key: string): Promise<HeadResult | undefined> { this.check(); return this.inner.head(key); }
+  async put(key: string, body: Buffer, o?: PutOptions): Promise<string> {
+    this.check();
+    if (key === 'lease' && this.holding) await new Promise<void>((resolve) => this.held.push(resolve));
+    if (key === 'lease' && this.lostAnswerRetried) {
+      this.lostAnswerRetried = false;
+      await this.inner.put(key, body, o);
+      return this.inner.put(key, body, o);
+    }
+    if (key === 'lease' && this.lostAnswer) {
+      this.lostAnswer = false;
+      await this.inner.put(key, body, o);
+      throw new StoreError('Timeout', 'request timed out');
+    }
+    return this.inner.put(key, body, o);
+  }
+  get waiting(): number {
+    return this.held.length;
+  }
+  /** Sends the first held lease write on. */
+  let(): void {
+    this.held.shift()?.();
+  }
+  async delete(key: string): Promise<void> { this.check(); return this.inner.delete(key); }
+  async deleteMany(keys: readonly string[]): Promise<void> { this.check(); return this.inner.deleteMany(keys); }
+  async list(prefix: string): Promise<string[]> { this.check(); return this.inner.list(prefix); }
+  close(): Promise<void> { return this.inner.close(); }
+}
+
+/** Resolves once `cond` holds, checking after each turn of the event loop (bounded). */
+async function settle(what: string, cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (cond()) return;
+    await new Promise((r) => setImmediate(r));
+  }
+  throw new Error(`never happened: ${what}`);
 }
 
 describe('write lease', () => {
@@ -134,6 +195,174 @@ describe('write lease', () => {
     await lease(store, randomBytes(32), A, c).acquire({ takeover: false });
     await assert.rejects(lease(store, randomBytes(32), B, c).acquire({ takeover: false }));
   });
+});
+
+describe('write lease while S3 stalls or is out of reach', () => {
+  it('a renewal applied by S3 whose retry was refused is this mount\'s own: the lease stays held and valid', async () => {
+    const bucket = new MemoryStore();
+    const s3 = new StalledS3(bucket);
+    const key = randomBytes(32);
+    const c = clock();
+    const a = lease(s3, key, A, c);
+    await a.acquire({ takeover: false });
+    c.advance(4000);
+    s3.lostAnswerRetried = true;
+    await a.renew();
+    assert.ok(a.held && a.valid(), 'not lost: the refused retry followed our own write');
+    assert.equal(a.lostError, undefined);
+    assert.equal(a.lastRenewedAt, c.wall, 'validity runs from the start of that renewal');
+    c.advance(4000);
+    await a.renew(); // the adopted ETag is the bucket's: renewing goes on normally
+    assert.ok(a.valid());
+    assert.equal((await a.read())?.record.renewedAt, c.wall);
+    assert.equal(a.renewFailingSince, undefined);
+  });
+
+  it('a renewal that timed out but was applied: the next one finds our record, adopts it and renews', async () => {
+    const s3 = new StalledS3(new MemoryStore());
+    const c = clock();
+    const a = lease(s3, randomBytes(32), A, c);
+    await a.acquire({ takeover: false });
+    c.advance(4000);
+    const failedAt = c.wall;
+    s3.lostAnswer = true;
+    await assert.rejects(a.renew(), (err: unknown) => err instanceof StoreError && err.code === 'Timeout');
+    assert.equal(a.renewFailingSince, failedAt);
+    c.advance(4000);
+    assert.equal(a.valid(), false, 'a write whose answer never came does not extend validity');
+    await a.renew();
+    assert.ok(a.held && a.valid());
+    assert.equal(a.lastRenewedAt, c.wall);
+    assert.equal(a.renewFailingSince, undefined);
+  });
+
+  it('an acquisition applied by S3 whose retry was refused is taken as ours, without a second epoch', async () => {
+    const s3 = new StalledS3(new MemoryStore());
+    const c = clock();
+    const a = lease(s3, randomBytes(32), A, c);
+    s3.lostAnswerRetried = true;
+    await a.acquire({ takeover: false });
+    assert.equal(a.current?.epoch, 1);
+    assert.equal((await a.read())?.record.epoch, 1);
+    c.advance(4000);
+    await a.renew();
+    assert.ok(a.valid());
+  });
+
+  it('a refused renewal is loss when the record is another machine\'s, another mount\'s of this machine, or has no nonce', async () => {
+    const key = randomBytes(32);
+    const cases: Array<[string, (bucket: MemoryStore, c: ReturnType<typeof clock>) => Promise<void>, RegExp]> = [
+      ['another machine took over', async (bucket, c) => void (await lease(bucket, key, B, c).acquire({ takeover: true })), /taken over by desktop \(process 202, machine bbbbbbbb\)/],
+      ['a later mount of this machine', async (bucket, c) => void (await lease(bucket, key, { ...A, pid: 999 }, c).acquire({ takeover: false })), /taken over by laptop \(process 999/],
+      ['a record without a nonce, same holder and epoch', async (bucket) => {
+        const cur = (await new Lease({ store: bucket, metaKey: key, self: A, ttlMs: () => 10_000, conditional: true }).read())!;
+        const { nonce: _drop, ...old } = cur.record;
+        await bucket.put('lease', seal(key, Buffer.from(JSON.stringify(old), 'utf8'), 'meta:lease'));
+      }, /taken over by laptop \(process 101/],
+    ];
+    for (const [label, overwrite, named] of cases) {
+      const bucket = new MemoryStore();
+      const c = clock();
+      const a = lease(new StalledS3(bucket), key, A, c);
+      await a.acquire({ takeover: false });
+      await overwrite(bucket, c);
+      await assert.rejects(a.renew(), (err: unknown) => err instanceof LeaseLostError && named.test(err.message), label);
+      assert.equal(a.held, false, label);
+      assert.equal(a.valid(), false, label);
+    }
+  });
+
+  it('a refused renewal whose read-back gets no answer is undecided, not loss', async () => {
+    const bucket = new MemoryStore();
+    const s3 = new StalledS3(bucket);
+    const c = clock();
+    const a = lease(s3, randomBytes(32), A, c);
+    await a.acquire({ takeover: false });
+    const realGet = s3.get.bind(s3);
+    s3.lostAnswerRetried = true;
+    s3.get = async () => { throw new StoreError('Timeout', 'request timed out'); };
+    await assert.rejects(a.renew(), (err: unknown) => err instanceof StoreError && err.code === 'Timeout');
+    assert.ok(a.held, 'not lost while it cannot tell');
+    s3.get = realGet;
+    await a.renew();
+    assert.ok(a.valid());
+  });
+
+  it('offline for far longer than the lease: held but not valid, and taken back at reconnect when nobody took it', async () => {
+    const s3 = new StalledS3(new MemoryStore());
+    const c = clock();
+    const a = lease(s3, randomBytes(32), A, c);
+    await a.acquire({ takeover: false });
+    const lastOk = c.wall;
+    s3.offline = true;
+    for (let i = 0; i < 60; i++) {
+      c.advance(60_000);
+      await assert.rejects(a.renew(), (err: unknown) => err instanceof StoreError && err.code === 'Unreachable');
+    }
+    assert.ok(a.held, 'an hour offline is not losing the lease');
+    assert.equal(a.valid(), false, 'but nothing may be committed');
+    assert.equal(a.lastRenewedAt, lastOk);
+    assert.equal(a.renewFailingSince, lastOk + 60_000);
+    assert.ok(a.validUntil! < c.wall);
+    s3.offline = false;
+    await a.ensureValid();
+    assert.ok(a.valid());
+    assert.equal((await a.read())?.record.epoch, 1, 'the same lease, taken back with If-Match');
+    assert.equal(a.renewFailingSince, undefined);
+  });
+
+  it('offline while another machine takes the expired lease and releases it: the holder finds it lost at reconnect', async () => {
+    const bucket = new MemoryStore();
+    const s3 = new StalledS3(bucket);
+    const key = randomBytes(32);
+    const c = clock();
+    const a = lease(s3, key, A, c);
+    await a.acquire({ takeover: false });
+    s3.offline = true;
+    c.advance(20_000);
+    const b = lease(bucket, key, B, c);
+    await b.acquire({ takeover: false });
+    await b.release();
+    s3.offline = false;
+    await assert.rejects(a.ensureValid(), (err: unknown) => err instanceof LeaseLostError && /desktop/.test(err.message));
+    assert.equal(a.held, false);
+  });
+
+  for (const first of ['the returning holder', 'the other machine'] as const) {
+    it(`at reconnect, racing another machine for the expired lease, If-Match decides: ${first} wins`, async () => {
+      const bucket = new MemoryStore();
+      const key = randomBytes(32);
+      const c = clock();
+      const sA = new StalledS3(bucket);
+      const sB = new StalledS3(bucket);
+      const a = lease(sA, key, A, c);
+      await a.acquire({ takeover: false });
+      c.advance(20_000); // a was offline: its lease has expired
+      sA.holding = true;
+      sB.holding = true;
+      const renewing = a.renew().then(() => 'renewed', (err: unknown) => err);
+      const taking = lease(sB, key, B, c).acquire({ takeover: false }).then(() => 'taken', (err: unknown) => err);
+      await settle('both lease writes to be on their way', () => sA.waiting === 1 && sB.waiting === 1);
+      sB.holding = false; // B's later attempts go straight through
+      if (first === 'the returning holder') {
+        sA.let();
+        assert.equal(await renewing, 'renewed');
+        sB.let();
+        const err = await taking;
+        assert.ok(err instanceof LeaseHeldError, String(err));
+        assert.ok(a.valid());
+      } else {
+        sB.let();
+        assert.equal(await taking, 'taken');
+        sA.let();
+        const err = await renewing;
+        assert.ok(err instanceof LeaseLostError && /desktop/.test(err.message), String(err));
+        assert.equal(a.held, false);
+      }
+      const holders = (await a.read())!.record.holder.id;
+      assert.equal(holders, first === 'the returning holder' ? A.id : B.id, 'exactly one of them holds the lease');
+    });
+  }
 });
 
 describe('stores that ignore conditional writes', () => {

@@ -26,7 +26,7 @@ beforeEach(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'filespace-writeback-'));
   handles = new HandlePool();
   dirty = new DirtyStore(dir, handles, new SealedIO(randomBytes(32)));
-  await dirty.init(() => undefined, 0);
+  await dirty.init(() => 'deleted', 0);
   clock = 1_000_000;
   openForWrite = new Set();
   uploads = [];
@@ -146,6 +146,24 @@ describe('WritebackQueue.isDue', () => {
     assert.equal(queue.isDue(d, clock + 100_000), false);
   });
 
+  it('a chunk of a file deleted while still open is never due, and drain does not wait for it', async () => {
+    const unlinked = new Set<number>([7]);
+    const q = new WritebackQueue({
+      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      isUnlinked: (ino) => unlinked.has(ino),
+      upload: async () => undefined, paused: () => false, onError: () => undefined, onSuccess: () => undefined,
+      now: () => clock,
+    });
+    const kept = await written(7, 0, CS);
+    q.setPressure(true);
+    assert.equal(q.isDue(kept, clock + 100_000), false);
+    assert.equal(q.pending, 0);
+    assert.equal(await q.drain(clock + 1), true, 'nothing left to upload');
+    unlinked.delete(7); // (a file that was not deleted after all)
+    assert.equal(q.isDue(kept, clock + 100_000), true);
+    assert.equal(q.pending, 1);
+  });
+
   it('reads the policy live, so a settings change applies at once', async () => {
     let delay = 2_000;
     const q = new WritebackQueue({
@@ -219,5 +237,48 @@ describe('WritebackQueue.pump', () => {
     q.start();
     q.stop();
     assert.equal(uploads.length, 0);
+  });
+});
+
+describe('WritebackQueue.retryNow (the bucket answers again)', () => {
+  it('makes every chunk waiting on its backoff due at once and starts them', async () => {
+    const a = await written(1, 0, CS);
+    const b = await written(2, 0, CS);
+    clock += policy.uploadDelayMs;
+    for (const d of [a, b]) {
+      d.attempts = 8;
+      d.retryAtMs = clock + 60_000; // the longest backoff, reached while offline
+    }
+    queue.start();
+    assert.equal(uploads.length, 0, 'nothing is due while the backoffs run');
+    queue.retryNow();
+    queue.stop();
+    assert.deepEqual(uploads.map((d) => d.ino).sort(), [1, 2], 'both start at once');
+    assert.equal(a.attempts, 0);
+    await queue.idle(10_000);
+  });
+
+  it('an upload sent during the outage that fails after the bucket came back retries at once', async () => {
+    let fail!: (err: Error) => void;
+    const errors: unknown[] = [];
+    const q = new WritebackQueue({
+      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      upload: () => new Promise<void>((_, reject) => (fail = reject)),
+      paused: () => false,
+      onError: (err) => errors.push(err),
+      onSuccess: () => undefined,
+      now: () => clock,
+    });
+    const d = await written(1, 0, CS);
+    clock += policy.uploadDelayMs;
+    q.start();
+    q.stop();
+    assert.equal(d.uploading, true);
+    q.retryNow();
+    fail(new Error('cut off: sent while the bucket did not answer'));
+    await q.idle(10_000);
+    assert.equal(errors.length, 1, 'the failure is still reported');
+    assert.equal(d.retryAtMs, 0, 'no backoff for a failure that belongs to the outage');
+    assert.equal(q.isDue(d, clock), true);
   });
 });

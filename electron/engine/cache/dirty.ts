@@ -18,8 +18,14 @@
  * unsynced data and reads as zeros. Pre-images are sealed under the file's id, so a stale one
  * from an earlier file of the same name never applies.
  *
- * Ordering: callers serialise changes to one chunk with the VFS's per-chunk mutex; reads may
- * run concurrently with anything.
+ * Owners: at start, a dirty chunk whose file the metadata says was deleted (or truncated
+ * away) is removed; one whose file the metadata does not know at all (its creation never
+ * became durable, or the metadata lost it) is an orphan: it is not loaded, and stays on disk
+ * until the engine has set it aside (`orphans`, `readOrphan`, `removeOrphans`). Data whose
+ * owner cannot be told is never deleted here.
+ *
+ * Ordering: callers serialise changes to one chunk, its sync, and its hand-over or drop with
+ * the VFS's per-chunk mutex; reads may run concurrently with anything.
  */
 
 import { promises as fsp } from 'node:fs';
@@ -56,11 +62,28 @@ interface Durability {
 
 const PRE_RECORD = 12; // unit (u32) | data length at the time (u32) | sealed bytes (u32)
 
+/**
+ * What the metadata says about a dirty chunk's file at start: the largest length the chunk may
+ * still have (from the file's size; 0 or less: truncated away), 'deleted' (the file's removal
+ * is recorded), or 'unknown' (no record of the file: the chunk is an orphan).
+ */
+export type ChunkOwner = number | 'deleted' | 'unknown';
+
+/** A dirty chunk found at start without a known file; its file stays on disk until removed. */
+export interface OrphanChunk {
+  readonly ino: number;
+  readonly idx: number;
+  readonly fileId: Buffer;
+  readonly len: number;
+}
+
 export class DirtyStore {
   private readonly chunks = new Map<string, DirtyChunk>();
   private readonly durability = new Map<string, Durability>();
   private readonly byIno = new Map<number, Set<number>>();
   private bytes = 0;
+  /** Dirty chunks found at start whose file is unknown (see the header). */
+  orphans: OrphanChunk[] = [];
 
   constructor(
     private readonly dir: string,
@@ -182,11 +205,11 @@ export class DirtyStore {
   }
 
   /**
-   * Loads the dirty chunks left by a previous run. `limitOf(ino, idx)` gives the largest
-   * length the chunk may still have (from the file's size), or undefined when its file is gone;
-   * leftovers are trimmed or removed accordingly.
+   * Loads the dirty chunks left by a previous run. `ownerOf(ino, idx)` says what became of each
+   * one's file (see ChunkOwner): leftovers past a file's size are trimmed, chunks of deleted
+   * files removed, and chunks of unknown files kept on disk as `orphans`.
    */
-  async init(limitOf: (ino: number, idx: number) => number | undefined, nowMs: number, opts: { uncleanStop?: boolean } = {}): Promise<void> {
+  async init(ownerOf: (ino: number, idx: number) => ChunkOwner, nowMs: number, opts: { uncleanStop?: boolean } = {}): Promise<void> {
     const root = path.join(this.dir, 'dirty');
     await fsp.mkdir(root, { recursive: true, mode: 0o700 });
     const names = await fsp.readdir(root);
@@ -194,16 +217,19 @@ export class DirtyStore {
       // A pre-image whose chunk is gone is stale.
       if (name.endsWith('.pre') && !names.includes(name.slice(0, -4))) await fsp.rm(path.join(root, name), { force: true });
     }
+    let deleted = 0;
     for (const name of names) {
       if (name.endsWith('.pre')) continue;
       const m = /^(\d+)\.(\d+)$/.exec(name);
       const file = path.join(root, name);
-      const limit = m ? limitOf(Number(m[1]), Number(m[2])) : undefined;
-      if (!m || limit === undefined || limit <= 0) {
+      const owner = m ? ownerOf(Number(m[1]), Number(m[2])) : 'deleted'; // not a name this store writes
+      if (!m || owner === 'deleted' || (typeof owner === 'number' && owner <= 0)) {
         await fsp.rm(file, { force: true });
         await fsp.rm(`${file}.pre`, { force: true });
+        if (m) deleted++;
         continue;
       }
+      const limit = owner === 'unknown' ? Infinity : owner;
       const ino = Number(m[1]);
       const idx = Number(m[2]);
       const fh = await fsp.open(file, 'r+');
@@ -226,6 +252,10 @@ export class DirtyStore {
           await fh.truncate(physicalSize(len));
         }
         len = await this.repair(fh, name, fileId, len, opts.uncleanStop ?? false);
+        if (owner === 'unknown') {
+          this.orphans.push({ ino, idx, fileId, len });
+          continue;
+        }
         if (len > limit) {
           await this.io.truncate(fh, fileId, len, limit, `dirty chunk ${name}`);
           len = limit;
@@ -235,6 +265,28 @@ export class DirtyStore {
         await fh.close().catch(() => undefined);
       }
     }
+    if (deleted > 0) this.log(`removed ${deleted} dirty chunk(s) of files whose deletion or truncation is recorded`);
+  }
+
+  /** The data of an orphan chunk (see the header). */
+  async readOrphan(o: OrphanChunk): Promise<Buffer> {
+    const fh = await fsp.open(this.pathOf(o.ino, o.idx), 'r');
+    try {
+      return await this.io.readAll(fh, o.fileId, o.len, `dirty chunk ${o.ino}.${o.idx}`);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** Deletes the files of the orphan chunks, once they are kept elsewhere. */
+  async removeOrphans(): Promise<void> {
+    for (const o of this.orphans) {
+      const file = this.pathOf(o.ino, o.idx);
+      await fsp.rm(file, { force: true });
+      await fsp.rm(`${file}.pre`, { force: true });
+    }
+    this.orphans = [];
+    await this.syncDir();
   }
 
   private track(d: DirtyChunk): void {
@@ -373,29 +425,61 @@ export class DirtyStore {
     for (let u = Math.max(0, Math.min(lastUnitOf(oldLen), lastUnitOf(len))); u <= Math.max(lastUnitOf(oldLen), lastUnitOf(len)); u++) st.unsynced.add(u);
   }
 
-  /** Makes the dirty data of one file durable. */
+  /**
+   * Makes one dirty chunk durable. Call it under the chunk lock: that orders it with writes
+   * (whose pre-images a sync empties, so a write half done must not be declared synced) and
+   * with the hand-over to the clean cache or a drop, either of which takes the chunk's file
+   * away. A record that has left the store has nothing left to sync here: an uploaded chunk is
+   * in the bucket with its reference durably committed before it is handed over, and a dropped
+   * one is no longer part of any file.
+   */
+  async syncChunk(d: DirtyChunk): Promise<void> {
+    if (this.get(d.ino, d.idx) !== d) return;
+    const gen = d.gen;
+    const file = this.pathOf(d.ino, d.idx);
+    // Without the chunk lock (shutdown, tests) the record may still leave while its file is
+    // being opened; only then is a missing file expected. A chunk still here is never skipped.
+    const left = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT' && this.get(d.ino, d.idx) !== d;
+    try {
+      await this.handles.use(file, (fh) => fh.datasync());
+    } catch (err) {
+      if (left(err)) return;
+      throw err;
+    }
+    // Everything is durable now, unless it changed while syncing (then keep the state).
+    if (this.get(d.ino, d.idx) !== d || d.gen !== gen) return;
+    const st = this.durabilityOf(d);
+    st.allUnsynced = false;
+    st.unsynced.clear();
+    if (st.preBytes > 0) {
+      // Emptied durably: a stale pre-image must never apply to a unit rewritten later
+      // without one (a unit that only held unsynced data). The file itself stays.
+      let fh: FileHandle;
+      try {
+        fh = await fsp.open(`${file}.pre`, 'r+');
+      } catch (err) {
+        if (left(err)) return;
+        throw err;
+      }
+      try {
+        await fh.truncate(0);
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      st.preBytes = 0;
+    }
+  }
+
+  /**
+   * Makes the dirty data of one file durable, for callers that hold no chunk lock while
+   * nothing else changes the store (shutdown, tests); the VFS syncs chunk by chunk under each
+   * chunk's lock instead.
+   */
   async syncInode(ino: number): Promise<void> {
     for (const idx of this.indexesOf(ino)) {
       const d = this.get(ino, idx);
-      const gen = d?.gen;
-      await this.handles.use(this.pathOf(ino, idx), (fh) => fh.datasync());
-      // Everything is durable now, unless it changed while syncing (then keep the state).
-      if (!d || this.get(ino, idx) !== d || d.gen !== gen) continue;
-      const st = this.durabilityOf(d);
-      st.allUnsynced = false;
-      st.unsynced.clear();
-      if (st.preBytes > 0) {
-        // Emptied durably: a stale pre-image must never apply to a unit rewritten later
-        // without one (a unit that only held unsynced data). The file itself stays.
-        const fh = await fsp.open(`${this.pathOf(ino, idx)}.pre`, 'r+');
-        try {
-          await fh.truncate(0);
-          await fh.datasync();
-        } finally {
-          await fh.close();
-        }
-        st.preBytes = 0;
-      }
+      if (d) await this.syncChunk(d);
     }
   }
 

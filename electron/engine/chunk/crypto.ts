@@ -3,8 +3,9 @@
  *
  * A filespace has one random 256-bit data key. It is stored in the bucket only wrapped
  * (AES-256-GCM) by a key-encryption key derived from the passphrase with scrypt. From the data
- * key, HKDF derives independent sub-keys: one to encrypt chunks, one to encrypt metadata, and
- * one to name chunks (HMAC), so the bucket owner sees neither content nor content hashes.
+ * key, HKDF derives independent sub-keys: one to encrypt chunks, one to encrypt metadata, one
+ * to name chunks (HMAC), so the bucket owner sees neither content nor content hashes, one to
+ * encrypt this machine's cache files, and one to seal the filespace header's fields.
  *
  * Every sealed blob is `nonce(12) | ciphertext | tag(16)` with associated data that binds it to
  * the name it is stored under, so a blob copied to another key fails authentication.
@@ -26,6 +27,8 @@ export interface Keys {
   readonly nameKey: Buffer;
   /** Encrypts this machine's cache files at rest. */
   readonly cacheKey: Buffer;
+  /** Seals the fields of the plaintext header (`filespace.json`), so a change to them is detected. */
+  readonly headerKey: Buffer;
 }
 
 export const DEFAULT_KDF: Omit<KdfParams, 'salt'> = { alg: 'scrypt', N: 2 ** 15, r: 8, p: 1 };
@@ -79,7 +82,7 @@ export function deriveKeys(dataKey: Buffer): Keys {
   const sub = (info: string) => Buffer.from(hkdfSync('sha256', dataKey, Buffer.alloc(0), info, 32));
   return {
     chunkKey: sub('filespace chunk v1'), metaKey: sub('filespace meta v1'), nameKey: sub('filespace name v1'),
-    cacheKey: sub('filespace cache v1'),
+    cacheKey: sub('filespace cache v1'), headerKey: sub('filespace header v1'),
   };
 }
 

@@ -2,11 +2,15 @@
  * Crash-safe local persistence of the metadata: a snapshot file plus an append-only journal.
  *
  * Files in the metadata directory:
- *   state.json     the last snapshot, replaced atomically (write temp, fsync, rename, fsync dir)
+ *   state.json     the last snapshot, replaced atomically (write temp, fsync, rename, fsync dir);
+ *                  JSON whose first member is a crc32 of the rest, so damage is detected
  *   journal.<gen>  records appended since snapshot generation <gen>
- * Each journal record is `u32 length | u32 crc32 | JSON`. Loading replays records until the
- * first incomplete or corrupt one (a torn tail after a crash), so a record is either applied
- * whole or not at all.
+ * Each journal record is `u32 length | u32 crc32 | JSON`, so a record is applied whole or not
+ * at all. A crash can only tear the end of the journal: bad or incomplete bytes with no valid
+ * record after them are a torn tail, dropped (and cut off) at load. A bad record followed by a
+ * valid one is damage, not a crash: the records after it were written, and may have been made
+ * durable by an fsync, after the damaged one. Loading then refuses (JournalDamagedError) and
+ * changes nothing; `inspect` reads around the damage for the checker and the repair.
  *
  * Appends are buffered and written by a single writer loop (one write in flight, in order);
  * `sync()` is a group commit: it resolves once everything appended before the call is on disk
@@ -20,13 +24,63 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
+import { UserError } from '../errors';
 
 export interface JournalFiles<TSnapshot> {
   readonly snapshot: TSnapshot | undefined;
   readonly records: unknown[];
 }
 
+/** A byte range of a journal that holds no valid record. */
+export interface DamagedSpan {
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** Damage in the middle of a journal: bad bytes with valid records after them. */
+export interface JournalDamage {
+  readonly file: string;
+  /** Ranges with no valid record, each followed by at least one valid record, in file order. */
+  readonly spans: readonly DamagedSpan[];
+  /** The valid records after the first damaged range, in order (later damaged ranges skipped). */
+  readonly later: unknown[];
+}
+
+/** The journal is damaged in the middle; nothing was read into use, truncated or removed. */
+export class JournalDamagedError extends UserError {
+  constructor(readonly damage: JournalDamage) {
+    super(`the metadata journal ${damage.file} is damaged at byte ${damage.spans[0]!.offset}: ` +
+      `${damage.later.length} valid record(s) after the damage cannot be applied safely; nothing was changed`, 'JOURNAL_DAMAGED');
+    this.name = 'JournalDamagedError';
+  }
+}
+
+/** The snapshot cannot be read (or is missing while a journal needs it); nothing was changed. */
+export class SnapshotDamagedError extends UserError {
+  constructor(readonly file: string, readonly reason: string) {
+    super(`the metadata snapshot ${file} is damaged (${reason}); nothing was changed`, 'SNAPSHOT_DAMAGED');
+    this.name = 'SnapshotDamagedError';
+  }
+}
+
+/** What `Journal.inspect` could read, around any damage. */
+export interface JournalInspection<TSnapshot> {
+  readonly snapshotFile: string;
+  readonly snapshot: TSnapshot | undefined;
+  /** Set when the snapshot exists (or should) but cannot be read. */
+  readonly snapshotError?: SnapshotDamagedError;
+  /** The journal read: the snapshot's, or with no readable snapshot the newest one present. */
+  readonly file: string | undefined;
+  /** Valid records before any damage. */
+  readonly records: unknown[];
+  readonly damage?: JournalDamage;
+  /** Bytes of a torn tail (dropped at the next load). */
+  readonly tornTailBytes: number;
+}
+
 const HEADER = 8;
+const SNAPSHOT = 'state.json';
+const JOURNAL_RE = /^journal\.(\d+)$/;
 
 function isDiskFull(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | null)?.code;
@@ -61,7 +115,7 @@ export async function writeFileAtomic(file: string, data: Buffer | string, mode 
   await fsyncDir(path.dirname(file));
 }
 
-function encodeRecord(rec: unknown): Buffer {
+function encodeRecord(rec: object): Buffer {
   const body = Buffer.from(JSON.stringify(rec), 'utf8');
   const out = Buffer.allocUnsafe(HEADER + body.length);
   out.writeUInt32LE(body.length, 0);
@@ -70,23 +124,112 @@ function encodeRecord(rec: unknown): Buffer {
   return out;
 }
 
-function decodeRecords(buf: Buffer): { records: unknown[]; validBytes: number } {
+/** The whole valid record starting at `pos`, if there is one. */
+function recordAt(buf: Buffer, pos: number): { rec: unknown; end: number } | undefined {
+  if (pos + HEADER > buf.length) return undefined;
+  const len = buf.readUInt32LE(pos);
+  const end = pos + HEADER + len;
+  if (len < 2 || end > buf.length) return undefined;
+  // Every record is a JSON object: a cheap test before the checksum, while scanning.
+  if (buf[pos + HEADER] !== 0x7b || buf[end - 1] !== 0x7d) return undefined;
+  const body = buf.subarray(pos + HEADER, end);
+  if (crc32(body) !== buf.readUInt32LE(pos + 4)) return undefined;
+  try {
+    const rec: unknown = JSON.parse(body.toString('utf8'));
+    return rec !== null && typeof rec === 'object' ? { rec, end } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Splits a journal's bytes into the valid records before any bad bytes, the damaged ranges
+ * (bad bytes followed by a valid record: a header whose length and checksum validate), the
+ * valid records after them, and a torn tail (bad bytes with nothing valid after them).
+ * `validBytes` is where the first bad byte is (the file's length when there is none).
+ */
+export function decodeRecords(buf: Buffer): { records: unknown[]; validBytes: number; spans: DamagedSpan[]; later: unknown[]; tornTailBytes: number } {
   const records: unknown[] = [];
+  const later: unknown[] = [];
+  const spans: DamagedSpan[] = [];
   let pos = 0;
-  while (pos + HEADER <= buf.length) {
-    const len = buf.readUInt32LE(pos);
-    const crc = buf.readUInt32LE(pos + 4);
-    if (pos + HEADER + len > buf.length) break;
-    const body = buf.subarray(pos + HEADER, pos + HEADER + len);
-    if (crc32(body) !== crc) break;
-    try {
-      records.push(JSON.parse(body.toString('utf8')));
-    } catch {
+  let validBytes: number | undefined;
+  let tornTailBytes = 0;
+  while (pos < buf.length) {
+    const got = recordAt(buf, pos);
+    if (got) {
+      (spans.length === 0 ? records : later).push(got.rec);
+      pos = got.end;
+      continue;
+    }
+    validBytes ??= pos;
+    let next = pos + 1;
+    while (next < buf.length && !recordAt(buf, next)) next++;
+    if (next >= buf.length) {
+      tornTailBytes = buf.length - pos;
       break;
     }
-    pos += HEADER + len;
+    spans.push({ offset: pos, length: next - pos });
+    pos = next;
   }
-  return { records, validBytes: pos };
+  return { records, validBytes: validBytes ?? buf.length, spans, later, tornTailBytes };
+}
+
+/**
+ * The snapshot format: JSON whose first member is the crc32 of everything after it, so
+ * `{"crc32":"xxxxxxxx","gen":...}`. Snapshots from before the checksum (`{"gen":...}`) are
+ * still read.
+ */
+export function encodeSnapshot(snapshot: { gen: number }): Buffer {
+  const body = Buffer.from(JSON.stringify(snapshot), 'utf8');
+  const rest = body.subarray(1);
+  return Buffer.concat([Buffer.from(`{"crc32":"${crc32(rest).toString(16).padStart(8, '0')}",`, 'ascii'), rest]);
+}
+
+const SNAPSHOT_CRC_RE = /^\{"crc32":"([0-9a-f]{8})",/;
+
+export function decodeSnapshot<T extends { gen: number }>(file: string, raw: Buffer): T {
+  const head = raw.subarray(0, 24).toString('latin1');
+  const m = SNAPSHOT_CRC_RE.exec(head);
+  if (m) {
+    if (crc32(raw.subarray(m[0].length)) !== parseInt(m[1]!, 16)) throw new SnapshotDamagedError(file, 'its checksum does not match its content');
+  } else if (!head.startsWith('{"gen":')) {
+    throw new SnapshotDamagedError(file, raw.length === 0 ? 'it is empty' : 'it does not start like a snapshot');
+  }
+  let v: unknown;
+  try {
+    v = JSON.parse(raw.toString('utf8'));
+  } catch {
+    throw new SnapshotDamagedError(file, 'it is not valid JSON');
+  }
+  const gen = (v as { gen?: unknown } | null)?.gen;
+  if (typeof gen !== 'number' || !Number.isSafeInteger(gen) || gen < 0) throw new SnapshotDamagedError(file, 'it has no valid generation number');
+  delete (v as { crc32?: unknown }).crc32;
+  return v as T;
+}
+
+async function readSnapshot<T extends { gen: number }>(dir: string): Promise<T | undefined> {
+  const file = path.join(dir, SNAPSHOT);
+  let raw: Buffer;
+  try {
+    raw = await fsp.readFile(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new SnapshotDamagedError(file, (err as Error).message);
+  }
+  return decodeSnapshot<T>(file, raw);
+}
+
+/** Generations of the journal files present, ascending. */
+async function journalGens(dir: string): Promise<number[]> {
+  const names = await fsp.readdir(dir).catch(() => [] as string[]);
+  return names.map((n) => JOURNAL_RE.exec(n)).filter((m): m is RegExpExecArray => m !== null).map((m) => Number(m[1])).sort((a, b) => a - b);
+}
+
+/** With no snapshot there can be no journal of a later generation: it would need one. */
+async function checkNoOrphanJournal(dir: string): Promise<void> {
+  const gen = (await journalGens(dir)).filter((g) => g > 0).pop();
+  if (gen !== undefined) throw new SnapshotDamagedError(path.join(dir, SNAPSHOT), `it is missing, but journal.${gen} holds changes made after it`);
 }
 
 export class Journal<TSnapshot extends { gen: number }> {
@@ -105,15 +248,15 @@ export class Journal<TSnapshot extends { gen: number }> {
 
   private constructor(private readonly dir: string, private gen: number) {}
 
-  /** Opens (creating if needed) and returns the last snapshot with the records after it. */
+  /**
+   * Opens (creating if needed) and returns the last snapshot with the records after it. A torn
+   * tail is cut off (unless read-only); damage or an unreadable snapshot is refused with
+   * JournalDamagedError / SnapshotDamagedError, and then nothing is changed.
+   */
   static async open<T extends { gen: number }>(dir: string, readOnly = false): Promise<{ journal: Journal<T>; loaded: JournalFiles<T> }> {
     if (!readOnly) await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    let snapshot: T | undefined;
-    try {
-      snapshot = JSON.parse(await fsp.readFile(path.join(dir, 'state.json'), 'utf8')) as T;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new Error(`metadata snapshot in ${dir} is unreadable: ${(err as Error).message}`);
-    }
+    const snapshot = await readSnapshot<T>(dir);
+    if (!snapshot) await checkNoOrphanJournal(dir);
     const gen = snapshot?.gen ?? 0;
     const journal = new Journal<T>(dir, gen);
     const file = journal.file();
@@ -121,6 +264,7 @@ export class Journal<TSnapshot extends { gen: number }> {
     try {
       const buf = await fsp.readFile(file);
       const decoded = decodeRecords(buf);
+      if (decoded.spans.length > 0) throw new JournalDamagedError({ file, spans: decoded.spans, later: decoded.later });
       records = decoded.records;
       if (decoded.validBytes < buf.length && !readOnly) await fsp.truncate(file, decoded.validBytes);
       journal.size = decoded.validBytes;
@@ -131,11 +275,70 @@ export class Journal<TSnapshot extends { gen: number }> {
     if (readOnly) return { journal, loaded: { snapshot, records } };
     journal.fh = await fsp.open(file, 'a', 0o600);
     // Journals of older generations are superseded by the snapshot.
-    for (const name of await fsp.readdir(dir)) {
-      const m = /^journal\.(\d+)$/.exec(name);
-      if (m && Number(m[1]) !== gen) await fsp.rm(path.join(dir, name), { force: true });
+    for (const g of await journalGens(dir)) {
+      if (g !== gen) await fsp.rm(path.join(dir, `journal.${g}`), { force: true });
     }
     return { journal, loaded: { snapshot, records } };
+  }
+
+  /** Reads whatever can be read, around any damage, changing nothing (the checker, the repair). */
+  static async inspect<T extends { gen: number }>(dir: string): Promise<JournalInspection<T>> {
+    const snapshotFile = path.join(dir, SNAPSHOT);
+    let snapshot: T | undefined;
+    let snapshotError: SnapshotDamagedError | undefined;
+    try {
+      snapshot = await readSnapshot<T>(dir);
+      if (!snapshot) await checkNoOrphanJournal(dir);
+    } catch (err) {
+      if (!(err instanceof SnapshotDamagedError)) throw err;
+      snapshotError = err;
+    }
+    const gens = await journalGens(dir);
+    const gen = snapshot ? snapshot.gen : gens[gens.length - 1];
+    const file = gen === undefined ? undefined : path.join(dir, `journal.${gen}`);
+    const buf = file ? await fsp.readFile(file).catch(() => Buffer.alloc(0)) : Buffer.alloc(0);
+    const d = decodeRecords(buf);
+    return {
+      snapshotFile, snapshot, snapshotError, file, records: d.records, tornTailBytes: d.tornTailBytes,
+      ...(d.spans.length > 0 && file ? { damage: { file, spans: d.spans, later: d.later } } : {}),
+    };
+  }
+
+  /**
+   * Replaces the metadata in `dir` with a new snapshot, whatever state the old files are in:
+   * the next generation gets `snapshot` and an empty journal, and the old journal and an
+   * unreadable snapshot are kept beside them as `*.damaged` (for a later look, never read).
+   */
+  static async replace<T extends { gen: number }>(dir: string, make: (gen: number) => T): Promise<string[]> {
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    let oldGen = -1;
+    let snapshotReadable = false;
+    try {
+      const old = await readSnapshot<T>(dir);
+      if (old) {
+        oldGen = old.gen;
+        snapshotReadable = true;
+      }
+    } catch (err) {
+      if (!(err instanceof SnapshotDamagedError)) throw err;
+    }
+    const gens = await journalGens(dir);
+    const gen = Math.max(oldGen, ...gens) + 1;
+    const kept: string[] = [];
+    if (!snapshotReadable && (await fsp.access(path.join(dir, SNAPSHOT)).then(() => true, () => false))) {
+      await fsp.copyFile(path.join(dir, SNAPSHOT), path.join(dir, `${SNAPSHOT}.damaged`));
+      kept.push(path.join(dir, `${SNAPSHOT}.damaged`));
+    }
+    const fh = await fsp.open(path.join(dir, `journal.${gen}`), 'w', 0o600);
+    await fh.sync().finally(() => fh.close());
+    await writeFileAtomic(path.join(dir, SNAPSHOT), encodeSnapshot(make(gen)));
+    for (const g of gens) {
+      const target = path.join(dir, `journal.${g}.damaged`);
+      await fsp.rename(path.join(dir, `journal.${g}`), target);
+      kept.push(target);
+    }
+    await fsyncDir(dir);
+    return kept;
   }
 
   get bytes(): number {
@@ -146,7 +349,7 @@ export class Journal<TSnapshot extends { gen: number }> {
     return path.join(this.dir, `journal.${gen}`);
   }
 
-  append(rec: unknown): void {
+  append(rec: object): void {
     if (this.closed || this.readOnly) throw new Error(this.readOnly ? 'journal is open read-only' : 'journal is closed');
     const b = encodeRecord(rec);
     this.pending.push(b);
@@ -237,7 +440,7 @@ export class Journal<TSnapshot extends { gen: number }> {
       for (let attempt = 0; ; attempt++) {
         try {
           newFh = await fsp.open(this.file(snapshot.gen), 'w', 0o600);
-          await writeFileAtomic(path.join(this.dir, 'state.json'), JSON.stringify(snapshot));
+          await writeFileAtomic(path.join(this.dir, SNAPSHOT), encodeSnapshot(snapshot));
           break;
         } catch (err) {
           await newFh?.close();

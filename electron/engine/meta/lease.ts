@@ -4,8 +4,20 @@
  *
  * - Taken with `If-None-Match: *` (no lease yet) or `If-Match: <etag>` (replacing an expired
  *   or released one, or a forced takeover); renewed with `If-Match` on the ETag of our own last
- *   write; released with `If-Match` too. A conditional write that fails means someone else
- *   wrote the lease: the lease is lost, at once and for good.
+ *   write; released with `If-Match` too.
+ * - A conditional write that fails does not by itself mean someone else wrote the lease: when
+ *   S3 applies a write but its answer is lost (a stalled server, a timeout), the client's retry
+ *   of the same request finds the ETag changed by the first attempt. So after a refused write
+ *   the lease is read back, and it is this mount's own when it carries this machine's id, this
+ *   lease's epoch and this mount's `nonce` (random per Lease, i.e. per engine start); the ETag
+ *   alone proves nothing. Only a record written by anyone else means the lease is lost, at
+ *   once and for good. A record without a nonce was written by an older version, never by
+ *   this mount (which always writes one), so it counts as someone else's.
+ * - Being offline is not losing the lease: renewals that fail for want of an answer leave it
+ *   held but not valid (nothing may be committed), and the next renewal that gets through
+ *   takes it back with `If-Match` however long ago it expired, as long as nobody wrote the
+ *   object meanwhile. Another machine may take an expired lease; then that renewal is refused
+ *   and the lease is lost.
  * - Expiry is judged on the holder's clock (`renewedAt + ttlMs`), so the holder must stop
  *   committing before that: `valid()` is false once `ttlMs - margin` has passed since the
  *   start of the last successful renewal, on the monotonic clock and the wall clock both (a
@@ -23,6 +35,7 @@
  * refuses read-write mounting from any other machine unless the user takes over explicitly.
  */
 
+import { randomBytes } from 'node:crypto';
 import { open, seal } from '../chunk/crypto';
 import { ObjectStore, StoreError } from '../store/types';
 
@@ -44,6 +57,8 @@ export interface LeaseRecord {
   readonly renewedAt: number;
   readonly ttlMs: number;
   readonly released: boolean;
+  /** Random per mount: tells this mount's own writes apart (absent in records of older versions). */
+  readonly nonce?: string;
 }
 
 export interface LeaseView {
@@ -65,10 +80,10 @@ export class LeaseHeldError extends Error {
 
 /** This machine held the lease and no longer does. */
 export class LeaseLostError extends Error {
-  constructor(readonly by: LeaseRecord | undefined) {
+  constructor(readonly by: LeaseRecord | undefined, unreadable = false) {
     super(by
       ? `the write lease was taken over by ${by.holder.name} (process ${by.holder.pid}, machine ${by.holder.id.slice(0, 8)}) at ${new Date(by.acquiredAt).toISOString()}`
-      : 'the write lease was removed from the bucket');
+      : unreadable ? 'the write lease in the bucket was replaced by an object this machine cannot read' : 'the write lease was removed from the bucket');
     this.name = 'LeaseLostError';
   }
 }
@@ -90,7 +105,12 @@ export interface LeaseOptions {
   readonly conditional: boolean;
   readonly now?: () => number;
   readonly monotonic?: () => number;
+  /** This mount's nonce; random by default. */
+  readonly nonce?: string;
 }
+
+/** Attempts of one renewal when the bucket holds an earlier write of ours whose answer was lost. */
+const RENEW_ATTEMPTS = 3;
 
 export class Lease {
   private etag: string | undefined;
@@ -98,13 +118,22 @@ export class Lease {
   private lastRenewWall = 0;
   private lastRenewMono = 0;
   private lost: LeaseLostError | undefined;
+  /** Wall time of the first failed renewal since the last successful one. */
+  private failingSince: number | undefined;
   private readonly now: () => number;
   private readonly mono: () => number;
+  private readonly nonce: string;
   private renewing: Promise<void> | undefined;
 
   constructor(private readonly o: LeaseOptions) {
     this.now = o.now ?? Date.now;
     this.mono = o.monotonic ?? (() => performance.now());
+    this.nonce = o.nonce ?? randomBytes(12).toString('hex');
+  }
+
+  /** True when `r` is the very record `mine` that this mount wrote (not merely by this machine). */
+  private isOwnWrite(r: LeaseRecord, mine: LeaseRecord): boolean {
+    return r.holder.id === this.o.self.id && r.nonce === this.nonce && r.epoch === mine.epoch;
   }
 
   private encode(r: LeaseRecord): Buffer {
@@ -156,20 +185,30 @@ export class Lease {
         renewedAt: startWall,
         ttlMs: this.o.ttlMs(),
         released: false,
+        nonce: this.nonce,
       };
+      let etag: string;
       try {
-        const etag = await this.o.store.put(LEASE_KEY, this.encode(rec), this.conditionFor(cur?.etag));
-        this.etag = etag;
-        this.record = rec;
-        this.lost = undefined;
-        this.lastRenewWall = startWall;
-        this.lastRenewMono = startMono;
-        return { previous: prev };
+        etag = await this.o.store.put(LEASE_KEY, this.encode(rec), this.conditionFor(cur?.etag));
       } catch (err) {
-        // Someone wrote the lease between our read and write: look again (a few times).
-        if (err instanceof StoreError && err.code === 'PreconditionFailed' && attempt < 3) continue;
-        throw err;
+        if (!(err instanceof StoreError && err.code === 'PreconditionFailed')) throw err;
+        // Our own write whose answer was lost (the retry was refused), or someone else's.
+        const found = await this.read();
+        if (found && this.isOwnWrite(found.record, rec) && found.record.acquiredAt === rec.acquiredAt) {
+          etag = found.etag;
+        } else if (attempt < 3) {
+          continue; // someone wrote the lease between our read and write: look again
+        } else {
+          throw err;
+        }
       }
+      this.etag = etag;
+      this.record = rec;
+      this.lost = undefined;
+      this.failingSince = undefined;
+      this.lastRenewWall = startWall;
+      this.lastRenewMono = startMono;
+      return { previous: prev };
     }
   }
 
@@ -201,10 +240,20 @@ export class Lease {
     return this.record ? this.lastRenewWall : undefined;
   }
 
+  /** Wall time until which this machine may commit without another renewal (held leases only). */
+  get validUntil(): number | undefined {
+    return this.held ? this.lastRenewWall + this.record!.ttlMs - this.marginMs() : undefined;
+  }
+
+  /** Wall time of the first renewal that failed since the last one that succeeded (undefined: none failed). */
+  get renewFailingSince(): number | undefined {
+    return this.held ? this.failingSince : undefined;
+  }
+
   /**
-   * Renews the lease (If-Match on our ETag). Throws LeaseLostError, for good, when someone
-   * else wrote the lease; other errors (network) leave the lease as it was, to retry.
-   * Concurrent calls share one request.
+   * Renews the lease (If-Match on our ETag), also long after it expired while this machine was
+   * offline. Throws LeaseLostError, for good, when someone else wrote the lease; other errors
+   * (network) leave the lease as it was, to retry. Concurrent calls share one request.
    */
   renew(): Promise<void> {
     this.renewing ??= this.renewOnce().finally(() => (this.renewing = undefined));
@@ -214,29 +263,66 @@ export class Lease {
   private async renewOnce(): Promise<void> {
     if (this.lost) throw this.lost;
     if (!this.record) throw new Error('the lease is not held');
+    try {
+      for (let attempt = 1; ; attempt++) {
+        if (await this.renewAttempt()) break;
+        // The bucket holds an earlier renewal of ours whose answer was lost: its ETag is adopted;
+        // renew again so that validity runs from a write whose start is known.
+        if (attempt >= RENEW_ATTEMPTS) throw new StoreError('Timeout', 'the write lease could not be renewed: the bucket keeps answering late');
+      }
+      this.failingSince = undefined;
+    } catch (err) {
+      if (!(err instanceof LeaseLostError)) this.failingSince ??= this.now();
+      throw err;
+    }
+  }
+
+  /**
+   * One conditional write of the lease. True when renewed (validity from the start of this
+   * attempt); false when the write was refused but the lease object is still this mount's
+   * own from an earlier attempt (its ETag is adopted, not yet its validity).
+   */
+  private async renewAttempt(): Promise<boolean> {
+    const mine = this.record!;
     const startWall = this.now();
     const startMono = this.mono();
-    const rec: LeaseRecord = { ...this.record, holder: this.o.self, renewedAt: startWall, ttlMs: this.o.ttlMs() };
+    const rec: LeaseRecord = { ...mine, holder: this.o.self, renewedAt: startWall, ttlMs: this.o.ttlMs(), nonce: this.nonce };
     try {
       if (!this.o.conditional) {
         // Without conditional writes, look first: an explicit takeover elsewhere must still win.
         const cur = await this.read();
-        if (!cur || cur.record.holder.id !== this.o.self.id || cur.record.epoch !== this.record.epoch) {
+        if (!cur || cur.record.holder.id !== this.o.self.id || cur.record.epoch !== mine.epoch) {
           throw new StoreError('PreconditionFailed', 'the lease changed');
         }
       }
       this.etag = await this.o.store.put(LEASE_KEY, this.encode(rec), this.o.conditional ? { ifMatch: this.etag! } : {});
-      this.record = rec;
-      this.lastRenewWall = startWall;
-      this.lastRenewMono = startMono;
     } catch (err) {
-      if (err instanceof StoreError && err.code === 'PreconditionFailed') {
-        const cur = await this.read().catch(() => undefined);
+      if (!(err instanceof StoreError && err.code === 'PreconditionFailed')) throw err;
+      // Refused: whose record is there now? A read that gets no answer leaves it undecided
+      // (the next renewal asks again); one that cannot be opened was not written by us.
+      let cur: LeaseView | undefined;
+      try {
+        cur = await this.read();
+      } catch (readErr) {
+        if (readErr instanceof StoreError) throw readErr;
+        this.lost = new LeaseLostError(undefined, true);
+        throw this.lost;
+      }
+      if (!cur || !this.isOwnWrite(cur.record, mine)) {
         this.lost = new LeaseLostError(cur?.record);
         throw this.lost;
       }
-      throw err;
+      this.etag = cur.etag;
+      if (cur.record.renewedAt !== rec.renewedAt || cur.record.ttlMs !== rec.ttlMs) {
+        this.record = cur.record;
+        return false;
+      }
+      // The very record this attempt wrote, applied by an earlier send of this same request.
     }
+    this.record = rec;
+    this.lastRenewWall = startWall;
+    this.lastRenewMono = startMono;
+    return true;
   }
 
   /** Resolves once the lease is valid (renewing if needed); throws LeaseLostError or a store error. */

@@ -7,10 +7,13 @@
  * remote replicator takes ops from the front of the queue and acknowledges them with
  * `markPushed`. Because chunk references enter the tree only after their upload succeeded,
  * any prefix of the queue names only chunks the bucket already has (DESIGN invariant 2).
+ *
+ * Damaged local metadata (see journal.ts) is refused by `load`; `inspect` reads around the
+ * damage for the checker and the repair, and `replace` starts over from a given tree.
  */
 
 import * as path from 'node:path';
-import { Journal } from './journal';
+import { Journal, JournalDamage, SnapshotDamagedError } from './journal';
 import { MetaOp, Tree, TreeSnapshot } from './tree';
 
 interface PersistedState {
@@ -22,6 +25,39 @@ interface PersistedState {
 }
 
 type JournalRecord = { op: MetaOp } | { rop: MetaOp } | { pushed: number; count: number };
+
+/** What `MetaStore.inspect` could read of local metadata, around any damage. */
+export interface LocalMetaInspection {
+  readonly snapshotFile: string;
+  readonly snapshotError?: SnapshotDamagedError;
+  readonly damage?: JournalDamage;
+  readonly tornTailBytes: number;
+  /**
+   * The snapshot's tree (or the caller's fallback when the snapshot cannot be read) with every
+   * readable record applied, damaged ranges skipped. Undefined when there is no metadata.
+   */
+  readonly tree: Tree | undefined;
+  /** This machine's changes as far as they can be read, in order (the snapshot's unsent ones first). */
+  readonly localOps: MetaOp[];
+  /** The ops in the records after the first damaged range: what cutting the journal there would lose. */
+  readonly laterOps: MetaOp[];
+}
+
+/** Inode numbers that `ops` create or change. */
+export function inodesChangedBy(ops: readonly MetaOp[]): Set<number> {
+  const out = new Set<number>();
+  for (const op of ops) if ('ino' in op) out.add(op.ino);
+  return out;
+}
+
+function treeOf(file: string, snap: PersistedState): Tree {
+  try {
+    if (!Number.isSafeInteger(snap.chunkSize) || !snap.tree || !Array.isArray(snap.pendingRemote)) throw new Error('fields are missing');
+    return Tree.fromSnapshot(snap.chunkSize, snap.tree);
+  } catch (err) {
+    throw new SnapshotDamagedError(file, (err as Error).message);
+  }
+}
 
 const CHECKPOINT_JOURNAL_BYTES = 8 * 1024 * 1024;
 
@@ -55,7 +91,14 @@ export class MetaStore {
       return undefined;
     }
     const snap = loaded.snapshot;
-    const store = new MetaStore(Tree.fromSnapshot(snap.chunkSize, snap.tree), journal);
+    let tree: Tree;
+    try {
+      tree = treeOf(path.join(dir, 'state.json'), snap);
+    } catch (err) {
+      await journal.close();
+      throw err;
+    }
+    const store = new MetaStore(tree, journal);
     store.pendingRemote = [...snap.pendingRemote];
     store.remoteSeq = snap.remoteSeq;
     store.pendingTimes = snap.pendingRemote.map(() => Infinity);
@@ -74,6 +117,51 @@ export class MetaStore {
       }
     }
     return store;
+  }
+
+  /**
+   * Reads local metadata without changing anything, around any damage. `fallback` is the tree
+   * to apply the journal's records to when the snapshot cannot be read (best effort: used to
+   * name what the records touched, never committed).
+   */
+  static async inspect(dir: string, fallback?: Tree): Promise<LocalMetaInspection> {
+    const got = await Journal.inspect<PersistedState>(dir);
+    let snapshotError = got.snapshotError;
+    let tree: Tree | undefined;
+    const localOps: MetaOp[] = [];
+    if (got.snapshot) {
+      try {
+        tree = treeOf(got.snapshotFile, got.snapshot);
+        localOps.push(...got.snapshot.pendingRemote);
+      } catch (err) {
+        if (!(err instanceof SnapshotDamagedError)) throw err;
+        snapshotError = err;
+      }
+    }
+    if (!tree && snapshotError) tree = fallback;
+    const laterOps: MetaOp[] = [];
+    const replay = (raw: unknown, later: boolean) => {
+      const rec = raw as JournalRecord;
+      const op = 'op' in rec ? rec.op : 'rop' in rec ? rec.rop : undefined;
+      if (!op) return;
+      tree?.apply(op);
+      if ('op' in rec) localOps.push(op);
+      if (later) laterOps.push(op);
+    };
+    for (const rec of got.records) replay(rec, false);
+    for (const rec of got.damage?.later ?? []) replay(rec, true);
+    return {
+      snapshotFile: got.snapshotFile, snapshotError, damage: got.damage, tornTailBytes: got.tornTailBytes, tree, localOps, laterOps,
+    };
+  }
+
+  /**
+   * Replaces the local metadata in `dir`, readable or not, with `tree` at bucket segment
+   * `remoteSeq` and nothing pending (the repair, after it set aside what it could read).
+   * Returns the old files kept beside it.
+   */
+  static async replace(dir: string, tree: Tree, remoteSeq: number): Promise<string[]> {
+    return Journal.replace<PersistedState>(dir, (gen) => ({ gen, chunkSize: tree.chunkSize, tree: tree.snapshot(), pendingRemote: [], remoteSeq }));
   }
 
   /** Creates local metadata in `dir` from a tree (new filespace, or one read from the bucket). */

@@ -3,9 +3,11 @@
  * the bucket alone.
  *
  * Layout under the filespace root:
- *   filespace.json           header: format, chunk size, KDF parameters, wrapped data key
+ *   filespace.json           header: format, chunk size, KDF parameters, wrapped data key, seal
  *   meta/log/<seq>           sealed JSON {seq, ops}: the ops committed after segment seq-1
- *   meta/ckpt/<seq>          sealed JSON snapshot of the tree after applying segments 1..seq
+ *   meta/ckpt/<seq>          sealed JSON {seq, tree, filespace}: snapshot of the tree after
+ *                            applying segments 1..seq, and the filespace id and chunk size it
+ *                            was written for (checkpoints written before that carry none)
  * Sequence numbers are zero-padded to 12 digits so listings sort numerically. Segments and
  * checkpoints are created with If-None-Match so a segment number is written exactly once, and
  * every segment names its writer (machine id and lease epoch). A writer that finds its number
@@ -19,12 +21,26 @@
  * before it read it simply lists again.
  *
  * Everything is sealed with the metadata key and the object's key as associated data, so a
- * segment cannot be swapped for another unnoticed.
+ * segment cannot be swapped for another unnoticed. An object that fails authentication is
+ * damaged (DamagedMetadataError, naming it): a damaged checkpoint is passed over for an older
+ * one, but a damaged segment stops every reader there, since the segments after it build on it.
+ * When no checkpoint opens at all, the likeliest cause is a header of another filespace (its
+ * keys open none of this metadata), and the error says so.
+ *
+ * The filespace id and chunk size inside each checkpoint are checked against the header the
+ * loader unlocked (HeaderMismatchError): a header whose chunk size was changed would otherwise
+ * place every read in the wrong chunk. This holds even for a header without its seal
+ * (filespace.ts), so stripping the seal does not make such a change go unnoticed. Before a
+ * writer seals a header written without a seal, it rewrites the newest checkpoint with the
+ * identity if it lacks one (`bindNewestCheckpoint`), so a sealed header always has a newest
+ * checkpoint that names its chunk size.
  */
 
 import { isDeepStrictEqual } from 'node:util';
 import { AuthError, open, seal } from '../chunk/crypto';
+import { UserError } from '../errors';
 import { ObjectStore, StoreError } from '../store/types';
+import { formatSize } from '../util/sizes';
 import { MetaOp, Tree, TreeSnapshot } from './tree';
 
 export const LOG_PREFIX = 'meta/log/';
@@ -47,6 +63,42 @@ export interface Segment {
   readonly writer?: SegmentWriter;
 }
 
+/** A metadata object in the bucket cannot be read (it fails authentication). */
+export class DamagedMetadataError extends UserError {
+  constructor(readonly key: string, message: string, code = 'BUCKET_METADATA_DAMAGED') {
+    super(message, code);
+    this.name = 'DamagedMetadataError';
+  }
+}
+
+/** What a checkpoint was written for: the filespace and its chunk size, as its header says. */
+export interface FilespaceIdentity {
+  readonly id: string;
+  readonly chunkSize: number;
+}
+
+/** The header the loader unlocked is not the one the metadata in the bucket was written for. */
+export class HeaderMismatchError extends UserError {
+  constructor(message: string) {
+    super(message, 'HEADER_MISMATCH');
+    this.name = 'HeaderMismatchError';
+  }
+}
+
+interface Checkpoint {
+  readonly seq: number;
+  readonly tree: TreeSnapshot;
+  readonly filespace?: FilespaceIdentity;
+}
+
+/** What a tolerant `load` found damaged on its way (the checker reports it). */
+export interface RemoteDamage {
+  /** Checkpoints passed over because they fail authentication. */
+  readonly checkpoints: string[];
+  /** The first segment that cannot be read, and how many segments follow it. */
+  readonly segment?: { readonly key: string; readonly seq: number; readonly later: number };
+}
+
 export class SegmentConflictError extends Error {
   constructor(seq: number) {
     super(`metadata segment ${seq} in the bucket was written by another machine; this machine stopped writing`);
@@ -55,7 +107,11 @@ export class SegmentConflictError extends Error {
 }
 
 export class RemoteMeta {
-  constructor(private readonly store: ObjectStore, private readonly metaKey: Buffer) {}
+  /**
+   * `identity` (from the unlocked header) goes into every checkpoint written, and is checked
+   * against every checkpoint read that carries one.
+   */
+  constructor(private readonly store: ObjectStore, private readonly metaKey: Buffer, private readonly identity?: FilespaceIdentity) {}
 
   private sealJson(key: string, value: unknown): Buffer {
     return seal(this.metaKey, Buffer.from(JSON.stringify(value), 'utf8'), `meta:${key}`);
@@ -64,7 +120,36 @@ export class RemoteMeta {
   private async getJson<T>(key: string): Promise<T | undefined> {
     const got = await this.store.get(key);
     if (!got) return undefined;
-    return JSON.parse(open(this.metaKey, got.body, `meta:${key}`, `metadata object ${key}`).toString('utf8')) as T;
+    try {
+      return JSON.parse(open(this.metaKey, got.body, `meta:${key}`, `metadata object ${key}`).toString('utf8')) as T;
+    } catch (err) {
+      if (!(err instanceof AuthError || err instanceof SyntaxError)) throw err;
+      throw new DamagedMetadataError(key, `the metadata object ${key} in the bucket is damaged (${err.message})`);
+    }
+  }
+
+  /** Segments stored after `seq`. */
+  private async segmentsAfter(seq: number): Promise<number> {
+    const key = seqKey(LOG_PREFIX, seq);
+    return (await this.store.list(LOG_PREFIX)).filter((k) => k > key).length;
+  }
+
+  private async segmentDamaged(seq: number): Promise<DamagedMetadataError> {
+    const key = seqKey(LOG_PREFIX, seq);
+    const later = await this.segmentsAfter(seq).catch(() => undefined);
+    return new DamagedMetadataError(key, `metadata segment ${seq} in the bucket (${key}) is damaged: it fails authentication, so the changes ` +
+      `in it${later ? ` and in the ${later} segment(s) after it` : ''} cannot be read by any machine that links or follows this filespace; ` +
+      'nothing was changed ("filespace check" reports it)');
+  }
+
+  /** Segment `seq`, or undefined when it does not exist (yet); a damaged one throws, naming what it holds up. */
+  private async segment(seq: number): Promise<Segment | undefined> {
+    try {
+      return await this.getJson<Segment>(seqKey(LOG_PREFIX, seq));
+    } catch (err) {
+      if (err instanceof DamagedMetadataError) throw await this.segmentDamaged(seq);
+      throw err;
+    }
   }
 
   /**
@@ -83,7 +168,7 @@ export class RemoteMeta {
       try {
         existing = await this.getJson<Segment>(key);
       } catch (e) {
-        if (e instanceof AuthError) throw new SegmentConflictError(seq); // not ours, not even readable
+        if (e instanceof DamagedMetadataError) throw new SegmentConflictError(seq); // not ours, not even readable
         throw e;
       }
       if (!existing || !isOwnPrefix(existing, ops, writer.id)) throw new SegmentConflictError(seq);
@@ -94,16 +179,45 @@ export class RemoteMeta {
   async writeCheckpoint(seq: number, snap: TreeSnapshot): Promise<void> {
     const key = seqKey(CKPT_PREFIX, seq);
     try {
-      await this.store.put(key, this.sealJson(key, { seq, tree: snap }), { ifNoneMatch: '*' });
+      const ckpt: Checkpoint = { seq, tree: snap, ...(this.identity ? { filespace: { id: this.identity.id, chunkSize: this.identity.chunkSize } } : {}) };
+      await this.store.put(key, this.sealJson(key, ckpt), { ifNoneMatch: '*' });
     } catch (err) {
       // A checkpoint for this seq already exists (written before a crash): same content by construction.
       if (!(err instanceof StoreError) || err.code !== 'PreconditionFailed') throw err;
     }
   }
 
+  /**
+   * Makes the newest checkpoint name this filespace, if it was written before checkpoints did:
+   * the same tree, rewritten with the identity, conditional on the ETag read (a checkpoint is
+   * the same tree for its sequence number whoever writes it). Resolves true when the newest
+   * checkpoint names the filespace afterwards.
+   */
+  async bindNewestCheckpoint(): Promise<boolean> {
+    const identity = this.identity;
+    const key = (await this.store.list(CKPT_PREFIX)).pop();
+    if (!identity || !key) return false;
+    const got = await this.store.get(key);
+    if (!got) return false; // pruned meanwhile: a newer one exists
+    let ck: Checkpoint;
+    try {
+      ck = JSON.parse(open(this.metaKey, got.body, `meta:${key}`, `metadata object ${key}`).toString('utf8')) as Checkpoint;
+    } catch {
+      return false; // damaged: loaders pass it over
+    }
+    if (ck.filespace) return true;
+    try {
+      await this.store.put(key, this.sealJson(key, { ...ck, filespace: { id: identity.id, chunkSize: identity.chunkSize } }), { ifMatch: got.etag });
+    } catch (err) {
+      if (err instanceof StoreError && err.code === 'PreconditionFailed') return false;
+      throw err;
+    }
+    return true;
+  }
+
   /** Reads segment `seq`, or undefined when it does not exist (yet). */
   readSegment(seq: number): Promise<Segment | undefined> {
-    return this.getJson<Segment>(seqKey(LOG_PREFIX, seq));
+    return this.segment(seq);
   }
 
   /**
@@ -123,33 +237,82 @@ export class RemoteMeta {
    * fails authentication makes the previous one the starting point.
    */
   async load(chunkSize: number): Promise<{ tree: Tree; seq: number }> {
-    let ck: { seq: number; tree: TreeSnapshot } | undefined;
+    return this.loadFrom(chunkSize, false);
+  }
+
+  /**
+   * Like `load`, but a damaged segment ends the log instead of failing: the tree is the one up
+   * to the segment before it, and `damage` says what was passed over (the checker).
+   */
+  loadTolerant(chunkSize: number): Promise<{ tree: Tree; seq: number; damage: RemoteDamage }> {
+    return this.loadFrom(chunkSize, true);
+  }
+
+  private async loadFrom(chunkSize: number, tolerant: boolean): Promise<{ tree: Tree; seq: number; damage: RemoteDamage }> {
+    let ck: Checkpoint | undefined;
+    const damagedCheckpoints = new Set<string>();
     for (let attempt = 0; !ck; attempt++) {
       const ckpts = await this.store.list(CKPT_PREFIX);
       if (ckpts.length === 0) throw new Error('the bucket holds no metadata checkpoint for this filespace');
-      let damaged: Error | undefined;
+      let damaged: DamagedMetadataError | undefined;
       for (const key of ckpts.slice().reverse()) {
         try {
-          ck = await this.getJson<{ seq: number; tree: TreeSnapshot }>(key);
+          ck = await this.getJson<Checkpoint>(key);
         } catch (err) {
-          if (!(err instanceof AuthError)) throw err;
+          if (!(err instanceof DamagedMetadataError)) throw err;
           damaged ??= err;
+          damagedCheckpoints.add(key);
           continue; // damaged: an older checkpoint plus more segments gives the same tree
         }
         break; // found, or vanished (pruned): list again
       }
-      if (!ck && damaged && attempt >= 2) throw damaged;
+      if (!ck && damaged && attempt >= 2) throw this.noCheckpointOpens(damaged, ckpts.length);
       if (!ck && attempt >= 5) throw new Error('the metadata checkpoints keep vanishing while reading; try again');
     }
+    this.checkIdentity(ck);
     const tree = Tree.fromSnapshot(chunkSize, ck.tree);
     let seq = ck.seq;
+    let segment: RemoteDamage['segment'];
     for (;;) {
-      const seg = await this.getJson<{ seq: number; ops: MetaOp[] }>(seqKey(LOG_PREFIX, seq + 1));
+      let seg: Segment | undefined;
+      try {
+        seg = await this.segment(seq + 1);
+      } catch (err) {
+        if (!tolerant || !(err instanceof DamagedMetadataError)) throw err;
+        segment = { key: err.key, seq: seq + 1, later: await this.segmentsAfter(seq + 1) };
+        break;
+      }
       if (!seg) break;
       for (const op of seg.ops) tree.apply(op);
       seq++;
     }
-    return { tree, seq };
+    return { tree, seq, damage: { checkpoints: [...damagedCheckpoints], ...(segment ? { segment } : {}) } };
+  }
+
+  /**
+   * Every checkpoint fails authentication: the keys of the header (another filespace's?) do
+   * not open this metadata, or all of it is damaged. Either way nothing can be read.
+   */
+  private noCheckpointOpens(first: DamagedMetadataError, count: number): DamagedMetadataError {
+    return new DamagedMetadataError(first.key, `none of the ${count} metadata checkpoint(s) in ${this.store.description} opens with the keys of its ` +
+      `filespace.json: that header belongs to another filespace (was filespace.json replaced?), or the metadata is damaged; nothing was changed`,
+    'METADATA_KEYS_MISMATCH');
+  }
+
+  /** A checkpoint that names its filespace must name the one of the header in use. */
+  private checkIdentity(ck: Checkpoint): void {
+    const want = this.identity;
+    const got = ck.filespace;
+    if (!want || !got) return;
+    const where = `${this.store.description}/filespace.json`;
+    if (got.id !== want.id) {
+      throw new HeaderMismatchError(`${where} names filespace ${want.id}, but the metadata in the bucket belongs to another filespace ` +
+        `(${got.id}): the header was replaced; put the original back (nothing was changed)`);
+    }
+    if (got.chunkSize !== want.chunkSize) {
+      throw new HeaderMismatchError(`${where} gives a chunk size of ${formatSize(want.chunkSize)}, but the filespace was written with ` +
+        `${formatSize(got.chunkSize)} chunks: the header was changed; put the original back (nothing was changed)`);
+    }
   }
 }
 

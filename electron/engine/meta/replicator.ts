@@ -6,12 +6,15 @@
  * MetaStore (and its journal), so nothing is lost across restarts. A segment-number conflict
  * means another machine wrote to this filespace: the replicator stops for good and reports it,
  * and the engine turns read-only. Before every push the lease must be valid (`beforePush`):
- * a lost lease stops the replicator the same way; an unreachable store retries.
+ * a lost lease stops the replicator the same way; an unreachable store retries (that is the
+ * offline state, which the store monitor reports: it is not recorded as an error here), and
+ * when the store answers again `retryNow()` forgets the backoff.
  */
 
 import { MetaStore } from './metastore';
 import { LeaseLostError } from './lease';
 import { RemoteMeta, SegmentConflictError, SegmentWriter } from './remote';
+import { isNoAnswer } from '../store/types';
 import { Signal, backoffMs } from '../util/concurrency';
 
 const MAX_OPS_PER_SEGMENT = 20_000;
@@ -26,8 +29,6 @@ export class Replicator {
   conflict: string | undefined;
   lastError: string | undefined;
   readonly progress = new Signal();
-  /** Called with the outcome of every push (for the engine's offline state). */
-  onOutcome: (err: unknown | undefined) => void = () => undefined;
   /** Called once when this machine has been fenced off (another writer, or the lease lost). */
   onConflict: (reason: string) => void = () => undefined;
 
@@ -82,7 +83,6 @@ export class Replicator {
         // After stop() the journal may be closed; the next start sees the segment and resumes.
         if (this.stopped) return;
         this.meta.markPushed(seq, count);
-        this.onOutcome(undefined);
         this.failures = 0;
         this.lastError = undefined;
         this.segmentsSinceCheckpoint++;
@@ -94,10 +94,10 @@ export class Replicator {
           this.fenced(err.message);
           break;
         }
-        this.onOutcome(err);
         this.failures++;
-        this.lastError = `metadata upload failed: ${(err as Error).message}`;
-        this.log(this.lastError);
+        const msg = `metadata upload failed: ${(err as Error).message}`;
+        if (!isNoAnswer(err)) this.lastError = msg;
+        if (this.failures === 1 || !isNoAnswer(err)) this.log(msg);
         this.progress.notify();
         if (!this.stopped) this.schedule(backoffMs(this.failures - 1, 500, 30_000));
         return;
@@ -106,6 +106,15 @@ export class Replicator {
       }
     }
     if (!this.stopped) await this.meta.flush();
+  }
+
+  /** Forgets the backoff after failed pushes and pushes soon (the store answers again). */
+  retryNow(): void {
+    if (this.failures === 0 || this.stopped || this.conflict) return;
+    this.failures = 0;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.schedule(0);
   }
 
   /** Stops pushing for good: another machine writes this filespace now. */

@@ -10,6 +10,8 @@
  * A file's content is a list of chunk references `[name, length]`, one per fixed-size chunk
  * index; `null` is a hole (zeros). Bytes of a chunk past its length, up to the file size, read
  * as zeros. Hard links are not supported (link() answers EPERM), so every inode has one name.
+ * (A file deleted while open lives on without a name, but only in a separate local tree kept
+ * by the VFS; see `addNameless`.)
  */
 
 import { nameBytes } from '../util/names';
@@ -142,6 +144,25 @@ export class Tree {
     this.inodes.delete(ino);
   }
 
+  /**
+   * Adds an inode that no directory names: a file deleted while still open. Only the VFS's
+   * local tree of such files uses this (the committed tree never holds a nameless inode);
+   * ops then apply to it as to any other inode.
+   */
+  addNameless(inode: Inode): void {
+    if (this.inodes.has(inode.ino)) return;
+    const copy: Inode = { ...inode, chunks: inode.chunks?.map((c) => (c ? [c[0], c[1]] as const : null)) };
+    if (inode.xattrs) copy.xattrs = { ...inode.xattrs };
+    if (!copy.chunks) delete copy.chunks;
+    this.inodes.set(copy.ino, copy);
+    for (const c of copy.chunks ?? []) if (c) this.ref(c[0], 1);
+  }
+
+  /** Removes an inode added with addNameless. */
+  removeNameless(ino: number): void {
+    this.dropInode(ino);
+  }
+
   /** Applies one op. Returns the inode numbers whose storage was released (for cache cleanup). */
   apply(op: MetaOp): number[] {
     switch (op.t) {
@@ -228,4 +249,21 @@ export class Tree {
       }
     }
   }
+}
+
+/** Paths of every inode in `tree` (first found for hard-linked ones). */
+export function pathsOf(tree: Tree): Map<number, string> {
+  const out = new Map<number, string>([[ROOT_INO, '/']]);
+  const stack: Array<[number, string]> = [[ROOT_INO, '']];
+  while (stack.length > 0) {
+    const [ino, p] = stack.pop()!;
+    const node = tree.get(ino);
+    if (!node?.entries) continue;
+    for (const [name, child] of node.entries) {
+      const cp = `${p}/${name}`;
+      if (!out.has(child)) out.set(child, cp);
+      if (tree.get(child)?.kind === 'dir') stack.push([child, cp]);
+    }
+  }
+  return out;
 }

@@ -6,7 +6,8 @@
  * filespace's relative keys to `prefix/key` in the bucket, conditional writes
  * (If-None-Match / If-Match) and the translation of every SDK, HTTP and socket failure into
  * a StoreError whose code the engine can act on and whose message a user can read. Nothing
- * above this module ever sees an SDK error or a credential.
+ * above this module ever sees an SDK error or a credential. A caller's AbortSignal goes to the
+ * SDK (which then stops its retries too) and fails the call with code 'Timeout'.
  */
 
 import * as http from 'node:http';
@@ -22,7 +23,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import { GetResult, HeadResult, ObjectStore, PutOptions, StoreError, StoreErrorCode } from './types';
+import { CallOptions, GetResult, HeadResult, ObjectStore, PutOptions, StoreError, StoreErrorCode } from './types';
 
 export interface S3Credentials {
   readonly accessKeyId: string;
@@ -97,7 +98,7 @@ export class S3Store implements ObjectStore {
     });
   }
 
-  async get(key: string, range?: { readonly start: number; readonly end: number }): Promise<GetResult | undefined> {
+  async get(key: string, range?: { readonly start: number; readonly end: number }, call?: CallOptions): Promise<GetResult | undefined> {
     if (range) checkRange(range);
     const Key = this.fullKey(key);
     try {
@@ -107,6 +108,7 @@ export class S3Store implements ObjectStore {
           Key,
           Range: range ? `bytes=${range.start}-${range.end}` : undefined,
         }),
+        { abortSignal: call?.signal },
       );
       const body = await readBody(res.Body);
       if (res.ContentLength !== undefined && res.ContentLength !== body.length) {
@@ -117,23 +119,25 @@ export class S3Store implements ObjectStore {
       }
       return { body, etag: unquote(res.ETag ?? '') };
     } catch (err) {
+      checkAborted(call, 's3:GetObject', this.where(Key));
       if (isNotFound(err)) return undefined;
       if (range && httpStatus(err) === 416) {
         // The range starts at or past the end of the object (or the object is empty):
         // a ranged read past EOF yields no bytes, as it does from a file.
-        const head = await this.head(key);
+        const head = await this.head(key, call);
         return head ? { body: Buffer.alloc(0), etag: head.etag } : undefined;
       }
       throw toStoreError(err, 's3:GetObject', this.where(Key));
     }
   }
 
-  async head(key: string): Promise<HeadResult | undefined> {
+  async head(key: string, call?: CallOptions): Promise<HeadResult | undefined> {
     const Key = this.fullKey(key);
     try {
-      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key }));
+      const res = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key }), { abortSignal: call?.signal });
       return { size: res.ContentLength ?? 0, etag: unquote(res.ETag ?? '') };
     } catch (err) {
+      checkAborted(call, 's3:GetObject', this.where(Key));
       // HEAD responses have no body, so a missing bucket also looks like a plain 404 here.
       if (isNotFound(err)) return undefined;
       throw toStoreError(err, 's3:GetObject', this.where(Key));
@@ -157,12 +161,14 @@ export class S3Store implements ObjectStore {
           IfNoneMatch: options?.ifNoneMatch,
           IfMatch: options?.ifMatch !== undefined ? quote(options.ifMatch) : undefined,
         }),
+        { abortSignal: options?.signal },
       );
       if (res.ETag) return unquote(res.ETag);
-      const head = await this.head(key);
+      const head = await this.head(key, options);
       if (!head) throw new StoreError('ServerError', `S3 accepted ${this.where(Key)} but it cannot be found`);
       return head.etag;
     } catch (err) {
+      checkAborted(options, 's3:PutObject', this.where(Key));
       // S3 answers If-Match on a missing key with 404 NoSuchKey: the condition failed.
       if (options?.ifMatch !== undefined && isNotFound(err)) {
         throw new StoreError('PreconditionFailed', `conditional write to ${this.where(Key)} failed: the object does not exist`);
@@ -171,17 +177,18 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  async delete(key: string): Promise<void> {
+  async delete(key: string, call?: CallOptions): Promise<void> {
     const Key = this.fullKey(key);
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key }));
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key }), { abortSignal: call?.signal });
     } catch (err) {
+      checkAborted(call, 's3:DeleteObject', this.where(Key));
       if (isNotFound(err)) return;
       throw toStoreError(err, 's3:DeleteObject', this.where(Key));
     }
   }
 
-  async deleteMany(keys: readonly string[]): Promise<void> {
+  async deleteMany(keys: readonly string[], call?: CallOptions): Promise<void> {
     const unique = [...new Set(keys)].map((k) => this.fullKey(k));
     for (let i = 0; i < unique.length; i += DELETE_BATCH) {
       const batch = unique.slice(i, i + DELETE_BATCH);
@@ -192,9 +199,11 @@ export class S3Store implements ObjectStore {
             Bucket: this.bucket,
             Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
           }),
+          { abortSignal: call?.signal },
         );
         errors = res.Errors ?? [];
       } catch (err) {
+        checkAborted(call, 's3:DeleteObject', this.where(batch[0]!));
         throw toStoreError(err, 's3:DeleteObject', this.where(batch[0]!));
       }
       const real = errors.filter((e) => e.Code !== 'NoSuchKey');
@@ -214,7 +223,7 @@ export class S3Store implements ObjectStore {
     }
   }
 
-  async list(prefix: string): Promise<string[]> {
+  async list(prefix: string, call?: CallOptions): Promise<string[]> {
     const base = this.prefix ? `${this.prefix}/` : '';
     const keys: string[] = [];
     let token: string | undefined;
@@ -229,8 +238,10 @@ export class S3Store implements ObjectStore {
             ContinuationToken: token,
             StartAfter: token ? undefined : startAfter,
           }),
+          { abortSignal: call?.signal },
         );
       } catch (err) {
+        checkAborted(call, 's3:ListBucket', this.where(base + prefix));
         throw toStoreError(err, 's3:ListBucket', this.where(base + prefix));
       }
       let last: string | undefined;
@@ -387,6 +398,11 @@ export function toStoreError(err: unknown, action: string, where: string): Store
   }
   const msg = redact(String(e.message ?? '')) || 'unknown error';
   return make('Other', `S3 request failed: ${msg}`);
+}
+
+/** A call whose caller gave up fails as a timeout, whatever the SDK reported on the way out. */
+function checkAborted(call: CallOptions | undefined, action: string, where: string): void {
+  if (call?.signal?.aborted) throw new StoreError('Timeout', oneLine(`the S3 request was abandoned before it was answered (${action} ${where})`));
 }
 
 function socketErrno(err: unknown): string | undefined {

@@ -13,6 +13,9 @@
  *   key is missing. Both checks are atomic with the write.
  * - `list` returns every key under the prefix, sorted, following continuation internally.
  * - `deleteMany` ignores keys that do not exist.
+ * - A call given an AbortSignal that fires stops waiting for the bucket and fails with a
+ *   StoreError (code 'Timeout'); what it did in the bucket by then is undefined, as with any
+ *   failed request. Stores that answer at once (memory, local disk) may ignore the signal.
  */
 
 export type StoreErrorCode =
@@ -38,6 +41,11 @@ export class StoreError extends Error {
     this.name = 'StoreError';
   }
 
+  /** The bucket gave no answer (connection refused, reset or unanswered): nothing to do but wait for it. */
+  get noAnswer(): boolean {
+    return this.code === 'Unreachable' || this.code === 'Timeout';
+  }
+
   /** Errors worth retrying: the same request may succeed later. */
   get retryable(): boolean {
     return (
@@ -50,7 +58,17 @@ export class StoreError extends Error {
   }
 }
 
-export interface PutOptions {
+/** True when `err` says the bucket did not answer at all (as opposed to an answer that is an error). */
+export function isNoAnswer(err: unknown): boolean {
+  return err instanceof StoreError && err.noAnswer;
+}
+
+export interface CallOptions {
+  /** Stops waiting for the bucket when it fires (see the semantics above). */
+  readonly signal?: AbortSignal;
+}
+
+export interface PutOptions extends CallOptions {
   /** '*' = create only if absent. */
   readonly ifNoneMatch?: '*';
   /** Replace only if the current ETag is this one. */
@@ -70,13 +88,13 @@ export interface HeadResult {
 export interface ObjectStore {
   /** Human-readable location, e.g. `s3://bucket/prefix` (never contains secrets). */
   readonly description: string;
-  get(key: string, range?: { readonly start: number; readonly end: number }): Promise<GetResult | undefined>;
-  head(key: string): Promise<HeadResult | undefined>;
+  get(key: string, range?: { readonly start: number; readonly end: number }, call?: CallOptions): Promise<GetResult | undefined>;
+  head(key: string, call?: CallOptions): Promise<HeadResult | undefined>;
   /** Resolves to the new ETag. */
   put(key: string, body: Buffer, options?: PutOptions): Promise<string>;
-  delete(key: string): Promise<void>;
-  deleteMany(keys: readonly string[]): Promise<void>;
-  list(prefix: string): Promise<string[]>;
+  delete(key: string, call?: CallOptions): Promise<void>;
+  deleteMany(keys: readonly string[], call?: CallOptions): Promise<void>;
+  list(prefix: string, call?: CallOptions): Promise<string[]>;
   /** Releases sockets/handles. */
   close(): Promise<void>;
 }

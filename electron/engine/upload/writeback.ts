@@ -6,7 +6,13 @@
  * within the delay never reach the bucket) and either it is full, or its file is no longer
  * open for writing, or it has been dirty for `maxDirtyAgeMs` (so an append-only log keeps its
  * tail chunk local until it fills or closes, but not forever). Under cache pressure or a
- * `drain()` every dirty chunk is due at once. Due chunks go oldest first.
+ * `drain()` every dirty chunk is due at once. Due chunks go oldest first. The chunks of a file
+ * deleted while still open never upload: they go when it is closed.
+ *
+ * Backoff is per chunk, but an outage is not: when the bucket answers again, `retryNow()`
+ * makes every chunk waiting on its backoff due at once (and an upload that was on its way
+ * during the outage and fails afterwards retries at once too), so the backlog drains at full
+ * speed instead of each chunk sitting out the longest timer it reached while offline.
  *
  * The queue does not know how to upload: it receives an `upload` function (engine.ts), so it
  * can be tested alone and the upload path can change without touching the policy.
@@ -26,6 +32,8 @@ export interface WritebackDeps {
   readonly chunkSize: number;
   readonly policy: () => WritebackPolicy;
   readonly isOpenForWrite: (ino: number) => boolean;
+  /** Whether `ino` is a file deleted while still open (its chunks never upload). */
+  readonly isUnlinked?: (ino: number) => boolean;
   readonly upload: (d: DirtyChunk) => Promise<void>;
   readonly paused: () => boolean;
   readonly onError: (err: unknown, d: DirtyChunk) => void;
@@ -39,6 +47,8 @@ export class WritebackQueue {
   private pressure = false;
   private draining = 0;
   private stopped = true;
+  /** Incremented by `retryNow()`: an upload started before it failed because of the outage. */
+  private retryEpoch = 0;
   /** Notified after each finished upload attempt. */
   readonly progress = new Signal();
   private readonly now: () => number;
@@ -70,8 +80,15 @@ export class WritebackQueue {
     if (on) this.pump();
   }
 
+  /** Dirty chunks that are still to upload. */
+  get pending(): number {
+    let n = 0;
+    for (const d of this.deps.dirty.all()) if (!this.deps.isUnlinked?.(d.ino)) n++;
+    return n;
+  }
+
   isDue(d: DirtyChunk, now: number): boolean {
-    if (d.uploading || d.retryAtMs > now) return false;
+    if (d.uploading || d.retryAtMs > now || this.deps.isUnlinked?.(d.ino)) return false;
     if (this.pressure || this.draining > 0) return true;
     const p = this.deps.policy();
     if (now - d.lastWriteMs < p.uploadDelayMs) return false;
@@ -94,9 +111,20 @@ export class WritebackQueue {
     }
   }
 
+  /** Forgets every chunk's backoff (the bucket answers again) and starts what is due. */
+  retryNow(): void {
+    this.retryEpoch++;
+    for (const d of this.deps.dirty.all()) {
+      d.attempts = 0;
+      d.retryAtMs = 0;
+    }
+    this.pump();
+  }
+
   private startUpload(d: DirtyChunk): void {
     d.uploading = true;
     this.inflight++;
+    const epoch = this.retryEpoch;
     this.deps.upload(d).then(
       () => {
         d.attempts = 0;
@@ -105,7 +133,7 @@ export class WritebackQueue {
       },
       (err) => {
         d.attempts++;
-        d.retryAtMs = this.now() + backoffMs(d.attempts - 1, 500, 60_000);
+        d.retryAtMs = epoch === this.retryEpoch ? this.now() + backoffMs(d.attempts - 1, 500, 60_000) : 0;
         this.deps.onError(err, d);
       },
     ).finally(() => {
@@ -134,7 +162,7 @@ export class WritebackQueue {
     for (const d of this.deps.dirty.all()) d.retryAtMs = 0;
     try {
       for (;;) {
-        if (this.deps.dirty.count === 0) return true;
+        if (this.pending === 0) return true;
         if (this.now() >= deadlineMs) return false;
         this.pump();
         await this.progress.wait(Math.min(500, Math.max(1, deadlineMs - this.now())));

@@ -4,15 +4,29 @@
  * same logic can serve other hosts and is testable without a kernel.
  *
  * State it owns:
- *  - open file handles (fh -> inode, flags, read-ahead cursor);
+ *  - open file handles (fh -> inode, flags, read-ahead cursor, and the chunk whose download
+ *    last failed on it for want of an answer: the kernel retries a failed read-ahead through
+ *    the same handle, page by page, and that retry fails at once while the bucket is still
+ *    offline, so one read(2) waits one read timeout, not two; a new open tries again);
  *  - live sizes: a write that extends a file updates an in-memory size at once and commits it
  *    to the metadata later (at flush/fsync/close, before a chunk commit, or every second), so
  *    a stream of small appends is not a stream of journal records;
- *  - the per-chunk mutex: every change to one chunk's dirty data, and the uploader's hand-over
- *    of a chunk to the clean cache, run under `chunkLock(ino, idx)`. Reads take no lock.
+ *  - the per-chunk mutex: every change to one chunk's dirty data, its fsync, and the uploader's
+ *    hand-over of a chunk to the clean cache, run under `chunkLock(ino, idx)`. Reads take no lock;
+ *  - files deleted while open (as a local disk keeps them): unlink, or a rename over the file,
+ *    removes the name and commits the deletion at once, so it is what the journal keeps and
+ *    what other machines see; the inode itself lives on in a local tree of its own, read,
+ *    written and truncated through its open handles, until its last handle closes and its data
+ *    is freed. None of it is committed or uploaded, so after a crash nothing brings it back
+ *    (its leftover dirty data belongs to no file and goes at the next start). A mount adapter
+ *    that keeps naming such a file (libfuse2 renames it to a hidden name and uses that name
+ *    until the last close) registers that name as an alias: never listed, never committed.
  *
  * Data path: writes land in the dirty store (cache/dirty.ts); reads come from the dirty store,
- * else the clean cache, else the bucket through the fetcher, and zeros for holes.
+ * else the clean cache, else the bucket through the fetcher, and zeros for holes. A write that
+ * needs room while dirty data fills the cache cap waits in `Backpressure` (backpressure.ts),
+ * outside any chunk lock; what waits under a chunk lock is bounded (local I/O, or a fetch of
+ * the chunk's committed bytes, bounded by the read timeout).
  */
 
 import { nameBytes } from '../util/names';
@@ -20,11 +34,12 @@ import { ChunkCache } from '../cache/chunkCache';
 import { DirtyChunk, DirtyStore } from '../cache/dirty';
 import { HEADER, UNIT, UNIT_OVERHEAD, physicalSize } from '../cache/sealed';
 import { FsError } from '../errors';
-import { ChunkRef, Inode, MetaOp, ROOT_INO } from '../meta/tree';
+import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
 import { ChunkFetcher } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
-import { KeyedMutex, Signal, SingleFlight } from '../util/concurrency';
+import { KeyedMutex, SingleFlight } from '../util/concurrency';
+import { Backpressure, StallCause, WritesWaiting } from './backpressure';
 
 export interface Stat {
   readonly ino: number;
@@ -47,6 +62,10 @@ export interface VfsOptions {
   readonly readOnly: () => string | undefined; // reason when writes are refused
   /** Followers: a file opened for reading keeps reading the chunk list it opened. */
   readonly snapshotReads?: () => boolean;
+  /** Why uploads cannot free room now (undefined while they can); default: they always can. */
+  readonly drainBlocked?: () => StallCause | undefined;
+  /** How long a write waits for room while nothing can drain; default 30 s. */
+  readonly writeStallTimeoutMs?: () => number;
   readonly now?: () => number;
 }
 
@@ -61,6 +80,8 @@ interface Handle {
   readonly writable: boolean;
   readonly append: boolean;
   readonly cursor: ReadAheadCursor;
+  /** A chunk whose download failed on this handle because the bucket did not answer. */
+  unanswered?: string;
   /** The file as opened, when reads must not see later commits (followers). */
   readonly snap?: { readonly chunks: ReadonlyArray<ChunkRef | null>; readonly size: number };
 }
@@ -87,10 +108,13 @@ export class Vfs {
   private readonly openCount = new Map<number, number>();
   private readonly writersCount = new Map<number, number>();
   private readonly liveSize = new Map<number, { size: number; mtimeMs: number }>();
+  /** Files deleted while open here (see the header). */
+  private readonly unlinked: Tree;
+  /** Names a mount adapter still uses for them: "<directory ino>/<name>" -> ino. */
+  private readonly aliases = new Map<string, number>();
   readonly chunkLocks = new KeyedMutex<string>();
   private readonly memLoads = new SingleFlight<string, boolean>();
-  /** Notified whenever dirty bytes drop (an upload finished, a file was deleted). */
-  readonly dirtyFreed = new Signal();
+  private readonly backpressure: Backpressure;
   /** Called when writers are waiting for dirty data to drain (backpressure). */
   onPressure: () => void = () => undefined;
   /** Called when a file handle opened for writing was closed. */
@@ -105,6 +129,17 @@ export class Vfs {
     private readonly opts: VfsOptions,
   ) {
     this.now = opts.now ?? Date.now;
+    this.backpressure = new Backpressure({
+      // One chunk of headroom: a write that passed this check may still be on its way to the
+      // dirty store while the next one is checked.
+      full: (extra) => this.cache.wouldExceedCap(extra + this.chunkSize) && this.dirty.totalBytes > 0,
+      blocked: () => opts.drainBlocked?.(),
+      readOnly: () => opts.readOnly(),
+      stallTimeoutMs: () => opts.writeStallTimeoutMs?.() ?? 30_000,
+      onPressure: () => this.onPressure(),
+      now: this.now,
+    });
+    this.unlinked = new Tree(meta.chunkSize);
     meta.onRelease = (inos) => {
       for (const ino of inos) void this.releaseStorage(ino);
     };
@@ -133,7 +168,7 @@ export class Vfs {
     for (const name of this.split(path)) {
       if (cur.kind !== 'dir') throw new FsError('ENOTDIR');
       if (name.length > NAME_MAX / 4 && nameBytes(name) > NAME_MAX) throw new FsError('ENAMETOOLONG');
-      const next = this.tree.lookup(cur.ino, name);
+      const next = this.tree.lookup(cur.ino, name) ?? this.aliased(cur.ino, name);
       if (!next) throw new FsError('ENOENT');
       cur = next;
     }
@@ -157,6 +192,55 @@ export class Vfs {
 
   private commit(op: MetaOp): void {
     this.meta.commit(op);
+  }
+
+  /** A change to one inode: committed, or for a file deleted while open, applied here only. */
+  private change(op: Extract<MetaOp, { ino: number }>): void {
+    if (this.unlinked.get(op.ino)) this.unlinked.apply(op);
+    else this.commit(op);
+  }
+
+  /** An inode by number, named or deleted while open. */
+  private inodeOf(ino: number): Inode | undefined {
+    return this.tree.get(ino) ?? this.unlinked.get(ino);
+  }
+
+  private aliased(dir: number, name: string): Inode | undefined {
+    if (this.aliases.size === 0) return undefined;
+    const ino = this.aliases.get(`${dir}/${name}`);
+    return ino === undefined ? undefined : this.unlinked.get(ino);
+  }
+
+  /** Whether `ino` is a file deleted while still open here (its data stays local). */
+  isUnlinked(ino: number): boolean {
+    return this.unlinked.get(ino) !== undefined;
+  }
+
+  /** Chunk names the committed tree references, plus those files deleted while open still read. */
+  referencedChunks(): ReadonlyMap<string, number> {
+    const kept = this.unlinked.chunkRefs;
+    if (kept.size === 0) return this.tree.chunkRefs;
+    const all = new Map(this.tree.chunkRefs);
+    for (const [name, n] of kept) all.set(name, (all.get(name) ?? 0) + n);
+    return all;
+  }
+
+  /**
+   * Called before a name of `inode` goes (unlink, rename over it): a file still open lives on
+   * without a name until its last close; otherwise its in-memory size goes with it.
+   */
+  private beforeNameGoes(inode: Inode): void {
+    if (inode.kind === 'file' && (this.openCount.get(inode.ino) ?? 0) > 0) this.unlinked.addNameless(inode);
+    else this.liveSize.delete(inode.ino);
+  }
+
+  /**
+   * Writes the journal (not durably) before a deletion is answered, so a crash of this process
+   * cannot bring the file back. A failure leaves the records queued for the next write: the
+   * deletion has happened either way.
+   */
+  private async journalDeletion(): Promise<void> {
+    await this.meta.flush().catch(() => undefined);
   }
 
   // ---- attributes ------------------------------------------------------------------------
@@ -191,7 +275,7 @@ export class Vfs {
 
   fgetattr(fh: number): Stat {
     const h = this.handle(fh);
-    const inode = this.tree.get(h.ino);
+    const inode = this.inodeOf(h.ino);
     if (!inode) throw new FsError('ENOENT');
     return this.statOf(inode);
   }
@@ -201,8 +285,8 @@ export class Vfs {
     const live = this.liveSize.get(ino);
     if (!live) return;
     this.liveSize.delete(ino);
-    if (!this.tree.get(ino)) return;
-    this.commit({ t: 'attr', ino, size: live.size, mtimeMs: live.mtimeMs, ms: live.mtimeMs });
+    if (!this.inodeOf(ino)) return;
+    this.change({ t: 'attr', ino, size: live.size, mtimeMs: live.mtimeMs, ms: live.mtimeMs });
   }
 
   commitAllSizes(): void {
@@ -212,17 +296,17 @@ export class Vfs {
   chmod(path: string, mode: number): void {
     this.assertWritable();
     const inode = this.resolve(path);
-    this.commit({ t: 'attr', ino: inode.ino, mode: mode & 0o7777, ms: this.now() });
+    this.change({ t: 'attr', ino: inode.ino, mode: mode & 0o7777, ms: this.now() });
   }
 
   chown(path: string, uid: number, gid: number): void {
     this.assertWritable();
     const inode = this.resolve(path);
-    const op: MetaOp = { t: 'attr', ino: inode.ino, ms: this.now() };
+    const op: Extract<MetaOp, { t: 'attr' }> = { t: 'attr', ino: inode.ino, ms: this.now() };
     // (uid_t)-1 means "leave unchanged".
     if (uid !== 0xffffffff && uid !== -1) op.uid = uid;
     if (gid !== 0xffffffff && gid !== -1) op.gid = gid;
-    this.commit(op);
+    this.change(op);
   }
 
   /**
@@ -234,10 +318,10 @@ export class Vfs {
     const inode = this.resolve(path);
     const now = this.now();
     this.commitSize(inode.ino);
-    const op: MetaOp = { t: 'attr', ino: inode.ino, ms: now };
+    const op: Extract<MetaOp, { t: 'attr' }> = { t: 'attr', ino: inode.ino, ms: now };
     if (atimeMs !== TIME_OMIT) op.atimeMs = atimeMs === TIME_NOW ? now : atimeMs;
     if (mtimeMs !== TIME_OMIT) op.mtimeMs = mtimeMs === TIME_NOW ? now : mtimeMs;
-    this.commit(op);
+    this.change(op);
   }
 
   statfs(): Record<string, number> {
@@ -298,17 +382,45 @@ export class Vfs {
     throw new FsError('EPERM', 'hard links are not supported');
   }
 
-  unlink(path: string): void {
+  async unlink(path: string): Promise<void> {
     this.assertWritable();
     const { parent, name } = this.resolveParent(path);
     const inode = this.tree.lookup(parent.ino, name);
-    if (!inode) throw new FsError('ENOENT');
+    if (!inode) {
+      // An alias names a file that is deleted already; it goes, the open file stays.
+      if (this.aliases.delete(`${parent.ino}/${name}`)) return;
+      throw new FsError('ENOENT');
+    }
     if (inode.kind === 'dir') throw new FsError('EISDIR');
-    this.liveSize.delete(inode.ino);
+    this.beforeNameGoes(inode);
     this.commit({ t: 'rm', parent: parent.ino, name, ms: this.now() });
+    await this.journalDeletion();
   }
 
-  rename(from: string, to: string): void {
+  /**
+   * unlink(2) for a mount adapter that keeps naming the file afterwards: the name goes and the
+   * deletion is committed as with unlink(), and `alias` (a name in the same directory) reaches
+   * the open inode on this machine only, never listed nor committed, until its last handle
+   * closes. libfuse2 renames a file deleted while open to a hidden name instead of unlinking
+   * it; its adapter calls this for that rename. A file whose last handle closed meanwhile is
+   * simply deleted. What cannot be such a rename (a directory, another directory, a name in
+   * use) is an ordinary rename.
+   */
+  async unlinkKeepingAlias(path: string, alias: string): Promise<void> {
+    this.assertWritable();
+    const { parent, name } = this.resolveParent(path);
+    const to = this.resolveParent(alias);
+    const inode = this.tree.lookup(parent.ino, name);
+    if (!inode || inode.kind === 'dir' || to.parent.ino !== parent.ino || parent.entries!.has(to.name)) {
+      return this.rename(path, alias);
+    }
+    this.beforeNameGoes(inode);
+    if (this.unlinked.get(inode.ino)) this.aliases.set(`${parent.ino}/${to.name}`, inode.ino);
+    this.commit({ t: 'rm', parent: parent.ino, name, ms: this.now() });
+    await this.journalDeletion();
+  }
+
+  async rename(from: string, to: string): Promise<void> {
     this.assertWritable();
     const src = this.resolveParent(from);
     const dst = this.resolveParent(to);
@@ -320,7 +432,6 @@ export class Vfs {
       if (moving.kind === 'dir' && existing.kind !== 'dir') throw new FsError('ENOTDIR');
       if (moving.kind !== 'dir' && existing.kind === 'dir') throw new FsError('EISDIR');
       if (existing.kind === 'dir' && existing.entries!.size > 0) throw new FsError('ENOTEMPTY');
-      this.liveSize.delete(existing.ino);
     }
     if (moving.kind === 'dir') {
       // A directory cannot move below itself.
@@ -329,7 +440,9 @@ export class Vfs {
         if (p.ino === ROOT_INO) break;
       }
     }
+    if (existing) this.beforeNameGoes(existing);
     this.commit({ t: 'mv', sp: src.parent.ino, sn: src.name, dp: dst.parent.ino, dn: dst.name, ms: this.now() });
+    if (existing) await this.journalDeletion();
   }
 
   private parentOf(ino: number): Inode | undefined {
@@ -349,7 +462,7 @@ export class Vfs {
     if (flags & XATTR_REPLACE && !exists) throw new FsError('ENODATA');
     if (nameBytes(name) > 255) throw new FsError('ERANGE');
     if (value.length > 64 * 1024) throw new FsError('E2BIG');
-    this.commit({ t: 'xattr', ino: inode.ino, name, value: value.toString('base64'), ms: this.now() });
+    this.change({ t: 'xattr', ino: inode.ino, name, value: value.toString('base64'), ms: this.now() });
   }
 
   getxattr(path: string, name: string): Buffer {
@@ -367,7 +480,7 @@ export class Vfs {
     this.assertWritable();
     const inode = this.resolve(path);
     if (inode.xattrs?.[name] === undefined) throw new FsError('ENODATA');
-    this.commit({ t: 'xattr', ino: inode.ino, name, value: null, ms: this.now() });
+    this.change({ t: 'xattr', ino: inode.ino, name, value: null, ms: this.now() });
   }
 
   // ---- open files ------------------------------------------------------------------------
@@ -383,7 +496,7 @@ export class Vfs {
     const writable = acc === O_WRONLY || acc === O_RDWR;
     const fh = this.nextFh++;
     if (this.nextFh >= 0x3ffffff0) this.nextFh = 1; // bit 30 is the FUSE adapter's direct-I/O flag
-    const inode = this.tree.get(ino);
+    const inode = this.inodeOf(ino);
     const snap = !writable && inode?.kind === 'file' && this.opts.snapshotReads?.()
       ? { chunks: [...(inode.chunks ?? [])], size: this.sizeOf(inode) }
       : undefined;
@@ -453,14 +566,29 @@ export class Vfs {
   async fsync(fh: number): Promise<void> {
     const h = this.handle(fh);
     this.commitSize(h.ino);
-    await this.dirty.syncInode(h.ino);
+    await this.syncData(h.ino);
     await this.meta.sync();
   }
 
   async fsyncAll(): Promise<void> {
     this.commitAllSizes();
-    await this.dirty.syncAll();
+    for (const ino of this.dirty.inodes()) await this.syncData(ino);
     await this.meta.sync();
+  }
+
+  /**
+   * Makes a file's dirty chunks durable, each under its chunk lock, so an upload cannot hand
+   * the chunk to the clean cache (nor a truncate drop it) while it is being synced. A chunk
+   * that left the dirty store before its turn is durable already: the upload committed its
+   * reference durably before the hand-over (and the meta.sync that follows covers it too).
+   */
+  private async syncData(ino: number): Promise<void> {
+    for (const idx of this.dirty.indexesOf(ino)) {
+      await this.chunkLock(ino, idx, async () => {
+        const d = this.dirty.get(ino, idx);
+        if (d) await this.dirty.syncChunk(d);
+      });
+    }
   }
 
   async release(fh: number): Promise<void> {
@@ -476,6 +604,12 @@ export class Vfs {
       if (w <= 0) this.writersCount.delete(h.ino);
       else this.writersCount.set(h.ino, w);
       this.onWriterClosed(h.ino);
+    }
+    if (open <= 0 && this.unlinked.get(h.ino)) {
+      // The last handle of a file deleted while open: now its data goes.
+      this.unlinked.removeNameless(h.ino);
+      for (const [key, ino] of this.aliases) if (ino === h.ino) this.aliases.delete(key);
+      await this.releaseStorage(h.ino);
     }
     await this.meta.flush();
   }
@@ -495,7 +629,7 @@ export class Vfs {
       inode = { ino: h.ino, chunks: h.snap.chunks };
       size = h.snap.size;
     } else {
-      const live = this.tree.get(h.ino);
+      const live = this.inodeOf(h.ino);
       if (!live) throw new FsError('ENOENT');
       if (live.kind !== 'file') throw new FsError('EISDIR');
       inode = live;
@@ -511,7 +645,7 @@ export class Vfs {
       const idx = Math.floor(at / cs);
       const inChunk = at - idx * cs;
       const n = Math.min(total - done, cs - inChunk);
-      await this.readChunk(inode, idx, buf, done, n, inChunk, ahead > 0);
+      await this.readChunk(h, inode, idx, buf, done, n, inChunk, ahead > 0);
       done += n;
     }
     if (ahead > 0) {
@@ -532,7 +666,17 @@ export class Vfs {
   }
 
   /** Fills buf[off, off+n) with bytes [inChunk, inChunk+n) of chunk idx. */
-  private async readChunk(inode: ChunkView, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
+  private async readChunk(h: Handle, inode: ChunkView, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
+    try {
+      await this.readChunkBytes(h, inode, idx, buf, off, n, inChunk, sequential);
+    } catch (err) {
+      const ref = this.committedRef(inode, idx);
+      if (ref && this.fetcher.unansweredFailure(ref[0]) !== undefined) h.unanswered = ref[0];
+      throw err;
+    }
+  }
+
+  private async readChunkBytes(h: Handle, inode: ChunkView, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
     const d = this.dirty.get(inode.ino, idx);
     if (d) {
       const got = await this.dirty.read(d, buf, off, n, inChunk);
@@ -541,6 +685,11 @@ export class Vfs {
     }
     const ref = this.committedRef(inode, idx);
     const valid = ref ? Math.max(0, Math.min(n, ref[1] - inChunk)) : 0;
+    if (ref && h.unanswered === ref[0] && !this.cache.has(ref[0]) && !this.cache.inMemoryPeek(ref[0])) {
+      const why = this.fetcher.unansweredFailure(ref[0]);
+      if (why !== undefined) throw new FsError('EIO', why);
+      h.unanswered = undefined;
+    }
     if (ref && valid > 0 && sequential && (this.cache.inMemoryPeek(ref[0]) || (await this.loadWhole(ref[0])))) {
       // Sequential: served from the whole chunk in memory (one disk read per chunk). Looked up
       // again after the await and copied synchronously: memory buffers are recycled.
@@ -572,14 +721,19 @@ export class Vfs {
     });
   }
 
-  /** Waits while dirty data is at the cap, so writers slow down instead of failing. */
-  private async backpressure(extra: number): Promise<void> {
-    // One chunk of headroom: a write that passed this check may still be on its way to the
-    // dirty store while the next one is checked.
-    while (this.cache.wouldExceedCap(extra + this.chunkSize) && this.dirty.totalBytes > 0) {
-      this.onPressure();
-      await this.dirtyFreed.wait(1000);
-    }
+  /** Dirty bytes dropped (an upload finished, a file was deleted or truncated): writers may go on. */
+  noteDirtyFreed(): void {
+    this.backpressure.freed();
+  }
+
+  /** Whether uploads can free room may have changed: waiting writers look again. */
+  drainChanged(): void {
+    this.backpressure.drainChanged();
+  }
+
+  /** Writers waiting for room (or refused it), for status; undefined when none. */
+  writesWaiting(): WritesWaiting | undefined {
+    return this.backpressure.status();
   }
 
   /** Returns the dirty chunk for (ino, idx), creating it from the committed bytes if needed. Call under the chunk lock. */
@@ -600,7 +754,7 @@ export class Vfs {
     this.assertWritable();
     const h = this.handle(fh);
     if (!h.writable) throw new FsError('EBADF');
-    const inode = this.tree.get(h.ino);
+    const inode = this.inodeOf(h.ino);
     if (!inode) throw new FsError('ENOENT');
     if (h.append) pos = this.sizeOf(inode);
     const end = pos + data.length;
@@ -614,10 +768,16 @@ export class Vfs {
       const n = Math.min(data.length - done, cs - inChunk);
       const piece = data.subarray(done, done + n);
       // Backpressure outside the chunk lock (the uploader needs that lock to drain this chunk),
-      // for the bytes this piece may add on disk at most (data plus sealing overhead).
-      await this.backpressure(n + (Math.ceil(n / UNIT) + 1) * UNIT_OVERHEAD + HEADER);
+      // for the bytes this piece may add on disk at most (data plus sealing overhead). Pieces
+      // already written stay written: the write returns short, as write(2) does.
+      try {
+        await this.backpressure.waitForRoom(n + (Math.ceil(n / UNIT) + 1) * UNIT_OVERHEAD + HEADER);
+      } catch (err) {
+        if (done === 0) throw err;
+        break;
+      }
       const writePiece = () => this.chunkLock(inode.ino, idx, async () => {
-        if (!this.tree.get(inode.ino)) throw new FsError('ENOENT');
+        if (!this.inodeOf(inode.ino)) throw new FsError('ENOENT');
         const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
         // Room for the bytes this write adds is made before they reach the disk.
         const growth = physicalSize(Math.max(d.len, inChunk + n)) - physicalSize(d.len);
@@ -635,9 +795,9 @@ export class Vfs {
       done += n;
     }
     const now = this.now();
-    const size = Math.max(this.sizeOf(inode), end);
+    const size = Math.max(this.sizeOf(inode), pos + done);
     this.liveSize.set(inode.ino, { size, mtimeMs: now });
-    return data.length;
+    return done;
   }
 
   async truncate(path: string, size: number): Promise<void> {
@@ -648,7 +808,7 @@ export class Vfs {
 
   async ftruncate(fh: number, size: number): Promise<void> {
     this.assertWritable();
-    const inode = this.tree.get(this.handle(fh).ino);
+    const inode = this.inodeOf(this.handle(fh).ino);
     if (!inode) throw new FsError('ENOENT');
     await this.truncateInode(inode, size);
   }
@@ -662,7 +822,7 @@ export class Vfs {
     const old = this.sizeOf(inode);
     this.liveSize.delete(inode.ino);
     const now = this.now();
-    this.commit({ t: 'attr', ino: inode.ino, size, mtimeMs: now, ms: now });
+    this.change({ t: 'attr', ino: inode.ino, size, mtimeMs: now, ms: now });
     if (size < old) {
       const keep = Math.ceil(size / cs);
       const affected = this.dirty.indexesOf(inode.ino).filter((idx) => idx >= keep - 1);
@@ -677,12 +837,13 @@ export class Vfs {
           else if (d.len > size - idx * cs) await this.dirty.truncate(d, size - idx * cs, this.now());
         });
       }
-      this.dirtyFreed.notify();
+      this.noteDirtyFreed();
     }
   }
 
-  /** Drops the local data of a deleted file. */
+  /** Drops the local data of a deleted file (at its last close if it was deleted while open). */
   private async releaseStorage(ino: number): Promise<void> {
+    if (this.unlinked.get(ino)) return;
     this.liveSize.delete(ino);
     const idxs = this.dirty.indexesOf(ino);
     if (idxs.length === 0) return;
@@ -694,6 +855,6 @@ export class Vfs {
         if (d) await this.dirty.drop(d);
       });
     }
-    this.dirtyFreed.notify();
+    this.noteDirtyFreed();
   }
 }

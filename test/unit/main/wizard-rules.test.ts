@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { syncLine, formatBytes } from '../../../electron/contract/format';
+import { clockTime, syncLine, formatBytes } from '../../../electron/contract/format';
 import {
   checkKeysStep, checkPassphraseStep, checkPlaceStep, checkTargetStep, nextStep, normalizePrefix, passphraseStrength, previousStep,
 } from '../../../electron/contract/wizard';
@@ -76,6 +76,18 @@ describe('sync wording', () => {
     assert.equal(syncLine({ ...base, pendingMetaOps: 2 }), 'Uploading 2 changes');
     assert.equal(syncLine({ ...base, state: 'unmounted', dirtyFiles: 2, dirtyBytes: 1500 }), '2 files, 1.5 kB waiting to upload at the next mount');
     assert.equal(syncLine({ ...base, state: 'unmounted' }), 'Everything is in the bucket');
+  });
+
+  it('says since when it is offline, and that writes wait or are refused, as states', () => {
+    const t = new Date(2026, 11, 2, 14, 3, 7).getTime();
+    assert.equal(clockTime(t), '14:03:07');
+    assert.equal(syncLine({ ...base, dirtyFiles: 3, dirtyBytes: 21_000_000, offline: true, offlineSince: t }), 'Offline since 14:03:07: 3 files, 21.0 MB waiting');
+    const w = { since: t, cause: 'paused' as const, refusing: false, refused: 0, message: 'the cache is full of changes that cannot upload (uploads are paused); resume uploads or raise the cache size. Writes fail with "No space left on device" after waiting 30 s.' };
+    assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, uploadsPaused: true, writesWaiting: w }), `Writes waiting: ${w.message}`);
+    assert.match(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, uploadsPaused: true, writesWaiting: { ...w, refusing: true } }), /^Writes refused: the cache is full/);
+    // Ordinary backpressure while uploads make progress is not news: the upload line stays.
+    assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, writesWaiting: { ...w, cause: 'uploading' } }), 'Uploading 1 file, 10 B left');
+    assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, writesWaiting: null, offlineSince: null }), 'Uploading 1 file, 10 B left');
   });
 
   it('formats sizes in decimal units', () => {
