@@ -27,8 +27,8 @@ import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
 import { ObjectStore } from '../engine/store/types';
 import { parseDuration, parseRate, parseSize } from '../engine/util/sizes';
 import { ApiFailure, startControlServer } from './control';
-import { Homes, LinkConfig, readPassphraseFile, saveConfig, socketPath } from './config';
-import { checkPlacement } from './placement';
+import { Homes, LinkConfig, linkedPlaces, readPassphraseFile, saveConfig, socketPath } from './config';
+import { checkPlacement } from '../host/placement';
 import { openStore } from './stores';
 import type { FuseMount } from '../../native/fuse/adapter';
 
@@ -125,7 +125,7 @@ export class MountHost {
     const { checkFuseAvailable, FuseMount } = await import('../../native/fuse/adapter');
     const missing = await checkFuseAvailable();
     if (missing) throw new UserError(missing, 'NO_FUSE');
-    await checkPlacement(this.h, { name: this.cfg.name, mountPoint: this.cfg.mountPoint, cacheDir: this.cfg.cacheDir, mounting: true });
+    await checkPlacement({ name: this.cfg.name, mountPoint: this.cfg.mountPoint, cacheDir: this.cfg.cacheDir, mounting: true }, await linkedPlaces(this.h));
     await prepareMountPoint(this.cfg.mountPoint);
     const passphrase = this.opts.passphrase ?? (await readPassphraseFile(this.cfg.passphraseFile));
     const store = this.opts.store ?? openStore(this.cfg.store);

@@ -26,12 +26,12 @@ import { formatSize, parseDuration, parseSize } from '../engine/util/sizes';
 import { settledWithin, sleep } from '../engine/util/concurrency';
 import { callControl, ControlClientError } from './control';
 import {
-  Homes, LinkConfig, StoreSpec, checkName, configPath, deleteConfig, homes, listConfigs, loadConfig, logPath,
+  Homes, LinkConfig, StoreSpec, checkName, configPath, deleteConfig, homes, linkedPlaces, listConfigs, loadConfig, logPath,
   readPassphraseFile, saveConfig, socketPath,
 } from './config';
 import { MountHost, settingFromKey, settingsOf } from './host';
-import { cachedBytesIn, cacheRoomWarning } from './cacheRoom';
-import { checkPlacement } from './placement';
+import { cachedBytesIn, cacheRoomWarning } from '../host/cacheRoom';
+import { checkPlacement } from '../host/placement';
 import { openStore } from './stores';
 import { resolveSettings } from '../engine/config';
 
@@ -177,7 +177,7 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
   }
   const mp = path.resolve(mountPoint);
   const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
-  await checkPlacement(h, { name, mountPoint: mp, cacheDir: dir });
+  await checkPlacement({ name, mountPoint: mp, cacheDir: dir }, await linkedPlaces(h));
   const st = await fsp.stat(mp).catch(() => undefined);
   if (!st) throw new UserError(`mount point ${mp} does not exist; create it with "mkdir -p ${mp}"`, 'NO_MOUNT_POINT');
   if (!st.isDirectory()) throw new UserError(`mount point ${mp} is not a directory`, 'NOT_A_DIRECTORY');

@@ -15,7 +15,7 @@
  * The engines' FUSE callbacks run on this process's event loop: nothing here touches a mount
  * point synchronously, and mount point checks use async fs calls only on unmounted folders.
  * Mount points and cache folders inside any filespace, or overlapping another filespace's
- * cache, are refused before anything is created or moved (cli/placement.ts): the host would
+ * cache, are refused before anything is created or moved (host/placement.ts): the host would
  * otherwise wait on its own mount.
  */
 
@@ -28,11 +28,11 @@ import type {
   AppEvent, AppParsedRequest, AppResponse, AppRoute, AppStatus, Credentials, FilespaceSummary, MachineSettings, Target,
 } from '../contract/app';
 import { callControl } from '../cli/control';
-import { Homes, LinkConfig, deleteConfig, listConfigs, loadConfig, saveConfig, socketPath } from '../cli/config';
+import { Homes, LinkConfig, deleteConfig, linkedPlaces, listConfigs, loadConfig, saveConfig, socketPath } from '../cli/config';
 import { MountHost, settingsOf } from '../cli/host';
 import { applySetting, linkFilespace, statusOf } from '../cli/main';
-import { freeBytesAt } from '../cli/cacheRoom';
-import { checkPlacement } from '../cli/placement';
+import { freeBytesAt } from '../host/cacheRoom';
+import { checkPlacement } from '../host/placement';
 import { openStore } from '../cli/stores';
 import { UserError } from '../engine/errors';
 import { createFilespace, unlockFilespace } from '../engine/filespace';
@@ -187,7 +187,7 @@ export class AppHost {
     if (this.mounts.has(name)) throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
     const current = await statusOf(this.o.homes, cfg);
     if (current.state !== 'unmounted') throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint} by another process`, 'ALREADY_MOUNTED');
-    await checkPlacement(this.o.homes, { name, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir, mounting: true });
+    await checkPlacement({ name, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir, mounting: true }, await linkedPlaces(this.o.homes));
     const secrets = await this.secretsFor(cfg);
     const created = await fsp.mkdir(cfg.mountPoint, { recursive: true });
     const host = new MountHost(cfg, this.o.homes, { log: this.o.log, ...secrets });
@@ -272,7 +272,7 @@ export class AppHost {
   private async link(req: AppParsedRequest<'filespace.link'>): Promise<FilespaceSummary> {
     const keys = await this.storedKeys();
     const target: Target = { bucket: req.target.bucket, prefix: req.target.prefix.replace(/^\/+|\/+$/g, '') };
-    await checkPlacement(this.o.homes, { name: req.name, mountPoint: req.mountPoint, cacheDir: path.join(this.o.homes.cacheRoot, req.name) });
+    await checkPlacement({ name: req.name, mountPoint: req.mountPoint, cacheDir: path.join(this.o.homes.cacheRoot, req.name) }, await linkedPlaces(this.o.homes));
     await checkMountPointFree(req.mountPoint);
     const free = await freeBytesAt(this.o.homes.cacheRoot);
     if (req.cacheCapBytes > free) throw new UserError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
@@ -305,7 +305,7 @@ export class AppHost {
     if (!(await listConfigs(h)).includes(DEMO_NAME)) {
       const root = path.join(h.cacheRoot, 'demo-store');
       const mnt = this.suggestMountPoint(DEMO_NAME);
-      await checkPlacement(h, { name: DEMO_NAME, mountPoint: mnt, cacheDir: path.join(h.cacheRoot, DEMO_NAME) });
+      await checkPlacement({ name: DEMO_NAME, mountPoint: mnt, cacheDir: path.join(h.cacheRoot, DEMO_NAME) }, await linkedPlaces(h));
       await checkMountPointFree(mnt);
       const passphrase = randomBytes(18).toString('base64url');
       const store = new LocalDiskStore(root);
@@ -348,7 +348,7 @@ export class AppHost {
     if (!path.isAbsolute(to)) throw new UserError('the cache folder must be a full path', 'NOT_ABSOLUTE');
     if (dest === path.resolve(cfg.cacheDir)) return this.machineSettings(name);
     if (dest.startsWith(`${path.resolve(cfg.cacheDir)}${path.sep}`)) throw new UserError('the new cache folder cannot be inside the current one', 'BAD_CACHE_DIR');
-    await checkPlacement(this.o.homes, { name, mountPoint: cfg.mountPoint, cacheDir: dest });
+    await checkPlacement({ name, mountPoint: cfg.mountPoint, cacheDir: dest }, await linkedPlaces(this.o.homes));
     const existing = await fsp.readdir(dest).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
     if (existing && existing.length > 0) throw new UserError(`${dest} is not empty; pick an empty or new folder`, 'CACHE_NOT_EMPTY');
     if (existing) await fsp.rmdir(dest);
@@ -414,7 +414,7 @@ export class AppHost {
       };
     },
     'mountpoint.check': async ({ path: dir }) => {
-      if (path.isAbsolute(dir)) await checkPlacement(this.o.homes, { mountPoint: dir });
+      if (path.isAbsolute(dir)) await checkPlacement({ mountPoint: dir }, await linkedPlaces(this.o.homes));
       await checkMountPointFree(dir);
       return { ok: true as const };
     },

@@ -21,7 +21,13 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { UserError } from '../engine/errors';
 import { FILESPACE_FS_TYPE, isWithin, mountTable } from '../../native/fuse/adapter';
-import { Homes, LinkConfig, listConfigs, loadConfig } from './config';
+
+/** Where a linked filespace lives on this machine (from its link configuration). */
+export interface LinkedPlace {
+  readonly name: string;
+  readonly mountPoint: string;
+  readonly cacheDir: string;
+}
 
 export interface Placement {
   /** The filespace being placed (its own configuration is not compared); none for a bare check. */
@@ -68,17 +74,15 @@ async function forms(p: string): Promise<string[]> {
   return real === lexical ? [lexical] : [lexical, real];
 }
 
-async function regionsAround(h: Homes, self: string | undefined): Promise<Region[]> {
+async function regionsAround(linked: readonly LinkedPlace[], self: string | undefined): Promise<Region[]> {
   const regions: Region[] = [];
   for (const m of await mountTable()) {
     if (m.fsType === FILESPACE_FS_TYPE) regions.push({ label: `the mounted filespace at ${m.mountPoint} (${m.source})`, paths: [m.mountPoint], mounted: true });
   }
-  for (const name of await listConfigs(h)) {
-    if (name === self) continue;
-    const cfg: LinkConfig | undefined = await loadConfig(h, name).catch(() => undefined);
-    if (!cfg) continue;
-    regions.push({ label: `the mount point of "${name}" (${cfg.mountPoint})`, paths: await forms(cfg.mountPoint), mounted: false });
-    regions.push({ label: `the cache folder of "${name}" (${cfg.cacheDir})`, paths: await forms(cfg.cacheDir), mounted: false });
+  for (const l of linked) {
+    if (l.name === self) continue;
+    regions.push({ label: `the mount point of "${l.name}" (${l.mountPoint})`, paths: await forms(l.mountPoint), mounted: false });
+    regions.push({ label: `the cache folder of "${l.name}" (${l.cacheDir})`, paths: await forms(l.cacheDir), mounted: false });
   }
   return regions;
 }
@@ -97,10 +101,11 @@ function relation(p: readonly string[], region: readonly string[]): 'is' | 'is i
 
 /**
  * Throws a one-line UserError (BAD_MOUNT_POINT or BAD_CACHE_DIR) when the mount point or the
- * cache folder lies where it must not (see the module header). Changes nothing.
+ * cache folder lies where it must not (see the module header), given every filespace linked on
+ * this machine (`linked`, its own entry included or not). Changes nothing.
  */
-export async function checkPlacement(h: Homes, p: Placement): Promise<void> {
-  const regions = await regionsAround(h, p.name);
+export async function checkPlacement(p: Placement, linked: readonly LinkedPlace[]): Promise<void> {
+  const regions = await regionsAround(linked, p.name);
   const mp = p.mountPoint === undefined ? undefined : { given: path.resolve(p.mountPoint), paths: await forms(p.mountPoint) };
   const cache = p.cacheDir === undefined ? undefined : { given: path.resolve(p.cacheDir), paths: await forms(p.cacheDir) };
   if (mp) {
