@@ -131,6 +131,16 @@ export async function loadConfig(h: Homes, name: string | undefined): Promise<Li
   return parsed.data;
 }
 
+/** Where every filespace linked here lives (for the placement checks of electron/host/placement.ts). */
+export async function linkedPlaces(h: Homes): Promise<Array<{ name: string; mountPoint: string; cacheDir: string }>> {
+  const out: Array<{ name: string; mountPoint: string; cacheDir: string }> = [];
+  for (const name of await listConfigs(h)) {
+    const cfg = await loadConfig(h, name).catch(() => undefined);
+    if (cfg) out.push({ name, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir });
+  }
+  return out;
+}
+
 export async function saveConfig(h: Homes, cfg: LinkConfig): Promise<void> {
   await fsp.mkdir(path.join(h.configDir, 'filespaces'), { recursive: true, mode: 0o700 });
   await writeFileAtomic(configPath(h, cfg.name), JSON.stringify(cfg, null, 2) + '\n');

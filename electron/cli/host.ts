@@ -2,10 +2,17 @@
  * MountHost runs one linked filespace on this machine: unlocks it, opens the engine, mounts
  * it with FUSE, serves the control API, and shuts down in order on unmount or SIGTERM
  * (stop accepting, commit sizes, fsync the cache, unmount, close the engine). Used by
- * `filespace mount --foreground` (and so by the daemon and systemd) and by `filespace demo`.
+ * `filespace mount --foreground` (and so by the daemon and systemd), by `filespace demo` and
+ * by the desktop app (several hosts in one process).
  *
  * State machine: mounting -> mounted -> unmounting -> unmounted, or error. A busy unmount
  * returns to mounted and reports what to do.
+ *
+ * The host lives as long as its mount: when someone else unmounts it (`fusermount -u`,
+ * `umount`), the FUSE session ends and the host stops as for an unmount (flush to the cache,
+ * close the engine, which releases the write lease if the bucket answers). A forced unmount
+ * detaches even when the cache cannot be flushed (a full disk): what stays unwritten is only
+ * what a crash would lose, i.e. nothing an fsync acknowledged.
  */
 
 import { execFile } from 'node:child_process';
@@ -20,7 +27,8 @@ import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
 import { ObjectStore } from '../engine/store/types';
 import { parseDuration, parseRate, parseSize } from '../engine/util/sizes';
 import { ApiFailure, startControlServer } from './control';
-import { Homes, LinkConfig, readPassphraseFile, saveConfig, socketPath } from './config';
+import { Homes, LinkConfig, linkedPlaces, readPassphraseFile, saveConfig, socketPath } from './config';
+import { checkPlacement } from '../host/placement';
 import { openStore } from './stores';
 import type { FuseMount } from '../../native/fuse/adapter';
 
@@ -117,6 +125,7 @@ export class MountHost {
     const { checkFuseAvailable, FuseMount } = await import('../../native/fuse/adapter');
     const missing = await checkFuseAvailable();
     if (missing) throw new UserError(missing, 'NO_FUSE');
+    await checkPlacement({ name: this.cfg.name, mountPoint: this.cfg.mountPoint, cacheDir: this.cfg.cacheDir, mounting: true }, await linkedPlaces(this.h));
     await prepareMountPoint(this.cfg.mountPoint);
     const passphrase = this.opts.passphrase ?? (await readPassphraseFile(this.cfg.passphraseFile));
     const store = this.opts.store ?? openStore(this.cfg.store);
@@ -147,6 +156,10 @@ export class MountHost {
       throw err;
     }
     this.state = 'mounted';
+    this.fuse.watch(
+      () => this.stopAfterExternalUnmount(),
+      () => this.opts.log(`${this.cfg.mountPoint} was detached from outside; serving the processes that still use it until they let go`),
+    );
     this.opts.log(`mounted ${this.cfg.name} at ${this.cfg.mountPoint}`);
     notifySystemdReady();
   }
@@ -219,16 +232,30 @@ export class MountHost {
     };
   }
 
+  /**
+   * Makes everything written so far durable in the cache (no network involved). Forced, a
+   * failure (the cache disk is full) is logged and the stop goes on.
+   */
+  private async flushToCache(force: boolean): Promise<void> {
+    const engine = this.engine!;
+    try {
+      engine.vfs.commitAllSizes();
+      await engine.vfs.fsyncAll();
+    } catch (err) {
+      const msg = `could not flush to the cache in ${this.cfg.cacheDir}: ${(err as Error).message}`;
+      if (!force) throw new ApiFailure('FLUSH_FAILED', `${msg}; free space there and retry, or unmount with --force to detach anyway`, 409);
+      this.opts.log(`${msg}; detaching anyway (changes written since the last successful fsync may be lost)`);
+    }
+  }
+
   /** Unmounts and stops. Throws (and stays mounted) when busy and not forced. */
   unmount(force: boolean): Promise<void> {
     if (this.shuttingDown) return this.shuttingDown;
     if (this.state !== 'mounted') throw new ApiFailure('NOT_MOUNTED', `cannot unmount while ${this.state}`, 409);
     const run = async () => {
       this.state = 'unmounting';
-      const engine = this.engine!;
       try {
-        engine.vfs.commitAllSizes();
-        await engine.vfs.fsyncAll();
+        await this.flushToCache(force);
         await this.fuse!.unmount(force);
       } catch (err) {
         this.state = 'mounted';
@@ -237,13 +264,29 @@ export class MountHost {
         if (err instanceof FuseError && err.code === 'BUSY') throw new ApiFailure('BUSY', err.message, 409);
         throw err;
       }
-      await this.teardown();
-      this.state = 'unmounted';
-      this.opts.log(`unmounted ${this.cfg.name}`);
-      this.finished();
+      await this.finish(`unmounted ${this.cfg.name}`);
     };
     this.shuttingDown = run();
     return this.shuttingDown;
+  }
+
+  /** The FUSE session ended without us (`fusermount -u`, `umount`): stop as for an unmount. */
+  private stopAfterExternalUnmount(): void {
+    if (this.shuttingDown || this.state !== 'mounted') return;
+    this.opts.log(`${this.cfg.mountPoint} was unmounted from outside; flushing to the cache and stopping`);
+    this.state = 'unmounting';
+    this.shuttingDown = (async () => {
+      await this.flushToCache(true);
+      await this.fuse?.unmount(true).catch((err) => this.opts.log(`releasing the FUSE session: ${(err as Error).message}`));
+      await this.finish(`stopped: ${this.cfg.name} is no longer mounted`);
+    })();
+  }
+
+  private async finish(message: string): Promise<void> {
+    await this.teardown();
+    this.state = 'unmounted';
+    this.opts.log(message);
+    this.finished();
   }
 
   private async teardown(): Promise<void> {
@@ -263,12 +306,20 @@ export class MountHost {
 
   /** SIGTERM/SIGINT: flush to the cache and unmount, lazily if something holds the mount. */
   async stopOnSignal(): Promise<void> {
+    if (this.shuttingDown) return this.shuttingDown;
     if (this.state !== 'mounted') return;
     try {
       await this.unmount(false);
     } catch {
       await this.unmount(true);
     }
+  }
+
+  /** Last resort before the process exits without a clean stop: detach the mount lazily. */
+  async detachNow(): Promise<void> {
+    if (!this.fuse?.isMounted || !(await this.fuse.listed())) return;
+    const { unmountPath } = await import('../../native/fuse/adapter');
+    await unmountPath(this.cfg.mountPoint, true);
   }
 }
 

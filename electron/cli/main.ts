@@ -23,13 +23,15 @@ import { discardAside, exportAside, listAside } from '../engine/aside';
 import { LocalDiskStore } from '../engine/store/local';
 import type { ObjectStore } from '../engine/store/types';
 import { formatSize, parseDuration, parseSize } from '../engine/util/sizes';
-import { sleep } from '../engine/util/concurrency';
+import { settledWithin, sleep } from '../engine/util/concurrency';
 import { callControl, ControlClientError } from './control';
 import {
-  Homes, LinkConfig, StoreSpec, checkName, configPath, deleteConfig, homes, listConfigs, loadConfig, logPath,
+  Homes, LinkConfig, StoreSpec, checkName, configPath, deleteConfig, homes, linkedPlaces, listConfigs, loadConfig, logPath,
   readPassphraseFile, saveConfig, socketPath,
 } from './config';
 import { MountHost, settingFromKey, settingsOf } from './host';
+import { cachedBytesIn, cacheRoomWarning } from '../host/cacheRoom';
+import { checkPlacement } from '../host/placement';
 import { openStore } from './stores';
 import { resolveSettings } from '../engine/config';
 
@@ -174,6 +176,8 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
     throw new UserError(`a filespace named "${name}" is already linked on this machine; pick another --name or unlink it`, 'EXISTS');
   }
   const mp = path.resolve(mountPoint);
+  const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
+  await checkPlacement({ name, mountPoint: mp, cacheDir: dir }, await linkedPlaces(h));
   const st = await fsp.stat(mp).catch(() => undefined);
   if (!st) throw new UserError(`mount point ${mp} does not exist; create it with "mkdir -p ${mp}"`, 'NO_MOUNT_POINT');
   if (!st.isDirectory()) throw new UserError(`mount point ${mp} is not a directory`, 'NOT_A_DIRECTORY');
@@ -182,7 +186,6 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
   resolveSettings(settings);
   const passphrase = passphraseOverride ?? (await readPassphraseFile(passphraseFile));
   const store = extras.store ?? openStore(spec);
-  const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
   try {
     const { header, keys } = await unlockFilespace(store, passphrase);
     if ((await fsp.readdir(dir).catch(() => [])).length > 0) {
@@ -229,6 +232,8 @@ async function cmdLink(args: string[]): Promise<void> {
   const h = homes();
   const cfg = await linkFilespace(h, name, spec, mountPoint, values['cache-dir'], cacheCap, passphraseFile);
   console.log(`linked "${cfg.name}": mount it with "filespace mount ${cfg.name}" (mount point ${cfg.mountPoint})`);
+  const warning = await cacheRoomWarning(cfg.name, cfg.cacheDir, settingsOf(cfg).cacheCapBytes, await cachedBytesIn(cfg.cacheDir));
+  if (warning) console.error(warning);
 }
 
 function log(msg: string): void {
@@ -242,16 +247,31 @@ interface ForegroundOptions {
   takeover?: boolean;
 }
 
+/**
+ * How long a mount process may take to stop after SIGTERM/SIGINT before it exits regardless.
+ * Everything written is made durable in the cache first (no network needed); what waits for
+ * the bucket (uploads, the lease release) is bounded well below this by the engine itself.
+ */
+export const STOP_DEADLINE_MS = 30_000;
+
 async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions = {}): Promise<void> {
   // A stray rejected promise must not take the mount down with it (users would see
   // "Transport endpoint is not connected"): report it and keep serving.
   process.on('unhandledRejection', (err) => log(`internal error (kept running): ${err instanceof Error ? err.stack ?? err.message : String(err)}`));
   const host = new MountHost(cfg, h, { log, passphrase: extra.passphrase, mode: extra.mode, takeover: extra.takeover });
   let signalled = 0;
+  let deadline: NodeJS.Timeout | undefined;
+  const stop = () => host.stopOnSignal().catch((err) => log(`unmount failed: ${(err as Error).message}`));
   const onSignal = () => {
     signalled++;
-    if (signalled > 1) log('still unmounting; press Ctrl-C again to wait, or run "fusermount -uz" to detach');
-    host.stopOnSignal().catch((err) => log(`unmount failed: ${(err as Error).message}`));
+    deadline ??= setTimeout(() => {
+      log(`stopping took longer than ${STOP_DEADLINE_MS / 1000} s; exiting now (changes not yet uploaded stay in ${cfg.cacheDir} and upload at the next mount)`);
+      // Leave no dead mount behind if the stop never got as far as unmounting.
+      void settledWithin(host.detachNow(), 5000).finally(() => process.exit(1));
+    }, STOP_DEADLINE_MS).unref();
+    if (signalled > 1) log(`still stopping; this process exits within ${STOP_DEADLINE_MS / 1000} s of the first signal in any case`);
+    // While mounting, the stop follows once the mount is up (or the start fails).
+    if (host.state === 'mounted') void stop();
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
@@ -262,7 +282,8 @@ async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions
     process.off('SIGINT', onSignal);
     throw err;
   }
-  extra.onMounted?.(host);
+  if (signalled > 0) void stop();
+  else extra.onMounted?.(host);
   await host.done;
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
@@ -294,12 +315,23 @@ export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
   };
 }
 
+/** Waits for a mount process that is stopping (e.g. just unmounted from outside) to be gone. */
+async function waitForStoppingEngine(h: Homes, cfg: LinkConfig): Promise<void> {
+  const deadline = Date.now() + STOP_DEADLINE_MS + 5000;
+  for (;;) {
+    const st = await statusOf(h, cfg).catch(() => undefined);
+    if (st?.state !== 'unmounting' || Date.now() > deadline) return;
+    await sleep(200);
+  }
+}
+
 async function cmdMount(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, { foreground: { type: 'boolean' }, 'read-only': { type: 'boolean' }, takeover: { type: 'boolean' } }, 1);
   if (values['read-only'] && values.takeover) throw new UsageError('--read-only and --takeover exclude each other');
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
   const mode = values['read-only'] ? 'read' as const : 'write' as const;
+  await waitForStoppingEngine(h, cfg);
   if (values.foreground) {
     await runForeground(h, cfg, { mode, takeover: Boolean(values.takeover) });
     return;
@@ -351,8 +383,16 @@ async function cmdUnmount(args: string[]): Promise<void> {
       }
       throw new UserError(`"${cfg.name}" is not mounted${(await isMountPoint(cfg.mountPoint)) ? ' by a live engine; use --force to detach the stale mount' : ''}`, 'NOT_MOUNTED');
     }
-    if (err instanceof ControlClientError) throw new UserError(err.message, err.code);
-    throw err;
+    const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
+    if (values.force && (await isMountPoint(cfg.mountPoint))) {
+      // The engine could not stop in order: detach anyway. It sees its session end and stops
+      // by itself (see MountHost); what it could not flush is what a crash would lose.
+      await unmountPath(cfg.mountPoint, true);
+      console.error(`warning: the engine could not unmount "${cfg.name}" (${(err as Error).message}); detached ${cfg.mountPoint} lazily`);
+    } else {
+      if (err instanceof ControlClientError) throw new UserError(err.message, err.code);
+      throw err;
+    }
   }
   // Wait for the engine process to finish closing (it releases the cache lock last).
   const deadline = Date.now() + 30_000;
@@ -465,6 +505,11 @@ async function cmdSet(args: string[]): Promise<void> {
   const cfg = await loadConfig(h, name);
   const applied = await applySetting(h, cfg, key, value);
   console.log(`${cfg.name}: ${key} = ${value} (${applied === 'live' ? 'applied live' : 'takes effect at the next mount'})`);
+  if (key === 'cache-size') {
+    const cached = applied === 'live' ? (await statusOf(h, cfg)).cacheUsedBytes : await cachedBytesIn(cfg.cacheDir);
+    const warning = await cacheRoomWarning(cfg.name, cfg.cacheDir, settingsOf(await loadConfig(h, cfg.name)).cacheCapBytes, cached);
+    if (warning) console.error(warning);
+  }
 }
 
 async function cmdUnlink(args: string[]): Promise<void> {

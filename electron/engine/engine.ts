@@ -30,7 +30,13 @@
  * them whether uploads can free room (`drainBlocked`): not while uploads are paused, the
  * bucket does not answer, or every upload fails. Status reports waiting writers as a state.
  *
- * Local layout under cacheDir: meta/ (journal), dirty/, chunks/, aside/, machine.json, engine.lock.
+ * The cache disk (cache/cacheDisk.ts): the cache keeps within what the disk has room for as
+ * well as within its cap, sampled every second; when the journal finds the disk full, clean
+ * chunks are evicted, then the space held back for metadata is given up, so metadata can
+ * still be saved (and uploads commit, and so free their dirty copies).
+ *
+ * Local layout under cacheDir: meta/ (journal), dirty/, chunks/, aside/, machine.json, engine.lock,
+ * reserve (space held back for the journal).
  */
 
 import { promises as fsp } from 'node:fs';
@@ -38,6 +44,7 @@ import * as path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import * as os from 'node:os';
 import { HandlePool } from './cache/handles';
+import { CacheDisk } from './cache/cacheDisk';
 import { ChunkCache } from './cache/chunkCache';
 import { DirtyChunk, DirtyStore } from './cache/dirty';
 import { SealedIO } from './cache/sealed';
@@ -60,6 +67,7 @@ import { WritebackQueue } from './upload/writeback';
 import { StallCause } from './vfs/backpressure';
 import { Vfs } from './vfs/vfs';
 import { UserError } from './errors';
+import { settledWithin } from './util/concurrency';
 import { RepairResult, describeLocalDamage, repairLocalMetadata } from './repair';
 
 export interface EngineOptions {
@@ -237,6 +245,8 @@ export class Engine {
   private readonly uploadLimit: RateLimiter;
   private rateTimer: NodeJS.Timeout;
   private sizeTimer: NodeJS.Timeout;
+  private diskTimer: NodeJS.Timeout;
+  private readonly disk: CacheDisk;
   private samples: Array<{ t: number; up: number; down: number }> = [];
   private closed = false;
   private readonly log: (msg: string) => void;
@@ -288,7 +298,12 @@ export class Engine {
     this.gc = new ChunkCollector(opts.store, opts.keys.metaKey, () => this.vfs.referencedChunks(), () => this.settings.gcGraceMs);
     this.fetcher = new ChunkFetcher(opts.store, cache, opts.keys.chunkKey, this.settings.downloadConcurrency,
       () => this.settings.readTimeoutMs, this.log, store);
-    this.replicator = new Replicator(meta, this.remote, () => this.settings.metaPushDelayMs, this.log,
+    // While the cache disk is full, its state line says why metadata cannot be saved; the
+    // replicator's retries would repeat it at every attempt.
+    const replicatorLog = (msg: string) => {
+      if (!(this.disk.full && /no space left|disk is full/i.test(msg))) this.log(msg);
+    };
+    this.replicator = new Replicator(meta, this.remote, () => this.settings.metaPushDelayMs, replicatorLog,
       () => this.segmentWriter(),
       async () => {
         if (!this.leaseTaken) throw new StoreError('Unreachable', 'waiting for the write lease');
@@ -345,6 +360,12 @@ export class Engine {
     this.rateTimer.unref();
     this.sizeTimer = setInterval(() => this.vfs.commitAllSizes(), 1000);
     this.sizeTimer.unref();
+    this.disk = new CacheDisk(opts.cacheDir, {
+      reserveBytes: JOURNAL_RESERVE_BYTES, headroomBytes: DISK_HEADROOM_BYTES + 2 * meta.chunkSize, log: this.log,
+    });
+    meta.onDiskFull = (err) => this.freeDiskSpace(err);
+    this.diskTimer = setInterval(() => void this.sampleDisk(), 1000);
+    this.diskTimer.unref();
   }
 
   /** Creates this machine's local metadata for a filespace from the bucket alone. */
@@ -361,7 +382,10 @@ export class Engine {
   }
 
   static async open(opts: EngineOptions): Promise<Engine> {
-    await fsp.mkdir(opts.cacheDir, { recursive: true, mode: 0o700 });
+    // Created at link time, never here: a missing cache folder is not made up (it could be a
+    // mount point that is not mounted, or on a disk that is not there).
+    const st = await fsp.stat(opts.cacheDir).catch(() => undefined);
+    if (!st?.isDirectory()) throw new UserError(`the cache folder ${opts.cacheDir} is missing; link the filespace again (or restore the folder)`, 'NOT_LINKED');
     const { file: lockFile, uncleanStop } = await lockCacheDir(opts.cacheDir);
     try {
       // Damaged local metadata is refused with nothing changed (repair.ts has the way out).
@@ -464,7 +488,26 @@ export class Engine {
     return undefined;
   }
 
+  /** Reads the free space of the cache disk; the cache keeps within it (see the header). */
+  private async sampleDisk(): Promise<void> {
+    await this.disk.sample(() => this.cache.onDiskBytes, this.cache.capBytes);
+    this.cache.setDiskLimit(this.disk.limitBytes);
+  }
+
+  /**
+   * The journal found the cache disk full: gives back clean chunks (they are in the bucket),
+   * else the space held back for metadata. Resolves whether anything was freed.
+   */
+  private async freeDiskSpace(err: Error): Promise<boolean> {
+    if ((await this.cache.evictForDisk(DISK_HEADROOM_BYTES)) > 0) return true;
+    if (await this.disk.releaseReserve()) return true;
+    this.disk.noteFull(err);
+    return false;
+  }
+
   private async start(): Promise<void> {
+    await this.disk.init();
+    await this.sampleDisk();
     this.asideSets = await listAside(this.opts.cacheDir, this.opts.keys.cacheKey).catch(() => []);
     if (this.dirty.orphans.length > 0) await this.setAsideOrphans();
     if (this.mode === 'write') {
@@ -1039,34 +1082,60 @@ export class Engine {
     }
   }
 
-  /** Stops background work and persists everything locally. Pending uploads resume next open. */
+  /**
+   * Stops background work and persists everything locally. Pending uploads resume next open.
+   *
+   * Bounded whatever the bucket does (about 18 s at most: CLOSE_WAITS_MS, plus the replicator's
+   * own 2 s): every wait on the
+   * store has its own limit, and what did not finish in time stays queued locally. A step
+   * that fails (a full cache disk) is logged and the others still run; the lock file is then
+   * left behind, so the next start checks the cache as after a crash.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.rateTimer);
     clearInterval(this.sizeTimer);
+    clearInterval(this.diskTimer);
     if (this.leaseTimer) clearTimeout(this.leaseTimer);
     if (this.followTimer) clearTimeout(this.followTimer);
     if (this.gcTimer) clearInterval(this.gcTimer);
-    if (this.following) await this.following.catch(() => undefined);
+    const w = CLOSE_WAITS_MS;
+    if (this.following) await settledWithin(this.following, w.follow);
     this.writeback.stop();
     this.uploadLimit.close(); // a chunk waiting for bandwidth stays dirty and uploads next time
-    await this.writeback.idle(5000);
+    await this.writeback.idle(w.uploads);
     this.vfs.commitAllSizes();
     // Give metadata already committed a short chance to reach the bucket; it stays queued otherwise.
-    await Promise.race([this.replicator.pushNow(), new Promise((r) => setTimeout(r, 2000).unref())]);
+    await settledWithin(this.replicator.pushNow(), w.push);
     await this.replicator.stop();
     if (this.replicator.pendingOps === 0 && this.dirty.count === 0) {
-      await this.replicator.checkpointNow().catch((err) => this.log(`checkpoint failed: ${(err as Error).message}`));
+      const checkpoint = this.replicator.checkpointNow().catch((err) => this.log(`checkpoint failed: ${(err as Error).message}`));
+      if (!(await settledWithin(checkpoint, w.checkpoint))) this.log('the metadata checkpoint did not reach the bucket in time; the next writer replays the log instead');
     }
-    await this.dirty.syncAll();
-    await this.meta.close();
+    let durable = true;
+    const local = async (what: string, step: () => Promise<void>) => {
+      try {
+        await step();
+      } catch (err) {
+        durable = false;
+        this.log(`closing: ${what} failed: ${(err as Error).message}`);
+      }
+    };
+    await local('syncing the dirty store', () => this.dirty.syncAll());
+    await local('saving the metadata', () => this.meta.close());
     // Let the next writer in at once; a release that fails just lets the lease expire.
-    if (this.leaseTaken && !this.replicator.conflict) {
-      await Promise.race([this.lease.release().catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
-    }
-    await this.handles.closeAll();
-    await this.opts.store.close();
-    await fsp.rm(this.lockFile, { force: true });
+    if (this.leaseTaken && !this.replicator.conflict) await settledWithin(this.lease.release(), w.lease);
+    await local('closing cache files', () => this.handles.closeAll());
+    await this.opts.store.close().catch(() => undefined);
+    if (durable) await fsp.rm(this.lockFile, { force: true });
   }
 }
+
+/** Space held back on the cache disk so the metadata journal can be written when the disk is full. */
+export const JOURNAL_RESERVE_BYTES = 4 * 1024 * 1024;
+/** Kept free on the cache disk beyond what the cache counts (plus two chunks), and evicted at a time when it is full. */
+export const DISK_HEADROOM_BYTES = 8 * 1024 * 1024;
+
+/** How long `close` waits for each step that depends on the bucket (ms). */
+export const CLOSE_WAITS_MS = { follow: 2000, uploads: 5000, push: 2000, checkpoint: 5000, lease: 2000 } as const;

@@ -14,6 +14,9 @@
  *
  * The engines' FUSE callbacks run on this process's event loop: nothing here touches a mount
  * point synchronously, and mount point checks use async fs calls only on unmounted folders.
+ * Mount points and cache folders inside any filespace, or overlapping another filespace's
+ * cache, are refused before anything is created or moved (host/placement.ts): the host would
+ * otherwise wait on its own mount.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -25,9 +28,11 @@ import type {
   AppEvent, AppParsedRequest, AppResponse, AppRoute, AppStatus, Credentials, FilespaceSummary, MachineSettings, Target,
 } from '../contract/app';
 import { callControl } from '../cli/control';
-import { Homes, LinkConfig, deleteConfig, listConfigs, loadConfig, saveConfig, socketPath } from '../cli/config';
+import { Homes, LinkConfig, deleteConfig, linkedPlaces, listConfigs, loadConfig, saveConfig, socketPath } from '../cli/config';
 import { MountHost, settingsOf } from '../cli/host';
 import { applySetting, linkFilespace, statusOf } from '../cli/main';
+import { freeBytesAt } from '../host/cacheRoom';
+import { checkPlacement } from '../host/placement';
 import { openStore } from '../cli/stores';
 import { UserError } from '../engine/errors';
 import { createFilespace, unlockFilespace } from '../engine/filespace';
@@ -54,18 +59,17 @@ export interface AppHostOptions {
 const DEFAULT_CACHE_CAP = 20 * 1024 ** 3;
 const DEMO_NAME = 'demo';
 
-/** Free bytes on the disk that holds `dir` (or its nearest existing parent). */
-export async function freeBytesAt(dir: string): Promise<number> {
-  let cur = path.resolve(dir);
-  for (;;) {
-    try {
-      const st = await fsp.statfs(cur);
-      return st.bavail * st.bsize;
-    } catch (err) {
-      const parent = path.dirname(cur);
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || parent === cur) throw err;
-      cur = parent;
-    }
+export { freeBytesAt };
+
+/**
+ * Removes the empty folders `fsp.mkdir(dir, { recursive: true })` created (it returned `first`,
+ * the top one), deepest first; a folder that is no longer empty stays.
+ */
+async function removeCreatedFolders(dir: string, first: string): Promise<void> {
+  const top = path.resolve(first);
+  for (let cur = path.resolve(dir); ; cur = path.dirname(cur)) {
+    if (!(await fsp.rmdir(cur).then(() => true, () => false))) return;
+    if (cur === top || path.dirname(cur) === cur) return;
   }
 }
 
@@ -183,8 +187,9 @@ export class AppHost {
     if (this.mounts.has(name)) throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
     const current = await statusOf(this.o.homes, cfg);
     if (current.state !== 'unmounted') throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint} by another process`, 'ALREADY_MOUNTED');
-    await fsp.mkdir(cfg.mountPoint, { recursive: true });
+    await checkPlacement({ name, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir, mounting: true }, await linkedPlaces(this.o.homes));
     const secrets = await this.secretsFor(cfg);
+    const created = await fsp.mkdir(cfg.mountPoint, { recursive: true });
     const host = new MountHost(cfg, this.o.homes, { log: this.o.log, ...secrets });
     this.mounts.set(name, host);
     try {
@@ -192,6 +197,8 @@ export class AppHost {
     } catch (err) {
       this.mounts.delete(name);
       await secrets.store?.close().catch(() => undefined);
+      // A failed mount leaves no folder behind that it made.
+      if (created !== undefined) await removeCreatedFolders(cfg.mountPoint, created);
       throw err;
     }
     void host.done.then(() => {
@@ -265,6 +272,7 @@ export class AppHost {
   private async link(req: AppParsedRequest<'filespace.link'>): Promise<FilespaceSummary> {
     const keys = await this.storedKeys();
     const target: Target = { bucket: req.target.bucket, prefix: req.target.prefix.replace(/^\/+|\/+$/g, '') };
+    await checkPlacement({ name: req.name, mountPoint: req.mountPoint, cacheDir: path.join(this.o.homes.cacheRoot, req.name) }, await linkedPlaces(this.o.homes));
     await checkMountPointFree(req.mountPoint);
     const free = await freeBytesAt(this.o.homes.cacheRoot);
     if (req.cacheCapBytes > free) throw new UserError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
@@ -276,10 +284,16 @@ export class AppHost {
         await store.close();
       }
     }
-    await fsp.mkdir(req.mountPoint, { recursive: true });
+    const created = await fsp.mkdir(req.mountPoint, { recursive: true });
     const spec = { kind: 's3' as const, bucket: target.bucket, prefix: target.prefix, region: keys.region, endpoint: keys.endpoint, pathStyle: keys.pathStyle };
-    const cfg = await linkFilespace(this.o.homes, req.name, spec, req.mountPoint, undefined, req.cacheCapBytes, '', req.passphrase,
-      { store: storeFor(keys, target), secrets: 'keychain' });
+    let cfg: LinkConfig;
+    try {
+      cfg = await linkFilespace(this.o.homes, req.name, spec, req.mountPoint, undefined, req.cacheCapBytes, '', req.passphrase,
+        { store: storeFor(keys, target), secrets: 'keychain' });
+    } catch (err) {
+      if (created !== undefined) await removeCreatedFolders(req.mountPoint, created);
+      throw err;
+    }
     await this.o.vault.savePassphrase(cfg.filespaceId, req.passphrase);
     void this.publish();
     return this.summaryOf(cfg);
@@ -290,6 +304,9 @@ export class AppHost {
     const h = this.o.homes;
     if (!(await listConfigs(h)).includes(DEMO_NAME)) {
       const root = path.join(h.cacheRoot, 'demo-store');
+      const mnt = this.suggestMountPoint(DEMO_NAME);
+      await checkPlacement({ name: DEMO_NAME, mountPoint: mnt, cacheDir: path.join(h.cacheRoot, DEMO_NAME) }, await linkedPlaces(h));
+      await checkMountPointFree(mnt);
       const passphrase = randomBytes(18).toString('base64url');
       const store = new LocalDiskStore(root);
       try {
@@ -298,8 +315,6 @@ export class AppHost {
       } finally {
         await store.close();
       }
-      const mnt = this.suggestMountPoint(DEMO_NAME);
-      await checkMountPointFree(mnt);
       await fsp.mkdir(mnt, { recursive: true });
       const cap = Math.min(1024 ** 3, Math.floor((await freeBytesAt(h.cacheRoot)) / 2));
       const cfg = await linkFilespace(h, DEMO_NAME, { kind: 'local', root }, mnt, undefined, cap, '', passphrase, { secrets: 'keychain' });
@@ -333,6 +348,7 @@ export class AppHost {
     if (!path.isAbsolute(to)) throw new UserError('the cache folder must be a full path', 'NOT_ABSOLUTE');
     if (dest === path.resolve(cfg.cacheDir)) return this.machineSettings(name);
     if (dest.startsWith(`${path.resolve(cfg.cacheDir)}${path.sep}`)) throw new UserError('the new cache folder cannot be inside the current one', 'BAD_CACHE_DIR');
+    await checkPlacement({ name, mountPoint: cfg.mountPoint, cacheDir: dest }, await linkedPlaces(this.o.homes));
     const existing = await fsp.readdir(dest).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
     if (existing && existing.length > 0) throw new UserError(`${dest} is not empty; pick an empty or new folder`, 'CACHE_NOT_EMPTY');
     if (existing) await fsp.rmdir(dest);
@@ -398,6 +414,7 @@ export class AppHost {
       };
     },
     'mountpoint.check': async ({ path: dir }) => {
+      if (path.isAbsolute(dir)) await checkPlacement({ mountPoint: dir }, await linkedPlaces(this.o.homes));
       await checkMountPointFree(dir);
       return { ok: true as const };
     },

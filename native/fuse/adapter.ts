@@ -28,6 +28,14 @@
  * Unmounting: `fusermount -u` first, which fails with EBUSY while files are open; with
  * `force`, `fusermount -uz` detaches lazily. Never touch the mount synchronously from this
  * process: the callbacks run on this process's JS thread, so a sync fs call would deadlock.
+ * fuse-native's own mount call is synchronous (libfuse stats the mount point and calls
+ * mount(2) on the JS thread), so a mount point inside a mount this process serves is refused.
+ *
+ * The end of a session: fuse-native runs libfuse's loop on its own thread and never tells JS
+ * when it returns (someone ran `fusermount -u` or `umount`). `FuseMount.watch` finds out by
+ * polling, asynchronously: the mount's entry leaves /proc/self/mountinfo, and once processes
+ * that still use a lazily detached mount let go, libfuse closes this mount's /dev/fuse
+ * descriptor. Mounts in one process are made one at a time so each knows its descriptor.
  */
 
 import { execFile } from 'node:child_process';
@@ -237,13 +245,58 @@ function run(file: string, args: string[]): Promise<{ code: number; stderr: stri
   });
 }
 
+/** One mount, as /proc/self/mountinfo lists it. */
+export interface MountEntry {
+  /** Unique per mount (reused only after that mount is gone). */
+  readonly id: number;
+  readonly mountPoint: string;
+  /** e.g. "fuse.filespace" for this product's mounts (libfuse's subtype). */
+  readonly fsType: string;
+  /** e.g. "filespace:NAME" for this product's mounts. */
+  readonly source: string;
+}
+
+/** The file system type of this product's mounts in the mount table. */
+export const FILESPACE_FS_TYPE = 'fuse.filespace';
+
+/** Every mount this process can see, from /proc/self/mountinfo (read asynchronously). */
+export async function mountTable(): Promise<MountEntry[]> {
+  const info = await fsp.readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const decode = (s: string) => s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const out: MountEntry[] = [];
+  for (const line of info.split('\n')) {
+    const f = line.split(' ');
+    const dash = f.indexOf('-', 6);
+    if (f.length < 5 || dash < 0) continue;
+    out.push({ id: Number(f[0]), mountPoint: decode(f[4]!), fsType: decode(f[dash + 1] ?? ''), source: decode(f[dash + 2] ?? '') });
+  }
+  return out;
+}
+
 /** Whether `dir` is a mount point right now (per /proc/self/mountinfo). */
 export async function isMountPoint(dir: string): Promise<boolean> {
   const abs = path.resolve(dir);
-  const info = await fsp.readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  const decode = (s: string) => s.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8)));
-  return info.split('\n').some((line) => decode(line.split(' ')[4] ?? '') === abs);
+  return (await mountTable()).some((m) => m.mountPoint === abs);
 }
+
+/** Whether `p` is `dir` or lies below it (both absolute and normalised). */
+export function isWithin(p: string, dir: string): boolean {
+  return p === dir || p.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
+}
+
+/** This process's descriptors open on /dev/fuse (one per live session it serves). */
+async function fuseDescriptors(): Promise<Set<number>> {
+  const out = new Set<number>();
+  for (const fd of await fsp.readdir('/proc/self/fd').catch(() => [] as string[])) {
+    if ((await fsp.readlink(`/proc/self/fd/${fd}`).catch(() => '')) === '/dev/fuse') out.add(Number(fd));
+  }
+  return out;
+}
+
+/** Mounts this process serves; mounting inside one of them would deadlock (see the header). */
+const served = new Set<FuseMount>();
+/** Mounts are made one at a time, so each can tell which /dev/fuse descriptor is its own. */
+let mountQueue: Promise<unknown> = Promise.resolve();
 
 /** Names what is missing for FUSE on this machine, or returns undefined when all is there. */
 export async function checkFuseAvailable(): Promise<string | undefined> {
@@ -302,11 +355,70 @@ export async function unmountPath(mountPoint: string, force: boolean): Promise<v
 export class FuseMount {
   private fuse: FuseNativeInstance | undefined;
   private mounted = false;
+  /** The mount point with symlinks resolved, as the mount table names it. */
+  private realMountPoint: string | undefined;
+  /** This mount's id in the mount table and its /dev/fuse descriptor, once mounted. */
+  private mountId: number | undefined;
+  private fuseFd: number | undefined;
+  private watchTimer: NodeJS.Timeout | undefined;
 
   constructor(readonly mountPoint: string, private readonly fs: FuseFilesystem, private readonly opts: MountOptions) {}
 
   get isMounted(): boolean {
     return this.mounted;
+  }
+
+  /** Whether the kernel still lists this mount (false once unmounted or detached by anyone). */
+  async listed(): Promise<boolean> {
+    if (this.mountId === undefined) return this.mounted && (await isMountPoint(this.realMountPoint ?? this.mountPoint));
+    return (await mountTable()).some((m) => m.id === this.mountId);
+  }
+
+  /**
+   * Whether the FUSE session has ended: the mount is gone from the mount table and, if it was
+   * detached lazily, no process uses it any more (libfuse closed its /dev/fuse descriptor).
+   */
+  async sessionEnded(): Promise<boolean> {
+    if (!this.mounted) return true;
+    if (await this.listed()) return false;
+    if (this.fuseFd === undefined) return true;
+    return (await fsp.readlink(`/proc/self/fd/${this.fuseFd}`).catch(() => '')) !== '/dev/fuse';
+  }
+
+  /**
+   * Polls (every `intervalMs`, asynchronously) for the end of the session while mounted, and
+   * calls `onEnded` once when someone else unmounted it. `onDetached` is called once if it was
+   * detached lazily and processes still use it (the session goes on until they let go).
+   */
+  watch(onEnded: () => void, onDetached: () => void = () => undefined, intervalMs = 1000): void {
+    this.stopWatching();
+    let busy = false;
+    let detachedSaid = false;
+    this.watchTimer = setInterval(() => {
+      if (busy || !this.mounted) return;
+      busy = true;
+      void (async () => {
+        try {
+          if (await this.listed()) return;
+          if (await this.sessionEnded()) {
+            if (!this.watchTimer || !this.mounted) return;
+            this.stopWatching();
+            onEnded();
+          } else if (!detachedSaid) {
+            detachedSaid = true;
+            onDetached();
+          }
+        } finally {
+          busy = false;
+        }
+      })();
+    }, intervalMs);
+    this.watchTimer.unref();
+  }
+
+  private stopWatching(): void {
+    if (this.watchTimer) clearInterval(this.watchTimer);
+    this.watchTimer = undefined;
   }
 
   private ops(): Record<string, unknown> {
@@ -397,7 +509,31 @@ export class FuseMount {
     return `-o${list.join(',')}`;
   }
 
+  /** Refuses a mount point inside a mount this process serves (checked lexically, then for real). */
+  private async refuseNested(): Promise<string> {
+    const check = (p: string) => {
+      for (const m of served) {
+        const outer = m.realMountPoint ?? path.resolve(m.mountPoint);
+        if (isWithin(p, outer)) {
+          throw new FuseError(`cannot mount at ${this.mountPoint}: it lies inside ${outer}, which this process serves; pick a folder outside every filespace`, 'FAILED');
+        }
+      }
+    };
+    check(path.resolve(this.mountPoint));
+    const real = await fsp.realpath(this.mountPoint).catch(() => path.resolve(this.mountPoint));
+    check(real);
+    return real;
+  }
+
   async mount(): Promise<void> {
+    const run = mountQueue.then(() => this.mountNow());
+    mountQueue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async mountNow(): Promise<void> {
+    this.realMountPoint = await this.refuseNested();
+    const fdsBefore = await fuseDescriptors();
     const fuse = new (fuseNative().Fuse)(this.mountPoint, this.ops(), { timeout: false });
     const optionString = this.optionString();
     fuse._fuseOptions = () => optionString;
@@ -409,17 +545,28 @@ export class FuseMount {
       });
     });
     this.mounted = true;
+    served.add(this);
+    const fresh = [...(await fuseDescriptors())].filter((fd) => !fdsBefore.has(fd));
+    this.fuseFd = fresh.length === 1 ? fresh[0] : undefined;
+    const entries = (await mountTable()).filter((m) => m.mountPoint === this.realMountPoint && m.fsType.startsWith('fuse'));
+    this.mountId = entries[entries.length - 1]?.id;
   }
 
   /** Unmounts; throws FuseError('BUSY') if files are in use and `force` is false. */
   async unmount(force = false): Promise<void> {
     if (!this.mounted || !this.fuse) return;
-    try {
-      await unmountPath(this.mountPoint, force);
-    } catch (err) {
-      if (!(err instanceof FuseError && err.code === 'NOT_MOUNTED')) throw err;
+    // Already unmounted or detached by someone else: nothing to ask the kernel (and another
+    // mount may sit at that path by now).
+    if (await this.listed()) {
+      try {
+        await unmountPath(this.mountPoint, force);
+      } catch (err) {
+        if (!(err instanceof FuseError && err.code === 'NOT_MOUNTED')) throw err;
+      }
     }
+    this.stopWatching();
     this.mounted = false;
+    served.delete(this);
     if (this.fuse._thread) fuseNative().binding.fuse_native_unmount(this.fuse.mnt, this.fuse._thread);
     this.fuse = undefined;
   }

@@ -467,3 +467,41 @@ describe('ChunkCache.init', () => {
     assert.deepEqual(await c.readAll(name(3)), bytes(2 * K, 3));
   });
 });
+
+describe('ChunkCache on a disk smaller than its cap', () => {
+  const K = 10_000;
+  const P = physicalSize(K);
+
+  it('keeps within what the disk has room for, and counts it against writers', async () => {
+    const c = await newCache(roomy);
+    for (let i = 1; i <= 6; i++) await c.put(name(i), bytes(K, i));
+    assert.equal(c.cleanUsedBytes, 6 * P);
+    assert.equal(c.wouldExceedCap(4 * P), false);
+    c.setDiskLimit(4 * P);
+    assert.equal(c.effectiveCapBytes, 4 * P);
+    assert.equal(c.capBytes, roomy.capBytes, 'the configured cap is still reported');
+    assert.ok(await eventually(() => c.usedBytes <= 4 * P * 0.85), `${c.usedBytes}`);
+    assert.deepEqual([1, 2, 3, 4, 5, 6].map((i) => c.has(name(i))), [false, false, false, true, true, true], 'least recently used first');
+    dirtyBytes = 3 * P;
+    assert.equal(c.wouldExceedCap(2 * P), true, 'writers wait when dirty data would not fit the disk');
+  });
+
+  it('does not keep a fetched chunk it has no room for', async () => {
+    const c = await newCache(roomy);
+    dirtyBytes = 3 * P;
+    c.setDiskLimit(3 * P);
+    await c.put(name(7), bytes(K, 7));
+    assert.equal(c.has(name(7)), false);
+    assert.deepEqual(await readdir(path.join(dir, 'chunks')), []);
+  });
+
+  it('gives back clean chunks, oldest first, when the disk is full', async () => {
+    const c = await newCache(roomy);
+    for (let i = 1; i <= 4; i++) await c.put(name(i), bytes(K, i));
+    await c.readAll(name(1)); // now the most recently used
+    assert.equal(await c.evictForDisk(2 * P), 2 * P);
+    assert.deepEqual([1, 2, 3, 4].map((i) => c.has(name(i))), [true, false, false, true]);
+    assert.equal(await c.evictForDisk(100 * P), 2 * P);
+    assert.equal(await c.evictForDisk(P), 0, 'nothing left');
+  });
+});

@@ -9,7 +9,9 @@
  * reserved for files being written or removed: the cache starts evicting when the total passes
  * the high watermark and stops at the low one. Only clean chunks are ever evicted; dirty data
  * is the write-back queue's, and when it fills the cap the VFS applies backpressure instead
- * (see vfs.ts).
+ * (see vfs.ts). The cap in force is the smaller of the configured cap and what the disk has
+ * room for (`setDiskLimit`, from cacheDisk.ts), so a cap larger than the disk behaves like a
+ * cap the size of the disk.
  *
  * The cap holds on disk at every instant: every byte is counted before it is written and
  * until it is gone, and nothing grows without room. Dirty data grows only within room
@@ -43,6 +45,8 @@ export class ChunkCache {
   private cleanBytes = 0;
   /** Bytes of chunks being written into the cache right now, counted against the cap. */
   private reservedBytes = 0;
+  /** What the disk has room for (cacheDisk.ts); the cap in force is the smaller of the two. */
+  private diskLimitBytes = Infinity;
   private evicting: Promise<void> | undefined;
   hits = 0;
   misses = 0;
@@ -178,13 +182,31 @@ export class ChunkCache {
     return this.cleanBytes;
   }
 
+  /** The configured cap. */
   get capBytes(): number {
     return this.limits.capBytes;
+  }
+
+  /** The cap in force: the configured one, or less when the disk has less room. */
+  get effectiveCapBytes(): number {
+    return Math.min(this.limits.capBytes, this.diskLimitBytes);
+  }
+
+  /** Clean and dirty bytes on disk now (without writes still on their way). */
+  get onDiskBytes(): number {
+    return this.cleanBytes + this.dirtyBytes();
   }
 
   setLimits(limits: CacheLimits): void {
     this.limits = limits;
     void this.maybeEvict();
+  }
+
+  /** What the disk has room for, in cache bytes (see cacheDisk.ts); evicts if that is less now. */
+  setDiskLimit(bytes: number): void {
+    const lower = bytes < this.diskLimitBytes;
+    this.diskLimitBytes = bytes;
+    if (lower) void this.maybeEvict();
   }
 
   has(name: string): boolean {
@@ -226,13 +248,12 @@ export class ChunkCache {
 
   /**
    * Stores a chunk (sealed into a temp file, then renamed: readers never see half). Resolves
-   * false, storing nothing, when it would not fit under the cap even after evicting every
-   * clean chunk (dirty data fills the cache).
+   * false, storing nothing, when it finds no room even after evicting every clean chunk (dirty
+   * data fills the cap, or the disk is full).
    */
   async put(name: string, data: Buffer): Promise<boolean> {
     if (this.index.has(name)) return true;
     const file = this.pathOf(name);
-    await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
     const tmp = `${file}.tmp${process.pid}.${Math.random().toString(36).slice(2)}`;
     const size = physicalSize(data.length);
     // Reserve first and evict down to the low watermark, so the cap holds even with many
@@ -240,7 +261,8 @@ export class ChunkCache {
     this.reservedBytes += size;
     try {
       await this.maybeEvict();
-      if (this.usedBytes > this.limits.capBytes) return false;
+      if (this.usedBytes > this.effectiveCapBytes) return false;
+      await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
       const { header, fileId } = this.io.newHeader();
       const fh = await fsp.open(tmp, 'w+', 0o600);
       try {
@@ -333,7 +355,8 @@ export class ChunkCache {
     // One eviction pass at a time; chunks indexed while a pass ran are looked at by the next.
     for (;;) {
       while (this.evicting) await this.evicting;
-      const { capBytes, highWatermark, lowWatermark } = this.limits;
+      const { highWatermark, lowWatermark } = this.limits;
+      const capBytes = this.effectiveCapBytes;
       if (this.usedBytes <= capBytes * highWatermark || this.index.size === 0) return;
       const before = this.cleanBytes;
       this.evicting = this.evictUntil(capBytes * lowWatermark).finally(() => (this.evicting = undefined));
@@ -347,7 +370,8 @@ export class ChunkCache {
    * total stays under the cap (dirty data itself is limited by backpressure in the VFS).
    */
   async makeRoomForDirty(bytes: number): Promise<void> {
-    const { capBytes, highWatermark, lowWatermark } = this.limits;
+    const { highWatermark, lowWatermark } = this.limits;
+    const capBytes = this.effectiveCapBytes;
     if (this.usedBytes + bytes <= capBytes * highWatermark) return;
     this.reservedBytes += bytes;
     try {
@@ -370,7 +394,21 @@ export class ChunkCache {
 
   /** True when adding `bytes` would push the total past the cap even after evicting all clean data. */
   wouldExceedCap(extraBytes: number): boolean {
-    return this.dirtyBytes() + extraBytes > this.limits.capBytes;
+    return this.dirtyBytes() + extraBytes > this.effectiveCapBytes;
+  }
+
+  /**
+   * The disk is full (a write failed for lack of space): evicts least-recently-used clean
+   * chunks until at least `bytes` are freed, or none is left. Resolves the bytes freed.
+   */
+  async evictForDisk(bytes: number): Promise<number> {
+    let freed = 0;
+    for (const name of [...this.index.keys()]) {
+      if (freed >= bytes) break;
+      freed += this.index.get(name) ?? 0;
+      await this.remove(name);
+    }
+    return freed;
   }
 
   /**
@@ -383,7 +421,7 @@ export class ChunkCache {
    */
   reserveForDirty(bytes: number): (() => void) | undefined {
     const held = this.dirtyBytes() + this.reservedBytes;
-    if (held > 0 && held + bytes > this.limits.capBytes) return undefined;
+    if (held > 0 && held + bytes > this.effectiveCapBytes) return undefined;
     this.reservedBytes += bytes;
     let released = false;
     return () => {

@@ -15,6 +15,10 @@
  * Appends are buffered and written by a single writer loop (one write in flight, in order);
  * `sync()` is a group commit: it resolves once everything appended before the call is on disk
  * (fdatasync). Nothing here blocks the event loop.
+ *
+ * A full disk: a write (or snapshot) that fails for lack of space asks `onDiskFull` to free
+ * some (the engine evicts clean chunks, then gives up its reserve) and is tried once more;
+ * if it still fails, its records stay queued, in order, for the next write.
  */
 
 import { promises as fsp } from 'node:fs';
@@ -78,6 +82,11 @@ const HEADER = 8;
 const SNAPSHOT = 'state.json';
 const JOURNAL_RE = /^journal\.(\d+)$/;
 
+function isDiskFull(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
 export async function fsyncDir(dir: string): Promise<void> {
   const fh = await fsp.open(dir, 'r');
   try {
@@ -89,14 +98,20 @@ export async function fsyncDir(dir: string): Promise<void> {
 
 export async function writeFileAtomic(file: string, data: Buffer | string, mode = 0o600): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  const fh = await fsp.open(tmp, 'w', mode);
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
+    const fh = await fsp.open(tmp, 'w', mode);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, file);
+  } catch (err) {
+    // A full disk must not keep a half-written copy taking up what room is left.
+    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
   }
-  await fsp.rename(tmp, file);
   await fsyncDir(path.dirname(file));
 }
 
@@ -228,6 +243,8 @@ export class Journal<TSnapshot extends { gen: number }> {
   private closed = false;
   /** Opened only to read (the checker): nothing is written, truncated or removed. */
   readOnly = false;
+  /** Called when a write found the disk full; resolves true if it freed space (the write is tried again). */
+  onDiskFull: ((err: Error) => Promise<boolean>) | undefined;
 
   private constructor(private readonly dir: string, private gen: number) {}
 
@@ -381,18 +398,28 @@ export class Journal<TSnapshot extends { gen: number }> {
     const all = this.retry.length > 0 ? [...this.retry, ...bufs] : bufs;
     const total = this.retryBytes + bytes;
     if (all.length === 0) return;
-    try {
-      const { bytesWritten } = await this.fh!.writev(all, this.size);
-      if (bytesWritten !== total) throw Object.assign(new Error('short write to the metadata journal'), { code: 'ENOSPC' });
-      this.size += total;
-      this.retry = [];
-      this.retryBytes = 0;
-    } catch (err) {
-      await this.fh!.truncate(this.size).catch(() => undefined);
-      this.retry = all;
-      this.retryBytes = total;
-      throw err;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const { bytesWritten } = await this.fh!.writev(all, this.size);
+        if (bytesWritten !== total) throw Object.assign(new Error('the disk is full: the metadata journal was written short'), { code: 'ENOSPC' });
+        this.size += total;
+        this.retry = [];
+        this.retryBytes = 0;
+        return;
+      } catch (err) {
+        await this.fh!.truncate(this.size).catch(() => undefined);
+        if (attempt === 0 && (await this.freedSpace(err))) continue;
+        this.retry = all;
+        this.retryBytes = total;
+        throw err;
+      }
     }
+  }
+
+  /** On a full disk, asks `onDiskFull` for room; true if the failed write should be tried again. */
+  private async freedSpace(err: unknown): Promise<boolean> {
+    if (!isDiskFull(err) || !this.onDiskFull) return false;
+    return this.onDiskFull(err as Error).catch(() => false);
   }
 
   /**
@@ -410,15 +437,20 @@ export class Journal<TSnapshot extends { gen: number }> {
       // appended before the snapshot, which covers them. If the snapshot cannot be written
       // they stay queued for the old journal.
       let newFh: fsp.FileHandle | undefined;
-      try {
-        newFh = await fsp.open(this.file(snapshot.gen), 'w', 0o600);
-        await writeFileAtomic(path.join(this.dir, SNAPSHOT), encodeSnapshot(snapshot));
-      } catch (err) {
-        await newFh?.close();
-        await fsp.rm(this.file(snapshot.gen), { force: true });
-        this.retry = [...this.retry, ...bufs];
-        this.retryBytes += bytes;
-        throw err;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          newFh = await fsp.open(this.file(snapshot.gen), 'w', 0o600);
+          await writeFileAtomic(path.join(this.dir, SNAPSHOT), encodeSnapshot(snapshot));
+          break;
+        } catch (err) {
+          await newFh?.close();
+          newFh = undefined;
+          await fsp.rm(this.file(snapshot.gen), { force: true });
+          if (attempt === 0 && (await this.freedSpace(err))) continue;
+          this.retry = [...this.retry, ...bufs];
+          this.retryBytes += bytes;
+          throw err;
+        }
       }
       this.gen = snapshot.gen;
       this.fh = newFh;
@@ -436,10 +468,13 @@ export class Journal<TSnapshot extends { gen: number }> {
       this.closed = true;
       return;
     }
-    await this.sync();
-    this.closed = true;
-    await this.fh?.close();
-    this.fh = undefined;
+    try {
+      await this.sync();
+    } finally {
+      this.closed = true;
+      await this.fh?.close();
+      this.fh = undefined;
+    }
   }
 
   get generation(): number {

@@ -230,6 +230,11 @@ export class MetaStore {
     await this.checkpoint();
   }
 
+  /** Called when the journal found the disk full; resolves true if space was freed (see journal.ts). */
+  set onDiskFull(fn: (err: Error) => Promise<boolean>) {
+    this.journal.onDiskFull = fn;
+  }
+
   /** Writes buffered journal records (survives a process crash). */
   flush(): Promise<void> {
     return this.journal.flush();
@@ -261,10 +266,14 @@ export class MetaStore {
     return this.journal.checkpoint(state);
   }
 
+  /**
+   * Writes a snapshot and closes the journal. If the snapshot cannot be written (a full disk),
+   * the journal still gets every record, so nothing is lost; only a failure of that throws.
+   */
   async close(): Promise<void> {
     if (this.journal.readOnly) return this.journal.close();
     if (this.checkpointing) await this.checkpointing.catch(() => undefined);
-    await this.checkpoint();
+    await this.checkpoint().catch(() => undefined);
     await this.journal.close();
   }
 }

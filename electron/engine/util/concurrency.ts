@@ -111,6 +111,19 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/**
+ * Waits for `work` at most `ms`; resolves true if it settled in time (its failure is
+ * swallowed: the caller only bounds a wait). The work itself goes on in the background.
+ */
+export function settledWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((r) => {
+    timer = setTimeout(() => r(false), ms);
+    timer.unref();
+  });
+  return Promise.race([work.then(() => true, () => true), late]).finally(() => clearTimeout(timer));
+}
+
 /** Exponential backoff with full jitter, capped. attempt starts at 0. */
 export function backoffMs(attempt: number, baseMs = 200, capMs = 30_000): number {
   const ceiling = Math.min(capMs, baseMs * 2 ** attempt);
