@@ -334,7 +334,7 @@ export class Engine {
       upload: (d) => this.uploadChunk(d),
       // Offline, uploads wait for the bucket instead of failing one by one.
       paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.mode === 'read' || store.offline,
-      onError: (err, d) => this.noteUploadError(err, d),
+      onError: (err, d, attempts) => this.noteUploadError(err, d, attempts),
       onSuccess: () => {
         if (this.uploadFailure) {
           this.log(`uploads work again (they failed since ${new Date(this.uploadFailure.since).toISOString()})`);
@@ -868,7 +868,7 @@ export class Engine {
 
   private async uploadReserved(d: DirtyChunk, sending: (bytes: number) => void): Promise<void> {
     const { keys, store } = this.opts;
-    const snap = await this.vfs.chunkLock(d.ino, d.idx, async () => {
+    const snap = await this.dirty.withChunk(d.ino, d.idx, async () => {
       if (this.dirty.get(d.ino, d.idx) !== d) return undefined;
       if (this.vfs.isUnlinked(d.ino)) return undefined; // deleted while open: its data stays local until the last close
       if (!this.meta.tree.get(d.ino)) {
@@ -891,14 +891,14 @@ export class Engine {
         await store.put(chunkKey(name), obj);
         this.uploadedBytes += obj.length;
       }
-      await this.vfs.chunkLock(d.ino, d.idx, async () => {
+      await this.dirty.withChunk(d.ino, d.idx, async () => {
         if (this.closed) return; // shutting down: the chunk stays dirty and uploads next time
         if (this.dirty.get(d.ino, d.idx) !== d || !this.meta.tree.get(d.ino)) return; // deleted or truncated away meanwhile
         this.vfs.commitSize(d.ino);
         this.meta.commit({ t: 'chunk', ino: d.ino, idx: d.idx, ref: [name, snap.content.length] });
         if (d.gen !== snap.gen) {
           // Written to during the upload: what is still dirty is only what came after the snapshot.
-          d.firstDirtyMs = Math.max(d.firstDirtyMs, snap.at);
+          this.dirty.uploadedAsOf(d, snap.at);
         } else {
           // The reference must be durable before the dirty copy stops being the data's home.
           await this.meta.sync();
@@ -923,18 +923,18 @@ export class Engine {
    * answer, status says offline (since when, and what waits); while it answers with errors,
    * `lastError` names the first error of the run and stays the same until an upload succeeds.
    */
-  private noteUploadError(err: unknown, d: DirtyChunk): void {
+  private noteUploadError(err: unknown, d: DirtyChunk, attempts: number): void {
     const msg = err instanceof Error ? err.message : String(err);
     if (err instanceof CutOffError) return; // sent during an outage that is over; retried at once
     if (isNoAnswer(err) && this.store.offline) {
-      if (d.attempts === 1) this.log(`upload of ${d.ino}.${d.idx} waits for the bucket: ${msg}`);
+      if (attempts === 1) this.log(`upload of ${d.ino}.${d.idx} waits for the bucket: ${msg}`);
       return;
     }
     const code = err instanceof StoreError ? err.code : 'Other';
     if (this.uploadFailure?.code !== code) {
       this.uploadFailure = { since: Date.now(), code, message: msg };
       this.lastError = `uploads fail (since ${new Date(this.uploadFailure.since).toISOString()}, retrying): ${msg}`;
-      this.log(`upload of ${d.ino}.${d.idx} failed (attempt ${d.attempts}): ${msg}`);
+      this.log(`upload of ${d.ino}.${d.idx} failed (attempt ${attempts}): ${msg}`);
     }
   }
 
