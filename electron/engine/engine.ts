@@ -46,10 +46,9 @@ import * as os from 'node:os';
 import { HandlePool } from './cache/handles';
 import { CacheDisk } from './cache/cacheDisk';
 import { ChunkCache } from './cache/chunkCache';
-import { DirtyChunk, DirtyStore } from './cache/dirty';
+import { DirtyStore } from './cache/dirty';
 import { SealedIO } from './cache/sealed';
-import { chunkName, Keys } from './chunk/crypto';
-import { chunkKey, encodeChunk } from './chunk/format';
+import { Keys } from './chunk/crypto';
 import { EngineSettings, resolveSettings } from './config';
 import { FilespaceHeader, HEADER_KEY, linkedChunkSizeMismatch, sealLegacyHeader } from './filespace';
 import { MetaStore } from './meta/metastore';
@@ -60,9 +59,9 @@ import { ChunkCollector, GcResult } from './gc';
 import { MetaOp, Tree, pathsOf } from './meta/tree';
 import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
-import { CutOffError, MonitoredStore } from './store/monitored';
-import { ObjectStore, StoreError, isNoAnswer } from './store/types';
-import { RateLimiter } from './upload/ratelimit';
+import { MonitoredStore } from './store/monitored';
+import { ObjectStore, StoreError } from './store/types';
+import { Uploader, publishableOps } from './upload/uploader';
 import { WritebackQueue } from './upload/writeback';
 import { StallCause } from './vfs/backpressure';
 import { Vfs } from './vfs/vfs';
@@ -236,13 +235,9 @@ export class Engine {
   private readonly writeback: WritebackQueue;
   private readonly replicator: Replicator;
   private readonly fetcher: ChunkFetcher;
+  private readonly uploader: Uploader;
   private settings: EngineSettings;
-  private uploadedBytes = 0;
-  private lastError: string | undefined;
-  /** Uploads failing with an answer from the bucket: since when, and the first error. Cleared by a success. */
-  private uploadFailure: { since: number; code: string; message: string } | undefined;
   private uploadsPaused = false;
-  private readonly uploadLimit: RateLimiter;
   private rateTimer: NodeJS.Timeout;
   private sizeTimer: NodeJS.Timeout;
   private diskTimer: NodeJS.Timeout;
@@ -283,7 +278,6 @@ export class Engine {
     private readonly store: MonitoredStore,
   ) {
     this.settings = opts.settings;
-    this.uploadLimit = new RateLimiter(opts.settings.uploadLimitBytesPerSec);
     this.log = opts.log ?? (() => undefined);
     this.mode = opts.mode ?? 'write';
     this.remote = new RemoteMeta(opts.store, opts.keys.metaKey, opts.header);
@@ -309,7 +303,7 @@ export class Engine {
         if (!this.leaseTaken) throw new StoreError('Unreachable', 'waiting for the write lease');
         await this.lease.ensureValid();
       },
-      () => this.publishableOps());
+      () => publishableOps(meta, dirty));
     this.writingStopped = new Promise<false>((resolve) => (this.stopWriting = () => resolve(false)));
     this.replicator.onConflict = () => {
       this.writeback.setPressure(false);
@@ -325,22 +319,27 @@ export class Engine {
       drainBlocked: () => this.drainBlocked(),
       writeStallTimeoutMs: () => this.settings.writeStallTimeoutMs,
     });
+    this.uploader = new Uploader({
+      dirty, meta, cache, store,
+      keys: opts.keys,
+      names: this.gc,
+      files: this.vfs,
+      freed: () => this.vfs.noteDirtyFreed(),
+      limitBytesPerSec: opts.settings.uploadLimitBytesPerSec,
+      log: this.log,
+    });
     this.writeback = new WritebackQueue({
       dirty,
       chunkSize: meta.chunkSize,
       policy: () => this.settings,
       isOpenForWrite: (ino) => this.vfs.isOpenForWrite(ino),
       isUnlinked: (ino) => this.vfs.isUnlinked(ino),
-      upload: (d) => this.uploadChunk(d),
+      upload: (d) => this.uploader.upload(d),
       // Offline, uploads wait for the bucket instead of failing one by one.
       paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.mode === 'read' || store.offline,
-      onError: (err, d, attempts) => this.noteUploadError(err, d, attempts),
+      onError: (err, d, attempts) => this.uploader.failed(err, d, attempts),
       onSuccess: () => {
-        if (this.uploadFailure) {
-          this.log(`uploads work again (they failed since ${new Date(this.uploadFailure.since).toISOString()})`);
-          this.uploadFailure = undefined;
-          this.lastError = undefined;
-        }
+        this.uploader.succeeded();
         if (!this.cache.wouldExceedCap(meta.chunkSize)) this.writeback.setPressure(false);
       },
     });
@@ -451,32 +450,6 @@ export class Engine {
   private segmentWriter(): SegmentWriter | undefined {
     if (this.mode !== 'write' || !this.leaseTaken || !this.lease.current) return undefined;
     return { id: this.machine.id, epoch: this.lease.current.epoch };
-  }
-
-  /**
-   * How many pending ops may reach the bucket now. A size change is published only once the
-   * data it exposes is uploaded: otherwise other machines would read zeros where this one has
-   * data. The op is held (with everything after it, to keep the order) while its file has a
-   * dirty chunk within the new size that was already dirty when the op was committed.
-   */
-  private publishableOps(): number {
-    const ops = this.meta.pendingRemote;
-    const times = this.meta.pendingTimes;
-    const cs = this.meta.chunkSize;
-    for (let i = 0; i < ops.length; i++) {
-      const op = ops[i]!;
-      if (op.t !== 'attr' || op.size === undefined) continue;
-      // A deleted file's size exposes nothing (its deletion follows); one deleted while still
-      // open keeps dirty chunks that never upload, and must not hold everything back.
-      if (!this.meta.tree.get(op.ino)) continue;
-      const last = Math.ceil(op.size / cs) - 1;
-      for (const idx of this.dirty.indexesOf(op.ino)) {
-        if (idx > last) continue;
-        const d = this.dirty.get(op.ino, idx);
-        if (d && d.firstDirtyMs <= (times[i] ?? Infinity)) return i;
-      }
-    }
-    return ops.length;
   }
 
   private readOnlyReason(): string | undefined {
@@ -828,7 +801,7 @@ export class Engine {
     this.settings = next;
     this.cache.setLimits({ capBytes: next.cacheCapBytes, highWatermark: next.cacheHighWatermark, lowWatermark: next.cacheLowWatermark });
     this.fetcher.setConcurrency(next.downloadConcurrency);
-    this.uploadLimit.setRate(next.uploadLimitBytesPerSec);
+    this.uploader.setLimit(next.uploadLimitBytesPerSec);
     this.writeback.pump();
     return next;
   }
@@ -843,99 +816,14 @@ export class Engine {
   private drainBlocked(): StallCause | undefined {
     if (this.uploadsPaused) return 'paused';
     if (this.store.offline) return 'offline';
-    if (this.uploadFailure) return 'failing';
+    if (this.uploader.failure) return 'failing';
     if (this.writeback.uploading === 0) return 'idle';
     return undefined;
-  }
-
-  private async uploadChunk(d: DirtyChunk): Promise<void> {
-    // Under a bandwidth limit, wait for the budget before reading and sealing the chunk, so the
-    // chunks waiting for their turn hold no memory. The reservation is the plaintext size,
-    // corrected once the sealed size is known (or returned if nothing is sent).
-    let reserved = 0;
-    if (this.uploadLimit.limit > 0 && this.meta.tree.get(d.ino)) {
-      reserved = d.len;
-      await this.uploadLimit.take(reserved);
-      if (this.closed) return; // shutting down while waiting for bandwidth: stays dirty
-    }
-    let sent = 0;
-    try {
-      await this.uploadReserved(d, (n) => (sent = n));
-    } finally {
-      if (reserved > 0) this.uploadLimit.adjust(sent - reserved);
-    }
-  }
-
-  private async uploadReserved(d: DirtyChunk, sending: (bytes: number) => void): Promise<void> {
-    const { keys, store } = this.opts;
-    const snap = await this.dirty.withChunk(d.ino, d.idx, async () => {
-      if (this.dirty.get(d.ino, d.idx) !== d) return undefined;
-      if (this.vfs.isUnlinked(d.ino)) return undefined; // deleted while open: its data stays local until the last close
-      if (!this.meta.tree.get(d.ino)) {
-        // Its file is gone: drop the data here (after the deletion is durable), or the queue
-        // would pick this chunk again and again.
-        await this.meta.sync();
-        await this.dirty.drop(d);
-        return undefined;
-      }
-      return { content: await this.dirty.readAll(d), gen: d.gen, at: Date.now() };
-    });
-    if (!snap) return;
-    const name = chunkName(keys.nameKey, snap.content);
-    // Held from before the PUT until the reference is committed, so GC cannot delete it between.
-    await this.gc.acquire(name);
-    try {
-      if (!this.meta.tree.chunkRefs.has(name)) {
-        const obj = await encodeChunk(keys.chunkKey, name, snap.content);
-        sending(obj.length);
-        await store.put(chunkKey(name), obj);
-        this.uploadedBytes += obj.length;
-      }
-      await this.dirty.withChunk(d.ino, d.idx, async () => {
-        if (this.closed) return; // shutting down: the chunk stays dirty and uploads next time
-        if (this.dirty.get(d.ino, d.idx) !== d || !this.meta.tree.get(d.ino)) return; // deleted or truncated away meanwhile
-        this.vfs.commitSize(d.ino);
-        this.meta.commit({ t: 'chunk', ino: d.ino, idx: d.idx, ref: [name, snap.content.length] });
-        if (d.gen !== snap.gen) {
-          // Written to during the upload: what is still dirty is only what came after the snapshot.
-          this.dirty.uploadedAsOf(d, snap.at);
-        } else {
-          // The reference must be durable before the dirty copy stops being the data's home.
-          await this.meta.sync();
-          if (this.dirty.get(d.ino, d.idx) !== d || d.gen !== snap.gen) return;
-          const { file, fileId, size } = this.dirty.release(d);
-          await this.cache.adopt(name, file, size, fileId);
-        }
-      });
-    } finally {
-      this.gc.release(name);
-    }
-    this.vfs.noteDirtyFreed();
   }
 
   /** Reports an outcome to the store monitor (which sees every request itself; see MonitoredStore.note). */
   private noteStoreOutcome(err: unknown | undefined): void {
     this.store.note(err);
-  }
-
-  /**
-   * Upload failures are one state, not one error per attempt: while the bucket does not
-   * answer, status says offline (since when, and what waits); while it answers with errors,
-   * `lastError` names the first error of the run and stays the same until an upload succeeds.
-   */
-  private noteUploadError(err: unknown, d: DirtyChunk, attempts: number): void {
-    const msg = err instanceof Error ? err.message : String(err);
-    if (err instanceof CutOffError) return; // sent during an outage that is over; retried at once
-    if (isNoAnswer(err) && this.store.offline) {
-      if (attempts === 1) this.log(`upload of ${d.ino}.${d.idx} waits for the bucket: ${msg}`);
-      return;
-    }
-    const code = err instanceof StoreError ? err.code : 'Other';
-    if (this.uploadFailure?.code !== code) {
-      this.uploadFailure = { since: Date.now(), code, message: msg };
-      this.lastError = `uploads fail (since ${new Date(this.uploadFailure.since).toISOString()}, retrying): ${msg}`;
-      this.log(`upload of ${d.ino}.${d.idx} failed (attempt ${attempts}): ${msg}`);
-    }
   }
 
   /** The "writes waiting" state in words, with what to do about it. */
@@ -949,7 +837,7 @@ export class Engine {
       const [why, remedy] = {
         paused: ['uploads are paused', 'resume uploads or raise the cache size'],
         offline: ['the bucket does not answer', 'they upload once it answers; or raise the cache size'],
-        failing: [`uploads fail: ${this.uploadFailure?.message ?? 'see the log'}`, 'fix the cause or raise the cache size'],
+        failing: [`uploads fail: ${this.uploader.failure?.message ?? 'see the log'}`, 'fix the cause or raise the cache size'],
         idle: ['nothing is uploading', 'raise the cache size'],
       }[w.cause];
       const stallS = Math.round(this.settings.writeStallTimeoutMs / 1000);
@@ -963,7 +851,7 @@ export class Engine {
 
   private sampleRates(): void {
     const now = Date.now();
-    this.samples.push({ t: now, up: this.uploadedBytes, down: this.fetcher.stats.downloadedBytes });
+    this.samples.push({ t: now, up: this.uploader.uploadedBytes, down: this.fetcher.stats.downloadedBytes });
     while (this.samples.length > 0 && now - this.samples[0]!.t > 5000) this.samples.shift();
   }
 
@@ -983,9 +871,9 @@ export class Engine {
       dirtyChunks: this.dirty.count,
       pendingMetaOps: this.replicator.pendingOps,
       uploadBytesPerSec: this.rate('up'),
-      uploadLimitBytesPerSec: this.uploadLimit.limit,
+      uploadLimitBytesPerSec: this.uploader.limitBytesPerSec,
       downloadBytesPerSec: this.rate('down'),
-      uploadedBytes: this.uploadedBytes,
+      uploadedBytes: this.uploader.uploadedBytes,
       downloadedBytes: this.fetcher.stats.downloadedBytes,
       cacheUsedBytes: this.cache.usedBytes,
       cacheCapBytes: this.cache.capBytes,
@@ -996,7 +884,7 @@ export class Engine {
       uploadsPaused: this.uploadsPaused,
       writesWaiting: this.writesWaiting(),
       readOnlyReason: this.readOnlyReason(),
-      lastError: this.replicator.conflict ?? this.followBlocked ?? this.lastError ?? this.replicator.lastError ?? this.fetcher.stats.lastError,
+      lastError: this.replicator.conflict ?? this.followBlocked ?? this.uploader.lastError ?? this.replicator.lastError ?? this.fetcher.stats.lastError,
       pendingFiles: this.pendingFiles(),
       lease: this.leaseStatus(),
       aside: this.asideSets.map((m) => ({ id: m.id, createdAt: m.createdAt, files: m.files.length, reason: m.reason })),
@@ -1094,6 +982,8 @@ export class Engine {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // In-flight uploads commit nothing more; their chunks stay dirty and upload next time.
+    this.uploader.stop();
     clearInterval(this.rateTimer);
     clearInterval(this.sizeTimer);
     clearInterval(this.diskTimer);
@@ -1103,7 +993,6 @@ export class Engine {
     const w = CLOSE_WAITS_MS;
     if (this.following) await settledWithin(this.following, w.follow);
     this.writeback.stop();
-    this.uploadLimit.close(); // a chunk waiting for bandwidth stays dirty and uploads next time
     await this.writeback.idle(w.uploads);
     this.vfs.commitAllSizes();
     // Give metadata already committed a short chance to reach the bucket; it stays queued otherwise.
