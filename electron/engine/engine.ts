@@ -52,15 +52,16 @@ import { Keys } from './chunk/crypto';
 import { EngineSettings, resolveSettings } from './config';
 import { FilespaceHeader, HEADER_KEY, linkedChunkSizeMismatch, sealLegacyHeader } from './filespace';
 import { MetaStore } from './meta/metastore';
-import { RemoteMeta, SegmentConflictError, SegmentWriter, isOwnPrefix } from './meta/remote';
-import { Lease, LeaseHeldError, LeaseLostError, LeaseRecord, Machine, NoConditionalWritesError, describeHolder } from './meta/lease';
+import { RemoteMeta } from './meta/remote';
+import { Machine } from './meta/lease';
+import { LeaseStatus, MachineRole } from './meta/role';
 import { AsideManifest, AsideWriter, addUnownedChunks, listAside } from './aside';
 import { ChunkCollector, GcResult } from './gc';
 import { MetaOp, Tree, pathsOf } from './meta/tree';
 import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { MonitoredStore } from './store/monitored';
-import { ObjectStore, StoreError } from './store/types';
+import { ObjectStore } from './store/types';
 import { Uploader, publishableOps } from './upload/uploader';
 import { WritebackQueue } from './upload/writeback';
 import { StallCause } from './vfs/backpressure';
@@ -86,22 +87,7 @@ export interface EngineOptions {
   readonly name?: string;
 }
 
-export interface LeaseStatus {
-  role: 'writer' | 'follower' | 'none';
-  holder: string | null;
-  holderIsThisMachine: boolean;
-  lastRenewedAt: number | null;
-  ttlMs: number;
-  /** Followers: how far behind the writer's log this mount may be, in ms. */
-  followerLagMs: number | null;
-  /** Writer: when renewals began to fail (null while they succeed); writes are then kept locally. */
-  renewFailingSince: number | null;
-  /** Writer: until when it may commit without another renewal (past: it commits nothing). */
-  validUntil: number | null;
-  /** Why this mount stopped writing for good (the lease was lost, or another machine wrote). */
-  lost: string | null;
-  conditionalWrites: boolean;
-}
+export type { LeaseStatus } from './meta/role';
 
 export interface EngineStats {
   dirtyBytes: number;
@@ -246,22 +232,11 @@ export class Engine {
   private closed = false;
   private readonly log: (msg: string) => void;
   private readonly remote: RemoteMeta;
-  private readonly lease: Lease;
+  private readonly role: MachineRole;
   private readonly gc: ChunkCollector;
-  private readonly mode: 'write' | 'read';
-  /** Writer: the lease was taken (possibly late, after being offline at mount). */
-  private leaseTaken = false;
-  private leaseTimer: NodeJS.Timeout | undefined;
-  private followTimer: NodeJS.Timeout | undefined;
   private gcTimer: NodeJS.Timeout | undefined;
-  private following: Promise<void> | undefined;
-  /** Follower: when the log was last read to its end. */
-  private caughtUpAt: number | undefined;
-  private holderSeen: LeaseRecord | undefined;
   private asideSets: AsideManifest[] = [];
   private pendingFilesCache: { at: number; paths: string[] } | undefined;
-  /** Follower with unsent local changes: it does not follow until they are uploaded or set aside. */
-  private followBlocked: string | undefined;
   /** Resolves (to false) once this mount stops writing for good; `sync` waits no longer then. */
   private readonly writingStopped: Promise<false>;
   private stopWriting: () => void = () => undefined;
@@ -273,21 +248,13 @@ export class Engine {
     private readonly cache: ChunkCache,
     private readonly handles: HandlePool,
     private readonly lockFile: string,
-    private readonly machine: Machine,
+    machine: Machine,
     /** The same object as opts.store: every request goes through it. */
     private readonly store: MonitoredStore,
   ) {
     this.settings = opts.settings;
     this.log = opts.log ?? (() => undefined);
-    this.mode = opts.mode ?? 'write';
     this.remote = new RemoteMeta(opts.store, opts.keys.metaKey, opts.header);
-    this.lease = new Lease({
-      store: opts.store,
-      metaKey: opts.keys.metaKey,
-      self: machine,
-      ttlMs: () => this.settings.leaseTtlMs,
-      conditional: opts.conditionalWrites ?? true,
-    });
     // Also what files deleted while open here still read: they may outlive the grace period.
     this.gc = new ChunkCollector(opts.store, opts.keys.metaKey, () => this.vfs.referencedChunks(), () => this.settings.gcGraceMs);
     this.fetcher = new ChunkFetcher(opts.store, cache, opts.keys.chunkKey, this.settings.downloadConcurrency,
@@ -298,12 +265,20 @@ export class Engine {
       if (!(this.disk.full && /no space left|disk is full/i.test(msg))) this.log(msg);
     };
     this.replicator = new Replicator(meta, this.remote, () => this.settings.metaPushDelayMs, replicatorLog,
-      () => this.segmentWriter(),
-      async () => {
-        if (!this.leaseTaken) throw new StoreError('Unreachable', 'waiting for the write lease');
-        await this.lease.ensureValid();
-      },
+      () => this.role.segmentWriter(),
+      () => this.role.beforePush(),
       () => publishableOps(meta, dirty));
+    this.role = new MachineRole({
+      mode: opts.mode ?? 'write',
+      takeover: opts.takeover ?? false,
+      conditionalWrites: opts.conditionalWrites ?? true,
+      store, metaKey: opts.keys.metaKey, machine, meta, remote: this.remote, replicator: this.replicator,
+      settings: () => this.settings,
+      hasDirtyData: () => dirty.count > 0,
+      setAside: (reason) => this.setAside(reason),
+      sealHeader: () => this.sealHeader(),
+      log: this.log,
+    });
     this.writingStopped = new Promise<false>((resolve) => (this.stopWriting = () => resolve(false)));
     this.replicator.onConflict = () => {
       this.writeback.setPressure(false);
@@ -314,8 +289,8 @@ export class Engine {
       uid: process.getuid?.() ?? 0,
       gid: process.getgid?.() ?? 0,
       prefetchMaxChunks: () => this.settings.prefetchMaxChunks,
-      readOnly: () => this.readOnlyReason(),
-      snapshotReads: () => this.mode === 'read',
+      readOnly: () => this.role.readOnlyReason(),
+      snapshotReads: () => this.role.mode === 'read',
       drainBlocked: () => this.drainBlocked(),
       writeStallTimeoutMs: () => this.settings.writeStallTimeoutMs,
     });
@@ -336,7 +311,7 @@ export class Engine {
       isUnlinked: (ino) => this.vfs.isUnlinked(ino),
       upload: (d) => this.uploader.upload(d),
       // Offline, uploads wait for the bucket instead of failing one by one.
-      paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.mode === 'read' || store.offline,
+      paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.role.mode === 'read' || store.offline,
       onError: (err, d, attempts) => this.uploader.failed(err, d, attempts),
       onSuccess: () => {
         this.uploader.succeeded();
@@ -349,7 +324,7 @@ export class Engine {
         // The bucket is back: everything waiting on a backoff timer goes now.
         this.writeback.retryNow();
         this.replicator.retryNow();
-        this.retryLeaseNow();
+        this.role.retryNow();
       }
       this.vfs.drainChanged();
     };
@@ -447,20 +422,6 @@ export class Engine {
     }
   }
 
-  private segmentWriter(): SegmentWriter | undefined {
-    if (this.mode !== 'write' || !this.leaseTaken || !this.lease.current) return undefined;
-    return { id: this.machine.id, epoch: this.lease.current.epoch };
-  }
-
-  private readOnlyReason(): string | undefined {
-    if (this.replicator.conflict) return `read-only: ${this.replicator.conflict}`;
-    if (this.mode === 'read') {
-      const h = this.holderSeen;
-      return `read-only: this mount follows ${h && !h.released ? `the writer ${describeHolder(h)}` : 'the filespace'}`;
-    }
-    return undefined;
-  }
-
   /** Reads the free space of the cache disk; the cache keeps within it (see the header). */
   private async sampleDisk(): Promise<void> {
     await this.disk.sample(() => this.cache.onDiskBytes, this.cache.capBytes);
@@ -483,109 +444,15 @@ export class Engine {
     await this.sampleDisk();
     this.asideSets = await listAside(this.opts.cacheDir, this.opts.keys.cacheKey).catch(() => []);
     if (this.dirty.orphans.length > 0) await this.setAsideOrphans();
-    if (this.mode === 'write') {
-      try {
-        await this.takeLease();
-      } catch (err) {
-        if (err instanceof LeaseHeldError) throw new UserError(err.message, 'LEASE_HELD');
-        if (err instanceof NoConditionalWritesError) throw new UserError(err.message, 'NO_CONDITIONAL_WRITES');
-        if (!(err instanceof StoreError) || !err.retryable) throw err;
-        // Offline: work from the cache; the lease is taken (or found lost) once the bucket answers.
-        this.log(`could not take the write lease now (${err.message}); writing to the cache and retrying`);
-        this.leaseTimer = setTimeout(() => void this.retryLease(), 2000);
-        this.leaseTimer.unref();
-      }
-      if (this.leaseTaken) await this.sealHeader();
-    } else {
-      this.holderSeen = await this.lease.read().then((v) => v?.record, () => undefined);
-      await this.catchUp(true);
-      this.scheduleFollow();
-    }
+    await this.role.start();
     this.writeback.start();
     this.replicator.schedule(0);
-    if (this.mode === 'write' && this.settings.gcIntervalMs > 0) {
+    if (this.role.mode === 'write' && this.settings.gcIntervalMs > 0) {
       this.gcTimer = setInterval(() => {
-        if (this.lease.valid() && !this.replicator.conflict) this.collectGarbage().catch((err) => this.log(`garbage collection failed: ${(err as Error).message}`));
+        if (this.role.canCommit()) this.collectGarbage().catch((err) => this.log(`garbage collection failed: ${(err as Error).message}`));
       }, this.settings.gcIntervalMs);
       this.gcTimer.unref();
     }
-  }
-
-  /** Takes the lease, catches up with the bucket, fences off the previous holder. */
-  private async takeLease(): Promise<void> {
-    const { previous } = await this.lease.acquire({ takeover: this.opts.takeover ?? false });
-    this.leaseTaken = true;
-    if (previous && previous.holder.id !== this.machine.id) {
-      this.log(`took the write lease from ${describeHolder(previous)}${previous.released ? ' (released)' : ''}`);
-    }
-    this.scheduleRenewal();
-    for (let attempt = 0; ; attempt++) {
-      await this.catchUp(true);
-      if (previous?.holder.id === this.machine.id || this.replicator.conflict) return;
-      try {
-        await this.writeFence();
-        return;
-      } catch (err) {
-        if (!(err instanceof SegmentConflictError) || attempt >= 5) throw err;
-        // The previous holder wrote one more segment meanwhile: read it and fence after it.
-      }
-    }
-  }
-
-  /**
-   * Writes an empty segment of ours right after the end of the log, so a previous holder that
-   * is still running collides with it on its next push. Throws SegmentConflictError when
-   * another machine wrote that segment first.
-   */
-  private async writeFence(): Promise<void> {
-    const seq = this.meta.remoteSeq + 1;
-    await this.meta.sync();
-    await this.remote.pushSegment(seq, [], this.segmentWriter()!);
-    this.meta.markPushed(seq, 0);
-    await this.meta.flush();
-  }
-
-  private async retryLease(): Promise<void> {
-    this.leaseTimer = undefined;
-    if (this.closed) return;
-    try {
-      const { previous } = await this.lease.acquire({ takeover: this.opts.takeover ?? false });
-      this.leaseTaken = true;
-      this.scheduleRenewal();
-      // Writes may have landed here while another machine was writing: catching up finds out
-      // (read-only until the next mount sets them aside), and the fence settles any race.
-      await this.catchUp(false);
-      if (!this.replicator.conflict && previous && previous.holder.id !== this.machine.id) {
-        try {
-          await this.writeFence();
-        } catch (err) {
-          if (err instanceof SegmentConflictError) {
-            this.replicator.fenced('another machine wrote to this filespace while this one was offline; changes made here since are kept in the cache and will be set aside at the next mount');
-          } else {
-            throw err;
-          }
-        }
-      }
-      await this.sealHeader();
-      this.replicator.schedule(0);
-    } catch (err) {
-      if (err instanceof LeaseHeldError || err instanceof NoConditionalWritesError) {
-        this.replicator.fenced(err.message);
-        return;
-      }
-      this.log(`could not take the write lease: ${(err as Error).message}`);
-      this.leaseTimer = setTimeout(() => void this.retryLease(), 5000);
-      this.leaseTimer.unref();
-    }
-  }
-
-  /** The bucket answers again: a lease that could not be renewed or taken is tried now, not at its timer. */
-  private retryLeaseNow(): void {
-    if (this.closed || this.mode !== 'write' || this.replicator.conflict || !this.leaseTimer) return;
-    if (this.leaseTaken && this.lease.valid()) return;
-    clearTimeout(this.leaseTimer);
-    this.leaseTimer = undefined;
-    void (this.leaseTaken ? this.renewLease() : this.retryLease());
   }
 
   /**
@@ -595,7 +462,7 @@ export class Engine {
    * machine that links). A failure only delays it to the next read-write mount.
    */
   private async sealHeader(): Promise<void> {
-    if (this.opts.header.seal !== undefined || this.replicator.conflict) return;
+    if (this.opts.header.seal !== undefined) return;
     try {
       if (!(await this.remote.bindNewestCheckpoint())) {
         this.log('filespace.json has no seal yet; the newest metadata checkpoint could not be made to name the chunk size now, so the next read-write mount seals it');
@@ -607,68 +474,11 @@ export class Engine {
     }
   }
 
-  private scheduleRenewal(): void {
-    if (this.closed) return;
-    if (this.leaseTimer) clearTimeout(this.leaseTimer);
-    this.leaseTimer = setTimeout(() => void this.renewLease(), Math.max(200, Math.floor(this.settings.leaseTtlMs / 3)));
-    this.leaseTimer.unref();
-  }
-
-  /**
-   * Renews the lease. Renewals that get no answer keep the lease held but not valid: writes
-   * keep landing in the cache and nothing is committed; the first renewal that gets through
-   * takes the lease back (nobody wrote it meanwhile) and the changes made since are pushed.
-   */
-  private async renewLease(): Promise<void> {
-    this.leaseTimer = undefined;
-    if (this.closed || this.replicator.conflict) return;
-    const failingSince = this.lease.renewFailingSince;
-    try {
-      await this.lease.renew();
-      this.noteStoreOutcome(undefined);
-      if (failingSince !== undefined) {
-        this.log(`renewed the write lease again after ${Math.round((Date.now() - failingSince) / 1000)}s of failed renewals; nobody took it meanwhile, committing the changes made here since`);
-        void this.replicator.pushNow();
-      }
-    } catch (err) {
-      if (err instanceof LeaseLostError) {
-        this.replicator.fenced(`${err.message}; this machine stopped writing, and its changes not yet in the bucket are kept in the cache (set aside at the next mount)`);
-        return;
-      }
-      this.noteStoreOutcome(err);
-      this.log(`lease renewal failed: ${(err as Error).message}`);
-    }
-    this.scheduleRenewal();
-  }
-
-  private scheduleFollow(): void {
-    if (this.closed) return;
-    this.followTimer = setTimeout(() => {
-      this.followTimer = undefined;
-      this.following = this.follow().finally(() => {
-        this.following = undefined;
-        this.scheduleFollow();
-      });
-    }, this.settings.followIntervalMs);
-    this.followTimer.unref();
-  }
-
-  /** Follower: applies what the writer committed since the last look. */
-  private async follow(): Promise<void> {
-    try {
-      this.holderSeen = (await this.lease.read())?.record;
-      await this.catchUp(false);
-    } catch (err) {
-      this.noteStoreOutcome(err);
-      this.log(`could not follow the writer: ${(err as Error).message}`);
-    }
-  }
-
   /** Chunks in the bucket that nothing references, deleted after the grace period (writer only). */
   async collectGarbage(): Promise<GcResult> {
-    if (this.mode !== 'write' || !this.leaseTaken) throw new UserError('garbage collection runs only on the machine that writes the filespace', 'NOT_WRITER');
+    if (!this.role.holdsLease) throw new UserError('garbage collection runs only on the machine that writes the filespace', 'NOT_WRITER');
     if (this.replicator.conflict) throw new UserError(this.replicator.conflict, 'READ_ONLY');
-    await this.lease.ensureValid();
+    await this.role.ensureValid();
     const res = await this.gc.run();
     this.log(`garbage collection: ${res.scanned} chunks, ${res.deleted} deleted, ${res.marked} waiting out the grace period`);
     return res;
@@ -676,57 +486,6 @@ export class Engine {
 
   get chunkSize(): number {
     return this.meta.chunkSize;
-  }
-
-  /**
-   * Applies what other machines committed to the bucket since this machine last wrote or
-   * read it. Local changes that those segments overtook are set aside (at mount,
-   * `atMount`), or, on a live mount, make it read-only until the next mount sets them aside:
-   * the tree under a live mount is never swapped.
-   */
-  private async catchUp(atMount: boolean): Promise<void> {
-    let applied = 0;
-    try {
-      for (;;) {
-        const seq = this.meta.remoteSeq + 1;
-        const seg = await this.remote.readSegment(seq);
-        if (!seg) break;
-        if (isOwnPrefix(seg, this.meta.pendingRemote, this.machine.id)) {
-          // This machine wrote that segment just before it stopped, and had not yet noted so.
-          this.meta.markPushed(seq, seg.ops.length);
-          continue;
-        }
-        if (this.meta.pendingRemote.length > 0 || this.dirty.count > 0) {
-          const why = 'another machine changed this filespace while this one had changes not yet uploaded';
-          if (atMount) {
-            await this.setAside(why);
-            continue;
-          }
-          if (this.mode === 'write') {
-            this.replicator.fenced(`${why}; they are kept in the cache and will be set aside at the next mount`);
-          } else {
-            this.followBlocked = `${why}; remount to set them aside and follow the writer`;
-          }
-          return;
-        }
-        this.meta.applyRemote(seq, seg.ops);
-        applied++;
-      }
-      this.caughtUpAt = Date.now();
-      if (this.mode === 'read' && (this.meta.pendingRemote.length > 0 || this.dirty.count > 0)) {
-        this.followBlocked = 'this machine has changes not yet uploaded; mount read-write to upload them (this mount shows them and does not follow the writer meanwhile)';
-      } else if (this.mode === 'read') {
-        this.followBlocked = undefined;
-      }
-    } catch (err) {
-      if (atMount && !(err instanceof StoreError)) throw err;
-      // Offline: work from the local copy; caught up when the bucket answers.
-      this.log(`could not check the bucket for newer metadata: ${(err as Error).message}`);
-    }
-    if (applied > 0) {
-      this.log(`applied ${applied} metadata segment(s) written by another machine`);
-      await this.meta.flush();
-    }
   }
 
   /**
@@ -770,8 +529,6 @@ export class Engine {
     this.asideSets.push(manifest);
     this.log(`${reason}: set aside ${manifest.files.length} file(s) as ${manifest.id} (see "filespace aside list")`);
     for (const d of [...this.dirty.all()]) await this.dirty.drop(d);
-    const fresh = await this.remote.load(this.meta.chunkSize);
-    await this.meta.resetTo(fresh.tree, fresh.seq);
   }
 
   /**
@@ -819,11 +576,6 @@ export class Engine {
     if (this.uploader.failure) return 'failing';
     if (this.writeback.uploading === 0) return 'idle';
     return undefined;
-  }
-
-  /** Reports an outcome to the store monitor (which sees every request itself; see MonitoredStore.note). */
-  private noteStoreOutcome(err: unknown | undefined): void {
-    this.store.note(err);
   }
 
   /** The "writes waiting" state in words, with what to do about it. */
@@ -883,10 +635,10 @@ export class Engine {
       offlineSince: this.store.offlineSince,
       uploadsPaused: this.uploadsPaused,
       writesWaiting: this.writesWaiting(),
-      readOnlyReason: this.readOnlyReason(),
-      lastError: this.replicator.conflict ?? this.followBlocked ?? this.uploader.lastError ?? this.replicator.lastError ?? this.fetcher.stats.lastError,
+      readOnlyReason: this.role.readOnlyReason(),
+      lastError: this.replicator.conflict ?? this.role.followBlocked ?? this.uploader.lastError ?? this.replicator.lastError ?? this.fetcher.stats.lastError,
       pendingFiles: this.pendingFiles(),
-      lease: this.leaseStatus(),
+      lease: this.role.status(),
       aside: this.asideSets.map((m) => ({ id: m.id, createdAt: m.createdAt, files: m.files.length, reason: m.reason })),
     };
   }
@@ -905,49 +657,12 @@ export class Engine {
     return paths;
   }
 
-  private leaseStatus(): LeaseStatus {
-    const conditionalWrites = this.opts.conditionalWrites ?? true;
-    if (this.mode === 'write') {
-      const cur = this.lease.current;
-      const lost = this.lease.lostError?.message ?? null;
-      return {
-        role: this.leaseTaken && !this.replicator.conflict ? 'writer' : 'none',
-        holder: cur ? describeHolder(cur) : null,
-        holderIsThisMachine: this.leaseTaken && !lost,
-        lastRenewedAt: this.lease.lastRenewedAt ?? null,
-        ttlMs: this.settings.leaseTtlMs,
-        followerLagMs: null,
-        renewFailingSince: this.lease.renewFailingSince ?? null,
-        validUntil: this.lease.validUntil ?? null,
-        lost: lost ?? this.replicator.conflict ?? null,
-        conditionalWrites,
-      };
-    }
-    const h = this.holderSeen;
-    return {
-      role: 'follower',
-      holder: h && !h.released ? describeHolder(h) : null,
-      holderIsThisMachine: false,
-      lastRenewedAt: h?.renewedAt ?? null,
-      ttlMs: h?.ttlMs ?? this.settings.leaseTtlMs,
-      followerLagMs: this.caughtUpAt === undefined || this.followBlocked ? null : Date.now() - this.caughtUpAt,
-      renewFailingSince: null,
-      validUntil: null,
-      lost: null,
-      conditionalWrites,
-    };
-  }
-
   /**
    * Why this mount stopped writing for good, for people: the write lease was lost (and to whom),
    * or another machine wrote the filespace. Undefined while it writes (or on a follower).
    */
   get notWriting(): string | undefined {
-    if (this.mode !== 'write' || !this.replicator.conflict) return undefined;
-    const lost = this.lease.lostError;
-    if (lost?.by) return `this machine lost the write lease to ${describeHolder(lost.by)} at ${new Date(lost.by.acquiredAt).toISOString()}`;
-    if (lost) return `this machine lost the write lease: ${lost.message}`;
-    return `this machine stopped writing: ${this.replicator.conflict}`;
+    return this.role.notWriting;
   }
 
   /**
@@ -987,11 +702,9 @@ export class Engine {
     clearInterval(this.rateTimer);
     clearInterval(this.sizeTimer);
     clearInterval(this.diskTimer);
-    if (this.leaseTimer) clearTimeout(this.leaseTimer);
-    if (this.followTimer) clearTimeout(this.followTimer);
     if (this.gcTimer) clearInterval(this.gcTimer);
     const w = CLOSE_WAITS_MS;
-    if (this.following) await settledWithin(this.following, w.follow);
+    await this.role.stop(w.follow);
     this.writeback.stop();
     await this.writeback.idle(w.uploads);
     this.vfs.commitAllSizes();
@@ -1014,7 +727,7 @@ export class Engine {
     await local('syncing the dirty store', () => this.dirty.syncAll());
     await local('saving the metadata', () => this.meta.close());
     // Let the next writer in at once; a release that fails just lets the lease expire.
-    if (this.leaseTaken && !this.replicator.conflict) await settledWithin(this.lease.release(), w.lease);
+    await this.role.release(w.lease);
     await local('closing cache files', () => this.handles.closeAll());
     await this.opts.store.close().catch(() => undefined);
     if (durable) await fsp.rm(this.lockFile, { force: true });
