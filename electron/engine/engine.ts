@@ -1,63 +1,54 @@
 /**
- * Engine: the composition root of one filespace on one machine. It wires the metadata store,
- * the dirty store, the clean cache, the fetcher, the write-back queue and the replicator into
- * a Vfs, owns the upload path (dirty chunk -> encoded object -> bucket -> metadata commit ->
- * clean cache), and reports status. Hosts (CLI daemon, Electron main) mount `engine.vfs`.
+ * Engine: the composition root of one filespace on one machine. It opens this machine's local
+ * stores, wires the parts together, and serves its hosts (the CLI daemon, Electron main), which
+ * mount `engine.vfs`. It holds no part's state: only the wiring, the user's toggles (settings,
+ * paused uploads), the timers that drive the parts, and the lifetime (start, sync, close).
  *
- * Order of a chunk upload (DESIGN invariant 2): read the dirty bytes under the chunk lock,
- * encode and PUT without the lock, then under the lock again commit the chunk reference to
- * the metadata and, if nobody wrote meanwhile, hand the file to the clean cache. The metadata
- * naming a chunk therefore always postdates the chunk's successful PUT.
+ * Where each capability lives (each module's header says what it owns):
+ *   vfs/vfs.ts           filesystem operations, open files, live sizes, files deleted while open
+ *   vfs/backpressure.ts  how a writer waits while dirty data fills the cache (DESIGN invariant 3)
+ *   cache/dirty.ts       dirty chunks (invariant 1), the per-chunk lock, and the lock order
+ *   cache/chunkCache.ts  clean chunks and the cache cap; cache/cacheDisk.ts the disk under them
+ *   upload/writeback.ts  when each dirty chunk uploads; upload/uploader.ts the upload itself,
+ *                        from a dirty chunk to a committed chunk (invariant 2)
+ *   meta/metastore.ts    the tree and its journal; meta/replicator.ts pushes it to the bucket
+ *   meta/role.ts         writer, follower or fenced: the lease, following, fencing (invariant 4)
+ *   prefetch/fetcher.ts  downloads, merged and read ahead
+ *   store/monitored.ts   every request, and the one judge of "offline" (with since when)
+ *   gc.ts, aside.ts, repair.ts, status.ts: garbage collection, changes set aside, repair of
+ *                        damaged local metadata (refused at open, nothing changed), status
  *
- * Roles (DESIGN invariant 4): a writer holds the write lease (meta/lease.ts), renews it, and
- * pushes metadata only while it is valid; while it cannot renew (offline) it keeps taking
- * writes into the cache, commits nothing, and commits them once a renewal gets through. After
- * taking the lease from another machine it writes a fence segment so the previous holder can
- * never commit again, and it seals a header written before headers were sealed (filespace.ts),
- * once this machine's metadata has agreed with the header's chunk size. A follower mounts read-only, polls the metadata log and applies the
- * writer's segments live; open files keep reading the chunk list they opened (old chunks
- * outlive the GC grace period). Local changes that another machine's segments overtook are
- * set aside (aside.ts), never merged; so are dirty chunks found at start without a file the
- * metadata knows. Damaged local metadata is refused, with nothing changed (repair.ts has the
- * message and the repair).
+ * Wiring that spans parts, and why it is here:
+ *  - Reachability: while the bucket does not answer, uploads wait instead of failing one by
+ *    one; when it answers again every backoff (uploads, metadata pushes, the lease) is
+ *    forgotten and the backlog drains at once.
+ *  - A full cache: writers wait (vfs/backpressure.ts), and the engine tells them whether uploads
+ *    can free room (`drainBlocked`): not while uploads are paused, the bucket does not answer,
+ *    or every upload fails. Waiting writers put the write-back queue under pressure.
+ *  - Fenced: the mount turns read-only, waiting writers fail at once, `sync` stops waiting.
+ *  - The cache disk: the cache keeps within what the disk has room for as well as within its
+ *    cap, sampled every second; when the journal finds the disk full, clean chunks are evicted,
+ *    then the space held back for metadata is given up, so metadata can still be saved (and
+ *    uploads commit, and so free their dirty copies).
  *
- * Reachability (store/monitored.ts): every request goes through a MonitoredStore, the one
- * judge of "offline" (with since when). While offline, uploads wait instead of failing one by
- * one; when the bucket answers again every backoff (uploads, metadata pushes, reads) is
- * forgotten and the backlog drains at once.
- *
- * When dirty data fills the cache cap, writers wait (vfs/backpressure.ts); the engine tells
- * them whether uploads can free room (`drainBlocked`): not while uploads are paused, the
- * bucket does not answer, or every upload fails. Status reports waiting writers as a state.
- *
- * The cache disk (cache/cacheDisk.ts): the cache keeps within what the disk has room for as
- * well as within its cap, sampled every second; when the journal finds the disk full, clean
- * chunks are evicted, then the space held back for metadata is given up, so metadata can
- * still be saved (and uploads commit, and so free their dirty copies).
- *
- * Local layout under cacheDir: meta/ (journal), dirty/, chunks/, aside/, machine.json, engine.lock,
- * reserve (space held back for the journal).
+ * The cache folder (its lock, this machine's identity, its layout): cacheFolder.ts.
  */
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { randomUUID } from 'node:crypto';
-import * as os from 'node:os';
 import { HandlePool } from './cache/handles';
 import { CacheDisk } from './cache/cacheDisk';
 import { ChunkCache } from './cache/chunkCache';
 import { DirtyStore } from './cache/dirty';
-import { SealedIO } from './cache/sealed';
 import { Keys } from './chunk/crypto';
 import { EngineSettings, resolveSettings } from './config';
-import { FilespaceHeader, HEADER_KEY, linkedChunkSizeMismatch, sealLegacyHeader } from './filespace';
+import { FilespaceHeader, HEADER_KEY, sealHeaderWhenBound } from './filespace';
 import { MetaStore } from './meta/metastore';
 import { RemoteMeta } from './meta/remote';
 import { Machine } from './meta/lease';
-import { LeaseStatus, MachineRole } from './meta/role';
-import { AsideManifest, AsideWriter, addUnownedChunks, listAside } from './aside';
+import { MachineRole } from './meta/role';
+import { AsideSets } from './aside';
 import { ChunkCollector, GcResult } from './gc';
-import { MetaOp, Tree, pathsOf } from './meta/tree';
 import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { MonitoredStore } from './store/monitored';
@@ -67,8 +58,10 @@ import { WritebackQueue } from './upload/writeback';
 import { StallCause } from './vfs/backpressure';
 import { Vfs } from './vfs/vfs';
 import { UserError } from './errors';
+import { checkCapFitsChunks, lockCacheDir, machineOf, openLocalStores } from './cacheFolder';
 import { settledWithin } from './util/concurrency';
-import { RepairResult, describeLocalDamage, repairLocalMetadata } from './repair';
+import { RepairResult, repairLocalMetadata } from './repair';
+import { EngineStats, PendingFiles, Throughput, describeWritesWaiting } from './status';
 
 export interface EngineOptions {
   readonly store: ObjectStore;
@@ -88,155 +81,26 @@ export interface EngineOptions {
 }
 
 export type { LeaseStatus } from './meta/role';
-
-export interface EngineStats {
-  dirtyBytes: number;
-  dirtyFiles: number;
-  dirtyChunks: number;
-  pendingMetaOps: number;
-  uploadBytesPerSec: number;
-  /** The upload bandwidth limit in force (0: none). */
-  uploadLimitBytesPerSec: number;
-  downloadBytesPerSec: number;
-  uploadedBytes: number;
-  downloadedBytes: number;
-  cacheUsedBytes: number;
-  cacheCapBytes: number;
-  cacheHitRatio: number;
-  openFiles: number;
-  offline: boolean;
-  /** When the bucket stopped answering (while offline). */
-  offlineSince: number | undefined;
-  uploadsPaused: boolean;
-  /** Writers waiting for room in a full cache, or refused it (see vfs/backpressure.ts). */
-  writesWaiting: WritesWaitingStatus | undefined;
-  readOnlyReason: string | undefined;
-  lastError: string | undefined;
-  /** Paths of files with data not yet uploaded (at most PENDING_FILES_SHOWN). */
-  pendingFiles: string[];
-  lease: LeaseStatus;
-  /** Sets of changes kept aside because another machine took over (see `filespace aside`). */
-  aside: Array<{ id: string; createdAt: number; files: number; reason: string }>;
-}
-
-export interface WritesWaitingStatus {
-  since: number;
-  /** What keeps the cache full: uploads paused, the bucket offline, uploads failing, nothing uploading, or still uploading. */
-  cause: StallCause | 'uploading';
-  /** True while writes that need room fail at once with ENOSPC. */
-  refusing: boolean;
-  refused: number;
-  /** The state in words, with what to do about it. */
-  message: string;
-}
-
-/** This cache's machine identity: random, created once, kept with the cache. */
-async function machineOf(cacheDir: string): Promise<Machine> {
-  const file = path.join(cacheDir, 'machine.json');
-  let id: string | undefined;
-  try {
-    id = (JSON.parse(await fsp.readFile(file, 'utf8')) as { id?: string }).id;
-  } catch {
-    id = undefined;
-  }
-  if (typeof id !== 'string' || !/^[0-9a-f-]{36}$/.test(id)) {
-    id = randomUUID();
-    const tmp = `${file}.tmp`;
-    await fsp.writeFile(tmp, JSON.stringify({ id }), { mode: 0o600 });
-    await fsp.rename(tmp, file);
-  }
-  return { id, name: os.hostname(), pid: process.pid };
-}
-
-const PENDING_FILES_SHOWN = 50;
-
-/** Takes the per-cache-directory lock so two engines never share one cache. */
-/** Also says whether a previous engine left its lock behind (it did not stop cleanly). */
-async function lockCacheDir(cacheDir: string): Promise<{ file: string; uncleanStop: boolean }> {
-  const file = path.join(cacheDir, 'engine.lock');
-  let uncleanStop = false;
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fh = await fsp.open(file, 'wx', 0o600);
-      await fh.writeFile(String(process.pid));
-      await fh.sync();
-      await fh.close();
-      // Durable, so that after a power loss the next start knows this one did not stop cleanly.
-      const dh = await fsp.open(cacheDir, 'r');
-      await dh.sync().finally(() => dh.close());
-      return { file, uncleanStop };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const pid = Number((await fsp.readFile(file, 'utf8').catch(() => '')).trim());
-      let alive = false;
-      if (pid > 0) {
-        try {
-          process.kill(pid, 0);
-          alive = true;
-        } catch (e) {
-          alive = (e as NodeJS.ErrnoException).code === 'EPERM';
-        }
-        // A killed engine may linger as a zombie until it is reaped: it holds nothing.
-        const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-        if (/^\d+ \(.*\) Z /.test(stat)) alive = false;
-      }
-      if (alive && pid !== process.pid) {
-        throw new UserError(`this filespace is already in use by process ${pid} on this machine (cache ${cacheDir}); unmount it first`, 'BUSY');
-      }
-      await fsp.rm(file, { force: true });
-      uncleanStop = true;
-    }
-  }
-  throw new UserError(`cannot lock ${cacheDir}`, 'BUSY');
-}
-
-/** Notes which inodes an unsent op changed, and which paths it removed. */
-function touchedBy(op: MetaOp, tree: Tree, paths: Map<number, string>, touched: Set<number>, removed: string[]): void {
-  const at = (dir: number, name: string) => `${(paths.get(dir) ?? '?').replace(/\/$/, '')}/${name}`;
-  switch (op.t) {
-    case 'mk': case 'attr': case 'chunk': case 'xattr':
-      touched.add(op.ino);
-      break;
-    case 'mv': {
-      const moved = tree.lookup(op.dp, op.dn);
-      if (moved) touched.add(moved.ino);
-      removed.push(`${at(op.sp, op.sn)} (renamed to ${at(op.dp, op.dn)})`);
-      break;
-    }
-    case 'rm':
-      removed.push(at(op.parent, op.name));
-      break;
-  }
-}
-
-/** Writers and readers need a few chunks of room at once; a smaller cache could not make progress. */
-function checkCapFitsChunks(capBytes: number, chunkSize: number): void {
-  if (capBytes < 4 * chunkSize) {
-    throw new UserError(`the cache size must be at least 4 chunks (${4 * chunkSize / 1024 / 1024} MiB for this filespace)`, 'CACHE_TOO_SMALL');
-  }
-}
+export type { EngineStats, WritesWaitingStatus } from './status';
 
 export class Engine {
   readonly vfs: Vfs;
   private readonly writeback: WritebackQueue;
-  private readonly replicator: Replicator;
-  private readonly fetcher: ChunkFetcher;
   private readonly uploader: Uploader;
+  private readonly replicator: Replicator;
+  private readonly role: MachineRole;
+  private readonly fetcher: ChunkFetcher;
+  private readonly remote: RemoteMeta;
+  private readonly gc: ChunkCollector;
+  private readonly disk: CacheDisk;
+  private readonly log: (msg: string) => void;
   private settings: EngineSettings;
   private uploadsPaused = false;
-  private rateTimer: NodeJS.Timeout;
-  private sizeTimer: NodeJS.Timeout;
-  private diskTimer: NodeJS.Timeout;
-  private readonly disk: CacheDisk;
-  private samples: Array<{ t: number; up: number; down: number }> = [];
+  private readonly aside: AsideSets;
+  private readonly throughput = new Throughput();
+  private readonly pending = new PendingFiles();
+  private readonly timers: NodeJS.Timeout[] = [];
   private closed = false;
-  private readonly log: (msg: string) => void;
-  private readonly remote: RemoteMeta;
-  private readonly role: MachineRole;
-  private readonly gc: ChunkCollector;
-  private gcTimer: NodeJS.Timeout | undefined;
-  private asideSets: AsideManifest[] = [];
-  private pendingFilesCache: { at: number; paths: string[] } | undefined;
   /** Resolves (to false) once this mount stops writing for good; `sync` waits no longer then. */
   private readonly writingStopped: Promise<false>;
   private stopWriting: () => void = () => undefined;
@@ -254,20 +118,22 @@ export class Engine {
   ) {
     this.settings = opts.settings;
     this.log = opts.log ?? (() => undefined);
-    this.remote = new RemoteMeta(opts.store, opts.keys.metaKey, opts.header);
+    this.aside = new AsideSets(opts.cacheDir, opts.keys.cacheKey, this.log);
+    this.remote = new RemoteMeta(store, opts.keys.metaKey, opts.header);
     // Also what files deleted while open here still read: they may outlive the grace period.
-    this.gc = new ChunkCollector(opts.store, opts.keys.metaKey, () => this.vfs.referencedChunks(), () => this.settings.gcGraceMs);
-    this.fetcher = new ChunkFetcher(opts.store, cache, opts.keys.chunkKey, this.settings.downloadConcurrency,
+    this.gc = new ChunkCollector(store, opts.keys.metaKey, () => this.vfs.referencedChunks(), () => this.settings.gcGraceMs);
+    this.fetcher = new ChunkFetcher(store, cache, opts.keys.chunkKey, this.settings.downloadConcurrency,
       () => this.settings.readTimeoutMs, this.log, store);
+    this.disk = new CacheDisk(opts.cacheDir, {
+      reserveBytes: JOURNAL_RESERVE_BYTES, headroomBytes: DISK_HEADROOM_BYTES + 2 * meta.chunkSize, log: this.log,
+    });
     // While the cache disk is full, its state line says why metadata cannot be saved; the
     // replicator's retries would repeat it at every attempt.
     const replicatorLog = (msg: string) => {
       if (!(this.disk.full && /no space left|disk is full/i.test(msg))) this.log(msg);
     };
     this.replicator = new Replicator(meta, this.remote, () => this.settings.metaPushDelayMs, replicatorLog,
-      () => this.role.segmentWriter(),
-      () => this.role.beforePush(),
-      () => publishableOps(meta, dirty));
+      () => this.role.segmentWriter(), () => this.role.beforePush(), () => publishableOps(meta, dirty));
     this.role = new MachineRole({
       mode: opts.mode ?? 'write',
       takeover: opts.takeover ?? false,
@@ -275,16 +141,13 @@ export class Engine {
       store, metaKey: opts.keys.metaKey, machine, meta, remote: this.remote, replicator: this.replicator,
       settings: () => this.settings,
       hasDirtyData: () => dirty.count > 0,
-      setAside: (reason) => this.setAside(reason),
-      sealHeader: () => this.sealHeader(),
+      setAside: (reason) => this.aside.keepUnsent({
+        tree: meta.tree, pending: meta.pendingRemote, chunkSize: meta.chunkSize,
+        dirty, cache, fetcher: this.fetcher, sizeOf: (inode) => this.vfs.sizeOf(inode),
+      }, reason),
+      sealHeader: () => sealHeaderWhenBound(opts.store, opts.header, opts.keys, this.remote, this.log),
       log: this.log,
     });
-    this.writingStopped = new Promise<false>((resolve) => (this.stopWriting = () => resolve(false)));
-    this.replicator.onConflict = () => {
-      this.writeback.setPressure(false);
-      this.stopWriting();
-      this.vfs.drainChanged(); // read-only now: waiting writers fail at once
-    };
     this.vfs = new Vfs(meta, dirty, cache, this.fetcher, {
       uid: process.getuid?.() ?? 0,
       gid: process.getgid?.() ?? 0,
@@ -315,10 +178,17 @@ export class Engine {
       onError: (err, d, attempts) => this.uploader.failed(err, d, attempts),
       onSuccess: () => {
         this.uploader.succeeded();
-        if (!this.cache.wouldExceedCap(meta.chunkSize)) this.writeback.setPressure(false);
+        if (!cache.wouldExceedCap(meta.chunkSize)) this.writeback.setPressure(false);
       },
     });
+    this.writingStopped = new Promise<false>((resolve) => (this.stopWriting = () => resolve(false)));
+    this.replicator.onConflict = () => {
+      this.writeback.setPressure(false);
+      this.stopWriting();
+      this.vfs.drainChanged(); // read-only now: waiting writers fail at once
+    };
     this.vfs.onPressure = () => this.writeback.setPressure(true);
+    this.vfs.onWriterClosed = () => this.writeback.pump();
     store.onChange = (online) => {
       if (online) {
         // The bucket is back: everything waiting on a backoff timer goes now.
@@ -328,18 +198,17 @@ export class Engine {
       }
       this.vfs.drainChanged();
     };
-    this.vfs.onWriterClosed = () => this.writeback.pump();
     meta.onChange = () => this.replicator.schedule();
-    this.rateTimer = setInterval(() => this.sampleRates(), 1000);
-    this.rateTimer.unref();
-    this.sizeTimer = setInterval(() => this.vfs.commitAllSizes(), 1000);
-    this.sizeTimer.unref();
-    this.disk = new CacheDisk(opts.cacheDir, {
-      reserveBytes: JOURNAL_RESERVE_BYTES, headroomBytes: DISK_HEADROOM_BYTES + 2 * meta.chunkSize, log: this.log,
-    });
     meta.onDiskFull = (err) => this.freeDiskSpace(err);
-    this.diskTimer = setInterval(() => void this.sampleDisk(), 1000);
-    this.diskTimer.unref();
+    this.every(1000, () => this.throughput.sample(this.uploader.uploadedBytes, this.fetcher.stats.downloadedBytes));
+    this.every(1000, () => this.vfs.commitAllSizes());
+    this.every(1000, () => void this.sampleDisk());
+  }
+
+  private every(ms: number, fn: () => void): void {
+    const t = setInterval(fn, ms);
+    t.unref();
+    this.timers.push(t);
   }
 
   /** Creates this machine's local metadata for a filespace from the bucket alone. */
@@ -362,32 +231,7 @@ export class Engine {
     if (!st?.isDirectory()) throw new UserError(`the cache folder ${opts.cacheDir} is missing; link the filespace again (or restore the folder)`, 'NOT_LINKED');
     const { file: lockFile, uncleanStop } = await lockCacheDir(opts.cacheDir);
     try {
-      // Damaged local metadata is refused with nothing changed (repair.ts has the way out).
-      const meta = await MetaStore.load(path.join(opts.cacheDir, 'meta')).catch(async (err: unknown) => {
-        throw await describeLocalDamage(err, opts.cacheDir, opts.name);
-      });
-      if (!meta) throw new UserError(`no local metadata in ${opts.cacheDir}; link the filespace first`, 'NOT_LINKED');
-      if (meta.chunkSize !== opts.header.chunkSize) throw linkedChunkSizeMismatch(opts.store, opts.header.chunkSize, meta.chunkSize);
-      checkCapFitsChunks(opts.settings.cacheCapBytes, meta.chunkSize);
-      const handles = new HandlePool(256);
-      const sealed = new SealedIO(opts.keys.cacheKey);
-      const dirty = new DirtyStore(opts.cacheDir, handles, sealed, opts.log);
-      const cs = meta.chunkSize;
-      // Inode numbers are never reused: one below the tree's next number that the tree does not
-      // hold was created and then deleted (or the snapshot would name it). Any other chunk
-      // without a file is an orphan, set aside at start.
-      await dirty.init((ino, idx) => {
-        const inode = meta.tree.get(ino);
-        if (inode?.kind === 'file') return Math.min(cs, inode.size - idx * cs);
-        return !inode && ino < meta.tree.nextIno ? 'deleted' : 'unknown';
-      }, Date.now(), { uncleanStop });
-      const cache = new ChunkCache(opts.cacheDir, {
-        capBytes: opts.settings.cacheCapBytes,
-        highWatermark: opts.settings.cacheHighWatermark,
-        lowWatermark: opts.settings.cacheLowWatermark,
-      }, handles, () => dirty.totalBytes, sealed);
-      await cache.init();
-      cache.onDamaged = (name, why) => opts.log?.(`cached chunk ${name} was damaged (${why}); fetching it again`);
+      const { meta, dirty, cache, handles } = await openLocalStores(opts, uncleanStop);
       const machine = await machineOf(opts.cacheDir);
       let settings = () => opts.settings;
       const store = new MonitoredStore(opts.store, { probeKey: HEADER_KEY, probeTimeoutMs: () => settings().probeTimeoutMs, log: opts.log });
@@ -422,6 +266,21 @@ export class Engine {
     }
   }
 
+  private async start(): Promise<void> {
+    await this.disk.init();
+    await this.sampleDisk();
+    await this.aside.load();
+    if (this.dirty.orphans.length > 0) await this.aside.keepOrphans(this.meta.chunkSize, this.dirty, this.opts.name);
+    await this.role.start();
+    this.writeback.start();
+    this.replicator.schedule(0);
+    if (this.role.mode === 'write' && this.settings.gcIntervalMs > 0) {
+      this.every(this.settings.gcIntervalMs, () => {
+        if (this.role.canCommit()) this.collectGarbage().catch((err) => this.log(`garbage collection failed: ${(err as Error).message}`));
+      });
+    }
+  }
+
   /** Reads the free space of the cache disk; the cache keeps within it (see the header). */
   private async sampleDisk(): Promise<void> {
     await this.disk.sample(() => this.cache.onDiskBytes, this.cache.capBytes);
@@ -439,41 +298,6 @@ export class Engine {
     return false;
   }
 
-  private async start(): Promise<void> {
-    await this.disk.init();
-    await this.sampleDisk();
-    this.asideSets = await listAside(this.opts.cacheDir, this.opts.keys.cacheKey).catch(() => []);
-    if (this.dirty.orphans.length > 0) await this.setAsideOrphans();
-    await this.role.start();
-    this.writeback.start();
-    this.replicator.schedule(0);
-    if (this.role.mode === 'write' && this.settings.gcIntervalMs > 0) {
-      this.gcTimer = setInterval(() => {
-        if (this.role.canCommit()) this.collectGarbage().catch((err) => this.log(`garbage collection failed: ${(err as Error).message}`));
-      }, this.settings.gcIntervalMs);
-      this.gcTimer.unref();
-    }
-  }
-
-  /**
-   * A header written before headers were sealed gets its seal from the machine that holds the
-   * lease, once its metadata agreed with the header (checked at open) and the newest checkpoint
-   * names the chunk size (so stripping the seal again cannot hide a changed chunk size from a
-   * machine that links). A failure only delays it to the next read-write mount.
-   */
-  private async sealHeader(): Promise<void> {
-    if (this.opts.header.seal !== undefined) return;
-    try {
-      if (!(await this.remote.bindNewestCheckpoint())) {
-        this.log('filespace.json has no seal yet; the newest metadata checkpoint could not be made to name the chunk size now, so the next read-write mount seals it');
-        return;
-      }
-      if (await sealLegacyHeader(this.opts.store, this.opts.header, this.opts.keys)) this.log('sealed filespace.json: a change to it is now refused');
-    } catch (err) {
-      this.log(`could not seal filespace.json now (${(err as Error).message}); the next read-write mount tries again`);
-    }
-  }
-
   /** Chunks in the bucket that nothing references, deleted after the grace period (writer only). */
   async collectGarbage(): Promise<GcResult> {
     if (!this.role.holdsLease) throw new UserError('garbage collection runs only on the machine that writes the filespace', 'NOT_WRITER');
@@ -486,65 +310,6 @@ export class Engine {
 
   get chunkSize(): number {
     return this.meta.chunkSize;
-  }
-
-  /**
-   * Keeps this machine's unsent changes (files it created or changed, paths it removed) in
-   * an encrypted set under aside/, then resets the local metadata to the bucket's and drops
-   * the dirty data. Called only before the mount is served.
-   */
-  private async setAside(reason: string): Promise<void> {
-    const tree = this.meta.tree;
-    const paths = pathsOf(tree);
-    const touched = new Set<number>(this.dirty.inodes());
-    const removed: string[] = [];
-    for (const op of this.meta.pendingRemote) touchedBy(op, tree, paths, touched, removed);
-    const writer = await AsideWriter.create(this.opts.cacheDir, this.opts.keys.cacheKey);
-    const cs = this.meta.chunkSize;
-    for (const ino of [...touched].sort((a, b) => a - b)) {
-      const inode = tree.get(ino);
-      const p = paths.get(ino);
-      if (!inode || inode.kind !== 'file' || p === undefined) continue;
-      const size = this.vfs.sizeOf(inode);
-      const count = Math.ceil(size / cs);
-      await writer.addFile(p, size, inode.mode, count, async (idx) => {
-        const len = Math.min(cs, size - idx * cs);
-        const buf = Buffer.alloc(len);
-        const d = this.dirty.get(ino, idx);
-        if (d) {
-          await this.dirty.read(d, buf, 0, len, 0);
-          return buf;
-        }
-        const ref = inode.chunks?.[idx];
-        if (!ref) return buf;
-        const valid = Math.min(len, ref[1]);
-        if ((await this.cache.read(ref[0], buf, 0, valid, 0)) === undefined) {
-          const data = await this.fetcher.fetch(ref[0]);
-          data.copy(buf, 0, 0, Math.min(valid, data.length));
-        }
-        return buf;
-      });
-    }
-    const manifest = await writer.finish(reason, removed);
-    this.asideSets.push(manifest);
-    this.log(`${reason}: set aside ${manifest.files.length} file(s) as ${manifest.id} (see "filespace aside list")`);
-    for (const d of [...this.dirty.all()]) await this.dirty.drop(d);
-  }
-
-  /**
-   * Keeps the dirty chunks found at start without a file the metadata knows (data written,
-   * never fsynced, before a crash) as a set of `unnamed/inode-<n>` files, then removes them.
-   * Called only before the mount is served.
-   */
-  private async setAsideOrphans(): Promise<void> {
-    const orphans = this.dirty.orphans;
-    const writer = await AsideWriter.create(this.opts.cacheDir, this.opts.keys.cacheKey);
-    const files = await addUnownedChunks(writer, this.meta.chunkSize, orphans.map((o) => ({ ...o, read: () => this.dirty.readOrphan(o) })));
-    const manifest = await writer.finish('data found in the cache without a file this machine\'s metadata knows (written but not fsynced before a crash?)', []);
-    await this.dirty.removeOrphans();
-    this.asideSets.push(manifest);
-    const name = this.opts.name ? ` ${this.opts.name}` : '';
-    this.log(`${orphans.length} dirty chunk(s) of ${files} file(s) without a known owner were set aside as ${manifest.id} (see "filespace aside${name} list")`);
   }
 
   get currentSettings(): EngineSettings {
@@ -578,53 +343,15 @@ export class Engine {
     return undefined;
   }
 
-  /** The "writes waiting" state in words, with what to do about it. */
-  private writesWaiting(): WritesWaitingStatus | undefined {
-    const w = this.vfs.writesWaiting();
-    if (!w) return undefined;
-    let message: string;
-    if (w.cause === 'uploading') {
-      message = 'the cache is full of changes still uploading; writes go on as uploads free room';
-    } else {
-      const [why, remedy] = {
-        paused: ['uploads are paused', 'resume uploads or raise the cache size'],
-        offline: ['the bucket does not answer', 'they upload once it answers; or raise the cache size'],
-        failing: [`uploads fail: ${this.uploader.failure?.message ?? 'see the log'}`, 'fix the cause or raise the cache size'],
-        idle: ['nothing is uploading', 'raise the cache size'],
-      }[w.cause];
-      const stallS = Math.round(this.settings.writeStallTimeoutMs / 1000);
-      message = `the cache is full of changes that cannot upload (${why}); ${remedy}. ` +
-        (w.refusing
-          ? `Meanwhile writes that need room fail with "No space left on device" (${w.refused} so far).`
-          : `Writes fail with "No space left on device" after waiting ${stallS} s.`);
-    }
-    return { since: w.since, cause: w.cause, refusing: w.refusing, refused: w.refused, message };
-  }
-
-  private sampleRates(): void {
-    const now = Date.now();
-    this.samples.push({ t: now, up: this.uploader.uploadedBytes, down: this.fetcher.stats.downloadedBytes });
-    while (this.samples.length > 0 && now - this.samples[0]!.t > 5000) this.samples.shift();
-  }
-
-  private rate(key: 'up' | 'down'): number {
-    const s = this.samples;
-    if (s.length < 2) return 0;
-    const first = s[0]!;
-    const last = s[s.length - 1]!;
-    const dt = (last.t - first.t) / 1000;
-    return dt > 0 ? Math.round((last[key] - first[key]) / dt) : 0;
-  }
-
   stats(): EngineStats {
     return {
       dirtyBytes: this.dirty.dataBytes,
       dirtyFiles: this.dirty.fileCount,
       dirtyChunks: this.dirty.count,
       pendingMetaOps: this.replicator.pendingOps,
-      uploadBytesPerSec: this.rate('up'),
+      uploadBytesPerSec: this.throughput.rate('up'),
       uploadLimitBytesPerSec: this.uploader.limitBytesPerSec,
-      downloadBytesPerSec: this.rate('down'),
+      downloadBytesPerSec: this.throughput.rate('down'),
       uploadedBytes: this.uploader.uploadedBytes,
       downloadedBytes: this.fetcher.stats.downloadedBytes,
       cacheUsedBytes: this.cache.usedBytes,
@@ -634,27 +361,13 @@ export class Engine {
       offline: this.store.offline,
       offlineSince: this.store.offlineSince,
       uploadsPaused: this.uploadsPaused,
-      writesWaiting: this.writesWaiting(),
+      writesWaiting: describeWritesWaiting(this.vfs.writesWaiting(), this.uploader.failure?.message, this.settings.writeStallTimeoutMs),
       readOnlyReason: this.role.readOnlyReason(),
       lastError: this.replicator.conflict ?? this.role.followBlocked ?? this.uploader.lastError ?? this.replicator.lastError ?? this.fetcher.stats.lastError,
-      pendingFiles: this.pendingFiles(),
+      pendingFiles: this.pending.paths(this.meta.tree, () => this.dirty.inodes()),
       lease: this.role.status(),
-      aside: this.asideSets.map((m) => ({ id: m.id, createdAt: m.createdAt, files: m.files.length, reason: m.reason })),
+      aside: this.aside.summary(),
     };
-  }
-
-  /** Paths of files waiting to upload; recomputed at most every 2 s (it walks the tree). */
-  private pendingFiles(): string[] {
-    const now = Date.now();
-    if (this.pendingFilesCache && now - this.pendingFilesCache.at < 2000) return this.pendingFilesCache.paths;
-    const inos = this.dirty.inodes();
-    let paths: string[] = [];
-    if (inos.length > 0) {
-      const all = pathsOf(this.meta.tree);
-      paths = inos.map((ino) => all.get(ino)).filter((p): p is string => p !== undefined).sort().slice(0, PENDING_FILES_SHOWN);
-    }
-    this.pendingFilesCache = { at: now, paths };
-    return paths;
   }
 
   /**
@@ -699,10 +412,7 @@ export class Engine {
     this.closed = true;
     // In-flight uploads commit nothing more; their chunks stay dirty and upload next time.
     this.uploader.stop();
-    clearInterval(this.rateTimer);
-    clearInterval(this.sizeTimer);
-    clearInterval(this.diskTimer);
-    if (this.gcTimer) clearInterval(this.gcTimer);
+    for (const t of this.timers) clearInterval(t);
     const w = CLOSE_WAITS_MS;
     await this.role.stop(w.follow);
     this.writeback.stop();
