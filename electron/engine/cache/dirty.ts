@@ -46,13 +46,15 @@
  *    chunk's PUT, the GC's hold on a chunk name (gc.ts `acquire`, which may wait for a sweep).
  *  - The GC's hold on a chunk name is taken after the uploader's first chunk-lock hold ends and
  *    before its second begins, and let go after the second ends: name hold before chunk lock.
- *  - Taken inside a chunk lock, never the other way round: the metadata journal's sync and
- *    flush (meta/metastore.ts; the journal never waits for a chunk lock), the clean cache's
- *    room-making and adoption (cache/chunkCache.ts), the handle pool. What waits under a chunk
- *    lock is bounded: local disk I/O, and when a write starts a dirty chunk from its uploaded
- *    bytes, the fetch of those bytes (bounded by the read timeout).
- *  - A deletion or truncation is made durable in the journal before the chunk lock is taken to
- *    drop or cut the data (vfs/vfs.ts), so a crash cannot bring back a size over lost data.
+ *  - Waited for inside a chunk lock, never the other way round: the metadata journal's sync
+ *    (meta/metastore.ts; the journal, also when it finds the disk full and has clean chunks
+ *    evicted, never waits for a chunk lock), the clean cache's eviction to make room and its
+ *    adoption of an uploaded chunk (cache/chunkCache.ts). What waits under a chunk lock is
+ *    bounded: local disk I/O, and, when a write starts a dirty chunk from its uploaded bytes,
+ *    the fetch of those bytes (bounded by the read timeout).
+ *  - A deletion or truncation is durable in the journal before the data is dropped or cut, so
+ *    a crash cannot bring back a size over lost data: the VFS syncs the journal before it takes
+ *    the chunk locks; the uploader, finding a chunk's file gone, syncs it inside the lock.
  */
 
 import { promises as fsp } from 'node:fs';
