@@ -164,6 +164,7 @@ export class Engine {
       files: this.vfs,
       freed: () => this.vfs.noteDirtyFreed(),
       limitBytesPerSec: opts.settings.uploadLimitBytesPerSec,
+      uploadConcurrency: () => this.settings.uploadConcurrency,
       log: this.log,
     });
     this.writeback = new WritebackQueue({

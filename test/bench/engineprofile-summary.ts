@@ -33,7 +33,7 @@ export interface CpuProfile {
 /** Inclusive markers: a label and a test on a frame. */
 const MARKERS: Array<[string, (f: CallFrame) => boolean]> = [
   ['upload of a chunk (Uploader.uploadReserved)', (f) => f.functionName.endsWith('uploadReserved')],
-  ['dirty chunk read for upload (DirtyStore.readAll)', (f) => /readAll$/.test(f.functionName) && f.url.includes('dirty')],
+  ['dirty chunk read for upload (DirtyStore.readAll/readAllInto)', (f) => /readAll(Into)?$/.test(f.functionName) && f.url.includes('dirty')],
   ['chunk naming HMAC (chunkName)', (f) => f.functionName === 'chunkName'],
   ['chunk encoding (encodeChunk/encodeChunkParts)', (f) => /^encodeChunk/.test(f.functionName)],
   ['S3 PUT (S3Store.put)', (f) => f.functionName.endsWith('put') && f.url.includes('store/s3')],
@@ -41,7 +41,7 @@ const MARKERS: Array<[string, (f: CallFrame) => boolean]> = [
   ['SDK body checksum (flexibleChecksums)', (f) => f.functionName === 'stringHasher' || f.functionName.includes('flexibleChecksums')],
   ['FUSE write (vfs write)', (f) => /(^|\.)write$/.test(f.functionName) && f.url.includes('vfs/vfs')],
   ['sealed unit write (SealedIO.write)', (f) => /(^|\.)write$/.test(f.functionName) && f.url.includes('cache/sealed')],
-  ['sealed unit read (SealedIO.readUnits)', (f) => f.functionName.endsWith('readUnits')],
+  ['sealed unit read (SealedIO.readUnits/openUnitsInPlace)', (f) => /(readUnits|openUnitsInPlace)$/.test(f.functionName)],
 ];
 
 /** Self-time categories of the function at the top of the stack. */
@@ -67,13 +67,24 @@ function category(f: CallFrame): string {
   return 'other';
 }
 
-export function summarise(p: CpuProfile): string {
+/** A stretch of the profile, in the monotonic clock's microseconds (process.hrtime / 1000). */
+export interface Window {
+  readonly label: string;
+  readonly fromUs: number;
+  readonly toUs: number;
+}
+
+/** The summary of the whole profile, or only of the samples taken within `window`. */
+export function summarise(p: CpuProfile, window?: Window): string {
   const byId = new Map<number, ProfileNode>();
   const parent = new Map<number, number>();
   for (const n of p.nodes) byId.set(n.id, n);
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   const selfUs = new Map<number, number>();
+  let t = p.startTime;
   for (let i = 0; i < p.samples.length; i++) {
+    t += p.timeDeltas[i] ?? 0;
+    if (window && (t < window.fromUs || t > window.toUs)) continue;
     const dt = p.timeDeltas[i + 1] ?? 0;
     selfUs.set(p.samples[i]!, (selfUs.get(p.samples[i]!) ?? 0) + dt);
   }
@@ -100,7 +111,8 @@ export function summarise(p: CpuProfile): string {
   const ms = (us: number) => `${(us / 1000).toFixed(0).padStart(7)} ms`;
   const pct = (us: number) => `${((100 * us) / Math.max(1, busy)).toFixed(1).padStart(5)}%`;
   const lines: string[] = [];
-  lines.push(`profile: ${((p.endTime - p.startTime) / 1e6).toFixed(1)} s sampled, JS thread busy ${(busy / 1e6).toFixed(2)} s (idle ${(idle / 1e6).toFixed(2)} s); shares are of busy time`);
+  const span = window ? (window.toUs - window.fromUs) / 1e6 : (p.endTime - p.startTime) / 1e6;
+  lines.push(`${window ? `window "${window.label}"` : 'profile'}: ${span.toFixed(1)} s sampled, JS thread busy ${(busy / 1e6).toFixed(2)} s (idle ${(idle / 1e6).toFixed(2)} s); shares are of busy time`);
   lines.push('self time by category:');
   for (const [c, us] of [...cats].filter(([c]) => c !== 'idle').sort((a, b) => b[1] - a[1])) lines.push(`  ${ms(us)} ${pct(us)}  ${c}`);
   lines.push('inclusive time under:');

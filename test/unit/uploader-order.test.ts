@@ -76,6 +76,7 @@ beforeEach(async () => {
     },
     freed: () => void events.push('freed'),
     limitBytesPerSec: 0,
+    uploadConcurrency: () => 4,
     log: () => undefined,
   });
 });

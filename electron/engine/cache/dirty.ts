@@ -455,6 +455,16 @@ export class DirtyStore {
     return this.handles.use(this.pathOf(d.ino, d.idx), (fh) => this.io.readAll(fh, d.fileId, dataLen, `dirty chunk ${d.ino}.${d.idx}`));
   }
 
+  /**
+   * `readAll` into `buf` (at least `sealedBodySize(d.len)` bytes, see sealed.ts); resolves to the
+   * data's length: the data is `buf.subarray(0, length)`.
+   */
+  async readAllInto(d: DirtyChunk, buf: Buffer): Promise<number> {
+    const dataLen = d.len;
+    await this.handles.use(this.pathOf(d.ino, d.idx), (fh) => this.io.readAllInto(fh, d.fileId, dataLen, buf, `dirty chunk ${d.ino}.${d.idx}`));
+    return dataLen;
+  }
+
   async truncate(chunk: DirtyChunk, len: number, nowMs: number): Promise<void> {
     const d = rec(chunk);
     const oldLen = d.len;

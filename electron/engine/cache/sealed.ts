@@ -49,6 +49,11 @@ export function logicalSize(size: number): number | undefined {
   return full * UNIT + rem - UNIT_OVERHEAD;
 }
 
+/** Bytes of the sealed units (the file without its header) for `len` bytes of data. */
+export function sealedBodySize(len: number): number {
+  return physicalSize(len) - HEADER;
+}
+
 export function unitOffset(i: number): number {
   return HEADER + i * (UNIT + UNIT_OVERHEAD);
 }
@@ -86,7 +91,9 @@ export class SealedIO {
     d.setAAD(this.aad(fileId, i));
     d.setAuthTag(sealed.subarray(sealed.length - TAG));
     try {
-      return Buffer.concat([d.update(sealed.subarray(NONCE, sealed.length - TAG)), d.final()]);
+      const body = d.update(sealed.subarray(NONCE, sealed.length - TAG));
+      const fin = d.final(); // empty for GCM: no copy of the unit
+      return fin.length === 0 ? body : Buffer.concat([body, fin]);
     } catch {
       throw new AuthError(what);
     }
@@ -129,23 +136,34 @@ export class SealedIO {
 
   /** Units [first, last] decrypted, as one buffer of data starting at first * UNIT. */
   private async readUnits(fh: FileHandle, fileId: Buffer, first: number, last: number, len: number, what: string): Promise<Buffer> {
+    const raw = Buffer.allocUnsafe(Math.min(unitOffset(last + 1), physicalSize(len)) - unitOffset(first));
+    return raw.subarray(0, await this.openUnitsInPlace(fh, fileId, first, last, len, raw, what));
+  }
+
+  /**
+   * Reads the sealed units [first, last] into `buf` (room for their sealed size), then opens
+   * them there: unit i's data goes to (i - first) * UNIT, which never reaches a unit not yet
+   * opened (each sealed unit is longer than its data). Returns the data bytes. One read and
+   * one buffer, however many units; if a unit fails authentication, `buf` holds nothing usable.
+   */
+  private async openUnitsInPlace(fh: FileHandle, fileId: Buffer, first: number, last: number, len: number, buf: Buffer, what: string): Promise<number> {
     const start = unitOffset(first);
     const end = Math.min(unitOffset(last + 1), physicalSize(len));
-    const raw = Buffer.allocUnsafe(end - start);
+    const size = end - start;
     let got = 0;
-    while (got < raw.length) {
-      const { bytesRead } = await fh.read(raw, got, raw.length - got, start + got);
+    while (got < size) {
+      const { bytesRead } = await fh.read(buf, got, size - got, start + got);
       if (bytesRead === 0) break;
       got += bytesRead;
     }
-    if (got < raw.length) throw new AuthError(`${what} (cut short)`);
-    const parts: Buffer[] = [];
-    for (let i = first, off = 0; i <= last && off < raw.length; i++) {
-      const size = Math.min(UNIT + UNIT_OVERHEAD, raw.length - off);
-      parts.push(this.open(fileId, i, raw.subarray(off, off + size), `${what} unit ${i}`));
-      off += size;
+    if (got < size) throw new AuthError(`${what} (cut short)`);
+    let data = 0;
+    for (let i = first, off = 0; i <= last && off < size; i++) {
+      const n = Math.min(UNIT + UNIT_OVERHEAD, size - off);
+      data += this.open(fileId, i, buf.subarray(off, off + n), `${what} unit ${i}`).copy(buf, data);
+      off += n;
     }
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    return data;
   }
 
   /** Copies data bytes [pos, pos+n) into buf at bufOff (n already clamped to the length). */
@@ -160,6 +178,17 @@ export class SealedIO {
   async readAll(fh: FileHandle, fileId: Buffer, len: number, what: string): Promise<Buffer> {
     if (len === 0) return Buffer.alloc(0);
     return this.readUnits(fh, fileId, 0, Math.floor((len - 1) / UNIT), len, what);
+  }
+
+  /**
+   * `readAll` into `buf` (at least `sealedBodySize(len)` bytes: the data is opened where its
+   * sealed units were read); the data is `buf.subarray(0, len)`.
+   */
+  async readAllInto(fh: FileHandle, fileId: Buffer, len: number, buf: Buffer, what: string): Promise<void> {
+    if (len === 0) return;
+    if (buf.length < sealedBodySize(len)) throw new RangeError('readAllInto: the buffer is smaller than the sealed data');
+    const n = await this.openUnitsInPlace(fh, fileId, 0, lastUnitOf(len), len, buf, what);
+    if (n !== len) throw new AuthError(`${what} (cut short)`);
   }
 
   /**
