@@ -10,7 +10,8 @@
  *   cache/dirty.ts       dirty chunks (invariant 1), the per-chunk lock, and the lock order
  *   cache/chunkCache.ts  clean chunks and the cache cap; cache/cacheDisk.ts the disk under them
  *   upload/writeback.ts  when each dirty chunk uploads; upload/uploader.ts the upload itself,
- *                        from a dirty chunk to a committed chunk (invariant 2)
+ *                        from a dirty chunk to a committed chunk (invariant 2), its buffers;
+ *                        upload/encoder.ts its per-byte work, in a worker thread by default
  *   meta/metastore.ts    the tree and its journal; meta/replicator.ts pushes it to the bucket
  *   meta/role.ts         writer, follower or fenced: the lease, following, fencing (invariant 4)
  *   prefetch/fetcher.ts  downloads, merged and read ahead
@@ -35,6 +36,7 @@
  */
 
 import { promises as fsp } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { HandlePool } from './cache/handles';
 import { CacheDisk } from './cache/cacheDisk';
@@ -53,6 +55,7 @@ import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { MonitoredStore } from './store/monitored';
 import { ObjectStore } from './store/types';
+import { encodeWorkersFor } from './upload/encoder';
 import { Uploader, publishableOps } from './upload/uploader';
 import { WritebackQueue } from './upload/writeback';
 import { StallCause } from './vfs/backpressure';
@@ -78,6 +81,8 @@ export interface EngineOptions {
   readonly conditionalWrites?: boolean;
   /** The name the user knows this filespace by, for messages that name a command to run. */
   readonly name?: string;
+  /** Threads that do the per-byte work of uploads (upload/encoder.ts); default by core count. */
+  readonly encodeWorkers?: number;
 }
 
 export type { LeaseStatus } from './meta/role';
@@ -165,6 +170,7 @@ export class Engine {
       freed: () => this.vfs.noteDirtyFreed(),
       limitBytesPerSec: opts.settings.uploadLimitBytesPerSec,
       uploadConcurrency: () => this.settings.uploadConcurrency,
+      encodeWorkers: opts.encodeWorkers ?? encodeWorkersFor(availableParallelism()),
       log: this.log,
     });
     this.writeback = new WritebackQueue({
@@ -418,6 +424,7 @@ export class Engine {
     await this.role.stop(w.follow);
     this.writeback.stop();
     await this.writeback.idle(w.uploads);
+    await this.uploader.close();
     this.vfs.commitAllSizes();
     // Give metadata already committed a short chance to reach the bucket; it stays queued otherwise.
     await settledWithin(this.replicator.pushNow(), w.push);

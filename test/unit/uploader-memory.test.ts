@@ -24,7 +24,7 @@ import { ENCODING_SLOTS, Uploader } from '../../electron/engine/upload/uploader'
 
 const CS = 1024 * 1024;
 const CONCURRENCY = 3;
-const keys = { nameKey: randomBytes(32), chunkKey: randomBytes(32) };
+const keys = { nameKey: randomBytes(32), chunkKey: randomBytes(32), cacheKey: randomBytes(32) };
 
 interface PutSeen {
   readonly key: string;
@@ -73,10 +73,12 @@ let cache: ChunkCache;
 let bucket: HeldStore;
 let uploader: Uploader;
 
+for (const encodeWorkers of [0, 1]) {
+describe(`upload memory (${encodeWorkers ? 'encoded in a worker thread' : 'encoded on the engine thread'})`, () => {
 beforeEach(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'filespace-upload-memory-'));
   handles = new HandlePool();
-  const sealed = new SealedIO(randomBytes(32));
+  const sealed = new SealedIO(keys.cacheKey);
   meta = await MetaStore.create(path.join(dir, 'meta'), Tree.create(CS, 0, 0, 1), 0);
   dirty = new DirtyStore(dir, handles, sealed);
   await dirty.init(() => 'deleted', 0);
@@ -92,11 +94,13 @@ beforeEach(async () => {
     freed: () => undefined,
     limitBytesPerSec: 0,
     uploadConcurrency: () => CONCURRENCY,
+    encodeWorkers,
     log: () => undefined,
   });
 });
 
 afterEach(async () => {
+  await uploader.close();
   await meta.close();
   await handles.closeAll();
   await rm(dir, { recursive: true, force: true });
@@ -113,7 +117,7 @@ async function fileWithChunks(name: string, chunks: Buffer[]): Promise<number> {
   return ino;
 }
 
-describe('upload memory', () => {
+describe('upload buffers', () => {
   it('keeps its buffers within the bound it reports, and PUTs in flight within the concurrency', async () => {
     const chunks = Array.from({ length: 12 }, (_, i) => (i % 3 === 0 ? randomBytes(CS) : randomBytes(1 + (i * 7919) % CS)));
     const ino = await fileWithChunks('many', chunks);
@@ -176,3 +180,5 @@ describe('upload memory', () => {
     for (const put of bucket.seen) assert.equal(put.options?.crc32, put.crc, put.key);
   });
 });
+});
+}

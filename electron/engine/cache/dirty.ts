@@ -456,12 +456,13 @@ export class DirtyStore {
   }
 
   /**
-   * `readAll` into `buf` (at least `sealedBodySize(d.len)` bytes, see sealed.ts); resolves to the
-   * data's length: the data is `buf.subarray(0, length)`.
+   * The chunk's sealed units as they are on disk, into `buf` (at least `sealedBodySize(d.len)`
+   * bytes, see sealed.ts), for the uploader to open where its work runs (`openSealedUnits` with
+   * the cache key and `d.fileId`); resolves to the data's length.
    */
-  async readAllInto(d: DirtyChunk, buf: Buffer): Promise<number> {
+  async readSealedInto(d: DirtyChunk, buf: Buffer): Promise<number> {
     const dataLen = d.len;
-    await this.handles.use(this.pathOf(d.ino, d.idx), (fh) => this.io.readAllInto(fh, d.fileId, dataLen, buf, `dirty chunk ${d.ino}.${d.idx}`));
+    await this.handles.use(this.pathOf(d.ino, d.idx), (fh) => this.io.readSealedInto(fh, dataLen, buf, `dirty chunk ${d.ino}.${d.idx}`));
     return dataLen;
   }
 

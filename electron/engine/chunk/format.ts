@@ -5,8 +5,9 @@
  * Objects of this one format are in existing buckets: a change to it needs a new magic, and
  * decoding keeps reading FSC1 (test/unit/chunk-format.test.ts pins its bytes).
  *
- * Compression runs on libuv's thread pool (zlib async) so the event loop stays free; a 64 KiB
- * sample is tried first so incompressible data (media, archives) skips the full attempt.
+ * Compression runs on libuv's thread pool (zlib async) so the event loop stays free, or, in a
+ * worker thread, synchronously (encodeChunkIntoSync); a 64 KiB sample is tried first so
+ * incompressible data (media, archives) skips the full attempt.
  *
  * `encodeChunkInto` writes the object into a buffer the caller owns (the uploader's pool), with
  * no buffer of the chunk's size allocated on the way and no concatenation, and computes the
@@ -15,7 +16,7 @@
  */
 
 import { promisify } from 'node:util';
-import { crc32 as zlibCrc32, deflateRaw, inflateRaw, constants } from 'node:zlib';
+import { crc32 as zlibCrc32, deflateRaw, deflateRawSync, inflateRaw, constants } from 'node:zlib';
 import { AuthError, SEAL_OVERHEAD, open, sealInto } from './crypto';
 
 const deflateAsync = promisify(deflateRaw);
@@ -48,15 +49,34 @@ export interface EncodedChunk {
   readonly deflated: boolean;
 }
 
+const DEFLATE_OPTIONS = { level: 1, strategy: constants.Z_DEFAULT_STRATEGY };
+
+/** Whether deflating is worth trying at all: not for tiny chunks, nor when a sample does not shrink. */
+function worthDeflating(plain: Buffer, deflateSample: (sample: Buffer) => Buffer): boolean {
+  if (plain.length < 512) return false;
+  if (plain.length <= SAMPLE_BYTES * 2) return true;
+  return deflateSample(plain.subarray(0, SAMPLE_BYTES)).length <= SAMPLE_BYTES * 0.875;
+}
+
+function pays(deflated: Buffer, plain: Buffer): boolean {
+  return deflated.length <= plain.length * 0.875;
+}
+
 async function maybeCompress(plain: Buffer): Promise<Buffer | undefined> {
   if (plain.length < 512) return undefined;
-  const opts = { level: 1, strategy: constants.Z_DEFAULT_STRATEGY };
   if (plain.length > SAMPLE_BYTES * 2) {
-    const sample = await deflateAsync(plain.subarray(0, SAMPLE_BYTES), opts);
+    const sample = await deflateAsync(plain.subarray(0, SAMPLE_BYTES), DEFLATE_OPTIONS);
     if (sample.length > SAMPLE_BYTES * 0.875) return undefined;
   }
-  const out = await deflateAsync(plain, opts);
-  return out.length <= plain.length * 0.875 ? out : undefined;
+  const out = await deflateAsync(plain, DEFLATE_OPTIONS);
+  return pays(out, plain) ? out : undefined;
+}
+
+/** `maybeCompress` on the calling thread (for a worker thread, whose blocking harms nobody). */
+function maybeCompressSync(plain: Buffer): Buffer | undefined {
+  if (!worthDeflating(plain, (sample) => deflateRawSync(sample, DEFLATE_OPTIONS))) return undefined;
+  const out = deflateRawSync(plain, DEFLATE_OPTIONS);
+  return pays(out, plain) ? out : undefined;
 }
 
 function writeObject(key: Buffer, name: string, payload: Buffer, flags: number, out: Buffer): EncodedChunk {
@@ -77,6 +97,13 @@ function writeObject(key: Buffer, name: string, payload: Buffer, flags: number, 
 export async function encodeChunkInto(key: Buffer, name: string, plain: Buffer, out: Buffer): Promise<EncodedChunk> {
   if (out.length < maxEncodedBytes(plain.length)) throw new RangeError('encodeChunkInto: the output buffer is too small for this chunk');
   const compressed = await maybeCompress(plain);
+  return writeObject(key, name, compressed ?? plain, compressed ? FLAG_DEFLATE : 0, out);
+}
+
+/** `encodeChunkInto` on the calling thread, compression included: for worker threads (upload/encoder.ts). */
+export function encodeChunkIntoSync(key: Buffer, name: string, plain: Buffer, out: Buffer): EncodedChunk {
+  if (out.length < maxEncodedBytes(plain.length)) throw new RangeError('encodeChunkInto: the output buffer is too small for this chunk');
+  const compressed = maybeCompressSync(plain);
   return writeObject(key, name, compressed ?? plain, compressed ? FLAG_DEFLATE : 0, out);
 }
 

@@ -47,12 +47,13 @@
 import { ChunkCache } from '../cache/chunkCache';
 import { sealedBodySize } from '../cache/sealed';
 import { DirtyChunk, DirtyStore } from '../cache/dirty';
-import { Keys, chunkName } from '../chunk/crypto';
-import { chunkKey, encodeChunkInto, maxEncodedBytes } from '../chunk/format';
+import { Keys } from '../chunk/crypto';
+import { chunkKey, maxEncodedBytes } from '../chunk/format';
 import { MetaStore } from '../meta/metastore';
 import { CutOffError, MonitoredStore } from '../store/monitored';
 import { StoreError, isNoAnswer } from '../store/types';
 import { BufferPool } from '../util/bufferPool';
+import { ChunkEncoder, InThreadEncoder, WorkerEncoder } from './encoder';
 import { RateLimiter } from './ratelimit';
 
 /** The garbage collector's hold on a chunk name (gc.ts): while held, the name is not deleted. */
@@ -74,7 +75,7 @@ export interface UploaderDeps {
   readonly meta: MetaStore;
   readonly cache: ChunkCache;
   readonly store: MonitoredStore;
-  readonly keys: Pick<Keys, 'nameKey' | 'chunkKey'>;
+  readonly keys: Pick<Keys, 'nameKey' | 'chunkKey' | 'cacheKey'>;
   readonly names: ChunkNameHold;
   readonly files: UploadFiles;
   /** Dirty data may have been freed: writers waiting for room look again. */
@@ -82,6 +83,8 @@ export interface UploaderDeps {
   readonly limitBytesPerSec: number;
   /** Uploads in flight at most (the write-back queue's limit): one body buffer each. */
   readonly uploadConcurrency: () => number;
+  /** Threads that open, name and seal chunks (upload/encoder.ts); 0: the engine thread does. */
+  readonly encodeWorkers: number;
   readonly log: (msg: string) => void;
 }
 
@@ -90,6 +93,15 @@ export interface UploaderDeps {
  * Two let one chunk's disk read or compression overlap another's sealing on the engine thread.
  */
 export const ENCODING_SLOTS = 2;
+
+/** A chunk read for upload: its sealed bytes in `buf` (opened in place by the encoder), with what identified them. */
+interface Snapshot {
+  readonly buf: Buffer;
+  readonly len: number;
+  readonly fileId: Buffer;
+  readonly gen: number;
+  readonly at: number;
+}
 
 /** The memory the uploader's buffers take (util/bufferPool.ts), in bytes. */
 export interface UploadMemory {
@@ -111,6 +123,7 @@ export class Uploader {
   /** Plaintext of chunks being read and encoded; then sealed bodies, held until their PUT ends. */
   private readonly plainBuffers: BufferPool;
   private readonly bodyBuffers: BufferPool;
+  private readonly encoder: ChunkEncoder;
   private uploaded = 0;
   private failing: UploadFailure | undefined;
   private error: string | undefined;
@@ -118,9 +131,11 @@ export class Uploader {
 
   constructor(private readonly deps: UploaderDeps) {
     this.limiter = new RateLimiter(deps.limitBytesPerSec);
+    this.encoder = deps.encodeWorkers > 0 ? new WorkerEncoder(deps.keys, deps.encodeWorkers, deps.log) : new InThreadEncoder(deps.keys);
     const chunkSize = deps.meta.chunkSize;
-    this.plainBuffers = new BufferPool(sealedBodySize(chunkSize), () => ENCODING_SLOTS);
-    this.bodyBuffers = new BufferPool(maxEncodedBytes(chunkSize), deps.uploadConcurrency);
+    const shared = this.encoder.wantsSharedBuffers;
+    this.plainBuffers = new BufferPool(sealedBodySize(chunkSize), () => ENCODING_SLOTS, undefined, shared);
+    this.bodyBuffers = new BufferPool(maxEncodedBytes(chunkSize), deps.uploadConcurrency, undefined, shared);
   }
 
   /** The memory the upload buffers take now, at most so far, and at most ever. */
@@ -166,6 +181,11 @@ export class Uploader {
     this.limiter.close();
   }
 
+  /** Stops the encoder threads (after `stop`, once uploads in flight are over or abandoned). */
+  async close(): Promise<void> {
+    await this.encoder.close();
+  }
+
   /** Uploads one dirty chunk (the write-back queue's `upload`). */
   async upload(d: DirtyChunk): Promise<void> {
     let reserved = 0;
@@ -183,42 +203,26 @@ export class Uploader {
   }
 
   private async uploadReserved(d: DirtyChunk, sending: (bytes: number) => void): Promise<void> {
-    const { dirty, meta, cache, keys, names, files } = this.deps;
-    // Taken before the chunk lock: a pool slot is never waited for under it (cache/dirty.ts).
-    const plainBuf = await this.plainBuffers.acquire(sealedBodySize(d.len));
+    const { dirty, meta, cache, names, files } = this.deps;
+    const snap = await this.snapshot(d);
+    if (!snap) return;
     let plainHeld = true;
     const letGoOfPlain = () => {
-      if (plainHeld) this.plainBuffers.release(plainBuf);
+      if (plainHeld) this.plainBuffers.release(snap.buf);
       plainHeld = false;
     };
     try {
-      const snap = await dirty.withChunk(d.ino, d.idx, async () => {
-        if (dirty.get(d.ino, d.idx) !== d) return undefined;
-        if (files.isUnlinked(d.ino)) return undefined; // deleted while open: its data stays local until the last close
-        if (!meta.tree.get(d.ino)) {
-          // Its file is gone: drop the data here (after the deletion is durable), or the queue
-          // would pick this chunk again and again.
-          await meta.sync();
-          await dirty.drop(d);
-          return undefined;
-        }
-        // Grown past the buffer since it was taken (a write came in meanwhile): read it whole.
-        const content = sealedBodySize(d.len) <= plainBuf.length ? plainBuf.subarray(0, await dirty.readAllInto(d, plainBuf)) : await dirty.readAll(d);
-        return { content, gen: d.gen, at: Date.now() };
-      });
-      if (!snap) return;
-      const size = snap.content.length;
-      const name = chunkName(keys.nameKey, snap.content);
+      const name = await this.encoder.openAndName(snap.buf, snap.fileId, snap.len, `dirty chunk ${d.ino}.${d.idx}`);
       // Held from before the PUT until the reference is committed, so GC cannot delete it between.
       await names.acquire(name);
       try {
-        if (!meta.tree.chunkRefs.has(name)) await this.put(name, snap.content, letGoOfPlain, sending);
+        if (!meta.tree.chunkRefs.has(name)) await this.put(name, snap.buf, snap.len, letGoOfPlain, sending);
         letGoOfPlain();
         await dirty.withChunk(d.ino, d.idx, async () => {
           if (this.stopped) return; // shutting down: the chunk stays dirty and uploads next time
           if (dirty.get(d.ino, d.idx) !== d || !meta.tree.get(d.ino)) return; // deleted or truncated away meanwhile
           files.commitSize(d.ino);
-          meta.commit({ t: 'chunk', ino: d.ino, idx: d.idx, ref: [name, size] });
+          meta.commit({ t: 'chunk', ino: d.ino, idx: d.idx, ref: [name, snap.len] });
           if (d.gen !== snap.gen) {
             // Written to during the upload: what is still dirty is only what came after the snapshot.
             dirty.uploadedAsOf(d, snap.at);
@@ -226,8 +230,8 @@ export class Uploader {
             // The reference must be durable before the dirty copy stops being the data's home.
             await meta.sync();
             if (dirty.get(d.ino, d.idx) !== d || d.gen !== snap.gen) return;
-            const { file, fileId, size: fileSize } = dirty.release(d);
-            await cache.adopt(name, file, fileSize, fileId);
+            const { file, fileId, size } = dirty.release(d);
+            await cache.adopt(name, file, size, fileId);
           }
         });
       } finally {
@@ -240,17 +244,57 @@ export class Uploader {
   }
 
   /**
-   * Encodes `content` into a body buffer and PUTs it. `encoded` is called once the content is
-   * no longer needed (its buffer can go back). A body whose PUT failed is discarded, not reused:
-   * a request cut off or timed out may still be reading it (util/bufferPool.ts).
+   * Step 2: takes a plaintext buffer (before the chunk lock: a pool slot is never waited for
+   * under it, cache/dirty.ts), then under the lock reads the chunk's sealed bytes into it, with
+   * its `gen` and the time of the read; undefined when the chunk is not to upload. The caller
+   * gives the buffer back. A chunk grown past the buffer meanwhile is read again into a whole one.
    */
-  private async put(name: string, content: Buffer, encoded: () => void, sending: (bytes: number) => void): Promise<void> {
+  private async snapshot(d: DirtyChunk): Promise<Snapshot | undefined> {
+    const { dirty, meta, files } = this.deps;
+    let want = sealedBodySize(d.len);
+    for (;;) {
+      const buf = await this.plainBuffers.acquire(want);
+      let kept = false;
+      try {
+        const got = await dirty.withChunk(d.ino, d.idx, async () => {
+          if (dirty.get(d.ino, d.idx) !== d) return undefined;
+          if (files.isUnlinked(d.ino)) return undefined; // deleted while open: its data stays local until the last close
+          if (!meta.tree.get(d.ino)) {
+            // Its file is gone: drop the data here (after the deletion is durable), or the queue
+            // would pick this chunk again and again.
+            await meta.sync();
+            await dirty.drop(d);
+            return undefined;
+          }
+          if (sealedBodySize(d.len) > buf.length) return 'grown' as const;
+          const len = await dirty.readSealedInto(d, buf);
+          return { buf, len, fileId: d.fileId, gen: d.gen, at: Date.now() };
+        });
+        if (got === 'grown') {
+          want = sealedBodySize(meta.chunkSize);
+          continue;
+        }
+        kept = got !== undefined;
+        return got;
+      } finally {
+        if (!kept) this.plainBuffers.release(buf);
+      }
+    }
+  }
+
+  /**
+   * Encodes the plaintext `buf.subarray(0, len)` into a body buffer and PUTs it. `encoded` is
+   * called once the plaintext is no longer needed (its buffer can go back). A body whose PUT
+   * failed is discarded, not reused: a request cut off or timed out may still be reading it
+   * (util/bufferPool.ts).
+   */
+  private async put(name: string, buf: Buffer, len: number, encoded: () => void, sending: (bytes: number) => void): Promise<void> {
     // Taken while the plaintext's buffer is held: body holders never wait for a plaintext
     // buffer (they are encoding, or sending), so this wait always ends.
-    const body = await this.bodyBuffers.acquire(maxEncodedBytes(content.length));
+    const body = await this.bodyBuffers.acquire(maxEncodedBytes(len));
     let sent = false;
     try {
-      const obj = await encodeChunkInto(this.deps.keys.chunkKey, name, content, body);
+      const obj = await this.encoder.encode(buf, len, name, body);
       encoded();
       sending(obj.length);
       await this.deps.store.put(chunkKey(name), body.subarray(0, obj.length), { crc32: obj.crc32 });

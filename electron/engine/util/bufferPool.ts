@@ -11,6 +11,9 @@
  * size, in a slot too, rather than pinning a whole pooled one. Free pooled buffers are kept for
  * reuse and let go once no slot has been in use for `idleMs`.
  *
+ * Pooled buffers can be backed by SharedArrayBuffers (`shared`), for work done in place by worker
+ * threads (upload/encoder.ts); a small request's own buffer never is.
+ *
  * A buffer handed back with `discard` is never reused: that is for a buffer something else may
  * still read, e.g. the body of a request that failed or was cut off and may still be on its way
  * out; reusing it would send other bytes under that request's name.
@@ -30,6 +33,8 @@ export class BufferPool {
     readonly bufferBytes: number,
     private readonly slots: () => number,
     private readonly idleMs = 10_000,
+    /** Pooled buffers are backed by a SharedArrayBuffer (worker threads use them in place). */
+    private readonly shared = false,
   ) {
     if (!(bufferBytes > 0)) throw new RangeError(`BufferPool: bufferBytes must be positive, got ${bufferBytes}`);
   }
@@ -71,7 +76,7 @@ export class BufferPool {
       if (reused) {
         buf = reused;
       } else {
-        buf = Buffer.allocUnsafeSlow(this.bufferBytes);
+        buf = this.shared ? Buffer.from(new SharedArrayBuffer(this.bufferBytes)) : Buffer.allocUnsafeSlow(this.bufferBytes);
         this.held += buf.length;
       }
     }
