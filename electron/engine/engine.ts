@@ -11,7 +11,7 @@
  *   cache/chunkCache.ts  clean chunks and the cache cap; cache/cacheDisk.ts the disk under them
  *   upload/writeback.ts  when each dirty chunk uploads; upload/uploader.ts the upload itself,
  *                        from a dirty chunk to a committed chunk (invariant 2), its buffers;
- *                        upload/encoder.ts its per-byte work, in a worker thread by default
+ *                        upload/encoder.ts its per-byte work (in-thread, or worker threads)
  *   meta/metastore.ts    the tree and its journal; meta/replicator.ts pushes it to the bucket
  *   meta/role.ts         writer, follower or fenced: the lease, following, fencing (invariant 4)
  *   prefetch/fetcher.ts  downloads, merged and read ahead
@@ -36,7 +36,6 @@
  */
 
 import { promises as fsp } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import * as path from 'node:path';
 import { HandlePool } from './cache/handles';
 import { CacheDisk } from './cache/cacheDisk';
@@ -55,7 +54,7 @@ import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { MonitoredStore } from './store/monitored';
 import { ObjectStore } from './store/types';
-import { encodeWorkersFor } from './upload/encoder';
+import { DEFAULT_ENCODE_WORKERS } from './upload/encoder';
 import { Uploader, publishableOps } from './upload/uploader';
 import { WritebackQueue } from './upload/writeback';
 import { StallCause } from './vfs/backpressure';
@@ -81,7 +80,7 @@ export interface EngineOptions {
   readonly conditionalWrites?: boolean;
   /** The name the user knows this filespace by, for messages that name a command to run. */
   readonly name?: string;
-  /** Threads that do the per-byte work of uploads (upload/encoder.ts); default by core count. */
+  /** Threads that do the per-byte work of uploads (upload/encoder.ts); default none (the engine thread). */
   readonly encodeWorkers?: number;
 }
 
@@ -170,7 +169,7 @@ export class Engine {
       freed: () => this.vfs.noteDirtyFreed(),
       limitBytesPerSec: opts.settings.uploadLimitBytesPerSec,
       uploadConcurrency: () => this.settings.uploadConcurrency,
-      encodeWorkers: opts.encodeWorkers ?? encodeWorkersFor(availableParallelism()),
+      encodeWorkers: opts.encodeWorkers ?? DEFAULT_ENCODE_WORKERS,
       log: this.log,
     });
     this.writeback = new WritebackQueue({

@@ -97,6 +97,12 @@ async function main(): Promise<void> {
     const use = await cpu();
     clearInterval(sampler);
     const mem = await memoryOf(pid);
+    // FILESPACE_PROFILE_IDLE_S: how resident memory settles once the engine is idle again.
+    const idleS = Number(process.env.FILESPACE_PROFILE_IDLE_S ?? 0);
+    for (let s = 5; s <= idleS; s += 5) {
+      await new Promise((res) => setTimeout(res, 5000));
+      console.log(`engine RSS after ${s} s idle: ${(((await memoryOf(pid))?.rss ?? 0) / 1e6).toFixed(0)} MB`);
+    }
     console.log(`workload ${workload}: ${((t1 - t0) / 1000).toFixed(2)} s to close, sync ${((t2 - t1) / 1000).toFixed(2)} s, total ${((t2 - t0) / 1000).toFixed(2)} s`);
     console.log(`engine peak RSS sampled ${(peak / 1e6).toFixed(0)} MB, VmHWM ${((mem?.hwm ?? 0) / 1e6).toFixed(0)} MB; CPU ${use?.total.toFixed(2)} cores, main thread ${use?.main.toFixed(2)}`);
     await fs.unmount();

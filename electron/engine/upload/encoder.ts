@@ -13,8 +13,8 @@
  *   A chunk whose buffers are not shared (small chunks get buffers of their own size, see
  *   util/bufferPool.ts) is done in-thread: a thread hop would cost more than it saves.
  *
- * Which one runs is `encodeWorkersFor(cores)` unless the host says otherwise (EngineOptions);
- * see its comment for the measurement behind it.
+ * Which one runs is the host's choice (EngineOptions.encodeWorkers), by default
+ * DEFAULT_ENCODE_WORKERS: see its comment for the measurement behind it.
  *
  * Keys: workers get the cache, naming and chunk keys at start (workerData); they stay in this
  * process's memory, as on the engine thread, and never leave it.
@@ -185,21 +185,24 @@ function replyError(e: { readonly auth: boolean; readonly message: string }): Er
 }
 
 /**
- * How many encoder threads to run on a machine with `cores` cores (0: encode on the engine
- * thread). Measured on the benchmark's 2-core machine, where other users kept 5 to 14 cores'
- * worth of load, engine under --cpu-prof (test/bench/engineprofile.ts), one thread against none:
+ * Encoder threads by default (0: encode on the engine thread): none, as a thread costs more
+ * memory than the engine can spare. Measured on
+ * the benchmark's 2-core machine (outside load 5 to 14 cores' worth), engine under --cpu-prof
+ * (test/bench/engineprofile.ts), one thread against none:
  * - dd of 1 GiB then `filespace sync`, uploads overlapping the write: dd to close 19.5 and
  *   11.8 s against 31.2 and 23.1 s; dd + sync 25.2 and 18.4 s against 34.0 and 23.9 s; the
  *   engine thread busy 11.9 and 8.0 s against 25.4 and 18.5 s, its GC 2.8 and 1.5 s against 7.4
- *   and 4.4 s.
- * - dd of 256 MiB then sync (uploads mostly after the write): the engine thread busy during the
- *   sync 0.6-0.9 s against 1.9-4.0 s, total time within the noise.
- * - tar x of the npm tree (chunks too small to leave the thread): within the noise.
- * - Cost: the thread's heap and the garbage of its cipher outputs, 15-50 MB of resident memory.
- * So on 2 cores it does not make things worse and frees the thread that answers FUSE. One
- * thread encodes about 400 MB/s (two AES-GCM passes, an HMAC and a CRC32 per byte), more than
- * an uplink; more threads would add memory, not speed. A host can choose (EngineOptions).
+ *   and 4.4 s. dd of 256 MiB then sync: the engine thread busy during the sync 0.6-0.9 s against
+ *   1.9-4.0 s. tar x of the npm tree (small chunks stay in-thread): within the noise.
+ * - Memory: resident memory 45-70 MB higher, and it stays once idle (512 MiB then sync: 217-219
+ *   MB idle against 148-169 MB). Every thread doing bulk AES-GCM through node:crypto leaves the
+ *   cipher's outputs (two bytes per byte encoded) as garbage that V8 collects only at its
+ *   external-memory limit (about 64 MB), and the allocator keeps that high-water mark in the
+ *   thread's arena for good; a second such thread adds a second high-water mark. Replacing the
+ *   thread every 64 MiB made it worse (new threads, new arenas: 345-374 MB), and stopping it
+ *   when idle gave nothing back.
+ * So on 2 cores it frees the thread that answers FUSE but breaks the engine's 300 MB bound; a
+ * host that has the memory can turn it on (EngineOptions.encodeWorkers). One thread encodes
+ * about 400 MB/s (two AES-GCM passes, an HMAC and a CRC32 per byte), more than an uplink.
  */
-export function encodeWorkersFor(cores: number): number {
-  return cores >= 2 ? 1 : 0;
-}
+export const DEFAULT_ENCODE_WORKERS = 0;
