@@ -21,8 +21,9 @@
  *  2. Under the chunk lock: a chunk replaced since the queue picked it is left alone; so is one
  *     of a file deleted while still open (the VFS keeps it: its data stays local until the last
  *     close and never uploads). A chunk whose file is gone is dropped once the deletion is
- *     durable (else the queue would pick it again and again). Otherwise its bytes are read,
- *     with its `gen` and the time of the read.
+ *     durable (else the queue would pick it again and again). Otherwise its sealed bytes are
+ *     read as they are on disk, with its `fileId`, its `gen` and the time of the read; they
+ *     are opened (decrypted and authenticated) after the lock, by the encoder (encoder.ts).
  *  3. Without the chunk lock: the content is named (keyed hash, so identical content is stored
  *     once), and the GC's hold on that name is taken; unless committed metadata references the
  *     name already, the chunk is encoded and PUT with the CRC32 of its body (computed while
