@@ -1,6 +1,6 @@
 // Pins down the chunk buffer pool: what it holds never exceeds its slots, waiters are served in
 // order, buffers come back for reuse, a discarded buffer is never lent again, small requests do
-// not pin a whole buffer, and idle buffers are let go.
+// not pin a whole buffer, only a few free buffers are kept, and idle ones are let go.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
@@ -82,8 +82,19 @@ describe('BufferPool', () => {
     assert.ok(pool.heldBytes <= 3 * SIZE);
   });
 
+  it('keeps only a few free buffers once work ebbs', async () => {
+    const pool = new BufferPool(SIZE, () => 6, { keepFree: 2 });
+    const bufs = await Promise.all(Array.from({ length: 6 }, () => pool.acquire(SIZE)));
+    assert.equal(pool.heldBytes, 6 * SIZE);
+    for (const b of bufs) pool.release(b);
+    assert.equal(pool.heldBytes, 2 * SIZE, 'four of the six are let go');
+    assert.equal(pool.peakBytes, 6 * SIZE);
+    const again = await pool.acquire(SIZE);
+    assert.ok(bufs.includes(again), 'a kept one is reused');
+  });
+
   it('lets go of free buffers once idle, and refuses what it did not lend', async () => {
-    const pool = new BufferPool(SIZE, () => 2, 10);
+    const pool = new BufferPool(SIZE, () => 2, { idleMs: 10 });
     const a = await pool.acquire(SIZE);
     pool.release(a);
     assert.equal(pool.heldBytes, SIZE);

@@ -135,8 +135,8 @@ export class Uploader {
     this.encoder = deps.encodeWorkers > 0 ? new WorkerEncoder(deps.keys, deps.encodeWorkers, deps.log) : new InThreadEncoder(deps.keys);
     const chunkSize = deps.meta.chunkSize;
     const shared = this.encoder.wantsSharedBuffers;
-    this.plainBuffers = new BufferPool(sealedBodySize(chunkSize), () => ENCODING_SLOTS, undefined, shared);
-    this.bodyBuffers = new BufferPool(maxEncodedBytes(chunkSize), deps.uploadConcurrency, undefined, shared);
+    this.plainBuffers = new BufferPool(sealedBodySize(chunkSize), () => ENCODING_SLOTS, { shared });
+    this.bodyBuffers = new BufferPool(maxEncodedBytes(chunkSize), deps.uploadConcurrency, { shared });
   }
 
   /** The memory the upload buffers take now, at most so far, and at most ever. */

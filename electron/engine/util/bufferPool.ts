@@ -8,8 +8,10 @@
  * Slots bound the memory: at most `slots()` buffers are out at once, and `acquire` waits for a
  * slot (FIFO). So what the pool holds never exceeds `slots() * bufferBytes` (`boundBytes`).
  * A request under a quarter of `bufferBytes` (a small file's chunk) gets a buffer of its own
- * size, in a slot too, rather than pinning a whole pooled one. Free pooled buffers are kept for
- * reuse and let go once no slot has been in use for `idleMs`.
+ * size, in a slot too, rather than pinning a whole pooled one. A few free pooled buffers are
+ * kept for reuse (`keepFree`: a steady stream of work gives one back just before it takes the
+ * next), the others are let go at once, and all once no slot has been in use for `idleMs`: what
+ * the pool holds while nothing uploads is memory every other part of the engine could use.
  *
  * Pooled buffers can be backed by SharedArrayBuffers (`shared`), for work done in place by worker
  * threads (upload/encoder.ts); a small request's own buffer never is.
@@ -18,6 +20,15 @@
  * still read, e.g. the body of a request that failed or was cut off and may still be on its way
  * out; reusing it would send other bytes under that request's name.
  */
+
+export interface BufferPoolOptions {
+  /** Free buffers are let go once no slot has been in use for this long (ms; default 5 s). */
+  readonly idleMs?: number;
+  /** Free buffers kept for reuse at most (default 2): enough for a steady stream of work. */
+  readonly keepFree?: number;
+  /** Pooled buffers are backed by a SharedArrayBuffer (worker threads use them in place). */
+  readonly shared?: boolean;
+}
 
 export class BufferPool {
   private readonly free: Buffer[] = [];
@@ -29,14 +40,15 @@ export class BufferPool {
   private peak = 0;
   private idleTimer: NodeJS.Timeout | undefined;
 
-  constructor(
-    readonly bufferBytes: number,
-    private readonly slots: () => number,
-    private readonly idleMs = 10_000,
-    /** Pooled buffers are backed by a SharedArrayBuffer (worker threads use them in place). */
-    private readonly shared = false,
-  ) {
+  private readonly idleMs: number;
+  private readonly keepFree: number;
+  private readonly shared: boolean;
+
+  constructor(readonly bufferBytes: number, private readonly slots: () => number, options: BufferPoolOptions = {}) {
     if (!(bufferBytes > 0)) throw new RangeError(`BufferPool: bufferBytes must be positive, got ${bufferBytes}`);
+    this.idleMs = options.idleMs ?? 5_000;
+    this.keepFree = options.keepFree ?? 2;
+    this.shared = options.shared ?? false;
   }
 
   /** Bytes of the buffers this pool holds now (lent and free). */
@@ -102,7 +114,7 @@ export class BufferPool {
   private giveBack(buf: Buffer, reuse: boolean): void {
     if (!this.lent.delete(buf)) throw new Error('BufferPool: a buffer given back that was not lent (or was given back twice)');
     this.taken--;
-    if (reuse && buf.length === this.bufferBytes && this.free.length + this.lent.size < this.cap()) {
+    if (reuse && buf.length === this.bufferBytes && this.free.length < this.keepFree && this.free.length + this.lent.size < this.cap()) {
       this.free.push(buf);
     } else {
       this.held -= buf.length;
