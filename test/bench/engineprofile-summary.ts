@@ -33,7 +33,7 @@ export interface CpuProfile {
 /** Inclusive markers: a label and a test on a frame. */
 const MARKERS: Array<[string, (f: CallFrame) => boolean]> = [
   ['upload of a chunk (Uploader.uploadReserved)', (f) => f.functionName.endsWith('uploadReserved')],
-  ['dirty chunk read for upload (DirtyStore.readAll/readAllInto)', (f) => /readAll(Into)?$/.test(f.functionName) && f.url.includes('dirty')],
+  ['dirty chunk read for upload (DirtyStore.readAll/readSealedInto)', (f) => /(readAll|readSealedInto)$/.test(f.functionName) && f.url.includes('dirty')],
   ['chunk naming HMAC (chunkName)', (f) => f.functionName === 'chunkName'],
   ['chunk encoding (encodeChunk/encodeChunkParts)', (f) => /^encodeChunk/.test(f.functionName)],
   ['S3 PUT (S3Store.put)', (f) => f.functionName.endsWith('put') && f.url.includes('store/s3')],
@@ -41,7 +41,7 @@ const MARKERS: Array<[string, (f: CallFrame) => boolean]> = [
   ['SDK body checksum (flexibleChecksums)', (f) => f.functionName === 'stringHasher' || f.functionName.includes('flexibleChecksums')],
   ['FUSE write (vfs write)', (f) => /(^|\.)write$/.test(f.functionName) && f.url.includes('vfs/vfs')],
   ['sealed unit write (SealedIO.write)', (f) => /(^|\.)write$/.test(f.functionName) && f.url.includes('cache/sealed')],
-  ['sealed unit read (SealedIO.readUnits/openUnitsInPlace)', (f) => /(readUnits|openUnitsInPlace)$/.test(f.functionName)],
+  ['sealed unit read (SealedIO.readUnits/openUnitsInPlace, openSealedUnits)', (f) => /(readUnits|openUnitsInPlace|openSealedUnits)$/.test(f.functionName)],
 ];
 
 /** Self-time categories of the function at the top of the stack. */
