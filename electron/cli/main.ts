@@ -1,8 +1,9 @@
 /**
- * The `filespace` command: the headless host. Each subcommand parses its flags, validates
+ * The `filespace` command: argument parsing and printing over the host library
+ * (electron/host/), which does the work. Each subcommand parses its flags, validates
  * everything before it changes anything, and on a user error prints one line naming the
  * problem and the fix, then exits 1 (2 for bad usage). Commands that act on a running mount
- * talk to it over the control socket (control.ts).
+ * talk to it over its control socket (host/control.ts).
  */
 
 import { spawn } from 'node:child_process';
@@ -11,29 +12,28 @@ import { openSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import { StatusDto } from '../contract/api';
+import { clockTime, leaseLine } from '../contract/format';
 import { Engine } from '../engine/engine';
 import { checkFilespace } from '../engine/check';
 import { UserError } from '../engine/errors';
 import { checkLinkedFilespace, createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
 import { probeConditionalWrites } from '../engine/meta/lease';
-import { MetaStore } from '../engine/meta/metastore';
-import { damageSummary } from '../engine/repair';
-import { clockTime, leaseLine } from '../contract/format';
 import { discardAside, exportAside, listAside } from '../engine/aside';
 import { LocalDiskStore } from '../engine/store/local';
-import type { ObjectStore } from '../engine/store/types';
 import { formatSize, parseDuration, parseSize } from '../engine/util/sizes';
 import { settledWithin, sleep } from '../engine/util/concurrency';
-import { callControl, ControlClientError } from './control';
-import {
-  Homes, LinkConfig, StoreSpec, checkName, configPath, deleteConfig, homes, linkedPlaces, listConfigs, loadConfig, logPath,
-  readPassphraseFile, saveConfig, socketPath,
-} from './config';
-import { MountHost, settingFromKey, settingsOf } from './host';
-import { cachedBytesIn, cacheRoomWarning } from '../host/cacheRoom';
-import { checkPlacement } from '../host/placement';
-import { openStore } from './stores';
 import { resolveSettings } from '../engine/config';
+import { cachedBytesIn, cacheRoomWarning } from '../host/cacheRoom';
+import {
+  Homes, LinkConfig, StoreSpec, configPath, deleteConfig, homes, listConfigs, loadConfig, logPath,
+  readPassphraseFile, socketPath,
+} from '../host/config';
+import { callControl, ControlClientError } from '../host/control';
+import { linkFilespace, NO_CONDITIONAL_NOTE } from '../host/link';
+import { MountHost, settingsOf } from '../host/mountHost';
+import { applySetting } from '../host/settings';
+import { statusOf } from '../host/status';
+import { openStore } from '../host/stores';
 
 // This pinned SDK supports Node 20 (the servers' runtime); its notice about future releases is
 // for whoever upgrades the SDK, not for users of the command.
@@ -67,9 +67,6 @@ const USAGE = `usage:
   filespace demo`;
 
 class UsageError extends Error {}
-
-const NO_CONDITIONAL_NOTE = 'note: this store ignores conditional writes (If-None-Match / If-Match), so Filespace cannot stop two machines from writing at once: ' +
-  'only the first machine to mount it read-write may write; other machines can mount it read-only (--read-only).';
 
 const storeFlags = {
   bucket: { type: 'string' },
@@ -162,57 +159,6 @@ async function cmdInit(args: string[]): Promise<void> {
   }
 }
 
-/** Extra inputs of hosts that keep secrets in the OS keychain (the desktop app). */
-export interface LinkExtras {
-  /** A store opened with explicit credentials instead of the AWS chain; closed after linking. */
-  readonly store?: ObjectStore;
-  readonly secrets?: 'keychain';
-}
-
-export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mountPoint: string, cacheDir: string | undefined,
-  cacheCapBytes: number | undefined, passphraseFile: string, passphraseOverride?: string, extras: LinkExtras = {}): Promise<LinkConfig> {
-  checkName(name);
-  if (await fsp.access(configPath(h, name)).then(() => true, () => false)) {
-    throw new UserError(`a filespace named "${name}" is already linked on this machine; pick another --name or unlink it`, 'EXISTS');
-  }
-  const mp = path.resolve(mountPoint);
-  const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
-  await checkPlacement({ name, mountPoint: mp, cacheDir: dir }, await linkedPlaces(h));
-  const st = await fsp.stat(mp).catch(() => undefined);
-  if (!st) throw new UserError(`mount point ${mp} does not exist; create it with "mkdir -p ${mp}"`, 'NO_MOUNT_POINT');
-  if (!st.isDirectory()) throw new UserError(`mount point ${mp} is not a directory`, 'NOT_A_DIRECTORY');
-  if ((await fsp.readdir(mp)).length > 0) throw new UserError(`mount point ${mp} is not empty; pick an empty folder`, 'NOT_EMPTY');
-  const settings = cacheCapBytes !== undefined ? { cacheCapBytes } : {};
-  resolveSettings(settings);
-  const passphrase = passphraseOverride ?? (await readPassphraseFile(passphraseFile));
-  const store = extras.store ?? openStore(spec);
-  try {
-    const { header, keys } = await unlockFilespace(store, passphrase);
-    if ((await fsp.readdir(dir).catch(() => [])).length > 0) {
-      throw new UserError(`cache directory ${dir} is not empty; pick another --cache-dir`, 'CACHE_NOT_EMPTY');
-    }
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    let conditionalWrites: boolean;
-    try {
-      conditionalWrites = await probeConditionalWrites(store, randomBytes(8).toString('hex'));
-      await Engine.linkLocal(store, keys, header, dir);
-    } catch (err) {
-      await fsp.rm(dir, { recursive: true, force: true });
-      throw explainStoreError(err, store);
-    }
-    if (!conditionalWrites) console.error(NO_CONDITIONAL_NOTE);
-    const cfg: LinkConfig = {
-      version: 1, name, filespaceId: header.id, store: spec, mountPoint: mp, cacheDir: dir,
-      passphraseFile: extras.secrets === 'keychain' ? '' : path.resolve(passphraseFile), settings, conditionalWrites,
-      ...(extras.secrets ? { secrets: extras.secrets } : {}),
-    };
-    await saveConfig(h, cfg);
-    return cfg;
-  } finally {
-    await store.close();
-  }
-}
-
 async function cmdLink(args: string[]): Promise<void> {
   const { values } = parse(args, {
     ...storeFlags, 'mount-point': { type: 'string' }, 'cache-dir': { type: 'string' }, 'cache-size': { type: 'string' }, name: { type: 'string' },
@@ -231,6 +177,7 @@ async function cmdLink(args: string[]): Promise<void> {
   const name = values.name ?? (spec.kind === 's3' ? (spec.prefix.split('/').pop() || spec.bucket) : 'filespace');
   const h = homes();
   const cfg = await linkFilespace(h, name, spec, mountPoint, values['cache-dir'], cacheCap, passphraseFile);
+  if (!cfg.conditionalWrites) console.error(NO_CONDITIONAL_NOTE);
   console.log(`linked "${cfg.name}": mount it with "filespace mount ${cfg.name}" (mount point ${cfg.mountPoint})`);
   const warning = await cacheRoomWarning(cfg.name, cfg.cacheDir, settingsOf(cfg).cacheCapBytes, await cachedBytesIn(cfg.cacheDir));
   if (warning) console.error(warning);
@@ -287,32 +234,6 @@ async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions
   await host.done;
   process.off('SIGTERM', onSignal);
   process.off('SIGINT', onSignal);
-}
-
-export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
-  try {
-    return await callControl(socketPath(h, cfg.name), '/v1/status', {}, 5000);
-  } catch (err) {
-    if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
-  }
-  // Not running: report what waits in the cache from its files.
-  let dirtyBytes = 0;
-  const files = new Set<string>();
-  for (const f of await fsp.readdir(path.join(cfg.cacheDir, 'dirty')).catch(() => [] as string[])) {
-    const st = await fsp.stat(path.join(cfg.cacheDir, 'dirty', f)).catch(() => undefined);
-    if (st) {
-      dirtyBytes += st.size;
-      files.add(f.split('.')[0]!);
-    }
-  }
-  // Damaged local metadata is why it cannot be mounted: say so here too.
-  const damage = await MetaStore.inspect(path.join(cfg.cacheDir, 'meta')).then(damageSummary, () => undefined);
-  return {
-    name: cfg.name, state: 'unmounted', mountPoint: cfg.mountPoint, dirtyBytes, dirtyFiles: files.size, pendingMetaOps: 0,
-    uploadBytesPerSec: 0, downloadBytesPerSec: 0, cacheUsedBytes: 0, cacheCapBytes: settingsOf(cfg).cacheCapBytes,
-    cacheHitRatio: 0, openFiles: 0, offline: false, uploadsPaused: false, readOnlyReason: null,
-    lastError: damage ? `${damage}; see "filespace check ${cfg.name}"` : null,
-  };
 }
 
 /** Waits for a mount process that is stopping (e.g. just unmounted from outside) to be gone. */
@@ -477,24 +398,6 @@ async function cmdSync(args: string[]): Promise<void> {
     throw new UserError(`sync timed out: ${formatSize(result.dirtyBytes)} and ${result.pendingMetaOps} metadata changes still to upload`, 'SYNC_TIMEOUT');
   }
   console.log(`"${cfg.name}": every local change is in the bucket`);
-}
-
-/** Applies one `filespace set` change: live to a running mount, else saved for the next mount. */
-export async function applySetting(h: Homes, cfg: LinkConfig, key: string, value: string): Promise<'live' | 'next-mount'> {
-  const change = settingFromKey(key, value);
-  try {
-    resolveSettings({ ...(cfg.settings as object), ...change });
-  } catch (err) {
-    throw new UserError((err as Error).message, 'BAD_SETTING');
-  }
-  try {
-    await callControl(socketPath(h, cfg.name), '/v1/set', { key: key as 'cache-size', value });
-    return 'live';
-  } catch (err) {
-    if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
-    await saveConfig(h, { ...cfg, settings: { ...cfg.settings, ...change } });
-    return 'next-mount';
-  }
 }
 
 async function cmdSet(args: string[]): Promise<void> {
@@ -684,6 +587,7 @@ async function cmdDemo(args: string[]): Promise<void> {
     const mnt = path.join(base, 'mnt');
     await fsp.mkdir(mnt, { recursive: true });
     cfg = await linkFilespace(h, 'demo', { kind: 'local', root: storeRoot }, mnt, undefined, 1024 ** 3, passFile, passphrase);
+    if (!cfg.conditionalWrites) console.error(NO_CONDITIONAL_NOTE);
   }
   console.log(`Filespace demo: an embedded object store in ${storeRoot}`);
   await runForeground(h, cfg, {

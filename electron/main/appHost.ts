@@ -1,9 +1,11 @@
 /**
  * AppHost: the desktop app's implementation of the app contract, in plain Node. It hosts
- * engines the way the CLI does — one MountHost per mounted filespace, linked with the CLI's
- * linkFilespace, tuned with its applySetting, reported with its statusOf — and adds what the
- * desktop needs on top: AWS keys and passphrases from the OS keychain (CredentialVault), the
- * permission check, the demo store, a global uploads pause, and a status feed.
+ * engines with the host library the `filespace` command uses too (electron/host/): one
+ * MountHost per mounted filespace, called directly (never over a socket into this very
+ * process), linked with linkFilespace, reported with statusOf when another process mounts it.
+ * On top it adds what the desktop needs: AWS keys and passphrases from the OS keychain
+ * (CredentialVault), the permission check, the demo store, a global uploads pause, and a
+ * status feed.
  *
  * Both transports (Electron IPC in main.ts, loopback HTTP in server.ts) call `handlers` through
  * dispatch.ts, which validates requests and responses against the contract.
@@ -27,13 +29,14 @@ import type { StatusDto } from '../contract/api';
 import type {
   AppEvent, AppParsedRequest, AppResponse, AppRoute, AppStatus, Credentials, FilespaceSummary, MachineSettings, Target,
 } from '../contract/app';
-import { callControl } from '../cli/control';
-import { Homes, LinkConfig, deleteConfig, linkedPlaces, listConfigs, loadConfig, saveConfig, socketPath } from '../cli/config';
-import { MountHost, settingsOf } from '../cli/host';
-import { applySetting, linkFilespace, statusOf } from '../cli/main';
 import { freeBytesAt } from '../host/cacheRoom';
+import { Homes, LinkConfig, deleteConfig, linkedPlaces, listConfigs, loadConfig, saveConfig } from '../host/config';
+import { linkFilespace, NO_CONDITIONAL_NOTE } from '../host/link';
+import { MountHost, settingsOf } from '../host/mountHost';
 import { checkPlacement } from '../host/placement';
-import { openStore } from '../cli/stores';
+import { applySetting } from '../host/settings';
+import { statusOf } from '../host/status';
+import { openStore } from '../host/stores';
 import { UserError } from '../engine/errors';
 import { createFilespace, unlockFilespace } from '../engine/filespace';
 import { LocalDiskStore } from '../engine/store/local';
@@ -205,7 +208,7 @@ export class AppHost {
       this.mounts.delete(name);
       void this.publish();
     });
-    if (this.uploadsPaused) await callControl(socketPath(this.o.homes, name), '/v1/pause', { paused: true });
+    if (this.uploadsPaused) host.setUploadsPaused(true);
     void this.publish();
     return this.summaryOf(cfg);
   }
@@ -229,8 +232,8 @@ export class AppHost {
   /** Waits until every mounted filespace has uploaded everything (or the deadline passes). */
   async syncAll(timeoutMs: number): Promise<boolean> {
     let done = true;
-    for (const name of this.mounts.keys()) {
-      const r = await callControl(socketPath(this.o.homes, name), '/v1/sync', { timeoutMs }, timeoutMs + 30_000);
+    for (const host of this.mounts.values()) {
+      const r = await host.sync(timeoutMs);
       done &&= r.done;
     }
     return done;
@@ -290,6 +293,7 @@ export class AppHost {
     try {
       cfg = await linkFilespace(this.o.homes, req.name, spec, req.mountPoint, undefined, req.cacheCapBytes, '', req.passphrase,
         { store: storeFor(keys, target), secrets: 'keychain' });
+      if (!cfg.conditionalWrites) this.o.log(NO_CONDITIONAL_NOTE);
     } catch (err) {
       if (created !== undefined) await removeCreatedFolders(req.mountPoint, created);
       throw err;
@@ -454,7 +458,7 @@ export class AppHost {
     'uploads.pause': async ({ paused }) => {
       this.uploadsPaused = paused;
       await this.settingsFile.update({ uploadsPaused: paused });
-      for (const name of this.mounts.keys()) await callControl(socketPath(this.o.homes, name), '/v1/pause', { paused });
+      for (const host of this.mounts.values()) host.setUploadsPaused(paused);
       void this.publish();
       return { ok: true as const };
     },

@@ -8,7 +8,7 @@
 
 import type { ApiError } from '../contract/api';
 import { appRoutes, isAppRoute } from '../contract/app';
-import { ApiFailure } from '../cli/control';
+import { ApiFailure } from '../host/control';
 import { UserError } from '../engine/errors';
 import { KeychainError } from '../../native/keychain';
 import type { AppHandlers } from './appHost';

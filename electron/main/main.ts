@@ -11,7 +11,7 @@
 import * as path from 'node:path';
 import { app, BrowserWindow, dialog, ipcMain, Menu, nativeImage, session, shell, Tray, type IpcMainInvokeEvent, type MenuItemConstructorOptions } from 'electron';
 import { IPC_EVENT, IPC_INVOKE, IPC_OPEN_FOLDER, IPC_PICK_FOLDER, type AppStatus } from '../contract/app';
-import { homes } from '../cli/config';
+import { homes } from '../host/config';
 import { OsKeychain } from '../../native/keychain';
 import { AppHost } from './appHost';
 import { dispatch } from './dispatch';

@@ -8,7 +8,7 @@
 
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { homes } from '../cli/config';
+import { homes } from '../host/config';
 import { OsKeychain } from '../../native/keychain';
 import { AppHost } from './appHost';
 import { startAppServer } from './server';

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { settingFromKey } from '../../electron/cli/host';
+import { settingFromKey } from '../../electron/host/mountHost';
 import { DEFAULT_SETTINGS, EngineSettings, resolveSettings } from '../../electron/engine/config';
 
 function rejects(partial: Partial<EngineSettings>, pattern: RegExp): void {

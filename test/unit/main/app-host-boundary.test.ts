@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { appEventSchema, appStatusSchema } from '../../../electron/contract/app';
-import { homes, listConfigs, loadConfig, readPassphraseFile, saveConfig } from '../../../electron/cli/config';
+import { homes, listConfigs, loadConfig, readPassphraseFile, saveConfig } from '../../../electron/host/config';
 import { UserError } from '../../../electron/engine/errors';
 import { AppHost, checkMountPointFree, type AppHandlers } from '../../../electron/main/appHost';
 import { AppSettingsFile, DEFAULT_APP_SETTINGS } from '../../../electron/main/appSettings';

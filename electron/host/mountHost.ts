@@ -18,8 +18,7 @@
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
-import * as path from 'node:path';
-import { MountState, SETTABLE_KEYS, StatusDto } from '../contract/api';
+import { GcResultDto, MountState, SETTABLE_KEYS, StatusDto, SyncResult } from '../contract/api';
 import { Engine } from '../engine/engine';
 import { resolveSettings, EngineSettings } from '../engine/config';
 import { UserError } from '../engine/errors';
@@ -28,7 +27,7 @@ import { ObjectStore } from '../engine/store/types';
 import { parseDuration, parseRate, parseSize } from '../engine/util/sizes';
 import { ApiFailure, startControlServer } from './control';
 import { Homes, LinkConfig, linkedPlaces, readPassphraseFile, saveConfig, socketPath } from './config';
-import { checkPlacement } from '../host/placement';
+import { checkPlacement } from './placement';
 import { openStore } from './stores';
 import type { FuseMount } from '../../native/fuse/adapter';
 
@@ -199,13 +198,7 @@ export class MountHost {
         await this.unmount(req.force);
         return { ok: true as const };
       },
-      '/v1/sync': async (req: { timeoutMs: number }) => {
-        const engine = this.engine;
-        if (!engine) throw new ApiFailure('NOT_MOUNTED', 'not mounted', 409);
-        const done = await engine.sync(Date.now() + req.timeoutMs);
-        const st = engine.stats();
-        return { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps, notWriting: engine.notWriting ?? null };
-      },
+      '/v1/sync': (req: { timeoutMs: number }) => this.sync(req.timeoutMs),
       '/v1/set': async (req: { key: string; value: string }) => {
         const change = settingFromKey(req.key, req.value);
         const merged = resolveSettings({ ...(this.cfg.settings as Partial<EngineSettings>), ...change });
@@ -216,20 +209,38 @@ export class MountHost {
         return { ok: true as const };
       },
       '/v1/pause': async (req: { paused: boolean }) => {
-        this.engine?.setUploadsPaused(req.paused);
+        this.setUploadsPaused(req.paused);
         return { ok: true as const };
       },
-      '/v1/gc': async () => {
-        const engine = this.engine;
-        if (!engine) throw new ApiFailure('NOT_MOUNTED', 'not mounted', 409);
-        try {
-          return await engine.collectGarbage();
-        } catch (err) {
-          if (err instanceof UserError) throw new ApiFailure(err.code, err.message, 409);
-          throw err;
-        }
-      },
+      '/v1/gc': () => this.collectGarbage(),
     };
+  }
+
+  private running(): Engine {
+    if (!this.engine) throw new ApiFailure('NOT_MOUNTED', 'not mounted', 409);
+    return this.engine;
+  }
+
+  /** Waits until everything written is in the bucket, or `timeoutMs` passes. */
+  async sync(timeoutMs: number): Promise<SyncResult> {
+    const engine = this.running();
+    const done = await engine.sync(Date.now() + timeoutMs);
+    const st = engine.stats();
+    return { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps, notWriting: engine.notWriting ?? null };
+  }
+
+  setUploadsPaused(paused: boolean): void {
+    this.engine?.setUploadsPaused(paused);
+  }
+
+  async collectGarbage(): Promise<GcResultDto> {
+    const engine = this.running();
+    try {
+      return await engine.collectGarbage();
+    } catch (err) {
+      if (err instanceof UserError) throw new ApiFailure(err.code, err.message, 409);
+      throw err;
+    }
   }
 
   /**
@@ -321,8 +332,4 @@ export class MountHost {
     const { unmountPath } = await import('../../native/fuse/adapter');
     await unmountPath(this.cfg.mountPoint, true);
   }
-}
-
-export async function ensureDir(dir: string): Promise<void> {
-  await fsp.mkdir(path.resolve(dir), { recursive: true, mode: 0o700 });
 }
