@@ -31,9 +31,10 @@ import {
 import { callControl, ControlClientError } from '../host/control';
 import { linkFilespace, NO_CONDITIONAL_NOTE } from '../host/link';
 import { MountHost, settingsOf } from '../host/mountHost';
-import { applySetting } from '../host/settings';
+import { applySettings } from '../host/settings';
 import { statusOf } from '../host/status';
 import { openStore } from '../host/stores';
+import { settingFromKey } from './settingKeys';
 
 // This pinned SDK supports Node 20 (the servers' runtime); its notice about future releases is
 // for whoever upgrades the SDK, not for users of the command.
@@ -406,7 +407,7 @@ async function cmdSet(args: string[]): Promise<void> {
   const [name, key, value] = positionals as [string, string, string];
   const h = homes();
   const cfg = await loadConfig(h, name);
-  const applied = await applySetting(h, cfg, key, value);
+  const applied = await applySettings(h, cfg, settingFromKey(key, value));
   console.log(`${cfg.name}: ${key} = ${value} (${applied === 'live' ? 'applied live' : 'takes effect at the next mount'})`);
   if (key === 'cache-size') {
     const cached = applied === 'live' ? (await statusOf(h, cfg)).cacheUsedBytes : await cachedBytesIn(cfg.cacheDir);

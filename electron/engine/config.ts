@@ -1,10 +1,12 @@
 /**
  * Engine tuning: one object with defaults, units in the names, and a self-check that rejects
- * nonsense with a message naming the setting. Per-machine settings (cache size, concurrency,
- * timeouts) live here; per-filespace facts (chunk size, keys) come from the bucket header.
+ * nonsense with a message naming the setting (a UserError, BAD_SETTING). Per-machine settings
+ * (cache size, concurrency, timeouts) live here; per-filespace facts (chunk size, keys) come
+ * from the bucket header.
  */
 
 import { z } from 'zod';
+import { UserError } from './errors';
 
 export const engineSettingsSchema = z.object({
   cacheCapBytes: z.number().int().min(16 * 1024 * 1024, 'cache size must be at least 16MiB'),
@@ -82,7 +84,7 @@ export function resolveSettings(partial: Partial<EngineSettings>): EngineSetting
   const parsed = engineSettingsSchema.safeParse(merged);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new Error(`invalid setting ${issue.path.join('.') || ''}: ${issue.message}`.replace('setting : ', 'settings: '));
+    throw new UserError(`invalid setting ${issue.path.join('.') || ''}: ${issue.message}`.replace('setting : ', 'settings: '), 'BAD_SETTING');
   }
   return parsed.data;
 }

@@ -18,13 +18,12 @@
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
-import { GcResultDto, MountState, SETTABLE_KEYS, StatusDto, SyncResult } from '../contract/api';
+import { GcResultDto, MountState, SettingsChange, StatusDto, SyncResult } from '../contract/api';
 import { Engine } from '../engine/engine';
 import { resolveSettings, EngineSettings } from '../engine/config';
 import { UserError } from '../engine/errors';
 import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
 import { ObjectStore } from '../engine/store/types';
-import { parseDuration, parseRate, parseSize } from '../engine/util/sizes';
 import { ApiFailure, startControlServer } from './control';
 import { Homes, LinkConfig, linkedPlaces, readPassphraseFile, saveConfig, socketPath } from './config';
 import { checkPlacement } from './placement';
@@ -33,35 +32,6 @@ import type { FuseMount } from '../../native/fuse/adapter';
 
 export function settingsOf(cfg: LinkConfig): EngineSettings {
   return resolveSettings(cfg.settings as Partial<EngineSettings>);
-}
-
-/** Translates `filespace set` keys and human values into engine settings. */
-export function settingFromKey(key: string, value: string): Partial<EngineSettings> {
-  const int = (v: string) => {
-    if (!/^\d+$/.test(v)) throw new UserError(`"${v}" is not a whole number`);
-    return Number(v);
-  };
-  try {
-    switch (key) {
-      case 'cache-size': return { cacheCapBytes: parseSize(value) };
-      case 'upload-delay': return { uploadDelayMs: parseDuration(value) };
-      case 'upload-concurrency': return { uploadConcurrency: int(value) };
-      case 'upload-limit': return { uploadLimitBytesPerSec: parseRate(value) };
-      case 'download-concurrency': return { downloadConcurrency: int(value) };
-      case 'prefetch-chunks': return { prefetchMaxChunks: int(value) };
-      case 'read-timeout': return { readTimeoutMs: parseDuration(value) };
-      case 'write-stall-timeout': return { writeStallTimeoutMs: parseDuration(value) };
-      case 'probe-timeout': return { probeTimeoutMs: parseDuration(value) };
-      case 'lease-ttl': return { leaseTtlMs: parseDuration(value) };
-      case 'follow-interval': return { followIntervalMs: parseDuration(value) };
-      case 'gc-grace': return { gcGraceMs: parseDuration(value) };
-      case 'gc-interval': return { gcIntervalMs: parseDuration(value) };
-      default: throw new UserError(`unknown setting "${key}"; settable: ${SETTABLE_KEYS.join(', ')}`);
-    }
-  } catch (err) {
-    if (err instanceof UserError) throw err;
-    throw new UserError((err as Error).message);
-  }
 }
 
 async function canAllowOther(): Promise<boolean> {
@@ -199,13 +169,8 @@ export class MountHost {
         return { ok: true as const };
       },
       '/v1/sync': (req: { timeoutMs: number }) => this.sync(req.timeoutMs),
-      '/v1/set': async (req: { key: string; value: string }) => {
-        const change = settingFromKey(req.key, req.value);
-        const merged = resolveSettings({ ...(this.cfg.settings as Partial<EngineSettings>), ...change });
-        this.engine?.updateSettings(change);
-        this.cfg = { ...this.cfg, settings: { ...this.cfg.settings, ...change } };
-        void merged;
-        await saveConfig(this.h, this.cfg);
+      '/v1/set': async (change: SettingsChange) => {
+        await this.updateSettings(change);
         return { ok: true as const };
       },
       '/v1/pause': async (req: { paused: boolean }) => {
@@ -227,6 +192,18 @@ export class MountHost {
     const done = await engine.sync(Date.now() + timeoutMs);
     const st = engine.stats();
     return { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps, notWriting: engine.notWriting ?? null };
+  }
+
+  /**
+   * Applies a settings change live and keeps it in the link configuration for the next mount.
+   * The engine checks the values, once; before it runs (while mounting) the same check runs here.
+   */
+  async updateSettings(change: SettingsChange): Promise<void> {
+    const settings = { ...this.cfg.settings, ...change };
+    if (this.engine) this.engine.updateSettings(change);
+    else resolveSettings(settings as Partial<EngineSettings>);
+    this.cfg = { ...this.cfg, settings };
+    await saveConfig(this.h, this.cfg);
   }
 
   setUploadsPaused(paused: boolean): void {

@@ -1,28 +1,38 @@
 /**
- * Changing the per-machine settings of a linked filespace: live when it is mounted (by this
- * process or another), else saved for the next mount.
+ * Changing the per-machine settings of a linked filespace, as typed values: applied live to a
+ * mount this process runs (called directly), or to a mount another process runs (over its
+ * control socket), else saved for the next mount. The values are checked once, by whoever
+ * applies them: the running engine, or resolveSettings here when nothing runs.
  */
 
-import { resolveSettings } from '../engine/config';
-import { UserError } from '../engine/errors';
+import type { SettingsChange } from '../contract/api';
+import { EngineSettings, resolveSettings } from '../engine/config';
 import { Homes, LinkConfig, saveConfig, socketPath } from './config';
 import { callControl, ControlClientError } from './control';
-import { settingFromKey } from './mountHost';
+import type { MountHost } from './mountHost';
 
-/** Applies one `filespace set` change: live to a running mount, else saved for the next mount. */
-export async function applySetting(h: Homes, cfg: LinkConfig, key: string, value: string): Promise<'live' | 'next-mount'> {
-  const change = settingFromKey(key, value);
-  try {
-    resolveSettings({ ...(cfg.settings as object), ...change });
-  } catch (err) {
-    throw new UserError((err as Error).message, 'BAD_SETTING');
+/** Compile-time check: every setting the contract lets a user change is an engine setting of that name and unit. */
+type NotEngineSettings = Exclude<keyof SettingsChange, keyof EngineSettings>;
+export const CONTRACT_SETTINGS_ARE_ENGINE_SETTINGS: [NotEngineSettings] extends [never] ? true : never = true;
+const asEngineSettings = (c: SettingsChange): Partial<EngineSettings> => c;
+
+/**
+ * Applies `change` to the filespace `cfg` names. `mounted` is this process's own mount of it,
+ * if any. Resolves to whether the change is in force now or at the next mount.
+ */
+export async function applySettings(h: Homes, cfg: LinkConfig, change: SettingsChange, mounted?: MountHost): Promise<'live' | 'next-mount'> {
+  if (mounted) {
+    await mounted.updateSettings(change);
+    return 'live';
   }
   try {
-    await callControl(socketPath(h, cfg.name), '/v1/set', { key: key as 'cache-size', value });
+    await callControl(socketPath(h, cfg.name), '/v1/set', change);
     return 'live';
   } catch (err) {
     if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
-    await saveConfig(h, { ...cfg, settings: { ...cfg.settings, ...change } });
-    return 'next-mount';
   }
+  const settings = { ...cfg.settings, ...asEngineSettings(change) };
+  resolveSettings(settings as Partial<EngineSettings>);
+  await saveConfig(h, { ...cfg, settings });
+  return 'next-mount';
 }

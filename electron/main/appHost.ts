@@ -34,7 +34,7 @@ import { Homes, LinkConfig, deleteConfig, linkedPlaces, listConfigs, loadConfig,
 import { linkFilespace, NO_CONDITIONAL_NOTE } from '../host/link';
 import { MountHost, settingsOf } from '../host/mountHost';
 import { checkPlacement } from '../host/placement';
-import { applySetting } from '../host/settings';
+import { applySettings } from '../host/settings';
 import { statusOf } from '../host/status';
 import { openStore } from '../host/stores';
 import { UserError } from '../engine/errors';
@@ -435,8 +435,8 @@ export class AppHost {
     },
     'settings.get': ({ name }) => this.machineSettings(name),
     'settings.moveCache': ({ name, cacheDir }) => this.moveCache(name, cacheDir),
-    'settings.set': async ({ name, key, value }) => {
-      const applied = await applySetting(this.o.homes, await loadConfig(this.o.homes, name), key, value);
+    'settings.set': async ({ name, change }) => {
+      const applied = await applySettings(this.o.homes, await loadConfig(this.o.homes, name), change, this.mounts.get(name));
       void this.publish();
       return { applied };
     },

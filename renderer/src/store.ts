@@ -7,7 +7,7 @@
 
 import { createStore, useStore } from 'zustand';
 import type { AppSettingsDto, AppStatus, BucketCheck, FilespaceSummary, KeysInfo, MachineSettings } from '../../electron/contract/app';
-import type { SettableKey } from '../../electron/contract/api';
+import type { SettingsChange } from '../../electron/contract/api';
 import { checkKeysStep, checkPassphraseStep, checkPlaceStep, checkTargetStep, nextStep, normalizePrefix, previousStep, type WizardStep } from '../../electron/contract/wizard';
 import { HostError, type Transport } from './transport';
 
@@ -320,13 +320,14 @@ export async function loadSettings(name: string | null): Promise<void> {
   }
 }
 
-export async function changeSetting(key: SettableKey, value: string): Promise<void> {
+/** Changes settings of the selected filespace; `what` names them in the message ("Cache cap"). */
+export async function changeSettings(what: string, change: SettingsChange): Promise<void> {
   const name = store.getState().selected;
   if (!name) return;
   try {
-    const r = await call((t) => t.call('settings.set', { name, key, value }));
+    const r = await call((t) => t.call('settings.set', { name, change }));
     const machine = await call((t) => t.call('settings.get', { name }));
-    store.setState({ machine, settingsError: null, settingsMessage: r.applied === 'live' ? `${key} applied now` : `${key} saved; it takes effect at the next mount` });
+    store.setState({ machine, settingsError: null, settingsMessage: r.applied === 'live' ? `${what} applied now` : `${what} saved; it takes effect at the next mount` });
   } catch (err) {
     store.setState({ settingsError: messageOf(err), settingsMessage: null });
   }

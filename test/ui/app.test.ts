@@ -262,11 +262,11 @@ describe('desktop app in Chromium', () => {
     await page.getByTestId('machine-settings').waitFor(WAIT);
     await page.fill('#settingsCacheCap', '128');
     await page.click('text=Apply cache cap');
-    await waitText(page.getByTestId('settings-message'), /cache-size applied now/);
+    await waitText(page.getByTestId('settings-message'), /^Cache cap applied now$/);
     assert.equal(await page.getByTestId('settings-upload-limit').textContent(), 'no limit');
     await page.fill('#uploadLimit', '256');
     await page.locator('form:has(#uploadLimit) button').click();
-    await waitText(page.getByTestId('settings-message'), /upload-limit applied now/);
+    await waitText(page.getByTestId('settings-message'), /^Upload bandwidth limit applied now$/);
     await waitText(page.getByTestId('settings-upload-limit'), /^256 KiB\/s$/);
     await shot(page, 'settings');
     const cfgFile = path.join(home, 'config', 'filespaces', 'team.json');

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  MAX_BODY_BYTES, MOUNT_STATES, SETTABLE_KEYS, apiErrorSchema, pauseRequestSchema, routes, setRequestSchema, statusSchema,
+  MAX_BODY_BYTES, MOUNT_STATES, apiErrorSchema, pauseRequestSchema, routes, setRequestSchema, statusSchema,
   syncRequestSchema, syncResultSchema, unmountRequestSchema, StatusDto,
 } from '../../electron/contract/api';
 
@@ -45,16 +45,16 @@ describe('control API requests', () => {
     refuses(syncRequestSchema, { timeoutMs: 10, extra: 1 });
   });
 
-  it('set: a known key and a short non-empty string value', () => {
-    for (const key of SETTABLE_KEYS) accepts(setRequestSchema, { key, value: '1' });
-    accepts(setRequestSchema, { key: 'cache-size', value: 'x'.repeat(64) });
-    refuses(setRequestSchema, { key: 'cache-size', value: 'x'.repeat(65) });
-    refuses(setRequestSchema, { key: 'cache-size', value: '' });
-    refuses(setRequestSchema, { key: 'cache-size', value: 20 });
-    refuses(setRequestSchema, { key: 'cacheCapBytes', value: '1GiB' });
-    refuses(setRequestSchema, { key: '__proto__', value: '1' });
-    refuses(setRequestSchema, { value: '1' });
-    refuses(setRequestSchema, { key: 'cache-size', value: '1', force: true });
+  it('set: typed values of known settings, at least one; never text', () => {
+    accepts(setRequestSchema, { cacheCapBytes: 50 * 1024 ** 3 });
+    accepts(setRequestSchema, { uploadLimitBytesPerSec: 0, uploadDelayMs: 2000, gcIntervalMs: 0 });
+    refuses(setRequestSchema, {});
+    refuses(setRequestSchema, { cacheCapBytes: '50GiB' });
+    refuses(setRequestSchema, { cacheCapBytes: null });
+    refuses(setRequestSchema, { key: 'cache-size', value: '50GiB' });
+    refuses(setRequestSchema, { cacheHighWatermark: 0.9 });
+    refuses(setRequestSchema, JSON.parse('{"__proto__": 1}'));
+    refuses(setRequestSchema, { cacheCapBytes: 1, force: true });
   });
 
   it('pause: a boolean, required', () => {
@@ -76,7 +76,7 @@ describe('control API requests', () => {
   });
 
   it('the body limit leaves room for the largest valid request', () => {
-    const largest = JSON.stringify({ key: 'download-concurrency', value: 'x'.repeat(64) });
+    const largest = JSON.stringify(Object.fromEntries(Object.keys(setRequestSchema.shape).map((k) => [k, Number.MAX_SAFE_INTEGER])));
     assert.ok(Buffer.byteLength(largest) < MAX_BODY_BYTES);
   });
 });
