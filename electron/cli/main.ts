@@ -15,7 +15,6 @@ import { StatusDto } from '../contract/api';
 import { clockTime, leaseLine } from '../contract/format';
 import { Engine } from '../engine/engine';
 import { checkFilespace } from '../engine/check';
-import { UserError } from '../engine/errors';
 import { checkLinkedFilespace, createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
 import { probeConditionalWrites } from '../engine/meta/lease';
 import { discardAside, exportAside, listAside } from '../engine/aside';
@@ -28,7 +27,8 @@ import {
   Homes, LinkConfig, StoreSpec, configPath, deleteConfig, homes, listConfigs, loadConfig, logPath,
   readPassphraseFile, socketPath,
 } from '../host/config';
-import { callControl, ControlClientError } from '../host/control';
+import { callControl, notRunning } from '../host/control';
+import { HostError, isUserFacing } from '../host/errors';
 import { linkFilespace, NO_CONDITIONAL_NOTE } from '../host/link';
 import { MountHost, settingsOf } from '../host/mountHost';
 import { applySettings } from '../host/settings';
@@ -112,7 +112,7 @@ function required(v: string | undefined, flag: string): string {
 function storeSpecFrom(values: Record<string, string | boolean | undefined>): StoreSpec {
   const bucket = required(values.bucket as string | undefined, 'bucket');
   if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
-    throw new UserError(`"${bucket}" is not a valid S3 bucket name (3-63 lowercase letters, digits, "." and "-")`, 'BAD_BUCKET');
+    throw new HostError(`"${bucket}" is not a valid S3 bucket name (3-63 lowercase letters, digits, "." and "-")`, 'BAD_BUCKET');
   }
   const endpoint = values.endpoint as string | undefined;
   if (endpoint !== undefined) {
@@ -120,7 +120,7 @@ function storeSpecFrom(values: Record<string, string | boolean | undefined>): St
       const u = new URL(endpoint);
       if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error();
     } catch {
-      throw new UserError(`--endpoint "${endpoint}" is not an http(s) URL`, 'BAD_ENDPOINT');
+      throw new HostError(`--endpoint "${endpoint}" is not an http(s) URL`, 'BAD_ENDPOINT');
     }
   }
   const prefix = ((values.prefix as string | undefined) ?? '').replace(/^\/+|\/+$/g, '');
@@ -136,7 +136,7 @@ function sizeFlag(v: string | undefined, flag: string, dflt: number): number {
   try {
     return parseSize(v);
   } catch (err) {
-    throw new UserError(`--${flag}: ${(err as Error).message}`, 'BAD_SIZE');
+    throw new HostError(`--${flag}: ${(err as Error).message}`, 'BAD_SIZE');
   }
 }
 
@@ -171,7 +171,7 @@ async function cmdLink(args: string[]): Promise<void> {
     try {
       resolveSettings({ cacheCapBytes: cacheCap });
     } catch (err) {
-      throw new UserError(`--cache-size: ${(err as Error).message}`, 'BAD_SIZE');
+      throw new HostError(`--cache-size: ${(err as Error).message}`, 'BAD_SIZE');
     }
   }
   const passphraseFile = required(values['passphrase-file'], 'passphrase-file');
@@ -259,7 +259,7 @@ async function cmdMount(args: string[]): Promise<void> {
     return;
   }
   const current = await statusOf(h, cfg);
-  if (current.state !== 'unmounted') throw new UserError(`"${cfg.name}" is already ${current.state} at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
+  if (current.state !== 'unmounted') throw new HostError(`"${cfg.name}" is already ${current.state} at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
   await fsp.mkdir(h.runDir, { recursive: true, mode: 0o700 });
   const logFile = logPath(h, cfg.name);
   const out = openSync(logFile, 'a', 0o600);
@@ -274,7 +274,7 @@ async function cmdMount(args: string[]): Promise<void> {
     if (exited !== undefined) {
       const text = await fsp.readFile(logFile, 'utf8').catch(() => '');
       const last = text.trim().split('\n').pop() ?? '';
-      throw new UserError(last.replace(/^\S+ /, '').replace(/^filespace: /, '') || `the mount process exited with code ${exited}`, 'MOUNT_FAILED');
+      throw new HostError(last.replace(/^\S+ /, '').replace(/^filespace: /, '') || `the mount process exited with code ${exited}`, 'MOUNT_FAILED');
     }
     const st = await statusOf(h, cfg).catch(() => undefined);
     if (st?.state === 'mounted') {
@@ -282,7 +282,15 @@ async function cmdMount(args: string[]): Promise<void> {
       return;
     }
   }
-  throw new UserError(`mounting "${cfg.name}" did not finish within 120 s; see ${logFile}`, 'MOUNT_TIMEOUT');
+  throw new HostError(`mounting "${cfg.name}" did not finish within 120 s; see ${logFile}`, 'MOUNT_TIMEOUT');
+}
+
+/** What to do about a refused unmount, in the command's words (the app offers a button instead). */
+function withUnmountAdvice(err: unknown): unknown {
+  if (!(err instanceof HostError)) return err;
+  if (err.code === 'BUSY') return new HostError(`${err.message}; close them, or unmount with --force to detach lazily`, err.code);
+  if (err.code === 'FLUSH_FAILED') return new HostError(`${err.message}, or unmount with --force to detach anyway`, err.code);
+  return err;
 }
 
 async function cmdUnmount(args: string[]): Promise<void> {
@@ -295,7 +303,7 @@ async function cmdUnmount(args: string[]): Promise<void> {
     pid = (await callControl(sock, '/v1/status', {}, 5000)).pid;
     await callControl(sock, '/v1/unmount', { force: Boolean(values.force) }, 120_000);
   } catch (err) {
-    if (err instanceof ControlClientError && err.code === 'NOT_RUNNING') {
+    if (notRunning(err)) {
       const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
       if (values.force && (await isMountPoint(cfg.mountPoint))) {
         // The engine is gone but the kernel still has the mount: detach it.
@@ -303,7 +311,7 @@ async function cmdUnmount(args: string[]): Promise<void> {
         console.log(`detached the stale mount at ${cfg.mountPoint}`);
         return;
       }
-      throw new UserError(`"${cfg.name}" is not mounted${(await isMountPoint(cfg.mountPoint)) ? ' by a live engine; use --force to detach the stale mount' : ''}`, 'NOT_MOUNTED');
+      throw new HostError(`"${cfg.name}" is not mounted${(await isMountPoint(cfg.mountPoint)) ? ' by a live engine; use --force to detach the stale mount' : ''}`, 'NOT_MOUNTED');
     }
     const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
     if (values.force && (await isMountPoint(cfg.mountPoint))) {
@@ -312,8 +320,7 @@ async function cmdUnmount(args: string[]): Promise<void> {
       await unmountPath(cfg.mountPoint, true);
       console.error(`warning: the engine could not unmount "${cfg.name}" (${(err as Error).message}); detached ${cfg.mountPoint} lazily`);
     } else {
-      if (err instanceof ControlClientError) throw new UserError(err.message, err.code);
-      throw err;
+      throw withUnmountAdvice(err);
     }
   }
   // Wait for the engine process to finish closing (it releases the cache lock last).
@@ -369,13 +376,13 @@ async function cmdSync(args: string[]): Promise<void> {
   try {
     timeoutMs = parseDuration(values.timeout ?? '10m');
   } catch (err) {
-    throw new UserError(`--timeout: ${(err as Error).message}`, 'BAD_DURATION');
+    throw new HostError(`--timeout: ${(err as Error).message}`, 'BAD_DURATION');
   }
   let result;
   try {
     result = await callControl(socketPath(h, cfg.name), '/v1/sync', { timeoutMs }, timeoutMs + 30_000);
   } catch (err) {
-    if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
+    if (!notRunning(err)) throw err;
     // Not mounted: open the engine without a mount just to upload what waits in the cache.
     const store = openStore(cfg.store);
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
@@ -393,10 +400,10 @@ async function cmdSync(args: string[]): Promise<void> {
     const kept = result.dirtyBytes > 0 || result.pendingMetaOps > 0
       ? `its changes not in the bucket (${formatSize(result.dirtyBytes)} of data, ${result.pendingMetaOps} metadata changes) are kept in this computer's cache and set aside at the next mount (then see "filespace aside ${cfg.name} list")`
       : 'nothing of its own was waiting to upload, so nothing is set aside';
-    throw new UserError(`not synced: ${result.notWriting}, so it is read-only until mounted again; ${kept}`, 'NOT_WRITING');
+    throw new HostError(`not synced: ${result.notWriting}, so it is read-only until mounted again; ${kept}`, 'NOT_WRITING');
   }
   if (!result.done) {
-    throw new UserError(`sync timed out: ${formatSize(result.dirtyBytes)} and ${result.pendingMetaOps} metadata changes still to upload`, 'SYNC_TIMEOUT');
+    throw new HostError(`sync timed out: ${formatSize(result.dirtyBytes)} and ${result.pendingMetaOps} metadata changes still to upload`, 'SYNC_TIMEOUT');
   }
   console.log(`"${cfg.name}": every local change is in the bucket`);
 }
@@ -422,9 +429,9 @@ async function cmdUnlink(args: string[]): Promise<void> {
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
   const s = await statusOf(h, cfg);
-  if (s.state !== 'unmounted') throw new UserError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
+  if (s.state !== 'unmounted') throw new HostError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
   if ((s.dirtyBytes > 0 || s.dirtyFiles > 0) && !values.force) {
-    throw new UserError(`"${cfg.name}" has ${formatSize(s.dirtyBytes)} not yet uploaded; run "filespace sync ${cfg.name}" first, or unlink --force to discard it`, 'DIRTY');
+    throw new HostError(`"${cfg.name}" has ${formatSize(s.dirtyBytes)} not yet uploaded; run "filespace sync ${cfg.name}" first, or unlink --force to discard it`, 'DIRTY');
   }
   await deleteConfig(h, cfg.name);
   await fsp.rm(cfg.cacheDir, { recursive: true, force: true });
@@ -448,7 +455,7 @@ async function cmdCheck(args: string[]): Promise<void> {
     if (report.problems.length > 0) {
       for (const p of report.problems) console.log(`PROBLEM ${p}`);
       const fix = report.localDamage ? `; "filespace repair ${cfg.name}" keeps the local changes it can read as set-aside files` : '';
-      throw new UserError(`${report.problems.length} problem(s) found in "${cfg.name}"; nothing was changed${fix}`, 'CHECK_FAILED');
+      throw new HostError(`${report.problems.length} problem(s) found in "${cfg.name}"; nothing was changed${fix}`, 'CHECK_FAILED');
     }
     console.log(`"${cfg.name}": no problems found`);
   } catch (err) {
@@ -462,7 +469,7 @@ async function cmdRepair(args: string[]): Promise<void> {
   const { positionals } = parse(args, {}, 1);
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
-  if ((await statusOf(h, cfg)).state !== 'unmounted') throw new UserError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
+  if ((await statusOf(h, cfg)).state !== 'unmounted') throw new HostError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
   const store = openStore(cfg.store);
   try {
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
@@ -494,10 +501,9 @@ async function cmdGc(args: string[]): Promise<void> {
   try {
     r = await callControl(socketPath(h, cfg.name), '/v1/gc', {}, 30 * 60_000);
   } catch (err) {
-    if (err instanceof ControlClientError && err.code === 'NOT_RUNNING') {
-      throw new UserError(`"${cfg.name}" is not mounted; garbage collection runs in the engine that writes it (mount it first)`, 'NOT_MOUNTED');
+    if (notRunning(err)) {
+      throw new HostError(`"${cfg.name}" is not mounted; garbage collection runs in the engine that writes it (mount it first)`, 'NOT_MOUNTED');
     }
-    if (err instanceof ControlClientError) throw new UserError(err.message, err.code);
     throw err;
   }
   console.log(`${cfg.name}: ${r.scanned} chunks in the bucket, ${r.deleted} deleted, ${r.marked} unreferenced and waiting out the grace period`);
@@ -548,13 +554,13 @@ async function cmdAside(args: string[]): Promise<void> {
 
 async function cmdList(): Promise<void> {
   const h = homes();
-  const damaged: UserError[] = [];
+  const damaged: Error[] = [];
   for (const name of await listConfigs(h)) {
     let cfg: LinkConfig;
     try {
       cfg = await loadConfig(h, name);
     } catch (err) {
-      if (!(err instanceof UserError)) throw err;
+      if (!isUserFacing(err)) throw err;
       damaged.push(err);
       console.log(`${name}\tdamaged\t${configPath(h, name)}`);
       continue;
@@ -563,7 +569,7 @@ async function cmdList(): Promise<void> {
     console.log(`${name}\t${s.state}\t${cfg.mountPoint}`);
   }
   // The others are listed; the first damaged one is named (exit 1).
-  if (damaged.length > 0) throw damaged.length === 1 ? damaged[0]! : new UserError(`${damaged[0]!.message} (and ${damaged.length - 1} more damaged configuration file(s))`, 'BAD_CONFIG');
+  if (damaged.length > 0) throw damaged.length === 1 ? damaged[0]! : new HostError(`${damaged[0]!.message} (and ${damaged.length - 1} more damaged configuration file(s))`, 'BAD_CONFIG');
 }
 
 async function cmdDemo(args: string[]): Promise<void> {
@@ -640,7 +646,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`filespace: ${err.message}\n${USAGE}\n`);
       return 2;
     }
-    if (err instanceof UserError || err instanceof ControlClientError) {
+    if (isUserFacing(err)) {
       process.stderr.write(`filespace: ${err.message}\n`);
       return 1;
     }

@@ -1,7 +1,8 @@
 /**
  * The control API contract: the one typed description of what a host (CLI daemon, Electron
  * main) can be asked, shared by every client (CLI commands, preload/renderer, tests). Every
- * message is validated with these schemas at the boundary; errors cross as `{code, message}`.
+ * message is validated with these schemas at the boundary; errors cross as `{code, message}`
+ * with a code of the one error vocabulary (errors.ts).
  * Imports nothing of ours.
  */
 
@@ -118,9 +119,6 @@ export type SyncResult = z.infer<typeof syncResultSchema>;
 
 export const gcResultSchema = z.object({ scanned: z.number(), referenced: z.number(), marked: z.number(), deleted: z.number() });
 export type GcResultDto = z.infer<typeof gcResultSchema>;
-
-export const apiErrorSchema = z.object({ code: z.string(), message: z.string() });
-export type ApiError = z.infer<typeof apiErrorSchema>;
 
 /** Route map: path -> request and response schemas. */
 export const routes = {

@@ -1,7 +1,7 @@
 /**
  * The desktop app's half of the control API: what the renderer may ask the app host (Electron
  * main, or the loopback HTTP host that browser tests use). One route map, zod schemas for every
- * request and response, errors as `{code, message}` (apiErrorSchema in api.ts). The same map
+ * request and response, errors as `{code, message}` (errorSchema in errors.ts). The same map
  * drives the IPC handler, the HTTP server and both renderer transports, so a route added here is
  * validated everywhere at once. Imports nothing of ours but the contract.
  *

@@ -10,7 +10,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Engine } from '../engine/engine';
 import { resolveSettings } from '../engine/config';
-import { UserError } from '../engine/errors';
+import { HostError } from './errors';
 import { explainStoreError, unlockFilespace } from '../engine/filespace';
 import { probeConditionalWrites } from '../engine/meta/lease';
 import type { ObjectStore } from '../engine/store/types';
@@ -33,15 +33,15 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
   cacheCapBytes: number | undefined, passphraseFile: string, passphraseOverride?: string, extras: LinkExtras = {}): Promise<LinkConfig> {
   checkName(name);
   if (await fsp.access(configPath(h, name)).then(() => true, () => false)) {
-    throw new UserError(`a filespace named "${name}" is already linked on this machine; pick another --name or unlink it`, 'EXISTS');
+    throw new HostError(`a filespace named "${name}" is already linked on this machine; pick another --name or unlink it`, 'EXISTS');
   }
   const mp = path.resolve(mountPoint);
   const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
   await checkPlacement({ name, mountPoint: mp, cacheDir: dir }, await linkedPlaces(h));
   const st = await fsp.stat(mp).catch(() => undefined);
-  if (!st) throw new UserError(`mount point ${mp} does not exist; create it with "mkdir -p ${mp}"`, 'NO_MOUNT_POINT');
-  if (!st.isDirectory()) throw new UserError(`mount point ${mp} is not a directory`, 'NOT_A_DIRECTORY');
-  if ((await fsp.readdir(mp)).length > 0) throw new UserError(`mount point ${mp} is not empty; pick an empty folder`, 'NOT_EMPTY');
+  if (!st) throw new HostError(`mount point ${mp} does not exist; create it with "mkdir -p ${mp}"`, 'NO_MOUNT_POINT');
+  if (!st.isDirectory()) throw new HostError(`mount point ${mp} is not a directory`, 'NOT_A_DIRECTORY');
+  if ((await fsp.readdir(mp)).length > 0) throw new HostError(`mount point ${mp} is not empty; pick an empty folder`, 'NOT_EMPTY');
   const settings = cacheCapBytes !== undefined ? { cacheCapBytes } : {};
   resolveSettings(settings);
   const passphrase = passphraseOverride ?? (await readPassphraseFile(passphraseFile));
@@ -49,7 +49,7 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
   try {
     const { header, keys } = await unlockFilespace(store, passphrase);
     if ((await fsp.readdir(dir).catch(() => [])).length > 0) {
-      throw new UserError(`cache directory ${dir} is not empty; pick another --cache-dir`, 'CACHE_NOT_EMPTY');
+      throw new HostError(`cache directory ${dir} is not empty; pick another --cache-dir`, 'CACHE_NOT_EMPTY');
     }
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     let conditionalWrites: boolean;

@@ -21,10 +21,10 @@ import * as http from 'node:http';
 import { GcResultDto, MountState, SettingsChange, StatusDto, SyncResult } from '../contract/api';
 import { Engine } from '../engine/engine';
 import { resolveSettings, EngineSettings } from '../engine/config';
-import { UserError } from '../engine/errors';
 import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
 import { ObjectStore } from '../engine/store/types';
-import { ApiFailure, startControlServer } from './control';
+import { startControlServer } from './control';
+import { HostError } from './errors';
 import { Homes, LinkConfig, linkedPlaces, readPassphraseFile, saveConfig, socketPath } from './config';
 import { checkPlacement } from './placement';
 import { openStore } from './stores';
@@ -48,17 +48,17 @@ export async function prepareMountPoint(dir: string): Promise<void> {
     // stat: the kernel may answer stat from its attribute cache without asking the engine.
     // This process does not serve that mount, so touching it cannot deadlock.)
     const alive = await fsp.readdir(dir).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ENOTCONN' && e.code !== 'ECONNABORTED');
-    if (alive) throw new UserError(`${dir} is already a mount point; unmount it first`, 'ALREADY_MOUNTED');
+    if (alive) throw new HostError(`${dir} is already a mount point; unmount it first`, 'ALREADY_MOUNTED');
     await unmountPath(dir, true);
   }
   let st;
   try {
     st = await fsp.stat(dir);
   } catch {
-    throw new UserError(`mount point ${dir} does not exist; create it with "mkdir -p ${dir}"`, 'NO_MOUNT_POINT');
+    throw new HostError(`mount point ${dir} does not exist; create it with "mkdir -p ${dir}"`, 'NO_MOUNT_POINT');
   }
-  if (!st.isDirectory()) throw new UserError(`mount point ${dir} is not a directory`, 'NOT_A_DIRECTORY');
-  if ((await fsp.readdir(dir)).length > 0) throw new UserError(`mount point ${dir} is not empty; pick an empty folder`, 'NOT_EMPTY');
+  if (!st.isDirectory()) throw new HostError(`mount point ${dir} is not a directory`, 'NOT_A_DIRECTORY');
+  if ((await fsp.readdir(dir)).length > 0) throw new HostError(`mount point ${dir} is not empty; pick an empty folder`, 'NOT_EMPTY');
 }
 
 function notifySystemdReady(): void {
@@ -93,7 +93,7 @@ export class MountHost {
     this.state = 'mounting';
     const { checkFuseAvailable, FuseMount } = await import('../../native/fuse/adapter');
     const missing = await checkFuseAvailable();
-    if (missing) throw new UserError(missing, 'NO_FUSE');
+    if (missing) throw new HostError(missing, 'NO_FUSE');
     await checkPlacement({ name: this.cfg.name, mountPoint: this.cfg.mountPoint, cacheDir: this.cfg.cacheDir, mounting: true }, await linkedPlaces(this.h));
     await prepareMountPoint(this.cfg.mountPoint);
     const passphrase = this.opts.passphrase ?? (await readPassphraseFile(this.cfg.passphraseFile));
@@ -106,7 +106,7 @@ export class MountHost {
     });
     const s = this.engine.currentSettings;
     try {
-      this.server = await startControlServer(socketPath(this.h, this.cfg.name), this.handlers());
+      this.server = await startControlServer(socketPath(this.h, this.cfg.name), this.handlers(), this.opts.log);
       this.fuse = new FuseMount(this.cfg.mountPoint, this.engine.vfs, {
         attrTimeoutSec: s.attrTimeoutSec,
         entryTimeoutSec: s.entryTimeoutSec,
@@ -182,7 +182,7 @@ export class MountHost {
   }
 
   private running(): Engine {
-    if (!this.engine) throw new ApiFailure('NOT_MOUNTED', 'not mounted', 409);
+    if (!this.engine) throw new HostError('not mounted', 'NOT_MOUNTED');
     return this.engine;
   }
 
@@ -210,14 +210,8 @@ export class MountHost {
     this.engine?.setUploadsPaused(paused);
   }
 
-  async collectGarbage(): Promise<GcResultDto> {
-    const engine = this.running();
-    try {
-      return await engine.collectGarbage();
-    } catch (err) {
-      if (err instanceof UserError) throw new ApiFailure(err.code, err.message, 409);
-      throw err;
-    }
+  collectGarbage(): Promise<GcResultDto> {
+    return this.running().collectGarbage();
   }
 
   /**
@@ -231,7 +225,7 @@ export class MountHost {
       await engine.vfs.fsyncAll();
     } catch (err) {
       const msg = `could not flush to the cache in ${this.cfg.cacheDir}: ${(err as Error).message}`;
-      if (!force) throw new ApiFailure('FLUSH_FAILED', `${msg}; free space there and retry, or unmount with --force to detach anyway`, 409);
+      if (!force) throw new HostError(`${msg}; free space there and retry`, 'FLUSH_FAILED');
       this.opts.log(`${msg}; detaching anyway (changes written since the last successful fsync may be lost)`);
     }
   }
@@ -239,17 +233,16 @@ export class MountHost {
   /** Unmounts and stops. Throws (and stays mounted) when busy and not forced. */
   unmount(force: boolean): Promise<void> {
     if (this.shuttingDown) return this.shuttingDown;
-    if (this.state !== 'mounted') throw new ApiFailure('NOT_MOUNTED', `cannot unmount while ${this.state}`, 409);
+    if (this.state !== 'mounted') throw new HostError(`cannot unmount while ${this.state}`, 'NOT_MOUNTED');
     const run = async () => {
       this.state = 'unmounting';
       try {
         await this.flushToCache(force);
         await this.fuse!.unmount(force);
       } catch (err) {
+        // Busy (a FuseError 'BUSY' naming who holds it), or the cache could not be flushed.
         this.state = 'mounted';
         this.shuttingDown = undefined;
-        const { FuseError } = await import('../../native/fuse/adapter');
-        if (err instanceof FuseError && err.code === 'BUSY') throw new ApiFailure('BUSY', err.message, 409);
         throw err;
       }
       await this.finish(`unmounted ${this.cfg.name}`);

@@ -8,7 +8,7 @@
 import type { SettingsChange } from '../contract/api';
 import { EngineSettings, resolveSettings } from '../engine/config';
 import { Homes, LinkConfig, saveConfig, socketPath } from './config';
-import { callControl, ControlClientError } from './control';
+import { callControl, notRunning } from './control';
 import type { MountHost } from './mountHost';
 
 /** Compile-time check: every setting the contract lets a user change is an engine setting of that name and unit. */
@@ -29,7 +29,7 @@ export async function applySettings(h: Homes, cfg: LinkConfig, change: SettingsC
     await callControl(socketPath(h, cfg.name), '/v1/set', change);
     return 'live';
   } catch (err) {
-    if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
+    if (!notRunning(err)) throw err;
   }
   const settings = { ...cfg.settings, ...asEngineSettings(change) };
   resolveSettings(settings as Partial<EngineSettings>);

@@ -11,14 +11,14 @@ import type { StatusDto } from '../contract/api';
 import { MetaStore } from '../engine/meta/metastore';
 import { damageSummary } from '../engine/repair';
 import { Homes, LinkConfig, socketPath } from './config';
-import { callControl, ControlClientError } from './control';
+import { callControl, notRunning } from './control';
 import { settingsOf } from './mountHost';
 
 export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
   try {
     return await callControl(socketPath(h, cfg.name), '/v1/status', {}, 5000);
   } catch (err) {
-    if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
+    if (!notRunning(err)) throw err;
   }
   // Not running: report what waits in the cache from its files.
   let dirtyBytes = 0;

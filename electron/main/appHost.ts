@@ -8,7 +8,7 @@
  * status feed.
  *
  * Both transports (Electron IPC in main.ts, loopback HTTP in server.ts) call `handlers` through
- * dispatch.ts, which validates requests and responses against the contract.
+ * host/dispatch.ts, which validates requests and responses against the contract.
  *
  * Status feed: listeners get an AppEvent when something visible changed. While anyone listens,
  * one timer per host samples the status every `sampleMs` and sends it only if it differs from
@@ -26,26 +26,26 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { StatusDto } from '../contract/api';
-import type {
-  AppEvent, AppParsedRequest, AppResponse, AppRoute, AppStatus, Credentials, FilespaceSummary, MachineSettings, Target,
-} from '../contract/app';
+import { appRoutes, type AppEvent, type AppParsedRequest, type AppStatus, type Credentials, type FilespaceSummary, type MachineSettings, type Target } from '../contract/app';
+import { UserError } from '../engine/errors';
+import { createFilespace, unlockFilespace } from '../engine/filespace';
+import { LocalDiskStore } from '../engine/store/local';
+import type { ObjectStore } from '../engine/store/types';
 import { freeBytesAt } from '../host/cacheRoom';
 import { Homes, LinkConfig, deleteConfig, linkedPlaces, listConfigs, loadConfig, saveConfig } from '../host/config';
+import type { HandlersFor } from '../host/dispatch';
+import { HostError } from '../host/errors';
 import { linkFilespace, NO_CONDITIONAL_NOTE } from '../host/link';
 import { MountHost, settingsOf } from '../host/mountHost';
 import { checkPlacement } from '../host/placement';
 import { applySettings } from '../host/settings';
 import { statusOf } from '../host/status';
 import { openStore } from '../host/stores';
-import { UserError } from '../engine/errors';
-import { createFilespace, unlockFilespace } from '../engine/filespace';
-import { LocalDiskStore } from '../engine/store/local';
-import type { ObjectStore } from '../engine/store/types';
 import { AppSettings, AppSettingsFile } from './appSettings';
 import { checkBucket, checkKeys, storeFor } from './permissions';
 import { CredentialVault } from './vault';
 
-export type AppHandlers = { [R in AppRoute]: (req: AppParsedRequest<R>) => Promise<AppResponse<R>> };
+export type AppHandlers = HandlersFor<typeof appRoutes>;
 
 export interface AppHostOptions {
   readonly homes: Homes;
@@ -78,11 +78,11 @@ async function removeCreatedFolders(dir: string, first: string): Promise<void> {
 
 /** A mount point the app may use: missing (it is created) or an empty directory. */
 export async function checkMountPointFree(dir: string): Promise<void> {
-  if (!path.isAbsolute(dir)) throw new UserError('the mount point must be a full path', 'NOT_ABSOLUTE');
+  if (!path.isAbsolute(dir)) throw new HostError('the mount point must be a full path', 'NOT_ABSOLUTE');
   const st = await fsp.stat(dir).catch(() => undefined);
   if (!st) return;
-  if (!st.isDirectory()) throw new UserError(`${dir} is not a folder`, 'NOT_A_DIRECTORY');
-  if ((await fsp.readdir(dir)).length > 0) throw new UserError(`${dir} is not empty; pick an empty folder`, 'NOT_EMPTY');
+  if (!st.isDirectory()) throw new HostError(`${dir} is not a folder`, 'NOT_A_DIRECTORY');
+  if ((await fsp.readdir(dir)).length > 0) throw new HostError(`${dir} is not empty; pick an empty folder`, 'NOT_EMPTY');
 }
 
 export class AppHost {
@@ -167,7 +167,7 @@ export class AppHost {
 
   private async storedKeys(): Promise<Credentials> {
     const keys = await this.o.vault.keys();
-    if (!keys) throw new UserError('no AWS keys are stored yet: enter them first', 'NO_KEYS');
+    if (!keys) throw new HostError('no AWS keys are stored yet: enter them first', 'NO_KEYS');
     return keys;
   }
 
@@ -179,7 +179,7 @@ export class AppHost {
   private async secretsFor(cfg: LinkConfig): Promise<{ store?: ObjectStore; passphrase?: string }> {
     if (cfg.secrets !== 'keychain') return {};
     const passphrase = await this.o.vault.passphrase(cfg.filespaceId);
-    if (passphrase === undefined) throw new UserError(`the passphrase of "${cfg.name}" is not in the keychain; unlink it and link it again`, 'NO_PASSPHRASE');
+    if (passphrase === undefined) throw new HostError(`the passphrase of "${cfg.name}" is not in the keychain; unlink it and link it again`, 'NO_PASSPHRASE');
     if (cfg.store.kind === 'local') return { passphrase, store: openStore(cfg.store) };
     const keys = await this.storedKeys();
     return { passphrase, store: storeFor(keys, { bucket: cfg.store.bucket, prefix: cfg.store.prefix }) };
@@ -187,9 +187,9 @@ export class AppHost {
 
   async mount(name: string): Promise<FilespaceSummary> {
     const cfg = await loadConfig(this.o.homes, name);
-    if (this.mounts.has(name)) throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
+    if (this.mounts.has(name)) throw new HostError(`"${name}" is already mounted at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
     const current = await statusOf(this.o.homes, cfg);
-    if (current.state !== 'unmounted') throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint} by another process`, 'ALREADY_MOUNTED');
+    if (current.state !== 'unmounted') throw new HostError(`"${name}" is already mounted at ${cfg.mountPoint} by another process`, 'ALREADY_MOUNTED');
     await checkPlacement({ name, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir, mounting: true }, await linkedPlaces(this.o.homes));
     const secrets = await this.secretsFor(cfg);
     const created = await fsp.mkdir(cfg.mountPoint, { recursive: true });
@@ -215,7 +215,7 @@ export class AppHost {
 
   async unmount(name: string, force: boolean): Promise<void> {
     const host = this.mounts.get(name);
-    if (!host) throw new UserError(`"${name}" is not mounted by this app`, 'NOT_MOUNTED');
+    if (!host) throw new HostError(`"${name}" is not mounted by this app`, 'NOT_MOUNTED');
     await host.unmount(force);
     this.mounts.delete(name);
     void this.publish();
@@ -278,7 +278,7 @@ export class AppHost {
     await checkPlacement({ name: req.name, mountPoint: req.mountPoint, cacheDir: path.join(this.o.homes.cacheRoot, req.name) }, await linkedPlaces(this.o.homes));
     await checkMountPointFree(req.mountPoint);
     const free = await freeBytesAt(this.o.homes.cacheRoot);
-    if (req.cacheCapBytes > free) throw new UserError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
+    if (req.cacheCapBytes > free) throw new HostError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
     if (req.mode === 'create') {
       const store = storeFor(keys, target);
       try {
@@ -314,7 +314,7 @@ export class AppHost {
       const passphrase = randomBytes(18).toString('base64url');
       const store = new LocalDiskStore(root);
       try {
-        if (await store.head('filespace.json')) throw new UserError(`an old demo store is in ${root}; remove it to start a new demo`, 'EXISTS');
+        if (await store.head('filespace.json')) throw new HostError(`an old demo store is in ${root}; remove it to start a new demo`, 'EXISTS');
         await createFilespace(store, passphrase, 4 * 1024 * 1024);
       } finally {
         await store.close();
@@ -347,14 +347,14 @@ export class AppHost {
   private async moveCache(name: string, to: string): Promise<MachineSettings> {
     const cfg = await loadConfig(this.o.homes, name);
     const s = await statusOf(this.o.homes, cfg);
-    if (this.mounts.has(name) || s.state !== 'unmounted') throw new UserError(`"${name}" is mounted; unmount it before moving its cache`, 'MOUNTED');
+    if (this.mounts.has(name) || s.state !== 'unmounted') throw new HostError(`"${name}" is mounted; unmount it before moving its cache`, 'MOUNTED');
     const dest = path.resolve(to);
-    if (!path.isAbsolute(to)) throw new UserError('the cache folder must be a full path', 'NOT_ABSOLUTE');
+    if (!path.isAbsolute(to)) throw new HostError('the cache folder must be a full path', 'NOT_ABSOLUTE');
     if (dest === path.resolve(cfg.cacheDir)) return this.machineSettings(name);
-    if (dest.startsWith(`${path.resolve(cfg.cacheDir)}${path.sep}`)) throw new UserError('the new cache folder cannot be inside the current one', 'BAD_CACHE_DIR');
+    if (dest.startsWith(`${path.resolve(cfg.cacheDir)}${path.sep}`)) throw new HostError('the new cache folder cannot be inside the current one', 'BAD_CACHE_DIR');
     await checkPlacement({ name, mountPoint: cfg.mountPoint, cacheDir: dest }, await linkedPlaces(this.o.homes));
     const existing = await fsp.readdir(dest).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
-    if (existing && existing.length > 0) throw new UserError(`${dest} is not empty; pick an empty or new folder`, 'CACHE_NOT_EMPTY');
+    if (existing && existing.length > 0) throw new HostError(`${dest} is not empty; pick an empty or new folder`, 'CACHE_NOT_EMPTY');
     if (existing) await fsp.rmdir(dest);
     await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
     let copied = false;
@@ -374,9 +374,9 @@ export class AppHost {
   private async unlink(name: string, discardPending: boolean): Promise<void> {
     const cfg = await loadConfig(this.o.homes, name);
     const s = await statusOf(this.o.homes, cfg);
-    if (this.mounts.has(name) || s.state !== 'unmounted') throw new UserError(`"${name}" is mounted; unmount it first`, 'MOUNTED');
+    if (this.mounts.has(name) || s.state !== 'unmounted') throw new HostError(`"${name}" is mounted; unmount it first`, 'MOUNTED');
     if ((s.dirtyBytes > 0 || s.dirtyFiles > 0) && !discardPending) {
-      throw new UserError(`"${name}" has ${s.dirtyFiles} file(s) not yet uploaded; mount it and let them upload, or confirm to discard them`, 'DIRTY');
+      throw new HostError(`"${name}" has ${s.dirtyFiles} file(s) not yet uploaded; mount it and let them upload, or confirm to discard them`, 'DIRTY');
     }
     await deleteConfig(this.o.homes, name);
     await fsp.rm(cfg.cacheDir, { recursive: true, force: true });
@@ -447,7 +447,7 @@ export class AppHost {
     'app.settings.set': async (change) => {
       const linked = new Set(await listConfigs(this.o.homes));
       const unknown = (change.mountAtStart ?? []).filter((n) => !linked.has(n));
-      if (unknown.length > 0) throw new UserError(`not linked on this computer: ${unknown.join(', ')}`, 'UNKNOWN_NAME');
+      if (unknown.length > 0) throw new HostError(`not linked on this computer: ${unknown.join(', ')}`, 'UNKNOWN_NAME');
       const next = await this.settingsFile.update({
         ...(change.startAtLogin !== undefined ? { startAtLogin: change.startAtLogin } : {}),
         ...(change.mountAtStart !== undefined ? { mountAtStart: [...new Set(change.mountAtStart)] } : {}),

@@ -344,7 +344,7 @@ export async function unmountPath(mountPoint: string, force: boolean): Promise<v
   if (/busy/i.test(res.stderr)) {
     const holders = await holdersOf(mountPoint);
     const who = holders.length > 0 ? `in use by ${holders.slice(0, 5).join(', ')}${holders.length > 5 ? ` and ${holders.length - 5} more` : ''}` : 'busy (a process has a file or its working directory there)';
-    throw new FuseError(`${mountPoint} is ${who}; close them, or unmount with --force to detach lazily`, 'BUSY');
+    throw new FuseError(`${mountPoint} is ${who}`, 'BUSY');
   }
   if (/not found|not mounted|Invalid argument/i.test(res.stderr)) {
     throw new FuseError(`${mountPoint} is not mounted`, 'NOT_MOUNTED');

@@ -9,6 +9,7 @@ import { createStore, useStore } from 'zustand';
 import type { AppSettingsDto, AppStatus, BucketCheck, FilespaceSummary, KeysInfo, MachineSettings } from '../../electron/contract/app';
 import type { SettingsChange } from '../../electron/contract/api';
 import { checkKeysStep, checkPassphraseStep, checkPlaceStep, checkTargetStep, nextStep, normalizePrefix, previousStep, type WizardStep } from '../../electron/contract/wizard';
+import { treatmentOf } from './errors';
 import { HostError, type Transport } from './transport';
 
 export type Screen = 'wizard' | 'status' | 'settings';
@@ -138,8 +139,10 @@ export function connect(t: Transport): () => void {
   }, (message) => store.setState({ connectionTrouble: message }));
 }
 
+/** What the window says about a failed action; an unexpected one is also reported on the console. */
 function messageOf(err: unknown): string {
-  return err instanceof HostError ? err.message : err instanceof Error ? err.message : String(err);
+  if (!(err instanceof HostError) || treatmentOf(err.code) === 'unexpected') console.error('filespace:', err);
+  return err instanceof Error ? err.message : String(err);
 }
 
 async function call<T>(fn: (t: Transport) => Promise<T>): Promise<T> {
@@ -295,7 +298,7 @@ export async function unmount(name: string, force = false): Promise<void> {
     await call((t) => t.call('filespace.unmount', { name, force }));
     store.setState((s) => ({ notice: `Unmounted "${name}"`, unmountBusy: clear(s) }));
   } catch (err) {
-    if (err instanceof HostError && err.code === 'BUSY') {
+    if (err instanceof HostError && treatmentOf(err.code) === 'in-use') {
       store.setState((s) => ({ notice: null, unmountBusy: { ...clear(s), [name]: err.message } }));
     } else {
       store.setState((s) => ({ notice: null, unmountBusy: clear(s), errors: [...s.errors, { at: Date.now(), message: messageOf(err) }].slice(-20) }));

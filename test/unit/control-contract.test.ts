@@ -3,9 +3,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  MAX_BODY_BYTES, MOUNT_STATES, apiErrorSchema, pauseRequestSchema, routes, setRequestSchema, statusSchema,
+  MAX_BODY_BYTES, MOUNT_STATES, pauseRequestSchema, routes, setRequestSchema, statusSchema,
   syncRequestSchema, syncResultSchema, unmountRequestSchema, StatusDto,
 } from '../../electron/contract/api';
+import { ERROR_CODES, ERRORS, errorSchema } from '../../electron/contract/errors';
+import { ENGINE_ERROR_CODES } from '../../electron/engine/errors';
 
 function accepts(schema: { safeParse(v: unknown): { success: boolean } }, value: unknown): void {
   assert.equal(schema.safeParse(value).success, true, `should accept ${JSON.stringify(value)}`);
@@ -113,8 +115,23 @@ describe('control API responses', () => {
     refuses(syncResultSchema, { done: 'yes', dirtyBytes: 0, pendingMetaOps: 0 });
     accepts(routes['/v1/unmount'].response, { ok: true });
     refuses(routes['/v1/unmount'].response, { ok: false });
-    accepts(apiErrorSchema, { code: 'WRONG_PASSPHRASE', message: 'wrong passphrase for this filespace' });
-    refuses(apiErrorSchema, { code: 5, message: 'x' });
-    refuses(apiErrorSchema, { message: 'no code' });
+    accepts(errorSchema, { code: 'WRONG_PASSPHRASE', message: 'wrong passphrase for this filespace' });
+    refuses(errorSchema, { code: 5, message: 'x' });
+    refuses(errorSchema, { message: 'no code' });
+    refuses(errorSchema, { code: 'NOPE', message: 'a code outside the vocabulary does not cross' });
+  });
+});
+
+describe('the error vocabulary', () => {
+  it('has a status and a one-line human message for every code', () => {
+    for (const code of ERROR_CODES) {
+      const { status, message } = ERRORS[code];
+      assert.ok(Number.isInteger(status) && status >= 400 && status < 600, code);
+      assert.ok(message.length > 0 && !message.includes('\n') && message === message.trim(), code);
+    }
+  });
+
+  it('holds every code the engine throws', () => {
+    for (const code of ENGINE_ERROR_CODES) assert.ok((ERROR_CODES as readonly string[]).includes(code), code);
   });
 });

@@ -8,12 +8,15 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { appEventSchema, appStatusSchema } from '../../../electron/contract/app';
+import { appEventSchema, appRoutes, appStatusSchema } from '../../../electron/contract/app';
 import { homes, listConfigs, loadConfig, readPassphraseFile, saveConfig } from '../../../electron/host/config';
 import { UserError } from '../../../electron/engine/errors';
+import { StoreError } from '../../../electron/engine/store/types';
+import { dispatch as dispatchRoutes } from '../../../electron/host/dispatch';
+import { HostError } from '../../../electron/host/errors';
+import { KeychainError } from '../../../native/keychain';
 import { AppHost, checkMountPointFree, type AppHandlers } from '../../../electron/main/appHost';
 import { AppSettingsFile, DEFAULT_APP_SETTINGS } from '../../../electron/main/appSettings';
-import { dispatch } from '../../../electron/main/dispatch';
 import { minimalPolicy } from '../../../electron/main/permissions';
 import { startAppServer, type AppServer } from '../../../electron/main/server';
 import { CredentialVault, keyIdHint } from '../../../electron/main/vault';
@@ -30,13 +33,19 @@ class MemorySecrets implements SecretStore {
 
 const logs: string[] = [];
 const log = (m: string) => logs.push(m);
+const dispatch = (h: AppHandlers, route: unknown, body: unknown, l: (m: string) => void) => dispatchRoutes(appRoutes, h, route, body, l);
 
 describe('dispatch', () => {
   const handlers = {
     'keys.forget': async () => ({ ok: true }),
     'uploads.pause': async ({ paused }: { paused: boolean }) => {
-      if (paused) throw new UserError('cannot pause now', 'NOPE');
+      if (paused) throw new HostError('cannot pause now', 'BAD_INPUT');
       throw new Error('boom');
+    },
+    'keys.check': async ({ accessKeyId }: { accessKeyId: string }) => {
+      if (accessKeyId === 'AKIAENGINE') throw new UserError('wrong passphrase for this filespace', 'WRONG_PASSPHRASE');
+      if (accessKeyId === 'AKIASTORE') throw new StoreError('InvalidCredentials', 'The AWS Access Key Id you provided does not exist');
+      throw new KeychainError('the OS keychain refused to store a secret');
     },
     'app.status': async () => ({ filespaces: 'not an array' }),
   } as unknown as AppHandlers;
@@ -50,10 +59,16 @@ describe('dispatch', () => {
     assert.match(!bad.ok ? bad.error.message : '', /^invalid request: paused:/);
     const extra = await dispatch(handlers, 'keys.forget', { secret: 'x' }, log);
     assert.equal(!extra.ok && extra.error.code, 'INVALID', 'unknown fields are refused');
+    const nothing = await dispatch(handlers, 'keys.forget', null, log);
+    assert.equal(!nothing.ok && nothing.error.code, 'INVALID', 'a JSON null is not an empty request');
   });
 
   it('keeps the code of expected errors, hides nothing but reports unexpected ones as INTERNAL', async () => {
-    assert.deepEqual(await dispatch(handlers, 'uploads.pause', { paused: true }, log), { ok: false, status: 400, error: { code: 'NOPE', message: 'cannot pause now' } });
+    assert.deepEqual(await dispatch(handlers, 'uploads.pause', { paused: true }, log), { ok: false, status: 400, error: { code: 'BAD_INPUT', message: 'cannot pause now' } });
+    const keys = (accessKeyId: string) => dispatch(handlers, 'keys.check', { accessKeyId, secretAccessKey: 's' }, log);
+    assert.deepEqual(await keys('AKIAENGINE'), { ok: false, status: 400, error: { code: 'WRONG_PASSPHRASE', message: 'wrong passphrase for this filespace' } });
+    assert.deepEqual(await keys('AKIASTORE'), { ok: false, status: 400, error: { code: 'BAD_CREDENTIALS', message: 'The AWS Access Key Id you provided does not exist' } });
+    assert.deepEqual(await keys('AKIAKEYCHAIN'), { ok: false, status: 503, error: { code: 'KEYCHAIN', message: 'the OS keychain refused to store a secret' } });
     const internal = await dispatch(handlers, 'uploads.pause', { paused: false }, log);
     assert.deepEqual(internal, { ok: false, status: 500, error: { code: 'INTERNAL', message: 'boom' } });
     assert.ok(logs.some((l) => l.includes('boom')), 'unexpected errors are logged');
@@ -146,7 +161,7 @@ describe('mount point and policy rules', () => {
       await assert.rejects(checkMountPointFree('relative/dir'), { code: 'NOT_ABSOLUTE' });
       await fsp.writeFile(path.join(dir, 'f'), 'x');
       await assert.rejects(checkMountPointFree(path.join(dir, 'f')), { code: 'NOT_A_DIRECTORY' });
-      await assert.rejects(checkMountPointFree(dir), (e: UserError) => e.code === 'NOT_EMPTY' && /is not empty; pick an empty folder/.test(e.message));
+      await assert.rejects(checkMountPointFree(dir), (e: HostError) => e.code === 'NOT_EMPTY' && /is not empty; pick an empty folder/.test(e.message));
     } finally {
       await fsp.rm(dir, { recursive: true, force: true });
     }
@@ -348,6 +363,6 @@ describe('unlinking and forgetting keys', () => {
   });
 
   it('the CLI says where the passphrase of an app-linked filespace lives', async () => {
-    await assert.rejects(readPassphraseFile(''), (e: UserError) => e.code === 'PASSPHRASE_IN_KEYCHAIN' && /desktop app/.test(e.message));
+    await assert.rejects(readPassphraseFile(''), (e: HostError) => e.code === 'PASSPHRASE_IN_KEYCHAIN' && /desktop app/.test(e.message));
   });
 });
