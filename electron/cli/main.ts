@@ -35,6 +35,7 @@ import { applySettings } from '../host/settings';
 import { statusOf } from '../host/status';
 import { openStore } from '../host/stores';
 import { settingFromKey } from './settingKeys';
+import { log } from '../host/log';
 
 // This pinned SDK supports Node 20 (the servers' runtime); its notice about future releases is
 // for whoever upgrades the SDK, not for users of the command.
@@ -182,10 +183,6 @@ async function cmdLink(args: string[]): Promise<void> {
   console.log(`linked "${cfg.name}": mount it with "filespace mount ${cfg.name}" (mount point ${cfg.mountPoint})`);
   const warning = await cacheRoomWarning(cfg.name, cfg.cacheDir, settingsOf(cfg).cacheCapBytes, await cachedBytesIn(cfg.cacheDir));
   if (warning) console.error(warning);
-}
-
-function log(msg: string): void {
-  process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
 }
 
 interface ForegroundOptions {

@@ -15,7 +15,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { open, seal } from './chunk/crypto';
 import { UserError } from './errors';
-import { fsyncDir } from './meta/journal';
+import { fsyncDir } from './util/files';
 import { nameToBytes } from './util/names';
 
 export interface AsideFile {

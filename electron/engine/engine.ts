@@ -68,6 +68,7 @@ import { StallCause } from './vfs/backpressure';
 import { Vfs } from './vfs/vfs';
 import { UserError } from './errors';
 import { settledWithin } from './util/concurrency';
+import { fsyncDir } from './util/files';
 import { RepairResult, describeLocalDamage, repairLocalMetadata } from './repair';
 
 export interface EngineOptions {
@@ -177,8 +178,7 @@ async function lockCacheDir(cacheDir: string): Promise<{ file: string; uncleanSt
       await fh.sync();
       await fh.close();
       // Durable, so that after a power loss the next start knows this one did not stop cleanly.
-      const dh = await fsp.open(cacheDir, 'r');
-      await dh.sync().finally(() => dh.close());
+      await fsyncDir(cacheDir);
       return { file, uncleanStop };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;

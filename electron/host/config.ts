@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { EngineSettings, resolveSettings } from '../engine/config';
 import { HostError } from './errors';
-import { writeFileAtomic } from '../engine/meta/journal';
+import { writeFileAtomic } from '../engine/util/files';
 
 export interface Homes {
   readonly configDir: string;

@@ -15,6 +15,7 @@ import { explainStoreError, unlockFilespace } from '../engine/filespace';
 import { probeConditionalWrites } from '../engine/meta/lease';
 import type { ObjectStore } from '../engine/store/types';
 import { Homes, LinkConfig, StoreSpec, checkName, configPath, linkedPlaces, readPassphraseFile, saveConfig } from './config';
+import { checkMountPoint } from './mountPoint';
 import { checkPlacement } from './placement';
 import { openStore } from './stores';
 
@@ -38,10 +39,7 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
   const mp = path.resolve(mountPoint);
   const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
   await checkPlacement({ name, mountPoint: mp, cacheDir: dir }, await linkedPlaces(h));
-  const st = await fsp.stat(mp).catch(() => undefined);
-  if (!st) throw new HostError(`mount point ${mp} does not exist; create it with "mkdir -p ${mp}"`, 'NO_MOUNT_POINT');
-  if (!st.isDirectory()) throw new HostError(`mount point ${mp} is not a directory`, 'NOT_A_DIRECTORY');
-  if ((await fsp.readdir(mp)).length > 0) throw new HostError(`mount point ${mp} is not empty; pick an empty folder`, 'NOT_EMPTY');
+  await checkMountPoint(mp);
   const settings = cacheCapBytes !== undefined ? { cacheCapBytes } : {};
   resolveSettings(settings);
   const passphrase = passphraseOverride ?? (await readPassphraseFile(passphraseFile));

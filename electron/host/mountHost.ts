@@ -26,6 +26,7 @@ import { ObjectStore } from '../engine/store/types';
 import { startControlServer } from './control';
 import { HostError } from './errors';
 import { Homes, LinkConfig, linkedPlaces, readPassphraseFile, saveConfig, socketPath } from './config';
+import { prepareMountPoint } from './mountPoint';
 import { checkPlacement } from './placement';
 import { openStore } from './stores';
 import type { FuseMount } from '../../native/fuse/adapter';
@@ -38,27 +39,6 @@ async function canAllowOther(): Promise<boolean> {
   if (process.getuid?.() === 0) return true;
   const conf = await fsp.readFile('/etc/fuse.conf', 'utf8').catch(() => '');
   return /^\s*user_allow_other\b/m.test(conf);
-}
-
-/** Checks the mount point and clears a stale mount left by a killed engine. */
-export async function prepareMountPoint(dir: string): Promise<void> {
-  const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
-  if (await isMountPoint(dir)) {
-    // A mount whose engine died answers ENOTCONN; anything else is a live mount. (readdir, not
-    // stat: the kernel may answer stat from its attribute cache without asking the engine.
-    // This process does not serve that mount, so touching it cannot deadlock.)
-    const alive = await fsp.readdir(dir).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ENOTCONN' && e.code !== 'ECONNABORTED');
-    if (alive) throw new HostError(`${dir} is already a mount point; unmount it first`, 'ALREADY_MOUNTED');
-    await unmountPath(dir, true);
-  }
-  let st;
-  try {
-    st = await fsp.stat(dir);
-  } catch {
-    throw new HostError(`mount point ${dir} does not exist; create it with "mkdir -p ${dir}"`, 'NO_MOUNT_POINT');
-  }
-  if (!st.isDirectory()) throw new HostError(`mount point ${dir} is not a directory`, 'NOT_A_DIRECTORY');
-  if ((await fsp.readdir(dir)).length > 0) throw new HostError(`mount point ${dir} is not empty; pick an empty folder`, 'NOT_EMPTY');
 }
 
 function notifySystemdReady(): void {

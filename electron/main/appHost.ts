@@ -37,6 +37,7 @@ import type { HandlersFor } from '../host/dispatch';
 import { HostError } from '../host/errors';
 import { linkFilespace, NO_CONDITIONAL_NOTE } from '../host/link';
 import { MountHost, settingsOf } from '../host/mountHost';
+import { checkMountPoint } from '../host/mountPoint';
 import { checkPlacement } from '../host/placement';
 import { applySettings } from '../host/settings';
 import { statusOf } from '../host/status';
@@ -74,15 +75,6 @@ async function removeCreatedFolders(dir: string, first: string): Promise<void> {
     if (!(await fsp.rmdir(cur).then(() => true, () => false))) return;
     if (cur === top || path.dirname(cur) === cur) return;
   }
-}
-
-/** A mount point the app may use: missing (it is created) or an empty directory. */
-export async function checkMountPointFree(dir: string): Promise<void> {
-  if (!path.isAbsolute(dir)) throw new HostError('the mount point must be a full path', 'NOT_ABSOLUTE');
-  const st = await fsp.stat(dir).catch(() => undefined);
-  if (!st) return;
-  if (!st.isDirectory()) throw new HostError(`${dir} is not a folder`, 'NOT_A_DIRECTORY');
-  if ((await fsp.readdir(dir)).length > 0) throw new HostError(`${dir} is not empty; pick an empty folder`, 'NOT_EMPTY');
 }
 
 export class AppHost {
@@ -276,7 +268,7 @@ export class AppHost {
     const keys = await this.storedKeys();
     const target: Target = { bucket: req.target.bucket, prefix: req.target.prefix.replace(/^\/+|\/+$/g, '') };
     await checkPlacement({ name: req.name, mountPoint: req.mountPoint, cacheDir: path.join(this.o.homes.cacheRoot, req.name) }, await linkedPlaces(this.o.homes));
-    await checkMountPointFree(req.mountPoint);
+    await checkMountPoint(req.mountPoint, 'allow');
     const free = await freeBytesAt(this.o.homes.cacheRoot);
     if (req.cacheCapBytes > free) throw new HostError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
     if (req.mode === 'create') {
@@ -310,7 +302,7 @@ export class AppHost {
       const root = path.join(h.cacheRoot, 'demo-store');
       const mnt = this.suggestMountPoint(DEMO_NAME);
       await checkPlacement({ name: DEMO_NAME, mountPoint: mnt, cacheDir: path.join(h.cacheRoot, DEMO_NAME) }, await linkedPlaces(h));
-      await checkMountPointFree(mnt);
+      await checkMountPoint(mnt, 'allow');
       const passphrase = randomBytes(18).toString('base64url');
       const store = new LocalDiskStore(root);
       try {
@@ -419,7 +411,7 @@ export class AppHost {
     },
     'mountpoint.check': async ({ path: dir }) => {
       if (path.isAbsolute(dir)) await checkPlacement({ mountPoint: dir }, await linkedPlaces(this.o.homes));
-      await checkMountPointFree(dir);
+      await checkMountPoint(dir, 'allow');
       return { ok: true as const };
     },
     'filespace.link': (req) => this.link(req),

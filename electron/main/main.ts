@@ -12,9 +12,10 @@ import * as path from 'node:path';
 import { app, BrowserWindow, dialog, ipcMain, Menu, nativeImage, session, shell, Tray, type IpcMainInvokeEvent, type MenuItemConstructorOptions } from 'electron';
 import { appRoutes, IPC_EVENT, IPC_INVOKE, IPC_OPEN_FOLDER, IPC_PICK_FOLDER, type AppRequest, type AppRoute, type AppStatus } from '../contract/app';
 import { homes } from '../host/config';
+import { dispatch, type Outcome } from '../host/dispatch';
+import { log } from '../host/log';
 import { OsKeychain } from '../../native/keychain';
 import { AppHost } from './appHost';
-import { dispatch, type Outcome } from '../host/dispatch';
 import { guardQuit } from './quitGuard';
 import { CSP } from './server';
 import { trayModel, type TrayAction, type TrayIconState } from './tray';
@@ -23,10 +24,6 @@ import { CredentialVault } from './vault';
 const RENDERER_DIR = path.resolve(__dirname, '..', '..', 'renderer');
 const INDEX = path.join(RENDERER_DIR, 'index.html');
 const ICONS = path.resolve(__dirname, '..', '..', '..', 'build', 'tray');
-
-function log(msg: string): void {
-  process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
-}
 
 let win: BrowserWindow | undefined;
 let tray: Tray | undefined;

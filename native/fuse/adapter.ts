@@ -161,8 +161,8 @@ export interface FuseStat {
 
 /** What the adapter needs from a filesystem. Throw a value with `errno: 'ENOENT'` etc. for errors. */
 export interface FuseFilesystem {
+  /** Also answers the kernel's fgetattr (by the path of the open file). */
   getattr(path: string): FuseStat;
-  fgetattr(fh: number): FuseStat;
   readdir(path: string): string[];
   open(path: string, flags: number): number;
   /** True when this handle must bypass the kernel's page cache (honoured by the corrected addon). */

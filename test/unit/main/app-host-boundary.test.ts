@@ -15,7 +15,8 @@ import { StoreError } from '../../../electron/engine/store/types';
 import { dispatch as dispatchRoutes } from '../../../electron/host/dispatch';
 import { HostError } from '../../../electron/host/errors';
 import { KeychainError } from '../../../native/keychain';
-import { AppHost, checkMountPointFree, type AppHandlers } from '../../../electron/main/appHost';
+import { checkMountPoint } from '../../../electron/host/mountPoint';
+import { AppHost, type AppHandlers } from '../../../electron/main/appHost';
 import { AppSettingsFile, DEFAULT_APP_SETTINGS } from '../../../electron/main/appSettings';
 import { minimalPolicy } from '../../../electron/main/permissions';
 import { startAppServer, type AppServer } from '../../../electron/main/server';
@@ -156,12 +157,13 @@ describe('mount point and policy rules', () => {
   it('accepts a missing or empty folder; refuses a relative path, a file, a non-empty folder', async () => {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fs-mp-'));
     try {
-      await checkMountPointFree(path.join(dir, 'new'));
-      await checkMountPointFree(dir);
-      await assert.rejects(checkMountPointFree('relative/dir'), { code: 'NOT_ABSOLUTE' });
+      assert.equal(await checkMountPoint(path.join(dir, 'new'), 'allow'), false);
+      assert.equal(await checkMountPoint(dir, 'allow'), true);
+      await assert.rejects(checkMountPoint(path.join(dir, 'absent')), { code: 'NO_MOUNT_POINT' }, 'the command does not create it');
+      await assert.rejects(checkMountPoint('relative/dir', 'allow'), { code: 'NOT_ABSOLUTE' });
       await fsp.writeFile(path.join(dir, 'f'), 'x');
-      await assert.rejects(checkMountPointFree(path.join(dir, 'f')), { code: 'NOT_A_DIRECTORY' });
-      await assert.rejects(checkMountPointFree(dir), (e: HostError) => e.code === 'NOT_EMPTY' && /is not empty; pick an empty folder/.test(e.message));
+      await assert.rejects(checkMountPoint(path.join(dir, 'f'), 'allow'), { code: 'NOT_A_DIRECTORY' });
+      await assert.rejects(checkMountPoint(dir, 'allow'), (e: HostError) => e.code === 'NOT_EMPTY' && /is not empty; pick an empty folder/.test(e.message));
     } finally {
       await fsp.rm(dir, { recursive: true, force: true });
     }
