@@ -6,6 +6,10 @@
  * chunks found at start whose file the metadata has no record of (`unnamed/inode-<n>`); and,
  * by the repair, the unsent changes that could be read from damaged local metadata.
  *
+ * The engine sets changes aside only at start, before the mount is served, through `AsideSets`
+ * (which owns the list of this machine's sets, for status): `keepUnsent` (changes another
+ * machine's overtook) and `keepOrphans` (dirty chunks without a known file).
+ *
  * Layout: <cacheDir>/aside/<id>/manifest (sealed JSON) and one sealed piece per chunk of each
  * kept file, <n>.<idx>. The id sorts by time. Pieces and the manifest are made durable before
  * `finish` returns, so the caller may then delete the data's other copy.
@@ -13,10 +17,14 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { ChunkCache } from './cache/chunkCache';
+import { DirtyStore } from './cache/dirty';
 import { open, seal } from './chunk/crypto';
 import { UserError } from './errors';
 import { fsyncDir } from './util/files';
 import { nameToBytes } from './util/names';
+import { Inode, MetaOp, Tree, pathsOf } from './meta/tree';
+import { ChunkFetcher } from './prefetch/fetcher';
 
 export interface AsideFile {
   readonly path: string;
@@ -147,6 +155,121 @@ export async function addUnownedChunks(writer: AsideWriter, chunkSize: number, c
     });
   }
   return byIno.size;
+}
+
+/** Notes which inodes an unsent op changed, and which paths it removed. */
+function touchedBy(op: MetaOp, tree: Tree, paths: Map<number, string>, touched: Set<number>, removed: string[]): void {
+  const at = (dir: number, name: string) => `${(paths.get(dir) ?? '?').replace(/\/$/, '')}/${name}`;
+  switch (op.t) {
+    case 'mk': case 'attr': case 'chunk': case 'xattr':
+      touched.add(op.ino);
+      break;
+    case 'mv': {
+      const moved = tree.lookup(op.dp, op.dn);
+      if (moved) touched.add(moved.ino);
+      removed.push(`${at(op.sp, op.sn)} (renamed to ${at(op.dp, op.dn)})`);
+      break;
+    }
+    case 'rm':
+      removed.push(at(op.parent, op.name));
+      break;
+  }
+}
+
+/** What setting aside this machine's unsent changes reads. */
+export interface UnsentChanges {
+  readonly cacheDir: string;
+  readonly cacheKey: Buffer;
+  readonly tree: Tree;
+  /** Metadata ops committed here and not yet in the bucket. */
+  readonly pending: readonly MetaOp[];
+  readonly chunkSize: number;
+  readonly dirty: DirtyStore;
+  readonly cache: ChunkCache;
+  readonly fetcher: ChunkFetcher;
+  /** A file's size as written here (the VFS holds sizes not yet committed). */
+  readonly sizeOf: (inode: Inode) => number;
+}
+
+/**
+ * Keeps this machine's unsent changes (files it created or changed, with their data as this
+ * machine has it, and paths it removed) as one set.
+ */
+async function setAsideUnsent(c: UnsentChanges, reason: string): Promise<AsideManifest> {
+  const { tree, dirty, chunkSize: cs } = c;
+  const paths = pathsOf(tree);
+  const touched = new Set<number>(dirty.inodes());
+  const removed: string[] = [];
+  for (const op of c.pending) touchedBy(op, tree, paths, touched, removed);
+  const writer = await AsideWriter.create(c.cacheDir, c.cacheKey);
+  for (const ino of [...touched].sort((a, b) => a - b)) {
+    const inode = tree.get(ino);
+    const p = paths.get(ino);
+    if (!inode || inode.kind !== 'file' || p === undefined) continue;
+    const size = c.sizeOf(inode);
+    const count = Math.ceil(size / cs);
+    await writer.addFile(p, size, inode.mode, count, async (idx) => {
+      const len = Math.min(cs, size - idx * cs);
+      const buf = Buffer.alloc(len);
+      const d = dirty.get(ino, idx);
+      if (d) {
+        await dirty.read(d, buf, 0, len, 0);
+        return buf;
+      }
+      const ref = inode.chunks?.[idx];
+      if (!ref) return buf;
+      const valid = Math.min(len, ref[1]);
+      if ((await c.cache.read(ref[0], buf, 0, valid, 0)) === undefined) {
+        const data = await c.fetcher.fetch(ref[0]);
+        data.copy(buf, 0, 0, Math.min(valid, data.length));
+      }
+      return buf;
+    });
+  }
+  return writer.finish(reason, removed);
+}
+
+/** This machine's sets of changes kept aside: listed at start, added to by the engine. */
+export class AsideSets {
+  private sets: AsideManifest[] = [];
+
+  constructor(private readonly cacheDir: string, private readonly cacheKey: Buffer, private readonly log: (msg: string) => void) {}
+
+  async load(): Promise<void> {
+    this.sets = await listAside(this.cacheDir, this.cacheKey).catch(() => []);
+  }
+
+  /** The sets, for status. */
+  summary(): Array<{ id: string; createdAt: number; files: number; reason: string }> {
+    return this.sets.map((m) => ({ id: m.id, createdAt: m.createdAt, files: m.files.length, reason: m.reason }));
+  }
+
+  /**
+   * Keeps this machine's unsent changes as a set, then drops its dirty data (the set is
+   * durable by then). The caller resets the local metadata to the bucket's.
+   */
+  async keepUnsent(c: Omit<UnsentChanges, 'cacheDir' | 'cacheKey'>, reason: string): Promise<void> {
+    const manifest = await setAsideUnsent({ ...c, cacheDir: this.cacheDir, cacheKey: this.cacheKey }, reason);
+    this.sets.push(manifest);
+    this.log(`${reason}: set aside ${manifest.files.length} file(s) as ${manifest.id} (see "filespace aside list")`);
+    for (const d of [...c.dirty.all()]) await c.dirty.drop(d);
+  }
+
+  /**
+   * Keeps the dirty chunks found at start without a file the metadata knows (data written,
+   * never fsynced, before a crash) as a set of `unnamed/inode-<n>` files, then removes them
+   * from the dirty store. `name` is the filespace's, for the command the log line names.
+   */
+  async keepOrphans(chunkSize: number, dirty: DirtyStore, name: string | undefined): Promise<void> {
+    const orphans = dirty.orphans;
+    const writer = await AsideWriter.create(this.cacheDir, this.cacheKey);
+    const files = await addUnownedChunks(writer, chunkSize, orphans.map((o) => ({ ...o, read: () => dirty.readOrphan(o) })));
+    const manifest = await writer.finish('data found in the cache without a file this machine\'s metadata knows (written but not fsynced before a crash?)', []);
+    await dirty.removeOrphans();
+    this.sets.push(manifest);
+    const named = name ? ` ${name}` : '';
+    this.log(`${orphans.length} dirty chunk(s) of ${files} file(s) without a known owner were set aside as ${manifest.id} (see "filespace aside${named} list")`);
+  }
 }
 
 export async function listAside(cacheDir: string, key: Buffer): Promise<AsideManifest[]> {

@@ -196,6 +196,25 @@ export async function sealLegacyHeader(store: ObjectStore, header: FilespaceHead
   return true;
 }
 
+/**
+ * Seals a header written before headers were sealed, from the machine that holds the write
+ * lease, once its metadata agreed with the header (checked at open) and the newest checkpoint
+ * names the chunk size (so stripping the seal again cannot hide a changed chunk size from a
+ * machine that links). Never throws: a failure only delays it to the next read-write mount.
+ */
+export async function sealHeaderWhenBound(store: ObjectStore, header: FilespaceHeader, keys: Keys, remote: RemoteMeta, log: (msg: string) => void): Promise<void> {
+  if (header.seal !== undefined) return;
+  try {
+    if (!(await remote.bindNewestCheckpoint())) {
+      log('filespace.json has no seal yet; the newest metadata checkpoint could not be made to name the chunk size now, so the next read-write mount seals it');
+      return;
+    }
+    if (await sealLegacyHeader(store, header, keys)) log('sealed filespace.json: a change to it is now refused');
+  } catch (err) {
+    log(`could not seal filespace.json now (${(err as Error).message}); the next read-write mount tries again`);
+  }
+}
+
 function headerBody(header: FilespaceHeader): Buffer {
   return Buffer.from(JSON.stringify(header, null, 2));
 }

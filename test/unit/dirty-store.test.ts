@@ -61,7 +61,7 @@ describe('DirtyStore operations', () => {
     const empty = await s.create(1, 1, undefined, 101);
     assert.equal(seeded.len, 11);
     assert.equal(empty.len, 0);
-    assert.deepEqual([seeded.gen, seeded.firstDirtyMs, seeded.lastWriteMs, seeded.uploading, seeded.attempts], [1, 100, 100, false, 0]);
+    assert.deepEqual([seeded.gen, seeded.firstDirtyMs, seeded.lastWriteMs], [1, 100, 100]);
     assert.deepEqual(await s.readAll(seeded), Buffer.from('clean bytes'));
     assert.deepEqual(await unseal(s.pathOf(1, 0), 11), Buffer.from('clean bytes'));
     assert.equal((await stat(s.pathOf(1, 0))).size, physicalSize(11));
@@ -278,6 +278,44 @@ describe('DirtyStore operations', () => {
     }
     assert.deepEqual(await s.readAll(seeded), marker);
     assert.deepEqual((await s.readAll(d)).subarray(UNIT - 10, UNIT - 10 + marker.length), marker);
+  });
+});
+
+describe('DirtyStore chunk lock and upload bookkeeping', () => {
+  it('withChunk runs one holder of a chunk at a time, and other chunks alongside', async () => {
+    const s = await freshStore();
+    const order: string[] = [];
+    let letFirstGo!: () => void;
+    const gate = new Promise<void>((r) => (letFirstGo = r));
+    const first = s.withChunk(1, 0, async () => {
+      order.push('first in');
+      await gate;
+      order.push('first out');
+    });
+    const second = s.withChunk(1, 0, async () => {
+      order.push('second');
+    });
+    const other = s.withChunk(1, 1, async () => {
+      order.push('other chunk');
+    });
+    await other;
+    assert.deepEqual(order, ['first in', 'other chunk'], 'the same chunk waits; another chunk does not');
+    letFirstGo();
+    await Promise.all([first, second]);
+    assert.deepEqual(order, ['first in', 'other chunk', 'first out', 'second']);
+  });
+
+  it('uploadedAsOf moves the dirty age of a chunk written during its upload to the upload\'s read, never back', async () => {
+    const s = await freshStore();
+    const d = await s.create(1, 0, undefined, 100);
+    await s.write(d, Buffer.from('later'), 0, 300);
+    s.uploadedAsOf(d, 200);
+    assert.equal(d.firstDirtyMs, 200);
+    s.uploadedAsOf(d, 150);
+    assert.equal(d.firstDirtyMs, 200, 'an older read does not make it older again');
+    await s.drop(d);
+    s.uploadedAsOf(d, 250);
+    assert.equal(d.firstDirtyMs, 200, 'a record that left the store is not changed');
   });
 });
 

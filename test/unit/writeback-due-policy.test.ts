@@ -51,6 +51,17 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** A queue whose every upload fails. */
+function failingQueue(): WritebackQueue {
+  return new WritebackQueue({
+    dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+    upload: async () => {
+      throw new Error('bucket unreachable');
+    },
+    paused: () => false, onError: () => undefined, onSuccess: () => undefined, now: () => clock,
+  });
+}
+
 /** A dirty chunk of `len` bytes written at the current fake time. */
 async function written(ino: number, idx: number, len: number): Promise<DirtyChunk> {
   const d = await dirty.create(ino, idx, undefined, clock);
@@ -129,21 +140,35 @@ describe('WritebackQueue.isDue', () => {
   });
 
   it('a chunk waiting for a retry is not due before retryAtMs, even under pressure', async () => {
+    const q = failingQueue();
     const d = await written(1, 0, CS);
-    d.attempts = 1;
-    d.retryAtMs = clock + 10_000;
-    queue.setPressure(true);
-    assert.equal(queue.isDue(d, clock + 9_999), false);
-    assert.equal(queue.isDue(d, clock + 10_000), true);
-    queue.setPressure(false);
-    assert.equal(queue.isDue(d, clock + 10_000), true);
+    clock += policy.uploadDelayMs;
+    q.start();
+    q.stop();
+    await q.idle(10_000);
+    const { attempts, retryAtMs } = q.scheduleOf(d);
+    assert.equal(attempts, 1);
+    assert.ok(retryAtMs > clock);
+    q.setPressure(true);
+    assert.equal(q.isDue(d, retryAtMs - 1), false);
+    assert.equal(q.isDue(d, retryAtMs), true);
+    q.setPressure(false);
+    assert.equal(q.isDue(d, retryAtMs), true);
   });
 
   it('a chunk being uploaded is not due again', async () => {
+    const q = new WritebackQueue({
+      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      upload: () => new Promise<void>(() => undefined), // never finishes
+      paused: () => false, onError: () => undefined, onSuccess: () => undefined, now: () => clock,
+    });
     const d = await written(1, 0, CS);
-    d.uploading = true;
-    queue.setPressure(true);
-    assert.equal(queue.isDue(d, clock + 100_000), false);
+    clock += policy.uploadDelayMs;
+    q.start();
+    q.stop();
+    assert.equal(q.scheduleOf(d).uploading, true);
+    q.setPressure(true);
+    assert.equal(q.isDue(d, clock + 100_000), false);
   });
 
   it('a chunk of a file deleted while still open is never due, and drain does not wait for it', async () => {
@@ -217,11 +242,12 @@ describe('WritebackQueue.pump', () => {
     q.stop();
     await q.idle(10_000);
     assert.equal(errors.length, 1);
-    assert.equal(d.attempts, 1);
-    assert.equal(d.uploading, false);
-    assert.ok(d.retryAtMs > clock, 'a retry is scheduled in the future');
+    const s = q.scheduleOf(d);
+    assert.equal(s.attempts, 1);
+    assert.equal(s.uploading, false);
+    assert.ok(s.retryAtMs > clock, 'a retry is scheduled in the future');
     assert.equal(q.isDue(d, clock), false);
-    assert.equal(q.isDue(d, d.retryAtMs), true);
+    assert.equal(q.isDue(d, s.retryAtMs), true);
   });
 
   it('does nothing while paused', async () => {
@@ -242,20 +268,35 @@ describe('WritebackQueue.pump', () => {
 
 describe('WritebackQueue.retryNow (the bucket answers again)', () => {
   it('makes every chunk waiting on its backoff due at once and starts them', async () => {
+    let failing = true;
+    const q = new WritebackQueue({
+      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      upload: async (d) => {
+        if (failing) throw new Error('bucket unreachable');
+        uploads.push(d);
+      },
+      paused: () => false, onError: () => undefined, onSuccess: () => undefined, now: () => clock,
+    });
     const a = await written(1, 0, CS);
     const b = await written(2, 0, CS);
     clock += policy.uploadDelayMs;
-    for (const d of [a, b]) {
-      d.attempts = 8;
-      d.retryAtMs = clock + 60_000; // the longest backoff, reached while offline
+    // Failures while offline: each chunk waits out its backoff.
+    for (let attempt = 1; attempt <= 8; attempt++) {
+      if (attempt > 1) clock = Math.max(q.scheduleOf(a).retryAtMs, q.scheduleOf(b).retryAtMs);
+      q.start();
+      q.stop();
+      await q.idle(10_000);
     }
-    queue.start();
+    assert.deepEqual([q.scheduleOf(a).attempts, q.scheduleOf(b).attempts], [8, 8]);
+    assert.ok(q.scheduleOf(a).retryAtMs >= clock + 30_000, 'a long backoff, reached while offline');
+    failing = false;
+    q.start();
     assert.equal(uploads.length, 0, 'nothing is due while the backoffs run');
-    queue.retryNow();
-    queue.stop();
+    q.retryNow();
+    q.stop();
     assert.deepEqual(uploads.map((d) => d.ino).sort(), [1, 2], 'both start at once');
-    assert.equal(a.attempts, 0);
-    await queue.idle(10_000);
+    assert.equal(q.scheduleOf(a).attempts, 0);
+    await q.idle(10_000);
   });
 
   it('an upload sent during the outage that fails after the bucket came back retries at once', async () => {
@@ -273,12 +314,12 @@ describe('WritebackQueue.retryNow (the bucket answers again)', () => {
     clock += policy.uploadDelayMs;
     q.start();
     q.stop();
-    assert.equal(d.uploading, true);
+    assert.equal(q.scheduleOf(d).uploading, true);
     q.retryNow();
     fail(new Error('cut off: sent while the bucket did not answer'));
     await q.idle(10_000);
     assert.equal(errors.length, 1, 'the failure is still reported');
-    assert.equal(d.retryAtMs, 0, 'no backoff for a failure that belongs to the outage');
+    assert.equal(q.scheduleOf(d).retryAtMs, 0, 'no backoff for a failure that belongs to the outage');
     assert.equal(q.isDue(d, clock), true);
   });
 });

@@ -4,6 +4,11 @@
  * store of DESIGN invariant 1: the data lives here (fsynced on fsync()) until its upload
  * succeeded and the chunk was adopted by the clean cache. Nothing here is ever evicted.
  *
+ * Owns: the dirty chunk records (`DirtyChunk`: read-only outside this module, changed only by
+ * this store's methods), their files and pre-image files, the bytes they take on disk, and the
+ * per-chunk lock (`withChunk`). The upload schedule of a chunk (in flight, attempts, backoff)
+ * is the write-back queue's (upload/writeback.ts), not part of the record.
+ *
  * `len` is the chunk's logical length (bytes past what was written read as zeros). `gen`
  * increments on every change, so the uploader can tell whether what it uploaded is still the
  * current content. `totalBytes` counts every byte this store has on disk (sealing adds a little
@@ -27,29 +32,61 @@
  * until the engine has set it aside (`orphans`, `readOrphan`, `removeOrphans`). Data whose
  * owner cannot be told is never deleted here.
  *
- * Ordering: callers serialise changes to one chunk, its sync, and its hand-over or drop with
- * the VFS's per-chunk mutex; reads may run concurrently with anything.
+ * The chunk lock, and the order of locks around it (the VFS in vfs/vfs.ts and the uploader in
+ * upload/uploader.ts are the callers):
+ *  - `withChunk(ino, idx, fn)` serialises everything that changes one chunk or takes its file
+ *    away: creating it, writes, truncation, its sync, its drop, and both holds of the uploader
+ *    (reading the bytes to send; then committing the reference and handing the file to the
+ *    clean cache). Reads of dirty data take no lock and may run alongside any of these.
+ *  - One chunk lock at a time: a path that touches several chunks (a write across a chunk
+ *    boundary, truncate, fsync, deleting a file) takes their locks one after another, never
+ *    one inside another.
+ *  - Never waited for while holding a chunk lock: room in a full cache (vfs/backpressure.ts;
+ *    the uploader needs the chunk lock to free that room), the upload bandwidth limit, a
+ *    chunk's PUT, the GC's hold on a chunk name (gc.ts `acquire`, which may wait for a sweep).
+ *  - The GC's hold on a chunk name is taken after the uploader's first chunk-lock hold ends and
+ *    before its second begins, and let go after the second ends: name hold before chunk lock.
+ *  - Waited for inside a chunk lock, never the other way round: the metadata journal's sync
+ *    (meta/metastore.ts; the journal, also when it finds the disk full and has clean chunks
+ *    evicted, never waits for a chunk lock), the clean cache's eviction to make room and its
+ *    adoption of an uploaded chunk (cache/chunkCache.ts). What waits under a chunk lock is
+ *    bounded: local disk I/O, and, when a write starts a dirty chunk from its uploaded bytes,
+ *    the fetch of those bytes (bounded by the read timeout).
+ *  - A deletion or truncation is durable in the journal before the data is dropped or cut, so
+ *    a crash cannot bring back a size over lost data: the VFS syncs the journal before it takes
+ *    the chunk locks; the uploader, finding a chunk's file gone, syncs it inside the lock.
  */
 
 import { promises as fsp } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { AuthError } from '../chunk/crypto';
+import { KeyedMutex } from '../util/concurrency';
 import { fsyncDir } from '../util/files';
 import { HandlePool } from './handles';
 import { SealedIO, UNIT, UNIT_OVERHEAD, HEADER, lastUnitOf, logicalSize, physicalSize } from './sealed';
 
+/** A dirty chunk as the other modules see it: only this store changes it (see the header). */
 export interface DirtyChunk {
   readonly ino: number;
   readonly idx: number;
+  /** Binds the sealed units to this very file (see sealed.ts). */
   readonly fileId: Buffer;
-  len: number;
-  gen: number;
-  firstDirtyMs: number;
-  lastWriteMs: number;
-  uploading: boolean;
-  attempts: number;
-  retryAtMs: number;
+  /** Logical length. */
+  readonly len: number;
+  /** Incremented by every change. */
+  readonly gen: number;
+  /** Since when the chunk holds data the bucket has not got (its dirty age). */
+  readonly firstDirtyMs: number;
+  readonly lastWriteMs: number;
+}
+
+/** The record as this store keeps it. */
+type ChunkRecord = { -readonly [K in keyof DirtyChunk]: DirtyChunk[K] };
+
+/** Every DirtyChunk is a record this store made: the only place it is changed. */
+function rec(d: DirtyChunk): ChunkRecord {
+  return d as ChunkRecord;
 }
 
 /** Which units of a chunk may be rewritten without a pre-image (they hold nothing durable). */
@@ -84,7 +121,9 @@ export interface OrphanChunk {
 export const PRE_IMAGE_UNIT_BYTES = PRE_RECORD + UNIT + UNIT_OVERHEAD;
 
 export class DirtyStore {
-  private readonly chunks = new Map<string, DirtyChunk>();
+  private readonly chunks = new Map<string, ChunkRecord>();
+  /** The per-chunk lock (see the header). */
+  private readonly locks = new KeyedMutex<string>();
   private readonly durability = new Map<string, Durability>();
   private readonly byIno = new Map<number, Set<number>>();
   private bytes = 0;
@@ -102,6 +141,11 @@ export class DirtyStore {
 
   private static key(ino: number, idx: number): string {
     return `${ino}.${idx}`;
+  }
+
+  /** Runs `fn` under the chunk lock of (ino, idx); see the header for what it orders. */
+  withChunk<T>(ino: number, idx: number, fn: () => Promise<T>): Promise<T> {
+    return this.locks.run(DirtyStore.key(ino, idx), fn);
   }
 
   pathOf(ino: number, idx: number): string {
@@ -265,7 +309,7 @@ export class DirtyStore {
           await this.io.truncate(fh, fileId, len, limit, `dirty chunk ${name}`);
           len = limit;
         }
-        this.track({ ino, idx, fileId, len, gen: 1, firstDirtyMs: nowMs, lastWriteMs: 0, uploading: false, attempts: 0, retryAtMs: 0 });
+        this.track({ ino, idx, fileId, len, gen: 1, firstDirtyMs: nowMs, lastWriteMs: 0 });
       } finally {
         await fh.close().catch(() => undefined);
       }
@@ -294,7 +338,7 @@ export class DirtyStore {
     await this.syncDir();
   }
 
-  private track(d: DirtyChunk): void {
+  private track(d: ChunkRecord): void {
     this.chunks.set(DirtyStore.key(d.ino, d.idx), d);
     let set = this.byIno.get(d.ino);
     if (!set) this.byIno.set(d.ino, (set = new Set()));
@@ -361,17 +405,15 @@ export class DirtyStore {
     } finally {
       await fh.close();
     }
-    const d: DirtyChunk = {
-      ino, idx, fileId, len, gen: 1, firstDirtyMs: nowMs, lastWriteMs: nowMs,
-      uploading: false, attempts: 0, retryAtMs: 0,
-    };
+    const d: ChunkRecord = { ino, idx, fileId, len, gen: 1, firstDirtyMs: nowMs, lastWriteMs: nowMs };
     this.track(d);
     await fsp.rm(`${file}.pre`, { force: true }); // from an earlier chunk of that name
     this.durability.set(DirtyStore.key(ino, idx), { allUnsynced: true, unsynced: new Set(), pre: false, preBytes: 0 });
     return d;
   }
 
-  async write(d: DirtyChunk, data: Buffer, pos: number, nowMs: number): Promise<void> {
+  async write(chunk: DirtyChunk, data: Buffer, pos: number, nowMs: number): Promise<void> {
+    const d = rec(chunk);
     const from = Math.min(pos, d.len);
     const lastTouched = Math.floor((Math.max(pos + data.length, from + 1) - 1) / UNIT);
     await this.protect(d, Math.floor(from / UNIT), lastTouched);
@@ -409,7 +451,8 @@ export class DirtyStore {
     return this.handles.use(this.pathOf(d.ino, d.idx), (fh) => this.io.readAll(fh, d.fileId, dataLen, `dirty chunk ${d.ino}.${d.idx}`));
   }
 
-  async truncate(d: DirtyChunk, len: number, nowMs: number): Promise<void> {
+  async truncate(chunk: DirtyChunk, len: number, nowMs: number): Promise<void> {
+    const d = rec(chunk);
     const oldLen = d.len;
     // The unit resealed is the new last one (cutting) or the old last one (extending).
     const touched = len < oldLen ? (len % UNIT !== 0 ? lastUnitOf(len) : -1) : (oldLen % UNIT !== 0 ? lastUnitOf(oldLen) : -1);
@@ -509,6 +552,16 @@ export class DirtyStore {
     await fsp.rm(file, { force: true });
     await fsp.rm(`${file}.pre`, { force: true });
     this.bytes -= pre;
+  }
+
+  /**
+   * An upload of the chunk's content as read at `readAtMs` was committed, but the chunk changed
+   * after that read: it stays dirty, and only what came after the read is still to upload, so
+   * its dirty age counts from then. Call it under the chunk lock.
+   */
+  uploadedAsOf(d: DirtyChunk, readAtMs: number): void {
+    if (this.get(d.ino, d.idx) !== d) return;
+    rec(d).firstDirtyMs = Math.max(d.firstDirtyMs, readAtMs);
   }
 
   /**

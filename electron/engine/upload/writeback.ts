@@ -14,8 +14,12 @@
  * during the outage and fails afterwards retries at once too), so the backlog drains at full
  * speed instead of each chunk sitting out the longest timer it reached while offline.
  *
- * The queue does not know how to upload: it receives an `upload` function (engine.ts), so it
- * can be tested alone and the upload path can change without touching the policy.
+ * Owns: each dirty chunk's upload schedule (in flight, failed attempts, when to retry), kept
+ * beside the dirty store's record rather than in it (the record is the dirty store's), and
+ * forgotten with the record: a chunk written again after a drop starts afresh.
+ *
+ * The queue does not know how to upload: it receives an `upload` function (upload/uploader.ts),
+ * so it can be tested alone and the upload path can change without touching the policy.
  */
 
 import { DirtyChunk, DirtyStore } from '../cache/dirty';
@@ -27,6 +31,16 @@ export interface WritebackPolicy {
   uploadConcurrency: number;
 }
 
+/** One chunk's upload schedule. */
+export interface UploadSchedule {
+  /** An upload of it is in flight. */
+  uploading: boolean;
+  /** Failed attempts since the last success (or since the bucket answered again). */
+  attempts: number;
+  /** Not due before this time (ms; 0: no backoff). */
+  retryAtMs: number;
+}
+
 export interface WritebackDeps {
   readonly dirty: DirtyStore;
   readonly chunkSize: number;
@@ -36,7 +50,8 @@ export interface WritebackDeps {
   readonly isUnlinked?: (ino: number) => boolean;
   readonly upload: (d: DirtyChunk) => Promise<void>;
   readonly paused: () => boolean;
-  readonly onError: (err: unknown, d: DirtyChunk) => void;
+  /** An upload failed; `attempts` counts the failures of this chunk in a row. */
+  readonly onError: (err: unknown, d: DirtyChunk, attempts: number) => void;
   readonly onSuccess: () => void;
   readonly now?: () => number;
 }
@@ -49,6 +64,7 @@ export class WritebackQueue {
   private stopped = true;
   /** Incremented by `retryNow()`: an upload started before it failed because of the outage. */
   private retryEpoch = 0;
+  private readonly schedules = new WeakMap<DirtyChunk, UploadSchedule>();
   /** Notified after each finished upload attempt. */
   readonly progress = new Signal();
   private readonly now: () => number;
@@ -74,6 +90,17 @@ export class WritebackQueue {
     return this.inflight;
   }
 
+  /** The upload schedule of a dirty chunk (read-only). */
+  scheduleOf(d: DirtyChunk): Readonly<UploadSchedule> {
+    return this.schedule(d);
+  }
+
+  private schedule(d: DirtyChunk): UploadSchedule {
+    let s = this.schedules.get(d);
+    if (!s) this.schedules.set(d, (s = { uploading: false, attempts: 0, retryAtMs: 0 }));
+    return s;
+  }
+
   /** Makes every dirty chunk due until the cache is below the cap again. */
   setPressure(on: boolean): void {
     this.pressure = on;
@@ -88,7 +115,9 @@ export class WritebackQueue {
   }
 
   isDue(d: DirtyChunk, now: number): boolean {
-    if (d.uploading || d.retryAtMs > now || this.deps.isUnlinked?.(d.ino)) return false;
+    const s = this.schedules.get(d);
+    if (s && (s.uploading || s.retryAtMs > now)) return false;
+    if (this.deps.isUnlinked?.(d.ino)) return false;
     if (this.pressure || this.draining > 0) return true;
     const p = this.deps.policy();
     if (now - d.lastWriteMs < p.uploadDelayMs) return false;
@@ -115,29 +144,32 @@ export class WritebackQueue {
   retryNow(): void {
     this.retryEpoch++;
     for (const d of this.deps.dirty.all()) {
-      d.attempts = 0;
-      d.retryAtMs = 0;
+      const s = this.schedules.get(d);
+      if (!s) continue;
+      s.attempts = 0;
+      s.retryAtMs = 0;
     }
     this.pump();
   }
 
   private startUpload(d: DirtyChunk): void {
-    d.uploading = true;
+    const s = this.schedule(d);
+    s.uploading = true;
     this.inflight++;
     const epoch = this.retryEpoch;
     this.deps.upload(d).then(
       () => {
-        d.attempts = 0;
-        d.retryAtMs = 0;
+        s.attempts = 0;
+        s.retryAtMs = 0;
         this.deps.onSuccess();
       },
       (err) => {
-        d.attempts++;
-        d.retryAtMs = epoch === this.retryEpoch ? this.now() + backoffMs(d.attempts - 1, 500, 60_000) : 0;
-        this.deps.onError(err, d);
+        s.attempts++;
+        s.retryAtMs = epoch === this.retryEpoch ? this.now() + backoffMs(s.attempts - 1, 500, 60_000) : 0;
+        this.deps.onError(err, d, s.attempts);
       },
     ).finally(() => {
-      d.uploading = false;
+      s.uploading = false;
       this.inflight--;
       this.progress.notify();
       setImmediate(() => this.pump()); // never re-enter the queue without yielding
@@ -159,7 +191,10 @@ export class WritebackQueue {
   async drain(deadlineMs: number): Promise<boolean> {
     this.draining++;
     // Someone is waiting: retry failed chunks now rather than at their backoff time.
-    for (const d of this.deps.dirty.all()) d.retryAtMs = 0;
+    for (const d of this.deps.dirty.all()) {
+      const s = this.schedules.get(d);
+      if (s) s.retryAtMs = 0;
+    }
     try {
       for (;;) {
         if (this.pending === 0) return true;

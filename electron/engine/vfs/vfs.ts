@@ -11,8 +11,6 @@
  *  - live sizes: a write that extends a file updates an in-memory size at once and commits it
  *    to the metadata later (at flush/fsync/close, before a chunk commit, or every second), so
  *    a stream of small appends is not a stream of journal records;
- *  - the per-chunk mutex: every change to one chunk's dirty data, its fsync, and the uploader's
- *    hand-over of a chunk to the clean cache, run under `chunkLock(ino, idx)`. Reads take no lock;
  *  - files deleted while open (as a local disk keeps them): unlink, or a rename over the file,
  *    removes the name and commits the deletion at once, so it is what the journal keeps and
  *    what other machines see; the inode itself lives on in a local tree of its own, read,
@@ -23,10 +21,12 @@
  *    until the last close) registers that name as an alias: never listed, never committed.
  *
  * Data path: writes land in the dirty store (cache/dirty.ts); reads come from the dirty store,
- * else the clean cache, else the bucket through the fetcher, and zeros for holes. A write that
- * needs room while dirty data fills the cache cap waits in `Backpressure` (backpressure.ts),
- * outside any chunk lock; what waits under a chunk lock is bounded (local I/O, or a fetch of
- * the chunk's committed bytes, bounded by the read timeout).
+ * else the clean cache, else the bucket through the fetcher, and zeros for holes. Every change
+ * to one chunk's dirty data, its fsync and its drop run under the dirty store's chunk lock
+ * (`dirty.withChunk`; the lock order is written in cache/dirty.ts); reads take no lock. A
+ * write that needs room while dirty data fills the cache cap waits in `Backpressure`
+ * (backpressure.ts), outside any chunk lock; what waits under a chunk lock is bounded (local
+ * I/O, or a fetch of the chunk's committed bytes, bounded by the read timeout).
  */
 
 import { nameBytes } from '../util/names';
@@ -38,7 +38,7 @@ import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
 import { ChunkFetcher } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
-import { KeyedMutex, SingleFlight } from '../util/concurrency';
+import { SingleFlight } from '../util/concurrency';
 import { Backpressure, StallCause, WritesWaiting } from './backpressure';
 
 export interface Stat {
@@ -112,7 +112,6 @@ export class Vfs {
   private readonly unlinked: Tree;
   /** Names a mount adapter still uses for them: "<directory ino>/<name>" -> ino. */
   private readonly aliases = new Map<string, number>();
-  readonly chunkLocks = new KeyedMutex<string>();
   private readonly memLoads = new SingleFlight<string, boolean>();
   private readonly backpressure: Backpressure;
   /** Called when writers are waiting for dirty data to drain (backpressure). */
@@ -150,10 +149,6 @@ export class Vfs {
 
   private get tree() {
     return this.meta.tree;
-  }
-
-  chunkLock<T>(ino: number, idx: number, fn: () => Promise<T>): Promise<T> {
-    return this.chunkLocks.run(`${ino}:${idx}`, fn);
   }
 
   // ---- path resolution -------------------------------------------------------------------
@@ -576,7 +571,7 @@ export class Vfs {
    */
   private async syncData(ino: number): Promise<void> {
     for (const idx of this.dirty.indexesOf(ino)) {
-      await this.chunkLock(ino, idx, async () => {
+      await this.dirty.withChunk(ino, idx, async () => {
         const d = this.dirty.get(ino, idx);
         if (d) await this.dirty.syncChunk(d);
       });
@@ -798,7 +793,7 @@ export class Vfs {
         if (done === 0) throw err;
         break;
       }
-      const writePiece = () => this.chunkLock(inode.ino, idx, async () => {
+      const writePiece = () => this.dirty.withChunk(inode.ino, idx, async () => {
         if (!this.inodeOf(inode.ino)) throw new FsError('ENOENT');
         const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
         // Room for the bytes this write adds is made before they reach the disk.
@@ -863,7 +858,7 @@ export class Vfs {
       const releaseRoom = affected.includes(keep - 1) && size % UNIT !== 0 ? await this.reserveRoom(PRE_IMAGE_UNIT_BYTES) : () => undefined;
       try {
         for (const idx of affected) {
-          await this.chunkLock(inode.ino, idx, async () => {
+          await this.dirty.withChunk(inode.ino, idx, async () => {
             const d = this.dirty.get(inode.ino, idx);
             if (!d) return;
             if (idx >= keep) await this.dirty.drop(d);
@@ -886,7 +881,7 @@ export class Vfs {
     // The deletion must be durable before the data goes (see truncateInode).
     await this.meta.sync();
     for (const idx of idxs) {
-      await this.chunkLock(ino, idx, async () => {
+      await this.dirty.withChunk(ino, idx, async () => {
         const d = this.dirty.get(ino, idx);
         if (d) await this.dirty.drop(d);
       });

@@ -1,0 +1,144 @@
+/**
+ * This machine's folder for one filespace (the cache folder): which engine may use it, which
+ * machine it is, and opening the stores it holds.
+ *
+ * Owns: `engine.lock`, so two engines never share one cache; a lock left behind says the
+ * previous engine did not stop cleanly, and the next start then checks the dirty store as after
+ * a crash (cache/dirty.ts). `machine.json`, this cache's machine identity: random, created
+ * once, kept with the cache; the write lease and the metadata log name machines by it.
+ *
+ * Opening (`openLocalStores`): damaged local metadata is refused with nothing changed
+ * (repair.ts has the message and the repair); metadata for another chunk size than the
+ * bucket's header is refused; the dirty store is checked against the metadata (and, after an
+ * unclean stop, unit by unit); the clean cache is indexed.
+ *
+ * Layout of the folder: meta/ (the journal, meta/metastore.ts), dirty/ (cache/dirty.ts),
+ * chunks/ (cache/chunkCache.ts), aside/ (aside.ts), reserve (space held back for the journal,
+ * cache/cacheDisk.ts), machine.json, engine.lock.
+ */
+
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import * as os from 'node:os';
+import { ChunkCache } from './cache/chunkCache';
+import { DirtyStore } from './cache/dirty';
+import { HandlePool } from './cache/handles';
+import { SealedIO } from './cache/sealed';
+import { Keys } from './chunk/crypto';
+import { EngineSettings } from './config';
+import { FilespaceHeader, linkedChunkSizeMismatch } from './filespace';
+import { Machine } from './meta/lease';
+import { MetaStore } from './meta/metastore';
+import { describeLocalDamage } from './repair';
+import { ObjectStore } from './store/types';
+import { UserError } from './errors';
+import { fsyncDir } from './util/files';
+
+/** This cache's machine identity: random, created once, kept with the cache. */
+export async function machineOf(cacheDir: string): Promise<Machine> {
+  const file = path.join(cacheDir, 'machine.json');
+  let id: string | undefined;
+  try {
+    id = (JSON.parse(await fsp.readFile(file, 'utf8')) as { id?: string }).id;
+  } catch {
+    id = undefined;
+  }
+  if (typeof id !== 'string' || !/^[0-9a-f-]{36}$/.test(id)) {
+    id = randomUUID();
+    const tmp = `${file}.tmp`;
+    await fsp.writeFile(tmp, JSON.stringify({ id }), { mode: 0o600 });
+    await fsp.rename(tmp, file);
+  }
+  return { id, name: os.hostname(), pid: process.pid };
+}
+
+/** Takes the per-cache-directory lock so two engines never share one cache. */
+/** Also says whether a previous engine left its lock behind (it did not stop cleanly). */
+export async function lockCacheDir(cacheDir: string): Promise<{ file: string; uncleanStop: boolean }> {
+  const file = path.join(cacheDir, 'engine.lock');
+  let uncleanStop = false;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await fsp.open(file, 'wx', 0o600);
+      await fh.writeFile(String(process.pid));
+      await fh.sync();
+      await fh.close();
+      // Durable, so that after a power loss the next start knows this one did not stop cleanly.
+      await fsyncDir(cacheDir);
+      return { file, uncleanStop };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const pid = Number((await fsp.readFile(file, 'utf8').catch(() => '')).trim());
+      let alive = false;
+      if (pid > 0) {
+        try {
+          process.kill(pid, 0);
+          alive = true;
+        } catch (e) {
+          alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+        }
+        // A killed engine may linger as a zombie until it is reaped: it holds nothing.
+        const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+        if (/^\d+ \(.*\) Z /.test(stat)) alive = false;
+      }
+      if (alive && pid !== process.pid) {
+        throw new UserError(`this filespace is already in use by process ${pid} on this machine (cache ${cacheDir}); unmount it first`, 'BUSY');
+      }
+      await fsp.rm(file, { force: true });
+      uncleanStop = true;
+    }
+  }
+  throw new UserError(`cannot lock ${cacheDir}`, 'BUSY');
+}
+
+/** Writers and readers need a few chunks of room at once; a smaller cache could not make progress. */
+export function checkCapFitsChunks(capBytes: number, chunkSize: number): void {
+  if (capBytes < 4 * chunkSize) {
+    throw new UserError(`the cache size must be at least 4 chunks (${4 * chunkSize / 1024 / 1024} MiB for this filespace)`, 'CACHE_TOO_SMALL');
+  }
+}
+
+export interface LocalStores {
+  readonly meta: MetaStore;
+  readonly dirty: DirtyStore;
+  readonly cache: ChunkCache;
+  readonly handles: HandlePool;
+}
+
+/**
+ * Opens the metadata, the dirty store and the clean cache of a locked cache folder (see the
+ * header). `uncleanStop`: the previous engine left its lock behind.
+ */
+export async function openLocalStores(
+  opts: { readonly store: ObjectStore; readonly keys: Keys; readonly header: FilespaceHeader; readonly cacheDir: string; readonly settings: EngineSettings; readonly log?: (msg: string) => void; readonly name?: string },
+  uncleanStop: boolean,
+): Promise<LocalStores> {
+  // Damaged local metadata is refused with nothing changed (repair.ts has the way out).
+  const meta = await MetaStore.load(path.join(opts.cacheDir, 'meta')).catch(async (err: unknown) => {
+    throw await describeLocalDamage(err, opts.cacheDir, opts.name);
+  });
+  if (!meta) throw new UserError(`no local metadata in ${opts.cacheDir}; link the filespace first`, 'NOT_LINKED');
+  if (meta.chunkSize !== opts.header.chunkSize) throw linkedChunkSizeMismatch(opts.store, opts.header.chunkSize, meta.chunkSize);
+  checkCapFitsChunks(opts.settings.cacheCapBytes, meta.chunkSize);
+  const handles = new HandlePool(256);
+  const sealed = new SealedIO(opts.keys.cacheKey);
+  const dirty = new DirtyStore(opts.cacheDir, handles, sealed, opts.log);
+  const cs = meta.chunkSize;
+  // Inode numbers are never reused: one below the tree's next number that the tree does not
+  // hold was created and then deleted (or the snapshot would name it). Any other chunk
+  // without a file is an orphan, set aside at start.
+  await dirty.init((ino, idx) => {
+    const inode = meta.tree.get(ino);
+    if (inode?.kind === 'file') return Math.min(cs, inode.size - idx * cs);
+    return !inode && ino < meta.tree.nextIno ? 'deleted' : 'unknown';
+  }, Date.now(), { uncleanStop });
+  const cache = new ChunkCache(opts.cacheDir, {
+    capBytes: opts.settings.cacheCapBytes,
+    highWatermark: opts.settings.cacheHighWatermark,
+    lowWatermark: opts.settings.cacheLowWatermark,
+  }, handles, () => dirty.totalBytes, sealed);
+  await cache.init();
+  cache.onDamaged = (name, why) => opts.log?.(`cached chunk ${name} was damaged (${why}); fetching it again`);
+  return { meta, dirty, cache, handles };
+}

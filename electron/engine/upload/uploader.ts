@@ -1,0 +1,247 @@
+/**
+ * The upload of one chunk, from a dirty chunk to a committed chunk: read the dirty bytes, name
+ * them, encode, PUT, commit the reference (and the size it needs), and hand the file to the
+ * clean cache. The write-back queue (writeback.ts) decides when a chunk goes and retries it;
+ * this module does the going. It also says how much of the pending metadata may be published
+ * (`publishableOps`), because that depends on which data is uploaded.
+ *
+ * Owns: the upload bandwidth limit, the count of bytes uploaded, and the upload failure state
+ * (since when uploads fail with an answer from the bucket, and the first error of that run;
+ * status reports it, and while it lasts uploads cannot free room in a full cache).
+ *
+ * Order of one upload, and why (DESIGN invariants 2 and 1; locks as cache/dirty.ts says):
+ *  1. Under a bandwidth limit, wait for the budget before reading and sealing the chunk, so the
+ *     chunks waiting for their turn hold no memory; no lock is held. The reservation is the
+ *     plaintext size, corrected once the sealed size is known (or returned if nothing is sent).
+ *  2. Under the chunk lock: a chunk replaced since the queue picked it is left alone; so is one
+ *     of a file deleted while still open (the VFS keeps it: its data stays local until the last
+ *     close and never uploads). A chunk whose file is gone is dropped once the deletion is
+ *     durable (else the queue would pick it again and again). Otherwise its bytes are read,
+ *     with its `gen` and the time of the read.
+ *  3. Without the chunk lock: the content is named (keyed hash, so identical content is stored
+ *     once), and the GC's hold on that name is taken; unless committed metadata references the
+ *     name already, the chunk is encoded and PUT. The hold lasts until the reference is
+ *     committed, so a garbage collection cannot delete the object between the PUT and the
+ *     commit.
+ *  4. Under the chunk lock again, unless the engine is stopping (the chunk stays dirty and
+ *     uploads next time) or the chunk was deleted or truncated away meanwhile: the file's size
+ *     as written so far is committed first (the VFS keeps it in memory; a reference past the
+ *     committed size would be cut, see meta/tree.ts), then the reference. So metadata that names
+ *     a chunk always postdates the chunk's successful PUT (invariant 2).
+ *  5. If the chunk did not change since step 2, the reference is made durable and only then
+ *     does the clean cache adopt the file: the dirty copy stops being the data's home only
+ *     once the reference is durable (invariant 1); its pre-images go with it (cache/dirty.ts).
+ *     If it changed, it stays dirty, and its dirty age counts from the read: what came before
+ *     it is in the bucket.
+ *  6. The GC's hold is let go, and waiting writers are told dirty data may have been freed.
+ *
+ * Publishing sizes: a size change reaches the bucket only once the data it exposes is uploaded,
+ * or other machines would read zeros where this one has data (`publishableOps`).
+ */
+
+import { ChunkCache } from '../cache/chunkCache';
+import { DirtyChunk, DirtyStore } from '../cache/dirty';
+import { Keys, chunkName } from '../chunk/crypto';
+import { chunkKey, encodeChunk } from '../chunk/format';
+import { MetaStore } from '../meta/metastore';
+import { CutOffError, MonitoredStore } from '../store/monitored';
+import { StoreError, isNoAnswer } from '../store/types';
+import { RateLimiter } from './ratelimit';
+
+/** The garbage collector's hold on a chunk name (gc.ts): while held, the name is not deleted. */
+export interface ChunkNameHold {
+  acquire(name: string): Promise<void>;
+  release(name: string): void;
+}
+
+/** What the uploader needs of the open files (the VFS owns them). */
+export interface UploadFiles {
+  /** Whether `ino` is a file deleted while still open here (its data never uploads). */
+  isUnlinked(ino: number): boolean;
+  /** Commits the file's size as written so far (kept in memory until then). */
+  commitSize(ino: number): void;
+}
+
+export interface UploaderDeps {
+  readonly dirty: DirtyStore;
+  readonly meta: MetaStore;
+  readonly cache: ChunkCache;
+  readonly store: MonitoredStore;
+  readonly keys: Pick<Keys, 'nameKey' | 'chunkKey'>;
+  readonly names: ChunkNameHold;
+  readonly files: UploadFiles;
+  /** Dirty data may have been freed: writers waiting for room look again. */
+  readonly freed: () => void;
+  readonly limitBytesPerSec: number;
+  readonly log: (msg: string) => void;
+}
+
+/** Uploads failing with an answer from the bucket: since when, and the first error of the run. */
+export interface UploadFailure {
+  readonly since: number;
+  readonly code: string;
+  readonly message: string;
+}
+
+export class Uploader {
+  private readonly limiter: RateLimiter;
+  private uploaded = 0;
+  private failing: UploadFailure | undefined;
+  private error: string | undefined;
+  private stopped = false;
+
+  constructor(private readonly deps: UploaderDeps) {
+    this.limiter = new RateLimiter(deps.limitBytesPerSec);
+  }
+
+  /** Bytes sent to the bucket (encoded chunks). */
+  get uploadedBytes(): number {
+    return this.uploaded;
+  }
+
+  /** The upload bandwidth limit in force (0: none). */
+  get limitBytesPerSec(): number {
+    return this.limiter.limit;
+  }
+
+  setLimit(bytesPerSec: number): void {
+    this.limiter.setRate(bytesPerSec);
+  }
+
+  /** Set while uploads fail with an answer from the bucket; cleared by a success. */
+  get failure(): UploadFailure | undefined {
+    return this.failing;
+  }
+
+  /** The upload error status shows (the first of the current run of failures). */
+  get lastError(): string | undefined {
+    return this.error;
+  }
+
+  /**
+   * The engine is stopping: uploads in flight commit nothing more (their chunks stay dirty and
+   * upload at the next start), and one waiting for bandwidth goes no further.
+   */
+  stop(): void {
+    this.stopped = true;
+    this.limiter.close();
+  }
+
+  /** Uploads one dirty chunk (the write-back queue's `upload`). */
+  async upload(d: DirtyChunk): Promise<void> {
+    let reserved = 0;
+    if (this.limiter.limit > 0 && this.deps.meta.tree.get(d.ino)) {
+      reserved = d.len;
+      await this.limiter.take(reserved);
+      if (this.stopped) return; // stopping while waiting for bandwidth: stays dirty
+    }
+    let sent = 0;
+    try {
+      await this.uploadReserved(d, (n) => (sent = n));
+    } finally {
+      if (reserved > 0) this.limiter.adjust(sent - reserved);
+    }
+  }
+
+  private async uploadReserved(d: DirtyChunk, sending: (bytes: number) => void): Promise<void> {
+    const { dirty, meta, cache, store, keys, names, files } = this.deps;
+    const snap = await dirty.withChunk(d.ino, d.idx, async () => {
+      if (dirty.get(d.ino, d.idx) !== d) return undefined;
+      if (files.isUnlinked(d.ino)) return undefined; // deleted while open: its data stays local until the last close
+      if (!meta.tree.get(d.ino)) {
+        // Its file is gone: drop the data here (after the deletion is durable), or the queue
+        // would pick this chunk again and again.
+        await meta.sync();
+        await dirty.drop(d);
+        return undefined;
+      }
+      return { content: await dirty.readAll(d), gen: d.gen, at: Date.now() };
+    });
+    if (!snap) return;
+    const name = chunkName(keys.nameKey, snap.content);
+    // Held from before the PUT until the reference is committed, so GC cannot delete it between.
+    await names.acquire(name);
+    try {
+      if (!meta.tree.chunkRefs.has(name)) {
+        const obj = await encodeChunk(keys.chunkKey, name, snap.content);
+        sending(obj.length);
+        await store.put(chunkKey(name), obj);
+        this.uploaded += obj.length;
+      }
+      await dirty.withChunk(d.ino, d.idx, async () => {
+        if (this.stopped) return; // shutting down: the chunk stays dirty and uploads next time
+        if (dirty.get(d.ino, d.idx) !== d || !meta.tree.get(d.ino)) return; // deleted or truncated away meanwhile
+        files.commitSize(d.ino);
+        meta.commit({ t: 'chunk', ino: d.ino, idx: d.idx, ref: [name, snap.content.length] });
+        if (d.gen !== snap.gen) {
+          // Written to during the upload: what is still dirty is only what came after the snapshot.
+          dirty.uploadedAsOf(d, snap.at);
+        } else {
+          // The reference must be durable before the dirty copy stops being the data's home.
+          await meta.sync();
+          if (dirty.get(d.ino, d.idx) !== d || d.gen !== snap.gen) return;
+          const { file, fileId, size } = dirty.release(d);
+          await cache.adopt(name, file, size, fileId);
+        }
+      });
+    } finally {
+      names.release(name);
+    }
+    this.deps.freed();
+  }
+
+  /**
+   * An upload failed (the write-back queue's `onError`; `attempts` in a row). Failures are one
+   * state, not one error per attempt: while the bucket does not answer, status says offline
+   * (the store monitor's state); while it answers with errors, `lastError` names the first
+   * error of the run and stays the same until an upload succeeds.
+   */
+  failed(err: unknown, d: DirtyChunk, attempts: number): void {
+    const msg = err instanceof Error ? err.message : String(err);
+    if (err instanceof CutOffError) return; // sent during an outage that is over; retried at once
+    if (isNoAnswer(err) && this.deps.store.offline) {
+      if (attempts === 1) this.deps.log(`upload of ${d.ino}.${d.idx} waits for the bucket: ${msg}`);
+      return;
+    }
+    const code = err instanceof StoreError ? err.code : 'Other';
+    if (this.failing?.code !== code) {
+      this.failing = { since: Date.now(), code, message: msg };
+      this.error = `uploads fail (since ${new Date(this.failing.since).toISOString()}, retrying): ${msg}`;
+      this.deps.log(`upload of ${d.ino}.${d.idx} failed (attempt ${attempts}): ${msg}`);
+    }
+  }
+
+  /** An upload succeeded (the write-back queue's `onSuccess`): a run of failures is over. */
+  succeeded(): void {
+    if (!this.failing) return;
+    this.deps.log(`uploads work again (they failed since ${new Date(this.failing.since).toISOString()})`);
+    this.failing = undefined;
+    this.error = undefined;
+  }
+}
+
+/**
+ * How many pending metadata ops may reach the bucket now. A size change is published only
+ * once the data it exposes is uploaded: otherwise other machines would read zeros where this
+ * one has data. The op is held (with everything after it, to keep the order) while its file
+ * has a dirty chunk within the new size that was already dirty when the op was committed.
+ */
+export function publishableOps(meta: MetaStore, dirty: DirtyStore): number {
+  const ops = meta.pendingRemote;
+  const times = meta.pendingTimes;
+  const cs = meta.chunkSize;
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i]!;
+    if (op.t !== 'attr' || op.size === undefined) continue;
+    // A deleted file's size exposes nothing (its deletion follows); one deleted while still
+    // open keeps dirty chunks that never upload, and must not hold everything back.
+    if (!meta.tree.get(op.ino)) continue;
+    const last = Math.ceil(op.size / cs) - 1;
+    for (const idx of dirty.indexesOf(op.ino)) {
+      if (idx > last) continue;
+      const d = dirty.get(op.ino, idx);
+      if (d && d.firstDirtyMs <= (times[i] ?? Infinity)) return i;
+    }
+  }
+  return ops.length;
+}
