@@ -12,14 +12,13 @@ import { openSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import { StatusDto } from '../contract/api';
-import { clockTime, leaseLine } from '../contract/format';
+import { clockTime, formatBytes, formatRate, leaseLine } from '../contract/format';
 import { Engine } from '../engine/engine';
 import { checkFilespace } from '../engine/check';
 import { checkLinkedFilespace, createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
 import { probeConditionalWrites } from '../engine/meta/lease';
 import { discardAside, exportAside, listAside } from '../engine/aside';
 import { LocalDiskStore } from '../engine/store/local';
-import { formatSize, parseDuration, parseSize } from '../engine/util/sizes';
 import { settledWithin, sleep } from '../engine/util/concurrency';
 import { resolveSettings } from '../engine/config';
 import { cachedBytesIn, cacheRoomWarning } from '../host/cacheRoom';
@@ -35,6 +34,7 @@ import { applySettings } from '../host/settings';
 import { statusOf } from '../host/status';
 import { openStore } from '../host/stores';
 import { settingFromKey } from './settingKeys';
+import { parseDuration, parseSize } from './units';
 import { log } from '../host/log';
 
 // This pinned SDK supports Node 20 (the servers' runtime); its notice about future releases is
@@ -153,7 +153,7 @@ async function cmdInit(args: string[]): Promise<void> {
       throw explainStoreError(err, store);
     });
     const header = await createFilespace(store, passphrase, chunkSize);
-    console.log(`created filespace ${header.id} at ${store.description} (chunk size ${formatSize(chunkSize)})`);
+    console.log(`created filespace ${header.id} at ${store.description} (chunk size ${formatBytes(chunkSize)})`);
     if (!conditional) console.log(NO_CONDITIONAL_NOTE);
     console.log('next: filespace link --bucket ... --mount-point DIR --passphrase-file F');
   } finally {
@@ -341,12 +341,12 @@ function humanStatus(s: StatusDto): string {
     lines.push(`  writes ${w.refusing ? 'refused' : 'waiting'} since ${clockTime(w.since)}: ${w.message}`);
   }
   lines.push(s.dirtyBytes > 0 || s.dirtyFiles > 0
-    ? `  to upload: ${s.dirtyFiles} file${s.dirtyFiles === 1 ? '' : 's'}, ${formatSize(s.dirtyBytes)}${s.pendingMetaOps ? ` (+${s.pendingMetaOps} metadata changes)` : ''}${s.uploadsPaused ? ' — uploads paused' : ''}`
+    ? `  to upload: ${s.dirtyFiles} file${s.dirtyFiles === 1 ? '' : 's'}, ${formatBytes(s.dirtyBytes)}${s.pendingMetaOps ? ` (+${s.pendingMetaOps} metadata changes)` : ''}${s.uploadsPaused ? ' — uploads paused' : ''}`
     : s.pendingMetaOps > 0 ? `  to upload: ${s.pendingMetaOps} metadata changes` : '  everything is in the bucket');
   if (s.state === 'mounted') {
-    lines.push(`  cache: ${formatSize(s.cacheUsedBytes)} of ${formatSize(s.cacheCapBytes)} used, hit ratio ${(s.cacheHitRatio * 100).toFixed(0)}%`);
-    const limit = s.uploadLimitBytesPerSec ? ` (limit ${formatSize(s.uploadLimitBytesPerSec)}/s)` : '';
-    lines.push(`  throughput: up ${formatSize(s.uploadBytesPerSec)}/s${limit}, down ${formatSize(s.downloadBytesPerSec)}/s`);
+    lines.push(`  cache: ${formatBytes(s.cacheUsedBytes)} of ${formatBytes(s.cacheCapBytes)} used, hit ratio ${(s.cacheHitRatio * 100).toFixed(0)}%`);
+    const limit = s.uploadLimitBytesPerSec ? ` (limit ${formatRate(s.uploadLimitBytesPerSec)})` : '';
+    lines.push(`  throughput: up ${formatRate(s.uploadBytesPerSec)}${limit}, down ${formatRate(s.downloadBytesPerSec)}`);
   }
   if (s.lease && s.state === 'mounted') lines.push(`  ${leaseLine(s.lease)}`);
   if (s.readOnlyReason) lines.push(`  ${s.readOnlyReason}`);
@@ -395,12 +395,12 @@ async function cmdSync(args: string[]): Promise<void> {
   }
   if (!result.done && result.notWriting) {
     const kept = result.dirtyBytes > 0 || result.pendingMetaOps > 0
-      ? `its changes not in the bucket (${formatSize(result.dirtyBytes)} of data, ${result.pendingMetaOps} metadata changes) are kept in this computer's cache and set aside at the next mount (then see "filespace aside ${cfg.name} list")`
+      ? `its changes not in the bucket (${formatBytes(result.dirtyBytes)} of data, ${result.pendingMetaOps} metadata changes) are kept in this computer's cache and set aside at the next mount (then see "filespace aside ${cfg.name} list")`
       : 'nothing of its own was waiting to upload, so nothing is set aside';
     throw new HostError(`not synced: ${result.notWriting}, so it is read-only until mounted again; ${kept}`, 'NOT_WRITING');
   }
   if (!result.done) {
-    throw new HostError(`sync timed out: ${formatSize(result.dirtyBytes)} and ${result.pendingMetaOps} metadata changes still to upload`, 'SYNC_TIMEOUT');
+    throw new HostError(`sync timed out: ${formatBytes(result.dirtyBytes)} and ${result.pendingMetaOps} metadata changes still to upload`, 'SYNC_TIMEOUT');
   }
   console.log(`"${cfg.name}": every local change is in the bucket`);
 }
@@ -428,7 +428,7 @@ async function cmdUnlink(args: string[]): Promise<void> {
   const s = await statusOf(h, cfg);
   if (s.state !== 'unmounted') throw new HostError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
   if ((s.dirtyBytes > 0 || s.dirtyFiles > 0) && !values.force) {
-    throw new HostError(`"${cfg.name}" has ${formatSize(s.dirtyBytes)} not yet uploaded; run "filespace sync ${cfg.name}" first, or unlink --force to discard it`, 'DIRTY');
+    throw new HostError(`"${cfg.name}" has ${formatBytes(s.dirtyBytes)} not yet uploaded; run "filespace sync ${cfg.name}" first, or unlink --force to discard it`, 'DIRTY');
   }
   await deleteConfig(h, cfg.name);
   await fsp.rm(cfg.cacheDir, { recursive: true, force: true });
@@ -523,7 +523,7 @@ async function cmdAside(args: string[]): Promise<void> {
         if (sets.length === 0) console.log(`${cfg.name}: no changes set aside`);
         for (const m of sets) {
           console.log(`${m.id}  ${new Date(m.createdAt).toISOString()}  ${m.reason}`);
-          for (const f of m.files) console.log(`  ${f.path}  ${formatSize(f.size)}${f.missing ? `  (incomplete: ${f.missing})` : ''}`);
+          for (const f of m.files) console.log(`  ${f.path}  ${formatBytes(f.size)}${f.missing ? `  (incomplete: ${f.missing})` : ''}`);
           for (const r of m.removed) console.log(`  removed: ${r}`);
         }
         break;
@@ -602,7 +602,7 @@ async function cmdDemo(args: string[]): Promise<void> {
       let last = '';
       const timer = setInterval(() => {
         const s = host.status();
-        const line = `[${s.state}] to upload: ${s.dirtyFiles} files, ${formatSize(s.dirtyBytes)} | cache ${formatSize(s.cacheUsedBytes)}/${formatSize(s.cacheCapBytes)} | up ${formatSize(s.uploadBytesPerSec)}/s down ${formatSize(s.downloadBytesPerSec)}/s`;
+        const line = `[${s.state}] to upload: ${s.dirtyFiles} files, ${formatBytes(s.dirtyBytes)} | cache ${formatBytes(s.cacheUsedBytes)}/${formatBytes(s.cacheCapBytes)} | up ${formatRate(s.uploadBytesPerSec)} down ${formatRate(s.downloadBytesPerSec)}`;
         if (line !== last) console.log(line);
         last = line;
         if (s.state !== 'mounted') clearInterval(timer);

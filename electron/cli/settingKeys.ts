@@ -6,7 +6,7 @@
 
 import type { SettingsChange } from '../contract/api';
 import { UserError } from '../engine/errors';
-import { parseDuration, parseRate, parseSize } from '../engine/util/sizes';
+import { parseDuration, parseRate, parseSize } from './units';
 
 function wholeNumber(v: string): number {
   if (!/^\d+$/.test(v)) throw new Error(`"${v}" is not a whole number`);

@@ -34,6 +34,7 @@ import { describeLocalDamage } from './repair';
 import { ObjectStore } from './store/types';
 import { UserError } from './errors';
 import { fsyncDir } from './util/files';
+import { formatSize } from './util/sizes';
 
 /** This cache's machine identity: random, created once, kept with the cache. */
 export async function machineOf(cacheDir: string): Promise<Machine> {
@@ -95,7 +96,7 @@ export async function lockCacheDir(cacheDir: string): Promise<{ file: string; un
 /** Writers and readers need a few chunks of room at once; a smaller cache could not make progress. */
 export function checkCapFitsChunks(capBytes: number, chunkSize: number): void {
   if (capBytes < 4 * chunkSize) {
-    throw new UserError(`the cache size must be at least 4 chunks (${4 * chunkSize / 1024 / 1024} MiB for this filespace)`, 'CACHE_TOO_SMALL');
+    throw new UserError(`the cache size must be at least 4 chunks (${formatSize(4 * chunkSize)} for this filespace)`, 'CACHE_TOO_SMALL');
   }
 }
 

@@ -1,7 +1,7 @@
 // Per-machine settings of one filespace (applied live when mounted), the global pause, the keys.
 
 import { useEffect, useState } from 'react';
-import { formatBytes } from '../../electron/contract/format';
+import { formatBytes, formatRate } from '../../electron/contract/format';
 import { changeAppSettings, changeSettings, forgetKeys, moveCache, loadSettings, selectFilespaces, selectKeys, selectPaused, setPaused, startWizard, unlink, useApp } from './store';
 
 const KiB = 1024;
@@ -28,7 +28,7 @@ function UploadLimitSetting(props: { value: number }) {
   return (
     <form className="row" onSubmit={(e) => { e.preventDefault(); void changeSettings('Upload bandwidth limit', { uploadLimitBytesPerSec: Math.round(Number(v.trim() || '0') * KiB) }); }}>
       <label className="field" htmlFor="uploadLimit">
-        <span>Upload bandwidth limit, KiB/s (empty: no limit){props.value > 0 ? <> — now <b data-testid="settings-upload-limit">{Math.round(props.value / 1024)} KiB/s</b></> : <> — now <b data-testid="settings-upload-limit">no limit</b></>}</span>
+        <span>Upload bandwidth limit, KiB/s (empty: no limit){props.value > 0 ? <> — now <b data-testid="settings-upload-limit">{formatRate(props.value)}</b></> : <> — now <b data-testid="settings-upload-limit">no limit</b></>}</span>
         <input id="uploadLimit" type="number" min={0} placeholder="no limit" value={v} onChange={(e) => setV(e.target.value)} />
       </label>
       <button type="submit" className="secondary">Apply</button>

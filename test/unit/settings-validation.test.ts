@@ -35,8 +35,8 @@ describe('resolveSettings', () => {
     resolveSettings({ cacheHighWatermark: 1, cacheLowWatermark: 0.01 });
   });
 
-  it('rejects a cache below 16MiB, naming the setting', () => {
-    rejects({ cacheCapBytes: 16 * 1024 * 1024 - 1 }, /cacheCapBytes: cache size must be at least 16MiB/);
+  it('rejects a cache below 16 MiB, naming the setting', () => {
+    rejects({ cacheCapBytes: 16 * 1024 * 1024 - 1 }, /cacheCapBytes: cache size must be at least 16 MiB/);
     rejects({ cacheCapBytes: 0 }, /cacheCapBytes/);
   });
 
