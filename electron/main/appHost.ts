@@ -99,9 +99,14 @@ export class AppHost {
 
   // ---- status -------------------------------------------------------------------------------
 
-  private async summaryOf(cfg: LinkConfig): Promise<FilespaceSummary> {
+  /** The status of a linked filespace: from this app's own mount directly, else as statusOf finds it. */
+  private async statusOfLinked(cfg: LinkConfig): Promise<StatusDto> {
     const host = this.mounts.get(cfg.name);
-    const status: StatusDto = host ? host.status() : await statusOf(this.o.homes, cfg);
+    return host ? host.status() : statusOf(this.o.homes, cfg);
+  }
+
+  private async summaryOf(cfg: LinkConfig): Promise<FilespaceSummary> {
+    const status = await this.statusOfLinked(cfg);
     const location = cfg.store.kind === 's3'
       ? `s3://${cfg.store.bucket}${cfg.store.prefix ? `/${cfg.store.prefix}` : ''}${cfg.store.endpoint ? ` at ${cfg.store.endpoint}` : ''}`
       : `local store ${cfg.store.root}`;
@@ -338,7 +343,7 @@ export class AppHost {
    */
   private async moveCache(name: string, to: string): Promise<MachineSettings> {
     const cfg = await loadConfig(this.o.homes, name);
-    const s = await statusOf(this.o.homes, cfg);
+    const s = await this.statusOfLinked(cfg);
     if (this.mounts.has(name) || s.state !== 'unmounted') throw new HostError(`"${name}" is mounted; unmount it before moving its cache`, 'MOUNTED');
     const dest = path.resolve(to);
     if (!path.isAbsolute(to)) throw new HostError('the cache folder must be a full path', 'NOT_ABSOLUTE');
@@ -365,7 +370,7 @@ export class AppHost {
 
   private async unlink(name: string, discardPending: boolean): Promise<void> {
     const cfg = await loadConfig(this.o.homes, name);
-    const s = await statusOf(this.o.homes, cfg);
+    const s = await this.statusOfLinked(cfg);
     if (this.mounts.has(name) || s.state !== 'unmounted') throw new HostError(`"${name}" is mounted; unmount it first`, 'MOUNTED');
     if ((s.dirtyBytes > 0 || s.dirtyFiles > 0) && !discardPending) {
       throw new HostError(`"${name}" has ${s.dirtyFiles} file(s) not yet uploaded; mount it and let them upload, or confirm to discard them`, 'DIRTY');

@@ -1,6 +1,7 @@
 // The app host's boundaries in plain Node: request validation and error translation (dispatch),
 // the loopback HTTP server's token, Host and CSP rules, the keychain vault, app settings
-// persistence, mount point checks and the IAM policy it suggests.
+// persistence, mount point checks, the IAM policy it suggests, and that it calls its own mounts
+// directly (never over their control sockets).
 
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
@@ -9,7 +10,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { appEventSchema, appRoutes, appStatusSchema } from '../../../electron/contract/app';
-import { homes, listConfigs, loadConfig, readPassphraseFile, saveConfig } from '../../../electron/host/config';
+import { homes, listConfigs, loadConfig, readPassphraseFile, saveConfig, type LinkConfig } from '../../../electron/host/config';
+import * as control from '../../../electron/host/control';
+import { MountHost } from '../../../electron/host/mountHost';
 import { UserError } from '../../../electron/engine/errors';
 import { StoreError } from '../../../electron/engine/store/types';
 import { dispatch as dispatchRoutes } from '../../../electron/host/dispatch';
@@ -366,5 +369,48 @@ describe('unlinking and forgetting keys', () => {
 
   it('the CLI says where the passphrase of an app-linked filespace lives', async () => {
     await assert.rejects(readPassphraseFile(''), (e: HostError) => e.code === 'PASSPHRASE_IN_KEYCHAIN' && /desktop app/.test(e.message));
+  });
+});
+
+describe("the app's own mounts", () => {
+  it('are asked directly for status, settings, unlink and moving the cache, never over their control socket', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fs-own-'));
+    const h = homes({ FILESPACE_HOME: dir });
+    const host = new AppHost({ homes: h, vault: new CredentialVault(new MemorySecrets()), log });
+    const socketCalls: string[] = [];
+    const realCallControl = control.callControl;
+    (control as { callControl: unknown }).callControl = (socket: string, route: string, ...rest: unknown[]) => {
+      socketCalls.push(route);
+      return (realCallControl as (...a: unknown[]) => unknown)(socket, route, ...rest);
+    };
+    try {
+      await host.init();
+      const cfg: LinkConfig = {
+        version: 1, name: 'team', filespaceId: 'fs-1', store: { kind: 'local', root: path.join(dir, 'store') }, mountPoint: path.join(dir, 'mnt'),
+        cacheDir: path.join(h.cacheRoot, 'team'), passphraseFile: '', settings: {}, secrets: 'keychain', conditionalWrites: true,
+      };
+      await saveConfig(h, cfg);
+      // A mount this app runs (its engine is not needed to answer these requests).
+      const own = new MountHost(cfg, h, { log });
+      own.state = 'mounted';
+      (host as unknown as { mounts: Map<string, MountHost> }).mounts.set('team', own);
+
+      const status = await dispatch(host.handlers, 'app.status', {}, log);
+      assert.ok(status.ok);
+      assert.equal((status.data as { filespaces: Array<{ status: { state: string; pid?: number } }> }).filespaces[0]!.status.state, 'mounted');
+      const set = await dispatch(host.handlers, 'settings.set', { name: 'team', change: { uploadLimitBytesPerSec: 64 * 1024 } }, log);
+      assert.deepEqual(set, { ok: true, data: { applied: 'live' } });
+      assert.equal((await loadConfig(h, 'team')).settings.uploadLimitBytesPerSec, 64 * 1024);
+      const unlink = await dispatch(host.handlers, 'filespace.unlink', { name: 'team', discardPending: true }, log);
+      assert.equal(!unlink.ok && unlink.error.code, 'MOUNTED');
+      const move = await dispatch(host.handlers, 'settings.moveCache', { name: 'team', cacheDir: path.join(dir, 'elsewhere') }, log);
+      assert.equal(!move.ok && move.error.code, 'MOUNTED');
+      assert.deepEqual(socketCalls, [], 'no request went over a control socket into this process');
+      (host as unknown as { mounts: Map<string, MountHost> }).mounts.delete('team');
+    } finally {
+      (control as { callControl: unknown }).callControl = realCallControl;
+      await host.shutdown();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
   });
 });
