@@ -78,7 +78,7 @@ export function callControl<R extends Route>(socket: string, route: R, body: Req
     req.setTimeout(timeoutMs, () => req.destroy(new HostError(`the filespace daemon did not answer within ${timeoutMs} ms`, 'TIMEOUT')));
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (err instanceof HostError) return reject(err);
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') return reject(new HostError('not mounted', 'NOT_RUNNING'));
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') return reject(HostError.of('NOT_RUNNING'));
       reject(new HostError(err.message, 'HOST_DOWN'));
     });
     req.end(payload);

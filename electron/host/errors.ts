@@ -11,7 +11,7 @@
  * INTERNAL and logged with its stack.
  */
 
-import { ErrorCode, ErrorDto, httpStatusOf } from '../contract/errors';
+import { ERRORS, ErrorCode, ErrorDto, httpStatusOf } from '../contract/errors';
 import { EngineErrorCode, UserError } from '../engine/errors';
 import { StoreError, StoreErrorCode } from '../engine/store/types';
 import { FuseError } from '../../native/fuse/adapter';
@@ -26,6 +26,11 @@ export class HostError extends Error {
   constructor(message: string, readonly code: ErrorCode) {
     super(message);
     this.name = 'HostError';
+  }
+
+  /** An error that says no more than the contract's message for its code. */
+  static of(code: ErrorCode): HostError {
+    return new HostError(ERRORS[code].message, code);
   }
 }
 

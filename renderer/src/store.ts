@@ -146,7 +146,7 @@ function messageOf(err: unknown): string {
 }
 
 async function call<T>(fn: (t: Transport) => Promise<T>): Promise<T> {
-  if (!transport) throw new HostError('NO_HOST', 'not connected to the app host');
+  if (!transport) throw new HostError('NO_HOST');
   return fn(transport);
 }
 

@@ -6,12 +6,15 @@
  */
 
 import { appEventSchema, appRoutes, type AppEvent, type AppRequest, type AppResponse, type AppRoute } from '../../electron/contract/app';
-import { errorSchema, type ErrorCode } from '../../electron/contract/errors';
+import { ERRORS, errorSchema, type ErrorCode } from '../../electron/contract/errors';
 
-/** An error the host reported (or the transport met), with a code of the contract's vocabulary. */
+/**
+ * An error the host reported (or the transport met), with a code of the contract's vocabulary;
+ * without a more specific message it says what the contract says of its code.
+ */
 export class HostError extends Error {
-  constructor(readonly code: ErrorCode, message: string) {
-    super(message);
+  constructor(readonly code: ErrorCode, message: string = ERRORS[code].message) {
+    super(message || ERRORS[code].message);
   }
 }
 
@@ -129,7 +132,7 @@ declare global {
 export function detectTransport(): Transport {
   if (window.filespace) return ipcTransport(window.filespace);
   const token = new URLSearchParams(window.location.hash.slice(1)).get('token');
-  if (!token) throw new HostError('NO_TOKEN', 'open this page through the link the app host printed (it carries the access token)');
+  if (!token) throw new HostError('NO_TOKEN');
   // Keep the token out of the address bar (and of screenshots and history).
   history.replaceState(null, '', window.location.pathname);
   return httpTransport(window.location.origin, token);

@@ -9,7 +9,7 @@ import type { AppEvent, AppRequest, AppResponse, AppRoute, AppStatus } from '../
 import {
   connect, editWizard, mount, resetStore, retry, selectFilespaces, store, submitBucket, submitKeys, submitPassphrase, submitPlace, unmount,
 } from '../../../renderer/src/store';
-import { ERROR_CODES } from '../../../electron/contract/errors';
+import { ERROR_CODES, ERRORS } from '../../../electron/contract/errors';
 import { treatmentOf } from '../../../renderer/src/errors';
 import { HostError, ipcTransport, type BridgeApi, type Transport } from '../../../renderer/src/transport';
 
@@ -273,6 +273,12 @@ describe('IPC transport', () => {
     assert.deepEqual(await ok.call('keys.forget', {}), { ok: true });
     const failing = ipcTransport(bridge({ ok: false, error: { code: 'KEYCHAIN', message: 'the OS keychain refused' } }));
     await assert.rejects(failing.call('keys.forget', {}), (e: HostError) => e.code === 'KEYCHAIN' && e.message === 'the OS keychain refused');
+  });
+
+  it('an error answer without a message says what the contract says of its code', async () => {
+    const bare = ipcTransport(bridge({ ok: false, error: { code: 'NOT_MOUNTED', message: '' } }));
+    await assert.rejects(bare.call('keys.forget', {}), (e: HostError) => e.code === 'NOT_MOUNTED' && e.message === ERRORS.NOT_MOUNTED.message);
+    assert.equal(new HostError('NO_HOST').message, 'not connected to the app host');
   });
 
   it('takes error codes only from the contract\'s vocabulary', async () => {
