@@ -33,6 +33,8 @@ import { MountHost, settingsOf } from '../host/mountHost';
 import { applySettings } from '../host/settings';
 import { statusOf } from '../host/status';
 import { openStore } from '../host/stores';
+import { syncLinked } from '../host/sync';
+import { unmountLinked } from '../host/unmount';
 import { settingFromKey } from './settingKeys';
 import { parseDuration, parseSize } from './units';
 import { log } from '../host/log';
@@ -294,41 +296,16 @@ async function cmdUnmount(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, { force: { type: 'boolean' } }, 1);
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
-  const sock = socketPath(h, cfg.name);
-  let pid: number | undefined;
-  try {
-    pid = (await callControl(sock, '/v1/status', {}, 5000)).pid;
-    await callControl(sock, '/v1/unmount', { force: Boolean(values.force) }, 120_000);
-  } catch (err) {
-    if (notRunning(err)) {
-      const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
-      if (values.force && (await isMountPoint(cfg.mountPoint))) {
-        // The engine is gone but the kernel still has the mount: detach it.
-        await unmountPath(cfg.mountPoint, true);
-        console.log(`detached the stale mount at ${cfg.mountPoint}`);
-        return;
-      }
-      throw new HostError(`"${cfg.name}" is not mounted${(await isMountPoint(cfg.mountPoint)) ? ' by a live engine; use --force to detach the stale mount' : ''}`, 'NOT_MOUNTED');
-    }
-    const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
-    if (values.force && (await isMountPoint(cfg.mountPoint))) {
-      // The engine could not stop in order: detach anyway. It sees its session end and stops
-      // by itself (see MountHost); what it could not flush is what a crash would lose.
-      await unmountPath(cfg.mountPoint, true);
-      console.error(`warning: the engine could not unmount "${cfg.name}" (${(err as Error).message}); detached ${cfg.mountPoint} lazily`);
-    } else {
-      throw withUnmountAdvice(err);
-    }
-  }
-  // Wait for the engine process to finish closing (it releases the cache lock last).
-  const deadline = Date.now() + 30_000;
-  while (pid && Date.now() < deadline) {
-    try {
-      process.kill(pid, 0);
-    } catch {
+  const outcome = await unmountLinked(h, cfg, Boolean(values.force)).catch((err: unknown) => Promise.reject(withUnmountAdvice(err)));
+  switch (outcome.kind) {
+    case 'detached-stale':
+      console.log(`detached the stale mount at ${cfg.mountPoint}`);
+      return;
+    case 'detached':
+      console.error(`warning: the engine could not unmount "${cfg.name}" (${outcome.reason}); detached ${cfg.mountPoint} lazily`);
       break;
-    }
-    await sleep(100);
+    case 'unmounted':
+      break;
   }
   console.log(`unmounted "${cfg.name}"`);
 }
@@ -375,24 +352,7 @@ async function cmdSync(args: string[]): Promise<void> {
   } catch (err) {
     throw new HostError(`--timeout: ${(err as Error).message}`, 'BAD_DURATION');
   }
-  let result;
-  try {
-    result = await callControl(socketPath(h, cfg.name), '/v1/sync', { timeoutMs }, timeoutMs + 30_000);
-  } catch (err) {
-    if (!notRunning(err)) throw err;
-    // Not mounted: open the engine without a mount just to upload what waits in the cache.
-    const store = openStore(cfg.store);
-    const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
-    checkLinkedFilespace(header, cfg.filespaceId, cfg.name, store);
-    const engine = await Engine.open({ store, keys, header, cacheDir: cfg.cacheDir, settings: settingsOf(cfg), log, name: cfg.name });
-    try {
-      const done = await engine.sync(Date.now() + timeoutMs);
-      const st = engine.stats();
-      result = { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps, notWriting: engine.notWriting ?? null };
-    } finally {
-      await engine.close();
-    }
-  }
+  const result = await syncLinked(h, cfg, timeoutMs, log);
   if (!result.done && result.notWriting) {
     const kept = result.dirtyBytes > 0 || result.pendingMetaOps > 0
       ? `its changes not in the bucket (${formatBytes(result.dirtyBytes)} of data, ${result.pendingMetaOps} metadata changes) are kept in this computer's cache and set aside at the next mount (then see "filespace aside ${cfg.name} list")`
