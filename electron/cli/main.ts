@@ -3,7 +3,9 @@
  * (electron/host/), which does the work. Each subcommand parses its flags, validates
  * everything before it changes anything, and on a user error prints one line naming the
  * problem and the fix, then exits 1 (2 for bad usage). Commands that act on a running mount
- * talk to it over its control socket (host/control.ts).
+ * reach it over its control socket (host/control.ts), whichever process runs it. Sizes, rates
+ * and durations typed here are read in units.ts, setting keys in settingKeys.ts; everything
+ * past this folder carries numbers.
  */
 
 import { spawn } from 'node:child_process';
