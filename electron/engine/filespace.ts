@@ -64,7 +64,7 @@ export interface Unlocked {
 
 export function validateChunkSize(bytes: number): void {
   if (!Number.isInteger(bytes) || bytes < MIN_CHUNK || bytes > MAX_CHUNK || (bytes & (bytes - 1)) !== 0) {
-    throw new UserError(`chunk size must be a power of two between 64KiB and 64MiB (got ${bytes} bytes)`);
+    throw new UserError(`chunk size must be a power of two between 64 KiB and 64 MiB (got ${bytes} bytes)`, 'BAD_CHUNK_SIZE');
   }
 }
 

@@ -161,8 +161,8 @@ export interface FuseStat {
 
 /** What the adapter needs from a filesystem. Throw a value with `errno: 'ENOENT'` etc. for errors. */
 export interface FuseFilesystem {
+  /** Also answers the kernel's fgetattr (by the path of the open file). */
   getattr(path: string): FuseStat;
-  fgetattr(fh: number): FuseStat;
   readdir(path: string): string[];
   open(path: string, flags: number): number;
   /** True when this handle must bypass the kernel's page cache (honoured by the corrected addon). */
@@ -344,7 +344,7 @@ export async function unmountPath(mountPoint: string, force: boolean): Promise<v
   if (/busy/i.test(res.stderr)) {
     const holders = await holdersOf(mountPoint);
     const who = holders.length > 0 ? `in use by ${holders.slice(0, 5).join(', ')}${holders.length > 5 ? ` and ${holders.length - 5} more` : ''}` : 'busy (a process has a file or its working directory there)';
-    throw new FuseError(`${mountPoint} is ${who}; close them, or unmount with --force to detach lazily`, 'BUSY');
+    throw new FuseError(`${mountPoint} is ${who}`, 'BUSY');
   }
   if (/not found|not mounted|Invalid argument/i.test(res.stderr)) {
     throw new FuseError(`${mountPoint} is not mounted`, 'NOT_MOUNTED');

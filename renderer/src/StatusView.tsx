@@ -60,7 +60,7 @@ function Card({ f }: { f: FilespaceSummary }) {
       {s.state === 'mounted' ? <Chart samples={history} /> : null}
       {busyMessage && s.state === 'mounted' ? (
         <div className="error" role="alert" data-testid="unmount-busy">
-          <p>Cannot unmount: {busyMessage.replace(/, or unmount with --force to detach lazily$/, '.')}</p>
+          <p>Cannot unmount: {busyMessage}.</p>
           <button className="secondary" onClick={() => void unmount(f.name, true)}>Detach anyway (files stay open until closed)</button>
         </div>
       ) : null}

@@ -29,7 +29,7 @@ import * as path from 'node:path';
 import { Linked, RunResult, killHard, randomFile, run, sh, until } from '../helpers/bed';
 import { proxiedBed } from '../helpers/faultProxy';
 import { s3StoreFor } from '../helpers/moto';
-import { readPassphraseFile } from '../../electron/cli/config';
+import { readPassphraseFile } from '../../electron/host/config';
 import { open } from '../../electron/engine/chunk/crypto';
 import { unlockFilespace } from '../../electron/engine/filespace';
 import { CKPT_PREFIX, RemoteMeta } from '../../electron/engine/meta/remote';

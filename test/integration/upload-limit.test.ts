@@ -86,7 +86,7 @@ describe('upload bandwidth limit', () => {
     for (const [value, message] of [
       ['fast', /"fast" is not a rate; write bytes per second .* e\.g\. 512KiB, 2MiB\/s, or off/],
       ['-5', /"-5" is not a rate/],
-      ['1KiB', /upload limit must be at least 16KiB\/s \(or off\)/],
+      ['1KiB', /upload limit must be at least 16 KiB\/s \(or off\)/],
     ] as Array<[string, RegExp]>) {
       const r = await fs.machine.cli('set', fs.name, 'upload-limit', ...(value.startsWith('-') ? ['--', value] : [value]));
       assert.notEqual(r.code, 0, value);

@@ -9,6 +9,8 @@ import type { AppEvent, AppRequest, AppResponse, AppRoute, AppStatus } from '../
 import {
   connect, editWizard, mount, resetStore, retry, selectFilespaces, store, submitBucket, submitKeys, submitPassphrase, submitPlace, unmount,
 } from '../../../renderer/src/store';
+import { ERROR_CODES, ERRORS } from '../../../electron/contract/errors';
+import { treatmentOf } from '../../../renderer/src/errors';
 import { HostError, ipcTransport, type BridgeApi, type Transport } from '../../../renderer/src/transport';
 
 type Calls = Array<{ route: AppRoute; body: unknown }>;
@@ -227,6 +229,27 @@ describe('renderer store: recent errors', () => {
   });
 });
 
+describe('error treatment', () => {
+  beforeEach(() => resetStore());
+
+  it('decides every code of the vocabulary; only a busy mount asks a question', () => {
+    const asks = ERROR_CODES.filter((c) => treatmentOf(c) === 'in-use');
+    assert.deepEqual(asks, ['BUSY']);
+    assert.equal(treatmentOf('WRONG_PASSPHRASE'), 'expected');
+    assert.equal(treatmentOf('INTERNAL'), 'unexpected');
+  });
+
+  it('a busy unmount is recognised by its code, whatever its text says', async () => {
+    connect(scripted({ 'filespace.unmount': () => { throw new HostError('BUSY', 'held'); } }));
+    await unmount('team');
+    assert.deepEqual(store.getState().unmountBusy, { team: 'held' });
+    connect(scripted({ 'filespace.unmount': () => { throw new HostError('NOT_MOUNTED', '/m/team is in use by nobody: not mounted'); } }));
+    await unmount('team');
+    assert.deepEqual(store.getState().unmountBusy, {});
+    assert.equal(store.getState().errors.at(-1)?.message, '/m/team is in use by nobody: not mounted');
+  });
+});
+
 describe('IPC transport', () => {
   function bridge(reply: unknown, events: unknown[] = []): BridgeApi & { sent: unknown[] } {
     const sent: unknown[] = [];
@@ -250,6 +273,17 @@ describe('IPC transport', () => {
     assert.deepEqual(await ok.call('keys.forget', {}), { ok: true });
     const failing = ipcTransport(bridge({ ok: false, error: { code: 'KEYCHAIN', message: 'the OS keychain refused' } }));
     await assert.rejects(failing.call('keys.forget', {}), (e: HostError) => e.code === 'KEYCHAIN' && e.message === 'the OS keychain refused');
+  });
+
+  it('an error answer without a message says what the contract says of its code', async () => {
+    const bare = ipcTransport(bridge({ ok: false, error: { code: 'NOT_MOUNTED', message: '' } }));
+    await assert.rejects(bare.call('keys.forget', {}), (e: HostError) => e.code === 'NOT_MOUNTED' && e.message === ERRORS.NOT_MOUNTED.message);
+    assert.equal(new HostError('NO_HOST').message, 'not connected to the app host');
+  });
+
+  it('takes error codes only from the contract\'s vocabulary', async () => {
+    const unknown = ipcTransport(bridge({ ok: false, error: { code: 'SOMETHING_NEW', message: 'a host from another version' } }));
+    await assert.rejects(unknown.call('keys.forget', {}), (e: HostError) => e.code === 'BAD_RESPONSE' && /error the window does not know/.test(e.message));
   });
 
   it('refuses answers and events of the wrong shape', async () => {
