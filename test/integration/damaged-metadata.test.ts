@@ -114,7 +114,7 @@ describe('damaged metadata', () => {
     const at = recordOffsets(buf);
     assert.ok(at.length >= 10, `the journal holds the changes (${at.length} records)`);
     const victim = at[Math.floor(at.length / 2)]!;
-    buf[victim + 8 + Math.floor(buf.readUInt32LE(victim) / 2)] ^= 0x04;
+    buf[victim + 8 + Math.floor(buf.readUInt32LE(victim) / 2)]! ^= 0x04;
     await fsp.writeFile(journal, buf);
     const dirtyBefore = await dirtyNames(fs);
     assert.equal(dirtyBefore.filter((n) => /^\d+\.0$/.test(n)).length, 10, 'ten dirty chunks wait in the cache');
@@ -213,7 +213,7 @@ describe('damaged metadata', () => {
     assert.ok(segments.length >= 3, `segments: ${segments}`);
     const key = segments[segments.length - 2]!;
     const body = (await store.get(key))!.body;
-    body[body.length >> 1] ^= 0x20;
+    body[body.length >> 1]! ^= 0x20;
     await store.put(key, body);
     await store.close();
 

@@ -488,7 +488,7 @@ print(' '.join(out))
 
       await store.delete(deleted[1]!);
       const victim = (await store.get(flipped[2]!))!.body;
-      victim[victim.length >> 1] ^= 0x01;
+      victim[victim.length >> 1]! ^= 0x01;
       await store.put(flipped[2]!, victim);
     } finally {
       await store.close();

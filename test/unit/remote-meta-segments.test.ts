@@ -41,7 +41,7 @@ function replayed(base: Tree, ...segments: MetaOp[][]): Tree {
 async function flipByte(store: MemoryStore, key: string, at: (len: number) => number): Promise<void> {
   const got = (await store.get(key))!;
   const body = Buffer.from(got.body);
-  body[at(body.length)] ^= 0x01;
+  body[at(body.length)]! ^= 0x01;
   await store.put(key, body);
 }
 
