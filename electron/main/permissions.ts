@@ -44,7 +44,12 @@ function keysError(err: StoreError, endpoint: string | undefined): UserError {
       return new UserError(`cannot reach ${endpoint ?? 'AWS S3'}: check the endpoint and the network`, 'UNREACHABLE');
     case 'NoSuchBucket':
       return new UserError('that bucket does not exist: pick one from the list or create it first', 'NO_SUCH_BUCKET');
-    default:
+    case 'AccessDenied':
+    case 'PreconditionFailed':
+    case 'Throttled':
+    case 'ServerError':
+    case 'Corrupt':
+    case 'Other':
       return new UserError(err.message, 'STORE_ERROR');
   }
 }
