@@ -145,13 +145,13 @@ describe('damaged metadata', () => {
     await fs.machine.ok('aside', fs.name, 'export', id, out);
     const exported = await hashesUnder(out);
     const unnamed = [...exported.keys()].filter((p) => p.startsWith('unnamed/'));
-    assert.ok(unnamed.length <= 1, `at most the file whose creation was the damaged record is unnamed: ${[...exported.keys()]}`);
+    assert.ok(unnamed.length <= 1, `at most the file whose creation was the damaged record is unnamed: ${[...exported.keys()].join(',')}`);
     const found = new Map<string, string>(); // source -> exported path
     for (const src of sources) {
       const want = sha(await fsp.readFile(src));
       const name = path.basename(src);
       const at = exported.get(name) === want ? name : unnamed.find((p) => exported.get(p) === want);
-      assert.ok(at, `${name} is recovered byte for byte (exported: ${[...exported.keys()]})`);
+      assert.ok(at, `${name} is recovered byte for byte (exported: ${[...exported.keys()].join(',')})`);
       found.set(src, at);
     }
 
@@ -193,7 +193,7 @@ describe('damaged metadata', () => {
     const out = path.join(local, 'recovered-snap');
     await fs.machine.ok('aside', fs.name, 'export', id, out);
     const exported = await hashesUnder(out);
-    assert.ok([...exported.values()].includes(sha(await fsp.readFile(src))), `the file's data is kept: ${[...exported.keys()]}`);
+    assert.ok([...exported.values()].includes(sha(await fsp.readFile(src))), `the file's data is kept: ${[...exported.keys()].join(',')}`);
     await fs.mount();
     await fs.unmount();
   });
@@ -210,7 +210,7 @@ describe('damaged metadata', () => {
     await killHard(await fs.pid());
     const store = s3StoreFor(bed.endpoint, fs.bucket);
     const segments = await store.list('meta/log/');
-    assert.ok(segments.length >= 3, `segments: ${segments}`);
+    assert.ok(segments.length >= 3, `segments: ${segments.join(',')}`);
     const key = segments[segments.length - 2]!;
     const body = (await store.get(key))!.body;
     body[body.length >> 1]! ^= 0x20;
@@ -277,7 +277,7 @@ describe('damaged metadata', () => {
     assert.match(aside[0]!.reason, /without a file/);
     assert.equal(aside[0]!.files, 1);
     const left = await dirtyNames(fs);
-    assert.ok(!left.includes('999999.0') && !left.includes(goneChunk), `both copies left the dirty store: ${left}`);
+    assert.ok(!left.includes('999999.0') && !left.includes(goneChunk), `both copies left the dirty store: ${left.join(',')}`);
     const out = path.join(local, 'orphans');
     await fs.machine.ok('aside', fs.name, 'export', aside[0]!.id, out);
     assert.deepEqual(await fsp.readFile(path.join(out, 'unnamed', 'inode-999999')), await fsp.readFile(src));

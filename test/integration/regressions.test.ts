@@ -122,7 +122,7 @@ describe('regressions from the user trial', () => {
   /** The operations just made ran while uploads were still pending (else the test proves nothing). */
   async function assertStillUploading(fs: Linked, what: string): Promise<void> {
     const st = await fs.status();
-    assert.ok(Number(st.dirtyBytes) > 0, `${what} ran while uploads were in flight (dirty bytes left: ${st.dirtyBytes})`);
+    assert.ok(Number(st.dirtyBytes) > 0, `${what} ran while uploads were in flight (dirty bytes left: ${String(st.dirtyBytes)})`);
   }
 
   /** Writes the same random file into the mount and into the reference tree. */

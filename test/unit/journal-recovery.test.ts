@@ -192,7 +192,7 @@ describe('Journal damage in the middle', () => {
     const file = await writeRecords(6);
     const buf = await readFile(file);
     const at = offsets(buf);
-    buf.writeUInt32LE(3, at[2]!); // record 2 claims 3 bytes
+    buf.writeUInt32LE(3, at[2]); // record 2 claims 3 bytes
     await writeFile(file, buf);
     const d = decodeRecords(buf);
     assert.deepEqual(d.records.map((r) => (r as { i: number }).i), [0, 1]);
