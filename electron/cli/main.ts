@@ -615,7 +615,8 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (require.main === module) {
-  main(process.argv.slice(2)).then((code) => {
+  // main() reports every error itself and resolves to the exit code; it does not reject.
+  void main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
     // A finished command must not linger on open handles (sockets, timers).
     setTimeout(() => process.exit(code), 50).unref();

@@ -132,7 +132,7 @@ export async function addUnownedChunks(writer: AsideWriter, chunkSize: number, c
   const byIno = new Map<number, Map<number, UnownedChunk>>();
   for (const c of chunks) {
     let m = byIno.get(c.ino);
-    if (!m) byIno.set(c.ino, (m = new Map()));
+    if (!m) byIno.set(c.ino, (m = new Map<number, UnownedChunk>()));
     m.set(c.idx, c);
   }
   for (const [ino, m] of [...byIno].sort((a, b) => a[0] - b[0])) {

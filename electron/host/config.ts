@@ -12,7 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { EngineSettings, resolveSettings } from '../engine/config';
+import { resolveSettings } from '../engine/config';
 import { HostError } from './errors';
 import { writeFileAtomic } from '../engine/util/files';
 
@@ -124,7 +124,7 @@ export async function loadConfig(h: Homes, name: string | undefined): Promise<Li
     throw damaged(`${issue?.path.length ? `${issue.path.join('.')}: ` : ''}${issue?.message}`);
   }
   try {
-    resolveSettings(parsed.data.settings as Partial<EngineSettings>);
+    resolveSettings(parsed.data.settings);
   } catch (err) {
     throw damaged(`its settings are invalid (${(err as Error).message})`);
   }

@@ -32,7 +32,7 @@ import { openStore } from './stores';
 import type { FuseMount } from '../../native/fuse/adapter';
 
 export function settingsOf(cfg: LinkConfig): EngineSettings {
-  return resolveSettings(cfg.settings as Partial<EngineSettings>);
+  return resolveSettings(cfg.settings);
 }
 
 async function canAllowOther(): Promise<boolean> {

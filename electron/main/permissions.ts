@@ -44,7 +44,12 @@ function keysError(err: StoreError, endpoint: string | undefined): HostError {
       return new HostError(`cannot reach ${endpoint ?? 'AWS S3'}: check the endpoint and the network`, 'UNREACHABLE');
     case 'NoSuchBucket':
       return new HostError('that bucket does not exist: pick one from the list or create it first', 'NO_SUCH_BUCKET');
-    default:
+    case 'AccessDenied':
+    case 'PreconditionFailed':
+    case 'Throttled':
+    case 'ServerError':
+    case 'Corrupt':
+    case 'Other':
       return new HostError(err.message, 'STORE_ERROR');
   }
 }

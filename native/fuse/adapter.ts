@@ -68,8 +68,12 @@ function fuseNative(): FuseNativeModule {
     const dir = existsSync(path.join(corrected, 'build', 'Release', 'fuse.node'))
       ? corrected
       : path.dirname(require.resolve('fuse-native/package.json'));
+    // Loaded on first use from a folder chosen at run time, so a missing libfuse is one clear error.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a computed path: no static import can name it
     const Fuse = require(dir) as FuseNativeCtor;
-    const binding = require('node-gyp-build')(dir) as FuseNativeModule['binding'];
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- node-gyp-build ships no types; typed here
+    const loadBinding = require('node-gyp-build') as (dir: string) => FuseNativeModule['binding'];
+    const binding = loadBinding(dir);
     modificationTimesExact = dir === corrected;
     namesAsBytes = dir === corrected;
     loaded = { Fuse, binding };
@@ -83,7 +87,7 @@ function fuseNative(): FuseNativeModule {
 
 type Cb = (code: number, ...rest: unknown[]) => void;
 
-const ASCII = /^[\x00-\x7f]*$/;
+const ASCII = /^\p{ASCII}*$/u;
 
 /**
  * A name or path from the kernel (bytes, one char per byte) as the filesystem's string: UTF-8

@@ -66,7 +66,7 @@ describe('upload bandwidth limit', () => {
     // The first chunk goes at once; at 16 KiB/s each next one waits 32 s for its budget.
     await until('the first chunk upload', () => chunkPuts(logStart).length >= 1);
     const waiting = await fs.status();
-    assert.ok(Number(waiting.dirtyFiles) >= 3, `files still waiting for bandwidth: ${waiting.dirtyFiles}`);
+    assert.ok(Number(waiting.dirtyFiles) >= 3, `files still waiting for bandwidth: ${String(waiting.dirtyFiles)}`);
     assert.equal(chunkPuts(logStart).length, 1, 'nothing else is sent while the budget is in debt');
 
     await fs.machine.ok('set', fs.name, 'upload-limit', 'off');

@@ -112,7 +112,7 @@ describe('createFilespace / unlockFilespace', () => {
     const store = new MemoryStore();
     const header = await createFilespace(store, PASS, CS);
     const wrapped = Buffer.from(header.wrappedKey, 'base64');
-    wrapped[20] ^= 1;
+    wrapped[20]! ^= 1;
     await store.put(HEADER_KEY, Buffer.from(JSON.stringify({ ...header, wrappedKey: wrapped.toString('base64') })));
     await expectUserError(unlockFilespace(store, PASS), 'WRONG_PASSPHRASE');
   });

@@ -433,7 +433,7 @@ describe('layering of the source tree', () => {
 
   it('runs from the repository root', () => {
     assert.ok(existsSync(path.join(root, 'package.json')), root);
-    assert.equal(JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).name, 'filespace');
+    assert.equal((JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { name: unknown }).name, 'filespace');
   });
 
   it('every file keeps to its layer', async () => {

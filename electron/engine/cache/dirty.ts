@@ -86,7 +86,7 @@ type ChunkRecord = { -readonly [K in keyof DirtyChunk]: DirtyChunk[K] };
 
 /** Every DirtyChunk is a record this store made: the only place it is changed. */
 function rec(d: DirtyChunk): ChunkRecord {
-  return d as ChunkRecord;
+  return d;
 }
 
 /** Which units of a chunk may be rewritten without a pre-image (they hold nothing durable). */

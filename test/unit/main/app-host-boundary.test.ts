@@ -152,7 +152,7 @@ describe('app settings file', () => {
     const r = await f.load();
     assert.deepEqual(r.settings, DEFAULT_APP_SETTINGS);
     assert.ok(r.damaged && r.damaged.startsWith(`${f.file}.damaged-`));
-    assert.equal(await fsp.readFile(r.damaged!, 'utf8'), '{"version": 1, "uploadsPaused": "maybe"}');
+    assert.equal(await fsp.readFile(r.damaged, 'utf8'), '{"version": 1, "uploadsPaused": "maybe"}');
   });
 });
 
@@ -246,13 +246,13 @@ describe('loopback HTTP server', () => {
     assert.equal((await request('/app/app.status', { method: 'GET' })).status, 405);
     const missing = await request('/app/filespace.mount', { body: JSON.stringify({ name: 'nothing' }) });
     assert.equal(missing.status, 400);
-    assert.equal(JSON.parse(missing.body).code, 'UNKNOWN_NAME');
+    assert.equal((JSON.parse(missing.body) as { code: unknown }).code, 'UNKNOWN_NAME');
   });
 
   it('keeps the token in an owner-only file', async () => {
     const file = path.join(dir, 'home', 'run', 'app-http.json');
     assert.equal((await fsp.stat(file)).mode & 0o777, 0o600);
-    assert.equal(JSON.parse(await fsp.readFile(file, 'utf8')).token, server.token);
+    assert.equal((JSON.parse(await fsp.readFile(file, 'utf8')) as { token: unknown }).token, server.token);
   });
 
   it('streams status events and pushes a change without being asked', async () => {

@@ -212,7 +212,7 @@ describe('renderer store: recent errors', () => {
     const [entry] = store.getState().errors;
     assert.equal(entry?.message, 'cannot reach s3://b/team');
     assert.ok(entry?.retry, 'a failed action can be retried');
-    await retry(entry!);
+    await retry(entry);
     assert.equal(store.getState().errors.length, 1, 'failing again lists the new failure only');
     reachable = true;
     await retry(store.getState().errors[0]!);
