@@ -298,7 +298,9 @@ async function cmdUnmount(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, { force: { type: 'boolean' } }, 1);
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
-  const outcome = await unmountLinked(h, cfg, Boolean(values.force)).catch((err: unknown) => Promise.reject(withUnmountAdvice(err)));
+  const outcome = await unmountLinked(h, cfg, Boolean(values.force)).catch((err: unknown) => {
+    throw withUnmountAdvice(err);
+  });
   switch (outcome.kind) {
     case 'detached-stale':
       console.log(`detached the stale mount at ${cfg.mountPoint}`);

@@ -9,7 +9,6 @@
  */
 
 import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { MAX_BODY_BYTES } from '../contract/api';
 import type { ErrorDto } from '../contract/errors';
 import { failureOf } from './errors';
@@ -88,5 +87,5 @@ export async function startJsonServer(o: JsonServerOptions): Promise<JsonServer>
     else server.listen(o.listen.port, '127.0.0.1', () => resolve());
   });
   const address = server.address();
-  return { server, origin: typeof address === 'object' && address ? `http://127.0.0.1:${(address as AddressInfo).port}` : '' };
+  return { server, origin: typeof address === 'object' && address ? `http://127.0.0.1:${(address).port}` : '' };
 }

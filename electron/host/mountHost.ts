@@ -181,7 +181,7 @@ export class MountHost {
   async updateSettings(change: SettingsChange): Promise<void> {
     const settings = { ...this.cfg.settings, ...change };
     if (this.engine) this.engine.updateSettings(change);
-    else resolveSettings(settings as Partial<EngineSettings>);
+    else resolveSettings(settings);
     this.cfg = { ...this.cfg, settings };
     await saveConfig(this.h, this.cfg);
   }

@@ -32,7 +32,7 @@ export async function applySettings(h: Homes, cfg: LinkConfig, change: SettingsC
     if (!notRunning(err)) throw err;
   }
   const settings = { ...cfg.settings, ...asEngineSettings(change) };
-  resolveSettings(settings as Partial<EngineSettings>);
+  resolveSettings(settings);
   await saveConfig(h, { ...cfg, settings });
   return 'next-mount';
 }

@@ -68,7 +68,7 @@ export async function startAppServer(host: AppHost, opts: { rendererDir: string;
   /** Everything but a JSON request: wrong Host, static files, the token, the event stream, the method. */
   const intercept = (req: http.IncomingMessage, res: http.ServerResponse, p: string): boolean => {
     if (req.headers.host !== origin.replace(/^http:\/\//, '')) sendError(res, { code: 'BAD_HOST', message: 'wrong Host header' });
-    else if (req.method === 'GET' && STATIC[p]) void serveStatic(res, STATIC[p]!);
+    else if (req.method === 'GET' && STATIC[p]) void serveStatic(res, STATIC[p]);
     else if (!p.startsWith('/app/')) sendError(res, { code: 'NOT_FOUND', message: `no such path ${p}` });
     else if (!tokenMatches(req.headers.authorization, token)) sendError(res, { code: 'UNAUTHORIZED', message: 'missing or wrong token' });
     else if (p === '/app/events' && req.method === 'GET') streamEvents(req, res);
