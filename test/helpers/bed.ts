@@ -196,21 +196,32 @@ export class Bed {
       ...(cacheSize ? ['--cache-size', cacheSize] : []),
     );
     const cacheDir = path.join(m.home, 'cache', name);
+    // A failed command on a mounted filespace says what its daemon logged last (FILESPACE_HOME/run).
+    const withLog = async <T>(work: Promise<T>): Promise<T> => {
+      try {
+        return await work;
+      } catch (err) {
+        const text = await fsp.readFile(path.join(m.home, 'run', `${name}.log`), 'utf8').catch(() => '');
+        const tail = text.trimEnd().split('\n').slice(-30).join('\n');
+        if (err instanceof Error && tail) err.message += `\n--- last lines of the daemon's log ---\n${tail}`;
+        throw err;
+      }
+    };
     const linked: Linked = {
       machine: m,
       name,
       mnt,
       cacheDir,
       mount: async (o = {}) => {
-        await m.ok('mount', name, ...(o.readOnly ? ['--read-only'] : []), ...(o.takeover ? ['--takeover'] : []));
+        await withLog(m.ok('mount', name, ...(o.readOnly ? ['--read-only'] : []), ...(o.takeover ? ['--takeover'] : [])));
         return linked.pid();
       },
       unmount: async (force = false) => {
-        await m.ok('unmount', name, ...(force ? ['--force'] : []));
+        await withLog(m.ok('unmount', name, ...(force ? ['--force'] : [])));
       },
       status: async () => JSON.parse(await m.ok('status', name, '--json')) as Record<string, unknown>,
       sync: async () => {
-        await m.ok('sync', name, '--timeout', '5m');
+        await withLog(m.ok('sync', name, '--timeout', '5m'));
       },
       pid: async () => Number((await linked.status()).pid),
     };
