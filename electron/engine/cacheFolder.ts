@@ -12,6 +12,9 @@
  * bucket's header is refused; the dirty store is checked against the metadata (and, after an
  * unclean stop, unit by unit); the clean cache is indexed.
  *
+ * Linking (`createLocalMetadata`): this machine's metadata made from the bucket alone. Repair
+ * (`repairCacheFolder`): damaged local metadata repaired under the folder's lock (repair.ts).
+ *
  * Layout of the folder: meta/ (the journal, meta/metastore.ts), dirty/ (cache/dirty.ts),
  * chunks/ (cache/chunkCache.ts), aside/ (aside.ts), reserve (space held back for the journal,
  * cache/cacheDisk.ts), machine.json, engine.lock.
@@ -30,9 +33,12 @@ import { EngineSettings } from './config';
 import { FilespaceHeader, linkedChunkSizeMismatch } from './filespace';
 import { Machine } from './meta/lease';
 import { MetaStore } from './meta/metastore';
-import { describeLocalDamage } from './repair';
+import { RepairResult, describeLocalDamage, repairLocalMetadata } from './repair';
+import { RemoteMeta } from './meta/remote';
 import { ObjectStore } from './store/types';
 import { UserError } from './errors';
+import { fsyncDir } from './util/files';
+import { formatSize } from './util/sizes';
 
 /** This cache's machine identity: random, created once, kept with the cache. */
 export async function machineOf(cacheDir: string): Promise<Machine> {
@@ -64,8 +70,7 @@ export async function lockCacheDir(cacheDir: string): Promise<{ file: string; un
       await fh.sync();
       await fh.close();
       // Durable, so that after a power loss the next start knows this one did not stop cleanly.
-      const dh = await fsp.open(cacheDir, 'r');
-      await dh.sync().finally(() => dh.close());
+      await fsyncDir(cacheDir);
       return { file, uncleanStop };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -83,7 +88,10 @@ export async function lockCacheDir(cacheDir: string): Promise<{ file: string; un
         if (/^\d+ \(.*\) Z /.test(stat)) alive = false;
       }
       if (alive && pid !== process.pid) {
-        throw new UserError(`this filespace is already in use by process ${pid} on this machine (cache ${cacheDir}); unmount it first`, 'BUSY');
+        throw new UserError(
+          `this filespace is already in use by process ${pid} on this machine (cache ${cacheDir}); unmount it first`,
+          'BUSY',
+        );
       }
       await fsp.rm(file, { force: true });
       uncleanStop = true;
@@ -95,7 +103,10 @@ export async function lockCacheDir(cacheDir: string): Promise<{ file: string; un
 /** Writers and readers need a few chunks of room at once; a smaller cache could not make progress. */
 export function checkCapFitsChunks(capBytes: number, chunkSize: number): void {
   if (capBytes < 4 * chunkSize) {
-    throw new UserError(`the cache size must be at least 4 chunks (${4 * chunkSize / 1024 / 1024} MiB for this filespace)`, 'CACHE_TOO_SMALL');
+    throw new UserError(
+      `the cache size must be at least 4 chunks (${formatSize(4 * chunkSize)} for this filespace)`,
+      'CACHE_TOO_SMALL',
+    );
   }
 }
 
@@ -111,7 +122,15 @@ export interface LocalStores {
  * header). `uncleanStop`: the previous engine left its lock behind.
  */
 export async function openLocalStores(
-  opts: { readonly store: ObjectStore; readonly keys: Keys; readonly header: FilespaceHeader; readonly cacheDir: string; readonly settings: EngineSettings; readonly log?: (msg: string) => void; readonly name?: string },
+  opts: {
+    readonly store: ObjectStore;
+    readonly keys: Keys;
+    readonly header: FilespaceHeader;
+    readonly cacheDir: string;
+    readonly settings: EngineSettings;
+    readonly log?: (msg: string) => void;
+    readonly name?: string;
+  },
   uncleanStop: boolean,
 ): Promise<LocalStores> {
   // Damaged local metadata is refused with nothing changed (repair.ts has the way out).
@@ -128,17 +147,67 @@ export async function openLocalStores(
   // Inode numbers are never reused: one below the tree's next number that the tree does not
   // hold was created and then deleted (or the snapshot would name it). Any other chunk
   // without a file is an orphan, set aside at start.
-  await dirty.init((ino, idx) => {
-    const inode = meta.tree.get(ino);
-    if (inode?.kind === 'file') return Math.min(cs, inode.size - idx * cs);
-    return !inode && ino < meta.tree.nextIno ? 'deleted' : 'unknown';
-  }, Date.now(), { uncleanStop });
-  const cache = new ChunkCache(opts.cacheDir, {
-    capBytes: opts.settings.cacheCapBytes,
-    highWatermark: opts.settings.cacheHighWatermark,
-    lowWatermark: opts.settings.cacheLowWatermark,
-  }, handles, () => dirty.totalBytes, sealed);
+  await dirty.init(
+    (ino, idx) => {
+      const inode = meta.tree.get(ino);
+      if (inode?.kind === 'file') return Math.min(cs, inode.size - idx * cs);
+      return !inode && ino < meta.tree.nextIno ? 'deleted' : 'unknown';
+    },
+    Date.now(),
+    { uncleanStop },
+  );
+  const cache = new ChunkCache(
+    opts.cacheDir,
+    {
+      capBytes: opts.settings.cacheCapBytes,
+      highWatermark: opts.settings.cacheHighWatermark,
+      lowWatermark: opts.settings.cacheLowWatermark,
+    },
+    handles,
+    () => dirty.totalBytes,
+    sealed,
+  );
   await cache.init();
   cache.onDamaged = (name, why) => opts.log?.(`cached chunk ${name} was damaged (${why}); fetching it again`);
   return { meta, dirty, cache, handles };
+}
+
+/** Creates this machine's local metadata for a filespace from the bucket alone. */
+export async function createLocalMetadata(
+  store: ObjectStore,
+  keys: Keys,
+  header: FilespaceHeader,
+  cacheDir: string,
+): Promise<void> {
+  const metaDir = path.join(cacheDir, 'meta');
+  const existing = await MetaStore.load(metaDir);
+  if (existing) {
+    await existing.close();
+    throw new UserError(`${cacheDir} already holds a filespace's cache; pick another --cache-dir`, 'EXISTS');
+  }
+  const { tree, seq } = await new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize);
+  const meta = await MetaStore.create(metaDir, tree, seq);
+  await meta.close();
+}
+
+/**
+ * Repairs damaged local metadata while no engine uses the cache (repair.ts). Changes nothing
+ * and returns `repaired: false` when there is no damage.
+ */
+export async function repairCacheFolder(opts: {
+  store: ObjectStore;
+  keys: Keys;
+  header: FilespaceHeader;
+  cacheDir: string;
+  log?: (msg: string) => void;
+}): Promise<RepairResult> {
+  const seen = await MetaStore.inspect(path.join(opts.cacheDir, 'meta'));
+  if (!seen.damage && !seen.snapshotError) return { repaired: false, unnamed: 0, kept: [] };
+  const { file: lockFile } = await lockCacheDir(opts.cacheDir);
+  try {
+    // Every unit of every dirty chunk is checked: the lock of a killed engine may be gone.
+    return await repairLocalMetadata({ ...opts, uncleanStop: true, log: opts.log ?? (() => undefined) });
+  } finally {
+    await fsp.rm(lockFile, { force: true });
+  }
 }

@@ -26,13 +26,11 @@ interface S3rverInstance {
 }
 
 // s3rver has no types of its own; these are the two entry points used here.
-/* eslint-disable @typescript-eslint/no-require-imports */
-// eslint-disable-next-line @typescript-eslint/no-var-requires
+/* eslint-disable @typescript-eslint/no-require-imports -- s3rver has no types; each require is typed where it is made */
 const S3rver = require('s3rver') as new (opts: Record<string, unknown>) => S3rverInstance;
-// eslint-disable-next-line @typescript-eslint/no-var-requires
 const accounts = require('s3rver/lib/models/account') as { DUMMY_ACCOUNT: { createKeyPair(id: string, secret: string): void } };
-// eslint-disable-next-line @typescript-eslint/no-var-requires
 const version = (require('s3rver/package.json') as { version: string }).version;
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 async function main(): Promise<void> {
   const [dir] = process.argv.slice(2);
@@ -68,7 +66,8 @@ async function main(): Promise<void> {
   });
   server.httpServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
     change(1);
-    const kind = req.method === 'GET' && /[?&](list-type|prefix|delimiter|uploads)=/.test(req.url ?? '') ? 'LIST' : req.method ?? '?';
+    const kind =
+      req.method === 'GET' && /[?&](list-type|prefix|delimiter|uploads)=/.test(req.url ?? '') ? 'LIST' : (req.method ?? '?');
     requests[kind] = (requests[kind] ?? 0) + 1;
     res.once('close', () => {
       change(-1);
@@ -79,7 +78,10 @@ async function main(): Promise<void> {
     if (msg.cmd !== 'window') return;
     change(0);
     const span = Number(last - windowStart);
-    process.send!({ id: msg.id, window: { inflightAvg: span > 0 ? area / span : 0, inflightMax: max, requests, errors5xx, seconds: span / 1e9 } });
+    process.send!({
+      id: msg.id,
+      window: { inflightAvg: span > 0 ? area / span : 0, inflightMax: max, requests, errors5xx, seconds: span / 1e9 },
+    });
     windowStart = last;
     area = 0;
     max = inflight;
@@ -92,6 +94,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`s3rver: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`s3rver: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

@@ -60,7 +60,7 @@ describe('uploads', () => {
       files.set(`/dir/f${i}`, data);
       await writeFile(m.fs, `/dir/f${i}`, data, { chunkSize: CS });
       if (i % 4 === 3) {
-        m.fs.rename(`/dir/f${i - 1}`, `/f${i - 1}`);
+        await m.fs.rename(`/dir/f${i - 1}`, `/f${i - 1}`);
         files.set(`/f${i - 1}`, files.get(`/dir/f${i - 1}`)!);
         files.delete(`/dir/f${i - 1}`);
       }
@@ -88,7 +88,13 @@ describe('uploads', () => {
     await m.sync();
     assert.equal((await chunkObjects(space.store)).length, 2);
     await m.close();
-    await expectOnSecondMachine(space, new Map([['/one', data], ['/two', data]]));
+    await expectOnSecondMachine(
+      space,
+      new Map([
+        ['/one', data],
+        ['/two', data],
+      ]),
+    );
   });
 
   it('never uploads a file deleted or truncated away within the upload delay', async () => {
@@ -98,8 +104,8 @@ describe('uploads', () => {
     m.fs.mkdir('/build', 0o755);
     await writeFile(m.fs, '/build/o.o', random(CS + 1));
     await writeFile(m.fs, '/cut', random(2 * CS));
-    m.fs.unlink('/scratch.tmp');
-    m.fs.unlink('/build/o.o');
+    await m.fs.unlink('/scratch.tmp');
+    await m.fs.unlink('/build/o.o');
     m.fs.rmdir('/build');
     await m.fs.truncate('/cut', 0);
     const kept = Buffer.from('kept\n');
@@ -107,7 +113,13 @@ describe('uploads', () => {
     await m.sync(); // makes every remaining dirty chunk due now
     assert.equal((await chunkObjects(space.store)).length, 1, "only kept.txt's chunk is in the bucket");
     await m.close();
-    await expectOnSecondMachine(space, new Map([['/kept.txt', kept], ['/cut', Buffer.alloc(0)]]));
+    await expectOnSecondMachine(
+      space,
+      new Map([
+        ['/kept.txt', kept],
+        ['/cut', Buffer.alloc(0)],
+      ]),
+    );
   });
 
   it('retries failed PUTs until they succeed, and nothing dangles meanwhile', async () => {
@@ -120,7 +132,10 @@ describe('uploads', () => {
     await m.sync();
     assert.equal(flaky.failed, 5, 'the injected failures happened');
     // Reported while failing (logged once per run of failures), and cleared by the success.
-    assert.ok(m.log.some((l) => /injected 500/.test(l)), `the failure was logged:\n${m.log.join('\n')}`);
+    assert.ok(
+      m.log.some((l) => /injected 500/.test(l)),
+      `the failure was logged:\n${m.log.join('\n')}`,
+    );
     assert.equal(m.engine.stats().lastError, undefined, 'no error is left once uploads work again');
     await m.close();
     assert.deepEqual(checked.problems, []);
@@ -136,7 +151,12 @@ describe('uploads', () => {
     assert.equal((await chunkObjects(space.store)).length, 0, 'nothing was uploaded before close');
     // Started again with no upload delay: the chunks go up by themselves, nobody calls sync.
     const again = await bed.mount(space, { cacheDir: m.cacheDir, settings: { uploadDelayMs: 0 } });
-    await until('the pending chunks to be uploaded', async () => again.engine.stats().dirtyChunks === 0 && (await chunkObjects(space.store)).length === 3, 60_000, 20);
+    await until(
+      'the pending chunks to be uploaded',
+      async () => again.engine.stats().dirtyChunks === 0 && (await chunkObjects(space.store)).length === 3,
+      60_000,
+      20,
+    );
     await again.close();
     await expectOnSecondMachine(space, new Map([['/later', data]]));
   });

@@ -52,7 +52,7 @@ async function fsyncThenScribble(fs: FuseFilesystem, cs: number, rand: () => num
   // Renamed across directories, the rename made durable with fsync on the directory.
   fs.mkdir('/d', 0o755);
   await writeFile(fs, '/d/c.bin', bytes(rand, cs + 10), { fsync: true });
-  fs.rename('/d/c.bin', '/e.bin');
+  await fs.rename('/d/c.bin', '/e.bin');
   await fs.fsyncAll();
   // Cut inside a chunk, then grown again: zeros where data was cut.
   await withFile(fs, '/a.bin', O_WRONLY, async (fh) => {
@@ -64,8 +64,10 @@ async function fsyncThenScribble(fs: FuseFilesystem, cs: number, rand: () => num
   await send({ type: 'synced', files });
   // Unsynced work on other files until the parent kills this process.
   for (let i = 0; ; i++) {
-    await withFile(fs, `/scratch-${i % 3}.bin`, O_WRONLY, (fh) => writeAt(fs, fh, (i * 7919) % (2 * cs), bytes(rand, 1 + ((rand() * cs) | 0))));
-    if (i % 5 === 4) fs.unlink(`/scratch-${(i + 1) % 3}.bin`);
+    await withFile(fs, `/scratch-${i % 3}.bin`, O_WRONLY, (fh) =>
+      writeAt(fs, fh, (i * 7919) % (2 * cs), bytes(rand, 1 + ((rand() * cs) | 0))),
+    );
+    if (i % 5 === 4) await fs.unlink(`/scratch-${(i + 1) % 3}.bin`);
   }
 }
 
@@ -105,7 +107,7 @@ async function promiseStream(engine: Engine, cs: number, rand: () => number, tag
       const p = pick();
       const to = `/r${tag}-${n}`;
       await send({ type: 'busy', paths: [p, to] });
-      fs.rename(p, to);
+      await fs.rename(p, to);
       await fs.fsyncAll();
       live.splice(live.indexOf(p), 1, to);
       await send({ type: 'promised', path: p, sha256: null, n });
@@ -113,7 +115,7 @@ async function promiseStream(engine: Engine, cs: number, rand: () => number, tag
     } else {
       const p = pick();
       await send({ type: 'busy', paths: [p] });
-      fs.unlink(p);
+      await fs.unlink(p);
       await fs.fsyncAll();
       live.splice(live.indexOf(p), 1);
       await send({ type: 'promised', path: p, sha256: null, n });
@@ -192,12 +194,17 @@ async function capWorkload(engine: Engine, script: CapWorkload): Promise<void> {
   }
   // Settled: nothing in flight, nothing left to evict.
   let last = -1;
-  await until('the cache to settle', () => {
-    const used = engine.stats().cacheUsedBytes;
-    const settled = used === last && used <= cap;
-    last = used;
-    return settled;
-  }, 60_000, 50);
+  await until(
+    'the cache to settle',
+    () => {
+      const used = engine.stats().cacheUsedBytes;
+      const settled = used === last && used <= cap;
+      last = used;
+      return settled;
+    },
+    60_000,
+    50,
+  );
   await send({ type: 'done', usedBytes: engine.stats().cacheUsedBytes, capBytes: cap });
 }
 
@@ -214,6 +221,6 @@ async function main(): Promise<void> {
 }
 
 main().catch(async (err: unknown) => {
-  await send({ type: 'error', message: err instanceof Error ? err.stack ?? err.message : String(err) }).catch(() => undefined);
+  await send({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) }).catch(() => undefined);
   process.exit(1);
 });

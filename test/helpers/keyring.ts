@@ -27,15 +27,17 @@ function stopChild(child: ChildProcess): Promise<void> {
 
 export async function startKeyring(): Promise<Keyring> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fs-keyring-'));
-  const bus = spawn('dbus-daemon', ['--session', '--nofork', '--nopidfile', '--print-address=1'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const bus = spawn('dbus-daemon', ['--session', '--nofork', '--nopidfile', '--print-address=1'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
   const reap = () => bus.kill('SIGKILL');
   process.once('exit', reap);
   const address = await new Promise<string>((resolve, reject) => {
     let out = '';
     bus.once('error', (err) => reject(new Error(`dbus-daemon did not start (${err.message}); install the "dbus" package`)));
     bus.once('exit', (code) => reject(new Error(`dbus-daemon exited with code ${code}`)));
-    bus.stdout!.setEncoding('utf8');
-    bus.stdout!.on('data', (d: string) => {
+    bus.stdout.setEncoding('utf8');
+    bus.stdout.on('data', (d: string) => {
       out += d;
       const line = out.split('\n')[0]!;
       if (out.includes('\n')) resolve(line.trim());
@@ -52,9 +54,12 @@ export async function startKeyring(): Promise<Keyring> {
   const reapDaemon = () => daemon.kill('SIGKILL');
   process.once('exit', reapDaemon);
   let failed: Error | undefined;
-  daemon.once('error', (err) => (failed = new Error(`gnome-keyring-daemon did not start (${err.message}); install the "gnome-keyring" package`)));
+  daemon.once(
+    'error',
+    (err) => (failed = new Error(`gnome-keyring-daemon did not start (${err.message}); install the "gnome-keyring" package`)),
+  );
   daemon.once('exit', (code) => (failed ??= new Error(`gnome-keyring-daemon exited with code ${code}`)));
-  daemon.stdin!.end('throwaway-test-keyring-password');
+  daemon.stdin.end('throwaway-test-keyring-password');
   // Ready once it owns the Secret Service name on the bus.
   for (let i = 0; ; i++) {
     if (failed) throw failed;
@@ -77,7 +82,18 @@ export async function startKeyring(): Promise<Keyring> {
 
 function ownsSecretService(address: string): Promise<boolean> {
   return new Promise((resolve) => {
-    execFile('dbus-send', ['--session', '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.NameHasOwner', 'string:org.freedesktop.secrets'],
-      { env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: address }, timeout: 5000 }, (err, stdout) => resolve(!err && /boolean true/.test(String(stdout))));
+    execFile(
+      'dbus-send',
+      [
+        '--session',
+        '--print-reply',
+        '--dest=org.freedesktop.DBus',
+        '/org/freedesktop/DBus',
+        'org.freedesktop.DBus.NameHasOwner',
+        'string:org.freedesktop.secrets',
+      ],
+      { env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: address }, timeout: 5000 },
+      (err, stdout) => resolve(!err && /boolean true/.test(String(stdout))),
+    );
   });
 }

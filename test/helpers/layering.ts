@@ -33,8 +33,7 @@
  * top to bottom as ENGINE_ORDER says; a file imports its own part and parts of lower tiers
  * only, never a part beside or above it, so no arrow runs back up and parts cannot form a cycle.
  *
- * Imports that break the rule today and are waiting for the code to move are listed, one by
- * one, in KNOWN_EXCEPTIONS; checkLayering still reports them, the tree test subtracts them.
+ * The rule has no exceptions: the tree test fails on any import it reports.
  *
  * Import specifiers come from TypeScript's own pre-processor, which sees `import`/`export ...
  * from`, `import type`, `import x = require()`, `require()` and `import()` (also in type
@@ -114,7 +113,10 @@ interface PackageHome {
   readonly homes: readonly string[];
 }
 
-const packageNamed = (...names: string[]) => (s: string) => names.some((n) => s === n || s.startsWith(`${n}/`));
+const packageNamed =
+  (...names: string[]) =>
+  (s: string) =>
+    names.some((n) => s === n || s.startsWith(`${n}/`));
 
 const PACKAGE_HOMES: readonly PackageHome[] = [
   { what: 'fuse-native', matches: packageNamed('fuse-native'), homes: ['native/fuse'] },
@@ -126,23 +128,6 @@ const PACKAGE_HOMES: readonly PackageHome[] = [
     homes: ['electron/engine/store/s3.ts', 'electron/main/permissions.ts'],
   },
   { what: 'React', matches: packageNamed('react', 'react-dom'), homes: ['renderer'] },
-];
-
-/**
- * Imports that break the rule today, each listed until the code moves; the tree test fails on
- * any other violation, and on an entry here that no longer matches one (delete it then).
- * The desktop app (electron/main) still imports the host library from electron/cli/: these go
- * when the host library moves to electron/host/.
- */
-export const KNOWN_EXCEPTIONS: ReadonlyArray<{ readonly file: string; readonly specifier: string }> = [
-  { file: 'electron/main/appHost.ts', specifier: '../cli/control' },
-  { file: 'electron/main/appHost.ts', specifier: '../cli/config' },
-  { file: 'electron/main/appHost.ts', specifier: '../cli/host' },
-  { file: 'electron/main/appHost.ts', specifier: '../cli/main' },
-  { file: 'electron/main/appHost.ts', specifier: '../cli/stores' },
-  { file: 'electron/main/dispatch.ts', specifier: '../cli/control' },
-  { file: 'electron/main/main.ts', specifier: '../cli/config' },
-  { file: 'electron/main/serve.ts', specifier: '../cli/config' },
 ];
 
 function isUnder(p: string, dir: string): boolean {
@@ -164,7 +149,10 @@ const MODULE_EXT = /\.(d\.ts|ts|tsx|mts|cts|js|jsx|mjs|cjs)$/;
  */
 export function enginePartOf(p: string): string | undefined {
   if (!isUnder(p, 'electron/engine')) return undefined;
-  const parts = p.slice('electron/engine/'.length).split('/').filter((s) => s !== '');
+  const parts = p
+    .slice('electron/engine/'.length)
+    .split('/')
+    .filter((s) => s !== '');
   if (parts.length === 0) return 'composition';
   if (parts.length > 1) return parts[0];
   const name = parts[0]!;
@@ -247,7 +235,8 @@ function layerReason(layer: Layer, ref: ImportRef): string | undefined {
       return ours(['renderer', 'electron/contract'], 'the renderer');
     case 'preload':
       if (ref.kind === 'builtin') return 'a sandboxed preload has no node builtins';
-      if (ref.kind === 'package' && !isElectronPackage(ref)) return `the preload may import only 'electron' and the contract, not ${ref.specifier}`;
+      if (ref.kind === 'package' && !isElectronPackage(ref))
+        return `the preload may import only 'electron' and the contract, not ${ref.specifier}`;
       return ours(['electron/contract'], 'the preload');
     case 'host':
       if (isElectronPackage(ref)) return "the host library also runs headless (the command) and may not import 'electron'";
@@ -256,7 +245,10 @@ function layerReason(layer: Layer, ref: ImportRef): string | undefined {
       if (isElectronPackage(ref)) return "the CLI runs headless and may not import 'electron'";
       return ours(['electron/cli', 'electron/host', 'electron/engine', 'electron/contract', 'native'], 'the CLI');
     case 'main':
-      return ours(['electron/main', 'electron/host', 'electron/engine', 'electron/contract', 'native'], 'the Electron main process');
+      return ours(
+        ['electron/main', 'electron/host', 'electron/engine', 'electron/contract', 'native'],
+        'the Electron main process',
+      );
     case 'build':
       return ref.kind === 'ours' ? `a build script may not import our code (${ref.target}); it names files to build` : undefined;
     case 'other':
@@ -304,15 +296,6 @@ export function checkLayering(files: readonly SourceFile[]): Violation[] {
   return out;
 }
 
-/** Splits violations into those KNOWN_EXCEPTIONS does not cover, and the entries no violation used. */
-export function subtractKnownExceptions(violations: readonly Violation[]): { remaining: Violation[]; unused: typeof KNOWN_EXCEPTIONS } {
-  const covered = (v: Violation) => KNOWN_EXCEPTIONS.some((e) => e.file === v.file && e.specifier === v.specifier);
-  return {
-    remaining: violations.filter((v) => !covered(v)),
-    unused: KNOWN_EXCEPTIONS.filter((e) => !violations.some((v) => e.file === v.file && e.specifier === v.specifier)),
-  };
-}
-
 /** Every source extension the toolchain compiles or runs. */
 const SOURCE_EXT = /\.(ts|tsx|mts|cts|js|jsx|mjs|cjs)$/;
 
@@ -320,7 +303,10 @@ const SOURCE_EXT = /\.(ts|tsx|mts|cts|js|jsx|mjs|cjs)$/;
  * Reads every source file under `dirs` (relative to `root`); missing dirs are skipped, and so
  * are node_modules and NOT_OURS.
  */
-export async function collectSources(root: string, dirs: readonly string[] = ['electron', 'native', 'renderer']): Promise<SourceFile[]> {
+export async function collectSources(
+  root: string,
+  dirs: readonly string[] = ['electron', 'native', 'renderer'],
+): Promise<SourceFile[]> {
   const out: SourceFile[] = [];
   const walk = async (rel: string): Promise<void> => {
     let entries;

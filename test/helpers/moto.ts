@@ -56,8 +56,8 @@ async function launch(port: number, extraEnv: NodeJS.ProcessEnv): Promise<MotoSe
     env: { ...process.env, PYTHONUNBUFFERED: '1', ...extraEnv },
   });
   let stderr = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => {
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d: string) => {
     stderr = (stderr + d).slice(-4000);
   });
   // If the test process dies without calling stop(), do not leave the server behind.
@@ -124,12 +124,7 @@ export async function createBucket(endpoint: string, name: string): Promise<void
   }
 }
 
-export function s3StoreFor(
-  endpoint: string,
-  bucket: string,
-  prefix?: string,
-  overrides: Partial<S3StoreOptions> = {},
-): S3Store {
+export function s3StoreFor(endpoint: string, bucket: string, prefix?: string, overrides: Partial<S3StoreOptions> = {}): S3Store {
   return new S3Store({
     bucket,
     prefix,

@@ -41,8 +41,11 @@ describe('upload bandwidth limit', () => {
     // second of burst, (k * 128 KiB) / 64 KiB/s - 1 s after the first.
     const t0 = puts[0]!.at;
     for (let k = 1; k < files; k++) {
-      const earliest = (k * size) / (64 * KiB) * 1000 - 1000;
-      assert.ok(puts[k]!.at - t0 >= earliest - 50, `upload ${k} started ${puts[k]!.at - t0} ms after the first; the limit allows it no earlier than ${earliest} ms`);
+      const earliest = ((k * size) / (64 * KiB)) * 1000 - 1000;
+      assert.ok(
+        puts[k]!.at - t0 >= earliest - 50,
+        `upload ${k} started ${puts[k]!.at - t0} ms after the first; the limit allows it no earlier than ${earliest} ms`,
+      );
     }
     await fs.unmount();
 
@@ -50,7 +53,10 @@ describe('upload bandwidth limit', () => {
     const reader = await bed.link(await bed.machine('reader'), fs.bucket);
     await reader.mount({ readOnly: true });
     for (let i = 0; i < files; i++) {
-      assert.deepEqual(await fsp.readFile(path.join(reader.mnt, `f${i}.bin`)), await fsp.readFile(path.join(env.local, `f${i}.bin`)));
+      assert.deepEqual(
+        await fsp.readFile(path.join(reader.mnt, `f${i}.bin`)),
+        await fsp.readFile(path.join(env.local, `f${i}.bin`)),
+      );
     }
     await reader.unmount();
   });
@@ -66,7 +72,7 @@ describe('upload bandwidth limit', () => {
     // The first chunk goes at once; at 16 KiB/s each next one waits 32 s for its budget.
     await until('the first chunk upload', () => chunkPuts(logStart).length >= 1);
     const waiting = await fs.status();
-    assert.ok(Number(waiting.dirtyFiles) >= 3, `files still waiting for bandwidth: ${waiting.dirtyFiles}`);
+    assert.ok(Number(waiting.dirtyFiles) >= 3, `files still waiting for bandwidth: ${String(waiting.dirtyFiles)}`);
     assert.equal(chunkPuts(logStart).length, 1, 'nothing else is sent while the budget is in debt');
 
     await fs.machine.ok('set', fs.name, 'upload-limit', 'off');
@@ -86,7 +92,7 @@ describe('upload bandwidth limit', () => {
     for (const [value, message] of [
       ['fast', /"fast" is not a rate; write bytes per second .* e\.g\. 512KiB, 2MiB\/s, or off/],
       ['-5', /"-5" is not a rate/],
-      ['1KiB', /upload limit must be at least 16KiB\/s \(or off\)/],
+      ['1KiB', /upload limit must be at least 16 KiB\/s \(or off\)/],
     ] as Array<[string, RegExp]>) {
       const r = await fs.machine.cli('set', fs.name, 'upload-limit', ...(value.startsWith('-') ? ['--', value] : [value]));
       assert.notEqual(r.code, 0, value);

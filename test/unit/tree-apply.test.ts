@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
+import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree, TreeSnapshot } from '../../electron/engine/meta/tree';
 
 const CS = 1024;
 
@@ -200,8 +200,14 @@ describe('Tree.apply attr', () => {
     t.apply(size(2, CS + 10));
     const f = t.get(2)!;
     assert.equal(f.size, CS + 10);
-    assert.deepEqual(f.chunks, [['a0', CS], ['a1', 10]]);
-    assert.deepEqual(sortedMap(t.chunkRefs), [['a0', 1], ['a1', 1]]);
+    assert.deepEqual(f.chunks, [
+      ['a0', CS],
+      ['a1', 10],
+    ]);
+    assert.deepEqual(sortedMap(t.chunkRefs), [
+      ['a0', 1],
+      ['a1', 1],
+    ]);
 
     t.apply(size(2, CS));
     assert.deepEqual(t.get(2)!.chunks, [['a0', CS]], 'a cut on a chunk boundary keeps the previous chunk whole');
@@ -302,10 +308,16 @@ describe('Tree chunk reference counting', () => {
     const t = fresh();
     fileWithChunks(t, ROOT_INO, 'a', 2, 2 * CS, 'shared');
     fileWithChunks(t, ROOT_INO, 'b', 3, 2 * CS, 'shared');
-    assert.deepEqual(sortedMap(t.chunkRefs), [['shared0', 2], ['shared1', 2]]);
+    assert.deepEqual(sortedMap(t.chunkRefs), [
+      ['shared0', 2],
+      ['shared1', 2],
+    ]);
 
     t.apply({ t: 'rm', parent: ROOT_INO, name: 'a', ms: 40 });
-    assert.deepEqual(sortedMap(t.chunkRefs), [['shared0', 1], ['shared1', 1]]);
+    assert.deepEqual(sortedMap(t.chunkRefs), [
+      ['shared0', 1],
+      ['shared1', 1],
+    ]);
 
     t.apply(size(3, CS));
     assert.deepEqual(sortedMap(t.chunkRefs), [['shared0', 1]]);
@@ -345,7 +357,7 @@ function richTree(): Tree {
 describe('Tree snapshots', () => {
   it('fromSnapshot(snapshot()) reproduces inodes, nextIno and chunk refs, also through JSON', () => {
     const t = richTree();
-    const viaJson = JSON.parse(JSON.stringify(t.snapshot()));
+    const viaJson = JSON.parse(JSON.stringify(t.snapshot())) as TreeSnapshot;
     for (const snap of [t.snapshot(), viaJson]) {
       const u = Tree.fromSnapshot(CS, snap);
       assert.deepEqual(u.inodes, t.inodes);
@@ -357,7 +369,7 @@ describe('Tree snapshots', () => {
 
   it('a restored tree keeps applying ops exactly like the original', () => {
     const t = richTree();
-    const u = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(t.snapshot())));
+    const u = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(t.snapshot())) as TreeSnapshot);
     const more: MetaOp[] = [
       size(3, CS + 1),
       { t: 'rm', parent: ROOT_INO, name: 'copy', ms: 80 },
@@ -470,7 +482,7 @@ describe('Tree.apply is deterministic and total', () => {
       const half = Math.floor(ops.length / 2);
       const first = fresh();
       for (const op of ops.slice(0, half)) first.apply(op);
-      const resumed = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(first.snapshot())));
+      const resumed = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(first.snapshot())) as TreeSnapshot);
       for (const op of ops.slice(half)) resumed.apply(op);
       assert.deepEqual(resumed.snapshot(), t.snapshot(), `seed ${seed}: replay`);
       assert.deepEqual(sortedMap(resumed.chunkRefs), sortedMap(t.chunkRefs));
@@ -491,7 +503,10 @@ describe('Tree nameless inodes (files deleted while open)', () => {
     // A truncate through an open handle applies to the kept copy alone.
     kept.apply(size(5, CS + 10, 10));
     assert.equal(kept.get(5)!.size, CS + 10);
-    assert.deepEqual(kept.get(5)!.chunks, [['c0', CS], ['c1', 10]]);
+    assert.deepEqual(kept.get(5)!.chunks, [
+      ['c0', CS],
+      ['c1', 10],
+    ]);
     assert.deepEqual([...kept.chunkRefs.keys()].sort(), ['c0', 'c1']);
     kept.removeNameless(5);
     assert.equal(kept.get(5), undefined);

@@ -44,7 +44,11 @@ export class BufferPool {
   private readonly keepFree: number;
   private readonly shared: boolean;
 
-  constructor(readonly bufferBytes: number, private readonly slots: () => number, options: BufferPoolOptions = {}) {
+  constructor(
+    readonly bufferBytes: number,
+    private readonly slots: () => number,
+    options: BufferPoolOptions = {},
+  ) {
     if (!(bufferBytes > 0)) throw new RangeError(`BufferPool: bufferBytes must be positive, got ${bufferBytes}`);
     this.idleMs = options.idleMs ?? 5_000;
     this.keepFree = options.keepFree ?? 2;
@@ -73,7 +77,8 @@ export class BufferPool {
 
   /** A buffer of at least `bytes` (at most `bufferBytes`), once a slot is free. */
   async acquire(bytes: number): Promise<Buffer> {
-    if (bytes > this.bufferBytes) throw new RangeError(`BufferPool: ${bytes} bytes asked of a pool of ${this.bufferBytes}-byte buffers`);
+    if (bytes > this.bufferBytes)
+      throw new RangeError(`BufferPool: ${bytes} bytes asked of a pool of ${this.bufferBytes}-byte buffers`);
     // Waiters go first; a slot given back is handed to the oldest one (taken on its behalf).
     if (this.waiters.length === 0 && this.taken < this.cap()) this.taken++;
     else await new Promise<void>((resolve) => this.waiters.push(resolve));
@@ -114,7 +119,12 @@ export class BufferPool {
   private giveBack(buf: Buffer, reuse: boolean): void {
     if (!this.lent.delete(buf)) throw new Error('BufferPool: a buffer given back that was not lent (or was given back twice)');
     this.taken--;
-    if (reuse && buf.length === this.bufferBytes && this.free.length < this.keepFree && this.free.length + this.lent.size < this.cap()) {
+    if (
+      reuse &&
+      buf.length === this.bufferBytes &&
+      this.free.length < this.keepFree &&
+      this.free.length + this.lent.size < this.cap()
+    ) {
       this.free.push(buf);
     } else {
       this.held -= buf.length;
