@@ -710,6 +710,10 @@ export class Vfs {
     const total = Math.min(len, size - pos);
     const cs = this.chunkSize;
     const ahead = h.cursor.onRead(pos, total);
+    // Read-ahead starts before this read waits, so the downloads overlap it; but the first read
+    // of a stream that must download its chunk has the bandwidth to itself (time to first byte).
+    const deferred = ahead === 1 && !this.atHand(inode, Math.floor(pos / cs));
+    if (ahead > 0 && !deferred) this.readAhead(inode, pos, total, size, ahead);
     let done = 0;
     while (done < total) {
       const at = pos + done;
@@ -719,21 +723,31 @@ export class Vfs {
       await this.readChunk(h, inode, idx, buf, done, n, inChunk, ahead > 0);
       done += n;
     }
-    if (ahead > 0) {
-      const last = Math.floor((pos + total - 1) / cs);
-      const lastIdx = Math.floor((size - 1) / cs);
-      for (let i = last + 1; i <= Math.min(lastIdx, last + ahead); i++) {
-        if (this.dirty.get(inode.ino, i)) continue;
-        const ref = this.committedRef(inode, i);
-        if (!ref) continue;
-        if (i === last + 1 && this.cache.has(ref[0]) && !this.cache.inMemoryPeek(ref[0])) {
-          this.loadWhole(ref[0]).catch(() => undefined); // the next chunk, ready in memory
-        } else {
-          this.fetcher.prefetch(ref[0]);
-        }
+    if (deferred) this.readAhead(inode, pos, total, size, ahead);
+    return total;
+  }
+
+  /** Whether chunk idx of the file can be read without a download. */
+  private atHand(inode: ChunkView, idx: number): boolean {
+    const ref = this.committedRef(inode, idx);
+    return !ref || this.dirty.get(inode.ino, idx) !== undefined || this.cache.has(ref[0]) || this.cache.inMemoryPeek(ref[0]);
+  }
+
+  /** Brings the `ahead` chunks after the read [pos, pos+total) closer: the next one into memory, the rest into the cache. */
+  private readAhead(inode: ChunkView, pos: number, total: number, size: number, ahead: number): void {
+    const cs = this.chunkSize;
+    const last = Math.floor((pos + total - 1) / cs);
+    const lastIdx = Math.floor((size - 1) / cs);
+    for (let i = last + 1; i <= Math.min(lastIdx, last + ahead); i++) {
+      if (this.dirty.get(inode.ino, i)) continue;
+      const ref = this.committedRef(inode, i);
+      if (!ref) continue;
+      if (i === last + 1 && this.cache.has(ref[0]) && !this.cache.inMemoryPeek(ref[0])) {
+        this.loadWhole(ref[0], true).catch(() => undefined); // the next chunk, ready in memory
+      } else {
+        this.fetcher.prefetch(ref[0]);
       }
     }
-    return total;
   }
 
   /** Fills buf[off, off+n) with bytes [inChunk, inChunk+n) of chunk idx. */
@@ -784,9 +798,9 @@ export class Vfs {
    * Brings a whole clean chunk into memory (from the disk cache, else the bucket), merging
    * concurrent loads; resolves whether it is in memory now.
    */
-  private loadWhole(name: string): Promise<boolean> {
+  private loadWhole(name: string, ahead = false): Promise<boolean> {
     return this.memLoads.run(name, async () => {
-      if (await this.cache.loadIntoMemory(name)) return this.cache.inMemoryPeek(name);
+      if (await this.cache.loadIntoMemory(name, ahead)) return this.cache.inMemoryPeek(name);
       await this.fetcher.fetch(name); // remembers what it downloads
       return this.cache.inMemoryPeek(name);
     });
