@@ -151,10 +151,6 @@ export class ChunkFetcher {
     this.slots.setLimit(n);
   }
 
-  isInFlight(name: string): boolean {
-    return this.flights.has(name);
-  }
-
   /** Downloads running now. */
   get downloadsInFlight(): number {
     return this.slots.inUse;
