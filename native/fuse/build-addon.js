@@ -61,8 +61,9 @@ function stamp() {
 
 function upToDate(want) {
   try {
-    return fs.readFileSync(path.join(dest, STAMP), 'utf8') === want &&
-      fs.existsSync(path.join(dest, 'build', 'Release', 'fuse.node'));
+    return (
+      fs.readFileSync(path.join(dest, STAMP), 'utf8') === want && fs.existsSync(path.join(dest, 'build', 'Release', 'fuse.node'))
+    );
   } catch {
     return false;
   }
@@ -113,7 +114,17 @@ function main() {
     fs.rmSync(dest, { recursive: true, force: true }); // one built from other sources must not be used
     return;
   }
-  const gyp = path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  const gyp = path.join(
+    path.dirname(process.execPath),
+    '..',
+    'lib',
+    'node_modules',
+    'npm',
+    'node_modules',
+    'node-gyp',
+    'bin',
+    'node-gyp.js',
+  );
   const nodeGyp = fs.existsSync(gyp) ? [process.execPath, gyp] : ['node-gyp'];
   // Build against the headers of the running Node when the system has them (no download).
   const nodedir = process.env.npm_config_nodedir || (fs.existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);
@@ -129,7 +140,10 @@ try {
 } catch (err) {
   fs.rmSync(out, { recursive: true, force: true });
   const kept = fs.existsSync(path.join(dest, 'build', 'Release', 'fuse.node'));
-  console.warn(`warning: could not build the corrected FUSE addon (${err.message.split('\n')[0]}); ` + (kept
-    ? 'the one built before stays in use'
-    : 'the stock fuse-native build is used, which cannot set modification times on their own'));
+  console.warn(
+    `warning: could not build the corrected FUSE addon (${err.message.split('\n')[0]}); ` +
+      (kept
+        ? 'the one built before stays in use'
+        : 'the stock fuse-native build is used, which cannot set modification times on their own'),
+  );
 }

@@ -9,9 +9,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { MetaStore } from '../../electron/engine/meta/metastore';
-import {
-  EngineBed, Mounted, O_RDONLY, O_RDWR, random, readFile, until, writeAt, writeFile,
-} from '../helpers/engineBed';
+import { EngineBed, Mounted, O_RDONLY, O_RDWR, random, readFile, until, writeAt, writeFile } from '../helpers/engineBed';
 
 const CS = 64 * 1024;
 
@@ -73,7 +71,7 @@ describe('keeping the kernel page cache across opens', () => {
     await w.close();
   });
 
-  it('never after another machine\'s change under a live handle, even when the content comes back', async () => {
+  it("never after another machine's change under a live handle, even when the content comes back", async () => {
     const space = await bed.filespace({ chunkSize: CS });
     const m = await bed.mount(space);
     await writeFile(m.fs, '/f', random(1000));
@@ -87,7 +85,10 @@ describe('keeping the kernel page cache across opens', () => {
     const ino = meta.tree.lookup(1, 'f')!.ino;
     const ref = meta.tree.get(ino)!.chunks![0]!;
     meta.applyRemote(meta.remoteSeq + 1, [{ t: 'attr', ino, size: 999, ms: Date.now() }]);
-    meta.applyRemote(meta.remoteSeq + 1, [{ t: 'attr', ino, size: 1000, ms: Date.now() }, { t: 'chunk', ino, idx: 0, ref }]);
+    meta.applyRemote(meta.remoteSeq + 1, [
+      { t: 'attr', ino, size: 1000, ms: Date.now() },
+      { t: 'chunk', ino, idx: 0, ref },
+    ]);
     assert.deepEqual(meta.tree.get(ino)!.chunks, [ref]);
     assert.equal(await keptAtOpen(m, '/f'), false);
     // That open dropped the pages; from then on they hold what the file holds now.

@@ -124,7 +124,7 @@ describe('the kernel page cache across opens', () => {
     randomBytes(4096).copy(v2, 300_000);
     await sh(`dd if='${await localFile('f3', v2)}' of='${a.mnt}/doc.bin' bs=1M conv=notrunc status=none`);
     await a.sync();
-    await until('the follower to read the writer\'s new bytes', async () => (await shaOf(doc)) === sha(v2), 60_000);
+    await until("the follower to read the writer's new bytes", async () => (await shaOf(doc)) === sha(v2), 60_000);
 
     // The writer replaces it with another file of the same size by a rename over it: the
     // follower's kernel still names the old file's node by that path.
@@ -163,7 +163,7 @@ describe('the kernel page cache across opens', () => {
     } finally {
       await old.close();
     }
-    assert.equal(await shaOf(big), (await shaOf(path.join(a.mnt, 'big.bin'))));
+    assert.equal(await shaOf(big), await shaOf(path.join(a.mnt, 'big.bin')));
     await b.unmount();
     await a.unmount();
   });

@@ -27,7 +27,11 @@ class GatedStore extends MemoryStore {
   readonly started: string[] = [];
   private readonly gates: Array<() => void> = [];
 
-  override async get(key: string, range?: { readonly start: number; readonly end: number }, _call?: CallOptions): Promise<GetResult | undefined> {
+  override async get(
+    key: string,
+    range?: { readonly start: number; readonly end: number },
+    _call?: CallOptions,
+  ): Promise<GetResult | undefined> {
     this.started.push(key);
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
@@ -64,7 +68,10 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function setUp(count: number, concurrency: number): Promise<{ store: GatedStore; cache: ChunkCache; fetcher: ChunkFetcher; names: string[]; datas: Buffer[] }> {
+async function setUp(
+  count: number,
+  concurrency: number,
+): Promise<{ store: GatedStore; cache: ChunkCache; fetcher: ChunkFetcher; names: string[]; datas: Buffer[] }> {
   const store = new GatedStore();
   const names: string[] = [];
   const datas: Buffer[] = [];
@@ -75,9 +82,22 @@ async function setUp(count: number, concurrency: number): Promise<{ store: Gated
     names.push(name);
     datas.push(data);
   }
-  const cache = new ChunkCache(dir, { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 }, handles, () => 0, new SealedIO(randomBytes(32)));
+  const cache = new ChunkCache(
+    dir,
+    { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 },
+    handles,
+    () => 0,
+    new SealedIO(randomBytes(32)),
+  );
   await cache.init();
-  const fetcher = new ChunkFetcher(store, cache, chunkKeyBytes, concurrency, () => 60_000, () => undefined);
+  const fetcher = new ChunkFetcher(
+    store,
+    cache,
+    chunkKeyBytes,
+    concurrency,
+    () => 60_000,
+    () => undefined,
+  );
   return { store, cache, fetcher, names, datas };
 }
 
@@ -131,20 +151,38 @@ describe('ChunkFetcher', () => {
 describe('chunks kept in memory for sequential readers', () => {
   it('evicts chunks already read before read-ahead, and read-ahead never evicts read-ahead', async () => {
     const KB = 1000;
-    const cache = new ChunkCache(dir, { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 }, handles, () => 0, new SealedIO(randomBytes(32)), 3 * KB);
+    const cache = new ChunkCache(
+      dir,
+      { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 },
+      handles,
+      () => 0,
+      new SealedIO(randomBytes(32)),
+      3 * KB,
+    );
     const chunk = () => Buffer.alloc(KB);
     cache.remember('read', chunk());
     cache.remember('ahead1', chunk(), true);
     cache.remember('ahead2', chunk(), true);
     cache.remember('ahead3', chunk(), true);
-    assert.deepEqual(['read', 'ahead1', 'ahead2', 'ahead3'].map((n) => cache.inMemoryPeek(n)), [false, true, true, true]);
+    assert.deepEqual(
+      ['read', 'ahead1', 'ahead2', 'ahead3'].map((n) => cache.inMemoryPeek(n)),
+      [false, true, true, true],
+    );
     cache.remember('ahead4', chunk(), true);
     assert.equal(cache.inMemoryPeek('ahead4'), false, 'memory full of read-ahead: the newest waits on disk');
     assert.equal(cache.inMemoryPeek('ahead1'), true);
     assert.ok(cache.inMemory('ahead1'), 'read now');
     cache.remember('ahead5', chunk(), true);
-    assert.deepEqual(['ahead1', 'ahead2', 'ahead3', 'ahead5'].map((n) => cache.inMemoryPeek(n)), [false, true, true, true], 'the chunk read goes first');
+    assert.deepEqual(
+      ['ahead1', 'ahead2', 'ahead3', 'ahead5'].map((n) => cache.inMemoryPeek(n)),
+      [false, true, true, true],
+      'the chunk read goes first',
+    );
     cache.remember('wanted', chunk());
-    assert.deepEqual(['ahead2', 'ahead3', 'ahead5', 'wanted'].map((n) => cache.inMemoryPeek(n)), [false, true, true, true], 'a chunk a reader waits on displaces the oldest read-ahead');
+    assert.deepEqual(
+      ['ahead2', 'ahead3', 'ahead5', 'wanted'].map((n) => cache.inMemoryPeek(n)),
+      [false, true, true, true],
+      'a chunk a reader waits on displaces the oldest read-ahead',
+    );
   });
 });

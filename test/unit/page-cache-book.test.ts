@@ -7,7 +7,9 @@ import { describe, it } from 'node:test';
 import { ContentVersion, PageCacheBook, sameVersion } from '../../electron/engine/vfs/pageCache';
 
 const v = (ino: number, size: number, ...names: Array<string | null>): ContentVersion => ({
-  ino, size, chunks: names.map((n) => (n === null ? null : [n, size] as const)),
+  ino,
+  size,
+  chunks: names.map((n) => (n === null ? null : ([n, size] as const))),
 });
 
 describe('PageCacheBook', () => {
@@ -19,7 +21,13 @@ describe('PageCacheBook', () => {
   });
 
   it('drops them when the version differs in size, chunks, chunk length or inode', () => {
-    for (const other of [v(2, 11, 'x'), v(2, 10, 'y'), v(3, 10, 'x'), { ino: 2, size: 10, chunks: [['x', 9] as const] }, v(2, 10, 'x', null)]) {
+    for (const other of [
+      v(2, 11, 'x'),
+      v(2, 10, 'y'),
+      v(3, 10, 'x'),
+      { ino: 2, size: 10, chunks: [['x', 9] as const] },
+      v(2, 10, 'x', null),
+    ]) {
       const b = new PageCacheBook();
       b.open('/a', v(2, 10, 'x'), []);
       assert.equal(b.open('/a', other, []), false, JSON.stringify(other));

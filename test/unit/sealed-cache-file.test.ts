@@ -12,7 +12,9 @@ import { AuthError } from '../../electron/engine/chunk/crypto';
 describe('sealed cache files', () => {
   let dir: string;
   const io = new SealedIO(randomBytes(32));
-  before(async () => { dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'sealed-')); });
+  before(async () => {
+    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'sealed-'));
+  });
   after(() => fsp.rm(dir, { recursive: true, force: true }));
 
   async function fresh(name: string) {
@@ -33,7 +35,10 @@ describe('sealed cache files', () => {
 
   it('agrees with a plain buffer over random writes, truncations and reads', async () => {
     let seed = 7;
-    const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
     for (let round = 0; round < 6; round++) {
       const { fh, fileId } = await fresh(`r${round}`);
       let model = Buffer.alloc(0);

@@ -128,7 +128,14 @@ export class SealedIO {
   }
 
   /** Units [first, last] decrypted, as one buffer of data starting at first * UNIT. */
-  private async readUnits(fh: FileHandle, fileId: Buffer, first: number, last: number, len: number, what: string): Promise<Buffer> {
+  private async readUnits(
+    fh: FileHandle,
+    fileId: Buffer,
+    first: number,
+    last: number,
+    len: number,
+    what: string,
+  ): Promise<Buffer> {
     const start = unitOffset(first);
     const end = Math.min(unitOffset(last + 1), physicalSize(len));
     const raw = Buffer.allocUnsafe(end - start);
@@ -149,7 +156,16 @@ export class SealedIO {
   }
 
   /** Copies data bytes [pos, pos+n) into buf at bufOff (n already clamped to the length). */
-  async read(fh: FileHandle, fileId: Buffer, len: number, buf: Buffer, bufOff: number, n: number, pos: number, what: string): Promise<void> {
+  async read(
+    fh: FileHandle,
+    fileId: Buffer,
+    len: number,
+    buf: Buffer,
+    bufOff: number,
+    n: number,
+    pos: number,
+    what: string,
+  ): Promise<void> {
     if (n <= 0) return;
     const first = Math.floor(pos / UNIT);
     const last = Math.floor((pos + n - 1) / UNIT);

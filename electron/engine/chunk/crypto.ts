@@ -46,8 +46,13 @@ export function newKdfParams(): KdfParams {
 
 export function deriveKek(passphrase: string, kdf: KdfParams): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    scrypt(passphrase.normalize('NFC'), Buffer.from(kdf.salt, 'base64'), 32,
-      { N: kdf.N, r: kdf.r, p: kdf.p, maxmem: 256 * kdf.N * kdf.r * 2 }, (err, key) => (err ? reject(err) : resolve(key)));
+    scrypt(
+      passphrase.normalize('NFC'),
+      Buffer.from(kdf.salt, 'base64'),
+      32,
+      { N: kdf.N, r: kdf.r, p: kdf.p, maxmem: 256 * kdf.N * kdf.r * 2 },
+      (err, key) => (err ? reject(err) : resolve(key)),
+    );
   });
 }
 
@@ -81,8 +86,11 @@ export function newDataKey(): Buffer {
 export function deriveKeys(dataKey: Buffer): Keys {
   const sub = (info: string) => Buffer.from(hkdfSync('sha256', dataKey, Buffer.alloc(0), info, 32));
   return {
-    chunkKey: sub('filespace chunk v1'), metaKey: sub('filespace meta v1'), nameKey: sub('filespace name v1'),
-    cacheKey: sub('filespace cache v1'), headerKey: sub('filespace header v1'),
+    chunkKey: sub('filespace chunk v1'),
+    metaKey: sub('filespace meta v1'),
+    nameKey: sub('filespace name v1'),
+    cacheKey: sub('filespace cache v1'),
+    headerKey: sub('filespace header v1'),
   };
 }
 

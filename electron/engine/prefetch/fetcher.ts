@@ -194,9 +194,13 @@ export class ChunkFetcher {
   /** Writes the chunk into the clean cache behind the reply; a failure only costs the copy. */
   private storeBehind(name: string, got: Downloaded): Promise<void> {
     this.storing.set(name, got.data);
-    const p: Promise<void> = this.cache.putReceived(name, got.obj, got.data)
+    const p: Promise<void> = this.cache
+      .putReceived(name, got.obj, got.data)
       // A full cache disk must not fail the read: the chunk is served uncached.
-      .then(() => undefined, (err: unknown) => this.log(`could not cache chunk ${name}: ${(err as Error).message}`))
+      .then(
+        () => undefined,
+        (err: unknown) => this.log(`could not cache chunk ${name}: ${(err as Error).message}`),
+      )
       .finally(() => {
         this.storing.delete(name);
         this.stores.delete(p);

@@ -77,7 +77,8 @@ export class PageCacheBook {
    */
   open(path: string, version: ContentVersion | undefined, others: ReadonlyArray<ContentVersion | undefined>): boolean {
     const held = this.entries.get(path);
-    const agree = (v: ContentVersion | undefined): v is ContentVersion => v !== undefined && version !== undefined && sameVersion(v, version);
+    const agree = (v: ContentVersion | undefined): v is ContentVersion =>
+      v !== undefined && version !== undefined && sameVersion(v, version);
     if (version !== undefined && held !== undefined && held !== MIXED && agree(held) && others.every(agree)) {
       this.touch(path, held);
       return true;
