@@ -1,8 +1,11 @@
 /**
- * The `filespace` command: the headless host. Each subcommand parses its flags, validates
+ * The `filespace` command: argument parsing and printing over the host library
+ * (electron/host/), which does the work. Each subcommand parses its flags, validates
  * everything before it changes anything, and on a user error prints one line naming the
  * problem and the fix, then exits 1 (2 for bad usage). Commands that act on a running mount
- * talk to it over the control socket (control.ts).
+ * reach it over its control socket (host/control.ts), whichever process runs it. Sizes, rates
+ * and durations typed here are read in units.ts, setting keys in settingKeys.ts; everything
+ * past this folder carries numbers.
  */
 
 import { spawn } from 'node:child_process';
@@ -11,29 +14,32 @@ import { openSync, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import { StatusDto } from '../contract/api';
+import { clockTime, formatBytes, formatRate, leaseLine } from '../contract/format';
 import { Engine } from '../engine/engine';
 import { checkFilespace } from '../engine/check';
-import { UserError } from '../engine/errors';
 import { checkLinkedFilespace, createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
 import { probeConditionalWrites } from '../engine/meta/lease';
-import { MetaStore } from '../engine/meta/metastore';
-import { damageSummary } from '../engine/repair';
-import { clockTime, leaseLine } from '../contract/format';
 import { discardAside, exportAside, listAside } from '../engine/aside';
 import { LocalDiskStore } from '../engine/store/local';
-import type { ObjectStore } from '../engine/store/types';
-import { formatSize, parseDuration, parseSize } from '../engine/util/sizes';
 import { settledWithin, sleep } from '../engine/util/concurrency';
-import { callControl, ControlClientError } from './control';
-import {
-  Homes, LinkConfig, StoreSpec, checkName, configPath, deleteConfig, homes, linkedPlaces, listConfigs, loadConfig, logPath,
-  readPassphraseFile, saveConfig, socketPath,
-} from './config';
-import { MountHost, settingFromKey, settingsOf } from './host';
-import { cachedBytesIn, cacheRoomWarning } from '../host/cacheRoom';
-import { checkPlacement } from '../host/placement';
-import { openStore } from './stores';
 import { resolveSettings } from '../engine/config';
+import { cachedBytesIn, cacheRoomWarning } from '../host/cacheRoom';
+import {
+  Homes, LinkConfig, StoreSpec, configPath, deleteConfig, homes, listConfigs, loadConfig, logPath,
+  readPassphraseFile, socketPath,
+} from '../host/config';
+import { callControl, notRunning } from '../host/control';
+import { HostError, isUserFacing } from '../host/errors';
+import { linkFilespace, NO_CONDITIONAL_NOTE } from '../host/link';
+import { MountHost, settingsOf } from '../host/mountHost';
+import { applySettings } from '../host/settings';
+import { statusOf } from '../host/status';
+import { openStore } from '../host/stores';
+import { syncLinked } from '../host/sync';
+import { unmountLinked } from '../host/unmount';
+import { settingFromKey } from './settingKeys';
+import { parseDuration, parseSize } from './units';
+import { log } from '../host/log';
 
 // This pinned SDK supports Node 20 (the servers' runtime); its notice about future releases is
 // for whoever upgrades the SDK, not for users of the command.
@@ -67,9 +73,6 @@ const USAGE = `usage:
   filespace demo`;
 
 class UsageError extends Error {}
-
-const NO_CONDITIONAL_NOTE = 'note: this store ignores conditional writes (If-None-Match / If-Match), so Filespace cannot stop two machines from writing at once: ' +
-  'only the first machine to mount it read-write may write; other machines can mount it read-only (--read-only).';
 
 const storeFlags = {
   bucket: { type: 'string' },
@@ -114,7 +117,7 @@ function required(v: string | undefined, flag: string): string {
 function storeSpecFrom(values: Record<string, string | boolean | undefined>): StoreSpec {
   const bucket = required(values.bucket as string | undefined, 'bucket');
   if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
-    throw new UserError(`"${bucket}" is not a valid S3 bucket name (3-63 lowercase letters, digits, "." and "-")`, 'BAD_BUCKET');
+    throw new HostError(`"${bucket}" is not a valid S3 bucket name (3-63 lowercase letters, digits, "." and "-")`, 'BAD_BUCKET');
   }
   const endpoint = values.endpoint as string | undefined;
   if (endpoint !== undefined) {
@@ -122,7 +125,7 @@ function storeSpecFrom(values: Record<string, string | boolean | undefined>): St
       const u = new URL(endpoint);
       if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error();
     } catch {
-      throw new UserError(`--endpoint "${endpoint}" is not an http(s) URL`, 'BAD_ENDPOINT');
+      throw new HostError(`--endpoint "${endpoint}" is not an http(s) URL`, 'BAD_ENDPOINT');
     }
   }
   const prefix = ((values.prefix as string | undefined) ?? '').replace(/^\/+|\/+$/g, '');
@@ -138,7 +141,7 @@ function sizeFlag(v: string | undefined, flag: string, dflt: number): number {
   try {
     return parseSize(v);
   } catch (err) {
-    throw new UserError(`--${flag}: ${(err as Error).message}`, 'BAD_SIZE');
+    throw new HostError(`--${flag}: ${(err as Error).message}`, 'BAD_SIZE');
   }
 }
 
@@ -154,60 +157,9 @@ async function cmdInit(args: string[]): Promise<void> {
       throw explainStoreError(err, store);
     });
     const header = await createFilespace(store, passphrase, chunkSize);
-    console.log(`created filespace ${header.id} at ${store.description} (chunk size ${formatSize(chunkSize)})`);
+    console.log(`created filespace ${header.id} at ${store.description} (chunk size ${formatBytes(chunkSize)})`);
     if (!conditional) console.log(NO_CONDITIONAL_NOTE);
     console.log('next: filespace link --bucket ... --mount-point DIR --passphrase-file F');
-  } finally {
-    await store.close();
-  }
-}
-
-/** Extra inputs of hosts that keep secrets in the OS keychain (the desktop app). */
-export interface LinkExtras {
-  /** A store opened with explicit credentials instead of the AWS chain; closed after linking. */
-  readonly store?: ObjectStore;
-  readonly secrets?: 'keychain';
-}
-
-export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mountPoint: string, cacheDir: string | undefined,
-  cacheCapBytes: number | undefined, passphraseFile: string, passphraseOverride?: string, extras: LinkExtras = {}): Promise<LinkConfig> {
-  checkName(name);
-  if (await fsp.access(configPath(h, name)).then(() => true, () => false)) {
-    throw new UserError(`a filespace named "${name}" is already linked on this machine; pick another --name or unlink it`, 'EXISTS');
-  }
-  const mp = path.resolve(mountPoint);
-  const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
-  await checkPlacement({ name, mountPoint: mp, cacheDir: dir }, await linkedPlaces(h));
-  const st = await fsp.stat(mp).catch(() => undefined);
-  if (!st) throw new UserError(`mount point ${mp} does not exist; create it with "mkdir -p ${mp}"`, 'NO_MOUNT_POINT');
-  if (!st.isDirectory()) throw new UserError(`mount point ${mp} is not a directory`, 'NOT_A_DIRECTORY');
-  if ((await fsp.readdir(mp)).length > 0) throw new UserError(`mount point ${mp} is not empty; pick an empty folder`, 'NOT_EMPTY');
-  const settings = cacheCapBytes !== undefined ? { cacheCapBytes } : {};
-  resolveSettings(settings);
-  const passphrase = passphraseOverride ?? (await readPassphraseFile(passphraseFile));
-  const store = extras.store ?? openStore(spec);
-  try {
-    const { header, keys } = await unlockFilespace(store, passphrase);
-    if ((await fsp.readdir(dir).catch(() => [])).length > 0) {
-      throw new UserError(`cache directory ${dir} is not empty; pick another --cache-dir`, 'CACHE_NOT_EMPTY');
-    }
-    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    let conditionalWrites: boolean;
-    try {
-      conditionalWrites = await probeConditionalWrites(store, randomBytes(8).toString('hex'));
-      await Engine.linkLocal(store, keys, header, dir);
-    } catch (err) {
-      await fsp.rm(dir, { recursive: true, force: true });
-      throw explainStoreError(err, store);
-    }
-    if (!conditionalWrites) console.error(NO_CONDITIONAL_NOTE);
-    const cfg: LinkConfig = {
-      version: 1, name, filespaceId: header.id, store: spec, mountPoint: mp, cacheDir: dir,
-      passphraseFile: extras.secrets === 'keychain' ? '' : path.resolve(passphraseFile), settings, conditionalWrites,
-      ...(extras.secrets ? { secrets: extras.secrets } : {}),
-    };
-    await saveConfig(h, cfg);
-    return cfg;
   } finally {
     await store.close();
   }
@@ -224,20 +176,17 @@ async function cmdLink(args: string[]): Promise<void> {
     try {
       resolveSettings({ cacheCapBytes: cacheCap });
     } catch (err) {
-      throw new UserError(`--cache-size: ${(err as Error).message}`, 'BAD_SIZE');
+      throw new HostError(`--cache-size: ${(err as Error).message}`, 'BAD_SIZE');
     }
   }
   const passphraseFile = required(values['passphrase-file'], 'passphrase-file');
   const name = values.name ?? (spec.kind === 's3' ? (spec.prefix.split('/').pop() || spec.bucket) : 'filespace');
   const h = homes();
   const cfg = await linkFilespace(h, name, spec, mountPoint, values['cache-dir'], cacheCap, passphraseFile);
+  if (!cfg.conditionalWrites) console.error(NO_CONDITIONAL_NOTE);
   console.log(`linked "${cfg.name}": mount it with "filespace mount ${cfg.name}" (mount point ${cfg.mountPoint})`);
   const warning = await cacheRoomWarning(cfg.name, cfg.cacheDir, settingsOf(cfg).cacheCapBytes, await cachedBytesIn(cfg.cacheDir));
   if (warning) console.error(warning);
-}
-
-function log(msg: string): void {
-  process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
 }
 
 interface ForegroundOptions {
@@ -289,32 +238,6 @@ async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions
   process.off('SIGINT', onSignal);
 }
 
-export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
-  try {
-    return await callControl(socketPath(h, cfg.name), '/v1/status', {}, 5000);
-  } catch (err) {
-    if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
-  }
-  // Not running: report what waits in the cache from its files.
-  let dirtyBytes = 0;
-  const files = new Set<string>();
-  for (const f of await fsp.readdir(path.join(cfg.cacheDir, 'dirty')).catch(() => [] as string[])) {
-    const st = await fsp.stat(path.join(cfg.cacheDir, 'dirty', f)).catch(() => undefined);
-    if (st) {
-      dirtyBytes += st.size;
-      files.add(f.split('.')[0]!);
-    }
-  }
-  // Damaged local metadata is why it cannot be mounted: say so here too.
-  const damage = await MetaStore.inspect(path.join(cfg.cacheDir, 'meta')).then(damageSummary, () => undefined);
-  return {
-    name: cfg.name, state: 'unmounted', mountPoint: cfg.mountPoint, dirtyBytes, dirtyFiles: files.size, pendingMetaOps: 0,
-    uploadBytesPerSec: 0, downloadBytesPerSec: 0, cacheUsedBytes: 0, cacheCapBytes: settingsOf(cfg).cacheCapBytes,
-    cacheHitRatio: 0, openFiles: 0, offline: false, uploadsPaused: false, readOnlyReason: null,
-    lastError: damage ? `${damage}; see "filespace check ${cfg.name}"` : null,
-  };
-}
-
 /** Waits for a mount process that is stopping (e.g. just unmounted from outside) to be gone. */
 async function waitForStoppingEngine(h: Homes, cfg: LinkConfig): Promise<void> {
   const deadline = Date.now() + STOP_DEADLINE_MS + 5000;
@@ -337,7 +260,7 @@ async function cmdMount(args: string[]): Promise<void> {
     return;
   }
   const current = await statusOf(h, cfg);
-  if (current.state !== 'unmounted') throw new UserError(`"${cfg.name}" is already ${current.state} at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
+  if (current.state !== 'unmounted') throw new HostError(`"${cfg.name}" is already ${current.state} at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
   await fsp.mkdir(h.runDir, { recursive: true, mode: 0o700 });
   const logFile = logPath(h, cfg.name);
   const out = openSync(logFile, 'a', 0o600);
@@ -352,7 +275,7 @@ async function cmdMount(args: string[]): Promise<void> {
     if (exited !== undefined) {
       const text = await fsp.readFile(logFile, 'utf8').catch(() => '');
       const last = text.trim().split('\n').pop() ?? '';
-      throw new UserError(last.replace(/^\S+ /, '').replace(/^filespace: /, '') || `the mount process exited with code ${exited}`, 'MOUNT_FAILED');
+      throw new HostError(last.replace(/^\S+ /, '').replace(/^filespace: /, '') || `the mount process exited with code ${exited}`, 'MOUNT_FAILED');
     }
     const st = await statusOf(h, cfg).catch(() => undefined);
     if (st?.state === 'mounted') {
@@ -360,49 +283,33 @@ async function cmdMount(args: string[]): Promise<void> {
       return;
     }
   }
-  throw new UserError(`mounting "${cfg.name}" did not finish within 120 s; see ${logFile}`, 'MOUNT_TIMEOUT');
+  throw new HostError(`mounting "${cfg.name}" did not finish within 120 s; see ${logFile}`, 'MOUNT_TIMEOUT');
+}
+
+/** What to do about a refused unmount, in the command's words (the app offers a button instead). */
+function withUnmountAdvice(err: unknown): unknown {
+  if (!(err instanceof HostError)) return err;
+  if (err.code === 'BUSY') return new HostError(`${err.message}; close them, or unmount with --force to detach lazily`, err.code);
+  if (err.code === 'FLUSH_FAILED') return new HostError(`${err.message}, or unmount with --force to detach anyway`, err.code);
+  return err;
 }
 
 async function cmdUnmount(args: string[]): Promise<void> {
   const { values, positionals } = parse(args, { force: { type: 'boolean' } }, 1);
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
-  const sock = socketPath(h, cfg.name);
-  let pid: number | undefined;
-  try {
-    pid = (await callControl(sock, '/v1/status', {}, 5000)).pid;
-    await callControl(sock, '/v1/unmount', { force: Boolean(values.force) }, 120_000);
-  } catch (err) {
-    if (err instanceof ControlClientError && err.code === 'NOT_RUNNING') {
-      const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
-      if (values.force && (await isMountPoint(cfg.mountPoint))) {
-        // The engine is gone but the kernel still has the mount: detach it.
-        await unmountPath(cfg.mountPoint, true);
-        console.log(`detached the stale mount at ${cfg.mountPoint}`);
-        return;
-      }
-      throw new UserError(`"${cfg.name}" is not mounted${(await isMountPoint(cfg.mountPoint)) ? ' by a live engine; use --force to detach the stale mount' : ''}`, 'NOT_MOUNTED');
-    }
-    const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
-    if (values.force && (await isMountPoint(cfg.mountPoint))) {
-      // The engine could not stop in order: detach anyway. It sees its session end and stops
-      // by itself (see MountHost); what it could not flush is what a crash would lose.
-      await unmountPath(cfg.mountPoint, true);
-      console.error(`warning: the engine could not unmount "${cfg.name}" (${(err as Error).message}); detached ${cfg.mountPoint} lazily`);
-    } else {
-      if (err instanceof ControlClientError) throw new UserError(err.message, err.code);
-      throw err;
-    }
-  }
-  // Wait for the engine process to finish closing (it releases the cache lock last).
-  const deadline = Date.now() + 30_000;
-  while (pid && Date.now() < deadline) {
-    try {
-      process.kill(pid, 0);
-    } catch {
+  const outcome = await unmountLinked(h, cfg, Boolean(values.force)).catch((err: unknown) => {
+    throw withUnmountAdvice(err);
+  });
+  switch (outcome.kind) {
+    case 'detached-stale':
+      console.log(`detached the stale mount at ${cfg.mountPoint}`);
+      return;
+    case 'detached':
+      console.error(`warning: the engine could not unmount "${cfg.name}" (${outcome.reason}); detached ${cfg.mountPoint} lazily`);
       break;
-    }
-    await sleep(100);
+    case 'unmounted':
+      break;
   }
   console.log(`unmounted "${cfg.name}"`);
 }
@@ -415,12 +322,12 @@ function humanStatus(s: StatusDto): string {
     lines.push(`  writes ${w.refusing ? 'refused' : 'waiting'} since ${clockTime(w.since)}: ${w.message}`);
   }
   lines.push(s.dirtyBytes > 0 || s.dirtyFiles > 0
-    ? `  to upload: ${s.dirtyFiles} file${s.dirtyFiles === 1 ? '' : 's'}, ${formatSize(s.dirtyBytes)}${s.pendingMetaOps ? ` (+${s.pendingMetaOps} metadata changes)` : ''}${s.uploadsPaused ? ' — uploads paused' : ''}`
+    ? `  to upload: ${s.dirtyFiles} file${s.dirtyFiles === 1 ? '' : 's'}, ${formatBytes(s.dirtyBytes)}${s.pendingMetaOps ? ` (+${s.pendingMetaOps} metadata changes)` : ''}${s.uploadsPaused ? ' — uploads paused' : ''}`
     : s.pendingMetaOps > 0 ? `  to upload: ${s.pendingMetaOps} metadata changes` : '  everything is in the bucket');
   if (s.state === 'mounted') {
-    lines.push(`  cache: ${formatSize(s.cacheUsedBytes)} of ${formatSize(s.cacheCapBytes)} used, hit ratio ${(s.cacheHitRatio * 100).toFixed(0)}%`);
-    const limit = s.uploadLimitBytesPerSec ? ` (limit ${formatSize(s.uploadLimitBytesPerSec)}/s)` : '';
-    lines.push(`  throughput: up ${formatSize(s.uploadBytesPerSec)}/s${limit}, down ${formatSize(s.downloadBytesPerSec)}/s`);
+    lines.push(`  cache: ${formatBytes(s.cacheUsedBytes)} of ${formatBytes(s.cacheCapBytes)} used, hit ratio ${(s.cacheHitRatio * 100).toFixed(0)}%`);
+    const limit = s.uploadLimitBytesPerSec ? ` (limit ${formatRate(s.uploadLimitBytesPerSec)})` : '';
+    lines.push(`  throughput: up ${formatRate(s.uploadBytesPerSec)}${limit}, down ${formatRate(s.downloadBytesPerSec)}`);
   }
   if (s.lease && s.state === 'mounted') lines.push(`  ${leaseLine(s.lease)}`);
   if (s.readOnlyReason) lines.push(`  ${s.readOnlyReason}`);
@@ -447,54 +354,19 @@ async function cmdSync(args: string[]): Promise<void> {
   try {
     timeoutMs = parseDuration(values.timeout ?? '10m');
   } catch (err) {
-    throw new UserError(`--timeout: ${(err as Error).message}`, 'BAD_DURATION');
+    throw new HostError(`--timeout: ${(err as Error).message}`, 'BAD_DURATION');
   }
-  let result;
-  try {
-    result = await callControl(socketPath(h, cfg.name), '/v1/sync', { timeoutMs }, timeoutMs + 30_000);
-  } catch (err) {
-    if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
-    // Not mounted: open the engine without a mount just to upload what waits in the cache.
-    const store = openStore(cfg.store);
-    const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
-    checkLinkedFilespace(header, cfg.filespaceId, cfg.name, store);
-    const engine = await Engine.open({ store, keys, header, cacheDir: cfg.cacheDir, settings: settingsOf(cfg), log, name: cfg.name });
-    try {
-      const done = await engine.sync(Date.now() + timeoutMs);
-      const st = engine.stats();
-      result = { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps, notWriting: engine.notWriting ?? null };
-    } finally {
-      await engine.close();
-    }
-  }
+  const result = await syncLinked(h, cfg, timeoutMs, log);
   if (!result.done && result.notWriting) {
     const kept = result.dirtyBytes > 0 || result.pendingMetaOps > 0
-      ? `its changes not in the bucket (${formatSize(result.dirtyBytes)} of data, ${result.pendingMetaOps} metadata changes) are kept in this computer's cache and set aside at the next mount (then see "filespace aside ${cfg.name} list")`
+      ? `its changes not in the bucket (${formatBytes(result.dirtyBytes)} of data, ${result.pendingMetaOps} metadata changes) are kept in this computer's cache and set aside at the next mount (then see "filespace aside ${cfg.name} list")`
       : 'nothing of its own was waiting to upload, so nothing is set aside';
-    throw new UserError(`not synced: ${result.notWriting}, so it is read-only until mounted again; ${kept}`, 'NOT_WRITING');
+    throw new HostError(`not synced: ${result.notWriting}, so it is read-only until mounted again; ${kept}`, 'NOT_WRITING');
   }
   if (!result.done) {
-    throw new UserError(`sync timed out: ${formatSize(result.dirtyBytes)} and ${result.pendingMetaOps} metadata changes still to upload`, 'SYNC_TIMEOUT');
+    throw new HostError(`sync timed out: ${formatBytes(result.dirtyBytes)} and ${result.pendingMetaOps} metadata changes still to upload`, 'SYNC_TIMEOUT');
   }
   console.log(`"${cfg.name}": every local change is in the bucket`);
-}
-
-/** Applies one `filespace set` change: live to a running mount, else saved for the next mount. */
-export async function applySetting(h: Homes, cfg: LinkConfig, key: string, value: string): Promise<'live' | 'next-mount'> {
-  const change = settingFromKey(key, value);
-  try {
-    resolveSettings({ ...(cfg.settings as object), ...change });
-  } catch (err) {
-    throw new UserError((err as Error).message, 'BAD_SETTING');
-  }
-  try {
-    await callControl(socketPath(h, cfg.name), '/v1/set', { key: key as 'cache-size', value });
-    return 'live';
-  } catch (err) {
-    if (!(err instanceof ControlClientError && err.code === 'NOT_RUNNING')) throw err;
-    await saveConfig(h, { ...cfg, settings: { ...cfg.settings, ...change } });
-    return 'next-mount';
-  }
 }
 
 async function cmdSet(args: string[]): Promise<void> {
@@ -503,7 +375,7 @@ async function cmdSet(args: string[]): Promise<void> {
   const [name, key, value] = positionals as [string, string, string];
   const h = homes();
   const cfg = await loadConfig(h, name);
-  const applied = await applySetting(h, cfg, key, value);
+  const applied = await applySettings(h, cfg, settingFromKey(key, value));
   console.log(`${cfg.name}: ${key} = ${value} (${applied === 'live' ? 'applied live' : 'takes effect at the next mount'})`);
   if (key === 'cache-size') {
     const cached = applied === 'live' ? (await statusOf(h, cfg)).cacheUsedBytes : await cachedBytesIn(cfg.cacheDir);
@@ -518,9 +390,9 @@ async function cmdUnlink(args: string[]): Promise<void> {
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
   const s = await statusOf(h, cfg);
-  if (s.state !== 'unmounted') throw new UserError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
+  if (s.state !== 'unmounted') throw new HostError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
   if ((s.dirtyBytes > 0 || s.dirtyFiles > 0) && !values.force) {
-    throw new UserError(`"${cfg.name}" has ${formatSize(s.dirtyBytes)} not yet uploaded; run "filespace sync ${cfg.name}" first, or unlink --force to discard it`, 'DIRTY');
+    throw new HostError(`"${cfg.name}" has ${formatBytes(s.dirtyBytes)} not yet uploaded; run "filespace sync ${cfg.name}" first, or unlink --force to discard it`, 'DIRTY');
   }
   await deleteConfig(h, cfg.name);
   await fsp.rm(cfg.cacheDir, { recursive: true, force: true });
@@ -544,7 +416,7 @@ async function cmdCheck(args: string[]): Promise<void> {
     if (report.problems.length > 0) {
       for (const p of report.problems) console.log(`PROBLEM ${p}`);
       const fix = report.localDamage ? `; "filespace repair ${cfg.name}" keeps the local changes it can read as set-aside files` : '';
-      throw new UserError(`${report.problems.length} problem(s) found in "${cfg.name}"; nothing was changed${fix}`, 'CHECK_FAILED');
+      throw new HostError(`${report.problems.length} problem(s) found in "${cfg.name}"; nothing was changed${fix}`, 'CHECK_FAILED');
     }
     console.log(`"${cfg.name}": no problems found`);
   } catch (err) {
@@ -558,7 +430,7 @@ async function cmdRepair(args: string[]): Promise<void> {
   const { positionals } = parse(args, {}, 1);
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
-  if ((await statusOf(h, cfg)).state !== 'unmounted') throw new UserError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
+  if ((await statusOf(h, cfg)).state !== 'unmounted') throw new HostError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
   const store = openStore(cfg.store);
   try {
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
@@ -590,10 +462,9 @@ async function cmdGc(args: string[]): Promise<void> {
   try {
     r = await callControl(socketPath(h, cfg.name), '/v1/gc', {}, 30 * 60_000);
   } catch (err) {
-    if (err instanceof ControlClientError && err.code === 'NOT_RUNNING') {
-      throw new UserError(`"${cfg.name}" is not mounted; garbage collection runs in the engine that writes it (mount it first)`, 'NOT_MOUNTED');
+    if (notRunning(err)) {
+      throw new HostError(`"${cfg.name}" is not mounted; garbage collection runs in the engine that writes it (mount it first)`, 'NOT_MOUNTED');
     }
-    if (err instanceof ControlClientError) throw new UserError(err.message, err.code);
     throw err;
   }
   console.log(`${cfg.name}: ${r.scanned} chunks in the bucket, ${r.deleted} deleted, ${r.marked} unreferenced and waiting out the grace period`);
@@ -616,7 +487,7 @@ async function cmdAside(args: string[]): Promise<void> {
         if (sets.length === 0) console.log(`${cfg.name}: no changes set aside`);
         for (const m of sets) {
           console.log(`${m.id}  ${new Date(m.createdAt).toISOString()}  ${m.reason}`);
-          for (const f of m.files) console.log(`  ${f.path}  ${formatSize(f.size)}${f.missing ? `  (incomplete: ${f.missing})` : ''}`);
+          for (const f of m.files) console.log(`  ${f.path}  ${formatBytes(f.size)}${f.missing ? `  (incomplete: ${f.missing})` : ''}`);
           for (const r of m.removed) console.log(`  removed: ${r}`);
         }
         break;
@@ -644,13 +515,13 @@ async function cmdAside(args: string[]): Promise<void> {
 
 async function cmdList(): Promise<void> {
   const h = homes();
-  const damaged: UserError[] = [];
+  const damaged: Error[] = [];
   for (const name of await listConfigs(h)) {
     let cfg: LinkConfig;
     try {
       cfg = await loadConfig(h, name);
     } catch (err) {
-      if (!(err instanceof UserError)) throw err;
+      if (!isUserFacing(err)) throw err;
       damaged.push(err);
       console.log(`${name}\tdamaged\t${configPath(h, name)}`);
       continue;
@@ -659,7 +530,7 @@ async function cmdList(): Promise<void> {
     console.log(`${name}\t${s.state}\t${cfg.mountPoint}`);
   }
   // The others are listed; the first damaged one is named (exit 1).
-  if (damaged.length > 0) throw damaged.length === 1 ? damaged[0]! : new UserError(`${damaged[0]!.message} (and ${damaged.length - 1} more damaged configuration file(s))`, 'BAD_CONFIG');
+  if (damaged.length > 0) throw damaged.length === 1 ? damaged[0]! : new HostError(`${damaged[0]!.message} (and ${damaged.length - 1} more damaged configuration file(s))`, 'BAD_CONFIG');
 }
 
 async function cmdDemo(args: string[]): Promise<void> {
@@ -684,6 +555,7 @@ async function cmdDemo(args: string[]): Promise<void> {
     const mnt = path.join(base, 'mnt');
     await fsp.mkdir(mnt, { recursive: true });
     cfg = await linkFilespace(h, 'demo', { kind: 'local', root: storeRoot }, mnt, undefined, 1024 ** 3, passFile, passphrase);
+    if (!cfg.conditionalWrites) console.error(NO_CONDITIONAL_NOTE);
   }
   console.log(`Filespace demo: an embedded object store in ${storeRoot}`);
   await runForeground(h, cfg, {
@@ -694,7 +566,7 @@ async function cmdDemo(args: string[]): Promise<void> {
       let last = '';
       const timer = setInterval(() => {
         const s = host.status();
-        const line = `[${s.state}] to upload: ${s.dirtyFiles} files, ${formatSize(s.dirtyBytes)} | cache ${formatSize(s.cacheUsedBytes)}/${formatSize(s.cacheCapBytes)} | up ${formatSize(s.uploadBytesPerSec)}/s down ${formatSize(s.downloadBytesPerSec)}/s`;
+        const line = `[${s.state}] to upload: ${s.dirtyFiles} files, ${formatBytes(s.dirtyBytes)} | cache ${formatBytes(s.cacheUsedBytes)}/${formatBytes(s.cacheCapBytes)} | up ${formatRate(s.uploadBytesPerSec)} down ${formatRate(s.downloadBytesPerSec)}`;
         if (line !== last) console.log(line);
         last = line;
         if (s.state !== 'mounted') clearInterval(timer);
@@ -735,7 +607,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`filespace: ${err.message}\n${USAGE}\n`);
       return 2;
     }
-    if (err instanceof UserError || err instanceof ControlClientError) {
+    if (isUserFacing(err)) {
       process.stderr.write(`filespace: ${err.message}\n`);
       return 1;
     }
@@ -745,7 +617,8 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (require.main === module) {
-  main(process.argv.slice(2)).then((code) => {
+  // main() reports every error itself and resolves to the exit code; it does not reject.
+  void main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
     // A finished command must not linger on open handles (sockets, timers).
     setTimeout(() => process.exit(code), 50).unref();

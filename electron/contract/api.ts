@@ -1,7 +1,8 @@
 /**
  * The control API contract: the one typed description of what a host (CLI daemon, Electron
  * main) can be asked, shared by every client (CLI commands, preload/renderer, tests). Every
- * message is validated with these schemas at the boundary; errors cross as `{code, message}`.
+ * message is validated with these schemas at the boundary; errors cross as `{code, message}`
+ * with a code of the one error vocabulary (errors.ts).
  * Imports nothing of ours.
  */
 
@@ -73,13 +74,34 @@ export const statusSchema = z.object({
 });
 export type StatusDto = z.infer<typeof statusSchema>;
 
-export const SETTABLE_KEYS = ['cache-size', 'upload-delay', 'upload-concurrency', 'upload-limit', 'download-concurrency', 'prefetch-chunks', 'read-timeout',
-  'write-stall-timeout', 'probe-timeout', 'lease-ttl', 'follow-interval', 'gc-grace', 'gc-interval'] as const;
-export type SettableKey = (typeof SETTABLE_KEYS)[number];
+/**
+ * The per-machine settings a user may change on a linked filespace, as numbers in the unit
+ * their names say (bytes, bytes per second, milliseconds, counts), never as text: "50GiB" is
+ * read where a person typed it (the command), and the renderer sends numbers. Whether a value
+ * is in range is the engine's to say (engine/config.ts), once, where the change is applied.
+ */
+export const settingsChangeSchema = z.object({
+  cacheCapBytes: z.number(),
+  uploadDelayMs: z.number(),
+  uploadConcurrency: z.number(),
+  /** Average upload rate cap for file data (0: none). */
+  uploadLimitBytesPerSec: z.number(),
+  downloadConcurrency: z.number(),
+  prefetchMaxChunks: z.number(),
+  readTimeoutMs: z.number(),
+  writeStallTimeoutMs: z.number(),
+  probeTimeoutMs: z.number(),
+  leaseTtlMs: z.number(),
+  followIntervalMs: z.number(),
+  gcGraceMs: z.number(),
+  gcIntervalMs: z.number(),
+}).partial().strict().refine((c) => Object.keys(c).length > 0, 'name at least one setting');
+export type SettingsChange = z.infer<typeof settingsChangeSchema>;
+export type SettingName = keyof SettingsChange;
 
 export const unmountRequestSchema = z.object({ force: z.boolean().default(false) }).strict();
 export const syncRequestSchema = z.object({ timeoutMs: z.number().int().min(0).max(7 * 24 * 3600 * 1000) }).strict();
-export const setRequestSchema = z.object({ key: z.enum(SETTABLE_KEYS), value: z.string().min(1).max(64) }).strict();
+export const setRequestSchema = settingsChangeSchema;
 export const pauseRequestSchema = z.object({ paused: z.boolean() }).strict();
 
 export type UnmountRequest = z.infer<typeof unmountRequestSchema>;
@@ -97,9 +119,6 @@ export type SyncResult = z.infer<typeof syncResultSchema>;
 
 export const gcResultSchema = z.object({ scanned: z.number(), referenced: z.number(), marked: z.number(), deleted: z.number() });
 export type GcResultDto = z.infer<typeof gcResultSchema>;
-
-export const apiErrorSchema = z.object({ code: z.string(), message: z.string() });
-export type ApiError = z.infer<typeof apiErrorSchema>;
 
 /** Route map: path -> request and response schemas. */
 export const routes = {

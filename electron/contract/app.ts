@@ -1,7 +1,7 @@
 /**
  * The desktop app's half of the control API: what the renderer may ask the app host (Electron
  * main, or the loopback HTTP host that browser tests use). One route map, zod schemas for every
- * request and response, errors as `{code, message}` (apiErrorSchema in api.ts). The same map
+ * request and response, errors as `{code, message}` (errorSchema in errors.ts). The same map
  * drives the IPC handler, the HTTP server and both renderer transports, so a route added here is
  * validated everywhere at once. Imports nothing of ours but the contract.
  *
@@ -10,7 +10,7 @@
  */
 
 import { z } from 'zod';
-import { SETTABLE_KEYS, statusSchema } from './api';
+import { settingsChangeSchema, statusSchema } from './api';
 
 export const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 export const ACCESS_KEY_ID_RE = /^[A-Za-z0-9]{3,128}$/;
@@ -143,7 +143,7 @@ export const appRoutes = {
   'filespace.unmount': { request: z.object({ name: nameSchema, force: z.boolean().default(false) }).strict(), response: ok },
   'filespace.unlink': { request: z.object({ name: nameSchema, discardPending: z.boolean().default(false) }).strict(), response: ok },
   'settings.get': { request: byName, response: machineSettingsSchema },
-  'settings.set': { request: z.object({ name: nameSchema, key: z.enum(SETTABLE_KEYS), value: z.string().min(1).max(64) }).strict(), response: z.object({ applied: z.enum(['live', 'next-mount']) }).strict() },
+  'settings.set': { request: z.object({ name: nameSchema, change: settingsChangeSchema }).strict(), response: z.object({ applied: z.enum(['live', 'next-mount']) }).strict() },
   'uploads.pause': { request: z.object({ paused: z.boolean() }).strict(), response: ok },
   'settings.moveCache': { request: z.object({ name: nameSchema, cacheDir: z.string().min(1).max(4096) }).strict(), response: machineSettingsSchema },
   'app.settings.get': { request: z.object({}).strict(), response: appSettingsDtoSchema },

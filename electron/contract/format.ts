@@ -1,19 +1,27 @@
 /**
- * How sizes, rates and sync progress read to a user, shared by the tray and the renderer so
- * both say the same thing. Decimal units (MB, GB) as file managers show them. Pure functions.
+ * How sizes, rates and sync progress read to a user, shared by the command, the tray and the
+ * renderer so all say the same thing. Pure functions.
+ *
+ * Sizes are in binary units (B, KiB, MiB, GiB, TiB) everywhere, app and command alike: they
+ * are the units people type to the command ("--cache-size 20GiB", read as 20 GiB the way du
+ * and df read 20G), the units of the app's own inputs (cache cap in MiB, upload limit in
+ * KiB/s), of chunk sizes (powers of two) and of the engine's limits ("at least 16MiB"). A
+ * 256 MiB cache cap thus reads "256 MiB", not "268 MB".
  */
 
 import type { StatusDto } from './api';
 
+const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'] as const;
+
+/** e.g. "0 B", "1023 B", "1.5 KiB", "99.9 MiB", "212 MiB", "20.0 GiB": one decimal below 100. */
 export function formatBytes(bytes: number): string {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
   let v = Math.max(0, bytes);
   let i = 0;
-  while (v >= 1000 && i < units.length - 1) {
-    v /= 1000;
+  while (v >= 1024 && i < UNITS.length - 1) {
+    v /= 1024;
     i++;
   }
-  return i === 0 ? `${Math.round(v)} B` : `${v >= 100 ? Math.round(v) : v.toFixed(1)} ${units[i]}`;
+  return i === 0 ? `${Math.round(v)} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${UNITS[i]}`;
 }
 
 export function formatRate(bytesPerSec: number): string {
@@ -30,8 +38,8 @@ export function clockTime(ms: number): string {
 }
 
 /**
- * One line of sync progress, e.g. "Uploading 3 files, 212 MB left", "Offline since 14:03:07:
- * 3 files, 212 MB waiting", or, when writers wait for room that cannot come, "Writes waiting:
+ * One line of sync progress, e.g. "Uploading 3 files, 212 MiB left", "Offline since 14:03:07:
+ * 3 files, 212 MiB waiting", or, when writers wait for room that cannot come, "Writes waiting:
  * the cache is full of changes that cannot upload (uploads are paused); ...".
  */
 export function syncLine(s: Pick<StatusDto, 'state' | 'dirtyBytes' | 'dirtyFiles' | 'pendingMetaOps' | 'uploadsPaused' | 'offline'> &

@@ -21,7 +21,7 @@ import { ChunkCache } from './cache/chunkCache';
 import { DirtyStore } from './cache/dirty';
 import { open, seal } from './chunk/crypto';
 import { UserError } from './errors';
-import { fsyncDir } from './meta/journal';
+import { fsyncDir, writeFileAtomic } from './util/files';
 import { nameToBytes } from './util/names';
 import { Inode, MetaOp, Tree, pathsOf } from './meta/tree';
 import { ChunkFetcher } from './prefetch/fetcher';
@@ -101,16 +101,7 @@ export class AsideWriter {
 
   async finish(reason: string, removed: string[]): Promise<AsideManifest> {
     const manifest: AsideManifest = { id: this.id, createdAt: Date.now(), reason, files: this.files, removed };
-    const tmp = path.join(this.dir, 'manifest.tmp');
-    const fh = await fsp.open(tmp, 'w', 0o600);
-    try {
-      await fh.writeFile(seal(this.key, Buffer.from(JSON.stringify(manifest)), aad(this.id, 'manifest')));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, path.join(this.dir, 'manifest'));
-    await fsyncDir(this.dir);
+    await writeFileAtomic(path.join(this.dir, 'manifest'), seal(this.key, Buffer.from(JSON.stringify(manifest)), aad(this.id, 'manifest')));
     await fsyncDir(path.dirname(this.dir));
     return manifest;
   }
@@ -141,7 +132,7 @@ export async function addUnownedChunks(writer: AsideWriter, chunkSize: number, c
   const byIno = new Map<number, Map<number, UnownedChunk>>();
   for (const c of chunks) {
     let m = byIno.get(c.ino);
-    if (!m) byIno.set(c.ino, (m = new Map()));
+    if (!m) byIno.set(c.ino, (m = new Map<number, UnownedChunk>()));
     m.set(c.idx, c);
   }
   for (const [ino, m] of [...byIno].sort((a, b) => a[0] - b[0])) {

@@ -33,6 +33,8 @@ import { MetaStore } from './meta/metastore';
 import { describeLocalDamage } from './repair';
 import { ObjectStore } from './store/types';
 import { UserError } from './errors';
+import { fsyncDir } from './util/files';
+import { formatSize } from './util/sizes';
 
 /** This cache's machine identity: random, created once, kept with the cache. */
 export async function machineOf(cacheDir: string): Promise<Machine> {
@@ -64,8 +66,7 @@ export async function lockCacheDir(cacheDir: string): Promise<{ file: string; un
       await fh.sync();
       await fh.close();
       // Durable, so that after a power loss the next start knows this one did not stop cleanly.
-      const dh = await fsp.open(cacheDir, 'r');
-      await dh.sync().finally(() => dh.close());
+      await fsyncDir(cacheDir);
       return { file, uncleanStop };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -95,7 +96,7 @@ export async function lockCacheDir(cacheDir: string): Promise<{ file: string; un
 /** Writers and readers need a few chunks of room at once; a smaller cache could not make progress. */
 export function checkCapFitsChunks(capBytes: number, chunkSize: number): void {
   if (capBytes < 4 * chunkSize) {
-    throw new UserError(`the cache size must be at least 4 chunks (${4 * chunkSize / 1024 / 1024} MiB for this filespace)`, 'CACHE_TOO_SMALL');
+    throw new UserError(`the cache size must be at least 4 chunks (${formatSize(4 * chunkSize)} for this filespace)`, 'CACHE_TOO_SMALL');
   }
 }
 

@@ -1,13 +1,15 @@
 /**
  * Engine tuning: one object with defaults, units in the names, and a self-check that rejects
- * nonsense with a message naming the setting. Per-machine settings (cache size, concurrency,
- * timeouts) live here; per-filespace facts (chunk size, keys) come from the bucket header.
+ * nonsense with a message naming the setting (a UserError, BAD_SETTING). Per-machine settings
+ * (cache size, concurrency, timeouts) live here; per-filespace facts (chunk size, keys) come
+ * from the bucket header.
  */
 
 import { z } from 'zod';
+import { UserError } from './errors';
 
 export const engineSettingsSchema = z.object({
-  cacheCapBytes: z.number().int().min(16 * 1024 * 1024, 'cache size must be at least 16MiB'),
+  cacheCapBytes: z.number().int().min(16 * 1024 * 1024, 'cache size must be at least 16 MiB'),
   cacheHighWatermark: z.number().gt(0).max(1),
   cacheLowWatermark: z.number().gt(0).max(1),
   /** A dirty chunk waits this long after its last write before it uploads. */
@@ -17,7 +19,7 @@ export const engineSettingsSchema = z.object({
   uploadConcurrency: z.number().int().min(1).max(64),
   /** Average upload rate cap for file data, bytes per second (0: no limit). */
   uploadLimitBytesPerSec: z.number().int().min(0, 'the upload limit cannot be negative').max(1024 ** 4)
-    .refine((v) => v === 0 || v >= 16 * 1024, 'the upload limit must be at least 16KiB/s (or off)'),
+    .refine((v) => v === 0 || v >= 16 * 1024, 'the upload limit must be at least 16 KiB/s (or off)'),
   downloadConcurrency: z.number().int().min(1).max(64),
   /** Largest read-ahead window, in chunks. */
   prefetchMaxChunks: z.number().int().min(0).max(64),
@@ -82,7 +84,7 @@ export function resolveSettings(partial: Partial<EngineSettings>): EngineSetting
   const parsed = engineSettingsSchema.safeParse(merged);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new Error(`invalid setting ${issue.path.join('.') || ''}: ${issue.message}`.replace('setting : ', 'settings: '));
+    throw new UserError(`invalid setting ${issue.path.join('.') || ''}: ${issue.message}`.replace('setting : ', 'settings: '), 'BAD_SETTING');
   }
   return parsed.data;
 }

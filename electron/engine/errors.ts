@@ -1,19 +1,20 @@
 /**
- * Filesystem errors as data. The VFS throws FsError with a POSIX errno name; each host adapter
- * (FUSE today) translates it exactly once. Anything else thrown inside an operation is a bug or
- * an I/O failure and surfaces as EIO.
+ * The engine's errors as data, in two kinds.
+ *
+ * FsError: a filesystem error with a POSIX errno name, thrown by the VFS; each mount adapter
+ * (FUSE today, native/fuse/adapter.ts) translates it exactly once. Anything else thrown inside
+ * an operation is a bug or an I/O failure and surfaces as EIO.
+ *
+ * UserError: something the user can fix (a wrong passphrase, a missing bucket, a setting out
+ * of range), with a code from the closed list below. The hosts send these codes on as they are:
+ * each one is also a code of the contract's error vocabulary (electron/contract/errors.ts,
+ * checked at compile time in electron/host/errors.ts, since the engine imports nothing above it).
  */
 
 export type Errno =
   | 'EPERM' | 'ENOENT' | 'EIO' | 'EBADF' | 'EACCES' | 'EEXIST' | 'EXDEV' | 'ENOTDIR' | 'EISDIR'
   | 'EINVAL' | 'EFBIG' | 'ENOSPC' | 'EROFS' | 'ENAMETOOLONG' | 'ENOSYS' | 'ENOTEMPTY' | 'ELOOP'
   | 'ENODATA' | 'ERANGE' | 'ENOTSUP' | 'EBUSY' | 'EAGAIN' | 'E2BIG';
-
-export const ERRNO_NUMBERS: Readonly<Record<Errno, number>> = {
-  EPERM: 1, ENOENT: 2, EIO: 5, EBADF: 9, EAGAIN: 11, EACCES: 13, EBUSY: 16, EEXIST: 17, EXDEV: 18,
-  ENOTDIR: 20, EISDIR: 21, EINVAL: 22, EFBIG: 27, ENOSPC: 28, EROFS: 30, ERANGE: 34,
-  ENAMETOOLONG: 36, ENOSYS: 38, ENOTEMPTY: 39, ELOOP: 40, ENODATA: 61, ENOTSUP: 95, E2BIG: 7,
-};
 
 export class FsError extends Error {
   constructor(readonly errno: Errno, message?: string) {
@@ -22,23 +23,20 @@ export class FsError extends Error {
   }
 }
 
-/** Maps any thrown value to an errno name: FsError keeps its own, Node I/O errors keep theirs. */
-export function toErrno(err: unknown): Errno {
-  if (err instanceof FsError) return err.errno;
-  const code = (err as { code?: unknown } | null)?.code;
-  if (code === 'ENOSPC' || code === 'EDQUOT') return 'ENOSPC';
-  if (code === 'EROFS') return 'EROFS';
-  return 'EIO';
-}
+/** The codes of the engine's user errors. */
+export const ENGINE_ERROR_CODES = [
+  'BAD_SETTING', 'BAD_CHUNK_SIZE', 'BAD_INPUT', 'NOT_FOUND', 'NOT_EMPTY', 'EXISTS', 'NOT_LINKED', 'CACHE_TOO_SMALL',
+  'WRONG_PASSPHRASE', 'WEAK_PASSPHRASE', 'BUSY', 'READ_ONLY', 'NOT_WRITER', 'LEASE_HELD', 'NO_CONDITIONAL_WRITES',
+  'NO_SUCH_BUCKET', 'ACCESS_DENIED', 'BAD_CREDENTIALS', 'UNREACHABLE', 'STORE_ERROR', 'NO_FILESPACE',
+  'BAD_HEADER', 'HEADER_TAMPERED', 'HEADER_MISMATCH', 'MISMATCH', 'JOURNAL_DAMAGED', 'SNAPSHOT_DAMAGED',
+  'BUCKET_METADATA_DAMAGED', 'METADATA_KEYS_MISMATCH',
+] as const;
+export type EngineErrorCode = (typeof ENGINE_ERROR_CODES)[number];
 
 /** Errors a user caused: printed as one line, exit code 1, no stack. */
 export class UserError extends Error {
-  constructor(message: string, readonly code: string = 'USER_ERROR') {
+  constructor(message: string, readonly code: EngineErrorCode) {
     super(message);
     this.name = 'UserError';
   }
-}
-
-export function assertNever(x: never): never {
-  throw new Error(`unexpected value: ${JSON.stringify(x)}`);
 }

@@ -20,7 +20,7 @@
 import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
-import { AuthError, KdfParams, Keys, deriveKek, deriveKeys, newDataKey, newKdfParams, open, seal } from './chunk/crypto';
+import { AuthError, Keys, deriveKek, deriveKeys, newDataKey, newKdfParams, open, seal } from './chunk/crypto';
 import { UserError } from './errors';
 import { RemoteMeta } from './meta/remote';
 import { Tree } from './meta/tree';
@@ -64,7 +64,7 @@ export interface Unlocked {
 
 export function validateChunkSize(bytes: number): void {
   if (!Number.isInteger(bytes) || bytes < MIN_CHUNK || bytes > MAX_CHUNK || (bytes & (bytes - 1)) !== 0) {
-    throw new UserError(`chunk size must be a power of two between 64KiB and 64MiB (got ${bytes} bytes)`);
+    throw new UserError(`chunk size must be a power of two between 64 KiB and 64 MiB (got ${bytes} bytes)`, 'BAD_CHUNK_SIZE');
   }
 }
 
@@ -81,7 +81,11 @@ export function explainStoreError(err: unknown, store: ObjectStore): Error {
     case 'Unreachable':
     case 'Timeout':
       return new UserError(`cannot reach ${store.description} (${err.message}); check --endpoint and the network`, 'UNREACHABLE');
-    default:
+    case 'PreconditionFailed':
+    case 'Throttled':
+    case 'ServerError':
+    case 'Corrupt':
+    case 'Other':
       return new UserError(`${store.description}: ${err.message}`, 'STORE_ERROR');
   }
 }
@@ -145,7 +149,7 @@ export function verifyHeaderSeal(header: FilespaceHeader, headerKey: Buffer, whe
 }
 
 async function unlockHeader(header: FilespaceHeader, passphrase: string, where: string): Promise<Keys> {
-  const kek = await deriveKek(passphrase, header.kdf as KdfParams);
+  const kek = await deriveKek(passphrase, header.kdf);
   let keys: Keys;
   try {
     const dataKey = open(kek, Buffer.from(header.wrappedKey, 'base64'), `datakey:${header.id}`, 'data key');

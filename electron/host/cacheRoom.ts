@@ -8,7 +8,7 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { formatSize } from '../engine/util/sizes';
+import { formatBytes } from '../contract/format';
 
 /** Free bytes on the disk that holds `dir` (or its nearest existing parent). */
 export async function freeBytesAt(dir: string): Promise<number> {
@@ -47,6 +47,6 @@ export async function cachedBytesIn(cacheDir: string): Promise<number> {
 export async function cacheRoomWarning(name: string, cacheDir: string, capBytes: number, cachedBytes: number): Promise<string | undefined> {
   const free = await freeBytesAt(cacheDir).catch(() => undefined);
   if (free === undefined || capBytes <= free + cachedBytes) return undefined;
-  return `warning: the cache size ${formatSize(capBytes)} is more than the disk under ${cacheDir} has room for (${formatSize(free + cachedBytes)}); ` +
+  return `warning: the cache size ${formatBytes(capBytes)} is more than the disk under ${cacheDir} has room for (${formatBytes(free + cachedBytes)}); ` +
     `the cache will keep within the disk, or set a smaller size with "filespace set ${name} cache-size SIZE"`;
 }

@@ -19,7 +19,7 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { UserError } from '../engine/errors';
+import { HostError } from './errors';
 import { FILESPACE_FS_TYPE, isWithin, mountTable } from '../../native/fuse/adapter';
 
 /** Where a linked filespace lives on this machine (from its link configuration). */
@@ -100,7 +100,7 @@ function relation(p: readonly string[], region: readonly string[]): 'is' | 'is i
 }
 
 /**
- * Throws a one-line UserError (BAD_MOUNT_POINT or BAD_CACHE_DIR) when the mount point or the
+ * Throws a one-line HostError (BAD_MOUNT_POINT or BAD_CACHE_DIR) when the mount point or the
  * cache folder lies where it must not (see the module header), given every filespace linked on
  * this machine (`linked`, its own entry included or not). Changes nothing.
  */
@@ -112,18 +112,18 @@ export async function checkPlacement(p: Placement, linked: readonly LinkedPlace[
     for (const r of regions) {
       const rel = relation(mp.paths, r.paths);
       if (!rel || (rel === 'is' && r.mounted && p.mounting)) continue;
-      throw new UserError(`mount point ${mp.given} ${rel} ${r.label}; pick a folder outside every filespace and its cache`, 'BAD_MOUNT_POINT');
+      throw new HostError(`mount point ${mp.given} ${rel} ${r.label}; pick a folder outside every filespace and its cache`, 'BAD_MOUNT_POINT');
     }
   }
   if (cache) {
     for (const r of regions) {
       const rel = relation(cache.paths, r.paths);
       if (!rel) continue;
-      throw new UserError(`cache folder ${cache.given} ${rel} ${r.label}; pick a folder on a local disk, outside every filespace and other caches`, 'BAD_CACHE_DIR');
+      throw new HostError(`cache folder ${cache.given} ${rel} ${r.label}; pick a folder on a local disk, outside every filespace and other caches`, 'BAD_CACHE_DIR');
     }
   }
   if (mp && cache) {
     const rel = relation(cache.paths, mp.paths);
-    if (rel) throw new UserError(`cache folder ${cache.given} ${rel} this filespace's own mount point ${mp.given}; pick a folder outside it`, 'BAD_CACHE_DIR');
+    if (rel) throw new HostError(`cache folder ${cache.given} ${rel} this filespace's own mount point ${mp.given}; pick a folder outside it`, 'BAD_CACHE_DIR');
   }
 }

@@ -1,12 +1,14 @@
 /**
  * AppHost: the desktop app's implementation of the app contract, in plain Node. It hosts
- * engines the way the CLI does — one MountHost per mounted filespace, linked with the CLI's
- * linkFilespace, tuned with its applySetting, reported with its statusOf — and adds what the
- * desktop needs on top: AWS keys and passphrases from the OS keychain (CredentialVault), the
- * permission check, the demo store, a global uploads pause, and a status feed.
+ * engines with the host library the `filespace` command uses too (electron/host/): one
+ * MountHost per mounted filespace, called directly (never over a socket into this very
+ * process), linked with linkFilespace, reported with statusOf when another process mounts it.
+ * On top it adds what the desktop needs: AWS keys and passphrases from the OS keychain
+ * (CredentialVault), the permission check, the demo store, a global uploads pause, and a
+ * status feed.
  *
  * Both transports (Electron IPC in main.ts, loopback HTTP in server.ts) call `handlers` through
- * dispatch.ts, which validates requests and responses against the contract.
+ * host/dispatch.ts, which validates requests and responses against the contract.
  *
  * Status feed: listeners get an AppEvent when something visible changed. While anyone listens,
  * one timer per host samples the status every `sampleMs` and sends it only if it differs from
@@ -24,25 +26,27 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { StatusDto } from '../contract/api';
-import type {
-  AppEvent, AppParsedRequest, AppResponse, AppRoute, AppStatus, Credentials, FilespaceSummary, MachineSettings, Target,
-} from '../contract/app';
-import { callControl } from '../cli/control';
-import { Homes, LinkConfig, deleteConfig, linkedPlaces, listConfigs, loadConfig, saveConfig, socketPath } from '../cli/config';
-import { MountHost, settingsOf } from '../cli/host';
-import { applySetting, linkFilespace, statusOf } from '../cli/main';
-import { freeBytesAt } from '../host/cacheRoom';
-import { checkPlacement } from '../host/placement';
-import { openStore } from '../cli/stores';
+import { appRoutes, type AppEvent, type AppParsedRequest, type AppStatus, type Credentials, type FilespaceSummary, type MachineSettings, type Target } from '../contract/app';
 import { UserError } from '../engine/errors';
 import { createFilespace, unlockFilespace } from '../engine/filespace';
 import { LocalDiskStore } from '../engine/store/local';
 import type { ObjectStore } from '../engine/store/types';
+import { freeBytesAt } from '../host/cacheRoom';
+import { Homes, LinkConfig, deleteConfig, linkedPlaces, listConfigs, loadConfig, saveConfig } from '../host/config';
+import type { HandlersFor } from '../host/dispatch';
+import { HostError } from '../host/errors';
+import { linkFilespace, NO_CONDITIONAL_NOTE } from '../host/link';
+import { MountHost, settingsOf } from '../host/mountHost';
+import { checkMountPoint } from '../host/mountPoint';
+import { checkPlacement } from '../host/placement';
+import { applySettings } from '../host/settings';
+import { statusOf } from '../host/status';
+import { openStore } from '../host/stores';
 import { AppSettings, AppSettingsFile } from './appSettings';
 import { checkBucket, checkKeys, storeFor } from './permissions';
 import { CredentialVault } from './vault';
 
-export type AppHandlers = { [R in AppRoute]: (req: AppParsedRequest<R>) => Promise<AppResponse<R>> };
+export type AppHandlers = HandlersFor<typeof appRoutes>;
 
 export interface AppHostOptions {
   readonly homes: Homes;
@@ -73,15 +77,6 @@ async function removeCreatedFolders(dir: string, first: string): Promise<void> {
   }
 }
 
-/** A mount point the app may use: missing (it is created) or an empty directory. */
-export async function checkMountPointFree(dir: string): Promise<void> {
-  if (!path.isAbsolute(dir)) throw new UserError('the mount point must be a full path', 'NOT_ABSOLUTE');
-  const st = await fsp.stat(dir).catch(() => undefined);
-  if (!st) return;
-  if (!st.isDirectory()) throw new UserError(`${dir} is not a folder`, 'NOT_A_DIRECTORY');
-  if ((await fsp.readdir(dir)).length > 0) throw new UserError(`${dir} is not empty; pick an empty folder`, 'NOT_EMPTY');
-}
-
 export class AppHost {
   private readonly mounts = new Map<string, MountHost>();
   private readonly listeners = new Set<(e: AppEvent) => void>();
@@ -104,9 +99,14 @@ export class AppHost {
 
   // ---- status -------------------------------------------------------------------------------
 
-  private async summaryOf(cfg: LinkConfig): Promise<FilespaceSummary> {
+  /** The status of a linked filespace: from this app's own mount directly, else as statusOf finds it. */
+  private async statusOfLinked(cfg: LinkConfig): Promise<StatusDto> {
     const host = this.mounts.get(cfg.name);
-    const status: StatusDto = host ? host.status() : await statusOf(this.o.homes, cfg);
+    return host ? host.status() : statusOf(this.o.homes, cfg);
+  }
+
+  private async summaryOf(cfg: LinkConfig): Promise<FilespaceSummary> {
+    const status = await this.statusOfLinked(cfg);
     const location = cfg.store.kind === 's3'
       ? `s3://${cfg.store.bucket}${cfg.store.prefix ? `/${cfg.store.prefix}` : ''}${cfg.store.endpoint ? ` at ${cfg.store.endpoint}` : ''}`
       : `local store ${cfg.store.root}`;
@@ -164,7 +164,7 @@ export class AppHost {
 
   private async storedKeys(): Promise<Credentials> {
     const keys = await this.o.vault.keys();
-    if (!keys) throw new UserError('no AWS keys are stored yet: enter them first', 'NO_KEYS');
+    if (!keys) throw new HostError('no AWS keys are stored yet: enter them first', 'NO_KEYS');
     return keys;
   }
 
@@ -176,7 +176,7 @@ export class AppHost {
   private async secretsFor(cfg: LinkConfig): Promise<{ store?: ObjectStore; passphrase?: string }> {
     if (cfg.secrets !== 'keychain') return {};
     const passphrase = await this.o.vault.passphrase(cfg.filespaceId);
-    if (passphrase === undefined) throw new UserError(`the passphrase of "${cfg.name}" is not in the keychain; unlink it and link it again`, 'NO_PASSPHRASE');
+    if (passphrase === undefined) throw new HostError(`the passphrase of "${cfg.name}" is not in the keychain; unlink it and link it again`, 'NO_PASSPHRASE');
     if (cfg.store.kind === 'local') return { passphrase, store: openStore(cfg.store) };
     const keys = await this.storedKeys();
     return { passphrase, store: storeFor(keys, { bucket: cfg.store.bucket, prefix: cfg.store.prefix }) };
@@ -184,9 +184,9 @@ export class AppHost {
 
   async mount(name: string): Promise<FilespaceSummary> {
     const cfg = await loadConfig(this.o.homes, name);
-    if (this.mounts.has(name)) throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
+    if (this.mounts.has(name)) throw new HostError(`"${name}" is already mounted at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
     const current = await statusOf(this.o.homes, cfg);
-    if (current.state !== 'unmounted') throw new UserError(`"${name}" is already mounted at ${cfg.mountPoint} by another process`, 'ALREADY_MOUNTED');
+    if (current.state !== 'unmounted') throw new HostError(`"${name}" is already mounted at ${cfg.mountPoint} by another process`, 'ALREADY_MOUNTED');
     await checkPlacement({ name, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir, mounting: true }, await linkedPlaces(this.o.homes));
     const secrets = await this.secretsFor(cfg);
     const created = await fsp.mkdir(cfg.mountPoint, { recursive: true });
@@ -205,14 +205,14 @@ export class AppHost {
       this.mounts.delete(name);
       void this.publish();
     });
-    if (this.uploadsPaused) await callControl(socketPath(this.o.homes, name), '/v1/pause', { paused: true });
+    if (this.uploadsPaused) host.setUploadsPaused(true);
     void this.publish();
     return this.summaryOf(cfg);
   }
 
   async unmount(name: string, force: boolean): Promise<void> {
     const host = this.mounts.get(name);
-    if (!host) throw new UserError(`"${name}" is not mounted by this app`, 'NOT_MOUNTED');
+    if (!host) throw new HostError(`"${name}" is not mounted by this app`, 'NOT_MOUNTED');
     await host.unmount(force);
     this.mounts.delete(name);
     void this.publish();
@@ -229,8 +229,8 @@ export class AppHost {
   /** Waits until every mounted filespace has uploaded everything (or the deadline passes). */
   async syncAll(timeoutMs: number): Promise<boolean> {
     let done = true;
-    for (const name of this.mounts.keys()) {
-      const r = await callControl(socketPath(this.o.homes, name), '/v1/sync', { timeoutMs }, timeoutMs + 30_000);
+    for (const host of this.mounts.values()) {
+      const r = await host.sync(timeoutMs);
       done &&= r.done;
     }
     return done;
@@ -273,9 +273,9 @@ export class AppHost {
     const keys = await this.storedKeys();
     const target: Target = { bucket: req.target.bucket, prefix: req.target.prefix.replace(/^\/+|\/+$/g, '') };
     await checkPlacement({ name: req.name, mountPoint: req.mountPoint, cacheDir: path.join(this.o.homes.cacheRoot, req.name) }, await linkedPlaces(this.o.homes));
-    await checkMountPointFree(req.mountPoint);
+    await checkMountPoint(req.mountPoint, 'allow');
     const free = await freeBytesAt(this.o.homes.cacheRoot);
-    if (req.cacheCapBytes > free) throw new UserError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
+    if (req.cacheCapBytes > free) throw new HostError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
     if (req.mode === 'create') {
       const store = storeFor(keys, target);
       try {
@@ -290,6 +290,7 @@ export class AppHost {
     try {
       cfg = await linkFilespace(this.o.homes, req.name, spec, req.mountPoint, undefined, req.cacheCapBytes, '', req.passphrase,
         { store: storeFor(keys, target), secrets: 'keychain' });
+      if (!cfg.conditionalWrites) this.o.log(NO_CONDITIONAL_NOTE);
     } catch (err) {
       if (created !== undefined) await removeCreatedFolders(req.mountPoint, created);
       throw err;
@@ -306,11 +307,11 @@ export class AppHost {
       const root = path.join(h.cacheRoot, 'demo-store');
       const mnt = this.suggestMountPoint(DEMO_NAME);
       await checkPlacement({ name: DEMO_NAME, mountPoint: mnt, cacheDir: path.join(h.cacheRoot, DEMO_NAME) }, await linkedPlaces(h));
-      await checkMountPointFree(mnt);
+      await checkMountPoint(mnt, 'allow');
       const passphrase = randomBytes(18).toString('base64url');
       const store = new LocalDiskStore(root);
       try {
-        if (await store.head('filespace.json')) throw new UserError(`an old demo store is in ${root}; remove it to start a new demo`, 'EXISTS');
+        if (await store.head('filespace.json')) throw new HostError(`an old demo store is in ${root}; remove it to start a new demo`, 'EXISTS');
         await createFilespace(store, passphrase, 4 * 1024 * 1024);
       } finally {
         await store.close();
@@ -342,15 +343,15 @@ export class AppHost {
    */
   private async moveCache(name: string, to: string): Promise<MachineSettings> {
     const cfg = await loadConfig(this.o.homes, name);
-    const s = await statusOf(this.o.homes, cfg);
-    if (this.mounts.has(name) || s.state !== 'unmounted') throw new UserError(`"${name}" is mounted; unmount it before moving its cache`, 'MOUNTED');
+    const s = await this.statusOfLinked(cfg);
+    if (this.mounts.has(name) || s.state !== 'unmounted') throw new HostError(`"${name}" is mounted; unmount it before moving its cache`, 'MOUNTED');
     const dest = path.resolve(to);
-    if (!path.isAbsolute(to)) throw new UserError('the cache folder must be a full path', 'NOT_ABSOLUTE');
+    if (!path.isAbsolute(to)) throw new HostError('the cache folder must be a full path', 'NOT_ABSOLUTE');
     if (dest === path.resolve(cfg.cacheDir)) return this.machineSettings(name);
-    if (dest.startsWith(`${path.resolve(cfg.cacheDir)}${path.sep}`)) throw new UserError('the new cache folder cannot be inside the current one', 'BAD_CACHE_DIR');
+    if (dest.startsWith(`${path.resolve(cfg.cacheDir)}${path.sep}`)) throw new HostError('the new cache folder cannot be inside the current one', 'BAD_CACHE_DIR');
     await checkPlacement({ name, mountPoint: cfg.mountPoint, cacheDir: dest }, await linkedPlaces(this.o.homes));
     const existing = await fsp.readdir(dest).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
-    if (existing && existing.length > 0) throw new UserError(`${dest} is not empty; pick an empty or new folder`, 'CACHE_NOT_EMPTY');
+    if (existing && existing.length > 0) throw new HostError(`${dest} is not empty; pick an empty or new folder`, 'CACHE_NOT_EMPTY');
     if (existing) await fsp.rmdir(dest);
     await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
     let copied = false;
@@ -369,10 +370,10 @@ export class AppHost {
 
   private async unlink(name: string, discardPending: boolean): Promise<void> {
     const cfg = await loadConfig(this.o.homes, name);
-    const s = await statusOf(this.o.homes, cfg);
-    if (this.mounts.has(name) || s.state !== 'unmounted') throw new UserError(`"${name}" is mounted; unmount it first`, 'MOUNTED');
+    const s = await this.statusOfLinked(cfg);
+    if (this.mounts.has(name) || s.state !== 'unmounted') throw new HostError(`"${name}" is mounted; unmount it first`, 'MOUNTED');
     if ((s.dirtyBytes > 0 || s.dirtyFiles > 0) && !discardPending) {
-      throw new UserError(`"${name}" has ${s.dirtyFiles} file(s) not yet uploaded; mount it and let them upload, or confirm to discard them`, 'DIRTY');
+      throw new HostError(`"${name}" has ${s.dirtyFiles} file(s) not yet uploaded; mount it and let them upload, or confirm to discard them`, 'DIRTY');
     }
     await deleteConfig(this.o.homes, name);
     await fsp.rm(cfg.cacheDir, { recursive: true, force: true });
@@ -415,7 +416,7 @@ export class AppHost {
     },
     'mountpoint.check': async ({ path: dir }) => {
       if (path.isAbsolute(dir)) await checkPlacement({ mountPoint: dir }, await linkedPlaces(this.o.homes));
-      await checkMountPointFree(dir);
+      await checkMountPoint(dir, 'allow');
       return { ok: true as const };
     },
     'filespace.link': (req) => this.link(req),
@@ -431,8 +432,8 @@ export class AppHost {
     },
     'settings.get': ({ name }) => this.machineSettings(name),
     'settings.moveCache': ({ name, cacheDir }) => this.moveCache(name, cacheDir),
-    'settings.set': async ({ name, key, value }) => {
-      const applied = await applySetting(this.o.homes, await loadConfig(this.o.homes, name), key, value);
+    'settings.set': async ({ name, change }) => {
+      const applied = await applySettings(this.o.homes, await loadConfig(this.o.homes, name), change, this.mounts.get(name));
       void this.publish();
       return { applied };
     },
@@ -443,7 +444,7 @@ export class AppHost {
     'app.settings.set': async (change) => {
       const linked = new Set(await listConfigs(this.o.homes));
       const unknown = (change.mountAtStart ?? []).filter((n) => !linked.has(n));
-      if (unknown.length > 0) throw new UserError(`not linked on this computer: ${unknown.join(', ')}`, 'UNKNOWN_NAME');
+      if (unknown.length > 0) throw new HostError(`not linked on this computer: ${unknown.join(', ')}`, 'UNKNOWN_NAME');
       const next = await this.settingsFile.update({
         ...(change.startAtLogin !== undefined ? { startAtLogin: change.startAtLogin } : {}),
         ...(change.mountAtStart !== undefined ? { mountAtStart: [...new Set(change.mountAtStart)] } : {}),
@@ -454,7 +455,7 @@ export class AppHost {
     'uploads.pause': async ({ paused }) => {
       this.uploadsPaused = paused;
       await this.settingsFile.update({ uploadsPaused: paused });
-      for (const name of this.mounts.keys()) await callControl(socketPath(this.o.homes, name), '/v1/pause', { paused });
+      for (const host of this.mounts.values()) host.setUploadsPaused(paused);
       void this.publish();
       return { ok: true as const };
     },

@@ -9,7 +9,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { writeFileAtomic } from '../engine/meta/journal';
+import { writeFileAtomic } from '../engine/util/files';
 
 export const appSettingsSchema = z.object({
   version: z.literal(1),

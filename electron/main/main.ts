@@ -1,7 +1,7 @@
 /**
  * Electron composition root: starts the AppHost (the same engines and contract the loopback
  * host serves), one window for the renderer, the tray, and the quit guard. Everything with
- * logic lives in plain-Node modules (appHost, tray, quitGuard, dispatch); this file only wires
+ * logic lives in plain-Node modules (appHost, tray, quitGuard, and host/dispatch.ts); this file only wires
  * Electron's APIs to them.
  *
  * Window security: contextIsolation on, nodeIntegration off, sandbox on, a strict CSP header on
@@ -10,11 +10,12 @@
 
 import * as path from 'node:path';
 import { app, BrowserWindow, dialog, ipcMain, Menu, nativeImage, session, shell, Tray, type IpcMainInvokeEvent, type MenuItemConstructorOptions } from 'electron';
-import { IPC_EVENT, IPC_INVOKE, IPC_OPEN_FOLDER, IPC_PICK_FOLDER, type AppStatus } from '../contract/app';
-import { homes } from '../cli/config';
+import { appRoutes, IPC_EVENT, IPC_INVOKE, IPC_OPEN_FOLDER, IPC_PICK_FOLDER, type AppRequest, type AppRoute, type AppStatus } from '../contract/app';
+import { homes } from '../host/config';
+import { dispatch, type Outcome } from '../host/dispatch';
+import { log } from '../host/log';
 import { OsKeychain } from '../../native/keychain';
 import { AppHost } from './appHost';
-import { dispatch } from './dispatch';
 import { guardQuit } from './quitGuard';
 import { CSP } from './server';
 import { trayModel, type TrayAction, type TrayIconState } from './tray';
@@ -23,10 +24,6 @@ import { CredentialVault } from './vault';
 const RENDERER_DIR = path.resolve(__dirname, '..', '..', 'renderer');
 const INDEX = path.join(RENDERER_DIR, 'index.html');
 const ICONS = path.resolve(__dirname, '..', '..', '..', 'build', 'tray');
-
-function log(msg: string): void {
-  process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
-}
 
 let win: BrowserWindow | undefined;
 let tray: Tray | undefined;
@@ -79,15 +76,16 @@ function applyTray(status: AppStatus, host: AppHost): void {
 }
 
 async function runTrayAction(a: TrayAction, host: AppHost): Promise<void> {
-  const report = (out: Awaited<ReturnType<typeof dispatch>>) => {
+  const request = <R extends AppRoute>(route: R, body: AppRequest<R>) => dispatch(appRoutes, host.handlers, route, body, log);
+  const report = (out: Outcome) => {
     if (!out.ok) dialog.showErrorBox('Filespace', out.error.message);
   };
   switch (a.kind) {
-    case 'mount': return report(await dispatch(host.handlers, 'filespace.mount', { name: a.name }, log));
-    case 'unmount': return report(await dispatch(host.handlers, 'filespace.unmount', { name: a.name }, log));
+    case 'mount': return report(await request('filespace.mount', { name: a.name }));
+    case 'unmount': return report(await request('filespace.unmount', { name: a.name }));
     case 'open-folder': return void (await shell.openPath(a.path));
     case 'open-window': return openWindow();
-    case 'pause': return report(await dispatch(host.handlers, 'uploads.pause', { paused: a.paused }, log));
+    case 'pause': return report(await request('uploads.pause', { paused: a.paused }));
     case 'quit': return app.quit();
   }
 }
@@ -107,7 +105,7 @@ async function start(): Promise<void> {
 
   ipcMain.handle(IPC_INVOKE, async (e, route: unknown, body: unknown) => {
     if (!trustedSender(e)) return { ok: false, error: { code: 'FORBIDDEN', message: 'request from an untrusted page' } };
-    const out = await dispatch(host.handlers, route, body, log);
+    const out = await dispatch(appRoutes, host.handlers, route, body, log);
     return out.ok ? { ok: true, data: out.data } : { ok: false, error: out.error };
   });
   ipcMain.handle(IPC_PICK_FOLDER, async (e) => {

@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import { ListBucketsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import type { BucketCheck, Credentials, Permission, Target } from '../contract/app';
-import { UserError } from '../engine/errors';
+import { HostError } from '../host/errors';
 import { HEADER_KEY } from '../engine/filespace';
 import { S3Store, toStoreError } from '../engine/store/s3';
 import { StoreError } from '../engine/store/types';
@@ -35,17 +35,22 @@ function clientFor(c: Credentials): S3Client {
 }
 
 /** A StoreError as the wizard says it: bad keys and unreachable endpoints are errors of their own. */
-function keysError(err: StoreError, endpoint: string | undefined): UserError {
+function keysError(err: StoreError, endpoint: string | undefined): HostError {
   switch (err.code) {
     case 'InvalidCredentials':
-      return new UserError('S3 rejected these keys: check the access key ID and the secret access key', 'BAD_CREDENTIALS');
+      return new HostError('S3 rejected these keys: check the access key ID and the secret access key', 'BAD_CREDENTIALS');
     case 'Unreachable':
     case 'Timeout':
-      return new UserError(`cannot reach ${endpoint ?? 'AWS S3'}: check the endpoint and the network`, 'UNREACHABLE');
+      return new HostError(`cannot reach ${endpoint ?? 'AWS S3'}: check the endpoint and the network`, 'UNREACHABLE');
     case 'NoSuchBucket':
-      return new UserError('that bucket does not exist: pick one from the list or create it first', 'NO_SUCH_BUCKET');
-    default:
-      return new UserError(err.message, 'STORE_ERROR');
+      return new HostError('that bucket does not exist: pick one from the list or create it first', 'NO_SUCH_BUCKET');
+    case 'AccessDenied':
+    case 'PreconditionFailed':
+    case 'Throttled':
+    case 'ServerError':
+    case 'Corrupt':
+    case 'Other':
+      return new HostError(err.message, 'STORE_ERROR');
   }
 }
 

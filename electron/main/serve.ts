@@ -8,17 +8,14 @@
 
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { homes } from '../cli/config';
+import { homes } from '../host/config';
+import { log } from '../host/log';
 import { OsKeychain } from '../../native/keychain';
 import { AppHost } from './appHost';
 import { startAppServer } from './server';
 import { CredentialVault } from './vault';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-
-function log(msg: string): void {
-  process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { port: { type: 'string' }, 'mount-root': { type: 'string' }, 'keychain-service': { type: 'string' }, 'mount-at-start': { type: 'boolean' } } });

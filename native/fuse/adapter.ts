@@ -68,8 +68,12 @@ function fuseNative(): FuseNativeModule {
     const dir = existsSync(path.join(corrected, 'build', 'Release', 'fuse.node'))
       ? corrected
       : path.dirname(require.resolve('fuse-native/package.json'));
+    // Loaded on first use from a folder chosen at run time, so a missing libfuse is one clear error.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a computed path: no static import can name it
     const Fuse = require(dir) as FuseNativeCtor;
-    const binding = require('node-gyp-build')(dir) as FuseNativeModule['binding'];
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- node-gyp-build ships no types; typed here
+    const loadBinding = require('node-gyp-build') as (dir: string) => FuseNativeModule['binding'];
+    const binding = loadBinding(dir);
     modificationTimesExact = dir === corrected;
     namesAsBytes = dir === corrected;
     loaded = { Fuse, binding };
@@ -83,7 +87,7 @@ function fuseNative(): FuseNativeModule {
 
 type Cb = (code: number, ...rest: unknown[]) => void;
 
-const ASCII = /^[\x00-\x7f]*$/;
+const ASCII = /^\p{ASCII}*$/u;
 
 /**
  * A name or path from the kernel (bytes, one char per byte) as the filesystem's string: UTF-8
@@ -161,8 +165,8 @@ export interface FuseStat {
 
 /** What the adapter needs from a filesystem. Throw a value with `errno: 'ENOENT'` etc. for errors. */
 export interface FuseFilesystem {
+  /** Also answers the kernel's fgetattr (by the path of the open file). */
   getattr(path: string): FuseStat;
-  fgetattr(fh: number): FuseStat;
   readdir(path: string): string[];
   open(path: string, flags: number): number;
   /** True when this handle must bypass the kernel's page cache (honoured by the corrected addon). */
@@ -344,7 +348,7 @@ export async function unmountPath(mountPoint: string, force: boolean): Promise<v
   if (/busy/i.test(res.stderr)) {
     const holders = await holdersOf(mountPoint);
     const who = holders.length > 0 ? `in use by ${holders.slice(0, 5).join(', ')}${holders.length > 5 ? ` and ${holders.length - 5} more` : ''}` : 'busy (a process has a file or its working directory there)';
-    throw new FuseError(`${mountPoint} is ${who}; close them, or unmount with --force to detach lazily`, 'BUSY');
+    throw new FuseError(`${mountPoint} is ${who}`, 'BUSY');
   }
   if (/not found|not mounted|Invalid argument/i.test(res.stderr)) {
     throw new FuseError(`${mountPoint} is not mounted`, 'NOT_MOUNTED');

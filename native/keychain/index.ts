@@ -31,6 +31,7 @@ let keytar: Keytar | undefined;
 function load(): Keytar {
   if (!keytar) {
     try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, so a missing libsecret is a KeychainError, not a crash at import
       keytar = require('keytar') as Keytar;
     } catch (err) {
       throw new KeychainError(`the OS keychain library could not be loaded (${(err as Error).message.split('\n')[0]}); on Linux install libsecret-1-0`);

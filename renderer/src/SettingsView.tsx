@@ -1,10 +1,11 @@
 // Per-machine settings of one filespace (applied live when mounted), the global pause, the keys.
 
 import { useEffect, useState } from 'react';
-import { formatBytes } from '../../electron/contract/format';
-import { changeAppSettings, changeSetting, forgetKeys, moveCache, loadSettings, selectFilespaces, selectKeys, selectPaused, setPaused, startWizard, unlink, useApp } from './store';
+import { formatBytes, formatRate } from '../../electron/contract/format';
+import { changeAppSettings, changeSettings, forgetKeys, moveCache, loadSettings, selectFilespaces, selectKeys, selectPaused, setPaused, startWizard, unlink, useApp } from './store';
 
-const MiB = 1024 * 1024;
+const KiB = 1024;
+const MiB = 1024 * KiB;
 
 function NumberSetting(props: { id: string; label: string; value: number; min: number; max: number; onSave: (v: number) => void }) {
   const [v, setV] = useState(String(props.value));
@@ -25,9 +26,9 @@ function UploadLimitSetting(props: { value: number }) {
   const [v, setV] = useState(shown(props.value));
   useEffect(() => setV(shown(props.value)), [props.value]);
   return (
-    <form className="row" onSubmit={(e) => { e.preventDefault(); void changeSetting('upload-limit', v.trim() === '' || v.trim() === '0' ? 'off' : `${v.trim()}KiB`); }}>
+    <form className="row" onSubmit={(e) => { e.preventDefault(); void changeSettings('Upload bandwidth limit', { uploadLimitBytesPerSec: Math.round(Number(v.trim() || '0') * KiB) }); }}>
       <label className="field" htmlFor="uploadLimit">
-        <span>Upload bandwidth limit, KiB/s (empty: no limit){props.value > 0 ? <> — now <b data-testid="settings-upload-limit">{Math.round(props.value / 1024)} KiB/s</b></> : <> — now <b data-testid="settings-upload-limit">no limit</b></>}</span>
+        <span>Upload bandwidth limit, KiB/s (empty: no limit){props.value > 0 ? <> — now <b data-testid="settings-upload-limit">{formatRate(props.value)}</b></> : <> — now <b data-testid="settings-upload-limit">no limit</b></>}</span>
         <input id="uploadLimit" type="number" min={0} placeholder="no limit" value={v} onChange={(e) => setV(e.target.value)} />
       </label>
       <button type="submit" className="secondary">Apply</button>
@@ -62,16 +63,16 @@ export function SettingsView() {
       </label>
       {machine ? (
         <section data-testid="machine-settings">
-          <form onSubmit={(e) => { e.preventDefault(); void changeSetting('cache-size', `${capMiB}MiB`); }}>
+          <form onSubmit={(e) => { e.preventDefault(); void changeSettings('Cache cap', { cacheCapBytes: capMiB * MiB }); }}>
             <label className="field" htmlFor="settingsCacheCap">
               <span>Cache cap: <b data-testid="settings-cache-cap">{formatBytes(capMiB * MiB)}</b> (cache in {machine.cacheDir}, {formatBytes(machine.cacheDiskFreeBytes)} free)</span>
               <input id="settingsCacheCap" type="range" min={16} max={maxMiB} value={capMiB} onChange={(e) => setCapMiB(Number(e.target.value))} />
             </label>
             <button type="submit">Apply cache cap</button>
           </form>
-          <NumberSetting id="uploadConcurrency" label="Parallel uploads" value={machine.uploadConcurrency} min={1} max={64} onSave={(v) => void changeSetting('upload-concurrency', String(v))} />
+          <NumberSetting id="uploadConcurrency" label="Parallel uploads" value={machine.uploadConcurrency} min={1} max={64} onSave={(v) => void changeSettings('Parallel uploads', { uploadConcurrency: v })} />
           <UploadLimitSetting value={machine.uploadLimitBytesPerSec} />
-          <NumberSetting id="prefetch" label="Read-ahead (chunks; 0 turns prefetch off)" value={machine.prefetchMaxChunks} min={0} max={64} onSave={(v) => void changeSetting('prefetch-chunks', String(v))} />
+          <NumberSetting id="prefetch" label="Read-ahead (chunks; 0 turns prefetch off)" value={machine.prefetchMaxChunks} min={0} max={64} onSave={(v) => void changeSettings('Read-ahead', { prefetchMaxChunks: v })} />
           <form className="row" onSubmit={(e) => { e.preventDefault(); void moveCache(cacheDir); }}>
             <label className="field" htmlFor="cacheDir"><span>Cache folder (moving it keeps the data{mounted ? '; unmount first' : ''})</span>
               <input id="cacheDir" type="text" value={cacheDir} onChange={(e) => setCacheDir(e.target.value)} />

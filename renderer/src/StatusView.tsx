@@ -37,6 +37,10 @@ function Card({ f }: { f: FilespaceSummary }) {
         <h2>{f.name}</h2>
         <span className={`badge ${s.state}`} data-testid="state">{s.state}</span>
         {s.offline ? <span className="badge offline">offline</span> : null}
+        {s.state === 'mounted' && s.readOnlyReason ? <span className="badge readonly" data-testid="read-only">read-only</span> : null}
+        {s.state === 'mounted' && s.writesWaiting ? (
+          <span className="badge waiting" title={s.writesWaiting.message}>{s.writesWaiting.refusing ? 'writes refused' : 'writes waiting'}</span>
+        ) : null}
       </header>
       <p className="where">{f.location} → {f.mountPoint}</p>
       <p className="sync" data-testid="sync-line">{syncLine(s)}</p>
@@ -56,7 +60,7 @@ function Card({ f }: { f: FilespaceSummary }) {
       {s.state === 'mounted' ? <Chart samples={history} /> : null}
       {busyMessage && s.state === 'mounted' ? (
         <div className="error" role="alert" data-testid="unmount-busy">
-          <p>Cannot unmount: {busyMessage.replace(/, or unmount with --force to detach lazily$/, '.')}</p>
+          <p>Cannot unmount: {busyMessage}.</p>
           <button className="secondary" onClick={() => void unmount(f.name, true)}>Detach anyway (files stay open until closed)</button>
         </div>
       ) : null}

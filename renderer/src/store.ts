@@ -7,8 +7,9 @@
 
 import { createStore, useStore } from 'zustand';
 import type { AppSettingsDto, AppStatus, BucketCheck, FilespaceSummary, KeysInfo, MachineSettings } from '../../electron/contract/app';
-import type { SettableKey } from '../../electron/contract/api';
+import type { SettingsChange } from '../../electron/contract/api';
 import { checkKeysStep, checkPassphraseStep, checkPlaceStep, checkTargetStep, nextStep, normalizePrefix, previousStep, type WizardStep } from '../../electron/contract/wizard';
+import { treatmentOf } from './errors';
 import { HostError, type Transport } from './transport';
 
 export type Screen = 'wizard' | 'status' | 'settings';
@@ -138,12 +139,14 @@ export function connect(t: Transport): () => void {
   }, (message) => store.setState({ connectionTrouble: message }));
 }
 
+/** What the window says about a failed action; an unexpected one is also reported on the console. */
 function messageOf(err: unknown): string {
-  return err instanceof HostError ? err.message : err instanceof Error ? err.message : String(err);
+  if (!(err instanceof HostError) || treatmentOf(err.code) === 'unexpected') console.error('filespace:', err);
+  return err instanceof Error ? err.message : String(err);
 }
 
 async function call<T>(fn: (t: Transport) => Promise<T>): Promise<T> {
-  if (!transport) throw new HostError('NO_HOST', 'not connected to the app host');
+  if (!transport) throw new HostError('NO_HOST');
   return fn(transport);
 }
 
@@ -295,7 +298,7 @@ export async function unmount(name: string, force = false): Promise<void> {
     await call((t) => t.call('filespace.unmount', { name, force }));
     store.setState((s) => ({ notice: `Unmounted "${name}"`, unmountBusy: clear(s) }));
   } catch (err) {
-    if (err instanceof HostError && err.code === 'BUSY') {
+    if (err instanceof HostError && treatmentOf(err.code) === 'in-use') {
       store.setState((s) => ({ notice: null, unmountBusy: { ...clear(s), [name]: err.message } }));
     } else {
       store.setState((s) => ({ notice: null, unmountBusy: clear(s), errors: [...s.errors, { at: Date.now(), message: messageOf(err) }].slice(-20) }));
@@ -320,13 +323,14 @@ export async function loadSettings(name: string | null): Promise<void> {
   }
 }
 
-export async function changeSetting(key: SettableKey, value: string): Promise<void> {
+/** Changes settings of the selected filespace; `what` names them in the message ("Cache cap"). */
+export async function changeSettings(what: string, change: SettingsChange): Promise<void> {
   const name = store.getState().selected;
   if (!name) return;
   try {
-    const r = await call((t) => t.call('settings.set', { name, key, value }));
+    const r = await call((t) => t.call('settings.set', { name, change }));
     const machine = await call((t) => t.call('settings.get', { name }));
-    store.setState({ machine, settingsError: null, settingsMessage: r.applied === 'live' ? `${key} applied now` : `${key} saved; it takes effect at the next mount` });
+    store.setState({ machine, settingsError: null, settingsMessage: r.applied === 'live' ? `${what} applied now` : `${what} saved; it takes effect at the next mount` });
   } catch (err) {
     store.setState({ settingsError: messageOf(err), settingsMessage: null });
   }

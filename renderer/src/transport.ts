@@ -6,12 +6,22 @@
  */
 
 import { appEventSchema, appRoutes, type AppEvent, type AppRequest, type AppResponse, type AppRoute } from '../../electron/contract/app';
-import { apiErrorSchema } from '../../electron/contract/api';
+import { ERRORS, errorSchema, type ErrorCode } from '../../electron/contract/errors';
 
+/**
+ * An error the host reported (or the transport met), with a code of the contract's vocabulary;
+ * without a more specific message it says what the contract says of its code.
+ */
 export class HostError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
+  constructor(readonly code: ErrorCode, message: string = ERRORS[code].message) {
+    super(message || ERRORS[code].message);
   }
+}
+
+/** An error answer as the host sent it; one that breaks the contract is itself an error. */
+function reported(raw: unknown, what: string): HostError {
+  const e = errorSchema.safeParse(raw);
+  return e.success ? new HostError(e.data.code, e.data.message) : new HostError('BAD_RESPONSE', `the app host answered with an error the window does not know (${what})`);
 }
 
 export interface Transport {
@@ -32,7 +42,7 @@ function checked<R extends AppRoute>(route: R, data: unknown): AppResponse<R> {
 
 /** What preload.ts exposes as window.filespace. */
 export interface BridgeApi {
-  invoke(route: string, body: unknown): Promise<{ ok: true; data: unknown } | { ok: false; error: { code: string; message: string } }>;
+  invoke(route: string, body: unknown): Promise<{ ok: true; data: unknown } | { ok: false; error: unknown }>;
   onEvent(listener: (e: unknown) => void): () => void;
   pickFolder(): Promise<string | undefined>;
   openFolder(path: string): Promise<void>;
@@ -42,7 +52,7 @@ export function ipcTransport(bridge: BridgeApi): Transport {
   return {
     async call(route, body) {
       const out = await bridge.invoke(route, body);
-      if (!out.ok) throw new HostError(out.error.code, out.error.message);
+      if (!out.ok) throw reported(out.error, route);
       return checked(route, out.data);
     },
     subscribe(onEvent, onTrouble) {
@@ -68,10 +78,7 @@ export function httpTransport(base: string, token: string): Transport {
         throw new HostError('HOST_DOWN', 'the Filespace app host is not answering');
       }
       const json: unknown = await res.json().catch(() => undefined);
-      if (!res.ok) {
-        const e = apiErrorSchema.safeParse(json);
-        throw new HostError(e.success ? e.data.code : 'ERROR', e.success ? e.data.message : `HTTP ${res.status}`);
-      }
+      if (!res.ok) throw reported(json, `HTTP ${res.status}`);
       return checked(route, json);
     },
     subscribe(onEvent, onTrouble) {
@@ -125,7 +132,7 @@ declare global {
 export function detectTransport(): Transport {
   if (window.filespace) return ipcTransport(window.filespace);
   const token = new URLSearchParams(window.location.hash.slice(1)).get('token');
-  if (!token) throw new HostError('NO_TOKEN', 'open this page through the link the app host printed (it carries the access token)');
+  if (!token) throw new HostError('NO_TOKEN');
   // Keep the token out of the address bar (and of screenshots and history).
   history.replaceState(null, '', window.location.pathname);
   return httpTransport(window.location.origin, token);

@@ -500,7 +500,7 @@ async function productExtras(c: FilespaceContender, inp: Inputs, extras: Product
     }
   });
   const st = await space.status().catch(() => undefined);
-  if (st?.lastError) notes.push(`Filespace (writing machine) reported lastError: ${String(st.lastError)}`);
+  if (typeof st?.lastError === 'string' && st.lastError) notes.push(`Filespace (writing machine) reported lastError: ${st.lastError}`);
 }
 
 // ---- set-up ---------------------------------------------------------------------------------
@@ -583,7 +583,7 @@ async function sourceFingerprint(): Promise<string> {
 }
 
 function fuseNativeVersion(): string {
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a package's own package.json, read at run time
   return (require('fuse-native/package.json') as { version: string }).version;
 }
 

@@ -510,10 +510,10 @@ export class NullFs implements Mounted {
     const fs = new NullFs(mnt, child);
     fs.dropTeardown = onTeardown('the ceiling filesystem', () => fs.unmount());
     let err = '';
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-4000)));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (err = (err + d).slice(-4000)));
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('the ceiling filesystem did not mount within 20 s')), 20_000);
-      child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
         const m = /ready (\S*)/.exec(d);
         if (m) {
           fs.options = m[1] ?? '';

@@ -21,8 +21,7 @@ import { DEFAULT_SETTINGS } from '../../electron/engine/config';
 import { FuseMount, type FuseFilesystem } from '../../native/fuse/adapter';
 import { productMountOptions } from './mountopts';
 
-/* eslint-disable @typescript-eslint/no-require-imports */
-// eslint-disable-next-line @typescript-eslint/no-var-requires
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- fuse-native has no type declarations; typed here
 const Fuse = require('fuse-native') as new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>) => {
   _fuseOptions(): string;
   mount(cb: (err: Error | null) => void): void;

@@ -26,13 +26,11 @@ interface S3rverInstance {
 }
 
 // s3rver has no types of its own; these are the two entry points used here.
-/* eslint-disable @typescript-eslint/no-require-imports */
-// eslint-disable-next-line @typescript-eslint/no-var-requires
+/* eslint-disable @typescript-eslint/no-require-imports -- s3rver has no types; each require is typed where it is made */
 const S3rver = require('s3rver') as new (opts: Record<string, unknown>) => S3rverInstance;
-// eslint-disable-next-line @typescript-eslint/no-var-requires
 const accounts = require('s3rver/lib/models/account') as { DUMMY_ACCOUNT: { createKeyPair(id: string, secret: string): void } };
-// eslint-disable-next-line @typescript-eslint/no-var-requires
 const version = (require('s3rver/package.json') as { version: string }).version;
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 async function main(): Promise<void> {
   const [dir] = process.argv.slice(2);

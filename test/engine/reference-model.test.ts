@@ -105,7 +105,7 @@ class KernelView {
         const fh = this.openForWrite(op.path, op.flags, op.mode);
         try {
           if (op.flags === 'w') await fs.ftruncate(fh, 0); // O_TRUNC
-          await writeAt(fs, fh, op.flags === 'a' ? fs.fgetattr(fh).size : op.pos, op.data);
+          await writeAt(fs, fh, op.flags === 'a' ? fs.getattr('/' + op.path).size : op.pos, op.data);
         } finally {
           await this.close(fh);
         }

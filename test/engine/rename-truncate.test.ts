@@ -46,7 +46,7 @@ describe('renames and truncation through the FUSE interface', () => {
       await writeFile(m.fs, '/a', a);
       await writeFile(m.fs, '/b', b);
       if (uploaded) await m.sync();
-      m.fs.rename('/a', '/b');
+      await m.fs.rename('/a', '/b');
       assert.deepEqual(m.fs.readdir('/').sort(), ['.', '..', 'b']);
       await expectEverywhere(space, m, new Map([['/b', a]]), ['/a']);
       if (!uploaded) assert.equal((await chunkObjects(space.store)).length, 3, "the replaced file's data never reached the bucket");
@@ -63,9 +63,9 @@ describe('renames and truncation through the FUSE interface', () => {
     const f2 = random(10);
     await writeFile(m.fs, '/src/f1', f1);
     await writeFile(m.fs, '/src/sub/f2', f2);
-    m.fs.rename('/src/f1', '/dst/moved');
-    m.fs.rename('/src/sub', '/dst/sub');
-    m.fs.rename('/dst', '/src/dst'); // into a directory that now holds only what is left
+    await m.fs.rename('/src/f1', '/dst/moved');
+    await m.fs.rename('/src/sub', '/dst/sub');
+    await m.fs.rename('/dst', '/src/dst'); // into a directory that now holds only what is left
     assert.equal((m.fs.getattr('/src/dst/sub').mode & 0o7777), 0o750);
     await expectEverywhere(space, m, new Map([['/src/dst/moved', f1], ['/src/dst/sub/f2', f2]]), ['/src/f1', '/src/sub', '/dst']);
   });
@@ -85,8 +85,8 @@ describe('renames and truncation through the FUSE interface', () => {
     assert.equal(await failsWith(() => m.fs.rename('/g', '/empty')), 'EISDIR');
     assert.equal(await failsWith(() => m.fs.rename('/empty', '/g')), 'ENOTDIR');
     assert.equal(await failsWith(() => m.fs.rename('/g', '/g/x')), 'ENOTDIR');
-    m.fs.rename('/g', '/g'); // onto itself: nothing happens
-    m.fs.rename('/d/inner', '/empty'); // over an empty directory: replaces it
+    await m.fs.rename('/g', '/g'); // onto itself: nothing happens
+    await m.fs.rename('/d/inner', '/empty'); // over an empty directory: replaces it
     assert.deepEqual(m.fs.readdir('/').sort(), ['.', '..', 'd', 'empty', 'g']);
     assert.deepEqual(m.fs.readdir('/empty').sort(), ['.', '..', 'f']);
     assert.deepEqual(await readFile(m.fs, '/empty/f'), Buffer.from('f'));

@@ -60,7 +60,7 @@ describe('uploads', () => {
       files.set(`/dir/f${i}`, data);
       await writeFile(m.fs, `/dir/f${i}`, data, { chunkSize: CS });
       if (i % 4 === 3) {
-        m.fs.rename(`/dir/f${i - 1}`, `/f${i - 1}`);
+        await m.fs.rename(`/dir/f${i - 1}`, `/f${i - 1}`);
         files.set(`/f${i - 1}`, files.get(`/dir/f${i - 1}`)!);
         files.delete(`/dir/f${i - 1}`);
       }
@@ -98,8 +98,8 @@ describe('uploads', () => {
     m.fs.mkdir('/build', 0o755);
     await writeFile(m.fs, '/build/o.o', random(CS + 1));
     await writeFile(m.fs, '/cut', random(2 * CS));
-    m.fs.unlink('/scratch.tmp');
-    m.fs.unlink('/build/o.o');
+    await m.fs.unlink('/scratch.tmp');
+    await m.fs.unlink('/build/o.o');
     m.fs.rmdir('/build');
     await m.fs.truncate('/cut', 0);
     const kept = Buffer.from('kept\n');

@@ -309,7 +309,7 @@ export async function patchFile(fs: FuseFilesystem, p: string, pos: number, data
 }
 
 export async function readFile(fs: FuseFilesystem, p: string): Promise<Buffer> {
-  return withFile(fs, p, O_RDONLY, async (fh) => readAt(fs, fh, 0, fs.fgetattr(fh).size));
+  return withFile(fs, p, O_RDONLY, async (fh) => readAt(fs, fh, 0, fs.getattr(p).size));
 }
 
 export async function readRange(fs: FuseFilesystem, p: string, pos: number, len: number): Promise<Buffer> {

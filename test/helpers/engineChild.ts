@@ -52,7 +52,7 @@ async function fsyncThenScribble(fs: FuseFilesystem, cs: number, rand: () => num
   // Renamed across directories, the rename made durable with fsync on the directory.
   fs.mkdir('/d', 0o755);
   await writeFile(fs, '/d/c.bin', bytes(rand, cs + 10), { fsync: true });
-  fs.rename('/d/c.bin', '/e.bin');
+  await fs.rename('/d/c.bin', '/e.bin');
   await fs.fsyncAll();
   // Cut inside a chunk, then grown again: zeros where data was cut.
   await withFile(fs, '/a.bin', O_WRONLY, async (fh) => {
@@ -65,7 +65,7 @@ async function fsyncThenScribble(fs: FuseFilesystem, cs: number, rand: () => num
   // Unsynced work on other files until the parent kills this process.
   for (let i = 0; ; i++) {
     await withFile(fs, `/scratch-${i % 3}.bin`, O_WRONLY, (fh) => writeAt(fs, fh, (i * 7919) % (2 * cs), bytes(rand, 1 + ((rand() * cs) | 0))));
-    if (i % 5 === 4) fs.unlink(`/scratch-${(i + 1) % 3}.bin`);
+    if (i % 5 === 4) await fs.unlink(`/scratch-${(i + 1) % 3}.bin`);
   }
 }
 
@@ -105,7 +105,7 @@ async function promiseStream(engine: Engine, cs: number, rand: () => number, tag
       const p = pick();
       const to = `/r${tag}-${n}`;
       await send({ type: 'busy', paths: [p, to] });
-      fs.rename(p, to);
+      await fs.rename(p, to);
       await fs.fsyncAll();
       live.splice(live.indexOf(p), 1, to);
       await send({ type: 'promised', path: p, sha256: null, n });
@@ -113,7 +113,7 @@ async function promiseStream(engine: Engine, cs: number, rand: () => number, tag
     } else {
       const p = pick();
       await send({ type: 'busy', paths: [p] });
-      fs.unlink(p);
+      await fs.unlink(p);
       await fs.fsyncAll();
       live.splice(live.indexOf(p), 1);
       await send({ type: 'promised', path: p, sha256: null, n });

@@ -34,8 +34,8 @@ export async function startKeyring(): Promise<Keyring> {
     let out = '';
     bus.once('error', (err) => reject(new Error(`dbus-daemon did not start (${err.message}); install the "dbus" package`)));
     bus.once('exit', (code) => reject(new Error(`dbus-daemon exited with code ${code}`)));
-    bus.stdout!.setEncoding('utf8');
-    bus.stdout!.on('data', (d: string) => {
+    bus.stdout.setEncoding('utf8');
+    bus.stdout.on('data', (d: string) => {
       out += d;
       const line = out.split('\n')[0]!;
       if (out.includes('\n')) resolve(line.trim());
@@ -54,7 +54,7 @@ export async function startKeyring(): Promise<Keyring> {
   let failed: Error | undefined;
   daemon.once('error', (err) => (failed = new Error(`gnome-keyring-daemon did not start (${err.message}); install the "gnome-keyring" package`)));
   daemon.once('exit', (code) => (failed ??= new Error(`gnome-keyring-daemon exited with code ${code}`)));
-  daemon.stdin!.end('throwaway-test-keyring-password');
+  daemon.stdin.end('throwaway-test-keyring-password');
   // Ready once it owns the Secret Service name on the bus.
   for (let i = 0; ; i++) {
     if (failed) throw failed;

@@ -33,8 +33,7 @@
  * top to bottom as ENGINE_ORDER says; a file imports its own part and parts of lower tiers
  * only, never a part beside or above it, so no arrow runs back up and parts cannot form a cycle.
  *
- * Imports that break the rule today and are waiting for the code to move are listed, one by
- * one, in KNOWN_EXCEPTIONS; checkLayering still reports them, the tree test subtracts them.
+ * The rule has no exceptions: the tree test fails on any import it reports.
  *
  * Import specifiers come from TypeScript's own pre-processor, which sees `import`/`export ...
  * from`, `import type`, `import x = require()`, `require()` and `import()` (also in type
@@ -126,23 +125,6 @@ const PACKAGE_HOMES: readonly PackageHome[] = [
     homes: ['electron/engine/store/s3.ts', 'electron/main/permissions.ts'],
   },
   { what: 'React', matches: packageNamed('react', 'react-dom'), homes: ['renderer'] },
-];
-
-/**
- * Imports that break the rule today, each listed until the code moves; the tree test fails on
- * any other violation, and on an entry here that no longer matches one (delete it then).
- * The desktop app (electron/main) still imports the host library from electron/cli/: these go
- * when the host library moves to electron/host/.
- */
-export const KNOWN_EXCEPTIONS: ReadonlyArray<{ readonly file: string; readonly specifier: string }> = [
-  { file: 'electron/main/appHost.ts', specifier: '../cli/control' },
-  { file: 'electron/main/appHost.ts', specifier: '../cli/config' },
-  { file: 'electron/main/appHost.ts', specifier: '../cli/host' },
-  { file: 'electron/main/appHost.ts', specifier: '../cli/main' },
-  { file: 'electron/main/appHost.ts', specifier: '../cli/stores' },
-  { file: 'electron/main/dispatch.ts', specifier: '../cli/control' },
-  { file: 'electron/main/main.ts', specifier: '../cli/config' },
-  { file: 'electron/main/serve.ts', specifier: '../cli/config' },
 ];
 
 function isUnder(p: string, dir: string): boolean {
@@ -302,15 +284,6 @@ export function checkLayering(files: readonly SourceFile[]): Violation[] {
     }
   }
   return out;
-}
-
-/** Splits violations into those KNOWN_EXCEPTIONS does not cover, and the entries no violation used. */
-export function subtractKnownExceptions(violations: readonly Violation[]): { remaining: Violation[]; unused: typeof KNOWN_EXCEPTIONS } {
-  const covered = (v: Violation) => KNOWN_EXCEPTIONS.some((e) => e.file === v.file && e.specifier === v.specifier);
-  return {
-    remaining: violations.filter((v) => !covered(v)),
-    unused: KNOWN_EXCEPTIONS.filter((e) => !violations.some((v) => e.file === v.file && e.specifier === v.specifier)),
-  };
 }
 
 /** Every source extension the toolchain compiles or runs. */

@@ -56,8 +56,8 @@ async function launch(port: number, extraEnv: NodeJS.ProcessEnv): Promise<MotoSe
     env: { ...process.env, PYTHONUNBUFFERED: '1', ...extraEnv },
   });
   let stderr = '';
-  child.stderr!.setEncoding('utf8');
-  child.stderr!.on('data', (d: string) => {
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d: string) => {
     stderr = (stderr + d).slice(-4000);
   });
   // If the test process dies without calling stop(), do not leave the server behind.

@@ -331,7 +331,7 @@ export class Generator {
   }
 
   private pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
+    return xs[this.int(xs.length)]!;
   }
 
   private bytes(n: number): Buffer {
@@ -447,6 +447,6 @@ export class Generator {
     for (const [w, make] of table) {
       if ((r -= w) < 0) return make();
     }
-    return table[0][1]();
+    return table[0]![1]();
   }
 }

@@ -14,6 +14,7 @@
  */
 
 // The module object itself (not an import-time copy), so every importer sees the wrapped functions.
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- `import * as` would give a copy (esModuleInterop)
 import nodeTest = require('node:test');
 
 /**
@@ -33,7 +34,7 @@ function withDefaultTimeout(original: Fn): Fn {
     args[i] = { ...options, timeout: options?.timeout ?? DEFAULT_TEST_TIMEOUT_MS };
     return original.apply(this, args);
   };
-  return Object.assign(wrapped, original) as Fn;
+  return Object.assign<Fn, Fn>(wrapped, original);
 }
 
 /** `before(fn?, options?)` and the other hooks: options come second. */

@@ -107,7 +107,8 @@ describe('crash loop', () => {
     for (let round = 0; round < rounds; round++) {
       const pid = await fs.mount();
       // Everything promised so far is there after the restart.
-      const expected = new Map<string, string | null | 'busy'>();
+      // Each name's hash (FILE), null (GONE) or the string 'busy' (BUSY).
+      const expected = new Map<string, string | null>();
       const text = await fsp.readFile(logFile, 'utf8').catch(() => '');
       for (const line of text.split('\n')) {
         const [kind, name, hash] = line.split(' ');

@@ -114,7 +114,7 @@ describe('damaged metadata', () => {
     const at = recordOffsets(buf);
     assert.ok(at.length >= 10, `the journal holds the changes (${at.length} records)`);
     const victim = at[Math.floor(at.length / 2)]!;
-    buf[victim + 8 + Math.floor(buf.readUInt32LE(victim) / 2)] ^= 0x04;
+    buf[victim + 8 + Math.floor(buf.readUInt32LE(victim) / 2)]! ^= 0x04;
     await fsp.writeFile(journal, buf);
     const dirtyBefore = await dirtyNames(fs);
     assert.equal(dirtyBefore.filter((n) => /^\d+\.0$/.test(n)).length, 10, 'ten dirty chunks wait in the cache');
@@ -145,13 +145,13 @@ describe('damaged metadata', () => {
     await fs.machine.ok('aside', fs.name, 'export', id, out);
     const exported = await hashesUnder(out);
     const unnamed = [...exported.keys()].filter((p) => p.startsWith('unnamed/'));
-    assert.ok(unnamed.length <= 1, `at most the file whose creation was the damaged record is unnamed: ${[...exported.keys()]}`);
+    assert.ok(unnamed.length <= 1, `at most the file whose creation was the damaged record is unnamed: ${[...exported.keys()].join(',')}`);
     const found = new Map<string, string>(); // source -> exported path
     for (const src of sources) {
       const want = sha(await fsp.readFile(src));
       const name = path.basename(src);
       const at = exported.get(name) === want ? name : unnamed.find((p) => exported.get(p) === want);
-      assert.ok(at, `${name} is recovered byte for byte (exported: ${[...exported.keys()]})`);
+      assert.ok(at, `${name} is recovered byte for byte (exported: ${[...exported.keys()].join(',')})`);
       found.set(src, at);
     }
 
@@ -193,7 +193,7 @@ describe('damaged metadata', () => {
     const out = path.join(local, 'recovered-snap');
     await fs.machine.ok('aside', fs.name, 'export', id, out);
     const exported = await hashesUnder(out);
-    assert.ok([...exported.values()].includes(sha(await fsp.readFile(src))), `the file's data is kept: ${[...exported.keys()]}`);
+    assert.ok([...exported.values()].includes(sha(await fsp.readFile(src))), `the file's data is kept: ${[...exported.keys()].join(',')}`);
     await fs.mount();
     await fs.unmount();
   });
@@ -210,10 +210,10 @@ describe('damaged metadata', () => {
     await killHard(await fs.pid());
     const store = s3StoreFor(bed.endpoint, fs.bucket);
     const segments = await store.list('meta/log/');
-    assert.ok(segments.length >= 3, `segments: ${segments}`);
+    assert.ok(segments.length >= 3, `segments: ${segments.join(',')}`);
     const key = segments[segments.length - 2]!;
     const body = (await store.get(key))!.body;
-    body[body.length >> 1] ^= 0x20;
+    body[body.length >> 1]! ^= 0x20;
     await store.put(key, body);
     await store.close();
 
@@ -277,7 +277,7 @@ describe('damaged metadata', () => {
     assert.match(aside[0]!.reason, /without a file/);
     assert.equal(aside[0]!.files, 1);
     const left = await dirtyNames(fs);
-    assert.ok(!left.includes('999999.0') && !left.includes(goneChunk), `both copies left the dirty store: ${left}`);
+    assert.ok(!left.includes('999999.0') && !left.includes(goneChunk), `both copies left the dirty store: ${left.join(',')}`);
     const out = path.join(local, 'orphans');
     await fs.machine.ok('aside', fs.name, 'export', aside[0]!.id, out);
     assert.deepEqual(await fsp.readFile(path.join(out, 'unnamed', 'inode-999999')), await fsp.readFile(src));

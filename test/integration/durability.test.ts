@@ -102,7 +102,7 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
     const keys = await store.list('chunks/');
     assert.equal(keys.length, 2);
     const victim = (await store.get(keys[0]!))!.body;
-    victim[victim.length >> 1] ^= 0x40;
+    victim[victim.length >> 1]! ^= 0x40;
     await store.put(keys[0]!, victim);
     await store.close();
     const reader = await bed.link(await bed.machine('tamper'), fs.bucket);
@@ -135,7 +135,7 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
     assert.ok(files.length >= 2, `cached chunk files: ${files.join(' ')}`);
     for (const f of files) {
       const b = await fsp.readFile(f);
-      b[b.length - 100] ^= 0xff;
+      b[b.length - 100]! ^= 0xff;
       await fsp.writeFile(f, b);
     }
     await fs.mount();

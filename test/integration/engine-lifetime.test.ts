@@ -81,7 +81,7 @@ describe('the engine lives as long as its mount', () => {
       assert.equal(r.code, 0, r.stderr);
       await until('the engine to notice the detach', async () => /was detached from outside/.test(await fsp.readFile(logFile, 'utf8')));
       assert.ok(alive(pid), 'the engine still serves the detached mount');
-      holder.stdin!.end('go\n');
+      holder.stdin.end('go\n');
       assert.equal(await holderExit, 0);
     } finally {
       holder.kill('SIGKILL');

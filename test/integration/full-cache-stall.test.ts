@@ -11,8 +11,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { callControl } from '../../electron/cli/control';
-import { homes, socketPath } from '../../electron/cli/config';
+import { callControl } from '../../electron/host/control';
+import { homes, socketPath } from '../../electron/host/config';
 import { Linked, randomFile, run, sh, until } from '../helpers/bed';
 import { proxiedBed } from '../helpers/faultProxy';
 

@@ -137,7 +137,7 @@ describe('a full cache disk', () => {
         '--cache-size', '1GiB', '--passphrase-file', bed.passFile);
       await m.ok('set', 'off', 'upload-delay', '0s');
       await m.ok('mount', 'off');
-      const pid = Number(JSON.parse(await m.ok('status', 'off', '--json')).pid);
+      const pid = Number((JSON.parse(await m.ok('status', 'off', '--json')) as { pid: unknown }).pid);
       const clean = await randomFile(env.local, 'clean.bin', 12 * 1024 * 1024);
       await sh(`cp ${clean} ${mnt}/clean.bin`);
       await m.ok('sync', 'off'); // its chunks are now clean copies in the cache

@@ -41,7 +41,7 @@ describe('a bucket that does not answer', () => {
     for (let i = 0; i < 5; i++) {
       const s = await fs.status();
       assert.equal(s.offline, true);
-      if (s.lastError) errors.add(String(s.lastError));
+      if (typeof s.lastError === 'string' && s.lastError) errors.add(s.lastError);
       await new Promise((r) => setTimeout(r, 1000));
     }
     assert.ok(errors.size <= 1, `one state, not a stream of errors: ${[...errors].join(' | ')}`);

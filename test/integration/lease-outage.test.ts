@@ -75,7 +75,7 @@ describe('a writer cut off from S3', () => {
     await fsp.writeFile(path.join(a.mnt, 'before.txt'), 'before\n');
     await a.sync();
     env.proxy.goOffline();
-    let offlineBin = '';
+    let offlineBin: string;
     try {
       offlineBin = await randomFile(env.local, 'offline-a.bin', 2 * 1024 * 1024);
       await sh(`cp ${offlineBin} ${a.mnt}/offline.bin && mkdir ${a.mnt}/made-offline`);

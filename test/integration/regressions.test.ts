@@ -29,7 +29,7 @@ import * as path from 'node:path';
 import { Linked, RunResult, killHard, randomFile, run, sh, until } from '../helpers/bed';
 import { proxiedBed } from '../helpers/faultProxy';
 import { s3StoreFor } from '../helpers/moto';
-import { readPassphraseFile } from '../../electron/cli/config';
+import { readPassphraseFile } from '../../electron/host/config';
 import { open } from '../../electron/engine/chunk/crypto';
 import { unlockFilespace } from '../../electron/engine/filespace';
 import { CKPT_PREFIX, RemoteMeta } from '../../electron/engine/meta/remote';
@@ -122,7 +122,7 @@ describe('regressions from the user trial', () => {
   /** The operations just made ran while uploads were still pending (else the test proves nothing). */
   async function assertStillUploading(fs: Linked, what: string): Promise<void> {
     const st = await fs.status();
-    assert.ok(Number(st.dirtyBytes) > 0, `${what} ran while uploads were in flight (dirty bytes left: ${st.dirtyBytes})`);
+    assert.ok(Number(st.dirtyBytes) > 0, `${what} ran while uploads were in flight (dirty bytes left: ${String(st.dirtyBytes)})`);
   }
 
   /** Writes the same random file into the mount and into the reference tree. */
@@ -488,7 +488,7 @@ print(' '.join(out))
 
       await store.delete(deleted[1]!);
       const victim = (await store.get(flipped[2]!))!.body;
-      victim[victim.length >> 1] ^= 0x01;
+      victim[victim.length >> 1]! ^= 0x01;
       await store.put(flipped[2]!, victim);
     } finally {
       await store.close();

@@ -52,7 +52,7 @@ interface TreeShape {
 /** Writes a deterministic tree of `fileCount` small files below `root` (a local directory). */
 async function generateTree(root: string, seed: number, fileCount: number): Promise<TreeShape> {
   const rand = prng(seed);
-  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
   const dirs: string[] = [''];
   const names = ['src', 'lib', 'docs', 'assets', 'test', 'build', 'vendor', 'pkg', 'util', 'core', 'with space', 'ünïcødé'];
   // Nested directories, up to five levels deep.
@@ -101,8 +101,8 @@ async function generateTree(root: string, seed: number, fileCount: number): Prom
     await fsp.symlink(target, path.join(root, dir, `link-${i}`));
     shape.symlinks++;
   }
-  await fsp.chmod(path.join(root, dirs[3]), 0o700);
-  await fsp.chmod(path.join(root, dirs[5]), 0o750);
+  await fsp.chmod(path.join(root, dirs[3]!), 0o700);
+  await fsp.chmod(path.join(root, dirs[5]!), 0o750);
   return shape;
 }
 
@@ -185,7 +185,7 @@ describe('real tools on a mounted filespace', () => {
     const counts = async (dir: string) => (await sh(`cd ${q(dir)} && echo $(find . -type f | wc -l) $(find . -type l | wc -l) $(find . -type d -empty | wc -l) $(find . -type f -perm -u+x | wc -l)`)).trim().split(' ').map(Number);
     const [files, symlinks, empty, executables] = await counts(ref);
     assert.deepEqual([files, symlinks, executables], [shape.files, shape.symlinks, shape.executables]);
-    assert.ok(empty >= shape.emptyDirs);
+    assert.ok(empty! >= shape.emptyDirs);
     assert.deepEqual(await counts(dst), [files, symlinks, empty, executables]);
   });
 

@@ -66,7 +66,7 @@ describe('upload bandwidth limit', () => {
     // The first chunk goes at once; at 16 KiB/s each next one waits 32 s for its budget.
     await until('the first chunk upload', () => chunkPuts(logStart).length >= 1);
     const waiting = await fs.status();
-    assert.ok(Number(waiting.dirtyFiles) >= 3, `files still waiting for bandwidth: ${waiting.dirtyFiles}`);
+    assert.ok(Number(waiting.dirtyFiles) >= 3, `files still waiting for bandwidth: ${String(waiting.dirtyFiles)}`);
     assert.equal(chunkPuts(logStart).length, 1, 'nothing else is sent while the budget is in debt');
 
     await fs.machine.ok('set', fs.name, 'upload-limit', 'off');
@@ -86,7 +86,7 @@ describe('upload bandwidth limit', () => {
     for (const [value, message] of [
       ['fast', /"fast" is not a rate; write bytes per second .* e\.g\. 512KiB, 2MiB\/s, or off/],
       ['-5', /"-5" is not a rate/],
-      ['1KiB', /upload limit must be at least 16KiB\/s \(or off\)/],
+      ['1KiB', /upload limit must be at least 16 KiB\/s \(or off\)/],
     ] as Array<[string, RegExp]>) {
       const r = await fs.machine.cli('set', fs.name, 'upload-limit', ...(value.startsWith('-') ? ['--', value] : [value]));
       assert.notEqual(r.code, 0, value);

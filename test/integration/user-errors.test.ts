@@ -102,7 +102,7 @@ describe('user errors', () => {
 
   it('rejects bad sizes, names, buckets and endpoints', async () => {
     await failsCleanly(['link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--cache-size', '12XB', '--passphrase-file', bed.passFile], /cache-size.*not a size/);
-    await failsCleanly(['link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--cache-size', '1MiB', '--passphrase-file', bed.passFile], /at least 16MiB/);
+    await failsCleanly(['link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--cache-size', '1MiB', '--passphrase-file', bed.passFile], /at least 16 MiB/);
     await failsCleanly(['init', ...bed.storeArgs(bucket, 'p2'), '--chunk-size', '3MiB', '--passphrase-file', bed.passFile], /power of two/);
     await failsCleanly(['link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--name', 'bad/name', '--passphrase-file', bed.passFile], /not a valid filespace name/);
     await failsCleanly(['init', '--bucket', 'Bad_Bucket', '--passphrase-file', bed.passFile], /not a valid S3 bucket name/);

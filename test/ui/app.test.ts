@@ -196,7 +196,7 @@ describe('desktop app in Chromium', () => {
     await waitText(page.getByTestId('wizard-error'), /not empty/);
     await page.fill('#mountPoint', suggested);
     await page.fill('#cacheCap', '256');
-    assert.equal(await page.getByTestId('cache-cap').textContent(), '268 MB');
+    assert.equal(await page.getByTestId('cache-cap').textContent(), '256 MiB');
     await shot(page, 'wizard-mount');
     await page.click('text=Create and mount');
 
@@ -234,9 +234,9 @@ describe('desktop app in Chromium', () => {
     const card = page.getByTestId('filespace-team');
     await page.click('[data-testid=pause]');
     await waitText(page.getByTestId('pause'), /Resume uploads/);
-    await sh(`head -c 3000000 /dev/urandom > '${mnt}/report.bin'`);
-    await waitText(card.getByTestId('pending'), /^1 file, 3\.0 MB/);
-    assert.match((await card.getByTestId('sync-line').textContent()) ?? '', /^Uploads paused: 1 file, 3\.0 MB waiting$/);
+    await sh(`head -c 3145728 /dev/urandom > '${mnt}/report.bin'`);
+    await waitText(card.getByTestId('pending'), /^1 file, 3\.0 MiB/);
+    assert.match((await card.getByTestId('sync-line').textContent()) ?? '', /^Uploads paused: 1 file, 3\.0 MiB waiting$/);
     await waitText(card.getByTestId('pending-files'), /^\/report\.bin$/);
     assert.match((await card.getByTestId('lease').textContent()) ?? '', /^writer: holds the write lease \(renewed \d+s ago/);
     await shot(page, 'status-pending');
@@ -262,11 +262,11 @@ describe('desktop app in Chromium', () => {
     await page.getByTestId('machine-settings').waitFor(WAIT);
     await page.fill('#settingsCacheCap', '128');
     await page.click('text=Apply cache cap');
-    await waitText(page.getByTestId('settings-message'), /cache-size applied now/);
+    await waitText(page.getByTestId('settings-message'), /^Cache cap applied now$/);
     assert.equal(await page.getByTestId('settings-upload-limit').textContent(), 'no limit');
     await page.fill('#uploadLimit', '256');
     await page.locator('form:has(#uploadLimit) button').click();
-    await waitText(page.getByTestId('settings-message'), /upload-limit applied now/);
+    await waitText(page.getByTestId('settings-message'), /^Upload bandwidth limit applied now$/);
     await waitText(page.getByTestId('settings-upload-limit'), /^256 KiB\/s$/);
     await shot(page, 'settings');
     const cfgFile = path.join(home, 'config', 'filespaces', 'team.json');
@@ -275,14 +275,14 @@ describe('desktop app in Chromium', () => {
     assert.equal(cfg.settings.uploadLimitBytesPerSec, 256 * 1024);
     await page.click('[data-testid=nav-status]');
     const card = page.getByTestId('filespace-team');
-    await waitText(card.getByTestId('cache'), /of 134 MB/);
-    await waitText(card.getByTestId('throughput'), /\(limit 262 kB\/s\)/);
+    await waitText(card.getByTestId('cache'), /of 128 MiB/);
+    await waitText(card.getByTestId('throughput'), /\(limit 256 KiB\/s\)/);
 
     // A value below the engine's floor is refused with its reason, and the limit in force stays.
     await page.click('[data-testid=nav-settings]');
     await page.fill('#uploadLimit', '4');
     await page.locator('form:has(#uploadLimit) button').click();
-    await waitText(page.getByTestId('settings-error'), /upload limit must be at least 16KiB\/s/);
+    await waitText(page.getByTestId('settings-error'), /upload limit must be at least 16 KiB\/s/);
     assert.equal((JSON.parse(await fsp.readFile(cfgFile, 'utf8')) as typeof cfg).settings.uploadLimitBytesPerSec, 256 * 1024);
 
     // Emptied: no limit again.

@@ -60,7 +60,7 @@ async function flipByte(file: string, offset: number): Promise<void> {
   try {
     const b = Buffer.alloc(1);
     await fh.read(b, 0, 1, offset);
-    b[0] ^= 0x01;
+    b[0]! ^= 0x01;
     await fh.write(b, 0, 1, offset);
   } finally {
     await fh.close();

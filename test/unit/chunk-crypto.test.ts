@@ -31,7 +31,7 @@ describe('seal/open', () => {
     const sealed = seal(key, randomBytes(64), 'aad');
     for (let i = 0; i < sealed.length; i++) {
       const bad = Buffer.from(sealed);
-      bad[i] ^= 0x80;
+      bad[i]! ^= 0x80;
       assert.throws(() => open(key, bad, 'aad', 'blob'), AuthError, `byte ${i}`);
     }
   });

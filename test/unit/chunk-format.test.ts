@@ -57,7 +57,7 @@ describe('chunk objects', () => {
       const obj = await encodeChunk(key, 'n', plain);
       for (let i = 0; i < obj.length; i++) {
         const bad = Buffer.from(obj);
-        bad[i] ^= 0x04;
+        bad[i]! ^= 0x04;
         await assert.rejects(decodeChunk(key, 'n', bad), AuthError, `byte ${i} of ${obj.length}`);
       }
     }

@@ -3,9 +3,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  MAX_BODY_BYTES, MOUNT_STATES, SETTABLE_KEYS, apiErrorSchema, pauseRequestSchema, routes, setRequestSchema, statusSchema,
+  MAX_BODY_BYTES, MOUNT_STATES, pauseRequestSchema, routes, setRequestSchema, statusSchema,
   syncRequestSchema, syncResultSchema, unmountRequestSchema, StatusDto,
 } from '../../electron/contract/api';
+import { ERROR_CODES, ERRORS, errorSchema } from '../../electron/contract/errors';
+import { ENGINE_ERROR_CODES } from '../../electron/engine/errors';
 
 function accepts(schema: { safeParse(v: unknown): { success: boolean } }, value: unknown): void {
   assert.equal(schema.safeParse(value).success, true, `should accept ${JSON.stringify(value)}`);
@@ -45,16 +47,16 @@ describe('control API requests', () => {
     refuses(syncRequestSchema, { timeoutMs: 10, extra: 1 });
   });
 
-  it('set: a known key and a short non-empty string value', () => {
-    for (const key of SETTABLE_KEYS) accepts(setRequestSchema, { key, value: '1' });
-    accepts(setRequestSchema, { key: 'cache-size', value: 'x'.repeat(64) });
-    refuses(setRequestSchema, { key: 'cache-size', value: 'x'.repeat(65) });
-    refuses(setRequestSchema, { key: 'cache-size', value: '' });
-    refuses(setRequestSchema, { key: 'cache-size', value: 20 });
-    refuses(setRequestSchema, { key: 'cacheCapBytes', value: '1GiB' });
-    refuses(setRequestSchema, { key: '__proto__', value: '1' });
-    refuses(setRequestSchema, { value: '1' });
-    refuses(setRequestSchema, { key: 'cache-size', value: '1', force: true });
+  it('set: typed values of known settings, at least one; never text', () => {
+    accepts(setRequestSchema, { cacheCapBytes: 50 * 1024 ** 3 });
+    accepts(setRequestSchema, { uploadLimitBytesPerSec: 0, uploadDelayMs: 2000, gcIntervalMs: 0 });
+    refuses(setRequestSchema, {});
+    refuses(setRequestSchema, { cacheCapBytes: '50GiB' });
+    refuses(setRequestSchema, { cacheCapBytes: null });
+    refuses(setRequestSchema, { key: 'cache-size', value: '50GiB' });
+    refuses(setRequestSchema, { cacheHighWatermark: 0.9 });
+    refuses(setRequestSchema, JSON.parse('{"__proto__": 1}'));
+    refuses(setRequestSchema, { cacheCapBytes: 1, force: true });
   });
 
   it('pause: a boolean, required', () => {
@@ -76,7 +78,7 @@ describe('control API requests', () => {
   });
 
   it('the body limit leaves room for the largest valid request', () => {
-    const largest = JSON.stringify({ key: 'download-concurrency', value: 'x'.repeat(64) });
+    const largest = JSON.stringify(Object.fromEntries(Object.keys(setRequestSchema.shape).map((k) => [k, Number.MAX_SAFE_INTEGER])));
     assert.ok(Buffer.byteLength(largest) < MAX_BODY_BYTES);
   });
 });
@@ -113,8 +115,23 @@ describe('control API responses', () => {
     refuses(syncResultSchema, { done: 'yes', dirtyBytes: 0, pendingMetaOps: 0 });
     accepts(routes['/v1/unmount'].response, { ok: true });
     refuses(routes['/v1/unmount'].response, { ok: false });
-    accepts(apiErrorSchema, { code: 'WRONG_PASSPHRASE', message: 'wrong passphrase for this filespace' });
-    refuses(apiErrorSchema, { code: 5, message: 'x' });
-    refuses(apiErrorSchema, { message: 'no code' });
+    accepts(errorSchema, { code: 'WRONG_PASSPHRASE', message: 'wrong passphrase for this filespace' });
+    refuses(errorSchema, { code: 5, message: 'x' });
+    refuses(errorSchema, { message: 'no code' });
+    refuses(errorSchema, { code: 'NOPE', message: 'a code outside the vocabulary does not cross' });
+  });
+});
+
+describe('the error vocabulary', () => {
+  it('has a status and a one-line human message for every code', () => {
+    for (const code of ERROR_CODES) {
+      const { status, message } = ERRORS[code];
+      assert.ok(Number.isInteger(status) && status >= 400 && status < 600, code);
+      assert.ok(message.length > 0 && !message.includes('\n') && message === message.trim(), code);
+    }
+  });
+
+  it('holds every code the engine throws', () => {
+    for (const code of ENGINE_ERROR_CODES) assert.ok((ERROR_CODES as readonly string[]).includes(code), code);
   });
 });

@@ -70,10 +70,10 @@ describe('createFilespace / unlockFilespace', () => {
     assert.equal(await store.head(HEADER_KEY), undefined);
   });
 
-  it('rejects chunk sizes that are not a power of two between 64KiB and 64MiB, touching nothing', async () => {
+  it('rejects chunk sizes that are not a power of two between 64 KiB and 64 MiB, touching nothing', async () => {
     for (const bad of [0, 1000, 32 * 1024, 3 * 1024 * 1024, 128 * 1024 * 1024, -65536, Infinity]) {
       const store = new MemoryStore();
-      await expectUserError(createFilespace(store, PASS, bad), 'USER_ERROR', /chunk size/);
+      await expectUserError(createFilespace(store, PASS, bad), 'BAD_CHUNK_SIZE', /chunk size/);
       assert.equal(store.puts + store.gets + store.heads + store.lists, 0, `chunk size ${bad}`);
     }
     for (const good of [64 * 1024, 1024 * 1024, 64 * 1024 * 1024]) assert.doesNotThrow(() => validateChunkSize(good));
@@ -84,7 +84,7 @@ describe('createFilespace / unlockFilespace', () => {
       assert.throws(() => validateChunkSize(bad), UserError, `chunk size ${bad}`);
     }
     const store = new MemoryStore();
-    await expectUserError(createFilespace(store, PASS, 65536.5), 'USER_ERROR', /chunk size/);
+    await expectUserError(createFilespace(store, PASS, 65536.5), 'BAD_CHUNK_SIZE', /chunk size/);
     assert.equal(store.size, 0);
   });
 
@@ -112,7 +112,7 @@ describe('createFilespace / unlockFilespace', () => {
     const store = new MemoryStore();
     const header = await createFilespace(store, PASS, CS);
     const wrapped = Buffer.from(header.wrappedKey, 'base64');
-    wrapped[20] ^= 1;
+    wrapped[20]! ^= 1;
     await store.put(HEADER_KEY, Buffer.from(JSON.stringify({ ...header, wrappedKey: wrapped.toString('base64') })));
     await expectUserError(unlockFilespace(store, PASS), 'WRONG_PASSPHRASE');
   });

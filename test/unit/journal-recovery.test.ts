@@ -127,7 +127,7 @@ describe('Journal torn tails', () => {
   it('drops a last record with a flipped byte (checksum mismatch)', async () => {
     const file = await writeRecords(5);
     const buf = await readFile(file);
-    buf[buf.length - 2] ^= 0x01;
+    buf[buf.length - 2]! ^= 0x01;
     await writeFile(file, buf);
     const { journal, loaded } = await open();
     assert.equal(loaded.records.length, 4);
@@ -175,7 +175,7 @@ describe('Journal damage in the middle', () => {
     await writeFile(path.join(dir, 'journal.0'), 'other generation');
     const buf = await readFile(file);
     const at = offsets(buf);
-    buf[at[4]! + 12] ^= 0x01; // one bit inside record 4's body
+    buf[at[4]! + 12]! ^= 0x01; // one bit inside record 4's body
     await writeFile(file, buf);
     await assert.rejects(open(), (err: unknown) => {
       assert.ok(err instanceof JournalDamagedError, String(err));
@@ -192,7 +192,7 @@ describe('Journal damage in the middle', () => {
     const file = await writeRecords(6);
     const buf = await readFile(file);
     const at = offsets(buf);
-    buf.writeUInt32LE(3, at[2]!); // record 2 claims 3 bytes
+    buf.writeUInt32LE(3, at[2]); // record 2 claims 3 bytes
     await writeFile(file, buf);
     const d = decodeRecords(buf);
     assert.deepEqual(d.records.map((r) => (r as { i: number }).i), [0, 1]);
@@ -225,7 +225,7 @@ describe('Journal damage in the middle', () => {
   it('inspect reads around the damage without changing anything', async () => {
     const file = await writeRecords(8);
     const buf = await readFile(file);
-    buf[offsets(buf)[3]! + 5] ^= 0x80; // record 3's checksum
+    buf[offsets(buf)[3]! + 5]! ^= 0x80; // record 3's checksum
     await writeFile(file, buf);
     const seen = await Journal.inspect<Snap>(dir);
     assert.equal(seen.file, file);
@@ -241,7 +241,7 @@ describe('Journal damage in the middle', () => {
     await journal.close();
     const file = path.join(dir, 'journal.1');
     const buf = await readFile(file);
-    buf[offsets(buf)[1]! + 9] ^= 0x04;
+    buf[offsets(buf)[1]! + 9]! ^= 0x04;
     await writeFile(file, buf);
     await assert.rejects(open(), JournalDamagedError);
     const kept = await Journal.replace<Snap>(dir, (gen) => ({ gen, note: 'from the bucket' }));

@@ -6,8 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import {
-  ENGINE_ORDER, KNOWN_EXCEPTIONS, SourceFile, checkLayering, classifyImport, collectSources, enginePartOf, importSpecifiers, layerOf,
-  subtractKnownExceptions,
+  ENGINE_ORDER, SourceFile, checkLayering, classifyImport, collectSources, enginePartOf, importSpecifiers, layerOf,
 } from '../helpers/layering';
 
 function check(file: string, text: string) {
@@ -211,6 +210,8 @@ describe('layering rule: Electron main, preload, the host library and the CLI', 
   it("reports main importing the command's code: a host library is not a command", () => {
     assertViolates('electron/main/appHost.ts', "import { MountHost } from '../cli/host';", '../cli/host', /main process may not import electron\/cli\/host/);
     assertViolates('electron/main/main.ts', "import type { Settings } from '../cli/config';", '../cli/config');
+    assertViolates('electron/main/appHost.ts', "import { applySetting } from '../cli/main';", '../cli/main', /main process may not import electron\/cli\/main/);
+    assertViolates('electron/main/appHost.ts', "import { parseSize } from '../cli/units';", '../cli/units');
   });
 
   it('reports main importing the renderer or the preload', () => {
@@ -427,31 +428,12 @@ describe('layering rule: every source extension', () => {
   });
 });
 
-describe('layering rule: the known exceptions', () => {
-  it('subtracts exactly the listed imports and names entries nothing used', () => {
-    const listed = KNOWN_EXCEPTIONS[0]!;
-    const violations = [
-      { file: listed.file, specifier: listed.specifier, reason: 'r' },
-      { file: listed.file, specifier: '../cli/unlisted', reason: 'r' },
-    ];
-    const { remaining, unused } = subtractKnownExceptions(violations);
-    assert.deepEqual(remaining, [violations[1]]);
-    assert.deepEqual(unused, KNOWN_EXCEPTIONS.slice(1));
-  });
-
-  it('lists only imports the rule reports, so the list cannot hide a real import', () => {
-    for (const e of KNOWN_EXCEPTIONS) {
-      assert.equal(check(e.file, `import '${e.specifier}';`).length, 1, `${e.file} -> ${e.specifier} is allowed anyway`);
-    }
-  });
-});
-
 describe('layering of the source tree', () => {
   const root = path.resolve(__dirname, '..', '..', '..');
 
   it('runs from the repository root', () => {
     assert.ok(existsSync(path.join(root, 'package.json')), root);
-    assert.equal(JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).name, 'filespace');
+    assert.equal((JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { name: unknown }).name, 'filespace');
   });
 
   it('every file keeps to its layer', async () => {
@@ -470,8 +452,15 @@ describe('layering of the source tree', () => {
 
     assert.ok(!paths.some((p) => p.startsWith('native/fuse/addon/')), 'the generated addon is not ours');
 
-    const { remaining, unused } = subtractKnownExceptions(checkLayering(files));
-    assert.deepEqual(remaining, [], remaining.map((v) => `${v.file}: '${v.specifier}': ${v.reason}`).join('\n'));
-    assert.deepEqual(unused, [], `no longer needed, delete from KNOWN_EXCEPTIONS: ${JSON.stringify(unused)}`);
+    const violations = checkLayering(files);
+    assert.deepEqual(violations, [], violations.map((v) => `${v.file}: '${v.specifier}': ${v.reason}`).join('\n'));
+  });
+
+  it('fails the tree as soon as the app imports the command', async () => {
+    const files = await collectSources(root);
+    const appHost = files.find((f) => f.path === 'electron/main/appHost.ts');
+    assert.ok(appHost, 'scan missed electron/main/appHost.ts');
+    const tampered = files.map((f) => (f === appHost ? { path: f.path, text: `import { main } from '../cli/main';\n${f.text}` } : f));
+    assert.deepEqual(checkLayering(tampered).map((v) => [v.file, v.specifier]), [['electron/main/appHost.ts', '../cli/main']]);
   });
 });

@@ -189,7 +189,7 @@ describe('MetaStore with damaged local metadata', () => {
     const buf = await readFile(path.join(dir, file));
     let pos = 0;
     for (let i = 0; i < index; i++) pos += 8 + buf.readUInt32LE(pos);
-    buf[pos + 8 + Math.floor(buf.readUInt32LE(pos) / 2)] ^= 0x10;
+    buf[pos + 8 + Math.floor(buf.readUInt32LE(pos) / 2)]! ^= 0x10;
     await writeFile(path.join(dir, file), buf);
     return path.join(dir, file);
   }

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { CHECKPOINTS_KEPT, CKPT_PREFIX, DamagedMetadataError, HeaderMismatchError, LOG_PREFIX, RemoteMeta, SegmentConflictError, seqKey } from '../../electron/engine/meta/remote';
-import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
+import { MetaOp, ROOT_INO, Tree, TreeSnapshot } from '../../electron/engine/meta/tree';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import { MetaStore } from '../../electron/engine/meta/metastore';
 import { Replicator } from '../../electron/engine/meta/replicator';
@@ -33,7 +33,7 @@ async function setup(): Promise<{ store: MemoryStore; remote: RemoteMeta; key: B
 }
 
 function replayed(base: Tree, ...segments: MetaOp[][]): Tree {
-  const t = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(base.snapshot())));
+  const t = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(base.snapshot())) as TreeSnapshot);
   for (const ops of segments) for (const op of ops) t.apply(op);
   return t;
 }
@@ -41,7 +41,7 @@ function replayed(base: Tree, ...segments: MetaOp[][]): Tree {
 async function flipByte(store: MemoryStore, key: string, at: (len: number) => number): Promise<void> {
   const got = (await store.get(key))!;
   const body = Buffer.from(got.body);
-  body[at(body.length)] ^= 0x01;
+  body[at(body.length)]! ^= 0x01;
   await store.put(key, body);
 }
 

@@ -2,8 +2,9 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { settingFromKey } from '../../electron/cli/host';
+import { settingFromKey } from '../../electron/cli/settingKeys';
 import { DEFAULT_SETTINGS, EngineSettings, resolveSettings } from '../../electron/engine/config';
+import { UserError } from '../../electron/engine/errors';
 
 function rejects(partial: Partial<EngineSettings>, pattern: RegExp): void {
   assert.throws(() => resolveSettings(partial), (err: Error) => {
@@ -34,8 +35,8 @@ describe('resolveSettings', () => {
     resolveSettings({ cacheHighWatermark: 1, cacheLowWatermark: 0.01 });
   });
 
-  it('rejects a cache below 16MiB, naming the setting', () => {
-    rejects({ cacheCapBytes: 16 * 1024 * 1024 - 1 }, /cacheCapBytes: cache size must be at least 16MiB/);
+  it('rejects a cache below 16 MiB, naming the setting', () => {
+    rejects({ cacheCapBytes: 16 * 1024 * 1024 - 1 }, /cacheCapBytes: cache size must be at least 16 MiB/);
     rejects({ cacheCapBytes: 0 }, /cacheCapBytes/);
   });
 
@@ -73,6 +74,19 @@ describe('resolveSettings', () => {
     ];
     for (const [partial, key] of cases) rejects(partial, new RegExp(`invalid setting ${key}:`));
     rejects({ probeTimeoutMs: 199 }, /probeTimeoutMs: the probe timeout must be at least 200ms/);
+  });
+
+  it('refuses with a UserError coded BAD_SETTING, so every host reports it as the user\'s mistake', () => {
+    assert.throws(() => resolveSettings({ uploadConcurrency: 0 }), (err: UserError) => err instanceof UserError && err.code === 'BAD_SETTING');
+  });
+
+  it('the command reads what a person typed into typed settings; nothing else reads text', () => {
+    assert.deepEqual(settingFromKey('cache-size', '50GiB'), { cacheCapBytes: 50 * 1024 ** 3 });
+    assert.deepEqual(settingFromKey('upload-limit', 'off'), { uploadLimitBytesPerSec: 0 });
+    assert.deepEqual(settingFromKey('upload-concurrency', '4'), { uploadConcurrency: 4 });
+    assert.throws(() => settingFromKey('upload-concurrency', '4.5'), (err: UserError) => err.code === 'BAD_SETTING' && /"4\.5" is not a whole number/.test(err.message));
+    assert.throws(() => settingFromKey('colour', 'blue'), (err: UserError) => err.code === 'BAD_SETTING' && /unknown setting "colour"; settable: cache-size, /.test(err.message));
+    assert.throws(() => settingFromKey('__proto__', '1'), /unknown setting "__proto__"/);
   });
 
   it('the write-stall and probe timeouts: 30 s and 3 s by default, settable as durations', () => {

@@ -1,8 +1,8 @@
-// Pins down human sizes and durations: binary units, rounding, and error messages that quote the bad input and show the expected form.
+// Pins down how the command reads sizes, rates and durations a person typed: binary units, rounding, and error messages that quote the bad input and show the expected form.
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { formatSize, parseDuration, parseRate, parseSize } from '../../electron/engine/util/sizes';
+import { parseDuration, parseRate, parseSize } from '../../electron/cli/units';
 
 describe('parseSize', () => {
   it('reads plain byte counts and binary units in any case, with optional spaces', () => {
@@ -34,22 +34,6 @@ describe('parseSize', () => {
   it('rejects sizes too large to count exactly', () => {
     assert.throws(() => parseSize('99999999T'), /"99999999T" is too large/);
     assert.equal(parseSize('8191T'), 8191 * 1024 ** 4);
-  });
-});
-
-describe('formatSize', () => {
-  it('prints bytes below 1 KiB as bytes and larger sizes with one decimal under 100', () => {
-    const cases: Array<[number, string]> = [
-      [0, '0 B'], [1, '1 B'], [1023, '1023 B'], [1024, '1.0 KiB'], [1536, '1.5 KiB'],
-      [4 * 1024 ** 2, '4.0 MiB'], [99.94 * 1024 ** 2, '99.9 MiB'], [100 * 1024 ** 2, '100 MiB'],
-      [212 * 1024 ** 2, '212 MiB'], [20 * 1024 ** 3, '20.0 GiB'], [3 * 1024 ** 4, '3.0 TiB'],
-      [2048 * 1024 ** 4, '2048 TiB'],
-    ];
-    for (const [n, text] of cases) assert.equal(formatSize(n), text, String(n));
-  });
-
-  it('round-trips with parseSize for whole units', () => {
-    for (const n of [1024, 4 * 1024 ** 2, 20 * 1024 ** 3, 512 * 1024 ** 3]) assert.equal(parseSize(formatSize(n).replace(' ', '')), n);
   });
 });
 

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
+import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree, TreeSnapshot } from '../../electron/engine/meta/tree';
 
 const CS = 1024;
 
@@ -345,7 +345,7 @@ function richTree(): Tree {
 describe('Tree snapshots', () => {
   it('fromSnapshot(snapshot()) reproduces inodes, nextIno and chunk refs, also through JSON', () => {
     const t = richTree();
-    const viaJson = JSON.parse(JSON.stringify(t.snapshot()));
+    const viaJson = JSON.parse(JSON.stringify(t.snapshot())) as TreeSnapshot;
     for (const snap of [t.snapshot(), viaJson]) {
       const u = Tree.fromSnapshot(CS, snap);
       assert.deepEqual(u.inodes, t.inodes);
@@ -357,7 +357,7 @@ describe('Tree snapshots', () => {
 
   it('a restored tree keeps applying ops exactly like the original', () => {
     const t = richTree();
-    const u = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(t.snapshot())));
+    const u = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(t.snapshot())) as TreeSnapshot);
     const more: MetaOp[] = [
       size(3, CS + 1),
       { t: 'rm', parent: ROOT_INO, name: 'copy', ms: 80 },
@@ -470,7 +470,7 @@ describe('Tree.apply is deterministic and total', () => {
       const half = Math.floor(ops.length / 2);
       const first = fresh();
       for (const op of ops.slice(0, half)) first.apply(op);
-      const resumed = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(first.snapshot())));
+      const resumed = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(first.snapshot())) as TreeSnapshot);
       for (const op of ops.slice(half)) resumed.apply(op);
       assert.deepEqual(resumed.snapshot(), t.snapshot(), `seed ${seed}: replay`);
       assert.deepEqual(sortedMap(resumed.chunkRefs), sortedMap(t.chunkRefs));

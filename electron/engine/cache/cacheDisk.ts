@@ -21,6 +21,7 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { formatSize } from '../util/sizes';
 
 export interface CacheDiskOptions {
   /** Size of the space held back for the metadata journal. */
@@ -86,7 +87,7 @@ export class CacheDisk {
     this.limit = Math.max(0, onDiskBytes() + free - this.o.headroomBytes);
     if (!this.limitingSaid && this.limit < capBytes) {
       this.limitingSaid = true;
-      this.o.log(`the disk under ${this.dir} has room for ${mib(this.limit)} of cache, less than the cache size ${mib(capBytes)}; the cache keeps within the disk`);
+      this.o.log(`the disk under ${this.dir} has room for ${formatSize(this.limit)} of cache, less than the cache size ${formatSize(capBytes)}; the cache keeps within the disk`);
     } else if (this.limitingSaid && this.limit >= capBytes * 1.05) {
       this.limitingSaid = false;
       this.o.log(`the disk under ${this.dir} has room for the whole cache size again`);
@@ -134,7 +135,7 @@ export class CacheDisk {
     if (!this.reserveHeld) return false;
     this.reserveHeld = false;
     await fsp.rm(this.reservePath, { force: true }).catch(() => undefined);
-    this.o.log(`the disk under ${this.dir} is full: gave up the ${mib(this.o.reserveBytes)} held back for metadata, so that it can still be saved`);
+    this.o.log(`the disk under ${this.dir} is full: gave up the ${formatSize(this.o.reserveBytes)} held back for metadata, so that it can still be saved`);
     return true;
   }
 
@@ -145,10 +146,6 @@ export class CacheDisk {
     this.o.log(`the disk under ${this.dir} is full and the cache has nothing left to give back (${err.message}); ` +
       'changes are kept in memory until there is room; free space on that disk, or unmount with --force');
   }
-}
-
-function mib(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(bytes < 10 * 1024 * 1024 ? 1 : 0)} MiB`;
 }
 
 /** Whether `err` says the disk (or a quota) is full. */

@@ -62,6 +62,7 @@ import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { AuthError } from '../chunk/crypto';
 import { KeyedMutex } from '../util/concurrency';
+import { fsyncDir } from '../util/files';
 import { HandlePool } from './handles';
 import { SealedIO, UNIT, UNIT_OVERHEAD, HEADER, lastUnitOf, logicalSize, physicalSize } from './sealed';
 
@@ -85,7 +86,7 @@ type ChunkRecord = { -readonly [K in keyof DirtyChunk]: DirtyChunk[K] };
 
 /** Every DirtyChunk is a record this store made: the only place it is changed. */
 function rec(d: DirtyChunk): ChunkRecord {
-  return d as ChunkRecord;
+  return d;
 }
 
 /** Which units of a chunk may be rewritten without a pre-image (they hold nothing durable). */
@@ -198,13 +199,8 @@ export class DirtyStore {
     for (const u of units) st.unsynced.add(u);
   }
 
-  private async syncDir(): Promise<void> {
-    const dh = await fsp.open(path.join(this.dir, 'dirty'), 'r');
-    try {
-      await dh.sync();
-    } finally {
-      await dh.close();
-    }
+  private syncDir(): Promise<void> {
+    return fsyncDir(path.join(this.dir, 'dirty'));
   }
 
   /** Puts back units torn by a power loss (see the header); returns the length to keep. */

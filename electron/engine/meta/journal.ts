@@ -25,6 +25,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { UserError } from '../errors';
+import { fsyncDir, writeFileAtomic } from '../util/files';
 
 export interface JournalFiles<TSnapshot> {
   readonly snapshot: TSnapshot | undefined;
@@ -85,34 +86,6 @@ const JOURNAL_RE = /^journal\.(\d+)$/;
 function isDiskFull(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | null)?.code;
   return code === 'ENOSPC' || code === 'EDQUOT';
-}
-
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await fsp.open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-export async function writeFileAtomic(file: string, data: Buffer | string, mode = 0o600): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
-  try {
-    const fh = await fsp.open(tmp, 'w', mode);
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fsp.rename(tmp, file);
-  } catch (err) {
-    // A full disk must not keep a half-written copy taking up what room is left.
-    await fsp.rm(tmp, { force: true }).catch(() => undefined);
-    throw err;
-  }
-  await fsyncDir(path.dirname(file));
 }
 
 function encodeRecord(rec: object): Buffer {

@@ -38,7 +38,7 @@
 
 import { isDeepStrictEqual } from 'node:util';
 import { AuthError, open, seal } from '../chunk/crypto';
-import { UserError } from '../errors';
+import { EngineErrorCode, UserError } from '../errors';
 import { ObjectStore, StoreError } from '../store/types';
 import { formatSize } from '../util/sizes';
 import { MetaOp, Tree, TreeSnapshot } from './tree';
@@ -65,7 +65,7 @@ export interface Segment {
 
 /** A metadata object in the bucket cannot be read (it fails authentication). */
 export class DamagedMetadataError extends UserError {
-  constructor(readonly key: string, message: string, code = 'BUCKET_METADATA_DAMAGED') {
+  constructor(readonly key: string, message: string, code: EngineErrorCode = 'BUCKET_METADATA_DAMAGED') {
     super(message, code);
     this.name = 'DamagedMetadataError';
   }

@@ -68,10 +68,6 @@ export class ChunkFetcher {
     this.sem.setLimit(n);
   }
 
-  isInFlight(name: string): boolean {
-    return this.flights.has(name);
-  }
-
   /** Returns the decoded chunk, downloading it if it is not cached. */
   fetch(name: string): Promise<Buffer> {
     return this.flights.run(name, async () => {

@@ -20,6 +20,7 @@ import { mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, link, type
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { KeyedMutex } from '../util/concurrency';
+import { fsyncDir } from '../util/files';
 import { GetResult, HeadResult, ObjectStore, PutOptions, StoreError } from './types';
 
 const TMP_DIR = '.tmp';
@@ -159,7 +160,7 @@ export class LocalDiskStore implements ObjectStore {
         throw fsError(err, 'delete', key);
       }
       this.etags.delete(file);
-      await fsyncDir(path.dirname(file));
+      await fsyncDir(path.dirname(file), { lenient: true });
       await this.pruneEmptyDirs(path.dirname(file));
     });
   }
@@ -254,7 +255,7 @@ export class LocalDiskStore implements ObjectStore {
           chain.push(d);
           d = path.join(d, path.relative(d, dir).split(path.sep)[0]!);
         }
-        for (const c of chain) await fsyncDir(c);
+        for (const c of chain) await fsyncDir(c, { lenient: true });
       }
       try {
         await rename(tmp, file);
@@ -266,7 +267,7 @@ export class LocalDiskStore implements ObjectStore {
         throw err;
       }
     }
-    await fsyncDir(dir);
+    await fsyncDir(dir, { lenient: true });
   }
 
   private async pruneEmptyDirs(dir: string): Promise<void> {
@@ -445,19 +446,6 @@ async function readFully(fh: FileHandle, buf: Buffer, position: number): Promise
   }
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  let fh: FileHandle | undefined;
-  try {
-    fh = await open(dir, 'r');
-    await fh.sync();
-  } catch (err) {
-    // Some filesystems refuse fsync on directories; the rename itself is still atomic.
-    const code = errCode(err);
-    if (code !== 'EINVAL' && code !== 'ENOTSUP' && code !== 'EISDIR' && code !== 'ENOENT') throw err;
-  } finally {
-    await fh?.close().catch(() => undefined);
-  }
-}
 
 function processAlive(pid: number): boolean {
   try {

@@ -368,6 +368,7 @@ export function toStoreError(err: unknown, action: string, where: string): Store
   if (err instanceof StoreError) return err;
   const e = (err ?? {}) as ErrorShape;
   const name = typeof e.name === 'string' ? e.name : '';
+  const message = typeof e.message === 'string' ? e.message : '';
   const code = typeof e.Code === 'string' ? e.Code : name;
   const errno = socketErrno(err);
   const status = httpStatus(err);
@@ -390,7 +391,7 @@ export function toStoreError(err: unknown, action: string, where: string): Store
     if (name === 'CredentialsProviderError') {
       return new StoreError(
         'InvalidCredentials',
-        oneLine(`no usable AWS credentials: ${redact(String(e.message ?? ''))} ${suffix}`),
+        oneLine(`no usable AWS credentials: ${redact(message)} ${suffix}`),
       );
     }
     return make('InvalidCredentials', 'S3 rejected the AWS credentials (wrong key, secret or expired token)');
@@ -405,7 +406,7 @@ export function toStoreError(err: unknown, action: string, where: string): Store
   if (errno && UNREACHABLE_ERRNOS.has(errno)) {
     return make('Unreachable', `cannot reach the S3 endpoint (${errno})`);
   }
-  if (/socket hang up/i.test(String(e.message ?? ''))) {
+  if (/socket hang up/i.test(message)) {
     return make('Unreachable', 'the S3 endpoint closed the connection');
   }
   if (TIMEOUT_CODES.has(code) || (errno !== undefined && TIMEOUT_CODES.has(errno))) {
@@ -428,7 +429,7 @@ export function toStoreError(err: unknown, action: string, where: string): Store
   if (code === 'RequestTimeTooSkewed') {
     return make('Other', "this computer's clock is too far off for S3 to accept requests");
   }
-  const msg = redact(String(e.message ?? '')) || 'unknown error';
+  const msg = redact(message) || 'unknown error';
   return make('Other', `S3 request failed: ${msg}`);
 }
 

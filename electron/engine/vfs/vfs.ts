@@ -267,13 +267,6 @@ export class Vfs {
     return this.statOf(this.resolve(path));
   }
 
-  fgetattr(fh: number): Stat {
-    const h = this.handle(fh);
-    const inode = this.inodeOf(h.ino);
-    if (!inode) throw new FsError('ENOENT');
-    return this.statOf(inode);
-  }
-
   /** Commits a file's in-memory size and mtime to the metadata. */
   commitSize(ino: number): void {
     const live = this.liveSize.get(ino);

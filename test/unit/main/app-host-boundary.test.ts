@@ -1,6 +1,7 @@
 // The app host's boundaries in plain Node: request validation and error translation (dispatch),
 // the loopback HTTP server's token, Host and CSP rules, the keychain vault, app settings
-// persistence, mount point checks and the IAM policy it suggests.
+// persistence, mount point checks, the IAM policy it suggests, and that it calls its own mounts
+// directly (never over their control sockets).
 
 import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
@@ -8,12 +9,18 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { appEventSchema, appStatusSchema } from '../../../electron/contract/app';
-import { homes, listConfigs, loadConfig, readPassphraseFile, saveConfig } from '../../../electron/cli/config';
+import { appEventSchema, appRoutes, appStatusSchema } from '../../../electron/contract/app';
+import { homes, listConfigs, loadConfig, readPassphraseFile, saveConfig, type LinkConfig } from '../../../electron/host/config';
+import * as control from '../../../electron/host/control';
+import { MountHost } from '../../../electron/host/mountHost';
 import { UserError } from '../../../electron/engine/errors';
-import { AppHost, checkMountPointFree, type AppHandlers } from '../../../electron/main/appHost';
+import { StoreError } from '../../../electron/engine/store/types';
+import { dispatch as dispatchRoutes } from '../../../electron/host/dispatch';
+import { HostError } from '../../../electron/host/errors';
+import { KeychainError } from '../../../native/keychain';
+import { checkMountPoint } from '../../../electron/host/mountPoint';
+import { AppHost, type AppHandlers } from '../../../electron/main/appHost';
 import { AppSettingsFile, DEFAULT_APP_SETTINGS } from '../../../electron/main/appSettings';
-import { dispatch } from '../../../electron/main/dispatch';
 import { minimalPolicy } from '../../../electron/main/permissions';
 import { startAppServer, type AppServer } from '../../../electron/main/server';
 import { CredentialVault, keyIdHint } from '../../../electron/main/vault';
@@ -30,13 +37,19 @@ class MemorySecrets implements SecretStore {
 
 const logs: string[] = [];
 const log = (m: string) => logs.push(m);
+const dispatch = (h: AppHandlers, route: unknown, body: unknown, l: (m: string) => void) => dispatchRoutes(appRoutes, h, route, body, l);
 
 describe('dispatch', () => {
   const handlers = {
     'keys.forget': async () => ({ ok: true }),
     'uploads.pause': async ({ paused }: { paused: boolean }) => {
-      if (paused) throw new UserError('cannot pause now', 'NOPE');
+      if (paused) throw new HostError('cannot pause now', 'BAD_INPUT');
       throw new Error('boom');
+    },
+    'keys.check': async ({ accessKeyId }: { accessKeyId: string }) => {
+      if (accessKeyId === 'AKIAENGINE') throw new UserError('wrong passphrase for this filespace', 'WRONG_PASSPHRASE');
+      if (accessKeyId === 'AKIASTORE') throw new StoreError('InvalidCredentials', 'The AWS Access Key Id you provided does not exist');
+      throw new KeychainError('the OS keychain refused to store a secret');
     },
     'app.status': async () => ({ filespaces: 'not an array' }),
   } as unknown as AppHandlers;
@@ -50,10 +63,16 @@ describe('dispatch', () => {
     assert.match(!bad.ok ? bad.error.message : '', /^invalid request: paused:/);
     const extra = await dispatch(handlers, 'keys.forget', { secret: 'x' }, log);
     assert.equal(!extra.ok && extra.error.code, 'INVALID', 'unknown fields are refused');
+    const nothing = await dispatch(handlers, 'keys.forget', null, log);
+    assert.equal(!nothing.ok && nothing.error.code, 'INVALID', 'a JSON null is not an empty request');
   });
 
   it('keeps the code of expected errors, hides nothing but reports unexpected ones as INTERNAL', async () => {
-    assert.deepEqual(await dispatch(handlers, 'uploads.pause', { paused: true }, log), { ok: false, status: 400, error: { code: 'NOPE', message: 'cannot pause now' } });
+    assert.deepEqual(await dispatch(handlers, 'uploads.pause', { paused: true }, log), { ok: false, status: 400, error: { code: 'BAD_INPUT', message: 'cannot pause now' } });
+    const keys = (accessKeyId: string) => dispatch(handlers, 'keys.check', { accessKeyId, secretAccessKey: 's' }, log);
+    assert.deepEqual(await keys('AKIAENGINE'), { ok: false, status: 400, error: { code: 'WRONG_PASSPHRASE', message: 'wrong passphrase for this filespace' } });
+    assert.deepEqual(await keys('AKIASTORE'), { ok: false, status: 400, error: { code: 'BAD_CREDENTIALS', message: 'The AWS Access Key Id you provided does not exist' } });
+    assert.deepEqual(await keys('AKIAKEYCHAIN'), { ok: false, status: 503, error: { code: 'KEYCHAIN', message: 'the OS keychain refused to store a secret' } });
     const internal = await dispatch(handlers, 'uploads.pause', { paused: false }, log);
     assert.deepEqual(internal, { ok: false, status: 500, error: { code: 'INTERNAL', message: 'boom' } });
     assert.ok(logs.some((l) => l.includes('boom')), 'unexpected errors are logged');
@@ -133,7 +152,7 @@ describe('app settings file', () => {
     const r = await f.load();
     assert.deepEqual(r.settings, DEFAULT_APP_SETTINGS);
     assert.ok(r.damaged && r.damaged.startsWith(`${f.file}.damaged-`));
-    assert.equal(await fsp.readFile(r.damaged!, 'utf8'), '{"version": 1, "uploadsPaused": "maybe"}');
+    assert.equal(await fsp.readFile(r.damaged, 'utf8'), '{"version": 1, "uploadsPaused": "maybe"}');
   });
 });
 
@@ -141,12 +160,13 @@ describe('mount point and policy rules', () => {
   it('accepts a missing or empty folder; refuses a relative path, a file, a non-empty folder', async () => {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fs-mp-'));
     try {
-      await checkMountPointFree(path.join(dir, 'new'));
-      await checkMountPointFree(dir);
-      await assert.rejects(checkMountPointFree('relative/dir'), { code: 'NOT_ABSOLUTE' });
+      assert.equal(await checkMountPoint(path.join(dir, 'new'), 'allow'), false);
+      assert.equal(await checkMountPoint(dir, 'allow'), true);
+      await assert.rejects(checkMountPoint(path.join(dir, 'absent')), { code: 'NO_MOUNT_POINT' }, 'the command does not create it');
+      await assert.rejects(checkMountPoint('relative/dir', 'allow'), { code: 'NOT_ABSOLUTE' });
       await fsp.writeFile(path.join(dir, 'f'), 'x');
-      await assert.rejects(checkMountPointFree(path.join(dir, 'f')), { code: 'NOT_A_DIRECTORY' });
-      await assert.rejects(checkMountPointFree(dir), (e: UserError) => e.code === 'NOT_EMPTY' && /is not empty; pick an empty folder/.test(e.message));
+      await assert.rejects(checkMountPoint(path.join(dir, 'f'), 'allow'), { code: 'NOT_A_DIRECTORY' });
+      await assert.rejects(checkMountPoint(dir, 'allow'), (e: HostError) => e.code === 'NOT_EMPTY' && /is not empty; pick an empty folder/.test(e.message));
     } finally {
       await fsp.rm(dir, { recursive: true, force: true });
     }
@@ -226,13 +246,13 @@ describe('loopback HTTP server', () => {
     assert.equal((await request('/app/app.status', { method: 'GET' })).status, 405);
     const missing = await request('/app/filespace.mount', { body: JSON.stringify({ name: 'nothing' }) });
     assert.equal(missing.status, 400);
-    assert.equal(JSON.parse(missing.body).code, 'UNKNOWN_NAME');
+    assert.equal((JSON.parse(missing.body) as { code: unknown }).code, 'UNKNOWN_NAME');
   });
 
   it('keeps the token in an owner-only file', async () => {
     const file = path.join(dir, 'home', 'run', 'app-http.json');
     assert.equal((await fsp.stat(file)).mode & 0o777, 0o600);
-    assert.equal(JSON.parse(await fsp.readFile(file, 'utf8')).token, server.token);
+    assert.equal((JSON.parse(await fsp.readFile(file, 'utf8')) as { token: unknown }).token, server.token);
   });
 
   it('streams status events and pushes a change without being asked', async () => {
@@ -348,6 +368,49 @@ describe('unlinking and forgetting keys', () => {
   });
 
   it('the CLI says where the passphrase of an app-linked filespace lives', async () => {
-    await assert.rejects(readPassphraseFile(''), (e: UserError) => e.code === 'PASSPHRASE_IN_KEYCHAIN' && /desktop app/.test(e.message));
+    await assert.rejects(readPassphraseFile(''), (e: HostError) => e.code === 'PASSPHRASE_IN_KEYCHAIN' && /desktop app/.test(e.message));
+  });
+});
+
+describe("the app's own mounts", () => {
+  it('are asked directly for status, settings, unlink and moving the cache, never over their control socket', async () => {
+    const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fs-own-'));
+    const h = homes({ FILESPACE_HOME: dir });
+    const host = new AppHost({ homes: h, vault: new CredentialVault(new MemorySecrets()), log });
+    const socketCalls: string[] = [];
+    const realCallControl = control.callControl;
+    (control as { callControl: unknown }).callControl = (socket: string, route: string, ...rest: unknown[]) => {
+      socketCalls.push(route);
+      return (realCallControl as (...a: unknown[]) => unknown)(socket, route, ...rest);
+    };
+    try {
+      await host.init();
+      const cfg: LinkConfig = {
+        version: 1, name: 'team', filespaceId: 'fs-1', store: { kind: 'local', root: path.join(dir, 'store') }, mountPoint: path.join(dir, 'mnt'),
+        cacheDir: path.join(h.cacheRoot, 'team'), passphraseFile: '', settings: {}, secrets: 'keychain', conditionalWrites: true,
+      };
+      await saveConfig(h, cfg);
+      // A mount this app runs (its engine is not needed to answer these requests).
+      const own = new MountHost(cfg, h, { log });
+      own.state = 'mounted';
+      (host as unknown as { mounts: Map<string, MountHost> }).mounts.set('team', own);
+
+      const status = await dispatch(host.handlers, 'app.status', {}, log);
+      assert.ok(status.ok);
+      assert.equal((status.data as { filespaces: Array<{ status: { state: string; pid?: number } }> }).filespaces[0]!.status.state, 'mounted');
+      const set = await dispatch(host.handlers, 'settings.set', { name: 'team', change: { uploadLimitBytesPerSec: 64 * 1024 } }, log);
+      assert.deepEqual(set, { ok: true, data: { applied: 'live' } });
+      assert.equal((await loadConfig(h, 'team')).settings.uploadLimitBytesPerSec, 64 * 1024);
+      const unlink = await dispatch(host.handlers, 'filespace.unlink', { name: 'team', discardPending: true }, log);
+      assert.equal(!unlink.ok && unlink.error.code, 'MOUNTED');
+      const move = await dispatch(host.handlers, 'settings.moveCache', { name: 'team', cacheDir: path.join(dir, 'elsewhere') }, log);
+      assert.equal(!move.ok && move.error.code, 'MOUNTED');
+      assert.deepEqual(socketCalls, [], 'no request went over a control socket into this process');
+      (host as unknown as { mounts: Map<string, MountHost> }).mounts.delete('team');
+    } finally {
+      (control as { callControl: unknown }).callControl = realCallControl;
+      await host.shutdown();
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { guardQuit, pendingMessage, QUIT_BUTTONS, type QuitDialog, type QuitHost } from '../../../electron/main/quitGuard';
 
+const MiB = 1024 * 1024;
+
 type Pending = { bytes: number; files: number; metaOps: number };
 
 class FakeHost implements QuitHost {
@@ -46,18 +48,18 @@ describe('quit guard', () => {
   });
 
   it('says how much is pending; Quit anyway unmounts without waiting', async () => {
-    const host = new FakeHost([{ bytes: 212_000_000, files: 3, metaOps: 1 }]);
+    const host = new FakeHost([{ bytes: 212 * MiB, files: 3, metaOps: 1 }]);
     const d = dialog([1]);
     assert.equal(await guardQuit(host, d), 'quit');
-    assert.deepEqual(d.asked, ['3 files (212 MB) are not in the bucket yet.']);
+    assert.deepEqual(d.asked, ['3 files (212 MiB) are not in the bucket yet.']);
     assert.deepEqual(host.calls, ['pending', 'shutdown']);
   });
 
   it('Wait syncs, asks again with what is left if the wait ran out, then quits once synced', async () => {
-    const host = new FakeHost([{ bytes: 5_000_000, files: 2, metaOps: 0 }, { bytes: 1_000_000, files: 1, metaOps: 0 }], [false, true]);
+    const host = new FakeHost([{ bytes: 5 * MiB, files: 2, metaOps: 0 }, { bytes: 1 * MiB, files: 1, metaOps: 0 }], [false, true]);
     const d = dialog([0, 0]);
     assert.equal(await guardQuit(host, d, 1000), 'quit');
-    assert.deepEqual(d.asked, ['2 files (5.0 MB) are not in the bucket yet.', '1 file (1.0 MB) is not in the bucket yet.']);
+    assert.deepEqual(d.asked, ['2 files (5.0 MiB) are not in the bucket yet.', '1 file (1.0 MiB) is not in the bucket yet.']);
     assert.deepEqual(host.calls, ['pending', 'sync 1000', 'pending', 'sync 1000', 'shutdown']);
   });
 

@@ -26,9 +26,9 @@ const labels = (items: readonly TrayItem[]) => items.map((i) => (i.type === 'sep
 
 describe('tray model', () => {
   it('lists each filespace with its state, sync line, mount action and folder', () => {
-    const m = trayModel(app([fs('team', { dirtyFiles: 3, dirtyBytes: 212_000_000 }), fs('archive', { state: 'unmounted' })]));
+    const m = trayModel(app([fs('team', { dirtyFiles: 3, dirtyBytes: 212 * 1024 * 1024 }), fs('archive', { state: 'unmounted' })]));
     assert.deepEqual(labels(m.items), [
-      'team — mounted', '    Uploading 3 files, 212 MB left', 'Unmount', 'Open folder', '---',
+      'team — mounted', '    Uploading 3 files, 212 MiB left', 'Unmount', 'Open folder', '---',
       'archive — unmounted', '    Everything is in the bucket', 'Mount', 'Open folder', '---',
       'Open Filespace', 'Pause uploads', '---', 'Quit Filespace',
     ]);

@@ -7,6 +7,7 @@ import {
   checkKeysStep, checkPassphraseStep, checkPlaceStep, checkTargetStep, nextStep, normalizePrefix, passphraseStrength, previousStep,
 } from '../../../electron/contract/wizard';
 
+const MiB = 1024 * 1024;
 const keys = { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'x', region: 'eu-west-1', endpoint: '', pathStyle: false };
 
 describe('wizard steps', () => {
@@ -70,18 +71,18 @@ describe('sync wording', () => {
   const base = { state: 'mounted' as const, dirtyBytes: 0, dirtyFiles: 0, pendingMetaOps: 0, uploadsPaused: false, offline: false };
   it('reads like the tray and status window say it', () => {
     assert.equal(syncLine(base), 'Up to date');
-    assert.equal(syncLine({ ...base, dirtyFiles: 3, dirtyBytes: 212_000_000 }), 'Uploading 3 files, 212 MB left');
-    assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 3_000_000, uploadsPaused: true }), 'Uploads paused: 1 file, 3.0 MB waiting');
+    assert.equal(syncLine({ ...base, dirtyFiles: 3, dirtyBytes: 212 * MiB }), 'Uploading 3 files, 212 MiB left');
+    assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 3 * MiB, uploadsPaused: true }), 'Uploads paused: 1 file, 3.0 MiB waiting');
     assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, offline: true }), 'Offline: 1 file, 10 B waiting');
     assert.equal(syncLine({ ...base, pendingMetaOps: 2 }), 'Uploading 2 changes');
-    assert.equal(syncLine({ ...base, state: 'unmounted', dirtyFiles: 2, dirtyBytes: 1500 }), '2 files, 1.5 kB waiting to upload at the next mount');
+    assert.equal(syncLine({ ...base, state: 'unmounted', dirtyFiles: 2, dirtyBytes: 1536 }), '2 files, 1.5 KiB waiting to upload at the next mount');
     assert.equal(syncLine({ ...base, state: 'unmounted' }), 'Everything is in the bucket');
   });
 
   it('says since when it is offline, and that writes wait or are refused, as states', () => {
     const t = new Date(2026, 11, 2, 14, 3, 7).getTime();
     assert.equal(clockTime(t), '14:03:07');
-    assert.equal(syncLine({ ...base, dirtyFiles: 3, dirtyBytes: 21_000_000, offline: true, offlineSince: t }), 'Offline since 14:03:07: 3 files, 21.0 MB waiting');
+    assert.equal(syncLine({ ...base, dirtyFiles: 3, dirtyBytes: 21 * MiB, offline: true, offlineSince: t }), 'Offline since 14:03:07: 3 files, 21.0 MiB waiting');
     const w = { since: t, cause: 'paused' as const, refusing: false, refused: 0, message: 'the cache is full of changes that cannot upload (uploads are paused); resume uploads or raise the cache size. Writes fail with "No space left on device" after waiting 30 s.' };
     assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, uploadsPaused: true, writesWaiting: w }), `Writes waiting: ${w.message}`);
     assert.match(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, uploadsPaused: true, writesWaiting: { ...w, refusing: true } }), /^Writes refused: the cache is full/);
@@ -90,7 +91,7 @@ describe('sync wording', () => {
     assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, writesWaiting: null, offlineSince: null }), 'Uploading 1 file, 10 B left');
   });
 
-  it('formats sizes in decimal units', () => {
-    assert.deepEqual([0, 999, 1000, 1500, 212_000_000, 20e9, 3.5e12].map(formatBytes), ['0 B', '999 B', '1.0 kB', '1.5 kB', '212 MB', '20.0 GB', '3.5 TB']);
+  it('formats sizes in binary units, as the command does', () => {
+    assert.deepEqual([0, 1023, 1024, 1536, 212 * MiB, 20 * 1024 * MiB, 3.5 * 1024 ** 4].map(formatBytes), ['0 B', '1023 B', '1.0 KiB', '1.5 KiB', '212 MiB', '20.0 GiB', '3.5 TiB']);
   });
 });

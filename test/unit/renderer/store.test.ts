@@ -9,6 +9,8 @@ import type { AppEvent, AppRequest, AppResponse, AppRoute, AppStatus } from '../
 import {
   connect, editWizard, mount, resetStore, retry, selectFilespaces, store, submitBucket, submitKeys, submitPassphrase, submitPlace, unmount,
 } from '../../../renderer/src/store';
+import { ERROR_CODES, ERRORS } from '../../../electron/contract/errors';
+import { treatmentOf } from '../../../renderer/src/errors';
 import { HostError, ipcTransport, type BridgeApi, type Transport } from '../../../renderer/src/transport';
 
 type Calls = Array<{ route: AppRoute; body: unknown }>;
@@ -210,7 +212,7 @@ describe('renderer store: recent errors', () => {
     const [entry] = store.getState().errors;
     assert.equal(entry?.message, 'cannot reach s3://b/team');
     assert.ok(entry?.retry, 'a failed action can be retried');
-    await retry(entry!);
+    await retry(entry);
     assert.equal(store.getState().errors.length, 1, 'failing again lists the new failure only');
     reachable = true;
     await retry(store.getState().errors[0]!);
@@ -224,6 +226,27 @@ describe('renderer store: recent errors', () => {
     connect(host);
     host.emit({ type: 'status', status: appStatus([fsStatus({ lastError: 'upload: S3 is throttling' })]) });
     assert.equal(store.getState().errors[0]?.retry, undefined);
+  });
+});
+
+describe('error treatment', () => {
+  beforeEach(() => resetStore());
+
+  it('decides every code of the vocabulary; only a busy mount asks a question', () => {
+    const asks = ERROR_CODES.filter((c) => treatmentOf(c) === 'in-use');
+    assert.deepEqual(asks, ['BUSY']);
+    assert.equal(treatmentOf('WRONG_PASSPHRASE'), 'expected');
+    assert.equal(treatmentOf('INTERNAL'), 'unexpected');
+  });
+
+  it('a busy unmount is recognised by its code, whatever its text says', async () => {
+    connect(scripted({ 'filespace.unmount': () => { throw new HostError('BUSY', 'held'); } }));
+    await unmount('team');
+    assert.deepEqual(store.getState().unmountBusy, { team: 'held' });
+    connect(scripted({ 'filespace.unmount': () => { throw new HostError('NOT_MOUNTED', '/m/team is in use by nobody: not mounted'); } }));
+    await unmount('team');
+    assert.deepEqual(store.getState().unmountBusy, {});
+    assert.equal(store.getState().errors.at(-1)?.message, '/m/team is in use by nobody: not mounted');
   });
 });
 
@@ -250,6 +273,17 @@ describe('IPC transport', () => {
     assert.deepEqual(await ok.call('keys.forget', {}), { ok: true });
     const failing = ipcTransport(bridge({ ok: false, error: { code: 'KEYCHAIN', message: 'the OS keychain refused' } }));
     await assert.rejects(failing.call('keys.forget', {}), (e: HostError) => e.code === 'KEYCHAIN' && e.message === 'the OS keychain refused');
+  });
+
+  it('an error answer without a message says what the contract says of its code', async () => {
+    const bare = ipcTransport(bridge({ ok: false, error: { code: 'NOT_MOUNTED', message: '' } }));
+    await assert.rejects(bare.call('keys.forget', {}), (e: HostError) => e.code === 'NOT_MOUNTED' && e.message === ERRORS.NOT_MOUNTED.message);
+    assert.equal(new HostError('NO_HOST').message, 'not connected to the app host');
+  });
+
+  it('takes error codes only from the contract\'s vocabulary', async () => {
+    const unknown = ipcTransport(bridge({ ok: false, error: { code: 'SOMETHING_NEW', message: 'a host from another version' } }));
+    await assert.rejects(unknown.call('keys.forget', {}), (e: HostError) => e.code === 'BAD_RESPONSE' && /error the window does not know/.test(e.message));
   });
 
   it('refuses answers and events of the wrong shape', async () => {

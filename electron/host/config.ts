@@ -12,9 +12,9 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { EngineSettings, resolveSettings } from '../engine/config';
-import { UserError } from '../engine/errors';
-import { writeFileAtomic } from '../engine/meta/journal';
+import { resolveSettings } from '../engine/config';
+import { HostError } from './errors';
+import { writeFileAtomic } from '../engine/util/files';
 
 export interface Homes {
   readonly configDir: string;
@@ -80,7 +80,7 @@ export function logPath(h: Homes, name: string): string {
 
 export function checkName(name: string): void {
   if (!NAME_RE.test(name)) {
-    throw new UserError(`"${name}" is not a valid filespace name: use letters, digits, ".", "_" or "-" (at most 64)`, 'BAD_NAME');
+    throw new HostError(`"${name}" is not a valid filespace name: use letters, digits, ".", "_" or "-" (at most 64)`, 'BAD_NAME');
   }
 }
 
@@ -98,8 +98,8 @@ export async function listConfigs(h: Homes): Promise<string[]> {
 export async function loadConfig(h: Homes, name: string | undefined): Promise<LinkConfig> {
   if (name === undefined) {
     const all = await listConfigs(h);
-    if (all.length === 0) throw new UserError('no filespace is linked on this machine; run "filespace link" first', 'NOT_LINKED');
-    if (all.length > 1) throw new UserError(`several filespaces are linked (${all.join(', ')}); name one`, 'AMBIGUOUS');
+    if (all.length === 0) throw new HostError('no filespace is linked on this machine; run "filespace link" first', 'NOT_LINKED');
+    if (all.length > 1) throw new HostError(`several filespaces are linked (${all.join(', ')}); name one`, 'AMBIGUOUS');
     name = all[0]!;
   }
   checkName(name);
@@ -108,9 +108,9 @@ export async function loadConfig(h: Homes, name: string | undefined): Promise<Li
     text = await fsp.readFile(configPath(h, name), 'utf8');
   } catch {
     const all = await listConfigs(h);
-    throw new UserError(`no filespace named "${name}" is linked on this machine${all.length ? ` (linked: ${all.join(', ')})` : ''}`, 'UNKNOWN_NAME');
+    throw new HostError(`no filespace named "${name}" is linked on this machine${all.length ? ` (linked: ${all.join(', ')})` : ''}`, 'UNKNOWN_NAME');
   }
-  const damaged = (why: string) => new UserError(`the configuration of "${name}" (${configPath(h, name)}) is damaged: ${why}; ` +
+  const damaged = (why: string) => new HostError(`the configuration of "${name}" (${configPath(h, name)}) is damaged: ${why}; ` +
     `fix the file, or unlink "${name}" and link it again`, 'BAD_CONFIG');
   let raw: unknown;
   try {
@@ -124,7 +124,7 @@ export async function loadConfig(h: Homes, name: string | undefined): Promise<Li
     throw damaged(`${issue?.path.length ? `${issue.path.join('.')}: ` : ''}${issue?.message}`);
   }
   try {
-    resolveSettings(parsed.data.settings as Partial<EngineSettings>);
+    resolveSettings(parsed.data.settings);
   } catch (err) {
     throw damaged(`its settings are invalid (${(err as Error).message})`);
   }
@@ -154,19 +154,19 @@ export async function deleteConfig(h: Homes, name: string): Promise<void> {
 export async function readPassphraseFile(file: string): Promise<string> {
   if (file === '') {
     // Linked by the desktop app (secrets: 'keychain'): there is no file to read.
-    throw new UserError('this filespace was linked by the desktop app and its passphrase is in the OS keychain; mount, sync and check it from the app', 'PASSPHRASE_IN_KEYCHAIN');
+    throw new HostError('this filespace was linked by the desktop app and its passphrase is in the OS keychain; mount, sync and check it from the app', 'PASSPHRASE_IN_KEYCHAIN');
   }
   let st;
   try {
     st = await fsp.stat(file);
   } catch {
-    throw new UserError(`passphrase file ${file} does not exist`, 'NO_PASSPHRASE');
+    throw new HostError(`passphrase file ${file} does not exist`, 'NO_PASSPHRASE');
   }
-  if (!st.isFile()) throw new UserError(`passphrase file ${file} is not a regular file`, 'NO_PASSPHRASE');
+  if (!st.isFile()) throw new HostError(`passphrase file ${file} is not a regular file`, 'NO_PASSPHRASE');
   if ((st.mode & 0o077) !== 0) {
-    throw new UserError(`passphrase file ${file} is readable by other users; run "chmod 600 ${file}"`, 'PASSPHRASE_PERMS');
+    throw new HostError(`passphrase file ${file} is readable by other users; run "chmod 600 ${file}"`, 'PASSPHRASE_PERMS');
   }
   const text = (await fsp.readFile(file, 'utf8')).replace(/\r?\n$/, '');
-  if (text.length === 0) throw new UserError(`passphrase file ${file} is empty`, 'NO_PASSPHRASE');
+  if (text.length === 0) throw new HostError(`passphrase file ${file} is empty`, 'NO_PASSPHRASE');
   return text;
 }

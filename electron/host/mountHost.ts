@@ -18,78 +18,27 @@
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
-import * as path from 'node:path';
-import { MountState, SETTABLE_KEYS, StatusDto } from '../contract/api';
+import { GcResultDto, MountState, SettingsChange, StatusDto, SyncResult } from '../contract/api';
 import { Engine } from '../engine/engine';
 import { resolveSettings, EngineSettings } from '../engine/config';
-import { UserError } from '../engine/errors';
 import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
 import { ObjectStore } from '../engine/store/types';
-import { parseDuration, parseRate, parseSize } from '../engine/util/sizes';
-import { ApiFailure, startControlServer } from './control';
+import { startControlServer } from './control';
+import { HostError } from './errors';
 import { Homes, LinkConfig, linkedPlaces, readPassphraseFile, saveConfig, socketPath } from './config';
-import { checkPlacement } from '../host/placement';
+import { prepareMountPoint } from './mountPoint';
+import { checkPlacement } from './placement';
 import { openStore } from './stores';
 import type { FuseMount } from '../../native/fuse/adapter';
 
 export function settingsOf(cfg: LinkConfig): EngineSettings {
-  return resolveSettings(cfg.settings as Partial<EngineSettings>);
-}
-
-/** Translates `filespace set` keys and human values into engine settings. */
-export function settingFromKey(key: string, value: string): Partial<EngineSettings> {
-  const int = (v: string) => {
-    if (!/^\d+$/.test(v)) throw new UserError(`"${v}" is not a whole number`);
-    return Number(v);
-  };
-  try {
-    switch (key) {
-      case 'cache-size': return { cacheCapBytes: parseSize(value) };
-      case 'upload-delay': return { uploadDelayMs: parseDuration(value) };
-      case 'upload-concurrency': return { uploadConcurrency: int(value) };
-      case 'upload-limit': return { uploadLimitBytesPerSec: parseRate(value) };
-      case 'download-concurrency': return { downloadConcurrency: int(value) };
-      case 'prefetch-chunks': return { prefetchMaxChunks: int(value) };
-      case 'read-timeout': return { readTimeoutMs: parseDuration(value) };
-      case 'write-stall-timeout': return { writeStallTimeoutMs: parseDuration(value) };
-      case 'probe-timeout': return { probeTimeoutMs: parseDuration(value) };
-      case 'lease-ttl': return { leaseTtlMs: parseDuration(value) };
-      case 'follow-interval': return { followIntervalMs: parseDuration(value) };
-      case 'gc-grace': return { gcGraceMs: parseDuration(value) };
-      case 'gc-interval': return { gcIntervalMs: parseDuration(value) };
-      default: throw new UserError(`unknown setting "${key}"; settable: ${SETTABLE_KEYS.join(', ')}`);
-    }
-  } catch (err) {
-    if (err instanceof UserError) throw err;
-    throw new UserError((err as Error).message);
-  }
+  return resolveSettings(cfg.settings);
 }
 
 async function canAllowOther(): Promise<boolean> {
   if (process.getuid?.() === 0) return true;
   const conf = await fsp.readFile('/etc/fuse.conf', 'utf8').catch(() => '');
   return /^\s*user_allow_other\b/m.test(conf);
-}
-
-/** Checks the mount point and clears a stale mount left by a killed engine. */
-export async function prepareMountPoint(dir: string): Promise<void> {
-  const { isMountPoint, unmountPath } = await import('../../native/fuse/adapter');
-  if (await isMountPoint(dir)) {
-    // A mount whose engine died answers ENOTCONN; anything else is a live mount. (readdir, not
-    // stat: the kernel may answer stat from its attribute cache without asking the engine.
-    // This process does not serve that mount, so touching it cannot deadlock.)
-    const alive = await fsp.readdir(dir).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ENOTCONN' && e.code !== 'ECONNABORTED');
-    if (alive) throw new UserError(`${dir} is already a mount point; unmount it first`, 'ALREADY_MOUNTED');
-    await unmountPath(dir, true);
-  }
-  let st;
-  try {
-    st = await fsp.stat(dir);
-  } catch {
-    throw new UserError(`mount point ${dir} does not exist; create it with "mkdir -p ${dir}"`, 'NO_MOUNT_POINT');
-  }
-  if (!st.isDirectory()) throw new UserError(`mount point ${dir} is not a directory`, 'NOT_A_DIRECTORY');
-  if ((await fsp.readdir(dir)).length > 0) throw new UserError(`mount point ${dir} is not empty; pick an empty folder`, 'NOT_EMPTY');
 }
 
 function notifySystemdReady(): void {
@@ -124,7 +73,7 @@ export class MountHost {
     this.state = 'mounting';
     const { checkFuseAvailable, FuseMount } = await import('../../native/fuse/adapter');
     const missing = await checkFuseAvailable();
-    if (missing) throw new UserError(missing, 'NO_FUSE');
+    if (missing) throw new HostError(missing, 'NO_FUSE');
     await checkPlacement({ name: this.cfg.name, mountPoint: this.cfg.mountPoint, cacheDir: this.cfg.cacheDir, mounting: true }, await linkedPlaces(this.h));
     await prepareMountPoint(this.cfg.mountPoint);
     const passphrase = this.opts.passphrase ?? (await readPassphraseFile(this.cfg.passphraseFile));
@@ -137,7 +86,7 @@ export class MountHost {
     });
     const s = this.engine.currentSettings;
     try {
-      this.server = await startControlServer(socketPath(this.h, this.cfg.name), this.handlers());
+      this.server = await startControlServer(socketPath(this.h, this.cfg.name), this.handlers(), this.opts.log);
       this.fuse = new FuseMount(this.cfg.mountPoint, this.engine.vfs, {
         attrTimeoutSec: s.attrTimeoutSec,
         entryTimeoutSec: s.entryTimeoutSec,
@@ -199,37 +148,50 @@ export class MountHost {
         await this.unmount(req.force);
         return { ok: true as const };
       },
-      '/v1/sync': async (req: { timeoutMs: number }) => {
-        const engine = this.engine;
-        if (!engine) throw new ApiFailure('NOT_MOUNTED', 'not mounted', 409);
-        const done = await engine.sync(Date.now() + req.timeoutMs);
-        const st = engine.stats();
-        return { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps, notWriting: engine.notWriting ?? null };
-      },
-      '/v1/set': async (req: { key: string; value: string }) => {
-        const change = settingFromKey(req.key, req.value);
-        const merged = resolveSettings({ ...(this.cfg.settings as Partial<EngineSettings>), ...change });
-        this.engine?.updateSettings(change);
-        this.cfg = { ...this.cfg, settings: { ...this.cfg.settings, ...change } };
-        void merged;
-        await saveConfig(this.h, this.cfg);
+      '/v1/sync': (req: { timeoutMs: number }) => this.sync(req.timeoutMs),
+      '/v1/set': async (change: SettingsChange) => {
+        await this.updateSettings(change);
         return { ok: true as const };
       },
       '/v1/pause': async (req: { paused: boolean }) => {
-        this.engine?.setUploadsPaused(req.paused);
+        this.setUploadsPaused(req.paused);
         return { ok: true as const };
       },
-      '/v1/gc': async () => {
-        const engine = this.engine;
-        if (!engine) throw new ApiFailure('NOT_MOUNTED', 'not mounted', 409);
-        try {
-          return await engine.collectGarbage();
-        } catch (err) {
-          if (err instanceof UserError) throw new ApiFailure(err.code, err.message, 409);
-          throw err;
-        }
-      },
+      '/v1/gc': () => this.collectGarbage(),
     };
+  }
+
+  private running(): Engine {
+    if (!this.engine) throw new HostError('not mounted', 'NOT_MOUNTED');
+    return this.engine;
+  }
+
+  /** Waits until everything written is in the bucket, or `timeoutMs` passes. */
+  async sync(timeoutMs: number): Promise<SyncResult> {
+    const engine = this.running();
+    const done = await engine.sync(Date.now() + timeoutMs);
+    const st = engine.stats();
+    return { done, dirtyBytes: st.dirtyBytes, pendingMetaOps: st.pendingMetaOps, notWriting: engine.notWriting ?? null };
+  }
+
+  /**
+   * Applies a settings change live and keeps it in the link configuration for the next mount.
+   * The engine checks the values, once; before it runs (while mounting) the same check runs here.
+   */
+  async updateSettings(change: SettingsChange): Promise<void> {
+    const settings = { ...this.cfg.settings, ...change };
+    if (this.engine) this.engine.updateSettings(change);
+    else resolveSettings(settings);
+    this.cfg = { ...this.cfg, settings };
+    await saveConfig(this.h, this.cfg);
+  }
+
+  setUploadsPaused(paused: boolean): void {
+    this.engine?.setUploadsPaused(paused);
+  }
+
+  collectGarbage(): Promise<GcResultDto> {
+    return this.running().collectGarbage();
   }
 
   /**
@@ -243,7 +205,7 @@ export class MountHost {
       await engine.vfs.fsyncAll();
     } catch (err) {
       const msg = `could not flush to the cache in ${this.cfg.cacheDir}: ${(err as Error).message}`;
-      if (!force) throw new ApiFailure('FLUSH_FAILED', `${msg}; free space there and retry, or unmount with --force to detach anyway`, 409);
+      if (!force) throw new HostError(`${msg}; free space there and retry`, 'FLUSH_FAILED');
       this.opts.log(`${msg}; detaching anyway (changes written since the last successful fsync may be lost)`);
     }
   }
@@ -251,17 +213,16 @@ export class MountHost {
   /** Unmounts and stops. Throws (and stays mounted) when busy and not forced. */
   unmount(force: boolean): Promise<void> {
     if (this.shuttingDown) return this.shuttingDown;
-    if (this.state !== 'mounted') throw new ApiFailure('NOT_MOUNTED', `cannot unmount while ${this.state}`, 409);
+    if (this.state !== 'mounted') throw new HostError(`cannot unmount while ${this.state}`, 'NOT_MOUNTED');
     const run = async () => {
       this.state = 'unmounting';
       try {
         await this.flushToCache(force);
         await this.fuse!.unmount(force);
       } catch (err) {
+        // Busy (a FuseError 'BUSY' naming who holds it), or the cache could not be flushed.
         this.state = 'mounted';
         this.shuttingDown = undefined;
-        const { FuseError } = await import('../../native/fuse/adapter');
-        if (err instanceof FuseError && err.code === 'BUSY') throw new ApiFailure('BUSY', err.message, 409);
         throw err;
       }
       await this.finish(`unmounted ${this.cfg.name}`);
@@ -321,8 +282,4 @@ export class MountHost {
     const { unmountPath } = await import('../../native/fuse/adapter');
     await unmountPath(this.cfg.mountPoint, true);
   }
-}
-
-export async function ensureDir(dir: string): Promise<void> {
-  await fsp.mkdir(path.resolve(dir), { recursive: true, mode: 0o700 });
 }

@@ -1,0 +1,41 @@
+/**
+ * The status of a linked filespace, whether or not it is mounted: a running mount answers
+ * over its control socket (it may be another process, e.g. the daemon); otherwise the cache
+ * folder says what waits to upload, and damaged local metadata is named as the last error.
+ * A mount this process runs itself reports through MountHost.status() instead.
+ */
+
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import type { StatusDto } from '../contract/api';
+import { MetaStore } from '../engine/meta/metastore';
+import { damageSummary } from '../engine/repair';
+import { Homes, LinkConfig, socketPath } from './config';
+import { callControl, notRunning } from './control';
+import { settingsOf } from './mountHost';
+
+export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
+  try {
+    return await callControl(socketPath(h, cfg.name), '/v1/status', {}, 5000);
+  } catch (err) {
+    if (!notRunning(err)) throw err;
+  }
+  // Not running: report what waits in the cache from its files.
+  let dirtyBytes = 0;
+  const files = new Set<string>();
+  for (const f of await fsp.readdir(path.join(cfg.cacheDir, 'dirty')).catch(() => [] as string[])) {
+    const st = await fsp.stat(path.join(cfg.cacheDir, 'dirty', f)).catch(() => undefined);
+    if (st) {
+      dirtyBytes += st.size;
+      files.add(f.split('.')[0]!);
+    }
+  }
+  // Damaged local metadata is why it cannot be mounted: say so here too.
+  const damage = await MetaStore.inspect(path.join(cfg.cacheDir, 'meta')).then(damageSummary, () => undefined);
+  return {
+    name: cfg.name, state: 'unmounted', mountPoint: cfg.mountPoint, dirtyBytes, dirtyFiles: files.size, pendingMetaOps: 0,
+    uploadBytesPerSec: 0, downloadBytesPerSec: 0, cacheUsedBytes: 0, cacheCapBytes: settingsOf(cfg).cacheCapBytes,
+    cacheHitRatio: 0, openFiles: 0, offline: false, uploadsPaused: false, readOnlyReason: null,
+    lastError: damage ? `${damage}; see "filespace check ${cfg.name}"` : null,
+  };
+}
