@@ -12,15 +12,28 @@ const out = join(root, 'dist', 'renderer');
 mkdirSync(out, { recursive: true });
 await build({
   entryPoints: [join(root, 'renderer', 'src', 'main.tsx')],
-  bundle: true, format: 'iife', platform: 'browser', target: 'chrome120', minify: true, sourcemap: true,
-  outfile: join(out, 'app.js'), define: { 'process.env.NODE_ENV': '"production"' }, jsx: 'automatic', logLevel: 'warning',
+  bundle: true,
+  format: 'iife',
+  platform: 'browser',
+  target: 'chrome120',
+  minify: true,
+  sourcemap: true,
+  outfile: join(out, 'app.js'),
+  define: { 'process.env.NODE_ENV': '"production"' },
+  jsx: 'automatic',
+  logLevel: 'warning',
 });
 for (const f of ['index.html', 'app.css']) copyFileSync(join(root, 'renderer', f), join(out, f));
 copyFileSync(join(root, 'build', 'icon.svg'), join(out, 'icon.svg'));
 await build({
   entryPoints: [join(root, 'electron', 'preload', 'preload.ts')],
-  bundle: true, format: 'cjs', platform: 'node', target: 'node22', external: ['electron'],
-  outfile: join(root, 'dist', 'app', 'preload.js'), logLevel: 'warning',
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node22',
+  external: ['electron'],
+  outfile: join(root, 'dist', 'app', 'preload.js'),
+  logLevel: 'warning',
 });
 
 // The renderer's unit tests run in plain Node; bundle them the same way (zustand, zod and the
@@ -29,6 +42,12 @@ const testDir = join(root, 'test', 'unit', 'renderer');
 const tests = readdirSync(testDir).filter((f) => f.endsWith('.test.ts'));
 await build({
   entryPoints: tests.map((f) => join(testDir, f)),
-  bundle: true, format: 'cjs', platform: 'node', target: 'node20', jsx: 'automatic', sourcemap: true,
-  outdir: join(root, 'dist', 'test', 'unit', 'renderer'), logLevel: 'warning',
+  bundle: true,
+  format: 'cjs',
+  platform: 'node',
+  target: 'node20',
+  jsx: 'automatic',
+  sourcemap: true,
+  outdir: join(root, 'dist', 'test', 'unit', 'renderer'),
+  logLevel: 'warning',
 });

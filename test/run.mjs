@@ -17,16 +17,31 @@ const has = (cmd) => spawnSync('/bin/sh', ['-c', `command -v ${cmd}`]).status ==
 // Name any missing prerequisite up front instead of failing deep inside a test.
 // [name, check, how to get it, suites that need it]
 const checks = [
-  ['/dev/fuse', () => spawnSync('test', ['-e', '/dev/fuse']).status === 0, 'the fuse kernel module (sudo apt-get install fuse)', ['integration', 'ui']],
+  [
+    '/dev/fuse',
+    () => spawnSync('test', ['-e', '/dev/fuse']).status === 0,
+    'the fuse kernel module (sudo apt-get install fuse)',
+    ['integration', 'ui'],
+  ],
   ['fusermount', () => has('fusermount'), 'sudo apt-get install fuse libfuse2', ['integration', 'ui']],
-  ['moto', () => spawnSync('python3', ['-c', 'import moto.server']).status === 0, 'pip install "moto[server]"', ['integration', 'ui']],
+  [
+    'moto',
+    () => spawnSync('python3', ['-c', 'import moto.server']).status === 0,
+    'pip install "moto[server]"',
+    ['integration', 'ui'],
+  ],
   ['sqlite3', () => has('sqlite3'), 'sudo apt-get install sqlite3', ['integration']],
   ['git', () => has('git'), 'sudo apt-get install git', ['integration']],
   ['setfattr', () => has('setfattr'), 'sudo apt-get install attr', ['integration']],
   // The keychain tests run against a real Secret Service on a private D-Bus session.
   ['dbus-daemon', () => has('dbus-daemon') && has('dbus-send'), 'sudo apt-get install dbus', ['unit', 'ui']],
   ['gnome-keyring-daemon', () => has('gnome-keyring-daemon'), 'sudo apt-get install gnome-keyring', ['unit', 'ui']],
-  ['chromium', () => spawnSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', ['--version']).status === 0, 'sudo apt-get install chromium (or set CHROMIUM_PATH)', ['ui']],
+  [
+    'chromium',
+    () => spawnSync(process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', ['--version']).status === 0,
+    'sudo apt-get install chromium (or set CHROMIUM_PATH)',
+    ['ui'],
+  ],
 ];
 const suites = process.argv.slice(2).length ? process.argv.slice(2) : ['unit', 'engine', 'integration', 'ui'];
 const missing = checks.filter(([, ok, , needed]) => needed.some((s) => suites.includes(s)) && !ok());
@@ -50,8 +65,17 @@ if (files.length === 0) {
   process.exit(1);
 }
 const fileTimeoutMs = Number(process.env.FILESPACE_FILE_TIMEOUT_MS ?? 40 * 60_000);
-const res = spawnSync(process.execPath, [
-  '--require', join(root, 'helpers', 'testTimeouts.js'),
-  '--test', '--test-concurrency=1', `--test-timeout=${fileTimeoutMs}`, '--test-reporter=spec', ...files,
-], { stdio: 'inherit', env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } });
+const res = spawnSync(
+  process.execPath,
+  [
+    '--require',
+    join(root, 'helpers', 'testTimeouts.js'),
+    '--test',
+    '--test-concurrency=1',
+    `--test-timeout=${fileTimeoutMs}`,
+    '--test-reporter=spec',
+    ...files,
+  ],
+  { stdio: 'inherit', env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' } },
+);
 process.exit(res.status ?? 1);

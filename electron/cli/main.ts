@@ -17,7 +17,13 @@ import { StatusDto } from '../contract/api';
 import { clockTime, formatBytes, formatRate, leaseLine } from '../contract/format';
 import { Engine } from '../engine/engine';
 import { checkFilespace } from '../engine/check';
-import { checkLinkedFilespace, createFilespace, explainStoreError, unlockFilespace, validateChunkSize } from '../engine/filespace';
+import {
+  checkLinkedFilespace,
+  createFilespace,
+  explainStoreError,
+  unlockFilespace,
+  validateChunkSize,
+} from '../engine/filespace';
 import { probeConditionalWrites } from '../engine/meta/lease';
 import { discardAside, exportAside, listAside } from '../engine/aside';
 import { LocalDiskStore } from '../engine/store/local';
@@ -25,8 +31,17 @@ import { settledWithin, sleep } from '../engine/util/concurrency';
 import { resolveSettings } from '../engine/config';
 import { cachedBytesIn, cacheRoomWarning } from '../host/cacheRoom';
 import {
-  Homes, LinkConfig, StoreSpec, configPath, deleteConfig, homes, listConfigs, loadConfig, logPath,
-  readPassphraseFile, socketPath,
+  Homes,
+  LinkConfig,
+  StoreSpec,
+  configPath,
+  deleteConfig,
+  homes,
+  listConfigs,
+  loadConfig,
+  logPath,
+  readPassphraseFile,
+  socketPath,
 } from '../host/config';
 import { callControl, notRunning } from '../host/control';
 import { HostError, isUserFacing } from '../host/errors';
@@ -105,7 +120,8 @@ function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[]
     throw new UsageError((err as Error).message);
   }
   parsed.positionals = parsed.positionals.map((p) => (p.startsWith('\u0000') ? negatives[Number(p.slice(1))]! : p));
-  if (parsed.positionals.length > maxPositionals) throw new UsageError(`unexpected argument "${parsed.positionals[maxPositionals]}"`);
+  if (parsed.positionals.length > maxPositionals)
+    throw new UsageError(`unexpected argument "${parsed.positionals[maxPositionals]}"`);
   return parsed;
 }
 
@@ -130,8 +146,15 @@ function storeSpecFrom(values: Record<string, string | boolean | undefined>): St
   }
   const prefix = ((values.prefix as string | undefined) ?? '').replace(/^\/+|\/+$/g, '');
   return {
-    kind: 's3', bucket, prefix, endpoint,
-    region: (values.region as string | undefined) ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? (endpoint ? 'us-east-1' : undefined),
+    kind: 's3',
+    bucket,
+    prefix,
+    endpoint,
+    region:
+      (values.region as string | undefined) ??
+      process.env.AWS_REGION ??
+      process.env.AWS_DEFAULT_REGION ??
+      (endpoint ? 'us-east-1' : undefined),
     pathStyle: Boolean(values['path-style']),
   };
 }
@@ -166,9 +189,17 @@ async function cmdInit(args: string[]): Promise<void> {
 }
 
 async function cmdLink(args: string[]): Promise<void> {
-  const { values } = parse(args, {
-    ...storeFlags, 'mount-point': { type: 'string' }, 'cache-dir': { type: 'string' }, 'cache-size': { type: 'string' }, name: { type: 'string' },
-  }, 0);
+  const { values } = parse(
+    args,
+    {
+      ...storeFlags,
+      'mount-point': { type: 'string' },
+      'cache-dir': { type: 'string' },
+      'cache-size': { type: 'string' },
+      name: { type: 'string' },
+    },
+    0,
+  );
   const spec = storeSpecFrom(values);
   const mountPoint = required(values['mount-point'], 'mount-point');
   const cacheCap = values['cache-size'] === undefined ? undefined : sizeFlag(values['cache-size'], 'cache-size', 0);
@@ -180,12 +211,17 @@ async function cmdLink(args: string[]): Promise<void> {
     }
   }
   const passphraseFile = required(values['passphrase-file'], 'passphrase-file');
-  const name = values.name ?? (spec.kind === 's3' ? (spec.prefix.split('/').pop() || spec.bucket) : 'filespace');
+  const name = values.name ?? (spec.kind === 's3' ? spec.prefix.split('/').pop() || spec.bucket : 'filespace');
   const h = homes();
   const cfg = await linkFilespace(h, name, spec, mountPoint, values['cache-dir'], cacheCap, passphraseFile);
   if (!cfg.conditionalWrites) console.error(NO_CONDITIONAL_NOTE);
   console.log(`linked "${cfg.name}": mount it with "filespace mount ${cfg.name}" (mount point ${cfg.mountPoint})`);
-  const warning = await cacheRoomWarning(cfg.name, cfg.cacheDir, settingsOf(cfg).cacheCapBytes, await cachedBytesIn(cfg.cacheDir));
+  const warning = await cacheRoomWarning(
+    cfg.name,
+    cfg.cacheDir,
+    settingsOf(cfg).cacheCapBytes,
+    await cachedBytesIn(cfg.cacheDir),
+  );
   if (warning) console.error(warning);
 }
 
@@ -206,7 +242,9 @@ export const STOP_DEADLINE_MS = 30_000;
 async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions = {}): Promise<void> {
   // A stray rejected promise must not take the mount down with it (users would see
   // "Transport endpoint is not connected"): report it and keep serving.
-  process.on('unhandledRejection', (err) => log(`internal error (kept running): ${err instanceof Error ? err.stack ?? err.message : String(err)}`));
+  process.on('unhandledRejection', (err) =>
+    log(`internal error (kept running): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
+  );
   const host = new MountHost(cfg, h, { log, passphrase: extra.passphrase, mode: extra.mode, takeover: extra.takeover });
   let signalled = 0;
   let deadline: NodeJS.Timeout | undefined;
@@ -214,11 +252,14 @@ async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions
   const onSignal = () => {
     signalled++;
     deadline ??= setTimeout(() => {
-      log(`stopping took longer than ${STOP_DEADLINE_MS / 1000} s; exiting now (changes not yet uploaded stay in ${cfg.cacheDir} and upload at the next mount)`);
+      log(
+        `stopping took longer than ${STOP_DEADLINE_MS / 1000} s; exiting now (changes not yet uploaded stay in ${cfg.cacheDir} and upload at the next mount)`,
+      );
       // Leave no dead mount behind if the stop never got as far as unmounting.
       void settledWithin(host.detachNow(), 5000).finally(() => process.exit(1));
     }, STOP_DEADLINE_MS).unref();
-    if (signalled > 1) log(`still stopping; this process exits within ${STOP_DEADLINE_MS / 1000} s of the first signal in any case`);
+    if (signalled > 1)
+      log(`still stopping; this process exits within ${STOP_DEADLINE_MS / 1000} s of the first signal in any case`);
     // While mounting, the stop follows once the mount is up (or the start fails).
     if (host.state === 'mounted') void stop();
   };
@@ -249,23 +290,31 @@ async function waitForStoppingEngine(h: Homes, cfg: LinkConfig): Promise<void> {
 }
 
 async function cmdMount(args: string[]): Promise<void> {
-  const { values, positionals } = parse(args, { foreground: { type: 'boolean' }, 'read-only': { type: 'boolean' }, takeover: { type: 'boolean' } }, 1);
+  const { values, positionals } = parse(
+    args,
+    { foreground: { type: 'boolean' }, 'read-only': { type: 'boolean' }, takeover: { type: 'boolean' } },
+    1,
+  );
   if (values['read-only'] && values.takeover) throw new UsageError('--read-only and --takeover exclude each other');
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
-  const mode = values['read-only'] ? 'read' as const : 'write' as const;
+  const mode = values['read-only'] ? ('read' as const) : ('write' as const);
   await waitForStoppingEngine(h, cfg);
   if (values.foreground) {
     await runForeground(h, cfg, { mode, takeover: Boolean(values.takeover) });
     return;
   }
   const current = await statusOf(h, cfg);
-  if (current.state !== 'unmounted') throw new HostError(`"${cfg.name}" is already ${current.state} at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
+  if (current.state !== 'unmounted')
+    throw new HostError(`"${cfg.name}" is already ${current.state} at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
   await fsp.mkdir(h.runDir, { recursive: true, mode: 0o700 });
   const logFile = logPath(h, cfg.name);
   const out = openSync(logFile, 'a', 0o600);
   const flags = [...(values['read-only'] ? ['--read-only'] : []), ...(values.takeover ? ['--takeover'] : [])];
-  const child = spawn(process.execPath, [__filename, 'mount', cfg.name, '--foreground', ...flags], { detached: true, stdio: ['ignore', out, out] });
+  const child = spawn(process.execPath, [__filename, 'mount', cfg.name, '--foreground', ...flags], {
+    detached: true,
+    stdio: ['ignore', out, out],
+  });
   let exited: number | null | undefined;
   child.on('exit', (code) => (exited = code));
   child.unref();
@@ -275,7 +324,10 @@ async function cmdMount(args: string[]): Promise<void> {
     if (exited !== undefined) {
       const text = await fsp.readFile(logFile, 'utf8').catch(() => '');
       const last = text.trim().split('\n').pop() ?? '';
-      throw new HostError(last.replace(/^\S+ /, '').replace(/^filespace: /, '') || `the mount process exited with code ${exited}`, 'MOUNT_FAILED');
+      throw new HostError(
+        last.replace(/^\S+ /, '').replace(/^filespace: /, '') || `the mount process exited with code ${exited}`,
+        'MOUNT_FAILED',
+      );
     }
     const st = await statusOf(h, cfg).catch(() => undefined);
     if (st?.state === 'mounted') {
@@ -315,24 +367,34 @@ async function cmdUnmount(args: string[]): Promise<void> {
 }
 
 function humanStatus(s: StatusDto): string {
-  const offline = s.offline ? ` (offline${s.offlineSince ? ` since ${clockTime(s.offlineSince)}` : ''}: the bucket does not answer)` : '';
+  const offline = s.offline
+    ? ` (offline${s.offlineSince ? ` since ${clockTime(s.offlineSince)}` : ''}: the bucket does not answer)`
+    : '';
   const lines = [`${s.name}: ${s.state}${s.state === 'unmounted' ? '' : ` at ${s.mountPoint}`}${offline}`];
   if (s.writesWaiting && s.state === 'mounted') {
     const w = s.writesWaiting;
     lines.push(`  writes ${w.refusing ? 'refused' : 'waiting'} since ${clockTime(w.since)}: ${w.message}`);
   }
-  lines.push(s.dirtyBytes > 0 || s.dirtyFiles > 0
-    ? `  to upload: ${s.dirtyFiles} file${s.dirtyFiles === 1 ? '' : 's'}, ${formatBytes(s.dirtyBytes)}${s.pendingMetaOps ? ` (+${s.pendingMetaOps} metadata changes)` : ''}${s.uploadsPaused ? ' — uploads paused' : ''}`
-    : s.pendingMetaOps > 0 ? `  to upload: ${s.pendingMetaOps} metadata changes` : '  everything is in the bucket');
+  lines.push(
+    s.dirtyBytes > 0 || s.dirtyFiles > 0
+      ? `  to upload: ${s.dirtyFiles} file${s.dirtyFiles === 1 ? '' : 's'}, ${formatBytes(s.dirtyBytes)}${s.pendingMetaOps ? ` (+${s.pendingMetaOps} metadata changes)` : ''}${s.uploadsPaused ? ' — uploads paused' : ''}`
+      : s.pendingMetaOps > 0
+        ? `  to upload: ${s.pendingMetaOps} metadata changes`
+        : '  everything is in the bucket',
+  );
   if (s.state === 'mounted') {
-    lines.push(`  cache: ${formatBytes(s.cacheUsedBytes)} of ${formatBytes(s.cacheCapBytes)} used, hit ratio ${(s.cacheHitRatio * 100).toFixed(0)}%`);
+    lines.push(
+      `  cache: ${formatBytes(s.cacheUsedBytes)} of ${formatBytes(s.cacheCapBytes)} used, hit ratio ${(s.cacheHitRatio * 100).toFixed(0)}%`,
+    );
     const limit = s.uploadLimitBytesPerSec ? ` (limit ${formatRate(s.uploadLimitBytesPerSec)})` : '';
     lines.push(`  throughput: up ${formatRate(s.uploadBytesPerSec)}${limit}, down ${formatRate(s.downloadBytesPerSec)}`);
   }
   if (s.lease && s.state === 'mounted') lines.push(`  ${leaseLine(s.lease)}`);
   if (s.readOnlyReason) lines.push(`  ${s.readOnlyReason}`);
   for (const a of s.aside ?? []) {
-    lines.push(`  set aside ${a.id}: ${a.files} file${a.files === 1 ? '' : 's'} (${a.reason}); see "filespace aside ${s.name} list"`);
+    lines.push(
+      `  set aside ${a.id}: ${a.files} file${a.files === 1 ? '' : 's'} (${a.reason}); see "filespace aside ${s.name} list"`,
+    );
   }
   if (s.lastError) lines.push(`  last error: ${s.lastError}`);
   return lines.join('\n');
@@ -358,13 +420,17 @@ async function cmdSync(args: string[]): Promise<void> {
   }
   const result = await syncLinked(h, cfg, timeoutMs, log);
   if (!result.done && result.notWriting) {
-    const kept = result.dirtyBytes > 0 || result.pendingMetaOps > 0
-      ? `its changes not in the bucket (${formatBytes(result.dirtyBytes)} of data, ${result.pendingMetaOps} metadata changes) are kept in this computer's cache and set aside at the next mount (then see "filespace aside ${cfg.name} list")`
-      : 'nothing of its own was waiting to upload, so nothing is set aside';
+    const kept =
+      result.dirtyBytes > 0 || result.pendingMetaOps > 0
+        ? `its changes not in the bucket (${formatBytes(result.dirtyBytes)} of data, ${result.pendingMetaOps} metadata changes) are kept in this computer's cache and set aside at the next mount (then see "filespace aside ${cfg.name} list")`
+        : 'nothing of its own was waiting to upload, so nothing is set aside';
     throw new HostError(`not synced: ${result.notWriting}, so it is read-only until mounted again; ${kept}`, 'NOT_WRITING');
   }
   if (!result.done) {
-    throw new HostError(`sync timed out: ${formatBytes(result.dirtyBytes)} and ${result.pendingMetaOps} metadata changes still to upload`, 'SYNC_TIMEOUT');
+    throw new HostError(
+      `sync timed out: ${formatBytes(result.dirtyBytes)} and ${result.pendingMetaOps} metadata changes still to upload`,
+      'SYNC_TIMEOUT',
+    );
   }
   console.log(`"${cfg.name}": every local change is in the bucket`);
 }
@@ -379,7 +445,12 @@ async function cmdSet(args: string[]): Promise<void> {
   console.log(`${cfg.name}: ${key} = ${value} (${applied === 'live' ? 'applied live' : 'takes effect at the next mount'})`);
   if (key === 'cache-size') {
     const cached = applied === 'live' ? (await statusOf(h, cfg)).cacheUsedBytes : await cachedBytesIn(cfg.cacheDir);
-    const warning = await cacheRoomWarning(cfg.name, cfg.cacheDir, settingsOf(await loadConfig(h, cfg.name)).cacheCapBytes, cached);
+    const warning = await cacheRoomWarning(
+      cfg.name,
+      cfg.cacheDir,
+      settingsOf(await loadConfig(h, cfg.name)).cacheCapBytes,
+      cached,
+    );
     if (warning) console.error(warning);
   }
 }
@@ -392,7 +463,10 @@ async function cmdUnlink(args: string[]): Promise<void> {
   const s = await statusOf(h, cfg);
   if (s.state !== 'unmounted') throw new HostError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
   if ((s.dirtyBytes > 0 || s.dirtyFiles > 0) && !values.force) {
-    throw new HostError(`"${cfg.name}" has ${formatBytes(s.dirtyBytes)} not yet uploaded; run "filespace sync ${cfg.name}" first, or unlink --force to discard it`, 'DIRTY');
+    throw new HostError(
+      `"${cfg.name}" has ${formatBytes(s.dirtyBytes)} not yet uploaded; run "filespace sync ${cfg.name}" first, or unlink --force to discard it`,
+      'DIRTY',
+    );
   }
   await deleteConfig(h, cfg.name);
   await fsp.rm(cfg.cacheDir, { recursive: true, force: true });
@@ -408,15 +482,24 @@ async function cmdCheck(args: string[]): Promise<void> {
   try {
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
     const report = await checkFilespace({
-      store, keys, header, deep: Boolean(values.deep), cacheDir: mounted ? undefined : cfg.cacheDir,
+      store,
+      keys,
+      header,
+      deep: Boolean(values.deep),
+      cacheDir: mounted ? undefined : cfg.cacheDir,
       progress: (m) => process.stderr.write(`${m}\n`),
     });
     for (const n of report.notes) console.log(n);
     if (mounted) console.log('local: not checked while mounted (unmount to check the local cache too)');
     if (report.problems.length > 0) {
       for (const p of report.problems) console.log(`PROBLEM ${p}`);
-      const fix = report.localDamage ? `; "filespace repair ${cfg.name}" keeps the local changes it can read as set-aside files` : '';
-      throw new HostError(`${report.problems.length} problem(s) found in "${cfg.name}"; nothing was changed${fix}`, 'CHECK_FAILED');
+      const fix = report.localDamage
+        ? `; "filespace repair ${cfg.name}" keeps the local changes it can read as set-aside files`
+        : '';
+      throw new HostError(
+        `${report.problems.length} problem(s) found in "${cfg.name}"; nothing was changed${fix}`,
+        'CHECK_FAILED',
+      );
     }
     console.log(`"${cfg.name}": no problems found`);
   } catch (err) {
@@ -430,12 +513,19 @@ async function cmdRepair(args: string[]): Promise<void> {
   const { positionals } = parse(args, {}, 1);
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
-  if ((await statusOf(h, cfg)).state !== 'unmounted') throw new HostError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
+  if ((await statusOf(h, cfg)).state !== 'unmounted')
+    throw new HostError(`"${cfg.name}" is mounted; unmount it first`, 'MOUNTED');
   const store = openStore(cfg.store);
   try {
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
     checkLinkedFilespace(header, cfg.filespaceId, cfg.name, store);
-    const r = await Engine.repairLocal({ store, keys, header, cacheDir: cfg.cacheDir, log: (m) => process.stderr.write(`${m}\n`) });
+    const r = await Engine.repairLocal({
+      store,
+      keys,
+      header,
+      cacheDir: cfg.cacheDir,
+      log: (m) => process.stderr.write(`${m}\n`),
+    });
     if (!r.repaired) {
       console.log(`"${cfg.name}": the local metadata is not damaged; nothing was changed`);
       return;
@@ -443,8 +533,10 @@ async function cmdRepair(args: string[]): Promise<void> {
     for (const f of r.kept) console.log(`kept the damaged file as ${f}`);
     if (r.aside) {
       const unnamed = r.unnamed > 0 ? ` (${r.unnamed} of them could not be named: unnamed/inode-N)` : '';
-      console.log(`set aside ${r.aside.files.length} file(s)${unnamed} with changes not yet in the bucket as ${r.aside.id}: ` +
-        `"filespace aside ${cfg.name} export ${r.aside.id} DIR" writes them out, to compare and copy back into the mount`);
+      console.log(
+        `set aside ${r.aside.files.length} file(s)${unnamed} with changes not yet in the bucket as ${r.aside.id}: ` +
+          `"filespace aside ${cfg.name} export ${r.aside.id} DIR" writes them out, to compare and copy back into the mount`,
+      );
     }
     console.log(`repaired "${cfg.name}": its local metadata now is the bucket's; mount it again`);
   } catch (err) {
@@ -463,11 +555,16 @@ async function cmdGc(args: string[]): Promise<void> {
     r = await callControl(socketPath(h, cfg.name), '/v1/gc', {}, 30 * 60_000);
   } catch (err) {
     if (notRunning(err)) {
-      throw new HostError(`"${cfg.name}" is not mounted; garbage collection runs in the engine that writes it (mount it first)`, 'NOT_MOUNTED');
+      throw new HostError(
+        `"${cfg.name}" is not mounted; garbage collection runs in the engine that writes it (mount it first)`,
+        'NOT_MOUNTED',
+      );
     }
     throw err;
   }
-  console.log(`${cfg.name}: ${r.scanned} chunks in the bucket, ${r.deleted} deleted, ${r.marked} unreferenced and waiting out the grace period`);
+  console.log(
+    `${cfg.name}: ${r.scanned} chunks in the bucket, ${r.deleted} deleted, ${r.marked} unreferenced and waiting out the grace period`,
+  );
 }
 
 async function cmdAside(args: string[]): Promise<void> {
@@ -475,7 +572,8 @@ async function cmdAside(args: string[]): Promise<void> {
   const h = homes();
   const names = await listConfigs(h);
   // NAME is optional when only one filespace is linked.
-  const named = positionals[0] !== undefined && names.includes(positionals[0]) && !['list', 'export', 'discard'].includes(positionals[0]);
+  const named =
+    positionals[0] !== undefined && names.includes(positionals[0]) && !['list', 'export', 'discard'].includes(positionals[0]);
   const cfg = await loadConfig(h, named ? positionals[0] : undefined);
   const [verb = 'list', id, dir] = named ? positionals.slice(1) : positionals;
   const store = openStore(cfg.store);
@@ -487,7 +585,8 @@ async function cmdAside(args: string[]): Promise<void> {
         if (sets.length === 0) console.log(`${cfg.name}: no changes set aside`);
         for (const m of sets) {
           console.log(`${m.id}  ${new Date(m.createdAt).toISOString()}  ${m.reason}`);
-          for (const f of m.files) console.log(`  ${f.path}  ${formatBytes(f.size)}${f.missing ? `  (incomplete: ${f.missing})` : ''}`);
+          for (const f of m.files)
+            console.log(`  ${f.path}  ${formatBytes(f.size)}${f.missing ? `  (incomplete: ${f.missing})` : ''}`);
           for (const r of m.removed) console.log(`  removed: ${r}`);
         }
         break;
@@ -504,7 +603,8 @@ async function cmdAside(args: string[]): Promise<void> {
         console.log(`discarded ${id}`);
         break;
       }
-      default: throw new UsageError(`aside: unknown action "${verb}" (list, export, discard)`);
+      default:
+        throw new UsageError(`aside: unknown action "${verb}" (list, export, discard)`);
     }
   } catch (err) {
     throw explainStoreError(err, store);
@@ -530,18 +630,28 @@ async function cmdList(): Promise<void> {
     console.log(`${name}\t${s.state}\t${cfg.mountPoint}`);
   }
   // The others are listed; the first damaged one is named (exit 1).
-  if (damaged.length > 0) throw damaged.length === 1 ? damaged[0]! : new HostError(`${damaged[0]!.message} (and ${damaged.length - 1} more damaged configuration file(s))`, 'BAD_CONFIG');
+  if (damaged.length > 0)
+    throw damaged.length === 1
+      ? damaged[0]!
+      : new HostError(`${damaged[0]!.message} (and ${damaged.length - 1} more damaged configuration file(s))`, 'BAD_CONFIG');
 }
 
 async function cmdDemo(args: string[]): Promise<void> {
   parse(args, {}, 0);
-  const base = process.env.FILESPACE_HOME ? path.resolve(process.env.FILESPACE_HOME) : path.resolve(__dirname, '..', '..', '..', '.demo');
+  const base = process.env.FILESPACE_HOME
+    ? path.resolve(process.env.FILESPACE_HOME)
+    : path.resolve(__dirname, '..', '..', '..', '.demo');
   process.env.FILESPACE_HOME = base;
   const h = homes();
   const storeRoot = path.join(base, 'store');
   const passFile = path.join(base, 'demo-passphrase');
   await fsp.mkdir(base, { recursive: true, mode: 0o700 });
-  if (!(await fsp.access(passFile).then(() => true, () => false))) {
+  if (
+    !(await fsp.access(passFile).then(
+      () => true,
+      () => false,
+    ))
+  ) {
     await fsp.writeFile(passFile, randomBytes(18).toString('base64url'), { mode: 0o600 });
   }
   const passphrase = await readPassphraseFile(passFile);
@@ -561,7 +671,9 @@ async function cmdDemo(args: string[]): Promise<void> {
   await runForeground(h, cfg, {
     onMounted: (host) => {
       console.log(`mounted at ${cfg.mountPoint}; try: cp -r /usr/share/doc ${cfg.mountPoint}/ && ls ${cfg.mountPoint}`);
-      console.log(`other shell: FILESPACE_HOME=${base} ${path.resolve(__dirname, '..', '..', '..', 'bin', 'filespace')} status demo`);
+      console.log(
+        `other shell: FILESPACE_HOME=${base} ${path.resolve(__dirname, '..', '..', '..', 'bin', 'filespace')} status demo`,
+      );
       console.log('Ctrl-C unmounts.');
       let last = '';
       const timer = setInterval(() => {
@@ -581,21 +693,52 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   try {
     switch (cmd) {
-      case 'init': await cmdInit(rest); break;
-      case 'link': await cmdLink(rest); break;
-      case 'mount': await cmdMount(rest); break;
-      case 'unmount': await cmdUnmount(rest); break;
-      case 'status': await cmdStatus(rest); break;
-      case 'sync': await cmdSync(rest); break;
-      case 'set': await cmdSet(rest); break;
-      case 'unlink': await cmdUnlink(rest); break;
-      case 'list': await cmdList(); break;
-      case 'check': await cmdCheck(rest); break;
-      case 'repair': await cmdRepair(rest); break;
-      case 'gc': await cmdGc(rest); break;
-      case 'aside': await cmdAside(rest); break;
-      case 'demo': await cmdDemo(rest); break;
-      case undefined: case '-h': case '--help': case 'help':
+      case 'init':
+        await cmdInit(rest);
+        break;
+      case 'link':
+        await cmdLink(rest);
+        break;
+      case 'mount':
+        await cmdMount(rest);
+        break;
+      case 'unmount':
+        await cmdUnmount(rest);
+        break;
+      case 'status':
+        await cmdStatus(rest);
+        break;
+      case 'sync':
+        await cmdSync(rest);
+        break;
+      case 'set':
+        await cmdSet(rest);
+        break;
+      case 'unlink':
+        await cmdUnlink(rest);
+        break;
+      case 'list':
+        await cmdList();
+        break;
+      case 'check':
+        await cmdCheck(rest);
+        break;
+      case 'repair':
+        await cmdRepair(rest);
+        break;
+      case 'gc':
+        await cmdGc(rest);
+        break;
+      case 'aside':
+        await cmdAside(rest);
+        break;
+      case 'demo':
+        await cmdDemo(rest);
+        break;
+      case undefined:
+      case '-h':
+      case '--help':
+      case 'help':
         console.log(USAGE);
         return cmd === undefined ? 2 : 0;
       default:
@@ -611,7 +754,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`filespace: ${err.message}\n`);
       return 1;
     }
-    process.stderr.write(`filespace: unexpected error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.stderr.write(`filespace: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     return 70;
   }
 }

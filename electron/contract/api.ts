@@ -80,27 +80,39 @@ export type StatusDto = z.infer<typeof statusSchema>;
  * read where a person typed it (the command), and the renderer sends numbers. Whether a value
  * is in range is the engine's to say (engine/config.ts), once, where the change is applied.
  */
-export const settingsChangeSchema = z.object({
-  cacheCapBytes: z.number(),
-  uploadDelayMs: z.number(),
-  uploadConcurrency: z.number(),
-  /** Average upload rate cap for file data (0: none). */
-  uploadLimitBytesPerSec: z.number(),
-  downloadConcurrency: z.number(),
-  prefetchMaxChunks: z.number(),
-  readTimeoutMs: z.number(),
-  writeStallTimeoutMs: z.number(),
-  probeTimeoutMs: z.number(),
-  leaseTtlMs: z.number(),
-  followIntervalMs: z.number(),
-  gcGraceMs: z.number(),
-  gcIntervalMs: z.number(),
-}).partial().strict().refine((c) => Object.keys(c).length > 0, 'name at least one setting');
+export const settingsChangeSchema = z
+  .object({
+    cacheCapBytes: z.number(),
+    uploadDelayMs: z.number(),
+    uploadConcurrency: z.number(),
+    /** Average upload rate cap for file data (0: none). */
+    uploadLimitBytesPerSec: z.number(),
+    downloadConcurrency: z.number(),
+    prefetchMaxChunks: z.number(),
+    readTimeoutMs: z.number(),
+    writeStallTimeoutMs: z.number(),
+    probeTimeoutMs: z.number(),
+    leaseTtlMs: z.number(),
+    followIntervalMs: z.number(),
+    gcGraceMs: z.number(),
+    gcIntervalMs: z.number(),
+  })
+  .partial()
+  .strict()
+  .refine((c) => Object.keys(c).length > 0, 'name at least one setting');
 export type SettingsChange = z.infer<typeof settingsChangeSchema>;
 export type SettingName = keyof SettingsChange;
 
 export const unmountRequestSchema = z.object({ force: z.boolean().default(false) }).strict();
-export const syncRequestSchema = z.object({ timeoutMs: z.number().int().min(0).max(7 * 24 * 3600 * 1000) }).strict();
+export const syncRequestSchema = z
+  .object({
+    timeoutMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(7 * 24 * 3600 * 1000),
+  })
+  .strict();
 export const setRequestSchema = settingsChangeSchema;
 export const pauseRequestSchema = z.object({ paused: z.boolean() }).strict();
 

@@ -16,113 +16,145 @@ export const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 export const ACCESS_KEY_ID_RE = /^[A-Za-z0-9]{3,128}$/;
 export const REGION_RE = /^[a-z0-9-]{2,32}$/;
 
-const httpUrl = z.string().max(512).refine((v) => {
-  try {
-    const u = new URL(v);
-    return u.protocol === 'http:' || u.protocol === 'https:';
-  } catch {
-    return false;
-  }
-}, 'must be an http(s) URL');
+const httpUrl = z
+  .string()
+  .max(512)
+  .refine((v) => {
+    try {
+      const u = new URL(v);
+      return u.protocol === 'http:' || u.protocol === 'https:';
+    } catch {
+      return false;
+    }
+  }, 'must be an http(s) URL');
 
-export const credentialsSchema = z.object({
-  accessKeyId: z.string().regex(ACCESS_KEY_ID_RE, 'an access key id is letters and digits, like AKIA...'),
-  secretAccessKey: z.string().min(1, 'the secret access key is empty').max(256),
-  region: z.string().regex(REGION_RE, 'a region looks like us-east-1').default('us-east-1'),
-  endpoint: httpUrl.optional(),
-  pathStyle: z.boolean().default(false),
-}).strict();
+export const credentialsSchema = z
+  .object({
+    accessKeyId: z.string().regex(ACCESS_KEY_ID_RE, 'an access key id is letters and digits, like AKIA...'),
+    secretAccessKey: z.string().min(1, 'the secret access key is empty').max(256),
+    region: z.string().regex(REGION_RE, 'a region looks like us-east-1').default('us-east-1'),
+    endpoint: httpUrl.optional(),
+    pathStyle: z.boolean().default(false),
+  })
+  .strict();
 export type Credentials = z.infer<typeof credentialsSchema>;
 
 /** What the renderer may know about the stored keys: never the secret, only a hint of the key id. */
-export const keysInfoSchema = z.object({
-  stored: z.boolean(),
-  accessKeyIdHint: z.string().optional(),
-  region: z.string().optional(),
-  endpoint: z.string().optional(),
-}).strict();
+export const keysInfoSchema = z
+  .object({
+    stored: z.boolean(),
+    accessKeyIdHint: z.string().optional(),
+    region: z.string().optional(),
+    endpoint: z.string().optional(),
+  })
+  .strict();
 export type KeysInfo = z.infer<typeof keysInfoSchema>;
 
-export const targetSchema = z.object({
-  bucket: z.string().regex(BUCKET_RE, 'not a valid S3 bucket name (3-63 lowercase letters, digits, "." and "-")'),
-  prefix: z.string().max(512).regex(/^[A-Za-z0-9!_.*'()/-]*$/, 'use letters, digits and / _ - . in the prefix').default(''),
-}).strict();
+export const targetSchema = z
+  .object({
+    bucket: z.string().regex(BUCKET_RE, 'not a valid S3 bucket name (3-63 lowercase letters, digits, "." and "-")'),
+    prefix: z
+      .string()
+      .max(512)
+      .regex(/^[A-Za-z0-9!_.*'()/-]*$/, 'use letters, digits and / _ - . in the prefix')
+      .default(''),
+  })
+  .strict();
 export type Target = z.infer<typeof targetSchema>;
 
 export const PERMISSIONS = ['s3:ListBucket', 's3:GetObject', 's3:PutObject', 's3:DeleteObject'] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
-export const bucketCheckSchema = z.object({
-  ok: z.boolean(),
-  /** Permissions the keys lack on this bucket/prefix, in the order they were probed. */
-  missing: z.array(z.enum(PERMISSIONS)),
-  message: z.string(),
-  /** The minimal IAM policy for this bucket and prefix, ready to copy. */
-  policy: z.string(),
-  /** Whether a filespace already lives at this bucket/prefix (known only when ok). */
-  filespaceExists: z.boolean(),
-}).strict();
+export const bucketCheckSchema = z
+  .object({
+    ok: z.boolean(),
+    /** Permissions the keys lack on this bucket/prefix, in the order they were probed. */
+    missing: z.array(z.enum(PERMISSIONS)),
+    message: z.string(),
+    /** The minimal IAM policy for this bucket and prefix, ready to copy. */
+    policy: z.string(),
+    /** Whether a filespace already lives at this bucket/prefix (known only when ok). */
+    filespaceExists: z.boolean(),
+  })
+  .strict();
 export type BucketCheck = z.infer<typeof bucketCheckSchema>;
 
-export const filespaceSummarySchema = z.object({
-  name: z.string(),
-  location: z.string(),
-  kind: z.enum(['s3', 'local']),
-  mountPoint: z.string(),
-  cacheDir: z.string(),
-  status: statusSchema,
-}).strict();
+export const filespaceSummarySchema = z
+  .object({
+    name: z.string(),
+    location: z.string(),
+    kind: z.enum(['s3', 'local']),
+    mountPoint: z.string(),
+    cacheDir: z.string(),
+    status: statusSchema,
+  })
+  .strict();
 export type FilespaceSummary = z.infer<typeof filespaceSummarySchema>;
 
-export const appStatusSchema = z.object({
-  filespaces: z.array(filespaceSummarySchema),
-  uploadsPaused: z.boolean(),
-  keys: keysInfoSchema,
-}).strict();
+export const appStatusSchema = z
+  .object({
+    filespaces: z.array(filespaceSummarySchema),
+    uploadsPaused: z.boolean(),
+    keys: keysInfoSchema,
+  })
+  .strict();
 export type AppStatus = z.infer<typeof appStatusSchema>;
 
-export const nameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'use letters, digits, ".", "_" or "-" (at most 64)');
+export const nameSchema = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'use letters, digits, ".", "_" or "-" (at most 64)');
 
-export const linkRequestSchema = z.object({
-  mode: z.enum(['create', 'link']),
-  target: targetSchema,
-  passphrase: z.string().min(1).max(1024),
-  name: nameSchema,
-  mountPoint: z.string().min(1).max(4096),
-  cacheCapBytes: z.number().int().min(16 * 1024 * 1024),
-}).strict();
+export const linkRequestSchema = z
+  .object({
+    mode: z.enum(['create', 'link']),
+    target: targetSchema,
+    passphrase: z.string().min(1).max(1024),
+    name: nameSchema,
+    mountPoint: z.string().min(1).max(4096),
+    cacheCapBytes: z
+      .number()
+      .int()
+      .min(16 * 1024 * 1024),
+  })
+  .strict();
 export type LinkRequest = z.infer<typeof linkRequestSchema>;
 
-export const machineSettingsSchema = z.object({
-  name: z.string(),
-  cacheCapBytes: z.number(),
-  uploadConcurrency: z.number(),
-  downloadConcurrency: z.number(),
-  prefetchMaxChunks: z.number(),
-  uploadDelayMs: z.number(),
-  /** Average upload rate cap, bytes per second (0: none). */
-  uploadLimitBytesPerSec: z.number(),
-  cacheDir: z.string(),
-  /** Free bytes on the disk that holds the cache (bounds the cache cap slider). */
-  cacheDiskFreeBytes: z.number(),
-}).strict();
+export const machineSettingsSchema = z
+  .object({
+    name: z.string(),
+    cacheCapBytes: z.number(),
+    uploadConcurrency: z.number(),
+    downloadConcurrency: z.number(),
+    prefetchMaxChunks: z.number(),
+    uploadDelayMs: z.number(),
+    /** Average upload rate cap, bytes per second (0: none). */
+    uploadLimitBytesPerSec: z.number(),
+    cacheDir: z.string(),
+    /** Free bytes on the disk that holds the cache (bounds the cache cap slider). */
+    cacheDiskFreeBytes: z.number(),
+  })
+  .strict();
 export type MachineSettings = z.infer<typeof machineSettingsSchema>;
 
-export const suggestionSchema = z.object({
-  mountPoint: z.string(),
-  cacheDir: z.string(),
-  cacheDiskFreeBytes: z.number(),
-  /** A cache cap to preselect: 20 GiB or half the free space, whichever is smaller. */
-  cacheCapBytes: z.number(),
-}).strict();
+export const suggestionSchema = z
+  .object({
+    mountPoint: z.string(),
+    cacheDir: z.string(),
+    cacheDiskFreeBytes: z.number(),
+    /** A cache cap to preselect: 20 GiB or half the free space, whichever is smaller. */
+    cacheCapBytes: z.number(),
+  })
+  .strict();
 
 /** Settings of the app itself on this machine (engine tuning is per filespace: settings.get). */
-export const appSettingsDtoSchema = z.object({
-  startAtLogin: z.boolean(),
-  /** Names of the filespaces the app mounts when it starts. */
-  mountAtStart: z.array(z.string()),
-  uploadsPaused: z.boolean(),
-}).strict();
+export const appSettingsDtoSchema = z
+  .object({
+    startAtLogin: z.boolean(),
+    /** Names of the filespaces the app mounts when it starts. */
+    mountAtStart: z.array(z.string()),
+    uploadsPaused: z.boolean(),
+  })
+  .strict();
 export type AppSettingsDto = z.infer<typeof appSettingsDtoSchema>;
 
 const ok = z.object({ ok: z.literal(true) }).strict();
@@ -131,21 +163,36 @@ const byName = z.object({ name: nameSchema }).strict();
 /** The app route map: route -> request and response schemas. Every route is a POST with a JSON body. */
 export const appRoutes = {
   'app.status': { request: z.object({}).strict(), response: appStatusSchema },
-  'keys.check': { request: credentialsSchema, response: z.object({ keys: keysInfoSchema, buckets: z.array(z.string()).nullable() }).strict() },
+  'keys.check': {
+    request: credentialsSchema,
+    response: z.object({ keys: keysInfoSchema, buckets: z.array(z.string()).nullable() }).strict(),
+  },
   'keys.forget': { request: z.object({}).strict(), response: ok },
   'bucket.check': { request: targetSchema, response: bucketCheckSchema },
-  'filespace.probe': { request: z.object({ target: targetSchema, passphrase: z.string().min(1).max(1024) }).strict(), response: z.object({ exists: z.boolean() }).strict() },
+  'filespace.probe': {
+    request: z.object({ target: targetSchema, passphrase: z.string().min(1).max(1024) }).strict(),
+    response: z.object({ exists: z.boolean() }).strict(),
+  },
   'filespace.suggest': { request: byName, response: suggestionSchema },
   'mountpoint.check': { request: z.object({ path: z.string().min(1).max(4096) }).strict(), response: ok },
   'filespace.link': { request: linkRequestSchema, response: filespaceSummarySchema },
   'filespace.demo': { request: z.object({}).strict(), response: filespaceSummarySchema },
   'filespace.mount': { request: byName, response: filespaceSummarySchema },
   'filespace.unmount': { request: z.object({ name: nameSchema, force: z.boolean().default(false) }).strict(), response: ok },
-  'filespace.unlink': { request: z.object({ name: nameSchema, discardPending: z.boolean().default(false) }).strict(), response: ok },
+  'filespace.unlink': {
+    request: z.object({ name: nameSchema, discardPending: z.boolean().default(false) }).strict(),
+    response: ok,
+  },
   'settings.get': { request: byName, response: machineSettingsSchema },
-  'settings.set': { request: z.object({ name: nameSchema, change: settingsChangeSchema }).strict(), response: z.object({ applied: z.enum(['live', 'next-mount']) }).strict() },
+  'settings.set': {
+    request: z.object({ name: nameSchema, change: settingsChangeSchema }).strict(),
+    response: z.object({ applied: z.enum(['live', 'next-mount']) }).strict(),
+  },
   'uploads.pause': { request: z.object({ paused: z.boolean() }).strict(), response: ok },
-  'settings.moveCache': { request: z.object({ name: nameSchema, cacheDir: z.string().min(1).max(4096) }).strict(), response: machineSettingsSchema },
+  'settings.moveCache': {
+    request: z.object({ name: nameSchema, cacheDir: z.string().min(1).max(4096) }).strict(),
+    response: machineSettingsSchema,
+  },
   'app.settings.get': { request: z.object({}).strict(), response: appSettingsDtoSchema },
   'app.settings.set': {
     request: z.object({ startAtLogin: z.boolean().optional(), mountAtStart: z.array(nameSchema).max(100).optional() }).strict(),

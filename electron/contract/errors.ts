@@ -54,7 +54,7 @@ export const ERRORS = {
   WEAK_PASSPHRASE: { status: 400, message: 'the passphrase is too weak' },
   NO_PASSPHRASE: { status: 400, message: 'the passphrase is missing' },
   PASSPHRASE_PERMS: { status: 400, message: 'the passphrase file is readable by other users' },
-  PASSPHRASE_IN_KEYCHAIN: { status: 400, message: 'the passphrase of this filespace is in the desktop app\'s keychain' },
+  PASSPHRASE_IN_KEYCHAIN: { status: 400, message: "the passphrase of this filespace is in the desktop app's keychain" },
   NO_KEYS: { status: 400, message: 'no AWS keys are stored yet' },
 
   // ---- the state of a filespace -----------------------------------------------------------------
@@ -86,7 +86,10 @@ export const ERRORS = {
   HEADER_MISMATCH: { status: 400, message: 'the filespace header does not match what this machine linked' },
   MISMATCH: { status: 400, message: 'the bucket holds another filespace than the one linked here' },
   BUCKET_METADATA_DAMAGED: { status: 409, message: 'metadata in the bucket is damaged' },
-  METADATA_KEYS_MISMATCH: { status: 409, message: 'the metadata in the bucket was written with other keys than the header gives' },
+  METADATA_KEYS_MISMATCH: {
+    status: 409,
+    message: 'the metadata in the bucket was written with other keys than the header gives',
+  },
 
   // ---- this machine -----------------------------------------------------------------------------
   JOURNAL_DAMAGED: { status: 409, message: 'the local metadata journal is damaged' },

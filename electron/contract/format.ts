@@ -42,13 +42,17 @@ export function clockTime(ms: number): string {
  * 3 files, 212 MiB waiting", or, when writers wait for room that cannot come, "Writes waiting:
  * the cache is full of changes that cannot upload (uploads are paused); ...".
  */
-export function syncLine(s: Pick<StatusDto, 'state' | 'dirtyBytes' | 'dirtyFiles' | 'pendingMetaOps' | 'uploadsPaused' | 'offline'> &
-  Partial<Pick<StatusDto, 'offlineSince' | 'writesWaiting'>>): string {
+export function syncLine(
+  s: Pick<StatusDto, 'state' | 'dirtyBytes' | 'dirtyFiles' | 'pendingMetaOps' | 'uploadsPaused' | 'offline'> &
+    Partial<Pick<StatusDto, 'offlineSince' | 'writesWaiting'>>,
+): string {
   const w = s.state === 'mounted' ? s.writesWaiting : undefined;
   if (w && w.cause !== 'uploading') return `${w.refusing ? 'Writes refused' : 'Writes waiting'}: ${w.message}`;
   const pending = s.dirtyBytes > 0 || s.dirtyFiles > 0;
   if (!pending && s.pendingMetaOps === 0) return s.state === 'mounted' ? 'Up to date' : 'Everything is in the bucket';
-  const what = pending ? `${files(s.dirtyFiles)}, ${formatBytes(s.dirtyBytes)}` : `${s.pendingMetaOps} change${s.pendingMetaOps === 1 ? '' : 's'}`;
+  const what = pending
+    ? `${files(s.dirtyFiles)}, ${formatBytes(s.dirtyBytes)}`
+    : `${s.pendingMetaOps} change${s.pendingMetaOps === 1 ? '' : 's'}`;
   if (s.state !== 'mounted') return `${what} waiting to upload at the next mount`;
   if (s.uploadsPaused) return `Uploads paused: ${what} waiting`;
   if (s.offline) return `Offline${s.offlineSince ? ` since ${clockTime(s.offlineSince)}` : ''}: ${what} waiting`;
@@ -73,10 +77,13 @@ export function leaseLine(l: NonNullable<StatusDto['lease']>, now = Date.now()):
     if (l.validUntil != null && l.validUntil > now) {
       return `writer: ${since}; retrying, and still committing for ${secs(l.validUntil - now)}s; after that, writes are kept on this computer until the bucket answers`;
     }
-    return `writer, not committing: ${since}; writes are kept on this computer and committed once the bucket answers, ` +
-      'unless another machine takes the lease meanwhile (then they are set aside)';
+    return (
+      `writer, not committing: ${since}; writes are kept on this computer and committed once the bucket answers, ` +
+      'unless another machine takes the lease meanwhile (then they are set aside)'
+    );
   }
-  if (l.role === 'writer') return `writer: holds the write lease (renewed ${ago(l.lastRenewedAt)}, expires after ${l.ttlMs / 1000}s without renewal)`;
+  if (l.role === 'writer')
+    return `writer: holds the write lease (renewed ${ago(l.lastRenewedAt)}, expires after ${l.ttlMs / 1000}s without renewal)`;
   if (l.role === 'follower') {
     const lag = l.followerLagMs === null ? 'not following (see below)' : `at most ${(l.followerLagMs / 1000).toFixed(1)}s behind`;
     return `follower of ${l.holder ?? 'no current writer'} (lease renewed ${ago(l.lastRenewedAt)}); ${lag}`;

@@ -22,7 +22,10 @@ export function previousStep(step: WizardStep): WizardStep | undefined {
   return i > 0 ? WIZARD_STEPS[i - 1] : undefined;
 }
 
-function firstIssue(r: { success: boolean; error?: { issues: ReadonlyArray<{ path: PropertyKey[]; message: string }> } }, labels: Record<string, string>): string | undefined {
+function firstIssue(
+  r: { success: boolean; error?: { issues: ReadonlyArray<{ path: PropertyKey[]; message: string }> } },
+  labels: Record<string, string>,
+): string | undefined {
   if (r.success) return undefined;
   const issue = r.error!.issues[0]!;
   const field = String(issue.path[0] ?? '');
@@ -40,14 +43,25 @@ export interface KeysInput {
 /** The keys step; an empty endpoint means AWS itself. */
 export function checkKeysStep(k: KeysInput): string | undefined {
   const r = credentialsSchema.safeParse({
-    accessKeyId: k.accessKeyId.trim(), secretAccessKey: k.secretAccessKey, region: k.region.trim() || 'us-east-1',
-    ...(k.endpoint.trim() ? { endpoint: k.endpoint.trim() } : {}), pathStyle: k.pathStyle,
+    accessKeyId: k.accessKeyId.trim(),
+    secretAccessKey: k.secretAccessKey,
+    region: k.region.trim() || 'us-east-1',
+    ...(k.endpoint.trim() ? { endpoint: k.endpoint.trim() } : {}),
+    pathStyle: k.pathStyle,
   });
-  return firstIssue(r, { accessKeyId: 'Access key ID', secretAccessKey: 'Secret access key', region: 'Region', endpoint: 'Endpoint' });
+  return firstIssue(r, {
+    accessKeyId: 'Access key ID',
+    secretAccessKey: 'Secret access key',
+    region: 'Region',
+    endpoint: 'Endpoint',
+  });
 }
 
 export function checkTargetStep(bucket: string, prefix: string): string | undefined {
-  return firstIssue(targetSchema.safeParse({ bucket: bucket.trim(), prefix: normalizePrefix(prefix) }), { bucket: 'Bucket', prefix: 'Prefix' });
+  return firstIssue(targetSchema.safeParse({ bucket: bucket.trim(), prefix: normalizePrefix(prefix) }), {
+    bucket: 'Bucket',
+    prefix: 'Prefix',
+  });
 }
 
 export function normalizePrefix(prefix: string): string {
@@ -72,8 +86,14 @@ export function passphraseStrength(p: string): Strength {
   if (/[0-9]/.test(p)) pool += 10;
   if (/[^A-Za-z0-9]/.test(p)) pool += 33;
   const distinct = new Set(p).size;
-  const bits = distinct <= 2 ? distinct * 2 : Math.log2(Math.max(pool, 1)) * p.length * Math.min(1, distinct / Math.max(4, p.length / 2));
-  if (p.length < MIN_PASSPHRASE_CHARS) return { score: 0, label: 'too short', hint: `use at least ${MIN_PASSPHRASE_CHARS} characters; four or more random words work well` };
+  const bits =
+    distinct <= 2 ? distinct * 2 : Math.log2(Math.max(pool, 1)) * p.length * Math.min(1, distinct / Math.max(4, p.length / 2));
+  if (p.length < MIN_PASSPHRASE_CHARS)
+    return {
+      score: 0,
+      label: 'too short',
+      hint: `use at least ${MIN_PASSPHRASE_CHARS} characters; four or more random words work well`,
+    };
   if (bits < 40) return { score: 1, label: 'weak', hint: 'add more words or characters' };
   if (bits < 60) return { score: 2, label: 'fair', hint: 'longer is better: this passphrase protects every file' };
   if (bits < 80) return { score: 3, label: 'good', hint: 'keep it somewhere safe: it cannot be recovered' };
@@ -89,7 +109,8 @@ export function checkPassphraseStep(mode: 'create' | 'link', passphrase: string,
 
 export function checkPlaceStep(mountPoint: string, cacheCapBytes: number, cacheDiskFreeBytes: number): string | undefined {
   if (!mountPoint.trim()) return 'Choose a folder to mount the filespace in';
-  if (!mountPoint.trim().startsWith('/') && !/^[A-Za-z]:[\\/]/.test(mountPoint.trim())) return 'The mount point must be a full path';
+  if (!mountPoint.trim().startsWith('/') && !/^[A-Za-z]:[\\/]/.test(mountPoint.trim()))
+    return 'The mount point must be a full path';
   if (!Number.isFinite(cacheCapBytes) || cacheCapBytes < MIN_CACHE_BYTES) return 'The cache must be at least 16 MiB';
   if (cacheCapBytes > cacheDiskFreeBytes) return 'The cache cap is larger than the free space on the cache disk';
   return undefined;

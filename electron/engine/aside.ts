@@ -57,10 +57,17 @@ function aad(id: string, what: string): string {
 /** Writes one set: call `addFile` per file, then `finish`. A set without a manifest is ignored. */
 export class AsideWriter {
   private readonly files: AsideFile[] = [];
-  private constructor(readonly id: string, private readonly dir: string, private readonly key: Buffer) {}
+  private constructor(
+    readonly id: string,
+    private readonly dir: string,
+    private readonly key: Buffer,
+  ) {}
 
   static async create(cacheDir: string, key: Buffer, now = new Date()): Promise<AsideWriter> {
-    const base = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+    const base = now
+      .toISOString()
+      .replace(/[-:]/g, '')
+      .replace(/\.\d+Z$/, 'Z');
     await fsp.mkdir(asideRoot(cacheDir), { recursive: true, mode: 0o700 });
     for (let n = 0; ; n++) {
       const id = n === 0 ? base : `${base}-${n}`;
@@ -75,7 +82,13 @@ export class AsideWriter {
   }
 
   /** Stores a file from its chunks, read one at a time by `readChunk` (undefined: unreadable). */
-  async addFile(p: string, size: number, mode: number, chunkCount: number, readChunk: (idx: number) => Promise<Buffer>): Promise<void> {
+  async addFile(
+    p: string,
+    size: number,
+    mode: number,
+    chunkCount: number,
+    readChunk: (idx: number) => Promise<Buffer>,
+  ): Promise<void> {
     const n = this.files.length;
     let pieces = 0;
     let missing: string | undefined;
@@ -101,7 +114,10 @@ export class AsideWriter {
 
   async finish(reason: string, removed: string[]): Promise<AsideManifest> {
     const manifest: AsideManifest = { id: this.id, createdAt: Date.now(), reason, files: this.files, removed };
-    await writeFileAtomic(path.join(this.dir, 'manifest'), seal(this.key, Buffer.from(JSON.stringify(manifest)), aad(this.id, 'manifest')));
+    await writeFileAtomic(
+      path.join(this.dir, 'manifest'),
+      seal(this.key, Buffer.from(JSON.stringify(manifest)), aad(this.id, 'manifest')),
+    );
     await fsyncDir(path.dirname(this.dir));
     return manifest;
   }
@@ -152,7 +168,10 @@ export async function addUnownedChunks(writer: AsideWriter, chunkSize: number, c
 function touchedBy(op: MetaOp, tree: Tree, paths: Map<number, string>, touched: Set<number>, removed: string[]): void {
   const at = (dir: number, name: string) => `${(paths.get(dir) ?? '?').replace(/\/$/, '')}/${name}`;
   switch (op.t) {
-    case 'mk': case 'attr': case 'chunk': case 'xattr':
+    case 'mk':
+    case 'attr':
+    case 'chunk':
+    case 'xattr':
       touched.add(op.ino);
       break;
     case 'mv': {
@@ -224,7 +243,11 @@ async function setAsideUnsent(c: UnsentChanges, reason: string): Promise<AsideMa
 export class AsideSets {
   private sets: AsideManifest[] = [];
 
-  constructor(private readonly cacheDir: string, private readonly cacheKey: Buffer, private readonly log: (msg: string) => void) {}
+  constructor(
+    private readonly cacheDir: string,
+    private readonly cacheKey: Buffer,
+    private readonly log: (msg: string) => void,
+  ) {}
 
   async load(): Promise<void> {
     this.sets = await listAside(this.cacheDir, this.cacheKey).catch(() => []);
@@ -254,12 +277,21 @@ export class AsideSets {
   async keepOrphans(chunkSize: number, dirty: DirtyStore, name: string | undefined): Promise<void> {
     const orphans = dirty.orphans;
     const writer = await AsideWriter.create(this.cacheDir, this.cacheKey);
-    const files = await addUnownedChunks(writer, chunkSize, orphans.map((o) => ({ ...o, read: () => dirty.readOrphan(o) })));
-    const manifest = await writer.finish('data found in the cache without a file this machine\'s metadata knows (written but not fsynced before a crash?)', []);
+    const files = await addUnownedChunks(
+      writer,
+      chunkSize,
+      orphans.map((o) => ({ ...o, read: () => dirty.readOrphan(o) })),
+    );
+    const manifest = await writer.finish(
+      "data found in the cache without a file this machine's metadata knows (written but not fsynced before a crash?)",
+      [],
+    );
     await dirty.removeOrphans();
     this.sets.push(manifest);
     const named = name ? ` ${name}` : '';
-    this.log(`${orphans.length} dirty chunk(s) of ${files} file(s) without a known owner were set aside as ${manifest.id} (see "filespace aside${named} list")`);
+    this.log(
+      `${orphans.length} dirty chunk(s) of ${files} file(s) without a known owner were set aside as ${manifest.id} (see "filespace aside${named} list")`,
+    );
   }
 }
 

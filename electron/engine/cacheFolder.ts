@@ -84,7 +84,10 @@ export async function lockCacheDir(cacheDir: string): Promise<{ file: string; un
         if (/^\d+ \(.*\) Z /.test(stat)) alive = false;
       }
       if (alive && pid !== process.pid) {
-        throw new UserError(`this filespace is already in use by process ${pid} on this machine (cache ${cacheDir}); unmount it first`, 'BUSY');
+        throw new UserError(
+          `this filespace is already in use by process ${pid} on this machine (cache ${cacheDir}); unmount it first`,
+          'BUSY',
+        );
       }
       await fsp.rm(file, { force: true });
       uncleanStop = true;
@@ -96,7 +99,10 @@ export async function lockCacheDir(cacheDir: string): Promise<{ file: string; un
 /** Writers and readers need a few chunks of room at once; a smaller cache could not make progress. */
 export function checkCapFitsChunks(capBytes: number, chunkSize: number): void {
   if (capBytes < 4 * chunkSize) {
-    throw new UserError(`the cache size must be at least 4 chunks (${formatSize(4 * chunkSize)} for this filespace)`, 'CACHE_TOO_SMALL');
+    throw new UserError(
+      `the cache size must be at least 4 chunks (${formatSize(4 * chunkSize)} for this filespace)`,
+      'CACHE_TOO_SMALL',
+    );
   }
 }
 
@@ -112,7 +118,15 @@ export interface LocalStores {
  * header). `uncleanStop`: the previous engine left its lock behind.
  */
 export async function openLocalStores(
-  opts: { readonly store: ObjectStore; readonly keys: Keys; readonly header: FilespaceHeader; readonly cacheDir: string; readonly settings: EngineSettings; readonly log?: (msg: string) => void; readonly name?: string },
+  opts: {
+    readonly store: ObjectStore;
+    readonly keys: Keys;
+    readonly header: FilespaceHeader;
+    readonly cacheDir: string;
+    readonly settings: EngineSettings;
+    readonly log?: (msg: string) => void;
+    readonly name?: string;
+  },
   uncleanStop: boolean,
 ): Promise<LocalStores> {
   // Damaged local metadata is refused with nothing changed (repair.ts has the way out).
@@ -129,16 +143,26 @@ export async function openLocalStores(
   // Inode numbers are never reused: one below the tree's next number that the tree does not
   // hold was created and then deleted (or the snapshot would name it). Any other chunk
   // without a file is an orphan, set aside at start.
-  await dirty.init((ino, idx) => {
-    const inode = meta.tree.get(ino);
-    if (inode?.kind === 'file') return Math.min(cs, inode.size - idx * cs);
-    return !inode && ino < meta.tree.nextIno ? 'deleted' : 'unknown';
-  }, Date.now(), { uncleanStop });
-  const cache = new ChunkCache(opts.cacheDir, {
-    capBytes: opts.settings.cacheCapBytes,
-    highWatermark: opts.settings.cacheHighWatermark,
-    lowWatermark: opts.settings.cacheLowWatermark,
-  }, handles, () => dirty.totalBytes, sealed);
+  await dirty.init(
+    (ino, idx) => {
+      const inode = meta.tree.get(ino);
+      if (inode?.kind === 'file') return Math.min(cs, inode.size - idx * cs);
+      return !inode && ino < meta.tree.nextIno ? 'deleted' : 'unknown';
+    },
+    Date.now(),
+    { uncleanStop },
+  );
+  const cache = new ChunkCache(
+    opts.cacheDir,
+    {
+      capBytes: opts.settings.cacheCapBytes,
+      highWatermark: opts.settings.cacheHighWatermark,
+      lowWatermark: opts.settings.cacheLowWatermark,
+    },
+    handles,
+    () => dirty.totalBytes,
+    sealed,
+  );
   await cache.init();
   cache.onDamaged = (name, why) => opts.log?.(`cached chunk ${name} was damaged (${why}); fetching it again`);
   return { meta, dirty, cache, handles };

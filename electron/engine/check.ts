@@ -93,21 +93,28 @@ export async function checkFilespace(opts: {
   say('reading the metadata in the bucket');
   const { tree: remoteTree, seq, damage } = await new RemoteMeta(store, keys.metaKey, header).loadTolerant(header.chunkSize);
   for (const key of damage.checkpoints) {
-    problems.push(`bucket: metadata checkpoint ${key} is damaged (it fails authentication); an older checkpoint and the log are read instead`);
+    problems.push(
+      `bucket: metadata checkpoint ${key} is damaged (it fails authentication); an older checkpoint and the log are read instead`,
+    );
   }
   if (damage.segment) {
     const { key, seq: bad, later } = damage.segment;
-    problems.push(`bucket: metadata segment ${bad} (${key}) is damaged (it fails authentication): the changes in it` +
-      `${later > 0 ? ` and in the ${later} segment(s) after it` : ''} cannot be read, so a machine that links or follows this filespace ` +
-      `sees it as of segment ${seq}, and mounting it there fails`);
+    problems.push(
+      `bucket: metadata segment ${bad} (${key}) is damaged (it fails authentication): the changes in it` +
+        `${later > 0 ? ` and in the ${later} segment(s) after it` : ''} cannot be read, so a machine that links or follows this filespace ` +
+        `sees it as of segment ${seq}, and mounting it there fails`,
+    );
   }
   problems.push(...checkTree(remoteTree, 'bucket'));
   say('listing chunks in the bucket');
   const inBucket = new Set((await store.list('chunks/')).map((k) => k.slice(k.lastIndexOf('/') + 1)));
   const remoteRefs = referenced(remoteTree);
-  for (const name of remoteRefs) if (!inBucket.has(name)) problems.push(`bucket: metadata names chunk ${name}, which is not in the bucket`);
+  for (const name of remoteRefs)
+    if (!inBucket.has(name)) problems.push(`bucket: metadata names chunk ${name}, which is not in the bucket`);
   const garbage = [...inBucket].filter((n) => !remoteRefs.has(n)).length;
-  notes.push(`bucket: ${remoteTree.inodes.size} inodes at metadata segment ${seq}, ${remoteRefs.size} chunks referenced, ${inBucket.size} stored, ${garbage} unreferenced`);
+  notes.push(
+    `bucket: ${remoteTree.inodes.size} inodes at metadata segment ${seq}, ${remoteRefs.size} chunks referenced, ${inBucket.size} stored, ${garbage} unreferenced`,
+  );
 
   if (opts.deep) {
     let i = 0;
@@ -141,15 +148,21 @@ export async function checkFilespace(opts: {
       }
       const paths = seen.tree ? pathsOf(seen.tree) : new Map<number, string>();
       const named = [...atRisk].map((ino) => paths.get(ino) ?? `(unnamed inode ${ino})`).sort();
-      problems.push(`local: at risk: ${named.length} file(s) with changes not yet in the bucket, ${await countDirtyChunks(opts.cacheDir)} dirty chunk(s): ` +
-        `${named.slice(0, AT_RISK_SHOWN).join(', ')}${named.length > AT_RISK_SHOWN ? `, and ${named.length - AT_RISK_SHOWN} more` : ''}`);
+      problems.push(
+        `local: at risk: ${named.length} file(s) with changes not yet in the bucket, ${await countDirtyChunks(opts.cacheDir)} dirty chunk(s): ` +
+          `${named.slice(0, AT_RISK_SHOWN).join(', ')}${named.length > AT_RISK_SHOWN ? `, and ${named.length - AT_RISK_SHOWN} more` : ''}`,
+      );
     } else if (seen.tornTailBytes > 0) {
-      notes.push(`local: the metadata journal ends in ${seen.tornTailBytes} bytes of an interrupted write (nothing that was fsynced); dropped at the next mount`);
+      notes.push(
+        `local: the metadata journal ends in ${seen.tornTailBytes} bytes of an interrupted write (nothing that was fsynced); dropped at the next mount`,
+      );
     }
-    const meta = summary ? undefined : await MetaStore.load(metaDir, { readOnly: true }).catch((err: Error) => {
-      problems.push(`local: the metadata does not load: ${err.message}`);
-      return undefined;
-    });
+    const meta = summary
+      ? undefined
+      : await MetaStore.load(metaDir, { readOnly: true }).catch((err: Error) => {
+          problems.push(`local: the metadata does not load: ${err.message}`);
+          return undefined;
+        });
     if (meta) {
       try {
         const tree = meta.tree;
@@ -164,9 +177,11 @@ export async function checkFilespace(opts: {
           const inode = m ? tree.get(Number(m[1])) : undefined;
           dirtyCount++;
           if (!m || !inode || inode.kind !== 'file') {
-            notes.push(m && !inode && Number(m[1]) < tree.nextIno
-              ? `local: dirty chunk ${f} belongs to a deleted file (removed at the next mount)`
-              : `local: dirty chunk ${f} belongs to no file this machine's metadata knows (set aside at the next mount; see "filespace aside")`);
+            notes.push(
+              m && !inode && Number(m[1]) < tree.nextIno
+                ? `local: dirty chunk ${f} belongs to a deleted file (removed at the next mount)`
+                : `local: dirty chunk ${f} belongs to no file this machine's metadata knows (set aside at the next mount; see "filespace aside")`,
+            );
             continue;
           }
           const size = logicalSize((await fsp.stat(path.join(dirtyDir, f))).size) ?? 0;
@@ -174,7 +189,9 @@ export async function checkFilespace(opts: {
             notes.push(`local: dirty chunk ${f} reaches past its file's recorded size (trimmed at the next mount)`);
           }
         }
-        notes.push(`local: ${tree.inodes.size} inodes, ${meta.pendingRemote.length} changes and ${dirtyCount} dirty chunks not yet in the bucket`);
+        notes.push(
+          `local: ${tree.inodes.size} inodes, ${meta.pendingRemote.length} changes and ${dirtyCount} dirty chunks not yet in the bucket`,
+        );
         const chunksDir = path.join(opts.cacheDir, 'chunks');
         const io = new SealedIO(keys.cacheKey);
         for (const sub of await fsp.readdir(chunksDir).catch(() => [] as string[])) {

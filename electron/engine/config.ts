@@ -8,50 +8,68 @@
 import { z } from 'zod';
 import { UserError } from './errors';
 
-export const engineSettingsSchema = z.object({
-  cacheCapBytes: z.number().int().min(16 * 1024 * 1024, 'cache size must be at least 16 MiB'),
-  cacheHighWatermark: z.number().gt(0).max(1),
-  cacheLowWatermark: z.number().gt(0).max(1),
-  /** A dirty chunk waits this long after its last write before it uploads. */
-  uploadDelayMs: z.number().int().min(0).max(3_600_000),
-  /** A chunk that keeps changing uploads anyway once it has been dirty this long. */
-  maxDirtyAgeMs: z.number().int().min(0).max(86_400_000),
-  uploadConcurrency: z.number().int().min(1).max(64),
-  /** Average upload rate cap for file data, bytes per second (0: no limit). */
-  uploadLimitBytesPerSec: z.number().int().min(0, 'the upload limit cannot be negative').max(1024 ** 4)
-    .refine((v) => v === 0 || v >= 16 * 1024, 'the upload limit must be at least 16 KiB/s (or off)'),
-  downloadConcurrency: z.number().int().min(1).max(64),
-  /** Largest read-ahead window, in chunks. */
-  prefetchMaxChunks: z.number().int().min(0).max(64),
-  /** How long a read may keep retrying the bucket before it fails with EIO. */
-  readTimeoutMs: z.number().int().min(100).max(3_600_000),
-  /**
-   * How long a write may wait for room while the cache is full of changes that cannot upload
-   * (uploads paused, the bucket offline, every upload failing) before it fails with ENOSPC.
-   */
-  writeStallTimeoutMs: z.number().int().min(0).max(3_600_000),
-  /**
-   * A request unanswered this long makes the engine probe the bucket; a probe unanswered this
-   * long means offline.
-   */
-  probeTimeoutMs: z.number().int().min(200, 'the probe timeout must be at least 200ms').max(60_000),
-  /** How often replicated metadata is pushed while there are changes. */
-  metaPushDelayMs: z.number().int().min(0).max(600_000),
-  /** The write lease expires this long after its last renewal; renewed every third of it. */
-  leaseTtlMs: z.number().int().min(1000).max(600_000),
-  /** How often a read-only follower looks for the writer's new metadata. */
-  followIntervalMs: z.number().int().min(100).max(600_000),
-  /** An unreferenced chunk is deleted only after it has been seen unreferenced this long. */
-  gcGraceMs: z.number().int().min(0).max(30 * 86_400_000),
-  /** How often the writer collects garbage (0: only when asked). */
-  gcIntervalMs: z.number().int().min(0).max(30 * 86_400_000),
-  attrTimeoutSec: z.number().min(0).max(3600),
-  entryTimeoutSec: z.number().min(0).max(3600),
-  negativeTimeoutSec: z.number().min(0).max(3600),
-  xattrs: z.boolean(),
-}).strict().refine((s) => s.cacheLowWatermark < s.cacheHighWatermark, {
-  message: 'cacheLowWatermark must be below cacheHighWatermark',
-});
+export const engineSettingsSchema = z
+  .object({
+    cacheCapBytes: z
+      .number()
+      .int()
+      .min(16 * 1024 * 1024, 'cache size must be at least 16 MiB'),
+    cacheHighWatermark: z.number().gt(0).max(1),
+    cacheLowWatermark: z.number().gt(0).max(1),
+    /** A dirty chunk waits this long after its last write before it uploads. */
+    uploadDelayMs: z.number().int().min(0).max(3_600_000),
+    /** A chunk that keeps changing uploads anyway once it has been dirty this long. */
+    maxDirtyAgeMs: z.number().int().min(0).max(86_400_000),
+    uploadConcurrency: z.number().int().min(1).max(64),
+    /** Average upload rate cap for file data, bytes per second (0: no limit). */
+    uploadLimitBytesPerSec: z
+      .number()
+      .int()
+      .min(0, 'the upload limit cannot be negative')
+      .max(1024 ** 4)
+      .refine((v) => v === 0 || v >= 16 * 1024, 'the upload limit must be at least 16 KiB/s (or off)'),
+    downloadConcurrency: z.number().int().min(1).max(64),
+    /** Largest read-ahead window, in chunks. */
+    prefetchMaxChunks: z.number().int().min(0).max(64),
+    /** How long a read may keep retrying the bucket before it fails with EIO. */
+    readTimeoutMs: z.number().int().min(100).max(3_600_000),
+    /**
+     * How long a write may wait for room while the cache is full of changes that cannot upload
+     * (uploads paused, the bucket offline, every upload failing) before it fails with ENOSPC.
+     */
+    writeStallTimeoutMs: z.number().int().min(0).max(3_600_000),
+    /**
+     * A request unanswered this long makes the engine probe the bucket; a probe unanswered this
+     * long means offline.
+     */
+    probeTimeoutMs: z.number().int().min(200, 'the probe timeout must be at least 200ms').max(60_000),
+    /** How often replicated metadata is pushed while there are changes. */
+    metaPushDelayMs: z.number().int().min(0).max(600_000),
+    /** The write lease expires this long after its last renewal; renewed every third of it. */
+    leaseTtlMs: z.number().int().min(1000).max(600_000),
+    /** How often a read-only follower looks for the writer's new metadata. */
+    followIntervalMs: z.number().int().min(100).max(600_000),
+    /** An unreferenced chunk is deleted only after it has been seen unreferenced this long. */
+    gcGraceMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(30 * 86_400_000),
+    /** How often the writer collects garbage (0: only when asked). */
+    gcIntervalMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(30 * 86_400_000),
+    attrTimeoutSec: z.number().min(0).max(3600),
+    entryTimeoutSec: z.number().min(0).max(3600),
+    negativeTimeoutSec: z.number().min(0).max(3600),
+    xattrs: z.boolean(),
+  })
+  .strict()
+  .refine((s) => s.cacheLowWatermark < s.cacheHighWatermark, {
+    message: 'cacheLowWatermark must be below cacheHighWatermark',
+  });
 
 export type EngineSettings = z.infer<typeof engineSettingsSchema>;
 
@@ -84,7 +102,10 @@ export function resolveSettings(partial: Partial<EngineSettings>): EngineSetting
   const parsed = engineSettingsSchema.safeParse(merged);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new UserError(`invalid setting ${issue.path.join('.') || ''}: ${issue.message}`.replace('setting : ', 'settings: '), 'BAD_SETTING');
+    throw new UserError(
+      `invalid setting ${issue.path.join('.') || ''}: ${issue.message}`.replace('setting : ', 'settings: '),
+      'BAD_SETTING',
+    );
   }
   return parsed.data;
 }

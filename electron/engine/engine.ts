@@ -126,30 +126,65 @@ export class Engine {
     this.aside = new AsideSets(opts.cacheDir, opts.keys.cacheKey, this.log);
     this.remote = new RemoteMeta(store, opts.keys.metaKey, opts.header);
     // Also what files deleted while open here still read: they may outlive the grace period.
-    this.gc = new ChunkCollector(store, opts.keys.metaKey, () => this.vfs.referencedChunks(), () => this.settings.gcGraceMs);
-    this.fetcher = new ChunkFetcher(store, cache, opts.keys.chunkKey, this.settings.downloadConcurrency,
-      () => this.settings.readTimeoutMs, this.log, store);
+    this.gc = new ChunkCollector(
+      store,
+      opts.keys.metaKey,
+      () => this.vfs.referencedChunks(),
+      () => this.settings.gcGraceMs,
+    );
+    this.fetcher = new ChunkFetcher(
+      store,
+      cache,
+      opts.keys.chunkKey,
+      this.settings.downloadConcurrency,
+      () => this.settings.readTimeoutMs,
+      this.log,
+      store,
+    );
     this.disk = new CacheDisk(opts.cacheDir, {
-      reserveBytes: JOURNAL_RESERVE_BYTES, headroomBytes: DISK_HEADROOM_BYTES + 2 * meta.chunkSize, log: this.log,
+      reserveBytes: JOURNAL_RESERVE_BYTES,
+      headroomBytes: DISK_HEADROOM_BYTES + 2 * meta.chunkSize,
+      log: this.log,
     });
     // While the cache disk is full, its state line says why metadata cannot be saved; the
     // replicator's retries would repeat it at every attempt.
     const replicatorLog = (msg: string) => {
       if (!(this.disk.full && /no space left|disk is full/i.test(msg))) this.log(msg);
     };
-    this.replicator = new Replicator(meta, this.remote, () => this.settings.metaPushDelayMs, replicatorLog,
-      () => this.role.segmentWriter(), () => this.role.beforePush(), () => publishableOps(meta, dirty));
+    this.replicator = new Replicator(
+      meta,
+      this.remote,
+      () => this.settings.metaPushDelayMs,
+      replicatorLog,
+      () => this.role.segmentWriter(),
+      () => this.role.beforePush(),
+      () => publishableOps(meta, dirty),
+    );
     this.role = new MachineRole({
       mode: opts.mode ?? 'write',
       takeover: opts.takeover ?? false,
       conditionalWrites: opts.conditionalWrites ?? true,
-      store, metaKey: opts.keys.metaKey, machine, meta, remote: this.remote, replicator: this.replicator,
+      store,
+      metaKey: opts.keys.metaKey,
+      machine,
+      meta,
+      remote: this.remote,
+      replicator: this.replicator,
       settings: () => this.settings,
       hasDirtyData: () => dirty.count > 0,
-      setAside: (reason) => this.aside.keepUnsent({
-        tree: meta.tree, pending: meta.pendingRemote, chunkSize: meta.chunkSize,
-        dirty, cache, fetcher: this.fetcher, sizeOf: (inode) => this.vfs.sizeOf(inode),
-      }, reason),
+      setAside: (reason) =>
+        this.aside.keepUnsent(
+          {
+            tree: meta.tree,
+            pending: meta.pendingRemote,
+            chunkSize: meta.chunkSize,
+            dirty,
+            cache,
+            fetcher: this.fetcher,
+            sizeOf: (inode) => this.vfs.sizeOf(inode),
+          },
+          reason,
+        ),
       sealHeader: () => sealHeaderWhenBound(opts.store, opts.header, opts.keys, this.remote, this.log),
       log: this.log,
     });
@@ -163,7 +198,10 @@ export class Engine {
       writeStallTimeoutMs: () => this.settings.writeStallTimeoutMs,
     });
     this.uploader = new Uploader({
-      dirty, meta, cache, store,
+      dirty,
+      meta,
+      cache,
+      store,
       keys: opts.keys,
       names: this.gc,
       files: this.vfs,
@@ -235,13 +273,21 @@ export class Engine {
     // Created at link time, never here: a missing cache folder is not made up (it could be a
     // mount point that is not mounted, or on a disk that is not there).
     const st = await fsp.stat(opts.cacheDir).catch(() => undefined);
-    if (!st?.isDirectory()) throw new UserError(`the cache folder ${opts.cacheDir} is missing; link the filespace again (or restore the folder)`, 'NOT_LINKED');
+    if (!st?.isDirectory())
+      throw new UserError(
+        `the cache folder ${opts.cacheDir} is missing; link the filespace again (or restore the folder)`,
+        'NOT_LINKED',
+      );
     const { file: lockFile, uncleanStop } = await lockCacheDir(opts.cacheDir);
     try {
       const { meta, dirty, cache, handles } = await openLocalStores(opts, uncleanStop);
       const machine = await machineOf(opts.cacheDir);
       let settings = () => opts.settings;
-      const store = new MonitoredStore(opts.store, { probeKey: HEADER_KEY, probeTimeoutMs: () => settings().probeTimeoutMs, log: opts.log });
+      const store = new MonitoredStore(opts.store, {
+        probeKey: HEADER_KEY,
+        probeTimeoutMs: () => settings().probeTimeoutMs,
+        log: opts.log,
+      });
       const engine = new Engine({ ...opts, store }, meta, dirty, cache, handles, lockFile, machine, store);
       settings = () => engine.currentSettings;
       try {
@@ -261,7 +307,13 @@ export class Engine {
    * Repairs damaged local metadata while no engine uses the cache (repair.ts). Changes nothing
    * and returns `repaired: false` when there is no damage.
    */
-  static async repairLocal(opts: { store: ObjectStore; keys: Keys; header: FilespaceHeader; cacheDir: string; log?: (msg: string) => void }): Promise<RepairResult> {
+  static async repairLocal(opts: {
+    store: ObjectStore;
+    keys: Keys;
+    header: FilespaceHeader;
+    cacheDir: string;
+    log?: (msg: string) => void;
+  }): Promise<RepairResult> {
     const seen = await MetaStore.inspect(path.join(opts.cacheDir, 'meta'));
     if (!seen.damage && !seen.snapshotError) return { repaired: false, unnamed: 0, kept: [] };
     const { file: lockFile } = await lockCacheDir(opts.cacheDir);
@@ -283,7 +335,8 @@ export class Engine {
     this.replicator.schedule(0);
     if (this.role.mode === 'write' && this.settings.gcIntervalMs > 0) {
       this.every(this.settings.gcIntervalMs, () => {
-        if (this.role.canCommit()) this.collectGarbage().catch((err) => this.log(`garbage collection failed: ${(err as Error).message}`));
+        if (this.role.canCommit())
+          this.collectGarbage().catch((err) => this.log(`garbage collection failed: ${(err as Error).message}`));
       });
     }
   }
@@ -307,7 +360,8 @@ export class Engine {
 
   /** Chunks in the bucket that nothing references, deleted after the grace period (writer only). */
   async collectGarbage(): Promise<GcResult> {
-    if (!this.role.holdsLease) throw new UserError('garbage collection runs only on the machine that writes the filespace', 'NOT_WRITER');
+    if (!this.role.holdsLease)
+      throw new UserError('garbage collection runs only on the machine that writes the filespace', 'NOT_WRITER');
     if (this.replicator.conflict) throw new UserError(this.replicator.conflict, 'READ_ONLY');
     await this.role.ensureValid();
     const res = await this.gc.run();
@@ -328,7 +382,11 @@ export class Engine {
     const next = resolveSettings({ ...this.settings, ...partial });
     checkCapFitsChunks(next.cacheCapBytes, this.meta.chunkSize);
     this.settings = next;
-    this.cache.setLimits({ capBytes: next.cacheCapBytes, highWatermark: next.cacheHighWatermark, lowWatermark: next.cacheLowWatermark });
+    this.cache.setLimits({
+      capBytes: next.cacheCapBytes,
+      highWatermark: next.cacheHighWatermark,
+      lowWatermark: next.cacheLowWatermark,
+    });
     this.fetcher.setConcurrency(next.downloadConcurrency);
     this.uploader.setLimit(next.uploadLimitBytesPerSec);
     this.writeback.pump();
@@ -368,9 +426,18 @@ export class Engine {
       offline: this.store.offline,
       offlineSince: this.store.offlineSince,
       uploadsPaused: this.uploadsPaused,
-      writesWaiting: describeWritesWaiting(this.vfs.writesWaiting(), this.uploader.failure?.message, this.settings.writeStallTimeoutMs),
+      writesWaiting: describeWritesWaiting(
+        this.vfs.writesWaiting(),
+        this.uploader.failure?.message,
+        this.settings.writeStallTimeoutMs,
+      ),
       readOnlyReason: this.role.readOnlyReason(),
-      lastError: this.replicator.conflict ?? this.role.followBlocked ?? this.uploader.lastError ?? this.replicator.lastError ?? this.fetcher.stats.lastError,
+      lastError:
+        this.replicator.conflict ??
+        this.role.followBlocked ??
+        this.uploader.lastError ??
+        this.replicator.lastError ??
+        this.fetcher.stats.lastError,
       pendingFiles: this.pending.paths(this.meta.tree, () => this.dirty.inodes()),
       lease: this.role.status(),
       aside: this.aside.summary(),
@@ -431,7 +498,8 @@ export class Engine {
     await this.replicator.stop();
     if (this.replicator.pendingOps === 0 && this.dirty.count === 0) {
       const checkpoint = this.replicator.checkpointNow().catch((err) => this.log(`checkpoint failed: ${(err as Error).message}`));
-      if (!(await settledWithin(checkpoint, w.checkpoint))) this.log('the metadata checkpoint did not reach the bucket in time; the next writer replays the log instead');
+      if (!(await settledWithin(checkpoint, w.checkpoint)))
+        this.log('the metadata checkpoint did not reach the bucket in time; the next writer replays the log instead');
     }
     let durable = true;
     const local = async (what: string, step: () => Promise<void>) => {

@@ -12,12 +12,35 @@
  */
 
 export type Errno =
-  | 'EPERM' | 'ENOENT' | 'EIO' | 'EBADF' | 'EACCES' | 'EEXIST' | 'EXDEV' | 'ENOTDIR' | 'EISDIR'
-  | 'EINVAL' | 'EFBIG' | 'ENOSPC' | 'EROFS' | 'ENAMETOOLONG' | 'ENOSYS' | 'ENOTEMPTY' | 'ELOOP'
-  | 'ENODATA' | 'ERANGE' | 'ENOTSUP' | 'EBUSY' | 'EAGAIN' | 'E2BIG';
+  | 'EPERM'
+  | 'ENOENT'
+  | 'EIO'
+  | 'EBADF'
+  | 'EACCES'
+  | 'EEXIST'
+  | 'EXDEV'
+  | 'ENOTDIR'
+  | 'EISDIR'
+  | 'EINVAL'
+  | 'EFBIG'
+  | 'ENOSPC'
+  | 'EROFS'
+  | 'ENAMETOOLONG'
+  | 'ENOSYS'
+  | 'ENOTEMPTY'
+  | 'ELOOP'
+  | 'ENODATA'
+  | 'ERANGE'
+  | 'ENOTSUP'
+  | 'EBUSY'
+  | 'EAGAIN'
+  | 'E2BIG';
 
 export class FsError extends Error {
-  constructor(readonly errno: Errno, message?: string) {
+  constructor(
+    readonly errno: Errno,
+    message?: string,
+  ) {
     super(message ?? errno);
     this.name = 'FsError';
   }
@@ -25,17 +48,44 @@ export class FsError extends Error {
 
 /** The codes of the engine's user errors. */
 export const ENGINE_ERROR_CODES = [
-  'BAD_SETTING', 'BAD_CHUNK_SIZE', 'BAD_INPUT', 'NOT_FOUND', 'NOT_EMPTY', 'EXISTS', 'NOT_LINKED', 'CACHE_TOO_SMALL',
-  'WRONG_PASSPHRASE', 'WEAK_PASSPHRASE', 'BUSY', 'READ_ONLY', 'NOT_WRITER', 'LEASE_HELD', 'NO_CONDITIONAL_WRITES',
-  'NO_SUCH_BUCKET', 'ACCESS_DENIED', 'BAD_CREDENTIALS', 'UNREACHABLE', 'STORE_ERROR', 'NO_FILESPACE',
-  'BAD_HEADER', 'HEADER_TAMPERED', 'HEADER_MISMATCH', 'MISMATCH', 'JOURNAL_DAMAGED', 'SNAPSHOT_DAMAGED',
-  'BUCKET_METADATA_DAMAGED', 'METADATA_KEYS_MISMATCH',
+  'BAD_SETTING',
+  'BAD_CHUNK_SIZE',
+  'BAD_INPUT',
+  'NOT_FOUND',
+  'NOT_EMPTY',
+  'EXISTS',
+  'NOT_LINKED',
+  'CACHE_TOO_SMALL',
+  'WRONG_PASSPHRASE',
+  'WEAK_PASSPHRASE',
+  'BUSY',
+  'READ_ONLY',
+  'NOT_WRITER',
+  'LEASE_HELD',
+  'NO_CONDITIONAL_WRITES',
+  'NO_SUCH_BUCKET',
+  'ACCESS_DENIED',
+  'BAD_CREDENTIALS',
+  'UNREACHABLE',
+  'STORE_ERROR',
+  'NO_FILESPACE',
+  'BAD_HEADER',
+  'HEADER_TAMPERED',
+  'HEADER_MISMATCH',
+  'MISMATCH',
+  'JOURNAL_DAMAGED',
+  'SNAPSHOT_DAMAGED',
+  'BUCKET_METADATA_DAMAGED',
+  'METADATA_KEYS_MISMATCH',
 ] as const;
 export type EngineErrorCode = (typeof ENGINE_ERROR_CODES)[number];
 
 /** Errors a user caused: printed as one line, exit code 1, no stack. */
 export class UserError extends Error {
-  constructor(message: string, readonly code: EngineErrorCode) {
+  constructor(
+    message: string,
+    readonly code: EngineErrorCode,
+  ) {
     super(message);
     this.name = 'UserError';
   }

@@ -53,8 +53,12 @@ const SEAL_AAD = `header:${HEADER_KEY}`;
 
 /** What each field is, for the message that names a changed one. */
 const FIELD_NAMES: Readonly<Record<keyof HeaderFields, string>> = {
-  format: 'format version', id: 'filespace id', chunkSize: 'chunk size', createdAt: 'creation time',
-  kdf: 'passphrase key parameters', wrappedKey: 'wrapped data key',
+  format: 'format version',
+  id: 'filespace id',
+  chunkSize: 'chunk size',
+  createdAt: 'creation time',
+  kdf: 'passphrase key parameters',
+  wrappedKey: 'wrapped data key',
 };
 
 export interface Unlocked {
@@ -75,9 +79,15 @@ export function explainStoreError(err: unknown, store: ObjectStore): Error {
     case 'NoSuchBucket':
       return new UserError(`the bucket of ${store.description} does not exist: create it or check --bucket`, 'NO_SUCH_BUCKET');
     case 'AccessDenied':
-      return new UserError(`access denied by ${store.description}: the credentials lack ${err.action ?? 'a required'} permission; grant it in the bucket or IAM policy`, 'ACCESS_DENIED');
+      return new UserError(
+        `access denied by ${store.description}: the credentials lack ${err.action ?? 'a required'} permission; grant it in the bucket or IAM policy`,
+        'ACCESS_DENIED',
+      );
     case 'InvalidCredentials':
-      return new UserError(`the AWS credentials were rejected (${err.message}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or your profile`, 'BAD_CREDENTIALS');
+      return new UserError(
+        `the AWS credentials were rejected (${err.message}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or your profile`,
+        'BAD_CREDENTIALS',
+      );
     case 'Unreachable':
     case 'Timeout':
       return new UserError(`cannot reach ${store.description} (${err.message}); check --endpoint and the network`, 'UNREACHABLE');
@@ -110,7 +120,14 @@ export async function readHeader(store: ObjectStore): Promise<FilespaceHeader | 
 /** The fields the seal covers, in a fixed order (the canonical encoding is their JSON). */
 function fieldsOf(h: HeaderFields): HeaderFields {
   const { alg, N, r, p, salt } = h.kdf;
-  return { format: h.format, id: h.id, chunkSize: h.chunkSize, createdAt: h.createdAt, kdf: { alg, N, r, p, salt }, wrappedKey: h.wrappedKey };
+  return {
+    format: h.format,
+    id: h.id,
+    chunkSize: h.chunkSize,
+    createdAt: h.createdAt,
+    kdf: { alg, N, r, p, salt },
+    wrappedKey: h.wrappedKey,
+  };
 }
 
 /** The header with its seal: every field sealed with the header key. */
@@ -132,11 +149,17 @@ function describeField(field: keyof HeaderFields, value: unknown, sealed: unknow
  */
 export function verifyHeaderSeal(header: FilespaceHeader, headerKey: Buffer, where: string): void {
   if (header.seal === undefined) return;
-  const tampered = (what: string) => new UserError(`${where}/${HEADER_KEY} was changed by someone without the passphrase: ${what}; ` +
-    'refused, nothing was changed (put the original filespace.json back)', 'HEADER_TAMPERED');
+  const tampered = (what: string) =>
+    new UserError(
+      `${where}/${HEADER_KEY} was changed by someone without the passphrase: ${what}; ` +
+        'refused, nothing was changed (put the original filespace.json back)',
+      'HEADER_TAMPERED',
+    );
   let sealed: HeaderFields;
   try {
-    const parsed = fieldsSchema.safeParse(JSON.parse(open(headerKey, Buffer.from(header.seal, 'base64'), SEAL_AAD, 'header seal').toString('utf8')));
+    const parsed = fieldsSchema.safeParse(
+      JSON.parse(open(headerKey, Buffer.from(header.seal, 'base64'), SEAL_AAD, 'header seal').toString('utf8')),
+    );
     if (!parsed.success) throw new AuthError('header seal');
     sealed = fieldsOf(parsed.data);
   } catch (err) {
@@ -165,14 +188,20 @@ async function unlockHeader(header: FilespaceHeader, passphrase: string, where: 
 /** Refuses a header naming another filespace than the one this machine linked as `name`. */
 export function checkLinkedFilespace(header: FilespaceHeader, linkedId: string, name: string, store: ObjectStore): void {
   if (header.id === linkedId) return;
-  throw new UserError(`${store.description}/${HEADER_KEY} names a different filespace (${header.id}) than the one linked as "${name}" (${linkedId}): ` +
-    'if the header was replaced, put the original back; if the bucket now holds another filespace, unlink and link again', 'MISMATCH');
+  throw new UserError(
+    `${store.description}/${HEADER_KEY} names a different filespace (${header.id}) than the one linked as "${name}" (${linkedId}): ` +
+      'if the header was replaced, put the original back; if the bucket now holds another filespace, unlink and link again',
+    'MISMATCH',
+  );
 }
 
 /** The header's chunk size is not the one this machine linked the filespace with: the header was changed. */
 export function linkedChunkSizeMismatch(store: ObjectStore, headerChunkSize: number, linkedChunkSize: number): UserError {
-  return new UserError(`${store.description}/${HEADER_KEY} gives a chunk size of ${formatSize(headerChunkSize)}, but this machine linked the filespace ` +
-    `with ${formatSize(linkedChunkSize)} chunks: the header was changed; put the original back (nothing was changed)`, 'HEADER_MISMATCH');
+  return new UserError(
+    `${store.description}/${HEADER_KEY} gives a chunk size of ${formatSize(headerChunkSize)}, but this machine linked the filespace ` +
+      `with ${formatSize(linkedChunkSize)} chunks: the header was changed; put the original back (nothing was changed)`,
+    'HEADER_MISMATCH',
+  );
 }
 
 /**
@@ -206,11 +235,19 @@ export async function sealLegacyHeader(store: ObjectStore, header: FilespaceHead
  * names the chunk size (so stripping the seal again cannot hide a changed chunk size from a
  * machine that links). Never throws: a failure only delays it to the next read-write mount.
  */
-export async function sealHeaderWhenBound(store: ObjectStore, header: FilespaceHeader, keys: Keys, remote: RemoteMeta, log: (msg: string) => void): Promise<void> {
+export async function sealHeaderWhenBound(
+  store: ObjectStore,
+  header: FilespaceHeader,
+  keys: Keys,
+  remote: RemoteMeta,
+  log: (msg: string) => void,
+): Promise<void> {
   if (header.seal !== undefined) return;
   try {
     if (!(await remote.bindNewestCheckpoint())) {
-      log('filespace.json has no seal yet; the newest metadata checkpoint could not be made to name the chunk size now, so the next read-write mount seals it');
+      log(
+        'filespace.json has no seal yet; the newest metadata checkpoint could not be made to name the chunk size now, so the next read-write mount seals it',
+      );
       return;
     }
     if (await sealLegacyHeader(store, header, keys)) log('sealed filespace.json: a change to it is now refused');
@@ -229,20 +266,33 @@ export async function createFilespace(store: ObjectStore, passphrase: string, ch
   try {
     // A GET rather than a HEAD: a refused HEAD has no body to tell wrong keys from a missing permission.
     if (await store.get(HEADER_KEY)) {
-      throw new UserError(`a filespace already exists at ${store.description}; use "filespace link" to join it, or pick another --prefix`, 'EXISTS');
+      throw new UserError(
+        `a filespace already exists at ${store.description}; use "filespace link" to join it, or pick another --prefix`,
+        'EXISTS',
+      );
     }
     const id = randomUUID();
     const kdf = newKdfParams();
     const dataKey = newDataKey();
     const kek = await deriveKek(passphrase, kdf);
     const keys = deriveKeys(dataKey);
-    const header = sealHeader({
-      format: 1, id, chunkSize, createdAt: new Date().toISOString(), kdf,
-      wrappedKey: seal(kek, dataKey, `datakey:${id}`).toString('base64'),
-    }, keys.headerKey);
+    const header = sealHeader(
+      {
+        format: 1,
+        id,
+        chunkSize,
+        createdAt: new Date().toISOString(),
+        kdf,
+        wrappedKey: seal(kek, dataKey, `datakey:${id}`).toString('base64'),
+      },
+      keys.headerKey,
+    );
     // The empty tree goes first: a header in the bucket always has metadata behind it.
     if ((await store.list('meta')).length > 0) {
-      throw new UserError(`${store.description} holds metadata of an unfinished or removed filespace; empty that prefix or pick another --prefix`, 'EXISTS');
+      throw new UserError(
+        `${store.description} holds metadata of an unfinished or removed filespace; empty that prefix or pick another --prefix`,
+        'EXISTS',
+      );
     }
     const tree = Tree.create(chunkSize, process.getuid?.() ?? 0, process.getgid?.() ?? 0, Date.now());
     await new RemoteMeta(store, keys.metaKey, header).writeCheckpoint(0, tree.snapshot());
@@ -268,7 +318,10 @@ export async function unlockFilespace(store: ObjectStore, passphrase: string): P
     throw explainStoreError(err, store);
   }
   if (!header) {
-    throw new UserError(`no filespace at ${store.description}; create one with "filespace init" or check --bucket/--prefix`, 'NO_FILESPACE');
+    throw new UserError(
+      `no filespace at ${store.description}; create one with "filespace init" or check --bucket/--prefix`,
+      'NO_FILESPACE',
+    );
   }
   return { header, keys: await unlockHeader(header, passphrase, store.description) };
 }

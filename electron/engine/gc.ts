@@ -63,7 +63,9 @@ export class ChunkCollector {
   private async readMarks(): Promise<Map<string, number>> {
     const got = await this.store.get(GC_MARKS_KEY);
     if (!got) return new Map();
-    const obj = JSON.parse(open(this.metaKey, got.body, `meta:${GC_MARKS_KEY}`, 'garbage collection marks').toString('utf8')) as Record<string, number>;
+    const obj = JSON.parse(
+      open(this.metaKey, got.body, `meta:${GC_MARKS_KEY}`, 'garbage collection marks').toString('utf8'),
+    ) as Record<string, number>;
     return new Map(Object.entries(obj));
   }
 
@@ -114,6 +116,11 @@ export class ChunkCollector {
     }
     await this.writeMarks(marks);
     for (const [n, t] of this.usedAt) if (t < started - grace) this.usedAt.delete(n);
-    return { scanned: names.length, referenced: names.length - marks.size - toDelete.length, marked: marks.size, deleted: toDelete.length };
+    return {
+      scanned: names.length,
+      referenced: names.length - marks.size - toDelete.length,
+      marked: marks.size,
+      deleted: toDelete.length,
+    };
   }
 }

@@ -71,14 +71,20 @@ export async function describeLocalDamage(err: unknown, cacheDir: string, name?:
     const bad = spans.reduce((n, s) => n + s.length, 0);
     const files = inodesChangedBy(opsOf(later)).size;
     const dirty = await countDirtyChunks(cacheDir);
-    return new UserError(`the metadata journal ${file} is damaged at byte ${spans[0]!.offset} (${plural(bad, 'byte')} unreadable), ` +
-      `and ${plural(later.length, 'record')} written after the damage (changes to ${plural(files, 'file')}) cannot be applied safely; ` +
-      `${plural(dirty, 'dirty chunk')} not yet in the bucket wait in the cache; ${wayOut(name)}`, 'JOURNAL_DAMAGED');
+    return new UserError(
+      `the metadata journal ${file} is damaged at byte ${spans[0]!.offset} (${plural(bad, 'byte')} unreadable), ` +
+        `and ${plural(later.length, 'record')} written after the damage (changes to ${plural(files, 'file')}) cannot be applied safely; ` +
+        `${plural(dirty, 'dirty chunk')} not yet in the bucket wait in the cache; ${wayOut(name)}`,
+      'JOURNAL_DAMAGED',
+    );
   }
   if (err instanceof SnapshotDamagedError) {
     const dirty = await countDirtyChunks(cacheDir);
-    return new UserError(`the metadata snapshot ${err.file} is damaged (${err.reason}); ` +
-      `${plural(dirty, 'dirty chunk')} not yet in the bucket wait in the cache; ${wayOut(name)}`, 'SNAPSHOT_DAMAGED');
+    return new UserError(
+      `the metadata snapshot ${err.file} is damaged (${err.reason}); ` +
+        `${plural(dirty, 'dirty chunk')} not yet in the bucket wait in the cache; ${wayOut(name)}`,
+      'SNAPSHOT_DAMAGED',
+    );
   }
   return err;
 }
@@ -89,9 +95,11 @@ export function damageSummary(seen: LocalMetaInspection): string | undefined {
   if (!seen.damage) return undefined;
   const { file, spans, later } = seen.damage;
   const bad = spans.reduce((n, s) => n + s.length, 0);
-  return `the metadata journal ${file} is damaged at byte ${spans[0]!.offset} (${plural(bad, 'byte')} unreadable in ${plural(spans.length, 'place')}); ` +
+  return (
+    `the metadata journal ${file} is damaged at byte ${spans[0]!.offset} (${plural(bad, 'byte')} unreadable in ${plural(spans.length, 'place')}); ` +
     `${plural(later.length, 'valid record')} after the damage (${plural(seen.laterOps.length, 'change')} to ${plural(inodesChangedBy(seen.laterOps).size, 'file')}) ` +
-    'would be lost by cutting the journal there, and mounting is refused until it is repaired';
+    'would be lost by cutting the journal there, and mounting is refused until it is repaired'
+  );
 }
 
 export interface RepairResult {
@@ -113,8 +121,14 @@ async function fetchChunk(store: ObjectStore, keys: Keys, name: string): Promise
 }
 
 function sameFile(a: Inode, b: Inode | undefined, pathA: string | undefined, pathB: string | undefined): boolean {
-  return b !== undefined && b.kind === a.kind && b.size === a.size && b.mode === a.mode && pathA === pathB &&
-    isDeepStrictEqual(a.chunks ?? [], b.chunks ?? []);
+  return (
+    b !== undefined &&
+    b.kind === a.kind &&
+    b.size === a.size &&
+    b.mode === a.mode &&
+    pathA === pathB &&
+    isDeepStrictEqual(a.chunks ?? [], b.chunks ?? [])
+  );
 }
 
 /** Paths the readable ops removed or renamed away (best effort: named in the tree they lead to). */
@@ -192,7 +206,10 @@ export async function repairLocalMetadata(opts: {
     const what = seen.snapshotError ? 'unreadable snapshot' : 'damaged journal';
     let aside: AsideManifest | undefined;
     if (writer.fileCount > 0 || removed.length > 0) {
-      aside = await writer.finish(`kept by "filespace repair" from this machine's ${what}: changes not yet in the bucket, as far as they could be read`, removed);
+      aside = await writer.finish(
+        `kept by "filespace repair" from this machine's ${what}: changes not yet in the bucket, as far as they could be read`,
+        removed,
+      );
     } else {
       await writer.abandon();
     }
@@ -201,7 +218,9 @@ export async function repairLocalMetadata(opts: {
     const kept = await MetaStore.replace(metaDir, bucket.tree, bucket.seq);
     for (const d of [...dirty.all()]) await dirty.drop(d);
     await dirty.removeOrphans();
-    log(`repaired the local metadata of ${cacheDir}: ${aside ? `${plural(aside.files.length, 'file')} set aside as ${aside.id}` : 'nothing needed setting aside'}`);
+    log(
+      `repaired the local metadata of ${cacheDir}: ${aside ? `${plural(aside.files.length, 'file')} set aside as ${aside.id}` : 'nothing needed setting aside'}`,
+    );
     return { repaired: true, aside, unnamed, kept };
   } finally {
     await handles.closeAll();

@@ -87,7 +87,11 @@ export class PendingFiles {
     let paths: string[] = [];
     if (inos.length > 0) {
       const all = pathsOf(tree);
-      paths = inos.map((ino) => all.get(ino)).filter((p): p is string => p !== undefined).sort().slice(0, PENDING_FILES_SHOWN);
+      paths = inos
+        .map((ino) => all.get(ino))
+        .filter((p): p is string => p !== undefined)
+        .sort()
+        .slice(0, PENDING_FILES_SHOWN);
     }
     this.cached = { at: now, paths };
     return paths;
@@ -98,7 +102,11 @@ export class PendingFiles {
  * The "writes waiting" state in words, with what to do about it. `failure` is the upload
  * error that keeps the cache full, if that is the cause.
  */
-export function describeWritesWaiting(w: WritesWaiting | undefined, failure: string | undefined, writeStallTimeoutMs: number): WritesWaitingStatus | undefined {
+export function describeWritesWaiting(
+  w: WritesWaiting | undefined,
+  failure: string | undefined,
+  writeStallTimeoutMs: number,
+): WritesWaitingStatus | undefined {
   if (!w) return undefined;
   let message: string;
   if (w.cause === 'uploading') {
@@ -111,7 +119,8 @@ export function describeWritesWaiting(w: WritesWaiting | undefined, failure: str
       idle: ['nothing is uploading', 'raise the cache size'],
     }[w.cause];
     const stallS = Math.round(writeStallTimeoutMs / 1000);
-    message = `the cache is full of changes that cannot upload (${why}); ${remedy}. ` +
+    message =
+      `the cache is full of changes that cannot upload (${why}); ${remedy}. ` +
       (w.refusing
         ? `Meanwhile writes that need room fail with "No space left on device" (${w.refused} so far).`
         : `Writes fail with "No space left on device" after waiting ${stallS} s.`);

@@ -44,9 +44,16 @@ export async function cachedBytesIn(cacheDir: string): Promise<number> {
  * A one-line warning when a cache of `capBytes` in `cacheDir` cannot fit on its disk (the
  * cache already holds `cachedBytes` there), or undefined when it fits.
  */
-export async function cacheRoomWarning(name: string, cacheDir: string, capBytes: number, cachedBytes: number): Promise<string | undefined> {
+export async function cacheRoomWarning(
+  name: string,
+  cacheDir: string,
+  capBytes: number,
+  cachedBytes: number,
+): Promise<string | undefined> {
   const free = await freeBytesAt(cacheDir).catch(() => undefined);
   if (free === undefined || capBytes <= free + cachedBytes) return undefined;
-  return `warning: the cache size ${formatBytes(capBytes)} is more than the disk under ${cacheDir} has room for (${formatBytes(free + cachedBytes)}); ` +
-    `the cache will keep within the disk, or set a smaller size with "filespace set ${name} cache-size SIZE"`;
+  return (
+    `warning: the cache size ${formatBytes(capBytes)} is more than the disk under ${cacheDir} has room for (${formatBytes(free + cachedBytes)}); ` +
+    `the cache will keep within the disk, or set a smaller size with "filespace set ${name} cache-size SIZE"`
+  );
 }

@@ -108,10 +108,17 @@ export async function loadConfig(h: Homes, name: string | undefined): Promise<Li
     text = await fsp.readFile(configPath(h, name), 'utf8');
   } catch {
     const all = await listConfigs(h);
-    throw new HostError(`no filespace named "${name}" is linked on this machine${all.length ? ` (linked: ${all.join(', ')})` : ''}`, 'UNKNOWN_NAME');
+    throw new HostError(
+      `no filespace named "${name}" is linked on this machine${all.length ? ` (linked: ${all.join(', ')})` : ''}`,
+      'UNKNOWN_NAME',
+    );
   }
-  const damaged = (why: string) => new HostError(`the configuration of "${name}" (${configPath(h, name)}) is damaged: ${why}; ` +
-    `fix the file, or unlink "${name}" and link it again`, 'BAD_CONFIG');
+  const damaged = (why: string) =>
+    new HostError(
+      `the configuration of "${name}" (${configPath(h, name)}) is damaged: ${why}; ` +
+        `fix the file, or unlink "${name}" and link it again`,
+      'BAD_CONFIG',
+    );
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -154,7 +161,10 @@ export async function deleteConfig(h: Homes, name: string): Promise<void> {
 export async function readPassphraseFile(file: string): Promise<string> {
   if (file === '') {
     // Linked by the desktop app (secrets: 'keychain'): there is no file to read.
-    throw new HostError('this filespace was linked by the desktop app and its passphrase is in the OS keychain; mount, sync and check it from the app', 'PASSPHRASE_IN_KEYCHAIN');
+    throw new HostError(
+      'this filespace was linked by the desktop app and its passphrase is in the OS keychain; mount, sync and check it from the app',
+      'PASSPHRASE_IN_KEYCHAIN',
+    );
   }
   let st;
   try {

@@ -26,7 +26,10 @@ export async function startControlServer(socket: string, handlers: Handlers, log
   await fsp.mkdir(path.dirname(socket), { recursive: true, mode: 0o700 });
   await fsp.chmod(path.dirname(socket), 0o700);
   if (Buffer.byteLength(socket) > 100) {
-    throw new HostError(`control socket path is too long (${socket}); set FILESPACE_HOME or XDG_RUNTIME_DIR to a shorter path`, 'BAD_INPUT');
+    throw new HostError(
+      `control socket path is too long (${socket}); set FILESPACE_HOME or XDG_RUNTIME_DIR to a shorter path`,
+      'BAD_INPUT',
+    );
   }
   await fsp.rm(socket, { force: true });
   const { server } = await startJsonServer({
@@ -52,30 +55,50 @@ export async function startControlServer(socket: string, handlers: Handlers, log
  * Calls a running mount. Rejects with a HostError: code NOT_RUNNING when nothing listens on the
  * socket, the mount's own code when it refused.
  */
-export function callControl<R extends Route>(socket: string, route: R, body: RequestOf<R>, timeoutMs = 30_000): Promise<ResponseOf<R>> {
+export function callControl<R extends Route>(
+  socket: string,
+  route: R,
+  body: RequestOf<R>,
+  timeoutMs = 30_000,
+): Promise<ResponseOf<R>> {
   const spec = routes[route];
   return new Promise((resolve, reject) => {
     const payload = spec.method === 'GET' ? '' : JSON.stringify(body);
-    const req = http.request({ socketPath: socket, path: route, method: spec.method, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        let json: unknown;
-        try {
-          json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-        } catch {
-          return reject(new HostError('the filespace daemon sent an unreadable answer', 'BAD_RESPONSE'));
-        }
-        if (res.statusCode !== 200) {
-          const e = errorSchema.safeParse(json);
-          return reject(e.success ? new HostError(e.data.message, e.data.code) : new HostError(`the filespace daemon answered HTTP ${res.statusCode} without a known error`, 'BAD_RESPONSE'));
-        }
-        const parsed = spec.response.safeParse(json);
-        if (!parsed.success) return reject(new HostError('the filespace daemon sent an answer of the wrong shape', 'BAD_RESPONSE'));
-        resolve(parsed.data as ResponseOf<R>);
-      });
-    });
-    req.setTimeout(timeoutMs, () => req.destroy(new HostError(`the filespace daemon did not answer within ${timeoutMs} ms`, 'TIMEOUT')));
+    const req = http.request(
+      {
+        socketPath: socket,
+        path: route,
+        method: spec.method,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          let json: unknown;
+          try {
+            json = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          } catch {
+            return reject(new HostError('the filespace daemon sent an unreadable answer', 'BAD_RESPONSE'));
+          }
+          if (res.statusCode !== 200) {
+            const e = errorSchema.safeParse(json);
+            return reject(
+              e.success
+                ? new HostError(e.data.message, e.data.code)
+                : new HostError(`the filespace daemon answered HTTP ${res.statusCode} without a known error`, 'BAD_RESPONSE'),
+            );
+          }
+          const parsed = spec.response.safeParse(json);
+          if (!parsed.success)
+            return reject(new HostError('the filespace daemon sent an answer of the wrong shape', 'BAD_RESPONSE'));
+          resolve(parsed.data as ResponseOf<R>);
+        });
+      },
+    );
+    req.setTimeout(timeoutMs, () =>
+      req.destroy(new HostError(`the filespace daemon did not answer within ${timeoutMs} ms`, 'TIMEOUT')),
+    );
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (err instanceof HostError) return reject(err);
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') return reject(HostError.of('NOT_RUNNING'));

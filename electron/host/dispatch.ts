@@ -25,7 +25,11 @@ export function failed(error: Failure['error']): Outcome {
 }
 
 export async function dispatch<M extends Record<string, RouteSchemas>>(
-  routes: M, handlers: HandlersFor<M>, route: unknown, body: unknown, log: (msg: string) => void,
+  routes: M,
+  handlers: HandlersFor<M>,
+  route: unknown,
+  body: unknown,
+  log: (msg: string) => void,
 ): Promise<Outcome> {
   if (typeof route !== 'string' || !Object.prototype.hasOwnProperty.call(routes, route)) {
     return failed({ code: 'NOT_FOUND', message: `no such request: ${String(route).slice(0, 64)}` });

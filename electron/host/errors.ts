@@ -23,7 +23,10 @@ export const ENGINE_CODES_ARE_CONTRACT_CODES: [NotContractCodes] extends [never]
 
 /** An error a host reports to its user: a code of the contract and a specific message. */
 export class HostError extends Error {
-  constructor(message: string, readonly code: ErrorCode) {
+  constructor(
+    message: string,
+    readonly code: ErrorCode,
+  ) {
     super(message);
     this.name = 'HostError';
   }
@@ -76,6 +79,6 @@ export function failureOf(error: ErrorDto): Failure {
 export function toFailure(err: unknown, log: (msg: string) => void): Failure {
   const expected = expectedError(err);
   if (expected) return failureOf(expected);
-  log(`internal error: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  log(`internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   return failureOf({ code: 'INTERNAL', message: err instanceof Error ? err.message : String(err) });
 }

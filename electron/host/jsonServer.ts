@@ -31,7 +31,11 @@ export interface JsonServer {
 
 export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
   res.end(text);
 }
 
@@ -87,5 +91,5 @@ export async function startJsonServer(o: JsonServerOptions): Promise<JsonServer>
     else server.listen(o.listen.port, '127.0.0.1', () => resolve());
   });
   const address = server.address();
-  return { server, origin: typeof address === 'object' && address ? `http://127.0.0.1:${(address).port}` : '' };
+  return { server, origin: typeof address === 'object' && address ? `http://127.0.0.1:${address.port}` : '' };
 }

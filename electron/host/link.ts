@@ -20,7 +20,8 @@ import { checkPlacement } from './placement';
 import { openStore } from './stores';
 
 /** Said when a store ignores conditional writes (checked at init and link). */
-export const NO_CONDITIONAL_NOTE = 'note: this store ignores conditional writes (If-None-Match / If-Match), so Filespace cannot stop two machines from writing at once: ' +
+export const NO_CONDITIONAL_NOTE =
+  'note: this store ignores conditional writes (If-None-Match / If-Match), so Filespace cannot stop two machines from writing at once: ' +
   'only the first machine to mount it read-write may write; other machines can mount it read-only (--read-only).';
 
 /** Extra inputs of hosts that keep secrets in the OS keychain (the desktop app). */
@@ -30,11 +31,28 @@ export interface LinkExtras {
   readonly secrets?: 'keychain';
 }
 
-export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mountPoint: string, cacheDir: string | undefined,
-  cacheCapBytes: number | undefined, passphraseFile: string, passphraseOverride?: string, extras: LinkExtras = {}): Promise<LinkConfig> {
+export async function linkFilespace(
+  h: Homes,
+  name: string,
+  spec: StoreSpec,
+  mountPoint: string,
+  cacheDir: string | undefined,
+  cacheCapBytes: number | undefined,
+  passphraseFile: string,
+  passphraseOverride?: string,
+  extras: LinkExtras = {},
+): Promise<LinkConfig> {
   checkName(name);
-  if (await fsp.access(configPath(h, name)).then(() => true, () => false)) {
-    throw new HostError(`a filespace named "${name}" is already linked on this machine; pick another --name or unlink it`, 'EXISTS');
+  if (
+    await fsp.access(configPath(h, name)).then(
+      () => true,
+      () => false,
+    )
+  ) {
+    throw new HostError(
+      `a filespace named "${name}" is already linked on this machine; pick another --name or unlink it`,
+      'EXISTS',
+    );
   }
   const mp = path.resolve(mountPoint);
   const dir = path.resolve(cacheDir ?? path.join(h.cacheRoot, name));
@@ -59,8 +77,15 @@ export async function linkFilespace(h: Homes, name: string, spec: StoreSpec, mou
       throw explainStoreError(err, store);
     }
     const cfg: LinkConfig = {
-      version: 1, name, filespaceId: header.id, store: spec, mountPoint: mp, cacheDir: dir,
-      passphraseFile: extras.secrets === 'keychain' ? '' : path.resolve(passphraseFile), settings, conditionalWrites,
+      version: 1,
+      name,
+      filespaceId: header.id,
+      store: spec,
+      mountPoint: mp,
+      cacheDir: dir,
+      passphraseFile: extras.secrets === 'keychain' ? '' : path.resolve(passphraseFile),
+      settings,
+      conditionalWrites,
       ...(extras.secrets ? { secrets: extras.secrets } : {}),
     };
     await saveConfig(h, cfg);

@@ -67,22 +67,37 @@ export class MountHost {
   readonly done = new Promise<void>((r) => (this.finished = r));
   private shuttingDown: Promise<void> | undefined;
 
-  constructor(private cfg: LinkConfig, private readonly h: Homes, private readonly opts: HostOptions) {}
+  constructor(
+    private cfg: LinkConfig,
+    private readonly h: Homes,
+    private readonly opts: HostOptions,
+  ) {}
 
   async start(): Promise<void> {
     this.state = 'mounting';
     const { checkFuseAvailable, FuseMount } = await import('../../native/fuse/adapter');
     const missing = await checkFuseAvailable();
     if (missing) throw new HostError(missing, 'NO_FUSE');
-    await checkPlacement({ name: this.cfg.name, mountPoint: this.cfg.mountPoint, cacheDir: this.cfg.cacheDir, mounting: true }, await linkedPlaces(this.h));
+    await checkPlacement(
+      { name: this.cfg.name, mountPoint: this.cfg.mountPoint, cacheDir: this.cfg.cacheDir, mounting: true },
+      await linkedPlaces(this.h),
+    );
     await prepareMountPoint(this.cfg.mountPoint);
     const passphrase = this.opts.passphrase ?? (await readPassphraseFile(this.cfg.passphraseFile));
     const store = this.opts.store ?? openStore(this.cfg.store);
     const { header, keys } = await unlockFilespace(store, passphrase);
     checkLinkedFilespace(header, this.cfg.filespaceId, this.cfg.name, store);
     this.engine = await Engine.open({
-      store, keys, header, cacheDir: this.cfg.cacheDir, settings: settingsOf(this.cfg), log: this.opts.log,
-      mode: this.opts.mode, takeover: this.opts.takeover, conditionalWrites: this.cfg.conditionalWrites, name: this.cfg.name,
+      store,
+      keys,
+      header,
+      cacheDir: this.cfg.cacheDir,
+      settings: settingsOf(this.cfg),
+      log: this.opts.log,
+      mode: this.opts.mode,
+      takeover: this.opts.takeover,
+      conditionalWrites: this.cfg.conditionalWrites,
+      name: this.cfg.name,
     });
     const s = this.engine.currentSettings;
     try {
@@ -107,7 +122,10 @@ export class MountHost {
     this.state = 'mounted';
     this.fuse.watch(
       () => this.stopAfterExternalUnmount(),
-      () => this.opts.log(`${this.cfg.mountPoint} was detached from outside; serving the processes that still use it until they let go`),
+      () =>
+        this.opts.log(
+          `${this.cfg.mountPoint} was detached from outside; serving the processes that still use it until they let go`,
+        ),
     );
     this.opts.log(`mounted ${this.cfg.name} at ${this.cfg.mountPoint}`);
     notifySystemdReady();
@@ -134,10 +152,15 @@ export class MountHost {
       uploadsPaused: st?.uploadsPaused ?? false,
       readOnlyReason: st?.readOnlyReason ?? null,
       lastError: st?.lastError ?? this.lastError ?? null,
-      ...(st ? {
-        pendingFiles: st.pendingFiles, lease: st.lease, aside: st.aside,
-        offlineSince: st.offlineSince ?? null, writesWaiting: st.writesWaiting ?? null,
-      } : {}),
+      ...(st
+        ? {
+            pendingFiles: st.pendingFiles,
+            lease: st.lease,
+            aside: st.aside,
+            offlineSince: st.offlineSince ?? null,
+            writesWaiting: st.writesWaiting ?? null,
+          }
+        : {}),
     };
   }
 

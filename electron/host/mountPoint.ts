@@ -23,7 +23,8 @@ export async function checkMountPoint(dir: string, missing: 'refuse' | 'allow' =
     throw new HostError(`mount point ${dir} does not exist; create it with "mkdir -p ${dir}"`, 'NO_MOUNT_POINT');
   }
   if (!st.isDirectory()) throw new HostError(`mount point ${dir} is not a directory`, 'NOT_A_DIRECTORY');
-  if ((await fsp.readdir(dir)).length > 0) throw new HostError(`mount point ${dir} is not empty; pick an empty folder`, 'NOT_EMPTY');
+  if ((await fsp.readdir(dir)).length > 0)
+    throw new HostError(`mount point ${dir} is not empty; pick an empty folder`, 'NOT_EMPTY');
   return true;
 }
 
@@ -34,7 +35,10 @@ export async function prepareMountPoint(dir: string): Promise<void> {
     // A mount whose engine died answers ENOTCONN; anything else is a live mount. (readdir, not
     // stat: the kernel may answer stat from its attribute cache without asking the engine.
     // This process does not serve that mount, so touching it cannot deadlock.)
-    const alive = await fsp.readdir(dir).then(() => true, (e: NodeJS.ErrnoException) => e.code !== 'ENOTCONN' && e.code !== 'ECONNABORTED');
+    const alive = await fsp.readdir(dir).then(
+      () => true,
+      (e: NodeJS.ErrnoException) => e.code !== 'ENOTCONN' && e.code !== 'ECONNABORTED',
+    );
     if (alive) throw new HostError(`${dir} is already a mount point; unmount it first`, 'ALREADY_MOUNTED');
     await unmountPath(dir, true);
   }

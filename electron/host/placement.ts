@@ -77,7 +77,8 @@ async function forms(p: string): Promise<string[]> {
 async function regionsAround(linked: readonly LinkedPlace[], self: string | undefined): Promise<Region[]> {
   const regions: Region[] = [];
   for (const m of await mountTable()) {
-    if (m.fsType === FILESPACE_FS_TYPE) regions.push({ label: `the mounted filespace at ${m.mountPoint} (${m.source})`, paths: [m.mountPoint], mounted: true });
+    if (m.fsType === FILESPACE_FS_TYPE)
+      regions.push({ label: `the mounted filespace at ${m.mountPoint} (${m.source})`, paths: [m.mountPoint], mounted: true });
   }
   for (const l of linked) {
     if (l.name === self) continue;
@@ -112,18 +113,28 @@ export async function checkPlacement(p: Placement, linked: readonly LinkedPlace[
     for (const r of regions) {
       const rel = relation(mp.paths, r.paths);
       if (!rel || (rel === 'is' && r.mounted && p.mounting)) continue;
-      throw new HostError(`mount point ${mp.given} ${rel} ${r.label}; pick a folder outside every filespace and its cache`, 'BAD_MOUNT_POINT');
+      throw new HostError(
+        `mount point ${mp.given} ${rel} ${r.label}; pick a folder outside every filespace and its cache`,
+        'BAD_MOUNT_POINT',
+      );
     }
   }
   if (cache) {
     for (const r of regions) {
       const rel = relation(cache.paths, r.paths);
       if (!rel) continue;
-      throw new HostError(`cache folder ${cache.given} ${rel} ${r.label}; pick a folder on a local disk, outside every filespace and other caches`, 'BAD_CACHE_DIR');
+      throw new HostError(
+        `cache folder ${cache.given} ${rel} ${r.label}; pick a folder on a local disk, outside every filespace and other caches`,
+        'BAD_CACHE_DIR',
+      );
     }
   }
   if (mp && cache) {
     const rel = relation(cache.paths, mp.paths);
-    if (rel) throw new HostError(`cache folder ${cache.given} ${rel} this filespace's own mount point ${mp.given}; pick a folder outside it`, 'BAD_CACHE_DIR');
+    if (rel)
+      throw new HostError(
+        `cache folder ${cache.given} ${rel} this filespace's own mount point ${mp.given}; pick a folder outside it`,
+        'BAD_CACHE_DIR',
+      );
   }
 }

@@ -20,7 +20,12 @@ const asEngineSettings = (c: SettingsChange): Partial<EngineSettings> => c;
  * Applies `change` to the filespace `cfg` names. `mounted` is this process's own mount of it,
  * if any. Resolves to whether the change is in force now or at the next mount.
  */
-export async function applySettings(h: Homes, cfg: LinkConfig, change: SettingsChange, mounted?: MountHost): Promise<'live' | 'next-mount'> {
+export async function applySettings(
+  h: Homes,
+  cfg: LinkConfig,
+  change: SettingsChange,
+  mounted?: MountHost,
+): Promise<'live' | 'next-mount'> {
   if (mounted) {
     await mounted.updateSettings(change);
     return 'live';

@@ -33,9 +33,21 @@ export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
   // Damaged local metadata is why it cannot be mounted: say so here too.
   const damage = await MetaStore.inspect(path.join(cfg.cacheDir, 'meta')).then(damageSummary, () => undefined);
   return {
-    name: cfg.name, state: 'unmounted', mountPoint: cfg.mountPoint, dirtyBytes, dirtyFiles: files.size, pendingMetaOps: 0,
-    uploadBytesPerSec: 0, downloadBytesPerSec: 0, cacheUsedBytes: 0, cacheCapBytes: settingsOf(cfg).cacheCapBytes,
-    cacheHitRatio: 0, openFiles: 0, offline: false, uploadsPaused: false, readOnlyReason: null,
+    name: cfg.name,
+    state: 'unmounted',
+    mountPoint: cfg.mountPoint,
+    dirtyBytes,
+    dirtyFiles: files.size,
+    pendingMetaOps: 0,
+    uploadBytesPerSec: 0,
+    downloadBytesPerSec: 0,
+    cacheUsedBytes: 0,
+    cacheCapBytes: settingsOf(cfg).cacheCapBytes,
+    cacheHitRatio: 0,
+    openFiles: 0,
+    offline: false,
+    uploadsPaused: false,
+    readOnlyReason: null,
     lastError: damage ? `${damage}; see "filespace check ${cfg.name}"` : null,
   };
 }

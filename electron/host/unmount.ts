@@ -36,7 +36,10 @@ export async function unmountLinked(h: Homes, cfg: LinkConfig, force: boolean): 
         await unmountPath(cfg.mountPoint, true);
         return { kind: 'detached-stale' };
       }
-      throw new HostError(`"${cfg.name}" is not mounted${(await isMountPoint(cfg.mountPoint)) ? ' by a live engine; use --force to detach the stale mount' : ''}`, 'NOT_MOUNTED');
+      throw new HostError(
+        `"${cfg.name}" is not mounted${(await isMountPoint(cfg.mountPoint)) ? ' by a live engine; use --force to detach the stale mount' : ''}`,
+        'NOT_MOUNTED',
+      );
     }
     if (!force || !(await isMountPoint(cfg.mountPoint))) throw err;
     await unmountPath(cfg.mountPoint, true);

@@ -26,7 +26,16 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { StatusDto } from '../contract/api';
-import { appRoutes, type AppEvent, type AppParsedRequest, type AppStatus, type Credentials, type FilespaceSummary, type MachineSettings, type Target } from '../contract/app';
+import {
+  appRoutes,
+  type AppEvent,
+  type AppParsedRequest,
+  type AppStatus,
+  type Credentials,
+  type FilespaceSummary,
+  type MachineSettings,
+  type Target,
+} from '../contract/app';
 import { UserError } from '../engine/errors';
 import { createFilespace, unlockFilespace } from '../engine/filespace';
 import { LocalDiskStore } from '../engine/store/local';
@@ -72,7 +81,13 @@ export { freeBytesAt };
 async function removeCreatedFolders(dir: string, first: string): Promise<void> {
   const top = path.resolve(first);
   for (let cur = path.resolve(dir); ; cur = path.dirname(cur)) {
-    if (!(await fsp.rmdir(cur).then(() => true, () => false))) return;
+    if (
+      !(await fsp.rmdir(cur).then(
+        () => true,
+        () => false,
+      ))
+    )
+      return;
     if (cur === top || path.dirname(cur) === cur) return;
   }
 }
@@ -107,9 +122,10 @@ export class AppHost {
 
   private async summaryOf(cfg: LinkConfig): Promise<FilespaceSummary> {
     const status = await this.statusOfLinked(cfg);
-    const location = cfg.store.kind === 's3'
-      ? `s3://${cfg.store.bucket}${cfg.store.prefix ? `/${cfg.store.prefix}` : ''}${cfg.store.endpoint ? ` at ${cfg.store.endpoint}` : ''}`
-      : `local store ${cfg.store.root}`;
+    const location =
+      cfg.store.kind === 's3'
+        ? `s3://${cfg.store.bucket}${cfg.store.prefix ? `/${cfg.store.prefix}` : ''}${cfg.store.endpoint ? ` at ${cfg.store.endpoint}` : ''}`
+        : `local store ${cfg.store.root}`;
     return { name: cfg.name, location, kind: cfg.store.kind, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir, status };
   }
 
@@ -125,7 +141,10 @@ export class AppHost {
   /** Subscribes to status events; the first event arrives at once. Returns the unsubscribe. */
   subscribe(listener: (e: AppEvent) => void): () => void {
     this.listeners.add(listener);
-    void this.status().then((status) => listener({ type: 'status', status }), (err) => this.o.log(`status: ${(err as Error).message}`));
+    void this.status().then(
+      (status) => listener({ type: 'status', status }),
+      (err) => this.o.log(`status: ${(err as Error).message}`),
+    );
     if (!this.timer) {
       this.timer = setInterval(() => void this.publish(), this.o.sampleMs ?? 1000);
       this.timer.unref();
@@ -176,7 +195,8 @@ export class AppHost {
   private async secretsFor(cfg: LinkConfig): Promise<{ store?: ObjectStore; passphrase?: string }> {
     if (cfg.secrets !== 'keychain') return {};
     const passphrase = await this.o.vault.passphrase(cfg.filespaceId);
-    if (passphrase === undefined) throw new HostError(`the passphrase of "${cfg.name}" is not in the keychain; unlink it and link it again`, 'NO_PASSPHRASE');
+    if (passphrase === undefined)
+      throw new HostError(`the passphrase of "${cfg.name}" is not in the keychain; unlink it and link it again`, 'NO_PASSPHRASE');
     if (cfg.store.kind === 'local') return { passphrase, store: openStore(cfg.store) };
     const keys = await this.storedKeys();
     return { passphrase, store: storeFor(keys, { bucket: cfg.store.bucket, prefix: cfg.store.prefix }) };
@@ -186,8 +206,12 @@ export class AppHost {
     const cfg = await loadConfig(this.o.homes, name);
     if (this.mounts.has(name)) throw new HostError(`"${name}" is already mounted at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
     const current = await statusOf(this.o.homes, cfg);
-    if (current.state !== 'unmounted') throw new HostError(`"${name}" is already mounted at ${cfg.mountPoint} by another process`, 'ALREADY_MOUNTED');
-    await checkPlacement({ name, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir, mounting: true }, await linkedPlaces(this.o.homes));
+    if (current.state !== 'unmounted')
+      throw new HostError(`"${name}" is already mounted at ${cfg.mountPoint} by another process`, 'ALREADY_MOUNTED');
+    await checkPlacement(
+      { name, mountPoint: cfg.mountPoint, cacheDir: cfg.cacheDir, mounting: true },
+      await linkedPlaces(this.o.homes),
+    );
     const secrets = await this.secretsFor(cfg);
     const created = await fsp.mkdir(cfg.mountPoint, { recursive: true });
     const host = new MountHost(cfg, this.o.homes, { log: this.o.log, ...secrets });
@@ -221,9 +245,16 @@ export class AppHost {
   /** Bytes and files not yet in the bucket, over the filespaces this app has mounted. */
   async pending(): Promise<{ bytes: number; files: number; metaOps: number }> {
     const s = await this.status();
-    return s.filespaces.filter((f) => this.mounts.has(f.name)).reduce((acc, f) => ({
-      bytes: acc.bytes + f.status.dirtyBytes, files: acc.files + f.status.dirtyFiles, metaOps: acc.metaOps + f.status.pendingMetaOps,
-    }), { bytes: 0, files: 0, metaOps: 0 });
+    return s.filespaces
+      .filter((f) => this.mounts.has(f.name))
+      .reduce(
+        (acc, f) => ({
+          bytes: acc.bytes + f.status.dirtyBytes,
+          files: acc.files + f.status.dirtyFiles,
+          metaOps: acc.metaOps + f.status.pendingMetaOps,
+        }),
+        { bytes: 0, files: 0, metaOps: 0 },
+      );
   }
 
   /** Waits until every mounted filespace has uploaded everything (or the deadline passes). */
@@ -240,7 +271,8 @@ export class AppHost {
   async shutdown(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    for (const host of [...this.mounts.values()]) await host.stopOnSignal().catch((err) => this.o.log(`unmount: ${(err as Error).message}`));
+    for (const host of [...this.mounts.values()])
+      await host.stopOnSignal().catch((err) => this.o.log(`unmount: ${(err as Error).message}`));
     this.mounts.clear();
   }
 
@@ -272,10 +304,14 @@ export class AppHost {
   private async link(req: AppParsedRequest<'filespace.link'>): Promise<FilespaceSummary> {
     const keys = await this.storedKeys();
     const target: Target = { bucket: req.target.bucket, prefix: req.target.prefix.replace(/^\/+|\/+$/g, '') };
-    await checkPlacement({ name: req.name, mountPoint: req.mountPoint, cacheDir: path.join(this.o.homes.cacheRoot, req.name) }, await linkedPlaces(this.o.homes));
+    await checkPlacement(
+      { name: req.name, mountPoint: req.mountPoint, cacheDir: path.join(this.o.homes.cacheRoot, req.name) },
+      await linkedPlaces(this.o.homes),
+    );
     await checkMountPoint(req.mountPoint, 'allow');
     const free = await freeBytesAt(this.o.homes.cacheRoot);
-    if (req.cacheCapBytes > free) throw new HostError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
+    if (req.cacheCapBytes > free)
+      throw new HostError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
     if (req.mode === 'create') {
       const store = storeFor(keys, target);
       try {
@@ -285,11 +321,20 @@ export class AppHost {
       }
     }
     const created = await fsp.mkdir(req.mountPoint, { recursive: true });
-    const spec = { kind: 's3' as const, bucket: target.bucket, prefix: target.prefix, region: keys.region, endpoint: keys.endpoint, pathStyle: keys.pathStyle };
+    const spec = {
+      kind: 's3' as const,
+      bucket: target.bucket,
+      prefix: target.prefix,
+      region: keys.region,
+      endpoint: keys.endpoint,
+      pathStyle: keys.pathStyle,
+    };
     let cfg: LinkConfig;
     try {
-      cfg = await linkFilespace(this.o.homes, req.name, spec, req.mountPoint, undefined, req.cacheCapBytes, '', req.passphrase,
-        { store: storeFor(keys, target), secrets: 'keychain' });
+      cfg = await linkFilespace(this.o.homes, req.name, spec, req.mountPoint, undefined, req.cacheCapBytes, '', req.passphrase, {
+        store: storeFor(keys, target),
+        secrets: 'keychain',
+      });
       if (!cfg.conditionalWrites) this.o.log(NO_CONDITIONAL_NOTE);
     } catch (err) {
       if (created !== undefined) await removeCreatedFolders(req.mountPoint, created);
@@ -306,19 +351,25 @@ export class AppHost {
     if (!(await listConfigs(h)).includes(DEMO_NAME)) {
       const root = path.join(h.cacheRoot, 'demo-store');
       const mnt = this.suggestMountPoint(DEMO_NAME);
-      await checkPlacement({ name: DEMO_NAME, mountPoint: mnt, cacheDir: path.join(h.cacheRoot, DEMO_NAME) }, await linkedPlaces(h));
+      await checkPlacement(
+        { name: DEMO_NAME, mountPoint: mnt, cacheDir: path.join(h.cacheRoot, DEMO_NAME) },
+        await linkedPlaces(h),
+      );
       await checkMountPoint(mnt, 'allow');
       const passphrase = randomBytes(18).toString('base64url');
       const store = new LocalDiskStore(root);
       try {
-        if (await store.head('filespace.json')) throw new HostError(`an old demo store is in ${root}; remove it to start a new demo`, 'EXISTS');
+        if (await store.head('filespace.json'))
+          throw new HostError(`an old demo store is in ${root}; remove it to start a new demo`, 'EXISTS');
         await createFilespace(store, passphrase, 4 * 1024 * 1024);
       } finally {
         await store.close();
       }
       await fsp.mkdir(mnt, { recursive: true });
       const cap = Math.min(1024 ** 3, Math.floor((await freeBytesAt(h.cacheRoot)) / 2));
-      const cfg = await linkFilespace(h, DEMO_NAME, { kind: 'local', root }, mnt, undefined, cap, '', passphrase, { secrets: 'keychain' });
+      const cfg = await linkFilespace(h, DEMO_NAME, { kind: 'local', root }, mnt, undefined, cap, '', passphrase, {
+        secrets: 'keychain',
+      });
       await this.o.vault.savePassphrase(cfg.filespaceId, passphrase);
     }
     const cfg = await loadConfig(h, DEMO_NAME);
@@ -329,9 +380,14 @@ export class AppHost {
     const cfg = await loadConfig(this.o.homes, name);
     const s = settingsOf(cfg);
     return {
-      name, cacheCapBytes: s.cacheCapBytes, uploadConcurrency: s.uploadConcurrency, downloadConcurrency: s.downloadConcurrency,
-      prefetchMaxChunks: s.prefetchMaxChunks, uploadDelayMs: s.uploadDelayMs,
-      uploadLimitBytesPerSec: s.uploadLimitBytesPerSec, cacheDir: cfg.cacheDir,
+      name,
+      cacheCapBytes: s.cacheCapBytes,
+      uploadConcurrency: s.uploadConcurrency,
+      downloadConcurrency: s.downloadConcurrency,
+      prefetchMaxChunks: s.prefetchMaxChunks,
+      uploadDelayMs: s.uploadDelayMs,
+      uploadLimitBytesPerSec: s.uploadLimitBytesPerSec,
+      cacheDir: cfg.cacheDir,
       cacheDiskFreeBytes: await freeBytesAt(cfg.cacheDir),
     };
   }
@@ -344,14 +400,19 @@ export class AppHost {
   private async moveCache(name: string, to: string): Promise<MachineSettings> {
     const cfg = await loadConfig(this.o.homes, name);
     const s = await this.statusOfLinked(cfg);
-    if (this.mounts.has(name) || s.state !== 'unmounted') throw new HostError(`"${name}" is mounted; unmount it before moving its cache`, 'MOUNTED');
+    if (this.mounts.has(name) || s.state !== 'unmounted')
+      throw new HostError(`"${name}" is mounted; unmount it before moving its cache`, 'MOUNTED');
     const dest = path.resolve(to);
     if (!path.isAbsolute(to)) throw new HostError('the cache folder must be a full path', 'NOT_ABSOLUTE');
     if (dest === path.resolve(cfg.cacheDir)) return this.machineSettings(name);
-    if (dest.startsWith(`${path.resolve(cfg.cacheDir)}${path.sep}`)) throw new HostError('the new cache folder cannot be inside the current one', 'BAD_CACHE_DIR');
+    if (dest.startsWith(`${path.resolve(cfg.cacheDir)}${path.sep}`))
+      throw new HostError('the new cache folder cannot be inside the current one', 'BAD_CACHE_DIR');
     await checkPlacement({ name, mountPoint: cfg.mountPoint, cacheDir: dest }, await linkedPlaces(this.o.homes));
-    const existing = await fsp.readdir(dest).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
-    if (existing && existing.length > 0) throw new HostError(`${dest} is not empty; pick an empty or new folder`, 'CACHE_NOT_EMPTY');
+    const existing = await fsp
+      .readdir(dest)
+      .catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
+    if (existing && existing.length > 0)
+      throw new HostError(`${dest} is not empty; pick an empty or new folder`, 'CACHE_NOT_EMPTY');
     if (existing) await fsp.rmdir(dest);
     await fsp.mkdir(path.dirname(dest), { recursive: true, mode: 0o700 });
     let copied = false;
@@ -371,9 +432,13 @@ export class AppHost {
   private async unlink(name: string, discardPending: boolean): Promise<void> {
     const cfg = await loadConfig(this.o.homes, name);
     const s = await this.statusOfLinked(cfg);
-    if (this.mounts.has(name) || s.state !== 'unmounted') throw new HostError(`"${name}" is mounted; unmount it first`, 'MOUNTED');
+    if (this.mounts.has(name) || s.state !== 'unmounted')
+      throw new HostError(`"${name}" is mounted; unmount it first`, 'MOUNTED');
     if ((s.dirtyBytes > 0 || s.dirtyFiles > 0) && !discardPending) {
-      throw new HostError(`"${name}" has ${s.dirtyFiles} file(s) not yet uploaded; mount it and let them upload, or confirm to discard them`, 'DIRTY');
+      throw new HostError(
+        `"${name}" has ${s.dirtyFiles} file(s) not yet uploaded; mount it and let them upload, or confirm to discard them`,
+        'DIRTY',
+      );
     }
     await deleteConfig(this.o.homes, name);
     await fsp.rm(cfg.cacheDir, { recursive: true, force: true });
@@ -410,7 +475,9 @@ export class AppHost {
     'filespace.suggest': async ({ name }) => {
       const free = await freeBytesAt(this.o.homes.cacheRoot);
       return {
-        mountPoint: this.suggestMountPoint(name), cacheDir: path.join(this.o.homes.cacheRoot, name), cacheDiskFreeBytes: free,
+        mountPoint: this.suggestMountPoint(name),
+        cacheDir: path.join(this.o.homes.cacheRoot, name),
+        cacheDiskFreeBytes: free,
         cacheCapBytes: Math.max(16 * 1024 * 1024, Math.min(DEFAULT_CACHE_CAP, Math.floor(free / 2))),
       };
     },

@@ -11,12 +11,14 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../engine/util/files';
 
-export const appSettingsSchema = z.object({
-  version: z.literal(1),
-  uploadsPaused: z.boolean(),
-  startAtLogin: z.boolean(),
-  mountAtStart: z.array(z.string()),
-}).strict();
+export const appSettingsSchema = z
+  .object({
+    version: z.literal(1),
+    uploadsPaused: z.boolean(),
+    startAtLogin: z.boolean(),
+    mountAtStart: z.array(z.string()),
+  })
+  .strict();
 export type AppSettings = z.infer<typeof appSettingsSchema>;
 
 export const DEFAULT_APP_SETTINGS: AppSettings = { version: 1, uploadsPaused: false, startAtLogin: false, mountAtStart: [] };

@@ -9,8 +9,29 @@
  */
 
 import * as path from 'node:path';
-import { app, BrowserWindow, dialog, ipcMain, Menu, nativeImage, session, shell, Tray, type IpcMainInvokeEvent, type MenuItemConstructorOptions } from 'electron';
-import { appRoutes, IPC_EVENT, IPC_INVOKE, IPC_OPEN_FOLDER, IPC_PICK_FOLDER, type AppRequest, type AppRoute, type AppStatus } from '../contract/app';
+import {
+  app,
+  BrowserWindow,
+  dialog,
+  ipcMain,
+  Menu,
+  nativeImage,
+  session,
+  shell,
+  Tray,
+  type IpcMainInvokeEvent,
+  type MenuItemConstructorOptions,
+} from 'electron';
+import {
+  appRoutes,
+  IPC_EVENT,
+  IPC_INVOKE,
+  IPC_OPEN_FOLDER,
+  IPC_PICK_FOLDER,
+  type AppRequest,
+  type AppRoute,
+  type AppStatus,
+} from '../contract/app';
 import { homes } from '../host/config';
 import { dispatch, type Outcome } from '../host/dispatch';
 import { log } from '../host/log';
@@ -31,7 +52,9 @@ let quitting = false;
 
 function trustedSender(e: IpcMainInvokeEvent): boolean {
   const url = e.senderFrame?.url ?? '';
-  return win !== undefined && e.sender === win.webContents && url.startsWith('file://') && decodeURI(new URL(url).pathname) === INDEX;
+  return (
+    win !== undefined && e.sender === win.webContents && url.startsWith('file://') && decodeURI(new URL(url).pathname) === INDEX
+  );
 }
 
 function openWindow(): void {
@@ -41,10 +64,17 @@ function openWindow(): void {
     return;
   }
   win = new BrowserWindow({
-    width: 900, height: 720, show: false, title: 'Filespace',
+    width: 900,
+    height: 720,
+    show: false,
+    title: 'Filespace',
     webPreferences: {
       preload: path.resolve(__dirname, '..', '..', 'app', 'preload.js'),
-      contextIsolation: true, nodeIntegration: false, sandbox: true, webSecurity: true, spellcheck: false,
+      contextIsolation: true,
+      nodeIntegration: false,
+      sandbox: true,
+      webSecurity: true,
+      spellcheck: false,
     },
   });
   win.webContents.on('will-navigate', (e) => e.preventDefault());
@@ -66,12 +96,17 @@ function applyTray(status: AppStatus, host: AppHost): void {
   if (!tray) tray = new Tray(icon(model.icon));
   tray.setImage(icon(model.icon));
   tray.setToolTip(model.tooltip);
-  const toMenu = (items: typeof model.items): MenuItemConstructorOptions[] => items.map((it) => it.type === 'separator'
-    ? { type: 'separator' as const }
-    : {
-        label: it.label, enabled: it.enabled, ...(it.checked !== undefined ? { type: 'checkbox' as const, checked: it.checked } : {}),
-        click: it.action ? () => void runTrayAction(it.action!, host) : undefined,
-      });
+  const toMenu = (items: typeof model.items): MenuItemConstructorOptions[] =>
+    items.map((it) =>
+      it.type === 'separator'
+        ? { type: 'separator' as const }
+        : {
+            label: it.label,
+            enabled: it.enabled,
+            ...(it.checked !== undefined ? { type: 'checkbox' as const, checked: it.checked } : {}),
+            click: it.action ? () => void runTrayAction(it.action!, host) : undefined,
+          },
+    );
   tray.setContextMenu(Menu.buildFromTemplate(toMenu(model.items)));
 }
 
@@ -81,18 +116,26 @@ async function runTrayAction(a: TrayAction, host: AppHost): Promise<void> {
     if (!out.ok) dialog.showErrorBox('Filespace', out.error.message);
   };
   switch (a.kind) {
-    case 'mount': return report(await request('filespace.mount', { name: a.name }));
-    case 'unmount': return report(await request('filespace.unmount', { name: a.name }));
-    case 'open-folder': return void (await shell.openPath(a.path));
-    case 'open-window': return openWindow();
-    case 'pause': return report(await request('uploads.pause', { paused: a.paused }));
-    case 'quit': return app.quit();
+    case 'mount':
+      return report(await request('filespace.mount', { name: a.name }));
+    case 'unmount':
+      return report(await request('filespace.unmount', { name: a.name }));
+    case 'open-folder':
+      return void (await shell.openPath(a.path));
+    case 'open-window':
+      return openWindow();
+    case 'pause':
+      return report(await request('uploads.pause', { paused: a.paused }));
+    case 'quit':
+      return app.quit();
   }
 }
 
 async function start(): Promise<void> {
   const host = new AppHost({
-    homes: homes(), vault: new CredentialVault(new OsKeychain('Filespace')), log,
+    homes: homes(),
+    vault: new CredentialVault(new OsKeychain('Filespace')),
+    log,
     onAppSettings: (s) => app.setLoginItemSettings({ openAtLogin: s.startAtLogin }),
   });
   await host.init();
@@ -110,7 +153,10 @@ async function start(): Promise<void> {
   });
   ipcMain.handle(IPC_PICK_FOLDER, async (e) => {
     if (!trustedSender(e) || !win) return undefined;
-    const r = await dialog.showOpenDialog(win, { properties: ['openDirectory', 'createDirectory'], title: 'Choose an empty folder to mount the filespace in' });
+    const r = await dialog.showOpenDialog(win, {
+      properties: ['openDirectory', 'createDirectory'],
+      title: 'Choose an empty folder to mount the filespace in',
+    });
     return r.canceled ? undefined : r.filePaths[0];
   });
   ipcMain.handle(IPC_OPEN_FOLDER, async (e, p: unknown) => {
@@ -129,7 +175,9 @@ async function start(): Promise<void> {
     if (quitting) return;
     e.preventDefault();
     void guardQuit(host, {
-      ask: async (message, detail, buttons) => (await dialog.showMessageBox({ type: 'warning', message, detail, buttons: [...buttons], defaultId: 0, cancelId: 2 })).response,
+      ask: async (message, detail, buttons) =>
+        (await dialog.showMessageBox({ type: 'warning', message, detail, buttons: [...buttons], defaultId: 0, cancelId: 2 }))
+          .response,
     }).then((r) => {
       if (r === 'quit') {
         quitting = true;
@@ -149,8 +197,11 @@ if (!app.requestSingleInstanceLock()) {
   app.quit();
 } else {
   app.on('second-instance', openWindow);
-  void app.whenReady().then(start).catch((err) => {
-    dialog.showErrorBox('Filespace could not start', err instanceof Error ? err.message : String(err));
-    app.exit(1);
-  });
+  void app
+    .whenReady()
+    .then(start)
+    .catch((err) => {
+      dialog.showErrorBox('Filespace could not start', err instanceof Error ? err.message : String(err));
+      app.exit(1);
+    });
 }

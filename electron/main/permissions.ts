@@ -22,14 +22,22 @@ const PROBE_ORDER: readonly Permission[] = ['s3:ListBucket', 's3:GetObject', 's3
 
 export function storeFor(c: Credentials, t: Target): S3Store {
   return new S3Store({
-    bucket: t.bucket, prefix: t.prefix, region: c.region, endpoint: c.endpoint, pathStyle: c.pathStyle,
-    credentials: { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey }, maxAttempts: 2,
+    bucket: t.bucket,
+    prefix: t.prefix,
+    region: c.region,
+    endpoint: c.endpoint,
+    pathStyle: c.pathStyle,
+    credentials: { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey },
+    maxAttempts: 2,
   });
 }
 
 function clientFor(c: Credentials): S3Client {
   return new S3Client({
-    region: c.region, endpoint: c.endpoint, forcePathStyle: c.pathStyle, maxAttempts: 2,
+    region: c.region,
+    endpoint: c.endpoint,
+    forcePathStyle: c.pathStyle,
+    maxAttempts: 2,
     credentials: { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey },
   });
 }
@@ -62,7 +70,10 @@ export async function checkKeys(c: Credentials): Promise<string[] | null> {
   const client = clientFor(c);
   try {
     const out = await client.send(new ListBucketsCommand({}));
-    return (out.Buckets ?? []).map((b) => b.Name ?? '').filter(Boolean).sort();
+    return (out.Buckets ?? [])
+      .map((b) => b.Name ?? '')
+      .filter(Boolean)
+      .sort();
   } catch (raw) {
     const err = toStoreError(raw, 's3:ListAllMyBuckets', 's3://');
     if (err.code === 'AccessDenied') return null;
@@ -75,12 +86,29 @@ export async function checkKeys(c: Credentials): Promise<string[] | null> {
 export function minimalPolicy(t: Target): string {
   const prefix = t.prefix.replace(/^\/+|\/+$/g, '');
   const objects = `arn:aws:s3:::${t.bucket}/${prefix ? `${prefix}/` : ''}*`;
-  const list: Record<string, unknown> = { Sid: 'FilespaceList', Effect: 'Allow', Action: ['s3:ListBucket'], Resource: `arn:aws:s3:::${t.bucket}` };
+  const list: Record<string, unknown> = {
+    Sid: 'FilespaceList',
+    Effect: 'Allow',
+    Action: ['s3:ListBucket'],
+    Resource: `arn:aws:s3:::${t.bucket}`,
+  };
   if (prefix) list.Condition = { StringLike: { 's3:prefix': [`${prefix}/`, `${prefix}/*`] } };
-  return JSON.stringify({
-    Version: '2012-10-17',
-    Statement: [list, { Sid: 'FilespaceObjects', Effect: 'Allow', Action: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject'], Resource: objects }],
-  }, null, 2);
+  return JSON.stringify(
+    {
+      Version: '2012-10-17',
+      Statement: [
+        list,
+        {
+          Sid: 'FilespaceObjects',
+          Effect: 'Allow',
+          Action: ['s3:GetObject', 's3:PutObject', 's3:DeleteObject'],
+          Resource: objects,
+        },
+      ],
+    },
+    null,
+    2,
+  );
 }
 
 /** Probes each permission the engine needs on the bucket/prefix; never throws for a missing one. */
@@ -125,8 +153,9 @@ export async function checkBucket(c: Credentials, t: Target): Promise<BucketChec
     client.destroy();
   }
   const where = `s3://${t.bucket}${base ? `/${base.slice(0, -1)}` : ''}`;
-  const message = missing.length === 0
-    ? `These keys can list, read, write and delete in ${where}.`
-    : `These keys lack ${missing.join(', ')} on ${where}. Add the policy below to the IAM user (or the bucket policy), then check again.`;
+  const message =
+    missing.length === 0
+      ? `These keys can list, read, write and delete in ${where}.`
+      : `These keys lack ${missing.join(', ')} on ${where}. Add the policy below to the IAM user (or the bucket policy), then check again.`;
   return { ok: missing.length === 0, missing, message, policy, filespaceExists };
 }

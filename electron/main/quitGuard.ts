@@ -36,7 +36,11 @@ export async function guardQuit(host: QuitHost, dialog: QuitDialog, waitSliceMs 
   for (;;) {
     const message = pendingMessage(await host.pending());
     if (!message) break;
-    const choice = await dialog.ask(message, 'Quit anyway keeps them in the local cache; they upload the next time the filespace is mounted.', QUIT_BUTTONS);
+    const choice = await dialog.ask(
+      message,
+      'Quit anyway keeps them in the local cache; they upload the next time the filespace is mounted.',
+      QUIT_BUTTONS,
+    );
     if (choice === 1) break;
     if (choice !== 0) return 'cancel';
     // Wait: sync for a while, then ask again with what is still pending.

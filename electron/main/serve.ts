@@ -18,14 +18,25 @@ import { CredentialVault } from './vault';
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { port: { type: 'string' }, 'mount-root': { type: 'string' }, 'keychain-service': { type: 'string' }, 'mount-at-start': { type: 'boolean' } } });
+  const { values } = parseArgs({
+    options: {
+      port: { type: 'string' },
+      'mount-root': { type: 'string' },
+      'keychain-service': { type: 'string' },
+      'mount-at-start': { type: 'boolean' },
+    },
+  });
   const h = homes();
   const host = new AppHost({
-    homes: h, log, mountRoot: values['mount-root'],
+    homes: h,
+    log,
+    mountRoot: values['mount-root'],
     vault: new CredentialVault(new OsKeychain(values['keychain-service'] ?? 'Filespace')),
   });
   await host.init();
-  process.on('unhandledRejection', (err) => log(`internal error (kept running): ${err instanceof Error ? err.stack ?? err.message : String(err)}`));
+  process.on('unhandledRejection', (err) =>
+    log(`internal error (kept running): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
+  );
   const server = await startAppServer(host, {
     rendererDir: path.resolve(__dirname, '..', '..', 'renderer'),
     port: values.port ? Number(values.port) : 0,

@@ -20,12 +20,22 @@ import { dispatch } from '../host/dispatch';
 import { sendError, startJsonServer } from '../host/jsonServer';
 import type { AppHost } from './appHost';
 
-export const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+export const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 const STATIC: Record<string, string> = {
-  '/': 'index.html', '/index.html': 'index.html', '/app.js': 'app.js', '/app.css': 'app.css', '/icon.svg': 'icon.svg',
+  '/': 'index.html',
+  '/index.html': 'index.html',
+  '/app.js': 'app.js',
+  '/app.css': 'app.css',
+  '/icon.svg': 'icon.svg',
 };
-const TYPES: Record<string, string> = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml' };
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+};
 
 export interface AppServer {
   readonly url: string;
@@ -39,7 +49,10 @@ function tokenMatches(header: string | undefined, token: string): boolean {
   return given.length === want.length && timingSafeEqual(given, want);
 }
 
-export async function startAppServer(host: AppHost, opts: { rendererDir: string; port?: number; tokenFile?: string; log: (msg: string) => void }): Promise<AppServer> {
+export async function startAppServer(
+  host: AppHost,
+  opts: { rendererDir: string; port?: number; tokenFile?: string; log: (msg: string) => void },
+): Promise<AppServer> {
   const token = randomBytes(32).toString('base64url');
   const streams = new Set<http.ServerResponse>();
   let origin = '';
@@ -48,8 +61,12 @@ export async function startAppServer(host: AppHost, opts: { rendererDir: string;
     const body = await fsp.readFile(path.join(opts.rendererDir, file)).catch(() => undefined);
     if (!body) return sendError(res, { code: 'NOT_FOUND', message: `${file} is not built; run npm run build` });
     res.writeHead(200, {
-      'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream', 'content-length': body.length,
-      'content-security-policy': CSP, 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'cache-control': 'no-store',
+      'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream',
+      'content-length': body.length,
+      'content-security-policy': CSP,
+      'x-content-type-options': 'nosniff',
+      'referrer-policy': 'no-referrer',
+      'cache-control': 'no-store',
     });
     res.end(body);
   };
@@ -70,7 +87,8 @@ export async function startAppServer(host: AppHost, opts: { rendererDir: string;
     if (req.headers.host !== origin.replace(/^http:\/\//, '')) sendError(res, { code: 'BAD_HOST', message: 'wrong Host header' });
     else if (req.method === 'GET' && STATIC[p]) void serveStatic(res, STATIC[p]);
     else if (!p.startsWith('/app/')) sendError(res, { code: 'NOT_FOUND', message: `no such path ${p}` });
-    else if (!tokenMatches(req.headers.authorization, token)) sendError(res, { code: 'UNAUTHORIZED', message: 'missing or wrong token' });
+    else if (!tokenMatches(req.headers.authorization, token))
+      sendError(res, { code: 'UNAUTHORIZED', message: 'missing or wrong token' });
     else if (p === '/app/events' && req.method === 'GET') streamEvents(req, res);
     else if (req.method !== 'POST') sendError(res, { code: 'METHOD', message: 'app requests are POSTs' });
     else return false;

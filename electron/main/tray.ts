@@ -22,7 +22,13 @@ export type TrayAction =
 
 export type TrayItem =
   | { readonly type: 'separator' }
-  | { readonly type: 'item'; readonly label: string; readonly enabled: boolean; readonly action?: TrayAction; readonly checked?: boolean };
+  | {
+      readonly type: 'item';
+      readonly label: string;
+      readonly enabled: boolean;
+      readonly action?: TrayAction;
+      readonly checked?: boolean;
+    };
 
 export interface TrayModel {
   readonly icon: TrayIconState;
@@ -53,15 +59,24 @@ export function trayModel(status: AppStatus): TrayModel {
     const mounted = s.state === 'mounted';
     items.push({ type: 'item', label: `${f.name} — ${s.state}`, enabled: false });
     items.push({ type: 'item', label: `    ${syncLine(s)}`, enabled: false });
-    items.push(mounted
-      ? { type: 'item', label: 'Unmount', enabled: true, action: { kind: 'unmount', name: f.name } }
-      : { type: 'item', label: 'Mount', enabled: s.state === 'unmounted', action: { kind: 'mount', name: f.name } });
+    items.push(
+      mounted
+        ? { type: 'item', label: 'Unmount', enabled: true, action: { kind: 'unmount', name: f.name } }
+        : { type: 'item', label: 'Mount', enabled: s.state === 'unmounted', action: { kind: 'mount', name: f.name } },
+    );
     items.push({ type: 'item', label: 'Open folder', enabled: mounted, action: { kind: 'open-folder', path: f.mountPoint } });
     items.push({ type: 'separator' });
   }
-  if (status.filespaces.length === 0) items.push({ type: 'item', label: 'No filespace linked yet', enabled: false }, { type: 'separator' });
+  if (status.filespaces.length === 0)
+    items.push({ type: 'item', label: 'No filespace linked yet', enabled: false }, { type: 'separator' });
   items.push({ type: 'item', label: 'Open Filespace', enabled: true, action: { kind: 'open-window' } });
-  items.push({ type: 'item', label: 'Pause uploads', enabled: true, checked: status.uploadsPaused, action: { kind: 'pause', paused: !status.uploadsPaused } });
+  items.push({
+    type: 'item',
+    label: 'Pause uploads',
+    enabled: true,
+    checked: status.uploadsPaused,
+    action: { kind: 'pause', paused: !status.uploadsPaused },
+  });
   items.push({ type: 'separator' });
   items.push({ type: 'item', label: 'Quit Filespace', enabled: true, action: { kind: 'quit' } });
   return { icon, tooltip: TOOLTIPS[icon], items };

@@ -58,6 +58,11 @@ export class CredentialVault {
   }
 
   private infoOf(c: Credentials): KeysInfo {
-    return { stored: true, accessKeyIdHint: keyIdHint(c.accessKeyId), region: c.region, ...(c.endpoint ? { endpoint: c.endpoint } : {}) };
+    return {
+      stored: true,
+      accessKeyIdHint: keyIdHint(c.accessKeyId),
+      region: c.region,
+      ...(c.endpoint ? { endpoint: c.endpoint } : {}),
+    };
   }
 }

@@ -216,7 +216,10 @@ export interface MountOptions {
 }
 
 export class FuseError extends Error {
-  constructor(message: string, readonly code: 'BUSY' | 'NOT_MOUNTED' | 'FAILED') {
+  constructor(
+    message: string,
+    readonly code: 'BUSY' | 'NOT_MOUNTED' | 'FAILED',
+  ) {
     super(message);
     this.name = 'FuseError';
   }
@@ -228,7 +231,9 @@ const LIBFUSE_HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/;
 /** Whether a rename is libfuse2 hiding an open file that is being deleted or replaced. */
 export function isHidingRename(from: string, to: string): boolean {
   const slash = to.lastIndexOf('/');
-  return LIBFUSE_HIDDEN.test(to.slice(slash + 1)) && from.lastIndexOf('/') === slash && from.slice(0, slash) === to.slice(0, slash);
+  return (
+    LIBFUSE_HIDDEN.test(to.slice(slash + 1)) && from.lastIndexOf('/') === slash && from.slice(0, slash) === to.slice(0, slash)
+  );
 }
 
 export function errnoNumber(err: unknown): number {
@@ -236,7 +241,8 @@ export function errnoNumber(err: unknown): number {
   const e = err as { errno?: unknown; code?: unknown } | null;
   const name = typeof e?.errno === 'string' ? e.errno : typeof e?.code === 'string' ? e.code : undefined;
   const n = name !== undefined ? (osConstants.errno as Record<string, number>)[name] : undefined;
-  if (name === 'ENOSPC' || name === 'EDQUOT' || name === 'EROFS' || (n && typeof e?.errno === 'string')) return -(n ?? osConstants.errno.ENOSPC);
+  if (name === 'ENOSPC' || name === 'EDQUOT' || name === 'EROFS' || (n && typeof e?.errno === 'string'))
+    return -(n ?? osConstants.errno.ENOSPC);
   return -osConstants.errno.EIO;
 }
 
@@ -272,7 +278,12 @@ export async function mountTable(): Promise<MountEntry[]> {
     const f = line.split(' ');
     const dash = f.indexOf('-', 6);
     if (f.length < 5 || dash < 0) continue;
-    out.push({ id: Number(f[0]), mountPoint: decode(f[4]!), fsType: decode(f[dash + 1] ?? ''), source: decode(f[dash + 2] ?? '') });
+    out.push({
+      id: Number(f[0]),
+      mountPoint: decode(f[4]!),
+      fsType: decode(f[dash + 1] ?? ''),
+      source: decode(f[dash + 2] ?? ''),
+    });
   }
   return out;
 }
@@ -347,7 +358,10 @@ export async function unmountPath(mountPoint: string, force: boolean): Promise<v
   if (res.code === 0) return;
   if (/busy/i.test(res.stderr)) {
     const holders = await holdersOf(mountPoint);
-    const who = holders.length > 0 ? `in use by ${holders.slice(0, 5).join(', ')}${holders.length > 5 ? ` and ${holders.length - 5} more` : ''}` : 'busy (a process has a file or its working directory there)';
+    const who =
+      holders.length > 0
+        ? `in use by ${holders.slice(0, 5).join(', ')}${holders.length > 5 ? ` and ${holders.length - 5} more` : ''}`
+        : 'busy (a process has a file or its working directory there)';
     throw new FuseError(`${mountPoint} is ${who}`, 'BUSY');
   }
   if (/not found|not mounted|Invalid argument/i.test(res.stderr)) {
@@ -366,7 +380,11 @@ export class FuseMount {
   private fuseFd: number | undefined;
   private watchTimer: NodeJS.Timeout | undefined;
 
-  constructor(readonly mountPoint: string, private readonly fs: FuseFilesystem, private readonly opts: MountOptions) {}
+  constructor(
+    readonly mountPoint: string,
+    private readonly fs: FuseFilesystem,
+    private readonly opts: MountOptions,
+  ) {}
 
   get isMounted(): boolean {
     return this.mounted;
@@ -443,7 +461,10 @@ export class FuseMount {
       }
     };
     const async = (op: string, fn: () => Promise<unknown>, cb: Cb, okCode?: (v: unknown) => number) => {
-      fn().then((v) => (okCode ? cb(okCode(v)) : cb(0, v)), (err) => fail(op, cb, err));
+      fn().then(
+        (v) => (okCode ? cb(okCode(v)) : cb(0, v)),
+        (err) => fail(op, cb, err),
+      );
     };
     const n = namesAsBytes ? wireToName : (x: string) => x;
     const w = namesAsBytes ? nameToWire : (x: string) => x;
@@ -452,43 +473,158 @@ export class FuseMount {
       getattr: (p: string, cb: Cb) => sync('getattr', () => fs.getattr(n(p)), cb),
       fgetattr: (p: string, _fd: number, cb: Cb) => sync('getattr', () => fs.getattr(n(p)), cb),
       readdir: (p: string, cb: Cb) => sync('readdir', () => fs.readdir(n(p)).map(w), cb),
-      open: (p: string, flags: number, cb: Cb) => sync('open', () => {
-        const fh = fs.open(n(p), flags);
-        return modificationTimesExact && fs.directIo?.(fh) ? fh | DIRECT_IO_BIT : fh;
-      }, cb),
+      open: (p: string, flags: number, cb: Cb) =>
+        sync(
+          'open',
+          () => {
+            const fh = fs.open(n(p), flags);
+            return modificationTimesExact && fs.directIo?.(fh) ? fh | DIRECT_IO_BIT : fh;
+          },
+          cb,
+        ),
       create: (p: string, mode: number, cb: Cb) => sync('create', () => fs.create(n(p), mode), cb),
       read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
-        async('read', () => fs.read(fd, buf, len, pos), cb, (n) => n as number),
+        async(
+          'read',
+          () => fs.read(fd, buf, len, pos),
+          cb,
+          (n) => n as number,
+        ),
       write: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
         // The buffer is the kernel's; it is only valid until cb, so the write path copies what it keeps.
-        async('write', () => fs.write(fd, buf.subarray(0, len), pos), cb, (n) => n as number),
-      truncate: (p: string, size: number, cb: Cb) => async('truncate', () => fs.truncate(n(p), size), cb, () => 0),
-      ftruncate: (_p: string, fd: number, size: number, cb: Cb) => async('ftruncate', () => fs.ftruncate(fd, size), cb, () => 0),
-      flush: (_p: string, fd: number, cb: Cb) => async('flush', () => fs.flush(fd), cb, () => 0),
-      fsync: (_p: string, _datasync: number, fd: number, cb: Cb) => async('fsync', () => fs.fsync(fd), cb, () => 0),
-      fsyncdir: (_p: string, _datasync: number, _fd: number, cb: Cb) => async('fsyncdir', () => fs.fsyncAll(), cb, () => 0),
-      release: (_p: string, fd: number, cb: Cb) => async('release', () => fs.release(fd), cb, () => 0),
-      unlink: (p: string, cb: Cb) => async('unlink', () => fs.unlink(n(p)), cb, () => 0),
-      mkdir: (p: string, mode: number, cb: Cb) => sync('mkdir', () => fs.mkdir(n(p), mode), cb, () => 0),
-      rmdir: (p: string, cb: Cb) => sync('rmdir', () => fs.rmdir(n(p)), cb, () => 0),
-      rename: (from: string, to: string, cb: Cb) => async('rename', () => fs.unlinkKeepingAlias && isHidingRename(from, to)
-        ? fs.unlinkKeepingAlias(n(from), n(to))
-        : fs.rename(n(from), n(to)), cb, () => 0),
-      symlink: (target: string, p: string, cb: Cb) => sync('symlink', () => fs.symlink(n(target), n(p)), cb, () => 0),
+        async(
+          'write',
+          () => fs.write(fd, buf.subarray(0, len), pos),
+          cb,
+          (n) => n as number,
+        ),
+      truncate: (p: string, size: number, cb: Cb) =>
+        async(
+          'truncate',
+          () => fs.truncate(n(p), size),
+          cb,
+          () => 0,
+        ),
+      ftruncate: (_p: string, fd: number, size: number, cb: Cb) =>
+        async(
+          'ftruncate',
+          () => fs.ftruncate(fd, size),
+          cb,
+          () => 0,
+        ),
+      flush: (_p: string, fd: number, cb: Cb) =>
+        async(
+          'flush',
+          () => fs.flush(fd),
+          cb,
+          () => 0,
+        ),
+      fsync: (_p: string, _datasync: number, fd: number, cb: Cb) =>
+        async(
+          'fsync',
+          () => fs.fsync(fd),
+          cb,
+          () => 0,
+        ),
+      fsyncdir: (_p: string, _datasync: number, _fd: number, cb: Cb) =>
+        async(
+          'fsyncdir',
+          () => fs.fsyncAll(),
+          cb,
+          () => 0,
+        ),
+      release: (_p: string, fd: number, cb: Cb) =>
+        async(
+          'release',
+          () => fs.release(fd),
+          cb,
+          () => 0,
+        ),
+      unlink: (p: string, cb: Cb) =>
+        async(
+          'unlink',
+          () => fs.unlink(n(p)),
+          cb,
+          () => 0,
+        ),
+      mkdir: (p: string, mode: number, cb: Cb) =>
+        sync(
+          'mkdir',
+          () => fs.mkdir(n(p), mode),
+          cb,
+          () => 0,
+        ),
+      rmdir: (p: string, cb: Cb) =>
+        sync(
+          'rmdir',
+          () => fs.rmdir(n(p)),
+          cb,
+          () => 0,
+        ),
+      rename: (from: string, to: string, cb: Cb) =>
+        async(
+          'rename',
+          () =>
+            fs.unlinkKeepingAlias && isHidingRename(from, to) ? fs.unlinkKeepingAlias(n(from), n(to)) : fs.rename(n(from), n(to)),
+          cb,
+          () => 0,
+        ),
+      symlink: (target: string, p: string, cb: Cb) =>
+        sync(
+          'symlink',
+          () => fs.symlink(n(target), n(p)),
+          cb,
+          () => 0,
+        ),
       readlink: (p: string, cb: Cb) => sync('readlink', () => w(fs.readlink(n(p))), cb),
-      link: (from: string, to: string, cb: Cb) => sync('link', () => fs.link(n(from), n(to)), cb, () => 0),
-      chmod: (p: string, mode: number, cb: Cb) => sync('chmod', () => fs.chmod(n(p), mode), cb, () => 0),
-      chown: (p: string, uid: number, gid: number, cb: Cb) => sync('chown', () => fs.chown(n(p), uid, gid), cb, () => 0),
-      utimens: (p: string, atime: number, mtime: number, cb: Cb) => sync('utimens', () => fs.utimens(n(p), atime, mtime), cb, () => 0),
+      link: (from: string, to: string, cb: Cb) =>
+        sync(
+          'link',
+          () => fs.link(n(from), n(to)),
+          cb,
+          () => 0,
+        ),
+      chmod: (p: string, mode: number, cb: Cb) =>
+        sync(
+          'chmod',
+          () => fs.chmod(n(p), mode),
+          cb,
+          () => 0,
+        ),
+      chown: (p: string, uid: number, gid: number, cb: Cb) =>
+        sync(
+          'chown',
+          () => fs.chown(n(p), uid, gid),
+          cb,
+          () => 0,
+        ),
+      utimens: (p: string, atime: number, mtime: number, cb: Cb) =>
+        sync(
+          'utimens',
+          () => fs.utimens(n(p), atime, mtime),
+          cb,
+          () => 0,
+        ),
       statfs: (_p: string, cb: Cb) => sync('statfs', () => fs.statfs(), cb),
     };
     if (this.opts.xattrs) {
       Object.assign(ops, {
         setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: Cb) =>
-          sync('setxattr', () => fs.setxattr(n(p), n(name), Buffer.from(value), flags), cb, () => 0),
+          sync(
+            'setxattr',
+            () => fs.setxattr(n(p), n(name), Buffer.from(value), flags),
+            cb,
+            () => 0,
+          ),
         getxattr: (p: string, name: string, _pos: number, cb: Cb) => sync('getxattr', () => fs.getxattr(n(p), n(name)), cb),
         listxattr: (p: string, cb: Cb) => sync('listxattr', () => fs.listxattr(n(p)), cb),
-        removexattr: (p: string, name: string, cb: Cb) => sync('removexattr', () => fs.removexattr(n(p), n(name)), cb, () => 0),
+        removexattr: (p: string, name: string, cb: Cb) =>
+          sync(
+            'removexattr',
+            () => fs.removexattr(n(p), n(name)),
+            cb,
+            () => 0,
+          ),
       });
     }
     return ops;
@@ -519,7 +655,10 @@ export class FuseMount {
       for (const m of served) {
         const outer = m.realMountPoint ?? path.resolve(m.mountPoint);
         if (isWithin(p, outer)) {
-          throw new FuseError(`cannot mount at ${this.mountPoint}: it lies inside ${outer}, which this process serves; pick a folder outside every filespace`, 'FAILED');
+          throw new FuseError(
+            `cannot mount at ${this.mountPoint}: it lies inside ${outer}, which this process serves; pick a folder outside every filespace`,
+            'FAILED',
+          );
         }
       }
     };

@@ -56,14 +56,25 @@ function applyPatch() {
 function main() {
   fs.rmSync(out, { recursive: true, force: true });
   fs.mkdirSync(out, { recursive: true });
-  for (const f of ['index.js', 'binding.gyp', 'package.json', 'semaphore.h', 'fuse-native.c']) fs.copyFileSync(path.join(src, f), path.join(out, f));
+  for (const f of ['index.js', 'binding.gyp', 'package.json', 'semaphore.h', 'fuse-native.c'])
+    fs.copyFileSync(path.join(src, f), path.join(out, f));
   const refused = applyPatch();
   if (refused) {
     console.log(`fuse-native sources changed (${refused}); not building a corrected addon`);
     fs.rmSync(out, { recursive: true, force: true });
     return;
   }
-  const gyp = path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  const gyp = path.join(
+    path.dirname(process.execPath),
+    '..',
+    'lib',
+    'node_modules',
+    'npm',
+    'node_modules',
+    'node-gyp',
+    'bin',
+    'node-gyp.js',
+  );
   const nodeGyp = fs.existsSync(gyp) ? [process.execPath, gyp] : ['node-gyp'];
   // Build against the headers of the running Node when the system has them (no download).
   const nodedir = process.env.npm_config_nodedir || (fs.existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);
@@ -76,6 +87,8 @@ try {
   main();
 } catch (err) {
   fs.rmSync(out, { recursive: true, force: true });
-  console.warn(`warning: could not build the corrected FUSE addon (${err.message.split('\n')[0]}); ` +
-    'the stock fuse-native build is used, which cannot set modification times on their own');
+  console.warn(
+    `warning: could not build the corrected FUSE addon (${err.message.split('\n')[0]}); ` +
+      'the stock fuse-native build is used, which cannot set modification times on their own',
+  );
 }

@@ -34,7 +34,9 @@ function load(): Keytar {
       // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, so a missing libsecret is a KeychainError, not a crash at import
       keytar = require('keytar') as Keytar;
     } catch (err) {
-      throw new KeychainError(`the OS keychain library could not be loaded (${(err as Error).message.split('\n')[0]}); on Linux install libsecret-1-0`);
+      throw new KeychainError(
+        `the OS keychain library could not be loaded (${(err as Error).message.split('\n')[0]}); on Linux install libsecret-1-0`,
+      );
     }
   }
   return keytar;
@@ -47,7 +49,9 @@ async function guarded<T>(what: string, fn: () => Promise<T>): Promise<T> {
     if (err instanceof KeychainError) throw err;
     const msg = (err as Error).message ?? String(err);
     // libsecret's messages name the D-Bus problem; keep one line and never any argument values.
-    throw new KeychainError(`the OS keychain refused to ${what}: ${msg.split('\n')[0]}${/dbus|secret/i.test(msg) ? ' (is a Secret Service such as gnome-keyring running and unlocked?)' : ''}`);
+    throw new KeychainError(
+      `the OS keychain refused to ${what}: ${msg.split('\n')[0]}${/dbus|secret/i.test(msg) ? ' (is a Secret Service such as gnome-keyring running and unlocked?)' : ''}`,
+    );
   }
 }
 

@@ -4,33 +4,67 @@ import { useState } from 'react';
 import { formatBytes } from '../../electron/contract/format';
 import { passphraseStrength, WIZARD_STEPS } from '../../electron/contract/wizard';
 import {
-  editWizard, hostTransport, pickMountPoint, selectKeys, selectWizard, submitBucket, submitKeys, submitPassphrase, submitPlace, tryLocally, useApp,
-  useStoredKeys, wizardBack,
+  editWizard,
+  hostTransport,
+  pickMountPoint,
+  selectKeys,
+  selectWizard,
+  submitBucket,
+  submitKeys,
+  submitPassphrase,
+  submitPlace,
+  tryLocally,
+  useApp,
+  useStoredKeys,
+  wizardBack,
 } from './store';
 
 const MiB = 1024 * 1024;
 const STEP_TITLES = { keys: 'AWS keys', bucket: 'Bucket', passphrase: 'Passphrase', place: 'Mount' } as const;
 
-function Field(props: { label: string; id: string; value: string; onChange: (v: string) => void; type?: string; placeholder?: string; autoComplete?: string }) {
+function Field(props: {
+  label: string;
+  id: string;
+  value: string;
+  onChange: (v: string) => void;
+  type?: string;
+  placeholder?: string;
+  autoComplete?: string;
+}) {
   return (
     <label className="field" htmlFor={props.id}>
       <span>{props.label}</span>
-      <input id={props.id} type={props.type ?? 'text'} value={props.value} placeholder={props.placeholder} autoComplete={props.autoComplete ?? 'off'}
-        spellCheck={false} onChange={(e) => props.onChange(e.target.value)} />
+      <input
+        id={props.id}
+        type={props.type ?? 'text'}
+        value={props.value}
+        placeholder={props.placeholder}
+        autoComplete={props.autoComplete ?? 'off'}
+        spellCheck={false}
+        onChange={(e) => props.onChange(e.target.value)}
+      />
     </label>
   );
 }
 
 function ErrorBox({ text }: { text: string | null }) {
-  return text ? <p className="error" role="alert" data-testid="wizard-error">{text}</p> : null;
+  return text ? (
+    <p className="error" role="alert" data-testid="wizard-error">
+      {text}
+    </p>
+  ) : null;
 }
 
 /** Back, and the step's submit button (which says what it is doing while busy). */
 function StepButtons(props: { busy: boolean; label: string; busyLabel: string }) {
   return (
     <div className="actions">
-      <button type="button" className="secondary" onClick={wizardBack}>Back</button>
-      <button type="submit" disabled={props.busy}>{props.busy ? props.busyLabel : props.label}</button>
+      <button type="button" className="secondary" onClick={wizardBack}>
+        Back
+      </button>
+      <button type="submit" disabled={props.busy}>
+        {props.busy ? props.busyLabel : props.label}
+      </button>
     </div>
   );
 }
@@ -42,28 +76,73 @@ function KeysStep() {
   if (keys?.stored && !replacing) {
     return (
       <section>
-        <p data-testid="keys-stored">Keys stored in the keychain for <b>{keys.accessKeyIdHint}</b>{keys.endpoint ? ` (${keys.endpoint})` : ''}.</p>
+        <p data-testid="keys-stored">
+          Keys stored in the keychain for <b>{keys.accessKeyIdHint}</b>
+          {keys.endpoint ? ` (${keys.endpoint})` : ''}.
+        </p>
         <div className="actions">
           <button onClick={useStoredKeys}>Use these keys</button>
-          <button className="secondary" onClick={() => setReplacing(true)}>Enter other keys</button>
-          <button className="secondary" disabled={w.busy} onClick={() => void tryLocally()}>Try it locally (no AWS)</button>
+          <button className="secondary" onClick={() => setReplacing(true)}>
+            Enter other keys
+          </button>
+          <button className="secondary" disabled={w.busy} onClick={() => void tryLocally()}>
+            Try it locally (no AWS)
+          </button>
         </div>
         <ErrorBox text={w.error} />
       </section>
     );
   }
   return (
-    <form onSubmit={(e) => { e.preventDefault(); void submitKeys(); }}>
-      <p className="lead">Enter the AWS access key of an IAM user that may use your bucket. The keys go to this computer's keychain, never to a file.</p>
-      <Field id="accessKeyId" label="Access key ID" value={w.accessKeyId} placeholder="AKIA…" onChange={(v) => editWizard({ accessKeyId: v })} />
-      <Field id="secretAccessKey" label="Secret access key" type="password" value={w.secretAccessKey} onChange={(v) => editWizard({ secretAccessKey: v })} />
+    <form
+      onSubmit={(e) => {
+        e.preventDefault();
+        void submitKeys();
+      }}
+    >
+      <p className="lead">
+        Enter the AWS access key of an IAM user that may use your bucket. The keys go to this computer's keychain, never to a
+        file.
+      </p>
+      <Field
+        id="accessKeyId"
+        label="Access key ID"
+        value={w.accessKeyId}
+        placeholder="AKIA…"
+        onChange={(v) => editWizard({ accessKeyId: v })}
+      />
+      <Field
+        id="secretAccessKey"
+        label="Secret access key"
+        type="password"
+        value={w.secretAccessKey}
+        onChange={(v) => editWizard({ secretAccessKey: v })}
+      />
       <Field id="region" label="Region" value={w.region} onChange={(v) => editWizard({ region: v })} />
-      <Field id="endpoint" label="S3-compatible endpoint (optional)" value={w.endpoint} placeholder="https://s3.example.com" onChange={(v) => editWizard({ endpoint: v })} />
-      <label className="check"><input id="pathStyle" type="checkbox" checked={w.pathStyle} onChange={(e) => editWizard({ pathStyle: e.target.checked })} /> Path-style addressing</label>
+      <Field
+        id="endpoint"
+        label="S3-compatible endpoint (optional)"
+        value={w.endpoint}
+        placeholder="https://s3.example.com"
+        onChange={(v) => editWizard({ endpoint: v })}
+      />
+      <label className="check">
+        <input
+          id="pathStyle"
+          type="checkbox"
+          checked={w.pathStyle}
+          onChange={(e) => editWizard({ pathStyle: e.target.checked })}
+        />{' '}
+        Path-style addressing
+      </label>
       <ErrorBox text={w.error} />
       <div className="actions">
-        <button type="submit" disabled={w.busy}>{w.busy ? 'Checking…' : 'Check keys'}</button>
-        <button type="button" className="secondary" disabled={w.busy} onClick={() => void tryLocally()}>Try it locally (no AWS)</button>
+        <button type="submit" disabled={w.busy}>
+          {w.busy ? 'Checking…' : 'Check keys'}
+        </button>
+        <button type="button" className="secondary" disabled={w.busy} onClick={() => void tryLocally()}>
+          Try it locally (no AWS)
+        </button>
       </div>
     </form>
   );
@@ -73,29 +152,71 @@ function BucketStep() {
   const w = useApp(selectWizard);
   const [copied, setCopied] = useState(false);
   return (
-    <form onSubmit={(e) => { e.preventDefault(); void submitBucket(); }}>
+    <form
+      onSubmit={(e) => {
+        e.preventDefault();
+        void submitBucket();
+      }}
+    >
       <fieldset className="choice">
-        <label><input type="radio" name="mode" checked={w.mode === 'create'} onChange={() => editWizard({ mode: 'create' })} /> Create a new filespace</label>
-        <label><input type="radio" name="mode" checked={w.mode === 'link'} onChange={() => editWizard({ mode: 'link' })} /> Link an existing filespace</label>
+        <label>
+          <input type="radio" name="mode" checked={w.mode === 'create'} onChange={() => editWizard({ mode: 'create' })} /> Create
+          a new filespace
+        </label>
+        <label>
+          <input type="radio" name="mode" checked={w.mode === 'link'} onChange={() => editWizard({ mode: 'link' })} /> Link an
+          existing filespace
+        </label>
       </fieldset>
       {w.buckets && w.buckets.length > 0 ? (
-        <label className="field" htmlFor="bucketPick"><span>Bucket (from your account)</span>
-          <select id="bucketPick" value={w.buckets.includes(w.bucket) ? w.bucket : ''} onChange={(e) => editWizard({ bucket: e.target.value })}>
+        <label className="field" htmlFor="bucketPick">
+          <span>Bucket (from your account)</span>
+          <select
+            id="bucketPick"
+            value={w.buckets.includes(w.bucket) ? w.bucket : ''}
+            onChange={(e) => editWizard({ bucket: e.target.value })}
+          >
             <option value="">(type a bucket name below)</option>
-            {w.buckets.map((b) => <option key={b} value={b}>{b}</option>)}
+            {w.buckets.map((b) => (
+              <option key={b} value={b}>
+                {b}
+              </option>
+            ))}
           </select>
         </label>
       ) : null}
       <Field id="bucket" label="Bucket" value={w.bucket} onChange={(v) => editWizard({ bucket: v })} />
-      <Field id="prefix" label="Folder in the bucket (prefix, optional)" value={w.prefix} placeholder="team" onChange={(v) => editWizard({ prefix: v })} />
+      <Field
+        id="prefix"
+        label="Folder in the bucket (prefix, optional)"
+        value={w.prefix}
+        placeholder="team"
+        onChange={(v) => editWizard({ prefix: v })}
+      />
       <ErrorBox text={w.error} />
       {w.check && !w.check.ok ? (
         <div className="policy" data-testid="policy">
-          <p>Missing: {w.check.missing.map((m) => <code key={m}>{m}</code>)}</p>
+          <p>
+            Missing:{' '}
+            {w.check.missing.map((m) => (
+              <code key={m}>{m}</code>
+            ))}
+          </p>
           <p>Minimal IAM policy for this bucket and prefix:</p>
           <pre>{w.check.policy}</pre>
-          <p className="hint" data-testid="multipart-note">No multipart permission is needed: Filespace uploads each chunk (at most 64 MiB) in a single request.</p>
-          <button type="button" className="secondary" onClick={() => void navigator.clipboard?.writeText(w.check!.policy).then(() => setCopied(true), () => setCopied(false))}>
+          <p className="hint" data-testid="multipart-note">
+            No multipart permission is needed: Filespace uploads each chunk (at most 64 MiB) in a single request.
+          </p>
+          <button
+            type="button"
+            className="secondary"
+            onClick={() =>
+              void navigator.clipboard?.writeText(w.check!.policy).then(
+                () => setCopied(true),
+                () => setCopied(false),
+              )
+            }
+          >
             {copied ? 'Copied' : 'Copy policy'}
           </button>
         </div>
@@ -109,15 +230,38 @@ function PassphraseStep() {
   const w = useApp(selectWizard);
   const strength = passphraseStrength(w.passphrase);
   return (
-    <form onSubmit={(e) => { e.preventDefault(); void submitPassphrase(); }}>
-      <p className="lead">{w.mode === 'create'
-        ? 'Choose a passphrase. It encrypts every file on this computer before upload; nobody can recover it for you.'
-        : 'Enter the passphrase this filespace was created with.'}</p>
-      <Field id="passphrase" label="Passphrase" type="password" value={w.passphrase} autoComplete="new-password" onChange={(v) => editWizard({ passphrase: v })} />
+    <form
+      onSubmit={(e) => {
+        e.preventDefault();
+        void submitPassphrase();
+      }}
+    >
+      <p className="lead">
+        {w.mode === 'create'
+          ? 'Choose a passphrase. It encrypts every file on this computer before upload; nobody can recover it for you.'
+          : 'Enter the passphrase this filespace was created with.'}
+      </p>
+      <Field
+        id="passphrase"
+        label="Passphrase"
+        type="password"
+        value={w.passphrase}
+        autoComplete="new-password"
+        onChange={(v) => editWizard({ passphrase: v })}
+      />
       {w.mode === 'create' ? (
         <>
-          <div className={`strength s${strength.score}`} data-testid="strength"><meter min={0} max={4} value={strength.score} /> {strength.label}: {strength.hint}</div>
-          <Field id="repeat" label="Passphrase again" type="password" value={w.repeat} autoComplete="new-password" onChange={(v) => editWizard({ repeat: v })} />
+          <div className={`strength s${strength.score}`} data-testid="strength">
+            <meter min={0} max={4} value={strength.score} /> {strength.label}: {strength.hint}
+          </div>
+          <Field
+            id="repeat"
+            label="Passphrase again"
+            type="password"
+            value={w.repeat}
+            autoComplete="new-password"
+            onChange={(v) => editWizard({ repeat: v })}
+          />
         </>
       ) : null}
       <ErrorBox text={w.error} />
@@ -130,16 +274,40 @@ function PlaceStep() {
   const w = useApp(selectWizard);
   const maxMiB = Math.max(16, Math.floor(w.cacheDiskFreeBytes / MiB));
   return (
-    <form onSubmit={(e) => { e.preventDefault(); void submitPlace(); }}>
+    <form
+      onSubmit={(e) => {
+        e.preventDefault();
+        void submitPlace();
+      }}
+    >
       <Field id="name" label="Name on this computer" value={w.name} onChange={(v) => editWizard({ name: v })} />
       <div className="row">
-        <Field id="mountPoint" label="Mount point (an empty folder)" value={w.mountPoint} onChange={(v) => editWizard({ mountPoint: v })} />
-        {hostTransport()?.pickFolder ? <button type="button" className="secondary" onClick={() => void pickMountPoint()}>Choose…</button> : null}
+        <Field
+          id="mountPoint"
+          label="Mount point (an empty folder)"
+          value={w.mountPoint}
+          onChange={(v) => editWizard({ mountPoint: v })}
+        />
+        {hostTransport()?.pickFolder ? (
+          <button type="button" className="secondary" onClick={() => void pickMountPoint()}>
+            Choose…
+          </button>
+        ) : null}
       </div>
       <label className="field" htmlFor="cacheCap">
-        <span>Cache on this computer: <b data-testid="cache-cap">{formatBytes(w.cacheCapBytes)}</b> (of {formatBytes(w.cacheDiskFreeBytes)} free on the cache disk)</span>
-        <input id="cacheCap" type="range" min={16} max={maxMiB} step={1} value={Math.round(w.cacheCapBytes / MiB)}
-          onChange={(e) => editWizard({ cacheCapBytes: Number(e.target.value) * MiB })} />
+        <span>
+          Cache on this computer: <b data-testid="cache-cap">{formatBytes(w.cacheCapBytes)}</b> (of{' '}
+          {formatBytes(w.cacheDiskFreeBytes)} free on the cache disk)
+        </span>
+        <input
+          id="cacheCap"
+          type="range"
+          min={16}
+          max={maxMiB}
+          step={1}
+          value={Math.round(w.cacheCapBytes / MiB)}
+          onChange={(e) => editWizard({ cacheCapBytes: Number(e.target.value) * MiB })}
+        />
       </label>
       <ErrorBox text={w.error} />
       <StepButtons busy={w.busy} busyLabel="Mounting…" label={w.mode === 'create' ? 'Create and mount' : 'Link and mount'} />
@@ -152,9 +320,21 @@ export function Wizard() {
   return (
     <div className="wizard" data-testid={`wizard-${step}`}>
       <ol className="steps">
-        {WIZARD_STEPS.map((s) => <li key={s} className={s === step ? 'current' : ''}>{STEP_TITLES[s]}</li>)}
+        {WIZARD_STEPS.map((s) => (
+          <li key={s} className={s === step ? 'current' : ''}>
+            {STEP_TITLES[s]}
+          </li>
+        ))}
       </ol>
-      {step === 'keys' ? <KeysStep /> : step === 'bucket' ? <BucketStep /> : step === 'passphrase' ? <PassphraseStep /> : <PlaceStep />}
+      {step === 'keys' ? (
+        <KeysStep />
+      ) : step === 'bucket' ? (
+        <BucketStep />
+      ) : step === 'passphrase' ? (
+        <PassphraseStep />
+      ) : (
+        <PlaceStep />
+      )}
     </div>
   );
 }

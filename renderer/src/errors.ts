@@ -25,27 +25,85 @@ export function treatmentOf(code: ErrorCode): ErrorTreatment {
       return 'in-use';
 
     // What the user typed or chose.
-    case 'BAD_NAME': case 'BAD_BUCKET': case 'BAD_ENDPOINT': case 'BAD_SIZE': case 'BAD_DURATION': case 'BAD_SETTING':
-    case 'BAD_CHUNK_SIZE': case 'BAD_INPUT': case 'NOT_ABSOLUTE': case 'NO_MOUNT_POINT': case 'NOT_A_DIRECTORY': case 'NOT_EMPTY':
-    case 'BAD_MOUNT_POINT': case 'BAD_CACHE_DIR': case 'CACHE_NOT_EMPTY': case 'CACHE_TOO_SMALL': case 'CACHE_TOO_BIG':
-    case 'UNKNOWN_NAME': case 'AMBIGUOUS': case 'NOT_LINKED': case 'EXISTS': case 'WRONG_PASSPHRASE': case 'WEAK_PASSPHRASE':
-    case 'NO_PASSPHRASE': case 'PASSPHRASE_PERMS': case 'PASSPHRASE_IN_KEYCHAIN': case 'NO_KEYS':
+    case 'BAD_NAME':
+    case 'BAD_BUCKET':
+    case 'BAD_ENDPOINT':
+    case 'BAD_SIZE':
+    case 'BAD_DURATION':
+    case 'BAD_SETTING':
+    case 'BAD_CHUNK_SIZE':
+    case 'BAD_INPUT':
+    case 'NOT_ABSOLUTE':
+    case 'NO_MOUNT_POINT':
+    case 'NOT_A_DIRECTORY':
+    case 'NOT_EMPTY':
+    case 'BAD_MOUNT_POINT':
+    case 'BAD_CACHE_DIR':
+    case 'CACHE_NOT_EMPTY':
+    case 'CACHE_TOO_SMALL':
+    case 'CACHE_TOO_BIG':
+    case 'UNKNOWN_NAME':
+    case 'AMBIGUOUS':
+    case 'NOT_LINKED':
+    case 'EXISTS':
+    case 'WRONG_PASSPHRASE':
+    case 'WEAK_PASSPHRASE':
+    case 'NO_PASSPHRASE':
+    case 'PASSPHRASE_PERMS':
+    case 'PASSPHRASE_IN_KEYCHAIN':
+    case 'NO_KEYS':
     // The state of a filespace.
-    case 'ALREADY_MOUNTED': case 'MOUNTED': case 'NOT_MOUNTED': case 'DIRTY': case 'FLUSH_FAILED': case 'READ_ONLY':
-    case 'NOT_WRITER': case 'NOT_WRITING': case 'LEASE_HELD': case 'NO_CONDITIONAL_WRITES': case 'SYNC_TIMEOUT':
-    case 'CHECK_FAILED': case 'MOUNT_FAILED': case 'MOUNT_TIMEOUT':
+    case 'ALREADY_MOUNTED':
+    case 'MOUNTED':
+    case 'NOT_MOUNTED':
+    case 'DIRTY':
+    case 'FLUSH_FAILED':
+    case 'READ_ONLY':
+    case 'NOT_WRITER':
+    case 'NOT_WRITING':
+    case 'LEASE_HELD':
+    case 'NO_CONDITIONAL_WRITES':
+    case 'SYNC_TIMEOUT':
+    case 'CHECK_FAILED':
+    case 'MOUNT_FAILED':
+    case 'MOUNT_TIMEOUT':
     // The bucket.
-    case 'NO_SUCH_BUCKET': case 'ACCESS_DENIED': case 'BAD_CREDENTIALS': case 'UNREACHABLE': case 'STORE_ERROR':
-    case 'NO_FILESPACE': case 'BAD_HEADER': case 'HEADER_TAMPERED': case 'HEADER_MISMATCH': case 'MISMATCH':
-    case 'BUCKET_METADATA_DAMAGED': case 'METADATA_KEYS_MISMATCH':
+    case 'NO_SUCH_BUCKET':
+    case 'ACCESS_DENIED':
+    case 'BAD_CREDENTIALS':
+    case 'UNREACHABLE':
+    case 'STORE_ERROR':
+    case 'NO_FILESPACE':
+    case 'BAD_HEADER':
+    case 'HEADER_TAMPERED':
+    case 'HEADER_MISMATCH':
+    case 'MISMATCH':
+    case 'BUCKET_METADATA_DAMAGED':
+    case 'METADATA_KEYS_MISMATCH':
     // This machine, and the way to the host.
-    case 'JOURNAL_DAMAGED': case 'SNAPSHOT_DAMAGED': case 'BAD_CONFIG': case 'NO_FUSE': case 'KEYCHAIN':
-    case 'NOT_RUNNING': case 'HOST_DOWN': case 'NO_HOST': case 'NO_TOKEN': case 'TIMEOUT':
+    case 'JOURNAL_DAMAGED':
+    case 'SNAPSHOT_DAMAGED':
+    case 'BAD_CONFIG':
+    case 'NO_FUSE':
+    case 'KEYCHAIN':
+    case 'NOT_RUNNING':
+    case 'HOST_DOWN':
+    case 'NO_HOST':
+    case 'NO_TOKEN':
+    case 'TIMEOUT':
       return 'expected';
 
     // The window sent what the host does not take, or the host answered what the window cannot read.
-    case 'INVALID': case 'BAD_JSON': case 'TOO_LARGE': case 'NOT_FOUND': case 'METHOD': case 'UNAUTHORIZED': case 'FORBIDDEN':
-    case 'BAD_HOST': case 'BAD_RESPONSE': case 'INTERNAL':
+    case 'INVALID':
+    case 'BAD_JSON':
+    case 'TOO_LARGE':
+    case 'NOT_FOUND':
+    case 'METHOD':
+    case 'UNAUTHORIZED':
+    case 'FORBIDDEN':
+    case 'BAD_HOST':
+    case 'BAD_RESPONSE':
+    case 'INTERNAL':
       return 'unexpected';
 
     default:

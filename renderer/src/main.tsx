@@ -10,9 +10,21 @@ import { Wizard } from './Wizard';
 function Nav() {
   const screen = useApp((s) => s.screen);
   const tab = (id: Screen, label: string) => (
-    <button className={screen === id ? 'tab current' : 'tab'} data-testid={`nav-${id}`} onClick={() => (id === 'wizard' ? startWizard() : show(id))}>{label}</button>
+    <button
+      className={screen === id ? 'tab current' : 'tab'}
+      data-testid={`nav-${id}`}
+      onClick={() => (id === 'wizard' ? startWizard() : show(id))}
+    >
+      {label}
+    </button>
   );
-  return <nav>{tab('status', 'Status')}{tab('settings', 'Settings')}{tab('wizard', 'Add filespace')}</nav>;
+  return (
+    <nav>
+      {tab('status', 'Status')}
+      {tab('settings', 'Settings')}
+      {tab('wizard', 'Add filespace')}
+    </nav>
+  );
 }
 
 function App() {
@@ -22,10 +34,31 @@ function App() {
   const notice = useApp((s) => s.notice);
   return (
     <>
-      <header className="top"><h1>Filespace</h1><Nav /></header>
-      {trouble ? <p className="error" role="alert">{trouble}</p> : null}
-      {notice ? <p className="notice" data-testid="notice">{notice}</p> : null}
-      <main>{!ready ? <p>Connecting to the app host…</p> : screen === 'wizard' ? <Wizard /> : screen === 'settings' ? <SettingsView /> : <StatusView />}</main>
+      <header className="top">
+        <h1>Filespace</h1>
+        <Nav />
+      </header>
+      {trouble ? (
+        <p className="error" role="alert">
+          {trouble}
+        </p>
+      ) : null}
+      {notice ? (
+        <p className="notice" data-testid="notice">
+          {notice}
+        </p>
+      ) : null}
+      <main>
+        {!ready ? (
+          <p>Connecting to the app host…</p>
+        ) : screen === 'wizard' ? (
+          <Wizard />
+        ) : screen === 'settings' ? (
+          <SettingsView />
+        ) : (
+          <StatusView />
+        )}
+      </main>
     </>
   );
 }
@@ -35,5 +68,9 @@ try {
   connect(detectTransport());
   root.render(<App />);
 } catch (err) {
-  root.render(<p className="error" role="alert">{(err as Error).message}</p>);
+  root.render(
+    <p className="error" role="alert">
+      {(err as Error).message}
+    </p>,
+  );
 }

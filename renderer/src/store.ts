@@ -6,15 +6,35 @@
  */
 
 import { createStore, useStore } from 'zustand';
-import type { AppSettingsDto, AppStatus, BucketCheck, FilespaceSummary, KeysInfo, MachineSettings } from '../../electron/contract/app';
+import type {
+  AppSettingsDto,
+  AppStatus,
+  BucketCheck,
+  FilespaceSummary,
+  KeysInfo,
+  MachineSettings,
+} from '../../electron/contract/app';
 import type { SettingsChange } from '../../electron/contract/api';
-import { checkKeysStep, checkPassphraseStep, checkPlaceStep, checkTargetStep, nextStep, normalizePrefix, previousStep, type WizardStep } from '../../electron/contract/wizard';
+import {
+  checkKeysStep,
+  checkPassphraseStep,
+  checkPlaceStep,
+  checkTargetStep,
+  nextStep,
+  normalizePrefix,
+  previousStep,
+  type WizardStep,
+} from '../../electron/contract/wizard';
 import { treatmentOf } from './errors';
 import { HostError, type Transport } from './transport';
 
 export type Screen = 'wizard' | 'status' | 'settings';
 
-export interface Sample { readonly t: number; readonly up: number; readonly down: number }
+export interface Sample {
+  readonly t: number;
+  readonly up: number;
+  readonly down: number;
+}
 
 /** A recent error; one from an action the user took can be retried from the list. */
 export interface ErrorEntry {
@@ -74,16 +94,42 @@ interface UiSlice {
 export type State = HostSlice & { wizard: WizardState } & SettingsSlice & UiSlice;
 
 const initialWizard: WizardState = {
-  step: 'keys', accessKeyId: '', secretAccessKey: '', region: 'us-east-1', endpoint: '', pathStyle: false, keys: null,
-  buckets: null, bucket: '', prefix: '', mode: 'create', check: null, passphrase: '', repeat: '', name: '', mountPoint: '',
-  cacheCapBytes: 0, cacheDiskFreeBytes: 0, busy: false, error: null,
+  step: 'keys',
+  accessKeyId: '',
+  secretAccessKey: '',
+  region: 'us-east-1',
+  endpoint: '',
+  pathStyle: false,
+  keys: null,
+  buckets: null,
+  bucket: '',
+  prefix: '',
+  mode: 'create',
+  check: null,
+  passphrase: '',
+  repeat: '',
+  name: '',
+  mountPoint: '',
+  cacheCapBytes: 0,
+  cacheDiskFreeBytes: 0,
+  busy: false,
+  error: null,
 };
 
 const initialState: State = {
-  status: null, connectionTrouble: null, history: {}, errors: [],
+  status: null,
+  connectionTrouble: null,
+  history: {},
+  errors: [],
   wizard: initialWizard,
-  selected: null, machine: null, appSettings: null, settingsMessage: null, settingsError: null,
-  screen: 'status', notice: null, unmountBusy: {},
+  selected: null,
+  machine: null,
+  appSettings: null,
+  settingsMessage: null,
+  settingsError: null,
+  screen: 'status',
+  notice: null,
+  unmountBusy: {},
 };
 
 export const store = createStore<State>()(() => initialState);
@@ -115,28 +161,37 @@ const HISTORY_MS = 5 * 60 * 1000;
 
 export function connect(t: Transport): () => void {
   transport = t;
-  return t.subscribe((e) => {
-    const now = Date.now();
-    store.setState((s) => {
-      const history: Record<string, Sample[]> = {};
-      for (const f of e.status.filespaces) {
-        const prev = (s.history[f.name] ?? []).filter((p) => now - p.t < HISTORY_MS);
-        history[f.name] = f.status.state === 'mounted' ? [...prev, { t: now, up: f.status.uploadBytesPerSec, down: f.status.downloadBytesPerSec }] : prev;
-      }
-      const errors = [...s.errors];
-      for (const f of e.status.filespaces) {
-        const msg = f.status.lastError ? `${f.name}: ${f.status.lastError}` : null;
-        if (msg && errors[errors.length - 1]?.message !== msg) errors.push({ at: now, message: msg });
-      }
-      const first = s.status === null;
-      return {
-        status: e.status, history, errors: errors.slice(-20), connectionTrouble: null,
-        // First contact: a machine with nothing linked starts in the wizard.
-        ...(first && e.status.filespaces.length === 0 ? { screen: 'wizard' as Screen } : {}),
-        ...(first && e.status.filespaces[0] ? { selected: e.status.filespaces[0].name } : {}),
-      };
-    });
-  }, (message) => store.setState({ connectionTrouble: message }));
+  return t.subscribe(
+    (e) => {
+      const now = Date.now();
+      store.setState((s) => {
+        const history: Record<string, Sample[]> = {};
+        for (const f of e.status.filespaces) {
+          const prev = (s.history[f.name] ?? []).filter((p) => now - p.t < HISTORY_MS);
+          history[f.name] =
+            f.status.state === 'mounted'
+              ? [...prev, { t: now, up: f.status.uploadBytesPerSec, down: f.status.downloadBytesPerSec }]
+              : prev;
+        }
+        const errors = [...s.errors];
+        for (const f of e.status.filespaces) {
+          const msg = f.status.lastError ? `${f.name}: ${f.status.lastError}` : null;
+          if (msg && errors[errors.length - 1]?.message !== msg) errors.push({ at: now, message: msg });
+        }
+        const first = s.status === null;
+        return {
+          status: e.status,
+          history,
+          errors: errors.slice(-20),
+          connectionTrouble: null,
+          // First contact: a machine with nothing linked starts in the wizard.
+          ...(first && e.status.filespaces.length === 0 ? { screen: 'wizard' as Screen } : {}),
+          ...(first && e.status.filespaces[0] ? { selected: e.status.filespaces[0].name } : {}),
+        };
+      });
+    },
+    (message) => store.setState({ connectionTrouble: message }),
+  );
 }
 
 /** What the window says about a failed action; an unexpected one is also reported on the console. */
@@ -192,12 +247,23 @@ export function submitKeys(): Promise<void> {
   const problem = checkKeysStep(w);
   if (problem) return Promise.resolve(wizardFails(problem));
   return wizardRun(async () => {
-    const out = await call((t) => t.call('keys.check', {
-      accessKeyId: w.accessKeyId.trim(), secretAccessKey: w.secretAccessKey, region: w.region.trim() || 'us-east-1',
-      ...(w.endpoint.trim() ? { endpoint: w.endpoint.trim() } : {}), pathStyle: w.pathStyle,
-    }));
+    const out = await call((t) =>
+      t.call('keys.check', {
+        accessKeyId: w.accessKeyId.trim(),
+        secretAccessKey: w.secretAccessKey,
+        region: w.region.trim() || 'us-east-1',
+        ...(w.endpoint.trim() ? { endpoint: w.endpoint.trim() } : {}),
+        pathStyle: w.pathStyle,
+      }),
+    );
     // The secret leaves the renderer's state as soon as the host has it.
-    return { keys: out.keys, buckets: out.buckets, secretAccessKey: '', step: nextStep('keys') as WizardStep, bucket: out.buckets?.[0] ?? '' };
+    return {
+      keys: out.keys,
+      buckets: out.buckets,
+      secretAccessKey: '',
+      step: nextStep('keys') as WizardStep,
+      bucket: out.buckets?.[0] ?? '',
+    };
   });
 }
 
@@ -214,8 +280,13 @@ export function submitBucket(): Promise<void> {
   return wizardRun(async () => {
     const check = await call((t) => t.call('bucket.check', { bucket: w.bucket.trim(), prefix: normalizePrefix(w.prefix) }));
     if (!check.ok) return { check, error: check.message };
-    if (w.mode === 'create' && check.filespaceExists) return { check, error: 'A filespace already exists at this bucket and prefix: choose "Link an existing filespace", or another prefix.' };
-    if (w.mode === 'link' && !check.filespaceExists) return { check, error: 'There is no filespace at this bucket and prefix: check them, or choose "Create a new filespace".' };
+    if (w.mode === 'create' && check.filespaceExists)
+      return {
+        check,
+        error: 'A filespace already exists at this bucket and prefix: choose "Link an existing filespace", or another prefix.',
+      };
+    if (w.mode === 'link' && !check.filespaceExists)
+      return { check, error: 'There is no filespace at this bucket and prefix: check them, or choose "Create a new filespace".' };
     const prefix = normalizePrefix(w.prefix);
     const name = (prefix.split('/').pop() || w.bucket.trim()).replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 64);
     return { check, step: 'passphrase' as WizardStep, name };
@@ -229,11 +300,21 @@ export function submitPassphrase(): Promise<void> {
   if (problem) return Promise.resolve(wizardFails(problem));
   return wizardRun(async () => {
     if (w.mode === 'link') {
-      const probe = await call((t) => t.call('filespace.probe', { target: { bucket: w.bucket.trim(), prefix: normalizePrefix(w.prefix) }, passphrase: w.passphrase }));
+      const probe = await call((t) =>
+        t.call('filespace.probe', {
+          target: { bucket: w.bucket.trim(), prefix: normalizePrefix(w.prefix) },
+          passphrase: w.passphrase,
+        }),
+      );
       if (!probe.exists) throw new HostError('NO_FILESPACE', 'There is no filespace at this bucket and prefix.');
     }
     const s = await call((t) => t.call('filespace.suggest', { name: w.name }));
-    return { step: 'place' as WizardStep, mountPoint: w.mountPoint || s.mountPoint, cacheCapBytes: s.cacheCapBytes, cacheDiskFreeBytes: s.cacheDiskFreeBytes };
+    return {
+      step: 'place' as WizardStep,
+      mountPoint: w.mountPoint || s.mountPoint,
+      cacheCapBytes: s.cacheCapBytes,
+      cacheDiskFreeBytes: s.cacheDiskFreeBytes,
+    };
   });
 }
 
@@ -249,10 +330,16 @@ export function submitPlace(): Promise<void> {
   if (problem) return Promise.resolve(wizardFails(problem));
   return wizardRun(async () => {
     await call((t) => t.call('mountpoint.check', { path: w.mountPoint.trim() }));
-    const linked = await call((t) => t.call('filespace.link', {
-      mode: w.mode, target: { bucket: w.bucket.trim(), prefix: normalizePrefix(w.prefix) }, passphrase: w.passphrase,
-      name: w.name, mountPoint: w.mountPoint.trim(), cacheCapBytes: w.cacheCapBytes,
-    }));
+    const linked = await call((t) =>
+      t.call('filespace.link', {
+        mode: w.mode,
+        target: { bucket: w.bucket.trim(), prefix: normalizePrefix(w.prefix) },
+        passphrase: w.passphrase,
+        name: w.name,
+        mountPoint: w.mountPoint.trim(),
+        cacheCapBytes: w.cacheCapBytes,
+      }),
+    );
     store.setState({ selected: linked.name });
     await call((t) => t.call('filespace.mount', { name: linked.name }));
     await transport?.openFolder?.(linked.mountPoint);
@@ -290,7 +377,11 @@ export async function retry(entry: ErrorEntry): Promise<void> {
 }
 
 export const mount = (name: string): Promise<void> =>
-  statusAction(() => call((t) => t.call('filespace.mount', { name })), `Mounted "${name}"`, () => mount(name));
+  statusAction(
+    () => call((t) => t.call('filespace.mount', { name })),
+    `Mounted "${name}"`,
+    () => mount(name),
+  );
 /** Unmounts; a mount in use is not an error but a question: the card then offers to detach it. */
 export async function unmount(name: string, force = false): Promise<void> {
   const clear = (s: State) => Object.fromEntries(Object.entries(s.unmountBusy).filter(([n]) => n !== name));
@@ -301,12 +392,20 @@ export async function unmount(name: string, force = false): Promise<void> {
     if (err instanceof HostError && treatmentOf(err.code) === 'in-use') {
       store.setState((s) => ({ notice: null, unmountBusy: { ...clear(s), [name]: err.message } }));
     } else {
-      store.setState((s) => ({ notice: null, unmountBusy: clear(s), errors: [...s.errors, { at: Date.now(), message: messageOf(err) }].slice(-20) }));
+      store.setState((s) => ({
+        notice: null,
+        unmountBusy: clear(s),
+        errors: [...s.errors, { at: Date.now(), message: messageOf(err) }].slice(-20),
+      }));
     }
   }
 }
 export const setPaused = (paused: boolean): Promise<void> =>
-  statusAction(() => call((t) => t.call('uploads.pause', { paused })), paused ? 'Uploads paused' : 'Uploads resumed', () => setPaused(paused));
+  statusAction(
+    () => call((t) => t.call('uploads.pause', { paused })),
+    paused ? 'Uploads paused' : 'Uploads resumed',
+    () => setPaused(paused),
+  );
 export const openFolder = (p: string) => statusAction(async () => transport?.openFolder?.(p));
 
 // ---- settings -----------------------------------------------------------------------------
@@ -330,7 +429,11 @@ export async function changeSettings(what: string, change: SettingsChange): Prom
   try {
     const r = await call((t) => t.call('settings.set', { name, change }));
     const machine = await call((t) => t.call('settings.get', { name }));
-    store.setState({ machine, settingsError: null, settingsMessage: r.applied === 'live' ? `${what} applied now` : `${what} saved; it takes effect at the next mount` });
+    store.setState({
+      machine,
+      settingsError: null,
+      settingsMessage: r.applied === 'live' ? `${what} applied now` : `${what} saved; it takes effect at the next mount`,
+    });
   } catch (err) {
     store.setState({ settingsError: messageOf(err), settingsMessage: null });
   }
@@ -348,7 +451,12 @@ export async function forgetKeys(): Promise<void> {
 export async function unlink(name: string, discardPending: boolean): Promise<void> {
   try {
     await call((t) => t.call('filespace.unlink', { name, discardPending }));
-    store.setState({ settingsMessage: `Unlinked "${name}" (it stays in the bucket)`, settingsError: null, selected: null, machine: null });
+    store.setState({
+      settingsMessage: `Unlinked "${name}" (it stays in the bucket)`,
+      settingsError: null,
+      selected: null,
+      machine: null,
+    });
   } catch (err) {
     store.setState({ settingsError: messageOf(err) });
   }

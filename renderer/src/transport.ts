@@ -5,7 +5,14 @@
  * contract before the UI sees it, and both deliver host-pushed status events (no polling).
  */
 
-import { appEventSchema, appRoutes, type AppEvent, type AppRequest, type AppResponse, type AppRoute } from '../../electron/contract/app';
+import {
+  appEventSchema,
+  appRoutes,
+  type AppEvent,
+  type AppRequest,
+  type AppResponse,
+  type AppRoute,
+} from '../../electron/contract/app';
 import { ERRORS, errorSchema, type ErrorCode } from '../../electron/contract/errors';
 
 /**
@@ -13,7 +20,10 @@ import { ERRORS, errorSchema, type ErrorCode } from '../../electron/contract/err
  * without a more specific message it says what the contract says of its code.
  */
 export class HostError extends Error {
-  constructor(readonly code: ErrorCode, message: string = ERRORS[code].message) {
+  constructor(
+    readonly code: ErrorCode,
+    message: string = ERRORS[code].message,
+  ) {
     super(message || ERRORS[code].message);
   }
 }
@@ -21,7 +31,9 @@ export class HostError extends Error {
 /** An error answer as the host sent it; one that breaks the contract is itself an error. */
 function reported(raw: unknown, what: string): HostError {
   const e = errorSchema.safeParse(raw);
-  return e.success ? new HostError(e.data.code, e.data.message) : new HostError('BAD_RESPONSE', `the app host answered with an error the window does not know (${what})`);
+  return e.success
+    ? new HostError(e.data.code, e.data.message)
+    : new HostError('BAD_RESPONSE', `the app host answered with an error the window does not know (${what})`);
 }
 
 export interface Transport {
@@ -98,7 +110,11 @@ export function httpTransport(base: string, token: string): Transport {
             while ((end = buf.indexOf('\n\n')) >= 0) {
               const frame = buf.slice(0, end);
               buf = buf.slice(end + 2);
-              const data = frame.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+              const data = frame
+                .split('\n')
+                .filter((l) => l.startsWith('data: '))
+                .map((l) => l.slice(6))
+                .join('\n');
               if (!data) continue;
               const e = appEventSchema.safeParse(JSON.parse(data));
               if (e.success) onEvent(e.data);

@@ -50,16 +50,46 @@ import * as path from 'node:path';
 import { DEFAULT_SETTINGS } from '../../electron/engine/config';
 import { Bed, REPO, randomFile, tmpDir } from '../helpers/bed';
 import {
-  type Context, type Contender, type ContenderKey, FilespaceContender, LocalContender, type Mounted, NullFs, RcloneContender, S3fsContender,
+  type Context,
+  type Contender,
+  type ContenderKey,
+  FilespaceContender,
+  LocalContender,
+  type Mounted,
+  NullFs,
+  RcloneContender,
+  S3fsContender,
 } from './contenders';
 import {
-  checkAbort, children, cleanup, errMsg, exec, hasCommand, jsonOf, log, must, nowSeconds, onTeardown, probe, runSeconds, tally,
+  checkAbort,
+  children,
+  cleanup,
+  errMsg,
+  exec,
+  hasCommand,
+  jsonOf,
+  log,
+  must,
+  nowSeconds,
+  onTeardown,
+  probe,
+  runSeconds,
+  tally,
 } from './proc';
 import { cpuMeter, machineMeter, RssSampler } from './procstat';
 import { report, type RunInfo } from './report';
 import {
-  type Ceilings, entriesOf, type ProductExtras, type Profile, type RandResult, type SeqRead, type SmallResult, type Suite, type TarRun,
-  type TreeFacts, type TreeKey,
+  type Ceilings,
+  entriesOf,
+  type ProductExtras,
+  type Profile,
+  type RandResult,
+  type SeqRead,
+  type SmallResult,
+  type Suite,
+  type TarRun,
+  type TreeFacts,
+  type TreeKey,
 } from './results';
 import { type BenchServer, s3rverInstalled, startMotoServer, startS3rver } from './server';
 
@@ -92,9 +122,13 @@ function envList<T extends string>(name: string, all: readonly T[], dflt: readon
   const raw = process.env[name];
   if (raw === undefined || raw.trim() === '') return [...dflt];
   if (raw.trim() === 'none') return [];
-  const items = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const items = raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const bad = items.filter((i) => !(all as readonly string[]).includes(i));
-  if (bad.length > 0) badSetting(`${name} takes a comma-separated list of ${all.join(', ')} (or none); unknown: ${bad.join(', ')}`);
+  if (bad.length > 0)
+    badSetting(`${name} takes a comma-separated list of ${all.join(', ')} (or none); unknown: ${bad.join(', ')}`);
   return all.filter((a) => items.includes(a));
 }
 
@@ -103,7 +137,11 @@ const DATA_BYTES = Math.max(16, Math.round(SCALE * 1024)) * MiB;
 const SMALL_FILES = envNumber('FILESPACE_BENCH_FILES', 2000, 10, 100_000, true);
 const RANDOM_READS = envNumber('FILESPACE_BENCH_RANDOM_READS', 2000, 10, 100_000, true);
 const TREES = envList<TreeKey>('FILESPACE_BENCH_TREES', ['npm', 'node_modules'], ['npm', 'node_modules']);
-const CONTENDERS = envList<ContenderKey>('FILESPACE_BENCH_CONTENDERS', ['local', 'filespace', 'rclone', 's3fs'], ['local', 'filespace', 'rclone', 's3fs']);
+const CONTENDERS = envList<ContenderKey>(
+  'FILESPACE_BENCH_CONTENDERS',
+  ['local', 'filespace', 'rclone', 's3fs'],
+  ['local', 'filespace', 'rclone', 's3fs'],
+);
 const SERVER_CHOICE = (() => {
   const raw = process.env.FILESPACE_BENCH_SERVER?.trim();
   if (!raw) return undefined;
@@ -198,7 +236,8 @@ async function engineDiagnosis(pid: number): Promise<string> {
   const meter = await cpuMeter(pid);
   await new Promise((r) => setTimeout(r, 1000));
   const c = await meter();
-  const busy = c && c.main >= 0.8 ? '; its JS thread is busy without answering FUSE: a loop that never yields to the event loop' : '';
+  const busy =
+    c && c.main >= 0.8 ? '; its JS thread is busy without answering FUSE: a loop that never yields to the event loop' : '';
   return `state ${st}, main thread wchan ${wchan}, CPU over 1 s: ${c ? `${c.total.toFixed(2)} cores, JS thread ${c.main.toFixed(2)}` : '?'}${busy}`;
 }
 
@@ -251,19 +290,63 @@ function workloads(inp: Inputs) {
      * was dropped, is much slower), and no dirty pages on the scratch filesystem.
      */
     settleInputs: async () => {
-      must(await exec('bash', ['-c', 'cat "$@" > /dev/null', 'bash', inp.src, ...inp.trees.map((t) => t.tarball)], { timeoutMs: 300_000 }), 'reading the inputs');
+      must(
+        await exec('bash', ['-c', 'cat "$@" > /dev/null', 'bash', inp.src, ...inp.trees.map((t) => t.tarball)], {
+          timeoutMs: 300_000,
+        }),
+        'reading the inputs',
+      );
       const scratch = path.join(inp.work, 'recycle.bin');
-      must(await exec('dd', ['if=/dev/zero', `of=${scratch}`, 'bs=1M', `count=${mib}`, 'status=none'], { timeoutMs: DATA_TIMEOUT_MS }), 'dd (page-cache warm-up)');
+      must(
+        await exec('dd', ['if=/dev/zero', `of=${scratch}`, 'bs=1M', `count=${mib}`, 'status=none'], {
+          timeoutMs: DATA_TIMEOUT_MS,
+        }),
+        'dd (page-cache warm-up)',
+      );
       await fsp.rm(scratch, { force: true });
       must(await exec('sync', ['-f', inp.work], { timeoutMs: 300_000 }), 'sync -f');
     },
-    seqWrite: async (file: string) => must(await exec('dd', [`if=${inp.src}`, `of=${file}`, 'bs=1M', `count=${mib}`, 'status=none'], { timeoutMs: DATA_TIMEOUT_MS }), 'dd write').seconds,
-    seqRead: async (file: string) => jsonOf<SeqRead>(must(await exec(process.execPath, [probe('seqread'), file, String(DATA_BYTES)], { timeoutMs: DATA_TIMEOUT_MS }), 'sequential read')),
-    randRead: async (file: string) => jsonOf<RandResult>(must(await exec(process.execPath,
-      [probe('randread'), file, String(DATA_BYTES), String(RANDOM_READS), String(RANDOM_BLOCK)], { timeoutMs: 600_000 }), 'random reads')),
-    smallFiles: async (dir: string, createLimitMs?: number) => jsonOf<SmallResult>(must(await exec(process.execPath,
-      [probe('smallfiles'), dir, String(SMALL_FILES), String(SMALL_FILE_BYTES), String(SETTLE_MS), ...(createLimitMs ? [String(Math.round(createLimitMs))] : [])],
-      { timeoutMs: 1_800_000 }), 'small files')),
+    seqWrite: async (file: string) =>
+      must(
+        await exec('dd', [`if=${inp.src}`, `of=${file}`, 'bs=1M', `count=${mib}`, 'status=none'], { timeoutMs: DATA_TIMEOUT_MS }),
+        'dd write',
+      ).seconds,
+    seqRead: async (file: string) =>
+      jsonOf<SeqRead>(
+        must(
+          await exec(process.execPath, [probe('seqread'), file, String(DATA_BYTES)], { timeoutMs: DATA_TIMEOUT_MS }),
+          'sequential read',
+        ),
+      ),
+    randRead: async (file: string) =>
+      jsonOf<RandResult>(
+        must(
+          await exec(
+            process.execPath,
+            [probe('randread'), file, String(DATA_BYTES), String(RANDOM_READS), String(RANDOM_BLOCK)],
+            { timeoutMs: 600_000 },
+          ),
+          'random reads',
+        ),
+      ),
+    smallFiles: async (dir: string, createLimitMs?: number) =>
+      jsonOf<SmallResult>(
+        must(
+          await exec(
+            process.execPath,
+            [
+              probe('smallfiles'),
+              dir,
+              String(SMALL_FILES),
+              String(SMALL_FILE_BYTES),
+              String(SETTLE_MS),
+              ...(createLimitMs ? [String(Math.round(createLimitMs))] : []),
+            ],
+            { timeoutMs: 1_800_000 },
+          ),
+          'small files',
+        ),
+      ),
     /** tar x into dir; stopped at limitMs, when it reports how many entries were there by then. */
     tarX: async (dir: string, tree: TreeFacts, limitMs: number): Promise<TarRun> => {
       must(await exec('mkdir', ['-p', dir], { timeoutMs: 30_000 }), 'mkdir');
@@ -276,7 +359,12 @@ function workloads(inp: Inputs) {
       // tar carries on after most errors (a failed chmod, say) and exits 2: the extraction still ran to its end.
       const errs = r.stderr.split('\n').filter((l) => l.startsWith('tar: ') && !/Exiting with failure status/.test(l));
       if (r.code !== 0 && errs.length === 0) must(r, 'tar x');
-      return { seconds: r.seconds, complete: true, entries: entriesOf(tree), ...(errs.length ? { errors: errs.length, firstError: errs[0] } : {}) };
+      return {
+        seconds: r.seconds,
+        complete: true,
+        entries: entriesOf(tree),
+        ...(errs.length ? { errors: errs.length, firstError: errs[0] } : {}),
+      };
     },
   };
 }
@@ -286,7 +374,9 @@ function workloads(inp: Inputs) {
 async function measureCeilings(inp: Inputs, c: Ceilings): Promise<void> {
   const w = workloads(inp);
   const nullMnt = path.join(inp.work, 'nullmnt');
-  const nullfs = await phase('ceiling: mount do-nothing FUSE filesystem', { who: 'ceiling' }, () => NullFs.start(nullMnt, DATA_BYTES));
+  const nullfs = await phase('ceiling: mount do-nothing FUSE filesystem', { who: 'ceiling' }, () =>
+    NullFs.start(nullMnt, DATA_BYTES),
+  );
   if (nullfs) {
     c.nullOptions = nullfs.options.replace(/^-o/, '');
     const watch: Watch = { pid: nullfs.pid, who: 'ceiling' };
@@ -298,12 +388,18 @@ async function measureCeilings(inp: Inputs, c: Ceilings): Promise<void> {
     if (writes) c.nullWrite = DATA_BYTES / Math.min(...writes) / MB;
     const reads = await repeated('ceiling: FUSE sequential read', watch, () => w.seqRead(path.join(nullMnt, 'zero.bin')));
     if (reads) c.nullRead = DATA_BYTES / Math.min(...reads.map((r) => r.seconds)) / MB;
-    c.nullRandIdle = fastestRand(await repeated('ceiling: FUSE random 4 KiB reads', watch, () => w.randRead(path.join(nullMnt, 'zero.bin'))) ?? []);
+    c.nullRandIdle = fastestRand(
+      (await repeated('ceiling: FUSE random 4 KiB reads', watch, () => w.randRead(path.join(nullMnt, 'zero.bin')))) ?? [],
+    );
     // On a VM, waking an idle vCPU adds tens of µs to every QD1 request; busy vCPUs answer faster.
-    c.nullRandAwake = await phase('ceiling: FUSE random 4 KiB reads, one core kept busy', watch, () => withSpinner(() => w.randRead(path.join(nullMnt, 'zero.bin'))));
+    c.nullRandAwake = await phase('ceiling: FUSE random 4 KiB reads, one core kept busy', watch, () =>
+      withSpinner(() => w.randRead(path.join(nullMnt, 'zero.bin'))),
+    );
     c.nullSmall = await phase('ceiling: FUSE small files', watch, () => w.smallFiles(path.join(nullMnt, 'small')));
     for (const t of inp.trees) {
-      const r = await phase(`ceiling: FUSE tar x ${t.label}`, watch, () => w.tarX(path.join(nullMnt, `tree-${t.key}`), t, TAR_LIMIT_MS));
+      const r = await phase(`ceiling: FUSE tar x ${t.label}`, watch, () =>
+        w.tarX(path.join(nullMnt, `tree-${t.key}`), t, TAR_LIMIT_MS),
+      );
       if (r?.complete) c.nullTar[t.key] = r.seconds;
     }
     await phase('ceiling: unmount do-nothing FUSE filesystem', {}, () => nullfs.unmount());
@@ -312,14 +408,32 @@ async function measureCeilings(inp: Inputs, c: Ceilings): Promise<void> {
   const srv = server!;
   const count = Math.round(DATA_BYTES / CHUNK_BYTES);
   const bucket = await srv.newBucket('ceiling');
-  const put = await phase(`ceiling: raw S3 PUT (${count} x ${CHUNK_SIZE}, ${CONCURRENCY} in flight)`, {}, async () => jsonOf<{ seconds: number }>(must(
-    await exec(process.execPath, [probe('s3ceiling'), srv.endpoint, bucket, String(CHUNK_BYTES), String(count), String(CONCURRENCY), 'put'], { timeoutMs: 4 * DATA_TIMEOUT_MS }),
-    's3ceiling put')));
+  const put = await phase(`ceiling: raw S3 PUT (${count} x ${CHUNK_SIZE}, ${CONCURRENCY} in flight)`, {}, async () =>
+    jsonOf<{ seconds: number }>(
+      must(
+        await exec(
+          process.execPath,
+          [probe('s3ceiling'), srv.endpoint, bucket, String(CHUNK_BYTES), String(count), String(CONCURRENCY), 'put'],
+          { timeoutMs: 4 * DATA_TIMEOUT_MS },
+        ),
+        's3ceiling put',
+      ),
+    ),
+  );
   if (put) c.s3Put = DATA_BYTES / put.seconds / MB;
   for (let pass = 1; pass <= 2 && put; pass++) {
-    const get = await phase(`ceiling: raw S3 GET ${pass}/2`, {}, async () => jsonOf<{ seconds: number }>(must(
-      await exec(process.execPath, [probe('s3ceiling'), srv.endpoint, bucket, String(CHUNK_BYTES), String(count), String(CONCURRENCY), 'get'], { timeoutMs: 4 * DATA_TIMEOUT_MS }),
-      's3ceiling get')));
+    const get = await phase(`ceiling: raw S3 GET ${pass}/2`, {}, async () =>
+      jsonOf<{ seconds: number }>(
+        must(
+          await exec(
+            process.execPath,
+            [probe('s3ceiling'), srv.endpoint, bucket, String(CHUNK_BYTES), String(count), String(CONCURRENCY), 'get'],
+            { timeoutMs: 4 * DATA_TIMEOUT_MS },
+          ),
+          's3ceiling get',
+        ),
+      ),
+    );
     const rate = get ? DATA_BYTES / get.seconds / MB : undefined;
     if (rate !== undefined && (c.s3Get === undefined || rate > c.s3Get)) {
       c.s3Get = rate;
@@ -328,7 +442,11 @@ async function measureCeilings(inp: Inputs, c: Ceilings): Promise<void> {
   }
   // s3rver fails a batch delete of keys in one folder; its objects are files, removed with the bucket.
   if (!srv.bucketDir(bucket)) {
-    await exec(process.execPath, [probe('s3ceiling'), srv.endpoint, bucket, String(CHUNK_BYTES), String(count), String(CONCURRENCY), 'delete'], { timeoutMs: 4 * DATA_TIMEOUT_MS });
+    await exec(
+      process.execPath,
+      [probe('s3ceiling'), srv.endpoint, bucket, String(CHUNK_BYTES), String(count), String(CONCURRENCY), 'delete'],
+      { timeoutMs: 4 * DATA_TIMEOUT_MS },
+    );
   }
   await srv.dropBucket(bucket);
 }
@@ -344,7 +462,9 @@ function peerLimitMs(fsSeconds: number | undefined): number {
 }
 
 function limitWhy(fsSeconds: number | undefined): string {
-  return fsSeconds ? `${PEER_TAR_FACTOR}x Filespace's ${fsSeconds.toFixed(1)} s, within ${PEER_TAR_MIN_MS / 1000}–${PEER_TAR_MAX_MS / 1000} s` : 'the longest a peer may run';
+  return fsSeconds
+    ? `${PEER_TAR_FACTOR}x Filespace's ${fsSeconds.toFixed(1)} s, within ${PEER_TAR_MIN_MS / 1000}–${PEER_TAR_MAX_MS / 1000} s`
+    : 'the longest a peer may run';
 }
 
 async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: ProductTimes, extras: ProductExtras): Promise<void> {
@@ -363,11 +483,12 @@ async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: ProductTim
     rss.watch(m.pid);
   }
   const seq = path.join(m.dir, 'seq.bin');
-  const durable = (what: string) => phase(`${L}: ${what}`, watch, async () => {
-    const t0 = nowSeconds();
-    const reached = await c.durable(durableMs);
-    return Math.max(0, (reached ?? nowSeconds()) - t0);
-  });
+  const durable = (what: string) =>
+    phase(`${L}: ${what}`, watch, async () => {
+      const t0 = nowSeconds();
+      const reached = await c.durable(durableMs);
+      return Math.max(0, (reached ?? nowSeconds()) - t0);
+    });
 
   // 1. sequential write, to close and until durable
   await w.settleInputs();
@@ -391,16 +512,20 @@ async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: ProductTim
       s.warm = warm.map((r) => r.seconds);
       s.warmBest = warm.reduce((a, b) => (b.seconds < a.seconds ? b : a));
     }
-    s.randWarm = fastestRand(await repeated(`${L}: random 4 KiB reads, warm`, watch, () => w.randRead(seq)) ?? []);
+    s.randWarm = fastestRand((await repeated(`${L}: random 4 KiB reads, warm`, watch, () => w.randRead(seq))) ?? []);
   }
 
   // 3. small files
   // A peer far slower than Filespace at creating files is stopped, like its tar x (see below).
   const createLimit = peer ? peerLimitMs(fsTimes.create) : undefined;
-  s.small = await phase(`${L}: small files (create, ls -l, stat, rm)`, watch, () => w.smallFiles(path.join(m.dir, 'small'), createLimit));
+  s.small = await phase(`${L}: small files (create, ls -l, stat, rm)`, watch, () =>
+    w.smallFiles(path.join(m.dir, 'small'), createLimit),
+  );
   if (c.key === 'filespace' && s.small) fsTimes.create = s.small.create.seconds;
   if (s.small && s.small.count < SMALL_FILES) {
-    notes.push(`${L}: creating small files was stopped after ${(createLimit! / 1000).toFixed(0)} s (${limitWhy(fsTimes.create)}), with ${s.small.count} of ${SMALL_FILES} files; ls -l, stat and rm then worked on those`);
+    notes.push(
+      `${L}: creating small files was stopped after ${(createLimit! / 1000).toFixed(0)} s (${limitWhy(fsTimes.create)}), with ${s.small.count} of ${SMALL_FILES} files; ls -l, stat and rm then worked on those`,
+    );
   }
   await durable('small files: until durable');
 
@@ -414,7 +539,10 @@ async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: ProductTim
     s.tars[t.key] = r;
     // A peer's failures are findings about it; the product's are errors of the run.
     if (r.errors) (peer ? notes : errors).push(`${L}: tar x ${t.label} reported ${r.errors} errors (first: ${r.firstError})`);
-    if (!r.complete) notes.push(`${L}: tar x of ${t.label} was stopped after ${(limit / 1000).toFixed(0)} s (${limitWhy(fsTime)}), with ${r.entries} of ${entriesOf(t)} entries extracted`);
+    if (!r.complete)
+      notes.push(
+        `${L}: tar x of ${t.label} was stopped after ${(limit / 1000).toFixed(0)} s (${limitWhy(fsTime)}), with ${r.entries} of ${entriesOf(t)} entries extracted`,
+      );
     if (c.key === 'filespace' && r.complete) fsTimes[t.key] = r.seconds;
     if (product?.writer && r.complete) {
       const st = await product.writer.status().catch(() => undefined);
@@ -457,7 +585,9 @@ async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: ProductTim
     }
     const cm2 = await coldMount('cold-2');
     if (cm2) {
-      s.randCold = await phase(`${L}: random 4 KiB reads, cold`, { pid: cm2.pid, who: c.key }, () => w.randRead(path.join(cm2.dir, 'seq.bin')));
+      s.randCold = await phase(`${L}: random 4 KiB reads, cold`, { pid: cm2.pid, who: c.key }, () =>
+        w.randRead(path.join(cm2.dir, 'seq.bin')),
+      );
       await phase(`${L}: unmount (cold-2)`, {}, () => cm2.unmount());
     }
   }
@@ -486,21 +616,33 @@ async function productExtras(c: FilespaceContender, inp: Inputs, extras: Product
     });
   }
   // Upload bandwidth limit: a write uploaded under `upload-limit`, from dd start to sync done.
-  extras.limitedUpload = await phase(`Filespace: upload under upload-limit ${LIMIT_MIB} MiB/s (${LIMITED_MIB} MiB)`, watch, async () => {
-    must(await space.cli(['set', space.name, 'upload-limit', `${LIMIT_MIB}MiB`], 20_000), 'filespace set upload-limit');
-    try {
-      must(await exec('sync', ['-f', inp.work], { timeoutMs: 300_000 }), 'sync -f');
-      const t0 = Date.now();
-      // Fresh random bytes: a copy of data already in the bucket would be deduplicated, not uploaded.
-      must(await exec('dd', ['if=/dev/urandom', `of=${path.join(space.mnt, 'limited.bin')}`, 'bs=1M', `count=${LIMITED_MIB}`, 'status=none'], { timeoutMs: DATA_TIMEOUT_MS }), 'dd write');
-      await space.sync(600_000);
-      return (Date.now() - t0) / 1000;
-    } finally {
-      must(await space.cli(['set', space.name, 'upload-limit', 'off'], 20_000), 'filespace set upload-limit off');
-    }
-  });
+  extras.limitedUpload = await phase(
+    `Filespace: upload under upload-limit ${LIMIT_MIB} MiB/s (${LIMITED_MIB} MiB)`,
+    watch,
+    async () => {
+      must(await space.cli(['set', space.name, 'upload-limit', `${LIMIT_MIB}MiB`], 20_000), 'filespace set upload-limit');
+      try {
+        must(await exec('sync', ['-f', inp.work], { timeoutMs: 300_000 }), 'sync -f');
+        const t0 = Date.now();
+        // Fresh random bytes: a copy of data already in the bucket would be deduplicated, not uploaded.
+        must(
+          await exec(
+            'dd',
+            ['if=/dev/urandom', `of=${path.join(space.mnt, 'limited.bin')}`, 'bs=1M', `count=${LIMITED_MIB}`, 'status=none'],
+            { timeoutMs: DATA_TIMEOUT_MS },
+          ),
+          'dd write',
+        );
+        await space.sync(600_000);
+        return (Date.now() - t0) / 1000;
+      } finally {
+        must(await space.cli(['set', space.name, 'upload-limit', 'off'], 20_000), 'filespace set upload-limit off');
+      }
+    },
+  );
   const st = await space.status().catch(() => undefined);
-  if (typeof st?.lastError === 'string' && st.lastError) notes.push(`Filespace (writing machine) reported lastError: ${st.lastError}`);
+  if (typeof st?.lastError === 'string' && st.lastError)
+    notes.push(`Filespace (writing machine) reported lastError: ${st.lastError}`);
 }
 
 // ---- set-up ---------------------------------------------------------------------------------
@@ -512,13 +654,15 @@ async function ensurePeer(cmd: string, pkg: string): Promise<string | undefined>
   const sudo = process.getuid?.() === 0 ? [] : ['sudo', '-n'];
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   log(`${cmd} is missing: installing the Debian package ${pkg}`);
-  const apt = (args: string[]) => exec(sudo[0] ?? 'apt-get', [...sudo.slice(1), ...(sudo.length ? ['apt-get'] : []), ...args], { timeoutMs: 600_000, env });
+  const apt = (args: string[]) =>
+    exec(sudo[0] ?? 'apt-get', [...sudo.slice(1), ...(sudo.length ? ['apt-get'] : []), ...args], { timeoutMs: 600_000, env });
   let r = await apt(['install', '-y', '-q', pkg]);
   if (r.code !== 0) {
     await apt(['update', '-q']);
     r = await apt(['install', '-y', '-q', pkg]);
   }
-  if (r.code !== 0) return `could not install the Debian package ${pkg} (${(r.stderr || r.stdout).trim().split('\n').pop()?.replace(/\.$/, '') ?? `exit ${r.code}`})`;
+  if (r.code !== 0)
+    return `could not install the Debian package ${pkg} (${(r.stderr || r.stdout).trim().split('\n').pop()?.replace(/\.$/, '') ?? `exit ${r.code}`})`;
   if (!(await hasCommand(cmd))) return `the Debian package ${pkg} is installed, but there is no ${cmd} on PATH`;
   return undefined;
 }
@@ -559,7 +703,12 @@ async function prepareInputs(work: string): Promise<Inputs> {
     const tarball = path.join(work, `${key}.tar`);
     log(`packing ${source} into a tarball`);
     // Hard links are stored as plain files: Filespace refuses hard links (EPERM).
-    must(await exec('tar', ['cf', tarball, '--hard-dereference', '-C', path.dirname(source), path.basename(source)], { timeoutMs: 300_000 }), 'tar cf');
+    must(
+      await exec('tar', ['cf', tarball, '--hard-dereference', '-C', path.dirname(source), path.basename(source)], {
+        timeoutMs: 300_000,
+      }),
+      'tar cf',
+    );
     trees.push(await tarFacts(key, label, source, tarball));
   }
   return { work, src, trees };
@@ -578,7 +727,10 @@ async function sourceFingerprint(): Promise<string> {
   await walk(path.join(REPO, 'electron'));
   await walk(path.join(REPO, 'native'));
   const h = createHash('sha256');
-  for (const f of files.sort()) h.update(path.relative(REPO, f)).update('\0').update(await fsp.readFile(f));
+  for (const f of files.sort())
+    h.update(path.relative(REPO, f))
+      .update('\0')
+      .update(await fsp.readFile(f));
   return `${h.digest('hex').slice(0, 16)} (${files.length} files)`;
 }
 
@@ -641,7 +793,9 @@ async function main(): Promise<number> {
   }, RUN_LIMIT_MS);
   watchdog.unref();
 
-  log(`data set ${DATA_BYTES / MiB} MiB, ${SMALL_FILES} small files, trees: ${TREES.join(', ') || 'none'}, contenders: ${CONTENDERS.join(', ')}`);
+  log(
+    `data set ${DATA_BYTES / MiB} MiB, ${SMALL_FILES} small files, trees: ${TREES.join(', ') || 'none'}, contenders: ${CONTENDERS.join(', ')}`,
+  );
   const ceilings: Ceilings = { nullTar: {} };
   const extras: ProductExtras = {};
   const suites: Suite[] = [];
@@ -658,15 +812,23 @@ async function main(): Promise<number> {
 
     // The S3 server: one for every contender.
     const useS3rver = SERVER_CHOICE === 's3rver' || (SERVER_CHOICE === undefined && s3rverInstalled());
-    if (SERVER_CHOICE === 's3rver' && !s3rverInstalled()) throw new Error('FILESPACE_BENCH_SERVER=s3rver, but s3rver is not installed (npm install)');
+    if (SERVER_CHOICE === 's3rver' && !s3rverInstalled())
+      throw new Error('FILESPACE_BENCH_SERVER=s3rver, but s3rver is not installed (npm install)');
     if (useS3rver) {
       server = await startS3rver(path.join(work, 's3rver'));
-      serverWhy = 'the same server for every contender; s3rver serves a range by reading just that range from the object\'s file and answers requests faster than moto, so rclone and s3fs (which keep a file as one object and read it by ranges) are not penalised. It ignores conditional writes, so Filespace runs in its mode for such stores (one writing machine, readers mount read-only), which changes nothing on the data path.';
+      serverWhy =
+        "the same server for every contender; s3rver serves a range by reading just that range from the object's file and answers requests faster than moto, so rclone and s3fs (which keep a file as one object and read it by ranges) are not penalised. It ignores conditional writes, so Filespace runs in its mode for such stores (one writing machine, readers mount read-only), which changes nothing on the data path.";
     } else {
       server = await startMotoServer();
-      serverWhy = SERVER_CHOICE === 'moto' ? 'chosen with FILESPACE_BENCH_SERVER=moto.' : '**s3rver is not installed (`npm install`), so this run fell back to moto**.';
-      serverWhy += ' moto reads a whole object to serve any range: rclone and s3fs, which keep a 1 GiB file as one object and read it by ranges, are penalised on every read that reaches the server; treat their read figures with care.';
-      notes.push('the peers ran against moto, which reads a whole object for every ranged GET: their cold and random reads are depressed by the server');
+      serverWhy =
+        SERVER_CHOICE === 'moto'
+          ? 'chosen with FILESPACE_BENCH_SERVER=moto.'
+          : '**s3rver is not installed (`npm install`), so this run fell back to moto**.';
+      serverWhy +=
+        ' moto reads a whole object to serve any range: rclone and s3fs, which keep a 1 GiB file as one object and read it by ranges, are penalised on every read that reaches the server; treat their read figures with care.';
+      notes.push(
+        'the peers ran against moto, which reads a whole object for every ranged GET: their cold and random reads are depressed by the server',
+      );
     }
     const srv = server;
     onTeardown('the S3 server', () => srv.stop());
@@ -677,7 +839,13 @@ async function main(): Promise<number> {
     onTeardown('the test bed', () => bed.stop());
 
     const ctx: Context = {
-      work, server: srv, bed, chunkSize: CHUNK_SIZE, cacheBytes: CACHE_BYTES, cacheSize: CACHE_SIZE, uploadDelayMs: DEFAULT_SETTINGS.uploadDelayMs,
+      work,
+      server: srv,
+      bed,
+      chunkSize: CHUNK_SIZE,
+      cacheBytes: CACHE_BYTES,
+      cacheSize: CACHE_SIZE,
+      uploadDelayMs: DEFAULT_SETTINGS.uploadDelayMs,
     };
     const s = DEFAULT_SETTINGS;
     const engineDefaults = `upload/download concurrency ${s.uploadConcurrency}/${s.downloadConcurrency}, read-ahead up to ${s.prefetchMaxChunks} chunks, upload delay ${s.uploadDelayMs / 1000} s, AES-256-GCM, deflate when it saves >= 1/8`;
@@ -695,7 +863,9 @@ async function main(): Promise<number> {
           continue;
         }
         const version = await firstLine(cmd, key === 'rclone' ? ['version'] : ['--version']);
-        contenders.push(key === 'rclone' ? new RcloneContender(ctx, version) : new S3fsContender(ctx, version.replace(/\s*\(commit.*$/, '')));
+        contenders.push(
+          key === 'rclone' ? new RcloneContender(ctx, version) : new S3fsContender(ctx, version.replace(/\s*\(commit.*$/, '')),
+        );
       }
     }
 
@@ -723,20 +893,41 @@ async function main(): Promise<number> {
     if (srv.pid) extras.serverRss = await rss.peak(srv.pid);
     rss.stop();
   } catch (err) {
-    errors.push(`run aborted: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    errors.push(`run aborted: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
     log(`run aborted: ${errMsg(err)}`);
   }
   const runMinutes = (Date.now() - t0) / 60_000;
   await cleanup(false);
   const after = await idleLoad(2000);
   if (extras.tarVerify && Object.keys(extras.tarVerify.differences).length > 0) {
-    notes.push(`tar d found differences (first: ${extras.tarVerify.sample}). "Mod time differs" alone means contents, sizes, modes and owners matched; fuse-native ${fuseNativeVersion()} hands the access time to the utimens callback in place of the modification time (fuse-native.c passes l->atime twice; see sagemathinc/fuse-native#3), so every mtime set with utimensat and an omitted or different atime (tar x, cp -p, rsync -t, touch -m) is lost.`);
+    notes.push(
+      `tar d found differences (first: ${extras.tarVerify.sample}). "Mod time differs" alone means contents, sizes, modes and owners matched; fuse-native ${fuseNativeVersion()} hands the access time to the utimens callback in place of the modification time (fuse-native.c passes l->atime twice; see sagemathinc/fuse-native#3), so every mtime set with utimensat and an omitted or different atime (tar x, cp -p, rsync -t, touch -m) is lost.`,
+    );
   }
   const info: RunInfo = {
-    dataBytes: DATA_BYTES, scale: SCALE, smallFiles: SMALL_FILES, smallFileBytes: SMALL_FILE_BYTES, randomReads: RANDOM_READS,
-    randomBlock: RANDOM_BLOCK, repeats: REPEATS, settleMs: SETTLE_MS, chunkSize: CHUNK_SIZE, concurrency: CONCURRENCY, cacheSize: CACHE_SIZE,
-    limitMiB: LIMIT_MIB, limitedMiB: LIMITED_MIB, rssLimit: RSS_LIMIT, peerTar: { factor: PEER_TAR_FACTOR, minS: PEER_TAR_MIN_MS / 1000, maxS: PEER_TAR_MAX_MS / 1000 },
-    trees: inputs?.trees ?? [], serverKind: server?.kind, serverWhy, facts, loadBefore: before, loadAfter: after, runMinutes, totalSeconds: runSeconds(),
+    dataBytes: DATA_BYTES,
+    scale: SCALE,
+    smallFiles: SMALL_FILES,
+    smallFileBytes: SMALL_FILE_BYTES,
+    randomReads: RANDOM_READS,
+    randomBlock: RANDOM_BLOCK,
+    repeats: REPEATS,
+    settleMs: SETTLE_MS,
+    chunkSize: CHUNK_SIZE,
+    concurrency: CONCURRENCY,
+    cacheSize: CACHE_SIZE,
+    limitMiB: LIMIT_MIB,
+    limitedMiB: LIMITED_MIB,
+    rssLimit: RSS_LIMIT,
+    peerTar: { factor: PEER_TAR_FACTOR, minS: PEER_TAR_MIN_MS / 1000, maxS: PEER_TAR_MAX_MS / 1000 },
+    trees: inputs?.trees ?? [],
+    serverKind: server?.kind,
+    serverWhy,
+    facts,
+    loadBefore: before,
+    loadAfter: after,
+    runMinutes,
+    totalSeconds: runSeconds(),
     asRoot: process.getuid?.() === 0,
   };
   const out = await report({ info, suites, ceilings, extras, profiles, errors, notes }, path.join(REPO, 'BENCHMARKS.md'));
@@ -754,7 +945,7 @@ main().then(
     setTimeout(() => process.exit(code), 100).unref();
   },
   (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     void cleanup(true).finally(() => process.exit(1));
   },
 );

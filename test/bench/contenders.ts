@@ -24,8 +24,22 @@ import * as path from 'node:path';
 import { Bed, CLI, type Machine } from '../helpers/bed';
 import { freePort, s3StoreFor } from '../helpers/moto';
 import {
-  abortMount, alive, checkAbort, childExited, ensureUnmounted, exec, type ExecResult, mountDevice, must, onTeardown, probe,
-  nowSeconds, sleep, startDaemon, stopProcess, waitMounted,
+  abortMount,
+  alive,
+  checkAbort,
+  childExited,
+  ensureUnmounted,
+  exec,
+  type ExecResult,
+  mountDevice,
+  must,
+  onTeardown,
+  probe,
+  nowSeconds,
+  sleep,
+  startDaemon,
+  stopProcess,
+  waitMounted,
 } from './proc';
 import type { BenchServer } from './server';
 
@@ -87,8 +101,11 @@ function peerEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 async function warmBucket(server: BenchServer, bucket: string): Promise<string> {
   const dir = server.bucketDir(bucket);
   if (!dir) return 'the server keeps objects in its own memory/temp files';
-  must(await exec('bash', ['-c', 'find "$1" -type f -size +1024k -exec cat {} + > /dev/null', 'bash', dir], { timeoutMs: 300_000 }), 'reading the bucket into the page cache');
-  return 'the server\'s object files of 1 MiB and more were read into the page cache first';
+  must(
+    await exec('bash', ['-c', 'find "$1" -type f -size +1024k -exec cat {} + > /dev/null', 'bash', dir], { timeoutMs: 300_000 }),
+    'reading the bucket into the page cache',
+  );
+  return "the server's object files of 1 MiB and more were read into the page cache first";
 }
 
 // ---- Filespace ------------------------------------------------------------------------------
@@ -99,7 +116,11 @@ export class Space {
   mounted = false;
   private dropTeardown: (() => void) | undefined;
 
-  constructor(readonly machine: Machine, readonly name: string, readonly mnt: string) {}
+  constructor(
+    readonly machine: Machine,
+    readonly name: string,
+    readonly mnt: string,
+  ) {}
 
   cli(args: string[], timeoutMs: number): Promise<ExecResult> {
     return exec(process.execPath, [CLI, ...args], { env: this.machine.env, timeoutMs });
@@ -116,7 +137,10 @@ export class Space {
   }
 
   async status(): Promise<Record<string, unknown>> {
-    return JSON.parse(must(await this.cli(['status', this.name, '--json'], 20_000), 'filespace status').stdout) as Record<string, unknown>;
+    return JSON.parse(must(await this.cli(['status', this.name, '--json'], 20_000), 'filespace status').stdout) as Record<
+      string,
+      unknown
+    >;
   }
 
   /** `filespace sync` until everything is uploaded. */
@@ -161,7 +185,10 @@ export class FilespaceContender implements Contender {
   private bucket = '';
   private prefix = '';
 
-  constructor(private readonly ctx: Context, engineDefaults: string) {
+  constructor(
+    private readonly ctx: Context,
+    engineDefaults: string,
+  ) {
     this.setup = `\`filespace init --chunk-size ${ctx.chunkSize}\`, \`link --cache-size ${ctx.cacheSize}\`, \`mount\`; engine defaults: ${engineDefaults}`;
   }
 
@@ -214,7 +241,12 @@ class PeerMount implements Mounted {
   private exited = false;
   private readonly dropTeardown: () => void;
 
-  private constructor(readonly dir: string, readonly child: ChildProcess, private readonly tail: () => string, readonly what: string) {
+  private constructor(
+    readonly dir: string,
+    readonly child: ChildProcess,
+    private readonly tail: () => string,
+    readonly what: string,
+  ) {
     child.once('exit', () => (this.exited = true));
     this.dropTeardown = onTeardown(`${what} at ${dir}`, () => this.down());
   }
@@ -285,7 +317,10 @@ export class RcloneContender implements Contender {
   private readonly dirs: string[] = [];
   private seq = 0;
 
-  constructor(private readonly ctx: Context, readonly version: string) {
+  constructor(
+    private readonly ctx: Context,
+    readonly version: string,
+  ) {
     this.setup = `${version}: \`rclone mount --vfs-cache-mode full --vfs-write-back ${ctx.uploadDelayMs / 1000}s --vfs-cache-max-size ${Math.floor(ctx.cacheBytes / 2 ** 20)}M${isRoot ? ' --allow-other' : ''}\` (other settings default: 4 transfers, multipart chunks of 5 MiB, 1 s attribute cache), s3 provider "Other", path-style`;
   }
 
@@ -309,15 +344,30 @@ export class RcloneContender implements Contender {
     this.dirs.push(mnt, cache);
     await fsp.writeFile(path.join(this.ctx.work, 'rclone.conf'), '');
     const rcPort = await freePort();
-    const mount = await PeerMount.start(`rclone (${tag})`, mnt, 'rclone', [
-      'mount', `bench:${this.bucket}`, mnt,
-      '--vfs-cache-mode', 'full',
-      '--vfs-write-back', `${this.ctx.uploadDelayMs / 1000}s`,
-      '--vfs-cache-max-size', `${Math.floor(this.ctx.cacheBytes / 2 ** 20)}M`,
-      '--cache-dir', cache,
-      '--rc', '--rc-addr', `127.0.0.1:${rcPort}`, '--rc-no-auth',
-      ...(isRoot ? ['--allow-other'] : []),
-    ], this.env());
+    const mount = await PeerMount.start(
+      `rclone (${tag})`,
+      mnt,
+      'rclone',
+      [
+        'mount',
+        `bench:${this.bucket}`,
+        mnt,
+        '--vfs-cache-mode',
+        'full',
+        '--vfs-write-back',
+        `${this.ctx.uploadDelayMs / 1000}s`,
+        '--vfs-cache-max-size',
+        `${Math.floor(this.ctx.cacheBytes / 2 ** 20)}M`,
+        '--cache-dir',
+        cache,
+        '--rc',
+        '--rc-addr',
+        `127.0.0.1:${rcPort}`,
+        '--rc-no-auth',
+        ...(isRoot ? ['--allow-other'] : []),
+      ],
+      this.env(),
+    );
     this.current = { mount, rcPort };
     return mount;
   }
@@ -329,7 +379,10 @@ export class RcloneContender implements Contender {
 
   private async stats(): Promise<VfsStats> {
     if (!this.current) throw new Error('rclone is not mounted');
-    const res = await fetch(`http://127.0.0.1:${this.current.rcPort}/vfs/stats`, { method: 'POST', signal: AbortSignal.timeout(10_000) });
+    const res = await fetch(`http://127.0.0.1:${this.current.rcPort}/vfs/stats`, {
+      method: 'POST',
+      signal: AbortSignal.timeout(10_000),
+    });
     if (!res.ok) throw new Error(`rclone rc vfs/stats answered ${res.status}`);
     return (await res.json()) as VfsStats;
   }
@@ -350,7 +403,10 @@ export class RcloneContender implements Contender {
       if (busy > 0) quietSince = undefined;
       else quietSince ??= at;
       if (quietSince !== undefined && nowSeconds() - quietSince >= 1) return quietSince;
-      if (Date.now() > deadline) throw new Error(`rclone still had ${dc.uploadsInProgress ?? '?'} uploads running and ${dc.uploadsQueued ?? '?'} queued after ${timeoutMs / 1000} s`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `rclone still had ${dc.uploadsInProgress ?? '?'} uploads running and ${dc.uploadsQueued ?? '?'} queued after ${timeoutMs / 1000} s`,
+        );
       await sleep(100);
     }
   }
@@ -385,7 +441,10 @@ export class S3fsContender implements Contender {
   private readonly dirs: string[] = [];
   private seq = 0;
 
-  constructor(private readonly ctx: Context, readonly version: string) {
+  constructor(
+    private readonly ctx: Context,
+    readonly version: string,
+  ) {
     this.setup = `${version}: \`s3fs -f -o use_cache=DIR,use_path_request_style,url=...${isRoot ? ',allow_other' : ''}\` (other settings default: 5 parallel requests, multipart parts of 10 MB, stat cache)`;
   }
 
@@ -397,8 +456,20 @@ export class S3fsContender implements Contender {
     await fsp.mkdir(cache, { recursive: true });
     const passwd = path.join(this.ctx.work, 's3fs.passwd');
     await fsp.writeFile(passwd, 'test:test\n', { mode: 0o600 });
-    const opts = [`passwd_file=${passwd}`, `url=${this.ctx.server.endpoint}`, 'use_path_request_style', `use_cache=${cache}`, ...(isRoot ? ['allow_other'] : [])];
-    this.current = await PeerMount.start(`s3fs (${tag})`, mnt, 's3fs', [this.bucket, mnt, '-f', '-o', opts.join(',')], peerEnv({}));
+    const opts = [
+      `passwd_file=${passwd}`,
+      `url=${this.ctx.server.endpoint}`,
+      'use_path_request_style',
+      `use_cache=${cache}`,
+      ...(isRoot ? ['allow_other'] : []),
+    ];
+    this.current = await PeerMount.start(
+      `s3fs (${tag})`,
+      mnt,
+      's3fs',
+      [this.bucket, mnt, '-f', '-o', opts.join(',')],
+      peerEnv({}),
+    );
     return this.current;
   }
 
@@ -497,7 +568,10 @@ export class NullFs implements Mounted {
   options = '';
   private dropTeardown: (() => void) | undefined;
 
-  private constructor(readonly dir: string, readonly child: ChildProcess) {}
+  private constructor(
+    readonly dir: string,
+    readonly child: ChildProcess,
+  ) {}
 
   get pid(): number {
     return this.child.pid!;

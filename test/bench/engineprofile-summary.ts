@@ -33,12 +33,18 @@ export interface CpuProfile {
 /** Inclusive markers: a label and a test on a frame. */
 const MARKERS: Array<[string, (f: CallFrame) => boolean]> = [
   ['upload of a chunk (Uploader.uploadReserved)', (f) => f.functionName.endsWith('uploadReserved')],
-  ['dirty chunk read for upload (DirtyStore.readAll/readAllInto)', (f) => /readAll(Into)?$/.test(f.functionName) && f.url.includes('dirty')],
+  [
+    'dirty chunk read for upload (DirtyStore.readAll/readAllInto)',
+    (f) => /readAll(Into)?$/.test(f.functionName) && f.url.includes('dirty'),
+  ],
   ['chunk naming HMAC (chunkName)', (f) => f.functionName === 'chunkName'],
   ['chunk encoding (encodeChunk/encodeChunkParts)', (f) => /^encodeChunk/.test(f.functionName)],
   ['S3 PUT (S3Store.put)', (f) => f.functionName.endsWith('put') && f.url.includes('store/s3')],
   ['SDK payload SHA-256 (getPayloadHash)', (f) => f.functionName === 'getPayloadHash'],
-  ['SDK body checksum (flexibleChecksums)', (f) => f.functionName === 'stringHasher' || f.functionName.includes('flexibleChecksums')],
+  [
+    'SDK body checksum (flexibleChecksums)',
+    (f) => f.functionName === 'stringHasher' || f.functionName.includes('flexibleChecksums'),
+  ],
   ['FUSE write (vfs write)', (f) => /(^|\.)write$/.test(f.functionName) && f.url.includes('vfs/vfs')],
   ['sealed unit write (SealedIO.write)', (f) => /(^|\.)write$/.test(f.functionName) && f.url.includes('cache/sealed')],
   ['sealed unit read (SealedIO.readUnits/openUnitsInPlace)', (f) => /(readUnits|openUnitsInPlace)$/.test(f.functionName)],
@@ -56,12 +62,20 @@ function category(f: CallFrame): string {
   if (url.includes('zlib')) return 'zlib (JS side)';
   if (n === 'concat' && url === 'node:buffer') return 'Buffer.concat';
   if ((n === 'copy' || n === '_copyActual' || n === '_copy') && url === 'node:buffer') return 'Buffer copy';
-  if (/^(allocUnsafe|allocUnsafeSlow|alloc|allocate|createUnsafeBuffer|from)$/.test(n) && url === 'node:buffer') return 'Buffer allocation';
+  if (/^(allocUnsafe|allocUnsafeSlow|alloc|allocate|createUnsafeBuffer|from)$/.test(n) && url === 'node:buffer')
+    return 'Buffer allocation';
   if (n === 'randomBytes' || url.includes('crypto/random')) return 'randomBytes';
   if (url.includes('fuse-native') || url.includes('native/fuse')) return 'FUSE binding';
   if (url.includes('internal/fs')) return 'fs (JS side)';
   if (url.includes('node_modules/@aws-sdk') || url.includes('node_modules/@smithy')) return 'AWS SDK (other)';
-  if (url.includes('internal/http') || url.includes('node:_http') || url.includes('node:net') || url.includes('internal/stream') || url.includes('node:stream')) return 'http/net/streams';
+  if (
+    url.includes('internal/http') ||
+    url.includes('node:_http') ||
+    url.includes('node:net') ||
+    url.includes('internal/stream') ||
+    url.includes('node:stream')
+  )
+    return 'http/net/streams';
   if (url.includes('/dist/electron/')) return 'engine (own JS)';
   if (url === '') return 'native calls (fs, sockets, microtasks)';
   return 'other';
@@ -112,9 +126,12 @@ export function summarise(p: CpuProfile, window?: Window): string {
   const pct = (us: number) => `${((100 * us) / Math.max(1, busy)).toFixed(1).padStart(5)}%`;
   const lines: string[] = [];
   const span = window ? (window.toUs - window.fromUs) / 1e6 : (p.endTime - p.startTime) / 1e6;
-  lines.push(`${window ? `window "${window.label}"` : 'profile'}: ${span.toFixed(1)} s sampled, JS thread busy ${(busy / 1e6).toFixed(2)} s (idle ${(idle / 1e6).toFixed(2)} s); shares are of busy time`);
+  lines.push(
+    `${window ? `window "${window.label}"` : 'profile'}: ${span.toFixed(1)} s sampled, JS thread busy ${(busy / 1e6).toFixed(2)} s (idle ${(idle / 1e6).toFixed(2)} s); shares are of busy time`,
+  );
   lines.push('self time by category:');
-  for (const [c, us] of [...cats].filter(([c]) => c !== 'idle').sort((a, b) => b[1] - a[1])) lines.push(`  ${ms(us)} ${pct(us)}  ${c}`);
+  for (const [c, us] of [...cats].filter(([c]) => c !== 'idle').sort((a, b) => b[1] - a[1]))
+    lines.push(`  ${ms(us)} ${pct(us)}  ${c}`);
   lines.push('inclusive time under:');
   for (const [label] of MARKERS) lines.push(`  ${ms(under.get(label) ?? 0)} ${pct(under.get(label) ?? 0)}  ${label}`);
   lines.push('top self time by function:');

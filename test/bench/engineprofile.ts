@@ -50,16 +50,26 @@ async function main(): Promise<void> {
       // FILESPACE_PROFILE_TREE=node_modules: the whole node_modules (as the benchmark's second tree).
       const whole = process.env.FILESPACE_PROFILE_TREE === 'node_modules';
       const from = whole ? path.dirname(modules) : modules;
-      must(await exec('tar', ['cf', input, '--hard-dereference', '-C', from, whole ? path.basename(modules) : '@aws-sdk'], { timeoutMs: 300_000 }), 'tar cf');
+      must(
+        await exec('tar', ['cf', input, '--hard-dereference', '-C', from, whole ? path.basename(modules) : '@aws-sdk'], {
+          timeoutMs: 300_000,
+        }),
+        'tar cf',
+      );
     }
     const bucket = await server.newBucket('prof');
     const fs = await bed.filespace({ bucket, chunkSize: '4MiB', cacheSize: '3GiB' });
-    const flags = ['--cpu-prof', `--cpu-prof-dir=${outDir}`, ...(process.env.FILESPACE_PROFILE_NODE_OPTIONS ?? '').split(' ').filter(Boolean)];
+    const flags = [
+      '--cpu-prof',
+      `--cpu-prof-dir=${outDir}`,
+      ...(process.env.FILESPACE_PROFILE_NODE_OPTIONS ?? '').split(' ').filter(Boolean),
+    ];
     if (workload === 'limited') await fs.machine.ok('set', fs.name, 'upload-limit', '16MiB');
     // The engine in the foreground, as `filespace mount` would start it, with the profiler's flags.
     const before = new Set(await fsp.readdir(outDir));
     const engine = spawn(process.execPath, [...flags, path.join(REPO, 'bin', 'filespace'), 'mount', fs.name, '--foreground'], {
-      env: fs.machine.env, stdio: ['ignore', 'inherit', 'inherit'],
+      env: fs.machine.env,
+      stdio: ['ignore', 'inherit', 'inherit'],
     });
     let exited = false;
     engine.once('exit', () => (exited = true));
@@ -85,7 +95,12 @@ async function main(): Promise<void> {
     if (workload === 'seq') {
       must(await exec('dd', [`if=${input}`, `of=${fs.mnt}/seq.bin`, 'bs=1M', 'status=none'], { timeoutMs: 900_000 }), 'dd');
     } else if (workload === 'limited') {
-      must(await exec('dd', ['if=/dev/urandom', `of=${fs.mnt}/limited.bin`, 'bs=1M', `count=${mib}`, 'status=none'], { timeoutMs: 900_000 }), 'dd');
+      must(
+        await exec('dd', ['if=/dev/urandom', `of=${fs.mnt}/limited.bin`, 'bs=1M', `count=${mib}`, 'status=none'], {
+          timeoutMs: 900_000,
+        }),
+        'dd',
+      );
     } else {
       must(await exec('tar', ['xf', input, '-C', fs.mnt], { timeoutMs: 900_000 }), 'tar x');
     }
@@ -97,8 +112,12 @@ async function main(): Promise<void> {
     const use = await cpu();
     clearInterval(sampler);
     const mem = await memoryOf(pid);
-    console.log(`workload ${workload}: ${((t1 - t0) / 1000).toFixed(2)} s to close, sync ${((t2 - t1) / 1000).toFixed(2)} s, total ${((t2 - t0) / 1000).toFixed(2)} s`);
-    console.log(`engine peak RSS sampled ${(peak / 1e6).toFixed(0)} MB, VmHWM ${((mem?.hwm ?? 0) / 1e6).toFixed(0)} MB; CPU ${use?.total.toFixed(2)} cores, main thread ${use?.main.toFixed(2)}`);
+    console.log(
+      `workload ${workload}: ${((t1 - t0) / 1000).toFixed(2)} s to close, sync ${((t2 - t1) / 1000).toFixed(2)} s, total ${((t2 - t0) / 1000).toFixed(2)} s`,
+    );
+    console.log(
+      `engine peak RSS sampled ${(peak / 1e6).toFixed(0)} MB, VmHWM ${((mem?.hwm ?? 0) / 1e6).toFixed(0)} MB; CPU ${use?.total.toFixed(2)} cores, main thread ${use?.main.toFixed(2)}`,
+    );
     await fs.unmount();
     unmount = undefined;
     // The profile is written as the engine exits.
@@ -110,7 +129,8 @@ async function main(): Promise<void> {
     if (!prof) throw new Error('the engine wrote no profile');
     const dest = path.join(outDir, `${workload}.cpuprofile`);
     await fsp.rename(path.join(outDir, prof), dest);
-    for (const f of await fsp.readdir(outDir)) if (!before.has(f) && f.endsWith('.cpuprofile') && f !== `${workload}.cpuprofile`) await fsp.rm(path.join(outDir, f));
+    for (const f of await fsp.readdir(outDir))
+      if (!before.has(f) && f.endsWith('.cpuprofile') && f !== `${workload}.cpuprofile`) await fsp.rm(path.join(outDir, f));
     const profile = JSON.parse(await fsp.readFile(dest, 'utf8')) as CpuProfile;
     console.log(summarise(profile));
     // The profile's clock is the monotonic one this process reads with hrtime.

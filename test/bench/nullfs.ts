@@ -22,7 +22,11 @@ import { FuseMount, type FuseFilesystem } from '../../native/fuse/adapter';
 import { productMountOptions } from './mountopts';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- fuse-native has no type declarations; typed here
-const Fuse = require('fuse-native') as new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>) => {
+const Fuse = require('fuse-native') as new (
+  mnt: string,
+  ops: Record<string, unknown>,
+  opts: Record<string, unknown>,
+) => {
   _fuseOptions(): string;
   mount(cb: (err: Error | null) => void): void;
   unmount(cb: (err: Error | null) => void): void;
@@ -82,14 +86,30 @@ function main(): void {
   const stat = (e: Entry) => ({
     ino: e.ino,
     mode: (e.kind === 'dir' ? S_IFDIR : e.kind === 'symlink' ? S_IFLNK : S_IFREG) | e.mode,
-    uid: e.uid, gid: e.gid, size: e.size, nlink: 1,
-    atime: e.mtime, mtime: e.mtime, ctime: e.mtime, blksize: 4096, blocks: Math.ceil(e.size / 512),
+    uid: e.uid,
+    gid: e.gid,
+    size: e.size,
+    nlink: 1,
+    atime: e.mtime,
+    mtime: e.mtime,
+    ctime: e.mtime,
+    blksize: 4096,
+    blocks: Math.ceil(e.size / 512),
   });
   const parentOk = (p: string) => entries.get(path.posix.dirname(p))?.kind === 'dir';
   const add = (p: string, kind: Entry['kind'], mode: number, target?: string): number => {
     if (entries.has(p)) return -E.EEXIST;
     if (!parentOk(p)) return -E.ENOENT;
-    entries.set(p, { ino: nextIno++, kind, mode: mode & 0o7777, size: kind === 'dir' ? 4096 : 0, uid, gid, mtime: Date.now(), target });
+    entries.set(p, {
+      ino: nextIno++,
+      kind,
+      mode: mode & 0o7777,
+      size: kind === 'dir' ? 4096 : 0,
+      uid,
+      gid,
+      mtime: Date.now(),
+      target,
+    });
     return 0;
   };
   const withEntry = (p: string, cb: Cb, fn: (e: Entry) => void) => {
@@ -186,15 +206,26 @@ function main(): void {
     },
     link: (_from: string, _to: string, cb: Cb) => cb(-E.EPERM),
     chmod: (p: string, mode: number, cb: Cb) => withEntry(p, cb, (e) => (e.mode = mode & 0o7777)),
-    chown: (p: string, u: number, g: number, cb: Cb) => withEntry(p, cb, (e) => {
-      if (u !== 0xffffffff && u !== -1) e.uid = u;
-      if (g !== 0xffffffff && g !== -1) e.gid = g;
-    }),
+    chown: (p: string, u: number, g: number, cb: Cb) =>
+      withEntry(p, cb, (e) => {
+        if (u !== 0xffffffff && u !== -1) e.uid = u;
+        if (g !== 0xffffffff && g !== -1) e.gid = g;
+      }),
     utimens: (p: string, _atime: number, mtime: number, cb: Cb) => withEntry(p, cb, (e) => (e.mtime = mtime)),
-    statfs: (_p: string, cb: Cb) => cb(0, {
-      bsize: 4096, frsize: 4096, blocks: 2 ** 30, bfree: 2 ** 30, bavail: 2 ** 30,
-      files: 2 ** 31, ffree: 2 ** 31, favail: 2 ** 31, fsid: 0, flag: 0, namemax: 255,
-    }),
+    statfs: (_p: string, cb: Cb) =>
+      cb(0, {
+        bsize: 4096,
+        frsize: 4096,
+        blocks: 2 ** 30,
+        bfree: 2 ** 30,
+        bavail: 2 ** 30,
+        files: 2 ** 31,
+        ffree: 2 ** 31,
+        favail: 2 ** 31,
+        fsid: 0,
+        flag: 0,
+        namemax: 255,
+      }),
     // The product implements extended attributes; so does this, so the kernel asks both the same.
     setxattr: (_p: string, _n: string, _v: Buffer, _pos: number, _f: number, cb: Cb) => cb(0),
     getxattr: (_p: string, _n: string, _pos: number, cb: Cb) => cb(-E.ENODATA),

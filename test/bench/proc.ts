@@ -60,7 +60,13 @@ export function cleanup(hard: boolean): Promise<void> {
   cleaning ??= (async () => {
     while (teardowns.length > 0) {
       const t = teardowns.pop()!;
-      const ok = await Promise.race([t.fn(hard).then(() => true, () => true), sleep(90_000).then(() => false)]);
+      const ok = await Promise.race([
+        t.fn(hard).then(
+          () => true,
+          () => true,
+        ),
+        sleep(90_000).then(() => false),
+      ]);
       if (!ok) log(`cleanup: ${t.what} did not finish within 90 s; moving on`);
     }
     for (const c of children) killGroup(c);
@@ -96,11 +102,18 @@ export function killGroup(child: ChildProcess): void {
  * reported on fd 3) can be charged to the phase; on timeout kills the group and stops waiting
  * (a process stuck in a hung mount cannot die until the mount is aborted).
  */
-export function exec(cmd: string, args: string[], opts: { timeoutMs: number; env?: NodeJS.ProcessEnv; cwd?: string }): Promise<ExecResult> {
+export function exec(
+  cmd: string,
+  args: string[],
+  opts: { timeoutMs: number; env?: NodeJS.ProcessEnv; cwd?: string },
+): Promise<ExecResult> {
   return new Promise((resolve) => {
     const t0 = process.hrtime.bigint();
     const child = spawn('bash', ['-c', '"$@"; rc=$?; times >&3; exit $rc', 'bash', cmd, ...args], {
-      env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe', 'pipe'], detached: true,
+      env: opts.env ?? process.env,
+      cwd: opts.cwd,
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+      detached: true,
     });
     children.add(child);
     let stdout = '';
@@ -137,7 +150,8 @@ export function exec(cmd: string, args: string[], opts: { timeoutMs: number; env
 }
 
 export function must(r: ExecResult, what: string): ExecResult {
-  if (r.timedOut) throw new Error(`${what} did not finish within its time limit (${r.seconds.toFixed(0)} s): ${r.stderr.trim().slice(-500)}`);
+  if (r.timedOut)
+    throw new Error(`${what} did not finish within its time limit (${r.seconds.toFixed(0)} s): ${r.stderr.trim().slice(-500)}`);
   if (r.code !== 0) throw new Error(`${what} failed (exit ${r.code}): ${(r.stderr || r.stdout).trim().slice(-800)}`);
   return r;
 }
@@ -162,9 +176,17 @@ export async function hasCommand(cmd: string): Promise<boolean> {
  * A long-running child (a FUSE daemon, the S3 server) in its own process group, with its
  * stderr tail kept for error messages. Not counted as a tool: its CPU is measured by pid.
  */
-export function startDaemon(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; ipc?: boolean; execArgv?: string[] } = {}): { child: ChildProcess; tail: () => string } {
+export function startDaemon(
+  cmd: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; ipc?: boolean; execArgv?: string[] } = {},
+): { child: ChildProcess; tail: () => string } {
   const child = opts.ipc
-    ? spawn(process.execPath, [...(opts.execArgv ?? []), cmd, ...args], { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'], detached: true })
+    ? spawn(process.execPath, [...(opts.execArgv ?? []), cmd, ...args], {
+        env: opts.env ?? process.env,
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+        detached: true,
+      })
     : spawn(cmd, args, { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   children.add(child);
   child.once('exit', () => children.delete(child));

@@ -94,13 +94,15 @@ export class RssSampler {
   }
 
   private async sample(): Promise<void> {
-    await Promise.all([...this.peaks.keys()].map(async (pid) => {
-      const m = await memoryOf(pid);
-      if (!m) return;
-      const now = Math.max(m.rss, m.hwm);
-      this.peaks.set(pid, Math.max(this.peaks.get(pid) ?? 0, now));
-      if (this.windows.has(pid)) this.windows.set(pid, Math.max(this.windows.get(pid) ?? 0, now));
-    }));
+    await Promise.all(
+      [...this.peaks.keys()].map(async (pid) => {
+        const m = await memoryOf(pid);
+        if (!m) return;
+        const now = Math.max(m.rss, m.hwm);
+        this.peaks.set(pid, Math.max(this.peaks.get(pid) ?? 0, now));
+        if (this.windows.has(pid)) this.windows.set(pid, Math.max(this.windows.get(pid) ?? 0, now));
+      }),
+    );
   }
 
   async beginWindow(pid: number): Promise<void> {

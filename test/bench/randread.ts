@@ -38,9 +38,15 @@ function main(): void {
     closeSync(fd);
   }
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  process.stdout.write(`${JSON.stringify({
-    ops: count, seconds, p50Us: percentile(lat, 0.5), p99Us: percentile(lat, 0.99), maxUs: Math.max(...lat),
-  })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({
+      ops: count,
+      seconds,
+      p50Us: percentile(lat, 0.5),
+      p99Us: percentile(lat, 0.99),
+      maxUs: Math.max(...lat),
+    })}\n`,
+  );
 }
 
 try {

@@ -15,7 +15,15 @@ import * as os from 'node:os';
 import type { ContenderKey } from './contenders';
 import type { CpuUse } from './procstat';
 import {
-  type Ceilings, entriesOf, type ProductExtras, type Profile, type RandResult, type SmallPhase, type SmallResult, type Suite, type TreeFacts,
+  type Ceilings,
+  entriesOf,
+  type ProductExtras,
+  type Profile,
+  type RandResult,
+  type SmallPhase,
+  type SmallResult,
+  type Suite,
+  type TreeFacts,
 } from './results';
 import type { ServerWindow } from './server';
 
@@ -90,58 +98,106 @@ const fmtNum = (v: number | undefined, digits = 0) => {
 const rate = (bytes: number, seconds: number | undefined) => (seconds ? bytes / seconds / MB : undefined);
 const iops = (r: RandResult | undefined) => (r ? r.ops / r.seconds : undefined);
 const ops = (p: SmallPhase | undefined, n: number | undefined) => (p && n ? n / p.seconds : undefined);
-const val = (v: number | undefined, note?: string): Val | undefined => (v === undefined || !Number.isFinite(v) ? undefined : { v, note });
+const val = (v: number | undefined, note?: string): Val | undefined =>
+  v === undefined || !Number.isFinite(v) ? undefined : { v, note };
 /** When creation was stopped, the rates are over fewer files: say how many. */
-const partialSmall = (s: Suite) => (s.small && s.small.requested && s.small.count < s.small.requested
-  ? `over ${fmtNum(s.small.count)} files: creating was stopped` : undefined);
+const partialSmall = (s: Suite) =>
+  s.small && s.small.requested && s.small.count < s.small.requested
+    ? `over ${fmtNum(s.small.count)} files: creating was stopped`
+    : undefined;
 
 function metrics(r: RunResults): Metric[] {
   const { info, ceilings: c } = r;
   const size = info.dataBytes >= GiB ? `${info.dataBytes / GiB} GiB` : `${info.dataBytes / MiB} MiB`;
-  const nullRand = [c.nullRandIdle, c.nullRandAwake].reduce<RandResult | undefined>((a, b) => (!b ? a : !a || iops(b)! > iops(a)! ? b : a), undefined);
+  const nullRand = [c.nullRandIdle, c.nullRandAwake].reduce<RandResult | undefined>(
+    (a, b) => (!b ? a : !a || iops(b)! > iops(a)! ? b : a),
+    undefined,
+  );
   const small = (k: 'create' | 'stat' | 'delete', label: string, target: number | 'ahead'): Metric => ({
-    name: `Small files (${fmtNum(info.smallFiles)} x ${info.smallFileBytes / 1024} KiB): ${label}`, unit: 'files/s', digits: 0, higherIsBetter: true,
+    name: `Small files (${fmtNum(info.smallFiles)} x ${info.smallFileBytes / 1024} KiB): ${label}`,
+    unit: 'files/s',
+    digits: 0,
+    higherIsBetter: true,
     value: (s) => val(ops(s.small?.[k], s.small?.count), partialSmall(s)),
-    ceiling: c.nullSmall ? `FUSE ${fmtNum(ops(c.nullSmall[k], c.nullSmall.count))} files/s` : undefined, peerTarget: target,
+    ceiling: c.nullSmall ? `FUSE ${fmtNum(ops(c.nullSmall[k], c.nullSmall.count))} files/s` : undefined,
+    peerTarget: target,
   });
   const rows: Metric[] = [
     {
-      name: `Sequential write ${size}, dd bs=1M, to close`, unit: 'MB/s', digits: 0, higherIsBetter: true,
-      value: (s) => val(rate(info.dataBytes, s.seqWrite)), ceiling: c.nullWrite ? `FUSE ${fmtNum(c.nullWrite)} MB/s` : undefined, peerTarget: 1.5,
+      name: `Sequential write ${size}, dd bs=1M, to close`,
+      unit: 'MB/s',
+      digits: 0,
+      higherIsBetter: true,
+      value: (s) => val(rate(info.dataBytes, s.seqWrite)),
+      ceiling: c.nullWrite ? `FUSE ${fmtNum(c.nullWrite)} MB/s` : undefined,
+      peerTarget: 1.5,
     },
     {
-      name: `Sequential write ${size}, until durable`, unit: 'MB/s', digits: 0, higherIsBetter: true,
-      value: (s) => val(s.seqWrite !== undefined && s.seqDurable !== undefined ? rate(info.dataBytes, s.seqWrite + s.seqDurable) : undefined),
-      ceiling: c.s3Put ? `S3 PUT ${fmtNum(c.s3Put)} MB/s` : undefined, peerTarget: 'ahead',
+      name: `Sequential write ${size}, until durable`,
+      unit: 'MB/s',
+      digits: 0,
+      higherIsBetter: true,
+      value: (s) =>
+        val(s.seqWrite !== undefined && s.seqDurable !== undefined ? rate(info.dataBytes, s.seqWrite + s.seqDurable) : undefined),
+      ceiling: c.s3Put ? `S3 PUT ${fmtNum(c.s3Put)} MB/s` : undefined,
+      peerTarget: 'ahead',
     },
     {
-      name: `Sequential read ${size}, cold (new mount, empty cache)`, unit: 'MB/s', digits: 0, higherIsBetter: true,
-      value: (s) => val(s.cold ? rate(s.cold.bytes, s.cold.seconds) : undefined, s.coldVerified === false ? 'WRONG BYTES' : undefined),
-      ceiling: c.s3Get ? `S3 GET ${fmtNum(c.s3Get)} MB/s` : undefined, peerTarget: 'ahead',
+      name: `Sequential read ${size}, cold (new mount, empty cache)`,
+      unit: 'MB/s',
+      digits: 0,
+      higherIsBetter: true,
+      value: (s) =>
+        val(s.cold ? rate(s.cold.bytes, s.cold.seconds) : undefined, s.coldVerified === false ? 'WRONG BYTES' : undefined),
+      ceiling: c.s3Get ? `S3 GET ${fmtNum(c.s3Get)} MB/s` : undefined,
+      peerTarget: 'ahead',
     },
     {
-      name: `Time to first byte, cold ${size} file (open + first 4 KiB)`, unit: 'ms', digits: 1, higherIsBetter: false,
-      value: (s) => val(s.cold ? s.cold.ttfbUs / 1000 : undefined), peerTarget: 'ahead',
+      name: `Time to first byte, cold ${size} file (open + first 4 KiB)`,
+      unit: 'ms',
+      digits: 1,
+      higherIsBetter: false,
+      value: (s) => val(s.cold ? s.cold.ttfbUs / 1000 : undefined),
+      peerTarget: 'ahead',
     },
     {
-      name: `Sequential read ${size}, warm (best of ${info.repeats})`, unit: 'MB/s', digits: 0, higherIsBetter: true,
+      name: `Sequential read ${size}, warm (best of ${info.repeats})`,
+      unit: 'MB/s',
+      digits: 0,
+      higherIsBetter: true,
       value: (s) => val(s.warmBest ? rate(s.warmBest.bytes, s.warmBest.seconds) : undefined),
-      ceiling: c.nullRead ? `FUSE ${fmtNum(c.nullRead)} MB/s` : undefined, peerTarget: 1.5,
+      ceiling: c.nullRead ? `FUSE ${fmtNum(c.nullRead)} MB/s` : undefined,
+      peerTarget: 1.5,
     },
     {
-      name: `Random ${info.randomBlock / 1024} KiB reads, QD1, warm (${fmtNum(info.randomReads)} reads; best of ${info.repeats})`, unit: 'IOPS', digits: 0, higherIsBetter: true,
-      value: (s) => val(iops(s.randWarm)), ceiling: nullRand ? `FUSE ${fmtNum(iops(nullRand))} IOPS` : undefined, peerTarget: 'ahead',
+      name: `Random ${info.randomBlock / 1024} KiB reads, QD1, warm (${fmtNum(info.randomReads)} reads; best of ${info.repeats})`,
+      unit: 'IOPS',
+      digits: 0,
+      higherIsBetter: true,
+      value: (s) => val(iops(s.randWarm)),
+      ceiling: nullRand ? `FUSE ${fmtNum(iops(nullRand))} IOPS` : undefined,
+      peerTarget: 'ahead',
     },
     {
-      name: `Random ${info.randomBlock / 1024} KiB reads, QD1, cold (new mount, empty cache)`, unit: 'IOPS', digits: 0, higherIsBetter: true,
-      value: (s) => val(iops(s.randCold)), peerTarget: 'ahead',
+      name: `Random ${info.randomBlock / 1024} KiB reads, QD1, cold (new mount, empty cache)`,
+      unit: 'IOPS',
+      digits: 0,
+      higherIsBetter: true,
+      value: (s) => val(iops(s.randCold)),
+      peerTarget: 'ahead',
     },
     small('create', 'create', 1.5),
     {
-      name: `Small files: \`ls -l\` of ${fmtNum(info.smallFiles)}`, unit: 's', digits: 2, higherIsBetter: false,
-      value: (s) => (s.small && s.small.count < info.smallFiles
-        ? { v: s.small.ls.seconds, note: `${fmtNum(s.small.count)} files only`, partial: true } : val(s.small?.ls.seconds)),
-      ceiling: c.nullSmall ? `FUSE ${fmtNum(c.nullSmall.ls.seconds, 2)} s` : undefined, peerTarget: 'ahead',
+      name: `Small files: \`ls -l\` of ${fmtNum(info.smallFiles)}`,
+      unit: 's',
+      digits: 2,
+      higherIsBetter: false,
+      value: (s) =>
+        s.small && s.small.count < info.smallFiles
+          ? { v: s.small.ls.seconds, note: `${fmtNum(s.small.count)} files only`, partial: true }
+          : val(s.small?.ls.seconds),
+      ceiling: c.nullSmall ? `FUSE ${fmtNum(c.nullSmall.ls.seconds, 2)} s` : undefined,
+      peerTarget: 'ahead',
     },
     small('stat', 'stat', 'ahead'),
     small('delete', 'rm', 'ahead'),
@@ -149,17 +205,25 @@ function metrics(r: RunResults): Metric[] {
   for (const t of info.trees) {
     const what = `tar x ${t.label} (${fmtNum(entriesOf(t))} entries, ${fmtNum(t.bytes / MB, 0)} MB)`;
     rows.push({
-      name: `${what}, until tar exits`, unit: 's', digits: 1, higherIsBetter: false,
+      name: `${what}, until tar exits`,
+      unit: 's',
+      digits: 1,
+      higherIsBetter: false,
       value: (s) => {
         const run = s.tars[t.key];
         if (!run) return undefined;
-        if (!run.complete) return { v: run.seconds, atLeast: true, note: `stopped, ${fmtNum(run.entries)} of ${fmtNum(entriesOf(t))} entries` };
+        if (!run.complete)
+          return { v: run.seconds, atLeast: true, note: `stopped, ${fmtNum(run.entries)} of ${fmtNum(entriesOf(t))} entries` };
         return { v: run.seconds, note: run.errors ? `${fmtNum(run.errors)} tar errors` : undefined };
       },
-      ceiling: c.nullTar[t.key] !== undefined ? `FUSE ${fmtNum(c.nullTar[t.key], 1)} s` : undefined, peerTarget: 'ahead',
+      ceiling: c.nullTar[t.key] !== undefined ? `FUSE ${fmtNum(c.nullTar[t.key], 1)} s` : undefined,
+      peerTarget: 'ahead',
     });
     rows.push({
-      name: `${what}, until durable`, unit: 's', digits: 1, higherIsBetter: false,
+      name: `${what}, until durable`,
+      unit: 's',
+      digits: 1,
+      higherIsBetter: false,
       value: (s) => {
         const run = s.tars[t.key];
         if (!run) return undefined;
@@ -170,8 +234,12 @@ function metrics(r: RunResults): Metric[] {
     });
   }
   rows.push({
-    name: 'Peak RSS of the filesystem process (all phases, all its mounts)', unit: 'MB', digits: 0, higherIsBetter: false,
-    value: (s) => val(s.rssPeak ? s.rssPeak / MB : undefined), peerTarget: 'ahead',
+    name: 'Peak RSS of the filesystem process (all phases, all its mounts)',
+    unit: 'MB',
+    digits: 0,
+    higherIsBetter: false,
+    value: (s) => val(s.rssPeak ? s.rssPeak / MB : undefined),
+    peerTarget: 'ahead',
   });
   return rows;
 }
@@ -190,9 +258,12 @@ function compare(m: Metric, suites: Suite[]): Comparison {
   const fs = suites.find((s) => s.key === 'filespace');
   const f = fs ? m.value(fs) : undefined;
   if (!f || f.atLeast || f.v <= 0) return {};
-  const peers = suites.filter((s) => PEERS.includes(s.key) && !s.skipped).map((s) => ({ key: s.key, v: m.value(s) })).filter((p) => p.v && !p.v.partial);
+  const peers = suites
+    .filter((s) => PEERS.includes(s.key) && !s.skipped)
+    .map((s) => ({ key: s.key, v: m.value(s) }))
+    .filter((p) => p.v && !p.v.partial);
   if (peers.length === 0) return {};
-  const best = peers.reduce((a, b) => (m.higherIsBetter ? (b.v!.v > a.v!.v ? b : a) : (b.v!.v < a.v!.v ? b : a)));
+  const best = peers.reduce((a, b) => (m.higherIsBetter ? (b.v!.v > a.v!.v ? b : a) : b.v!.v < a.v!.v ? b : a));
   const bv = best.v!;
   const ratio = m.higherIsBetter ? f.v / bv.v : bv.v / f.v;
   const atLeast = !m.higherIsBetter && bv.atLeast === true;
@@ -222,7 +293,9 @@ function sideBySide(r: RunResults): string {
     const cmp = compare(m, r.suites);
     const ratio = cmp.ratio === undefined ? '' : `${cmp.atLeast ? '≥ ' : ''}${cmp.ratio.toFixed(2)}x (${cmp.best})`;
     const target = m.peerTarget === 'ahead' ? '> 1x' : `>= ${m.peerTarget}x`;
-    lines.push(`| ${m.name} | ${cell(m, by('filespace'))} | ${cell(m, by('rclone'))} | ${cell(m, by('s3fs'))} | ${cell(m, by('local'))} | ${m.ceiling ?? ''} | ${ratio} | ${target} | ${metText(cmp.met)} |`);
+    lines.push(
+      `| ${m.name} | ${cell(m, by('filespace'))} | ${cell(m, by('rclone'))} | ${cell(m, by('s3fs'))} | ${cell(m, by('local'))} | ${m.ceiling ?? ''} | ${ratio} | ${target} | ${metText(cmp.met)} |`,
+    );
   }
   return lines.join('\n');
 }
@@ -233,28 +306,82 @@ function ceilingTargets(r: RunResults): string {
   const { info, ceilings: c } = r;
   const fs = r.suites.find((s) => s.key === 'filespace');
   const lines = ['| Target | Filespace | Ceiling | Ratio | Target | Met |', '|---|---|---|---|---|---|'];
-  const row = (what: string, value: number | undefined, unit: string, ceiling: number | undefined, cunit: string, need: number, digits = 0, invert = false) => {
+  const row = (
+    what: string,
+    value: number | undefined,
+    unit: string,
+    ceiling: number | undefined,
+    cunit: string,
+    need: number,
+    digits = 0,
+    invert = false,
+  ) => {
     const ratio = value !== undefined && ceiling ? (invert ? ceiling / value : value / ceiling) : undefined;
-    lines.push(`| ${what} | ${fmtNum(value, digits)} ${unit} | ${fmtNum(ceiling, digits)} ${cunit} | ${ratio === undefined ? '' : ratio.toFixed(2)} | >= ${need} | ${metText(ratio === undefined ? undefined : ratio >= need)} |`);
+    lines.push(
+      `| ${what} | ${fmtNum(value, digits)} ${unit} | ${fmtNum(ceiling, digits)} ${cunit} | ${ratio === undefined ? '' : ratio.toFixed(2)} | >= ${need} | ${metText(ratio === undefined ? undefined : ratio >= need)} |`,
+    );
   };
   const nullRand = Math.max(iops(c.nullRandIdle) ?? 0, iops(c.nullRandAwake) ?? 0) || undefined;
-  row('Sequential write to close vs the FUSE write ceiling', rate(info.dataBytes, fs?.seqWrite), 'MB/s', c.nullWrite, 'MB/s', 0.6);
-  row('Warm sequential read vs the FUSE read ceiling (above it counts, from the page cache)', fs?.warmBest ? rate(fs.warmBest.bytes, fs.warmBest.seconds) : undefined, 'MB/s', c.nullRead, 'MB/s', 0.9);
-  row('Cold sequential read vs raw S3 GET', fs?.cold ? rate(fs.cold.bytes, fs.cold.seconds) : undefined, 'MB/s', c.s3Get, 'MB/s', 0.7);
+  row(
+    'Sequential write to close vs the FUSE write ceiling',
+    rate(info.dataBytes, fs?.seqWrite),
+    'MB/s',
+    c.nullWrite,
+    'MB/s',
+    0.6,
+  );
+  row(
+    'Warm sequential read vs the FUSE read ceiling (above it counts, from the page cache)',
+    fs?.warmBest ? rate(fs.warmBest.bytes, fs.warmBest.seconds) : undefined,
+    'MB/s',
+    c.nullRead,
+    'MB/s',
+    0.9,
+  );
+  row(
+    'Cold sequential read vs raw S3 GET',
+    fs?.cold ? rate(fs.cold.bytes, fs.cold.seconds) : undefined,
+    'MB/s',
+    c.s3Get,
+    'MB/s',
+    0.7,
+  );
   const inflight = fs?.coldWindow?.inflightAvg;
-  lines.push(`| Cold sequential read: S3 requests in flight on average | ${fmtNum(inflight, 1)} (max ${fmtNum(fs?.coldWindow?.inflightMax)}) | raw GET ${fmtNum(c.s3GetWindow?.inflightAvg, 1)} |  | >= 6 | ${metText(inflight === undefined ? undefined : inflight >= 6)} |`);
+  lines.push(
+    `| Cold sequential read: S3 requests in flight on average | ${fmtNum(inflight, 1)} (max ${fmtNum(fs?.coldWindow?.inflightMax)}) | raw GET ${fmtNum(c.s3GetWindow?.inflightAvg, 1)} |  | >= 6 | ${metText(inflight === undefined ? undefined : inflight >= 6)} |`,
+  );
   row('Random 4 KiB reads, warm, vs the FUSE ceiling', iops(fs?.randWarm), 'IOPS', nullRand, 'IOPS', 0.6);
-  row('Small-file creates vs the FUSE ceiling', ops(fs?.small?.create, fs?.small?.count), 'files/s', ops(c.nullSmall?.create, c.nullSmall?.count), 'files/s', 0.6);
+  row(
+    'Small-file creates vs the FUSE ceiling',
+    ops(fs?.small?.create, fs?.small?.count),
+    'files/s',
+    ops(c.nullSmall?.create, c.nullSmall?.count),
+    'files/s',
+    0.6,
+  );
   for (const t of info.trees) {
     const run = fs?.tars[t.key];
-    row(`tar x ${t.label} vs the FUSE ceiling (time)`, run?.complete ? run.seconds : undefined, 's', c.nullTar[t.key], 's', 0.8, 1, true);
+    row(
+      `tar x ${t.label} vs the FUSE ceiling (time)`,
+      run?.complete ? run.seconds : undefined,
+      's',
+      c.nullTar[t.key],
+      's',
+      0.8,
+      1,
+      true,
+    );
   }
   const fsPhases = r.profiles.filter((p) => p.contender === 'filespace' && p.fsRss);
   const top = fsPhases.reduce<Profile | undefined>((a, b) => (!a || (b.fsRss ?? 0) > (a.fsRss ?? 0) ? b : a), undefined);
   const over = fsPhases.filter((p) => (p.fsRss ?? 0) >= info.rssLimit);
-  lines.push(`| Engine peak RSS in every phase | ${top ? `${fmtNum((top.fsRss ?? 0) / MB)} MB (in "${top.phase}")` : 'n/a'} |  |  | < ${fmtNum(info.rssLimit / MB)} MB | ${metText(top ? over.length === 0 : undefined)}${over.length ? ` (${over.length} phases over)` : ''} |`);
+  lines.push(
+    `| Engine peak RSS in every phase | ${top ? `${fmtNum((top.fsRss ?? 0) / MB)} MB (in "${top.phase}")` : 'n/a'} |  |  | < ${fmtNum(info.rssLimit / MB)} MB | ${metText(top ? over.length === 0 : undefined)}${over.length ? ` (${over.length} phases over)` : ''} |`,
+  );
   const ttfb = fs?.cold ? fs.cold.ttfbUs / 1000 : undefined;
-  lines.push(`| Time to first byte of a cold ${info.dataBytes >= GiB ? `${info.dataBytes / GiB} GiB` : `${info.dataBytes / MiB} MiB`} file (reported, no target) | ${fmtNum(ttfb, 1)} ms |  |  |  |  |`);
+  lines.push(
+    `| Time to first byte of a cold ${info.dataBytes >= GiB ? `${info.dataBytes / GiB} GiB` : `${info.dataBytes / MiB} MiB`} file (reported, no target) | ${fmtNum(ttfb, 1)} ms |  |  |  |  |`,
+  );
   return lines.join('\n');
 }
 
@@ -265,22 +392,42 @@ function productTable(r: RunResults): string {
   const fs = r.suites.find((s) => s.key === 'filespace');
   const lines = ['| Figure | Result |', '|---|---|'];
   const add = (a: string, b: string) => lines.push(`| ${a} | ${b} |`);
-  add('Data still to upload when the sequential write closed', x.dirtyAtClose === undefined ? 'n/a' : `${fmtNum(x.dirtyAtClose / MB)} MB`);
+  add(
+    'Data still to upload when the sequential write closed',
+    x.dirtyAtClose === undefined ? 'n/a' : `${fmtNum(x.dirtyAtClose / MB)} MB`,
+  );
   add('Upload left after close (`filespace sync`)', fs?.seqDurable === undefined ? 'n/a' : `${fmtNum(fs.seqDurable, 1)} s`);
   if (x.dirtyAfterTar) {
     const t = info.trees.find((tr) => tr.key === x.dirtyAfterTar!.tree);
     const d = fs?.tars[x.dirtyAfterTar.tree]?.durableSeconds;
-    add(`Upload left after tar x ${t?.label ?? ''} (uploads also ran during the extraction)`, `${fmtNum(d, 1)} s for ${x.dirtyAfterTar.files} files, ${fmtNum(x.dirtyAfterTar.bytes / MB, 1)} MB still dirty when tar exited`);
+    add(
+      `Upload left after tar x ${t?.label ?? ''} (uploads also ran during the extraction)`,
+      `${fmtNum(d, 1)} s for ${x.dirtyAfterTar.files} files, ${fmtNum(x.dirtyAfterTar.bytes / MB, 1)} MB still dirty when tar exited`,
+    );
   }
   if (x.tarVerify) {
     const t = info.trees.find((tr) => tr.key === x.tarVerify!.tree);
-    const diff = Object.keys(x.tarVerify.differences).length === 0 ? 'identical'
-      : `differences: ${Object.entries(x.tarVerify.differences).map(([k, n]) => `${n} x "${k}"`).join(', ')}`;
-    add(`Tree read-back and compare, warm (tar d of ${t?.label ?? '?'})`, t ? `${fmtNum(t.files / x.tarVerify.seconds)} files/s, ${fmtNum(rate(t.bytes, x.tarVerify.seconds))} MB/s; ${diff}` : diff);
+    const diff =
+      Object.keys(x.tarVerify.differences).length === 0
+        ? 'identical'
+        : `differences: ${Object.entries(x.tarVerify.differences)
+            .map(([k, n]) => `${n} x "${k}"`)
+            .join(', ')}`;
+    add(
+      `Tree read-back and compare, warm (tar d of ${t?.label ?? '?'})`,
+      t ? `${fmtNum(t.files / x.tarVerify.seconds)} files/s, ${fmtNum(rate(t.bytes, x.tarVerify.seconds))} MB/s; ${diff}` : diff,
+    );
   }
-  add(`Upload under upload-limit ${info.limitMiB} MiB/s, ${info.limitedMiB} MiB written then synced (dd start to sync done)`,
-    x.limitedUpload === undefined ? 'n/a' : `${fmtNum(info.limitedMiB / x.limitedUpload, 1)} MiB/s (${fmtNum(x.limitedUpload, 1)} s), ${((info.limitedMiB / x.limitedUpload / info.limitMiB)).toFixed(2)} of the limit`);
-  add('Cold read verified (cmp with the source)', fs?.coldVerified === undefined ? 'n/a' : fs.coldVerified ? 'identical' : '**DIFFERENT BYTES**');
+  add(
+    `Upload under upload-limit ${info.limitMiB} MiB/s, ${info.limitedMiB} MiB written then synced (dd start to sync done)`,
+    x.limitedUpload === undefined
+      ? 'n/a'
+      : `${fmtNum(info.limitedMiB / x.limitedUpload, 1)} MiB/s (${fmtNum(x.limitedUpload, 1)} s), ${(info.limitedMiB / x.limitedUpload / info.limitMiB).toFixed(2)} of the limit`,
+  );
+  add(
+    'Cold read verified (cmp with the source)',
+    fs?.coldVerified === undefined ? 'n/a' : fs.coldVerified ? 'identical' : '**DIFFERENT BYTES**',
+  );
   const peaks = new Map<string, number>();
   for (const p of r.profiles.filter((q) => q.contender === 'filespace' && q.fsRss)) {
     const name = p.phase.replace(/^Filespace: /, '').replace(/ \d+\/\d+$/, '');
@@ -296,8 +443,10 @@ function productTable(r: RunResults): string {
 function ceilingTable(r: RunResults): string {
   const { info, ceilings: c } = r;
   const size = info.dataBytes >= GiB ? `${info.dataBytes / GiB} GiB` : `${info.dataBytes / MiB} MiB`;
-  const rnd = (x: RandResult | undefined) => (x ? `${fmtNum(iops(x))} IOPS, p50 ${fmtNum(x.p50Us)} µs, p99 ${fmtNum(x.p99Us)} µs` : 'n/a');
-  const sm = (x: SmallResult | undefined, k: 'create' | 'stat' | 'delete') => (x ? `${fmtNum(ops(x[k], x.count))} files/s` : 'n/a');
+  const rnd = (x: RandResult | undefined) =>
+    x ? `${fmtNum(iops(x))} IOPS, p50 ${fmtNum(x.p50Us)} µs, p99 ${fmtNum(x.p99Us)} µs` : 'n/a';
+  const sm = (x: SmallResult | undefined, k: 'create' | 'stat' | 'delete') =>
+    x ? `${fmtNum(ops(x[k], x.count))} files/s` : 'n/a';
   const lines = ['| Ceiling | Result |', '|---|---|'];
   const add = (a: string, b: string) => lines.push(`| ${a} | ${b} |`);
   add(`FUSE sequential write ${size}, dd bs=1M (do-nothing fs; best of ${info.repeats})`, `${fmtNum(c.nullWrite)} MB/s`);
@@ -308,10 +457,18 @@ function ceilingTable(r: RunResults): string {
   add('FUSE small files: `ls -l`', c.nullSmall ? `${fmtNum(c.nullSmall.ls.seconds, 2)} s` : 'n/a');
   add('FUSE small files: stat', sm(c.nullSmall, 'stat'));
   add('FUSE small files: rm', sm(c.nullSmall, 'delete'));
-  for (const t of info.trees) add(`FUSE tar x ${t.label}`, c.nullTar[t.key] !== undefined ? `${fmtNum(c.nullTar[t.key], 1)} s (${fmtNum(entriesOf(t) / c.nullTar[t.key]!)} entries/s)` : 'n/a');
+  for (const t of info.trees)
+    add(
+      `FUSE tar x ${t.label}`,
+      c.nullTar[t.key] !== undefined
+        ? `${fmtNum(c.nullTar[t.key], 1)} s (${fmtNum(entriesOf(t) / c.nullTar[t.key]!)} entries/s)`
+        : 'n/a',
+    );
   add(`S3 PUT, ${info.chunkSize} objects, ${info.concurrency} in flight (the product's S3Store)`, `${fmtNum(c.s3Put)} MB/s`);
-  add(`S3 GET, ${info.chunkSize} objects, ${info.concurrency} in flight (the product's S3Store; best of 2 passes)`,
-    `${fmtNum(c.s3Get)} MB/s${c.s3GetWindow ? `, ${fmtNum(c.s3GetWindow.inflightAvg, 1)} requests in flight on average` : ''}`);
+  add(
+    `S3 GET, ${info.chunkSize} objects, ${info.concurrency} in flight (the product's S3Store; best of 2 passes)`,
+    `${fmtNum(c.s3Get)} MB/s${c.s3GetWindow ? `, ${fmtNum(c.s3GetWindow.inflightAvg, 1)} requests in flight on average` : ''}`,
+  );
   return lines.join('\n');
 }
 
@@ -321,18 +478,24 @@ const cores = (c: CpuUse | undefined) => (c ? c.total.toFixed(2) : '');
 
 function requestsText(w: ServerWindow | undefined): string {
   if (!w?.requests) return '';
-  return Object.entries(w.requests).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k} ${n}`).join(', ');
+  return Object.entries(w.requests)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, n]) => `${k} ${n}`)
+    .join(', ');
 }
 
 /** Plain reading of the CPU figures of one phase. */
 function hint(p: Profile, ncpu: number): string {
   const out: string[] = [];
   const js = p.contender === 'filespace' || p.contender === 'ceiling';
-  if (js && p.fs && p.fs.main >= 0.85) out.push(p.contender === 'filespace' ? 'engine JS thread saturated' : 'ceiling fs JS thread saturated');
+  if (js && p.fs && p.fs.main >= 0.85)
+    out.push(p.contender === 'filespace' ? 'engine JS thread saturated' : 'ceiling fs JS thread saturated');
   if (p.server && p.server.total >= 0.85) out.push('S3 server saturated (one process)');
   if (p.machine !== undefined && p.machine >= 0.9 * ncpu) out.push('all cores busy');
-  if (p.outside !== undefined && p.outside >= 0.3) out.push(`outside load ${p.outside.toFixed(1)} cores: figure likely depressed`);
-  if (p.contender === 'filespace' && p.fs && p.fs.main < 0.5 && p.fs.total < 0.9 && (p.machine ?? 0) < 0.7 * ncpu) out.push('engine waiting (latency-bound), not CPU-bound');
+  if (p.outside !== undefined && p.outside >= 0.3)
+    out.push(`outside load ${p.outside.toFixed(1)} cores: figure likely depressed`);
+  if (p.contender === 'filespace' && p.fs && p.fs.main < 0.5 && p.fs.total < 0.9 && (p.machine ?? 0) < 0.7 * ncpu)
+    out.push('engine waiting (latency-bound), not CPU-bound');
   if (p.window?.errors5xx) out.push(`${p.window.errors5xx} server errors (5xx)`);
   return out.join('; ');
 }
@@ -345,7 +508,9 @@ function profileTable(r: RunResults, ncpu: number): string {
   for (const p of r.profiles) {
     if (p.seconds < 0.05) continue;
     const w = p.window;
-    lines.push(`| ${p.phase} | ${p.seconds.toFixed(2)} | ${cores(p.fs)} | ${p.fs ? p.fs.main.toFixed(2) : ''} | ${p.fsRss ? (p.fsRss / MB).toFixed(0) : ''} | ${cores(p.server)} | ${requestsText(w)} | ${w && w.inflightMax > 0 ? `${w.inflightAvg.toFixed(1)}/${w.inflightMax}` : ''} | ${p.tools.toFixed(2)} | ${p.outside === undefined ? '' : p.outside.toFixed(2)} | ${p.machine === undefined ? '' : p.machine.toFixed(2)} | ${hint(p, ncpu)} |`);
+    lines.push(
+      `| ${p.phase} | ${p.seconds.toFixed(2)} | ${cores(p.fs)} | ${p.fs ? p.fs.main.toFixed(2) : ''} | ${p.fsRss ? (p.fsRss / MB).toFixed(0) : ''} | ${cores(p.server)} | ${requestsText(w)} | ${w && w.inflightMax > 0 ? `${w.inflightAvg.toFixed(1)}/${w.inflightMax}` : ''} | ${p.tools.toFixed(2)} | ${p.outside === undefined ? '' : p.outside.toFixed(2)} | ${p.machine === undefined ? '' : p.machine.toFixed(2)} | ${hint(p, ncpu)} |`,
+    );
   }
   return lines.join('\n');
 }
@@ -357,7 +522,13 @@ function loadSummary(r: RunResults): { avg?: number; max?: number; maxPhase?: st
   if (ps.length === 0 || secs === 0) return { loaded: 0, phases: 0 };
   const avg = ps.reduce((a, p) => a + (p.outside ?? 0) * p.seconds, 0) / secs;
   const top = ps.reduce((a, b) => ((b.outside ?? 0) > (a.outside ?? 0) ? b : a));
-  return { avg, max: top.outside, maxPhase: top.phase, loaded: ps.filter((p) => (p.outside ?? 0) >= 0.3).length, phases: ps.length };
+  return {
+    avg,
+    max: top.outside,
+    maxPhase: top.phase,
+    loaded: ps.filter((p) => (p.outside ?? 0) >= 0.3).length,
+    phases: ps.length,
+  };
 }
 
 // ---- observations ---------------------------------------------------------------------------
@@ -365,33 +536,54 @@ function loadSummary(r: RunResults): { avg?: number; max?: number; maxPhase?: st
 function observations(r: RunResults): string[] {
   const out: string[] = [];
   const one = (name: string) => r.profiles.find((p) => p.phase === name);
-  const cpu = (p: Profile | undefined) => p?.fs
-    ? `its process ${p.fs.total.toFixed(2)} cores (main thread ${p.fs.main.toFixed(2)}), server ${p.server?.total.toFixed(2) ?? '?'}, whole machine ${p.machine?.toFixed(2) ?? '?'}, outside load ${p.outside?.toFixed(2) ?? '?'}`
-    : 'n/a';
+  const cpu = (p: Profile | undefined) =>
+    p?.fs
+      ? `its process ${p.fs.total.toFixed(2)} cores (main thread ${p.fs.main.toFixed(2)}), server ${p.server?.total.toFixed(2) ?? '?'}, whole machine ${p.machine?.toFixed(2) ?? '?'}, outside load ${p.outside?.toFixed(2) ?? '?'}`
+      : 'n/a';
   for (const s of r.suites.filter((x) => !x.skipped && x.key !== 'local')) {
     const L = s.label;
     const w = one(`${L}: sequential write (dd bs=1M, to close)`);
-    if (w) out.push(`${L}, sequential write to close: ${cpu(w)}; S3 requests meanwhile: ${requestsText(w.window) || 'none counted'}.`);
+    if (w)
+      out.push(`${L}, sequential write to close: ${cpu(w)}; S3 requests meanwhile: ${requestsText(w.window) || 'none counted'}.`);
     const d = one(`${L}: sequential write: until durable`);
-    if (d && d.seconds >= 0.5) out.push(`${L}, upload after close: ${d.seconds.toFixed(1)} s with ${d.window ? d.window.inflightAvg.toFixed(1) : '?'} requests in flight on average; ${cpu(d)}.`);
+    if (d && d.seconds >= 0.5)
+      out.push(
+        `${L}, upload after close: ${d.seconds.toFixed(1)} s with ${d.window ? d.window.inflightAvg.toFixed(1) : '?'} requests in flight on average; ${cpu(d)}.`,
+      );
     const c = one(`${L}: cold sequential read (first byte, then 1 MiB reads)`);
-    if (c) out.push(`${L}, cold read: ${c.window ? `${c.window.inflightAvg.toFixed(1)} requests in flight on average (max ${c.window.inflightMax}), ${requestsText(c.window)}` : 'requests not counted'}; ${cpu(c)}.`);
+    if (c)
+      out.push(
+        `${L}, cold read: ${c.window ? `${c.window.inflightAvg.toFixed(1)} requests in flight on average (max ${c.window.inflightMax}), ${requestsText(c.window)}` : 'requests not counted'}; ${cpu(c)}.`,
+      );
     const rc = one(`${L}: random 4 KiB reads, cold`);
-    if (rc) out.push(`${L}, random reads cold: ${rc.window ? `${rc.window.inflightAvg.toFixed(1)} requests in flight on average (max ${rc.window.inflightMax}), ${requestsText(rc.window)}` : 'requests not counted'}; its peak RSS ${fmtNum((rc.fsRss ?? 0) / MB)} MB; ${cpu(rc)}.`);
+    if (rc)
+      out.push(
+        `${L}, random reads cold: ${rc.window ? `${rc.window.inflightAvg.toFixed(1)} requests in flight on average (max ${rc.window.inflightMax}), ${requestsText(rc.window)}` : 'requests not counted'}; its peak RSS ${fmtNum((rc.fsRss ?? 0) / MB)} MB; ${cpu(rc)}.`,
+      );
     const sm = one(`${L}: small files (create, ls -l, stat, rm)`);
     const total = sm?.window?.requests ? Object.values(sm.window.requests).reduce((a, b) => a + b, 0) : undefined;
-    if (sm && s.small) out.push(`${L}, small files: ${total !== undefined ? `${(total / s.small.count).toFixed(1)} S3 requests per file over create, ls -l, stat and rm (${requestsText(sm.window)})` : 'requests not counted'}; ${cpu(sm)}.`);
+    if (sm && s.small)
+      out.push(
+        `${L}, small files: ${total !== undefined ? `${(total / s.small.count).toFixed(1)} S3 requests per file over create, ls -l, stat and rm (${requestsText(sm.window)})` : 'requests not counted'}; ${cpu(sm)}.`,
+      );
   }
   const ceil = Math.max(iops(r.ceilings.nullRandIdle) ?? 0, iops(r.ceilings.nullRandAwake) ?? 0);
   for (const s of r.suites.filter((x) => PEERS.includes(x.key) && x.randWarm)) {
     const rw = iops(s.randWarm) ?? 0;
-    const busy = r.profiles.filter((p) => p.phase.startsWith(`${s.label}: random 4 KiB reads, warm`)).map((p) => p.fs?.total ?? 0);
+    const busy = r.profiles
+      .filter((p) => p.phase.startsWith(`${s.label}: random 4 KiB reads, warm`))
+      .map((p) => p.fs?.total ?? 0);
     if (ceil > 0 && rw > 1.5 * ceil) {
-      out.push(`${s.label}'s warm random reads (${fmtNum(rw)} IOPS, its process at ${fmtNum(Math.max(...busy, 0), 2)} cores) beat the do-nothing FUSE ceiling (${fmtNum(ceil)} IOPS): many of them never reached it, but were served from the kernel's page cache, which it keeps from one open of a file to the next; Filespace: ${fmtNum(iops(r.suites.find((x) => x.key === 'filespace')?.randWarm))} IOPS.`);
+      out.push(
+        `${s.label}'s warm random reads (${fmtNum(rw)} IOPS, its process at ${fmtNum(Math.max(...busy, 0), 2)} cores) beat the do-nothing FUSE ceiling (${fmtNum(ceil)} IOPS): many of them never reached it, but were served from the kernel's page cache, which it keeps from one open of a file to the next; Filespace: ${fmtNum(iops(r.suites.find((x) => x.key === 'filespace')?.randWarm))} IOPS.`,
+      );
     }
   }
   const warm = r.profiles.filter((p) => p.phase.startsWith('Filespace: warm sequential read'));
-  if (warm.length) out.push(`Filespace warm read passes: ${warm.map((p) => `${(r.info.dataBytes / p.seconds / MB).toFixed(0)} MB/s with the engine's JS thread at ${p.fs?.main.toFixed(2) ?? '?'}`).join('; ')}.`);
+  if (warm.length)
+    out.push(
+      `Filespace warm read passes: ${warm.map((p) => `${(r.info.dataBytes / p.seconds / MB).toFixed(0)} MB/s with the engine's JS thread at ${p.fs?.main.toFixed(2) ?? '?'}`).join('; ')}.`,
+    );
   return out;
 }
 
@@ -402,8 +594,10 @@ export async function report(r: RunResults, file: string): Promise<string> {
   const ncpu = os.cpus().length;
   const load = loadSummary(r);
   const loaded = (load.avg ?? 0) >= 0.15 || load.loaded > 0;
-  const loadLine = load.avg === undefined ? 'Outside load: not measured.'
-    : `${loaded ? '**This run was on a loaded machine.** ' : ''}Outside load (processes that are not part of the benchmark) averaged ${load.avg.toFixed(2)} of ${ncpu} cores over the measured phases; ${load.loaded} of ${load.phases} phases had 0.3 cores or more (most: ${load.max?.toFixed(2)} in "${load.maxPhase}"); ${fmtNum(info.loadBefore, 2)} cores just before the run, ${fmtNum(info.loadAfter, 2)} just after.${loaded ? ' Figures from loaded phases are depressed and noisy; compare ratios within this run only.' : ''}`;
+  const loadLine =
+    load.avg === undefined
+      ? 'Outside load: not measured.'
+      : `${loaded ? '**This run was on a loaded machine.** ' : ''}Outside load (processes that are not part of the benchmark) averaged ${load.avg.toFixed(2)} of ${ncpu} cores over the measured phases; ${load.loaded} of ${load.phases} phases had 0.3 cores or more (most: ${load.max?.toFixed(2)} in "${load.maxPhase}"); ${fmtNum(info.loadBefore, 2)} cores just before the run, ${fmtNum(info.loadAfter, 2)} just after.${loaded ? ' Figures from loaded phases are depressed and noisy; compare ratios within this run only.' : ''}`;
   const cold = r.suites.filter((s) => s.coldMethod).map((s) => `${s.label}: ${s.coldMethod}`);
   const md = [
     '# Filespace benchmarks',
@@ -464,5 +658,17 @@ export async function report(r: RunResults, file: string): Promise<string> {
   if (r.errors.length > 0) md.push('## Errors', '', ...r.errors.map((e) => `- ${e}`), '');
   if (r.notes.length > 0) md.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
   await fsp.writeFile(file, md.join('\n'));
-  return [loadLine, '', sideBySide(r), '', ceilingTargets(r), '', productTable(r), '', ceilingTable(r), '', ...obs.map((o) => `- ${o}`)].join('\n');
+  return [
+    loadLine,
+    '',
+    sideBySide(r),
+    '',
+    ceilingTargets(r),
+    '',
+    productTable(r),
+    '',
+    ceilingTable(r),
+    '',
+    ...obs.map((o) => `- ${o}`),
+  ].join('\n');
 }

@@ -30,7 +30,14 @@ async function main(): Promise<void> {
   const objectBytes = Number(objectBytesArg);
   const count = Number(countArg);
   const concurrency = Number(concurrencyArg);
-  if (!endpoint || !bucket || !(objectBytes > 0) || !(count > 0) || !(concurrency > 0) || !['put', 'get', 'delete'].includes(mode ?? '')) {
+  if (
+    !endpoint ||
+    !bucket ||
+    !(objectBytes > 0) ||
+    !(count > 0) ||
+    !(concurrency > 0) ||
+    !['put', 'get', 'delete'].includes(mode ?? '')
+  ) {
     throw new Error('usage: s3ceiling ENDPOINT BUCKET OBJECT_BYTES COUNT CONCURRENCY put|get|delete');
   }
   const store = s3StoreFor(endpoint, bucket, 'ceiling');
@@ -62,6 +69,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`s3ceiling: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`s3ceiling: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

@@ -66,7 +66,8 @@ async function main(): Promise<void> {
   });
   server.httpServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
     change(1);
-    const kind = req.method === 'GET' && /[?&](list-type|prefix|delimiter|uploads)=/.test(req.url ?? '') ? 'LIST' : req.method ?? '?';
+    const kind =
+      req.method === 'GET' && /[?&](list-type|prefix|delimiter|uploads)=/.test(req.url ?? '') ? 'LIST' : (req.method ?? '?');
     requests[kind] = (requests[kind] ?? 0) + 1;
     res.once('close', () => {
       change(-1);
@@ -77,7 +78,10 @@ async function main(): Promise<void> {
     if (msg.cmd !== 'window') return;
     change(0);
     const span = Number(last - windowStart);
-    process.send!({ id: msg.id, window: { inflightAvg: span > 0 ? area / span : 0, inflightMax: max, requests, errors5xx, seconds: span / 1e9 } });
+    process.send!({
+      id: msg.id,
+      window: { inflightAvg: span > 0 ? area / span : 0, inflightMax: max, requests, errors5xx, seconds: span / 1e9 },
+    });
     windowStart = last;
     area = 0;
     max = inflight;
@@ -90,6 +94,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`s3rver: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`s3rver: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

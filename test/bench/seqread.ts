@@ -39,12 +39,14 @@ function main(): void {
     closeSync(fd);
   }
   const end = process.hrtime.bigint();
-  process.stdout.write(`${JSON.stringify({
-    bytes: got,
-    seconds: Number(end - t0) / 1e9,
-    openUs: Number(opened - t0) / 1000,
-    ttfbUs: Number(firstAt - t0) / 1000,
-  })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({
+      bytes: got,
+      seconds: Number(end - t0) / 1e9,
+      openUs: Number(opened - t0) / 1000,
+      ttfbUs: Number(firstAt - t0) / 1000,
+    })}\n`,
+  );
 }
 
 try {

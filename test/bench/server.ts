@@ -52,7 +52,11 @@ export function s3rverInstalled(): boolean {
 }
 
 let bucketSeq = 0;
-const bucketName = (tag: string) => `bench-${tag}-${process.pid}-${++bucketSeq}`.toLowerCase().replace(/[^a-z0-9-]/g, '-').slice(0, 63);
+const bucketName = (tag: string) =>
+  `bench-${tag}-${process.pid}-${++bucketSeq}`
+    .toLowerCase()
+    .replace(/[^a-z0-9-]/g, '-')
+    .slice(0, 63);
 
 export async function startS3rver(dataDir: string): Promise<BenchServer> {
   await fsp.mkdir(dataDir, { recursive: true });
@@ -72,22 +76,23 @@ export async function startS3rver(dataDir: string): Promise<BenchServer> {
   });
   const endpoint = `http://127.0.0.1:${ready.port}`;
   let nextId = 0;
-  const ask = () => new Promise<ServerWindow | undefined>((resolve) => {
-    if (!child.connected) return resolve(undefined);
-    const id = ++nextId;
-    const timer = setTimeout(() => {
-      child.off('message', onMsg);
-      resolve(undefined);
-    }, 10_000);
-    const onMsg = (m: { id?: number; window?: ServerWindow }) => {
-      if (m.id !== id) return;
-      clearTimeout(timer);
-      child.off('message', onMsg);
-      resolve(m.window);
-    };
-    child.on('message', onMsg);
-    child.send({ cmd: 'window', id });
-  });
+  const ask = () =>
+    new Promise<ServerWindow | undefined>((resolve) => {
+      if (!child.connected) return resolve(undefined);
+      const id = ++nextId;
+      const timer = setTimeout(() => {
+        child.off('message', onMsg);
+        resolve(undefined);
+      }, 10_000);
+      const onMsg = (m: { id?: number; window?: ServerWindow }) => {
+        if (m.id !== id) return;
+        clearTimeout(timer);
+        child.off('message', onMsg);
+        resolve(m.window);
+      };
+      child.on('message', onMsg);
+      child.send({ cmd: 'window', id });
+    });
   return {
     kind: 's3rver',
     description: `s3rver ${ready.version} (Node, one process, objects stored as files under the bench's scratch folder; ranges read from the file)`,

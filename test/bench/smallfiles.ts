@@ -37,7 +37,12 @@ function timed(count: number, op: (i: number) => void, stopAfterMs = Infinity): 
     op(i);
     lat.push(Number(process.hrtime.bigint() - s) / 1000);
   }
-  return { seconds: Number(process.hrtime.bigint() - t0) / 1e9, p50Us: percentile(lat, 0.5), p99Us: percentile(lat, 0.99), done: i };
+  return {
+    seconds: Number(process.hrtime.bigint() - t0) / 1e9,
+    p50Us: percentile(lat, 0.5),
+    p99Us: percentile(lat, 0.99),
+    done: i,
+  };
 }
 
 function sleepSync(ms: number): void {
@@ -50,7 +55,8 @@ function main(): void {
   const stopAfterMs = stopArg ? Number(stopArg) : Infinity;
   const size = Number(sizeArg);
   const settleMs = Number(settleArg ?? 1100);
-  if (!dir || !(requested > 0) || !(size >= 0) || !(stopAfterMs > 0)) throw new Error('usage: smallfiles DIR COUNT FILE_BYTES SETTLE_MS [CREATE_LIMIT_MS]');
+  if (!dir || !(requested > 0) || !(size >= 0) || !(stopAfterMs > 0))
+    throw new Error('usage: smallfiles DIR COUNT FILE_BYTES SETTLE_MS [CREATE_LIMIT_MS]');
   const pool = randomBytes(size + requested); // file i gets bytes [i, i+size): all distinct
   const name = (i: number) => path.join(dir, `f${String(i).padStart(6, '0')}.dat`);
   mkdirSync(dir);
@@ -61,8 +67,11 @@ function main(): void {
   const t0 = process.hrtime.bigint();
   const ls = spawnSync('ls', ['-l', dir], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
   const lsSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  const listed = String(ls.stdout ?? '').split('\n').filter((l) => l.startsWith('-')).length;
-  if (ls.status !== 0 || listed !== count) throw new Error(`ls -l listed ${listed} of ${count} files (exit ${ls.status}): ${String(ls.stderr ?? '').slice(0, 300)}`);
+  const listed = String(ls.stdout ?? '')
+    .split('\n')
+    .filter((l) => l.startsWith('-')).length;
+  if (ls.status !== 0 || listed !== count)
+    throw new Error(`ls -l listed ${listed} of ${count} files (exit ${ls.status}): ${String(ls.stderr ?? '').slice(0, 300)}`);
   sleepSync(settleMs);
   const stat = timed(count, (i) => {
     if (statSync(name(i)).size !== size) throw new Error(`${name(i)} has the wrong size`);

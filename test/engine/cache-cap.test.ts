@@ -31,7 +31,13 @@ describe('the cache cap, on disk', () => {
     it(`holds ${what}`, async (t) => {
       const space = await bed.diskFilespace({ chunkSize: CS });
       const cacheDir = await bed.link(space);
-      const child = bed.child({ storeDir: space.storeDir, cacheDir, settings: { cacheCapBytes: CAP, uploadDelayMs }, script, seed: 1 });
+      const child = bed.child({
+        storeDir: space.storeDir,
+        cacheDir,
+        settings: { cacheCapBytes: CAP, uploadDelayMs },
+        script,
+        seed: 1,
+      });
       await child.next('ready');
       const sampler = sampleFrozenDiskUsage(child.pid, cacheDir, CACHE_DIRS);
       const done = (await child.next('done', 240_000).catch(async (err: unknown) => {
@@ -42,9 +48,19 @@ describe('the cache cap, on disk', () => {
       const atRest = await frozenDiskUsage(child.pid, cacheDir, CACHE_DIRS);
       await child.kill();
       t.diagnostic(`peak ${peak.bytes} bytes on disk (cap ${CAP}) over ${samples} snapshots; ${atRest.bytes} at rest`);
-      assert.ok(Math.max(peak.bytes, atRest.bytes) > CAP / 2, `the workload filled the cache (peak ${peak.bytes} over ${samples} snapshots)`);
-      assert.ok(peak.bytes <= CAP, `the cache held ${peak.bytes} bytes on disk, over its ${CAP}-byte cap by ${peak.bytes - CAP}:\n${describeSample(peak)}`);
-      assert.equal(atRest.bytes, done.usedBytes, `once settled, the engine counts exactly what is on disk:\n${describeSample(atRest)}`);
+      assert.ok(
+        Math.max(peak.bytes, atRest.bytes) > CAP / 2,
+        `the workload filled the cache (peak ${peak.bytes} over ${samples} snapshots)`,
+      );
+      assert.ok(
+        peak.bytes <= CAP,
+        `the cache held ${peak.bytes} bytes on disk, over its ${CAP}-byte cap by ${peak.bytes - CAP}:\n${describeSample(peak)}`,
+      );
+      assert.equal(
+        atRest.bytes,
+        done.usedBytes,
+        `once settled, the engine counts exactly what is on disk:\n${describeSample(atRest)}`,
+      );
     });
   }
 });

@@ -48,7 +48,13 @@ describe('crash and restart', () => {
   it('keeps fsynced data through SIGKILL and uploads it after the restart', async () => {
     const space = await bed.diskFilespace({ chunkSize: CS });
     const cacheDir = await bed.link(space);
-    const child = bed.child({ storeDir: space.storeDir, cacheDir, settings: {}, script: 'fsync-then-scribble', seed: randomInt(2 ** 31) });
+    const child = bed.child({
+      storeDir: space.storeDir,
+      cacheDir,
+      settings: {},
+      script: 'fsync-then-scribble',
+      seed: randomInt(2 ** 31),
+    });
     const synced = (await child.next('synced')) as Extract<ChildMessage, { type: 'synced' }>;
     await child.kill();
     assert.equal((await chunkObjects(space.store)).length, 0, 'nothing was uploaded before the kill');
@@ -74,7 +80,13 @@ describe('crash and restart', () => {
     // Three crashes, each once the workload made a random number of promises (fsyncs that
     // returned) and then started to upload.
     for (let round = 0; round < 3; round++) {
-      const child = bed.child({ storeDir: space.storeDir, cacheDir, settings: { metaPushDelayMs: 0 }, script: 'promise-stream', seed: 1000 * round + randomInt(1000) });
+      const child = bed.child({
+        storeDir: space.storeDir,
+        cacheDir,
+        settings: { metaPushDelayMs: 0 },
+        script: 'promise-stream',
+        seed: 1000 * round + randomInt(1000),
+      });
       const killAfter = 5 + randomInt(20);
       const uploadingAfter = (msgs: ChildMessage[]) => {
         let promised = 0;
@@ -84,7 +96,12 @@ describe('crash and restart', () => {
         }
         return false;
       };
-      await until(`${killAfter} promises from the workload, then an upload`, () => uploadingAfter(child.messages) || child.messages.some((x) => x.type === 'error'), 120_000, 5);
+      await until(
+        `${killAfter} promises from the workload, then an upload`,
+        () => uploadingAfter(child.messages) || child.messages.some((x) => x.type === 'error'),
+        120_000,
+        5,
+      );
       await child.kill();
       const err = child.messages.find((x) => x.type === 'error');
       assert.equal(err, undefined, `the workload failed: ${err?.type === 'error' ? err.message : ''}`);

@@ -11,8 +11,24 @@ import type { FileHandle } from 'node:fs/promises';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
-  EngineBed, Filespace, Mounted, O_APPEND, O_RDONLY, O_WRONLY, chunkObjects, expectContent, failsWith, patchFile,
-  random, readAt, readFile, readRange, until, withFile, writeAt, writeFile,
+  EngineBed,
+  Filespace,
+  Mounted,
+  O_APPEND,
+  O_RDONLY,
+  O_WRONLY,
+  chunkObjects,
+  expectContent,
+  failsWith,
+  patchFile,
+  random,
+  readAt,
+  readFile,
+  readRange,
+  until,
+  withFile,
+  writeAt,
+  writeFile,
 } from '../helpers/engineBed';
 
 const CS = 64 * 1024;
@@ -54,7 +70,16 @@ describe('reads and writes through the FUSE interface', () => {
     const exact = random(CS);
     await writeFile(m.fs, '/exact.bin', exact);
     await writeFile(m.fs, '/empty.bin', Buffer.alloc(0));
-    await expectEverywhere(space, m, new Map([['/big.bin', big], ['/odd.bin', odd], ['/exact.bin', exact], ['/empty.bin', Buffer.alloc(0)]]));
+    await expectEverywhere(
+      space,
+      m,
+      new Map([
+        ['/big.bin', big],
+        ['/odd.bin', odd],
+        ['/exact.bin', exact],
+        ['/empty.bin', Buffer.alloc(0)],
+      ]),
+    );
   });
 
   it('reads zeros in holes and stores no chunk for them', async () => {
@@ -71,7 +96,14 @@ describe('reads and writes through the FUSE interface', () => {
     inner.write('head', 0);
     inner.write('tail', CS - 4);
     assert.deepEqual(await readRange(m.fs, '/sparse.bin', 2 * CS - 3, 6), Buffer.alloc(6));
-    await expectEverywhere(space, m, new Map([['/sparse.bin', expected], ['/inner.bin', inner]]));
+    await expectEverywhere(
+      space,
+      m,
+      new Map([
+        ['/sparse.bin', expected],
+        ['/inner.bin', inner],
+      ]),
+    );
     assert.equal((await chunkObjects(space.store)).length, 2, 'one chunk per written chunk; holes are not stored');
   });
 

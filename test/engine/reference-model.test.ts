@@ -19,8 +19,32 @@ import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { FuseFilesystem } from '../../native/fuse/adapter';
-import { EngineBed, Filespace, Mounted, O_APPEND, O_RDONLY, O_RDWR, O_WRONLY, errnoName, readAt, writeAt } from '../helpers/engineBed';
-import { CHUNK, Entry, Generator, Model, Op, Result, UMASK, WriteFlags, describeOp, describeResult, sameResult, treeDiff } from '../helpers/referenceModel';
+import {
+  EngineBed,
+  Filespace,
+  Mounted,
+  O_APPEND,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+  errnoName,
+  readAt,
+  writeAt,
+} from '../helpers/engineBed';
+import {
+  CHUNK,
+  Entry,
+  Generator,
+  Model,
+  Op,
+  Result,
+  UMASK,
+  WriteFlags,
+  describeOp,
+  describeResult,
+  sameResult,
+  treeDiff,
+} from '../helpers/referenceModel';
 
 /**
  * Chunks upload at `sync` operations (and at close), never between operations, so every run
@@ -190,7 +214,10 @@ class KernelView {
   }
 
   private list(p: string): string[] {
-    return this.fs().readdir(p).filter((n) => n !== '.' && n !== '..').sort();
+    return this.fs()
+      .readdir(p)
+      .filter((n) => n !== '.' && n !== '..')
+      .sort();
   }
 
   async snapshot(): Promise<Map<string, Entry>> {
@@ -220,10 +247,13 @@ describe('the engine against the reference model', () => {
   let m: Mounted;
   const view = new KernelView(() => m.fs);
 
-  const where = () => `(seed ${seed}; replay with FILESPACE_MODEL_SEED=${seed}${opCount !== 1000 ? ` FILESPACE_MODEL_OPS=${opCount}` : ''})\nlast operations:\n  ${history.slice(-8).join('\n  ')}`;
+  const where = () =>
+    `(seed ${seed}; replay with FILESPACE_MODEL_SEED=${seed}${opCount !== 1000 ? ` FILESPACE_MODEL_OPS=${opCount}` : ''})\nlast operations:\n  ${history.slice(-8).join('\n  ')}`;
 
   async function compareTrees(v: KernelView, what: string): Promise<void> {
-    const actual = await v.snapshot().catch((err: Error) => assert.fail(`${what}: reading the whole tree failed: ${err.message}\n${where()}`));
+    const actual = await v
+      .snapshot()
+      .catch((err: Error) => assert.fail(`${what}: reading the whole tree failed: ${err.message}\n${where()}`));
     const diffs = treeDiff(model.snapshot(), actual);
     if (diffs.length) assert.fail(`${what}: the tree differs from the model:\n  ${diffs.join('\n  ')}\n${where()}`);
   }
@@ -254,13 +284,21 @@ describe('the engine against the reference model', () => {
       if (op.k === 'remount') await remount();
       const actual = await view.apply(op);
       const why = sameResult(expected, actual);
-      if (why) assert.fail(`#${i} ${describeOp(op)}: ${why}: expected ${describeResult(expected)}, the engine gave ${describeResult(actual)}\n${where()}`);
+      if (why)
+        assert.fail(
+          `#${i} ${describeOp(op)}: ${why}: expected ${describeResult(expected)}, the engine gave ${describeResult(actual)}\n${where()}`,
+        );
       const key = `${op.k}: ${expected.ok ? 'ok' : expected.code}`;
       tally.set(key, (tally.get(key) ?? 0) + 1);
       if ((i + 1) % 100 === 0) await compareTrees(view, `after operation #${i}`);
     }
     await compareTrees(view, 'after the last operation');
-    t.diagnostic([...tally.entries()].sort().map(([k, n]) => `${k} ${n}`).join(', '));
+    t.diagnostic(
+      [...tally.entries()]
+        .sort()
+        .map(([k, n]) => `${k} ${n}`)
+        .join(', '),
+    );
   });
 
   it('keeps the same tree after sync and a restart', async () => {

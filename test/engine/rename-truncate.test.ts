@@ -9,7 +9,17 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import {
-  EngineBed, Filespace, Mounted, O_RDWR, chunkObjects, expectContent, failsWith, random, readFile, withFile, writeFile,
+  EngineBed,
+  Filespace,
+  Mounted,
+  O_RDWR,
+  chunkObjects,
+  expectContent,
+  failsWith,
+  random,
+  readFile,
+  withFile,
+  writeFile,
 } from '../helpers/engineBed';
 
 const CS = 64 * 1024;
@@ -49,7 +59,8 @@ describe('renames and truncation through the FUSE interface', () => {
       await m.fs.rename('/a', '/b');
       assert.deepEqual(m.fs.readdir('/').sort(), ['.', '..', 'b']);
       await expectEverywhere(space, m, new Map([['/b', a]]), ['/a']);
-      if (!uploaded) assert.equal((await chunkObjects(space.store)).length, 3, "the replaced file's data never reached the bucket");
+      if (!uploaded)
+        assert.equal((await chunkObjects(space.store)).length, 3, "the replaced file's data never reached the bucket");
     });
   }
 
@@ -66,8 +77,16 @@ describe('renames and truncation through the FUSE interface', () => {
     await m.fs.rename('/src/f1', '/dst/moved');
     await m.fs.rename('/src/sub', '/dst/sub');
     await m.fs.rename('/dst', '/src/dst'); // into a directory that now holds only what is left
-    assert.equal((m.fs.getattr('/src/dst/sub').mode & 0o7777), 0o750);
-    await expectEverywhere(space, m, new Map([['/src/dst/moved', f1], ['/src/dst/sub/f2', f2]]), ['/src/f1', '/src/sub', '/dst']);
+    assert.equal(m.fs.getattr('/src/dst/sub').mode & 0o7777, 0o750);
+    await expectEverywhere(
+      space,
+      m,
+      new Map([
+        ['/src/dst/moved', f1],
+        ['/src/dst/sub/f2', f2],
+      ]),
+      ['/src/f1', '/src/sub', '/dst'],
+    );
   });
 
   it('answers rename errors as a local disk does and changes nothing', async () => {
@@ -117,7 +136,16 @@ describe('renames and truncation through the FUSE interface', () => {
       await m.fs.truncate('/z', CS + 1);
       assert.equal(await failsWith(() => m.fs.truncate('/', 0)), 'EISDIR');
       assert.equal(await failsWith(() => m.fs.truncate('/missing', 0)), 'ENOENT');
-      await expectEverywhere(space, m, new Map([['/t', t], ['/h', h], ['/z', Buffer.alloc(CS + 1)]]), []);
+      await expectEverywhere(
+        space,
+        m,
+        new Map([
+          ['/t', t],
+          ['/h', h],
+          ['/z', Buffer.alloc(CS + 1)],
+        ]),
+        [],
+      );
     });
   }
 });

@@ -88,7 +88,13 @@ describe('uploads', () => {
     await m.sync();
     assert.equal((await chunkObjects(space.store)).length, 2);
     await m.close();
-    await expectOnSecondMachine(space, new Map([['/one', data], ['/two', data]]));
+    await expectOnSecondMachine(
+      space,
+      new Map([
+        ['/one', data],
+        ['/two', data],
+      ]),
+    );
   });
 
   it('never uploads a file deleted or truncated away within the upload delay', async () => {
@@ -107,7 +113,13 @@ describe('uploads', () => {
     await m.sync(); // makes every remaining dirty chunk due now
     assert.equal((await chunkObjects(space.store)).length, 1, "only kept.txt's chunk is in the bucket");
     await m.close();
-    await expectOnSecondMachine(space, new Map([['/kept.txt', kept], ['/cut', Buffer.alloc(0)]]));
+    await expectOnSecondMachine(
+      space,
+      new Map([
+        ['/kept.txt', kept],
+        ['/cut', Buffer.alloc(0)],
+      ]),
+    );
   });
 
   it('retries failed PUTs until they succeed, and nothing dangles meanwhile', async () => {
@@ -120,7 +132,10 @@ describe('uploads', () => {
     await m.sync();
     assert.equal(flaky.failed, 5, 'the injected failures happened');
     // Reported while failing (logged once per run of failures), and cleared by the success.
-    assert.ok(m.log.some((l) => /injected 500/.test(l)), `the failure was logged:\n${m.log.join('\n')}`);
+    assert.ok(
+      m.log.some((l) => /injected 500/.test(l)),
+      `the failure was logged:\n${m.log.join('\n')}`,
+    );
     assert.equal(m.engine.stats().lastError, undefined, 'no error is left once uploads work again');
     await m.close();
     assert.deepEqual(checked.problems, []);
@@ -136,7 +151,12 @@ describe('uploads', () => {
     assert.equal((await chunkObjects(space.store)).length, 0, 'nothing was uploaded before close');
     // Started again with no upload delay: the chunks go up by themselves, nobody calls sync.
     const again = await bed.mount(space, { cacheDir: m.cacheDir, settings: { uploadDelayMs: 0 } });
-    await until('the pending chunks to be uploaded', async () => again.engine.stats().dirtyChunks === 0 && (await chunkObjects(space.store)).length === 3, 60_000, 20);
+    await until(
+      'the pending chunks to be uploaded',
+      async () => again.engine.stats().dirtyChunks === 0 && (await chunkObjects(space.store)).length === 3,
+      60_000,
+      20,
+    );
     await again.close();
     await expectOnSecondMachine(space, new Map([['/later', data]]));
   });

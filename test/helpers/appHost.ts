@@ -15,8 +15,14 @@ import { REPO } from './bed';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync',
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
 ];
 
 export interface RunningHost {
@@ -28,13 +34,32 @@ export interface RunningHost {
   stop(): Promise<void>;
 }
 
-export async function startAppHost(opts: { home: string; userHome: string; mountRoot: string; keychainService: string; env: NodeJS.ProcessEnv; args?: string[] }): Promise<RunningHost> {
+export async function startAppHost(opts: {
+  home: string;
+  userHome: string;
+  mountRoot: string;
+  keychainService: string;
+  env: NodeJS.ProcessEnv;
+  args?: string[];
+}): Promise<RunningHost> {
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env, FILESPACE_HOME: opts.home, HOME: opts.userHome };
   // The app must take its keys from the keychain, never from the AWS environment.
   for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE']) delete env[k];
-  const child: ChildProcess = spawn(process.execPath, [path.join(REPO, 'dist', 'electron', 'main', 'serve.js'), '--mount-root', opts.mountRoot, '--keychain-service', opts.keychainService, ...(opts.args ?? [])], {
-    env, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [
+      path.join(REPO, 'dist', 'electron', 'main', 'serve.js'),
+      '--mount-root',
+      opts.mountRoot,
+      '--keychain-service',
+      opts.keychainService,
+      ...(opts.args ?? []),
+    ],
+    {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const reap = () => child.kill('SIGKILL');
   process.once('exit', reap);
   let stderr = '';
@@ -53,7 +78,10 @@ export async function startAppHost(opts: { home: string; userHome: string; mount
   const { url, open } = JSON.parse(first) as { url: string; open: string };
   const tokenFile = JSON.parse(await fsp.readFile(path.join(opts.home, 'run', 'app-http.json'), 'utf8')) as { token: string };
   return {
-    url, open, token: tokenFile.token, stderr: () => stderr,
+    url,
+    open,
+    token: tokenFile.token,
+    stderr: () => stderr,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
@@ -80,6 +108,10 @@ export async function isMounted(dir: string): Promise<boolean> {
 
 /** Calls the app host's contract over HTTP as the page does (for checks beside the UI). */
 export async function callHost(h: RunningHost, route: string, body: unknown): Promise<{ status: number; text: string }> {
-  const res = await fetch(`${h.url}/app/${route}`, { method: 'POST', headers: { authorization: `Bearer ${h.token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const res = await fetch(`${h.url}/app/${route}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${h.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
   return { status: res.status, text: await res.text() };
 }

@@ -27,20 +27,35 @@ export interface RunResult {
   readonly stderr: string;
 }
 
-export function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: string[],
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; input?: string } = {},
+): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = execFile(cmd, args, {
-      cwd: opts.cwd, env: opts.env ?? process.env, timeout: opts.timeoutMs ?? 300_000, maxBuffer: 64 * 1024 * 1024,
-    }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
-    });
+    const child = execFile(
+      cmd,
+      args,
+      {
+        cwd: opts.cwd,
+        env: opts.env ?? process.env,
+        timeout: opts.timeoutMs ?? 300_000,
+        maxBuffer: 64 * 1024 * 1024,
+      },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+        resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+      },
+    );
     if (opts.input !== undefined) child.stdin?.end(opts.input);
   });
 }
 
 /** Runs a shell snippet; throws with its output when it fails. */
-export async function sh(script: string, opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<string> {
+export async function sh(
+  script: string,
+  opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<string> {
   const r = await run('bash', ['-euo', 'pipefail', '-c', script], opts);
   if (r.code !== 0) throw new Error(`shell failed (${r.code}): ${script}\n${r.stdout}\n${r.stderr}`);
   return r.stdout;
@@ -118,7 +133,9 @@ export class Bed {
     };
     const cli = (...args: string[]) => run(process.execPath, [CLI, ...args], { env });
     return {
-      home, env, cli,
+      home,
+      env,
+      cli,
       ok: async (...args: string[]) => {
         const r = await cli(...args);
         if (r.code !== 0) throw new Error(`filespace ${args.join(' ')} failed (${r.code}): ${r.stderr}${r.stdout}`);
@@ -132,12 +149,30 @@ export class Bed {
   }
 
   /** Creates a filespace in a fresh bucket (or the given one) and links it on a new machine. */
-  async filespace(opts: { bucket?: string; prefix?: string; chunkSize?: string; cacheSize?: string; machine?: Machine; create?: boolean; settings?: Record<string, string>; endpoint?: string } = {}): Promise<Linked & { bucket: string; prefix: string }> {
+  async filespace(
+    opts: {
+      bucket?: string;
+      prefix?: string;
+      chunkSize?: string;
+      cacheSize?: string;
+      machine?: Machine;
+      create?: boolean;
+      settings?: Record<string, string>;
+      endpoint?: string;
+    } = {},
+  ): Promise<Linked & { bucket: string; prefix: string }> {
     const bucket = opts.bucket ?? (await this.newBucket());
     const prefix = opts.prefix ?? '';
     const m = opts.machine ?? (await this.machine());
     if (opts.create !== false) {
-      await m.ok('init', ...this.storeArgs(bucket, prefix), '--chunk-size', opts.chunkSize ?? '1MiB', '--passphrase-file', this.passFile);
+      await m.ok(
+        'init',
+        ...this.storeArgs(bucket, prefix),
+        '--chunk-size',
+        opts.chunkSize ?? '1MiB',
+        '--passphrase-file',
+        this.passFile,
+      );
     }
     const linked = await this.link(m, bucket, prefix, opts.cacheSize, opts.endpoint);
     for (const [k, v] of Object.entries(opts.settings ?? {})) await m.ok('set', linked.name, k, v);
@@ -149,11 +184,23 @@ export class Bed {
     const name = `fs${randomBytes(3).toString('hex')}`;
     const mnt = path.join(m.home, `mnt-${name}`);
     await fsp.mkdir(mnt);
-    await m.ok('link', ...this.storeArgs(bucket, prefix, endpoint), '--mount-point', mnt, '--name', name,
-      '--passphrase-file', this.passFile, ...(cacheSize ? ['--cache-size', cacheSize] : []));
+    await m.ok(
+      'link',
+      ...this.storeArgs(bucket, prefix, endpoint),
+      '--mount-point',
+      mnt,
+      '--name',
+      name,
+      '--passphrase-file',
+      this.passFile,
+      ...(cacheSize ? ['--cache-size', cacheSize] : []),
+    );
     const cacheDir = path.join(m.home, 'cache', name);
     const linked: Linked = {
-      machine: m, name, mnt, cacheDir,
+      machine: m,
+      name,
+      mnt,
+      cacheDir,
       mount: async (o = {}) => {
         await m.ok('mount', name, ...(o.readOnly ? ['--read-only'] : []), ...(o.takeover ? ['--takeover'] : []));
         return linked.pid();

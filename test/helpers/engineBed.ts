@@ -60,7 +60,13 @@ export const UPLOAD_AT_SYNC_MS = 3_600_000;
  * that (uploadDelayMs: 0); the rest as shipped.
  */
 export function testSettings(partial: Partial<EngineSettings> = {}): EngineSettings {
-  return resolveSettings({ cacheCapBytes: 64 * MiB, gcIntervalMs: 0, metaPushDelayMs: 50, uploadDelayMs: UPLOAD_AT_SYNC_MS, ...partial });
+  return resolveSettings({
+    cacheCapBytes: 64 * MiB,
+    gcIntervalMs: 0,
+    metaPushDelayMs: 50,
+    uploadDelayMs: UPLOAD_AT_SYNC_MS,
+    ...partial,
+  });
 }
 
 /** One engine on one machine (cache directory), with the filesystem the FUSE adapter would mount. */
@@ -119,26 +125,42 @@ export class EngineBed {
   }
 
   /** Opens an engine on `cacheDir` (linked first if not given). */
-  async mount(space: Filespace, opts: { cacheDir?: string; settings?: Partial<EngineSettings>; mode?: EngineOptions['mode']; store?: ObjectStore } = {}): Promise<Mounted> {
+  async mount(
+    space: Filespace,
+    opts: { cacheDir?: string; settings?: Partial<EngineSettings>; mode?: EngineOptions['mode']; store?: ObjectStore } = {},
+  ): Promise<Mounted> {
     const cacheDir = opts.cacheDir ?? (await this.link(space));
     const log: string[] = [];
     const engine = await Engine.open({
-      store: opts.store ?? space.store, keys: space.keys, header: space.header, cacheDir,
-      settings: testSettings(opts.settings), mode: opts.mode, log: (m) => log.push(m),
+      store: opts.store ?? space.store,
+      keys: space.keys,
+      header: space.header,
+      cacheDir,
+      settings: testSettings(opts.settings),
+      mode: opts.mode,
+      log: (m) => log.push(m),
     });
     let closed: Promise<void> | undefined;
     const m: Mounted = {
-      engine, cacheDir, space, log,
+      engine,
+      cacheDir,
+      space,
+      log,
       // Typed as what the adapter mounts, so these tests only use what the kernel can reach.
       fs: engine.vfs satisfies FuseFilesystem,
       sync: async (timeoutMs = 60_000) => {
         const done = await engine.sync(Date.now() + timeoutMs);
-        assert.equal(done, true, `sync did not finish within ${timeoutMs} ms: ${JSON.stringify(engine.stats())}\nlog:\n${log.slice(-10).join('\n')}`);
+        assert.equal(
+          done,
+          true,
+          `sync did not finish within ${timeoutMs} ms: ${JSON.stringify(engine.stats())}\nlog:\n${log.slice(-10).join('\n')}`,
+        );
       },
-      close: () => (closed ??= (async () => {
-        this.open.delete(m);
-        await engine.close();
-      })()),
+      close: () =>
+        (closed ??= (async () => {
+          this.open.delete(m);
+          await engine.close();
+        })()),
     };
     this.open.add(m);
     return m;
@@ -146,12 +168,16 @@ export class EngineBed {
 
   /** Starts a child process (test/helpers/engineChild.ts) that hosts an engine; killed at `stop`. */
   child(args: ChildArgs): ChildEngine {
-    const proc = fork(path.join(__dirname, 'engineChild.js'), [JSON.stringify(args)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const proc = fork(path.join(__dirname, 'engineChild.js'), [JSON.stringify(args)], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     this.children.add(proc);
-    const exited = new Promise<void>((resolve) => proc.once('exit', () => {
-      this.children.delete(proc);
-      resolve();
-    }));
+    const exited = new Promise<void>((resolve) =>
+      proc.once('exit', () => {
+        this.children.delete(proc);
+        resolve();
+      }),
+    );
     // Every message the child wrote before it died has been delivered once its channel closed.
     const disconnected = new Promise<void>((resolve) => proc.once('disconnect', resolve));
     const messages: ChildMessage[] = [];
@@ -269,7 +295,13 @@ export async function readAt(fs: FuseFilesystem, fh: number, pos: number, len: n
 }
 
 /** Opens (creating if missing, like open(O_CREAT)), runs `fn` with the handle, then closes. */
-export async function withFile<T>(fs: FuseFilesystem, p: string, flags: number, fn: (fh: number) => Promise<T>, mode = 0o644): Promise<T> {
+export async function withFile<T>(
+  fs: FuseFilesystem,
+  p: string,
+  flags: number,
+  fn: (fh: number) => Promise<T>,
+  mode = 0o644,
+): Promise<T> {
   let fh: number;
   try {
     fh = fs.open(p, flags);
@@ -286,7 +318,12 @@ export async function withFile<T>(fs: FuseFilesystem, p: string, flags: number, 
 }
 
 /** open(O_WRONLY|O_CREAT|O_TRUNC), write everything, optionally fsync, close. */
-export async function writeFile(fs: FuseFilesystem, p: string, data: Buffer, opts: { fsync?: boolean; chunkSize?: number } = {}): Promise<void> {
+export async function writeFile(
+  fs: FuseFilesystem,
+  p: string,
+  data: Buffer,
+  opts: { fsync?: boolean; chunkSize?: number } = {},
+): Promise<void> {
   let exists = true;
   try {
     fs.getattr(p);
@@ -301,7 +338,13 @@ export async function writeFile(fs: FuseFilesystem, p: string, data: Buffer, opt
 }
 
 /** Writes `data` at `pos` into an existing or new file (no truncation). */
-export async function patchFile(fs: FuseFilesystem, p: string, pos: number, data: Buffer, opts: { fsync?: boolean; chunkSize?: number } = {}): Promise<void> {
+export async function patchFile(
+  fs: FuseFilesystem,
+  p: string,
+  pos: number,
+  data: Buffer,
+  opts: { fsync?: boolean; chunkSize?: number } = {},
+): Promise<void> {
   await withFile(fs, p, O_WRONLY, async (fh) => {
     await writeAt(fs, fh, pos, data, opts.chunkSize);
     if (opts.fsync) await fs.fsync(fh);
@@ -317,11 +360,20 @@ export async function readRange(fs: FuseFilesystem, p: string, pos: number, len:
 }
 
 /** Asserts that `p` holds exactly `expected`, whole and in ranges that straddle every chunk boundary. */
-export async function expectContent(fs: FuseFilesystem, p: string, expected: Buffer, chunkSize: number, what: string): Promise<void> {
+export async function expectContent(
+  fs: FuseFilesystem,
+  p: string,
+  expected: Buffer,
+  chunkSize: number,
+  what: string,
+): Promise<void> {
   assert.equal(fs.getattr(p).size, expected.length, `${what}: size of ${p}`);
   const got = await readFile(fs, p);
   const at = got.findIndex((v, i) => v !== expected[i]);
-  assert.ok(got.length === expected.length && at < 0, `${what}: ${p} differs${at >= 0 ? ` first at byte ${at}` : ` in length (${got.length})`}`);
+  assert.ok(
+    got.length === expected.length && at < 0,
+    `${what}: ${p} differs${at >= 0 ? ` first at byte ${at}` : ` in length (${got.length})`}`,
+  );
   for (let b = chunkSize; b < expected.length; b += chunkSize) {
     const from = Math.max(0, b - 1000);
     const slice = await readRange(fs, p, from, 2000);
@@ -350,7 +402,10 @@ export class CheckedStore implements ObjectStore {
   readonly problems: string[] = [];
   metaWrites = 0;
 
-  constructor(private readonly inner: ObjectStore, private readonly space: Filespace) {
+  constructor(
+    private readonly inner: ObjectStore,
+    private readonly space: Filespace,
+  ) {
     this.description = inner.description;
   }
 

@@ -64,7 +64,9 @@ async function fsyncThenScribble(fs: FuseFilesystem, cs: number, rand: () => num
   await send({ type: 'synced', files });
   // Unsynced work on other files until the parent kills this process.
   for (let i = 0; ; i++) {
-    await withFile(fs, `/scratch-${i % 3}.bin`, O_WRONLY, (fh) => writeAt(fs, fh, (i * 7919) % (2 * cs), bytes(rand, 1 + ((rand() * cs) | 0))));
+    await withFile(fs, `/scratch-${i % 3}.bin`, O_WRONLY, (fh) =>
+      writeAt(fs, fh, (i * 7919) % (2 * cs), bytes(rand, 1 + ((rand() * cs) | 0))),
+    );
     if (i % 5 === 4) await fs.unlink(`/scratch-${(i + 1) % 3}.bin`);
   }
 }
@@ -192,12 +194,17 @@ async function capWorkload(engine: Engine, script: CapWorkload): Promise<void> {
   }
   // Settled: nothing in flight, nothing left to evict.
   let last = -1;
-  await until('the cache to settle', () => {
-    const used = engine.stats().cacheUsedBytes;
-    const settled = used === last && used <= cap;
-    last = used;
-    return settled;
-  }, 60_000, 50);
+  await until(
+    'the cache to settle',
+    () => {
+      const used = engine.stats().cacheUsedBytes;
+      const settled = used === last && used <= cap;
+      last = used;
+      return settled;
+    },
+    60_000,
+    50,
+  );
   await send({ type: 'done', usedBytes: engine.stats().cacheUsedBytes, capBytes: cap });
 }
 
@@ -214,6 +221,6 @@ async function main(): Promise<void> {
 }
 
 main().catch(async (err: unknown) => {
-  await send({ type: 'error', message: err instanceof Error ? err.stack ?? err.message : String(err) }).catch(() => undefined);
+  await send({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) }).catch(() => undefined);
   process.exit(1);
 });

@@ -89,35 +89,47 @@ export class FaultProxy {
     const target = new URL(this.target);
     this.server = http.createServer((req, res) => {
       this.requests++;
-      const entry: (typeof this.log)[number] = { at: Date.now(), method: req.method ?? '', url: req.url ?? '', bytes: Number(req.headers['content-length'] ?? 0) };
+      const entry: (typeof this.log)[number] = {
+        at: Date.now(),
+        method: req.method ?? '',
+        url: req.url ?? '',
+        bytes: Number(req.headers['content-length'] ?? 0),
+      };
       this.log.push(entry);
       const f = this.fault;
-      const applies = (!f.match?.method || f.match.method === req.method) && (!f.match?.pathIncludes || (req.url ?? '').includes(f.match.pathIncludes));
+      const applies =
+        (!f.match?.method || f.match.method === req.method) &&
+        (!f.match?.pathIncludes || (req.url ?? '').includes(f.match.pathIncludes));
       if (this.held && !this.offline) {
         // Frozen: read the whole request now, send it on at thaw; answer only a client still there.
         const body: Buffer[] = [];
         req.on('data', (c: Buffer) => body.push(c));
         const queue = this.held;
-        req.on('end', () => queue.push((done) => {
-          const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (upRes) => {
-            entry.status = upRes.statusCode;
-            upRes.on('end', done);
-            upRes.on('close', done);
-            upRes.on('error', done);
-            if (res.destroyed || req.socket.destroyed) {
-              upRes.resume();
-              return;
-            }
-            res.on('close', () => upRes.resume()); // a client that leaves mid-answer must not stall the queue
-            res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-            upRes.pipe(res);
-          });
-          up.on('error', () => {
-            res.socket?.destroy();
-            done();
-          });
-          up.end(Buffer.concat(body));
-        }));
+        req.on('end', () =>
+          queue.push((done) => {
+            const up = http.request(
+              { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+              (upRes) => {
+                entry.status = upRes.statusCode;
+                upRes.on('end', done);
+                upRes.on('close', done);
+                upRes.on('error', done);
+                if (res.destroyed || req.socket.destroyed) {
+                  upRes.resume();
+                  return;
+                }
+                res.on('close', () => upRes.resume()); // a client that leaves mid-answer must not stall the queue
+                res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+                upRes.pipe(res);
+              },
+            );
+            up.on('error', () => {
+              res.socket?.destroy();
+              done();
+            });
+            up.end(Buffer.concat(body));
+          }),
+        );
         return;
       }
       const forward = () => {
@@ -127,29 +139,32 @@ export class FaultProxy {
           delete headers['if-none-match'];
           delete headers['if-match'];
         }
-        const up = http.request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (upRes) => {
-          entry.status = upRes.statusCode;
-          if (applies && f.cutBody && Number(upRes.headers['content-length'] ?? 0) > 1) {
-            this.injected++;
-            const total = Number(upRes.headers['content-length']);
+        const up = http.request(
+          { host: target.hostname, port: target.port, method: req.method, path: req.url, headers },
+          (upRes) => {
+            entry.status = upRes.statusCode;
+            if (applies && f.cutBody && Number(upRes.headers['content-length'] ?? 0) > 1) {
+              this.injected++;
+              const total = Number(upRes.headers['content-length']);
+              res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+              let sent = 0;
+              upRes.on('data', (c: Buffer) => {
+                const room = Math.floor(total / 2) - sent;
+                if (room > 0) {
+                  res.write(c.subarray(0, room));
+                  sent += Math.min(room, c.length);
+                }
+                if (sent >= Math.floor(total / 2)) {
+                  upRes.destroy();
+                  res.socket?.destroy();
+                }
+              });
+              return;
+            }
             res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-            let sent = 0;
-            upRes.on('data', (c: Buffer) => {
-              const room = Math.floor(total / 2) - sent;
-              if (room > 0) {
-                res.write(c.subarray(0, room));
-                sent += Math.min(room, c.length);
-              }
-              if (sent >= Math.floor(total / 2)) {
-                upRes.destroy();
-                res.socket?.destroy();
-              }
-            });
-            return;
-          }
-          res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-          upRes.pipe(res);
-        });
+            upRes.pipe(res);
+          },
+        );
         up.on('error', () => res.socket?.destroy());
         req.pipe(up);
       };
@@ -201,7 +216,6 @@ export class FaultProxy {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 }
-
 
 /**
  * A suite's S3 test server with a fault proxy in front of it and a scratch folder: started

@@ -55,7 +55,12 @@ async function allStopped(pid: number): Promise<boolean> {
  * Bytes of the files under `dirs` (inside `root`) at one instant of process `pid`. Fails if
  * the process does not stop within `timeoutMs` (a thread stuck in the kernel).
  */
-export async function frozenDiskUsage(pid: number, root: string, dirs: readonly string[], timeoutMs = 30_000): Promise<DiskSample> {
+export async function frozenDiskUsage(
+  pid: number,
+  root: string,
+  dirs: readonly string[],
+  timeoutMs = 30_000,
+): Promise<DiskSample> {
   process.kill(pid, 'SIGSTOP');
   try {
     const deadline = Date.now() + timeoutMs;
@@ -79,7 +84,12 @@ export async function frozenDiskUsage(pid: number, root: string, dirs: readonly 
  * Samples `frozenDiskUsage` back to back (with a short pause so the process makes progress)
  * until `stop()` is called; `stop` resolves to the largest sample seen and how many were taken.
  */
-export function sampleFrozenDiskUsage(pid: number, root: string, dirs: readonly string[], pauseMs = 10): { stop(): Promise<{ peak: DiskSample; samples: number }> } {
+export function sampleFrozenDiskUsage(
+  pid: number,
+  root: string,
+  dirs: readonly string[],
+  pauseMs = 10,
+): { stop(): Promise<{ peak: DiskSample; samples: number }> } {
   let running = true;
   let peak: DiskSample = { bytes: 0, files: [] };
   let samples = 0;
@@ -108,5 +118,9 @@ export function sampleFrozenDiskUsage(pid: number, root: string, dirs: readonly 
 
 /** The files of a sample, largest first, as lines for an assertion message. */
 export function describeSample(s: DiskSample, max = 60): string {
-  return [...s.files].sort((a, b) => b[1] - a[1]).slice(0, max).map(([p, n]) => `  ${p} ${n}`).join('\n');
+  return [...s.files]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, max)
+    .map(([p, n]) => `  ${p} ${n}`)
+    .join('\n');
 }

@@ -27,7 +27,9 @@ function stopChild(child: ChildProcess): Promise<void> {
 
 export async function startKeyring(): Promise<Keyring> {
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fs-keyring-'));
-  const bus = spawn('dbus-daemon', ['--session', '--nofork', '--nopidfile', '--print-address=1'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const bus = spawn('dbus-daemon', ['--session', '--nofork', '--nopidfile', '--print-address=1'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
   const reap = () => bus.kill('SIGKILL');
   process.once('exit', reap);
   const address = await new Promise<string>((resolve, reject) => {
@@ -52,7 +54,10 @@ export async function startKeyring(): Promise<Keyring> {
   const reapDaemon = () => daemon.kill('SIGKILL');
   process.once('exit', reapDaemon);
   let failed: Error | undefined;
-  daemon.once('error', (err) => (failed = new Error(`gnome-keyring-daemon did not start (${err.message}); install the "gnome-keyring" package`)));
+  daemon.once(
+    'error',
+    (err) => (failed = new Error(`gnome-keyring-daemon did not start (${err.message}); install the "gnome-keyring" package`)),
+  );
   daemon.once('exit', (code) => (failed ??= new Error(`gnome-keyring-daemon exited with code ${code}`)));
   daemon.stdin.end('throwaway-test-keyring-password');
   // Ready once it owns the Secret Service name on the bus.
@@ -77,7 +82,18 @@ export async function startKeyring(): Promise<Keyring> {
 
 function ownsSecretService(address: string): Promise<boolean> {
   return new Promise((resolve) => {
-    execFile('dbus-send', ['--session', '--print-reply', '--dest=org.freedesktop.DBus', '/org/freedesktop/DBus', 'org.freedesktop.DBus.NameHasOwner', 'string:org.freedesktop.secrets'],
-      { env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: address }, timeout: 5000 }, (err, stdout) => resolve(!err && /boolean true/.test(String(stdout))));
+    execFile(
+      'dbus-send',
+      [
+        '--session',
+        '--print-reply',
+        '--dest=org.freedesktop.DBus',
+        '/org/freedesktop/DBus',
+        'org.freedesktop.DBus.NameHasOwner',
+        'string:org.freedesktop.secrets',
+      ],
+      { env: { ...process.env, DBUS_SESSION_BUS_ADDRESS: address }, timeout: 5000 },
+      (err, stdout) => resolve(!err && /boolean true/.test(String(stdout))),
+    );
   });
 }

@@ -113,7 +113,10 @@ interface PackageHome {
   readonly homes: readonly string[];
 }
 
-const packageNamed = (...names: string[]) => (s: string) => names.some((n) => s === n || s.startsWith(`${n}/`));
+const packageNamed =
+  (...names: string[]) =>
+  (s: string) =>
+    names.some((n) => s === n || s.startsWith(`${n}/`));
 
 const PACKAGE_HOMES: readonly PackageHome[] = [
   { what: 'fuse-native', matches: packageNamed('fuse-native'), homes: ['native/fuse'] },
@@ -146,7 +149,10 @@ const MODULE_EXT = /\.(d\.ts|ts|tsx|mts|cts|js|jsx|mjs|cjs)$/;
  */
 export function enginePartOf(p: string): string | undefined {
   if (!isUnder(p, 'electron/engine')) return undefined;
-  const parts = p.slice('electron/engine/'.length).split('/').filter((s) => s !== '');
+  const parts = p
+    .slice('electron/engine/'.length)
+    .split('/')
+    .filter((s) => s !== '');
   if (parts.length === 0) return 'composition';
   if (parts.length > 1) return parts[0];
   const name = parts[0]!;
@@ -229,7 +235,8 @@ function layerReason(layer: Layer, ref: ImportRef): string | undefined {
       return ours(['renderer', 'electron/contract'], 'the renderer');
     case 'preload':
       if (ref.kind === 'builtin') return 'a sandboxed preload has no node builtins';
-      if (ref.kind === 'package' && !isElectronPackage(ref)) return `the preload may import only 'electron' and the contract, not ${ref.specifier}`;
+      if (ref.kind === 'package' && !isElectronPackage(ref))
+        return `the preload may import only 'electron' and the contract, not ${ref.specifier}`;
       return ours(['electron/contract'], 'the preload');
     case 'host':
       if (isElectronPackage(ref)) return "the host library also runs headless (the command) and may not import 'electron'";
@@ -238,7 +245,10 @@ function layerReason(layer: Layer, ref: ImportRef): string | undefined {
       if (isElectronPackage(ref)) return "the CLI runs headless and may not import 'electron'";
       return ours(['electron/cli', 'electron/host', 'electron/engine', 'electron/contract', 'native'], 'the CLI');
     case 'main':
-      return ours(['electron/main', 'electron/host', 'electron/engine', 'electron/contract', 'native'], 'the Electron main process');
+      return ours(
+        ['electron/main', 'electron/host', 'electron/engine', 'electron/contract', 'native'],
+        'the Electron main process',
+      );
     case 'build':
       return ref.kind === 'ours' ? `a build script may not import our code (${ref.target}); it names files to build` : undefined;
     case 'other':
@@ -293,7 +303,10 @@ const SOURCE_EXT = /\.(ts|tsx|mts|cts|js|jsx|mjs|cjs)$/;
  * Reads every source file under `dirs` (relative to `root`); missing dirs are skipped, and so
  * are node_modules and NOT_OURS.
  */
-export async function collectSources(root: string, dirs: readonly string[] = ['electron', 'native', 'renderer']): Promise<SourceFile[]> {
+export async function collectSources(
+  root: string,
+  dirs: readonly string[] = ['electron', 'native', 'renderer'],
+): Promise<SourceFile[]> {
   const out: SourceFile[] = [];
   const walk = async (rel: string): Promise<void> => {
     let entries;

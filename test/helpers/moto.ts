@@ -124,12 +124,7 @@ export async function createBucket(endpoint: string, name: string): Promise<void
   }
 }
 
-export function s3StoreFor(
-  endpoint: string,
-  bucket: string,
-  prefix?: string,
-  overrides: Partial<S3StoreOptions> = {},
-): S3Store {
+export function s3StoreFor(endpoint: string, bucket: string, prefix?: string, overrides: Partial<S3StoreOptions> = {}): S3Store {
   return new S3Store({
     bucket,
     prefix,

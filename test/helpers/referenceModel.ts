@@ -18,7 +18,13 @@ export const UMASK = 0o022;
 const FILE_MODES = [0o644, 0o600, 0o640, 0o664, 0o755, 0o700];
 const DIR_MODES = [0o755, 0o700, 0o750, 0o775, 0o711];
 // Every target is dangling (its first component never exists), so following one fails with ENOENT.
-const TARGETS = ['zz/none', '/nonexistent-filespace-target/x', 'zz/with space/ünïcødé', `zz/${'long'.repeat(60)}`, 'zz/a/b/c/d/e'];
+const TARGETS = [
+  'zz/none',
+  '/nonexistent-filespace-target/x',
+  'zz/with space/ünïcødé',
+  `zz/${'long'.repeat(60)}`,
+  'zz/a/b/c/d/e',
+];
 
 /** mulberry32: small, fast, seeded. */
 export function prng(seed: number): () => number {
@@ -81,10 +87,7 @@ export function sameResult(a: Result, b: Result): string | undefined {
 
 // ---- the model -----------------------------------------------------------------------------
 
-type Node =
-  | { type: 'file'; data: Buffer; mode: number }
-  | { type: 'dir'; mode: number }
-  | { type: 'symlink'; target: string };
+type Node = { type: 'file'; data: Buffer; mode: number } | { type: 'dir'; mode: number } | { type: 'symlink'; target: string };
 
 class Errno extends Error {
   constructor(readonly code: string) {
@@ -115,8 +118,10 @@ export class Model {
 
   private children(p: string): string[] {
     const prefix = p === '' ? '' : `${p}/`;
-    return [...this.nodes.keys()].filter((k) => k.startsWith(prefix) && k !== p && !k.slice(prefix.length).includes('/'))
-      .map((k) => k.slice(prefix.length)).sort();
+    return [...this.nodes.keys()]
+      .filter((k) => k.startsWith(prefix) && k !== p && !k.slice(prefix.length).includes('/'))
+      .map((k) => k.slice(prefix.length))
+      .sort();
   }
 
   /** Resolves a path whose last component is followed if it is a symlink (open, stat, chmod, truncate). */
@@ -279,7 +284,14 @@ export class Model {
   snapshot(): Map<string, Entry> {
     const out = new Map<string, Entry>();
     for (const [p, node] of this.nodes) {
-      out.set(p, node.type === 'file' ? { ...statOf(node), data: node.data } : node.type === 'symlink' ? { ...statOf(node), target: node.target } : statOf(node));
+      out.set(
+        p,
+        node.type === 'file'
+          ? { ...statOf(node), data: node.data }
+          : node.type === 'symlink'
+            ? { ...statOf(node), target: node.target }
+            : statOf(node),
+      );
     }
     return out;
   }
@@ -308,7 +320,8 @@ export function treeDiff(expected: Map<string, Entry>, actual: Map<string, Entry
     const a = actual.get(k);
     if (!e) diffs.push(`${k}: unexpected ${brief(a!)}`);
     else if (!a) diffs.push(`${k}: missing, expected ${brief(e)}`);
-    else if (e.type !== a.type || e.mode !== a.mode || e.size !== a.size || e.target !== a.target) diffs.push(`${k}: expected ${brief(e)}, got ${brief(a)}`);
+    else if (e.type !== a.type || e.mode !== a.mode || e.size !== a.size || e.target !== a.target)
+      diffs.push(`${k}: expected ${brief(e)}, got ${brief(a)}`);
     else if (e.data && a.data && !e.data.equals(a.data)) {
       diffs.push(`${k}: contents differ first at offset ${e.data.findIndex((v, i) => v !== a.data![i])}`);
     }
@@ -322,7 +335,10 @@ export function treeDiff(expected: Map<string, Entry>, actual: Map<string, Entry
 export class Generator {
   private readonly rand: () => number;
 
-  constructor(seed: number, private readonly model: Model) {
+  constructor(
+    seed: number,
+    private readonly model: Model,
+  ) {
     this.rand = prng(seed);
   }
 
@@ -344,7 +360,10 @@ export class Generator {
   }
 
   private existing(type?: Node['type']): string | undefined {
-    const ps = [...this.model.nodes.entries()].filter(([, n]) => !type || n.type === type).map(([p]) => p).sort();
+    const ps = [...this.model.nodes.entries()]
+      .filter(([, n]) => !type || n.type === type)
+      .map(([p]) => p)
+      .sort();
     return ps.length ? this.pick(ps) : undefined;
   }
 
@@ -354,7 +373,13 @@ export class Generator {
       const depth = 1 + this.int(MAX_DEPTH);
       return Array.from({ length: depth }, () => this.pick(NAMES)).join('/');
     }
-    const dirs = ['', ...[...this.model.nodes.entries()].filter(([p, n]) => n.type === 'dir' && parts(p).length < MAX_DEPTH).map(([p]) => p).sort()];
+    const dirs = [
+      '',
+      ...[...this.model.nodes.entries()]
+        .filter(([p, n]) => n.type === 'dir' && parts(p).length < MAX_DEPTH)
+        .map(([p]) => p)
+        .sort(),
+    ];
     const dir = this.pick(dirs);
     return dir ? `${dir}/${this.pick(NAMES)}` : this.pick(NAMES);
   }
@@ -400,44 +425,62 @@ export class Generator {
 
   next(): Op {
     const table: Array<[number, () => Op]> = [
-      [22, () => {
-        const p = this.path('file', 0.7);
-        const flags = this.pick<WriteFlags>(['r+', 'r+', 'create', 'create', 'w', 'wx']);
-        const size = flags === 'w' || flags === 'wx' ? 0 : this.sizeOf(p);
-        const pos = Math.min(this.offset(size), MAX_FILE - 1);
-        const len = Math.max(1, Math.min(this.length(), MAX_FILE - pos));
-        return { k: 'write', path: p, flags, mode: this.pick(FILE_MODES), pos, data: this.bytes(len) };
-      }],
-      [6, () => {
-        const p = this.path('file', 0.8);
-        const len = Math.max(1, Math.min(this.length(), MAX_FILE - this.sizeOf(p)));
-        return { k: 'write', path: p, flags: 'a', mode: this.pick(FILE_MODES), pos: 0, data: this.bytes(len) };
-      }],
-      [9, () => {
-        const p = this.path('file', 0.85);
-        return { k: 'truncate', path: p, size: this.truncSize(this.sizeOf(p)), viaHandle: this.rand() < 0.5 };
-      }],
-      [12, () => {
-        const p = this.path('file', 0.85);
-        const size = this.sizeOf(p);
-        const pos = this.rand() < 0.3 ? Math.max(0, Math.floor(size / CHUNK) * CHUNK - this.int(2000)) : this.int(size + 100);
-        return { k: 'read', path: p, pos, len: this.length() };
-      }],
+      [
+        22,
+        () => {
+          const p = this.path('file', 0.7);
+          const flags = this.pick<WriteFlags>(['r+', 'r+', 'create', 'create', 'w', 'wx']);
+          const size = flags === 'w' || flags === 'wx' ? 0 : this.sizeOf(p);
+          const pos = Math.min(this.offset(size), MAX_FILE - 1);
+          const len = Math.max(1, Math.min(this.length(), MAX_FILE - pos));
+          return { k: 'write', path: p, flags, mode: this.pick(FILE_MODES), pos, data: this.bytes(len) };
+        },
+      ],
+      [
+        6,
+        () => {
+          const p = this.path('file', 0.8);
+          const len = Math.max(1, Math.min(this.length(), MAX_FILE - this.sizeOf(p)));
+          return { k: 'write', path: p, flags: 'a', mode: this.pick(FILE_MODES), pos: 0, data: this.bytes(len) };
+        },
+      ],
+      [
+        9,
+        () => {
+          const p = this.path('file', 0.85);
+          return { k: 'truncate', path: p, size: this.truncSize(this.sizeOf(p)), viaHandle: this.rand() < 0.5 };
+        },
+      ],
+      [
+        12,
+        () => {
+          const p = this.path('file', 0.85);
+          const size = this.sizeOf(p);
+          const pos = this.rand() < 0.3 ? Math.max(0, Math.floor(size / CHUNK) * CHUNK - this.int(2000)) : this.int(size + 100);
+          return { k: 'read', path: p, pos, len: this.length() };
+        },
+      ],
       [3, () => ({ k: 'readAll', path: this.path('file', 0.8) })],
       [6, () => ({ k: 'unlink', path: this.path(undefined, 0.7) })],
       [8, () => ({ k: 'mkdir', path: this.path('dir', 0.2), mode: this.pick(DIR_MODES) })],
       [5, () => ({ k: 'rmdir', path: this.path('dir', 0.7) })],
-      [12, () => {
-        const from = this.path(this.pick([undefined, 'file', 'dir'] as const), 0.85);
-        const to = this.rand() < 0.25 ? this.path(this.pick([undefined, 'file', 'dir'] as const), 1) : this.fresh();
-        return { k: 'rename', from, to };
-      }],
+      [
+        12,
+        () => {
+          const from = this.path(this.pick([undefined, 'file', 'dir'] as const), 0.85);
+          const to = this.rand() < 0.25 ? this.path(this.pick([undefined, 'file', 'dir'] as const), 1) : this.fresh();
+          return { k: 'rename', from, to };
+        },
+      ],
       [3, () => ({ k: 'symlink', target: this.pick(TARGETS), path: this.path(undefined, 0.2) })],
       [2, () => ({ k: 'readlink', path: this.path('symlink', 0.7) })],
-      [4, () => {
-        const p = this.path(undefined, 0.8);
-        return { k: 'chmod', path: p, mode: this.pick(this.model.nodes.get(p)?.type === 'dir' ? DIR_MODES : FILE_MODES) };
-      }],
+      [
+        4,
+        () => {
+          const p = this.path(undefined, 0.8);
+          return { k: 'chmod', path: p, mode: this.pick(this.model.nodes.get(p)?.type === 'dir' ? DIR_MODES : FILE_MODES) };
+        },
+      ],
       [6, () => ({ k: 'stat', path: this.path(undefined, 0.8) })],
       [4, () => ({ k: 'readdir', path: this.path('dir', 0.7) })],
       [1.2, () => ({ k: 'sync' })],

@@ -79,7 +79,9 @@ function promiseLines(log: string): number {
 }
 
 async function sha256(file: string): Promise<string> {
-  return createHash('sha256').update(await fsp.readFile(file)).digest('hex');
+  return createHash('sha256')
+    .update(await fsp.readFile(file))
+    .digest('hex');
 }
 
 describe('crash loop', () => {
@@ -98,67 +100,88 @@ describe('crash loop', () => {
 
   const rounds = Number(process.env.FILESPACE_CRASH_ROUNDS ?? 6);
   // About 7 s per round in a CI run; a minute per round, at least 10 minutes.
-  it('keeps every fsynced change through repeated SIGKILLs of the engine', { timeout: Math.max(10, rounds) * 60_000 }, async () => {
-    const fs = await bed.filespace({ chunkSize: '64KiB', settings: { 'upload-delay': '300ms' } });
-    const script = path.join(local, 'workload.py');
-    const logFile = path.join(local, 'promises.log');
-    await fsp.writeFile(script, WORKLOAD);
-    let promised = 0;
-    for (let round = 0; round < rounds; round++) {
-      const pid = await fs.mount();
-      // Everything promised so far is there after the restart.
-      // Each name's hash (FILE), null (GONE) or the string 'busy' (BUSY).
-      const expected = new Map<string, string | null>();
-      const text = await fsp.readFile(logFile, 'utf8').catch(() => '');
-      for (const line of text.split('\n')) {
-        const [kind, name, hash] = line.split(' ');
-        if (kind === 'FILE') expected.set(name!, hash!);
-        if (kind === 'GONE') expected.set(name!, null);
-        if (kind === 'BUSY') expected.set(name!, 'busy');
+  it(
+    'keeps every fsynced change through repeated SIGKILLs of the engine',
+    { timeout: Math.max(10, rounds) * 60_000 },
+    async () => {
+      const fs = await bed.filespace({ chunkSize: '64KiB', settings: { 'upload-delay': '300ms' } });
+      const script = path.join(local, 'workload.py');
+      const logFile = path.join(local, 'promises.log');
+      await fsp.writeFile(script, WORKLOAD);
+      let promised = 0;
+      for (let round = 0; round < rounds; round++) {
+        const pid = await fs.mount();
+        // Everything promised so far is there after the restart.
+        // Each name's hash (FILE), null (GONE) or the string 'busy' (BUSY).
+        const expected = new Map<string, string | null>();
+        const text = await fsp.readFile(logFile, 'utf8').catch(() => '');
+        for (const line of text.split('\n')) {
+          const [kind, name, hash] = line.split(' ');
+          if (kind === 'FILE') expected.set(name!, hash!);
+          if (kind === 'GONE') expected.set(name!, null);
+          if (kind === 'BUSY') expected.set(name!, 'busy');
+        }
+        const busy = [...expected.values()].filter((v) => v === 'busy').length;
+        for (const [name, hash] of expected) {
+          if (hash === 'busy') continue;
+          // (names are absolute paths inside this same mount point)
+          if (hash === null) await assert.rejects(fsp.stat(name), `round ${round}: ${name} was deleted and must stay deleted`);
+          else assert.equal(await sha256(name), hash, `round ${round}: ${name} lost fsynced data`);
+        }
+        promised = expected.size - busy;
+        // Run the workload and kill the engine once it has made a few more promises (so every
+        // round tests something, however slow the machine), sometimes in the middle of the next
+        // operation.
+        const before = promiseLines(await fsp.readFile(logFile, 'utf8').catch(() => ''));
+        const wanted = before + 3 + Math.floor(Math.random() * 8);
+        const worker = spawn('python3', [script, path.join(fs.mnt, 'work'), logFile, String(1000 + round)], { stdio: 'ignore' });
+        const exited = new Promise((r) => worker.on('exit', r));
+        await until(
+          `round ${round}: the workload to promise ${wanted - before} more changes`,
+          async () => promiseLines(await fsp.readFile(logFile, 'utf8').catch(() => '')) >= wanted,
+          120_000,
+          20,
+        );
+        if (round % 2 === 1) {
+          const lines = (await fsp.readFile(logFile, 'utf8')).split('\n').length;
+          await until(
+            `round ${round}: the workload to start another operation`,
+            async () =>
+              (await fsp.readFile(logFile, 'utf8'))
+                .split('\n')
+                .slice(lines - 1)
+                .some((l) => l.startsWith('BUSY ')),
+            120_000,
+            5,
+          );
+        }
+        process.kill(pid, 'SIGKILL');
+        await exited;
+        await until(
+          `the killed engine ${pid} to be gone`,
+          async () => {
+            const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+            return stat === '' || / Z /.test(stat);
+          },
+          30_000,
+          50,
+        );
       }
-      const busy = [...expected.values()].filter((v) => v === 'busy').length;
-      for (const [name, hash] of expected) {
-        if (hash === 'busy') continue;
-        // (names are absolute paths inside this same mount point)
-        if (hash === null) await assert.rejects(fsp.stat(name), `round ${round}: ${name} was deleted and must stay deleted`);
-        else assert.equal(await sha256(name), hash, `round ${round}: ${name} lost fsynced data`);
-      }
-      promised = expected.size - busy;
-      // Run the workload and kill the engine once it has made a few more promises (so every
-      // round tests something, however slow the machine), sometimes in the middle of the next
-      // operation.
-      const before = promiseLines(await fsp.readFile(logFile, 'utf8').catch(() => ''));
-      const wanted = before + 3 + Math.floor(Math.random() * 8);
-      const worker = spawn('python3', [script, path.join(fs.mnt, 'work'), logFile, String(1000 + round)], { stdio: 'ignore' });
-      const exited = new Promise((r) => worker.on('exit', r));
-      await until(`round ${round}: the workload to promise ${wanted - before} more changes`, async () =>
-        promiseLines(await fsp.readFile(logFile, 'utf8').catch(() => '')) >= wanted, 120_000, 20);
-      if (round % 2 === 1) {
-        const lines = (await fsp.readFile(logFile, 'utf8')).split('\n').length;
-        await until(`round ${round}: the workload to start another operation`, async () =>
-          (await fsp.readFile(logFile, 'utf8')).split('\n').slice(lines - 1).some((l) => l.startsWith('BUSY ')), 120_000, 5);
-      }
-      process.kill(pid, 'SIGKILL');
-      await exited;
-      await until(`the killed engine ${pid} to be gone`, async () => {
-        const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-        return stat === '' || / Z /.test(stat);
-      }, 30_000, 50);
-    }
-    assert.ok(promised > 0, `the checks after each restart covered ${promised} promised changes`);
-    await fs.mount();
-    await fs.sync();
-    await fs.unmount();
-    const check = await fs.machine.cli('check', fs.name);
-    assert.equal(check.code, 0, `filespace check: ${check.stdout}${check.stderr}`);
-    assert.match(check.stdout, /no problems found/);
-    // A second machine sees the same final state.
-    const other = await bed.link(await bed.machine('after-crashes'), fs.bucket);
-    await other.mount({ readOnly: true });
-    const first = await fs.mount().then(() => sh(`cd ${fs.mnt} && find . -type f -print0 | sort -z | xargs -0 sha256sum`));
-    const second = await sh(`cd ${other.mnt} && find . -type f -print0 | sort -z | xargs -0 sha256sum`);
-    assert.equal(second, first);
-    await other.unmount();
-    await fs.unmount();
-  });
+      assert.ok(promised > 0, `the checks after each restart covered ${promised} promised changes`);
+      await fs.mount();
+      await fs.sync();
+      await fs.unmount();
+      const check = await fs.machine.cli('check', fs.name);
+      assert.equal(check.code, 0, `filespace check: ${check.stdout}${check.stderr}`);
+      assert.match(check.stdout, /no problems found/);
+      // A second machine sees the same final state.
+      const other = await bed.link(await bed.machine('after-crashes'), fs.bucket);
+      await other.mount({ readOnly: true });
+      const first = await fs.mount().then(() => sh(`cd ${fs.mnt} && find . -type f -print0 | sort -z | xargs -0 sha256sum`));
+      const second = await sh(`cd ${other.mnt} && find . -type f -print0 | sort -z | xargs -0 sha256sum`);
+      assert.equal(second, first);
+      await other.unmount();
+      await fs.unmount();
+    },
+  );
 });

@@ -12,7 +12,10 @@ import { CreateAccessKeyCommand, CreateUserCommand, IAMClient, PutUserPolicyComm
 import { CLI, run, tmpDir } from '../helpers/bed';
 import { startMoto, TEST_CREDENTIALS, TEST_REGION } from '../helpers/moto';
 
-interface Keys { id: string; secret: string }
+interface Keys {
+  id: string;
+  secret: string;
+}
 
 describe('credentials and permissions', () => {
   let stop: () => Promise<void>;
@@ -41,10 +44,16 @@ describe('credentials and permissions', () => {
       users[user] = { id: key.AccessKeyId!, secret: key.SecretAccessKey! };
     }
     for (const [user, actions] of Object.entries(policies)) {
-      await iam.send(new PutUserPolicyCommand({
-        UserName: user, PolicyName: 'filespace',
-        PolicyDocument: JSON.stringify({ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: actions, Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`] }] }),
-      }));
+      await iam.send(
+        new PutUserPolicyCommand({
+          UserName: user,
+          PolicyName: 'filespace',
+          PolicyDocument: JSON.stringify({
+            Version: '2012-10-17',
+            Statement: [{ Effect: 'Allow', Action: actions, Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`] }],
+          }),
+        }),
+      );
     }
     iam.destroy();
     dir = await tmpDir('auth');
@@ -59,7 +68,13 @@ describe('credentials and permissions', () => {
 
   function cli(keys: Keys, ...args: string[]) {
     return run(process.execPath, [CLI, ...args], {
-      env: { ...process.env, FILESPACE_HOME: path.join(dir, 'home'), AWS_ACCESS_KEY_ID: keys.id, AWS_SECRET_ACCESS_KEY: keys.secret, AWS_REGION: TEST_REGION },
+      env: {
+        ...process.env,
+        FILESPACE_HOME: path.join(dir, 'home'),
+        AWS_ACCESS_KEY_ID: keys.id,
+        AWS_SECRET_ACCESS_KEY: keys.secret,
+        AWS_REGION: TEST_REGION,
+      },
     });
   }
   const store = () => ['--bucket', bucket, '--endpoint', endpoint, '--path-style', '--passphrase-file', passFile];

@@ -49,12 +49,17 @@ async function writeFsynced(local: string, sources: string[], dir: string): Prom
 
 /** Deletes a file in the mount and fsyncs its directory. */
 async function unlinkFsynced(file: string): Promise<void> {
-  await sh(`python3 -c 'import os, sys; os.unlink(sys.argv[1]); d = os.open(os.path.dirname(sys.argv[1]), os.O_RDONLY); os.fsync(d); os.close(d)' ${file}`);
+  await sh(
+    `python3 -c 'import os, sys; os.unlink(sys.argv[1]); d = os.open(os.path.dirname(sys.argv[1]), os.O_RDONLY); os.fsync(d); os.close(d)' ${file}`,
+  );
 }
 
 async function journalOf(fs: Linked): Promise<string> {
   const meta = path.join(fs.cacheDir, 'meta');
-  const name = (await fsp.readdir(meta)).filter((n) => /^journal\.\d+$/.test(n)).sort().pop();
+  const name = (await fsp.readdir(meta))
+    .filter((n) => /^journal\.\d+$/.test(n))
+    .sort()
+    .pop();
   assert.ok(name, 'the journal exists');
   return path.join(meta, name);
 }
@@ -145,7 +150,10 @@ describe('damaged metadata', () => {
     await fs.machine.ok('aside', fs.name, 'export', id, out);
     const exported = await hashesUnder(out);
     const unnamed = [...exported.keys()].filter((p) => p.startsWith('unnamed/'));
-    assert.ok(unnamed.length <= 1, `at most the file whose creation was the damaged record is unnamed: ${[...exported.keys()].join(',')}`);
+    assert.ok(
+      unnamed.length <= 1,
+      `at most the file whose creation was the damaged record is unnamed: ${[...exported.keys()].join(',')}`,
+    );
     const found = new Map<string, string>(); // source -> exported path
     for (const src of sources) {
       const want = sha(await fsp.readFile(src));
@@ -176,7 +184,10 @@ describe('damaged metadata', () => {
 
     // Cut short: not JSON any more.
     await fsp.writeFile(state, text.slice(0, text.length >> 1));
-    assertOneLineError(await fs.machine.cli('mount', fs.name), new RegExp(`metadata snapshot ${state} is damaged.*filespace repair ${fs.name}`));
+    assertOneLineError(
+      await fs.machine.cli('mount', fs.name),
+      new RegExp(`metadata snapshot ${state} is damaged.*filespace repair ${fs.name}`),
+    );
     // Still valid JSON, with one name changed: only the checksum can tell.
     await fsp.writeFile(state, text.replace('"snapfile.bin"', '"snapfile.bim"'));
     assertOneLineError(await fs.machine.cli('mount', fs.name), /metadata snapshot .*state\.json is damaged \(its checksum/);
@@ -193,7 +204,10 @@ describe('damaged metadata', () => {
     const out = path.join(local, 'recovered-snap');
     await fs.machine.ok('aside', fs.name, 'export', id, out);
     const exported = await hashesUnder(out);
-    assert.ok([...exported.values()].includes(sha(await fsp.readFile(src))), `the file's data is kept: ${[...exported.keys()].join(',')}`);
+    assert.ok(
+      [...exported.values()].includes(sha(await fsp.readFile(src))),
+      `the file's data is kept: ${[...exported.keys()].join(',')}`,
+    );
     await fs.mount();
     await fs.unmount();
   });
@@ -220,13 +234,18 @@ describe('damaged metadata', () => {
     const newcomer = await bed.machine('newcomer');
     const mnt = path.join(newcomer.home, 'mnt');
     await fsp.mkdir(mnt);
-    assertOneLineError(await newcomer.cli('link', ...bed.storeArgs(fs.bucket), '--mount-point', mnt, '--passphrase-file', bed.passFile),
-      new RegExp(`metadata segment \\d+ in the bucket \\(${key}\\) is damaged`));
+    assertOneLineError(
+      await newcomer.cli('link', ...bed.storeArgs(fs.bucket), '--mount-point', mnt, '--passphrase-file', bed.passFile),
+      new RegExp(`metadata segment \\d+ in the bucket \\(${key}\\) is damaged`),
+    );
     assertOneLineError(await lagging.machine.cli('mount', lagging.name, '--read-only'), new RegExp(`${key}\\) is damaged`));
 
     const check = await fs.machine.cli('check', fs.name);
     assert.equal(check.code, 1, check.stdout + check.stderr);
-    assert.match(check.stdout, new RegExp(`PROBLEM bucket: metadata segment \\d+ \\(${key}\\) is damaged.*and in the 1 segment\\(s\\) after it`));
+    assert.match(
+      check.stdout,
+      new RegExp(`PROBLEM bucket: metadata segment \\d+ \\(${key}\\) is damaged.*and in the 1 segment\\(s\\) after it`),
+    );
   });
 
   it('a damaged configuration file is named in one line, and list still lists the other filespaces', async () => {
@@ -242,7 +261,10 @@ describe('damaged metadata', () => {
     assertOneLineError(await m.cli('status', bad.name), /is damaged: it is not valid JSON/);
     assert.equal((await m.cli('status', good.name)).code, 0);
     // Valid JSON, impossible settings.
-    const cfg = JSON.parse(await fsp.readFile(path.join(m.home, 'config', 'filespaces', `${good.name}.json`), 'utf8')) as Record<string, unknown>;
+    const cfg = JSON.parse(await fsp.readFile(path.join(m.home, 'config', 'filespaces', `${good.name}.json`), 'utf8')) as Record<
+      string,
+      unknown
+    >;
     await fsp.writeFile(file, JSON.stringify({ ...cfg, name: bad.name, settings: { cacheCapBytes: -1 } }));
     assertOneLineError(await m.cli('mount', bad.name), /is damaged: its settings are invalid/);
   });
@@ -258,7 +280,7 @@ describe('damaged metadata', () => {
       return n.length === 2 ? n : undefined;
     });
     await unlinkFsynced(path.join(fs.mnt, 'gone.txt'));
-    const kept = await until('the deleted file\'s chunk to go', async () => {
+    const kept = await until("the deleted file's chunk to go", async () => {
       const n = (await dirtyNames(fs)).filter((x) => /^\d+\.0$/.test(x));
       return n.length === 1 ? n[0]! : undefined;
     });
@@ -284,7 +306,10 @@ describe('damaged metadata', () => {
     await sh(`cmp ${src} ${fs.mnt}/kept.bin`);
     await fs.unmount();
     // What check said before that mount: what the mount then did.
-    assert.match(check.stdout, /dirty chunk 999999\.0 belongs to no file this machine's metadata knows \(set aside at the next mount/);
+    assert.match(
+      check.stdout,
+      /dirty chunk 999999\.0 belongs to no file this machine's metadata knows \(set aside at the next mount/,
+    );
     assert.match(check.stdout, new RegExp(`dirty chunk ${goneChunk.replace('.', '\\.')} belongs to a deleted file`));
   });
 
@@ -294,7 +319,18 @@ describe('damaged metadata', () => {
     assertOneLineError(await fs.machine.cli('set', fs.name, 'upload-delay', '-5s'), /"-5s" is not a duration/);
     const mnt = path.join(fs.machine.home, 'mnt-neg');
     await fsp.mkdir(mnt);
-    assertOneLineError(await fs.machine.cli('link', ...bed.storeArgs(fs.bucket), '--mount-point', mnt, '--cache-size', '-1', '--passphrase-file', bed.passFile),
-      /--cache-size: "-1" is not a size/);
+    assertOneLineError(
+      await fs.machine.cli(
+        'link',
+        ...bed.storeArgs(fs.bucket),
+        '--mount-point',
+        mnt,
+        '--cache-size',
+        '-1',
+        '--passphrase-file',
+        bed.passFile,
+      ),
+      /--cache-size: "-1" is not a size/,
+    );
   });
 });

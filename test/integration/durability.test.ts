@@ -62,7 +62,9 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
   it('never uploads a file deleted before its upload delay ran out', async () => {
     const fs = await bed.filespace({ settings: { 'upload-delay': '30s' } });
     await fs.mount();
-    await sh(`head -c 3000000 /dev/urandom > ${fs.mnt}/scratch.tmp && mkdir ${fs.mnt}/build && head -c 100000 /dev/urandom > ${fs.mnt}/build/o.o && rm -r ${fs.mnt}/scratch.tmp ${fs.mnt}/build`);
+    await sh(
+      `head -c 3000000 /dev/urandom > ${fs.mnt}/scratch.tmp && mkdir ${fs.mnt}/build && head -c 100000 /dev/urandom > ${fs.mnt}/build/o.o && rm -r ${fs.mnt}/scratch.tmp ${fs.mnt}/build`,
+    );
     await sh(`echo kept > ${fs.mnt}/kept.txt`);
     await fs.sync(); // forces every remaining dirty chunk up now
     const store = s3StoreFor(bed.endpoint, fs.bucket);
@@ -85,7 +87,10 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
     await sh(`cmp ${src} ${fs.mnt}/cap.bin`); // reads 3x the cap through the cache
     const { peak, samples } = await sampler.stop();
     assert.ok(peak.bytes > capBytes / 2, `the cache was used (peak ${peak.bytes} over ${samples} snapshots)`);
-    assert.ok(peak.bytes <= capBytes, `cache peaked at ${peak.bytes} bytes, above the ${capBytes}-byte cap:\n${describeSample(peak)}`);
+    assert.ok(
+      peak.bytes <= capBytes,
+      `cache peaked at ${peak.bytes} bytes, above the ${capBytes}-byte cap:\n${describeSample(peak)}`,
+    );
     const st = await fs.status();
     assert.ok(Number(st.cacheUsedBytes) <= capBytes);
     await fs.unmount();
@@ -111,7 +116,10 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
     assert.notEqual(r.code, 0, 'reading a tampered file must fail');
     assert.match(r.stderr, /Input\/output error/);
     // The untouched chunk still reads correctly, and whatever was read matches the original.
-    const ok = await run('bash', ['-c', `cmp <(dd if=${reader.mnt}/tamper.bin bs=1M skip=1 count=1 status=none) <(dd if=${src} bs=1M skip=1 count=1 status=none) || cmp <(dd if=${reader.mnt}/tamper.bin bs=1M count=1 status=none) <(dd if=${src} bs=1M count=1 status=none)`]);
+    const ok = await run('bash', [
+      '-c',
+      `cmp <(dd if=${reader.mnt}/tamper.bin bs=1M skip=1 count=1 status=none) <(dd if=${src} bs=1M skip=1 count=1 status=none) || cmp <(dd if=${reader.mnt}/tamper.bin bs=1M count=1 status=none) <(dd if=${src} bs=1M count=1 status=none)`,
+    ]);
     assert.equal(ok.code, 0, 'the intact chunk reads back correctly');
     const st = await reader.status();
     assert.match(String(st.lastError), /authentication|chunk/);
@@ -123,7 +131,9 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
     await fs.mount();
     // Recognisable plaintext: none of it may appear in any cache file, dirty or clean.
     const marker = 'FILESPACE-PLAINTEXT-MARKER-';
-    await sh(`python3 -c "import sys; sys.stdout.write(('${marker}' * 100000)[:2500000])" > ${local}/marked.txt && cp ${local}/marked.txt ${fs.mnt}/marked.txt`);
+    await sh(
+      `python3 -c "import sys; sys.stdout.write(('${marker}' * 100000)[:2500000])" > ${local}/marked.txt && cp ${local}/marked.txt ${fs.mnt}/marked.txt`,
+    );
     const dirtyHits = await run('grep', ['-rl', marker, fs.cacheDir]);
     assert.equal(dirtyHits.stdout, '', 'dirty data is encrypted at rest');
     await fs.sync();
@@ -152,7 +162,11 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
     // A stand-in for systemd's notify socket: a datagram socket whose messages go to a file.
     const notifySocket = path.join(local, 'notify.sock');
     const notified = path.join(local, 'notified.txt');
-    const listener = spawn('python3', ['-c', `
+    const listener = spawn(
+      'python3',
+      [
+        '-c',
+        `
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.bind(sys.argv[1])
@@ -161,11 +175,29 @@ while True:
     msg = s.recv(4096).decode()
     with open(sys.argv[2], 'a') as f:
         f.write(msg + '\\n')
-`, notifySocket, notified], { stdio: 'ignore' });
-    await until('the notify listener', () => fsp.access(notified + '.up').then(() => true, () => false));
-    const child = spawn(process.execPath, [CLI, 'mount', fs.name, '--foreground'], { env: { ...fs.machine.env, NOTIFY_SOCKET: notifySocket }, stdio: 'ignore' });
+`,
+        notifySocket,
+        notified,
+      ],
+      { stdio: 'ignore' },
+    );
+    await until('the notify listener', () =>
+      fsp.access(notified + '.up').then(
+        () => true,
+        () => false,
+      ),
+    );
+    const child = spawn(process.execPath, [CLI, 'mount', fs.name, '--foreground'], {
+      env: { ...fs.machine.env, NOTIFY_SOCKET: notifySocket },
+      stdio: 'ignore',
+    });
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-    await until('READY=1', () => fsp.readFile(notified, 'utf8').then((t) => t.includes('READY=1'), () => false));
+    await until('READY=1', () =>
+      fsp.readFile(notified, 'utf8').then(
+        (t) => t.includes('READY=1'),
+        () => false,
+      ),
+    );
     listener.kill();
     assert.equal(await isMountPoint(fs.mnt), true, 'ready means mounted');
     await sh(`echo 'written before stop' > ${fs.mnt}/f.txt`);
@@ -176,7 +208,7 @@ while True:
     assert.equal(st.state, 'unmounted');
     assert.ok(Number(st.dirtyBytes) > 0, 'unsent data stays in the cache');
     await fs.mount();
-    assert.equal((await fsp.readFile(path.join(fs.mnt, 'f.txt'), 'utf8')), 'written before stop\n');
+    assert.equal(await fsp.readFile(path.join(fs.mnt, 'f.txt'), 'utf8'), 'written before stop\n');
     await fs.unmount();
   });
 

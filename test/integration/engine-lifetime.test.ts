@@ -26,11 +26,15 @@ function alive(pid: number): boolean {
 
 /** Waits (polling /proc) until `pid` has exited. */
 async function exited(pid: number, timeoutMs: number): Promise<void> {
-  await until(`engine process ${pid} to exit`, async () => {
-    if (!alive(pid)) return true;
-    const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-    return stat === '' || /^\d+ \(.*\) Z /.test(stat);
-  }, timeoutMs);
+  await until(
+    `engine process ${pid} to exit`,
+    async () => {
+      if (!alive(pid)) return true;
+      const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+      return stat === '' || /^\d+ \(.*\) Z /.test(stat);
+    },
+    timeoutMs,
+  );
 }
 
 async function isMounted(dir: string): Promise<boolean> {
@@ -72,14 +76,22 @@ describe('the engine lives as long as its mount', () => {
     await sh(`echo held > ${fs.mnt}/h.txt`);
     const out = path.join(env.local, 'held.txt');
     // A process working inside the mount, which reads a file there once told to.
-    const holder = spawn('bash', ['-c', 'read -r _; cat h.txt > "$0"', out], { cwd: fs.mnt, stdio: ['pipe', 'ignore', 'ignore'] });
+    const holder = spawn('bash', ['-c', 'read -r _; cat h.txt > "$0"', out], {
+      cwd: fs.mnt,
+      stdio: ['pipe', 'ignore', 'ignore'],
+    });
     const holderExit = new Promise<number | null>((r) => holder.on('exit', (code) => r(code)));
     const logFile = path.join(fs.machine.home, 'run', `${fs.name}.log`);
     try {
-      await until('the holder to start in the mount', async () => (await fsp.readlink(`/proc/${holder.pid}/cwd`).catch(() => '')) === fs.mnt);
+      await until(
+        'the holder to start in the mount',
+        async () => (await fsp.readlink(`/proc/${holder.pid}/cwd`).catch(() => '')) === fs.mnt,
+      );
       const r = await run('umount', ['-l', fs.mnt]);
       assert.equal(r.code, 0, r.stderr);
-      await until('the engine to notice the detach', async () => /was detached from outside/.test(await fsp.readFile(logFile, 'utf8')));
+      await until('the engine to notice the detach', async () =>
+        /was detached from outside/.test(await fsp.readFile(logFile, 'utf8')),
+      );
       assert.ok(alive(pid), 'the engine still serves the detached mount');
       holder.stdin.end('go\n');
       assert.equal(await holderExit, 0);
@@ -115,26 +127,30 @@ describe('the engine lives as long as its mount', () => {
     await fs.unmount();
   });
 
-  it('ends within a bounded time on SIGTERM while every S3 request hangs, keeping what was written', { timeout: 300_000 }, async () => {
-    const bed = env.bed;
-    env.proxy.clear();
-    const fs = await bed.filespace({ endpoint: env.proxy.endpoint, settings: { 'upload-delay': '0s' } });
-    const pid = await fs.mount();
-    const src = await randomFile(env.local, 'sigterm.bin', 2 * 1024 * 1024 + 17);
-    await sh(`cp ${src} ${fs.mnt}/kept.bin && mkdir ${fs.mnt}/dir && echo meta > ${fs.mnt}/dir/m.txt`);
-    // Everything is in the bucket, so a clean stop would also write a metadata checkpoint.
-    await fs.sync();
-    env.proxy.set({ stall: true }); // S3 accepts connections and never answers
-    try {
-      process.kill(pid, 'SIGTERM');
-      // The engine's own deadline is 30 s; this only bounds the test.
-      await exited(pid, 90_000);
-      assert.equal(await isMounted(fs.mnt), false, 'the mount is gone');
-    } finally {
+  it(
+    'ends within a bounded time on SIGTERM while every S3 request hangs, keeping what was written',
+    { timeout: 300_000 },
+    async () => {
+      const bed = env.bed;
       env.proxy.clear();
-    }
-    await fs.mount();
-    await sh(`cmp ${src} ${fs.mnt}/kept.bin && test "$(cat ${fs.mnt}/dir/m.txt)" = meta`);
-    await fs.unmount();
-  });
+      const fs = await bed.filespace({ endpoint: env.proxy.endpoint, settings: { 'upload-delay': '0s' } });
+      const pid = await fs.mount();
+      const src = await randomFile(env.local, 'sigterm.bin', 2 * 1024 * 1024 + 17);
+      await sh(`cp ${src} ${fs.mnt}/kept.bin && mkdir ${fs.mnt}/dir && echo meta > ${fs.mnt}/dir/m.txt`);
+      // Everything is in the bucket, so a clean stop would also write a metadata checkpoint.
+      await fs.sync();
+      env.proxy.set({ stall: true }); // S3 accepts connections and never answers
+      try {
+        process.kill(pid, 'SIGTERM');
+        // The engine's own deadline is 30 s; this only bounds the test.
+        await exited(pid, 90_000);
+        assert.equal(await isMounted(fs.mnt), false, 'the mount is gone');
+      } finally {
+        env.proxy.clear();
+      }
+      await fs.mount();
+      await sh(`cmp ${src} ${fs.mnt}/kept.bin && test "$(cat ${fs.mnt}/dir/m.txt)" = meta`);
+      await fs.unmount();
+    },
+  );
 });

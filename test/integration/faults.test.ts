@@ -106,10 +106,14 @@ describe('faults between the engine and S3', () => {
     assert.ok(Number(st.dirtyBytes) >= 2 * 1024 * 1024, 'status shows what is pending');
     assert.equal(st.state, 'mounted');
     env.proxy.goOnline();
-    await until('uploads to finish without user action', async () => {
-      const s = await fs.status();
-      return s.dirtyBytes === 0 && s.pendingMetaOps === 0 && s.offline === false;
-    }, 120_000);
+    await until(
+      'uploads to finish without user action',
+      async () => {
+        const s = await fs.status();
+        return s.dirtyBytes === 0 && s.pendingMetaOps === 0 && s.offline === false;
+      },
+      120_000,
+    );
     await fs.unmount();
     await verifyFromBucket(fs.bucket, async (mnt) => {
       await sh(`cmp ${during} ${mnt}/offline.bin && test -d ${mnt}/made-offline`);

@@ -18,7 +18,12 @@ import { Bed, CLI, run, sh, tmpDir } from '../helpers/bed';
  * GET's or DELETE's body unframed, and those bytes would then read as the start of the next
  * request on the kept-alive connection (answered by node's own bare 400, not by the product).
  */
-function post(socket: string, route: string, method: string, body: string | Buffer): Promise<{ status: number; json: unknown; text: string }> {
+function post(
+  socket: string,
+  route: string,
+  method: string,
+  body: string | Buffer,
+): Promise<{ status: number; json: unknown; text: string }> {
   return new Promise((resolve, reject) => {
     const headers = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
     const req = http.request({ socketPath: socket, path: route, method, headers }, (res) => {
@@ -47,7 +52,10 @@ function randomValue(depth = 0): unknown {
   if (r < 0.4) return [null, true, false, undefined][Math.floor(Math.random() * 4)];
   if (r < 0.55) return Array.from({ length: Math.floor(Math.random() * 4) }, () => randomValue(depth + 1));
   const o: Record<string, unknown> = {};
-  for (const k of ['force', 'timeoutMs', 'key', 'value', 'paused', randomBytes(3).toString('hex')].filter(() => Math.random() < 0.5)) o[k] = randomValue(depth + 1);
+  for (const k of ['force', 'timeoutMs', 'key', 'value', 'paused', randomBytes(3).toString('hex')].filter(
+    () => Math.random() < 0.5,
+  ))
+    o[k] = randomValue(depth + 1);
   return o;
 }
 
@@ -69,7 +77,17 @@ describe('hostile input', () => {
     const fs = await bed.filespace({ cacheSize: '64MiB' });
     await fs.mount();
     const socket = path.join(fs.machine.home, 'run', `${fs.name}.sock`);
-    const routes = ['/v1/status', '/v1/unmount', '/v1/sync', '/v1/set', '/v1/pause', '/v1/nope', '/', '/v1/status/../unmount', '/v1/set?x=1'];
+    const routes = [
+      '/v1/status',
+      '/v1/unmount',
+      '/v1/sync',
+      '/v1/set',
+      '/v1/pause',
+      '/v1/nope',
+      '/',
+      '/v1/status/../unmount',
+      '/v1/set?x=1',
+    ];
     const methods = ['GET', 'POST', 'PUT', 'DELETE'];
     let rejected = 0;
     let previous = 'none';
@@ -114,11 +132,13 @@ describe('hostile input', () => {
     await fs.mount();
     const socket = path.join(fs.machine.home, 'run', `${fs.name}.sock`);
     // Open every directory above the run directory, so only the product's own modes protect it.
-    for (let d = path.dirname(path.dirname(socket)); d !== '/' && d !== path.dirname(d); d = path.dirname(d)) await fsp.chmod(d, 0o755).catch(() => undefined);
+    for (let d = path.dirname(path.dirname(socket)); d !== '/' && d !== path.dirname(d); d = path.dirname(d))
+      await fsp.chmod(d, 0o755).catch(() => undefined);
     assert.equal((await fsp.stat(path.dirname(socket))).mode & 0o777, 0o700);
     assert.equal((await fsp.stat(socket)).mode & 0o777, 0o600);
     const probe = `require('http').get({ socketPath: ${JSON.stringify(socket)}, path: '/v1/status' }, (r) => { console.log('status', r.statusCode); }).on('error', (e) => { console.log('refused', e.code); });`;
-    const asNobody = (cmd: string) => run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', cmd]);
+    const asNobody = (cmd: string) =>
+      run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, '-e', cmd]);
     let r = await asNobody(probe);
     assert.match(r.stdout, /refused EACCES/, r.stdout + r.stderr);
     // Even with the directory opened up, the socket itself refuses other users.
@@ -147,7 +167,10 @@ describe('hostile input', () => {
     const mnt = path.join(m.home, 'mnt');
     await fsp.mkdir(mnt);
     assert.equal((await cli('init', ...bed.storeArgs(bucket), '--passphrase-file', passFile)).code, 0);
-    assert.equal((await cli('link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--name', 's', '--passphrase-file', passFile)).code, 0);
+    assert.equal(
+      (await cli('link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--name', 's', '--passphrase-file', passFile)).code,
+      0,
+    );
     assert.equal((await cli('mount', 's')).code, 0);
     await sh(`head -c 3000000 /dev/urandom > ${mnt}/f && echo ${passphrase.slice(0, 4)} > ${mnt}/g`);
     await cli('status', 's', '--json');
@@ -160,7 +183,10 @@ describe('hostile input', () => {
     assert.equal((await cli('unmount', 's')).code, 0);
     // Everything on disk the product wrote (config, cache, journal, logs) and everything printed.
     const files = (await sh(`find ${m.home} -type f`)).trim().split('\n').filter(Boolean);
-    assert.ok(files.some((f) => f.endsWith('.log')), 'the daemon log is among the files searched');
+    assert.ok(
+      files.some((f) => f.endsWith('.log')),
+      'the daemon log is among the files searched',
+    );
     for (const f of files) {
       const text = (await fsp.readFile(f)).toString('latin1');
       assert.ok(!text.includes(secretKey), `${f} contains the AWS secret key`);

@@ -31,15 +31,19 @@ describe('a writer cut off from S3', () => {
 
   /** Waits until everything is uploaded, or the mount turned read-only (then fails with its reason). */
   async function uploadedOrFenced(a: Linked): Promise<Record<string, unknown>> {
-    const st = await until('the writer to upload everything (or turn read-only)', async () => {
-      const s = await a.status();
-      return s.readOnlyReason || (s.dirtyBytes === 0 && s.pendingMetaOps === 0) ? s : undefined;
-    }, 180_000);
+    const st = await until(
+      'the writer to upload everything (or turn read-only)',
+      async () => {
+        const s = await a.status();
+        return s.readOnlyReason || (s.dirtyBytes === 0 && s.pendingMetaOps === 0) ? s : undefined;
+      },
+      180_000,
+    );
     assert.equal(st.readOnlyReason, null, `the writer must keep writing: ${String(st.readOnlyReason)}`);
     return st;
   }
 
-  it('a renewal applied by a frozen server whose answer was lost is recognised as this mount\'s own; the writer keeps writing', async () => {
+  it("a renewal applied by a frozen server whose answer was lost is recognised as this mount's own; the writer keeps writing", async () => {
     const { a, b } = await writerAndOther({});
     await a.mount();
     await fsp.writeFile(path.join(a.mnt, 'before.txt'), 'before\n');
@@ -49,12 +53,18 @@ describe('a writer cut off from S3', () => {
     try {
       await fsp.writeFile(path.join(a.mnt, 'during.txt'), 'written while the server was frozen\n');
       // The renewal's first attempt times out and the S3 client sends it again: both wait in the frozen server.
-      await until('a lease renewal and its retry to wait in the frozen server',
-        () => env.proxy.log.slice(mark).filter(isLeasePut).length >= 2, 180_000);
+      await until(
+        'a lease renewal and its retry to wait in the frozen server',
+        () => env.proxy.log.slice(mark).filter(isLeasePut).length >= 2,
+        180_000,
+      );
     } finally {
       await env.proxy.thaw();
     }
-    const answers = env.proxy.log.slice(mark).filter(isLeasePut).map((e) => e.status);
+    const answers = env.proxy.log
+      .slice(mark)
+      .filter(isLeasePut)
+      .map((e) => e.status);
     assert.ok(answers.includes(412), `the retry found the lease changed by the first attempt (answers: ${answers.join(',')})`);
     await uploadedOrFenced(a);
     const st = await a.status();
@@ -62,7 +72,11 @@ describe('a writer cut off from S3', () => {
     await fsp.writeFile(path.join(a.mnt, 'after.txt'), 'after\n');
     await a.sync();
     await b.mount({ readOnly: true });
-    for (const [name, text] of [['before.txt', 'before\n'], ['during.txt', 'written while the server was frozen\n'], ['after.txt', 'after\n']]) {
+    for (const [name, text] of [
+      ['before.txt', 'before\n'],
+      ['during.txt', 'written while the server was frozen\n'],
+      ['after.txt', 'after\n'],
+    ]) {
       assert.equal(await fsp.readFile(path.join(b.mnt, name!), 'utf8'), text, `${name} reached the bucket`);
     }
     await b.unmount();
@@ -80,11 +94,15 @@ describe('a writer cut off from S3', () => {
       offlineBin = await randomFile(env.local, 'offline-a.bin', 2 * 1024 * 1024);
       await sh(`cp ${offlineBin} ${a.mnt}/offline.bin && mkdir ${a.mnt}/made-offline`);
       // Well past the lease's TTL: other machines would now see it expired.
-      const line = await until('status to say the lease could not be renewed for longer than its TTL', async () => {
-        const out = await a.machine.ok('status', a.name);
-        const m = /could not renew the write lease since \d\d:\d\d:\d\d \((\d+)s\)[^\n]*/.exec(out);
-        return m && Number(m[1]) >= 8 ? m[0] : undefined;
-      }, 120_000);
+      const line = await until(
+        'status to say the lease could not be renewed for longer than its TTL',
+        async () => {
+          const out = await a.machine.ok('status', a.name);
+          const m = /could not renew the write lease since \d\d:\d\d:\d\d \((\d+)s\)[^\n]*/.exec(out);
+          return m && Number(m[1]) >= 8 ? m[0] : undefined;
+        },
+        120_000,
+      );
       assert.match(line, /kept on this computer/);
       assert.doesNotMatch(line, /holds the write lease \(renewed/);
       const st = await a.status();
@@ -100,7 +118,9 @@ describe('a writer cut off from S3', () => {
     assert.equal(lease.role, 'writer');
     assert.match(await a.machine.ok('status', a.name), /holds the write lease \(renewed/);
     await b.mount({ readOnly: true });
-    await sh(`cmp ${offlineBin} ${b.mnt}/offline.bin && test "$(cat ${b.mnt}/made-offline/late.txt)" = late && test "$(cat ${b.mnt}/before.txt)" = before`);
+    await sh(
+      `cmp ${offlineBin} ${b.mnt}/offline.bin && test "$(cat ${b.mnt}/made-offline/late.txt)" = late && test "$(cat ${b.mnt}/before.txt)" = before`,
+    );
     await b.unmount();
     await a.unmount();
   });
@@ -114,16 +134,24 @@ describe('a writer cut off from S3', () => {
     try {
       await fsp.writeFile(path.join(a.mnt, 'offline.txt'), 'written offline on a\n');
       // A's lease expires: B takes it with a plain mount, and writes.
-      await until('the other machine to take the expired lease', async () => (await b.machine.cli('mount', b.name)).code === 0 || undefined, 60_000);
+      await until(
+        'the other machine to take the expired lease',
+        async () => (await b.machine.cli('mount', b.name)).code === 0 || undefined,
+        60_000,
+      );
       await fsp.writeFile(path.join(b.mnt, 'by-b.txt'), 'b writes now\n');
       await b.sync();
     } finally {
       env.proxy.goOnline();
     }
-    const st = await until('the writer to find its lease taken', async () => {
-      const s = await a.status();
-      return /taken over by/.test(String(s.readOnlyReason)) ? s : undefined;
-    }, 120_000);
+    const st = await until(
+      'the writer to find its lease taken',
+      async () => {
+        const s = await a.status();
+        return /taken over by/.test(String(s.readOnlyReason)) ? s : undefined;
+      },
+      120_000,
+    );
     assert.notEqual((st.lease as Record<string, unknown>).role, 'writer');
     const w = await run('touch', [path.join(a.mnt, 'after-reconnect.txt')]);
     assert.match(w.stderr, /Read-only file system/);
@@ -133,7 +161,11 @@ describe('a writer cut off from S3', () => {
     assert.match(sync.stderr, /kept in this computer's cache and set aside at the next mount/);
     assert.doesNotMatch(sync.stderr, /timed out/);
     // Nothing of A's reached the filespace after B took over.
-    await until('b to be unaffected', async () => ((await fsp.readdir(b.mnt)).sort().join(',') === 'before.txt,by-b.txt') || undefined, 10_000);
+    await until(
+      'b to be unaffected',
+      async () => (await fsp.readdir(b.mnt)).sort().join(',') === 'before.txt,by-b.txt' || undefined,
+      10_000,
+    );
     await a.unmount();
     await b.unmount();
     // B released the lease: A mounts read-write again, with its offline change set aside.
@@ -142,10 +174,20 @@ describe('a writer cut off from S3', () => {
     const aside = after.aside as Array<{ id: string; files: number }>;
     assert.equal(aside.length, 1, JSON.stringify(after));
     assert.equal(await fsp.readFile(path.join(a.mnt, 'by-b.txt'), 'utf8'), 'b writes now\n', "b's data is intact");
-    assert.equal(await fsp.stat(path.join(a.mnt, 'offline.txt')).then(() => true, () => false), false);
+    assert.equal(
+      await fsp.stat(path.join(a.mnt, 'offline.txt')).then(
+        () => true,
+        () => false,
+      ),
+      false,
+    );
     const out = path.join(env.local, 'recovered-outage');
     await a.machine.ok('aside', a.name, 'export', aside[0]!.id, out);
-    assert.equal(await fsp.readFile(path.join(out, 'offline.txt'), 'utf8'), 'written offline on a\n', 'the offline change is recoverable');
+    assert.equal(
+      await fsp.readFile(path.join(out, 'offline.txt'), 'utf8'),
+      'written offline on a\n',
+      'the offline change is recoverable',
+    );
     await a.unmount();
   });
 });

@@ -25,38 +25,56 @@ describe('memory soak', () => {
 
   // About 2 minutes per GiB in a CI run; four times that per GiB, at least 15 minutes.
   const soakGib = Number(process.env.FILESPACE_SOAK_GIB ?? 1);
-  it('keeps the engine under 300 MB while streaming many times the cache size', { timeout: Math.max(15, 8 * soakGib) * 60_000 }, async () => {
-    // In rounds of at most 1 GiB: each file is written, read back, deleted and garbage
-    // collected, so the test server (which keeps objects in memory) holds one round at a time.
-    const gib = soakGib;
-    const rounds = Math.max(1, Math.ceil(gib));
-    const mibPerRound = Math.round((gib * 1024) / rounds);
-    const fs = await bed.filespace({ chunkSize: '4MiB', cacheSize: '64MiB', settings: { 'upload-delay': '0s', 'gc-grace': '0s', 'gc-interval': '0s' } });
-    const pid = await fs.mount();
-    for (let round = 0; round < rounds; round++) {
-      const file = `${fs.mnt}/stream-${round}.bin`;
-      const sumFile = `${fs.machine.home}/written-${round}.sum`;
-      await sh(`head -c ${mibPerRound}M /dev/urandom | tee >(sha256sum > ${sumFile}) | dd of=${file} bs=1M iflag=fullblock status=none`, { timeoutMs: 3_600_000 });
-      await fs.sync();
-      const readSum = await sh(`sha256sum < ${file}`, { timeoutMs: 3_600_000 });
-      // `tee >(...)` finishes asynchronously: wait for its output.
-      const written = await until('the written checksum', async () => (await fsp.readFile(sumFile, 'utf8')).trim() || undefined);
-      assert.equal(readSum.split(' ')[0], written.split(' ')[0], `round ${round}: the data read back is the data written`);
-      await fsp.rm(file);
-      await fs.sync();
-      await fs.machine.ok('gc', fs.name); // marks the deleted file's chunks
-      await fs.machine.ok('gc', fs.name); // deletes them (grace 0)
-      const now = await fsp.readFile(`/proc/${pid}/status`, 'utf8');
-      console.log(`round ${round + 1}/${rounds}: engine RSS ${/VmRSS:\s+(\d+)/.exec(now)?.[1]} kB, peak ${/VmHWM:\s+(\d+)/.exec(now)?.[1]} kB`);
-    }
-    const store = s3StoreFor(bed.endpoint, fs.bucket);
-    assert.deepEqual(await store.list('chunks/'), [], 'every round was collected from the bucket');
-    await store.close();
-    const peak = await peakRssBytes(pid);
-    const st = await fs.status();
-    assert.ok(Number(st.cacheUsedBytes) <= 64 * 1024 * 1024);
-    assert.ok(peak < 300 * 1000 * 1000, `engine peak RSS ${Math.round(peak / 1e6)} MB exceeds 300 MB`);
-    console.log(`streamed ${mibPerRound * rounds} MiB each way in ${rounds} round(s); engine peak RSS ${Math.round(peak / 1e6)} MB`);
-    await fs.unmount();
-  });
+  it(
+    'keeps the engine under 300 MB while streaming many times the cache size',
+    { timeout: Math.max(15, 8 * soakGib) * 60_000 },
+    async () => {
+      // In rounds of at most 1 GiB: each file is written, read back, deleted and garbage
+      // collected, so the test server (which keeps objects in memory) holds one round at a time.
+      const gib = soakGib;
+      const rounds = Math.max(1, Math.ceil(gib));
+      const mibPerRound = Math.round((gib * 1024) / rounds);
+      const fs = await bed.filespace({
+        chunkSize: '4MiB',
+        cacheSize: '64MiB',
+        settings: { 'upload-delay': '0s', 'gc-grace': '0s', 'gc-interval': '0s' },
+      });
+      const pid = await fs.mount();
+      for (let round = 0; round < rounds; round++) {
+        const file = `${fs.mnt}/stream-${round}.bin`;
+        const sumFile = `${fs.machine.home}/written-${round}.sum`;
+        await sh(
+          `head -c ${mibPerRound}M /dev/urandom | tee >(sha256sum > ${sumFile}) | dd of=${file} bs=1M iflag=fullblock status=none`,
+          { timeoutMs: 3_600_000 },
+        );
+        await fs.sync();
+        const readSum = await sh(`sha256sum < ${file}`, { timeoutMs: 3_600_000 });
+        // `tee >(...)` finishes asynchronously: wait for its output.
+        const written = await until(
+          'the written checksum',
+          async () => (await fsp.readFile(sumFile, 'utf8')).trim() || undefined,
+        );
+        assert.equal(readSum.split(' ')[0], written.split(' ')[0], `round ${round}: the data read back is the data written`);
+        await fsp.rm(file);
+        await fs.sync();
+        await fs.machine.ok('gc', fs.name); // marks the deleted file's chunks
+        await fs.machine.ok('gc', fs.name); // deletes them (grace 0)
+        const now = await fsp.readFile(`/proc/${pid}/status`, 'utf8');
+        console.log(
+          `round ${round + 1}/${rounds}: engine RSS ${/VmRSS:\s+(\d+)/.exec(now)?.[1]} kB, peak ${/VmHWM:\s+(\d+)/.exec(now)?.[1]} kB`,
+        );
+      }
+      const store = s3StoreFor(bed.endpoint, fs.bucket);
+      assert.deepEqual(await store.list('chunks/'), [], 'every round was collected from the bucket');
+      await store.close();
+      const peak = await peakRssBytes(pid);
+      const st = await fs.status();
+      assert.ok(Number(st.cacheUsedBytes) <= 64 * 1024 * 1024);
+      assert.ok(peak < 300 * 1000 * 1000, `engine peak RSS ${Math.round(peak / 1e6)} MB exceeds 300 MB`);
+      console.log(
+        `streamed ${mibPerRound * rounds} MiB each way in ${rounds} round(s); engine peak RSS ${Math.round(peak / 1e6)} MB`,
+      );
+      await fs.unmount();
+    },
+  );
 });

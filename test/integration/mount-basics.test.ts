@@ -37,9 +37,17 @@ describe('a mounted filespace', () => {
   it('applies random writes into the middle of a file like a local file does', async () => {
     const src = await randomFile(local, 'rw.bin', 5 * 1024 * 1024);
     await sh(`cp ${src} ${fs.mnt}/rw.bin`);
-    const patches: Array<[number, number]> = [[0, 10], [1024 * 1024 - 3, 7], [3 * 1024 * 1024 + 5, 200_000], [5 * 1024 * 1024 - 1, 1], [5 * 1024 * 1024 + 100, 50]];
+    const patches: Array<[number, number]> = [
+      [0, 10],
+      [1024 * 1024 - 3, 7],
+      [3 * 1024 * 1024 + 5, 200_000],
+      [5 * 1024 * 1024 - 1, 1],
+      [5 * 1024 * 1024 + 100, 50],
+    ];
     for (const [off, len] of patches) {
-      await sh(`head -c ${len} /dev/urandom > ${local}/patch && dd if=${local}/patch of=${src} bs=1 seek=${off} conv=notrunc status=none && dd if=${local}/patch of=${fs.mnt}/rw.bin bs=64k seek=${off} oflag=seek_bytes conv=notrunc status=none`);
+      await sh(
+        `head -c ${len} /dev/urandom > ${local}/patch && dd if=${local}/patch of=${src} bs=1 seek=${off} conv=notrunc status=none && dd if=${local}/patch of=${fs.mnt}/rw.bin bs=64k seek=${off} oflag=seek_bytes conv=notrunc status=none`,
+      );
     }
     await sh(`cmp ${src} ${fs.mnt}/rw.bin`);
   });
@@ -54,7 +62,9 @@ describe('a mounted filespace', () => {
   });
 
   it('renames over an existing file and across directories', async () => {
-    await sh(`cd ${fs.mnt} && mkdir -p d1/sub d2 && echo one > d1/a && echo two > d2/b && mv d1/a d2/b && test ! -e d1/a && test "$(cat d2/b)" = one && mv d1/sub d2/ && test -d d2/sub && mv d2 d3 && test "$(cat d3/b)" = one`);
+    await sh(
+      `cd ${fs.mnt} && mkdir -p d1/sub d2 && echo one > d1/a && echo two > d2/b && mv d1/a d2/b && test ! -e d1/a && test "$(cat d2/b)" = one && mv d1/sub d2/ && test -d d2/sub && mv d2 d3 && test "$(cat d3/b)" = one`,
+    );
     const r = await run('mv', [path.join(fs.mnt, 'd3'), path.join(fs.mnt, 'd3', 'sub', 'x')]);
     assert.notEqual(r.code, 0, 'moving a directory into itself must fail');
     await sh(`cd ${fs.mnt} && mkdir -p e1 && touch e1/f && mkdir e2 && ! mv e2 e1/f 2>/dev/null && ! rmdir e1 2>/dev/null`);
@@ -68,23 +78,37 @@ describe('a mounted filespace', () => {
   });
 
   it('keeps symlinks, including dangling ones', async () => {
-    await sh(`cd ${fs.mnt} && echo target > t.txt && ln -s t.txt l1 && ln -s /nowhere/at/all l2 && test "$(cat l1)" = target && test "$(readlink l2)" = /nowhere/at/all && test -L l2 && ! test -e l2`);
+    await sh(
+      `cd ${fs.mnt} && echo target > t.txt && ln -s t.txt l1 && ln -s /nowhere/at/all l2 && test "$(cat l1)" = target && test "$(readlink l2)" = /nowhere/at/all && test -L l2 && ! test -e l2`,
+    );
   });
 
   it('stores modes, times and extended attributes', async () => {
     await sh(`cd ${fs.mnt} && echo m > modes && chmod 640 modes && test "$(stat -c %a modes)" = 640`);
     // Setting both times (touch -d, cp -p, tar, rsync -t) is exact.
-    await sh(`cd ${fs.mnt} && touch -d '2020-01-02 03:04:05 UTC' modes && test "$(stat -c %Y modes)" = 1577934245 && test "$(stat -c %X modes)" = 1577934245`);
-    await sh(`cd ${fs.mnt} && touch -d '2001-02-03 04:05:06 UTC' ${local}/stamp && cp -p ${local}/stamp copied && test "$(stat -c %Y copied)" = "$(stat -c %Y ${local}/stamp)"`);
+    await sh(
+      `cd ${fs.mnt} && touch -d '2020-01-02 03:04:05 UTC' modes && test "$(stat -c %Y modes)" = 1577934245 && test "$(stat -c %X modes)" = 1577934245`,
+    );
+    await sh(
+      `cd ${fs.mnt} && touch -d '2001-02-03 04:05:06 UTC' ${local}/stamp && cp -p ${local}/stamp copied && test "$(stat -c %Y copied)" = "$(stat -c %Y ${local}/stamp)"`,
+    );
     // One time at a time (GNU tar sets only the modification time): the other stays.
-    await sh(`cd ${fs.mnt} && touch -m -d @1000000000 modes && touch -a -d @1200000000 modes && test "$(stat -c '%X %Y' modes)" = '1200000000 1000000000'`);
-    await sh(`cd ${fs.mnt} && python3 -c 'import os; os.utime("modes", (1400000000, 1500000000))' && test "$(stat -c '%X %Y' modes)" = '1400000000 1500000000'`);
-    await sh(`cd ${fs.mnt} && setfattr -n user.color -v blue modes && test "$(getfattr --only-values -n user.color modes)" = blue && setfattr -x user.color modes && ! getfattr -n user.color modes 2>/dev/null`);
+    await sh(
+      `cd ${fs.mnt} && touch -m -d @1000000000 modes && touch -a -d @1200000000 modes && test "$(stat -c '%X %Y' modes)" = '1200000000 1000000000'`,
+    );
+    await sh(
+      `cd ${fs.mnt} && python3 -c 'import os; os.utime("modes", (1400000000, 1500000000))' && test "$(stat -c '%X %Y' modes)" = '1400000000 1500000000'`,
+    );
+    await sh(
+      `cd ${fs.mnt} && setfattr -n user.color -v blue modes && test "$(getfattr --only-values -n user.color modes)" = blue && setfattr -x user.color modes && ! getfattr -n user.color modes 2>/dev/null`,
+    );
   });
 
   it('reports ENOENT, EEXIST, ENOTEMPTY and ENAMETOOLONG as a local disk does', async () => {
     const long = 'x'.repeat(256);
-    await sh(`cd ${fs.mnt} && ! cat nope 2>/dev/null && mkdir dd && ! mkdir dd 2>/dev/null && touch dd/f && ! rmdir dd 2>/dev/null`);
+    await sh(
+      `cd ${fs.mnt} && ! cat nope 2>/dev/null && mkdir dd && ! mkdir dd 2>/dev/null && touch dd/f && ! rmdir dd 2>/dev/null`,
+    );
     const r = await run('touch', [path.join(fs.mnt, long)]);
     assert.match(r.stderr, /File name too long/);
     await sh(`touch ${fs.mnt}/${'y'.repeat(255)}`);
@@ -106,7 +130,7 @@ describe('a mounted filespace', () => {
     }
   });
 
-  it('lets machines that take turns see each other\'s changes at mount', async () => {
+  it("lets machines that take turns see each other's changes at mount", async () => {
     const a = await bed.filespace();
     const b = await bed.link(await bed.machine('turn-b'), a.bucket);
     await a.mount();
@@ -156,7 +180,18 @@ describe('a mounted filespace', () => {
 
   it('reports status with every documented field', async () => {
     const st = await fs.status();
-    for (const key of ['state', 'mountPoint', 'dirtyBytes', 'dirtyFiles', 'uploadBytesPerSec', 'downloadBytesPerSec', 'cacheUsedBytes', 'cacheCapBytes', 'cacheHitRatio', 'lastError']) {
+    for (const key of [
+      'state',
+      'mountPoint',
+      'dirtyBytes',
+      'dirtyFiles',
+      'uploadBytesPerSec',
+      'downloadBytesPerSec',
+      'cacheUsedBytes',
+      'cacheCapBytes',
+      'cacheHitRatio',
+      'lastError',
+    ]) {
       assert.ok(key in st, `status lacks ${key}`);
     }
     assert.equal(st.state, 'mounted');

@@ -143,7 +143,11 @@ class Holder {
 }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-const exists = (p: string) => fsp.stat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  fsp.stat(p).then(
+    () => true,
+    () => false,
+  );
 
 /** Notes every name a directory listing shows while it runs, until stopped. */
 function watchNames(dir: string): { seen: Set<string>; stop(): Promise<void> } {
@@ -193,17 +197,23 @@ describe('files in use', () => {
     const fs = await bed.filespace({ chunkSize: '1MiB', cacheSize: '1GiB', settings: { 'upload-delay': '0s' } });
     await fs.mount();
     const ops = Number(process.env.FILESPACE_FSYNC_STRESS_OPS ?? 400);
-    const results = await Promise.all([1, 2].map(async (w) => {
-      const r = await python(REWRITER, [path.join(fs.mnt, `db${w}.bin`), String(w), String(ops)]);
-      assert.equal(r.code, 0, `writer ${w} failed: ${r.stderr}`);
-      return JSON.parse(r.stdout) as RewriterResult;
-    }));
+    const results = await Promise.all(
+      [1, 2].map(async (w) => {
+        const r = await python(REWRITER, [path.join(fs.mnt, `db${w}.bin`), String(w), String(ops)]);
+        assert.equal(r.code, 0, `writer ${w} failed: ${r.stderr}`);
+        return JSON.parse(r.stdout) as RewriterResult;
+      }),
+    );
     // The engine's own account of any I/O error, for the failure message.
     const ioErrors = (await sh(`cat ${fs.machine.home}/run/*.log 2>/dev/null | grep -i 'error' | head -5 || true`)).trim();
     for (const [i, r] of results.entries()) {
       console.log(`writer ${i + 1}: ${r.fsyncs} fsyncs, ${r.failures} failed`);
       assert.ok(r.fsyncs >= ops / 40, `writer ${i + 1} made enough fsyncs to count (${r.fsyncs})`);
-      assert.deepEqual({ failures: r.failures, errors: r.errors }, { failures: 0, errors: [] }, `writer ${i + 1}: no fsync may fail (${r.fsyncs} fsyncs)\n${ioErrors}`);
+      assert.deepEqual(
+        { failures: r.failures, errors: r.errors },
+        { failures: 0, errors: [] },
+        `writer ${i + 1}: no fsync may fail (${r.fsyncs} fsyncs)\n${ioErrors}`,
+      );
       assert.ok(r.intact, `writer ${i + 1}: the file holds exactly what was written`);
     }
     await fs.unmount();
@@ -231,7 +241,10 @@ describe('files in use', () => {
     const token = randomBytes(8).toString('hex');
     await fsp.writeFile(path.join(a.mnt, 'marker'), token);
     await a.sync();
-    await until('the follower to catch up', async () => (await fsp.readFile(path.join(b.mnt, 'marker'), 'utf8').catch(() => '')) === token);
+    await until(
+      'the follower to catch up',
+      async () => (await fsp.readFile(path.join(b.mnt, 'marker'), 'utf8').catch(() => '')) === token,
+    );
   }
 
   it('a file deleted while open is gone at once, here and on a follower, yet works through its descriptor until closed', async () => {
@@ -271,7 +284,7 @@ describe('files in use', () => {
     assert.deepEqual(hidden(onWriter.seen), [], 'no hidden name on the writer');
     assert.deepEqual(hidden(onFollower.seen), [], 'no hidden name on the follower');
     // The last close freed its data.
-    await until('the closed file\'s data to go', async () => Number((await a.status()).dirtyBytes) === 0);
+    await until("the closed file's data to go", async () => Number((await a.status()).dirtyBytes) === 0);
     await b.unmount();
     await a.unmount();
     assert.deepEqual(await sh(`find ${a.cacheDir}/dirty -type f`), '');
@@ -298,7 +311,11 @@ describe('files in use', () => {
     assert.deepEqual((await fsp.readdir(path.join(b.mnt, 'keep'))).sort(), ['other.txt'], 'the follower agrees');
     const c = await bed.link(await bed.machine('fresh'), a.bucket);
     await c.mount({ readOnly: true });
-    assert.deepEqual((await fsp.readdir(path.join(c.mnt, 'keep'))).sort(), ['other.txt'], 'a machine linking from the bucket agrees');
+    assert.deepEqual(
+      (await fsp.readdir(path.join(c.mnt, 'keep'))).sort(),
+      ['other.txt'],
+      'a machine linking from the bucket agrees',
+    );
     assert.equal(await fsp.readFile(path.join(c.mnt, 'keep', 'other.txt'), 'utf8'), 'stays\n');
     await c.unmount();
     await b.unmount();
@@ -350,7 +367,7 @@ describe('files in use', () => {
     }
     assert.deepEqual(hidden(watch.seen), [], 'no hidden name was ever listed');
     // The last close freed the data: nothing is left to upload or in the local store.
-    await until('the closed files\' data to go', async () => Number((await fs.status()).dirtyBytes) === 0);
+    await until("the closed files' data to go", async () => Number((await fs.status()).dirtyBytes) === 0);
     await fs.unmount();
     assert.deepEqual(await sh(`find ${fs.cacheDir}/dirty -type f`), '');
   });

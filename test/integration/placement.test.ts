@@ -44,10 +44,18 @@ async function snapshotDir(dir: string): Promise<string[]> {
 
 class MemorySecrets implements SecretStore {
   readonly map = new Map<string, string>();
-  async set(a: string, s: string) { this.map.set(a, s); }
-  async get(a: string) { return this.map.get(a); }
-  async delete(a: string) { return this.map.delete(a); }
-  async accounts() { return [...this.map.keys()].sort(); }
+  async set(a: string, s: string) {
+    this.map.set(a, s);
+  }
+  async get(a: string) {
+    return this.map.get(a);
+  }
+  async delete(a: string) {
+    return this.map.delete(a);
+  }
+  async accounts() {
+    return [...this.map.keys()].sort();
+  }
 }
 
 describe('where mount points and cache folders may be', () => {
@@ -86,30 +94,56 @@ describe('where mount points and cache folders may be', () => {
     await store.close();
   }
 
-  const link = (...extra: string[]) => ['link', ...bed.storeArgs(bucket), '--name', 'other', '--passphrase-file', bed.passFile, ...extra];
+  const link = (...extra: string[]) => [
+    'link',
+    ...bed.storeArgs(bucket),
+    '--name',
+    'other',
+    '--passphrase-file',
+    bed.passFile,
+    ...extra,
+  ];
 
   it('link refuses a mount point or cache folder inside a mounted filespace, in another cache, or a cache in its own mount point', async () => {
     await m.ok('mount', 'main');
     try {
       const mainCache = path.join(m.home, 'cache', 'main');
-      await failsCleanly(link('--mount-point', path.join(mnt, 'sub')), /mount point .*\/mnt-main\/sub is inside the mounted filespace at .*\/mnt-main /);
+      await failsCleanly(
+        link('--mount-point', path.join(mnt, 'sub')),
+        /mount point .*\/mnt-main\/sub is inside the mounted filespace at .*\/mnt-main /,
+      );
       await failsCleanly(link('--mount-point', mnt), /mount point .*\/mnt-main is the mounted filespace at .*\/mnt-main /);
-      await failsCleanly(link('--mount-point', free, '--cache-dir', path.join(mnt, 'cache')), /cache folder .*\/mnt-main\/cache is inside the mounted filespace at /);
-      await failsCleanly(link('--mount-point', free, '--cache-dir', path.join(mainCache, 'x')), /cache folder .* is inside the cache folder of "main"/);
+      await failsCleanly(
+        link('--mount-point', free, '--cache-dir', path.join(mnt, 'cache')),
+        /cache folder .*\/mnt-main\/cache is inside the mounted filespace at /,
+      );
+      await failsCleanly(
+        link('--mount-point', free, '--cache-dir', path.join(mainCache, 'x')),
+        /cache folder .* is inside the cache folder of "main"/,
+      );
       await failsCleanly(link('--mount-point', mainCache), /mount point .* is the cache folder of "main"/);
-      await failsCleanly(link('--mount-point', free, '--cache-dir', path.join(free, 'cache')), /cache folder .* is inside this filespace's own mount point/);
+      await failsCleanly(
+        link('--mount-point', free, '--cache-dir', path.join(free, 'cache')),
+        /cache folder .* is inside this filespace's own mount point/,
+      );
       // Through a symlink, too: real paths are compared.
       const alias = path.join(bed.root, 'alias-of-main');
       await fsp.symlink(mnt, alias);
-      await failsCleanly(link('--mount-point', free, '--cache-dir', path.join(alias, 'cache')), /cache folder .*alias-of-main\/cache is inside the mounted filespace at /);
+      await failsCleanly(
+        link('--mount-point', free, '--cache-dir', path.join(alias, 'cache')),
+        /cache folder .*alias-of-main\/cache is inside the mounted filespace at /,
+      );
     } finally {
       await m.ok('unmount', 'main');
     }
     // Not mounted, its mount point is still a filespace's.
-    await failsCleanly(link('--mount-point', free, '--cache-dir', path.join(mnt, 'cache')), /cache folder .* is inside the mount point of "main"/);
+    await failsCleanly(
+      link('--mount-point', free, '--cache-dir', path.join(mnt, 'cache')),
+      /cache folder .* is inside the mount point of "main"/,
+    );
   });
 
-  it('a mount whose cache folder lies in another filespace\'s mount point is refused and creates nothing there', async () => {
+  it("a mount whose cache folder lies in another filespace's mount point is refused and creates nothing there", async () => {
     const mnt2 = path.join(m.home, 'mnt-second');
     await fsp.mkdir(mnt2);
     await m.ok('link', ...bed.storeArgs(bucket), '--mount-point', mnt2, '--name', 'second', '--passphrase-file', bed.passFile);
@@ -118,13 +152,19 @@ describe('where mount points and cache folders may be', () => {
     // A configuration from before these checks, or edited by hand.
     await saveConfig(h, { ...cfg, cacheDir: path.join(mnt, 'second-cache') });
     try {
-      await failsCleanly(['mount', 'second', '--foreground'], /cache folder .*\/mnt-main\/second-cache is inside the mount point of "main"/);
+      await failsCleanly(
+        ['mount', 'second', '--foreground'],
+        /cache folder .*\/mnt-main\/second-cache is inside the mount point of "main"/,
+      );
       const daemon = await m.cli('mount', 'second');
       assert.equal(daemon.code, 1);
       assert.match(daemon.stderr, /inside the mount point of "main"/);
       assert.deepEqual(await fsp.readdir(mnt), [], 'nothing was created in the other mount point');
       await saveConfig(h, { ...cfg, mountPoint: path.join(mnt, 'inside') });
-      await failsCleanly(['mount', 'second', '--foreground'], /mount point .*\/mnt-main\/inside is inside the mount point of "main"/);
+      await failsCleanly(
+        ['mount', 'second', '--foreground'],
+        /mount point .*\/mnt-main\/inside is inside the mount point of "main"/,
+      );
       assert.deepEqual(await fsp.readdir(mnt), []);
     } finally {
       await saveConfig(h, cfg);
@@ -159,7 +199,9 @@ describe('where mount points and cache folders may be', () => {
     /** Calls the app host as its window does; a host stuck on its own mount shows as a timeout. */
     async function call(route: string, body: unknown): Promise<{ status: number; body: { code?: string; message?: string } }> {
       const res = await fetch(`${host!.url}/app/${route}`, {
-        method: 'POST', headers: { authorization: `Bearer ${host!.token}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+        method: 'POST',
+        headers: { authorization: `Bearer ${host!.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
         signal: AbortSignal.timeout(60_000),
       });
       return { status: res.status, body: JSON.parse(await res.text()) as { code?: string; message?: string } };
@@ -183,68 +225,124 @@ describe('where mount points and cache folders may be', () => {
       mntA = await localFilespace('a');
       mntB = await localFilespace('b');
       // No keychain is needed: these filespaces keep their passphrase in a file.
-      host = await startAppHost({ home: appHome, userHome: path.join(dir, 'user'), mountRoot: path.join(dir, 'mounts'), keychainService: 'filespace-placement-test', env: {} });
+      host = await startAppHost({
+        home: appHome,
+        userHome: path.join(dir, 'user'),
+        mountRoot: path.join(dir, 'mounts'),
+        keychainService: 'filespace-placement-test',
+        env: {},
+      });
     });
 
     after(async () => {
       // A host stuck on its own mount is freed only by aborting that mount's connection.
-      if (host && (await call('app.settings.get', {}).then(() => false, () => true))) await run('umount', ['-f', mntA]);
+      if (
+        host &&
+        (await call('app.settings.get', {}).then(
+          () => false,
+          () => true,
+        ))
+      )
+        await run('umount', ['-f', mntA]);
       await host?.stop();
       for (const mp of [mntA, mntB]) await run('fusermount', ['-uz', mp]);
       await fsp.rm(dir, { recursive: true, force: true });
     });
 
-    it('refuses cache folders and mount points inside a filespace it serves, or in another cache, and keeps serving', { timeout: 300_000 }, async () => {
-      const mounted = await call('filespace.mount', { name: 'a' });
-      assert.equal(mounted.status, 200, JSON.stringify(mounted.body));
-      // A configuration that puts b's mount point inside a (made before these checks, or by
-      // hand): mounting it would have the host enter its own mount synchronously.
-      const cfgB = await loadConfig(h, 'b');
-      await saveConfig(h, { ...cfgB, mountPoint: path.join(mntA, 'b') });
-      try {
-        await refused('filespace.mount', { name: 'b' }, 'BAD_MOUNT_POINT', /is inside the mounted filespace at /);
-      } finally {
-        await saveConfig(h, cfgB);
-      }
-      const cacheA = (await loadConfig(h, 'a')).cacheDir;
-      const cacheB = (await loadConfig(h, 'b')).cacheDir;
-      await refused('settings.moveCache', { name: 'b', cacheDir: path.join(mntA, 'b-cache') }, 'BAD_CACHE_DIR', /is inside the mounted filespace at .*\/mounts\/a /);
-      await refused('settings.moveCache', { name: 'b', cacheDir: path.join(mntB, 'b-cache') }, 'BAD_CACHE_DIR', /is inside this filespace's own mount point/);
-      await refused('settings.moveCache', { name: 'b', cacheDir: path.join(cacheA, 'b-cache') }, 'BAD_CACHE_DIR', /is inside the cache folder of "a"/);
-      await refused('mountpoint.check', { path: path.join(mntA, 'new') }, 'BAD_MOUNT_POINT', /is inside the mounted filespace at /);
-      assert.equal((await loadConfig(h, 'b')).cacheDir, cacheB, 'the configuration is unchanged');
+    it(
+      'refuses cache folders and mount points inside a filespace it serves, or in another cache, and keeps serving',
+      { timeout: 300_000 },
+      async () => {
+        const mounted = await call('filespace.mount', { name: 'a' });
+        assert.equal(mounted.status, 200, JSON.stringify(mounted.body));
+        // A configuration that puts b's mount point inside a (made before these checks, or by
+        // hand): mounting it would have the host enter its own mount synchronously.
+        const cfgB = await loadConfig(h, 'b');
+        await saveConfig(h, { ...cfgB, mountPoint: path.join(mntA, 'b') });
+        try {
+          await refused('filespace.mount', { name: 'b' }, 'BAD_MOUNT_POINT', /is inside the mounted filespace at /);
+        } finally {
+          await saveConfig(h, cfgB);
+        }
+        const cacheA = (await loadConfig(h, 'a')).cacheDir;
+        const cacheB = (await loadConfig(h, 'b')).cacheDir;
+        await refused(
+          'settings.moveCache',
+          { name: 'b', cacheDir: path.join(mntA, 'b-cache') },
+          'BAD_CACHE_DIR',
+          /is inside the mounted filespace at .*\/mounts\/a /,
+        );
+        await refused(
+          'settings.moveCache',
+          { name: 'b', cacheDir: path.join(mntB, 'b-cache') },
+          'BAD_CACHE_DIR',
+          /is inside this filespace's own mount point/,
+        );
+        await refused(
+          'settings.moveCache',
+          { name: 'b', cacheDir: path.join(cacheA, 'b-cache') },
+          'BAD_CACHE_DIR',
+          /is inside the cache folder of "a"/,
+        );
+        await refused(
+          'mountpoint.check',
+          { path: path.join(mntA, 'new') },
+          'BAD_MOUNT_POINT',
+          /is inside the mounted filespace at /,
+        );
+        assert.equal((await loadConfig(h, 'b')).cacheDir, cacheB, 'the configuration is unchanged');
 
-      // The app's own link checks before it creates anything (a filespace in the bucket, folders).
-      // (Keys for a store that is not there: nothing may reach it.)
-      const vault = new CredentialVault(new MemorySecrets());
-      await vault.saveKeys({ accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 's', region: 'us-east-1', endpoint: 'http://127.0.0.1:9', pathStyle: true });
-      const local = new AppHost({ homes: h, vault, log: () => undefined });
-      await local.init();
-      const beforeLink = await snapshotDir(dir);
-      await assert.rejects(local.handlers['filespace.link']({
-        mode: 'create', target: { bucket: 'some-bucket', prefix: '' }, passphrase: 'p', name: 'c', mountPoint: path.join(mntA, 'c'), cacheCapBytes: 64 * 1024 * 1024,
-      }), (e: { code?: string; message?: string }) => e.code === 'BAD_MOUNT_POINT' && /is inside the mounted filespace at /.test(e.message ?? ''));
-      assert.deepEqual(await snapshotDir(dir), beforeLink);
-      await local.shutdown();
+        // The app's own link checks before it creates anything (a filespace in the bucket, folders).
+        // (Keys for a store that is not there: nothing may reach it.)
+        const vault = new CredentialVault(new MemorySecrets());
+        await vault.saveKeys({
+          accessKeyId: 'AKIAIOSFODNN7EXAMPLE',
+          secretAccessKey: 's',
+          region: 'us-east-1',
+          endpoint: 'http://127.0.0.1:9',
+          pathStyle: true,
+        });
+        const local = new AppHost({ homes: h, vault, log: () => undefined });
+        await local.init();
+        const beforeLink = await snapshotDir(dir);
+        await assert.rejects(
+          local.handlers['filespace.link']({
+            mode: 'create',
+            target: { bucket: 'some-bucket', prefix: '' },
+            passphrase: 'p',
+            name: 'c',
+            mountPoint: path.join(mntA, 'c'),
+            cacheCapBytes: 64 * 1024 * 1024,
+          }),
+          (e: { code?: string; message?: string }) =>
+            e.code === 'BAD_MOUNT_POINT' && /is inside the mounted filespace at /.test(e.message ?? ''),
+        );
+        assert.deepEqual(await snapshotDir(dir), beforeLink);
+        await local.shutdown();
 
-      const status = await call('app.settings.get', {});
-      assert.equal(status.status, 200, 'the host still answers');
-      assert.deepEqual(await fsp.readdir(mntA), [], 'nothing was created inside the served mount');
-      const un = await call('filespace.unmount', { name: 'a', force: false });
-      assert.equal(un.status, 200, JSON.stringify(un.body));
-    });
+        const status = await call('app.settings.get', {});
+        assert.equal(status.status, 200, 'the host still answers');
+        assert.deepEqual(await fsp.readdir(mntA), [], 'nothing was created inside the served mount');
+        const un = await call('filespace.unmount', { name: 'a', force: false });
+        assert.equal(un.status, 200, JSON.stringify(un.body));
+      },
+    );
 
-    it('a refused mount leaves no folder in an unmounted filespace\'s mount point, so both still mount', { timeout: 300_000 }, async () => {
-      const cfgB = await loadConfig(h, 'b');
-      await saveConfig(h, { ...cfgB, cacheDir: path.join(mntA, 'b-cache') });
-      try {
-        await refused('filespace.mount', { name: 'b' }, 'BAD_CACHE_DIR', /is inside the mount point of "a"/);
-      } finally {
-        await saveConfig(h, cfgB);
-      }
-      assert.deepEqual(await fsp.readdir(mntA), []);
-      for (const name of ['a', 'b']) assert.equal((await call('filespace.mount', { name })).status, 200);
-      for (const name of ['b', 'a']) assert.equal((await call('filespace.unmount', { name, force: false })).status, 200);
-    });
+    it(
+      "a refused mount leaves no folder in an unmounted filespace's mount point, so both still mount",
+      { timeout: 300_000 },
+      async () => {
+        const cfgB = await loadConfig(h, 'b');
+        await saveConfig(h, { ...cfgB, cacheDir: path.join(mntA, 'b-cache') });
+        try {
+          await refused('filespace.mount', { name: 'b' }, 'BAD_CACHE_DIR', /is inside the mount point of "a"/);
+        } finally {
+          await saveConfig(h, cfgB);
+        }
+        assert.deepEqual(await fsp.readdir(mntA), []);
+        for (const name of ['a', 'b']) assert.equal((await call('filespace.mount', { name })).status, 200);
+        for (const name of ['b', 'a']) assert.equal((await call('filespace.unmount', { name, force: false })).status, 200);
+      },
+    );
   });
 });

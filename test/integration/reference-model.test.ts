@@ -21,7 +21,16 @@ import { constants as C, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Bed, Linked, tmpDir } from '../helpers/bed';
 import {
-  Entry, Generator, Model, Op, Result, UMASK, describeOp, describeResult, sameResult, treeDiff,
+  Entry,
+  Generator,
+  Model,
+  Op,
+  Result,
+  UMASK,
+  describeOp,
+  describeResult,
+  sameResult,
+  treeDiff,
 } from '../helpers/referenceModel';
 
 // ---- a real directory (the mount, or a local one) ------------------------------------------
@@ -56,7 +65,12 @@ class RealDir {
         const fh = await fsp.open(this.abs(op.path), flags, op.mode);
         try {
           for (let done = 0; done < op.data.length;) {
-            const { bytesWritten } = await fh.write(op.data, done, op.data.length - done, op.flags === 'a' ? null : op.pos + done);
+            const { bytesWritten } = await fh.write(
+              op.data,
+              done,
+              op.data.length - done,
+              op.flags === 'a' ? null : op.pos + done,
+            );
             done += bytesWritten;
           }
         } finally {
@@ -146,7 +160,8 @@ describe('a mounted filespace against a reference model', () => {
   let localRoot: string;
   const history: string[] = [];
 
-  const where = () => `(seed ${seed}; replay with FILESPACE_MODEL_SEED=${seed}${opCount !== 400 ? ` FILESPACE_MODEL_OPS=${opCount}` : ''})\nlast operations:\n  ${history.slice(-8).join('\n  ')}`;
+  const where = () =>
+    `(seed ${seed}; replay with FILESPACE_MODEL_SEED=${seed}${opCount !== 400 ? ` FILESPACE_MODEL_OPS=${opCount}` : ''})\nlast operations:\n  ${history.slice(-8).join('\n  ')}`;
 
   async function compareTrees(dir: RealDir, what: string): Promise<void> {
     const diffs = treeDiff(model.snapshot(), await dir.snapshot());
@@ -177,11 +192,19 @@ describe('a mounted filespace against a reference model', () => {
     for (let i = 0; i < opCount; i++) {
       const op = gen.next();
       history.push(`#${i} ${describeOp(op)}`);
-      const key = op.k === 'write' ? `write(${op.flags})` : op.k === 'rename' ? `rename(${model.describe(op.from)} -> ${model.describe(op.to)})` : op.k;
+      const key =
+        op.k === 'write'
+          ? `write(${op.flags})`
+          : op.k === 'rename'
+            ? `rename(${model.describe(op.from)} -> ${model.describe(op.to)})`
+            : op.k;
       const expected = model.apply(op);
       const onDisk = await local.apply(op);
       const why = sameResult(expected, onDisk);
-      if (why) assert.fail(`the model disagrees with a local disk (a test bug) on #${i} ${describeOp(op)}: ${why}: model ${describeResult(expected)}, local ${describeResult(onDisk)}\n${where()}`);
+      if (why)
+        assert.fail(
+          `the model disagrees with a local disk (a test bug) on #${i} ${describeOp(op)}: ${why}: model ${describeResult(expected)}, local ${describeResult(onDisk)}\n${where()}`,
+        );
       if (op.k === 'sync') await fs.sync();
       if (op.k === 'remount') {
         await fs.unmount();
@@ -189,7 +212,10 @@ describe('a mounted filespace against a reference model', () => {
       }
       const actual = await mount.apply(op);
       const whyMount = sameResult(expected, actual);
-      if (whyMount) assert.fail(`#${i} ${describeOp(op)}: ${whyMount}: expected ${describeResult(expected)}, the mount gave ${describeResult(actual)}\n${where()}`);
+      if (whyMount)
+        assert.fail(
+          `#${i} ${describeOp(op)}: ${whyMount}: expected ${describeResult(expected)}, the mount gave ${describeResult(actual)}\n${where()}`,
+        );
       const outcomes = tally.get(key) ?? new Map<string, number>();
       const outcome = expected.ok ? 'ok' : expected.code;
       outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
@@ -201,9 +227,16 @@ describe('a mounted filespace against a reference model', () => {
     }
     await compareTrees(mount, 'after the last operation');
     for (const [k, outcomes] of [...tally.entries()].sort()) {
-      t.diagnostic(`${k}: ${[...outcomes.entries()].sort().map(([o, n]) => `${o} ${n}`).join(', ')}`);
+      t.diagnostic(
+        `${k}: ${[...outcomes.entries()]
+          .sort()
+          .map(([o, n]) => `${o} ${n}`)
+          .join(', ')}`,
+      );
     }
-    t.diagnostic(`final tree: ${model.nodes.size} entries, ${[...model.nodes.values()].reduce((s, n) => s + (n.type === 'file' ? n.data.length : 0), 0)} bytes`);
+    t.diagnostic(
+      `final tree: ${model.nodes.size} entries, ${[...model.nodes.values()].reduce((s, n) => s + (n.type === 'file' ? n.data.length : 0), 0)} bytes`,
+    );
   });
 
   it('keeps the same tree after sync and a restart of the mount', async () => {

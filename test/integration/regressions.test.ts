@@ -92,7 +92,12 @@ describe('regressions from the user trial', () => {
   }
 
   /** Links the filespace on a fresh machine straight to the S3 server and compares its tree. */
-  async function assertSameOnSecondMachine(bucket: string, ref: string, sub = '', more?: (mnt: string) => Promise<void>): Promise<void> {
+  async function assertSameOnSecondMachine(
+    bucket: string,
+    ref: string,
+    sub = '',
+    more?: (mnt: string) => Promise<void>,
+  ): Promise<void> {
     const other = await bed.link(await bed.machine('second'), bucket);
     await other.mount({ readOnly: true });
     try {
@@ -106,7 +111,11 @@ describe('regressions from the user trial', () => {
   /** A machine that talks to S3 through the proxy: uploads start at once, one at a time. */
   async function proxiedWriter(): Promise<Linked & { bucket: string }> {
     env.proxy.clear();
-    return bed.filespace({ chunkSize: '64KiB', endpoint: env.proxy.endpoint, settings: { 'upload-delay': '0s', 'upload-concurrency': '1' } });
+    return bed.filespace({
+      chunkSize: '64KiB',
+      endpoint: env.proxy.endpoint,
+      settings: { 'upload-delay': '0s', 'upload-concurrency': '1' },
+    });
   }
 
   const chunkPuts = () => env.proxy.log.filter((r) => r.method === 'PUT' && r.url.includes('/chunks/')).length;
@@ -150,157 +159,189 @@ describe('regressions from the user trial', () => {
     assert.equal(check.code, 0, `filespace check --deep: ${check.stdout}${check.stderr}`);
   }
 
-  it('keeps a consistent tree when the engine is killed (-9) during mv of directories whose files are not uploaded', { timeout: 240_000 }, async () => {
-    const fs = await proxiedWriter();
-    const pid = await fs.mount();
-    const ref = path.join(env.local, 'mv-ref');
-    // Six directories, each with files of several chunks and a subdirectory, in a/ (b/ is empty).
-    const dirs = 6;
-    for (const side of ['a', 'b']) {
-      await fsp.mkdir(path.join(fs.mnt, side));
-      await fsp.mkdir(path.join(ref, side), { recursive: true });
-    }
-    await holdUploads(async () => {
-      for (let d = 0; d < dirs; d++) {
-        for (let f = 0; f < 3; f++) await twin(fs.mnt, ref, `a/d${d}/f${f}.bin`, 90 * KiB + d * 7001 + f * 13);
-        await twin(fs.mnt, ref, `a/d${d}/sub/deep.bin`, 150 * KiB + d);
+  it(
+    'keeps a consistent tree when the engine is killed (-9) during mv of directories whose files are not uploaded',
+    { timeout: 240_000 },
+    async () => {
+      const fs = await proxiedWriter();
+      const pid = await fs.mount();
+      const ref = path.join(env.local, 'mv-ref');
+      // Six directories, each with files of several chunks and a subdirectory, in a/ (b/ is empty).
+      const dirs = 6;
+      for (const side of ['a', 'b']) {
+        await fsp.mkdir(path.join(fs.mnt, side));
+        await fsp.mkdir(path.join(ref, side), { recursive: true });
       }
-      await fsyncAll(fs.mnt);
-    });
-    // The real mv moves the directories between a/ and b/ in a loop; a move is logged as done
-    // once it is durable (fsync of both parents). The engine is killed in the middle of it.
-    const log = path.join(env.local, 'mv.log');
-    const mover = spawn('bash', ['-c', `cd ${q(fs.mnt)} && i=0; while :; do d=$((i % ${dirs})); if [ -d a/d$d ]; then s=a t=b; else s=b t=a; fi; ` +
-      `echo "BUSY $d $s $t" >> ${q(log)}; mv $s/d$d $t/ || exit 1; sync $s $t || exit 1; echo "DONE $d $s $t" >> ${q(log)}; i=$((i + 1)); done`], { stdio: 'ignore' });
-    const moverDone = new Promise((r) => mover.on('exit', r));
-    try {
-      await until('eight moves done', async () => ((await fsp.readFile(log, 'utf8')).match(/^DONE/gm)?.length ?? 0) >= 8, 120_000);
-      await assertStillUploading(fs, 'the moves');
+      await holdUploads(async () => {
+        for (let d = 0; d < dirs; d++) {
+          for (let f = 0; f < 3; f++) await twin(fs.mnt, ref, `a/d${d}/f${f}.bin`, 90 * KiB + d * 7001 + f * 13);
+          await twin(fs.mnt, ref, `a/d${d}/sub/deep.bin`, 150 * KiB + d);
+        }
+        await fsyncAll(fs.mnt);
+      });
+      // The real mv moves the directories between a/ and b/ in a loop; a move is logged as done
+      // once it is durable (fsync of both parents). The engine is killed in the middle of it.
+      const log = path.join(env.local, 'mv.log');
+      const mover = spawn(
+        'bash',
+        [
+          '-c',
+          `cd ${q(fs.mnt)} && i=0; while :; do d=$((i % ${dirs})); if [ -d a/d$d ]; then s=a t=b; else s=b t=a; fi; ` +
+            `echo "BUSY $d $s $t" >> ${q(log)}; mv $s/d$d $t/ || exit 1; sync $s $t || exit 1; echo "DONE $d $s $t" >> ${q(log)}; i=$((i + 1)); done`,
+        ],
+        { stdio: 'ignore' },
+      );
+      const moverDone = new Promise((r) => mover.on('exit', r));
+      try {
+        await until(
+          'eight moves done',
+          async () => ((await fsp.readFile(log, 'utf8')).match(/^DONE/gm)?.length ?? 0) >= 8,
+          120_000,
+        );
+        await assertStillUploading(fs, 'the moves');
+        await killHard(pid);
+      } finally {
+        mover.kill('SIGKILL');
+        await moverDone;
+      }
+      env.proxy.clear();
+      await fs.mount();
+      // Replay the finished moves on the reference; the move in progress may have happened or not.
+      const lines = (await fsp.readFile(log, 'utf8')).trim().split('\n');
+      for (const line of lines) {
+        const [kind, d, s, t] = line.split(' ');
+        if (kind === 'DONE') await fsp.rename(path.join(ref, s!, `d${d}`), path.join(ref, t!, `d${d}`));
+      }
+      const last = lines[lines.length - 1]!.split(' ');
+      if (last[0] === 'BUSY') {
+        const [, d, s, t] = last;
+        const at = async (side: string) =>
+          fsp.stat(path.join(fs.mnt, side, `d${d}`)).then(
+            () => true,
+            () => false,
+          );
+        const [inS, inT] = [await at(s!), await at(t!)];
+        assert.ok(inS !== inT, `the directory being moved is in exactly one place (in ${s}: ${inS}, in ${t}: ${inT})`);
+        if (inT) await fsp.rename(path.join(ref, s!, `d${d}`), path.join(ref, t!, `d${d}`));
+      }
+      await assertSameTree(ref, fs.mnt, 'after kill -9 and restart');
+      await fs.sync();
+      await fs.unmount();
+      await assertCheckClean(fs);
+      await assertSameOnSecondMachine(fs.bucket, ref);
+    },
+  );
+
+  it(
+    'keeps renames over files and directories made while their uploads are in flight, through completion and through kill -9',
+    { timeout: 240_000 },
+    async () => {
+      const fs = await proxiedWriter();
+      const pid = await fs.mount();
+      const m = fs.mnt;
+      const ref = path.join(env.local, 'over-ref');
+      // Committed first: what gets replaced.
+      await twin(m, ref, 'doc.bin', 100 * KiB);
+      await twin(m, ref, 'victim.bin', 150 * KiB);
+      await twin(m, ref, 'small.txt', 3000);
+      await twin(m, ref, 'keep/k.bin', 70 * KiB);
+      for (const root of [m, ref]) for (const d of ['olddir', 'empty']) await fsp.mkdir(path.join(root, d));
+      await fs.sync();
+
+      // Round 1: renames while uploads are in flight; the engine runs on and completes them.
+      await holdUploads(async () => {
+        await twin(m, ref, 'tmp/save.tmp', 200 * KiB);
+        await twin(m, ref, 'pending.bin', 130 * KiB);
+        await twin(m, ref, 'newdir/a.bin', 90 * KiB);
+        await twin(m, ref, 'newdir/sub/b.bin', 90 * KiB);
+      });
+      await twinRename(m, ref, 'tmp/save.tmp', 'doc.bin'); // an editor's save: new content over a committed file
+      await twinRename(m, ref, 'small.txt', 'pending.bin'); // a committed file over one still uploading
+      await twinRename(m, ref, 'newdir', 'olddir'); // a directory of uploading files over an empty one
+      await twinRename(m, ref, 'olddir/a.bin', 'victim.bin'); // an uploading file over a committed one, across directories
+      await assertStillUploading(fs, 'the renames of round 1');
+      env.proxy.clear();
+      await fs.sync();
+      await assertSameTree(ref, m, 'after the uploads completed');
+
+      // Round 2: the same while uploads are in flight, then kill -9 before they complete.
+      await holdUploads(async () => {
+        await twin(m, ref, 'tmp/save2.tmp', 260 * KiB);
+        await twin(m, ref, 'late/c.bin', 100 * KiB);
+        await twin(m, ref, 'late/d.bin', 100 * KiB);
+      });
+      await twinRename(m, ref, 'tmp/save2.tmp', 'doc.bin'); // over the file uploaded in round 1
+      await twinRename(m, ref, 'keep/k.bin', 'late/c.bin'); // a committed file over an uploading one
+      await twinRename(m, ref, 'late', 'empty'); // over an empty directory
+      await twinRename(m, ref, 'empty/d.bin', 'olddir/sub/b.bin');
+      await fsyncAll(m);
+      await assertStillUploading(fs, 'the renames of round 2');
       await killHard(pid);
-    } finally {
-      mover.kill('SIGKILL');
-      await moverDone;
-    }
-    env.proxy.clear();
-    await fs.mount();
-    // Replay the finished moves on the reference; the move in progress may have happened or not.
-    const lines = (await fsp.readFile(log, 'utf8')).trim().split('\n');
-    for (const line of lines) {
-      const [kind, d, s, t] = line.split(' ');
-      if (kind === 'DONE') await fsp.rename(path.join(ref, s!, `d${d}`), path.join(ref, t!, `d${d}`));
-    }
-    const last = lines[lines.length - 1]!.split(' ');
-    if (last[0] === 'BUSY') {
-      const [, d, s, t] = last;
-      const at = async (side: string) => fsp.stat(path.join(fs.mnt, side, `d${d}`)).then(() => true, () => false);
-      const [inS, inT] = [await at(s!), await at(t!)];
-      assert.ok(inS !== inT, `the directory being moved is in exactly one place (in ${s}: ${inS}, in ${t}: ${inT})`);
-      if (inT) await fsp.rename(path.join(ref, s!, `d${d}`), path.join(ref, t!, `d${d}`));
-    }
-    await assertSameTree(ref, fs.mnt, 'after kill -9 and restart');
-    await fs.sync();
-    await fs.unmount();
-    await assertCheckClean(fs);
-    await assertSameOnSecondMachine(fs.bucket, ref);
-  });
+      env.proxy.clear();
+      await fs.mount();
+      await assertSameTree(ref, m, 'after kill -9 and restart');
+      await fs.sync();
+      await fs.unmount();
+      await assertCheckClean(fs);
+      await assertSameOnSecondMachine(fs.bucket, ref);
+    },
+  );
 
-  it('keeps renames over files and directories made while their uploads are in flight, through completion and through kill -9', { timeout: 240_000 }, async () => {
-    const fs = await proxiedWriter();
-    const pid = await fs.mount();
-    const m = fs.mnt;
-    const ref = path.join(env.local, 'over-ref');
-    // Committed first: what gets replaced.
-    await twin(m, ref, 'doc.bin', 100 * KiB);
-    await twin(m, ref, 'victim.bin', 150 * KiB);
-    await twin(m, ref, 'small.txt', 3000);
-    await twin(m, ref, 'keep/k.bin', 70 * KiB);
-    for (const root of [m, ref]) for (const d of ['olddir', 'empty']) await fsp.mkdir(path.join(root, d));
-    await fs.sync();
+  it(
+    'forgets files removed with rm -r while their uploads are in flight, also when the same names come back',
+    { timeout: 240_000 },
+    async () => {
+      const fs = await proxiedWriter();
+      await fs.mount();
+      const m = fs.mnt;
+      const ref = path.join(env.local, 'rm-ref');
+      await twin(m, ref, 'keep/a.bin', 80 * KiB);
+      await twin(m, ref, 'mixed/old.bin', 100 * KiB);
+      await twin(m, ref, 'mixed/sub/old2.bin', 50 * KiB);
+      await fs.sync();
+      await holdUploads(async () => {
+        for (let k = 0; k < 4; k++) await twin(m, ref, `build/obj/o${k}.o`, 70 * KiB + k);
+        await twin(m, ref, 'build/out.bin', 200 * KiB);
+        await twin(m, ref, 'mixed/new.bin', 100 * KiB);
+        await twin(m, ref, 'mixed/sub/new2.bin', 90 * KiB);
+        await twin(m, ref, 'keep/b.bin', 120 * KiB);
+      });
+      await sh(`cd ${q(m)} && rm -r build mixed`);
+      await sh(`cd ${q(ref)} && rm -r build mixed`);
+      // The same names again, with other content, while the old uploads are still queued.
+      await twin(m, ref, 'build/out.bin', 100 * KiB);
+      await twin(m, ref, 'mixed/new.bin', 50 * KiB);
+      await assertStillUploading(fs, 'rm -r');
+      await assertSameTree(ref, m, 'right after rm -r');
+      // Restart while the uploads are still in flight; they resume by themselves.
+      await fs.unmount();
+      env.proxy.clear();
+      await fs.mount();
+      await assertSameTree(ref, m, 'after a restart');
+      await fs.sync();
+      await assertSameTree(ref, m, 'after the uploads completed');
+      await fs.unmount();
+      await assertCheckClean(fs);
+      await assertSameOnSecondMachine(fs.bucket, ref);
+    },
+  );
 
-    // Round 1: renames while uploads are in flight; the engine runs on and completes them.
-    await holdUploads(async () => {
-      await twin(m, ref, 'tmp/save.tmp', 200 * KiB);
-      await twin(m, ref, 'pending.bin', 130 * KiB);
-      await twin(m, ref, 'newdir/a.bin', 90 * KiB);
-      await twin(m, ref, 'newdir/sub/b.bin', 90 * KiB);
-    });
-    await twinRename(m, ref, 'tmp/save.tmp', 'doc.bin'); // an editor's save: new content over a committed file
-    await twinRename(m, ref, 'small.txt', 'pending.bin'); // a committed file over one still uploading
-    await twinRename(m, ref, 'newdir', 'olddir'); // a directory of uploading files over an empty one
-    await twinRename(m, ref, 'olddir/a.bin', 'victim.bin'); // an uploading file over a committed one, across directories
-    await assertStillUploading(fs, 'the renames of round 1');
-    env.proxy.clear();
-    await fs.sync();
-    await assertSameTree(ref, m, 'after the uploads completed');
-
-    // Round 2: the same while uploads are in flight, then kill -9 before they complete.
-    await holdUploads(async () => {
-      await twin(m, ref, 'tmp/save2.tmp', 260 * KiB);
-      await twin(m, ref, 'late/c.bin', 100 * KiB);
-      await twin(m, ref, 'late/d.bin', 100 * KiB);
-    });
-    await twinRename(m, ref, 'tmp/save2.tmp', 'doc.bin'); // over the file uploaded in round 1
-    await twinRename(m, ref, 'keep/k.bin', 'late/c.bin'); // a committed file over an uploading one
-    await twinRename(m, ref, 'late', 'empty'); // over an empty directory
-    await twinRename(m, ref, 'empty/d.bin', 'olddir/sub/b.bin');
-    await fsyncAll(m);
-    await assertStillUploading(fs, 'the renames of round 2');
-    await killHard(pid);
-    env.proxy.clear();
-    await fs.mount();
-    await assertSameTree(ref, m, 'after kill -9 and restart');
-    await fs.sync();
-    await fs.unmount();
-    await assertCheckClean(fs);
-    await assertSameOnSecondMachine(fs.bucket, ref);
-  });
-
-  it('forgets files removed with rm -r while their uploads are in flight, also when the same names come back', { timeout: 240_000 }, async () => {
-    const fs = await proxiedWriter();
-    await fs.mount();
-    const m = fs.mnt;
-    const ref = path.join(env.local, 'rm-ref');
-    await twin(m, ref, 'keep/a.bin', 80 * KiB);
-    await twin(m, ref, 'mixed/old.bin', 100 * KiB);
-    await twin(m, ref, 'mixed/sub/old2.bin', 50 * KiB);
-    await fs.sync();
-    await holdUploads(async () => {
-      for (let k = 0; k < 4; k++) await twin(m, ref, `build/obj/o${k}.o`, 70 * KiB + k);
-      await twin(m, ref, 'build/out.bin', 200 * KiB);
-      await twin(m, ref, 'mixed/new.bin', 100 * KiB);
-      await twin(m, ref, 'mixed/sub/new2.bin', 90 * KiB);
-      await twin(m, ref, 'keep/b.bin', 120 * KiB);
-    });
-    await sh(`cd ${q(m)} && rm -r build mixed`);
-    await sh(`cd ${q(ref)} && rm -r build mixed`);
-    // The same names again, with other content, while the old uploads are still queued.
-    await twin(m, ref, 'build/out.bin', 100 * KiB);
-    await twin(m, ref, 'mixed/new.bin', 50 * KiB);
-    await assertStillUploading(fs, 'rm -r');
-    await assertSameTree(ref, m, 'right after rm -r');
-    // Restart while the uploads are still in flight; they resume by themselves.
-    await fs.unmount();
-    env.proxy.clear();
-    await fs.mount();
-    await assertSameTree(ref, m, 'after a restart');
-    await fs.sync();
-    await assertSameTree(ref, m, 'after the uploads completed');
-    await fs.unmount();
-    await assertCheckClean(fs);
-    await assertSameOnSecondMachine(fs.bucket, ref);
-  });
-
-  it('keeps what eight concurrent writers wrote and verified, in their own files and in disjoint ranges of one shared file', { timeout: 240_000 }, async () => {
-    const fs = await bed.filespace({ chunkSize: '64KiB', settings: { 'upload-delay': '0s' } });
-    await fs.mount();
-    const m = fs.mnt;
-    const ref = path.join(env.local, 'conc-ref');
-    const writers = 8;
-    const range = 50_000; // not a multiple of the chunk size: neighbouring writers share chunks
-    await twin(m, ref, 'shared.bin', writers * range);
-    await fs.sync(); // the shared file is committed: writers rewrite parts of uploaded chunks
-    for (let i = 0; i < writers; i++) for (const root of [m, ref]) await fsp.mkdir(path.join(root, `w${i}`));
-    const writer = await script('writer.py', String.raw`
+  it(
+    'keeps what eight concurrent writers wrote and verified, in their own files and in disjoint ranges of one shared file',
+    { timeout: 240_000 },
+    async () => {
+      const fs = await bed.filespace({ chunkSize: '64KiB', settings: { 'upload-delay': '0s' } });
+      await fs.mount();
+      const m = fs.mnt;
+      const ref = path.join(env.local, 'conc-ref');
+      const writers = 8;
+      const range = 50_000; // not a multiple of the chunk size: neighbouring writers share chunks
+      await twin(m, ref, 'shared.bin', writers * range);
+      await fs.sync(); // the shared file is committed: writers rewrite parts of uploaded chunks
+      for (let i = 0; i < writers; i++) for (const root of [m, ref]) await fsp.mkdir(path.join(root, `w${i}`));
+      const writer = await script(
+        'writer.py',
+        String.raw`
 import os, random, sys
 mnt, ref, i, R = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rnd = random.Random(1000 + i)
@@ -349,21 +390,25 @@ os.close(fm)
 os.close(fr)
 print('\n'.join(problems) if problems else 'verified')
 sys.exit(1 if problems else 0)
-`);
-    const results = await Promise.all(Array.from({ length: writers }, (_, i) => run('python3', [writer, m, ref, String(i), String(range)])));
-    const failed = results.map((r, i) => (r.code === 0 ? '' : `writer ${i}: ${r.stdout}${r.stderr}`)).filter(Boolean);
-    if (failed.length > 0) {
-      const log = await fsp.readFile(path.join(fs.machine.home, 'run', `${fs.name}.log`), 'utf8').catch(() => '');
-      assert.fail(`${failed.join('\n')}\nengine log:\n${log.split('\n').slice(-40).join('\n')}`);
-    }
-    await assertSameTree(ref, m, 'after the writers finished');
-    await fs.unmount();
-    await fs.mount();
-    await assertSameTree(ref, m, 'after a remount');
-    await fs.sync();
-    await fs.unmount();
-    await assertSameOnSecondMachine(fs.bucket, ref);
-  });
+`,
+      );
+      const results = await Promise.all(
+        Array.from({ length: writers }, (_, i) => run('python3', [writer, m, ref, String(i), String(range)])),
+      );
+      const failed = results.map((r, i) => (r.code === 0 ? '' : `writer ${i}: ${r.stdout}${r.stderr}`)).filter(Boolean);
+      if (failed.length > 0) {
+        const log = await fsp.readFile(path.join(fs.machine.home, 'run', `${fs.name}.log`), 'utf8').catch(() => '');
+        assert.fail(`${failed.join('\n')}\nengine log:\n${log.split('\n').slice(-40).join('\n')}`);
+      }
+      await assertSameTree(ref, m, 'after the writers finished');
+      await fs.unmount();
+      await fs.mount();
+      await assertSameTree(ref, m, 'after a remount');
+      await fs.sync();
+      await fs.unmount();
+      await assertSameOnSecondMachine(fs.bucket, ref);
+    },
+  );
 
   it('keeps writes made through a shared mmap, with and without msync', { timeout: 240_000 }, async () => {
     const fs = await bed.filespace({ chunkSize: '64KiB', settings: { 'upload-delay': '0s' } });
@@ -372,7 +417,9 @@ sys.exit(1 if problems else 0)
     const ref = path.join(env.local, 'mmap-ref');
     await twin(m, ref, 'existing.bin', 250_000);
     await fs.sync(); // committed: the mapping rewrites parts of uploaded chunks
-    const mapper = await script('mapper.py', String.raw`
+    const mapper = await script(
+      'mapper.py',
+      String.raw`
 import mmap, os, sys
 root, ref = sys.argv[1], sys.argv[2]
 SIZE = 300000
@@ -407,7 +454,8 @@ mapped('no-msync.bin', False)
 mapped('existing.bin', False)
 mapped('exit-mapped.bin', False, unmap=False)  # still mapped and open when the process exits
 print('mapped')
-`);
+`,
+    );
     const r = await run('python3', [mapper, m, ref]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     await assertSameTree(ref, m, 'after the mapping process exited');
@@ -418,14 +466,17 @@ print('mapped')
     await fs.unmount();
     await assertSameOnSecondMachine(fs.bucket, ref, '', async (mnt) => {
       // Read back through a mapping too, on a cold cache.
-      const reader = await script('map-read.py', String.raw`
+      const reader = await script(
+        'map-read.py',
+        String.raw`
 import hashlib, mmap, os, sys
 for name in sys.argv[2:]:
     with open(os.path.join(sys.argv[1], name), 'rb') as f:
         mm = mmap.mmap(f.fileno(), 0, mmap.MAP_SHARED, mmap.PROT_READ)
         print(name, hashlib.sha256(mm[:]).hexdigest())
         mm.close()
-`);
+`,
+      );
       const names = ['msync.bin', 'no-msync.bin', 'existing.bin', 'exit-mapped.bin'];
       const want = await sh(`cd ${q(ref)} && sha256sum ${names.join(' ')} | awk '{print $2, $1}'`);
       assert.equal(await sh(`python3 ${q(reader)} ${q(mnt)} ${names.join(' ')}`), want);
@@ -434,7 +485,9 @@ for name in sys.argv[2:]:
 
   /** Reads `file` one chunk-sized range at a time (no read-ahead): "ok", "WRONG" or the errno of each range. */
   async function readByRange(file: string, original: string, chunkBytes: number): Promise<string[]> {
-    const reader = await script('read-ranges.py', String.raw`
+    const reader = await script(
+      'read-ranges.py',
+      String.raw`
 import errno, os, sys
 path, original, cs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with open(original, 'rb') as f:
@@ -454,101 +507,124 @@ for off in range(0, len(want), cs):
     except OSError as e:
         out.append(errno.errorcode[e.errno])
 print(' '.join(out))
-`);
+`,
+    );
     return (await sh(`python3 ${q(reader)} ${q(file)} ${q(original)} ${chunkBytes}`)).trim().split(' ');
   }
 
-  it('a chunk deleted or with a flipped byte gives EIO for that part of that file only, never wrong bytes', { timeout: 240_000 }, async () => {
-    const fs = await bed.filespace({ chunkSize: '64KiB', settings: { 'upload-delay': '0s' } });
-    await fs.mount();
-    const m = fs.mnt;
-    const ref = path.join(env.local, 'tamper-ref');
-    const store = s3StoreFor(bed.endpoint, fs.bucket);
-    let deleted: string[];
-    let flipped: string[];
-    try {
-      /** The chunk objects a write added to the bucket. */
-      const chunksOf = async (write: () => Promise<void>) => {
-        const before = new Set(await store.list('chunks/'));
-        await write();
+  it(
+    'a chunk deleted or with a flipped byte gives EIO for that part of that file only, never wrong bytes',
+    { timeout: 240_000 },
+    async () => {
+      const fs = await bed.filespace({ chunkSize: '64KiB', settings: { 'upload-delay': '0s' } });
+      await fs.mount();
+      const m = fs.mnt;
+      const ref = path.join(env.local, 'tamper-ref');
+      const store = s3StoreFor(bed.endpoint, fs.bucket);
+      let deleted: string[];
+      let flipped: string[];
+      try {
+        /** The chunk objects a write added to the bucket. */
+        const chunksOf = async (write: () => Promise<void>) => {
+          const before = new Set(await store.list('chunks/'));
+          await write();
+          await fs.sync();
+          return (await store.list('chunks/')).filter((k) => !before.has(k));
+        };
+        const size = 4 * 64 * KiB - 100; // four chunks, the last one short
+        deleted = await chunksOf(() => twin(m, ref, 'victims/deleted.bin', size));
+        flipped = await chunksOf(() => twin(m, ref, 'victims/flipped.bin', size));
+        assert.equal(deleted.length, 4);
+        assert.equal(flipped.length, 4);
+        await twin(m, ref, 'intact/a.bin', 200 * KiB);
+        await twin(m, ref, 'intact/b.txt', 3000);
+        await twin(m, ref, 'intact/sub/c.bin', 64 * KiB);
+        for (const root of [m, ref]) await fsp.symlink('a.bin', path.join(root, 'intact', 'link'));
         await fs.sync();
-        return (await store.list('chunks/')).filter((k) => !before.has(k));
-      };
-      const size = 4 * 64 * KiB - 100; // four chunks, the last one short
-      deleted = await chunksOf(() => twin(m, ref, 'victims/deleted.bin', size));
-      flipped = await chunksOf(() => twin(m, ref, 'victims/flipped.bin', size));
-      assert.equal(deleted.length, 4);
-      assert.equal(flipped.length, 4);
-      await twin(m, ref, 'intact/a.bin', 200 * KiB);
-      await twin(m, ref, 'intact/b.txt', 3000);
-      await twin(m, ref, 'intact/sub/c.bin', 64 * KiB);
-      for (const root of [m, ref]) await fsp.symlink('a.bin', path.join(root, 'intact', 'link'));
-      await fs.sync();
-      await fs.unmount();
+        await fs.unmount();
 
-      await store.delete(deleted[1]!);
-      const victim = (await store.get(flipped[2]!))!.body;
-      victim[victim.length >> 1]! ^= 0x01;
-      await store.put(flipped[2]!, victim);
-    } finally {
-      await store.close();
-    }
-
-    // A second machine (cold cache): only the damaged range of each victim fails, with EIO.
-    await assertSameOnSecondMachine(fs.bucket, path.join(ref, 'intact'), 'intact', async (mnt) => {
-      assert.equal(await sh(`cd ${q(mnt)} && find . | LC_ALL=C sort`), await sh(`cd ${q(ref)} && find . | LC_ALL=C sort`), 'every name is still there');
-      for (const name of ['deleted.bin', 'flipped.bin']) {
-        const file = path.join(mnt, 'victims', name);
-        assert.equal((await fsp.stat(file)).size, 4 * 64 * KiB - 100, `${name} keeps its size`);
-        const ranges = await readByRange(file, path.join(ref, 'victims', name), 64 * KiB);
-        assert.equal(ranges.length, 4);
-        assert.ok(!ranges.includes('WRONG'), `${name}: a range read wrong bytes (${ranges.join(' ')})`);
-        assert.deepEqual(ranges.filter((x) => x !== 'ok'), ['EIO'], `${name}: exactly the damaged chunk fails with EIO (${ranges.join(' ')})`);
-        const cat = await run('cat', [file]);
-        assert.notEqual(cat.code, 0, `reading all of ${name} fails`);
-        assert.match(cat.stderr, /Input\/output error/);
+        await store.delete(deleted[1]!);
+        const victim = (await store.get(flipped[2]!))!.body;
+        victim[victim.length >> 1]! ^= 0x01;
+        await store.put(flipped[2]!, victim);
+      } finally {
+        await store.close();
       }
-    });
-    // The writer's check names both damaged chunks, and changes nothing.
-    const check = await fs.machine.cli('check', fs.name, '--deep');
-    assert.notEqual(check.code, 0, 'check finds the damage');
-    const name = (key: string) => key.slice(key.lastIndexOf('/') + 1);
-    assert.match(check.stdout, new RegExp(`PROBLEM bucket: metadata names chunk ${name(deleted[1]!)}, which is not in the bucket`));
-    assert.match(check.stdout, new RegExp(`PROBLEM bucket: chunk ${name(flipped[2]!)} is unreadable`));
-    assert.match(check.stdout, new RegExp(`PROBLEM local: metadata names chunk ${name(deleted[1]!)}, which is not in the bucket`));
-    assert.match(check.stderr, /3 problem\(s\) found .*nothing was changed/);
-  });
 
-  it('a writer whose lease was deleted from the bucket stops writing and says why; reads stay correct', { timeout: 240_000 }, async () => {
-    const fs = await bed.filespace({ chunkSize: '64KiB', settings: { 'upload-delay': '0s', 'lease-ttl': '3s' } });
-    await fs.mount();
-    const m = fs.mnt;
-    const ref = path.join(env.local, 'lease-ref');
-    await twin(m, ref, 'a.bin', 150 * KiB);
-    await twin(m, ref, 'dir/b.bin', 70 * KiB);
-    await twin(m, ref, 'dir/c.txt', 100);
-    await fs.sync();
-    const store = s3StoreFor(bed.endpoint, fs.bucket);
-    await store.delete('lease');
-    await store.close();
-    const st = await until('the writer to notice the lease is gone', async () => {
-      const s = await fs.status();
-      return s.readOnlyReason ? s : undefined;
-    });
-    assert.match(String(st.readOnlyReason), /the write lease was removed from the bucket; this machine stopped writing/);
-    const w = await run('touch', [path.join(m, 'after.txt')]);
-    assert.notEqual(w.code, 0);
-    assert.match(w.stderr, /Read-only file system/);
-    await assertSameTree(ref, m, 'on the writer after the lease was deleted');
-    await assertSameOnSecondMachine(fs.bucket, ref);
-    // At its next mount nobody holds the lease: the machine takes it and writes again.
-    await fs.unmount();
-    await fs.mount();
-    assert.equal(((await fs.status()).lease as Record<string, unknown>).role, 'writer');
-    await twin(m, ref, 'after.bin', 1000);
-    await assertSameTree(ref, m, 'after the remount');
-    await fs.unmount();
-  });
+      // A second machine (cold cache): only the damaged range of each victim fails, with EIO.
+      await assertSameOnSecondMachine(fs.bucket, path.join(ref, 'intact'), 'intact', async (mnt) => {
+        assert.equal(
+          await sh(`cd ${q(mnt)} && find . | LC_ALL=C sort`),
+          await sh(`cd ${q(ref)} && find . | LC_ALL=C sort`),
+          'every name is still there',
+        );
+        for (const name of ['deleted.bin', 'flipped.bin']) {
+          const file = path.join(mnt, 'victims', name);
+          assert.equal((await fsp.stat(file)).size, 4 * 64 * KiB - 100, `${name} keeps its size`);
+          const ranges = await readByRange(file, path.join(ref, 'victims', name), 64 * KiB);
+          assert.equal(ranges.length, 4);
+          assert.ok(!ranges.includes('WRONG'), `${name}: a range read wrong bytes (${ranges.join(' ')})`);
+          assert.deepEqual(
+            ranges.filter((x) => x !== 'ok'),
+            ['EIO'],
+            `${name}: exactly the damaged chunk fails with EIO (${ranges.join(' ')})`,
+          );
+          const cat = await run('cat', [file]);
+          assert.notEqual(cat.code, 0, `reading all of ${name} fails`);
+          assert.match(cat.stderr, /Input\/output error/);
+        }
+      });
+      // The writer's check names both damaged chunks, and changes nothing.
+      const check = await fs.machine.cli('check', fs.name, '--deep');
+      assert.notEqual(check.code, 0, 'check finds the damage');
+      const name = (key: string) => key.slice(key.lastIndexOf('/') + 1);
+      assert.match(
+        check.stdout,
+        new RegExp(`PROBLEM bucket: metadata names chunk ${name(deleted[1]!)}, which is not in the bucket`),
+      );
+      assert.match(check.stdout, new RegExp(`PROBLEM bucket: chunk ${name(flipped[2]!)} is unreadable`));
+      assert.match(
+        check.stdout,
+        new RegExp(`PROBLEM local: metadata names chunk ${name(deleted[1]!)}, which is not in the bucket`),
+      );
+      assert.match(check.stderr, /3 problem\(s\) found .*nothing was changed/);
+    },
+  );
+
+  it(
+    'a writer whose lease was deleted from the bucket stops writing and says why; reads stay correct',
+    { timeout: 240_000 },
+    async () => {
+      const fs = await bed.filespace({ chunkSize: '64KiB', settings: { 'upload-delay': '0s', 'lease-ttl': '3s' } });
+      await fs.mount();
+      const m = fs.mnt;
+      const ref = path.join(env.local, 'lease-ref');
+      await twin(m, ref, 'a.bin', 150 * KiB);
+      await twin(m, ref, 'dir/b.bin', 70 * KiB);
+      await twin(m, ref, 'dir/c.txt', 100);
+      await fs.sync();
+      const store = s3StoreFor(bed.endpoint, fs.bucket);
+      await store.delete('lease');
+      await store.close();
+      const st = await until('the writer to notice the lease is gone', async () => {
+        const s = await fs.status();
+        return s.readOnlyReason ? s : undefined;
+      });
+      assert.match(String(st.readOnlyReason), /the write lease was removed from the bucket; this machine stopped writing/);
+      const w = await run('touch', [path.join(m, 'after.txt')]);
+      assert.notEqual(w.code, 0);
+      assert.match(w.stderr, /Read-only file system/);
+      await assertSameTree(ref, m, 'on the writer after the lease was deleted');
+      await assertSameOnSecondMachine(fs.bucket, ref);
+      // At its next mount nobody holds the lease: the machine takes it and writes again.
+      await fs.unmount();
+      await fs.mount();
+      assert.equal(((await fs.status()).lease as Record<string, unknown>).role, 'writer');
+      await twin(m, ref, 'after.bin', 1000);
+      await assertSameTree(ref, m, 'after the remount');
+      await fs.unmount();
+    },
+  );
 
   /**
    * Replaces `filespace.json` of a filespace with content by each of `cases` in turn: the
@@ -556,7 +632,9 @@ print(' '.join(out))
    * refuse to link with one clear line, or else read no wrong byte. Afterwards the original
    * header goes back, and the filespace mounts and reads as before.
    */
-  async function replaceHeader(cases: (header: Record<string, unknown>) => Promise<Array<[string, Buffer, RegExp]>>): Promise<void> {
+  async function replaceHeader(
+    cases: (header: Record<string, unknown>) => Promise<Array<[string, Buffer, RegExp]>>,
+  ): Promise<void> {
     const fs = await bed.filespace({ chunkSize: '128KiB', settings: { 'upload-delay': '0s' } });
     await fs.mount();
     const m = fs.mnt;
@@ -588,7 +666,16 @@ print(' '.join(out))
         const other = await bed.machine('relink');
         const mnt = path.join(other.home, 'mnt');
         await fsp.mkdir(mnt);
-        const link = await other.cli('link', ...bed.storeArgs(fs.bucket), '--mount-point', mnt, '--name', 'x', '--passphrase-file', bed.passFile);
+        const link = await other.cli(
+          'link',
+          ...bed.storeArgs(fs.bucket),
+          '--mount-point',
+          mnt,
+          '--name',
+          'x',
+          '--passphrase-file',
+          bed.passFile,
+        );
         try {
           if (link.code !== 0) {
             oneClearLine(what, 'a new machine', link, message);
@@ -600,7 +687,10 @@ print(' '.join(out))
           try {
             for (const name of ['a.bin', 'b.txt']) {
               const ranges = await readByRange(path.join(mnt, name), path.join(ref, name), 64 * KiB);
-              assert.ok(!ranges.includes('WRONG'), `${what}: ${name} on a new machine reads wrong bytes (per 64 KiB: ${ranges.join(' ')})`);
+              assert.ok(
+                !ranges.includes('WRONG'),
+                `${what}: ${name} on a new machine reads wrong bytes (per 64 KiB: ${ranges.join(' ')})`,
+              );
             }
           } finally {
             await other.cli('unmount', 'x', '--force');
@@ -620,104 +710,153 @@ print(' '.join(out))
     await assertCheckClean(fs);
   }
 
-  it('a filespace.json replaced by something that is not a header is refused with a clear message, and changes nothing', { timeout: 240_000 }, async () => {
-    await replaceHeader(async () => [
-      ['not JSON', Buffer.from('this is not a filespace header\n'), /filespace\.json is not a Filespace header \(not JSON\)/],
-      ['JSON of something else', Buffer.from('{"hello": "world"}\n'), /filespace\.json is not a valid Filespace header/],
-    ]);
-  });
+  it(
+    'a filespace.json replaced by something that is not a header is refused with a clear message, and changes nothing',
+    { timeout: 240_000 },
+    async () => {
+      await replaceHeader(async () => [
+        ['not JSON', Buffer.from('this is not a filespace header\n'), /filespace\.json is not a Filespace header \(not JSON\)/],
+        ['JSON of something else', Buffer.from('{"hello": "world"}\n'), /filespace\.json is not a valid Filespace header/],
+      ]);
+    },
+  );
 
   // A changed chunk size once made a new machine read every block from the wrong chunk; the
   // header's fields are sealed now, and checkpoints name the chunk size they were written with,
   // so a header whose seal was stripped (as one written before the seal existed) is caught too.
-  it('a filespace.json replaced by another valid header is refused with a clear message, never with wrong bytes', { timeout: 300_000 }, async () => {
-    await replaceHeader(async (header) => {
-      const otherBucket = await bed.newBucket();
-      const m = await bed.machine('other-filespace');
-      await m.ok('init', ...bed.storeArgs(otherBucket), '--chunk-size', '128KiB', '--passphrase-file', bed.passFile);
-      const otherStore = s3StoreFor(bed.endpoint, otherBucket);
-      const foreign = (await otherStore.get('filespace.json'))!.body;
-      await otherStore.close();
-      const unsealed = { ...header };
-      delete unsealed.seal;
-      return [
-        ['a smaller chunk size', Buffer.from(JSON.stringify({ ...header, chunkSize: 64 * KiB })), /changed by someone without the passphrase: its chunk size is 64\.0 KiB, sealed as 128 KiB/],
-        ['a larger chunk size', Buffer.from(JSON.stringify({ ...header, chunkSize: 256 * KiB })), /changed by someone without the passphrase: its chunk size is 256 KiB, sealed as 128 KiB/],
-        ['no seal and a smaller chunk size', Buffer.from(JSON.stringify({ ...unsealed, chunkSize: 64 * KiB })), /filespace\.json gives a chunk size of 64\.0 KiB, but .* 128 KiB chunks: the header was changed/],
-        ['no seal and a larger chunk size', Buffer.from(JSON.stringify({ ...unsealed, chunkSize: 256 * KiB })), /filespace\.json gives a chunk size of 256 KiB, but .* 128 KiB chunks: the header was changed/],
-        ['the header of another filespace with the same passphrase', foreign, /different filespace|another filespace/],
-      ];
-    });
-  });
+  it(
+    'a filespace.json replaced by another valid header is refused with a clear message, never with wrong bytes',
+    { timeout: 300_000 },
+    async () => {
+      await replaceHeader(async (header) => {
+        const otherBucket = await bed.newBucket();
+        const m = await bed.machine('other-filespace');
+        await m.ok('init', ...bed.storeArgs(otherBucket), '--chunk-size', '128KiB', '--passphrase-file', bed.passFile);
+        const otherStore = s3StoreFor(bed.endpoint, otherBucket);
+        const foreign = (await otherStore.get('filespace.json'))!.body;
+        await otherStore.close();
+        const unsealed = { ...header };
+        delete unsealed.seal;
+        return [
+          [
+            'a smaller chunk size',
+            Buffer.from(JSON.stringify({ ...header, chunkSize: 64 * KiB })),
+            /changed by someone without the passphrase: its chunk size is 64\.0 KiB, sealed as 128 KiB/,
+          ],
+          [
+            'a larger chunk size',
+            Buffer.from(JSON.stringify({ ...header, chunkSize: 256 * KiB })),
+            /changed by someone without the passphrase: its chunk size is 256 KiB, sealed as 128 KiB/,
+          ],
+          [
+            'no seal and a smaller chunk size',
+            Buffer.from(JSON.stringify({ ...unsealed, chunkSize: 64 * KiB })),
+            /filespace\.json gives a chunk size of 64\.0 KiB, but .* 128 KiB chunks: the header was changed/,
+          ],
+          [
+            'no seal and a larger chunk size',
+            Buffer.from(JSON.stringify({ ...unsealed, chunkSize: 256 * KiB })),
+            /filespace\.json gives a chunk size of 256 KiB, but .* 128 KiB chunks: the header was changed/,
+          ],
+          ['the header of another filespace with the same passphrase', foreign, /different filespace|another filespace/],
+        ];
+      });
+    },
+  );
 
-  it('a filespace written before headers were sealed mounts; the next read-write mount seals it, and a changed chunk size is refused from then on', { timeout: 300_000 }, async () => {
-    const fs = await bed.filespace({ chunkSize: '128KiB', settings: { 'upload-delay': '0s' } });
-    await fs.mount();
-    const ref = path.join(env.local, `unsealed-ref-${fs.name}`);
-    await twin(fs.mnt, ref, 'a.bin', 2 * 128 * KiB + 7);
-    await fs.sync();
-    await fs.unmount();
-    const store = s3StoreFor(bed.endpoint, fs.bucket);
-    const headerNow = async () => JSON.parse((await store.get('filespace.json'))!.body.toString('utf8')) as Record<string, unknown>;
-    try {
-      // Make it what the code before the seal wrote: a header without a seal, a checkpoint that names nothing.
-      const header = await headerNow();
-      assert.equal(typeof header.seal, 'string', 'a new filespace has a sealed header');
-      const unsealed = { ...header };
-      delete unsealed.seal;
-      await store.put('filespace.json', Buffer.from(JSON.stringify(unsealed, null, 2)));
-      const { keys } = await unlockFilespace(store, await readPassphraseFile(bed.passFile));
-      const legacy = new RemoteMeta(store, keys.metaKey);
-      const { tree, seq } = await legacy.load(128 * KiB);
-      await store.deleteMany(await store.list(CKPT_PREFIX));
-      await legacy.writeCheckpoint(seq, tree.snapshot());
-      const newestCheckpoint = async () => {
-        const key = (await store.list(CKPT_PREFIX)).pop()!;
-        return JSON.parse(open(keys.metaKey, (await store.get(key))!.body, `meta:${key}`, key).toString('utf8')) as Record<string, unknown>;
-      };
-      assert.equal((await newestCheckpoint()).filespace, undefined);
-
-      // A follower reads with it and leaves it as it is.
-      await fs.mount({ readOnly: true });
-      await assertSameTree(ref, fs.mnt, 'read-only with an unsealed header');
-      await fs.unmount();
-      assert.equal((await headerNow()).seal, undefined, 'a read-only mount does not seal');
-
-      // The writer seals it (same fields, plus the seal) after the newest checkpoint names the chunk size.
+  it(
+    'a filespace written before headers were sealed mounts; the next read-write mount seals it, and a changed chunk size is refused from then on',
+    { timeout: 300_000 },
+    async () => {
+      const fs = await bed.filespace({ chunkSize: '128KiB', settings: { 'upload-delay': '0s' } });
       await fs.mount();
-      await assertSameTree(ref, fs.mnt, 'read-write with an unsealed header');
-      const resealed = await headerNow();
-      assert.equal(typeof resealed.seal, 'string', 'the read-write mount sealed the header');
-      assert.deepEqual({ ...resealed, seal: undefined }, { ...unsealed, seal: undefined });
-      assert.deepEqual((await newestCheckpoint()).filespace, { id: header.id, chunkSize: 128 * KiB });
+      const ref = path.join(env.local, `unsealed-ref-${fs.name}`);
+      await twin(fs.mnt, ref, 'a.bin', 2 * 128 * KiB + 7);
+      await fs.sync();
       await fs.unmount();
+      const store = s3StoreFor(bed.endpoint, fs.bucket);
+      const headerNow = async () =>
+        JSON.parse((await store.get('filespace.json'))!.body.toString('utf8')) as Record<string, unknown>;
+      try {
+        // Make it what the code before the seal wrote: a header without a seal, a checkpoint that names nothing.
+        const header = await headerNow();
+        assert.equal(typeof header.seal, 'string', 'a new filespace has a sealed header');
+        const unsealed = { ...header };
+        delete unsealed.seal;
+        await store.put('filespace.json', Buffer.from(JSON.stringify(unsealed, null, 2)));
+        const { keys } = await unlockFilespace(store, await readPassphraseFile(bed.passFile));
+        const legacy = new RemoteMeta(store, keys.metaKey);
+        const { tree, seq } = await legacy.load(128 * KiB);
+        await store.deleteMany(await store.list(CKPT_PREFIX));
+        await legacy.writeCheckpoint(seq, tree.snapshot());
+        const newestCheckpoint = async () => {
+          const key = (await store.list(CKPT_PREFIX)).pop()!;
+          return JSON.parse(open(keys.metaKey, (await store.get(key))!.body, `meta:${key}`, key).toString('utf8')) as Record<
+            string,
+            unknown
+          >;
+        };
+        assert.equal((await newestCheckpoint()).filespace, undefined);
 
-      // From now on a change to it is refused, also with the seal stripped again.
-      const refused = async (what: string, body: Record<string, unknown>, message: RegExp) => {
-        await store.put('filespace.json', Buffer.from(JSON.stringify(body)));
-        const r = await fs.machine.cli('mount', fs.name);
-        assert.notEqual(r.code, 0, `${what}: the linked machine refuses`);
-        assert.match(r.stderr, message, what);
-        assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
-        const other = await bed.machine('after-seal');
-        const mnt = path.join(other.home, 'mnt');
-        await fsp.mkdir(mnt);
-        const link = await other.cli('link', ...bed.storeArgs(fs.bucket), '--mount-point', mnt, '--name', 'x', '--passphrase-file', bed.passFile);
-        assert.notEqual(link.code, 0, `${what}: a new machine refuses to link`);
-        assert.match(link.stderr, /chunk size/, what);
-        assert.equal(link.stderr.trim().split('\n').length, 1, link.stderr);
-      };
-      await refused('a smaller chunk size', { ...resealed, chunkSize: 64 * KiB }, /changed by someone without the passphrase: its chunk size is 64\.0 KiB, sealed as 128 KiB/);
-      const stripped = { ...resealed };
-      delete stripped.seal;
-      await refused('no seal and a smaller chunk size', { ...stripped, chunkSize: 64 * KiB }, /filespace\.json gives a chunk size of 64\.0 KiB, but .* 128 KiB chunks/);
-      await store.put('filespace.json', Buffer.from(JSON.stringify(resealed, null, 2)));
-    } finally {
-      await store.close();
-    }
-    await fs.mount();
-    await assertSameTree(ref, fs.mnt, 'with the sealed header');
-    await fs.unmount();
-    await assertCheckClean(fs);
-  });
+        // A follower reads with it and leaves it as it is.
+        await fs.mount({ readOnly: true });
+        await assertSameTree(ref, fs.mnt, 'read-only with an unsealed header');
+        await fs.unmount();
+        assert.equal((await headerNow()).seal, undefined, 'a read-only mount does not seal');
+
+        // The writer seals it (same fields, plus the seal) after the newest checkpoint names the chunk size.
+        await fs.mount();
+        await assertSameTree(ref, fs.mnt, 'read-write with an unsealed header');
+        const resealed = await headerNow();
+        assert.equal(typeof resealed.seal, 'string', 'the read-write mount sealed the header');
+        assert.deepEqual({ ...resealed, seal: undefined }, { ...unsealed, seal: undefined });
+        assert.deepEqual((await newestCheckpoint()).filespace, { id: header.id, chunkSize: 128 * KiB });
+        await fs.unmount();
+
+        // From now on a change to it is refused, also with the seal stripped again.
+        const refused = async (what: string, body: Record<string, unknown>, message: RegExp) => {
+          await store.put('filespace.json', Buffer.from(JSON.stringify(body)));
+          const r = await fs.machine.cli('mount', fs.name);
+          assert.notEqual(r.code, 0, `${what}: the linked machine refuses`);
+          assert.match(r.stderr, message, what);
+          assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+          const other = await bed.machine('after-seal');
+          const mnt = path.join(other.home, 'mnt');
+          await fsp.mkdir(mnt);
+          const link = await other.cli(
+            'link',
+            ...bed.storeArgs(fs.bucket),
+            '--mount-point',
+            mnt,
+            '--name',
+            'x',
+            '--passphrase-file',
+            bed.passFile,
+          );
+          assert.notEqual(link.code, 0, `${what}: a new machine refuses to link`);
+          assert.match(link.stderr, /chunk size/, what);
+          assert.equal(link.stderr.trim().split('\n').length, 1, link.stderr);
+        };
+        await refused(
+          'a smaller chunk size',
+          { ...resealed, chunkSize: 64 * KiB },
+          /changed by someone without the passphrase: its chunk size is 64\.0 KiB, sealed as 128 KiB/,
+        );
+        const stripped = { ...resealed };
+        delete stripped.seal;
+        await refused(
+          'no seal and a smaller chunk size',
+          { ...stripped, chunkSize: 64 * KiB },
+          /filespace\.json gives a chunk size of 64\.0 KiB, but .* 128 KiB chunks/,
+        );
+        await store.put('filespace.json', Buffer.from(JSON.stringify(resealed, null, 2)));
+      } finally {
+        await store.close();
+      }
+      await fs.mount();
+      await assertSameTree(ref, fs.mnt, 'with the sealed header');
+      await fs.unmount();
+      await assertCheckClean(fs);
+    },
+  );
 });

@@ -41,7 +41,7 @@ describe('S3Store against moto', () => {
     };
   });
 
-  it('stores an object sent with the caller\'s CRC32 and no body hash', async () => {
+  it("stores an object sent with the caller's CRC32 and no body hash", async () => {
     const store = s3StoreFor(moto.endpoint, bucket, 'crc');
     try {
       const body = randomBytes(3 * 1024 * 1024 + 17);

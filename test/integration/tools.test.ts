@@ -16,7 +16,10 @@ import { Bed, Linked, run, sh, tmpDir } from '../helpers/bed';
 /** Fails (never skips) when a tool the test relies on is not installed. */
 async function requireTool(name: string): Promise<void> {
   const r = await run('bash', ['-c', `command -v ${name}`]);
-  if (r.code !== 0) throw new Error(`"${name}" is not installed on this machine; this test needs it (install the Debian package providing ${name})`);
+  if (r.code !== 0)
+    throw new Error(
+      `"${name}" is not installed on this machine; this test needs it (install the Debian package providing ${name})`,
+    );
 }
 
 /** mulberry32: a small seeded PRNG, so a generated tree is the same on every run. */
@@ -94,10 +97,14 @@ async function generateTree(root: string, seed: number, fileCount: number): Prom
   for (let i = 0; i < 10; i++) {
     const file = pick(files);
     const dir = path.posix.dirname(file);
-    const target = i % 4 === 0 ? path.posix.basename(file)
-      : i % 4 === 1 ? path.posix.relative(dir, pick(files))
-        : i % 4 === 2 ? path.posix.relative(dir, pick(dirs)) || '.'
-          : `../no/such/target-${i}`;
+    const target =
+      i % 4 === 0
+        ? path.posix.basename(file)
+        : i % 4 === 1
+          ? path.posix.relative(dir, pick(files))
+          : i % 4 === 2
+            ? path.posix.relative(dir, pick(dirs)) || '.'
+            : `../no/such/target-${i}`;
     await fsp.symlink(target, path.join(root, dir, `link-${i}`));
     shape.symlinks++;
   }
@@ -108,9 +115,10 @@ async function generateTree(root: string, seed: number, fileCount: number): Prom
 
 /** One line per entry: path, type, mode, owner, size (not for directories), link target; or path and mtime. */
 async function listing(dir: string, what: 'attrs' | 'mtimes'): Promise<string> {
-  const find = what === 'attrs'
-    ? `find . ! -type d -printf '%p %y %m %U:%G %s -> %l\\n'; find . -type d -printf '%p %y %m %U:%G\\n'`
-    : `find . -printf '%p %T@\\n'`;
+  const find =
+    what === 'attrs'
+      ? `find . ! -type d -printf '%p %y %m %U:%G %s -> %l\\n'; find . -type d -printf '%p %y %m %U:%G\\n'`
+      : `find . -printf '%p %T@\\n'`;
   return sh(`cd ${q(dir)} && { ${find}; } | LC_ALL=C sort`);
 }
 
@@ -127,7 +135,12 @@ function firstDifference(a: string, b: string): string {
   return 'no difference';
 }
 
-async function assertSameListing(expected: string, actual: string, what: string, kind: 'attrs' | 'mtimes' = 'attrs'): Promise<void> {
+async function assertSameListing(
+  expected: string,
+  actual: string,
+  what: string,
+  kind: 'attrs' | 'mtimes' = 'attrs',
+): Promise<void> {
   const [a, b] = await Promise.all([listing(expected, kind), listing(actual, kind)]);
   if (a !== b) assert.fail(`${what}: listings differ at ${firstDifference(a, b)}`);
 }
@@ -182,14 +195,22 @@ describe('real tools on a mounted filespace', () => {
     await sh(`diff -r --no-dereference ${q(ref)} ${q(dst)}`);
     await assertSameListing(ref, dst, 'after tar x into the mount');
     // Files, symlinks, empty directories and executables, counted by find on both sides.
-    const counts = async (dir: string) => (await sh(`cd ${q(dir)} && echo $(find . -type f | wc -l) $(find . -type l | wc -l) $(find . -type d -empty | wc -l) $(find . -type f -perm -u+x | wc -l)`)).trim().split(' ').map(Number);
+    const counts = async (dir: string) =>
+      (
+        await sh(
+          `cd ${q(dir)} && echo $(find . -type f | wc -l) $(find . -type l | wc -l) $(find . -type d -empty | wc -l) $(find . -type f -perm -u+x | wc -l)`,
+        )
+      )
+        .trim()
+        .split(' ')
+        .map(Number);
     const [files, symlinks, empty, executables] = await counts(ref);
     assert.deepEqual([files, symlinks, executables], [shape.files, shape.symlinks, shape.executables]);
     assert.ok(empty! >= shape.emptyDirs);
     assert.deepEqual(await counts(dst), [files, symlinks, empty, executables]);
   });
 
-  it('restores the archive\'s mtimes on files, directories and symlinks', async () => {
+  it("restores the archive's mtimes on files, directories and symlinks", async () => {
     assert.ok(tarTree.dst, 'the tar extraction ran');
     await assertSameListing(tarTree.ref, tarTree.dst, 'mtimes after tar x into the mount', 'mtimes');
   });
@@ -210,16 +231,22 @@ describe('real tools on a mounted filespace', () => {
     const home = path.join(local, 'git-home');
     await fsp.mkdir(home);
     const env: NodeJS.ProcessEnv = {
-      ...process.env, HOME: home, GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null',
-      GIT_AUTHOR_NAME: 'Filespace Test', GIT_AUTHOR_EMAIL: 'test@filespace.invalid',
-      GIT_COMMITTER_NAME: 'Filespace Test', GIT_COMMITTER_EMAIL: 'test@filespace.invalid',
+      ...process.env,
+      HOME: home,
+      GIT_CONFIG_NOSYSTEM: '1',
+      GIT_CONFIG_GLOBAL: '/dev/null',
+      GIT_AUTHOR_NAME: 'Filespace Test',
+      GIT_AUTHOR_EMAIL: 'test@filespace.invalid',
+      GIT_COMMITTER_NAME: 'Filespace Test',
+      GIT_COMMITTER_EMAIL: 'test@filespace.invalid',
     };
     const repo = path.join(fs.mnt, 'repo');
     const git = (script: string) => sh(script, { cwd: repo, env });
     await fsp.mkdir(repo);
     await git('git -c init.defaultBranch=main init -q . && mkdir -p src docs');
     const rand = prng(0x91f);
-    for (let i = 0; i < 40; i++) await fsp.writeFile(path.join(repo, 'src', `mod${i}.c`), `int f${i}(void) { return ${i}; }\n`.repeat(1 + i * 7));
+    for (let i = 0; i < 40; i++)
+      await fsp.writeFile(path.join(repo, 'src', `mod${i}.c`), `int f${i}(void) { return ${i}; }\n`.repeat(1 + i * 7));
     await fsp.writeFile(path.join(repo, 'docs', 'blob.bin'), bytesFrom(rand, 700_000));
     await fsp.writeFile(path.join(repo, 'README'), 'first\n');
     await git('git add -A && git commit -q -m "c1: initial import"');
@@ -261,54 +288,62 @@ describe('real tools on a mounted filespace', () => {
   });
 
   // About 6 minutes in a CI run (20,000-row transactions, each a process, through the mount).
-  it('keeps sqlite3 databases (rollback journal and WAL) intact with every row, here and on a second machine', { timeout: 30 * 60_000 }, async () => {
-    await requireTool('sqlite3');
-    const dir = path.join(fs.mnt, 'db');
-    await fsp.mkdir(dir);
-    const exec = async (db: string, script: string): Promise<string> => {
-      const r = await run('sqlite3', ['-batch', '-bail', db], { input: script });
-      if (r.code !== 0) throw new Error(`sqlite3 ${db} failed (${r.code}): ${r.stderr}${r.stdout}\n${script}`);
-      return r.stdout.trim();
-    };
-    const batch = (n: number) => `BEGIN;
+  it(
+    'keeps sqlite3 databases (rollback journal and WAL) intact with every row, here and on a second machine',
+    { timeout: 30 * 60_000 },
+    async () => {
+      await requireTool('sqlite3');
+      const dir = path.join(fs.mnt, 'db');
+      await fsp.mkdir(dir);
+      const exec = async (db: string, script: string): Promise<string> => {
+        const r = await run('sqlite3', ['-batch', '-bail', db], { input: script });
+        if (r.code !== 0) throw new Error(`sqlite3 ${db} failed (${r.code}): ${r.stderr}${r.stdout}\n${script}`);
+        return r.stdout.trim();
+      };
+      const batch = (n: number) => `BEGIN;
 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ${n})
 INSERT INTO t(k, v) SELECT hex(randomblob(8)), randomblob(abs(random()) % 600) FROM c;
 COMMIT;`;
-    const digests = new Map<string, string>();
-    const expectRows = 20_000 - Math.floor(20_000 / 13);
-    for (const mode of ['delete', 'wal']) {
-      const db = path.join(dir, `${mode}.db`);
-      assert.equal(await exec(db, `PRAGMA journal_mode=${mode};`), mode);
-      await exec(db, 'CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT NOT NULL, v BLOB); CREATE INDEX t_k ON t(k);');
-      // Four transactions of 5000 rows, each in its own process, then updates and deletions.
-      for (let i = 0; i < 4; i++) await exec(db, batch(5000));
-      await exec(db, 'BEGIN; UPDATE t SET v = randomblob(900) WHERE id % 7 = 0; DELETE FROM t WHERE id % 13 = 0; COMMIT;');
-      // A rolled-back transaction leaves no trace.
-      await exec(db, `BEGIN; DELETE FROM t; ${batch(3000).replace(/^BEGIN;|COMMIT;$/gm, '')} ROLLBACK;`);
-      assert.equal(await exec(db, 'PRAGMA integrity_check;'), 'ok');
-      assert.equal(await exec(db, 'SELECT count(*) FROM t;'), String(expectRows));
-      assert.equal(await exec(db, 'SELECT count(*) FROM t WHERE id % 13 = 0 OR id > 20000;'), '0');
-      assert.equal(await exec(db, 'SELECT count(*) FROM t WHERE id % 7 = 0 AND length(v) <> 900;'), '0');
-      if (mode === 'delete') {
-        await exec(db, 'VACUUM;');
-        assert.equal(await exec(db, 'PRAGMA integrity_check;'), 'ok');
-      }
-      digests.set(mode, await sh(`sqlite3 -batch ${q(db)} .dump | sha256sum`));
-    }
-    // Closing the last connection checkpoints the WAL into the database and removes it, while
-    // it is still open (the kernel's RELEASE arrives after close(2)): gone at once, under no
-    // hidden name either.
-    assert.deepEqual((await fsp.readdir(dir)).sort(), ['delete.db', 'wal.db']);
-
-    await onSecondMachine(async (mnt) => {
+      const digests = new Map<string, string>();
+      const expectRows = 20_000 - Math.floor(20_000 / 13);
       for (const mode of ['delete', 'wal']) {
-        // A reader on another machine must not write (one writer per filespace): open the
-        // databases immutable, which reads without creating -shm or -journal files.
-        const uri = `file:${path.join(mnt, 'db', `${mode}.db`)}?immutable=1`;
-        assert.equal(await exec(uri, 'PRAGMA integrity_check;'), 'ok', `${mode} on the second machine`);
-        assert.equal(await exec(uri, 'SELECT count(*) FROM t;'), String(expectRows));
-        assert.equal(await sh(`sqlite3 -batch ${q(uri)} .dump | sha256sum`), digests.get(mode), `${mode} dump on the second machine`);
+        const db = path.join(dir, `${mode}.db`);
+        assert.equal(await exec(db, `PRAGMA journal_mode=${mode};`), mode);
+        await exec(db, 'CREATE TABLE t(id INTEGER PRIMARY KEY, k TEXT NOT NULL, v BLOB); CREATE INDEX t_k ON t(k);');
+        // Four transactions of 5000 rows, each in its own process, then updates and deletions.
+        for (let i = 0; i < 4; i++) await exec(db, batch(5000));
+        await exec(db, 'BEGIN; UPDATE t SET v = randomblob(900) WHERE id % 7 = 0; DELETE FROM t WHERE id % 13 = 0; COMMIT;');
+        // A rolled-back transaction leaves no trace.
+        await exec(db, `BEGIN; DELETE FROM t; ${batch(3000).replace(/^BEGIN;|COMMIT;$/gm, '')} ROLLBACK;`);
+        assert.equal(await exec(db, 'PRAGMA integrity_check;'), 'ok');
+        assert.equal(await exec(db, 'SELECT count(*) FROM t;'), String(expectRows));
+        assert.equal(await exec(db, 'SELECT count(*) FROM t WHERE id % 13 = 0 OR id > 20000;'), '0');
+        assert.equal(await exec(db, 'SELECT count(*) FROM t WHERE id % 7 = 0 AND length(v) <> 900;'), '0');
+        if (mode === 'delete') {
+          await exec(db, 'VACUUM;');
+          assert.equal(await exec(db, 'PRAGMA integrity_check;'), 'ok');
+        }
+        digests.set(mode, await sh(`sqlite3 -batch ${q(db)} .dump | sha256sum`));
       }
-    });
-  });
+      // Closing the last connection checkpoints the WAL into the database and removes it, while
+      // it is still open (the kernel's RELEASE arrives after close(2)): gone at once, under no
+      // hidden name either.
+      assert.deepEqual((await fsp.readdir(dir)).sort(), ['delete.db', 'wal.db']);
+
+      await onSecondMachine(async (mnt) => {
+        for (const mode of ['delete', 'wal']) {
+          // A reader on another machine must not write (one writer per filespace): open the
+          // databases immutable, which reads without creating -shm or -journal files.
+          const uri = `file:${path.join(mnt, 'db', `${mode}.db`)}?immutable=1`;
+          assert.equal(await exec(uri, 'PRAGMA integrity_check;'), 'ok', `${mode} on the second machine`);
+          assert.equal(await exec(uri, 'SELECT count(*) FROM t;'), String(expectRows));
+          assert.equal(
+            await sh(`sqlite3 -batch ${q(uri)} .dump | sha256sum`),
+            digests.get(mode),
+            `${mode} dump on the second machine`,
+          );
+        }
+      });
+    },
+  );
 });

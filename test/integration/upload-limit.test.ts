@@ -41,8 +41,11 @@ describe('upload bandwidth limit', () => {
     // second of burst, (k * 128 KiB) / 64 KiB/s - 1 s after the first.
     const t0 = puts[0]!.at;
     for (let k = 1; k < files; k++) {
-      const earliest = (k * size) / (64 * KiB) * 1000 - 1000;
-      assert.ok(puts[k]!.at - t0 >= earliest - 50, `upload ${k} started ${puts[k]!.at - t0} ms after the first; the limit allows it no earlier than ${earliest} ms`);
+      const earliest = ((k * size) / (64 * KiB)) * 1000 - 1000;
+      assert.ok(
+        puts[k]!.at - t0 >= earliest - 50,
+        `upload ${k} started ${puts[k]!.at - t0} ms after the first; the limit allows it no earlier than ${earliest} ms`,
+      );
     }
     await fs.unmount();
 
@@ -50,7 +53,10 @@ describe('upload bandwidth limit', () => {
     const reader = await bed.link(await bed.machine('reader'), fs.bucket);
     await reader.mount({ readOnly: true });
     for (let i = 0; i < files; i++) {
-      assert.deepEqual(await fsp.readFile(path.join(reader.mnt, `f${i}.bin`)), await fsp.readFile(path.join(env.local, `f${i}.bin`)));
+      assert.deepEqual(
+        await fsp.readFile(path.join(reader.mnt, `f${i}.bin`)),
+        await fsp.readFile(path.join(env.local, `f${i}.bin`)),
+      );
     }
     await reader.unmount();
   });

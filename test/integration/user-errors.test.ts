@@ -65,15 +65,35 @@ describe('user errors', () => {
   });
 
   it('names a missing bucket', async () => {
-    await failsCleanly(['link', ...bed.storeArgs('no-such-bucket-here'), '--mount-point', mnt, '--passphrase-file', bed.passFile], /does not exist.*--bucket/);
+    await failsCleanly(
+      ['link', ...bed.storeArgs('no-such-bucket-here'), '--mount-point', mnt, '--passphrase-file', bed.passFile],
+      /does not exist.*--bucket/,
+    );
   });
 
   it('names an unreachable endpoint', async () => {
-    await failsCleanly(['link', '--bucket', bucket, '--endpoint', 'http://127.0.0.1:9', '--path-style', '--mount-point', mnt, '--passphrase-file', bed.passFile], /cannot reach/);
+    await failsCleanly(
+      [
+        'link',
+        '--bucket',
+        bucket,
+        '--endpoint',
+        'http://127.0.0.1:9',
+        '--path-style',
+        '--mount-point',
+        mnt,
+        '--passphrase-file',
+        bed.passFile,
+      ],
+      /cannot reach/,
+    );
   });
 
   it('names a prefix that holds no filespace', async () => {
-    await failsCleanly(['link', ...bed.storeArgs(bucket, 'elsewhere'), '--mount-point', mnt, '--passphrase-file', bed.passFile], /no filespace at .*init/);
+    await failsCleanly(
+      ['link', ...bed.storeArgs(bucket, 'elsewhere'), '--mount-point', mnt, '--passphrase-file', bed.passFile],
+      /no filespace at .*init/,
+    );
   });
 
   it('catches a wrong passphrase', async () => {
@@ -90,10 +110,16 @@ describe('user errors', () => {
   });
 
   it('checks the mount point: missing, not a directory, not empty', async () => {
-    await failsCleanly(['link', ...bed.storeArgs(bucket), '--mount-point', path.join(m.home, 'absent'), '--passphrase-file', bed.passFile], /does not exist.*mkdir/);
+    await failsCleanly(
+      ['link', ...bed.storeArgs(bucket), '--mount-point', path.join(m.home, 'absent'), '--passphrase-file', bed.passFile],
+      /does not exist.*mkdir/,
+    );
     const file = path.join(m.home, '..', 'a-file');
     await fsp.writeFile(file, 'x');
-    await failsCleanly(['link', ...bed.storeArgs(bucket), '--mount-point', file, '--passphrase-file', bed.passFile], /not a directory/);
+    await failsCleanly(
+      ['link', ...bed.storeArgs(bucket), '--mount-point', file, '--passphrase-file', bed.passFile],
+      /not a directory/,
+    );
     const full = path.join(m.home, '..', 'full');
     await fsp.mkdir(full, { recursive: true });
     await fsp.writeFile(path.join(full, 'x'), 'x');
@@ -101,12 +127,27 @@ describe('user errors', () => {
   });
 
   it('rejects bad sizes, names, buckets and endpoints', async () => {
-    await failsCleanly(['link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--cache-size', '12XB', '--passphrase-file', bed.passFile], /cache-size.*not a size/);
-    await failsCleanly(['link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--cache-size', '1MiB', '--passphrase-file', bed.passFile], /at least 16 MiB/);
-    await failsCleanly(['init', ...bed.storeArgs(bucket, 'p2'), '--chunk-size', '3MiB', '--passphrase-file', bed.passFile], /power of two/);
-    await failsCleanly(['link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--name', 'bad/name', '--passphrase-file', bed.passFile], /not a valid filespace name/);
+    await failsCleanly(
+      ['link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--cache-size', '12XB', '--passphrase-file', bed.passFile],
+      /cache-size.*not a size/,
+    );
+    await failsCleanly(
+      ['link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--cache-size', '1MiB', '--passphrase-file', bed.passFile],
+      /at least 16 MiB/,
+    );
+    await failsCleanly(
+      ['init', ...bed.storeArgs(bucket, 'p2'), '--chunk-size', '3MiB', '--passphrase-file', bed.passFile],
+      /power of two/,
+    );
+    await failsCleanly(
+      ['link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--name', 'bad/name', '--passphrase-file', bed.passFile],
+      /not a valid filespace name/,
+    );
     await failsCleanly(['init', '--bucket', 'Bad_Bucket', '--passphrase-file', bed.passFile], /not a valid S3 bucket name/);
-    await failsCleanly(['init', '--bucket', bucket, '--endpoint', 'ftp://x', '--passphrase-file', bed.passFile], /not an http\(s\) URL/);
+    await failsCleanly(
+      ['init', '--bucket', bucket, '--endpoint', 'ftp://x', '--passphrase-file', bed.passFile],
+      /not an http\(s\) URL/,
+    );
   });
 
   it('names an unknown filespace and lists the linked ones', async () => {
@@ -118,7 +159,10 @@ describe('user errors', () => {
     await m.ok('link', ...bed.storeArgs(bucket), '--mount-point', mnt, '--name', 'main', '--passphrase-file', bed.passFile);
     const other = path.join(m.home, 'mnt2');
     await fsp.mkdir(other);
-    await failsCleanly(['link', ...bed.storeArgs(bucket), '--mount-point', other, '--name', 'main', '--passphrase-file', bed.passFile], /already linked/);
+    await failsCleanly(
+      ['link', ...bed.storeArgs(bucket), '--mount-point', other, '--name', 'main', '--passphrase-file', bed.passFile],
+      /already linked/,
+    );
     await failsCleanly(['set', 'main', 'cache-size', 'lots'], /not a size/);
     await failsCleanly(['set', 'main', 'colour', 'blue'], /unknown setting "colour"/);
     await failsCleanly(['unmount', 'main'], /not mounted/);

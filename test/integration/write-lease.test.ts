@@ -87,17 +87,41 @@ describe('one writer, many readers', () => {
       await until(`the follower to see ${what}`, async () => (await seen()) || undefined);
       lags[what] = Date.now() - t0;
     };
-    await timed('a new file', () => fsp.writeFile(path.join(a.mnt, 'new.txt'), 'fresh\n'),
-      async () => (await fsp.readFile(path.join(b.mnt, 'new.txt'), 'utf8')) === 'fresh\n');
-    await timed('a change', () => fsp.writeFile(path.join(a.mnt, 'doc.txt'), 'version 2, longer\n'),
-      async () => (await fsp.readFile(path.join(b.mnt, 'doc.txt'), 'utf8')) === 'version 2, longer\n');
-    await timed('a rename', () => fsp.rename(path.join(a.mnt, 'new.txt'), path.join(a.mnt, 'renamed.txt')),
-      async () => (await fsp.readFile(path.join(b.mnt, 'renamed.txt'), 'utf8')) === 'fresh\n' && !(await fsp.stat(path.join(b.mnt, 'new.txt')).then(() => true, () => false)));
+    await timed(
+      'a new file',
+      () => fsp.writeFile(path.join(a.mnt, 'new.txt'), 'fresh\n'),
+      async () => (await fsp.readFile(path.join(b.mnt, 'new.txt'), 'utf8')) === 'fresh\n',
+    );
+    await timed(
+      'a change',
+      () => fsp.writeFile(path.join(a.mnt, 'doc.txt'), 'version 2, longer\n'),
+      async () => (await fsp.readFile(path.join(b.mnt, 'doc.txt'), 'utf8')) === 'version 2, longer\n',
+    );
+    await timed(
+      'a rename',
+      () => fsp.rename(path.join(a.mnt, 'new.txt'), path.join(a.mnt, 'renamed.txt')),
+      async () =>
+        (await fsp.readFile(path.join(b.mnt, 'renamed.txt'), 'utf8')) === 'fresh\n' &&
+        !(await fsp.stat(path.join(b.mnt, 'new.txt')).then(
+          () => true,
+          () => false,
+        )),
+    );
     const big2 = await randomFile(local, 'big-v2.bin', 3 * 1024 * 1024);
-    await timed('replaced content', async () => void (await sh(`cp ${big2} ${a.mnt}/big.bin`)),
-      async () => sha(await fsp.readFile(path.join(b.mnt, 'big.bin'))) === sha(await fsp.readFile(big2)));
-    await timed('a delete', () => fsp.rm(path.join(a.mnt, 'doc.txt')),
-      async () => !(await fsp.stat(path.join(b.mnt, 'doc.txt')).then(() => true, () => false)));
+    await timed(
+      'replaced content',
+      async () => void (await sh(`cp ${big2} ${a.mnt}/big.bin`)),
+      async () => sha(await fsp.readFile(path.join(b.mnt, 'big.bin'))) === sha(await fsp.readFile(big2)),
+    );
+    await timed(
+      'a delete',
+      () => fsp.rm(path.join(a.mnt, 'doc.txt')),
+      async () =>
+        !(await fsp.stat(path.join(b.mnt, 'doc.txt')).then(
+          () => true,
+          () => false,
+        )),
+    );
     console.log(`follower lag after sync (ms): ${JSON.stringify(lags)}`);
 
     // The handle opened before the change still reads the old version, start to end.
@@ -129,12 +153,18 @@ describe('one writer, many readers', () => {
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /being written by/);
     await b.mount({ takeover: true });
-    assert.equal(sha(await fsp.readFile(path.join(b.mnt, 'kept.bin'))), sha(await fsp.readFile(kept)), 'everything uploaded before the kill is there');
+    assert.equal(
+      sha(await fsp.readFile(path.join(b.mnt, 'kept.bin'))),
+      sha(await fsp.readFile(kept)),
+      'everything uploaded before the kill is there',
+    );
     // Its creation may have reached the bucket before the kill (an empty file); its size must
     // not have: the bytes never did.
     const unsentOnB = await fsp.stat(path.join(b.mnt, 'unsent.bin')).catch(() => undefined);
-    assert.ok(unsentOnB === undefined || unsentOnB.size === 0,
-      `a file whose data never reached the bucket is not published with its size (no file of zeros); size seen: ${unsentOnB?.size}`);
+    assert.ok(
+      unsentOnB === undefined || unsentOnB.size === 0,
+      `a file whose data never reached the bucket is not published with its size (no file of zeros); size seen: ${unsentOnB?.size}`,
+    );
     await fsp.writeFile(path.join(b.mnt, 'by-b.txt'), 'b writes now\n');
     await b.sync();
 
@@ -150,7 +180,11 @@ describe('one writer, many readers', () => {
     assert.equal(await fsp.readFile(path.join(a.mnt, 'by-b.txt'), 'utf8'), 'b writes now\n');
     const out = path.join(local, 'recovered-takeover');
     await a.machine.ok('aside', a.name, 'export', aside[0]!.id, out);
-    assert.equal(sha(await fsp.readFile(path.join(out, 'unsent.bin'))), sha(await fsp.readFile(unsent)), 'the unsent file is recoverable byte for byte');
+    assert.equal(
+      sha(await fsp.readFile(path.join(out, 'unsent.bin'))),
+      sha(await fsp.readFile(unsent)),
+      'the unsent file is recoverable byte for byte',
+    );
     await a.unmount();
     // b's work was never overwritten.
     assert.equal(await fsp.readFile(path.join(b.mnt, 'by-b.txt'), 'utf8'), 'b writes now\n');
@@ -182,20 +216,31 @@ describe('one writer, many readers', () => {
     assert.notEqual((st.lease as Record<string, unknown>).role, 'writer');
     const w = await run('touch', [path.join(a.mnt, 'after-wake.txt')]);
     assert.match(w.stderr, /Read-only file system/, 'it stops writing at once');
-    assert.equal(await fsp.readFile(path.join(a.mnt, 'late.txt'), 'utf8'), 'written before the pause\n', 'its unsent change stays in its cache');
+    assert.equal(
+      await fsp.readFile(path.join(a.mnt, 'late.txt'), 'utf8'),
+      'written before the pause\n',
+      'its unsent change stays in its cache',
+    );
     const sync = await a.machine.cli('sync', a.name, '--timeout', '5s');
     assert.notEqual(sync.code, 0, 'it cannot push its unsent change');
     // Nothing of a's reached the filespace after b took over.
-    await until('b to be unaffected', async () => {
-      const names = (await fsp.readdir(b.mnt)).sort().join(',');
-      return names === 'before.txt,from-b.txt' || undefined;
-    }, 10_000);
+    await until(
+      'b to be unaffected',
+      async () => {
+        const names = (await fsp.readdir(b.mnt)).sort().join(',');
+        return names === 'before.txt,from-b.txt' || undefined;
+      },
+      10_000,
+    );
     await a.unmount();
     await b.unmount();
   });
 
   it('garbage collection deletes unreferenced chunks but never a referenced one, under concurrent writes', async () => {
-    const fs = await bed.filespace({ chunkSize: '256KiB', settings: { 'gc-grace': '1s', 'gc-interval': '0s', 'upload-delay': '0s' } });
+    const fs = await bed.filespace({
+      chunkSize: '256KiB',
+      settings: { 'gc-grace': '1s', 'gc-interval': '0s', 'upload-delay': '0s' },
+    });
     await fs.mount();
     const expected = new Map<string, string>();
     let deleted = 0;
@@ -209,7 +254,7 @@ describe('one writer, many readers', () => {
     const writer = (async () => {
       for (let i = 0; writing || i < 30; i++) {
         const name = `f${i % 7}.bin`;
-        const file = await randomFile(local, `gc-${name}`, 100_000 + (i * 37_000) % 600_000);
+        const file = await randomFile(local, `gc-${name}`, 100_000 + ((i * 37_000) % 600_000));
         await sh(`cp ${file} ${fs.mnt}/${name}`);
         expected.set(name, sha(await fsp.readFile(file)));
         if (i % 5 === 4) {
@@ -250,7 +295,14 @@ describe('one writer, many readers', () => {
       proxy.set({ stripConditions: true });
       const bucket = await bed.newBucket();
       const m = await bed.machine('nocond-a');
-      const init = await m.ok('init', ...bed.storeArgs(bucket, '', proxy.endpoint), '--chunk-size', '1MiB', '--passphrase-file', bed.passFile);
+      const init = await m.ok(
+        'init',
+        ...bed.storeArgs(bucket, '', proxy.endpoint),
+        '--chunk-size',
+        '1MiB',
+        '--passphrase-file',
+        bed.passFile,
+      );
       assert.match(init, /ignores conditional writes/);
       const a = await bed.link(m, bucket, '', undefined, proxy.endpoint);
       const b = await bed.link(await bed.machine('nocond-b'), bucket, '', undefined, proxy.endpoint);

@@ -25,7 +25,10 @@ import { REPO, sh, tmpDir } from '../helpers/bed';
 import { Keyring, startKeyring } from '../helpers/keyring';
 import { createBucket, MotoServer, startMoto, TEST_CREDENTIALS, TEST_REGION } from '../helpers/moto';
 
-const SHOTS = process.env.FILESPACE_SCREENSHOTS === '1' ? path.join(REPO, 'docs', 'screenshots') : path.join(os.tmpdir(), 'filespace-ui-shots');
+const SHOTS =
+  process.env.FILESPACE_SCREENSHOTS === '1'
+    ? path.join(REPO, 'docs', 'screenshots')
+    : path.join(os.tmpdir(), 'filespace-ui-shots');
 const WAIT = { timeout: 120_000 };
 const GOOD_KEY = { id: 'AKIAFILESPACEUITEST1', secret: 'ui-test-secret-key-0123456789abcdef' };
 const PASSPHRASE = 'correct horse battery staple';
@@ -75,17 +78,34 @@ describe('desktop app in Chromium', () => {
     await createBucket(moto.endpoint, 'ui-other');
     // Four setup requests run unauthenticated (bucket, user, key, policy); IAM checks the rest.
     authMoto = await startMoto({ env: { INITIAL_NO_AUTH_ACTION_COUNT: '4' } });
-    const s3 = new S3Client({ endpoint: authMoto.endpoint, forcePathStyle: true, region: TEST_REGION, credentials: TEST_CREDENTIALS });
+    const s3 = new S3Client({
+      endpoint: authMoto.endpoint,
+      forcePathStyle: true,
+      region: TEST_REGION,
+      credentials: TEST_CREDENTIALS,
+    });
     await s3.send(new CreateBucketCommand({ Bucket: 'auth-bucket' }));
     s3.destroy();
     const iam = new IAMClient({ endpoint: authMoto.endpoint, region: TEST_REGION, credentials: TEST_CREDENTIALS });
     await iam.send(new CreateUserCommand({ UserName: 'readonly' }));
     const key = (await iam.send(new CreateAccessKeyCommand({ UserName: 'readonly' }))).AccessKey!;
     readonlyKey = { id: key.AccessKeyId!, secret: key.SecretAccessKey! };
-    await iam.send(new PutUserPolicyCommand({
-      UserName: 'readonly', PolicyName: 'filespace',
-      PolicyDocument: JSON.stringify({ Version: '2012-10-17', Statement: [{ Effect: 'Allow', Action: ['s3:GetObject', 's3:ListBucket'], Resource: ['arn:aws:s3:::auth-bucket', 'arn:aws:s3:::auth-bucket/*'] }] }),
-    }));
+    await iam.send(
+      new PutUserPolicyCommand({
+        UserName: 'readonly',
+        PolicyName: 'filespace',
+        PolicyDocument: JSON.stringify({
+          Version: '2012-10-17',
+          Statement: [
+            {
+              Effect: 'Allow',
+              Action: ['s3:GetObject', 's3:ListBucket'],
+              Resource: ['arn:aws:s3:::auth-bucket', 'arn:aws:s3:::auth-bucket/*'],
+            },
+          ],
+        }),
+      }),
+    );
     iam.destroy();
     dir = await tmpDir('ui');
     home = path.join(dir, 'home');
@@ -152,8 +172,13 @@ describe('desktop app in Chromium', () => {
     await page.click('text=Check access and continue');
     const msg = await waitText(page.getByTestId('wizard-error'), /lack/);
     assert.match(msg, /These keys lack s3:PutObject, s3:DeleteObject on s3:\/\/auth-bucket/);
-    const policy = JSON.parse((await page.locator('[data-testid=policy] pre').textContent()) ?? '') as { Statement: Array<{ Action: string[]; Resource: string }> };
-    assert.deepEqual(policy.Statement.map((s) => s.Action), [['s3:ListBucket'], ['s3:GetObject', 's3:PutObject', 's3:DeleteObject']]);
+    const policy = JSON.parse((await page.locator('[data-testid=policy] pre').textContent()) ?? '') as {
+      Statement: Array<{ Action: string[]; Resource: string }>;
+    };
+    assert.deepEqual(
+      policy.Statement.map((s) => s.Action),
+      [['s3:ListBucket'], ['s3:GetObject', 's3:PutObject', 's3:DeleteObject']],
+    );
     assert.equal(policy.Statement[1]!.Resource, 'arn:aws:s3:::auth-bucket/*');
     assert.match((await page.getByTestId('multipart-note').textContent()) ?? '', /No multipart permission is needed/);
     await shot(page, 'wizard-missing-permission');
@@ -167,7 +192,11 @@ describe('desktop app in Chromium', () => {
     await page.fill('#endpoint', moto.endpoint);
     await page.click('text=Check keys');
     await page.getByTestId('wizard-bucket').waitFor(WAIT);
-    assert.deepEqual(await page.locator('#bucketPick option').allTextContents(), ['(type a bucket name below)', 'ui-bucket', 'ui-other']);
+    assert.deepEqual(await page.locator('#bucketPick option').allTextContents(), [
+      '(type a bucket name below)',
+      'ui-bucket',
+      'ui-other',
+    ]);
     await page.selectOption('#bucketPick', 'ui-bucket');
     await page.fill('#prefix', '/team/');
     await shot(page, 'wizard-bucket');
@@ -205,7 +234,11 @@ describe('desktop app in Chromium', () => {
     assert.equal(await isMounted(suggested), true, 'the folder is a real mount');
     await shot(page, 'status-mounted');
 
-    const cfg = JSON.parse(await fsp.readFile(path.join(home, 'config', 'filespaces', 'team.json'), 'utf8')) as { settings: { cacheCapBytes: number }; secrets: string; store: { prefix: string } };
+    const cfg = JSON.parse(await fsp.readFile(path.join(home, 'config', 'filespaces', 'team.json'), 'utf8')) as {
+      settings: { cacheCapBytes: number };
+      secrets: string;
+      store: { prefix: string };
+    };
     assert.equal(cfg.settings.cacheCapBytes, 256 * 1024 * 1024);
     assert.equal(cfg.secrets, 'keychain');
     assert.equal(cfg.store.prefix, 'team');
@@ -242,7 +275,12 @@ describe('desktop app in Chromium', () => {
     await shot(page, 'status-pending');
 
     const bucketKeys = async () => {
-      const s3 = new S3Client({ endpoint: moto.endpoint, forcePathStyle: true, region: TEST_REGION, credentials: TEST_CREDENTIALS });
+      const s3 = new S3Client({
+        endpoint: moto.endpoint,
+        forcePathStyle: true,
+        region: TEST_REGION,
+        credentials: TEST_CREDENTIALS,
+      });
       try {
         return (await s3.send(new ListObjectsV2Command({ Bucket: 'ui-bucket', Prefix: 'team/' }))).Contents?.length ?? 0;
       } finally {
@@ -270,7 +308,9 @@ describe('desktop app in Chromium', () => {
     await waitText(page.getByTestId('settings-upload-limit'), /^256 KiB\/s$/);
     await shot(page, 'settings');
     const cfgFile = path.join(home, 'config', 'filespaces', 'team.json');
-    const cfg = JSON.parse(await fsp.readFile(cfgFile, 'utf8')) as { settings: { cacheCapBytes: number; uploadLimitBytesPerSec: number } };
+    const cfg = JSON.parse(await fsp.readFile(cfgFile, 'utf8')) as {
+      settings: { cacheCapBytes: number; uploadLimitBytesPerSec: number };
+    };
     assert.equal(cfg.settings.cacheCapBytes, 128 * 1024 * 1024);
     assert.equal(cfg.settings.uploadLimitBytesPerSec, 256 * 1024);
     await page.click('[data-testid=nav-status]');
@@ -386,18 +426,36 @@ describe('desktop app in Chromium', () => {
     await page.locator('[data-testid=settings-mount-at-start]:checked').waitFor(WAIT);
     await page.click('[data-testid=settings-start-at-login]');
     await page.locator('[data-testid=settings-start-at-login]:checked').waitFor(WAIT);
-    const saved = JSON.parse(await fsp.readFile(path.join(home, 'config', 'app.json'), 'utf8')) as { mountAtStart: string[]; startAtLogin: boolean };
+    const saved = JSON.parse(await fsp.readFile(path.join(home, 'config', 'app.json'), 'utf8')) as {
+      mountAtStart: string[];
+      startAtLogin: boolean;
+    };
     assert.deepEqual(saved.mountAtStart, ['team']);
     assert.equal(saved.startAtLogin, true);
 
     await host.stop();
-    host = await startAppHost({ home, userHome: path.join(dir, 'user'), mountRoot, keychainService: SERVICE, env: keyring.env, args: ['--mount-at-start'] });
+    host = await startAppHost({
+      home,
+      userHome: path.join(dir, 'user'),
+      mountRoot,
+      keychainService: SERVICE,
+      env: keyring.env,
+      args: ['--mount-at-start'],
+    });
     await page.goto(host.open);
     const card = page.getByTestId('filespace-team');
     await waitText(card.getByTestId('state'), /^mounted$/);
     assert.equal(await isMounted(path.join(mountRoot, 'team')), true);
-    assert.equal(await sh(`head -c 3000000 '${path.join(mountRoot, 'team', 'report.bin')}' | wc -c`), '3000000\n', 'the file written before is read back from the bucket');
-    assert.equal(await page.getByTestId('filespace-demo').getByTestId('state').textContent(), 'unmounted', 'only the chosen filespace mounts at start');
+    assert.equal(
+      await sh(`head -c 3000000 '${path.join(mountRoot, 'team', 'report.bin')}' | wc -c`),
+      '3000000\n',
+      'the file written before is read back from the bucket',
+    );
+    assert.equal(
+      await page.getByTestId('filespace-demo').getByTestId('state').textContent(),
+      'unmounted',
+      'only the chosen filespace mounts at start',
+    );
     await card.getByText('Unmount', { exact: true }).click();
     await waitText(card.getByTestId('state'), /^unmounted$/);
   });

@@ -16,10 +16,21 @@ const TiB = 1024 * GiB;
 describe('byte units', () => {
   it('prints bytes below 1 KiB as bytes and larger sizes in binary units, one decimal under 100', () => {
     const cases: Array<[number, string]> = [
-      [0, '0 B'], [1, '1 B'], [1023, '1023 B'], [1024, '1.0 KiB'], [1536, '1.5 KiB'],
-      [4 * MiB, '4.0 MiB'], [99.94 * MiB, '99.9 MiB'], [100 * MiB, '100 MiB'], [212 * MiB, '212 MiB'],
-      [256 * MiB, '256 MiB'], [20 * GiB, '20.0 GiB'], [3 * TiB, '3.0 TiB'], [2048 * TiB, '2048 TiB'],
-      [-5, '0 B'], [10.4, '10 B'],
+      [0, '0 B'],
+      [1, '1 B'],
+      [1023, '1023 B'],
+      [1024, '1.0 KiB'],
+      [1536, '1.5 KiB'],
+      [4 * MiB, '4.0 MiB'],
+      [99.94 * MiB, '99.9 MiB'],
+      [100 * MiB, '100 MiB'],
+      [212 * MiB, '212 MiB'],
+      [256 * MiB, '256 MiB'],
+      [20 * GiB, '20.0 GiB'],
+      [3 * TiB, '3.0 TiB'],
+      [2048 * TiB, '2048 TiB'],
+      [-5, '0 B'],
+      [10.4, '10 B'],
     ];
     for (const [n, text] of cases) {
       assert.equal(formatBytes(n), text, `formatBytes(${n})`);
@@ -29,7 +40,8 @@ describe('byte units', () => {
 
   it('the engine and the hosts write every size the same way', () => {
     const sizes = [0, 1, 999, 1000, 1023, 1024, 1025, 1_000_000, 212_000_000, 1e9, 20e9, 3.5e12, 5e15];
-    for (let p = 0; p <= 50; p++) sizes.push(2 ** p - 1, 2 ** p, 2 ** p + 1, Math.round(2 ** p * 1.05), Math.round(2 ** p * 99.96 / 100));
+    for (let p = 0; p <= 50; p++)
+      sizes.push(2 ** p - 1, 2 ** p, 2 ** p + 1, Math.round(2 ** p * 1.05), Math.round((2 ** p * 99.96) / 100));
     let seed = 7;
     for (let i = 0; i < 2000; i++) {
       seed = (seed * 1103515245 + 12345) % 2 ** 31;

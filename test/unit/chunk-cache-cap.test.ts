@@ -272,7 +272,10 @@ describe('ChunkCache eviction and cap', () => {
     assert.ok(c.usedBytes <= limits.capBytes * limits.highWatermark && 5 * P2K > limits.capBytes * limits.highWatermark);
     assert.ok(await c.read(name(1), Buffer.alloc(1), 0, 1, 0)); // 1 becomes the most recent
     await c.put(name(5), bytes(2 * K, 5)); // past the high watermark: evict to the low one
-    assert.deepEqual([1, 2, 3, 4, 5].map((i) => c.has(name(i))), [true, false, false, false, true]);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5].map((i) => c.has(name(i))),
+      [true, false, false, false, true],
+    );
     assert.equal(c.cleanUsedBytes, 2 * P2K);
     await assert.rejects(stat(c.pathOf(name(2))), { code: 'ENOENT' });
   });
@@ -282,7 +285,10 @@ describe('ChunkCache eviction and cap', () => {
     for (let i = 1; i <= 4; i++) await c.put(name(i), bytes(2 * K, i));
     await c.readAll(name(2));
     await c.put(name(5), bytes(2 * K, 5));
-    assert.deepEqual([1, 2, 3, 4, 5].map((i) => c.has(name(i))), [false, true, false, false, true]);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5].map((i) => c.has(name(i))),
+      [false, true, false, false, true],
+    );
   });
 
   it('usedBytes stays within the cap after every put of a long sequence', async () => {
@@ -305,8 +311,11 @@ describe('ChunkCache eviction and cap', () => {
     assert.equal(c.usedBytes, 9 * PK);
     await c.put(name(5), bytes(K, 5)); // 10 PK total: past the high watermark
     assert.ok(c.usedBytes <= limits.capBytes * limits.highWatermark, `${c.usedBytes}`);
-    assert.equal(c.usedBytes, 6 * PK, "every clean chunk but the new one went; dirty data stays");
-    assert.deepEqual([1, 2, 3, 4, 5].map((i) => c.has(name(i))), [false, false, false, false, true]);
+    assert.equal(c.usedBytes, 6 * PK, 'every clean chunk but the new one went; dirty data stays');
+    assert.deepEqual(
+      [1, 2, 3, 4, 5].map((i) => c.has(name(i))),
+      [false, false, false, false, true],
+    );
   });
 
   it('makeRoomForDirty evicts clean chunks before dirty data grows; wouldExceedCap looks at dirty data only', async () => {
@@ -375,7 +384,10 @@ describe('ChunkCache eviction and cap', () => {
     c.setLimits({ capBytes: 300_000, highWatermark: 0.9, lowWatermark: 0.5 });
     await landing;
     assert.ok(await eventually(() => !c.has(name(399))), 'the small chunks were evicted');
-    assert.ok(await eventually(() => c.usedBytes <= c.capBytes, 1000), `cache settled at ${c.usedBytes} bytes with a cap of ${c.capBytes}`);
+    assert.ok(
+      await eventually(() => c.usedBytes <= c.capBytes, 1000),
+      `cache settled at ${c.usedBytes} bytes with a cap of ${c.capBytes}`,
+    );
   });
 
   it('concurrent adopts of one chunk name count its bytes once', async () => {
@@ -462,7 +474,10 @@ describe('ChunkCache.init', () => {
     // Access order, oldest first: 2, 4, 5, 3, 1 (minutes 1, 2, 3, 4, 5).
     const c = await newCache({ capBytes: 4 * P2K, highWatermark: 0.9, lowWatermark: 0.5 });
     assert.ok(c.usedBytes <= 2 * P2K, `${c.usedBytes}`);
-    assert.deepEqual([1, 2, 3, 4, 5].map((i) => c.has(name(i))), [true, false, true, false, false]);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5].map((i) => c.has(name(i))),
+      [true, false, true, false, false],
+    );
     assert.deepEqual((await readdir(sub)).sort(), [name(1), name(3)]);
     assert.deepEqual(await c.readAll(name(3)), bytes(2 * K, 3));
   });
@@ -481,7 +496,11 @@ describe('ChunkCache on a disk smaller than its cap', () => {
     assert.equal(c.effectiveCapBytes, 4 * P);
     assert.equal(c.capBytes, roomy.capBytes, 'the configured cap is still reported');
     assert.ok(await eventually(() => c.usedBytes <= 4 * P * 0.85), `${c.usedBytes}`);
-    assert.deepEqual([1, 2, 3, 4, 5, 6].map((i) => c.has(name(i))), [false, false, false, true, true, true], 'least recently used first');
+    assert.deepEqual(
+      [1, 2, 3, 4, 5, 6].map((i) => c.has(name(i))),
+      [false, false, false, true, true, true],
+      'least recently used first',
+    );
     dirtyBytes = 3 * P;
     assert.equal(c.wouldExceedCap(2 * P), true, 'writers wait when dirty data would not fit the disk');
   });
@@ -500,7 +519,10 @@ describe('ChunkCache on a disk smaller than its cap', () => {
     for (let i = 1; i <= 4; i++) await c.put(name(i), bytes(K, i));
     await c.readAll(name(1)); // now the most recently used
     assert.equal(await c.evictForDisk(2 * P), 2 * P);
-    assert.deepEqual([1, 2, 3, 4].map((i) => c.has(name(i))), [true, false, false, true]);
+    assert.deepEqual(
+      [1, 2, 3, 4].map((i) => c.has(name(i))),
+      [true, false, false, true],
+    );
     assert.equal(await c.evictForDisk(100 * P), 2 * P);
     assert.equal(await c.evictForDisk(P), 0, 'nothing left');
   });

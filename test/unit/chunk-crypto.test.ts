@@ -4,7 +4,15 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import {
-  AuthError, DEFAULT_KDF, chunkName, deriveKek, deriveKeys, newDataKey, newKdfParams, open, seal,
+  AuthError,
+  DEFAULT_KDF,
+  chunkName,
+  deriveKek,
+  deriveKeys,
+  newDataKey,
+  newKdfParams,
+  open,
+  seal,
 } from '../../electron/engine/chunk/crypto';
 
 const key = randomBytes(32);
@@ -49,7 +57,10 @@ describe('seal/open', () => {
 
   it('names what failed in the error message', () => {
     const sealed = seal(key, Buffer.from('x'), 'a');
-    assert.throws(() => open(key, sealed, 'b', 'metadata object meta/log/1'), /metadata object meta\/log\/1 failed authentication/);
+    assert.throws(
+      () => open(key, sealed, 'b', 'metadata object meta/log/1'),
+      /metadata object meta\/log\/1 failed authentication/,
+    );
   });
 });
 

@@ -16,7 +16,13 @@ async function setup(n: number) {
   for (let i = 0; i < n; i++) await store.put(chunkKey(name(i)), Buffer.from([i]));
   const refs = new Map<string, number>();
   const c = { t: 1_000_000 };
-  const gc = new ChunkCollector(store, randomBytes(32), () => refs, () => 60_000, () => c.t);
+  const gc = new ChunkCollector(
+    store,
+    randomBytes(32),
+    () => refs,
+    () => 60_000,
+    () => c.t,
+  );
   const present = async () => (await store.list('chunks/')).map((k) => k.slice(k.lastIndexOf('/') + 1)).sort();
   return { store, refs, c, gc, present };
 }
@@ -70,7 +76,9 @@ describe('chunk garbage collection', () => {
     const origDelete = store.deleteMany.bind(store);
     let acquired: Promise<void> | undefined;
     store.deleteMany = async (keys) => {
-      acquired = gc.acquire(name(0)).then(() => { order.push('upload may PUT'); });
+      acquired = gc.acquire(name(0)).then(() => {
+        order.push('upload may PUT');
+      });
       await new Promise((r) => setImmediate(r));
       await origDelete(keys);
       order.push('deleted');

@@ -26,13 +26,15 @@ describe('Semaphore', () => {
     let active = 0;
     let peak = 0;
     const gates = Array.from({ length: 10 }, () => deferred());
-    const runs = gates.map((g, i) => sem.run(async () => {
-      active++;
-      peak = Math.max(peak, active);
-      await g.promise;
-      active--;
-      return i;
-    }));
+    const runs = gates.map((g, i) =>
+      sem.run(async () => {
+        active++;
+        peak = Math.max(peak, active);
+        await g.promise;
+        active--;
+        return i;
+      }),
+    );
     await flush();
     assert.equal(active, 3);
     assert.equal(sem.inUse, 3);
@@ -54,9 +56,11 @@ describe('Semaphore', () => {
       await gate.promise;
       order.push(0);
     });
-    const rest = [1, 2, 3].map((i) => sem.run(async () => {
-      order.push(i);
-    }));
+    const rest = [1, 2, 3].map((i) =>
+      sem.run(async () => {
+        order.push(i);
+      }),
+    );
     gate.resolve();
     await Promise.all([first, ...rest]);
     assert.deepEqual(order, [0, 1, 2, 3]);
@@ -64,9 +68,12 @@ describe('Semaphore', () => {
 
   it('releases its slot when the work throws', async () => {
     const sem = new Semaphore(1);
-    await assert.rejects(sem.run(async () => {
-      throw new Error('boom');
-    }), /boom/);
+    await assert.rejects(
+      sem.run(async () => {
+        throw new Error('boom');
+      }),
+      /boom/,
+    );
     assert.equal(sem.inUse, 0);
     assert.equal(await sem.run(async () => 'next'), 'next');
   });
@@ -75,10 +82,12 @@ describe('Semaphore', () => {
     const sem = new Semaphore(1);
     const gates = [deferred(), deferred(), deferred()];
     let started = 0;
-    const runs = gates.map((g) => sem.run(async () => {
-      started++;
-      await g.promise;
-    }));
+    const runs = gates.map((g) =>
+      sem.run(async () => {
+        started++;
+        await g.promise;
+      }),
+    );
     await flush();
     assert.equal(started, 1);
     sem.setLimit(3);
@@ -104,12 +113,14 @@ describe('KeyedMutex', () => {
     const m = new KeyedMutex<string>();
     const log: string[] = [];
     const gates = [deferred(), deferred(), deferred()];
-    const runs = gates.map((g, i) => m.run('chunk-1', async () => {
-      log.push(`start ${i}`);
-      await g.promise;
-      log.push(`end ${i}`);
-      return i;
-    }));
+    const runs = gates.map((g, i) =>
+      m.run('chunk-1', async () => {
+        log.push(`start ${i}`);
+        await g.promise;
+        log.push(`end ${i}`);
+        return i;
+      }),
+    );
     await flush();
     assert.deepEqual(log, ['start 0']);
     // Finishing later work first must not let it jump the queue.

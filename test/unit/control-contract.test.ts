@@ -3,8 +3,16 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  MAX_BODY_BYTES, MOUNT_STATES, pauseRequestSchema, routes, setRequestSchema, statusSchema,
-  syncRequestSchema, syncResultSchema, unmountRequestSchema, StatusDto,
+  MAX_BODY_BYTES,
+  MOUNT_STATES,
+  pauseRequestSchema,
+  routes,
+  setRequestSchema,
+  statusSchema,
+  syncRequestSchema,
+  syncResultSchema,
+  unmountRequestSchema,
+  StatusDto,
 } from '../../electron/contract/api';
 import { ERROR_CODES, ERRORS, errorSchema } from '../../electron/contract/errors';
 import { ENGINE_ERROR_CODES } from '../../electron/engine/errors';
@@ -18,10 +26,23 @@ function refuses(schema: { safeParse(v: unknown): { success: boolean } }, value:
 }
 
 const status: StatusDto = {
-  name: 'work', state: 'mounted', mountPoint: '/home/me/Work', pid: 1234,
-  dirtyBytes: 212 * 1024 ** 2, dirtyFiles: 3, pendingMetaOps: 0, uploadBytesPerSec: 1e6, downloadBytesPerSec: 0,
-  cacheUsedBytes: 1e9, cacheCapBytes: 2e10, cacheHitRatio: 0.9, openFiles: 2, offline: false, uploadsPaused: false,
-  readOnlyReason: null, lastError: null,
+  name: 'work',
+  state: 'mounted',
+  mountPoint: '/home/me/Work',
+  pid: 1234,
+  dirtyBytes: 212 * 1024 ** 2,
+  dirtyFiles: 3,
+  pendingMetaOps: 0,
+  uploadBytesPerSec: 1e6,
+  downloadBytesPerSec: 0,
+  cacheUsedBytes: 1e9,
+  cacheCapBytes: 2e10,
+  cacheHitRatio: 0.9,
+  openFiles: 2,
+  offline: false,
+  uploadsPaused: false,
+  readOnlyReason: null,
+  lastError: null,
 };
 
 describe('control API requests', () => {
@@ -78,7 +99,9 @@ describe('control API requests', () => {
   });
 
   it('the body limit leaves room for the largest valid request', () => {
-    const largest = JSON.stringify(Object.fromEntries(Object.keys(setRequestSchema.shape).map((k) => [k, Number.MAX_SAFE_INTEGER])));
+    const largest = JSON.stringify(
+      Object.fromEntries(Object.keys(setRequestSchema.shape).map((k) => [k, Number.MAX_SAFE_INTEGER])),
+    );
     assert.ok(Buffer.byteLength(largest) < MAX_BODY_BYTES);
   });
 });
@@ -93,7 +116,13 @@ describe('control API responses', () => {
   });
 
   it('offline since when, and writers waiting for room, are optional (older hosts send neither)', () => {
-    const waiting = { since: 1_700_000_000_000, cause: 'offline', refusing: true, refused: 2, message: 'the cache is full of changes that cannot upload' };
+    const waiting = {
+      since: 1_700_000_000_000,
+      cause: 'offline',
+      refusing: true,
+      refused: 2,
+      message: 'the cache is full of changes that cannot upload',
+    };
     accepts(statusSchema, { ...status, offline: true, offlineSince: 1_700_000_000_000, writesWaiting: waiting });
     accepts(statusSchema, { ...status, offlineSince: null, writesWaiting: null });
     refuses(statusSchema, { ...status, writesWaiting: { ...waiting, cause: 'tired' } });

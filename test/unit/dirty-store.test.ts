@@ -83,7 +83,11 @@ describe('DirtyStore operations', () => {
     await s.write(d, Buffer.from('!'), 9, 12);
     assert.deepEqual([d.len, s.totalBytes, s.dataBytes], [10, physicalSize(10), 10]);
     assert.deepEqual(await s.readAll(d), Buffer.from('HEllo\0\0\0\0!'));
-    assert.equal((await stat(s.pathOf(2, 0))).size, physicalSize(10), 'the file is kept at the sealed size of the logical length');
+    assert.equal(
+      (await stat(s.pathOf(2, 0))).size,
+      physicalSize(10),
+      'the file is kept at the sealed size of the logical length',
+    );
     // Past one unit, and a write inside the first unit afterwards, keep the accounting exact.
     await s.write(d, Buffer.alloc(10, 0x41), UNIT - 5, 13);
     assert.deepEqual([d.len, s.totalBytes, s.dataBytes], [UNIT + 5, physicalSize(UNIT + 5), UNIT + 5]);
@@ -122,7 +126,10 @@ describe('DirtyStore operations', () => {
     assert.equal((await stat(s.pathOf(4, 0))).size, physicalSize(2 * UNIT + 1));
     const grown = await s.readAll(d);
     assert.deepEqual(grown.subarray(0, 3), Buffer.from('abc'));
-    assert.ok(grown.subarray(3).every((b) => b === 0), 'growing reads zeros');
+    assert.ok(
+      grown.subarray(3).every((b) => b === 0),
+      'growing reads zeros',
+    );
     await s.truncate(d, UNIT + 2, 8);
     assert.equal(s.totalBytes, physicalSize(UNIT + 2));
     assert.equal((await s.readAll(d)).length, UNIT + 2);
@@ -179,7 +186,7 @@ describe('DirtyStore operations', () => {
     assert.deepEqual(await unseal(file, 8), Buffer.from('uploaded'));
     const fh = await open(file, 'r');
     try {
-      assert.ok((await io.readHeader(fh, file)).equals(fileId), 'the sealing id handed over is the file\'s');
+      assert.ok((await io.readHeader(fh, file)).equals(fileId), "the sealing id handed over is the file's");
     } finally {
       await fh.close();
     }
@@ -187,7 +194,8 @@ describe('DirtyStore operations', () => {
 
   it('counts the pre-images of rewritten fsynced units as bytes on disk, until a sync empties them or the chunk goes', async () => {
     const s = await freshStore();
-    const preSize = async (ino: number, idx: number) => (await stat(`${s.pathOf(ino, idx)}.pre`).catch(() => ({ size: -1 }))).size;
+    const preSize = async (ino: number, idx: number) =>
+      (await stat(`${s.pathOf(ino, idx)}.pre`).catch(() => ({ size: -1 }))).size;
     const d = await s.create(30, 0, undefined, 1);
     await s.write(d, randomBytes(2 * UNIT), 0, 2);
     await s.syncInode(30);
@@ -257,8 +265,14 @@ describe('DirtyStore operations', () => {
     for (let i = 0; i < 12; i++) chunks.push(await s.create(10, i, undefined, 1));
     for (const [i, d] of chunks.entries()) await s.write(d, Buffer.from(`chunk ${i}`), 0, 2);
     for (const [i, d] of chunks.entries()) assert.equal((await s.readAll(d)).toString(), `chunk ${i}`);
-    assert.equal(s.totalBytes, chunks.reduce((n, d) => n + physicalSize(d.len), 0));
-    assert.equal(s.dataBytes, chunks.reduce((n, d) => n + d.len, 0));
+    assert.equal(
+      s.totalBytes,
+      chunks.reduce((n, d) => n + physicalSize(d.len), 0),
+    );
+    assert.equal(
+      s.dataBytes,
+      chunks.reduce((n, d) => n + d.len, 0),
+    );
   });
 
   it('keeps the data out of the file on disk in plaintext', async () => {
@@ -305,7 +319,7 @@ describe('DirtyStore chunk lock and upload bookkeeping', () => {
     assert.deepEqual(order, ['first in', 'other chunk', 'first out', 'second']);
   });
 
-  it('uploadedAsOf moves the dirty age of a chunk written during its upload to the upload\'s read, never back', async () => {
+  it("uploadedAsOf moves the dirty age of a chunk written during its upload to the upload's read, never back", async () => {
     const s = await freshStore();
     const d = await s.create(1, 0, undefined, 100);
     await s.write(d, Buffer.from('later'), 0, 300);
@@ -328,7 +342,12 @@ describe('DirtyStore.init', () => {
     await sealedFile(path.join(root, '2.0'), Buffer.alloc(100, 3)); // inode deleted
     await sealedFile(path.join(root, '3.5'), Buffer.alloc(10, 4)); // chunk now past the end: limit 0
     await writeFile(path.join(root, 'junk.tmp'), 'x'); // not a chunk
-    const limits = new Map<string, number | 'deleted'>([['1.0', 1000], ['1.1', 40], ['2.0', 'deleted'], ['3.5', 0]]);
+    const limits = new Map<string, number | 'deleted'>([
+      ['1.0', 1000],
+      ['1.1', 40],
+      ['2.0', 'deleted'],
+      ['3.5', 0],
+    ]);
     const s = new DirtyStore(dir, handles, io);
     await s.init((ino, idx) => limits.get(`${ino}.${idx}`)!, 777);
 
@@ -357,7 +376,10 @@ describe('DirtyStore.init', () => {
 
     assert.equal(s.count, 1, 'an orphan is not loaded as dirty data to upload');
     assert.deepEqual(s.inodes(), [1]);
-    assert.deepEqual(s.orphans.map((o) => [o.ino, o.idx, o.len]), [[9, 2, UNIT + 321]]);
+    assert.deepEqual(
+      s.orphans.map((o) => [o.ino, o.idx, o.len]),
+      [[9, 2, UNIT + 321]],
+    );
     assert.deepEqual((await readdir(root)).sort(), ['1.0', '9.2'], 'the orphan stays on disk');
     assert.deepEqual(await s.readOrphan(s.orphans[0]!), data);
     await s.removeOrphans();
@@ -405,8 +427,14 @@ describe('DirtyStore.init', () => {
       assert.deepEqual(await s2.readAll(d), expected.get(`${ino}.${idx}`), `${ino}.${idx} data`);
       assert.equal((await stat(s2.pathOf(ino, idx))).size, physicalSize(len));
     }
-    assert.equal(s2.totalBytes, lens.reduce((n, [, , len]) => n + physicalSize(len), 0));
-    assert.equal(s2.dataBytes, lens.reduce((n, [, , len]) => n + len, 0));
+    assert.equal(
+      s2.totalBytes,
+      lens.reduce((n, [, , len]) => n + physicalSize(len), 0),
+    );
+    assert.equal(
+      s2.dataBytes,
+      lens.reduce((n, [, , len]) => n + len, 0),
+    );
     // The recovered chunks keep working. Their data counts as durable, so rewriting its last
     // unit first saves that unit's pre-image beside it, and the count covers that file too.
     const again = s2.get(20, 1)!;
@@ -414,7 +442,10 @@ describe('DirtyStore.init', () => {
     assert.deepEqual(await s2.readAll(again), Buffer.from('small\0\0\0\0!more'));
     const pre = (await stat(`${s2.pathOf(20, 1)}.pre`)).size;
     assert.ok(pre > 0, 'a pre-image was kept');
-    assert.equal(s2.totalBytes, lens.reduce((n, [, , len]) => n + physicalSize(len), 0) - physicalSize(10) + physicalSize(14) + pre);
+    assert.equal(
+      s2.totalBytes,
+      lens.reduce((n, [, , len]) => n + physicalSize(len), 0) - physicalSize(10) + physicalSize(14) + pre,
+    );
     let onDisk = 0;
     for (const f of await readdir(path.join(dir, 'dirty'))) onDisk += (await stat(path.join(dir, 'dirty', f))).size;
     assert.equal(s2.totalBytes, onDisk, 'every byte in the dirty folder is counted');

@@ -4,7 +4,13 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { UserError } from '../../electron/engine/errors';
 import {
-  FilespaceHeader, HEADER_KEY, createFilespace, readHeader, sealLegacyHeader, unlockFilespace, validateChunkSize,
+  FilespaceHeader,
+  HEADER_KEY,
+  createFilespace,
+  readHeader,
+  sealLegacyHeader,
+  unlockFilespace,
+  validateChunkSize,
 } from '../../electron/engine/filespace';
 import { RemoteMeta } from '../../electron/engine/meta/remote';
 import { ROOT_INO, Tree } from '../../electron/engine/meta/tree';
@@ -155,7 +161,11 @@ describe('the header seal', () => {
 
   it('a changed chunk size or creation time is refused with HEADER_TAMPERED naming the field, and nothing changes', async () => {
     for (const [field, value, message] of [
-      ['chunkSize', 64 * 1024, /filespace\.json was changed by someone without the passphrase: its chunk size is 64\.0 KiB, sealed as 4\.0 MiB/],
+      [
+        'chunkSize',
+        64 * 1024,
+        /filespace\.json was changed by someone without the passphrase: its chunk size is 64\.0 KiB, sealed as 4\.0 MiB/,
+      ],
       ['chunkSize', 8 * 1024 * 1024, /its chunk size is 8\.0 MiB, sealed as 4\.0 MiB/],
       ['createdAt', '2001-01-01T00:00:00.000Z', /its creation time is "2001-01-01T00:00:00\.000Z", sealed as "20/],
     ] as const) {
@@ -165,11 +175,15 @@ describe('the header seal', () => {
       const before = await contents(store);
       await expectUserError(unlockFilespace(store, PASS), 'HEADER_TAMPERED', message);
       assert.deepEqual(await contents(store), before, `${field}: nothing in the bucket changed`);
-      await assert.rejects(unlockFilespace(store, PASS), (err: unknown) => !String((err as Error).message).includes('\n'), 'one line');
+      await assert.rejects(
+        unlockFilespace(store, PASS),
+        (err: unknown) => !String((err as Error).message).includes('\n'),
+        'one line',
+      );
     }
   });
 
-  it('a seal that does not open (damaged, or another filespace\'s) is refused with HEADER_TAMPERED', async () => {
+  it("a seal that does not open (damaged, or another filespace's) is refused with HEADER_TAMPERED", async () => {
     const store = new MemoryStore();
     const header = await createFilespace(store, PASS, CS);
     const other = await createFilespace(new MemoryStore(), PASS, CS);
@@ -177,7 +191,11 @@ describe('the header seal', () => {
     flipped[flipped.length - 1]! ^= 1;
     for (const seal of [flipped.toString('base64'), other.seal!, '', 'not base64 at all']) {
       await putHeader(store, { ...header, seal });
-      await expectUserError(unlockFilespace(store, PASS), 'HEADER_TAMPERED', /its seal does not open with the key of this filespace/);
+      await expectUserError(
+        unlockFilespace(store, PASS),
+        'HEADER_TAMPERED',
+        /its seal does not open with the key of this filespace/,
+      );
     }
   });
 
@@ -233,8 +251,11 @@ describe('the header seal', () => {
     const { seal: _seal, ...stripped } = created;
     await putHeader(store, { ...stripped, chunkSize: CS / 2 });
     const { header, keys } = await unlockFilespace(store, PASS);
-    await expectUserError(new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize), 'HEADER_MISMATCH',
-      /filespace\.json gives a chunk size of 2\.0 MiB, but the filespace was written with 4\.0 MiB chunks/);
+    await expectUserError(
+      new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize),
+      'HEADER_MISMATCH',
+      /filespace\.json gives a chunk size of 2\.0 MiB, but the filespace was written with 4\.0 MiB chunks/,
+    );
     // Checkpoints written before they named their filespace cannot tell: accepted (the seal is what protects these).
     const legacy = await legacyFilespace();
     const { keys: lk } = await unlockFilespace(legacy.store, PASS);
@@ -247,13 +268,17 @@ describe('the header seal', () => {
     const tampered = { ...header, chunkSize: CS / 2 };
     // Unbound: a changed chunk size in an unsealed header cannot be told at load (the gap the seal closes).
     await new RemoteMeta(store, keys.metaKey, tampered).load(CS / 2);
-    const before = (await store.list('meta/ckpt/'));
+    const before = await store.list('meta/ckpt/');
     assert.equal(await new RemoteMeta(store, keys.metaKey, header).bindNewestCheckpoint(), true);
     assert.deepEqual(await store.list('meta/ckpt/'), before, 'the same checkpoint, rewritten');
     const { tree, seq } = await new RemoteMeta(store, keys.metaKey, header).load(CS);
     assert.equal(seq, 0);
     assert.equal(tree.get(ROOT_INO)!.kind, 'dir');
-    await expectUserError(new RemoteMeta(store, keys.metaKey, tampered).load(CS / 2), 'HEADER_MISMATCH', /chunk size of 2\.0 MiB/);
+    await expectUserError(
+      new RemoteMeta(store, keys.metaKey, tampered).load(CS / 2),
+      'HEADER_MISMATCH',
+      /chunk size of 2\.0 MiB/,
+    );
     assert.equal(await new RemoteMeta(store, keys.metaKey, header).bindNewestCheckpoint(), true, 'already bound: nothing to do');
   });
 
@@ -264,7 +289,10 @@ describe('the header seal', () => {
     await createFilespace(other, PASS, CS);
     await store.put(HEADER_KEY, (await other.get(HEADER_KEY))!.body);
     const { header, keys } = await unlockFilespace(store, PASS);
-    await expectUserError(new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize), 'METADATA_KEYS_MISMATCH',
-      /none of the 1 metadata checkpoint\(s\) in .* opens with the keys of its filespace\.json: that header belongs to another filespace/);
+    await expectUserError(
+      new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize),
+      'METADATA_KEYS_MISMATCH',
+      /none of the 1 metadata checkpoint\(s\) in .* opens with the keys of its filespace\.json: that header belongs to another filespace/,
+    );
   });
 });

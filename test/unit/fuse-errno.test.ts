@@ -6,7 +6,7 @@ import { errnoNumber } from '../../native/fuse/adapter';
 import { FsError } from '../../electron/engine/errors';
 
 describe('errnoNumber', () => {
-  it('keeps the filesystem\'s errno', () => {
+  it("keeps the filesystem's errno", () => {
     assert.equal(errnoNumber(new FsError('ENOENT')), -2);
     assert.equal(errnoNumber(new FsError('ENOTEMPTY')), -39);
     assert.equal(errnoNumber(new FsError('EROFS')), -30);

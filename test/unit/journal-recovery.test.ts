@@ -74,7 +74,10 @@ describe('Journal persistence', () => {
     first.journal.append({ i: 3 });
     await first.journal.close();
     const second = await open();
-    assert.deepEqual(second.loaded.records.map((r) => (r as { i: number }).i), [0, 1, 2, 3]);
+    assert.deepEqual(
+      second.loaded.records.map((r) => (r as { i: number }).i),
+      [0, 1, 2, 3],
+    );
     await second.journal.close();
   });
 
@@ -120,7 +123,10 @@ describe('Journal torn tails', () => {
     first.journal.append({ i: 4 });
     await first.journal.close();
     const second = await open();
-    assert.deepEqual(second.loaded.records.map((r) => (r as { i: number }).i), [0, 1, 2, 3, 4]);
+    assert.deepEqual(
+      second.loaded.records.map((r) => (r as { i: number }).i),
+      [0, 1, 2, 3, 4],
+    );
     await second.journal.close();
   });
 
@@ -195,8 +201,14 @@ describe('Journal damage in the middle', () => {
     buf.writeUInt32LE(3, at[2]); // record 2 claims 3 bytes
     await writeFile(file, buf);
     const d = decodeRecords(buf);
-    assert.deepEqual(d.records.map((r) => (r as { i: number }).i), [0, 1]);
-    assert.deepEqual(d.later.map((r) => (r as { i: number }).i), [3, 4, 5]);
+    assert.deepEqual(
+      d.records.map((r) => (r as { i: number }).i),
+      [0, 1],
+    );
+    assert.deepEqual(
+      d.later.map((r) => (r as { i: number }).i),
+      [3, 4, 5],
+    );
     assert.deepEqual(d.spans, [{ offset: at[2], length: at[3]! - at[2]! }]);
     assert.equal(d.validBytes, at[2]);
     assert.equal(d.tornTailBytes, 0);
@@ -215,9 +227,17 @@ describe('Journal damage in the middle', () => {
     assert.deepEqual([torn.records.length, torn.spans.length, torn.later.length, torn.tornTailBytes], [2, 0, 0, 9]);
     const garbage = decodeRecords(Buffer.concat([good, Buffer.from('not a record'), Buffer.alloc(100)]));
     assert.deepEqual([garbage.records.length, garbage.spans.length], [2, 0]);
-    const damaged = decodeRecords(Buffer.concat([good, Buffer.from('xxxx'), rec(3), Buffer.alloc(7, 0xff), rec(4), rec(5).subarray(0, 4)]));
-    assert.deepEqual(damaged.records.map((r) => (r as { i: number }).i), [0, 1]);
-    assert.deepEqual(damaged.later.map((r) => (r as { i: number }).i), [3, 4]);
+    const damaged = decodeRecords(
+      Buffer.concat([good, Buffer.from('xxxx'), rec(3), Buffer.alloc(7, 0xff), rec(4), rec(5).subarray(0, 4)]),
+    );
+    assert.deepEqual(
+      damaged.records.map((r) => (r as { i: number }).i),
+      [0, 1],
+    );
+    assert.deepEqual(
+      damaged.later.map((r) => (r as { i: number }).i),
+      [3, 4],
+    );
     assert.equal(damaged.spans.length, 2, 'two damaged places');
     assert.equal(damaged.tornTailBytes, 4);
   });
@@ -229,8 +249,14 @@ describe('Journal damage in the middle', () => {
     await writeFile(file, buf);
     const seen = await Journal.inspect<Snap>(dir);
     assert.equal(seen.file, file);
-    assert.deepEqual(seen.records.map((r) => (r as { i: number }).i), [0, 1, 2]);
-    assert.deepEqual(seen.damage?.later.map((r) => (r as { i: number }).i), [4, 5, 6, 7]);
+    assert.deepEqual(
+      seen.records.map((r) => (r as { i: number }).i),
+      [0, 1, 2],
+    );
+    assert.deepEqual(
+      seen.damage?.later.map((r) => (r as { i: number }).i),
+      [4, 5, 6, 7],
+    );
     assert.deepEqual(await readFile(file), buf);
   });
 
@@ -251,7 +277,10 @@ describe('Journal damage in the middle', () => {
     assert.deepEqual(loaded.snapshot, { gen: 2, note: 'from the bucket' });
     assert.deepEqual(loaded.records, []);
     await j2.close();
-    assert.deepEqual((await readdir(dir)).filter((n) => /^journal\.\d+$/.test(n)), ['journal.2']);
+    assert.deepEqual(
+      (await readdir(dir)).filter((n) => /^journal\.\d+$/.test(n)),
+      ['journal.2'],
+    );
   });
 });
 
@@ -263,7 +292,10 @@ describe('Journal snapshot damage', () => {
     const file = path.join(dir, 'state.json');
     const text = await readFile(file, 'utf8');
     await writeFile(file, text.replace('abcdefgh', 'abcdefgi'));
-    await assert.rejects(open(), (err: unknown) => err instanceof SnapshotDamagedError && err.message.includes(file) && /checksum/.test(err.message));
+    await assert.rejects(
+      open(),
+      (err: unknown) => err instanceof SnapshotDamagedError && err.message.includes(file) && /checksum/.test(err.message),
+    );
     assert.equal((await Journal.inspect<Snap>(dir)).snapshotError?.file, file);
   });
 
@@ -274,7 +306,7 @@ describe('Journal snapshot damage', () => {
     await journal.close();
   });
 
-  it('refuses a missing snapshot when a later generation\'s journal needs it, and removes nothing', async () => {
+  it("refuses a missing snapshot when a later generation's journal needs it, and removes nothing", async () => {
     const { journal } = await open();
     await journal.checkpoint({ gen: 1, note: 'one' });
     journal.append({ after: 1 });
@@ -297,7 +329,10 @@ describe('Journal checkpoints', () => {
     await journal.close();
     assert.equal(journal.generation, 1);
 
-    assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('journal.')), ['journal.1']);
+    assert.deepEqual(
+      (await readdir(dir)).filter((n) => n.startsWith('journal.')),
+      ['journal.1'],
+    );
     const { journal: j2, loaded } = await open();
     assert.deepEqual(loaded.snapshot, { gen: 1, note: 'covers before 1 and 2' });
     assert.deepEqual(loaded.records, [{ after: 1 }, { after: 2 }]);
@@ -316,7 +351,10 @@ describe('Journal checkpoints', () => {
     assert.equal(loaded.snapshot?.note, 'two');
     assert.deepEqual(loaded.records, [{ y: 2 }]);
     await j2.close();
-    assert.deepEqual((await readdir(dir)).filter((n) => n.startsWith('journal.')), ['journal.2']);
+    assert.deepEqual(
+      (await readdir(dir)).filter((n) => n.startsWith('journal.')),
+      ['journal.2'],
+    );
   });
 
   it('rejects a snapshot whose generation is not the next one, and keeps working', async () => {
@@ -345,6 +383,10 @@ describe('Journal checkpoints', () => {
 
   it('refuses an unreadable snapshot file with a message naming it', async () => {
     await writeFile(path.join(dir, 'state.json'), '{not json');
-    await assert.rejects(open(), (err: Error) => err instanceof SnapshotDamagedError && err.message.includes(path.join(dir, 'state.json')) && /damaged/.test(err.message));
+    await assert.rejects(
+      open(),
+      (err: Error) =>
+        err instanceof SnapshotDamagedError && err.message.includes(path.join(dir, 'state.json')) && /damaged/.test(err.message),
+    );
   });
 });

@@ -216,12 +216,18 @@ describe('MetaStore with damaged local metadata', () => {
     const ms = await createStore();
     await ms.close();
     const file = path.join(dir, 'state.json');
-    await writeFile(file, JSON.stringify({ gen: 5, chunkSize: CS, tree: { nextIno: 2, inodes: [] }, pendingRemote: [], remoteSeq: 0 }));
-    await assert.rejects(MetaStore.load(dir), (err: unknown) => err instanceof SnapshotDamagedError && err.message.includes(file));
+    await writeFile(
+      file,
+      JSON.stringify({ gen: 5, chunkSize: CS, tree: { nextIno: 2, inodes: [] }, pendingRemote: [], remoteSeq: 0 }),
+    );
+    await assert.rejects(
+      MetaStore.load(dir),
+      (err: unknown) => err instanceof SnapshotDamagedError && err.message.includes(file),
+    );
     const fallback = Tree.create(CS, 1, 1, 1);
     const seen = await MetaStore.inspect(dir, fallback);
     assert.ok(seen.snapshotError);
-    assert.equal(seen.tree, fallback, 'the caller\'s tree stands in for the unreadable snapshot');
+    assert.equal(seen.tree, fallback, "the caller's tree stands in for the unreadable snapshot");
   });
 
   it('replace starts over from a given tree, whatever state the old files are in', async () => {

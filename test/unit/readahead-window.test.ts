@@ -50,7 +50,10 @@ describe('ReadAheadCursor', () => {
     const c = new ReadAheadCursor(8);
     const k = 128 * 1024;
     const order = [0, 1, 3, 2, 4, 6, 5, 7, 9, 8];
-    assert.deepEqual(order.map((i) => c.onRead(i * k, k)), [1, 2, 4, 8, 8, 8, 8, 8, 8, 8]);
+    assert.deepEqual(
+      order.map((i) => c.onRead(i * k, k)),
+      [1, 2, 4, 8, 8, 8, 8, 8, 8, 8],
+    );
   });
 
   it('the first read counts as sequential only at offset 0', () => {

@@ -3,7 +3,16 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { CHECKPOINTS_KEPT, CKPT_PREFIX, DamagedMetadataError, HeaderMismatchError, LOG_PREFIX, RemoteMeta, SegmentConflictError, seqKey } from '../../electron/engine/meta/remote';
+import {
+  CHECKPOINTS_KEPT,
+  CKPT_PREFIX,
+  DamagedMetadataError,
+  HeaderMismatchError,
+  LOG_PREFIX,
+  RemoteMeta,
+  SegmentConflictError,
+  seqKey,
+} from '../../electron/engine/meta/remote';
 import { MetaOp, ROOT_INO, Tree, TreeSnapshot } from '../../electron/engine/meta/tree';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import { MetaStore } from '../../electron/engine/meta/metastore';
@@ -20,7 +29,11 @@ function mkFile(name: string, ino: number, ms: number): MetaOp {
   return { t: 'mk', parent: ROOT_INO, name, ino, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms };
 }
 
-const seg1: MetaOp[] = [mkFile('a', 2, 10), { t: 'attr', ino: 2, size: 100, ms: 11 }, { t: 'chunk', ino: 2, idx: 0, ref: ['n0', 100] }];
+const seg1: MetaOp[] = [
+  mkFile('a', 2, 10),
+  { t: 'attr', ino: 2, size: 100, ms: 11 },
+  { t: 'chunk', ino: 2, idx: 0, ref: ['n0', 100] },
+];
 const seg2: MetaOp[] = [mkFile('b', 3, 12), { t: 'mv', sp: ROOT_INO, sn: 'a', dp: ROOT_INO, dn: 'c', ms: 13 }];
 
 async function setup(): Promise<{ store: MemoryStore; remote: RemoteMeta; key: Buffer; base: Tree }> {
@@ -108,7 +121,7 @@ describe('RemoteMeta.pushSegment after a crash or against another writer', () =>
     const { remote } = await setup();
     await remote.pushSegment(1, seg1, W);
     await assert.rejects(remote.pushSegment(1, seg2, W), SegmentConflictError);
-    const changedOne = seg1.map((op, i) => (i === 1 ? { ...op, size: 101 } as MetaOp : op));
+    const changedOne = seg1.map((op, i) => (i === 1 ? ({ ...op, size: 101 } as MetaOp) : op));
     await assert.rejects(remote.pushSegment(1, changedOne, W), SegmentConflictError);
   });
 
@@ -136,7 +149,10 @@ describe('RemoteMeta.pushSegment after a crash or against another writer', () =>
     const { store, remote } = await setup();
     const other = new RemoteMeta(store, randomBytes(32));
     await other.pushSegment(1, seg1, W);
-    await assert.rejects(remote.pushSegment(1, seg1, W), (err: unknown) => err instanceof DamagedMetadataError || err instanceof SegmentConflictError);
+    await assert.rejects(
+      remote.pushSegment(1, seg1, W),
+      (err: unknown) => err instanceof DamagedMetadataError || err instanceof SegmentConflictError,
+    );
   });
 });
 
@@ -150,7 +166,10 @@ describe('RemoteMeta refuses tampered metadata', () => {
       const { store, remote } = await setup();
       await remote.pushSegment(1, seg1, W);
       await flipByte(store, seqKey(LOG_PREFIX, 1), at);
-      await assert.rejects(remote.load(CS), (err: unknown) => err instanceof DamagedMetadataError && err.message.includes(seqKey(LOG_PREFIX, 1)));
+      await assert.rejects(
+        remote.load(CS),
+        (err: unknown) => err instanceof DamagedMetadataError && err.message.includes(seqKey(LOG_PREFIX, 1)),
+      );
     });
   }
 
@@ -192,7 +211,11 @@ describe('RemoteMeta refuses tampered metadata', () => {
     await remote.pushSegment(2, [mkFile('b', 11, 2)], W);
     await remote.pushSegment(3, [mkFile('c', 12, 3)], W);
     await flipByte(store, seqKey(LOG_PREFIX, 2), (len) => Math.floor(len / 2));
-    await assert.rejects(remote.load(CS), (err: unknown) => err instanceof DamagedMetadataError && /segment 2 .* and in the 1 segment\(s\) after it/.test(err.message));
+    await assert.rejects(
+      remote.load(CS),
+      (err: unknown) =>
+        err instanceof DamagedMetadataError && /segment 2 .* and in the 1 segment\(s\) after it/.test(err.message),
+    );
     await assert.rejects(remote.readSegment(2), DamagedMetadataError);
     const { tree, seq, damage } = await remote.loadTolerant(CS);
     assert.equal(seq, 1);
@@ -202,8 +225,13 @@ describe('RemoteMeta refuses tampered metadata', () => {
 
   it('metadata sealed with another key fails to load, saying the header may belong to another filespace', async () => {
     const { store } = await setup();
-    await assert.rejects(new RemoteMeta(store, randomBytes(32)).load(CS), (err: unknown) => err instanceof DamagedMetadataError &&
-      err.code === 'METADATA_KEYS_MISMATCH' && /opens with the keys of its filespace\.json: that header belongs to another filespace/.test(err.message));
+    await assert.rejects(
+      new RemoteMeta(store, randomBytes(32)).load(CS),
+      (err: unknown) =>
+        err instanceof DamagedMetadataError &&
+        err.code === 'METADATA_KEYS_MISMATCH' &&
+        /opens with the keys of its filespace\.json: that header belongs to another filespace/.test(err.message),
+    );
   });
 
   it('a checkpoint names the filespace and chunk size it was written for; a loader with others refuses it', async () => {
@@ -212,10 +240,16 @@ describe('RemoteMeta refuses tampered metadata', () => {
     const id = '11111111-1111-4111-8111-111111111111';
     await new RemoteMeta(store, key, { id, chunkSize: CS }).writeCheckpoint(0, Tree.create(CS, 1, 1, 1).snapshot());
     assert.equal((await new RemoteMeta(store, key, { id, chunkSize: CS }).load(CS)).seq, 0);
-    await assert.rejects(new RemoteMeta(store, key, { id, chunkSize: 2 * CS }).load(2 * CS),
-      (err: unknown) => err instanceof HeaderMismatchError && /chunk size of 128 KiB, but the filespace was written with 64\.0 KiB chunks/.test(err.message));
-    await assert.rejects(new RemoteMeta(store, key, { id: '22222222-2222-4222-8222-222222222222', chunkSize: CS }).load(CS),
-      (err: unknown) => err instanceof HeaderMismatchError && /belongs to another filespace \(11111111-/.test(err.message));
+    await assert.rejects(
+      new RemoteMeta(store, key, { id, chunkSize: 2 * CS }).load(2 * CS),
+      (err: unknown) =>
+        err instanceof HeaderMismatchError &&
+        /chunk size of 128 KiB, but the filespace was written with 64\.0 KiB chunks/.test(err.message),
+    );
+    await assert.rejects(
+      new RemoteMeta(store, key, { id: '22222222-2222-4222-8222-222222222222', chunkSize: CS }).load(CS),
+      (err: unknown) => err instanceof HeaderMismatchError && /belongs to another filespace \(11111111-/.test(err.message),
+    );
     // A loader that knows nothing of the header (and a checkpoint that names nothing) is not checked.
     assert.equal((await new RemoteMeta(store, key).load(CS)).seq, 0);
   });
@@ -267,7 +301,14 @@ describe('checkpoint pruning', () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'fs-repl-'));
     const meta = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
     try {
-      const rep = new Replicator(meta, remote, () => 0, () => undefined, () => W, async () => undefined);
+      const rep = new Replicator(
+        meta,
+        remote,
+        () => 0,
+        () => undefined,
+        () => W,
+        async () => undefined,
+      );
       for (let i = 1; i <= 5; i++) {
         meta.commit(mkFile(`f${i}`, 10 + i, i));
         await rep.pushNow();

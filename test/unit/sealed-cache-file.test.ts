@@ -12,7 +12,9 @@ import { AuthError } from '../../electron/engine/chunk/crypto';
 describe('sealed cache files', () => {
   let dir: string;
   const io = new SealedIO(randomBytes(32));
-  before(async () => { dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'sealed-')); });
+  before(async () => {
+    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'sealed-'));
+  });
   after(() => fsp.rm(dir, { recursive: true, force: true }));
 
   async function fresh(name: string) {
@@ -33,7 +35,10 @@ describe('sealed cache files', () => {
 
   it('agrees with a plain buffer over random writes, truncations and reads', async () => {
     let seed = 7;
-    const rnd = (n: number) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
     for (let round = 0; round < 6; round++) {
       const { fh, fileId } = await fresh(`r${round}`);
       let model = Buffer.alloc(0);
@@ -94,7 +99,7 @@ describe('sealed cache files', () => {
     await h.close();
   });
 
-  it('reads a whole file into a caller\'s buffer, opening the units where they were read', async () => {
+  it("reads a whole file into a caller's buffer, opening the units where they were read", async () => {
     for (const len of [1, 100, UNIT - 1, UNIT, UNIT + 1, 3 * UNIT + 17, 64 * UNIT]) {
       const { fh, fileId } = await fresh(`into-${len}`);
       const data = randomBytes(len);
@@ -108,7 +113,7 @@ describe('sealed cache files', () => {
     }
   });
 
-  it('refuses a flipped byte in any unit when reading into a caller\'s buffer', async () => {
+  it("refuses a flipped byte in any unit when reading into a caller's buffer", async () => {
     const { fh, fileId, file } = await fresh('into-tamper');
     const len = 3 * UNIT + 5;
     await io.write(fh, fileId, 0, randomBytes(len), 0, 't');

@@ -7,11 +7,15 @@ import { DEFAULT_SETTINGS, EngineSettings, resolveSettings } from '../../electro
 import { UserError } from '../../electron/engine/errors';
 
 function rejects(partial: Partial<EngineSettings>, pattern: RegExp): void {
-  assert.throws(() => resolveSettings(partial), (err: Error) => {
-    assert.match(err.message, pattern);
-    assert.match(err.message, /^invalid setting/);
-    return true;
-  }, JSON.stringify(partial));
+  assert.throws(
+    () => resolveSettings(partial),
+    (err: Error) => {
+      assert.match(err.message, pattern);
+      assert.match(err.message, /^invalid setting/);
+      return true;
+    },
+    JSON.stringify(partial),
+  );
 }
 
 describe('resolveSettings', () => {
@@ -76,16 +80,25 @@ describe('resolveSettings', () => {
     rejects({ probeTimeoutMs: 199 }, /probeTimeoutMs: the probe timeout must be at least 200ms/);
   });
 
-  it('refuses with a UserError coded BAD_SETTING, so every host reports it as the user\'s mistake', () => {
-    assert.throws(() => resolveSettings({ uploadConcurrency: 0 }), (err: UserError) => err instanceof UserError && err.code === 'BAD_SETTING');
+  it("refuses with a UserError coded BAD_SETTING, so every host reports it as the user's mistake", () => {
+    assert.throws(
+      () => resolveSettings({ uploadConcurrency: 0 }),
+      (err: UserError) => err instanceof UserError && err.code === 'BAD_SETTING',
+    );
   });
 
   it('the command reads what a person typed into typed settings; nothing else reads text', () => {
     assert.deepEqual(settingFromKey('cache-size', '50GiB'), { cacheCapBytes: 50 * 1024 ** 3 });
     assert.deepEqual(settingFromKey('upload-limit', 'off'), { uploadLimitBytesPerSec: 0 });
     assert.deepEqual(settingFromKey('upload-concurrency', '4'), { uploadConcurrency: 4 });
-    assert.throws(() => settingFromKey('upload-concurrency', '4.5'), (err: UserError) => err.code === 'BAD_SETTING' && /"4\.5" is not a whole number/.test(err.message));
-    assert.throws(() => settingFromKey('colour', 'blue'), (err: UserError) => err.code === 'BAD_SETTING' && /unknown setting "colour"; settable: cache-size, /.test(err.message));
+    assert.throws(
+      () => settingFromKey('upload-concurrency', '4.5'),
+      (err: UserError) => err.code === 'BAD_SETTING' && /"4\.5" is not a whole number/.test(err.message),
+    );
+    assert.throws(
+      () => settingFromKey('colour', 'blue'),
+      (err: UserError) => err.code === 'BAD_SETTING' && /unknown setting "colour"; settable: cache-size, /.test(err.message),
+    );
     assert.throws(() => settingFromKey('__proto__', '1'), /unknown setting "__proto__"/);
   });
 

@@ -23,13 +23,18 @@ class Bucket implements ObjectStore {
 
   private respond<T>(mode: Mode, value: T, signal?: AbortSignal): Promise<T> {
     switch (mode) {
-      case 'answer': return Promise.resolve(value);
-      case 'refuse': return Promise.reject(new StoreError('Unreachable', 'cannot reach the S3 endpoint (ECONNREFUSED)'));
-      case 'error': return Promise.reject(new StoreError('AccessDenied', 'access denied'));
-      case 'hold': return new Promise<T>((resolve) => this.held.push(() => resolve(value)));
-      case 'hang': return new Promise<T>((_, reject) => {
-        signal?.addEventListener('abort', () => reject(new StoreError('Timeout', 'the S3 request was abandoned')));
-      });
+      case 'answer':
+        return Promise.resolve(value);
+      case 'refuse':
+        return Promise.reject(new StoreError('Unreachable', 'cannot reach the S3 endpoint (ECONNREFUSED)'));
+      case 'error':
+        return Promise.reject(new StoreError('AccessDenied', 'access denied'));
+      case 'hold':
+        return new Promise<T>((resolve) => this.held.push(() => resolve(value)));
+      case 'hang':
+        return new Promise<T>((_, reject) => {
+          signal?.addEventListener('abort', () => reject(new StoreError('Timeout', 'the S3 request was abandoned')));
+        });
     }
   }
 
@@ -162,7 +167,11 @@ describe('MonitoredStore: false alarms', () => {
   it('when a request older than the outage is answered, its connections are alive: nothing is cut off', async () => {
     const bucket = new Bucket();
     // No probes in this test: only requests decide.
-    const store = new MonitoredStore(bucket, { probeKey: 'filespace.json', probeTimeoutMs: () => 60_000, probeIntervalMs: 60_000 });
+    const store = new MonitoredStore(bucket, {
+      probeKey: 'filespace.json',
+      probeTimeoutMs: () => 60_000,
+      probeIntervalMs: 60_000,
+    });
     bucket.mode = 'hang';
     const alsoOlder = store.put('chunks/b', Buffer.from('x'));
     alsoOlder.catch(() => undefined);
@@ -183,7 +192,10 @@ describe('MonitoredStore: false alarms', () => {
 /** True if `p` is still pending after the event loop turned a few times. */
 async function pending(p: Promise<unknown>): Promise<boolean> {
   let settled = false;
-  p.then(() => (settled = true), () => (settled = true));
+  p.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
   for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
   return !settled;
 }

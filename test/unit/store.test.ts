@@ -61,67 +61,93 @@ describe('LocalDiskStore', () => {
     }
   };
 
-  it('refuses unsafe keys with StoreError(Other) and writes nothing', withDir(async (dir) => {
-    const s = new LocalDiskStore(path.join(dir, 'root'));
-    const bad = ['../escape', 'a/../../escape', 'a/./b', 'a//b', '/abs', 'trailing/', '', 'nul\0byte', '.tmp/x', '.locks/y', '..'];
-    for (const k of bad) {
-      await expectStoreError(s.put(k, Buffer.from('x')), 'Other');
-      await expectStoreError(s.get(k), 'Other');
-      await expectStoreError(s.head(k), 'Other');
-      await expectStoreError(s.delete(k), 'Other');
-    }
-    await expectStoreError(s.deleteMany(['ok', '../x']), 'Other');
-    assert.deepEqual(await readdir(dir), [], 'nothing was created');
-    assert.deepEqual(await s.list(''), []);
-  }));
+  it(
+    'refuses unsafe keys with StoreError(Other) and writes nothing',
+    withDir(async (dir) => {
+      const s = new LocalDiskStore(path.join(dir, 'root'));
+      const bad = [
+        '../escape',
+        'a/../../escape',
+        'a/./b',
+        'a//b',
+        '/abs',
+        'trailing/',
+        '',
+        'nul\0byte',
+        '.tmp/x',
+        '.locks/y',
+        '..',
+      ];
+      for (const k of bad) {
+        await expectStoreError(s.put(k, Buffer.from('x')), 'Other');
+        await expectStoreError(s.get(k), 'Other');
+        await expectStoreError(s.head(k), 'Other');
+        await expectStoreError(s.delete(k), 'Other');
+      }
+      await expectStoreError(s.deleteMany(['ok', '../x']), 'Other');
+      assert.deepEqual(await readdir(dir), [], 'nothing was created');
+      assert.deepEqual(await s.list(''), []);
+    }),
+  );
 
-  it('lays objects out as files and keeps its bookkeeping out of listings', withDir(async (dir) => {
-    const s = new LocalDiskStore(dir);
-    await s.put('chunks/ab/cdef', Buffer.from('hello'));
-    assert.equal((await readdir(path.join(dir, 'chunks', 'ab'))).join(), 'cdef');
-    assert.deepEqual(await s.list(''), ['chunks/ab/cdef']);
-    assert.deepEqual(await readdir(path.join(dir, '.tmp')), [], 'no temp files left behind');
-    assert.deepEqual(await readdir(path.join(dir, '.locks')), [], 'no lock files left behind');
-    // Deleting the last object in a folder prunes the empty folders.
-    await s.delete('chunks/ab/cdef');
-    assert.deepEqual((await readdir(dir)).sort(), ['.locks', '.tmp']);
-  }));
+  it(
+    'lays objects out as files and keeps its bookkeeping out of listings',
+    withDir(async (dir) => {
+      const s = new LocalDiskStore(dir);
+      await s.put('chunks/ab/cdef', Buffer.from('hello'));
+      assert.equal((await readdir(path.join(dir, 'chunks', 'ab'))).join(), 'cdef');
+      assert.deepEqual(await s.list(''), ['chunks/ab/cdef']);
+      assert.deepEqual(await readdir(path.join(dir, '.tmp')), [], 'no temp files left behind');
+      assert.deepEqual(await readdir(path.join(dir, '.locks')), [], 'no lock files left behind');
+      // Deleting the last object in a folder prunes the empty folders.
+      await s.delete('chunks/ab/cdef');
+      assert.deepEqual((await readdir(dir)).sort(), ['.locks', '.tmp']);
+    }),
+  );
 
-  it('refuses a key that would need a file and a folder of the same name', withDir(async (dir) => {
-    const s = new LocalDiskStore(dir);
-    await s.put('a', Buffer.from('file'));
-    await expectStoreError(s.put('a/b', Buffer.from('x')), 'Other');
-    await s.put('c/d', Buffer.from('x'));
-    await expectStoreError(s.put('c', Buffer.from('x')), 'Other');
-    assert.equal(await s.get('c'), undefined);
-    assert.equal(await s.head('a/b'), undefined);
-    assert.deepEqual(await s.list(''), ['a', 'c/d']);
-  }));
+  it(
+    'refuses a key that would need a file and a folder of the same name',
+    withDir(async (dir) => {
+      const s = new LocalDiskStore(dir);
+      await s.put('a', Buffer.from('file'));
+      await expectStoreError(s.put('a/b', Buffer.from('x')), 'Other');
+      await s.put('c/d', Buffer.from('x'));
+      await expectStoreError(s.put('c', Buffer.from('x')), 'Other');
+      assert.equal(await s.get('c'), undefined);
+      assert.equal(await s.head('a/b'), undefined);
+      assert.deepEqual(await s.list(''), ['a', 'c/d']);
+    }),
+  );
 
-  it('a second instance on the same root sees conditional-write conflicts', withDir(async (dir) => {
-    const a = new LocalDiskStore(dir);
-    const b = new LocalDiskStore(dir);
-    const e1 = await a.put('lease', Buffer.from('a'), { ifNoneMatch: '*' });
-    await expectStoreError(b.put('lease', Buffer.from('b'), { ifNoneMatch: '*' }), 'PreconditionFailed');
-    assert.equal((await b.head('lease'))?.etag, e1);
-    const e2 = await b.put('lease', Buffer.from('b2'), { ifMatch: e1 });
-    await expectStoreError(a.put('lease', Buffer.from('a2'), { ifMatch: e1 }), 'PreconditionFailed');
-    assert.equal((await a.get('lease'))?.etag, e2);
+  it(
+    'a second instance on the same root sees conditional-write conflicts',
+    withDir(async (dir) => {
+      const a = new LocalDiskStore(dir);
+      const b = new LocalDiskStore(dir);
+      const e1 = await a.put('lease', Buffer.from('a'), { ifNoneMatch: '*' });
+      await expectStoreError(b.put('lease', Buffer.from('b'), { ifNoneMatch: '*' }), 'PreconditionFailed');
+      assert.equal((await b.head('lease'))?.etag, e1);
+      const e2 = await b.put('lease', Buffer.from('b2'), { ifMatch: e1 });
+      await expectStoreError(a.put('lease', Buffer.from('a2'), { ifMatch: e1 }), 'PreconditionFailed');
+      assert.equal((await a.get('lease'))?.etag, e2);
 
-    // Racing creates from both instances: exactly one winner per key.
-    const keys = Array.from({ length: 20 }, (_, i) => `race/${i}`);
-    const attempts = keys.flatMap((k) => [a, b, a, b].map((s, j) => s.put(k, Buffer.from(`${j}`), { ifNoneMatch: '*' })));
-    const results = await Promise.allSettled(attempts);
-    for (let i = 0; i < keys.length; i++) {
-      const mine = results.slice(i * 4, i * 4 + 4);
-      assert.equal(mine.filter((r) => r.status === 'fulfilled').length, 1, keys[i]);
-    }
-  }));
+      // Racing creates from both instances: exactly one winner per key.
+      const keys = Array.from({ length: 20 }, (_, i) => `race/${i}`);
+      const attempts = keys.flatMap((k) => [a, b, a, b].map((s, j) => s.put(k, Buffer.from(`${j}`), { ifNoneMatch: '*' })));
+      const results = await Promise.allSettled(attempts);
+      for (let i = 0; i < keys.length; i++) {
+        const mine = results.slice(i * 4, i * 4 + 4);
+        assert.equal(mine.filter((r) => r.status === 'fulfilled').length, 1, keys[i]);
+      }
+    }),
+  );
 
-  it('conditional writes are exclusive across processes', withDir(async (dir) => {
-    const modulePath = path.resolve(__dirname, '../../electron/engine/store/local.js');
-    const keys = 40;
-    const script = `
+  it(
+    'conditional writes are exclusive across processes',
+    withDir(async (dir) => {
+      const modulePath = path.resolve(__dirname, '../../electron/engine/store/local.js');
+      const keys = 40;
+      const script = `
       const { LocalDiskStore } = require(${JSON.stringify(modulePath)});
       const s = new LocalDiskStore(${JSON.stringify(dir)});
       (async () => {
@@ -133,58 +159,68 @@ describe('LocalDiskStore', () => {
         process.stdout.write(JSON.stringify(won));
       })().catch((e) => { console.error(e); process.exit(1); });
     `;
-    const run = () =>
-      new Promise<number[]>((resolve, reject) => {
-        const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-        let out = '';
-        let err = '';
-        child.stdout.on('data', (d) => (out += d));
-        child.stderr.on('data', (d) => (err += d));
-        child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as number[]) : reject(new Error(err))));
+      const run = () =>
+        new Promise<number[]>((resolve, reject) => {
+          const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+          let out = '';
+          let err = '';
+          child.stdout.on('data', (d) => (out += d));
+          child.stderr.on('data', (d) => (err += d));
+          child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as number[]) : reject(new Error(err))));
+        });
+      const wins = (await Promise.all([run(), run(), run(), run()])).flat();
+      assert.equal(wins.length, keys, 'each key created exactly once');
+      assert.deepEqual(
+        [...wins].sort((x, y) => x - y),
+        Array.from({ length: keys }, (_, i) => i),
+      );
+    }),
+  );
+
+  it(
+    'breaks a lock left by a dead process at once, and a stale lock after the limit',
+    withDir(async (dir) => {
+      const lockFor = (key: string) =>
+        path.join(dir, '.locks', `${createHash('sha256').update(key).digest('hex').slice(0, 40)}.lock`);
+      await mkdir(path.join(dir, '.locks'), { recursive: true });
+
+      // A dead holder on this host: find a pid that is not running.
+      const dead = await new Promise<number>((resolve) => {
+        const c = spawn(process.execPath, ['-e', '0']);
+        c.on('exit', () => resolve(c.pid!));
       });
-    const wins = (await Promise.all([run(), run(), run(), run()])).flat();
-    assert.equal(wins.length, keys, 'each key created exactly once');
-    assert.deepEqual([...wins].sort((x, y) => x - y), Array.from({ length: keys }, (_, i) => i));
-  }));
+      await writeFile(lockFor('k1'), `${dead} ${os.hostname()} token`);
+      const s = new LocalDiskStore(dir, { lockTimeoutMs: 2000 });
+      const t0 = Date.now();
+      await s.put('k1', Buffer.from('x'));
+      assert.ok(Date.now() - t0 < 1500);
 
-  it('breaks a lock left by a dead process at once, and a stale lock after the limit', withDir(async (dir) => {
-    const lockFor = (key: string) =>
-      path.join(dir, '.locks', `${createHash('sha256').update(key).digest('hex').slice(0, 40)}.lock`);
-    await mkdir(path.join(dir, '.locks'), { recursive: true });
+      // A live holder (this process) whose lock is older than the stale limit.
+      await writeFile(lockFor('k2'), `${process.pid} ${os.hostname()} token`);
+      const old = new Date(Date.now() - 60_000);
+      await utimes(lockFor('k2'), old, old);
+      await s.put('k2', Buffer.from('y'));
 
-    // A dead holder on this host: find a pid that is not running.
-    const dead = await new Promise<number>((resolve) => {
-      const c = spawn(process.execPath, ['-e', '0']);
-      c.on('exit', () => resolve(c.pid!));
-    });
-    await writeFile(lockFor('k1'), `${dead} ${os.hostname()} token`);
-    const s = new LocalDiskStore(dir, { lockTimeoutMs: 2000 });
-    const t0 = Date.now();
-    await s.put('k1', Buffer.from('x'));
-    assert.ok(Date.now() - t0 < 1500);
+      // A fresh lock held by a live process is respected until the timeout.
+      await writeFile(lockFor('k3'), `${process.pid} ${os.hostname()} token`);
+      const impatient = new LocalDiskStore(dir, { lockTimeoutMs: 300 });
+      await expectStoreError(impatient.put('k3', Buffer.from('z')), 'Timeout');
+      assert.equal(await impatient.head('k3'), undefined);
+    }),
+  );
 
-    // A live holder (this process) whose lock is older than the stale limit.
-    await writeFile(lockFor('k2'), `${process.pid} ${os.hostname()} token`);
-    const old = new Date(Date.now() - 60_000);
-    await utimes(lockFor('k2'), old, old);
-    await s.put('k2', Buffer.from('y'));
-
-    // A fresh lock held by a live process is respected until the timeout.
-    await writeFile(lockFor('k3'), `${process.pid} ${os.hostname()} token`);
-    const impatient = new LocalDiskStore(dir, { lockTimeoutMs: 300 });
-    await expectStoreError(impatient.put('k3', Buffer.from('z')), 'Timeout');
-    assert.equal(await impatient.head('k3'), undefined);
-  }));
-
-  it('serves ETags from cache and notices a replaced file', withDir(async (dir) => {
-    const a = new LocalDiskStore(dir);
-    const b = new LocalDiskStore(dir);
-    const e1 = await a.put('x', Buffer.from('one'));
-    assert.equal((await a.head('x'))?.etag, e1);
-    const e2 = await b.put('x', Buffer.from('two'));
-    assert.equal((await a.head('x'))?.etag, e2);
-    assert.equal((await a.get('x', { start: 0, end: 1 }))?.etag, e2);
-  }));
+  it(
+    'serves ETags from cache and notices a replaced file',
+    withDir(async (dir) => {
+      const a = new LocalDiskStore(dir);
+      const b = new LocalDiskStore(dir);
+      const e1 = await a.put('x', Buffer.from('one'));
+      assert.equal((await a.head('x'))?.etag, e1);
+      const e2 = await b.put('x', Buffer.from('two'));
+      assert.equal((await a.head('x'))?.etag, e2);
+      assert.equal((await a.get('x', { start: 0, end: 1 }))?.etag, e2);
+    }),
+  );
 });
 
 describe('S3Store error translation', () => {
@@ -200,12 +236,36 @@ describe('S3Store error translation', () => {
     ['bad key id', sdkError('InvalidAccessKeyId', 403), 's3:ListBucket', where, 'InvalidCredentials'],
     ['bad signature', sdkError('SignatureDoesNotMatch', 403), 's3:GetObject', where, 'InvalidCredentials'],
     ['expired', sdkError('ExpiredToken', 400), 's3:GetObject', where, 'InvalidCredentials'],
-    ['no creds', Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError' }), 's3:GetObject', where, 'InvalidCredentials'],
-    ['refused', Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }), 's3:GetObject', where, 'Unreachable'],
+    [
+      'no creds',
+      Object.assign(new Error('Could not load credentials from any providers'), { name: 'CredentialsProviderError' }),
+      's3:GetObject',
+      where,
+      'InvalidCredentials',
+    ],
+    [
+      'refused',
+      Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }),
+      's3:GetObject',
+      where,
+      'Unreachable',
+    ],
     ['dns', Object.assign(new Error('getaddrinfo ENOTFOUND x'), { code: 'ENOTFOUND' }), 's3:GetObject', where, 'Unreachable'],
-    ['reset renamed', Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET', name: 'TimeoutError' }), 's3:GetObject', where, 'Unreachable'],
+    [
+      'reset renamed',
+      Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET', name: 'TimeoutError' }),
+      's3:GetObject',
+      where,
+      'Unreachable',
+    ],
     ['hang up', new Error('socket hang up'), 's3:GetObject', where, 'Unreachable'],
-    ['aggregate', Object.assign(new AggregateError([Object.assign(new Error('x'), { code: 'ECONNREFUSED' })], 'x')), 's3:GetObject', where, 'Unreachable'],
+    [
+      'aggregate',
+      Object.assign(new AggregateError([Object.assign(new Error('x'), { code: 'ECONNREFUSED' })], 'x')),
+      's3:GetObject',
+      where,
+      'Unreachable',
+    ],
     ['timeout', Object.assign(new Error('timed out'), { name: 'TimeoutError' }), 's3:GetObject', where, 'Timeout'],
     ['s3 timeout', sdkError('RequestTimeout', 400), 's3:PutObject', where, 'Timeout'],
     ['slow down', sdkError('SlowDown', 503), 's3:PutObject', where, 'Throttled'],
@@ -257,7 +317,11 @@ describe('S3Store error translation', () => {
 });
 
 /** A loopback server answering PUTs as S3 does about checksums: a CRC32 header that does not match the body is refused. */
-async function checkingServer(): Promise<{ endpoint: string; seen: Array<{ headers: http.IncomingHttpHeaders; body: Buffer }>; close(): Promise<void> }> {
+async function checkingServer(): Promise<{
+  endpoint: string;
+  seen: Array<{ headers: http.IncomingHttpHeaders; body: Buffer }>;
+  close(): Promise<void>;
+}> {
   const seen: Array<{ headers: http.IncomingHttpHeaders; body: Buffer }> = [];
   const server = http.createServer((req, res) => {
     const parts: Buffer[] = [];
@@ -268,7 +332,9 @@ async function checkingServer(): Promise<{ endpoint: string; seen: Array<{ heade
       const sent = req.headers['x-amz-checksum-crc32'];
       if (typeof sent === 'string' && sent !== crc32Header(crc32(body))) {
         res.writeHead(400, { 'content-type': 'application/xml' });
-        res.end('<?xml version="1.0" encoding="UTF-8"?><Error><Code>BadDigest</Code><Message>The CRC32 you specified did not match the calculated checksum.</Message></Error>');
+        res.end(
+          '<?xml version="1.0" encoding="UTF-8"?><Error><Code>BadDigest</Code><Message>The CRC32 you specified did not match the calculated checksum.</Message></Error>',
+        );
         return;
       }
       res.writeHead(200, { ETag: '"abc"' });
@@ -281,12 +347,17 @@ async function checkingServer(): Promise<{ endpoint: string; seen: Array<{ heade
 }
 
 describe('S3Store PUT checksums', () => {
-  const storeAt = (endpoint: string) => new S3Store({
-    bucket: 'b', endpoint, region: 'us-east-1', pathStyle: true, maxAttempts: 1,
-    credentials: { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'secret' },
-  });
+  const storeAt = (endpoint: string) =>
+    new S3Store({
+      bucket: 'b',
+      endpoint,
+      region: 'us-east-1',
+      pathStyle: true,
+      maxAttempts: 1,
+      credentials: { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'secret' },
+    });
 
-  it('sends the caller\'s CRC32, signed, and no hash of the body', async () => {
+  it("sends the caller's CRC32, signed, and no hash of the body", async () => {
     const srv = await checkingServer();
     const store = storeAt(srv.endpoint);
     try {
@@ -299,7 +370,11 @@ describe('S3Store PUT checksums', () => {
       const signed = /SignedHeaders=([^,]+)/.exec(String(headers.authorization))?.[1]?.split(';') ?? [];
       assert.ok(signed.includes('x-amz-checksum-crc32'), `signed headers: ${signed.join(';')}`);
       assert.ok(signed.includes('x-amz-content-sha256'));
-      assert.equal(Object.keys(headers).filter((h) => h.startsWith('x-amz-checksum-')).length, 1, 'no second checksum from the SDK');
+      assert.equal(
+        Object.keys(headers).filter((h) => h.startsWith('x-amz-checksum-')).length,
+        1,
+        'no second checksum from the SDK',
+      );
     } finally {
       await store.close();
       await srv.close();
@@ -320,7 +395,7 @@ describe('S3Store PUT checksums', () => {
     }
   });
 
-  it('keeps the SDK\'s own checksums for PUTs without a caller\'s CRC32', async () => {
+  it("keeps the SDK's own checksums for PUTs without a caller's CRC32", async () => {
     const srv = await checkingServer();
     const store = storeAt(srv.endpoint);
     try {

@@ -59,8 +59,14 @@ describe('the systemd unit', () => {
       const stub = path.join(dir, 'filespace');
       const called = path.join(dir, 'called');
       await fsp.writeFile(stub, `#!/bin/sh\necho "$@" >> ${called}\n`, { mode: 0o755 });
-      const argv = words((s.get('ExecStop') ?? '').replace(/^-/, '').replace(/%i/g, 'team').replace(/\/usr\/bin\/filespace/g, stub));
-      const runStop = (env: NodeJS.ProcessEnv) => new Promise<void>((resolve) => execFile(argv[0]!, argv.slice(1), { env }, () => resolve()));
+      const argv = words(
+        (s.get('ExecStop') ?? '')
+          .replace(/^-/, '')
+          .replace(/%i/g, 'team')
+          .replace(/\/usr\/bin\/filespace/g, stub),
+      );
+      const runStop = (env: NodeJS.ProcessEnv) =>
+        new Promise<void>((resolve) => execFile(argv[0]!, argv.slice(1), { env }, () => resolve()));
       const env = { PATH: process.env.PATH };
       await runStop(env);
       await assert.rejects(fsp.readFile(called, 'utf8'), { code: 'ENOENT' }, 'nothing runs once the engine exited');

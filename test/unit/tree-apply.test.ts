@@ -200,8 +200,14 @@ describe('Tree.apply attr', () => {
     t.apply(size(2, CS + 10));
     const f = t.get(2)!;
     assert.equal(f.size, CS + 10);
-    assert.deepEqual(f.chunks, [['a0', CS], ['a1', 10]]);
-    assert.deepEqual(sortedMap(t.chunkRefs), [['a0', 1], ['a1', 1]]);
+    assert.deepEqual(f.chunks, [
+      ['a0', CS],
+      ['a1', 10],
+    ]);
+    assert.deepEqual(sortedMap(t.chunkRefs), [
+      ['a0', 1],
+      ['a1', 1],
+    ]);
 
     t.apply(size(2, CS));
     assert.deepEqual(t.get(2)!.chunks, [['a0', CS]], 'a cut on a chunk boundary keeps the previous chunk whole');
@@ -302,10 +308,16 @@ describe('Tree chunk reference counting', () => {
     const t = fresh();
     fileWithChunks(t, ROOT_INO, 'a', 2, 2 * CS, 'shared');
     fileWithChunks(t, ROOT_INO, 'b', 3, 2 * CS, 'shared');
-    assert.deepEqual(sortedMap(t.chunkRefs), [['shared0', 2], ['shared1', 2]]);
+    assert.deepEqual(sortedMap(t.chunkRefs), [
+      ['shared0', 2],
+      ['shared1', 2],
+    ]);
 
     t.apply({ t: 'rm', parent: ROOT_INO, name: 'a', ms: 40 });
-    assert.deepEqual(sortedMap(t.chunkRefs), [['shared0', 1], ['shared1', 1]]);
+    assert.deepEqual(sortedMap(t.chunkRefs), [
+      ['shared0', 1],
+      ['shared1', 1],
+    ]);
 
     t.apply(size(3, CS));
     assert.deepEqual(sortedMap(t.chunkRefs), [['shared0', 1]]);
@@ -491,7 +503,10 @@ describe('Tree nameless inodes (files deleted while open)', () => {
     // A truncate through an open handle applies to the kept copy alone.
     kept.apply(size(5, CS + 10, 10));
     assert.equal(kept.get(5)!.size, CS + 10);
-    assert.deepEqual(kept.get(5)!.chunks, [['c0', CS], ['c1', 10]]);
+    assert.deepEqual(kept.get(5)!.chunks, [
+      ['c0', CS],
+      ['c1', 10],
+    ]);
     assert.deepEqual([...kept.chunkRefs.keys()].sort(), ['c0', 'c1']);
     kept.removeNameless(5);
     assert.equal(kept.get(5), undefined);

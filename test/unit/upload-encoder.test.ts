@@ -20,7 +20,13 @@ const fileId = randomBytes(16);
 function sealedUnits(plain: Buffer): Buffer {
   const units: Buffer[] = [];
   for (let i = 0; i * UNIT < plain.length; i++) {
-    units.push((io as unknown as { seal(f: Buffer, i: number, p: Buffer): Buffer }).seal(fileId, i, plain.subarray(i * UNIT, (i + 1) * UNIT)));
+    units.push(
+      (io as unknown as { seal(f: Buffer, i: number, p: Buffer): Buffer }).seal(
+        fileId,
+        i,
+        plain.subarray(i * UNIT, (i + 1) * UNIT),
+      ),
+    );
   }
   return Buffer.concat(units);
 }
@@ -39,9 +45,19 @@ describe('upload encoders', () => {
   const inThread = new InThreadEncoder(keys);
   after(() => worker.close());
 
-  for (const [label, enc] of [['engine thread', inThread], ['worker thread', worker]] as Array<[string, ChunkEncoder]>) {
+  for (const [label, enc] of [
+    ['engine thread', inThread],
+    ['worker thread', worker],
+  ] as Array<[string, ChunkEncoder]>) {
     it(`names and encodes chunks in place (${label})`, async () => {
-      for (const plain of [Buffer.alloc(0), randomBytes(1), randomBytes(UNIT), randomBytes(3 * UNIT + 5), text(4 << 20), randomBytes(4 << 20)]) {
+      for (const plain of [
+        Buffer.alloc(0),
+        randomBytes(1),
+        randomBytes(UNIT),
+        randomBytes(3 * UNIT + 5),
+        text(4 << 20),
+        randomBytes(4 << 20),
+      ]) {
         const buf = shared(sealedBodySize(plain.length));
         sealedUnits(plain).copy(buf);
         const name = await enc.openAndName(buf, fileId, plain.length, 'dirty chunk 1.0');
@@ -66,7 +82,11 @@ describe('upload encoders', () => {
       }
       const buf = shared(sealedBodySize(plain.length));
       sealed.copy(buf);
-      await assert.rejects(enc.openAndName(buf, randomBytes(16), plain.length, 'dirty chunk 1.0'), AuthError, 'units of another file');
+      await assert.rejects(
+        enc.openAndName(buf, randomBytes(16), plain.length, 'dirty chunk 1.0'),
+        AuthError,
+        'units of another file',
+      );
     });
   }
 

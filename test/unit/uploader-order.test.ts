@@ -50,14 +50,22 @@ beforeEach(async () => {
   meta = await MetaStore.create(path.join(dir, 'meta'), Tree.create(CS, 0, 0, 1), 0);
   dirty = new DirtyStore(dir, handles, sealed);
   await dirty.init(() => 'deleted', 0);
-  cache = new ChunkCache(dir, { capBytes: 64 * CS, highWatermark: 0.9, lowWatermark: 0.7 }, handles, () => dirty.totalBytes, sealed);
+  cache = new ChunkCache(
+    dir,
+    { capBytes: 64 * CS, highWatermark: 0.9, lowWatermark: 0.7 },
+    handles,
+    () => dirty.totalBytes,
+    sealed,
+  );
   await cache.init();
   bucket = new WatchedStore();
   events = [];
   unlinked = new Set();
   liveSize = new Map();
   uploader = new Uploader({
-    dirty, meta, cache,
+    dirty,
+    meta,
+    cache,
     store: new MonitoredStore(bucket, { probeKey: 'filespace.json', probeTimeoutMs: () => 60_000 }),
     keys,
     names: {

@@ -33,7 +33,10 @@ const errno = (code: string) => (err: unknown) => err instanceof FsError && err.
 /** True if `p` is still pending after the event loop turned a few times. */
 async function pending(p: Promise<unknown>): Promise<boolean> {
   let settled = false;
-  p.then(() => (settled = true), () => (settled = true));
+  p.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
   for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
   return !settled;
 }

@@ -9,7 +9,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import {
-  Lease, LeaseHeldError, LeaseLostError, Machine, NoConditionalWritesError, probeConditionalWrites,
+  Lease,
+  LeaseHeldError,
+  LeaseLostError,
+  Machine,
+  NoConditionalWritesError,
+  probeConditionalWrites,
 } from '../../electron/engine/meta/lease';
 import { seal } from '../../electron/engine/chunk/crypto';
 import { MemoryStore } from '../../electron/engine/store/memory';
@@ -19,24 +24,52 @@ import { GetResult, HeadResult, ObjectStore, PutOptions, StoreError } from '../.
 class IgnoresConditions implements ObjectStore {
   readonly description = 'no-conditions:';
   constructor(private readonly inner: ObjectStore) {}
-  get(key: string, range?: { start: number; end: number }): Promise<GetResult | undefined> { return this.inner.get(key, range); }
-  head(key: string): Promise<HeadResult | undefined> { return this.inner.head(key); }
-  put(key: string, body: Buffer, _o?: PutOptions): Promise<string> { return this.inner.put(key, body); }
-  delete(key: string): Promise<void> { return this.inner.delete(key); }
-  deleteMany(keys: readonly string[]): Promise<void> { return this.inner.deleteMany(keys); }
-  list(prefix: string): Promise<string[]> { return this.inner.list(prefix); }
-  close(): Promise<void> { return this.inner.close(); }
+  get(key: string, range?: { start: number; end: number }): Promise<GetResult | undefined> {
+    return this.inner.get(key, range);
+  }
+  head(key: string): Promise<HeadResult | undefined> {
+    return this.inner.head(key);
+  }
+  put(key: string, body: Buffer, _o?: PutOptions): Promise<string> {
+    return this.inner.put(key, body);
+  }
+  delete(key: string): Promise<void> {
+    return this.inner.delete(key);
+  }
+  deleteMany(keys: readonly string[]): Promise<void> {
+    return this.inner.deleteMany(keys);
+  }
+  list(prefix: string): Promise<string[]> {
+    return this.inner.list(prefix);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
 }
 
 const A: Machine = { id: 'aaaaaaaa-0000-4000-8000-000000000001', name: 'laptop', pid: 101 };
 const B: Machine = { id: 'bbbbbbbb-0000-4000-8000-000000000002', name: 'desktop', pid: 202 };
 
 function clock(start = 1_000_000) {
-  const c = { wall: start, mono: 0, advance(ms: number) { c.wall += ms; c.mono += ms; } };
+  const c = {
+    wall: start,
+    mono: 0,
+    advance(ms: number) {
+      c.wall += ms;
+      c.mono += ms;
+    },
+  };
   return c;
 }
 
-function lease(store: ObjectStore, key: Buffer, self: Machine, c: ReturnType<typeof clock>, conditional = true, ttlMs = 10_000): Lease {
+function lease(
+  store: ObjectStore,
+  key: Buffer,
+  self: Machine,
+  c: ReturnType<typeof clock>,
+  conditional = true,
+  ttlMs = 10_000,
+): Lease {
   return new Lease({ store, metaKey: key, self, ttlMs: () => ttlMs, conditional, now: () => c.wall, monotonic: () => c.mono });
 }
 
@@ -59,8 +92,14 @@ class StalledS3 implements ObjectStore {
   private check(): void {
     if (this.offline) throw new StoreError('Unreachable', 'connect ECONNREFUSED');
   }
-  async get(key: string, range?: { start: number; end: number }): Promise<GetResult | undefined> { this.check(); return this.inner.get(key, range); }
-  async head(key: string): Promise<HeadResult | undefined> { this.check(); return this.inner.head(key); }
+  async get(key: string, range?: { start: number; end: number }): Promise<GetResult | undefined> {
+    this.check();
+    return this.inner.get(key, range);
+  }
+  async head(key: string): Promise<HeadResult | undefined> {
+    this.check();
+    return this.inner.head(key);
+  }
   async put(key: string, body: Buffer, o?: PutOptions): Promise<string> {
     this.check();
     if (key === 'lease' && this.holding) await new Promise<void>((resolve) => this.held.push(resolve));
@@ -83,10 +122,21 @@ class StalledS3 implements ObjectStore {
   let(): void {
     this.held.shift()?.();
   }
-  async delete(key: string): Promise<void> { this.check(); return this.inner.delete(key); }
-  async deleteMany(keys: readonly string[]): Promise<void> { this.check(); return this.inner.deleteMany(keys); }
-  async list(prefix: string): Promise<string[]> { this.check(); return this.inner.list(prefix); }
-  close(): Promise<void> { return this.inner.close(); }
+  async delete(key: string): Promise<void> {
+    this.check();
+    return this.inner.delete(key);
+  }
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    this.check();
+    return this.inner.deleteMany(keys);
+  }
+  async list(prefix: string): Promise<string[]> {
+    this.check();
+    return this.inner.list(prefix);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
 }
 
 /** Resolves once `cond` holds, checking after each turn of the event loop (bounded). */
@@ -198,7 +248,7 @@ describe('write lease', () => {
 });
 
 describe('write lease while S3 stalls or is out of reach', () => {
-  it('a renewal applied by S3 whose retry was refused is this mount\'s own: the lease stays held and valid', async () => {
+  it("a renewal applied by S3 whose retry was refused is this mount's own: the lease stays held and valid", async () => {
     const bucket = new MemoryStore();
     const s3 = new StalledS3(bucket);
     const key = randomBytes(32);
@@ -249,16 +299,28 @@ describe('write lease while S3 stalls or is out of reach', () => {
     assert.ok(a.valid());
   });
 
-  it('a refused renewal is loss when the record is another machine\'s, another mount\'s of this machine, or has no nonce', async () => {
+  it("a refused renewal is loss when the record is another machine's, another mount's of this machine, or has no nonce", async () => {
     const key = randomBytes(32);
     const cases: Array<[string, (bucket: MemoryStore, c: ReturnType<typeof clock>) => Promise<void>, RegExp]> = [
-      ['another machine took over', async (bucket, c) => void (await lease(bucket, key, B, c).acquire({ takeover: true })), /taken over by desktop \(process 202, machine bbbbbbbb\)/],
-      ['a later mount of this machine', async (bucket, c) => void (await lease(bucket, key, { ...A, pid: 999 }, c).acquire({ takeover: false })), /taken over by laptop \(process 999/],
-      ['a record without a nonce, same holder and epoch', async (bucket) => {
-        const cur = (await new Lease({ store: bucket, metaKey: key, self: A, ttlMs: () => 10_000, conditional: true }).read())!;
-        const { nonce: _drop, ...old } = cur.record;
-        await bucket.put('lease', seal(key, Buffer.from(JSON.stringify(old), 'utf8'), 'meta:lease'));
-      }, /taken over by laptop \(process 101/],
+      [
+        'another machine took over',
+        async (bucket, c) => void (await lease(bucket, key, B, c).acquire({ takeover: true })),
+        /taken over by desktop \(process 202, machine bbbbbbbb\)/,
+      ],
+      [
+        'a later mount of this machine',
+        async (bucket, c) => void (await lease(bucket, key, { ...A, pid: 999 }, c).acquire({ takeover: false })),
+        /taken over by laptop \(process 999/,
+      ],
+      [
+        'a record without a nonce, same holder and epoch',
+        async (bucket) => {
+          const cur = (await new Lease({ store: bucket, metaKey: key, self: A, ttlMs: () => 10_000, conditional: true }).read())!;
+          const { nonce: _drop, ...old } = cur.record;
+          await bucket.put('lease', seal(key, Buffer.from(JSON.stringify(old), 'utf8'), 'meta:lease'));
+        },
+        /taken over by laptop \(process 101/,
+      ],
     ];
     for (const [label, overwrite, named] of cases) {
       const bucket = new MemoryStore();
@@ -280,7 +342,9 @@ describe('write lease while S3 stalls or is out of reach', () => {
     await a.acquire({ takeover: false });
     const realGet = s3.get.bind(s3);
     s3.lostAnswerRetried = true;
-    s3.get = async () => { throw new StoreError('Timeout', 'request timed out'); };
+    s3.get = async () => {
+      throw new StoreError('Timeout', 'request timed out');
+    };
     await assert.rejects(a.renew(), (err: unknown) => err instanceof StoreError && err.code === 'Timeout');
     assert.ok(a.held, 'not lost while it cannot tell');
     s3.get = realGet;
@@ -340,8 +404,16 @@ describe('write lease while S3 stalls or is out of reach', () => {
       c.advance(20_000); // a was offline: its lease has expired
       sA.holding = true;
       sB.holding = true;
-      const renewing = a.renew().then(() => 'renewed', (err: unknown) => err);
-      const taking = lease(sB, key, B, c).acquire({ takeover: false }).then(() => 'taken', (err: unknown) => err);
+      const renewing = a.renew().then(
+        () => 'renewed',
+        (err: unknown) => err,
+      );
+      const taking = lease(sB, key, B, c)
+        .acquire({ takeover: false })
+        .then(
+          () => 'taken',
+          (err: unknown) => err,
+        );
       await settle('both lease writes to be on their way', () => sA.waiting === 1 && sB.waiting === 1);
       sB.holding = false; // B's later attempts go straight through
       if (first === 'the returning holder') {
@@ -382,7 +454,11 @@ describe('stores that ignore conditional writes', () => {
     await a.release();
     c.advance(60_000);
     const b = lease(store, key, B, c, false);
-    await assert.rejects(b.acquire({ takeover: false }), (err: unknown) => err instanceof NoConditionalWritesError && /ignores conditional writes/.test(err.message) && /laptop/.test(err.message));
+    await assert.rejects(
+      b.acquire({ takeover: false }),
+      (err: unknown) =>
+        err instanceof NoConditionalWritesError && /ignores conditional writes/.test(err.message) && /laptop/.test(err.message),
+    );
     await b.acquire({ takeover: true });
     await assert.rejects(lease(store, key, A, c, false).acquire({ takeover: false }), NoConditionalWritesError);
   });

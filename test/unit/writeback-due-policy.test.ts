@@ -54,11 +54,17 @@ afterEach(async () => {
 /** A queue whose every upload fails. */
 function failingQueue(): WritebackQueue {
   return new WritebackQueue({
-    dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+    dirty,
+    chunkSize: CS,
+    policy: () => policy,
+    isOpenForWrite: () => false,
     upload: async () => {
       throw new Error('bucket unreachable');
     },
-    paused: () => false, onError: () => undefined, onSuccess: () => undefined, now: () => clock,
+    paused: () => false,
+    onError: () => undefined,
+    onSuccess: () => undefined,
+    now: () => clock,
   });
 }
 
@@ -158,9 +164,15 @@ describe('WritebackQueue.isDue', () => {
 
   it('a chunk being uploaded is not due again', async () => {
     const q = new WritebackQueue({
-      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      dirty,
+      chunkSize: CS,
+      policy: () => policy,
+      isOpenForWrite: () => false,
       upload: () => new Promise<void>(() => undefined), // never finishes
-      paused: () => false, onError: () => undefined, onSuccess: () => undefined, now: () => clock,
+      paused: () => false,
+      onError: () => undefined,
+      onSuccess: () => undefined,
+      now: () => clock,
     });
     const d = await written(1, 0, CS);
     clock += policy.uploadDelayMs;
@@ -174,9 +186,15 @@ describe('WritebackQueue.isDue', () => {
   it('a chunk of a file deleted while still open is never due, and drain does not wait for it', async () => {
     const unlinked = new Set<number>([7]);
     const q = new WritebackQueue({
-      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      dirty,
+      chunkSize: CS,
+      policy: () => policy,
+      isOpenForWrite: () => false,
       isUnlinked: (ino) => unlinked.has(ino),
-      upload: async () => undefined, paused: () => false, onError: () => undefined, onSuccess: () => undefined,
+      upload: async () => undefined,
+      paused: () => false,
+      onError: () => undefined,
+      onSuccess: () => undefined,
       now: () => clock,
     });
     const kept = await written(7, 0, CS);
@@ -192,10 +210,14 @@ describe('WritebackQueue.isDue', () => {
   it('reads the policy live, so a settings change applies at once', async () => {
     let delay = 2_000;
     const q = new WritebackQueue({
-      dirty, chunkSize: CS,
+      dirty,
+      chunkSize: CS,
       policy: () => ({ ...policy, uploadDelayMs: delay }),
       isOpenForWrite: () => false,
-      upload: async () => undefined, paused: () => false, onError: () => undefined, onSuccess: () => undefined,
+      upload: async () => undefined,
+      paused: () => false,
+      onError: () => undefined,
+      onSuccess: () => undefined,
       now: () => clock,
     });
     const d = await written(1, 0, 10);
@@ -217,7 +239,11 @@ describe('WritebackQueue.pump', () => {
     await written(4, 0, 10); // fresh: not due
     queue.start();
     queue.stop();
-    assert.deepEqual(uploads.map((d) => d.ino), [oldest.ino, middle.ino], 'two at a time, oldest first');
+    assert.deepEqual(
+      uploads.map((d) => d.ino),
+      [oldest.ino, middle.ino],
+      'two at a time, oldest first',
+    );
     assert.ok(newer.firstDirtyMs > middle.firstDirtyMs);
     assert.equal(queue.uploading, 2);
     await queue.idle(10_000);
@@ -227,7 +253,10 @@ describe('WritebackQueue.pump', () => {
   it('a failed upload schedules a retry with backoff and reports the error', async () => {
     const errors: unknown[] = [];
     const q = new WritebackQueue({
-      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      dirty,
+      chunkSize: CS,
+      policy: () => policy,
+      isOpenForWrite: () => false,
       upload: async () => {
         throw new Error('bucket unreachable');
       },
@@ -252,11 +281,17 @@ describe('WritebackQueue.pump', () => {
 
   it('does nothing while paused', async () => {
     const q = new WritebackQueue({
-      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      dirty,
+      chunkSize: CS,
+      policy: () => policy,
+      isOpenForWrite: () => false,
       upload: async (d) => {
         uploads.push(d);
       },
-      paused: () => true, onError: () => undefined, onSuccess: () => undefined, now: () => clock,
+      paused: () => true,
+      onError: () => undefined,
+      onSuccess: () => undefined,
+      now: () => clock,
     });
     await written(1, 0, CS);
     clock += 100_000;
@@ -270,12 +305,18 @@ describe('WritebackQueue.retryNow (the bucket answers again)', () => {
   it('makes every chunk waiting on its backoff due at once and starts them', async () => {
     let failing = true;
     const q = new WritebackQueue({
-      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      dirty,
+      chunkSize: CS,
+      policy: () => policy,
+      isOpenForWrite: () => false,
       upload: async (d) => {
         if (failing) throw new Error('bucket unreachable');
         uploads.push(d);
       },
-      paused: () => false, onError: () => undefined, onSuccess: () => undefined, now: () => clock,
+      paused: () => false,
+      onError: () => undefined,
+      onSuccess: () => undefined,
+      now: () => clock,
     });
     const a = await written(1, 0, CS);
     const b = await written(2, 0, CS);
@@ -303,7 +344,10 @@ describe('WritebackQueue.retryNow (the bucket answers again)', () => {
     let fail!: (err: Error) => void;
     const errors: unknown[] = [];
     const q = new WritebackQueue({
-      dirty, chunkSize: CS, policy: () => policy, isOpenForWrite: () => false,
+      dirty,
+      chunkSize: CS,
+      policy: () => policy,
+      isOpenForWrite: () => false,
       upload: () => new Promise<void>((_, reject) => (fail = reject)),
       paused: () => false,
       onError: (err) => errors.push(err),

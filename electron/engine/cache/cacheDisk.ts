@@ -42,7 +42,10 @@ export class CacheDisk {
   private limitingSaid = false;
   private fullSaid = false;
 
-  constructor(private readonly dir: string, private readonly o: CacheDiskOptions) {}
+  constructor(
+    private readonly dir: string,
+    private readonly o: CacheDiskOptions,
+  ) {}
 
   /** True from the moment nothing more could be freed until the disk has room again. */
   get full(): boolean {
@@ -87,7 +90,9 @@ export class CacheDisk {
     this.limit = Math.max(0, onDiskBytes() + free - this.o.headroomBytes);
     if (!this.limitingSaid && this.limit < capBytes) {
       this.limitingSaid = true;
-      this.o.log(`the disk under ${this.dir} has room for ${formatSize(this.limit)} of cache, less than the cache size ${formatSize(capBytes)}; the cache keeps within the disk`);
+      this.o.log(
+        `the disk under ${this.dir} has room for ${formatSize(this.limit)} of cache, less than the cache size ${formatSize(capBytes)}; the cache keeps within the disk`,
+      );
     } else if (this.limitingSaid && this.limit >= capBytes * 1.05) {
       this.limitingSaid = false;
       this.o.log(`the disk under ${this.dir} has room for the whole cache size again`);
@@ -135,7 +140,9 @@ export class CacheDisk {
     if (!this.reserveHeld) return false;
     this.reserveHeld = false;
     await fsp.rm(this.reservePath, { force: true }).catch(() => undefined);
-    this.o.log(`the disk under ${this.dir} is full: gave up the ${formatSize(this.o.reserveBytes)} held back for metadata, so that it can still be saved`);
+    this.o.log(
+      `the disk under ${this.dir} is full: gave up the ${formatSize(this.o.reserveBytes)} held back for metadata, so that it can still be saved`,
+    );
     return true;
   }
 
@@ -143,8 +150,10 @@ export class CacheDisk {
   noteFull(err: Error): void {
     if (this.fullSaid) return;
     this.fullSaid = true;
-    this.o.log(`the disk under ${this.dir} is full and the cache has nothing left to give back (${err.message}); ` +
-      'changes are kept in memory until there is room; free space on that disk, or unmount with --force');
+    this.o.log(
+      `the disk under ${this.dir} is full and the cache has nothing left to give back (${err.message}); ` +
+        'changes are kept in memory until there is room; free space on that disk, or unmount with --force',
+    );
   }
 }
 

@@ -95,7 +95,10 @@ export class ChunkCache {
    * Runs `fn` on the open cache file with its checked sealing id and data length. A damaged
    * file is removed and the result is undefined (a miss); so is a file that vanished.
    */
-  private async withFile<T>(name: string, fn: (fh: fsp.FileHandle, fileId: Buffer, len: number) => Promise<T>): Promise<T | undefined> {
+  private async withFile<T>(
+    name: string,
+    fn: (fh: fsp.FileHandle, fileId: Buffer, len: number) => Promise<T>,
+  ): Promise<T | undefined> {
     for (let attempt = 0; ; attempt++) {
       const size = this.index.get(name);
       if (size === undefined) return undefined;

@@ -224,7 +224,9 @@ export class DirtyStore {
     }
     let keep = len;
     let changed = false;
-    const units = checkAll ? [...Array(lastUnitOf(len) + 1).keys()] : [...pre.keys()].filter((u) => u <= lastUnitOf(len)).sort((a, b) => a - b);
+    const units = checkAll
+      ? [...Array(lastUnitOf(len) + 1).keys()]
+      : [...pre.keys()].filter((u) => u <= lastUnitOf(len)).sort((a, b) => a - b);
     for (const u of units) {
       if (u > lastUnitOf(keep)) break;
       const raw = await this.io.readRawUnit(fh, u, keep);
@@ -258,7 +260,11 @@ export class DirtyStore {
    * one's file (see ChunkOwner): leftovers past a file's size are trimmed, chunks of deleted
    * files removed, and chunks of unknown files kept on disk as `orphans`.
    */
-  async init(ownerOf: (ino: number, idx: number) => ChunkOwner, nowMs: number, opts: { uncleanStop?: boolean } = {}): Promise<void> {
+  async init(
+    ownerOf: (ino: number, idx: number) => ChunkOwner,
+    nowMs: number,
+    opts: { uncleanStop?: boolean } = {},
+  ): Promise<void> {
     const root = path.join(this.dir, 'dirty');
     await fsp.mkdir(root, { recursive: true, mode: 0o700 });
     const names = await fsp.readdir(root);
@@ -424,7 +430,9 @@ export class DirtyStore {
     this.bytes += growth;
     d.len = newLen;
     try {
-      await this.handles.use(this.pathOf(d.ino, d.idx), (fh) => this.io.write(fh, d.fileId, oldLen, data, pos, `dirty chunk ${d.ino}.${d.idx}`));
+      await this.handles.use(this.pathOf(d.ino, d.idx), (fh) =>
+        this.io.write(fh, d.fileId, oldLen, data, pos, `dirty chunk ${d.ino}.${d.idx}`),
+      );
     } catch (err) {
       if (this.get(d.ino, d.idx) === d) {
         this.bytes -= growth;
@@ -442,13 +450,17 @@ export class DirtyStore {
     const want = Math.max(0, Math.min(len, d.len - pos));
     if (want === 0) return 0;
     const dataLen = d.len;
-    await this.handles.use(this.pathOf(d.ino, d.idx), (fh) => this.io.read(fh, d.fileId, dataLen, buf, bufOff, want, pos, `dirty chunk ${d.ino}.${d.idx}`));
+    await this.handles.use(this.pathOf(d.ino, d.idx), (fh) =>
+      this.io.read(fh, d.fileId, dataLen, buf, bufOff, want, pos, `dirty chunk ${d.ino}.${d.idx}`),
+    );
     return want;
   }
 
   async readAll(d: DirtyChunk): Promise<Buffer> {
     const dataLen = d.len;
-    return this.handles.use(this.pathOf(d.ino, d.idx), (fh) => this.io.readAll(fh, d.fileId, dataLen, `dirty chunk ${d.ino}.${d.idx}`));
+    return this.handles.use(this.pathOf(d.ino, d.idx), (fh) =>
+      this.io.readAll(fh, d.fileId, dataLen, `dirty chunk ${d.ino}.${d.idx}`),
+    );
   }
 
   /**
@@ -458,7 +470,9 @@ export class DirtyStore {
    */
   async readSealedInto(d: DirtyChunk, buf: Buffer): Promise<number> {
     const dataLen = d.len;
-    await this.handles.use(this.pathOf(d.ino, d.idx), (fh) => this.io.readSealedInto(fh, dataLen, buf, `dirty chunk ${d.ino}.${d.idx}`));
+    await this.handles.use(this.pathOf(d.ino, d.idx), (fh) =>
+      this.io.readSealedInto(fh, dataLen, buf, `dirty chunk ${d.ino}.${d.idx}`),
+    );
     return dataLen;
   }
 
@@ -466,13 +480,15 @@ export class DirtyStore {
     const d = rec(chunk);
     const oldLen = d.len;
     // The unit resealed is the new last one (cutting) or the old last one (extending).
-    const touched = len < oldLen ? (len % UNIT !== 0 ? lastUnitOf(len) : -1) : (oldLen % UNIT !== 0 ? lastUnitOf(oldLen) : -1);
+    const touched = len < oldLen ? (len % UNIT !== 0 ? lastUnitOf(len) : -1) : oldLen % UNIT !== 0 ? lastUnitOf(oldLen) : -1;
     if (touched >= 0) await this.protect(d, touched, touched);
     // Growth is counted before it reaches the disk; a cut is counted once it is done.
     const growth = Math.max(0, physicalSize(len) - physicalSize(oldLen));
     this.bytes += growth;
     try {
-      await this.handles.use(this.pathOf(d.ino, d.idx), (fh) => this.io.truncate(fh, d.fileId, oldLen, len, `dirty chunk ${d.ino}.${d.idx}`));
+      await this.handles.use(this.pathOf(d.ino, d.idx), (fh) =>
+        this.io.truncate(fh, d.fileId, oldLen, len, `dirty chunk ${d.ino}.${d.idx}`),
+      );
     } catch (err) {
       this.bytes -= growth;
       throw err;
@@ -482,7 +498,12 @@ export class DirtyStore {
     d.gen++;
     d.lastWriteMs = nowMs;
     const st = this.durabilityOf(d);
-    for (let u = Math.max(0, Math.min(lastUnitOf(oldLen), lastUnitOf(len))); u <= Math.max(lastUnitOf(oldLen), lastUnitOf(len)); u++) st.unsynced.add(u);
+    for (
+      let u = Math.max(0, Math.min(lastUnitOf(oldLen), lastUnitOf(len)));
+      u <= Math.max(lastUnitOf(oldLen), lastUnitOf(len));
+      u++
+    )
+      st.unsynced.add(u);
   }
 
   /**
@@ -589,10 +610,13 @@ export class DirtyStore {
     // until removed; a new chunk of the same name waits for that (see create).
     if (st?.pre) {
       const pre = st.preBytes;
-      const removed: Promise<void> = fsp.rm(`${file}.pre`, { force: true }).catch(() => undefined).then(() => {
-        this.bytes -= pre;
-        if (this.preRemovals.get(key) === removed) this.preRemovals.delete(key);
-      });
+      const removed: Promise<void> = fsp
+        .rm(`${file}.pre`, { force: true })
+        .catch(() => undefined)
+        .then(() => {
+          this.bytes -= pre;
+          if (this.preRemovals.get(key) === removed) this.preRemovals.delete(key);
+        });
       this.preRemovals.set(key, removed);
     }
     return { file, fileId: d.fileId, size: physicalSize(d.len) };

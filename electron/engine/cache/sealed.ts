@@ -163,7 +163,14 @@ export class SealedIO {
   }
 
   /** Units [first, last] decrypted, as one buffer of data starting at first * UNIT. */
-  private async readUnits(fh: FileHandle, fileId: Buffer, first: number, last: number, len: number, what: string): Promise<Buffer> {
+  private async readUnits(
+    fh: FileHandle,
+    fileId: Buffer,
+    first: number,
+    last: number,
+    len: number,
+    what: string,
+  ): Promise<Buffer> {
     const raw = Buffer.allocUnsafe(Math.min(unitOffset(last + 1), physicalSize(len)) - unitOffset(first));
     return raw.subarray(0, await this.openUnitsInPlace(fh, fileId, first, last, len, raw, what));
   }
@@ -173,7 +180,15 @@ export class SealedIO {
    * them there (`openSealedUnits`). Returns the data bytes. One read and one buffer, however
    * many units.
    */
-  private async openUnitsInPlace(fh: FileHandle, fileId: Buffer, first: number, last: number, len: number, buf: Buffer, what: string): Promise<number> {
+  private async openUnitsInPlace(
+    fh: FileHandle,
+    fileId: Buffer,
+    first: number,
+    last: number,
+    len: number,
+    buf: Buffer,
+    what: string,
+  ): Promise<number> {
     const size = await this.readSealed(fh, first, last, len, buf, what);
     return openSealedUnits(this.key, fileId, buf, size, first, what);
   }
@@ -193,7 +208,16 @@ export class SealedIO {
   }
 
   /** Copies data bytes [pos, pos+n) into buf at bufOff (n already clamped to the length). */
-  async read(fh: FileHandle, fileId: Buffer, len: number, buf: Buffer, bufOff: number, n: number, pos: number, what: string): Promise<void> {
+  async read(
+    fh: FileHandle,
+    fileId: Buffer,
+    len: number,
+    buf: Buffer,
+    bufOff: number,
+    n: number,
+    pos: number,
+    what: string,
+  ): Promise<void> {
     if (n <= 0) return;
     const first = Math.floor(pos / UNIT);
     const last = Math.floor((pos + n - 1) / UNIT);

@@ -48,8 +48,13 @@ export function newKdfParams(): KdfParams {
 
 export function deriveKek(passphrase: string, kdf: KdfParams): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    scrypt(passphrase.normalize('NFC'), Buffer.from(kdf.salt, 'base64'), 32,
-      { N: kdf.N, r: kdf.r, p: kdf.p, maxmem: 256 * kdf.N * kdf.r * 2 }, (err, key) => (err ? reject(err) : resolve(key)));
+    scrypt(
+      passphrase.normalize('NFC'),
+      Buffer.from(kdf.salt, 'base64'),
+      32,
+      { N: kdf.N, r: kdf.r, p: kdf.p, maxmem: 256 * kdf.N * kdf.r * 2 },
+      (err, key) => (err ? reject(err) : resolve(key)),
+    );
   });
 }
 
@@ -74,8 +79,16 @@ export function seal(key: Buffer, plaintext: Buffer, aad: string): Buffer {
  * `onOutput`, every piece written is handed over as soon as it is in `out` (a checksum over
  * the sealed bytes then needs no second pass over them).
  */
-export function sealInto(key: Buffer, plaintext: Buffer, aad: string, out: Buffer, offset: number, onOutput?: (written: Buffer) => void): number {
-  if (out.length - offset < plaintext.length + SEAL_OVERHEAD) throw new RangeError('sealInto: the output has no room for the sealed bytes');
+export function sealInto(
+  key: Buffer,
+  plaintext: Buffer,
+  aad: string,
+  out: Buffer,
+  offset: number,
+  onOutput?: (written: Buffer) => void,
+): number {
+  if (out.length - offset < plaintext.length + SEAL_OVERHEAD)
+    throw new RangeError('sealInto: the output has no room for the sealed bytes');
   const nonce = randomBytes(12);
   const c = createCipheriv('aes-256-gcm', key, nonce);
   c.setAAD(Buffer.from(aad, 'utf8'));
@@ -116,8 +129,11 @@ export function newDataKey(): Buffer {
 export function deriveKeys(dataKey: Buffer): Keys {
   const sub = (info: string) => Buffer.from(hkdfSync('sha256', dataKey, Buffer.alloc(0), info, 32));
   return {
-    chunkKey: sub('filespace chunk v1'), metaKey: sub('filespace meta v1'), nameKey: sub('filespace name v1'),
-    cacheKey: sub('filespace cache v1'), headerKey: sub('filespace header v1'),
+    chunkKey: sub('filespace chunk v1'),
+    metaKey: sub('filespace meta v1'),
+    nameKey: sub('filespace name v1'),
+    cacheKey: sub('filespace cache v1'),
+    headerKey: sub('filespace header v1'),
   };
 }
 

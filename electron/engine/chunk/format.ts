@@ -83,9 +83,18 @@ function writeObject(key: Buffer, name: string, payload: Buffer, flags: number, 
   MAGIC.copy(out, 0);
   out[MAGIC.length] = flags;
   let crc = crc32?.(out.subarray(0, HEAD_BYTES));
-  const sealed = sealInto(key, payload, `chunk:${name}:${flags}`, out, HEAD_BYTES, crc === undefined ? undefined : (piece) => {
-    crc = crc32!(piece, crc);
-  });
+  const sealed = sealInto(
+    key,
+    payload,
+    `chunk:${name}:${flags}`,
+    out,
+    HEAD_BYTES,
+    crc === undefined
+      ? undefined
+      : (piece) => {
+          crc = crc32!(piece, crc);
+        },
+  );
   return { length: HEAD_BYTES + sealed, crc32: crc, deflated: flags !== 0 };
 }
 
@@ -95,14 +104,16 @@ function writeObject(key: Buffer, name: string, payload: Buffer, flags: number, 
  * only read, and may be reused once this resolves.
  */
 export async function encodeChunkInto(key: Buffer, name: string, plain: Buffer, out: Buffer): Promise<EncodedChunk> {
-  if (out.length < maxEncodedBytes(plain.length)) throw new RangeError('encodeChunkInto: the output buffer is too small for this chunk');
+  if (out.length < maxEncodedBytes(plain.length))
+    throw new RangeError('encodeChunkInto: the output buffer is too small for this chunk');
   const compressed = await maybeCompress(plain);
   return writeObject(key, name, compressed ?? plain, compressed ? FLAG_DEFLATE : 0, out);
 }
 
 /** `encodeChunkInto` on the calling thread, compression included: for worker threads (upload/encoder.ts). */
 export function encodeChunkIntoSync(key: Buffer, name: string, plain: Buffer, out: Buffer): EncodedChunk {
-  if (out.length < maxEncodedBytes(plain.length)) throw new RangeError('encodeChunkInto: the output buffer is too small for this chunk');
+  if (out.length < maxEncodedBytes(plain.length))
+    throw new RangeError('encodeChunkInto: the output buffer is too small for this chunk');
   const compressed = maybeCompressSync(plain);
   return writeObject(key, name, compressed ?? plain, compressed ? FLAG_DEFLATE : 0, out);
 }

@@ -50,15 +50,21 @@ export interface JournalDamage {
 /** The journal is damaged in the middle; nothing was read into use, truncated or removed. */
 export class JournalDamagedError extends UserError {
   constructor(readonly damage: JournalDamage) {
-    super(`the metadata journal ${damage.file} is damaged at byte ${damage.spans[0]!.offset}: ` +
-      `${damage.later.length} valid record(s) after the damage cannot be applied safely; nothing was changed`, 'JOURNAL_DAMAGED');
+    super(
+      `the metadata journal ${damage.file} is damaged at byte ${damage.spans[0]!.offset}: ` +
+        `${damage.later.length} valid record(s) after the damage cannot be applied safely; nothing was changed`,
+      'JOURNAL_DAMAGED',
+    );
     this.name = 'JournalDamagedError';
   }
 }
 
 /** The snapshot cannot be read (or is missing while a journal needs it); nothing was changed. */
 export class SnapshotDamagedError extends UserError {
-  constructor(readonly file: string, readonly reason: string) {
+  constructor(
+    readonly file: string,
+    readonly reason: string,
+  ) {
     super(`the metadata snapshot ${file} is damaged (${reason}); nothing was changed`, 'SNAPSHOT_DAMAGED');
     this.name = 'SnapshotDamagedError';
   }
@@ -121,7 +127,13 @@ function recordAt(buf: Buffer, pos: number): { rec: unknown; end: number } | und
  * valid records after them, and a torn tail (bad bytes with nothing valid after them).
  * `validBytes` is where the first bad byte is (the file's length when there is none).
  */
-export function decodeRecords(buf: Buffer): { records: unknown[]; validBytes: number; spans: DamagedSpan[]; later: unknown[]; tornTailBytes: number } {
+export function decodeRecords(buf: Buffer): {
+  records: unknown[];
+  validBytes: number;
+  spans: DamagedSpan[];
+  later: unknown[];
+  tornTailBytes: number;
+} {
   const records: unknown[] = [];
   const later: unknown[] = [];
   const spans: DamagedSpan[] = [];
@@ -165,7 +177,8 @@ export function decodeSnapshot<T extends { gen: number }>(file: string, raw: Buf
   const head = raw.subarray(0, 24).toString('latin1');
   const m = SNAPSHOT_CRC_RE.exec(head);
   if (m) {
-    if (crc32(raw.subarray(m[0].length)) !== parseInt(m[1]!, 16)) throw new SnapshotDamagedError(file, 'its checksum does not match its content');
+    if (crc32(raw.subarray(m[0].length)) !== parseInt(m[1]!, 16))
+      throw new SnapshotDamagedError(file, 'its checksum does not match its content');
   } else if (!head.startsWith('{"gen":')) {
     throw new SnapshotDamagedError(file, raw.length === 0 ? 'it is empty' : 'it does not start like a snapshot');
   }
@@ -176,7 +189,8 @@ export function decodeSnapshot<T extends { gen: number }>(file: string, raw: Buf
     throw new SnapshotDamagedError(file, 'it is not valid JSON');
   }
   const gen = (v as { gen?: unknown } | null)?.gen;
-  if (typeof gen !== 'number' || !Number.isSafeInteger(gen) || gen < 0) throw new SnapshotDamagedError(file, 'it has no valid generation number');
+  if (typeof gen !== 'number' || !Number.isSafeInteger(gen) || gen < 0)
+    throw new SnapshotDamagedError(file, 'it has no valid generation number');
   delete (v as { crc32?: unknown }).crc32;
   return v as T;
 }
@@ -196,13 +210,18 @@ async function readSnapshot<T extends { gen: number }>(dir: string): Promise<T |
 /** Generations of the journal files present, ascending. */
 async function journalGens(dir: string): Promise<number[]> {
   const names = await fsp.readdir(dir).catch(() => [] as string[]);
-  return names.map((n) => JOURNAL_RE.exec(n)).filter((m): m is RegExpExecArray => m !== null).map((m) => Number(m[1])).sort((a, b) => a - b);
+  return names
+    .map((n) => JOURNAL_RE.exec(n))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
 }
 
 /** With no snapshot there can be no journal of a later generation: it would need one. */
 async function checkNoOrphanJournal(dir: string): Promise<void> {
   const gen = (await journalGens(dir)).filter((g) => g > 0).pop();
-  if (gen !== undefined) throw new SnapshotDamagedError(path.join(dir, SNAPSHOT), `it is missing, but journal.${gen} holds changes made after it`);
+  if (gen !== undefined)
+    throw new SnapshotDamagedError(path.join(dir, SNAPSHOT), `it is missing, but journal.${gen} holds changes made after it`);
 }
 
 export class Journal<TSnapshot extends { gen: number }> {
@@ -219,14 +238,20 @@ export class Journal<TSnapshot extends { gen: number }> {
   /** Called when a write found the disk full; resolves true if it freed space (the write is tried again). */
   onDiskFull: ((err: Error) => Promise<boolean>) | undefined;
 
-  private constructor(private readonly dir: string, private gen: number) {}
+  private constructor(
+    private readonly dir: string,
+    private gen: number,
+  ) {}
 
   /**
    * Opens (creating if needed) and returns the last snapshot with the records after it. A torn
    * tail is cut off (unless read-only); damage or an unreadable snapshot is refused with
    * JournalDamagedError / SnapshotDamagedError, and then nothing is changed.
    */
-  static async open<T extends { gen: number }>(dir: string, readOnly = false): Promise<{ journal: Journal<T>; loaded: JournalFiles<T> }> {
+  static async open<T extends { gen: number }>(
+    dir: string,
+    readOnly = false,
+  ): Promise<{ journal: Journal<T>; loaded: JournalFiles<T> }> {
     if (!readOnly) await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     const snapshot = await readSnapshot<T>(dir);
     if (!snapshot) await checkNoOrphanJournal(dir);
@@ -272,7 +297,12 @@ export class Journal<TSnapshot extends { gen: number }> {
     const buf = file ? await fsp.readFile(file).catch(() => Buffer.alloc(0)) : Buffer.alloc(0);
     const d = decodeRecords(buf);
     return {
-      snapshotFile, snapshot, snapshotError, file, records: d.records, tornTailBytes: d.tornTailBytes,
+      snapshotFile,
+      snapshot,
+      snapshotError,
+      file,
+      records: d.records,
+      tornTailBytes: d.tornTailBytes,
       ...(d.spans.length > 0 && file ? { damage: { file, spans: d.spans, later: d.later } } : {}),
     };
   }
@@ -298,7 +328,13 @@ export class Journal<TSnapshot extends { gen: number }> {
     const gens = await journalGens(dir);
     const gen = Math.max(oldGen, ...gens) + 1;
     const kept: string[] = [];
-    if (!snapshotReadable && (await fsp.access(path.join(dir, SNAPSHOT)).then(() => true, () => false))) {
+    if (
+      !snapshotReadable &&
+      (await fsp.access(path.join(dir, SNAPSHOT)).then(
+        () => true,
+        () => false,
+      ))
+    ) {
       await fsp.copyFile(path.join(dir, SNAPSHOT), path.join(dir, `${SNAPSHOT}.damaged`));
       kept.push(path.join(dir, `${SNAPSHOT}.damaged`));
     }
@@ -374,7 +410,8 @@ export class Journal<TSnapshot extends { gen: number }> {
     for (let attempt = 0; ; attempt++) {
       try {
         const { bytesWritten } = await this.fh!.writev(all, this.size);
-        if (bytesWritten !== total) throw Object.assign(new Error('the disk is full: the metadata journal was written short'), { code: 'ENOSPC' });
+        if (bytesWritten !== total)
+          throw Object.assign(new Error('the disk is full: the metadata journal was written short'), { code: 'ENOSPC' });
         this.size += total;
         this.retry = [];
         this.retryBytes = 0;

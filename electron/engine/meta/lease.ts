@@ -68,22 +68,34 @@ export interface LeaseView {
 
 /** Someone else holds a live lease. */
 export class LeaseHeldError extends Error {
-  constructor(readonly record: LeaseRecord, now = Date.now()) {
+  constructor(
+    readonly record: LeaseRecord,
+    now = Date.now(),
+  ) {
     const h = record.holder;
     const ago = Math.max(0, Math.round((now - record.renewedAt) / 1000));
-    super(`this filespace is being written by ${h.name} (process ${h.pid}, machine ${h.id.slice(0, 8)}), ` +
-      `lease last renewed ${ago}s ago at ${new Date(record.renewedAt).toISOString()}; ` +
-      'mount it read-only here (--read-only), or take over with --takeover if that machine is gone');
+    super(
+      `this filespace is being written by ${h.name} (process ${h.pid}, machine ${h.id.slice(0, 8)}), ` +
+        `lease last renewed ${ago}s ago at ${new Date(record.renewedAt).toISOString()}; ` +
+        'mount it read-only here (--read-only), or take over with --takeover if that machine is gone',
+    );
     this.name = 'LeaseHeldError';
   }
 }
 
 /** This machine held the lease and no longer does. */
 export class LeaseLostError extends Error {
-  constructor(readonly by: LeaseRecord | undefined, unreadable = false) {
-    super(by
-      ? `the write lease was taken over by ${by.holder.name} (process ${by.holder.pid}, machine ${by.holder.id.slice(0, 8)}) at ${new Date(by.acquiredAt).toISOString()}`
-      : unreadable ? 'the write lease in the bucket was replaced by an object this machine cannot read' : 'the write lease was removed from the bucket');
+  constructor(
+    readonly by: LeaseRecord | undefined,
+    unreadable = false,
+  ) {
+    super(
+      by
+        ? `the write lease was taken over by ${by.holder.name} (process ${by.holder.pid}, machine ${by.holder.id.slice(0, 8)}) at ${new Date(by.acquiredAt).toISOString()}`
+        : unreadable
+          ? 'the write lease in the bucket was replaced by an object this machine cannot read'
+          : 'the write lease was removed from the bucket',
+    );
     this.name = 'LeaseLostError';
   }
 }
@@ -144,7 +156,9 @@ export class Lease {
   async read(): Promise<LeaseView | undefined> {
     const got = await this.o.store.get(LEASE_KEY);
     if (!got) return undefined;
-    const record = JSON.parse(open(this.o.metaKey, got.body, `meta:${LEASE_KEY}`, 'the write lease').toString('utf8')) as LeaseRecord;
+    const record = JSON.parse(
+      open(this.o.metaKey, got.body, `meta:${LEASE_KEY}`, 'the write lease').toString('utf8'),
+    ) as LeaseRecord;
     return { record, etag: got.etag };
   }
 
@@ -268,7 +282,8 @@ export class Lease {
         if (await this.renewAttempt()) break;
         // The bucket holds an earlier renewal of ours whose answer was lost: its ETag is adopted;
         // renew again so that validity runs from a write whose start is known.
-        if (attempt >= RENEW_ATTEMPTS) throw new StoreError('Timeout', 'the write lease could not be renewed: the bucket keeps answering late');
+        if (attempt >= RENEW_ATTEMPTS)
+          throw new StoreError('Timeout', 'the write lease could not be renewed: the bucket keeps answering late');
       }
       this.failingSince = undefined;
     } catch (err) {
@@ -349,9 +364,11 @@ export class Lease {
 /** A second machine asked for read-write access on a store that ignores conditional writes. */
 export class NoConditionalWritesError extends Error {
   constructor(readonly record: LeaseRecord) {
-    super(`this store ignores conditional writes (If-None-Match / If-Match), so Filespace cannot keep two machines from writing at once; ` +
-      `only ${describeHolder(record)}, the machine that writes this filespace, may mount it read-write. ` +
-      'Mount it read-only here (--read-only), or, once that machine will never write again, move the write role here with --takeover');
+    super(
+      `this store ignores conditional writes (If-None-Match / If-Match), so Filespace cannot keep two machines from writing at once; ` +
+        `only ${describeHolder(record)}, the machine that writes this filespace, may mount it read-write. ` +
+        'Mount it read-only here (--read-only), or, once that machine will never write again, move the write role here with --takeover',
+    );
     this.name = 'NoConditionalWritesError';
   }
 }
@@ -364,10 +381,14 @@ export async function probeConditionalWrites(store: ObjectStore, token: string):
   const key = `probe/conditional-${token}`;
   try {
     const etag = await store.put(key, Buffer.from('1'), { ifNoneMatch: '*' });
-    const refused = async (p: Promise<unknown>) => p.then(() => false, (err) => {
-      if (err instanceof StoreError && err.code === 'PreconditionFailed') return true;
-      throw err;
-    });
+    const refused = async (p: Promise<unknown>) =>
+      p.then(
+        () => false,
+        (err) => {
+          if (err instanceof StoreError && err.code === 'PreconditionFailed') return true;
+          throw err;
+        },
+      );
     const noneMatchHonoured = await refused(store.put(key, Buffer.from('2'), { ifNoneMatch: '*' }));
     const wrongEtag = etag.startsWith('"') ? '"00000000000000000000000000000000"' : '00000000000000000000000000000000';
     const matchHonoured = await refused(store.put(key, Buffer.from('3'), { ifMatch: wrongEtag }));

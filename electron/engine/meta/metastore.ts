@@ -52,7 +52,8 @@ export function inodesChangedBy(ops: readonly MetaOp[]): Set<number> {
 
 function treeOf(file: string, snap: PersistedState): Tree {
   try {
-    if (!Number.isSafeInteger(snap.chunkSize) || !snap.tree || !Array.isArray(snap.pendingRemote)) throw new Error('fields are missing');
+    if (!Number.isSafeInteger(snap.chunkSize) || !snap.tree || !Array.isArray(snap.pendingRemote))
+      throw new Error('fields are missing');
     return Tree.fromSnapshot(snap.chunkSize, snap.tree);
   } catch (err) {
     throw new SnapshotDamagedError(file, (err as Error).message);
@@ -76,7 +77,10 @@ export class MetaStore {
   /** Called after every commit that added work for the replicator. */
   onChange: () => void = () => undefined;
 
-  private constructor(private current: Tree, private readonly journal: Journal<PersistedState>) {}
+  private constructor(
+    private current: Tree,
+    private readonly journal: Journal<PersistedState>,
+  ) {}
 
   /** The tree; replaced as a whole only by `resetTo`, so read it through this getter. */
   get tree(): Tree {
@@ -151,7 +155,13 @@ export class MetaStore {
     for (const rec of got.records) replay(rec, false);
     for (const rec of got.damage?.later ?? []) replay(rec, true);
     return {
-      snapshotFile: got.snapshotFile, snapshotError, damage: got.damage, tornTailBytes: got.tornTailBytes, tree, localOps, laterOps,
+      snapshotFile: got.snapshotFile,
+      snapshotError,
+      damage: got.damage,
+      tornTailBytes: got.tornTailBytes,
+      tree,
+      localOps,
+      laterOps,
     };
   }
 
@@ -161,7 +171,13 @@ export class MetaStore {
    * Returns the old files kept beside it.
    */
   static async replace(dir: string, tree: Tree, remoteSeq: number): Promise<string[]> {
-    return Journal.replace<PersistedState>(dir, (gen) => ({ gen, chunkSize: tree.chunkSize, tree: tree.snapshot(), pendingRemote: [], remoteSeq }));
+    return Journal.replace<PersistedState>(dir, (gen) => ({
+      gen,
+      chunkSize: tree.chunkSize,
+      tree: tree.snapshot(),
+      pendingRemote: [],
+      remoteSeq,
+    }));
   }
 
   /** Creates local metadata in `dir` from a tree (new filespace, or one read from the bucket). */

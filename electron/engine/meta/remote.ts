@@ -65,7 +65,11 @@ export interface Segment {
 
 /** A metadata object in the bucket cannot be read (it fails authentication). */
 export class DamagedMetadataError extends UserError {
-  constructor(readonly key: string, message: string, code: EngineErrorCode = 'BUCKET_METADATA_DAMAGED') {
+  constructor(
+    readonly key: string,
+    message: string,
+    code: EngineErrorCode = 'BUCKET_METADATA_DAMAGED',
+  ) {
     super(message, code);
     this.name = 'DamagedMetadataError';
   }
@@ -111,7 +115,11 @@ export class RemoteMeta {
    * `identity` (from the unlocked header) goes into every checkpoint written, and is checked
    * against every checkpoint read that carries one.
    */
-  constructor(private readonly store: ObjectStore, private readonly metaKey: Buffer, private readonly identity?: FilespaceIdentity) {}
+  constructor(
+    private readonly store: ObjectStore,
+    private readonly metaKey: Buffer,
+    private readonly identity?: FilespaceIdentity,
+  ) {}
 
   private sealJson(key: string, value: unknown): Buffer {
     return seal(this.metaKey, Buffer.from(JSON.stringify(value), 'utf8'), `meta:${key}`);
@@ -137,9 +145,12 @@ export class RemoteMeta {
   private async segmentDamaged(seq: number): Promise<DamagedMetadataError> {
     const key = seqKey(LOG_PREFIX, seq);
     const later = await this.segmentsAfter(seq).catch(() => undefined);
-    return new DamagedMetadataError(key, `metadata segment ${seq} in the bucket (${key}) is damaged: it fails authentication, so the changes ` +
-      `in it${later ? ` and in the ${later} segment(s) after it` : ''} cannot be read by any machine that links or follows this filespace; ` +
-      'nothing was changed ("filespace check" reports it)');
+    return new DamagedMetadataError(
+      key,
+      `metadata segment ${seq} in the bucket (${key}) is damaged: it fails authentication, so the changes ` +
+        `in it${later ? ` and in the ${later} segment(s) after it` : ''} cannot be read by any machine that links or follows this filespace; ` +
+        'nothing was changed ("filespace check" reports it)',
+    );
   }
 
   /** Segment `seq`, or undefined when it does not exist (yet); a damaged one throws, naming what it holds up. */
@@ -179,7 +190,11 @@ export class RemoteMeta {
   async writeCheckpoint(seq: number, snap: TreeSnapshot): Promise<void> {
     const key = seqKey(CKPT_PREFIX, seq);
     try {
-      const ckpt: Checkpoint = { seq, tree: snap, ...(this.identity ? { filespace: { id: this.identity.id, chunkSize: this.identity.chunkSize } } : {}) };
+      const ckpt: Checkpoint = {
+        seq,
+        tree: snap,
+        ...(this.identity ? { filespace: { id: this.identity.id, chunkSize: this.identity.chunkSize } } : {}),
+      };
       await this.store.put(key, this.sealJson(key, ckpt), { ifNoneMatch: '*' });
     } catch (err) {
       // A checkpoint for this seq already exists (written before a crash): same content by construction.
@@ -207,7 +222,9 @@ export class RemoteMeta {
     }
     if (ck.filespace) return true;
     try {
-      await this.store.put(key, this.sealJson(key, { ...ck, filespace: { id: identity.id, chunkSize: identity.chunkSize } }), { ifMatch: got.etag });
+      await this.store.put(key, this.sealJson(key, { ...ck, filespace: { id: identity.id, chunkSize: identity.chunkSize } }), {
+        ifMatch: got.etag,
+      });
     } catch (err) {
       if (err instanceof StoreError && err.code === 'PreconditionFailed') return false;
       throw err;
@@ -294,9 +311,12 @@ export class RemoteMeta {
    * not open this metadata, or all of it is damaged. Either way nothing can be read.
    */
   private noCheckpointOpens(first: DamagedMetadataError, count: number): DamagedMetadataError {
-    return new DamagedMetadataError(first.key, `none of the ${count} metadata checkpoint(s) in ${this.store.description} opens with the keys of its ` +
-      `filespace.json: that header belongs to another filespace (was filespace.json replaced?), or the metadata is damaged; nothing was changed`,
-    'METADATA_KEYS_MISMATCH');
+    return new DamagedMetadataError(
+      first.key,
+      `none of the ${count} metadata checkpoint(s) in ${this.store.description} opens with the keys of its ` +
+        `filespace.json: that header belongs to another filespace (was filespace.json replaced?), or the metadata is damaged; nothing was changed`,
+      'METADATA_KEYS_MISMATCH',
+    );
   }
 
   /** A checkpoint that names its filespace must name the one of the header in use. */
@@ -306,12 +326,16 @@ export class RemoteMeta {
     if (!want || !got) return;
     const where = `${this.store.description}/filespace.json`;
     if (got.id !== want.id) {
-      throw new HeaderMismatchError(`${where} names filespace ${want.id}, but the metadata in the bucket belongs to another filespace ` +
-        `(${got.id}): the header was replaced; put the original back (nothing was changed)`);
+      throw new HeaderMismatchError(
+        `${where} names filespace ${want.id}, but the metadata in the bucket belongs to another filespace ` +
+          `(${got.id}): the header was replaced; put the original back (nothing was changed)`,
+      );
     }
     if (got.chunkSize !== want.chunkSize) {
-      throw new HeaderMismatchError(`${where} gives a chunk size of ${formatSize(want.chunkSize)}, but the filespace was written with ` +
-        `${formatSize(got.chunkSize)} chunks: the header was changed; put the original back (nothing was changed)`);
+      throw new HeaderMismatchError(
+        `${where} gives a chunk size of ${formatSize(want.chunkSize)}, but the filespace was written with ` +
+          `${formatSize(got.chunkSize)} chunks: the header was changed; put the original back (nothing was changed)`,
+      );
     }
   }
 }

@@ -137,7 +137,9 @@ export class Replicator {
     this.segmentsSinceCheckpoint = 0;
     // Older snapshots are dead weight (each is the whole tree); failing to delete them costs
     // only storage, and the next checkpoint tries again.
-    await this.remote.pruneCheckpoints().catch((err) => this.log(`could not delete old metadata checkpoints: ${(err as Error).message}`));
+    await this.remote
+      .pruneCheckpoints()
+      .catch((err) => this.log(`could not delete old metadata checkpoints: ${(err as Error).message}`));
   }
 
   async stop(): Promise<void> {

@@ -165,7 +165,10 @@ export class MachineRole {
       }
       if (this.leaseTaken) await this.sealHeader();
     } else {
-      this.holderSeen = await this.lease.read().then((v) => v?.record, () => undefined);
+      this.holderSeen = await this.lease.read().then(
+        (v) => v?.record,
+        () => undefined,
+      );
       await this.catchUp(true);
       this.scheduleFollow();
     }
@@ -239,7 +242,9 @@ export class MachineRole {
           await this.writeFence();
         } catch (err) {
           if (err instanceof SegmentConflictError) {
-            this.replicator.fenced('another machine wrote to this filespace while this one was offline; changes made here since are kept in the cache and will be set aside at the next mount');
+            this.replicator.fenced(
+              'another machine wrote to this filespace while this one was offline; changes made here since are kept in the cache and will be set aside at the next mount',
+            );
           } else {
             throw err;
           }
@@ -287,12 +292,16 @@ export class MachineRole {
       await this.lease.renew();
       this.deps.store.note(undefined);
       if (failingSince !== undefined) {
-        this.deps.log(`renewed the write lease again after ${Math.round((Date.now() - failingSince) / 1000)}s of failed renewals; nobody took it meanwhile, committing the changes made here since`);
+        this.deps.log(
+          `renewed the write lease again after ${Math.round((Date.now() - failingSince) / 1000)}s of failed renewals; nobody took it meanwhile, committing the changes made here since`,
+        );
         void this.replicator.pushNow();
       }
     } catch (err) {
       if (err instanceof LeaseLostError) {
-        this.replicator.fenced(`${err.message}; this machine stopped writing, and its changes not yet in the bucket are kept in the cache (set aside at the next mount)`);
+        this.replicator.fenced(
+          `${err.message}; this machine stopped writing, and its changes not yet in the bucket are kept in the cache (set aside at the next mount)`,
+        );
         return;
       }
       this.deps.store.note(err);
@@ -361,7 +370,8 @@ export class MachineRole {
       }
       this.caughtUpAt = Date.now();
       if (this.mode === 'read' && (meta.pendingRemote.length > 0 || this.deps.hasDirtyData())) {
-        this.blocked = 'this machine has changes not yet uploaded; mount read-write to upload them (this mount shows them and does not follow the writer meanwhile)';
+        this.blocked =
+          'this machine has changes not yet uploaded; mount read-write to upload them (this mount shows them and does not follow the writer meanwhile)';
       } else if (this.mode === 'read') {
         this.blocked = undefined;
       }
@@ -400,7 +410,8 @@ export class MachineRole {
   get notWriting(): string | undefined {
     if (this.mode !== 'write' || !this.replicator.conflict) return undefined;
     const lost = this.lease.lostError;
-    if (lost?.by) return `this machine lost the write lease to ${describeHolder(lost.by)} at ${new Date(lost.by.acquiredAt).toISOString()}`;
+    if (lost?.by)
+      return `this machine lost the write lease to ${describeHolder(lost.by)} at ${new Date(lost.by.acquiredAt).toISOString()}`;
     if (lost) return `this machine lost the write lease: ${lost.message}`;
     return `this machine stopped writing: ${this.replicator.conflict}`;
   }

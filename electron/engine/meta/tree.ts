@@ -36,10 +36,31 @@ export interface Inode {
 }
 
 export type MetaOp =
-  | { t: 'mk'; parent: number; name: string; ino: number; kind: InodeKind; mode: number; uid: number; gid: number; target?: string; ms: number }
+  | {
+      t: 'mk';
+      parent: number;
+      name: string;
+      ino: number;
+      kind: InodeKind;
+      mode: number;
+      uid: number;
+      gid: number;
+      target?: string;
+      ms: number;
+    }
   | { t: 'rm'; parent: number; name: string; ms: number }
   | { t: 'mv'; sp: number; sn: string; dp: number; dn: string; ms: number }
-  | { t: 'attr'; ino: number; mode?: number; uid?: number; gid?: number; size?: number; atimeMs?: number; mtimeMs?: number; ms: number }
+  | {
+      t: 'attr';
+      ino: number;
+      mode?: number;
+      uid?: number;
+      gid?: number;
+      size?: number;
+      atimeMs?: number;
+      mtimeMs?: number;
+      ms: number;
+    }
   | { t: 'chunk'; ino: number; idx: number; ref: ChunkRef | null }
   | { t: 'xattr'; ino: number; name: string; value: string | null; ms: number };
 
@@ -61,8 +82,16 @@ export class Tree {
   static create(chunkSize: number, uid: number, gid: number, ms: number): Tree {
     const t = new Tree(chunkSize);
     t.inodes.set(ROOT_INO, {
-      ino: ROOT_INO, kind: 'dir', mode: 0o755, uid, gid, size: 0,
-      atimeMs: ms, mtimeMs: ms, ctimeMs: ms, entries: new Map(),
+      ino: ROOT_INO,
+      kind: 'dir',
+      mode: 0o755,
+      uid,
+      gid,
+      size: 0,
+      atimeMs: ms,
+      mtimeMs: ms,
+      ctimeMs: ms,
+      entries: new Map(),
     });
     return t;
   }
@@ -74,7 +103,7 @@ export class Tree {
       const inode: Inode = { ...raw, entries: raw.entries ? new Map(raw.entries) : undefined };
       if (raw.xattrs) inode.xattrs = { ...raw.xattrs };
       if (!inode.entries) delete inode.entries;
-      if (inode.chunks) inode.chunks = inode.chunks.map((c) => (c ? [c[0], c[1]] as const : null));
+      if (inode.chunks) inode.chunks = inode.chunks.map((c) => (c ? ([c[0], c[1]] as const) : null));
       t.inodes.set(inode.ino, inode);
       for (const c of inode.chunks ?? []) if (c) t.ref(c[0], 1);
     }
@@ -87,7 +116,7 @@ export class Tree {
     const inodes = [...this.inodes.values()].map((i) => {
       const { entries, chunks, xattrs, ...rest } = i;
       const copy: Omit<Inode, 'entries'> & { entries?: Array<[string, number]> } = { ...rest };
-      if (chunks) copy.chunks = chunks.map((c) => (c ? [c[0], c[1]] as const : null));
+      if (chunks) copy.chunks = chunks.map((c) => (c ? ([c[0], c[1]] as const) : null));
       if (xattrs) copy.xattrs = { ...xattrs };
       if (entries) copy.entries = [...entries];
       return copy;
@@ -151,7 +180,7 @@ export class Tree {
    */
   addNameless(inode: Inode): void {
     if (this.inodes.has(inode.ino)) return;
-    const copy: Inode = { ...inode, chunks: inode.chunks?.map((c) => (c ? [c[0], c[1]] as const : null)) };
+    const copy: Inode = { ...inode, chunks: inode.chunks?.map((c) => (c ? ([c[0], c[1]] as const) : null)) };
     if (inode.xattrs) copy.xattrs = { ...inode.xattrs };
     if (!copy.chunks) delete copy.chunks;
     this.inodes.set(copy.ino, copy);
@@ -170,9 +199,15 @@ export class Tree {
         const parent = this.inodes.get(op.parent);
         if (!parent?.entries || parent.entries.has(op.name) || this.inodes.has(op.ino)) return [];
         const inode: Inode = {
-          ino: op.ino, kind: op.kind, mode: op.mode, uid: op.uid, gid: op.gid,
+          ino: op.ino,
+          kind: op.kind,
+          mode: op.mode,
+          uid: op.uid,
+          gid: op.gid,
           size: op.kind === 'symlink' ? nameBytes(op.target ?? '') : 0,
-          atimeMs: op.ms, mtimeMs: op.ms, ctimeMs: op.ms,
+          atimeMs: op.ms,
+          mtimeMs: op.ms,
+          ctimeMs: op.ms,
         };
         if (op.kind === 'dir') inode.entries = new Map();
         if (op.kind === 'symlink') inode.target = op.target ?? '';

@@ -21,9 +21,7 @@ export class ReadAheadCursor {
 
   /** Records a read and returns how many chunks after the current one to prefetch. */
   onRead(offset: number, length: number): number {
-    const sequential = this.frontier === -1
-      ? offset === 0
-      : offset >= this.frontier - SLACK && offset <= this.frontier + SLACK;
+    const sequential = this.frontier === -1 ? offset === 0 : offset >= this.frontier - SLACK && offset <= this.frontier + SLACK;
     this.frontier = sequential ? Math.max(this.frontier, offset + length) : offset + length;
     if (!sequential) {
       this.window = 0;

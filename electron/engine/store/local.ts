@@ -446,7 +446,6 @@ async function readFully(fh: FileHandle, buf: Buffer, position: number): Promise
   }
 }
 
-
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);

@@ -42,7 +42,10 @@ export interface MonitorOptions {
 /** A request sent while the bucket did not answer, cut off when it answered again: retry it now. */
 export class CutOffError extends StoreError {
   constructor() {
-    super('Unreachable', 'the request was sent while the bucket did not answer and was cut off when it answered again; it is retried');
+    super(
+      'Unreachable',
+      'the request was sent while the bucket did not answer and was cut off when it answered again; it is retried',
+    );
     this.name = 'CutOffError';
   }
 }
@@ -83,7 +86,10 @@ export class MonitoredStore implements ObjectStore, Connectivity {
   /** Called at every change between online and offline (after the state changed). */
   onChange: (online: boolean) => void = () => undefined;
 
-  constructor(private readonly inner: ObjectStore, private readonly o: MonitorOptions) {
+  constructor(
+    private readonly inner: ObjectStore,
+    private readonly o: MonitorOptions,
+  ) {
     this.description = inner.description;
     this.now = o.now ?? Date.now;
     this.log = o.log ?? (() => undefined);
@@ -149,7 +155,9 @@ export class MonitoredStore implements ObjectStore, Connectivity {
     const own = call?.signal;
     const signal = own ? AbortSignal.any([own, c.cutOff.signal]) : c.cutOff.signal;
     // Cut off means cut off, even for a store that ignores signals.
-    const cut = new Promise<never>((_, reject) => c.cutOff.signal.addEventListener('abort', () => reject(new Error('cut off')), { once: true }));
+    const cut = new Promise<never>((_, reject) =>
+      c.cutOff.signal.addEventListener('abort', () => reject(new Error('cut off')), { once: true }),
+    );
     cut.catch(() => undefined);
     this.calls.add(c);
     this.watch(c);
@@ -230,7 +238,9 @@ export class MonitoredStore implements ObjectStore, Connectivity {
         }
       }
     }
-    this.log(`the bucket answers again after ${Math.round((this.now() - since) / 1000)} s offline${cut > 0 ? `; retrying ${cut} request(s) sent meanwhile` : ''}`);
+    this.log(
+      `the bucket answers again after ${Math.round((this.now() - since) / 1000)} s offline${cut > 0 ? `; retrying ${cut} request(s) sent meanwhile` : ''}`,
+    );
     this.changed.notify();
     this.onChange(true);
   }
@@ -238,7 +248,9 @@ export class MonitoredStore implements ObjectStore, Connectivity {
   private unanswered(err: unknown): void {
     if (this.offlineAt !== undefined || this.closed) return;
     this.offlineAt = this.now();
-    this.log(`the bucket does not answer (${(err as Error).message}); working from the cache and checking every ${(this.o.probeIntervalMs ?? PROBE_INTERVAL_MS) / 1000} s`);
+    this.log(
+      `the bucket does not answer (${(err as Error).message}); working from the cache and checking every ${(this.o.probeIntervalMs ?? PROBE_INTERVAL_MS) / 1000} s`,
+    );
     this.changed.notify();
     this.onChange(false);
     this.scheduleProbe();

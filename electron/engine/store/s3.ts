@@ -82,14 +82,12 @@ export class S3Store implements ObjectStore {
     this.bucket = options.bucket;
     this.prefix = normalizePrefix(options.prefix ?? '');
     const endpoint = options.endpoint ? safeEndpoint(options.endpoint) : undefined;
-    this.description =
-      `s3://${this.bucket}${this.prefix ? `/${this.prefix}` : ''}` + (endpoint ? ` at ${endpoint}` : '');
+    this.description = `s3://${this.bucket}${this.prefix ? `/${this.prefix}` : ''}` + (endpoint ? ` at ${endpoint}` : '');
 
     const requestTimeout = options.requestTimeoutMs ?? 30_000;
     const connectionTimeout = options.connectTimeoutMs ?? 5_000;
     const agentOptions = { keepAlive: true, maxSockets: MAX_SOCKETS };
-    const region =
-      options.region ?? (options.endpoint ? process.env.AWS_REGION || 'us-east-1' : undefined);
+    const region = options.region ?? (options.endpoint ? process.env.AWS_REGION || 'us-east-1' : undefined);
 
     this.client = new S3Client({
       region,
@@ -117,7 +115,11 @@ export class S3Store implements ObjectStore {
     });
   }
 
-  async get(key: string, range?: { readonly start: number; readonly end: number }, call?: CallOptions): Promise<GetResult | undefined> {
+  async get(
+    key: string,
+    range?: { readonly start: number; readonly end: number },
+    call?: CallOptions,
+  ): Promise<GetResult | undefined> {
     if (range) checkRange(range);
     const Key = this.fullKey(key);
     try {
@@ -131,10 +133,7 @@ export class S3Store implements ObjectStore {
       );
       const body = await readBody(res.Body);
       if (res.ContentLength !== undefined && res.ContentLength !== body.length) {
-        throw new StoreError(
-          'Corrupt',
-          `S3 returned ${body.length} of ${res.ContentLength} bytes for ${this.where(Key)}`,
-        );
+        throw new StoreError('Corrupt', `S3 returned ${body.length} of ${res.ContentLength} bytes for ${this.where(Key)}`);
       }
       return { body, etag: unquote(res.ETag ?? '') };
     } catch (err) {
@@ -184,11 +183,14 @@ export class S3Store implements ObjectStore {
       if (options?.crc32 !== undefined) {
         // Signed without a hash of the body (`UNSIGNED-PAYLOAD`), set before signing so the
         // signer does not read the body (see the header).
-        command.middlewareStack.add((next) => (args) => {
-          const request = args.request as { headers?: Record<string, string> };
-          if (request.headers) request.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
-          return next(args);
-        }, { step: 'build', name: 'filespaceUnsignedPayload' });
+        command.middlewareStack.add(
+          (next) => (args) => {
+            const request = args.request as { headers?: Record<string, string> };
+            if (request.headers) request.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+            return next(args);
+          },
+          { step: 'build', name: 'filespaceUnsignedPayload' },
+        );
       }
       const res = await this.client.send(command, { abortSignal: options?.signal });
       if (res.ETag) return unquote(res.ETag);
@@ -389,10 +391,7 @@ export function toStoreError(err: unknown, action: string, where: string): Store
   }
   if (CREDENTIAL_CODES.has(code) || name === 'CredentialsProviderError') {
     if (name === 'CredentialsProviderError') {
-      return new StoreError(
-        'InvalidCredentials',
-        oneLine(`no usable AWS credentials: ${redact(message)} ${suffix}`),
-      );
+      return new StoreError('InvalidCredentials', oneLine(`no usable AWS credentials: ${redact(message)} ${suffix}`));
     }
     return make('InvalidCredentials', 'S3 rejected the AWS credentials (wrong key, secret or expired token)');
   }
@@ -435,7 +434,8 @@ export function toStoreError(err: unknown, action: string, where: string): Store
 
 /** A call whose caller gave up fails as a timeout, whatever the SDK reported on the way out. */
 function checkAborted(call: CallOptions | undefined, action: string, where: string): void {
-  if (call?.signal?.aborted) throw new StoreError('Timeout', oneLine(`the S3 request was abandoned before it was answered (${action} ${where})`));
+  if (call?.signal?.aborted)
+    throw new StoreError('Timeout', oneLine(`the S3 request was abandoned before it was answered (${action} ${where})`));
 }
 
 function socketErrno(err: unknown): string | undefined {
@@ -479,11 +479,7 @@ function oneLine(s: string): string {
 
 /** Strips anything shaped like an access key ID, secret key or session token. */
 function redact(s: string): string {
-  return oneLine(
-    s
-      .replace(/\b(AKIA|ASIA)[A-Z0-9]{12,}\b/g, '[access key]')
-      .replace(/[A-Za-z0-9/+=_-]{32,}/g, '[redacted]'),
-  );
+  return oneLine(s.replace(/\b(AKIA|ASIA)[A-Z0-9]{12,}\b/g, '[access key]').replace(/[A-Za-z0-9/+=_-]{32,}/g, '[redacted]'));
 }
 
 // ---------------------------------------------------------------------------------------------

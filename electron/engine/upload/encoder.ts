@@ -68,8 +68,22 @@ export class InThreadEncoder implements ChunkEncoder {
 
 /** Messages to a worker (encodeWorker.ts) and its answers. */
 export type EncodeRequest =
-  | { readonly id: number; readonly op: 'openAndName'; readonly buf: Uint8Array; readonly fileId: Uint8Array; readonly len: number; readonly what: string }
-  | { readonly id: number; readonly op: 'encode'; readonly buf: Uint8Array; readonly len: number; readonly name: string; readonly out: Uint8Array };
+  | {
+      readonly id: number;
+      readonly op: 'openAndName';
+      readonly buf: Uint8Array;
+      readonly fileId: Uint8Array;
+      readonly len: number;
+      readonly what: string;
+    }
+  | {
+      readonly id: number;
+      readonly op: 'encode';
+      readonly buf: Uint8Array;
+      readonly len: number;
+      readonly name: string;
+      readonly out: Uint8Array;
+    };
 export type EncodeReply =
   | { readonly id: number; readonly name: string }
   | { readonly id: number; readonly encoded: EncodedChunk }
@@ -85,7 +99,10 @@ class EncodeThread {
   readonly pending = new Map<number, Pending>();
   dead = false;
 
-  constructor(keys: EncoderKeys, private readonly log: (msg: string) => void) {
+  constructor(
+    keys: EncoderKeys,
+    private readonly log: (msg: string) => void,
+  ) {
     this.worker = new Worker(path.join(__dirname, 'encodeWorker.js'), {
       workerData: { cacheKey: keys.cacheKey, nameKey: keys.nameKey, chunkKey: keys.chunkKey },
     });
@@ -131,7 +148,11 @@ export class WorkerEncoder implements ChunkEncoder {
   private nextId = 0;
   private closed = false;
 
-  constructor(private readonly keys: EncoderKeys, workers: number, private readonly log: (msg: string) => void = () => undefined) {
+  constructor(
+    private readonly keys: EncoderKeys,
+    workers: number,
+    private readonly log: (msg: string) => void = () => undefined,
+  ) {
     if (!(workers >= 1)) throw new RangeError(`WorkerEncoder needs at least one worker, got ${workers}`);
     this.threads = new Array<EncodeThread | undefined>(workers).fill(undefined);
     this.inThread = new InThreadEncoder(keys);

@@ -131,7 +131,8 @@ export class Uploader {
 
   constructor(private readonly deps: UploaderDeps) {
     this.limiter = new RateLimiter(deps.limitBytesPerSec);
-    this.encoder = deps.encodeWorkers > 0 ? new WorkerEncoder(deps.keys, deps.encodeWorkers, deps.log) : new InThreadEncoder(deps.keys);
+    this.encoder =
+      deps.encodeWorkers > 0 ? new WorkerEncoder(deps.keys, deps.encodeWorkers, deps.log) : new InThreadEncoder(deps.keys);
     const chunkSize = deps.meta.chunkSize;
     const shared = this.encoder.wantsSharedBuffers;
     this.plainBuffers = new BufferPool(sealedBodySize(chunkSize), () => ENCODING_SLOTS, undefined, shared);
@@ -288,7 +289,13 @@ export class Uploader {
    * failed is discarded, not reused: a request cut off or timed out may still be reading it
    * (util/bufferPool.ts).
    */
-  private async put(name: string, buf: Buffer, len: number, encoded: () => void, sending: (bytes: number) => void): Promise<void> {
+  private async put(
+    name: string,
+    buf: Buffer,
+    len: number,
+    encoded: () => void,
+    sending: (bytes: number) => void,
+  ): Promise<void> {
     // Taken while the plaintext's buffer is held: body holders never wait for a plaintext
     // buffer (they are encoding, or sending), so this wait always ends.
     const body = await this.bodyBuffers.acquire(maxEncodedBytes(len));

@@ -157,23 +157,26 @@ export class WritebackQueue {
     s.uploading = true;
     this.inflight++;
     const epoch = this.retryEpoch;
-    this.deps.upload(d).then(
-      () => {
-        s.attempts = 0;
-        s.retryAtMs = 0;
-        this.deps.onSuccess();
-      },
-      (err) => {
-        s.attempts++;
-        s.retryAtMs = epoch === this.retryEpoch ? this.now() + backoffMs(s.attempts - 1, 500, 60_000) : 0;
-        this.deps.onError(err, d, s.attempts);
-      },
-    ).finally(() => {
-      s.uploading = false;
-      this.inflight--;
-      this.progress.notify();
-      setImmediate(() => this.pump()); // never re-enter the queue without yielding
-    });
+    this.deps
+      .upload(d)
+      .then(
+        () => {
+          s.attempts = 0;
+          s.retryAtMs = 0;
+          this.deps.onSuccess();
+        },
+        (err) => {
+          s.attempts++;
+          s.retryAtMs = epoch === this.retryEpoch ? this.now() + backoffMs(s.attempts - 1, 500, 60_000) : 0;
+          this.deps.onError(err, d, s.attempts);
+        },
+      )
+      .finally(() => {
+        s.uploading = false;
+        this.inflight--;
+        this.progress.notify();
+        setImmediate(() => this.pump()); // never re-enter the queue without yielding
+      });
   }
 
   /** Waits (at most `timeoutMs`) for uploads in flight to finish. */

@@ -61,7 +61,8 @@ export class BufferPool {
 
   /** A buffer of at least `bytes` (at most `bufferBytes`), once a slot is free. */
   async acquire(bytes: number): Promise<Buffer> {
-    if (bytes > this.bufferBytes) throw new RangeError(`BufferPool: ${bytes} bytes asked of a pool of ${this.bufferBytes}-byte buffers`);
+    if (bytes > this.bufferBytes)
+      throw new RangeError(`BufferPool: ${bytes} bytes asked of a pool of ${this.bufferBytes}-byte buffers`);
     // Waiters go first; a slot given back is handed to the oldest one (taken on its behalf).
     if (this.waiters.length === 0 && this.taken < this.cap()) this.taken++;
     else await new Promise<void>((resolve) => this.waiters.push(resolve));

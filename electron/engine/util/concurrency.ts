@@ -33,7 +33,12 @@ export class Semaphore {
       this.active++;
       return Promise.resolve();
     }
-    return new Promise((resolve) => this.waiters.push(() => { this.active++; resolve(); }));
+    return new Promise((resolve) =>
+      this.waiters.push(() => {
+        this.active++;
+        resolve();
+      }),
+    );
   }
 
   release(): void {
@@ -93,10 +98,11 @@ export class Signal {
         resolve();
       };
       this.waiters.push(done);
-      if (timeoutMs !== undefined) timer = setTimeout(() => {
-        this.waiters = this.waiters.filter((w) => w !== done);
-        resolve();
-      }, timeoutMs);
+      if (timeoutMs !== undefined)
+        timer = setTimeout(() => {
+          this.waiters = this.waiters.filter((w) => w !== done);
+          resolve();
+        }, timeoutMs);
     });
   }
 
@@ -121,7 +127,13 @@ export function settledWithin(work: Promise<unknown>, ms: number): Promise<boole
     timer = setTimeout(() => r(false), ms);
     timer.unref();
   });
-  return Promise.race([work.then(() => true, () => true), late]).finally(() => clearTimeout(timer));
+  return Promise.race([
+    work.then(
+      () => true,
+      () => true,
+    ),
+    late,
+  ]).finally(() => clearTimeout(timer));
 }
 
 /** Exponential backoff with full jitter, capped. attempt starts at 0. */

@@ -13,7 +13,8 @@ export function nameBytes(name: string): number {
     const c = name.charCodeAt(i);
     if (c < 0x80) n += 1;
     else if (c < 0x800) n += 2;
-    else if (c >= 0xdc80 && c <= 0xdcff) n += 1; // an escaped raw byte
+    else if (c >= 0xdc80 && c <= 0xdcff)
+      n += 1; // an escaped raw byte
     else if (c >= 0xd800 && c <= 0xdbff && i + 1 < name.length && (name.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
       n += 4;
       i++;

@@ -144,6 +144,12 @@ export class Backpressure {
       this.refusing = false;
       return undefined;
     }
-    return { since: ep.since, cause: cause ?? 'uploading', refusing: this.refusing && cause !== undefined, refused: ep.refused, waiting: this.waiting };
+    return {
+      since: ep.since,
+      cause: cause ?? 'uploading',
+      refusing: this.refusing && cause !== undefined,
+      refused: ep.refused,
+      waiting: this.waiting,
+    };
   }
 }

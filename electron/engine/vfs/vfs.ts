@@ -312,11 +312,19 @@ export class Vfs {
   }
 
   statfs(): Record<string, number> {
-    const blocks = 2 ** 40 / 4096 * 1024; // 1 PiB: a bucket has no fixed size
+    const blocks = (2 ** 40 / 4096) * 1024; // 1 PiB: a bucket has no fixed size
     return {
-      bsize: 4096, frsize: 4096, blocks, bfree: blocks, bavail: blocks,
-      files: 2 ** 31, ffree: 2 ** 31 - this.tree.inodes.size, favail: 2 ** 31 - this.tree.inodes.size,
-      fsid: 0, flag: 0, namemax: NAME_MAX,
+      bsize: 4096,
+      frsize: 4096,
+      blocks,
+      bfree: blocks,
+      bavail: blocks,
+      files: 2 ** 31,
+      ffree: 2 ** 31 - this.tree.inodes.size,
+      favail: 2 ** 31 - this.tree.inodes.size,
+      fsid: 0,
+      flag: 0,
+      namemax: NAME_MAX,
     };
   }
 
@@ -333,8 +341,15 @@ export class Vfs {
     const { parent, name } = this.resolveParent(path);
     if (parent.entries!.has(name)) throw new FsError('EEXIST');
     this.commit({
-      t: 'mk', parent: parent.ino, name, ino: this.tree.allocIno(), kind: 'dir',
-      mode: mode & 0o7777, uid: this.opts.uid, gid: this.opts.gid, ms: this.now(),
+      t: 'mk',
+      parent: parent.ino,
+      name,
+      ino: this.tree.allocIno(),
+      kind: 'dir',
+      mode: mode & 0o7777,
+      uid: this.opts.uid,
+      gid: this.opts.gid,
+      ms: this.now(),
     });
   }
 
@@ -354,8 +369,16 @@ export class Vfs {
     if (parent.entries!.has(name)) throw new FsError('EEXIST');
     if (nameBytes(target) > 4095) throw new FsError('ENAMETOOLONG');
     this.commit({
-      t: 'mk', parent: parent.ino, name, ino: this.tree.allocIno(), kind: 'symlink',
-      mode: 0o777, uid: this.opts.uid, gid: this.opts.gid, target, ms: this.now(),
+      t: 'mk',
+      parent: parent.ino,
+      name,
+      ino: this.tree.allocIno(),
+      kind: 'symlink',
+      mode: 0o777,
+      uid: this.opts.uid,
+      gid: this.opts.gid,
+      target,
+      ms: this.now(),
     });
   }
 
@@ -484,10 +507,17 @@ export class Vfs {
     const fh = this.nextFh++;
     if (this.nextFh >= 0x3ffffff0) this.nextFh = 1; // bit 30 is the FUSE adapter's direct-I/O flag
     const inode = this.inodeOf(ino);
-    const snap = !writable && inode?.kind === 'file' && this.opts.snapshotReads?.()
-      ? { chunks: [...(inode.chunks ?? [])], size: this.sizeOf(inode) }
-      : undefined;
-    this.handles.set(fh, { ino, writable, append: (flags & O_APPEND) !== 0, cursor: new ReadAheadCursor(this.opts.prefetchMaxChunks()), snap });
+    const snap =
+      !writable && inode?.kind === 'file' && this.opts.snapshotReads?.()
+        ? { chunks: [...(inode.chunks ?? [])], size: this.sizeOf(inode) }
+        : undefined;
+    this.handles.set(fh, {
+      ino,
+      writable,
+      append: (flags & O_APPEND) !== 0,
+      cursor: new ReadAheadCursor(this.opts.prefetchMaxChunks()),
+      snap,
+    });
     this.openCount.set(ino, (this.openCount.get(ino) ?? 0) + 1);
     if (writable) this.writersCount.set(ino, (this.writersCount.get(ino) ?? 0) + 1);
     return fh;
@@ -503,8 +533,12 @@ export class Vfs {
     if (!h?.snap) return false;
     for (const [other, o] of this.handles) {
       if (other === fh || o.ino !== h.ino || !o.snap) continue;
-      if (o.snap.size !== h.snap.size || o.snap.chunks.length !== h.snap.chunks.length ||
-        o.snap.chunks.some((r, i) => r?.[0] !== h.snap!.chunks[i]?.[0])) return true;
+      if (
+        o.snap.size !== h.snap.size ||
+        o.snap.chunks.length !== h.snap.chunks.length ||
+        o.snap.chunks.some((r, i) => r?.[0] !== h.snap!.chunks[i]?.[0])
+      )
+        return true;
     }
     return false;
   }
@@ -536,8 +570,15 @@ export class Vfs {
     }
     const ino = this.tree.allocIno();
     this.commit({
-      t: 'mk', parent: parent.ino, name, ino, kind: 'file', mode: mode & 0o7777,
-      uid: this.opts.uid, gid: this.opts.gid, ms: this.now(),
+      t: 'mk',
+      parent: parent.ino,
+      name,
+      ino,
+      kind: 'file',
+      mode: mode & 0o7777,
+      uid: this.opts.uid,
+      gid: this.opts.gid,
+      ms: this.now(),
     });
     return this.addHandle(ino, (flags & ~O_ACCMODE) | O_RDWR);
   }
@@ -653,7 +694,16 @@ export class Vfs {
   }
 
   /** Fills buf[off, off+n) with bytes [inChunk, inChunk+n) of chunk idx. */
-  private async readChunk(h: Handle, inode: ChunkView, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
+  private async readChunk(
+    h: Handle,
+    inode: ChunkView,
+    idx: number,
+    buf: Buffer,
+    off: number,
+    n: number,
+    inChunk: number,
+    sequential: boolean,
+  ): Promise<void> {
     try {
       await this.readChunkBytes(h, inode, idx, buf, off, n, inChunk, sequential);
     } catch (err) {
@@ -663,7 +713,16 @@ export class Vfs {
     }
   }
 
-  private async readChunkBytes(h: Handle, inode: ChunkView, idx: number, buf: Buffer, off: number, n: number, inChunk: number, sequential: boolean): Promise<void> {
+  private async readChunkBytes(
+    h: Handle,
+    inode: ChunkView,
+    idx: number,
+    buf: Buffer,
+    off: number,
+    n: number,
+    inChunk: number,
+    sequential: boolean,
+  ): Promise<void> {
     const d = this.dirty.get(inode.ino, idx);
     if (d) {
       const got = await this.dirty.read(d, buf, off, n, inChunk);
@@ -793,17 +852,18 @@ export class Vfs {
         if (done === 0) throw err;
         break;
       }
-      const writePiece = () => this.dirty.withChunk(inode.ino, idx, async () => {
-        if (!this.inodeOf(inode.ino)) throw new FsError('ENOENT');
-        const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
-        // Room for the bytes this write adds is made before they reach the disk.
-        const growth = physicalSize(Math.max(d.len, inChunk + n)) - physicalSize(d.len);
-        if (growth > 0) await this.cache.makeRoomForDirty(growth);
-        await this.dirty.write(d, piece, inChunk, this.now());
-        // The size covers these bytes before the chunk lock is let go: an upload of this chunk
-        // commits the live size with its reference, which must not cut off what was just written.
-        this.extendLiveSize(inode, at + n);
-      });
+      const writePiece = () =>
+        this.dirty.withChunk(inode.ino, idx, async () => {
+          if (!this.inodeOf(inode.ino)) throw new FsError('ENOENT');
+          const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
+          // Room for the bytes this write adds is made before they reach the disk.
+          const growth = physicalSize(Math.max(d.len, inChunk + n)) - physicalSize(d.len);
+          if (growth > 0) await this.cache.makeRoomForDirty(growth);
+          await this.dirty.write(d, piece, inChunk, this.now());
+          // The size covers these bytes before the chunk lock is let go: an upload of this chunk
+          // commits the live size with its reference, which must not cut off what was just written.
+          this.extendLiveSize(inode, at + n);
+        });
       try {
         await writePiece();
       } catch (err) {
@@ -855,7 +915,8 @@ export class Vfs {
       // back the old size over data that is gone (zeros where fsynced bytes were).
       if (affected.length > 0) await this.meta.sync();
       // Cutting inside a unit reseals it: room for that unit's pre-image.
-      const releaseRoom = affected.includes(keep - 1) && size % UNIT !== 0 ? await this.reserveRoom(PRE_IMAGE_UNIT_BYTES) : () => undefined;
+      const releaseRoom =
+        affected.includes(keep - 1) && size % UNIT !== 0 ? await this.reserveRoom(PRE_IMAGE_UNIT_BYTES) : () => undefined;
       try {
         for (const idx of affected) {
           await this.dirty.withChunk(inode.ino, idx, async () => {

@@ -29,15 +29,24 @@ import type { SecretStore } from '../../../native/keychain';
 /** A SecretStore in memory, for logic above the keychain (the keychain itself is tested against gnome-keyring). */
 class MemorySecrets implements SecretStore {
   readonly map = new Map<string, string>();
-  async set(a: string, s: string) { this.map.set(a, s); }
-  async get(a: string) { return this.map.get(a); }
-  async delete(a: string) { return this.map.delete(a); }
-  async accounts() { return [...this.map.keys()].sort(); }
+  async set(a: string, s: string) {
+    this.map.set(a, s);
+  }
+  async get(a: string) {
+    return this.map.get(a);
+  }
+  async delete(a: string) {
+    return this.map.delete(a);
+  }
+  async accounts() {
+    return [...this.map.keys()].sort();
+  }
 }
 
 const logs: string[] = [];
 const log = (m: string) => logs.push(m);
-const dispatch = (h: AppHandlers, route: unknown, body: unknown, l: (m: string) => void) => dispatchRoutes(appRoutes, h, route, body, l);
+const dispatch = (h: AppHandlers, route: unknown, body: unknown, l: (m: string) => void) =>
+  dispatchRoutes(appRoutes, h, route, body, l);
 
 describe('dispatch', () => {
   const handlers = {
@@ -48,15 +57,24 @@ describe('dispatch', () => {
     },
     'keys.check': async ({ accessKeyId }: { accessKeyId: string }) => {
       if (accessKeyId === 'AKIAENGINE') throw new UserError('wrong passphrase for this filespace', 'WRONG_PASSPHRASE');
-      if (accessKeyId === 'AKIASTORE') throw new StoreError('InvalidCredentials', 'The AWS Access Key Id you provided does not exist');
+      if (accessKeyId === 'AKIASTORE')
+        throw new StoreError('InvalidCredentials', 'The AWS Access Key Id you provided does not exist');
       throw new KeychainError('the OS keychain refused to store a secret');
     },
     'app.status': async () => ({ filespaces: 'not an array' }),
   } as unknown as AppHandlers;
 
   it('refuses unknown routes and malformed bodies before any handler runs', async () => {
-    assert.deepEqual(await dispatch(handlers, 'rm -rf', {}, log), { ok: false, status: 404, error: { code: 'NOT_FOUND', message: 'no such request: rm -rf' } });
-    assert.deepEqual(await dispatch(handlers, 'toString', {}, log), { ok: false, status: 404, error: { code: 'NOT_FOUND', message: 'no such request: toString' } });
+    assert.deepEqual(await dispatch(handlers, 'rm -rf', {}, log), {
+      ok: false,
+      status: 404,
+      error: { code: 'NOT_FOUND', message: 'no such request: rm -rf' },
+    });
+    assert.deepEqual(await dispatch(handlers, 'toString', {}, log), {
+      ok: false,
+      status: 404,
+      error: { code: 'NOT_FOUND', message: 'no such request: toString' },
+    });
     const bad = await dispatch(handlers, 'uploads.pause', { paused: 'yes' }, log);
     assert.equal(bad.ok, false);
     assert.equal(!bad.ok && bad.error.code, 'INVALID');
@@ -68,14 +86,33 @@ describe('dispatch', () => {
   });
 
   it('keeps the code of expected errors, hides nothing but reports unexpected ones as INTERNAL', async () => {
-    assert.deepEqual(await dispatch(handlers, 'uploads.pause', { paused: true }, log), { ok: false, status: 400, error: { code: 'BAD_INPUT', message: 'cannot pause now' } });
+    assert.deepEqual(await dispatch(handlers, 'uploads.pause', { paused: true }, log), {
+      ok: false,
+      status: 400,
+      error: { code: 'BAD_INPUT', message: 'cannot pause now' },
+    });
     const keys = (accessKeyId: string) => dispatch(handlers, 'keys.check', { accessKeyId, secretAccessKey: 's' }, log);
-    assert.deepEqual(await keys('AKIAENGINE'), { ok: false, status: 400, error: { code: 'WRONG_PASSPHRASE', message: 'wrong passphrase for this filespace' } });
-    assert.deepEqual(await keys('AKIASTORE'), { ok: false, status: 400, error: { code: 'BAD_CREDENTIALS', message: 'The AWS Access Key Id you provided does not exist' } });
-    assert.deepEqual(await keys('AKIAKEYCHAIN'), { ok: false, status: 503, error: { code: 'KEYCHAIN', message: 'the OS keychain refused to store a secret' } });
+    assert.deepEqual(await keys('AKIAENGINE'), {
+      ok: false,
+      status: 400,
+      error: { code: 'WRONG_PASSPHRASE', message: 'wrong passphrase for this filespace' },
+    });
+    assert.deepEqual(await keys('AKIASTORE'), {
+      ok: false,
+      status: 400,
+      error: { code: 'BAD_CREDENTIALS', message: 'The AWS Access Key Id you provided does not exist' },
+    });
+    assert.deepEqual(await keys('AKIAKEYCHAIN'), {
+      ok: false,
+      status: 503,
+      error: { code: 'KEYCHAIN', message: 'the OS keychain refused to store a secret' },
+    });
     const internal = await dispatch(handlers, 'uploads.pause', { paused: false }, log);
     assert.deepEqual(internal, { ok: false, status: 500, error: { code: 'INTERNAL', message: 'boom' } });
-    assert.ok(logs.some((l) => l.includes('boom')), 'unexpected errors are logged');
+    assert.ok(
+      logs.some((l) => l.includes('boom')),
+      'unexpected errors are logged',
+    );
   });
 
   it('refuses to pass on an answer that breaks the contract', async () => {
@@ -88,7 +125,12 @@ describe('dispatch', () => {
 describe('status feed', () => {
   it('a change published while nobody listens does not block later events', { timeout: 20_000 }, async () => {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fs-feed-'));
-    const host = new AppHost({ homes: homes({ FILESPACE_HOME: dir }), vault: new CredentialVault(new MemorySecrets()), log, sampleMs: 3_600_000 });
+    const host = new AppHost({
+      homes: homes({ FILESPACE_HOME: dir }),
+      vault: new CredentialVault(new MemorySecrets()),
+      log,
+      sampleMs: 3_600_000,
+    });
     try {
       await host.init();
       await host.publish(); // e.g. a mount at start, before any window is open
@@ -117,7 +159,12 @@ describe('credential vault', () => {
     const secrets = new MemorySecrets();
     const v = new CredentialVault(secrets);
     assert.deepEqual(await v.info(), { stored: false });
-    const info = await v.saveKeys({ accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'wJalrXUtnFEMI', region: 'eu-west-1', pathStyle: false });
+    const info = await v.saveKeys({
+      accessKeyId: 'AKIAIOSFODNN7EXAMPLE',
+      secretAccessKey: 'wJalrXUtnFEMI',
+      region: 'eu-west-1',
+      pathStyle: false,
+    });
     assert.deepEqual(info, { stored: true, accessKeyIdHint: 'AKIAIOSF…', region: 'eu-west-1' });
     assert.ok(!JSON.stringify(await v.info()).includes('wJalrXUtnFEMI'));
     assert.equal((await v.keys())?.secretAccessKey, 'wJalrXUtnFEMI');
@@ -162,11 +209,18 @@ describe('mount point and policy rules', () => {
     try {
       assert.equal(await checkMountPoint(path.join(dir, 'new'), 'allow'), false);
       assert.equal(await checkMountPoint(dir, 'allow'), true);
-      await assert.rejects(checkMountPoint(path.join(dir, 'absent')), { code: 'NO_MOUNT_POINT' }, 'the command does not create it');
+      await assert.rejects(
+        checkMountPoint(path.join(dir, 'absent')),
+        { code: 'NO_MOUNT_POINT' },
+        'the command does not create it',
+      );
       await assert.rejects(checkMountPoint('relative/dir', 'allow'), { code: 'NOT_ABSOLUTE' });
       await fsp.writeFile(path.join(dir, 'f'), 'x');
       await assert.rejects(checkMountPoint(path.join(dir, 'f'), 'allow'), { code: 'NOT_A_DIRECTORY' });
-      await assert.rejects(checkMountPoint(dir, 'allow'), (e: HostError) => e.code === 'NOT_EMPTY' && /is not empty; pick an empty folder/.test(e.message));
+      await assert.rejects(
+        checkMountPoint(dir, 'allow'),
+        (e: HostError) => e.code === 'NOT_EMPTY' && /is not empty; pick an empty folder/.test(e.message),
+      );
     } finally {
       await fsp.rm(dir, { recursive: true, force: true });
     }
@@ -175,7 +229,10 @@ describe('mount point and policy rules', () => {
   it('limits the policy to the prefix when there is one', () => {
     const p = JSON.parse(minimalPolicy({ bucket: 'b', prefix: 'team/docs' })) as { Statement: Array<Record<string, unknown>> };
     assert.deepEqual(p.Statement[0], {
-      Sid: 'FilespaceList', Effect: 'Allow', Action: ['s3:ListBucket'], Resource: 'arn:aws:s3:::b',
+      Sid: 'FilespaceList',
+      Effect: 'Allow',
+      Action: ['s3:ListBucket'],
+      Resource: 'arn:aws:s3:::b',
       Condition: { StringLike: { 's3:prefix': ['team/docs/', 'team/docs/*'] } },
     });
     assert.equal(p.Statement[1]!.Resource, 'arn:aws:s3:::b/team/docs/*');
@@ -194,9 +251,18 @@ describe('loopback HTTP server', () => {
     dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'fs-appsrv-'));
     await fsp.mkdir(path.join(dir, 'renderer'));
     await fsp.writeFile(path.join(dir, 'renderer', 'index.html'), '<!doctype html><title>t</title>');
-    host = new AppHost({ homes: homes({ FILESPACE_HOME: path.join(dir, 'home') }), vault: new CredentialVault(new MemorySecrets()), log, sampleMs: 50 });
+    host = new AppHost({
+      homes: homes({ FILESPACE_HOME: path.join(dir, 'home') }),
+      vault: new CredentialVault(new MemorySecrets()),
+      log,
+      sampleMs: 50,
+    });
     await host.init();
-    server = await startAppServer(host, { rendererDir: path.join(dir, 'renderer'), tokenFile: path.join(dir, 'home', 'run', 'app-http.json'), log });
+    server = await startAppServer(host, {
+      rendererDir: path.join(dir, 'renderer'),
+      tokenFile: path.join(dir, 'home', 'run', 'app-http.json'),
+      log,
+    });
   });
   after(async () => {
     await server.close();
@@ -204,23 +270,33 @@ describe('loopback HTTP server', () => {
     await fsp.rm(dir, { recursive: true, force: true });
   });
 
-  function request(p: string, opts: { method?: string; token?: string | null; host?: string; body?: string } = {}): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
+  function request(
+    p: string,
+    opts: { method?: string; token?: string | null; host?: string; body?: string } = {},
+  ): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: string }> {
     const u = new URL(server.url);
     return new Promise((resolve, reject) => {
-      const req = http.request({
-        host: u.hostname, port: u.port, path: p, method: opts.method ?? 'POST',
-        headers: {
-          host: opts.host ?? u.host, 'content-type': 'application/json',
-          ...(opts.token === null ? {} : { authorization: `Bearer ${opts.token ?? server.token}` }),
+      const req = http.request(
+        {
+          host: u.hostname,
+          port: u.port,
+          path: p,
+          method: opts.method ?? 'POST',
+          headers: {
+            host: opts.host ?? u.host,
+            'content-type': 'application/json',
+            ...(opts.token === null ? {} : { authorization: `Bearer ${opts.token ?? server.token}` }),
+          },
         },
-      }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-      });
+        (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (body += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+        },
+      );
       req.on('error', reject);
-      req.end(opts.method === 'GET' ? undefined : opts.body ?? '{}');
+      req.end(opts.method === 'GET' ? undefined : (opts.body ?? '{}'));
     });
   }
 
@@ -237,11 +313,18 @@ describe('loopback HTTP server', () => {
     assert.equal((await request('/app/app.status', { host: 'evil.example:80' })).status, 421, 'a rebinding Host is refused');
     const ok = await request('/app/app.status');
     assert.equal(ok.status, 200);
-    assert.deepEqual(appStatusSchema.parse(JSON.parse(ok.body)), { filespaces: [], uploadsPaused: false, keys: { stored: false } });
+    assert.deepEqual(appStatusSchema.parse(JSON.parse(ok.body)), {
+      filespaces: [],
+      uploadsPaused: false,
+      keys: { stored: false },
+    });
   });
 
   it('sends errors as {code, message}', async () => {
-    assert.deepEqual(JSON.parse((await request('/app/app.status', { body: '{' })).body), { code: 'BAD_JSON', message: 'request body is not valid JSON' });
+    assert.deepEqual(JSON.parse((await request('/app/app.status', { body: '{' })).body), {
+      code: 'BAD_JSON',
+      message: 'request body is not valid JSON',
+    });
     assert.equal((await request('/app/app.status', { body: JSON.stringify({ pad: 'x'.repeat(20_000) }) })).status, 413);
     assert.equal((await request('/app/app.status', { method: 'GET' })).status, 405);
     const missing = await request('/app/filespace.mount', { body: JSON.stringify({ name: 'nothing' }) });
@@ -259,28 +342,40 @@ describe('loopback HTTP server', () => {
     const u = new URL(server.url);
     const events: unknown[] = [];
     await new Promise<void>((resolve, reject) => {
-      const req = http.request({ host: u.hostname, port: u.port, path: '/app/events', method: 'GET', headers: { authorization: `Bearer ${server.token}` } }, (res) => {
-        assert.equal(res.headers['content-type'], 'text/event-stream');
-        let buf = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => {
-          buf += d;
-          for (const frame of buf.split('\n\n').slice(0, -1)) {
-            const data = frame.split('\n').find((l) => l.startsWith('data: '));
-            if (data) events.push(appEventSchema.parse(JSON.parse(data.slice(6))));
-          }
-          buf = buf.slice(buf.lastIndexOf('\n\n') + 2);
-          if (events.length === 1) void request('/app/uploads.pause', { body: '{"paused":true}' });
-          if (events.length === 2) {
-            req.destroy();
-            resolve();
-          }
-        });
-      });
+      const req = http.request(
+        {
+          host: u.hostname,
+          port: u.port,
+          path: '/app/events',
+          method: 'GET',
+          headers: { authorization: `Bearer ${server.token}` },
+        },
+        (res) => {
+          assert.equal(res.headers['content-type'], 'text/event-stream');
+          let buf = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => {
+            buf += d;
+            for (const frame of buf.split('\n\n').slice(0, -1)) {
+              const data = frame.split('\n').find((l) => l.startsWith('data: '));
+              if (data) events.push(appEventSchema.parse(JSON.parse(data.slice(6))));
+            }
+            buf = buf.slice(buf.lastIndexOf('\n\n') + 2);
+            if (events.length === 1) void request('/app/uploads.pause', { body: '{"paused":true}' });
+            if (events.length === 2) {
+              req.destroy();
+              resolve();
+            }
+          });
+        },
+      );
       req.on('error', (e) => (events.length >= 2 ? undefined : reject(e)));
       req.end();
     });
-    assert.deepEqual(events.map((e) => (e as { status: { uploadsPaused: boolean } }).status.uploadsPaused), [false, true]);
+    assert.deepEqual(
+      events.map((e) => (e as { status: { uploadsPaused: boolean } }).status.uploadsPaused),
+      [false, true],
+    );
   });
 });
 
@@ -297,23 +392,39 @@ describe('unlinking and forgetting keys', () => {
       await fsp.mkdir(path.join(cacheDir, 'dirty'), { recursive: true });
       await fsp.writeFile(path.join(cacheDir, 'dirty', '7.0'), Buffer.alloc(1000));
       await saveConfig(h, {
-        version: 1, name: 'team', filespaceId: 'fs-1', store: { kind: 'local', root: path.join(dir, 'store') }, mountPoint: path.join(dir, 'mnt'),
-        cacheDir, passphraseFile: '', settings: {}, secrets: 'keychain', conditionalWrites: true,
+        version: 1,
+        name: 'team',
+        filespaceId: 'fs-1',
+        store: { kind: 'local', root: path.join(dir, 'store') },
+        mountPoint: path.join(dir, 'mnt'),
+        cacheDir,
+        passphraseFile: '',
+        settings: {},
+        secrets: 'keychain',
+        conditionalWrites: true,
       });
       await vault.savePassphrase('fs-1', 'the passphrase');
       await vault.saveKeys({ accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 's', region: 'us-east-1', pathStyle: false });
 
       const status = await dispatch(host.handlers, 'app.status', {}, log);
       assert.ok(status.ok);
-      const team = (status.data as { filespaces: Array<{ name: string; status: { state: string; dirtyFiles: number; dirtyBytes: number } }> }).filespaces[0]!;
-      assert.deepEqual([team.name, team.status.state, team.status.dirtyFiles, team.status.dirtyBytes], ['team', 'unmounted', 1, 1000]);
+      const team = (
+        status.data as { filespaces: Array<{ name: string; status: { state: string; dirtyFiles: number; dirtyBytes: number } }> }
+      ).filespaces[0]!;
+      assert.deepEqual(
+        [team.name, team.status.state, team.status.dirtyFiles, team.status.dirtyBytes],
+        ['team', 'unmounted', 1, 1000],
+      );
 
       const refused = await dispatch(host.handlers, 'filespace.unlink', { name: 'team' }, log);
       assert.equal(!refused.ok && refused.error.code, 'DIRTY');
       assert.match(!refused.ok ? refused.error.message : '', /1 file\(s\) not yet uploaded/);
       assert.deepEqual(await listConfigs(h), ['team'], 'a refused unlink changes nothing');
 
-      assert.deepEqual(await dispatch(host.handlers, 'filespace.unlink', { name: 'team', discardPending: true }, log), { ok: true, data: { ok: true } });
+      assert.deepEqual(await dispatch(host.handlers, 'filespace.unlink', { name: 'team', discardPending: true }, log), {
+        ok: true,
+        data: { ok: true },
+      });
       assert.deepEqual(await listConfigs(h), []);
       await assert.rejects(fsp.stat(cacheDir), { code: 'ENOENT' });
       assert.equal(await vault.passphrase('fs-1'), undefined, 'the passphrase left the keychain');
@@ -323,7 +434,11 @@ describe('unlinking and forgetting keys', () => {
       const after = await dispatch(host.handlers, 'app.status', {}, log);
       assert.deepEqual(after.ok && (after.data as { keys: unknown }).keys, { stored: false });
       const noKeys = await dispatch(host.handlers, 'bucket.check', { bucket: 'my-bucket' }, log);
-      assert.deepEqual(noKeys, { ok: false, status: 400, error: { code: 'NO_KEYS', message: 'no AWS keys are stored yet: enter them first' } });
+      assert.deepEqual(noKeys, {
+        ok: false,
+        status: 400,
+        error: { code: 'NO_KEYS', message: 'no AWS keys are stored yet: enter them first' },
+      });
     } finally {
       await host.shutdown();
       await fsp.rm(dir, { recursive: true, force: true });
@@ -341,8 +456,16 @@ describe('unlinking and forgetting keys', () => {
       await fsp.writeFile(path.join(from, 'dirty', '7.0'), 'pending chunk');
       await fsp.writeFile(path.join(from, 'index'), 'clean index');
       await saveConfig(h, {
-        version: 1, name: 'team', filespaceId: 'fs-1', store: { kind: 'local', root: path.join(dir, 'store') }, mountPoint: path.join(dir, 'mnt'),
-        cacheDir: from, passphraseFile: '', settings: {}, secrets: 'keychain', conditionalWrites: true,
+        version: 1,
+        name: 'team',
+        filespaceId: 'fs-1',
+        store: { kind: 'local', root: path.join(dir, 'store') },
+        mountPoint: path.join(dir, 'mnt'),
+        cacheDir: from,
+        passphraseFile: '',
+        settings: {},
+        secrets: 'keychain',
+        conditionalWrites: true,
       });
       const busy = path.join(dir, 'busy');
       await fsp.mkdir(busy);
@@ -368,7 +491,10 @@ describe('unlinking and forgetting keys', () => {
   });
 
   it('the CLI says where the passphrase of an app-linked filespace lives', async () => {
-    await assert.rejects(readPassphraseFile(''), (e: HostError) => e.code === 'PASSPHRASE_IN_KEYCHAIN' && /desktop app/.test(e.message));
+    await assert.rejects(
+      readPassphraseFile(''),
+      (e: HostError) => e.code === 'PASSPHRASE_IN_KEYCHAIN' && /desktop app/.test(e.message),
+    );
   });
 });
 
@@ -386,8 +512,16 @@ describe("the app's own mounts", () => {
     try {
       await host.init();
       const cfg: LinkConfig = {
-        version: 1, name: 'team', filespaceId: 'fs-1', store: { kind: 'local', root: path.join(dir, 'store') }, mountPoint: path.join(dir, 'mnt'),
-        cacheDir: path.join(h.cacheRoot, 'team'), passphraseFile: '', settings: {}, secrets: 'keychain', conditionalWrites: true,
+        version: 1,
+        name: 'team',
+        filespaceId: 'fs-1',
+        store: { kind: 'local', root: path.join(dir, 'store') },
+        mountPoint: path.join(dir, 'mnt'),
+        cacheDir: path.join(h.cacheRoot, 'team'),
+        passphraseFile: '',
+        settings: {},
+        secrets: 'keychain',
+        conditionalWrites: true,
       };
       await saveConfig(h, cfg);
       // A mount this app runs (its engine is not needed to answer these requests).
@@ -397,13 +531,26 @@ describe("the app's own mounts", () => {
 
       const status = await dispatch(host.handlers, 'app.status', {}, log);
       assert.ok(status.ok);
-      assert.equal((status.data as { filespaces: Array<{ status: { state: string; pid?: number } }> }).filespaces[0]!.status.state, 'mounted');
-      const set = await dispatch(host.handlers, 'settings.set', { name: 'team', change: { uploadLimitBytesPerSec: 64 * 1024 } }, log);
+      assert.equal(
+        (status.data as { filespaces: Array<{ status: { state: string; pid?: number } }> }).filespaces[0]!.status.state,
+        'mounted',
+      );
+      const set = await dispatch(
+        host.handlers,
+        'settings.set',
+        { name: 'team', change: { uploadLimitBytesPerSec: 64 * 1024 } },
+        log,
+      );
       assert.deepEqual(set, { ok: true, data: { applied: 'live' } });
       assert.equal((await loadConfig(h, 'team')).settings.uploadLimitBytesPerSec, 64 * 1024);
       const unlink = await dispatch(host.handlers, 'filespace.unlink', { name: 'team', discardPending: true }, log);
       assert.equal(!unlink.ok && unlink.error.code, 'MOUNTED');
-      const move = await dispatch(host.handlers, 'settings.moveCache', { name: 'team', cacheDir: path.join(dir, 'elsewhere') }, log);
+      const move = await dispatch(
+        host.handlers,
+        'settings.moveCache',
+        { name: 'team', cacheDir: path.join(dir, 'elsewhere') },
+        log,
+      );
       assert.equal(!move.ok && move.error.code, 'MOUNTED');
       assert.deepEqual(socketCalls, [], 'no request went over a control socket into this process');
       (host as unknown as { mounts: Map<string, MountHost> }).mounts.delete('team');

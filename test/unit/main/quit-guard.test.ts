@@ -10,7 +10,10 @@ type Pending = { bytes: number; files: number; metaOps: number };
 
 class FakeHost implements QuitHost {
   calls: string[] = [];
-  constructor(private pendings: Pending[], private syncResults: boolean[] = []) {}
+  constructor(
+    private pendings: Pending[],
+    private syncResults: boolean[] = [],
+  ) {}
   async pending() {
     this.calls.push('pending');
     return this.pendings.shift() ?? { bytes: 0, files: 0, metaOps: 0 };
@@ -56,7 +59,13 @@ describe('quit guard', () => {
   });
 
   it('Wait syncs, asks again with what is left if the wait ran out, then quits once synced', async () => {
-    const host = new FakeHost([{ bytes: 5 * MiB, files: 2, metaOps: 0 }, { bytes: 1 * MiB, files: 1, metaOps: 0 }], [false, true]);
+    const host = new FakeHost(
+      [
+        { bytes: 5 * MiB, files: 2, metaOps: 0 },
+        { bytes: 1 * MiB, files: 1, metaOps: 0 },
+      ],
+      [false, true],
+    );
     const d = dialog([0, 0]);
     assert.equal(await guardQuit(host, d, 1000), 'quit');
     assert.deepEqual(d.asked, ['2 files (5.0 MiB) are not in the bucket yet.', '1 file (1.0 MiB) is not in the bucket yet.']);

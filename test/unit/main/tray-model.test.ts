@@ -8,14 +8,35 @@ import { trayIconState, trayModel, type TrayItem } from '../../../electron/main/
 
 function status(over: Partial<StatusDto> = {}): StatusDto {
   return {
-    name: 'team', state: 'mounted', mountPoint: '/home/u/Filespace/team', dirtyBytes: 0, dirtyFiles: 0, pendingMetaOps: 0,
-    uploadBytesPerSec: 0, downloadBytesPerSec: 0, cacheUsedBytes: 0, cacheCapBytes: 1e9, cacheHitRatio: 0, openFiles: 0,
-    offline: false, uploadsPaused: false, readOnlyReason: null, lastError: null, ...over,
+    name: 'team',
+    state: 'mounted',
+    mountPoint: '/home/u/Filespace/team',
+    dirtyBytes: 0,
+    dirtyFiles: 0,
+    pendingMetaOps: 0,
+    uploadBytesPerSec: 0,
+    downloadBytesPerSec: 0,
+    cacheUsedBytes: 0,
+    cacheCapBytes: 1e9,
+    cacheHitRatio: 0,
+    openFiles: 0,
+    offline: false,
+    uploadsPaused: false,
+    readOnlyReason: null,
+    lastError: null,
+    ...over,
   };
 }
 
 function fs(name: string, over: Partial<StatusDto> = {}): FilespaceSummary {
-  return { name, location: `s3://b/${name}`, kind: 's3', mountPoint: `/m/${name}`, cacheDir: `/c/${name}`, status: status({ name, mountPoint: `/m/${name}`, ...over }) };
+  return {
+    name,
+    location: `s3://b/${name}`,
+    kind: 's3',
+    mountPoint: `/m/${name}`,
+    cacheDir: `/c/${name}`,
+    status: status({ name, mountPoint: `/m/${name}`, ...over }),
+  };
 }
 
 function app(filespaces: FilespaceSummary[], uploadsPaused = false): AppStatus {
@@ -26,13 +47,27 @@ const labels = (items: readonly TrayItem[]) => items.map((i) => (i.type === 'sep
 
 describe('tray model', () => {
   it('lists each filespace with its state, sync line, mount action and folder', () => {
-    const m = trayModel(app([fs('team', { dirtyFiles: 3, dirtyBytes: 212 * 1024 * 1024 }), fs('archive', { state: 'unmounted' })]));
+    const m = trayModel(
+      app([fs('team', { dirtyFiles: 3, dirtyBytes: 212 * 1024 * 1024 }), fs('archive', { state: 'unmounted' })]),
+    );
     assert.deepEqual(labels(m.items), [
-      'team — mounted', '    Uploading 3 files, 212 MiB left', 'Unmount', 'Open folder', '---',
-      'archive — unmounted', '    Everything is in the bucket', 'Mount', 'Open folder', '---',
-      'Open Filespace', 'Pause uploads', '---', 'Quit Filespace',
+      'team — mounted',
+      '    Uploading 3 files, 212 MiB left',
+      'Unmount',
+      'Open folder',
+      '---',
+      'archive — unmounted',
+      '    Everything is in the bucket',
+      'Mount',
+      'Open folder',
+      '---',
+      'Open Filespace',
+      'Pause uploads',
+      '---',
+      'Quit Filespace',
     ]);
-    const byLabel = (l: string, from = 0) => m.items.slice(from).find((i) => i.type === 'item' && i.label === l) as Extract<TrayItem, { type: 'item' }>;
+    const byLabel = (l: string, from = 0) =>
+      m.items.slice(from).find((i) => i.type === 'item' && i.label === l) as Extract<TrayItem, { type: 'item' }>;
     assert.deepEqual(byLabel('Unmount').action, { kind: 'unmount', name: 'team' });
     assert.deepEqual(byLabel('Mount').action, { kind: 'mount', name: 'archive' });
     assert.equal(byLabel('Open folder').enabled, true);
@@ -44,8 +79,20 @@ describe('tray model', () => {
   it('pause is a checkbox whose action flips the current state', () => {
     const off = trayModel(app([fs('team')])).items.find((i) => i.type === 'item' && i.label === 'Pause uploads');
     const on = trayModel(app([fs('team')], true)).items.find((i) => i.type === 'item' && i.label === 'Pause uploads');
-    assert.deepEqual(off, { type: 'item', label: 'Pause uploads', enabled: true, checked: false, action: { kind: 'pause', paused: true } });
-    assert.deepEqual(on, { type: 'item', label: 'Pause uploads', enabled: true, checked: true, action: { kind: 'pause', paused: false } });
+    assert.deepEqual(off, {
+      type: 'item',
+      label: 'Pause uploads',
+      enabled: true,
+      checked: false,
+      action: { kind: 'pause', paused: true },
+    });
+    assert.deepEqual(on, {
+      type: 'item',
+      label: 'Pause uploads',
+      enabled: true,
+      checked: true,
+      action: { kind: 'pause', paused: false },
+    });
   });
 
   it('disables Mount while a filespace is mounting or unmounting', () => {
@@ -55,14 +102,25 @@ describe('tray model', () => {
   });
 
   it('says so when nothing is linked', () => {
-    assert.deepEqual(labels(trayModel(app([])).items), ['No filespace linked yet', '---', 'Open Filespace', 'Pause uploads', '---', 'Quit Filespace']);
+    assert.deepEqual(labels(trayModel(app([])).items), [
+      'No filespace linked yet',
+      '---',
+      'Open Filespace',
+      'Pause uploads',
+      '---',
+      'Quit Filespace',
+    ]);
   });
 
   it('picks the icon: error over offline over syncing over idle', () => {
     assert.equal(trayIconState(app([fs('a')])), 'idle');
     assert.equal(trayIconState(app([fs('a', { dirtyFiles: 1, dirtyBytes: 10 })])), 'syncing');
     assert.equal(trayIconState(app([fs('a', { pendingMetaOps: 2 })])), 'syncing');
-    assert.equal(trayIconState(app([fs('a', { state: 'unmounted', dirtyFiles: 1, dirtyBytes: 10 })])), 'idle', 'an unmounted filespace is not syncing');
+    assert.equal(
+      trayIconState(app([fs('a', { state: 'unmounted', dirtyFiles: 1, dirtyBytes: 10 })])),
+      'idle',
+      'an unmounted filespace is not syncing',
+    );
     assert.equal(trayIconState(app([fs('a', { dirtyFiles: 1, dirtyBytes: 10 }), fs('b', { offline: true })])), 'offline');
     assert.equal(trayIconState(app([fs('a', { offline: true }), fs('b', { lastError: 'read: EIO' })])), 'error');
     assert.equal(trayModel(app([fs('a', { state: 'error' })])).icon, 'error');

@@ -4,7 +4,14 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { clockTime, syncLine, formatBytes } from '../../../electron/contract/format';
 import {
-  checkKeysStep, checkPassphraseStep, checkPlaceStep, checkTargetStep, nextStep, normalizePrefix, passphraseStrength, previousStep,
+  checkKeysStep,
+  checkPassphraseStep,
+  checkPlaceStep,
+  checkTargetStep,
+  nextStep,
+  normalizePrefix,
+  passphraseStrength,
+  previousStep,
 } from '../../../electron/contract/wizard';
 
 const MiB = 1024 * 1024;
@@ -68,30 +75,73 @@ describe('wizard steps', () => {
 });
 
 describe('sync wording', () => {
-  const base = { state: 'mounted' as const, dirtyBytes: 0, dirtyFiles: 0, pendingMetaOps: 0, uploadsPaused: false, offline: false };
+  const base = {
+    state: 'mounted' as const,
+    dirtyBytes: 0,
+    dirtyFiles: 0,
+    pendingMetaOps: 0,
+    uploadsPaused: false,
+    offline: false,
+  };
   it('reads like the tray and status window say it', () => {
     assert.equal(syncLine(base), 'Up to date');
     assert.equal(syncLine({ ...base, dirtyFiles: 3, dirtyBytes: 212 * MiB }), 'Uploading 3 files, 212 MiB left');
-    assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 3 * MiB, uploadsPaused: true }), 'Uploads paused: 1 file, 3.0 MiB waiting');
+    assert.equal(
+      syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 3 * MiB, uploadsPaused: true }),
+      'Uploads paused: 1 file, 3.0 MiB waiting',
+    );
     assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, offline: true }), 'Offline: 1 file, 10 B waiting');
     assert.equal(syncLine({ ...base, pendingMetaOps: 2 }), 'Uploading 2 changes');
-    assert.equal(syncLine({ ...base, state: 'unmounted', dirtyFiles: 2, dirtyBytes: 1536 }), '2 files, 1.5 KiB waiting to upload at the next mount');
+    assert.equal(
+      syncLine({ ...base, state: 'unmounted', dirtyFiles: 2, dirtyBytes: 1536 }),
+      '2 files, 1.5 KiB waiting to upload at the next mount',
+    );
     assert.equal(syncLine({ ...base, state: 'unmounted' }), 'Everything is in the bucket');
   });
 
   it('says since when it is offline, and that writes wait or are refused, as states', () => {
     const t = new Date(2026, 11, 2, 14, 3, 7).getTime();
     assert.equal(clockTime(t), '14:03:07');
-    assert.equal(syncLine({ ...base, dirtyFiles: 3, dirtyBytes: 21 * MiB, offline: true, offlineSince: t }), 'Offline since 14:03:07: 3 files, 21.0 MiB waiting');
-    const w = { since: t, cause: 'paused' as const, refusing: false, refused: 0, message: 'the cache is full of changes that cannot upload (uploads are paused); resume uploads or raise the cache size. Writes fail with "No space left on device" after waiting 30 s.' };
-    assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, uploadsPaused: true, writesWaiting: w }), `Writes waiting: ${w.message}`);
-    assert.match(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, uploadsPaused: true, writesWaiting: { ...w, refusing: true } }), /^Writes refused: the cache is full/);
+    assert.equal(
+      syncLine({ ...base, dirtyFiles: 3, dirtyBytes: 21 * MiB, offline: true, offlineSince: t }),
+      'Offline since 14:03:07: 3 files, 21.0 MiB waiting',
+    );
+    const w = {
+      since: t,
+      cause: 'paused' as const,
+      refusing: false,
+      refused: 0,
+      message:
+        'the cache is full of changes that cannot upload (uploads are paused); resume uploads or raise the cache size. Writes fail with "No space left on device" after waiting 30 s.',
+    };
+    assert.equal(
+      syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, uploadsPaused: true, writesWaiting: w }),
+      `Writes waiting: ${w.message}`,
+    );
+    assert.match(
+      syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, uploadsPaused: true, writesWaiting: { ...w, refusing: true } }),
+      /^Writes refused: the cache is full/,
+    );
     // Ordinary backpressure while uploads make progress is not news: the upload line stays.
-    assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, writesWaiting: { ...w, cause: 'uploading' } }), 'Uploading 1 file, 10 B left');
-    assert.equal(syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, writesWaiting: null, offlineSince: null }), 'Uploading 1 file, 10 B left');
+    assert.equal(
+      syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, writesWaiting: { ...w, cause: 'uploading' } }),
+      'Uploading 1 file, 10 B left',
+    );
+    assert.equal(
+      syncLine({ ...base, dirtyFiles: 1, dirtyBytes: 10, writesWaiting: null, offlineSince: null }),
+      'Uploading 1 file, 10 B left',
+    );
   });
 
   it('formats sizes in binary units, as the command does', () => {
-    assert.deepEqual([0, 1023, 1024, 1536, 212 * MiB, 20 * 1024 * MiB, 3.5 * 1024 ** 4].map(formatBytes), ['0 B', '1023 B', '1.0 KiB', '1.5 KiB', '212 MiB', '20.0 GiB', '3.5 TiB']);
+    assert.deepEqual([0, 1023, 1024, 1536, 212 * MiB, 20 * 1024 * MiB, 3.5 * 1024 ** 4].map(formatBytes), [
+      '0 B',
+      '1023 B',
+      '1.0 KiB',
+      '1.5 KiB',
+      '212 MiB',
+      '20.0 GiB',
+      '3.5 TiB',
+    ]);
   });
 });

@@ -7,7 +7,18 @@ import { beforeEach, describe, it } from 'node:test';
 import type { StatusDto } from '../../../electron/contract/api';
 import type { AppEvent, AppRequest, AppResponse, AppRoute, AppStatus } from '../../../electron/contract/app';
 import {
-  connect, editWizard, mount, resetStore, retry, selectFilespaces, store, submitBucket, submitKeys, submitPassphrase, submitPlace, unmount,
+  connect,
+  editWizard,
+  mount,
+  resetStore,
+  retry,
+  selectFilespaces,
+  store,
+  submitBucket,
+  submitKeys,
+  submitPassphrase,
+  submitPlace,
+  unmount,
 } from '../../../renderer/src/store';
 import { ERROR_CODES, ERRORS } from '../../../electron/contract/errors';
 import { treatmentOf } from '../../../renderer/src/errors';
@@ -16,7 +27,9 @@ import { HostError, ipcTransport, type BridgeApi, type Transport } from '../../.
 type Calls = Array<{ route: AppRoute; body: unknown }>;
 
 /** A host that answers from a script; unknown routes fail the test. */
-function scripted(answers: Partial<{ [R in AppRoute]: (body: AppRequest<R>) => AppResponse<R> }>): Transport & { calls: Calls; emit: (e: AppEvent) => void } {
+function scripted(
+  answers: Partial<{ [R in AppRoute]: (body: AppRequest<R>) => AppResponse<R> }>,
+): Transport & { calls: Calls; emit: (e: AppEvent) => void } {
   const calls: Calls = [];
   let listener: (e: AppEvent) => void = () => undefined;
   return {
@@ -37,16 +50,38 @@ function scripted(answers: Partial<{ [R in AppRoute]: (body: AppRequest<R>) => A
 
 function fsStatus(over: Partial<StatusDto> = {}): StatusDto {
   return {
-    name: 'team', state: 'mounted', mountPoint: '/m/team', dirtyBytes: 0, dirtyFiles: 0, pendingMetaOps: 0, uploadBytesPerSec: 10,
-    downloadBytesPerSec: 20, cacheUsedBytes: 0, cacheCapBytes: 1e9, cacheHitRatio: 0, openFiles: 0, offline: false, uploadsPaused: false,
-    readOnlyReason: null, lastError: null, ...over,
+    name: 'team',
+    state: 'mounted',
+    mountPoint: '/m/team',
+    dirtyBytes: 0,
+    dirtyFiles: 0,
+    pendingMetaOps: 0,
+    uploadBytesPerSec: 10,
+    downloadBytesPerSec: 20,
+    cacheUsedBytes: 0,
+    cacheCapBytes: 1e9,
+    cacheHitRatio: 0,
+    openFiles: 0,
+    offline: false,
+    uploadsPaused: false,
+    readOnlyReason: null,
+    lastError: null,
+    ...over,
   };
 }
 
 function appStatus(filespaces: StatusDto[]): AppStatus {
   return {
-    filespaces: filespaces.map((s) => ({ name: s.name, location: 's3://b/team', kind: 's3' as const, mountPoint: s.mountPoint, cacheDir: '/c', status: s })),
-    uploadsPaused: false, keys: { stored: false },
+    filespaces: filespaces.map((s) => ({
+      name: s.name,
+      location: 's3://b/team',
+      kind: 's3' as const,
+      mountPoint: s.mountPoint,
+      cacheDir: '/c',
+      status: s,
+    })),
+    uploadsPaused: false,
+    keys: { stored: false },
   };
 }
 
@@ -65,11 +100,29 @@ describe('renderer store: wizard', () => {
   });
 
   it('sends good keys once, forgets the secret, and goes on with the account buckets', async () => {
-    const host = scripted({ 'keys.check': () => ({ keys: { stored: true, accessKeyIdHint: 'AKIAIOSF…' }, buckets: ['alpha', 'beta'] }) });
+    const host = scripted({
+      'keys.check': () => ({ keys: { stored: true, accessKeyIdHint: 'AKIAIOSF…' }, buckets: ['alpha', 'beta'] }),
+    });
     connect(host);
-    editWizard({ accessKeyId: ' AKIAIOSFODNN7EXAMPLE ', secretAccessKey: 'top-secret', endpoint: 'http://127.0.0.1:9000', pathStyle: true });
+    editWizard({
+      accessKeyId: ' AKIAIOSFODNN7EXAMPLE ',
+      secretAccessKey: 'top-secret',
+      endpoint: 'http://127.0.0.1:9000',
+      pathStyle: true,
+    });
     await submitKeys();
-    assert.deepEqual(host.calls, [{ route: 'keys.check', body: { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'top-secret', region: 'us-east-1', endpoint: 'http://127.0.0.1:9000', pathStyle: true } }]);
+    assert.deepEqual(host.calls, [
+      {
+        route: 'keys.check',
+        body: {
+          accessKeyId: 'AKIAIOSFODNN7EXAMPLE',
+          secretAccessKey: 'top-secret',
+          region: 'us-east-1',
+          endpoint: 'http://127.0.0.1:9000',
+          pathStyle: true,
+        },
+      },
+    ]);
     assert.equal(w().step, 'bucket');
     assert.equal(w().secretAccessKey, '', 'the secret is dropped from the renderer once the host has it');
     assert.deepEqual(w().buckets, ['alpha', 'beta']);
@@ -78,7 +131,13 @@ describe('renderer store: wizard', () => {
   });
 
   it('shows the host error for rejected keys and stays on the step', async () => {
-    connect(scripted({ 'keys.check': () => { throw new HostError('BAD_CREDENTIALS', 'S3 rejected these keys'); } }));
+    connect(
+      scripted({
+        'keys.check': () => {
+          throw new HostError('BAD_CREDENTIALS', 'S3 rejected these keys');
+        },
+      }),
+    );
     editWizard({ accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 's' });
     await submitKeys();
     assert.equal(w().step, 'keys');
@@ -87,7 +146,13 @@ describe('renderer store: wizard', () => {
   });
 
   it('keeps the policy when permissions are missing; refuses create over an existing filespace and link to none', async () => {
-    let answer: AppResponse<'bucket.check'> = { ok: false, missing: ['s3:PutObject'], message: 'These keys lack s3:PutObject', policy: '{}', filespaceExists: false };
+    let answer: AppResponse<'bucket.check'> = {
+      ok: false,
+      missing: ['s3:PutObject'],
+      message: 'These keys lack s3:PutObject',
+      policy: '{}',
+      filespaceExists: false,
+    };
     const host = scripted({ 'bucket.check': () => answer });
     connect(host);
     editWizard({ step: 'bucket', bucket: 'my-bucket', prefix: '/team/', mode: 'create' });
@@ -111,7 +176,11 @@ describe('renderer store: wizard', () => {
   });
 
   it('catches a wrong passphrase on the spot when linking', async () => {
-    const host = scripted({ 'filespace.probe': () => { throw new HostError('WRONG_PASSPHRASE', 'wrong passphrase for this filespace'); } });
+    const host = scripted({
+      'filespace.probe': () => {
+        throw new HostError('WRONG_PASSPHRASE', 'wrong passphrase for this filespace');
+      },
+    });
     connect(host);
     editWizard({ step: 'passphrase', mode: 'link', bucket: 'b-1', prefix: 'team', name: 'team', passphrase: 'nope' });
     await submitPassphrase();
@@ -120,9 +189,22 @@ describe('renderer store: wizard', () => {
   });
 
   it('creates: passphrase twice, then the suggested mount point and cache cap', async () => {
-    const host = scripted({ 'filespace.suggest': () => ({ mountPoint: '/home/u/Filespace/team', cacheDir: '/c/team', cacheDiskFreeBytes: 50e9, cacheCapBytes: 20e9 }) });
+    const host = scripted({
+      'filespace.suggest': () => ({
+        mountPoint: '/home/u/Filespace/team',
+        cacheDir: '/c/team',
+        cacheDiskFreeBytes: 50e9,
+        cacheCapBytes: 20e9,
+      }),
+    });
     connect(host);
-    editWizard({ step: 'passphrase', mode: 'create', name: 'team', passphrase: 'correct horse battery', repeat: 'correct horse batter' });
+    editWizard({
+      step: 'passphrase',
+      mode: 'create',
+      name: 'team',
+      passphrase: 'correct horse battery',
+      repeat: 'correct horse batter',
+    });
     await submitPassphrase();
     assert.equal(w().error, 'The two passphrases differ');
     assert.deepEqual(host.calls, []);
@@ -135,17 +217,44 @@ describe('renderer store: wizard', () => {
   });
 
   it('the last step checks the folder, links, mounts, and lands on the status screen with the wizard cleared', async () => {
-    const summary = { name: 'team', location: 's3://b/team', kind: 's3' as const, mountPoint: '/m/team', cacheDir: '/c/team', status: fsStatus() };
+    const summary = {
+      name: 'team',
+      location: 's3://b/team',
+      kind: 's3' as const,
+      mountPoint: '/m/team',
+      cacheDir: '/c/team',
+      status: fsStatus(),
+    };
     const host = scripted({
       'mountpoint.check': () => ({ ok: true }),
       'filespace.link': () => summary,
       'filespace.mount': () => summary,
     });
     connect(host);
-    editWizard({ step: 'place', mode: 'create', bucket: 'b-1', prefix: 'team', name: 'team', passphrase: 'correct horse battery', mountPoint: '/m/team', cacheCapBytes: 1e9, cacheDiskFreeBytes: 5e9 });
+    editWizard({
+      step: 'place',
+      mode: 'create',
+      bucket: 'b-1',
+      prefix: 'team',
+      name: 'team',
+      passphrase: 'correct horse battery',
+      mountPoint: '/m/team',
+      cacheCapBytes: 1e9,
+      cacheDiskFreeBytes: 5e9,
+    });
     await submitPlace();
-    assert.deepEqual(host.calls.map((c) => c.route), ['mountpoint.check', 'filespace.link', 'filespace.mount']);
-    assert.deepEqual(host.calls[1]!.body, { mode: 'create', target: { bucket: 'b-1', prefix: 'team' }, passphrase: 'correct horse battery', name: 'team', mountPoint: '/m/team', cacheCapBytes: 1e9 });
+    assert.deepEqual(
+      host.calls.map((c) => c.route),
+      ['mountpoint.check', 'filespace.link', 'filespace.mount'],
+    );
+    assert.deepEqual(host.calls[1]!.body, {
+      mode: 'create',
+      target: { bucket: 'b-1', prefix: 'team' },
+      passphrase: 'correct horse battery',
+      name: 'team',
+      mountPoint: '/m/team',
+      cacheCapBytes: 1e9,
+    });
     assert.equal(store.getState().screen, 'status');
     assert.equal(w().passphrase, '', 'the passphrase leaves the renderer state');
     assert.equal(w().step, 'keys');
@@ -172,19 +281,28 @@ describe('renderer store: host events and actions', () => {
     host.emit({ type: 'status', status: appStatus([fsStatus()]) });
     host.emit({ type: 'status', status: appStatus([fsStatus({ lastError: 'read: EIO' })]) });
     host.emit({ type: 'status', status: appStatus([fsStatus({ lastError: 'read: EIO' })]) });
-    assert.deepEqual(selectFilespaces(store.getState()).map((f) => f.name), ['team']);
+    assert.deepEqual(
+      selectFilespaces(store.getState()).map((f) => f.name),
+      ['team'],
+    );
     assert.equal(store.getState().history.team?.length, 3);
-    assert.deepEqual(store.getState().errors.map((e) => e.message), ['team: read: EIO'], 'the same error is listed once');
+    assert.deepEqual(
+      store.getState().errors.map((e) => e.message),
+      ['team: read: EIO'],
+      'the same error is listed once',
+    );
   });
 
   it('a busy unmount becomes a question on the card, not an error; a forced one clears it', async () => {
     let busy = true;
-    connect(scripted({
-      'filespace.unmount': () => {
-        if (busy) throw new HostError('BUSY', '/m/team is in use by sleep (pid 7)');
-        return { ok: true };
-      },
-    }));
+    connect(
+      scripted({
+        'filespace.unmount': () => {
+          if (busy) throw new HostError('BUSY', '/m/team is in use by sleep (pid 7)');
+          return { ok: true };
+        },
+      }),
+    );
     await unmount('team');
     assert.deepEqual(store.getState().unmountBusy, { team: '/m/team is in use by sleep (pid 7)' });
     assert.deepEqual(store.getState().errors, []);
@@ -200,7 +318,14 @@ describe('renderer store: recent errors', () => {
 
   it('a failed mount is listed with a Retry that runs it again', async () => {
     let reachable = false;
-    const summary = { name: 'team', location: 's3://b/team', kind: 's3' as const, mountPoint: '/m/team', cacheDir: '/c/team', status: fsStatus() };
+    const summary = {
+      name: 'team',
+      location: 's3://b/team',
+      kind: 's3' as const,
+      mountPoint: '/m/team',
+      cacheDir: '/c/team',
+      status: fsStatus(),
+    };
     const host = scripted({
       'filespace.mount': () => {
         if (!reachable) throw new HostError('UNREACHABLE', 'cannot reach s3://b/team');
@@ -240,10 +365,22 @@ describe('error treatment', () => {
   });
 
   it('a busy unmount is recognised by its code, whatever its text says', async () => {
-    connect(scripted({ 'filespace.unmount': () => { throw new HostError('BUSY', 'held'); } }));
+    connect(
+      scripted({
+        'filespace.unmount': () => {
+          throw new HostError('BUSY', 'held');
+        },
+      }),
+    );
     await unmount('team');
     assert.deepEqual(store.getState().unmountBusy, { team: 'held' });
-    connect(scripted({ 'filespace.unmount': () => { throw new HostError('NOT_MOUNTED', '/m/team is in use by nobody: not mounted'); } }));
+    connect(
+      scripted({
+        'filespace.unmount': () => {
+          throw new HostError('NOT_MOUNTED', '/m/team is in use by nobody: not mounted');
+        },
+      }),
+    );
     await unmount('team');
     assert.deepEqual(store.getState().unmountBusy, {});
     assert.equal(store.getState().errors.at(-1)?.message, '/m/team is in use by nobody: not mounted');
@@ -263,8 +400,12 @@ describe('IPC transport', () => {
         for (const e of events) listener(e);
         return () => undefined;
       },
-      async pickFolder() { return '/picked'; },
-      async openFolder() { return undefined; },
+      async pickFolder() {
+        return '/picked';
+      },
+      async openFolder() {
+        return undefined;
+      },
     };
   }
 
@@ -272,18 +413,27 @@ describe('IPC transport', () => {
     const ok = ipcTransport(bridge({ ok: true, data: { ok: true } }));
     assert.deepEqual(await ok.call('keys.forget', {}), { ok: true });
     const failing = ipcTransport(bridge({ ok: false, error: { code: 'KEYCHAIN', message: 'the OS keychain refused' } }));
-    await assert.rejects(failing.call('keys.forget', {}), (e: HostError) => e.code === 'KEYCHAIN' && e.message === 'the OS keychain refused');
+    await assert.rejects(
+      failing.call('keys.forget', {}),
+      (e: HostError) => e.code === 'KEYCHAIN' && e.message === 'the OS keychain refused',
+    );
   });
 
   it('an error answer without a message says what the contract says of its code', async () => {
     const bare = ipcTransport(bridge({ ok: false, error: { code: 'NOT_MOUNTED', message: '' } }));
-    await assert.rejects(bare.call('keys.forget', {}), (e: HostError) => e.code === 'NOT_MOUNTED' && e.message === ERRORS.NOT_MOUNTED.message);
+    await assert.rejects(
+      bare.call('keys.forget', {}),
+      (e: HostError) => e.code === 'NOT_MOUNTED' && e.message === ERRORS.NOT_MOUNTED.message,
+    );
     assert.equal(new HostError('NO_HOST').message, 'not connected to the app host');
   });
 
-  it('takes error codes only from the contract\'s vocabulary', async () => {
+  it("takes error codes only from the contract's vocabulary", async () => {
     const unknown = ipcTransport(bridge({ ok: false, error: { code: 'SOMETHING_NEW', message: 'a host from another version' } }));
-    await assert.rejects(unknown.call('keys.forget', {}), (e: HostError) => e.code === 'BAD_RESPONSE' && /error the window does not know/.test(e.message));
+    await assert.rejects(
+      unknown.call('keys.forget', {}),
+      (e: HostError) => e.code === 'BAD_RESPONSE' && /error the window does not know/.test(e.message),
+    );
   });
 
   it('refuses answers and events of the wrong shape', async () => {
@@ -291,7 +441,15 @@ describe('IPC transport', () => {
     await assert.rejects(wrong.call('keys.forget', {}), (e: HostError) => e.code === 'BAD_RESPONSE');
     const got: unknown[] = [];
     const troubles: string[] = [];
-    ipcTransport(bridge(null, [{ type: 'status', status: appStatus([]) }, { type: 'status', status: { filespaces: 3 } }])).subscribe((e) => got.push(e), (m) => troubles.push(m));
+    ipcTransport(
+      bridge(null, [
+        { type: 'status', status: appStatus([]) },
+        { type: 'status', status: { filespaces: 3 } },
+      ]),
+    ).subscribe(
+      (e) => got.push(e),
+      (m) => troubles.push(m),
+    );
     assert.equal(got.length, 1);
     assert.deepEqual(troubles, ['the app host sent a status event of the wrong shape']);
   });
