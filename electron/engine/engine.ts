@@ -37,7 +37,6 @@
 
 import { promises as fsp } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import * as path from 'node:path';
 import { HandlePool } from './cache/handles';
 import { CacheDisk } from './cache/cacheDisk';
 import { ChunkCache } from './cache/chunkCache';
@@ -63,7 +62,6 @@ import { Vfs } from './vfs/vfs';
 import { UserError } from './errors';
 import { checkCapFitsChunks, lockCacheDir, machineOf, openLocalStores } from './cacheFolder';
 import { settledWithin } from './util/concurrency';
-import { RepairResult, repairLocalMetadata } from './repair';
 import { EngineStats, PendingFiles, Throughput, describeWritesWaiting } from './status';
 
 export interface EngineOptions {
@@ -256,19 +254,6 @@ export class Engine {
     this.timers.push(t);
   }
 
-  /** Creates this machine's local metadata for a filespace from the bucket alone. */
-  static async linkLocal(store: ObjectStore, keys: Keys, header: FilespaceHeader, cacheDir: string): Promise<void> {
-    const metaDir = path.join(cacheDir, 'meta');
-    const existing = await MetaStore.load(metaDir);
-    if (existing) {
-      await existing.close();
-      throw new UserError(`${cacheDir} already holds a filespace's cache; pick another --cache-dir`, 'EXISTS');
-    }
-    const { tree, seq } = await new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize);
-    const meta = await MetaStore.create(metaDir, tree, seq);
-    await meta.close();
-  }
-
   static async open(opts: EngineOptions): Promise<Engine> {
     // Created at link time, never here: a missing cache folder is not made up (it could be a
     // mount point that is not mounted, or on a disk that is not there).
@@ -300,28 +285,6 @@ export class Engine {
     } catch (err) {
       await fsp.rm(lockFile, { force: true });
       throw err;
-    }
-  }
-
-  /**
-   * Repairs damaged local metadata while no engine uses the cache (repair.ts). Changes nothing
-   * and returns `repaired: false` when there is no damage.
-   */
-  static async repairLocal(opts: {
-    store: ObjectStore;
-    keys: Keys;
-    header: FilespaceHeader;
-    cacheDir: string;
-    log?: (msg: string) => void;
-  }): Promise<RepairResult> {
-    const seen = await MetaStore.inspect(path.join(opts.cacheDir, 'meta'));
-    if (!seen.damage && !seen.snapshotError) return { repaired: false, unnamed: 0, kept: [] };
-    const { file: lockFile } = await lockCacheDir(opts.cacheDir);
-    try {
-      // Every unit of every dirty chunk is checked: the lock of a killed engine may be gone.
-      return await repairLocalMetadata({ ...opts, uncleanStop: true, log: opts.log ?? (() => undefined) });
-    } finally {
-      await fsp.rm(lockFile, { force: true });
     }
   }
 
