@@ -194,7 +194,7 @@ export class WorkerEncoder implements ChunkEncoder {
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all(this.threads.map((t) => t?.stop()));
+    await Promise.all(this.threads.flatMap((t) => (t ? [t.stop()] : [])));
   }
 }
 
