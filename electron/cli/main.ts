@@ -15,7 +15,7 @@ import * as path from 'node:path';
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import { StatusDto } from '../contract/api';
 import { clockTime, formatBytes, formatRate, leaseLine } from '../contract/format';
-import { Engine } from '../engine/engine';
+import { repairCacheFolder } from '../engine/cacheFolder';
 import { checkFilespace } from '../engine/check';
 import {
   checkLinkedFilespace,
@@ -519,7 +519,7 @@ async function cmdRepair(args: string[]): Promise<void> {
   try {
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
     checkLinkedFilespace(header, cfg.filespaceId, cfg.name, store);
-    const r = await Engine.repairLocal({
+    const r = await repairCacheFolder({
       store,
       keys,
       header,

@@ -12,6 +12,9 @@
  * bucket's header is refused; the dirty store is checked against the metadata (and, after an
  * unclean stop, unit by unit); the clean cache is indexed.
  *
+ * Linking (`createLocalMetadata`): this machine's metadata made from the bucket alone. Repair
+ * (`repairCacheFolder`): damaged local metadata repaired under the folder's lock (repair.ts).
+ *
  * Layout of the folder: meta/ (the journal, meta/metastore.ts), dirty/ (cache/dirty.ts),
  * chunks/ (cache/chunkCache.ts), aside/ (aside.ts), reserve (space held back for the journal,
  * cache/cacheDisk.ts), machine.json, engine.lock.
@@ -30,7 +33,8 @@ import { EngineSettings } from './config';
 import { FilespaceHeader, linkedChunkSizeMismatch } from './filespace';
 import { Machine } from './meta/lease';
 import { MetaStore } from './meta/metastore';
-import { describeLocalDamage } from './repair';
+import { RepairResult, describeLocalDamage, repairLocalMetadata } from './repair';
+import { RemoteMeta } from './meta/remote';
 import { ObjectStore } from './store/types';
 import { UserError } from './errors';
 import { fsyncDir } from './util/files';
@@ -166,4 +170,44 @@ export async function openLocalStores(
   await cache.init();
   cache.onDamaged = (name, why) => opts.log?.(`cached chunk ${name} was damaged (${why}); fetching it again`);
   return { meta, dirty, cache, handles };
+}
+
+/** Creates this machine's local metadata for a filespace from the bucket alone. */
+export async function createLocalMetadata(
+  store: ObjectStore,
+  keys: Keys,
+  header: FilespaceHeader,
+  cacheDir: string,
+): Promise<void> {
+  const metaDir = path.join(cacheDir, 'meta');
+  const existing = await MetaStore.load(metaDir);
+  if (existing) {
+    await existing.close();
+    throw new UserError(`${cacheDir} already holds a filespace's cache; pick another --cache-dir`, 'EXISTS');
+  }
+  const { tree, seq } = await new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize);
+  const meta = await MetaStore.create(metaDir, tree, seq);
+  await meta.close();
+}
+
+/**
+ * Repairs damaged local metadata while no engine uses the cache (repair.ts). Changes nothing
+ * and returns `repaired: false` when there is no damage.
+ */
+export async function repairCacheFolder(opts: {
+  store: ObjectStore;
+  keys: Keys;
+  header: FilespaceHeader;
+  cacheDir: string;
+  log?: (msg: string) => void;
+}): Promise<RepairResult> {
+  const seen = await MetaStore.inspect(path.join(opts.cacheDir, 'meta'));
+  if (!seen.damage && !seen.snapshotError) return { repaired: false, unnamed: 0, kept: [] };
+  const { file: lockFile } = await lockCacheDir(opts.cacheDir);
+  try {
+    // Every unit of every dirty chunk is checked: the lock of a killed engine may be gone.
+    return await repairLocalMetadata({ ...opts, uncleanStop: true, log: opts.log ?? (() => undefined) });
+  } finally {
+    await fsp.rm(lockFile, { force: true });
+  }
 }

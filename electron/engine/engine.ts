@@ -10,7 +10,8 @@
  *   cache/dirty.ts       dirty chunks (invariant 1), the per-chunk lock, and the lock order
  *   cache/chunkCache.ts  clean chunks and the cache cap; cache/cacheDisk.ts the disk under them
  *   upload/writeback.ts  when each dirty chunk uploads; upload/uploader.ts the upload itself,
- *                        from a dirty chunk to a committed chunk (invariant 2)
+ *                        from a dirty chunk to a committed chunk (invariant 2), its buffers;
+ *                        upload/encoder.ts its per-byte work, in a worker thread by default
  *   meta/metastore.ts    the tree and its journal; meta/replicator.ts pushes it to the bucket
  *   meta/role.ts         writer, follower or fenced: the lease, following, fencing (invariant 4)
  *   prefetch/fetcher.ts  downloads, merged and read ahead
@@ -35,7 +36,7 @@
  */
 
 import { promises as fsp } from 'node:fs';
-import * as path from 'node:path';
+import { availableParallelism } from 'node:os';
 import { HandlePool } from './cache/handles';
 import { CacheDisk } from './cache/cacheDisk';
 import { ChunkCache } from './cache/chunkCache';
@@ -53,6 +54,7 @@ import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { MonitoredStore } from './store/monitored';
 import { ObjectStore } from './store/types';
+import { encodeWorkersFor } from './upload/encoder';
 import { Uploader, publishableOps } from './upload/uploader';
 import { WritebackQueue } from './upload/writeback';
 import { StallCause } from './vfs/backpressure';
@@ -60,7 +62,6 @@ import { Vfs } from './vfs/vfs';
 import { UserError } from './errors';
 import { checkCapFitsChunks, lockCacheDir, machineOf, openLocalStores } from './cacheFolder';
 import { settledWithin } from './util/concurrency';
-import { RepairResult, repairLocalMetadata } from './repair';
 import { EngineStats, PendingFiles, Throughput, describeWritesWaiting } from './status';
 
 export interface EngineOptions {
@@ -78,6 +79,8 @@ export interface EngineOptions {
   readonly conditionalWrites?: boolean;
   /** The name the user knows this filespace by, for messages that name a command to run. */
   readonly name?: string;
+  /** Threads that do the per-byte work of uploads (upload/encoder.ts); default by core count. */
+  readonly encodeWorkers?: number;
 }
 
 export type { LeaseStatus } from './meta/role';
@@ -202,6 +205,8 @@ export class Engine {
       files: this.vfs,
       freed: () => this.vfs.noteDirtyFreed(),
       limitBytesPerSec: opts.settings.uploadLimitBytesPerSec,
+      uploadConcurrency: () => this.settings.uploadConcurrency,
+      encodeWorkers: opts.encodeWorkers ?? encodeWorkersFor(availableParallelism()),
       log: this.log,
     });
     this.writeback = new WritebackQueue({
@@ -249,19 +254,6 @@ export class Engine {
     this.timers.push(t);
   }
 
-  /** Creates this machine's local metadata for a filespace from the bucket alone. */
-  static async linkLocal(store: ObjectStore, keys: Keys, header: FilespaceHeader, cacheDir: string): Promise<void> {
-    const metaDir = path.join(cacheDir, 'meta');
-    const existing = await MetaStore.load(metaDir);
-    if (existing) {
-      await existing.close();
-      throw new UserError(`${cacheDir} already holds a filespace's cache; pick another --cache-dir`, 'EXISTS');
-    }
-    const { tree, seq } = await new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize);
-    const meta = await MetaStore.create(metaDir, tree, seq);
-    await meta.close();
-  }
-
   static async open(opts: EngineOptions): Promise<Engine> {
     // Created at link time, never here: a missing cache folder is not made up (it could be a
     // mount point that is not mounted, or on a disk that is not there).
@@ -293,28 +285,6 @@ export class Engine {
     } catch (err) {
       await fsp.rm(lockFile, { force: true });
       throw err;
-    }
-  }
-
-  /**
-   * Repairs damaged local metadata while no engine uses the cache (repair.ts). Changes nothing
-   * and returns `repaired: false` when there is no damage.
-   */
-  static async repairLocal(opts: {
-    store: ObjectStore;
-    keys: Keys;
-    header: FilespaceHeader;
-    cacheDir: string;
-    log?: (msg: string) => void;
-  }): Promise<RepairResult> {
-    const seen = await MetaStore.inspect(path.join(opts.cacheDir, 'meta'));
-    if (!seen.damage && !seen.snapshotError) return { repaired: false, unnamed: 0, kept: [] };
-    const { file: lockFile } = await lockCacheDir(opts.cacheDir);
-    try {
-      // Every unit of every dirty chunk is checked: the lock of a killed engine may be gone.
-      return await repairLocalMetadata({ ...opts, uncleanStop: true, log: opts.log ?? (() => undefined) });
-    } finally {
-      await fsp.rm(lockFile, { force: true });
     }
   }
 
@@ -484,6 +454,7 @@ export class Engine {
     await this.role.stop(w.follow);
     this.writeback.stop();
     await this.writeback.idle(w.uploads);
+    await this.uploader.close();
     this.vfs.commitAllSizes();
     // Give metadata already committed a short chance to reach the bucket; it stays queued otherwise.
     await settledWithin(this.replicator.pushNow(), w.push);

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
-import { Engine } from '../engine/engine';
+import { createLocalMetadata } from '../engine/cacheFolder';
 import { resolveSettings } from '../engine/config';
 import { HostError } from './errors';
 import { explainStoreError, unlockFilespace } from '../engine/filespace';
@@ -71,7 +71,7 @@ export async function linkFilespace(
     let conditionalWrites: boolean;
     try {
       conditionalWrites = await probeConditionalWrites(store, randomBytes(8).toString('hex'));
-      await Engine.linkLocal(store, keys, header, dir);
+      await createLocalMetadata(store, keys, header, dir);
     } catch (err) {
       await fsp.rm(dir, { recursive: true, force: true });
       throw explainStoreError(err, store);

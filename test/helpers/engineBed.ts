@@ -5,7 +5,7 @@
  * around those calls (open with O_TRUNC is a truncate then an open, writes arrive in pieces of
  * at most 128 KiB, close is flush then release) is done here, in the helpers below.
  *
- * Only stable public surfaces are used: `Engine.linkLocal`, `Engine.open`, `engine.vfs` as a
+ * Only stable public surfaces are used: `createLocalMetadata`, `Engine.open`, `engine.vfs` as a
  * `FuseFilesystem`, `engine.sync`, `engine.stats`, `engine.close`, the filespace header
  * functions, `checkFilespace`, and the `ObjectStore` interface. A "machine" is a cache
  * directory; a second machine links the filespace from the bucket alone.
@@ -20,6 +20,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Engine, EngineOptions } from '../../electron/engine/engine';
+import { createLocalMetadata } from '../../electron/engine/cacheFolder';
 import { checkFilespace } from '../../electron/engine/check';
 import { EngineSettings, resolveSettings } from '../../electron/engine/config';
 import { createFilespace, FilespaceHeader, unlockFilespace } from '../../electron/engine/filespace';
@@ -120,7 +121,7 @@ export class EngineBed {
   /** Links the filespace on a new machine (a fresh cache directory, from the bucket alone). */
   async link(space: Filespace, tag = 'machine'): Promise<string> {
     const cacheDir = await this.dir(tag);
-    await Engine.linkLocal(space.store, space.keys, space.header, cacheDir);
+    await createLocalMetadata(space.store, space.keys, space.header, cacheDir);
     return cacheDir;
   }
 

@@ -463,6 +463,19 @@ export class DirtyStore {
     );
   }
 
+  /**
+   * The chunk's sealed units as they are on disk, into `buf` (at least `sealedBodySize(d.len)`
+   * bytes, see sealed.ts), for the uploader to open where its work runs (`openSealedUnits` with
+   * the cache key and `d.fileId`); resolves to the data's length.
+   */
+  async readSealedInto(d: DirtyChunk, buf: Buffer): Promise<number> {
+    const dataLen = d.len;
+    await this.handles.use(this.pathOf(d.ino, d.idx), (fh) =>
+      this.io.readSealedInto(fh, dataLen, buf, `dirty chunk ${d.ino}.${d.idx}`),
+    );
+    return dataLen;
+  }
+
   async truncate(chunk: DirtyChunk, len: number, nowMs: number): Promise<void> {
     const d = rec(chunk);
     const oldLen = d.len;
