@@ -8,7 +8,6 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { MetaStore } from '../../electron/engine/meta/metastore';
 import { EngineBed, Mounted, O_RDONLY, O_RDWR, random, readFile, until, writeAt, writeFile } from '../helpers/engineBed';
 
 const CS = 64 * 1024;
@@ -62,7 +61,7 @@ describe('keeping the kernel page cache across opens', () => {
     assert.deepEqual(await readFile(f.fs, '/doc'), v1);
     assert.equal(await keptAtOpen(f, '/doc'), true);
     const v2 = Buffer.from(v1);
-    v2[CS + 1] ^= 0xff;
+    v2[CS + 1] = v2[CS + 1]! ^ 0xff;
     await writeFile(w.fs, '/doc', v2);
     await w.sync();
     await until('the follower to apply the change', async () => (await readFile(f.fs, '/doc')).equals(v2) || undefined);
@@ -81,7 +80,7 @@ describe('keeping the kernel page cache across opens', () => {
     assert.equal(live.keep, true);
     // Segments another machine wrote, applied under the open handle: the file is cut by one
     // byte (the handle may read that version into the kernel's cache), then restored.
-    const meta = m.engine.vfs['meta'] as MetaStore;
+    const meta = m.engine.vfs['meta'];
     const ino = meta.tree.lookup(1, 'f')!.ino;
     const ref = meta.tree.get(ino)!.chunks![0]!;
     meta.applyRemote(meta.remoteSeq + 1, [{ t: 'attr', ino, size: 999, ms: Date.now() }]);
