@@ -22,8 +22,11 @@
  * A miss is not an error: `read` resolves to `undefined` when the chunk is not here.
  *
  * Sequential readers are served from a small in-memory LRU of whole chunks (`memoryBytes`,
- * 32 MiB by default): one disk read per chunk instead of one per 128 KiB FUSE request. Clean
- * chunks are immutable (named by content), so a copy in memory can never go stale.
+ * 48 MiB by default): one disk read per chunk instead of one per 128 KiB FUSE request. Clean
+ * chunks are immutable (named by content), so a copy in memory can never go stale. Chunks
+ * downloaded ahead of a reader are kept as "not yet read": chunks already read are evicted
+ * before them, and when memory holds only unread chunks a new read-ahead chunk is not kept
+ * (it is read from the disk copy when its turn comes), so read-ahead never evicts itself.
  */
 
 import { promises as fsp } from 'node:fs';
@@ -52,6 +55,8 @@ export class ChunkCache {
   misses = 0;
   /** Whole decoded chunks kept in memory for sequential readers, LRU order. */
   private readonly memory = new Map<string, Buffer>();
+  /** Those of them downloaded ahead and not read since. */
+  private readonly unread = new Set<string>();
   private memoryUsed = 0;
   private readonly memoryBytes: number;
   /** Sealing ids of cache files whose header was checked, by chunk name. */
@@ -65,29 +70,50 @@ export class ChunkCache {
     private readonly handles: HandlePool,
     private readonly dirtyBytes: () => number,
     private readonly io: SealedIO,
-    memoryBytes = 32 * 1024 * 1024,
+    memoryBytes = 48 * 1024 * 1024,
   ) {
     this.memoryBytes = memoryBytes;
   }
 
-  /** Keeps a decoded chunk in memory (for sequential readers); oldest copies go first. */
-  remember(name: string, data: Buffer): void {
+  /**
+   * Keeps a decoded chunk in memory (for sequential readers); copies already read go first,
+   * oldest first. `unread`: downloaded ahead of its reader (see the header).
+   */
+  remember(name: string, data: Buffer, unread = false): void {
     if (data.length > this.memoryBytes || this.memory.has(name)) return;
     this.memory.set(name, data);
     this.memoryUsed += data.length;
+    if (unread) this.unread.add(name);
     for (const [old, buf] of this.memory) {
       if (this.memoryUsed <= this.memoryBytes) break;
-      this.memory.delete(old);
-      this.memoryUsed -= buf.length;
+      if (old === name || this.unread.has(old)) continue;
+      this.forgetInMemory(old, buf);
+    }
+    if (this.memoryUsed <= this.memoryBytes) return;
+    // Only chunks not yet read are left: a new read-ahead chunk waits on disk; a chunk a reader
+    // wants now displaces the oldest read-ahead.
+    if (unread) {
+      this.forgetInMemory(name, data);
+      return;
+    }
+    for (const [old, buf] of this.memory) {
+      if (this.memoryUsed <= this.memoryBytes) break;
+      if (old !== name) this.forgetInMemory(old, buf);
     }
   }
 
-  /** Reads a cached chunk whole into memory; resolves false on a miss. */
-  async loadIntoMemory(name: string): Promise<boolean> {
+  private forgetInMemory(name: string, buf: Buffer): void {
+    this.memory.delete(name);
+    this.unread.delete(name);
+    this.memoryUsed -= buf.length;
+  }
+
+  /** Reads a cached chunk whole into memory (`ahead`: for a reader that has not reached it); resolves false on a miss. */
+  async loadIntoMemory(name: string, ahead = false): Promise<boolean> {
     if (this.memory.has(name)) return true;
     const data = await this.readAll(name);
     if (!data) return false;
-    this.remember(name, data);
+    this.remember(name, data, ahead);
     return true;
   }
 
@@ -143,6 +169,7 @@ export class ChunkCache {
     if (buf) {
       this.memory.delete(name);
       this.memory.set(name, buf);
+      this.unread.delete(name);
       this.hits++;
       this.touch(name);
     }
@@ -247,6 +274,14 @@ export class ChunkCache {
     if (!this.index.has(name)) return undefined;
     this.touch(name);
     return this.withFile(name, (fh, fileId, len) => this.io.readAll(fh, fileId, len, `cached chunk ${name}`));
+  }
+
+  /**
+   * Stores a chunk downloaded from the bucket: `obj` as the bucket sent it (already
+   * authenticated by decoding it into `data`). Resolves as `put` does.
+   */
+  async putReceived(name: string, _obj: Buffer, data: Buffer): Promise<boolean> {
+    return this.put(name, data);
   }
 
   /**

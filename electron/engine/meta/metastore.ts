@@ -72,6 +72,11 @@ export class MetaStore {
   /** Sequence number of the last log segment this machine wrote to the bucket. */
   remoteSeq = 0;
   private checkpointing: Promise<void> | undefined;
+  /**
+   * How many times the tree changed other than through `commit` (another machine's segments
+   * applied, or the whole tree reset): readers that cache content watch it.
+   */
+  remoteChanges = 0;
   /** Called with the inode numbers whose storage a commit released. */
   onRelease: (inos: number[]) => void = () => undefined;
   /** Called after every commit that added work for the replicator. */
@@ -224,6 +229,7 @@ export class MetaStore {
   applyRemote(seq: number, ops: readonly MetaOp[]): void {
     if (this.pendingRemote.length > 0) throw new Error('cannot apply remote changes over unpushed local ones');
     if (seq !== this.remoteSeq + 1) throw new Error(`remote segment ${seq} does not follow ${this.remoteSeq}`);
+    this.remoteChanges++;
     for (const op of ops) {
       const released = this.tree.apply(op);
       this.journal.append({ rop: op });
@@ -240,6 +246,7 @@ export class MetaStore {
   async resetTo(tree: Tree, remoteSeq: number): Promise<void> {
     if (tree.chunkSize !== this.chunkSize) throw new Error('chunk size mismatch');
     this.current = tree;
+    this.remoteChanges++;
     this.pendingRemote = [];
     this.pendingTimes = [];
     this.remoteSeq = remoteSeq;

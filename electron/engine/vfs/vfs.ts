@@ -8,6 +8,10 @@
  *    last failed on it for want of an answer: the kernel retries a failed read-ahead through
  *    the same handle, page by page, and that retry fails at once while the bucket is still
  *    offline, so one read(2) waits one read timeout, not two; a new open tries again);
+ *  - what the kernel's page cache can hold for each path opened (pageCache.ts), so an open
+ *    lets the kernel keep the pages it cached (keep_cache) only when they are of the version
+ *    the new handle reads, and never after another machine's change reached a file under a
+ *    handle open on the live tree;
  *  - live sizes: a write that extends a file updates an in-memory size at once and commits it
  *    to the metadata later (at flush/fsync/close, before a chunk commit, or every second), so
  *    a stream of small appends is not a stream of journal records;
@@ -40,6 +44,7 @@ import { ChunkFetcher } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
 import { SingleFlight } from '../util/concurrency';
 import { Backpressure, StallCause, WritesWaiting } from './backpressure';
+import { ContentVersion, PageCacheBook } from './pageCache';
 
 export interface Stat {
   readonly ino: number;
@@ -77,6 +82,8 @@ interface ChunkView {
 
 interface Handle {
   readonly ino: number;
+  /** The path it was opened by (the kernel's page cache is per path; see pageCache.ts). */
+  readonly path: string;
   readonly writable: boolean;
   readonly append: boolean;
   readonly cursor: ReadAheadCursor;
@@ -84,6 +91,12 @@ interface Handle {
   unanswered?: string;
   /** The file as opened, when reads must not see later commits (followers). */
   readonly snap?: { readonly chunks: ReadonlyArray<ChunkRef | null>; readonly size: number };
+  /** What it reads, when its committed size and chunks describe that (see pageCache.ts). */
+  readonly version: ContentVersion | undefined;
+  /** Reads go around the kernel's page cache (see `directIo`). */
+  readonly direct: boolean;
+  /** The kernel may keep the pages it cached for this file (see `keepCache`). */
+  readonly keepCache: boolean;
 }
 
 /** Special time values for utimens (the FUSE adapter maps UTIME_NOW / UTIME_OMIT to these). */
@@ -104,6 +117,11 @@ const MAX_FILE_BYTES = 2 ** 50;
 
 export class Vfs {
   private readonly handles = new Map<number, Handle>();
+  /** Open handles by the path they were opened by. */
+  private readonly openAt = new Map<string, Set<number>>();
+  private readonly pageBook = new PageCacheBook();
+  /** `meta.remoteChanges` as last seen (see `noteRemoteChanges`). */
+  private remoteChangesSeen: number;
   private nextFh = 1;
   private readonly openCount = new Map<number, number>();
   private readonly writersCount = new Map<number, number>();
@@ -128,6 +146,7 @@ export class Vfs {
     private readonly opts: VfsOptions,
   ) {
     this.now = opts.now ?? Date.now;
+    this.remoteChangesSeen = meta.remoteChanges;
     this.backpressure = new Backpressure({
       // Reserved room counts against the cap until the bytes it stood for are counted as dirty.
       reserve: (bytes) => this.cache.reserveForDirty(bytes),
@@ -501,26 +520,85 @@ export class Vfs {
     return h;
   }
 
-  private addHandle(ino: number, flags: number): number {
+  private addHandle(ino: number, flags: number, path: string): number {
     const acc = flags & O_ACCMODE;
     const writable = acc === O_WRONLY || acc === O_RDWR;
     const fh = this.nextFh++;
-    if (this.nextFh >= 0x3ffffff0) this.nextFh = 1; // bit 30 is the FUSE adapter's direct-I/O flag
+    // Bits 29 and 30 are the FUSE adapter's keep-cache and direct-I/O flags.
+    if (this.nextFh >= 0x1ffffff0) this.nextFh = 1;
     const inode = this.inodeOf(ino);
     const snap =
       !writable && inode?.kind === 'file' && this.opts.snapshotReads?.()
         ? { chunks: [...(inode.chunks ?? [])], size: this.sizeOf(inode) }
         : undefined;
+    const version = this.versionOf(inode, snap);
+    const direct = snap !== undefined && this.snapshotDiffers(ino, snap);
+    this.noteRemoteChanges();
+    const here = this.openAt.get(path) ?? new Set<number>();
+    const others = [...here].map((o) => this.handles.get(o)?.version);
+    // A direct handle does not read through the cache; the kernel then drops its pages (safe).
+    const keepCache = this.pageBook.open(path, version, others) && !direct;
+    here.add(fh);
+    this.openAt.set(path, here);
     this.handles.set(fh, {
       ino,
+      path,
       writable,
       append: (flags & O_APPEND) !== 0,
       cursor: new ReadAheadCursor(this.opts.prefetchMaxChunks()),
       snap,
+      version,
+      direct,
+      keepCache,
     });
     this.openCount.set(ino, (this.openCount.get(ino) ?? 0) + 1);
     if (writable) this.writersCount.set(ino, (this.writersCount.get(ino) ?? 0) + 1);
     return fh;
+  }
+
+  /**
+   * What a handle reads, when the committed size and chunk list describe it (its snapshot's, or
+   * the live tree's): not for a file with changes here not yet uploaded, a size not yet
+   * committed, or one deleted while open (their writes went through the kernel, which updated
+   * its cache with them).
+   */
+  private versionOf(inode: Inode | undefined, snap: Handle['snap']): ContentVersion | undefined {
+    if (inode?.kind !== 'file' || this.liveSize.has(inode.ino) || this.unlinked.get(inode.ino)) return undefined;
+    if (this.dirty.indexesOf(inode.ino).length > 0) return undefined;
+    if (snap) return { ino: inode.ino, size: snap.size, chunks: snap.chunks };
+    return { ino: inode.ino, size: inode.size, chunks: [...(inode.chunks ?? [])] };
+  }
+
+  /** Whether another open snapshot of `ino` holds other content than `snap`. */
+  private snapshotDiffers(ino: number, snap: NonNullable<Handle['snap']>): boolean {
+    for (const o of this.handles.values()) {
+      if (o.ino !== ino || !o.snap) continue;
+      if (
+        o.snap.size !== snap.size ||
+        o.snap.chunks.length !== snap.chunks.length ||
+        o.snap.chunks.some((r, i) => r?.[0] !== snap.chunks[i]?.[0])
+      )
+        return true;
+    }
+    return false;
+  }
+
+  /**
+   * Another machine's metadata was applied (or the tree reset) since last looked: handles open
+   * on the live tree may have read the new content into the kernel's cache under their old
+   * version, so what their paths' pages hold can no longer be named.
+   */
+  private noteRemoteChanges(): void {
+    if (this.meta.remoteChanges === this.remoteChangesSeen) return;
+    this.remoteChangesSeen = this.meta.remoteChanges;
+    const inos = new Set<number>();
+    const paths: string[] = [];
+    for (const h of this.handles.values()) {
+      if (h.snap) continue;
+      inos.add(h.ino);
+      paths.push(h.path);
+    }
+    this.pageBook.contentChangedUnder(inos, paths);
   }
 
   /**
@@ -529,18 +607,15 @@ export class Vfs {
    * keeps seeing only its own version.
    */
   directIo(fh: number): boolean {
-    const h = this.handles.get(fh);
-    if (!h?.snap) return false;
-    for (const [other, o] of this.handles) {
-      if (other === fh || o.ino !== h.ino || !o.snap) continue;
-      if (
-        o.snap.size !== h.snap.size ||
-        o.snap.chunks.length !== h.snap.chunks.length ||
-        o.snap.chunks.some((r, i) => r?.[0] !== h.snap!.chunks[i]?.[0])
-      )
-        return true;
-    }
-    return false;
+    return this.handles.get(fh)?.direct ?? false;
+  }
+
+  /**
+   * Whether the kernel may keep the pages it cached for this file at this open: only when they
+   * can hold nothing but the content this handle reads (see pageCache.ts).
+   */
+  keepCache(fh: number): boolean {
+    return this.handles.get(fh)?.keepCache ?? false;
   }
 
   isOpenForWrite(ino: number): boolean {
@@ -557,7 +632,7 @@ export class Vfs {
       if ((flags & O_ACCMODE) !== 0) throw new FsError('EISDIR');
     }
     if ((flags & O_ACCMODE) !== 0) this.assertWritable();
-    return this.addHandle(inode.ino, flags);
+    return this.addHandle(inode.ino, flags, path);
   }
 
   create(path: string, mode: number, flags = O_RDWR): number {
@@ -566,7 +641,7 @@ export class Vfs {
     const existing = this.tree.lookup(parent.ino, name);
     if (existing) {
       if (existing.kind === 'dir') throw new FsError('EISDIR');
-      return this.addHandle(existing.ino, flags | O_RDWR);
+      return this.addHandle(existing.ino, flags | O_RDWR, path);
     }
     const ino = this.tree.allocIno();
     this.commit({
@@ -580,7 +655,7 @@ export class Vfs {
       gid: this.opts.gid,
       ms: this.now(),
     });
-    return this.addHandle(ino, (flags & ~O_ACCMODE) | O_RDWR);
+    return this.addHandle(ino, (flags & ~O_ACCMODE) | O_RDWR, path);
   }
 
   /** close(2) of one descriptor: commit the size; data stays in the cache. */
@@ -622,7 +697,11 @@ export class Vfs {
   async release(fh: number): Promise<void> {
     const h = this.handles.get(fh);
     if (!h) return;
+    this.noteRemoteChanges();
     this.handles.delete(fh);
+    const here = this.openAt.get(h.path);
+    here?.delete(fh);
+    if (here?.size === 0) this.openAt.delete(h.path);
     this.commitSize(h.ino);
     const open = (this.openCount.get(h.ino) ?? 1) - 1;
     if (open <= 0) this.openCount.delete(h.ino);
@@ -667,6 +746,10 @@ export class Vfs {
     const total = Math.min(len, size - pos);
     const cs = this.chunkSize;
     const ahead = h.cursor.onRead(pos, total);
+    // Read-ahead starts before this read waits, so the downloads overlap it; but the first read
+    // of a stream that must download its chunk has the bandwidth to itself (time to first byte).
+    const deferred = ahead === 1 && !this.atHand(inode, Math.floor(pos / cs));
+    if (ahead > 0 && !deferred) this.readAhead(inode, pos, total, size, ahead);
     let done = 0;
     while (done < total) {
       const at = pos + done;
@@ -676,21 +759,31 @@ export class Vfs {
       await this.readChunk(h, inode, idx, buf, done, n, inChunk, ahead > 0);
       done += n;
     }
-    if (ahead > 0) {
-      const last = Math.floor((pos + total - 1) / cs);
-      const lastIdx = Math.floor((size - 1) / cs);
-      for (let i = last + 1; i <= Math.min(lastIdx, last + ahead); i++) {
-        if (this.dirty.get(inode.ino, i)) continue;
-        const ref = this.committedRef(inode, i);
-        if (!ref) continue;
-        if (i === last + 1 && this.cache.has(ref[0]) && !this.cache.inMemoryPeek(ref[0])) {
-          this.loadWhole(ref[0]).catch(() => undefined); // the next chunk, ready in memory
-        } else {
-          this.fetcher.prefetch(ref[0]);
-        }
+    if (deferred) this.readAhead(inode, pos, total, size, ahead);
+    return total;
+  }
+
+  /** Whether chunk idx of the file can be read without a download. */
+  private atHand(inode: ChunkView, idx: number): boolean {
+    const ref = this.committedRef(inode, idx);
+    return !ref || this.dirty.get(inode.ino, idx) !== undefined || this.cache.has(ref[0]) || this.cache.inMemoryPeek(ref[0]);
+  }
+
+  /** Brings the `ahead` chunks after the read [pos, pos+total) closer: the next one into memory, the rest into the cache. */
+  private readAhead(inode: ChunkView, pos: number, total: number, size: number, ahead: number): void {
+    const cs = this.chunkSize;
+    const last = Math.floor((pos + total - 1) / cs);
+    const lastIdx = Math.floor((size - 1) / cs);
+    for (let i = last + 1; i <= Math.min(lastIdx, last + ahead); i++) {
+      if (this.dirty.get(inode.ino, i)) continue;
+      const ref = this.committedRef(inode, i);
+      if (!ref) continue;
+      if (i === last + 1 && this.cache.has(ref[0]) && !this.cache.inMemoryPeek(ref[0])) {
+        this.loadWhole(ref[0], true).catch(() => undefined); // the next chunk, ready in memory
+      } else {
+        this.fetcher.prefetch(ref[0]);
       }
     }
-    return total;
   }
 
   /** Fills buf[off, off+n) with bytes [inChunk, inChunk+n) of chunk idx. */
@@ -759,9 +852,9 @@ export class Vfs {
    * Brings a whole clean chunk into memory (from the disk cache, else the bucket), merging
    * concurrent loads; resolves whether it is in memory now.
    */
-  private loadWhole(name: string): Promise<boolean> {
+  private loadWhole(name: string, ahead = false): Promise<boolean> {
     return this.memLoads.run(name, async () => {
-      if (await this.cache.loadIntoMemory(name)) return this.cache.inMemoryPeek(name);
+      if (await this.cache.loadIntoMemory(name, ahead)) return this.cache.inMemoryPeek(name);
       await this.fetcher.fetch(name); // remembers what it downloads
       return this.cache.inMemoryPeek(name);
     });
