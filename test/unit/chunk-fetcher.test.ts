@@ -157,6 +157,7 @@ describe('chunks kept in memory for sequential readers', () => {
       handles,
       () => 0,
       new SealedIO(randomBytes(32)),
+      undefined,
       3 * KB,
     );
     const chunk = () => Buffer.alloc(KB);

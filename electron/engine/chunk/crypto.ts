@@ -122,6 +122,20 @@ export function open(key: Buffer, sealed: Buffer, aad: string, what: string): Bu
   }
 }
 
+/**
+ * Decrypts `part`: the bytes of a `seal`ed blob's ciphertext that start `offset` bytes into it
+ * (a multiple of 16), given the blob's nonce. AES-GCM encrypts with AES-CTR from counter 2, so
+ * any range decrypts alone. Nothing is authenticated: only for bytes whose integrity was
+ * checked otherwise (a whole blob authenticated once, then kept under codes of its own).
+ */
+export function decryptSealedPart(key: Buffer, nonce: Buffer, part: Buffer, offset: number): Buffer {
+  if (nonce.length !== 12 || offset % 16 !== 0 || offset < 0) throw new Error('decryptSealedPart: bad nonce or offset');
+  const counter = Buffer.alloc(16);
+  nonce.copy(counter, 0);
+  counter.writeUInt32BE((2 + offset / 16) >>> 0, 12);
+  return createDecipheriv('aes-256-ctr', key, counter).update(part);
+}
+
 export function newDataKey(): Buffer {
   return randomBytes(32);
 }

@@ -126,6 +126,17 @@ export async function encodeChunk(key: Buffer, name: string, plain: Buffer): Pro
   return out.subarray(0, length);
 }
 
+/**
+ * The nonce and ciphertext of an uncompressed chunk object, for keeping it as received and
+ * reading ranges of it later (`decryptSealedPart`); undefined for a compressed chunk (its
+ * ranges cannot be read alone) or an object not in this format. Checks nothing: the object
+ * must have been authenticated (`decodeChunk`) first.
+ */
+export function receivedCiphertext(obj: Buffer): { readonly nonce: Buffer; readonly ciphertext: Buffer } | undefined {
+  if (obj.length < 5 + 28 || !obj.subarray(0, 4).equals(MAGIC) || obj[4] !== 0) return undefined;
+  return { nonce: obj.subarray(5, 17), ciphertext: obj.subarray(17, obj.length - 16) };
+}
+
 export async function decodeChunk(key: Buffer, name: string, obj: Buffer): Promise<Buffer> {
   if (obj.length < HEAD_BYTES || !obj.subarray(0, 4).equals(MAGIC)) throw new AuthError(`chunk ${name}`);
   const flags = obj[4]!;
