@@ -11,10 +11,9 @@
  * in a queue of at most `concurrency` chunks; more is dropped (the reader asks again).
  *
  * A download answers its readers as soon as it is decoded: the copy into the clean cache is
- * written behind it (`cacheWritesDone` waits for those). Until that copy is in, the decoded
- * bytes are served from here. At most `concurrency` copies are written at once; a download
- * that would start one more waits for its own. Memory: each download in flight holds at most
- * one encoded and one decoded chunk, and each copy being written the same.
+ * written behind it (`cacheWritesDone` waits for those), and until it is in, the decoded bytes
+ * are served from here. The download keeps its slot until then, so memory stays bounded by the
+ * slots: each holds at most one encoded and one decoded chunk.
  *
  * Retryable store errors are retried with jittered backoff until `readTimeoutMs` has passed,
  * then the read fails with EIO: a read never hangs forever. The request in flight at the
@@ -156,6 +155,10 @@ export class ChunkFetcher {
     return this.slots.inUse;
   }
 
+  isInFlight(name: string): boolean {
+    return this.flights.has(name);
+  }
+
   /** Returns the decoded chunk (for a reader waiting on it), downloading it if it is not cached. */
   fetch(name: string): Promise<Buffer> {
     this.slots.promote(name);
@@ -178,16 +181,26 @@ export class ChunkFetcher {
   private load(name: string, urgent: boolean): Promise<Buffer> {
     return this.flights.run(name, async () => {
       const storing = this.storing.get(name);
-      if (storing) return storing;
+      if (storing) {
+        this.cache.remember(name, storing);
+        return storing;
+      }
       const cached = await this.cache.readAll(name);
       if (cached) return cached;
-      // A reader may have come to need it while it looked in the cache.
-      const got = await this.slots.run(name, urgent || this.demanded.has(name), () => this.download(name));
-      // Read-ahead is kept in memory as not yet read, so chunks already read go first.
-      this.cache.remember(name, got.data, !urgent && !this.demanded.has(name));
-      const stored = this.storeBehind(name, got);
-      if (this.storing.size > this.concurrency) await stored;
-      return got.data;
+      // The reply goes as soon as the chunk is decoded; its slot is held until the copy into
+      // the cache is written, so slots bound the chunks held in memory as well as the GETs.
+      return new Promise<Buffer>((resolve, reject) => {
+        // A reader may have come to need it while it looked in the cache.
+        this.slots
+          .run(name, urgent || this.demanded.has(name), async () => {
+            const got = await this.download(name);
+            // Read-ahead is kept in memory as not yet read, so chunks already read go first.
+            this.cache.remember(name, got.data, !urgent && !this.demanded.has(name));
+            resolve(got.data);
+            await this.storeBehind(name, got);
+          })
+          .catch(reject);
+      });
     });
   }
 
