@@ -746,9 +746,11 @@ export class Vfs {
     const total = Math.min(len, size - pos);
     const cs = this.chunkSize;
     const ahead = h.cursor.onRead(pos, total);
-    // Read-ahead starts before this read waits, so the downloads overlap it; but the first read
-    // of a stream that must download its chunk has the bandwidth to itself (time to first byte).
-    const deferred = ahead === 1 && !this.atHand(inode, Math.floor(pos / cs));
+    // Read-ahead starts before this read waits, so the downloads overlap it; but a read that
+    // must wait for its own chunk to download starts it once that chunk is here, so the chunk
+    // waited for never shares the bandwidth with chunks after it (the first chunk of a stream:
+    // time to first byte; the kernel's concurrent reads within it all wait for it alike).
+    const deferred = ahead > 0 && !this.atHand(inode, Math.floor(pos / cs));
     if (ahead > 0 && !deferred) this.readAhead(inode, pos, total, size, ahead);
     let done = 0;
     while (done < total) {
