@@ -7,7 +7,6 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { MemoryStore } from '../../electron/engine/store/memory';
 import { CallOptions, GetResult, ObjectStore } from '../../electron/engine/store/types';
 import { EngineBed, Mounted, O_RDONLY, random, until, writeFile } from '../helpers/engineBed';
 
@@ -98,7 +97,7 @@ describe('cold sequential reads', () => {
     await w.sync();
     await w.close();
 
-    const gated = new GatedChunks(space.store as MemoryStore);
+    const gated = new GatedChunks(space.store);
     const r = await bed.mount(space, { mode: 'read', store: gated, settings: { downloadConcurrency: 4, prefetchMaxChunks: 8 } });
     try {
       await readsCold(r, gated, data);

@@ -61,7 +61,7 @@ describe('cold reads', () => {
     // Damage every cached chunk: each is refused, fetched again, and the bytes are right.
     for (const f of files) {
       const b = await fsp.readFile(f);
-      b[b.length - 100] ^= 0xff;
+      b[b.length - 100]! ^= 0xff;
       await fsp.writeFile(f, b);
     }
     const damaged = await r.machine.cli('check', r.name);

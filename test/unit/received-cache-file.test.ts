@@ -99,7 +99,7 @@ describe('received cache files', () => {
       await withFile(file, async (fh) => {
         const b = Buffer.alloc(1);
         await fh.read(b, 0, 1, at);
-        b[0] ^= 0x01;
+        b[0]! ^= 0x01;
         await fh.write(b, 0, 1, at);
         const h = await io.readHeader(fh);
         await assert.rejects(io.readAll(fh, h!, name, data.length, 'x'), AuthError, what);
@@ -198,7 +198,7 @@ describe('received cache files', () => {
         const b = Buffer.alloc(1);
         const at = HEADER + 3 * UNIT_OVERHEAD + UNIT + 7;
         await fh.read(b, 0, 1, at);
-        b[0] ^= 0x80;
+        b[0]! ^= 0x80;
         await fh.write(b, 0, 1, at);
       });
       assert.equal(await cache.read(name, buf, 0, 10, UNIT + 2), undefined);
