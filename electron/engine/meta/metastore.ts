@@ -264,19 +264,12 @@ export class MetaStore {
   }
 
   /**
-   * Makes every committed op durable (survives power loss). Calls that arrive while a sync is
-   * waiting to start share it (group commit), so many deletions cost one fdatasync.
+   * Makes every committed op durable (survives power loss). Concurrent calls share fdatasyncs
+   * (group commit, see journal.ts), so many deletions or uploads cost a few, not one each.
    */
   sync(): Promise<void> {
-    if (this.nextSync) return this.nextSync;
-    const p = Promise.resolve().then(() => {
-      this.nextSync = undefined;
-      return this.journal.sync();
-    });
-    this.nextSync = p;
-    return p;
+    return this.journal.sync();
   }
-  private nextSync: Promise<void> | undefined;
 
   checkpoint(): Promise<void> {
     const state: PersistedState = {
