@@ -155,7 +155,7 @@ export class Engine {
       replicatorLog,
       () => this.role.segmentWriter(),
       () => this.role.beforePush(),
-      () => publishableOps(meta, dirty),
+      () => publishableOps(meta, this.vfs.unsent),
     );
     this.role = new MachineRole({
       mode: opts.mode ?? 'write',
@@ -168,9 +168,11 @@ export class Engine {
       remote: this.remote,
       replicator: this.replicator,
       settings: () => this.settings,
-      hasDirtyData: () => dirty.count > 0,
-      setAside: (reason) =>
-        this.aside.keepUnsent(
+      hasDirtyData: () => dirty.count > 0 || this.vfs.hasBufferedData,
+      setAside: async (reason) => {
+        // Writes acknowledged from memory are set aside too: into the dirty store first.
+        await this.vfs.flushAll();
+        await this.aside.keepUnsent(
           {
             tree: meta.tree,
             pending: meta.pendingRemote,
@@ -181,7 +183,8 @@ export class Engine {
             sizeOf: (inode) => this.vfs.sizeOf(inode),
           },
           reason,
-        ),
+        );
+      },
       sealHeader: () => sealHeaderWhenBound(opts.store, opts.header, opts.keys, this.remote, this.log),
       log: this.log,
     });
@@ -193,6 +196,9 @@ export class Engine {
       snapshotReads: () => this.role.mode === 'read',
       drainBlocked: () => this.drainBlocked(),
       writeStallTimeoutMs: () => this.settings.writeStallTimeoutMs,
+      writeBufferBytes: this.settings.writeBufferBytes,
+      writeBufferFlushMs: this.settings.writeBufferFlushMs,
+      log: this.log,
     });
     this.uploader = new Uploader({
       dirty,
@@ -372,7 +378,7 @@ export class Engine {
 
   stats(): EngineStats {
     return {
-      dirtyBytes: this.dirty.dataBytes,
+      dirtyBytes: this.dirty.dataBytes + this.vfs.bufferedBytes,
       dirtyFiles: this.dirty.fileCount,
       dirtyChunks: this.dirty.count,
       pendingMetaOps: this.replicator.pendingOps,
@@ -422,13 +428,15 @@ export class Engine {
   async sync(deadlineMs: number): Promise<boolean> {
     for (;;) {
       if (this.replicator.conflict) return false;
+      // A failure (a full cache disk) leaves the data buffered: this round then ends unfinished.
+      await this.vfs.flushAll().catch(() => undefined);
       this.vfs.commitAllSizes();
       const dataDone = await Promise.race([this.writeback.drain(deadlineMs), this.writingStopped]);
       if (!dataDone) return false;
       this.vfs.commitAllSizes();
       await this.replicator.pushNow();
       if (this.replicator.conflict) return false;
-      if (this.writeback.pending === 0 && this.replicator.pendingOps === 0) return true;
+      if (this.writeback.pending === 0 && this.replicator.pendingOps === 0 && !this.vfs.hasBufferedData) return true;
       if (Date.now() >= deadlineMs) return false;
       await this.replicator.progress.wait(Math.min(500, Math.max(1, deadlineMs - Date.now())));
     }
@@ -446,6 +454,9 @@ export class Engine {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Writes acknowledged from memory go to the dirty store before anything stops.
+    this.vfs.stop();
+    await this.vfs.flushAll().catch((err) => this.log(`closing: writing buffered data failed: ${(err as Error).message}`));
     // In-flight uploads commit nothing more; their chunks stay dirty and upload next time.
     this.uploader.stop();
     for (const t of this.timers) clearInterval(t);
@@ -472,6 +483,7 @@ export class Engine {
         this.log(`closing: ${what} failed: ${(err as Error).message}`);
       }
     };
+    await local('writing buffered data', () => this.vfs.flushAll());
     await local('syncing the dirty store', () => this.dirty.syncAll());
     await local('saving the metadata', () => this.meta.close());
     // Let the next writer in at once; a release that fails just lets the lease expire.

@@ -120,6 +120,22 @@ export interface OrphanChunk {
 /** The most one unit's pre-image takes on disk. */
 export const PRE_IMAGE_UNIT_BYTES = PRE_RECORD + UNIT + UNIT_OVERHEAD;
 
+/**
+ * New content for one 64 KiB unit of a chunk (`writeUnits`): the bytes of `data` within
+ * `ranges`, flat [lo, hi) pairs of offsets within the unit, sorted and disjoint. The unit's
+ * other bytes keep what the chunk has there (zeros past its end).
+ */
+export interface UnitPatch {
+  readonly index: number;
+  readonly data: Buffer;
+  readonly ranges: readonly number[];
+}
+
+/** Whether `ranges` (as in UnitPatch) cover [0, n). */
+function coversFromZero(ranges: readonly number[], n: number): boolean {
+  return n <= 0 || (ranges.length >= 2 && ranges[0] === 0 && ranges[1]! >= n);
+}
+
 export class DirtyStore {
   private readonly chunks = new Map<string, ChunkRecord>();
   /** The per-chunk lock (see the header). */
@@ -163,12 +179,18 @@ export class DirtyStore {
    * Saves the pre-images of the durable units among [first, last] that exist on disk, before
    * they are rewritten. Resolves once they are durable.
    */
-  private async protect(d: DirtyChunk, first: number, last: number): Promise<void> {
+  private protect(d: DirtyChunk, first: number, last: number): Promise<void> {
+    const all: number[] = [];
+    for (let u = first; u <= last; u++) all.push(u);
+    return this.protectUnits(d, all);
+  }
+
+  /** `protect` for a list of units (ascending). */
+  private async protectUnits(d: DirtyChunk, touched: readonly number[]): Promise<void> {
     const st = this.durabilityOf(d);
     if (st.allUnsynced) return;
     const oldLen = d.len;
-    const units: number[] = [];
-    for (let u = first; u <= Math.min(last, lastUnitOf(oldLen)); u++) if (!st.unsynced.has(u)) units.push(u);
+    const units = touched.filter((u) => u <= lastUnitOf(oldLen) && !st.unsynced.has(u));
     if (units.length === 0) return;
     const file = this.pathOf(d.ino, d.idx);
     const records: Buffer[] = [];
@@ -418,6 +440,48 @@ export class DirtyStore {
     return d;
   }
 
+  /**
+   * The plaintext of each of `units` (ascending) once `patches` are applied to a file holding
+   * `oldLen` bytes that will hold `newLen`: a unit a patch covers whole is the patch's own
+   * buffer (no copy); others are staged, with the old bytes they keep read from `fh`.
+   */
+  private async unitPlaintexts(
+    fh: FileHandle | undefined,
+    fileId: Buffer,
+    units: readonly number[],
+    patches: readonly UnitPatch[],
+    oldLen: number,
+    newLen: number,
+    what: string,
+  ): Promise<Buffer[]> {
+    const byIndex = new Map<number, UnitPatch>();
+    for (const p of patches) byIndex.set(p.index, p);
+    const plains: Buffer[] = [];
+    for (const u of units) {
+      const unitLen = Math.min(UNIT, newLen - u * UNIT);
+      const p = byIndex.get(u);
+      if (p && coversFromZero(p.ranges, unitLen)) {
+        plains.push(p.data.subarray(0, unitLen)); // the usual sequential case: no staging copy
+        continue;
+      }
+      const plain = Buffer.alloc(unitLen);
+      const oldPart = Math.min(unitLen, oldLen - u * UNIT);
+      if (oldPart > 0 && !(p && coversFromZero(p.ranges, oldPart))) {
+        const old = await this.io.readUnit(fh!, fileId, u, oldLen, what);
+        old.copy(plain, 0, 0, oldPart);
+      }
+      if (p) {
+        for (let r = 0; r < p.ranges.length; r += 2) {
+          const lo = p.ranges[r]!;
+          const hi = Math.min(p.ranges[r + 1]!, unitLen);
+          if (hi > lo) p.data.copy(plain, lo, lo, hi);
+        }
+      }
+      plains.push(plain);
+    }
+    return plains;
+  }
+
   async write(chunk: DirtyChunk, data: Buffer, pos: number, nowMs: number): Promise<void> {
     const d = rec(chunk);
     const from = Math.min(pos, d.len);
@@ -444,6 +508,64 @@ export class DirtyStore {
     d.lastWriteMs = nowMs;
     const st = this.durabilityOf(d);
     for (let u = Math.floor(from / UNIT); u <= lastTouched; u++) st.unsynced.add(u);
+  }
+
+  /**
+   * Writes a batch of unit patches (the VFS's write buffer, see vfs/writeBuffer.ts) that reach
+   * `end` at most: every unit they touch, and every unit between the old end and `end` (zeros
+   * where nothing was written), is sealed once and written with one writev per run of
+   * consecutive units. A unit only partly patched keeps its other bytes (read first). The
+   * chunk's dirty age becomes `dirtySinceMs` if that is earlier (when the data was first
+   * buffered). Call it under the chunk lock.
+   */
+  async writeUnits(
+    chunk: DirtyChunk,
+    patches: readonly UnitPatch[],
+    end: number,
+    nowMs: number,
+    dirtySinceMs = nowMs,
+  ): Promise<void> {
+    const d = rec(chunk);
+    const oldLen = d.len;
+    const newLen = Math.max(oldLen, end);
+    const touched = new Set<number>(patches.map((p) => p.index));
+    if (newLen > oldLen) {
+      // The old last unit grows and the units up to the new end must exist (zeros in a gap).
+      for (let u = oldLen % UNIT === 0 ? oldLen / UNIT : lastUnitOf(oldLen); u <= lastUnitOf(newLen); u++) touched.add(u);
+    }
+    const units = [...touched].filter((u) => u <= lastUnitOf(newLen)).sort((a, b) => a - b);
+    if (units.length === 0) return;
+    await this.protectUnits(d, units);
+    // Counted before the bytes reach the disk, so the cache total never trails the disk.
+    const growth = physicalSize(newLen) - physicalSize(oldLen);
+    this.bytes += growth;
+    d.len = newLen;
+    const what = `dirty chunk ${d.ino}.${d.idx}`;
+    try {
+      await this.handles.use(this.pathOf(d.ino, d.idx), async (fh) => {
+        const plains = await this.unitPlaintexts(fh, d.fileId, units, patches, oldLen, newLen, what);
+        // Sealed in one synchronous pass (the patches' buffers are the caller's and may change
+        // once this yields), then one writev per run of consecutive units.
+        const sealed = plains.map((plain, k) => this.io.sealUnit(d.fileId, units[k]!, plain));
+        for (let k = 0; k < units.length;) {
+          let j = k;
+          while (j + 1 < units.length && units[j + 1] === units[j]! + 1) j++;
+          await this.io.writeSealedRun(fh, units[k]!, sealed.slice(k, j + 1));
+          k = j + 1;
+        }
+      });
+    } catch (err) {
+      if (this.get(d.ino, d.idx) === d) {
+        this.bytes -= growth;
+        d.len = oldLen;
+      }
+      throw err;
+    }
+    d.gen++;
+    d.lastWriteMs = nowMs;
+    d.firstDirtyMs = Math.min(d.firstDirtyMs, dirtySinceMs);
+    const st = this.durabilityOf(d);
+    for (const u of units) st.unsynced.add(u);
   }
 
   async read(d: DirtyChunk, buf: Buffer, bufOff: number, len: number, pos: number): Promise<number> {

@@ -303,6 +303,33 @@ export class SealedIO {
     return newLen;
   }
 
+  /** Unit i of a file sealed from `plain` (at most UNIT bytes), as it goes on disk. */
+  sealUnit(fileId: Buffer, i: number, plain: Buffer): Buffer {
+    return this.seal(fileId, i, plain);
+  }
+
+  /** The data of unit i of a file holding `len` bytes, decrypted and authenticated. */
+  readUnit(fh: FileHandle, fileId: Buffer, i: number, len: number, what: string): Promise<Buffer> {
+    return this.readUnits(fh, fileId, i, i, len, what);
+  }
+
+  /**
+   * Writes sealed units `first`, `first`+1, ... (from sealUnit) in one writev; should it write
+   * only part, the rest follows.
+   */
+  async writeSealedRun(fh: FileHandle, first: number, sealed: readonly Buffer[]): Promise<void> {
+    let total = 0;
+    for (const b of sealed) total += b.length;
+    let done = (await fh.writev(sealed as Buffer[], unitOffset(first))).bytesWritten;
+    if (done < total) {
+      const out = Buffer.concat(sealed as Buffer[]);
+      while (done < out.length) {
+        const { bytesWritten } = await fh.write(out, done, out.length - done, unitOffset(first) + done);
+        done += bytesWritten;
+      }
+    }
+  }
+
   /** The sealed bytes of unit i as on disk for a file holding `len` bytes (shorter if cut). */
   async readRawUnit(fh: FileHandle, i: number, len: number): Promise<Buffer> {
     const start = unitOffset(i);

@@ -350,7 +350,10 @@ export class Uploader {
  * one has data. The op is held (with everything after it, to keep the order) while its file
  * has a dirty chunk within the new size that was already dirty when the op was committed.
  */
-export function publishableOps(meta: MetaStore, dirty: DirtyStore): number {
+export function publishableOps(
+  meta: MetaStore,
+  dirty: Pick<DirtyStore, 'indexesOf'> & { get(ino: number, idx: number): { readonly firstDirtyMs: number } | undefined },
+): number {
   const ops = meta.pendingRemote;
   const times = meta.pendingTimes;
   const cs = meta.chunkSize;

@@ -24,18 +24,25 @@
  *    that keeps naming such a file (libfuse2 renames it to a hidden name and uses that name
  *    until the last close) registers that name as an alias: never listed, never committed.
  *
- * Data path: writes land in the dirty store (cache/dirty.ts); reads come from the dirty store,
- * else the clean cache, else the bucket through the fetcher, and zeros for holes. Every change
- * to one chunk's dirty data, its fsync and its drop run under the dirty store's chunk lock
- * (`dirty.withChunk`; the lock order is written in cache/dirty.ts); reads take no lock. A
- * write that needs room while dirty data fills the cache cap waits in `Backpressure`
- * (backpressure.ts), outside any chunk lock; what waits under a chunk lock is bounded (local
- * I/O, or a fetch of the chunk's committed bytes, bounded by the read timeout).
+ * Data path: a write is acknowledged once it is in the write buffer (writeBuffer.ts: memory,
+ * counted against the cache cap); the buffer is written to the dirty store (cache/dirty.ts) in
+ * batches behind, and always before close (flush) and fsync return, which then do what they
+ * did: close leaves the data written in the dirty store (a crash of this process loses none
+ * of it), fsync makes it durable. Reads come from the dirty store, else the clean cache, else
+ * the bucket through the fetcher, and zeros for holes, with buffered bytes laid over them.
+ * Every change to one chunk's dirty data (a flush of its buffered bytes included), its fsync
+ * and its drop run under the dirty store's chunk lock (`dirty.withChunk`; the lock order is
+ * written in cache/dirty.ts); reads take no lock, except a read of a chunk whose buffered
+ * bytes cover the range only in part, which is read under it so that no flush rewrites the
+ * chunk's units meanwhile. A write that finds no room while dirty data fills the cache cap
+ * waits in `Backpressure` (backpressure.ts), outside any chunk lock; what waits under a chunk
+ * lock is bounded (local I/O, or a fetch of the chunk's committed bytes, bounded by the read
+ * timeout).
  */
 
 import { nameBytes } from '../util/names';
 import { ChunkCache } from '../cache/chunkCache';
-import { DirtyChunk, DirtyStore, PRE_IMAGE_UNIT_BYTES } from '../cache/dirty';
+import { DirtyChunk, DirtyStore, PRE_IMAGE_UNIT_BYTES, UnitPatch } from '../cache/dirty';
 import { UNIT, physicalSize } from '../cache/sealed';
 import { FsError } from '../errors';
 import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree } from '../meta/tree';
@@ -45,6 +52,7 @@ import { ReadAheadCursor } from '../prefetch/readahead';
 import { SingleFlight } from '../util/concurrency';
 import { Backpressure, StallCause, WritesWaiting } from './backpressure';
 import { ContentVersion, PageCacheBook } from './pageCache';
+import { BufferedChunk, FlushSnapshot, WriteBuffer } from './writeBuffer';
 
 export interface Stat {
   readonly ino: number;
@@ -71,8 +79,21 @@ export interface VfsOptions {
   readonly drainBlocked?: () => StallCause | undefined;
   /** How long a write waits for room while nothing can drain; default 30 s. */
   readonly writeStallTimeoutMs?: () => number;
+  /** Memory for writes acknowledged before they reach the dirty store (vfs/writeBuffer.ts). */
+  readonly writeBufferBytes?: number;
+  /** How long written data may wait in that memory; default 200 ms. */
+  readonly writeBufferFlushMs?: number;
+  readonly log?: (msg: string) => void;
   readonly now?: () => number;
 }
+
+/** Dirty data as publishing a size must see it (upload/uploader.ts `publishableOps`). */
+export interface UnsentChunks {
+  indexesOf(ino: number): number[];
+  get(ino: number, idx: number): { readonly firstDirtyMs: number } | undefined;
+}
+
+export const DEFAULT_WRITE_BUFFER_BYTES = 16 * 1024 * 1024;
 
 /** What a read needs of a file: its inode number and chunk list. */
 interface ChunkView {
@@ -132,6 +153,7 @@ export class Vfs {
   private readonly aliases = new Map<string, number>();
   private readonly memLoads = new SingleFlight<string, boolean>();
   private readonly backpressure: Backpressure;
+  private readonly buffer: WriteBuffer;
   /** Called when writers are waiting for dirty data to drain (backpressure). */
   onPressure: () => void = () => undefined;
   /** Called when a file handle opened for writing was closed. */
@@ -154,6 +176,16 @@ export class Vfs {
       readOnly: () => opts.readOnly(),
       stallTimeoutMs: () => opts.writeStallTimeoutMs?.() ?? 30_000,
       onPressure: () => this.onPressure(),
+      now: this.now,
+    });
+    this.buffer = new WriteBuffer({
+      chunkSize: meta.chunkSize,
+      memoryBytes: opts.writeBufferBytes ?? DEFAULT_WRITE_BUFFER_BYTES,
+      flushChunk: (c, all) => this.flushBuffered(c, all),
+      reserve: (bytes) => this.cache.reserveForDirty(bytes),
+      roomReturned: () => this.backpressure.roomReturned(),
+      flushAfterMs: opts.writeBufferFlushMs,
+      log: opts.log ?? (() => undefined),
       now: this.now,
     });
     this.unlinked = new Tree(meta.chunkSize);
@@ -658,9 +690,14 @@ export class Vfs {
     return this.addHandle(ino, (flags & ~O_ACCMODE) | O_RDWR, path);
   }
 
-  /** close(2) of one descriptor: commit the size; data stays in the cache. */
+  /**
+   * close(2) of one descriptor: the file's buffered data goes to the dirty store and its size
+   * to the journal (both written, not synced: a crash of this process loses neither, a power
+   * cut may, as on a local disk). A write-back error of the file's buffered data fails it.
+   */
   async flush(fh: number): Promise<void> {
     const h = this.handle(fh);
+    await this.buffer.flushFile(h.ino);
     this.commitSize(h.ino);
     await this.meta.flush();
   }
@@ -668,12 +705,53 @@ export class Vfs {
   /** fsync(2): after this resolves, a crash loses nothing written through this file. */
   async fsync(fh: number): Promise<void> {
     const h = this.handle(fh);
+    await this.buffer.flushFile(h.ino);
     this.commitSize(h.ino);
     await this.syncData(h.ino);
     await this.meta.sync();
   }
 
+  /** Writes every file's buffered data to the dirty store (sync, unmount, setting changes aside). */
+  flushAll(): Promise<void> {
+    return this.buffer.flushAll();
+  }
+
+  /** Stops the write buffer's timer (the engine is closing; flushAll still works). */
+  stop(): void {
+    this.buffer.stop();
+  }
+
+  /** Bytes written and acknowledged that are not in the dirty store yet. */
+  get bufferedBytes(): number {
+    return this.buffer.dataBytes;
+  }
+
+  get hasBufferedData(): boolean {
+    return this.buffer.hasData;
+  }
+
+  /** The write buffer's use: data bytes, memory taken by unit buffers, cache room held. */
+  get writeBuffer(): { readonly dataBytes: number; readonly memoryBytes: number; readonly roomBytes: number } {
+    return { dataBytes: this.buffer.dataBytes, memoryBytes: this.buffer.memoryBytes, roomBytes: this.buffer.roomBytes };
+  }
+
+  /** Dirty chunks and buffered ones, with since when each holds data the bucket has not got. */
+  readonly unsent: UnsentChunks = {
+    indexesOf: (ino) => {
+      const buffered = this.buffer.indexesOf(ino);
+      const dirty = this.dirty.indexesOf(ino);
+      return buffered.length === 0 ? dirty : [...new Set([...dirty, ...buffered])];
+    },
+    get: (ino, idx) => {
+      const d = this.dirty.get(ino, idx);
+      const b = this.buffer.get(ino, idx);
+      if (!b) return d;
+      return { firstDirtyMs: Math.min(d?.firstDirtyMs ?? Infinity, b.firstMs) };
+    },
+  };
+
   async fsyncAll(): Promise<void> {
+    await this.buffer.flushAll();
     this.commitAllSizes();
     for (const ino of this.dirty.inodes()) await this.syncData(ino);
     await this.meta.sync();
@@ -808,7 +886,35 @@ export class Vfs {
     }
   }
 
+  /**
+   * Reads through the write buffer: bytes it holds are served from it; a range it holds only
+   * part of is read from below and overlaid, under the chunk lock (so no flush of the chunk
+   * rewrites its units meanwhile). Followers' snapshot handles see no buffered writes.
+   */
   private async readChunkBytes(
+    h: Handle,
+    inode: ChunkView,
+    idx: number,
+    buf: Buffer,
+    off: number,
+    n: number,
+    inChunk: number,
+    sequential: boolean,
+  ): Promise<void> {
+    const b = h.snap ? undefined : this.buffer.get(inode.ino, idx);
+    if (!b) return this.readStored(h, inode, idx, buf, off, n, inChunk, sequential);
+    if (b.covers(inChunk, n)) {
+      b.copyOut(buf, off, inChunk, n);
+      return;
+    }
+    await this.dirty.withChunk(inode.ino, idx, async () => {
+      await this.readStored(h, inode, idx, buf, off, n, inChunk, sequential);
+      this.buffer.get(inode.ino, idx)?.copyOut(buf, off, inChunk, n);
+    });
+  }
+
+  /** Reads what the dirty store, the clean cache or the bucket hold (zeros for holes). */
+  private async readStored(
     h: Handle,
     inode: ChunkView,
     idx: number,
@@ -898,28 +1004,29 @@ export class Vfs {
   }
 
   /**
-   * The most one piece of a write (`n` bytes within one chunk) can add on disk: a dirty chunk
-   * started from its uploaded bytes (at most a whole chunk), or the chunk grown in place plus
-   * the pre-images of the fsynced units the piece rewrites (see cache/dirty.ts).
+   * The most one piece of a write (`n` bytes within one chunk) can make the write buffer hold
+   * as room (see vfs/writeBuffer.ts): a whole chunk file, and pre-images of the units it touches.
    */
   private pieceBound(n: number): number {
-    return physicalSize(this.chunkSize) + (Math.ceil(n / UNIT) + 1) * PRE_IMAGE_UNIT_BYTES;
+    return physicalSize(this.chunkSize) + (Math.ceil(n / UNIT) + 2) * PRE_IMAGE_UNIT_BYTES;
   }
 
-  /** Returns the dirty chunk for (ino, idx), creating it from the committed bytes if needed. Call under the chunk lock. */
-  private async dirtyChunkFor(inode: Inode, idx: number, coverFrom: number, coverTo: number): Promise<DirtyChunk> {
-    const existing = this.dirty.get(inode.ino, idx);
-    if (existing) return existing;
-    const ref = this.committedRef(inode, idx);
-    let base: Buffer | undefined;
-    if (ref && ref[1] > 0 && !(coverFrom === 0 && coverTo >= ref[1])) {
-      const full = await this.fetcher.fetch(ref[0]);
-      base = full.subarray(0, ref[1]);
-    }
-    // Counted while the new file is being written, so the cache total never trails the disk.
-    return this.cache.whileReserved(physicalSize(base?.length ?? 0), () => this.dirty.create(inode.ino, idx, base, this.now()));
+  /**
+   * The length of the content a flush of chunk (ino, idx) starts from: its dirty chunk, else
+   * its committed chunk (a new dirty file is seeded from it), else nothing.
+   */
+  private baseLenOf(inode: Inode, idx: number): number {
+    const d = this.dirty.get(inode.ino, idx);
+    if (d) return d.len;
+    return this.committedRef(inode, idx)?.[1] ?? 0;
   }
 
+  /**
+   * Writes are acknowledged once they are in the write buffer (vfs/writeBuffer.ts). A piece
+   * that finds no room waits here, outside any lock: first what the buffer holds beyond its data
+   * goes back (a flush), then Backpressure's rule applies as for any dirty data. Pieces
+   * already taken stay taken: the write returns short, as write(2) does.
+   */
   async write(fh: number, data: Buffer, pos: number): Promise<number> {
     this.assertWritable();
     const h = this.handle(fh);
@@ -936,43 +1043,82 @@ export class Vfs {
       const idx = Math.floor(at / cs);
       const inChunk = at - idx * cs;
       const n = Math.min(data.length - done, cs - inChunk);
-      const piece = data.subarray(done, done + n);
-      // Backpressure outside the chunk lock (the uploader needs that lock to drain this chunk),
-      // for the bytes this piece may add on disk at most. Pieces already written stay written:
-      // the write returns short, as write(2) does.
-      let releaseRoom: () => void;
       try {
-        releaseRoom = await this.reserveRoom(this.pieceBound(n));
+        await this.bufferPiece(inode, idx, inChunk, data.subarray(done, done + n));
       } catch (err) {
         if (done === 0) throw err;
         break;
       }
-      const writePiece = () =>
-        this.dirty.withChunk(inode.ino, idx, async () => {
-          if (!this.inodeOf(inode.ino)) throw new FsError('ENOENT');
-          const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
-          // Room for the bytes this write adds is made before they reach the disk.
-          const growth = physicalSize(Math.max(d.len, inChunk + n)) - physicalSize(d.len);
-          if (growth > 0) await this.cache.makeRoomForDirty(growth);
-          await this.dirty.write(d, piece, inChunk, this.now());
-          // The size covers these bytes before the chunk lock is let go: an upload of this chunk
-          // commits the live size with its reference, which must not cut off what was just written.
-          this.extendLiveSize(inode, at + n);
-        });
-      try {
-        await writePiece();
-      } catch (err) {
-        // The cache disk is full: give back clean chunks (safe in the bucket) and try once more.
-        if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || this.cache.cleanUsedBytes === 0) throw err;
-        await this.cache.evictUntil(this.cache.usedBytes - 8 * this.chunkSize);
-        await writePiece();
-      } finally {
-        releaseRoom();
-      }
       done += n;
+      this.extendLiveSize(inode, at + n);
     }
-    this.extendLiveSize(inode, pos + done);
     return done;
+  }
+
+  private async bufferPiece(inode: Inode, idx: number, inChunk: number, piece: Buffer): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      if (!this.inodeOf(inode.ino)) throw new FsError('ENOENT');
+      const got = this.buffer.put(inode.ino, idx, inChunk, piece, () => this.baseLenOf(inode, idx));
+      if (got === 'ok') return;
+      if (got === 'memory') {
+        await this.buffer.makeMemory();
+      } else if (attempt === 0 && this.buffer.hasData) {
+        await this.buffer.flushAll();
+      } else {
+        const bytes = this.pieceBound(piece.length);
+        this.buffer.addRoom(bytes, await this.reserveRoom(bytes));
+      }
+    }
+  }
+
+  /**
+   * Writes buffered data of one chunk to the dirty store (the write buffer's `flushChunk`),
+   * under the chunk lock: the dirty chunk is created if needed (seeded from the committed bytes
+   * the snapshot does not cover), room is made among clean chunks for what it adds, and the
+   * snapshot's units go in one batch. A full cache disk gives back clean chunks (safe in the
+   * bucket) and is tried once more; other failures leave the data buffered.
+   */
+  private async flushBuffered(c: BufferedChunk, all: boolean): Promise<void> {
+    const attempt = () =>
+      this.dirty.withChunk(c.ino, c.idx, async () => {
+        if (c.discarded) return;
+        const inode = this.inodeOf(c.ino);
+        if (!inode) {
+          this.buffer.discardFile(c.ino); // deleted meanwhile: nothing of it is kept
+          return;
+        }
+        const snap = this.buffer.snapshot(c, all);
+        if (snap.patches.length === 0) return;
+        const d = await this.dirtyChunkFor(inode, c.idx, snap);
+        const growth = physicalSize(Math.max(d.len, snap.end)) - physicalSize(d.len);
+        if (growth > 0) await this.cache.makeRoomForDirty(growth);
+        await this.dirty.writeUnits(d, snap.patches, snap.end, this.now(), snap.sinceMs);
+        this.buffer.flushed(c, snap);
+      });
+    try {
+      await attempt();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || this.cache.cleanUsedBytes === 0) throw err;
+      await this.cache.evictUntil(this.cache.usedBytes - 8 * this.chunkSize);
+      await attempt();
+    }
+  }
+
+  /**
+   * Returns the dirty chunk for (ino, idx), creating it if needed: seeded from the committed
+   * bytes unless the snapshot covers all of them. Call under the chunk lock.
+   */
+  private async dirtyChunkFor(inode: Inode, idx: number, snap: FlushSnapshot): Promise<DirtyChunk> {
+    const existing = this.dirty.get(inode.ino, idx);
+    if (existing) return existing;
+    const ref = this.committedRef(inode, idx);
+    let base: Buffer | undefined;
+    if (ref && ref[1] > 0 && !coversFromZero(snap.patches, ref[1])) {
+      const full = await this.fetcher.fetch(ref[0]);
+      base = full.subarray(0, ref[1]);
+    }
+    // Counted while the new file is being written, so the cache total never trails the disk.
+    return this.cache.whileReserved(physicalSize(base?.length ?? 0), () => this.dirty.create(inode.ino, idx, base, this.now()));
   }
 
   /** Records a write that reached `end`: the live size grows to cover it, and mtime is now. */
@@ -1006,17 +1152,29 @@ export class Vfs {
     if (size < old) {
       const keep = Math.ceil(size / cs);
       const affected = this.dirty.indexesOf(inode.ino).filter((idx) => idx >= keep - 1);
+      const buffered = this.buffer.indexesOf(inode.ino).filter((idx) => idx >= keep - 1);
       // The new size must be durable before local data is cut: otherwise a crash could bring
-      // back the old size over data that is gone (zeros where fsynced bytes were).
-      if (affected.length > 0) await this.meta.sync();
+      // back the old size over data that is gone (zeros where fsynced bytes were). Buffered
+      // bytes were never fsynced: cutting them needs nothing durable first.
+      let synced = false;
+      if (affected.length > 0) {
+        await this.meta.sync();
+        synced = true;
+      }
       // Cutting inside a unit reseals it: room for that unit's pre-image.
       const releaseRoom =
         affected.includes(keep - 1) && size % UNIT !== 0 ? await this.reserveRoom(PRE_IMAGE_UNIT_BYTES) : () => undefined;
       try {
-        for (const idx of affected) {
+        for (const idx of [...new Set([...affected, ...buffered])].sort((a, b) => a - b)) {
           await this.dirty.withChunk(inode.ino, idx, async () => {
+            this.buffer.truncate(inode.ino, idx, idx >= keep ? 0 : size - idx * cs);
             const d = this.dirty.get(inode.ino, idx);
             if (!d) return;
+            if (!synced) {
+              // A flush made this dirty chunk after the truncation began.
+              await this.meta.sync();
+              synced = true;
+            }
             if (idx >= keep) await this.dirty.drop(d);
             else if (d.len > size - idx * cs) await this.dirty.truncate(d, size - idx * cs, this.now());
           });
@@ -1032,6 +1190,7 @@ export class Vfs {
   private async releaseStorage(ino: number): Promise<void> {
     if (this.unlinked.get(ino)) return;
     this.liveSize.delete(ino);
+    this.buffer.discardFile(ino);
     const idxs = this.dirty.indexesOf(ino);
     if (idxs.length === 0) return;
     // The deletion must be durable before the data goes (see truncateInode).
@@ -1044,4 +1203,15 @@ export class Vfs {
     }
     this.noteDirtyFreed();
   }
+}
+
+/** Whether the patches (ascending units) cover bytes [0, n) of the chunk without a gap. */
+function coversFromZero(patches: readonly UnitPatch[], n: number): boolean {
+  let k = 0;
+  for (let u = 0; u * UNIT < n; u++, k++) {
+    const p = patches[k];
+    const need = Math.min(UNIT, n - u * UNIT);
+    if (!p || p.index !== u || p.ranges[0] !== 0 || p.ranges[1]! < need) return false;
+  }
+  return true;
 }
