@@ -8,10 +8,13 @@
  * full of changes that cannot upload still fails writes with ENOSPC after the stall timeout,
  * with every acknowledged byte kept. The flush timer is off in these tests (an hour), so what
  * a test writes stays buffered until a close, an fsync, a full budget or a batch of whole
- * units sends it on, whatever the machine's speed.
+ * units sends it on, whatever the machine's speed. A small file's close costs one open and one
+ * write of its dirty file (counted by wrapping fs.promises).
  */
 
 import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   EngineBed,
@@ -224,6 +227,46 @@ describe('the write buffer', () => {
     const again = await bed.mount(space, { cacheDir: m.cacheDir });
     await expectContent(again.fs, '/d/b', model, CS, 'renamed file after a restart');
     assert.equal((await readFile(again.fs, '/victim')).length, 1000, 'the file renamed over the victim');
+    await again.close();
+  });
+
+  it('costs one open and no other file operation of the dirty store per small file closed', async () => {
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space, { settings: NO_TIMER });
+    const dirtyDir = path.join(m.cacheDir, 'dirty') + path.sep;
+    const seen: string[] = [];
+    const real = { open: fsp.open, rm: fsp.rm, unlink: fsp.unlink, stat: fsp.stat };
+    const wrap = <K extends keyof typeof real>(k: K) => {
+      (fsp as Record<K, unknown>)[k] = ((file: unknown, ...rest: unknown[]) => {
+        if (String(file).startsWith(dirtyDir)) seen.push(`${k} ${path.basename(String(file))}`);
+        return (real[k] as (...a: unknown[]) => unknown)(file, ...rest);
+      }) as unknown;
+    };
+    const files = new Map<string, Buffer>();
+    try {
+      for (const k of Object.keys(real) as Array<keyof typeof real>) wrap(k);
+      for (let i = 0; i < 50; i++) {
+        const data = random(1 + ((i * 997) % (8 * KiB)));
+        files.set(`/s${i}`, data);
+        await writeFile(m.fs, `/s${i}`, data);
+      }
+    } finally {
+      Object.assign(fsp, real);
+    }
+    const opens = seen.filter((x) => x.startsWith('open ')).length;
+    assert.equal(opens, 50, `one open per small file (${seen.length} operations: ${seen.slice(0, 6).join(', ')}, ...)`);
+    assert.equal(
+      seen.length,
+      50,
+      `nothing else (${seen
+        .filter((x) => !x.startsWith('open '))
+        .slice(0, 6)
+        .join(', ')})`,
+    );
+    for (const [p, data] of files) assert.deepEqual(await readFile(m.fs, p), data);
+    await m.close();
+    const again = await bed.mount(space, { cacheDir: m.cacheDir });
+    for (const [p, data] of files) assert.deepEqual(await readFile(again.fs, p), data, `${p} after a restart`);
     await again.close();
   });
 

@@ -147,6 +147,11 @@ export class DirtyStore {
   orphans: OrphanChunk[] = [];
   /** Pre-image files of released chunks being removed, by chunk key (still counted meanwhile). */
   private readonly preRemovals = new Map<string, Promise<void>>();
+  /**
+   * Chunk keys whose pre-image file may outlive its chunk (its removal failed). After `init`
+   * no other pre-image file exists without its chunk, so a new chunk removes one only then.
+   */
+  private readonly stalePre = new Set<string>();
 
   constructor(
     private readonly dir: string,
@@ -421,7 +426,7 @@ export class DirtyStore {
 
   /** Starts a dirty chunk, seeded from `base` (the chunk's current clean bytes) if given. */
   async create(ino: number, idx: number, base: Buffer | undefined, nowMs: number): Promise<DirtyChunk> {
-    await this.preRemovals.get(DirtyStore.key(ino, idx));
+    await this.beforeNewFile(ino, idx);
     const file = this.pathOf(ino, idx);
     this.handles.forget(file);
     const { header, fileId } = this.io.newHeader();
@@ -435,9 +440,74 @@ export class DirtyStore {
     }
     const d: ChunkRecord = { ino, idx, fileId, len, gen: 1, firstDirtyMs: nowMs, lastWriteMs: nowMs };
     this.track(d);
-    await fsp.rm(`${file}.pre`, { force: true }); // from an earlier chunk of that name
     this.durability.set(DirtyStore.key(ino, idx), { allUnsynced: true, unsynced: new Set(), pre: false, preBytes: 0 });
     return d;
+  }
+
+  /**
+   * Starts a dirty chunk holding just `patches` up to `end` (zeros elsewhere; nothing to seed it
+   * from): one open and one writev of the header and every unit, and the file stays open in
+   * the handle pool for what comes next (more writes, the upload's read). This is what a small
+   * file costs at close. The caller counts the new file's bytes while it is written (as for
+   * `create`).
+   */
+  async createWithUnits(
+    ino: number,
+    idx: number,
+    patches: readonly UnitPatch[],
+    end: number,
+    nowMs: number,
+    dirtySinceMs = nowMs,
+  ): Promise<DirtyChunk> {
+    await this.beforeNewFile(ino, idx);
+    const file = this.pathOf(ino, idx);
+    this.handles.forget(file);
+    const { header, fileId } = this.io.newHeader();
+    try {
+      const units: number[] = [];
+      for (let u = 0; u <= lastUnitOf(end); u++) units.push(u);
+      const plains = await this.unitPlaintexts(undefined, fileId, units, patches, 0, end, `dirty chunk ${ino}.${idx}`);
+      const out = [header, ...plains.map((plain, u) => this.io.sealUnit(fileId, u, plain))];
+      const fh = await fsp.open(file, 'w+', 0o600);
+      try {
+        let total = 0;
+        for (const b of out) total += b.length;
+        let done = (await fh.writev(out, 0)).bytesWritten;
+        if (done < total) {
+          const all = Buffer.concat(out);
+          while (done < all.length) done += (await fh.write(all, done, all.length - done, done)).bytesWritten;
+        }
+      } catch (err) {
+        await fh.close().catch(() => undefined);
+        throw err;
+      }
+      this.handles.adopt(file, fh);
+    } catch (err) {
+      await fsp.rm(file, { force: true }).catch(() => undefined);
+      throw err;
+    }
+    const d: ChunkRecord = {
+      ino,
+      idx,
+      fileId,
+      len: end,
+      gen: 1,
+      firstDirtyMs: Math.min(nowMs, dirtySinceMs),
+      lastWriteMs: nowMs,
+    };
+    this.track(d);
+    this.durability.set(DirtyStore.key(ino, idx), { allUnsynced: true, unsynced: new Set(), pre: false, preBytes: 0 });
+    return d;
+  }
+
+  /** Before a new file of chunk (ino, idx): its old pre-image file must be gone. */
+  private async beforeNewFile(ino: number, idx: number): Promise<void> {
+    const key = DirtyStore.key(ino, idx);
+    await this.preRemovals.get(key);
+    if (this.stalePre.has(key)) {
+      await fsp.rm(`${this.pathOf(ino, idx)}.pre`, { force: true });
+      this.stalePre.delete(key);
+    }
   }
 
   /**
@@ -704,7 +774,10 @@ export class DirtyStore {
     const file = this.pathOf(d.ino, d.idx);
     this.handles.forget(file);
     await fsp.rm(file, { force: true });
-    await fsp.rm(`${file}.pre`, { force: true });
+    await fsp.rm(`${file}.pre`, { force: true }).catch((err: unknown) => {
+      this.stalePre.add(DirtyStore.key(d.ino, d.idx));
+      throw err;
+    });
     this.bytes -= pre;
   }
 
@@ -734,7 +807,7 @@ export class DirtyStore {
       const pre = st.preBytes;
       const removed: Promise<void> = fsp
         .rm(`${file}.pre`, { force: true })
-        .catch(() => undefined)
+        .catch(() => void this.stalePre.add(key))
         .then(() => {
           this.bytes -= pre;
           if (this.preRemovals.get(key) === removed) this.preRemovals.delete(key);

@@ -1089,10 +1089,19 @@ export class Vfs {
         }
         const snap = this.buffer.snapshot(c, all);
         if (snap.patches.length === 0) return;
-        const d = await this.dirtyChunkFor(inode, c.idx, snap);
-        const growth = physicalSize(Math.max(d.len, snap.end)) - physicalSize(d.len);
-        if (growth > 0) await this.cache.makeRoomForDirty(growth);
-        await this.dirty.writeUnits(d, snap.patches, snap.end, this.now(), snap.sinceMs);
+        const ref = this.committedRef(inode, c.idx);
+        if (!this.dirty.get(c.ino, c.idx) && !(ref && ref[1] > 0 && !coversFromZero(snap.patches, ref[1]))) {
+          // A new dirty chunk with nothing to seed it from (a new file, or one it replaces whole).
+          // Counted while the new file is being written, so the cache total never trails the disk.
+          await this.cache.whileReserved(physicalSize(snap.end), () =>
+            this.dirty.createWithUnits(c.ino, c.idx, snap.patches, snap.end, this.now(), snap.sinceMs),
+          );
+        } else {
+          const d = await this.dirtyChunkFor(inode, c.idx, snap);
+          const growth = physicalSize(Math.max(d.len, snap.end)) - physicalSize(d.len);
+          if (growth > 0) await this.cache.makeRoomForDirty(growth);
+          await this.dirty.writeUnits(d, snap.patches, snap.end, this.now(), snap.sinceMs);
+        }
         this.buffer.flushed(c, snap);
       });
     try {
