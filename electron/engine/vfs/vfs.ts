@@ -1089,6 +1089,10 @@ export class Vfs {
         }
         const snap = this.buffer.snapshot(c, all);
         if (snap.patches.length === 0) return;
+        // What this flush adds on disk (the chunk's growth, a seed, pre-images) is within the room
+        // the buffer holds for the chunk until `flushed`, and counted: clean chunks make room for
+        // it before anything is written.
+        await this.cache.makeRoomForDirty(0);
         const ref = this.committedRef(inode, c.idx);
         if (!this.dirty.get(c.ino, c.idx) && !(ref && ref[1] > 0 && !coversFromZero(snap.patches, ref[1]))) {
           // A new dirty chunk with nothing to seed it from (a new file, or one it replaces whole).
@@ -1098,8 +1102,6 @@ export class Vfs {
           );
         } else {
           const d = await this.dirtyChunkFor(inode, c.idx, snap);
-          const growth = physicalSize(Math.max(d.len, snap.end)) - physicalSize(d.len);
-          if (growth > 0) await this.cache.makeRoomForDirty(growth);
           await this.dirty.writeUnits(d, snap.patches, snap.end, this.now(), snap.sinceMs);
         }
         this.buffer.flushed(c, snap);
