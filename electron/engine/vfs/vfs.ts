@@ -697,9 +697,9 @@ export class Vfs {
    */
   async flush(fh: number): Promise<void> {
     const h = this.handle(fh);
-    await this.buffer.flushFile(h.ino);
+    // Data and size are written side by side: close promises both, neither before the other.
     this.commitSize(h.ino);
-    await this.meta.flush();
+    await Promise.all([this.buffer.flushFile(h.ino), this.meta.flush()]);
   }
 
   /** fsync(2): after this resolves, a crash loses nothing written through this file. */
