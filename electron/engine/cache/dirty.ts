@@ -467,7 +467,7 @@ export class DirtyStore {
       const units: number[] = [];
       for (let u = 0; u <= lastUnitOf(end); u++) units.push(u);
       const plains = await this.unitPlaintexts(undefined, fileId, units, patches, 0, end, `dirty chunk ${ino}.${idx}`);
-      const out = [header, ...plains.map((plain, u) => this.io.sealUnit(fileId, u, plain))];
+      const out = [header, ...plains.flatMap((plain, u) => this.io.sealUnit(fileId, u, plain))];
       const fh = await fsp.open(file, 'w+', 0o600);
       try {
         let total = 0;
@@ -620,7 +620,7 @@ export class DirtyStore {
         for (let k = 0; k < units.length;) {
           let j = k;
           while (j + 1 < units.length && units[j + 1] === units[j]! + 1) j++;
-          await this.io.writeSealedRun(fh, units[k]!, sealed.slice(k, j + 1));
+          await this.io.writeSealedRun(fh, units[k]!, sealed.slice(k, j + 1).flat());
           k = j + 1;
         }
       });
