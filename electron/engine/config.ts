@@ -96,7 +96,7 @@ export const DEFAULT_SETTINGS: EngineSettings = {
   prefetchMaxChunks: 8,
   readTimeoutMs: 60_000,
   writeStallTimeoutMs: 30_000,
-  writeBufferBytes: 16 * 1024 * 1024,
+  writeBufferBytes: 8 * 1024 * 1024,
   writeBufferFlushMs: 200,
   probeTimeoutMs: 3_000,
   metaPushDelayMs: 500,

@@ -93,7 +93,7 @@ export interface UnsentChunks {
   get(ino: number, idx: number): { readonly firstDirtyMs: number } | undefined;
 }
 
-export const DEFAULT_WRITE_BUFFER_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
 
 /** What a read needs of a file: its inode number and chunk list. */
 interface ChunkView {
