@@ -307,6 +307,49 @@ describe('the write buffer', () => {
     await m.close();
   });
 
+  it('reads the newest bytes while flushes run under concurrent writers and readers of one file', async () => {
+    // Every 1 ms and whenever a quarter MiB is buffered, something is flushed: the writers'
+    // units are snapshotted, sealed and dropped (or kept, when written again meanwhile) while
+    // the other tasks write and read the same chunks.
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space, { settings: { writeBufferBytes: 256 * KiB, writeBufferFlushMs: 1 } });
+    const fh = m.fs.create('/shared', 0o644);
+    const region = 96 * KiB; // not a multiple of a unit: tasks share units at their edges
+    const tasks = 6;
+    const models = await Promise.all(
+      [...Array(tasks).keys()].map(async (t) => {
+        const next = rng(1000 + t);
+        const base = t * region;
+        let model: Buffer = Buffer.alloc(region);
+        await writeAt(m.fs, fh, base, model);
+        for (let k = 0; k < 150; k++) {
+          const at = next(region - 1);
+          const data = random(1 + next(Math.min(20 * KiB, region - at)));
+          await writeAt(m.fs, fh, base + at, data);
+          model = modelWrite(model, at, data);
+          if (k % 3 === 0) {
+            const from = next(region);
+            const len = 1 + next(region - from);
+            assert.deepEqual(
+              await readAt(m.fs, fh, base + from, len),
+              model.subarray(from, from + len),
+              `task ${t}, step ${k}: [${from}, ${from + len})`,
+            );
+          }
+        }
+        return model;
+      }),
+    );
+    const all = Buffer.concat(models);
+    await m.fs.flush(fh);
+    await m.fs.release(fh);
+    await expectContent(m.fs, '/shared', all, CS, 'after close');
+    await m.close();
+    const again = await bed.mount(space, { cacheDir: m.cacheDir });
+    await expectContent(again.fs, '/shared', all, CS, 'after a restart');
+    await again.close();
+  });
+
   it('fails writes with ENOSPC when the cache is full of changes that cannot upload, keeping what it acknowledged', async () => {
     const space = await bed.filespace({ chunkSize: CS });
     const m = await bed.mount(space, { settings: { ...NO_TIMER, cacheCapBytes: 16 * MiB, writeStallTimeoutMs: 300 } });
