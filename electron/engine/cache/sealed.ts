@@ -332,7 +332,7 @@ export class SealedIO {
     for (const b of sealed) total += b.length;
     let done = (await fh.writev(sealed as Buffer[], unitOffset(first))).bytesWritten;
     if (done < total) {
-      const out = Buffer.concat(sealed as Buffer[]);
+      const out = Buffer.concat(sealed);
       while (done < out.length) {
         const { bytesWritten } = await fh.write(out, done, out.length - done, unitOffset(first) + done);
         done += bytesWritten;

@@ -317,8 +317,8 @@ export class WriteBuffer {
     c.end = shape.end;
     this.roomNeeded += room - c.room;
     c.room = room;
-    if (c.fullUnits >= this.flushUnits && !c.queued) this.background(c, false);
-    if (this.unitsInUse * 2 >= this.maxUnits) this.flushLargest(false);
+    if (c.fullUnits >= this.flushUnits && !c.queued) void this.background(c, false);
+    if (this.unitsInUse * 2 >= this.maxUnits) void this.flushLargest(false);
     this.arm();
     return 'ok';
   }
