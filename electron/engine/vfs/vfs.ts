@@ -596,7 +596,7 @@ export class Vfs {
    */
   private versionOf(inode: Inode | undefined, snap: Handle['snap']): ContentVersion | undefined {
     if (inode?.kind !== 'file' || this.liveSize.has(inode.ino) || this.unlinked.get(inode.ino)) return undefined;
-    if (this.dirty.indexesOf(inode.ino).length > 0) return undefined;
+    if (this.dirty.indexesOf(inode.ino).length > 0 || this.buffer.indexesOf(inode.ino).length > 0) return undefined;
     if (snap) return { ino: inode.ino, size: snap.size, chunks: snap.chunks };
     return { ino: inode.ino, size: inode.size, chunks: [...(inode.chunks ?? [])] };
   }
