@@ -27,6 +27,7 @@ import * as os from 'node:os';
 import { ChunkCache } from './cache/chunkCache';
 import { DirtyStore } from './cache/dirty';
 import { HandlePool } from './cache/handles';
+import { ReceivedIO } from './cache/received';
 import { SealedIO } from './cache/sealed';
 import { Keys } from './chunk/crypto';
 import { EngineSettings } from './config';
@@ -166,6 +167,7 @@ export async function openLocalStores(
     handles,
     () => dirty.totalBytes,
     sealed,
+    new ReceivedIO(opts.keys.cacheKey, opts.keys.chunkKey),
   );
   await cache.init();
   cache.onDamaged = (name, why) => opts.log?.(`cached chunk ${name} was damaged (${why}); fetching it again`);

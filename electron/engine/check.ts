@@ -21,6 +21,8 @@ import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, decodeChunk } from './chunk/format';
 import { FilespaceHeader } from './filespace';
 import { MetaStore, inodesChangedBy } from './meta/metastore';
+import { readCacheFile } from './cache/chunkCache';
+import { ReceivedIO } from './cache/received';
 import { SealedIO, logicalSize } from './cache/sealed';
 import { RemoteMeta } from './meta/remote';
 import { ROOT_INO, Tree, pathsOf } from './meta/tree';
@@ -194,6 +196,7 @@ export async function checkFilespace(opts: {
         );
         const chunksDir = path.join(opts.cacheDir, 'chunks');
         const io = new SealedIO(keys.cacheKey);
+        const received = new ReceivedIO(keys.cacheKey, keys.chunkKey);
         for (const sub of await fsp.readdir(chunksDir).catch(() => [] as string[])) {
           for (const name of await fsp.readdir(path.join(chunksDir, sub)).catch(() => [] as string[])) {
             if (name.includes('.tmp')) continue;
@@ -202,8 +205,7 @@ export async function checkFilespace(opts: {
             try {
               const len = logicalSize((await fh.stat()).size);
               if (len === undefined) throw new Error('impossible size');
-              const fileId = await io.readHeader(fh, `cached chunk ${name}`, name, len);
-              const data = await io.readAll(fh, fileId, len, `cached chunk ${name}`);
+              const data = await readCacheFile(fh, name, len, io, received);
               if (chunkName(keys.nameKey, data) !== name) throw new Error('content does not match its name');
             } catch (err) {
               problems.push(`local: cached chunk ${name} is damaged (${(err as Error).message}); it would be fetched again`);

@@ -39,6 +39,17 @@ export const engineSettingsSchema = z
      */
     writeStallTimeoutMs: z.number().int().min(0).max(3_600_000),
     /**
+     * Memory for writes acknowledged before they reach the dirty store on disk (they are sealed
+     * and written behind, in batches; close and fsync wait for them).
+     */
+    writeBufferBytes: z
+      .number()
+      .int()
+      .min(256 * 1024, 'the write buffer must be at least 256KiB')
+      .max(1024 ** 3),
+    /** The longest written data waits in that memory before it goes to the dirty store. */
+    writeBufferFlushMs: z.number().int().min(1).max(3_600_000),
+    /**
      * A request unanswered this long makes the engine probe the bucket; a probe unanswered this
      * long means offline.
      */
@@ -85,6 +96,8 @@ export const DEFAULT_SETTINGS: EngineSettings = {
   prefetchMaxChunks: 8,
   readTimeoutMs: 60_000,
   writeStallTimeoutMs: 30_000,
+  writeBufferBytes: 8 * 1024 * 1024,
+  writeBufferFlushMs: 200,
   probeTimeoutMs: 3_000,
   metaPushDelayMs: 500,
   leaseTtlMs: 30_000,

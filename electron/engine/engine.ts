@@ -10,7 +10,8 @@
  *   cache/dirty.ts       dirty chunks (invariant 1), the per-chunk lock, and the lock order
  *   cache/chunkCache.ts  clean chunks and the cache cap; cache/cacheDisk.ts the disk under them
  *   upload/writeback.ts  when each dirty chunk uploads; upload/uploader.ts the upload itself,
- *                        from a dirty chunk to a committed chunk (invariant 2)
+ *                        from a dirty chunk to a committed chunk (invariant 2), its buffers;
+ *                        upload/encoder.ts its per-byte work (in-thread, or worker threads)
  *   meta/metastore.ts    the tree and its journal; meta/replicator.ts pushes it to the bucket
  *   meta/role.ts         writer, follower or fenced: the lease, following, fencing (invariant 4)
  *   prefetch/fetcher.ts  downloads, merged and read ahead
@@ -52,6 +53,7 @@ import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { MonitoredStore } from './store/monitored';
 import { ObjectStore } from './store/types';
+import { DEFAULT_ENCODE_WORKERS } from './upload/encoder';
 import { Uploader, publishableOps } from './upload/uploader';
 import { WritebackQueue } from './upload/writeback';
 import { StallCause } from './vfs/backpressure';
@@ -76,6 +78,8 @@ export interface EngineOptions {
   readonly conditionalWrites?: boolean;
   /** The name the user knows this filespace by, for messages that name a command to run. */
   readonly name?: string;
+  /** Threads that do the per-byte work of uploads (upload/encoder.ts); default none (the engine thread). */
+  readonly encodeWorkers?: number;
 }
 
 export type { LeaseStatus } from './meta/role';
@@ -151,7 +155,7 @@ export class Engine {
       replicatorLog,
       () => this.role.segmentWriter(),
       () => this.role.beforePush(),
-      () => publishableOps(meta, dirty),
+      () => publishableOps(meta, this.vfs.unsent),
     );
     this.role = new MachineRole({
       mode: opts.mode ?? 'write',
@@ -164,9 +168,11 @@ export class Engine {
       remote: this.remote,
       replicator: this.replicator,
       settings: () => this.settings,
-      hasDirtyData: () => dirty.count > 0,
-      setAside: (reason) =>
-        this.aside.keepUnsent(
+      hasDirtyData: () => dirty.count > 0 || this.vfs.hasBufferedData,
+      setAside: async (reason) => {
+        // Writes acknowledged from memory are set aside too: into the dirty store first.
+        await this.vfs.flushAll();
+        await this.aside.keepUnsent(
           {
             tree: meta.tree,
             pending: meta.pendingRemote,
@@ -177,7 +183,8 @@ export class Engine {
             sizeOf: (inode) => this.vfs.sizeOf(inode),
           },
           reason,
-        ),
+        );
+      },
       sealHeader: () => sealHeaderWhenBound(opts.store, opts.header, opts.keys, this.remote, this.log),
       log: this.log,
     });
@@ -189,6 +196,9 @@ export class Engine {
       snapshotReads: () => this.role.mode === 'read',
       drainBlocked: () => this.drainBlocked(),
       writeStallTimeoutMs: () => this.settings.writeStallTimeoutMs,
+      writeBufferBytes: this.settings.writeBufferBytes,
+      writeBufferFlushMs: this.settings.writeBufferFlushMs,
+      log: this.log,
     });
     this.uploader = new Uploader({
       dirty,
@@ -200,6 +210,8 @@ export class Engine {
       files: this.vfs,
       freed: () => this.vfs.noteDirtyFreed(),
       limitBytesPerSec: opts.settings.uploadLimitBytesPerSec,
+      uploadConcurrency: () => this.settings.uploadConcurrency,
+      encodeWorkers: opts.encodeWorkers ?? DEFAULT_ENCODE_WORKERS,
       log: this.log,
     });
     this.writeback = new WritebackQueue({
@@ -366,7 +378,7 @@ export class Engine {
 
   stats(): EngineStats {
     return {
-      dirtyBytes: this.dirty.dataBytes,
+      dirtyBytes: this.dirty.dataBytes + this.vfs.bufferedBytes,
       dirtyFiles: this.dirty.fileCount,
       dirtyChunks: this.dirty.count,
       pendingMetaOps: this.replicator.pendingOps,
@@ -416,13 +428,15 @@ export class Engine {
   async sync(deadlineMs: number): Promise<boolean> {
     for (;;) {
       if (this.replicator.conflict) return false;
+      // A failure (a full cache disk) leaves the data buffered: this round then ends unfinished.
+      await this.vfs.flushAll().catch(() => undefined);
       this.vfs.commitAllSizes();
       const dataDone = await Promise.race([this.writeback.drain(deadlineMs), this.writingStopped]);
       if (!dataDone) return false;
       this.vfs.commitAllSizes();
       await this.replicator.pushNow();
       if (this.replicator.conflict) return false;
-      if (this.writeback.pending === 0 && this.replicator.pendingOps === 0) return true;
+      if (this.writeback.pending === 0 && this.replicator.pendingOps === 0 && !this.vfs.hasBufferedData) return true;
       if (Date.now() >= deadlineMs) return false;
       await this.replicator.progress.wait(Math.min(500, Math.max(1, deadlineMs - Date.now())));
     }
@@ -440,6 +454,9 @@ export class Engine {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Writes acknowledged from memory go to the dirty store before anything stops.
+    this.vfs.stop();
+    await this.vfs.flushAll().catch((err) => this.log(`closing: writing buffered data failed: ${(err as Error).message}`));
     // In-flight uploads commit nothing more; their chunks stay dirty and upload next time.
     this.uploader.stop();
     for (const t of this.timers) clearInterval(t);
@@ -447,6 +464,7 @@ export class Engine {
     await this.role.stop(w.follow);
     this.writeback.stop();
     await this.writeback.idle(w.uploads);
+    await this.uploader.close();
     this.vfs.commitAllSizes();
     // Give metadata already committed a short chance to reach the bucket; it stays queued otherwise.
     await settledWithin(this.replicator.pushNow(), w.push);
@@ -465,10 +483,12 @@ export class Engine {
         this.log(`closing: ${what} failed: ${(err as Error).message}`);
       }
     };
+    await local('writing buffered data', () => this.vfs.flushAll());
     await local('syncing the dirty store', () => this.dirty.syncAll());
     await local('saving the metadata', () => this.meta.close());
     // Let the next writer in at once; a release that fails just lets the lease expire.
     await this.role.release(w.lease);
+    await local('writing downloaded chunks into the cache', () => this.fetcher.cacheWritesDone());
     await local('closing cache files', () => this.handles.closeAll());
     await this.opts.store.close().catch(() => undefined);
     if (durable) await fsp.rm(this.lockFile, { force: true });

@@ -41,7 +41,12 @@ export class FsError extends Error {
     readonly errno: Errno,
     message?: string,
   ) {
+    // An answer, not a fault: no stack trace (ENOENT on every lookup of a new name and
+    // ENODATA on the kernel's xattr check before every write made it a cost per request).
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(message ?? errno);
+    Error.stackTraceLimit = limit;
     this.name = 'FsError';
   }
 }

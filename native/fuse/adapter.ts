@@ -13,6 +13,12 @@
  * timeout; writes under backpressure wait, by design, and fail with ENOSPC after the write-stall
  * timeout when nothing can drain; see the engine's vfs/backpressure.ts).
  *
+ * The kernel's page cache: by default every open drops the pages the kernel cached for the
+ * file, so each read crosses FUSE. Open answers with keep_cache when the filesystem says the
+ * cached pages can only hold what the new handle reads (`keepCache`), or with direct I/O when
+ * the handle must read around them (`directIo`); the corrected addon carries both as bits of
+ * the returned handle (build-addon.js), and keep_cache only if the loaded addon says it knows it.
+ *
  * Files deleted while open: libfuse2's high-level API (all fuse-native offers) renames such a
  * file to `.fuse_hidden<node><counter>` in its directory and unlinks that name at the last
  * close. Passed through as a rename, the hidden name would be committed, listed, replicated to
@@ -45,7 +51,11 @@ import { existsSync, promises as fsp } from 'node:fs';
 
 interface FuseNativeModule {
   readonly Fuse: FuseNativeCtor;
-  readonly binding: { fuse_native_unmount(mnt: string, thread: Buffer): void };
+  readonly binding: {
+    fuse_native_unmount(mnt: string, thread: Buffer): void;
+    /** The handle bit that asks for keep_cache (corrected addons that understand it). */
+    readonly open_keep_cache?: number;
+  };
 }
 
 let loaded: FuseNativeModule | undefined;
@@ -53,6 +63,8 @@ let loaded: FuseNativeModule | undefined;
 export let modificationTimesExact = false;
 /** The corrected addon passes names as bytes (latin1 strings); the stock one as UTF-8. */
 let namesAsBytes = false;
+/** The bit of an open handle that keeps the kernel's cached pages, when the addon has one. */
+let keepCacheBit = 0;
 
 /**
  * Loads fuse-native on first use (so commands that never mount never need it), naming the
@@ -76,6 +88,7 @@ function fuseNative(): FuseNativeModule {
     const binding = loadBinding(dir);
     modificationTimesExact = dir === corrected;
     namesAsBytes = dir === corrected;
+    keepCacheBit = dir === corrected && binding.open_keep_cache === KEEP_CACHE_BIT ? KEEP_CACHE_BIT : 0;
     loaded = { Fuse, binding };
     return loaded;
   } catch (err) {
@@ -139,6 +152,8 @@ export function nameToWire(name: string): string {
 
 /** Set in a handle returned from open to ask the corrected addon for direct I/O. */
 const DIRECT_IO_BIT = 0x40000000;
+/** Set in a handle returned from open to ask the corrected addon for keep_cache. */
+const KEEP_CACHE_BIT = 0x20000000;
 
 interface FuseNativeInstance {
   mnt: string;
@@ -171,6 +186,11 @@ export interface FuseFilesystem {
   open(path: string, flags: number): number;
   /** True when this handle must bypass the kernel's page cache (honoured by the corrected addon). */
   directIo?(fh: number): boolean;
+  /**
+   * True when the kernel may keep the pages it cached for this file at this open (honoured by a
+   * corrected addon that exports `open_keep_cache`; otherwise every open drops them).
+   */
+  keepCache?(fh: number): boolean;
   create(path: string, mode: number): number;
   read(fh: number, buf: Buffer, len: number, pos: number): Promise<number>;
   write(fh: number, data: Buffer, pos: number): Promise<number>;
@@ -478,7 +498,8 @@ export class FuseMount {
           'open',
           () => {
             const fh = fs.open(n(p), flags);
-            return modificationTimesExact && fs.directIo?.(fh) ? fh | DIRECT_IO_BIT : fh;
+            if (modificationTimesExact && fs.directIo?.(fh)) return fh | DIRECT_IO_BIT;
+            return keepCacheBit && fs.keepCache?.(fh) ? fh | keepCacheBit : fh;
           },
           cb,
         ),

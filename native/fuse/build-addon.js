@@ -13,7 +13,11 @@
 //     with bit 30 of the returned handle, stripped before libfuse sees it. A read-only follower
 //     uses it when a file it already has open changed in the bucket, so the kernel's shared page
 //     cache cannot mix the two versions.
-//  3. Names cross as bytes: paths, names and link targets pass as latin1 strings (one char per
+//  3. Keeping the kernel's page cache per file handle: the same hunk lets open(2) ask for
+//     keep_cache with bit 29 of the returned handle (exported as `open_keep_cache`, so the
+//     adapter knows the addon understands it). The filesystem asks for it when the pages the
+//     kernel holds for the file can only be of the version the new handle reads.
+//  4. Names cross as bytes: paths, names and link targets pass as latin1 strings (one char per
 //     byte) instead of UTF-8, which replaced invalid byte sequences with U+FFFD (two different
 //     names could become one). The first hunk adds a NAPI_LATIN1 macro; every other hunk turns
 //     napi_create_string_utf8(env, l->...) into napi_create_string_latin1, and NAPI_UTF8 /
@@ -24,16 +28,60 @@
 // When the sources do not match (fuse-native changed) nothing is built.
 // The corrected addon goes to native/fuse/addon/ (not in git) and native/fuse/adapter.ts
 // prefers it; without it (no compiler, no git, other sources) the stock prebuild is used and
-// only time setting, direct I/O and names that are not UTF-8 differ. Same N-API binary for
-// Node and Electron.
+// only time setting, direct I/O, page-cache keeping and names that are not UTF-8 differ. Same
+// N-API binary for Node and Electron.
+// It is built beside its final place and then swapped in, so a process loading the addon meanwhile
+// finds the old one or the new one, never half of one; an addon folder that is a symbolic link
+// (shared with another checkout) is replaced by its own build, never written through. If the
+// build fails, the addon built before (if any) stays in use. A stamp
+// in the folder names the sources and patch it was built from: with --if-stale (as `npm run
+// build` runs it) nothing is done while the stamp matches, so a changed patch is built once.
 'use strict';
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 
+const crypto = require('node:crypto');
+
 const src = path.dirname(require.resolve('fuse-native/package.json'));
-const out = path.join(__dirname, 'addon');
+const dest = path.join(__dirname, 'addon');
+const out = path.join(__dirname, `addon.build-${process.pid}`);
 const PATCH = path.join(__dirname, 'fuse-native.patch');
+const STAMP = '.built-from';
+const SOURCES = ['index.js', 'binding.gyp', 'package.json', 'semaphore.h', 'fuse-native.c'];
+
+/** What an addon built now would be built from: the sources, the patch and this script. */
+function stamp() {
+  const h = crypto.createHash('sha256');
+  for (const f of SOURCES) h.update(fs.readFileSync(path.join(src, f)));
+  h.update(fs.readFileSync(PATCH));
+  h.update(fs.readFileSync(__filename));
+  return `${h.digest('hex')}\n`;
+}
+
+function upToDate(want) {
+  try {
+    return (
+      fs.readFileSync(path.join(dest, STAMP), 'utf8') === want && fs.existsSync(path.join(dest, 'build', 'Release', 'fuse.node'))
+    );
+  } catch {
+    return false;
+  }
+}
+
+/** Puts the addon built in `out` in place of `dest` (a folder or a symbolic link). */
+function swapIn() {
+  const old = path.join(__dirname, `addon.old-${process.pid}`);
+  let moved = false;
+  try {
+    fs.renameSync(dest, old);
+    moved = true;
+  } catch (err) {
+    if (err.code !== 'ENOENT') throw err;
+  }
+  fs.renameSync(out, dest);
+  if (moved) fs.rmSync(old, { recursive: true, force: true });
+}
 
 /** Applies PATCH to the sources copied into `out`; the reason it does not apply, or undefined. */
 function applyPatch() {
@@ -54,14 +102,16 @@ function applyPatch() {
 }
 
 function main() {
+  const want = stamp();
+  if (process.argv.includes('--if-stale') && upToDate(want)) return;
   fs.rmSync(out, { recursive: true, force: true });
   fs.mkdirSync(out, { recursive: true });
-  for (const f of ['index.js', 'binding.gyp', 'package.json', 'semaphore.h', 'fuse-native.c'])
-    fs.copyFileSync(path.join(src, f), path.join(out, f));
+  for (const f of SOURCES) fs.copyFileSync(path.join(src, f), path.join(out, f));
   const refused = applyPatch();
   if (refused) {
     console.log(`fuse-native sources changed (${refused}); not building a corrected addon`);
     fs.rmSync(out, { recursive: true, force: true });
+    fs.rmSync(dest, { recursive: true, force: true }); // one built from other sources must not be used
     return;
   }
   const gyp = path.join(
@@ -80,15 +130,20 @@ function main() {
   const nodedir = process.env.npm_config_nodedir || (fs.existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);
   const args = [...nodeGyp.slice(1), 'rebuild', '--loglevel=error', ...(nodedir ? [`--nodedir=${nodedir}`] : [])];
   execFileSync(nodeGyp[0], args, { cwd: out, stdio: ['ignore', 'ignore', 'inherit'] });
-  console.log(`built the corrected FUSE addon in ${path.relative(process.cwd(), out)}`);
+  fs.writeFileSync(path.join(out, STAMP), want);
+  swapIn();
+  console.log(`built the corrected FUSE addon in ${path.relative(process.cwd(), dest)}`);
 }
 
 try {
   main();
 } catch (err) {
   fs.rmSync(out, { recursive: true, force: true });
+  const kept = fs.existsSync(path.join(dest, 'build', 'Release', 'fuse.node'));
   console.warn(
     `warning: could not build the corrected FUSE addon (${err.message.split('\n')[0]}); ` +
-      'the stock fuse-native build is used, which cannot set modification times on their own',
+      (kept
+        ? 'the one built before stays in use'
+        : 'the stock fuse-native build is used, which cannot set modification times on their own'),
   );
 }

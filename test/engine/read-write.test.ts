@@ -166,10 +166,11 @@ describe('reads and writes through the FUSE interface', () => {
     const realOpen = fsp.open;
     await withFile(m.fs, '/grow', O_WRONLY, async (fh) => {
       await writeAt(m.fs, fh, 0, head);
-      // The second piece of the next write starts a new dirty chunk file: hold its creation
-      // until the first chunk (now full, so due at once) was uploaded and left the dirty store.
+      // The second piece of the next write starts a new dirty chunk file (when the write
+      // buffer sends it on): hold its creation until the first chunk (now full, so due at
+      // once) was uploaded and left the dirty store.
       (fsp as { open: typeof realOpen }).open = (async (file: string, ...rest: unknown[]) => {
-        if (!gated && String(file).startsWith(path.join(m.cacheDir, 'dirty') + path.sep)) {
+        if (!gated && String(file).startsWith(path.join(m.cacheDir, 'dirty') + path.sep) && String(file).endsWith('.1')) {
           gated = true;
           await gate;
         }

@@ -70,6 +70,18 @@ export function runStoreConformance(name: string, make: () => Promise<StoreFixtu
     );
 
     it(
+      "is done with a PUT's body once the PUT resolves: reusing the buffer changes nothing stored",
+      withStore(async (store) => {
+        const body = randomBytes(256 * 1024);
+        const sent = Buffer.from(body);
+        await store.put('reused/body', body);
+        body.fill(0x5a);
+        const got = await store.get('reused/body');
+        assert.ok(got?.body.equals(sent));
+      }),
+    );
+
+    it(
       'stores an empty object',
       withStore(async (store) => {
         const etag = await store.put('empty', Buffer.alloc(0));

@@ -5,7 +5,9 @@
  */
 
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';
+import { crc32 } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { StoreError } from '../../electron/engine/store/types';
 import { createBucket, freePort, s3StoreFor, startMoto, type MotoServer } from '../helpers/moto';
@@ -37,6 +39,17 @@ describe('S3Store against moto', () => {
         }
       },
     };
+  });
+
+  it("stores an object sent with the caller's CRC32 and no body hash", async () => {
+    const store = s3StoreFor(moto.endpoint, bucket, 'crc');
+    try {
+      const body = randomBytes(3 * 1024 * 1024 + 17);
+      await store.put('chunks/ab/abcd', body, { crc32: crc32(body) });
+      assert.ok((await store.get('chunks/ab/abcd'))?.body.equals(body));
+    } finally {
+      await store.close();
+    }
   });
 
   it('keeps filespaces under different prefixes apart', async () => {

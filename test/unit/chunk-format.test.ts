@@ -2,9 +2,10 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { describe, it } from 'node:test';
 import { AuthError } from '../../electron/engine/chunk/crypto';
-import { chunkKey, decodeChunk, encodeChunk } from '../../electron/engine/chunk/format';
+import { chunkKey, decodeChunk, encodeChunk, encodeChunkInto, maxEncodedBytes } from '../../electron/engine/chunk/format';
 
 const key = randomBytes(32);
 const HEADER = 5; // "FSC1" | flags
@@ -79,5 +80,48 @@ describe('chunk objects', () => {
       await assert.rejects(decodeChunk(key, 'aaaa', obj.subarray(0, len)), AuthError, `truncated to ${len}`);
     }
     await assert.rejects(decodeChunk(key, 'aaaa', Buffer.concat([Buffer.from('FSC2'), obj.subarray(4)])), AuthError);
+  });
+
+  it('reads objects written by the first version of the format (FSC1, fixed bytes)', async () => {
+    // Sealed with key 01..01 and nonce 02..02 by the format's definition, outside this code:
+    // `FSC1 | flags | nonce | AES-256-GCM(payload, aad "chunk:<name>:<flags>") | tag`.
+    const fixedKey = Buffer.alloc(32, 1);
+    const stored = Buffer.from(
+      '465343310002020202020202020202020266f6aa213f39aadda0a9dda439c3e2d0db95a5878e91eb18aff494db0e9e060c1e1070170209839b2f4b728ff055311adeb4f1665aaee83adc35a059dd67441915',
+      'hex',
+    );
+    assert.equal((await decodeChunk(fixedKey, 'n1', stored)).toString(), 'a chunk sealed by the first version of the format');
+    const deflated = Buffer.from(
+      '46534331010202020202020202020202024c828187629a0aabfb82f10415ea93fa08e1f926a3e4c5baf1adceaa50b05955b9b3d164a52020e7a139b7cf095779f5406dd3fc25f3d9260bb195f9bc55c6118af2d410d01b774e',
+      'hex',
+    );
+    assert.equal(
+      (await decodeChunk(fixedKey, 'n2', deflated)).toString(),
+      'a chunk sealed by the first version of the format\n'.repeat(12),
+    );
+  });
+
+  it("encodes into a caller's buffer the same object, with the CRC32 of its bytes", async () => {
+    for (const plain of [Buffer.alloc(0), Buffer.from('x'), text(300_000), randomBytes(300_000), randomBytes(4 << 20)]) {
+      const out = Buffer.alloc(maxEncodedBytes(plain.length) + 100, 0xee);
+      const enc = await encodeChunkInto(key, 'name', plain, out);
+      const obj = out.subarray(0, enc.length);
+      assert.deepEqual(obj.subarray(0, 4), Buffer.from('FSC1'));
+      assert.equal(obj[4], enc.deflated ? 1 : 0);
+      assert.deepEqual(await decodeChunk(key, 'name', obj), plain);
+      assert.equal(enc.crc32, crc32(obj), 'the CRC32 covers exactly the object');
+      assert.ok(
+        out.subarray(enc.length).every((b) => b === 0xee),
+        'nothing written past the object',
+      );
+      if (!enc.deflated) assert.equal(enc.length, maxEncodedBytes(plain.length));
+    }
+  });
+
+  it('refuses an output buffer too small for the chunk, before writing anything', async () => {
+    const plain = randomBytes(1000);
+    const out = Buffer.alloc(maxEncodedBytes(plain.length) - 1);
+    await assert.rejects(encodeChunkInto(key, 'n', plain, out), RangeError);
+    assert.ok(out.every((b) => b === 0));
   });
 });

@@ -275,6 +275,67 @@ describe('DirtyStore operations', () => {
     );
   });
 
+  it('writes unit patches in one batch: whole units as given, partial ones over the old bytes, zeros in a gap, exact accounting', async () => {
+    const s = await freshStore();
+    const full = randomBytes(UNIT);
+    const part = Buffer.alloc(UNIT);
+    randomBytes(4900).copy(part, 100);
+    // A new chunk from patches alone: unit 0 whole, unit 1 never written (zeros), unit 2 in part.
+    const end = 2 * UNIT + 5000;
+    const d = await s.createWithUnits(
+      1,
+      0,
+      [
+        { index: 0, data: full, ranges: [0, UNIT] },
+        { index: 2, data: part, ranges: [100, 5000] },
+      ],
+      end,
+      50,
+      20,
+    );
+    const expected = Buffer.alloc(end);
+    full.copy(expected, 0);
+    part.copy(expected, 2 * UNIT + 100, 100, 5000);
+    assert.equal(d.len, end);
+    assert.equal(d.firstDirtyMs, 20, 'dirty since the first buffered byte arrived');
+    assert.deepEqual(await s.readAll(d), expected);
+    assert.equal(s.totalBytes, physicalSize(end));
+    assert.equal((await stat(s.pathOf(1, 0))).size, physicalSize(end));
+    // A batch over it: a few bytes inside unit 1, unit 2 again in part, and unit 4 past the end.
+    const u1 = Buffer.alloc(UNIT);
+    randomBytes(10).copy(u1, 10);
+    const u2 = Buffer.alloc(UNIT);
+    randomBytes(UNIT - 4000).copy(u2, 4000);
+    const u4 = Buffer.alloc(UNIT);
+    randomBytes(7).copy(u4, 0);
+    const gen = d.gen;
+    await s.writeUnits(
+      d,
+      [
+        { index: 1, data: u1, ranges: [10, 20] },
+        { index: 2, data: u2, ranges: [4000, UNIT] },
+        { index: 4, data: u4, ranges: [0, 7] },
+      ],
+      4 * UNIT + 7,
+      60,
+    );
+    const after = Buffer.alloc(4 * UNIT + 7);
+    expected.copy(after, 0);
+    u1.copy(after, UNIT + 10, 10, 20);
+    u2.copy(after, 2 * UNIT + 4000, 4000, UNIT);
+    u4.copy(after, 4 * UNIT, 0, 7);
+    assert.equal(d.len, after.length);
+    assert.ok(d.gen > gen);
+    assert.deepEqual(await s.readAll(d), after);
+    assert.equal(s.totalBytes, physicalSize(after.length));
+    assert.equal((await stat(s.pathOf(1, 0))).size, physicalSize(after.length));
+    // What is on disk is what a restart reads back.
+    await handles.closeAll();
+    const again = new DirtyStore(dir, handles, io);
+    await again.init(() => after.length, 0, { uncleanStop: true });
+    assert.deepEqual(await again.readAll(again.get(1, 0)!), after);
+  });
+
   it('keeps the data out of the file on disk in plaintext', async () => {
     const s = await freshStore();
     const marker = Buffer.from('PLAINTEXT-MARKER-0123456789');

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { HEADER, SealedIO, UNIT, logicalSize, physicalSize } from '../../electron/engine/cache/sealed';
+import { HEADER, SealedIO, UNIT, logicalSize, physicalSize, sealedBodySize } from '../../electron/engine/cache/sealed';
 import { AuthError } from '../../electron/engine/chunk/crypto';
 
 describe('sealed cache files', () => {
@@ -97,5 +97,35 @@ describe('sealed cache files', () => {
     assert.ok((await io.readHeader(h, 't', 'a'.repeat(40))).equals(fileId));
     await assert.rejects(io.readHeader(h, 't', 'b'.repeat(40)), AuthError);
     await h.close();
+  });
+
+  it("reads a whole file into a caller's buffer, opening the units where they were read", async () => {
+    for (const len of [1, 100, UNIT - 1, UNIT, UNIT + 1, 3 * UNIT + 17, 64 * UNIT]) {
+      const { fh, fileId } = await fresh(`into-${len}`);
+      const data = randomBytes(len);
+      await io.write(fh, fileId, 0, data, 0, 't');
+      const buf = Buffer.alloc(sealedBodySize(len));
+      await io.readAllInto(fh, fileId, len, buf, 't');
+      assert.ok(buf.subarray(0, len).equals(data), `len ${len}`);
+      assert.ok((await io.readAll(fh, fileId, len, 't')).equals(data));
+      await assert.rejects(io.readAllInto(fh, fileId, len, Buffer.alloc(sealedBodySize(len) - 1), 't'), RangeError);
+      await fh.close();
+    }
+  });
+
+  it("refuses a flipped byte in any unit when reading into a caller's buffer", async () => {
+    const { fh, fileId, file } = await fresh('into-tamper');
+    const len = 3 * UNIT + 5;
+    await io.write(fh, fileId, 0, randomBytes(len), 0, 't');
+    await fh.close();
+    const raw = await fsp.readFile(file);
+    for (const at of [HEADER + 1, HEADER + UNIT + 100, raw.length - 1]) {
+      const bad = Buffer.from(raw);
+      bad[at]! ^= 1;
+      await fsp.writeFile(file, bad);
+      const h = await fsp.open(file, 'r');
+      await assert.rejects(io.readAllInto(h, fileId, len, Buffer.alloc(sealedBodySize(len)), 't'), AuthError, `byte ${at}`);
+      await h.close();
+    }
   });
 });

@@ -1,12 +1,15 @@
 /**
  * Unit tests for the object stores that need no network: the conformance suite on MemoryStore
  * and LocalDiskStore, the local store's own guarantees (unsafe keys refused, conditional
- * writes exclusive across instances and processes, abandoned locks broken), and the S3
- * store's error translation, which is a pure function.
+ * writes exclusive across instances and processes, abandoned locks broken), the S3
+ * store's error translation, which is a pure function, and the checksums its PUTs carry, seen
+ * by a loopback server that checks them as S3 does.
  */
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import * as http from 'node:http';
+import { crc32 } from 'node:zlib';
 import { mkdtemp, readdir, rm, writeFile, mkdir, utimes } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -14,7 +17,7 @@ import { describe, it } from 'node:test';
 import { createHash } from 'node:crypto';
 import { LocalDiskStore } from '../../electron/engine/store/local';
 import { MemoryStore } from '../../electron/engine/store/memory';
-import { S3Store, toStoreError } from '../../electron/engine/store/s3';
+import { S3Store, crc32Header, toStoreError } from '../../electron/engine/store/s3';
 import { StoreError } from '../../electron/engine/store/types';
 import { expectStoreError, runStoreConformance } from '../helpers/storeConformance';
 
@@ -270,6 +273,7 @@ describe('S3Store error translation', () => {
     ['500', sdkError('InternalError', 500), 's3:PutObject', where, 'ServerError'],
     ['503', sdkError('ServiceUnavailable', 503), 's3:PutObject', where, 'ServerError'],
     ['501', sdkError('NotImplemented', 501), 's3:PutObject', where, 'Other'],
+    ['checksum mismatch', sdkError('BadDigest', 400), 's3:PutObject', where, 'Corrupt'],
     ['other', sdkError('InvalidArgument', 400), 's3:PutObject', where, 'Other'],
   ];
   for (const [label, err, action, w, code] of cases) {
@@ -309,5 +313,100 @@ describe('S3Store error translation', () => {
     const plain = new S3Store({ bucket: 'b', region: 'eu-west-1' });
     assert.equal(plain.description, 's3://b');
     await plain.close();
+  });
+});
+
+/** A loopback server answering PUTs as S3 does about checksums: a CRC32 header that does not match the body is refused. */
+async function checkingServer(): Promise<{
+  endpoint: string;
+  seen: Array<{ headers: http.IncomingHttpHeaders; body: Buffer }>;
+  close(): Promise<void>;
+}> {
+  const seen: Array<{ headers: http.IncomingHttpHeaders; body: Buffer }> = [];
+  const server = http.createServer((req, res) => {
+    const parts: Buffer[] = [];
+    req.on('data', (d: Buffer) => parts.push(d));
+    req.on('end', () => {
+      const body = Buffer.concat(parts);
+      seen.push({ headers: req.headers, body });
+      const sent = req.headers['x-amz-checksum-crc32'];
+      if (typeof sent === 'string' && sent !== crc32Header(crc32(body))) {
+        res.writeHead(400, { 'content-type': 'application/xml' });
+        res.end(
+          '<?xml version="1.0" encoding="UTF-8"?><Error><Code>BadDigest</Code><Message>The CRC32 you specified did not match the calculated checksum.</Message></Error>',
+        );
+        return;
+      }
+      res.writeHead(200, { ETag: '"abc"' });
+      res.end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  return { endpoint: `http://127.0.0.1:${port}`, seen, close: () => new Promise((r) => server.close(() => r())) };
+}
+
+describe('S3Store PUT checksums', () => {
+  const storeAt = (endpoint: string) =>
+    new S3Store({
+      bucket: 'b',
+      endpoint,
+      region: 'us-east-1',
+      pathStyle: true,
+      maxAttempts: 1,
+      credentials: { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'secret' },
+    });
+
+  it("sends the caller's CRC32, signed, and no hash of the body", async () => {
+    const srv = await checkingServer();
+    const store = storeAt(srv.endpoint);
+    try {
+      const body = Buffer.from('a sealed chunk, say');
+      await store.put('chunks/ab/abcd', body, { crc32: crc32(body) });
+      const { headers, body: got } = srv.seen[0]!;
+      assert.ok(got.equals(body));
+      assert.equal(headers['x-amz-checksum-crc32'], crc32Header(crc32(body)));
+      assert.equal(headers['x-amz-content-sha256'], 'UNSIGNED-PAYLOAD');
+      const signed = /SignedHeaders=([^,]+)/.exec(String(headers.authorization))?.[1]?.split(';') ?? [];
+      assert.ok(signed.includes('x-amz-checksum-crc32'), `signed headers: ${signed.join(';')}`);
+      assert.ok(signed.includes('x-amz-content-sha256'));
+      assert.equal(
+        Object.keys(headers).filter((h) => h.startsWith('x-amz-checksum-')).length,
+        1,
+        'no second checksum from the SDK',
+      );
+    } finally {
+      await store.close();
+      await srv.close();
+    }
+  });
+
+  it('reports a body the bucket received damaged as Corrupt, which is retried', async () => {
+    const srv = await checkingServer();
+    const store = storeAt(srv.endpoint);
+    try {
+      const body = Buffer.from('a sealed chunk, say');
+      const e = await expectStoreError(store.put('chunks/ab/abcd', body, { crc32: crc32(body) ^ 1 }), 'Corrupt');
+      assert.ok(e.retryable);
+      assert.match(e.message, /damaged/);
+    } finally {
+      await store.close();
+      await srv.close();
+    }
+  });
+
+  it("keeps the SDK's own checksums for PUTs without a caller's CRC32", async () => {
+    const srv = await checkingServer();
+    const store = storeAt(srv.endpoint);
+    try {
+      const body = Buffer.from('{"small":"metadata"}');
+      await store.put('meta/x', body);
+      const { headers } = srv.seen[0]!;
+      assert.equal(headers['x-amz-content-sha256'], createHash('sha256').update(body).digest('hex'));
+      assert.equal(headers['x-amz-checksum-crc32'], crc32Header(crc32(body)));
+    } finally {
+      await store.close();
+      await srv.close();
+    }
   });
 });

@@ -20,7 +20,7 @@ import { PutOptions } from '../../electron/engine/store/types';
 import { Uploader } from '../../electron/engine/upload/uploader';
 
 const CS = 64 * 1024;
-const keys = { nameKey: randomBytes(32), chunkKey: randomBytes(32) };
+const keys = { nameKey: randomBytes(32), chunkKey: randomBytes(32), cacheKey: randomBytes(32) };
 
 /** Calls `onPut` before each chunk PUT reaches the bucket. */
 class WatchedStore extends MemoryStore {
@@ -46,7 +46,7 @@ let uploader: Uploader;
 beforeEach(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'filespace-uploader-'));
   handles = new HandlePool();
-  const sealed = new SealedIO(randomBytes(32));
+  const sealed = new SealedIO(keys.cacheKey);
   meta = await MetaStore.create(path.join(dir, 'meta'), Tree.create(CS, 0, 0, 1), 0);
   dirty = new DirtyStore(dir, handles, sealed);
   await dirty.init(() => 'deleted', 0);
@@ -84,6 +84,8 @@ beforeEach(async () => {
     },
     freed: () => void events.push('freed'),
     limitBytesPerSec: 0,
+    uploadConcurrency: () => 4,
+    encodeWorkers: 0,
     log: () => undefined,
   });
 });

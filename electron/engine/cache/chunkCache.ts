@@ -1,7 +1,10 @@
 /**
- * The clean chunk cache: chunks already safe in the bucket, kept on local disk as sealed files
- * (encrypted at rest and bound to their name, see sealed.ts) at `chunks/<aa>/<name>`, and
- * evicted least-recently-used first. A cache file that fails authentication (modified,
+ * The clean chunk cache: chunks already safe in the bucket, kept on local disk at
+ * `chunks/<aa>/<name>`, and evicted least-recently-used first. A chunk downloaded from the
+ * bucket is kept as received (its ciphertext, with a code per unit: received.ts), so caching
+ * it costs no cipher pass; a compressed one, and a dirty chunk handed over after its upload,
+ * as a sealed file (encrypted at rest and bound to their name: sealed.ts). Both layouts take
+ * the same room for the same data. A cache file that fails authentication (modified,
  * truncated, or renamed to another chunk's name) is removed and reported as a miss, so the
  * chunk is fetched again from the bucket: wrong bytes are never served.
  *
@@ -22,15 +25,40 @@
  * A miss is not an error: `read` resolves to `undefined` when the chunk is not here.
  *
  * Sequential readers are served from a small in-memory LRU of whole chunks (`memoryBytes`,
- * 32 MiB by default): one disk read per chunk instead of one per 128 KiB FUSE request. Clean
- * chunks are immutable (named by content), so a copy in memory can never go stale.
+ * 48 MiB by default): one disk read per chunk instead of one per 128 KiB FUSE request. Clean
+ * chunks are immutable (named by content), so a copy in memory can never go stale. Chunks
+ * downloaded ahead of a reader are kept as "not yet read": chunks already read are evicted
+ * before them, and when memory holds only unread chunks a new read-ahead chunk is not kept
+ * (it is read from the disk copy when its turn comes), so read-ahead never evicts itself.
  */
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { AuthError } from '../chunk/crypto';
+import { receivedCiphertext } from '../chunk/format';
 import { HandlePool } from './handles';
+import { ReceivedHeader, ReceivedIO } from './received';
 import { SealedIO, logicalSize, physicalSize } from './sealed';
+
+/** A cache file's checked header: a sealed file's id, or a received file's header. */
+type CacheFile = { readonly sealed: Buffer } | { readonly received: ReceivedHeader };
+
+/**
+ * Reads a whole cache file of chunk `name` holding `len` data bytes, whichever its layout
+ * (throws AuthError when it does not check out). For tools that look at cache files directly.
+ */
+export async function readCacheFile(
+  fh: fsp.FileHandle,
+  name: string,
+  len: number,
+  io: SealedIO,
+  received: ReceivedIO,
+): Promise<Buffer> {
+  const what = `cached chunk ${name}`;
+  const r = await received.readHeader(fh);
+  if (r) return received.readAll(fh, r, name, len, what);
+  return io.readAll(fh, await io.readHeader(fh, what, name, len), len, what);
+}
 
 export interface CacheLimits {
   capBytes: number;
@@ -52,10 +80,12 @@ export class ChunkCache {
   misses = 0;
   /** Whole decoded chunks kept in memory for sequential readers, LRU order. */
   private readonly memory = new Map<string, Buffer>();
+  /** Those of them downloaded ahead and not read since. */
+  private readonly unread = new Set<string>();
   private memoryUsed = 0;
   private readonly memoryBytes: number;
-  /** Sealing ids of cache files whose header was checked, by chunk name. */
-  private readonly fileIds = new Map<string, Buffer>();
+  /** Headers of cache files already read (and for sealed files checked), by chunk name. */
+  private readonly files = new Map<string, CacheFile>();
   /** Called when a damaged cache file is found (it is removed and refetched). */
   onDamaged: (name: string, why: string) => void = () => undefined;
 
@@ -65,39 +95,62 @@ export class ChunkCache {
     private readonly handles: HandlePool,
     private readonly dirtyBytes: () => number,
     private readonly io: SealedIO,
-    memoryBytes = 32 * 1024 * 1024,
+    /** Keeps downloaded chunks as received; without it they are sealed like the rest. */
+    private readonly received?: ReceivedIO,
+    memoryBytes = 48 * 1024 * 1024,
   ) {
     this.memoryBytes = memoryBytes;
   }
 
-  /** Keeps a decoded chunk in memory (for sequential readers); oldest copies go first. */
-  remember(name: string, data: Buffer): void {
+  /**
+   * Keeps a decoded chunk in memory (for sequential readers); copies already read go first,
+   * oldest first. `unread`: downloaded ahead of its reader (see the header).
+   */
+  remember(name: string, data: Buffer, unread = false): void {
     if (data.length > this.memoryBytes || this.memory.has(name)) return;
     this.memory.set(name, data);
     this.memoryUsed += data.length;
+    if (unread) this.unread.add(name);
     for (const [old, buf] of this.memory) {
       if (this.memoryUsed <= this.memoryBytes) break;
-      this.memory.delete(old);
-      this.memoryUsed -= buf.length;
+      if (old === name || this.unread.has(old)) continue;
+      this.forgetInMemory(old, buf);
+    }
+    if (this.memoryUsed <= this.memoryBytes) return;
+    // Only chunks not yet read are left: a new read-ahead chunk waits on disk; a chunk a reader
+    // wants now displaces the oldest read-ahead.
+    if (unread) {
+      this.forgetInMemory(name, data);
+      return;
+    }
+    for (const [old, buf] of this.memory) {
+      if (this.memoryUsed <= this.memoryBytes) break;
+      if (old !== name) this.forgetInMemory(old, buf);
     }
   }
 
-  /** Reads a cached chunk whole into memory; resolves false on a miss. */
-  async loadIntoMemory(name: string): Promise<boolean> {
+  private forgetInMemory(name: string, buf: Buffer): void {
+    this.memory.delete(name);
+    this.unread.delete(name);
+    this.memoryUsed -= buf.length;
+  }
+
+  /** Reads a cached chunk whole into memory (`ahead`: for a reader that has not reached it); resolves false on a miss. */
+  async loadIntoMemory(name: string, ahead = false): Promise<boolean> {
     if (this.memory.has(name)) return true;
     const data = await this.readAll(name);
     if (!data) return false;
-    this.remember(name, data);
+    this.remember(name, data, ahead);
     return true;
   }
 
   /**
-   * Runs `fn` on the open cache file with its checked sealing id and data length. A damaged
-   * file is removed and the result is undefined (a miss); so is a file that vanished.
+   * Runs `fn` on the open cache file with its header and data length. A damaged file is
+   * removed and the result is undefined (a miss); so is a file that vanished.
    */
   private async withFile<T>(
     name: string,
-    fn: (fh: fsp.FileHandle, fileId: Buffer, len: number) => Promise<T>,
+    fn: (fh: fsp.FileHandle, file: CacheFile, len: number) => Promise<T>,
   ): Promise<T | undefined> {
     for (let attempt = 0; ; attempt++) {
       const size = this.index.get(name);
@@ -106,18 +159,19 @@ export class ChunkCache {
       try {
         if (len === undefined) throw new AuthError(`cached chunk ${name} (impossible size ${size})`);
         return await this.handles.use(this.pathOf(name), async (fh) => {
-          let fileId = this.fileIds.get(name);
-          if (!fileId) {
-            fileId = await this.io.readHeader(fh, `cached chunk ${name}`, name, len);
-            this.fileIds.set(name, fileId);
+          let file = this.files.get(name);
+          if (!file) {
+            const received = await this.received?.readHeader(fh);
+            file = received ? { received } : { sealed: await this.io.readHeader(fh, `cached chunk ${name}`, name, len) };
+            this.files.set(name, file);
           }
-          return fn(fh, fileId, len);
+          return fn(fh, file, len);
         });
       } catch (err) {
         if (err instanceof AuthError) {
           // Two stores of one chunk can race (equal content uploaded twice): the file may have
           // been replaced by an equally valid one. Look again before calling it damaged.
-          this.fileIds.delete(name);
+          this.files.delete(name);
           this.handles.forget(this.pathOf(name));
           if (attempt === 0) continue;
           this.onDamaged(name, err.message);
@@ -143,6 +197,7 @@ export class ChunkCache {
     if (buf) {
       this.memory.delete(name);
       this.memory.set(name, buf);
+      this.unread.delete(name);
       this.hits++;
       this.touch(name);
     }
@@ -233,9 +288,11 @@ export class ChunkCache {
       return undefined;
     }
     this.touch(name);
-    const got = await this.withFile(name, async (fh, fileId, dataLen) => {
+    const got = await this.withFile(name, async (fh, file, dataLen) => {
       const n = Math.max(0, Math.min(len, dataLen - pos));
-      await this.io.read(fh, fileId, dataLen, buf, bufOff, n, pos, `cached chunk ${name}`);
+      const what = `cached chunk ${name}`;
+      if ('received' in file) await this.received!.read(fh, file.received, name, dataLen, buf, bufOff, n, pos, what);
+      else await this.io.read(fh, file.sealed, dataLen, buf, bufOff, n, pos, what);
       return n;
     });
     if (got === undefined) this.misses++;
@@ -246,7 +303,30 @@ export class ChunkCache {
   async readAll(name: string): Promise<Buffer | undefined> {
     if (!this.index.has(name)) return undefined;
     this.touch(name);
-    return this.withFile(name, (fh, fileId, len) => this.io.readAll(fh, fileId, len, `cached chunk ${name}`));
+    return this.withFile(name, (fh, file, len) =>
+      'received' in file
+        ? this.received!.readAll(fh, file.received, name, len, `cached chunk ${name}`)
+        : this.io.readAll(fh, file.sealed, len, `cached chunk ${name}`),
+    );
+  }
+
+  /**
+   * Stores a chunk downloaded from the bucket: `obj` as the bucket sent it (already
+   * authenticated by decoding it into `data`). Resolves as `put` does.
+   */
+  async putReceived(name: string, obj: Buffer, data: Buffer): Promise<boolean> {
+    const parts = this.received && receivedCiphertext(obj);
+    if (!parts || parts.ciphertext.length !== data.length) return this.put(name, data);
+    const buffers = this.received.fileFor(name, parts.nonce, parts.ciphertext);
+    return this.store(name, data.length, async (fh) => {
+      const total = buffers.reduce((n, b) => n + b.length, 0);
+      let done = (await fh.writev(buffers, 0)).bytesWritten;
+      if (done < total) {
+        // A short writev: the rest follows (rare).
+        const whole = Buffer.concat(buffers);
+        while (done < total) done += (await fh.write(whole, done, total - done, done)).bytesWritten;
+      }
+    });
   }
 
   /**
@@ -255,28 +335,38 @@ export class ChunkCache {
    * data fills the cap, or the disk is full).
    */
   async put(name: string, data: Buffer): Promise<boolean> {
+    return this.store(name, data.length, async (fh) => {
+      const { header, fileId } = this.io.newHeader();
+      await fh.write(header, 0, header.length, 0);
+      await this.io.writeNameTag(fh, fileId, name, data.length);
+      await this.io.write(fh, fileId, 0, data, 0, `cached chunk ${name}`);
+    });
+  }
+
+  /** Writes a cache file for `len` data bytes with `write` into a temp file, then moves it in (see `put`). */
+  private async store(name: string, len: number, write: (fh: fsp.FileHandle) => Promise<void>): Promise<boolean> {
     if (this.index.has(name)) return true;
     const file = this.pathOf(name);
     const tmp = `${file}.tmp${process.pid}.${Math.random().toString(36).slice(2)}`;
-    const size = physicalSize(data.length);
+    const size = physicalSize(len);
     // Reserve first and evict down to the low watermark, so the cap holds even with many
     // concurrent fetches landing at once.
     this.reservedBytes += size;
     try {
       await this.maybeEvict();
       if (this.usedBytes > this.effectiveCapBytes) return false;
-      await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-      const { header, fileId } = this.io.newHeader();
-      const fh = await fsp.open(tmp, 'w+', 0o600);
+      const fh = await fsp.open(tmp, 'w+', 0o600).catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+        await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 }); // the first chunk of its folder
+        return fsp.open(tmp, 'w+', 0o600);
+      });
       try {
-        await fh.write(header, 0, header.length, 0);
-        await this.io.writeNameTag(fh, fileId, name, data.length);
-        await this.io.write(fh, fileId, 0, data, 0, `cached chunk ${name}`);
+        await write(fh);
       } finally {
         await fh.close();
       }
       await fsp.rename(tmp, file);
-      this.fileIds.delete(name); // read back from the file's own header on first use
+      this.files.delete(name); // read back from the file's own header on first use
     } catch (err) {
       await fsp.rm(tmp, { force: true });
       throw err;
@@ -310,7 +400,7 @@ export class ChunkCache {
       }
       await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
       await fsp.rename(src, file);
-      this.fileIds.delete(name); // read back from the file's own header on first use
+      this.files.delete(name); // read back from the file's own header on first use
     } finally {
       this.reservedBytes -= size;
     }
@@ -335,7 +425,7 @@ export class ChunkCache {
   async remove(name: string): Promise<void> {
     const size = this.index.get(name) ?? 0;
     this.dropIndex(name);
-    this.fileIds.delete(name);
+    this.files.delete(name);
     this.handles.forget(this.pathOf(name));
     // Still on disk until the unlink completes: keep it counted until then.
     this.reservedBytes += size;

@@ -120,6 +120,22 @@ export interface OrphanChunk {
 /** The most one unit's pre-image takes on disk. */
 export const PRE_IMAGE_UNIT_BYTES = PRE_RECORD + UNIT + UNIT_OVERHEAD;
 
+/**
+ * New content for one 64 KiB unit of a chunk (`writeUnits`): the bytes of `data` within
+ * `ranges`, flat [lo, hi) pairs of offsets within the unit, sorted and disjoint. The unit's
+ * other bytes keep what the chunk has there (zeros past its end).
+ */
+export interface UnitPatch {
+  readonly index: number;
+  readonly data: Buffer;
+  readonly ranges: readonly number[];
+}
+
+/** Whether `ranges` (as in UnitPatch) cover [0, n). */
+function coversFromZero(ranges: readonly number[], n: number): boolean {
+  return n <= 0 || (ranges.length >= 2 && ranges[0] === 0 && ranges[1]! >= n);
+}
+
 export class DirtyStore {
   private readonly chunks = new Map<string, ChunkRecord>();
   /** The per-chunk lock (see the header). */
@@ -131,6 +147,11 @@ export class DirtyStore {
   orphans: OrphanChunk[] = [];
   /** Pre-image files of released chunks being removed, by chunk key (still counted meanwhile). */
   private readonly preRemovals = new Map<string, Promise<void>>();
+  /**
+   * Chunk keys whose pre-image file may outlive its chunk (its removal failed). After `init`
+   * no other pre-image file exists without its chunk, so a new chunk removes one only then.
+   */
+  private readonly stalePre = new Set<string>();
 
   constructor(
     private readonly dir: string,
@@ -163,12 +184,18 @@ export class DirtyStore {
    * Saves the pre-images of the durable units among [first, last] that exist on disk, before
    * they are rewritten. Resolves once they are durable.
    */
-  private async protect(d: DirtyChunk, first: number, last: number): Promise<void> {
+  private protect(d: DirtyChunk, first: number, last: number): Promise<void> {
+    const all: number[] = [];
+    for (let u = first; u <= last; u++) all.push(u);
+    return this.protectUnits(d, all);
+  }
+
+  /** `protect` for a list of units (ascending). */
+  private async protectUnits(d: DirtyChunk, touched: readonly number[]): Promise<void> {
     const st = this.durabilityOf(d);
     if (st.allUnsynced) return;
     const oldLen = d.len;
-    const units: number[] = [];
-    for (let u = first; u <= Math.min(last, lastUnitOf(oldLen)); u++) if (!st.unsynced.has(u)) units.push(u);
+    const units = touched.filter((u) => u <= lastUnitOf(oldLen) && !st.unsynced.has(u));
     if (units.length === 0) return;
     const file = this.pathOf(d.ino, d.idx);
     const records: Buffer[] = [];
@@ -399,7 +426,7 @@ export class DirtyStore {
 
   /** Starts a dirty chunk, seeded from `base` (the chunk's current clean bytes) if given. */
   async create(ino: number, idx: number, base: Buffer | undefined, nowMs: number): Promise<DirtyChunk> {
-    await this.preRemovals.get(DirtyStore.key(ino, idx));
+    await this.beforeNewFile(ino, idx);
     const file = this.pathOf(ino, idx);
     this.handles.forget(file);
     const { header, fileId } = this.io.newHeader();
@@ -413,9 +440,116 @@ export class DirtyStore {
     }
     const d: ChunkRecord = { ino, idx, fileId, len, gen: 1, firstDirtyMs: nowMs, lastWriteMs: nowMs };
     this.track(d);
-    await fsp.rm(`${file}.pre`, { force: true }); // from an earlier chunk of that name
     this.durability.set(DirtyStore.key(ino, idx), { allUnsynced: true, unsynced: new Set(), pre: false, preBytes: 0 });
     return d;
+  }
+
+  /**
+   * Starts a dirty chunk holding just `patches` up to `end` (zeros elsewhere; nothing to seed it
+   * from): one open and one writev of the header and every unit, and the file stays open in
+   * the handle pool for what comes next (more writes, the upload's read). This is what a small
+   * file costs at close. The caller counts the new file's bytes while it is written (as for
+   * `create`).
+   */
+  async createWithUnits(
+    ino: number,
+    idx: number,
+    patches: readonly UnitPatch[],
+    end: number,
+    nowMs: number,
+    dirtySinceMs = nowMs,
+  ): Promise<DirtyChunk> {
+    await this.beforeNewFile(ino, idx);
+    const file = this.pathOf(ino, idx);
+    this.handles.forget(file);
+    const { header, fileId } = this.io.newHeader();
+    try {
+      const units: number[] = [];
+      for (let u = 0; u <= lastUnitOf(end); u++) units.push(u);
+      const plains = await this.unitPlaintexts(undefined, fileId, units, patches, 0, end, `dirty chunk ${ino}.${idx}`);
+      const out = [header, ...plains.flatMap((plain, u) => this.io.sealUnit(fileId, u, plain))];
+      const fh = await fsp.open(file, 'w+', 0o600);
+      try {
+        let total = 0;
+        for (const b of out) total += b.length;
+        let done = (await fh.writev(out, 0)).bytesWritten;
+        if (done < total) {
+          const all = Buffer.concat(out);
+          while (done < all.length) done += (await fh.write(all, done, all.length - done, done)).bytesWritten;
+        }
+      } catch (err) {
+        await fh.close().catch(() => undefined);
+        throw err;
+      }
+      this.handles.adopt(file, fh);
+    } catch (err) {
+      await fsp.rm(file, { force: true }).catch(() => undefined);
+      throw err;
+    }
+    const d: ChunkRecord = {
+      ino,
+      idx,
+      fileId,
+      len: end,
+      gen: 1,
+      firstDirtyMs: Math.min(nowMs, dirtySinceMs),
+      lastWriteMs: nowMs,
+    };
+    this.track(d);
+    this.durability.set(DirtyStore.key(ino, idx), { allUnsynced: true, unsynced: new Set(), pre: false, preBytes: 0 });
+    return d;
+  }
+
+  /** Before a new file of chunk (ino, idx): its old pre-image file must be gone. */
+  private async beforeNewFile(ino: number, idx: number): Promise<void> {
+    const key = DirtyStore.key(ino, idx);
+    await this.preRemovals.get(key);
+    if (this.stalePre.has(key)) {
+      await fsp.rm(`${this.pathOf(ino, idx)}.pre`, { force: true });
+      this.stalePre.delete(key);
+    }
+  }
+
+  /**
+   * The plaintext of each of `units` (ascending) once `patches` are applied to a file holding
+   * `oldLen` bytes that will hold `newLen`: a unit a patch covers whole is the patch's own
+   * buffer (no copy); others are staged, with the old bytes they keep read from `fh`.
+   */
+  private async unitPlaintexts(
+    fh: FileHandle | undefined,
+    fileId: Buffer,
+    units: readonly number[],
+    patches: readonly UnitPatch[],
+    oldLen: number,
+    newLen: number,
+    what: string,
+  ): Promise<Buffer[]> {
+    const byIndex = new Map<number, UnitPatch>();
+    for (const p of patches) byIndex.set(p.index, p);
+    const plains: Buffer[] = [];
+    for (const u of units) {
+      const unitLen = Math.min(UNIT, newLen - u * UNIT);
+      const p = byIndex.get(u);
+      if (p && coversFromZero(p.ranges, unitLen)) {
+        plains.push(p.data.subarray(0, unitLen)); // the usual sequential case: no staging copy
+        continue;
+      }
+      const plain = Buffer.alloc(unitLen);
+      const oldPart = Math.min(unitLen, oldLen - u * UNIT);
+      if (oldPart > 0 && !(p && coversFromZero(p.ranges, oldPart))) {
+        const old = await this.io.readUnit(fh!, fileId, u, oldLen, what);
+        old.copy(plain, 0, 0, oldPart);
+      }
+      if (p) {
+        for (let r = 0; r < p.ranges.length; r += 2) {
+          const lo = p.ranges[r]!;
+          const hi = Math.min(p.ranges[r + 1]!, unitLen);
+          if (hi > lo) p.data.copy(plain, lo, lo, hi);
+        }
+      }
+      plains.push(plain);
+    }
+    return plains;
   }
 
   async write(chunk: DirtyChunk, data: Buffer, pos: number, nowMs: number): Promise<void> {
@@ -446,6 +580,64 @@ export class DirtyStore {
     for (let u = Math.floor(from / UNIT); u <= lastTouched; u++) st.unsynced.add(u);
   }
 
+  /**
+   * Writes a batch of unit patches (the VFS's write buffer, see vfs/writeBuffer.ts) that reach
+   * `end` at most: every unit they touch, and every unit between the old end and `end` (zeros
+   * where nothing was written), is sealed once and written with one writev per run of
+   * consecutive units. A unit only partly patched keeps its other bytes (read first). The
+   * chunk's dirty age becomes `dirtySinceMs` if that is earlier (when the data was first
+   * buffered). Call it under the chunk lock.
+   */
+  async writeUnits(
+    chunk: DirtyChunk,
+    patches: readonly UnitPatch[],
+    end: number,
+    nowMs: number,
+    dirtySinceMs = nowMs,
+  ): Promise<void> {
+    const d = rec(chunk);
+    const oldLen = d.len;
+    const newLen = Math.max(oldLen, end);
+    const touched = new Set<number>(patches.map((p) => p.index));
+    if (newLen > oldLen) {
+      // The old last unit grows and the units up to the new end must exist (zeros in a gap).
+      for (let u = oldLen % UNIT === 0 ? oldLen / UNIT : lastUnitOf(oldLen); u <= lastUnitOf(newLen); u++) touched.add(u);
+    }
+    const units = [...touched].filter((u) => u <= lastUnitOf(newLen)).sort((a, b) => a - b);
+    if (units.length === 0) return;
+    await this.protectUnits(d, units);
+    // Counted before the bytes reach the disk, so the cache total never trails the disk.
+    const growth = physicalSize(newLen) - physicalSize(oldLen);
+    this.bytes += growth;
+    d.len = newLen;
+    const what = `dirty chunk ${d.ino}.${d.idx}`;
+    try {
+      await this.handles.use(this.pathOf(d.ino, d.idx), async (fh) => {
+        const plains = await this.unitPlaintexts(fh, d.fileId, units, patches, oldLen, newLen, what);
+        // Sealed in one synchronous pass (the patches' buffers are the caller's and may change
+        // once this yields), then one writev per run of consecutive units.
+        const sealed = plains.map((plain, k) => this.io.sealUnit(d.fileId, units[k]!, plain));
+        for (let k = 0; k < units.length;) {
+          let j = k;
+          while (j + 1 < units.length && units[j + 1] === units[j]! + 1) j++;
+          await this.io.writeSealedRun(fh, units[k]!, sealed.slice(k, j + 1).flat());
+          k = j + 1;
+        }
+      });
+    } catch (err) {
+      if (this.get(d.ino, d.idx) === d) {
+        this.bytes -= growth;
+        d.len = oldLen;
+      }
+      throw err;
+    }
+    d.gen++;
+    d.lastWriteMs = nowMs;
+    d.firstDirtyMs = Math.min(d.firstDirtyMs, dirtySinceMs);
+    const st = this.durabilityOf(d);
+    for (const u of units) st.unsynced.add(u);
+  }
+
   async read(d: DirtyChunk, buf: Buffer, bufOff: number, len: number, pos: number): Promise<number> {
     const want = Math.max(0, Math.min(len, d.len - pos));
     if (want === 0) return 0;
@@ -461,6 +653,19 @@ export class DirtyStore {
     return this.handles.use(this.pathOf(d.ino, d.idx), (fh) =>
       this.io.readAll(fh, d.fileId, dataLen, `dirty chunk ${d.ino}.${d.idx}`),
     );
+  }
+
+  /**
+   * The chunk's sealed units as they are on disk, into `buf` (at least `sealedBodySize(d.len)`
+   * bytes, see sealed.ts), for the uploader to open where its work runs (`openSealedUnits` with
+   * the cache key and `d.fileId`); resolves to the data's length.
+   */
+  async readSealedInto(d: DirtyChunk, buf: Buffer): Promise<number> {
+    const dataLen = d.len;
+    await this.handles.use(this.pathOf(d.ino, d.idx), (fh) =>
+      this.io.readSealedInto(fh, dataLen, buf, `dirty chunk ${d.ino}.${d.idx}`),
+    );
+    return dataLen;
   }
 
   async truncate(chunk: DirtyChunk, len: number, nowMs: number): Promise<void> {
@@ -569,7 +774,10 @@ export class DirtyStore {
     const file = this.pathOf(d.ino, d.idx);
     this.handles.forget(file);
     await fsp.rm(file, { force: true });
-    await fsp.rm(`${file}.pre`, { force: true });
+    await fsp.rm(`${file}.pre`, { force: true }).catch((err: unknown) => {
+      this.stalePre.add(DirtyStore.key(d.ino, d.idx));
+      throw err;
+    });
     this.bytes -= pre;
   }
 
@@ -599,7 +807,7 @@ export class DirtyStore {
       const pre = st.preBytes;
       const removed: Promise<void> = fsp
         .rm(`${file}.pre`, { force: true })
-        .catch(() => undefined)
+        .catch(() => void this.stalePre.add(key))
         .then(() => {
           this.bytes -= pre;
           if (this.preRemovals.get(key) === removed) this.preRemovals.delete(key);

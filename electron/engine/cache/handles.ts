@@ -46,6 +46,13 @@ export class HandlePool {
     }
   }
 
+  /** Puts a handle its caller just opened (read-write) into the pool, as if `use` had opened it. */
+  adopt(file: string, fh: fsp.FileHandle): void {
+    this.forget(file);
+    this.entries.set(file, { fh: Promise.resolve(fh), refs: 0, retired: false });
+    this.trim();
+  }
+
   /** Drops a path from the pool (after rename or unlink); its handle closes once unused. */
   forget(file: string): void {
     const e = this.entries.get(file);

@@ -15,7 +15,9 @@
  *
  * Unit writes are single pwrite calls; a process crash never tears one, but a power loss can
  * (DirtyStore keeps pre-images of units it rewrites, see dirty.ts). Pure I/O helpers: the
- * callers (DirtyStore, ChunkCache) own locking and accounting.
+ * callers (DirtyStore, ChunkCache) own locking and accounting. Reads open units where they
+ * were read, in one buffer (`openSealedUnits`, which the uploader's encoder also runs on the
+ * raw units it is handed, possibly in a worker thread).
  */
 
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
@@ -49,6 +51,11 @@ export function logicalSize(size: number): number | undefined {
   return full * UNIT + rem - UNIT_OVERHEAD;
 }
 
+/** Bytes of the sealed units (the file without its header) for `len` bytes of data. */
+export function sealedBodySize(len: number): number {
+  return physicalSize(len) - HEADER;
+}
+
 export function unitOffset(i: number): number {
   return HEADER + i * (UNIT + UNIT_OVERHEAD);
 }
@@ -58,14 +65,50 @@ export function lastUnitOf(len: number): number {
   return len > 0 ? Math.floor((len - 1) / UNIT) : -1;
 }
 
+function unitAad(fileId: Buffer, i: number): Buffer {
+  const b = Buffer.allocUnsafe(20);
+  fileId.copy(b, 0, 0, 16);
+  b.writeUInt32BE(i, 16);
+  return b;
+}
+
+/** Opens one sealed unit (unit i of the file `fileId`); its data is a new buffer. */
+function openUnit(key: Buffer, fileId: Buffer, i: number, sealed: Buffer, what: string): Buffer {
+  if (sealed.length <= UNIT_OVERHEAD) throw new AuthError(what);
+  const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, NONCE));
+  d.setAAD(unitAad(fileId, i));
+  d.setAuthTag(sealed.subarray(sealed.length - TAG));
+  try {
+    const body = d.update(sealed.subarray(NONCE, sealed.length - TAG));
+    const fin = d.final(); // empty for GCM: no copy of the unit
+    return fin.length === 0 ? body : Buffer.concat([body, fin]);
+  } catch {
+    throw new AuthError(what);
+  }
+}
+
+/**
+ * Opens the sealed units held in `buf.subarray(0, size)` (unit `first` at 0, the others after
+ * it, as read from the file) where they are: unit i's data goes to (i - first) * UNIT, which
+ * never reaches a unit not yet opened (each sealed unit is longer than its data). Returns the
+ * data bytes. If a unit fails authentication, `buf` holds nothing usable. Pure: it needs only
+ * the key, so it can run on any thread that has the key and the buffer (upload/encoder.ts).
+ */
+export function openSealedUnits(key: Buffer, fileId: Buffer, buf: Buffer, size: number, first: number, what: string): number {
+  let data = 0;
+  for (let i = first, off = 0; off < size; i++) {
+    const n = Math.min(UNIT + UNIT_OVERHEAD, size - off);
+    data += openUnit(key, fileId, i, buf.subarray(off, off + n), `${what} unit ${i}`).copy(buf, data);
+    off += n;
+  }
+  return data;
+}
+
 export class SealedIO {
   constructor(private readonly key: Buffer) {}
 
   private aad(fileId: Buffer, i: number): Buffer {
-    const b = Buffer.allocUnsafe(20);
-    fileId.copy(b, 0, 0, 16);
-    b.writeUInt32BE(i, 16);
-    return b;
+    return unitAad(fileId, i);
   }
 
   private seal(fileId: Buffer, i: number, plain: Buffer): Buffer {
@@ -81,15 +124,7 @@ export class SealedIO {
   }
 
   private open(fileId: Buffer, i: number, sealed: Buffer, what: string): Buffer {
-    if (sealed.length <= UNIT_OVERHEAD) throw new AuthError(what);
-    const d = createDecipheriv('aes-256-gcm', this.key, sealed.subarray(0, NONCE));
-    d.setAAD(this.aad(fileId, i));
-    d.setAuthTag(sealed.subarray(sealed.length - TAG));
-    try {
-      return Buffer.concat([d.update(sealed.subarray(NONCE, sealed.length - TAG)), d.final()]);
-    } catch {
-      throw new AuthError(what);
-    }
+    return openUnit(this.key, fileId, i, sealed, what);
   }
 
   /** A new file's header (no name yet). */
@@ -136,23 +171,40 @@ export class SealedIO {
     len: number,
     what: string,
   ): Promise<Buffer> {
+    const raw = Buffer.allocUnsafe(Math.min(unitOffset(last + 1), physicalSize(len)) - unitOffset(first));
+    return raw.subarray(0, await this.openUnitsInPlace(fh, fileId, first, last, len, raw, what));
+  }
+
+  /**
+   * Reads the sealed units [first, last] into `buf` (room for their sealed size), then opens
+   * them there (`openSealedUnits`). Returns the data bytes. One read and one buffer, however
+   * many units.
+   */
+  private async openUnitsInPlace(
+    fh: FileHandle,
+    fileId: Buffer,
+    first: number,
+    last: number,
+    len: number,
+    buf: Buffer,
+    what: string,
+  ): Promise<number> {
+    const size = await this.readSealed(fh, first, last, len, buf, what);
+    return openSealedUnits(this.key, fileId, buf, size, first, what);
+  }
+
+  /** Reads the sealed units [first, last] of a file of `len` data bytes into `buf`, as they are; returns their size. */
+  private async readSealed(fh: FileHandle, first: number, last: number, len: number, buf: Buffer, what: string): Promise<number> {
     const start = unitOffset(first);
-    const end = Math.min(unitOffset(last + 1), physicalSize(len));
-    const raw = Buffer.allocUnsafe(end - start);
+    const size = Math.min(unitOffset(last + 1), physicalSize(len)) - start;
     let got = 0;
-    while (got < raw.length) {
-      const { bytesRead } = await fh.read(raw, got, raw.length - got, start + got);
+    while (got < size) {
+      const { bytesRead } = await fh.read(buf, got, size - got, start + got);
       if (bytesRead === 0) break;
       got += bytesRead;
     }
-    if (got < raw.length) throw new AuthError(`${what} (cut short)`);
-    const parts: Buffer[] = [];
-    for (let i = first, off = 0; i <= last && off < raw.length; i++) {
-      const size = Math.min(UNIT + UNIT_OVERHEAD, raw.length - off);
-      parts.push(this.open(fileId, i, raw.subarray(off, off + size), `${what} unit ${i}`));
-      off += size;
-    }
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    if (got < size) throw new AuthError(`${what} (cut short)`);
+    return size;
   }
 
   /** Copies data bytes [pos, pos+n) into buf at bufOff (n already clamped to the length). */
@@ -176,6 +228,27 @@ export class SealedIO {
   async readAll(fh: FileHandle, fileId: Buffer, len: number, what: string): Promise<Buffer> {
     if (len === 0) return Buffer.alloc(0);
     return this.readUnits(fh, fileId, 0, Math.floor((len - 1) / UNIT), len, what);
+  }
+
+  /**
+   * `readAll` into `buf` (at least `sealedBodySize(len)` bytes: the data is opened where its
+   * sealed units were read); the data is `buf.subarray(0, len)`.
+   */
+  async readAllInto(fh: FileHandle, fileId: Buffer, len: number, buf: Buffer, what: string): Promise<void> {
+    if (len === 0) return;
+    if (buf.length < sealedBodySize(len)) throw new RangeError('readAllInto: the buffer is smaller than the sealed data');
+    const n = await this.openUnitsInPlace(fh, fileId, 0, lastUnitOf(len), len, buf, what);
+    if (n !== len) throw new AuthError(`${what} (cut short)`);
+  }
+
+  /**
+   * The whole file's sealed units, unopened, into `buf` (at least `sealedBodySize(len)` bytes),
+   * for `openSealedUnits` to open wherever the work runs.
+   */
+  async readSealedInto(fh: FileHandle, len: number, buf: Buffer, what: string): Promise<void> {
+    if (len === 0) return;
+    if (buf.length < sealedBodySize(len)) throw new RangeError('readSealedInto: the buffer is smaller than the sealed data');
+    await this.readSealed(fh, 0, lastUnitOf(len), len, buf, what);
   }
 
   /**
@@ -228,6 +301,43 @@ export class SealedIO {
       }
     }
     return newLen;
+  }
+
+  /**
+   * Unit i of a file sealed from `plain` (at most UNIT bytes), as the pieces that go on disk
+   * one after the other (nonce, ciphertext, tag): written with writev, no copy of the
+   * ciphertext into one buffer, and half the memory allocated per unit.
+   */
+  sealUnit(fileId: Buffer, i: number, plain: Buffer): Buffer[] {
+    const nonce = randomBytes(NONCE);
+    const c = createCipheriv('aes-256-gcm', this.key, nonce);
+    c.setAAD(this.aad(fileId, i));
+    const body = c.update(plain);
+    const last = c.final();
+    const tag = c.getAuthTag();
+    return last.length > 0 ? [nonce, body, last, tag] : [nonce, body, tag];
+  }
+
+  /** The data of unit i of a file holding `len` bytes, decrypted and authenticated. */
+  readUnit(fh: FileHandle, fileId: Buffer, i: number, len: number, what: string): Promise<Buffer> {
+    return this.readUnits(fh, fileId, i, i, len, what);
+  }
+
+  /**
+   * Writes sealed units `first`, `first`+1, ... (the pieces sealUnit returns, one unit after
+   * the other) in one writev; should it write only part, the rest follows.
+   */
+  async writeSealedRun(fh: FileHandle, first: number, sealed: readonly Buffer[]): Promise<void> {
+    let total = 0;
+    for (const b of sealed) total += b.length;
+    let done = (await fh.writev(sealed as Buffer[], unitOffset(first))).bytesWritten;
+    if (done < total) {
+      const out = Buffer.concat(sealed);
+      while (done < out.length) {
+        const { bytesWritten } = await fh.write(out, done, out.length - done, unitOffset(first) + done);
+        done += bytesWritten;
+      }
+    }
   }
 
   /** The sealed bytes of unit i as on disk for a file holding `len` bytes (shorter if cut). */

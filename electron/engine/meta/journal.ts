@@ -12,9 +12,13 @@
  * durable by an fsync, after the damaged one. Loading then refuses (JournalDamagedError) and
  * changes nothing; `inspect` reads around the damage for the checker and the repair.
  *
- * Appends are buffered and written by a single writer loop (one write in flight, in order);
+ * Appends are buffered and written by a single writer loop (one write in flight, in order).
  * `sync()` is a group commit: it resolves once everything appended before the call is on disk
- * (fdatasync). Nothing here blocks the event loop.
+ * (written, then an fdatasync that started after that write). Writes never wait for an
+ * fdatasync: at most one runs at a time, beside the writer loop, and every `sync()` that
+ * arrives while one runs shares the next one. So `flush()` (what close(2) waits for) costs a
+ * write even while uploads keep syncing, and N concurrent syncs cost about two fdatasyncs, not
+ * N. Nothing here blocks the event loop.
  *
  * A full disk: a write (or snapshot) that fails for lack of space asks `onDiskFull` to free
  * some (the engine evicts clean chunks, then gives up its reserve) and is tried once more;
@@ -231,6 +235,9 @@ export class Journal<TSnapshot extends { gen: number }> {
   private retry: Buffer[] = [];
   private retryBytes = 0;
   private fh: fsp.FileHandle | undefined;
+  /** The fdatasync running now, and the one every sync() arriving meanwhile shares (see the header). */
+  private datasyncRunning: Promise<void> | undefined;
+  private datasyncNext: Promise<void> | undefined;
   private size = 0;
   private closed = false;
   /** Opened only to read (the checker): nothing is written, truncated or removed. */
@@ -390,12 +397,37 @@ export class Journal<TSnapshot extends { gen: number }> {
   }
 
   /** Makes everything appended before this call durable (survives power loss). */
-  sync(): Promise<void> {
-    const { bufs, bytes } = this.takePending();
-    return this.enqueue(async () => {
-      await this.writeRecords(bufs, bytes);
-      await this.fh!.datasync();
-    });
+  async sync(): Promise<void> {
+    await this.flush();
+    await this.datasync();
+  }
+
+  /**
+   * Resolves after an fdatasync of the current journal file that started after this call (so
+   * it covers every write finished before it). A checkpoint that replaced the file meanwhile
+   * made the records of the old one durable in its snapshot; FileHandle.close waits for an
+   * fdatasync still running on the old handle.
+   */
+  private datasync(): Promise<void> {
+    if (this.datasyncNext) return this.datasyncNext;
+    const start = (): Promise<void> => {
+      const fh = this.fh;
+      if (!fh) return Promise.reject(new Error('journal is closed'));
+      const running: Promise<void> = fh.datasync().finally(() => {
+        if (this.datasyncRunning === running) this.datasyncRunning = undefined;
+      });
+      this.datasyncRunning = running;
+      return running;
+    };
+    if (!this.datasyncRunning) return start();
+    const next = this.datasyncRunning
+      .catch(() => undefined)
+      .then(() => {
+        this.datasyncNext = undefined;
+        return start();
+      });
+    this.datasyncNext = next;
+    return next;
   }
 
   /**

@@ -72,6 +72,11 @@ export class MetaStore {
   /** Sequence number of the last log segment this machine wrote to the bucket. */
   remoteSeq = 0;
   private checkpointing: Promise<void> | undefined;
+  /**
+   * How many times the tree changed other than through `commit` (another machine's segments
+   * applied, or the whole tree reset): readers that cache content watch it.
+   */
+  remoteChanges = 0;
   /** Called with the inode numbers whose storage a commit released. */
   onRelease: (inos: number[]) => void = () => undefined;
   /** Called after every commit that added work for the replicator. */
@@ -224,6 +229,7 @@ export class MetaStore {
   applyRemote(seq: number, ops: readonly MetaOp[]): void {
     if (this.pendingRemote.length > 0) throw new Error('cannot apply remote changes over unpushed local ones');
     if (seq !== this.remoteSeq + 1) throw new Error(`remote segment ${seq} does not follow ${this.remoteSeq}`);
+    this.remoteChanges++;
     for (const op of ops) {
       const released = this.tree.apply(op);
       this.journal.append({ rop: op });
@@ -240,6 +246,7 @@ export class MetaStore {
   async resetTo(tree: Tree, remoteSeq: number): Promise<void> {
     if (tree.chunkSize !== this.chunkSize) throw new Error('chunk size mismatch');
     this.current = tree;
+    this.remoteChanges++;
     this.pendingRemote = [];
     this.pendingTimes = [];
     this.remoteSeq = remoteSeq;
@@ -257,19 +264,12 @@ export class MetaStore {
   }
 
   /**
-   * Makes every committed op durable (survives power loss). Calls that arrive while a sync is
-   * waiting to start share it (group commit), so many deletions cost one fdatasync.
+   * Makes every committed op durable (survives power loss). Concurrent calls share fdatasyncs
+   * (group commit, see journal.ts), so many deletions or uploads cost a few, not one each.
    */
   sync(): Promise<void> {
-    if (this.nextSync) return this.nextSync;
-    const p = Promise.resolve().then(() => {
-      this.nextSync = undefined;
-      return this.journal.sync();
-    });
-    this.nextSync = p;
-    return p;
+    return this.journal.sync();
   }
-  private nextSync: Promise<void> | undefined;
 
   checkpoint(): Promise<void> {
     const state: PersistedState = {

@@ -1,13 +1,24 @@
 /**
- * ChunkFetcher: brings a committed chunk from the bucket into the clean cache (when dirty data
- * leaves no room under the cap, the chunk is served from memory without a copy on disk).
+ * ChunkFetcher: brings a committed chunk from the bucket into memory and the clean cache (when
+ * dirty data leaves no room under the cap, the chunk is served from memory without a copy on
+ * disk).
  *
- * Concurrent requests for one chunk are merged (single flight); downloads are bounded by a
- * semaphore, which also bounds memory (each in-flight download holds at most one encoded and
- * one decoded chunk). Retryable store errors are retried with jittered backoff until
- * `readTimeoutMs` has passed, then the read fails with EIO: a read never hangs forever. The
- * request in flight at the deadline is cancelled, not abandoned. When the bucket answers again
- * after an outage, a read waiting out a backoff retries at once.
+ * Concurrent requests for one chunk are merged (single flight). Downloads take one of
+ * `concurrency` slots; a read someone waits on (`fetch`) goes before read-ahead (`prefetch`),
+ * and a read-ahead download still waiting for a slot moves up when a reader comes to need it,
+ * so read-ahead may fill every slot (a sequential reader keeps `concurrency` GETs in flight)
+ * without holding up other reads by more than the downloads already running. Read-ahead waits
+ * in a queue of at most `concurrency` chunks; more is dropped (the reader asks again).
+ *
+ * A download answers its readers as soon as it is decoded: the copy into the clean cache is
+ * written behind it (`cacheWritesDone` waits for those), and until it is in, the decoded bytes
+ * are served from here. The download keeps its slot until then, so memory stays bounded by the
+ * slots: each holds at most one encoded and one decoded chunk.
+ *
+ * Retryable store errors are retried with jittered backoff until `readTimeoutMs` has passed,
+ * then the read fails with EIO: a read never hangs forever. The request in flight at the
+ * deadline is cancelled, not abandoned. When the bucket answers again after an outage, a read
+ * waiting out a backoff retries at once.
  *
  * A download that failed because the bucket did not answer is remembered for a few seconds
  * (`FAILED_READ_MEMORY_MS`, and only while the bucket stays offline): `unansweredFailure`
@@ -23,7 +34,7 @@ import { ChunkCache } from '../cache/chunkCache';
 import { FsError } from '../errors';
 import { ALWAYS_ONLINE, Connectivity } from '../store/monitored';
 import { ObjectStore, StoreError, isNoAnswer } from '../store/types';
-import { Semaphore, SingleFlight, backoffMs } from '../util/concurrency';
+import { SingleFlight, backoffMs } from '../util/concurrency';
 
 /** How long a download that failed for want of an answer lets the same handle's retry fail at once. */
 export const FAILED_READ_MEMORY_MS = 5_000;
@@ -44,9 +55,80 @@ export interface FetcherStats {
   lastError: string | undefined;
 }
 
+/** What a download brings: the object as the bucket sent it, and its decoded bytes. */
+interface Downloaded {
+  readonly obj: Buffer;
+  readonly data: Buffer;
+}
+
+/**
+ * `limit` download slots, granted to urgent requests first, then to read-ahead, each in order
+ * of arrival; a waiting request can be made urgent.
+ */
+class DownloadSlots {
+  private active = 0;
+  private readonly urgent = new Map<string, () => void>();
+  private readonly ahead = new Map<string, () => void>();
+
+  constructor(private limit: number) {}
+
+  get inUse(): number {
+    return this.active;
+  }
+
+  /** Read-ahead requests waiting for a slot. */
+  get waitingAhead(): number {
+    return this.ahead.size;
+  }
+
+  setLimit(limit: number): void {
+    this.limit = limit;
+    this.grant();
+  }
+
+  async run<T>(name: string, urgent: boolean, fn: () => Promise<T>): Promise<T> {
+    if (this.active >= this.limit || this.urgent.size > 0 || (!urgent && this.ahead.size > 0)) {
+      await new Promise<void>((resolve) => (urgent ? this.urgent : this.ahead).set(name, resolve));
+    } else {
+      this.active++;
+    }
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.grant();
+    }
+  }
+
+  /** A read-ahead request for `name` still waiting becomes urgent. */
+  promote(name: string): void {
+    const w = this.ahead.get(name);
+    if (!w) return;
+    this.ahead.delete(name);
+    this.urgent.set(name, w);
+    this.grant();
+  }
+
+  private grant(): void {
+    while (this.active < this.limit) {
+      const queue = this.urgent.size > 0 ? this.urgent : this.ahead;
+      const first = queue.entries().next();
+      if (first.done) return;
+      queue.delete(first.value[0]);
+      this.active++;
+      first.value[1]();
+    }
+  }
+}
+
 export class ChunkFetcher {
   private readonly flights = new SingleFlight<string, Buffer>();
-  readonly sem: Semaphore;
+  private readonly slots: DownloadSlots;
+  /** Chunks downloaded whose copy into the clean cache is still being written: name -> decoded bytes. */
+  private readonly storing = new Map<string, Buffer>();
+  private readonly stores = new Set<Promise<void>>();
+  /** Chunks a reader waits on now. */
+  private readonly demanded = new Set<string>();
   readonly stats: FetcherStats = { downloadedBytes: 0, lastError: undefined };
   /** Chunks whose download just failed for want of an answer: when, and during which connection. */
   private readonly unanswered = new Map<string, { at: number; reconnects: number; message: string }>();
@@ -60,36 +142,84 @@ export class ChunkFetcher {
     private readonly log: (msg: string) => void,
     private readonly connectivity: Connectivity = ALWAYS_ONLINE,
   ) {
-    this.sem = new Semaphore(concurrency);
+    this.slots = new DownloadSlots(concurrency);
   }
 
   setConcurrency(n: number): void {
     this.concurrency = n;
-    this.sem.setLimit(n);
+    this.slots.setLimit(n);
   }
 
-  /** Returns the decoded chunk, downloading it if it is not cached. */
+  /** Downloads running now. */
+  get downloadsInFlight(): number {
+    return this.slots.inUse;
+  }
+
+  isInFlight(name: string): boolean {
+    return this.flights.has(name);
+  }
+
+  /** Returns the decoded chunk (for a reader waiting on it), downloading it if it is not cached. */
   fetch(name: string): Promise<Buffer> {
+    this.slots.promote(name);
+    this.demanded.add(name);
+    return this.load(name, true).finally(() => this.demanded.delete(name));
+  }
+
+  /** Starts a read-ahead download unless the chunk is here or coming, or read-ahead is queued full; never throws. */
+  prefetch(name: string): void {
+    if (this.cache.has(name) || this.flights.has(name) || this.storing.has(name) || this.cache.inMemoryPeek(name)) return;
+    if (this.slots.inUse >= this.concurrency && this.slots.waitingAhead >= this.concurrency) return;
+    this.load(name, false).catch(() => undefined);
+  }
+
+  /** Resolves once every copy into the clean cache started so far is written (or failed). */
+  async cacheWritesDone(): Promise<void> {
+    while (this.stores.size > 0) await Promise.all([...this.stores]);
+  }
+
+  private load(name: string, urgent: boolean): Promise<Buffer> {
     return this.flights.run(name, async () => {
+      const storing = this.storing.get(name);
+      if (storing) {
+        this.cache.remember(name, storing);
+        return storing;
+      }
       const cached = await this.cache.readAll(name);
       if (cached) return cached;
-      const data = await this.sem.run(() => this.download(name));
-      try {
-        await this.cache.put(name, data);
-      } catch (err) {
-        // A full cache disk must not fail the read: serve it uncached.
-        this.log(`could not cache chunk ${name}: ${(err as Error).message}`);
-      }
-      this.cache.remember(name, data);
-      return data;
+      // The reply goes as soon as the chunk is decoded; its slot is held until the copy into
+      // the cache is written, so slots bound the chunks held in memory as well as the GETs.
+      return new Promise<Buffer>((resolve, reject) => {
+        // A reader may have come to need it while it looked in the cache.
+        this.slots
+          .run(name, urgent || this.demanded.has(name), async () => {
+            const got = await this.download(name);
+            // Read-ahead is kept in memory as not yet read, so chunks already read go first.
+            this.cache.remember(name, got.data, !urgent && !this.demanded.has(name));
+            resolve(got.data);
+            await this.storeBehind(name, got);
+          })
+          .catch(reject);
+      });
     });
   }
 
-  /** Starts a background download if there is spare capacity; never throws. */
-  prefetch(name: string): void {
-    if (this.cache.has(name) || this.flights.has(name)) return;
-    if (this.sem.inUse >= this.concurrency - 1) return; // leave room for reads someone waits on
-    this.fetch(name).catch(() => undefined);
+  /** Writes the chunk into the clean cache behind the reply; a failure only costs the copy. */
+  private storeBehind(name: string, got: Downloaded): Promise<void> {
+    this.storing.set(name, got.data);
+    const p: Promise<void> = this.cache
+      .putReceived(name, got.obj, got.data)
+      // A full cache disk must not fail the read: the chunk is served uncached.
+      .then(
+        () => undefined,
+        (err: unknown) => this.log(`could not cache chunk ${name}: ${(err as Error).message}`),
+      )
+      .finally(() => {
+        this.storing.delete(name);
+        this.stores.delete(p);
+      });
+    this.stores.add(p);
+    return p;
   }
 
   /**
@@ -105,7 +235,7 @@ export class ChunkFetcher {
     return undefined;
   }
 
-  private async download(name: string): Promise<Buffer> {
+  private async download(name: string): Promise<Downloaded> {
     const deadline = Date.now() + this.readTimeoutMs();
     let authFailures = 0;
     for (let attempt = 0; ; attempt++) {
@@ -119,7 +249,7 @@ export class ChunkFetcher {
         if (!got) throw new FsError('EIO', `chunk ${name} is missing from the bucket`);
         this.stats.downloadedBytes += got.body.length;
         this.unanswered.delete(name);
-        return await decodeChunk(this.chunkKeyBytes, name, got.body);
+        return { obj: got.body, data: await decodeChunk(this.chunkKeyBytes, name, got.body) };
       } catch (err) {
         if (err instanceof AuthError) {
           authFailures++;

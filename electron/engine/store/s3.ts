@@ -8,6 +8,24 @@
  * a StoreError whose code the engine can act on and whose message a user can read. Nothing
  * above this module ever sees an SDK error or a credential. A caller's AbortSignal goes to the
  * SDK (which then stops its retries too) and fails the call with code 'Timeout'.
+ *
+ * Checksums of PUT bodies (a decision, and why). By default the pinned SDK reads every PUT body
+ * twice before sending it: a CRC32 for `x-amz-checksum-crc32` (requestChecksumCalculation
+ * WHEN_SUPPORTED), and a SHA-256 for SigV4's `x-amz-content-sha256`. For a chunk those are two
+ * more passes over 4 MiB on the engine's one JS thread, for an object that is already sealed
+ * with AES-GCM (any changed byte fails authentication when it is read: chunk/format.ts). What
+ * that tag cannot do is refuse a body damaged on its way in before the local copy is given up,
+ * so an integrity check the bucket verifies at the PUT is kept, computed once: the caller passes
+ * the CRC32 it computed while sealing (`PutOptions.crc32`), it goes as `x-amz-checksum-crc32`
+ * (signed, as every header), S3 recomputes it and refuses the PUT on a mismatch (BadDigest,
+ * retried), and the SDK, finding the header, computes none. Such a PUT is signed with
+ * `UNSIGNED-PAYLOAD` (the SDK does the same for any streamed body), so the SHA-256 pass goes
+ * too: over HTTPS, TLS protects the body in transit; over plain HTTP (a local S3-compatible
+ * server) the signed CRC32 still catches damage, which is all the SHA-256 added for a body the
+ * engine authenticates itself. PUTs without a caller's CRC32 (metadata, lease, GC marks: small)
+ * keep the SDK's defaults. For the same reason GET responses are not checked against a stored
+ * checksum (responseChecksumValidation WHEN_REQUIRED): everything the engine reads back is
+ * authenticated by its own seal, and the check would cost a pass over every chunk read.
  */
 
 import * as http from 'node:http';
@@ -84,6 +102,7 @@ export class S3Store implements ObjectStore {
         : undefined,
       maxAttempts: options.maxAttempts ?? 5,
       retryMode: 'standard',
+      responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: new NodeHttpHandler({
         httpAgent: new http.Agent(agentOptions),
         httpsAgent: new https.Agent(agentOptions),
@@ -151,17 +170,29 @@ export class S3Store implements ObjectStore {
   async put(key: string, body: Buffer, options?: PutOptions): Promise<string> {
     const Key = this.fullKey(key);
     try {
-      const res = await this.client.send(
-        new PutObjectCommand({
-          Bucket: this.bucket,
-          Key,
-          Body: body,
-          ContentLength: body.length,
-          IfNoneMatch: options?.ifNoneMatch,
-          IfMatch: options?.ifMatch !== undefined ? quote(options.ifMatch) : undefined,
-        }),
-        { abortSignal: options?.signal },
-      );
+      const command = new PutObjectCommand({
+        Bucket: this.bucket,
+        Key,
+        Body: body,
+        ContentLength: body.length,
+        IfNoneMatch: options?.ifNoneMatch,
+        IfMatch: options?.ifMatch !== undefined ? quote(options.ifMatch) : undefined,
+        // The caller's CRC32 (see the header): the bucket verifies it, the SDK computes none.
+        ChecksumCRC32: options?.crc32 !== undefined ? crc32Header(options.crc32) : undefined,
+      });
+      if (options?.crc32 !== undefined) {
+        // Signed without a hash of the body (`UNSIGNED-PAYLOAD`), set before signing so the
+        // signer does not read the body (see the header).
+        command.middlewareStack.add(
+          (next) => (args) => {
+            const request = args.request as { headers?: Record<string, string> };
+            if (request.headers) request.headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+            return next(args);
+          },
+          { step: 'build', name: 'filespaceUnsignedPayload' },
+        );
+      }
+      const res = await this.client.send(command, { abortSignal: options?.signal });
       if (res.ETag) return unquote(res.ETag);
       const head = await this.head(key, options);
       if (!head) throw new StoreError('ServerError', `S3 accepted ${this.where(Key)} but it cannot be found`);
@@ -351,6 +382,10 @@ export function toStoreError(err: unknown, action: string, where: string): Store
   if (code === 'PreconditionFailed' || status === 412 || code === 'ConditionalRequestConflict') {
     return make('PreconditionFailed', 'conditional write failed: the object changed or already exists');
   }
+  if (code === 'BadDigest' || code === 'XAmzContentChecksumMismatch') {
+    // The bucket computed another checksum than the one sent: the body was damaged on its way.
+    return make('Corrupt', 'the bucket received the object damaged (its checksum did not match); it is sent again');
+  }
   if (code === 'NoSuchBucket') {
     return make('NoSuchBucket', `the bucket ${bucketOf(where)} does not exist`);
   }
@@ -472,6 +507,13 @@ function checkRange(range: { readonly start: number; readonly end: number }): vo
   if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) {
     throw new StoreError('Other', `invalid byte range ${start}-${end}`);
   }
+}
+
+/** A CRC32 as S3's `x-amz-checksum-crc32` carries it: base64 of the 4 big-endian bytes. */
+export function crc32Header(crc: number): string {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(crc >>> 0);
+  return b.toString('base64');
 }
 
 function unquote(etag: string): string {

@@ -13,6 +13,8 @@
  *   key is missing. Both checks are atomic with the write.
  * - `list` returns every key under the prefix, sorted, following continuation internally.
  * - `deleteMany` ignores keys that do not exist.
+ * - `put` is done with `body` once it resolves: the caller may then reuse that memory (a store
+ *   that keeps the bytes keeps its own copy). After a failed `put` there is no such promise.
  * - A call given an AbortSignal that fires stops waiting for the bucket and fails with a
  *   StoreError (code 'Timeout'); what it did in the bucket by then is undefined, as with any
  *   failed request. Stores that answer at once (memory, local disk) may ignore the signal.
@@ -73,6 +75,12 @@ export interface PutOptions extends CallOptions {
   readonly ifNoneMatch?: '*';
   /** Replace only if the current ETag is this one. */
   readonly ifMatch?: string;
+  /**
+   * CRC32 of the body, computed by the caller as it wrote the body. A store whose bucket can
+   * verify it sends it along (S3: `x-amz-checksum-crc32`), so the body is checked where it lands
+   * without another pass over it here; the others ignore it.
+   */
+  readonly crc32?: number;
 }
 
 export interface GetResult {

@@ -5,9 +5,14 @@
  * this module does the going. It also says how much of the pending metadata may be published
  * (`publishableOps`), because that depends on which data is uploaded.
  *
- * Owns: the upload bandwidth limit, the count of bytes uploaded, and the upload failure state
+ * Owns: the upload bandwidth limit, the count of bytes uploaded, the upload failure state
  * (since when uploads fail with an answer from the bucket, and the first error of that run;
- * status reports it, and while it lasts uploads cannot free room in a full cache).
+ * status reports it, and while it lasts uploads cannot free room in a full cache), and the
+ * upload buffers (util/bufferPool.ts): a chunk is read into a pooled plaintext buffer (at most
+ * ENCODING_SLOTS at once), sealed from it into a pooled body buffer (one per upload in flight),
+ * and sent from that; no chunk-sized buffer is allocated or copied per upload, and the memory
+ * uploads take is bounded by `memory.boundBytes` whatever the load. Pool slots are taken in
+ * that order (plaintext, then body) and never while holding the chunk lock.
  *
  * Order of one upload, and why (DESIGN invariants 2 and 1; locks as cache/dirty.ts says):
  *  1. Under a bandwidth limit, wait for the budget before reading and sealing the chunk, so the
@@ -16,13 +21,14 @@
  *  2. Under the chunk lock: a chunk replaced since the queue picked it is left alone; so is one
  *     of a file deleted while still open (the VFS keeps it: its data stays local until the last
  *     close and never uploads). A chunk whose file is gone is dropped once the deletion is
- *     durable (else the queue would pick it again and again). Otherwise its bytes are read,
- *     with its `gen` and the time of the read.
+ *     durable (else the queue would pick it again and again). Otherwise its sealed bytes are
+ *     read as they are on disk, with its `fileId`, its `gen` and the time of the read; they
+ *     are opened (decrypted and authenticated) after the lock, by the encoder (encoder.ts).
  *  3. Without the chunk lock: the content is named (keyed hash, so identical content is stored
  *     once), and the GC's hold on that name is taken; unless committed metadata references the
- *     name already, the chunk is encoded and PUT. The hold lasts until the reference is
- *     committed, so a garbage collection cannot delete the object between the PUT and the
- *     commit.
+ *     name already, the chunk is encoded and PUT with the CRC32 of its body (computed while
+ *     sealing; the bucket verifies it). The hold lasts until the reference is committed, so a
+ *     garbage collection cannot delete the object between the PUT and the commit.
  *  4. Under the chunk lock again, unless the engine is stopping (the chunk stays dirty and
  *     uploads next time) or the chunk was deleted or truncated away meanwhile: the file's size
  *     as written so far is committed first (the VFS keeps it in memory; a reference past the
@@ -40,12 +46,15 @@
  */
 
 import { ChunkCache } from '../cache/chunkCache';
+import { sealedBodySize } from '../cache/sealed';
 import { DirtyChunk, DirtyStore } from '../cache/dirty';
-import { Keys, chunkName } from '../chunk/crypto';
-import { chunkKey, encodeChunk } from '../chunk/format';
+import { Keys } from '../chunk/crypto';
+import { chunkKey, maxEncodedBytes } from '../chunk/format';
 import { MetaStore } from '../meta/metastore';
 import { CutOffError, MonitoredStore } from '../store/monitored';
 import { StoreError, isNoAnswer } from '../store/types';
+import { BufferPool } from '../util/bufferPool';
+import { ChunkEncoder, InThreadEncoder, WorkerEncoder } from './encoder';
 import { RateLimiter } from './ratelimit';
 
 /** The garbage collector's hold on a chunk name (gc.ts): while held, the name is not deleted. */
@@ -67,13 +76,40 @@ export interface UploaderDeps {
   readonly meta: MetaStore;
   readonly cache: ChunkCache;
   readonly store: MonitoredStore;
-  readonly keys: Pick<Keys, 'nameKey' | 'chunkKey'>;
+  readonly keys: Pick<Keys, 'nameKey' | 'chunkKey' | 'cacheKey'>;
   readonly names: ChunkNameHold;
   readonly files: UploadFiles;
   /** Dirty data may have been freed: writers waiting for room look again. */
   readonly freed: () => void;
   readonly limitBytesPerSec: number;
+  /** Uploads in flight at most (the write-back queue's limit): one body buffer each. */
+  readonly uploadConcurrency: () => number;
+  /** Threads that open, name and seal chunks (upload/encoder.ts); 0: the engine thread does. */
+  readonly encodeWorkers: number;
   readonly log: (msg: string) => void;
+}
+
+/**
+ * Chunks read and encoded at once, each holding a plaintext buffer until its body is sealed.
+ * Two let one chunk's disk read or compression overlap another's sealing on the engine thread.
+ */
+export const ENCODING_SLOTS = 2;
+
+/** A chunk read for upload: its sealed bytes in `buf` (opened in place by the encoder), with what identified them. */
+interface Snapshot {
+  readonly buf: Buffer;
+  readonly len: number;
+  readonly fileId: Buffer;
+  readonly gen: number;
+  readonly at: number;
+}
+
+/** The memory the uploader's buffers take (util/bufferPool.ts), in bytes. */
+export interface UploadMemory {
+  readonly heldBytes: number;
+  readonly peakBytes: number;
+  /** What they may take at most: ENCODING_SLOTS plaintext buffers and one body per upload in flight. */
+  readonly boundBytes: number;
 }
 
 /** Uploads failing with an answer from the bucket: since when, and the first error of the run. */
@@ -85,6 +121,10 @@ export interface UploadFailure {
 
 export class Uploader {
   private readonly limiter: RateLimiter;
+  /** Plaintext of chunks being read and encoded; then sealed bodies, held until their PUT ends. */
+  private readonly plainBuffers: BufferPool;
+  private readonly bodyBuffers: BufferPool;
+  private readonly encoder: ChunkEncoder;
   private uploaded = 0;
   private failing: UploadFailure | undefined;
   private error: string | undefined;
@@ -92,6 +132,22 @@ export class Uploader {
 
   constructor(private readonly deps: UploaderDeps) {
     this.limiter = new RateLimiter(deps.limitBytesPerSec);
+    this.encoder =
+      deps.encodeWorkers > 0 ? new WorkerEncoder(deps.keys, deps.encodeWorkers, deps.log) : new InThreadEncoder(deps.keys);
+    const chunkSize = deps.meta.chunkSize;
+    const shared = this.encoder.wantsSharedBuffers;
+    this.plainBuffers = new BufferPool(sealedBodySize(chunkSize), () => ENCODING_SLOTS, { shared });
+    this.bodyBuffers = new BufferPool(maxEncodedBytes(chunkSize), deps.uploadConcurrency, { shared });
+  }
+
+  /** The memory the upload buffers take now, at most so far, and at most ever. */
+  get memory(): UploadMemory {
+    const pools = [this.plainBuffers, this.bodyBuffers];
+    return {
+      heldBytes: pools.reduce((n, p) => n + p.heldBytes, 0),
+      peakBytes: pools.reduce((n, p) => n + p.peakBytes, 0),
+      boundBytes: pools.reduce((n, p) => n + p.boundBytes, 0),
+    };
   }
 
   /** Bytes sent to the bucket (encoded chunks). */
@@ -127,6 +183,11 @@ export class Uploader {
     this.limiter.close();
   }
 
+  /** Stops the encoder threads (after `stop`, once uploads in flight are over or abandoned). */
+  async close(): Promise<void> {
+    await this.encoder.close();
+  }
+
   /** Uploads one dirty chunk (the write-back queue's `upload`). */
   async upload(d: DirtyChunk): Promise<void> {
     let reserved = 0;
@@ -144,50 +205,113 @@ export class Uploader {
   }
 
   private async uploadReserved(d: DirtyChunk, sending: (bytes: number) => void): Promise<void> {
-    const { dirty, meta, cache, store, keys, names, files } = this.deps;
-    const snap = await dirty.withChunk(d.ino, d.idx, async () => {
-      if (dirty.get(d.ino, d.idx) !== d) return undefined;
-      if (files.isUnlinked(d.ino)) return undefined; // deleted while open: its data stays local until the last close
-      if (!meta.tree.get(d.ino)) {
-        // Its file is gone: drop the data here (after the deletion is durable), or the queue
-        // would pick this chunk again and again.
-        await meta.sync();
-        await dirty.drop(d);
-        return undefined;
-      }
-      return { content: await dirty.readAll(d), gen: d.gen, at: Date.now() };
-    });
+    const { dirty, meta, cache, names, files } = this.deps;
+    const snap = await this.snapshot(d);
     if (!snap) return;
-    const name = chunkName(keys.nameKey, snap.content);
-    // Held from before the PUT until the reference is committed, so GC cannot delete it between.
-    await names.acquire(name);
+    let plainHeld = true;
+    const letGoOfPlain = () => {
+      if (plainHeld) this.plainBuffers.release(snap.buf);
+      plainHeld = false;
+    };
     try {
-      if (!meta.tree.chunkRefs.has(name)) {
-        const obj = await encodeChunk(keys.chunkKey, name, snap.content);
-        sending(obj.length);
-        await store.put(chunkKey(name), obj);
-        this.uploaded += obj.length;
+      const name = await this.encoder.openAndName(snap.buf, snap.fileId, snap.len, `dirty chunk ${d.ino}.${d.idx}`);
+      // Held from before the PUT until the reference is committed, so GC cannot delete it between.
+      await names.acquire(name);
+      try {
+        if (!meta.tree.chunkRefs.has(name)) await this.put(name, snap.buf, snap.len, letGoOfPlain, sending);
+        letGoOfPlain();
+        await dirty.withChunk(d.ino, d.idx, async () => {
+          if (this.stopped) return; // shutting down: the chunk stays dirty and uploads next time
+          if (dirty.get(d.ino, d.idx) !== d || !meta.tree.get(d.ino)) return; // deleted or truncated away meanwhile
+          files.commitSize(d.ino);
+          meta.commit({ t: 'chunk', ino: d.ino, idx: d.idx, ref: [name, snap.len] });
+          if (d.gen !== snap.gen) {
+            // Written to during the upload: what is still dirty is only what came after the snapshot.
+            dirty.uploadedAsOf(d, snap.at);
+          } else {
+            // The reference must be durable before the dirty copy stops being the data's home.
+            await meta.sync();
+            if (dirty.get(d.ino, d.idx) !== d || d.gen !== snap.gen) return;
+            const { file, fileId, size } = dirty.release(d);
+            await cache.adopt(name, file, size, fileId);
+          }
+        });
+      } finally {
+        names.release(name);
       }
-      await dirty.withChunk(d.ino, d.idx, async () => {
-        if (this.stopped) return; // shutting down: the chunk stays dirty and uploads next time
-        if (dirty.get(d.ino, d.idx) !== d || !meta.tree.get(d.ino)) return; // deleted or truncated away meanwhile
-        files.commitSize(d.ino);
-        meta.commit({ t: 'chunk', ino: d.ino, idx: d.idx, ref: [name, snap.content.length] });
-        if (d.gen !== snap.gen) {
-          // Written to during the upload: what is still dirty is only what came after the snapshot.
-          dirty.uploadedAsOf(d, snap.at);
-        } else {
-          // The reference must be durable before the dirty copy stops being the data's home.
-          await meta.sync();
-          if (dirty.get(d.ino, d.idx) !== d || d.gen !== snap.gen) return;
-          const { file, fileId, size } = dirty.release(d);
-          await cache.adopt(name, file, size, fileId);
-        }
-      });
     } finally {
-      names.release(name);
+      letGoOfPlain();
     }
     this.deps.freed();
+  }
+
+  /**
+   * Step 2: takes a plaintext buffer (before the chunk lock: a pool slot is never waited for
+   * under it, cache/dirty.ts), then under the lock reads the chunk's sealed bytes into it, with
+   * its `gen` and the time of the read; undefined when the chunk is not to upload. The caller
+   * gives the buffer back. A chunk grown past the buffer meanwhile is read again into a whole one.
+   */
+  private async snapshot(d: DirtyChunk): Promise<Snapshot | undefined> {
+    const { dirty, meta, files } = this.deps;
+    let want = sealedBodySize(d.len);
+    for (;;) {
+      const buf = await this.plainBuffers.acquire(want);
+      let kept = false;
+      try {
+        const got = await dirty.withChunk(d.ino, d.idx, async () => {
+          if (dirty.get(d.ino, d.idx) !== d) return undefined;
+          if (files.isUnlinked(d.ino)) return undefined; // deleted while open: its data stays local until the last close
+          if (!meta.tree.get(d.ino)) {
+            // Its file is gone: drop the data here (after the deletion is durable), or the queue
+            // would pick this chunk again and again.
+            await meta.sync();
+            await dirty.drop(d);
+            return undefined;
+          }
+          if (sealedBodySize(d.len) > buf.length) return 'grown' as const;
+          const len = await dirty.readSealedInto(d, buf);
+          return { buf, len, fileId: d.fileId, gen: d.gen, at: Date.now() };
+        });
+        if (got === 'grown') {
+          want = sealedBodySize(meta.chunkSize);
+          continue;
+        }
+        kept = got !== undefined;
+        return got;
+      } finally {
+        if (!kept) this.plainBuffers.release(buf);
+      }
+    }
+  }
+
+  /**
+   * Encodes the plaintext `buf.subarray(0, len)` into a body buffer and PUTs it. `encoded` is
+   * called once the plaintext is no longer needed (its buffer can go back). A body whose PUT
+   * failed is discarded, not reused: a request cut off or timed out may still be reading it
+   * (util/bufferPool.ts).
+   */
+  private async put(
+    name: string,
+    buf: Buffer,
+    len: number,
+    encoded: () => void,
+    sending: (bytes: number) => void,
+  ): Promise<void> {
+    // Taken while the plaintext's buffer is held: body holders never wait for a plaintext
+    // buffer (they are encoding, or sending), so this wait always ends.
+    const body = await this.bodyBuffers.acquire(maxEncodedBytes(len));
+    let sent = false;
+    try {
+      const obj = await this.encoder.encode(buf, len, name, body);
+      encoded();
+      sending(obj.length);
+      await this.deps.store.put(chunkKey(name), body.subarray(0, obj.length), { crc32: obj.crc32 });
+      sent = true;
+      this.uploaded += obj.length;
+    } finally {
+      if (sent) this.bodyBuffers.release(body);
+      else this.bodyBuffers.discard(body);
+    }
   }
 
   /**
@@ -226,7 +350,10 @@ export class Uploader {
  * one has data. The op is held (with everything after it, to keep the order) while its file
  * has a dirty chunk within the new size that was already dirty when the op was committed.
  */
-export function publishableOps(meta: MetaStore, dirty: DirtyStore): number {
+export function publishableOps(
+  meta: MetaStore,
+  dirty: Pick<DirtyStore, 'indexesOf'> & { get(ino: number, idx: number): { readonly firstDirtyMs: number } | undefined },
+): number {
   const ops = meta.pendingRemote;
   const times = meta.pendingTimes;
   const cs = meta.chunkSize;

@@ -8,6 +8,10 @@
  *    last failed on it for want of an answer: the kernel retries a failed read-ahead through
  *    the same handle, page by page, and that retry fails at once while the bucket is still
  *    offline, so one read(2) waits one read timeout, not two; a new open tries again);
+ *  - what the kernel's page cache can hold for each path opened (pageCache.ts), so an open
+ *    lets the kernel keep the pages it cached (keep_cache) only when they are of the version
+ *    the new handle reads, and never after another machine's change reached a file under a
+ *    handle open on the live tree;
  *  - live sizes: a write that extends a file updates an in-memory size at once and commits it
  *    to the metadata later (at flush/fsync/close, before a chunk commit, or every second), so
  *    a stream of small appends is not a stream of journal records;
@@ -20,18 +24,25 @@
  *    that keeps naming such a file (libfuse2 renames it to a hidden name and uses that name
  *    until the last close) registers that name as an alias: never listed, never committed.
  *
- * Data path: writes land in the dirty store (cache/dirty.ts); reads come from the dirty store,
- * else the clean cache, else the bucket through the fetcher, and zeros for holes. Every change
- * to one chunk's dirty data, its fsync and its drop run under the dirty store's chunk lock
- * (`dirty.withChunk`; the lock order is written in cache/dirty.ts); reads take no lock. A
- * write that needs room while dirty data fills the cache cap waits in `Backpressure`
- * (backpressure.ts), outside any chunk lock; what waits under a chunk lock is bounded (local
- * I/O, or a fetch of the chunk's committed bytes, bounded by the read timeout).
+ * Data path: a write is acknowledged once it is in the write buffer (writeBuffer.ts: memory,
+ * counted against the cache cap); the buffer is written to the dirty store (cache/dirty.ts) in
+ * batches behind, and always before close (flush) and fsync return, which then do what they
+ * did: close leaves the data written in the dirty store (a crash of this process loses none
+ * of it), fsync makes it durable. Reads come from the dirty store, else the clean cache, else
+ * the bucket through the fetcher, and zeros for holes, with buffered bytes laid over them.
+ * Every change to one chunk's dirty data (a flush of its buffered bytes included), its fsync
+ * and its drop run under the dirty store's chunk lock (`dirty.withChunk`; the lock order is
+ * written in cache/dirty.ts); reads take no lock, except a read of a chunk whose buffered
+ * bytes cover the range only in part, which is read under it so that no flush rewrites the
+ * chunk's units meanwhile. A write that finds no room while dirty data fills the cache cap
+ * waits in `Backpressure` (backpressure.ts), outside any chunk lock; what waits under a chunk
+ * lock is bounded (local I/O, or a fetch of the chunk's committed bytes, bounded by the read
+ * timeout).
  */
 
 import { nameBytes } from '../util/names';
 import { ChunkCache } from '../cache/chunkCache';
-import { DirtyChunk, DirtyStore, PRE_IMAGE_UNIT_BYTES } from '../cache/dirty';
+import { DirtyChunk, DirtyStore, PRE_IMAGE_UNIT_BYTES, UnitPatch } from '../cache/dirty';
 import { UNIT, physicalSize } from '../cache/sealed';
 import { FsError } from '../errors';
 import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree } from '../meta/tree';
@@ -40,6 +51,8 @@ import { ChunkFetcher } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
 import { SingleFlight } from '../util/concurrency';
 import { Backpressure, StallCause, WritesWaiting } from './backpressure';
+import { ContentVersion, PageCacheBook } from './pageCache';
+import { BufferedChunk, FlushSnapshot, WriteBuffer } from './writeBuffer';
 
 export interface Stat {
   readonly ino: number;
@@ -66,8 +79,21 @@ export interface VfsOptions {
   readonly drainBlocked?: () => StallCause | undefined;
   /** How long a write waits for room while nothing can drain; default 30 s. */
   readonly writeStallTimeoutMs?: () => number;
+  /** Memory for writes acknowledged before they reach the dirty store (vfs/writeBuffer.ts). */
+  readonly writeBufferBytes?: number;
+  /** How long written data may wait in that memory; default 200 ms. */
+  readonly writeBufferFlushMs?: number;
+  readonly log?: (msg: string) => void;
   readonly now?: () => number;
 }
+
+/** Dirty data as publishing a size must see it (upload/uploader.ts `publishableOps`). */
+export interface UnsentChunks {
+  indexesOf(ino: number): number[];
+  get(ino: number, idx: number): { readonly firstDirtyMs: number } | undefined;
+}
+
+export const DEFAULT_WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
 
 /** What a read needs of a file: its inode number and chunk list. */
 interface ChunkView {
@@ -77,6 +103,8 @@ interface ChunkView {
 
 interface Handle {
   readonly ino: number;
+  /** The path it was opened by (the kernel's page cache is per path; see pageCache.ts). */
+  readonly path: string;
   readonly writable: boolean;
   readonly append: boolean;
   readonly cursor: ReadAheadCursor;
@@ -84,6 +112,12 @@ interface Handle {
   unanswered?: string;
   /** The file as opened, when reads must not see later commits (followers). */
   readonly snap?: { readonly chunks: ReadonlyArray<ChunkRef | null>; readonly size: number };
+  /** What it reads, when its committed size and chunks describe that (see pageCache.ts). */
+  readonly version: ContentVersion | undefined;
+  /** Reads go around the kernel's page cache (see `directIo`). */
+  readonly direct: boolean;
+  /** The kernel may keep the pages it cached for this file (see `keepCache`). */
+  readonly keepCache: boolean;
 }
 
 /** Special time values for utimens (the FUSE adapter maps UTIME_NOW / UTIME_OMIT to these). */
@@ -104,6 +138,11 @@ const MAX_FILE_BYTES = 2 ** 50;
 
 export class Vfs {
   private readonly handles = new Map<number, Handle>();
+  /** Open handles by the path they were opened by. */
+  private readonly openAt = new Map<string, Set<number>>();
+  private readonly pageBook = new PageCacheBook();
+  /** `meta.remoteChanges` as last seen (see `noteRemoteChanges`). */
+  private remoteChangesSeen: number;
   private nextFh = 1;
   private readonly openCount = new Map<number, number>();
   private readonly writersCount = new Map<number, number>();
@@ -114,6 +153,7 @@ export class Vfs {
   private readonly aliases = new Map<string, number>();
   private readonly memLoads = new SingleFlight<string, boolean>();
   private readonly backpressure: Backpressure;
+  private readonly buffer: WriteBuffer;
   /** Called when writers are waiting for dirty data to drain (backpressure). */
   onPressure: () => void = () => undefined;
   /** Called when a file handle opened for writing was closed. */
@@ -128,6 +168,7 @@ export class Vfs {
     private readonly opts: VfsOptions,
   ) {
     this.now = opts.now ?? Date.now;
+    this.remoteChangesSeen = meta.remoteChanges;
     this.backpressure = new Backpressure({
       // Reserved room counts against the cap until the bytes it stood for are counted as dirty.
       reserve: (bytes) => this.cache.reserveForDirty(bytes),
@@ -135,6 +176,16 @@ export class Vfs {
       readOnly: () => opts.readOnly(),
       stallTimeoutMs: () => opts.writeStallTimeoutMs?.() ?? 30_000,
       onPressure: () => this.onPressure(),
+      now: this.now,
+    });
+    this.buffer = new WriteBuffer({
+      chunkSize: meta.chunkSize,
+      memoryBytes: opts.writeBufferBytes ?? DEFAULT_WRITE_BUFFER_BYTES,
+      flushChunk: (c, all) => this.flushBuffered(c, all),
+      reserve: (bytes) => this.cache.reserveForDirty(bytes),
+      roomReturned: () => this.backpressure.roomReturned(),
+      flushAfterMs: opts.writeBufferFlushMs,
+      log: opts.log ?? (() => undefined),
       now: this.now,
     });
     this.unlinked = new Tree(meta.chunkSize);
@@ -501,26 +552,85 @@ export class Vfs {
     return h;
   }
 
-  private addHandle(ino: number, flags: number): number {
+  private addHandle(ino: number, flags: number, path: string): number {
     const acc = flags & O_ACCMODE;
     const writable = acc === O_WRONLY || acc === O_RDWR;
     const fh = this.nextFh++;
-    if (this.nextFh >= 0x3ffffff0) this.nextFh = 1; // bit 30 is the FUSE adapter's direct-I/O flag
+    // Bits 29 and 30 are the FUSE adapter's keep-cache and direct-I/O flags.
+    if (this.nextFh >= 0x1ffffff0) this.nextFh = 1;
     const inode = this.inodeOf(ino);
     const snap =
       !writable && inode?.kind === 'file' && this.opts.snapshotReads?.()
         ? { chunks: [...(inode.chunks ?? [])], size: this.sizeOf(inode) }
         : undefined;
+    const version = this.versionOf(inode, snap);
+    const direct = snap !== undefined && this.snapshotDiffers(ino, snap);
+    this.noteRemoteChanges();
+    const here = this.openAt.get(path) ?? new Set<number>();
+    const others = [...here].map((o) => this.handles.get(o)?.version);
+    // A direct handle does not read through the cache; the kernel then drops its pages (safe).
+    const keepCache = this.pageBook.open(path, version, others) && !direct;
+    here.add(fh);
+    this.openAt.set(path, here);
     this.handles.set(fh, {
       ino,
+      path,
       writable,
       append: (flags & O_APPEND) !== 0,
       cursor: new ReadAheadCursor(this.opts.prefetchMaxChunks()),
       snap,
+      version,
+      direct,
+      keepCache,
     });
     this.openCount.set(ino, (this.openCount.get(ino) ?? 0) + 1);
     if (writable) this.writersCount.set(ino, (this.writersCount.get(ino) ?? 0) + 1);
     return fh;
+  }
+
+  /**
+   * What a handle reads, when the committed size and chunk list describe it (its snapshot's, or
+   * the live tree's): not for a file with changes here not yet uploaded, a size not yet
+   * committed, or one deleted while open (their writes went through the kernel, which updated
+   * its cache with them).
+   */
+  private versionOf(inode: Inode | undefined, snap: Handle['snap']): ContentVersion | undefined {
+    if (inode?.kind !== 'file' || this.liveSize.has(inode.ino) || this.unlinked.get(inode.ino)) return undefined;
+    if (this.dirty.indexesOf(inode.ino).length > 0 || this.buffer.indexesOf(inode.ino).length > 0) return undefined;
+    if (snap) return { ino: inode.ino, size: snap.size, chunks: snap.chunks };
+    return { ino: inode.ino, size: inode.size, chunks: [...(inode.chunks ?? [])] };
+  }
+
+  /** Whether another open snapshot of `ino` holds other content than `snap`. */
+  private snapshotDiffers(ino: number, snap: NonNullable<Handle['snap']>): boolean {
+    for (const o of this.handles.values()) {
+      if (o.ino !== ino || !o.snap) continue;
+      if (
+        o.snap.size !== snap.size ||
+        o.snap.chunks.length !== snap.chunks.length ||
+        o.snap.chunks.some((r, i) => r?.[0] !== snap.chunks[i]?.[0])
+      )
+        return true;
+    }
+    return false;
+  }
+
+  /**
+   * Another machine's metadata was applied (or the tree reset) since last looked: handles open
+   * on the live tree may have read the new content into the kernel's cache under their old
+   * version, so what their paths' pages hold can no longer be named.
+   */
+  private noteRemoteChanges(): void {
+    if (this.meta.remoteChanges === this.remoteChangesSeen) return;
+    this.remoteChangesSeen = this.meta.remoteChanges;
+    const inos = new Set<number>();
+    const paths: string[] = [];
+    for (const h of this.handles.values()) {
+      if (h.snap) continue;
+      inos.add(h.ino);
+      paths.push(h.path);
+    }
+    this.pageBook.contentChangedUnder(inos, paths);
   }
 
   /**
@@ -529,18 +639,15 @@ export class Vfs {
    * keeps seeing only its own version.
    */
   directIo(fh: number): boolean {
-    const h = this.handles.get(fh);
-    if (!h?.snap) return false;
-    for (const [other, o] of this.handles) {
-      if (other === fh || o.ino !== h.ino || !o.snap) continue;
-      if (
-        o.snap.size !== h.snap.size ||
-        o.snap.chunks.length !== h.snap.chunks.length ||
-        o.snap.chunks.some((r, i) => r?.[0] !== h.snap!.chunks[i]?.[0])
-      )
-        return true;
-    }
-    return false;
+    return this.handles.get(fh)?.direct ?? false;
+  }
+
+  /**
+   * Whether the kernel may keep the pages it cached for this file at this open: only when they
+   * can hold nothing but the content this handle reads (see pageCache.ts).
+   */
+  keepCache(fh: number): boolean {
+    return this.handles.get(fh)?.keepCache ?? false;
   }
 
   isOpenForWrite(ino: number): boolean {
@@ -557,7 +664,7 @@ export class Vfs {
       if ((flags & O_ACCMODE) !== 0) throw new FsError('EISDIR');
     }
     if ((flags & O_ACCMODE) !== 0) this.assertWritable();
-    return this.addHandle(inode.ino, flags);
+    return this.addHandle(inode.ino, flags, path);
   }
 
   create(path: string, mode: number, flags = O_RDWR): number {
@@ -566,7 +673,7 @@ export class Vfs {
     const existing = this.tree.lookup(parent.ino, name);
     if (existing) {
       if (existing.kind === 'dir') throw new FsError('EISDIR');
-      return this.addHandle(existing.ino, flags | O_RDWR);
+      return this.addHandle(existing.ino, flags | O_RDWR, path);
     }
     const ino = this.tree.allocIno();
     this.commit({
@@ -580,25 +687,71 @@ export class Vfs {
       gid: this.opts.gid,
       ms: this.now(),
     });
-    return this.addHandle(ino, (flags & ~O_ACCMODE) | O_RDWR);
+    return this.addHandle(ino, (flags & ~O_ACCMODE) | O_RDWR, path);
   }
 
-  /** close(2) of one descriptor: commit the size; data stays in the cache. */
+  /**
+   * close(2) of one descriptor: the file's buffered data goes to the dirty store and its size
+   * to the journal (both written, not synced: a crash of this process loses neither, a power
+   * cut may, as on a local disk). A write-back error of the file's buffered data fails it.
+   */
   async flush(fh: number): Promise<void> {
     const h = this.handle(fh);
+    // Data and size are written side by side: close promises both, neither before the other.
     this.commitSize(h.ino);
-    await this.meta.flush();
+    await Promise.all([this.buffer.flushFile(h.ino), this.meta.flush()]);
   }
 
   /** fsync(2): after this resolves, a crash loses nothing written through this file. */
   async fsync(fh: number): Promise<void> {
     const h = this.handle(fh);
+    await this.buffer.flushFile(h.ino);
     this.commitSize(h.ino);
     await this.syncData(h.ino);
     await this.meta.sync();
   }
 
+  /** Writes every file's buffered data to the dirty store (sync, unmount, setting changes aside). */
+  flushAll(): Promise<void> {
+    return this.buffer.flushAll();
+  }
+
+  /** Stops the write buffer's timer (the engine is closing; flushAll still works). */
+  stop(): void {
+    this.buffer.stop();
+  }
+
+  /** Bytes written and acknowledged that are not in the dirty store yet. */
+  get bufferedBytes(): number {
+    return this.buffer.dataBytes;
+  }
+
+  get hasBufferedData(): boolean {
+    return this.buffer.hasData;
+  }
+
+  /** The write buffer's use: data bytes, memory taken by unit buffers, cache room held. */
+  get writeBuffer(): { readonly dataBytes: number; readonly memoryBytes: number; readonly roomBytes: number } {
+    return { dataBytes: this.buffer.dataBytes, memoryBytes: this.buffer.memoryBytes, roomBytes: this.buffer.roomBytes };
+  }
+
+  /** Dirty chunks and buffered ones, with since when each holds data the bucket has not got. */
+  readonly unsent: UnsentChunks = {
+    indexesOf: (ino) => {
+      const buffered = this.buffer.indexesOf(ino);
+      const dirty = this.dirty.indexesOf(ino);
+      return buffered.length === 0 ? dirty : [...new Set([...dirty, ...buffered])];
+    },
+    get: (ino, idx) => {
+      const d = this.dirty.get(ino, idx);
+      const b = this.buffer.get(ino, idx);
+      if (!b) return d;
+      return { firstDirtyMs: Math.min(d?.firstDirtyMs ?? Infinity, b.firstMs) };
+    },
+  };
+
   async fsyncAll(): Promise<void> {
+    await this.buffer.flushAll();
     this.commitAllSizes();
     for (const ino of this.dirty.inodes()) await this.syncData(ino);
     await this.meta.sync();
@@ -622,7 +775,11 @@ export class Vfs {
   async release(fh: number): Promise<void> {
     const h = this.handles.get(fh);
     if (!h) return;
+    this.noteRemoteChanges();
     this.handles.delete(fh);
+    const here = this.openAt.get(h.path);
+    here?.delete(fh);
+    if (here?.size === 0) this.openAt.delete(h.path);
     this.commitSize(h.ino);
     const open = (this.openCount.get(h.ino) ?? 1) - 1;
     if (open <= 0) this.openCount.delete(h.ino);
@@ -667,6 +824,12 @@ export class Vfs {
     const total = Math.min(len, size - pos);
     const cs = this.chunkSize;
     const ahead = h.cursor.onRead(pos, total);
+    // Read-ahead starts before this read waits, so the downloads overlap it; but a read that
+    // must wait for its own chunk to download starts it once that chunk is here, so the chunk
+    // waited for never shares the bandwidth with chunks after it (the first chunk of a stream:
+    // time to first byte; the kernel's concurrent reads within it all wait for it alike).
+    const deferred = ahead > 0 && !this.atHand(inode, Math.floor(pos / cs));
+    if (ahead > 0 && !deferred) this.readAhead(inode, pos, total, size, ahead);
     let done = 0;
     while (done < total) {
       const at = pos + done;
@@ -676,21 +839,31 @@ export class Vfs {
       await this.readChunk(h, inode, idx, buf, done, n, inChunk, ahead > 0);
       done += n;
     }
-    if (ahead > 0) {
-      const last = Math.floor((pos + total - 1) / cs);
-      const lastIdx = Math.floor((size - 1) / cs);
-      for (let i = last + 1; i <= Math.min(lastIdx, last + ahead); i++) {
-        if (this.dirty.get(inode.ino, i)) continue;
-        const ref = this.committedRef(inode, i);
-        if (!ref) continue;
-        if (i === last + 1 && this.cache.has(ref[0]) && !this.cache.inMemoryPeek(ref[0])) {
-          this.loadWhole(ref[0]).catch(() => undefined); // the next chunk, ready in memory
-        } else {
-          this.fetcher.prefetch(ref[0]);
-        }
+    if (deferred) this.readAhead(inode, pos, total, size, ahead);
+    return total;
+  }
+
+  /** Whether chunk idx of the file can be read without a download. */
+  private atHand(inode: ChunkView, idx: number): boolean {
+    const ref = this.committedRef(inode, idx);
+    return !ref || this.dirty.get(inode.ino, idx) !== undefined || this.cache.has(ref[0]) || this.cache.inMemoryPeek(ref[0]);
+  }
+
+  /** Brings the `ahead` chunks after the read [pos, pos+total) closer: the next one into memory, the rest into the cache. */
+  private readAhead(inode: ChunkView, pos: number, total: number, size: number, ahead: number): void {
+    const cs = this.chunkSize;
+    const last = Math.floor((pos + total - 1) / cs);
+    const lastIdx = Math.floor((size - 1) / cs);
+    for (let i = last + 1; i <= Math.min(lastIdx, last + ahead); i++) {
+      if (this.dirty.get(inode.ino, i)) continue;
+      const ref = this.committedRef(inode, i);
+      if (!ref) continue;
+      if (i === last + 1 && this.cache.has(ref[0]) && !this.cache.inMemoryPeek(ref[0])) {
+        this.loadWhole(ref[0], true).catch(() => undefined); // the next chunk, ready in memory
+      } else {
+        this.fetcher.prefetch(ref[0]);
       }
     }
-    return total;
   }
 
   /** Fills buf[off, off+n) with bytes [inChunk, inChunk+n) of chunk idx. */
@@ -713,7 +886,35 @@ export class Vfs {
     }
   }
 
+  /**
+   * Reads through the write buffer: bytes it holds are served from it; a range it holds only
+   * part of is read from below and overlaid, under the chunk lock (so no flush of the chunk
+   * rewrites its units meanwhile). Followers' snapshot handles see no buffered writes.
+   */
   private async readChunkBytes(
+    h: Handle,
+    inode: ChunkView,
+    idx: number,
+    buf: Buffer,
+    off: number,
+    n: number,
+    inChunk: number,
+    sequential: boolean,
+  ): Promise<void> {
+    const b = h.snap ? undefined : this.buffer.get(inode.ino, idx);
+    if (!b) return this.readStored(h, inode, idx, buf, off, n, inChunk, sequential);
+    if (b.covers(inChunk, n)) {
+      b.copyOut(buf, off, inChunk, n);
+      return;
+    }
+    await this.dirty.withChunk(inode.ino, idx, async () => {
+      await this.readStored(h, inode, idx, buf, off, n, inChunk, sequential);
+      this.buffer.get(inode.ino, idx)?.copyOut(buf, off, inChunk, n);
+    });
+  }
+
+  /** Reads what the dirty store, the clean cache or the bucket hold (zeros for holes). */
+  private async readStored(
     h: Handle,
     inode: ChunkView,
     idx: number,
@@ -759,9 +960,9 @@ export class Vfs {
    * Brings a whole clean chunk into memory (from the disk cache, else the bucket), merging
    * concurrent loads; resolves whether it is in memory now.
    */
-  private loadWhole(name: string): Promise<boolean> {
+  private loadWhole(name: string, ahead = false): Promise<boolean> {
     return this.memLoads.run(name, async () => {
-      if (await this.cache.loadIntoMemory(name)) return this.cache.inMemoryPeek(name);
+      if (await this.cache.loadIntoMemory(name, ahead)) return this.cache.inMemoryPeek(name);
       await this.fetcher.fetch(name); // remembers what it downloads
       return this.cache.inMemoryPeek(name);
     });
@@ -803,28 +1004,29 @@ export class Vfs {
   }
 
   /**
-   * The most one piece of a write (`n` bytes within one chunk) can add on disk: a dirty chunk
-   * started from its uploaded bytes (at most a whole chunk), or the chunk grown in place plus
-   * the pre-images of the fsynced units the piece rewrites (see cache/dirty.ts).
+   * The most one piece of a write (`n` bytes within one chunk) can make the write buffer hold
+   * as room (see vfs/writeBuffer.ts): a whole chunk file, and pre-images of the units it touches.
    */
   private pieceBound(n: number): number {
-    return physicalSize(this.chunkSize) + (Math.ceil(n / UNIT) + 1) * PRE_IMAGE_UNIT_BYTES;
+    return physicalSize(this.chunkSize) + (Math.ceil(n / UNIT) + 2) * PRE_IMAGE_UNIT_BYTES;
   }
 
-  /** Returns the dirty chunk for (ino, idx), creating it from the committed bytes if needed. Call under the chunk lock. */
-  private async dirtyChunkFor(inode: Inode, idx: number, coverFrom: number, coverTo: number): Promise<DirtyChunk> {
-    const existing = this.dirty.get(inode.ino, idx);
-    if (existing) return existing;
-    const ref = this.committedRef(inode, idx);
-    let base: Buffer | undefined;
-    if (ref && ref[1] > 0 && !(coverFrom === 0 && coverTo >= ref[1])) {
-      const full = await this.fetcher.fetch(ref[0]);
-      base = full.subarray(0, ref[1]);
-    }
-    // Counted while the new file is being written, so the cache total never trails the disk.
-    return this.cache.whileReserved(physicalSize(base?.length ?? 0), () => this.dirty.create(inode.ino, idx, base, this.now()));
+  /**
+   * The length of the content a flush of chunk (ino, idx) starts from: its dirty chunk, else
+   * its committed chunk (a new dirty file is seeded from it), else nothing.
+   */
+  private baseLenOf(inode: Inode, idx: number): number {
+    const d = this.dirty.get(inode.ino, idx);
+    if (d) return d.len;
+    return this.committedRef(inode, idx)?.[1] ?? 0;
   }
 
+  /**
+   * Writes are acknowledged once they are in the write buffer (vfs/writeBuffer.ts). A piece
+   * that finds no room waits here, outside any lock: first what the buffer holds beyond its data
+   * goes back (a flush), then Backpressure's rule applies as for any dirty data. Pieces
+   * already taken stay taken: the write returns short, as write(2) does.
+   */
   async write(fh: number, data: Buffer, pos: number): Promise<number> {
     this.assertWritable();
     const h = this.handle(fh);
@@ -841,43 +1043,93 @@ export class Vfs {
       const idx = Math.floor(at / cs);
       const inChunk = at - idx * cs;
       const n = Math.min(data.length - done, cs - inChunk);
-      const piece = data.subarray(done, done + n);
-      // Backpressure outside the chunk lock (the uploader needs that lock to drain this chunk),
-      // for the bytes this piece may add on disk at most. Pieces already written stay written:
-      // the write returns short, as write(2) does.
-      let releaseRoom: () => void;
       try {
-        releaseRoom = await this.reserveRoom(this.pieceBound(n));
+        await this.bufferPiece(inode, idx, inChunk, data.subarray(done, done + n));
       } catch (err) {
         if (done === 0) throw err;
         break;
       }
-      const writePiece = () =>
-        this.dirty.withChunk(inode.ino, idx, async () => {
-          if (!this.inodeOf(inode.ino)) throw new FsError('ENOENT');
-          const d = await this.dirtyChunkFor(inode, idx, inChunk, inChunk + n);
-          // Room for the bytes this write adds is made before they reach the disk.
-          const growth = physicalSize(Math.max(d.len, inChunk + n)) - physicalSize(d.len);
-          if (growth > 0) await this.cache.makeRoomForDirty(growth);
-          await this.dirty.write(d, piece, inChunk, this.now());
-          // The size covers these bytes before the chunk lock is let go: an upload of this chunk
-          // commits the live size with its reference, which must not cut off what was just written.
-          this.extendLiveSize(inode, at + n);
-        });
-      try {
-        await writePiece();
-      } catch (err) {
-        // The cache disk is full: give back clean chunks (safe in the bucket) and try once more.
-        if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || this.cache.cleanUsedBytes === 0) throw err;
-        await this.cache.evictUntil(this.cache.usedBytes - 8 * this.chunkSize);
-        await writePiece();
-      } finally {
-        releaseRoom();
-      }
       done += n;
+      this.extendLiveSize(inode, at + n);
     }
-    this.extendLiveSize(inode, pos + done);
     return done;
+  }
+
+  private async bufferPiece(inode: Inode, idx: number, inChunk: number, piece: Buffer): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      if (!this.inodeOf(inode.ino)) throw new FsError('ENOENT');
+      const got = this.buffer.put(inode.ino, idx, inChunk, piece, () => this.baseLenOf(inode, idx));
+      if (got === 'ok') return;
+      if (got === 'memory') {
+        await this.buffer.makeMemory();
+      } else if (attempt === 0 && this.buffer.hasData) {
+        await this.buffer.flushAll();
+      } else {
+        const bytes = this.pieceBound(piece.length);
+        this.buffer.addRoom(bytes, await this.reserveRoom(bytes));
+      }
+    }
+  }
+
+  /**
+   * Writes buffered data of one chunk to the dirty store (the write buffer's `flushChunk`),
+   * under the chunk lock: the dirty chunk is created if needed (seeded from the committed bytes
+   * the snapshot does not cover), room is made among clean chunks for what it adds, and the
+   * snapshot's units go in one batch. A full cache disk gives back clean chunks (safe in the
+   * bucket) and is tried once more; other failures leave the data buffered.
+   */
+  private async flushBuffered(c: BufferedChunk, all: boolean): Promise<void> {
+    const attempt = () =>
+      this.dirty.withChunk(c.ino, c.idx, async () => {
+        if (c.discarded) return;
+        const inode = this.inodeOf(c.ino);
+        if (!inode) {
+          this.buffer.discardFile(c.ino); // deleted meanwhile: nothing of it is kept
+          return;
+        }
+        const snap = this.buffer.snapshot(c, all);
+        if (snap.patches.length === 0) return;
+        // What this flush adds on disk (the chunk's growth, a seed, pre-images) is within the room
+        // the buffer holds for the chunk until `flushed`, and counted: clean chunks make room for
+        // it before anything is written.
+        await this.cache.makeRoomForDirty(0);
+        const ref = this.committedRef(inode, c.idx);
+        if (!this.dirty.get(c.ino, c.idx) && !(ref && ref[1] > 0 && !coversFromZero(snap.patches, ref[1]))) {
+          // A new dirty chunk with nothing to seed it from (a new file, or one it replaces whole).
+          // Counted while the new file is being written, so the cache total never trails the disk.
+          await this.cache.whileReserved(physicalSize(snap.end), () =>
+            this.dirty.createWithUnits(c.ino, c.idx, snap.patches, snap.end, this.now(), snap.sinceMs),
+          );
+        } else {
+          const d = await this.dirtyChunkFor(inode, c.idx, snap);
+          await this.dirty.writeUnits(d, snap.patches, snap.end, this.now(), snap.sinceMs);
+        }
+        this.buffer.flushed(c, snap);
+      });
+    try {
+      await attempt();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC' || this.cache.cleanUsedBytes === 0) throw err;
+      await this.cache.evictUntil(this.cache.usedBytes - 8 * this.chunkSize);
+      await attempt();
+    }
+  }
+
+  /**
+   * Returns the dirty chunk for (ino, idx), creating it if needed: seeded from the committed
+   * bytes unless the snapshot covers all of them. Call under the chunk lock.
+   */
+  private async dirtyChunkFor(inode: Inode, idx: number, snap: FlushSnapshot): Promise<DirtyChunk> {
+    const existing = this.dirty.get(inode.ino, idx);
+    if (existing) return existing;
+    const ref = this.committedRef(inode, idx);
+    let base: Buffer | undefined;
+    if (ref && ref[1] > 0 && !coversFromZero(snap.patches, ref[1])) {
+      const full = await this.fetcher.fetch(ref[0]);
+      base = full.subarray(0, ref[1]);
+    }
+    // Counted while the new file is being written, so the cache total never trails the disk.
+    return this.cache.whileReserved(physicalSize(base?.length ?? 0), () => this.dirty.create(inode.ino, idx, base, this.now()));
   }
 
   /** Records a write that reached `end`: the live size grows to cover it, and mtime is now. */
@@ -911,17 +1163,29 @@ export class Vfs {
     if (size < old) {
       const keep = Math.ceil(size / cs);
       const affected = this.dirty.indexesOf(inode.ino).filter((idx) => idx >= keep - 1);
+      const buffered = this.buffer.indexesOf(inode.ino).filter((idx) => idx >= keep - 1);
       // The new size must be durable before local data is cut: otherwise a crash could bring
-      // back the old size over data that is gone (zeros where fsynced bytes were).
-      if (affected.length > 0) await this.meta.sync();
+      // back the old size over data that is gone (zeros where fsynced bytes were). Buffered
+      // bytes were never fsynced: cutting them needs nothing durable first.
+      let synced = false;
+      if (affected.length > 0) {
+        await this.meta.sync();
+        synced = true;
+      }
       // Cutting inside a unit reseals it: room for that unit's pre-image.
       const releaseRoom =
         affected.includes(keep - 1) && size % UNIT !== 0 ? await this.reserveRoom(PRE_IMAGE_UNIT_BYTES) : () => undefined;
       try {
-        for (const idx of affected) {
+        for (const idx of [...new Set([...affected, ...buffered])].sort((a, b) => a - b)) {
           await this.dirty.withChunk(inode.ino, idx, async () => {
+            this.buffer.truncate(inode.ino, idx, idx >= keep ? 0 : size - idx * cs);
             const d = this.dirty.get(inode.ino, idx);
             if (!d) return;
+            if (!synced) {
+              // A flush made this dirty chunk after the truncation began.
+              await this.meta.sync();
+              synced = true;
+            }
             if (idx >= keep) await this.dirty.drop(d);
             else if (d.len > size - idx * cs) await this.dirty.truncate(d, size - idx * cs, this.now());
           });
@@ -937,6 +1201,7 @@ export class Vfs {
   private async releaseStorage(ino: number): Promise<void> {
     if (this.unlinked.get(ino)) return;
     this.liveSize.delete(ino);
+    this.buffer.discardFile(ino);
     const idxs = this.dirty.indexesOf(ino);
     if (idxs.length === 0) return;
     // The deletion must be durable before the data goes (see truncateInode).
@@ -949,4 +1214,15 @@ export class Vfs {
     }
     this.noteDirtyFreed();
   }
+}
+
+/** Whether the patches (ascending units) cover bytes [0, n) of the chunk without a gap. */
+function coversFromZero(patches: readonly UnitPatch[], n: number): boolean {
+  let k = 0;
+  for (let u = 0; u * UNIT < n; u++, k++) {
+    const p = patches[k];
+    const need = Math.min(UNIT, n - u * UNIT);
+    if (!p || p.index !== u || p.ranges[0] !== 0 || p.ranges[1]! < need) return false;
+  }
+  return true;
 }

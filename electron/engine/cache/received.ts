@@ -1,0 +1,159 @@
+/**
+ * Received cache files: how the clean cache keeps a chunk downloaded from the bucket without a
+ * second cipher pass. The chunk object is already encrypted and was authenticated as a whole
+ * when it was decoded; its ciphertext is stored as received, and what keeps a modified file
+ * from being served is a code per 64 KiB unit computed here, so any byte range can be checked
+ * and decrypted alone (random access) and a whole chunk with one pass of each.
+ *
+ * Layout:  header (88 bytes) | unit table (28 bytes per unit) | ciphertext
+ *   header     = magic "FSR1" | fileId (16 random bytes) | the chunk's nonce (12) | zeros (56, unused)
+ *   table[i]   = code nonce (12 random bytes) | code (16)
+ *   ciphertext = the chunk object's AES-256-GCM ciphertext, as received (uncompressed chunks)
+ *   code i     = GMAC, under a key derived from the cache key, of
+ *                fileId | i | chunk nonce | chunk name | data length | ciphertext unit i
+ * The same size on disk as a sealed file (sealed.ts) of the same data, so the cache counts
+ * both alike. Unit i decrypts with the chunk key in AES-CTR from GCM's counter for offset
+ * i * 64 KiB. A unit moved, a nonce or fileId changed, a file renamed to another chunk's name
+ * or cut short (the data length comes from the file's size) all fail the codes: the cache
+ * then drops the file and fetches the chunk again (chunkCache.ts), never serving wrong bytes.
+ *
+ * Compressed chunks are not kept this way (a range of deflated data cannot be read alone):
+ * the cache seals their decoded bytes instead (sealed.ts). Pure I/O helpers; the caller
+ * (ChunkCache) owns locking and accounting.
+ */
+
+import { createCipheriv, hkdfSync, randomFillSync, timingSafeEqual } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { AuthError, decryptSealedPart } from '../chunk/crypto';
+import { HEADER, UNIT, UNIT_OVERHEAD, lastUnitOf } from './sealed';
+
+const MAGIC = Buffer.from('FSR1', 'ascii');
+const CODE_NONCE = 12;
+const CHUNK_NONCE = 12;
+
+/** What a received file's header says (checked by the unit codes, not by itself). */
+export interface ReceivedHeader {
+  readonly fileId: Buffer;
+  readonly nonce: Buffer;
+}
+
+/** Offset of the ciphertext in a file holding `len` data bytes. */
+function dataStart(len: number): number {
+  return HEADER + (lastUnitOf(len) + 1) * UNIT_OVERHEAD;
+}
+
+async function readFully(fh: FileHandle, buf: Buffer, pos: number): Promise<number> {
+  let got = 0;
+  while (got < buf.length) {
+    const { bytesRead } = await fh.read(buf, got, buf.length - got, pos + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got;
+}
+
+export class ReceivedIO {
+  private readonly codeKey: Buffer;
+
+  constructor(
+    cacheKey: Buffer,
+    private readonly chunkKey: Buffer,
+  ) {
+    this.codeKey = Buffer.from(hkdfSync('sha256', cacheKey, Buffer.alloc(0), 'filespace cache unit codes v1', 32));
+  }
+
+  /** What every unit code of a file covers besides the unit: fileId | i | chunk nonce | name | length (i set per unit). */
+  private static codePrefix(fileId: Buffer, nonce: Buffer, name: string, len: number): Buffer {
+    const prefix = Buffer.alloc(16 + 4 + CHUNK_NONCE + 48);
+    fileId.copy(prefix, 0);
+    nonce.copy(prefix, 20);
+    prefix.write(name.padEnd(40, '\0').slice(0, 40), 32, 'latin1');
+    prefix.writeUIntBE(len, 74, 6);
+    return prefix;
+  }
+
+  private code(codeNonce: Buffer, prefix: Buffer, i: number, unit: Buffer): Buffer {
+    prefix.writeUInt32BE(i, 16);
+    const g = createCipheriv('aes-256-gcm', this.codeKey, codeNonce);
+    g.setAAD(prefix);
+    g.setAAD(unit);
+    g.final();
+    return g.getAuthTag();
+  }
+
+  /** The whole file for chunk `name`, as buffers for one writev (the ciphertext is not copied). */
+  fileFor(name: string, nonce: Buffer, ciphertext: Buffer): Buffer[] {
+    const len = ciphertext.length;
+    const head = Buffer.alloc(HEADER);
+    MAGIC.copy(head, 0);
+    const fileId = randomFillSync(head.subarray(4, 20));
+    nonce.copy(head, 20);
+    const prefix = ReceivedIO.codePrefix(fileId, nonce, name, len);
+    const units = lastUnitOf(len) + 1;
+    const table = Buffer.allocUnsafe(units * UNIT_OVERHEAD);
+    for (let i = 0; i < units; i++) {
+      const at = i * UNIT_OVERHEAD;
+      const codeNonce = randomFillSync(table.subarray(at, at + CODE_NONCE));
+      this.code(codeNonce, prefix, i, ciphertext.subarray(i * UNIT, Math.min(len, (i + 1) * UNIT))).copy(table, at + CODE_NONCE);
+    }
+    return [head, table, ciphertext];
+  }
+
+  /** Reads a header: undefined when the file is not a received file (e.g. a sealed one). */
+  async readHeader(fh: FileHandle): Promise<ReceivedHeader | undefined> {
+    const head = Buffer.alloc(HEADER);
+    if ((await readFully(fh, head, 0)) !== HEADER || !head.subarray(0, 4).equals(MAGIC)) return undefined;
+    return { fileId: Buffer.from(head.subarray(4, 20)), nonce: Buffer.from(head.subarray(20, 20 + CHUNK_NONCE)) };
+  }
+
+  /** Units [first, last] of a file holding `len` data bytes: checked, then decrypted as one buffer starting at first * UNIT. */
+  private async readUnits(
+    fh: FileHandle,
+    h: ReceivedHeader,
+    name: string,
+    len: number,
+    first: number,
+    last: number,
+    what: string,
+  ): Promise<Buffer> {
+    const table = Buffer.allocUnsafe((last - first + 1) * UNIT_OVERHEAD);
+    const from = first * UNIT;
+    const data = Buffer.allocUnsafe(Math.min(len, (last + 1) * UNIT) - from);
+    const [gotTable, gotData] = await Promise.all([
+      readFully(fh, table, HEADER + first * UNIT_OVERHEAD),
+      readFully(fh, data, dataStart(len) + from),
+    ]);
+    if (gotTable < table.length || gotData < data.length) throw new AuthError(`${what} (cut short)`);
+    const prefix = ReceivedIO.codePrefix(h.fileId, h.nonce, name, len);
+    for (let i = first; i <= last; i++) {
+      const at = (i - first) * UNIT_OVERHEAD;
+      const unit = data.subarray(i * UNIT - from, Math.min(len, (i + 1) * UNIT) - from);
+      const want = this.code(table.subarray(at, at + CODE_NONCE), prefix, i, unit);
+      if (!timingSafeEqual(want, table.subarray(at + CODE_NONCE, at + UNIT_OVERHEAD))) throw new AuthError(`${what} unit ${i}`);
+    }
+    return decryptSealedPart(this.chunkKey, h.nonce, data, from);
+  }
+
+  /** Copies data bytes [pos, pos+n) into buf at bufOff (n already clamped to the length). */
+  async read(
+    fh: FileHandle,
+    h: ReceivedHeader,
+    name: string,
+    len: number,
+    buf: Buffer,
+    bufOff: number,
+    n: number,
+    pos: number,
+    what: string,
+  ): Promise<void> {
+    if (n <= 0) return;
+    const first = Math.floor(pos / UNIT);
+    const plain = await this.readUnits(fh, h, name, len, first, Math.floor((pos + n - 1) / UNIT), what);
+    plain.copy(buf, bufOff, pos - first * UNIT, pos - first * UNIT + n);
+  }
+
+  async readAll(fh: FileHandle, h: ReceivedHeader, name: string, len: number, what: string): Promise<Buffer> {
+    if (len === 0) return Buffer.alloc(0);
+    return this.readUnits(fh, h, name, len, 0, lastUnitOf(len), what);
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * Engine profile: one Filespace engine under `node --cpu-prof` (optionally `--heap-prof`)
+ * through one workload, with its memory sampled, so a change on the data path can be explained
+ * by where the engine thread's time and the process's memory go, not only by a rate.
+ *
+ *   node dist/test/bench/engineprofile.js <workload> [out-dir]
+ *
+ * Workloads: `seq` (dd bs=1M of FILESPACE_PROFILE_MIB, default 256, of random data, then
+ * `filespace sync`), `limited` (the same from /dev/urandom under `upload-limit 16MiB`), `tar`
+ * (tar x of the npm tree node_modules/@aws-sdk, then `filespace sync`). Chunk size 4 MiB and a
+ * 3 GiB cache, as in the benchmark; the S3 server is the benchmark's s3rver. Extra engine flags:
+ * FILESPACE_PROFILE_NODE_OPTIONS (e.g. `--heap-prof`).
+ *
+ * It writes the engine's .cpuprofile into out-dir and prints: wall time of the workload and of
+ * the sync, the engine's peak RSS (sampled every 50 ms, and VmHWM), its CPU, and a summary of
+ * the profile (engineprofile-summary.ts). Like the benchmark, it never touches the mount from
+ * its own process and unmounts and stops everything it started on the way out.
+ */
+
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { spawn } from 'node:child_process';
+import { Bed, REPO, randomFile, tmpDir, until } from '../helpers/bed';
+import { cpuMeter, memoryOf } from './procstat';
+import { exec, must } from './proc';
+import { startS3rver } from './server';
+import { type CpuProfile, summarise } from './engineprofile-summary';
+
+const MiB = 1024 * 1024;
+
+async function main(): Promise<void> {
+  const workload = process.argv[2] ?? 'seq';
+  if (!['seq', 'limited', 'tar'].includes(workload)) throw new Error(`unknown workload "${workload}" (seq, limited, tar)`);
+  const outDir = path.resolve(process.argv[3] ?? `engine-profile-${workload}`);
+  const mib = Number(process.env.FILESPACE_PROFILE_MIB ?? 256);
+  await fsp.mkdir(outDir, { recursive: true });
+  const work = await tmpDir('prof');
+  const server = await startS3rver(path.join(work, 's3'));
+  const bed = new Bed();
+  await bed.start(server);
+  let pid = 0;
+  let unmount: (() => Promise<void>) | undefined;
+  let stopEngine: (() => Promise<void>) | undefined;
+  try {
+    let input = '';
+    if (workload === 'seq') input = await randomFile(work, 'source.bin', mib * MiB);
+    if (workload === 'tar') {
+      const modules = await fsp.realpath(path.join(REPO, 'node_modules'));
+      input = path.join(work, 'npm.tar');
+      // FILESPACE_PROFILE_TREE=node_modules: the whole node_modules (as the benchmark's second tree).
+      const whole = process.env.FILESPACE_PROFILE_TREE === 'node_modules';
+      const from = whole ? path.dirname(modules) : modules;
+      must(
+        await exec('tar', ['cf', input, '--hard-dereference', '-C', from, whole ? path.basename(modules) : '@aws-sdk'], {
+          timeoutMs: 300_000,
+        }),
+        'tar cf',
+      );
+    }
+    const bucket = await server.newBucket('prof');
+    const fs = await bed.filespace({ bucket, chunkSize: '4MiB', cacheSize: '3GiB' });
+    const flags = [
+      '--cpu-prof',
+      `--cpu-prof-dir=${outDir}`,
+      ...(process.env.FILESPACE_PROFILE_NODE_OPTIONS ?? '').split(' ').filter(Boolean),
+    ];
+    if (workload === 'limited') await fs.machine.ok('set', fs.name, 'upload-limit', '16MiB');
+    // The engine in the foreground, as `filespace mount` would start it, with the profiler's flags.
+    const before = new Set(await fsp.readdir(outDir));
+    const engine = spawn(process.execPath, [...flags, path.join(REPO, 'bin', 'filespace'), 'mount', fs.name, '--foreground'], {
+      env: fs.machine.env,
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    let exited = false;
+    engine.once('exit', () => (exited = true));
+    stopEngine = async () => {
+      if (!exited) engine.kill('SIGKILL');
+    };
+    await until('the engine to mount', async () => {
+      if (exited) throw new Error('the engine exited before mounting');
+      return (await fs.status().catch(() => undefined))?.state === 'mounted';
+    });
+    pid = await fs.pid();
+    unmount = () => fs.unmount();
+    console.log(`engine RSS once mounted ${(((await memoryOf(pid))?.rss ?? 0) / 1e6).toFixed(0)} MB`);
+    let peak = 0;
+    const sampler = setInterval(() => {
+      void memoryOf(pid).then((m) => {
+        if (m) peak = Math.max(peak, m.rss);
+      });
+    }, 50);
+    const cpu = await cpuMeter(pid);
+    const t0 = Date.now();
+    const m0 = Number(process.hrtime.bigint() / 1000n);
+    if (workload === 'seq') {
+      must(await exec('dd', [`if=${input}`, `of=${fs.mnt}/seq.bin`, 'bs=1M', 'status=none'], { timeoutMs: 900_000 }), 'dd');
+    } else if (workload === 'limited') {
+      must(
+        await exec('dd', ['if=/dev/urandom', `of=${fs.mnt}/limited.bin`, 'bs=1M', `count=${mib}`, 'status=none'], {
+          timeoutMs: 900_000,
+        }),
+        'dd',
+      );
+    } else {
+      must(await exec('tar', ['xf', input, '-C', fs.mnt], { timeoutMs: 900_000 }), 'tar x');
+    }
+    const t1 = Date.now();
+    const m1 = Number(process.hrtime.bigint() / 1000n);
+    await fs.sync();
+    const t2 = Date.now();
+    const m2 = Number(process.hrtime.bigint() / 1000n);
+    const use = await cpu();
+    clearInterval(sampler);
+    const mem = await memoryOf(pid);
+    // FILESPACE_PROFILE_IDLE_S: how resident memory settles once the engine is idle again.
+    const idleS = Number(process.env.FILESPACE_PROFILE_IDLE_S ?? 0);
+    for (let s = 5; s <= idleS; s += 5) {
+      await new Promise((res) => setTimeout(res, 5000));
+      console.log(`engine RSS after ${s} s idle: ${(((await memoryOf(pid))?.rss ?? 0) / 1e6).toFixed(0)} MB`);
+    }
+    console.log(
+      `workload ${workload}: ${((t1 - t0) / 1000).toFixed(2)} s to close, sync ${((t2 - t1) / 1000).toFixed(2)} s, total ${((t2 - t0) / 1000).toFixed(2)} s`,
+    );
+    console.log(
+      `engine peak RSS sampled ${(peak / 1e6).toFixed(0)} MB, VmHWM ${((mem?.hwm ?? 0) / 1e6).toFixed(0)} MB; CPU ${use?.total.toFixed(2)} cores, main thread ${use?.main.toFixed(2)}`,
+    );
+    await fs.unmount();
+    unmount = undefined;
+    // The profile is written as the engine exits.
+    let prof: string | undefined;
+    for (let i = 0; i < 100 && !prof; i++) {
+      prof = (await fsp.readdir(outDir)).find((f) => !before.has(f) && f.endsWith('.cpuprofile') && f.includes(`.${pid}.`));
+      if (!prof) await new Promise((res) => setTimeout(res, 200));
+    }
+    if (!prof) throw new Error('the engine wrote no profile');
+    const dest = path.join(outDir, `${workload}.cpuprofile`);
+    await fsp.rename(path.join(outDir, prof), dest);
+    for (const f of await fsp.readdir(outDir))
+      if (!before.has(f) && f.endsWith('.cpuprofile') && f !== `${workload}.cpuprofile`) await fsp.rm(path.join(outDir, f));
+    const profile = JSON.parse(await fsp.readFile(dest, 'utf8')) as CpuProfile;
+    console.log(summarise(profile));
+    // The profile's clock is the monotonic one this process reads with hrtime.
+    console.log(summarise(profile, { label: workload === 'tar' ? 'tar x' : 'dd', fromUs: m0, toUs: m1 }));
+    console.log(summarise(profile, { label: 'sync', fromUs: m1, toUs: m2 }));
+  } finally {
+    if (unmount) await unmount().catch(() => undefined);
+    await stopEngine?.();
+    await bed.stop();
+    await server.stop();
+    await fsp.rm(work, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,189 @@
+// Pins down how the fetcher uses the bucket: read-ahead fills every download slot (a sequential
+// reader keeps `download-concurrency` GETs in flight), a chunk a reader waits on goes before
+// queued read-ahead, and a reader gets its chunk as soon as it is decoded, before the copy into
+// the clean cache is written (served from memory meanwhile, without a second GET).
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { ChunkCache } from '../../electron/engine/cache/chunkCache';
+import { HandlePool } from '../../electron/engine/cache/handles';
+import { SealedIO } from '../../electron/engine/cache/sealed';
+import { chunkName } from '../../electron/engine/chunk/crypto';
+import { chunkKey, encodeChunk } from '../../electron/engine/chunk/format';
+import { ChunkFetcher } from '../../electron/engine/prefetch/fetcher';
+import { MemoryStore } from '../../electron/engine/store/memory';
+import { CallOptions, GetResult } from '../../electron/engine/store/types';
+import { until } from '../helpers/until';
+
+/** A store whose GETs wait until the test lets them go, counting those in flight. */
+class GatedStore extends MemoryStore {
+  inFlight = 0;
+  maxInFlight = 0;
+  /** Keys in the order their GETs reached the store. */
+  readonly started: string[] = [];
+  private readonly gates: Array<() => void> = [];
+
+  override async get(
+    key: string,
+    range?: { readonly start: number; readonly end: number },
+    _call?: CallOptions,
+  ): Promise<GetResult | undefined> {
+    this.started.push(key);
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      await new Promise<void>((resolve) => this.gates.push(resolve));
+      return await super.get(key, range);
+    } finally {
+      this.inFlight--;
+    }
+  }
+
+  /** Lets the oldest waiting GET answer. */
+  releaseOne(): void {
+    this.gates.shift()?.();
+  }
+
+  releaseAll(): void {
+    for (const g of this.gates.splice(0)) g();
+  }
+}
+
+const chunkKeyBytes = randomBytes(32);
+const nameKey = randomBytes(32);
+let dir: string;
+let handles: HandlePool;
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'filespace-fetcher-'));
+  handles = new HandlePool(8);
+});
+
+afterEach(async () => {
+  await handles.closeAll();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function setUp(
+  count: number,
+  concurrency: number,
+): Promise<{ store: GatedStore; cache: ChunkCache; fetcher: ChunkFetcher; names: string[]; datas: Buffer[] }> {
+  const store = new GatedStore();
+  const names: string[] = [];
+  const datas: Buffer[] = [];
+  for (let i = 0; i < count; i++) {
+    const data = randomBytes(100_000 + i);
+    const name = chunkName(nameKey, data);
+    await store.put(chunkKey(name), await encodeChunk(chunkKeyBytes, name, data));
+    names.push(name);
+    datas.push(data);
+  }
+  const cache = new ChunkCache(
+    dir,
+    { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 },
+    handles,
+    () => 0,
+    new SealedIO(randomBytes(32)),
+  );
+  await cache.init();
+  const fetcher = new ChunkFetcher(
+    store,
+    cache,
+    chunkKeyBytes,
+    concurrency,
+    () => 60_000,
+    () => undefined,
+  );
+  return { store, cache, fetcher, names, datas };
+}
+
+describe('ChunkFetcher', () => {
+  it('read-ahead fills every download slot, and a chunk a reader waits on goes before queued read-ahead', async () => {
+    const { store, fetcher, names, datas } = await setUp(7, 4);
+    for (const [i, n] of names.slice(0, 6).entries()) {
+      fetcher.prefetch(n);
+      if (i < 4) await until(`read-ahead GET ${i + 1} in flight`, () => store.inFlight === i + 1);
+    }
+    assert.equal(store.started.length, 4, 'the other two wait for a slot');
+    // A reader now needs the last queued chunk: it takes the next free slot.
+    const wanted = fetcher.fetch(names[5]!);
+    store.releaseOne();
+    await until('a fifth GET', () => store.started.length === 5);
+    assert.equal(store.started[4], chunkKey(names[5]!));
+    store.releaseAll();
+    assert.deepEqual(await wanted, datas[5]);
+    await until('every GET answered', () => (store.releaseAll(), store.started.length === 6 && store.inFlight === 0));
+    assert.equal(store.maxInFlight, 4);
+    await fetcher.cacheWritesDone();
+  });
+
+  it('a reader gets its chunk before its copy is in the cache, and meanwhile it is served without another GET', async () => {
+    const { store, cache, fetcher, names, datas } = await setUp(1, 4);
+    const name = names[0]!;
+    let letWrite!: () => void;
+    const writeGate = new Promise<void>((resolve) => (letWrite = resolve));
+    const putReceived = cache.putReceived.bind(cache);
+    cache.putReceived = async (...args) => {
+      await writeGate;
+      return putReceived(...args);
+    };
+    let got: Buffer | undefined;
+    void fetcher.fetch(name).then((b) => (got = b));
+    await until('the GET', () => store.inFlight === 1);
+    store.releaseAll();
+    await until('the reader to get the chunk while its copy waits', () => got !== undefined);
+    assert.deepEqual(got, datas[0]);
+    assert.equal(cache.has(name), false);
+    assert.deepEqual(await fetcher.fetch(name), datas[0]);
+    assert.equal(store.started.length, 1, 'no second GET');
+    const written = fetcher.cacheWritesDone();
+    letWrite();
+    await written;
+    assert.equal(cache.has(name), true);
+    assert.deepEqual(await cache.readAll(name), datas[0]);
+  });
+});
+
+describe('chunks kept in memory for sequential readers', () => {
+  it('evicts chunks already read before read-ahead, and read-ahead never evicts read-ahead', async () => {
+    const KB = 1000;
+    const cache = new ChunkCache(
+      dir,
+      { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 },
+      handles,
+      () => 0,
+      new SealedIO(randomBytes(32)),
+      undefined,
+      3 * KB,
+    );
+    const chunk = () => Buffer.alloc(KB);
+    cache.remember('read', chunk());
+    cache.remember('ahead1', chunk(), true);
+    cache.remember('ahead2', chunk(), true);
+    cache.remember('ahead3', chunk(), true);
+    assert.deepEqual(
+      ['read', 'ahead1', 'ahead2', 'ahead3'].map((n) => cache.inMemoryPeek(n)),
+      [false, true, true, true],
+    );
+    cache.remember('ahead4', chunk(), true);
+    assert.equal(cache.inMemoryPeek('ahead4'), false, 'memory full of read-ahead: the newest waits on disk');
+    assert.equal(cache.inMemoryPeek('ahead1'), true);
+    assert.ok(cache.inMemory('ahead1'), 'read now');
+    cache.remember('ahead5', chunk(), true);
+    assert.deepEqual(
+      ['ahead1', 'ahead2', 'ahead3', 'ahead5'].map((n) => cache.inMemoryPeek(n)),
+      [false, true, true, true],
+      'the chunk read goes first',
+    );
+    cache.remember('wanted', chunk());
+    assert.deepEqual(
+      ['ahead2', 'ahead3', 'ahead5', 'wanted'].map((n) => cache.inMemoryPeek(n)),
+      [false, true, true, true],
+      'a chunk a reader waits on displaces the oldest read-ahead',
+    );
+  });
+});

@@ -1,0 +1,213 @@
+// Received cache files (a chunk downloaded from the bucket, kept as received with a code per
+// unit): any range reads back the chunk's bytes, the file takes the room a sealed file of the
+// same data takes, and any modified, moved, renamed or cut file is refused; through the cache,
+// a refused file is dropped and read as a miss (fetched again), and a compressed chunk is sealed.
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { ChunkCache } from '../../electron/engine/cache/chunkCache';
+import { HandlePool } from '../../electron/engine/cache/handles';
+import { ReceivedIO } from '../../electron/engine/cache/received';
+import { HEADER, SealedIO, UNIT, UNIT_OVERHEAD, physicalSize } from '../../electron/engine/cache/sealed';
+import { AuthError, chunkName } from '../../electron/engine/chunk/crypto';
+import { decodeChunk, encodeChunk, receivedCiphertext } from '../../electron/engine/chunk/format';
+
+const cacheKey = randomBytes(32);
+const chunkKey = randomBytes(32);
+const nameKey = randomBytes(32);
+const io = new ReceivedIO(cacheKey, chunkKey);
+
+async function received(data: Buffer): Promise<{ name: string; obj: Buffer }> {
+  const name = chunkName(nameKey, data);
+  const obj = await encodeChunk(chunkKey, name, data);
+  assert.deepEqual(await decodeChunk(chunkKey, name, obj), data);
+  return { name, obj };
+}
+
+describe('received cache files', () => {
+  let dir: string;
+  before(async () => {
+    dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'received-'));
+  });
+  after(() => fsp.rm(dir, { recursive: true, force: true }));
+
+  async function write(file: string, name: string, obj: Buffer): Promise<void> {
+    const parts = receivedCiphertext(obj)!;
+    const fh = await fsp.open(file, 'w+');
+    try {
+      await fh.writev(io.fileFor(name, parts.nonce, parts.ciphertext), 0);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async function withFile<T>(file: string, fn: (fh: fsp.FileHandle) => Promise<T>): Promise<T> {
+    const fh = await fsp.open(file, 'r+');
+    try {
+      return await fn(fh);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  it('reads back any range, and takes the room of a sealed file of the same data', async () => {
+    for (const len of [1, 100, UNIT - 1, UNIT, UNIT + 1, 3 * UNIT + 777]) {
+      const data = randomBytes(len);
+      const { name, obj } = await received(data);
+      const file = path.join(dir, `r${len}`);
+      await write(file, name, obj);
+      assert.equal((await fsp.stat(file)).size, physicalSize(len));
+      await withFile(file, async (fh) => {
+        const h = (await io.readHeader(fh))!;
+        assert.deepEqual(await io.readAll(fh, h, name, len, 'x'), data);
+        for (const [pos, n] of [
+          [0, len],
+          [len - 1, 1],
+          [Math.floor(len / 2), Math.min(len - Math.floor(len / 2), UNIT + 5)],
+          [UNIT - 3, 10],
+        ] as const) {
+          if (pos < 0 || pos >= len) continue;
+          const m = Math.min(n, len - pos);
+          const buf = Buffer.alloc(m + 4, 0xee);
+          await io.read(fh, h, name, len, buf, 2, m, pos, 'x');
+          assert.deepEqual(buf.subarray(2, 2 + m), data.subarray(pos, pos + m), `len ${len} pos ${pos}`);
+          assert.equal(buf[0], 0xee);
+        }
+      });
+    }
+  });
+
+  it('refuses a flipped byte anywhere that matters, a unit moved, another name, and a file cut short', async () => {
+    const data = randomBytes(3 * UNIT + 10);
+    const { name, obj } = await received(data);
+    const dataStart = HEADER + 4 * UNIT_OVERHEAD;
+    const spots: Array<[string, number]> = [
+      ['fileId', 4],
+      ['chunk nonce', 25],
+      ['code nonce of unit 1', HEADER + UNIT_OVERHEAD + 3],
+      ['code of unit 2', HEADER + 2 * UNIT_OVERHEAD + 20],
+      ['ciphertext of unit 0', dataStart + 5],
+      ['ciphertext of the last unit', dataStart + 3 * UNIT + 9],
+    ];
+    for (const [what, at] of spots) {
+      const file = path.join(dir, `flip-${at}`);
+      await write(file, name, obj);
+      await withFile(file, async (fh) => {
+        const b = Buffer.alloc(1);
+        await fh.read(b, 0, 1, at);
+        b[0]! ^= 0x01;
+        await fh.write(b, 0, 1, at);
+        const h = await io.readHeader(fh);
+        await assert.rejects(io.readAll(fh, h!, name, data.length, 'x'), AuthError, what);
+      });
+    }
+    // Units 1 and 2 swapped (ciphertext and table entries alike).
+    const swapped = path.join(dir, 'swap');
+    await write(swapped, name, obj);
+    await withFile(swapped, async (fh) => {
+      const whole = await fh.readFile();
+      const u = (i: number) => whole.subarray(dataStart + i * UNIT, dataStart + (i + 1) * UNIT);
+      const e = (i: number) => whole.subarray(HEADER + i * UNIT_OVERHEAD, HEADER + (i + 1) * UNIT_OVERHEAD);
+      const out = Buffer.concat([
+        whole.subarray(0, HEADER),
+        e(0),
+        e(2),
+        e(1),
+        e(3),
+        u(0),
+        u(2),
+        u(1),
+        whole.subarray(dataStart + 3 * UNIT),
+      ]);
+      await fh.write(out, 0, out.length, 0);
+      const h = await io.readHeader(fh);
+      const buf = Buffer.alloc(10);
+      await assert.rejects(io.read(fh, h!, name, data.length, buf, 0, 10, UNIT + 1, 'x'), AuthError);
+      await io.read(fh, h!, name, data.length, buf, 0, 10, 5, 'x'); // unit 0 is where it was
+    });
+    // Read as another chunk, or with the length of a file cut at a unit boundary.
+    const file = path.join(dir, 'other');
+    await write(file, name, obj);
+    await withFile(file, async (fh) => {
+      const h = (await io.readHeader(fh))!;
+      const other = chunkName(nameKey, randomBytes(8));
+      await assert.rejects(io.readAll(fh, h, other, data.length, 'x'), AuthError);
+      await assert.rejects(io.readAll(fh, h, name, 3 * UNIT, 'x'), AuthError);
+      await fh.truncate(physicalSize(data.length) - 3);
+      await assert.rejects(io.readAll(fh, h, name, data.length, 'x'), AuthError);
+    });
+    // Without the chunk key nothing reads.
+    const wrong = new ReceivedIO(cacheKey, randomBytes(32));
+    const f2 = path.join(dir, 'wrongkey');
+    await write(f2, name, obj);
+    await withFile(f2, async (fh) => {
+      const got = await wrong.readAll(fh, (await wrong.readHeader(fh))!, name, data.length, 'x');
+      assert.notDeepEqual(got, data);
+      await assert.rejects(
+        new ReceivedIO(randomBytes(32), chunkKey).readAll(fh, (await io.readHeader(fh))!, name, data.length, 'x'),
+        AuthError,
+      );
+    });
+  });
+
+  it('through the cache: kept as received, served, and when damaged dropped and read as a miss; a compressed chunk is sealed', async () => {
+    const cdir = await fsp.mkdtemp(path.join(dir, 'cache-'));
+    const handles = new HandlePool(8);
+    const sealed = new SealedIO(cacheKey);
+    const cache = new ChunkCache(
+      cdir,
+      { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 },
+      handles,
+      () => 0,
+      sealed,
+      io,
+    );
+    await cache.init();
+    const damaged: string[] = [];
+    cache.onDamaged = (n) => damaged.push(n);
+    try {
+      const data = randomBytes(2 * UNIT + 3);
+      const { name, obj } = await received(data);
+      assert.equal(await cache.putReceived(name, obj, data), true);
+      const file = cache.pathOf(name);
+      const head = Buffer.alloc(4);
+      await withFile(file, (fh) => fh.read(head, 0, 4, 0));
+      assert.equal(head.toString('latin1'), 'FSR1');
+      assert.equal(cache.usedBytes, physicalSize(data.length));
+      assert.deepEqual(await cache.readAll(name), data);
+      const buf = Buffer.alloc(100);
+      assert.equal(await cache.read(name, buf, 0, 100, UNIT - 50), 100);
+      assert.deepEqual(buf, data.subarray(UNIT - 50, UNIT + 50));
+
+      // A compressible chunk arrives deflated: it is kept sealed, and reads back the same.
+      const text = Buffer.from('all work and no play '.repeat(5000));
+      const c = await received(text);
+      assert.equal(c.obj[4], 1, 'deflated');
+      await cache.putReceived(c.name, c.obj, text);
+      await withFile(cache.pathOf(c.name), (fh) => fh.read(head, 0, 4, 0));
+      assert.equal(head.toString('latin1'), 'FSL1');
+      assert.deepEqual(await cache.readAll(c.name), text);
+
+      // A flipped ciphertext byte: refused, dropped, a miss.
+      await handles.closeAll();
+      await withFile(file, async (fh) => {
+        const b = Buffer.alloc(1);
+        const at = HEADER + 3 * UNIT_OVERHEAD + UNIT + 7;
+        await fh.read(b, 0, 1, at);
+        b[0]! ^= 0x80;
+        await fh.write(b, 0, 1, at);
+      });
+      assert.equal(await cache.read(name, buf, 0, 10, UNIT + 2), undefined);
+      assert.deepEqual(damaged, [name]);
+      assert.equal(cache.has(name), false);
+      await assert.rejects(fsp.stat(file), { code: 'ENOENT' });
+      assert.equal(cache.usedBytes, physicalSize(text.length));
+    } finally {
+      await handles.closeAll();
+    }
+  });
+});
