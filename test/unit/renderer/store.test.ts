@@ -210,6 +210,15 @@ describe('renderer store: wizard', () => {
     assert.deepEqual(host.calls, []);
     editWizard({ repeat: 'correct horse battery' });
     await submitPassphrase();
+    // The recovery kit comes next, with a key made here; going on needs the kit kept.
+    assert.equal(w().step, 'passphrase');
+    assert.equal(w().kitShown, true);
+    assert.match(w().recoveryKey, /^[0-9A-HJKMNP-TV-Z]{32}$/);
+    assert.deepEqual(host.calls, []);
+    await submitPassphrase();
+    assert.match(w().error ?? '', /recovery kit/);
+    editWizard({ kitSaved: true });
+    await submitPassphrase();
     assert.equal(w().step, 'place');
     assert.equal(w().mountPoint, '/home/u/Filespace/team');
     assert.equal(w().cacheCapBytes, 20e9);
@@ -241,6 +250,7 @@ describe('renderer store: wizard', () => {
       mountPoint: '/m/team',
       cacheCapBytes: 1e9,
       cacheDiskFreeBytes: 5e9,
+      recoveryKey: '0123456789ABCDEFGHJKMNPQRSTVWXYZ',
     });
     await submitPlace();
     assert.deepEqual(
@@ -254,10 +264,48 @@ describe('renderer store: wizard', () => {
       name: 'team',
       mountPoint: '/m/team',
       cacheCapBytes: 1e9,
+      recoveryKey: '0123456789ABCDEFGHJKMNPQRSTVWXYZ',
     });
     assert.equal(store.getState().screen, 'status');
     assert.equal(w().passphrase, '', 'the passphrase leaves the renderer state');
+    assert.equal(w().recoveryKey, '', 'the recovery key leaves the renderer state');
     assert.equal(w().step, 'keys');
+  });
+
+  it('linking a filespace another computer writes lands on its card with who writes, not on an error', async () => {
+    const summary = {
+      name: 'team',
+      location: 's3://b/team',
+      kind: 's3' as const,
+      mountPoint: '/m/team',
+      cacheDir: '/c/team',
+      status: fsStatus({ state: 'unmounted' }),
+    };
+    const writer = { computer: 'laptop', since: 1, lastHeard: 2, live: true, thisComputer: false };
+    const host = scripted({
+      'mountpoint.check': () => ({ ok: true }),
+      'filespace.link': () => summary,
+      'filespace.mount': () => {
+        throw new HostError('LEASE_HELD', '"team" is being written by laptop');
+      },
+      'filespace.writer': () => ({ writer }),
+    });
+    connect(host);
+    editWizard({
+      step: 'place',
+      mode: 'link',
+      bucket: 'b-1',
+      name: 'team',
+      passphrase: 'correct horse battery',
+      mountPoint: '/m/team',
+      cacheCapBytes: 1e9,
+      cacheDiskFreeBytes: 5e9,
+    });
+    await submitPlace();
+    assert.equal(w().error, null);
+    assert.equal(store.getState().screen, 'status');
+    assert.deepEqual(store.getState().secondMachine.team, { writer, confirmTakeover: false });
+    assert.deepEqual(store.getState().errors, []);
   });
 
   it('refuses a cache cap above the free space without asking the host', async () => {
