@@ -281,7 +281,15 @@ describe('two computers and the recovery key, in Chromium', () => {
   });
 
   it('takes over after a confirmation; the old writer stops writing', async () => {
-    // A has a change it cannot upload (uploads paused) when B takes over.
+    // A has one change it cannot upload (uploads paused) when B takes over; everything before it is in the bucket.
+    await until(
+      'A uploaded everything so far',
+      async () => {
+        const s = (await summary(a(), 'flows'))?.status;
+        return s && s.dirtyBytes === 0 && s.pendingMetaOps === 0;
+      },
+      120_000,
+    );
     await pageA.click('[data-testid=pause]');
     await waitText(pageA.getByTestId('pause'), /Resume uploads/);
     await fsp.writeFile(path.join(mntA(), 'local.txt'), 'only on A');
