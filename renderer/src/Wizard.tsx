@@ -1,6 +1,6 @@
 // The first-run wizard: keys -> bucket and permissions -> passphrase -> mount point and cache.
 
-import { useMemo, useState } from 'react';
+import { useDeferredValue, useMemo, useState } from 'react';
 import { formatBytes } from '../../electron/contract/format';
 import { formatRecoveryKey } from '../../electron/contract/recoveryKey';
 import { passphraseStrength, WIZARD_STEPS } from '../../electron/contract/wizard';
@@ -233,8 +233,14 @@ const LOSS_WARNING =
   'Without the passphrase or the recovery key, the files in this filespace are gone for good: they are encrypted on this computer, and nobody (not Filespace, not Amazon) can open them.';
 
 /** The passphrase meter: zxcvbn's score, coloured from red (very weak) to green (strong). */
-function StrengthMeter({ passphrase, inputs }: { passphrase: string; inputs: string[] }) {
-  const strength = useMemo(() => passphraseStrength(passphrase, inputs), [passphrase, inputs.join('\u0000')]);
+function StrengthMeter({ passphrase: typed, inputs }: { passphrase: string; inputs: string[] }) {
+  // The estimate takes up to a few hundred ms on a long passphrase: typing stays ahead of it.
+  const passphrase = useDeferredValue(typed);
+  const inputsKey = inputs.join('\u0000');
+  const strength = useMemo(
+    () => passphraseStrength(passphrase, inputsKey.split('\u0000').filter(Boolean)),
+    [passphrase, inputsKey],
+  );
   if (passphrase.length === 0) return null;
   return (
     <div className={`strength s${strength.score}`} data-testid="strength" data-score={strength.score} aria-live="polite">
