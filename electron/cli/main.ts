@@ -15,12 +15,14 @@ import * as path from 'node:path';
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import { StatusDto } from '../contract/api';
 import { clockTime, formatBytes, formatRate, leaseLine } from '../contract/format';
+import { formatRecoveryKey, newRecoveryKey, parseRecoveryKey, RECOVERY_KEY_HINT } from '../contract/recoveryKey';
 import { repairCacheFolder } from '../engine/cacheFolder';
 import { checkFilespace } from '../engine/check';
 import {
   checkLinkedFilespace,
   createFilespace,
   explainStoreError,
+  resetPassphrase,
   unlockFilespace,
   validateChunkSize,
 } from '../engine/filespace';
@@ -62,7 +64,13 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 const USAGE = `usage:
   filespace init    --bucket B [--prefix P] [--endpoint URL] [--region R] [--path-style]
-                    [--chunk-size 4MiB] --passphrase-file F
+                    [--chunk-size 4MiB] --passphrase-file F [--recovery-key]
+                    (--recovery-key prints a recovery key once: it can set a new
+                     passphrase if this one is lost; without either the data is gone)
+  filespace passphrase --bucket B [--prefix P] [--endpoint URL] [--region R] [--path-style]
+                    --recovery-key-file K --passphrase-file NEW
+                    (sets a new passphrase with the recovery key; machines linked with
+                     the old one link again with the new one)
   filespace link    --bucket B [--prefix P] [--endpoint URL] [--region R] [--path-style]
                     --mount-point DIR [--cache-dir DIR] [--cache-size 20GiB] [--name NAME]
                     --passphrase-file F
@@ -169,20 +177,54 @@ function sizeFlag(v: string | undefined, flag: string, dflt: number): number {
 }
 
 async function cmdInit(args: string[]): Promise<void> {
-  const { values } = parse(args, { ...storeFlags, 'chunk-size': { type: 'string' } }, 0);
+  const { values } = parse(args, { ...storeFlags, 'chunk-size': { type: 'string' }, 'recovery-key': { type: 'boolean' } }, 0);
   const spec = storeSpecFrom(values);
   const chunkSize = sizeFlag(values['chunk-size'], 'chunk-size', 4 * 1024 * 1024);
   validateChunkSize(chunkSize);
   const passphrase = await readPassphraseFile(required(values['passphrase-file'], 'passphrase-file'));
+  const recoveryKey = values['recovery-key'] ? newRecoveryKey() : undefined;
   const store = openStore(spec);
   try {
     const conditional = await probeConditionalWrites(store, randomBytes(8).toString('hex')).catch((err) => {
       throw explainStoreError(err, store);
     });
-    const header = await createFilespace(store, passphrase, chunkSize);
+    const header = await createFilespace(store, passphrase, chunkSize, { recoveryKey });
     console.log(`created filespace ${header.id} at ${store.description} (chunk size ${formatBytes(chunkSize)})`);
+    if (recoveryKey !== undefined) {
+      console.log(`recovery key: ${formatRecoveryKey(recoveryKey)}`);
+      console.log(
+        'write it down or print it and keep it offline: it is shown only now and stored nowhere; ' +
+          'with it, "filespace passphrase" sets a new passphrase. Without the passphrase or this key the data is gone.',
+      );
+    }
     if (!conditional) console.log(NO_CONDITIONAL_NOTE);
     console.log('next: filespace link --bucket ... --mount-point DIR --passphrase-file F');
+  } finally {
+    await store.close();
+  }
+}
+
+/** Reads a recovery key the user put in a file (owner-only, like a passphrase file). */
+async function readRecoveryKeyFile(file: string): Promise<string> {
+  const st = await fsp.stat(file).catch(() => undefined);
+  if (!st?.isFile()) throw new HostError(`recovery key file ${file} does not exist or is not a file`, 'BAD_INPUT');
+  if ((st.mode & 0o077) !== 0)
+    throw new HostError(`recovery key file ${file} is readable by other users; run "chmod 600 ${file}"`, 'PASSPHRASE_PERMS');
+  const key = parseRecoveryKey(await fsp.readFile(file, 'utf8'));
+  if (key === undefined) throw new HostError(`${file} holds no recovery key: ${RECOVERY_KEY_HINT}`, 'BAD_RECOVERY_KEY');
+  return key;
+}
+
+async function cmdPassphrase(args: string[]): Promise<void> {
+  const { values } = parse(args, { ...storeFlags, 'recovery-key-file': { type: 'string' } }, 0);
+  const spec = storeSpecFrom(values);
+  const recoveryKey = await readRecoveryKeyFile(required(values['recovery-key-file'], 'recovery-key-file'));
+  const passphrase = await readPassphraseFile(required(values['passphrase-file'], 'passphrase-file'));
+  const store = openStore(spec);
+  try {
+    const header = await resetPassphrase(store, recoveryKey, passphrase);
+    console.log(`set a new passphrase for filespace ${header.id} at ${store.description}; the recovery key still works`);
+    console.log('machines linked with the old passphrase: unlink and link again with the new one');
   } finally {
     await store.close();
   }
@@ -695,6 +737,9 @@ export async function main(argv: string[]): Promise<number> {
     switch (cmd) {
       case 'init':
         await cmdInit(rest);
+        break;
+      case 'passphrase':
+        await cmdPassphrase(rest);
         break;
       case 'link':
         await cmdLink(rest);

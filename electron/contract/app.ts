@@ -115,6 +115,11 @@ export const linkRequestSchema = z
       .number()
       .int()
       .min(16 * 1024 * 1024),
+    /**
+     * Create only: a recovery key the wizard made (contract/recoveryKey.ts) and showed on the
+     * recovery kit. It wraps the data key in the bucket and is kept nowhere else.
+     */
+    recoveryKey: z.string().max(64).optional(),
   })
   .strict();
 export type LinkRequest = z.infer<typeof linkRequestSchema>;
@@ -157,6 +162,41 @@ export const appSettingsDtoSchema = z
   .strict();
 export type AppSettingsDto = z.infer<typeof appSettingsDtoSchema>;
 
+/** Who writes a filespace, as the lease in the bucket says (null: nobody holds the lease). */
+export const writerInfoSchema = z
+  .object({
+    writer: z
+      .object({
+        /** The writing computer's host name. */
+        computer: z.string(),
+        /** When it took the write lease (ms since the epoch). */
+        since: z.number(),
+        /** When it last renewed the lease (its own clock). */
+        lastHeard: z.number(),
+        /** False once the lease expired or was released: taking over then loses nothing of its. */
+        live: z.boolean(),
+        /** The writer is this computer (this app, or a crashed earlier run of it). */
+        thisComputer: z.boolean(),
+      })
+      .strict()
+      .nullable(),
+  })
+  .strict();
+export type WriterInfo = z.infer<typeof writerInfoSchema>;
+
+/** A set of changes kept aside after another computer took over (the command's `filespace aside`). */
+export const asideSetDtoSchema = z
+  .object({
+    id: z.string(),
+    createdAt: z.number(),
+    reason: z.string(),
+    files: z.array(z.object({ path: z.string(), size: z.number(), incomplete: z.boolean() }).strict()),
+    /** Paths deleted or renamed away here whose change was not uploaded. */
+    removed: z.array(z.string()),
+  })
+  .strict();
+export type AsideSetDto = z.infer<typeof asideSetDtoSchema>;
+
 const ok = z.object({ ok: z.literal(true) }).strict();
 const byName = z.object({ name: nameSchema }).strict();
 
@@ -177,7 +217,31 @@ export const appRoutes = {
   'mountpoint.check': { request: z.object({ path: z.string().min(1).max(4096) }).strict(), response: ok },
   'filespace.link': { request: linkRequestSchema, response: filespaceSummarySchema },
   'filespace.demo': { request: z.object({}).strict(), response: filespaceSummarySchema },
-  'filespace.mount': { request: byName, response: filespaceSummarySchema },
+  /**
+   * Mounts: 'write' takes the write lease (LEASE_HELD when another computer holds it), 'read'
+   * follows the writer read-only; `takeover` takes the lease from another computer, which
+   * stops writing. Mounted here in the other mode, it is unmounted first (a switch).
+   */
+  'filespace.mount': {
+    request: z
+      .object({ name: nameSchema, mode: z.enum(['write', 'read']).default('write'), takeover: z.boolean().default(false) })
+      .strict(),
+    response: filespaceSummarySchema,
+  },
+  'filespace.writer': { request: byName, response: writerInfoSchema },
+  /** Lost passphrase: the recovery key sets a new one in the bucket (then link with it). */
+  'filespace.recover': {
+    request: z
+      .object({ target: targetSchema, recoveryKey: z.string().min(1).max(64), newPassphrase: z.string().min(1).max(1024) })
+      .strict(),
+    response: ok,
+  },
+  'aside.list': { request: byName, response: z.object({ sets: z.array(asideSetDtoSchema) }).strict() },
+  'aside.export': {
+    request: z.object({ name: nameSchema, id: z.string().max(64), dir: z.string().min(1).max(4096) }).strict(),
+    response: z.object({ files: z.number(), dir: z.string() }).strict(),
+  },
+  'aside.discard': { request: z.object({ name: nameSchema, id: z.string().max(64) }).strict(), response: ok },
   'filespace.unmount': { request: z.object({ name: nameSchema, force: z.boolean().default(false) }).strict(), response: ok },
   'filespace.unlink': {
     request: z.object({ name: nameSchema, discardPending: z.boolean().default(false) }).strict(),

@@ -5,6 +5,7 @@
  */
 
 import { credentialsSchema, targetSchema } from './app';
+import { type PassphraseEstimator, type StrengthScore, zxcvbnEstimator } from './strength';
 
 export const WIZARD_STEPS = ['keys', 'bucket', 'passphrase', 'place'] as const;
 export type WizardStep = (typeof WIZARD_STEPS)[number];
@@ -70,39 +71,54 @@ export function normalizePrefix(prefix: string): string {
 
 export interface Strength {
   /** 0 (very weak) to 4 (strong). */
-  readonly score: 0 | 1 | 2 | 3 | 4;
+  readonly score: StrengthScore;
   readonly label: string;
   readonly hint: string;
 }
 
+/** The weakest score a new filespace's passphrase may have: "good" (about 10^10 guesses and up). */
+export const MIN_PASSPHRASE_SCORE: StrengthScore = 3;
+
+const LABELS = ['very weak', 'weak', 'fair', 'good', 'strong'] as const;
+
 /**
- * A rough strength estimate from length and character variety (entropy bits); enough to nudge
- * users towards long passphrases without pretending to be a cracking model.
+ * How strong a new passphrase is, in words for the meter: the estimator's score, what makes it
+ * weak, and what to do. `userInputs` are words the user gave elsewhere (bucket, prefix, name),
+ * which an attacker would try first.
  */
-export function passphraseStrength(p: string): Strength {
-  let pool = 0;
-  if (/[a-z]/.test(p)) pool += 26;
-  if (/[A-Z]/.test(p)) pool += 26;
-  if (/[0-9]/.test(p)) pool += 10;
-  if (/[^A-Za-z0-9]/.test(p)) pool += 33;
-  const distinct = new Set(p).size;
-  const bits =
-    distinct <= 2 ? distinct * 2 : Math.log2(Math.max(pool, 1)) * p.length * Math.min(1, distinct / Math.max(4, p.length / 2));
+export function passphraseStrength(
+  p: string,
+  userInputs: readonly string[] = [],
+  estimate: PassphraseEstimator = zxcvbnEstimator,
+): Strength {
   if (p.length < MIN_PASSPHRASE_CHARS)
     return {
       score: 0,
       label: 'too short',
       hint: `use at least ${MIN_PASSPHRASE_CHARS} characters; four or more random words work well`,
     };
-  if (bits < 40) return { score: 1, label: 'weak', hint: 'add more words or characters' };
-  if (bits < 60) return { score: 2, label: 'fair', hint: 'longer is better: this passphrase protects every file' };
-  if (bits < 80) return { score: 3, label: 'good', hint: 'keep it somewhere safe: it cannot be recovered' };
-  return { score: 4, label: 'strong', hint: 'keep it somewhere safe: it cannot be recovered' };
+  const e = estimate(p, userInputs);
+  const why = [e.warning, ...e.suggestions].filter((x): x is string => !!x && x.length > 0);
+  const hint =
+    e.score < MIN_PASSPHRASE_SCORE
+      ? why.length > 0
+        ? why.join(' ')
+        : 'Add more random words.'
+      : 'Keep it somewhere safe: without it (or the recovery key) nobody can open the files.';
+  return { score: e.score, label: LABELS[e.score], hint };
 }
 
-export function checkPassphraseStep(mode: 'create' | 'link', passphrase: string, repeat: string): string | undefined {
+export function checkPassphraseStep(
+  mode: 'create' | 'link',
+  passphrase: string,
+  repeat: string,
+  userInputs: readonly string[] = [],
+  estimate: PassphraseEstimator = zxcvbnEstimator,
+): string | undefined {
   if (mode === 'link') return passphrase.length === 0 ? 'Enter the passphrase of this filespace' : undefined;
   if (passphrase.length < MIN_PASSPHRASE_CHARS) return `The passphrase must be at least ${MIN_PASSPHRASE_CHARS} characters`;
+  const strength = passphraseStrength(passphrase, userInputs, estimate);
+  if (strength.score < MIN_PASSPHRASE_SCORE) return `This passphrase is ${strength.label}: ${strength.hint}`;
   if (passphrase !== repeat) return 'The two passphrases differ';
   return undefined;
 }

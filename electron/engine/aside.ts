@@ -253,6 +253,12 @@ export class AsideSets {
     this.sets = await listAside(this.cacheDir, this.cacheKey).catch(() => []);
   }
 
+  /** Discards one set (its data is gone for good) and drops it from the list. */
+  async discard(id: string): Promise<void> {
+    await discardAside(this.cacheDir, this.cacheKey, id);
+    this.sets = this.sets.filter((m) => m.id !== id);
+  }
+
   /** The sets, for status. */
   summary(): Array<{ id: string; createdAt: number; files: number; reason: string }> {
     return this.sets.map((m) => ({ id: m.id, createdAt: m.createdAt, files: m.files.length, reason: m.reason }));

@@ -412,6 +412,11 @@ export class Engine {
     };
   }
 
+  /** Discards one set of changes kept aside (see aside.ts); status stops listing it at once. */
+  discardAside(id: string): Promise<void> {
+    return this.aside.discard(id);
+  }
+
   /**
    * Why this mount stopped writing for good, for people: the write lease was lost (and to whom),
    * or another machine wrote the filespace. Undefined while it writes (or on a follower).

@@ -11,6 +11,11 @@
  * copy, or a seal that does not open, is refused before anything uses the header, naming the
  * field. A sealed copy rather than a bare MAC, so the refusal can say what was changed.
  *
+ * A recovery key (optional, chosen at creation) wraps the same data key a second time
+ * (`recovery`: its own scrypt parameters and wrapped key, bound to the id like the passphrase's),
+ * so a lost passphrase can be replaced (`resetPassphrase`). The recovery key itself is never
+ * stored: it is high-entropy (160 bits) and kept by the user on paper or in a file.
+ *
  * Headers written before the seal existed have none. They are accepted (their chunk size is
  * still checked against the metadata checkpoints, meta/remote.ts, and against the linked
  * machine's own metadata), and the next read-write mount seals them (`sealLegacyHeader`), with
@@ -31,14 +36,27 @@ export const HEADER_KEY = 'filespace.json';
 const MIN_CHUNK = 64 * 1024;
 const MAX_CHUNK = 64 * 1024 * 1024;
 
+const kdfSchema = z.object({
+  alg: z.literal('scrypt'),
+  N: z.number().int(),
+  r: z.number().int(),
+  p: z.number().int(),
+  salt: z.string(),
+});
+
 const fieldsSchema = z.object({
   format: z.literal(1),
   id: z.string().uuid(),
   chunkSize: z.number().int().min(MIN_CHUNK).max(MAX_CHUNK),
   createdAt: z.string(),
-  kdf: z.object({ alg: z.literal('scrypt'), N: z.number().int(), r: z.number().int(), p: z.number().int(), salt: z.string() }),
+  kdf: kdfSchema,
   wrappedKey: z.string(),
+  /** The data key wrapped a second time, by a key derived from the recovery key (absent: no recovery key). */
+  recovery: z.object({ kdf: kdfSchema, wrappedKey: z.string() }).optional(),
 });
+
+/** A recovery key in its canonical form: 32 Crockford base32 characters (160 bits). */
+export const RECOVERY_KEY_RE = /^[0-9A-HJKMNP-TV-Z]{32}$/;
 
 const headerSchema = fieldsSchema.extend({
   /** The other fields, sealed with the header key (absent in headers written before it existed). */
@@ -59,6 +77,7 @@ const FIELD_NAMES: Readonly<Record<keyof HeaderFields, string>> = {
   createdAt: 'creation time',
   kdf: 'passphrase key parameters',
   wrappedKey: 'wrapped data key',
+  recovery: 'recovery key',
 };
 
 export interface Unlocked {
@@ -119,14 +138,15 @@ export async function readHeader(store: ObjectStore): Promise<FilespaceHeader | 
 
 /** The fields the seal covers, in a fixed order (the canonical encoding is their JSON). */
 function fieldsOf(h: HeaderFields): HeaderFields {
-  const { alg, N, r, p, salt } = h.kdf;
+  const kdfOf = ({ alg, N, r, p, salt }: HeaderFields['kdf']) => ({ alg, N, r, p, salt });
   return {
     format: h.format,
     id: h.id,
     chunkSize: h.chunkSize,
     createdAt: h.createdAt,
-    kdf: { alg, N, r, p, salt },
+    kdf: kdfOf(h.kdf),
     wrappedKey: h.wrappedKey,
+    ...(h.recovery ? { recovery: { kdf: kdfOf(h.recovery.kdf), wrappedKey: h.recovery.wrappedKey } } : {}),
   };
 }
 
@@ -140,6 +160,7 @@ function describeField(field: keyof HeaderFields, value: unknown, sealed: unknow
   const show = (v: unknown) => (field === 'chunkSize' && typeof v === 'number' ? formatSize(v) : JSON.stringify(v));
   if (field === 'kdf') return 'its passphrase key parameters differ from the sealed ones';
   if (field === 'wrappedKey') return 'its wrapped data key differs from the sealed one';
+  if (field === 'recovery') return 'its recovery key differs from the sealed one';
   return `its ${FIELD_NAMES[field]} is ${show(value)}, sealed as ${show(sealed)}`;
 }
 
@@ -183,6 +204,28 @@ async function unlockHeader(header: FilespaceHeader, passphrase: string, where: 
   }
   verifyHeaderSeal(header, keys.headerKey, where);
   return keys;
+}
+
+function checkRecoveryKey(recoveryKey: string): void {
+  if (!RECOVERY_KEY_RE.test(recoveryKey))
+    throw new UserError('not a recovery key: it is 32 letters and digits, written in groups of four', 'BAD_RECOVERY_KEY');
+}
+
+/** The data key, unwrapped with the recovery key; the header's seal is checked with it. */
+async function unlockHeaderWithRecoveryKey(header: FilespaceHeader, recoveryKey: string, where: string): Promise<Buffer> {
+  checkRecoveryKey(recoveryKey);
+  if (!header.recovery)
+    throw new UserError('this filespace was created without a recovery key; only its passphrase opens it', 'NO_RECOVERY_KEY');
+  const kek = await deriveKek(recoveryKey, header.recovery.kdf);
+  let dataKey: Buffer;
+  try {
+    dataKey = open(kek, Buffer.from(header.recovery.wrappedKey, 'base64'), `recoverykey:${header.id}`, 'data key');
+  } catch (err) {
+    if (err instanceof AuthError) throw new UserError('wrong recovery key for this filespace', 'WRONG_RECOVERY_KEY');
+    throw err;
+  }
+  verifyHeaderSeal(header, deriveKeys(dataKey).headerKey, where);
+  return dataKey;
 }
 
 /** Refuses a header naming another filespace than the one this machine linked as `name`. */
@@ -260,9 +303,19 @@ function headerBody(header: FilespaceHeader): Buffer {
   return Buffer.from(JSON.stringify(header, null, 2));
 }
 
-export async function createFilespace(store: ObjectStore, passphrase: string, chunkSize: number): Promise<FilespaceHeader> {
+/**
+ * Creates a filespace. With `recoveryKey` (canonical form, RECOVERY_KEY_RE) the data key is
+ * also wrapped by it, so it can replace a lost passphrase; the key is not kept anywhere.
+ */
+export async function createFilespace(
+  store: ObjectStore,
+  passphrase: string,
+  chunkSize: number,
+  opts: { readonly recoveryKey?: string } = {},
+): Promise<FilespaceHeader> {
   validateChunkSize(chunkSize);
   if (passphrase.length < 8) throw new UserError('the passphrase must be at least 8 characters', 'WEAK_PASSPHRASE');
+  if (opts.recoveryKey !== undefined) checkRecoveryKey(opts.recoveryKey);
   try {
     // A GET rather than a HEAD: a refused HEAD has no body to tell wrong keys from a missing permission.
     if (await store.get(HEADER_KEY)) {
@@ -284,6 +337,7 @@ export async function createFilespace(store: ObjectStore, passphrase: string, ch
         createdAt: new Date().toISOString(),
         kdf,
         wrappedKey: seal(kek, dataKey, `datakey:${id}`).toString('base64'),
+        ...(opts.recoveryKey !== undefined ? { recovery: await wrapForRecovery(opts.recoveryKey, dataKey, id) } : {}),
       },
       keys.headerKey,
     );
@@ -308,6 +362,64 @@ export async function createFilespace(store: ObjectStore, passphrase: string, ch
   } catch (err) {
     throw explainStoreError(err, store);
   }
+}
+
+async function wrapForRecovery(recoveryKey: string, dataKey: Buffer, id: string): Promise<NonNullable<HeaderFields['recovery']>> {
+  const kdf = newKdfParams();
+  const kek = await deriveKek(recoveryKey, kdf);
+  return { kdf, wrappedKey: seal(kek, dataKey, `recoverykey:${id}`).toString('base64') };
+}
+
+async function readHeaderOrFail(store: ObjectStore): Promise<{ header: FilespaceHeader; etag: string }> {
+  let got;
+  try {
+    got = await store.get(HEADER_KEY);
+  } catch (err) {
+    throw explainStoreError(err, store);
+  }
+  if (!got) {
+    throw new UserError(
+      `no filespace at ${store.description}; create one with "filespace init" or check --bucket/--prefix`,
+      'NO_FILESPACE',
+    );
+  }
+  return { header: parseHeader(got.body, store), etag: got.etag };
+}
+
+/** Opens a filespace with its recovery key instead of the passphrase. */
+export async function unlockWithRecoveryKey(store: ObjectStore, recoveryKey: string): Promise<Unlocked> {
+  const { header } = await readHeaderOrFail(store);
+  const dataKey = await unlockHeaderWithRecoveryKey(header, recoveryKey, store.description);
+  return { header, keys: deriveKeys(dataKey) };
+}
+
+/**
+ * Replaces the passphrase of a filespace, proven by its recovery key: the data key (and so
+ * every chunk and all metadata) stays, only its passphrase wrapping is new; the recovery key
+ * keeps working. The header is rewritten only if the bucket still holds the one read (ETag).
+ * Machines that linked with the old passphrase are refused it from then on.
+ */
+export async function resetPassphrase(store: ObjectStore, recoveryKey: string, newPassphrase: string): Promise<FilespaceHeader> {
+  if (newPassphrase.length < 8) throw new UserError('the passphrase must be at least 8 characters', 'WEAK_PASSPHRASE');
+  const { header, etag } = await readHeaderOrFail(store);
+  const dataKey = await unlockHeaderWithRecoveryKey(header, recoveryKey, store.description);
+  const kdf = newKdfParams();
+  const kek = await deriveKek(newPassphrase, kdf);
+  const next = sealHeader(
+    { ...fieldsOf(header), kdf, wrappedKey: seal(kek, dataKey, `datakey:${header.id}`).toString('base64') },
+    deriveKeys(dataKey).headerKey,
+  );
+  try {
+    await store.put(HEADER_KEY, headerBody(next), { ifMatch: etag });
+  } catch (err) {
+    if (err instanceof StoreError && err.code === 'PreconditionFailed')
+      throw new UserError(
+        `${store.description}/${HEADER_KEY} changed while the passphrase was being replaced; try again`,
+        'BUSY',
+      );
+    throw explainStoreError(err, store);
+  }
+  return next;
 }
 
 export async function unlockFilespace(store: ObjectStore, passphrase: string): Promise<Unlocked> {

@@ -213,6 +213,16 @@ export class MountHost {
     this.engine?.setUploadsPaused(paused);
   }
 
+  /** How this host mounted: 'read' follows the writer, 'write' takes the write lease. */
+  get mode(): 'write' | 'read' {
+    return this.opts.mode ?? 'write';
+  }
+
+  /** Discards a set of changes kept aside, through the running engine (so its status follows). */
+  discardAside(id: string): Promise<void> {
+    return this.running().discardAside(id);
+  }
+
   collectGarbage(): Promise<GcResultDto> {
     return this.running().collectGarbage();
   }

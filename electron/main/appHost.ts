@@ -7,6 +7,13 @@
  * (CredentialVault), the permission check, the demo store, a global uploads pause, and a
  * status feed.
  *
+ * Several computers, one filespace: `mount` takes a mode ('write' takes the write lease,
+ * 'read' follows the writer) and may take the lease over; a lease held elsewhere is reported
+ * as LEASE_HELD in words (who writes), and `writer` says who holds the lease, from the bucket.
+ * Changes set aside after a takeover are listed, exported and discarded here (`aside.*`). The
+ * recovery key arrives only from the wizard at creation (or to set a new passphrase) and is
+ * handed to the engine, never stored.
+ *
  * Both transports (Electron IPC in main.ts, loopback HTTP in server.ts) call `handlers` through
  * host/dispatch.ts, which validates requests and responses against the contract.
  *
@@ -33,15 +40,32 @@ import {
   type AppStatus,
   type Credentials,
   type FilespaceSummary,
+  type AsideSetDto,
   type MachineSettings,
   type Target,
+  type WriterInfo,
 } from '../contract/app';
+import { parseRecoveryKey, RECOVERY_KEY_HINT } from '../contract/recoveryKey';
+import { MIN_PASSPHRASE_SCORE, passphraseStrength } from '../contract/wizard';
+import { discardAside, exportAside, listAside } from '../engine/aside';
+import { machineOf } from '../engine/cacheFolder';
+import type { Keys } from '../engine/chunk/crypto';
 import { UserError } from '../engine/errors';
-import { createFilespace, unlockFilespace } from '../engine/filespace';
+import { createFilespace, resetPassphrase, unlockFilespace } from '../engine/filespace';
+import { isExpired, readLease } from '../engine/meta/lease';
 import { LocalDiskStore } from '../engine/store/local';
 import type { ObjectStore } from '../engine/store/types';
 import { freeBytesAt } from '../host/cacheRoom';
-import { Homes, LinkConfig, deleteConfig, linkedPlaces, listConfigs, loadConfig, saveConfig } from '../host/config';
+import {
+  Homes,
+  LinkConfig,
+  deleteConfig,
+  linkedPlaces,
+  listConfigs,
+  loadConfig,
+  readPassphraseFile,
+  saveConfig,
+} from '../host/config';
 import type { HandlersFor } from '../host/dispatch';
 import { HostError } from '../host/errors';
 import { linkFilespace, NO_CONDITIONAL_NOTE } from '../host/link';
@@ -202,9 +226,66 @@ export class AppHost {
     return { passphrase, store: storeFor(keys, { bucket: cfg.store.bucket, prefix: cfg.store.prefix }) };
   }
 
-  async mount(name: string): Promise<FilespaceSummary> {
+  /** The keys of a linked filespace (unlocked with its passphrase) and its store, for a moment. */
+  private async withKeys<T>(cfg: LinkConfig, fn: (keys: Keys, store: ObjectStore) => Promise<T>): Promise<T> {
+    const secrets = await this.secretsFor(cfg);
+    const store = secrets.store ?? openStore(cfg.store);
+    try {
+      const passphrase = secrets.passphrase ?? (await readPassphraseFile(cfg.passphraseFile));
+      const { keys } = await unlockFilespace(store, passphrase);
+      return await fn(keys, store);
+    } finally {
+      await store.close();
+    }
+  }
+
+  /** Who holds the write lease of `name`, as the bucket says. */
+  async writer(name: string): Promise<WriterInfo> {
     const cfg = await loadConfig(this.o.homes, name);
-    if (this.mounts.has(name)) throw new HostError(`"${name}" is already mounted at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
+    const view = await this.withKeys(cfg, (keys, store) => readLease(store, keys.metaKey));
+    if (!view) return { writer: null };
+    const r = view.record;
+    const self = await machineOf(cfg.cacheDir);
+    return {
+      writer: {
+        computer: r.holder.name,
+        since: r.acquiredAt,
+        lastHeard: r.renewedAt,
+        live: !isExpired(r),
+        thisComputer: r.holder.id === self.id,
+      },
+    };
+  }
+
+  /** LEASE_HELD in the app's words: who writes, and the two ways on. */
+  private async leaseHeld(name: string, err: unknown): Promise<Error> {
+    if (!(err instanceof UserError && err.code === 'LEASE_HELD')) return err as Error;
+    const w = await this.writer(name).catch(() => ({ writer: null }));
+    const who = w.writer ? w.writer.computer : 'another computer';
+    return new HostError(
+      `"${name}" is being written by ${who}: open it read-only here, or take over if ${who} is off or gone`,
+      'LEASE_HELD',
+    );
+  }
+
+  async mount(name: string, mode: 'write' | 'read' = 'write', takeover = false): Promise<FilespaceSummary> {
+    const cfg = await loadConfig(this.o.homes, name);
+    const running = this.mounts.get(name);
+    if (running) {
+      if (running.mode === mode && !takeover)
+        throw new HostError(`"${name}" is already mounted at ${cfg.mountPoint}`, 'ALREADY_MOUNTED');
+      // A switch (e.g. a follower starts writing): without takeover, only once nobody else writes,
+      // so a refused switch leaves the follower mounted.
+      if (mode === 'write' && !takeover) {
+        const w = await this.writer(name);
+        if (w.writer && w.writer.live && !w.writer.thisComputer)
+          throw new HostError(
+            `"${name}" is still being written by ${w.writer.computer}: it can write here once that computer unmounts, or take over`,
+            'LEASE_HELD',
+          );
+      }
+      await this.unmount(name, false);
+    }
     const current = await statusOf(this.o.homes, cfg);
     if (current.state !== 'unmounted')
       throw new HostError(`"${name}" is already mounted at ${cfg.mountPoint} by another process`, 'ALREADY_MOUNTED');
@@ -214,7 +295,7 @@ export class AppHost {
     );
     const secrets = await this.secretsFor(cfg);
     const created = await fsp.mkdir(cfg.mountPoint, { recursive: true });
-    const host = new MountHost(cfg, this.o.homes, { log: this.o.log, ...secrets });
+    const host = new MountHost(cfg, this.o.homes, { log: this.o.log, ...secrets, mode, takeover });
     this.mounts.set(name, host);
     try {
       await host.start();
@@ -223,7 +304,7 @@ export class AppHost {
       await secrets.store?.close().catch(() => undefined);
       // A failed mount leaves no folder behind that it made.
       if (created !== undefined) await removeCreatedFolders(cfg.mountPoint, created);
-      throw err;
+      throw await this.leaseHeld(name, err);
     }
     void host.done.then(() => {
       this.mounts.delete(name);
@@ -313,9 +394,13 @@ export class AppHost {
     if (req.cacheCapBytes > free)
       throw new HostError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
     if (req.mode === 'create') {
+      this.checkNewPassphrase(req.passphrase, [target.bucket, target.prefix, req.name]);
+      const recoveryKey = req.recoveryKey === undefined ? undefined : parseRecoveryKey(req.recoveryKey);
+      if (req.recoveryKey !== undefined && recoveryKey === undefined)
+        throw new HostError(`not a recovery key: ${RECOVERY_KEY_HINT}`, 'BAD_RECOVERY_KEY');
       const store = storeFor(keys, target);
       try {
-        await createFilespace(store, req.passphrase, this.o.chunkSizeBytes ?? 4 * 1024 * 1024);
+        await createFilespace(store, req.passphrase, this.o.chunkSizeBytes ?? 4 * 1024 * 1024, { recoveryKey });
       } finally {
         await store.close();
       }
@@ -343,6 +428,55 @@ export class AppHost {
     await this.o.vault.savePassphrase(cfg.filespaceId, req.passphrase);
     void this.publish();
     return this.summaryOf(cfg);
+  }
+
+  /** Refuses a new passphrase the strength estimator rates below "good" (the wizard said so already). */
+  private checkNewPassphrase(passphrase: string, userInputs: string[]): void {
+    const strength = passphraseStrength(passphrase, userInputs);
+    if (strength.score < MIN_PASSPHRASE_SCORE)
+      throw new HostError(`the passphrase is ${strength.label}: ${strength.hint}`, 'WEAK_PASSPHRASE');
+  }
+
+  /** Lost passphrase: the recovery key proves the right to set a new one in the bucket. */
+  private async recover(req: AppParsedRequest<'filespace.recover'>): Promise<void> {
+    const recoveryKey = parseRecoveryKey(req.recoveryKey);
+    if (recoveryKey === undefined) throw new HostError(`not a recovery key: ${RECOVERY_KEY_HINT}`, 'BAD_RECOVERY_KEY');
+    const target: Target = { bucket: req.target.bucket, prefix: req.target.prefix.replace(/^\/+|\/+$/g, '') };
+    this.checkNewPassphrase(req.newPassphrase, [target.bucket, target.prefix]);
+    const store = storeFor(await this.storedKeys(), target);
+    try {
+      await resetPassphrase(store, recoveryKey, req.newPassphrase);
+    } finally {
+      await store.close();
+    }
+    this.o.log(`set a new passphrase for s3://${target.bucket}/${target.prefix} with its recovery key`);
+  }
+
+  private async asideSets(name: string): Promise<AsideSetDto[]> {
+    const cfg = await loadConfig(this.o.homes, name);
+    const sets = await this.withKeys(cfg, (keys) => listAside(cfg.cacheDir, keys.cacheKey));
+    return sets.map((m) => ({
+      id: m.id,
+      createdAt: m.createdAt,
+      reason: m.reason,
+      files: m.files.map((f) => ({ path: f.path, size: f.size, incomplete: f.missing !== undefined })),
+      removed: m.removed,
+    }));
+  }
+
+  private async exportAsideSet(name: string, id: string, dir: string): Promise<{ files: number; dir: string }> {
+    if (!path.isAbsolute(dir)) throw new HostError('the folder must be a full path', 'NOT_ABSOLUTE');
+    const cfg = await loadConfig(this.o.homes, name);
+    const files = await this.withKeys(cfg, (keys) => exportAside(cfg.cacheDir, keys.cacheKey, id, dir));
+    return { files, dir: path.resolve(dir) };
+  }
+
+  private async discardAsideSet(name: string, id: string): Promise<void> {
+    const cfg = await loadConfig(this.o.homes, name);
+    const host = this.mounts.get(name);
+    if (host) await host.discardAside(id);
+    else await this.withKeys(cfg, (keys) => discardAside(cfg.cacheDir, keys.cacheKey, id));
+    void this.publish();
   }
 
   /** "Try it locally": a filespace on an embedded store in the cache folder, no AWS involved. */
@@ -488,7 +622,18 @@ export class AppHost {
     },
     'filespace.link': (req) => this.link(req),
     'filespace.demo': () => this.demo(),
-    'filespace.mount': ({ name }) => this.mount(name),
+    'filespace.mount': ({ name, mode, takeover }) => this.mount(name, mode, takeover),
+    'filespace.writer': ({ name }) => this.writer(name),
+    'filespace.recover': async (req) => {
+      await this.recover(req);
+      return { ok: true as const };
+    },
+    'aside.list': async ({ name }) => ({ sets: await this.asideSets(name) }),
+    'aside.export': ({ name, id, dir }) => this.exportAsideSet(name, id, dir),
+    'aside.discard': async ({ name, id }) => {
+      await this.discardAsideSet(name, id);
+      return { ok: true as const };
+    },
     'filespace.unmount': async ({ name, force }) => {
       await this.unmount(name, force);
       return { ok: true as const };

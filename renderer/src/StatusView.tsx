@@ -2,6 +2,7 @@
 
 import type { FilespaceSummary } from '../../electron/contract/app';
 import { formatBytes, formatRate, leaseLine, syncLine } from '../../electron/contract/format';
+import { SecondMachinePanel, AsidePanel, FollowerPanel, isFollower } from './SecondMachine';
 import {
   hostTransport,
   mount,
@@ -48,6 +49,7 @@ function Card({ f }: { f: FilespaceSummary }) {
   const s = f.status;
   const history = useApp((st) => st.history[f.name] ?? EMPTY);
   const busyMessage = useApp((st) => st.unmountBusy[f.name]);
+  const secondMachine = useApp((st) => st.secondMachine[f.name] !== undefined);
   const cachePct = s.cacheCapBytes > 0 ? Math.min(100, (s.cacheUsedBytes / s.cacheCapBytes) * 100) : 0;
   const busy = s.state === 'mounting' || s.state === 'unmounting';
   return (
@@ -60,7 +62,7 @@ function Card({ f }: { f: FilespaceSummary }) {
         {s.offline ? <span className="badge offline">offline</span> : null}
         {s.state === 'mounted' && s.readOnlyReason ? (
           <span className="badge readonly" data-testid="read-only">
-            read-only
+            {isFollower(s) ? 'read-only · following' : 'read-only'}
           </span>
         ) : null}
         {s.state === 'mounted' && s.writesWaiting ? (
@@ -72,9 +74,15 @@ function Card({ f }: { f: FilespaceSummary }) {
       <p className="where">
         {f.location} → {f.mountPoint}
       </p>
-      <p className="sync" data-testid="sync-line">
-        {syncLine(s)}
-      </p>
+      {/* While another computer writes it and the user is choosing, the panel says what this card is. */}
+      {secondMachine && s.state !== 'mounted' ? null : (
+        <p className="sync" data-testid="sync-line">
+          {syncLine(s)}
+        </p>
+      )}
+      <FollowerPanel f={f} />
+      <SecondMachinePanel f={f} />
+      <AsidePanel f={f} />
       <dl>
         <dt>Pending uploads</dt>
         <dd data-testid="pending">

@@ -1,11 +1,14 @@
 // The first-run wizard: keys -> bucket and permissions -> passphrase -> mount point and cache.
 
-import { useState } from 'react';
+import { useDeferredValue, useMemo, useState } from 'react';
 import { formatBytes } from '../../electron/contract/format';
+import { formatRecoveryKey } from '../../electron/contract/recoveryKey';
 import { passphraseStrength, WIZARD_STEPS } from '../../electron/contract/wizard';
 import {
   editWizard,
+  hideRecoveryKit,
   hostTransport,
+  passphraseInputs,
   pickMountPoint,
   selectKeys,
   selectWizard,
@@ -226,9 +229,117 @@ function BucketStep() {
   );
 }
 
+const LOSS_WARNING =
+  'Without the passphrase or the recovery key, the files in this filespace are gone for good: they are encrypted on this computer, and nobody (not Filespace, not Amazon) can open them.';
+
+/** The passphrase meter: zxcvbn's score, coloured from red (very weak) to green (strong). */
+function StrengthMeter({ passphrase: typed, inputs }: { passphrase: string; inputs: string[] }) {
+  // The estimate takes up to a few hundred ms on a long passphrase: typing stays ahead of it.
+  const passphrase = useDeferredValue(typed);
+  const inputsKey = inputs.join('\u0000');
+  const strength = useMemo(
+    () => passphraseStrength(passphrase, inputsKey.split('\u0000').filter(Boolean)),
+    [passphrase, inputsKey],
+  );
+  if (passphrase.length === 0) return null;
+  return (
+    <div className={`strength s${strength.score}`} data-testid="strength" data-score={strength.score} aria-live="polite">
+      <span className="meter" aria-hidden="true">
+        {[0, 1, 2, 3].map((i) => (
+          <span key={i} className={i < Math.max(1, strength.score) ? 'on' : ''} />
+        ))}
+      </span>
+      <b>{strength.label}</b> <span className="hint">{strength.hint}</span>
+    </div>
+  );
+}
+
+/** Recovery kit text, as printed and as saved to a file. */
+function kitText(key: string, where: string): string {
+  return [
+    'Filespace recovery kit',
+    '',
+    `Filespace: ${where}`,
+    `Made: ${new Date().toLocaleString()}`,
+    '',
+    `Recovery key: ${formatRecoveryKey(key)}`,
+    '',
+    'If the passphrase is lost, this key sets a new one: in the app choose "Link an existing filespace",',
+    'then "I lost the passphrase"; or run: filespace passphrase --bucket ... --recovery-key-file FILE --passphrase-file NEW',
+    '',
+    LOSS_WARNING,
+    'Keep this page offline and private: whoever has it can open every file.',
+  ].join('\n');
+}
+
+function RecoveryKit() {
+  const w = useApp(selectWizard);
+  const where = `s3://${w.bucket.trim()}${w.prefix.trim() ? `/${w.prefix.trim().replace(/^\/+|\/+$/g, '')}` : ''}`;
+  const save = () => {
+    const url = URL.createObjectURL(new Blob([kitText(w.recoveryKey, where)], { type: 'text/plain' }));
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = `filespace-recovery-kit-${w.bucket.trim()}.txt`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  };
+  return (
+    <form
+      className="recovery-kit"
+      data-testid="recovery-kit"
+      onSubmit={(e) => {
+        e.preventDefault();
+        void submitPassphrase();
+      }}
+    >
+      <h3>Your recovery kit</h3>
+      <p className="lead">
+        If you ever lose the passphrase, this recovery key lets you set a new one. It is shown only now and is not stored on this
+        computer or in the bucket. Print it or save it, and keep it somewhere safe and offline.
+      </p>
+      <div className="kit-page">
+        <p>Filespace {where}</p>
+        <p className="recovery-key" data-testid="recovery-key" aria-label="recovery key">
+          {formatRecoveryKey(w.recoveryKey)
+            .split('-')
+            .map((g, i) => (
+              <code key={i}>{g}</code>
+            ))}
+        </p>
+      </div>
+      <p className="warning" data-testid="loss-warning">
+        <b>{LOSS_WARNING}</b>
+      </p>
+      <div className="actions">
+        <button type="button" className="secondary" onClick={() => window.print()}>
+          Print…
+        </button>
+        <button type="button" className="secondary" onClick={save} data-testid="save-kit">
+          Save as a file…
+        </button>
+      </div>
+      <label className="check">
+        <input id="kitSaved" type="checkbox" checked={w.kitSaved} onChange={(e) => editWizard({ kitSaved: e.target.checked })} />{' '}
+        I have printed or saved the recovery kit
+      </label>
+      <ErrorBox text={w.error} />
+      <div className="actions">
+        <button type="button" className="secondary" onClick={hideRecoveryKit}>
+          Back
+        </button>
+        <button type="submit" disabled={w.busy || !w.kitSaved}>
+          Continue
+        </button>
+      </div>
+    </form>
+  );
+}
+
 function PassphraseStep() {
   const w = useApp(selectWizard);
-  const strength = passphraseStrength(w.passphrase);
+  const inputs = passphraseInputs(w);
+  if (w.mode === 'create' && w.kitShown) return <RecoveryKit />;
+  const choosing = w.mode === 'create' || w.recovering;
   return (
     <form
       onSubmit={(e) => {
@@ -238,25 +349,39 @@ function PassphraseStep() {
     >
       <p className="lead">
         {w.mode === 'create'
-          ? 'Choose a passphrase. It encrypts every file on this computer before upload; nobody can recover it for you.'
-          : 'Enter the passphrase this filespace was created with.'}
+          ? 'Choose a passphrase. It encrypts every file on this computer before upload.'
+          : w.recovering
+            ? 'Enter the recovery key from your recovery kit, and choose a new passphrase. Computers that use the old passphrase will ask for the new one.'
+            : 'Enter the passphrase this filespace was created with.'}
       </p>
+      {w.mode === 'create' ? (
+        <p className="warning" data-testid="loss-warning">
+          {LOSS_WARNING} The next step gives you a recovery key.
+        </p>
+      ) : null}
+      {w.recovering ? (
+        <Field
+          id="typedRecoveryKey"
+          label="Recovery key"
+          value={w.typedRecoveryKey}
+          placeholder="XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX-XXXX"
+          onChange={(v) => editWizard({ typedRecoveryKey: v })}
+        />
+      ) : null}
       <Field
         id="passphrase"
-        label="Passphrase"
+        label={w.recovering ? 'New passphrase' : 'Passphrase'}
         type="password"
         value={w.passphrase}
-        autoComplete="new-password"
+        autoComplete={choosing ? 'new-password' : 'current-password'}
         onChange={(v) => editWizard({ passphrase: v })}
       />
-      {w.mode === 'create' ? (
+      {choosing ? (
         <>
-          <div className={`strength s${strength.score}`} data-testid="strength">
-            <meter min={0} max={4} value={strength.score} /> {strength.label}: {strength.hint}
-          </div>
+          <StrengthMeter passphrase={w.passphrase} inputs={inputs} />
           <Field
             id="repeat"
-            label="Passphrase again"
+            label={w.recovering ? 'New passphrase again' : 'Passphrase again'}
             type="password"
             value={w.repeat}
             autoComplete="new-password"
@@ -264,8 +389,22 @@ function PassphraseStep() {
           />
         </>
       ) : null}
+      {w.mode === 'link' ? (
+        <button
+          type="button"
+          className="link"
+          data-testid="lost-passphrase"
+          onClick={() => editWizard({ recovering: !w.recovering, passphrase: '', repeat: '', typedRecoveryKey: '' })}
+        >
+          {w.recovering ? 'I know the passphrase' : 'I lost the passphrase (use the recovery key)'}
+        </button>
+      ) : null}
       <ErrorBox text={w.error} />
-      <StepButtons busy={w.busy} busyLabel="Checking…" label="Continue" />
+      <StepButtons
+        busy={w.busy}
+        busyLabel={w.recovering ? 'Setting the new passphrase…' : 'Checking…'}
+        label={w.recovering ? 'Set the new passphrase and continue' : 'Continue'}
+      />
     </form>
   );
 }

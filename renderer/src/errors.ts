@@ -48,6 +48,9 @@ export function treatmentOf(code: ErrorCode): ErrorTreatment {
     case 'EXISTS':
     case 'WRONG_PASSPHRASE':
     case 'WEAK_PASSPHRASE':
+    case 'WRONG_RECOVERY_KEY':
+    case 'BAD_RECOVERY_KEY':
+    case 'NO_RECOVERY_KEY':
     case 'NO_PASSPHRASE':
     case 'PASSPHRASE_PERMS':
     case 'PASSPHRASE_IN_KEYCHAIN':

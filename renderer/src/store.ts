@@ -9,11 +9,14 @@ import { createStore, useStore } from 'zustand';
 import type {
   AppSettingsDto,
   AppStatus,
+  AsideSetDto,
   BucketCheck,
   FilespaceSummary,
   KeysInfo,
   MachineSettings,
+  WriterInfo,
 } from '../../electron/contract/app';
+import { newRecoveryKey, parseRecoveryKey, RECOVERY_KEY_HINT } from '../../electron/contract/recoveryKey';
 import type { SettingsChange } from '../../electron/contract/api';
 import {
   checkKeysStep,
@@ -74,6 +77,30 @@ export interface WizardState {
   cacheDiskFreeBytes: number;
   busy: boolean;
   error: string | null;
+  /** Create: the recovery key made for this filespace, shown on the kit (sent once, with the link). */
+  recoveryKey: string;
+  /** Create: the recovery kit is on screen (after a good passphrase, before the place step). */
+  kitShown: boolean;
+  /** Create: the user said the kit is printed or saved. */
+  kitSaved: boolean;
+  /** Link: the passphrase is lost; a recovery key sets a new one. */
+  recovering: boolean;
+  typedRecoveryKey: string;
+}
+
+/** Per filespace: another computer writes it (a mount was refused), and what the user is deciding. */
+export interface SecondMachine {
+  writer: WriterInfo['writer'];
+  /** The takeover confirmation is open. */
+  confirmTakeover: boolean;
+}
+
+/** Per filespace: changes set aside, and which set awaits a save folder or a discard confirmation. */
+export interface AsideUi {
+  sets: AsideSetDto[] | null;
+  saving: string | null;
+  discarding: string | null;
+  message: string | null;
 }
 
 interface SettingsSlice {
@@ -89,6 +116,10 @@ interface UiSlice {
   notice: string | null;
   /** Per filespace: why the last unmount was refused because the mount is in use. */
   unmountBusy: Record<string, string>;
+  secondMachine: Record<string, SecondMachine>;
+  /** Per filespace: the takeover confirmation of a mounted (following) card is open. */
+  takeoverAsked: Record<string, boolean>;
+  aside: Record<string, AsideUi>;
 }
 
 export type State = HostSlice & { wizard: WizardState } & SettingsSlice & UiSlice;
@@ -114,6 +145,11 @@ const initialWizard: WizardState = {
   cacheDiskFreeBytes: 0,
   busy: false,
   error: null,
+  recoveryKey: '',
+  kitShown: false,
+  kitSaved: false,
+  recovering: false,
+  typedRecoveryKey: '',
 };
 
 const initialState: State = {
@@ -130,6 +166,9 @@ const initialState: State = {
   screen: 'status',
   notice: null,
   unmountBusy: {},
+  secondMachine: {},
+  takeoverAsked: {},
+  aside: {},
 };
 
 export const store = createStore<State>()(() => initialState);
@@ -296,8 +335,16 @@ export function submitBucket(): Promise<void> {
 /** Step 3: passphrase twice (create), or checked on the spot against the bucket (link). */
 export function submitPassphrase(): Promise<void> {
   const w = store.getState().wizard;
-  const problem = checkPassphraseStep(w.mode, w.passphrase, w.repeat);
+  if (w.mode === 'link' && w.recovering) return recoverPassphrase();
+  const problem = checkPassphraseStep(w.mode, w.passphrase, w.repeat, passphraseInputs(w));
   if (problem) return Promise.resolve(wizardFails(problem));
+  // Create: the recovery kit comes first, with a key made here (it leaves only with the link request).
+  if (w.mode === 'create' && !w.kitShown) {
+    editWizard({ kitShown: true, kitSaved: false, recoveryKey: w.recoveryKey || newRecoveryKey() });
+    return Promise.resolve();
+  }
+  if (w.mode === 'create' && !w.kitSaved)
+    return Promise.resolve(wizardFails('Print or save the recovery kit first, then tick the box'));
   return wizardRun(async () => {
     if (w.mode === 'link') {
       const probe = await call((t) =>
@@ -310,6 +357,38 @@ export function submitPassphrase(): Promise<void> {
     }
     const s = await call((t) => t.call('filespace.suggest', { name: w.name }));
     return {
+      step: 'place' as WizardStep,
+      mountPoint: w.mountPoint || s.mountPoint,
+      cacheCapBytes: s.cacheCapBytes,
+      cacheDiskFreeBytes: s.cacheDiskFreeBytes,
+    };
+  });
+}
+
+/** Words the user gave elsewhere in the wizard, which a passphrase should not lean on. */
+export function passphraseInputs(w: WizardState): string[] {
+  return [w.bucket, normalizePrefix(w.prefix), w.name, w.accessKeyId].filter((x) => x.length > 0);
+}
+
+/** Back from the kit to the passphrase fields (a new kit is made for a changed passphrase). */
+export function hideRecoveryKit(): void {
+  editWizard({ kitShown: false, kitSaved: false });
+}
+
+/** Link with a lost passphrase: the recovery key sets the new one typed here, then linking goes on with it. */
+function recoverPassphrase(): Promise<void> {
+  const w = store.getState().wizard;
+  const key = parseRecoveryKey(w.typedRecoveryKey);
+  if (key === undefined) return Promise.resolve(wizardFails(`Recovery key: ${RECOVERY_KEY_HINT}`));
+  const problem = checkPassphraseStep('create', w.passphrase, w.repeat, passphraseInputs(w));
+  if (problem) return Promise.resolve(wizardFails(`New passphrase: ${problem}`));
+  return wizardRun(async () => {
+    const target = { bucket: w.bucket.trim(), prefix: normalizePrefix(w.prefix) };
+    await call((t) => t.call('filespace.recover', { target, recoveryKey: key, newPassphrase: w.passphrase }));
+    const s = await call((t) => t.call('filespace.suggest', { name: w.name }));
+    return {
+      recovering: false,
+      typedRecoveryKey: '',
       step: 'place' as WizardStep,
       mountPoint: w.mountPoint || s.mountPoint,
       cacheCapBytes: s.cacheCapBytes,
@@ -338,10 +417,19 @@ export function submitPlace(): Promise<void> {
         name: w.name,
         mountPoint: w.mountPoint.trim(),
         cacheCapBytes: w.cacheCapBytes,
+        ...(w.mode === 'create' && w.recoveryKey ? { recoveryKey: w.recoveryKey } : {}),
       }),
     );
     store.setState({ selected: linked.name });
-    await call((t) => t.call('filespace.mount', { name: linked.name }));
+    try {
+      await call((t) => t.call('filespace.mount', { name: linked.name }));
+    } catch (err) {
+      // Another computer writes it: linked all the same; its card says who and offers the ways on.
+      if (!(err instanceof HostError && err.code === 'LEASE_HELD')) throw err;
+      await showSecondMachine(linked.name);
+      store.setState({ screen: 'status', notice: `Linked "${linked.name}": another computer is writing it` });
+      return { ...initialWizard, keys: w.keys };
+    }
     await transport?.openFolder?.(linked.mountPoint);
     store.setState({ screen: 'status', notice: `Mounted "${linked.name}" at ${linked.mountPoint}` });
     return { ...initialWizard, keys: w.keys };
@@ -376,12 +464,111 @@ export async function retry(entry: ErrorEntry): Promise<void> {
   await entry.retry();
 }
 
-export const mount = (name: string): Promise<void> =>
-  statusAction(
-    () => call((t) => t.call('filespace.mount', { name })),
-    `Mounted "${name}"`,
-    () => mount(name),
-  );
+export const mount = (name: string): Promise<void> => mountAs(name, 'write', false);
+
+// ---- several computers ----------------------------------------------------------------------
+
+function without<T>(rec: Record<string, T>, name: string): Record<string, T> {
+  return Object.fromEntries(Object.entries(rec).filter(([n]) => n !== name));
+}
+
+/** Asks the host who writes `name` and opens the card's choice (read-only here, or take over). */
+export async function showSecondMachine(name: string): Promise<void> {
+  const info = await call((t) => t.call('filespace.writer', { name })).catch(() => ({ writer: null }));
+  store.setState((s) => ({ secondMachine: { ...s.secondMachine, [name]: { writer: info.writer, confirmTakeover: false } } }));
+}
+
+/**
+ * Mounts as writer (the default), follower ('read'), or taking the write lease over. A lease
+ * held by another computer is not an error but a choice: the card then says who writes.
+ */
+export async function mountAs(name: string, mode: 'write' | 'read', takeover: boolean): Promise<void> {
+  try {
+    await call((t) => t.call('filespace.mount', { name, mode, takeover }));
+    store.setState((s) => ({
+      notice: takeover
+        ? `Took over "${name}": this computer writes it now`
+        : mode === 'read'
+          ? `Opened "${name}" read-only`
+          : `Mounted "${name}"`,
+      secondMachine: without(s.secondMachine, name),
+      takeoverAsked: without(s.takeoverAsked, name),
+    }));
+  } catch (err) {
+    if (err instanceof HostError && err.code === 'LEASE_HELD') {
+      store.setState((s) => ({ notice: null, takeoverAsked: without(s.takeoverAsked, name) }));
+      if (selectFilespaces(store.getState()).find((f) => f.name === name)?.status.state !== 'mounted')
+        await showSecondMachine(name);
+      else
+        store.setState((s) => ({ errors: [...s.errors, { at: Date.now(), message: `${name}: ${messageOf(err)}` }].slice(-20) }));
+      return;
+    }
+    const entry: ErrorEntry = { at: Date.now(), message: messageOf(err), retry: () => mountAs(name, mode, takeover) };
+    store.setState((s) => ({ notice: null, errors: [...s.errors, entry].slice(-20) }));
+  }
+}
+
+/** Opens or closes the takeover confirmation (on an unmounted card with a writer elsewhere, or a following one). */
+export function askTakeover(name: string, open: boolean): void {
+  store.setState((s) => {
+    const sm = s.secondMachine[name];
+    return {
+      takeoverAsked: open ? { ...s.takeoverAsked, [name]: true } : without(s.takeoverAsked, name),
+      ...(sm ? { secondMachine: { ...s.secondMachine, [name]: { ...sm, confirmTakeover: open } } } : {}),
+    };
+  });
+}
+
+export function dismissSecondMachine(name: string): void {
+  store.setState((s) => ({ secondMachine: without(s.secondMachine, name) }));
+}
+
+// ---- changes set aside ----------------------------------------------------------------------
+
+function editAside(name: string, change: Partial<AsideUi>): void {
+  store.setState((s) => {
+    const cur = s.aside[name] ?? { sets: null, saving: null, discarding: null, message: null };
+    return { aside: { ...s.aside, [name]: { ...cur, ...change } } };
+  });
+}
+
+export async function loadAside(name: string): Promise<void> {
+  try {
+    const { sets } = await call((t) => t.call('aside.list', { name }));
+    editAside(name, { sets });
+  } catch (err) {
+    editAside(name, { message: messageOf(err) });
+  }
+}
+
+/** Opens "Save a copy to…" for one set: the folder picker where there is one, else a folder field. */
+export function askSaveAside(name: string, id: string | null): void {
+  editAside(name, { saving: id, discarding: null, message: null });
+}
+
+/** Opens the discard confirmation (which lists the files that would be lost). */
+export async function askDiscardAside(name: string, id: string | null): Promise<void> {
+  editAside(name, { discarding: id, saving: null, message: null });
+  if (id) await loadAside(name);
+}
+
+export async function saveAside(name: string, id: string, dir: string): Promise<void> {
+  try {
+    const r = await call((t) => t.call('aside.export', { name, id, dir: dir.trim() }));
+    editAside(name, { saving: null, message: `Saved a copy of ${r.files} file${r.files === 1 ? '' : 's'} to ${r.dir}` });
+  } catch (err) {
+    editAside(name, { message: messageOf(err) });
+  }
+}
+
+export async function discardAside(name: string, id: string): Promise<void> {
+  try {
+    await call((t) => t.call('aside.discard', { name, id }));
+    editAside(name, { discarding: null, sets: null, message: 'The set-aside changes were discarded' });
+  } catch (err) {
+    editAside(name, { message: messageOf(err) });
+  }
+}
 /** Unmounts; a mount in use is not an error but a question: the card then offers to detach it. */
 export async function unmount(name: string, force = false): Promise<void> {
   const clear = (s: State) => Object.fromEntries(Object.entries(s.unmountBusy).filter(([n]) => n !== name));

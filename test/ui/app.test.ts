@@ -213,6 +213,10 @@ describe('desktop app in Chromium', () => {
     assert.match((await page.getByTestId('strength').textContent()) ?? '', /good|strong/);
     await shot(page, 'wizard-passphrase');
     await page.click('text=Continue');
+    // The recovery kit (tested in second-machine.test.ts): kept, then on.
+    await page.getByTestId('recovery-kit').waitFor(WAIT);
+    await page.check('#kitSaved');
+    await page.click('[data-testid=recovery-kit] button[type=submit]');
     await page.getByTestId('wizard-place').waitFor(WAIT);
 
     const suggested = await page.inputValue('#mountPoint');

@@ -100,6 +100,14 @@ export class LeaseLostError extends Error {
   }
 }
 
+/** Reads the lease object (who writes the filespace), or undefined when there is none. */
+export async function readLease(store: ObjectStore, metaKey: Buffer): Promise<LeaseView | undefined> {
+  const got = await store.get(LEASE_KEY);
+  if (!got) return undefined;
+  const record = JSON.parse(open(metaKey, got.body, `meta:${LEASE_KEY}`, 'the write lease').toString('utf8')) as LeaseRecord;
+  return { record, etag: got.etag };
+}
+
 export function isExpired(r: LeaseRecord, now = Date.now()): boolean {
   return r.released || now > r.renewedAt + r.ttlMs;
 }
@@ -153,13 +161,8 @@ export class Lease {
   }
 
   /** Reads the lease object, or undefined when there is none. */
-  async read(): Promise<LeaseView | undefined> {
-    const got = await this.o.store.get(LEASE_KEY);
-    if (!got) return undefined;
-    const record = JSON.parse(
-      open(this.o.metaKey, got.body, `meta:${LEASE_KEY}`, 'the write lease').toString('utf8'),
-    ) as LeaseRecord;
-    return { record, etag: got.etag };
+  read(): Promise<LeaseView | undefined> {
+    return readLease(this.o.store, this.o.metaKey);
   }
 
   /** The record this machine last wrote while holding the lease. */

@@ -46,21 +46,38 @@ describe('wizard steps', () => {
     assert.equal(normalizePrefix(' //team/docs// '), 'team/docs');
   });
 
-  it('passphrase: long enough and typed twice alike when creating; non-empty when linking', () => {
+  it('passphrase: long enough, strong enough and typed twice alike when creating; non-empty when linking', () => {
     assert.match(checkPassphraseStep('create', 'short', 'short') ?? '', /at least 8/);
+    assert.match(checkPassphraseStep('create', 'password1', 'password1') ?? '', /^This passphrase is very weak: .*commonly used/);
+    assert.match(checkPassphraseStep('create', 'troubadour', 'troubadour') ?? '', /is weak/);
+    assert.match(
+      checkPassphraseStep('create', 'ui-bucket-team', 'ui-bucket-team', ['ui-bucket', 'team']) ?? '',
+      /is fair: There should not be any personal or page related data/,
+      'words the user typed elsewhere (bucket, prefix) count as known',
+    );
     assert.equal(checkPassphraseStep('create', 'correct horse battery', 'correct horse battery'), undefined);
     assert.equal(checkPassphraseStep('create', 'correct horse battery', 'correct horse batterY'), 'The two passphrases differ');
     assert.equal(checkPassphraseStep('link', 'x', ''), undefined);
     assert.match(checkPassphraseStep('link', '', '') ?? '', /Enter the passphrase/);
   });
 
-  it('passphrase strength grows with length and variety', () => {
+  it('passphrase strength comes from a dictionary-based estimator (zxcvbn), not from character classes', () => {
     assert.equal(passphraseStrength('abc').score, 0);
-    assert.equal(passphraseStrength('aaaaaaaaaaaa').score, 1, 'repeating one character is weak however long');
-    assert.equal(passphraseStrength('password').score, 1);
-    const words = passphraseStrength('correct horse battery staple');
-    assert.ok(words.score >= 3, `four words scored ${words.score}`);
-    assert.ok(passphraseStrength('Tr0ub4dor&3-x!Q9zz-plonk').score >= passphraseStrength('troubadour').score);
+    assert.equal(passphraseStrength('aaaaaaaaaaaa').score, 0, 'repeating one character is weak however long');
+    assert.equal(passphraseStrength('password').score, 0);
+    // Upper case, digits and symbols do not save a dictionary word in l33t speak.
+    assert.ok(passphraseStrength('Tr0ub4dor&3').score < 3);
+    const words = passphraseStrength('orchid lamp tundra velvet');
+    assert.equal(words.score, 4);
+    assert.equal(words.label, 'strong');
+    assert.match(words.hint, /recovery key/);
+  });
+
+  it('the estimator sits behind an interface: the rules use whatever score it gives', () => {
+    const fixed = (score: 0 | 1 | 2 | 3 | 4) => () => ({ score, warning: 'said the estimator', suggestions: [] });
+    assert.equal(passphraseStrength('anything long', [], fixed(1)).label, 'weak');
+    assert.match(checkPassphraseStep('create', 'anything long', 'anything long', [], fixed(2)) ?? '', /fair: said the estimator/);
+    assert.equal(checkPassphraseStep('create', 'anything long', 'anything long', [], fixed(3)), undefined);
   });
 
   it('place: a full path, a cache of at least 16 MiB and no more than the free space', () => {

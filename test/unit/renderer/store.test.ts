@@ -7,9 +7,14 @@ import { beforeEach, describe, it } from 'node:test';
 import type { StatusDto } from '../../../electron/contract/api';
 import type { AppEvent, AppRequest, AppResponse, AppRoute, AppStatus } from '../../../electron/contract/app';
 import {
+  askDiscardAside,
+  askTakeover,
   connect,
+  discardAside,
   editWizard,
   mount,
+  mountAs,
+  saveAside,
   resetStore,
   retry,
   selectFilespaces,
@@ -210,6 +215,15 @@ describe('renderer store: wizard', () => {
     assert.deepEqual(host.calls, []);
     editWizard({ repeat: 'correct horse battery' });
     await submitPassphrase();
+    // The recovery kit comes next, with a key made here; going on needs the kit kept.
+    assert.equal(w().step, 'passphrase');
+    assert.equal(w().kitShown, true);
+    assert.match(w().recoveryKey, /^[0-9A-HJKMNP-TV-Z]{32}$/);
+    assert.deepEqual(host.calls, []);
+    await submitPassphrase();
+    assert.match(w().error ?? '', /recovery kit/);
+    editWizard({ kitSaved: true });
+    await submitPassphrase();
     assert.equal(w().step, 'place');
     assert.equal(w().mountPoint, '/home/u/Filespace/team');
     assert.equal(w().cacheCapBytes, 20e9);
@@ -241,6 +255,7 @@ describe('renderer store: wizard', () => {
       mountPoint: '/m/team',
       cacheCapBytes: 1e9,
       cacheDiskFreeBytes: 5e9,
+      recoveryKey: '0123456789ABCDEFGHJKMNPQRSTVWXYZ',
     });
     await submitPlace();
     assert.deepEqual(
@@ -254,10 +269,48 @@ describe('renderer store: wizard', () => {
       name: 'team',
       mountPoint: '/m/team',
       cacheCapBytes: 1e9,
+      recoveryKey: '0123456789ABCDEFGHJKMNPQRSTVWXYZ',
     });
     assert.equal(store.getState().screen, 'status');
     assert.equal(w().passphrase, '', 'the passphrase leaves the renderer state');
+    assert.equal(w().recoveryKey, '', 'the recovery key leaves the renderer state');
     assert.equal(w().step, 'keys');
+  });
+
+  it('linking a filespace another computer writes lands on its card with who writes, not on an error', async () => {
+    const summary = {
+      name: 'team',
+      location: 's3://b/team',
+      kind: 's3' as const,
+      mountPoint: '/m/team',
+      cacheDir: '/c/team',
+      status: fsStatus({ state: 'unmounted' }),
+    };
+    const writer = { computer: 'laptop', since: 1, lastHeard: 2, live: true, thisComputer: false };
+    const host = scripted({
+      'mountpoint.check': () => ({ ok: true }),
+      'filespace.link': () => summary,
+      'filespace.mount': () => {
+        throw new HostError('LEASE_HELD', '"team" is being written by laptop');
+      },
+      'filespace.writer': () => ({ writer }),
+    });
+    connect(host);
+    editWizard({
+      step: 'place',
+      mode: 'link',
+      bucket: 'b-1',
+      name: 'team',
+      passphrase: 'correct horse battery',
+      mountPoint: '/m/team',
+      cacheCapBytes: 1e9,
+      cacheDiskFreeBytes: 5e9,
+    });
+    await submitPlace();
+    assert.equal(w().error, null);
+    assert.equal(store.getState().screen, 'status');
+    assert.deepEqual(store.getState().secondMachine.team, { writer, confirmTakeover: false });
+    assert.deepEqual(store.getState().errors, []);
   });
 
   it('refuses a cache cap above the free space without asking the host', async () => {
@@ -310,6 +363,76 @@ describe('renderer store: host events and actions', () => {
     await unmount('team', true);
     assert.deepEqual(store.getState().unmountBusy, {});
     assert.equal(store.getState().notice, 'Unmounted "team"');
+  });
+});
+
+describe('renderer store: several computers', () => {
+  beforeEach(() => resetStore());
+
+  const summary = (over: Partial<StatusDto> = {}) => ({
+    name: 'team',
+    location: 's3://b/team',
+    kind: 's3' as const,
+    mountPoint: '/m/team',
+    cacheDir: '/c/team',
+    status: fsStatus(over),
+  });
+  const writer = { computer: 'laptop', since: 1, lastHeard: 2, live: true, thisComputer: false };
+
+  it('a mount refused because another computer writes opens the choice on the card; read-only then closes it', async () => {
+    const host = scripted({
+      'filespace.mount': (b) => {
+        if (b.mode !== 'read') throw new HostError('LEASE_HELD', '"team" is being written by laptop');
+        return summary();
+      },
+      'filespace.writer': () => ({ writer }),
+    });
+    connect(host);
+    host.emit({ type: 'status', status: appStatus([fsStatus({ state: 'unmounted' })]) });
+    await mount('team');
+    assert.deepEqual(store.getState().errors, [], 'a lease held elsewhere is a choice, not an error');
+    assert.deepEqual(store.getState().secondMachine.team, { writer, confirmTakeover: false });
+    askTakeover('team', true);
+    assert.equal(store.getState().secondMachine.team?.confirmTakeover, true);
+    askTakeover('team', false);
+    await mountAs('team', 'read', false);
+    assert.deepEqual(host.calls.at(-1), { route: 'filespace.mount', body: { name: 'team', mode: 'read', takeover: false } });
+    assert.equal(store.getState().secondMachine.team, undefined);
+    assert.equal(store.getState().notice, 'Opened "team" read-only');
+  });
+
+  it('a follower asked to write while the writer lives stays a follower and says why', async () => {
+    const host = scripted({
+      'filespace.mount': () => {
+        throw new HostError('LEASE_HELD', '"team" is still being written by laptop');
+      },
+    });
+    connect(host);
+    host.emit({ type: 'status', status: appStatus([fsStatus({ state: 'mounted' })]) });
+    await mountAs('team', 'write', false);
+    assert.equal(store.getState().secondMachine.team, undefined);
+    assert.match(store.getState().errors[0]?.message ?? '', /^team: "team" is still being written by laptop$/);
+  });
+
+  it('discarding set-aside changes first lists them, then discards through the host', async () => {
+    const sets = [
+      { id: '20261202T095255Z', createdAt: 1, reason: 'r', files: [{ path: '/a.txt', size: 3, incomplete: false }], removed: [] },
+    ];
+    const host = scripted({
+      'aside.list': () => ({ sets }),
+      'aside.discard': () => ({ ok: true }),
+      'aside.export': (b) => ({ files: 1, dir: b.dir }),
+    });
+    connect(host);
+    await askDiscardAside('team', sets[0]!.id);
+    assert.deepEqual(store.getState().aside.team?.sets, sets);
+    assert.equal(store.getState().aside.team?.discarding, sets[0]!.id);
+    await discardAside('team', sets[0]!.id);
+    assert.deepEqual(host.calls.at(-1), { route: 'aside.discard', body: { name: 'team', id: sets[0]!.id } });
+    assert.equal(store.getState().aside.team?.discarding, null);
+    await saveAside('team', sets[0]!.id, ' /home/u/kept ');
+    assert.deepEqual(host.calls.at(-1), { route: 'aside.export', body: { name: 'team', id: sets[0]!.id, dir: '/home/u/kept' } });
+    assert.equal(store.getState().aside.team?.message, 'Saved a copy of 1 file to /home/u/kept');
   });
 });
 
