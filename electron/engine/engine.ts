@@ -378,6 +378,7 @@ export class Engine {
       cacheUsedBytes: this.cache.usedBytes,
       cacheCapBytes: this.cache.capBytes,
       cacheHitRatio: this.cache.hitRatio,
+      cacheReadBytes: this.cache.servedBytes,
       openFiles: this.vfs.openFiles,
       offline: this.store.offline,
       offlineSince: this.store.offlineSince,

@@ -1,7 +1,7 @@
 /**
  * The status of a linked filespace, whether or not it is mounted: a running mount answers
  * over its control socket (it may be another process, e.g. the daemon); otherwise the cache
- * folder says what waits to upload, and damaged local metadata is named as the last error.
+ * folder says what waits to upload and how much room the cache takes, and damaged local metadata is named as the last error.
  * A mount this process runs itself reports through MountHost.status() instead.
  */
 
@@ -13,6 +13,29 @@ import { damageSummary } from '../engine/repair';
 import { Homes, LinkConfig, socketPath } from './config';
 import { callControl, notRunning } from './control';
 import { settingsOf } from './mountHost';
+
+/** Bytes the cache folder's chunks and dirty data take on disk, remembered for 30 s (it walks the folder). */
+const onDisk = new Map<string, { at: number; bytes: Promise<number> }>();
+
+async function folderBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await fsp.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
+    if (!e.isFile()) continue;
+    const st = await fsp.stat(path.join(e.parentPath, e.name)).catch(() => undefined);
+    total += st?.size ?? 0;
+  }
+  return total;
+}
+
+export function cacheBytesOnDisk(cacheDir: string, now = Date.now()): Promise<number> {
+  const known = onDisk.get(cacheDir);
+  if (known && now - known.at < 30_000) return known.bytes;
+  const bytes = Promise.all([folderBytes(path.join(cacheDir, 'chunks')), folderBytes(path.join(cacheDir, 'dirty'))]).then(
+    ([a, b]) => a + b,
+  );
+  onDisk.set(cacheDir, { at: now, bytes });
+  return bytes;
+}
 
 export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
   try {
@@ -41,7 +64,7 @@ export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
     pendingMetaOps: 0,
     uploadBytesPerSec: 0,
     downloadBytesPerSec: 0,
-    cacheUsedBytes: 0,
+    cacheUsedBytes: await cacheBytesOnDisk(cfg.cacheDir),
     cacheCapBytes: settingsOf(cfg).cacheCapBytes,
     cacheHitRatio: 0,
     openFiles: 0,

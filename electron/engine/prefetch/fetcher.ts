@@ -74,6 +74,7 @@ export class ChunkFetcher {
       const cached = await this.cache.readAll(name);
       if (cached) return cached;
       const data = await this.sem.run(() => this.download(name));
+      this.cache.noteDownloaded(name, data.length);
       try {
         await this.cache.put(name, data);
       } catch (err) {
@@ -119,6 +120,8 @@ export class ChunkFetcher {
         if (!got) throw new FsError('EIO', `chunk ${name} is missing from the bucket`);
         this.stats.downloadedBytes += got.body.length;
         this.unanswered.delete(name);
+        // The bucket serves chunks again: an earlier download failure is over.
+        this.stats.lastError = undefined;
         return await decodeChunk(this.chunkKeyBytes, name, got.body);
       } catch (err) {
         if (err instanceof AuthError) {
