@@ -8,13 +8,14 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { StatusDto } from '../contract/api';
+import { logicalSize } from '../engine/cache/sealed';
 import { MetaStore } from '../engine/meta/metastore';
 import { damageSummary } from '../engine/repair';
 import { Homes, LinkConfig, socketPath } from './config';
 import { callControl, notRunning } from './control';
 import { settingsOf } from './mountHost';
 
-/** Bytes the cache folder's chunks and dirty data take on disk, remembered for 30 s (it walks the folder). */
+/** Bytes the cache folder's chunks and dirty data take on disk, remembered for 5 s (it walks the folder). */
 const onDisk = new Map<string, { at: number; bytes: Promise<number> }>();
 
 async function folderBytes(dir: string): Promise<number> {
@@ -29,7 +30,7 @@ async function folderBytes(dir: string): Promise<number> {
 
 export function cacheBytesOnDisk(cacheDir: string, now = Date.now()): Promise<number> {
   const known = onDisk.get(cacheDir);
-  if (known && now - known.at < 30_000) return known.bytes;
+  if (known && now - known.at < 5000) return known.bytes;
   const bytes = Promise.all([folderBytes(path.join(cacheDir, 'chunks')), folderBytes(path.join(cacheDir, 'dirty'))]).then(
     ([a, b]) => a + b,
   );
@@ -47,9 +48,12 @@ export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
   let dirtyBytes = 0;
   const files = new Set<string>();
   for (const f of await fsp.readdir(path.join(cfg.cacheDir, 'dirty')).catch(() => [] as string[])) {
+    // Chunks are `<ino>.<idx>`, sealed (see engine/cache/dirty.ts); pre-images and temp files are not data.
+    if (!/^\d+\.\d+$/.test(f)) continue;
     const st = await fsp.stat(path.join(cfg.cacheDir, 'dirty', f)).catch(() => undefined);
     if (st) {
-      dirtyBytes += st.size;
+      // The data bytes, as a running mount counts them, not the sealed size on disk.
+      dirtyBytes += logicalSize(st.size) ?? st.size;
       files.add(f.split('.')[0]!);
     }
   }
