@@ -180,12 +180,13 @@ export function hostTransport(): Transport | undefined {
 export const HISTORY_KEEP_MS = 60 * 60 * 1000;
 export const NOTICE_MS = 8000;
 
-/** One throughput sample per filespace (0 when not mounted), and the clock moves on. */
+/** One throughput sample per filespace mounted once (0 while not mounted), and the clock moves on. */
 export function tick(now = Date.now()): void {
   store.setState((s) => {
     const history: Record<string, Sample[]> = { ...s.history };
     for (const f of s.status?.filespaces ?? []) {
       const mounted = f.status.state === 'mounted';
+      if (!mounted && !s.history[f.name]) continue; // never mounted in this app's lifetime: no chart yet
       const prev = (s.history[f.name] ?? []).filter((p) => now - p.t < HISTORY_KEEP_MS);
       history[f.name] = [
         ...prev,

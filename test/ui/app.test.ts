@@ -226,6 +226,7 @@ describe('desktop app in Chromium', () => {
     await page.fill('#mountPoint', suggested);
     await page.fill('#cacheCap', '256');
     assert.equal(await page.getByTestId('cache-cap').textContent(), '256 MiB');
+    assert.equal(await page.locator('#cacheCap').getAttribute('aria-valuetext'), '256 MiB', 'the slider speaks in sizes');
     await shot(page, 'wizard-mount');
     await page.click('text=Create and mount');
 

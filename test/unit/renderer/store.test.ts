@@ -312,6 +312,9 @@ describe('renderer store: host events and actions', () => {
   it('samples throughput every tick, 0 once a filespace is unmounted, and keeps it across a remount', () => {
     const host = scripted({});
     connect(host, { tickMs: 0 });
+    host.emit({ type: 'status', status: appStatus([fsStatus({ state: 'unmounted' })]) });
+    tick(500);
+    assert.equal(store.getState().history.team, undefined, 'no chart for a filespace not mounted yet');
     host.emit({ type: 'status', status: appStatus([fsStatus({ uploadBytesPerSec: 300 * 1024, downloadBytesPerSec: 0 })]) });
     tick(1000);
     host.emit({ type: 'status', status: appStatus([fsStatus({ state: 'unmounted', uploadBytesPerSec: 0 })]) });
