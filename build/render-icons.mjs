@@ -1,4 +1,4 @@
-// Renders the app icon (build/icon.svg) and the four tray icons to PNG with Chromium, so the
+// Renders the app icon (build/icon.svg) and the tray icons to PNG with Chromium, so the
 // SVGs stay the source and the PNGs electron-builder and the tray need are reproducible:
 //   node build/render-icons.mjs   (needs chromium; CHROMIUM_PATH overrides /usr/bin/chromium)
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -9,11 +9,18 @@ import { chromium } from 'playwright-core';
 const here = dirname(fileURLToPath(import.meta.url));
 const appIcon = readFileSync(join(here, 'icon.svg'), 'utf8');
 
-// Tray: a folder glyph with a state badge. idle: none; syncing: blue arrow; offline: grey slash; error: red "!".
+// Tray: a folder glyph with a state badge. idle: none; syncing: blue arrow; read-only: teal eye; paused: amber
+// bars; offline: grey slash; waiting (writes wait for room): orange "!"; error: red "!".
 const badge = {
   idle: '',
   syncing:
     '<circle cx="24" cy="24" r="8" fill="#2f6fd6"/><path d="M24 19v8m-3.5-3.5L24 27l3.5-3.5" stroke="#fff" stroke-width="2" fill="none" stroke-linecap="round"/>',
+  'read-only':
+    '<circle cx="24" cy="24" r="8" fill="#0f766e"/><path d="M19 24c2.8-4 7.2-4 10 0c-2.8 4-7.2 4-10 0z" fill="#fff"/><circle cx="24" cy="24" r="1.6" fill="#0f766e"/>',
+  paused:
+    '<circle cx="24" cy="24" r="8" fill="#d97706"/><path d="M21.5 20.5v7m5-7v7" stroke="#fff" stroke-width="2.2" stroke-linecap="round"/>',
+  waiting:
+    '<circle cx="24" cy="24" r="8" fill="#ea580c"/><path d="M24 19.5v5" stroke="#fff" stroke-width="2.4" stroke-linecap="round"/><circle cx="24" cy="28" r="1.3" fill="#fff"/>',
   offline:
     '<circle cx="24" cy="24" r="8" fill="#6b7280"/><path d="M20 28l8-8" stroke="#fff" stroke-width="2.2" stroke-linecap="round"/>',
   error:

@@ -58,7 +58,10 @@ export const statusSchema = z.object({
   downloadBytesPerSec: z.number(),
   cacheUsedBytes: z.number(),
   cacheCapBytes: z.number(),
+  /** Share of the bytes read that did not have to come from the bucket (0 to 1; 0 before any read). */
   cacheHitRatio: z.number(),
+  /** Bytes read from bucket data so far, cache hits and misses (0: no reads yet, the ratio says nothing). */
+  cacheReadBytes: z.number().optional(),
   openFiles: z.number(),
   offline: z.boolean(),
   /** When the bucket stopped answering (ms since the epoch), while offline. */

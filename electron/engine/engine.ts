@@ -390,6 +390,7 @@ export class Engine {
       cacheUsedBytes: this.cache.usedBytes,
       cacheCapBytes: this.cache.capBytes,
       cacheHitRatio: this.cache.hitRatio,
+      cacheReadBytes: this.cache.servedBytes,
       openFiles: this.vfs.openFiles,
       offline: this.store.offline,
       offlineSince: this.store.offlineSince,

@@ -25,6 +25,8 @@ export interface EngineStats {
   downloadedBytes: number;
   cacheUsedBytes: number;
   cacheCapBytes: number;
+  /** Bytes served to readers from bucket data, hits and misses (the hit ratio's denominator). */
+  cacheReadBytes: number;
   cacheHitRatio: number;
   openFiles: number;
   offline: boolean;

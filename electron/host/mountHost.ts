@@ -62,7 +62,8 @@ export class MountHost {
   private engine: Engine | undefined;
   private fuse: FuseMount | undefined;
   private server: http.Server | undefined;
-  private lastError: string | undefined;
+  /** The last I/O error the kernel got; an event, not a state: status shows it for a minute. */
+  private lastError: { at: number; message: string } | undefined;
   private finished!: () => void;
   readonly done = new Promise<void>((r) => (this.finished = r));
   private shuttingDown: Promise<void> | undefined;
@@ -110,7 +111,7 @@ export class MountHost {
         fsName: `filespace:${this.cfg.name}`,
         allowOther: await canAllowOther(),
         onError: (op, err) => {
-          this.lastError = `${op}: ${(err as Error).message}`;
+          this.lastError = { at: Date.now(), message: `${op}: ${(err as Error).message}` };
           this.opts.log(`I/O error in ${op}: ${(err as Error).message}`);
         },
       });
@@ -147,11 +148,12 @@ export class MountHost {
       cacheUsedBytes: st?.cacheUsedBytes ?? 0,
       cacheCapBytes: st?.cacheCapBytes ?? settingsOf(this.cfg).cacheCapBytes,
       cacheHitRatio: st?.cacheHitRatio ?? 0,
+      cacheReadBytes: st?.cacheReadBytes ?? 0,
       openFiles: st?.openFiles ?? 0,
       offline: st?.offline ?? false,
       uploadsPaused: st?.uploadsPaused ?? false,
       readOnlyReason: st?.readOnlyReason ?? null,
-      lastError: st?.lastError ?? this.lastError ?? null,
+      lastError: st?.lastError ?? (this.lastError && Date.now() - this.lastError.at < 60_000 ? this.lastError.message : null),
       ...(st
         ? {
             pendingFiles: st.pendingFiles,

@@ -1,18 +1,42 @@
 /**
  * The status of a linked filespace, whether or not it is mounted: a running mount answers
  * over its control socket (it may be another process, e.g. the daemon); otherwise the cache
- * folder says what waits to upload, and damaged local metadata is named as the last error.
+ * folder says what waits to upload and how much room the cache takes, and damaged local metadata is named as the last error.
  * A mount this process runs itself reports through MountHost.status() instead.
  */
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { StatusDto } from '../contract/api';
+import { logicalSize } from '../engine/cache/sealed';
 import { MetaStore } from '../engine/meta/metastore';
 import { damageSummary } from '../engine/repair';
 import { Homes, LinkConfig, socketPath } from './config';
 import { callControl, notRunning } from './control';
 import { settingsOf } from './mountHost';
+
+/** Bytes the cache folder's chunks and dirty data take on disk, remembered for 5 s (it walks the folder). */
+const onDisk = new Map<string, { at: number; bytes: Promise<number> }>();
+
+async function folderBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await fsp.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => [])) {
+    if (!e.isFile()) continue;
+    const st = await fsp.stat(path.join(e.parentPath, e.name)).catch(() => undefined);
+    total += st?.size ?? 0;
+  }
+  return total;
+}
+
+export function cacheBytesOnDisk(cacheDir: string, now = Date.now()): Promise<number> {
+  const known = onDisk.get(cacheDir);
+  if (known && now - known.at < 5000) return known.bytes;
+  const bytes = Promise.all([folderBytes(path.join(cacheDir, 'chunks')), folderBytes(path.join(cacheDir, 'dirty'))]).then(
+    ([a, b]) => a + b,
+  );
+  onDisk.set(cacheDir, { at: now, bytes });
+  return bytes;
+}
 
 export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
   try {
@@ -24,9 +48,12 @@ export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
   let dirtyBytes = 0;
   const files = new Set<string>();
   for (const f of await fsp.readdir(path.join(cfg.cacheDir, 'dirty')).catch(() => [] as string[])) {
+    // Chunks are `<ino>.<idx>`, sealed (see engine/cache/dirty.ts); pre-images and temp files are not data.
+    if (!/^\d+\.\d+$/.test(f)) continue;
     const st = await fsp.stat(path.join(cfg.cacheDir, 'dirty', f)).catch(() => undefined);
     if (st) {
-      dirtyBytes += st.size;
+      // The data bytes, as a running mount counts them, not the sealed size on disk.
+      dirtyBytes += logicalSize(st.size) ?? st.size;
       files.add(f.split('.')[0]!);
     }
   }
@@ -41,7 +68,7 @@ export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
     pendingMetaOps: 0,
     uploadBytesPerSec: 0,
     downloadBytesPerSec: 0,
-    cacheUsedBytes: 0,
+    cacheUsedBytes: await cacheBytesOnDisk(cfg.cacheDir),
     cacheCapBytes: settingsOf(cfg).cacheCapBytes,
     cacheHitRatio: 0,
     openFiles: 0,

@@ -28,6 +28,7 @@
  * otherwise wait on its own mount.
  */
 
+import { pendingOf } from '../contract/headline';
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
@@ -326,16 +327,8 @@ export class AppHost {
   /** Bytes and files not yet in the bucket, over the filespaces this app has mounted. */
   async pending(): Promise<{ bytes: number; files: number; metaOps: number }> {
     const s = await this.status();
-    return s.filespaces
-      .filter((f) => this.mounts.has(f.name))
-      .reduce(
-        (acc, f) => ({
-          bytes: acc.bytes + f.status.dirtyBytes,
-          files: acc.files + f.status.dirtyFiles,
-          metaOps: acc.metaOps + f.status.pendingMetaOps,
-        }),
-        { bytes: 0, files: 0, metaOps: 0 },
-      );
+    // Counted as the status headline counts them (contract/headline.ts).
+    return pendingOf(s.filespaces.filter((f) => this.mounts.has(f.name)).map((f) => f.status));
   }
 
   /** Waits until every mounted filespace has uploaded everything (or the deadline passes). */

@@ -6,6 +6,7 @@
  */
 
 import { formatBytes } from '../contract/format';
+import { countOf, type Pending } from '../contract/headline';
 
 export interface QuitDialog {
   /** Shows a question; resolves to the index of the chosen button. */
@@ -13,7 +14,8 @@ export interface QuitDialog {
 }
 
 export interface QuitHost {
-  pending(): Promise<{ bytes: number; files: number; metaOps: number }>;
+  /** What the mounts of this app have not uploaded yet (`pendingOf` their statuses). */
+  pending(): Promise<Pending>;
   /** Waits for uploads; resolves to whether everything was uploaded in time. */
   syncAll(timeoutMs: number): Promise<boolean>;
   /** Unmounts everything; pending data stays in the caches. */
@@ -22,10 +24,12 @@ export interface QuitHost {
 
 export const QUIT_BUTTONS = ['Wait for uploads', 'Quit anyway', 'Cancel'] as const;
 
-export function pendingMessage(p: { bytes: number; files: number; metaOps: number }): string | undefined {
+/** What is not in the bucket yet, counted and worded as the status headline does (pendingOf, formatBytes). */
+export function pendingMessage(p: Pending): string | undefined {
   if (p.bytes === 0 && p.files === 0 && p.metaOps === 0) return undefined;
-  if (p.files === 0 && p.bytes === 0) return `${p.metaOps} change${p.metaOps === 1 ? ' is' : 's are'} not in the bucket yet.`;
-  return `${p.files} file${p.files === 1 ? '' : 's'} (${formatBytes(p.bytes)}) ${p.files === 1 ? 'is' : 'are'} not in the bucket yet.`;
+  if (p.files === 0 && p.bytes === 0)
+    return `${countOf(p.metaOps, 'change')} ${p.metaOps === 1 ? 'is' : 'are'} not in the bucket yet.`;
+  return `${countOf(p.files, 'file')} (${formatBytes(p.bytes)}) ${p.files === 1 ? 'is' : 'are'} not in the bucket yet.`;
 }
 
 /**

@@ -1,16 +1,25 @@
-// Per filespace: mount state, pending uploads (and which files), lease, throughput chart, cache use, errors.
+// Per filespace: one headline (what it is doing, in words), the upload batch's progress, what
+// waits to upload, who writes, throughput over time, cache use, and its problems with their fix.
 
+import { useState } from 'react';
 import type { FilespaceSummary } from '../../electron/contract/app';
-import { formatBytes, formatRate, leaseLine, syncLine } from '../../electron/contract/format';
+import type { ErrorCode } from '../../electron/contract/errors';
+import { formatBytes, formatRate } from '../../electron/contract/format';
+import { countOf, leaseWords, recentRate, statusHeadline } from '../../electron/contract/headline';
+import { Chart } from './Chart';
+import { actionProblemsOf, plainWords, type Problem } from './problems';
 import { SecondMachinePanel, AsidePanel, FollowerPanel, isFollower } from './SecondMachine';
 import {
+  dismiss,
   hostTransport,
   mount,
   openFolder,
   retry,
   selectFilespaces,
+  selectKeys,
   selectPaused,
   setPaused,
+  show,
   startWizard,
   unmount,
   useApp,
@@ -19,55 +28,90 @@ import {
 
 const EMPTY: Sample[] = [];
 
-/** Throughput over the last minutes (one to five, as much as has been seen). Samples arrive only
- *  when a rate changes, so each holds until the next one (a step line), the last until now. */
-function Chart({ samples }: { samples: Sample[] }) {
-  const w = 300;
-  const h = 60;
-  const now = Date.now();
-  const span = Math.min(5 * 60_000, Math.max(60_000, now - (samples[0]?.t ?? now)));
-  const max = Math.max(1, ...samples.map((s) => Math.max(s.up, s.down)));
-  const x = (t: number) => Math.max(0, ((t - (now - span)) / span) * w);
-  const y = (v: number) => h - (v / max) * (h - 4) - 2;
-  const line = (pick: (s: Sample) => number) =>
-    samples.map((s, i) => `${x(s.t)},${y(pick(s))} ${x(samples[i + 1]?.t ?? now)},${y(pick(s))}`).join(' ');
+/** Failed mounts that a step elsewhere fixes (others offer Try again): new keys, or the settings. */
+const FIXES: Partial<Record<ErrorCode, 'keys' | 'settings'>> = {
+  NO_KEYS: 'keys',
+  BAD_CREDENTIALS: 'keys',
+  ACCESS_DENIED: 'keys',
+  NO_PASSPHRASE: 'settings',
+  WRONG_PASSPHRASE: 'settings',
+  BAD_CACHE_DIR: 'settings',
+  CACHE_NOT_EMPTY: 'settings',
+  JOURNAL_DAMAGED: 'settings',
+  SNAPSHOT_DAMAGED: 'settings',
+};
+
+function fixFor(code: ErrorCode | undefined, keysStored: boolean): { label: string; run: () => void } | undefined {
+  const fix = code === undefined ? undefined : FIXES[code];
+  if (fix === 'keys') return { label: 'Enter keys', run: () => startWizard(keysStored) };
+  if (fix === 'settings') return { label: 'Open settings', run: () => show('settings') };
+  return undefined;
+}
+
+function Details({ text }: { text: string }) {
+  const [open, setOpen] = useState(false);
   return (
-    <svg
-      className="chart"
-      viewBox={`0 0 ${w} ${h}`}
-      preserveAspectRatio="none"
-      role="img"
-      aria-label="upload (blue) and download (green) throughput over the last minutes"
-    >
-      <polyline className="up" points={line((s) => s.up)} />
-      <polyline className="down" points={line((s) => s.down)} />
-    </svg>
+    <>
+      <button className="link" aria-expanded={open} onClick={() => setOpen(!open)}>
+        {open ? 'Hide details' : 'Details'}
+      </button>
+      {open ? <code className="details">{text}</code> : null}
+    </>
+  );
+}
+
+function ActionProblem({ p, keysStored }: { p: Problem; keysStored: boolean }) {
+  const fix = fixFor(p.code, keysStored);
+  return (
+    <div className="error" role="alert" data-testid="card-problem">
+      <p>
+        {p.headline}
+        {p.count > 1 ? ` (${p.count} times)` : ''} <Details text={p.detail} />
+      </p>
+      <div className="actions">
+        {fix ? <button onClick={fix.run}>{fix.label}</button> : null}
+        {p.retry ? (
+          <button className={fix ? 'secondary' : ''} onClick={() => void retry(p)}>
+            Try again
+          </button>
+        ) : null}
+        <button className="secondary" onClick={() => dismiss(p)}>
+          Dismiss
+        </button>
+      </div>
+    </div>
   );
 }
 
 function Card({ f }: { f: FilespaceSummary }) {
   const s = f.status;
+  const now = useApp((st) => st.now);
   const history = useApp((st) => st.history[f.name] ?? EMPTY);
+  const batch = useApp((st) => st.batches[f.name]);
   const busyMessage = useApp((st) => st.unmountBusy[f.name]);
   const secondMachine = useApp((st) => st.secondMachine[f.name] !== undefined);
+  const errors = useApp((st) => st.errors);
+  const problems = actionProblemsOf(errors, f.name);
+  const keysStored = useApp((st) => selectKeys(st)?.stored ?? false);
+  const mounted = s.state === 'mounted';
+  const headline = statusHeadline(s, {
+    rateBytesPerSec: recentRate(history, now),
+    writing: batch !== undefined && batch.writingUntil > now,
+  });
   const cachePct = s.cacheCapBytes > 0 ? Math.min(100, (s.cacheUsedBytes / s.cacheCapBytes) * 100) : 0;
   const busy = s.state === 'mounting' || s.state === 'unmounting';
+  const shown = s.pendingFiles?.length ?? 0;
+  const more = s.dirtyFiles - shown;
   return (
-    <article className="card" data-testid={`filespace-${f.name}`}>
+    <article className="card" data-testid={`filespace-${f.name}`} aria-labelledby={`title-${f.name}`}>
       <header>
-        <h2>{f.name}</h2>
+        <h2 id={`title-${f.name}`}>{f.name}</h2>
         <span className={`badge ${s.state}`} data-testid="state">
           {s.state}
         </span>
-        {s.offline ? <span className="badge offline">offline</span> : null}
-        {s.state === 'mounted' && s.readOnlyReason ? (
+        {mounted && s.readOnlyReason ? (
           <span className="badge readonly" data-testid="read-only">
             {isFollower(s) ? 'read-only · following' : 'read-only'}
-          </span>
-        ) : null}
-        {s.state === 'mounted' && s.writesWaiting ? (
-          <span className="badge waiting" title={s.writesWaiting.message}>
-            {s.writesWaiting.refusing ? 'writes refused' : 'writes waiting'}
           </span>
         ) : null}
       </header>
@@ -76,41 +120,87 @@ function Card({ f }: { f: FilespaceSummary }) {
       </p>
       {/* While another computer writes it and the user is choosing, the panel says what this card is. */}
       {secondMachine && s.state !== 'mounted' ? null : (
-        <p className="sync" data-testid="sync-line">
-          {syncLine(s)}
+        <p className={`headline ${headline.tone}`} role="status" aria-live="polite" data-testid="sync-line">
+          {headline.text}
         </p>
       )}
       <FollowerPanel f={f} />
       <SecondMachinePanel f={f} />
       <AsidePanel f={f} />
+      {headline.kind === 'uploading' && batch && batch.totalBytes > 0 ? (
+        <div className="progress-row">
+          <div
+            className="bar progress"
+            role="progressbar"
+            aria-label="Upload progress"
+            aria-valuemin={0}
+            aria-valuemax={batch.totalBytes}
+            aria-valuenow={batch.doneBytes}
+            aria-valuetext={`${formatBytes(batch.doneBytes)} of ${formatBytes(batch.totalBytes)} uploaded`}
+          >
+            <div style={{ width: `${(batch.doneBytes / batch.totalBytes) * 100}%` }} />
+          </div>
+          <span data-testid="progress">
+            {formatBytes(batch.doneBytes)} of {formatBytes(batch.totalBytes)}
+          </span>
+        </div>
+      ) : null}
+      {problems.map((p) => (
+        <ActionProblem key={p.key} p={p} keysStored={keysStored} />
+      ))}
+      {s.lastError ? (
+        <div className="error" data-testid="last-error">
+          Problem: {plainWords(s.lastError)} <Details text={s.lastError} />
+        </div>
+      ) : null}
       <dl>
-        <dt>Pending uploads</dt>
+        <dt>Waiting to upload</dt>
         <dd data-testid="pending">
-          {s.dirtyFiles} file{s.dirtyFiles === 1 ? '' : 's'}, {formatBytes(s.dirtyBytes)}
-          {s.pendingMetaOps ? ` (+${s.pendingMetaOps} changes)` : ''}
-          {s.pendingFiles && s.pendingFiles.length > 0 ? (
+          {countOf(s.dirtyFiles, 'file')}, {formatBytes(s.dirtyBytes)}
+          {s.pendingMetaOps ? (
+            <span className="muted" data-testid="pending-changes">
+              {' '}
+              and {countOf(s.pendingMetaOps, 'other change')} (new folders, renames, deletions, file sizes and dates)
+            </span>
+          ) : null}
+          {shown > 0 ? (
             <ul className="pending-files" data-testid="pending-files">
-              {s.pendingFiles.map((p) => (
+              {s.pendingFiles!.map((p) => (
                 <li key={p}>{p}</li>
               ))}
             </ul>
           ) : null}
+          {shown > 0 && more > 0 ? (
+            <p className="muted" data-testid="pending-more">
+              …and {more.toLocaleString('en-US')} more
+            </p>
+          ) : null}
         </dd>
-        {s.lease && s.state === 'mounted' ? (
+        {s.lease && mounted ? (
           <>
-            <dt>Lease</dt>
-            <dd data-testid="lease">{leaseLine(s.lease)}</dd>
+            <dt>Who writes</dt>
+            <dd data-testid="lease">{leaseWords(s.lease, now)}</dd>
           </>
         ) : null}
         <dt>Throughput</dt>
         <dd data-testid="throughput">
-          up {formatRate(s.uploadBytesPerSec)}
+          up {formatRate(mounted ? s.uploadBytesPerSec : 0)}
           {s.uploadLimitBytesPerSec ? ` (limit ${formatRate(s.uploadLimitBytesPerSec)})` : ''}, down{' '}
-          {formatRate(s.downloadBytesPerSec)}
+          {formatRate(mounted ? s.downloadBytesPerSec : 0)}
         </dd>
         <dt>Cache</dt>
         <dd data-testid="cache">
-          {formatBytes(s.cacheUsedBytes)} of {formatBytes(s.cacheCapBytes)} · hit ratio {(s.cacheHitRatio * 100).toFixed(0)}%
+          {mounted
+            ? `${formatBytes(s.cacheUsedBytes)} of ${formatBytes(s.cacheCapBytes)}`
+            : `${formatBytes(s.cacheUsedBytes)} on disk (limit ${formatBytes(s.cacheCapBytes)})`}
+          {mounted ? (
+            <span data-testid="hit-ratio">
+              {' · '}
+              {s.cacheReadBytes
+                ? `${(s.cacheHitRatio * 100).toFixed(0)}% of ${formatBytes(s.cacheReadBytes)} read came from the cache`
+                : 'nothing read yet'}
+            </span>
+          ) : null}
           <div className="bar">
             <div style={{ width: `${cachePct}%` }} />
           </div>
@@ -121,17 +211,9 @@ function Card({ f }: { f: FilespaceSummary }) {
             <dd>{s.readOnlyReason}</dd>
           </>
         ) : null}
-        {s.lastError ? (
-          <>
-            <dt>Last error</dt>
-            <dd className="error" data-testid="last-error">
-              {s.lastError}
-            </dd>
-          </>
-        ) : null}
       </dl>
-      {s.state === 'mounted' ? <Chart samples={history} /> : null}
-      {busyMessage && s.state === 'mounted' ? (
+      {history.length > 0 ? <Chart samples={history} now={now} /> : null}
+      {busyMessage && mounted ? (
         <div className="error" role="alert" data-testid="unmount-busy">
           <p>Cannot unmount: {busyMessage}.</p>
           <button className="secondary" onClick={() => void unmount(f.name, true)}>
@@ -140,7 +222,7 @@ function Card({ f }: { f: FilespaceSummary }) {
         </div>
       ) : null}
       <div className="actions">
-        {s.state === 'mounted' ? (
+        {mounted ? (
           <button disabled={busy} onClick={() => void unmount(f.name)}>
             Unmount
           </button>
@@ -149,13 +231,28 @@ function Card({ f }: { f: FilespaceSummary }) {
             Mount
           </button>
         )}
-        {s.state === 'mounted' && hostTransport()?.openFolder ? (
+        {mounted && hostTransport()?.openFolder ? (
           <button className="secondary" onClick={() => void openFolder(f.mountPoint)}>
             Open folder
           </button>
         ) : null}
       </div>
     </article>
+  );
+}
+
+function RecentProblem({ e }: { e: Problem }) {
+  return (
+    <li data-testid="recent-error">
+      <span className="when">{new Date(e.at).toLocaleTimeString()}</span> {e.filespace ? <b>{e.filespace}: </b> : null}
+      {e.headline}
+      {e.count > 1 ? <span data-testid="error-count"> ({e.count} times)</span> : null} <Details text={e.detail} />
+      {e.retry ? (
+        <button className="secondary small" onClick={() => void retry(e)}>
+          Retry
+        </button>
+      ) : null}
+    </li>
   );
 }
 
@@ -166,9 +263,11 @@ export function StatusView() {
   return (
     <div className="status-view">
       <div className="toolbar">
-        <button className="secondary" data-testid="pause" onClick={() => void setPaused(!paused)}>
-          {paused ? 'Resume uploads' : 'Pause uploads'}
-        </button>
+        {filespaces.length > 0 ? (
+          <button className="secondary" data-testid="pause" onClick={() => void setPaused(!paused)}>
+            {paused ? 'Resume uploads' : 'Pause uploads'}
+          </button>
+        ) : null}
         <button className="secondary" onClick={() => startWizard()}>
           Add a filespace
         </button>
@@ -176,24 +275,21 @@ export function StatusView() {
       {filespaces.length === 0 ? (
         <p>No filespace is linked on this computer yet.</p>
       ) : (
-        filespaces.map((f) => <Card key={f.name} f={f} />)
+        <div className="cards">
+          {filespaces.map((f) => (
+            <Card key={f.name} f={f} />
+          ))}
+        </div>
       )}
       {errors.length > 0 ? (
         <section className="errors" data-testid="recent-errors">
-          <h3>Recent errors</h3>
+          <h3>Recent problems</h3>
           <ul>
             {errors
               .slice()
               .reverse()
               .map((e) => (
-                <li key={`${e.at}-${e.message}`}>
-                  {new Date(e.at).toLocaleTimeString()} — {e.message}
-                  {e.retry ? (
-                    <button className="secondary small" onClick={() => void retry(e)}>
-                      Retry
-                    </button>
-                  ) : null}
-                </li>
+                <RecentProblem key={e.key} e={e} />
               ))}
           </ul>
         </section>

@@ -445,6 +445,7 @@ function PlaceStep() {
           max={maxMiB}
           step={1}
           value={Math.round(w.cacheCapBytes / MiB)}
+          aria-valuetext={formatBytes(w.cacheCapBytes)}
           onChange={(e) => editWizard({ cacheCapBytes: Number(e.target.value) * MiB })}
         />
       </label>

@@ -32,6 +32,7 @@ function App() {
   const ready = useApp((s) => s.status !== null);
   const trouble = useApp((s) => s.connectionTrouble);
   const notice = useApp((s) => s.notice);
+  const noticeTone = useApp((s) => s.noticeTone);
   return (
     <>
       <header className="top">
@@ -43,11 +44,13 @@ function App() {
           {trouble}
         </p>
       ) : null}
-      {notice ? (
-        <p className="notice" data-testid="notice">
-          {notice}
-        </p>
-      ) : null}
+      <div role="status" aria-live="polite" className="notices">
+        {notice ? (
+          <p className={noticeTone === 'info' ? 'notice info' : 'notice'} data-testid="notice">
+            {notice}
+          </p>
+        ) : null}
+      </div>
       <main>
         {!ready ? (
           <p>Connecting to the app host…</p>

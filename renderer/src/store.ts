@@ -3,6 +3,11 @@
  * UI), read through the selectors below. Host events update it with setState outside React;
  * actions call the host through the Transport and turn failures into UI state, never throws.
  * `resetStore()` puts it back to its initial state (tests, and "start over").
+ *
+ * Time: a one-second tick (`tick`) samples each filespace's throughput into `history` (kept for
+ * the app's lifetime, at most HISTORY_KEEP_MS, whatever the mounts do) and moves `now`, so
+ * "confirmed 70 s ago" advances even when no status event arrives. Notices expire after
+ * NOTICE_MS. Recent problems are de-duplicated and worded for people in problems.ts.
  */
 
 import { createStore, useStore } from 'zustand';
@@ -28,7 +33,9 @@ import {
   previousStep,
   type WizardStep,
 } from '../../electron/contract/wizard';
+import { nextBatch, type Batch } from '../../electron/contract/headline';
 import { treatmentOf } from './errors';
+import { followStatus, plainWords, recordProblem, type Problem } from './problems';
 import { HostError, type Transport } from './transport';
 
 export type Screen = 'wizard' | 'status' | 'settings';
@@ -39,19 +46,19 @@ export interface Sample {
   readonly down: number;
 }
 
-/** A recent error; one from an action the user took can be retried from the list. */
-export interface ErrorEntry {
-  readonly at: number;
-  readonly message: string;
-  readonly retry?: () => Promise<void>;
-}
+/** A recent problem (one line per problem); one from an action the user took can be retried. */
+export type ErrorEntry = Problem;
 
 interface HostSlice {
   status: AppStatus | null;
   connectionTrouble: string | null;
-  /** Throughput samples per filespace, newest last (the last 5 minutes of events). */
+  /** Throughput samples per filespace, one a second, newest last (see the module header). */
   history: Record<string, Sample[]>;
+  /** The upload batch in progress per filespace (headline.ts). */
+  batches: Record<string, Batch>;
   errors: ErrorEntry[];
+  /** The clock of the last tick (ms since the epoch). */
+  now: number;
 }
 
 export interface WizardState {
@@ -109,11 +116,20 @@ interface SettingsSlice {
   appSettings: AppSettingsDto | null;
   settingsMessage: string | null;
   settingsError: string | null;
+  /** Per settings field: what happened to the last change, in words, shown beside the field. */
+  fieldNotes: Record<string, FieldNote>;
+}
+
+export interface FieldNote {
+  readonly text: string;
+  readonly tone: 'ok' | 'error';
 }
 
 interface UiSlice {
   screen: Screen;
   notice: string | null;
+  /** 'ok': something done; 'info': a state worth knowing (e.g. uploads paused). */
+  noticeTone: 'ok' | 'info';
   /** Per filespace: why the last unmount was refused because the mount is in use. */
   unmountBusy: Record<string, string>;
   secondMachine: Record<string, SecondMachine>;
@@ -156,15 +172,19 @@ const initialState: State = {
   status: null,
   connectionTrouble: null,
   history: {},
+  batches: {},
   errors: [],
+  now: Date.now(),
   wizard: initialWizard,
   selected: null,
   machine: null,
   appSettings: null,
   settingsMessage: null,
   settingsError: null,
+  fieldNotes: {},
   screen: 'status',
   notice: null,
+  noticeTone: 'ok',
   unmountBusy: {},
   secondMachine: {},
   takeoverAsked: {},
@@ -196,32 +216,74 @@ export function hostTransport(): Transport | undefined {
   return transport;
 }
 
-const HISTORY_MS = 5 * 60 * 1000;
+export const HISTORY_KEEP_MS = 60 * 60 * 1000;
+export const NOTICE_MS = 8000;
 
-export function connect(t: Transport): () => void {
+/** One throughput sample per filespace mounted once (0 while not mounted), and the clock moves on. */
+export function tick(now = Date.now()): void {
+  store.setState((s) => {
+    const history: Record<string, Sample[]> = { ...s.history };
+    for (const f of s.status?.filespaces ?? []) {
+      const mounted = f.status.state === 'mounted';
+      if (!mounted && !s.history[f.name]) continue; // never mounted in this app's lifetime: no chart yet
+      const prev = (s.history[f.name] ?? []).filter((p) => now - p.t < HISTORY_KEEP_MS);
+      history[f.name] = [
+        ...prev,
+        { t: now, up: mounted ? f.status.uploadBytesPerSec : 0, down: mounted ? f.status.downloadBytesPerSec : 0 },
+      ];
+    }
+    return { history, now };
+  });
+}
+
+let ticker: ReturnType<typeof setInterval> | undefined;
+
+/** Timers never keep a process alive (plain-Node tests of the store); browsers have no unref. */
+function unref(t: unknown): void {
+  (t as { unref?: () => void } | undefined)?.unref?.();
+}
+let noticeTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** A notice expires after NOTICE_MS unless another replaced it. */
+store.subscribe((s, prev) => {
+  if (s.notice === prev.notice) return;
+  if (noticeTimer) clearTimeout(noticeTimer);
+  noticeTimer = undefined;
+  if (s.notice === null) return;
+  const shown = s.notice;
+  noticeTimer = setTimeout(() => {
+    if (store.getState().notice === shown) store.setState({ notice: null });
+  }, NOTICE_MS);
+  unref(noticeTimer);
+});
+
+/** The last error each filespace reported, to record a problem once, not once per event. */
+let reported = new Map<string, string | null>();
+
+export function connect(t: Transport, opts: { tickMs?: number } = {}): () => void {
   transport = t;
-  return t.subscribe(
+  reported = new Map();
+  if (ticker) clearInterval(ticker);
+  ticker = opts.tickMs === 0 ? undefined : setInterval(() => tick(), opts.tickMs ?? 1000);
+  unref(ticker);
+  const unsubscribe = t.subscribe(
     (e) => {
       const now = Date.now();
       store.setState((s) => {
-        const history: Record<string, Sample[]> = {};
+        const current = e.status.filespaces.map((f) => ({ filespace: f.name, lastError: f.status.lastError }));
+        const errors = followStatus(s.errors, current, reported, now);
+        reported = new Map(current.map((c) => [c.filespace, c.lastError]));
+        const batches: Record<string, Batch> = {};
         for (const f of e.status.filespaces) {
-          const prev = (s.history[f.name] ?? []).filter((p) => now - p.t < HISTORY_MS);
-          history[f.name] =
-            f.status.state === 'mounted'
-              ? [...prev, { t: now, up: f.status.uploadBytesPerSec, down: f.status.downloadBytesPerSec }]
-              : prev;
-        }
-        const errors = [...s.errors];
-        for (const f of e.status.filespaces) {
-          const msg = f.status.lastError ? `${f.name}: ${f.status.lastError}` : null;
-          if (msg && errors[errors.length - 1]?.message !== msg) errors.push({ at: now, message: msg });
+          const b = nextBatch(s.batches[f.name], f.status.state === 'mounted' ? f.status.dirtyBytes : 0, now);
+          if (b) batches[f.name] = b;
         }
         const first = s.status === null;
         return {
           status: e.status,
-          history,
-          errors: errors.slice(-20),
+          batches,
+          errors,
+          now,
           connectionTrouble: null,
           // First contact: a machine with nothing linked starts in the wizard.
           ...(first && e.status.filespaces.length === 0 ? { screen: 'wizard' as Screen } : {}),
@@ -231,12 +293,22 @@ export function connect(t: Transport): () => void {
     },
     (message) => store.setState({ connectionTrouble: message }),
   );
+  return () => {
+    unsubscribe();
+    if (ticker) clearInterval(ticker);
+    ticker = undefined;
+  };
 }
 
-/** What the window says about a failed action; an unexpected one is also reported on the console. */
+/** What the host said about a failed action; an unexpected one is also reported on the console. */
 function messageOf(err: unknown): string {
   if (!(err instanceof HostError) || treatmentOf(err.code) === 'unexpected') console.error('filespace:', err);
   return err instanceof Error ? err.message : String(err);
+}
+
+/** A failed action in plain words (no errno or schema text), for a line beside a field. */
+function wordsOf(err: unknown): string {
+  return plainWords(messageOf(err), err instanceof HostError ? err.code : undefined);
 }
 
 async function call<T>(fn: (t: Transport) => Promise<T>): Promise<T> {
@@ -247,7 +319,7 @@ async function call<T>(fn: (t: Transport) => Promise<T>): Promise<T> {
 // ---- UI actions ---------------------------------------------------------------------------
 
 export function show(screen: Screen): void {
-  store.setState({ screen, notice: null });
+  store.setState({ screen, notice: null, fieldNotes: {} });
   if (screen === 'settings') void loadSettings(store.getState().selected ?? selectFilespaces(store.getState())[0]?.name ?? null);
 }
 
@@ -447,20 +519,51 @@ export function tryLocally(): Promise<void> {
 
 // ---- status actions -----------------------------------------------------------------------
 
-async function statusAction(fn: () => Promise<unknown>, done?: string, self?: () => Promise<void>): Promise<void> {
+/** Records a failed action as a problem (of `filespace`, if it concerns one). */
+function actionFailed(err: unknown, filespace?: string, self?: () => Promise<void>): void {
+  store.setState((s) => ({
+    notice: null,
+    errors: recordProblem(s.errors, {
+      message: messageOf(err),
+      at: Date.now(),
+      source: 'action',
+      ...(filespace !== undefined ? { filespace } : {}),
+      ...(err instanceof HostError ? { code: err.code } : {}),
+      ...(self ? { retry: self } : {}),
+    }),
+  }));
+}
+
+async function statusAction(
+  fn: () => Promise<unknown>,
+  done?: { text: string; tone?: 'ok' | 'info'; filespace?: string },
+  self?: () => Promise<void>,
+): Promise<void> {
   try {
     await fn();
-    store.setState({ notice: done ?? null });
+    store.setState((s) => ({
+      notice: done?.text ?? null,
+      noticeTone: done?.tone ?? 'ok',
+      // The action worked: its earlier failures on this filespace are over.
+      errors:
+        done?.filespace === undefined
+          ? s.errors
+          : s.errors.filter((e) => !(e.source === 'action' && e.filespace === done.filespace)),
+    }));
   } catch (err) {
-    const entry: ErrorEntry = { at: Date.now(), message: messageOf(err), ...(self ? { retry: self } : {}) };
-    store.setState((s) => ({ notice: null, errors: [...s.errors, entry].slice(-20) }));
+    actionFailed(err, done?.filespace, self);
   }
 }
 
-/** Runs a retryable error's action again; the entry leaves the list first (a new failure adds a new one). */
+/** Dismisses a problem from the list (and from its card). */
+export function dismiss(entry: ErrorEntry): void {
+  store.setState((s) => ({ errors: s.errors.filter((e) => e.key !== entry.key) }));
+}
+
+/** Runs a retryable error's action again; the entry leaves the list first (a new failure adds it back). */
 export async function retry(entry: ErrorEntry): Promise<void> {
   if (!entry.retry) return;
-  store.setState((s) => ({ errors: s.errors.filter((e) => e !== entry) }));
+  dismiss(entry);
   await entry.retry();
 }
 
@@ -486,6 +589,9 @@ export async function mountAs(name: string, mode: 'write' | 'read', takeover: bo
   try {
     await call((t) => t.call('filespace.mount', { name, mode, takeover }));
     store.setState((s) => ({
+      noticeTone: 'ok',
+      // The mount worked: its earlier failures on this filespace are over.
+      errors: s.errors.filter((e) => !(e.source === 'action' && e.filespace === name)),
       notice: takeover
         ? `Took over "${name}": this computer writes it now`
         : mode === 'read'
@@ -499,12 +605,10 @@ export async function mountAs(name: string, mode: 'write' | 'read', takeover: bo
       store.setState((s) => ({ notice: null, takeoverAsked: without(s.takeoverAsked, name) }));
       if (selectFilespaces(store.getState()).find((f) => f.name === name)?.status.state !== 'mounted')
         await showSecondMachine(name);
-      else
-        store.setState((s) => ({ errors: [...s.errors, { at: Date.now(), message: `${name}: ${messageOf(err)}` }].slice(-20) }));
+      else actionFailed(err, name);
       return;
     }
-    const entry: ErrorEntry = { at: Date.now(), message: messageOf(err), retry: () => mountAs(name, mode, takeover) };
-    store.setState((s) => ({ notice: null, errors: [...s.errors, entry].slice(-20) }));
+    actionFailed(err, name, () => mountAs(name, mode, takeover));
   }
 }
 
@@ -579,18 +683,17 @@ export async function unmount(name: string, force = false): Promise<void> {
     if (err instanceof HostError && treatmentOf(err.code) === 'in-use') {
       store.setState((s) => ({ notice: null, unmountBusy: { ...clear(s), [name]: err.message } }));
     } else {
-      store.setState((s) => ({
-        notice: null,
-        unmountBusy: clear(s),
-        errors: [...s.errors, { at: Date.now(), message: messageOf(err) }].slice(-20),
-      }));
+      store.setState((s) => ({ unmountBusy: clear(s) }));
+      actionFailed(err, name, () => unmount(name, force));
     }
   }
 }
 export const setPaused = (paused: boolean): Promise<void> =>
   statusAction(
     () => call((t) => t.call('uploads.pause', { paused })),
-    paused ? 'Uploads paused' : 'Uploads resumed',
+    paused
+      ? { text: 'Uploads paused: changes wait on this computer until you resume', tone: 'info' }
+      : { text: 'Uploads resumed' },
     () => setPaused(paused),
   );
 export const openFolder = (p: string) => statusAction(async () => transport?.openFolder?.(p));
@@ -605,33 +708,49 @@ export async function loadSettings(name: string | null): Promise<void> {
     const machine = await call((t) => t.call('settings.get', { name }));
     store.setState({ machine });
   } catch (err) {
-    store.setState({ settingsError: messageOf(err) });
+    store.setState({ settingsError: wordsOf(err) });
   }
 }
 
-/** Changes settings of the selected filespace; `what` names them in the message ("Cache cap"). */
-export async function changeSettings(what: string, change: SettingsChange): Promise<void> {
+function note(field: string, n: FieldNote | null): void {
+  store.setState((s) => {
+    const fieldNotes = { ...s.fieldNotes };
+    if (n) fieldNotes[field] = n;
+    else delete fieldNotes[field];
+    return { fieldNotes };
+  });
+}
+
+/** Clears what a field said about its last change (the user edits it again). */
+export const clearNote = (field: string): void => note(field, null);
+
+/**
+ * Changes settings of the selected filespace; beside `field` then reads what `done` says of
+ * the machine settings after the change ("Cache limit is now 50 GiB"), or why it failed.
+ */
+export async function changeSettings(
+  field: string,
+  change: SettingsChange,
+  done: (m: MachineSettings) => string = () => 'Saved',
+): Promise<void> {
   const name = store.getState().selected;
   if (!name) return;
   try {
     const r = await call((t) => t.call('settings.set', { name, change }));
     const machine = await call((t) => t.call('settings.get', { name }));
-    store.setState({
-      machine,
-      settingsError: null,
-      settingsMessage: r.applied === 'live' ? `${what} applied now` : `${what} saved; it takes effect at the next mount`,
-    });
+    store.setState({ machine, settingsError: null });
+    note(field, { tone: 'ok', text: `${done(machine)}${r.applied === 'live' ? '' : ' (from the next mount)'}` });
   } catch (err) {
-    store.setState({ settingsError: messageOf(err), settingsMessage: null });
+    note(field, { tone: 'error', text: wordsOf(err) });
   }
 }
 
 export async function forgetKeys(): Promise<void> {
   try {
     await call((t) => t.call('keys.forget', {}));
-    store.setState({ settingsMessage: 'The AWS keys were removed from the keychain', settingsError: null });
+    note('keys', { tone: 'ok', text: 'The AWS keys were removed from the keychain' });
   } catch (err) {
-    store.setState({ settingsError: messageOf(err) });
+    note('keys', { tone: 'error', text: wordsOf(err) });
   }
 }
 
@@ -645,16 +764,17 @@ export async function unlink(name: string, discardPending: boolean): Promise<voi
       machine: null,
     });
   } catch (err) {
-    store.setState({ settingsError: messageOf(err) });
+    note('unlink', { tone: 'error', text: wordsOf(err) });
   }
 }
 
 export async function changeAppSettings(change: { startAtLogin?: boolean; mountAtStart?: string[] }): Promise<void> {
   try {
     const appSettings = await call((t) => t.call('app.settings.set', change));
-    store.setState({ appSettings, settingsError: null, settingsMessage: 'Saved' });
+    store.setState({ appSettings, settingsError: null });
+    note('app', { tone: 'ok', text: 'Saved' });
   } catch (err) {
-    store.setState({ settingsError: messageOf(err), settingsMessage: null });
+    note('app', { tone: 'error', text: wordsOf(err) });
   }
 }
 
@@ -663,8 +783,9 @@ export async function moveCache(cacheDir: string): Promise<void> {
   if (!name) return;
   try {
     const machine = await call((t) => t.call('settings.moveCache', { name, cacheDir }));
-    store.setState({ machine, settingsError: null, settingsMessage: `The cache moved to ${machine.cacheDir}` });
+    store.setState({ machine, settingsError: null });
+    note('cacheDir', { tone: 'ok', text: `The cache is now in ${machine.cacheDir}` });
   } catch (err) {
-    store.setState({ settingsError: messageOf(err), settingsMessage: null });
+    note('cacheDir', { tone: 'error', text: wordsOf(err) });
   }
 }

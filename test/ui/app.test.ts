@@ -230,6 +230,7 @@ describe('desktop app in Chromium', () => {
     await page.fill('#mountPoint', suggested);
     await page.fill('#cacheCap', '256');
     assert.equal(await page.getByTestId('cache-cap').textContent(), '256 MiB');
+    assert.equal(await page.locator('#cacheCap').getAttribute('aria-valuetext'), '256 MiB', 'the slider speaks in sizes');
     await shot(page, 'wizard-mount');
     await page.click('text=Create and mount');
 
@@ -273,9 +274,12 @@ describe('desktop app in Chromium', () => {
     await waitText(page.getByTestId('pause'), /Resume uploads/);
     await sh(`head -c 3145728 /dev/urandom > '${mnt}/report.bin'`);
     await waitText(card.getByTestId('pending'), /^1 file, 3\.0 MiB/);
-    assert.match((await card.getByTestId('sync-line').textContent()) ?? '', /^Uploads paused: 1 file, 3\.0 MiB waiting$/);
+    assert.match((await card.getByTestId('sync-line').textContent()) ?? '', /^Paused — 3\.0 MiB waiting$/);
     await waitText(card.getByTestId('pending-files'), /^\/report\.bin$/);
-    assert.match((await card.getByTestId('lease').textContent()) ?? '', /^writer: holds the write lease \(renewed \d+s ago/);
+    assert.match(
+      (await card.getByTestId('lease').textContent()) ?? '',
+      /^This computer is writing; others can open it read-only \(claim confirmed \d+ s ago\)$/,
+    );
     await shot(page, 'status-pending');
 
     const bucketKeys = async () => {
@@ -302,13 +306,15 @@ describe('desktop app in Chromium', () => {
   it('changes the cache cap and the upload bandwidth limit live from the settings', async () => {
     await page.click('[data-testid=nav-settings]');
     await page.getByTestId('machine-settings').waitFor(WAIT);
+    assert.equal(await page.inputValue('#settingsCacheCap'), '256');
+    assert.equal(await page.inputValue('#settingsCacheCapUnit'), 'MiB');
     await page.fill('#settingsCacheCap', '128');
-    await page.click('text=Apply cache cap');
-    await waitText(page.getByTestId('settings-message'), /^Cache cap applied now$/);
+    await page.locator('form:has(#settingsCacheCap) button[type=submit]').click();
+    await waitText(page.getByTestId('cacheCap-note'), /^Cache limit is now 128 MiB$/);
     assert.equal(await page.getByTestId('settings-upload-limit').textContent(), 'no limit');
     await page.fill('#uploadLimit', '256');
-    await page.locator('form:has(#uploadLimit) button').click();
-    await waitText(page.getByTestId('settings-message'), /^Upload bandwidth limit applied now$/);
+    await page.locator('form:has(#uploadLimit) button[type=submit]').click();
+    await waitText(page.getByTestId('uploadLimit-note'), /^Uploads are now limited to 256 KiB\/s$/);
     await waitText(page.getByTestId('settings-upload-limit'), /^256 KiB\/s$/);
     await shot(page, 'settings');
     const cfgFile = path.join(home, 'config', 'filespaces', 'team.json');
@@ -322,16 +328,17 @@ describe('desktop app in Chromium', () => {
     await waitText(card.getByTestId('cache'), /of 128 MiB/);
     await waitText(card.getByTestId('throughput'), /\(limit 256 KiB\/s\)/);
 
-    // A value below the engine's floor is refused with its reason, and the limit in force stays.
+    // A value below the engine's floor is refused beside the field before anything is sent.
     await page.click('[data-testid=nav-settings]');
     await page.fill('#uploadLimit', '4');
-    await page.locator('form:has(#uploadLimit) button').click();
-    await waitText(page.getByTestId('settings-error'), /upload limit must be at least 16 KiB\/s/);
+    await waitText(page.getByTestId('uploadLimit-error'), /^At least 16 KiB\/s$/);
+    assert.equal(await page.locator('form:has(#uploadLimit) button[type=submit]').isDisabled(), true);
     assert.equal((JSON.parse(await fsp.readFile(cfgFile, 'utf8')) as typeof cfg).settings.uploadLimitBytesPerSec, 256 * 1024);
 
-    // Emptied: no limit again.
+    // Emptied: not silently "no limit"; that is a button of its own.
     await page.fill('#uploadLimit', '');
-    await page.locator('form:has(#uploadLimit) button').click();
+    await waitText(page.getByTestId('uploadLimit-error'), /choose "No limit"/);
+    await page.click('text=No limit');
     await waitText(page.getByTestId('settings-upload-limit'), /^no limit$/);
     await page.click('[data-testid=nav-status]');
     await card.getByTestId('throughput').filter({ hasNotText: /limit/ }).waitFor(WAIT);
@@ -389,12 +396,15 @@ describe('desktop app in Chromium', () => {
     await page.click('[data-testid=pause]');
     await waitText(page.getByTestId('pause'), /Resume uploads/);
     assert.equal(await sh(`printf 'hello from the demo' > '${mnt}/hello.txt' && cat '${mnt}/hello.txt'`), 'hello from the demo');
-    await waitText(card.getByTestId('sync-line'), /^Uploads paused: 1 file, 19 B waiting$/);
+    await waitText(card.getByTestId('sync-line'), /^Paused — 19 B waiting$/);
     await shot(page, 'status-demo');
     await card.getByText('Unmount').click();
     await waitText(card.getByTestId('state'), /^unmounted$/);
     assert.equal(await isMounted(mnt), false);
-    assert.match((await card.getByTestId('sync-line').textContent()) ?? '', /^1 file, .* waiting to upload at the next mount$/);
+    assert.match(
+      (await card.getByTestId('sync-line').textContent()) ?? '',
+      /^Not mounted — 19 B waits to upload at the next mount$/,
+    );
     await page.click('[data-testid=pause]');
     await waitText(page.getByTestId('pause'), /Pause uploads/);
   });

@@ -60,6 +60,9 @@ export async function readCacheFile(
   return io.readAll(fh, await io.readHeader(fh, what, name, len), len, what);
 }
 
+/** The unit in which the hit ratio tracks which downloaded bytes were served already. */
+const SERVED_PAGE = 4096;
+
 export interface CacheLimits {
   capBytes: number;
   /** Fractions of the cap. */
@@ -76,8 +79,12 @@ export class ChunkCache {
   /** What the disk has room for (cacheDisk.ts); the cap in force is the smaller of the two. */
   private diskLimitBytes = Infinity;
   private evicting: Promise<void> | undefined;
-  hits = 0;
-  misses = 0;
+  /** Bytes served to readers from chunks that were here before they were asked for. */
+  hitBytes = 0;
+  /** Bytes served to readers that had to come from the bucket (on demand or read ahead). */
+  missBytes = 0;
+  /** Chunks downloaded whose bytes were not all served yet: which pages were (see noteDownloaded). */
+  private readonly served = new Map<string, { seen: Uint8Array; unseen: number }>();
   /** Whole decoded chunks kept in memory for sequential readers, LRU order. */
   private readonly memory = new Map<string, Buffer>();
   /** Those of them downloaded ahead and not read since. */
@@ -198,7 +205,6 @@ export class ChunkCache {
       this.memory.delete(name);
       this.memory.set(name, buf);
       this.unread.delete(name);
-      this.hits++;
       this.touch(name);
     }
     return buf;
@@ -283,21 +289,15 @@ export class ChunkCache {
    * of bytes the chunk had there (short at its end), or undefined on a miss.
    */
   async read(name: string, buf: Buffer, bufOff: number, len: number, pos: number): Promise<number | undefined> {
-    if (!this.index.has(name)) {
-      this.misses++;
-      return undefined;
-    }
+    if (!this.index.has(name)) return undefined;
     this.touch(name);
-    const got = await this.withFile(name, async (fh, file, dataLen) => {
+    return this.withFile(name, async (fh, file, dataLen) => {
       const n = Math.max(0, Math.min(len, dataLen - pos));
       const what = `cached chunk ${name}`;
       if ('received' in file) await this.received!.read(fh, file.received, name, dataLen, buf, bufOff, n, pos, what);
       else await this.io.read(fh, file.sealed, dataLen, buf, bufOff, n, pos, what);
       return n;
     });
-    if (got === undefined) this.misses++;
-    else this.hits++;
-    return got;
   }
 
   async readAll(name: string): Promise<Buffer | undefined> {
@@ -524,8 +524,44 @@ export class ChunkCache {
     };
   }
 
+  /**
+   * A chunk just came from the bucket (a read waited for it, or read-ahead fetched it): its
+   * bytes count as misses when first served, so a cold read that downloaded everything shows
+   * a hit ratio of 0, not 100%, even though read-ahead put each chunk here before it was read.
+   * Served bytes are tracked in 4 KiB pages (a page is a miss once, then a hit).
+   */
+  noteDownloaded(name: string, bytes: number): void {
+    this.served.delete(name);
+    const pages = Math.ceil(bytes / SERVED_PAGE);
+    this.served.set(name, { seen: new Uint8Array(pages), unseen: pages });
+    if (this.served.size > 1024) this.served.delete(this.served.keys().next().value!);
+  }
+
+  /** Bytes [pos, pos+bytes) of chunk `name` were served to a reader (from disk, memory or a download). */
+  countServed(name: string, pos: number, bytes: number): void {
+    const e = this.served.get(name);
+    let miss = 0;
+    if (e) {
+      for (let p = Math.floor(pos / SERVED_PAGE); p * SERVED_PAGE < pos + bytes && p < e.seen.length; p++) {
+        if (e.seen[p]) continue;
+        e.seen[p] = 1;
+        e.unseen--;
+        miss += Math.min(pos + bytes, (p + 1) * SERVED_PAGE) - Math.max(pos, p * SERVED_PAGE);
+      }
+      if (e.unseen <= 0) this.served.delete(name);
+    }
+    this.missBytes += miss;
+    this.hitBytes += bytes - miss;
+  }
+
+  /** Bytes of bucket data served to readers so far (the hit ratio's denominator). */
+  get servedBytes(): number {
+    return this.hitBytes + this.missBytes;
+  }
+
+  /** The share of bytes served that did not have to come from the bucket (0 before any read). */
   get hitRatio(): number {
-    const total = this.hits + this.misses;
-    return total === 0 ? 0 : this.hits / total;
+    const total = this.hitBytes + this.missBytes;
+    return total === 0 ? 0 : this.hitBytes / total;
   }
 }

@@ -194,6 +194,7 @@ export class ChunkFetcher {
         this.slots
           .run(name, urgent || this.demanded.has(name), async () => {
             const got = await this.download(name);
+            this.cache.noteDownloaded(name, got.data.length);
             // Read-ahead is kept in memory as not yet read, so chunks already read go first.
             this.cache.remember(name, got.data, !urgent && !this.demanded.has(name));
             resolve(got.data);
@@ -249,6 +250,8 @@ export class ChunkFetcher {
         if (!got) throw new FsError('EIO', `chunk ${name} is missing from the bucket`);
         this.stats.downloadedBytes += got.body.length;
         this.unanswered.delete(name);
+        // The bucket serves chunks again: an earlier download failure is over.
+        this.stats.lastError = undefined;
         return { obj: got.body, data: await decodeChunk(this.chunkKeyBytes, name, got.body) };
       } catch (err) {
         if (err instanceof AuthError) {

@@ -944,6 +944,7 @@ export class Vfs {
       const got = Math.max(0, Math.min(valid, data.length - inChunk));
       if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
       data.copy(buf, off, inChunk, inChunk + got);
+      this.cache.countServed(ref[0], inChunk, got);
     } else if (ref && valid > 0) {
       let got = await this.cache.read(ref[0], buf, off, valid, inChunk);
       if (got === undefined) {
@@ -952,6 +953,7 @@ export class Vfs {
         data.copy(buf, off, inChunk, inChunk + got);
       }
       if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
+      this.cache.countServed(ref[0], inChunk, got);
     }
     if (valid < n) buf.fill(0, off + valid, off + n);
   }

@@ -24,6 +24,7 @@ import { AppSettingsFile, DEFAULT_APP_SETTINGS } from '../../../electron/main/ap
 import { minimalPolicy } from '../../../electron/main/permissions';
 import { startAppServer, type AppServer } from '../../../electron/main/server';
 import { CredentialVault, keyIdHint } from '../../../electron/main/vault';
+import { physicalSize } from '../../../electron/engine/cache/sealed';
 import type { SecretStore } from '../../../native/keychain';
 
 /** A SecretStore in memory, for logic above the keychain (the keychain itself is tested against gnome-keyring). */
@@ -390,7 +391,9 @@ describe('unlinking and forgetting keys', () => {
       await host.init();
       const cacheDir = path.join(h.cacheRoot, 'team');
       await fsp.mkdir(path.join(cacheDir, 'dirty'), { recursive: true });
-      await fsp.writeFile(path.join(cacheDir, 'dirty', '7.0'), Buffer.alloc(1000));
+      // One dirty chunk holding 1000 data bytes (sealed on disk, so larger), and a pre-image that is not data.
+      await fsp.writeFile(path.join(cacheDir, 'dirty', '7.0'), Buffer.alloc(physicalSize(1000)));
+      await fsp.writeFile(path.join(cacheDir, 'dirty', '7.0.pre'), Buffer.alloc(100));
       await saveConfig(h, {
         version: 1,
         name: 'team',

@@ -2,6 +2,8 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { StatusDto } from '../../../electron/contract/api';
+import { pendingOf, statusHeadline } from '../../../electron/contract/headline';
 import { guardQuit, pendingMessage, QUIT_BUTTONS, type QuitDialog, type QuitHost } from '../../../electron/main/quitGuard';
 
 const MiB = 1024 * 1024;
@@ -84,5 +86,33 @@ describe('quit guard', () => {
     assert.equal(pendingMessage({ bytes: 0, files: 0, metaOps: 1 }), '1 change is not in the bucket yet.');
     assert.equal(pendingMessage({ bytes: 0, files: 0, metaOps: 4 }), '4 changes are not in the bucket yet.');
     assert.equal(pendingMessage({ bytes: 0, files: 0, metaOps: 0 }), undefined);
+  });
+
+  it('counts the same pending bytes as the status headline', () => {
+    const base: StatusDto = {
+      name: 'a',
+      state: 'mounted',
+      mountPoint: '/m/a',
+      dirtyBytes: 0,
+      dirtyFiles: 0,
+      pendingMetaOps: 0,
+      uploadBytesPerSec: 0,
+      downloadBytesPerSec: 0,
+      cacheUsedBytes: 0,
+      cacheCapBytes: 1,
+      cacheHitRatio: 0,
+      openFiles: 0,
+      offline: false,
+      uploadsPaused: true,
+      readOnlyReason: null,
+      lastError: null,
+    };
+    const one = { ...base, dirtyFiles: 1950, dirtyBytes: 212 * MiB, pendingMetaOps: 4024 };
+    assert.equal(statusHeadline(one).text, 'Paused — 212 MiB waiting');
+    assert.equal(pendingMessage(pendingOf([one])), '1,950 files (212 MiB) are not in the bucket yet.');
+    const two = [one, { ...base, name: 'b', dirtyFiles: 1, dirtyBytes: 12 * MiB }];
+    assert.deepEqual(pendingOf(two), { bytes: 224 * MiB, files: 1951, metaOps: 4024 });
+    assert.equal(pendingMessage(pendingOf(two)), '1,951 files (224 MiB) are not in the bucket yet.');
+    assert.equal(pendingMessage(pendingOf([{ ...base, pendingMetaOps: 3 }])), '3 changes are not in the bucket yet.');
   });
 });

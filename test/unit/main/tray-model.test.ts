@@ -46,18 +46,18 @@ function app(filespaces: FilespaceSummary[], uploadsPaused = false): AppStatus {
 const labels = (items: readonly TrayItem[]) => items.map((i) => (i.type === 'separator' ? '---' : i.label));
 
 describe('tray model', () => {
-  it('lists each filespace with its state, sync line, mount action and folder', () => {
+  it('lists each filespace with its headline, mount action and folder', () => {
     const m = trayModel(
       app([fs('team', { dirtyFiles: 3, dirtyBytes: 212 * 1024 * 1024 }), fs('archive', { state: 'unmounted' })]),
     );
     assert.deepEqual(labels(m.items), [
-      'team — mounted',
-      '    Uploading 3 files, 212 MiB left',
+      'team',
+      '    Uploading 3 files — 212 MiB left',
       'Unmount',
       'Open folder',
       '---',
-      'archive — unmounted',
-      '    Everything is in the bucket',
+      'archive',
+      '    Not mounted — everything is in the bucket',
       'Mount',
       'Open folder',
       '---',
@@ -112,7 +112,24 @@ describe('tray model', () => {
     ]);
   });
 
-  it('picks the icon: error over offline over syncing over idle', () => {
+  it('picks the icon: error, writes waiting, offline, paused, syncing, read-only, idle', () => {
+    const waiting = {
+      since: 1,
+      cause: 'paused' as const,
+      refusing: false,
+      refused: 0,
+      message: 'the cache is full of changes that cannot upload',
+    };
+    const follower = {
+      role: 'follower' as const,
+      holder: 'laptop',
+      holderIsThisMachine: false,
+      lastRenewedAt: 1,
+      ttlMs: 30_000,
+      followerLagMs: 1200,
+      lost: null,
+      conditionalWrites: true,
+    };
     assert.equal(trayIconState(app([fs('a')])), 'idle');
     assert.equal(trayIconState(app([fs('a', { dirtyFiles: 1, dirtyBytes: 10 })])), 'syncing');
     assert.equal(trayIconState(app([fs('a', { pendingMetaOps: 2 })])), 'syncing');
@@ -121,9 +138,41 @@ describe('tray model', () => {
       'idle',
       'an unmounted filespace is not syncing',
     );
-    assert.equal(trayIconState(app([fs('a', { dirtyFiles: 1, dirtyBytes: 10 }), fs('b', { offline: true })])), 'offline');
-    assert.equal(trayIconState(app([fs('a', { offline: true }), fs('b', { lastError: 'read: EIO' })])), 'error');
+    assert.equal(trayIconState(app([fs('a', { readOnlyReason: 'following laptop', lease: follower })])), 'read-only');
+    assert.equal(
+      trayIconState(
+        app([fs('a', { readOnlyReason: 'following laptop', lease: follower }), fs('b', { dirtyBytes: 5, dirtyFiles: 1 })]),
+      ),
+      'syncing',
+    );
+    assert.equal(trayIconState(app([fs('a', { dirtyFiles: 1, dirtyBytes: 10 })], true)), 'paused', 'the app-wide pause');
+    assert.equal(trayIconState(app([fs('a', { uploadsPaused: true })])), 'paused');
+    assert.equal(trayIconState(app([fs('a', { dirtyFiles: 1, dirtyBytes: 10 }), fs('b', { offline: true })], true)), 'offline');
+    assert.equal(
+      trayIconState(app([fs('a', { offline: true }), fs('b', { writesWaiting: waiting, uploadsPaused: true })])),
+      'waiting',
+    );
+    assert.equal(trayIconState(app([fs('a', { writesWaiting: waiting }), fs('b', { lastError: 'read: EIO' })])), 'error');
     assert.equal(trayModel(app([fs('a', { state: 'error' })])).icon, 'error');
-    assert.match(trayModel(app([fs('a', { offline: true })])).tooltip, /offline/);
+  });
+
+  it('says in the tooltip and the menu what the card says', () => {
+    const paused = trayModel(app([fs('a', { dirtyFiles: 2, dirtyBytes: 1.2 * 1024 ** 3, uploadsPaused: true })], true));
+    assert.equal(paused.tooltip, 'Filespace: a — Paused — 1.2 GiB waiting');
+    assert.ok(labels(paused.items).includes('    Paused — 1.2 GiB waiting'));
+    const offline = trayModel(app([fs('a', { offline: true, dirtyFiles: 1, dirtyBytes: 21 * 1024 * 1024 })]));
+    assert.equal(offline.tooltip, 'Filespace: a — Offline — 21.0 MiB waiting, reading from the cache');
+    const full = trayModel(
+      app([
+        fs('a', {
+          writesWaiting: { since: 1, cause: 'offline', refusing: false, refused: 0, message: 'x' },
+          dirtyFiles: 1,
+          dirtyBytes: 10,
+        }),
+      ]),
+    );
+    assert.equal(full.tooltip, 'Filespace: a — Writes waiting — the cache is full of changes not uploaded yet');
+    assert.match(trayModel(app([fs('a', { lastError: 'upload failed' })])).tooltip, /a reports a problem/);
+    assert.equal(trayModel(app([fs('a')])).tooltip, 'Filespace: everything is in the bucket');
   });
 });

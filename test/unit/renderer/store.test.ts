@@ -16,8 +16,11 @@ import {
   mountAs,
   saveAside,
   resetStore,
+  NOTICE_MS,
   retry,
   selectFilespaces,
+  setPaused,
+  tick,
   store,
   submitBucket,
   submitKeys,
@@ -28,6 +31,15 @@ import {
 import { ERROR_CODES, ERRORS } from '../../../electron/contract/errors';
 import { treatmentOf } from '../../../renderer/src/errors';
 import { HostError, ipcTransport, type BridgeApi, type Transport } from '../../../renderer/src/transport';
+
+/** Polls `cond` until it holds or `ms` pass (no timed assertions: the deadline is generous). */
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
 
 type Calls = Array<{ route: AppRoute; body: unknown }>;
 
@@ -328,7 +340,7 @@ describe('renderer store: host events and actions', () => {
 
   it('a first status with nothing linked opens the wizard; later events update status, history and errors', () => {
     const host = scripted({});
-    connect(host);
+    connect(host, { tickMs: 0 });
     host.emit({ type: 'status', status: appStatus([]) });
     assert.equal(store.getState().screen, 'wizard');
     host.emit({ type: 'status', status: appStatus([fsStatus()]) });
@@ -338,12 +350,55 @@ describe('renderer store: host events and actions', () => {
       selectFilespaces(store.getState()).map((f) => f.name),
       ['team'],
     );
-    assert.equal(store.getState().history.team?.length, 3);
+    tick();
+    tick();
+    assert.equal(store.getState().history.team?.length, 2, 'one sample per tick');
     assert.deepEqual(
-      store.getState().errors.map((e) => e.message),
-      ['team: read: EIO'],
+      store.getState().errors.map((e) => [e.filespace, e.headline, e.detail, e.count]),
+      [['team', 'A file could not be read or written (input/output error)', 'read: EIO', 1]],
       'the same error is listed once',
     );
+    host.emit({ type: 'status', status: appStatus([fsStatus()]) });
+    assert.deepEqual(store.getState().errors, [], 'a problem the filespace no longer reports is gone');
+  });
+
+  it('samples throughput every tick, 0 once a filespace is unmounted, and keeps it across a remount', () => {
+    const host = scripted({});
+    connect(host, { tickMs: 0 });
+    host.emit({ type: 'status', status: appStatus([fsStatus({ state: 'unmounted' })]) });
+    tick(500);
+    assert.equal(store.getState().history.team, undefined, 'no chart for a filespace not mounted yet');
+    host.emit({ type: 'status', status: appStatus([fsStatus({ uploadBytesPerSec: 300 * 1024, downloadBytesPerSec: 0 })]) });
+    tick(1000);
+    host.emit({ type: 'status', status: appStatus([fsStatus({ state: 'unmounted', uploadBytesPerSec: 0 })]) });
+    tick(2000);
+    host.emit({ type: 'status', status: appStatus([fsStatus({ uploadBytesPerSec: 0, downloadBytesPerSec: 5000 })]) });
+    tick(3000);
+    assert.deepEqual(
+      store.getState().history.team?.map((s) => [s.t, s.up, s.down]),
+      [
+        [1000, 300 * 1024, 0],
+        [2000, 0, 0],
+        [3000, 0, 5000],
+      ],
+    );
+    assert.equal(store.getState().now, 3000, 'the clock moves with the tick');
+  });
+
+  it('tracks the upload batch: done grows as pending bytes fall, writing while they grow', () => {
+    const host = scripted({});
+    connect(host, { tickMs: 0 });
+    const MiB = 1024 * 1024;
+    host.emit({ type: 'status', status: appStatus([fsStatus({ dirtyFiles: 1, dirtyBytes: 10 * MiB })]) });
+    host.emit({ type: 'status', status: appStatus([fsStatus({ dirtyFiles: 1, dirtyBytes: 4 * MiB })]) });
+    const b = store.getState().batches.team!;
+    assert.deepEqual([b.totalBytes, b.doneBytes], [10 * MiB, 6 * MiB]);
+    host.emit({ type: 'status', status: appStatus([fsStatus({ dirtyFiles: 2, dirtyBytes: 8 * MiB })]) });
+    const c = store.getState().batches.team!;
+    assert.deepEqual([c.totalBytes, c.doneBytes], [14 * MiB, 6 * MiB], 'new writes grow the total, not the done part');
+    assert.ok(c.writingUntil > Date.now(), 'bytes are being written');
+    host.emit({ type: 'status', status: appStatus([fsStatus()]) });
+    assert.equal(store.getState().batches.team, undefined, 'nothing left: the batch is over');
   });
 
   it('a busy unmount becomes a question on the card, not an error; a forced one clears it', async () => {
@@ -363,6 +418,14 @@ describe('renderer store: host events and actions', () => {
     await unmount('team', true);
     assert.deepEqual(store.getState().unmountBusy, {});
     assert.equal(store.getState().notice, 'Unmounted "team"');
+  });
+
+  it('a notice expires; pausing is said as information, not as success', async () => {
+    connect(scripted({ 'uploads.pause': () => ({ ok: true }) }), { tickMs: 0 });
+    await setPaused(true);
+    assert.equal(store.getState().noticeTone, 'info');
+    assert.match(store.getState().notice ?? '', /^Uploads paused/);
+    await until(() => store.getState().notice === null, NOTICE_MS + 10_000, 'the notice expires');
   });
 });
 
@@ -411,7 +474,9 @@ describe('renderer store: several computers', () => {
     host.emit({ type: 'status', status: appStatus([fsStatus({ state: 'mounted' })]) });
     await mountAs('team', 'write', false);
     assert.equal(store.getState().secondMachine.team, undefined);
-    assert.match(store.getState().errors[0]?.message ?? '', /^team: "team" is still being written by laptop$/);
+    const problem = store.getState().errors[0];
+    assert.equal(problem?.filespace, 'team');
+    assert.equal(problem?.detail, '"team" is still being written by laptop');
   });
 
   it('discarding set-aside changes first lists them, then discards through the host', async () => {
@@ -458,15 +523,20 @@ describe('renderer store: recent errors', () => {
     connect(host);
     await mount('team');
     const [entry] = store.getState().errors;
-    assert.equal(entry?.message, 'cannot reach s3://b/team');
+    assert.equal(entry?.detail, 'cannot reach s3://b/team');
+    assert.equal(entry?.headline, 'Cannot reach the bucket');
+    assert.equal(entry?.filespace, 'team', 'the card of the filespace shows it');
     assert.ok(entry?.retry, 'a failed action can be retried');
     await retry(entry);
     assert.equal(store.getState().errors.length, 1, 'failing again lists the new failure only');
+    await mount('team');
+    assert.equal(store.getState().errors.length, 1, 'the same failure again is one line');
+    assert.equal(store.getState().errors[0]?.count, 2, 'with a count');
     reachable = true;
     await retry(store.getState().errors[0]!);
     assert.deepEqual(store.getState().errors, []);
     assert.equal(store.getState().notice, 'Mounted "team"');
-    assert.equal(host.calls.filter((c) => c.route === 'filespace.mount').length, 3);
+    assert.equal(host.calls.filter((c) => c.route === 'filespace.mount').length, 4);
   });
 
   it('engine errors from the status are listed without a Retry (the engine retries by itself)', () => {
@@ -506,7 +576,7 @@ describe('error treatment', () => {
     );
     await unmount('team');
     assert.deepEqual(store.getState().unmountBusy, {});
-    assert.equal(store.getState().errors.at(-1)?.message, '/m/team is in use by nobody: not mounted');
+    assert.equal(store.getState().errors.at(-1)?.detail, '/m/team is in use by nobody: not mounted');
   });
 });
 
