@@ -109,6 +109,21 @@ describe('POSIX ownership, permissions and sizes as on ext4', () => {
     assert.ok((await used()) <= before, 'used space comes back after a delete');
   });
 
+  it('shows the same owners, modes and link counts on a second machine following the writer', async () => {
+    await sh(`runuser -u ${USER} -- sh -c 'mkdir ${fs.mnt}/follow && touch ${fs.mnt}/follow/f && mkdir ${fs.mnt}/follow/d'`);
+    await fs.sync();
+    const list = (dir: string) =>
+      sh(`cd ${dir} && stat -c '%n %u %g %a %h' follow follow/f follow/d owner-of-new/f setgid-dir/g/sub`);
+    const here = await list(fs.mnt);
+    const other = await bed.link(await bed.machine('follower'), fs.bucket, fs.prefix);
+    await other.mount({ readOnly: true });
+    try {
+      assert.equal(await list(other.mnt), here);
+    } finally {
+      await other.unmount();
+    }
+  });
+
   it('frees the cache space of deleted files once they are gone, keeping live data', async () => {
     await fs.sync(); // what the checks above wrote is uploaded: its chunks are part of the baseline
     const baseline = await cachedChunkBytes(fs.cacheDir);

@@ -24,6 +24,15 @@
  *    that keeps naming such a file (libfuse2 renames it to a hidden name and uses that name
  *    until the last close) registers that name as an alias: never listed, never committed.
  *
+ * Who may do what: the kernel checks access to existing files from the modes and owners this
+ * reports (the FUSE mount uses `default_permissions`); what it leaves to the filesystem is done
+ * here as ext4 does it, from the caller a mount adapter names (`Caller`): the owner and group
+ * of new entries (setgid directories included), who may chmod and chown, and the setuid/setgid
+ * bits chown clears. POSIX ACL names are refused (see `setxattr`).
+ *
+ * The clean cache holds live data: a chunk nothing can read any more (deleted, truncated away,
+ * replaced by a newer upload) is removed from it (`freeUnreferencedCache`).
+ *
  * Data path: a write is acknowledged once it is in the write buffer (writeBuffer.ts: memory,
  * counted against the cache cap); the buffer is written to the dirty store (cache/dirty.ts) in
  * batches behind, and always before close (flush) and fsync return, which then do what they
