@@ -251,6 +251,10 @@ export class Engine {
     this.every(1000, () => this.throughput.sample(this.uploader.uploadedBytes, this.fetcher.stats.downloadedBytes));
     this.every(1000, () => this.vfs.commitAllSizes());
     this.every(1000, () => void this.sampleDisk());
+    this.every(
+      1000,
+      () => void this.vfs.freeUnreferencedCache().catch((err) => this.log(`freeing cache space: ${(err as Error).message}`)),
+    );
   }
 
   private every(ms: number, fn: () => void): void {

@@ -19,6 +19,13 @@
  * the handle must read around them (`directIo`); the corrected addon carries both as bits of
  * the returned handle (build-addon.js), and keep_cache only if the loaded addon says it knows it.
  *
+ * Who asks: the corrected addon tells which uid, gid and pid made the request whose handler
+ * runs (build-addon.js, correction 5); create, mkdir, symlink, chmod and chown read it at once
+ * (`callerNow`) and pass it to the filesystem, so new entries belong to their creator and
+ * ownership changes are allowed as on ext4. The kernel checks access to existing files itself
+ * (`default_permissions`, always on); `allow_other` lets users other than the one who mounted
+ * in at all (the host asks for it when it runs as root or /etc/fuse.conf allows it).
+ *
  * Files deleted while open: libfuse2's high-level API (all fuse-native offers) renames such a
  * file to `.fuse_hidden<node><counter>` in its directory and unlinks that name at the last
  * close. Passed through as a rename, the hidden name would be committed, listed, replicated to
@@ -47,7 +54,7 @@
 import { execFile } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
-import { existsSync, promises as fsp } from 'node:fs';
+import { existsSync, readFileSync, promises as fsp } from 'node:fs';
 
 interface FuseNativeModule {
   readonly Fuse: FuseNativeCtor;
@@ -55,6 +62,8 @@ interface FuseNativeModule {
     fuse_native_unmount(mnt: string, thread: Buffer): void;
     /** The handle bit that asks for keep_cache (corrected addons that understand it). */
     readonly open_keep_cache?: number;
+    /** [uid, gid, pid] of the request whose handler runs now (corrected addons). */
+    readonly fuse_native_caller?: () => [number, number, number] | undefined;
   };
 }
 
@@ -65,6 +74,8 @@ export let modificationTimesExact = false;
 let namesAsBytes = false;
 /** The bit of an open handle that keeps the kernel's cached pages, when the addon has one. */
 let keepCacheBit = 0;
+/** Who made the request being handled, when the addon can tell (see `callerNow`). */
+let requestCaller: (() => [number, number, number] | undefined) | undefined;
 
 /**
  * Loads fuse-native on first use (so commands that never mount never need it), naming the
@@ -89,6 +100,7 @@ function fuseNative(): FuseNativeModule {
     modificationTimesExact = dir === corrected;
     namesAsBytes = dir === corrected;
     keepCacheBit = dir === corrected && binding.open_keep_cache === KEEP_CACHE_BIT ? KEEP_CACHE_BIT : 0;
+    requestCaller = dir === corrected ? binding.fuse_native_caller : undefined;
     loaded = { Fuse, binding };
     return loaded;
   } catch (err) {
@@ -178,6 +190,55 @@ export interface FuseStat {
   readonly blocks: number;
 }
 
+/**
+ * Who made a request (the FUSE request context). `inGroup` answers for the caller's primary
+ * group at once and reads its supplementary groups from the `Groups:` line of
+ * /proc/<pid>/status on first need: a small file the kernel writes, never on the mount, read
+ * only when a caller other than root names a group other than its own (chgrp, setgid bits).
+ */
+export interface FuseCaller {
+  readonly uid: number;
+  readonly gid: number;
+  readonly pid: number;
+  inGroup(gid: number): boolean;
+}
+
+/** The supplementary groups of process (or thread) `pid`; empty if it is gone. */
+export function groupsOf(pid: number): ReadonlySet<number> {
+  let status: string;
+  try {
+    // Synchronous on purpose: procfs, not the mount, and only on the rare paths named above.
+    status = readFileSync(`/proc/${pid}/status`, 'latin1');
+  } catch {
+    return new Set();
+  }
+  const line = /^Groups:(.*)$/m.exec(status)?.[1] ?? '';
+  return new Set(
+    line
+      .split(/\s+/)
+      .filter((g) => /^\d+$/.test(g))
+      .map(Number),
+  );
+}
+
+/**
+ * The caller of the request whose handler runs now; call it synchronously at the start of a
+ * handler (the addon knows the request only while its handler runs). Undefined with the stock
+ * addon, which does not pass the request context.
+ */
+export function callerNow(): FuseCaller | undefined {
+  const c = requestCaller?.();
+  if (!c) return undefined;
+  const [uid, gid, pid] = c;
+  let groups: ReadonlySet<number> | undefined;
+  return {
+    uid,
+    gid,
+    pid,
+    inGroup: (g) => g === gid || (groups ??= groupsOf(pid)).has(g),
+  };
+}
+
 /** What the adapter needs from a filesystem. Throw a value with `errno: 'ENOENT'` etc. for errors. */
 export interface FuseFilesystem {
   /** Also answers the kernel's fgetattr (by the path of the open file). */
@@ -191,7 +252,8 @@ export interface FuseFilesystem {
    * corrected addon that exports `open_keep_cache`; otherwise every open drops them).
    */
   keepCache?(fh: number): boolean;
-  create(path: string, mode: number): number;
+  /** `caller`: who asked (new entries belong to it), when the addon can tell. */
+  create(path: string, mode: number, flags?: number, caller?: FuseCaller): number;
   read(fh: number, buf: Buffer, len: number, pos: number): Promise<number>;
   write(fh: number, data: Buffer, pos: number): Promise<number>;
   truncate(path: string, size: number): Promise<void>;
@@ -203,14 +265,14 @@ export interface FuseFilesystem {
   unlink(path: string): Promise<void>;
   /** unlink() for a file libfuse keeps open under the hidden name `alias` (see the header). */
   unlinkKeepingAlias?(path: string, alias: string): Promise<void>;
-  mkdir(path: string, mode: number): void;
+  mkdir(path: string, mode: number, caller?: FuseCaller): void;
   rmdir(path: string): void;
   rename(from: string, to: string): Promise<void>;
-  symlink(target: string, path: string): void;
+  symlink(target: string, path: string, caller?: FuseCaller): void;
   readlink(path: string): string;
   link(from: string, to: string): void;
-  chmod(path: string, mode: number): void;
-  chown(path: string, uid: number, gid: number): void;
+  chmod(path: string, mode: number, caller?: FuseCaller): void;
+  chown(path: string, uid: number, gid: number, caller?: FuseCaller): void;
   /** Times in ms; SPECIAL_TIMES.omit / .now stand for UTIME_OMIT / UTIME_NOW. */
   utimens(path: string, atimeMs: number, mtimeMs: number): void;
   statfs(): Record<string, number>;
@@ -503,7 +565,7 @@ export class FuseMount {
           },
           cb,
         ),
-      create: (p: string, mode: number, cb: Cb) => sync('create', () => fs.create(n(p), mode), cb),
+      create: (p: string, mode: number, cb: Cb) => sync('create', () => fs.create(n(p), mode, undefined, callerNow()), cb),
       read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
         async(
           'read',
@@ -571,7 +633,7 @@ export class FuseMount {
       mkdir: (p: string, mode: number, cb: Cb) =>
         sync(
           'mkdir',
-          () => fs.mkdir(n(p), mode),
+          () => fs.mkdir(n(p), mode, callerNow()),
           cb,
           () => 0,
         ),
@@ -593,7 +655,7 @@ export class FuseMount {
       symlink: (target: string, p: string, cb: Cb) =>
         sync(
           'symlink',
-          () => fs.symlink(n(target), n(p)),
+          () => fs.symlink(n(target), n(p), callerNow()),
           cb,
           () => 0,
         ),
@@ -608,14 +670,14 @@ export class FuseMount {
       chmod: (p: string, mode: number, cb: Cb) =>
         sync(
           'chmod',
-          () => fs.chmod(n(p), mode),
+          () => fs.chmod(n(p), mode, callerNow()),
           cb,
           () => 0,
         ),
       chown: (p: string, uid: number, gid: number, cb: Cb) =>
         sync(
           'chown',
-          () => fs.chown(n(p), uid, gid),
+          () => fs.chown(n(p), uid, gid, callerNow()),
           cb,
           () => 0,
         ),

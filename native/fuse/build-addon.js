@@ -23,13 +23,20 @@
 //     napi_create_string_utf8(env, l->...) into napi_create_string_latin1, and NAPI_UTF8 /
 //     NAPI_ARGV_UTF8 into NAPI_LATIN1 in readdir's and readlink's replies. adapter.ts decodes
 //     them (see wireToName).
+//  5. Who made each request: libfuse2 knows the caller's uid, gid and pid (fuse_get_context() on
+//     the FUSE thread) but fuse-native never passes them, so new files belonged to the user who
+//     mounted. The FUSE_NATIVE_HANDLER hunk records them in the thread's locals (record_caller),
+//     fuse_native_dispatch notes whose handler runs (`dispatching`), and the exported
+//     `fuse_native_caller()` returns [uid, gid, pid] of that request while its handler runs on
+//     the JS thread (undefined outside a handler); adapter.ts reads it at the start of create,
+//     mkdir, symlink, chmod and chown (callerNow).
 // The patch is applied with `git apply`, not `patch`: git is already needed (CI installs it;
 // `patch` is an optional Debian package), and git applies every hunk or none, never with fuzz.
 // When the sources do not match (fuse-native changed) nothing is built.
 // The corrected addon goes to native/fuse/addon/ (not in git) and native/fuse/adapter.ts
 // prefers it; without it (no compiler, no git, other sources) the stock prebuild is used and
-// only time setting, direct I/O, page-cache keeping and names that are not UTF-8 differ. Same
-// N-API binary for Node and Electron.
+// only time setting, direct I/O, page-cache keeping, names that are not UTF-8 and the owner of
+// new files (the mounting user's) differ. Same N-API binary for Node and Electron.
 // It is built beside its final place and then swapped in, so a process loading the addon meanwhile
 // finds the old one or the new one, never half of one; an addon folder that is a symbolic link
 // (shared with another checkout) is replaced by its own build, never written through. If the

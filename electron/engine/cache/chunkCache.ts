@@ -277,6 +277,11 @@ export class ChunkCache {
     return this.index.has(name);
   }
 
+  /** Names of the chunks cached on disk (a copy: removing while iterating is safe). */
+  names(): string[] {
+    return [...this.index.keys()];
+  }
+
   private touch(name: string): void {
     const size = this.index.get(name);
     if (size === undefined) return;

@@ -24,6 +24,15 @@
  *    that keeps naming such a file (libfuse2 renames it to a hidden name and uses that name
  *    until the last close) registers that name as an alias: never listed, never committed.
  *
+ * Who may do what: the kernel checks access to existing files from the modes and owners this
+ * reports (the FUSE mount uses `default_permissions`); what it leaves to the filesystem is done
+ * here as ext4 does it, from the caller a mount adapter names (`Caller`): the owner and group
+ * of new entries (setgid directories included), who may chmod and chown, and the setuid/setgid
+ * bits chown clears. POSIX ACL names are refused (see `setxattr`).
+ *
+ * The clean cache holds live data: a chunk nothing can read any more (deleted, truncated away,
+ * replaced by a newer upload) is removed from it (`freeUnreferencedCache`).
+ *
  * Data path: a write is acknowledged once it is in the write buffer (writeBuffer.ts: memory,
  * counted against the cache cap); the buffer is written to the dirty store (cache/dirty.ts) in
  * batches behind, and always before close (flush) and fsync return, which then do what they
@@ -68,7 +77,19 @@ export interface Stat {
   readonly blocks: number;
 }
 
+/**
+ * Who asked for an operation, from the mount's request context (the FUSE adapter passes it
+ * when its addon knows it). New entries belong to it, and chmod/chown are allowed as on ext4.
+ */
+export interface Caller {
+  readonly uid: number;
+  readonly gid: number;
+  /** Whether the caller is in group `gid` (its own or a supplementary one). */
+  inGroup(gid: number): boolean;
+}
+
 export interface VfsOptions {
+  /** Owner of new entries when the request names no caller. */
   readonly uid: number;
   readonly gid: number;
   readonly prefetchMaxChunks: () => number;
@@ -127,6 +148,9 @@ export const TIME_NOW = 2 ** 48 - 2;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
+const S_ISUID = 0o4000;
+const S_ISGID = 0o2000;
+const S_IXGRP = 0o010;
 const O_ACCMODE = 3;
 const O_WRONLY = 1;
 const O_RDWR = 2;
@@ -134,6 +158,11 @@ const O_APPEND = 0o2000;
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
 const NAME_MAX = 255;
+/** What statfs reports (see `statfs`). */
+const STATFS_TOTAL_BYTES = 2 ** 50;
+const STATFS_BLOCK_BYTES = 256 * 1024;
+/** POSIX ACLs travel as these xattrs; they are refused so tools fall back to the mode bits. */
+const POSIX_ACL_XATTR = /^system\.posix_acl_(access|default)$/;
 const MAX_FILE_BYTES = 2 ** 50;
 
 export class Vfs {
@@ -159,6 +188,12 @@ export class Vfs {
   /** Called when a file handle opened for writing was closed. */
   onWriterClosed: (ino: number) => void = () => undefined;
   private readonly now: () => number;
+  /** Set when a chunk may have lost its last reference (see `freeUnreferencedCache`). */
+  private chunksMayBeUnreferenced = true;
+  private remoteChangesSwept = -1;
+  private sweeping = false;
+  /** The last O_APPEND write queued per file (see `appendInTurn`). */
+  private readonly appends = new Map<number, Promise<void>>();
 
   constructor(
     private readonly meta: MetaStore,
@@ -190,6 +225,7 @@ export class Vfs {
     });
     this.unlinked = new Tree(meta.chunkSize);
     meta.onRelease = (inos) => {
+      this.chunksMayBeUnreferenced = true;
       for (const ino of inos) void this.releaseStorage(ino);
     };
   }
@@ -261,6 +297,41 @@ export class Vfs {
     return this.unlinked.get(ino) !== undefined;
   }
 
+  /**
+   * Removes from the clean cache the chunks nothing here can read any more: not referenced by
+   * the tree, by a file deleted while open, nor by an open handle's snapshot (followers). So the
+   * cache holds live data and a deleted file's space comes back at once, not when eviction
+   * reaches it. Nothing is lost: a clean chunk is safe in the bucket, where garbage collection
+   * keeps it through its grace period (a follower still reading it fetches it again), and where
+   * it stays if the deletion is undone by a crash before the journal was written. Cheap when
+   * nothing changed: it runs only after a deletion, truncation, upload or another machine's
+   * change (the engine calls it every second).
+   */
+  async freeUnreferencedCache(): Promise<number> {
+    const remote = this.meta.remoteChanges;
+    if (this.sweeping || (!this.chunksMayBeUnreferenced && remote === this.remoteChangesSwept)) return 0;
+    this.sweeping = true;
+    this.chunksMayBeUnreferenced = false;
+    this.remoteChangesSwept = remote;
+    try {
+      const snapshots = new Set<string>();
+      for (const h of this.handles.values()) for (const r of h.snap?.chunks ?? []) if (r) snapshots.add(r[0]);
+      const refs = this.tree.chunkRefs;
+      const kept = this.unlinked.chunkRefs;
+      let freed = 0;
+      for (const name of this.cache.names()) {
+        if (refs.has(name) || kept.has(name) || snapshots.has(name)) continue;
+        // Looked up again: the tree may have changed while the previous file was removed.
+        if (this.tree.chunkRefs.has(name) || this.unlinked.chunkRefs.has(name)) continue;
+        await this.cache.remove(name);
+        freed++;
+      }
+      return freed;
+    } finally {
+      this.sweeping = false;
+    }
+  }
+
   /** Chunk names the committed tree references, plus those files deleted while open still read. */
   referencedChunks(): ReadonlyMap<string, number> {
     const kept = this.unlinked.chunkRefs;
@@ -304,14 +375,47 @@ export class Vfs {
       uid: inode.uid,
       gid: inode.gid,
       size: inode.kind === 'dir' ? 4096 : size,
-      // Directories report nlink 1 (as btrfs does): tools then make no leaf-count assumptions.
-      nlink: 1,
+      nlink: inode.kind === 'dir' ? this.dirLinks(inode) : 1,
       atime: inode.atimeMs,
       mtime: live?.mtimeMs ?? inode.mtimeMs,
       ctime: Math.max(inode.ctimeMs, live?.mtimeMs ?? 0),
       blksize: 4096,
-      blocks: Math.ceil(size / 512),
+      // In 512-byte units, as st_blocks counts; whole 4 KiB blocks as ext4 allocates them.
+      blocks: (Math.ceil(this.allocatedBytes(inode) / 4096) * 4096) / 512,
     };
+  }
+
+  /** A directory's link count as ext4 gives it: its name, its ".", and each subdirectory's "..". */
+  private dirLinks(dir: Inode): number {
+    let n = 2;
+    for (const ino of dir.entries?.values() ?? []) if (this.tree.get(ino)?.kind === 'dir') n++;
+    return n;
+  }
+
+  /**
+   * Bytes a file holds (what `du` counts): chunks written or committed, not holes. A chunk is
+   * counted at its stored length (a hole inside a written chunk counts); a directory as one
+   * 4 KiB block; a symlink as none (its target lives in the metadata, like ext4's short ones).
+   */
+  private allocatedBytes(inode: Inode): number {
+    if (inode.kind === 'dir') return 4096;
+    if (inode.kind !== 'file') return 0;
+    const size = this.sizeOf(inode);
+    const cs = this.chunkSize;
+    let bytes = 0;
+    const last = Math.ceil(size / cs);
+    for (let idx = 0; idx < (inode.chunks?.length ?? 0) && idx < last; idx++) {
+      const ref = inode.chunks![idx];
+      if (ref && !this.dirty.get(inode.ino, idx) && !this.buffer.get(inode.ino, idx)) bytes += ref[1];
+    }
+    const pending = this.unsent.indexesOf(inode.ino);
+    for (const idx of pending) {
+      if (idx >= last) continue;
+      const stored = Math.max(this.dirty.get(inode.ino, idx)?.len ?? 0, this.committedRef(inode, idx)?.[1] ?? 0);
+      const buffered = this.buffer.get(inode.ino, idx)?.end ?? 0;
+      bytes += Math.max(stored, buffered);
+    }
+    return Math.min(bytes, size);
   }
 
   getattr(path: string): Stat {
@@ -331,20 +435,67 @@ export class Vfs {
     for (const ino of [...this.liveSize.keys()]) this.commitSize(ino);
   }
 
-  chmod(path: string, mode: number): void {
+  /**
+   * chmod(2) as ext4 allows it: by the owner or root. Another caller may only drop the setuid
+   * and setgid bits (the kernel asks for that when someone other than root writes to or
+   * truncates such a file). An owner outside the file's group cannot set its setgid bit.
+   */
+  chmod(path: string, mode: number, caller?: Caller): void {
     this.assertWritable();
     const inode = this.resolve(path);
-    this.change({ t: 'attr', ino: inode.ino, mode: mode & 0o7777, ms: this.now() });
+    let bits = mode & 0o7777;
+    if (caller && caller.uid !== 0) {
+      if (caller.uid !== inode.uid) {
+        const dropped = inode.mode & ~bits;
+        if ((bits & ~inode.mode) !== 0 || (dropped & ~(S_ISUID | S_ISGID)) !== 0) throw new FsError('EPERM');
+      } else if (bits & S_ISGID && !caller.inGroup(inode.gid)) {
+        bits &= ~S_ISGID;
+      }
+    }
+    this.change({ t: 'attr', ino: inode.ino, mode: bits, ms: this.now() });
   }
 
-  chown(path: string, uid: number, gid: number): void {
+  /**
+   * chown(2) as ext4 allows it: root changes anything; the owner may only change the group, to
+   * one of its own groups. Changing the owner or group of a file that is not a directory clears
+   * its setuid bit, and its setgid bit when that means "run as group" (group-executable).
+   */
+  chown(path: string, uid: number, gid: number, caller?: Caller): void {
     this.assertWritable();
     const inode = this.resolve(path);
     const op: Extract<MetaOp, { t: 'attr' }> = { t: 'attr', ino: inode.ino, ms: this.now() };
     // (uid_t)-1 means "leave unchanged".
     if (uid !== 0xffffffff && uid !== -1) op.uid = uid;
     if (gid !== 0xffffffff && gid !== -1) op.gid = gid;
+    if (caller && caller.uid !== 0 && (op.uid !== undefined || op.gid !== undefined)) {
+      if (caller.uid !== inode.uid) throw new FsError('EPERM');
+      if (op.uid !== undefined && op.uid !== inode.uid) throw new FsError('EPERM');
+      if (op.gid !== undefined && op.gid !== inode.gid && !caller.inGroup(op.gid)) throw new FsError('EPERM');
+    }
+    if ((op.uid !== undefined || op.gid !== undefined) && inode.kind !== 'dir') {
+      let bits = inode.mode & ~S_ISUID;
+      if ((bits & (S_ISGID | S_IXGRP)) === (S_ISGID | S_IXGRP)) bits &= ~S_ISGID;
+      if (bits !== inode.mode) op.mode = bits;
+    }
     this.change(op);
+  }
+
+  /**
+   * Owner, group and mode of a new entry in `parent`, as ext4 gives them: it belongs to the
+   * caller (the mounting user when the request names none); in a setgid directory it takes the
+   * directory's group, and a new subdirectory inherits the setgid bit. A new file keeps a
+   * requested setgid bit only if its creator is in its group (or is root).
+   */
+  private newOwner(parent: Inode, mode: number, dir: boolean, caller: Caller | undefined) {
+    const uid = caller?.uid ?? this.opts.uid;
+    const inherit = (parent.mode & S_ISGID) !== 0;
+    const gid = inherit ? parent.gid : (caller?.gid ?? this.opts.gid);
+    let bits = mode & 0o7777;
+    if (dir && inherit) bits |= S_ISGID;
+    if (!dir && (bits & (S_ISGID | S_IXGRP)) === (S_ISGID | S_IXGRP) && caller && caller.uid !== 0 && !caller.inGroup(gid)) {
+      bits &= ~S_ISGID;
+    }
+    return { uid, gid, mode: bits };
   }
 
   /**
@@ -362,17 +513,29 @@ export class Vfs {
     this.change(op);
   }
 
+  /**
+   * statfs(2): a bucket has no fixed size, so the total is a nominal 1 PiB (as other S3 file
+   * systems report); used is the data of the files (what `du` counts, see `allocatedBytes`),
+   * and free = available = total - used. Counts are of 256 KiB blocks: the FUSE binding passes
+   * 32-bit counts, and 1 PiB in 4 KiB blocks would not fit (it would read as 0). Block size and
+   * fundamental block size are equal, so tools that multiply by either agree.
+   */
   statfs(): Record<string, number> {
-    const blocks = (2 ** 40 / 4096) * 1024; // 1 PiB: a bucket has no fixed size
+    const block = STATFS_BLOCK_BYTES;
+    const blocks = STATFS_TOTAL_BYTES / block - 1; // the largest 32-bit count
+    let used = 0;
+    for (const inode of this.tree.inodes.values()) used += Math.ceil(this.allocatedBytes(inode) / 4096) * 4096;
+    const free = Math.max(0, blocks - Math.ceil(used / block));
+    const files = 2 ** 32 - 1;
     return {
-      bsize: 4096,
-      frsize: 4096,
+      bsize: block,
+      frsize: block,
       blocks,
-      bfree: blocks,
-      bavail: blocks,
-      files: 2 ** 31,
-      ffree: 2 ** 31 - this.tree.inodes.size,
-      favail: 2 ** 31 - this.tree.inodes.size,
+      bfree: free,
+      bavail: free,
+      files,
+      ffree: files - this.tree.inodes.size,
+      favail: files - this.tree.inodes.size,
       fsid: 0,
       flag: 0,
       namemax: NAME_MAX,
@@ -387,7 +550,7 @@ export class Vfs {
     return ['.', '..', ...inode.entries!.keys()];
   }
 
-  mkdir(path: string, mode: number): void {
+  mkdir(path: string, mode: number, caller?: Caller): void {
     this.assertWritable();
     const { parent, name } = this.resolveParent(path);
     if (parent.entries!.has(name)) throw new FsError('EEXIST');
@@ -397,9 +560,7 @@ export class Vfs {
       name,
       ino: this.tree.allocIno(),
       kind: 'dir',
-      mode: mode & 0o7777,
-      uid: this.opts.uid,
-      gid: this.opts.gid,
+      ...this.newOwner(parent, mode, true, caller),
       ms: this.now(),
     });
   }
@@ -414,7 +575,7 @@ export class Vfs {
     this.commit({ t: 'rm', parent: parent.ino, name, ms: this.now() });
   }
 
-  symlink(target: string, path: string): void {
+  symlink(target: string, path: string, caller?: Caller): void {
     this.assertWritable();
     const { parent, name } = this.resolveParent(path);
     if (parent.entries!.has(name)) throw new FsError('EEXIST');
@@ -425,9 +586,7 @@ export class Vfs {
       name,
       ino: this.tree.allocIno(),
       kind: 'symlink',
-      mode: 0o777,
-      uid: this.opts.uid,
-      gid: this.opts.gid,
+      ...this.newOwner(parent, 0o777, false, caller),
       target,
       ms: this.now(),
     });
@@ -515,8 +674,15 @@ export class Vfs {
 
   // ---- extended attributes ---------------------------------------------------------------
 
+  /**
+   * POSIX ACLs (`system.posix_acl_access` / `_default`) are not supported: they are refused with
+   * EOPNOTSUPP, as by a file system mounted without ACLs, so cp, tar and rsync set the mode
+   * with chmod instead (kept as an ordinary xattr, cp's ACL would be the file's only record of
+   * its group and other bits, and the kernel would never enforce it). Other names are stored.
+   */
   setxattr(path: string, name: string, value: Buffer, flags: number): void {
     this.assertWritable();
+    if (POSIX_ACL_XATTR.test(name)) throw new FsError('ENOTSUP');
     const inode = this.resolve(path);
     const exists = inode.xattrs?.[name] !== undefined;
     if (flags & XATTR_CREATE && exists) throw new FsError('EEXIST');
@@ -527,6 +693,7 @@ export class Vfs {
   }
 
   getxattr(path: string, name: string): Buffer {
+    if (POSIX_ACL_XATTR.test(name)) throw new FsError('ENOTSUP');
     const inode = this.resolve(path);
     const v = inode.xattrs?.[name];
     if (v === undefined) throw new FsError('ENODATA');
@@ -534,11 +701,13 @@ export class Vfs {
   }
 
   listxattr(path: string): string[] {
-    return Object.keys(this.resolve(path).xattrs ?? {});
+    // ACLs stored by earlier versions stay in the metadata, unseen.
+    return Object.keys(this.resolve(path).xattrs ?? {}).filter((n) => !POSIX_ACL_XATTR.test(n));
   }
 
   removexattr(path: string, name: string): void {
     this.assertWritable();
+    if (POSIX_ACL_XATTR.test(name)) throw new FsError('ENOTSUP');
     const inode = this.resolve(path);
     if (inode.xattrs?.[name] === undefined) throw new FsError('ENODATA');
     this.change({ t: 'xattr', ino: inode.ino, name, value: null, ms: this.now() });
@@ -667,7 +836,7 @@ export class Vfs {
     return this.addHandle(inode.ino, flags, path);
   }
 
-  create(path: string, mode: number, flags = O_RDWR): number {
+  create(path: string, mode: number, flags = O_RDWR, caller?: Caller): number {
     this.assertWritable();
     const { parent, name } = this.resolveParent(path);
     const existing = this.tree.lookup(parent.ino, name);
@@ -682,9 +851,7 @@ export class Vfs {
       name,
       ino,
       kind: 'file',
-      mode: mode & 0o7777,
-      uid: this.opts.uid,
-      gid: this.opts.gid,
+      ...this.newOwner(parent, mode, false, caller),
       ms: this.now(),
     });
     return this.addHandle(ino, (flags & ~O_ACCMODE) | O_RDWR, path);
@@ -793,6 +960,7 @@ export class Vfs {
     if (open <= 0 && this.unlinked.get(h.ino)) {
       // The last handle of a file deleted while open: now its data goes.
       this.unlinked.removeNameless(h.ino);
+      this.chunksMayBeUnreferenced = true;
       for (const [key, ino] of this.aliases) if (ino === h.ino) this.aliases.delete(key);
       await this.releaseStorage(h.ino);
     }
@@ -972,6 +1140,8 @@ export class Vfs {
 
   /** Dirty bytes dropped (an upload finished, a file was deleted or truncated): writers may go on. */
   noteDirtyFreed(): void {
+    // An upload may have replaced a chunk reference (the old chunk may be unreferenced now).
+    this.chunksMayBeUnreferenced = true;
     this.backpressure.freed();
   }
 
@@ -1033,9 +1203,35 @@ export class Vfs {
     this.assertWritable();
     const h = this.handle(fh);
     if (!h.writable) throw new FsError('EBADF');
+    if (h.append) return this.appendInTurn(h.ino, () => this.writeAt(h, data, undefined));
+    return this.writeAt(h, data, pos);
+  }
+
+  /**
+   * Runs O_APPEND writes to one file one after the other, each at the end the previous one
+   * left, so two appenders never write at the same offset (a write waits for room, and the
+   * next one would otherwise take the same end). The kernel serialises a file's writes too;
+   * this holds whatever the order its requests arrive in.
+   */
+  private appendInTurn(ino: number, fn: () => Promise<number>): Promise<number> {
+    const prev = this.appends.get(ino) ?? Promise.resolve();
+    const run = prev.then(fn);
+    const tail = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.appends.set(ino, tail);
+    void tail.then(() => {
+      if (this.appends.get(ino) === tail) this.appends.delete(ino);
+    });
+    return run;
+  }
+
+  /** A write at `pos`, or at the end of the file when `pos` is undefined (O_APPEND). */
+  private async writeAt(h: Handle, data: Buffer, at: number | undefined): Promise<number> {
     const inode = this.inodeOf(h.ino);
     if (!inode) throw new FsError('ENOENT');
-    if (h.append) pos = this.sizeOf(inode);
+    const pos = at ?? this.sizeOf(inode);
     const end = pos + data.length;
     if (end > MAX_FILE_BYTES) throw new FsError('EFBIG');
     const cs = this.chunkSize;
@@ -1163,6 +1359,7 @@ export class Vfs {
     const now = this.now();
     this.change({ t: 'attr', ino: inode.ino, size, mtimeMs: now, ms: now });
     if (size < old) {
+      this.chunksMayBeUnreferenced = true;
       const keep = Math.ceil(size / cs);
       const affected = this.dirty.indexesOf(inode.ino).filter((idx) => idx >= keep - 1);
       const buffered = this.buffer.indexesOf(inode.ino).filter((idx) => idx >= keep - 1);
