@@ -15,6 +15,7 @@ export type Errno =
   | 'EPERM'
   | 'ENOENT'
   | 'EIO'
+  | 'ENXIO'
   | 'EBADF'
   | 'EACCES'
   | 'EEXIST'

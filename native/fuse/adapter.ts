@@ -167,6 +167,8 @@ type FuseNativeCtor = new (mnt: string, ops: Record<string, unknown>, opts: Reco
 export interface FuseStat {
   readonly ino: number;
   readonly mode: number;
+  /** Device number of a device node. */
+  readonly rdev?: number;
   readonly uid: number;
   readonly gid: number;
   readonly size: number;
@@ -204,6 +206,8 @@ export interface FuseFilesystem {
   /** unlink() for a file libfuse keeps open under the hidden name `alias` (see the header). */
   unlinkKeepingAlias?(path: string, alias: string): Promise<void>;
   mkdir(path: string, mode: number): void;
+  /** FIFOs, sockets and device nodes (`mode` carries the S_IF* type bits). */
+  mknod?(path: string, mode: number, rdev: number): void;
   rmdir(path: string): void;
   rename(from: string, to: string): Promise<void>;
   symlink(target: string, path: string): void;
@@ -628,6 +632,16 @@ export class FuseMount {
         ),
       statfs: (_p: string, cb: Cb) => sync('statfs', () => fs.statfs(), cb),
     };
+    if (fs.mknod) {
+      const mknod = fs.mknod.bind(fs);
+      ops.mknod = (p: string, mode: number, dev: number, cb: Cb) =>
+        sync(
+          'mknod',
+          () => mknod(n(p), mode, dev),
+          cb,
+          () => 0,
+        );
+    }
     if (this.opts.xattrs) {
       Object.assign(ops, {
         setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: Cb) =>

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree, TreeSnapshot } from '../../electron/engine/meta/tree';
+import { checkTree } from '../../electron/engine/check';
 
 const CS = 1024;
 
@@ -511,5 +512,50 @@ describe('Tree nameless inodes (files deleted while open)', () => {
     kept.removeNameless(5);
     assert.equal(kept.get(5), undefined);
     assert.equal(kept.chunkRefs.size, 0);
+  });
+});
+
+describe('Tree special files (FIFOs, sockets, devices)', () => {
+  it('are metadata only: type, mode and device number survive a snapshot and a replay; sizes and chunks never stick', () => {
+    const t = fresh();
+    const ops: MetaOp[] = [
+      { t: 'mk', parent: ROOT_INO, name: 'pipe', ino: 2, kind: 'fifo', mode: 0o640, uid: 7, gid: 8, ms: 2 },
+      { t: 'mk', parent: ROOT_INO, name: 'sock', ino: 3, kind: 'socket', mode: 0o755, uid: 7, gid: 8, ms: 2 },
+      { t: 'mk', parent: ROOT_INO, name: 'tty', ino: 4, kind: 'chardev', mode: 0o620, uid: 7, gid: 8, rdev: 0x407, ms: 2 },
+      { t: 'mk', parent: ROOT_INO, name: 'disk', ino: 5, kind: 'blockdev', mode: 0o660, uid: 7, gid: 8, rdev: 0x801, ms: 2 },
+      // A FIFO's rdev is not kept; a size or a chunk aimed at a special file changes nothing.
+      { t: 'mk', parent: ROOT_INO, name: 'pipe2', ino: 6, kind: 'fifo', mode: 0o600, uid: 7, gid: 8, rdev: 99, ms: 2 },
+      size(2, 5000),
+      chunk(2, 0, ['x', 100]),
+      { t: 'mv', sp: ROOT_INO, sn: 'pipe2', dp: ROOT_INO, dn: 'renamed', ms: 3 },
+    ];
+    for (const op of ops) t.apply(op);
+    assert.equal(t.lookup(ROOT_INO, 'pipe')!.kind, 'fifo');
+    assert.equal(t.lookup(ROOT_INO, 'pipe')!.size, 0);
+    assert.equal(t.lookup(ROOT_INO, 'pipe')!.chunks, undefined);
+    assert.equal(t.lookup(ROOT_INO, 'tty')!.rdev, 0x407);
+    assert.equal(t.lookup(ROOT_INO, 'disk')!.rdev, 0x801);
+    assert.equal(t.lookup(ROOT_INO, 'renamed')!.rdev, undefined);
+    assert.equal(t.chunkRefs.size, 0);
+    assert.deepEqual(checkTree(t, 'tree'), []);
+    const copy = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(t.snapshot())) as TreeSnapshot);
+    assert.deepEqual(copy.snapshot(), t.snapshot());
+    const replayed = fresh();
+    for (const op of ops) replayed.apply(op);
+    assert.deepEqual(replayed.snapshot(), t.snapshot());
+    t.apply({ t: 'rm', parent: ROOT_INO, name: 'tty', ms: 4 });
+    assert.equal(t.get(4), undefined);
+  });
+
+  it('check reports a special file that holds content and an inode of unknown kind', () => {
+    const t = fresh();
+    t.apply({ t: 'mk', parent: ROOT_INO, name: 'pipe', ino: 2, kind: 'fifo', mode: 0o640, uid: 7, gid: 8, ms: 2 });
+    t.apply({ t: 'mk', parent: ROOT_INO, name: 'odd', ino: 3, kind: 'file', mode: 0o640, uid: 7, gid: 8, ms: 2 });
+    t.get(2)!.chunks = [['x', 10]];
+    (t.get(3) as { kind: string }).kind = 'whiteout';
+    assert.deepEqual(checkTree(t, 'tree'), [
+      'tree: special file 2 (fifo) holds content',
+      'tree: inode 3 is of unknown kind "whiteout"',
+    ]);
   });
 });

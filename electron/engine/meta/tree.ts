@@ -16,7 +16,20 @@
 
 import { nameBytes } from '../util/names';
 
-export type InodeKind = 'file' | 'dir' | 'symlink';
+/**
+ * `fifo`, `socket`, `chardev` and `blockdev` are special files: metadata only (type, mode,
+ * owner, times and, for devices, `rdev`). The kernel serves their I/O itself (a FIFO's pipe, a
+ * socket's endpoint, a device's driver); no byte of theirs is ever stored, here or in the bucket.
+ */
+export type InodeKind = 'file' | 'dir' | 'symlink' | 'fifo' | 'socket' | 'chardev' | 'blockdev';
+
+/** Every kind a tree knows, for validating what is read (see `isSpecialKind`). */
+export const INODE_KINDS: readonly InodeKind[] = ['file', 'dir', 'symlink', 'fifo', 'socket', 'chardev', 'blockdev'];
+
+/** Kinds that are metadata only, with no content of their own. */
+export function isSpecialKind(kind: InodeKind): boolean {
+  return kind === 'fifo' || kind === 'socket' || kind === 'chardev' || kind === 'blockdev';
+}
 export type ChunkRef = readonly [name: string, length: number];
 
 export interface Inode {
@@ -30,6 +43,8 @@ export interface Inode {
   mtimeMs: number;
   ctimeMs: number;
   target?: string;
+  /** Device number of a `chardev` or `blockdev` (Linux's encoding of major and minor). */
+  rdev?: number;
   chunks?: Array<ChunkRef | null>;
   xattrs?: Record<string, string>; // name -> base64 value
   entries?: Map<string, number>; // directories only
@@ -46,6 +61,7 @@ export type MetaOp =
       uid: number;
       gid: number;
       target?: string;
+      rdev?: number;
       ms: number;
     }
   | { t: 'rm'; parent: number; name: string; ms: number }
@@ -211,6 +227,7 @@ export class Tree {
         };
         if (op.kind === 'dir') inode.entries = new Map();
         if (op.kind === 'symlink') inode.target = op.target ?? '';
+        if ((op.kind === 'chardev' || op.kind === 'blockdev') && op.rdev !== undefined) inode.rdev = op.rdev;
         this.inodes.set(op.ino, inode);
         parent.entries.set(op.name, op.ino);
         parent.mtimeMs = parent.ctimeMs = op.ms;

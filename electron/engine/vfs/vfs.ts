@@ -45,7 +45,7 @@ import { ChunkCache } from '../cache/chunkCache';
 import { DirtyChunk, DirtyStore, PRE_IMAGE_UNIT_BYTES, UnitPatch } from '../cache/dirty';
 import { UNIT, physicalSize } from '../cache/sealed';
 import { FsError } from '../errors';
-import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree } from '../meta/tree';
+import { ChunkRef, Inode, InodeKind, MetaOp, ROOT_INO, Tree } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
 import { ChunkFetcher } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
@@ -57,6 +57,8 @@ import { BufferedChunk, FlushSnapshot, WriteBuffer } from './writeBuffer';
 export interface Stat {
   readonly ino: number;
   readonly mode: number;
+  /** Device number of a character or block device; 0 for everything else. */
+  readonly rdev: number;
   readonly uid: number;
   readonly gid: number;
   readonly size: number;
@@ -127,6 +129,21 @@ export const TIME_NOW = 2 ** 48 - 2;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
+const S_IFIFO = 0o010000;
+const S_IFSOCK = 0o140000;
+const S_IFCHR = 0o020000;
+const S_IFBLK = 0o060000;
+const S_IFMT = 0o170000;
+/** The type bits of each kind of inode in st_mode. */
+const TYPE_BITS: Readonly<Record<InodeKind, number>> = {
+  file: S_IFREG,
+  dir: S_IFDIR,
+  symlink: S_IFLNK,
+  fifo: S_IFIFO,
+  socket: S_IFSOCK,
+  chardev: S_IFCHR,
+  blockdev: S_IFBLK,
+};
 const O_ACCMODE = 3;
 const O_WRONLY = 1;
 const O_RDWR = 2;
@@ -297,10 +314,10 @@ export class Vfs {
   private statOf(inode: Inode): Stat {
     const live = this.liveSize.get(inode.ino);
     const size = live?.size ?? inode.size;
-    const typeBits = inode.kind === 'dir' ? S_IFDIR : inode.kind === 'symlink' ? S_IFLNK : S_IFREG;
     return {
       ino: inode.ino,
-      mode: typeBits | inode.mode,
+      mode: TYPE_BITS[inode.kind] | inode.mode,
+      rdev: inode.rdev ?? 0,
       uid: inode.uid,
       gid: inode.gid,
       size: inode.kind === 'dir' ? 4096 : size,
@@ -431,6 +448,44 @@ export class Vfs {
       target,
       ms: this.now(),
     });
+  }
+
+  /**
+   * mknod(2): a FIFO, a Unix socket's name, or a device node, stored as metadata only (the
+   * kernel serves their I/O; nothing of theirs is stored as data). `mode` carries the type bits;
+   * a regular file (type 0 or S_IFREG) is created empty as by creat(2).
+   */
+  mknod(path: string, mode: number, rdev: number): void {
+    this.assertWritable();
+    const type = mode & S_IFMT;
+    const kind: InodeKind | undefined =
+      type === 0 || type === S_IFREG
+        ? 'file'
+        : type === S_IFIFO
+          ? 'fifo'
+          : type === S_IFSOCK
+            ? 'socket'
+            : type === S_IFCHR
+              ? 'chardev'
+              : type === S_IFBLK
+                ? 'blockdev'
+                : undefined;
+    if (kind === undefined) throw new FsError('EINVAL', 'mknod makes files, FIFOs, sockets and devices only');
+    const { parent, name } = this.resolveParent(path);
+    if (parent.entries!.has(name)) throw new FsError('EEXIST');
+    const op: Extract<MetaOp, { t: 'mk' }> = {
+      t: 'mk',
+      parent: parent.ino,
+      name,
+      ino: this.tree.allocIno(),
+      kind,
+      mode: mode & 0o7777,
+      uid: this.opts.uid,
+      gid: this.opts.gid,
+      ms: this.now(),
+    };
+    if (kind === 'chardev' || kind === 'blockdev') op.rdev = rdev >>> 0;
+    this.commit(op);
   }
 
   readlink(path: string): string {
@@ -663,6 +718,8 @@ export class Vfs {
     if (inode.kind === 'dir') {
       if ((flags & O_ACCMODE) !== 0) throw new FsError('EISDIR');
     }
+    // The kernel opens special files itself; one reaching here has nothing to read or write.
+    if (inode.kind !== 'file' && inode.kind !== 'dir') throw new FsError('ENXIO');
     if ((flags & O_ACCMODE) !== 0) this.assertWritable();
     return this.addHandle(inode.ino, flags, path);
   }
