@@ -322,7 +322,8 @@ export class Vfs {
       gid: inode.gid,
       size: inode.kind === 'dir' ? 4096 : size,
       // Directories report nlink 1 (as btrfs does): tools then make no leaf-count assumptions.
-      nlink: 1,
+      // A file deleted while open has no name left: 0, as on a local disk.
+      nlink: this.unlinked.get(inode.ino) ? 0 : 1,
       atime: inode.atimeMs,
       mtime: live?.mtimeMs ?? inode.mtimeMs,
       ctime: Math.max(inode.ctimeMs, live?.mtimeMs ?? 0),
@@ -333,6 +334,13 @@ export class Vfs {
 
   getattr(path: string): Stat {
     return this.statOf(this.resolve(path));
+  }
+
+  /** The attributes of an open file by its handle (named or deleted while open). */
+  fgetattr(fh: number): Stat {
+    const inode = this.inodeOf(this.handle(fh).ino);
+    if (!inode) throw new FsError('ENOENT');
+    return this.statOf(inode);
   }
 
   /** Commits a file's in-memory size and mtime to the metadata. */
