@@ -73,7 +73,9 @@ export function checkTree(tree: Tree, where: string): string[] {
     if (ino === ROOT_INO) continue;
     const n = seen.get(ino) ?? 0;
     if (n === 0) problems.push(`${where}: inode ${ino} is not in any directory (orphan)`);
-    if (n > 1) problems.push(`${where}: inode ${ino} is named ${n} times`);
+    const inode = tree.get(ino)!;
+    const names = inode.kind === 'dir' ? 1 : Tree.namesOf(inode);
+    if (n > 0 && n !== names) problems.push(`${where}: inode ${ino} is named ${n} times but counts ${names} name(s)`);
   }
   return problems;
 }

@@ -559,3 +559,74 @@ describe('Tree special files (FIFOs, sockets, devices)', () => {
     ]);
   });
 });
+
+describe('Tree names and inodes (hard links)', () => {
+  it('ln adds a name to an inode: data and attributes are shared, nlink counts the names', () => {
+    const t = fresh();
+    fileWithChunks(t, ROOT_INO, 'a', 2, 2 * CS, 'c');
+    t.apply(mk(ROOT_INO, 'd', 3, 'dir'));
+    t.apply({ t: 'ln', ino: 2, parent: 3, name: 'b', ms: 5 });
+    assert.equal(t.lookup(3, 'b'), t.lookup(ROOT_INO, 'a'));
+    assert.equal(Tree.namesOf(t.get(2)!), 2);
+    assert.equal(t.get(2)!.ctimeMs, 5);
+    assert.equal(t.get(3)!.mtimeMs, 5);
+    // A change through one name is the change of the one inode.
+    t.apply({ t: 'attr', ino: 2, mode: 0o600, ms: 6 });
+    assert.equal(t.lookup(3, 'b')!.mode, 0o600);
+    assert.deepEqual(sortedMap(t.chunkRefs), sortedMap(recount(t)), 'chunks are counted once per inode, not per name');
+    assert.deepEqual(checkTree(t, 'tree'), []);
+  });
+
+  it('rm and mv over a name keep the inode while another name is left; the last one releases it and its chunks', () => {
+    const t = fresh();
+    fileWithChunks(t, ROOT_INO, 'a', 2, 2 * CS, 'c');
+    t.apply({ t: 'ln', ino: 2, parent: ROOT_INO, name: 'b', ms: 5 });
+    t.apply({ t: 'ln', ino: 2, parent: ROOT_INO, name: 'c', ms: 5 });
+    assert.equal(Tree.namesOf(t.get(2)!), 3);
+    assert.deepEqual(t.apply({ t: 'rm', parent: ROOT_INO, name: 'a', ms: 6 }), []);
+    assert.equal(Tree.namesOf(t.get(2)!), 2);
+    // Renaming one name over another of the same inode does nothing (rename(2)).
+    assert.deepEqual(t.apply({ t: 'mv', sp: ROOT_INO, sn: 'b', dp: ROOT_INO, dn: 'c', ms: 7 }), []);
+    assert.deepEqual([...t.get(ROOT_INO)!.entries!.keys()].sort(), ['b', 'c']);
+    // A file renamed over one name takes that name; the inode keeps its other one.
+    fileWithChunks(t, ROOT_INO, 'other', 4, 10, 'o');
+    assert.deepEqual(t.apply({ t: 'mv', sp: ROOT_INO, sn: 'other', dp: ROOT_INO, dn: 'b', ms: 8 }), []);
+    assert.equal(t.get(2)!.nlink, undefined, 'one name left');
+    assert.equal(t.lookup(ROOT_INO, 'c')!.ino, 2);
+    assert.deepEqual(checkTree(t, 'tree'), []);
+    assert.deepEqual(t.apply({ t: 'rm', parent: ROOT_INO, name: 'c', ms: 9 }), [2]);
+    assert.equal(t.get(2), undefined);
+    assert.deepEqual([...t.chunkRefs.keys()], ['o0']);
+  });
+
+  it('ln is ignored for a directory, a missing inode, a name in use or a missing parent; snapshots and replays keep nlink', () => {
+    const t = fresh();
+    t.apply(mk(ROOT_INO, 'a', 2));
+    t.apply(mk(ROOT_INO, 'd', 3, 'dir'));
+    const ops: MetaOp[] = [
+      { t: 'ln', ino: 3, parent: ROOT_INO, name: 'dirlink', ms: 4 },
+      { t: 'ln', ino: 99, parent: ROOT_INO, name: 'x', ms: 4 },
+      { t: 'ln', ino: 2, parent: ROOT_INO, name: 'd', ms: 4 },
+      { t: 'ln', ino: 2, parent: 42, name: 'y', ms: 4 },
+      { t: 'ln', ino: 2, parent: 2, name: 'z', ms: 4 },
+    ];
+    const before = JSON.stringify(t.snapshot());
+    for (const op of ops) assert.deepEqual(t.apply(op), []);
+    assert.equal(JSON.stringify(t.snapshot()), before);
+    t.apply({ t: 'ln', ino: 2, parent: 3, name: 'b', ms: 5 });
+    const copy = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(t.snapshot())) as TreeSnapshot);
+    assert.deepEqual(copy.snapshot(), t.snapshot());
+    assert.equal(copy.get(2)!.nlink, 2);
+  });
+
+  it('check reports a link count that does not match the names', () => {
+    const t = fresh();
+    t.apply(mk(ROOT_INO, 'a', 2));
+    t.apply({ t: 'ln', ino: 2, parent: ROOT_INO, name: 'b', ms: 5 });
+    t.get(2)!.nlink = 3;
+    assert.deepEqual(checkTree(t, 'tree'), ['tree: inode 2 is named 2 times but counts 3 name(s)']);
+    t.get(ROOT_INO)!.entries!.set('c', 2);
+    t.get(2)!.nlink = undefined;
+    assert.deepEqual(checkTree(t, 'tree'), ['tree: inode 2 is named 3 times but counts 1 name(s)']);
+  });
+});

@@ -9,7 +9,12 @@
  *
  * A file's content is a list of chunk references `[name, length]`, one per fixed-size chunk
  * index; `null` is a hole (zeros). Bytes of a chunk past its length, up to the file size, read
- * as zeros. Hard links are not supported (link() answers EPERM), so every inode has one name.
+ * as zeros.
+ *
+ * Names and inodes are apart: a directory maps names to inode numbers, and a non-directory may
+ * be named more than once (hard links, op `ln`). `nlink` counts its names when more than one
+ * (absent means one, so trees written before links existed read unchanged); removing a name
+ * (`rm`, or `mv` over it) drops the inode and its chunk references only with its last name.
  * (A file deleted while open lives on without a name, but only in a separate local tree kept
  * by the VFS; see `addNameless`.)
  */
@@ -48,6 +53,8 @@ export interface Inode {
   chunks?: Array<ChunkRef | null>;
   xattrs?: Record<string, string>; // name -> base64 value
   entries?: Map<string, number>; // directories only
+  /** How many names a non-directory has, when more than one (hard links). */
+  nlink?: number;
 }
 
 export type MetaOp =
@@ -65,6 +72,8 @@ export type MetaOp =
       ms: number;
     }
   | { t: 'rm'; parent: number; name: string; ms: number }
+  /** A further name for an existing non-directory (a hard link). */
+  | { t: 'ln'; ino: number; parent: number; name: string; ms: number }
   | { t: 'mv'; sp: number; sn: string; dp: number; dn: string; ms: number }
   | {
       t: 'attr';
@@ -189,6 +198,24 @@ export class Tree {
     this.inodes.delete(ino);
   }
 
+  /** Removes one name's claim on `ino`: the inode goes with its last name. Returns what was released. */
+  private unname(ino: number, ms: number): number[] {
+    const inode = this.inodes.get(ino);
+    if (inode?.nlink !== undefined && inode.nlink > 1) {
+      if (inode.nlink === 2) delete inode.nlink;
+      else inode.nlink--;
+      inode.ctimeMs = ms;
+      return [];
+    }
+    this.dropInode(ino);
+    return [ino];
+  }
+
+  /** How many names `inode` has (directories: one). */
+  static namesOf(inode: Inode): number {
+    return inode.nlink ?? 1;
+  }
+
   /**
    * Adds an inode that no directory names: a file deleted while still open. Only the VFS's
    * local tree of such files uses this (the committed tree never holds a nameless inode);
@@ -240,21 +267,27 @@ export class Tree {
         if (!parent?.entries || ino === undefined) return [];
         parent.entries.delete(op.name);
         parent.mtimeMs = parent.ctimeMs = op.ms;
-        this.dropInode(ino);
-        return [ino];
+        return this.unname(ino, op.ms);
+      }
+      case 'ln': {
+        const parent = this.inodes.get(op.parent);
+        const inode = this.inodes.get(op.ino);
+        if (!parent?.entries || parent.entries.has(op.name) || !inode || inode.kind === 'dir') return [];
+        parent.entries.set(op.name, op.ino);
+        parent.mtimeMs = parent.ctimeMs = op.ms;
+        inode.nlink = Tree.namesOf(inode) + 1;
+        inode.ctimeMs = op.ms;
+        return [];
       }
       case 'mv': {
         const sp = this.inodes.get(op.sp);
         const dp = this.inodes.get(op.dp);
         const ino = sp?.entries?.get(op.sn);
         if (!sp?.entries || !dp?.entries || ino === undefined) return [];
-        const released: number[] = [];
         const existing = dp.entries.get(op.dn);
+        // Two names of one inode: rename(2) does nothing.
         if (existing === ino) return [];
-        if (existing !== undefined) {
-          this.dropInode(existing);
-          released.push(existing);
-        }
+        const released = existing !== undefined ? this.unname(existing, op.ms) : [];
         sp.entries.delete(op.sn);
         dp.entries.set(op.dn, ino);
         sp.mtimeMs = sp.ctimeMs = op.ms;
