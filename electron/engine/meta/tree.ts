@@ -19,6 +19,7 @@
  * by the VFS; see `addNameless`.)
  */
 
+import { UserError } from '../errors';
 import { nameBytes } from '../util/names';
 
 /**
@@ -90,6 +91,29 @@ export type MetaOp =
   | { t: 'xattr'; ino: number; name: string; value: string | null; ms: number };
 
 export const ROOT_INO = 1;
+
+/** Every op this version knows; an op of another kind was written by a newer version. */
+const OP_KINDS: ReadonlySet<string> = new Set<MetaOp['t']>(['mk', 'rm', 'ln', 'mv', 'attr', 'chunk', 'xattr']);
+
+/** An op this version does not know: the filespace was written by a newer version of Filespace. */
+export class UnknownOpError extends UserError {
+  constructor(readonly op: string) {
+    super(
+      `the filespace metadata holds a change of a kind this version does not know (${JSON.stringify(op).slice(0, 40)}): ` +
+        'it was written by a newer version of Filespace; update Filespace on this machine',
+      'NEWER_VERSION',
+    );
+    this.name = 'UnknownOpError';
+  }
+}
+
+/** Throws UnknownOpError for the first op in `ops` this version does not know (nothing applied). */
+export function assertKnownOps(ops: readonly unknown[]): void {
+  for (const op of ops) {
+    const t = (op as { t?: unknown } | null)?.t;
+    if (typeof t !== 'string' || !OP_KINDS.has(t)) throw new UnknownOpError(String(t));
+  }
+}
 
 export interface TreeSnapshot {
   readonly nextIno: number;
@@ -235,7 +259,10 @@ export class Tree {
     this.dropInode(ino);
   }
 
-  /** Applies one op. Returns the inode numbers whose storage was released (for cache cleanup). */
+  /**
+   * Applies one op. Returns the inode numbers whose storage was released (for cache cleanup).
+   * Throws UnknownOpError for an op of a kind this version does not know.
+   */
   apply(op: MetaOp): number[] {
     switch (op.t) {
       case 'mk': {
@@ -332,6 +359,8 @@ export class Tree {
         inode.ctimeMs = op.ms;
         return [];
       }
+      default:
+        throw new UnknownOpError(String((op as { t?: unknown }).t));
     }
   }
 }
