@@ -259,7 +259,7 @@ export interface FuseFilesystem {
   rename(from: string, to: string): Promise<void>;
   symlink(target: string, path: string): void;
   readlink(path: string): string;
-  link(from: string, to: string): void;
+  link(from: string, to: string): Promise<void>;
   chmod(path: string, mode: number): void;
   chown(path: string, uid: number, gid: number): void;
   /** Times in ms; SPECIAL_TIMES.omit / .now stand for UTIME_OMIT / UTIME_NOW. */
@@ -662,7 +662,7 @@ export class FuseMount {
         ),
       readlink: (p: string, cb: Cb) => sync('readlink', () => w(fs.readlink(n(p))), cb),
       link: (from: string, to: string, cb: Cb) =>
-        sync(
+        async(
           'link',
           () => fs.link(n(from), n(to)),
           cb,

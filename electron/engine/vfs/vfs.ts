@@ -87,6 +87,8 @@ export interface VfsOptions {
   readonly writeBufferFlushMs?: number;
   readonly log?: (msg: string) => void;
   readonly now?: () => number;
+  /** Awaited before each link(2): the first one records in the bucket that links are in use. */
+  readonly beforeFirstLink?: () => Promise<void>;
 }
 
 /** Dirty data as publishing a size must see it (upload/uploader.ts `publishableOps`). */
@@ -270,7 +272,7 @@ export class Vfs {
   private aliased(dir: number, name: string): Inode | undefined {
     if (this.aliases.size === 0) return undefined;
     const ino = this.aliases.get(`${dir}/${name}`);
-    return ino === undefined ? undefined : this.unlinked.get(ino);
+    return ino === undefined ? undefined : (this.unlinked.get(ino) ?? this.tree.get(ino));
   }
 
   /** Whether `ino` is a file deleted while still open here (its data stays local). */
@@ -288,10 +290,13 @@ export class Vfs {
   }
 
   /**
-   * Called before a name of `inode` goes (unlink, rename over it): a file still open lives on
-   * without a name until its last close; otherwise its in-memory size goes with it.
+   * Called before a name of `inode` goes (unlink, rename over it). While another name is left
+   * nothing changes: the file, its in-memory size, its buffered data and its handles live on
+   * under the other names. With its last name, a file still open lives on without a name until
+   * its last close; otherwise its in-memory size goes with it.
    */
   private beforeNameGoes(inode: Inode): void {
+    if (Tree.namesOf(inode) > 1) return;
     if (inode.kind === 'file' && (this.openCount.get(inode.ino) ?? 0) > 0) this.unlinked.addNameless(inode);
     else this.liveSize.delete(inode.ino);
   }
@@ -323,7 +328,7 @@ export class Vfs {
       size: inode.kind === 'dir' ? 4096 : size,
       // Directories report nlink 1 (as btrfs does): tools then make no leaf-count assumptions.
       // A file deleted while open has no name left: 0, as on a local disk.
-      nlink: this.unlinked.get(inode.ino) ? 0 : 1,
+      nlink: this.unlinked.get(inode.ino) ? 0 : inode.kind === 'dir' ? 1 : Tree.namesOf(inode),
       atime: inode.atimeMs,
       mtime: live?.mtimeMs ?? inode.mtimeMs,
       ctime: Math.max(inode.ctimeMs, live?.mtimeMs ?? 0),
@@ -502,8 +507,36 @@ export class Vfs {
     return inode.target ?? '';
   }
 
-  link(): never {
-    throw new FsError('EPERM', 'hard links are not supported');
+  /**
+   * link(2): `to` becomes a further name of the non-directory at `from` (the inode, its data
+   * and attributes are shared; nlink counts the names). Its in-memory size is committed first,
+   * so the name is never added to a size other machines have not seen. Before the first link
+   * of a filespace, `opts.beforeFirstLink` makes the bucket's header say that links are in it
+   * (a version that knows none refuses it then); if that fails, so does the link.
+   */
+  async link(from: string, to: string): Promise<void> {
+    this.assertWritable();
+    const inode = this.resolve(from);
+    if (inode.kind === 'dir') throw new FsError('EPERM', 'a folder cannot have a second name');
+    if (this.unlinked.get(inode.ino)) throw new FsError('ENOENT');
+    const { parent, name } = this.resolveParent(to);
+    if (parent.entries!.has(name) || this.aliased(parent.ino, name)) throw new FsError('EEXIST');
+    if (this.opts.beforeFirstLink) {
+      try {
+        await this.opts.beforeFirstLink();
+      } catch (err) {
+        this.opts.log?.(`link ${to} refused: ${(err as Error).message}`);
+        throw new FsError('EIO', (err as Error).message);
+      }
+    }
+    this.assertWritable();
+    // The awaits above let other operations run: look again.
+    const now = this.resolve(from);
+    if (now.ino !== inode.ino) throw new FsError('ENOENT');
+    const again = this.resolveParent(to);
+    if (again.parent.entries!.has(again.name) || this.aliased(again.parent.ino, again.name)) throw new FsError('EEXIST');
+    this.commitSize(inode.ino);
+    this.commit({ t: 'ln', ino: inode.ino, parent: again.parent.ino, name: again.name, ms: this.now() });
   }
 
   async unlink(path: string): Promise<void> {
@@ -539,7 +572,8 @@ export class Vfs {
       return this.rename(path, alias);
     }
     this.beforeNameGoes(inode);
-    if (this.unlinked.get(inode.ino)) this.aliases.set(`${parent.ino}/${to.name}`, inode.ino);
+    // Deleted while open, or still named elsewhere: the alias reaches the open inode either way.
+    if (this.unlinked.get(inode.ino) || Tree.namesOf(inode) > 1) this.aliases.set(`${parent.ino}/${to.name}`, inode.ino);
     this.commit({ t: 'rm', parent: parent.ino, name, ms: this.now() });
     await this.journalDeletion();
   }
@@ -627,7 +661,11 @@ export class Vfs {
         ? { chunks: [...(inode.chunks ?? [])], size: this.sizeOf(inode) }
         : undefined;
     const version = this.versionOf(inode, snap);
-    const direct = snap !== undefined && this.snapshotDiffers(ino, snap);
+    // A file with several names has a page cache per name (the kernel knows each name as its own
+    // file): a write through one name would leave the pages another name's open handle reads
+    // stale, so its handles read and write around the page cache, and never keep it.
+    const linked = inode?.kind === 'file' && Tree.namesOf(inode) > 1;
+    const direct = (snap !== undefined && this.snapshotDiffers(ino, snap)) || linked;
     this.noteRemoteChanges();
     const here = this.openAt.get(path) ?? new Set<number>();
     const others = [...here].map((o) => this.handles.get(o)?.version);
@@ -697,9 +735,11 @@ export class Vfs {
   }
 
   /**
-   * Followers: a handle whose file changed since another open handle of it was opened reads
-   * around the kernel's page cache (shared by all handles of a file), so the older handle
-   * keeps seeing only its own version.
+   * Whether a handle reads and writes around the kernel's page cache. Followers: a handle whose
+   * file changed since another open handle of it was opened, so the older handle keeps seeing
+   * only its own version. Any handle of a file with several names (see `addHandle`); such a
+   * handle cannot be mapped shared and writable (the kernel refuses it), private or read-only
+   * maps work. A handle opened before the file got its second name keeps its page cache.
    */
   directIo(fh: number): boolean {
     return this.handles.get(fh)?.direct ?? false;
