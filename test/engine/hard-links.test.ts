@@ -10,6 +10,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { HEADER_KEY } from '../../electron/engine/filespace';
+import { RemoteMeta } from '../../electron/engine/meta/remote';
+import { MetaOp, ROOT_INO } from '../../electron/engine/meta/tree';
 import {
   EngineBed,
   O_RDONLY,
@@ -19,6 +21,8 @@ import {
   failsWith,
   random,
   readAt,
+  readFile,
+  until,
   writeAt,
   writeFile,
 } from '../helpers/engineBed';
@@ -113,5 +117,33 @@ describe('hard links through the FUSE interface', () => {
     assert.equal(await failsWith(() => again.fs.getattr('/e')), 'ENOENT');
     assert.equal((await again.engine.collectGarbage()).referenced, 0, 'the last name went: nothing references its chunks');
     await again.close();
+  });
+
+  it('a follower meeting a change of a kind it does not know stops following, saying a newer version wrote it', async () => {
+    const space = await bed.filespace({ chunkSize: CS });
+    const w = await bed.mount(space);
+    await writeFile(w.fs, '/f', Buffer.from('before'));
+    await w.sync();
+    const f = await bed.mount(space, { mode: 'read', settings: { followIntervalMs: 100 } });
+    assert.deepEqual(await readFile(f.fs, '/f'), Buffer.from('before'));
+    await w.close();
+
+    // A newer version's segment: a known op, then one of a kind this version does not know.
+    const remote = new RemoteMeta(space.store, space.keys.metaKey, space.header);
+    let seq = 1;
+    while (await remote.readSegment(seq)) seq++;
+    const ops = [
+      { t: 'mk', parent: ROOT_INO, name: 'g', ino: 1000, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms: 1 },
+      { t: 'reflink', ino: 1000, parent: ROOT_INO, name: 'h', ms: 2 },
+    ] as unknown as MetaOp[];
+    await remote.pushSegment(seq, ops, { id: 'newer-machine', epoch: 1 });
+    const why = await until('the follower to stop following', () => {
+      const e = f.engine.stats().lastError;
+      return e && /newer version of Filespace/.test(e) ? e : undefined;
+    });
+    assert.match(why, /^stopped following the filespace: .*"reflink".*update Filespace on this machine$/);
+    assert.equal(await failsWith(() => f.fs.getattr('/g')), 'ENOENT', 'nothing of that segment was applied');
+    assert.deepEqual(await readFile(f.fs, '/f'), Buffer.from('before'), 'what it had keeps reading');
+    await f.close();
   });
 });
