@@ -23,6 +23,9 @@
  *    (its leftover dirty data belongs to no file and goes at the next start). A mount adapter
  *    that keeps naming such a file (libfuse2 renames it to a hidden name and uses that name
  *    until the last close) registers that name as an alias: never listed, never committed.
+ *  - hard links (`link`): a file may have several names (the tree counts them); removing one
+ *    while others remain changes nothing but the names (the file, its live size, buffered
+ *    data and handles carry on), and only the last name makes it a deleted file as above.
  *
  * Data path: a write is acknowledged once it is in the write buffer (writeBuffer.ts: memory,
  * counted against the cache cap); the buffer is written to the dirty store (cache/dirty.ts) in
