@@ -93,6 +93,7 @@ export const ERRORS = {
     status: 409,
     message: 'the metadata in the bucket was written with other keys than the header gives',
   },
+  NEWER_VERSION: { status: 409, message: 'the filespace was written by a newer version of Filespace' },
 
   // ---- this machine -----------------------------------------------------------------------------
   JOURNAL_DAMAGED: { status: 409, message: 'the local metadata journal is damaged' },

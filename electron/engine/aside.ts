@@ -169,6 +169,7 @@ function touchedBy(op: MetaOp, tree: Tree, paths: Map<number, string>, touched: 
   const at = (dir: number, name: string) => `${(paths.get(dir) ?? '?').replace(/\/$/, '')}/${name}`;
   switch (op.t) {
     case 'mk':
+    case 'ln':
     case 'attr':
     case 'chunk':
     case 'xattr':

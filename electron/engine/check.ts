@@ -25,7 +25,7 @@ import { readCacheFile } from './cache/chunkCache';
 import { ReceivedIO } from './cache/received';
 import { SealedIO, logicalSize } from './cache/sealed';
 import { RemoteMeta } from './meta/remote';
-import { ROOT_INO, Tree, pathsOf } from './meta/tree';
+import { INODE_KINDS, ROOT_INO, Tree, isSpecialKind, pathsOf } from './meta/tree';
 import { countDirtyChunks, damageSummary } from './repair';
 import { ObjectStore } from './store/types';
 
@@ -63,12 +63,19 @@ export function checkTree(tree: Tree, where: string): string[] {
       });
     }
     if (inode.kind === 'dir' && !inode.entries) problems.push(`${where}: directory ${inode.ino} has no entry table`);
+    if (!INODE_KINDS.includes(inode.kind))
+      problems.push(`${where}: inode ${inode.ino} is of unknown kind "${String(inode.kind)}"`);
+    if (isSpecialKind(inode.kind) && ((inode.chunks?.length ?? 0) > 0 || inode.size !== 0 || inode.entries)) {
+      problems.push(`${where}: special file ${inode.ino} (${inode.kind}) holds content`);
+    }
   }
   for (const ino of tree.inodes.keys()) {
     if (ino === ROOT_INO) continue;
     const n = seen.get(ino) ?? 0;
     if (n === 0) problems.push(`${where}: inode ${ino} is not in any directory (orphan)`);
-    if (n > 1) problems.push(`${where}: inode ${ino} is named ${n} times`);
+    const inode = tree.get(ino)!;
+    const names = inode.kind === 'dir' ? 1 : Tree.namesOf(inode);
+    if (n > 0 && n !== names) problems.push(`${where}: inode ${ino} is named ${n} times but counts ${names} name(s)`);
   }
   return problems;
 }

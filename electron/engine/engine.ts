@@ -42,7 +42,7 @@ import { ChunkCache } from './cache/chunkCache';
 import { DirtyStore } from './cache/dirty';
 import { Keys } from './chunk/crypto';
 import { EngineSettings, resolveSettings } from './config';
-import { FilespaceHeader, HEADER_KEY, sealHeaderWhenBound } from './filespace';
+import { FORMAT_LINKS, FilespaceHeader, HEADER_KEY, raiseHeaderFormat, sealHeaderWhenBound } from './filespace';
 import { MetaStore } from './meta/metastore';
 import { RemoteMeta } from './meta/remote';
 import { Machine } from './meta/lease';
@@ -106,6 +106,10 @@ export class Engine {
   /** Resolves (to false) once this mount stops writing for good; `sync` waits no longer then. */
   private readonly writingStopped: Promise<false>;
   private stopWriting: () => void = () => undefined;
+  /** The bucket's header as this machine last read or wrote it (its format rises with the first link). */
+  private header: FilespaceHeader;
+  /** Raising the header's format for the first link, while under way (one at a time). */
+  private raisingFormat: Promise<void> | undefined;
 
   private constructor(
     private readonly opts: EngineOptions,
@@ -119,6 +123,7 @@ export class Engine {
     private readonly store: MonitoredStore,
   ) {
     this.settings = opts.settings;
+    this.header = opts.header;
     this.log = opts.log ?? (() => undefined);
     this.aside = new AsideSets(opts.cacheDir, opts.keys.cacheKey, this.log);
     this.remote = new RemoteMeta(store, opts.keys.metaKey, opts.header);
@@ -185,7 +190,7 @@ export class Engine {
           reason,
         );
       },
-      sealHeader: () => sealHeaderWhenBound(opts.store, opts.header, opts.keys, this.remote, this.log),
+      sealHeader: () => sealHeaderWhenBound(opts.store, this.header, opts.keys, this.remote, this.log),
       log: this.log,
     });
     this.vfs = new Vfs(meta, dirty, cache, this.fetcher, {
@@ -199,6 +204,7 @@ export class Engine {
       writeBufferBytes: this.settings.writeBufferBytes,
       writeBufferFlushMs: this.settings.writeBufferFlushMs,
       log: this.log,
+      beforeFirstLink: () => this.allowLinks(),
     });
     this.uploader = new Uploader({
       dirty,
@@ -255,6 +261,23 @@ export class Engine {
       1000,
       () => void this.vfs.freeUnreferencedCache().catch((err) => this.log(`freeing cache space: ${(err as Error).message}`)),
     );
+  }
+
+  /**
+   * Before a link is committed: the bucket's header must say the metadata may hold links
+   * (filespace.ts), so a version that knows none refuses the filespace instead of misreading it.
+   */
+  private allowLinks(): Promise<void> {
+    if (this.header.format >= FORMAT_LINKS) return Promise.resolve();
+    this.raisingFormat ??= (async () => {
+      try {
+        this.header = await raiseHeaderFormat(this.store, this.header, this.opts.keys, FORMAT_LINKS);
+        this.log(`filespace.json raised to format ${this.header.format}: this filespace now holds hard links`);
+      } finally {
+        this.raisingFormat = undefined;
+      }
+    })();
+    return this.raisingFormat;
   }
 
   private every(ms: number, fn: () => void): void {

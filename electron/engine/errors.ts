@@ -15,6 +15,7 @@ export type Errno =
   | 'EPERM'
   | 'ENOENT'
   | 'EIO'
+  | 'ENXIO'
   | 'EBADF'
   | 'EACCES'
   | 'EEXIST'
@@ -85,6 +86,7 @@ export const ENGINE_ERROR_CODES = [
   'SNAPSHOT_DAMAGED',
   'BUCKET_METADATA_DAMAGED',
   'METADATA_KEYS_MISMATCH',
+  'NEWER_VERSION',
 ] as const;
 export type EngineErrorCode = (typeof ENGINE_ERROR_CODES)[number];
 

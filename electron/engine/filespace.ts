@@ -20,6 +20,14 @@
  * still checked against the metadata checkpoints, meta/remote.ts, and against the linked
  * machine's own metadata), and the next read-write mount seals them (`sealLegacyHeader`), with
  * a write conditional on the ETag of the header it unlocked.
+ *
+ * `format` says what a client must know to read the filespace: 1 for everything but hard
+ * links, 2 once the metadata may hold one (op `ln`, nlink in the tree). A filespace is created
+ * at format 1 and raised to 2 by the writer before it commits its first link
+ * (`raiseHeaderFormat`, resealed, conditional on the ETag), so a filespace without links stays
+ * readable by versions that know only format 1, and one with links is refused by them. Format-1
+ * metadata reads unchanged as format 2. A format newer than this version knows is refused
+ * with one line saying so.
  */
 
 import { randomUUID } from 'node:crypto';
@@ -35,6 +43,10 @@ import { formatSize } from './util/sizes';
 export const HEADER_KEY = 'filespace.json';
 const MIN_CHUNK = 64 * 1024;
 const MAX_CHUNK = 64 * 1024 * 1024;
+/** The newest header format this version reads (see the module header). */
+export const FORMAT_NEWEST = 2;
+/** The format a filespace needs once its metadata holds hard links. */
+export const FORMAT_LINKS = 2;
 
 const kdfSchema = z.object({
   alg: z.literal('scrypt'),
@@ -45,7 +57,7 @@ const kdfSchema = z.object({
 });
 
 const fieldsSchema = z.object({
-  format: z.literal(1),
+  format: z.number().int().min(1).max(FORMAT_NEWEST),
   id: z.string().uuid(),
   chunkSize: z.number().int().min(MIN_CHUNK).max(MAX_CHUNK),
   createdAt: z.string(),
@@ -125,6 +137,14 @@ function parseHeader(body: Buffer, store: ObjectStore): FilespaceHeader {
     raw = JSON.parse(body.toString('utf8'));
   } catch {
     throw new UserError(`${store.description}/${HEADER_KEY} is not a Filespace header (not JSON)`, 'BAD_HEADER');
+  }
+  const format = (raw as { format?: unknown } | null)?.format;
+  if (typeof format === 'number' && Number.isInteger(format) && format > FORMAT_NEWEST) {
+    throw new UserError(
+      `${store.description}/${HEADER_KEY} is of format ${format}, written by a newer version of Filespace ` +
+        `(this one reads formats up to ${FORMAT_NEWEST}): update Filespace on this machine`,
+      'NEWER_VERSION',
+    );
   }
   const parsed = headerSchema.safeParse(raw);
   if (!parsed.success) throw new UserError(`${store.description}/${HEADER_KEY} is not a valid Filespace header`, 'BAD_HEADER');
@@ -297,6 +317,40 @@ export async function sealHeaderWhenBound(
   } catch (err) {
     log(`could not seal filespace.json now (${(err as Error).message}); the next read-write mount tries again`);
   }
+}
+
+/**
+ * Raises the bucket's header to `format` (sealed again, with the new format under the seal),
+ * conditional on the ETag of the header as read, which must still be the one this machine
+ * unlocked (`header`, same id and key) apart from a format already raised. Resolves the header
+ * now in the bucket. Throws when the bucket's header changed otherwise, or the write fails.
+ */
+export async function raiseHeaderFormat(
+  store: ObjectStore,
+  header: FilespaceHeader,
+  keys: Keys,
+  format: number,
+): Promise<FilespaceHeader> {
+  const got = await store.get(HEADER_KEY);
+  if (!got) throw new Error(`${store.description}/${HEADER_KEY} is gone`);
+  const current = parseHeader(got.body, store);
+  verifyHeaderSeal(current, keys.headerKey, store.description);
+  if (current.id !== header.id || current.wrappedKey !== header.wrappedKey || current.chunkSize !== header.chunkSize) {
+    throw new Error(`${store.description}/${HEADER_KEY} changed since this machine unlocked it`);
+  }
+  if (current.format >= format) return current;
+  // A header written before seals existed stays without one (sealHeaderWhenBound seals it).
+  const raised: FilespaceHeader =
+    current.seal === undefined ? { ...fieldsOf(current), format } : sealHeader({ ...current, format }, keys.headerKey);
+  try {
+    await store.put(HEADER_KEY, headerBody(raised), { ifMatch: got.etag });
+  } catch (err) {
+    if (err instanceof StoreError && err.code === 'PreconditionFailed') {
+      throw new Error(`${store.description}/${HEADER_KEY} was changed while raising its format; try again`, { cause: err });
+    }
+    throw err;
+  }
+  return raised;
 }
 
 function headerBody(header: FilespaceHeader): Buffer {

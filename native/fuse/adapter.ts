@@ -34,9 +34,12 @@
  * deletion is what gets committed, and libfuse keeps reaching the open file through the alias.
  * The `hard_remove` mount option (no renaming) cannot be used instead: libfuse2 then has no
  * path for the unlinked file and fails every read, write, fsync and fstat on it with ENOENT
- * (fuse-native does not declare `nullpath_ok`, and fstat would fail even with it). One limit
- * remains from libfuse: once the file's directory itself is removed, libfuse can no longer
- * name it, and I/O that misses the kernel's page cache fails with ENOENT (the file was deleted).
+ * (fstat reaches libfuse without the handle, so it would fail even with `nullpath_ok`). Once
+ * the file's directory itself is removed, libfuse can no longer name the alias either: an addon
+ * that declares `nullpath_ok` then passes requests that carry a handle (read, write, flush,
+ * fsync, ftruncate, fgetattr, release) with an empty path, and the adapter answers them by the
+ * handle (fuse-native's own fgetattr would ask `getattr` by that empty path, so `withFgetattr`
+ * routes it to the handle); without it, or for fstat(2), libfuse answers ENOENT.
  *
  * Unmounting: `fusermount -u` first, which fails with EBUSY while files are open; with
  * `force`, `fusermount -uz` detaches lazily. Never touch the mount synchronously from this
@@ -174,11 +177,55 @@ interface FuseNativeInstance {
   _fuseOptions(): string;
 }
 
+function failNoPath(): never {
+  throw Object.assign(new Error('libfuse passed no path'), { errno: 'ENOENT' });
+}
+
+/** fuse-native's stat reply: 18 uint32s (its index.js `getStatArray`), times in ms. */
+function statArray(st: FuseStat): Uint32Array {
+  const ints = new Uint32Array(18);
+  const put64 = (i: number, v: number) => {
+    ints[i] = v % 2 ** 32;
+    ints[i + 1] = Math.floor(v / 2 ** 32);
+  };
+  ints[0] = st.mode;
+  ints[1] = st.uid;
+  ints[2] = st.gid;
+  put64(3, st.size);
+  ints[6] = st.nlink;
+  ints[7] = st.ino;
+  ints[8] = st.rdev ?? 0;
+  ints[9] = st.blksize;
+  put64(10, st.blocks);
+  put64(12, st.atime);
+  put64(14, st.mtime);
+  put64(16, st.ctime);
+  return ints;
+}
+
+/**
+ * fuse-native answers fgetattr with the `getattr` op by path, dropping the handle; this routes
+ * it to the `fgetattr` op with the handle, so a file libfuse can no longer name (no path) is
+ * answered by its handle, never as the root directory.
+ */
+function withFgetattr(fuse: FuseNativeInstance): void {
+  const self = fuse as unknown as {
+    ops: { fgetattr?: (p: string, fd: number, cb: (code: number, st?: FuseStat) => void) => void };
+    _op_fgetattr?: unknown;
+  };
+  const fgetattr = self.ops.fgetattr;
+  if (!fgetattr) return;
+  self._op_fgetattr = (signal: (code: number, arr?: Uint32Array) => void, p: string, fd: number) =>
+    fgetattr(p, fd, (code, st) => (code !== 0 || !st ? signal(code) : signal(0, statArray(st))));
+}
+
 type FuseNativeCtor = new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>) => FuseNativeInstance;
 
 export interface FuseStat {
   readonly ino: number;
   readonly mode: number;
+  /** Device number of a device node. */
+  readonly rdev?: number;
   readonly uid: number;
   readonly gid: number;
   readonly size: number;
@@ -243,6 +290,8 @@ export function callerNow(): FuseCaller | undefined {
 export interface FuseFilesystem {
   /** Also answers the kernel's fgetattr (by the path of the open file). */
   getattr(path: string): FuseStat;
+  /** fgetattr by handle alone, for an open file libfuse can no longer name. */
+  fgetattr?(fh: number): FuseStat;
   readdir(path: string): string[];
   open(path: string, flags: number): number;
   /** True when this handle must bypass the kernel's page cache (honoured by the corrected addon). */
@@ -266,11 +315,13 @@ export interface FuseFilesystem {
   /** unlink() for a file libfuse keeps open under the hidden name `alias` (see the header). */
   unlinkKeepingAlias?(path: string, alias: string): Promise<void>;
   mkdir(path: string, mode: number, caller?: FuseCaller): void;
+  /** FIFOs, sockets and device nodes (`mode` carries the S_IF* type bits). */
+  mknod?(path: string, mode: number, rdev: number, caller?: FuseCaller): void;
   rmdir(path: string): void;
   rename(from: string, to: string): Promise<void>;
   symlink(target: string, path: string, caller?: FuseCaller): void;
   readlink(path: string): string;
-  link(from: string, to: string): void;
+  link(from: string, to: string): Promise<void>;
   chmod(path: string, mode: number, caller?: FuseCaller): void;
   chown(path: string, uid: number, gid: number, caller?: FuseCaller): void;
   /** Times in ms; SPECIAL_TIMES.omit / .now stand for UTIME_OMIT / UTIME_NOW. */
@@ -552,8 +603,20 @@ export class FuseMount {
     const w = namesAsBytes ? nameToWire : (x: string) => x;
     const ops: Record<string, unknown> = {
       init: (cb: Cb) => cb(0),
-      getattr: (p: string, cb: Cb) => sync('getattr', () => fs.getattr(n(p)), cb),
-      fgetattr: (p: string, _fd: number, cb: Cb) => sync('getattr', () => fs.getattr(n(p)), cb),
+      // Never the root for a request that named nothing (a wrong type would poison the kernel's inode).
+      getattr: (p: string, cb: Cb) => sync('getattr', () => (p === '' ? failNoPath() : fs.getattr(n(p))), cb),
+      // An empty path: libfuse could not name the open file (its directory was removed, and an
+      // addon that declares nullpath_ok passes no path); the handle still can. See `withFgetattr`.
+      fgetattr: (p: string, fd: number, cb: Cb) =>
+        sync(
+          'getattr',
+          () => {
+            if (p !== '') return fs.getattr(n(p));
+            if (!fs.fgetattr) throw Object.assign(new Error('no path'), { errno: 'ENOENT' });
+            return fs.fgetattr(fd);
+          },
+          cb,
+        ),
       readdir: (p: string, cb: Cb) => sync('readdir', () => fs.readdir(n(p)).map(w), cb),
       open: (p: string, flags: number, cb: Cb) =>
         sync(
@@ -661,7 +724,7 @@ export class FuseMount {
         ),
       readlink: (p: string, cb: Cb) => sync('readlink', () => w(fs.readlink(n(p))), cb),
       link: (from: string, to: string, cb: Cb) =>
-        sync(
+        async(
           'link',
           () => fs.link(n(from), n(to)),
           cb,
@@ -690,6 +753,16 @@ export class FuseMount {
         ),
       statfs: (_p: string, cb: Cb) => sync('statfs', () => fs.statfs(), cb),
     };
+    if (fs.mknod) {
+      const mknod = fs.mknod.bind(fs);
+      ops.mknod = (p: string, mode: number, dev: number, cb: Cb) =>
+        sync(
+          'mknod',
+          () => mknod(n(p), mode, dev, callerNow()),
+          cb,
+          () => 0,
+        );
+    }
     if (this.opts.xattrs) {
       Object.assign(ops, {
         setxattr: (p: string, name: string, value: Buffer, _pos: number, flags: number, cb: Cb) =>
@@ -763,6 +836,7 @@ export class FuseMount {
     const fuse = new (fuseNative().Fuse)(this.mountPoint, this.ops(), { timeout: false });
     const optionString = this.optionString();
     fuse._fuseOptions = () => optionString;
+    withFgetattr(fuse);
     this.fuse = fuse;
     await new Promise<void>((resolve, reject) => {
       fuse.mount((err) => {

@@ -83,6 +83,7 @@ export function treatmentOf(code: ErrorCode): ErrorTreatment {
     case 'MISMATCH':
     case 'BUCKET_METADATA_DAMAGED':
     case 'METADATA_KEYS_MISMATCH':
+    case 'NEWER_VERSION':
     // This machine, and the way to the host.
     case 'JOURNAL_DAMAGED':
     case 'SNAPSHOT_DAMAGED':

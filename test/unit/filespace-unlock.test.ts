@@ -6,7 +6,9 @@ import { UserError } from '../../electron/engine/errors';
 import {
   FilespaceHeader,
   HEADER_KEY,
+  FORMAT_NEWEST,
   createFilespace,
+  raiseHeaderFormat,
   readHeader,
   sealLegacyHeader,
   unlockFilespace,
@@ -294,5 +296,46 @@ describe('the header seal', () => {
       'METADATA_KEYS_MISMATCH',
       /none of the 1 metadata checkpoint\(s\) in .* opens with the keys of its filespace\.json: that header belongs to another filespace/,
     );
+  });
+
+  it('the format: created at 1, raised to 2 (resealed, conditional), and a newer one is refused in one line, changing nothing', async () => {
+    const store = new MemoryStore();
+    const created = await createFilespace(store, PASS, CS);
+    assert.equal(created.format, 1, 'a new filespace is readable by versions that know no links');
+    const { header, keys } = await unlockFilespace(store, PASS);
+    const raised = await raiseHeaderFormat(store, header, keys, 2);
+    assert.equal(raised.format, 2);
+    assert.deepEqual(await headerIn(store), raised);
+    assert.deepEqual({ ...raised, format: 1, seal: undefined }, { ...created, seal: undefined }, 'only the format changed');
+    assert.equal((await unlockFilespace(store, PASS)).header.format, 2, 'format 2 unlocks, its format under the seal');
+    await putHeader(store, { ...raised, format: 1 });
+    await expectUserError(unlockFilespace(store, PASS), 'HEADER_TAMPERED', /format version is 1, sealed as 2/);
+    await putHeader(store, raised);
+    assert.equal((await raiseHeaderFormat(store, header, keys, 2)).format, 2, 'raising again changes nothing');
+
+    // A version that knows formats up to FORMAT_NEWEST refuses a newer one, naming it.
+    const newer = { ...raised, format: FORMAT_NEWEST + 1 };
+    await putHeader(store, newer);
+    const before = await contents(store);
+    await expectUserError(
+      unlockFilespace(store, PASS),
+      'NEWER_VERSION',
+      new RegExp(
+        `is of format ${FORMAT_NEWEST + 1}, written by a newer version of Filespace \\(this one reads formats up to ${FORMAT_NEWEST}\\)`,
+      ),
+    );
+    assert.deepEqual(await contents(store), before);
+    await putHeader(store, { ...raised, format: 0 });
+    await expectUserError(unlockFilespace(store, PASS), 'BAD_HEADER');
+  });
+
+  it('raising the format of a header without a seal keeps it without one (the writer seals it later)', async () => {
+    const { store, header } = await legacyFilespace();
+    const { keys } = await unlockFilespace(store, PASS);
+    const raised = await raiseHeaderFormat(store, header, keys, 2);
+    assert.equal(raised.seal, undefined);
+    assert.deepEqual(raised, { ...header, format: 2 });
+    assert.equal(await sealLegacyHeader(store, raised, keys), true);
+    assert.equal((await unlockFilespace(store, PASS)).header.format, 2);
   });
 });

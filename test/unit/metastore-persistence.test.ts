@@ -246,3 +246,21 @@ describe('MetaStore with damaged local metadata', () => {
     await ms.close().catch(() => undefined);
   });
 });
+
+describe('MetaStore meeting a newer version', () => {
+  it('refuses a remote segment holding an op this version does not know, before applying any of it', async () => {
+    const store = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    const future = [
+      { t: 'mk', parent: ROOT_INO, name: 'a', ino: 2, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms: 10 },
+      { t: 'reflink', ino: 2, parent: ROOT_INO, name: 'b', ms: 11 },
+    ] as unknown as MetaOp[];
+    assert.throws(
+      () => store.applyRemote(1, future),
+      (err: Error) => err.name === 'UnknownOpError' && /written by a newer version of Filespace/.test(err.message),
+    );
+    assert.equal(store.tree.lookup(ROOT_INO, 'a'), undefined, 'nothing of the segment was applied');
+    assert.equal(store.remoteSeq, 0);
+    assert.throws(() => Tree.create(CS, 1, 1, 1).apply(future[1]!), /newer version of Filespace/);
+    await store.close();
+  });
+});

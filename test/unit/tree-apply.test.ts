@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree, TreeSnapshot } from '../../electron/engine/meta/tree';
+import { checkTree } from '../../electron/engine/check';
 
 const CS = 1024;
 
@@ -511,5 +512,121 @@ describe('Tree nameless inodes (files deleted while open)', () => {
     kept.removeNameless(5);
     assert.equal(kept.get(5), undefined);
     assert.equal(kept.chunkRefs.size, 0);
+  });
+});
+
+describe('Tree special files (FIFOs, sockets, devices)', () => {
+  it('are metadata only: type, mode and device number survive a snapshot and a replay; sizes and chunks never stick', () => {
+    const t = fresh();
+    const ops: MetaOp[] = [
+      { t: 'mk', parent: ROOT_INO, name: 'pipe', ino: 2, kind: 'fifo', mode: 0o640, uid: 7, gid: 8, ms: 2 },
+      { t: 'mk', parent: ROOT_INO, name: 'sock', ino: 3, kind: 'socket', mode: 0o755, uid: 7, gid: 8, ms: 2 },
+      { t: 'mk', parent: ROOT_INO, name: 'tty', ino: 4, kind: 'chardev', mode: 0o620, uid: 7, gid: 8, rdev: 0x407, ms: 2 },
+      { t: 'mk', parent: ROOT_INO, name: 'disk', ino: 5, kind: 'blockdev', mode: 0o660, uid: 7, gid: 8, rdev: 0x801, ms: 2 },
+      // A FIFO's rdev is not kept; a size or a chunk aimed at a special file changes nothing.
+      { t: 'mk', parent: ROOT_INO, name: 'pipe2', ino: 6, kind: 'fifo', mode: 0o600, uid: 7, gid: 8, rdev: 99, ms: 2 },
+      size(2, 5000),
+      chunk(2, 0, ['x', 100]),
+      { t: 'mv', sp: ROOT_INO, sn: 'pipe2', dp: ROOT_INO, dn: 'renamed', ms: 3 },
+    ];
+    for (const op of ops) t.apply(op);
+    assert.equal(t.lookup(ROOT_INO, 'pipe')!.kind, 'fifo');
+    assert.equal(t.lookup(ROOT_INO, 'pipe')!.size, 0);
+    assert.equal(t.lookup(ROOT_INO, 'pipe')!.chunks, undefined);
+    assert.equal(t.lookup(ROOT_INO, 'tty')!.rdev, 0x407);
+    assert.equal(t.lookup(ROOT_INO, 'disk')!.rdev, 0x801);
+    assert.equal(t.lookup(ROOT_INO, 'renamed')!.rdev, undefined);
+    assert.equal(t.chunkRefs.size, 0);
+    assert.deepEqual(checkTree(t, 'tree'), []);
+    const copy = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(t.snapshot())) as TreeSnapshot);
+    assert.deepEqual(copy.snapshot(), t.snapshot());
+    const replayed = fresh();
+    for (const op of ops) replayed.apply(op);
+    assert.deepEqual(replayed.snapshot(), t.snapshot());
+    t.apply({ t: 'rm', parent: ROOT_INO, name: 'tty', ms: 4 });
+    assert.equal(t.get(4), undefined);
+  });
+
+  it('check reports a special file that holds content and an inode of unknown kind', () => {
+    const t = fresh();
+    t.apply({ t: 'mk', parent: ROOT_INO, name: 'pipe', ino: 2, kind: 'fifo', mode: 0o640, uid: 7, gid: 8, ms: 2 });
+    t.apply({ t: 'mk', parent: ROOT_INO, name: 'odd', ino: 3, kind: 'file', mode: 0o640, uid: 7, gid: 8, ms: 2 });
+    t.get(2)!.chunks = [['x', 10]];
+    (t.get(3) as { kind: string }).kind = 'whiteout';
+    assert.deepEqual(checkTree(t, 'tree'), [
+      'tree: special file 2 (fifo) holds content',
+      'tree: inode 3 is of unknown kind "whiteout"',
+    ]);
+  });
+});
+
+describe('Tree names and inodes (hard links)', () => {
+  it('ln adds a name to an inode: data and attributes are shared, nlink counts the names', () => {
+    const t = fresh();
+    fileWithChunks(t, ROOT_INO, 'a', 2, 2 * CS, 'c');
+    t.apply(mk(ROOT_INO, 'd', 3, 'dir'));
+    t.apply({ t: 'ln', ino: 2, parent: 3, name: 'b', ms: 5 });
+    assert.equal(t.lookup(3, 'b'), t.lookup(ROOT_INO, 'a'));
+    assert.equal(Tree.namesOf(t.get(2)!), 2);
+    assert.equal(t.get(2)!.ctimeMs, 5);
+    assert.equal(t.get(3)!.mtimeMs, 5);
+    // A change through one name is the change of the one inode.
+    t.apply({ t: 'attr', ino: 2, mode: 0o600, ms: 6 });
+    assert.equal(t.lookup(3, 'b')!.mode, 0o600);
+    assert.deepEqual(sortedMap(t.chunkRefs), sortedMap(recount(t)), 'chunks are counted once per inode, not per name');
+    assert.deepEqual(checkTree(t, 'tree'), []);
+  });
+
+  it('rm and mv over a name keep the inode while another name is left; the last one releases it and its chunks', () => {
+    const t = fresh();
+    fileWithChunks(t, ROOT_INO, 'a', 2, 2 * CS, 'c');
+    t.apply({ t: 'ln', ino: 2, parent: ROOT_INO, name: 'b', ms: 5 });
+    t.apply({ t: 'ln', ino: 2, parent: ROOT_INO, name: 'c', ms: 5 });
+    assert.equal(Tree.namesOf(t.get(2)!), 3);
+    assert.deepEqual(t.apply({ t: 'rm', parent: ROOT_INO, name: 'a', ms: 6 }), []);
+    assert.equal(Tree.namesOf(t.get(2)!), 2);
+    // Renaming one name over another of the same inode does nothing (rename(2)).
+    assert.deepEqual(t.apply({ t: 'mv', sp: ROOT_INO, sn: 'b', dp: ROOT_INO, dn: 'c', ms: 7 }), []);
+    assert.deepEqual([...t.get(ROOT_INO)!.entries!.keys()].sort(), ['b', 'c']);
+    // A file renamed over one name takes that name; the inode keeps its other one.
+    fileWithChunks(t, ROOT_INO, 'other', 4, 10, 'o');
+    assert.deepEqual(t.apply({ t: 'mv', sp: ROOT_INO, sn: 'other', dp: ROOT_INO, dn: 'b', ms: 8 }), []);
+    assert.equal(t.get(2)!.nlink, undefined, 'one name left');
+    assert.equal(t.lookup(ROOT_INO, 'c')!.ino, 2);
+    assert.deepEqual(checkTree(t, 'tree'), []);
+    assert.deepEqual(t.apply({ t: 'rm', parent: ROOT_INO, name: 'c', ms: 9 }), [2]);
+    assert.equal(t.get(2), undefined);
+    assert.deepEqual([...t.chunkRefs.keys()], ['o0']);
+  });
+
+  it('ln is ignored for a directory, a missing inode, a name in use or a missing parent; snapshots and replays keep nlink', () => {
+    const t = fresh();
+    t.apply(mk(ROOT_INO, 'a', 2));
+    t.apply(mk(ROOT_INO, 'd', 3, 'dir'));
+    const ops: MetaOp[] = [
+      { t: 'ln', ino: 3, parent: ROOT_INO, name: 'dirlink', ms: 4 },
+      { t: 'ln', ino: 99, parent: ROOT_INO, name: 'x', ms: 4 },
+      { t: 'ln', ino: 2, parent: ROOT_INO, name: 'd', ms: 4 },
+      { t: 'ln', ino: 2, parent: 42, name: 'y', ms: 4 },
+      { t: 'ln', ino: 2, parent: 2, name: 'z', ms: 4 },
+    ];
+    const before = JSON.stringify(t.snapshot());
+    for (const op of ops) assert.deepEqual(t.apply(op), []);
+    assert.equal(JSON.stringify(t.snapshot()), before);
+    t.apply({ t: 'ln', ino: 2, parent: 3, name: 'b', ms: 5 });
+    const copy = Tree.fromSnapshot(CS, JSON.parse(JSON.stringify(t.snapshot())) as TreeSnapshot);
+    assert.deepEqual(copy.snapshot(), t.snapshot());
+    assert.equal(copy.get(2)!.nlink, 2);
+  });
+
+  it('check reports a link count that does not match the names', () => {
+    const t = fresh();
+    t.apply(mk(ROOT_INO, 'a', 2));
+    t.apply({ t: 'ln', ino: 2, parent: ROOT_INO, name: 'b', ms: 5 });
+    t.get(2)!.nlink = 3;
+    assert.deepEqual(checkTree(t, 'tree'), ['tree: inode 2 is named 2 times but counts 3 name(s)']);
+    t.get(ROOT_INO)!.entries!.set('c', 2);
+    t.get(2)!.nlink = undefined;
+    assert.deepEqual(checkTree(t, 'tree'), ['tree: inode 2 is named 3 times but counts 1 name(s)']);
   });
 });

@@ -14,7 +14,7 @@
 
 import * as path from 'node:path';
 import { Journal, JournalDamage, SnapshotDamagedError } from './journal';
-import { MetaOp, Tree, TreeSnapshot } from './tree';
+import { MetaOp, Tree, TreeSnapshot, assertKnownOps } from './tree';
 
 interface PersistedState {
   readonly gen: number;
@@ -229,6 +229,7 @@ export class MetaStore {
   applyRemote(seq: number, ops: readonly MetaOp[]): void {
     if (this.pendingRemote.length > 0) throw new Error('cannot apply remote changes over unpushed local ones');
     if (seq !== this.remoteSeq + 1) throw new Error(`remote segment ${seq} does not follow ${this.remoteSeq}`);
+    assertKnownOps(ops); // before any is applied: a newer writer's segment changes nothing here
     this.remoteChanges++;
     for (const op of ops) {
       const released = this.tree.apply(op);

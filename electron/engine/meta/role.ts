@@ -35,6 +35,7 @@ import { Lease, LeaseHeldError, LeaseLostError, LeaseRecord, Machine, NoConditio
 import { MetaStore } from './metastore';
 import { RemoteMeta, SegmentConflictError, SegmentWriter, isOwnPrefix } from './remote';
 import { Replicator } from './replicator';
+import { UnknownOpError } from './tree';
 
 export type RoleMode = 'write' | 'read';
 
@@ -95,6 +96,8 @@ export class MachineRole {
   private holderSeen: LeaseRecord | undefined;
   /** Follower with unsent local changes: it does not follow until they are uploaded or set aside. */
   private blocked: string | undefined;
+  /** The bucket holds changes a newer version of Filespace wrote: this mount stopped following. */
+  private tooNew: string | undefined;
   private stopped = false;
 
   constructor(private readonly deps: RoleDeps) {
@@ -311,7 +314,7 @@ export class MachineRole {
   }
 
   private scheduleFollow(): void {
-    if (this.stopped) return;
+    if (this.stopped || this.tooNew) return;
     this.followTimer = setTimeout(() => {
       this.followTimer = undefined;
       this.following = this.follow().finally(() => {
@@ -373,9 +376,15 @@ export class MachineRole {
         this.blocked =
           'this machine has changes not yet uploaded; mount read-write to upload them (this mount shows them and does not follow the writer meanwhile)';
       } else if (this.mode === 'read') {
-        this.blocked = undefined;
+        this.blocked = this.tooNew;
       }
     } catch (err) {
+      if (err instanceof UnknownOpError && !atMount) {
+        this.tooNew = `stopped following the filespace: ${err.message}`;
+        this.blocked = this.tooNew;
+        this.deps.log(this.tooNew);
+        return;
+      }
       if (atMount && !(err instanceof StoreError)) throw err;
       // Offline: work from the local copy; caught up when the bucket answers.
       this.deps.log(`could not check the bucket for newer metadata: ${(err as Error).message}`);

@@ -9,14 +9,33 @@
  *
  * A file's content is a list of chunk references `[name, length]`, one per fixed-size chunk
  * index; `null` is a hole (zeros). Bytes of a chunk past its length, up to the file size, read
- * as zeros. Hard links are not supported (link() answers EPERM), so every inode has one name.
+ * as zeros.
+ *
+ * Names and inodes are apart: a directory maps names to inode numbers, and a non-directory may
+ * be named more than once (hard links, op `ln`). `nlink` counts its names when more than one
+ * (absent means one, so trees written before links existed read unchanged); removing a name
+ * (`rm`, or `mv` over it) drops the inode and its chunk references only with its last name.
  * (A file deleted while open lives on without a name, but only in a separate local tree kept
  * by the VFS; see `addNameless`.)
  */
 
+import { UserError } from '../errors';
 import { nameBytes } from '../util/names';
 
-export type InodeKind = 'file' | 'dir' | 'symlink';
+/**
+ * `fifo`, `socket`, `chardev` and `blockdev` are special files: metadata only (type, mode,
+ * owner, times and, for devices, `rdev`). The kernel serves their I/O itself (a FIFO's pipe, a
+ * socket's endpoint, a device's driver); no byte of theirs is ever stored, here or in the bucket.
+ */
+export type InodeKind = 'file' | 'dir' | 'symlink' | 'fifo' | 'socket' | 'chardev' | 'blockdev';
+
+/** Every kind a tree knows, for validating what is read (see `isSpecialKind`). */
+export const INODE_KINDS: readonly InodeKind[] = ['file', 'dir', 'symlink', 'fifo', 'socket', 'chardev', 'blockdev'];
+
+/** Kinds that are metadata only, with no content of their own. */
+export function isSpecialKind(kind: InodeKind): boolean {
+  return kind === 'fifo' || kind === 'socket' || kind === 'chardev' || kind === 'blockdev';
+}
 export type ChunkRef = readonly [name: string, length: number];
 
 export interface Inode {
@@ -30,9 +49,13 @@ export interface Inode {
   mtimeMs: number;
   ctimeMs: number;
   target?: string;
+  /** Device number of a `chardev` or `blockdev` (Linux's encoding of major and minor). */
+  rdev?: number;
   chunks?: Array<ChunkRef | null>;
   xattrs?: Record<string, string>; // name -> base64 value
   entries?: Map<string, number>; // directories only
+  /** How many names a non-directory has, when more than one (hard links). */
+  nlink?: number;
 }
 
 export type MetaOp =
@@ -46,9 +69,12 @@ export type MetaOp =
       uid: number;
       gid: number;
       target?: string;
+      rdev?: number;
       ms: number;
     }
   | { t: 'rm'; parent: number; name: string; ms: number }
+  /** A further name for an existing non-directory (a hard link). */
+  | { t: 'ln'; ino: number; parent: number; name: string; ms: number }
   | { t: 'mv'; sp: number; sn: string; dp: number; dn: string; ms: number }
   | {
       t: 'attr';
@@ -65,6 +91,29 @@ export type MetaOp =
   | { t: 'xattr'; ino: number; name: string; value: string | null; ms: number };
 
 export const ROOT_INO = 1;
+
+/** Every op this version knows; an op of another kind was written by a newer version. */
+const OP_KINDS: ReadonlySet<string> = new Set<MetaOp['t']>(['mk', 'rm', 'ln', 'mv', 'attr', 'chunk', 'xattr']);
+
+/** An op this version does not know: the filespace was written by a newer version of Filespace. */
+export class UnknownOpError extends UserError {
+  constructor(readonly op: string) {
+    super(
+      `the filespace metadata holds a change of a kind this version does not know (${JSON.stringify(op).slice(0, 40)}): ` +
+        'it was written by a newer version of Filespace; update Filespace on this machine',
+      'NEWER_VERSION',
+    );
+    this.name = 'UnknownOpError';
+  }
+}
+
+/** Throws UnknownOpError for the first op in `ops` this version does not know (nothing applied). */
+export function assertKnownOps(ops: readonly unknown[]): void {
+  for (const op of ops) {
+    const t = (op as { t?: unknown } | null)?.t;
+    if (typeof t !== 'string' || !OP_KINDS.has(t)) throw new UnknownOpError(String(t));
+  }
+}
 
 export interface TreeSnapshot {
   readonly nextIno: number;
@@ -173,6 +222,24 @@ export class Tree {
     this.inodes.delete(ino);
   }
 
+  /** Removes one name's claim on `ino`: the inode goes with its last name. Returns what was released. */
+  private unname(ino: number, ms: number): number[] {
+    const inode = this.inodes.get(ino);
+    if (inode?.nlink !== undefined && inode.nlink > 1) {
+      if (inode.nlink === 2) delete inode.nlink;
+      else inode.nlink--;
+      inode.ctimeMs = ms;
+      return [];
+    }
+    this.dropInode(ino);
+    return [ino];
+  }
+
+  /** How many names `inode` has (directories: one). */
+  static namesOf(inode: Inode): number {
+    return inode.nlink ?? 1;
+  }
+
   /**
    * Adds an inode that no directory names: a file deleted while still open. Only the VFS's
    * local tree of such files uses this (the committed tree never holds a nameless inode);
@@ -192,7 +259,10 @@ export class Tree {
     this.dropInode(ino);
   }
 
-  /** Applies one op. Returns the inode numbers whose storage was released (for cache cleanup). */
+  /**
+   * Applies one op. Returns the inode numbers whose storage was released (for cache cleanup).
+   * Throws UnknownOpError for an op of a kind this version does not know.
+   */
   apply(op: MetaOp): number[] {
     switch (op.t) {
       case 'mk': {
@@ -211,6 +281,7 @@ export class Tree {
         };
         if (op.kind === 'dir') inode.entries = new Map();
         if (op.kind === 'symlink') inode.target = op.target ?? '';
+        if ((op.kind === 'chardev' || op.kind === 'blockdev') && op.rdev !== undefined) inode.rdev = op.rdev;
         this.inodes.set(op.ino, inode);
         parent.entries.set(op.name, op.ino);
         parent.mtimeMs = parent.ctimeMs = op.ms;
@@ -223,21 +294,27 @@ export class Tree {
         if (!parent?.entries || ino === undefined) return [];
         parent.entries.delete(op.name);
         parent.mtimeMs = parent.ctimeMs = op.ms;
-        this.dropInode(ino);
-        return [ino];
+        return this.unname(ino, op.ms);
+      }
+      case 'ln': {
+        const parent = this.inodes.get(op.parent);
+        const inode = this.inodes.get(op.ino);
+        if (!parent?.entries || parent.entries.has(op.name) || !inode || inode.kind === 'dir') return [];
+        parent.entries.set(op.name, op.ino);
+        parent.mtimeMs = parent.ctimeMs = op.ms;
+        inode.nlink = Tree.namesOf(inode) + 1;
+        inode.ctimeMs = op.ms;
+        return [];
       }
       case 'mv': {
         const sp = this.inodes.get(op.sp);
         const dp = this.inodes.get(op.dp);
         const ino = sp?.entries?.get(op.sn);
         if (!sp?.entries || !dp?.entries || ino === undefined) return [];
-        const released: number[] = [];
         const existing = dp.entries.get(op.dn);
+        // Two names of one inode: rename(2) does nothing.
         if (existing === ino) return [];
-        if (existing !== undefined) {
-          this.dropInode(existing);
-          released.push(existing);
-        }
+        const released = existing !== undefined ? this.unname(existing, op.ms) : [];
         sp.entries.delete(op.sn);
         dp.entries.set(op.dn, ino);
         sp.mtimeMs = sp.ctimeMs = op.ms;
@@ -282,6 +359,8 @@ export class Tree {
         inode.ctimeMs = op.ms;
         return [];
       }
+      default:
+        throw new UnknownOpError(String((op as { t?: unknown }).t));
     }
   }
 }

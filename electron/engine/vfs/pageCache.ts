@@ -27,6 +27,11 @@
  * kernel (metadata from another machine applied while they were open) are reported with
  * `contentChangedUnder`: their paths become "mixed".
  *
+ * A file with several names (hard links) has a node, hence a page cache, per name, and a write
+ * through one name leaves the others' pages as they were: its handles never keep the cache
+ * (the VFS opens them with direct I/O, which also keeps a handle already open under one name
+ * from reading stale pages after a write through another).
+ *
  * Forgetting an entry is always safe (the next open drops the pages), so the book is bounded.
  * Pure bookkeeping, no I/O.
  */

@@ -23,6 +23,9 @@
  *    (its leftover dirty data belongs to no file and goes at the next start). A mount adapter
  *    that keeps naming such a file (libfuse2 renames it to a hidden name and uses that name
  *    until the last close) registers that name as an alias: never listed, never committed.
+ *  - hard links (`link`): a file may have several names (the tree counts them); removing one
+ *    while others remain changes nothing but the names (the file, its live size, buffered
+ *    data and handles carry on), and only the last name makes it a deleted file as above.
  *
  * Who may do what: the kernel checks access to existing files from the modes and owners this
  * reports (the FUSE mount uses `default_permissions`); what it leaves to the filesystem is done
@@ -54,7 +57,7 @@ import { ChunkCache } from '../cache/chunkCache';
 import { DirtyChunk, DirtyStore, PRE_IMAGE_UNIT_BYTES, UnitPatch } from '../cache/dirty';
 import { UNIT, physicalSize } from '../cache/sealed';
 import { FsError } from '../errors';
-import { ChunkRef, Inode, MetaOp, ROOT_INO, Tree } from '../meta/tree';
+import { ChunkRef, Inode, InodeKind, MetaOp, ROOT_INO, Tree } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
 import { ChunkFetcher } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
@@ -66,6 +69,8 @@ import { BufferedChunk, FlushSnapshot, WriteBuffer } from './writeBuffer';
 export interface Stat {
   readonly ino: number;
   readonly mode: number;
+  /** Device number of a character or block device; 0 for everything else. */
+  readonly rdev: number;
   readonly uid: number;
   readonly gid: number;
   readonly size: number;
@@ -106,6 +111,8 @@ export interface VfsOptions {
   readonly writeBufferFlushMs?: number;
   readonly log?: (msg: string) => void;
   readonly now?: () => number;
+  /** Awaited before each link(2): the first one records in the bucket that links are in use. */
+  readonly beforeFirstLink?: () => Promise<void>;
 }
 
 /** Dirty data as publishing a size must see it (upload/uploader.ts `publishableOps`). */
@@ -151,6 +158,21 @@ const S_IFLNK = 0o120000;
 const S_ISUID = 0o4000;
 const S_ISGID = 0o2000;
 const S_IXGRP = 0o010;
+const S_IFIFO = 0o010000;
+const S_IFSOCK = 0o140000;
+const S_IFCHR = 0o020000;
+const S_IFBLK = 0o060000;
+const S_IFMT = 0o170000;
+/** The type bits of each kind of inode in st_mode. */
+const TYPE_BITS: Readonly<Record<InodeKind, number>> = {
+  file: S_IFREG,
+  dir: S_IFDIR,
+  symlink: S_IFLNK,
+  fifo: S_IFIFO,
+  socket: S_IFSOCK,
+  chardev: S_IFCHR,
+  blockdev: S_IFBLK,
+};
 const O_ACCMODE = 3;
 const O_WRONLY = 1;
 const O_RDWR = 2;
@@ -289,7 +311,7 @@ export class Vfs {
   private aliased(dir: number, name: string): Inode | undefined {
     if (this.aliases.size === 0) return undefined;
     const ino = this.aliases.get(`${dir}/${name}`);
-    return ino === undefined ? undefined : this.unlinked.get(ino);
+    return ino === undefined ? undefined : (this.unlinked.get(ino) ?? this.tree.get(ino));
   }
 
   /** Whether `ino` is a file deleted while still open here (its data stays local). */
@@ -342,10 +364,13 @@ export class Vfs {
   }
 
   /**
-   * Called before a name of `inode` goes (unlink, rename over it): a file still open lives on
-   * without a name until its last close; otherwise its in-memory size goes with it.
+   * Called before a name of `inode` goes (unlink, rename over it). While another name is left
+   * nothing changes: the file, its in-memory size, its buffered data and its handles live on
+   * under the other names. With its last name, a file still open lives on without a name until
+   * its last close; otherwise its in-memory size goes with it.
    */
   private beforeNameGoes(inode: Inode): void {
+    if (Tree.namesOf(inode) > 1) return;
     if (inode.kind === 'file' && (this.openCount.get(inode.ino) ?? 0) > 0) this.unlinked.addNameless(inode);
     else this.liveSize.delete(inode.ino);
   }
@@ -368,14 +393,15 @@ export class Vfs {
   private statOf(inode: Inode): Stat {
     const live = this.liveSize.get(inode.ino);
     const size = live?.size ?? inode.size;
-    const typeBits = inode.kind === 'dir' ? S_IFDIR : inode.kind === 'symlink' ? S_IFLNK : S_IFREG;
     return {
       ino: inode.ino,
-      mode: typeBits | inode.mode,
+      mode: TYPE_BITS[inode.kind] | inode.mode,
+      rdev: inode.rdev ?? 0,
       uid: inode.uid,
       gid: inode.gid,
       size: inode.kind === 'dir' ? 4096 : size,
-      nlink: inode.kind === 'dir' ? this.dirLinks(inode) : 1,
+      // A file deleted while open has no name left: 0, as on a local disk.
+      nlink: this.unlinked.get(inode.ino) ? 0 : inode.kind === 'dir' ? this.dirLinks(inode) : Tree.namesOf(inode),
       atime: inode.atimeMs,
       mtime: live?.mtimeMs ?? inode.mtimeMs,
       ctime: Math.max(inode.ctimeMs, live?.mtimeMs ?? 0),
@@ -420,6 +446,13 @@ export class Vfs {
 
   getattr(path: string): Stat {
     return this.statOf(this.resolve(path));
+  }
+
+  /** The attributes of an open file by its handle (named or deleted while open). */
+  fgetattr(fh: number): Stat {
+    const inode = this.inodeOf(this.handle(fh).ino);
+    if (!inode) throw new FsError('ENOENT');
+    return this.statOf(inode);
   }
 
   /** Commits a file's in-memory size and mtime to the metadata. */
@@ -592,14 +625,78 @@ export class Vfs {
     });
   }
 
+  /**
+   * mknod(2): a FIFO, a Unix socket's name, or a device node, stored as metadata only (the
+   * kernel serves their I/O; nothing of theirs is stored as data). `mode` carries the type bits;
+   * a regular file (type 0 or S_IFREG) is created empty as by creat(2).
+   */
+  mknod(path: string, mode: number, rdev: number, caller?: Caller): void {
+    this.assertWritable();
+    const type = mode & S_IFMT;
+    const kind: InodeKind | undefined =
+      type === 0 || type === S_IFREG
+        ? 'file'
+        : type === S_IFIFO
+          ? 'fifo'
+          : type === S_IFSOCK
+            ? 'socket'
+            : type === S_IFCHR
+              ? 'chardev'
+              : type === S_IFBLK
+                ? 'blockdev'
+                : undefined;
+    if (kind === undefined) throw new FsError('EINVAL', 'mknod makes files, FIFOs, sockets and devices only');
+    const { parent, name } = this.resolveParent(path);
+    if (parent.entries!.has(name)) throw new FsError('EEXIST');
+    const op: Extract<MetaOp, { t: 'mk' }> = {
+      t: 'mk',
+      parent: parent.ino,
+      name,
+      ino: this.tree.allocIno(),
+      kind,
+      ...this.newOwner(parent, mode, false, caller),
+      ms: this.now(),
+    };
+    if (kind === 'chardev' || kind === 'blockdev') op.rdev = rdev >>> 0;
+    this.commit(op);
+  }
+
   readlink(path: string): string {
     const inode = this.resolve(path);
     if (inode.kind !== 'symlink') throw new FsError('EINVAL');
     return inode.target ?? '';
   }
 
-  link(): never {
-    throw new FsError('EPERM', 'hard links are not supported');
+  /**
+   * link(2): `to` becomes a further name of the non-directory at `from` (the inode, its data
+   * and attributes are shared; nlink counts the names). Its in-memory size is committed first,
+   * so the name is never added to a size other machines have not seen. Before the first link
+   * of a filespace, `opts.beforeFirstLink` makes the bucket's header say that links are in it
+   * (a version that knows none refuses it then); if that fails, so does the link.
+   */
+  async link(from: string, to: string): Promise<void> {
+    this.assertWritable();
+    const inode = this.resolve(from);
+    if (inode.kind === 'dir') throw new FsError('EPERM', 'a folder cannot have a second name');
+    if (this.unlinked.get(inode.ino)) throw new FsError('ENOENT');
+    const { parent, name } = this.resolveParent(to);
+    if (parent.entries!.has(name) || this.aliased(parent.ino, name)) throw new FsError('EEXIST');
+    if (this.opts.beforeFirstLink) {
+      try {
+        await this.opts.beforeFirstLink();
+      } catch (err) {
+        this.opts.log?.(`link ${to} refused: ${(err as Error).message}`);
+        throw new FsError('EIO', (err as Error).message);
+      }
+    }
+    this.assertWritable();
+    // The awaits above let other operations run: look again.
+    const now = this.resolve(from);
+    if (now.ino !== inode.ino) throw new FsError('ENOENT');
+    const again = this.resolveParent(to);
+    if (again.parent.entries!.has(again.name) || this.aliased(again.parent.ino, again.name)) throw new FsError('EEXIST');
+    this.commitSize(inode.ino);
+    this.commit({ t: 'ln', ino: inode.ino, parent: again.parent.ino, name: again.name, ms: this.now() });
   }
 
   async unlink(path: string): Promise<void> {
@@ -635,7 +732,8 @@ export class Vfs {
       return this.rename(path, alias);
     }
     this.beforeNameGoes(inode);
-    if (this.unlinked.get(inode.ino)) this.aliases.set(`${parent.ino}/${to.name}`, inode.ino);
+    // Deleted while open, or still named elsewhere: the alias reaches the open inode either way.
+    if (this.unlinked.get(inode.ino) || Tree.namesOf(inode) > 1) this.aliases.set(`${parent.ino}/${to.name}`, inode.ino);
     this.commit({ t: 'rm', parent: parent.ino, name, ms: this.now() });
     await this.journalDeletion();
   }
@@ -733,7 +831,11 @@ export class Vfs {
         ? { chunks: [...(inode.chunks ?? [])], size: this.sizeOf(inode) }
         : undefined;
     const version = this.versionOf(inode, snap);
-    const direct = snap !== undefined && this.snapshotDiffers(ino, snap);
+    // A file with several names has a page cache per name (the kernel knows each name as its own
+    // file): a write through one name would leave the pages another name's open handle reads
+    // stale, so its handles read and write around the page cache, and never keep it.
+    const linked = inode?.kind === 'file' && Tree.namesOf(inode) > 1;
+    const direct = (snap !== undefined && this.snapshotDiffers(ino, snap)) || linked;
     this.noteRemoteChanges();
     const here = this.openAt.get(path) ?? new Set<number>();
     const others = [...here].map((o) => this.handles.get(o)?.version);
@@ -803,9 +905,11 @@ export class Vfs {
   }
 
   /**
-   * Followers: a handle whose file changed since another open handle of it was opened reads
-   * around the kernel's page cache (shared by all handles of a file), so the older handle
-   * keeps seeing only its own version.
+   * Whether a handle reads and writes around the kernel's page cache. Followers: a handle whose
+   * file changed since another open handle of it was opened, so the older handle keeps seeing
+   * only its own version. Any handle of a file with several names (see `addHandle`); such a
+   * handle cannot be mapped shared and writable (the kernel refuses it), private or read-only
+   * maps work. A handle opened before the file got its second name keeps its page cache.
    */
   directIo(fh: number): boolean {
     return this.handles.get(fh)?.direct ?? false;
@@ -832,6 +936,8 @@ export class Vfs {
     if (inode.kind === 'dir') {
       if ((flags & O_ACCMODE) !== 0) throw new FsError('EISDIR');
     }
+    // The kernel opens special files itself; one reaching here has nothing to read or write.
+    if (inode.kind !== 'file' && inode.kind !== 'dir') throw new FsError('ENXIO');
     if ((flags & O_ACCMODE) !== 0) this.assertWritable();
     return this.addHandle(inode.ino, flags, path);
   }
