@@ -30,13 +30,18 @@
 //     `fuse_native_caller()` returns [uid, gid, pid] of that request while its handler runs on
 //     the JS thread (undefined outside a handler); adapter.ts reads it at the start of create,
 //     mkdir, symlink, chmod and chown (callerNow).
+//  6. Requests on an open file that has no path any more: once an open file's folder is removed
+//     (after the file itself), libfuse2 cannot build a path for it and refuses its reads and
+//     writes with ENOENT unless the filesystem accepts a null path. The fuse_native_mount hunk
+//     sets ops.flag_nullpath_ok, and every handler stores "" for a null path (`l->path = path !=
+//     NULL ? path : ""`); adapter.ts answers such requests by file handle (fgetattr included).
 // The patch is applied with `git apply`, not `patch`: git is already needed (CI installs it;
 // `patch` is an optional Debian package), and git applies every hunk or none, never with fuzz.
 // When the sources do not match (fuse-native changed) nothing is built.
 // The corrected addon goes to native/fuse/addon/ (not in git) and native/fuse/adapter.ts
 // prefers it; without it (no compiler, no git, other sources) the stock prebuild is used and
-// only time setting, direct I/O, page-cache keeping, names that are not UTF-8 and the owner of
-// new files (the mounting user's) differ. Same N-API binary for Node and Electron.
+// only time setting, direct I/O, page-cache keeping, names that are not UTF-8, the owner of
+// new files (the mounting user's) and I/O on an open file whose folder was removed differ. Same N-API binary for Node and Electron.
 // It is built beside its final place and then swapped in, so a process loading the addon meanwhile
 // finds the old one or the new one, never half of one; an addon folder that is a symbolic link
 // (shared with another checkout) is replaced by its own build, never written through. If the

@@ -9,12 +9,12 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, promises as fsp, readFileSync } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
-import { Bed, Linked, REPO, killHard, run, sh, until } from '../helpers/bed';
+import { Bed, Linked, killHard, run, sh, until } from '../helpers/bed';
 
 // Rewrites its own file with random pwrites (1 B to 1 MiB, sizes spread evenly over the
 // orders of magnitude), now and then an ftruncate, and an fsync every ~13 operations. An
@@ -166,13 +166,6 @@ function watchNames(dir: string): { seen: Set<string>; stop(): Promise<void> } {
       await loop;
     },
   };
-}
-
-/** Why I/O on a file libfuse can no longer name is expected to fail with the loaded addon. */
-function pathlessTodo(): string | false {
-  const c = path.join(REPO, 'native', 'fuse', 'addon', 'fuse-native.c');
-  const source = existsSync(c) ? readFileSync(c, 'utf8') : '';
-  return source.includes('flag_nullpath_ok = 1') ? false : 'the FUSE addon does not declare nullpath_ok';
 }
 
 const hidden = (names: Iterable<string>) => [...names].filter((n) => n.startsWith('.fuse_hidden'));
@@ -330,48 +323,44 @@ describe('files in use', () => {
     assert.deepEqual(await sh(`find ${a.cacheDir}/dirty -type f`), '');
   });
 
-  // libfuse2 names an open file by its path; once its folder is removed it has none, and only an
-  // addon that declares nullpath_ok passes such requests on (by handle). fstat(2) reaches the
-  // filesystem without the handle, so libfuse2 still answers it ENOENT there.
-  it(
-    'rm of an open file then rmdir of its folder: both succeed at once, and the descriptor still reads and writes',
-    { todo: pathlessTodo() },
-    async () => {
-      const fs = await bed.filespace({ chunkSize: '1MiB', settings: { 'upload-delay': '0s' } });
-      await fs.mount();
-      const dir = path.join(fs.mnt, 'tmpdir');
-      await fsp.mkdir(dir);
-      const content = randomBytes(3 * 1024 * 1024 + 99);
-      await fsp.writeFile(path.join(dir, 'open.bin'), content);
-      await fs.sync();
-      const holder = new Holder();
-      try {
-        // Opened, never read yet: every read below misses the kernel's page cache.
-        await holder.ok('open', 'f', path.join(dir, 'open.bin'));
-        await fsp.unlink(path.join(dir, 'open.bin'));
-        await fsp.rmdir(dir);
-        assert.equal(await exists(dir), false);
-        assert.deepEqual(await fsp.readdir(fs.mnt), []);
-        assert.deepEqual(await holder.ok('read', 'f'), { ok: true, sha: sha(content), length: content.length });
-        const patch = randomBytes(70_000);
-        const expected = Buffer.concat([content, Buffer.alloc(1024 * 1024)]);
-        patch.copy(expected, expected.length - patch.length);
-        await holder.ok('write', 'f', expected.length - patch.length, patch.toString('hex'));
-        await holder.ok('fsync', 'f');
-        assert.deepEqual(await holder.ok('read', 'f'), { ok: true, sha: sha(expected), length: expected.length });
-        await holder.ok('write', 'f', 10, 'ff');
-        await holder.ok('fsync', 'f');
-        expected[10] = 0xff;
-        assert.deepEqual(await holder.ok('read', 'f'), { ok: true, sha: sha(expected), length: expected.length });
-        await holder.ok('close', 'f');
-      } finally {
-        holder.kill();
-      }
-      await until("the closed file's data to go", async () => Number((await fs.status()).dirtyBytes) === 0);
-      await fs.unmount();
-      assert.deepEqual(await sh(`find ${fs.cacheDir}/dirty -type f`), '');
-    },
-  );
+  // libfuse2 names an open file by its path; once its folder is removed it has none, and only
+  // the corrected addon (which declares nullpath_ok) passes such requests on, by handle. fstat(2)
+  // reaches the filesystem without the handle, so libfuse2 still answers it ENOENT there.
+  it('rm of an open file then rmdir of its folder: both succeed at once, and the descriptor still reads and writes', async () => {
+    const fs = await bed.filespace({ chunkSize: '1MiB', settings: { 'upload-delay': '0s' } });
+    await fs.mount();
+    const dir = path.join(fs.mnt, 'tmpdir');
+    await fsp.mkdir(dir);
+    const content = randomBytes(3 * 1024 * 1024 + 99);
+    await fsp.writeFile(path.join(dir, 'open.bin'), content);
+    await fs.sync();
+    const holder = new Holder();
+    try {
+      // Opened, never read yet: every read below misses the kernel's page cache.
+      await holder.ok('open', 'f', path.join(dir, 'open.bin'));
+      await fsp.unlink(path.join(dir, 'open.bin'));
+      await fsp.rmdir(dir);
+      assert.equal(await exists(dir), false);
+      assert.deepEqual(await fsp.readdir(fs.mnt), []);
+      assert.deepEqual(await holder.ok('read', 'f'), { ok: true, sha: sha(content), length: content.length });
+      const patch = randomBytes(70_000);
+      const expected = Buffer.concat([content, Buffer.alloc(1024 * 1024)]);
+      patch.copy(expected, expected.length - patch.length);
+      await holder.ok('write', 'f', expected.length - patch.length, patch.toString('hex'));
+      await holder.ok('fsync', 'f');
+      assert.deepEqual(await holder.ok('read', 'f'), { ok: true, sha: sha(expected), length: expected.length });
+      await holder.ok('write', 'f', 10, 'ff');
+      await holder.ok('fsync', 'f');
+      expected[10] = 0xff;
+      assert.deepEqual(await holder.ok('read', 'f'), { ok: true, sha: sha(expected), length: expected.length });
+      await holder.ok('close', 'f');
+    } finally {
+      holder.kill();
+    }
+    await until("the closed file's data to go", async () => Number((await fs.status()).dirtyBytes) === 0);
+    await fs.unmount();
+    assert.deepEqual(await sh(`find ${fs.cacheDir}/dirty -type f`), '');
+  });
 
   it('a file replaced by a rename while open keeps its data for its descriptor; its directory can be removed; the last close frees it', async () => {
     const fs = await bed.filespace({ chunkSize: '1MiB', settings: { 'upload-delay': '1h' } });
