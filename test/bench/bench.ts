@@ -702,7 +702,7 @@ async function prepareInputs(work: string): Promise<Inputs> {
     const label = key === 'npm' ? NPM_TREE : 'node_modules';
     const tarball = path.join(work, `${key}.tar`);
     log(`packing ${source} into a tarball`);
-    // Hard links are stored as plain files: Filespace refuses hard links (EPERM).
+    // Hard links are stored as plain files, so every contender extracts the same (s3fs and rclone have none).
     must(
       await exec('tar', ['cf', tarball, '--hard-dereference', '-C', path.dirname(source), path.basename(source)], {
         timeoutMs: 300_000,
