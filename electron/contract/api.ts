@@ -25,6 +25,12 @@ export const leaseStatusSchema = z.object({
   validUntil: z.number().nullable().optional(),
   lost: z.string().nullable(),
   conditionalWrites: z.boolean(),
+  /** Writer: the read-only followers heard from lately (computer name, since, last heard, lag), newest first. */
+  followers: z
+    .array(z.object({ name: z.string(), since: z.number(), heardAt: z.number(), lagMs: z.number().nullable() }))
+    .optional(),
+  /** Writer: followers beyond those listed. */
+  followersMore: z.number().optional(),
 });
 export type LeaseStatusDto = z.infer<typeof leaseStatusSchema>;
 

@@ -82,8 +82,14 @@ export function leaseLine(l: NonNullable<StatusDto['lease']>, now = Date.now()):
       'unless another machine takes the lease meanwhile (then they are set aside)'
     );
   }
-  if (l.role === 'writer')
-    return `writer: holds the write lease (renewed ${ago(l.lastRenewedAt)}, expires after ${l.ttlMs / 1000}s without renewal)`;
+  if (l.role === 'writer') {
+    const followers = (l.followers ?? []).map((f) => `${f.name} (heard ${ago(f.heardAt)})`);
+    const more = l.followersMore ? ` and ${l.followersMore} more` : '';
+    return (
+      `writer: holds the write lease (renewed ${ago(l.lastRenewedAt)}, expires after ${l.ttlMs / 1000}s without renewal)` +
+      (followers.length > 0 ? `; followed read-only by ${followers.join(', ')}${more}` : '')
+    );
+  }
   if (l.role === 'follower') {
     const lag = l.followerLagMs === null ? 'not following (see below)' : `at most ${(l.followerLagMs / 1000).toFixed(1)}s behind`;
     return `follower of ${l.holder ?? 'no current writer'} (lease renewed ${ago(l.lastRenewedAt)}); ${lag}`;

@@ -183,3 +183,19 @@ export function leaseWords(l: NonNullable<StatusDto['lease']>, now = Date.now())
   }
   return l.lost ? `This computer stopped writing: ${l.lost}` : 'Waiting to become the computer that writes';
 }
+
+/**
+ * Writer: the computers that follow it read-only, in words ("laptop, heard 5 s ago, at most
+ * 3 s behind"); followers announce themselves in the bucket (the engine's meta/followers.ts).
+ * Undefined on a machine that does not write.
+ */
+export function followersWords(l: NonNullable<StatusDto['lease']>, now = Date.now()): string | undefined {
+  if (l.role !== 'writer') return undefined;
+  const list = l.followers ?? [];
+  if (list.length === 0) return 'No other computer has it open read-only';
+  const one = (f: (typeof list)[number]) =>
+    `${f.name} (heard ${Math.max(0, Math.round((now - f.heardAt) / 1000))} s ago` +
+    (f.lagMs === null ? ')' : `, at most ${Math.ceil(f.lagMs / 1000)} s behind)`);
+  const more = l.followersMore ? ` and ${l.followersMore} more` : '';
+  return `Open read-only on ${list.map(one).join(', ')}${more}`;
+}

@@ -5,7 +5,7 @@ import { useState } from 'react';
 import type { FilespaceSummary } from '../../electron/contract/app';
 import type { ErrorCode } from '../../electron/contract/errors';
 import { formatBytes, formatRate } from '../../electron/contract/format';
-import { countOf, leaseWords, recentRate, statusHeadline } from '../../electron/contract/headline';
+import { countOf, followersWords, leaseWords, recentRate, statusHeadline } from '../../electron/contract/headline';
 import { Chart } from './Chart';
 import { actionProblemsOf, plainWords, type Problem } from './problems';
 import { SecondMachinePanel, AsidePanel, FollowerPanel, isFollower } from './SecondMachine';
@@ -180,6 +180,12 @@ function Card({ f }: { f: FilespaceSummary }) {
           <>
             <dt>Who writes</dt>
             <dd data-testid="lease">{leaseWords(s.lease, now)}</dd>
+            {s.lease.role === 'writer' ? (
+              <>
+                <dt>Who reads along</dt>
+                <dd data-testid="followers">{followersWords(s.lease, now)}</dd>
+              </>
+            ) : null}
           </>
         ) : null}
         <dt>Throughput</dt>

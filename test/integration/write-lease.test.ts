@@ -9,6 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { Bed, Linked, killHard, randomFile, run, sh, tmpDir, until } from '../helpers/bed';
 import { FaultProxy } from '../helpers/faultProxy';
@@ -63,6 +64,34 @@ describe('one writer, many readers', () => {
     await b.mount();
     assert.equal(((await b.status()).lease as Record<string, unknown>).role, 'writer');
     await b.unmount();
+  });
+
+  it("the writer's status names the computers that follow it read-only; one that unmounts drops off", async () => {
+    const { a, b } = await pair('followers');
+    await a.mount();
+    const quiet = (await a.status()).lease as { followers?: unknown[] };
+    assert.deepEqual(quiet.followers, [], 'nobody follows yet');
+    await b.mount({ readOnly: true });
+    // The writer reads the announcements at its lease renewals (every TTL/3 here).
+    type Follower = { name: string; since: number; heardAt: number; lagMs: number | null };
+    const seen = await until('the writer to list its follower', async () => {
+      const l = (await a.status()).lease as { followers?: Follower[] };
+      return l.followers && l.followers.length === 1 ? l.followers : undefined;
+    });
+    assert.equal(seen[0]!.name, os.hostname());
+    assert.ok(seen[0]!.heardAt >= seen[0]!.since, 'heard from after it mounted');
+    assert.match(
+      await a.machine.ok('status', a.name),
+      new RegExp(`followed read-only by ${os.hostname()} \\(heard \\d+s ago\\)`),
+    );
+    // The follower's status does not list followers; its record is gone once it unmounts.
+    assert.deepEqual(((await b.status()).lease as { followers?: unknown[] }).followers, []);
+    await b.unmount();
+    await until("the follower to drop off the writer's list", async () => {
+      const l = (await a.status()).lease as { followers?: unknown[] };
+      return l.followers?.length === 0;
+    });
+    await a.unmount();
   });
 
   it('a follower sees creates, changes, renames and deletes without remounting; an open file keeps its data', async () => {

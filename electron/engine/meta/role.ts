@@ -19,6 +19,9 @@
  *   cache and are set aside at the next mount. Local changes that another machine's segments
  *   overtook at mount are set aside there and then (`setAside`), never merged.
  *
+ * - Who follows: a follower announces itself in the bucket and renews that while it follows;
+ *   the writer reads the announcements at each lease renewal (followers.ts), for its status.
+ *
  * Owns: the write lease and its renewal and retry timer, whether it was taken, and the
  * follower's polling (its timer, the poll in flight, when it last caught up, the lease holder
  * it last saw, and why it does not follow). It reads the log and writes the fence segment; the
@@ -31,6 +34,7 @@ import { UserError } from '../errors';
 import { MonitoredStore } from '../store/monitored';
 import { StoreError } from '../store/types';
 import { settledWithin } from '../util/concurrency';
+import { ANNOUNCE_EVERY_MS, FollowerView, announceFollower, readFollowers, withdrawFollower } from './followers';
 import { Lease, LeaseHeldError, LeaseLostError, LeaseRecord, Machine, NoConditionalWritesError, describeHolder } from './lease';
 import { MetaStore } from './metastore';
 import { RemoteMeta, SegmentConflictError, SegmentWriter, isOwnPrefix } from './remote';
@@ -54,6 +58,10 @@ export interface LeaseStatus {
   /** Why this mount stopped writing for good (the lease was lost, or another machine wrote). */
   lost: string | null;
   conditionalWrites: boolean;
+  /** Writer: the followers that announced themselves lately (followers.ts), newest first; empty on a follower. */
+  followers: FollowerView[];
+  /** Writer: followers beyond those listed. */
+  followersMore: number;
 }
 
 export interface RoleDeps {
@@ -99,6 +107,13 @@ export class MachineRole {
   /** The bucket holds changes a newer version of Filespace wrote: this mount stopped following. */
   private tooNew: string | undefined;
   private stopped = false;
+  /** Follower: when it mounted, and when it last announced itself (0: not yet). */
+  private readonly since = Date.now();
+  private announcedAt = 0;
+  private announceFailing = false;
+  /** Writer: the followers last read from the bucket. */
+  private followersSeen: { followers: FollowerView[]; more: number } = { followers: [], more: 0 };
+  private readingFollowers: Promise<void> | undefined;
 
   constructor(private readonly deps: RoleDeps) {
     this.mode = deps.mode;
@@ -173,6 +188,7 @@ export class MachineRole {
         () => undefined,
       );
       await this.catchUp(true);
+      await this.announce();
       this.scheduleFollow();
     }
   }
@@ -183,6 +199,12 @@ export class MachineRole {
     if (this.leaseTimer) clearTimeout(this.leaseTimer);
     if (this.followTimer) clearTimeout(this.followTimer);
     if (this.following) await settledWithin(this.following, followWaitMs);
+    if (this.mode === 'read' && this.announcedAt > 0) {
+      await settledWithin(
+        withdrawFollower(this.deps.store, this.deps.machine.id).catch(() => undefined),
+        followWaitMs,
+      );
+    }
   }
 
   /** Lets the next writer in at once (waits at most `waitMs`); a release that fails just lets the lease expire. */
@@ -294,6 +316,7 @@ export class MachineRole {
     try {
       await this.lease.renew();
       this.deps.store.note(undefined);
+      void this.refreshFollowers();
       if (failingSince !== undefined) {
         this.deps.log(
           `renewed the write lease again after ${Math.round((Date.now() - failingSince) / 1000)}s of failed renewals; nobody took it meanwhile, committing the changes made here since`,
@@ -330,6 +353,7 @@ export class MachineRole {
     try {
       this.holderSeen = (await this.lease.read())?.record;
       await this.catchUp(false);
+      if (Date.now() - this.announcedAt >= ANNOUNCE_EVERY_MS) await this.announce();
     } catch (err) {
       this.deps.store.note(err);
       this.deps.log(`could not follow the writer: ${(err as Error).message}`);
@@ -425,6 +449,40 @@ export class MachineRole {
     return `this machine stopped writing: ${this.replicator.conflict}`;
   }
 
+  /** Follower: tells the writer (through the bucket) that this machine follows; never throws. */
+  private async announce(): Promise<void> {
+    if (this.stopped) return;
+    const now = Date.now();
+    try {
+      await announceFollower(this.deps.store, this.deps.metaKey, {
+        machine: this.deps.machine,
+        since: this.since,
+        heardAt: now,
+        lagMs: this.caughtUpAt === undefined ? null : now - this.caughtUpAt,
+      });
+      this.announcedAt = now;
+      this.announceFailing = false;
+    } catch (err) {
+      // Advisory only (keys that may not write still follow): said once per run of failures.
+      if (!this.announceFailing) this.deps.log(`could not tell the writer this machine follows: ${(err as Error).message}`);
+      this.announceFailing = true;
+    }
+  }
+
+  /** Writer: reads who follows (at most one read at a time; a failure keeps the last answer). */
+  refreshFollowers(): Promise<void> {
+    if (this.mode !== 'write' || this.stopped) return Promise.resolve();
+    this.readingFollowers ??= readFollowers(this.deps.store, this.deps.metaKey, Date.now(), this.deps.machine.id)
+      .then((seen) => {
+        this.followersSeen = seen;
+      })
+      .catch(() => undefined)
+      .finally(() => {
+        this.readingFollowers = undefined;
+      });
+    return this.readingFollowers;
+  }
+
   status(): LeaseStatus {
     const { conditionalWrites } = this.deps;
     if (this.mode === 'write') {
@@ -441,6 +499,8 @@ export class MachineRole {
         validUntil: this.lease.validUntil ?? null,
         lost: lost ?? this.replicator.conflict ?? null,
         conditionalWrites,
+        followers: this.followersSeen.followers,
+        followersMore: this.followersSeen.more,
       };
     }
     const h = this.holderSeen;
@@ -455,6 +515,8 @@ export class MachineRole {
       validUntil: null,
       lost: null,
       conditionalWrites,
+      followers: [],
+      followersMore: 0,
     };
   }
 }
