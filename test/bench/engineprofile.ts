@@ -7,7 +7,10 @@
  *
  * Workloads: `seq` (dd bs=1M of FILESPACE_PROFILE_MIB, default 256, of random data, then
  * `filespace sync`), `limited` (the same from /dev/urandom under `upload-limit 16MiB`), `tar`
- * (tar x of the npm tree node_modules/@aws-sdk, then `filespace sync`). Chunk size 4 MiB and a
+ * (tar x of the npm tree node_modules/@aws-sdk, then `filespace sync`), `small` (the
+ * benchmark's small-files probe: FILESPACE_PROFILE_FILES files of 4 KiB, default 2000, created,
+ * listed with `ls -l`, stat'ed and deleted; with FILESPACE_PROFILE_PAUSE=1 uploads are paused
+ * first, so the listing can be compared with and without uploads running). Chunk size 4 MiB and a
  * 3 GiB cache, as in the benchmark; the S3 server is the benchmark's s3rver. Extra engine flags:
  * FILESPACE_PROFILE_NODE_OPTIONS (e.g. `--heap-prof`).
  *
@@ -23,6 +26,7 @@ import { spawn } from 'node:child_process';
 import { Bed, REPO, randomFile, tmpDir, until } from '../helpers/bed';
 import { cpuMeter, memoryOf } from './procstat';
 import { exec, must } from './proc';
+import { callControl } from '../../electron/host/control';
 import { startS3rver } from './server';
 import { type CpuProfile, summarise } from './engineprofile-summary';
 
@@ -30,7 +34,8 @@ const MiB = 1024 * 1024;
 
 async function main(): Promise<void> {
   const workload = process.argv[2] ?? 'seq';
-  if (!['seq', 'limited', 'tar'].includes(workload)) throw new Error(`unknown workload "${workload}" (seq, limited, tar)`);
+  if (!['seq', 'limited', 'tar', 'small'].includes(workload))
+    throw new Error(`unknown workload "${workload}" (seq, limited, tar, small)`);
   const outDir = path.resolve(process.argv[3] ?? `engine-profile-${workload}`);
   const mib = Number(process.env.FILESPACE_PROFILE_MIB ?? 256);
   await fsp.mkdir(outDir, { recursive: true });
@@ -90,6 +95,7 @@ async function main(): Promise<void> {
       });
     }, 50);
     const cpu = await cpuMeter(pid);
+    let smallLs: { fromUs: number; toUs: number } | undefined;
     const t0 = Date.now();
     const m0 = Number(process.hrtime.bigint() / 1000n);
     if (workload === 'seq') {
@@ -101,6 +107,20 @@ async function main(): Promise<void> {
         }),
         'dd',
       );
+    } else if (workload === 'small') {
+      if (process.env.FILESPACE_PROFILE_PAUSE === '1')
+        await callControl(path.join(fs.machine.home, 'run', `${fs.name}.sock`), '/v1/pause', { paused: true });
+      const files = String(Number(process.env.FILESPACE_PROFILE_FILES ?? 2000));
+      const out = must(
+        await exec(process.execPath, [path.join(__dirname, 'smallfiles.js'), `${fs.mnt}/small`, files, '4096', '1100'], {
+          timeoutMs: 900_000,
+        }),
+        'small files',
+      );
+      console.log(out.stdout.trim());
+      smallLs = (JSON.parse(out.stdout) as { ls: { fromUs: number; toUs: number } }).ls;
+      if (process.env.FILESPACE_PROFILE_PAUSE === '1')
+        await callControl(path.join(fs.machine.home, 'run', `${fs.name}.sock`), '/v1/pause', { paused: false });
     } else {
       must(await exec('tar', ['xf', input, '-C', fs.mnt], { timeoutMs: 900_000 }), 'tar x');
     }
@@ -140,7 +160,8 @@ async function main(): Promise<void> {
     const profile = JSON.parse(await fsp.readFile(dest, 'utf8')) as CpuProfile;
     console.log(summarise(profile));
     // The profile's clock is the monotonic one this process reads with hrtime.
-    console.log(summarise(profile, { label: workload === 'tar' ? 'tar x' : 'dd', fromUs: m0, toUs: m1 }));
+    console.log(summarise(profile, { label: { tar: 'tar x', small: 'small files' }[workload] ?? 'dd', fromUs: m0, toUs: m1 }));
+    if (smallLs) console.log(summarise(profile, { label: 'ls -l', ...smallLs }));
     console.log(summarise(profile, { label: 'sync', fromUs: m1, toUs: m2 }));
   } finally {
     if (unmount) await unmount().catch(() => undefined);

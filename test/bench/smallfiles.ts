@@ -11,7 +11,8 @@
  * time a much slower peer may take; `count` then says how many files the phases worked on.
  *
  * Usage (child process): node smallfiles.js DIR COUNT FILE_BYTES SETTLE_MS [CREATE_LIMIT_MS]
- * Prints one JSON line with seconds and p50/p99 latency (µs) per phase (`ls` has seconds only).
+ * Prints one JSON line with seconds and p50/p99 latency (µs) per phase (`ls` has seconds only,
+ * and its start and end in the monotonic clock's µs, to find it in an engine profile).
  */
 
 import { spawnSync } from 'node:child_process';
@@ -65,8 +66,10 @@ function main(): void {
   const count = create.done;
   sleepSync(settleMs);
   const t0 = process.hrtime.bigint();
+  const lsFromUs = Number(t0 / 1000n);
   const ls = spawnSync('ls', ['-l', dir], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
-  const lsSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const lsToUs = Number(process.hrtime.bigint() / 1000n);
+  const lsSeconds = (lsToUs - lsFromUs) / 1e6;
   const listed = String(ls.stdout ?? '')
     .split('\n')
     .filter((l) => l.startsWith('-')).length;
@@ -79,7 +82,9 @@ function main(): void {
   sleepSync(settleMs);
   const del = timed(count, (i) => unlinkSync(name(i)));
   rmdirSync(dir);
-  process.stdout.write(`${JSON.stringify({ count, requested, create, ls: { seconds: lsSeconds }, stat, delete: del })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ count, requested, create, ls: { seconds: lsSeconds, fromUs: lsFromUs, toUs: lsToUs }, stat, delete: del })}\n`,
+  );
 }
 
 try {

@@ -34,6 +34,25 @@ class FlakyStore extends MemoryStore {
   }
 }
 
+/** Holds every chunk PUT until `release()`; `held` counts the PUTs waiting. */
+class GatedStore extends MemoryStore {
+  held = 0;
+  private open!: () => void;
+  private readonly gate = new Promise<void>((r) => (this.open = r));
+
+  release(): void {
+    this.open();
+  }
+
+  override async put(key: string, body: Buffer, options?: PutOptions): Promise<string> {
+    if (key.startsWith('chunks/')) {
+      this.held++;
+      await this.gate;
+    }
+    return super.put(key, body, options);
+  }
+}
+
 describe('uploads', () => {
   const bed = new EngineBed();
   before(() => bed.start());
@@ -76,6 +95,36 @@ describe('uploads', () => {
     const deep = await checkFilespace({ store: inner, keys: space.keys, header: space.header, deep: true });
     assert.deepEqual(deep.problems, []);
     await expectOnSecondMachine(space, files);
+  });
+
+  it('answers lookups, listings and new files while uploads are held by the bucket', async () => {
+    // Attributes and listings come from the tree in memory: nothing an upload holds (its PUT,
+    // the chunk's lock, the metadata commit after it) may stand in their way.
+    const gated = new GatedStore();
+    const space = await bed.filespace({ chunkSize: CS, store: gated });
+    const m = await bed.mount(space, { settings: { uploadDelayMs: 0, uploadConcurrency: 2 } });
+    const first = random(4096);
+    await writeFile(m.fs, '/held', first, { chunkSize: CS });
+    await until('the upload to reach the bucket and be held', () => gated.held > 0, 30_000, 5);
+    const st = m.fs.getattr('/held');
+    assert.equal(st.size, first.length);
+    assert.deepEqual(m.fs.readdir('/'), ['.', '..', 'held']);
+    const second = random(4096);
+    await writeFile(m.fs, '/next', second, { chunkSize: CS });
+    assert.equal(m.fs.getattr('/next').size, second.length);
+    await expectContent(m.fs, '/held', first, CS, 'while its upload is held');
+    assert.ok(m.engine.stats().dirtyChunks > 0, 'the uploads were still held throughout');
+    gated.release();
+    await m.sync();
+    assert.equal(m.engine.stats().dirtyBytes, 0);
+    await m.close();
+    await expectOnSecondMachine(
+      space,
+      new Map([
+        ['/held', first],
+        ['/next', second],
+      ]),
+    );
   });
 
   it('stores identical content once', async () => {

@@ -250,6 +250,50 @@ describe('WritebackQueue.pump', () => {
     assert.equal(queue.uploading, 0);
   });
 
+  it('a pump over a large backlog looks only at the chunks it can start, oldest first', async () => {
+    // The queue is pumped at every close and every finished upload: each pump must not weigh
+    // (or sort) the whole backlog, or creating many small files costs quadratic time.
+    let asked = 0;
+    const started: DirtyChunk[] = [];
+    const q = new WritebackQueue({
+      dirty,
+      chunkSize: CS,
+      policy: () => ({ ...policy, uploadConcurrency: 3 }),
+      isOpenForWrite: () => {
+        asked++;
+        return false;
+      },
+      upload: (d) => {
+        started.push(d);
+        return new Promise<void>(() => undefined); // held: the slots stay taken
+      },
+      paused: () => false,
+      onError: () => undefined,
+      onSuccess: () => undefined,
+      now: () => clock,
+    });
+    const backlog: DirtyChunk[] = [];
+    for (let ino = 1; ino <= 300; ino++) {
+      backlog.push(await written(ino, 0, 10));
+      clock += 1;
+    }
+    // One chunk older than all the others, recorded last.
+    clock -= 1_000;
+    const oldest = await written(301, 0, 10);
+    clock += 10_000;
+    q.start(); // pumps once
+    assert.deepEqual(
+      started.map((d) => d.ino),
+      [oldest.ino, backlog[0]!.ino, backlog[1]!.ino],
+    );
+    assert.ok(asked <= 4, `a pump with 3 free slots weighed ${asked} of 301 chunks`);
+    asked = 0;
+    q.pump(); // every slot taken
+    assert.equal(asked, 0);
+    assert.equal(started.length, 3);
+    q.stop();
+  });
+
   it('a failed upload schedules a retry with backoff and reports the error', async () => {
     const errors: unknown[] = [];
     const q = new WritebackQueue({

@@ -131,13 +131,19 @@ export class WritebackQueue {
     const limit = this.deps.policy().uploadConcurrency;
     if (this.inflight >= limit) return;
     const now = this.now();
-    const due: DirtyChunk[] = [];
-    for (const d of this.deps.dirty.all()) if (this.isDue(d, now)) due.push(d);
-    due.sort((a, b) => a.firstDirtyMs - b.firstDirtyMs);
-    for (const d of due) {
-      if (this.inflight >= limit) break;
-      this.startUpload(d);
+    // The oldest due chunks, as many as there are free slots, in one pass: the queue is pumped
+    // at every close and every finished upload, so it must not sort the whole backlog each time.
+    const free = limit - this.inflight;
+    const oldest: DirtyChunk[] = [];
+    for (const d of this.deps.dirty.all()) {
+      if (oldest.length === free && d.firstDirtyMs >= oldest[free - 1]!.firstDirtyMs) continue;
+      if (!this.isDue(d, now)) continue;
+      let at = oldest.length;
+      while (at > 0 && oldest[at - 1]!.firstDirtyMs > d.firstDirtyMs) at--;
+      oldest.splice(at, 0, d);
+      if (oldest.length > free) oldest.pop();
     }
+    for (const d of oldest) this.startUpload(d);
   }
 
   /** Forgets every chunk's backoff (the bucket answers again) and starts what is due. */
