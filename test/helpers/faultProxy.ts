@@ -43,7 +43,7 @@ export class FaultProxy {
   requests = 0;
   injected = 0;
   /** Every request seen: when it arrived (ms), its method, path, declared body size and the server's status. */
-  readonly log: Array<{ at: number; method: string; url: string; bytes: number; status?: number }> = [];
+  readonly log: Array<{ at: number; method: string; url: string; bytes: number; status?: number; end?: number }> = [];
   /** Requests held while frozen, with their bodies, in arrival order. */
   private held: Array<(done: () => void) => void> | undefined;
 
@@ -85,6 +85,24 @@ export class FaultProxy {
     for (const deliver of queue) await new Promise<void>((resolve) => deliver(resolve));
   }
 
+  /**
+   * The most requests matching `pathIncludes` (and `method`) that were open at once, counted from
+   * arrival to the end of the answer, over the requests logged from index `from` on.
+   */
+  maxInFlight(pathIncludes: string, method = 'GET', from = 0): number {
+    const edges: Array<[number, number]> = [];
+    for (const e of this.log.slice(from)) {
+      if (e.method !== method || !e.url.includes(pathIncludes)) continue;
+      edges.push([e.at, 1], [e.end ?? Number.MAX_SAFE_INTEGER, -1]);
+    }
+    // An answer ending in the same millisecond as another arrives is counted closed first.
+    edges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    let open = 0;
+    let max = 0;
+    for (const [, d] of edges) max = Math.max(max, (open += d));
+    return max;
+  }
+
   async start(): Promise<void> {
     const target = new URL(this.target);
     this.server = http.createServer((req, res) => {
@@ -96,6 +114,7 @@ export class FaultProxy {
         bytes: Number(req.headers['content-length'] ?? 0),
       };
       this.log.push(entry);
+      res.on('close', () => (entry.end = Date.now()));
       const f = this.fault;
       const applies =
         (!f.match?.method || f.match.method === req.method) &&
