@@ -117,6 +117,28 @@ async function removeCreatedFolders(dir: string, first: string): Promise<void> {
   }
 }
 
+/**
+ * `mkdir -p` one folder at a time, returning the top one it made (as `fsp.mkdir` with
+ * `recursive` does). Node's recursive mkdir never returns where a folder cannot be made in an
+ * existing parent that answers ENOENT (e.g. under /proc); one mkdir per level fails instead.
+ */
+async function makeFolders(dir: string): Promise<string | undefined> {
+  const missing: string[] = [];
+  for (let cur = path.resolve(dir); ; cur = path.dirname(cur)) {
+    if (
+      await fsp.stat(cur).then(
+        () => true,
+        () => false,
+      )
+    )
+      break;
+    missing.unshift(cur);
+    if (path.dirname(cur) === cur) break;
+  }
+  for (const d of missing) await fsp.mkdir(d);
+  return missing[0];
+}
+
 export class AppHost {
   private readonly mounts = new Map<string, MountHost>();
   private readonly listeners = new Set<(e: AppEvent) => void>();
@@ -386,19 +408,28 @@ export class AppHost {
     const free = await freeBytesAt(this.o.homes.cacheRoot);
     if (req.cacheCapBytes > free)
       throw new HostError('the cache cap is larger than the free space on the cache disk', 'CACHE_TOO_BIG');
+    let recoveryKey: string | undefined;
     if (req.mode === 'create') {
       this.checkNewPassphrase(req.passphrase, [target.bucket, target.prefix, req.name]);
-      const recoveryKey = req.recoveryKey === undefined ? undefined : parseRecoveryKey(req.recoveryKey);
+      recoveryKey = req.recoveryKey === undefined ? undefined : parseRecoveryKey(req.recoveryKey);
       if (req.recoveryKey !== undefined && recoveryKey === undefined)
         throw new HostError(`not a recovery key: ${RECOVERY_KEY_HINT}`, 'BAD_RECOVERY_KEY');
+    }
+    // The folder first: one that cannot be made leaves the bucket as it was.
+    const created = await makeFolders(req.mountPoint).catch((e: Error) => {
+      throw new HostError(`cannot make the mount point ${req.mountPoint}: ${e.message}`, 'BAD_MOUNT_POINT');
+    });
+    if (req.mode === 'create') {
       const store = storeFor(keys, target);
       try {
         await createFilespace(store, req.passphrase, this.o.chunkSizeBytes ?? 4 * 1024 * 1024, { recoveryKey });
+      } catch (err) {
+        if (created !== undefined) await removeCreatedFolders(req.mountPoint, created);
+        throw err;
       } finally {
         await store.close();
       }
     }
-    const created = await fsp.mkdir(req.mountPoint, { recursive: true });
     const spec = {
       kind: 's3' as const,
       bucket: target.bucket,

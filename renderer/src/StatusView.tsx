@@ -20,6 +20,7 @@ import {
   selectPaused,
   setPaused,
   show,
+  showsDemoHint,
   startWizard,
   unmount,
   useApp,
@@ -93,6 +94,7 @@ function Card({ f }: { f: FilespaceSummary }) {
   const errors = useApp((st) => st.errors);
   const problems = actionProblemsOf(errors, f.name);
   const keysStored = useApp((st) => selectKeys(st)?.stored ?? false);
+  const demoHint = useApp((st) => showsDemoHint(f, st.written));
   const mounted = s.state === 'mounted';
   const headline = statusHeadline(s, {
     rateBytesPerSec: recentRate(history, now),
@@ -124,6 +126,29 @@ function Card({ f }: { f: FilespaceSummary }) {
           {headline.text}
         </p>
       )}
+      {demoHint ? (
+        <div className="demo-hint" data-testid="demo-hint">
+          <p>
+            <b>What next:</b> this filespace is empty. Files you put in it are encrypted and uploaded to a store on this computer,
+            as they would be to your bucket.
+          </p>
+          <ol>
+            <li>
+              Open the folder{' '}
+              {hostTransport()?.openFolder ? (
+                <button className="link" onClick={() => void openFolder(f.mountPoint)}>
+                  {f.mountPoint}
+                </button>
+              ) : (
+                <code>{f.mountPoint}</code>
+              )}
+              .
+            </li>
+            <li>Drop or save a few files into it.</li>
+            <li>Watch them upload here: the line above says what is left, then &quot;Up to date&quot;.</li>
+          </ol>
+        </div>
+      ) : null}
       <FollowerPanel f={f} />
       <SecondMachinePanel f={f} />
       <AsidePanel f={f} />

@@ -1,10 +1,14 @@
 // The first-run wizard: keys -> bucket and permissions -> passphrase -> mount point and cache.
+// Each field says what is wrong beside it (wizardRules.ts) before anything is sent; each step
+// has a heading, the step indicator marks the current one, and focus moves to its first field.
 
-import { useDeferredValue, useMemo, useState } from 'react';
+import { type ReactNode, useDeferredValue, useEffect, useMemo, useRef, useState } from 'react';
 import { formatBytes } from '../../electron/contract/format';
 import { formatRecoveryKey } from '../../electron/contract/recoveryKey';
 import { passphraseStrength, WIZARD_STEPS } from '../../electron/contract/wizard';
+import { SIZE_UNITS, type SizeUnit } from './fieldRules';
 import {
+  editCacheCap,
   editWizard,
   hideRecoveryKit,
   hostTransport,
@@ -12,6 +16,7 @@ import {
   pickMountPoint,
   selectKeys,
   selectWizard,
+  slideCacheCap,
   submitBucket,
   submitKeys,
   submitPassphrase,
@@ -20,20 +25,49 @@ import {
   useApp,
   useStoredKeys,
   wizardBack,
+  wizardErrors,
+  type WizardState,
 } from './store';
+import type { WizardField } from './wizardRules';
 
 const MiB = 1024 * 1024;
 const STEP_TITLES = { keys: 'AWS keys', bucket: 'Bucket', passphrase: 'Passphrase', place: 'Mount' } as const;
 
+/** Secrets are judged once the user leaves the field (not while they type); the rest as they type. */
+const JUDGED_ON_LEAVING: ReadonlySet<WizardField> = new Set(['secretAccessKey', 'passphrase', 'repeat', 'typedRecoveryKey']);
+
+/** What is wrong with field `id` now, if the user should see it yet. */
+function useFieldError(id: WizardField, left: boolean): string | undefined {
+  const w = useApp(selectWizard);
+  if (w.hostField?.field === id) return w.hostField.text;
+  const problem = wizardErrors(w)[id];
+  if (problem === undefined) return undefined;
+  const raw = w[id as keyof WizardState];
+  const value = typeof raw === 'string' ? raw : '';
+  const shown = w.attempted || left || (!JUDGED_ON_LEAVING.has(id) && value.length > 0);
+  return shown ? problem : undefined;
+}
+
+/** The sentence under a field, tied to it by aria-describedby. */
+function FieldError({ id, text }: { id: string; text: string | undefined }) {
+  return text ? (
+    <span className="field-error" id={`${id}-error`} data-testid={`${id}-error`}>
+      {text}
+    </span>
+  ) : null;
+}
+
 function Field(props: {
   label: string;
-  id: string;
+  id: WizardField;
   value: string;
   onChange: (v: string) => void;
   type?: string;
   placeholder?: string;
   autoComplete?: string;
 }) {
+  const [left, setLeft] = useState(false);
+  const error = useFieldError(props.id, left);
   return (
     <label className="field" htmlFor={props.id}>
       <span>{props.label}</span>
@@ -44,9 +78,36 @@ function Field(props: {
         placeholder={props.placeholder}
         autoComplete={props.autoComplete ?? 'off'}
         spellCheck={false}
+        aria-invalid={error !== undefined}
+        aria-describedby={error !== undefined ? `${props.id}-error` : undefined}
+        onBlur={() => setLeft(props.value.length > 0)}
         onChange={(e) => props.onChange(e.target.value)}
       />
+      <FieldError id={props.id} text={error} />
     </label>
+  );
+}
+
+/** A step's form: submits through `submit`; a refused submit sends the focus to the first field in error. */
+function StepForm(props: { submit: () => Promise<void>; className?: string; testId?: string; children: ReactNode }) {
+  const refusals = useApp((s) => s.wizard.refusals);
+  const form = useRef<HTMLFormElement>(null);
+  useEffect(() => {
+    if (refusals > 0) form.current?.querySelector<HTMLElement>('[aria-invalid=true]')?.focus();
+  }, [refusals]);
+  return (
+    <form
+      ref={form}
+      className={props.className}
+      data-testid={props.testId}
+      noValidate
+      onSubmit={(e) => {
+        e.preventDefault();
+        void props.submit();
+      }}
+    >
+      {props.children}
+    </form>
   );
 }
 
@@ -76,6 +137,9 @@ function KeysStep() {
   const w = useApp(selectWizard);
   const keys = useApp(selectKeys);
   const [replacing, setReplacing] = useState(w.replaceKeys === true);
+  useEffect(() => {
+    if (replacing) document.getElementById('accessKeyId')?.focus();
+  }, [replacing]);
   if (keys?.stored && !replacing) {
     return (
       <section>
@@ -97,12 +161,7 @@ function KeysStep() {
     );
   }
   return (
-    <form
-      onSubmit={(e) => {
-        e.preventDefault();
-        void submitKeys();
-      }}
-    >
+    <StepForm submit={submitKeys}>
       <p className="lead">
         Enter the AWS access key of an IAM user that may use your bucket. The keys go to this computer's keychain, never to a
         file.
@@ -147,7 +206,7 @@ function KeysStep() {
           Try it locally (no AWS)
         </button>
       </div>
-    </form>
+    </StepForm>
   );
 }
 
@@ -155,12 +214,7 @@ function BucketStep() {
   const w = useApp(selectWizard);
   const [copied, setCopied] = useState(false);
   return (
-    <form
-      onSubmit={(e) => {
-        e.preventDefault();
-        void submitBucket();
-      }}
-    >
+    <StepForm submit={submitBucket}>
       <fieldset className="choice">
         <label>
           <input type="radio" name="mode" checked={w.mode === 'create'} onChange={() => editWizard({ mode: 'create' })} /> Create
@@ -225,7 +279,7 @@ function BucketStep() {
         </div>
       ) : null}
       <StepButtons busy={w.busy} busyLabel="Checking access…" label="Check access and continue" />
-    </form>
+    </StepForm>
   );
 }
 
@@ -284,14 +338,7 @@ function RecoveryKit() {
     setTimeout(() => URL.revokeObjectURL(url), 10_000);
   };
   return (
-    <form
-      className="recovery-kit"
-      data-testid="recovery-kit"
-      onSubmit={(e) => {
-        e.preventDefault();
-        void submitPassphrase();
-      }}
-    >
+    <StepForm className="recovery-kit" testId="recovery-kit" submit={submitPassphrase}>
       <h3>Your recovery kit</h3>
       <p className="lead">
         If you ever lose the passphrase, this recovery key lets you set a new one. It is shown only now and is not stored on this
@@ -331,7 +378,7 @@ function RecoveryKit() {
           Continue
         </button>
       </div>
-    </form>
+    </StepForm>
   );
 }
 
@@ -341,12 +388,7 @@ function PassphraseStep() {
   if (w.mode === 'create' && w.kitShown) return <RecoveryKit />;
   const choosing = w.mode === 'create' || w.recovering;
   return (
-    <form
-      onSubmit={(e) => {
-        e.preventDefault();
-        void submitPassphrase();
-      }}
-    >
+    <StepForm submit={submitPassphrase}>
       <p className="lead">
         {w.mode === 'create'
           ? 'Choose a passphrase. It encrypts every file on this computer before upload.'
@@ -405,20 +447,17 @@ function PassphraseStep() {
         busyLabel={w.recovering ? 'Setting the new passphrase…' : 'Checking…'}
         label={w.recovering ? 'Set the new passphrase and continue' : 'Continue'}
       />
-    </form>
+    </StepForm>
   );
 }
 
 function PlaceStep() {
   const w = useApp(selectWizard);
   const maxMiB = Math.max(16, Math.floor(w.cacheDiskFreeBytes / MiB));
+  const [capLeft, setCapLeft] = useState(false);
+  const capError = useFieldError('cacheCapText', capLeft);
   return (
-    <form
-      onSubmit={(e) => {
-        e.preventDefault();
-        void submitPlace();
-      }}
-    >
+    <StepForm submit={submitPlace}>
       <Field id="name" label="Name on this computer" value={w.name} onChange={(v) => editWizard({ name: v })} />
       <div className="row">
         <Field
@@ -433,48 +472,98 @@ function PlaceStep() {
           </button>
         ) : null}
       </div>
-      <label className="field" htmlFor="cacheCap">
-        <span>
+      <div className="field">
+        <label htmlFor="cacheCapText">
           Cache on this computer: <b data-testid="cache-cap">{formatBytes(w.cacheCapBytes)}</b> (of{' '}
           {formatBytes(w.cacheDiskFreeBytes)} free on the cache disk)
-        </span>
-        <input
-          id="cacheCap"
-          type="range"
-          min={16}
-          max={maxMiB}
-          step={1}
-          value={Math.round(w.cacheCapBytes / MiB)}
-          aria-valuetext={formatBytes(w.cacheCapBytes)}
-          onChange={(e) => editWizard({ cacheCapBytes: Number(e.target.value) * MiB })}
-        />
-      </label>
+        </label>
+        <div className="row">
+          <input
+            id="cacheCap"
+            type="range"
+            aria-label="Cache size"
+            min={16}
+            max={maxMiB}
+            step={1}
+            value={Math.round(w.cacheCapBytes / MiB)}
+            aria-valuetext={formatBytes(w.cacheCapBytes)}
+            onChange={(e) => slideCacheCap(Number(e.target.value))}
+          />
+          <input
+            id="cacheCapText"
+            className="number"
+            inputMode="decimal"
+            value={w.cacheCapText}
+            aria-invalid={capError !== undefined}
+            aria-describedby={capError !== undefined ? 'cacheCapText-error' : undefined}
+            onBlur={() => setCapLeft(true)}
+            onChange={(e) => editCacheCap(e.target.value, w.cacheCapUnit)}
+          />
+          <select
+            id="cacheCapUnit"
+            aria-label="Cache size unit"
+            value={w.cacheCapUnit}
+            onChange={(e) => editCacheCap(w.cacheCapText, e.target.value as SizeUnit)}
+          >
+            {Object.keys(SIZE_UNITS).map((u) => (
+              <option key={u} value={u}>
+                {u}
+              </option>
+            ))}
+          </select>
+        </div>
+        <FieldError id="cacheCapText" text={capError} />
+      </div>
       <ErrorBox text={w.error} />
       <StepButtons busy={w.busy} busyLabel="Mounting…" label={w.mode === 'create' ? 'Create and mount' : 'Link and mount'} />
-    </form>
+    </StepForm>
+  );
+}
+
+/** The step's heading: "Step 2 of 4: Bucket". */
+function stepHeading(step: (typeof WIZARD_STEPS)[number]): string {
+  return `Step ${WIZARD_STEPS.indexOf(step) + 1} of ${WIZARD_STEPS.length}: ${STEP_TITLES[step]}`;
+}
+
+/** The first thing to type into (or, with nothing to type, to press) in a step. */
+function firstField(root: HTMLElement): HTMLElement | null {
+  return (
+    root.querySelector<HTMLElement>('input:not([type=radio]):not([type=checkbox]):not([type=range]), select, textarea') ??
+    root.querySelector<HTMLElement>('button:not([disabled])')
   );
 }
 
 export function Wizard() {
   const step = useApp((s) => s.wizard.step);
+  // A new view within a step (the recovery kit, the recovery key, other keys) is a new start too.
+  const view = useApp((s) => `${s.wizard.step}|${s.wizard.kitShown}|${s.wizard.recovering}|${s.wizard.keys?.stored ?? false}`);
+  const body = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    if (body.current) firstField(body.current)?.focus();
+  }, [view]);
   return (
     <div className="wizard" data-testid={`wizard-${step}`}>
-      <ol className="steps">
+      <ol className="steps" aria-label="Setup steps">
         {WIZARD_STEPS.map((s) => (
-          <li key={s} className={s === step ? 'current' : ''}>
+          <li key={s} className={s === step ? 'current' : ''} aria-current={s === step ? 'step' : undefined}>
             {STEP_TITLES[s]}
           </li>
         ))}
       </ol>
-      {step === 'keys' ? (
-        <KeysStep />
-      ) : step === 'bucket' ? (
-        <BucketStep />
-      ) : step === 'passphrase' ? (
-        <PassphraseStep />
-      ) : (
-        <PlaceStep />
-      )}
+      <h2 className="step-title" data-testid="step-title">
+        {stepHeading(step)}
+      </h2>
+      <div ref={body}>
+        {step === 'keys' ? (
+          <KeysStep />
+        ) : step === 'bucket' ? (
+          <BucketStep />
+        ) : step === 'passphrase' ? (
+          <PassphraseStep />
+        ) : (
+          <PlaceStep />
+        )}
+      </div>
     </div>
   );
 }

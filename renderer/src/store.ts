@@ -35,7 +35,9 @@ import {
 } from '../../electron/contract/wizard';
 import { nextBatch, type Batch } from '../../electron/contract/headline';
 import { treatmentOf } from './errors';
+import { inUnits, parseSize, SIZE_UNITS, type SizeUnit } from './fieldRules';
 import { followStatus, plainWords, recordProblem, type Problem } from './problems';
+import { wizardFieldErrors, wizardHostError, type FieldErrors, type WizardField } from './wizardRules';
 import { HostError, type Transport } from './transport';
 
 export type Screen = 'wizard' | 'status' | 'settings';
@@ -57,6 +59,8 @@ interface HostSlice {
   /** The upload batch in progress per filespace (headline.ts). */
   batches: Record<string, Batch>;
   errors: ErrorEntry[];
+  /** Filespaces something was seen written to (for the "what to do next" hint of an empty one). */
+  written: Record<string, true>;
   /** The clock of the last tick (ms since the epoch). */
   now: number;
 }
@@ -93,6 +97,15 @@ export interface WizardState {
   /** Link: the passphrase is lost; a recovery key sets a new one. */
   recovering: boolean;
   typedRecoveryKey: string;
+  /** The cache size box, as typed, and its unit (cacheCapBytes follows it while it is valid). */
+  cacheCapText: string;
+  cacheCapUnit: SizeUnit;
+  /** The step was submitted with fields in error: every field of it says what is wrong. */
+  attempted: boolean;
+  /** Submits refused for fields in error so far (each one sends the focus to the first such field). */
+  refusals: number;
+  /** The host refused what one field says (e.g. a mount point that cannot be made), in words. */
+  hostField: { field: WizardField; text: string } | null;
 }
 
 /** Per filespace: another computer writes it (a mount was refused), and what the user is deciding. */
@@ -166,6 +179,11 @@ const initialWizard: WizardState = {
   kitSaved: false,
   recovering: false,
   typedRecoveryKey: '',
+  cacheCapText: '',
+  cacheCapUnit: 'GiB',
+  attempted: false,
+  refusals: 0,
+  hostField: null,
 };
 
 const initialState: State = {
@@ -174,6 +192,7 @@ const initialState: State = {
   history: {},
   batches: {},
   errors: [],
+  written: {},
   now: Date.now(),
   wizard: initialWizard,
   selected: null,
@@ -257,6 +276,16 @@ store.subscribe((s, prev) => {
   unref(noticeTimer);
 });
 
+/** Whether a filespace shows signs of something written to it: changes waiting, or data in its cache. */
+export function hasWrites(f: FilespaceSummary): boolean {
+  return f.status.dirtyFiles > 0 || f.status.pendingMetaOps > 0 || f.status.cacheUsedBytes > 0;
+}
+
+/** The demo's "what to do next": on a mounted local filespace until the first write is seen. */
+export function showsDemoHint(f: FilespaceSummary, written: Readonly<Record<string, true>>): boolean {
+  return f.kind === 'local' && f.status.state === 'mounted' && !written[f.name] && !hasWrites(f);
+}
+
 /** The last error each filespace reported, to record a problem once, not once per event. */
 let reported = new Map<string, string | null>();
 
@@ -274,7 +303,9 @@ export function connect(t: Transport, opts: { tickMs?: number } = {}): () => voi
         const errors = followStatus(s.errors, current, reported, now);
         reported = new Map(current.map((c) => [c.filespace, c.lastError]));
         const batches: Record<string, Batch> = {};
+        let written = s.written;
         for (const f of e.status.filespaces) {
+          if (!written[f.name] && hasWrites(f)) written = { ...written, [f.name]: true };
           const b = nextBatch(s.batches[f.name], f.status.state === 'mounted' ? f.status.dirtyBytes : 0, now);
           if (b) batches[f.name] = b;
         }
@@ -282,6 +313,7 @@ export function connect(t: Transport, opts: { tickMs?: number } = {}): () => voi
         return {
           status: e.status,
           batches,
+          written,
           errors,
           now,
           connectionTrouble: null,
@@ -329,21 +361,69 @@ export function startWizard(replaceKeys = false): void {
 
 // ---- wizard -------------------------------------------------------------------------------
 
+/** What the permission check was about: a change to any of it makes its result stale. */
+const CHECKED_ON: ReadonlyArray<keyof WizardState> = ['bucket', 'prefix', 'mode', 'keys', 'accessKeyId', 'endpoint', 'region'];
+
 export function editWizard(change: Partial<WizardState>): void {
-  store.setState((s) => ({ wizard: { ...s.wizard, ...change, error: null } }));
+  store.setState((s) => {
+    const w = s.wizard;
+    const stale = CHECKED_ON.some((k) => k in change && change[k] !== w[k]);
+    const hostFieldGone = w.hostField !== null && (w.hostField.field in change || 'step' in change);
+    return {
+      wizard: {
+        ...w,
+        ...change,
+        error: null,
+        ...(stale && !('check' in change) ? { check: null } : {}),
+        ...(hostFieldGone ? { hostField: null } : {}),
+        ...('step' in change && change.step !== w.step ? { attempted: false } : {}),
+      },
+    };
+  });
+}
+
+/** The cache size box: typed text, and the bytes it says while it is valid. */
+export function editCacheCap(text: string, unit: SizeUnit): void {
+  const r = parseSize(text, unit, 0, Number.MAX_SAFE_INTEGER);
+  editWizard({ cacheCapText: text, cacheCapUnit: unit, ...(r.ok ? { cacheCapBytes: r.value } : {}) });
+}
+
+/** The cache slider (MiB): the box follows, in the unit it shows. */
+export function slideCacheCap(mib: number): void {
+  const bytes = mib * SIZE_UNITS.MiB;
+  const shown = inUnits(bytes, SIZE_UNITS);
+  editWizard({ cacheCapBytes: bytes, cacheCapText: shown.text, cacheCapUnit: shown.unit });
+}
+
+/** The current step's fields in error. */
+export function wizardErrors(w: WizardState): FieldErrors {
+  return wizardFieldErrors(w.step, w, passphraseInputs(w));
+}
+
+/** Fields in error: nothing is sent; every field of the step now says what is wrong. */
+function fieldsInError(w: WizardState): boolean {
+  if (Object.keys(wizardErrors(w)).length === 0) return false;
+  store.setState((s) => ({
+    wizard: { ...s.wizard, attempted: true, refusals: s.wizard.refusals + 1, busy: false, error: null },
+  }));
+  return true;
 }
 
 function wizardFails(error: string): void {
   store.setState((s) => ({ wizard: { ...s.wizard, busy: false, error } }));
 }
 
-async function wizardRun(fn: () => Promise<Partial<WizardState> | void>): Promise<void> {
-  store.setState((s) => ({ wizard: { ...s.wizard, busy: true, error: null } }));
+async function wizardRun(fn: () => Promise<Partial<WizardState> | void>, folder?: string): Promise<void> {
+  store.setState((s) => ({ wizard: { ...s.wizard, busy: true, error: null, hostField: null } }));
   try {
     const change = await fn();
     store.setState((s) => ({ wizard: { ...s.wizard, ...(change ?? {}), busy: false } }));
   } catch (err) {
-    wizardFails(messageOf(err));
+    const said = wizardHostError(messageOf(err), err instanceof HostError ? err.code : undefined, folder);
+    if (said.field !== undefined) {
+      const hostField = { field: said.field, text: said.text };
+      store.setState((s) => ({ wizard: { ...s.wizard, busy: false, hostField } }));
+    } else wizardFails(said.text);
   }
 }
 
@@ -355,6 +435,7 @@ export function wizardBack(): void {
 /** Step 1: check the typed keys with S3 (the host stores them in the keychain if S3 accepts them). */
 export function submitKeys(): Promise<void> {
   const w = store.getState().wizard;
+  if (fieldsInError(w)) return Promise.resolve();
   const problem = checkKeysStep(w);
   if (problem) return Promise.resolve(wizardFails(problem));
   return wizardRun(async () => {
@@ -374,18 +455,21 @@ export function submitKeys(): Promise<void> {
       secretAccessKey: '',
       step: nextStep('keys') as WizardStep,
       bucket: out.buckets?.[0] ?? '',
+      // A permission check of other keys says nothing about these.
+      check: null,
     };
   });
 }
 
 /** Step 1, keys already in the keychain: go on with them. */
 export function useStoredKeys(): void {
-  editWizard({ step: 'bucket', buckets: null });
+  editWizard({ step: 'bucket', buckets: null, check: null });
 }
 
 /** Step 2: probe the permissions on bucket/prefix and whether a filespace lives there. */
 export function submitBucket(): Promise<void> {
   const w = store.getState().wizard;
+  if (fieldsInError(w)) return Promise.resolve();
   const problem = checkTargetStep(w.bucket, w.prefix);
   if (problem) return Promise.resolve(wizardFails(problem));
   return wizardRun(async () => {
@@ -407,6 +491,7 @@ export function submitBucket(): Promise<void> {
 /** Step 3: passphrase twice (create), or checked on the spot against the bucket (link). */
 export function submitPassphrase(): Promise<void> {
   const w = store.getState().wizard;
+  if (!w.kitShown && fieldsInError(w)) return Promise.resolve();
   if (w.mode === 'link' && w.recovering) return recoverPassphrase();
   const problem = checkPassphraseStep(w.mode, w.passphrase, w.repeat, passphraseInputs(w));
   if (problem) return Promise.resolve(wizardFails(problem));
@@ -428,13 +513,24 @@ export function submitPassphrase(): Promise<void> {
       if (!probe.exists) throw new HostError('NO_FILESPACE', 'There is no filespace at this bucket and prefix.');
     }
     const s = await call((t) => t.call('filespace.suggest', { name: w.name }));
-    return {
-      step: 'place' as WizardStep,
-      mountPoint: w.mountPoint || s.mountPoint,
-      cacheCapBytes: s.cacheCapBytes,
-      cacheDiskFreeBytes: s.cacheDiskFreeBytes,
-    };
+    return placeStep(w, s);
   });
+}
+
+/** The place step, with the host's suggestions for the folder and the cache. */
+function placeStep(
+  w: WizardState,
+  s: { mountPoint: string; cacheCapBytes: number; cacheDiskFreeBytes: number },
+): Partial<WizardState> {
+  const shown = inUnits(s.cacheCapBytes, SIZE_UNITS);
+  return {
+    step: 'place',
+    mountPoint: w.mountPoint || s.mountPoint,
+    cacheCapBytes: s.cacheCapBytes,
+    cacheCapText: shown.text,
+    cacheCapUnit: shown.unit,
+    cacheDiskFreeBytes: s.cacheDiskFreeBytes,
+  };
 }
 
 /** Words the user gave elsewhere in the wizard, which a passphrase should not lean on. */
@@ -458,14 +554,7 @@ function recoverPassphrase(): Promise<void> {
     const target = { bucket: w.bucket.trim(), prefix: normalizePrefix(w.prefix) };
     await call((t) => t.call('filespace.recover', { target, recoveryKey: key, newPassphrase: w.passphrase }));
     const s = await call((t) => t.call('filespace.suggest', { name: w.name }));
-    return {
-      recovering: false,
-      typedRecoveryKey: '',
-      step: 'place' as WizardStep,
-      mountPoint: w.mountPoint || s.mountPoint,
-      cacheCapBytes: s.cacheCapBytes,
-      cacheDiskFreeBytes: s.cacheDiskFreeBytes,
-    };
+    return { recovering: false, typedRecoveryKey: '', ...placeStep(w, s) };
   });
 }
 
@@ -477,6 +566,7 @@ export async function pickMountPoint(): Promise<void> {
 /** Step 4: check the folder, create or link, then mount and open the folder. */
 export function submitPlace(): Promise<void> {
   const w = store.getState().wizard;
+  if (fieldsInError(w)) return Promise.resolve();
   const problem = checkPlaceStep(w.mountPoint, w.cacheCapBytes, w.cacheDiskFreeBytes);
   if (problem) return Promise.resolve(wizardFails(problem));
   return wizardRun(async () => {
@@ -505,7 +595,7 @@ export function submitPlace(): Promise<void> {
     await transport?.openFolder?.(linked.mountPoint);
     store.setState({ screen: 'status', notice: `Mounted "${linked.name}" at ${linked.mountPoint}` });
     return { ...initialWizard, keys: w.keys };
-  });
+  }, w.mountPoint.trim());
 }
 
 /** "Try it locally": the embedded demo store, no AWS. */

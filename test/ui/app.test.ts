@@ -38,6 +38,24 @@ async function shot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 }
 
+/** Waits until the element with `id` has the keyboard focus. */
+async function focusOn(page: Page, id: string): Promise<void> {
+  await page.waitForFunction(
+    (want) =>
+      (globalThis as unknown as { document: { activeElement: { id: string } | null } }).document.activeElement?.id === want,
+    id,
+    WAIT,
+  );
+}
+
+/** The current step as the step indicator and the heading say it. */
+async function stepSaid(page: Page): Promise<{ current: string[]; heading: string }> {
+  return {
+    current: await page.locator('.steps [aria-current=step]').allTextContents(),
+    heading: (await page.locator('.wizard h2').textContent()) ?? '',
+  };
+}
+
 async function waitText(loc: Locator, re: RegExp): Promise<string> {
   await loc.filter({ hasText: re }).first().waitFor(WAIT);
   return (await loc.first().textContent()) ?? '';
@@ -145,7 +163,34 @@ describe('desktop app in Chromium', () => {
     assert.equal(await page.getByTestId('keys-stored').count(), 0);
     assert.deepEqual(await keychain.accounts(), []);
     assert.equal(new URL(page.url()).hash, '', 'the token is taken out of the address bar');
+    assert.deepEqual(await stepSaid(page), { current: ['AWS keys'], heading: 'Step 1 of 4: AWS keys' });
+    await focusOn(page, 'accessKeyId');
     await shot(page, 'wizard-keys');
+  });
+
+  it('says beside each keys field what is wrong, before anything is sent', async () => {
+    await page.fill('#accessKeyId', 'AKIA_not valid');
+    await waitText(page.getByTestId('accessKeyId-error'), /^An access key ID has no spaces$/);
+    assert.equal(await page.locator('#accessKeyId').getAttribute('aria-describedby'), 'accessKeyId-error');
+    assert.equal(await page.locator('#accessKeyId').getAttribute('aria-invalid'), 'true');
+    await page.fill('#region', 'EU West');
+    await waitText(page.getByTestId('region-error'), /like us-east-1/);
+    await page.fill('#endpoint', 's3.example.com');
+    await waitText(page.getByTestId('endpoint-error'), /starting with https:\/\//);
+    // The secret is judged on submit (or on leaving it), not while typed.
+    assert.equal(await page.getByTestId('secretAccessKey-error').count(), 0);
+    await page.click('text=Check keys');
+    await waitText(page.getByTestId('secretAccessKey-error'), /^Enter the secret access key$/);
+    await focusOn(page, 'accessKeyId');
+    assert.equal(await page.getByTestId('wizard-error').count(), 0, 'nothing was sent, so the host said nothing');
+    assert.deepEqual(await keychain.accounts(), []);
+    await shot(page, 'wizard-validation');
+    await page.fill('#accessKeyId', 'AKIAFILESPACEUITEST1');
+    await page.fill('#region', 'us-east-1');
+    await page.fill('#endpoint', '');
+    await page.getByTestId('accessKeyId-error').waitFor({ state: 'detached', ...WAIT });
+    assert.equal(await page.getByTestId('region-error').count(), 0);
+    assert.equal(await page.getByTestId('endpoint-error').count(), 0);
   });
 
   it('rejects bad keys with a clear message and stores nothing', async () => {
@@ -166,8 +211,18 @@ describe('desktop app in Chromium', () => {
     await page.fill('#secretAccessKey', readonlyKey.secret);
     await page.click('text=Check keys');
     await page.getByTestId('wizard-bucket').waitFor(WAIT);
+    assert.deepEqual(await stepSaid(page), { current: ['Bucket'], heading: 'Step 2 of 4: Bucket' });
     // These keys may not list buckets: the user types the bucket.
     assert.equal(await page.locator('#bucketPick').count(), 0);
+    await focusOn(page, 'bucket');
+    await page.fill('#bucket', 'Auth_Bucket');
+    await waitText(page.getByTestId('bucket-error'), /^Bucket names are lowercase$/);
+    await page.fill('#prefix', 'my team');
+    await waitText(page.getByTestId('prefix-error'), /not spaces/);
+    await page.click('text=Check access and continue');
+    await focusOn(page, 'bucket');
+    assert.equal(await page.getByTestId('policy').count(), 0, 'nothing was sent');
+    await page.fill('#prefix', '');
     await page.fill('#bucket', 'auth-bucket');
     await page.click('text=Check access and continue');
     const msg = await waitText(page.getByTestId('wizard-error'), /lack/);
@@ -192,6 +247,9 @@ describe('desktop app in Chromium', () => {
     await page.fill('#endpoint', moto.endpoint);
     await page.click('text=Check keys');
     await page.getByTestId('wizard-bucket').waitFor(WAIT);
+    // The permission result of the other keys is gone with them.
+    assert.equal(await page.getByTestId('policy').count(), 0, 'a policy for the old keys stays on screen');
+    await focusOn(page, 'bucketPick');
     assert.deepEqual(await page.locator('#bucketPick option').allTextContents(), [
       '(type a bucket name below)',
       'ui-bucket',
@@ -202,14 +260,18 @@ describe('desktop app in Chromium', () => {
     await shot(page, 'wizard-bucket');
     await page.click('text=Check access and continue');
     await page.getByTestId('wizard-passphrase').waitFor(WAIT);
+    assert.deepEqual(await stepSaid(page), { current: ['Passphrase'], heading: 'Step 3 of 4: Passphrase' });
+    await focusOn(page, 'passphrase');
 
     await page.fill('#passphrase', 'short');
     assert.match((await page.getByTestId('strength').textContent()) ?? '', /too short/);
     await page.fill('#passphrase', PASSPHRASE);
     await page.fill('#repeat', `${PASSPHRASE}!`);
     await page.click('text=Continue');
-    await waitText(page.getByTestId('wizard-error'), /differ/);
+    await waitText(page.getByTestId('repeat-error'), /^Does not match the passphrase above$/);
+    assert.equal(await page.locator('#repeat').getAttribute('aria-describedby'), 'repeat-error');
     await page.fill('#repeat', PASSPHRASE);
+    await page.getByTestId('repeat-error').waitFor({ state: 'detached', ...WAIT });
     assert.match((await page.getByTestId('strength').textContent()) ?? '', /good|strong/);
     await shot(page, 'wizard-passphrase');
     await page.click('text=Continue');
@@ -218,18 +280,50 @@ describe('desktop app in Chromium', () => {
     await page.check('#kitSaved');
     await page.click('[data-testid=recovery-kit] button[type=submit]');
     await page.getByTestId('wizard-place').waitFor(WAIT);
+    assert.deepEqual(await stepSaid(page), { current: ['Mount'], heading: 'Step 4 of 4: Mount' });
+    await focusOn(page, 'name');
 
     const suggested = await page.inputValue('#mountPoint');
     assert.equal(suggested, path.join(mountRoot, 'team'));
+    // A folder that cannot be made: a sentence naming it, beside the field, and the bucket as it was.
+    await page.fill('#mountPoint', '/proc/nope');
+    await page.click('text=Create and mount');
+    const said = await waitText(page.getByTestId('mountPoint-error'), /proc\/nope/);
+    assert.equal(said, 'The folder "/proc/nope" does not exist and cannot be made there');
+    assert.equal(await page.locator('#mountPoint').getAttribute('aria-describedby'), 'mountPoint-error');
+    assert.doesNotMatch(await page.locator('.wizard').innerText(), /ENOENT|mkdir|no such file/);
+    const s3 = new S3Client({
+      endpoint: moto.endpoint,
+      forcePathStyle: true,
+      region: TEST_REGION,
+      credentials: TEST_CREDENTIALS,
+    });
+    try {
+      const listed = await s3.send(new ListObjectsV2Command({ Bucket: 'ui-bucket', Prefix: 'team/' }));
+      assert.equal(listed.KeyCount ?? 0, 0, 'a refused mount point created the filespace in the bucket');
+    } finally {
+      s3.destroy();
+    }
+    await page.fill('#mountPoint', 'relative/folder');
+    await waitText(page.getByTestId('mountPoint-error'), /^Enter a full path, starting with \/$/);
+    // The cache size box: at least the engine's floor, in the unit chosen.
+    await page.selectOption('#cacheCapUnit', 'MiB');
+    await page.fill('#cacheCapText', '8');
+    await waitText(page.getByTestId('cacheCapText-error'), /^At least 16 MiB$/);
+    assert.equal(await page.locator('#cacheCapText').getAttribute('aria-describedby'), 'cacheCapText-error');
+    await page.fill('#cacheCapText', '256');
+    await page.getByTestId('cacheCapText-error').waitFor({ state: 'detached', ...WAIT });
     const busy = path.join(dir, 'not-empty');
     await fsp.mkdir(busy);
     await fsp.writeFile(path.join(busy, 'keep.txt'), 'x');
     await page.fill('#mountPoint', busy);
     await page.click('text=Create and mount');
-    await waitText(page.getByTestId('wizard-error'), /not empty/);
+    await waitText(page.getByTestId('mountPoint-error'), /not empty/);
     await page.fill('#mountPoint', suggested);
     await page.fill('#cacheCap', '256');
     assert.equal(await page.getByTestId('cache-cap').textContent(), '256 MiB');
+    assert.equal(await page.inputValue('#cacheCapText'), '256', 'the box follows the slider');
+    assert.equal(await page.getByTestId('cacheCapText-error').count(), 0);
     assert.equal(await page.locator('#cacheCap').getAttribute('aria-valuetext'), '256 MiB', 'the slider speaks in sizes');
     await shot(page, 'wizard-mount');
     await page.click('text=Create and mount');
@@ -392,11 +486,16 @@ describe('desktop app in Chromium', () => {
     await waitText(card.getByTestId('state'), /^mounted$/);
     const mnt = path.join(mountRoot, 'demo');
     assert.equal(await isMounted(mnt), true);
+    // Empty: the card says what to do next, until the first file is written.
+    const hint = await waitText(card.getByTestId('demo-hint'), /Open the folder/);
+    assert.match(hint, /Open the folder .*demo\..*Drop or save a few files into it\..*Watch them upload here/s);
+    await shot(page, 'status-demo-empty');
     // With uploads paused the new file stays pending, and an unmount keeps it in the cache.
     await page.click('[data-testid=pause]');
     await waitText(page.getByTestId('pause'), /Resume uploads/);
     assert.equal(await sh(`printf 'hello from the demo' > '${mnt}/hello.txt' && cat '${mnt}/hello.txt'`), 'hello from the demo');
     await waitText(card.getByTestId('sync-line'), /^Paused — 19 B waiting$/);
+    assert.equal(await card.getByTestId('demo-hint').count(), 0, 'the hint goes once a file is written');
     await shot(page, 'status-demo');
     await card.getByText('Unmount').click();
     await waitText(card.getByTestId('state'), /^unmounted$/);

@@ -159,7 +159,9 @@ describe('two computers and the recovery key, in Chromium', () => {
       );
     assert.ok(['rgb(201, 42, 42)', 'rgb(232, 89, 12)'].includes(red), `weak is shown in red or orange, not ${red}`);
     await pageA.click('text=Continue');
-    await waitText(pageA.getByTestId('wizard-error'), /This passphrase is (very )?weak/);
+    // Said beside the field, tied to it for screen readers.
+    await waitText(pageA.getByTestId('passphrase-error'), /This passphrase is (very )?weak/);
+    assert.equal(await pageA.locator('#passphrase').getAttribute('aria-describedby'), 'passphrase-error');
     await shot(pageA, 'wizard-passphrase-weak');
 
     // The host refuses it too (the renderer is not trusted), and nothing reaches the bucket.

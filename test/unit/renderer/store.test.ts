@@ -11,6 +11,7 @@ import {
   askTakeover,
   connect,
   discardAside,
+  editCacheCap,
   editWizard,
   mount,
   mountAs,
@@ -19,6 +20,7 @@ import {
   NOTICE_MS,
   retry,
   selectFilespaces,
+  wizardErrors,
   setPaused,
   tick,
   store,
@@ -112,7 +114,9 @@ describe('renderer store: wizard', () => {
     connect(host);
     editWizard({ accessKeyId: 'AKIA EXAMPLE', secretAccessKey: 's' });
     await submitKeys();
-    assert.match(w().error ?? '', /^Access key ID:/);
+    // Said beside the field, not sent.
+    assert.equal(w().attempted, true);
+    assert.equal(wizardErrors(w()).accessKeyId, 'An access key ID has no spaces');
     assert.deepEqual(host.calls, []);
   });
 
@@ -223,7 +227,8 @@ describe('renderer store: wizard', () => {
       repeat: 'correct horse batter',
     });
     await submitPassphrase();
-    assert.equal(w().error, 'The two passphrases differ');
+    assert.equal(w().attempted, true);
+    assert.deepEqual(wizardErrors(w()), { repeat: 'Does not match the passphrase above' });
     assert.deepEqual(host.calls, []);
     editWizard({ repeat: 'correct horse battery' });
     await submitPassphrase();
@@ -266,6 +271,8 @@ describe('renderer store: wizard', () => {
       passphrase: 'correct horse battery',
       mountPoint: '/m/team',
       cacheCapBytes: 1e9,
+      cacheCapText: String(1e9 / 2 ** 20),
+      cacheCapUnit: 'MiB',
       cacheDiskFreeBytes: 5e9,
       recoveryKey: '0123456789ABCDEFGHJKMNPQRSTVWXYZ',
     });
@@ -316,6 +323,8 @@ describe('renderer store: wizard', () => {
       passphrase: 'correct horse battery',
       mountPoint: '/m/team',
       cacheCapBytes: 1e9,
+      cacheCapText: String(1e9 / 2 ** 20),
+      cacheCapUnit: 'MiB',
       cacheDiskFreeBytes: 5e9,
     });
     await submitPlace();
@@ -328,9 +337,10 @@ describe('renderer store: wizard', () => {
   it('refuses a cache cap above the free space without asking the host', async () => {
     const host = scripted({});
     connect(host);
-    editWizard({ step: 'place', mountPoint: '/m/team', cacheCapBytes: 6e9, cacheDiskFreeBytes: 5e9 });
+    editWizard({ step: 'place', name: 'team', mountPoint: '/m/team', cacheDiskFreeBytes: 5e9 });
+    editCacheCap('6', 'GiB');
     await submitPlace();
-    assert.match(w().error ?? '', /larger than the free space/);
+    assert.match(wizardErrors(w()).cacheCapText ?? '', /^At most 4\.7 GiB \(the room the cache disk has\)$/);
     assert.deepEqual(host.calls, []);
   });
 });
