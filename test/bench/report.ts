@@ -27,6 +27,9 @@ import {
 } from './results';
 import type { ServerWindow } from './server';
 
+/** Starts the section of BENCHMARKS.md that `npm run bench:scale` writes and this report keeps. */
+export const SCALE_MARKER = '<!-- metadata at scale: written by npm run bench:scale -->';
+
 const MB = 1e6;
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -657,7 +660,10 @@ export async function report(r: RunResults, file: string): Promise<string> {
   if (obs.length > 0) md.push('## Observations (measured in this run)', '', ...obs.map((o) => `- ${o}`), '');
   if (r.errors.length > 0) md.push('## Errors', '', ...r.errors.map((e) => `- ${e}`), '');
   if (r.notes.length > 0) md.push('## Notes', '', ...r.notes.map((n) => `- ${n}`), '');
-  await fsp.writeFile(file, md.join('\n'));
+  // The metadata-at-scale section (metascale.ts) comes from its own run: kept as it is.
+  const old = await fsp.readFile(file, 'utf8').catch(() => '');
+  const scale = old.indexOf(SCALE_MARKER);
+  await fsp.writeFile(file, md.join('\n') + (scale >= 0 ? `\n${old.slice(scale)}` : ''));
   return [
     loadLine,
     '',

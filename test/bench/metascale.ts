@@ -1,0 +1,410 @@
+/**
+ * Metadata at scale: `npm run bench:scale`. What a big tree costs the engine, measured against
+ * the targets of "a million files" (engine memory, a fresh machine's link and mount, a cold stat,
+ * a listing of the whole tree, what a checkpoint writes after a few changes, how many metadata
+ * objects the bucket holds).
+ *
+ * The tree is made through the same calls the FUSE handlers make (the engine's `vfs` as the
+ * adapter mounts it: mkdir, create, write, flush, release), in process, with no kernel mount, on
+ * a bucket on local disk (store/local.ts), so what is measured is the engine's metadata work and
+ * not an S3 server's. Every figure that depends on the tree's size is measured in a process of its
+ * own (its peak resident memory is that phase's):
+ *   1. make: FILESPACE_SCALE_FILES files (default 100,000) in FILESPACE_SCALE_DIRS directories
+ *      (default one per 100 files); one file in ten holds 1 KiB, the rest are empty; then sync;
+ *   2. remount on the same machine: time to open, a stat of sampled paths, a listing of the
+ *      whole tree (readdir and getattr of every entry, as `ls -lR` asks), then 1,000 files
+ *      changed, synced, and the engine closed (which writes a checkpoint);
+ *   3. a fresh machine: link from the bucket and open, then a cold stat.
+ * The bucket's metadata objects are counted and sized after each phase.
+ *
+ * Results are printed and written to BENCHMARKS.md as the section after the marker
+ * `SCALE_MARKER` (the side-by-side benchmark keeps that section when it rewrites the file).
+ */
+
+import { execFile, fork } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Engine } from '../../electron/engine/engine';
+import { createLocalMetadata } from '../../electron/engine/cacheFolder';
+import { resolveSettings } from '../../electron/engine/config';
+import { createFilespace, unlockFilespace } from '../../electron/engine/filespace';
+import { LocalDiskStore } from '../../electron/engine/store/local';
+import { FuseMount, type FuseFilesystem } from '../../native/fuse/adapter';
+import { REPO } from '../helpers/bed';
+import { PASSPHRASE, writeFile } from '../helpers/engineBed';
+import { SCALE_MARKER } from './report';
+
+const MiB = 1024 * 1024;
+const CHANGED_FILES = 1_000;
+const STAT_SAMPLES = 200;
+
+interface Layout {
+  readonly files: number;
+  readonly dirs: number;
+}
+
+const fileAt = (l: Layout, i: number) => `/d${i % l.dirs}/f${i}`;
+
+interface BucketMeta {
+  readonly objects: number;
+  readonly bytes: number;
+  readonly checkpoints: number;
+  readonly newestCheckpointBytes: number;
+  readonly segments: number;
+  /** Size of every metadata object, by key. */
+  readonly sizes: ReadonlyMap<string, number>;
+}
+
+async function bucketMeta(bucketDir: string): Promise<BucketMeta> {
+  const store = new LocalDiskStore(bucketDir);
+  const keys = await store.list('meta/');
+  let bytes = 0;
+  let newestCheckpointBytes = 0;
+  const sizes = new Map<string, number>();
+  const ckpts = keys.filter((k) => k.startsWith('meta/ckpt/'));
+  for (const k of keys) {
+    const got = await store.get(k);
+    const n = got?.body.length ?? 0;
+    bytes += n;
+    sizes.set(k, n);
+    if (k === ckpts[ckpts.length - 1]) newestCheckpointBytes = n;
+  }
+  return {
+    objects: keys.length,
+    bytes,
+    checkpoints: ckpts.length,
+    newestCheckpointBytes,
+    segments: keys.filter((k) => k.startsWith('meta/log/')).length,
+    sizes,
+  };
+}
+
+async function duBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await fsp.readdir(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) total += await duBytes(p);
+    else if (e.isFile()) total += (await fsp.stat(p)).size;
+  }
+  return total;
+}
+
+async function openEngine(root: string, machine: string) {
+  const store = new LocalDiskStore(path.join(root, 'bucket'));
+  const { header, keys } = await unlockFilespace(store, PASSPHRASE);
+  const cacheDir = path.join(root, machine);
+  const started = performance.now();
+  let linkMs = 0;
+  if (!(await fsp.stat(cacheDir).catch(() => undefined))) {
+    await fsp.mkdir(cacheDir);
+    await createLocalMetadata(store, keys, header, cacheDir);
+    linkMs = performance.now() - started;
+  }
+  const engine = await Engine.open({
+    store,
+    keys,
+    header,
+    cacheDir,
+    settings: resolveSettings({ cacheCapBytes: 1024 * MiB, gcIntervalMs: 0 }),
+    log: () => undefined,
+  });
+  return { engine, fs: engine.vfs as FuseFilesystem, linkMs, openMs: performance.now() - started - linkMs };
+}
+
+async function syncAll(engine: Engine): Promise<void> {
+  if (!(await engine.sync(Date.now() + 30 * 60_000))) throw new Error('sync did not finish within 30 minutes');
+}
+
+const peakRssBytes = () => process.resourceUsage().maxRSS * 1024;
+
+/** Stat of `paths`, one at a time: the slowest and the median, in ms. */
+function statTimes(fs: FuseFilesystem, paths: string[]): { maxMs: number; medianMs: number } {
+  const t: number[] = [];
+  for (const p of paths) {
+    const s = performance.now();
+    fs.getattr(p);
+    t.push(performance.now() - s);
+  }
+  t.sort((a, b) => a - b);
+  return { maxMs: t[t.length - 1] ?? 0, medianMs: t[Math.floor(t.length / 2)] ?? 0 };
+}
+
+/** readdir and getattr of every entry below `dir`, as `ls -lR` asks: the number of entries. */
+function walk(fs: FuseFilesystem, dir: string): number {
+  let n = 0;
+  for (const name of fs.readdir(dir)) {
+    if (name === '.' || name === '..') continue;
+    const p = dir === '/' ? `/${name}` : `${dir}/${name}`;
+    const st = fs.getattr(p);
+    n++;
+    if ((st.mode & 0o170000) === 0o040000) n += walk(fs, p);
+  }
+  return n;
+}
+
+function samplePaths(l: Layout, n: number): string[] {
+  const out: string[] = [];
+  for (let k = 0; k < n; k++) out.push(fileAt(l, Math.floor(((k + 0.5) * l.files) / n)));
+  return out;
+}
+
+type PhaseResult = Record<string, number>;
+
+/** Seconds `ls -lR` of the whole tree takes in a child process (never from this one, which serves the mount). */
+function lsSeconds(dir: string): Promise<number> {
+  const started = performance.now();
+  return new Promise((resolve, reject) =>
+    execFile('sh', ['-c', `ls -lR "$1" > /dev/null`, 'ls', dir], { timeout: 30 * 60_000 }, (err) =>
+      err ? reject(new Error(`ls -lR failed: ${err.message}`)) : resolve((performance.now() - started) / 1000),
+    ),
+  );
+}
+
+/** `ls -lR` of the whole tree through a real FUSE mount of the engine, twice: cold, then warm (best of 2). */
+async function lsThroughMount(root: string, engine: Engine): Promise<{ coldS: number; warmS: number }> {
+  const s = engine.currentSettings;
+  const mountPoint = path.join(root, 'mnt');
+  await fsp.mkdir(mountPoint, { recursive: true });
+  const fuse = new FuseMount(mountPoint, engine.vfs, {
+    attrTimeoutSec: s.attrTimeoutSec,
+    entryTimeoutSec: s.entryTimeoutSec,
+    negativeTimeoutSec: s.negativeTimeoutSec,
+    xattrs: s.xattrs,
+    fsName: 'filespace:scale',
+    allowOther: false,
+  });
+  await fuse.mount();
+  try {
+    const coldS = await lsSeconds(mountPoint);
+    const warmS = Math.min(await lsSeconds(mountPoint), await lsSeconds(mountPoint));
+    return { coldS, warmS };
+  } finally {
+    await fuse.unmount(true);
+  }
+}
+
+async function phaseMake(root: string, l: Layout): Promise<PhaseResult> {
+  const store = new LocalDiskStore(path.join(root, 'bucket'));
+  await createFilespace(store, PASSPHRASE, 4 * MiB);
+  const { engine, fs } = await openEngine(root, 'a');
+  const baseRss = process.memoryUsage().rss;
+  const started = performance.now();
+  for (let d = 0; d < l.dirs; d++) fs.mkdir(`/d${d}`, 0o755);
+  const small = Buffer.alloc(1024, 7);
+  const empty = Buffer.alloc(0);
+  let peakRss = baseRss;
+  for (let i = 0; i < l.files; i++) {
+    await writeFile(fs, fileAt(l, i), i % 10 === 0 ? small : empty);
+    if (i % 5_000 === 0) peakRss = Math.max(peakRss, process.memoryUsage().rss);
+  }
+  const makeS = (performance.now() - started) / 1000;
+  const syncStarted = performance.now();
+  await syncAll(engine);
+  const syncS = (performance.now() - syncStarted) / 1000;
+  const rssEnd = process.memoryUsage().rss;
+  await engine.close();
+  return {
+    makeFilesPerSec: l.files / makeS,
+    syncS,
+    rssPerFileBytes: (rssEnd - baseRss) / l.files,
+    peakRss: Math.max(peakRss, peakRssBytes()),
+    localMetaBytes: await duBytes(path.join(root, 'a', 'meta')),
+  };
+}
+
+async function phaseRemount(root: string, l: Layout): Promise<PhaseResult> {
+  const { engine, fs, openMs } = await openEngine(root, 'a');
+  const rssOpen = process.memoryUsage().rss;
+  const stat = statTimes(fs, samplePaths(l, STAT_SAMPLES));
+  const walkStarted = performance.now();
+  const entries = walk(fs, '/');
+  const walkS = (performance.now() - walkStarted) / 1000;
+  const ls = await lsThroughMount(root, engine);
+  const before = await bucketMeta(path.join(root, 'bucket'));
+  const changed = Buffer.alloc(2048, 9);
+  for (let k = 0; k < CHANGED_FILES; k++) await writeFile(fs, fileAt(l, Math.floor((k * l.files) / CHANGED_FILES)), changed);
+  await syncAll(engine);
+  await engine.close();
+  const after = await bucketMeta(path.join(root, 'bucket'));
+  return {
+    openMs,
+    rssAfterOpen: rssOpen,
+    statMaxMs: stat.maxMs,
+    statMedianMs: stat.medianMs,
+    walkEntries: entries,
+    walkEntriesPerSec: entries / walkS,
+    lsColdS: ls.coldS,
+    lsWarmS: ls.warmS,
+    lsEntriesPerSecWarm: entries / ls.warmS,
+    // What the change of 1,000 files added to the bucket's metadata, and the checkpoint in it.
+    changeMetaBytesWritten: [...after.sizes].reduce((sum, [k, n]) => (before.sizes.has(k) ? sum : sum + n), 0),
+    checkpointBytesWritten: [...after.sizes].reduce(
+      (sum, [k, n]) => (before.sizes.has(k) || !k.startsWith('meta/ckpt/') ? sum : sum + n),
+      0,
+    ),
+    checkpointBytes: after.newestCheckpointBytes,
+    peakRss: peakRssBytes(),
+  };
+}
+
+async function phaseFresh(root: string, l: Layout): Promise<PhaseResult> {
+  const started = performance.now();
+  const { engine, fs, linkMs, openMs } = await openEngine(root, 'b');
+  const linkMountMs = performance.now() - started;
+  const s = performance.now();
+  fs.getattr(fileAt(l, l.files - 1));
+  const coldStatMs = performance.now() - s;
+  await engine.close();
+  return { linkMs, openMs, linkMountMs, coldStatMs, peakRss: peakRssBytes() };
+}
+
+const PHASES = { make: phaseMake, remount: phaseRemount, fresh: phaseFresh } as const;
+type Phase = keyof typeof PHASES;
+
+/** Runs one phase in a process of its own; resolves what it measured. */
+function runPhase(phase: Phase, root: string, l: Layout): Promise<PhaseResult> {
+  return new Promise((resolve, reject) => {
+    const child = fork(__filename, ['--phase', phase, root, String(l.files), String(l.dirs)], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      execArgv: ['--max-old-space-size=4096'],
+    });
+    let result: PhaseResult | undefined;
+    child.on('message', (m) => (result = m as PhaseResult));
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      if (result && code === 0) resolve(result);
+      else reject(new Error(`phase ${phase} ended with ${signal ?? `exit code ${code}`}`));
+    });
+  });
+}
+
+const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+const num = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits });
+
+function report(
+  l: Layout,
+  r: Record<Phase, PhaseResult>,
+  meta: BucketMeta,
+  extra: { date: string; host: string; load: [number, number] },
+): string {
+  const m = r.make;
+  const re = r.remount;
+  const f = r.fresh;
+  const peak = Math.max(m.peakRss ?? 0, re.peakRss ?? 0, f.peakRss ?? 0);
+  const ckptShare = (re.checkpointBytesWritten ?? 0) / Math.max(1, re.checkpointBytes ?? 1);
+  const met = (ok: boolean) => (ok ? 'met' : '**NOT met**');
+  const rows: Array<[string, string, string, string]> = [
+    [
+      'Engine peak RSS (make / remount / fresh machine)',
+      `${mb(m.peakRss!)} / ${mb(re.peakRss!)} / ${mb(f.peakRss!)}`,
+      '< 300 MB',
+      met(peak < 300e6),
+    ],
+    [
+      'Fresh machine: unlock, link and open',
+      `${num((f.linkMountMs ?? 0) / 1000, 2)} s (link ${num((f.linkMs ?? 0) / 1000, 2)} s)`,
+      '< 10 s',
+      met((f.linkMountMs ?? 0) < 10_000),
+    ],
+    ['Fresh machine: stat of one path, cold', `${num(f.coldStatMs ?? 0, 2)} ms`, '< 100 ms', met((f.coldStatMs ?? 0) < 100)],
+    [
+      '`ls -lR` of the whole tree through the mount, warm (best of 2)',
+      `${num(re.lsEntriesPerSecWarm ?? 0)} entries/s (${num(re.walkEntries ?? 0)} entries in ${num(re.lsWarmS ?? 0, 2)} s)`,
+      '>= 20,000/s',
+      met((re.lsEntriesPerSecWarm ?? 0) >= 20_000),
+    ],
+    [
+      "Checkpoint written after changing 1,000 files, share of the tree's metadata",
+      `${mb(re.checkpointBytesWritten ?? 0)} = ${num(ckptShare * 100, 1)}%`,
+      '< 5%',
+      met(ckptShare < 0.05),
+    ],
+  ];
+  const lines = [
+    SCALE_MARKER,
+    '',
+    '## Metadata at scale',
+    '',
+    `Generated by \`npm run bench:scale\` (test/bench/metascale.ts) on ${extra.date}, on ${extra.host}. ` +
+      `${num(l.files)} files in ${num(l.dirs)} directories made through the engine's FUSE handlers in process ` +
+      '(one file in ten holds 1 KiB), on a bucket on local disk; each phase in a process of its own. ' +
+      'The targets are those of a million files. ' +
+      `Load average (1 min) at the start and at the end: ${extra.load[0].toFixed(2)} and ${extra.load[1].toFixed(2)} ` +
+      `on ${os.cpus().length} cores (load depresses the rates and times; memory and bytes do not depend on it).`,
+    '',
+    '| Figure | Result | Target | Met |',
+    '|---|---|---|---|',
+    ...rows.map((c) => `| ${c.join(' | ')} |`),
+    '',
+    '| Detail | Result |',
+    '|---|---|',
+    `| Make: files/s through the handlers | ${num(m.makeFilesPerSec ?? 0)} |`,
+    `| Make: sync of everything after | ${num(m.syncS ?? 0, 1)} s |`,
+    `| Engine memory per file while making (RSS growth / files) | ${num(m.rssPerFileBytes ?? 0)} bytes |`,
+    `| Local metadata on disk (machine that made the tree) | ${mb(m.localMetaBytes ?? 0)} (${num((m.localMetaBytes ?? 0) / l.files)} bytes per file) |`,
+    `| \`ls -lR\` through the mount, first time after the remount | ${num(re.lsColdS ?? 0, 2)} s |`,
+    `| Listing in the engine alone (readdir + getattr of every entry, no kernel) | ${num(re.walkEntriesPerSec ?? 0)} entries/s |`,
+    `| Remount on the same machine: open | ${num((re.openMs ?? 0) / 1000, 2)} s, RSS after open ${mb(re.rssAfterOpen ?? 0)} |`,
+    `| Remount: stat of ${STAT_SAMPLES} paths, median / slowest | ${num(re.statMedianMs ?? 0, 3)} / ${num(re.statMaxMs ?? 0, 2)} ms |`,
+    `| Newest checkpoint (the whole tree) | ${mb(re.checkpointBytes ?? 0)} |`,
+    `| All metadata the change of 1,000 files wrote (log segments and checkpoint) | ${mb(re.changeMetaBytesWritten ?? 0)} |`,
+    `| Bucket metadata at the end: objects (segments, checkpoints), bytes | ${num(meta.objects)} (${num(meta.segments)}, ${num(meta.checkpoints)}), ${mb(meta.bytes)} |`,
+    '',
+  ];
+  return lines.join('\n');
+}
+
+async function writeSection(section: string): Promise<void> {
+  const file = path.join(REPO, 'BENCHMARKS.md');
+  const old = await fsp.readFile(file, 'utf8').catch(() => '');
+  const at = old.indexOf(SCALE_MARKER);
+  const head = (at >= 0 ? old.slice(0, at) : old).trimEnd();
+  await fsp.writeFile(file, `${head ? `${head}\n\n` : ''}${section}`);
+}
+
+async function main(): Promise<void> {
+  const files = Number(process.env.FILESPACE_SCALE_FILES ?? 100_000);
+  const dirs = Number(process.env.FILESPACE_SCALE_DIRS ?? Math.max(1, Math.round(files / 100)));
+  if (!Number.isInteger(files) || files < CHANGED_FILES || !Number.isInteger(dirs) || dirs < 1 || dirs > files) {
+    throw new Error(
+      `FILESPACE_SCALE_FILES must be an integer of at least ${CHANGED_FILES}, FILESPACE_SCALE_DIRS between 1 and it`,
+    );
+  }
+  const l = { files, dirs };
+  const root = await fsp.mkdtemp(path.join(os.tmpdir(), 'fs-scale-'));
+  const loadAtStart = os.loadavg()[0] ?? 0;
+  try {
+    const results = {} as Record<Phase, PhaseResult>;
+    for (const phase of Object.keys(PHASES) as Phase[]) {
+      process.stderr.write(`[scale] ${phase}…\n`);
+      results[phase] = await runPhase(phase, root, l);
+      process.stderr.write(`[scale] ${phase}: ${JSON.stringify(results[phase])}\n`);
+    }
+    const meta = await bucketMeta(path.join(root, 'bucket'));
+    const section = report(l, results, meta, {
+      date: new Date().toISOString(),
+      host: `${os.hostname()} (${os.cpus().length} cores)`,
+      load: [loadAtStart, os.loadavg()[0] ?? 0],
+    });
+    process.stdout.write(`${section}\n`);
+    await writeSection(section);
+  } finally {
+    await fsp.rm(root, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[2] === '--phase') {
+  const [, , , phase, root, files, dirs] = process.argv;
+  PHASES[phase as Phase](root!, { files: Number(files), dirs: Number(dirs) })
+    .then((r) => process.send!(r, undefined, {}, () => process.exit(0)))
+    .catch((err: unknown) => {
+      process.stderr.write(`[scale] ${phase} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    });
+} else if (require.main === module) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  });
+}
