@@ -149,9 +149,12 @@ export type SyncResult = z.infer<typeof syncResultSchema>;
 export const gcResultSchema = z.object({ scanned: z.number(), referenced: z.number(), marked: z.number(), deleted: z.number() });
 export type GcResultDto = z.infer<typeof gcResultSchema>;
 
-/** Paths inside the filespace ("/Photos"), as the command or the app resolved them from what the user gave. */
+/**
+ * Paths inside the filespace ("/Photos"), as the command or the app resolved them from what the
+ * user gave; the whole request stays within MAX_BODY_BYTES.
+ */
 export const pinRequestSchema = z
-  .object({ paths: z.array(z.string().min(1).max(4096)).min(1, 'name at least one path').max(256) })
+  .object({ paths: z.array(z.string().min(1).max(4096)).min(1, 'name at least one path').max(64) })
   .strict();
 export type PinRequest = z.infer<typeof pinRequestSchema>;
 export const pinResultSchema = z.object({ added: z.array(z.string()), pins: z.array(pinStatusSchema) });
