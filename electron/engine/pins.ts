@@ -9,8 +9,10 @@
  * What is pinned is everything under the pinned inodes: the chunks of every file reached from
  * them, recomputed after tree changes that touch pinned inodes (local writes and the writer's
  * changes applied on a follower alike), debounced. A recompute walks only the pinned content,
- * never the whole tree; deciding whether a change touches pins costs O(1) per op. The chunk
- * cache never evicts a pinned chunk (chunkCache.ts `setPinned`).
+ * never the whole tree; deciding whether a change touches pins costs O(1) per op, and a rename
+ * or removal elsewhere costs a check of the pins' paths (the whole tree is walked only when a
+ * pin or a folder above it was renamed, to find its new path). The chunk cache never evicts a
+ * pinned chunk (chunkCache.ts `setPinned`).
  *
  * Missing pinned chunks are downloaded in the background, at the lowest priority of the
  * fetcher's download slots (reads and read-ahead go first, and one slot is left for them).
@@ -249,6 +251,8 @@ export class PinKeeper {
   /** Inodes under pins: a change to one of them (or in one of them) changes what is pinned. */
   private watched = new Set<number>();
   private recomputeTimer: NodeJS.Timeout | undefined;
+  /** A change to pinned content waits for the next recompute. */
+  private contentStale = false;
   private retryTimer: NodeJS.Timeout | undefined;
   private downloading: Promise<void> | undefined;
   private again = false;
@@ -334,35 +338,55 @@ export class PinKeeper {
    */
   noteOps(ops: readonly MetaOp[] | 'all'): void {
     if (this.records.length === 0 || this.stopped) return;
-    if (ops === 'all' || ops.some((op) => this.touches(op))) this.scheduleRecompute();
+    if (ops === 'all') return this.schedule('content');
+    for (const op of ops) {
+      const what = this.touches(op);
+      if (what) this.schedule(what);
+    }
   }
 
-  private touches(op: MetaOp): boolean {
+  /**
+   * What an op may change: pinned content (it names a pinned inode, or a pinned folder), or
+   * only where pins are (a rename or removal elsewhere may move or delete a pin or a folder
+   * above one: the pins' paths are checked, O(pins × depth)).
+   */
+  private touches(op: MetaOp): 'content' | 'paths' | undefined {
     const w = this.watched;
     switch (op.t) {
       case 'mk':
       case 'ln':
-        return w.has(op.parent);
+        return w.has(op.parent) ? 'content' : undefined;
       case 'rm':
-        return true; // may remove a pin itself (its parent need not be pinned)
+        return w.has(op.parent) ? 'content' : 'paths';
       case 'mv':
-        return true; // may rename a pin, or move something into or out of one
+        return w.has(op.sp) || w.has(op.dp) ? 'content' : 'paths';
       case 'attr':
       case 'chunk':
       case 'xattr':
-        return w.has(op.ino);
+        return w.has(op.ino) ? 'content' : undefined;
     }
   }
 
-  private scheduleRecompute(): void {
+  private schedule(what: 'content' | 'paths'): void {
+    if (what === 'content') this.contentStale = true;
     if (this.recomputeTimer) return;
     this.recomputeTimer = setTimeout(() => {
       this.recomputeTimer = undefined;
       if (this.stopped) return;
-      this.recompute();
-      this.kick();
+      const content = this.contentStale;
+      this.contentStale = false;
+      if (content || this.pathsChanged()) {
+        this.recompute();
+        this.kick();
+      }
     }, PIN_RECOMPUTE_DELAY_MS);
     this.recomputeTimer.unref();
+  }
+
+  /** Whether a pin was renamed or deleted (then the whole recompute runs). */
+  private pathsChanged(): boolean {
+    const { pins, dropped } = currentPins(this.opts.tree(), this.records);
+    return dropped.length > 0 || pins.some((p, i) => p.path !== this.records[i]?.path);
   }
 
   /** Works out what is pinned now: the pins' current paths and content. O(pinned content). */
