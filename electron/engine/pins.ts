@@ -435,19 +435,25 @@ export class PinKeeper {
       this.problem = undefined;
       return;
     }
+    // Offline or out of room, the pass stops; a chunk that fails otherwise is passed over (the
+    // others still come) and tried again with the next pass.
     let failure: string | undefined;
+    let halted = false;
     let next = 0;
     const worker = async () => {
-      while (!this.stopped && failure === undefined && next < missing.length) {
+      while (!this.stopped && !halted && next < missing.length) {
         if (this.opts.offline()) {
           failure = 'the bucket does not answer';
+          halted = true;
           return;
         }
         const name = missing[next++]!;
         if (cache.has(name) || !this.all.has(name)) continue;
         try {
-          if (!(await this.opts.fetcher.background(name)))
+          if (!(await this.opts.fetcher.background(name))) {
             failure = 'the cache has no room for it (changes waiting to upload fill it)';
+            halted = true;
+          }
         } catch (err) {
           failure = (err as Error).message;
         }
