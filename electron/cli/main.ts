@@ -92,8 +92,9 @@ const USAGE = `usage:
   filespace gc      [NAME]                 (deletes unreferenced chunks after the grace period)
   filespace aside   [NAME] list | export ID DIR | discard ID
                                            (changes kept aside after another machine took over)
-  filespace pin     NAME PATH… | NAME --list  (keeps files or folders in this machine's cache
-                                            for use offline); filespace unpin NAME PATH…
+  filespace pin     NAME PATH… | NAME --list (keeps files and folders in this machine's cache
+                                           for use offline; PATH in the mount point or the filespace)
+  filespace unpin   NAME PATH…
   filespace unlink  NAME [--force]
   filespace list
   filespace demo`;
