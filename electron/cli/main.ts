@@ -57,6 +57,7 @@ import { unmountLinked } from '../host/unmount';
 import { settingFromKey } from './settingKeys';
 import { parseDuration, parseSize } from './units';
 import { log } from '../host/log';
+import { cmdPin, cmdUnpin } from './pin';
 
 // This pinned SDK supports Node 20 (the servers' runtime); its notice about future releases is
 // for whoever upgrades the SDK, not for users of the command.
@@ -91,6 +92,9 @@ const USAGE = `usage:
   filespace gc      [NAME]                 (deletes unreferenced chunks after the grace period)
   filespace aside   [NAME] list | export ID DIR | discard ID
                                            (changes kept aside after another machine took over)
+  filespace pin     NAME PATH… | NAME --list (keeps files and folders in this machine's cache
+                                           for use offline; PATH in the mount point or the filespace)
+  filespace unpin   NAME PATH…
   filespace unlink  NAME [--force]
   filespace list
   filespace demo`;
@@ -776,6 +780,12 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'aside':
         await cmdAside(rest);
+        break;
+      case 'pin':
+        await cmdPin(rest);
+        break;
+      case 'unpin':
+        await cmdUnpin(rest);
         break;
       case 'demo':
         await cmdDemo(rest);

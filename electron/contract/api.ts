@@ -36,6 +36,10 @@ export type LeaseStatusDto = z.infer<typeof leaseStatusSchema>;
 
 export const asideSetSchema = z.object({ id: z.string(), createdAt: z.number(), files: z.number(), reason: z.string() });
 
+/** A file or folder pinned for use offline: its path in the filespace, and how many of its data bytes are in the cache. */
+export const pinStatusSchema = z.object({ path: z.string(), localBytes: z.number(), totalBytes: z.number() });
+export type PinStatusDto = z.infer<typeof pinStatusSchema>;
+
 export const WRITE_STALL_CAUSES = ['paused', 'offline', 'failing', 'idle', 'uploading'] as const;
 
 /** Writers waiting for room in a full cache (or refused it): since when, why, what to do. */
@@ -80,6 +84,10 @@ export const statusSchema = z.object({
   pendingFiles: z.array(z.string()).optional(),
   lease: leaseStatusSchema.optional(),
   aside: z.array(asideSetSchema).optional(),
+  /** What this machine keeps cached for use offline (also while unmounted, from the cache folder). */
+  pins: z.array(pinStatusSchema).optional(),
+  /** Why pinned data is not all in the cache yet, while it is not (no room, the bucket offline). */
+  pinsProblem: z.string().nullable().optional(),
 });
 export type StatusDto = z.infer<typeof statusSchema>;
 
@@ -141,6 +149,17 @@ export type SyncResult = z.infer<typeof syncResultSchema>;
 export const gcResultSchema = z.object({ scanned: z.number(), referenced: z.number(), marked: z.number(), deleted: z.number() });
 export type GcResultDto = z.infer<typeof gcResultSchema>;
 
+/**
+ * Paths inside the filespace ("/Photos"), as the command or the app resolved them from what the
+ * user gave; the whole request stays within MAX_BODY_BYTES.
+ */
+export const pinRequestSchema = z
+  .object({ paths: z.array(z.string().min(1).max(4096)).min(1, 'name at least one path').max(64) })
+  .strict();
+export type PinRequest = z.infer<typeof pinRequestSchema>;
+export const pinResultSchema = z.object({ added: z.array(z.string()), pins: z.array(pinStatusSchema) });
+export type PinResult = z.infer<typeof pinResultSchema>;
+
 /** Route map: path -> request and response schemas. */
 export const routes = {
   '/v1/status': { method: 'GET', request: z.object({}).strict(), response: statusSchema },
@@ -149,6 +168,8 @@ export const routes = {
   '/v1/set': { method: 'POST', request: setRequestSchema, response: z.object({ ok: z.literal(true) }) },
   '/v1/pause': { method: 'POST', request: pauseRequestSchema, response: z.object({ ok: z.literal(true) }) },
   '/v1/gc': { method: 'POST', request: z.object({}).strict(), response: gcResultSchema },
+  '/v1/pin': { method: 'POST', request: pinRequestSchema, response: pinResultSchema },
+  '/v1/unpin': { method: 'POST', request: pinRequestSchema, response: pinResultSchema },
 } as const;
 export type Route = keyof typeof routes;
 export type RequestOf<R extends Route> = z.input<(typeof routes)[R]['request']>;

@@ -262,6 +262,12 @@ export const appRoutes = {
     request: z.object({ startAtLogin: z.boolean().optional(), mountAtStart: z.array(nameSchema).max(100).optional() }).strict(),
     response: appSettingsDtoSchema,
   },
+  /**
+   * Pins a file or folder for use offline (the command's `filespace pin`): `path` inside the
+   * mount point, or inside the filespace ("/Photos"). The card lists pins from the status.
+   */
+  'pins.add': { request: z.object({ name: nameSchema, path: z.string().min(1).max(4096) }).strict(), response: ok },
+  'pins.remove': { request: z.object({ name: nameSchema, path: z.string().min(1).max(4096) }).strict(), response: ok },
 } as const;
 
 export type AppRoute = keyof typeof appRoutes;
@@ -284,3 +290,5 @@ export const IPC_INVOKE = 'filespace:invoke';
 export const IPC_EVENT = 'filespace:event';
 export const IPC_PICK_FOLDER = 'filespace:pick-folder';
 export const IPC_OPEN_FOLDER = 'filespace:open-folder';
+/** A folder dialog opened in a filespace's mount point, to choose what to pin. */
+export const IPC_PICK_PIN = 'filespace:pick-pin';

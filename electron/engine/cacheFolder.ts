@@ -34,6 +34,7 @@ import { EngineSettings } from './config';
 import { FilespaceHeader, linkedChunkSizeMismatch } from './filespace';
 import { Machine } from './meta/lease';
 import { MetaStore } from './meta/metastore';
+import type { Tree } from './meta/tree';
 import { RepairResult, describeLocalDamage, repairLocalMetadata } from './repair';
 import { RemoteMeta } from './meta/remote';
 import { ObjectStore } from './store/types';
@@ -131,6 +132,8 @@ export async function openLocalStores(
     readonly settings: EngineSettings;
     readonly log?: (msg: string) => void;
     readonly name?: string;
+    /** Chunks never to evict (pins.ts), worked out from the tree before the cache first evicts. */
+    readonly pinned?: (tree: Tree) => ReadonlySet<string>;
   },
   uncleanStop: boolean,
 ): Promise<LocalStores> {
@@ -169,6 +172,7 @@ export async function openLocalStores(
     sealed,
     new ReceivedIO(opts.keys.cacheKey, opts.keys.chunkKey),
   );
+  if (opts.pinned) cache.setPinned(opts.pinned(meta.tree));
   await cache.init();
   cache.onDamaged = (name, why) => opts.log?.(`cached chunk ${name} was damaged (${why}); fetching it again`);
   return { meta, dirty, cache, handles };

@@ -16,6 +16,7 @@
  *   meta/role.ts         writer, follower or fenced: the lease, following, fencing (invariant 4)
  *   prefetch/fetcher.ts  downloads, merged and read ahead
  *   store/monitored.ts   every request, and the one judge of "offline" (with since when)
+ *   pins.ts              what is pinned for use offline, kept cached and downloaded behind reads
  *   gc.ts, aside.ts, repair.ts, status.ts: garbage collection, changes set aside, repair of
  *                        damaged local metadata (refused at open, nothing changed), status
  *
@@ -62,6 +63,7 @@ import { UserError } from './errors';
 import { checkCapFitsChunks, lockCacheDir, machineOf, openLocalStores } from './cacheFolder';
 import { settledWithin } from './util/concurrency';
 import { EngineStats, PendingFiles, Throughput, describeWritesWaiting } from './status';
+import { PinKeeper, PinProgress, PinRecord, pinnedChunks } from './pins';
 
 export interface EngineOptions {
   readonly store: ObjectStore;
@@ -80,6 +82,10 @@ export interface EngineOptions {
   readonly name?: string;
   /** Threads that do the per-byte work of uploads (upload/encoder.ts); default none (the engine thread). */
   readonly encodeWorkers?: number;
+  /** What this machine keeps cached for use offline (pins.ts); kept by the host. */
+  readonly pins?: readonly PinRecord[];
+  /** The pins changed (added, removed, renamed, or dropped with what they named): the host keeps them. */
+  readonly onPinsChanged?: (pins: readonly PinRecord[]) => void;
 }
 
 export type { LeaseStatus } from './meta/role';
@@ -99,6 +105,7 @@ export class Engine {
   private settings: EngineSettings;
   private uploadsPaused = false;
   private readonly aside: AsideSets;
+  private readonly pinKeeper: PinKeeper;
   private readonly throughput = new Throughput();
   private readonly pending = new PendingFiles();
   private readonly timers: NodeJS.Timeout[] = [];
@@ -235,6 +242,17 @@ export class Engine {
         if (!cache.wouldExceedCap(meta.chunkSize)) this.writeback.setPressure(false);
       },
     });
+    this.pinKeeper = new PinKeeper({
+      tree: () => meta.tree,
+      cache,
+      fetcher: this.fetcher,
+      concurrency: () => this.settings.downloadConcurrency,
+      offline: () => store.offline,
+      pins: opts.pins ?? [],
+      onPinsChanged: (pins) => opts.onPinsChanged?.(pins),
+      log: this.log,
+    });
+    meta.onApplied = (ops) => this.pinKeeper.noteOps(ops);
     this.writingStopped = new Promise<false>((resolve) => (this.stopWriting = () => resolve(false)));
     this.replicator.onConflict = () => {
       this.writeback.setPressure(false);
@@ -249,6 +267,7 @@ export class Engine {
         this.writeback.retryNow();
         this.replicator.retryNow();
         this.role.retryNow();
+        this.pinKeeper.retryNow();
       }
       this.vfs.drainChanged();
     };
@@ -297,7 +316,11 @@ export class Engine {
       );
     const { file: lockFile, uncleanStop } = await lockCacheDir(opts.cacheDir);
     try {
-      const { meta, dirty, cache, handles } = await openLocalStores(opts, uncleanStop);
+      const pins = opts.pins ?? [];
+      const { meta, dirty, cache, handles } = await openLocalStores(
+        { ...opts, pinned: (tree) => new Set(pinnedChunks(tree, pins).keys()) },
+        uncleanStop,
+      );
       const machine = await machineOf(opts.cacheDir);
       let settings = () => opts.settings;
       const store = new MonitoredStore(opts.store, {
@@ -328,6 +351,7 @@ export class Engine {
     await this.role.start();
     this.writeback.start();
     this.replicator.schedule(0);
+    this.pinKeeper.start();
     if (this.role.mode === 'write' && this.settings.gcIntervalMs > 0) {
       this.every(this.settings.gcIntervalMs, () => {
         if (this.role.canCommit())
@@ -376,6 +400,7 @@ export class Engine {
   updateSettings(partial: Partial<EngineSettings>): EngineSettings {
     const next = resolveSettings({ ...this.settings, ...partial });
     checkCapFitsChunks(next.cacheCapBytes, this.meta.chunkSize);
+    this.pinKeeper.checkCap(next.cacheCapBytes);
     this.settings = next;
     this.cache.setLimits({
       capBytes: next.cacheCapBytes,
@@ -437,7 +462,27 @@ export class Engine {
       pendingFiles: this.pending.paths(this.meta.tree, () => this.dirty.inodes()),
       lease: this.role.status(),
       aside: this.aside.summary(),
+      pins: this.pinKeeper.progress(),
+      pinsProblem: this.pinKeeper.problem,
     };
+  }
+
+  /**
+   * Pins filespace paths for use offline (pins.ts): refused as a whole, nothing changed, when a
+   * path is bad or they do not fit in the cache cap. Resolves the pins added.
+   */
+  pin(paths: readonly string[]): PinRecord[] {
+    return this.pinKeeper.add(paths, this.settings.cacheCapBytes);
+  }
+
+  /** Unpins filespace paths; refused as a whole when one is not pinned. */
+  unpin(paths: readonly string[]): void {
+    this.pinKeeper.remove(paths);
+  }
+
+  /** Each pin with how much of it is in the cache. */
+  pins(): PinProgress[] {
+    return this.pinKeeper.progress();
   }
 
   /** Discards one set of changes kept aside (see aside.ts); status stops listing it at once. */
@@ -489,6 +534,7 @@ export class Engine {
     this.closed = true;
     // Writes acknowledged from memory go to the dirty store before anything stops.
     this.vfs.stop();
+    this.pinKeeper.stop();
     await this.vfs.flushAll().catch((err) => this.log(`closing: writing buffered data failed: ${(err as Error).message}`));
     // In-flight uploads commit nothing more; their chunks stay dirty and upload next time.
     this.uploader.stop();

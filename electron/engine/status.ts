@@ -42,6 +42,10 @@ export interface EngineStats {
   lease: LeaseStatus;
   /** Sets of changes kept aside because another machine took over (see `filespace aside`). */
   aside: Array<{ id: string; createdAt: number; files: number; reason: string }>;
+  /** What is pinned for use offline, with how much of each is here (pins.ts). */
+  pins: Array<{ path: string; localBytes: number; totalBytes: number }>;
+  /** Why pinned data is not all downloaded, while it is not. */
+  pinsProblem: string | undefined;
 }
 
 export interface WritesWaitingStatus {

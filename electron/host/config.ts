@@ -63,6 +63,8 @@ export const linkConfigSchema = z.object({
   conditionalWrites: z.boolean().default(true),
   /** 'keychain': linked by the desktop app; the passphrase and AWS keys live in the OS keychain, not in passphraseFile. */
   secrets: z.literal('keychain').optional(),
+  /** Files and folders kept in this machine's cache for use offline (engine/pins.ts): inode, and path when last seen. */
+  pins: z.array(z.object({ ino: z.number().int().positive(), path: z.string() })).optional(),
 });
 export type LinkConfig = z.infer<typeof linkConfigSchema>;
 

@@ -18,7 +18,8 @@
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
-import { GcResultDto, MountState, SettingsChange, StatusDto, SyncResult } from '../contract/api';
+import { GcResultDto, MountState, PinResult, SettingsChange, StatusDto, SyncResult } from '../contract/api';
+import type { PinRecord } from '../engine/pins';
 import { Engine } from '../engine/engine';
 import { resolveSettings, EngineSettings } from '../engine/config';
 import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
@@ -67,6 +68,7 @@ export class MountHost {
   private finished!: () => void;
   readonly done = new Promise<void>((r) => (this.finished = r));
   private shuttingDown: Promise<void> | undefined;
+  private pinsSaved: Promise<void> = Promise.resolve();
 
   constructor(
     private cfg: LinkConfig,
@@ -99,6 +101,8 @@ export class MountHost {
       takeover: this.opts.takeover,
       conditionalWrites: this.cfg.conditionalWrites,
       name: this.cfg.name,
+      pins: this.cfg.pins ?? [],
+      onPinsChanged: (pins) => this.savePins(pins),
     });
     const s = this.engine.currentSettings;
     try {
@@ -161,6 +165,8 @@ export class MountHost {
             aside: st.aside,
             offlineSince: st.offlineSince ?? null,
             writesWaiting: st.writesWaiting ?? null,
+            pins: st.pins,
+            pinsProblem: st.pinsProblem ?? null,
           }
         : {}),
     };
@@ -183,6 +189,8 @@ export class MountHost {
         return { ok: true as const };
       },
       '/v1/gc': () => this.collectGarbage(),
+      '/v1/pin': (req: { paths: string[] }) => this.pin(req.paths),
+      '/v1/unpin': (req: { paths: string[] }) => this.unpin(req.paths),
     };
   }
 
@@ -223,6 +231,30 @@ export class MountHost {
   /** Discards a set of changes kept aside, through the running engine (so its status follows). */
   discardAside(id: string): Promise<void> {
     return this.running().discardAside(id);
+  }
+
+  /** Pins filespace paths in the running engine (which checks them); the link configuration keeps them. */
+  async pin(paths: readonly string[]): Promise<PinResult> {
+    const engine = this.running();
+    const added = engine.pin(paths).map((p) => p.path);
+    await this.pinsSaved;
+    return { added, pins: engine.pins() };
+  }
+
+  async unpin(paths: readonly string[]): Promise<PinResult> {
+    const engine = this.running();
+    engine.unpin(paths);
+    await this.pinsSaved;
+    return { added: [], pins: engine.pins() };
+  }
+
+  /** Keeps the engine's pins in the link configuration, one save at a time, in order. */
+  private savePins(pins: readonly PinRecord[]): void {
+    this.cfg = { ...this.cfg, pins: [...pins] };
+    const cfg = this.cfg;
+    this.pinsSaved = this.pinsSaved
+      .then(() => saveConfig(this.h, cfg))
+      .catch((err) => this.opts.log(`saving the pins of ${cfg.name}: ${(err as Error).message}`));
   }
 
   collectGarbage(): Promise<GcResultDto> {
@@ -289,6 +321,7 @@ export class MountHost {
     if (this.fuse?.isMounted) await this.fuse.unmount(true).catch(() => undefined);
     if (this.engine) await this.engine.close().catch((err) => this.opts.log(`closing the engine: ${(err as Error).message}`));
     this.engine = undefined;
+    await this.pinsSaved;
     if (this.server) {
       // Stop listening now, but let the request that asked for the unmount get its answer.
       const server = this.server;

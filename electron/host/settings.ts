@@ -2,7 +2,8 @@
  * Changing the per-machine settings of a linked filespace, as typed values: applied live to a
  * mount this process runs (called directly), or to a mount another process runs (over its
  * control socket), else saved for the next mount. The values are checked once, by whoever
- * applies them: the running engine, or resolveSettings here when nothing runs.
+ * applies them: the running engine, or resolveSettings here when nothing runs (and, for the
+ * cache cap, the room pinned data needs: host/pins.ts).
  */
 
 import type { SettingsChange } from '../contract/api';
@@ -10,6 +11,7 @@ import { EngineSettings, resolveSettings } from '../engine/config';
 import { Homes, LinkConfig, saveConfig, socketPath } from './config';
 import { callControl, notRunning } from './control';
 import type { MountHost } from './mountHost';
+import { checkCapForPinsUnmounted } from './pins';
 
 /** Compile-time check: every setting the contract lets a user change is an engine setting of that name and unit. */
 type NotEngineSettings = Exclude<keyof SettingsChange, keyof EngineSettings>;
@@ -37,7 +39,9 @@ export async function applySettings(
     if (!notRunning(err)) throw err;
   }
   const settings = { ...cfg.settings, ...asEngineSettings(change) };
-  resolveSettings(settings);
+  const resolved = resolveSettings(settings);
+  // Pinned data must still fit (a running engine checks this itself).
+  if (change.cacheCapBytes !== undefined) await checkCapForPinsUnmounted(cfg, resolved.cacheCapBytes);
   await saveConfig(h, { ...cfg, settings });
   return 'next-mount';
 }

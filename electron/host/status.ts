@@ -14,6 +14,7 @@ import { damageSummary } from '../engine/repair';
 import { Homes, LinkConfig, socketPath } from './config';
 import { callControl, notRunning } from './control';
 import { settingsOf } from './mountHost';
+import { pinsUnmounted } from './pins';
 
 /** Bytes the cache folder's chunks and dirty data take on disk, remembered for 5 s (it walks the folder). */
 const onDisk = new Map<string, { at: number; bytes: Promise<number> }>();
@@ -76,5 +77,6 @@ export async function statusOf(h: Homes, cfg: LinkConfig): Promise<StatusDto> {
     uploadsPaused: false,
     readOnlyReason: null,
     lastError: damage ? `${damage}; see "filespace check ${cfg.name}"` : null,
+    pins: await pinsUnmounted(cfg).catch(() => []),
   };
 }

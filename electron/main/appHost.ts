@@ -75,6 +75,7 @@ import { checkMountPoint } from '../host/mountPoint';
 import { checkPlacement } from '../host/placement';
 import { applySettings } from '../host/settings';
 import { statusOf } from '../host/status';
+import { filespacePathOf, pinLinked, unpinLinked } from '../host/pins';
 import { openStore } from '../host/stores';
 import { AppSettings, AppSettingsFile } from './appSettings';
 import { checkBucket, checkKeys, storeFor } from './permissions';
@@ -687,6 +688,18 @@ export class AppHost {
       });
       this.o.onAppSettings?.(next);
       return { startAtLogin: next.startAtLogin, mountAtStart: next.mountAtStart, uploadsPaused: next.uploadsPaused };
+    },
+    'pins.add': async ({ name, path: given }) => {
+      const cfg = await loadConfig(this.o.homes, name);
+      await pinLinked(this.o.homes, cfg, [filespacePathOf(cfg.mountPoint, given, cfg.mountPoint)], this.mounts.get(name));
+      void this.publish();
+      return { ok: true as const };
+    },
+    'pins.remove': async ({ name, path: given }) => {
+      const cfg = await loadConfig(this.o.homes, name);
+      await unpinLinked(this.o.homes, cfg, [filespacePathOf(cfg.mountPoint, given, cfg.mountPoint)], this.mounts.get(name));
+      void this.publish();
+      return { ok: true as const };
     },
     'uploads.pause': async ({ paused }) => {
       this.uploadsPaused = paused;

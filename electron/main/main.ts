@@ -28,6 +28,7 @@ import {
   IPC_INVOKE,
   IPC_OPEN_FOLDER,
   IPC_PICK_FOLDER,
+  IPC_PICK_PIN,
   type AppRequest,
   type AppRoute,
   type AppStatus,
@@ -156,6 +157,17 @@ async function start(): Promise<void> {
     const r = await dialog.showOpenDialog(win, {
       properties: ['openDirectory', 'createDirectory'],
       title: 'Choose an empty folder to mount the filespace in',
+    });
+    return r.canceled ? undefined : r.filePaths[0];
+  });
+  ipcMain.handle(IPC_PICK_PIN, async (e, name: unknown) => {
+    if (!trustedSender(e) || !win || typeof name !== 'string') return undefined;
+    const f = (await host.status()).filespaces.find((x) => x.name === name);
+    if (!f) return undefined;
+    const r = await dialog.showOpenDialog(win, {
+      defaultPath: f.mountPoint,
+      properties: ['openDirectory'],
+      title: 'Choose a folder to keep on this computer',
     });
     return r.canceled ? undefined : r.filePaths[0];
   });

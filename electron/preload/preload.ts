@@ -5,7 +5,7 @@
  */
 
 import { contextBridge, ipcRenderer, type IpcRendererEvent } from 'electron';
-import { IPC_EVENT, IPC_INVOKE, IPC_OPEN_FOLDER, IPC_PICK_FOLDER } from '../contract/app';
+import { IPC_EVENT, IPC_INVOKE, IPC_OPEN_FOLDER, IPC_PICK_FOLDER, IPC_PICK_PIN } from '../contract/app';
 
 contextBridge.exposeInMainWorld('filespace', {
   invoke: (route: string, body: unknown) => ipcRenderer.invoke(IPC_INVOKE, route, body),
@@ -15,5 +15,6 @@ contextBridge.exposeInMainWorld('filespace', {
     return () => ipcRenderer.removeListener(IPC_EVENT, wrapped);
   },
   pickFolder: () => ipcRenderer.invoke(IPC_PICK_FOLDER),
+  pickPin: (name: string) => ipcRenderer.invoke(IPC_PICK_PIN, name),
   openFolder: (path: string) => ipcRenderer.invoke(IPC_OPEN_FOLDER, path),
 });

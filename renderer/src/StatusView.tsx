@@ -9,6 +9,7 @@ import { countOf, followersWords, leaseWords, recentRate, statusHeadline } from 
 import { Chart } from './Chart';
 import { actionProblemsOf, plainWords, type Problem } from './problems';
 import { SecondMachinePanel, AsidePanel, FollowerPanel, isFollower } from './SecondMachine';
+import { PinsPanel } from './Pins';
 import {
   dismiss,
   hostTransport,
@@ -244,6 +245,7 @@ function Card({ f }: { f: FilespaceSummary }) {
         ) : null}
       </dl>
       {history.length > 0 ? <Chart samples={history} now={now} /> : null}
+      <PinsPanel f={f} />
       {busyMessage && mounted ? (
         <div className="error" role="alert" data-testid="unmount-busy">
           <p>Cannot unmount: {busyMessage}.</p>

@@ -44,6 +44,8 @@ export interface Transport {
   readonly pickFolder?: () => Promise<string | undefined>;
   /** Opens a folder in the file manager (Electron only). */
   readonly openFolder?: (path: string) => Promise<void>;
+  /** Native folder dialog in filespace `name`'s mount point, to choose what to pin (Electron only). */
+  readonly pickPin?: (name: string) => Promise<string | undefined>;
 }
 
 function checked<R extends AppRoute>(route: R, data: unknown): AppResponse<R> {
@@ -58,6 +60,7 @@ export interface BridgeApi {
   onEvent(listener: (e: unknown) => void): () => void;
   pickFolder(): Promise<string | undefined>;
   openFolder(path: string): Promise<void>;
+  pickPin?(name: string): Promise<string | undefined>;
 }
 
 export function ipcTransport(bridge: BridgeApi): Transport {
@@ -76,6 +79,7 @@ export function ipcTransport(bridge: BridgeApi): Transport {
     },
     pickFolder: () => bridge.pickFolder(),
     openFolder: (p) => bridge.openFolder(p),
+    pickPin: bridge.pickPin ? (name) => bridge.pickPin!(name) : undefined,
   };
 }
 

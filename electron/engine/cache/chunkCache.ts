@@ -22,6 +22,10 @@
  * makes clean chunks go first); a fetched chunk is cached only if it fits once clean chunks
  * have made room, else it is served without a copy on disk.
  *
+ * Pinned chunks (pins.ts) are never evicted: eviction passes over them, and they count against
+ * the cap like the rest (pins.ts keeps them within it). The pinned set is given before `init`,
+ * so even the first eviction at start spares them.
+ *
  * A miss is not an error: `read` resolves to `undefined` when the chunk is not here.
  *
  * Sequential readers are served from a small in-memory LRU of whole chunks (`memoryBytes`,
@@ -93,6 +97,8 @@ export class ChunkCache {
   private readonly memoryBytes: number;
   /** Headers of cache files already read (and for sealed files checked), by chunk name. */
   private readonly files = new Map<string, CacheFile>();
+  /** Chunks that are never evicted (pinned for use offline). */
+  private pinned: ReadonlySet<string> = new Set();
   /** Called when a damaged cache file is found (it is removed and refetched). */
   onDamaged: (name: string, why: string) => void = () => undefined;
 
@@ -277,6 +283,11 @@ export class ChunkCache {
     return this.index.has(name);
   }
 
+  /** The chunks never to evict from now on (the whole pinned set; replaces the last one). */
+  setPinned(names: ReadonlySet<string>): void {
+    this.pinned = names;
+  }
+
   /** Names of the chunks cached on disk (a copy: removing while iterating is safe). */
   names(): string[] {
     return [...this.index.keys()];
@@ -445,6 +456,7 @@ export class ChunkCache {
   async evictUntil(targetBytes: number): Promise<void> {
     for (const name of [...this.index.keys()]) {
       if (this.usedBytes <= targetBytes) break;
+      if (this.pinned.has(name)) continue;
       await this.remove(name);
     }
   }
@@ -503,6 +515,7 @@ export class ChunkCache {
     let freed = 0;
     for (const name of [...this.index.keys()]) {
       if (freed >= bytes) break;
+      if (this.pinned.has(name)) continue;
       freed += this.index.get(name) ?? 0;
       await this.remove(name);
     }

@@ -81,6 +81,8 @@ export class MetaStore {
   onRelease: (inos: number[]) => void = () => undefined;
   /** Called after every commit that added work for the replicator. */
   onChange: () => void = () => undefined;
+  /** Called with the ops just applied to the tree (committed here, or another machine's); 'all' when the tree was replaced. */
+  onApplied: (ops: readonly MetaOp[] | 'all') => void = () => undefined;
 
   private constructor(
     private current: Tree,
@@ -209,6 +211,7 @@ export class MetaStore {
     this.pendingTimes.push(Date.now());
     if (released.length > 0) this.onRelease(released);
     this.onChange();
+    this.onApplied([op]);
     if (this.journal.bytes > CHECKPOINT_JOURNAL_BYTES && !this.checkpointing) {
       this.checkpointing = this.checkpoint().finally(() => (this.checkpointing = undefined));
       this.checkpointing.catch(() => undefined);
@@ -238,6 +241,7 @@ export class MetaStore {
     }
     this.remoteSeq = seq;
     this.journal.append({ pushed: seq, count: 0 });
+    this.onApplied(ops);
   }
 
   /**
@@ -251,6 +255,7 @@ export class MetaStore {
     this.pendingRemote = [];
     this.pendingTimes = [];
     this.remoteSeq = remoteSeq;
+    this.onApplied('all');
     await this.checkpoint();
   }
 

@@ -10,6 +10,9 @@
  * without holding up other reads by more than the downloads already running. Read-ahead waits
  * in a queue of at most `concurrency` chunks; more is dropped (the reader asks again).
  *
+ * Pinned data (pins.ts) downloads in the background, behind both: it takes a slot only when no
+ * read or read-ahead waits, and leaves one slot free for them; it is not kept in memory.
+ *
  * A download answers its readers as soon as it is decoded: the copy into the clean cache is
  * written behind it (`cacheWritesDone` waits for those), and until it is in, the decoded bytes
  * are served from here. The download keeps its slot until then, so memory stays bounded by the
@@ -61,14 +64,21 @@ interface Downloaded {
   readonly data: Buffer;
 }
 
+/** How much a download is waited for: a reader now, read-ahead, or background (pinned data). */
+export type DownloadPriority = 'urgent' | 'ahead' | 'background';
+
 /**
- * `limit` download slots, granted to urgent requests first, then to read-ahead, each in order
+ * `limit` download slots, granted to urgent requests first, then to read-ahead, then to
+ * background downloads (which leave one slot free when there are two or more), each in order
  * of arrival; a waiting request can be made urgent.
  */
 class DownloadSlots {
   private active = 0;
-  private readonly urgent = new Map<string, () => void>();
-  private readonly ahead = new Map<string, () => void>();
+  private activeBackground = 0;
+  /** Waiters, told whether their slot counts as a background one. */
+  private readonly urgent = new Map<string, (background: boolean) => void>();
+  private readonly ahead = new Map<string, (background: boolean) => void>();
+  private readonly background = new Map<string, (background: boolean) => void>();
 
   constructor(private limit: number) {}
 
@@ -86,37 +96,64 @@ class DownloadSlots {
     this.grant();
   }
 
-  async run<T>(name: string, urgent: boolean, fn: () => Promise<T>): Promise<T> {
-    if (this.active >= this.limit || this.urgent.size > 0 || (!urgent && this.ahead.size > 0)) {
-      await new Promise<void>((resolve) => (urgent ? this.urgent : this.ahead).set(name, resolve));
-    } else {
+  /** Background downloads may hold this many slots at once. */
+  private get backgroundLimit(): number {
+    return this.limit > 1 ? this.limit - 1 : 1;
+  }
+
+  async run<T>(name: string, priority: DownloadPriority, fn: () => Promise<T>): Promise<T> {
+    const background = priority === 'background';
+    const wait =
+      this.active >= this.limit ||
+      this.urgent.size > 0 ||
+      (priority !== 'urgent' && this.ahead.size > 0) ||
+      (background && (this.background.size > 0 || this.activeBackground >= this.backgroundLimit));
+    // A background download promoted while it waited is granted an ordinary slot (see grant).
+    let countedBackground = background;
+    if (wait) countedBackground = await new Promise<boolean>((resolve) => this.queueOf(priority).set(name, resolve));
+    else {
       this.active++;
+      if (background) this.activeBackground++;
     }
     try {
       return await fn();
     } finally {
       this.active--;
+      if (countedBackground) this.activeBackground--;
       this.grant();
     }
   }
 
-  /** A read-ahead request for `name` still waiting becomes urgent. */
+  private queueOf(priority: DownloadPriority): Map<string, (background: boolean) => void> {
+    return priority === 'urgent' ? this.urgent : priority === 'ahead' ? this.ahead : this.background;
+  }
+
+  /** A read-ahead or background request for `name` still waiting becomes urgent. */
   promote(name: string): void {
-    const w = this.ahead.get(name);
-    if (!w) return;
-    this.ahead.delete(name);
-    this.urgent.set(name, w);
-    this.grant();
+    for (const queue of [this.ahead, this.background]) {
+      const w = queue.get(name);
+      if (!w) continue;
+      queue.delete(name);
+      this.urgent.set(name, w);
+      this.grant();
+      return;
+    }
   }
 
   private grant(): void {
     while (this.active < this.limit) {
-      const queue = this.urgent.size > 0 ? this.urgent : this.ahead;
+      let queue = this.urgent.size > 0 ? this.urgent : this.ahead;
+      const background = queue.size === 0;
+      if (background) {
+        if (this.activeBackground >= this.backgroundLimit) return;
+        queue = this.background;
+      }
       const first = queue.entries().next();
       if (first.done) return;
       queue.delete(first.value[0]);
       this.active++;
-      first.value[1]();
+      if (background) this.activeBackground++;
+      first.value[1](background);
     }
   }
 }
@@ -127,6 +164,8 @@ export class ChunkFetcher {
   /** Chunks downloaded whose copy into the clean cache is still being written: name -> decoded bytes. */
   private readonly storing = new Map<string, Buffer>();
   private readonly stores = new Set<Promise<void>>();
+  /** The copy into the clean cache being written, by chunk name. */
+  private readonly writes = new Map<string, Promise<void>>();
   /** Chunks a reader waits on now. */
   private readonly demanded = new Set<string>();
   readonly stats: FetcherStats = { downloadedBytes: 0, lastError: undefined };
@@ -163,14 +202,25 @@ export class ChunkFetcher {
   fetch(name: string): Promise<Buffer> {
     this.slots.promote(name);
     this.demanded.add(name);
-    return this.load(name, true).finally(() => this.demanded.delete(name));
+    return this.load(name, 'urgent').finally(() => this.demanded.delete(name));
   }
 
   /** Starts a read-ahead download unless the chunk is here or coming, or read-ahead is queued full; never throws. */
   prefetch(name: string): void {
     if (this.cache.has(name) || this.flights.has(name) || this.storing.has(name) || this.cache.inMemoryPeek(name)) return;
     if (this.slots.inUse >= this.concurrency && this.slots.waitingAhead >= this.concurrency) return;
-    this.load(name, false).catch(() => undefined);
+    this.load(name, 'ahead').catch(() => undefined);
+  }
+
+  /**
+   * Downloads a chunk into the clean cache behind reads and read-ahead (pinned data). Resolves
+   * once its copy is written: true if it is in the cache, false if the cache had no room.
+   */
+  async background(name: string): Promise<boolean> {
+    if (this.cache.has(name)) return true;
+    await this.load(name, 'background');
+    await this.writes.get(name);
+    return this.cache.has(name);
   }
 
   /** Resolves once every copy into the clean cache started so far is written (or failed). */
@@ -178,7 +228,7 @@ export class ChunkFetcher {
     while (this.stores.size > 0) await Promise.all([...this.stores]);
   }
 
-  private load(name: string, urgent: boolean): Promise<Buffer> {
+  private load(name: string, priority: DownloadPriority): Promise<Buffer> {
     return this.flights.run(name, async () => {
       const storing = this.storing.get(name);
       if (storing) {
@@ -192,11 +242,14 @@ export class ChunkFetcher {
       return new Promise<Buffer>((resolve, reject) => {
         // A reader may have come to need it while it looked in the cache.
         this.slots
-          .run(name, urgent || this.demanded.has(name), async () => {
+          .run(name, this.demanded.has(name) ? 'urgent' : priority, async () => {
             const got = await this.download(name);
-            this.cache.noteDownloaded(name, got.data.length);
-            // Read-ahead is kept in memory as not yet read, so chunks already read go first.
-            this.cache.remember(name, got.data, !urgent && !this.demanded.has(name));
+            const wanted = priority === 'urgent' || this.demanded.has(name);
+            if (wanted || priority === 'ahead') {
+              this.cache.noteDownloaded(name, got.data.length);
+              // Read-ahead is kept in memory as not yet read, so chunks already read go first.
+              this.cache.remember(name, got.data, !wanted);
+            }
             resolve(got.data);
             await this.storeBehind(name, got);
           })
@@ -218,8 +271,10 @@ export class ChunkFetcher {
       .finally(() => {
         this.storing.delete(name);
         this.stores.delete(p);
+        this.writes.delete(name);
       });
     this.stores.add(p);
+    this.writes.set(name, p);
     return p;
   }
 
