@@ -57,6 +57,7 @@ import { unmountLinked } from '../host/unmount';
 import { settingFromKey } from './settingKeys';
 import { parseDuration, parseSize } from './units';
 import { log } from '../host/log';
+import { cmdSnapshot, SNAPSHOT_USAGE } from './snapshot';
 
 // This pinned SDK supports Node 20 (the servers' runtime); its notice about future releases is
 // for whoever upgrades the SDK, not for users of the command.
@@ -91,6 +92,7 @@ const USAGE = `usage:
   filespace gc      [NAME]                 (deletes unreferenced chunks after the grace period)
   filespace aside   [NAME] list | export ID DIR | discard ID
                                            (changes kept aside after another machine took over)
+${SNAPSHOT_USAGE}
   filespace unlink  NAME [--force]
   filespace list
   filespace demo`;
@@ -776,6 +778,9 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'aside':
         await cmdAside(rest);
+        break;
+      case 'snapshot':
+        await cmdSnapshot(homes(), rest, log);
         break;
       case 'demo':
         await cmdDemo(rest);

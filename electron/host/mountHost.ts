@@ -18,7 +18,15 @@
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
-import { GcResultDto, MountState, SettingsChange, StatusDto, SyncResult } from '../contract/api';
+import {
+  GcResultDto,
+  MountState,
+  SettingsChange,
+  SnapshotRecordDto,
+  SnapshotScheduleDto,
+  StatusDto,
+  SyncResult,
+} from '../contract/api';
 import { Engine } from '../engine/engine';
 import { resolveSettings, EngineSettings } from '../engine/config';
 import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
@@ -67,6 +75,8 @@ export class MountHost {
   private finished!: () => void;
   readonly done = new Promise<void>((r) => (this.finished = r));
   private shuttingDown: Promise<void> | undefined;
+  /** Snapshots mounted read-only beside this mount, served by this process: folder -> mount. */
+  private readonly snapshotMounts = new Map<string, FuseMount>();
 
   constructor(
     private cfg: LinkConfig,
@@ -183,6 +193,23 @@ export class MountHost {
         return { ok: true as const };
       },
       '/v1/gc': () => this.collectGarbage(),
+      '/v1/snapshot/create': (req: { label: string }) => this.createSnapshot(req.label),
+      '/v1/snapshot/delete': async (req: { id: string }) => {
+        await this.running().deleteSnapshot(req.id);
+        return { ok: true as const };
+      },
+      '/v1/snapshot/schedule': async (req: SnapshotScheduleDto) => {
+        await this.running().setSnapshotSchedule(req);
+        return { ok: true as const };
+      },
+      '/v1/snapshot/mount': async (req: { id: string; dir: string }) => {
+        await this.mountSnapshot(req.id, req.dir);
+        return { ok: true as const };
+      },
+      '/v1/snapshot/unmount': async (req: { dir: string }) => {
+        await this.unmountSnapshot(req.dir);
+        return { ok: true as const };
+      },
     };
   }
 
@@ -227,6 +254,47 @@ export class MountHost {
 
   collectGarbage(): Promise<GcResultDto> {
     return this.running().collectGarbage();
+  }
+
+  createSnapshot(label: string): Promise<SnapshotRecordDto> {
+    return this.running().createSnapshot(label);
+  }
+
+  /**
+   * Mounts snapshot `id` read-only at `dir` (an empty folder), reading through this mount's
+   * cache; it stays until unmounted (or this mount stops).
+   */
+  async mountSnapshot(id: string, dir: string): Promise<void> {
+    const engine = this.running();
+    if (this.snapshotMounts.has(dir)) throw new HostError(`a snapshot is already mounted at ${dir}`, 'ALREADY_MOUNTED');
+    await prepareMountPoint(dir);
+    const snapshotFs = await engine.snapshotFs(id);
+    const { FuseMount } = await import('../../native/fuse/adapter');
+    const s = engine.currentSettings;
+    const mount = new FuseMount(dir, snapshotFs, {
+      attrTimeoutSec: 60,
+      entryTimeoutSec: 60,
+      negativeTimeoutSec: 60,
+      xattrs: s.xattrs,
+      fsName: `filespace:${this.cfg.name}@${id}`,
+      allowOther: await canAllowOther(),
+      onError: (op, err) => this.opts.log(`I/O error in snapshot ${id} ${op}: ${(err as Error).message}`),
+    });
+    await mount.mount();
+    this.snapshotMounts.set(dir, mount);
+    mount.watch(() => {
+      this.snapshotMounts.delete(dir);
+      void mount.unmount(true).catch(() => undefined);
+    });
+    this.opts.log(`mounted snapshot ${id} of ${this.cfg.name} read-only at ${dir}`);
+  }
+
+  async unmountSnapshot(dir: string): Promise<void> {
+    const mount = this.snapshotMounts.get(dir);
+    if (!mount) throw new HostError(`no snapshot of "${this.cfg.name}" is mounted at ${dir}`, 'NOT_MOUNTED');
+    await mount.unmount(false);
+    this.snapshotMounts.delete(dir);
+    this.opts.log(`unmounted the snapshot at ${dir}`);
   }
 
   /**
@@ -286,6 +354,10 @@ export class MountHost {
   }
 
   private async teardown(): Promise<void> {
+    for (const [dir, mount] of this.snapshotMounts) {
+      await mount.unmount(true).catch((err) => this.opts.log(`unmounting the snapshot at ${dir}: ${(err as Error).message}`));
+    }
+    this.snapshotMounts.clear();
     if (this.fuse?.isMounted) await this.fuse.unmount(true).catch(() => undefined);
     if (this.engine) await this.engine.close().catch((err) => this.opts.log(`closing the engine: ${(err as Error).message}`));
     this.engine = undefined;
