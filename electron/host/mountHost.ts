@@ -195,7 +195,7 @@ export class MountHost {
       '/v1/gc': () => this.collectGarbage(),
       '/v1/snapshot/create': (req: { label: string }) => this.createSnapshot(req.label),
       '/v1/snapshot/delete': async (req: { id: string }) => {
-        await this.running().deleteSnapshot(req.id);
+        await this.deleteSnapshot(req.id);
         return { ok: true as const };
       },
       '/v1/snapshot/schedule': async (req: SnapshotScheduleDto) => {
@@ -258,6 +258,15 @@ export class MountHost {
 
   createSnapshot(label: string): Promise<SnapshotRecordDto> {
     return this.running().createSnapshot(label);
+  }
+
+  deleteSnapshot(id: string): Promise<void> {
+    return this.running().deleteSnapshot(id);
+  }
+
+  /** Whether this host serves a snapshot mounted at `dir`. */
+  hasSnapshotMount(dir: string): boolean {
+    return this.snapshotMounts.has(dir);
   }
 
   /**

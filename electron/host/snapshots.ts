@@ -18,7 +18,9 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import type { SnapshotListDto, SnapshotRecordDto, SnapshotScheduleDto } from '../contract/api';
 import { Engine } from '../engine/engine';
-import { checkLinkedFilespace, explainStoreError, unlockFilespace } from '../engine/filespace';
+import type { Keys } from '../engine/chunk/crypto';
+import { FilespaceHeader, checkLinkedFilespace, explainStoreError, unlockFilespace } from '../engine/filespace';
+import type { ObjectStore } from '../engine/store/types';
 import { RemoteMeta } from '../engine/meta/remote';
 import { SnapshotStore, checkLabel, checkSchedule, checkSnapshotId, chunksOf, uniqueBytes } from '../engine/meta/snapshots';
 import { UserError } from '../engine/errors';
@@ -143,29 +145,34 @@ export async function listSnapshots(cfg: LinkConfig): Promise<SnapshotListDto> {
   try {
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
     checkLinkedFilespace(header, cfg.filespaceId, cfg.name, store);
-    const snaps = new SnapshotStore(store, keys.metaKey, header.chunkSize, header);
-    const { records, damaged } = await snaps.list();
-    const trees = new Map<string, Map<string, number>>();
-    for (const r of records) {
-      try {
-        trees.set(r.id, chunksOf(await snaps.loadTree(r.id)));
-      } catch (err) {
-        if (!(err instanceof UserError)) throw err;
-        damaged.push(r.id);
-      }
-    }
-    const live = (await new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize)).tree.chunkRefs;
-    const unique = uniqueBytes(trees, live);
-    return {
-      snapshots: records.filter((r) => trees.has(r.id)).map((r) => ({ ...r, uniqueBytes: unique.get(r.id) ?? 0 })),
-      damaged: damaged.sort(),
-      schedule: await snaps.readSchedule(),
-    };
+    return await snapshotsIn(store, header, keys);
   } catch (err) {
     throw explainStoreError(err, store);
   } finally {
     await store.close();
   }
+}
+
+/** `listSnapshots` on a store already unlocked (the app keeps its secrets in the keychain). */
+export async function snapshotsIn(store: ObjectStore, header: FilespaceHeader, keys: Keys): Promise<SnapshotListDto> {
+  const snaps = new SnapshotStore(store, keys.metaKey, header.chunkSize, header);
+  const { records, damaged } = await snaps.list();
+  const trees = new Map<string, Map<string, number>>();
+  for (const r of records) {
+    try {
+      trees.set(r.id, chunksOf(await snaps.loadTree(r.id)));
+    } catch (err) {
+      if (!(err instanceof UserError)) throw err;
+      damaged.push(r.id);
+    }
+  }
+  const live = (await new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize)).tree.chunkRefs;
+  const unique = uniqueBytes(trees, live);
+  return {
+    snapshots: records.filter((r) => trees.has(r.id)).map((r) => ({ ...r, uniqueBytes: unique.get(r.id) ?? 0 })),
+    damaged: damaged.sort(),
+    schedule: await snaps.readSchedule(),
+  };
 }
 
 /** Mounts snapshot `id` read-only at `dir`, beside this machine's running mount of the filespace. */
