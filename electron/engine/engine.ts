@@ -112,6 +112,8 @@ export class Engine {
   private readonly gc: ChunkCollector;
   private readonly snapshots: SnapshotStore;
   private readonly snapshotRefs: SnapshotRefs;
+  /** Snapshot mounts served beside this mount (their open files' chunks stay in the cache). */
+  private readonly browsing = new Set<SnapshotFs>();
   /** Applying the snapshot schedule, while under way (one at a time). */
   private applyingSchedule: Promise<void> | undefined;
   private readonly disk: CacheDisk;
@@ -268,6 +270,7 @@ export class Engine {
       this.vfs.drainChanged(); // read-only now: waiting writers fail at once
     };
     this.vfs.onPressure = () => this.writeback.setPressure(true);
+    this.vfs.alsoReading = (name) => [...this.browsing].some((s) => s.reading(name));
     this.vfs.onWriterClosed = () => this.writeback.pump();
     store.onChange = (online) => {
       if (online) {
@@ -487,10 +490,19 @@ export class Engine {
     return this.applyingSchedule;
   }
 
-  /** A read-only filesystem over snapshot `id`, reading through this machine's cache and downloads. */
+  /**
+   * A read-only filesystem over snapshot `id`, reading through this machine's cache and
+   * downloads; `releaseSnapshotFs` once it is no longer served.
+   */
   async snapshotFs(id: string): Promise<SnapshotFs> {
     const tree = await this.snapshots.loadTree(id);
-    return new SnapshotFs(tree, this.cache, this.fetcher);
+    const fs = new SnapshotFs(tree, this.cache, this.fetcher);
+    this.browsing.add(fs);
+    return fs;
+  }
+
+  releaseSnapshotFs(fs: SnapshotFs): void {
+    this.browsing.delete(fs);
   }
 
   get chunkSize(): number {

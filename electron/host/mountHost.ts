@@ -77,6 +77,13 @@ export class MountHost {
   private shuttingDown: Promise<void> | undefined;
   /** Snapshots mounted read-only beside this mount, served by this process: folder -> mount. */
   private readonly snapshotMounts = new Map<string, FuseMount>();
+  /** What to do once a snapshot mount is gone (the engine stops keeping its chunks). */
+  private readonly snapshotServed = new Map<FuseMount, () => void>();
+
+  private forgetSnapshotMount(mount: FuseMount): void {
+    this.snapshotServed.get(mount)?.();
+    this.snapshotServed.delete(mount);
+  }
 
   constructor(
     private cfg: LinkConfig,
@@ -289,10 +296,17 @@ export class MountHost {
       allowOther: await canAllowOther(),
       onError: (op, err) => this.opts.log(`I/O error in snapshot ${id} ${op}: ${(err as Error).message}`),
     });
-    await mount.mount();
+    try {
+      await mount.mount();
+    } catch (err) {
+      engine.releaseSnapshotFs(snapshotFs);
+      throw err;
+    }
     this.snapshotMounts.set(dir, mount);
+    this.snapshotServed.set(mount, () => engine.releaseSnapshotFs(snapshotFs));
     mount.watch(() => {
       this.snapshotMounts.delete(dir);
+      this.forgetSnapshotMount(mount);
       void mount.unmount(true).catch(() => undefined);
     });
     this.opts.log(`mounted snapshot ${id} of ${this.cfg.name} read-only at ${dir}`);
@@ -303,6 +317,7 @@ export class MountHost {
     if (!mount) throw new HostError(`no snapshot of "${this.cfg.name}" is mounted at ${dir}`, 'NOT_MOUNTED');
     await mount.unmount(false);
     this.snapshotMounts.delete(dir);
+    this.forgetSnapshotMount(mount);
     this.opts.log(`unmounted the snapshot at ${dir}`);
   }
 
@@ -365,6 +380,7 @@ export class MountHost {
   private async teardown(): Promise<void> {
     for (const [dir, mount] of this.snapshotMounts) {
       await mount.unmount(true).catch((err) => this.opts.log(`unmounting the snapshot at ${dir}: ${(err as Error).message}`));
+      this.forgetSnapshotMount(mount);
     }
     this.snapshotMounts.clear();
     if (this.fuse?.isMounted) await this.fuse.unmount(true).catch(() => undefined);

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { checkFilespace } from '../../electron/engine/check';
 import { SNAPSHOT_TREE_PREFIX, SnapshotStore, schedulePlan } from '../../electron/engine/meta/snapshots';
-import { EngineBed, chunkObjects, expectContent, failsWith, random, readFile, writeFile } from '../helpers/engineBed';
+import { EngineBed, chunkObjects, expectContent, failsWith, random, readFile, until, writeFile } from '../helpers/engineBed';
 
 const CS = 64 * 1024;
 const HOUR = 3600_000;
@@ -59,6 +59,37 @@ describe('snapshots (in process)', () => {
     assert.deepEqual(report.problems, []);
     assert.equal((await readFile(m.fs, '/a.bin')).length, CS);
     await assert.rejects(m.engine.deleteSnapshot(snap.id), /there is no snapshot/);
+    await m.close();
+  });
+
+  it('keeps the chunks of a file open in a snapshot mount in the cache while the live tree no longer names them', async () => {
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space);
+    const a = random(2 * CS);
+    await writeFile(m.fs, '/a.bin', a);
+    await m.sync();
+    const snap = await m.engine.createSnapshot('');
+    await m.fs.unlink('/a.bin');
+    await m.sync();
+    const sfs = await m.engine.snapshotFs(snap.id);
+    const fh = sfs.open('/a.bin', 0);
+    const buf = Buffer.alloc(1000);
+    const downloaded = () => m.engine.stats().downloadedBytes;
+    // Once the chunk is in the cache, another read of it downloads nothing.
+    await until('the chunk to be in the cache', async () => {
+      const before = downloaded();
+      await sfs.read(fh, buf, 1000, 0);
+      return downloaded() === before;
+    });
+    // The live mount sweeps chunks its tree does not name: this one is read here, so it stays.
+    m.engine.vfs.noteDirtyFreed();
+    await m.engine.vfs.freeUnreferencedCache();
+    const before = downloaded();
+    await sfs.read(fh, buf, 1000, 5000);
+    assert.equal(downloaded(), before, 'the open snapshot file read its chunk again from the bucket');
+    assert.deepEqual(buf, a.subarray(5000, 6000));
+    await sfs.release(fh);
+    m.engine.releaseSnapshotFs(sfs);
     await m.close();
   });
 

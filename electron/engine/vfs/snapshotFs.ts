@@ -5,7 +5,10 @@
  * this machine's clean cache and downloads (the same cache and fetcher as the live mount).
  * Every change is refused with EROFS. Restoring is copying out of it.
  *
- * It owns its open handles (handle -> inode) and nothing else; the tree never changes.
+ * It owns its open handles (handle -> inode) and the chunk names of the files they read, which
+ * the live mount keeps in the clean cache while they are open (`reading`): otherwise its sweep
+ * of chunks the live tree no longer names would drop them between two reads of one chunk.
+ * The tree never changes.
  */
 
 import { ChunkCache } from '../cache/chunkCache';
@@ -40,6 +43,8 @@ function readOnly(): never {
 
 export class SnapshotFs {
   private readonly handles = new Map<number, number>();
+  /** Chunk names of the files open here, counted per open handle. */
+  private readonly openChunks = new Map<string, number>();
   private nextFh = 1;
 
   constructor(
@@ -115,7 +120,13 @@ export class SnapshotFs {
     if (inode.kind !== 'file' && inode.kind !== 'dir') throw new FsError('ENXIO');
     const fh = this.nextFh++;
     this.handles.set(fh, inode.ino);
+    for (const c of inode.chunks ?? []) if (c) this.openChunks.set(c[0], (this.openChunks.get(c[0]) ?? 0) + 1);
     return fh;
+  }
+
+  /** Whether a file open here names chunk `name`. */
+  reading(name: string): boolean {
+    return this.openChunks.has(name);
   }
 
   /** The snapshot never changes: the kernel may keep what it cached of it. */
@@ -161,7 +172,14 @@ export class SnapshotFs {
   }
 
   release(fh: number): Promise<void> {
+    const inode = this.tree.get(this.handles.get(fh) ?? 0);
     this.handles.delete(fh);
+    for (const c of inode?.chunks ?? []) {
+      if (!c) continue;
+      const n = (this.openChunks.get(c[0]) ?? 1) - 1;
+      if (n <= 0) this.openChunks.delete(c[0]);
+      else this.openChunks.set(c[0], n);
+    }
     return Promise.resolve();
   }
 
