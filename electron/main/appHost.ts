@@ -528,6 +528,11 @@ export class AppHost {
     }
   }
 
+  /** Whether one of this app's mounts serves a snapshot mounted at `dir` (the window may open it). */
+  servesSnapshotAt(dir: string): boolean {
+    return [...this.mounts.values()].some((h) => h.hasSnapshotMount(dir));
+  }
+
   /** Mounts snapshot `id` read-only in `<mount point>-snapshots/<id>` (outside the filespace), once. */
   private async browseSnapshot(name: string, id: string): Promise<{ dir: string }> {
     checkSnapshotId(id);
