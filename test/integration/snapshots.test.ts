@@ -5,7 +5,7 @@
 // machine that does not write, naming the writer; deleting it frees the chunks only it named
 // after the grace period while every live file stays whole; bad ids, labels and schedules
 // get one-line errors and change nothing; unmounted, the command takes a snapshot as a
-// short-lived writer.
+// short-lived writer; the writer takes the automatic snapshots its schedule makes due.
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -199,10 +199,20 @@ describe('snapshots', () => {
     assert.match(await fs.machine.ok('snapshot', fs.name, 'list'), /0 snapshot\(s\); schedule: off/);
 
     await fs.machine.ok('snapshot', fs.name, 'schedule', 'hourly=24', 'daily=30');
-    // The writer takes the hourly and daily ones due now at its next look (every minute); the
-    // schedule itself is in the bucket, seen by any machine.
+    // The schedule is in the bucket, seen by any machine; the writer takes the hourly and daily
+    // snapshots due now at its next look (every minute).
     const b = await bed.link(await bed.machine('sched-b'), fs.bucket);
     assert.match(await b.machine.ok('snapshot', b.name, 'list'), /schedule: hourly kept 24, daily kept 30/);
+    const auto = await until(
+      'the writer to take the automatic snapshots due',
+      async () => {
+        const out = await b.machine.ok('snapshot', b.name, 'list');
+        return /\bhourly\s+\d+/.test(out) && /\bdaily\s+\d+/.test(out) && out;
+      },
+      180_000,
+      2000,
+    );
+    assert.match(auto, /2 snapshot\(s\)/);
     await fs.machine.ok('snapshot', fs.name, 'schedule', 'off');
     assert.match(await b.machine.ok('snapshot', b.name, 'list'), /schedule: off/);
     await fs.unmount();
