@@ -5,6 +5,10 @@
  * `filespace mount --foreground` (and so by the daemon and systemd), by `filespace demo` and
  * by the desktop app (several hosts in one process).
  *
+ * It also serves snapshots mounted read-only beside its mount (`mountSnapshot`: a second FUSE
+ * mount over the engine's snapshot filesystem, reading through the same cache), until they are
+ * unmounted or the host stops.
+ *
  * State machine: mounting -> mounted -> unmounting -> unmounted, or error. A busy unmount
  * returns to mounted and reports what to do.
  *
