@@ -58,6 +58,7 @@ import { settingFromKey } from './settingKeys';
 import { parseDuration, parseSize } from './units';
 import { log } from '../host/log';
 import { cmdPin, cmdUnpin } from './pin';
+import { cmdSnapshot, SNAPSHOT_USAGE } from './snapshot';
 
 // This pinned SDK supports Node 20 (the servers' runtime); its notice about future releases is
 // for whoever upgrades the SDK, not for users of the command.
@@ -95,6 +96,7 @@ const USAGE = `usage:
   filespace pin     NAME PATH… | NAME --list (keeps files and folders in this machine's cache
                                            for use offline; PATH in the mount point or the filespace)
   filespace unpin   NAME PATH…
+${SNAPSHOT_USAGE}
   filespace unlink  NAME [--force]
   filespace list
   filespace demo`;
@@ -786,6 +788,9 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'unpin':
         await cmdUnpin(rest);
+        break;
+      case 'snapshot':
+        await cmdSnapshot(homes(), rest, log);
         break;
       case 'demo':
         await cmdDemo(rest);

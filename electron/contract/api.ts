@@ -159,6 +159,31 @@ export const pinRequestSchema = z
 export type PinRequest = z.infer<typeof pinRequestSchema>;
 export const pinResultSchema = z.object({ added: z.array(z.string()), pins: z.array(pinStatusSchema) });
 export type PinResult = z.infer<typeof pinResultSchema>;
+export const snapshotRecordSchema = z.object({
+  id: z.string(),
+  createdAt: z.number(),
+  label: z.string(),
+  kind: z.enum(['manual', 'hourly', 'daily']),
+  seq: z.number(),
+  files: z.number(),
+  bytes: z.number(),
+});
+export type SnapshotRecordDto = z.infer<typeof snapshotRecordSchema>;
+/** A snapshot as listed: its record, and the bytes of chunks nothing else (live tree, other snapshots) names. */
+export const snapshotListedSchema = snapshotRecordSchema.extend({ uniqueBytes: z.number() });
+export type SnapshotListedDto = z.infer<typeof snapshotListedSchema>;
+export const snapshotScheduleSchema = z
+  .object({ hourly: z.number().int().min(0).max(1000), daily: z.number().int().min(0).max(1000) })
+  .strict();
+export type SnapshotScheduleDto = z.infer<typeof snapshotScheduleSchema>;
+export const snapshotListSchema = z.object({
+  snapshots: z.array(snapshotListedSchema),
+  /** Snapshots whose record fails authentication, by id. */
+  damaged: z.array(z.string()),
+  schedule: snapshotScheduleSchema,
+});
+export type SnapshotListDto = z.infer<typeof snapshotListSchema>;
+const snapshotIdSchema = z.string().min(1).max(64);
 
 /** Route map: path -> request and response schemas. */
 export const routes = {
@@ -170,6 +195,28 @@ export const routes = {
   '/v1/gc': { method: 'POST', request: z.object({}).strict(), response: gcResultSchema },
   '/v1/pin': { method: 'POST', request: pinRequestSchema, response: pinResultSchema },
   '/v1/unpin': { method: 'POST', request: pinRequestSchema, response: pinResultSchema },
+  '/v1/snapshot/create': {
+    method: 'POST',
+    request: z.object({ label: z.string().max(1000) }).strict(),
+    response: snapshotRecordSchema,
+  },
+  '/v1/snapshot/delete': {
+    method: 'POST',
+    request: z.object({ id: snapshotIdSchema }).strict(),
+    response: z.object({ ok: z.literal(true) }),
+  },
+  '/v1/snapshot/schedule': { method: 'POST', request: snapshotScheduleSchema, response: z.object({ ok: z.literal(true) }) },
+  /** Mounts snapshot `id` read-only at `dir` (a full path to an empty folder), served by this mount's process. */
+  '/v1/snapshot/mount': {
+    method: 'POST',
+    request: z.object({ id: snapshotIdSchema, dir: z.string().min(1).max(4096) }).strict(),
+    response: z.object({ ok: z.literal(true) }),
+  },
+  '/v1/snapshot/unmount': {
+    method: 'POST',
+    request: z.object({ dir: z.string().min(1).max(4096) }).strict(),
+    response: z.object({ ok: z.literal(true) }),
+  },
 } as const;
 export type Route = keyof typeof routes;
 export type RequestOf<R extends Route> = z.input<(typeof routes)[R]['request']>;

@@ -10,7 +10,7 @@
  */
 
 import { z } from 'zod';
-import { settingsChangeSchema, statusSchema } from './api';
+import { settingsChangeSchema, snapshotListSchema, snapshotRecordSchema, statusSchema } from './api';
 
 export const BUCKET_RE = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 export const ACCESS_KEY_ID_RE = /^[A-Za-z0-9]{3,128}$/;
@@ -268,6 +268,19 @@ export const appRoutes = {
    */
   'pins.add': { request: z.object({ name: nameSchema, path: z.string().min(1).max(4096) }).strict(), response: ok },
   'pins.remove': { request: z.object({ name: nameSchema, path: z.string().min(1).max(4096) }).strict(), response: ok },
+  /** Snapshots of a filespace, from the bucket (any computer), with size-unique and the schedule. */
+  'snapshot.list': { request: byName, response: snapshotListSchema },
+  /** Taken and deleted by the computer that writes: the filespace must be mounted here for writing. */
+  'snapshot.create': {
+    request: z.object({ name: nameSchema, label: z.string().max(1000) }).strict(),
+    response: snapshotRecordSchema,
+  },
+  'snapshot.delete': { request: z.object({ name: nameSchema, id: z.string().max(64) }).strict(), response: ok },
+  /** Mounts a snapshot read-only beside the filespace's mount point (`<mount point>-snapshots/<id>`); answers the folder. */
+  'snapshot.browse': {
+    request: z.object({ name: nameSchema, id: z.string().max(64) }).strict(),
+    response: z.object({ dir: z.string() }).strict(),
+  },
 } as const;
 
 export type AppRoute = keyof typeof appRoutes;

@@ -7,7 +7,9 @@
  * with `deep`, every named chunk is downloaded, authenticated, and its content must hash to
  * its name. Chunks nothing names are garbage, reported as a count, not as a problem.
  * A damaged metadata segment (or checkpoint) in the bucket is a problem that names it and
- * what it holds up. Local (only while not mounted): the snapshot and the journal must be
+ * what it holds up. Snapshots (meta/snapshots.ts): each record and tree must open and be well
+ * formed, and every chunk a snapshot names must exist (with `deep`, decode to its name); a
+ * damaged one is a problem naming it. Chunks a snapshot names are not garbage. Local (only while not mounted): the snapshot and the journal must be
  * readable (a damaged journal is reported with what the records after the damage change and
  * the dirty chunks waiting; `filespace repair` is the way out), the tree must be well formed
  * and name only chunks the bucket has, every dirty chunk must belong to a live file (or is
@@ -25,9 +27,11 @@ import { readCacheFile } from './cache/chunkCache';
 import { ReceivedIO } from './cache/received';
 import { SealedIO, logicalSize } from './cache/sealed';
 import { RemoteMeta } from './meta/remote';
+import { SnapshotStore, chunksOf } from './meta/snapshots';
 import { INODE_KINDS, ROOT_INO, Tree, isSpecialKind, pathsOf } from './meta/tree';
 import { countDirtyChunks, damageSummary } from './repair';
 import { ObjectStore } from './store/types';
+import { UserError } from './errors';
 
 export interface CheckReport {
   readonly problems: string[];
@@ -120,15 +124,41 @@ export async function checkFilespace(opts: {
   const remoteRefs = referenced(remoteTree);
   for (const name of remoteRefs)
     if (!inBucket.has(name)) problems.push(`bucket: metadata names chunk ${name}, which is not in the bucket`);
-  const garbage = [...inBucket].filter((n) => !remoteRefs.has(n)).length;
+
+  say('reading the snapshots in the bucket');
+  const snapshots = new SnapshotStore(store, keys.metaKey, header.chunkSize, header);
+  const { records, damaged: damagedRecords } = await snapshots.list();
+  for (const id of damagedRecords)
+    problems.push(`bucket: the record of snapshot ${id} is damaged (it fails authentication); it cannot be listed or browsed`);
+  const allRefs = new Set(remoteRefs);
+  for (const r of records) {
+    let tree: Tree;
+    try {
+      tree = await snapshots.loadTree(r.id);
+    } catch (err) {
+      if (!(err instanceof UserError)) throw err;
+      problems.push(`bucket: snapshot ${r.id}${r.label ? ` ("${r.label}")` : ''}: ${err.message}`);
+      continue;
+    }
+    problems.push(...checkTree(tree, `snapshot ${r.id}`));
+    for (const name of chunksOf(tree).keys()) {
+      if (!inBucket.has(name)) problems.push(`snapshot ${r.id}: names chunk ${name}, which is not in the bucket`);
+      allRefs.add(name);
+    }
+  }
+  const garbage = [...inBucket].filter((n) => !allRefs.has(n)).length;
   notes.push(
     `bucket: ${remoteTree.inodes.size} inodes at metadata segment ${seq}, ${remoteRefs.size} chunks referenced, ${inBucket.size} stored, ${garbage} unreferenced`,
   );
+  if (records.length + damagedRecords.length > 0)
+    notes.push(
+      `bucket: ${records.length + damagedRecords.length} snapshot(s), naming ${allRefs.size - remoteRefs.size} chunk(s) the live tree does not`,
+    );
 
   if (opts.deep) {
     let i = 0;
-    for (const name of remoteRefs) {
-      if (++i % 50 === 0) say(`verifying chunks: ${i}/${remoteRefs.size}`);
+    for (const name of allRefs) {
+      if (++i % 50 === 0) say(`verifying chunks: ${i}/${allRefs.size}`);
       if (!inBucket.has(name)) continue;
       try {
         const got = await store.get(chunkKey(name));

@@ -19,6 +19,8 @@
  *   pins.ts              what is pinned for use offline, kept cached and downloaded behind reads
  *   gc.ts, aside.ts, repair.ts, status.ts: garbage collection, changes set aside, repair of
  *                        damaged local metadata (refused at open, nothing changed), status
+ *   meta/snapshots.ts    snapshots in the bucket, their schedule, and the chunks they keep
+ *                        from garbage collection; vfs/snapshotFs.ts serves one read-only
  *
  * Wiring that spans parts, and why it is here:
  *  - Reachability: while the bucket does not answer, uploads wait instead of failing one by
@@ -50,6 +52,20 @@ import { Machine } from './meta/lease';
 import { MachineRole } from './meta/role';
 import { AsideSets } from './aside';
 import { ChunkCollector, GcResult } from './gc';
+import {
+  AutoKind,
+  SnapshotKind,
+  SnapshotRecord,
+  SnapshotRefs,
+  SnapshotSchedule,
+  SnapshotStore,
+  checkLabel,
+  chunksOf,
+  filesOf,
+  newSnapshotId,
+  schedulePlan,
+} from './meta/snapshots';
+import { SnapshotFs } from './vfs/snapshotFs';
 import { Replicator } from './meta/replicator';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { MonitoredStore } from './store/monitored';
@@ -100,6 +116,12 @@ export class Engine {
   private readonly fetcher: ChunkFetcher;
   private readonly remote: RemoteMeta;
   private readonly gc: ChunkCollector;
+  private readonly snapshots: SnapshotStore;
+  private readonly snapshotRefs: SnapshotRefs;
+  /** Snapshot mounts served beside this mount (their open files' chunks stay in the cache). */
+  private readonly browsing = new Set<SnapshotFs>();
+  /** Applying the snapshot schedule, while under way (one at a time). */
+  private applyingSchedule: Promise<void> | undefined;
   private readonly disk: CacheDisk;
   private readonly log: (msg: string) => void;
   private settings: EngineSettings;
@@ -134,11 +156,17 @@ export class Engine {
     this.log = opts.log ?? (() => undefined);
     this.aside = new AsideSets(opts.cacheDir, opts.keys.cacheKey, this.log);
     this.remote = new RemoteMeta(store, opts.keys.metaKey, opts.header);
-    // Also what files deleted while open here still read: they may outlive the grace period.
+    this.snapshots = new SnapshotStore(store, opts.keys.metaKey, meta.chunkSize, opts.header);
+    this.snapshotRefs = new SnapshotRefs(this.snapshots);
+    // Also what files deleted while open here still read (they may outlive the grace period),
+    // and every chunk a live snapshot names (meta/snapshots.ts says why none is ever deleted).
     this.gc = new ChunkCollector(
       store,
       opts.keys.metaKey,
-      () => this.vfs.referencedChunks(),
+      () => {
+        const live = this.vfs.referencedChunks();
+        return { has: (name: string) => live.has(name) || this.snapshotRefs.has(name) };
+      },
       () => this.settings.gcGraceMs,
     );
     this.fetcher = new ChunkFetcher(
@@ -260,6 +288,7 @@ export class Engine {
       this.vfs.drainChanged(); // read-only now: waiting writers fail at once
     };
     this.vfs.onPressure = () => this.writeback.setPressure(true);
+    this.vfs.alsoReading = (name) => [...this.browsing].some((s) => s.reading(name));
     this.vfs.onWriterClosed = () => this.writeback.pump();
     store.onChange = (online) => {
       if (online) {
@@ -358,6 +387,12 @@ export class Engine {
           this.collectGarbage().catch((err) => this.log(`garbage collection failed: ${(err as Error).message}`));
       });
     }
+    if (this.role.mode === 'write' && SCHEDULE_TICK_MS > 0) {
+      this.every(SCHEDULE_TICK_MS, () => {
+        if (this.role.canCommit())
+          void this.applySnapshotSchedule().catch((err) => this.log(`snapshot schedule: ${(err as Error).message}`));
+      });
+    }
   }
 
   /** Reads the free space of the cache disk; the cache keeps within it (see the header). */
@@ -383,9 +418,115 @@ export class Engine {
       throw new UserError('garbage collection runs only on the machine that writes the filespace', 'NOT_WRITER');
     if (this.replicator.conflict) throw new UserError(this.replicator.conflict, 'READ_ONLY');
     await this.role.ensureValid();
+    await this.snapshotRefs.ready();
     const res = await this.gc.run();
     this.log(`garbage collection: ${res.scanned} chunks, ${res.deleted} deleted, ${res.marked} waiting out the grace period`);
     return res;
+  }
+
+  /** Refuses a change to snapshots unless this machine writes the filespace now. */
+  private async assertWriter(what: string): Promise<void> {
+    if (!this.role.holdsLease) {
+      const why = this.role.readOnlyReason() ?? 'this machine does not hold the write lease';
+      throw new UserError(`${what} is done by the machine that writes the filespace (${why}); run it there`, 'NOT_WRITER');
+    }
+    if (this.replicator.conflict) throw new UserError(this.replicator.conflict, 'READ_ONLY');
+    await this.role.ensureValid();
+  }
+
+  /**
+   * Takes a snapshot of the committed tree: uploads everything first, then copies the tree at
+   * the sequence number the bucket has, once nothing is left to push (writes that keep arriving
+   * meanwhile make it sync again, until `deadlineMs`).
+   */
+  async createSnapshot(
+    label: string,
+    kind: SnapshotKind = 'manual',
+    deadlineMs = Date.now() + 10 * 60_000,
+    at?: number,
+  ): Promise<SnapshotRecord> {
+    const clean = checkLabel(label);
+    await this.assertWriter('taking a snapshot');
+    await this.snapshotRefs.ready().catch(() => undefined); // GC refuses until it is; a snapshot need not wait
+    for (;;) {
+      if (!(await this.sync(deadlineMs))) {
+        throw new UserError(
+          this.notWriting ?? 'the snapshot was not taken: local changes did not all reach the bucket in time; try again',
+          this.notWriting ? 'READ_ONLY' : 'BUSY',
+        );
+      }
+      if (this.replicator.pendingOps === 0 && this.meta.pendingRemote.length === 0) break;
+    }
+    // From here to `add` nothing awaits: the copy and its chunk names are of one instant.
+    const now = at ?? Date.now();
+    const tree = this.meta.tree;
+    const record: SnapshotRecord = {
+      id: newSnapshotId(now),
+      createdAt: now,
+      label: clean,
+      kind,
+      seq: this.meta.remoteSeq,
+      ...filesOf(tree),
+    };
+    const copy = tree.snapshot();
+    this.snapshotRefs.add(record.id, chunksOf(tree).keys());
+    try {
+      await this.snapshots.create(record, copy);
+    } catch (err) {
+      this.snapshotRefs.remove(record.id);
+      throw err;
+    }
+    this.log(`took snapshot ${record.id} (${kind}${clean ? `, "${clean}"` : ''}) at metadata segment ${record.seq}`);
+    return record;
+  }
+
+  /** Deletes a snapshot; the chunks only it kept are garbage from now on (freed after the grace period). */
+  async deleteSnapshot(id: string): Promise<void> {
+    await this.assertWriter('deleting a snapshot');
+    await this.snapshots.delete(id);
+    this.snapshotRefs.remove(id);
+    this.log(`deleted snapshot ${id}`);
+  }
+
+  async setSnapshotSchedule(s: SnapshotSchedule): Promise<void> {
+    await this.assertWriter('setting the snapshot schedule');
+    await this.snapshots.writeSchedule(s);
+    this.log(`snapshot schedule: hourly kept ${s.hourly}, daily kept ${s.daily}`);
+  }
+
+  /**
+   * Takes the automatic snapshots that are due and deletes those past what the schedule keeps
+   * (never a manual one). `now` is for tests.
+   */
+  applySnapshotSchedule(now = Date.now()): Promise<void> {
+    this.applyingSchedule ??= (async () => {
+      try {
+        const schedule = await this.snapshots.readSchedule();
+        if (schedule.hourly === 0 && schedule.daily === 0) return;
+        const { records } = await this.snapshots.list();
+        const plan = schedulePlan(records, schedule, now, SCHEDULE_TICK_MS);
+        for (const kind of plan.due) await this.createSnapshot(AUTO_LABEL[kind], kind, Date.now() + 10 * 60_000, now);
+        for (const r of plan.expired) await this.deleteSnapshot(r.id);
+      } finally {
+        this.applyingSchedule = undefined;
+      }
+    })();
+    return this.applyingSchedule;
+  }
+
+  /**
+   * A read-only filesystem over snapshot `id`, reading through this machine's cache and
+   * downloads; `releaseSnapshotFs` once it is no longer served.
+   */
+  async snapshotFs(id: string): Promise<SnapshotFs> {
+    const tree = await this.snapshots.loadTree(id);
+    const fs = new SnapshotFs(tree, this.cache, this.fetcher);
+    this.browsing.add(fs);
+    return fs;
+  }
+
+  releaseSnapshotFs(fs: SnapshotFs): void {
+    this.browsing.delete(fs);
   }
 
   get chunkSize(): number {
@@ -573,6 +714,10 @@ export class Engine {
     if (durable) await fsp.rm(this.lockFile, { force: true });
   }
 }
+
+/** How often the writer looks whether an automatic snapshot is due (ms). */
+export const SCHEDULE_TICK_MS = 60_000;
+const AUTO_LABEL: Record<AutoKind, string> = { hourly: 'hourly', daily: 'daily' };
 
 /** Space held back on the cache disk so the metadata journal can be written when the disk is full. */
 export const JOURNAL_RESERVE_BYTES = 4 * 1024 * 1024;

@@ -1,7 +1,8 @@
 /**
  * Garbage collection of chunks that no metadata references (DESIGN invariant 2). Runs only in
  * the lease holder, whose tree is the newest committed metadata plus its own commits not yet
- * pushed (which name only chunks already uploaded).
+ * pushed (which name only chunks already uploaded); what `referenced` answers for includes
+ * every chunk a live snapshot names (meta/snapshots.ts says why none of those is ever deleted).
  *
  * Two phases with a grace period, so nothing in flight breaks:
  * - mark: every chunk in the bucket that the tree does not reference is noted with the time it
@@ -42,7 +43,7 @@ export class ChunkCollector {
   constructor(
     private readonly store: ObjectStore,
     private readonly metaKey: Buffer,
-    private readonly referenced: () => ReadonlyMap<string, number>,
+    private readonly referenced: () => { has(name: string): boolean },
     private readonly graceMs: () => number,
     private readonly now: () => number = Date.now,
   ) {}

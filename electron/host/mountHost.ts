@@ -5,6 +5,10 @@
  * `filespace mount --foreground` (and so by the daemon and systemd), by `filespace demo` and
  * by the desktop app (several hosts in one process).
  *
+ * It also serves snapshots mounted read-only beside its mount (`mountSnapshot`: a second FUSE
+ * mount over the engine's snapshot filesystem, reading through the same cache), until they are
+ * unmounted or the host stops.
+ *
  * State machine: mounting -> mounted -> unmounting -> unmounted, or error. A busy unmount
  * returns to mounted and reports what to do.
  *
@@ -18,8 +22,17 @@
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
-import { GcResultDto, MountState, PinResult, SettingsChange, StatusDto, SyncResult } from '../contract/api';
 import type { PinRecord } from '../engine/pins';
+import {
+  GcResultDto,
+  MountState,
+  PinResult,
+  SettingsChange,
+  SnapshotRecordDto,
+  SnapshotScheduleDto,
+  StatusDto,
+  SyncResult,
+} from '../contract/api';
 import { Engine } from '../engine/engine';
 import { resolveSettings, EngineSettings } from '../engine/config';
 import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
@@ -69,6 +82,15 @@ export class MountHost {
   readonly done = new Promise<void>((r) => (this.finished = r));
   private shuttingDown: Promise<void> | undefined;
   private pinsSaved: Promise<void> = Promise.resolve();
+  /** Snapshots mounted read-only beside this mount, served by this process: folder -> mount. */
+  private readonly snapshotMounts = new Map<string, FuseMount>();
+  /** What to do once a snapshot mount is gone (the engine stops keeping its chunks). */
+  private readonly snapshotServed = new Map<FuseMount, () => void>();
+
+  private forgetSnapshotMount(mount: FuseMount): void {
+    this.snapshotServed.get(mount)?.();
+    this.snapshotServed.delete(mount);
+  }
 
   constructor(
     private cfg: LinkConfig,
@@ -191,6 +213,23 @@ export class MountHost {
       '/v1/gc': () => this.collectGarbage(),
       '/v1/pin': (req: { paths: string[] }) => this.pin(req.paths),
       '/v1/unpin': (req: { paths: string[] }) => this.unpin(req.paths),
+      '/v1/snapshot/create': (req: { label: string }) => this.createSnapshot(req.label),
+      '/v1/snapshot/delete': async (req: { id: string }) => {
+        await this.deleteSnapshot(req.id);
+        return { ok: true as const };
+      },
+      '/v1/snapshot/schedule': async (req: SnapshotScheduleDto) => {
+        await this.running().setSnapshotSchedule(req);
+        return { ok: true as const };
+      },
+      '/v1/snapshot/mount': async (req: { id: string; dir: string }) => {
+        await this.mountSnapshot(req.id, req.dir);
+        return { ok: true as const };
+      },
+      '/v1/snapshot/unmount': async (req: { dir: string }) => {
+        await this.unmountSnapshot(req.dir);
+        return { ok: true as const };
+      },
     };
   }
 
@@ -261,6 +300,64 @@ export class MountHost {
     return this.running().collectGarbage();
   }
 
+  createSnapshot(label: string): Promise<SnapshotRecordDto> {
+    return this.running().createSnapshot(label);
+  }
+
+  deleteSnapshot(id: string): Promise<void> {
+    return this.running().deleteSnapshot(id);
+  }
+
+  /** Whether this host serves a snapshot mounted at `dir`. */
+  hasSnapshotMount(dir: string): boolean {
+    return this.snapshotMounts.has(dir);
+  }
+
+  /**
+   * Mounts snapshot `id` read-only at `dir` (an empty folder), reading through this mount's
+   * cache; it stays until unmounted (or this mount stops).
+   */
+  async mountSnapshot(id: string, dir: string): Promise<void> {
+    const engine = this.running();
+    if (this.snapshotMounts.has(dir)) throw new HostError(`a snapshot is already mounted at ${dir}`, 'ALREADY_MOUNTED');
+    await prepareMountPoint(dir);
+    const snapshotFs = await engine.snapshotFs(id);
+    const { FuseMount } = await import('../../native/fuse/adapter');
+    const s = engine.currentSettings;
+    const mount = new FuseMount(dir, snapshotFs, {
+      attrTimeoutSec: 60,
+      entryTimeoutSec: 60,
+      negativeTimeoutSec: 60,
+      xattrs: s.xattrs,
+      fsName: `filespace:${this.cfg.name}@${id}`,
+      allowOther: await canAllowOther(),
+      onError: (op, err) => this.opts.log(`I/O error in snapshot ${id} ${op}: ${(err as Error).message}`),
+    });
+    try {
+      await mount.mount();
+    } catch (err) {
+      engine.releaseSnapshotFs(snapshotFs);
+      throw err;
+    }
+    this.snapshotMounts.set(dir, mount);
+    this.snapshotServed.set(mount, () => engine.releaseSnapshotFs(snapshotFs));
+    mount.watch(() => {
+      this.snapshotMounts.delete(dir);
+      this.forgetSnapshotMount(mount);
+      void mount.unmount(true).catch(() => undefined);
+    });
+    this.opts.log(`mounted snapshot ${id} of ${this.cfg.name} read-only at ${dir}`);
+  }
+
+  async unmountSnapshot(dir: string): Promise<void> {
+    const mount = this.snapshotMounts.get(dir);
+    if (!mount) throw new HostError(`no snapshot of "${this.cfg.name}" is mounted at ${dir}`, 'NOT_MOUNTED');
+    await mount.unmount(false);
+    this.snapshotMounts.delete(dir);
+    this.forgetSnapshotMount(mount);
+    this.opts.log(`unmounted the snapshot at ${dir}`);
+  }
+
   /**
    * Makes everything written so far durable in the cache (no network involved). Forced, a
    * failure (the cache disk is full) is logged and the stop goes on.
@@ -318,6 +415,11 @@ export class MountHost {
   }
 
   private async teardown(): Promise<void> {
+    for (const [dir, mount] of this.snapshotMounts) {
+      await mount.unmount(true).catch((err) => this.opts.log(`unmounting the snapshot at ${dir}: ${(err as Error).message}`));
+      this.forgetSnapshotMount(mount);
+    }
+    this.snapshotMounts.clear();
     if (this.fuse?.isMounted) await this.fuse.unmount(true).catch(() => undefined);
     if (this.engine) await this.engine.close().catch((err) => this.opts.log(`closing the engine: ${(err as Error).message}`));
     this.engine = undefined;

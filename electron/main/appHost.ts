@@ -10,7 +10,9 @@
  * Several computers, one filespace: `mount` takes a mode ('write' takes the write lease,
  * 'read' follows the writer) and may take the lease over; a lease held elsewhere is reported
  * as LEASE_HELD in words (who writes), and `writer` says who holds the lease, from the bucket.
- * Changes set aside after a takeover are listed, exported and discarded here (`aside.*`). The
+ * Changes set aside after a takeover are listed, exported and discarded here (`aside.*`);
+ * snapshots are listed from the bucket, and taken, deleted and browsed through this computer's
+ * mount (`snapshot.*`, host/snapshots.ts). The
  * recovery key arrives only from the wizard at creation (or to set a new passphrase) and is
  * handed to the engine, never stored.
  *
@@ -33,7 +35,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { StatusDto } from '../contract/api';
+import type { SnapshotListDto, StatusDto } from '../contract/api';
 import {
   appRoutes,
   type AppEvent,
@@ -54,9 +56,11 @@ import type { Keys } from '../engine/chunk/crypto';
 import { UserError } from '../engine/errors';
 import { createFilespace, resetPassphrase, unlockFilespace } from '../engine/filespace';
 import { isExpired, readLease } from '../engine/meta/lease';
+import { checkSnapshotId } from '../engine/meta/snapshots';
 import { LocalDiskStore } from '../engine/store/local';
 import type { ObjectStore } from '../engine/store/types';
 import { freeBytesAt } from '../host/cacheRoom';
+import { snapshotsIn } from '../host/snapshots';
 import {
   Homes,
   LinkConfig,
@@ -504,6 +508,44 @@ export class AppHost {
     void this.publish();
   }
 
+  /** The running mount of `name` here, for snapshot changes: they are made by the computer that writes. */
+  private writingHost(name: string, what: string): MountHost {
+    const host = this.mounts.get(name);
+    if (!host || host.state !== 'mounted')
+      throw new HostError(`${what}: "${name}" is not mounted on this computer; mount it first`, 'NOT_MOUNTED');
+    return host;
+  }
+
+  private async snapshotList(name: string): Promise<SnapshotListDto> {
+    const cfg = await loadConfig(this.o.homes, name);
+    const secrets = await this.secretsFor(cfg);
+    const store = secrets.store ?? openStore(cfg.store);
+    try {
+      const passphrase = secrets.passphrase ?? (await readPassphraseFile(cfg.passphraseFile));
+      const { header, keys } = await unlockFilespace(store, passphrase);
+      return await snapshotsIn(store, header, keys);
+    } finally {
+      await store.close();
+    }
+  }
+
+  /** Whether one of this app's mounts serves a snapshot mounted at `dir` (the window may open it). */
+  servesSnapshotAt(dir: string): boolean {
+    return [...this.mounts.values()].some((h) => h.hasSnapshotMount(dir));
+  }
+
+  /** Mounts snapshot `id` read-only in `<mount point>-snapshots/<id>` (outside the filespace), once. */
+  private async browseSnapshot(name: string, id: string): Promise<{ dir: string }> {
+    checkSnapshotId(id);
+    const host = this.writingHost(name, 'browsing a snapshot');
+    const cfg = await loadConfig(this.o.homes, name);
+    const dir = path.join(`${cfg.mountPoint.replace(/\/+$/, '')}-snapshots`, id);
+    if (host.hasSnapshotMount(dir)) return { dir };
+    await fsp.mkdir(dir, { recursive: true });
+    await host.mountSnapshot(id, dir);
+    return { dir };
+  }
+
   /** "Try it locally": a filespace on an embedded store in the cache folder, no AWS involved. */
   private async demo(): Promise<FilespaceSummary> {
     const h = this.o.homes;
@@ -659,6 +701,13 @@ export class AppHost {
       await this.discardAsideSet(name, id);
       return { ok: true as const };
     },
+    'snapshot.list': ({ name }) => this.snapshotList(name),
+    'snapshot.create': ({ name, label }) => this.writingHost(name, 'taking a snapshot').createSnapshot(label),
+    'snapshot.delete': async ({ name, id }) => {
+      await this.writingHost(name, 'deleting a snapshot').deleteSnapshot(id);
+      return { ok: true as const };
+    },
+    'snapshot.browse': ({ name, id }) => this.browseSnapshot(name, id),
     'filespace.unmount': async ({ name, force }) => {
       await this.unmount(name, force);
       return { ok: true as const };

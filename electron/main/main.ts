@@ -173,8 +173,8 @@ async function start(): Promise<void> {
   });
   ipcMain.handle(IPC_OPEN_FOLDER, async (e, p: unknown) => {
     if (!trustedSender(e) || typeof p !== 'string') return;
-    // Only folders of linked filespaces may be opened from the renderer.
-    const known = (await host.status()).filespaces.some((f) => f.mountPoint === p);
+    // Only folders of linked filespaces, and snapshots this app mounted, may be opened from the renderer.
+    const known = (await host.status()).filespaces.some((f) => f.mountPoint === p) || host.servesSnapshotAt(p);
     if (known) await shell.openPath(p);
   });
 

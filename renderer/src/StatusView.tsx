@@ -10,6 +10,7 @@ import { Chart } from './Chart';
 import { actionProblemsOf, plainWords, type Problem } from './problems';
 import { SecondMachinePanel, AsidePanel, FollowerPanel, isFollower } from './SecondMachine';
 import { PinsPanel } from './Pins';
+import { SnapshotsPanel } from './Snapshots';
 import {
   dismiss,
   hostTransport,
@@ -153,6 +154,7 @@ function Card({ f }: { f: FilespaceSummary }) {
       <FollowerPanel f={f} />
       <SecondMachinePanel f={f} />
       <AsidePanel f={f} />
+      <SnapshotsPanel f={f} />
       {headline.kind === 'uploading' && batch && batch.totalBytes > 0 ? (
         <div className="progress-row">
           <div

@@ -34,7 +34,8 @@
  * bits chown clears. POSIX ACL names are refused (see `setxattr`).
  *
  * The clean cache holds live data: a chunk nothing can read any more (deleted, truncated away,
- * replaced by a newer upload) is removed from it (`freeUnreferencedCache`).
+ * replaced by a newer upload, and not read through a snapshot mount: `alsoReading`) is removed
+ * from it (`freeUnreferencedCache`).
  *
  * Data path: a write is acknowledged once it is in the write buffer (writeBuffer.ts: memory,
  * counted against the cache cap); the buffer is written to the dirty store (cache/dirty.ts) in
@@ -209,6 +210,8 @@ export class Vfs {
   onPressure: () => void = () => undefined;
   /** Called when a file handle opened for writing was closed. */
   onWriterClosed: (ino: number) => void = () => undefined;
+  /** Clean chunks another reader of this cache (a snapshot mount) is reading: kept like live ones. */
+  alsoReading: (name: string) => boolean = () => false;
   private readonly now: () => number;
   /** Set when a chunk may have lost its last reference (see `freeUnreferencedCache`). */
   private chunksMayBeUnreferenced = true;
@@ -342,7 +345,7 @@ export class Vfs {
       const kept = this.unlinked.chunkRefs;
       let freed = 0;
       for (const name of this.cache.names()) {
-        if (refs.has(name) || kept.has(name) || snapshots.has(name)) continue;
+        if (refs.has(name) || kept.has(name) || snapshots.has(name) || this.alsoReading(name)) continue;
         // Looked up again: the tree may have changed while the previous file was removed.
         if (this.tree.chunkRefs.has(name) || this.unlinked.chunkRefs.has(name)) continue;
         await this.cache.remove(name);
