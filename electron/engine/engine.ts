@@ -242,7 +242,7 @@ export class Engine {
       this.vfs.drainChanged(); // read-only now: waiting writers fail at once
     };
     this.vfs.onPressure = () => this.writeback.setPressure(true);
-    this.vfs.onWriterClosed = () => this.writeback.pump();
+    this.vfs.onWriterClosed = (ino) => this.writeback.pumpFor(ino);
     store.onChange = (online) => {
       if (online) {
         // The bucket is back: everything waiting on a backoff timer goes now.
