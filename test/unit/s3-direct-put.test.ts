@@ -314,6 +314,31 @@ describe('S3Store direct chunk PUT', () => {
     assert.equal(srv.seen.length, 1);
   });
 
+  it("corrects a clock that is off from the bucket's answer, and signs again", async () => {
+    reset();
+    const store = storeAt();
+    const serverAhead = 60 * 60_000; // the bucket's clock is an hour ahead of this machine's
+    srv.setAnswer((s, res) => {
+      const amz = String(s.headers['x-amz-date']);
+      const signedAt = Date.parse(
+        `${amz.slice(0, 4)}-${amz.slice(4, 6)}-${amz.slice(6, 8)}T${amz.slice(9, 11)}:${amz.slice(11, 13)}:${amz.slice(13, 15)}Z`,
+      );
+      const serverNow = Date.now() + serverAhead;
+      if (Math.abs(serverNow - signedAt) > 15 * 60_000) {
+        res.writeHead(403, { 'content-type': 'application/xml', date: new Date(serverNow).toUTCString() });
+        res.end(errorXml('RequestTimeTooSkewed', 'The difference between the request time and the current time is too large.'));
+        return;
+      }
+      res.writeHead(200, { ETag: '"etag-skew"' });
+      res.end();
+    });
+    const { body, crc32: crc } = chunk();
+    assert.equal(await store.put('chunks/ab/k1', body, { crc32: crc }), 'etag-skew');
+    assert.equal(srv.seen.length, 2, "refused once, then signed at the bucket's time");
+    assert.equal(await store.put('chunks/ab/k2', body, { crc32: crc }), 'etag-skew');
+    assert.equal(srv.seen.length, 3, 'the correction is kept');
+  });
+
   it('reports a closed port as Unreachable', async () => {
     const probe = net.createServer();
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));

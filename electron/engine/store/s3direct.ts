@@ -24,6 +24,10 @@
  *   or an S3 throttling/timeout code, with exponential backoff and full jitter (base 100 ms,
  *   500 ms when throttled, at most 20 s), as the SDK's standard mode; none after any other
  *   answer (a 4xx is final: 412, 403, BadDigest go to the caller, which decides);
+ * - the clock: requests are signed at the client's `systemClockOffset` from the local clock (the
+ *   SDK keeps it from the bucket's Date headers), and an answer that says the clock is off
+ *   (RequestTimeTooSkewed and the like) corrects that offset from its Date header, for both
+ *   paths, and is retried at once, as the SDK does;
  * - the errors: a failed attempt is thrown shaped as the SDK throws it (`name`/`Code` from the
  *   S3 error XML, `$metadata.httpStatusCode`, or the socket's own error with its errno), so
  *   S3Store's one `toStoreError` maps both paths alike;
@@ -76,6 +80,16 @@ const ERROR_BODY_MAX = 64 * 1024;
 const RETRY_BASE_MS = 100;
 const THROTTLED_RETRY_BASE_MS = 500;
 const RETRY_MAX_DELAY_MS = 20_000;
+/** A skew of the clock at least this large, once corrected, is worth a retry (the SDK's threshold). */
+const SKEW_RETRY_MS = 240_000;
+const CLOCK_SKEW_CODES = new Set([
+  'RequestTimeTooSkewed',
+  'RequestExpired',
+  'RequestInTheFuture',
+  'InvalidSignatureException',
+  'SignatureDoesNotMatch',
+  'AuthFailure',
+]);
 const TRANSIENT_CODES = new Set(['RequestTimeout', 'RequestTimeoutException', 'InternalError', 'ServiceUnavailable']);
 const THROTTLING_CODES = new Set([
   'SlowDown',
@@ -93,7 +107,15 @@ const THROTTLING_CODES = new Set([
 class S3AnswerError extends Error {
   readonly Code: string;
   readonly $metadata: { httpStatusCode: number };
-  constructor(code: string, message: string, status: number) {
+  /** The clock was found off and the offset corrected: the same request, signed again, may pass. */
+  skewCorrected = false;
+  constructor(
+    code: string,
+    message: string,
+    status: number,
+    /** The bucket's clock when it answered (its Date header, ms), if it said. */
+    readonly serverTimeMs: number | undefined,
+  ) {
     super(message || code);
     this.name = code;
     this.Code = code;
@@ -130,12 +152,25 @@ export class DirectPut {
       try {
         return await this.attempt(target, req);
       } catch (err) {
-        if (req.signal?.aborted || attempt >= this.o.maxAttempts || !retryable(err)) throw err;
+        if (err instanceof S3AnswerError) this.correctClock(err);
+        if (req.signal?.aborted || attempt >= this.o.maxAttempts) throw err;
+        if (err instanceof S3AnswerError && err.skewCorrected) continue; // signed again at the corrected time
+        if (!retryable(err)) throw err;
         const base = isThrottling(err) ? THROTTLED_RETRY_BASE_MS : RETRY_BASE_MS;
         await sleep(Math.random() * Math.min(RETRY_MAX_DELAY_MS, base * 2 ** (attempt - 1)), req.signal);
         if (req.signal?.aborted) throw err;
       }
     }
+  }
+
+  /** An answer that says the local clock is off: the client's offset follows the bucket's clock. */
+  private correctClock(err: S3AnswerError): void {
+    if (!CLOCK_SKEW_CODES.has(err.Code) || err.serverTimeMs === undefined) return;
+    const config = this.o.client.config as { systemClockOffset?: number };
+    const before = config.systemClockOffset ?? 0;
+    const offset = err.serverTimeMs - Date.now();
+    config.systemClockOffset = offset;
+    err.skewCorrected = Math.abs(offset) >= SKEW_RETRY_MS && offset !== before;
   }
 
   private async resolve(): Promise<Target | undefined> {
@@ -188,7 +223,11 @@ export class DirectPut {
     const path = `${t.basePath}/${encodeKey(req.key)}`;
     const signed = await t.signer.sign(
       { method: 'PUT', protocol: t.https ? 'https:' : 'http:', hostname: t.hostname, port: t.port, path, query: {}, headers },
-      { signingRegion: t.signingRegion, signingService: t.signingService },
+      {
+        signingRegion: t.signingRegion,
+        signingService: t.signingService,
+        signingDate: new Date(Date.now() + ((this.o.client.config as { systemClockOffset?: number }).systemClockOffset ?? 0)),
+      },
     );
     if (req.signal?.aborted) throw abortError();
     return await this.send(t, path, signed.headers, req.body, req.signal);
@@ -286,7 +325,8 @@ export class DirectPut {
 function answerError(status: number, text: string, headers: http.IncomingHttpHeaders): S3AnswerError {
   const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1] ?? statusName(status, headers);
   const message = /<Message>([^<]*)<\/Message>/.exec(text)?.[1] ?? '';
-  return new S3AnswerError(code, message, status);
+  const date = typeof headers.date === 'string' ? Date.parse(headers.date) : NaN;
+  return new S3AnswerError(code, message, status, Number.isNaN(date) ? undefined : date);
 }
 
 function statusName(status: number, headers: http.IncomingHttpHeaders): string {
