@@ -289,7 +289,7 @@ export class Engine {
     };
     this.vfs.onPressure = () => this.writeback.setPressure(true);
     this.vfs.alsoReading = (name) => [...this.browsing].some((s) => s.reading(name));
-    this.vfs.onWriterClosed = () => this.writeback.pump();
+    this.vfs.onWriterClosed = (ino) => this.writeback.pumpFor(ino);
     store.onChange = (online) => {
       if (online) {
         // The bucket is back: everything waiting on a backoff timer goes now.

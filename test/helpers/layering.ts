@@ -26,7 +26,7 @@
  *
  * Packages with one home, whatever the layer (other code excepted): fuse-native only in
  * native/fuse and keytar only in native/keychain (native code is the only code that loads
- * addons, and each addon has one adapter), the AWS SDK only in the S3 store and the permission
+ * addons, and each addon has one adapter), the AWS SDK only in the S3 store (s3.ts, s3direct.ts) and the permission
  * probe (everything else speaks ObjectStore), React only in renderer/.
  *
  * Inside the engine, parts (its folders; its top-level files are the composition) are ordered
@@ -125,7 +125,8 @@ const PACKAGE_HOMES: readonly PackageHome[] = [
   {
     what: 'the AWS SDK',
     matches: (s) => s.startsWith('@aws-sdk/') || s.startsWith('@smithy/') || packageNamed('aws-sdk')(s),
-    homes: ['electron/engine/store/s3.ts', 'electron/main/permissions.ts'],
+    // store/s3.ts holds the filespace's objects, store/s3direct.ts sends its chunk PUTs (signed with the SDK's signer).
+    homes: ['electron/engine/store/s3.ts', 'electron/engine/store/s3direct.ts', 'electron/main/permissions.ts'],
   },
   { what: 'React', matches: packageNamed('react', 'react-dom'), homes: ['renderer'] },
 ];

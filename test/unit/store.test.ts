@@ -166,7 +166,8 @@ describe('LocalDiskStore', () => {
           let err = '';
           child.stdout.on('data', (d) => (out += d));
           child.stderr.on('data', (d) => (err += d));
-          child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as number[]) : reject(new Error(err))));
+          // 'close', not 'exit': the child's output may still be in the pipe when it exits.
+          child.on('close', (code) => (code === 0 ? resolve(JSON.parse(out) as number[]) : reject(new Error(err))));
         });
       const wins = (await Promise.all([run(), run(), run(), run()])).flat();
       assert.equal(wins.length, keys, 'each key created exactly once');

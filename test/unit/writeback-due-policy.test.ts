@@ -294,6 +294,48 @@ describe('WritebackQueue.pump', () => {
     q.stop();
   });
 
+  it('a close weighs only the closed file while nothing is due, and starts it once it is', async () => {
+    // A burst of creates closes a file every fraction of a millisecond while the upload delay
+    // keeps everything back: each close must not weigh the whole backlog.
+    let asked = 0;
+    const started: DirtyChunk[] = [];
+    let delay = policy.uploadDelayMs;
+    const q = new WritebackQueue({
+      dirty,
+      chunkSize: CS,
+      policy: () => ({ ...policy, uploadDelayMs: delay }),
+      isOpenForWrite: () => false,
+      isUnlinked: () => {
+        asked++;
+        return false;
+      },
+      upload: (d) => {
+        started.push(d);
+        return new Promise<void>(() => undefined);
+      },
+      paused: () => false,
+      onError: () => undefined,
+      onSuccess: () => undefined,
+      now: () => clock,
+    });
+    for (let ino = 1; ino <= 300; ino++) await written(ino, 0, 10);
+    q.start();
+    assert.equal(started.length, 0, 'nothing due within the upload delay');
+    asked = 0;
+    for (let ino = 1; ino <= 300; ino++) q.pumpFor(ino);
+    assert.ok(asked <= 300, `300 closes weighed ${asked} chunks`);
+    assert.equal(started.length, 0);
+    delay = 0; // due at close now: the close starts the oldest due chunks
+    q.pumpFor(300);
+    assert.equal(started.length, 2);
+    assert.deepEqual(
+      started.map((d) => d.ino),
+      [1, 2],
+      'oldest first, as a full pump',
+    );
+    q.stop();
+  });
+
   it('a failed upload schedules a retry with backoff and reports the error', async () => {
     const errors: unknown[] = [];
     const q = new WritebackQueue({

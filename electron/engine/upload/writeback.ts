@@ -146,6 +146,24 @@ export class WritebackQueue {
     for (const d of oldest) this.startUpload(d);
   }
 
+  /**
+   * A file was closed by its last writer: its chunks may be due now (with no upload delay, or
+   * once it has passed). Pumps only if one of them is; otherwise the periodic pump finds them
+   * when their delay is over. A burst of creates closes a file every fraction of a millisecond
+   * while nothing is due yet, and a full pump would weigh the whole backlog at each close
+   * (quadratic in the number of files written).
+   */
+  pumpFor(ino: number): void {
+    if (this.stopped || this.deps.paused()) return;
+    if (this.pressure || this.draining > 0) return this.pump();
+    if (this.inflight >= this.deps.policy().uploadConcurrency) return;
+    const now = this.now();
+    for (const idx of this.deps.dirty.indexesOf(ino)) {
+      const d = this.deps.dirty.get(ino, idx);
+      if (d && this.isDue(d, now)) return this.pump();
+    }
+  }
+
   /** Forgets every chunk's backoff (the bucket answers again) and starts what is due. */
   retryNow(): void {
     this.retryEpoch++;
