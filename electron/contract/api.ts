@@ -50,6 +50,76 @@ export const writesWaitingSchema = z.object({
 });
 export type WritesWaitingDto = z.infer<typeof writesWaitingSchema>;
 
+/** Plain objects under a prefix of an S3-compatible bucket (credentials: the host's chain unless given). */
+export const s3LocationSchema = z
+  .object({
+    bucket: z.string().min(1),
+    prefix: z.string(),
+    endpoint: z.string().optional(),
+    region: z.string().optional(),
+    pathStyle: z.boolean().optional(),
+    credentials: z
+      .object({ accessKeyId: z.string(), secretAccessKey: z.string(), sessionToken: z.string().optional() })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+/** The end of an import or export outside the filespace: a local folder (full path) or an S3 prefix. */
+export const transferOutsideSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('local'), path: z.string().min(1) }).strict(),
+  s3LocationSchema.extend({ kind: z.literal('s3') }).strict(),
+]);
+export type TransferOutside = z.infer<typeof transferOutsideSchema>;
+
+export const transferRequestSchema = z
+  .object({
+    direction: z.enum(['import', 'export']),
+    /** The folder inside the filespace ('/' for its root). */
+    inside: z.string().min(1),
+    outside: transferOutsideSchema,
+  })
+  .strict();
+export type TransferRequest = z.infer<typeof transferRequestSchema>;
+
+export const TRANSFER_SKIP_REASONS = [
+  'unreadable',
+  'special file',
+  'name not representable',
+  'symlink (plain objects keep none)',
+  'in the way',
+] as const;
+
+export const transferProgressSchema = z.object({
+  phase: z.enum(['scanning', 'copying', 'finishing', 'uploading', 'done', 'cancelled', 'failed']),
+  startedAt: z.number(),
+  filesTotal: z.number(),
+  bytesTotal: z.number(),
+  scanned: z.boolean(),
+  filesDone: z.number(),
+  bytesDone: z.number(),
+  bytesCopied: z.number(),
+  copied: z.number(),
+  alreadyThere: z.number(),
+  verified: z.number(),
+  folders: z.number(),
+  symlinks: z.number(),
+  skippedByReason: z.partialRecord(z.enum(TRANSFER_SKIP_REASONS), z.number()),
+  skipped: z.array(z.object({ path: z.string(), reason: z.enum(TRANSFER_SKIP_REASONS), detail: z.string() })),
+  failed: z.array(z.object({ path: z.string(), error: z.string() })),
+  error: z.string().optional(),
+});
+export type TransferProgressDto = z.infer<typeof transferProgressSchema>;
+
+/** An import or export a running mount does: what it copies from where to where, and how far it is. */
+export const transferJobSchema = z.object({
+  direction: z.enum(['import', 'export']),
+  from: z.string(),
+  to: z.string(),
+  progress: transferProgressSchema,
+});
+export type TransferJobDto = z.infer<typeof transferJobSchema>;
+
 export const statusSchema = z.object({
   name: z.string(),
   state: z.enum(MOUNT_STATES),
@@ -80,6 +150,8 @@ export const statusSchema = z.object({
   pendingFiles: z.array(z.string()).optional(),
   lease: leaseStatusSchema.optional(),
   aside: z.array(asideSetSchema).optional(),
+  /** The import or export the mount runs, or ran last. */
+  transfer: transferJobSchema.nullable().optional(),
 });
 export type StatusDto = z.infer<typeof statusSchema>;
 
@@ -140,76 +212,6 @@ export type SyncResult = z.infer<typeof syncResultSchema>;
 
 export const gcResultSchema = z.object({ scanned: z.number(), referenced: z.number(), marked: z.number(), deleted: z.number() });
 export type GcResultDto = z.infer<typeof gcResultSchema>;
-
-/** Plain objects under a prefix of an S3-compatible bucket (credentials: the host's chain unless given). */
-export const s3LocationSchema = z
-  .object({
-    bucket: z.string().min(1),
-    prefix: z.string(),
-    endpoint: z.string().optional(),
-    region: z.string().optional(),
-    pathStyle: z.boolean().optional(),
-    credentials: z
-      .object({ accessKeyId: z.string(), secretAccessKey: z.string(), sessionToken: z.string().optional() })
-      .strict()
-      .optional(),
-  })
-  .strict();
-
-/** The end of an import or export outside the filespace: a local folder (full path) or an S3 prefix. */
-export const transferOutsideSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('local'), path: z.string().min(1) }).strict(),
-  s3LocationSchema.extend({ kind: z.literal('s3') }).strict(),
-]);
-export type TransferOutside = z.infer<typeof transferOutsideSchema>;
-
-export const transferRequestSchema = z
-  .object({
-    direction: z.enum(['import', 'export']),
-    /** The folder inside the filespace ('/' for its root). */
-    inside: z.string().min(1),
-    outside: transferOutsideSchema,
-  })
-  .strict();
-export type TransferRequest = z.infer<typeof transferRequestSchema>;
-
-export const TRANSFER_SKIP_REASONS = [
-  'unreadable',
-  'special file',
-  'name cannot be a path',
-  'symlink (plain objects keep none)',
-  'in the way',
-] as const;
-
-export const transferProgressSchema = z.object({
-  phase: z.enum(['scanning', 'copying', 'finishing', 'uploading', 'done', 'cancelled', 'failed']),
-  startedAt: z.number(),
-  filesTotal: z.number(),
-  bytesTotal: z.number(),
-  scanned: z.boolean(),
-  filesDone: z.number(),
-  bytesDone: z.number(),
-  bytesCopied: z.number(),
-  copied: z.number(),
-  alreadyThere: z.number(),
-  verified: z.number(),
-  folders: z.number(),
-  symlinks: z.number(),
-  skippedByReason: z.partialRecord(z.enum(TRANSFER_SKIP_REASONS), z.number()),
-  skipped: z.array(z.object({ path: z.string(), reason: z.enum(TRANSFER_SKIP_REASONS), detail: z.string() })),
-  failed: z.array(z.object({ path: z.string(), error: z.string() })),
-  error: z.string().optional(),
-});
-export type TransferProgressDto = z.infer<typeof transferProgressSchema>;
-
-/** An import or export a running mount does: what it copies from where to where, and how far it is. */
-export const transferJobSchema = z.object({
-  direction: z.enum(['import', 'export']),
-  from: z.string(),
-  to: z.string(),
-  progress: transferProgressSchema,
-});
-export type TransferJobDto = z.infer<typeof transferJobSchema>;
 
 /** Route map: path -> request and response schemas. */
 export const routes = {

@@ -32,6 +32,9 @@ import { checkPlacement } from './placement';
 import { openStore } from './stores';
 import type { FuseMount } from '../../native/fuse/adapter';
 
+/** Skipped entries a status lists by name (the command's summary lists more, from `/v1/transfer`). */
+const STATUS_SKIPS_LISTED = 20;
+
 export function settingsOf(cfg: LinkConfig): EngineSettings {
   return resolveSettings(cfg.settings);
 }
@@ -166,6 +169,7 @@ export class MountHost {
             writesWaiting: st.writesWaiting ?? null,
           }
         : {}),
+      ...(this.transfer ? { transfer: jobDto(this.transfer, STATUS_SKIPS_LISTED) } : {}),
     };
   }
 
@@ -192,7 +196,7 @@ export class MountHost {
       },
       '/v1/transfer': async () => ({ job: this.transfer ? jobDto(this.transfer) : null }),
       '/v1/transfer/cancel': async () => {
-        this.transfer?.abort.abort();
+        this.cancelTransfer();
         return { ok: true as const };
       },
     };
@@ -255,9 +259,8 @@ export class MountHost {
     return { started: true, job: this.transfer };
   }
 
-  /** The import or export this mount runs or ran last. */
-  get currentTransfer(): TransferJob | undefined {
-    return this.transfer;
+  cancelTransfer(): void {
+    this.transfer?.abort.abort();
   }
 
   collectGarbage(): Promise<GcResultDto> {

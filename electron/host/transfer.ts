@@ -47,8 +47,11 @@ export interface TransferJob {
   readonly key: string;
 }
 
-export function jobDto(job: TransferJob): TransferJobDto {
-  return { direction: job.direction, from: job.from, to: job.to, progress: job.progress };
+/** A job as the contract carries it, with at most `listed` skipped entries named (all are counted). */
+export function jobDto(job: TransferJob, listed = Infinity): TransferJobDto {
+  const p = job.progress;
+  const progress = { ...p, skipped: p.skipped.slice(0, listed), failed: p.failed.slice(0, listed) };
+  return { direction: job.direction, from: job.from, to: job.to, progress };
 }
 
 /** The key of a request, without its credentials. */

@@ -17,11 +17,10 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-void GetObjectCommand;
-void PutObjectCommand;
 import { Bed, CLI, killHard, Linked, run, sh, tmpDir, until } from '../helpers/bed';
 import { TEST_CREDENTIALS, TEST_REGION } from '../helpers/moto';
 import { spawn } from 'node:child_process';
+import { isUtf8 } from 'node:buffer';
 
 /** mulberry32: a seeded PRNG, so a generated tree is the same on every run. */
 function prng(seed: number): () => number {
@@ -177,14 +176,13 @@ async function listKeys(client: S3Client, bucket: string): Promise<Map<string, n
   return out;
 }
 
-void s3;
-void listKeys;
-
 describe('import and export', () => {
   const bed = new Bed();
   let work: string;
   let src: string;
   let expected: Map<string, Seen>;
+  let small: string;
+  let expectedSmall: Map<string, Seen>;
 
   before(async () => {
     await bed.start();
@@ -193,6 +191,10 @@ describe('import and export', () => {
     await fsp.mkdir(src);
     await generateTree(src, 7, 2500);
     expected = await snapshot(src);
+    small = path.join(work, 'small');
+    await fsp.mkdir(small);
+    await generateTree(small, 11, 150, { bigBytes: 3 * MiB + 5 });
+    expectedSmall = await snapshot(small);
   });
   after(async () => {
     await bed.stop();
@@ -267,5 +269,129 @@ describe('import and export', () => {
     await fs.mount();
     assertSameTree(expected, await mountedTree(fs, ''), 'after the re-run');
     await fs.unmount();
+  });
+
+  it('imports plain objects from another bucket: keys become paths, keys that cannot be paths are skipped with their reason', async () => {
+    const fs = await bed.filespace();
+    const client = s3(bed.endpoint);
+    const plain = await bed.newBucket();
+    const rand = prng(3);
+    const objects: Record<string, Buffer> = {
+      'photos/a.jpg': bytesFrom(rand, 5000),
+      'photos/2024/b c.jpg': bytesFrom(rand, 70_000),
+      'docs/ünï.txt': Buffer.from('unicode key\n'),
+      'big/object.bin': bytesFrom(rand, 10 * MiB + 3),
+      'empty-folder/': Buffer.alloc(0),
+      'both/child': Buffer.from('child\n'),
+      // Not paths:
+      both: Buffer.from('a file and a folder\n'),
+      'bad//double': Buffer.from('x'),
+      'dots/../up': Buffer.from('x'),
+      ['long/' + 'x'.repeat(256)]: Buffer.from('x'),
+    };
+    for (const [Key, Body] of Object.entries(objects)) await client.send(new PutObjectCommand({ Bucket: plain, Key, Body }));
+    const url = `s3://${plain}`;
+    const flags = ['--endpoint', bed.endpoint, '--path-style'];
+    const r = await fs.machine.cli('import', fs.name, url, '/from-s3', ...flags);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.match(r.stdout, / 5 copied .*5 verified by SHA-256/);
+    assert.match(r.stdout, /skipped: 4 name not representable/);
+    assert.match(r.stdout, /skipped "both": name not representable \(it is also a folder/);
+    assert.match(r.stdout, /skipped "bad\/\/double": .*empty name/);
+    assert.match(r.stdout, /skipped "dots\/\.\.\/up": .*"\.\."/);
+    assert.match(r.stdout, /skipped "long\/x+": .*longer than 255 bytes/);
+    // A prefix: only what is under it, relative to it.
+    const p = await fs.machine.cli('import', fs.name, `${url}/photos/`, '/photos', ...flags);
+    assert.equal(p.code, 0, p.stderr + p.stdout);
+    assert.match(p.stdout, / 2 copied /);
+
+    await fs.mount();
+    for (const key of ['photos/a.jpg', 'photos/2024/b c.jpg', 'docs/ünï.txt', 'big/object.bin', 'both/child']) {
+      const got = await fsp.readFile(path.join(fs.mnt, 'from-s3', key));
+      assert.ok(got.equals(objects[key]!), `${key} differs`);
+    }
+    assert.deepEqual(await fsp.readdir(path.join(fs.mnt, 'from-s3', 'empty-folder')), []);
+    assert.deepEqual((await fsp.readdir(path.join(fs.mnt, 'photos'))).sort(), ['2024', 'a.jpg']);
+    // Mounted now: the same import runs in the mount and finds everything there.
+    const again = await fs.machine.cli('import', fs.name, url, '/from-s3', ...flags);
+    assert.equal(again.code, 0, again.stderr + again.stdout);
+    assert.match(again.stdout, / 0 copied .* 5 already there/);
+    await fs.unmount();
+    client.destroy();
+  });
+
+  it('exports to a folder and to plain objects in a bucket, identical to what was imported, and a re-run copies nothing', async () => {
+    const fs = await bed.filespace();
+    await fs.machine.ok('import', fs.name, small, '/t');
+    const out = path.join(work, 'exported');
+    const r = await fs.machine.cli('export', fs.name, '/t', out);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.match(r.stdout, /exported \/t -> /);
+    assertSameTree(expectedSmall, await snapshot(out), 'exported to a folder');
+    const sparse = await fsp.stat(path.join(out, 'sparse.img'));
+    assert.ok(sparse.blocks * 512 < 2 * MiB, `the exported sparse.img takes ${sparse.blocks * 512} bytes`);
+
+    const client = s3(bed.endpoint);
+    const bucket = await bed.newBucket();
+    const flags = ['--endpoint', bed.endpoint, '--path-style'];
+    await fs.mount(); // exported by the running mount this time
+    const e = await fs.machine.cli('export', fs.name, '/t', `s3://${bucket}/pre`, ...flags);
+    assert.equal(e.code, 0, e.stderr + e.stdout);
+    assert.match(e.stdout, /symlink \(plain objects keep none\)/);
+    assert.match(e.stdout, /skipped "latin-\\udce9\.txt": name not representable \(it is not valid UTF-8/);
+    const keys = await listKeys(client, bucket);
+    const files = [...expectedSmall].filter(([k, v]) => v.kind === 'file' && isUtf8(Buffer.from(k, 'latin1')));
+    assert.equal(files.length, [...expectedSmall.values()].filter((v) => v.kind === 'file').length - 1);
+    for (const [k, v] of files) {
+      const key = `pre/${Buffer.from(k, 'latin1').toString('utf8')}`;
+      assert.equal(keys.get(key), v.size, `${key} in the bucket`);
+      const got = await client.send(new GetObjectCommand({ Bucket: bucket, Key: key }));
+      const body = Buffer.from(await got.Body!.transformToByteArray());
+      assert.equal(createHash('sha256').update(body).digest('hex'), v.sha, `${key} differs`);
+      assert.equal(Number(got.Metadata?.mtime), Math.floor(v.mtimeMs) / 1000, `${key}'s mtime`);
+    }
+    assert.equal(keys.size, files.length, 'no other objects in the bucket');
+    const again = await fs.machine.cli('export', fs.name, '/t', `s3://${bucket}/pre`, ...flags);
+    assert.equal(again.code, 0, again.stderr + again.stdout);
+    assert.match(again.stdout, new RegExp(` 0 copied .* ${files.length} already there`));
+    await fs.unmount();
+    client.destroy();
+  });
+
+  it('refuses bad input in one line and changes nothing', async () => {
+    const fs = await bed.filespace();
+    await fs.machine.ok('import', fs.name, small, '/kept');
+    const client = s3(bed.endpoint);
+    const before = await listKeys(client, fs.bucket);
+    const localFile = path.join(work, 'a-file');
+    await fsp.writeFile(localFile, 'x');
+    const cases: [string[], RegExp][] = [
+      [['import', 'nosuch', small], /nosuch/],
+      [['import', fs.name, path.join(work, 'no-such-folder')], /no-such-folder does not exist/],
+      [['import', fs.name, localFile], /is not a folder/],
+      [['import', fs.name, small, '../outside'], /leads out of the filespace/],
+      [['import', fs.name, 's3://'], /names no bucket/],
+      [['import', fs.name, 's3:///prefix'], /names no bucket/],
+      [['import', fs.name, `s3://no-such-bucket-${Date.now()}/x`, '--endpoint', bed.endpoint, '--path-style'], /does not exist/],
+      [['import', fs.name, small, '/kept/big.bin'], /is not a folder/],
+      [['export', fs.name, '/no/such', path.join(work, 'out-x')], /does not exist in the filespace/],
+      [['export', fs.name, '/kept', localFile], /is a file/],
+      [['export', fs.name, '../..', path.join(work, 'out-y')], /leads out of the filespace/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await fs.machine.cli(...args);
+      assert.equal(r.code, 1, `${args.join(' ')}: exit ${r.code}\n${r.stderr}${r.stdout}`);
+      assert.match(r.stderr, message, args.join(' '));
+      assert.equal(r.stderr.trim().split('\n').length, 1, `${args.join(' ')}: one line: ${r.stderr}`);
+    }
+    await assert.rejects(fsp.stat(path.join(work, 'out-x')));
+    // Nothing of the filespace changed: its data and metadata objects are the same.
+    const data = (m: Map<string, number>) => [...m].filter(([k]) => !/^(lease|followers\/)/.test(k)).sort();
+    assert.deepEqual(data(await listKeys(client, fs.bucket)), data(before));
+    await fs.mount();
+    assertSameTree(expectedSmall, await snapshot(path.join(fs.mnt, 'kept')), 'the filespace after the refusals');
+    assert.deepEqual((await fsp.readdir(fs.mnt)).sort(), ['kept']);
+    await fs.unmount();
+    client.destroy();
   });
 });

@@ -206,6 +206,12 @@ export async function copyTree(
       p.bytesDone += n;
     };
     try {
+      const problem = dst.nameProblem?.(e.path);
+      if (problem) {
+        skip({ path: e.path, reason: 'name not representable', detail: problem });
+        account(e.size);
+        return;
+      }
       const there = await dst.stat(e.path);
       if (there?.kind === 'file' && there.size === e.size && sameMs(there.mtimeMs, e.mtimeMs)) {
         p.alreadyThere++;

@@ -149,7 +149,7 @@ export class S3Tree implements SourceTree, DestTree {
       const marker = rel.endsWith('/');
       const problem = keyProblem(marker ? rel.slice(0, -1) : rel);
       if (problem) {
-        skip({ path: rel, reason: 'name cannot be a path', detail: problem });
+        skip({ path: rel, reason: 'name not representable', detail: problem });
         continue;
       }
       const parts = (marker ? rel.slice(0, -1) : rel).split('/');
@@ -164,7 +164,7 @@ export class S3Tree implements SourceTree, DestTree {
       const name = parts.pop()!;
       const dir = folderOf(parts);
       if (dir.dirs.has(name))
-        skip({ path: rel, reason: 'name cannot be a path', detail: `it is also a folder (keys under "${rel}/")` });
+        skip({ path: rel, reason: 'name not representable', detail: `it is also a folder (keys under "${rel}/")` });
       else dir.files.set(name, o);
     }
     const stack: [string, Node][] = [['', root]];
@@ -194,6 +194,14 @@ export class S3Tree implements SourceTree, DestTree {
     for await (const piece of body) yield Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
   }
 
+  nameProblem(rel: string): string | undefined {
+    // A name kept as raw bytes (util/names.ts) has lone surrogates: keys are UTF-8 text.
+    if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(rel))
+      return 'it is not valid UTF-8, which object keys must be';
+    if (Buffer.byteLength(this.base + rel) > 1024) return 'the key would be longer than 1024 bytes';
+    return undefined;
+  }
+
   async stat(rel: string): Promise<Present | undefined> {
     const o = (await this.list()).get(rel);
     if (!o) return undefined;
@@ -219,7 +227,7 @@ export class S3Tree implements SourceTree, DestTree {
   async create(rel: string, mode: number | undefined, size: number, mtimeMs: number): Promise<FileWriter> {
     const Key = this.base + rel;
     const Bucket = this.loc.bucket;
-    const Metadata: Record<string, string> = { mtime: (mtimeMs / 1000).toFixed(3) };
+    const Metadata: Record<string, string> = { mtime: (Math.floor(mtimeMs) / 1000).toFixed(3) };
     if (mode !== undefined) Metadata.mode = mode.toString(8);
     let pending: Buffer[] = [];
     let pendingBytes = 0;

@@ -36,7 +36,7 @@ export interface Present {
 }
 
 export type SkipReason =
-  'unreadable' | 'special file' | 'name cannot be a path' | 'symlink (plain objects keep none)' | 'in the way';
+  'unreadable' | 'special file' | 'name not representable' | 'symlink (plain objects keep none)' | 'in the way';
 
 export interface Skip {
   readonly path: string;
@@ -71,6 +71,8 @@ export interface DestTree {
   readonly sparse: boolean;
   /** Whether the end keeps symlinks, and folders apart from the files in them. */
   readonly symlinks: boolean;
+  /** Why `path` cannot be a name at this end (undefined: it can), for ends stricter than a filesystem. */
+  nameProblem?(path: string): string | undefined;
   stat(path: string): Promise<Present | undefined>;
   /** Makes a folder (its parent exists); an existing folder is left as it is. */
   mkdir(path: string): Promise<void>;
