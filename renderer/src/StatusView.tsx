@@ -9,6 +9,7 @@ import { countOf, followersWords, leaseWords, recentRate, statusHeadline } from 
 import { Chart } from './Chart';
 import { actionProblemsOf, plainWords, type Problem } from './problems';
 import { SecondMachinePanel, AsidePanel, FollowerPanel, isFollower } from './SecondMachine';
+import { ImportFolder } from './ImportFolder';
 import {
   dismiss,
   hostTransport,
@@ -152,6 +153,7 @@ function Card({ f }: { f: FilespaceSummary }) {
       <FollowerPanel f={f} />
       <SecondMachinePanel f={f} />
       <AsidePanel f={f} />
+      <ImportFolder f={f} />
       {headline.kind === 'uploading' && batch && batch.totalBytes > 0 ? (
         <div className="progress-row">
           <div
