@@ -127,7 +127,9 @@ export class LocalTree implements SourceTree, DestTree {
   async setAttrs(rel: string, mode: number | undefined, mtimeMs: number): Promise<void> {
     const p = this.at(rel);
     const st = await fsp.lstat(p);
-    const t = new Date(mtimeMs);
+    // Times travel as seconds in a double: x.271 s may land as x.270999 s. Half a millisecond
+    // on top keeps the millisecond that the next run compares (copy.ts) whatever the rounding.
+    const t = (Math.floor(mtimeMs) + 0.5) / 1000;
     if (st.isSymbolicLink()) {
       await fsp.lutimes(p, t, t);
       return;

@@ -11,7 +11,8 @@
  * As a destination: files become objects (a multipart upload past 8 MiB, so memory stays
  * bounded), holding their mtime and mode as `x-amz-meta-mtime` (seconds, as rclone writes it)
  * and `x-amz-meta-mode`; an object appears whole when its upload completes, never half
- * written. Folders are implied by the keys, and symlinks are skipped (plain objects keep none).
+ * written. Folders are implied by the keys, and symlinks are skipped (plain objects keep none),
+ * as are names that are not UTF-8 or hold control characters (`nameProblem`).
  */
 
 import * as http from 'node:http';
@@ -198,6 +199,8 @@ export class S3Tree implements SourceTree, DestTree {
     // A name kept as raw bytes (util/names.ts) has lone surrogates: keys are UTF-8 text.
     if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(rel))
       return 'it is not valid UTF-8, which object keys must be';
+    // S3 accepts them, but not every S3-compatible store does, nor every tool that lists keys.
+    if (/[\u0000-\u001f\u007f]/.test(rel)) return 'it holds a control character (a newline, a tab...)';
     if (Buffer.byteLength(this.base + rel) > 1024) return 'the key would be longer than 1024 bytes';
     return undefined;
   }
