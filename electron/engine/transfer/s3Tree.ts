@@ -200,7 +200,8 @@ export class S3Tree implements SourceTree, DestTree {
     if (/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(rel))
       return 'it is not valid UTF-8, which object keys must be';
     // S3 accepts them, but not every S3-compatible store does, nor every tool that lists keys.
-    if (/[\u0000-\u001f\u007f]/.test(rel)) return 'it holds a control character (a newline, a tab...)';
+    if ([...rel].some((c) => c.charCodeAt(0) < 0x20 || c === '\u007f'))
+      return 'it holds a control character (a newline, a tab...)';
     if (Buffer.byteLength(this.base + rel) > 1024) return 'the key would be longer than 1024 bytes';
     return undefined;
   }
