@@ -238,7 +238,8 @@ export async function runUnmounted(
     } catch (err) {
       if (err instanceof Error && 'code' in err && err.code === 'LEASE_HELD')
         throw new HostError(
-          `"${cfg.name}" is written by another machine (${err.message}); import there, or mount it here with --takeover and import then`,
+          `cannot import into "${cfg.name}": ${err.message.replace(/; mount it read-only.*$/, '')}; ` +
+            `import on that machine, or take over with "filespace mount ${cfg.name} --takeover" if it is gone`,
           'LEASE_HELD',
         );
       throw err;

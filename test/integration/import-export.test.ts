@@ -397,4 +397,24 @@ describe('import and export', () => {
     await fs.unmount();
     client.destroy();
   });
+
+  it('refuses to import into a filespace another machine writes, and into one mounted read-only here', async () => {
+    const fs = await bed.filespace();
+    const writer = await bed.link(await bed.machine('writer'), fs.bucket, fs.prefix);
+    await writer.mount();
+    const r = await fs.machine.cli('import', fs.name, small);
+    assert.equal(r.code, 1, r.stderr + r.stdout);
+    assert.match(
+      r.stderr,
+      /^filespace: cannot import into "fs\w+": this filespace is being written by .*; import on that machine, or take over/,
+    );
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    await fs.mount({ readOnly: true });
+    const ro = await fs.machine.cli('import', fs.name, small);
+    assert.equal(ro.code, 1, ro.stderr + ro.stdout);
+    assert.match(ro.stderr, /^filespace: this machine cannot write to the filespace: /);
+    assert.deepEqual(await fsp.readdir(fs.mnt), []);
+    await fs.unmount();
+    await writer.unmount();
+  });
 });
