@@ -26,8 +26,9 @@
  *
  * Packages with one home, whatever the layer (other code excepted): fuse-native only in
  * native/fuse and keytar only in native/keychain (native code is the only code that loads
- * addons, and each addon has one adapter), the AWS SDK only in the S3 store and the permission
- * probe (everything else speaks ObjectStore), React only in renderer/.
+ * addons, and each addon has one adapter), the AWS SDK only in the S3 store, the plain-object
+ * end of import and export, and the permission probe (everything else speaks ObjectStore),
+ * React only in renderer/.
  *
  * Inside the engine, parts (its folders; its top-level files are the composition) are ordered
  * top to bottom as ENGINE_ORDER says; a file imports its own part and parts of lower tiers
@@ -93,10 +94,12 @@ const NOT_OURS: readonly string[] = ['native/fuse/addon'];
  * check.ts, gc.ts, ...), which wire the parts; errors.ts is the exception: the shared error
  * vocabulary sits at the very bottom, so every part may throw its errors. prefetch and upload
  * sit on the cache (prefetch fills it, the upload queue drains its dirty part); meta, like the
- * cache, sits on chunk and store.
+ * cache, sits on chunk and store. transfer (import and export) copies trees through the vfs
+ * and reads plain objects of a bucket: above the vfs, below nothing of the engine's wiring.
  */
 export const ENGINE_ORDER: ReadonlyArray<readonly string[]> = [
   ['composition'],
+  ['transfer'],
   ['vfs'],
   ['prefetch', 'upload'],
   ['cache', 'meta'],
@@ -125,7 +128,8 @@ const PACKAGE_HOMES: readonly PackageHome[] = [
   {
     what: 'the AWS SDK',
     matches: (s) => s.startsWith('@aws-sdk/') || s.startsWith('@smithy/') || packageNamed('aws-sdk')(s),
-    homes: ['electron/engine/store/s3.ts', 'electron/main/permissions.ts'],
+    // store/s3.ts holds the filespace's objects; transfer/s3Tree.ts reads and writes plain objects (import, export).
+    homes: ['electron/engine/store/s3.ts', 'electron/engine/transfer/s3Tree.ts', 'electron/main/permissions.ts'],
   },
   { what: 'React', matches: packageNamed('react', 'react-dom'), homes: ['renderer'] },
 ];

@@ -89,7 +89,17 @@ describe('control API requests', () => {
   });
 
   it('every route has a method and strict request schema that refuses unknown keys', () => {
-    assert.deepEqual(Object.keys(routes).sort(), ['/v1/gc', '/v1/pause', '/v1/set', '/v1/status', '/v1/sync', '/v1/unmount']);
+    assert.deepEqual(Object.keys(routes).sort(), [
+      '/v1/gc',
+      '/v1/pause',
+      '/v1/set',
+      '/v1/status',
+      '/v1/sync',
+      '/v1/transfer',
+      '/v1/transfer/cancel',
+      '/v1/transfer/start',
+      '/v1/unmount',
+    ]);
     for (const [route, spec] of Object.entries(routes)) {
       assert.ok(spec.method === 'GET' || spec.method === 'POST', route);
       refuses(spec.request, { definitelyNotAKey: true });
