@@ -254,7 +254,12 @@ export async function runUnmounted(
       job.progress.phase = 'uploading';
       engine.vfs.commitAllSizes();
       await engine.vfs.fsyncAll();
-      const uploaded = await engine.sync(Date.now() + 7 * 24 * 3600_000);
+      // Ctrl-C stops the wait: what is not uploaded yet is safe in the cache and goes at the next mount.
+      const stopped = new Promise<boolean>((resolve) => {
+        if (hooks.signal?.aborted) resolve(false);
+        hooks.signal?.addEventListener('abort', () => resolve(false), { once: true });
+      });
+      const uploaded = await Promise.race([engine.sync(Date.now() + 7 * 24 * 3600_000), stopped]);
       job.progress.phase = phase;
       if (!uploaded) hooks.log(`not everything was uploaded; the rest goes at the next mount of "${cfg.name}"`);
     }
