@@ -55,6 +55,7 @@ import { openStore } from '../host/stores';
 import { syncLinked } from '../host/sync';
 import { unmountLinked } from '../host/unmount';
 import { settingFromKey } from './settingKeys';
+import { cmdTransfer, TRANSFER_USAGE } from './transfer';
 import { parseDuration, parseSize } from './units';
 import { log } from '../host/log';
 import { cmdPin, cmdUnpin } from './pin';
@@ -97,6 +98,7 @@ const USAGE = `usage:
                                            for use offline; PATH in the mount point or the filespace)
   filespace unpin   NAME PATH…
 ${SNAPSHOT_USAGE}
+${TRANSFER_USAGE}
   filespace unlink  NAME [--force]
   filespace list
   filespace demo`;
@@ -791,6 +793,10 @@ export async function main(argv: string[]): Promise<number> {
         break;
       case 'snapshot':
         await cmdSnapshot(homes(), rest, log);
+        break;
+      case 'import':
+      case 'export':
+        await cmdTransfer(cmd, rest, (m) => new UsageError(m));
         break;
       case 'demo':
         await cmdDemo(rest);

@@ -54,6 +54,76 @@ export const writesWaitingSchema = z.object({
 });
 export type WritesWaitingDto = z.infer<typeof writesWaitingSchema>;
 
+/** Plain objects under a prefix of an S3-compatible bucket (credentials: the host's chain unless given). */
+export const s3LocationSchema = z
+  .object({
+    bucket: z.string().min(1),
+    prefix: z.string(),
+    endpoint: z.string().optional(),
+    region: z.string().optional(),
+    pathStyle: z.boolean().optional(),
+    credentials: z
+      .object({ accessKeyId: z.string(), secretAccessKey: z.string(), sessionToken: z.string().optional() })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+/** The end of an import or export outside the filespace: a local folder (full path) or an S3 prefix. */
+export const transferOutsideSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('local'), path: z.string().min(1) }).strict(),
+  s3LocationSchema.extend({ kind: z.literal('s3') }).strict(),
+]);
+export type TransferOutside = z.infer<typeof transferOutsideSchema>;
+
+export const transferRequestSchema = z
+  .object({
+    direction: z.enum(['import', 'export']),
+    /** The folder inside the filespace ('/' for its root). */
+    inside: z.string().min(1),
+    outside: transferOutsideSchema,
+  })
+  .strict();
+export type TransferRequest = z.infer<typeof transferRequestSchema>;
+
+export const TRANSFER_SKIP_REASONS = [
+  'unreadable',
+  'special file',
+  'name not representable',
+  'symlink (plain objects keep none)',
+  'in the way',
+] as const;
+
+export const transferProgressSchema = z.object({
+  phase: z.enum(['scanning', 'copying', 'finishing', 'uploading', 'done', 'cancelled', 'failed']),
+  startedAt: z.number(),
+  filesTotal: z.number(),
+  bytesTotal: z.number(),
+  scanned: z.boolean(),
+  filesDone: z.number(),
+  bytesDone: z.number(),
+  bytesCopied: z.number(),
+  copied: z.number(),
+  alreadyThere: z.number(),
+  verified: z.number(),
+  folders: z.number(),
+  symlinks: z.number(),
+  skippedByReason: z.partialRecord(z.enum(TRANSFER_SKIP_REASONS), z.number()),
+  skipped: z.array(z.object({ path: z.string(), reason: z.enum(TRANSFER_SKIP_REASONS), detail: z.string() })),
+  failed: z.array(z.object({ path: z.string(), error: z.string() })),
+  error: z.string().optional(),
+});
+export type TransferProgressDto = z.infer<typeof transferProgressSchema>;
+
+/** An import or export a running mount does: what it copies from where to where, and how far it is. */
+export const transferJobSchema = z.object({
+  direction: z.enum(['import', 'export']),
+  from: z.string(),
+  to: z.string(),
+  progress: transferProgressSchema,
+});
+export type TransferJobDto = z.infer<typeof transferJobSchema>;
+
 export const statusSchema = z.object({
   name: z.string(),
   state: z.enum(MOUNT_STATES),
@@ -88,6 +158,8 @@ export const statusSchema = z.object({
   pins: z.array(pinStatusSchema).optional(),
   /** Why pinned data is not all in the cache yet, while it is not (no room, the bucket offline). */
   pinsProblem: z.string().nullable().optional(),
+  /** The import or export the mount runs, or ran last. */
+  transfer: transferJobSchema.nullable().optional(),
 });
 export type StatusDto = z.infer<typeof statusSchema>;
 
@@ -217,6 +289,14 @@ export const routes = {
     request: z.object({ dir: z.string().min(1).max(4096) }).strict(),
     response: z.object({ ok: z.literal(true) }),
   },
+  /** Starts an import or export in the mount (joined, started false, when the same one runs). */
+  '/v1/transfer/start': {
+    method: 'POST',
+    request: transferRequestSchema,
+    response: z.object({ started: z.boolean(), job: transferJobSchema }),
+  },
+  '/v1/transfer': { method: 'GET', request: z.object({}).strict(), response: z.object({ job: transferJobSchema.nullable() }) },
+  '/v1/transfer/cancel': { method: 'POST', request: z.object({}).strict(), response: z.object({ ok: z.literal(true) }) },
 } as const;
 export type Route = keyof typeof routes;
 export type RequestOf<R extends Route> = z.input<(typeof routes)[R]['request']>;

@@ -257,6 +257,12 @@ export const appRoutes = {
     request: z.object({ name: nameSchema, cacheDir: z.string().min(1).max(4096) }).strict(),
     response: machineSettingsSchema,
   },
+  /**
+   * Imports a local folder (a full path) into a filespace mounted by this app, as a folder of
+   * that name at its root; progress shows in the filespace's status (`transfer`).
+   */
+  'transfer.import': { request: z.object({ name: nameSchema, source: z.string().min(1).max(4096) }).strict(), response: ok },
+  'transfer.cancel': { request: byName, response: ok },
   'app.settings.get': { request: z.object({}).strict(), response: appSettingsDtoSchema },
   'app.settings.set': {
     request: z.object({ startAtLogin: z.boolean().optional(), mountAtStart: z.array(nameSchema).max(100).optional() }).strict(),

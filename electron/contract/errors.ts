@@ -74,6 +74,7 @@ export const ERRORS = {
   NO_CONDITIONAL_WRITES: { status: 409, message: 'the store ignores conditional writes, so only one machine may write' },
   SYNC_TIMEOUT: { status: 409, message: 'not everything was uploaded in time' },
   CHECK_FAILED: { status: 409, message: 'the check found problems' },
+  TRANSFER_FAILED: { status: 409, message: 'some files were not copied' },
   MOUNT_FAILED: { status: 500, message: 'the mount failed' },
   MOUNT_TIMEOUT: { status: 500, message: 'mounting did not finish in time' },
 

@@ -104,7 +104,7 @@ export function validateChunkSize(bytes: number): void {
 }
 
 /** Turns a store failure during setup into one clear line naming the problem and the fix. */
-export function explainStoreError(err: unknown, store: ObjectStore): Error {
+export function explainStoreError(err: unknown, store: Pick<ObjectStore, 'description'>): Error {
   if (!(err instanceof StoreError)) return err as Error;
   switch (err.code) {
     case 'NoSuchBucket':

@@ -32,6 +32,7 @@ import {
   SnapshotScheduleDto,
   StatusDto,
   SyncResult,
+  TransferRequest,
 } from '../contract/api';
 import { Engine } from '../engine/engine';
 import { resolveSettings, EngineSettings } from '../engine/config';
@@ -41,9 +42,13 @@ import { startControlServer } from './control';
 import { HostError } from './errors';
 import { Homes, LinkConfig, linkedPlaces, readPassphraseFile, saveConfig, socketPath } from './config';
 import { prepareMountPoint } from './mountPoint';
+import { jobDto, requestKey, startTransfer, type TransferJob } from './transfer';
 import { checkPlacement } from './placement';
 import { openStore } from './stores';
 import type { FuseMount } from '../../native/fuse/adapter';
+
+/** Skipped entries a status lists by name (the command's summary lists more, from `/v1/transfer`). */
+const STATUS_SKIPS_LISTED = 20;
 
 export function settingsOf(cfg: LinkConfig): EngineSettings {
   return resolveSettings(cfg.settings);
@@ -91,6 +96,8 @@ export class MountHost {
     this.snapshotServed.get(mount)?.();
     this.snapshotServed.delete(mount);
   }
+  /** The import or export this mount runs or ran last (one at a time). */
+  private transfer: TransferJob | undefined;
 
   constructor(
     private cfg: LinkConfig,
@@ -191,6 +198,7 @@ export class MountHost {
             pinsProblem: st.pinsProblem ?? null,
           }
         : {}),
+      ...(this.transfer ? { transfer: jobDto(this.transfer, STATUS_SKIPS_LISTED) } : {}),
     };
   }
 
@@ -228,6 +236,15 @@ export class MountHost {
       },
       '/v1/snapshot/unmount': async (req: { dir: string }) => {
         await this.unmountSnapshot(req.dir);
+        return { ok: true as const };
+      },
+      '/v1/transfer/start': async (req: TransferRequest) => {
+        const { started, job } = await this.startTransfer(req);
+        return { started, job: jobDto(job) };
+      },
+      '/v1/transfer': async () => ({ job: this.transfer ? jobDto(this.transfer) : null }),
+      '/v1/transfer/cancel': async () => {
+        this.cancelTransfer();
         return { ok: true as const };
       },
     };
@@ -294,6 +311,28 @@ export class MountHost {
     this.pinsSaved = this.pinsSaved
       .then(() => saveConfig(this.h, cfg))
       .catch((err) => this.opts.log(`saving the pins of ${cfg.name}: ${(err as Error).message}`));
+  }
+
+  /**
+   * Starts an import or export in this mount's engine (host/transfer.ts), or joins the same one
+   * when it is already running; another one running is refused.
+   */
+  async startTransfer(req: TransferRequest): Promise<{ started: boolean; job: TransferJob }> {
+    const engine = this.running();
+    const current = this.transfer;
+    if (current && ['scanning', 'copying', 'finishing'].includes(current.progress.phase)) {
+      if (current.key === requestKey(req)) return { started: false, job: current };
+      throw new HostError(
+        `an ${current.direction} is running (${current.from} -> ${current.to}); wait for it or cancel it`,
+        'BUSY',
+      );
+    }
+    this.transfer = await startTransfer(engine, req, { mountPoint: this.cfg.mountPoint, log: this.opts.log });
+    return { started: true, job: this.transfer };
+  }
+
+  cancelTransfer(): void {
+    this.transfer?.abort.abort();
   }
 
   collectGarbage(): Promise<GcResultDto> {
@@ -420,6 +459,8 @@ export class MountHost {
       this.forgetSnapshotMount(mount);
     }
     this.snapshotMounts.clear();
+    this.transfer?.abort.abort();
+    await this.transfer?.done;
     if (this.fuse?.isMounted) await this.fuse.unmount(true).catch(() => undefined);
     if (this.engine) await this.engine.close().catch((err) => this.opts.log(`closing the engine: ${(err as Error).message}`));
     this.engine = undefined;

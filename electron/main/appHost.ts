@@ -547,6 +547,20 @@ export class AppHost {
   }
 
   /** "Try it locally": a filespace on an embedded store in the cache folder, no AWS involved. */
+  /** Imports a local folder into the root of a filespace this app mounts, in its MountHost (host/transfer.ts). */
+  private async importFolder(name: string, source: string): Promise<void> {
+    const host = this.mounts.get(name);
+    if (!host) throw new HostError(`"${name}" is not mounted here: mount it to import a folder into it`, 'NOT_MOUNTED');
+    if (!path.isAbsolute(source)) throw new HostError(`"${source}" is not a full path (e.g. /home/you/Photos)`, 'NOT_ABSOLUTE');
+    const folder = path.resolve(source);
+    await host.startTransfer({
+      direction: 'import',
+      inside: `/${path.basename(folder)}`,
+      outside: { kind: 'local', path: folder },
+    });
+    void this.publish();
+  }
+
   private async demo(): Promise<FilespaceSummary> {
     const h = this.o.homes;
     if (!(await listConfigs(h)).includes(DEMO_NAME)) {
@@ -722,6 +736,15 @@ export class AppHost {
       const applied = await applySettings(this.o.homes, await loadConfig(this.o.homes, name), change, this.mounts.get(name));
       void this.publish();
       return { applied };
+    },
+    'transfer.import': async ({ name, source }) => {
+      await this.importFolder(name, source);
+      return { ok: true as const };
+    },
+    'transfer.cancel': async ({ name }) => {
+      this.mounts.get(name)?.cancelTransfer();
+      void this.publish();
+      return { ok: true as const };
     },
     'app.settings.get': async () => {
       const { settings } = await this.settingsFile.load();

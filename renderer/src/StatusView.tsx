@@ -11,6 +11,7 @@ import { actionProblemsOf, plainWords, type Problem } from './problems';
 import { SecondMachinePanel, AsidePanel, FollowerPanel, isFollower } from './SecondMachine';
 import { PinsPanel } from './Pins';
 import { SnapshotsPanel } from './Snapshots';
+import { ImportFolder } from './ImportFolder';
 import {
   dismiss,
   hostTransport,
@@ -155,6 +156,7 @@ function Card({ f }: { f: FilespaceSummary }) {
       <SecondMachinePanel f={f} />
       <AsidePanel f={f} />
       <SnapshotsPanel f={f} />
+      <ImportFolder f={f} />
       {headline.kind === 'uploading' && batch && batch.totalBytes > 0 ? (
         <div className="progress-row">
           <div

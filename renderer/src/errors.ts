@@ -68,6 +68,7 @@ export function treatmentOf(code: ErrorCode): ErrorTreatment {
     case 'NO_CONDITIONAL_WRITES':
     case 'SYNC_TIMEOUT':
     case 'CHECK_FAILED':
+    case 'TRANSFER_FAILED':
     case 'MOUNT_FAILED':
     case 'MOUNT_TIMEOUT':
     // The bucket.

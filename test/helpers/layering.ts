@@ -26,7 +26,8 @@
  *
  * Packages with one home, whatever the layer (other code excepted): fuse-native only in
  * native/fuse and keytar only in native/keychain (native code is the only code that loads
- * addons, and each addon has one adapter), the AWS SDK only in the S3 store (s3.ts, s3direct.ts) and the permission
+ * addons, and each addon has one adapter), the AWS SDK only in the S3 store (s3.ts, and
+ * s3direct.ts for chunk PUTs), the plain-object end of import and export, and the permission
  * probe (everything else speaks ObjectStore), React only in renderer/.
  *
  * Inside the engine, parts (its folders; its top-level files are the composition) are ordered
@@ -93,10 +94,12 @@ const NOT_OURS: readonly string[] = ['native/fuse/addon'];
  * check.ts, gc.ts, ...), which wire the parts; errors.ts is the exception: the shared error
  * vocabulary sits at the very bottom, so every part may throw its errors. prefetch and upload
  * sit on the cache (prefetch fills it, the upload queue drains its dirty part); meta, like the
- * cache, sits on chunk and store.
+ * cache, sits on chunk and store. transfer (import and export) copies trees through the vfs
+ * and reads plain objects of a bucket: above the vfs, below nothing of the engine's wiring.
  */
 export const ENGINE_ORDER: ReadonlyArray<readonly string[]> = [
   ['composition'],
+  ['transfer'],
   ['vfs'],
   ['prefetch', 'upload'],
   ['cache', 'meta'],
@@ -125,8 +128,14 @@ const PACKAGE_HOMES: readonly PackageHome[] = [
   {
     what: 'the AWS SDK',
     matches: (s) => s.startsWith('@aws-sdk/') || s.startsWith('@smithy/') || packageNamed('aws-sdk')(s),
-    // store/s3.ts holds the filespace's objects, store/s3direct.ts sends its chunk PUTs (signed with the SDK's signer).
-    homes: ['electron/engine/store/s3.ts', 'electron/engine/store/s3direct.ts', 'electron/main/permissions.ts'],
+    // store/s3.ts holds the filespace's objects and store/s3direct.ts sends its chunk PUTs (signed
+    // with the SDK's signer); transfer/s3Tree.ts reads and writes plain objects (import, export).
+    homes: [
+      'electron/engine/store/s3.ts',
+      'electron/engine/store/s3direct.ts',
+      'electron/engine/transfer/s3Tree.ts',
+      'electron/main/permissions.ts',
+    ],
   },
   { what: 'React', matches: packageNamed('react', 'react-dom'), homes: ['renderer'] },
 ];

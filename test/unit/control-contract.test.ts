@@ -101,6 +101,9 @@ describe('control API requests', () => {
       '/v1/snapshot/unmount',
       '/v1/status',
       '/v1/sync',
+      '/v1/transfer',
+      '/v1/transfer/cancel',
+      '/v1/transfer/start',
       '/v1/unmount',
       '/v1/unpin',
     ]);

@@ -438,7 +438,7 @@ describe('layering rule: packages with one home', () => {
       'renderer/src/store.ts',
       "import { S3Client } from '@aws-sdk/client-s3';",
       '@aws-sdk/client-s3',
-      /the AWS SDK \(@aws-sdk\/client-s3\) may be imported only in electron\/engine\/store\/s3\.ts and electron\/main\/permissions\.ts/,
+      /the AWS SDK \(@aws-sdk\/client-s3\) may be imported only in electron\/engine\/store\/s3\.ts and electron\/engine\/store\/s3direct\.ts and electron\/engine\/transfer\/s3Tree\.ts and electron\/main\/permissions\.ts/,
     );
     assertViolates('electron/engine/meta/remote.ts', "import { S3Client } from '@aws-sdk/client-s3';", '@aws-sdk/client-s3');
     assertViolates('electron/engine/store/local.ts', "import type { S3Client } from '@aws-sdk/client-s3';", '@aws-sdk/client-s3');
@@ -485,10 +485,19 @@ describe('layering rule: packages with one home', () => {
 describe("layering rule: the engine's own order", () => {
   const tierOf = (part: string) => ENGINE_ORDER.findIndex((t) => t.includes(part));
 
-  it('states vfs over prefetch and upload over cache and meta over chunk and store over util over errors, composition on top', () => {
+  it('states transfer over vfs over prefetch and upload over cache and meta over chunk and store over util over errors, composition on top', () => {
     assert.deepEqual(
       ENGINE_ORDER.map((t) => [...t]),
-      [['composition'], ['vfs'], ['prefetch', 'upload'], ['cache', 'meta'], ['chunk', 'store'], ['util'], ['errors']],
+      [
+        ['composition'],
+        ['transfer'],
+        ['vfs'],
+        ['prefetch', 'upload'],
+        ['cache', 'meta'],
+        ['chunk', 'store'],
+        ['util'],
+        ['errors'],
+      ],
     );
   });
 
