@@ -13,25 +13,12 @@
 
 import { ChunkCache } from '../cache/chunkCache';
 import { FsError } from '../errors';
-import { Inode, InodeKind, ROOT_INO, Tree } from '../meta/tree';
+import { Inode, ROOT_INO, Tree } from '../meta/tree';
 import { ChunkFetcher } from '../prefetch/fetcher';
 import { nameBytes } from '../util/names';
-import type { Stat } from './vfs';
+import { NAME_MAX, POSIX_ACL_XATTR, type Stat, TYPE_BITS, statfsReply } from './vfs';
 
-const TYPE_BITS: Readonly<Record<InodeKind, number>> = {
-  file: 0o100000,
-  dir: 0o040000,
-  symlink: 0o120000,
-  fifo: 0o010000,
-  socket: 0o140000,
-  chardev: 0o020000,
-  blockdev: 0o060000,
-};
 const O_ACCMODE = 3;
-const NAME_MAX = 255;
-const POSIX_ACL_XATTR = /^system\.posix_acl_(access|default)$/;
-const STATFS_BLOCK_BYTES = 256 * 1024;
-const STATFS_TOTAL_BYTES = 2 ** 50;
 
 function refused(): FsError {
   return new FsError('EROFS', 'a snapshot is read-only; copy files out of it to restore them');
@@ -196,25 +183,9 @@ export class SnapshotFs {
   }
 
   statfs(): Record<string, number> {
-    const block = STATFS_BLOCK_BYTES;
-    const blocks = STATFS_TOTAL_BYTES / block - 1;
     let used = 0;
     for (const inode of this.tree.inodes.values()) for (const c of inode.chunks ?? []) if (c) used += c[1];
-    const free = Math.max(0, blocks - Math.ceil(used / block));
-    const files = 2 ** 32 - 1;
-    return {
-      bsize: block,
-      frsize: block,
-      blocks,
-      bfree: free,
-      bavail: free,
-      files,
-      ffree: files - this.tree.inodes.size,
-      favail: files - this.tree.inodes.size,
-      fsid: 0,
-      flag: 1, // ST_RDONLY
-      namemax: NAME_MAX,
-    };
+    return statfsReply(used, this.tree.inodes.size, true);
   }
 
   getxattr(path: string, name: string): Buffer {

@@ -165,7 +165,7 @@ const S_IFCHR = 0o020000;
 const S_IFBLK = 0o060000;
 const S_IFMT = 0o170000;
 /** The type bits of each kind of inode in st_mode. */
-const TYPE_BITS: Readonly<Record<InodeKind, number>> = {
+export const TYPE_BITS: Readonly<Record<InodeKind, number>> = {
   file: S_IFREG,
   dir: S_IFDIR,
   symlink: S_IFLNK,
@@ -180,12 +180,36 @@ const O_RDWR = 2;
 const O_APPEND = 0o2000;
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
-const NAME_MAX = 255;
+export const NAME_MAX = 255;
 /** What statfs reports (see `statfs`). */
 const STATFS_TOTAL_BYTES = 2 ** 50;
 const STATFS_BLOCK_BYTES = 256 * 1024;
 /** POSIX ACLs travel as these xattrs; they are refused so tools fall back to the mode bits. */
-const POSIX_ACL_XATTR = /^system\.posix_acl_(access|default)$/;
+export const POSIX_ACL_XATTR = /^system\.posix_acl_(access|default)$/;
+
+/**
+ * statfs(2) of a tree holding `usedBytes` of data in `inodes` inodes: a nominal 1 PiB in all,
+ * counted in 256 KiB blocks (see `Vfs.statfs`).
+ */
+export function statfsReply(usedBytes: number, inodes: number, readOnly: boolean): Record<string, number> {
+  const block = STATFS_BLOCK_BYTES;
+  const blocks = STATFS_TOTAL_BYTES / block - 1; // the largest 32-bit count
+  const free = Math.max(0, blocks - Math.ceil(usedBytes / block));
+  const files = 2 ** 32 - 1;
+  return {
+    bsize: block,
+    frsize: block,
+    blocks,
+    bfree: free,
+    bavail: free,
+    files,
+    ffree: files - inodes,
+    favail: files - inodes,
+    fsid: 0,
+    flag: readOnly ? 1 : 0, // ST_RDONLY
+    namemax: NAME_MAX,
+  };
+}
 const MAX_FILE_BYTES = 2 ** 50;
 
 export class Vfs {
@@ -557,25 +581,9 @@ export class Vfs {
    * fundamental block size are equal, so tools that multiply by either agree.
    */
   statfs(): Record<string, number> {
-    const block = STATFS_BLOCK_BYTES;
-    const blocks = STATFS_TOTAL_BYTES / block - 1; // the largest 32-bit count
     let used = 0;
     for (const inode of this.tree.inodes.values()) used += Math.ceil(this.allocatedBytes(inode) / 4096) * 4096;
-    const free = Math.max(0, blocks - Math.ceil(used / block));
-    const files = 2 ** 32 - 1;
-    return {
-      bsize: block,
-      frsize: block,
-      blocks,
-      bfree: free,
-      bavail: free,
-      files,
-      ffree: files - this.tree.inodes.size,
-      favail: files - this.tree.inodes.size,
-      fsid: 0,
-      flag: 0,
-      namemax: NAME_MAX,
-    };
+    return statfsReply(used, this.tree.inodes.size, false);
   }
 
   // ---- directories -----------------------------------------------------------------------
