@@ -469,13 +469,12 @@ export class Engine {
       ...filesOf(tree),
     };
     const copy = tree.snapshot();
+    // Counted before the write and kept if it fails: a PUT that got no answer may have written
+    // the record all the same, and GC must never free what a snapshot in the bucket names. A
+    // snapshot that really was not written keeps its chunks only until the engine restarts
+    // (SnapshotRefs then counts what the bucket holds).
     this.snapshotRefs.add(record.id, chunksOf(tree).keys());
-    try {
-      await this.snapshots.create(record, copy);
-    } catch (err) {
-      this.snapshotRefs.remove(record.id);
-      throw err;
-    }
+    await this.snapshots.create(record, copy);
     this.log(`took snapshot ${record.id} (${kind}${clean ? `, "${clean}"` : ''}) at metadata segment ${record.seq}`);
     return record;
   }

@@ -10,7 +10,23 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { checkFilespace } from '../../electron/engine/check';
 import { SNAPSHOT_TREE_PREFIX, SnapshotStore, schedulePlan } from '../../electron/engine/meta/snapshots';
+import { MemoryStore } from '../../electron/engine/store/memory';
+import { PutOptions, StoreError } from '../../electron/engine/store/types';
 import { EngineBed, chunkObjects, expectContent, failsWith, random, readFile, until, writeFile } from '../helpers/engineBed';
+
+/** A bucket whose answer to the next snapshot record's PUT is lost after the record was written (a timeout). */
+class LostAnswerStore extends MemoryStore {
+  loseNextRecordAnswer = false;
+
+  override async put(key: string, body: Buffer, options?: PutOptions): Promise<string> {
+    const etag = await super.put(key, body, options);
+    if (this.loseNextRecordAnswer && key.startsWith('meta/snapshots/')) {
+      this.loseNextRecordAnswer = false;
+      throw new StoreError('Timeout', `no answer to the PUT of ${key}`);
+    }
+    return etag;
+  }
+}
 
 const CS = 64 * 1024;
 const HOUR = 3600_000;
@@ -59,6 +75,29 @@ describe('snapshots (in process)', () => {
     assert.deepEqual(report.problems, []);
     assert.equal((await readFile(m.fs, '/a.bin')).length, CS);
     await assert.rejects(m.engine.deleteSnapshot(snap.id), /there is no snapshot/);
+    await m.close();
+  });
+
+  it('keeps the chunks of a snapshot whose record was written though its PUT got no answer', async () => {
+    const store = new LostAnswerStore();
+    const space = await bed.filespace({ chunkSize: CS, store });
+    const m = await bed.mount(space, { settings: { gcGraceMs: 0 } });
+    const a = random(2 * CS + 10);
+    await writeFile(m.fs, '/a.bin', a);
+    await m.sync();
+    store.loseNextRecordAnswer = true;
+    await assert.rejects(m.engine.createSnapshot('maybe'), /no answer/);
+    const snaps = new SnapshotStore(space.store, space.keys.metaKey, CS, space.header);
+    const [record] = (await snaps.list()).records;
+    assert.ok(record, 'the record reached the bucket');
+
+    await m.fs.unlink('/a.bin');
+    await m.sync();
+    await m.engine.collectGarbage();
+    await m.engine.collectGarbage();
+    const report = await checkFilespace({ store: space.store, keys: space.keys, header: space.header });
+    assert.deepEqual(report.problems, [], 'a snapshot in the bucket names only chunks the bucket has');
+    await expectContent(await m.engine.snapshotFs(record.id), '/a.bin', a, CS, 'the snapshot');
     await m.close();
   });
 

@@ -25,8 +25,8 @@
  *  - At creation, the tree is copied from the live tree and its chunk names are added to
  *    `SnapshotRefs` in the same synchronous step: each of those chunks is named by the live
  *    tree at that instant, so there is no instant at which it is named by neither. The record
- *    is written to the bucket afterwards; if that fails the names are dropped again, and the
- *    chunks are as garbage as the live tree leaves them.
+ *    is written to the bucket afterwards; if that fails the names stay counted (a PUT without
+ *    an answer may have written it), until the engine restarts and counts what the bucket holds.
  *  - A GC pass deletes a chunk only when it was unreferenced at the previous pass, is still
  *    unreferenced at this one (read at its start and again right before deleting, both
  *    through `has` of the live tree and of `SnapshotRefs`), and the grace period has passed.
