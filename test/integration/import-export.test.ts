@@ -19,20 +19,9 @@ import * as path from 'node:path';
 import { GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Bed, CLI, killHard, Linked, run, sh, tmpDir, until } from '../helpers/bed';
 import { TEST_CREDENTIALS, TEST_REGION } from '../helpers/moto';
+import { prng } from '../helpers/referenceModel';
 import { spawn } from 'node:child_process';
 import { isUtf8 } from 'node:buffer';
-
-/** mulberry32: a seeded PRNG, so a generated tree is the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function bytesFrom(rand: () => number, n: number): Buffer {
   const b = Buffer.allocUnsafe(n);

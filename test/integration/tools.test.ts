@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Bed, Linked, run, sh, tmpDir } from '../helpers/bed';
+import { prng } from '../helpers/referenceModel';
 
 /** Fails (never skips) when a tool the test relies on is not installed. */
 async function requireTool(name: string): Promise<void> {
@@ -20,18 +21,6 @@ async function requireTool(name: string): Promise<void> {
     throw new Error(
       `"${name}" is not installed on this machine; this test needs it (install the Debian package providing ${name})`,
     );
-}
-
-/** mulberry32: a small seeded PRNG, so a generated tree is the same on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 function bytesFrom(rand: () => number, n: number): Buffer {

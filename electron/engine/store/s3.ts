@@ -47,7 +47,7 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
-import { DirectPut } from './s3direct';
+import { DirectPut, THROTTLING_CODES } from './s3direct';
 import { CallOptions, GetResult, HeadResult, ObjectStore, PutOptions, StoreError, StoreErrorCode } from './types';
 
 export interface S3Credentials {
@@ -364,17 +364,6 @@ const CREDENTIAL_CODES = new Set([
   'UnrecognizedClientException',
   'CredentialsProviderError',
 ]);
-const THROTTLE_CODES = new Set([
-  'SlowDown',
-  'Throttling',
-  'ThrottlingException',
-  'ThrottledException',
-  'TooManyRequestsException',
-  'RequestLimitExceeded',
-  'RequestThrottled',
-  'RequestThrottledException',
-  'ProvisionedThroughputExceededException',
-]);
 const UNREACHABLE_ERRNOS = new Set([
   'ECONNREFUSED',
   'ENOTFOUND',
@@ -438,7 +427,7 @@ export function toStoreError(err: unknown, action: string, where: string): Store
   if (code === 'AccessDenied' || code === 'AllAccessDisabled' || code === 'Forbidden' || status === 403) {
     return make('AccessDenied', `access denied: the credentials lack permission ${action}`, true);
   }
-  if (THROTTLE_CODES.has(code) || status === 429) {
+  if (THROTTLING_CODES.has(code) || status === 429) {
     return make('Throttled', 'S3 is throttling requests; slow down and retry');
   }
   // Checked before the timeout names: the HTTP handler renames ECONNRESET/EPIPE to TimeoutError.

@@ -91,7 +91,8 @@ const CLOCK_SKEW_CODES = new Set([
   'AuthFailure',
 ]);
 const TRANSIENT_CODES = new Set(['RequestTimeout', 'RequestTimeoutException', 'InternalError', 'ServiceUnavailable']);
-const THROTTLING_CODES = new Set([
+/** S3 and AWS error codes that mean "slow down" (both paths back off longer after them). */
+export const THROTTLING_CODES: ReadonlySet<string> = new Set([
   'SlowDown',
   'Throttling',
   'ThrottlingException',
