@@ -177,6 +177,7 @@ export class Engine {
       () => this.settings.readTimeoutMs,
       this.log,
       store,
+      meta.chunkSize,
     );
     this.disk = new CacheDisk(opts.cacheDir, {
       reserveBytes: JOURNAL_RESERVE_BYTES,

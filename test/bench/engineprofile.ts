@@ -7,7 +7,9 @@
  *
  * Workloads: `seq` (dd bs=1M of FILESPACE_PROFILE_MIB, default 256, of random data, then
  * `filespace sync`), `limited` (the same from /dev/urandom under `upload-limit 16MiB`), `tar`
- * (tar x of the npm tree node_modules/@aws-sdk, then `filespace sync`), `small` (the
+ * (tar x of the npm tree node_modules/@aws-sdk, then `filespace sync`), `cold` (the
+ * file of `seq` written and synced by one machine, then read with dd bs=1M by the profiled
+ * engine of a second machine with an empty cache, mounted read-only), `small` (the
  * benchmark's small-files probe: FILESPACE_PROFILE_FILES files of 4 KiB, default 2000, created,
  * listed with `ls -l`, stat'ed and deleted; with FILESPACE_PROFILE_PAUSE=1 uploads are paused
  * first, so the listing can be compared with and without uploads running). Chunk size 4 MiB and a
@@ -23,7 +25,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
-import { Bed, REPO, randomFile, tmpDir, until } from '../helpers/bed';
+import { Bed, type Linked, REPO, randomFile, tmpDir, until } from '../helpers/bed';
 import { cpuMeter, memoryOf } from './procstat';
 import { exec, must } from './proc';
 import { callControl } from '../../electron/host/control';
@@ -34,8 +36,8 @@ const MiB = 1024 * 1024;
 
 async function main(): Promise<void> {
   const workload = process.argv[2] ?? 'seq';
-  if (!['seq', 'limited', 'tar', 'small'].includes(workload))
-    throw new Error(`unknown workload "${workload}" (seq, limited, tar, small)`);
+  if (!['seq', 'limited', 'tar', 'small', 'cold'].includes(workload))
+    throw new Error(`unknown workload "${workload}" (seq, limited, tar, small, cold)`);
   const outDir = path.resolve(process.argv[3] ?? `engine-profile-${workload}`);
   const mib = Number(process.env.FILESPACE_PROFILE_MIB ?? 256);
   await fsp.mkdir(outDir, { recursive: true });
@@ -48,7 +50,7 @@ async function main(): Promise<void> {
   let stopEngine: (() => Promise<void>) | undefined;
   try {
     let input = '';
-    if (workload === 'seq') input = await randomFile(work, 'source.bin', mib * MiB);
+    if (workload === 'seq' || workload === 'cold') input = await randomFile(work, 'source.bin', mib * MiB);
     if (workload === 'tar') {
       const modules = await fsp.realpath(path.join(REPO, 'node_modules'));
       input = path.join(work, 'npm.tar');
@@ -63,7 +65,16 @@ async function main(): Promise<void> {
       );
     }
     const bucket = await server.newBucket('prof');
-    const fs = await bed.filespace({ bucket, chunkSize: '4MiB', cacheSize: '3GiB' });
+    const writer = await bed.filespace({ bucket, chunkSize: '4MiB', cacheSize: '3GiB' });
+    let fs: Linked = writer;
+    if (workload === 'cold') {
+      // Written by one machine, read by another with an empty cache.
+      await writer.mount();
+      must(await exec('dd', [`if=${input}`, `of=${writer.mnt}/seq.bin`, 'bs=1M', 'status=none'], { timeoutMs: 900_000 }), 'dd');
+      await writer.sync();
+      await writer.unmount();
+      fs = await bed.link(await bed.machine('cold'), bucket, writer.prefix, '3GiB');
+    }
     const flags = [
       '--cpu-prof',
       `--cpu-prof-dir=${outDir}`,
@@ -72,7 +83,8 @@ async function main(): Promise<void> {
     if (workload === 'limited') await fs.machine.ok('set', fs.name, 'upload-limit', '16MiB');
     // The engine in the foreground, as `filespace mount` would start it, with the profiler's flags.
     const before = new Set(await fsp.readdir(outDir));
-    const engine = spawn(process.execPath, [...flags, path.join(REPO, 'bin', 'filespace'), 'mount', fs.name, '--foreground'], {
+    const mountArgs = ['mount', fs.name, '--foreground', ...(workload === 'cold' ? ['--read-only'] : [])];
+    const engine = spawn(process.execPath, [...flags, path.join(REPO, 'bin', 'filespace'), ...mountArgs], {
       env: fs.machine.env,
       stdio: ['ignore', 'inherit', 'inherit'],
     });
@@ -100,6 +112,8 @@ async function main(): Promise<void> {
     const m0 = Number(process.hrtime.bigint() / 1000n);
     if (workload === 'seq') {
       must(await exec('dd', [`if=${input}`, `of=${fs.mnt}/seq.bin`, 'bs=1M', 'status=none'], { timeoutMs: 900_000 }), 'dd');
+    } else if (workload === 'cold') {
+      must(await exec('dd', [`if=${fs.mnt}/seq.bin`, 'of=/dev/null', 'bs=1M', 'status=none'], { timeoutMs: 900_000 }), 'dd');
     } else if (workload === 'limited') {
       must(
         await exec('dd', ['if=/dev/urandom', `of=${fs.mnt}/limited.bin`, 'bs=1M', `count=${mib}`, 'status=none'], {
@@ -126,7 +140,7 @@ async function main(): Promise<void> {
     }
     const t1 = Date.now();
     const m1 = Number(process.hrtime.bigint() / 1000n);
-    await fs.sync();
+    if (workload !== 'cold') await fs.sync();
     const t2 = Date.now();
     const m2 = Number(process.hrtime.bigint() / 1000n);
     const use = await cpu();
@@ -160,7 +174,13 @@ async function main(): Promise<void> {
     const profile = JSON.parse(await fsp.readFile(dest, 'utf8')) as CpuProfile;
     console.log(summarise(profile));
     // The profile's clock is the monotonic one this process reads with hrtime.
-    console.log(summarise(profile, { label: { tar: 'tar x', small: 'small files' }[workload] ?? 'dd', fromUs: m0, toUs: m1 }));
+    console.log(
+      summarise(profile, {
+        label: { tar: 'tar x', small: 'small files', cold: 'cold read' }[workload] ?? 'dd',
+        fromUs: m0,
+        toUs: m1,
+      }),
+    );
     if (smallLs) console.log(summarise(profile, { label: 'ls -l', ...smallLs }));
     console.log(summarise(profile, { label: 'sync', fromUs: m1, toUs: m2 }));
   } finally {

@@ -1,7 +1,8 @@
 // Pins down how the fetcher uses the bucket: read-ahead fills every download slot (a sequential
 // reader keeps `download-concurrency` GETs in flight), a chunk a reader waits on goes before
 // queued read-ahead, and a reader gets its chunk as soon as it is decoded, before the copy into
-// the clean cache is written (served from memory meanwhile, without a second GET).
+// the clean cache is written (served from memory meanwhile, without a second GET); a download's
+// slot goes to the next GET while its copy is written, within a bound on the objects held.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -14,7 +15,7 @@ import { HandlePool } from '../../electron/engine/cache/handles';
 import { SealedIO } from '../../electron/engine/cache/sealed';
 import { chunkName } from '../../electron/engine/chunk/crypto';
 import { chunkKey, encodeChunk } from '../../electron/engine/chunk/format';
-import { ChunkFetcher } from '../../electron/engine/prefetch/fetcher';
+import { ChunkFetcher, heldObjects } from '../../electron/engine/prefetch/fetcher';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import { CallOptions, GetResult } from '../../electron/engine/store/types';
 import { until } from '../helpers/until';
@@ -52,6 +53,9 @@ class GatedStore extends MemoryStore {
     for (const g of this.gates.splice(0)) g();
   }
 }
+
+/** Lets every pending promise callback run (no I/O is pending in between). */
+const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 const chunkKeyBytes = randomBytes(32);
 const nameKey = randomBytes(32);
@@ -145,6 +149,36 @@ describe('ChunkFetcher', () => {
     await written;
     assert.equal(cache.has(name), true);
     assert.deepEqual(await cache.readAll(name), datas[0]);
+  });
+
+  it('a slot goes to the next GET while the copy of its chunk is written, within the bound on objects held', async () => {
+    const concurrency = 2;
+    const held = heldObjects(concurrency);
+    assert.equal(held, 3);
+    const { store, cache, fetcher, names, datas } = await setUp(6, concurrency);
+    let letWrite!: () => void;
+    const writeGate = new Promise<void>((resolve) => (letWrite = resolve));
+    const putReceived = cache.putReceived.bind(cache);
+    cache.putReceived = async (...args) => {
+      await writeGate;
+      return putReceived(...args);
+    };
+    for (const n of names) fetcher.prefetch(n);
+    await until('two GETs in flight', () => store.inFlight === 2);
+    // Both answer; their copies wait on the disk. A third GET starts in a freed slot.
+    store.releaseAll();
+    await until('a third GET while two copies wait', () => store.started.length === 3);
+    store.releaseAll();
+    // Three objects are held (two copies waiting, one just downloaded): no fourth GET until a copy is written.
+    for (let i = 0; i < 20; i++) await settle();
+    assert.equal(store.started.length, held, 'GETs in flight and copies being written hold at most the bound');
+    assert.ok(fetcher.heldBodyBytes.now <= fetcher.heldBodyBytes.bound);
+    letWrite();
+    await until('every chunk downloaded', () => (store.releaseAll(), store.started.length === 6 && store.inFlight === 0));
+    await fetcher.cacheWritesDone();
+    assert.equal(store.maxInFlight, concurrency);
+    for (const [i, n] of names.entries()) assert.deepEqual(await cache.readAll(n), datas[i]);
+    assert.ok(fetcher.heldBodyBytes.peak <= fetcher.heldBodyBytes.bound);
   });
 });
 

@@ -14,7 +14,7 @@ import { mkdtemp, readdir, rm, writeFile, mkdir, utimes } from 'node:fs/promises
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { LocalDiskStore } from '../../electron/engine/store/local';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import { S3Store, crc32Header, toStoreError } from '../../electron/engine/store/s3';
@@ -346,6 +346,46 @@ async function checkingServer(): Promise<{
   const { port } = server.address() as { port: number };
   return { endpoint: `http://127.0.0.1:${port}`, seen, close: () => new Promise((r) => server.close(() => r())) };
 }
+
+describe('S3Store GET bodies', () => {
+  it("receives a body into the caller's buffer when it fits, else into one of its own", async () => {
+    const object = randomBytes(300_000);
+    const server = http.createServer((_req, res) => {
+      res.writeHead(200, { 'content-length': object.length, ETag: '"e"' });
+      // In pieces, as a socket delivers them.
+      for (let at = 0; at < object.length; at += 70_000) res.write(object.subarray(at, at + 70_000));
+      res.end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as { port: number };
+    const store = new S3Store({
+      bucket: 'b',
+      endpoint: `http://127.0.0.1:${port}`,
+      region: 'us-east-1',
+      pathStyle: true,
+      maxAttempts: 1,
+      credentials: { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'secret' },
+    });
+    try {
+      const into = Buffer.alloc(400_000);
+      const filled = await store.get('chunks/ab/abcd', undefined, { into });
+      assert.ok(filled && filled.body.equals(object));
+      assert.equal(filled.body.buffer, into.buffer, 'a view of the caller buffer');
+      assert.equal(filled.body.byteOffset, into.byteOffset);
+      const small = Buffer.alloc(1000);
+      const own = await store.get('chunks/ab/abcd', undefined, { into: small });
+      assert.ok(own && own.body.equals(object));
+      assert.notEqual(own.body.buffer, small.buffer);
+      assert.ok(small.equals(Buffer.alloc(1000)), 'a buffer too small is left alone');
+      const plain = await store.get('chunks/ab/abcd');
+      assert.ok(plain && plain.body.equals(object));
+      assert.equal(plain.body.byteLength, plain.body.buffer.byteLength, 'owns its memory');
+    } finally {
+      await store.close();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+});
 
 describe('S3Store PUT checksums', () => {
   const storeAt = (endpoint: string) =>

@@ -15,8 +15,15 @@
  *
  * A download answers its readers as soon as it is decoded: the copy into the clean cache is
  * written behind it (`cacheWritesDone` waits for those), and until it is in, the decoded bytes
- * are served from here. The download keeps its slot until then, so memory stays bounded by the
- * slots: each holds at most one encoded and one decoded chunk.
+ * are served from here. Its slot goes to the next download at once, so a cache disk slower
+ * than the bucket does not leave slots idle (a sequential reader keeps `concurrency` GETs in
+ * flight while the copies of the chunks before are written). Memory is bounded by bytes
+ * instead: every download receives the object into a buffer of a pool (`bodies`, one object of
+ * the chunk size each) and holds it until its copy is written, and the pool has
+ * `concurrency + concurrency / 2` buffers; a download waits for one. So GETs in flight and
+ * copies being written hold at most that many objects, each with its decoded chunk, and the
+ * buffers are reused rather than allocated per chunk (see util/bufferPool.ts for what a fresh
+ * chunk-sized buffer costs).
  *
  * Retryable store errors are retried with jittered backoff until `readTimeoutMs` has passed,
  * then the read fails with EIO: a read never hangs forever. The request in flight at the
@@ -32,11 +39,12 @@
  */
 
 import { AuthError } from '../chunk/crypto';
-import { chunkKey, decodeChunk } from '../chunk/format';
+import { chunkKey, decodeChunk, maxEncodedBytes } from '../chunk/format';
 import { ChunkCache } from '../cache/chunkCache';
 import { FsError } from '../errors';
 import { ALWAYS_ONLINE, Connectivity } from '../store/monitored';
 import { ObjectStore, StoreError, isNoAnswer } from '../store/types';
+import { BufferPool } from '../util/bufferPool';
 import { SingleFlight, backoffMs } from '../util/concurrency';
 
 /** How long a download that failed for want of an answer lets the same handle's retry fail at once. */
@@ -62,6 +70,13 @@ export interface FetcherStats {
 interface Downloaded {
   readonly obj: Buffer;
   readonly data: Buffer;
+  /** Whether the pool buffer it was asked to fill may still be written by a request given up on. */
+  readonly tainted: boolean;
+}
+
+/** Objects held by downloads and the copies written behind them, for `concurrency` GETs in flight. */
+export function heldObjects(concurrency: number): number {
+  return concurrency + Math.max(1, Math.ceil(concurrency / 2));
 }
 
 /** How much a download is waited for: a reader now, read-ahead, or background (pinned data). */
@@ -161,6 +176,8 @@ class DownloadSlots {
 export class ChunkFetcher {
   private readonly flights = new SingleFlight<string, Buffer>();
   private readonly slots: DownloadSlots;
+  /** Buffers the objects are received into, held until their copy into the cache is written (see the header). */
+  private readonly bodies: BufferPool;
   /** Chunks downloaded whose copy into the clean cache is still being written: name -> decoded bytes. */
   private readonly storing = new Map<string, Buffer>();
   private readonly stores = new Set<Promise<void>>();
@@ -180,8 +197,18 @@ export class ChunkFetcher {
     private readonly readTimeoutMs: () => number,
     private readonly log: (msg: string) => void,
     private readonly connectivity: Connectivity = ALWAYS_ONLINE,
+    /** The filespace's chunk size: the pool's buffers hold the largest object of one chunk. */
+    chunkSize = 4 * 1024 * 1024,
   ) {
     this.slots = new DownloadSlots(concurrency);
+    this.bodies = new BufferPool(maxEncodedBytes(chunkSize), () => heldObjects(this.concurrency), {
+      keepFree: heldObjects(concurrency),
+    });
+  }
+
+  /** Bytes of the buffers objects are received into, now and at most (status, tests). */
+  get heldBodyBytes(): { readonly now: number; readonly peak: number; readonly bound: number } {
+    return { now: this.bodies.heldBytes, peak: this.bodies.peakBytes, bound: this.bodies.boundBytes };
   }
 
   setConcurrency(n: number): void {
@@ -237,24 +264,30 @@ export class ChunkFetcher {
       }
       const cached = await this.cache.readAll(name);
       if (cached) return cached;
-      // The reply goes as soon as the chunk is decoded; its slot is held until the copy into
-      // the cache is written, so slots bound the chunks held in memory as well as the GETs.
-      return new Promise<Buffer>((resolve, reject) => {
-        // A reader may have come to need it while it looked in the cache.
-        this.slots
-          .run(name, this.demanded.has(name) ? 'urgent' : priority, async () => {
-            const got = await this.download(name);
-            const wanted = priority === 'urgent' || this.demanded.has(name);
-            if (wanted || priority === 'ahead') {
-              this.cache.noteDownloaded(name, got.data.length);
-              // Read-ahead is kept in memory as not yet read, so chunks already read go first.
-              this.cache.remember(name, got.data, !wanted);
-            }
-            resolve(got.data);
-            await this.storeBehind(name, got);
-          })
-          .catch(reject);
+      // A reader may have come to need it while it looked in the cache.
+      const got = await this.slots.run(name, this.demanded.has(name) ? 'urgent' : priority, async () => {
+        // Waits while GETs in flight and copies still being written hold every buffer.
+        const body = await this.bodies.acquire(this.bodies.bufferBytes);
+        try {
+          const r = await this.download(name, body);
+          return { ...r, body };
+        } catch (err) {
+          this.bodies.discard(body); // a request given up on may still write into it
+          throw err;
+        }
       });
+      const wanted = priority === 'urgent' || this.demanded.has(name);
+      if (wanted || priority === 'ahead') {
+        this.cache.noteDownloaded(name, got.data.length);
+        // Read-ahead is kept in memory as not yet read, so chunks already read go first.
+        this.cache.remember(name, got.data, !wanted);
+      }
+      // The reply goes now; the copy into the cache is written behind it, outside the slot,
+      // holding the object's buffer until it is written (the buffer is the memory bound).
+      void this.storeBehind(name, got).finally(() =>
+        got.tainted ? this.bodies.discard(got.body) : this.bodies.release(got.body),
+      );
+      return got.data;
     });
   }
 
@@ -291,9 +324,15 @@ export class ChunkFetcher {
     return undefined;
   }
 
-  private async download(name: string): Promise<Downloaded> {
+  /**
+   * Downloads and authenticates chunk `name`, receiving its object into `into` when it fits.
+   * Only the first attempt uses `into`: after an attempt that was given up on (timed out), its
+   * request may still write into whatever it was given, so such a buffer is never reused.
+   */
+  private async download(name: string, into: Buffer): Promise<Downloaded> {
     const deadline = Date.now() + this.readTimeoutMs();
     let authFailures = 0;
+    let tainted = false;
     for (let attempt = 0; ; attempt++) {
       const reconnects = this.connectivity.reconnects;
       const ac = new AbortController();
@@ -301,15 +340,19 @@ export class ChunkFetcher {
       try {
         // A stalled request must not outlive the read's deadline: it is cancelled then (and
         // raced, for stores that cannot be cancelled).
-        const got = await withDeadline(this.store.get(chunkKey(name), undefined, { signal: ac.signal }), deadline, name);
+        const call = { signal: ac.signal, into: attempt === 0 ? into : undefined };
+        if (attempt === 0) tainted = true; // until this attempt has answered
+        const got = await withDeadline(this.store.get(chunkKey(name), undefined, call), deadline, name);
+        if (attempt === 0) tainted = false;
         if (!got) throw new FsError('EIO', `chunk ${name} is missing from the bucket`);
         this.stats.downloadedBytes += got.body.length;
         this.unanswered.delete(name);
         // The bucket serves chunks again: an earlier download failure is over.
         this.stats.lastError = undefined;
-        return { obj: got.body, data: await decodeChunk(this.chunkKeyBytes, name, got.body) };
+        return { obj: got.body, data: await decodeChunk(this.chunkKeyBytes, name, got.body), tainted };
       } catch (err) {
         if (err instanceof AuthError) {
+          if (attempt === 0) tainted = false; // answered in full: its request is over
           authFailures++;
           if (authFailures >= 2) {
             this.stats.lastError = err.message;

@@ -23,7 +23,7 @@
  */
 
 import { Signal } from '../util/concurrency';
-import { CallOptions, GetResult, HeadResult, ObjectStore, PutOptions, StoreError, isNoAnswer } from './types';
+import { CallOptions, GetOptions, GetResult, HeadResult, ObjectStore, PutOptions, StoreError, isNoAnswer } from './types';
 
 /** How often the bucket is probed while it does not answer. */
 export const PROBE_INTERVAL_MS = 2_000;
@@ -109,8 +109,8 @@ export class MonitoredStore implements ObjectStore, Connectivity {
     return this.epoch;
   }
 
-  get(key: string, range?: { readonly start: number; readonly end: number }, call?: CallOptions): Promise<GetResult | undefined> {
-    return this.track(call, (signal) => this.inner.get(key, range, { signal }));
+  get(key: string, range?: { readonly start: number; readonly end: number }, call?: GetOptions): Promise<GetResult | undefined> {
+    return this.track(call, (signal) => this.inner.get(key, range, { signal, into: call?.into }));
   }
 
   head(key: string, call?: CallOptions): Promise<HeadResult | undefined> {

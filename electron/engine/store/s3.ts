@@ -48,7 +48,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { DirectPut, THROTTLING_CODES } from './s3direct';
-import { CallOptions, GetResult, HeadResult, ObjectStore, PutOptions, StoreError, StoreErrorCode } from './types';
+import { CallOptions, GetOptions, GetResult, HeadResult, ObjectStore, PutOptions, StoreError, StoreErrorCode } from './types';
 
 export interface S3Credentials {
   readonly accessKeyId: string;
@@ -144,7 +144,7 @@ export class S3Store implements ObjectStore {
   async get(
     key: string,
     range?: { readonly start: number; readonly end: number },
-    call?: CallOptions,
+    call?: GetOptions,
   ): Promise<GetResult | undefined> {
     if (range) checkRange(range);
     const Key = this.fullKey(key);
@@ -157,7 +157,7 @@ export class S3Store implements ObjectStore {
         }),
         { abortSignal: call?.signal },
       );
-      const body = await readBody(res.Body);
+      const body = await readBody(res.Body, res.ContentLength, call?.into);
       if (res.ContentLength !== undefined && res.ContentLength !== body.length) {
         throw new StoreError('Corrupt', `S3 returned ${body.length} of ${res.ContentLength} bytes for ${this.where(Key)}`);
       }
@@ -556,13 +556,28 @@ function quote(etag: string): string {
 /**
  * Reads a response body completely into a Buffer that owns its memory (never a view into a
  * shared socket or pool buffer, which would pin that whole allocation for as long as the
- * caller keeps the object).
+ * caller keeps the object), or into the caller's `into` when the body fits it. With the
+ * length known (Content-Length), each piece is copied where it belongs as it arrives and
+ * dropped at once: one body-sized buffer, not the pieces and then their concatenation.
  */
-async function readBody(body: unknown): Promise<Buffer> {
+async function readBody(body: unknown, length: number | undefined, into: Buffer | undefined): Promise<Buffer> {
   if (body === undefined || body === null) return Buffer.alloc(0);
+  const known = length !== undefined && Number.isSafeInteger(length) && length >= 0;
+  const streamed = body instanceof Readable || (typeof body === 'object' && Symbol.asyncIterator in body);
+  if (known && streamed) {
+    const out = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafeSlow(length);
+    let off = 0;
+    for await (const chunk of body as AsyncIterable<Uint8Array | string>) {
+      const c = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      if (off + c.byteLength > length) throw new StoreError('Corrupt', `S3 sent more than the ${length} bytes it announced`);
+      out.set(c, off);
+      off += c.byteLength;
+    }
+    return off === length ? out : out.subarray(0, off);
+  }
   const chunks: Uint8Array[] = [];
   let total = 0;
-  if (body instanceof Readable || (typeof body === 'object' && Symbol.asyncIterator in body)) {
+  if (streamed) {
     for await (const chunk of body as AsyncIterable<Uint8Array | string>) {
       const c = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
       chunks.push(c);

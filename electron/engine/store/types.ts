@@ -70,6 +70,16 @@ export interface CallOptions {
   readonly signal?: AbortSignal;
 }
 
+export interface GetOptions extends CallOptions {
+  /**
+   * A buffer the caller owns to receive the body, when it fits: the result's body is then a
+   * view of it (stores that cannot fill it return a buffer of their own, which is as good).
+   * The caller must not reuse it while the call may still write into it: after a failed or
+   * abandoned call, never (see BufferPool.discard).
+   */
+  readonly into?: Buffer;
+}
+
 export interface PutOptions extends CallOptions {
   /** '*' = create only if absent. */
   readonly ifNoneMatch?: '*';
@@ -96,7 +106,7 @@ export interface HeadResult {
 export interface ObjectStore {
   /** Human-readable location, e.g. `s3://bucket/prefix` (never contains secrets). */
   readonly description: string;
-  get(key: string, range?: { readonly start: number; readonly end: number }, call?: CallOptions): Promise<GetResult | undefined>;
+  get(key: string, range?: { readonly start: number; readonly end: number }, call?: GetOptions): Promise<GetResult | undefined>;
   head(key: string, call?: CallOptions): Promise<HeadResult | undefined>;
   /** Resolves to the new ETag. */
   put(key: string, body: Buffer, options?: PutOptions): Promise<string>;
