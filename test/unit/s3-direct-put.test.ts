@@ -1,5 +1,5 @@
 /**
- * The direct chunk PUT (store/s3direct.ts) seen from a loopback server that checks what S3
+ * The direct chunk PUT and GET (store/s3direct.ts) seen from a loopback server that checks what S3
  * checks: every request's SigV4 signature, recomputed here independently of the SDK (the SDK's
  * own PUTs pass the same check, which is what proves the checker), the CRC32 header against the
  * body, conditional headers; and that answers with the faults the engine meets: 5xx and
@@ -337,6 +337,63 @@ describe('S3Store direct chunk PUT', () => {
     assert.equal(srv.seen.length, 2, "refused once, then signed at the bucket's time");
     assert.equal(await store.put('chunks/ab/k2', body, { crc32: crc }), 'etag-skew');
     assert.equal(srv.seen.length, 3, 'the correction is kept');
+  });
+
+  it('GETs a chunk straight, signed, into the caller buffer; a missing one is absent; 5xx and a cut body are retried', async () => {
+    reset();
+    const object = Buffer.alloc(200_000, 7);
+    let n = 0;
+    srv.setAnswer((s, res) => {
+      n++;
+      if (s.url.endsWith('/missing')) {
+        res.writeHead(404, { 'content-type': 'application/xml' });
+        res.end(errorXml('NoSuchKey', 'The specified key does not exist.'));
+      } else if (n === 1) {
+        res.writeHead(500, { 'content-type': 'application/xml' });
+        res.end(errorXml('InternalError', 'We encountered an internal error.'));
+      } else if (n === 2) {
+        // Announces the whole object, sends half of it, hangs up.
+        res.writeHead(200, { 'content-length': object.length, ETag: '"e"' });
+        res.write(object.subarray(0, 100_000), () => res.socket?.destroy());
+      } else {
+        res.writeHead(200, { 'content-length': object.length, ETag: '"etag-get"' });
+        for (let at = 0; at < object.length; at += 30_000) res.write(object.subarray(at, at + 30_000));
+        res.end();
+      }
+    });
+    const store = storeAt();
+    const into = Buffer.alloc(300_000);
+    const got = await store.get('chunks/ab/g', undefined, { into });
+    assert.ok(got && got.body.equals(object));
+    assert.equal(got.etag, 'etag-get');
+    assert.equal(got.body.buffer, into.buffer, 'received into the caller buffer');
+    assert.equal(srv.seen.length, 3, 'a 500 and a cut body, each retried');
+    for (const s of srv.seen) {
+      assert.equal(s.method, 'GET');
+      assert.equal(s.badSignature, undefined);
+      assert.equal(s.url, '/bucket-1/team%20fs/%C3%BC/chunks/ab/g');
+      assert.equal(s.headers['user-agent'], undefined, 'not the SDK');
+    }
+    assert.equal(await store.get('chunks/ab/missing', undefined, { into }), undefined);
+    // Without a buffer of the caller's (or for a range), GETs stay on the SDK.
+    srv.seen.length = 0;
+    assert.ok((await store.get('chunks/ab/g'))?.body.equals(object));
+    assert.ok(srv.seen[0]?.headers['user-agent'], 'the SDK');
+  });
+
+  it('stops a GET at once, without retrying, when the caller gives up', async () => {
+    reset();
+    const arrived = new Promise<void>((resolve) => srv.setAnswer(() => resolve()));
+    const ac = new AbortController();
+    const p = storeAt({ maxAttempts: 5, requestTimeoutMs: 60_000 }).get('chunks/ab/a', undefined, {
+      signal: ac.signal,
+      into: Buffer.alloc(16),
+    });
+    await arrived;
+    ac.abort();
+    const e = await expectStoreError(p, 'Timeout');
+    assert.match(e.message, /abandoned/);
+    assert.equal(srv.seen.length, 1);
   });
 
   it('reports a closed port as Unreachable', async () => {

@@ -30,8 +30,10 @@
  * Chunk PUTs (those with a caller's CRC32) skip the SDK (s3direct.ts): signed with the same
  * credentials and sent over the same sockets with the same timeouts, retries and error mapping,
  * at about a fifth of the engine-thread CPU per PUT (test/bench/putcost.ts: 4 KiB PUTs to the
- * benchmark's s3rver, median of 3 rounds, SDK 1,237 µs, direct 263 µs). A bucket that needs
- * more than plain SigV4 (S3 Express) keeps the SDK for them; so does `directPut: false`.
+ * benchmark's s3rver, median of 3 rounds, SDK 1,237 µs, direct 263 µs). So do chunk GETs (whole
+ * objects the caller gives a buffer for, `GetOptions.into`): the body is copied once, into that
+ * buffer, as it arrives. A bucket that needs more than plain SigV4 (S3 Express) keeps the SDK
+ * for them; so does `directPut: false`.
  */
 
 import * as http from 'node:http';
@@ -149,6 +151,13 @@ export class S3Store implements ObjectStore {
     if (range) checkRange(range);
     const Key = this.fullKey(key);
     try {
+      if (!range && call?.into && this.direct && (await this.direct.usable())) {
+        const got = await this.direct.get({ key: Key, into: call.into, signal: call.signal });
+        if (got.length !== undefined && got.length !== got.body.length) {
+          throw new StoreError('Corrupt', `S3 returned ${got.body.length} of ${got.length} bytes for ${this.where(Key)}`);
+        }
+        return { body: got.body, etag: unquote(got.etag) };
+      }
       const res = await this.client.send(
         new GetObjectCommand({
           Bucket: this.bucket,
