@@ -114,6 +114,8 @@ export class MachineRole {
   /** Writer: the followers last read from the bucket. */
   private followersSeen: { followers: FollowerView[]; more: number } = { followers: [], more: 0 };
   private readingFollowers: Promise<void> | undefined;
+  /** Writer: the TTL of the lease it took over (0: none). */
+  private previousTtlMs = 0;
 
   constructor(private readonly deps: RoleDeps) {
     this.mode = deps.mode;
@@ -159,6 +161,23 @@ export class MachineRole {
   segmentWriter(): SegmentWriter | undefined {
     if (this.mode !== 'write' || !this.leaseTaken || !this.lease.current) return undefined;
     return { id: this.deps.machine.id, epoch: this.lease.current.epoch };
+  }
+
+  /**
+   * Resolves when a write to the metadata log that just finished may count (the replicator's
+   * `afterPush`): at once while the lease is still valid (the write was applied before it could
+   * expire), otherwise only after a renewal shows nobody took the lease meanwhile. Throws
+   * LeaseLostError when somebody did, or a store error when that cannot be told now.
+   */
+  async confirmPushed(): Promise<void> {
+    if (this.lease.valid()) return;
+    await this.lease.renew();
+    if (!this.lease.valid()) throw new StoreError('Timeout', 'the lease could not be renewed in time');
+  }
+
+  /** The longest lease TTL of this machine and of the holder it took the lease from (compaction's grace floor). */
+  get longestTtlMs(): number {
+    return Math.max(this.deps.settings().leaseTtlMs, this.previousTtlMs);
   }
 
   /** Resolves when this machine may push metadata now (the replicator's `beforePush`). */
@@ -221,6 +240,7 @@ export class MachineRole {
   private async takeLease(): Promise<void> {
     const { previous } = await this.lease.acquire({ takeover: this.deps.takeover });
     this.leaseTaken = true;
+    this.previousTtlMs = Math.max(this.previousTtlMs, previous?.ttlMs ?? 0);
     if (previous && previous.holder.id !== this.deps.machine.id) {
       this.deps.log(`took the write lease from ${describeHolder(previous)}${previous.released ? ' (released)' : ''}`);
     }
@@ -248,6 +268,7 @@ export class MachineRole {
     const seq = meta.remoteSeq + 1;
     await meta.sync();
     await this.deps.remote.pushSegment(seq, [], this.segmentWriter()!);
+    await this.confirmPushed();
     meta.markPushed(seq, 0);
     await meta.flush();
   }
@@ -258,6 +279,7 @@ export class MachineRole {
     try {
       const { previous } = await this.lease.acquire({ takeover: this.deps.takeover });
       this.leaseTaken = true;
+      this.previousTtlMs = Math.max(this.previousTtlMs, previous?.ttlMs ?? 0);
       this.scheduleRenewal();
       // Writes may have landed here while another machine was writing: catching up finds out
       // (read-only until the next mount sets them aside), and the fence settles any race.
@@ -370,6 +392,28 @@ export class MachineRole {
     const { meta, remote, machine } = this.deps;
     let applied = 0;
     try {
+      // Below the compaction mark the log has gaps, and a slot there may hold a segment a
+      // writer wrote after losing the lease: never read one; reload from the checkpoint.
+      const { mark } = await remote.readCompaction();
+      if (meta.remoteSeq < mark.upTo) {
+        const why = `the metadata log in the bucket was compacted past this machine's copy (segment ${meta.remoteSeq} < ${mark.upTo})`;
+        if (meta.pendingRemote.length > 0 || this.deps.hasDirtyData()) {
+          const overtaken = `${why} while this machine had changes not yet uploaded`;
+          if (atMount) {
+            await this.setAside(overtaken);
+          } else if (this.mode === 'write') {
+            this.replicator.fenced(`${overtaken}; they are kept in the cache and will be set aside at the next mount`);
+            return;
+          } else {
+            this.blocked = `${overtaken}; remount to set them aside and follow the writer`;
+            return;
+          }
+        } else {
+          const fresh = await remote.load(meta.chunkSize);
+          await meta.resetTo(fresh.tree, fresh.seq);
+          this.deps.log(`${why}: reloaded it from the newest checkpoint (segment ${fresh.seq})`);
+        }
+      }
       for (;;) {
         const seq = meta.remoteSeq + 1;
         const seg = await remote.readSegment(seq);
