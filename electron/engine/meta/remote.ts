@@ -378,7 +378,10 @@ export class RemoteMeta {
     const loaded = await this.replay(chunkSize, ck, tolerant);
     if (loaded === undefined) {
       // Compacted past the point reached meanwhile: a newer checkpoint covers it.
-      if (round >= 5) throw new Error('the metadata log keeps being compacted while reading; try again');
+      if (round >= 5)
+        throw new Error(
+          'the metadata log is compacted past every checkpoint that could be read (or keeps being compacted while reading); try again, and run "filespace check"',
+        );
       return this.loadFrom(chunkSize, tolerant, round + 1);
     }
     return {
