@@ -174,7 +174,8 @@ describe('metadata log compaction', () => {
       assert.equal(await listing(b.mnt), expected);
       const check = await b.machine.cli('check', b.name);
       assert.equal(check.code, 0, check.stdout + check.stderr);
-      assert.match(check.stdout, /at or below that wait for deletion/, 'the stray segment is below the mark');
+      // The late segment lies at or below the mark (no reader looks there; a later round deletes it).
+      assert.ok(Number(/compacted up to segment (\d+)/.exec(check.stdout)?.[1]) >= slot, check.stdout);
       const c = await bed.link(await bed.machine('c'), a.bucket);
       await c.mount({ readOnly: true });
       assert.equal(await listing(c.mnt), expected);
