@@ -87,7 +87,8 @@ const USAGE = `usage:
                                           upload-limit (e.g. 2MiB per second, or off),
                                           download-concurrency, prefetch-chunks, read-timeout,
                                           write-stall-timeout, probe-timeout,
-                                          lease-ttl, follow-interval, gc-grace, gc-interval)
+                                          lease-ttl, follow-interval, gc-grace, gc-interval,
+                                          compact-interval, compact-grace)
   filespace check   [NAME] [--deep]        (verifies metadata against chunks; fixes nothing)
   filespace repair  [NAME]                 (damaged local metadata: keeps the changes it can read
                                             as set-aside files, then starts over from the bucket)

@@ -28,6 +28,8 @@ const KEYS: Readonly<Record<string, (value: string) => SettingsChange>> = {
   'follow-interval': (v) => ({ followIntervalMs: parseDuration(v) }),
   'gc-grace': (v) => ({ gcGraceMs: parseDuration(v) }),
   'gc-interval': (v) => ({ gcIntervalMs: parseDuration(v) }),
+  'compact-interval': (v) => ({ metaCompactIntervalMs: parseDuration(v) }),
+  'compact-grace': (v) => ({ metaCompactGraceMs: parseDuration(v) }),
 };
 
 export const SETTABLE_KEYS: readonly string[] = Object.keys(KEYS);

@@ -185,6 +185,8 @@ export const settingsChangeSchema = z
     followIntervalMs: z.number(),
     gcGraceMs: z.number(),
     gcIntervalMs: z.number(),
+    metaCompactIntervalMs: z.number(),
+    metaCompactGraceMs: z.number(),
   })
   .partial()
   .strict()

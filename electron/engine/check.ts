@@ -9,7 +9,8 @@
  * A damaged metadata segment (or checkpoint) in the bucket is a problem that names it and
  * what it holds up. Snapshots (meta/snapshots.ts): each record and tree must open and be well
  * formed, and every chunk a snapshot names must exist (with `deep`, decode to its name); a
- * damaged one is a problem naming it. Chunks a snapshot names are not garbage. Local (only while not mounted): the snapshot and the journal must be
+ * damaged one is a problem naming it. Chunks a snapshot names are not garbage. The log's
+ * layout must agree with its compaction mark (`checkLogLayout`). Local (only while not mounted): the snapshot and the journal must be
  * readable (a damaged journal is reported with what the records after the damage change and
  * the dirty chunks waiting; `filespace repair` is the way out), the tree must be well formed
  * and name only chunks the bucket has, every dirty chunk must belong to a live file (or is
@@ -21,12 +22,12 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, decodeChunk } from './chunk/format';
-import { FilespaceHeader } from './filespace';
+import { FORMAT_COMPACTED, FilespaceHeader } from './filespace';
 import { MetaStore, inodesChangedBy } from './meta/metastore';
 import { readCacheFile } from './cache/chunkCache';
 import { ReceivedIO } from './cache/received';
 import { SealedIO, logicalSize } from './cache/sealed';
-import { RemoteMeta } from './meta/remote';
+import { CKPT_PREFIX, LOG_PREFIX, RemoteMeta, seqOf } from './meta/remote';
 import { SnapshotStore, chunksOf } from './meta/snapshots';
 import { INODE_KINDS, ROOT_INO, Tree, isSpecialKind, pathsOf } from './meta/tree';
 import { countDirtyChunks, damageSummary } from './repair';
@@ -88,6 +89,57 @@ function referenced(tree: Tree): Set<string> {
   return new Set(tree.chunkRefs.keys());
 }
 
+/**
+ * The log's layout against its compaction mark (meta/compaction.ts): a compacted log needs a
+ * header of the format that says so and a checkpoint at or above the mark, and no segment may
+ * be missing above the mark (a loader would take the gap for the end of the log and never read
+ * what follows). Segments still at or below the mark wait for the writer's next round.
+ */
+async function checkLogLayout(
+  store: ObjectStore,
+  keys: Keys,
+  header: FilespaceHeader,
+  replayedTo: number,
+  damagedSegment: boolean,
+  problems: string[],
+  notes: string[],
+): Promise<void> {
+  let upTo = 0;
+  try {
+    upTo = (await new RemoteMeta(store, keys.metaKey, header).readCompaction()).mark.upTo;
+  } catch (err) {
+    if (!(err instanceof UserError)) throw err;
+    problems.push(`bucket: ${err.message}`);
+    return;
+  }
+  const segs = (await store.list(LOG_PREFIX)).map(seqOf);
+  const ckpts = (await store.list(CKPT_PREFIX)).map(seqOf);
+  if (upTo > 0) {
+    if (header.format < FORMAT_COMPACTED)
+      problems.push(
+        `bucket: the metadata log is compacted up to segment ${upTo}, but filespace.json is of format ${header.format} (a compacted log needs ${FORMAT_COMPACTED}): an older version of Filespace would misread it`,
+      );
+    if (!ckpts.some((c) => c >= upTo))
+      problems.push(
+        `bucket: the metadata log is compacted up to segment ${upTo}, but no checkpoint at or above it is in the bucket`,
+      );
+  }
+  // Segments written since the log was read start right after it: only a hole is a problem.
+  const after = segs.filter((n) => n > replayedTo);
+  if (after.length > 0 && !segs.includes(replayedTo + 1) && !damagedSegment) {
+    problems.push(
+      `bucket: metadata segment ${replayedTo + 1} is missing, so the ${after.length} segment(s) after it (from ${Math.min(...after)}) ` +
+        'are never read by a machine that links or follows this filespace',
+    );
+  }
+  const below = segs.filter((n) => n <= upTo).length;
+  notes.push(
+    `bucket: metadata log: ${segs.length} segment(s), ${ckpts.length} checkpoint(s)` +
+      (upTo > 0 ? `, compacted up to segment ${upTo}` : ', never compacted') +
+      (below > 0 ? ` (${below} segment(s) at or below that wait for deletion)` : ''),
+  );
+}
+
 export async function checkFilespace(opts: {
   store: ObjectStore;
   keys: Keys;
@@ -119,6 +171,8 @@ export async function checkFilespace(opts: {
     );
   }
   problems.push(...checkTree(remoteTree, 'bucket'));
+  say('checking the metadata log in the bucket');
+  await checkLogLayout(store, keys, header, seq, damage.segment !== undefined, problems, notes);
   say('listing chunks in the bucket');
   const inBucket = new Set((await store.list('chunks/')).map((k) => k.slice(k.lastIndexOf('/') + 1)));
   const remoteRefs = referenced(remoteTree);

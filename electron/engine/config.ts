@@ -72,6 +72,18 @@ export const engineSettingsSchema = z
       .int()
       .min(0)
       .max(30 * 86_400_000),
+    /** How often the writer checkpoints (if there were changes) and compacts the metadata log (0: never). */
+    metaCompactIntervalMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(30 * 86_400_000),
+    /** How long a compaction mark stands before the segments under it are deleted (at least twice the lease TTL). */
+    metaCompactGraceMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(30 * 86_400_000),
     attrTimeoutSec: z.number().min(0).max(3600),
     entryTimeoutSec: z.number().min(0).max(3600),
     negativeTimeoutSec: z.number().min(0).max(3600),
@@ -104,6 +116,8 @@ export const DEFAULT_SETTINGS: EngineSettings = {
   followIntervalMs: 2_000,
   gcGraceMs: 3_600_000,
   gcIntervalMs: 6 * 3_600_000,
+  metaCompactIntervalMs: 10 * 60_000,
+  metaCompactGraceMs: 15 * 60_000,
   attrTimeoutSec: 1,
   entryTimeoutSec: 1,
   negativeTimeoutSec: 0.5,

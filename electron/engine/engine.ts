@@ -45,7 +45,7 @@ import { ChunkCache } from './cache/chunkCache';
 import { DirtyStore } from './cache/dirty';
 import { Keys } from './chunk/crypto';
 import { EngineSettings, resolveSettings } from './config';
-import { FORMAT_LINKS, FilespaceHeader, HEADER_KEY, raiseHeaderFormat, sealHeaderWhenBound } from './filespace';
+import { FORMAT_COMPACTED, FORMAT_LINKS, FilespaceHeader, HEADER_KEY, raiseHeaderFormat, sealHeaderWhenBound } from './filespace';
 import { MetaStore } from './meta/metastore';
 import { RemoteMeta } from './meta/remote';
 import { Machine } from './meta/lease';
@@ -67,6 +67,7 @@ import {
 } from './meta/snapshots';
 import { SnapshotFs } from './vfs/snapshotFs';
 import { Replicator } from './meta/replicator';
+import { Compactor } from './meta/compaction';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { MonitoredStore } from './store/monitored';
 import { ObjectStore } from './store/types';
@@ -112,6 +113,7 @@ export class Engine {
   private readonly writeback: WritebackQueue;
   private readonly uploader: Uploader;
   private readonly replicator: Replicator;
+  private readonly compactor: Compactor;
   private readonly role: MachineRole;
   private readonly fetcher: ChunkFetcher;
   private readonly remote: RemoteMeta;
@@ -197,6 +199,7 @@ export class Engine {
       () => this.role.segmentWriter(),
       () => this.role.beforePush(),
       () => publishableOps(meta, this.vfs.unsent),
+      () => this.role.confirmPushed(),
     );
     this.role = new MachineRole({
       mode: opts.mode ?? 'write',
@@ -227,6 +230,21 @@ export class Engine {
         );
       },
       sealHeader: () => sealHeaderWhenBound(opts.store, this.header, opts.keys, this.remote, this.log),
+      log: this.log,
+    });
+    this.compactor = new Compactor({
+      store,
+      remote: this.remote,
+      writer: () => (this.role.canCommit() ? this.role.segmentWriter() : undefined),
+      beforeWrite: () => this.role.beforePush(),
+      confirm: () => this.role.confirmPushed(),
+      checkpointIfBehind: async () => {
+        if (this.replicator.behindCheckpoint) await this.replicator.checkpointNow();
+      },
+      flushLocal: () => meta.flush(),
+      beforeFirstMark: () => this.raiseFormat(FORMAT_COMPACTED, 'its metadata log may now be compacted'),
+      // At least twice the longest lease TTL in play: compaction.ts says why.
+      graceMs: () => Math.max(this.settings.metaCompactGraceMs, 2 * this.role.longestTtlMs),
       log: this.log,
     });
     this.vfs = new Vfs(meta, dirty, cache, this.fetcher, {
@@ -317,16 +335,22 @@ export class Engine {
    * (filespace.ts), so a version that knows none refuses the filespace instead of misreading it.
    */
   private allowLinks(): Promise<void> {
-    if (this.header.format >= FORMAT_LINKS) return Promise.resolve();
-    this.raisingFormat ??= (async () => {
-      try {
-        this.header = await raiseHeaderFormat(this.store, this.header, this.opts.keys, FORMAT_LINKS);
-        this.log(`filespace.json raised to format ${this.header.format}: this filespace now holds hard links`);
-      } finally {
-        this.raisingFormat = undefined;
-      }
-    })();
-    return this.raisingFormat;
+    return this.raiseFormat(FORMAT_LINKS, 'this filespace now holds hard links');
+  }
+
+  /** Raises the bucket's header to at least `format` (filespace.ts), once; `why` goes to the log. */
+  private async raiseFormat(format: number, why: string): Promise<void> {
+    while (this.header.format < format) {
+      this.raisingFormat ??= (async () => {
+        try {
+          this.header = await raiseHeaderFormat(this.store, this.header, this.opts.keys, format);
+          this.log(`filespace.json raised to format ${this.header.format}: ${why}`);
+        } finally {
+          this.raisingFormat = undefined;
+        }
+      })();
+      await this.raisingFormat;
+    }
   }
 
   private every(ms: number, fn: () => void): void {
@@ -386,6 +410,12 @@ export class Engine {
       this.every(this.settings.gcIntervalMs, () => {
         if (this.role.canCommit())
           this.collectGarbage().catch((err) => this.log(`garbage collection failed: ${(err as Error).message}`));
+      });
+    }
+    if (this.role.mode === 'write' && this.settings.metaCompactIntervalMs > 0) {
+      this.every(this.settings.metaCompactIntervalMs, () => {
+        if (this.role.canCommit())
+          this.compactor.tick().catch((err) => this.log(`metadata log compaction failed: ${(err as Error).message}`));
       });
     }
     if (this.role.mode === 'write' && SCHEDULE_TICK_MS > 0) {

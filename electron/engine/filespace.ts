@@ -26,8 +26,12 @@
  * at format 1 and raised to 2 by the writer before it commits its first link
  * (`raiseHeaderFormat`, resealed, conditional on the ETag), so a filespace without links stays
  * readable by versions that know only format 1, and one with links is refused by them. Format-1
- * metadata reads unchanged as format 2. A format newer than this version knows is refused
- * with one line saying so.
+ * metadata reads unchanged as format 2. Format 3: the metadata log may have been compacted
+ * (meta/compaction.ts); the writer raises the header to it before it writes the first
+ * compaction mark, because a version that does not know the mark would take the first gap in
+ * the log for its end (a follower would stop following without a word; a writer with a copy
+ * from before the gap would write into it and lose its changes). Formats are levels: 3 allows
+ * links too. A format newer than this version knows is refused with one line saying so.
  */
 
 import { randomUUID } from 'node:crypto';
@@ -44,9 +48,11 @@ export const HEADER_KEY = 'filespace.json';
 const MIN_CHUNK = 64 * 1024;
 const MAX_CHUNK = 64 * 1024 * 1024;
 /** The newest header format this version reads (see the module header). */
-export const FORMAT_NEWEST = 2;
+export const FORMAT_NEWEST = 3;
 /** The format a filespace needs once its metadata holds hard links. */
 export const FORMAT_LINKS = 2;
+/** The format a filespace needs once its metadata log may have been compacted. */
+export const FORMAT_COMPACTED = 3;
 
 const kdfSchema = z.object({
   alg: z.literal('scrypt'),

@@ -11,7 +11,9 @@
  *     and read but held; at thaw they reach the server one by one in the order they came,
  *     even those whose client gave up meanwhile (its answer is then lost);
  *   - stripConditions: drop If-None-Match / If-Match from requests, like S3-compatible
- *     stores that ignore conditional writes.
+ *     stores that ignore conditional writes;
+ *   - hold: like freeze, for the matching requests only, until `releaseHeld` (a request held
+ *     in the network while everything else goes through).
  * Faults apply to requests whose method and path match `match` (e.g. GETs of chunks only).
  * It counts the requests it saw (and logs when each arrived) and the faults it injected, so
  * tests can check both.
@@ -30,6 +32,7 @@ export interface Fault {
   stall?: boolean;
   cutBody?: boolean;
   stripConditions?: boolean;
+  hold?: boolean;
   /** Which requests the fault applies to; all when absent. */
   match?: { method?: string; pathIncludes?: string };
 }
@@ -46,6 +49,8 @@ export class FaultProxy {
   readonly log: Array<{ at: number; method: string; url: string; bytes: number; status?: number; end?: number }> = [];
   /** Requests held while frozen, with their bodies, in arrival order. */
   private held: Array<(done: () => void) => void> | undefined;
+  /** Requests held by a `hold` fault, in arrival order. */
+  private heldByFault: Array<(done: () => void) => void> = [];
 
   constructor(private readonly target: string) {}
 
@@ -76,6 +81,18 @@ export class FaultProxy {
   /** Frozen server: from now on requests are read and held, unanswered, until `thaw`. */
   freeze(): void {
     this.held ??= [];
+  }
+
+  /** How many requests a `hold` fault holds now. */
+  get heldCount(): number {
+    return this.heldByFault.length;
+  }
+
+  /** Delivers the requests a `hold` fault held, like `thaw`; resolves when all were answered. */
+  async releaseHeld(): Promise<void> {
+    const queue = this.heldByFault;
+    this.heldByFault = [];
+    for (const deliver of queue) await new Promise<void>((resolve) => deliver(resolve));
   }
 
   /** Delivers the held requests to the server one at a time, in arrival order; resolves when all were answered. */
@@ -119,11 +136,13 @@ export class FaultProxy {
       const applies =
         (!f.match?.method || f.match.method === req.method) &&
         (!f.match?.pathIncludes || (req.url ?? '').includes(f.match.pathIncludes));
-      if (this.held && !this.offline) {
-        // Frozen: read the whole request now, send it on at thaw; answer only a client still there.
+      const hold = this.held && !this.offline ? this.held : applies && f.hold && !this.offline ? this.heldByFault : undefined;
+      if (hold) {
+        // Frozen (or held): read the whole request now, send it on at thaw; answer only a client still there.
+        if (hold === this.heldByFault) this.injected++;
         const body: Buffer[] = [];
         req.on('data', (c: Buffer) => body.push(c));
-        const queue = this.held;
+        const queue = hold;
         req.on('end', () =>
           queue.push((done) => {
             const up = http.request(

@@ -25,7 +25,9 @@
  * - The lease alone does not fence a writer that was suspended between checking `valid()` and
  *   writing. The metadata log does: segments are created with If-None-Match on their sequence
  *   number and name their writer, and a new holder writes a fence segment after catching up,
- *   so an old holder's next segment collides with it and is refused (see role.ts).
+ *   so an old holder's next segment collides with it and is refused (see role.ts). Once the
+ *   log is compacted a slot can be empty again, so a segment whose PUT was answered after
+ *   `valid()` ended counts only after a renewal succeeds (meta/compaction.ts).
  *
  * The object is sealed with the metadata key (it names machines); the ETag is what the
  * conditional writes compare.

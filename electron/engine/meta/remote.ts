@@ -16,9 +16,19 @@
  * merely suspended collides with it on its next push.
  *
  * Checkpoints are snapshots of the whole tree, so only the newest `CHECKPOINTS_KEPT` stay:
- * the writer deletes older ones after writing a new one. Nothing needs them (segments are
- * kept, so the log replays from any checkpoint), and a loader that listed a checkpoint deleted
- * before it read it simply lists again.
+ * the writer deletes older ones after writing a new one, and a loader that listed a checkpoint
+ * deleted before it read it simply lists again.
+ *
+ * Log compaction (compaction.ts): the writer deletes the segments a kept checkpoint covers.
+ *   meta/compacted           sealed JSON {upTo, writer, at}: segments 1..upTo may be gone
+ * The mark is written (raised only, conditional on the ETag read) before any segment at or
+ * below it is deleted, and always names a checkpoint that is kept (the older of the two), so
+ * the newest checkpoint and the segments after the mark rebuild the tree. A reader whose
+ * position is below the mark reloads from the newest checkpoint (`load`) instead of replaying,
+ * and never reads a segment at or below it: such a slot may hold a segment written after the
+ * compaction by a writer that had lost the lease (it never counted it as committed, see
+ * replicator.ts), which is not part of the log. `load` reads the mark when the log seems to
+ * end, so a compaction during a long load makes it start over rather than stop early.
  *
  * Everything is sealed with the metadata key and the object's key as associated data, so a
  * segment cannot be swapped for another unnoticed. An object that fails authentication is
@@ -45,11 +55,31 @@ import { MetaOp, Tree, TreeSnapshot } from './tree';
 
 export const LOG_PREFIX = 'meta/log/';
 export const CKPT_PREFIX = 'meta/ckpt/';
+export const COMPACTED_KEY = 'meta/compacted';
 /** Checkpoints kept in the bucket: the newest, and one before it in case the newest is damaged. */
 export const CHECKPOINTS_KEPT = 2;
 
 export function seqKey(prefix: string, seq: number): string {
   return `${prefix}${String(seq).padStart(12, '0')}`;
+}
+
+/** The sequence number in a segment's or checkpoint's key. */
+export function seqOf(key: string): number {
+  return Number(key.slice(key.lastIndexOf('/') + 1));
+}
+
+/** The compaction high-water mark: segments 1..upTo may have been deleted. */
+export interface CompactionMark {
+  readonly upTo: number;
+  /** The machine that raised it, and when (for people). */
+  readonly writer?: SegmentWriter;
+  readonly at?: number;
+}
+
+/** The mark as read, with the ETag a raise is conditional on (undefined: none written yet). */
+export interface CompactionView {
+  readonly mark: CompactionMark;
+  readonly etag: string | undefined;
 }
 
 /** Who wrote a segment. Segments from before the lease carry none. */
@@ -237,6 +267,60 @@ export class RemoteMeta {
     return this.segment(seq);
   }
 
+  /** The compaction mark (upTo 0 when the log was never compacted). */
+  async readCompaction(): Promise<CompactionView> {
+    const got = await this.store.get(COMPACTED_KEY);
+    if (!got) return { mark: { upTo: 0 }, etag: undefined };
+    let mark: CompactionMark;
+    try {
+      mark = JSON.parse(
+        open(this.metaKey, got.body, `meta:${COMPACTED_KEY}`, `metadata object ${COMPACTED_KEY}`).toString('utf8'),
+      ) as CompactionMark;
+    } catch (err) {
+      if (!(err instanceof AuthError || err instanceof SyntaxError)) throw err;
+      throw new DamagedMetadataError(
+        COMPACTED_KEY,
+        `the metadata object ${COMPACTED_KEY} in the bucket is damaged (${err.message}); nothing was changed`,
+      );
+    }
+    if (!Number.isSafeInteger(mark.upTo) || mark.upTo < 0) {
+      throw new DamagedMetadataError(COMPACTED_KEY, `the metadata object ${COMPACTED_KEY} in the bucket is damaged (no mark)`);
+    }
+    return { mark, etag: got.etag };
+  }
+
+  /**
+   * Raises the compaction mark to `upTo`, conditional on the mark read (`seen`): a mark is
+   * never lowered. Resolves the mark now in the bucket (a higher one another writer raised
+   * meanwhile wins).
+   */
+  async raiseCompaction(upTo: number, writer: SegmentWriter, seen: CompactionView): Promise<CompactionView> {
+    let cur = seen;
+    for (let attempt = 0; ; attempt++) {
+      if (cur.mark.upTo >= upTo) return cur;
+      const mark: CompactionMark = { upTo, writer, at: Date.now() };
+      try {
+        const etag = await this.store.put(
+          COMPACTED_KEY,
+          this.sealJson(COMPACTED_KEY, mark),
+          cur.etag === undefined ? { ifNoneMatch: '*' } : { ifMatch: cur.etag },
+        );
+        return { mark, etag };
+      } catch (err) {
+        if (!(err instanceof StoreError) || err.code !== 'PreconditionFailed' || attempt >= 3) throw err;
+        cur = await this.readCompaction();
+      }
+    }
+  }
+
+  /** Deletes every segment at or below `upTo` (compaction; the mark must already say so). Returns how many. */
+  async deleteSegmentsThrough(upTo: number): Promise<number> {
+    const last = seqKey(LOG_PREFIX, upTo);
+    const old = (await this.store.list(LOG_PREFIX)).filter((k) => k <= last);
+    for (const key of old) await this.store.delete(key);
+    return old.length;
+  }
+
   /**
    * Deletes every checkpoint but the newest `keep`. Returns how many it deleted. Safe for any
    * machine to run at any time: which ones stay depends only on the bucket's listing.
@@ -265,7 +349,11 @@ export class RemoteMeta {
     return this.loadFrom(chunkSize, true);
   }
 
-  private async loadFrom(chunkSize: number, tolerant: boolean): Promise<{ tree: Tree; seq: number; damage: RemoteDamage }> {
+  private async loadFrom(
+    chunkSize: number,
+    tolerant: boolean,
+    round = 0,
+  ): Promise<{ tree: Tree; seq: number; damage: RemoteDamage }> {
     let ck: Checkpoint | undefined;
     const damagedCheckpoints = new Set<string>();
     for (let attempt = 0; !ck; attempt++) {
@@ -287,6 +375,30 @@ export class RemoteMeta {
       if (!ck && attempt >= 5) throw new Error('the metadata checkpoints keep vanishing while reading; try again');
     }
     this.checkIdentity(ck);
+    const loaded = await this.replay(chunkSize, ck, tolerant);
+    if (loaded === undefined) {
+      // Compacted past the point reached meanwhile: a newer checkpoint covers it.
+      if (round >= 5)
+        throw new Error(
+          'the metadata log is compacted past every checkpoint that could be read (or keeps being compacted while reading); try again, and run "filespace check"',
+        );
+      return this.loadFrom(chunkSize, tolerant, round + 1);
+    }
+    return {
+      ...loaded,
+      damage: { checkpoints: [...damagedCheckpoints], ...(loaded.segment ? { segment: loaded.segment } : {}) },
+    };
+  }
+
+  /**
+   * The tree of checkpoint `ck` with the segments after it applied; undefined when the log was
+   * compacted past the point reached meanwhile (the caller loads again from a newer checkpoint).
+   */
+  private async replay(
+    chunkSize: number,
+    ck: Checkpoint,
+    tolerant: boolean,
+  ): Promise<{ tree: Tree; seq: number; segment?: RemoteDamage['segment'] } | undefined> {
     const tree = Tree.fromSnapshot(chunkSize, ck.tree);
     let seq = ck.seq;
     let segment: RemoteDamage['segment'];
@@ -299,11 +411,14 @@ export class RemoteMeta {
         segment = { key: err.key, seq: seq + 1, later: await this.segmentsAfter(seq + 1) };
         break;
       }
-      if (!seg) break;
+      if (!seg) {
+        if ((await this.readCompaction()).mark.upTo > seq) return undefined;
+        break;
+      }
       for (const op of seg.ops) tree.apply(op);
       seq++;
     }
-    return { tree, seq, damage: { checkpoints: [...damagedCheckpoints], ...(segment ? { segment } : {}) } };
+    return { tree, seq, ...(segment ? { segment } : {}) };
   }
 
   /**

@@ -9,6 +9,13 @@
  * a lost lease stops the replicator the same way; an unreachable store retries (that is the
  * offline state, which the store monitor reports: it is not recorded as an error here), and
  * when the store answers again `retryNow()` forgets the backoff.
+ *
+ * A segment counts as committed (its ops leave the queue) only once `afterPush` resolves: the
+ * PUT's answer came while the lease was valid, or a lease renewal after it succeeded. A writer
+ * suspended between its lease check and its PUT for longer than the compaction grace could
+ * otherwise write into a slot compaction emptied and believe it committed (compaction.ts says
+ * why this closes it). A failed confirmation leaves the ops queued: lost lease, fenced as
+ * above; no answer, retried (the retry finds its own segment and confirms again).
  */
 
 import { MetaStore } from './metastore';
@@ -43,7 +50,14 @@ export class Replicator {
     private readonly beforePush: () => Promise<void>,
     /** How many pending ops, from the front, may be published now (their data is in the bucket). */
     private readonly publishable: () => number = () => this.meta.pendingRemote.length,
+    /** Resolves once a segment just written may count as committed (see the header); throws like `beforePush`. */
+    private readonly afterPush: () => Promise<void> = () => Promise.resolve(),
   ) {}
+
+  /** Whether segments were pushed since the last checkpoint this machine wrote. */
+  get behindCheckpoint(): boolean {
+    return this.segmentsSinceCheckpoint > 0;
+  }
 
   get pendingOps(): number {
     return this.meta.pendingRemote.length;
@@ -80,6 +94,7 @@ export class Replicator {
         await this.meta.sync();
         await this.beforePush();
         const count = await this.remote.pushSegment(seq, ops, writer);
+        await this.afterPush();
         // After stop() the journal may be closed; the next start sees the segment and resumes.
         if (this.stopped) return;
         this.meta.markPushed(seq, count);

@@ -12,7 +12,10 @@
  *   machine's metadata has agreed with the header's chunk size).
  * - Follower: mounts read-only, polls the metadata log and applies the writer's segments live
  *   (`catchUp`); open files keep reading the chunk list they opened (the VFS), and old chunks
- *   outlive the GC grace period.
+ *   outlive the GC grace period. Every catch-up (at mount too) reads the compaction mark first
+ *   (compaction.ts): a copy below it is reloaded from the newest checkpoint (`compactedPast`),
+ *   never replayed across the gap, and never with unsent changes under a live mount.
+ * - A segment this machine wrote counts only once `confirmPushed` says the lease covered it.
  * - Fenced: the lease was lost (another machine took it), or another machine's segments
  *   overtook local changes on a live mount. The replicator records it (`conflict`, set through
  *   `fenced()`); the mount turns read-only, and the changes not yet in the bucket stay in the
@@ -42,6 +45,12 @@ import { Replicator } from './replicator';
 import { UnknownOpError } from './tree';
 
 export type RoleMode = 'write' | 'read';
+
+/**
+ * How long a catch-up pass trusts the compaction mark it read: less than the shortest grace
+ * (twice the shortest lease TTL, 1 s), so no slot under a newer mark is emptied in between.
+ */
+const MARK_FRESH_MS = 1000;
 
 export interface LeaseStatus {
   role: 'writer' | 'follower' | 'none';
@@ -114,6 +123,8 @@ export class MachineRole {
   /** Writer: the followers last read from the bucket. */
   private followersSeen: { followers: FollowerView[]; more: number } = { followers: [], more: 0 };
   private readingFollowers: Promise<void> | undefined;
+  /** Writer: the TTL of the lease it took over (0: none). */
+  private previousTtlMs = 0;
 
   constructor(private readonly deps: RoleDeps) {
     this.mode = deps.mode;
@@ -159,6 +170,23 @@ export class MachineRole {
   segmentWriter(): SegmentWriter | undefined {
     if (this.mode !== 'write' || !this.leaseTaken || !this.lease.current) return undefined;
     return { id: this.deps.machine.id, epoch: this.lease.current.epoch };
+  }
+
+  /**
+   * Resolves when a write to the metadata log that just finished may count (the replicator's
+   * `afterPush`): at once while the lease is still valid (the write was applied before it could
+   * expire), otherwise only after a renewal shows nobody took the lease meanwhile. Throws
+   * LeaseLostError when somebody did, or a store error when that cannot be told now.
+   */
+  async confirmPushed(): Promise<void> {
+    if (this.lease.valid()) return;
+    await this.lease.renew();
+    if (!this.lease.valid()) throw new StoreError('Timeout', 'the lease could not be renewed in time');
+  }
+
+  /** The longest lease TTL of this machine and of the holder it took the lease from (compaction's grace floor). */
+  get longestTtlMs(): number {
+    return Math.max(this.deps.settings().leaseTtlMs, this.previousTtlMs);
   }
 
   /** Resolves when this machine may push metadata now (the replicator's `beforePush`). */
@@ -221,6 +249,7 @@ export class MachineRole {
   private async takeLease(): Promise<void> {
     const { previous } = await this.lease.acquire({ takeover: this.deps.takeover });
     this.leaseTaken = true;
+    this.previousTtlMs = Math.max(this.previousTtlMs, previous?.ttlMs ?? 0);
     if (previous && previous.holder.id !== this.deps.machine.id) {
       this.deps.log(`took the write lease from ${describeHolder(previous)}${previous.released ? ' (released)' : ''}`);
     }
@@ -248,6 +277,7 @@ export class MachineRole {
     const seq = meta.remoteSeq + 1;
     await meta.sync();
     await this.deps.remote.pushSegment(seq, [], this.segmentWriter()!);
+    await this.confirmPushed();
     meta.markPushed(seq, 0);
     await meta.flush();
   }
@@ -258,6 +288,7 @@ export class MachineRole {
     try {
       const { previous } = await this.lease.acquire({ takeover: this.deps.takeover });
       this.leaseTaken = true;
+      this.previousTtlMs = Math.max(this.previousTtlMs, previous?.ttlMs ?? 0);
       this.scheduleRenewal();
       // Writes may have landed here while another machine was writing: catching up finds out
       // (read-only until the next mount sets them aside), and the fence settles any race.
@@ -370,7 +401,16 @@ export class MachineRole {
     const { meta, remote, machine } = this.deps;
     let applied = 0;
     try {
+      // Below the compaction mark the log has gaps, and a slot there may hold a segment a
+      // writer wrote after losing the lease: never read one; reload from the checkpoint.
+      if (await this.compactedPast(atMount)) return;
+      let markReadAt = performance.now();
       for (;;) {
+        // A long pass reads the mark again well within the shortest grace (compaction.ts).
+        if (performance.now() - markReadAt > MARK_FRESH_MS) {
+          if (await this.compactedPast(atMount)) return;
+          markReadAt = performance.now();
+        }
         const seq = meta.remoteSeq + 1;
         const seg = await remote.readSegment(seq);
         if (!seg) break;
@@ -417,6 +457,35 @@ export class MachineRole {
       this.deps.log(`applied ${applied} metadata segment(s) written by another machine`);
       await meta.flush();
     }
+  }
+
+  /**
+   * Reads the compaction mark; when this machine's copy is below it, reloads the tree from the
+   * newest checkpoint, after setting unsent changes aside (at mount). A live mount with unsent
+   * changes is not swapped: a writer is fenced, a follower stops following (true: stop here).
+   */
+  private async compactedPast(atMount: boolean): Promise<boolean> {
+    const { meta, remote } = this.deps;
+    const { mark } = await remote.readCompaction();
+    if (meta.remoteSeq >= mark.upTo) return false;
+    const why = `the metadata log in the bucket was compacted past this machine's copy (segment ${meta.remoteSeq} < ${mark.upTo})`;
+    if (meta.pendingRemote.length > 0 || this.deps.hasDirtyData()) {
+      const overtaken = `${why} while this machine had changes not yet uploaded`;
+      if (atMount) {
+        await this.setAside(overtaken);
+        return false;
+      }
+      if (this.mode === 'write') {
+        this.replicator.fenced(`${overtaken}; they are kept in the cache and will be set aside at the next mount`);
+      } else {
+        this.blocked = `${overtaken}; remount to set them aside and follow the writer`;
+      }
+      return true;
+    }
+    const fresh = await remote.load(meta.chunkSize);
+    await meta.resetTo(fresh.tree, fresh.seq);
+    this.deps.log(`${why}: reloaded it from the newest checkpoint (segment ${fresh.seq})`);
+    return false;
   }
 
   /** Sets this machine's unsent changes aside, then resets the local metadata to the bucket's. */

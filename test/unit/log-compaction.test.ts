@@ -1,0 +1,136 @@
+// Pins down compaction of the metadata log (meta/compaction.ts) against an in-memory store and a
+// fake monotonic clock: the mark follows the older kept checkpoint, the header is raised before
+// the first mark, nothing is deleted before the grace has passed since the mark was written, a
+// mark is never lowered, and a load never reads a segment at or below the mark (a slot there may
+// hold a late write of a writer that lost the lease).
+
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { Compactor } from '../../electron/engine/meta/compaction';
+import { CKPT_PREFIX, LOG_PREFIX, RemoteMeta, seqKey } from '../../electron/engine/meta/remote';
+import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
+import { MemoryStore } from '../../electron/engine/store/memory';
+
+const CS = 64 * 1024;
+const W = { id: 'machine-a', epoch: 1 };
+const OLD = { id: 'machine-old', epoch: 0 };
+const GRACE = 10_000;
+
+const mk = (name: string, ino: number): MetaOp => ({
+  t: 'mk',
+  parent: ROOT_INO,
+  name,
+  ino,
+  kind: 'file',
+  mode: 0o644,
+  uid: 1,
+  gid: 1,
+  ms: ino,
+});
+
+/** A log of `n` segments (one file each) with checkpoints at `ckpts`. */
+async function bucketWith(n: number, ckpts: number[]): Promise<{ store: MemoryStore; remote: RemoteMeta }> {
+  const store = new MemoryStore();
+  const remote = new RemoteMeta(store, randomBytes(32));
+  const tree = Tree.create(CS, 1, 1, 1);
+  if (ckpts.includes(0)) await remote.writeCheckpoint(0, tree.snapshot());
+  for (let seq = 1; seq <= n; seq++) {
+    const op = mk(`f${seq}`, seq + 1);
+    await remote.pushSegment(seq, [op], W);
+    tree.apply(op);
+    if (ckpts.includes(seq)) await remote.writeCheckpoint(seq, tree.snapshot());
+  }
+  return { store, remote };
+}
+
+function compactor(store: MemoryStore, remote: RemoteMeta, clock: { now: number }, calls: string[]): Compactor {
+  return new Compactor({
+    store,
+    remote,
+    writer: () => W,
+    beforeWrite: () => Promise.resolve(),
+    confirm: () => Promise.resolve(),
+    checkpointIfBehind: () => Promise.resolve(),
+    flushLocal: async () => void calls.push('flush'),
+    beforeFirstMark: async () => void calls.push('format'),
+    graceMs: () => GRACE,
+    log: () => undefined,
+    monotonic: () => clock.now,
+  });
+}
+
+describe('metadata log compaction', () => {
+  it('marks the older kept checkpoint, raises the format first, and deletes only after the grace', async () => {
+    const { store, remote } = await bucketWith(12, [0, 5, 10]);
+    await remote.pruneCheckpoints();
+    const clock = { now: 0 };
+    const calls: string[] = [];
+    const c = compactor(store, remote, clock, calls);
+    assert.deepEqual(await c.tick(), { raisedTo: 5, deletedSegments: 0, deletedCheckpoints: 0 });
+    assert.deepEqual(calls, ['flush', 'format'], 'local position durable and header raised before the mark');
+    assert.equal((await remote.readCompaction()).mark.upTo, 5);
+    clock.now += GRACE - 1;
+    assert.deepEqual(await c.tick(), { deletedSegments: 0, deletedCheckpoints: 0 }, 'nothing before the grace');
+    assert.equal((await store.list(LOG_PREFIX)).length, 12);
+    clock.now += 1;
+    assert.deepEqual(await c.tick(), { deletedSegments: 5, deletedCheckpoints: 0 });
+    assert.deepEqual(
+      await store.list(LOG_PREFIX),
+      [6, 7, 8, 9, 10, 11, 12].map((s) => seqKey(LOG_PREFIX, s)),
+    );
+    assert.deepEqual(await store.list(CKPT_PREFIX), [seqKey(CKPT_PREFIX, 5), seqKey(CKPT_PREFIX, 10)]);
+    // The same tree as before, from what is left.
+    const { tree, seq } = await remote.load(CS);
+    assert.equal(seq, 12);
+    assert.equal(tree.lookup(ROOT_INO, 'f1')?.ino, 2);
+    assert.equal(tree.lookup(ROOT_INO, 'f12')?.ino, 13);
+    // Nothing new to mark: the next round does nothing; the header is raised only once.
+    assert.deepEqual(await c.tick(), { deletedSegments: 0, deletedCheckpoints: 0 });
+    assert.deepEqual(calls, ['flush', 'format']);
+  });
+
+  it('a restarted writer counts the grace of a mark it finds from when it found it', async () => {
+    const { store, remote } = await bucketWith(12, [0, 5, 10]);
+    await remote.pruneCheckpoints();
+    await remote.raiseCompaction(5, W, await remote.readCompaction());
+    const clock = { now: 1_000_000 };
+    const c = compactor(store, remote, clock, []);
+    assert.deepEqual(await c.tick(), { deletedSegments: 0, deletedCheckpoints: 0 });
+    clock.now += GRACE;
+    assert.equal((await c.tick()).deletedSegments, 5);
+  });
+
+  it('never lowers the mark: a raise from a stale view keeps the higher mark', async () => {
+    const { remote } = await bucketWith(12, [0, 5, 10]);
+    const stale = await remote.readCompaction();
+    await remote.raiseCompaction(10, W, stale);
+    const got = await remote.raiseCompaction(5, OLD, stale);
+    assert.equal(got.mark.upTo, 10);
+    assert.equal((await remote.readCompaction()).mark.upTo, 10);
+  });
+
+  it('a load never reads a late segment written into a compacted slot', async () => {
+    const { store, remote } = await bucketWith(12, [0, 5, 10]);
+    await remote.pruneCheckpoints();
+    await remote.raiseCompaction(10, W, await remote.readCompaction());
+    await remote.deleteSegmentsThrough(10);
+    await store.delete(seqKey(CKPT_PREFIX, 5));
+    // A writer that lost the lease long ago writes into the emptied slot 6.
+    await remote.pushSegment(6, [mk('stray', 99)], OLD);
+    const { tree, seq } = await remote.load(CS);
+    assert.equal(seq, 12);
+    assert.equal(tree.lookup(ROOT_INO, 'stray'), undefined);
+    assert.equal(tree.lookup(ROOT_INO, 'f6')?.ino, 7);
+  });
+
+  it('a load that meets a gap above its checkpoint because the log was compacted meanwhile loads again', async () => {
+    const { store, remote } = await bucketWith(12, [0, 10]);
+    // As if the loader had read checkpoint 0 and the writer then compacted past it: the
+    // checkpoint 0 is still listed (pruned later), but segments 1..10 are gone.
+    await remote.raiseCompaction(10, W, await remote.readCompaction());
+    await remote.deleteSegmentsThrough(10);
+    await store.delete(seqKey(CKPT_PREFIX, 10));
+    await assert.rejects(remote.load(CS), /compacted past every checkpoint/, 'no checkpoint covers the mark: it says so');
+  });
+});
