@@ -288,6 +288,8 @@ export class Engine {
         this.uploader.succeeded();
         if (!cache.wouldExceedCap(meta.chunkSize)) this.writeback.setPressure(false);
       },
+      lastWriteMs: () => this.vfs.lastWriteMs,
+      dirtyShare: () => (cache.usedBytes - cache.cleanUsedBytes) / Math.max(1, cache.effectiveCapBytes),
     });
     this.pinKeeper = new PinKeeper({
       tree: () => meta.tree,

@@ -1,4 +1,4 @@
-// Pins down when a dirty chunk is due for upload: the delay after the last write, full chunks, closed files, the maximum dirty age for an open tail chunk, pressure, drain and retry times.
+// Pins down when a dirty chunk is due for upload: the delay after the last write, full chunks, closed files, the maximum dirty age for an open tail chunk, pressure, drain and retry times, and uploads giving way to a streaming writer.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { DirtyChunk, DirtyStore } from '../../electron/engine/cache/dirty';
 import { HandlePool } from '../../electron/engine/cache/handles';
 import { SealedIO } from '../../electron/engine/cache/sealed';
-import { WritebackPolicy, WritebackQueue } from '../../electron/engine/upload/writeback';
+import { WRITER_FIRST_MAX_SHARE, WRITER_QUIET_MS, WritebackPolicy, WritebackQueue } from '../../electron/engine/upload/writeback';
 
 const CS = 64 * 1024;
 const policy: WritebackPolicy = { uploadDelayMs: 2_000, maxDirtyAgeMs: 30_000, uploadConcurrency: 2 };
@@ -451,5 +451,104 @@ describe('WritebackQueue.retryNow (the bucket answers again)', () => {
     assert.equal(errors.length, 1, 'the failure is still reported');
     assert.equal(q.scheduleOf(d).retryAtMs, 0, 'no backoff for a failure that belongs to the outage');
     assert.equal(q.isDue(d, clock), true);
+  });
+});
+
+describe('WritebackQueue: uploads give way to a streaming writer', () => {
+  let lastWriteMs: number;
+  let share: number;
+  let q: WritebackQueue;
+  let started: DirtyChunk[];
+  let onUpload: () => void;
+
+  beforeEach(() => {
+    lastWriteMs = 0;
+    share = 0;
+    started = [];
+    onUpload = () => undefined;
+    q = new WritebackQueue({
+      dirty,
+      chunkSize: CS,
+      policy: () => policy,
+      isOpenForWrite: (ino) => openForWrite.has(ino),
+      upload: async (d) => {
+        started.push(d);
+        onUpload();
+      },
+      paused: () => false,
+      onError: () => undefined,
+      onSuccess: () => undefined,
+      lastWriteMs: () => lastWriteMs,
+      dirtyShare: () => share,
+      now: () => clock,
+    });
+  });
+
+  afterEach(() => q.stop());
+
+  it('a due chunk waits while writes keep arriving, and is due once they pause for WRITER_QUIET_MS', async () => {
+    const d = await written(1, 0, CS);
+    clock += policy.uploadDelayMs;
+    assert.equal(q.isDue(d, clock), true, 'due with no writer');
+    lastWriteMs = clock - 1;
+    assert.equal(q.isDue(d, clock), false, 'a write 1 ms ago: the writer goes first');
+    lastWriteMs = clock - WRITER_QUIET_MS + 1;
+    assert.equal(q.isDue(d, clock), false);
+    lastWriteMs = clock - WRITER_QUIET_MS;
+    assert.equal(q.isDue(d, clock), true, 'the writes paused');
+  });
+
+  it('never starves: a chunk dirty for maxDirtyAgeMs is due while writes keep arriving', async () => {
+    const d = await written(1, 0, CS);
+    clock = d.firstDirtyMs + policy.maxDirtyAgeMs - 1;
+    lastWriteMs = clock;
+    assert.equal(q.isDue(d, clock), false);
+    clock += 1;
+    lastWriteMs = clock;
+    assert.equal(q.isDue(d, clock), true);
+  });
+
+  it('data waiting for upload past WRITER_FIRST_MAX_SHARE of the cap is due while writes keep arriving', async () => {
+    const d = await written(1, 0, CS);
+    clock += policy.uploadDelayMs;
+    lastWriteMs = clock;
+    share = WRITER_FIRST_MAX_SHARE - 0.01;
+    assert.equal(q.isDue(d, clock), false);
+    share = WRITER_FIRST_MAX_SHARE;
+    assert.equal(q.isDue(d, clock), true);
+  });
+
+  it('pressure and drain (sync, unmount) do not wait for the writer', async () => {
+    openForWrite.add(1);
+    const d = await written(1, 0, 10);
+    lastWriteMs = clock;
+    assert.equal(q.isDue(d, clock), false);
+    q.setPressure(true);
+    assert.equal(q.isDue(d, clock), true, 'pressure');
+    q.setPressure(false);
+    const draining = q.drain(clock + 60_000);
+    assert.equal(q.isDue(d, clock), true, 'drain');
+    clock += 60_000;
+    q.progress.notify();
+    await draining;
+  });
+
+  it('a chunk that waited for the writer starts uploading once the writes pause', async () => {
+    const d = await written(1, 0, CS);
+    clock += policy.uploadDelayMs;
+    lastWriteMs = clock;
+    const uploaded = new Promise<void>((resolve) => (onUpload = resolve));
+    q.start();
+    q.pumpFor(1);
+    assert.equal(started.length, 0, 'the writer goes first');
+    // The writes pause: the queue's own timers start the upload.
+    clock += WRITER_QUIET_MS;
+    // A referenced timer keeps the test alive (the queue's timers do not hold the process).
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      uploaded,
+      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('the upload did not start')), 30_000))),
+    ]).finally(() => clearTimeout(timer));
+    assert.deepEqual(started, [d]);
   });
 });

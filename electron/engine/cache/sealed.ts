@@ -20,7 +20,7 @@
  * raw units it is handed, possibly in a worker thread).
  */
 
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomBytes, randomFillSync } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { AuthError } from '../chunk/crypto';
 
@@ -104,6 +104,27 @@ export function openSealedUnits(key: Buffer, fileId: Buffer, buf: Buffer, size: 
   return data;
 }
 
+/** Nonces drawn per call into the random generator (see `freshNonce`). */
+const NONCES_PER_DRAW = 256;
+let nonceDraw = Buffer.alloc(0);
+let nonceAt = 0;
+
+/**
+ * A fresh random nonce for one unit. The random generator is called once per 256 units, not
+ * once per unit (a call costs microseconds, about as much as sealing a few KiB): every nonce is
+ * still 12 bytes of its output, used once. A drawn buffer is never refilled, only replaced,
+ * since a nonce handed out may still be on its way to disk (writev) when the next is drawn.
+ */
+function freshNonce(): Buffer {
+  if (nonceAt + NONCE > nonceDraw.length) {
+    nonceDraw = randomFillSync(Buffer.allocUnsafeSlow(NONCE * NONCES_PER_DRAW));
+    nonceAt = 0;
+  }
+  const nonce = nonceDraw.subarray(nonceAt, nonceAt + NONCE);
+  nonceAt += NONCE;
+  return nonce;
+}
+
 export class SealedIO {
   constructor(private readonly key: Buffer) {}
 
@@ -112,7 +133,7 @@ export class SealedIO {
   }
 
   private seal(fileId: Buffer, i: number, plain: Buffer): Buffer {
-    const nonce = randomBytes(NONCE);
+    const nonce = freshNonce();
     const c = createCipheriv('aes-256-gcm', this.key, nonce);
     c.setAAD(this.aad(fileId, i));
     const out = Buffer.allocUnsafe(NONCE + plain.length + TAG);
@@ -309,7 +330,7 @@ export class SealedIO {
    * ciphertext into one buffer, and half the memory allocated per unit.
    */
   sealUnit(fileId: Buffer, i: number, plain: Buffer): Buffer[] {
-    const nonce = randomBytes(NONCE);
+    const nonce = freshNonce();
     const c = createCipheriv('aes-256-gcm', this.key, nonce);
     c.setAAD(this.aad(fileId, i));
     const body = c.update(plain);

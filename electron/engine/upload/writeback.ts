@@ -9,6 +9,15 @@
  * `drain()` every dirty chunk is due at once. Due chunks go oldest first. The chunks of a file
  * deleted while still open never upload: they go when it is closed.
  *
+ * The writer first: while the mount keeps receiving writes (the last one less than
+ * `WRITER_QUIET_MS` ago), no new upload starts, so a streaming writer has the machine's cores
+ * to itself (an upload seals, names and sends its chunk on the engine's thread, the one that
+ * answers FUSE) and the uploads then run at full speed once it pauses or closes. Uploads in
+ * flight go on. The wait is bounded: a chunk dirty for `maxDirtyAgeMs` is due whatever the
+ * writers do (a writer that never pauses still gets its data uploaded), so is everything once
+ * the data waiting for upload fills `WRITER_FIRST_MAX_SHARE` of the cache cap (long before
+ * writers would wait for room), and pressure or a `drain()` (sync, unmount) never wait.
+ *
  * Backoff is per chunk, but an outage is not: when the bucket answers again, `retryNow()`
  * makes every chunk waiting on its backoff due at once (and an upload that was on its way
  * during the outage and fails afterwards retries at once too), so the backlog drains at full
@@ -24,6 +33,11 @@
 
 import { DirtyChunk, DirtyStore } from '../cache/dirty';
 import { Signal, backoffMs } from '../util/concurrency';
+
+/** Writes this close together are a stream that new uploads wait for (see the header). */
+export const WRITER_QUIET_MS = 100;
+/** The share of the cache cap that data waiting for upload may fill while uploads wait for a writer. */
+export const WRITER_FIRST_MAX_SHARE = 0.5;
 
 export interface WritebackPolicy {
   uploadDelayMs: number;
@@ -53,12 +67,20 @@ export interface WritebackDeps {
   /** An upload failed; `attempts` counts the failures of this chunk in a row. */
   readonly onError: (err: unknown, d: DirtyChunk, attempts: number) => void;
   readonly onSuccess: () => void;
+  /** When the mount last accepted a write (ms on `now`'s clock; 0: none yet). */
+  readonly lastWriteMs?: () => number;
+  /** Dirty data, with what is held for data on its way to the dirty store, as a share of the cache cap. */
+  readonly dirtyShare?: () => number;
   readonly now?: () => number;
 }
 
 export class WritebackQueue {
   private inflight = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** A pump at the end of the writers' current burst, for uploads that waited for it. */
+  private quietTimer: NodeJS.Timeout | undefined;
+  /** Set by `isDue` when a chunk was due but waits for the writers (see the header). */
+  private waitedForWriter = false;
   private pressure = false;
   private draining = 0;
   private stopped = true;
@@ -75,7 +97,9 @@ export class WritebackQueue {
 
   start(): void {
     this.stopped = false;
-    this.timer = setInterval(() => this.pump(), 200);
+    // Pumps from timers run after the loop's I/O (setImmediate): after a stall of the thread,
+    // writes that arrived meanwhile are taken first, so they count as the writer's (see the header).
+    this.timer = setInterval(() => setImmediate(() => this.pump()), 200);
     this.timer.unref();
     this.pump();
   }
@@ -84,6 +108,8 @@ export class WritebackQueue {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    if (this.quietTimer) clearTimeout(this.quietTimer);
+    this.quietTimer = undefined;
   }
 
   get uploading(): number {
@@ -121,9 +147,36 @@ export class WritebackQueue {
     if (this.pressure || this.draining > 0) return true;
     const p = this.deps.policy();
     if (now - d.lastWriteMs < p.uploadDelayMs) return false;
-    if (d.len >= this.deps.chunkSize) return true;
-    if (!this.deps.isOpenForWrite(d.ino)) return true;
-    return now - d.firstDirtyMs >= p.maxDirtyAgeMs;
+    const old = now - d.firstDirtyMs >= p.maxDirtyAgeMs;
+    if (!old && d.len < this.deps.chunkSize && this.deps.isOpenForWrite(d.ino)) return false;
+    if (!old && this.writerStreaming(now)) {
+      this.waitedForWriter = true;
+      return false;
+    }
+    return true;
+  }
+
+  /** Whether new uploads wait for the writers now (see the header). */
+  writerStreaming(now: number): boolean {
+    const last = this.deps.lastWriteMs?.() ?? 0;
+    if (last === 0 || now - last >= WRITER_QUIET_MS) return false;
+    return (this.deps.dirtyShare?.() ?? 0) < WRITER_FIRST_MAX_SHARE;
+  }
+
+  /** Pumps again when the writers' burst is over, if a due chunk waited for it. */
+  private pumpWhenQuiet(now: number): void {
+    if (!this.waitedForWriter) return;
+    this.waitedForWriter = false;
+    if (this.quietTimer || this.stopped) return;
+    const last = this.deps.lastWriteMs?.() ?? 0;
+    this.quietTimer = setTimeout(
+      () => {
+        this.quietTimer = undefined;
+        setImmediate(() => this.pump());
+      },
+      Math.max(1, last + WRITER_QUIET_MS - now),
+    );
+    this.quietTimer.unref();
   }
 
   pump(): void {
@@ -144,6 +197,7 @@ export class WritebackQueue {
       if (oldest.length > free) oldest.pop();
     }
     for (const d of oldest) this.startUpload(d);
+    this.pumpWhenQuiet(now);
   }
 
   /**
@@ -162,6 +216,7 @@ export class WritebackQueue {
       const d = this.deps.dirty.get(ino, idx);
       if (d && this.isDue(d, now)) return this.pump();
     }
+    this.pumpWhenQuiet(now);
   }
 
   /** Forgets every chunk's backoff (the bucket answers again) and starts what is due. */

@@ -236,6 +236,8 @@ export class Vfs {
   onWriterClosed: (ino: number) => void = () => undefined;
   /** Clean chunks another reader of this cache (a snapshot mount) is reading: kept like live ones. */
   alsoReading: (name: string) => boolean = () => false;
+  /** When the last write was accepted (ms; 0: none yet): uploads give way to a streaming writer. */
+  lastWriteMs = 0;
   private readonly now: () => number;
   /** Set when a chunk may have lost its last reference (see `freeUnreferencedCache`). */
   private chunksMayBeUnreferenced = true;
@@ -1320,6 +1322,7 @@ export class Vfs {
     this.assertWritable();
     const h = this.handle(fh);
     if (!h.writable) throw new FsError('EBADF');
+    this.lastWriteMs = this.now();
     if (h.append) return this.appendInTurn(h.ino, () => this.writeAt(h, data, undefined));
     return this.writeAt(h, data, pos);
   }

@@ -1,0 +1,115 @@
+/**
+ * Uploads give way to a streaming writer (upload/writeback.ts), on real mounts against the S3
+ * test server: while writes keep arriving no new upload starts, but that wait never holds data
+ * back for good. A writer that never pauses still gets the data waiting beside it uploaded once
+ * it is `maxDirtyAgeMs` old, and `filespace sync` uploads at once whatever the writers do.
+ *
+ * The writer is a separate process that rewrites a small region of its file without a break
+ * until the test stops it.
+ */
+
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
+import { Linked, type RunResult, randomFile, until } from '../helpers/bed';
+import { proxiedBed } from '../helpers/faultProxy';
+
+const KiB = 1024;
+
+/** Rewrites the first 256 KiB of `file`, 4 KiB at a time without a break, until killed; resolves once it has written. */
+async function startStreamingWriter(file: string): Promise<ChildProcess> {
+  const script = `
+    const fs = require('node:fs');
+    const fd = fs.openSync(process.argv[1], 'w');
+    const b = Buffer.alloc(4096, 7);
+    let i = 0;
+    fs.writeSync(fd, b, 0, b.length, 0);
+    process.stdout.write('writing\\n');
+    for (;;) fs.writeSync(fd, b, 0, b.length, (i++ % 64) * 4096);`;
+  const child = spawn(process.execPath, ['-e', script, file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.setEncoding('utf8').once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`the writer exited (${code}) before writing`)));
+  });
+  return child;
+}
+
+async function stopWriter(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGKILL');
+  await gone;
+}
+
+/** Sets engine settings that `filespace set` does not offer, in the link's configuration (before mount). */
+async function setEngineSettings(fs: Linked, settings: Record<string, number>): Promise<void> {
+  const file = path.join(fs.machine.home, 'config', 'filespaces', `${fs.name}.json`);
+  const cfg = JSON.parse(await fsp.readFile(file, 'utf8')) as { settings: Record<string, unknown> };
+  cfg.settings = { ...cfg.settings, ...settings };
+  await fsp.writeFile(file, JSON.stringify(cfg, null, 2) + '\n');
+}
+
+/** Files with data waiting for upload (live, unlike the list of their paths). */
+async function dirtyFiles(fs: Linked): Promise<number> {
+  return Number((await fs.status()).dirtyFiles);
+}
+
+describe('uploads and a streaming writer', () => {
+  const env = proxiedBed('writerfirst');
+  const bed = env.bed;
+
+  it('a writer that never pauses holds other data back no longer than the maximum dirty age', { timeout: 300_000 }, async () => {
+    const fs = await bed.filespace({ settings: { 'upload-delay': '0s' } });
+    await setEngineSettings(fs, { maxDirtyAgeMs: 3_000 });
+    await fs.mount();
+    const writer = await startStreamingWriter(path.join(fs.mnt, 'stream.bin'));
+    try {
+      const src = await randomFile(env.local, 'aged.bin', 256 * KiB);
+      await fsp.copyFile(src, path.join(fs.mnt, 'aged.bin'));
+      // Two files have data waiting (the writer's and aged.bin) until aged.bin is uploaded.
+      await until('aged.bin to upload while the writer keeps writing', async () => (await dirtyFiles(fs)) <= 1, 120_000);
+      assert.equal(writer.exitCode, null, 'the writer was still writing');
+    } finally {
+      await stopWriter(writer);
+    }
+    await fs.sync();
+    await fs.unmount();
+  });
+
+  it('filespace sync uploads at once while a writer keeps writing', { timeout: 300_000 }, async () => {
+    const fs = await bed.filespace({ settings: { 'upload-delay': '0s' } });
+    // Without the sync, nothing would upload for ten minutes while the writer writes.
+    await setEngineSettings(fs, { maxDirtyAgeMs: 600_000 });
+    await fs.mount();
+    const writer = await startStreamingWriter(path.join(fs.mnt, 'stream.bin'));
+    let syncing: Promise<RunResult> | undefined;
+    const src = await randomFile(env.local, 'synced.bin', 256 * KiB);
+    try {
+      await fsp.copyFile(src, path.join(fs.mnt, 'synced.bin'));
+      syncing = fs.machine.cli('sync', fs.name, '--timeout', '4m');
+      await until(
+        'the sync to upload synced.bin while the writer keeps writing',
+        async () => (await dirtyFiles(fs)) <= 1,
+        120_000,
+      );
+      assert.equal(writer.exitCode, null, 'the writer was still writing');
+    } finally {
+      await stopWriter(writer);
+    }
+    // Once the writer has stopped, the sync finishes with everything in the bucket.
+    assert.ok(syncing);
+    const r = await syncing;
+    assert.equal(r.code, 0, r.stderr);
+    await fs.unmount();
+    const reader = await bed.link(await bed.machine('reader'), fs.bucket);
+    await reader.mount({ readOnly: true });
+    try {
+      assert.deepEqual(await fsp.readFile(path.join(reader.mnt, 'synced.bin')), await fsp.readFile(src));
+      assert.equal((await fsp.stat(path.join(reader.mnt, 'stream.bin'))).size, 256 * KiB);
+    } finally {
+      await reader.unmount();
+    }
+  });
+});
