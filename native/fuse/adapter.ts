@@ -25,7 +25,9 @@
  * (`attributesChanged`), the corrected addon keeps the attributes that readdir (`readdirPlus`)
  * and getattr (`getattrPlus`) answered, with whether the entry has extended attributes, and
  * answers lookups, getattrs and xattr queries that can only find nothing from them on its own
- * thread. Requests of this mount that may change anything empty that cache in the addon; the
+ * thread; with `xattrNames` it also knows every extended-attribute name in use, so a getxattr
+ * of any other name (the kernel asks for security.capability before every write) is answered
+ * there too. Requests of this mount that may change anything empty that cache in the addon; the
  * filesystem reports every other change; an entry lives at most ATTR_CACHE_TTL_MS. The
  * kernel's own attribute and entry timeouts stay short: libfuse2's high-level API cannot tell
  * the kernel about changes made other than through it (a follower's, the engine's own).
@@ -82,6 +84,8 @@ interface FuseNativeModule {
     readonly fuse_native_attr_cache?: (thread: Buffer, ttlMs: number) => void;
     /** Empties a mount's attribute cache: of inode `ino` only, or all of it for 0 (corrected addons). */
     readonly fuse_native_attr_forget?: (thread: Buffer, ino: number) => void;
+    /** Extended-attribute names some entry has: all of them (`all`), or new ones (corrected addons). */
+    readonly fuse_native_xattr_names?: (thread: Buffer, names: string[], all: boolean) => void;
   };
 }
 
@@ -95,7 +99,13 @@ let keepCacheBit = 0;
 /** Who made the request being handled, when the addon can tell (see `callerNow`). */
 let requestCaller: (() => [number, number, number] | undefined) | undefined;
 /** The addon's attribute cache, when the loaded addon has one (see `FuseMount.cacheAttributes`). */
-let attrCache: { enable(thread: Buffer, ttlMs: number): void; forget(thread: Buffer, ino: number): void } | undefined;
+let attrCache:
+  | {
+      enable(thread: Buffer, ttlMs: number): void;
+      forget(thread: Buffer, ino: number): void;
+      names(thread: Buffer, names: string[], all: boolean): void;
+    }
+  | undefined;
 
 /**
  * Loads fuse-native on first use (so commands that never mount never need it), naming the
@@ -123,7 +133,8 @@ function fuseNative(): FuseNativeModule {
     requestCaller = dir === corrected ? binding.fuse_native_caller : undefined;
     const enable = binding.fuse_native_attr_cache;
     const forget = binding.fuse_native_attr_forget;
-    attrCache = dir === corrected && enable && forget ? { enable, forget } : undefined;
+    const names = binding.fuse_native_xattr_names;
+    attrCache = dir === corrected && enable && forget && names ? { enable, forget, names } : undefined;
     loaded = { Fuse, binding };
     return loaded;
   } catch (err) {
@@ -344,6 +355,14 @@ export interface FuseFilesystem {
    * an answer and its storing). A filesystem without this hook gets no such cache.
    */
   attributesChanged?: (ino?: number) => void;
+  /**
+   * Every extended-attribute name some entry has (POSIX ACL names may be left out): with
+   * `xattrNamesAdded`, lets the addon answer a getxattr of any other name (the kernel asks for
+   * security.capability before every write) without a round trip. Only with `attributesChanged`.
+   */
+  xattrNames?(): string[];
+  /** Set by the adapter: the filesystem calls it, synchronously, with each name some entry newly has. */
+  xattrNamesAdded?: (names: readonly string[]) => void;
   open(path: string, flags: number): number;
   /** True when this handle must bypass the kernel's page cache (honoured by the corrected addon). */
   directIo?(fh: number): boolean;
@@ -940,7 +959,11 @@ export class FuseMount {
     const thread = fuse._thread;
     if (!cache || !thread || !('attributesChanged' in this.fs)) return;
     this.fs.attributesChanged = (ino) => cache.forget(thread, ino ?? 0);
+    const wire = namesAsBytes ? nameToWire : (x: string) => x;
+    const xattrNames = this.fs.xattrNames?.bind(this.fs);
+    if (xattrNames) this.fs.xattrNamesAdded = (names) => cache.names(thread, names.map(wire), false);
     cache.enable(thread, ATTR_CACHE_TTL_MS);
+    if (xattrNames) cache.names(thread, xattrNames().map(wire), true);
     this.attributesCached = true;
   }
 
@@ -958,7 +981,10 @@ export class FuseMount {
     }
     this.stopWatching();
     this.mounted = false;
-    if (this.attributesCached) this.fs.attributesChanged = () => undefined;
+    if (this.attributesCached) {
+      this.fs.attributesChanged = () => undefined;
+      if (this.fs.xattrNamesAdded) this.fs.xattrNamesAdded = () => undefined;
+    }
     this.attributesCached = false;
     served.delete(this);
     if (this.fuse._thread) fuseNative().binding.fuse_native_unmount(this.fuse.mnt, this.fuse._thread);

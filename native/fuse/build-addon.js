@@ -47,7 +47,10 @@
 //     made another way (`fuse_native_attr_forget(thread, ino)`, one inode or all), and an
 //     entry stored from an answer is dead on arrival if anything was emptied since that
 //     request was dispatched. The adapter enables it only for a filesystem that reports its
-//     changes (FuseFilesystem.attributesChanged).
+//     changes (FuseFilesystem.attributesChanged). It also holds the extended-attribute names
+//     any entry has (`fuse_native_xattr_names`: all at once, then each new one), so a getxattr
+//     of another name is answered at once: the kernel asks for security.capability before
+//     every write.
 // The patch is applied with `git apply`, not `patch`: git is already needed (CI installs it;
 // `patch` is an optional Debian package), and git applies every hunk or none, never with fuzz.
 // When the sources do not match (fuse-native changed) nothing is built.

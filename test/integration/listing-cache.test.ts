@@ -65,6 +65,11 @@ describe('attributes cached from a listing', () => {
     await sh(`chmod 640 '${d}/e2' && setfattr -n user.k -v again '${d}/moved'`);
     assert.deepEqual(await statOf('%a', `${d}/e2`), ['640']);
     assert.equal(await xattrOf(`${d}/moved`, 'user.k'), 'again');
+    // An attribute name nothing had before, set on a file deleted while open: readable at once.
+    const held = await sh(
+      `exec 3<> '${d}/held' && rm '${d}/held' && setfattr -n user.fresh -v x /proc/self/fd/3 && getfattr --only-values -n user.fresh /proc/self/fd/3`,
+    );
+    assert.equal(held, 'x');
     await fs.unmount();
   });
 

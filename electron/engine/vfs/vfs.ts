@@ -243,6 +243,8 @@ export class Vfs {
    * touched only that inode's attributes (its size, times, mode, owner, chunks or xattrs).
    */
   attributesChanged: (ino?: number) => void = () => undefined;
+  /** Set by a mount adapter: called with extended-attribute names some entry newly has (see `xattrNames`). */
+  xattrNamesAdded: (names: readonly string[]) => void = () => undefined;
   private readonly now: () => number;
   /** Set when a chunk may have lost its last reference (see `freeUnreferencedCache`). */
   private chunksMayBeUnreferenced = true;
@@ -333,8 +335,11 @@ export class Vfs {
 
   /** A change to one inode: committed, or for a file deleted while open, applied here only. */
   private change(op: Extract<MetaOp, { ino: number }>): void {
-    if (this.unlinked.get(op.ino)) this.unlinked.apply(op);
-    else this.commit(op);
+    if (!this.unlinked.get(op.ino)) return this.commit(op);
+    this.unlinked.apply(op);
+    // Not a change of the tree, so told here what `treeChanged` tells for one.
+    if (op.t === 'xattr' && op.value !== null) this.xattrNamesAdded([op.name]);
+    this.attributesChanged(op.ino);
   }
 
   /** An inode by number, named or deleted while open. */
@@ -629,6 +634,15 @@ export class Vfs {
     return { names, stats, xattrs };
   }
 
+  /** Every extended-attribute name some entry has (not the POSIX ACL names, never answered). */
+  xattrNames(): string[] {
+    const names = new Set<string>();
+    for (const inode of this.tree.inodes.values()) {
+      if (inode.xattrs) for (const n in inode.xattrs) if (!POSIX_ACL_XATTR.test(n)) names.add(n);
+    }
+    return [...names];
+  }
+
   /** Whether listxattr of `inode` names anything (see `listxattr`). */
   private static listsXattrs(inode: Inode): boolean {
     if (!inode.xattrs) return false;
@@ -638,7 +652,11 @@ export class Vfs {
 
   /** The tree changed by `ops` (applied), or was replaced ('all'): see `attributesChanged`. */
   treeChanged(ops: readonly MetaOp[] | 'all'): void {
-    if (ops === 'all') return this.attributesChanged();
+    if (ops === 'all') {
+      this.xattrNamesAdded(this.xattrNames());
+      return this.attributesChanged();
+    }
+    for (const op of ops) if (op.t === 'xattr' && op.value !== null) this.xattrNamesAdded([op.name]);
     for (const op of ops) {
       // Names (mk, rm, ln, mv) change paths, link counts and directory times: everything goes.
       if (op.t !== 'attr' && op.t !== 'chunk' && op.t !== 'xattr') return this.attributesChanged();
