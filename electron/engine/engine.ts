@@ -301,7 +301,10 @@ export class Engine {
       onPinsChanged: (pins) => opts.onPinsChanged?.(pins),
       log: this.log,
     });
-    meta.onApplied = (ops) => this.pinKeeper.noteOps(ops);
+    meta.onApplied = (ops) => {
+      this.vfs.treeChanged(ops);
+      this.pinKeeper.noteOps(ops);
+    };
     this.writingStopped = new Promise<false>((resolve) => (this.stopWriting = () => resolve(false)));
     this.replicator.onConflict = () => {
       this.writeback.setPressure(false);

@@ -19,6 +19,19 @@
  * the handle must read around them (`directIo`); the corrected addon carries both as bits of
  * the returned handle (build-addon.js), and keep_cache only if the loaded addon says it knows it.
  *
+ * Attributes without a round trip: every lookup and getattr would cross from libfuse's thread
+ * to this JS thread and back, two per entry for `ls -l` (the kernel's lookup, then coreutils'
+ * getxattr of security.selinux). For a filesystem that reports its changes
+ * (`attributesChanged`), the corrected addon keeps the attributes that readdir (`readdirPlus`)
+ * and getattr (`getattrPlus`) answered, with whether the entry has extended attributes, and
+ * answers lookups, getattrs and xattr queries that can only find nothing from them on its own
+ * thread; with `xattrNames` it also knows every extended-attribute name in use, so a getxattr
+ * of any other name (the kernel asks for security.capability before every write) is answered
+ * there too. Requests of this mount that may change anything empty that cache in the addon; the
+ * filesystem reports every other change; an entry lives at most ATTR_CACHE_TTL_MS. The
+ * kernel's own attribute and entry timeouts stay short: libfuse2's high-level API cannot tell
+ * the kernel about changes made other than through it (a follower's, the engine's own).
+ *
  * Who asks: the corrected addon tells which uid, gid and pid made the request whose handler
  * runs (build-addon.js, correction 5); create, mkdir, symlink, chmod and chown read it at once
  * (`callerNow`) and pass it to the filesystem, so new entries belong to their creator and
@@ -67,6 +80,12 @@ interface FuseNativeModule {
     readonly open_keep_cache?: number;
     /** [uid, gid, pid] of the request whose handler runs now (corrected addons). */
     readonly fuse_native_caller?: () => [number, number, number] | undefined;
+    /** Turns a mount's attribute cache on for `ttlMs` per entry (corrected addons; 0 turns it off). */
+    readonly fuse_native_attr_cache?: (thread: Buffer, ttlMs: number) => void;
+    /** Empties a mount's attribute cache: of inode `ino` only, or all of it for 0 (corrected addons). */
+    readonly fuse_native_attr_forget?: (thread: Buffer, ino: number) => void;
+    /** Extended-attribute names some entry has: all of them (`all`), or new ones (corrected addons). */
+    readonly fuse_native_xattr_names?: (thread: Buffer, names: string[], all: boolean) => void;
   };
 }
 
@@ -79,6 +98,14 @@ let namesAsBytes = false;
 let keepCacheBit = 0;
 /** Who made the request being handled, when the addon can tell (see `callerNow`). */
 let requestCaller: (() => [number, number, number] | undefined) | undefined;
+/** The addon's attribute cache, when the loaded addon has one (see `FuseMount.cacheAttributes`). */
+let attrCache:
+  | {
+      enable(thread: Buffer, ttlMs: number): void;
+      forget(thread: Buffer, ino: number): void;
+      names(thread: Buffer, names: string[], all: boolean): void;
+    }
+  | undefined;
 
 /**
  * Loads fuse-native on first use (so commands that never mount never need it), naming the
@@ -104,6 +131,10 @@ function fuseNative(): FuseNativeModule {
     namesAsBytes = dir === corrected;
     keepCacheBit = dir === corrected && binding.open_keep_cache === KEEP_CACHE_BIT ? KEEP_CACHE_BIT : 0;
     requestCaller = dir === corrected ? binding.fuse_native_caller : undefined;
+    const enable = binding.fuse_native_attr_cache;
+    const forget = binding.fuse_native_attr_forget;
+    const names = binding.fuse_native_xattr_names;
+    attrCache = dir === corrected && enable && forget && names ? { enable, forget, names } : undefined;
     loaded = { Fuse, binding };
     return loaded;
   } catch (err) {
@@ -164,6 +195,16 @@ export function nameToWire(name: string): string {
   }
   return out;
 }
+
+/** st_dev of an entry readdir lists: it has no extended attributes (ATTR_NO_XATTRS in the addon). */
+const NO_XATTRS_MARK = 1;
+
+/**
+ * How long the addon may answer from an attribute it cached (when the filesystem reports its
+ * changes, see `FuseFilesystem.attributesChanged`): every change empties the cache, so this
+ * only bounds how long a change nobody reported could stay unseen.
+ */
+export const ATTR_CACHE_TTL_MS = 30_000;
 
 /** Set in a handle returned from open to ask the corrected addon for direct I/O. */
 const DIRECT_IO_BIT = 0x40000000;
@@ -290,9 +331,38 @@ export function callerNow(): FuseCaller | undefined {
 export interface FuseFilesystem {
   /** Also answers the kernel's fgetattr (by the path of the open file). */
   getattr(path: string): FuseStat;
+  /** getattr, and whether the entry has extended attributes listxattr would show; see `attributesChanged`. */
+  getattrPlus?(path: string): { stat: FuseStat; xattrs: boolean };
   /** fgetattr by handle alone, for an open file libfuse can no longer name. */
   fgetattr?(fh: number): FuseStat;
   readdir(path: string): string[];
+  /**
+   * readdir with the attributes of each name (`.` and `..` included) and whether it has
+   * extended attributes that listxattr would show; see `attributesChanged`.
+   */
+  readdirPlus?(path: string): { names: string[]; stats: FuseStat[]; xattrs: boolean[] };
+  /**
+   * Set by the adapter when the addon caches attributes (those of getattr and of readdirPlus,
+   * so the kernel's lookups and getattrs after a listing, and extended-attribute queries that
+   * can only find nothing, are answered without a round trip to this thread). The filesystem
+   * calls it synchronously on every change to what getattr, readdir, getxattr or listxattr
+   * would answer, at least those that did not come from a request of this mount (another
+   * machine's changes applied, the tree replaced, the engine's own changes): with the inode
+   * number when only that inode's attributes changed (the cache then forgets that inode), else
+   * without (it forgets everything). A request of this mount that may change anything empties
+   * the cache by itself when it arrives and when it is answered. getattr, getattrPlus, readdir
+   * and readdirPlus must answer synchronously (the cache relies on no change falling between
+   * an answer and its storing). A filesystem without this hook gets no such cache.
+   */
+  attributesChanged?: (ino?: number) => void;
+  /**
+   * Every extended-attribute name some entry has (POSIX ACL names may be left out): with
+   * `xattrNamesAdded`, lets the addon answer a getxattr of any other name (the kernel asks for
+   * security.capability before every write) without a round trip. Only with `attributesChanged`.
+   */
+  xattrNames?(): string[];
+  /** Set by the adapter: the filesystem calls it, synchronously, with each name some entry newly has. */
+  xattrNamesAdded?: (names: readonly string[]) => void;
   open(path: string, flags: number): number;
   /** True when this handle must bypass the kernel's page cache (honoured by the corrected addon). */
   directIo?(fh: number): boolean;
@@ -512,6 +582,8 @@ export class FuseMount {
   private mountId: number | undefined;
   private fuseFd: number | undefined;
   private watchTimer: NodeJS.Timeout | undefined;
+  /** Whether the addon caches this mount's attributes (readdir then passes them along). */
+  private attributesCached = false;
 
   constructor(
     readonly mountPoint: string,
@@ -604,7 +676,17 @@ export class FuseMount {
     const ops: Record<string, unknown> = {
       init: (cb: Cb) => cb(0),
       // Never the root for a request that named nothing (a wrong type would poison the kernel's inode).
-      getattr: (p: string, cb: Cb) => sync('getattr', () => (p === '' ? failNoPath() : fs.getattr(n(p))), cb),
+      getattr: (p: string, cb: Cb) => {
+        if (!this.attributesCached || !fs.getattrPlus || p === '')
+          return sync('getattr', () => (p === '' ? failNoPath() : fs.getattr(n(p))), cb);
+        let got: ReturnType<NonNullable<FuseFilesystem['getattrPlus']>>;
+        try {
+          got = fs.getattrPlus(n(p));
+        } catch (err) {
+          return fail('getattr', cb, err);
+        }
+        cb(0, got.xattrs ? got.stat : { ...got.stat, dev: NO_XATTRS_MARK });
+      },
       // An empty path: libfuse could not name the open file (its directory was removed, and an
       // addon that declares nullpath_ok passes no path); the handle still can. See `withFgetattr`.
       fgetattr: (p: string, fd: number, cb: Cb) =>
@@ -617,7 +699,22 @@ export class FuseMount {
           },
           cb,
         ),
-      readdir: (p: string, cb: Cb) => sync('readdir', () => fs.readdir(n(p)).map(w), cb),
+      readdir: (p: string, cb: Cb) => {
+        if (!this.attributesCached || !fs.readdirPlus) return sync('readdir', () => fs.readdir(n(p)).map(w), cb);
+        let got: ReturnType<NonNullable<FuseFilesystem['readdirPlus']>>;
+        try {
+          got = fs.readdirPlus(n(p));
+        } catch (err) {
+          return fail('readdir', cb, err);
+        }
+        const { names, stats, xattrs } = got;
+        // st_dev, which libfuse never passes on, tells the addon that an entry has no extended attributes.
+        cb(
+          0,
+          names.map(w),
+          stats.map((st, i) => (xattrs[i] ? st : { ...st, dev: NO_XATTRS_MARK })),
+        );
+      },
       open: (p: string, flags: number, cb: Cb) =>
         sync(
           'open',
@@ -845,11 +942,29 @@ export class FuseMount {
       });
     });
     this.mounted = true;
+    this.cacheAttributes(fuse);
     served.add(this);
     const fresh = [...(await fuseDescriptors())].filter((fd) => !fdsBefore.has(fd));
     this.fuseFd = fresh.length === 1 ? fresh[0] : undefined;
     const entries = (await mountTable()).filter((m) => m.mountPoint === this.realMountPoint && m.fsType.startsWith('fuse'));
     this.mountId = entries[entries.length - 1]?.id;
+  }
+
+  /**
+   * Turns on the addon's attribute cache when the filesystem reports its changes. The hook is
+   * set before the cache is on, so no change can fall between the two.
+   */
+  private cacheAttributes(fuse: FuseNativeInstance): void {
+    const cache = attrCache;
+    const thread = fuse._thread;
+    if (!cache || !thread || !('attributesChanged' in this.fs)) return;
+    this.fs.attributesChanged = (ino) => cache.forget(thread, ino ?? 0);
+    const wire = namesAsBytes ? nameToWire : (x: string) => x;
+    const xattrNames = this.fs.xattrNames?.bind(this.fs);
+    if (xattrNames) this.fs.xattrNamesAdded = (names) => cache.names(thread, names.map(wire), false);
+    cache.enable(thread, ATTR_CACHE_TTL_MS);
+    if (xattrNames) cache.names(thread, xattrNames().map(wire), true);
+    this.attributesCached = true;
   }
 
   /** Unmounts; throws FuseError('BUSY') if files are in use and `force` is false. */
@@ -866,6 +981,11 @@ export class FuseMount {
     }
     this.stopWatching();
     this.mounted = false;
+    if (this.attributesCached) {
+      this.fs.attributesChanged = () => undefined;
+      if (this.fs.xattrNamesAdded) this.fs.xattrNamesAdded = () => undefined;
+    }
+    this.attributesCached = false;
     served.delete(this);
     if (this.fuse._thread) fuseNative().binding.fuse_native_unmount(this.fuse.mnt, this.fuse._thread);
     this.fuse = undefined;

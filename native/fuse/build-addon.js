@@ -35,13 +35,30 @@
 //     writes with ENOENT unless the filesystem accepts a null path. The fuse_native_mount hunk
 //     sets ops.flag_nullpath_ok, and every handler stores "" for a null path (`l->path = path !=
 //     NULL ? path : ""`); adapter.ts answers such requests by file handle (fgetattr included).
+//  7. Attributes answered on the FUSE thread: each lookup and getattr crossed to the JS thread
+//     and back (a uv_async hop and a semaphore), so `ls -l` paid two such round trips per
+//     entry (lookup, then getxattr of security.selinux) and a stat loop one per name. The
+//     attribute-cache hunks keep, per mount, the attributes readdir (with stats) and getattr
+//     answered, in a bounded two-way set-associative table, and answer getattr, and getxattr
+//     or listxattr of a path known to have no extended attributes (POSIX ACL names excepted),
+//     without leaving the FUSE thread. It is off until `fuse_native_attr_cache(thread, ttlMs)`
+//     turns it on. Any request that may change something empties it as it arrives and as it
+//     is answered (FUSE_NATIVE_HANDLER and the signal functions), JS empties it for changes
+//     made another way (`fuse_native_attr_forget(thread, ino)`, one inode or all), and an
+//     entry stored from an answer is dead on arrival if anything was emptied since that
+//     request was dispatched. The adapter enables it only for a filesystem that reports its
+//     changes (FuseFilesystem.attributesChanged). It also holds the extended-attribute names
+//     any entry has (`fuse_native_xattr_names`: all at once, then each new one), so a getxattr
+//     of another name is answered at once: the kernel asks for security.capability before
+//     every write.
 // The patch is applied with `git apply`, not `patch`: git is already needed (CI installs it;
 // `patch` is an optional Debian package), and git applies every hunk or none, never with fuzz.
 // When the sources do not match (fuse-native changed) nothing is built.
 // The corrected addon goes to native/fuse/addon/ (not in git) and native/fuse/adapter.ts
 // prefers it; without it (no compiler, no git, other sources) the stock prebuild is used and
 // only time setting, direct I/O, page-cache keeping, names that are not UTF-8, the owner of
-// new files (the mounting user's) and I/O on an open file whose folder was removed differ. Same N-API binary for Node and Electron.
+// new files (the mounting user's), I/O on an open file whose folder was removed and the
+// attribute cache differ. Same N-API binary for Node and Electron.
 // It is built beside its final place and then swapped in, so a process loading the addon meanwhile
 // finds the old one or the new one, never half of one; an addon folder that is a symbolic link
 // (shared with another checkout) is replaced by its own build, never written through. If the

@@ -238,6 +238,15 @@ export class Vfs {
   alsoReading: (name: string) => boolean = () => false;
   /** When the last write was accepted (ms; 0: none yet): uploads give way to a streaming writer. */
   lastWriteMs = 0;
+  /**
+   * Set by a mount adapter that caches attributes; called on every change of the tree (the
+   * engine calls `treeChanged`), whoever made it: this machine's requests, the engine's own
+   * work, or another machine's changes applied here. With an inode number when the change
+   * touched only that inode's attributes (its size, times, mode, owner, chunks or xattrs).
+   */
+  attributesChanged: (ino?: number) => void = () => undefined;
+  /** Set by a mount adapter: called with extended-attribute names some entry newly has (see `xattrNames`). */
+  xattrNamesAdded: (names: readonly string[]) => void = () => undefined;
   private readonly now: () => number;
   /** Set when a chunk may have lost its last reference (see `freeUnreferencedCache`). */
   private chunksMayBeUnreferenced = true;
@@ -328,8 +337,11 @@ export class Vfs {
 
   /** A change to one inode: committed, or for a file deleted while open, applied here only. */
   private change(op: Extract<MetaOp, { ino: number }>): void {
-    if (this.unlinked.get(op.ino)) this.unlinked.apply(op);
-    else this.commit(op);
+    if (!this.unlinked.get(op.ino)) return this.commit(op);
+    this.unlinked.apply(op);
+    // Not a change of the tree, so told here what `treeChanged` tells for one.
+    if (op.t === 'xattr' && op.value !== null) this.xattrNamesAdded([op.name]);
+    this.attributesChanged(op.ino);
   }
 
   /** An inode by number, named or deleted while open. */
@@ -477,6 +489,12 @@ export class Vfs {
     return this.statOf(this.resolve(path));
   }
 
+  /** getattr, and whether listxattr would name anything (see `readdirPlus`). */
+  getattrPlus(path: string): { stat: Stat; xattrs: boolean } {
+    const inode = this.resolve(path);
+    return { stat: this.statOf(inode), xattrs: Vfs.listsXattrs(inode) };
+  }
+
   /** The attributes of an open file by its handle (named or deleted while open). */
   fgetattr(fh: number): Stat {
     const inode = this.inodeOf(this.handle(fh).ino);
@@ -594,6 +612,58 @@ export class Vfs {
     const inode = this.resolve(path);
     if (inode.kind !== 'dir') throw new FsError('ENOTDIR');
     return ['.', '..', ...inode.entries!.keys()];
+  }
+
+  /**
+   * readdir with each name's attributes and whether it has extended attributes listxattr would
+   * show, so a mount can answer the stats that follow a listing (`ls -l`, `find`, `du`) at once.
+   */
+  readdirPlus(path: string): { names: string[]; stats: Stat[]; xattrs: boolean[] } {
+    const dir = this.resolve(path);
+    if (dir.kind !== 'dir') throw new FsError('ENOTDIR');
+    const parts = this.split(path);
+    const parent = parts.length === 0 ? dir : this.resolve(`/${parts.slice(0, -1).join('/')}`);
+    const names = ['.', '..'];
+    const stats = [this.statOf(dir), this.statOf(parent)];
+    const xattrs = [Vfs.listsXattrs(dir), Vfs.listsXattrs(parent)];
+    for (const [name, ino] of dir.entries!) {
+      const inode = this.tree.get(ino);
+      if (!inode) continue;
+      names.push(name);
+      stats.push(this.statOf(inode));
+      xattrs.push(Vfs.listsXattrs(inode));
+    }
+    return { names, stats, xattrs };
+  }
+
+  /** Every extended-attribute name some entry has (not the POSIX ACL names, never answered). */
+  xattrNames(): string[] {
+    const names = new Set<string>();
+    for (const inode of this.tree.inodes.values()) {
+      if (inode.xattrs) for (const n in inode.xattrs) if (!POSIX_ACL_XATTR.test(n)) names.add(n);
+    }
+    return [...names];
+  }
+
+  /** Whether listxattr of `inode` names anything (see `listxattr`). */
+  private static listsXattrs(inode: Inode): boolean {
+    if (!inode.xattrs) return false;
+    for (const n in inode.xattrs) if (!POSIX_ACL_XATTR.test(n)) return true;
+    return false;
+  }
+
+  /** The tree changed by `ops` (applied), or was replaced ('all'): see `attributesChanged`. */
+  treeChanged(ops: readonly MetaOp[] | 'all'): void {
+    if (ops === 'all') {
+      this.xattrNamesAdded(this.xattrNames());
+      return this.attributesChanged();
+    }
+    for (const op of ops) if (op.t === 'xattr' && op.value !== null) this.xattrNamesAdded([op.name]);
+    for (const op of ops) {
+      // Names (mk, rm, ln, mv) change paths, link counts and directory times: everything goes.
+      if (op.t !== 'attr' && op.t !== 'chunk' && op.t !== 'xattr') return this.attributesChanged();
+    }
+    for (const op of ops) if (op.t === 'attr' || op.t === 'chunk' || op.t === 'xattr') this.attributesChanged(op.ino);
   }
 
   mkdir(path: string, mode: number, caller?: Caller): void {
