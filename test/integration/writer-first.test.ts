@@ -61,7 +61,7 @@ describe('uploads and a streaming writer', () => {
   const bed = env.bed;
 
   it('a writer that never pauses holds other data back no longer than the maximum dirty age', { timeout: 300_000 }, async () => {
-    const fs = await bed.filespace({ settings: { 'upload-delay': '0s' } });
+    const fs = await bed.filespace({ settings: { 'upload-delay': '1s' } });
     await setEngineSettings(fs, { maxDirtyAgeMs: 3_000 });
     await fs.mount();
     const writer = await startStreamingWriter(path.join(fs.mnt, 'stream.bin'));
@@ -79,7 +79,7 @@ describe('uploads and a streaming writer', () => {
   });
 
   it('filespace sync uploads at once while a writer keeps writing', { timeout: 300_000 }, async () => {
-    const fs = await bed.filespace({ settings: { 'upload-delay': '0s' } });
+    const fs = await bed.filespace({ settings: { 'upload-delay': '1s' } });
     // Without the sync, nothing would upload for ten minutes while the writer writes.
     await setEngineSettings(fs, { maxDirtyAgeMs: 600_000 });
     await fs.mount();

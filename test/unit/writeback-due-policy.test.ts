@@ -460,8 +460,10 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
   let q: WritebackQueue;
   let started: DirtyChunk[];
   let onUpload: () => void;
+  let activePolicy: WritebackPolicy;
 
   beforeEach(() => {
+    activePolicy = policy;
     lastWriteMs = 0;
     share = 0;
     started = [];
@@ -469,7 +471,7 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
     q = new WritebackQueue({
       dirty,
       chunkSize: CS,
-      policy: () => policy,
+      policy: () => activePolicy,
       isOpenForWrite: (ino) => openForWrite.has(ino),
       upload: async (d) => {
         started.push(d);
@@ -496,6 +498,17 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
     assert.equal(q.isDue(d, clock), false);
     lastWriteMs = clock - WRITER_QUIET_MS;
     assert.equal(q.isDue(d, clock), true, 'the writes paused');
+  });
+
+  it('an upload delay of zero does not wait for the writer', async () => {
+    activePolicy = { ...policy, uploadDelayMs: 0 };
+    const d = await written(1, 0, CS);
+    lastWriteMs = clock;
+    assert.equal(q.isDue(d, clock), true, 'data in the bucket as soon as it is written');
+    activePolicy = policy;
+    clock += policy.uploadDelayMs;
+    lastWriteMs = clock;
+    assert.equal(q.isDue(d, clock), false, 'with a delay, the writer goes first');
   });
 
   it('never starves: a chunk dirty for maxDirtyAgeMs is due while writes keep arriving', async () => {

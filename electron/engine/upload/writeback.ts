@@ -16,7 +16,8 @@
  * flight go on. The wait is bounded: a chunk dirty for `maxDirtyAgeMs` is due whatever the
  * writers do (a writer that never pauses still gets its data uploaded), so is everything once
  * the data waiting for upload fills `WRITER_FIRST_MAX_SHARE` of the cache cap (long before
- * writers would wait for room), and pressure or a `drain()` (sync, unmount) never wait.
+ * writers would wait for room), and pressure or a `drain()` (sync, unmount) never wait. An
+ * `uploadDelayMs` of zero (data in the bucket as soon as it is written) turns the wait off.
  *
  * Backoff is per chunk, but an outage is not: when the bucket answers again, `retryNow()`
  * makes every chunk waiting on its backoff due at once (and an upload that was on its way
@@ -149,7 +150,8 @@ export class WritebackQueue {
     if (now - d.lastWriteMs < p.uploadDelayMs) return false;
     const old = now - d.firstDirtyMs >= p.maxDirtyAgeMs;
     if (!old && d.len < this.deps.chunkSize && this.deps.isOpenForWrite(d.ino)) return false;
-    if (!old && this.writerStreaming(now)) {
+    // An upload delay of zero asks for data in the bucket as soon as it is written: no wait.
+    if (!old && p.uploadDelayMs > 0 && this.writerStreaming(now)) {
       this.waitedForWriter = true;
       return false;
     }
