@@ -16,14 +16,13 @@
  * A download answers its readers as soon as it is decoded: the copy into the clean cache is
  * written behind it (`cacheWritesDone` waits for those), and until it is in, the decoded bytes
  * are served from here. Its slot goes to the next download at once, so a cache disk slower
- * than the bucket does not leave slots idle (a sequential reader keeps `concurrency` GETs in
- * flight while the copies of the chunks before are written). Memory is bounded by bytes
- * instead: every download receives the object into a buffer of a pool (`bodies`, one object of
- * the chunk size each) and holds it until its copy is written, and the pool has
- * `concurrency + concurrency / 2` buffers; a download waits for one. So GETs in flight and
- * copies being written hold at most that many objects, each with its decoded chunk, and the
- * buffers are reused rather than allocated per chunk (see util/bufferPool.ts for what a fresh
- * chunk-sized buffer costs).
+ * than the bucket leaves fewer slots idle. Memory is bounded by bytes instead: every download
+ * receives the object into a buffer of a pool (`bodies`, one object of the chunk size each) and
+ * holds it until its copy is written, and the pool has `concurrency + 1` buffers (one object
+ * above the slots' old bound, which kept the engine under its memory bound); a download waits
+ * for one. So GETs in flight and copies being written hold at most that many objects, each
+ * with its decoded chunk, and the buffers are reused rather than allocated per chunk (see
+ * util/bufferPool.ts for what a fresh chunk-sized buffer costs).
  *
  * Retryable store errors are retried with jittered backoff until `readTimeoutMs` has passed,
  * then the read fails with EIO: a read never hangs forever. The request in flight at the
@@ -76,7 +75,7 @@ interface Downloaded {
 
 /** Objects held by downloads and the copies written behind them, for `concurrency` GETs in flight. */
 export function heldObjects(concurrency: number): number {
-  return concurrency + Math.max(1, Math.ceil(concurrency / 2));
+  return concurrency + 1;
 }
 
 /** How much a download is waited for: a reader now, read-ahead, or background (pinned data). */
