@@ -14,6 +14,7 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Bed, Linked, RunResult, killHard, randomFile, sh, tmpDir, until } from '../helpers/bed';
+import { openDatabase } from '../../electron/engine/meta/db';
 import { s3StoreFor } from '../helpers/moto';
 
 function sha(b: Buffer): string {
@@ -177,25 +178,38 @@ describe('damaged metadata', () => {
     await fs.mount();
     const src = await randomFile(local, 'snapfile.bin', 70_000);
     await writeFsynced(local, [src], fs.mnt);
-    await fs.unmount(); // checkpoints: the file is in the snapshot, its data still dirty
-    const state = path.join(fs.cacheDir, 'meta', 'state.json');
-    const text = await fsp.readFile(state, 'utf8');
-    assert.ok(text.includes('"snapfile.bin"'));
+    await fs.unmount(); // checkpoints: the file is in the database, its data still dirty
+    const db = path.join(fs.cacheDir, 'meta', 'tree.db');
+    const name = (n: string) => Buffer.from(n, 'utf16le');
+    const before = await fsp.readFile(db);
+    const raw = openDatabase(db, { readOnly: false, mustExist: true });
+    assert.equal(
+      (raw.prepare('SELECT count(*) AS n FROM entries WHERE parent = 1 AND name = ?').get(name('snapfile.bin')) as { n: number })
+        .n,
+      1,
+    );
+    raw.close();
 
-    // Cut short: not JSON any more.
-    await fsp.writeFile(state, text.slice(0, text.length >> 1));
+    // Cut short: the pages after the first are gone.
+    await fsp.writeFile(db, before.subarray(0, 4096));
     assertOneLineError(
       await fs.machine.cli('mount', fs.name),
-      new RegExp(`metadata snapshot ${state} is damaged.*filespace repair ${fs.name}`),
+      new RegExp(`metadata snapshot ${db} is damaged.*filespace repair ${fs.name}`),
     );
-    // Still valid JSON, with one name changed: only the checksum can tell.
-    await fsp.writeFile(state, text.replace('"snapfile.bin"', '"snapfile.bim"'));
-    assertOneLineError(await fs.machine.cli('mount', fs.name), /metadata snapshot .*state\.json is damaged \(its checksum/);
-    assertOneLineError(await fs.machine.cli('sync', fs.name), /metadata snapshot .*state\.json is damaged/);
+    // Whole again, with one name changed: a valid database, only the checksum can tell.
+    await fsp.writeFile(db, before);
+    const edit = openDatabase(db, { readOnly: false, mustExist: true });
+    edit.prepare('UPDATE entries SET name = ? WHERE parent = 1 AND name = ?').run(name('snapfile.bim'), name('snapfile.bin'));
+    edit.close();
+    assertOneLineError(
+      await fs.machine.cli('mount', fs.name),
+      /metadata snapshot .*tree\.db is damaged \(an entry of directory 1 fails its checksum/,
+    );
+    assertOneLineError(await fs.machine.cli('sync', fs.name), /metadata snapshot .*tree\.db is damaged/);
 
     const check = await fs.machine.cli('check', fs.name);
     assert.equal(check.code, 1);
-    assert.match(check.stdout, /PROBLEM local: the metadata snapshot .*state\.json is damaged/);
+    assert.match(check.stdout, /PROBLEM local: the metadata snapshot .*tree\.db is damaged/);
     assert.match(check.stdout, /at risk: .*1 dirty chunk/);
 
     const repaired = await fs.machine.ok('repair', fs.name);

@@ -1,13 +1,15 @@
 // Pins down MetaStore persistence: committed ops and the replication queue survive a crash or a clean restart, the journal is checkpointed when it grows, and damaged local metadata is refused but can be inspected and replaced.
 
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { JournalDamagedError, SnapshotDamagedError } from '../../electron/engine/meta/journal';
+import { openDatabase } from '../../electron/engine/meta/db';
 import { MetaStore } from '../../electron/engine/meta/metastore';
 import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
+import { TreeDb } from '../../electron/engine/meta/treeDb';
 
 const CS = 64 * 1024;
 
@@ -163,7 +165,9 @@ describe('MetaStore automatic checkpoint', () => {
     ms.commit({ t: 'attr', ino: 2, mode: 0o600, ms: 1000 });
     await ms.flush(); // queued behind the checkpoint
 
-    const state = JSON.parse(await readFile(path.join(dir, 'state.json'), 'utf8')) as { gen: number };
+    const opened = TreeDb.open(dir, { readOnly: true })!;
+    opened.db.close();
+    const state = opened.state;
     assert.ok(state.gen >= 2, `expected a checkpoint after create's, found generation ${state.gen}`);
     const journals = (await readdir(dir)).filter((f) => f.startsWith('journal.'));
     assert.deepEqual(journals, [`journal.${state.gen}`], 'the old journal is gone');
@@ -212,9 +216,45 @@ describe('MetaStore with damaged local metadata', () => {
     await ms.close().catch(() => undefined);
   });
 
-  it('a snapshot whose tree has no root is refused as damaged, naming the file', async () => {
+  it('a database whose tree has no root is refused as damaged, naming the file', async () => {
     const ms = await createStore();
     await ms.close();
+    const file = TreeDb.fileIn(dir);
+    const db = openDatabase(file, { readOnly: false, mustExist: true });
+    db.prepare('DELETE FROM inodes WHERE ino = 1').run();
+    db.close();
+    await assert.rejects(
+      MetaStore.load(dir),
+      (err: unknown) => err instanceof SnapshotDamagedError && err.message.includes(file) && /no root/.test(err.message),
+    );
+    const fallback = Tree.create(CS, 1, 1, 1);
+    const seen = await MetaStore.inspect(dir, fallback);
+    assert.ok(seen.snapshotError);
+    assert.equal(seen.tree, fallback, "the caller's tree stands in for the unreadable database");
+  });
+
+  it('a row changed behind its checksum is refused as damaged, naming the file', async () => {
+    const ms = await createStore();
+    for (const op of sampleOps()) ms.commit(op);
+    await ms.close();
+    const file = TreeDb.fileIn(dir);
+    const db = openDatabase(file, { readOnly: false, mustExist: true });
+    // Still valid JSON and a valid row: only the checksum can tell.
+    db.prepare('UPDATE inodes SET rec = replace(rec, \'"mode":420\', \'"mode":511\') WHERE ino = 3').run();
+    db.close();
+    const again = (await MetaStore.load(dir))!;
+    assert.throws(
+      () => again.tree.get(3),
+      (err: unknown) =>
+        err instanceof SnapshotDamagedError && err.message.includes(file) && /inode 3 fails its checksum/.test(err.message),
+    );
+    await again.close();
+    const seen = await MetaStore.inspect(dir);
+    assert.ok(seen.snapshotError && /checksum/.test(seen.snapshotError.message));
+  });
+
+  it("an older release's snapshot whose tree has no root is refused as damaged, naming the file", async () => {
+    await mkdir(dir, { recursive: true });
     const file = path.join(dir, 'state.json');
     await writeFile(
       file,

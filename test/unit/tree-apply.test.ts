@@ -37,7 +37,7 @@ function recount(t: Tree): Map<string, number> {
   return m;
 }
 
-function sortedMap<V>(m: Map<string, V>): Array<[string, V]> {
+function sortedMap<V>(m: Iterable<[string, V]>): Array<[string, V]> {
   return [...m].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
 

@@ -1,8 +1,11 @@
 /**
- * Crash-safe local persistence of the metadata: a snapshot file plus an append-only journal.
+ * Crash-safe local persistence of the metadata: a snapshot plus an append-only journal.
  *
  * Files in the metadata directory:
- *   state.json     the last snapshot, replaced atomically (write temp, fsync, rename, fsync dir);
+ *   tree.db        the snapshot: the local metadata database (treeDb.ts), which records its
+ *                  generation; written by `checkpointWith`
+ *   state.json     the snapshot of releases before the database (read to upgrade, see
+ *                  metastore.ts), replaced atomically (write temp, fsync, rename, fsync dir);
  *                  JSON whose first member is a crc32 of the rest, so damage is detected
  *   journal.<gen>  records appended since snapshot generation <gen>
  * Each journal record is `u32 length | u32 crc32 | JSON`, so a record is applied whole or not
@@ -25,7 +28,9 @@
  * if it still fails, its records stay queued, in order, for the next write.
  */
 
+import * as fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
+import { promisify } from 'node:util';
 import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { UserError } from '../errors';
@@ -228,13 +233,59 @@ async function checkNoOrphanJournal(dir: string): Promise<void> {
     throw new SnapshotDamagedError(path.join(dir, SNAPSHOT), `it is missing, but journal.${gen} holds changes made after it`);
 }
 
+/** What the journal needs of an open file (a FileHandle is one; `FdFile` another). */
+interface JournalFile {
+  writev(buffers: Buffer[], position: number): Promise<{ bytesWritten: number }>;
+  datasync(): Promise<void>;
+  truncate(len: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+const writevFd = promisify(fs.writev);
+const fdatasyncFd = promisify(fs.fdatasync);
+const ftruncateFd = promisify(fs.ftruncate);
+const closeFd = promisify(fs.close);
+
+/** A file opened synchronously (`checkpointWith` creates the next journal before it returns). */
+class FdFile implements JournalFile {
+  private closing: Promise<void> | undefined;
+  private running = new Set<Promise<unknown>>();
+  constructor(private readonly fd: number) {}
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.running.add(p);
+    void p.finally(() => this.running.delete(p)).catch(() => undefined);
+    return p;
+  }
+
+  async writev(buffers: Buffer[], position: number): Promise<{ bytesWritten: number }> {
+    return { bytesWritten: (await this.track(writevFd(this.fd, buffers, position))).bytesWritten };
+  }
+
+  datasync(): Promise<void> {
+    return this.track(fdatasyncFd(this.fd));
+  }
+
+  truncate(len: number): Promise<void> {
+    return this.track(ftruncateFd(this.fd, len));
+  }
+
+  /** Closes once what runs on it (an fdatasync) is done, as FileHandle.close does. */
+  close(): Promise<void> {
+    this.closing ??= Promise.allSettled([...this.running]).then(() => closeFd(this.fd));
+    return this.closing;
+  }
+}
+
 export class Journal<TSnapshot extends { gen: number }> {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private chain: Promise<void> = Promise.resolve();
   private retry: Buffer[] = [];
   private retryBytes = 0;
-  private fh: fsp.FileHandle | undefined;
+  private fh: JournalFile | undefined;
+  /** The generation the next checkpoint writes (ahead of `gen` while a switch is queued). */
+  private nextGen: number;
   /** The fdatasync running now, and the one every sync() arriving meanwhile shares (see the header). */
   private datasyncRunning: Promise<void> | undefined;
   private datasyncNext: Promise<void> | undefined;
@@ -248,7 +299,9 @@ export class Journal<TSnapshot extends { gen: number }> {
   private constructor(
     private readonly dir: string,
     private gen: number,
-  ) {}
+  ) {
+    this.nextGen = gen + 1;
+  }
 
   /**
    * Opens (creating if needed) and returns the last snapshot with the records after it. A torn
@@ -258,11 +311,13 @@ export class Journal<TSnapshot extends { gen: number }> {
   static async open<T extends { gen: number }>(
     dir: string,
     readOnly = false,
+    /** The snapshot's generation when the snapshot is the database (state.json is not read). */
+    atGen?: number,
   ): Promise<{ journal: Journal<T>; loaded: JournalFiles<T> }> {
     if (!readOnly) await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    const snapshot = await readSnapshot<T>(dir);
-    if (!snapshot) await checkNoOrphanJournal(dir);
-    const gen = snapshot?.gen ?? 0;
+    const snapshot = atGen === undefined ? await readSnapshot<T>(dir) : undefined;
+    if (!snapshot && atGen === undefined) await checkNoOrphanJournal(dir);
+    const gen = atGen ?? snapshot?.gen ?? 0;
     const journal = new Journal<T>(dir, gen);
     const file = journal.file();
     let records: unknown[] = [];
@@ -287,19 +342,21 @@ export class Journal<TSnapshot extends { gen: number }> {
   }
 
   /** Reads whatever can be read, around any damage, changing nothing (the checker, the repair). */
-  static async inspect<T extends { gen: number }>(dir: string): Promise<JournalInspection<T>> {
+  static async inspect<T extends { gen: number }>(dir: string, atGen?: number): Promise<JournalInspection<T>> {
     const snapshotFile = path.join(dir, SNAPSHOT);
     let snapshot: T | undefined;
     let snapshotError: SnapshotDamagedError | undefined;
-    try {
-      snapshot = await readSnapshot<T>(dir);
-      if (!snapshot) await checkNoOrphanJournal(dir);
-    } catch (err) {
-      if (!(err instanceof SnapshotDamagedError)) throw err;
-      snapshotError = err;
+    if (atGen === undefined) {
+      try {
+        snapshot = await readSnapshot<T>(dir);
+        if (!snapshot) await checkNoOrphanJournal(dir);
+      } catch (err) {
+        if (!(err instanceof SnapshotDamagedError)) throw err;
+        snapshotError = err;
+      }
     }
     const gens = await journalGens(dir);
-    const gen = snapshot ? snapshot.gen : gens[gens.length - 1];
+    const gen = atGen ?? (snapshot ? snapshot.gen : gens[gens.length - 1]);
     const file = gen === undefined ? undefined : path.join(dir, `journal.${gen}`);
     const buf = file ? await fsp.readFile(file).catch(() => Buffer.alloc(0)) : Buffer.alloc(0);
     const d = decodeRecords(buf);
@@ -470,6 +527,7 @@ export class Journal<TSnapshot extends { gen: number }> {
    * are covered by the snapshot; records appended after it go to the new journal.
    */
   checkpoint(snapshot: TSnapshot): Promise<void> {
+    this.nextGen = snapshot.gen + 1;
     const { bufs, bytes } = this.takePending();
     return this.enqueue(async () => {
       const oldFh = this.fh!;
@@ -500,6 +558,44 @@ export class Journal<TSnapshot extends { gen: number }> {
       this.retry = [];
       this.retryBytes = 0;
       await oldFh.close();
+      await fsp.rm(this.file(oldGen), { force: true });
+    });
+  }
+
+  /**
+   * A checkpoint whose snapshot is written synchronously by `write(gen)` (the database, as of
+   * this call): creates journal.<gen> first, then calls `write`, and the records appended before
+   * the call are covered by it; those appended after it go to the new journal. If creating the
+   * file or `write` fails, nothing changed (records stay queued for the current journal) and
+   * this throws. The switch to the new file is queued behind writes already queued, and the
+   * folder is fsynced before anything is written to the new file, so a record a sync() made
+   * durable there is never in a file that a power cut could lose.
+   */
+  checkpointWith(write: (gen: number) => void): Promise<void> {
+    if (this.closed || this.readOnly) throw new Error(this.readOnly ? 'journal is open read-only' : 'journal is closed');
+    const gen = this.nextGen;
+    const file = this.file(gen);
+    const fd = fs.openSync(file, 'w', 0o600);
+    try {
+      write(gen);
+    } catch (err) {
+      fs.closeSync(fd);
+      fs.rmSync(file, { force: true });
+      throw err;
+    }
+    this.nextGen = gen + 1;
+    this.takePending(); // covered by the snapshot just written
+    return this.enqueue(async () => {
+      const oldFh = this.fh;
+      const oldGen = this.gen;
+      this.gen = gen;
+      this.fh = new FdFile(fd);
+      this.size = 0;
+      // Records of a write that failed before the checkpoint are in the snapshot too.
+      this.retry = [];
+      this.retryBytes = 0;
+      await fsyncDir(this.dir);
+      await oldFh?.close();
       await fsp.rm(this.file(oldGen), { force: true });
     });
   }

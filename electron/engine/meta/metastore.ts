@@ -8,13 +8,23 @@
  * `markPushed`. Because chunk references enter the tree only after their upload succeeded,
  * any prefix of the queue names only chunks the bucket already has (DESIGN invariant 2).
  *
- * Damaged local metadata (see journal.ts) is refused by `load`; `inspect` reads around the
- * damage for the checker and the repair, and `replace` starts over from a given tree.
+ * The tree lives in the local metadata database (treeDb.ts): a checkpoint (every few MiB of
+ * journal, and at close) writes what changed since the last one there and starts a new journal,
+ * so neither a checkpoint nor opening costs the size of the tree. Metadata an older release
+ * left (a whole-tree `state.json` and its journal) is read once and upgraded in place: the
+ * database is written (with the next generation) before the old snapshot goes, so a crash at
+ * any point leaves one of the two whole.
+ *
+ * Damaged local metadata (see journal.ts, treeDb.ts) is refused by `load`; `inspect` reads
+ * around the damage for the checker and the repair, and `replace` starts over from a given tree.
  */
 
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { fsyncDir } from '../util/files';
 import { Journal, JournalDamage, SnapshotDamagedError } from './journal';
 import { MetaOp, Tree, TreeSnapshot, assertKnownOps } from './tree';
+import { DbState, TreeDb } from './treeDb';
 
 interface PersistedState {
   readonly gen: number;
@@ -62,6 +72,53 @@ function treeOf(file: string, snap: PersistedState): Tree {
 
 const CHECKPOINT_JOURNAL_BYTES = 8 * 1024 * 1024;
 
+/** What an older release's snapshot and journal hold (read to upgrade, or to inspect). */
+interface LegacyLoaded {
+  readonly gen: number;
+  readonly tree: Tree;
+  readonly pendingRemote: MetaOp[];
+  readonly remoteSeq: number;
+}
+
+/** Reads an older release's state.json and journal; undefined when there is none. */
+async function loadLegacy(dir: string): Promise<LegacyLoaded | undefined> {
+  const { journal, loaded } = await Journal.open<PersistedState>(dir, true);
+  await journal.close();
+  const snap = loaded.snapshot;
+  if (!snap) return undefined;
+  const tree = treeOf(path.join(dir, 'state.json'), snap);
+  const pendingRemote = [...snap.pendingRemote];
+  let remoteSeq = snap.remoteSeq;
+  for (const raw of loaded.records) {
+    const rec = raw as JournalRecord;
+    if ('op' in rec) {
+      tree.apply(rec.op);
+      pendingRemote.push(rec.op);
+    } else if ('rop' in rec) {
+      tree.apply(rec.rop);
+    } else {
+      pendingRemote.splice(0, rec.count);
+      remoteSeq = rec.pushed;
+    }
+  }
+  return { gen: snap.gen, tree, pendingRemote, remoteSeq };
+}
+
+/** Whether an older release's snapshot is in `dir`. */
+async function hasLegacySnapshot(dir: string): Promise<boolean> {
+  return fsp.access(path.join(dir, 'state.json')).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** An in-memory copy of a database's tree (the inspection works on a copy it may change). */
+function copyOf(tree: Tree): Tree {
+  const copy = Tree.fromSnapshot(tree.chunkSize, tree.snapshot());
+  copy.nextIno = tree.nextIno;
+  return copy;
+}
+
 export class MetaStore {
   pendingRemote: MetaOp[] = [];
   /**
@@ -71,6 +128,8 @@ export class MetaStore {
   pendingTimes: number[] = [];
   /** Sequence number of the last log segment this machine wrote to the bucket. */
   remoteSeq = 0;
+  /** Position of pendingRemote[0] in the database's numbering of pending changes. */
+  private pendingFirst = 0;
   private checkpointing: Promise<void> | undefined;
   /**
    * How many times the tree changed other than through `commit` (another machine's segments
@@ -87,6 +146,7 @@ export class MetaStore {
   private constructor(
     private current: Tree,
     private readonly journal: Journal<PersistedState>,
+    private readonly db: TreeDb,
   ) {}
 
   /** The tree; replaced as a whole only by `resetTo`, so read it through this getter. */
@@ -94,59 +154,127 @@ export class MetaStore {
     return this.current;
   }
 
-  /** Loads local metadata from `dir`, or returns undefined when there is none yet. */
-  static async load(dir: string, opts: { readOnly?: boolean } = {}): Promise<MetaStore | undefined> {
-    const { journal, loaded } = await Journal.open<PersistedState>(path.join(dir), opts.readOnly ?? false);
-    if (!loaded.snapshot) {
-      await journal.close();
-      return undefined;
+  /** The local metadata database (the checker reads all of it). */
+  get database(): TreeDb {
+    return this.db;
+  }
+
+  /**
+   * Loads local metadata from `dir`, or returns undefined when there is none yet. An older
+   * release's snapshot is upgraded to the database first (unless `readOnly`: then it is read
+   * as it is, into a database of its own beside nothing, see `inspect` for the checker).
+   */
+  static async load(dir: string, opts: { readOnly?: boolean; cacheWeight?: number } = {}): Promise<MetaStore | undefined> {
+    const readOnly = opts.readOnly ?? false;
+    let opened = TreeDb.open(dir, { readOnly, cacheWeight: opts.cacheWeight });
+    if (!opened) {
+      const legacy = await loadLegacy(dir);
+      if (!legacy) return undefined;
+      if (readOnly) {
+        throw new SnapshotDamagedError(
+          path.join(dir, 'state.json'),
+          'it was written by an older release and is upgraded when the filespace is next mounted',
+        );
+      }
+      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      const db = TreeDb.create(
+        dir,
+        legacy.tree,
+        { gen: legacy.gen + 1, chunkSize: legacy.tree.chunkSize, nextIno: legacy.tree.nextIno, remoteSeq: legacy.remoteSeq },
+        legacy.pendingRemote,
+      );
+      db.close();
+      await fsyncDir(dir);
+      opened = TreeDb.open(dir, { cacheWeight: opts.cacheWeight });
+      if (!opened) throw new Error(`the metadata database in ${dir} could not be read back after the upgrade`);
     }
-    const snap = loaded.snapshot;
-    let tree: Tree;
+    const { db, state } = opened;
     try {
-      tree = treeOf(path.join(dir, 'state.json'), snap);
+      const tree = db.tree(state);
+      const pending = db.pendingOps(state);
+      const { journal, loaded } = await Journal.open<PersistedState>(dir, readOnly, state.gen);
+      // An older release's snapshot the upgrade left behind is superseded.
+      if (!readOnly) await fsp.rm(path.join(dir, 'state.json'), { force: true });
+      const store = new MetaStore(tree, journal, db);
+      store.pendingRemote = pending;
+      store.pendingFirst = state.pendingFirst;
+      store.remoteSeq = state.remoteSeq;
+      store.pendingTimes = pending.map(() => Infinity);
+      for (const raw of loaded.records) {
+        const rec = raw as JournalRecord;
+        if ('op' in rec) {
+          store.tree.apply(rec.op);
+          store.pendingRemote.push(rec.op);
+          store.pendingTimes.push(Infinity);
+        } else if ('rop' in rec) {
+          store.tree.apply(rec.rop);
+        } else {
+          store.pendingRemote.splice(0, rec.count);
+          store.pendingTimes.splice(0, rec.count);
+          store.pendingFirst += rec.count;
+          store.remoteSeq = rec.pushed;
+        }
+      }
+      return store;
     } catch (err) {
-      await journal.close();
+      db.close();
       throw err;
     }
-    const store = new MetaStore(tree, journal);
-    store.pendingRemote = [...snap.pendingRemote];
-    store.remoteSeq = snap.remoteSeq;
-    store.pendingTimes = snap.pendingRemote.map(() => Infinity);
-    for (const raw of loaded.records) {
-      const rec = raw as JournalRecord;
-      if ('op' in rec) {
-        store.tree.apply(rec.op);
-        store.pendingRemote.push(rec.op);
-        store.pendingTimes.push(Infinity);
-      } else if ('rop' in rec) {
-        store.tree.apply(rec.rop);
-      } else {
-        store.pendingRemote.splice(0, rec.count);
-        store.pendingTimes.splice(0, rec.count);
-        store.remoteSeq = rec.pushed;
-      }
-    }
-    return store;
   }
 
   /**
    * Reads local metadata without changing anything, around any damage. `fallback` is the tree
    * to apply the journal's records to when the snapshot cannot be read (best effort: used to
-   * name what the records touched, never committed).
+   * name what the records touched, never committed). The tree returned is a copy in memory.
    */
   static async inspect(dir: string, fallback?: Tree): Promise<LocalMetaInspection> {
-    const got = await Journal.inspect<PersistedState>(dir);
-    let snapshotError = got.snapshotError;
+    let snapshotError: SnapshotDamagedError | undefined;
     let tree: Tree | undefined;
     const localOps: MetaOp[] = [];
-    if (got.snapshot) {
+    let atGen: number | undefined;
+    let snapshotFile = TreeDb.fileIn(dir);
+    let opened: ReturnType<typeof TreeDb.open>;
+    try {
+      opened = TreeDb.open(dir, { readOnly: true });
+    } catch (err) {
+      if (!(err instanceof SnapshotDamagedError)) throw err;
+      snapshotError = err;
+    }
+    if (opened) {
+      const { db, state } = opened;
+      atGen = state.gen;
       try {
-        tree = treeOf(got.snapshotFile, got.snapshot);
-        localOps.push(...got.snapshot.pendingRemote);
+        tree = copyOf(db.tree(state));
+        localOps.push(...db.pendingOps(state));
       } catch (err) {
         if (!(err instanceof SnapshotDamagedError)) throw err;
         snapshotError = err;
+        tree = undefined;
+        localOps.length = 0;
+      } finally {
+        db.close();
+      }
+    }
+    let got: Awaited<ReturnType<typeof Journal.inspect<PersistedState>>>;
+    if (atGen !== undefined || snapshotError) {
+      got = await Journal.inspect<PersistedState>(dir, atGen);
+      if (atGen === undefined && got.snapshot) {
+        // A damaged database beside an older release's snapshot: nothing reads the latter.
+        got = { ...got, snapshot: undefined };
+      }
+    } else {
+      // No database: an older release's snapshot, if any.
+      got = await Journal.inspect<PersistedState>(dir);
+      snapshotFile = got.snapshotFile;
+      snapshotError = got.snapshotError;
+      if (got.snapshot) {
+        try {
+          tree = treeOf(got.snapshotFile, got.snapshot);
+          localOps.push(...got.snapshot.pendingRemote);
+        } catch (err) {
+          if (!(err instanceof SnapshotDamagedError)) throw err;
+          snapshotError = err;
+        }
       }
     }
     if (!tree && snapshotError) tree = fallback;
@@ -162,7 +290,7 @@ export class MetaStore {
     for (const rec of got.records) replay(rec, false);
     for (const rec of got.damage?.later ?? []) replay(rec, true);
     return {
-      snapshotFile: got.snapshotFile,
+      snapshotFile,
       snapshotError,
       damage: got.damage,
       tornTailBytes: got.tornTailBytes,
@@ -178,25 +306,51 @@ export class MetaStore {
    * Returns the old files kept beside it.
    */
   static async replace(dir: string, tree: Tree, remoteSeq: number): Promise<string[]> {
-    return Journal.replace<PersistedState>(dir, (gen) => ({
-      gen,
-      chunkSize: tree.chunkSize,
-      tree: tree.snapshot(),
-      pendingRemote: [],
-      remoteSeq,
-    }));
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const kept: string[] = [];
+    let oldGen = -1;
+    try {
+      const opened = TreeDb.open(dir, { readOnly: true });
+      if (opened) {
+        oldGen = opened.state.gen;
+        opened.db.close();
+      }
+    } catch (err) {
+      if (!(err instanceof SnapshotDamagedError)) throw err;
+      const file = TreeDb.fileIn(dir);
+      await fsp.copyFile(file, `${file}.damaged`);
+      kept.push(`${file}.damaged`);
+    }
+    // The older release's files (and every journal) go the way they always went: kept aside.
+    kept.push(
+      ...(await Journal.replace<PersistedState>(dir, (gen) => ({
+        gen: Math.max(gen, oldGen + 1),
+        chunkSize: tree.chunkSize,
+        tree: { nextIno: tree.nextIno, inodes: [] },
+        pendingRemote: [],
+        remoteSeq,
+      }))),
+    );
+    // Journal.replace left an empty journal of a new generation and a placeholder snapshot.
+    const names = await fsp.readdir(dir);
+    const gen = Math.max(...names.map((n) => /^journal\.(\d+)$/.exec(n)).map((m) => (m ? Number(m[1]) : -1)));
+    const db = TreeDb.create(dir, tree, { gen, chunkSize: tree.chunkSize, nextIno: tree.nextIno, remoteSeq }, []);
+    db.close();
+    await fsp.rm(path.join(dir, 'state.json'), { force: true });
+    await fsyncDir(dir);
+    return kept;
   }
 
   /** Creates local metadata in `dir` from a tree (new filespace, or one read from the bucket). */
   static async create(dir: string, tree: Tree, remoteSeq: number): Promise<MetaStore> {
-    const { journal, loaded } = await Journal.open<PersistedState>(dir);
-    if (loaded.snapshot) {
-      await journal.close();
+    if (TreeDb.open(dir, { readOnly: true }) || (await hasLegacySnapshot(dir)))
       throw new Error(`metadata already exists in ${dir}`);
-    }
-    const store = new MetaStore(tree, journal);
-    store.remoteSeq = remoteSeq;
-    await store.checkpoint();
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    const db = TreeDb.create(dir, tree, { gen: 1, chunkSize: tree.chunkSize, nextIno: tree.nextIno, remoteSeq }, []);
+    db.close();
+    await fsyncDir(dir);
+    const store = await MetaStore.load(dir);
+    if (!store) throw new Error(`the metadata database in ${dir} could not be read back`);
     return store;
   }
 
@@ -221,6 +375,7 @@ export class MetaStore {
   markPushed(seq: number, count: number): void {
     this.pendingRemote.splice(0, count);
     this.pendingTimes.splice(0, count);
+    this.pendingFirst += count;
     this.remoteSeq = seq;
     this.journal.append({ pushed: seq, count });
   }
@@ -250,13 +405,28 @@ export class MetaStore {
    */
   async resetTo(tree: Tree, remoteSeq: number): Promise<void> {
     if (tree.chunkSize !== this.chunkSize) throw new Error('chunk size mismatch');
-    this.current = tree;
+    if (this.checkpointing) await this.checkpointing.catch(() => undefined);
+    let state: DbState | undefined;
+    const switched = this.journal.checkpointWith((gen) => {
+      state = {
+        gen,
+        chunkSize: tree.chunkSize,
+        nextIno: tree.nextIno,
+        remoteSeq,
+        pendingFirst: 0,
+        allocatedBytes: tree.allocatedBytes,
+        dirs: tree.dirs,
+      };
+      this.db.replaceAll(tree, state, []);
+    });
+    this.current = this.db.tree(state!);
     this.remoteChanges++;
     this.pendingRemote = [];
     this.pendingTimes = [];
+    this.pendingFirst = 0;
     this.remoteSeq = remoteSeq;
     this.onApplied('all');
-    await this.checkpoint();
+    await switched;
   }
 
   /** Called when the journal found the disk full; resolves true if space was freed (see journal.ts). */
@@ -277,15 +447,31 @@ export class MetaStore {
     return this.journal.sync();
   }
 
+  /**
+   * Writes what changed since the last checkpoint to the database and starts a new journal
+   * (see journal.ts `checkpointWith`). If it fails (a full disk), nothing is lost: the journal
+   * keeps every record and the changes stay held for the next one.
+   */
   checkpoint(): Promise<void> {
-    const state: PersistedState = {
-      gen: this.journal.generation + 1,
-      chunkSize: this.tree.chunkSize,
-      tree: this.tree.snapshot(),
-      pendingRemote: [...this.pendingRemote],
-      remoteSeq: this.remoteSeq,
-    };
-    return this.journal.checkpoint(state);
+    try {
+      return this.journal.checkpointWith((gen) =>
+        this.db.checkpoint(
+          {
+            gen,
+            chunkSize: this.tree.chunkSize,
+            nextIno: this.tree.nextIno,
+            remoteSeq: this.remoteSeq,
+            pendingFirst: this.pendingFirst,
+            allocatedBytes: this.tree.allocatedBytes,
+            dirs: this.tree.dirs,
+          },
+          this.pendingRemote,
+        ),
+      );
+    } catch (err) {
+      // A synchronous failure (a full disk) rejects, as a failed write of the journal does.
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
   }
 
   /**
@@ -293,9 +479,13 @@ export class MetaStore {
    * the journal still gets every record, so nothing is lost; only a failure of that throws.
    */
   async close(): Promise<void> {
-    if (this.journal.readOnly) return this.journal.close();
-    if (this.checkpointing) await this.checkpointing.catch(() => undefined);
-    await this.checkpoint().catch(() => undefined);
-    await this.journal.close();
+    try {
+      if (this.journal.readOnly) return await this.journal.close();
+      if (this.checkpointing) await this.checkpointing.catch(() => undefined);
+      await this.checkpoint().catch(() => undefined);
+      await this.journal.close();
+    } finally {
+      this.db.close();
+    }
   }
 }

@@ -17,6 +17,12 @@
  * (`rm`, or `mv` over it) drops the inode and its chunk references only with its last name.
  * (A file deleted while open lives on without a name, but only in a separate local tree kept
  * by the VFS; see `addNameless`.)
+ *
+ * Where the inodes live: in memory (plain maps, the default: trees read from the bucket, the
+ * VFS's tree of nameless files, snapshots) or in the local metadata database (treeDb.ts),
+ * which keeps only a bounded working set in memory. The tree reaches its storage through
+ * `TreeStorage`: `apply` reports every inode it changed (`touched`) and every directory entry
+ * it added or removed (`entryChanged`), so a database-backed storage writes only what changed.
  */
 
 import { UserError } from '../errors';
@@ -120,13 +126,90 @@ export interface TreeSnapshot {
   readonly inodes: ReadonlyArray<Omit<Inode, 'entries'> & { entries?: Array<[string, number]> }>;
 }
 
+/** The inodes of a tree by number (a Map is one). */
+export interface InodeTable {
+  get(ino: number): Inode | undefined;
+  has(ino: number): boolean;
+  set(ino: number, inode: Inode): unknown;
+  delete(ino: number): boolean;
+  readonly size: number;
+  values(): IterableIterator<Inode>;
+  keys(): IterableIterator<number>;
+}
+
+/** Reference counts of chunk names, to read (a Map is one). */
+export interface RefCounts extends Iterable<[string, number]> {
+  get(name: string): number | undefined;
+  has(name: string): boolean;
+  readonly size: number;
+  keys(): IterableIterator<string>;
+  entries(): IterableIterator<[string, number]>;
+}
+
+/** Reference counts of chunk names (a Map is one). */
+export interface RefTable extends RefCounts {
+  set(name: string, n: number): unknown;
+  delete(name: string): boolean;
+}
+
+/** Where a tree keeps its inodes and chunk references (see the module header). */
+export interface TreeStorage {
+  readonly inodes: InodeTable;
+  readonly chunkRefs: RefTable;
+  /** `inode` (held in `inodes`) was changed in place. */
+  touched(inode: Inode): void;
+  /** Directory `parent`'s entry `name` now names `ino` (undefined: removed). */
+  entryChanged(parent: number, name: string, ino: number | undefined): void;
+}
+
+const NO_TRACKING = {
+  touched: (): void => undefined,
+  entryChanged: (): void => undefined,
+};
+
 export class Tree {
-  readonly inodes = new Map<number, Inode>();
+  readonly inodes: InodeTable;
   nextIno = ROOT_INO + 1;
   /** Reference counts of chunk names, for dedup and garbage collection. */
-  readonly chunkRefs = new Map<string, number>();
+  readonly chunkRefs: RefTable;
+  private readonly storage: Pick<TreeStorage, 'touched' | 'entryChanged'>;
+  /**
+   * Running totals for statfs, so it does not walk the tree: the committed data of every file
+   * (its chunks' stored lengths, rounded up to 4 KiB blocks per file) and how many directories.
+   */
+  allocatedBytes = 0;
+  dirs = 0;
 
-  constructor(readonly chunkSize: number) {}
+  constructor(
+    readonly chunkSize: number,
+    storage?: TreeStorage,
+  ) {
+    this.inodes = storage?.inodes ?? new Map<number, Inode>();
+    this.chunkRefs = storage?.chunkRefs ?? new Map<string, number>();
+    this.storage = storage ?? NO_TRACKING;
+  }
+
+  /** Stored bytes of a file's committed chunks. */
+  static storedBytes(inode: Inode): number {
+    let n = 0;
+    for (const c of inode.chunks ?? []) if (c) n += c[1];
+    return n;
+  }
+
+  /** What statfs counts for `inode`'s committed chunks: whole 4 KiB blocks. */
+  static blocksBytes(inode: Inode): number {
+    return Math.ceil(Tree.storedBytes(inode) / 4096) * 4096;
+  }
+
+  private counted(inode: Inode, sign: 1 | -1): void {
+    if (inode.kind === 'dir') this.dirs += sign;
+    else if (inode.kind === 'file') this.allocatedBytes += sign * Tree.blocksBytes(inode);
+  }
+
+  /** Whether the inodes live in memory only (no storage reports changes). */
+  get inMemory(): boolean {
+    return this.storage === NO_TRACKING;
+  }
 
   static create(chunkSize: number, uid: number, gid: number, ms: number): Tree {
     const t = new Tree(chunkSize);
@@ -142,6 +225,7 @@ export class Tree {
       ctimeMs: ms,
       entries: new Map(),
     });
+    t.dirs = 1;
     return t;
   }
 
@@ -155,21 +239,29 @@ export class Tree {
       if (inode.chunks) inode.chunks = inode.chunks.map((c) => (c ? ([c[0], c[1]] as const) : null));
       t.inodes.set(inode.ino, inode);
       for (const c of inode.chunks ?? []) if (c) t.ref(c[0], 1);
+      t.counted(inode, 1);
     }
     if (!t.inodes.has(ROOT_INO)) throw new Error('snapshot has no root directory');
     return t;
   }
 
+  /**
+   * A deep copy (it must not change when later ops change the live tree), in a canonical order
+   * (inodes by number, entries by name), so two trees that hold the same snapshot alike
+   * whichever storage they live in.
+   */
   snapshot(): TreeSnapshot {
-    // A deep copy: the snapshot must not change when later ops change the live tree.
-    const inodes = [...this.inodes.values()].map((i) => {
-      const { entries, chunks, xattrs, ...rest } = i;
-      const copy: Omit<Inode, 'entries'> & { entries?: Array<[string, number]> } = { ...rest };
-      if (chunks) copy.chunks = chunks.map((c) => (c ? ([c[0], c[1]] as const) : null));
-      if (xattrs) copy.xattrs = { ...xattrs };
-      if (entries) copy.entries = [...entries];
-      return copy;
-    });
+    const byName = ([a]: [string, number], [b]: [string, number]) => (a < b ? -1 : a > b ? 1 : 0);
+    const inodes = [...this.inodes.values()]
+      .sort((a, b) => a.ino - b.ino)
+      .map((i) => {
+        const { entries, chunks, xattrs, ...rest } = i;
+        const copy: Omit<Inode, 'entries'> & { entries?: Array<[string, number]> } = { ...rest };
+        if (chunks) copy.chunks = chunks.map((c) => (c ? ([c[0], c[1]] as const) : null));
+        if (xattrs) copy.xattrs = { ...xattrs };
+        if (entries) copy.entries = [...entries].sort(byName);
+        return copy;
+      });
     return { nextIno: this.nextIno, inodes };
   }
 
@@ -194,6 +286,7 @@ export class Tree {
   }
 
   private setChunk(inode: Inode, idx: number, ref: ChunkRef | null): void {
+    this.counted(inode, -1);
     const chunks = (inode.chunks ??= []);
     const old = chunks[idx];
     if (old) this.ref(old[0], -1);
@@ -201,6 +294,8 @@ export class Tree {
     chunks[idx] = ref;
     if (ref) this.ref(ref[0], 1);
     while (chunks.length > 0 && chunks[chunks.length - 1] === null) chunks.pop();
+    this.counted(inode, 1);
+    this.storage.touched(inode);
   }
 
   private truncateChunks(inode: Inode, size: number): void {
@@ -219,6 +314,7 @@ export class Tree {
     const inode = this.inodes.get(ino);
     if (!inode) return;
     for (const c of inode.chunks ?? []) if (c) this.ref(c[0], -1);
+    this.counted(inode, -1);
     this.inodes.delete(ino);
   }
 
@@ -229,6 +325,7 @@ export class Tree {
       if (inode.nlink === 2) delete inode.nlink;
       else inode.nlink--;
       inode.ctimeMs = ms;
+      this.storage.touched(inode);
       return [];
     }
     this.dropInode(ino);
@@ -252,6 +349,7 @@ export class Tree {
     if (!copy.chunks) delete copy.chunks;
     this.inodes.set(copy.ino, copy);
     for (const c of copy.chunks ?? []) if (c) this.ref(c[0], 1);
+    this.counted(copy, 1);
   }
 
   /** Removes an inode added with addNameless. */
@@ -279,12 +377,17 @@ export class Tree {
           mtimeMs: op.ms,
           ctimeMs: op.ms,
         };
-        if (op.kind === 'dir') inode.entries = new Map();
+        if (op.kind === 'dir') {
+          inode.entries = new Map();
+          this.dirs++;
+        }
         if (op.kind === 'symlink') inode.target = op.target ?? '';
         if ((op.kind === 'chardev' || op.kind === 'blockdev') && op.rdev !== undefined) inode.rdev = op.rdev;
         this.inodes.set(op.ino, inode);
         parent.entries.set(op.name, op.ino);
         parent.mtimeMs = parent.ctimeMs = op.ms;
+        this.storage.entryChanged(parent.ino, op.name, op.ino);
+        this.storage.touched(parent);
         if (op.ino >= this.nextIno) this.nextIno = op.ino + 1;
         return [];
       }
@@ -294,6 +397,8 @@ export class Tree {
         if (!parent?.entries || ino === undefined) return [];
         parent.entries.delete(op.name);
         parent.mtimeMs = parent.ctimeMs = op.ms;
+        this.storage.entryChanged(parent.ino, op.name, undefined);
+        this.storage.touched(parent);
         return this.unname(ino, op.ms);
       }
       case 'ln': {
@@ -304,6 +409,9 @@ export class Tree {
         parent.mtimeMs = parent.ctimeMs = op.ms;
         inode.nlink = Tree.namesOf(inode) + 1;
         inode.ctimeMs = op.ms;
+        this.storage.entryChanged(parent.ino, op.name, op.ino);
+        this.storage.touched(parent);
+        this.storage.touched(inode);
         return [];
       }
       case 'mv': {
@@ -319,8 +427,15 @@ export class Tree {
         dp.entries.set(op.dn, ino);
         sp.mtimeMs = sp.ctimeMs = op.ms;
         dp.mtimeMs = dp.ctimeMs = op.ms;
+        this.storage.entryChanged(sp.ino, op.sn, undefined);
+        this.storage.entryChanged(dp.ino, op.dn, ino);
+        this.storage.touched(sp);
+        this.storage.touched(dp);
         const moved = this.inodes.get(ino);
-        if (moved) moved.ctimeMs = op.ms;
+        if (moved) {
+          moved.ctimeMs = op.ms;
+          this.storage.touched(moved);
+        }
         return released;
       }
       case 'attr': {
@@ -336,6 +451,7 @@ export class Tree {
           inode.size = op.size;
         }
         inode.ctimeMs = op.ms;
+        this.storage.touched(inode);
         return [];
       }
       case 'chunk': {
@@ -357,6 +473,7 @@ export class Tree {
           (inode.xattrs ??= {})[op.name] = op.value;
         }
         inode.ctimeMs = op.ms;
+        this.storage.touched(inode);
         return [];
       }
       default:

@@ -58,7 +58,7 @@ import { ChunkCache } from '../cache/chunkCache';
 import { DirtyChunk, DirtyStore, PRE_IMAGE_UNIT_BYTES, UnitPatch } from '../cache/dirty';
 import { UNIT, physicalSize } from '../cache/sealed';
 import { FsError } from '../errors';
-import { ChunkRef, Inode, InodeKind, MetaOp, ROOT_INO, Tree } from '../meta/tree';
+import { ChunkRef, Inode, InodeKind, MetaOp, ROOT_INO, RefCounts, Tree } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
 import { ChunkFetcher } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
@@ -396,7 +396,7 @@ export class Vfs {
   }
 
   /** Chunk names the committed tree references, plus those files deleted while open still read. */
-  referencedChunks(): ReadonlyMap<string, number> {
+  referencedChunks(): RefCounts {
     const kept = this.unlinked.chunkRefs;
     if (kept.size === 0) return this.tree.chunkRefs;
     const all = new Map(this.tree.chunkRefs);
@@ -601,8 +601,14 @@ export class Vfs {
    * fundamental block size are equal, so tools that multiply by either agree.
    */
   statfs(): Record<string, number> {
-    let used = 0;
-    for (const inode of this.tree.inodes.values()) used += Math.ceil(this.allocatedBytes(inode) / 4096) * 4096;
+    // The tree's running total of committed data, corrected for the files with data not yet
+    // committed (written here, buffered or waiting to upload): a walk of those only.
+    let used = this.tree.allocatedBytes + this.tree.dirs * 4096;
+    for (const ino of new Set([...this.dirty.inodes(), ...this.buffer.inodes()])) {
+      const inode = this.tree.get(ino);
+      if (inode?.kind !== 'file') continue;
+      used += Math.ceil(this.allocatedBytes(inode) / 4096) * 4096 - Tree.blocksBytes(inode);
+    }
     return statfsReply(used, this.tree.inodes.size, false);
   }
 

@@ -240,6 +240,11 @@ export class WriteBuffer {
     return this.chunks.get(WriteBuffer.key(ino, idx));
   }
 
+  /** Inodes with buffered data. */
+  inodes(): number[] {
+    return [...this.byIno.keys()];
+  }
+
   indexesOf(ino: number): number[] {
     return [...(this.byIno.get(ino) ?? [])];
   }

@@ -1,0 +1,608 @@
+/**
+ * The local metadata database: the tree on disk, with a bounded working set in memory.
+ *
+ * One SQLite database (`tree.db` in the metadata folder, through better-sqlite3, see db.ts)
+ * holds the tree as of the last checkpoint: inodes, directory entries, chunk reference counts,
+ * this machine's changes not yet in the bucket, and a state row (generation, next inode number,
+ * bucket segment, counts). The journal (journal.ts) holds the changes after it, as before; the
+ * database takes the place of the snapshot file, so a checkpoint writes what changed since the
+ * last one (not the whole tree) and opening reads no more than the state row.
+ *
+ * `storage` is what a `Tree` runs on (tree.ts, `TreeStorage`):
+ *   - inodes changed since the checkpoint (`touched`, new, deleted) are held in `dirty` until the
+ *     next checkpoint writes them; directory entries and chunk reference counts likewise as
+ *     deltas. The journal bounds them (a checkpoint follows every few MiB of journal).
+ *   - other inodes are read on demand and kept in a cache bounded by weight (an inode, plus one
+ *     per directory entry it holds), least recently used out first. A directory is read whole
+ *     (its entry table) when it is first looked up.
+ *   - an inode object stays the one object for its number while anything holds it: evicted
+ *     objects are remembered weakly, and a lookup returns the same object while it lives, so a
+ *     caller holding an inode across an await never sees a stale copy beside a newer one.
+ * Every row carries a CRC-32 of its content, checked as it is read: a damaged row fails with
+ * SnapshotDamagedError naming the database (as a damaged snapshot file did), never as silently
+ * wrong metadata. The checker reads every row (`verifyAll`).
+ *
+ * Writes happen only in `checkpoint` and `replaceAll`, each one transaction (synchronous=FULL:
+ * durable when it returns), so the database is always the tree at some checkpoint, whole.
+ */
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { crc32 } from 'node:zlib';
+import { openDatabase, type Database, type Statement } from './db';
+import { SnapshotDamagedError } from './journal';
+import { Inode, InodeTable, MetaOp, RefTable, Tree, TreeStorage, ROOT_INO } from './tree';
+
+export const TREE_DB = 'tree.db';
+/** The layout of the database this version writes (`PRAGMA user_version`). */
+const LAYOUT = 1;
+
+/** What the state row holds. */
+export interface DbState {
+  readonly gen: number;
+  readonly chunkSize: number;
+  readonly nextIno: number;
+  readonly remoteSeq: number;
+  /** Position of the first change not yet in the bucket (rows of `pending` below it are gone). */
+  readonly pendingFirst: number;
+  /** The tree's running totals for statfs (see Tree). */
+  readonly allocatedBytes: number;
+  readonly dirs: number;
+}
+
+interface StateRow extends DbState {
+  readonly inodes: number;
+  readonly refs: number;
+  readonly pendingEnd: number;
+}
+
+type InodeRow = { ino: number; rec: string; crc: number };
+type EntryRow = { name: Buffer; ino: number; crc: number };
+type RefRow = { name: string; n: number; crc: number };
+
+/** Default working-set weight: inodes plus directory entries kept in memory beyond the dirty ones. */
+const DEFAULT_CACHE_WEIGHT = 100_000;
+const BATCH = 2_000;
+
+function nameKey(name: string): Buffer {
+  return Buffer.from(name, 'utf16le');
+}
+
+function entryCrc(parent: number, name: Buffer, ino: number): number {
+  return crc32(name, crc32(`${parent}:${ino}:`));
+}
+
+function refCrc(name: string, n: number): number {
+  return crc32(`${name}:${n}`);
+}
+
+/** The record of an inode without its number and entry table (those are columns and rows). */
+function encodeInode(inode: Inode): string {
+  const { ino: _ino, entries: _entries, ...rest } = inode;
+  return JSON.stringify(rest);
+}
+
+export class TreeDb {
+  private readonly dirty = new Map<number, Inode | null>();
+  private readonly entryDeltas = new Map<number, Map<string, number | null>>();
+  private readonly refDeltas = new Map<string, number>();
+  private readonly cache = new Map<number, Inode>();
+  private cacheWeight = 0;
+  private readonly weak = new Map<number, WeakRef<Inode>>();
+  private readonly registry = new FinalizationRegistry<number>((ino) => {
+    const r = this.weak.get(ino);
+    if (r && r.deref() === undefined) this.weak.delete(ino);
+  });
+  private inodeCount = 0;
+  private refCount = 0;
+  /** Inode numbers above this are in no row (a new inode needs no lookup). */
+  private maxStoredIno = 0;
+  private pendingEnd = 0;
+  private readonly st: {
+    inode: Statement;
+    inodesAfter: Statement;
+    entriesOf: Statement;
+    ref: Statement;
+    refsAfter: Statement;
+    putInode: Statement;
+    delInode: Statement;
+    putEntry: Statement;
+    delEntry: Statement;
+    delEntriesOf: Statement;
+    putRef: Statement;
+    delRef: Statement;
+    putPending: Statement;
+    delPendingBelow: Statement;
+    pendingFrom: Statement;
+    putState: Statement;
+    state: Statement;
+  };
+  readonly storage: TreeStorage;
+
+  private constructor(
+    private readonly db: Database,
+    readonly file: string,
+    readonly readOnly: boolean,
+    private readonly maxWeight: number,
+  ) {
+    this.st = {
+      inode: db.prepare('SELECT ino, rec, crc FROM inodes WHERE ino = ?'),
+      inodesAfter: db.prepare('SELECT ino, rec, crc FROM inodes WHERE ino > ? ORDER BY ino LIMIT ?'),
+      entriesOf: db.prepare('SELECT name, ino, crc FROM entries WHERE parent = ?'),
+      ref: db.prepare('SELECT name, n, crc FROM chunks WHERE name = ?'),
+      refsAfter: db.prepare('SELECT name, n, crc FROM chunks WHERE name > ? ORDER BY name LIMIT ?'),
+      putInode: db.prepare('INSERT OR REPLACE INTO inodes (ino, rec, crc) VALUES (?, ?, ?)'),
+      delInode: db.prepare('DELETE FROM inodes WHERE ino = ?'),
+      putEntry: db.prepare('INSERT OR REPLACE INTO entries (parent, name, ino, crc) VALUES (?, ?, ?, ?)'),
+      delEntry: db.prepare('DELETE FROM entries WHERE parent = ? AND name = ?'),
+      delEntriesOf: db.prepare('DELETE FROM entries WHERE parent = ?'),
+      putRef: db.prepare('INSERT OR REPLACE INTO chunks (name, n, crc) VALUES (?, ?, ?)'),
+      delRef: db.prepare('DELETE FROM chunks WHERE name = ?'),
+      putPending: db.prepare('INSERT OR REPLACE INTO pending (n, op, crc) VALUES (?, ?, ?)'),
+      delPendingBelow: db.prepare('DELETE FROM pending WHERE n < ?'),
+      pendingFrom: db.prepare('SELECT n, op, crc FROM pending WHERE n >= ? ORDER BY n'),
+      putState: db.prepare("INSERT OR REPLACE INTO meta (k, v, crc) VALUES ('state', ?, ?)"),
+      state: db.prepare("SELECT v, crc FROM meta WHERE k = 'state'"),
+    };
+    this.storage = this.makeStorage();
+  }
+
+  /** The database file in metadata folder `dir`. */
+  static fileIn(dir: string): string {
+    return path.join(dir, TREE_DB);
+  }
+
+  /**
+   * Opens the database in `dir`: undefined when there is none or it never got a state (a
+   * creation that did not finish). Damage is SnapshotDamagedError.
+   */
+  static open(dir: string, opts: { readOnly?: boolean; cacheWeight?: number } = {}): { db: TreeDb; state: DbState } | undefined {
+    const file = TreeDb.fileIn(dir);
+    let db: Database;
+    try {
+      db = openDatabase(file, { readOnly: opts.readOnly ?? false, mustExist: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw damaged(file, err);
+    }
+    try {
+      const layout = db.pragma('user_version', { simple: true }) as number;
+      if (layout === 0) {
+        db.close();
+        return undefined;
+      }
+      if (layout > LAYOUT)
+        throw new SnapshotDamagedError(file, `its layout ${layout} was written by a newer version of Filespace`);
+      const t = new TreeDb(db, file, opts.readOnly ?? false, opts.cacheWeight ?? DEFAULT_CACHE_WEIGHT);
+      const state = t.readStateRow();
+      if (!state) {
+        db.close();
+        return undefined;
+      }
+      t.inodeCount = state.inodes;
+      t.refCount = state.refs;
+      t.pendingEnd = state.pendingEnd;
+      t.maxStoredIno = Math.max(0, state.nextIno - 1);
+      return { db: t, state };
+    } catch (err) {
+      db.close();
+      throw damaged(file, err);
+    }
+  }
+
+  /**
+   * Creates the database in `dir` holding `tree` (any tree: in memory or another database's) at
+   * `state`, with `pending` as the changes not yet in the bucket. A database left there by a
+   * creation that did not finish is replaced.
+   */
+  static create(
+    dir: string,
+    tree: Tree,
+    state: Omit<DbState, 'pendingFirst' | 'allocatedBytes' | 'dirs'>,
+    pending: readonly MetaOp[],
+  ): TreeDb {
+    const file = TreeDb.fileIn(dir);
+    TreeDb.remove(dir);
+    const db = openDatabase(file, { readOnly: false, mustExist: false });
+    try {
+      db.exec(`
+        CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE inodes (ino INTEGER PRIMARY KEY, rec TEXT NOT NULL, crc INTEGER NOT NULL);
+        CREATE TABLE entries (parent INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL, crc INTEGER NOT NULL,
+          PRIMARY KEY (parent, name)) WITHOUT ROWID;
+        CREATE TABLE chunks (name TEXT PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE pending (n INTEGER PRIMARY KEY, op TEXT NOT NULL, crc INTEGER NOT NULL);
+      `);
+      const t = new TreeDb(db, file, false, DEFAULT_CACHE_WEIGHT);
+      t.replaceAll(tree, { ...state, pendingFirst: 0, allocatedBytes: tree.allocatedBytes, dirs: tree.dirs }, pending);
+      // The layout marks a finished creation: a database without it is one that never was.
+      db.pragma(`user_version = ${LAYOUT}`);
+      return t;
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  }
+
+  /** Removes the database files in `dir` (the database, its WAL and shared memory). */
+  static remove(dir: string): void {
+    const file = TreeDb.fileIn(dir);
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) fs.rmSync(f, { force: true });
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+
+  /** The changes not yet in the bucket as of the last checkpoint, in order. */
+  pendingOps(state: DbState): MetaOp[] {
+    const out: MetaOp[] = [];
+    let expect = state.pendingFirst;
+    for (const raw of this.st.pendingFrom.iterate(state.pendingFirst)) {
+      const row = raw as { n: number; op: string; crc: number };
+      if (row.n !== expect || crc32(row.op) !== row.crc)
+        throw new SnapshotDamagedError(this.file, `a change not yet in the bucket (${row.n}) fails its checksum or is missing`);
+      out.push(JSON.parse(row.op) as MetaOp);
+      expect++;
+    }
+    if (expect !== this.pendingEnd)
+      throw new SnapshotDamagedError(this.file, `changes not yet in the bucket are missing (${expect} of ${this.pendingEnd})`);
+    return out;
+  }
+
+  private readStateRow(): StateRow | undefined {
+    const row = this.st.state.get() as { v: string; crc: number } | undefined;
+    if (!row) return undefined;
+    if (crc32(row.v) !== row.crc) throw new SnapshotDamagedError(this.file, 'its state fails its checksum');
+    const s = JSON.parse(row.v) as StateRow;
+    for (const k of [
+      'gen',
+      'chunkSize',
+      'nextIno',
+      'remoteSeq',
+      'pendingFirst',
+      'allocatedBytes',
+      'dirs',
+      'inodes',
+      'refs',
+      'pendingEnd',
+    ] as const)
+      if (!Number.isSafeInteger(s[k]) || s[k] < 0) throw new SnapshotDamagedError(this.file, `its state has no valid ${k}`);
+    return s;
+  }
+
+  // ---- reading -------------------------------------------------------------------------------
+
+  private decode(row: InodeRow): Inode {
+    if (crc32(row.rec) !== row.crc) throw new SnapshotDamagedError(this.file, `inode ${row.ino} fails its checksum`);
+    const inode = JSON.parse(row.rec) as Inode;
+    inode.ino = row.ino;
+    if (inode.kind === 'dir') {
+      const entries = new Map<string, number>();
+      for (const raw of this.st.entriesOf.all(row.ino)) {
+        const e = raw as EntryRow;
+        if (entryCrc(row.ino, e.name, e.ino) !== e.crc)
+          throw new SnapshotDamagedError(this.file, `an entry of directory ${row.ino} fails its checksum`);
+        entries.set(e.name.toString('utf16le'), e.ino);
+      }
+      inode.entries = entries;
+    }
+    return inode;
+  }
+
+  private weightOf(inode: Inode): number {
+    return 1 + (inode.entries?.size ?? 0);
+  }
+
+  /** Keeps `inode` (clean) in the working set, most recently used. */
+  private remember(inode: Inode): void {
+    const old = this.cache.get(inode.ino);
+    if (old) {
+      this.cache.delete(inode.ino);
+      this.cacheWeight -= this.weightOf(old);
+    }
+    this.cache.set(inode.ino, inode);
+    this.cacheWeight += this.weightOf(inode);
+    if (this.weak.get(inode.ino)?.deref() !== inode) {
+      this.weak.set(inode.ino, new WeakRef(inode));
+      this.registry.register(inode, inode.ino);
+    }
+    if (this.cacheWeight > this.maxWeight) this.trim();
+  }
+
+  private trim(): void {
+    for (const [ino, inode] of this.cache) {
+      if (this.cacheWeight <= this.maxWeight * 0.9) break;
+      this.cache.delete(ino);
+      this.cacheWeight -= this.weightOf(inode);
+    }
+  }
+
+  private forget(ino: number): void {
+    const c = this.cache.get(ino);
+    if (c) {
+      this.cache.delete(ino);
+      this.cacheWeight -= this.weightOf(c);
+    }
+  }
+
+  /** The live object for `ino` if one is held (dirty, cached, or still referenced). */
+  private live(ino: number): Inode | null | undefined {
+    const d = this.dirty.get(ino);
+    if (d !== undefined) return d;
+    const c = this.cache.get(ino);
+    if (c) return c;
+    return this.weak.get(ino)?.deref();
+  }
+
+  private getInode(ino: number): Inode | undefined {
+    const d = this.dirty.get(ino);
+    if (d !== undefined) return d ?? undefined;
+    const c = this.cache.get(ino);
+    if (c) {
+      // Most recently used last.
+      this.cache.delete(ino);
+      this.cache.set(ino, c);
+      return c;
+    }
+    const w = this.weak.get(ino)?.deref();
+    if (w) {
+      this.remember(w);
+      return w;
+    }
+    if (ino > this.maxStoredIno) return undefined;
+    const row = this.st.inode.get(ino) as InodeRow | undefined;
+    if (!row) return undefined;
+    const inode = this.decode(row);
+    this.remember(inode);
+    return inode;
+  }
+
+  private *allInodes(): IterableIterator<Inode> {
+    for (const d of [...this.dirty.values()]) if (d) yield d;
+    let after = 0;
+    for (;;) {
+      const rows = this.st.inodesAfter.all(after, BATCH) as InodeRow[];
+      if (rows.length === 0) return;
+      for (const row of rows) {
+        after = row.ino;
+        if (this.dirty.has(row.ino)) continue;
+        yield this.live(row.ino) ?? this.decode(row);
+      }
+    }
+  }
+
+  private getRef(name: string): number | undefined {
+    const d = this.refDeltas.get(name);
+    if (d !== undefined) return d === 0 ? undefined : d;
+    const row = this.st.ref.get(name) as RefRow | undefined;
+    if (!row) return undefined;
+    if (refCrc(row.name, row.n) !== row.crc)
+      throw new SnapshotDamagedError(this.file, `the reference count of chunk ${name} fails its checksum`);
+    return row.n;
+  }
+
+  private *allRefs(): IterableIterator<[string, number]> {
+    for (const [name, n] of [...this.refDeltas]) if (n > 0) yield [name, n];
+    let after = '';
+    for (;;) {
+      const rows = this.st.refsAfter.all(after, BATCH) as RefRow[];
+      if (rows.length === 0) return;
+      for (const row of rows) {
+        after = row.name;
+        if (this.refDeltas.has(row.name)) continue;
+        if (refCrc(row.name, row.n) !== row.crc)
+          throw new SnapshotDamagedError(this.file, `the reference count of chunk ${row.name} fails its checksum`);
+        yield [row.name, row.n];
+      }
+    }
+  }
+
+  /** Reads every row and checks it (the checker): throws SnapshotDamagedError at the first bad one. */
+  verifyAll(): void {
+    const ok = this.db.pragma('quick_check', { simple: true });
+    if (ok !== 'ok') throw new SnapshotDamagedError(this.file, `SQLite finds it damaged (${String(ok)})`);
+    let n = 0;
+    for (const _ of this.allInodes()) n++;
+    for (const _ of this.allRefs()) n++;
+    void n;
+  }
+
+  private makeStorage(): TreeStorage {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
+    const inodes: InodeTable = {
+      get: (ino) => self.getInode(ino),
+      has: (ino) => self.getInode(ino) !== undefined,
+      set(ino, inode) {
+        if (self.getInode(ino) === undefined) self.inodeCount++;
+        self.forget(ino);
+        self.dirty.set(ino, inode);
+        return inodes;
+      },
+      delete(ino) {
+        if (self.getInode(ino) === undefined) return false;
+        self.inodeCount--;
+        self.forget(ino);
+        self.weak.delete(ino);
+        self.dirty.set(ino, null);
+        return true;
+      },
+      get size() {
+        return self.inodeCount;
+      },
+      values: () => self.allInodes(),
+      *keys() {
+        for (const i of self.allInodes()) yield i.ino;
+      },
+    };
+    const chunkRefs: RefTable = {
+      get: (name) => self.getRef(name),
+      has: (name) => self.getRef(name) !== undefined,
+      set(name, n) {
+        if (self.getRef(name) === undefined) self.refCount++;
+        self.refDeltas.set(name, n);
+        return chunkRefs;
+      },
+      delete(name) {
+        if (self.getRef(name) === undefined) return false;
+        self.refCount--;
+        self.refDeltas.set(name, 0);
+        return true;
+      },
+      get size() {
+        return self.refCount;
+      },
+      entries: () => self.allRefs(),
+      *keys() {
+        for (const [name] of self.allRefs()) yield name;
+      },
+      [Symbol.iterator]: () => self.allRefs(),
+    };
+    return {
+      inodes,
+      chunkRefs,
+      touched(inode) {
+        if (self.dirty.get(inode.ino) === inode) return;
+        self.forget(inode.ino);
+        self.dirty.set(inode.ino, inode);
+      },
+      entryChanged(parent, name, ino) {
+        let m = self.entryDeltas.get(parent);
+        if (!m) self.entryDeltas.set(parent, (m = new Map<string, number | null>()));
+        m.set(name, ino ?? null);
+      },
+    };
+  }
+
+  /** A tree over this database (the working set is this object's). */
+  tree(state: DbState): Tree {
+    const t = new Tree(state.chunkSize, this.storage);
+    t.nextIno = state.nextIno;
+    t.allocatedBytes = state.allocatedBytes;
+    t.dirs = state.dirs;
+    if (!t.get(ROOT_INO)) throw new SnapshotDamagedError(this.file, 'it has no root directory');
+    return t;
+  }
+
+  /** Inodes, entry changes and reference counts waiting for the next checkpoint (for tests and the status). */
+  get dirtyCount(): number {
+    let n = this.dirty.size + this.refDeltas.size;
+    for (const m of this.entryDeltas.values()) n += m.size;
+    return n;
+  }
+
+  /** Inodes held in memory: the dirty ones and the working set. */
+  get heldInodes(): number {
+    return this.dirty.size + this.cache.size;
+  }
+
+  // ---- writing -------------------------------------------------------------------------------
+
+  private writeStateRow(state: DbState): void {
+    const row: StateRow = { ...state, inodes: this.inodeCount, refs: this.refCount, pendingEnd: this.pendingEnd };
+    const v = JSON.stringify(row);
+    this.st.putState.run(v, crc32(v));
+  }
+
+  private writeInode(inode: Inode): void {
+    const rec = encodeInode(inode);
+    this.st.putInode.run(inode.ino, rec, crc32(rec));
+  }
+
+  private writeEntry(parent: number, name: string, ino: number): void {
+    const key = nameKey(name);
+    this.st.putEntry.run(parent, key, ino, entryCrc(parent, key, ino));
+  }
+
+  private writePending(state: DbState, pending: readonly MetaOp[]): void {
+    this.st.delPendingBelow.run(state.pendingFirst);
+    const end = state.pendingFirst + pending.length;
+    for (let n = Math.max(this.pendingEnd, state.pendingFirst); n < end; n++) {
+      const op = JSON.stringify(pending[n - state.pendingFirst]);
+      this.st.putPending.run(n, op, crc32(op));
+    }
+    this.pendingEnd = end;
+  }
+
+  /**
+   * Writes what changed since the last checkpoint, the state and the changes not yet in the
+   * bucket (`pending`, the first of which is at position `state.pendingFirst`), in one durable
+   * transaction. On failure (a full disk) nothing is written and the changes stay held.
+   */
+  checkpoint(state: DbState, pending: readonly MetaOp[]): void {
+    if (this.readOnly) throw new Error('the metadata database is open read-only');
+    const pendingEnd = this.pendingEnd;
+    try {
+      this.db.transaction(() => {
+        for (const [ino, inode] of this.dirty) {
+          if (inode) this.writeInode(inode);
+          else {
+            this.st.delInode.run(ino);
+            this.st.delEntriesOf.run(ino);
+          }
+        }
+        for (const [parent, m] of this.entryDeltas) {
+          for (const [name, ino] of m) {
+            if (ino === null) this.st.delEntry.run(parent, nameKey(name));
+            else this.writeEntry(parent, name, ino);
+          }
+        }
+        for (const [name, n] of this.refDeltas) {
+          if (n === 0) this.st.delRef.run(name);
+          else this.st.putRef.run(name, n, refCrc(name, n));
+        }
+        this.writePending(state, pending);
+        this.writeStateRow(state);
+      })();
+    } catch (err) {
+      this.pendingEnd = pendingEnd;
+      throw err;
+    }
+    this.maxStoredIno = Math.max(this.maxStoredIno, state.nextIno - 1);
+    const clean = [...this.dirty.values()];
+    this.dirty.clear();
+    this.entryDeltas.clear();
+    this.refDeltas.clear();
+    for (const inode of clean) if (inode) this.remember(inode);
+  }
+
+  /**
+   * Replaces the whole tree with `tree` (a tree read from the bucket, or an older release's
+   * snapshot), in one durable transaction; whatever was held is dropped.
+   */
+  replaceAll(tree: Tree, state: DbState, pending: readonly MetaOp[]): void {
+    if (this.readOnly) throw new Error('the metadata database is open read-only');
+    let inodes = 0;
+    let refs = 0;
+    this.db.transaction(() => {
+      this.db.exec('DELETE FROM inodes; DELETE FROM entries; DELETE FROM chunks; DELETE FROM pending;');
+      for (const inode of tree.inodes.values()) {
+        this.writeInode(inode);
+        inodes++;
+        if (inode.entries) for (const [name, ino] of inode.entries) this.writeEntry(inode.ino, name, ino);
+      }
+      for (const [name, n] of tree.chunkRefs) {
+        this.st.putRef.run(name, n, refCrc(name, n));
+        refs++;
+      }
+      this.inodeCount = inodes;
+      this.refCount = refs;
+      this.pendingEnd = state.pendingFirst;
+      this.writePending(state, pending);
+      this.writeStateRow(state);
+    })();
+    this.dirty.clear();
+    this.entryDeltas.clear();
+    this.refDeltas.clear();
+    this.cache.clear();
+    this.cacheWeight = 0;
+    this.weak.clear();
+    this.maxStoredIno = Math.max(0, state.nextIno - 1);
+  }
+}
+
+function damaged(file: string, err: unknown): Error {
+  if (err instanceof SnapshotDamagedError) return err;
+  return new SnapshotDamagedError(file, (err as Error).message);
+}

@@ -1,0 +1,272 @@
+// Pins down the local metadata database (meta/treeDb.ts) under MetaStore: a bounded working set
+// that still answers like the whole tree, one object per inode while it is held, checkpoints that
+// write what changed, a crash at any point of a checkpoint, and the upgrade of an older release's
+// snapshot and journal (a fixture written by that release).
+
+import assert from 'node:assert/strict';
+import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { cpSync, readFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { MetaStore } from '../../electron/engine/meta/metastore';
+import { MetaOp, ROOT_INO, Tree, TreeSnapshot } from '../../electron/engine/meta/tree';
+import { TreeDb } from '../../electron/engine/meta/treeDb';
+import { REPO } from '../helpers/bed';
+
+const CS = 64 * 1024;
+
+let root: string;
+let dir: string;
+
+beforeEach(async () => {
+  root = await mkdtemp(path.join(os.tmpdir(), 'filespace-treedb-'));
+  dir = path.join(root, 'meta');
+});
+
+afterEach(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+let crashes = 0;
+async function crashCopy(): Promise<string> {
+  const copy = path.join(root, `crash-${crashes++}`);
+  await cp(dir, copy, { recursive: true });
+  return copy;
+}
+
+/** Ops making `dirs` folders of `perDir` files each, every file with one chunk. */
+function manyFiles(dirs: number, perDir: number): MetaOp[] {
+  const ops: MetaOp[] = [];
+  let ino = 2;
+  for (let d = 0; d < dirs; d++) {
+    const dino = ino++;
+    ops.push({ t: 'mk', parent: ROOT_INO, name: `d${d}`, ino: dino, kind: 'dir', mode: 0o755, uid: 1, gid: 1, ms: 10 });
+    for (let f = 0; f < perDir; f++) {
+      const fino = ino++;
+      ops.push({ t: 'mk', parent: dino, name: `f${f}`, ino: fino, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms: 11 });
+      ops.push({ t: 'attr', ino: fino, size: 10 + f, ms: 12 });
+      ops.push({ t: 'chunk', ino: fino, idx: 0, ref: [`c${fino}`, 10 + f] });
+    }
+  }
+  return ops;
+}
+
+function reference(ops: readonly MetaOp[]): Tree {
+  const t = Tree.create(CS, 1, 1, 1);
+  for (const op of ops) t.apply(op);
+  return t;
+}
+
+function canonical(snap: TreeSnapshot): TreeSnapshot {
+  return Tree.fromSnapshot(CS, snap).snapshot();
+}
+
+describe('the local metadata database', () => {
+  it('keeps a bounded working set and still answers like the whole tree', async () => {
+    const ops = manyFiles(40, 100);
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of ops) ms.commit(op);
+    await ms.close();
+
+    const again = (await MetaStore.load(dir, { cacheWeight: 300 }))!;
+    const ref = reference(ops);
+    // Every lookup a walk makes, in a tree far larger than the working set.
+    let files = 0;
+    for (const [name, dino] of ref.get(ROOT_INO)!.entries!) {
+      assert.equal(again.tree.lookup(ROOT_INO, name)?.ino, dino);
+      for (const [fname, fino] of ref.get(dino)!.entries!) {
+        const got = again.tree.lookup(dino, fname)!;
+        assert.equal(got.ino, fino);
+        assert.equal(got.size, ref.get(fino)!.size);
+        assert.deepEqual(got.chunks, ref.get(fino)!.chunks);
+        files++;
+      }
+    }
+    assert.equal(files, 4000);
+    assert.ok(again.database.heldInodes <= 300, `${again.database.heldInodes} inodes held`);
+    assert.equal(again.tree.inodes.size, ref.inodes.size);
+    assert.equal(again.tree.chunkRefs.size, ref.chunkRefs.size);
+    assert.equal(again.tree.chunkRefs.get('c3'), 1);
+    assert.equal(again.tree.chunkRefs.has('nope'), false);
+    assert.deepEqual(again.tree.snapshot(), ref.snapshot());
+    assert.equal(again.tree.allocatedBytes, ref.allocatedBytes);
+    assert.equal(again.tree.dirs, 41);
+    await again.close();
+  });
+
+  it("keeps statfs's running totals equal to a walk of the tree through every kind of change", async () => {
+    const ops: MetaOp[] = [
+      ...manyFiles(3, 4),
+      { t: 'attr', ino: 3, size: 5000, ms: 20 },
+      { t: 'chunk', ino: 3, idx: 0, ref: ['big', 5000] },
+      { t: 'attr', ino: 4, size: 1, ms: 21 }, // truncation
+      { t: 'rm', parent: 2, name: 'f3', ms: 22 },
+      { t: 'mv', sp: 2, sn: 'f0', dp: 7, dn: 'f1', ms: 23 }, // over another file
+      { t: 'ln', ino: 9, parent: ROOT_INO, name: 'link', ms: 24 },
+      { t: 'rm', parent: 7, name: 'f2', ms: 25 },
+      { t: 'mk', parent: ROOT_INO, name: 'empty', ino: 100, kind: 'dir', mode: 0o755, uid: 1, gid: 1, ms: 26 },
+      { t: 'rm', parent: ROOT_INO, name: 'empty', ms: 27 },
+    ];
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of ops) ms.commit(op);
+    const walk = (t: Tree) => {
+      let bytes = 0;
+      let dirs = 0;
+      for (const i of t.inodes.values()) {
+        if (i.kind === 'dir') dirs++;
+        if (i.kind === 'file') bytes += Tree.blocksBytes(i);
+      }
+      return { bytes, dirs };
+    };
+    assert.deepEqual({ bytes: ms.tree.allocatedBytes, dirs: ms.tree.dirs }, walk(ms.tree));
+    await ms.close();
+    const again = (await MetaStore.load(dir))!;
+    assert.deepEqual({ bytes: again.tree.allocatedBytes, dirs: again.tree.dirs }, walk(again.tree));
+    assert.deepEqual(walk(again.tree), walk(reference(ops)));
+    await again.close();
+  });
+
+  it('gives one object per inode while it is held, even after it left the working set', async () => {
+    const ops = manyFiles(10, 50);
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of ops) ms.commit(op);
+    await ms.close();
+    const again = (await MetaStore.load(dir, { cacheWeight: 20 }))!;
+    const held = again.tree.get(5)!;
+    // Push it out of the working set.
+    for (let ino = 100; ino < 500; ino++) again.tree.get(ino);
+    assert.equal(again.tree.get(5), held, 'the same object comes back');
+    again.commit({ t: 'attr', ino: 5, mode: 0o600, ms: 99 });
+    assert.equal(held.mode, 0o600, 'a change reaches the object the caller holds');
+    await again.close();
+  });
+
+  it('a checkpoint writes what changed, not the tree', async () => {
+    const ops = manyFiles(40, 100);
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of ops) ms.commit(op);
+    await ms.checkpoint();
+    ms.commit({ t: 'attr', ino: 5, size: 1, ms: 50 });
+    ms.commit({ t: 'mk', parent: 2, name: 'new', ino: ms.tree.allocIno(), kind: 'file', mode: 0o644, uid: 1, gid: 1, ms: 51 });
+    ms.commit({ t: 'rm', parent: 2, name: 'f7', ms: 52 });
+    // Held until the checkpoint: the changed file, the new one, the removed one, their folder;
+    // two entries; the chunk references the truncation and removal dropped.
+    assert.ok(ms.database.dirtyCount <= 8, `${ms.database.dirtyCount} changes held`);
+    await ms.checkpoint();
+    assert.equal(ms.database.dirtyCount, 0);
+    const ref = reference([
+      ...ops,
+      { t: 'attr', ino: 5, size: 1, ms: 50 },
+      { t: 'mk', parent: 2, name: 'new', ino: ops.length + 2, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms: 51 },
+    ]);
+    void ref;
+    await ms.close();
+    const again = (await MetaStore.load(dir))!;
+    assert.equal(again.tree.lookup(2, 'f7'), undefined);
+    assert.equal(again.tree.lookup(2, 'new')?.kind, 'file');
+    assert.equal(again.tree.get(5)!.size, 1);
+    await again.close();
+  });
+
+  it('a crash right after a checkpoint wrote the database replays nothing twice', async () => {
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    const ops = manyFiles(3, 5);
+    for (const op of ops) ms.commit(op);
+    ms.commit({ t: 'ln', ino: 4, parent: ROOT_INO, name: 'second', ms: 70 });
+    await ms.sync();
+    // The database is written when checkpoint() returns; the journal switch is still queued.
+    const switched = ms.checkpoint();
+    // Copied at once (synchronously): nothing queued has run yet.
+    const copy = path.join(root, 'crash-at-switch');
+    cpSync(dir, copy, { recursive: true });
+    assert.ok((await readdir(copy)).includes('journal.1'), 'the old journal is still there');
+    await switched;
+    const crashed = (await MetaStore.load(copy))!;
+    assert.equal(crashed.pendingRemote.length, ops.length + 1, 'each change is pending once');
+    assert.equal(crashed.tree.get(4)!.nlink, 2);
+    assert.deepEqual(crashed.tree.snapshot(), ms.tree.snapshot());
+    await crashed.close();
+    await ms.close();
+  });
+
+  it('changes synced after a checkpoint survive a crash; pushed ones stay pushed', async () => {
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    const ops = manyFiles(2, 5);
+    for (const op of ops) ms.commit(op);
+    ms.markPushed(1, 10);
+    await ms.checkpoint();
+    ms.commit({
+      t: 'mk',
+      parent: ROOT_INO,
+      name: 'late',
+      ino: ms.tree.allocIno(),
+      kind: 'file',
+      mode: 0o644,
+      uid: 1,
+      gid: 1,
+      ms: 80,
+    });
+    ms.markPushed(2, 5);
+    await ms.sync();
+    const crashed = (await MetaStore.load(await crashCopy()))!;
+    assert.deepEqual(crashed.pendingRemote, ms.pendingRemote);
+    assert.equal(crashed.remoteSeq, 2);
+    assert.equal(crashed.tree.lookup(ROOT_INO, 'late')?.kind, 'file');
+    await crashed.close();
+    await ms.close();
+    const clean = (await MetaStore.load(dir))!;
+    assert.deepEqual(clean.pendingRemote, ms.pendingRemote);
+    await clean.close();
+  });
+
+  it("upgrades an older release's snapshot and journal in place", async () => {
+    const fixture = path.join(REPO, 'test', 'fixtures', 'local-meta-v1');
+    const expected = JSON.parse(readFileSync(`${fixture}.expected.json`, 'utf8')) as {
+      tree: TreeSnapshot;
+      pendingRemote: MetaOp[];
+      remoteSeq: number;
+    };
+    await cp(fixture, dir, { recursive: true });
+    const ms = (await MetaStore.load(dir))!;
+    assert.deepEqual(ms.tree.snapshot(), canonical(expected.tree));
+    assert.deepEqual(ms.pendingRemote, expected.pendingRemote);
+    assert.equal(ms.remoteSeq, expected.remoteSeq);
+    const files = await readdir(dir);
+    assert.ok(files.includes('tree.db'), files.join(','));
+    assert.ok(!files.includes('state.json'), `the old snapshot is gone: ${files.join(',')}`);
+    // A name that is not UTF-8 keeps its bytes.
+    assert.ok(ms.tree.lookup(ROOT_INO, 'n\udc80me-not-utf8'));
+    ms.commit({
+      t: 'mk',
+      parent: ROOT_INO,
+      name: 'after-upgrade',
+      ino: ms.tree.allocIno(),
+      kind: 'dir',
+      mode: 0o755,
+      uid: 1,
+      gid: 1,
+      ms: 90,
+    });
+    await ms.close();
+    const again = (await MetaStore.load(dir))!;
+    assert.equal(again.tree.lookup(ROOT_INO, 'after-upgrade')?.kind, 'dir');
+    assert.deepEqual(again.pendingRemote.slice(0, expected.pendingRemote.length), expected.pendingRemote);
+    await again.close();
+  });
+
+  it('an upgrade cut short leaves the older snapshot in use, and the next load finishes it', async () => {
+    const fixture = path.join(REPO, 'test', 'fixtures', 'local-meta-v1');
+    await cp(fixture, dir, { recursive: true });
+    // A database whose creation never finished (no layout mark): as if the engine died in it.
+    const db = TreeDb.create(dir, Tree.create(CS, 1, 1, 1), { gen: 9, chunkSize: CS, nextIno: 2, remoteSeq: 0 }, []);
+    db.close();
+    const { openDatabase } = await import('../../electron/engine/meta/db');
+    const raw = openDatabase(TreeDb.fileIn(dir), { readOnly: false, mustExist: true });
+    raw.pragma('user_version = 0');
+    raw.close();
+    const ms = (await MetaStore.load(dir))!;
+    assert.ok(ms.tree.lookup(ROOT_INO, 'docs'), 'the tree is the older snapshot');
+    await ms.close();
+  });
+});
