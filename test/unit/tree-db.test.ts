@@ -142,6 +142,30 @@ describe('the local metadata database', () => {
     await again.close();
   });
 
+  it('names the directories of each inode, before and after a checkpoint', async () => {
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of manyFiles(3, 3)) ms.commit(op); // d0=2 (files 3-5), d1=6 (7-9), d2=10 (11-13)
+    const dirsOf = (ino: number) => ms.database.storage.dirsOf(ino);
+    assert.deepEqual(dirsOf(4), [2]);
+    ms.commit({ t: 'ln', ino: 4, parent: 10, name: 'again', ms: 30 });
+    assert.deepEqual(dirsOf(4), [2, 10]);
+    await ms.checkpoint();
+    assert.deepEqual(dirsOf(4), [2, 10]);
+    ms.commit({ t: 'mv', sp: 2, sn: 'f1', dp: 6, dn: 'moved', ms: 31 });
+    assert.deepEqual(dirsOf(4), [6, 10]);
+    ms.commit({ t: 'mv', sp: 6, sn: 'f0', dp: 10, dn: 'f1', ms: 32 }); // over file 12
+    assert.deepEqual(dirsOf(7), [10]);
+    assert.deepEqual(dirsOf(12), []);
+    ms.commit({ t: 'rm', parent: 10, name: 'again', ms: 33 });
+    assert.deepEqual(dirsOf(4), [6]);
+    assert.deepEqual(dirsOf(6), [ROOT_INO]);
+    await ms.close();
+    const again = (await MetaStore.load(dir))!;
+    assert.deepEqual(again.database.storage.dirsOf(4), [6]);
+    assert.deepEqual(again.database.storage.dirsOf(7), [10]);
+    await again.close();
+  });
+
   it('a checkpoint writes what changed, not the tree', async () => {
     const ops = manyFiles(40, 100);
     const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);

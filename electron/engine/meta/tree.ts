@@ -158,8 +158,13 @@ export interface TreeStorage {
   readonly chunkRefs: RefTable;
   /** `inode` (held in `inodes`) was changed in place. */
   touched(inode: Inode): void;
-  /** Directory `parent`'s entry `name` now names `ino` (undefined: removed). */
-  entryChanged(parent: number, name: string, ino: number | undefined): void;
+  /**
+   * Directory `parent`'s entry `name` now names `ino` (undefined: removed); it named
+   * `previous` before (undefined: it was new).
+   */
+  entryChanged(parent: number, name: string, ino: number | undefined, previous: number | undefined): void;
+  /** Every directory that names `ino`, ascending (more than one only for hard links). */
+  dirsOf(ino: number): number[];
 }
 
 const NO_TRACKING = {
@@ -172,7 +177,7 @@ export class Tree {
   nextIno = ROOT_INO + 1;
   /** Reference counts of chunk names, for dedup and garbage collection. */
   readonly chunkRefs: RefTable;
-  private readonly storage: Pick<TreeStorage, 'touched' | 'entryChanged'>;
+  private readonly storage: Pick<TreeStorage, 'touched' | 'entryChanged'> & Partial<Pick<TreeStorage, 'dirsOf'>>;
   /**
    * Running totals for statfs, so it does not walk the tree: the committed data of every file
    * (its chunks' stored lengths, rounded up to 4 KiB blocks per file) and how many directories.
@@ -386,7 +391,7 @@ export class Tree {
         this.inodes.set(op.ino, inode);
         parent.entries.set(op.name, op.ino);
         parent.mtimeMs = parent.ctimeMs = op.ms;
-        this.storage.entryChanged(parent.ino, op.name, op.ino);
+        this.storage.entryChanged(parent.ino, op.name, op.ino, undefined);
         this.storage.touched(parent);
         if (op.ino >= this.nextIno) this.nextIno = op.ino + 1;
         return [];
@@ -397,7 +402,7 @@ export class Tree {
         if (!parent?.entries || ino === undefined) return [];
         parent.entries.delete(op.name);
         parent.mtimeMs = parent.ctimeMs = op.ms;
-        this.storage.entryChanged(parent.ino, op.name, undefined);
+        this.storage.entryChanged(parent.ino, op.name, undefined, ino);
         this.storage.touched(parent);
         return this.unname(ino, op.ms);
       }
@@ -409,7 +414,7 @@ export class Tree {
         parent.mtimeMs = parent.ctimeMs = op.ms;
         inode.nlink = Tree.namesOf(inode) + 1;
         inode.ctimeMs = op.ms;
-        this.storage.entryChanged(parent.ino, op.name, op.ino);
+        this.storage.entryChanged(parent.ino, op.name, op.ino, undefined);
         this.storage.touched(parent);
         this.storage.touched(inode);
         return [];
@@ -427,8 +432,8 @@ export class Tree {
         dp.entries.set(op.dn, ino);
         sp.mtimeMs = sp.ctimeMs = op.ms;
         dp.mtimeMs = dp.ctimeMs = op.ms;
-        this.storage.entryChanged(sp.ino, op.sn, undefined);
-        this.storage.entryChanged(dp.ino, op.dn, ino);
+        this.storage.entryChanged(sp.ino, op.sn, undefined, ino);
+        this.storage.entryChanged(dp.ino, op.dn, ino, existing);
         this.storage.touched(sp);
         this.storage.touched(dp);
         const moved = this.inodes.get(ino);

@@ -86,6 +86,8 @@ export class TreeDb {
   private readonly dirty = new Map<number, Inode | null>();
   private readonly entryDeltas = new Map<number, Map<string, number | null>>();
   private readonly refDeltas = new Map<string, number>();
+  /** Names gained (+) and lost (-) per inode and directory since the checkpoint (for `dirsOf`). */
+  private readonly nameDeltas = new Map<number, Map<number, number>>();
   private readonly cache = new Map<number, Inode>();
   private cacheWeight = 0;
   private readonly weak = new Map<number, WeakRef<Inode>>();
@@ -102,6 +104,7 @@ export class TreeDb {
     inode: Statement;
     inodesAfter: Statement;
     entriesOf: Statement;
+    dirsOf: Statement;
     ref: Statement;
     refsAfter: Statement;
     putInode: Statement;
@@ -129,6 +132,7 @@ export class TreeDb {
       inode: db.prepare('SELECT ino, rec, crc FROM inodes WHERE ino = ?'),
       inodesAfter: db.prepare('SELECT ino, rec, crc FROM inodes WHERE ino > ? ORDER BY ino LIMIT ?'),
       entriesOf: db.prepare('SELECT name, ino, crc FROM entries WHERE parent = ?'),
+      dirsOf: db.prepare('SELECT parent, count(*) AS n FROM entries WHERE ino = ? GROUP BY parent'),
       ref: db.prepare('SELECT name, n, crc FROM chunks WHERE name = ?'),
       refsAfter: db.prepare('SELECT name, n, crc FROM chunks WHERE name > ? ORDER BY name LIMIT ?'),
       putInode: db.prepare('INSERT OR REPLACE INTO inodes (ino, rec, crc) VALUES (?, ?, ?)'),
@@ -210,6 +214,7 @@ export class TreeDb {
         CREATE TABLE inodes (ino INTEGER PRIMARY KEY, rec TEXT NOT NULL, crc INTEGER NOT NULL);
         CREATE TABLE entries (parent INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL, crc INTEGER NOT NULL,
           PRIMARY KEY (parent, name)) WITHOUT ROWID;
+        CREATE INDEX entries_by_ino ON entries (ino);
         CREATE TABLE chunks (name TEXT PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID;
         CREATE TABLE pending (n INTEGER PRIMARY KEY, op TEXT NOT NULL, crc INTEGER NOT NULL);
       `);
@@ -467,12 +472,37 @@ export class TreeDb {
         self.forget(inode.ino);
         self.dirty.set(inode.ino, inode);
       },
-      entryChanged(parent, name, ino) {
+      entryChanged(parent, name, ino, previous) {
         let m = self.entryDeltas.get(parent);
         if (!m) self.entryDeltas.set(parent, (m = new Map<string, number | null>()));
         m.set(name, ino ?? null);
+        if (previous !== undefined) self.nameDelta(previous, parent, -1);
+        if (ino !== undefined) self.nameDelta(ino, parent, 1);
       },
+      dirsOf: (ino) => self.dirsOf(ino),
     };
+  }
+
+  private nameDelta(ino: number, dir: number, by: number): void {
+    let m = this.nameDeltas.get(ino);
+    if (!m) this.nameDeltas.set(ino, (m = new Map<number, number>()));
+    m.set(dir, (m.get(dir) ?? 0) + by);
+  }
+
+  /** Every directory naming `ino`: the database's entries, with the changes since the checkpoint. */
+  private dirsOf(ino: number): number[] {
+    const counts = new Map<number, number>();
+    if (ino <= this.maxStoredIno) {
+      for (const raw of this.st.dirsOf.all(ino)) {
+        const r = raw as { parent: number; n: number };
+        counts.set(r.parent, r.n);
+      }
+    }
+    for (const [dir, by] of this.nameDeltas.get(ino) ?? []) counts.set(dir, (counts.get(dir) ?? 0) + by);
+    return [...counts]
+      .filter(([, n]) => n > 0)
+      .map(([dir]) => dir)
+      .sort((a, b) => a - b);
   }
 
   /** A tree over this database (the working set is this object's). */
@@ -564,6 +594,7 @@ export class TreeDb {
     this.dirty.clear();
     this.entryDeltas.clear();
     this.refDeltas.clear();
+    this.nameDeltas.clear();
     for (const inode of clean) if (inode) this.remember(inode);
   }
 
@@ -595,6 +626,7 @@ export class TreeDb {
     this.dirty.clear();
     this.entryDeltas.clear();
     this.refDeltas.clear();
+    this.nameDeltas.clear();
     this.cache.clear();
     this.cacheWeight = 0;
     this.weak.clear();
