@@ -13,8 +13,11 @@
  *     next checkpoint writes them; directory entries and chunk reference counts likewise as
  *     deltas. The journal bounds them (a checkpoint follows every few MiB of journal).
  *   - other inodes are read on demand and kept in a cache bounded by weight (an inode, plus one
- *     per directory entry it holds), least recently used out first. A directory is read whole
- *     (its entry table) when it is first looked up.
+ *     per directory entry it holds), in two generations: what is read or used goes to the
+ *     young one; when it holds half the weight it becomes the old one and the old one is let
+ *     go (a used inode of the old one moves to the young). That approximates least recently
+ *     used without moving every hit to the end of one big map (which costs V8 a rehash of the
+ *     map when it is full). A directory is read whole (its entry table) when first looked up.
  *   - an inode object stays the one object for its number while anything holds it: evicted
  *     objects are remembered weakly, and a lookup returns the same object while it lives, so a
  *     caller holding an inode across an await never sees a stale copy beside a newer one.
@@ -88,8 +91,10 @@ export class TreeDb {
   private readonly refDeltas = new Map<string, number>();
   /** Names gained (+) and lost (-) per inode and directory since the checkpoint (for `dirsOf`). */
   private readonly nameDeltas = new Map<number, Map<number, number>>();
-  private readonly cache = new Map<number, Inode>();
-  private cacheWeight = 0;
+  private young = new Map<number, Inode>();
+  private youngWeight = 0;
+  private old = new Map<number, Inode>();
+  private oldWeight = 0;
   private readonly weak = new Map<number, WeakRef<Inode>>();
   private readonly registry = new FinalizationRegistry<number>((ino) => {
     const r = this.weak.get(ino);
@@ -299,35 +304,34 @@ export class TreeDb {
     return 1 + (inode.entries?.size ?? 0);
   }
 
-  /** Keeps `inode` (clean) in the working set, most recently used. */
+  /** Keeps `inode` (clean) in the working set, as used now. */
   private remember(inode: Inode): void {
-    const old = this.cache.get(inode.ino);
-    if (old) {
-      this.cache.delete(inode.ino);
-      this.cacheWeight -= this.weightOf(old);
-    }
-    this.cache.set(inode.ino, inode);
-    this.cacheWeight += this.weightOf(inode);
+    this.forget(inode.ino);
+    this.young.set(inode.ino, inode);
+    this.youngWeight += this.weightOf(inode);
     if (this.weak.get(inode.ino)?.deref() !== inode) {
       this.weak.set(inode.ino, new WeakRef(inode));
       this.registry.register(inode, inode.ino);
     }
-    if (this.cacheWeight > this.maxWeight) this.trim();
-  }
-
-  private trim(): void {
-    for (const [ino, inode] of this.cache) {
-      if (this.cacheWeight <= this.maxWeight * 0.9) break;
-      this.cache.delete(ino);
-      this.cacheWeight -= this.weightOf(inode);
+    if (this.youngWeight > this.maxWeight / 2) {
+      // The old generation goes (its inodes stay reachable through `weak` while held).
+      this.old = this.young;
+      this.oldWeight = this.youngWeight;
+      this.young = new Map();
+      this.youngWeight = 0;
     }
   }
 
   private forget(ino: number): void {
-    const c = this.cache.get(ino);
-    if (c) {
-      this.cache.delete(ino);
-      this.cacheWeight -= this.weightOf(c);
+    const y = this.young.get(ino);
+    if (y) {
+      this.young.delete(ino);
+      this.youngWeight -= this.weightOf(y);
+    }
+    const o = this.old.get(ino);
+    if (o) {
+      this.old.delete(ino);
+      this.oldWeight -= this.weightOf(o);
     }
   }
 
@@ -335,25 +339,18 @@ export class TreeDb {
   private live(ino: number): Inode | null | undefined {
     const d = this.dirty.get(ino);
     if (d !== undefined) return d;
-    const c = this.cache.get(ino);
-    if (c) return c;
-    return this.weak.get(ino)?.deref();
+    return this.young.get(ino) ?? this.old.get(ino) ?? this.weak.get(ino)?.deref();
   }
 
   private getInode(ino: number): Inode | undefined {
     const d = this.dirty.get(ino);
     if (d !== undefined) return d ?? undefined;
-    const c = this.cache.get(ino);
-    if (c) {
-      // Most recently used last.
-      this.cache.delete(ino);
-      this.cache.set(ino, c);
-      return c;
-    }
-    const w = this.weak.get(ino)?.deref();
-    if (w) {
-      this.remember(w);
-      return w;
+    const y = this.young.get(ino);
+    if (y) return y;
+    const o = this.old.get(ino) ?? this.weak.get(ino)?.deref();
+    if (o) {
+      this.remember(o);
+      return o;
     }
     if (ino > this.maxStoredIno) return undefined;
     const row = this.st.inode.get(ino) as InodeRow | undefined;
@@ -524,7 +521,7 @@ export class TreeDb {
 
   /** Inodes held in memory: the dirty ones and the working set. */
   get heldInodes(): number {
-    return this.dirty.size + this.cache.size;
+    return this.dirty.size + this.young.size + this.old.size;
   }
 
   // ---- writing -------------------------------------------------------------------------------
@@ -627,8 +624,9 @@ export class TreeDb {
     this.entryDeltas.clear();
     this.refDeltas.clear();
     this.nameDeltas.clear();
-    this.cache.clear();
-    this.cacheWeight = 0;
+    this.young = new Map();
+    this.old = new Map();
+    this.youngWeight = this.oldWeight = 0;
     this.weak.clear();
     this.maxStoredIno = Math.max(0, state.nextIno - 1);
   }
