@@ -160,7 +160,7 @@ describe('MetaStore automatic checkpoint', () => {
     ms.commit({ t: 'mk', parent: ROOT_INO, name: 'f', ino: 2, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms: 1 });
     // Large xattr values grow the journal quickly without many ops.
     const value = 'x'.repeat(64 * 1024);
-    const n = 140; // 140 * 64KiB is past the 8MiB limit
+    const n = 100; // 100 * 64KiB is past the 4 MiB limit, and not twice
     for (let i = 0; i < n; i++) ms.commit({ t: 'xattr', ino: 2, name: `user.v${i % 4}`, value: `${i}:${value}`, ms: 100 + i });
     ms.commit({ t: 'attr', ino: 2, mode: 0o600, ms: 1000 });
     await ms.flush(); // queued behind the checkpoint
@@ -172,7 +172,7 @@ describe('MetaStore automatic checkpoint', () => {
     const journals = (await readdir(dir)).filter((f) => f.startsWith('journal.'));
     assert.deepEqual(journals, [`journal.${state.gen}`], 'the old journal is gone');
     const journalBytes = (await stat(path.join(dir, journals[0]!))).size;
-    assert.ok(journalBytes < 8 * 1024 * 1024, `journal holds ${journalBytes} bytes after the checkpoint`);
+    assert.ok(journalBytes < 4 * 1024 * 1024, `journal holds ${journalBytes} bytes after the checkpoint`);
 
     await ms.sync();
     const crashed = (await MetaStore.load(await crashCopy()))!;

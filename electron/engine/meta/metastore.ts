@@ -70,7 +70,8 @@ function treeOf(file: string, snap: PersistedState): Tree {
   }
 }
 
-const CHECKPOINT_JOURNAL_BYTES = 8 * 1024 * 1024;
+// A checkpoint writes only what changed, so a small journal costs little and bounds the changes held in memory.
+const CHECKPOINT_JOURNAL_BYTES = 4 * 1024 * 1024;
 
 /** What an older release's snapshot and journal hold (read to upgrade, or to inspect). */
 interface LegacyLoaded {
