@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { cpSync, readFileSync } from 'node:fs';
+import { crc32 } from 'node:zlib';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -242,6 +243,20 @@ describe('the local metadata database', () => {
     const clean = (await MetaStore.load(dir))!;
     assert.deepEqual(clean.pendingRemote, ms.pendingRemote);
     await clean.close();
+  });
+
+  it('the inspection (the checker) finds a chunk count that disagrees with the inodes', async () => {
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of manyFiles(2, 3)) ms.commit(op);
+    await ms.close();
+    assert.equal((await MetaStore.inspect(dir)).snapshotError, undefined);
+    const { openDatabase } = await import('../../electron/engine/meta/db');
+    const raw = openDatabase(TreeDb.fileIn(dir), { readOnly: false, mustExist: true });
+    // A valid row with a matching checksum, but a count no inode agrees with.
+    raw.prepare("UPDATE chunks SET n = 2, crc = ? WHERE name = 'c3'").run(crc32('c3:2'));
+    raw.close();
+    const seen = await MetaStore.inspect(dir);
+    assert.match(seen.snapshotError?.message ?? '', /chunk c3 is counted 2 times but named 1 times/);
   });
 
   it("upgrades an older release's snapshot and journal in place", async () => {

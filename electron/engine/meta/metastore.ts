@@ -245,6 +245,7 @@ export class MetaStore {
       const { db, state } = opened;
       atGen = state.gen;
       try {
+        db.verifyAll();
         tree = copyOf(db.tree(state));
         localOps.push(...db.pendingOps(state));
       } catch (err) {
