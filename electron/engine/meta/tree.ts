@@ -17,6 +17,11 @@
  * (`rm`, or `mv` over it) drops the inode and its chunk references only with its last name.
  * (A file deleted while open lives on without a name, but only in a separate local tree kept
  * by the VFS; see `addNameless`.)
+ *
+ * Every named inode other than the root has a home directory (`parentOf`): the directory that
+ * names it. An inode with several names (hard links) is named by several directories
+ * (`dirsOf`); its home is then one of them. The tree keeps both up to date as ops apply and
+ * derives them when loading a snapshot, so the snapshot format does not carry them.
  */
 
 import { UserError } from '../errors';
@@ -125,6 +130,10 @@ export class Tree {
   nextIno = ROOT_INO + 1;
   /** Reference counts of chunk names, for dedup and garbage collection. */
   readonly chunkRefs = new Map<string, number>();
+  /** Home directory of every named non-root inode (see `parentOf`). */
+  private readonly parents = new Map<number, number>();
+  /** For inodes named more than once: how many of their names each directory holds. */
+  private readonly linkDirs = new Map<number, Map<number, number>>();
 
   constructor(readonly chunkSize: number) {}
 
@@ -157,7 +166,57 @@ export class Tree {
       for (const c of inode.chunks ?? []) if (c) t.ref(c[0], 1);
     }
     if (!t.inodes.has(ROOT_INO)) throw new Error('snapshot has no root directory');
+    for (const dir of t.inodes.values()) {
+      if (dir.entries) for (const child of dir.entries.values()) t.addName(child, dir.ino);
+    }
     return t;
+  }
+
+  /**
+   * The home directory of `ino`: the directory that names it; for an inode with several names,
+   * the directory of one of them (see `dirsOf`). Undefined for the root and unknown or nameless
+   * inodes.
+   */
+  parentOf(ino: number): number | undefined {
+    return this.parents.get(ino);
+  }
+
+  /** Every directory that names `ino` (more than one only for hard links), ascending. */
+  dirsOf(ino: number): number[] {
+    const dirs = this.linkDirs.get(ino);
+    if (dirs) return [...dirs.keys()].sort((a, b) => a - b);
+    const p = this.parents.get(ino);
+    return p === undefined ? [] : [p];
+  }
+
+  /** Records that directory `dir` gained a name for `ino`. */
+  private addName(ino: number, dir: number): void {
+    const home = this.parents.get(ino);
+    if (home === undefined) {
+      this.parents.set(ino, dir);
+      return;
+    }
+    let dirs = this.linkDirs.get(ino);
+    if (!dirs) this.linkDirs.set(ino, (dirs = new Map([[home, 1]])));
+    dirs.set(dir, (dirs.get(dir) ?? 0) + 1);
+  }
+
+  /** Records that directory `dir` lost a name for `ino` (its last one: the inode is gone). */
+  private dropName(ino: number, dir: number): void {
+    const dirs = this.linkDirs.get(ino);
+    if (!dirs) {
+      this.parents.delete(ino);
+      return;
+    }
+    const n = (dirs.get(dir) ?? 0) - 1;
+    if (n > 0) dirs.set(dir, n);
+    else dirs.delete(dir);
+    let left = 0;
+    for (const c of dirs.values()) left += c;
+    if (left <= 1) this.linkDirs.delete(ino);
+    const first = dirs.keys().next();
+    if (first.done) this.parents.delete(ino);
+    else if (!dirs.has(this.parents.get(ino) ?? -1)) this.parents.set(ino, first.value);
   }
 
   snapshot(): TreeSnapshot {
@@ -219,6 +278,9 @@ export class Tree {
     const inode = this.inodes.get(ino);
     if (!inode) return;
     for (const c of inode.chunks ?? []) if (c) this.ref(c[0], -1);
+    // Only a replay of odd ops removes a directory that still names something: its children
+    // lose that name as a snapshot taken now would show them.
+    if (inode.entries) for (const child of inode.entries.values()) this.dropName(child, ino);
     this.inodes.delete(ino);
   }
 
@@ -284,6 +346,7 @@ export class Tree {
         if ((op.kind === 'chardev' || op.kind === 'blockdev') && op.rdev !== undefined) inode.rdev = op.rdev;
         this.inodes.set(op.ino, inode);
         parent.entries.set(op.name, op.ino);
+        this.addName(op.ino, op.parent);
         parent.mtimeMs = parent.ctimeMs = op.ms;
         if (op.ino >= this.nextIno) this.nextIno = op.ino + 1;
         return [];
@@ -293,6 +356,7 @@ export class Tree {
         const ino = parent?.entries?.get(op.name);
         if (!parent?.entries || ino === undefined) return [];
         parent.entries.delete(op.name);
+        this.dropName(ino, op.parent);
         parent.mtimeMs = parent.ctimeMs = op.ms;
         return this.unname(ino, op.ms);
       }
@@ -301,6 +365,7 @@ export class Tree {
         const inode = this.inodes.get(op.ino);
         if (!parent?.entries || parent.entries.has(op.name) || !inode || inode.kind === 'dir') return [];
         parent.entries.set(op.name, op.ino);
+        this.addName(op.ino, op.parent);
         parent.mtimeMs = parent.ctimeMs = op.ms;
         inode.nlink = Tree.namesOf(inode) + 1;
         inode.ctimeMs = op.ms;
@@ -314,9 +379,12 @@ export class Tree {
         const existing = dp.entries.get(op.dn);
         // Two names of one inode: rename(2) does nothing.
         if (existing === ino) return [];
+        if (existing !== undefined) this.dropName(existing, op.dp);
         const released = existing !== undefined ? this.unname(existing, op.ms) : [];
         sp.entries.delete(op.sn);
         dp.entries.set(op.dn, ino);
+        this.dropName(ino, op.sp);
+        this.addName(ino, op.dp);
         sp.mtimeMs = sp.ctimeMs = op.ms;
         dp.mtimeMs = dp.ctimeMs = op.ms;
         const moved = this.inodes.get(ino);
