@@ -102,9 +102,39 @@ export function pageSeqOf(key: string): number {
   return Number(tail.slice(0, tail.indexOf('-')));
 }
 
+/** The fields of a record in the order pages hold them, so equal records serialize equal. */
+const RECORD_FIELDS = [
+  'ino',
+  'kind',
+  'mode',
+  'uid',
+  'gid',
+  'size',
+  'atimeMs',
+  'mtimeMs',
+  'ctimeMs',
+  'target',
+  'rdev',
+  'chunks',
+  'xattrs',
+  'nlink',
+] as const;
+
+/**
+ * `inode` without its entries, its fields in a fixed order (and xattrs by name): a page's
+ * content hash must not depend on the order in which an inode's fields happened to be set.
+ */
 export function recordOf(inode: Inode): InodeRecord {
-  const { entries: _entries, ...rest } = inode;
-  return rest;
+  const out: Record<string, unknown> = {};
+  for (const f of RECORD_FIELDS) if (inode[f] !== undefined) out[f] = inode[f];
+  if (inode.xattrs) {
+    const x: Record<string, string> = {};
+    for (const n of Object.keys(inode.xattrs).sort()) x[n] = inode.xattrs[n]!;
+    out.xattrs = x;
+  }
+  for (const f of Object.keys(inode).sort())
+    if (!(f in out) && f !== 'entries') out[f] = (inode as unknown as Record<string, unknown>)[f];
+  return out as unknown as InodeRecord;
 }
 
 /** Key for content hashes, derived from the metadata key. */
