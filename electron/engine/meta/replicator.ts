@@ -159,6 +159,9 @@ export class Replicator {
   /** Writes a checkpoint of the tree if every op is pushed (the tree then equals the bucket's). */
   async checkpointNow(): Promise<void> {
     if (this.meta.pendingRemote.length > 0 || this.conflict) return;
+    // A paged checkpoint is the writer's (it raises the header's format and its pages build on
+    // its last one); a follower's tree is the writer's, which checkpoints it.
+    if (this.paged && !this.writer()) return;
     const seq = this.meta.remoteSeq;
     if (this.paged) await this.writePaged(seq, this.paged);
     else await this.remote.writeCheckpoint(seq, this.meta.tree.snapshot());
