@@ -25,7 +25,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, decodeChunk } from './chunk/format';
-import { FORMAT_COMPACTED, FORMAT_PAGES, FilespaceHeader } from './filespace';
+import { FORMAT_COMPACTED, FORMAT_PAGES, FilespaceHeader, HEADER_KEY } from './filespace';
 import { PAGE_PREFIX, isManifest } from './meta/pages';
 import { MetaStore, inodesChangedBy } from './meta/metastore';
 import { readCacheFile } from './cache/chunkCache';
@@ -156,6 +156,14 @@ async function checkPages(
   const pages = await store.list(PAGE_PREFIX);
   const named = new Set<string>();
   let manifests = 0;
+  // The header as the bucket holds it now (what another version would read), not as unlocked.
+  let format = header.format;
+  try {
+    const raw = JSON.parse((await store.get(HEADER_KEY))?.body.toString('utf8') ?? '{}') as { format?: unknown };
+    if (typeof raw.format === 'number') format = raw.format;
+  } catch {
+    // Unreadable now: the unlocked one stands.
+  }
   for (const key of await store.list(CKPT_PREFIX)) {
     let ck;
     try {
@@ -166,9 +174,9 @@ async function checkPages(
     }
     if (!ck || !isManifest(ck)) continue;
     manifests++;
-    if (header.format < FORMAT_PAGES)
+    if (format < FORMAT_PAGES)
       problems.push(
-        `bucket: metadata checkpoint ${key} is paged, but filespace.json is of format ${header.format} (paged checkpoints need ${FORMAT_PAGES}): an older version of Filespace would misread it`,
+        `bucket: metadata checkpoint ${key} is paged, but filespace.json is of format ${format} (paged checkpoints need ${FORMAT_PAGES}): an older version of Filespace would misread it`,
       );
     for (const ref of ck.pages) {
       named.add(ref.key);

@@ -17,6 +17,7 @@ import {
 import { CKPT_PREFIX, RemoteMeta, seqKey } from '../../electron/engine/meta/remote';
 import { Inode, MetaOp, ROOT_INO, Tree, TreeSnapshot } from '../../electron/engine/meta/tree';
 import { MemoryStore } from '../../electron/engine/store/memory';
+import { seal } from '../../electron/engine/chunk/crypto';
 
 const CS = 1024;
 const KEY = randomBytes(32);
@@ -125,7 +126,7 @@ describe('paged checkpoints: split and read back', () => {
     ]);
   });
 
-  it('a missing page makes the load list again; a damaged or swapped page passes the checkpoint over for an older one', async () => {
+  it('a missing page makes the load list again; a damaged or swapped page, or one of other content, passes the checkpoint over for an older one', async () => {
     const store = new MemoryStore();
     const remote = new RemoteMeta(store, KEY, ID);
     const t = richTree(10);
@@ -146,6 +147,14 @@ describe('paged checkpoints: split and read back', () => {
     assert.deepEqual(tolerant.damage.checkpoints, [seqKey(CKPT_PREFIX, 4)]);
     await store.put(newKey, saved);
     assert.deepEqual(canonical((await remote.load(CS)).tree), canonical(t));
+    // A manifest that names an older page of the same directory (authentic, but other content).
+    const m4key = seqKey(CKPT_PREFIX, 4);
+    const m4 = (await remote.readCheckpoint(m4key)) as Manifest;
+    const stale = { ...m4, pages: m4.pages.map((p) => (p.key === newKey ? { ...p, key: oldKey } : p)) };
+    await store.put(m4key, seal(KEY, Buffer.from(JSON.stringify(stale)), `meta:${m4key}`));
+    const passedOver = await remote.loadTolerant(CS);
+    assert.equal(passedOver.seq, 3);
+    assert.deepEqual(passedOver.damage.checkpoints, [m4key]);
   });
 });
 

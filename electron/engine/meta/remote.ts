@@ -59,7 +59,18 @@ import { EngineErrorCode, UserError } from '../errors';
 import { ObjectStore, StoreError } from '../store/types';
 import { formatSize } from '../util/sizes';
 import { MetaOp, Tree, TreeSnapshot } from './tree';
-import { CheckpointPlan, Manifest, Page, PageRef, assemble, directoryPages, isManifest, pageMatches } from './pages';
+import {
+  CheckpointPlan,
+  Manifest,
+  Page,
+  PageRef,
+  assemble,
+  directoryPages,
+  isManifest,
+  pageHash,
+  pageHashKey,
+  pageMatches,
+} from './pages';
 
 export const LOG_PREFIX = 'meta/log/';
 export const CKPT_PREFIX = 'meta/ckpt/';
@@ -309,13 +320,27 @@ export class RemoteMeta {
    * does not open or is not the page `ref` says (a swapped page).
    */
   async readPage(ref: PageRef): Promise<Page> {
-    const page = await this.getJson<Page>(ref.key);
-    if (!page) throw new PageGoneError(`metadata page ${ref.key} is gone`);
-    if (!pageMatches(ref, page)) {
-      throw new DamagedMetadataError(ref.key, `the metadata page ${ref.key} in the bucket is not the page its checkpoint names`);
+    const got = await this.store.get(ref.key);
+    if (!got) throw new PageGoneError(`metadata page ${ref.key} is gone`);
+    const damaged = (why: string) =>
+      new DamagedMetadataError(ref.key, `the metadata page ${ref.key} in the bucket is damaged (${why})`);
+    let body: Buffer;
+    let page: Page;
+    try {
+      body = open(this.metaKey, got.body, `meta:${ref.key}`, `metadata object ${ref.key}`);
+      page = JSON.parse(body.toString('utf8')) as Page;
+    } catch (err) {
+      if (!(err instanceof AuthError || err instanceof SyntaxError)) throw err;
+      throw damaged(err.message);
     }
+    // The content hash: a manifest naming a page of other content (an older one) is caught too.
+    this.hashKey ??= pageHashKey(this.metaKey);
+    if (pageHash(this.hashKey, body) !== ref.hash || !pageMatches(ref, page))
+      throw damaged('it is not the page its checkpoint names');
     return page;
   }
+
+  private hashKey: Buffer | undefined;
 
   /** Reads every page `refs` names (bounded parallel GETs). */
   async readPages(refs: readonly PageRef[]): Promise<Map<string, Page>> {
