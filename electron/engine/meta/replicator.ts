@@ -156,15 +156,27 @@ export class Replicator {
     this.progress.notify();
   }
 
-  /** Writes a checkpoint of the tree if every op is pushed (the tree then equals the bucket's). */
-  async checkpointNow(): Promise<void> {
+  /**
+   * Writes a checkpoint of the tree if every op is pushed (the tree then equals the bucket's).
+   * One at a time: a paged checkpoint builds on the one before it.
+   */
+  checkpointNow(): Promise<void> {
+    const run = this.checkpointing.then(() => this.checkpointOnce());
+    this.checkpointing = run.catch(() => undefined);
+    return run;
+  }
+
+  private checkpointing: Promise<void> = Promise.resolve();
+
+  private async checkpointOnce(): Promise<void> {
     if (this.meta.pendingRemote.length > 0 || this.conflict) return;
     // A paged checkpoint is the writer's (it raises the header's format and its pages build on
     // its last one); a follower's tree is the writer's, which checkpoints it.
     if (this.paged && !this.writer()) return;
     const seq = this.meta.remoteSeq;
-    if (this.paged) await this.writePaged(seq, this.paged);
-    else await this.remote.writeCheckpoint(seq, this.meta.tree.snapshot());
+    if (this.paged) {
+      if (!(await this.writePaged(seq, this.paged))) return;
+    } else await this.remote.writeCheckpoint(seq, this.meta.tree.snapshot());
     this.segmentsSinceCheckpoint = 0;
     // Older snapshots are dead weight (each is the whole tree); failing to delete them costs
     // only storage, and the next checkpoint tries again.
@@ -173,7 +185,8 @@ export class Replicator {
       .catch((err) => this.log(`could not delete old metadata checkpoints: ${(err as Error).message}`));
   }
 
-  private async writePaged(seq: number, paged: NonNullable<Replicator['paged']>): Promise<void> {
+  /** Writes a paged checkpoint of segment `seq`; false when the tree moved on meanwhile (none written). */
+  private async writePaged(seq: number, paged: NonNullable<Replicator['paged']>): Promise<boolean> {
     await paged.before();
     const { writer } = paged;
     const tree = this.meta.tree;
@@ -183,11 +196,13 @@ export class Replicator {
       if (!writer.tracks(tree, seq)) writer.adopt(await this.remote.newestManifest());
       if (this.meta.pendingRemote.length > 0 || this.meta.tree !== tree || this.meta.remoteSeq !== seq) {
         writer.reset(); // changed while reading: the next checkpoint does it
-        return;
+        return false;
       }
       const plan = writer.plan(tree, seq, paged.identity);
+      // Already there (an earlier run's): the same tree, but other pages than this plan's.
       if (await this.remote.writePagedCheckpoint(plan)) writer.planned();
       else writer.reset();
+      return true;
     } catch (err) {
       writer.reset();
       throw err;
