@@ -25,8 +25,8 @@
  * not named by the op). A recomputed page whose content hash equals the previous one keeps its
  * key. When the writer cannot know what changed (its first checkpoint after it started, or
  * after the tree was reloaded or changed by anyone but its own pushes), it recomputes every
- * page against the newest manifest in the bucket and still reuses every page whose hash
- * matches: a restart costs CPU, not uploads. The hash comparison alone decides what is
+ * page against the newest manifest in the bucket (read once, or the one it last wrote) and
+ * still reuses every page whose hash matches: a restart costs CPU, not uploads. The hash comparison alone decides what is
  * written; the dirty set only bounds what is recomputed.
  *
  * Reading (`assemble`): the manifest and every page it names give the same tree (the same
@@ -265,8 +265,25 @@ export class PageWriter {
     this.linksTouched = false;
   }
 
+  /**
+   * Forgets what changed and the manifest it compares with: the next plan needs `adopt` (after
+   * a checkpoint that failed or found another one of its sequence number in the bucket).
+   */
+  forget(): void {
+    this.reset();
+    this.baseline = false;
+  }
+
+  /** Whether the refs of the newest manifest in the bucket are known (`adopt`, or the last plan written). */
+  get hasBaseline(): boolean {
+    return this.baseline;
+  }
+
+  private baseline = false;
+
   /** Uses `manifest` (the newest in the bucket) as what the next full plan compares with. */
   adopt(manifest: Manifest | undefined): void {
+    this.baseline = true;
     this.byDir = new Map();
     this.byLink = new Map();
     this.linkInos = new Map();
@@ -450,6 +467,7 @@ export class PageWriter {
     this.byLink = p.byLink;
     this.linkInos = p.linkInos;
     this.based = this.noted !== undefined;
+    this.baseline = true;
   }
 }
 

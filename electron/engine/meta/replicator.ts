@@ -193,18 +193,16 @@ export class Replicator {
     try {
       // Not knowing what changed since its last checkpoint, the writer compares every page
       // with the newest manifest in the bucket, and writes only those that differ.
-      if (!writer.tracks(tree, seq)) writer.adopt(await this.remote.newestManifest());
-      if (this.meta.pendingRemote.length > 0 || this.meta.tree !== tree || this.meta.remoteSeq !== seq) {
-        writer.reset(); // changed while reading: the next checkpoint does it
-        return false;
-      }
+      if (!writer.tracks(tree, seq) && !writer.hasBaseline) writer.adopt(await this.remote.newestManifest());
+      // Changed while reading: the next checkpoint compares with the manifest just read.
+      if (this.meta.pendingRemote.length > 0 || this.meta.tree !== tree || this.meta.remoteSeq !== seq) return false;
       const plan = writer.plan(tree, seq, paged.identity);
       // Already there (an earlier run's): the same tree, but other pages than this plan's.
       if (await this.remote.writePagedCheckpoint(plan)) writer.planned();
-      else writer.reset();
+      else writer.forget();
       return true;
     } catch (err) {
-      writer.reset();
+      writer.forget();
       throw err;
     }
   }
