@@ -10,7 +10,10 @@
  * what it holds up. Snapshots (meta/snapshots.ts): each record and tree must open and be well
  * formed, and every chunk a snapshot names must exist (with `deep`, decode to its name); a
  * damaged one is a problem naming it. Chunks a snapshot names are not garbage. The log's
- * layout must agree with its compaction mark (`checkLogLayout`). Local (only while not mounted): the snapshot and the journal must be
+ * layout must agree with its compaction mark (`checkLogLayout`). Paged checkpoints
+ * (`checkPages`): every page a kept manifest names must exist, open, and be the page the
+ * manifest says it is; pages no kept manifest names are garbage compaction deletes after its
+ * grace (a note, not a problem); manifests need a header of format 4. Local (only while not mounted): the snapshot and the journal must be
  * readable (a damaged journal is reported with what the records after the damage change and
  * the dirty chunks waiting; `filespace repair` is the way out), the tree must be well formed
  * and name only chunks the bucket has, every dirty chunk must belong to a live file (or is
@@ -22,12 +25,13 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, decodeChunk } from './chunk/format';
-import { FORMAT_COMPACTED, FilespaceHeader } from './filespace';
+import { FORMAT_COMPACTED, FORMAT_PAGES, FilespaceHeader, HEADER_KEY } from './filespace';
+import { PAGE_PREFIX, isManifest } from './meta/pages';
 import { MetaStore, inodesChangedBy } from './meta/metastore';
 import { readCacheFile } from './cache/chunkCache';
 import { ReceivedIO } from './cache/received';
 import { SealedIO, logicalSize } from './cache/sealed';
-import { CKPT_PREFIX, LOG_PREFIX, RemoteMeta, seqOf } from './meta/remote';
+import { CKPT_PREFIX, DamagedMetadataError, LOG_PREFIX, PageGoneError, RemoteMeta, seqOf } from './meta/remote';
 import { SnapshotStore, chunksOf } from './meta/snapshots';
 import { INODE_KINDS, ROOT_INO, Tree, isSpecialKind, pathsOf } from './meta/tree';
 import { countDirtyChunks, damageSummary } from './repair';
@@ -140,6 +144,61 @@ async function checkLogLayout(
   );
 }
 
+/** The pages of paged checkpoints (see the module header). */
+async function checkPages(
+  store: ObjectStore,
+  keys: Keys,
+  header: FilespaceHeader,
+  problems: string[],
+  notes: string[],
+): Promise<void> {
+  const remote = new RemoteMeta(store, keys.metaKey, header);
+  const pages = await store.list(PAGE_PREFIX);
+  const named = new Set<string>();
+  let manifests = 0;
+  // The header as the bucket holds it now (what another version would read), not as unlocked.
+  let format = header.format;
+  try {
+    const raw = JSON.parse((await store.get(HEADER_KEY))?.body.toString('utf8') ?? '{}') as { format?: unknown };
+    if (typeof raw.format === 'number') format = raw.format;
+  } catch {
+    // Unreadable now: the unlocked one stands.
+  }
+  for (const key of await store.list(CKPT_PREFIX)) {
+    let ck;
+    try {
+      ck = await remote.readCheckpoint(key);
+    } catch (err) {
+      if (err instanceof DamagedMetadataError) continue; // reported with the load
+      throw err;
+    }
+    if (!ck || !isManifest(ck)) continue;
+    manifests++;
+    if (format < FORMAT_PAGES)
+      problems.push(
+        `bucket: metadata checkpoint ${key} is paged, but filespace.json is of format ${format} (paged checkpoints need ${FORMAT_PAGES}): an older version of Filespace would misread it`,
+      );
+    for (const ref of ck.pages) {
+      named.add(ref.key);
+      try {
+        await remote.readPage(ref);
+      } catch (err) {
+        if (err instanceof DamagedMetadataError)
+          problems.push(`bucket: metadata page ${ref.key} (named by checkpoint ${key}) is damaged: ${err.message}`);
+        else if (err instanceof PageGoneError)
+          problems.push(`bucket: metadata checkpoint ${key} names page ${ref.key}, which is not in the bucket`);
+        else throw err;
+      }
+    }
+  }
+  const unnamed = pages.filter((k) => !named.has(k)).length;
+  if (manifests + pages.length > 0)
+    notes.push(
+      `bucket: ${manifests} paged checkpoint(s) naming ${named.size} page(s)` +
+        (unnamed > 0 ? `; ${unnamed} page(s) no kept checkpoint names (left for compaction to delete)` : ''),
+    );
+}
+
 export async function checkFilespace(opts: {
   store: ObjectStore;
   keys: Keys;
@@ -173,6 +232,7 @@ export async function checkFilespace(opts: {
   problems.push(...checkTree(remoteTree, 'bucket'));
   say('checking the metadata log in the bucket');
   await checkLogLayout(store, keys, header, seq, damage.segment !== undefined, problems, notes);
+  await checkPages(store, keys, header, problems, notes);
   say('listing chunks in the bucket');
   const inBucket = new Set((await store.list('chunks/')).map((k) => k.slice(k.lastIndexOf('/') + 1)));
   const remoteRefs = referenced(remoteTree);

@@ -45,7 +45,15 @@ import { ChunkCache } from './cache/chunkCache';
 import { DirtyStore } from './cache/dirty';
 import { Keys } from './chunk/crypto';
 import { EngineSettings, resolveSettings } from './config';
-import { FORMAT_COMPACTED, FORMAT_LINKS, FilespaceHeader, HEADER_KEY, raiseHeaderFormat, sealHeaderWhenBound } from './filespace';
+import {
+  FORMAT_COMPACTED,
+  FORMAT_LINKS,
+  FORMAT_PAGES,
+  FilespaceHeader,
+  HEADER_KEY,
+  raiseHeaderFormat,
+  sealHeaderWhenBound,
+} from './filespace';
 import { MetaStore } from './meta/metastore';
 import { RemoteMeta } from './meta/remote';
 import { Machine } from './meta/lease';
@@ -67,6 +75,7 @@ import {
 } from './meta/snapshots';
 import { SnapshotFs } from './vfs/snapshotFs';
 import { Replicator } from './meta/replicator';
+import { PageWriter, pageHashKey } from './meta/pages';
 import { Compactor } from './meta/compaction';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { MonitoredStore } from './store/monitored';
@@ -200,6 +209,11 @@ export class Engine {
       () => this.role.beforePush(),
       () => publishableOps(meta, this.vfs.unsent),
       () => this.role.confirmPushed(),
+      {
+        writer: new PageWriter(pageHashKey(opts.keys.metaKey)),
+        identity: { id: opts.header.id, chunkSize: opts.header.chunkSize },
+        before: () => this.raiseFormat(FORMAT_PAGES, 'its metadata checkpoints are now paged'),
+      },
     );
     this.role = new MachineRole({
       mode: opts.mode ?? 'write',

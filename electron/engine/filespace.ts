@@ -31,7 +31,11 @@
  * compaction mark, because a version that does not know the mark would take the first gap in
  * the log for its end (a follower would stop following without a word; a writer with a copy
  * from before the gap would write into it and lose its changes). Formats are levels: 3 allows
- * links too. A format newer than this version knows is refused with one line saying so.
+ * links too. Format 4: the metadata checkpoints may be paged (a manifest naming pages, see
+ * meta/pages.ts); the writer raises the header to it before it writes its first paged
+ * checkpoint, since a version that reads only whole-tree checkpoints would fail on a manifest.
+ * Format-3 metadata (whole-tree checkpoints) reads unchanged as format 4. A format newer than
+ * this version knows is refused with one line saying so.
  */
 
 import { randomUUID } from 'node:crypto';
@@ -48,11 +52,13 @@ export const HEADER_KEY = 'filespace.json';
 const MIN_CHUNK = 64 * 1024;
 const MAX_CHUNK = 64 * 1024 * 1024;
 /** The newest header format this version reads (see the module header). */
-export const FORMAT_NEWEST = 3;
+export const FORMAT_NEWEST = 4;
 /** The format a filespace needs once its metadata holds hard links. */
 export const FORMAT_LINKS = 2;
 /** The format a filespace needs once its metadata log may have been compacted. */
 export const FORMAT_COMPACTED = 3;
+/** The format a filespace needs once its metadata checkpoints may be paged. */
+export const FORMAT_PAGES = 4;
 
 const kdfSchema = z.object({
   alg: z.literal('scrypt'),

@@ -4,7 +4,8 @@
  * one name read through another, also through a handle opened before the write); removing a
  * name keeps the others, and the last one frees the data (garbage collection then leaves no
  * chunk of it in the bucket). A filespace created at format 1 with files in it takes its first
- * link after a remount and its header then says format 2. A follower, a remount and a machine
+ * link after a remount; its header then says a format that allows links (4: the first paged
+ * checkpoint, at the unmount before, raised it from 1). A follower, a remount and a machine
  * linking from the bucket see the same names, numbers and content, and `filespace check`
  * finds nothing wrong.
  */
@@ -114,7 +115,7 @@ describe('hard links', () => {
     await bed.stop();
   });
 
-  it('ln and cp -al share inodes as on a local disk, here, on a follower, after a remount and on a new machine; the header rises to format 2', async () => {
+  it('ln and cp -al share inodes as on a local disk, here, on a follower, after a remount and on a new machine; the header allows them', async () => {
     const settings = { 'lease-ttl': '3s', 'follow-interval': '500ms', 'upload-delay': '0s' };
     const a = await bed.filespace({ chunkSize: '1MiB', settings });
     // A filespace as the release before links wrote it: format 1, with a file in it.
@@ -125,7 +126,8 @@ describe('hard links', () => {
     await a.unmount();
     await a.mount();
     assert.equal(await fsp.readFile(path.join(a.mnt, 'old'), 'utf8'), 'written before links');
-    assert.equal(await headerFormat(bed, a.bucket), 1, 'mounting and writing leave the format alone');
+    // The unmount's checkpoint was the first paged one: format 4, which allows links too.
+    assert.equal(await headerFormat(bed, a.bucket), 4, 'the first paged checkpoint raised the format');
 
     const b = await bed.link(await bed.machine('follower'), a.bucket);
     for (const [k, v] of Object.entries(settings)) await b.machine.ok('set', b.name, k, v);
@@ -138,7 +140,7 @@ describe('hard links', () => {
         const r = await run('sh', ['-c', MAKE], { cwd: dir });
         assert.equal(r.code, 0, `making links in ${dir} failed: ${r.stderr}`);
       }
-      assert.equal(await headerFormat(bed, a.bucket), 2, 'the first link raised the format');
+      assert.ok((await headerFormat(bed, a.bucket)) >= 2, 'the header allows links');
       const reference = await listing(local);
       assert.match(reference, /\.\/t\/b regular file 11 5 = \.\/backup\/a/);
       await sameListing(a.mnt, reference, 'the mount names and counts what a local disk does');

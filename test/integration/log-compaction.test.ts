@@ -89,7 +89,8 @@ describe('metadata log compaction', () => {
       );
       assert.ok(Math.max(...late) <= 40, `meta/ stays bounded: ${samples.join(',')}`);
       assert.ok(state.segments.length < state.head / 2, `segments were deleted: ${state.segments.length} of ${state.head}`);
-      assert.equal(await headerFormat(a.bucket), 3, 'the header says the log may be compacted');
+      // Paged checkpoints raise it to 4, which allows a compacted log too.
+      assert.ok((await headerFormat(a.bucket)) >= 3, 'the header says the log may be compacted');
       const mark = await markOf(a);
       assert.ok(mark > 0 && state.ckpts.some((c) => c >= mark), `a checkpoint covers the mark ${mark}: ${state.ckpts.join(',')}`);
       await a.sync();

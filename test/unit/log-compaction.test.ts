@@ -11,6 +11,7 @@ import { Compactor } from '../../electron/engine/meta/compaction';
 import { CKPT_PREFIX, LOG_PREFIX, RemoteMeta, seqKey } from '../../electron/engine/meta/remote';
 import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
 import { MemoryStore } from '../../electron/engine/store/memory';
+import { PAGE_PREFIX, PageWriter, pageHashKey, pageSeqOf } from '../../electron/engine/meta/pages';
 
 const CS = 64 * 1024;
 const W = { id: 'machine-a', epoch: 1 };
@@ -132,5 +133,48 @@ describe('metadata log compaction', () => {
     await remote.deleteSegmentsThrough(10);
     await store.delete(seqKey(CKPT_PREFIX, 10));
     await assert.rejects(remote.load(CS), /compacted past every checkpoint/, 'no checkpoint covers the mark: it says so');
+  });
+});
+
+describe('compaction of the pages of paged checkpoints', () => {
+  it('deletes a page only once no kept manifest has named it for the grace; leaves named pages and a checkpoint being written alone', async () => {
+    const store = new MemoryStore();
+    const key = randomBytes(32);
+    const remote = new RemoteMeta(store, key);
+    const writer = new PageWriter(pageHashKey(key));
+    const tree = Tree.create(CS, 1, 1, 1);
+    const dirOp: MetaOp = { t: 'mk', parent: ROOT_INO, name: 'd', ino: 2, kind: 'dir', mode: 0o755, uid: 1, gid: 1, ms: 1 };
+    const inD = (name: string, ino: number): MetaOp => ({ ...dirOp, parent: 2, name, ino, kind: 'file', mode: 0o644, ms: ino });
+    const ops: MetaOp[][] = [[dirOp, inD('a', 3)], [inD('b', 4)], [inD('c', 5)]];
+    const checkpoint = async (seq: number) => {
+      for (const op of ops[seq - 1]!) tree.apply(op);
+      writer.noteSegment(tree, seq, ops[seq - 1]!);
+      assert.ok(await remote.writePagedCheckpoint(writer.plan(tree, seq, undefined)));
+      writer.planned();
+      await remote.pruneCheckpoints();
+    };
+    writer.adopt(undefined);
+    await checkpoint(1); // pages of / and d at seq 1
+    await checkpoint(2); // both rewritten: the seq-1 pages are named by manifest 1 only (kept)
+    const clock = { now: 0 };
+    const c = compactor(store, remote, clock, []);
+    const pages1 = await store.list(PAGE_PREFIX);
+    assert.equal(pages1.length, 4);
+    await c.tick();
+    assert.deepEqual(await store.list(PAGE_PREFIX), pages1, 'all named by a kept manifest');
+    await checkpoint(3); // manifest 1 pruned: its pages are named by none
+    // A page of a checkpoint being written (above the newest manifest) is not garbage.
+    await store.put(`${PAGE_PREFIX}000000000004-cafe0000-0`, Buffer.from('x'));
+    await c.tick();
+    clock.now += GRACE - 1;
+    const round = await c.tick();
+    assert.equal(round.deletedPages, undefined, 'nothing before the grace');
+    assert.equal((await store.list(PAGE_PREFIX)).length, 7);
+    clock.now += 1;
+    assert.equal((await c.tick()).deletedPages, 2);
+    const left = await store.list(PAGE_PREFIX);
+    assert.ok(!left.some((k) => pageSeqOf(k) === 1), left.join(','));
+    assert.equal(left.length, 5);
+    assert.deepEqual((await remote.load(CS)).tree.lookup(2, 'c')?.ino, 5, 'the newest checkpoint still loads');
   });
 });

@@ -630,3 +630,111 @@ describe('Tree names and inodes (hard links)', () => {
     assert.deepEqual(checkTree(t, 'tree'), ['tree: inode 2 is named 3 times but counts 1 name(s)']);
   });
 });
+
+/** Directories naming each inode, recomputed from the entry tables: what `dirsOf` must say. */
+function namingDirs(t: Tree): Map<number, number[]> {
+  const m = new Map<number, number[]>();
+  for (const dir of t.inodes.values()) {
+    for (const child of dir.entries?.values() ?? []) {
+      const dirs = m.get(child) ?? [];
+      if (!dirs.includes(dir.ino)) dirs.push(dir.ino);
+      m.set(child, dirs);
+    }
+  }
+  for (const dirs of m.values()) dirs.sort((a, b) => a - b);
+  return m;
+}
+
+function assertHomes(t: Tree, label: string): void {
+  const want = namingDirs(t);
+  for (const ino of new Set([...t.inodes.keys(), ...want.keys()])) {
+    const dirs = want.get(ino) ?? [];
+    assert.deepEqual(t.dirsOf(ino), dirs, `${label}: dirs of ${ino}`);
+    const home = t.parentOf(ino);
+    if (dirs.length === 0) assert.equal(home, undefined, `${label}: home of ${ino}`);
+    else assert.ok(home !== undefined && dirs.includes(home), `${label}: home of ${ino} is ${home}, names in ${dirs.join(',')}`);
+  }
+}
+
+describe('Tree home directories (parentOf)', () => {
+  it('mk, mv within and across directories, and rm keep each inode’s home directory', () => {
+    const t = fresh();
+    t.apply(mk(ROOT_INO, 'a', 10, 'dir'));
+    t.apply(mk(ROOT_INO, 'b', 11, 'dir'));
+    t.apply(mk(10, 'f', 20));
+    t.apply(mk(10, 'sub', 21, 'dir'));
+    t.apply(mk(21, 'deep', 22));
+    assert.equal(t.parentOf(ROOT_INO), undefined);
+    assert.deepEqual([t.parentOf(10), t.parentOf(11), t.parentOf(20), t.parentOf(21), t.parentOf(22)], [1, 1, 10, 10, 21]);
+
+    t.apply({ t: 'mv', sp: 10, sn: 'f', dp: 10, dn: 'g', ms: 3 });
+    assert.equal(t.parentOf(20), 10);
+    t.apply({ t: 'mv', sp: 10, sn: 'g', dp: 11, dn: 'g', ms: 4 });
+    assert.equal(t.parentOf(20), 11);
+    // A directory moves with its contents: its children keep it as their home.
+    t.apply({ t: 'mv', sp: 10, sn: 'sub', dp: 11, dn: 'sub', ms: 5 });
+    assert.deepEqual([t.parentOf(21), t.parentOf(22)], [11, 21]);
+    // Renaming over a file: the replaced inode has no home any more, the moved one has the new one.
+    t.apply(mk(ROOT_INO, 'h', 23));
+    t.apply({ t: 'mv', sp: ROOT_INO, sn: 'h', dp: 11, dn: 'g', ms: 6 });
+    assert.deepEqual([t.parentOf(23), t.parentOf(20)], [11, undefined]);
+    t.apply({ t: 'rm', parent: 21, name: 'deep', ms: 7 });
+    assert.equal(t.parentOf(22), undefined);
+    assertHomes(t, 'after mk/mv/rm');
+    assertHomes(Tree.fromSnapshot(CS, t.snapshot()), 'loaded');
+  });
+
+  it('hard links: every naming directory is known; the home follows the names that are left', () => {
+    const t = fresh();
+    t.apply(mk(ROOT_INO, 'a', 10, 'dir'));
+    t.apply(mk(ROOT_INO, 'b', 11, 'dir'));
+    t.apply(mk(10, 'f', 20));
+    t.apply({ t: 'ln', ino: 20, parent: 11, name: 'f2', ms: 3 });
+    t.apply({ t: 'ln', ino: 20, parent: 11, name: 'f3', ms: 3 });
+    assert.deepEqual(t.dirsOf(20), [10, 11]);
+    assertHomes(t, 'three names');
+    assert.deepEqual(Tree.fromSnapshot(CS, t.snapshot()).dirsOf(20), [10, 11]);
+
+    // The name in the home directory goes: the home moves to a directory that still names it.
+    t.apply({ t: 'rm', parent: 10, name: 'f', ms: 4 });
+    assert.deepEqual(t.dirsOf(20), [11]);
+    assert.equal(t.parentOf(20), 11);
+    // One of two names in one directory moves away, then back; then only one name is left.
+    t.apply({ t: 'mv', sp: 11, sn: 'f2', dp: ROOT_INO, dn: 'top', ms: 5 });
+    assert.deepEqual(t.dirsOf(20), [ROOT_INO, 11]);
+    t.apply({ t: 'mv', sp: 11, sn: 'f3', dp: 10, dn: 'f', ms: 6 });
+    assert.deepEqual(t.dirsOf(20), [ROOT_INO, 10]);
+    t.apply({ t: 'rm', parent: ROOT_INO, name: 'top', ms: 7 });
+    assert.deepEqual(t.dirsOf(20), [10]);
+    assert.equal(t.parentOf(20), 10);
+    assert.equal(t.get(20)?.nlink, undefined);
+    // mv over a linked name keeps the inode named in the other directory.
+    t.apply({ t: 'ln', ino: 20, parent: 11, name: 'x', ms: 8 });
+    t.apply(mk(ROOT_INO, 'n', 21));
+    t.apply({ t: 'mv', sp: ROOT_INO, sn: 'n', dp: 10, dn: 'f', ms: 9 });
+    assert.deepEqual([t.dirsOf(20), t.dirsOf(21)], [[11], [10]]);
+    assertHomes(t, 'after links');
+  });
+
+  it('random op sequences keep homes equal to what the entry tables say, live and after loading', () => {
+    for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+      const ops = randomOps(seed, 1500);
+      const r = rng(seed + 100);
+      const t = fresh();
+      for (const op of ops) {
+        t.apply(op);
+        // Links as well, which randomOps does not make.
+        if (r() < 0.15)
+          t.apply({
+            t: 'ln',
+            ino: 2 + Math.floor(r() * 7),
+            parent: [1, 2, 3, 4][Math.floor(r() * 4)]!,
+            name: 'l' + Math.floor(r() * 3),
+            ms: 1,
+          });
+        assertHomes(t, `seed ${seed} after ${JSON.stringify(op)}`);
+      }
+      assertHomes(Tree.fromSnapshot(CS, t.snapshot()), `seed ${seed} loaded`);
+    }
+  });
+});

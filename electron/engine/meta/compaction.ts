@@ -25,16 +25,25 @@
  * renewal then succeeds, which it cannot once another machine took the lease. What it left in
  * the slot lies at or below the mark, where no reader looks, and the next round deletes it.
  *
+ * Pages of paged checkpoints (meta/page/, pages.ts) are shared by the manifests that name
+ * them, so they go by reference, not by sequence number: each round lists the kept manifests
+ * and the pages, and deletes a page once it has been named by no kept manifest for the grace
+ * period (on this machine's monotonic clock, from the round that first saw it so), since a
+ * reader that listed an older manifest may still be reading its pages. A page of a sequence
+ * number above the newest manifest's is a checkpoint being written (pages go before their
+ * manifest) and is left alone; while any checkpoint does not open, no page is deleted.
+ *
  * Snapshots keep their own trees (meta/snaptree/, meta/snapshots.ts) and GC its marks
  * (meta/gc-marks): neither names a segment or a checkpoint, so compaction deletes nothing
  * either needs. Followers and mounts that find their position below the mark reload from the
  * newest checkpoint (role.ts).
  *
  * Owns: the mark as this writer last read or wrote it, when it was written, and what of it
- * was deleted. Reached by the engine's timer; failures are logged and retried next round.
+ * was deleted; since when each unnamed page has been seen unnamed. Reached by the engine's timer; failures are logged and retried next round.
  */
 
-import { CompactionView, CKPT_PREFIX, RemoteMeta, SegmentWriter, seqOf } from './remote';
+import { CompactionView, CKPT_PREFIX, DamagedMetadataError, RemoteMeta, SegmentWriter, seqOf } from './remote';
+import { PAGE_PREFIX, isManifest, pageSeqOf } from './pages';
 import { ObjectStore } from '../store/types';
 
 export interface CompactorDeps {
@@ -63,6 +72,8 @@ export interface CompactionRound {
   /** Segments and checkpoints deleted this round. */
   readonly deletedSegments: number;
   readonly deletedCheckpoints: number;
+  /** Pages no kept manifest names, deleted this round (absent: none). */
+  readonly deletedPages?: number;
 }
 
 export class Compactor {
@@ -74,6 +85,8 @@ export class Compactor {
   private deletedUpTo = 0;
   private running: Promise<CompactionRound> | undefined;
   private readonly mono: () => number;
+  /** Pages named by no kept manifest, and since when this machine has seen them so. */
+  private readonly unnamedSince = new Map<string, number>();
 
   constructor(private readonly deps: CompactorDeps) {
     this.mono = deps.monotonic ?? (() => performance.now());
@@ -81,8 +94,56 @@ export class Compactor {
 
   /** One round (see the module header); concurrent calls share it. */
   tick(): Promise<CompactionRound> {
-    this.running ??= this.round().finally(() => (this.running = undefined));
+    this.running ??= this.roundWithPages().finally(() => (this.running = undefined));
     return this.running;
+  }
+
+  private async roundWithPages(): Promise<CompactionRound> {
+    const round = await this.round();
+    if (!this.deps.writer()) return round;
+    const deletedPages = await this.collectPages();
+    return deletedPages > 0 ? { ...round, deletedPages } : round;
+  }
+
+  /** Deletes the pages named by no kept manifest for the grace period (module header). */
+  private async collectPages(): Promise<number> {
+    const { deps } = this;
+    const pages = await deps.store.list(PAGE_PREFIX);
+    if (pages.length === 0) return 0;
+    const ckpts = await deps.store.list(CKPT_PREFIX);
+    const newest = ckpts.length > 0 ? seqOf(ckpts[ckpts.length - 1]!) : undefined;
+    if (newest === undefined) return 0;
+    const named = new Set<string>();
+    for (const key of ckpts) {
+      let ck;
+      try {
+        ck = await deps.remote.readCheckpoint(key);
+      } catch (err) {
+        if (err instanceof DamagedMetadataError) return 0; // it may name pages: delete none
+        throw err;
+      }
+      if (!ck) return 0; // pruned meanwhile: the next round looks again
+      if (isManifest(ck)) for (const p of ck.pages) named.add(p.key);
+    }
+    const now = this.mono();
+    const due: string[] = [];
+    const unnamed = new Set<string>();
+    for (const key of pages) {
+      if (named.has(key) || pageSeqOf(key) > newest) continue;
+      unnamed.add(key);
+      const since = this.unnamedSince.get(key) ?? now;
+      this.unnamedSince.set(key, since);
+      if (now - since >= deps.graceMs()) due.push(key);
+    }
+    for (const key of this.unnamedSince.keys()) if (!unnamed.has(key)) this.unnamedSince.delete(key);
+    if (due.length === 0) return 0;
+    await deps.beforeWrite();
+    for (const key of due) {
+      await deps.store.delete(key);
+      this.unnamedSince.delete(key);
+    }
+    deps.log(`deleted ${due.length} metadata page(s) that no kept checkpoint names`);
+    return due.length;
   }
 
   private async round(): Promise<CompactionRound> {

@@ -5,9 +5,14 @@
  * Layout under the filespace root:
  *   filespace.json           header: format, chunk size, KDF parameters, wrapped data key, seal
  *   meta/log/<seq>           sealed JSON {seq, ops}: the ops committed after segment seq-1
- *   meta/ckpt/<seq>          sealed JSON {seq, tree, filespace}: snapshot of the tree after
- *                            applying segments 1..seq, and the filespace id and chunk size it
- *                            was written for (checkpoints written before that carry none)
+ *   meta/ckpt/<seq>          sealed JSON: the tree after applying segments 1..seq, and the
+ *                            filespace id and chunk size it was written for (checkpoints
+ *                            written before that carry none). Either the whole tree
+ *                            {seq, tree, filespace} (format 3 and before, and a new filespace's
+ *                            first checkpoint), or a manifest {seq, filespace, nextIno, root,
+ *                            pages} naming the pages that hold the tree (format 4, pages.ts)
+ *   meta/page/<seq>-<run>-<n> sealed JSON: one page of a paged checkpoint (pages.ts), written
+ *                            once and named by as many manifests as it stays unchanged for
  * Sequence numbers are zero-padded to 12 digits so listings sort numerically. Segments and
  * checkpoints are created with If-None-Match so a segment number is written exactly once, and
  * every segment names its writer (machine id and lease epoch). A writer that finds its number
@@ -15,9 +20,11 @@
  * lease holder writes an empty fence segment after catching up, so an old holder that was
  * merely suspended collides with it on its next push.
  *
- * Checkpoints are snapshots of the whole tree, so only the newest `CHECKPOINTS_KEPT` stay:
- * the writer deletes older ones after writing a new one, and a loader that listed a checkpoint
- * deleted before it read it simply lists again.
+ * Only the newest `CHECKPOINTS_KEPT` checkpoints stay: the writer deletes older ones after
+ * writing a new one, and a loader that listed a checkpoint deleted before it read it (or one
+ * of whose pages is gone) simply lists again. Pages that no kept manifest names are deleted by
+ * compaction after its grace period (compaction.ts). A paged checkpoint's pages are written
+ * before its manifest, so a manifest never names a page that was not written.
  *
  * Log compaction (compaction.ts): the writer deletes the segments a kept checkpoint covers.
  *   meta/compacted           sealed JSON {upTo, writer, at}: segments 1..upTo may be gone
@@ -52,12 +59,35 @@ import { EngineErrorCode, UserError } from '../errors';
 import { ObjectStore, StoreError } from '../store/types';
 import { formatSize } from '../util/sizes';
 import { MetaOp, Tree, TreeSnapshot } from './tree';
+import {
+  CheckpointPlan,
+  Manifest,
+  Page,
+  PageRef,
+  assemble,
+  directoryPages,
+  isManifest,
+  pageHash,
+  pageHashKey,
+  pageMatches,
+} from './pages';
 
 export const LOG_PREFIX = 'meta/log/';
 export const CKPT_PREFIX = 'meta/ckpt/';
 export const COMPACTED_KEY = 'meta/compacted';
 /** Checkpoints kept in the bucket: the newest, and one before it in case the newest is damaged. */
 export const CHECKPOINTS_KEPT = 2;
+/** Pages read or written at a time. */
+const PAGE_PARALLEL = 8;
+
+/** Runs `fn` over `items`, at most `limit` at a time. */
+async function eachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
 
 export function seqKey(prefix: string, seq: number): string {
   return `${prefix}${String(seq).padStart(12, '0')}`;
@@ -119,11 +149,23 @@ export class HeaderMismatchError extends UserError {
   }
 }
 
-interface Checkpoint {
+interface WholeCheckpoint {
   readonly seq: number;
   readonly tree: TreeSnapshot;
   readonly filespace?: FilespaceIdentity;
 }
+
+type Checkpoint = WholeCheckpoint | Manifest;
+
+/** A checkpoint read whole: the tree it holds (from its pages, for a manifest). */
+interface LoadedCheckpoint {
+  readonly seq: number;
+  readonly tree: Tree;
+  readonly filespace?: FilespaceIdentity;
+}
+
+/** A page a manifest names is gone: the manifest was pruned meanwhile (list again). */
+export class PageGoneError extends Error {}
 
 /** What a tolerant `load` found damaged on its way (the checker reports it). */
 export interface RemoteDamage {
@@ -230,6 +272,90 @@ export class RemoteMeta {
       // A checkpoint for this seq already exists (written before a crash): same content by construction.
       if (!(err instanceof StoreError) || err.code !== 'PreconditionFailed') throw err;
     }
+  }
+
+  /**
+   * Writes a paged checkpoint as `plan` says: its new pages (at most `PAGE_PARALLEL` at a time),
+   * then its manifest. Resolves false when a checkpoint of that sequence number was already
+   * there (written by an earlier run: the same tree, but other pages, so the plan must not be
+   * the base of the next one).
+   */
+  async writePagedCheckpoint(plan: CheckpointPlan): Promise<boolean> {
+    await eachLimit(plan.write, PAGE_PARALLEL, async ({ ref, body }) => {
+      try {
+        await this.store.put(ref.key, seal(this.metaKey, body, `meta:${ref.key}`), { ifNoneMatch: '*' });
+      } catch (err) {
+        // The key is this run's own: a conflict is an earlier attempt of this PUT that succeeded.
+        if (!(err instanceof StoreError) || err.code !== 'PreconditionFailed') throw err;
+      }
+    });
+    const key = seqKey(CKPT_PREFIX, plan.manifest.seq);
+    try {
+      await this.store.put(key, this.sealJson(key, plan.manifest), { ifNoneMatch: '*' });
+      return true;
+    } catch (err) {
+      if (!(err instanceof StoreError) || err.code !== 'PreconditionFailed') throw err;
+      return false;
+    }
+  }
+
+  /** The newest checkpoint if it is a manifest that opens (what a writer's first paged checkpoint compares with). */
+  async newestManifest(): Promise<Manifest | undefined> {
+    const key = (await this.store.list(CKPT_PREFIX)).pop();
+    if (!key) return undefined;
+    const ck = await this.getJson<Checkpoint>(key).catch((err: unknown) => {
+      if (err instanceof DamagedMetadataError) return undefined;
+      throw err;
+    });
+    return ck && isManifest(ck) ? ck : undefined;
+  }
+
+  /** Reads checkpoint `key` (a manifest or a whole tree), undefined when it is gone. */
+  async readCheckpoint(key: string): Promise<Checkpoint | undefined> {
+    return this.getJson<Checkpoint>(key);
+  }
+
+  /**
+   * Reads the page `ref` names. PageGoneError when it is not there; DamagedMetadataError when it
+   * does not open or is not the page `ref` says (a swapped page).
+   */
+  async readPage(ref: PageRef): Promise<Page> {
+    const got = await this.store.get(ref.key);
+    if (!got) throw new PageGoneError(`metadata page ${ref.key} is gone`);
+    const damaged = (why: string) =>
+      new DamagedMetadataError(ref.key, `the metadata page ${ref.key} in the bucket is damaged (${why})`);
+    let body: Buffer;
+    let page: Page;
+    try {
+      body = open(this.metaKey, got.body, `meta:${ref.key}`, `metadata object ${ref.key}`);
+      page = JSON.parse(body.toString('utf8')) as Page;
+    } catch (err) {
+      if (!(err instanceof AuthError || err instanceof SyntaxError)) throw err;
+      throw damaged(err.message);
+    }
+    // The content hash: a manifest naming a page of other content (an older one) is caught too.
+    this.hashKey ??= pageHashKey(this.metaKey);
+    if (pageHash(this.hashKey, body) !== ref.hash || !pageMatches(ref, page))
+      throw damaged('it is not the page its checkpoint names');
+    return page;
+  }
+
+  private hashKey: Buffer | undefined;
+
+  /** Reads every page `refs` names (bounded parallel GETs). */
+  async readPages(refs: readonly PageRef[]): Promise<Map<string, Page>> {
+    const pages = new Map<string, Page>();
+    await eachLimit(refs, PAGE_PARALLEL, async (ref) => {
+      pages.set(ref.key, await this.readPage(ref));
+    });
+    return pages;
+  }
+
+  /** The pages of one directory in `manifest`, in name order (one directory fetched alone). */
+  async readDirectory(manifest: Manifest, dir: number): Promise<Page[]> {
+    const refs = directoryPages(manifest, dir);
+    const pages = await this.readPages(refs);
+    return refs.map((r) => pages.get(r.key)!);
   }
 
   /**
@@ -354,18 +480,28 @@ export class RemoteMeta {
     tolerant: boolean,
     round = 0,
   ): Promise<{ tree: Tree; seq: number; damage: RemoteDamage }> {
-    let ck: Checkpoint | undefined;
+    let ck: LoadedCheckpoint | undefined;
     const damagedCheckpoints = new Set<string>();
+    const pagesGone = new Set<string>();
     for (let attempt = 0; !ck; attempt++) {
       const ckpts = await this.store.list(CKPT_PREFIX);
       if (ckpts.length === 0) throw new Error('the bucket holds no metadata checkpoint for this filespace');
       let damaged: DamagedMetadataError | undefined;
       for (const key of ckpts.slice().reverse()) {
         try {
-          ck = await this.getJson<Checkpoint>(key);
+          ck = await this.loadCheckpoint(key, chunkSize);
         } catch (err) {
-          if (!(err instanceof DamagedMetadataError)) throw err;
-          damaged ??= err;
+          if (err instanceof PageGoneError && !pagesGone.has(key)) {
+            pagesGone.add(key);
+            break; // pruned meanwhile: list again
+          }
+          // Still listed with a page gone: as damaged as a checkpoint that does not open.
+          const bad =
+            err instanceof PageGoneError
+              ? new DamagedMetadataError(key, `the metadata checkpoint ${key} in the bucket is damaged (${err.message})`)
+              : err;
+          if (!(bad instanceof DamagedMetadataError)) throw bad;
+          damaged ??= bad;
           damagedCheckpoints.add(key);
           continue; // damaged: an older checkpoint plus more segments gives the same tree
         }
@@ -390,16 +526,35 @@ export class RemoteMeta {
     };
   }
 
+  /** Checkpoint `key` with its tree (read from its pages for a manifest); undefined when it is gone. */
+  private async loadCheckpoint(key: string, chunkSize: number): Promise<LoadedCheckpoint | undefined> {
+    const ck = await this.getJson<Checkpoint>(key);
+    if (!ck) return undefined;
+    const filespace = ck.filespace ? { filespace: ck.filespace } : {};
+    if (!isManifest(ck)) {
+      // Checked before the tree is built: a chunk size from another header must not be used.
+      this.checkIdentity(ck);
+      return { seq: ck.seq, tree: Tree.fromSnapshot(chunkSize, ck.tree), ...filespace };
+    }
+    this.checkIdentity(ck);
+    const pages = await this.readPages(ck.pages);
+    try {
+      return { seq: ck.seq, tree: assemble(chunkSize, ck, pages), ...filespace };
+    } catch (err) {
+      throw new DamagedMetadataError(key, `the metadata checkpoint ${key} in the bucket is damaged (${(err as Error).message})`);
+    }
+  }
+
   /**
    * The tree of checkpoint `ck` with the segments after it applied; undefined when the log was
    * compacted past the point reached meanwhile (the caller loads again from a newer checkpoint).
    */
   private async replay(
     chunkSize: number,
-    ck: Checkpoint,
+    ck: LoadedCheckpoint,
     tolerant: boolean,
   ): Promise<{ tree: Tree; seq: number; segment?: RemoteDamage['segment'] } | undefined> {
-    const tree = Tree.fromSnapshot(chunkSize, ck.tree);
+    const tree = ck.tree;
     let seq = ck.seq;
     let segment: RemoteDamage['segment'];
     for (;;) {
@@ -435,7 +590,7 @@ export class RemoteMeta {
   }
 
   /** A checkpoint that names its filespace must name the one of the header in use. */
-  private checkIdentity(ck: Checkpoint): void {
+  private checkIdentity(ck: { readonly filespace?: FilespaceIdentity }): void {
     const want = this.identity;
     const got = ck.filespace;
     if (!want || !got) return;

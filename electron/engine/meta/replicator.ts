@@ -16,11 +16,17 @@
  * otherwise write into a slot compaction emptied and believe it committed (compaction.ts says
  * why this closes it). A failed confirmation leaves the ops queued: lost lease, fenced as
  * above; no answer, retried (the retry finds its own segment and confirms again).
+ *
+ * Checkpoints are paged (pages.ts) when the engine gives `paged`: its hook raises the
+ * header's format first (once), and the page writer is told of every segment this replicator
+ * pushes, so a checkpoint rewrites only the pages those segments changed. Without it (tests,
+ * tools) a checkpoint is the whole tree, as in format 3.
  */
 
 import { MetaStore } from './metastore';
 import { LeaseLostError } from './lease';
-import { RemoteMeta, SegmentConflictError, SegmentWriter } from './remote';
+import { PageWriter } from './pages';
+import { FilespaceIdentity, RemoteMeta, SegmentConflictError, SegmentWriter } from './remote';
 import { isNoAnswer } from '../store/types';
 import { Signal, backoffMs } from '../util/concurrency';
 
@@ -52,6 +58,12 @@ export class Replicator {
     private readonly publishable: () => number = () => this.meta.pendingRemote.length,
     /** Resolves once a segment just written may count as committed (see the header); throws like `beforePush`. */
     private readonly afterPush: () => Promise<void> = () => Promise.resolve(),
+    /** Paged checkpoints: the page writer, the identity manifests carry, and what must happen before the first one. */
+    private readonly paged?: {
+      readonly writer: PageWriter;
+      readonly identity?: FilespaceIdentity;
+      readonly before: () => Promise<void>;
+    },
   ) {}
 
   /** Whether segments were pushed since the last checkpoint this machine wrote. */
@@ -98,6 +110,7 @@ export class Replicator {
         // After stop() the journal may be closed; the next start sees the segment and resumes.
         if (this.stopped) return;
         this.meta.markPushed(seq, count);
+        this.paged?.writer.noteSegment(this.meta.tree, seq, ops.slice(0, count));
         this.failures = 0;
         this.lastError = undefined;
         this.segmentsSinceCheckpoint++;
@@ -143,18 +156,55 @@ export class Replicator {
     this.progress.notify();
   }
 
-  /** Writes a checkpoint of the tree if every op is pushed (the tree then equals the bucket's). */
-  async checkpointNow(): Promise<void> {
+  /**
+   * Writes a checkpoint of the tree if every op is pushed (the tree then equals the bucket's).
+   * One at a time: a paged checkpoint builds on the one before it.
+   */
+  checkpointNow(): Promise<void> {
+    const run = this.checkpointing.then(() => this.checkpointOnce());
+    this.checkpointing = run.catch(() => undefined);
+    return run;
+  }
+
+  private checkpointing: Promise<void> = Promise.resolve();
+
+  private async checkpointOnce(): Promise<void> {
     if (this.meta.pendingRemote.length > 0 || this.conflict) return;
+    // A paged checkpoint is the writer's (it raises the header's format and its pages build on
+    // its last one); a follower's tree is the writer's, which checkpoints it.
+    if (this.paged && !this.writer()) return;
     const seq = this.meta.remoteSeq;
-    const snap = this.meta.tree.snapshot();
-    await this.remote.writeCheckpoint(seq, snap);
+    if (this.paged) {
+      if (!(await this.writePaged(seq, this.paged))) return;
+    } else await this.remote.writeCheckpoint(seq, this.meta.tree.snapshot());
     this.segmentsSinceCheckpoint = 0;
     // Older snapshots are dead weight (each is the whole tree); failing to delete them costs
     // only storage, and the next checkpoint tries again.
     await this.remote
       .pruneCheckpoints()
       .catch((err) => this.log(`could not delete old metadata checkpoints: ${(err as Error).message}`));
+  }
+
+  /** Writes a paged checkpoint of segment `seq`; false when the tree moved on meanwhile (none written). */
+  private async writePaged(seq: number, paged: NonNullable<Replicator['paged']>): Promise<boolean> {
+    await paged.before();
+    const { writer } = paged;
+    const tree = this.meta.tree;
+    try {
+      // Not knowing what changed since its last checkpoint, the writer compares every page
+      // with the newest manifest in the bucket, and writes only those that differ.
+      if (!writer.tracks(tree, seq) && !writer.hasBaseline) writer.adopt(await this.remote.newestManifest());
+      // Changed while reading: the next checkpoint compares with the manifest just read.
+      if (this.meta.pendingRemote.length > 0 || this.meta.tree !== tree || this.meta.remoteSeq !== seq) return false;
+      const plan = writer.plan(tree, seq, paged.identity);
+      // Already there (an earlier run's): the same tree, but other pages than this plan's.
+      if (await this.remote.writePagedCheckpoint(plan)) writer.planned();
+      else writer.forget();
+      return true;
+    } catch (err) {
+      writer.forget();
+      throw err;
+    }
   }
 
   async stop(): Promise<void> {

@@ -23,6 +23,11 @@
  * which keeps only a bounded working set in memory. The tree reaches its storage through
  * `TreeStorage`: `apply` reports every inode it changed (`touched`) and every directory entry
  * it added or removed (`entryChanged`), so a database-backed storage writes only what changed.
+ *
+ * Every named inode other than the root has a home directory (`parentOf`): the directory that
+ * names it. An inode with several names (hard links) is named by several directories
+ * (`dirsOf`); its home is then one of them. The tree keeps both up to date as ops apply and
+ * derives them when loading a snapshot, so the snapshot format does not carry them.
  */
 
 import { UserError } from '../errors';
@@ -184,6 +189,10 @@ export class Tree {
    */
   allocatedBytes = 0;
   dirs = 0;
+  /** Home directory of every named non-root inode, for a tree in memory (see `parentOf`). */
+  private readonly parents = new Map<number, number>();
+  /** For inodes named more than once: how many of their names each directory holds (in memory). */
+  private readonly linkDirs = new Map<number, Map<number, number>>();
 
   constructor(
     readonly chunkSize: number,
@@ -247,7 +256,61 @@ export class Tree {
       t.counted(inode, 1);
     }
     if (!t.inodes.has(ROOT_INO)) throw new Error('snapshot has no root directory');
+    for (const dir of t.inodes.values()) {
+      if (dir.entries) for (const child of dir.entries.values()) t.addName(child, dir.ino);
+    }
     return t;
+  }
+
+  /**
+   * The home directory of `ino`: the directory that names it; for an inode with several names,
+   * the directory of one of them (see `dirsOf`). Undefined for the root and unknown or nameless
+   * inodes.
+   */
+  parentOf(ino: number): number | undefined {
+    if (this.storage.dirsOf) return this.storage.dirsOf(ino)[0];
+    return this.parents.get(ino);
+  }
+
+  /** Every directory that names `ino` (more than one only for hard links), ascending. */
+  dirsOf(ino: number): number[] {
+    if (this.storage.dirsOf) return this.storage.dirsOf(ino);
+    const dirs = this.linkDirs.get(ino);
+    if (dirs) return [...dirs.keys()].sort((a, b) => a - b);
+    const p = this.parents.get(ino);
+    return p === undefined ? [] : [p];
+  }
+
+  /** Records that directory `dir` gained a name for `ino`. */
+  private addName(ino: number, dir: number): void {
+    if (this.storage.dirsOf) return; // the storage knows (see entryChanged)
+    const home = this.parents.get(ino);
+    if (home === undefined) {
+      this.parents.set(ino, dir);
+      return;
+    }
+    let dirs = this.linkDirs.get(ino);
+    if (!dirs) this.linkDirs.set(ino, (dirs = new Map([[home, 1]])));
+    dirs.set(dir, (dirs.get(dir) ?? 0) + 1);
+  }
+
+  /** Records that directory `dir` lost a name for `ino` (its last one: the inode is gone). */
+  private dropName(ino: number, dir: number): void {
+    if (this.storage.dirsOf) return;
+    const dirs = this.linkDirs.get(ino);
+    if (!dirs) {
+      this.parents.delete(ino);
+      return;
+    }
+    const n = (dirs.get(dir) ?? 0) - 1;
+    if (n > 0) dirs.set(dir, n);
+    else dirs.delete(dir);
+    let left = 0;
+    for (const c of dirs.values()) left += c;
+    if (left <= 1) this.linkDirs.delete(ino);
+    const first = dirs.keys().next();
+    if (first.done) this.parents.delete(ino);
+    else if (!dirs.has(this.parents.get(ino) ?? -1)) this.parents.set(ino, first.value);
   }
 
   /**
@@ -320,6 +383,14 @@ export class Tree {
     if (!inode) return;
     for (const c of inode.chunks ?? []) if (c) this.ref(c[0], -1);
     this.counted(inode, -1);
+    // Only a replay of odd ops removes a directory that still names something: its children
+    // lose that name as a snapshot taken now would show them.
+    if (inode.entries) {
+      for (const [name, child] of inode.entries) {
+        this.dropName(child, ino);
+        this.storage.entryChanged(ino, name, undefined, child);
+      }
+    }
     this.inodes.delete(ino);
   }
 
@@ -390,6 +461,7 @@ export class Tree {
         if ((op.kind === 'chardev' || op.kind === 'blockdev') && op.rdev !== undefined) inode.rdev = op.rdev;
         this.inodes.set(op.ino, inode);
         parent.entries.set(op.name, op.ino);
+        this.addName(op.ino, op.parent);
         parent.mtimeMs = parent.ctimeMs = op.ms;
         this.storage.entryChanged(parent.ino, op.name, op.ino, undefined);
         this.storage.touched(parent);
@@ -401,6 +473,7 @@ export class Tree {
         const ino = parent?.entries?.get(op.name);
         if (!parent?.entries || ino === undefined) return [];
         parent.entries.delete(op.name);
+        this.dropName(ino, op.parent);
         parent.mtimeMs = parent.ctimeMs = op.ms;
         this.storage.entryChanged(parent.ino, op.name, undefined, ino);
         this.storage.touched(parent);
@@ -411,6 +484,7 @@ export class Tree {
         const inode = this.inodes.get(op.ino);
         if (!parent?.entries || parent.entries.has(op.name) || !inode || inode.kind === 'dir') return [];
         parent.entries.set(op.name, op.ino);
+        this.addName(op.ino, op.parent);
         parent.mtimeMs = parent.ctimeMs = op.ms;
         inode.nlink = Tree.namesOf(inode) + 1;
         inode.ctimeMs = op.ms;
@@ -427,9 +501,12 @@ export class Tree {
         const existing = dp.entries.get(op.dn);
         // Two names of one inode: rename(2) does nothing.
         if (existing === ino) return [];
+        if (existing !== undefined) this.dropName(existing, op.dp);
         const released = existing !== undefined ? this.unname(existing, op.ms) : [];
         sp.entries.delete(op.sn);
         dp.entries.set(op.dn, ino);
+        this.dropName(ino, op.sp);
+        this.addName(ino, op.dp);
         sp.mtimeMs = sp.ctimeMs = op.ms;
         dp.mtimeMs = dp.ctimeMs = op.ms;
         this.storage.entryChanged(sp.ino, op.sn, undefined, ino);

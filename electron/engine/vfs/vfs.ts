@@ -853,10 +853,8 @@ export class Vfs {
   }
 
   private parentOf(ino: number): Inode | undefined {
-    for (const inode of this.tree.inodes.values()) {
-      if (inode.entries) for (const child of inode.entries.values()) if (child === ino) return inode;
-    }
-    return undefined;
+    const parent = this.tree.parentOf(ino);
+    return parent === undefined ? undefined : this.tree.get(parent);
   }
 
   // ---- extended attributes ---------------------------------------------------------------
