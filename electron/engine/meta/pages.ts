@@ -26,8 +26,9 @@
  * key. When the writer cannot know what changed (its first checkpoint after it started, or
  * after the tree was reloaded or changed by anyone but its own pushes), it recomputes every
  * page against the newest manifest in the bucket (read once, or the one it last wrote) and
- * still reuses every page whose hash matches: a restart costs CPU, not uploads. The hash comparison alone decides what is
- * written; the dirty set only bounds what is recomputed.
+ * still reuses every page whose hash matches: a restart costs CPU, not uploads. The hash
+ * comparison alone decides what is written; the dirty set only bounds what is recomputed.
+ * Only the writer (the lease holder) writes paged checkpoints (replicator.ts).
  *
  * Reading (`assemble`): the manifest and every page it names give the same tree (the same
  * inodes and name tables; a directory's entries come back in name order).
