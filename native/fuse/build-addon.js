@@ -71,6 +71,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const crypto = require('node:crypto');
+const { nodeGyp: findNodeGyp, nodedirArgs, swapIn } = require('../build-common');
 
 const src = path.dirname(require.resolve('fuse-native/package.json'));
 const dest = path.join(__dirname, 'addon');
@@ -96,20 +97,6 @@ function upToDate(want) {
   } catch {
     return false;
   }
-}
-
-/** Puts the addon built in `out` in place of `dest` (a folder or a symbolic link). */
-function swapIn() {
-  const old = path.join(__dirname, `addon.old-${process.pid}`);
-  let moved = false;
-  try {
-    fs.renameSync(dest, old);
-    moved = true;
-  } catch (err) {
-    if (err.code !== 'ENOENT') throw err;
-  }
-  fs.renameSync(out, dest);
-  if (moved) fs.rmSync(old, { recursive: true, force: true });
 }
 
 /** Applies PATCH to the sources copied into `out`; the reason it does not apply, or undefined. */
@@ -143,24 +130,11 @@ function main() {
     fs.rmSync(dest, { recursive: true, force: true }); // one built from other sources must not be used
     return;
   }
-  const gyp = path.join(
-    path.dirname(process.execPath),
-    '..',
-    'lib',
-    'node_modules',
-    'npm',
-    'node_modules',
-    'node-gyp',
-    'bin',
-    'node-gyp.js',
-  );
-  const nodeGyp = fs.existsSync(gyp) ? [process.execPath, gyp] : ['node-gyp'];
-  // Build against the headers of the running Node when the system has them (no download).
-  const nodedir = process.env.npm_config_nodedir || (fs.existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);
-  const args = [...nodeGyp.slice(1), 'rebuild', '--loglevel=error', ...(nodedir ? [`--nodedir=${nodedir}`] : [])];
+  const nodeGyp = findNodeGyp();
+  const args = [...nodeGyp.slice(1), 'rebuild', '--loglevel=error', ...nodedirArgs()];
   execFileSync(nodeGyp[0], args, { cwd: out, stdio: ['ignore', 'ignore', 'inherit'] });
   fs.writeFileSync(path.join(out, STAMP), want);
-  swapIn();
+  swapIn(out, dest);
   console.log(`built the corrected FUSE addon in ${path.relative(process.cwd(), dest)}`);
 }
 

@@ -21,6 +21,7 @@ const { execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
+const { nodeGyp: findNodeGyp, nodedirArgs, swapIn } = require('../build-common');
 
 const src = path.dirname(require.resolve('better-sqlite3/package.json'));
 const dest = path.join(__dirname, 'addon');
@@ -59,19 +60,6 @@ function upToDate(want) {
   }
 }
 
-function swapIn() {
-  const old = path.join(__dirname, `addon.old-${process.pid}`);
-  let moved = false;
-  try {
-    fs.renameSync(dest, old);
-    moved = true;
-  } catch (err) {
-    if (err.code !== 'ENOENT') throw err;
-  }
-  fs.renameSync(path.join(out, 'addon'), dest);
-  if (moved) fs.rmSync(old, { recursive: true, force: true });
-}
-
 function main() {
   const want = stamp();
   if (process.argv.includes('--if-stale') && upToDate(want)) return;
@@ -88,19 +76,7 @@ function main() {
   delete env.GIT_DIR;
   delete env.GIT_WORK_TREE;
   execFileSync('git', ['apply', '--whitespace=nowarn', PATCH], { cwd: tree, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const gyp = path.join(
-    path.dirname(process.execPath),
-    '..',
-    'lib',
-    'node_modules',
-    'npm',
-    'node_modules',
-    'node-gyp',
-    'bin',
-    'node-gyp.js',
-  );
-  const nodeGyp = fs.existsSync(gyp) ? [process.execPath, gyp] : ['node-gyp'];
-  const nodedir = process.env.npm_config_nodedir || (fs.existsSync('/usr/include/node/node_api.h') ? '/usr' : undefined);
+  const nodeGyp = findNodeGyp();
   const args = [
     ...nodeGyp.slice(1),
     'rebuild',
@@ -108,13 +84,13 @@ function main() {
     '--force_build=1',
     '--loglevel=error',
     `--jobs=${Math.max(1, require('node:os').availableParallelism())}`,
-    ...(nodedir ? [`--nodedir=${nodedir}`] : []),
+    ...nodedirArgs(),
   ];
   execFileSync(nodeGyp[0], args, { cwd: tree, env, stdio: ['ignore', 'ignore', 'inherit'] });
   fs.mkdirSync(path.join(out, 'addon'));
   fs.copyFileSync(path.join(tree, 'build', 'Release', BINARY), path.join(out, 'addon', BINARY));
   fs.writeFileSync(path.join(out, 'addon', STAMP), want);
-  swapIn();
+  swapIn(path.join(out, 'addon'), dest);
   fs.rmSync(out, { recursive: true, force: true });
   console.log(`built the SQLite addon in ${path.relative(process.cwd(), dest)}`);
 }
