@@ -243,10 +243,13 @@ for n in names:
     assert.match(onLocal, /create 11 ENAMETOOLONG/);
     assert.match(onLocal, /bytes create 8 ENAMETOOLONG/);
     assert.match(onLocal, /bytes listing True/);
-    // The byte names survive a remount and reach another machine unchanged.
+    // The byte names survive a remount and reach another machine unchanged. The walk goes
+    // through folders in name order: the order readdir gives is not part of what is compared
+    // (a remount lists a folder in the order of its stored entries, by name bytes).
     const listing = String.raw`
 import os, sys
 for root, dirs, files in os.walk(sys.argv[1].encode()):
+    dirs.sort()
     rel = os.path.relpath(root, sys.argv[1].encode())
     for n in sorted(files + dirs):
         if not n.startswith(b'level'):

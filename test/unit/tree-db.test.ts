@@ -245,6 +245,30 @@ describe('the local metadata database', () => {
     await clean.close();
   });
 
+  it('reading an unmounted filespace (status, check) leaves its metadata folder as it was', async () => {
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of manyFiles(2, 3)) ms.commit(op);
+    await ms.checkpoint();
+    // While the engine has it open the database keeps its WAL beside it.
+    assert.ok((await readdir(dir)).includes(`${path.basename(TreeDb.fileIn(dir))}-wal`));
+    await ms.close();
+    const files = (await readdir(dir)).sort();
+    assert.ok(!files.some((f) => f.endsWith('-wal') || f.endsWith('-shm')), files.join(' '));
+    const seen = await MetaStore.inspect(dir);
+    assert.equal(seen.snapshotError, undefined);
+    assert.equal(seen.tree?.lookup(ROOT_INO, 'd1')?.kind, 'dir');
+    assert.deepEqual((await readdir(dir)).sort(), files);
+    // The next writer takes it back to WAL, and leaves it the same way.
+    const again = (await MetaStore.load(dir))!;
+    again.commit({ t: 'attr', ino: 3, size: 5, ms: 60 });
+    await again.checkpoint();
+    await again.close();
+    const after = await readdir(dir);
+    assert.ok(!after.some((f) => f.endsWith('-wal') || f.endsWith('-shm')), after.join(' '));
+    assert.equal((await MetaStore.inspect(dir)).tree?.get(3)?.size, 5);
+    assert.deepEqual(await readdir(dir), after);
+  });
+
   it('the inspection (the checker) finds a chunk count that disagrees with the inodes', async () => {
     const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
     for (const op of manyFiles(2, 3)) ms.commit(op);

@@ -240,8 +240,24 @@ export class TreeDb {
     for (const f of [file, `${file}-wal`, `${file}-shm`]) fs.rmSync(f, { force: true });
   }
 
+  /**
+   * Closes the database. A writer leaves it in rollback-journal mode, so that a reader that
+   * opens it later (status or check of an unmounted filespace, read-only) creates no WAL or
+   * shared-memory file beside it; the next writer switches it back to WAL. The switch needs the
+   * database to itself: with a reader still on it, the database stays in WAL mode (and the next
+   * writer's close tries again).
+   */
   close(): void {
-    if (this.db.open) this.db.close();
+    if (!this.db.open) return;
+    if (!this.readOnly) {
+      try {
+        this.db.pragma('busy_timeout = 0');
+        this.db.pragma('journal_mode = DELETE');
+      } catch {
+        // Another connection has it open; see above.
+      }
+    }
+    this.db.close();
   }
 
   /** The changes not yet in the bucket as of the last checkpoint, in order. */
