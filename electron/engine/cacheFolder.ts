@@ -191,8 +191,7 @@ export async function createLocalMetadata(
     await existing.close();
     throw new UserError(`${cacheDir} already holds a filespace's cache; pick another --cache-dir`, 'EXISTS');
   }
-  const { tree, seq } = await new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize);
-  const meta = await MetaStore.create(metaDir, tree, seq);
+  const meta = await MetaStore.link(metaDir, new RemoteMeta(store, keys.metaKey, header), header.chunkSize);
   await meta.close();
 }
 

@@ -61,9 +61,10 @@ function nativeBinding(): string | undefined {
 
 /**
  * Opens (or creates) the database `file`. `mustExist`: a missing file is ENOENT (an Error with
- * that code), not a new database.
+ * that code), not a new database. `bulk`: no journal and no fsync, for a database that is built
+ * and made durable before anything uses it.
  */
-export function openDatabase(file: string, opts: { readOnly: boolean; mustExist: boolean }): Database {
+export function openDatabase(file: string, opts: { readOnly: boolean; mustExist: boolean; bulk?: boolean }): Database {
   if ((opts.mustExist || opts.readOnly) && !fs.existsSync(file))
     throw Object.assign(new Error(`${file} does not exist`), { code: 'ENOENT' });
   const binding = nativeBinding();
@@ -75,7 +76,11 @@ export function openDatabase(file: string, opts: { readOnly: boolean; mustExist:
     ...(binding ? { nativeBinding: binding } : {}),
   });
   try {
-    if (!opts.readOnly) {
+    if (opts.bulk) {
+      // A database being built, used only once built and made durable (treeDb.ts `build`).
+      db.pragma('journal_mode = OFF');
+      db.pragma('synchronous = OFF');
+    } else if (!opts.readOnly) {
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = FULL');
     }

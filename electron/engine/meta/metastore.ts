@@ -24,7 +24,9 @@ import * as path from 'node:path';
 import { fsyncDir } from '../util/files';
 import { Journal, JournalDamage, SnapshotDamagedError } from './journal';
 import { MetaOp, Tree, TreeSnapshot, assertKnownOps } from './tree';
-import { DbState, TreeDb } from './treeDb';
+import { DirPage, isDirCover } from './pages';
+import { RemoteMeta, TreeSink } from './remote';
+import { DbState, TreeDb, TreeDbBuild } from './treeDb';
 
 interface PersistedState {
   readonly gen: number;
@@ -69,6 +71,9 @@ function treeOf(file: string, snap: PersistedState): Tree {
     throw new SnapshotDamagedError(file, (err as Error).message);
   }
 }
+
+/** Inodes of a whole-tree checkpoint written to a new database per transaction. */
+const LINK_BATCH = 2_000;
 
 // A checkpoint writes only what changed, so a small journal costs little and bounds the changes held in memory.
 const CHECKPOINT_JOURNAL_BYTES = 4 * 1024 * 1024;
@@ -341,6 +346,80 @@ export class MetaStore {
     await fsp.rm(path.join(dir, 'state.json'), { force: true });
     await fsyncDir(dir);
     return kept;
+  }
+
+  /**
+   * Creates local metadata in `dir` from the bucket (a fresh machine): the newest checkpoint is
+   * written into the database page by page as it is read (each page authenticated, checked,
+   * inserted and dropped), so memory holds a few pages, not the tree; then the segments after
+   * it are applied, as a load in memory would (remote.ts `loadInto`). A checkpoint written
+   * whole (older formats) is read whole, as it always was. The database counts as created only
+   * once all of it is durable (treeDb.ts `complete`): a link that stops half-way (a damaged
+   * page, a crash) leaves a database `load` does not take, and the next link starts over.
+   */
+  static async link(dir: string, remote: RemoteMeta, chunkSize: number): Promise<MetaStore> {
+    if (TreeDb.open(dir, { readOnly: true }) || (await hasLegacySnapshot(dir)))
+      throw new Error(`metadata already exists in ${dir}`);
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    let build: TreeDbBuild | undefined;
+    let built: { db: TreeDb; state: DbState } | undefined;
+    let nextIno = 0;
+    const begin = () => {
+      sink.discard();
+      build = TreeDb.build(dir, chunkSize);
+      return build;
+    };
+    const finish = (seq: number) => {
+      built = build!.finish({ gen: 1, nextIno, remoteSeq: seq });
+      return built.db.tree(built.state);
+    };
+    let seqRead = 0;
+    const sink: TreeSink = {
+      whole(seq, snap) {
+        const b = begin();
+        nextIno = snap.nextIno;
+        for (let i = 0; i < snap.inodes.length; i += LINK_BATCH) {
+          const part = snap.inodes.slice(i, i + LINK_BATCH);
+          b.add(
+            part,
+            part.flatMap((inode) => (inode.entries ? [{ dir: inode.ino, list: inode.entries }] : [])),
+          );
+        }
+        return finish(seq);
+      },
+      manifest(m) {
+        begin().add([m.root]);
+        nextIno = m.nextIno;
+        seqRead = m.seq;
+      },
+      page(ref, page) {
+        build!.add(page.inodes, isDirCover(ref) ? [{ dir: ref.dir, list: (page as DirPage).entries }] : []);
+      },
+      pagesDone: () => finish(seqRead),
+      discard() {
+        if (built) built.db.close();
+        if (build) build.abort();
+        built = build = undefined;
+      },
+    };
+    try {
+      const { tree, seq } = await remote.loadInto(chunkSize, sink);
+      const { db, state } = built!;
+      db.checkpoint(
+        { ...state, nextIno: tree.nextIno, remoteSeq: seq, allocatedBytes: tree.allocatedBytes, dirs: tree.dirs },
+        [],
+      );
+      db.complete();
+      db.close();
+      built = build = undefined;
+    } catch (err) {
+      sink.discard();
+      throw err;
+    }
+    await fsyncDir(dir);
+    const store = await MetaStore.load(dir);
+    if (!store) throw new Error(`the metadata database in ${dir} could not be read back`);
+    return store;
   }
 
   /** Creates local metadata in `dir` from a tree (new filespace, or one read from the bucket). */

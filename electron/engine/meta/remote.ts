@@ -164,6 +164,52 @@ interface LoadedCheckpoint {
   readonly filespace?: FilespaceIdentity;
 }
 
+/**
+ * Where a load puts the checkpoint it reads: a tree in memory (`load`), or rows of a database
+ * written as the pages arrive (a fresh machine, metastore.ts `link`), so that memory holds a
+ * few pages and not the tree. One attempt is one checkpoint: whole, or a manifest and then its
+ * pages in the manifest's order; `discard` drops an attempt that failed (a damaged page, a
+ * checkpoint pruned meanwhile), and the next attempt starts from nothing.
+ */
+export interface TreeSink {
+  /** A whole-tree checkpoint (the older formats): the tree to apply the later segments to. */
+  whole(seq: number, snap: TreeSnapshot): Tree;
+  /** A paged checkpoint's manifest, before its pages. */
+  manifest(manifest: Manifest): void;
+  /** One page, authenticated and checked against `ref`; it is not used after the call. */
+  page(ref: PageRef, page: Page): void;
+  /** The tree the manifest and its pages make, to apply the later segments to. */
+  pagesDone(): Tree;
+  /** Drops what the attempt built. */
+  discard(): void;
+}
+
+/** A sink that assembles the tree in memory (every page held until the last one is read). */
+function memorySink(chunkSize: number): TreeSink {
+  let manifest: Manifest | undefined;
+  let pages = new Map<string, Page>();
+  return {
+    whole: (_seq, snap) => Tree.fromSnapshot(chunkSize, snap),
+    manifest(m) {
+      manifest = m;
+      pages = new Map();
+    },
+    page(ref, page) {
+      pages.set(ref.key, page);
+    },
+    pagesDone() {
+      if (!manifest) throw new Error('no manifest was read');
+      const tree = assemble(chunkSize, manifest, pages);
+      pages = new Map();
+      return tree;
+    },
+    discard() {
+      manifest = undefined;
+      pages = new Map();
+    },
+  };
+}
+
 /** A page a manifest names is gone: the manifest was pruned meanwhile (list again). */
 export class PageGoneError extends Error {}
 
@@ -351,6 +397,23 @@ export class RemoteMeta {
     return pages;
   }
 
+  /**
+   * Reads the pages `refs` names and hands each to `each` in the order of `refs`, at most
+   * `PAGE_PARALLEL` read ahead: memory holds those, not every page.
+   */
+  async streamPages(refs: readonly PageRef[], each: (ref: PageRef, page: Page) => void): Promise<void> {
+    const ahead: Array<Promise<Page>> = [];
+    let next = 0;
+    for (const ref of refs) {
+      while (next < refs.length && ahead.length < PAGE_PARALLEL) {
+        const read = this.readPage(refs[next++]!);
+        read.catch(() => undefined); // awaited below, in order; a failure ahead is reported there
+        ahead.push(read);
+      }
+      each(ref, await ahead.shift()!);
+    }
+  }
+
   /** The pages of one directory in `manifest`, in name order (one directory fetched alone). */
   async readDirectory(manifest: Manifest, dir: number): Promise<Page[]> {
     const refs = directoryPages(manifest, dir);
@@ -464,7 +527,15 @@ export class RemoteMeta {
    * fails authentication makes the previous one the starting point.
    */
   async load(chunkSize: number): Promise<{ tree: Tree; seq: number }> {
-    return this.loadFrom(chunkSize, false);
+    return this.loadFrom(chunkSize, false, memorySink(chunkSize));
+  }
+
+  /**
+   * Like `load`, but the checkpoint goes into `sink` as it is read (see TreeSink); the tree
+   * returned is the one the sink gave, with the later segments applied.
+   */
+  async loadInto(chunkSize: number, sink: TreeSink): Promise<{ tree: Tree; seq: number }> {
+    return this.loadFrom(chunkSize, false, sink);
   }
 
   /**
@@ -472,12 +543,13 @@ export class RemoteMeta {
    * to the segment before it, and `damage` says what was passed over (the checker).
    */
   loadTolerant(chunkSize: number): Promise<{ tree: Tree; seq: number; damage: RemoteDamage }> {
-    return this.loadFrom(chunkSize, true);
+    return this.loadFrom(chunkSize, true, memorySink(chunkSize));
   }
 
   private async loadFrom(
     chunkSize: number,
     tolerant: boolean,
+    sink: TreeSink,
     round = 0,
   ): Promise<{ tree: Tree; seq: number; damage: RemoteDamage }> {
     let ck: LoadedCheckpoint | undefined;
@@ -489,8 +561,9 @@ export class RemoteMeta {
       let damaged: DamagedMetadataError | undefined;
       for (const key of ckpts.slice().reverse()) {
         try {
-          ck = await this.loadCheckpoint(key, chunkSize);
+          ck = await this.loadCheckpoint(key, sink);
         } catch (err) {
+          sink.discard();
           if (err instanceof PageGoneError && !pagesGone.has(key)) {
             pagesGone.add(key);
             break; // pruned meanwhile: list again
@@ -511,14 +584,21 @@ export class RemoteMeta {
       if (!ck && attempt >= 5) throw new Error('the metadata checkpoints keep vanishing while reading; try again');
     }
     this.checkIdentity(ck);
-    const loaded = await this.replay(chunkSize, ck, tolerant);
+    let loaded: Awaited<ReturnType<RemoteMeta['replay']>>;
+    try {
+      loaded = await this.replay(ck, tolerant);
+    } catch (err) {
+      sink.discard();
+      throw err;
+    }
     if (loaded === undefined) {
+      sink.discard();
       // Compacted past the point reached meanwhile: a newer checkpoint covers it.
       if (round >= 5)
         throw new Error(
           'the metadata log is compacted past every checkpoint that could be read (or keeps being compacted while reading); try again, and run "filespace check"',
         );
-      return this.loadFrom(chunkSize, tolerant, round + 1);
+      return this.loadFrom(chunkSize, tolerant, sink, round + 1);
     }
     return {
       ...loaded,
@@ -526,20 +606,21 @@ export class RemoteMeta {
     };
   }
 
-  /** Checkpoint `key` with its tree (read from its pages for a manifest); undefined when it is gone. */
-  private async loadCheckpoint(key: string, chunkSize: number): Promise<LoadedCheckpoint | undefined> {
+  /**
+   * Checkpoint `key`, read into `sink` (from its pages for a manifest), with the tree the sink
+   * made of it; undefined when it is gone.
+   */
+  private async loadCheckpoint(key: string, sink: TreeSink): Promise<LoadedCheckpoint | undefined> {
     const ck = await this.getJson<Checkpoint>(key);
     if (!ck) return undefined;
-    const filespace = ck.filespace ? { filespace: ck.filespace } : {};
-    if (!isManifest(ck)) {
-      // Checked before the tree is built: a chunk size from another header must not be used.
-      this.checkIdentity(ck);
-      return { seq: ck.seq, tree: Tree.fromSnapshot(chunkSize, ck.tree), ...filespace };
-    }
+    // Checked before the tree is built: a chunk size from another header must not be used.
     this.checkIdentity(ck);
-    const pages = await this.readPages(ck.pages);
+    const filespace = ck.filespace ? { filespace: ck.filespace } : {};
+    if (!isManifest(ck)) return { seq: ck.seq, tree: sink.whole(ck.seq, ck.tree), ...filespace };
+    sink.manifest(ck);
+    await this.streamPages(ck.pages, (ref, page) => sink.page(ref, page));
     try {
-      return { seq: ck.seq, tree: assemble(chunkSize, ck, pages), ...filespace };
+      return { seq: ck.seq, tree: sink.pagesDone(), ...filespace };
     } catch (err) {
       throw new DamagedMetadataError(key, `the metadata checkpoint ${key} in the bucket is damaged (${(err as Error).message})`);
     }
@@ -550,7 +631,6 @@ export class RemoteMeta {
    * compacted past the point reached meanwhile (the caller loads again from a newer checkpoint).
    */
   private async replay(
-    chunkSize: number,
     ck: LoadedCheckpoint,
     tolerant: boolean,
   ): Promise<{ tree: Tree; seq: number; segment?: RemoteDamage['segment'] } | undefined> {

@@ -67,6 +67,38 @@ type RefRow = { name: string; n: number; crc: number };
 const DEFAULT_CACHE_WEIGHT = 100_000;
 const BATCH = 2_000;
 
+const SCHEMA = `
+  CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE TABLE inodes (ino INTEGER PRIMARY KEY, rec TEXT NOT NULL, crc INTEGER NOT NULL);
+  CREATE TABLE entries (parent INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL, crc INTEGER NOT NULL,
+    PRIMARY KEY (parent, name)) WITHOUT ROWID;
+  CREATE TABLE chunks (name TEXT PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE TABLE pending (n INTEGER PRIMARY KEY, op TEXT NOT NULL, crc INTEGER NOT NULL);
+`;
+/** Made after the rows when a database is built (one sort instead of an insert per row). */
+const INDEXES = 'CREATE INDEX entries_by_ino ON entries (ino);';
+/** Rows a build writes per transaction. */
+const BUILD_ROWS = 50_000;
+
+/** A directory's entries (or some of them), as a build adds them. */
+export interface BuildEntries {
+  readonly dir: number;
+  readonly list: ReadonlyArray<readonly [string, number]>;
+}
+
+/** A database being built from streamed rows (`TreeDb.build`). */
+export interface TreeDbBuild {
+  /** Adds inode records and directory entries, in one transaction. A record for an inode already added replaces it. */
+  add(inodes: readonly Omit<Inode, 'entries'>[], entries?: readonly BuildEntries[]): void;
+  /**
+   * Ends the build: counts, the state row, and the database made durable. The tree over it
+   * (`db.tree(state)`) takes later changes; `db.complete()` then marks the database whole.
+   */
+  finish(state: Pick<DbState, 'gen' | 'nextIno' | 'remoteSeq'>): { db: TreeDb; state: DbState };
+  /** Drops the database (a build that cannot finish: the next one starts over). */
+  abort(): void;
+}
+
 function nameKey(name: string): Buffer {
   return Buffer.from(name, 'utf16le');
 }
@@ -214,15 +246,7 @@ export class TreeDb {
     TreeDb.remove(dir);
     const db = openDatabase(file, { readOnly: false, mustExist: false });
     try {
-      db.exec(`
-        CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID;
-        CREATE TABLE inodes (ino INTEGER PRIMARY KEY, rec TEXT NOT NULL, crc INTEGER NOT NULL);
-        CREATE TABLE entries (parent INTEGER NOT NULL, name BLOB NOT NULL, ino INTEGER NOT NULL, crc INTEGER NOT NULL,
-          PRIMARY KEY (parent, name)) WITHOUT ROWID;
-        CREATE INDEX entries_by_ino ON entries (ino);
-        CREATE TABLE chunks (name TEXT PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID;
-        CREATE TABLE pending (n INTEGER PRIMARY KEY, op TEXT NOT NULL, crc INTEGER NOT NULL);
-      `);
+      db.exec(SCHEMA + INDEXES);
       const t = new TreeDb(db, file, false, DEFAULT_CACHE_WEIGHT);
       t.replaceAll(tree, { ...state, pendingFirst: 0, allocatedBytes: tree.allocatedBytes, dirs: tree.dirs }, pending);
       // The layout marks a finished creation: a database without it is one that never was.
@@ -232,6 +256,122 @@ export class TreeDb {
       db.close();
       throw err;
     }
+  }
+
+  /**
+   * Starts building the database in `dir` from rows streamed in (a fresh machine's link reads
+   * the bucket's checkpoint page by page, see metastore.ts `link`): memory holds one batch at a
+   * time, whatever the tree's size. A database left there before is replaced. While it is
+   * built the database is written without journal or fsync (a build that stops half-way is
+   * started over, never used: see `complete`); `finish` makes it durable and gives the tree,
+   * to which later changes apply as to any database's.
+   */
+  static build(dir: string, chunkSize: number): TreeDbBuild {
+    const file = TreeDb.fileIn(dir);
+    TreeDb.remove(dir);
+    const db = openDatabase(file, { readOnly: false, mustExist: false, bulk: true });
+    let built: TreeDb | undefined;
+    try {
+      db.exec(SCHEMA);
+      // A bigger page cache while the rows go in (bounded; back to the usual one in `finish`).
+      db.pragma('cache_size = -32768');
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    const t = new TreeDb(db, file, false, DEFAULT_CACHE_WEIGHT);
+    const st = {
+      addInode: db.prepare('INSERT INTO inodes (ino, rec, crc) VALUES (?, ?, ?) ON CONFLICT (ino) DO NOTHING'),
+      addRef: db.prepare(
+        'INSERT INTO chunks (name, n, crc) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET n = n + excluded.n, crc = -1',
+      ),
+      dropRef: db.prepare('UPDATE chunks SET n = n - 1, crc = -1 WHERE name = ?'),
+      unchecked: db.prepare('SELECT name, n FROM chunks WHERE crc = -1'),
+      setRefCrc: db.prepare('UPDATE chunks SET crc = ? WHERE name = ?'),
+    };
+    let allocatedBytes = 0;
+    let dirs = 0;
+    const counted = (inode: Omit<Inode, 'entries'>, sign: 1 | -1) => {
+      if (inode.kind === 'dir') dirs += sign;
+      else if (inode.kind === 'file') allocatedBytes += sign * Tree.blocksBytes(inode as Inode);
+    };
+    // One transaction per BUILD_ROWS rows, open across calls (nothing else uses the database).
+    let rowsInTransaction = 0;
+    const add = (inodes: readonly Omit<Inode, 'entries'>[], entries: readonly BuildEntries[]) => {
+      if (rowsInTransaction === 0) db.exec('BEGIN');
+      const refs = new Map<string, number>();
+      for (const inode of inodes) {
+        const rec = encodeInode(inode as Inode);
+        if (st.addInode.run(inode.ino, rec, crc32(rec)).changes === 0) {
+          // Named twice: the later record wins (as when a checkpoint is read into memory).
+          const old = t.decodeRecord(t.st.inode.get(inode.ino) as InodeRow);
+          counted(old, -1);
+          for (const c of old.chunks ?? []) if (c) st.dropRef.run(c[0]);
+          t.st.putInode.run(inode.ino, rec, crc32(rec));
+        } else t.inodeCount++;
+        counted(inode, 1);
+        for (const c of inode.chunks ?? []) if (c) refs.set(c[0], (refs.get(c[0]) ?? 0) + 1);
+      }
+      for (const [name, n] of refs) st.addRef.run(name, n, refCrc(name, n));
+      for (const { dir: parent, list } of entries) {
+        for (const [name, ino] of list) t.writeEntry(parent, name, ino);
+        rowsInTransaction += list.length;
+      }
+      rowsInTransaction += inodes.length + 1;
+      if (rowsInTransaction >= BUILD_ROWS) {
+        db.exec('COMMIT');
+        rowsInTransaction = 0;
+      }
+    };
+    return {
+      add(inodes, entries = []) {
+        if (built) throw new Error('the metadata database is already built');
+        add(inodes, entries);
+      },
+      finish(state) {
+        if (built) throw new Error('the metadata database is already built');
+        const full: DbState = { ...state, chunkSize, pendingFirst: 0, allocatedBytes, dirs };
+        if (rowsInTransaction > 0) db.exec('COMMIT');
+        rowsInTransaction = 0;
+        db.transaction(() => {
+          db.exec('DELETE FROM chunks WHERE n <= 0');
+          for (const raw of st.unchecked.all()) {
+            const r = raw as { name: string; n: number };
+            st.setRefCrc.run(refCrc(r.name, r.n), r.name);
+          }
+          t.refCount = (db.prepare('SELECT count(*) AS n FROM chunks').get() as { n: number }).n;
+          t.pendingEnd = 0;
+          t.writeStateRow(full);
+          db.exec(INDEXES);
+        })();
+        t.maxStoredIno = Math.max(0, state.nextIno - 1);
+        if (!t.getInode(ROOT_INO)) throw new SnapshotDamagedError(file, 'the tree read has no root directory');
+        // From here on, as any database: journaled, each transaction durable when it returns.
+        db.pragma('journal_mode = WAL');
+        db.pragma('synchronous = FULL');
+        db.pragma('cache_size = -4096');
+        const fd = fs.openSync(file, 'r');
+        try {
+          fs.fsyncSync(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+        built = t;
+        return { db: t, state: full };
+      },
+      abort() {
+        db.close();
+        TreeDb.remove(dir);
+      },
+    };
+  }
+
+  /**
+   * Marks a database made by `build` whole (after `finish`, and after the changes applied to
+   * its tree were written with `checkpoint`): until then `open` takes it for one that never was.
+   */
+  complete(): void {
+    this.db.pragma(`user_version = ${LAYOUT}`);
   }
 
   /** Removes the database files in `dir` (the database, its WAL and shared memory). */
@@ -299,10 +439,16 @@ export class TreeDb {
 
   // ---- reading -------------------------------------------------------------------------------
 
-  private decode(row: InodeRow): Inode {
+  /** A row's inode record, checked, without its entries. */
+  private decodeRecord(row: InodeRow): Inode {
     if (crc32(row.rec) !== row.crc) throw new SnapshotDamagedError(this.file, `inode ${row.ino} fails its checksum`);
     const inode = JSON.parse(row.rec) as Inode;
     inode.ino = row.ino;
+    return inode;
+  }
+
+  private decode(row: InodeRow): Inode {
+    const inode = this.decodeRecord(row);
     if (inode.kind === 'dir') {
       const entries = new Map<string, number>();
       for (const raw of this.st.entriesOf.all(row.ino)) {
