@@ -73,7 +73,7 @@ function treeOps(dirs: number, perDir: number, bigDir = 0): MetaOp[] {
   ops.push({ t: 'ln', ino: files[files.length - 1]!, parent: 2, name: 'far', ms: 4 });
   ops.push({ t: 'xattr', ino: files[2]!, name: 'user.k', value: 'dg==', ms: 5 });
   ops.push({ t: 'xattr', ino: ROOT_INO, name: 'user.r', value: 'eA==', ms: 5 });
-  ops.push(mk(ROOT_INO, 'empty', ino++, 'dir'), mk(ROOT_INO, 'sym', ino++, 'symlink'));
+  ops.push(mk(ROOT_INO, 'empty', ino, 'dir'), mk(ROOT_INO, 'sym', ino + 1, 'symlink'));
   return ops;
 }
 
@@ -205,7 +205,7 @@ describe('a fresh machine builds its database page by page', () => {
       },
     );
     const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-    const said = await new Promise<string>((resolve) => child.once('message', (m) => resolve(String(m))));
+    const said = await new Promise<string>((resolve) => child.once('message', (m) => resolve(m as string)));
     assert.equal(said, 'stalled');
     child.kill('SIGKILL');
     await exited;

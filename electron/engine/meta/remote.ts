@@ -26,6 +26,10 @@
  * compaction after its grace period (compaction.ts). A paged checkpoint's pages are written
  * before its manifest, so a manifest never names a page that was not written.
  *
+ * A load reads the checkpoint into a `TreeSink`: a tree in memory, or, for a fresh machine, the
+ * rows of its local database as each page arrives (metastore.ts `link`), so that the memory a
+ * link needs does not grow with the tree.
+ *
  * Log compaction (compaction.ts): the writer deletes the segments a kept checkpoint covers.
  *   meta/compacted           sealed JSON {upTo, writer, at}: segments 1..upTo may be gone
  * The mark is written (raised only, conditional on the ETag read) before any segment at or

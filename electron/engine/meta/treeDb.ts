@@ -293,7 +293,7 @@ export class TreeDb {
     let dirs = 0;
     const counted = (inode: Omit<Inode, 'entries'>, sign: 1 | -1) => {
       if (inode.kind === 'dir') dirs += sign;
-      else if (inode.kind === 'file') allocatedBytes += sign * Tree.blocksBytes(inode as Inode);
+      else if (inode.kind === 'file') allocatedBytes += sign * Tree.blocksBytes(inode);
     };
     // One transaction per BUILD_ROWS rows, open across calls (nothing else uses the database).
     let rowsInTransaction = 0;
@@ -301,7 +301,7 @@ export class TreeDb {
       if (rowsInTransaction === 0) db.exec('BEGIN');
       const refs = new Map<string, number>();
       for (const inode of inodes) {
-        const rec = encodeInode(inode as Inode);
+        const rec = encodeInode(inode);
         if (st.addInode.run(inode.ino, rec, crc32(rec)).changes === 0) {
           // Named twice: the later record wins (as when a checkpoint is read into memory).
           const old = t.decodeRecord(t.st.inode.get(inode.ino) as InodeRow);
