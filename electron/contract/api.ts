@@ -259,6 +259,14 @@ export const snapshotListSchema = z.object({
 export type SnapshotListDto = z.infer<typeof snapshotListSchema>;
 const snapshotIdSchema = z.string().min(1).max(64);
 
+const countsByOpSchema = z.record(z.string(), z.number());
+export const fuseCountsSchema = z.object({
+  answered: countsByOpSchema,
+  crossed: countsByOpSchema,
+  emptied: z.object({ byRequest: z.number(), byFilesystem: z.number(), inodes: z.number(), evicted: z.number() }),
+});
+export type FuseCountsDto = z.infer<typeof fuseCountsSchema>;
+
 /** Route map: path -> request and response schemas. */
 export const routes = {
   '/v1/status': { method: 'GET', request: z.object({}).strict(), response: statusSchema },
@@ -299,6 +307,16 @@ export const routes = {
   },
   '/v1/transfer': { method: 'GET', request: z.object({}).strict(), response: z.object({ job: transferJobSchema.nullable() }) },
   '/v1/transfer/cancel': { method: 'POST', request: z.object({}).strict(), response: z.object({ ok: z.literal(true) }) },
+  /**
+   * How the mount's FUSE requests were answered (for probes and tests): per operation, on
+   * libfuse's thread from the attribute cache or by a round trip to the engine's thread, and
+   * how often that cache was emptied. Null without a mount or an addon that counts.
+   */
+  '/v1/debug/fuse': {
+    method: 'GET',
+    request: z.object({}).strict(),
+    response: z.object({ counts: fuseCountsSchema.nullable() }),
+  },
 } as const;
 export type Route = keyof typeof routes;
 export type RequestOf<R extends Route> = z.input<(typeof routes)[R]['request']>;

@@ -247,6 +247,7 @@ export class MountHost {
         this.cancelTransfer();
         return { ok: true as const };
       },
+      '/v1/debug/fuse': async () => ({ counts: this.fuse?.requestCounts() ?? null }),
     };
   }
 

@@ -82,11 +82,16 @@ interface FuseNativeModule {
     readonly fuse_native_caller?: () => [number, number, number] | undefined;
     /** Turns a mount's attribute cache on for `ttlMs` per entry (corrected addons; 0 turns it off). */
     readonly fuse_native_attr_cache?: (thread: Buffer, ttlMs: number) => void;
-    /** Empties a mount's attribute cache: of inode `ino` only, or all of it for 0 (corrected addons). */
-    readonly fuse_native_attr_forget?: (thread: Buffer, ino: number) => void;
+    /**
+     * Empties a mount's attribute cache: of inode `ino` only, or all of it for 0; with `stat`
+     * (the inode's attributes now), entries that hold exactly those stay (corrected addons).
+     */
+    readonly fuse_native_attr_forget?: (thread: Buffer, ino: number, stat?: Uint32Array) => void;
     /** Extended-attribute names some entry has: all of them (`all`), or new ones (corrected addons). */
     readonly fuse_native_xattr_names?: (thread: Buffer, names: string[], all: boolean) => void;
-  };
+    /** A mount's request counters (corrected addons; see `FuseMount.requestCounts`). */
+    readonly fuse_native_counts?: (thread: Buffer) => number[];
+  } & Readonly<Record<`op_${string}`, number | undefined>>;
 }
 
 let loaded: FuseNativeModule | undefined;
@@ -98,11 +103,13 @@ let namesAsBytes = false;
 let keepCacheBit = 0;
 /** Who made the request being handled, when the addon can tell (see `callerNow`). */
 let requestCaller: (() => [number, number, number] | undefined) | undefined;
+/** The addon's request counters, when the loaded addon keeps them (see `FuseMount.requestCounts`). */
+let requestCounters: { read(thread: Buffer): number[]; ops: string[] } | undefined;
 /** The addon's attribute cache, when the loaded addon has one (see `FuseMount.cacheAttributes`). */
 let attrCache:
   | {
       enable(thread: Buffer, ttlMs: number): void;
-      forget(thread: Buffer, ino: number): void;
+      forget(thread: Buffer, ino: number, stat?: Uint32Array): void;
       names(thread: Buffer, names: string[], all: boolean): void;
     }
   | undefined;
@@ -135,6 +142,10 @@ function fuseNative(): FuseNativeModule {
     const forget = binding.fuse_native_attr_forget;
     const names = binding.fuse_native_xattr_names;
     attrCache = dir === corrected && enable && forget && names ? { enable, forget, names } : undefined;
+    const counts = binding.fuse_native_counts;
+    const ops: string[] = [];
+    for (const [key, v] of Object.entries(binding)) if (key.startsWith('op_') && typeof v === 'number') ops[v] = key.slice(3);
+    requestCounters = dir === corrected && counts ? { read: counts, ops } : undefined;
     loaded = { Fuse, binding };
     return loaded;
   } catch (err) {
@@ -245,6 +256,17 @@ function statArray(st: FuseStat): Uint32Array {
 }
 
 /**
+ * The attributes as the addon's cache holds them from a getattr answer: fuse-native's
+ * `getStatArray` (which turns a link count of 0 into 1), st_dev marking an entry without
+ * extended attributes (NO_XATTRS_MARK).
+ */
+function cachedStatArray(st: FuseStat, xattrs: boolean): Uint32Array {
+  const ints = statArray({ ...st, nlink: st.nlink || 1 });
+  ints[5] = xattrs ? 0 : NO_XATTRS_MARK;
+  return ints;
+}
+
+/**
  * fuse-native answers fgetattr with the `getattr` op by path, dropping the handle; this routes
  * it to the `fgetattr` op with the handle, so a file libfuse can no longer name (no path) is
  * answered by its handle, never as the root directory.
@@ -327,6 +349,13 @@ export function callerNow(): FuseCaller | undefined {
   };
 }
 
+/** See `FuseMount.requestCounts`. */
+export interface RequestCounts {
+  answered: Record<string, number>;
+  crossed: Record<string, number>;
+  emptied: { byRequest: number; byFilesystem: number; inodes: number; evicted: number };
+}
+
 /** What the adapter needs from a filesystem. Throw a value with `errno: 'ENOENT'` etc. for errors. */
 export interface FuseFilesystem {
   /** Also answers the kernel's fgetattr (by the path of the open file). */
@@ -348,13 +377,19 @@ export interface FuseFilesystem {
    * calls it synchronously on every change to what getattr, readdir, getxattr or listxattr
    * would answer, at least those that did not come from a request of this mount (another
    * machine's changes applied, the tree replaced, the engine's own changes): with the inode
-   * number when only that inode's attributes changed (the cache then forgets that inode), else
-   * without (it forgets everything). A request of this mount that may change anything empties
+   * number when only that inode's attributes changed (the cache then forgets that inode, or,
+   * with `attributesOf`, keeps the entries of it that hold its attributes as they are now),
+   * else without (it forgets everything). A request of this mount that may change anything empties
    * the cache by itself when it arrives and when it is answered. getattr, getattrPlus, readdir
    * and readdirPlus must answer synchronously (the cache relies on no change falling between
    * an answer and its storing). A filesystem without this hook gets no such cache.
    */
   attributesChanged?: (ino?: number) => void;
+  /**
+   * getattrPlus by inode number (named, or deleted while open), undefined for an inode that is
+   * gone: what `attributesChanged(ino)` passes to the cache as the inode's attributes now.
+   */
+  attributesOf?(ino: number): { stat: FuseStat; xattrs: boolean } | undefined;
   /**
    * Every extended-attribute name some entry has (POSIX ACL names may be left out): with
    * `xattrNamesAdded`, lets the addon answer a getxattr of any other name (the kernel asks for
@@ -958,13 +993,42 @@ export class FuseMount {
     const cache = attrCache;
     const thread = fuse._thread;
     if (!cache || !thread || !('attributesChanged' in this.fs)) return;
-    this.fs.attributesChanged = (ino) => cache.forget(thread, ino ?? 0);
+    const attributesOf = this.fs.attributesOf?.bind(this.fs);
+    this.fs.attributesChanged = (ino) => {
+      if (!ino || !attributesOf) return cache.forget(thread, ino ?? 0);
+      const now = attributesOf(ino);
+      cache.forget(thread, ino, now ? cachedStatArray(now.stat, now.xattrs) : undefined);
+    };
     const wire = namesAsBytes ? nameToWire : (x: string) => x;
     const xattrNames = this.fs.xattrNames?.bind(this.fs);
     if (xattrNames) this.fs.xattrNamesAdded = (names) => cache.names(thread, names.map(wire), false);
     cache.enable(thread, ATTR_CACHE_TTL_MS);
     if (xattrNames) cache.names(thread, xattrNames().map(wire), true);
     this.attributesCached = true;
+  }
+
+  /**
+   * How this mount's requests were answered so far, per operation: on libfuse's thread from
+   * the attribute cache (`answered`) or by a round trip to this thread (`crossed`); and how
+   * often the cache was emptied: by a request of this mount that may change something, by the
+   * filesystem (everything, or one inode), and how often a valid entry gave way to another.
+   * Undefined when not mounted or the addon keeps no counters. For probes and tests: the
+   * counts tell which requests still cost a round trip.
+   */
+  requestCounts(): RequestCounts | undefined {
+    const thread = this.fuse?._thread;
+    if (!this.mounted || !thread || !requestCounters) return undefined;
+    const raw = requestCounters.read(thread);
+    const { ops } = requestCounters;
+    const answered: Record<string, number> = {};
+    const crossed: Record<string, number> = {};
+    ops.forEach((name, i) => {
+      if (!name) return;
+      if (raw[i]) answered[name] = raw[i]!;
+      if (raw[35 + i]) crossed[name] = raw[35 + i]!;
+    });
+    const [byRequest = 0, byFilesystem = 0, inodes = 0, evicted = 0] = raw.slice(70);
+    return { answered, crossed, emptied: { byRequest, byFilesystem, inodes, evicted } };
   }
 
   /** Unmounts; throws FuseError('BUSY') if files are in use and `force` is false. */

@@ -39,14 +39,17 @@
 //     and back (a uv_async hop and a semaphore), so `ls -l` paid two such round trips per
 //     entry (lookup, then getxattr of security.selinux) and a stat loop one per name. The
 //     attribute-cache hunks keep, per mount, the attributes readdir (with stats) and getattr
-//     answered, in a bounded two-way set-associative table, and answer getattr, and getxattr
+//     answered, in a bounded eight-way set-associative table, and answer getattr, and getxattr
 //     or listxattr of a path known to have no extended attributes (POSIX ACL names excepted),
 //     without leaving the FUSE thread. It is off until `fuse_native_attr_cache(thread, ttlMs)`
 //     turns it on. Any request that may change something empties it as it arrives and as it
 //     is answered (FUSE_NATIVE_HANDLER and the signal functions), JS empties it for changes
-//     made another way (`fuse_native_attr_forget(thread, ino)`, one inode or all), and an
-//     entry stored from an answer is dead on arrival if anything was emptied since that
-//     request was dispatched. The adapter enables it only for a filesystem that reports its
+//     made another way (`fuse_native_attr_forget(thread, ino, stat)`, one inode or all; with
+//     the inode's attributes as they are now, its entries that hold exactly those stay, so an
+//     upload that changes nothing stat shows costs no round trip), and an entry stored from an
+//     answer is dead on arrival if anything was emptied since that request was dispatched.
+//     `fuse_native_counts(thread)` tells, per operation, how many requests were answered on
+//     the FUSE thread and how many crossed to JS, and how often the cache was emptied. The adapter enables it only for a filesystem that reports its
 //     changes (FuseFilesystem.attributesChanged). It also holds the extended-attribute names
 //     any entry has (`fuse_native_xattr_names`: all at once, then each new one), so a getxattr
 //     of another name is answered at once: the kernel asks for security.capability before

@@ -16,6 +16,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { ATTR_CACHE_TTL_MS } from '../../native/fuse/adapter';
 import { Bed, run, sh, tmpDir, until } from '../helpers/bed';
+import { callControl } from '../../electron/host/control';
 
 /** `stat -c FORMAT` of each path, one line each, from a child process. */
 async function statOf(format: string, ...paths: string[]): Promise<string[]> {
@@ -70,6 +71,40 @@ describe('attributes cached from a listing', () => {
       `exec 3<> '${d}/held' && rm '${d}/held' && setfattr -n user.fresh -v x /proc/self/fd/3 && getfattr --only-values -n user.fresh /proc/self/fd/3`,
     );
     assert.equal(held, 'x');
+    await fs.unmount();
+  });
+
+  it('uploads that change nothing stat shows leave the cached attributes in place', async () => {
+    const fs = await bed.filespace();
+    await fs.mount();
+    const sock = path.join(fs.machine.home, 'run', `${fs.name}.sock`);
+    const counts = async () => {
+      const c = (await callControl(sock, '/v1/debug/fuse', {})).counts;
+      assert.ok(c, 'the mount counts its requests');
+      return c;
+    };
+    const d = path.join(fs.mnt, 'u');
+    const names = Array.from({ length: 40 }, (_, i) => `f${i}`);
+    // Held back until the listing has filled the cache: each upload then commits a chunk of a listed file.
+    await callControl(sock, '/v1/pause', { paused: true });
+    await sh(`mkdir '${d}' && cd '${d}' && for f in ${names.join(' ')}; do head -c 5000 /dev/urandom > $f; done`);
+    assert.equal((await fsp.readdir(d)).length, names.length);
+    assert.deepEqual(await fsp.readdir(fs.mnt), ['u']); // the folder's own attributes
+    const before = await counts();
+    await callControl(sock, '/v1/pause', { paused: false });
+    await fs.sync();
+    const synced = await counts();
+    assert.ok(synced.emptied.inodes - before.emptied.inodes >= names.length, 'each upload reported its inode');
+    assert.deepEqual(
+      await statOf('%s', ...names.map((n) => path.join(d, n))),
+      names.map(() => '5000'),
+    );
+    const after = await counts();
+    // Only a listing could have put these attributes there (the kernel never looked the names up);
+    // the mount's root, which no listing names, may cost one more.
+    const crossed = (after.crossed.getattr ?? 0) - (synced.crossed.getattr ?? 0);
+    assert.ok(crossed <= 2, `${crossed} of ${names.length} stats crossed to the engine`);
+    assert.ok((after.answered.getattr ?? 0) - (synced.answered.getattr ?? 0) >= names.length);
     await fs.unmount();
   });
 

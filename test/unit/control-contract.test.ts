@@ -90,6 +90,7 @@ describe('control API requests', () => {
 
   it('every route has a method and strict request schema that refuses unknown keys', () => {
     assert.deepEqual(Object.keys(routes).sort(), [
+      '/v1/debug/fuse',
       '/v1/gc',
       '/v1/pause',
       '/v1/pin',

@@ -495,6 +495,12 @@ export class Vfs {
     return { stat: this.statOf(inode), xattrs: Vfs.listsXattrs(inode) };
   }
 
+  /** getattrPlus by inode number (named, or deleted while open); undefined when it is gone. */
+  attributesOf(ino: number): { stat: Stat; xattrs: boolean } | undefined {
+    const inode = this.inodeOf(ino);
+    return inode ? { stat: this.statOf(inode), xattrs: Vfs.listsXattrs(inode) } : undefined;
+  }
+
   /** The attributes of an open file by its handle (named or deleted while open). */
   fgetattr(fh: number): Stat {
     const inode = this.inodeOf(this.handle(fh).ino);
