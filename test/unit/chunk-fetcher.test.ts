@@ -1,8 +1,9 @@
 // Pins down how the fetcher uses the bucket: read-ahead fills every download slot (a sequential
 // reader keeps `download-concurrency` GETs in flight), a chunk a reader waits on goes before
 // queued read-ahead, and a reader gets its chunk as soon as it is decoded, before the copy into
-// the clean cache is written (served from memory meanwhile, without a second GET); a download's
-// slot goes to the next GET while its copy is written, within a bound on the objects held.
+// the clean cache is prepared or written (served from memory meanwhile, without a second GET);
+// a download's slot goes to the next GET while its copy is written, within a bound on the
+// objects held.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -148,6 +149,26 @@ describe('ChunkFetcher', () => {
     letWrite();
     await written;
     assert.equal(cache.has(name), true);
+    assert.deepEqual(await cache.readAll(name), datas[0]);
+  });
+
+  it('a reader gets its chunk before the copy into the cache is prepared (no pass over the chunk before the reply)', async () => {
+    const { store, cache, fetcher, names, datas } = await setUp(1, 4);
+    const name = names[0]!;
+    let got: Buffer | undefined;
+    let readerHadItAtCopy: boolean | undefined;
+    const putReceived = cache.putReceived.bind(cache);
+    cache.putReceived = (...args) => {
+      readerHadItAtCopy ??= got !== undefined;
+      return putReceived(...args);
+    };
+    void fetcher.fetch(name).then((b) => (got = b));
+    await until('the GET', () => store.inFlight === 1);
+    store.releaseAll();
+    await until('the reader to get the chunk', () => got !== undefined);
+    await fetcher.cacheWritesDone();
+    assert.equal(readerHadItAtCopy, true, 'the copy started only after the reader had its bytes');
+    assert.deepEqual(got, datas[0]);
     assert.deepEqual(await cache.readAll(name), datas[0]);
   });
 

@@ -14,9 +14,9 @@
  * read or read-ahead waits, and leaves one slot free for them; it is not kept in memory.
  *
  * A download answers its readers as soon as it is decoded: the copy into the clean cache is
- * written behind it (`cacheWritesDone` waits for those), and until it is in, the decoded bytes
- * are served from here. Its slot goes to the next download at once, so a cache disk slower
- * than the bucket leaves fewer slots idle. Memory is bounded by bytes instead: every download
+ * prepared and written behind it, from the next turn of the event loop (`cacheWritesDone` waits
+ * for those), and until it is in, the decoded bytes are served from here. Its slot goes to the
+ * next download at once, so a cache disk slower than the bucket leaves fewer slots idle. Memory is bounded by bytes instead: every download
  * receives the object into a buffer of a pool (`bodies`, one object of the chunk size each) and
  * holds it until its copy is written, and the pool has `concurrency + 1` buffers (one object
  * above the slots' old bound, which kept the engine under its memory bound); a download waits
@@ -290,11 +290,17 @@ export class ChunkFetcher {
     });
   }
 
-  /** Writes the chunk into the clean cache behind the reply; a failure only costs the copy. */
+  /**
+   * Writes the chunk into the clean cache behind the reply; a failure only costs the copy. The
+   * copy is known (`storing`, `writes`, `cacheWritesDone`) at once, but its work starts on the
+   * next turn of the event loop: preparing a cache file is a pass over the chunk on this thread
+   * (a code per unit, cache/received.ts, or sealing a compressed chunk), and the readers waiting
+   * for this download get their bytes first (their continuations run before that turn).
+   */
   private storeBehind(name: string, got: Downloaded): Promise<void> {
     this.storing.set(name, got.data);
-    const p: Promise<void> = this.cache
-      .putReceived(name, got.obj, got.data)
+    const p: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(() => this.cache.putReceived(name, got.obj, got.data))
       // A full cache disk must not fail the read: the chunk is served uncached.
       .then(
         () => undefined,
