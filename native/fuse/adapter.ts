@@ -410,6 +410,12 @@ export interface FuseFilesystem {
   create(path: string, mode: number, flags?: number, caller?: FuseCaller): number;
   read(fh: number, buf: Buffer, len: number, pos: number): Promise<number>;
   write(fh: number, data: Buffer, pos: number): Promise<number>;
+  /**
+   * A write answered without a promise when it needs no wait: the bytes written, or undefined
+   * when nothing was taken and `write` must do it. Its reply then goes out before the work the
+   * write starts (promise continuations) runs on this thread.
+   */
+  writeNow?(fh: number, data: Buffer, pos: number): number | undefined;
   truncate(path: string, size: number): Promise<void>;
   ftruncate(fh: number, size: number): Promise<void>;
   flush(fh: number): Promise<void>;
@@ -768,14 +774,25 @@ export class FuseMount {
           cb,
           (n) => n as number,
         ),
-      write: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
+      write: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) => {
         // The buffer is the kernel's; it is only valid until cb, so the write path copies what it keeps.
+        const data = buf.subarray(0, len);
+        if (fs.writeNow) {
+          let n: number | undefined;
+          try {
+            n = fs.writeNow(fd, data, pos);
+          } catch (err) {
+            return fail('write', cb, err);
+          }
+          if (n !== undefined) return cb(n);
+        }
         async(
           'write',
-          () => fs.write(fd, buf.subarray(0, len), pos),
+          () => fs.write(fd, data, pos),
           cb,
           (n) => n as number,
-        ),
+        );
+      },
       truncate: (p: string, size: number, cb: Cb) =>
         async(
           'truncate',

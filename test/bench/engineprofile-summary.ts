@@ -45,7 +45,7 @@ const MARKERS: Array<[string, (f: CallFrame) => boolean]> = [
     'SDK body checksum (flexibleChecksums)',
     (f) => f.functionName === 'stringHasher' || f.functionName.includes('flexibleChecksums'),
   ],
-  ['FUSE write (vfs write)', (f) => /(^|\.)write$/.test(f.functionName) && f.url.includes('vfs/vfs')],
+  ['FUSE write (vfs write/writeNow)', (f) => /(^|\.)write(Now)?$/.test(f.functionName) && f.url.includes('vfs/vfs')],
   ['sealed unit write (SealedIO.write)', (f) => /(^|\.)write$/.test(f.functionName) && f.url.includes('cache/sealed')],
   [
     'sealed unit read (SealedIO.readUnits/openUnitsInPlace, openSealedUnits)',

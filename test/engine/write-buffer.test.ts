@@ -22,6 +22,7 @@ import {
   MiB,
   Mounted,
   O_RDONLY,
+  O_APPEND,
   O_RDWR,
   errnoName,
   expectContent,
@@ -31,6 +32,7 @@ import {
   readFile,
   writeAt,
   writeFile,
+  writeLikeAdapter,
 } from '../helpers/engineBed';
 
 const CS = 256 * KiB;
@@ -306,6 +308,43 @@ describe('the write buffer', () => {
     await m.close();
   });
 
+  it('answers a write without a promise only when it takes the bytes at once, and takes nothing otherwise', async () => {
+    const budget = 256 * KiB;
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space, { settings: { ...NO_TIMER, writeBufferBytes: budget } });
+    const fs = m.fs;
+    assert.ok(typeof fs.writeNow === 'function', 'the engine offers the promise-free write');
+    const fh = fs.create('/now', 0o644);
+    const a = random(128 * KiB);
+    const b = random(128 * KiB);
+    // Back to back, with nothing run in between: no flush can free memory meanwhile.
+    assert.equal(fs.writeNow(fh, a, 0), a.length, 'a piece within a chunk is taken at once');
+    assert.equal(fs.writeNow(fh, b, a.length), b.length, 'and the next one while the budget lasts');
+    assert.equal(fs.getattr('/now').size, 256 * KiB, 'the size covers what was taken');
+    const c = random(64 * KiB);
+    assert.equal(fs.writeNow(fh, c, 256 * KiB), undefined, 'with the budget used up, nothing is taken');
+    assert.equal(fs.getattr('/now').size, 256 * KiB, 'and the size did not move');
+    assert.equal(await fs.write(fh, c, 256 * KiB), c.length, 'the promised write waits for memory and takes it');
+    const across = random(8 * KiB);
+    assert.equal(fs.writeNow(fh, across, CS - 4 * KiB), undefined, 'a piece across a chunk boundary is left to `write`');
+    assert.equal(await fs.write(fh, across, CS - 4 * KiB), across.length);
+    const model = modelWrite(Buffer.concat([a, b, c]), CS - 4 * KiB, across);
+    const appender = fs.open('/now', O_RDWR | O_APPEND);
+    assert.equal(fs.writeNow(appender, random(10), 0), undefined, 'appends are left to `write`, which runs them in turn');
+    const reader = fs.open('/now', O_RDONLY);
+    assert.equal(await failsWith(() => fs.writeNow!(reader, random(10), 0)), 'EBADF', 'a read-only handle is refused');
+    await fs.release(reader);
+    await fs.release(appender);
+    assert.deepEqual(await readAt(fs, fh, 0, model.length + 10), model, 'what was taken reads back before close');
+    await fs.flush(fh);
+    await fs.release(fh);
+    await expectContent(fs, '/now', model, CS, 'after close');
+    await m.close();
+    const again = await bed.mount(space, { cacheDir: m.cacheDir });
+    await expectContent(again.fs, '/now', model, CS, 'after a restart');
+    await again.close();
+  });
+
   it('reads the newest bytes while flushes run under concurrent writers and readers of one file', async () => {
     // Every 1 ms and whenever a quarter MiB is buffered, something is flushed: the writers'
     // units are snapshotted, sealed and dropped (or kept, when written again meanwhile) while
@@ -359,7 +398,7 @@ describe('the write buffer', () => {
     for (let pos = 0; pos < 64 * MiB && !error; pos += 128 * KiB) {
       const data = random(128 * KiB);
       try {
-        const n = await m.fs.write(fh, data, pos);
+        const n = await writeLikeAdapter(m.fs, fh, data, pos);
         chunks.push(data.subarray(0, n));
         if (n < data.length) error = 'short';
       } catch (err) {

@@ -1408,6 +1408,35 @@ export class Vfs {
   }
 
   /**
+   * The write of `write` without a promise, when it needs no wait: a piece within one chunk
+   * that the write buffer takes at once (memory and cache room to spare) is buffered here and
+   * its length returned, so the adapter answers before any flush this write starts has run (a
+   * flush seals and writes on this thread; the reply no longer waits behind it). Undefined
+   * when nothing was taken and `write` must do it: an O_APPEND handle (appends run in turn), a
+   * piece across a chunk boundary, or a buffer with no memory or room for it now. What it
+   * relies on is `write`'s: the reply says the bytes are in the write buffer, which close and
+   * fsync flush before they answer (invariant 1), and the room they hold is counted against
+   * the cache cap from this moment (invariant 3).
+   */
+  writeNow(fh: number, data: Buffer, pos: number): number | undefined {
+    this.assertWritable();
+    const h = this.handle(fh);
+    if (!h.writable) throw new FsError('EBADF');
+    if (h.append || data.length === 0) return undefined;
+    const inode = this.inodeOf(h.ino);
+    if (!inode) throw new FsError('ENOENT');
+    const end = pos + data.length;
+    if (end > MAX_FILE_BYTES) throw new FsError('EFBIG');
+    const idx = Math.floor(pos / this.chunkSize);
+    const inChunk = pos - idx * this.chunkSize;
+    if (inChunk + data.length > this.chunkSize) return undefined;
+    this.lastWriteMs = this.now();
+    if (this.buffer.put(inode.ino, idx, inChunk, data, () => this.baseLenOf(inode, idx)) !== 'ok') return undefined;
+    this.extendLiveSize(inode, end);
+    return data.length;
+  }
+
+  /**
    * Runs O_APPEND writes to one file one after the other, each at the end the previous one
    * left, so two appenders never write at the same offset (a write waits for room, and the
    * next one would otherwise take the same end). The kernel serialises a file's writes too;

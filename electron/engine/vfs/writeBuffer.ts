@@ -3,7 +3,8 @@
  * the dirty store (cache/dirty.ts) happen behind, in batches. libfuse2 sends a sequential
  * writer's 128 KiB requests one after the other, so the latency of one request is what limits
  * a writer: here a request costs a copy into memory, and a batch of units costs one seal pass
- * and one writev.
+ * and one writev. `put` is synchronous, so the VFS answers a request it takes at once before
+ * the flush it may start runs (Vfs.writeNow).
  *
  * Owns: the buffered data of each chunk (64 KiB units from a pool, with the byte ranges written
  * in each), the memory they take (at most `memoryBytes`, never more units allocated), the cache
