@@ -1399,9 +1399,7 @@ export class Vfs {
    * already taken stay taken: the write returns short, as write(2) does.
    */
   async write(fh: number, data: Buffer, pos: number): Promise<number> {
-    this.assertWritable();
-    const h = this.handle(fh);
-    if (!h.writable) throw new FsError('EBADF');
+    const h = this.writableHandle(fh);
     this.lastWriteMs = this.now();
     if (h.append) return this.appendInTurn(h.ino, () => this.writeAt(h, data, undefined));
     return this.writeAt(h, data, pos);
@@ -1419,9 +1417,7 @@ export class Vfs {
    * the cache cap from this moment (invariant 3).
    */
   writeNow(fh: number, data: Buffer, pos: number): number | undefined {
-    this.assertWritable();
-    const h = this.handle(fh);
-    if (!h.writable) throw new FsError('EBADF');
+    const h = this.writableHandle(fh);
     if (h.append || data.length === 0) return undefined;
     const inode = this.inodeOf(h.ino);
     if (!inode) throw new FsError('ENOENT');
@@ -1434,6 +1430,14 @@ export class Vfs {
     if (this.buffer.put(inode.ino, idx, inChunk, data, () => this.baseLenOf(inode, idx)) !== 'ok') return undefined;
     this.extendLiveSize(inode, end);
     return data.length;
+  }
+
+  /** The handle `fh` names, checked to be open for writing on a filespace this machine may write. */
+  private writableHandle(fh: number): Handle {
+    this.assertWritable();
+    const h = this.handle(fh);
+    if (!h.writable) throw new FsError('EBADF');
+    return h;
   }
 
   /**
