@@ -204,11 +204,18 @@ describe('a fresh machine builds its database page by page', () => {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       },
     );
-    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
-    const said = await new Promise<string>((resolve) => child.once('message', (m) => resolve(m as string)));
-    assert.equal(said, 'stalled');
-    child.kill('SIGKILL');
-    await exited;
+    const exited = new Promise<string>((resolve) => child.on('exit', (code, signal) => resolve(`exited (${signal ?? code})`)));
+    try {
+      // A child that dies before it stalls says so here instead of leaving the test to its timeout.
+      const said = await Promise.race([
+        new Promise<string>((resolve) => child.once('message', (m) => resolve(m as string))),
+        exited,
+      ]);
+      assert.equal(said, 'stalled');
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+    }
     assert.ok(existsSync(TreeDb.fileIn(dir)), 'the child was building the database');
     assert.equal(await MetaStore.load(dir), undefined, 'a half-built database is not metadata');
     const ms = await linkAndCompare(remote, dir);
