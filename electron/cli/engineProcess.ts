@@ -1,7 +1,7 @@
 /**
  * How `filespace mount` starts a mount's engine as a background process: the same command in
- * the foreground, with memory settings for the process (below) unless the caller's environment
- * already sets them. The systemd unit (build/systemd/filespace@.service) sets the same ones for
+ * the foreground, with glibc malloc settings (below) unless the caller's environment already
+ * sets them. The systemd unit (build/systemd/filespace@.service) sets the same ones for
  * `mount --foreground`.
  *
  * Why, measured with test/bench/memprobe.ts (what a phase's peak RSS is made of): the engine's
@@ -14,11 +14,11 @@
  *     twice that, so the top of an arena is rarely given back. Two arenas and a fixed threshold
  *     of 4 MiB (chunk buffers are mapped and unmapped, and pooled: util/bufferPool.ts) keep that
  *     near what is in use;
- *   - V8's young generation, which grows to two 16 MiB semi-spaces (plus a third while
- *     scavenging): the engine's garbage is mostly buffers outside the heap and short-lived
- *     request objects, so 4 MiB semi-spaces scavenge more often for the same work.
- * glibc reads its variables when the process starts, and V8 its flags: so they are given to
- * the process, never set from inside it.
+ *   - V8's heap and the buffers outside it that wait for a collection. Smaller semi-spaces
+ *     (--max-semi-space-size=4) were tried and made it worse: buffer objects then survive to the
+ *     old generation, and their memory waits for a full collection.
+ * glibc reads its variables when the process starts: so they are given to the process, never
+ * set from inside it.
  */
 
 /** glibc malloc tuning for the engine process (see the module header). */
@@ -27,22 +27,9 @@ export const ENGINE_MALLOC_ENV: Readonly<Record<string, string>> = {
   MALLOC_MMAP_THRESHOLD_: String(4 * 1024 * 1024),
 };
 
-/** Node/V8 flags for the engine process (see the module header). */
-export const ENGINE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
-
 /** `base` with the engine's malloc settings added where it does not set them itself. */
 export function engineProcessEnv(base: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base };
   for (const [k, v] of Object.entries(ENGINE_MALLOC_ENV)) if (env[k] === undefined || env[k] === '') env[k] = v;
   return env;
-}
-
-/**
- * The node arguments that run `script` with the engine's flags, unless the caller's NODE_OPTIONS
- * or the arguments node was started with already size the semi-space.
- */
-export function engineNodeArgs(script: string, env: NodeJS.ProcessEnv, execArgv: readonly string[]): string[] {
-  const given = `${env.NODE_OPTIONS ?? ''} ${execArgv.join(' ')}`;
-  const flags = ENGINE_NODE_FLAGS.filter((f) => !given.includes(f.split('=')[0]!));
-  return [...flags, script];
 }

@@ -55,7 +55,7 @@ import { openStore } from '../host/stores';
 import { syncLinked } from '../host/sync';
 import { unmountLinked } from '../host/unmount';
 import { settingFromKey } from './settingKeys';
-import { engineNodeArgs, engineProcessEnv } from './engineProcess';
+import { engineProcessEnv } from './engineProcess';
 import { cmdTransfer, TRANSFER_USAGE } from './transfer';
 import { parseDuration, parseSize } from './units';
 import { log } from '../host/log';
@@ -363,15 +363,11 @@ async function cmdMount(args: string[]): Promise<void> {
   const logFile = logPath(h, cfg.name);
   const out = openSync(logFile, 'a', 0o600);
   const flags = [...(values['read-only'] ? ['--read-only'] : []), ...(values.takeover ? ['--takeover'] : [])];
-  const child = spawn(
-    process.execPath,
-    [...engineNodeArgs(__filename, process.env, process.execArgv), 'mount', cfg.name, '--foreground', ...flags],
-    {
-      env: engineProcessEnv(process.env),
-      detached: true,
-      stdio: ['ignore', out, out],
-    },
-  );
+  const child = spawn(process.execPath, [__filename, 'mount', cfg.name, '--foreground', ...flags], {
+    env: engineProcessEnv(process.env),
+    detached: true,
+    stdio: ['ignore', out, out],
+  });
   let exited: number | null | undefined;
   child.on('exit', (code) => (exited = code));
   child.unref();

@@ -23,7 +23,7 @@ import { spawn } from 'node:child_process';
 import { Bed, REPO, randomFile, tmpDir, until } from '../helpers/bed';
 import { exec, must } from './proc';
 import { startS3rver } from './server';
-import { engineNodeArgs, engineProcessEnv } from '../../electron/cli/engineProcess';
+import { engineProcessEnv } from '../../electron/cli/engineProcess';
 
 const MiB = 1024 * 1024;
 const MB = 1e6;
@@ -104,10 +104,9 @@ async function main(): Promise<void> {
     const cli = path.join(REPO, 'bin', 'filespace');
     const plain = Boolean(process.env.FILESPACE_PROBE_PLAIN);
     const env = plain ? fs.machine.env : engineProcessEnv(fs.machine.env);
-    const script = plain ? [cli] : engineNodeArgs(cli, env, []);
     const engine = spawn(
       process.execPath,
-      ['--require', path.join(__dirname, 'memlog.js'), ...extra, ...script, 'mount', fs.name, '--foreground'],
+      ['--require', path.join(__dirname, 'memlog.js'), ...extra, cli, 'mount', fs.name, '--foreground'],
       { cwd: snapDir, env: { ...env, FILESPACE_MEMLOG: memlog }, stdio: ['ignore', 'inherit', 'inherit'] },
     );
     let exited = false;

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { STOP_DEADLINE_MS } from '../../electron/cli/main';
-import { ENGINE_MALLOC_ENV, ENGINE_NODE_FLAGS } from '../../electron/cli/engineProcess';
+import { ENGINE_MALLOC_ENV } from '../../electron/cli/engineProcess';
 
 const UNIT = path.resolve(__dirname, '..', '..', '..', 'build', 'systemd', 'filespace@.service');
 
@@ -62,8 +62,6 @@ describe('the systemd unit', () => {
       if (m) for (const w of words(m[1]!)) env.set(w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1));
     }
     for (const [k, v] of Object.entries(ENGINE_MALLOC_ENV)) assert.equal(env.get(k), v, k);
-    const nodeOptions = (env.get('NODE_OPTIONS') ?? '').split(' ');
-    for (const f of ENGINE_NODE_FLAGS) assert.ok(nodeOptions.includes(f), `NODE_OPTIONS has ${f}`);
   });
 
   it('runs the ExecStop sync only while the engine runs ($MAINPID set)', async () => {
