@@ -55,6 +55,7 @@ import { openStore } from '../host/stores';
 import { syncLinked } from '../host/sync';
 import { unmountLinked } from '../host/unmount';
 import { settingFromKey } from './settingKeys';
+import { engineProcessEnv } from './engineProcess';
 import { cmdTransfer, TRANSFER_USAGE } from './transfer';
 import { parseDuration, parseSize } from './units';
 import { log } from '../host/log';
@@ -363,6 +364,7 @@ async function cmdMount(args: string[]): Promise<void> {
   const out = openSync(logFile, 'a', 0o600);
   const flags = [...(values['read-only'] ? ['--read-only'] : []), ...(values.takeover ? ['--takeover'] : [])];
   const child = spawn(process.execPath, [__filename, 'mount', cfg.name, '--foreground', ...flags], {
+    env: engineProcessEnv(process.env),
     detached: true,
     stdio: ['ignore', out, out],
   });

@@ -2,7 +2,8 @@
  * Memory stays bounded however much data streams through: FILESPACE_SOAK_GIB (1 in CI; the
  * full soak is 20) of random data is written and read back through a mount whose cache is
  * only 64 MiB, so everything passes through backpressure, uploads, eviction and downloads.
- * The engine's peak RSS (VmHWM) must stay under the documented 300 MB bound.
+ * The engine's peak RSS (VmHWM) must stay under the documented 300 MB bound, with the memory
+ * settings `filespace mount` starts it with (cli/engineProcess.ts).
  */
 
 import { after, before, describe, it } from 'node:test';
@@ -10,6 +11,7 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import { Bed, sh, until } from '../helpers/bed';
 import { s3StoreFor } from '../helpers/moto';
+import { ENGINE_MALLOC_ENV } from '../../electron/cli/engineProcess';
 
 async function peakRssBytes(pid: number): Promise<number> {
   const status = await fsp.readFile(`/proc/${pid}/status`, 'utf8');
@@ -40,6 +42,10 @@ describe('memory soak', () => {
         settings: { 'upload-delay': '0s', 'gc-grace': '0s', 'gc-interval': '0s' },
       });
       const pid = await fs.mount();
+      // The bound rests on the memory settings `filespace mount` gives its engine process.
+      const environ = (await fsp.readFile(`/proc/${pid}/environ`, 'utf8')).split('\0');
+      for (const [k, v] of Object.entries(ENGINE_MALLOC_ENV))
+        assert.ok(environ.includes(`${k}=${v}`), `the engine runs with ${k}=${v}`);
       for (let round = 0; round < rounds; round++) {
         const file = `${fs.mnt}/stream-${round}.bin`;
         const sumFile = `${fs.machine.home}/written-${round}.sum`;

@@ -1,7 +1,8 @@
 // The systemd unit agrees with the engine's own stop behaviour: ExecStop talks to a running
 // engine only (after an unmount from outside the engine has exited by itself, and a sync would
 // start a new one), each stop phase is bounded below TimeoutStopSec, and Restart restarts
-// after a crash but not after a clean exit.
+// after a crash but not after a clean exit; and the engine gets the same memory settings as
+// the one `filespace mount` starts in the background.
 
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -10,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { describe, it } from 'node:test';
 import { STOP_DEADLINE_MS } from '../../electron/cli/main';
+import { ENGINE_MALLOC_ENV } from '../../electron/cli/engineProcess';
 
 const UNIT = path.resolve(__dirname, '..', '..', '..', 'build', 'systemd', 'filespace@.service');
 
@@ -50,6 +52,16 @@ describe('the systemd unit', () => {
     assert.ok(stopSec > Number(sync[1]) * 60 + 30, 'the sync (plus its 30 s margin) fits');
     assert.equal(s.get('Restart'), 'on-failure');
     assert.equal(s.get('KillSignal'), 'SIGTERM');
+  });
+
+  it('gives the engine the memory settings `filespace mount` gives its background engine', async () => {
+    const text = await fsp.readFile(UNIT, 'utf8');
+    const env = new Map<string, string>();
+    for (const line of text.split('\n')) {
+      const m = /^Environment=(.*)$/.exec(line);
+      if (m) for (const w of words(m[1]!)) env.set(w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1));
+    }
+    for (const [k, v] of Object.entries(ENGINE_MALLOC_ENV)) assert.equal(env.get(k), v, k);
   });
 
   it('runs the ExecStop sync only while the engine runs ($MAINPID set)', async () => {
