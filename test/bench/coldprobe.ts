@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Bed, REPO, randomFile, tmpDir, until } from '../helpers/bed';
 import { cpuMeter, memoryOf } from './procstat';
-import { exec, must, probe } from './proc';
+import { exec, must, probe, runProbe } from './proc';
 import { startS3rver } from './server';
 
 const MiB = 1024 * 1024;
@@ -155,10 +155,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runProbe(main);

@@ -27,7 +27,7 @@ import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Bed, type Linked, REPO, randomFile, tmpDir, until } from '../helpers/bed';
 import { cpuMeter, memoryOf } from './procstat';
-import { exec, must } from './proc';
+import { exec, must, runProbe } from './proc';
 import { callControl } from '../../electron/host/control';
 import { startS3rver } from './server';
 import { type CpuProfile, summarise } from './engineprofile-summary';
@@ -192,10 +192,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runProbe(main);

@@ -21,7 +21,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Bed, REPO, randomFile, tmpDir, until } from '../helpers/bed';
-import { exec, must } from './proc';
+import { exec, must, runProbe } from './proc';
 import { startS3rver } from './server';
 import { engineProcessEnv } from '../../electron/cli/engineProcess';
 
@@ -211,10 +211,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runProbe(main);

@@ -283,3 +283,14 @@ export async function ensureUnmounted(dir: string): Promise<void> {
   await exec('fusermount', ['-u', dir], { timeoutMs: 20_000 });
   if (await mountDevice(dir)) await abortMount(dir);
 }
+
+/** Runs a probe's `main`: exits 0 once it resolves, or prints its error and exits 1. */
+export function runProbe(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}

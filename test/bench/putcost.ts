@@ -17,6 +17,7 @@ import { crc32 } from 'node:zlib';
 import { tmpDir } from '../helpers/bed';
 import { s3StoreFor } from '../helpers/moto';
 import { startS3rver } from './server';
+import { runProbe } from './proc';
 
 async function main(): Promise<void> {
   const [bytesArg, countArg, roundsArg, concArg] = process.argv.slice(2);
@@ -69,10 +70,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runProbe(main);

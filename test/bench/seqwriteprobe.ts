@@ -19,7 +19,7 @@ import * as path from 'node:path';
 import { Bed, randomFile, tmpDir } from '../helpers/bed';
 import { callControl } from '../../electron/host/control';
 import type { FuseCountsDto } from '../../electron/contract/api';
-import { exec, must } from './proc';
+import { exec, must, runProbe } from './proc';
 import { startS3rver } from './server';
 
 const MiB = 1024 * 1024;
@@ -116,10 +116,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runProbe(main);

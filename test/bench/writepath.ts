@@ -18,6 +18,7 @@
 import { randomBytes } from 'node:crypto';
 import { EngineBed, FUSE_IO_BYTES, MiB } from '../helpers/engineBed';
 import type { FuseFilesystem } from '../../native/fuse/adapter';
+import { runProbe } from './proc';
 
 async function oneRound(bed: EngineBed, mode: string, mib: number, source: Buffer): Promise<string> {
   const space = await bed.diskFilespace({ chunkSize: 4 * MiB });
@@ -83,10 +84,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runProbe(main);
