@@ -101,13 +101,23 @@ static const char *load_openssl(void) {
 
 /* ---- the operations, on plain memory (any thread) ---- */
 
-enum op { SEAL, OPEN, GMAC, CTR };
+/*
+ * GMAC_UNITS: the codes of a received cache file (electron/engine/cache/received.ts). For each
+ * unit u of `src` (UNIT bytes each, the last shorter), the GMAC under `key` with the nonce at
+ * table[u * 28] of `aad` (with u written big-endian at its bytes 16..19) then the unit, into
+ * table[u * 28 + 12 .. + 16].
+ */
+enum op { SEAL, OPEN, GMAC, CTR, GMAC_UNITS };
+
+#define UNIT_BYTES 65536
+#define UNIT_ENTRY 28
 
 typedef struct {
   enum op op;
   const uint8_t *key, *iv, *aad, *aad2, *src;
   size_t aad_len, aad2_len, len;
-  uint8_t *dst, *tag; /* tag: written by SEAL and GMAC, read by OPEN */
+  uint8_t *dst, *tag; /* tag: written by SEAL and GMAC, read by OPEN; the unit table for GMAC_UNITS */
+  size_t tag_len;
   int ok;
 } job;
 
@@ -123,13 +133,55 @@ static int update_all(int (*update)(EVP_CIPHER_CTX *, unsigned char *, int *, co
   return 1;
 }
 
+static int gmac_one(EVP_CIPHER_CTX *c, const uint8_t *key, const uint8_t *iv, const uint8_t *a, size_t an,
+                    const uint8_t *b, size_t bn, uint8_t *tag) {
+  int fin = 0;
+  uint8_t scratch[16];
+  if (!ossl.enc_init(c, ossl.gcm, NULL, NULL, NULL) || !ossl.ctx_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) ||
+      !ossl.enc_init(c, NULL, NULL, key, iv))
+    return 0;
+  if (an > 0 && !update_all(ossl.enc_update, c, NULL, a, an)) return 0;
+  if (bn > 0 && !update_all(ossl.enc_update, c, NULL, b, bn)) return 0;
+  if (!ossl.enc_final(c, scratch, &fin) || fin != 0) return 0;
+  return ossl.ctx_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
+}
+
+static void run_gmac_units(job *j) {
+  uint8_t prefix[128];
+  size_t units = (j->len + UNIT_BYTES - 1) / UNIT_BYTES;
+  j->ok = 0;
+  if (j->aad_len > sizeof prefix || j->aad_len < 20 || j->tag_len != units * UNIT_ENTRY) return;
+  EVP_CIPHER_CTX *c = ossl.ctx_new();
+  if (c == NULL) return;
+  memcpy(prefix, j->aad, j->aad_len);
+  int ok = 1;
+  for (size_t u = 0; u < units && ok; u++) {
+    size_t from = u * UNIT_BYTES;
+    size_t n = j->len - from < UNIT_BYTES ? j->len - from : UNIT_BYTES;
+    prefix[16] = (uint8_t)(u >> 24);
+    prefix[17] = (uint8_t)(u >> 16);
+    prefix[18] = (uint8_t)(u >> 8);
+    prefix[19] = (uint8_t)u;
+    uint8_t *entry = j->tag + u * UNIT_ENTRY;
+    ok = gmac_one(c, j->key, entry, prefix, j->aad_len, j->src + from, n, entry + 12);
+  }
+  ossl.ctx_free(c);
+  j->ok = ok;
+}
+
 static void run(job *j) {
+  if (j->op == GMAC_UNITS) {
+    run_gmac_units(j);
+    return;
+  }
   j->ok = 0;
   EVP_CIPHER_CTX *c = ossl.ctx_new();
   if (c == NULL) return;
   int fin = 0;
   uint8_t scratch[16];
   switch (j->op) {
+    case GMAC_UNITS: /* run_gmac_units */
+      break;
     case SEAL:
     case GMAC:
       if (!ossl.enc_init(c, ossl.gcm, NULL, NULL, NULL) || !ossl.ctx_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) ||
@@ -204,9 +256,33 @@ static int disjoint_or_same(const uint8_t *a, const uint8_t *b, size_t n) {
  * wrong (an exception is then pending).
  */
 static int read_job(napi_env env, enum op op, napi_value *argv, size_t argc, job *j) {
-  size_t want = op == GMAC ? 5 : op == CTR ? 4 : 6;
+  size_t want = op == GMAC ? 5 : op == CTR || op == GMAC_UNITS ? 4 : 6;
   memset(j, 0, sizeof *j);
   j->op = op;
+  if (op == GMAC_UNITS) {
+    /* (key, prefix, src, table) */
+    uint8_t *p;
+    size_t n;
+    if (argc < want) return napi_throw_type_error(env, NULL, "cipher addon: too few arguments"), 0;
+    if (!bytes_of(env, argv[0], "key: bytes expected", &p, &n)) return 0;
+    if (n != 32) return napi_throw_range_error(env, NULL, "key: 32 bytes expected"), 0;
+    j->key = p;
+    if (!bytes_of(env, argv[1], "prefix: bytes expected", &p, &n)) return 0;
+    if (n < 20 || n > 128) return napi_throw_range_error(env, NULL, "prefix: 20 to 128 bytes expected"), 0;
+    j->aad = p;
+    j->aad_len = n;
+    if (!bytes_of(env, argv[2], "src: bytes expected", &p, &n)) return 0;
+    j->src = p;
+    j->len = n;
+    if (!bytes_of(env, argv[3], "table: bytes expected", &p, &n)) return 0;
+    if (n != (j->len + UNIT_BYTES - 1) / UNIT_BYTES * UNIT_ENTRY)
+      return napi_throw_range_error(env, NULL, "table: 28 bytes per 64 KiB unit expected"), 0;
+    if (n > 0 && !(p + n <= j->src || j->src + j->len <= p))
+      return napi_throw_range_error(env, NULL, "table: must not overlap src"), 0;
+    j->tag = p;
+    j->tag_len = n;
+    return 1;
+  }
   if (argc < want) {
     napi_throw_type_error(env, NULL, "cipher addon: too few arguments");
     return 0;
@@ -271,6 +347,7 @@ static napi_value gcm_seal(napi_env env, napi_callback_info info) { return sync_
 static napi_value gcm_open(napi_env env, napi_callback_info info) { return sync_op(env, info, OPEN); }
 static napi_value gmac(napi_env env, napi_callback_info info) { return sync_op(env, info, GMAC); }
 static napi_value ctr(napi_env env, napi_callback_info info) { return sync_op(env, info, CTR); }
+static napi_value gmac_units(napi_env env, napi_callback_info info) { return sync_op(env, info, GMAC_UNITS); }
 
 /* ---- async forms: the buffers are held by references until the callback runs ---- */
 
@@ -291,7 +368,7 @@ static void async_complete(napi_env env, napi_status status, void *data) {
   async_job *a = data;
   napi_value cb, global, args[2];
   int ok = status == napi_ok && a->j.ok;
-  if (status != napi_ok && a->j.dst != NULL && a->j.len > 0) ossl.cleanse(a->j.dst, a->j.len);
+  if (status != napi_ok && a->j.op != GMAC_UNITS && a->j.dst != NULL && a->j.len > 0) ossl.cleanse(a->j.dst, a->j.len);
   napi_get_reference_value(env, a->cb, &cb);
   for (size_t i = 0; i < a->nrefs; i++) napi_delete_reference(env, a->refs[i]);
   napi_delete_reference(env, a->cb);
@@ -315,7 +392,7 @@ static napi_value async_op(napi_env env, napi_callback_info info, enum op op) {
   napi_value argv[7];
   size_t argc = 7;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  size_t nargs = op == CTR ? 4 : 6;
+  size_t nargs = op == CTR || op == GMAC_UNITS ? 4 : 6;
   napi_valuetype t = napi_undefined;
   if (argc < nargs + 1 || napi_typeof(env, argv[nargs], &t) != napi_ok || t != napi_function) {
     napi_throw_type_error(env, NULL, "cipher addon: a callback is expected last");
@@ -342,6 +419,7 @@ static napi_value async_op(napi_env env, napi_callback_info info, enum op op) {
 static napi_value gcm_seal_async(napi_env env, napi_callback_info info) { return async_op(env, info, SEAL); }
 static napi_value gcm_open_async(napi_env env, napi_callback_info info) { return async_op(env, info, OPEN); }
 static napi_value ctr_async(napi_env env, napi_callback_info info) { return async_op(env, info, CTR); }
+static napi_value gmac_units_async(napi_env env, napi_callback_info info) { return async_op(env, info, GMAC_UNITS); }
 
 NAPI_MODULE_INIT() {
   const char *why = load_openssl();
@@ -357,6 +435,8 @@ NAPI_MODULE_INIT() {
       {"gcmSealAsync", NULL, gcm_seal_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"gcmOpenAsync", NULL, gcm_open_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"ctrAsync", NULL, ctr_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gmacUnits", NULL, gmac_units, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gmacUnitsAsync", NULL, gmac_units_async, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   napi_value src;

@@ -17,6 +17,7 @@ import {
   gcmOpenIntoAsync,
   gcmSealInto,
   gmacInto,
+  gmacUnitsAsync,
 } from '../../electron/engine/chunk/cipherAddon';
 import { decryptSealedPart, open, openAsync, seal, sealInto } from '../../electron/engine/chunk/crypto';
 
@@ -149,6 +150,26 @@ describe(`cipher (${cipherBackend})`, () => {
     const tag = Buffer.alloc(16);
     gmacInto(key, iv, a, b, tag);
     assert.deepEqual(tag, g.getAuthTag());
+  });
+
+  it('computes every unit code of a received file as the single GMAC does, off the JS thread', async () => {
+    for (const size of [1, 65536, 65537, 4 * 1024 * 1024 - 5]) {
+      const src = randomBytes(size);
+      const prefix = randomBytes(84);
+      const before = Buffer.from(prefix);
+      const units = Math.ceil(size / 65536);
+      const table = randomBytes(units * 28);
+      await gmacUnitsAsync(key, prefix, src, table);
+      assert.deepEqual(prefix, before, 'the prefix is not changed');
+      for (let u = 0; u < units; u++) {
+        const p = Buffer.from(prefix);
+        p.writeUInt32BE(u, 16);
+        const want = Buffer.alloc(16);
+        gmacInto(key, table.subarray(u * 28, u * 28 + 12), p, src.subarray(u * 65536, (u + 1) * 65536), want);
+        assert.deepEqual(table.subarray(u * 28 + 12, u * 28 + 28), want, `unit ${u} of ${size} bytes`);
+      }
+    }
+    await assert.rejects(gmacUnitsAsync(key, randomBytes(84), randomBytes(70000), Buffer.alloc(28)), RangeError);
   });
 
   it('reads any 16-byte-aligned range of a GCM ciphertext with CTR, in place or not', () => {

@@ -24,7 +24,7 @@
 
 import { hkdfSync, randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { gmacInto } from '../chunk/cipherAddon';
+import { gmacInto, gmacUnitsAsync } from '../chunk/cipherAddon';
 import { AuthError, decryptSealedPart } from '../chunk/crypto';
 import { HEADER, UNIT, UNIT_OVERHEAD, lastUnitOf } from './sealed';
 
@@ -79,8 +79,12 @@ export class ReceivedIO {
     gmacInto(this.codeKey, codeNonce, prefix, unit, out);
   }
 
-  /** The whole file for chunk `name`, as buffers for one writev (the ciphertext is not copied). */
-  fileFor(name: string, nonce: Buffer, ciphertext: Buffer): Buffer[] {
+  /**
+   * The whole file for chunk `name`, as buffers for one writev (the ciphertext is not copied).
+   * The codes are computed off the JS thread (chunk/cipherAddon.ts); `ciphertext` must not
+   * change until this settles.
+   */
+  async fileFor(name: string, nonce: Buffer, ciphertext: Buffer): Promise<Buffer[]> {
     const len = ciphertext.length;
     const head = Buffer.alloc(HEADER);
     MAGIC.copy(head, 0);
@@ -89,17 +93,9 @@ export class ReceivedIO {
     const prefix = ReceivedIO.codePrefix(fileId, nonce, name, len);
     const units = lastUnitOf(len) + 1;
     const table = Buffer.allocUnsafe(units * UNIT_OVERHEAD);
-    for (let i = 0; i < units; i++) {
-      const at = i * UNIT_OVERHEAD;
-      const codeNonce = randomFillSync(table.subarray(at, at + CODE_NONCE));
-      this.code(
-        codeNonce,
-        prefix,
-        i,
-        ciphertext.subarray(i * UNIT, Math.min(len, (i + 1) * UNIT)),
-        table.subarray(at + CODE_NONCE, at + UNIT_OVERHEAD),
-      );
-    }
+    for (let i = 0; i < units; i++) randomFillSync(table, i * UNIT_OVERHEAD, CODE_NONCE);
+    // The codes `code` computes, one per unit, in one pass off this thread.
+    await gmacUnitsAsync(this.codeKey, prefix, ciphertext, table);
     return [head, table, ciphertext];
   }
 

@@ -33,6 +33,7 @@ interface Addon {
     tag: Uint8Array,
     cb: (err: Error | null, ok: boolean) => void,
   ): void;
+  gmacUnitsAsync(key: Uint8Array, prefix: Uint8Array, src: Uint8Array, table: Uint8Array, cb: (err: Error | null) => void): void;
   readonly openssl: string;
 }
 
@@ -167,4 +168,44 @@ export function ctrInto(key: Buffer, counter: Uint8Array, src: Uint8Array, dst: 
   }
   checkDst(src, dst);
   updateInto(createDecipheriv('aes-256-ctr', key, counter), view(src), view(dst));
+}
+
+/** Bytes per unit of `gmacUnits` and per entry of its table: nonce (12) | code (16). */
+export const GMAC_UNIT = 64 * 1024;
+export const GMAC_ENTRY = 28;
+
+function gmacUnitsFallback(key: Buffer, prefix: Uint8Array, src: Uint8Array, table: Uint8Array): void {
+  const p = Buffer.from(prefix);
+  const s = view(src);
+  const t = view(table);
+  const units = Math.ceil(s.length / GMAC_UNIT);
+  if (t.length !== units * GMAC_ENTRY) throw new RangeError('table: 28 bytes per 64 KiB unit expected');
+  for (let u = 0; u < units; u++) {
+    p.writeUInt32BE(u, 16);
+    const at = u * GMAC_ENTRY;
+    gmacInto(
+      key,
+      t.subarray(at, at + 12),
+      p,
+      s.subarray(u * GMAC_UNIT, (u + 1) * GMAC_UNIT),
+      t.subarray(at + 12, at + GMAC_ENTRY),
+    );
+  }
+}
+
+/**
+ * The codes of every 64 KiB unit u of `src` (the last may be shorter): the GMAC under `key`,
+ * with the nonce already at `table[u * 28]`, of `prefix` (u written big-endian at its bytes
+ * 16..19; `prefix` itself is not changed) then the unit, into `table[u * 28 + 12]` (16 bytes).
+ * On libuv's thread pool with the addon; `src` and `table` must not be touched until it settles.
+ */
+export function gmacUnitsAsync(key: Buffer, prefix: Uint8Array, src: Uint8Array, table: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (!addon) {
+      gmacUnitsFallback(key, prefix, src, table); // a throw here rejects
+      resolve();
+      return;
+    }
+    addon.gmacUnitsAsync(key, prefix, src, table, (err) => (err ? reject(err) : resolve()));
+  });
 }
