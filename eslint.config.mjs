@@ -55,7 +55,7 @@ const unusedVars = [
 ];
 
 export default defineConfig(
-  globalIgnores(['**/dist/', '**/node_modules/', 'native/fuse/addon/', 'release/', '.demo/']),
+  globalIgnores(['**/dist/', '**/node_modules/', 'native/fuse/addon/', 'native/cipher/addon/', 'release/', '.demo/']),
   { linterOptions: { reportUnusedDisableDirectives: 'error' } },
   {
     files: ['**/*.ts', '**/*.tsx'],

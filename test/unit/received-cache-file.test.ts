@@ -39,7 +39,7 @@ describe('received cache files', () => {
     const parts = receivedCiphertext(obj)!;
     const fh = await fsp.open(file, 'w+');
     try {
-      await fh.writev(io.fileFor(name, parts.nonce, parts.ciphertext), 0);
+      await fh.writev(await io.fileFor(name, parts.nonce, parts.ciphertext), 0);
     } finally {
       await fh.close();
     }

@@ -333,7 +333,7 @@ export class ChunkCache {
   async putReceived(name: string, obj: Buffer, data: Buffer): Promise<boolean> {
     const parts = this.received && receivedCiphertext(obj);
     if (!parts || parts.ciphertext.length !== data.length) return this.put(name, data);
-    const buffers = this.received.fileFor(name, parts.nonce, parts.ciphertext);
+    const buffers = await this.received.fileFor(name, parts.nonce, parts.ciphertext);
     return this.store(name, data.length, async (fh) => {
       const total = buffers.reduce((n, b) => n + b.length, 0);
       let done = (await fh.writev(buffers, 0)).bytesWritten;

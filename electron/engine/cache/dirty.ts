@@ -467,8 +467,12 @@ export class DirtyStore {
       const units: number[] = [];
       for (let u = 0; u <= lastUnitOf(end); u++) units.push(u);
       const plains = await this.unitPlaintexts(undefined, fileId, units, patches, 0, end, `dirty chunk ${ino}.${idx}`);
-      const out = [header, ...plains.flatMap((plain, u) => this.io.sealUnit(fileId, u, plain))];
-      const fh = await fsp.open(file, 'w+', 0o600);
+      const sealed = this.io.sealUnitsForWrite(fileId, units, plains);
+      const out = [header, ...sealed];
+      const fh = await fsp.open(file, 'w+', 0o600).catch((err: unknown) => {
+        this.io.releaseSealed(sealed);
+        throw err;
+      });
       try {
         let total = 0;
         for (const b of out) total += b.length;
@@ -480,6 +484,8 @@ export class DirtyStore {
       } catch (err) {
         await fh.close().catch(() => undefined);
         throw err;
+      } finally {
+        this.io.releaseSealed(sealed); // written (or failed): nothing reads them any more
       }
       this.handles.adopt(file, fh);
     } catch (err) {
@@ -616,12 +622,16 @@ export class DirtyStore {
         const plains = await this.unitPlaintexts(fh, d.fileId, units, patches, oldLen, newLen, what);
         // Sealed in one synchronous pass (the patches' buffers are the caller's and may change
         // once this yields), then one writev per run of consecutive units.
-        const sealed = plains.map((plain, k) => this.io.sealUnit(d.fileId, units[k]!, plain));
-        for (let k = 0; k < units.length;) {
-          let j = k;
-          while (j + 1 < units.length && units[j + 1] === units[j]! + 1) j++;
-          await this.io.writeSealedRun(fh, units[k]!, sealed.slice(k, j + 1).flat());
-          k = j + 1;
+        const sealed = this.io.sealUnitsForWrite(d.fileId, units, plains);
+        try {
+          for (let k = 0; k < units.length;) {
+            let j = k;
+            while (j + 1 < units.length && units[j + 1] === units[j]! + 1) j++;
+            await this.io.writeSealedRun(fh, units[k]!, sealed.slice(k, j + 1));
+            k = j + 1;
+          }
+        } finally {
+          this.io.releaseSealed(sealed); // written (or failed): nothing reads them any more
         }
       });
     } catch (err) {

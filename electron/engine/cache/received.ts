@@ -22,8 +22,9 @@
  * (ChunkCache) owns locking and accounting.
  */
 
-import { createCipheriv, hkdfSync, randomFillSync, timingSafeEqual } from 'node:crypto';
+import { hkdfSync, randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
+import { gmacInto, gmacUnitsAsync } from '../chunk/cipherAddon';
 import { AuthError, decryptSealedPart } from '../chunk/crypto';
 import { HEADER, UNIT, UNIT_OVERHEAD, lastUnitOf } from './sealed';
 
@@ -72,17 +73,18 @@ export class ReceivedIO {
     return prefix;
   }
 
-  private code(codeNonce: Buffer, prefix: Buffer, i: number, unit: Buffer): Buffer {
+  /** Unit i's code into `out` (16 bytes). */
+  private code(codeNonce: Buffer, prefix: Buffer, i: number, unit: Buffer, out: Buffer): void {
     prefix.writeUInt32BE(i, 16);
-    const g = createCipheriv('aes-256-gcm', this.codeKey, codeNonce);
-    g.setAAD(prefix);
-    g.setAAD(unit);
-    g.final();
-    return g.getAuthTag();
+    gmacInto(this.codeKey, codeNonce, prefix, unit, out);
   }
 
-  /** The whole file for chunk `name`, as buffers for one writev (the ciphertext is not copied). */
-  fileFor(name: string, nonce: Buffer, ciphertext: Buffer): Buffer[] {
+  /**
+   * The whole file for chunk `name`, as buffers for one writev (the ciphertext is not copied).
+   * The codes are computed off the JS thread (chunk/cipherAddon.ts); `ciphertext` must not
+   * change until this settles.
+   */
+  async fileFor(name: string, nonce: Buffer, ciphertext: Buffer): Promise<Buffer[]> {
     const len = ciphertext.length;
     const head = Buffer.alloc(HEADER);
     MAGIC.copy(head, 0);
@@ -91,11 +93,9 @@ export class ReceivedIO {
     const prefix = ReceivedIO.codePrefix(fileId, nonce, name, len);
     const units = lastUnitOf(len) + 1;
     const table = Buffer.allocUnsafe(units * UNIT_OVERHEAD);
-    for (let i = 0; i < units; i++) {
-      const at = i * UNIT_OVERHEAD;
-      const codeNonce = randomFillSync(table.subarray(at, at + CODE_NONCE));
-      this.code(codeNonce, prefix, i, ciphertext.subarray(i * UNIT, Math.min(len, (i + 1) * UNIT))).copy(table, at + CODE_NONCE);
-    }
+    for (let i = 0; i < units; i++) randomFillSync(table, i * UNIT_OVERHEAD, CODE_NONCE);
+    // The codes `code` computes, one per unit, in one pass off this thread.
+    await gmacUnitsAsync(this.codeKey, prefix, ciphertext, table);
     return [head, table, ciphertext];
   }
 
@@ -125,13 +125,15 @@ export class ReceivedIO {
     ]);
     if (gotTable < table.length || gotData < data.length) throw new AuthError(`${what} (cut short)`);
     const prefix = ReceivedIO.codePrefix(h.fileId, h.nonce, name, len);
+    const want = Buffer.allocUnsafe(16);
     for (let i = first; i <= last; i++) {
       const at = (i - first) * UNIT_OVERHEAD;
       const unit = data.subarray(i * UNIT - from, Math.min(len, (i + 1) * UNIT) - from);
-      const want = this.code(table.subarray(at, at + CODE_NONCE), prefix, i, unit);
+      this.code(table.subarray(at, at + CODE_NONCE), prefix, i, unit, want);
       if (!timingSafeEqual(want, table.subarray(at + CODE_NONCE, at + UNIT_OVERHEAD))) throw new AuthError(`${what} unit ${i}`);
     }
-    return decryptSealedPart(this.chunkKey, h.nonce, data, from);
+    // In place: `data` is this call's own buffer.
+    return decryptSealedPart(this.chunkKey, h.nonce, data, from, data);
   }
 
   /** Copies data bytes [pos, pos+n) into buf at bufOff (n already clamped to the length). */

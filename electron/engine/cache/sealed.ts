@@ -17,11 +17,13 @@
  * (DirtyStore keeps pre-images of units it rewrites, see dirty.ts). Pure I/O helpers: the
  * callers (DirtyStore, ChunkCache) own locking and accounting. Reads open units where they
  * were read, in one buffer (`openSealedUnits`, which the uploader's encoder also runs on the
- * raw units it is handed, possibly in a worker thread).
+ * raw units it is handed, possibly in a worker thread). The cipher writes where the bytes
+ * belong (chunk/cipherAddon.ts): opening allocates nothing, sealing one buffer per unit.
  */
 
-import { createCipheriv, createDecipheriv, randomBytes, randomFillSync } from 'node:crypto';
+import { randomBytes, randomFillSync } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
+import { gcmOpenInto, gcmSealInto } from '../chunk/cipherAddon';
 import { AuthError } from '../chunk/crypto';
 
 export const UNIT = 64 * 1024;
@@ -72,19 +74,24 @@ function unitAad(fileId: Buffer, i: number): Buffer {
   return b;
 }
 
-/** Opens one sealed unit (unit i of the file `fileId`); its data is a new buffer. */
+/**
+ * Opens one sealed unit (unit i of the file `fileId`) into `dst` (its data's length: `sealed`'s
+ * own ciphertext bytes to open in place, or bytes apart from `sealed`). On a failed tag `dst`
+ * is wiped and AuthError thrown.
+ */
+function openUnitInto(key: Buffer, fileId: Buffer, i: number, sealed: Buffer, dst: Buffer, what: string): void {
+  if (sealed.length <= UNIT_OVERHEAD) throw new AuthError(what);
+  const ct = sealed.subarray(NONCE, sealed.length - TAG);
+  if (!gcmOpenInto(key, sealed.subarray(0, NONCE), unitAad(fileId, i), ct, dst, sealed.subarray(sealed.length - TAG)))
+    throw new AuthError(what);
+}
+
+/** Opens one sealed unit; its data is a new buffer. */
 function openUnit(key: Buffer, fileId: Buffer, i: number, sealed: Buffer, what: string): Buffer {
   if (sealed.length <= UNIT_OVERHEAD) throw new AuthError(what);
-  const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, NONCE));
-  d.setAAD(unitAad(fileId, i));
-  d.setAuthTag(sealed.subarray(sealed.length - TAG));
-  try {
-    const body = d.update(sealed.subarray(NONCE, sealed.length - TAG));
-    const fin = d.final(); // empty for GCM: no copy of the unit
-    return fin.length === 0 ? body : Buffer.concat([body, fin]);
-  } catch {
-    throw new AuthError(what);
-  }
+  const out = Buffer.allocUnsafe(sealed.length - UNIT_OVERHEAD);
+  openUnitInto(key, fileId, i, sealed, out, what);
+  return out;
 }
 
 /**
@@ -98,7 +105,11 @@ export function openSealedUnits(key: Buffer, fileId: Buffer, buf: Buffer, size: 
   let data = 0;
   for (let i = first, off = 0; off < size; i++) {
     const n = Math.min(UNIT + UNIT_OVERHEAD, size - off);
-    data += openUnit(key, fileId, i, buf.subarray(off, off + n), `${what} unit ${i}`).copy(buf, data);
+    // Opened in place, then moved down to its place (copy is a memmove): the cipher never
+    // writes to bytes that overlap its input only in part.
+    const ct = buf.subarray(off + NONCE, off + n - TAG);
+    openUnitInto(key, fileId, i, buf.subarray(off, off + n), ct, `${what} unit ${i}`);
+    data += buf.copy(buf, data, off + NONCE, off + n - TAG);
     off += n;
   }
   return data;
@@ -125,22 +136,42 @@ function freshNonce(): Buffer {
   return nonce;
 }
 
+/** Spare sealed-unit buffers a SealedIO keeps for `sealUnitsForWrite` (4 MiB of them at most). */
+const SPARE_UNITS = 64;
+
 export class SealedIO {
+  /**
+   * Buffers of one sealed unit each (their own memory, UNIT + UNIT_OVERHEAD bytes), given back
+   * by `releaseSealed` once the write that read them completed: a steady stream of writes
+   * seals into the same memory instead of allocating (outside the JS heap) 64 KiB per unit.
+   */
+  private readonly spare: Buffer[] = [];
+
   constructor(private readonly key: Buffer) {}
 
   private aad(fileId: Buffer, i: number): Buffer {
     return unitAad(fileId, i);
   }
 
+  /** Unit i sealed from `plain`: nonce | ciphertext | tag in one new buffer. */
   private seal(fileId: Buffer, i: number, plain: Buffer): Buffer {
-    const nonce = freshNonce();
-    const c = createCipheriv('aes-256-gcm', this.key, nonce);
-    c.setAAD(this.aad(fileId, i));
-    const out = Buffer.allocUnsafe(NONCE + plain.length + TAG);
-    nonce.copy(out, 0);
-    const n = c.update(plain).copy(out, NONCE);
-    c.final();
-    c.getAuthTag().copy(out, NONCE + n);
+    return this.sealInto(fileId, i, plain, Buffer.allocUnsafe(NONCE + plain.length + TAG));
+  }
+
+  /** Unit i sealed from `plain` into the start of `out`; returns the sealed bytes (a view of `out`). */
+  private sealInto(fileId: Buffer, i: number, plain: Buffer, out: Buffer): Buffer {
+    if (plain.length > UNIT || out.length < plain.length + UNIT_OVERHEAD) throw new RangeError('sealInto: no room for the unit');
+    out = out.subarray(0, NONCE + plain.length + TAG);
+    const nonce = out.subarray(0, NONCE);
+    freshNonce().copy(nonce);
+    gcmSealInto(
+      this.key,
+      nonce,
+      this.aad(fileId, i),
+      plain,
+      out.subarray(NONCE, NONCE + plain.length),
+      out.subarray(NONCE + plain.length),
+    );
     return out;
   }
 
@@ -325,18 +356,22 @@ export class SealedIO {
   }
 
   /**
-   * Unit i of a file sealed from `plain` (at most UNIT bytes), as the pieces that go on disk
-   * one after the other (nonce, ciphertext, tag): written with writev, no copy of the
-   * ciphertext into one buffer, and half the memory allocated per unit.
+   * Units `indexes[k]` sealed from `plains[k]`, each in a spare buffer: for a write that then
+   * hands them, and only them, to `releaseSealed` once it has completed or failed (nothing may
+   * read them after that: they are sealed into again).
    */
-  sealUnit(fileId: Buffer, i: number, plain: Buffer): Buffer[] {
-    const nonce = freshNonce();
-    const c = createCipheriv('aes-256-gcm', this.key, nonce);
-    c.setAAD(this.aad(fileId, i));
-    const body = c.update(plain);
-    const last = c.final();
-    const tag = c.getAuthTag();
-    return last.length > 0 ? [nonce, body, last, tag] : [nonce, body, tag];
+  sealUnitsForWrite(fileId: Buffer, indexes: readonly number[], plains: readonly Buffer[]): Buffer[] {
+    return plains.map((plain, k) =>
+      this.sealInto(fileId, indexes[k]!, plain, this.spare.pop() ?? Buffer.allocUnsafeSlow(UNIT + UNIT_OVERHEAD)),
+    );
+  }
+
+  /** Takes back what `sealUnitsForWrite` returned (see there). */
+  releaseSealed(sealed: readonly Buffer[]): void {
+    for (const b of sealed) {
+      if (this.spare.length >= SPARE_UNITS) return;
+      if (b.byteOffset === 0 && b.buffer.byteLength === UNIT + UNIT_OVERHEAD) this.spare.push(Buffer.from(b.buffer));
+    }
   }
 
   /** The data of unit i of a file holding `len` bytes, decrypted and authenticated. */
@@ -345,8 +380,8 @@ export class SealedIO {
   }
 
   /**
-   * Writes sealed units `first`, `first`+1, ... (the pieces sealUnit returns, one unit after
-   * the other) in one writev; should it write only part, the rest follows.
+   * Writes sealed units `first`, `first`+1, ... (as sealUnitsForWrite returns them, one unit
+   * after the other) in one writev; should it write only part, the rest follows.
    */
   async writeSealedRun(fh: FileHandle, first: number, sealed: readonly Buffer[]): Promise<void> {
     let total = 0;

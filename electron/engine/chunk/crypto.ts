@@ -10,10 +10,13 @@
  * Every sealed blob is `nonce(12) | ciphertext | tag(16)` with associated data that binds it to
  * the name it is stored under, so a blob copied to another key fails authentication.
  * `sealInto` writes that blob into a buffer the caller owns (a pooled one for whole chunks),
- * so sealing allocates nothing of the blob's size and copies nothing twice.
+ * so sealing allocates nothing of the blob's size and copies nothing twice. The cipher runs
+ * through chunk/cipherAddon.ts: into the caller's buffers, with nothing allocated per call
+ * (the addon), and for a whole chunk on libuv's thread pool (`openAsync`).
  */
 
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, scrypt } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes, randomFillSync, scrypt } from 'node:crypto';
+import { ctrInto, gcmOpenInto, gcmOpenIntoAsync, gcmSealInto } from './cipherAddon';
 
 export interface KdfParams {
   readonly alg: 'scrypt';
@@ -61,12 +64,6 @@ export function deriveKek(passphrase: string, kdf: KdfParams): Promise<Buffer> {
 /** Bytes `seal` adds to a plaintext: the nonce before it and the tag after it. */
 export const SEAL_OVERHEAD = 12 + 16;
 
-/**
- * The cipher's output is taken in slices of this size and copied to where it belongs, so a
- * whole chunk never needs a buffer of its size from the cipher (nor a concatenation after it).
- */
-const CIPHER_SLICE = 64 * 1024;
-
 export function seal(key: Buffer, plaintext: Buffer, aad: string): Buffer {
   const out = Buffer.allocUnsafe(plaintext.length + SEAL_OVERHEAD);
   sealInto(key, plaintext, aad, out, 0);
@@ -74,10 +71,11 @@ export function seal(key: Buffer, plaintext: Buffer, aad: string): Buffer {
 }
 
 /**
- * `seal` into `out` at `offset` (room for `plaintext.length + SEAL_OVERHEAD` bytes); returns
- * the bytes written. The result is the same `nonce | ciphertext | tag` as `seal`'s. With
- * `onOutput`, every piece written is handed over as soon as it is in `out` (a checksum over
- * the sealed bytes then needs no second pass over them).
+ * `seal` into `out` at `offset` (room for `plaintext.length + SEAL_OVERHEAD` bytes, not
+ * overlapping `plaintext`); returns the bytes written. The result is the same
+ * `nonce | ciphertext | tag` as `seal`'s. With `onOutput`, every piece written is handed over
+ * as soon as it is in `out` (a checksum over the sealed bytes then needs no second read of
+ * them by the caller).
  */
 export function sealInto(
   key: Buffer,
@@ -89,51 +87,67 @@ export function sealInto(
 ): number {
   if (out.length - offset < plaintext.length + SEAL_OVERHEAD)
     throw new RangeError('sealInto: the output has no room for the sealed bytes');
-  const nonce = randomBytes(12);
-  const c = createCipheriv('aes-256-gcm', key, nonce);
-  c.setAAD(Buffer.from(aad, 'utf8'));
-  let at = offset + nonce.copy(out, offset);
-  onOutput?.(out.subarray(offset, at));
-  for (let i = 0; i < plaintext.length; i += CIPHER_SLICE) {
-    const from = at;
-    at += c.update(plaintext.subarray(i, i + CIPHER_SLICE)).copy(out, at);
-    onOutput?.(out.subarray(from, at));
-  }
-  const from = at;
-  at += c.final().copy(out, at); // empty for GCM
-  at += c.getAuthTag().copy(out, at);
-  onOutput?.(out.subarray(from, at));
-  return at - offset;
+  const body = offset + 12;
+  const end = body + plaintext.length;
+  const nonce = randomFillSync(out.subarray(offset, body));
+  onOutput?.(nonce);
+  gcmSealInto(key, nonce, Buffer.from(aad, 'utf8'), plaintext, out.subarray(body, end), out.subarray(end, end + 16));
+  onOutput?.(out.subarray(body, end));
+  onOutput?.(out.subarray(end, end + 16));
+  return end + 16 - offset;
 }
 
 export function open(key: Buffer, sealed: Buffer, aad: string, what: string): Buffer {
   if (sealed.length < SEAL_OVERHEAD) throw new AuthError(what);
-  const nonce = sealed.subarray(0, 12);
-  const tag = sealed.subarray(sealed.length - 16);
-  const d = createDecipheriv('aes-256-gcm', key, nonce);
-  d.setAAD(Buffer.from(aad, 'utf8'));
-  d.setAuthTag(tag);
-  try {
-    const body = d.update(sealed.subarray(12, sealed.length - 16));
-    const fin = d.final(); // empty for GCM: the plaintext is the update's output, no copy
-    return fin.length === 0 ? body : Buffer.concat([body, fin]);
-  } catch {
-    throw new AuthError(what);
-  }
+  const body = Buffer.allocUnsafe(sealed.length - SEAL_OVERHEAD);
+  const ok = gcmOpenInto(
+    key,
+    sealed.subarray(0, 12),
+    Buffer.from(aad, 'utf8'),
+    sealed.subarray(12, sealed.length - 16),
+    body,
+    sealed.subarray(sealed.length - 16),
+  );
+  if (!ok) throw new AuthError(what);
+  return body;
+}
+
+/**
+ * `open` off the JS thread (libuv's thread pool, where the cipher addon is loaded): for whole
+ * chunks, so the engine thread neither decrypts nor allocates per slice. `sealed` must not
+ * change until it settles.
+ */
+export async function openAsync(key: Buffer, sealed: Buffer, aad: string, what: string): Promise<Buffer> {
+  if (sealed.length < SEAL_OVERHEAD) throw new AuthError(what);
+  const body = Buffer.allocUnsafe(sealed.length - SEAL_OVERHEAD);
+  const ok = await gcmOpenIntoAsync(
+    key,
+    sealed.subarray(0, 12),
+    Buffer.from(aad, 'utf8'),
+    sealed.subarray(12, sealed.length - 16),
+    body,
+    sealed.subarray(sealed.length - 16),
+  );
+  if (!ok) throw new AuthError(what);
+  return body;
 }
 
 /**
  * Decrypts `part`: the bytes of a `seal`ed blob's ciphertext that start `offset` bytes into it
  * (a multiple of 16), given the blob's nonce. AES-GCM encrypts with AES-CTR from counter 2, so
  * any range decrypts alone. Nothing is authenticated: only for bytes whose integrity was
- * checked otherwise (a whole blob authenticated once, then kept under codes of its own).
+ * checked otherwise (a whole blob authenticated once, then kept under codes of its own). The
+ * result goes to `into` when given (as long as `part`; `part` itself decrypts in place), else
+ * to a new buffer.
  */
-export function decryptSealedPart(key: Buffer, nonce: Buffer, part: Buffer, offset: number): Buffer {
+export function decryptSealedPart(key: Buffer, nonce: Buffer, part: Buffer, offset: number, into?: Buffer): Buffer {
   if (nonce.length !== 12 || offset % 16 !== 0 || offset < 0) throw new Error('decryptSealedPart: bad nonce or offset');
   const counter = Buffer.alloc(16);
   nonce.copy(counter, 0);
   counter.writeUInt32BE((2 + offset / 16) >>> 0, 12);
-  return createDecipheriv('aes-256-ctr', key, counter).update(part);
+  const out = into ?? Buffer.allocUnsafe(part.length);
+  ctrInto(key, counter, part, out);
+  return out;
 }
 
 export function newDataKey(): Buffer {

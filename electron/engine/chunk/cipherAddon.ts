@@ -1,0 +1,211 @@
+/**
+ * AES-256-GCM into buffers the caller owns, through the cipher addon (native/cipher/cipher.c,
+ * built by native/cipher/build-cipher.js) when it loads, else through node:crypto.
+ *
+ * Why an addon: node:crypto hands back a fresh buffer from every update, memory outside the JS
+ * heap that only a full collection returns; sealing and opening a 64 KiB unit or a 4 MiB chunk
+ * that way made most of the engine's full collections. The addon writes into the caller's
+ * buffer (in place when `src` and `dst` are the same bytes) and allocates nothing the JS heap
+ * sees; its async forms run on libuv's thread pool, so a whole chunk is opened off the JS
+ * thread. The fallback (node:crypto, same results, on the calling thread) is used when the addon
+ * is missing or finds no OpenSSL 3, and when FILESPACE_CIPHER=node (to compare or to test it).
+ *
+ * Contracts of both: `dst` is `src` itself or does not overlap it, and as long as it. An open
+ * that fails authentication returns false with `dst` wiped (zeros): unauthenticated plaintext
+ * never reaches a caller. While an async call runs, its buffers must not be touched.
+ */
+
+import { createCipheriv, createDecipheriv } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+interface Addon {
+  gcmSeal(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, src: Uint8Array, dst: Uint8Array, tag: Uint8Array): boolean;
+  gcmOpen(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, src: Uint8Array, dst: Uint8Array, tag: Uint8Array): boolean;
+  gmac(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, aad2: Uint8Array, tag: Uint8Array): boolean;
+  ctr(key: Uint8Array, counter: Uint8Array, src: Uint8Array, dst: Uint8Array): boolean;
+  gcmOpenAsync(
+    key: Uint8Array,
+    iv: Uint8Array,
+    aad: Uint8Array,
+    src: Uint8Array,
+    dst: Uint8Array,
+    tag: Uint8Array,
+    cb: (err: Error | null, ok: boolean) => void,
+  ): void;
+  gmacUnitsAsync(key: Uint8Array, prefix: Uint8Array, src: Uint8Array, table: Uint8Array, cb: (err: Error | null) => void): void;
+  readonly openssl: string;
+}
+
+export const CIPHER_ADDON = path.resolve(__dirname, '..', '..', '..', '..', 'native', 'cipher', 'addon', 'cipher.node');
+
+function load(): { addon: Addon | undefined; why: string } {
+  if (process.env.FILESPACE_CIPHER === 'node') return { addon: undefined, why: 'FILESPACE_CIPHER=node' };
+  if (!fs.existsSync(CIPHER_ADDON)) return { addon: undefined, why: `no addon at ${CIPHER_ADDON}` };
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return { addon: require(CIPHER_ADDON) as Addon, why: '' };
+  } catch (err) {
+    return { addon: undefined, why: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+const loaded = load();
+const addon = loaded.addon;
+
+/** Which implementation runs: `addon (<where OpenSSL was found>)` or `node:crypto (<why>)`. */
+export const cipherBackend = addon ? `addon (${addon.openssl})` : `node:crypto (${loaded.why})`;
+
+/** Output of node:crypto's update is taken in slices of this size (bounded garbage per call). */
+const SLICE = 64 * 1024;
+
+function view(u: Uint8Array): Buffer {
+  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+}
+
+function checkDst(src: Uint8Array, dst: Uint8Array): void {
+  if (src.byteLength !== dst.byteLength) throw new RangeError('dst: must be as long as src');
+  if (src.buffer === dst.buffer && src.byteOffset !== dst.byteOffset) {
+    const a = src.byteOffset;
+    const b = dst.byteOffset;
+    if (a < b + dst.byteLength && b < a + src.byteLength) throw new RangeError('dst: must be src itself or not overlap it');
+  }
+}
+
+/** node:crypto's update of `src` into `dst`, slice by slice (in place is fine: slice i is read before it is written). */
+function updateInto(c: { update(b: Buffer): Buffer }, src: Buffer, dst: Buffer): void {
+  let at = 0;
+  for (let i = 0; i < src.length; i += SLICE) at += c.update(src.subarray(i, i + SLICE)).copy(dst, at);
+  if (at !== src.length) throw new Error('cipher: short output');
+}
+
+/** Encrypts `src` into `dst` with AES-256-GCM under `key` and the 12-byte `iv`; the tag goes to `tag` (16 bytes). */
+export function gcmSealInto(
+  key: Buffer,
+  iv: Uint8Array,
+  aad: Uint8Array,
+  src: Uint8Array,
+  dst: Uint8Array,
+  tag: Uint8Array,
+): void {
+  if (addon) {
+    addon.gcmSeal(key, iv, aad, src, dst, tag);
+    return;
+  }
+  checkDst(src, dst);
+  const c = createCipheriv('aes-256-gcm', key, iv);
+  c.setAAD(aad);
+  updateInto(c, view(src), view(dst));
+  c.final();
+  c.getAuthTag().copy(view(tag));
+}
+
+function openFallback(key: Buffer, iv: Uint8Array, aad: Uint8Array, src: Uint8Array, dst: Uint8Array, tag: Uint8Array): boolean {
+  checkDst(src, dst);
+  const out = view(dst);
+  try {
+    const d = createDecipheriv('aes-256-gcm', key, iv);
+    d.setAAD(aad);
+    d.setAuthTag(tag);
+    updateInto(d, view(src), out);
+    d.final();
+    return true;
+  } catch {
+    out.fill(0);
+    return false;
+  }
+}
+
+/** Decrypts `src` into `dst` and checks `tag`; false (with `dst` wiped) when it fails authentication. */
+export function gcmOpenInto(
+  key: Buffer,
+  iv: Uint8Array,
+  aad: Uint8Array,
+  src: Uint8Array,
+  dst: Uint8Array,
+  tag: Uint8Array,
+): boolean {
+  if (addon) return addon.gcmOpen(key, iv, aad, src, dst, tag);
+  return openFallback(key, iv, aad, src, dst, tag);
+}
+
+/**
+ * `gcmOpenInto` on libuv's thread pool (with the addon; else on this thread). The buffers are
+ * held until it settles and must not be touched meanwhile.
+ */
+export function gcmOpenIntoAsync(
+  key: Buffer,
+  iv: Uint8Array,
+  aad: Uint8Array,
+  src: Uint8Array,
+  dst: Uint8Array,
+  tag: Uint8Array,
+): Promise<boolean> {
+  if (!addon) return Promise.resolve(openFallback(key, iv, aad, src, dst, tag));
+  return new Promise((resolve, reject) =>
+    addon.gcmOpenAsync(key, iv, aad, src, dst, tag, (err, ok) => (err ? reject(err) : resolve(ok))),
+  );
+}
+
+/** The GCM tag of no plaintext with associated data `aad | aad2` (GMAC), into `tag`. */
+export function gmacInto(key: Buffer, iv: Uint8Array, aad: Uint8Array, aad2: Uint8Array, tag: Uint8Array): void {
+  if (addon) {
+    addon.gmac(key, iv, aad, aad2, tag);
+    return;
+  }
+  const g = createCipheriv('aes-256-gcm', key, iv);
+  g.setAAD(aad);
+  g.setAAD(aad2);
+  g.final();
+  g.getAuthTag().copy(view(tag));
+}
+
+/** AES-256-CTR of `src` into `dst` from the 16-byte initial `counter` (no authentication). */
+export function ctrInto(key: Buffer, counter: Uint8Array, src: Uint8Array, dst: Uint8Array): void {
+  if (addon) {
+    addon.ctr(key, counter, src, dst);
+    return;
+  }
+  checkDst(src, dst);
+  updateInto(createDecipheriv('aes-256-ctr', key, counter), view(src), view(dst));
+}
+
+/** Bytes per unit of `gmacUnits` and per entry of its table: nonce (12) | code (16). */
+export const GMAC_UNIT = 64 * 1024;
+export const GMAC_ENTRY = 28;
+
+function gmacUnitsFallback(key: Buffer, prefix: Uint8Array, src: Uint8Array, table: Uint8Array): void {
+  const p = Buffer.from(prefix);
+  const s = view(src);
+  const t = view(table);
+  const units = Math.ceil(s.length / GMAC_UNIT);
+  if (t.length !== units * GMAC_ENTRY) throw new RangeError('table: 28 bytes per 64 KiB unit expected');
+  for (let u = 0; u < units; u++) {
+    p.writeUInt32BE(u, 16);
+    const at = u * GMAC_ENTRY;
+    gmacInto(
+      key,
+      t.subarray(at, at + 12),
+      p,
+      s.subarray(u * GMAC_UNIT, (u + 1) * GMAC_UNIT),
+      t.subarray(at + 12, at + GMAC_ENTRY),
+    );
+  }
+}
+
+/**
+ * The codes of every 64 KiB unit u of `src` (the last may be shorter): the GMAC under `key`,
+ * with the nonce already at `table[u * 28]`, of `prefix` (u written big-endian at its bytes
+ * 16..19; `prefix` itself is not changed) then the unit, into `table[u * 28 + 12]` (16 bytes).
+ * On libuv's thread pool with the addon; `src` and `table` must not be touched until it settles.
+ */
+export function gmacUnitsAsync(key: Buffer, prefix: Uint8Array, src: Uint8Array, table: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (!addon) {
+      gmacUnitsFallback(key, prefix, src, table); // a throw here rejects
+      resolve();
+      return;
+    }
+    addon.gmacUnitsAsync(key, prefix, src, table, (err) => (err ? reject(err) : resolve()));
+  });
+}

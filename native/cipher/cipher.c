@@ -1,0 +1,446 @@
+/*
+ * AES-256-GCM (and the AES-256-CTR that reads a range of a GCM ciphertext) into buffers the
+ * caller owns: in place or into another buffer, never into a new one. node:crypto hands back a
+ * fresh buffer per update, memory outside the JS heap that only a full collection returns;
+ * sealing and opening here allocates nothing the caller can see. The *Async forms run on
+ * libuv's thread pool, so a whole chunk is neither encrypted nor decrypted on the JS thread.
+ *
+ * OpenSSL is not linked at build time: its functions are looked up as the addon loads, first in
+ * the process (Node bundles OpenSSL 3 and exports its symbols; Debian's Node links the system's
+ * libcrypto.so.3), else in the system's libcrypto.so.3 opened privately (Electron ships
+ * BoringSSL and exports no OpenSSL names). The addon refuses to load (and the engine keeps to
+ * node:crypto, chunk/cipherAddon.ts) when neither gives OpenSSL 3, or when the process exports
+ * EVP names that are not OpenSSL 3's. The few declarations used are written out below (stable
+ * ABI of OpenSSL 3), so no OpenSSL headers are needed to build.
+ *
+ * Opening: the tag is checked by EVP_DecryptFinal_ex (in constant time). When it fails, the
+ * output is wiped before anything returns, so unauthenticated plaintext never reaches a caller.
+ * Output and input are either the same bytes (in place) or disjoint; a partial overlap is refused.
+ *
+ * Node-API 8 only (ABI-stable): one binary loads in Node 20, Node 22 and Electron.
+ */
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
+typedef struct evp_cipher_st EVP_CIPHER;
+
+#define EVP_CTRL_GCM_SET_IVLEN 0x9
+#define EVP_CTRL_GCM_GET_TAG 0x10
+#define EVP_CTRL_GCM_SET_TAG 0x11
+
+static struct {
+  EVP_CIPHER_CTX *(*ctx_new)(void);
+  void (*ctx_free)(EVP_CIPHER_CTX *);
+  EVP_CIPHER *(*fetch)(void *, const char *, const char *);
+  int (*ctx_ctrl)(EVP_CIPHER_CTX *, int, int, void *);
+  int (*enc_init)(EVP_CIPHER_CTX *, const EVP_CIPHER *, void *, const unsigned char *, const unsigned char *);
+  int (*enc_update)(EVP_CIPHER_CTX *, unsigned char *, int *, const unsigned char *, int);
+  int (*enc_final)(EVP_CIPHER_CTX *, unsigned char *, int *);
+  int (*dec_init)(EVP_CIPHER_CTX *, const EVP_CIPHER *, void *, const unsigned char *, const unsigned char *);
+  int (*dec_update)(EVP_CIPHER_CTX *, unsigned char *, int *, const unsigned char *, int);
+  int (*dec_final)(EVP_CIPHER_CTX *, unsigned char *, int *);
+  unsigned long (*version_num)(void);
+  void (*cleanse)(void *, size_t);
+  const EVP_CIPHER *gcm;
+  const EVP_CIPHER *ctr;
+  const char *source;
+} ossl;
+
+#define SYMBOLS(X)                                   \
+  X(ctx_new, "EVP_CIPHER_CTX_new")                   \
+  X(ctx_free, "EVP_CIPHER_CTX_free")                 \
+  X(fetch, "EVP_CIPHER_fetch")                       \
+  X(ctx_ctrl, "EVP_CIPHER_CTX_ctrl")                 \
+  X(enc_init, "EVP_EncryptInit_ex")                  \
+  X(enc_update, "EVP_EncryptUpdate")                 \
+  X(enc_final, "EVP_EncryptFinal_ex")                \
+  X(dec_init, "EVP_DecryptInit_ex")                  \
+  X(dec_update, "EVP_DecryptUpdate")                 \
+  X(dec_final, "EVP_DecryptFinal_ex")                \
+  X(version_num, "OpenSSL_version_num")              \
+  X(cleanse, "OPENSSL_cleanse")
+
+/* Fills `ossl` from `handle`; 0 when a symbol is missing or the library is not OpenSSL 3. */
+static int resolve(void *handle) {
+#define LOOKUP(field, name)                                   \
+  *(void **)(&ossl.field) = dlsym(handle, name);              \
+  if (ossl.field == NULL) return 0;
+  SYMBOLS(LOOKUP)
+#undef LOOKUP
+  if ((ossl.version_num() >> 28) < 3) return 0;
+  ossl.gcm = ossl.fetch(NULL, "AES-256-GCM", NULL);
+  ossl.ctr = ossl.fetch(NULL, "AES-256-CTR", NULL);
+  return ossl.gcm != NULL && ossl.ctr != NULL;
+}
+
+/* NULL when OpenSSL 3 was found, else why not. */
+static const char *load_openssl(void) {
+  if (ossl.gcm != NULL) return NULL;
+  if (dlsym(RTLD_DEFAULT, "EVP_EncryptInit_ex") != NULL) {
+    /* The process has EVP names: they are the ones any library loaded now would bind to. */
+    if (resolve(RTLD_DEFAULT)) {
+      ossl.source = "process";
+      return NULL;
+    }
+    return "the process exports EVP functions that are not OpenSSL 3's";
+  }
+  void *lib = dlopen("libcrypto.so.3", RTLD_NOW | RTLD_LOCAL);
+  if (lib == NULL) return "no OpenSSL 3 in the process and no libcrypto.so.3";
+  if (resolve(lib)) {
+    ossl.source = "libcrypto.so.3";
+    return NULL;
+  }
+  return "libcrypto.so.3 lacks a needed function";
+}
+
+/* ---- the operations, on plain memory (any thread) ---- */
+
+/*
+ * GMAC_UNITS: the codes of a received cache file (electron/engine/cache/received.ts). For each
+ * unit u of `src` (UNIT bytes each, the last shorter), the GMAC under `key` with the nonce at
+ * table[u * 28] of `aad` (with u written big-endian at its bytes 16..19) then the unit, into
+ * table[u * 28 + 12 .. + 16].
+ */
+enum op { SEAL, OPEN, GMAC, CTR, GMAC_UNITS };
+
+#define UNIT_BYTES 65536
+#define UNIT_ENTRY 28
+
+typedef struct {
+  enum op op;
+  const uint8_t *key, *iv, *aad, *aad2, *src;
+  size_t aad_len, aad2_len, len;
+  uint8_t *dst, *tag; /* tag: written by SEAL and GMAC, read by OPEN; the unit table for GMAC_UNITS */
+  size_t tag_len;
+  int ok;
+} job;
+
+/* Feeds `len` bytes through update in pieces an int can count. */
+static int update_all(int (*update)(EVP_CIPHER_CTX *, unsigned char *, int *, const unsigned char *, int),
+                      EVP_CIPHER_CTX *c, uint8_t *dst, const uint8_t *src, size_t len) {
+  const size_t step = (size_t)1 << 30;
+  for (size_t at = 0; at < len; at += step) {
+    size_t n = len - at < step ? len - at : step;
+    int out = 0;
+    if (!update(c, dst == NULL ? NULL : dst + at, &out, src + at, (int)n) || (size_t)out != n) return 0;
+  }
+  return 1;
+}
+
+static int gmac_one(EVP_CIPHER_CTX *c, const uint8_t *key, const uint8_t *iv, const uint8_t *a, size_t an,
+                    const uint8_t *b, size_t bn, uint8_t *tag) {
+  int fin = 0;
+  uint8_t scratch[16];
+  if (!ossl.enc_init(c, ossl.gcm, NULL, NULL, NULL) || !ossl.ctx_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) ||
+      !ossl.enc_init(c, NULL, NULL, key, iv))
+    return 0;
+  if (an > 0 && !update_all(ossl.enc_update, c, NULL, a, an)) return 0;
+  if (bn > 0 && !update_all(ossl.enc_update, c, NULL, b, bn)) return 0;
+  if (!ossl.enc_final(c, scratch, &fin) || fin != 0) return 0;
+  return ossl.ctx_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
+}
+
+static void run_gmac_units(job *j) {
+  uint8_t prefix[128];
+  size_t units = (j->len + UNIT_BYTES - 1) / UNIT_BYTES;
+  j->ok = 0;
+  if (j->aad_len > sizeof prefix || j->aad_len < 20 || j->tag_len != units * UNIT_ENTRY) return;
+  EVP_CIPHER_CTX *c = ossl.ctx_new();
+  if (c == NULL) return;
+  memcpy(prefix, j->aad, j->aad_len);
+  int ok = 1;
+  for (size_t u = 0; u < units && ok; u++) {
+    size_t from = u * UNIT_BYTES;
+    size_t n = j->len - from < UNIT_BYTES ? j->len - from : UNIT_BYTES;
+    prefix[16] = (uint8_t)(u >> 24);
+    prefix[17] = (uint8_t)(u >> 16);
+    prefix[18] = (uint8_t)(u >> 8);
+    prefix[19] = (uint8_t)u;
+    uint8_t *entry = j->tag + u * UNIT_ENTRY;
+    ok = gmac_one(c, j->key, entry, prefix, j->aad_len, j->src + from, n, entry + 12);
+  }
+  ossl.ctx_free(c);
+  j->ok = ok;
+}
+
+static void run(job *j) {
+  if (j->op == GMAC_UNITS) {
+    run_gmac_units(j);
+    return;
+  }
+  j->ok = 0;
+  EVP_CIPHER_CTX *c = ossl.ctx_new();
+  if (c == NULL) return;
+  int fin = 0;
+  uint8_t scratch[16];
+  switch (j->op) {
+    case GMAC_UNITS: /* run_gmac_units */
+      break;
+    case SEAL:
+    case GMAC:
+      if (!ossl.enc_init(c, ossl.gcm, NULL, NULL, NULL) || !ossl.ctx_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) ||
+          !ossl.enc_init(c, NULL, NULL, j->key, j->iv))
+        break;
+      if (j->aad_len > 0 && !update_all(ossl.enc_update, c, NULL, j->aad, j->aad_len)) break;
+      if (j->aad2_len > 0 && !update_all(ossl.enc_update, c, NULL, j->aad2, j->aad2_len)) break;
+      if (j->len > 0 && !update_all(ossl.enc_update, c, j->dst, j->src, j->len)) break;
+      if (!ossl.enc_final(c, scratch, &fin) || fin != 0) break;
+      j->ok = ossl.ctx_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, j->tag) == 1;
+      break;
+    case OPEN:
+      if (!ossl.dec_init(c, ossl.gcm, NULL, NULL, NULL) || !ossl.ctx_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) ||
+          !ossl.dec_init(c, NULL, NULL, j->key, j->iv))
+        break;
+      if (!ossl.ctx_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, (void *)j->tag)) break;
+      if (j->aad_len > 0 && !update_all(ossl.dec_update, c, NULL, j->aad, j->aad_len)) break;
+      if (j->len > 0 && !update_all(ossl.dec_update, c, j->dst, j->src, j->len)) break;
+      j->ok = ossl.dec_final(c, scratch, &fin) == 1 && fin == 0;
+      break;
+    case CTR:
+      if (!ossl.enc_init(c, ossl.ctr, NULL, j->key, j->iv)) break;
+      if (j->len > 0 && !update_all(ossl.enc_update, c, j->dst, j->src, j->len)) break;
+      j->ok = 1;
+      break;
+  }
+  ossl.ctx_free(c);
+  /* A failed open (or any failure) leaves nothing of what was written. */
+  if (!j->ok && j->dst != NULL && j->len > 0) ossl.cleanse(j->dst, j->len);
+}
+
+/* ---- arguments ---- */
+
+#define CHECK(call)                                                     \
+  do {                                                                  \
+    if ((call) != napi_ok) {                                            \
+      napi_throw_error(env, NULL, "cipher addon: a Node-API call failed"); \
+      return NULL;                                                      \
+    }                                                                   \
+  } while (0)
+
+/* The bytes of a Buffer or any typed array / ArrayBuffer view; 0 (and a thrown TypeError) otherwise. */
+static int bytes_of(napi_env env, napi_value v, const char *what, uint8_t **data, size_t *len) {
+  bool is;
+  if (napi_is_buffer(env, v, &is) == napi_ok && is) {
+    void *p;
+    if (napi_get_buffer_info(env, v, &p, len) != napi_ok) goto bad;
+    *data = p;
+    return 1;
+  }
+  if (napi_is_typedarray(env, v, &is) == napi_ok && is) {
+    napi_typedarray_type t;
+    size_t n, off;
+    void *p;
+    napi_value ab;
+    if (napi_get_typedarray_info(env, v, &t, &n, &p, &ab, &off) != napi_ok || t != napi_uint8_array) goto bad;
+    *data = p;
+    *len = n;
+    return 1;
+  }
+bad:
+  napi_throw_type_error(env, NULL, what);
+  return 0;
+}
+
+static int disjoint_or_same(const uint8_t *a, const uint8_t *b, size_t n) {
+  return a == b || a + n <= b || b + n <= a || n == 0;
+}
+
+/*
+ * Reads (key, iv, aad, [aad2,] src, dst, tag) for `op` from argv into `j`; 0 when something is
+ * wrong (an exception is then pending).
+ */
+static int read_job(napi_env env, enum op op, napi_value *argv, size_t argc, job *j) {
+  size_t want = op == GMAC ? 5 : op == CTR || op == GMAC_UNITS ? 4 : 6;
+  memset(j, 0, sizeof *j);
+  j->op = op;
+  if (op == GMAC_UNITS) {
+    /* (key, prefix, src, table) */
+    uint8_t *p;
+    size_t n;
+    if (argc < want) return napi_throw_type_error(env, NULL, "cipher addon: too few arguments"), 0;
+    if (!bytes_of(env, argv[0], "key: bytes expected", &p, &n)) return 0;
+    if (n != 32) return napi_throw_range_error(env, NULL, "key: 32 bytes expected"), 0;
+    j->key = p;
+    if (!bytes_of(env, argv[1], "prefix: bytes expected", &p, &n)) return 0;
+    if (n < 20 || n > 128) return napi_throw_range_error(env, NULL, "prefix: 20 to 128 bytes expected"), 0;
+    j->aad = p;
+    j->aad_len = n;
+    if (!bytes_of(env, argv[2], "src: bytes expected", &p, &n)) return 0;
+    j->src = p;
+    j->len = n;
+    if (!bytes_of(env, argv[3], "table: bytes expected", &p, &n)) return 0;
+    if (n != (j->len + UNIT_BYTES - 1) / UNIT_BYTES * UNIT_ENTRY)
+      return napi_throw_range_error(env, NULL, "table: 28 bytes per 64 KiB unit expected"), 0;
+    if (n > 0 && !(p + n <= j->src || j->src + j->len <= p))
+      return napi_throw_range_error(env, NULL, "table: must not overlap src"), 0;
+    j->tag = p;
+    j->tag_len = n;
+    return 1;
+  }
+  if (argc < want) {
+    napi_throw_type_error(env, NULL, "cipher addon: too few arguments");
+    return 0;
+  }
+  uint8_t *p;
+  size_t n;
+  size_t i = 0;
+  if (!bytes_of(env, argv[i++], "key: bytes expected", &p, &n)) return 0;
+  if (n != 32) return napi_throw_range_error(env, NULL, "key: 32 bytes expected"), 0;
+  j->key = p;
+  if (!bytes_of(env, argv[i++], "iv: bytes expected", &p, &n)) return 0;
+  if (n != (op == CTR ? 16u : 12u)) return napi_throw_range_error(env, NULL, "iv: wrong length"), 0;
+  j->iv = p;
+  if (op != CTR) {
+    if (!bytes_of(env, argv[i++], "aad: bytes expected", &p, &n)) return 0;
+    j->aad = p;
+    j->aad_len = n;
+  }
+  if (op == GMAC) {
+    if (!bytes_of(env, argv[i++], "aad2: bytes expected", &p, &n)) return 0;
+    j->aad2 = p;
+    j->aad2_len = n;
+  } else {
+    uint8_t *s, *d;
+    size_t sn, dn;
+    if (!bytes_of(env, argv[i++], "src: bytes expected", &s, &sn)) return 0;
+    if (!bytes_of(env, argv[i++], "dst: bytes expected", &d, &dn)) return 0;
+    if (sn != dn) return napi_throw_range_error(env, NULL, "dst: must be as long as src"), 0;
+    if (!disjoint_or_same(s, d, sn))
+      return napi_throw_range_error(env, NULL, "dst: must be src itself or not overlap it"), 0;
+    j->src = s;
+    j->dst = d;
+    j->len = sn;
+  }
+  if (op != CTR) {
+    if (!bytes_of(env, argv[i++], "tag: bytes expected", &p, &n)) return 0;
+    if (n != 16) return napi_throw_range_error(env, NULL, "tag: 16 bytes expected"), 0;
+    j->tag = p;
+  }
+  return 1;
+}
+
+/* ---- sync forms ---- */
+
+static napi_value sync_op(napi_env env, napi_callback_info info, enum op op) {
+  napi_value argv[6];
+  size_t argc = 6;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  job j;
+  if (!read_job(env, op, argv, argc, &j)) return NULL;
+  run(&j);
+  if (!j.ok && op != OPEN) {
+    napi_throw_error(env, NULL, "cipher addon: OpenSSL failed");
+    return NULL;
+  }
+  napi_value r;
+  CHECK(napi_get_boolean(env, j.ok, &r));
+  return r;
+}
+
+static napi_value gcm_seal(napi_env env, napi_callback_info info) { return sync_op(env, info, SEAL); }
+static napi_value gcm_open(napi_env env, napi_callback_info info) { return sync_op(env, info, OPEN); }
+static napi_value gmac(napi_env env, napi_callback_info info) { return sync_op(env, info, GMAC); }
+static napi_value ctr(napi_env env, napi_callback_info info) { return sync_op(env, info, CTR); }
+static napi_value gmac_units(napi_env env, napi_callback_info info) { return sync_op(env, info, GMAC_UNITS); }
+
+/* ---- async forms: the buffers are held by references until the callback runs ---- */
+
+typedef struct {
+  job j;
+  napi_async_work work;
+  napi_ref refs[6];
+  size_t nrefs;
+  napi_ref cb;
+} async_job;
+
+static void async_execute(napi_env env, void *data) {
+  (void)env;
+  run(&((async_job *)data)->j);
+}
+
+static void async_complete(napi_env env, napi_status status, void *data) {
+  async_job *a = data;
+  napi_value cb, global, args[2];
+  int ok = status == napi_ok && a->j.ok;
+  if (status != napi_ok && a->j.op != GMAC_UNITS && a->j.dst != NULL && a->j.len > 0) ossl.cleanse(a->j.dst, a->j.len);
+  napi_get_reference_value(env, a->cb, &cb);
+  for (size_t i = 0; i < a->nrefs; i++) napi_delete_reference(env, a->refs[i]);
+  napi_delete_reference(env, a->cb);
+  napi_delete_async_work(env, a->work);
+  enum op op = a->j.op;
+  free(a);
+  napi_get_global(env, &global);
+  if (!ok && op != OPEN) {
+    napi_value msg;
+    napi_create_string_utf8(env, "cipher addon: OpenSSL failed", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &args[0]);
+    napi_get_undefined(env, &args[1]);
+  } else {
+    napi_get_null(env, &args[0]);
+    napi_get_boolean(env, ok, &args[1]);
+  }
+  napi_call_function(env, global, cb, 2, args, NULL);
+}
+
+static napi_value async_op(napi_env env, napi_callback_info info, enum op op) {
+  napi_value argv[7];
+  size_t argc = 7;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  size_t nargs = op == CTR || op == GMAC_UNITS ? 4 : 6;
+  napi_valuetype t = napi_undefined;
+  if (argc < nargs + 1 || napi_typeof(env, argv[nargs], &t) != napi_ok || t != napi_function) {
+    napi_throw_type_error(env, NULL, "cipher addon: a callback is expected last");
+    return NULL;
+  }
+  async_job *a = calloc(1, sizeof *a);
+  if (a == NULL) {
+    napi_throw_error(env, NULL, "cipher addon: out of memory");
+    return NULL;
+  }
+  if (!read_job(env, op, argv, nargs, &a->j)) {
+    free(a);
+    return NULL;
+  }
+  for (size_t i = 0; i < nargs; i++) CHECK(napi_create_reference(env, argv[i], 1, &a->refs[a->nrefs++]));
+  CHECK(napi_create_reference(env, argv[nargs], 1, &a->cb));
+  napi_value name;
+  CHECK(napi_create_string_utf8(env, "filespace:cipher", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(env, NULL, name, async_execute, async_complete, a, &a->work));
+  CHECK(napi_queue_async_work(env, a->work));
+  return NULL;
+}
+
+static napi_value gcm_seal_async(napi_env env, napi_callback_info info) { return async_op(env, info, SEAL); }
+static napi_value gcm_open_async(napi_env env, napi_callback_info info) { return async_op(env, info, OPEN); }
+static napi_value ctr_async(napi_env env, napi_callback_info info) { return async_op(env, info, CTR); }
+static napi_value gmac_units_async(napi_env env, napi_callback_info info) { return async_op(env, info, GMAC_UNITS); }
+
+NAPI_MODULE_INIT() {
+  const char *why = load_openssl();
+  if (why != NULL) {
+    napi_throw_error(env, "ERR_FILESPACE_CIPHER_OPENSSL", why);
+    return NULL;
+  }
+  napi_property_descriptor props[] = {
+      {"gcmSeal", NULL, gcm_seal, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gcmOpen", NULL, gcm_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gmac", NULL, gmac, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ctr", NULL, ctr, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gcmSealAsync", NULL, gcm_seal_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gcmOpenAsync", NULL, gcm_open_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ctrAsync", NULL, ctr_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gmacUnits", NULL, gmac_units, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gmacUnitsAsync", NULL, gmac_units_async, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  napi_value src;
+  if (napi_create_string_utf8(env, ossl.source, NAPI_AUTO_LENGTH, &src) == napi_ok)
+    napi_set_named_property(env, exports, "openssl", src);
+  return exports;
+}

@@ -1,0 +1,237 @@
+// Pins down the cipher addon (native/cipher) and its node:crypto fallback (chunk/cipherAddon.ts):
+// byte-identical output to node:crypto for the same key, nonce and data, round trips in place and
+// into other buffers, sync and async, every tampered byte refused with the output wiped, empty
+// and odd sizes. The whole file runs again in a child process with FILESPACE_CIPHER=node, so the
+// fallback passes the same checks.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { createCipheriv, randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import { describe, it } from 'node:test';
+import {
+  CIPHER_ADDON,
+  cipherBackend,
+  ctrInto,
+  gcmOpenInto,
+  gcmOpenIntoAsync,
+  gcmSealInto,
+  gmacInto,
+  gmacUnitsAsync,
+} from '../../electron/engine/chunk/cipherAddon';
+import { decryptSealedPart, open, openAsync, seal, sealInto } from '../../electron/engine/chunk/crypto';
+
+const key = randomBytes(32);
+const SIZES = [0, 1, 15, 16, 17, 4095, 65536, 65536 + 28, 1024 * 1024 + 3];
+
+function nodeSeal(k: Buffer, iv: Buffer, aad: Buffer, plain: Buffer): { ct: Buffer; tag: Buffer } {
+  const c = createCipheriv('aes-256-gcm', k, iv);
+  c.setAAD(aad);
+  const ct = Buffer.concat([c.update(plain), c.final()]);
+  return { ct, tag: c.getAuthTag() };
+}
+
+const forced = process.env.FILESPACE_CIPHER === 'node';
+
+describe(`cipher (${cipherBackend})`, () => {
+  it('uses the addon whenever it is built, unless told not to', () => {
+    if (forced) assert.match(cipherBackend, /^node:crypto/);
+    else if (fs.existsSync(CIPHER_ADDON)) assert.match(cipherBackend, /^addon \(/);
+    else assert.match(cipherBackend, /^node:crypto \(no addon/);
+  });
+
+  it('seals byte for byte as node:crypto does, and opens what it sealed', () => {
+    for (const size of SIZES) {
+      const iv = randomBytes(12);
+      const aad = randomBytes(size % 7 === 0 ? 0 : 33);
+      const plain = randomBytes(size);
+      const ct = Buffer.alloc(size);
+      const tag = Buffer.alloc(16);
+      gcmSealInto(key, iv, aad, plain, ct, tag);
+      const want = nodeSeal(key, iv, aad, plain);
+      assert.deepEqual(ct, want.ct, `ciphertext of ${size} bytes`);
+      assert.deepEqual(tag, want.tag, `tag of ${size} bytes`);
+      const back = Buffer.alloc(size);
+      assert.equal(gcmOpenInto(key, iv, aad, ct, back, tag), true);
+      assert.deepEqual(back, plain);
+    }
+  });
+
+  it('seals and opens in place', () => {
+    for (const size of SIZES) {
+      const iv = randomBytes(12);
+      const plain = randomBytes(size);
+      const buf = Buffer.from(plain);
+      const tag = Buffer.alloc(16);
+      gcmSealInto(key, iv, Buffer.from('a'), buf, buf, tag);
+      assert.deepEqual(buf, nodeSeal(key, iv, Buffer.from('a'), plain).ct);
+      assert.equal(gcmOpenInto(key, iv, Buffer.from('a'), buf, buf, tag), true);
+      assert.deepEqual(buf, plain);
+    }
+  });
+
+  it('opens on the thread pool, in place and into another buffer', async () => {
+    for (const size of SIZES) {
+      const iv = randomBytes(12);
+      const plain = randomBytes(size);
+      const { ct, tag } = nodeSeal(key, iv, Buffer.from('x'), plain);
+      const out = Buffer.alloc(size);
+      assert.equal(await gcmOpenIntoAsync(key, iv, Buffer.from('x'), ct, out, tag), true);
+      assert.deepEqual(out, plain);
+      assert.equal(await gcmOpenIntoAsync(key, iv, Buffer.from('x'), ct, ct, tag), true);
+      assert.deepEqual(ct, plain);
+    }
+  });
+
+  it('refuses every flipped byte of nonce, ciphertext, tag and associated data, and wipes the output', async () => {
+    const plain = randomBytes(100);
+    const iv = randomBytes(12);
+    const aad = Buffer.from('unit 7');
+    const { ct, tag } = nodeSeal(key, iv, aad, plain);
+    const cases: [string, Buffer][] = [
+      ['nonce', iv],
+      ['ciphertext', ct],
+      ['tag', tag],
+      ['aad', aad],
+    ];
+    for (const [name, part] of cases) {
+      for (let i = 0; i < part.length; i++) {
+        part[i]! ^= 0x40;
+        const out = Buffer.alloc(plain.length, 0xaa);
+        assert.equal(gcmOpenInto(key, iv, aad, ct, out, tag), false, `${name} byte ${i}`);
+        assert.ok(
+          out.every((b) => b === 0),
+          `${name} byte ${i}: output wiped`,
+        );
+        const inPlace = Buffer.from(ct);
+        assert.equal(await gcmOpenIntoAsync(key, iv, aad, inPlace, inPlace, tag), false, `${name} byte ${i} (async)`);
+        assert.ok(
+          inPlace.every((b) => b === 0),
+          `${name} byte ${i} (async): output wiped`,
+        );
+        part[i]! ^= 0x40;
+      }
+    }
+    assert.equal(gcmOpenInto(randomBytes(32), iv, aad, ct, Buffer.alloc(100), tag), false, 'another key');
+    assert.equal(gcmOpenInto(key, iv, aad, ct, Buffer.alloc(100), tag), true, 'the untouched blob still opens');
+  });
+
+  it('refuses an empty plaintext whose tag or associated data changed', () => {
+    const iv = randomBytes(12);
+    const tag = Buffer.alloc(16);
+    gcmSealInto(key, iv, Buffer.from('a'), Buffer.alloc(0), Buffer.alloc(0), tag);
+    assert.equal(gcmOpenInto(key, iv, Buffer.from('a'), Buffer.alloc(0), Buffer.alloc(0), tag), true);
+    assert.equal(gcmOpenInto(key, iv, Buffer.from('b'), Buffer.alloc(0), Buffer.alloc(0), tag), false);
+    tag[0]! ^= 1;
+    assert.equal(gcmOpenInto(key, iv, Buffer.from('a'), Buffer.alloc(0), Buffer.alloc(0), tag), false);
+  });
+
+  it('refuses output that overlaps the input only in part, or of another length', () => {
+    const buf = randomBytes(200);
+    const tag = Buffer.alloc(16);
+    assert.throws(
+      () => gcmSealInto(key, randomBytes(12), Buffer.alloc(0), buf.subarray(28, 128), buf.subarray(0, 100), tag),
+      RangeError,
+    );
+    assert.throws(
+      () => gcmSealInto(key, randomBytes(12), Buffer.alloc(0), buf.subarray(0, 100), buf.subarray(100, 199), tag),
+      RangeError,
+    );
+  });
+
+  it('computes the GMAC of two pieces of associated data as node:crypto does', () => {
+    const iv = randomBytes(12);
+    const a = randomBytes(84);
+    const b = randomBytes(65536);
+    const g = createCipheriv('aes-256-gcm', key, iv);
+    g.setAAD(a);
+    g.setAAD(b);
+    g.final();
+    const tag = Buffer.alloc(16);
+    gmacInto(key, iv, a, b, tag);
+    assert.deepEqual(tag, g.getAuthTag());
+  });
+
+  it('computes every unit code of a received file as the single GMAC does, off the JS thread', async () => {
+    for (const size of [1, 65536, 65537, 4 * 1024 * 1024 - 5]) {
+      const src = randomBytes(size);
+      const prefix = randomBytes(84);
+      const before = Buffer.from(prefix);
+      const units = Math.ceil(size / 65536);
+      const table = randomBytes(units * 28);
+      await gmacUnitsAsync(key, prefix, src, table);
+      assert.deepEqual(prefix, before, 'the prefix is not changed');
+      for (let u = 0; u < units; u++) {
+        const p = Buffer.from(prefix);
+        p.writeUInt32BE(u, 16);
+        const want = Buffer.alloc(16);
+        gmacInto(key, table.subarray(u * 28, u * 28 + 12), p, src.subarray(u * 65536, (u + 1) * 65536), want);
+        assert.deepEqual(table.subarray(u * 28 + 12, u * 28 + 28), want, `unit ${u} of ${size} bytes`);
+      }
+    }
+    await assert.rejects(gmacUnitsAsync(key, randomBytes(84), randomBytes(70000), Buffer.alloc(28)), RangeError);
+  });
+
+  it('reads any 16-byte-aligned range of a GCM ciphertext with CTR, in place or not', () => {
+    const iv = randomBytes(12);
+    const plain = randomBytes(300000);
+    const { ct } = nodeSeal(key, iv, Buffer.alloc(0), plain);
+    for (const [from, to] of [
+      [0, 300000],
+      [65536, 131072],
+      [16, 17],
+      [299984, 300000],
+    ] as const) {
+      assert.deepEqual(decryptSealedPart(key, iv, ct.subarray(from, to), from), plain.subarray(from, to));
+      const part = Buffer.from(ct.subarray(from, to));
+      decryptSealedPart(key, iv, part, from, part);
+      assert.deepEqual(part, plain.subarray(from, to));
+    }
+    const counter = Buffer.alloc(16);
+    iv.copy(counter);
+    counter.writeUInt32BE(2, 12);
+    const out = Buffer.alloc(ct.length);
+    ctrInto(key, counter, ct, out);
+    assert.deepEqual(out, plain);
+  });
+
+  it('keeps the sealed blob format: nonce | ciphertext | tag, opened by node:crypto and by openAsync', async () => {
+    for (const size of [0, 5, 4 * 1024 * 1024 + 1]) {
+      const plain = randomBytes(size);
+      const blob = seal(key, plain, 'chunk:abc:0');
+      const want = nodeSeal(key, blob.subarray(0, 12), Buffer.from('chunk:abc:0'), plain);
+      assert.deepEqual(blob.subarray(12), Buffer.concat([want.ct, want.tag]));
+      assert.deepEqual(open(key, blob, 'chunk:abc:0', 'blob'), plain);
+      assert.deepEqual(await openAsync(key, blob, 'chunk:abc:0', 'blob'), plain);
+      await assert.rejects(openAsync(key, blob, 'chunk:abd:0', 'blob'), { name: 'AuthError' });
+      const out = Buffer.alloc(size + 40);
+      const pieces: Buffer[] = [];
+      const n = sealInto(key, plain, 'x', out, 5, (p) => pieces.push(Buffer.from(p)));
+      assert.equal(n, size + 28);
+      assert.deepEqual(Buffer.concat(pieces), out.subarray(5, 5 + n), 'onOutput hands over every byte written, in order');
+      assert.deepEqual(open(key, out.subarray(5, 5 + n), 'x', 'blob'), plain);
+    }
+  });
+
+  it('runs many async opens at once without mixing them up', async () => {
+    const blobs = Array.from({ length: 16 }, (_, i) => {
+      const plain = randomBytes(200000 + i);
+      return { plain, blob: seal(key, plain, `c${i}`) };
+    });
+    const opened = await Promise.all(blobs.map(({ blob }, i) => openAsync(key, blob, `c${i}`, 'blob')));
+    opened.forEach((o, i) => assert.deepEqual(o, blobs[i]!.plain));
+  });
+
+  if (!forced) {
+    it('passes the same checks through node:crypto (FILESPACE_CIPHER=node)', () => {
+      const env: NodeJS.ProcessEnv = { ...process.env, FILESPACE_CIPHER: 'node' };
+      delete env.NODE_TEST_CONTEXT; // a test run of its own, reporting on stdout
+      const r = spawnSync(process.execPath, ['--test', '--test-reporter=tap', __filename], {
+        env,
+        encoding: 'utf8',
+      });
+      assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+      assert.match(r.stdout, /cipher \(node:crypto \(FILESPACE_CIPHER=node\)\)/);
+    });
+  }
+});
