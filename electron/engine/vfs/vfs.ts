@@ -1315,9 +1315,15 @@ export class Vfs {
     } else if (ref && valid > 0) {
       let got = await this.cache.read(ref[0], buf, off, valid, inChunk);
       if (got === undefined) {
-        const data = await this.fetcher.fetch(ref[0]);
-        got = Math.max(0, Math.min(valid, data.length - inChunk));
-        data.copy(buf, off, inChunk, inChunk + got);
+        // Not part of a stream: the segments that cover the read may come alone (one ranged
+        // GET); else, or when they do not open, the whole chunk.
+        const span = this.cache.inMemoryPeek(ref[0])
+          ? undefined
+          : await this.fetcher.fetchSegments(ref[0], ref[1], inChunk, valid);
+        const data = span?.data ?? (await this.fetcher.fetch(ref[0]));
+        const from = span?.from ?? 0;
+        got = Math.max(0, Math.min(valid, data.length - (inChunk - from)));
+        data.copy(buf, off, inChunk - from, inChunk - from + got);
       }
       if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
       this.cache.countServed(ref[0], inChunk, got);
