@@ -125,6 +125,20 @@ describe('segment reads', () => {
     const otherName = await upload(store, other);
     assert.equal(await fetcher.fetchSegments(otherName, CHUNK / 2, 100_000, 4096), undefined);
     assert.deepEqual(await fetcher.fetch(otherName), other);
+    await fetcher.cacheWritesDone();
+  });
+
+  it('reads a chunk whole once its ranged reads have brought a quarter of it', async () => {
+    const { store, fetcher } = await setUp();
+    const data = randomBytes(CHUNK);
+    const name = await upload(store, data);
+    const quarter = CHUNK / 4 / SEGMENT_BYTES;
+    for (let i = 0; i < quarter; i++) {
+      assert.ok(await fetcher.fetchSegments(name, data.length, i * 2 * SEGMENT_BYTES + 7, 100), `ranged read ${i}`);
+    }
+    assert.equal(await fetcher.fetchSegments(name, data.length, 3 * SEGMENT_BYTES, 100), undefined);
+    assert.deepEqual(await fetcher.fetch(name), data);
+    await fetcher.cacheWritesDone();
   });
 
   it('a damaged segment is never served: the range falls back, and the whole chunk is refused', async () => {

@@ -18,7 +18,7 @@
  * then drops the file and fetches the chunk again (chunkCache.ts), never serving wrong bytes.
  *
  * A chunk received in the segmented format (FSC2, chunk/format.ts) is kept the same way with
- * no code of ours at all: `magic "FSR2" | zeros (84) | the object's segments as received`.
+ * no code of ours at all: `magic "FSR2" | zeros (92) | the object's segments as received`.
  * Its segments have the layout of a sealed file's units (nonce | up to 64 KiB | tag, every one
  * but the last full), so the file has a sealed file's size; each segment is authenticated by
  * its own tag, whose associated data binds the chunk's name, the segment's index and the

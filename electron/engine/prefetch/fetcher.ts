@@ -43,7 +43,10 @@
  * are), and it takes no download slot (it is a few segments, and a reader waits on it). When
  * the segments do not open (an FSC1 object, a reference shorter than its chunk, a damaged
  * range) or the GET fails, the reader falls back to the whole chunk, which is checked as a
- * whole, retried and refused as above; such a chunk is remembered as read whole.
+ * whole, retried and refused as above; such a chunk is remembered as read whole. A chunk whose
+ * ranged reads have brought a quarter of its size is read whole from then on (and so cached):
+ * random reads that keep coming back to one chunk pay at most a quarter more than fetching it
+ * at once, and those that do not never fetch what they do not read.
  */
 
 import { AuthError } from '../chunk/crypto';
@@ -83,8 +86,8 @@ export interface SegmentSpan {
   readonly data: Buffer;
 }
 
-/** How many chunks are remembered as not readable by segments. */
-const UNSEGMENTED_MEMORY = 4096;
+/** How many chunks are remembered as not readable by segments, or by the bytes their segments brought. */
+const SEGMENT_MEMORY = 4096;
 
 /** What a download brings: the object as the bucket sent it, and its decoded bytes. */
 interface Downloaded {
@@ -208,6 +211,8 @@ export class ChunkFetcher {
   readonly stats: FetcherStats = { downloadedBytes: 0, segmentReads: 0, segmentFallbacks: 0, lastError: undefined };
   /** Chunks whose segments did not open (FSC1 objects, references shorter than their chunk): read whole. */
   private readonly unsegmented = new Set<string>();
+  /** Bytes ranged reads brought of each chunk (see the header): at a quarter of the chunk, it is read whole. */
+  private readonly segmentBytes = new Map<string, number>();
   /** Chunks whose download just failed for want of an answer: when, and during which connection. */
   private readonly unanswered = new Map<string, { at: number; reconnects: number; message: string }>();
 
@@ -264,7 +269,9 @@ export class ChunkFetcher {
   async fetchSegments(name: string, chunkBytes: number, pos: number, n: number): Promise<SegmentSpan | undefined> {
     if (this.unsegmented.has(name) || this.flights.has(name) || this.storing.has(name)) return undefined;
     const r = segmentRange(chunkBytes, pos, n);
-    if ((r.last - r.first + 1) * SEGMENT_BYTES * 2 > chunkBytes) return undefined;
+    const span = (r.last - r.first + 1) * SEGMENT_BYTES;
+    const brought = this.segmentBytes.get(name) ?? 0;
+    if (span * 2 > chunkBytes || (brought + span) * 4 > chunkBytes) return undefined;
     const deadline = Date.now() + this.readTimeoutMs();
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), this.readTimeoutMs());
@@ -277,12 +284,15 @@ export class ChunkFetcher {
       );
       if (!got) return undefined; // the whole read reports a missing chunk
       this.stats.downloadedBytes += got.body.length;
+      this.segmentBytes.delete(name);
+      this.segmentBytes.set(name, brought + span);
+      if (this.segmentBytes.size > SEGMENT_MEMORY) this.segmentBytes.delete(this.segmentBytes.keys().next().value!);
       return { from: r.first * SEGMENT_BYTES, data: openSegments(this.chunkKeyBytes, name, r.count, r.first, got.body) };
     } catch (err) {
       if (err instanceof AuthError) {
         this.stats.segmentFallbacks++;
         this.unsegmented.add(name);
-        if (this.unsegmented.size > UNSEGMENTED_MEMORY) this.unsegmented.delete(this.unsegmented.values().next().value!);
+        if (this.unsegmented.size > SEGMENT_MEMORY) this.unsegmented.delete(this.unsegmented.values().next().value!);
         return undefined;
       }
       if (err instanceof StoreError && err.code === 'Timeout') {
