@@ -46,7 +46,17 @@ export class FaultProxy {
   requests = 0;
   injected = 0;
   /** Every request seen: when it arrived (ms), its method, path, declared body size and the server's status. */
-  readonly log: Array<{ at: number; method: string; url: string; bytes: number; status?: number; end?: number }> = [];
+  /** Requests seen: `bytes` of the request's body, `range` asked for, `answerBytes` of the answer's body (as forwarded). */
+  readonly log: Array<{
+    at: number;
+    method: string;
+    url: string;
+    bytes: number;
+    range?: string;
+    answerBytes?: number;
+    status?: number;
+    end?: number;
+  }> = [];
   /** Requests held while frozen, with their bodies, in arrival order. */
   private held: Array<(done: () => void) => void> | undefined;
   /** Requests held by a `hold` fault, in arrival order. */
@@ -129,6 +139,7 @@ export class FaultProxy {
         method: req.method ?? '',
         url: req.url ?? '',
         bytes: Number(req.headers['content-length'] ?? 0),
+        range: req.headers.range,
       };
       this.log.push(entry);
       res.on('close', () => (entry.end = Date.now()));
@@ -200,6 +211,7 @@ export class FaultProxy {
               return;
             }
             res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+            entry.answerBytes = Number(upRes.headers['content-length'] ?? 0);
             upRes.pipe(res);
           },
         );

@@ -1,5 +1,5 @@
 // Cold reads through real mounts: a machine that reads a file it never had keeps the chunks it
-// downloads as received (no second encryption: "FSR1" cache files), serves the same bytes from
+// downloads as received (no second encryption: "FSR2" cache files of segmented chunks), serves the same bytes from
 // them, and refuses a damaged one (it is fetched again; never a wrong byte; the checker names
 // it); a compressed chunk is kept sealed ("FSL1").
 
@@ -50,7 +50,7 @@ describe('cold reads', () => {
     await r.unmount();
     const files = (await sh(`find '${r.cacheDir}/chunks' -type f`)).trim().split('\n');
     const magics = await Promise.all(files.map(magicOf));
-    assert.equal(magics.filter((m) => m === 'FSR1').length, 6, `random data is kept as received: ${magics.join(' ')}`);
+    assert.equal(magics.filter((m) => m === 'FSR2').length, 6, `random data is kept as received: ${magics.join(' ')}`);
     assert.equal(magics.filter((m) => m === 'FSL1').length, files.length - 6, 'compressed chunks are sealed');
 
     // The checker reads both kinds of cache file and finds them whole.

@@ -39,10 +39,10 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { AuthError } from '../chunk/crypto';
-import { receivedCiphertext } from '../chunk/format';
+import { receivedCiphertext, receivedSegments } from '../chunk/format';
 import { HandlePool } from './handles';
 import { ReceivedHeader, ReceivedIO } from './received';
-import { SealedIO, logicalSize, physicalSize } from './sealed';
+import { HEADER, SealedIO, logicalSize, physicalSize } from './sealed';
 
 /** A cache file's checked header: a sealed file's id, or a received file's header. */
 type CacheFile = { readonly sealed: Buffer } | { readonly received: ReceivedHeader };
@@ -331,9 +331,14 @@ export class ChunkCache {
    * authenticated by decoding it into `data`). Resolves as `put` does.
    */
   async putReceived(name: string, obj: Buffer, data: Buffer): Promise<boolean> {
-    const parts = this.received && receivedCiphertext(obj);
-    if (!parts || parts.ciphertext.length !== data.length) return this.put(name, data);
-    const buffers = await this.received.fileFor(name, parts.nonce, parts.ciphertext);
+    if (!this.received) return this.put(name, data);
+    const segments = data.length > 0 ? receivedSegments(obj) : undefined;
+    const parts = segments ? undefined : receivedCiphertext(obj);
+    let buffers: Buffer[];
+    if (segments && physicalSize(data.length) === HEADER + segments.length) buffers = ReceivedIO.segmentedFileFor(segments);
+    else if (parts && parts.ciphertext.length === data.length)
+      buffers = await this.received.fileFor(name, parts.nonce, parts.ciphertext);
+    else return this.put(name, data);
     return this.store(name, data.length, async (fh) => {
       const total = buffers.reduce((n, b) => n + b.length, 0);
       let done = (await fh.writev(buffers, 0)).bytesWritten;

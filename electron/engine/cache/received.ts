@@ -17,6 +17,14 @@
  * or cut short (the data length comes from the file's size) all fail the codes: the cache
  * then drops the file and fetches the chunk again (chunkCache.ts), never serving wrong bytes.
  *
+ * A chunk received in the segmented format (FSC2, chunk/format.ts) is kept the same way with
+ * no code of ours at all: `magic "FSR2" | zeros (92) | the object's segments as received`.
+ * Its segments have the layout of a sealed file's units (nonce | up to 64 KiB | tag, every one
+ * but the last full), so the file has a sealed file's size; each segment is authenticated by
+ * its own tag, whose associated data binds the chunk's name, the segment's index and the
+ * segment count (taken from the file's size). A segment moved, a file renamed to another
+ * chunk's name or cut short therefore fails to open, as with the codes above.
+ *
  * Compressed chunks are not kept this way (a range of deflated data cannot be read alone):
  * the cache seals their decoded bytes instead (sealed.ts). Pure I/O helpers; the caller
  * (ChunkCache) owns locking and accounting.
@@ -26,9 +34,11 @@ import { hkdfSync, randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { gmacInto, gmacUnitsAsync } from '../chunk/cipherAddon';
 import { AuthError, decryptSealedPart } from '../chunk/crypto';
-import { HEADER, UNIT, UNIT_OVERHEAD, lastUnitOf } from './sealed';
+import { openSegments, segmentCount } from '../chunk/format';
+import { HEADER, UNIT, UNIT_OVERHEAD, lastUnitOf, unitOffset } from './sealed';
 
 const MAGIC = Buffer.from('FSR1', 'ascii');
+const MAGIC_SEGMENTED = Buffer.from('FSR2', 'ascii');
 const CODE_NONCE = 12;
 const CHUNK_NONCE = 12;
 
@@ -36,6 +46,8 @@ const CHUNK_NONCE = 12;
 export interface ReceivedHeader {
   readonly fileId: Buffer;
   readonly nonce: Buffer;
+  /** The file holds an FSC2 object's segments (fileId and nonce unused). */
+  readonly segmented?: true;
 }
 
 /** Offset of the ciphertext in a file holding `len` data bytes. */
@@ -99,10 +111,21 @@ export class ReceivedIO {
     return [head, table, ciphertext];
   }
 
+  /** The whole file for an FSC2 chunk `name`, given the object's segments, as buffers for one writev (not copied). */
+  static segmentedFileFor(segments: Buffer): Buffer[] {
+    const head = Buffer.alloc(HEADER);
+    MAGIC_SEGMENTED.copy(head, 0);
+    return [head, segments];
+  }
+
   /** Reads a header: undefined when the file is not a received file (e.g. a sealed one). */
   async readHeader(fh: FileHandle): Promise<ReceivedHeader | undefined> {
     const head = Buffer.alloc(HEADER);
-    if ((await readFully(fh, head, 0)) !== HEADER || !head.subarray(0, 4).equals(MAGIC)) return undefined;
+    if ((await readFully(fh, head, 0)) !== HEADER) return undefined;
+    if (head.subarray(0, 4).equals(MAGIC_SEGMENTED)) {
+      return { fileId: Buffer.alloc(16), nonce: Buffer.alloc(CHUNK_NONCE), segmented: true };
+    }
+    if (!head.subarray(0, 4).equals(MAGIC)) return undefined;
     return { fileId: Buffer.from(head.subarray(4, 20)), nonce: Buffer.from(head.subarray(20, 20 + CHUNK_NONCE)) };
   }
 
@@ -116,6 +139,7 @@ export class ReceivedIO {
     last: number,
     what: string,
   ): Promise<Buffer> {
+    if (h.segmented) return this.readSegments(fh, name, len, first, last, what);
     const table = Buffer.allocUnsafe((last - first + 1) * UNIT_OVERHEAD);
     const from = first * UNIT;
     const data = Buffer.allocUnsafe(Math.min(len, (last + 1) * UNIT) - from);
@@ -134,6 +158,25 @@ export class ReceivedIO {
     }
     // In place: `data` is this call's own buffer.
     return decryptSealedPart(this.chunkKey, h.nonce, data, from, data);
+  }
+
+  /** Segments [first, last] of a segmented file holding `len` data bytes, opened as one buffer starting at first * UNIT. */
+  private async readSegments(
+    fh: FileHandle,
+    name: string,
+    len: number,
+    first: number,
+    last: number,
+    what: string,
+  ): Promise<Buffer> {
+    const from = unitOffset(first);
+    const raw = Buffer.allocUnsafe(unitOffset(last) + Math.min(UNIT, len - last * UNIT) + UNIT_OVERHEAD - from);
+    if ((await readFully(fh, raw, from)) < raw.length) throw new AuthError(`${what} (cut short)`);
+    try {
+      return openSegments(this.chunkKey, name, segmentCount(len), first, raw);
+    } catch {
+      throw new AuthError(what);
+    }
   }
 
   /** Copies data bytes [pos, pos+n) into buf at bufOff (n already clamped to the length). */

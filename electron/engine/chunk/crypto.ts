@@ -97,9 +97,15 @@ export function sealInto(
   return end + 16 - offset;
 }
 
-export function open(key: Buffer, sealed: Buffer, aad: string, what: string): Buffer {
+/**
+ * Opens a `seal`ed blob: its plaintext, in `into` when given (exactly as long as the plaintext;
+ * it holds nothing readable if authentication fails), else in a new buffer.
+ */
+export function open(key: Buffer, sealed: Buffer, aad: string, what: string, into?: Buffer): Buffer {
   if (sealed.length < SEAL_OVERHEAD) throw new AuthError(what);
-  const body = Buffer.allocUnsafe(sealed.length - SEAL_OVERHEAD);
+  if (into && into.length !== sealed.length - SEAL_OVERHEAD)
+    throw new RangeError('open: the output is not as long as the plaintext');
+  const body = into ?? Buffer.allocUnsafe(sealed.length - SEAL_OVERHEAD);
   const ok = gcmOpenInto(
     key,
     sealed.subarray(0, 12),
@@ -117,9 +123,11 @@ export function open(key: Buffer, sealed: Buffer, aad: string, what: string): Bu
  * chunks, so the engine thread neither decrypts nor allocates per slice. `sealed` must not
  * change until it settles.
  */
-export async function openAsync(key: Buffer, sealed: Buffer, aad: string, what: string): Promise<Buffer> {
+export async function openAsync(key: Buffer, sealed: Buffer, aad: string, what: string, into?: Buffer): Promise<Buffer> {
   if (sealed.length < SEAL_OVERHEAD) throw new AuthError(what);
-  const body = Buffer.allocUnsafe(sealed.length - SEAL_OVERHEAD);
+  if (into && into.length !== sealed.length - SEAL_OVERHEAD)
+    throw new RangeError('openAsync: the output is not as long as the plaintext');
+  const body = into ?? Buffer.allocUnsafe(sealed.length - SEAL_OVERHEAD);
   const ok = await gcmOpenIntoAsync(
     key,
     sealed.subarray(0, 12),

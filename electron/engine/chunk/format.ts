@@ -1,9 +1,28 @@
 /**
- * The chunk object format: `magic "FSC1" | flags(1) | sealed(payload)`, where payload is the
- * chunk's plaintext, deflated when that saves at least 1/8. The flags byte is covered by the
- * authenticated data together with the chunk's name, so neither can be altered unnoticed.
- * Objects of this one format are in existing buckets: a change to it needs a new magic, and
- * decoding keeps reading FSC1 (test/unit/chunk-format.test.ts pins its bytes).
+ * The chunk object formats. Two are written, and both are read:
+ *
+ * - FSC1, `magic "FSC1" | flags(1) | sealed(payload)`: the chunk's plaintext deflated (flags 1)
+ *   as one sealed unit. Written for compressible chunks. The flags byte is covered by the
+ *   authenticated data together with the chunk's name. Objects of this format are in existing
+ *   buckets, stored (flags 0) as well as deflated: decoding keeps reading them
+ *   (test/unit/chunk-format.test.ts pins its bytes).
+ * - FSC2, `magic "FSC2" | flags(1) = 0 | segment 0 | segment 1 | ...`: written for chunks that
+ *   do not compress. The plaintext is cut into SEGMENT_BYTES segments, each sealed on its own
+ *   (`nonce | ciphertext | tag`) with authenticated data `chunkseg:<name>:<index>:<count>`, so
+ *   a segment cannot be moved, swapped with one of another chunk, dropped, nor the chunk cut
+ *   short or lengthened, unnoticed. Every segment but the last holds exactly SEGMENT_BYTES, so
+ *   segment i starts at a fixed offset: a reader that knows the chunk's length (its reference
+ *   in the authenticated metadata) computes the byte range of the segments that cover a read
+ *   and GETs only those (`segmentRange`, `openSegments`). Nothing a reader uses to compute a
+ *   range is taken from the unauthenticated bytes: the offsets follow from the index, and the
+ *   count the segments are opened with comes from the reference; if the reference is shorter
+ *   than the chunk (a file truncated inside it), or the object is FSC1, the segments fail to
+ *   open and the reader falls back to the whole object, which is checked as a whole.
+ *
+ * Why compressible chunks keep whole-chunk deflate instead of per-segment deflate with an
+ * offset table: a table in the object's head costs a ranged reader a second round trip (head,
+ * then segments) or a change to the metadata's chunk references, and deflate over 64 KiB
+ * windows loses ratio; a compressed chunk is also smaller, so a whole GET of it costs less.
  *
  * Compression runs on libuv's thread pool (zlib async) so the event loop stays free, or, in a
  * worker thread, synchronously (encodeChunkIntoSync); a 64 KiB sample is tried first so
@@ -17,13 +36,18 @@
 
 import { promisify } from 'node:util';
 import { crc32 as zlibCrc32, deflateRaw, deflateRawSync, inflateRaw, constants } from 'node:zlib';
-import { AuthError, SEAL_OVERHEAD, openAsync, sealInto } from './crypto';
+import { AuthError, SEAL_OVERHEAD, open, openAsync, sealInto } from './crypto';
 
 const deflateAsync = promisify(deflateRaw);
 const inflateAsync = promisify(inflateRaw);
 
 const MAGIC = Buffer.from('FSC1', 'ascii');
+const MAGIC2 = Buffer.from('FSC2', 'ascii');
 const FLAG_DEFLATE = 1;
+/** Plaintext bytes of every FSC2 segment but the last. */
+export const SEGMENT_BYTES = 64 * 1024;
+/** Bytes of a full FSC2 segment as stored. */
+const SEGMENT_STORED = SEGMENT_BYTES + SEAL_OVERHEAD;
 const SAMPLE_BYTES = 64 * 1024;
 /** magic and flags, before the sealed payload. */
 const HEAD_BYTES = MAGIC.length + 1;
@@ -35,9 +59,18 @@ export function chunkKey(name: string): string {
   return `chunks/${name.slice(0, 2)}/${name}`;
 }
 
-/** The largest object a chunk of `plainBytes` bytes encodes to (stored as is, not deflated). */
+/** FSC2 segments of a chunk of `plainBytes` bytes (an empty chunk has one, empty). */
+export function segmentCount(plainBytes: number): number {
+  return Math.max(1, Math.ceil(plainBytes / SEGMENT_BYTES));
+}
+
+/** The largest object a chunk of `plainBytes` bytes encodes to (stored as is, not deflated: FSC2). */
 export function maxEncodedBytes(plainBytes: number): number {
-  return HEAD_BYTES + plainBytes + SEAL_OVERHEAD;
+  return HEAD_BYTES + plainBytes + segmentCount(plainBytes) * SEAL_OVERHEAD;
+}
+
+function segmentAad(name: string, index: number, count: number): string {
+  return `chunkseg:${name}:${index}:${count}`;
 }
 
 /** An object written by `encodeChunkInto`. */
@@ -98,6 +131,26 @@ function writeObject(key: Buffer, name: string, payload: Buffer, flags: number, 
   return { length: HEAD_BYTES + sealed, crc32: crc, deflated: flags !== 0 };
 }
 
+/** Writes `plain` as an FSC2 object (segments sealed one by one) into `out`. */
+function writeSegmented(key: Buffer, name: string, plain: Buffer, out: Buffer): EncodedChunk {
+  MAGIC2.copy(out, 0);
+  out[MAGIC2.length] = 0;
+  let crc = crc32?.(out.subarray(0, HEAD_BYTES));
+  const onOutput =
+    crc === undefined
+      ? undefined
+      : (piece: Buffer) => {
+          crc = crc32!(piece, crc);
+        };
+  const count = segmentCount(plain.length);
+  let at = HEAD_BYTES;
+  for (let i = 0; i < count; i++) {
+    const seg = plain.subarray(i * SEGMENT_BYTES, (i + 1) * SEGMENT_BYTES);
+    at += sealInto(key, seg, segmentAad(name, i, count), out, at, onOutput);
+  }
+  return { length: at, crc32: crc, deflated: false };
+}
+
 /**
  * Encodes the chunk `plain` named `name` into `out`, which must hold at least
  * `maxEncodedBytes(plain.length)` bytes; the object is `out.subarray(0, length)`. `plain` is
@@ -107,7 +160,7 @@ export async function encodeChunkInto(key: Buffer, name: string, plain: Buffer, 
   if (out.length < maxEncodedBytes(plain.length))
     throw new RangeError('encodeChunkInto: the output buffer is too small for this chunk');
   const compressed = await maybeCompress(plain);
-  return writeObject(key, name, compressed ?? plain, compressed ? FLAG_DEFLATE : 0, out);
+  return compressed ? writeObject(key, name, compressed, FLAG_DEFLATE, out) : writeSegmented(key, name, plain, out);
 }
 
 /** `encodeChunkInto` on the calling thread, compression included: for worker threads (upload/encoder.ts). */
@@ -115,14 +168,13 @@ export function encodeChunkIntoSync(key: Buffer, name: string, plain: Buffer, ou
   if (out.length < maxEncodedBytes(plain.length))
     throw new RangeError('encodeChunkInto: the output buffer is too small for this chunk');
   const compressed = maybeCompressSync(plain);
-  return writeObject(key, name, compressed ?? plain, compressed ? FLAG_DEFLATE : 0, out);
+  return compressed ? writeObject(key, name, compressed, FLAG_DEFLATE, out) : writeSegmented(key, name, plain, out);
 }
 
 export async function encodeChunk(key: Buffer, name: string, plain: Buffer): Promise<Buffer> {
   const compressed = await maybeCompress(plain);
-  const payload = compressed ?? plain;
-  const out = Buffer.allocUnsafe(maxEncodedBytes(payload.length));
-  const { length } = writeObject(key, name, payload, compressed ? FLAG_DEFLATE : 0, out);
+  const out = Buffer.allocUnsafe(maxEncodedBytes(plain.length));
+  const { length } = compressed ? writeObject(key, name, compressed, FLAG_DEFLATE, out) : writeSegmented(key, name, plain, out);
   return out.subarray(0, length);
 }
 
@@ -137,7 +189,114 @@ export function receivedCiphertext(obj: Buffer): { readonly nonce: Buffer; reado
   return { nonce: obj.subarray(5, 17), ciphertext: obj.subarray(17, obj.length - 16) };
 }
 
+/**
+ * The segments of an FSC2 object (`obj` without its head: the same layout as a sealed cache
+ * file's units, see cache/received.ts), for keeping it as received; undefined for any other
+ * object. Checks nothing: the object must have been authenticated (`decodeChunk`) first.
+ */
+export function receivedSegments(obj: Buffer): Buffer | undefined {
+  if (obj.length < HEAD_BYTES + SEAL_OVERHEAD || !obj.subarray(0, 4).equals(MAGIC2) || obj[4] !== 0) return undefined;
+  return obj.subarray(HEAD_BYTES);
+}
+
+/** Plaintext bytes of an FSC2 object's `segments` (its bytes after the head), or undefined when no valid layout has that size. */
+export function segmentedPlainBytes(segments: number): number | undefined {
+  const full = Math.floor(segments / SEGMENT_STORED);
+  const rem = segments - full * SEGMENT_STORED;
+  if (rem === 0) return full > 0 ? full * SEGMENT_BYTES : undefined;
+  if (rem < SEAL_OVERHEAD || (rem === SEAL_OVERHEAD && full > 0)) return undefined;
+  return full * SEGMENT_BYTES + rem - SEAL_OVERHEAD;
+}
+
+/** The object bytes [start, end] (inclusive) of segments [first, last] of an FSC2 chunk of `plainBytes` bytes. */
+export interface SegmentRange {
+  readonly first: number;
+  readonly last: number;
+  readonly count: number;
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * The segments of an FSC2 chunk of `plainBytes` bytes that cover plaintext [pos, pos+n), and
+ * where they are in the object; `plainBytes` comes from the chunk's reference (authenticated
+ * metadata), never from the object.
+ */
+export function segmentRange(plainBytes: number, pos: number, n: number): SegmentRange {
+  const count = segmentCount(plainBytes);
+  const first = Math.min(count - 1, Math.floor(pos / SEGMENT_BYTES));
+  const last = Math.max(first, Math.min(count - 1, Math.floor((pos + Math.max(1, n) - 1) / SEGMENT_BYTES)));
+  const lastPlain = Math.min(SEGMENT_BYTES, plainBytes - last * SEGMENT_BYTES);
+  return {
+    first,
+    last,
+    count,
+    start: HEAD_BYTES + first * SEGMENT_STORED,
+    end: HEAD_BYTES + last * SEGMENT_STORED + lastPlain + SEAL_OVERHEAD - 1,
+  };
+}
+
+/**
+ * Opens segments `first`, `first+1`, ... of the FSC2 chunk `name` of `count` segments, stored
+ * back to back in `bytes` (as a ranged GET of `segmentRange` returns them, or as a cache file
+ * holds them); returns their plaintext, which starts at plaintext offset first * SEGMENT_BYTES.
+ * Throws AuthError unless every segment opens with its index and the count: a segment moved,
+ * swapped, from another chunk, cut short or opened with the wrong count.
+ */
+export function openSegments(key: Buffer, name: string, count: number, first: number, bytes: Buffer): Buffer {
+  const what = `chunk ${name}`;
+  const n = Math.ceil(bytes.length / SEGMENT_STORED);
+  if (n === 0 || first + n > count) throw new AuthError(what);
+  if (n === 1) return open(key, bytes, segmentAad(name, first, count), what);
+  const out = Buffer.allocUnsafe(bytes.length - n * SEAL_OVERHEAD);
+  for (let k = 0; k < n; k++) {
+    const seg = bytes.subarray(k * SEGMENT_STORED, (k + 1) * SEGMENT_STORED);
+    open(
+      key,
+      seg,
+      segmentAad(name, first + k, count),
+      what,
+      out.subarray(k * SEGMENT_BYTES, k * SEGMENT_BYTES + seg.length - SEAL_OVERHEAD),
+    );
+  }
+  return out;
+}
+
+/**
+ * `openSegments` of a whole FSC2 chunk off the JS thread: its segments open in parallel on
+ * libuv's thread pool (with the cipher addon; on this thread without it), each straight into
+ * its place in the plaintext. Throws AuthError as `openSegments` does; the plaintext is then
+ * never returned.
+ */
+async function openAllSegments(key: Buffer, name: string, count: number, bytes: Buffer): Promise<Buffer> {
+  const what = `chunk ${name}`;
+  if (Math.ceil(bytes.length / SEGMENT_STORED) !== count || count === 0) throw new AuthError(what);
+  const out = Buffer.allocUnsafe(bytes.length - count * SEAL_OVERHEAD);
+  const opens: Promise<Buffer>[] = [];
+  for (let k = 0; k < count; k++) {
+    const seg = bytes.subarray(k * SEGMENT_STORED, (k + 1) * SEGMENT_STORED);
+    opens.push(
+      openAsync(
+        key,
+        seg,
+        segmentAad(name, k, count),
+        what,
+        out.subarray(k * SEGMENT_BYTES, k * SEGMENT_BYTES + seg.length - SEAL_OVERHEAD),
+      ),
+    );
+  }
+  const settled = await Promise.allSettled(opens);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return out;
+}
+
 export async function decodeChunk(key: Buffer, name: string, obj: Buffer): Promise<Buffer> {
+  if (obj.length >= HEAD_BYTES && obj.subarray(0, 4).equals(MAGIC2)) {
+    const plain = obj[4] === 0 ? segmentedPlainBytes(obj.length - HEAD_BYTES) : undefined;
+    if (plain === undefined) throw new AuthError(`chunk ${name}`);
+    return openAllSegments(key, name, segmentCount(plain), obj.subarray(HEAD_BYTES));
+  }
   if (obj.length < HEAD_BYTES || !obj.subarray(0, 4).equals(MAGIC)) throw new AuthError(`chunk ${name}`);
   const flags = obj[4]!;
   // Off the JS thread: a whole chunk is the largest thing the engine decrypts.

@@ -35,10 +35,22 @@
  *
  * A chunk that fails authentication is refetched once (a cut-short body) and then refused
  * with EIO; wrong bytes are never returned.
+ *
+ * A read that is not part of a sequential stream may ask for just the segments of a chunk that
+ * cover it (`fetchSegments`: one ranged GET, chunk/format.ts FSC2), when they are well under
+ * the whole chunk and no download of the chunk is under way. What it brings answers that read
+ * only: it is not kept (the clean cache holds whole chunks, so its cap and checks stay as they
+ * are), and it takes no download slot (it is a few segments, and a reader waits on it). When
+ * the segments do not open (an FSC1 object, a reference shorter than its chunk, a damaged
+ * range) or the GET fails, the reader falls back to the whole chunk, which is checked as a
+ * whole, retried and refused as above; such a chunk is remembered as read whole. A chunk whose
+ * ranged reads have brought a quarter of its size is read whole from then on (and so cached):
+ * random reads that keep coming back to one chunk pay at most a quarter more than fetching it
+ * at once, and those that do not never fetch what they do not read.
  */
 
 import { AuthError } from '../chunk/crypto';
-import { chunkKey, decodeChunk, maxEncodedBytes } from '../chunk/format';
+import { SEGMENT_BYTES, chunkKey, decodeChunk, maxEncodedBytes, openSegments, segmentRange } from '../chunk/format';
 import { ChunkCache } from '../cache/chunkCache';
 import { FsError } from '../errors';
 import { ALWAYS_ONLINE, Connectivity } from '../store/monitored';
@@ -62,8 +74,20 @@ function withDeadline<T>(p: Promise<T>, deadline: number, name: string): Promise
 
 export interface FetcherStats {
   downloadedBytes: number;
+  /** Ranged GETs of a chunk's segments, and those whose segments failed to open (then read whole). */
+  segmentReads: number;
+  segmentFallbacks: number;
   lastError: string | undefined;
 }
+
+/** The plaintext of some segments of a chunk, starting at byte `from` of the chunk. */
+export interface SegmentSpan {
+  readonly from: number;
+  readonly data: Buffer;
+}
+
+/** How many chunks are remembered as not readable by segments, or by the bytes their segments brought. */
+const SEGMENT_MEMORY = 4096;
 
 /** What a download brings: the object as the bucket sent it, and its decoded bytes. */
 interface Downloaded {
@@ -184,7 +208,11 @@ export class ChunkFetcher {
   private readonly writes = new Map<string, Promise<void>>();
   /** Chunks a reader waits on now. */
   private readonly demanded = new Set<string>();
-  readonly stats: FetcherStats = { downloadedBytes: 0, lastError: undefined };
+  readonly stats: FetcherStats = { downloadedBytes: 0, segmentReads: 0, segmentFallbacks: 0, lastError: undefined };
+  /** Chunks whose segments did not open (FSC1 objects, references shorter than their chunk): read whole. */
+  private readonly unsegmented = new Set<string>();
+  /** Bytes ranged reads brought of each chunk (see the header): at a quarter of the chunk, it is read whole. */
+  private readonly segmentBytes = new Map<string, number>();
   /** Chunks whose download just failed for want of an answer: when, and during which connection. */
   private readonly unanswered = new Map<string, { at: number; reconnects: number; message: string }>();
 
@@ -229,6 +257,54 @@ export class ChunkFetcher {
     this.slots.promote(name);
     this.demanded.add(name);
     return this.load(name, 'urgent').finally(() => this.demanded.delete(name));
+  }
+
+  /**
+   * The segments of chunk `name` (`chunkBytes` long, as its reference says) that cover bytes
+   * [pos, pos+n), by one ranged GET, authenticated; undefined when the reader should take the
+   * whole chunk instead (`fetch`): the chunk is coming whole already, the segments would be
+   * half the chunk or more, or they did not open. Fails with EIO only when the request ran out
+   * the read's deadline (the whole chunk would fare no better).
+   */
+  async fetchSegments(name: string, chunkBytes: number, pos: number, n: number): Promise<SegmentSpan | undefined> {
+    if (this.unsegmented.has(name) || this.flights.has(name) || this.storing.has(name)) return undefined;
+    const r = segmentRange(chunkBytes, pos, n);
+    const span = (r.last - r.first + 1) * SEGMENT_BYTES;
+    const brought = this.segmentBytes.get(name) ?? 0;
+    if (span * 2 > chunkBytes || (brought + span) * 4 > chunkBytes) return undefined;
+    const deadline = Date.now() + this.readTimeoutMs();
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), this.readTimeoutMs());
+    this.stats.segmentReads++;
+    try {
+      const got = await withDeadline(
+        this.store.get(chunkKey(name), { start: r.start, end: r.end }, { signal: ac.signal }),
+        deadline,
+        name,
+      );
+      if (!got) return undefined; // the whole read reports a missing chunk
+      this.stats.downloadedBytes += got.body.length;
+      this.segmentBytes.delete(name);
+      this.segmentBytes.set(name, brought + span);
+      if (this.segmentBytes.size > SEGMENT_MEMORY) this.segmentBytes.delete(this.segmentBytes.keys().next().value!);
+      return { from: r.first * SEGMENT_BYTES, data: openSegments(this.chunkKeyBytes, name, r.count, r.first, got.body) };
+    } catch (err) {
+      if (err instanceof AuthError) {
+        this.stats.segmentFallbacks++;
+        this.unsegmented.add(name);
+        if (this.unsegmented.size > SEGMENT_MEMORY) this.unsegmented.delete(this.unsegmented.values().next().value!);
+        return undefined;
+      }
+      if (err instanceof StoreError && err.code === 'Timeout') {
+        const msg = err.message;
+        this.unanswered.set(name, { at: Date.now(), reconnects: this.connectivity.reconnects, message: msg });
+        if (!this.connectivity.offline) this.stats.lastError = `download of chunk ${name} failed: ${msg}`;
+        throw new FsError('EIO', msg);
+      }
+      return undefined; // the whole read retries, or says why not
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Starts a read-ahead download unless the chunk is here or coming, or read-ahead is queued full; never throws. */

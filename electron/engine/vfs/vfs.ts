@@ -60,7 +60,7 @@ import { UNIT, physicalSize } from '../cache/sealed';
 import { FsError } from '../errors';
 import { ChunkRef, Inode, InodeKind, MetaOp, ROOT_INO, RefCounts, Tree } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
-import { ChunkFetcher } from '../prefetch/fetcher';
+import { ChunkFetcher, SegmentSpan } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
 import { SingleFlight } from '../util/concurrency';
 import { Backpressure, StallCause, WritesWaiting } from './backpressure';
@@ -228,6 +228,8 @@ export class Vfs {
   /** Names a mount adapter still uses for them: "<directory ino>/<name>" -> ino. */
   private readonly aliases = new Map<string, number>();
   private readonly memLoads = new SingleFlight<string, boolean>();
+  /** Whole chunks still coming after the first read of a stream was answered from their segments (see firstOfStream). */
+  private readonly wholeComing = new Map<string, Promise<void>>();
   private readonly backpressure: Backpressure;
   private readonly buffer: WriteBuffer;
   /** Called when writers are waiting for dirty data to drain (backpressure). */
@@ -1206,7 +1208,13 @@ export class Vfs {
       await this.readChunk(h, inode, idx, buf, done, n, inChunk, ahead > 0);
       done += n;
     }
-    if (deferred) this.readAhead(inode, pos, total, size, ahead);
+    if (deferred) {
+      // Answered from segments: read-ahead still waits for the whole chunk, as the stream does.
+      const ref = this.committedRef(inode, Math.floor(pos / cs));
+      const coming = ref ? this.wholeComing.get(ref[0]) : undefined;
+      if (coming) void coming.then(() => this.readAhead(inode, pos, total, size, ahead));
+      else this.readAhead(inode, pos, total, size, ahead);
+    }
     return total;
   }
 
@@ -1304,7 +1312,12 @@ export class Vfs {
       if (why !== undefined) throw new FsError('EIO', why);
       h.unanswered = undefined;
     }
-    if (ref && valid > 0 && sequential && (this.cache.inMemoryPeek(ref[0]) || (await this.loadWhole(ref[0])))) {
+    const span = ref && valid > 0 && sequential ? await this.firstOfStream(ref[0], ref[1], inChunk, valid) : undefined;
+    if (span) {
+      const got = Math.max(0, Math.min(valid, span.data.length - (inChunk - span.from)));
+      if (got < valid) throw new FsError('EIO', `chunk ${ref![0]} is shorter than its reference`);
+      span.data.copy(buf, off, inChunk - span.from, inChunk - span.from + got);
+    } else if (ref && valid > 0 && sequential && (this.cache.inMemoryPeek(ref[0]) || (await this.loadWhole(ref[0])))) {
       // Sequential: served from the whole chunk in memory (one disk read per chunk). Looked up
       // again after the await and copied synchronously: memory buffers are recycled.
       const data = this.cache.inMemory(ref[0])!;
@@ -1315,14 +1328,39 @@ export class Vfs {
     } else if (ref && valid > 0) {
       let got = await this.cache.read(ref[0], buf, off, valid, inChunk);
       if (got === undefined) {
-        const data = await this.fetcher.fetch(ref[0]);
-        got = Math.max(0, Math.min(valid, data.length - inChunk));
-        data.copy(buf, off, inChunk, inChunk + got);
+        // Not part of a stream: the segments that cover the read may come alone (one ranged
+        // GET); else, or when they do not open, the whole chunk.
+        const span = this.cache.inMemoryPeek(ref[0])
+          ? undefined
+          : await this.fetcher.fetchSegments(ref[0], ref[1], inChunk, valid);
+        const data = span?.data ?? (await this.fetcher.fetch(ref[0]));
+        const from = span?.from ?? 0;
+        got = Math.max(0, Math.min(valid, data.length - (inChunk - from)));
+        data.copy(buf, off, inChunk - from, inChunk - from + got);
       }
       if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
       this.cache.countServed(ref[0], inChunk, got);
     }
     if (valid < n) buf.fill(0, off + valid, off + n);
+  }
+
+  /**
+   * The first read of a stream from a chunk that is neither here nor coming: the whole chunk
+   * is asked for, and the segments covering the read with a ranged GET beside it, which answers
+   * this read sooner (time to first byte); the stream's next reads wait for the whole chunk
+   * (`wholeComing`). Undefined when the read waits for the whole chunk instead.
+   */
+  private async firstOfStream(name: string, chunkBytes: number, inChunk: number, n: number): Promise<SegmentSpan | undefined> {
+    if (this.cache.inMemoryPeek(name) || this.cache.has(name) || this.memLoads.has(name) || this.fetcher.isInFlight(name))
+      return undefined;
+    const part = this.fetcher.fetchSegments(name, chunkBytes, inChunk, n).catch(() => undefined);
+    const whole = this.loadWhole(name).catch(() => false);
+    const span = await part;
+    if (span) {
+      const coming = whole.then(() => undefined).finally(() => this.wholeComing.delete(name));
+      this.wholeComing.set(name, coming);
+    }
+    return span;
   }
 
   /**
