@@ -375,10 +375,62 @@ describe('S3Store direct chunk PUT', () => {
       assert.equal(s.headers['user-agent'], undefined, 'not the SDK');
     }
     assert.equal(await store.get('chunks/ab/missing', undefined, { into }), undefined);
-    // Without a buffer of the caller's (or for a range), GETs stay on the SDK.
+    // Without a buffer of the caller's or a range, GETs stay on the SDK.
     srv.seen.length = 0;
     assert.ok((await store.get('chunks/ab/g'))?.body.equals(object));
     assert.ok(srv.seen[0]?.headers['user-agent'], 'the SDK');
+  });
+
+  it('GETs a range straight, signed; a server that ignores Range, a clamped end and a range past the end read as a file does', async () => {
+    reset();
+    const object = Buffer.from(Array.from({ length: 100_000 }, (_, i) => i % 251));
+    let ignoreRange = false;
+    srv.setAnswer((s, res) => {
+      if (s.method === 'HEAD') {
+        res.writeHead(200, { 'content-length': object.length, ETag: '"etag-r"' });
+        res.end();
+        return;
+      }
+      const m = /^bytes=(\d+)-(\d+)$/.exec(String(s.headers.range ?? ''));
+      if (!m || ignoreRange) {
+        res.writeHead(200, { 'content-length': object.length, ETag: '"etag-r"' });
+        res.end(object);
+        return;
+      }
+      const start = Number(m[1]);
+      const end = Math.min(Number(m[2]), object.length - 1);
+      if (start >= object.length) {
+        res.writeHead(416, { 'content-type': 'application/xml' });
+        res.end(errorXml('InvalidRange', 'The requested range is not satisfiable'));
+        return;
+      }
+      res.writeHead(206, {
+        'content-length': end - start + 1,
+        'content-range': `bytes ${start}-${end}/${object.length}`,
+        ETag: '"etag-r"',
+      });
+      res.end(object.subarray(start, end + 1));
+    });
+    const store = storeAt();
+    const got = await store.get('chunks/ab/r', { start: 65_564, end: 65_564 + 4095 });
+    assert.ok(got && got.body.equals(object.subarray(65_564, 65_564 + 4096)));
+    assert.equal(got.etag, 'etag-r');
+    assert.equal(srv.seen.length, 1);
+    assert.equal(srv.seen[0]!.headers.range, 'bytes=65564-69659');
+    assert.equal(srv.seen[0]!.badSignature, undefined, 'the Range header is signed as S3 checks it');
+    assert.ok(
+      /SignedHeaders=[^,]*\brange\b/.test(String(srv.seen[0]!.headers.authorization)),
+      'range is among the signed headers',
+    );
+    assert.equal(srv.seen[0]!.headers['user-agent'], undefined, 'not the SDK');
+    // An end past the object's end is clamped by the server.
+    assert.ok((await store.get('chunks/ab/r', { start: 99_000, end: 120_000 }))?.body.equals(object.subarray(99_000)));
+    // A start past the end: no bytes, as a file read there gives.
+    const past = await store.get('chunks/ab/r', { start: 100_000, end: 100_010 });
+    assert.equal(past?.body.length, 0);
+    // A server that answers the whole object: the range is cut out of it.
+    ignoreRange = true;
+    assert.ok((await store.get('chunks/ab/r', { start: 10, end: 19 }))?.body.equals(object.subarray(10, 20)));
   });
 
   it('stops a GET at once, without retrying, when the caller gives up', async () => {

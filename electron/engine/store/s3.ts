@@ -151,12 +151,12 @@ export class S3Store implements ObjectStore {
     if (range) checkRange(range);
     const Key = this.fullKey(key);
     try {
-      if (!range && call?.into && this.direct && (await this.direct.usable())) {
-        const got = await this.direct.get({ key: Key, into: call.into, signal: call.signal });
+      if ((range || call?.into) && this.direct && (await this.direct.usable())) {
+        const got = await this.direct.get({ key: Key, into: call?.into, range, signal: call?.signal });
         if (got.length !== undefined && got.length !== got.body.length) {
           throw new StoreError('Corrupt', `S3 returned ${got.body.length} of ${got.length} bytes for ${this.where(Key)}`);
         }
-        return { body: got.body, etag: unquote(got.etag) };
+        return { body: range ? rangeOf(got.body, got.from, range) : got.body, etag: unquote(got.etag) };
       }
       const res = await this.client.send(
         new GetObjectCommand({
@@ -538,6 +538,16 @@ function safeEndpoint(endpoint: string): string {
   } catch {
     return '(invalid endpoint URL)';
   }
+}
+
+/**
+ * Bytes start..end of an object out of `body`, the part of it that starts at byte `from` (the
+ * answer to a ranged GET: just the range, clamped at the object's end, or the whole object from
+ * a server that ignores Range). Nothing past the object's end, as a file read gives.
+ */
+function rangeOf(body: Buffer, from: number, range: { readonly start: number; readonly end: number }): Buffer {
+  if (range.start < from) throw new StoreError('Corrupt', `S3 answered a read from byte ${range.start} with bytes from ${from}`);
+  return body.subarray(range.start - from, Math.min(body.length, range.end + 1 - from));
 }
 
 function checkRange(range: { readonly start: number; readonly end: number }): void {

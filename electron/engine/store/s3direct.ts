@@ -70,6 +70,8 @@ export interface DirectGetRequest {
   readonly key: string;
   /** Receives the body when it fits (see GetOptions.into). */
   readonly into?: Buffer;
+  /** Bytes start..end (inclusive) of the object only, as a Range header asks. */
+  readonly range?: { readonly start: number; readonly end: number };
   readonly signal?: AbortSignal;
 }
 
@@ -79,6 +81,11 @@ export interface DirectGetResult {
   readonly etag: string;
   /** The Content-Length the answer announced, if any (the caller compares). */
   readonly length: number | undefined;
+  /**
+   * Where the body starts in the object: the first byte of the Content-Range of a 206 answer,
+   * 0 for a whole object (a 200, which is what a server that ignores Range sends).
+   */
+  readonly from: number;
 }
 
 /** Where and how requests of this bucket go, resolved once. */
@@ -173,7 +180,9 @@ export class DirectPut {
   get(req: DirectGetRequest): Promise<DirectGetResult> {
     return this.retrying(req.signal, async (t) => {
       const path = `${t.basePath}/${encodeKey(req.key)}`;
-      const headers = await this.sign(t, 'GET', path, { host: t.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' });
+      const unsigned: Record<string, string> = { host: t.host, 'x-amz-content-sha256': 'UNSIGNED-PAYLOAD' };
+      if (req.range) unsigned.range = `bytes=${req.range.start}-${req.range.end}`;
+      const headers = await this.sign(t, 'GET', path, unsigned);
       if (req.signal?.aborted) throw abortError();
       return await this.send<DirectGetResult>(t, 'GET', path, headers, undefined, req.signal, (res, settle, live) =>
         receive(res, req.into, settle, live),
@@ -390,11 +399,20 @@ function receive(
 ): void {
   const etagHeader = res.headers.etag;
   const etag = typeof etagHeader === 'string' ? etagHeader : '';
+  let from = 0;
+  if (res.statusCode === 206) {
+    const range = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(res.headers['content-range'] ?? '');
+    if (!range) {
+      settle(new Error(`a partial answer without a usable Content-Range (${String(res.headers['content-range'])})`));
+      return;
+    }
+    from = Number(range[1]);
+  }
   const announced = res.headers['content-length'] === undefined ? NaN : Number(res.headers['content-length']);
   if (!Number.isSafeInteger(announced) || announced < 0) {
     const parts: Buffer[] = [];
     res.on('data', (d: Buffer) => parts.push(d));
-    res.on('end', () => settle(undefined, { body: Buffer.concat(parts), etag, length: undefined }));
+    res.on('end', () => settle(undefined, { body: Buffer.concat(parts), etag, length: undefined, from }));
     return;
   }
   const out = into && into.length >= announced ? into.subarray(0, announced) : Buffer.allocUnsafeSlow(announced);
@@ -411,7 +429,7 @@ function receive(
     d.copy(out, off);
     off += d.length;
   });
-  res.on('end', () => settle(undefined, { body: off === announced ? out : out.subarray(0, off), etag, length: announced }));
+  res.on('end', () => settle(undefined, { body: off === announced ? out : out.subarray(0, off), etag, length: announced, from }));
 }
 
 /** The S3 error answer as the SDK would throw it: its XML Code and Message, or the status alone. */
