@@ -49,6 +49,7 @@ import {
   FORMAT_COMPACTED,
   FORMAT_LINKS,
   FORMAT_PAGES,
+  FORMAT_SEGMENTS,
   FilespaceHeader,
   HEADER_KEY,
   raiseHeaderFormat,
@@ -286,6 +287,7 @@ export class Engine {
       limitBytesPerSec: opts.settings.uploadLimitBytesPerSec,
       uploadConcurrency: () => this.settings.uploadConcurrency,
       encodeWorkers: opts.encodeWorkers ?? DEFAULT_ENCODE_WORKERS,
+      beforePut: () => this.raiseFormat(FORMAT_SEGMENTS, 'its chunks may now be sealed in segments'),
       log: this.log,
     });
     this.writeback = new WritebackQueue({

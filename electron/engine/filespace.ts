@@ -34,8 +34,11 @@
  * links too. Format 4: the metadata checkpoints may be paged (a manifest naming pages, see
  * meta/pages.ts); the writer raises the header to it before it writes its first paged
  * checkpoint, since a version that reads only whole-tree checkpoints would fail on a manifest.
- * Format-3 metadata (whole-tree checkpoints) reads unchanged as format 4. A format newer than
- * this version knows is refused with one line saying so.
+ * Format-3 metadata (whole-tree checkpoints) reads unchanged as format 4. Format 5: chunks may
+ * be sealed in segments (FSC2, chunk/format.ts); the writer raises the header to it before it
+ * uploads its first chunk, since a version that knows only whole-sealed chunks (FSC1) would
+ * answer every read of such a chunk with EIO. Format-4 chunks read unchanged as format 5. A
+ * format newer than this version knows is refused with one line saying so.
  */
 
 import { randomUUID } from 'node:crypto';
@@ -52,13 +55,15 @@ export const HEADER_KEY = 'filespace.json';
 const MIN_CHUNK = 64 * 1024;
 const MAX_CHUNK = 64 * 1024 * 1024;
 /** The newest header format this version reads (see the module header). */
-export const FORMAT_NEWEST = 4;
+export const FORMAT_NEWEST = 5;
 /** The format a filespace needs once its metadata holds hard links. */
 export const FORMAT_LINKS = 2;
 /** The format a filespace needs once its metadata log may have been compacted. */
 export const FORMAT_COMPACTED = 3;
 /** The format a filespace needs once its metadata checkpoints may be paged. */
 export const FORMAT_PAGES = 4;
+/** The format a filespace needs once its chunks may be sealed in segments (FSC2). */
+export const FORMAT_SEGMENTS = 5;
 
 const kdfSchema = z.object({
   alg: z.literal('scrypt'),

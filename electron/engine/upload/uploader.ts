@@ -86,6 +86,12 @@ export interface UploaderDeps {
   readonly uploadConcurrency: () => number;
   /** Threads that open, name and seal chunks (upload/encoder.ts); 0: the engine thread does. */
   readonly encodeWorkers: number;
+  /**
+   * Before a chunk is uploaded: the bucket's header must say chunks may be sealed in segments
+   * (filespace.ts, format 5), so a version that reads only whole-sealed chunks refuses the
+   * filespace instead of failing its reads. Settles at once once the header says so.
+   */
+  readonly beforePut?: () => Promise<void>;
   readonly log: (msg: string) => void;
 }
 
@@ -218,7 +224,10 @@ export class Uploader {
       // Held from before the PUT until the reference is committed, so GC cannot delete it between.
       await names.acquire(name);
       try {
-        if (!meta.tree.chunkRefs.has(name)) await this.put(name, snap.buf, snap.len, letGoOfPlain, sending);
+        if (!meta.tree.chunkRefs.has(name)) {
+          await this.deps.beforePut?.();
+          await this.put(name, snap.buf, snap.len, letGoOfPlain, sending);
+        }
         letGoOfPlain();
         await dirty.withChunk(d.ino, d.idx, async () => {
           if (this.stopped) return; // shutting down: the chunk stays dirty and uploads next time
