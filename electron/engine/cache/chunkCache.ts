@@ -88,7 +88,7 @@ export class ChunkCache {
   /** Bytes served to readers that had to come from the bucket (on demand or read ahead). */
   missBytes = 0;
   /** Chunks downloaded whose bytes were not all served yet: which pages were (see noteDownloaded). */
-  private readonly served = new Map<string, { seen: Uint8Array; unseen: number }>();
+  private readonly served = new Map<string, { seen: Uint8Array; unseen: number; ranged?: boolean }>();
   /** Whole decoded chunks kept in memory for sequential readers, LRU order. */
   private readonly memory = new Map<string, Buffer>();
   /** Those of them downloaded ahead and not read since. */
@@ -554,8 +554,14 @@ export class ChunkCache {
    * Served bytes are tracked in 4 KiB pages (a page is a miss once, then a hit).
    */
   noteDownloaded(name: string, bytes: number): void {
-    this.served.delete(name);
     const pages = Math.ceil(bytes / SERVED_PAGE);
+    const e = this.served.get(name);
+    if (e?.ranged && e.seen.length === pages) {
+      // Its first bytes were served from a ranged GET while it came (countFetched): already counted.
+      e.ranged = false;
+      return;
+    }
+    this.served.delete(name);
     this.served.set(name, { seen: new Uint8Array(pages), unseen: pages });
     if (this.served.size > 1024) this.served.delete(this.served.keys().next().value!);
   }
@@ -575,6 +581,20 @@ export class ChunkCache {
     }
     this.missBytes += miss;
     this.hitBytes += bytes - miss;
+  }
+
+  /**
+   * Bytes [pos, pos+bytes) of chunk `name` (`chunkBytes` long) were served straight from a
+   * ranged GET of its segments: misses, and pages a later download of the whole chunk does
+   * not count again (noteDownloaded).
+   */
+  countFetched(name: string, chunkBytes: number, pos: number, bytes: number): void {
+    if (!this.served.has(name)) {
+      const pages = Math.ceil(chunkBytes / SERVED_PAGE);
+      this.served.set(name, { seen: new Uint8Array(pages), unseen: pages, ranged: true });
+      if (this.served.size > 1024) this.served.delete(this.served.keys().next().value!);
+    }
+    this.countServed(name, pos, bytes);
   }
 
   /** Bytes of bucket data served to readers so far (the hit ratio's denominator). */

@@ -1317,6 +1317,7 @@ export class Vfs {
       const got = Math.max(0, Math.min(valid, span.data.length - (inChunk - span.from)));
       if (got < valid) throw new FsError('EIO', `chunk ${ref![0]} is shorter than its reference`);
       span.data.copy(buf, off, inChunk - span.from, inChunk - span.from + got);
+      this.cache.countFetched(ref![0], ref![1], inChunk, got);
     } else if (ref && valid > 0 && sequential && (this.cache.inMemoryPeek(ref[0]) || (await this.loadWhole(ref[0])))) {
       // Sequential: served from the whole chunk in memory (one disk read per chunk). Looked up
       // again after the await and copied synchronously: memory buffers are recycled.
@@ -1327,6 +1328,7 @@ export class Vfs {
       this.cache.countServed(ref[0], inChunk, got);
     } else if (ref && valid > 0) {
       let got = await this.cache.read(ref[0], buf, off, valid, inChunk);
+      let ranged = false;
       if (got === undefined) {
         // Not part of a stream: the segments that cover the read may come alone (one ranged
         // GET); else, or when they do not open, the whole chunk.
@@ -1337,9 +1339,11 @@ export class Vfs {
         const from = span?.from ?? 0;
         got = Math.max(0, Math.min(valid, data.length - (inChunk - from)));
         data.copy(buf, off, inChunk - from, inChunk - from + got);
+        ranged = span !== undefined;
       }
       if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
-      this.cache.countServed(ref[0], inChunk, got);
+      if (ranged) this.cache.countFetched(ref[0], ref[1], inChunk, got);
+      else this.cache.countServed(ref[0], inChunk, got);
     }
     if (valid < n) buf.fill(0, off + valid, off + n);
   }
