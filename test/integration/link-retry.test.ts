@@ -16,6 +16,7 @@ import type { HostError } from '../../electron/host/errors';
 import { createFilespace } from '../../electron/engine/filespace';
 import { MetaStore } from '../../electron/engine/meta/metastore';
 import { LocalDiskStore } from '../../electron/engine/store/local';
+import { killWhenStalled } from '../helpers/stalledChild';
 
 describe('a link stopped half-way', { timeout: 120_000 }, () => {
   let dir: string;
@@ -49,17 +50,7 @@ describe('a link stopped half-way', { timeout: 120_000 }, () => {
     const child = fork(path.join(__dirname, '..', 'helpers', 'hostLinkChild.js'), [home, 'team', bucket, mnt, pass, cache], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
-    const exited = new Promise<string>((resolve) => child.on('exit', (code, signal) => resolve(`exited (${signal ?? code})`)));
-    try {
-      const said = await Promise.race([
-        new Promise<string>((resolve) => child.once('message', (m) => resolve(m as string))),
-        exited,
-      ]);
-      assert.equal(said, 'stalled');
-    } finally {
-      child.kill('SIGKILL');
-      await exited;
-    }
+    await killWhenStalled(child);
     assert.deepEqual((await fsp.readdir(cache)).sort(), ['.linking', 'meta'], 'the killed link was building its metadata');
     assert.ok(!existsSync(configPath(h, 'team')), 'and had saved no link');
 

@@ -20,6 +20,7 @@ import { TreeDb } from '../../electron/engine/meta/treeDb';
 import { LocalDiskStore } from '../../electron/engine/store/local';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import type { ObjectStore } from '../../electron/engine/store/types';
+import { killWhenStalled } from '../helpers/stalledChild';
 
 const CS = 4096;
 const KEY = randomBytes(32);
@@ -204,18 +205,7 @@ describe('a fresh machine builds its database page by page', () => {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       },
     );
-    const exited = new Promise<string>((resolve) => child.on('exit', (code, signal) => resolve(`exited (${signal ?? code})`)));
-    try {
-      // A child that dies before it stalls says so here instead of leaving the test to its timeout.
-      const said = await Promise.race([
-        new Promise<string>((resolve) => child.once('message', (m) => resolve(m as string))),
-        exited,
-      ]);
-      assert.equal(said, 'stalled');
-    } finally {
-      child.kill('SIGKILL');
-      await exited;
-    }
+    await killWhenStalled(child);
     assert.ok(existsSync(TreeDb.fileIn(dir)), 'the child was building the database');
     assert.equal(await MetaStore.load(dir), undefined, 'a half-built database is not metadata');
     const ms = await linkAndCompare(remote, dir);
