@@ -87,7 +87,7 @@ export interface UploaderDeps {
   /** Threads that open, name and seal chunks (upload/encoder.ts); 0: the engine thread does. */
   readonly encodeWorkers: number;
   /**
-   * Before a chunk is uploaded: the bucket's header must say chunks may be sealed in segments
+   * Before a chunk's upload starts: the bucket's header must say chunks may be sealed in segments
    * (filespace.ts, format 5), so a version that reads only whole-sealed chunks refuses the
    * filespace instead of failing its reads. Settles at once once the header says so.
    */
@@ -196,6 +196,8 @@ export class Uploader {
 
   /** Uploads one dirty chunk (the write-back queue's `upload`). */
   async upload(d: DirtyChunk): Promise<void> {
+    // Before any bandwidth is taken: the header's raise is not part of the chunk's upload.
+    await this.deps.beforePut?.();
     let reserved = 0;
     if (this.limiter.limit > 0 && this.deps.meta.tree.get(d.ino)) {
       reserved = d.len;
@@ -224,10 +226,7 @@ export class Uploader {
       // Held from before the PUT until the reference is committed, so GC cannot delete it between.
       await names.acquire(name);
       try {
-        if (!meta.tree.chunkRefs.has(name)) {
-          await this.deps.beforePut?.();
-          await this.put(name, snap.buf, snap.len, letGoOfPlain, sending);
-        }
+        if (!meta.tree.chunkRefs.has(name)) await this.put(name, snap.buf, snap.len, letGoOfPlain, sending);
         letGoOfPlain();
         await dirty.withChunk(d.ino, d.idx, async () => {
           if (this.stopped) return; // shutting down: the chunk stays dirty and uploads next time
