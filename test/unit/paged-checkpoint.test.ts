@@ -79,6 +79,47 @@ async function based(remote: RemoteMeta, tree: Tree, seq: number): Promise<PageW
   return w;
 }
 
+const WRITER = { id: 'writer-a', epoch: 1 };
+
+/** Random ops over richTree(50)'s directories and inodes, six per segment, from `seed`. */
+function randomSegments(seed: number): (seq: number) => MetaOp[] {
+  let a = seed;
+  const r = () => (a = (a * 1103515245 + 12345) % 2147483648) / 2147483648;
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+  const dirs = [ROOT_INO, 2, 3, 4, 5, 20, 21];
+  const inos = [10, 11, 12, 13, 14, 20, 21, 22, 23, 100, 101, 102, 9000];
+  const names = ['a', 'b', 'c', 'nested', 'data', 'f000001'];
+  return (seq) => {
+    const ops: MetaOp[] = [];
+    for (let i = 0; i < 6; i++) {
+      const ms = seq * 10 + i;
+      switch (Math.floor(r() * 7)) {
+        case 0:
+          ops.push(mk(pick(dirs), pick(names), pick(inos), pick(['file', 'dir'] as const)));
+          break;
+        case 1:
+          ops.push({ t: 'rm', parent: pick(dirs), name: pick(names), ms });
+          break;
+        case 2:
+          ops.push({ t: 'mv', sp: pick(dirs), sn: pick(names), dp: pick(dirs), dn: pick(names), ms });
+          break;
+        case 3:
+          ops.push({ t: 'ln', ino: pick(inos), parent: pick(dirs), name: pick(names), ms });
+          break;
+        case 4:
+          ops.push({ t: 'attr', ino: pick(inos), mode: 0o600 + i, ms });
+          break;
+        case 5:
+          ops.push({ t: 'xattr', ino: pick(inos), name: 'user.x', value: r() < 0.3 ? null : 'dg==', ms });
+          break;
+        default:
+          ops.push({ t: 'attr', ino: pick(inos), size: Math.floor(r() * 3 * CS), ms });
+      }
+    }
+    return ops;
+  };
+}
+
 /** What a writer that knows nothing would write after `prev`: the pages whose content differs. */
 function truth(tree: Tree, seq: number, prev: Manifest): string[] {
   const w = new PageWriter(pageHashKey(KEY));
@@ -217,43 +258,13 @@ describe('paged checkpoints: what is rewritten', () => {
 
   it('random op sequences: each checkpoint writes what a full comparison would, and loads the same tree', async () => {
     for (const seed of [1, 2, 3]) {
-      let a = seed;
-      const r = () => (a = (a * 1103515245 + 12345) % 2147483648) / 2147483648;
-      const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
+      const next = randomSegments(seed);
       const store = new MemoryStore();
       const remote = new RemoteMeta(store, KEY, ID);
       const t = richTree(50);
       const w = await based(remote, t, 0);
-      const dirs = [ROOT_INO, 2, 3, 4, 5, 20, 21];
-      const inos = [10, 11, 12, 13, 14, 20, 21, 22, 23, 100, 101, 102, 9000];
-      const names = ['a', 'b', 'c', 'nested', 'data', 'f000001'];
       for (let seq = 1; seq <= 30; seq++) {
-        const ops: MetaOp[] = [];
-        for (let i = 0; i < 6; i++) {
-          const ms = seq * 10 + i;
-          switch (Math.floor(r() * 7)) {
-            case 0:
-              ops.push(mk(pick(dirs), pick(names), pick(inos), pick(['file', 'dir'] as const)));
-              break;
-            case 1:
-              ops.push({ t: 'rm', parent: pick(dirs), name: pick(names), ms });
-              break;
-            case 2:
-              ops.push({ t: 'mv', sp: pick(dirs), sn: pick(names), dp: pick(dirs), dn: pick(names), ms });
-              break;
-            case 3:
-              ops.push({ t: 'ln', ino: pick(inos), parent: pick(dirs), name: pick(names), ms });
-              break;
-            case 4:
-              ops.push({ t: 'attr', ino: pick(inos), mode: 0o600 + i, ms });
-              break;
-            case 5:
-              ops.push({ t: 'xattr', ino: pick(inos), name: 'user.x', value: r() < 0.3 ? null : 'dg==', ms });
-              break;
-            default:
-              ops.push({ t: 'attr', ino: pick(inos), size: Math.floor(r() * 3 * CS), ms });
-          }
-        }
+        const ops = next(seq);
         const prev = (await remote.readCheckpoint((await store.list(CKPT_PREFIX)).pop()!)) as Manifest;
         for (const op of ops) t.apply(op);
         w.noteSegment(t, seq, ops);
@@ -265,6 +276,86 @@ describe('paged checkpoints: what is rewritten', () => {
         assert.deepEqual(canonical((await remote.load(CS)).tree), canonical(t), `seed ${seed} seq ${seq}`);
       }
     }
+  });
+
+  it('a restarted writer takes up from the newest manifest and the segments since: it recomputes what they changed and writes what a full comparison would', async () => {
+    for (const seed of [4, 5, 6, 7]) {
+      const next = randomSegments(seed);
+      const store = new MemoryStore();
+      const remote = new RemoteMeta(store, KEY, ID);
+      const t = richTree(50);
+      // Directories the ops never touch: their pages are not recomputed.
+      for (let d = 0; d < 20; d++) {
+        t.apply(mk(ROOT_INO, `quiet${d}`, 500 + d, 'dir'));
+        t.apply(mk(500 + d, 'file', 600 + d));
+      }
+      let w = await based(remote, t, 0);
+      let seq = 0;
+      for (let round = 1; round <= 6; round++) {
+        // A run of segments pushed (and noted by the writer that pushed them), then a restart:
+        // a new writer knows only the bucket and the tree as it is now.
+        const count = 1 + (round % 4);
+        for (let i = 0; i < count; i++) {
+          const ops = next(++seq);
+          for (const op of ops) t.apply(op);
+          await remote.pushSegment(seq, ops, WRITER);
+          w.noteSegment(t, seq, ops);
+        }
+        const manifest = (await remote.newestManifest())!;
+        const restarted = new PageWriter(pageHashKey(KEY));
+        const segments = await remote.readSegments(manifest.seq + 1, seq);
+        assert.ok(segments, `seed ${seed} round ${round}: the segments since the manifest are there`);
+        assert.equal(restarted.resume(t, manifest, await remote.linkInodes(manifest), segments), true);
+        assert.ok(restarted.tracks(t, seq));
+        const plan = restarted.plan(t, seq, ID);
+        assert.deepEqual(covers(plan), truth(t, seq, manifest), `seed ${seed} round ${round}`);
+        const full = new PageWriter(pageHashKey(KEY));
+        full.adopt(manifest);
+        assert.ok(plan.recomputed < full.plan(t, seq, ID).recomputed, 'fewer pages recomputed than a full comparison');
+        assert.ok(await remote.writePagedCheckpoint(plan));
+        restarted.planned();
+        assert.deepEqual(canonical((await remote.load(CS)).tree), canonical(t), `seed ${seed} round ${round}`);
+        w = restarted;
+      }
+      assert.ok(w.tracks(t, seq));
+    }
+  });
+
+  it('a restarted writer moves an inode that lost its other names back to its home page (known from the link pages)', async () => {
+    const store = new MemoryStore();
+    const remote = new RemoteMeta(store, KEY, ID);
+    const t = richTree(10);
+    // Inode 100 is named in directory 2 and in directory 5 (inside 3): removing its name in 5
+    // names directories 5 and 3 only, and the inode goes back to directory 2's page.
+    t.apply({ t: 'ln', ino: 100, parent: 5, name: 'l', ms: 8 });
+    await based(remote, t, 1);
+    const op: MetaOp = { t: 'rm', parent: 5, name: 'l', ms: 9 };
+    t.apply(op);
+    await remote.pushSegment(2, [op], WRITER);
+    const manifest = (await remote.newestManifest())!;
+    const w = new PageWriter(pageHashKey(KEY));
+    assert.ok(w.resume(t, manifest, await remote.linkInodes(manifest), (await remote.readSegments(2, 2))!));
+    const plan = w.plan(t, 2, ID);
+    assert.deepEqual(covers(plan), truth(t, 2, manifest));
+    assert.ok(covers(plan).includes('dir 2 ""'), "directory 2's page takes the inode back");
+    assert.ok(await remote.writePagedCheckpoint(plan));
+    assert.deepEqual(canonical((await remote.load(CS)).tree), canonical(t));
+  });
+
+  it('a writer cannot take up when a segment since the manifest is missing or out of order', async () => {
+    const store = new MemoryStore();
+    const remote = new RemoteMeta(store, KEY, ID);
+    const t = richTree(10);
+    await based(remote, t, 1);
+    const op: MetaOp = { t: 'attr', ino: 10, mode: 0o600, ms: 9 };
+    t.apply(op);
+    await remote.pushSegment(2, [op], WRITER);
+    await remote.pushSegment(4, [op], WRITER);
+    assert.equal(await remote.readSegments(2, 4), undefined, 'segment 3 is missing');
+    const manifest = (await remote.newestManifest())!;
+    const w = new PageWriter(pageHashKey(KEY));
+    assert.equal(w.resume(t, manifest, new Map(), [{ seq: 3, ops: [op] }]), false);
+    assert.equal(w.tracks(t, 3), false);
   });
 
   it('a page does not depend on the order in which fields were set: a reloaded tree with its fields reordered writes no page', async () => {

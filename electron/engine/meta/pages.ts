@@ -23,10 +23,12 @@
  * (mk/rm/ln/mv), the home page of each inode an op names (attr/chunk/xattr, and a link's
  * former home), and, after an rm or mv, the link pages (a name removed from a linked inode is
  * not named by the op). A recomputed page whose content hash equals the previous one keeps its
- * key. When the writer cannot know what changed (its first checkpoint after it started, or
- * after the tree was reloaded or changed by anyone but its own pushes), it recomputes every
- * page against the newest manifest in the bucket (read once, or the one it last wrote) and
- * still reuses every page whose hash matches: a restart costs CPU, not uploads. The hash
+ * key. When the writer does not know what changed (its first checkpoint after it started, or
+ * after the tree was reloaded or changed by anyone but its own pushes), it takes up from the
+ * bucket (`resume`): the newest manifest, its link pages and the segments pushed since, which
+ * name what changed, so a restart costs what changed, not the tree. Only when those segments
+ * cannot be read does it recompute every page against the newest manifest, still reusing
+ * every page whose hash matches: then a restart costs CPU, not uploads. The hash
  * comparison alone decides what is written; the dirty set only bounds what is recomputed.
  * Only the writer (the lease holder) writes paged checkpoints (replicator.ts).
  *
@@ -289,6 +291,35 @@ export class PageWriter {
     this.byLink = new Map();
     this.linkInos = new Map();
     for (const ref of manifest?.pages ?? []) this.keep(ref);
+  }
+
+  /**
+   * Takes up after a restart, a reload or a takeover, as if this writer had written `manifest`
+   * (the newest checkpoint in the bucket) and noted every segment pushed since: `links` holds
+   * the inodes of each of its link pages, `segments` the ops of every segment after it, in
+   * order, up to the tree's current one. The next plan then recomputes what those segments
+   * can have changed instead of every page. The ops are noted against `tree` as it is now,
+   * which `noteSegment` allows (it is called after later ops were applied in any case): an op
+   * names the directories it changes itself, and an inode's home is looked up in the tree as
+   * it is now, where a later move or removal names the old home too. False (the next plan is a
+   * full one) when the segments do not follow on from the manifest.
+   */
+  resume(
+    tree: Tree,
+    manifest: Manifest,
+    links: ReadonlyMap<number, number[]>,
+    segments: ReadonlyArray<{ readonly seq: number; readonly ops: readonly MetaOp[] }>,
+  ): boolean {
+    this.reset();
+    this.adopt(manifest);
+    this.linkInos = new Map(links);
+    this.noted = { tree, seq: manifest.seq };
+    this.based = true;
+    for (const s of segments) {
+      this.noteSegment(tree, s.seq, s.ops);
+      if (!this.noted) return false;
+    }
+    return true;
   }
 
   private keep(ref: PageRef): void {

@@ -70,6 +70,7 @@ import {
   PageRef,
   assemble,
   directoryPages,
+  isDirCover,
   isManifest,
   pageHash,
   pageHashKey,
@@ -416,6 +417,39 @@ export class RemoteMeta {
       }
       each(ref, await ahead.shift()!);
     }
+  }
+
+  /**
+   * The ops of segments `from`..`to`, in order (bounded parallel GETs); undefined when one of
+   * them is not in the bucket (compacted away, or not written).
+   */
+  async readSegments(from: number, to: number): Promise<Array<{ seq: number; ops: MetaOp[] }> | undefined> {
+    const seqs: number[] = [];
+    for (let seq = from; seq <= to; seq++) seqs.push(seq);
+    const got = new Map<number, MetaOp[]>();
+    let missing = false;
+    await eachLimit(seqs, PAGE_PARALLEL, async (seq) => {
+      if (missing) return;
+      const segment = await this.segment(seq);
+      if (!segment) missing = true;
+      else got.set(seq, segment.ops);
+    });
+    return missing ? undefined : seqs.map((seq) => ({ seq, ops: got.get(seq)! }));
+  }
+
+  /** The inode numbers each link page of `manifest` holds, by the page's range start. */
+  async linkInodes(manifest: Manifest): Promise<Map<number, number[]>> {
+    const refs = manifest.pages.filter((r) => !isDirCover(r));
+    const pages = await this.readPages(refs);
+    const out = new Map<number, number[]>();
+    for (const ref of refs) {
+      if (!isDirCover(ref))
+        out.set(
+          ref.lo,
+          pages.get(ref.key)!.inodes.map((i) => i.ino),
+        );
+    }
+    return out;
   }
 
   /** The pages of one directory in `manifest`, in name order (one directory fetched alone). */

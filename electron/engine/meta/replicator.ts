@@ -26,12 +26,20 @@
 import { MetaStore } from './metastore';
 import { LeaseLostError } from './lease';
 import { PageWriter } from './pages';
+import { Tree } from './tree';
 import { FilespaceIdentity, RemoteMeta, SegmentConflictError, SegmentWriter } from './remote';
 import { isNoAnswer } from '../store/types';
 import { Signal, backoffMs } from '../util/concurrency';
 
 const MAX_OPS_PER_SEGMENT = 20_000;
 const CHECKPOINT_EVERY = 64;
+/**
+ * Most segments a writer that does not track the tree reads to take up from the newest
+ * checkpoint (see `resumeWriter`); past that it compares every page instead. Segments after
+ * the newest checkpoint are never compacted away, and there are rarely more than
+ * `CHECKPOINT_EVERY` of them.
+ */
+const RESUME_SEGMENTS_MAX = 1024;
 
 export class Replicator {
   private timer: NodeJS.Timeout | undefined;
@@ -191,9 +199,12 @@ export class Replicator {
     const { writer } = paged;
     const tree = this.meta.tree;
     try {
-      // Not knowing what changed since its last checkpoint, the writer compares every page
-      // with the newest manifest in the bucket, and writes only those that differ.
-      if (!writer.tracks(tree, seq) && !writer.hasBaseline) writer.adopt(await this.remote.newestManifest());
+      // Not knowing what changed since its last checkpoint (after a restart, a reload or a
+      // takeover), the writer reads the newest manifest and the segments pushed since it, and
+      // recomputes the pages those can have changed; when they cannot be read (too many, or
+      // compacted away), it compares every page with the manifest and writes only those that
+      // differ.
+      if (!writer.tracks(tree, seq)) await this.resumeWriter(writer, tree, seq);
       // Changed while reading: the next checkpoint compares with the manifest just read.
       if (this.meta.pendingRemote.length > 0 || this.meta.tree !== tree || this.meta.remoteSeq !== seq) return false;
       const plan = writer.plan(tree, seq, paged.identity);
@@ -205,6 +216,16 @@ export class Replicator {
       writer.forget();
       throw err;
     }
+  }
+
+  /** See writePaged: a writer that does not track the tree takes up from the bucket. */
+  private async resumeWriter(writer: PageWriter, tree: Tree, seq: number): Promise<void> {
+    const manifest = await this.remote.newestManifest();
+    if (manifest && manifest.seq <= seq && seq - manifest.seq <= RESUME_SEGMENTS_MAX) {
+      const segments = await this.remote.readSegments(manifest.seq + 1, seq);
+      if (segments && writer.resume(tree, manifest, await this.remote.linkInodes(manifest), segments)) return;
+    }
+    if (!writer.hasBaseline) writer.adopt(manifest);
   }
 
   async stop(): Promise<void> {
