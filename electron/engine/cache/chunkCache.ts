@@ -34,7 +34,7 @@
  * downloaded ahead of a reader are kept as "not yet read": chunks already read are evicted
  * before them, and when memory holds only unread chunks a new read-ahead chunk is not kept
  * (it is read from the disk copy when its turn comes), so read-ahead never evicts itself.
- * Memory no reader has used for `MEMORY_IDLE_MS` is let go (chunks not yet read stay), and a
+ * Memory no reader has used for `MEMORY_IDLE_MS` is let go, and a
  * small chunk is kept in a buffer of its own, so what is counted is what is held. The headers
  * of cache files read lately are kept too, a bounded number of them (`FILE_HEADERS_KEPT`).
  */
@@ -173,7 +173,7 @@ export class ChunkCache {
     }
   }
 
-  /** Notes a use of the chunks in memory; once none has been used for MEMORY_IDLE_MS, those already read go. */
+  /** Notes a use of the chunks in memory; once none has been used for MEMORY_IDLE_MS, they go. */
   private memoryInUse(): void {
     this.memoryUsedAt = Date.now();
     if (this.memoryIdleTimer) return;
@@ -192,12 +192,14 @@ export class ChunkCache {
   }
 
   /**
-   * Lets go of the chunks in memory that were read (what no reader has used for a while is
-   * memory the rest of the engine can use; a reader coming back reads them from disk again).
-   * Chunks downloaded ahead and not read yet stay: a reader is expected for them.
+   * Lets go of the chunks in memory: what no reader has used for a while is memory the rest of
+   * the engine can use. A reader coming back reads them from disk again; so does one for a
+   * chunk read ahead and not read since (its reader stopped or went past it meanwhile).
    */
   releaseIdleMemory(): void {
-    for (const [name, buf] of this.memory) if (!this.unread.has(name)) this.forgetInMemory(name, buf);
+    this.memory.clear();
+    this.unread.clear();
+    this.memoryUsed = 0;
   }
 
   private forgetInMemory(name: string, buf: Buffer): void {
