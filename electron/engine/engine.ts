@@ -634,6 +634,7 @@ export class Engine {
       cacheUsedBytes: this.cache.usedBytes,
       cacheCapBytes: this.cache.capBytes,
       cacheHitRatio: this.cache.hitRatio,
+      readMemoryBytes: this.cache.memoryHeldBytes,
       cacheReadBytes: this.cache.servedBytes,
       openFiles: this.vfs.openFiles,
       offline: this.store.offline,

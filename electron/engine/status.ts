@@ -28,6 +28,8 @@ export interface EngineStats {
   /** Bytes served to readers from bucket data, hits and misses (the hit ratio's denominator). */
   cacheReadBytes: number;
   cacheHitRatio: number;
+  /** Bytes of whole chunks held in memory for sequential readers (cache/chunkCache.ts). */
+  readMemoryBytes: number;
   openFiles: number;
   offline: boolean;
   /** When the bucket stopped answering (while offline). */

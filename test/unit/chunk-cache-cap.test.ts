@@ -1,4 +1,4 @@
-// Pins down the clean chunk cache: a miss is undefined, eviction is least-recently-used, the cap (counting dirty bytes) holds, init() rebuilds the index from disk, and a cache file that was modified or renamed is refused (removed, read as a miss). Byte counts are bytes on disk (sealed files, see sealed.ts).
+// Pins down the clean chunk cache: a miss is undefined, eviction is least-recently-used, the cap (counting dirty bytes) holds, init() rebuilds the index from disk, and a cache file that was modified or renamed is refused (removed, read as a miss). Byte counts are bytes on disk (sealed files, see sealed.ts). In memory, it keeps a bounded number of cache file headers and counts the whole chunks it keeps for sequential readers by what their buffers hold.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, truncate, ut
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { CacheLimits, ChunkCache } from '../../electron/engine/cache/chunkCache';
+import { CacheLimits, ChunkCache, FILE_HEADERS_KEPT, MEMORY_IDLE_MS } from '../../electron/engine/cache/chunkCache';
 import { DirtyStore } from '../../electron/engine/cache/dirty';
 import { HandlePool } from '../../electron/engine/cache/handles';
 import { HEADER, SealedIO, UNIT, physicalSize } from '../../electron/engine/cache/sealed';
@@ -521,5 +521,67 @@ describe('ChunkCache on a disk smaller than its cap', () => {
     );
     assert.equal(await c.evictForDisk(100 * P), 2 * P);
     assert.equal(await c.evictForDisk(P), 0, 'nothing left');
+  });
+});
+
+describe('ChunkCache memory', () => {
+  const K = 10_000;
+
+  it('keeps the headers of at most FILE_HEADERS_KEPT cache files, the most recently read', async () => {
+    const c = await newCache(roomy);
+    const n = FILE_HEADERS_KEPT + 50;
+    for (let i = 1; i <= n; i++) await c.put(name(i), bytes(16, i & 0xff));
+    for (let i = 1; i <= n; i++) assert.deepEqual(await c.readAll(name(i)), bytes(16, i & 0xff));
+    assert.equal(c.headersKept, FILE_HEADERS_KEPT);
+    // One whose header was let go is read again from its file, and checked as before.
+    assert.deepEqual(await c.readAll(name(1)), bytes(16, 1));
+    assert.equal(c.headersKept, FILE_HEADERS_KEPT);
+    await flipByte(c.pathOf(name(2)), 30); // inside the sealed name tag
+    handles.forget(c.pathOf(name(2)));
+    assert.equal(await c.readAll(name(2)), undefined, 'a damaged header is refused when read again');
+  });
+
+  it('counts what the chunks it keeps in memory hold: a small chunk is not a view into a larger buffer', async () => {
+    const memoryBytes = 64 * 1024;
+    const c = new ChunkCache(dir, roomy, handles, () => dirtyBytes, io, undefined, memoryBytes);
+    await c.init();
+    const garbage: Buffer[] = [];
+    for (let i = 0; i < 2000; i++) {
+      // Small buffers come from slabs of Node's shared pool; other work takes the rest of each.
+      c.remember(name(i), Buffer.from(bytes(100, i & 0xff)));
+      garbage.push(Buffer.from(bytes(Buffer.poolSize / 2 - 1, 1)));
+      if (garbage.length > 4) garbage.shift();
+    }
+    assert.ok(c.memoryHeldBytes <= memoryBytes);
+    const stores = new Set<ArrayBufferLike>();
+    let kept = 0;
+    for (let i = 0; i < 2000; i++) {
+      if (!c.inMemoryPeek(name(i))) continue;
+      const buf = c.inMemory(name(i))!;
+      assert.deepEqual(buf, bytes(100, i & 0xff));
+      stores.add(buf.buffer);
+      kept++;
+    }
+    assert.ok(kept > 100, `it keeps many small chunks (${kept})`);
+    let held = 0;
+    for (const s of stores) held += s.byteLength;
+    assert.ok(held <= memoryBytes, `the buffers behind them hold ${held} bytes`);
+  });
+
+  it('lets go of the chunks in memory once none was used for a while, read or read ahead', async () => {
+    const c = new ChunkCache(dir, roomy, handles, () => dirtyBytes, io, undefined, 1024 * 1024);
+    await c.init();
+    c.remember(name(1), bytes(K, 1));
+    c.remember(name(2), bytes(K, 2), true); // downloaded ahead of its reader
+    assert.deepEqual(c.inMemory(name(1)), bytes(K, 1));
+    assert.equal(c.memoryHeldBytes, 2 * K);
+    assert.ok(await eventually(() => c.memoryHeldBytes === 0, 4 * MEMORY_IDLE_MS), 'idle memory is let go');
+    assert.equal(c.inMemoryPeek(name(1)), false);
+    assert.equal(c.inMemoryPeek(name(2)), false);
+    // Kept again afterwards, and counted from zero.
+    c.remember(name(3), bytes(K, 3), true);
+    c.remember(name(4), bytes(K, 4));
+    assert.equal(c.memoryHeldBytes, 2 * K);
+    assert.deepEqual(c.inMemory(name(3)), bytes(K, 3));
   });
 });

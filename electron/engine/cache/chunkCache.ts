@@ -34,6 +34,9 @@
  * downloaded ahead of a reader are kept as "not yet read": chunks already read are evicted
  * before them, and when memory holds only unread chunks a new read-ahead chunk is not kept
  * (it is read from the disk copy when its turn comes), so read-ahead never evicts itself.
+ * Memory no reader has used for `MEMORY_IDLE_MS` is let go, and a
+ * small chunk is kept in a buffer of its own, so what is counted is what is held. The headers
+ * of cache files read lately are kept too, a bounded number of them (`FILE_HEADERS_KEPT`).
  */
 
 import { promises as fsp } from 'node:fs';
@@ -43,6 +46,13 @@ import { receivedCiphertext, receivedSegments } from '../chunk/format';
 import { HandlePool } from './handles';
 import { ReceivedHeader, ReceivedIO } from './received';
 import { HEADER, SealedIO, logicalSize, physicalSize } from './sealed';
+
+/** `data` in memory of its own (never a slice of Node's shared pool). */
+function ownCopy(data: Buffer): Buffer {
+  const own = Buffer.allocUnsafeSlow(data.length);
+  data.copy(own);
+  return own;
+}
 
 /** A cache file's checked header: a sealed file's id, or a received file's header. */
 type CacheFile = { readonly sealed: Buffer } | { readonly received: ReceivedHeader };
@@ -63,6 +73,16 @@ export async function readCacheFile(
   if (r) return received.readAll(fh, r, name, len, what);
   return io.readAll(fh, await io.readHeader(fh, what, name, len), len, what);
 }
+
+/**
+ * Cache file headers kept in memory at most: the files read most recently (a few hundred bytes
+ * each), many more than the handles kept open (handles.ts), and not one per chunk of the cache,
+ * whose count grows with the number of files.
+ */
+export const FILE_HEADERS_KEPT = 4096;
+
+/** Chunks kept in memory for sequential readers are let go once none was used for this long (ms). */
+export const MEMORY_IDLE_MS = 5_000;
 
 /** The unit in which the hit ratio tracks which downloaded bytes were served already. */
 const SERVED_PAGE = 4096;
@@ -95,7 +115,13 @@ export class ChunkCache {
   private readonly unread = new Set<string>();
   private memoryUsed = 0;
   private readonly memoryBytes: number;
-  /** Headers of cache files already read (and for sealed files checked), by chunk name. */
+  /** When a chunk in memory was last kept or served; an idle memory lets go of them (MEMORY_IDLE_MS). */
+  private memoryUsedAt = 0;
+  private memoryIdleTimer: NodeJS.Timeout | undefined;
+  /**
+   * Headers of cache files already read (and for sealed files checked), by chunk name, least
+   * recently used first; at most FILE_HEADERS_KEPT (one forgotten is read again from its file).
+   */
   private readonly files = new Map<string, CacheFile>();
   /** Chunks that are never evicted (pinned for use offline). */
   private pinned: ReadonlySet<string> = new Set();
@@ -121,8 +147,13 @@ export class ChunkCache {
    */
   remember(name: string, data: Buffer, unread = false): void {
     if (data.length > this.memoryBytes || this.memory.has(name)) return;
+    // A view keeps its whole backing store: a small chunk read from disk is a slice of one of
+    // Node's shared 8 KiB pool slabs. Such a chunk is kept as a copy of its own, so the bytes
+    // counted against `memoryBytes` are the bytes held.
+    if (data.buffer.byteLength > 2 * data.length) data = ownCopy(data);
     this.memory.set(name, data);
     this.memoryUsed += data.length;
+    this.memoryInUse();
     if (unread) this.unread.add(name);
     for (const [old, buf] of this.memory) {
       if (this.memoryUsed <= this.memoryBytes) break;
@@ -140,6 +171,35 @@ export class ChunkCache {
       if (this.memoryUsed <= this.memoryBytes) break;
       if (old !== name) this.forgetInMemory(old, buf);
     }
+  }
+
+  /** Notes a use of the chunks in memory; once none has been used for MEMORY_IDLE_MS, they go. */
+  private memoryInUse(): void {
+    this.memoryUsedAt = Date.now();
+    if (this.memoryIdleTimer) return;
+    const check = () => {
+      const idle = Date.now() - this.memoryUsedAt;
+      if (idle < MEMORY_IDLE_MS) {
+        this.memoryIdleTimer = setTimeout(check, MEMORY_IDLE_MS - idle);
+        this.memoryIdleTimer.unref();
+        return;
+      }
+      this.memoryIdleTimer = undefined;
+      this.releaseIdleMemory();
+    };
+    this.memoryIdleTimer = setTimeout(check, MEMORY_IDLE_MS);
+    this.memoryIdleTimer.unref();
+  }
+
+  /**
+   * Lets go of the chunks in memory: what no reader has used for a while is memory the rest of
+   * the engine can use. A reader coming back reads them from disk again; so does one for a
+   * chunk read ahead and not read since (its reader stopped or went past it meanwhile).
+   */
+  releaseIdleMemory(): void {
+    this.memory.clear();
+    this.unread.clear();
+    this.memoryUsed = 0;
   }
 
   private forgetInMemory(name: string, buf: Buffer): void {
@@ -173,10 +233,14 @@ export class ChunkCache {
         if (len === undefined) throw new AuthError(`cached chunk ${name} (impossible size ${size})`);
         return await this.handles.use(this.pathOf(name), async (fh) => {
           let file = this.files.get(name);
-          if (!file) {
+          if (file) {
+            this.files.delete(name);
+            this.files.set(name, file); // most recently used last
+          } else {
             const received = await this.received?.readHeader(fh);
             file = received ? { received } : { sealed: await this.io.readHeader(fh, `cached chunk ${name}`, name, len) };
             this.files.set(name, file);
+            if (this.files.size > FILE_HEADERS_KEPT) this.files.delete(this.files.keys().next().value!);
           }
           return fn(fh, file, len);
         });
@@ -211,6 +275,7 @@ export class ChunkCache {
       this.memory.delete(name);
       this.memory.set(name, buf);
       this.unread.delete(name);
+      this.memoryInUse();
       this.touch(name);
     }
     return buf;
@@ -242,6 +307,16 @@ export class ChunkCache {
 
   pathOf(name: string): string {
     return path.join(this.dir, 'chunks', name.slice(0, 2), name);
+  }
+
+  /** Cache file headers held in memory (at most FILE_HEADERS_KEPT). */
+  get headersKept(): number {
+    return this.files.size;
+  }
+
+  /** Bytes of whole chunks held in memory for sequential readers (at most `memoryBytes`). */
+  get memoryHeldBytes(): number {
+    return this.memoryUsed;
   }
 
   get usedBytes(): number {

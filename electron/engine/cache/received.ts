@@ -126,7 +126,8 @@ export class ReceivedIO {
       return { fileId: Buffer.alloc(16), nonce: Buffer.alloc(CHUNK_NONCE), segmented: true };
     }
     if (!head.subarray(0, 4).equals(MAGIC)) return undefined;
-    return { fileId: Buffer.from(head.subarray(4, 20)), nonce: Buffer.from(head.subarray(20, 20 + CHUNK_NONCE)) };
+    // Views into the header's own buffer, not copies from Node's shared pool (see sealed.ts readHeader).
+    return { fileId: head.subarray(4, 20), nonce: head.subarray(20, 20 + CHUNK_NONCE) };
   }
 
   /** Units [first, last] of a file holding `len` data bytes: checked, then decrypted as one buffer starting at first * UNIT. */

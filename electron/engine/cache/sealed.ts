@@ -196,7 +196,9 @@ export class SealedIO {
     const header = Buffer.alloc(HEADER);
     const { bytesRead } = await fh.read(header, 0, HEADER, 0);
     if (bytesRead !== HEADER || !header.subarray(0, 4).equals(MAGIC)) throw new AuthError(what);
-    const fileId = Buffer.from(header.subarray(4, 20));
+    // A view into the header's own buffer: a copy with Buffer.from would be a slice of Node's
+    // shared 8 KiB pool, and an id kept for long (the cache's header map) would keep that slab.
+    const fileId = header.subarray(4, 20);
     if (name !== undefined) {
       const opened = this.open(fileId, 0xffffffff, header.subarray(20), what);
       if (opened.subarray(0, 40).toString('latin1') !== name.padEnd(40, '\0')) throw new AuthError(what);

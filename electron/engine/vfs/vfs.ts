@@ -1318,7 +1318,13 @@ export class Vfs {
       if (got < valid) throw new FsError('EIO', `chunk ${ref![0]} is shorter than its reference`);
       span.data.copy(buf, off, inChunk - span.from, inChunk - span.from + got);
       this.cache.countFetched(ref![0], ref![1], inChunk, got);
-    } else if (ref && valid > 0 && sequential && (this.cache.inMemoryPeek(ref[0]) || (await this.loadWhole(ref[0])))) {
+    } else if (
+      ref &&
+      valid > 0 &&
+      sequential &&
+      !this.readsWholeCached(ref, inChunk, valid) &&
+      (this.cache.inMemoryPeek(ref[0]) || (await this.loadWhole(ref[0])))
+    ) {
       // Sequential: served from the whole chunk in memory (one disk read per chunk). Looked up
       // again after the await and copied synchronously: memory buffers are recycled.
       const data = this.cache.inMemory(ref[0])!;
@@ -1346,6 +1352,15 @@ export class Vfs {
       else this.cache.countServed(ref[0], inChunk, got);
     }
     if (valid < n) buf.fill(0, off + valid, off + n);
+  }
+
+  /**
+   * Whether a read takes all of a chunk that is on disk and not in memory (a small file read
+   * at once): it is read from disk, and not kept in memory, where it would serve no later read
+   * and only push out chunks that may.
+   */
+  private readsWholeCached(ref: ChunkRef, inChunk: number, valid: number): boolean {
+    return inChunk === 0 && valid >= ref[1] && !this.cache.inMemoryPeek(ref[0]) && this.cache.has(ref[0]);
   }
 
   /**
