@@ -106,11 +106,23 @@ static const char *load_openssl(void) {
  * unit u of `src` (UNIT bytes each, the last shorter), the GMAC under `key` with the nonce at
  * table[u * 28] of `aad` (with u written big-endian at its bytes 16..19) then the unit, into
  * table[u * 28 + 12 .. + 16].
+ *
+ * OPEN_SEGMENTS: segments first, first+1, ... of an FSC2 chunk object of `count` segments
+ * (electron/engine/chunk/format.ts), stored back to back in `src` (each `nonce(12) |
+ * ciphertext | tag(16)`, every one but the last SEGMENT_STORED bytes), each opened with the
+ * associated data `aad` (the prefix "chunkseg:<name>:") followed by "<index>:<count>" in
+ * decimal, into `dst` at SEGMENT_BYTES per segment. One job for a whole chunk, instead of one
+ * per segment: what a job costs the JS thread (a callback, a promise) is paid once. If any
+ * segment fails, all of `dst` is wiped.
  */
-enum op { SEAL, OPEN, GMAC, CTR, GMAC_UNITS };
+enum op { SEAL, OPEN, GMAC, CTR, GMAC_UNITS, OPEN_SEGMENTS };
 
 #define UNIT_BYTES 65536
 #define UNIT_ENTRY 28
+#define SEGMENT_BYTES 65536
+#define SEAL_OVERHEAD 28
+#define SEGMENT_STORED (SEGMENT_BYTES + SEAL_OVERHEAD)
+#define SEGMENT_PREFIX_MAX 256
 
 typedef struct {
   enum op op;
@@ -118,6 +130,8 @@ typedef struct {
   size_t aad_len, aad2_len, len;
   uint8_t *dst, *tag; /* tag: written by SEAL and GMAC, read by OPEN; the unit table for GMAC_UNITS */
   size_t tag_len;
+  size_t dst_len;            /* OPEN_SEGMENTS: dst's length (shorter than src's) */
+  size_t seg_first, seg_count; /* OPEN_SEGMENTS */
   int ok;
 } job;
 
@@ -169,9 +183,79 @@ static void run_gmac_units(job *j) {
   j->ok = ok;
 }
 
+static int open_one(EVP_CIPHER_CTX *c, const uint8_t *key, const uint8_t *iv, const uint8_t *aad, size_t aad_len,
+                    const uint8_t *src, size_t len, uint8_t *dst, const uint8_t *tag) {
+  int fin = 0;
+  uint8_t scratch[16];
+  if (!ossl.dec_init(c, ossl.gcm, NULL, NULL, NULL) || !ossl.ctx_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) ||
+      !ossl.dec_init(c, NULL, NULL, key, iv))
+    return 0;
+  if (!ossl.ctx_ctrl(c, EVP_CTRL_GCM_SET_TAG, 16, (void *)tag)) return 0;
+  if (aad_len > 0 && !update_all(ossl.dec_update, c, NULL, aad, aad_len)) return 0;
+  if (len > 0 && !update_all(ossl.dec_update, c, dst, src, len)) return 0;
+  return ossl.dec_final(c, scratch, &fin) == 1 && fin == 0;
+}
+
+/* Writes n in decimal at out; returns the digits written. */
+static size_t decimal(size_t n, char *out) {
+  char rev[24];
+  size_t k = 0;
+  do {
+    rev[k++] = (char)('0' + n % 10);
+    n /= 10;
+  } while (n > 0);
+  for (size_t i = 0; i < k; i++) out[i] = rev[k - 1 - i];
+  return k;
+}
+
+static void run_open_segments(job *j) {
+  char aad[SEGMENT_PREFIX_MAX + 48];
+  size_t n = (j->len + SEGMENT_STORED - 1) / SEGMENT_STORED;
+  j->ok = 0;
+  /* read_job checked the sizes; checked again here, as this runs on plain memory. */
+  if (n == 0 || j->aad_len > SEGMENT_PREFIX_MAX || j->seg_first + n > j->seg_count ||
+      j->dst_len != j->len - n * SEAL_OVERHEAD) {
+    if (j->dst_len > 0) ossl.cleanse(j->dst, j->dst_len);
+    return;
+  }
+  EVP_CIPHER_CTX *c = ossl.ctx_new();
+  if (c == NULL) {
+    if (j->dst_len > 0) ossl.cleanse(j->dst, j->dst_len);
+    return;
+  }
+  memcpy(aad, j->aad, j->aad_len);
+  char count[24];
+  size_t count_len = decimal(j->seg_count, count);
+  int ok = 1;
+  for (size_t k = 0; k < n && ok; k++) {
+    const uint8_t *seg = j->src + k * SEGMENT_STORED;
+    size_t left = j->len - k * SEGMENT_STORED;
+    size_t stored = left < SEGMENT_STORED ? left : SEGMENT_STORED;
+    if (stored < SEAL_OVERHEAD) {
+      ok = 0;
+      break;
+    }
+    size_t at = j->aad_len;
+    at += decimal(j->seg_first + k, aad + at);
+    aad[at++] = ':';
+    memcpy(aad + at, count, count_len);
+    at += count_len;
+    ok = open_one(c, j->key, seg, (const uint8_t *)aad, at, seg + 12, stored - SEAL_OVERHEAD,
+                  j->dst + k * SEGMENT_BYTES, seg + stored - 16);
+  }
+  ossl.ctx_free(c);
+  j->ok = ok;
+  /* A failed open leaves nothing of what was written, of any segment. */
+  if (!ok && j->dst_len > 0) ossl.cleanse(j->dst, j->dst_len);
+}
+
 static void run(job *j) {
   if (j->op == GMAC_UNITS) {
     run_gmac_units(j);
+    return;
+  }
+  if (j->op == OPEN_SEGMENTS) {
+    run_open_segments(j);
     return;
   }
   j->ok = 0;
@@ -181,6 +265,7 @@ static void run(job *j) {
   uint8_t scratch[16];
   switch (j->op) {
     case GMAC_UNITS: /* run_gmac_units */
+    case OPEN_SEGMENTS: /* run_open_segments */
       break;
     case SEAL:
     case GMAC:
@@ -255,10 +340,52 @@ static int disjoint_or_same(const uint8_t *a, const uint8_t *b, size_t n) {
  * Reads (key, iv, aad, [aad2,] src, dst, tag) for `op` from argv into `j`; 0 when something is
  * wrong (an exception is then pending).
  */
+/* A whole number in [0, 2^32) from a JS number; 0 (and a thrown RangeError) otherwise. */
+static int count_of(napi_env env, napi_value v, const char *what, size_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d < 4294967296.0) || d != (double)(uint32_t)d) {
+    napi_throw_range_error(env, NULL, what);
+    return 0;
+  }
+  *out = (size_t)d;
+  return 1;
+}
+
 static int read_job(napi_env env, enum op op, napi_value *argv, size_t argc, job *j) {
   size_t want = op == GMAC ? 5 : op == CTR || op == GMAC_UNITS ? 4 : 6;
   memset(j, 0, sizeof *j);
   j->op = op;
+  if (op == OPEN_SEGMENTS) {
+    /* (key, prefix, first, count, src, dst) */
+    uint8_t *p, *d;
+    size_t n, dn;
+    if (argc < want) return napi_throw_type_error(env, NULL, "cipher addon: too few arguments"), 0;
+    if (!bytes_of(env, argv[0], "key: bytes expected", &p, &n)) return 0;
+    if (n != 32) return napi_throw_range_error(env, NULL, "key: 32 bytes expected"), 0;
+    j->key = p;
+    if (!bytes_of(env, argv[1], "prefix: bytes expected", &p, &n)) return 0;
+    if (n > SEGMENT_PREFIX_MAX) return napi_throw_range_error(env, NULL, "prefix: at most 256 bytes expected"), 0;
+    j->aad = p;
+    j->aad_len = n;
+    if (!count_of(env, argv[2], "first: a whole number expected", &j->seg_first)) return 0;
+    if (!count_of(env, argv[3], "count: a whole number expected", &j->seg_count)) return 0;
+    if (!bytes_of(env, argv[4], "src: bytes expected", &p, &n)) return 0;
+    if (!bytes_of(env, argv[5], "dst: bytes expected", &d, &dn)) return 0;
+    size_t segs = (n + SEGMENT_STORED - 1) / SEGMENT_STORED;
+    if (segs == 0 || n - (segs - 1) * SEGMENT_STORED < SEAL_OVERHEAD)
+      return napi_throw_range_error(env, NULL, "src: whole segments expected"), 0;
+    if (j->seg_first + segs > j->seg_count)
+      return napi_throw_range_error(env, NULL, "src: more segments than first and count leave"), 0;
+    if (dn != n - segs * SEAL_OVERHEAD)
+      return napi_throw_range_error(env, NULL, "dst: must be as long as the plaintext"), 0;
+    if (dn > 0 && !(d + dn <= p || p + n <= d))
+      return napi_throw_range_error(env, NULL, "dst: must not overlap src"), 0;
+    j->src = p;
+    j->len = n;
+    j->dst = d;
+    j->dst_len = dn;
+    return 1;
+  }
   if (op == GMAC_UNITS) {
     /* (key, prefix, src, table) */
     uint8_t *p;
@@ -334,7 +461,7 @@ static napi_value sync_op(napi_env env, napi_callback_info info, enum op op) {
   job j;
   if (!read_job(env, op, argv, argc, &j)) return NULL;
   run(&j);
-  if (!j.ok && op != OPEN) {
+  if (!j.ok && op != OPEN && op != OPEN_SEGMENTS) {
     napi_throw_error(env, NULL, "cipher addon: OpenSSL failed");
     return NULL;
   }
@@ -348,6 +475,7 @@ static napi_value gcm_open(napi_env env, napi_callback_info info) { return sync_
 static napi_value gmac(napi_env env, napi_callback_info info) { return sync_op(env, info, GMAC); }
 static napi_value ctr(napi_env env, napi_callback_info info) { return sync_op(env, info, CTR); }
 static napi_value gmac_units(napi_env env, napi_callback_info info) { return sync_op(env, info, GMAC_UNITS); }
+static napi_value open_segments(napi_env env, napi_callback_info info) { return sync_op(env, info, OPEN_SEGMENTS); }
 
 /* ---- async forms: the buffers are held by references until the callback runs ---- */
 
@@ -368,7 +496,8 @@ static void async_complete(napi_env env, napi_status status, void *data) {
   async_job *a = data;
   napi_value cb, global, args[2];
   int ok = status == napi_ok && a->j.ok;
-  if (status != napi_ok && a->j.op != GMAC_UNITS && a->j.dst != NULL && a->j.len > 0) ossl.cleanse(a->j.dst, a->j.len);
+  size_t written = a->j.op == OPEN_SEGMENTS ? a->j.dst_len : a->j.len;
+  if (status != napi_ok && a->j.op != GMAC_UNITS && a->j.dst != NULL && written > 0) ossl.cleanse(a->j.dst, written);
   napi_get_reference_value(env, a->cb, &cb);
   for (size_t i = 0; i < a->nrefs; i++) napi_delete_reference(env, a->refs[i]);
   napi_delete_reference(env, a->cb);
@@ -376,7 +505,7 @@ static void async_complete(napi_env env, napi_status status, void *data) {
   enum op op = a->j.op;
   free(a);
   napi_get_global(env, &global);
-  if (!ok && op != OPEN) {
+  if (!ok && op != OPEN && op != OPEN_SEGMENTS) {
     napi_value msg;
     napi_create_string_utf8(env, "cipher addon: OpenSSL failed", NAPI_AUTO_LENGTH, &msg);
     napi_create_error(env, NULL, msg, &args[0]);
@@ -393,6 +522,8 @@ static napi_value async_op(napi_env env, napi_callback_info info, enum op op) {
   size_t argc = 7;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   size_t nargs = op == CTR || op == GMAC_UNITS ? 4 : 6;
+  /* Numbers take no reference (Node-API 8): only the buffers are held. */
+  int held[6] = {1, 1, op != OPEN_SEGMENTS, op != OPEN_SEGMENTS, 1, 1};
   napi_valuetype t = napi_undefined;
   if (argc < nargs + 1 || napi_typeof(env, argv[nargs], &t) != napi_ok || t != napi_function) {
     napi_throw_type_error(env, NULL, "cipher addon: a callback is expected last");
@@ -407,7 +538,8 @@ static napi_value async_op(napi_env env, napi_callback_info info, enum op op) {
     free(a);
     return NULL;
   }
-  for (size_t i = 0; i < nargs; i++) CHECK(napi_create_reference(env, argv[i], 1, &a->refs[a->nrefs++]));
+  for (size_t i = 0; i < nargs; i++)
+    if (held[i]) CHECK(napi_create_reference(env, argv[i], 1, &a->refs[a->nrefs++]));
   CHECK(napi_create_reference(env, argv[nargs], 1, &a->cb));
   napi_value name;
   CHECK(napi_create_string_utf8(env, "filespace:cipher", NAPI_AUTO_LENGTH, &name));
@@ -420,6 +552,9 @@ static napi_value gcm_seal_async(napi_env env, napi_callback_info info) { return
 static napi_value gcm_open_async(napi_env env, napi_callback_info info) { return async_op(env, info, OPEN); }
 static napi_value ctr_async(napi_env env, napi_callback_info info) { return async_op(env, info, CTR); }
 static napi_value gmac_units_async(napi_env env, napi_callback_info info) { return async_op(env, info, GMAC_UNITS); }
+static napi_value open_segments_async(napi_env env, napi_callback_info info) {
+  return async_op(env, info, OPEN_SEGMENTS);
+}
 
 NAPI_MODULE_INIT() {
   const char *why = load_openssl();
@@ -437,6 +572,8 @@ NAPI_MODULE_INIT() {
       {"ctrAsync", NULL, ctr_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"gmacUnits", NULL, gmac_units, NULL, NULL, NULL, napi_enumerable, NULL},
       {"gmacUnitsAsync", NULL, gmac_units_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openSegments", NULL, open_segments, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"openSegmentsAsync", NULL, open_segments_async, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   napi_value src;

@@ -5,7 +5,8 @@
  * FILESPACE_PROBE_READS (default 500) random 4 KiB reads at queue depth 1). For each it prints
  * the rate, time to first byte, the server's GETs and requests in flight on average, and the
  * engine's peak RSS (sampled every 50 ms) and CPU. The engine runs in the foreground as
- * `filespace mount` starts it; FILESPACE_PROBE_PROF=DIR adds `--cpu-prof` into DIR.
+ * `filespace mount` starts it; FILESPACE_PROBE_PROF=DIR adds `--cpu-prof` into DIR, and
+ * FILESPACE_PROBE_PERF=DIR records `perf record -g` of the engine during each read into DIR.
  *
  *   node dist/test/bench/coldprobe.js [seq|rand|both] [passes]
  *
@@ -57,6 +58,7 @@ async function main(): Promise<void> {
   const mib = Number(process.env.FILESPACE_PROBE_MIB ?? 1024);
   const reads = Number(process.env.FILESPACE_PROBE_READS ?? 500);
   const profDir = process.env.FILESPACE_PROBE_PROF;
+  const perfDir = process.env.FILESPACE_PROBE_PERF;
   const work = await tmpDir('coldprobe');
   const server = await startS3rver(path.join(work, 's3'));
   const bed = new Bed();
@@ -113,6 +115,11 @@ async function main(): Promise<void> {
         const cpu = await cpuMeter(pid);
         const threads0 = await threadTicks(pid);
         await server.beginWindow();
+        const perf = perfDir
+          ? spawn('perf', ['record', '-g', '-q', '-o', path.join(path.resolve(perfDir), `${kind}${n}.data`), '-p', String(pid)], {
+              stdio: 'ignore',
+            })
+          : undefined;
         const file = `${fs.mnt}/seq.bin`;
         const out =
           kind === 'seq'
@@ -124,6 +131,11 @@ async function main(): Promise<void> {
                 'randread',
               );
         const win = await server.endWindow();
+        if (perf) {
+          const done = new Promise((resolve) => perf.once('exit', resolve));
+          perf.kill('SIGINT');
+          await done;
+        }
         const use = await cpu();
         const threads = threadDelta(threads0, await threadTicks(pid));
         clearInterval(sampler);

@@ -18,6 +18,10 @@ import {
   gcmSealInto,
   gmacInto,
   gmacUnitsAsync,
+  openSegmentsInto,
+  openSegmentsIntoAsync,
+  SEGMENT_PLAIN,
+  SEGMENT_SEALED,
 } from '../../electron/engine/chunk/cipherAddon';
 import { decryptSealedPart, open, openAsync, seal, sealInto } from '../../electron/engine/chunk/crypto';
 
@@ -217,6 +221,110 @@ describe(`cipher (${cipherBackend})`, () => {
       assert.deepEqual(Buffer.concat(pieces), out.subarray(5, 5 + n), 'onOutput hands over every byte written, in order');
       assert.deepEqual(open(key, out.subarray(5, 5 + n), 'x', 'blob'), plain);
     }
+  });
+
+  /** `count` FSC2-style segments of `plain` (sealed one by one), and each one's plaintext. */
+  function segments(name: string, plain: Buffer): { stored: Buffer; count: number } {
+    const count = Math.max(1, Math.ceil(plain.length / SEGMENT_PLAIN));
+    const parts: Buffer[] = [];
+    for (let i = 0; i < count; i++)
+      parts.push(seal(key, plain.subarray(i * SEGMENT_PLAIN, (i + 1) * SEGMENT_PLAIN), `chunkseg:${name}:${i}:${count}`));
+    return { stored: Buffer.concat(parts), count };
+  }
+
+  it('opens a run of segments in one call, sync and async, byte for byte as one open per segment', async () => {
+    const name = 'ab'.repeat(20);
+    const prefix = Buffer.from(`chunkseg:${name}:`);
+    for (const size of [1, 65536, 65537, 3 * 65536 + 5, 4 * 1024 * 1024]) {
+      const plain = randomBytes(size);
+      const { stored, count } = segments(name, plain);
+      for (const [first, n] of [
+        [0, count],
+        [count - 1, 1],
+        [Math.floor(count / 2), count - Math.floor(count / 2)],
+        [0, Math.max(1, count - 1)],
+      ] as const) {
+        const src = stored.subarray(first * SEGMENT_SEALED, Math.min(stored.length, (first + n) * SEGMENT_SEALED));
+        const want = Buffer.concat(
+          Array.from({ length: n }, (_, k) =>
+            open(
+              key,
+              src.subarray(k * SEGMENT_SEALED, (k + 1) * SEGMENT_SEALED),
+              `chunkseg:${name}:${first + k}:${count}`,
+              'seg',
+            ),
+          ),
+        );
+        const sync = Buffer.alloc(want.length, 0xee);
+        assert.equal(openSegmentsInto(key, prefix, first, count, src, sync), true, `${size} bytes, from ${first}`);
+        assert.deepEqual(sync, want);
+        const later = Buffer.alloc(want.length, 0xee);
+        assert.equal(await openSegmentsIntoAsync(key, prefix, first, count, src, later), true);
+        assert.deepEqual(later, want);
+        assert.deepEqual(want, plain.subarray(first * SEGMENT_PLAIN, first * SEGMENT_PLAIN + want.length));
+      }
+    }
+  });
+
+  it('refuses segments tampered with, moved, or opened with another index, count or name, and wipes all the output', async () => {
+    const name = 'cd'.repeat(20);
+    const prefix = Buffer.from(`chunkseg:${name}:`);
+    const plain = randomBytes(3 * 65536 + 100);
+    const { stored, count } = segments(name, plain);
+    const refused = async (what: string, src: Buffer, first = 0, cnt = count, pre = prefix) => {
+      const n = Math.ceil(src.length / SEGMENT_SEALED);
+      const a = Buffer.alloc(src.length - n * 28, 0xee);
+      assert.equal(openSegmentsInto(key, pre, first, cnt, src, a), false, what);
+      assert.ok(
+        a.every((b) => b === 0),
+        `${what}: output wiped`,
+      );
+      const b = Buffer.alloc(src.length - n * 28, 0xee);
+      assert.equal(await openSegmentsIntoAsync(key, pre, first, cnt, src, b), false, `${what} (async)`);
+      assert.ok(
+        b.every((x) => x === 0),
+        `${what} (async): output wiped`,
+      );
+    };
+    // A byte of each segment's nonce, ciphertext and tag, the last segment's included.
+    for (let k = 0; k < count; k++) {
+      const at = k * SEGMENT_SEALED;
+      const end = Math.min(stored.length, at + SEGMENT_SEALED);
+      for (const i of [at, at + 12, end - 17, end - 1]) {
+        const bad = Buffer.from(stored);
+        bad[i]! ^= 1;
+        await refused(`segment ${k} byte ${i - at}`, bad);
+      }
+    }
+    const swapped = Buffer.concat([stored.subarray(SEGMENT_SEALED, 2 * SEGMENT_SEALED), stored.subarray(0, SEGMENT_SEALED)]);
+    await refused('two segments swapped', swapped);
+    await refused('opened at another index', stored.subarray(0, 2 * SEGMENT_SEALED), 1);
+    await refused('opened with another count', stored.subarray(0, 2 * SEGMENT_SEALED), 0, count + 1);
+    await refused('opened under another name', stored, 0, count, Buffer.from(`chunkseg:${'ef'.repeat(20)}:`));
+    await refused('cut short', stored.subarray(0, stored.length - 1));
+  });
+
+  it('refuses segment runs that do not fit their arguments, before touching anything', async () => {
+    const prefix = Buffer.from('chunkseg:x:');
+    const { stored, count } = segments('x', randomBytes(2 * 65536));
+    const plainLen = stored.length - count * 28;
+    const cases: [string, number, number, Buffer, Buffer][] = [
+      ['output of another length', 0, count, stored, Buffer.alloc(plainLen + 1)],
+      ['more segments than the count leaves', 1, count, stored, Buffer.alloc(plainLen)],
+      ['no segment', 0, count, Buffer.alloc(0), Buffer.alloc(0)],
+      ['a last segment shorter than its nonce and tag', 0, 3, Buffer.concat([stored, Buffer.alloc(5)]), Buffer.alloc(plainLen)],
+      ['a fractional index', 0.5, count, stored, Buffer.alloc(plainLen)],
+    ];
+    for (const [what, first, cnt, src, dst] of cases) {
+      assert.throws(() => openSegmentsInto(key, prefix, first, cnt, src, dst), RangeError, what);
+      await assert.rejects(openSegmentsIntoAsync(key, prefix, first, cnt, src, dst), RangeError, `${what} (async)`);
+    }
+    const both = Buffer.alloc(stored.length + plainLen);
+    stored.copy(both);
+    assert.throws(
+      () => openSegmentsInto(key, prefix, 0, count, both.subarray(0, stored.length), both.subarray(100, 100 + plainLen)),
+      RangeError,
+    );
   });
 
   it('runs many async opens at once without mixing them up', async () => {

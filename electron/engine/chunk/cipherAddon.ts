@@ -34,6 +34,17 @@ interface Addon {
     cb: (err: Error | null, ok: boolean) => void,
   ): void;
   gmacUnitsAsync(key: Uint8Array, prefix: Uint8Array, src: Uint8Array, table: Uint8Array, cb: (err: Error | null) => void): void;
+  /** Absent from an addon built before it (then segments open one call each). */
+  openSegments?(key: Uint8Array, prefix: Uint8Array, first: number, count: number, src: Uint8Array, dst: Uint8Array): boolean;
+  openSegmentsAsync?(
+    key: Uint8Array,
+    prefix: Uint8Array,
+    first: number,
+    count: number,
+    src: Uint8Array,
+    dst: Uint8Array,
+    cb: (err: Error | null, ok: boolean) => void,
+  ): void;
   readonly openssl: string;
 }
 
@@ -208,4 +219,93 @@ export function gmacUnitsAsync(key: Buffer, prefix: Uint8Array, src: Uint8Array,
     }
     addon.gmacUnitsAsync(key, prefix, src, table, (err) => (err ? reject(err) : resolve()));
   });
+}
+
+/** Bytes of an FSC2 segment's plaintext (all but the last) and as stored: nonce (12) | ciphertext | tag (16). */
+export const SEGMENT_PLAIN = 64 * 1024;
+export const SEGMENT_SEALED = SEGMENT_PLAIN + 28;
+
+/** Segments in `src` (back to back, all but the last SEGMENT_SEALED bytes); throws RangeError when they do not fit `first`, `count` and `dst`. */
+function checkSegments(prefix: Uint8Array, first: number, count: number, src: Uint8Array, dst: Uint8Array): number {
+  const n = Math.ceil(src.byteLength / SEGMENT_SEALED);
+  if (prefix.byteLength > 256) throw new RangeError('prefix: at most 256 bytes expected');
+  for (const [v, what] of [
+    [first, 'first'],
+    [count, 'count'],
+  ] as const)
+    if (!Number.isInteger(v) || v < 0 || v >= 2 ** 32) throw new RangeError(`${what}: a whole number expected`);
+  if (n === 0 || src.byteLength - (n - 1) * SEGMENT_SEALED < 28) throw new RangeError('src: whole segments expected');
+  if (first + n > count) throw new RangeError('src: more segments than first and count leave');
+  if (dst.byteLength !== src.byteLength - n * 28) throw new RangeError('dst: must be as long as the plaintext');
+  if (src.buffer === dst.buffer) {
+    const a = src.byteOffset;
+    const b = dst.byteOffset;
+    if (dst.byteLength > 0 && a < b + dst.byteLength && b < a + src.byteLength) throw new RangeError('dst: must not overlap src');
+  }
+  return n;
+}
+
+function openSegmentsFallback(
+  key: Buffer,
+  prefix: Uint8Array,
+  first: number,
+  count: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+): boolean {
+  const n = checkSegments(prefix, first, count, src, dst);
+  const s = view(src);
+  const d = view(dst);
+  for (let k = 0; k < n; k++) {
+    const seg = s.subarray(k * SEGMENT_SEALED, (k + 1) * SEGMENT_SEALED);
+    const aad = Buffer.concat([prefix, Buffer.from(`${first + k}:${count}`, 'latin1')]);
+    const out = d.subarray(k * SEGMENT_PLAIN, k * SEGMENT_PLAIN + seg.length - 28);
+    const ok = addon
+      ? addon.gcmOpen(key, seg.subarray(0, 12), aad, seg.subarray(12, seg.length - 16), out, seg.subarray(seg.length - 16))
+      : openFallback(key, seg.subarray(0, 12), aad, seg.subarray(12, seg.length - 16), out, seg.subarray(seg.length - 16));
+    if (!ok) {
+      d.fill(0);
+      return false;
+    }
+  }
+  return true;
+}
+
+/**
+ * Opens FSC2 segments `first`, `first+1`, ... of a chunk of `count` segments, stored back to
+ * back in `src` (nonce | ciphertext | tag each; every one but the last SEGMENT_SEALED bytes),
+ * segment i with the associated data `prefix` then `<i>:<count>` (decimal), into `dst` at
+ * SEGMENT_PLAIN bytes per segment. False, with all of `dst` wiped, when any segment fails
+ * authentication. `dst` must not overlap `src`.
+ */
+export function openSegmentsInto(
+  key: Buffer,
+  prefix: Uint8Array,
+  first: number,
+  count: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+): boolean {
+  if (addon?.openSegments) return addon.openSegments(key, prefix, first, count, src, dst);
+  return openSegmentsFallback(key, prefix, first, count, src, dst);
+}
+
+/**
+ * `openSegmentsInto` as one job on libuv's thread pool (with the addon; else on this thread):
+ * the JS thread pays one callback per call, not one per segment. The buffers are held until it
+ * settles and must not be touched meanwhile.
+ */
+export function openSegmentsIntoAsync(
+  key: Buffer,
+  prefix: Uint8Array,
+  first: number,
+  count: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+): Promise<boolean> {
+  const native = addon?.openSegmentsAsync?.bind(addon);
+  if (!native) return new Promise((resolve) => resolve(openSegmentsFallback(key, prefix, first, count, src, dst)));
+  return new Promise((resolve, reject) =>
+    native(key, prefix, first, count, src, dst, (err, ok) => (err ? reject(err) : resolve(ok))),
+  );
 }
