@@ -38,9 +38,8 @@
  *
  * A read that is not part of a sequential stream may ask for just the segments of a chunk that
  * cover it (`fetchSegments`: one ranged GET, chunk/format.ts FSC2), when they are well under
- * the whole chunk and no download of the chunk is under way but a background one (`background`:
- * it may wait behind others, and a random read must not wait for a whole chunk). What it brings
- * answers that read only: it is not kept (the clean cache holds whole chunks, so its cap and checks stay as they
+ * the whole chunk and no download of the chunk is under way. What it brings answers that read
+ * only: it is not kept (the clean cache holds whole chunks, so its cap and checks stay as they
  * are), and it takes no download slot (it is a few segments, and a reader waits on it). When
  * the segments do not open (an FSC1 object, a reference shorter than its chunk, a damaged
  * range) or the GET fails, the reader falls back to the whole chunk, which is checked as a
@@ -209,8 +208,6 @@ export class ChunkFetcher {
   private readonly writes = new Map<string, Promise<void>>();
   /** Chunks a reader waits on now. */
   private readonly demanded = new Set<string>();
-  /** Chunks being downloaded with background priority (`background`) and nothing else. */
-  private readonly inBackground = new Set<string>();
   readonly stats: FetcherStats = { downloadedBytes: 0, segmentReads: 0, segmentFallbacks: 0, lastError: undefined };
   /** Chunks whose segments did not open (FSC1 objects, references shorter than their chunk): read whole. */
   private readonly unsegmented = new Set<string>();
@@ -270,8 +267,7 @@ export class ChunkFetcher {
    * the read's deadline (the whole chunk would fare no better).
    */
   async fetchSegments(name: string, chunkBytes: number, pos: number, n: number): Promise<SegmentSpan | undefined> {
-    const coming = this.flights.has(name) && !(this.inBackground.has(name) && !this.demanded.has(name));
-    if (this.unsegmented.has(name) || coming || this.storing.has(name)) return undefined;
+    if (this.unsegmented.has(name) || this.flights.has(name) || this.storing.has(name)) return undefined;
     const r = segmentRange(chunkBytes, pos, n);
     const span = (r.last - r.first + 1) * SEGMENT_BYTES;
     const brought = this.segmentBytes.get(name) ?? 0;
@@ -324,13 +320,7 @@ export class ChunkFetcher {
    */
   async background(name: string): Promise<boolean> {
     if (this.cache.has(name)) return true;
-    const mine = !this.flights.has(name);
-    if (mine) this.inBackground.add(name);
-    try {
-      await this.load(name, 'background');
-    } finally {
-      if (mine) this.inBackground.delete(name);
-    }
+    await this.load(name, 'background');
     await this.writes.get(name);
     return this.cache.has(name);
   }

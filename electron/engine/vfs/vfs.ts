@@ -62,7 +62,6 @@ import { ChunkRef, Inode, InodeKind, MetaOp, ROOT_INO, RefCounts, Tree } from '.
 import { MetaStore } from '../meta/metastore';
 import { ChunkFetcher, SegmentSpan } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
-import { RandomFill } from '../prefetch/randomfill';
 import { SingleFlight } from '../util/concurrency';
 import { Backpressure, StallCause, WritesWaiting } from './backpressure';
 import { ContentVersion, PageCacheBook } from './pageCache';
@@ -124,19 +123,6 @@ export interface UnsentChunks {
 }
 
 export const DEFAULT_WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
-
-/**
- * Filling a file read at random (prefetch/randomfill.ts): after this many random misses, each
- * within FILL_FORGET_MS of the last, a file no larger than FILL_CAP_SHARE of the cache cap
- * comes whole into the cache, FILL_DOWNLOADS chunks at a time, with background priority (a
- * reader's download goes first, and each miss is still answered by its own ranged GET).
- */
-export const FILL_MIN_MISSES = 32;
-export const FILL_FORGET_MS = 10_000;
-export const FILL_CAP_SHARE = 0.5;
-export const FILL_DOWNLOADS = 6;
-/** A read-ahead window this large (three sequential reads in a row) stops a file's fill. */
-const FILL_STREAM_WINDOW = 4;
 
 /** What a read needs of a file: its inode number and chunk list. */
 interface ChunkView {
@@ -244,15 +230,6 @@ export class Vfs {
   private readonly memLoads = new SingleFlight<string, boolean>();
   /** Whole chunks still coming after the first read of a stream was answered from their segments (see firstOfStream). */
   private readonly wholeComing = new Map<string, Promise<void>>();
-  /** Files read at random all over, whose other chunks come into the cache behind the reads (see randomfill.ts). */
-  private readonly fill = new RandomFill(() => ({
-    minMisses: FILL_MIN_MISSES,
-    forgetAfterMs: FILL_FORGET_MS,
-    budgetBytes: this.cache.effectiveCapBytes * FILL_CAP_SHARE,
-  }));
-  /** What each file being filled reads (its snapshot, for a follower's handle). */
-  private readonly fillViews = new Map<number, ChunkView>();
-  private fillDownloads = 0;
   private readonly backpressure: Backpressure;
   private readonly buffer: WriteBuffer;
   /** Called when writers are waiting for dirty data to drain (backpressure). */
@@ -1173,10 +1150,8 @@ export class Vfs {
     if (here?.size === 0) this.openAt.delete(h.path);
     this.commitSize(h.ino);
     const open = (this.openCount.get(h.ino) ?? 1) - 1;
-    if (open <= 0) {
-      this.openCount.delete(h.ino);
-      this.stopFill(h.ino); // closed: nothing reads it now
-    } else this.openCount.set(h.ino, open);
+    if (open <= 0) this.openCount.delete(h.ino);
+    else this.openCount.set(h.ino, open);
     if (h.writable) {
       const w = (this.writersCount.get(h.ino) ?? 1) - 1;
       if (w <= 0) this.writersCount.delete(h.ino);
@@ -1218,8 +1193,6 @@ export class Vfs {
     const total = Math.min(len, size - pos);
     const cs = this.chunkSize;
     const ahead = h.cursor.onRead(pos, total);
-    // Read as a stream now (not just one read that landed near the last): read-ahead takes over.
-    if (ahead >= FILL_STREAM_WINDOW) this.stopFill(h.ino);
     // Read-ahead starts before this read waits, so the downloads overlap it; but a read that
     // must wait for its own chunk to download starts it once that chunk is here, so the chunk
     // waited for never shares the bandwidth with chunks after it (the first chunk of a stream:
@@ -1364,7 +1337,6 @@ export class Vfs {
           : await this.fetcher.fetchSegments(ref[0], ref[1], inChunk, valid);
         const data = span?.data ?? (await this.fetcher.fetch(ref[0]));
         const from = span?.from ?? 0;
-        this.noteRandomMiss(inode, idx);
         got = Math.max(0, Math.min(valid, data.length - (inChunk - from)));
         data.copy(buf, off, inChunk - from, inChunk - from + got);
         ranged = span !== undefined;
@@ -1405,65 +1377,6 @@ export class Vfs {
       await this.fetcher.fetch(name); // remembers what it downloads
       return this.cache.inMemoryPeek(name);
     });
-  }
-
-  /**
-   * A random read of chunk idx had to go to the bucket: counts towards filling the file, and
-   * while it is filled, the fill works outward from here.
-   */
-  private noteRandomMiss(inode: ChunkView, idx: number): void {
-    const chunks = inode.chunks?.length ?? 0;
-    if (this.fill.noteMiss(inode.ino, idx, chunks, this.chunkSize, Date.now()) === 'none') return;
-    this.fillViews.set(inode.ino, inode);
-    this.pumpFill();
-  }
-
-  private stopFill(ino: number): void {
-    this.fill.stop(ino);
-    this.fillViews.delete(ino);
-  }
-
-  /**
-   * Keeps FILL_DOWNLOADS chunks of files being filled coming into the clean cache (background
-   * priority: nothing stays in memory beyond the fetcher's pooled bodies). A chunk the cache
-   * has no room for, or a failed download, ends that file's fill.
-   */
-  private pumpFill(): void {
-    while (this.fillDownloads < FILL_DOWNLOADS) {
-      const next = this.nextFillChunk();
-      if (!next) return;
-      this.fillDownloads++;
-      void this.fetcher
-        .background(next.name)
-        .then(
-          (cached) => {
-            if (!cached) this.stopFill(next.ino);
-          },
-          () => this.stopFill(next.ino),
-        )
-        .finally(() => {
-          this.fillDownloads--;
-          this.pumpFill();
-        });
-    }
-  }
-
-  /** The next chunk some file's fill still needs (neither dirty, nor a hole, nor here). */
-  private nextFillChunk(): { ino: number; name: string } | undefined {
-    for (const [ino, view] of this.fillViews) {
-      for (;;) {
-        const idx = this.fill.next(ino);
-        if (idx === undefined) {
-          this.fillViews.delete(ino); // all asked for (a later miss looks again)
-          break;
-        }
-        const ref = this.committedRef(view, idx);
-        if (!ref || this.dirty.get(ino, idx) !== undefined) continue;
-        if (this.cache.has(ref[0]) || this.cache.inMemoryPeek(ref[0])) continue;
-        return { ino, name: ref[0] };
-      }
-    }
-    return undefined;
   }
 
   /** Dirty bytes dropped (an upload finished, a file was deleted or truncated): writers may go on. */
