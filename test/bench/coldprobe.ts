@@ -146,13 +146,15 @@ async function main(): Promise<void> {
           ttfbUs?: number;
           openUs?: number;
           p50Us?: number;
+          p99Us?: number;
         };
         const rate =
           kind === 'seq'
             ? `${((r.bytes ?? 0) / r.seconds / 1e6).toFixed(0)} MB/s, TTFB ${((r.ttfbUs ?? 0) / 1000).toFixed(1)} ms (open ${((r.openUs ?? 0) / 1000).toFixed(1)} ms)`
-            : `${((r.ops ?? 0) / r.seconds).toFixed(0)} IOPS, p50 ${((r.p50Us ?? 0) / 1000).toFixed(2)} ms`;
+            : `${((r.ops ?? 0) / r.seconds).toFixed(0)} IOPS, p50 ${((r.p50Us ?? 0) / 1000).toFixed(2)} ms, p99 ${((r.p99Us ?? 0) / 1000).toFixed(2)} ms`;
+        const used = Number(((await fs.status().catch(() => ({}))) as { cacheUsedBytes?: number }).cacheUsedBytes ?? NaN);
         console.log(
-          `${kind}: ${rate}; ${r.seconds.toFixed(2)} s; GET ${win?.requests?.GET ?? '?'}, in flight ${win?.inflightAvg.toFixed(2)}/${win?.inflightMax}; engine peak RSS ${(peak / 1e6).toFixed(0)} MB, CPU ${use?.total.toFixed(2)} cores (main ${use?.main.toFixed(2)})`,
+          `${kind}: ${rate}; ${r.seconds.toFixed(2)} s; GET ${win?.requests?.GET ?? '?'}, in flight ${win?.inflightAvg.toFixed(2)}/${win?.inflightMax}; engine peak RSS ${(peak / 1e6).toFixed(0)} MB, CPU ${use?.total.toFixed(2)} cores (main ${use?.main.toFixed(2)}); cache used ${(used / 1e6).toFixed(0)} MB`,
         );
         console.log(`  engine CPU seconds by thread: ${threads}`);
         await stop();
