@@ -120,6 +120,12 @@ export interface LocalStores {
 }
 
 /**
+ * Empty files the dirty store keeps ready for new chunks (cache/spareFiles.ts): enough for a
+ * burst of small-file closes while the next ones are made.
+ */
+export const SPARE_DIRTY_FILES = 32;
+
+/**
  * Opens the metadata, the dirty store and the clean cache of a locked cache folder (see the
  * header). `uncleanStop`: the previous engine left its lock behind.
  */
@@ -146,7 +152,7 @@ export async function openLocalStores(
   checkCapFitsChunks(opts.settings.cacheCapBytes, meta.chunkSize);
   const handles = new HandlePool(256);
   const sealed = new SealedIO(opts.keys.cacheKey);
-  const dirty = new DirtyStore(opts.cacheDir, handles, sealed, opts.log);
+  const dirty = new DirtyStore(opts.cacheDir, handles, sealed, opts.log, { spareFiles: SPARE_DIRTY_FILES });
   const cs = meta.chunkSize;
   // Inode numbers are never reused: one below the tree's next number that the tree does not
   // hold was created and then deleted (or the snapshot would name it). Any other chunk

@@ -770,6 +770,7 @@ export class Engine {
     // Let the next writer in at once; a release that fails just lets the lease expire.
     await this.role.release(w.lease);
     await local('writing downloaded chunks into the cache', () => this.fetcher.cacheWritesDone());
+    await this.dirty.closeSpares();
     await local('closing cache files', () => this.handles.closeAll());
     await this.opts.store.close().catch(() => undefined);
     if (durable) await fsp.rm(this.lockFile, { force: true });

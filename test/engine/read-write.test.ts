@@ -165,18 +165,26 @@ describe('reads and writes through the FUSE interface', () => {
     const gate = new Promise<void>((r) => (releaseGate = r));
     let gated = false;
     const realOpen = fsp.open;
+    const realRename = fsp.rename;
+    const holdSecondChunk = async (file: unknown) => {
+      if (!gated && String(file).startsWith(path.join(m.cacheDir, 'dirty') + path.sep) && String(file).endsWith('.1')) {
+        gated = true;
+        await gate;
+      }
+    };
     await withFile(m.fs, '/grow', O_WRONLY, async (fh) => {
       await writeAt(m.fs, fh, 0, head);
       // The second piece of the next write starts a new dirty chunk file (when the write
-      // buffer sends it on): hold its creation until the first chunk (now full, so due at
-      // once) was uploaded and left the dirty store.
+      // buffer sends it on): hold its creation (an open, or the rename of a spare file) until
+      // the first chunk (now full, so due at once) was uploaded and left the dirty store.
       (fsp as { open: typeof realOpen }).open = (async (file: string, ...rest: unknown[]) => {
-        if (!gated && String(file).startsWith(path.join(m.cacheDir, 'dirty') + path.sep) && String(file).endsWith('.1')) {
-          gated = true;
-          await gate;
-        }
+        await holdSecondChunk(file);
         return (realOpen as (...a: unknown[]) => Promise<FileHandle>)(file, ...rest);
       }) as typeof realOpen;
+      (fsp as { rename: typeof realRename }).rename = async (from, to) => {
+        await holdSecondChunk(to);
+        return realRename(from, to);
+      };
       try {
         const writing = m.fs.write(fh, straddle, CS - 100);
         await until('the first chunk to be uploaded', () => gated && m.engine.stats().dirtyChunks === 0, 30_000, 10);
@@ -184,6 +192,7 @@ describe('reads and writes through the FUSE interface', () => {
         await writing;
       } finally {
         (fsp as { open: typeof realOpen }).open = realOpen;
+        (fsp as { rename: typeof realRename }).rename = realRename;
         releaseGate();
       }
     });

@@ -541,3 +541,58 @@ describe('DirtyStore.init', () => {
     assert.deepEqual(await readdir(path.join(dir, 'nested', 'dirty')), []);
   });
 });
+
+describe('DirtyStore spare files', () => {
+  it('places new chunks by renaming ready spares, which never hold data, and a restart keeps the chunks and drops the spares', async () => {
+    const s = new DirtyStore(dir, handles, io, undefined, { spareFiles: 3 });
+    await s.init(() => 'deleted', 0);
+    const spareDir = path.join(dir, 'spare');
+    const first = randomBytes(5000);
+    // None is ready before the first new chunk (it creates its own file and starts the making).
+    const d1 = await s.createWithUnits(1, 0, [{ index: 0, data: first, ranges: [0, first.length] }], first.length, 10);
+    await s.sparesFilled();
+    const ready = await readdir(spareDir);
+    assert.equal(ready.length, 3, 'three spares made after the first take');
+    for (const f of ready) assert.equal((await stat(path.join(spareDir, f))).size, 0, 'a spare is empty');
+    const inodeOf = async (f: string) => (await stat(f)).ino;
+    const spareInodes = new Set(await Promise.all(ready.map((f) => inodeOf(path.join(spareDir, f)))));
+    const second = randomBytes(3 * UNIT + 7);
+    const d2 = await s.createWithUnits(2, 0, [{ index: 0, data: second.subarray(0, UNIT), ranges: [0, UNIT] }], UNIT, 20);
+    await s.writeUnits(
+      d2,
+      [1, 2, 3].map((u) => ({
+        index: u,
+        data: Buffer.concat([second.subarray(u * UNIT), Buffer.alloc(UNIT)]).subarray(0, UNIT),
+        ranges: [0, Math.min(UNIT, second.length - u * UNIT)],
+      })),
+      second.length,
+      21,
+    );
+    assert.ok(spareInodes.has(await inodeOf(s.pathOf(2, 0))), 'the new chunk is a spare renamed into place');
+    await s.sparesFilled();
+    const readyNow = await readdir(spareDir);
+    const inodesNow = new Set(await Promise.all(readyNow.map((f) => inodeOf(path.join(spareDir, f)))));
+    const seeded = await s.create(3, 1, Buffer.from('seeded'), 30);
+    assert.ok(inodesNow.has(await inodeOf(s.pathOf(3, 1))), 'a seeded chunk too');
+    await s.sparesFilled();
+    for (const f of await readdir(spareDir)) assert.equal((await stat(path.join(spareDir, f))).size, 0, 'spares left are empty');
+    assert.deepEqual(await s.readAll(d1), first);
+    assert.deepEqual(await s.readAll(d2), second);
+    assert.deepEqual(await s.readAll(seeded), Buffer.from('seeded'));
+    assert.equal(s.totalBytes, physicalSize(first.length) + physicalSize(second.length) + physicalSize(6));
+    // A crash leaves spares behind: the next start removes them and loads the chunks alone.
+    await handles.closeAll();
+    const again = new DirtyStore(dir, handles, io, undefined, { spareFiles: 3 });
+    await again.init((ino) => (ino === 1 ? first.length : ino === 2 ? second.length : 4 * 1024 * 1024), 0, { uncleanStop: true });
+    assert.equal(again.count, 3);
+    assert.deepEqual(await again.readAll(again.get(2, 0)!), second);
+    await assert.rejects(readdir(spareDir), { code: 'ENOENT' }, 'leftover spares are removed at start');
+    // Closing removes the spares made since, and later chunks create their own files.
+    await again.createWithUnits(4, 0, [{ index: 0, data: first, ranges: [0, first.length] }], first.length, 40);
+    await again.closeSpares();
+    await assert.rejects(readdir(spareDir), { code: 'ENOENT' });
+    const late = await again.createWithUnits(5, 0, [{ index: 0, data: first, ranges: [0, first.length] }], first.length, 50);
+    assert.deepEqual(await again.readAll(late), first);
+    await assert.rejects(readdir(spareDir), { code: 'ENOENT' }, 'no spare is made after closing');
+  });
+});

@@ -1,6 +1,7 @@
 /**
  * Dirty chunks: file data written locally and not yet in the bucket, one sealed file per
- * chunk at `dirty/<ino>.<idx>` (encrypted at rest, see sealed.ts). This is the crash-safe local
+ * chunk at `dirty/<ino>.<idx>` (encrypted at rest, see sealed.ts; a new one is an empty spare
+ * file renamed into place when one is ready, see spareFiles.ts). This is the crash-safe local
  * store of DESIGN invariant 1: the data lives here (fsynced on fsync()) until its upload
  * succeeded and the chunk was adopted by the clean cache. Nothing here is ever evicted.
  *
@@ -65,6 +66,7 @@ import { KeyedMutex } from '../util/concurrency';
 import { fsyncDir } from '../util/files';
 import { HandlePool } from './handles';
 import { SealedIO, UNIT, UNIT_OVERHEAD, HEADER, lastUnitOf, logicalSize, physicalSize } from './sealed';
+import { SpareFiles } from './spareFiles';
 
 /** A dirty chunk as the other modules see it: only this store changes it (see the header). */
 export interface DirtyChunk {
@@ -153,12 +155,18 @@ export class DirtyStore {
    */
   private readonly stalePre = new Set<string>();
 
+  /** Empty files made ahead, renamed into place for new chunks (spareFiles.ts); none unless asked for. */
+  private readonly spares: SpareFiles;
+
   constructor(
     private readonly dir: string,
     private readonly handles: HandlePool,
     private readonly io: SealedIO,
     private readonly log: (msg: string) => void = () => undefined,
-  ) {}
+    opts: { spareFiles?: number } = {},
+  ) {
+    this.spares = new SpareFiles(path.join(dir, 'spare'), opts.spareFiles ?? 0);
+  }
 
   private static key(ino: number, idx: number): string {
     return `${ino}.${idx}`;
@@ -294,6 +302,7 @@ export class DirtyStore {
   ): Promise<void> {
     const root = path.join(this.dir, 'dirty');
     await fsp.mkdir(root, { recursive: true, mode: 0o700 });
+    await this.spares.init();
     const names = await fsp.readdir(root);
     for (const name of names) {
       // A pre-image whose chunk is gone is stale.
@@ -430,7 +439,7 @@ export class DirtyStore {
     const file = this.pathOf(ino, idx);
     this.handles.forget(file);
     const { header, fileId } = this.io.newHeader();
-    const fh = await fsp.open(file, 'w+', 0o600);
+    const fh = await this.newFile(file);
     let len = 0;
     try {
       await fh.write(header, 0, header.length, 0);
@@ -446,10 +455,10 @@ export class DirtyStore {
 
   /**
    * Starts a dirty chunk holding just `patches` up to `end` (zeros elsewhere; nothing to seed it
-   * from): one open and one writev of the header and every unit, and the file stays open in
-   * the handle pool for what comes next (more writes, the upload's read). This is what a small
-   * file costs at close. The caller counts the new file's bytes while it is written (as for
-   * `create`).
+   * from): one open (the rename of a spare, when one is ready) and one writev of the header and
+   * every unit, and the file stays open in the handle pool for what comes next (more writes,
+   * the upload's read). This is what a small file costs at close. The caller counts the new
+   * file's bytes while it is written (as for `create`).
    */
   async createWithUnits(
     ino: number,
@@ -469,7 +478,7 @@ export class DirtyStore {
       const plains = await this.unitPlaintexts(undefined, fileId, units, patches, 0, end, `dirty chunk ${ino}.${idx}`);
       const sealed = this.io.sealUnitsForWrite(fileId, units, plains);
       const out = [header, ...sealed];
-      const fh = await fsp.open(file, 'w+', 0o600).catch((err: unknown) => {
+      const fh = await this.newFile(file).catch((err: unknown) => {
         this.io.releaseSealed(sealed);
         throw err;
       });
@@ -504,6 +513,35 @@ export class DirtyStore {
     this.track(d);
     this.durability.set(DirtyStore.key(ino, idx), { allUnsynced: true, unsynced: new Set(), pre: false, preBytes: 0 });
     return d;
+  }
+
+  /**
+   * An empty file at `file`, open for reading and writing, replacing any file of that name: a
+   * spare renamed into place when one is ready (spareFiles.ts), else a file created there. The
+   * caller writes into it only after this resolves, so a spare never holds data under its own
+   * name, and the blocks an fdatasync commits come after the rename that named them.
+   */
+  private async newFile(file: string): Promise<FileHandle> {
+    const spare = this.spares.take();
+    if (!spare) return fsp.open(file, 'w+', 0o600);
+    try {
+      await fsp.rename(spare.path, file);
+    } catch (err) {
+      await spare.fh.close().catch(() => undefined);
+      await fsp.rm(spare.path, { force: true }).catch(() => undefined);
+      throw err;
+    }
+    return spare.fh;
+  }
+
+  /** Resolves once the spare files being made now are made (tests). */
+  sparesFilled(): Promise<void> {
+    return this.spares.filled();
+  }
+
+  /** Closes and removes the spare files not used (the engine is closing). Never fails. */
+  closeSpares(): Promise<void> {
+    return this.spares.close();
   }
 
   /** Before a new file of chunk (ino, idx): its old pre-image file must be gone. */
