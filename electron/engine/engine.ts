@@ -297,6 +297,9 @@ export class Engine {
       isOpenForWrite: (ino) => this.vfs.isOpenForWrite(ino),
       isUnlinked: (ino) => this.vfs.isUnlinked(ino),
       upload: (d) => this.uploader.upload(d),
+      // As many again as PUTs: the uploader holds their PUTs back (one body buffer each) and no
+      // memory for one waiting, so they seal the next chunks and commit the last ones meanwhile.
+      uploadsAhead: () => this.settings.uploadConcurrency,
       // Offline, uploads wait for the bucket instead of failing one by one.
       paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.role.mode === 'read' || store.offline,
       onError: (err, d, attempts) => this.uploader.failed(err, d, attempts),

@@ -43,6 +43,29 @@ describe('BufferPool', () => {
     assert.equal(await pool.acquire(SIZE), b);
   });
 
+  it('with smallBySize, small requests take their own size of the slots, and the bound holds', async () => {
+    const pool = new BufferPool(SIZE, () => 2, { smallBySize: true });
+    const whole = await pool.acquire(SIZE);
+    pool.release(whole); // kept free for reuse
+    const smalls: Buffer[] = [];
+    for (let i = 0; i < 16; i++) smalls.push(await pool.acquire(SIZE / 8)); // two slots' worth, all at once
+    assert.ok(pool.heldBytes <= pool.boundBytes, `held ${pool.heldBytes} of ${pool.boundBytes}: the free buffer gave way`);
+    let got = false;
+    const waiting = pool.acquire(4096).then((buf) => ((got = true), buf));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(got, false, 'the slots are full: even a small request waits');
+    pool.release(smalls.pop()!);
+    assert.equal((await waiting).length, 4096);
+    let gotWhole = false;
+    const wholeWaits = pool.acquire(SIZE).then((buf) => ((gotWhole = true), buf));
+    for (let i = 0; i < 7; i++) pool.release(smalls.pop()!);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(gotWhole, false, 'a whole buffer waits for a whole slot');
+    pool.release(smalls.pop()!);
+    assert.equal((await wholeWaits).length, SIZE);
+    assert.ok(pool.peakBytes <= pool.boundBytes, `peak ${pool.peakBytes} of ${pool.boundBytes}`);
+  });
+
   it('gives small requests a buffer of their own size, in a slot', async () => {
     const pool = new BufferPool(SIZE, () => 1);
     const small = await pool.acquire(4096);

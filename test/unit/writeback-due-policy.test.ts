@@ -9,7 +9,13 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { DirtyChunk, DirtyStore } from '../../electron/engine/cache/dirty';
 import { HandlePool } from '../../electron/engine/cache/handles';
 import { SealedIO } from '../../electron/engine/cache/sealed';
-import { WRITER_FIRST_MAX_SHARE, WRITER_QUIET_MS, WritebackPolicy, WritebackQueue } from '../../electron/engine/upload/writeback';
+import {
+  WRITER_BURST_SHARE,
+  WRITER_FIRST_MAX_SHARE,
+  WRITER_QUIET_MS,
+  WritebackPolicy,
+  WritebackQueue,
+} from '../../electron/engine/upload/writeback';
 
 const CS = 64 * 1024;
 const policy: WritebackPolicy = { uploadDelayMs: 2_000, maxDirtyAgeMs: 30_000, uploadConcurrency: 2 };
@@ -488,7 +494,8 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
 
   afterEach(() => q.stop());
 
-  it('a due chunk waits while writes keep arriving, and is due once they pause for WRITER_QUIET_MS', async () => {
+  it('a due chunk of a file open for writing waits while writes keep arriving, and is due once they pause for WRITER_QUIET_MS', async () => {
+    openForWrite.add(1);
     const d = await written(1, 0, CS);
     clock += policy.uploadDelayMs;
     assert.equal(q.isDue(d, clock), true, 'due with no writer');
@@ -502,6 +509,7 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
 
   it('an upload delay of zero does not wait for the writer', async () => {
     activePolicy = { ...policy, uploadDelayMs: 0 };
+    openForWrite.add(1);
     const d = await written(1, 0, CS);
     lastWriteMs = clock;
     assert.equal(q.isDue(d, clock), true, 'data in the bucket as soon as it is written');
@@ -512,6 +520,7 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
   });
 
   it('never starves: a chunk dirty for maxDirtyAgeMs is due while writes keep arriving', async () => {
+    openForWrite.add(1);
     const d = await written(1, 0, CS);
     clock = d.firstDirtyMs + policy.maxDirtyAgeMs - 1;
     lastWriteMs = clock;
@@ -522,6 +531,7 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
   });
 
   it('data waiting for upload past WRITER_FIRST_MAX_SHARE of the cap is due while writes keep arriving', async () => {
+    openForWrite.add(1);
     const d = await written(1, 0, CS);
     clock += policy.uploadDelayMs;
     lastWriteMs = clock;
@@ -547,6 +557,7 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
   });
 
   it('a chunk that waited for the writer starts uploading once the writes pause', async () => {
+    openForWrite.add(1);
     const d = await written(1, 0, CS);
     clock += policy.uploadDelayMs;
     lastWriteMs = clock;
@@ -563,5 +574,48 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
       new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('the upload did not start')), 30_000))),
     ]).finally(() => clearTimeout(timer));
     assert.deepEqual(started, [d]);
+  });
+
+  it('a chunk of a file already closed is due while writes keep arriving (a burst of creates)', async () => {
+    const d = await written(1, 0, 10);
+    clock += policy.uploadDelayMs;
+    lastWriteMs = clock;
+    assert.equal(q.isDue(d, clock), true, 'closed: it uploads during the burst');
+    openForWrite.add(1);
+    assert.equal(q.isDue(d, clock), false, 'a tail chunk of a file still open waits as ever');
+  });
+
+  it('while writes keep arriving, at most WRITER_BURST_SHARE of the concurrency uploads at once, and all once they pause', async () => {
+    const concurrency = 4;
+    const held: Array<() => void> = [];
+    const burst = new WritebackQueue({
+      dirty,
+      chunkSize: CS,
+      policy: () => ({ ...policy, uploadConcurrency: concurrency }),
+      isOpenForWrite: () => false,
+      upload: (d) => {
+        started.push(d);
+        return new Promise<void>((resolve) => held.push(resolve));
+      },
+      uploadsAhead: () => concurrency,
+      paused: () => false,
+      onError: () => undefined,
+      onSuccess: () => undefined,
+      lastWriteMs: () => lastWriteMs,
+      dirtyShare: () => share,
+      now: () => clock,
+    });
+    for (let ino = 1; ino <= 12; ino++) await written(ino, 0, 10);
+    clock += policy.uploadDelayMs;
+    lastWriteMs = clock;
+    burst.start();
+    assert.equal(started.length, concurrency * WRITER_BURST_SHARE, 'during the burst');
+    burst.pump();
+    assert.equal(started.length, concurrency * WRITER_BURST_SHARE, 'no more while those run');
+    clock += WRITER_QUIET_MS;
+    burst.pump();
+    assert.equal(started.length, concurrency * 2, 'once the writes pause: uploadConcurrency and uploadsAhead more');
+    burst.stop();
+    for (const release of held) release();
   });
 });

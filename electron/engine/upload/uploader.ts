@@ -9,7 +9,9 @@
  * (since when uploads fail with an answer from the bucket, and the first error of that run;
  * status reports it, and while it lasts uploads cannot free room in a full cache), and the
  * upload buffers (util/bufferPool.ts): a chunk is read into a pooled plaintext buffer (at most
- * ENCODING_SLOTS at once), sealed from it into a pooled body buffer (one per upload in flight),
+ * ENCODING_SLOTS chunks' worth at once: a small file's chunk takes only its size of that, so many
+ * small ones are sealed at once), sealed from it into a pooled body buffer (one per PUT in flight:
+ * the write-back queue may start more uploads than that, and the others wait for a body here),
  * and sent from that; no chunk-sized buffer is allocated or copied per upload, and the memory
  * uploads take is bounded by `memory.boundBytes` whatever the load. Pool slots are taken in
  * that order (plaintext, then body) and never while holding the chunk lock.
@@ -142,7 +144,9 @@ export class Uploader {
       deps.encodeWorkers > 0 ? new WorkerEncoder(deps.keys, deps.encodeWorkers, deps.log) : new InThreadEncoder(deps.keys);
     const chunkSize = deps.meta.chunkSize;
     const shared = this.encoder.wantsSharedBuffers;
-    this.plainBuffers = new BufferPool(sealedBodySize(chunkSize), () => ENCODING_SLOTS, { shared });
+    // A small file's chunk takes only its size of the plaintext slots: many are read and sealed at
+    // once (a tree of small files), while whole chunks still go ENCODING_SLOTS at a time.
+    this.plainBuffers = new BufferPool(sealedBodySize(chunkSize), () => ENCODING_SLOTS, { shared, smallBySize: true });
     this.bodyBuffers = new BufferPool(maxEncodedBytes(chunkSize), deps.uploadConcurrency, { shared });
   }
 
@@ -264,6 +268,10 @@ export class Uploader {
     let want = sealedBodySize(d.len);
     for (;;) {
       const buf = await this.plainBuffers.acquire(want);
+      if (this.stopped) {
+        this.plainBuffers.release(buf); // stopping while waiting for its turn: stays dirty
+        return undefined;
+      }
       let kept = false;
       try {
         const got = await dirty.withChunk(d.ino, d.idx, async () => {

@@ -10,10 +10,13 @@
  * deleted while still open never upload: they go when it is closed.
  *
  * The writer first: while the mount keeps receiving writes (the last one less than
- * `WRITER_QUIET_MS` ago), no new upload starts, so a streaming writer has the machine's cores
- * to itself (an upload seals, names and sends its chunk on the engine's thread, the one that
- * answers FUSE) and the uploads then run at full speed once it pauses or closes. Uploads in
- * flight go on. The wait is bounded: a chunk dirty for `maxDirtyAgeMs` is due whatever the
+ * `WRITER_QUIET_MS` ago), no chunk of a file still open for writing starts uploading, so a
+ * streaming writer has the machine's cores to itself (an upload seals, names and sends its
+ * chunk on the engine's thread, the one that answers FUSE) and the uploads then run at full
+ * speed once it pauses or closes. Files already closed (a burst of creates: tar, a build)
+ * upload during the burst, at most `WRITER_BURST_SHARE` of the concurrency at once, so the
+ * bucket has most of them by the time the burst ends instead of all of them still to come,
+ * while the creates keep most of the engine's thread. Uploads in flight go on. The wait is bounded: a chunk dirty for `maxDirtyAgeMs` is due whatever the
  * writers do (a writer that never pauses still gets its data uploaded), so is everything once
  * the data waiting for upload fills `WRITER_FIRST_MAX_SHARE` of the cache cap (long before
  * writers would wait for room), and pressure or a `drain()` (sync, unmount) never wait. An
@@ -29,7 +32,11 @@
  * forgotten with the record: a chunk written again after a drop starts afresh.
  *
  * The queue does not know how to upload: it receives an `upload` function (upload/uploader.ts),
- * so it can be tested alone and the upload path can change without touching the policy.
+ * so it can be tested alone and the upload path can change without touching the policy. It may
+ * start `uploadsAhead()` uploads past `uploadConcurrency`: the upload function then bounds its
+ * PUTs itself (the uploader lets `uploadConcurrency` run at once, and an upload waiting for its
+ * turn holds no memory), and the extra ones read and seal the next chunks, or make a finished
+ * PUT's reference durable, while `uploadConcurrency` PUTs are on the wire.
  */
 
 import { DirtyChunk, DirtyStore } from '../cache/dirty';
@@ -39,6 +46,8 @@ import { Signal, backoffMs } from '../util/concurrency';
 export const WRITER_QUIET_MS = 100;
 /** The share of the cache cap that data waiting for upload may fill while uploads wait for a writer. */
 export const WRITER_FIRST_MAX_SHARE = 0.5;
+/** The share of `uploadConcurrency` that uploads of closed files may take while the writers stream. */
+export const WRITER_BURST_SHARE = 0.5;
 
 export interface WritebackPolicy {
   uploadDelayMs: number;
@@ -64,6 +73,8 @@ export interface WritebackDeps {
   /** Whether `ino` is a file deleted while still open (its chunks never upload). */
   readonly isUnlinked?: (ino: number) => boolean;
   readonly upload: (d: DirtyChunk) => Promise<void>;
+  /** Uploads started past `uploadConcurrency`, whose PUTs `upload` holds back itself (see the header; default 0). */
+  readonly uploadsAhead?: () => number;
   readonly paused: () => boolean;
   /** An upload failed; `attempts` counts the failures of this chunk in a row. */
   readonly onError: (err: unknown, d: DirtyChunk, attempts: number) => void;
@@ -148,10 +159,11 @@ export class WritebackQueue {
     if (this.pressure || this.draining > 0) return true;
     const p = this.deps.policy();
     if (now - d.lastWriteMs < p.uploadDelayMs) return false;
-    const old = now - d.firstDirtyMs >= p.maxDirtyAgeMs;
-    if (!old && d.len < this.deps.chunkSize && this.deps.isOpenForWrite(d.ino)) return false;
+    if (now - d.firstDirtyMs >= p.maxDirtyAgeMs) return true;
+    if (!this.deps.isOpenForWrite(d.ino)) return true;
+    if (d.len < this.deps.chunkSize) return false;
     // An upload delay of zero asks for data in the bucket as soon as it is written: no wait.
-    if (!old && p.uploadDelayMs > 0 && this.writerStreaming(now)) {
+    if (p.uploadDelayMs > 0 && this.writerStreaming(now)) {
       this.waitedForWriter = true;
       return false;
     }
@@ -181,11 +193,23 @@ export class WritebackQueue {
     this.quietTimer.unref();
   }
 
+  /** Uploads in flight at most now: fewer while the writers stream (see the header). */
+  private limit(now: number): number {
+    const p = this.deps.policy();
+    const all = p.uploadConcurrency + (this.deps.uploadsAhead?.() ?? 0);
+    if (this.pressure || this.draining > 0 || p.uploadDelayMs === 0 || !this.writerStreaming(now)) return all;
+    return Math.max(1, Math.floor(p.uploadConcurrency * WRITER_BURST_SHARE));
+  }
+
   pump(): void {
     if (this.stopped || this.deps.paused()) return;
-    const limit = this.deps.policy().uploadConcurrency;
-    if (this.inflight >= limit) return;
     const now = this.now();
+    const limit = this.limit(now);
+    if (this.inflight >= limit) {
+      this.waitedForWriter ||= this.writerStreaming(now);
+      this.pumpWhenQuiet(now);
+      return;
+    }
     // The oldest due chunks, as many as there are free slots, in one pass: the queue is pumped
     // at every close and every finished upload, so it must not sort the whole backlog each time.
     const free = limit - this.inflight;
@@ -212,8 +236,12 @@ export class WritebackQueue {
   pumpFor(ino: number): void {
     if (this.stopped || this.deps.paused()) return;
     if (this.pressure || this.draining > 0) return this.pump();
-    if (this.inflight >= this.deps.policy().uploadConcurrency) return;
     const now = this.now();
+    if (this.inflight >= this.limit(now)) {
+      this.waitedForWriter ||= this.writerStreaming(now);
+      this.pumpWhenQuiet(now);
+      return;
+    }
     for (const idx of this.deps.dirty.indexesOf(ino)) {
       const d = this.deps.dirty.get(ino, idx);
       if (d && this.isDue(d, now)) return this.pump();

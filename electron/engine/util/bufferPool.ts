@@ -13,6 +13,11 @@
  * next), the others are let go at once, and all once no slot has been in use for `idleMs`: what
  * the pool holds while nothing uploads is memory every other part of the engine could use.
  *
+ * With `smallBySize`, a small request takes only its own size out of the slots' bytes rather than
+ * a whole slot: many small buffers (the chunks of many small files) are out at once, and the
+ * bound in bytes still holds. Without it, every buffer takes a slot, so the slots also bound how
+ * many are out (the uploader's bodies: one per PUT in flight).
+ *
  * Pooled buffers can be backed by SharedArrayBuffers (`shared`), for work done in place by worker
  * threads (upload/encoder.ts); a small request's own buffer never is.
  *
@@ -28,13 +33,16 @@ export interface BufferPoolOptions {
   readonly keepFree?: number;
   /** Pooled buffers are backed by a SharedArrayBuffer (worker threads use them in place). */
   readonly shared?: boolean;
+  /** A small request takes its own size out of the slots' bytes, not a whole slot (see the header). */
+  readonly smallBySize?: boolean;
 }
 
 export class BufferPool {
   private readonly free: Buffer[] = [];
-  private readonly lent = new Set<Buffer>();
-  private readonly waiters: Array<() => void> = [];
-  /** Slots taken: by lent buffers, and by waiters woken but not yet run. */
+  /** Lent buffers, with the bytes of slots each takes. */
+  private readonly lent = new Map<Buffer, number>();
+  private readonly waiters: Array<{ readonly cost: number; readonly wake: () => void }> = [];
+  /** Bytes of slots taken (`bufferBytes` a slot): by lent buffers, and by waiters woken but not yet run. */
   private taken = 0;
   private held = 0;
   private peak = 0;
@@ -43,6 +51,7 @@ export class BufferPool {
   private readonly idleMs: number;
   private readonly keepFree: number;
   private readonly shared: boolean;
+  private readonly smallBySize: boolean;
 
   constructor(
     readonly bufferBytes: number,
@@ -53,6 +62,7 @@ export class BufferPool {
     this.idleMs = options.idleMs ?? 5_000;
     this.keepFree = options.keepFree ?? 2;
     this.shared = options.shared ?? false;
+    this.smallBySize = options.smallBySize ?? false;
   }
 
   /** Bytes of the buffers this pool holds now (lent and free). */
@@ -79,14 +89,18 @@ export class BufferPool {
   async acquire(bytes: number): Promise<Buffer> {
     if (bytes > this.bufferBytes)
       throw new RangeError(`BufferPool: ${bytes} bytes asked of a pool of ${this.bufferBytes}-byte buffers`);
+    const small = bytes < this.bufferBytes / 4;
+    const cost = small && this.smallBySize ? Math.max(1, bytes) : this.bufferBytes;
     // Waiters go first; a slot given back is handed to the oldest one (taken on its behalf).
-    if (this.waiters.length === 0 && this.taken < this.cap()) this.taken++;
-    else await new Promise<void>((resolve) => this.waiters.push(resolve));
+    if (this.waiters.length === 0 && this.taken + cost <= this.capBytes()) this.taken += cost;
+    else await new Promise<void>((wake) => this.waiters.push({ cost, wake }));
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
     let buf: Buffer;
-    if (bytes < this.bufferBytes / 4) {
+    if (small) {
       buf = Buffer.allocUnsafeSlow(Math.max(1, bytes));
+      // Free pooled buffers kept for reuse give way, so what is held stays within the bound.
+      while (this.free.length > 0 && this.held + buf.length > this.boundBytes) this.held -= this.free.pop()!.length;
       this.held += buf.length;
     } else {
       const reused = this.free.pop();
@@ -97,13 +111,17 @@ export class BufferPool {
         this.held += buf.length;
       }
     }
-    this.lent.add(buf);
+    this.lent.set(buf, cost);
     this.peak = Math.max(this.peak, this.held);
     return buf;
   }
 
   private cap(): number {
     return Math.max(1, this.slots());
+  }
+
+  private capBytes(): number {
+    return this.cap() * this.bufferBytes;
   }
 
   /** Gives `buf` back for reuse. */
@@ -117,8 +135,10 @@ export class BufferPool {
   }
 
   private giveBack(buf: Buffer, reuse: boolean): void {
-    if (!this.lent.delete(buf)) throw new Error('BufferPool: a buffer given back that was not lent (or was given back twice)');
-    this.taken--;
+    const cost = this.lent.get(buf);
+    if (cost === undefined) throw new Error('BufferPool: a buffer given back that was not lent (or was given back twice)');
+    this.lent.delete(buf);
+    this.taken -= cost;
     if (
       reuse &&
       buf.length === this.bufferBytes &&
@@ -130,9 +150,10 @@ export class BufferPool {
       this.held -= buf.length;
     }
     // The number of slots can have changed meanwhile: wake as many waiters as now fit.
-    while (this.waiters.length > 0 && this.taken < this.cap()) {
-      this.taken++;
-      this.waiters.shift()!();
+    while (this.waiters.length > 0 && this.taken + this.waiters[0]!.cost <= this.capBytes()) {
+      const w = this.waiters.shift()!;
+      this.taken += w.cost;
+      w.wake();
     }
     if (this.taken === 0 && this.free.length > 0 && !this.idleTimer) {
       this.idleTimer = setTimeout(() => this.trim(), this.idleMs);
