@@ -43,6 +43,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { AuthError } from '../chunk/crypto';
 import { receivedCiphertext, receivedSegments } from '../chunk/format';
+import { writeAllAt } from '../util/writeAll';
 import { HandlePool } from './handles';
 import { ReceivedHeader, ReceivedIO } from './received';
 import { HEADER, SealedIO, logicalSize, physicalSize } from './sealed';
@@ -414,15 +415,7 @@ export class ChunkCache {
     else if (parts && parts.ciphertext.length === data.length)
       buffers = await this.received.fileFor(name, parts.nonce, parts.ciphertext);
     else return this.put(name, data);
-    return this.store(name, data.length, async (fh) => {
-      const total = buffers.reduce((n, b) => n + b.length, 0);
-      let done = (await fh.writev(buffers, 0)).bytesWritten;
-      if (done < total) {
-        // A short writev: the rest follows (rare).
-        const whole = Buffer.concat(buffers);
-        while (done < total) done += (await fh.write(whole, done, total - done, done)).bytesWritten;
-      }
-    });
+    return this.store(name, data.length, (fh) => writeAllAt(fh, buffers, 0));
   }
 
   /**

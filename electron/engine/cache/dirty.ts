@@ -64,6 +64,7 @@ import * as path from 'node:path';
 import { AuthError } from '../chunk/crypto';
 import { KeyedMutex } from '../util/concurrency';
 import { fsyncDir } from '../util/files';
+import { writeAllAt } from '../util/writeAll';
 import { HandlePool } from './handles';
 import { SealedIO, UNIT, UNIT_OVERHEAD, HEADER, lastUnitOf, logicalSize, physicalSize } from './sealed';
 import { SpareFiles } from './spareFiles';
@@ -483,13 +484,7 @@ export class DirtyStore {
         throw err;
       });
       try {
-        let total = 0;
-        for (const b of out) total += b.length;
-        let done = (await fh.writev(out, 0)).bytesWritten;
-        if (done < total) {
-          const all = Buffer.concat(out);
-          while (done < all.length) done += (await fh.write(all, done, all.length - done, done)).bytesWritten;
-        }
+        await writeAllAt(fh, out, 0);
       } catch (err) {
         await fh.close().catch(() => undefined);
         throw err;

@@ -25,6 +25,7 @@ import { randomBytes, randomFillSync } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { gcmOpenInto, gcmSealInto } from '../chunk/cipherAddon';
 import { AuthError } from '../chunk/crypto';
+import { writeAllAt } from '../util/writeAll';
 
 export const UNIT = 64 * 1024;
 const NONCE = 12;
@@ -335,25 +336,14 @@ export class SealedIO {
       data.copy(plain, pos - base);
     }
     const sealed: Buffer[] = [];
-    let total = 0;
     for (let i = first; i <= last; i++) {
       const a = i * UNIT - base;
       const b = Math.min((i + 1) * UNIT, newLen) - base;
       if (b > a) {
-        const unit = this.seal(fileId, i, plain.subarray(a, b));
-        sealed.push(unit);
-        total += unit.length;
+        sealed.push(this.seal(fileId, i, plain.subarray(a, b)));
       }
     }
-    // Several units go out in one writev; should it write only part, the rest follows.
-    let done = sealed.length > 1 ? (await fh.writev(sealed, unitOffset(first))).bytesWritten : 0;
-    if (done < total) {
-      const out = sealed.length === 1 ? sealed[0]! : Buffer.concat(sealed);
-      while (done < out.length) {
-        const { bytesWritten } = await fh.write(out, done, out.length - done, unitOffset(first) + done);
-        done += bytesWritten;
-      }
-    }
+    await writeAllAt(fh, sealed, unitOffset(first));
     return newLen;
   }
 
@@ -383,19 +373,10 @@ export class SealedIO {
 
   /**
    * Writes sealed units `first`, `first`+1, ... (as sealUnitsForWrite returns them, one unit
-   * after the other) in one writev; should it write only part, the rest follows.
+   * after the other), in writev calls of at most a megabyte (util/writeAll.ts).
    */
-  async writeSealedRun(fh: FileHandle, first: number, sealed: readonly Buffer[]): Promise<void> {
-    let total = 0;
-    for (const b of sealed) total += b.length;
-    let done = (await fh.writev(sealed as Buffer[], unitOffset(first))).bytesWritten;
-    if (done < total) {
-      const out = Buffer.concat(sealed);
-      while (done < out.length) {
-        const { bytesWritten } = await fh.write(out, done, out.length - done, unitOffset(first) + done);
-        done += bytesWritten;
-      }
-    }
+  writeSealedRun(fh: FileHandle, first: number, sealed: readonly Buffer[]): Promise<void> {
+    return writeAllAt(fh, sealed, unitOffset(first));
   }
 
   /** The sealed bytes of unit i as on disk for a file holding `len` bytes (shorter if cut). */
