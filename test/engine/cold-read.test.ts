@@ -2,7 +2,9 @@
  * Cold sequential reads through the FUSE interface, on a machine that never had the file: the
  * chunk a read waits for downloads alone (time to first byte), also when the kernel sends
  * several reads inside it at once, and read-ahead follows as soon as it is here, filling the
- * download slots.
+ * download slots. In a chunk large enough for ranged reads, a stream's first read is answered
+ * from its segments alone, and the whole chunk is asked for once they are here, unless another
+ * read of the chunk comes first.
  */
 
 import assert from 'node:assert/strict';
@@ -17,6 +19,8 @@ class GatedChunks implements ObjectStore {
   readonly description = 'gated';
   inFlight = 0;
   started = 0;
+  /** Each chunk GET started, in order: whole, or the bytes of a ranged one. */
+  readonly asked: string[] = [];
   private gating = true;
   private readonly gates: Array<() => void> = [];
 
@@ -29,6 +33,7 @@ class GatedChunks implements ObjectStore {
   ): Promise<GetResult | undefined> {
     if (!this.gating || !key.startsWith('chunks/')) return this.inner.get(key, range, call);
     this.started++;
+    this.asked.push(range ? `${range.start}-${range.end}` : 'whole');
     this.inFlight++;
     try {
       await new Promise<void>((resolve) => this.gates.push(resolve));
@@ -101,6 +106,50 @@ describe('cold sequential reads', () => {
     const r = await bed.mount(space, { mode: 'read', store: gated, settings: { downloadConcurrency: 4, prefetchMaxChunks: 8 } });
     try {
       await readsCold(r, gated, data);
+    } finally {
+      gated.open();
+      await r.close();
+    }
+  });
+
+  it("answers a stream's first read from its segments alone, then asks for the whole chunk", async () => {
+    const cs = 1024 * 1024;
+    const space = await bed.filespace({ chunkSize: cs });
+    const w = await bed.mount(space);
+    const data = random(2 * cs);
+    await writeFile(w.fs, '/big', data);
+    await w.sync();
+    await w.close();
+
+    const gated = new GatedChunks(space.store);
+    const r = await bed.mount(space, { mode: 'read', store: gated, settings: { downloadConcurrency: 4, prefetchMaxChunks: 8 } });
+    try {
+      const fh = r.fs.open('/big', O_RDONLY);
+      const first = Buffer.alloc(4096);
+      const reading = r.fs.read(fh, first, first.length, 0);
+      await until('the first GET', () => gated.started >= 1);
+      await settle();
+      assert.deepEqual(gated.asked, [gated.asked[0]], 'one GET while the first read waits');
+      assert.notEqual(gated.asked[0], 'whole', 'the first read asks for its segments only');
+      gated.releaseAll();
+      await reading;
+      assert.deepEqual(first, data.subarray(0, 4096));
+      await until('the whole chunk asked for once the segments are here', () => gated.asked.includes('whole'));
+      assert.equal(gated.asked[1], 'whole');
+
+      // A read of a chunk whose segments are on their way asks for the whole chunk at once.
+      gated.releaseAll();
+      const [a, b] = [Buffer.alloc(4096), Buffer.alloc(4096)];
+      const seen = gated.asked.length;
+      const reads = [r.fs.read(fh, a, a.length, cs + 8192), r.fs.read(fh, b, b.length, cs + 4 * 4096)];
+      await until('two GETs of the second chunk', () => gated.asked.length >= seen + 2);
+      await until('every read answered', async () => {
+        gated.releaseAll();
+        return Promise.race([Promise.all(reads).then(() => true), settle().then(() => false)]);
+      });
+      assert.deepEqual(a, data.subarray(cs + 8192, cs + 8192 + 4096));
+      assert.deepEqual(b, data.subarray(cs + 4 * 4096, cs + 5 * 4096));
+      await r.fs.release(fh);
     } finally {
       gated.open();
       await r.close();

@@ -228,7 +228,7 @@ export class Vfs {
   /** Names a mount adapter still uses for them: "<directory ino>/<name>" -> ino. */
   private readonly aliases = new Map<string, number>();
   private readonly memLoads = new SingleFlight<string, boolean>();
-  /** Whole chunks still coming after the first read of a stream was answered from their segments (see firstOfStream). */
+  /** The first read of a stream from a chunk: its segments, then the whole chunk, until both are here (see firstOfStream). */
   private readonly wholeComing = new Map<string, Promise<void>>();
   private readonly backpressure: Backpressure;
   private readonly buffer: WriteBuffer;
@@ -1364,22 +1364,31 @@ export class Vfs {
   }
 
   /**
-   * The first read of a stream from a chunk that is neither here nor coming: the whole chunk
-   * is asked for, and the segments covering the read with a ranged GET beside it, which answers
-   * this read sooner (time to first byte); the stream's next reads wait for the whole chunk
-   * (`wholeComing`). Undefined when the read waits for the whole chunk instead.
+   * The first read of a stream from a chunk that is neither here nor coming: the segments
+   * covering the read come first, with a ranged GET (time to first byte), and the whole chunk
+   * is asked for once they are here, so the small GET does not share the link and the bucket
+   * with the large one; the stream's next reads wait for the whole chunk (`wholeComing`). A
+   * read of the same chunk meanwhile (the kernel's read-ahead, another reader) does not wait
+   * for the segments: it asks for the whole chunk at once. Undefined when the read waits for
+   * the whole chunk instead.
    */
   private async firstOfStream(name: string, chunkBytes: number, inChunk: number, n: number): Promise<SegmentSpan | undefined> {
-    if (this.cache.inMemoryPeek(name) || this.cache.has(name) || this.memLoads.has(name) || this.fetcher.isInFlight(name))
+    if (
+      this.cache.inMemoryPeek(name) ||
+      this.cache.has(name) ||
+      this.memLoads.has(name) ||
+      this.wholeComing.has(name) ||
+      this.fetcher.isInFlight(name)
+    )
       return undefined;
     const part = this.fetcher.fetchSegments(name, chunkBytes, inChunk, n).catch(() => undefined);
-    const whole = this.loadWhole(name).catch(() => false);
-    const span = await part;
-    if (span) {
-      const coming = whole.then(() => undefined).finally(() => this.wholeComing.delete(name));
-      this.wholeComing.set(name, coming);
-    }
-    return span;
+    const coming = part
+      .then(async (span) => {
+        if (span) await this.loadWhole(name).catch(() => false);
+      })
+      .finally(() => this.wholeComing.delete(name));
+    this.wholeComing.set(name, coming);
+    return part;
   }
 
   /**
