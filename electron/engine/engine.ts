@@ -287,7 +287,7 @@ export class Engine {
       limitBytesPerSec: opts.settings.uploadLimitBytesPerSec,
       uploadConcurrency: () => this.settings.uploadConcurrency,
       encodeWorkers: opts.encodeWorkers ?? DEFAULT_ENCODE_WORKERS,
-      beforePut: () => this.raiseFormat(FORMAT_SEGMENTS, 'its chunks may now be sealed in segments'),
+      beforeSegmentedPut: () => this.raiseFormat(FORMAT_SEGMENTS, 'its chunks may now be sealed in segments'),
       log: this.log,
     });
     this.writeback = new WritebackQueue({

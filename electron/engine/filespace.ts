@@ -36,9 +36,10 @@
  * checkpoint, since a version that reads only whole-tree checkpoints would fail on a manifest.
  * Format-3 metadata (whole-tree checkpoints) reads unchanged as format 4. Format 5: chunks may
  * be sealed in segments (FSC2, chunk/format.ts); the writer raises the header to it before it
- * uploads its first chunk, since a version that knows only whole-sealed chunks (FSC1) would
- * answer every read of such a chunk with EIO. Format-4 chunks read unchanged as format 5. A
- * format newer than this version knows is refused with one line saying so.
+ * PUTs its first chunk sealed so (upload/uploader.ts), since a version that knows only
+ * whole-sealed chunks (FSC1) would answer every read of such a chunk with EIO (chunks that
+ * compress are FSC1 and need no raise). Format-4 chunks read unchanged as format 5. A format
+ * newer than this version knows is refused with one line saying so.
  */
 
 import { randomUUID } from 'node:crypto';

@@ -17,40 +17,11 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { Bed, REPO, randomFile, tmpDir, until } from '../helpers/bed';
-import { cpuMeter, memoryOf } from './procstat';
+import { cpuMeter, memoryOf, threadDelta, threadTicks } from './procstat';
 import { exec, must, probe, runProbe } from './proc';
 import { startS3rver } from './server';
 
 const MiB = 1024 * 1024;
-
-/** CPU seconds (user, system) of each of a process's threads, summed by thread name. */
-async function threadTicks(pid: number): Promise<Map<string, { user: number; sys: number }>> {
-  const out = new Map<string, { user: number; sys: number }>();
-  const tids = await fsp.readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
-  for (const tid of tids) {
-    const stat = await fsp.readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '');
-    const close = stat.lastIndexOf(')');
-    if (close < 0) continue;
-    const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, close).replace(/[0-9]+$/, '#');
-    const f = stat.slice(close + 2).split(' ');
-    const t = out.get(name) ?? { user: 0, sys: 0 };
-    t.user += Number(f[11]) / 100;
-    t.sys += Number(f[12]) / 100;
-    out.set(name, t);
-  }
-  return out;
-}
-
-function threadDelta(a: Map<string, { user: number; sys: number }>, b: Map<string, { user: number; sys: number }>): string {
-  const rows: string[] = [];
-  for (const [name, t] of b) {
-    const s = a.get(name) ?? { user: 0, sys: 0 };
-    const u = t.user - s.user;
-    const k = t.sys - s.sys;
-    if (u + k >= 0.05) rows.push(`${name} ${u.toFixed(2)}u+${k.toFixed(2)}s`);
-  }
-  return rows.join(', ');
-}
 
 async function main(): Promise<void> {
   const which = process.argv[2] ?? 'both';
@@ -137,7 +108,7 @@ async function main(): Promise<void> {
           await done;
         }
         const use = await cpu();
-        const threads = threadDelta(threads0, await threadTicks(pid));
+        const threads = threadDelta(threads0, await threadTicks(pid), { userSys: true });
         clearInterval(sampler);
         const r = JSON.parse(out.stdout) as {
           bytes?: number;

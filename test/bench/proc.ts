@@ -156,6 +156,14 @@ export function must(r: ExecResult, what: string): ExecResult {
   return r;
 }
 
+/** `dd bs=1M` of the first `mib` MiB of `input` into `out`, as the benchmark's sequential write; throws unless it succeeds. */
+export async function ddWrite(input: string, out: string, mib: number): Promise<ExecResult> {
+  return must(
+    await exec('dd', [`if=${input}`, `of=${out}`, 'bs=1M', `count=${mib}`, 'status=none'], { timeoutMs: 900_000 }),
+    'dd',
+  );
+}
+
 /** The last line of a probe's stdout, parsed as JSON. */
 export function jsonOf<T>(r: ExecResult): T {
   const line = r.stdout.trim().split('\n').pop() ?? '';

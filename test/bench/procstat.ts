@@ -2,7 +2,8 @@
  * Process observation for the benchmark, read from /proc without touching any mount:
  * resident memory (VmRSS polled, VmHWM at the end), CPU time of a process and of its main
  * thread, so each phase can say whether the engine's JS thread (the one that runs every FUSE
- * callback) was busy, and the whole machine's CPU use, so other load on the machine shows.
+ * callback) was busy, CPU time by thread name (the probes' breakdown), and the whole
+ * machine's CPU use, so other load on the machine shows.
  */
 
 import { promises as fsp } from 'node:fs';
@@ -27,6 +28,47 @@ async function processTicks(pid: number): Promise<{ total: number; main: number 
   const total = parse(await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined));
   const main = parse(await fsp.readFile(`/proc/${pid}/task/${pid}/stat`, 'utf8').catch(() => undefined));
   return total === undefined || main === undefined ? undefined : { total, main };
+}
+
+/**
+ * CPU ticks (user, system) of each of a process's threads, summed by thread name: "main" for
+ * the main thread, the others by their name with any trailing number written "#".
+ */
+export type ThreadTicks = Map<string, { user: number; sys: number }>;
+
+/** Reads ThreadTicks of a process (empty once it is gone). */
+export async function threadTicks(pid: number): Promise<ThreadTicks> {
+  const out: ThreadTicks = new Map();
+  const tids = await fsp.readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
+  for (const tid of tids) {
+    const stat = await fsp.readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '');
+    const close = stat.lastIndexOf(')');
+    if (close < 0) continue;
+    const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, close).replace(/[0-9]+$/, '#');
+    const f = stat.slice(close + 2).split(' ');
+    const t = out.get(name) ?? { user: 0, sys: 0 };
+    t.user += Number(f[11]);
+    t.sys += Number(f[12]);
+    out.set(name, t);
+  }
+  return out;
+}
+
+/**
+ * CPU seconds each thread name used between two readings, the names that used 0.05 s or more:
+ * "name 1.23, ..." or, with `userSys`, user and system seconds apart: "name 1.00u+0.23s, ...".
+ */
+export function threadDelta(a: ThreadTicks, b: ThreadTicks, opts: { userSys?: boolean } = {}): string {
+  const rows: string[] = [];
+  for (const [name, t] of b) {
+    const s = a.get(name) ?? { user: 0, sys: 0 };
+    const user = t.user - s.user;
+    const sys = t.sys - s.sys;
+    if ((user + sys) / TICKS_PER_SEC < 0.05) continue;
+    const secs = (ticks: number) => (ticks / TICKS_PER_SEC).toFixed(2);
+    rows.push(opts.userSys ? `${name} ${secs(user)}u+${secs(sys)}s` : `${name} ${secs(user + sys)}`);
+  }
+  return rows.join(', ');
 }
 
 export interface CpuUse {

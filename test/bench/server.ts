@@ -12,6 +12,7 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { Bed, tmpDir } from '../helpers/bed';
 import { createBucket, startMoto } from '../helpers/moto';
 import { connectionSampler, findProcess } from './procstat';
 import { childExited, exec, probe, sleep, startDaemon } from './proc';
@@ -39,6 +40,27 @@ export interface BenchServer {
   beginWindow(): Promise<void>;
   endWindow(): Promise<ServerWindow | undefined>;
   stop(): Promise<void>;
+}
+
+/**
+ * Runs a probe's body against a test bed on s3rver, both kept in a new scratch folder `work`;
+ * then, however the body ends, stops the bed and the server and removes the folder.
+ */
+export async function withProbeBed(
+  tag: string,
+  body: (ctx: { work: string; server: BenchServer; bed: Bed }) => Promise<void>,
+): Promise<void> {
+  const work = await tmpDir(tag);
+  const server = await startS3rver(path.join(work, 's3'));
+  const bed = new Bed();
+  await bed.start(server);
+  try {
+    await body({ work, server, bed });
+  } finally {
+    await bed.stop();
+    await server.stop();
+    await fsp.rm(work, { recursive: true, force: true });
+  }
 }
 
 /** Whether s3rver can be loaded (it is a pinned devDependency). */

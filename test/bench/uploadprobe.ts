@@ -19,34 +19,12 @@
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Bed, randomFile, tmpDir } from '../helpers/bed';
-import { exec, must, runProbe } from './proc';
-import { startS3rver } from './server';
+import { randomFile } from '../helpers/bed';
+import { ddWrite, exec, must, runProbe } from './proc';
+import { threadDelta, threadTicks } from './procstat';
+import { withProbeBed } from './server';
 
 const MiB = 1024 * 1024;
-
-async function threadSeconds(pid: number): Promise<Map<string, number>> {
-  const out = new Map<string, number>();
-  const tids = await fsp.readdir(`/proc/${pid}/task`).catch(() => [] as string[]);
-  for (const tid of tids) {
-    const stat = await fsp.readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => '');
-    const close = stat.lastIndexOf(')');
-    if (close < 0) continue;
-    const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, close).replace(/[0-9]+$/, '#');
-    const f = stat.slice(close + 2).split(' ');
-    out.set(name, (out.get(name) ?? 0) + (Number(f[11]) + Number(f[12])) / 100);
-  }
-  return out;
-}
-
-function secondsDelta(a: Map<string, number>, b: Map<string, number>): string {
-  const rows: string[] = [];
-  for (const [name, t] of b) {
-    const d = t - (a.get(name) ?? 0);
-    if (d >= 0.05) rows.push(`${name} ${d.toFixed(2)}`);
-  }
-  return rows.join(', ');
-}
 
 interface Window {
   inflightAvg: number;
@@ -67,11 +45,7 @@ async function main(): Promise<void> {
   const passes = Number(process.argv[2] ?? 1);
   const mib = Number(process.env.FILESPACE_PROBE_MIB ?? 1024);
   const phases = (process.env.FILESPACE_PROBE_PHASES ?? 'dd,tar').split(',');
-  const work = await tmpDir('uploadprobe');
-  const server = await startS3rver(path.join(work, 's3'));
-  const bed = new Bed();
-  await bed.start(server);
-  try {
+  await withProbeBed('uploadprobe', async ({ work, server, bed }) => {
     const input = await randomFile(work, 'source.bin', mib * MiB);
     const tarball = path.join(work, 'nm.tar');
     const modules = await fsp.realpath(path.join(__dirname, '..', '..', '..', 'node_modules'));
@@ -107,7 +81,7 @@ async function main(): Promise<void> {
     };
     const run = async (label: string, work: () => Promise<unknown>) => {
       const load = os.loadavg()[0]?.toFixed(2);
-      const c0 = await threadSeconds(pid);
+      const c0 = await threadTicks(pid);
       await server.beginWindow();
       const start = performance.now();
       const stopTimeline = timeline(start);
@@ -115,11 +89,11 @@ async function main(): Promise<void> {
       const closed = (performance.now() - start) / 1000;
       const w1 = await server.endWindow();
       const st = await fs.status();
-      const c1 = await threadSeconds(pid);
+      const c1 = await threadTicks(pid);
       await fs.sync();
       const durable = (performance.now() - start) / 1000;
       const w2 = await server.endWindow();
-      const c2 = await threadSeconds(pid);
+      const c2 = await threadTicks(pid);
       const rows = await stopTimeline();
       console.log(
         `${label} (load ${load}): done ${closed.toFixed(2)} s, durable ${durable.toFixed(2)} s; ` +
@@ -127,20 +101,13 @@ async function main(): Promise<void> {
       );
       console.log(`  during: ${describe(w1)}`);
       console.log(`  after:  ${describe(w2)}`);
-      console.log(`  engine CPU s during: ${secondsDelta(c0, c1)}; after: ${secondsDelta(c1, c2)}`);
+      console.log(`  engine CPU s during: ${threadDelta(c0, c1)}; after: ${threadDelta(c1, c2)}`);
       if (process.env.FILESPACE_PROBE_TIMELINE) for (const r of rows) console.log(`    ${r}`);
       return { closed, durable };
     };
     for (let pass = 1; pass <= passes; pass++) {
       if (phases.includes('dd')) {
-        const r = await run(`pass ${pass} dd ${mib} MiB + sync`, async () =>
-          must(
-            await exec('dd', [`if=${input}`, `of=${fs.mnt}/seq${pass}.bin`, 'bs=1M', `count=${mib}`, 'status=none'], {
-              timeoutMs: 900_000,
-            }),
-            'dd',
-          ),
-        );
+        const r = await run(`pass ${pass} dd ${mib} MiB + sync`, () => ddWrite(input, `${fs.mnt}/seq${pass}.bin`, mib));
         console.log(
           `  to close ${((mib * MiB) / r.closed / 1e6).toFixed(0)} MB/s, until durable ${((mib * MiB) / r.durable / 1e6).toFixed(0)} MB/s`,
         );
@@ -155,11 +122,7 @@ async function main(): Promise<void> {
       }
     }
     await fs.unmount();
-  } finally {
-    await bed.stop();
-    await server.stop();
-    await fsp.rm(work, { recursive: true, force: true });
-  }
+  });
 }
 
 runProbe(main);

@@ -126,8 +126,9 @@ describe('hard links', () => {
     await a.unmount();
     await a.mount();
     assert.equal(await fsp.readFile(path.join(a.mnt, 'old'), 'utf8'), 'written before links');
-    // The first upload raised the format to 5 (chunks may be sealed in segments), which allows
-    // paged checkpoints and links too; a version that reads only whole-sealed chunks refuses it.
+    // The first chunk (too small to deflate, so sealed in segments) raised the format to 5, which
+    // allows paged checkpoints and links too; a version that reads only whole-sealed chunks
+    // refuses it.
     assert.equal(await headerFormat(bed, a.bucket), 5, 'the first chunk upload raised the format');
 
     const b = await bed.link(await bed.machine('follower'), a.bucket);

@@ -119,6 +119,7 @@ describe('chunk objects', () => {
       const enc = await encodeChunkInto(key, 'name', plain, out);
       const obj = out.subarray(0, enc.length);
       assert.deepEqual(obj.subarray(0, 4), Buffer.from(enc.deflated ? 'FSC1' : 'FSC2'));
+      assert.deepEqual(obj.subarray(0, 4), Buffer.from(enc.segmented ? 'FSC2' : 'FSC1'), 'segmented says FSC2');
       assert.equal(obj[4], enc.deflated ? 1 : 0);
       assert.deepEqual(await decodeChunk(key, 'name', obj), plain);
       assert.equal(enc.crc32, crc32(obj), 'the CRC32 covers exactly the object');

@@ -41,6 +41,7 @@ let bucket: WatchedStore;
 let events: string[];
 let unlinked: Set<number>;
 let liveSize: Map<number, number>;
+let raiseHeader: () => Promise<void>;
 let uploader: Uploader;
 
 beforeEach(async () => {
@@ -62,6 +63,7 @@ beforeEach(async () => {
   events = [];
   unlinked = new Set();
   liveSize = new Map();
+  raiseHeader = async () => undefined;
   uploader = new Uploader({
     dirty,
     meta,
@@ -86,6 +88,7 @@ beforeEach(async () => {
     limitBytesPerSec: 0,
     uploadConcurrency: () => 4,
     encodeWorkers: 0,
+    beforeSegmentedPut: () => raiseHeader(),
     log: () => undefined,
   });
 });
@@ -123,6 +126,40 @@ describe('Uploader.upload', () => {
     assert.equal(dirty.get(ino, 0), undefined, 'no longer dirty');
     assert.equal(cache.has(name), true, 'adopted by the clean cache');
     assert.equal(uploader.uploadedBytes > 1000, true);
+  });
+
+  it('raises the header before a chunk sealed in segments is PUT, not for a deflated one; a failed raise stops the PUT', async () => {
+    raiseHeader = async () => void events.push('raise');
+    bucket.onPut = () => void events.push('put');
+    const deflated = await fileWithDirtyChunk('text', Buffer.alloc(CS, 'a text that deflates well '));
+    await uploader.upload(dirty.get(deflated, 0)!);
+    assert.equal(dirty.get(deflated, 0), undefined, 'uploaded');
+    assert.deepEqual(
+      events.filter((e) => e === 'raise' || e === 'put'),
+      ['put'],
+      'a deflated chunk (FSC1) needs no raise',
+    );
+    events.length = 0;
+    const random = randomBytes(1000);
+    const segmented = await fileWithDirtyChunk('random', random);
+    raiseHeader = async () => {
+      events.push('raise');
+      throw new Error('filespace.json could not be raised');
+    };
+    await assert.rejects(uploader.upload(dirty.get(segmented, 0)!), /could not be raised/);
+    assert.equal(events.includes('put'), false, 'no PUT after a failed raise');
+    assert.equal(await bucket.get(chunkKey(chunkName(keys.nameKey, random))), undefined);
+    assert.ok(dirty.get(segmented, 0), 'still dirty');
+    assert.deepEqual(meta.tree.get(segmented)!.chunks ?? [], [], 'nothing committed');
+    events.length = 0;
+    raiseHeader = async () => void events.push('raise');
+    await uploader.upload(dirty.get(segmented, 0)!);
+    assert.deepEqual(
+      events.filter((e) => e === 'raise' || e === 'put'),
+      ['raise', 'put'],
+      'the raise before the PUT',
+    );
+    assert.deepEqual(meta.tree.get(segmented)!.chunks, [[chunkName(keys.nameKey, random), 1000]]);
   });
 
   it('a chunk written during its PUT stays dirty, counted dirty from the read, with the sent content committed', async () => {

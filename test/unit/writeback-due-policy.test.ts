@@ -13,6 +13,7 @@ import {
   WRITER_BURST_SHARE,
   WRITER_FIRST_MAX_SHARE,
   WRITER_QUIET_MS,
+  WritebackDeps,
   WritebackPolicy,
   WritebackQueue,
 } from '../../electron/engine/upload/writeback';
@@ -468,13 +469,12 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
   let onUpload: () => void;
   let activePolicy: WritebackPolicy;
 
-  beforeEach(() => {
-    activePolicy = policy;
-    lastWriteMs = 0;
-    share = 0;
-    started = [];
-    onUpload = () => undefined;
-    q = new WritebackQueue({
+  /**
+   * A queue that sees the writer (lastWriteMs, dirtyShare), under activePolicy, and records each
+   * upload it starts in `started`; `deps` replaces any of its parts.
+   */
+  const writerQueue = (deps: Partial<WritebackDeps> = {}) =>
+    new WritebackQueue({
       dirty,
       chunkSize: CS,
       policy: () => activePolicy,
@@ -489,7 +489,16 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
       lastWriteMs: () => lastWriteMs,
       dirtyShare: () => share,
       now: () => clock,
+      ...deps,
     });
+
+  beforeEach(() => {
+    activePolicy = policy;
+    lastWriteMs = 0;
+    share = 0;
+    started = [];
+    onUpload = () => undefined;
+    q = writerQueue();
   });
 
   afterEach(() => q.stop());
@@ -588,9 +597,7 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
   it('while writes keep arriving, at most WRITER_BURST_SHARE of the concurrency uploads at once, and all once they pause', async () => {
     const concurrency = 4;
     const held: Array<() => void> = [];
-    const burst = new WritebackQueue({
-      dirty,
-      chunkSize: CS,
+    const burst = writerQueue({
       policy: () => ({ ...policy, uploadConcurrency: concurrency }),
       isOpenForWrite: () => false,
       upload: (d) => {
@@ -598,12 +605,6 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
         return new Promise<void>((resolve) => held.push(resolve));
       },
       uploadsAhead: () => concurrency,
-      paused: () => false,
-      onError: () => undefined,
-      onSuccess: () => undefined,
-      lastWriteMs: () => lastWriteMs,
-      dirtyShare: () => share,
-      now: () => clock,
     });
     for (let ino = 1; ino <= 12; ino++) await written(ino, 0, 10);
     clock += policy.uploadDelayMs;

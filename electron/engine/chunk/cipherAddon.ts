@@ -245,25 +245,20 @@ function checkSegments(prefix: Uint8Array, first: number, count: number, src: Ui
   return n;
 }
 
-function openSegmentsFallback(
-  key: Buffer,
-  prefix: Uint8Array,
-  first: number,
-  count: number,
-  src: Uint8Array,
-  dst: Uint8Array,
-): boolean {
+/** The arguments of `openSegmentsInto` and `openSegmentsIntoAsync`, in their order. */
+type SegmentsArgs = [key: Buffer, prefix: Uint8Array, first: number, count: number, src: Uint8Array, dst: Uint8Array];
+
+/** Segments one GCM open each: the addon's when it is older than `openSegments`, else node:crypto's. */
+function openSegmentsFallback(...[key, prefix, first, count, src, dst]: SegmentsArgs): boolean {
   const n = checkSegments(prefix, first, count, src, dst);
+  const openOne = addon ? addon.gcmOpen.bind(addon) : openFallback;
   const s = view(src);
   const d = view(dst);
   for (let k = 0; k < n; k++) {
     const seg = s.subarray(k * SEGMENT_SEALED, (k + 1) * SEGMENT_SEALED);
     const aad = Buffer.concat([prefix, Buffer.from(`${first + k}:${count}`, 'latin1')]);
     const out = d.subarray(k * SEGMENT_PLAIN, k * SEGMENT_PLAIN + seg.length - 28);
-    const ok = addon
-      ? addon.gcmOpen(key, seg.subarray(0, 12), aad, seg.subarray(12, seg.length - 16), out, seg.subarray(seg.length - 16))
-      : openFallback(key, seg.subarray(0, 12), aad, seg.subarray(12, seg.length - 16), out, seg.subarray(seg.length - 16));
-    if (!ok) {
+    if (!openOne(key, seg.subarray(0, 12), aad, seg.subarray(12, seg.length - 16), out, seg.subarray(seg.length - 16))) {
       d.fill(0);
       return false;
     }
@@ -278,16 +273,9 @@ function openSegmentsFallback(
  * SEGMENT_PLAIN bytes per segment. False, with all of `dst` wiped, when any segment fails
  * authentication. `dst` must not overlap `src`.
  */
-export function openSegmentsInto(
-  key: Buffer,
-  prefix: Uint8Array,
-  first: number,
-  count: number,
-  src: Uint8Array,
-  dst: Uint8Array,
-): boolean {
-  if (addon?.openSegments) return addon.openSegments(key, prefix, first, count, src, dst);
-  return openSegmentsFallback(key, prefix, first, count, src, dst);
+export function openSegmentsInto(...args: SegmentsArgs): boolean {
+  if (addon?.openSegments) return addon.openSegments(...args);
+  return openSegmentsFallback(...args);
 }
 
 /**
@@ -295,17 +283,8 @@ export function openSegmentsInto(
  * the JS thread pays one callback per call, not one per segment. The buffers are held until it
  * settles and must not be touched meanwhile.
  */
-export function openSegmentsIntoAsync(
-  key: Buffer,
-  prefix: Uint8Array,
-  first: number,
-  count: number,
-  src: Uint8Array,
-  dst: Uint8Array,
-): Promise<boolean> {
+export function openSegmentsIntoAsync(...args: SegmentsArgs): Promise<boolean> {
   const native = addon?.openSegmentsAsync?.bind(addon);
-  if (!native) return new Promise((resolve) => resolve(openSegmentsFallback(key, prefix, first, count, src, dst)));
-  return new Promise((resolve, reject) =>
-    native(key, prefix, first, count, src, dst, (err, ok) => (err ? reject(err) : resolve(ok))),
-  );
+  if (!native) return new Promise((resolve) => resolve(openSegmentsFallback(...args)));
+  return new Promise((resolve, reject) => native(...args, (err, ok) => (err ? reject(err) : resolve(ok))));
 }

@@ -90,6 +90,11 @@ export interface EncodedChunk {
   /** CRC32 of those bytes; undefined where this Node has no native CRC32. */
   readonly crc32: number | undefined;
   readonly deflated: boolean;
+  /**
+   * The object is FSC2 (sealed in segments): the bucket's header must allow that (filespace.ts,
+   * format 5) before it is PUT. FSC1 (deflated) otherwise.
+   */
+  readonly segmented: boolean;
 }
 
 const DEFLATE_OPTIONS = { level: 1, strategy: constants.Z_DEFAULT_STRATEGY };
@@ -138,7 +143,7 @@ function writeObject(key: Buffer, name: string, payload: Buffer, flags: number, 
           crc = crc32!(piece, crc);
         },
   );
-  return { length: HEAD_BYTES + sealed, crc32: crc, deflated: flags !== 0 };
+  return { length: HEAD_BYTES + sealed, crc32: crc, deflated: flags !== 0, segmented: false };
 }
 
 /** Writes `plain` as an FSC2 object (segments sealed one by one) into `out`. */
@@ -158,7 +163,7 @@ function writeSegmented(key: Buffer, name: string, plain: Buffer, out: Buffer): 
     const seg = plain.subarray(i * SEGMENT_BYTES, (i + 1) * SEGMENT_BYTES);
     at += sealInto(key, seg, segmentAad(name, i, count), out, at, onOutput);
   }
-  return { length: at, crc32: crc, deflated: false };
+  return { length: at, crc32: crc, deflated: false, segmented: true };
 }
 
 /**

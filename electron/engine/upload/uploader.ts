@@ -30,7 +30,9 @@
  *     once), and the GC's hold on that name is taken; unless committed metadata references the
  *     name already, the chunk is encoded and PUT with the CRC32 of its body (computed while
  *     sealing; the bucket verifies it). The hold lasts until the reference is committed, so a
- *     garbage collection cannot delete the object between the PUT and the commit.
+ *     garbage collection cannot delete the object between the PUT and the commit. A chunk the
+ *     encoder sealed in segments (FSC2) is PUT only once the bucket's header allows that
+ *     (`beforeSegmentedPut`); if the header cannot be raised, the upload fails before its PUT.
  *  4. Under the chunk lock again, unless the engine is stopping (the chunk stays dirty and
  *     uploads next time) or the chunk was deleted or truncated away meanwhile: the file's size
  *     as written so far is committed first (the VFS keeps it in memory; a reference past the
@@ -89,11 +91,12 @@ export interface UploaderDeps {
   /** Threads that open, name and seal chunks (upload/encoder.ts); 0: the engine thread does. */
   readonly encodeWorkers: number;
   /**
-   * Before a chunk's upload starts: the bucket's header must say chunks may be sealed in segments
-   * (filespace.ts, format 5), so a version that reads only whole-sealed chunks refuses the
-   * filespace instead of failing its reads. Settles at once once the header says so.
+   * Before the PUT of a chunk sealed in segments (FSC2, chunk/format.ts): the bucket's header
+   * must say chunks may be (filespace.ts, format 5), so a version that reads only whole-sealed
+   * chunks refuses the filespace instead of failing its reads. If it fails, that PUT is not
+   * made (the upload fails and is retried). Settles at once once the header says so.
    */
-  readonly beforePut?: () => Promise<void>;
+  readonly beforeSegmentedPut?: () => Promise<void>;
   readonly log: (msg: string) => void;
 }
 
@@ -200,8 +203,6 @@ export class Uploader {
 
   /** Uploads one dirty chunk (the write-back queue's `upload`). */
   async upload(d: DirtyChunk): Promise<void> {
-    // Before any bandwidth is taken: the header's raise is not part of the chunk's upload.
-    await this.deps.beforePut?.();
     let reserved = 0;
     if (this.limiter.limit > 0 && this.deps.meta.tree.get(d.ino)) {
       reserved = d.len;
@@ -314,12 +315,15 @@ export class Uploader {
     sending: (bytes: number) => void,
   ): Promise<void> {
     // Taken while the plaintext's buffer is held: body holders never wait for a plaintext
-    // buffer (they are encoding, or sending), so this wait always ends.
+    // buffer (they are encoding, waiting for the header's raise, or sending), so this wait
+    // always ends.
     const body = await this.bodyBuffers.acquire(maxEncodedBytes(len));
     let sent = false;
     try {
       const obj = await this.encoder.encode(buf, len, name, body);
       encoded();
+      // The encoder chose the layout: one sealed in segments needs the header to allow it first.
+      if (obj.segmented) await this.deps.beforeSegmentedPut?.();
       sending(obj.length);
       await this.deps.store.put(chunkKey(name), body.subarray(0, obj.length), { crc32: obj.crc32 });
       sent = true;
