@@ -5,7 +5,9 @@
  * FILESPACE_PROBE_READS (default 500) random 4 KiB reads at queue depth 1). For each it prints
  * the rate, time to first byte, the server's GETs and requests in flight on average, and the
  * engine's peak RSS (sampled every 50 ms) and CPU. The engine runs in the foreground as
- * `filespace mount` starts it; FILESPACE_PROBE_PROF=DIR adds `--cpu-prof` into DIR, and
+ * `filespace mount` starts it; FILESPACE_PROBE_PROF=DIR adds `--cpu-prof` into DIR,
+ * FILESPACE_PROBE_NODE_FLAGS adds node/V8 flags of its own (e.g. `--trace-gc`, to count the
+ * garbage collections of a read; their output goes to the probe's), and
  * FILESPACE_PROBE_PERF=DIR records `perf record -g` of the engine during each read into DIR.
  *
  *   node dist/test/bench/coldprobe.js [seq|rand|both] [passes]
@@ -49,7 +51,10 @@ async function main(): Promise<void> {
     for (let pass = 0; pass < passes; pass++) {
       for (const kind of kinds) {
         const fs = await bed.link(await bed.machine(`cold${++n}`), bucket, writer.prefix, '3GiB');
-        const flags = profDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profDir)}`] : [];
+        const flags = [
+          ...(profDir ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(profDir)}`] : []),
+          ...(process.env.FILESPACE_PROBE_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? []),
+        ];
         const engine = spawn(
           process.execPath,
           [...flags, path.join(REPO, 'bin', 'filespace'), 'mount', fs.name, '--foreground', '--read-only'],
