@@ -18,6 +18,7 @@ import { chunkName } from '../../electron/engine/chunk/crypto';
 import { chunkKey, encodeChunk } from '../../electron/engine/chunk/format';
 import { ChunkFetcher, heldObjects } from '../../electron/engine/prefetch/fetcher';
 import { MemoryStore } from '../../electron/engine/store/memory';
+import { ALWAYS_ONLINE } from '../../electron/engine/store/monitored';
 import { CallOptions, GetResult } from '../../electron/engine/store/types';
 import { until } from '../helpers/until';
 
@@ -240,5 +241,105 @@ describe('chunks kept in memory for sequential readers', () => {
       [false, true, true, true],
       'a chunk a reader waits on displaces the oldest read-ahead',
     );
+  });
+});
+
+describe('buffers whole chunks are decoded into', () => {
+  it('are used again once the memory cache and the copy into the cache let go, never while a fetch caller may keep one', async () => {
+    const cs = 128 * 1024;
+    const store = new MemoryStore();
+    const names: string[] = [];
+    const datas: Buffer[] = [];
+    for (let i = 0; i < 12; i++) {
+      const data = randomBytes(100_000 + i);
+      const name = chunkName(nameKey, data);
+      await store.put(chunkKey(name), await encodeChunk(chunkKeyBytes, name, data));
+      names.push(name);
+      datas.push(data);
+    }
+    const cache = new ChunkCache(
+      dir,
+      { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 },
+      handles,
+      () => 0,
+      new SealedIO(randomBytes(32)),
+      undefined,
+      3 * cs, // three chunks in memory: the stream below evicts as it goes
+    );
+    await cache.init();
+    const fetcher = new ChunkFetcher(
+      store,
+      cache,
+      chunkKeyBytes,
+      2,
+      () => 60_000,
+      () => undefined,
+      ALWAYS_ONLINE,
+      cs,
+    );
+
+    const kept = await fetcher.fetch(names[0]!); // a caller that keeps what it was given
+    for (let i = 1; i < names.length; i++) {
+      // As a sequential reader: read-ahead, then a synchronous copy out of memory.
+      fetcher.prefetch(names[i]!);
+      await until(`chunk ${i} in memory`, () => cache.inMemoryPeek(names[i]!));
+      assert.ok(cache.inMemory(names[i]!)!.equals(datas[i]!), `chunk ${i} reads back`);
+    }
+    // The copies into the clean cache were written behind the stream, from the same buffers.
+    await fetcher.cacheWritesDone();
+    assert.ok(kept.equals(datas[0]!), 'the buffer a fetch caller kept was never decoded into again');
+    const { allocated, reused } = fetcher.decoded;
+    assert.ok(allocated > 0, 'chunks were decoded into pooled buffers');
+    assert.ok(reused > 0 && allocated < names.length - 1, `buffers used again (${allocated} allocated, ${reused} reused)`);
+    for (let i = 1; i < names.length; i++) {
+      const back = await cache.readAll(names[i]!);
+      assert.ok(back?.equals(datas[i]!), `chunk ${i} in the clean cache is the chunk`);
+    }
+
+    cache.releaseIdleMemory();
+    assert.equal(fetcher.decoded.heldCount, 0, 'an idle memory cache holds no pooled buffer');
+  });
+
+  it('are not used again while the copy into the cache is still to be written from them', async () => {
+    const cs = 128 * 1024;
+    const store = new MemoryStore();
+    const names: string[] = [];
+    const datas: Buffer[] = [];
+    for (let i = 0; i < 10; i++) {
+      const data = randomBytes(100_000 + i);
+      const name = chunkName(nameKey, data);
+      await store.put(chunkKey(name), await encodeChunk(chunkKeyBytes, name, data));
+      names.push(name);
+      datas.push(data);
+    }
+    // Nothing fits in memory: the copy being written is a chunk's only holder.
+    const cache = new ChunkCache(
+      dir,
+      { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 },
+      handles,
+      () => 0,
+      new SealedIO(randomBytes(32)),
+      undefined,
+      1,
+    );
+    await cache.init();
+    const fetcher = new ChunkFetcher(
+      store,
+      cache,
+      chunkKeyBytes,
+      4,
+      () => 60_000,
+      () => undefined,
+      ALWAYS_ONLINE,
+      cs,
+    );
+    await Promise.all(names.map((n) => fetcher.background(n)));
+    await fetcher.cacheWritesDone();
+    assert.ok(fetcher.decoded.allocated > 0, 'chunks were decoded into pooled buffers');
+    for (let i = 0; i < names.length; i++) {
+      const back = await cache.readAll(names[i]!);
+      assert.ok(back?.equals(datas[i]!), `chunk ${i} in the clean cache is the chunk`);
+    }
+    assert.equal(fetcher.decoded.heldCount, 0);
   });
 });

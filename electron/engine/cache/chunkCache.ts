@@ -95,6 +95,14 @@ export interface CacheLimits {
   lowWatermark: number;
 }
 
+/** Buffers used again once nothing holds them (prefetch/decodedBuffers.ts); others are ignored. */
+export interface HeldBuffers {
+  hold(buf: Buffer): void;
+  drop(buf: Buffer): void;
+  /** Lets go of those waiting for reuse. */
+  trim(): void;
+}
+
 export class ChunkCache {
   /** name -> size, in LRU order (least recent first). */
   private readonly index = new Map<string, number>();
@@ -110,12 +118,17 @@ export class ChunkCache {
   missBytes = 0;
   /** Chunks downloaded whose bytes were not all served yet: which pages were (see noteDownloaded). */
   private readonly served = new Map<string, { seen: Uint8Array; unseen: number; ranged?: boolean }>();
-  /** Whole decoded chunks kept in memory for sequential readers, LRU order. */
+  /**
+   * Whole decoded chunks kept in memory for sequential readers, LRU order. Those decoded into
+   * buffers of the fetcher's pool (prefetch/decodedBuffers.ts) are held while they are here:
+   * a reader copies out of one synchronously (`inMemory`), never across an await.
+   */
   private readonly memory = new Map<string, Buffer>();
   /** Those of them downloaded ahead and not read since. */
   private readonly unread = new Set<string>();
   private memoryUsed = 0;
   private readonly memoryBytes: number;
+  private decoded: HeldBuffers | undefined;
   /** When a chunk in memory was last kept or served; an idle memory lets go of them (MEMORY_IDLE_MS). */
   private memoryUsedAt = 0;
   private memoryIdleTimer: NodeJS.Timeout | undefined;
@@ -142,6 +155,11 @@ export class ChunkCache {
     this.memoryBytes = memoryBytes;
   }
 
+  /** The pool of the fetcher's decoded chunks: what is kept in memory holds its buffer (see `memory`). */
+  useDecodedBuffers(pool: HeldBuffers): void {
+    this.decoded = pool;
+  }
+
   /**
    * Keeps a decoded chunk in memory (for sequential readers); copies already read go first,
    * oldest first. `unread`: downloaded ahead of its reader (see the header).
@@ -153,6 +171,7 @@ export class ChunkCache {
     // counted against `memoryBytes` are the bytes held.
     if (data.buffer.byteLength > 2 * data.length) data = ownCopy(data);
     this.memory.set(name, data);
+    this.decoded?.hold(data);
     this.memoryUsed += data.length;
     this.memoryInUse();
     if (unread) this.unread.add(name);
@@ -198,6 +217,8 @@ export class ChunkCache {
    * chunk read ahead and not read since (its reader stopped or went past it meanwhile).
    */
   releaseIdleMemory(): void {
+    for (const buf of this.memory.values()) this.decoded?.drop(buf);
+    this.decoded?.trim();
     this.memory.clear();
     this.unread.clear();
     this.memoryUsed = 0;
@@ -205,6 +226,7 @@ export class ChunkCache {
 
   private forgetInMemory(name: string, buf: Buffer): void {
     this.memory.delete(name);
+    this.decoded?.drop(buf);
     this.unread.delete(name);
     this.memoryUsed -= buf.length;
   }

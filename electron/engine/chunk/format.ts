@@ -276,7 +276,13 @@ export function openSegments(key: Buffer, name: string, count: number, first: nu
  * CPU), and chunks downloaded at once still open in parallel. Throws AuthError as
  * `openSegments` does; the plaintext is then never returned.
  */
-async function openAllSegments(key: Buffer, name: string, count: number, bytes: Buffer): Promise<Buffer> {
+async function openAllSegments(
+  key: Buffer,
+  name: string,
+  count: number,
+  bytes: Buffer,
+  outFor?: (bytes: number) => Buffer | undefined,
+): Promise<Buffer> {
   const what = `chunk ${name}`;
   if (
     Math.ceil(bytes.length / SEGMENT_STORED) !== count ||
@@ -284,16 +290,28 @@ async function openAllSegments(key: Buffer, name: string, count: number, bytes: 
     bytes.length - (count - 1) * SEGMENT_STORED < SEAL_OVERHEAD
   )
     throw new AuthError(what);
-  const out = Buffer.allocUnsafe(bytes.length - count * SEAL_OVERHEAD);
+  const n = bytes.length - count * SEAL_OVERHEAD;
+  const given = outFor?.(n);
+  const out = given && given.length >= n ? given.subarray(0, n) : Buffer.allocUnsafe(n);
   if (!(await openSegmentsIntoAsync(key, segmentAadPrefix(name), 0, count, bytes, out))) throw new AuthError(what);
   return out;
 }
 
-export async function decodeChunk(key: Buffer, name: string, obj: Buffer): Promise<Buffer> {
+/**
+ * The plaintext of chunk object `obj`, authenticated. `outFor`, asked with the plaintext's size
+ * of a chunk sealed in segments, may give the buffer to decode it into (the result is then a
+ * view of it; on an AuthError its content is wiped); other chunks get a buffer of their own.
+ */
+export async function decodeChunk(
+  key: Buffer,
+  name: string,
+  obj: Buffer,
+  outFor?: (bytes: number) => Buffer | undefined,
+): Promise<Buffer> {
   if (obj.length >= HEAD_BYTES && obj.subarray(0, 4).equals(MAGIC2)) {
     const plain = obj[4] === 0 ? segmentedPlainBytes(obj.length - HEAD_BYTES) : undefined;
     if (plain === undefined) throw new AuthError(`chunk ${name}`);
-    return openAllSegments(key, name, segmentCount(plain), obj.subarray(HEAD_BYTES));
+    return openAllSegments(key, name, segmentCount(plain), obj.subarray(HEAD_BYTES), outFor);
   }
   if (obj.length < HEAD_BYTES || !obj.subarray(0, 4).equals(MAGIC)) throw new AuthError(`chunk ${name}`);
   const flags = obj[4]!;

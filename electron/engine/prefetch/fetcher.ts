@@ -56,6 +56,7 @@ import { FsError } from '../errors';
 import { ALWAYS_ONLINE, Connectivity } from '../store/monitored';
 import { ObjectStore, StoreError, isNoAnswer } from '../store/types';
 import { BufferPool } from '../util/bufferPool';
+import { DecodedBuffers } from './decodedBuffers';
 import { SingleFlight, backoffMs } from '../util/concurrency';
 
 /** How long a download that failed for want of an answer lets the same handle's retry fail at once. */
@@ -201,6 +202,8 @@ export class ChunkFetcher {
   private readonly slots: DownloadSlots;
   /** Buffers the objects are received into, held until their copy into the cache is written (see the header). */
   private readonly bodies: BufferPool;
+  /** Buffers whole chunks are decoded into, used again once nothing holds them (decodedBuffers.ts). */
+  readonly decoded: DecodedBuffers;
   /** Chunks downloaded whose copy into the clean cache is still being written: name -> decoded bytes. */
   private readonly storing = new Map<string, Buffer>();
   private readonly stores = new Set<Promise<void>>();
@@ -231,6 +234,8 @@ export class ChunkFetcher {
     this.bodies = new BufferPool(maxEncodedBytes(chunkSize), () => heldObjects(this.concurrency), {
       keepFree: heldObjects(concurrency),
     });
+    this.decoded = new DecodedBuffers(chunkSize);
+    cache.useDecodedBuffers(this.decoded);
   }
 
   /** Bytes of the buffers objects are received into, now and at most (status, tests). */
@@ -252,11 +257,20 @@ export class ChunkFetcher {
     return this.flights.has(name);
   }
 
-  /** Returns the decoded chunk (for a reader waiting on it), downloading it if it is not cached. */
-  fetch(name: string): Promise<Buffer> {
+  /**
+   * Returns the decoded chunk (for a reader waiting on it), downloading it if it is not cached.
+   * The caller may keep it: its buffer is never decoded into again (DecodedBuffers.escape).
+   */
+  async fetch(name: string): Promise<Buffer> {
     this.slots.promote(name);
     this.demanded.add(name);
-    return this.load(name, 'urgent').finally(() => this.demanded.delete(name));
+    try {
+      const data = await this.load(name, 'urgent');
+      this.decoded.escape(data);
+      return data;
+    } finally {
+      this.demanded.delete(name);
+    }
   }
 
   /**
@@ -362,6 +376,10 @@ export class ChunkFetcher {
       void this.storeBehind(name, got).finally(() =>
         got.tainted ? this.bodies.discard(got.body) : this.bodies.release(got.body),
       );
+      // The memory cache and the copy being written hold the decoded buffer now (the copy
+      // until a later turn of the event loop): the download lets go of it. Those it is handed
+      // to from here are `fetch` callers, which mark it escaped before that turn.
+      this.decoded.drop(got.data);
       return got.data;
     });
   }
@@ -375,6 +393,7 @@ export class ChunkFetcher {
    */
   private storeBehind(name: string, got: Downloaded): Promise<void> {
     this.storing.set(name, got.data);
+    this.decoded.hold(got.data);
     const p: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve))
       .then(() => this.cache.putReceived(name, got.obj, got.data))
       // A full cache disk must not fail the read: the chunk is served uncached.
@@ -386,6 +405,7 @@ export class ChunkFetcher {
         this.storing.delete(name);
         this.stores.delete(p);
         this.writes.delete(name);
+        this.decoded.drop(got.data);
       });
     this.stores.add(p);
     this.writes.set(name, p);
@@ -403,6 +423,19 @@ export class ChunkFetcher {
     if (c.offline && f.reconnects === c.reconnects && Date.now() - f.at < FAILED_READ_MEMORY_MS) return f.message;
     this.unanswered.delete(name);
     return undefined;
+  }
+
+  /** Decodes a downloaded object, into a buffer of `decoded` when it is a large one, held once by the caller. */
+  private async decode(name: string, obj: Buffer): Promise<Buffer> {
+    let taken: Buffer | undefined;
+    try {
+      const data = await decodeChunk(this.chunkKeyBytes, name, obj, (n) => (taken = this.decoded.take(n)));
+      if (taken && data.buffer !== taken.buffer) this.decoded.drop(taken);
+      return data;
+    } catch (err) {
+      if (taken) this.decoded.drop(taken);
+      throw err;
+    }
   }
 
   /**
@@ -430,7 +463,7 @@ export class ChunkFetcher {
         this.unanswered.delete(name);
         // The bucket serves chunks again: an earlier download failure is over.
         this.stats.lastError = undefined;
-        return { obj: got.body, data: await decodeChunk(this.chunkKeyBytes, name, got.body), tainted };
+        return { obj: got.body, data: await this.decode(name, got.body), tainted };
       } catch (err) {
         if (err instanceof AuthError) {
           if (attempt === 0) tainted = false; // answered in full: its request is over
