@@ -94,16 +94,21 @@ describe('cold sequential reads', () => {
   before(() => bed.start());
   after(() => bed.stop());
 
-  it('downloads the chunk a stream waits for alone, then reads ahead into every slot', async () => {
-    const space = await bed.filespace({ chunkSize: CS });
+  /** /big of `chunks` chunks of `cs` bytes, written and uploaded, then mounted on a machine that never had it, its chunk GETs held. */
+  async function coldBig(cs: number, chunks: number): Promise<{ r: Mounted; gated: GatedChunks; data: Buffer }> {
+    const space = await bed.filespace({ chunkSize: cs });
     const w = await bed.mount(space);
-    const data = random(12 * CS);
+    const data = random(chunks * cs);
     await writeFile(w.fs, '/big', data);
     await w.sync();
     await w.close();
-
     const gated = new GatedChunks(space.store);
     const r = await bed.mount(space, { mode: 'read', store: gated, settings: { downloadConcurrency: 4, prefetchMaxChunks: 8 } });
+    return { r, gated, data };
+  }
+
+  it('downloads the chunk a stream waits for alone, then reads ahead into every slot', async () => {
+    const { r, gated, data } = await coldBig(CS, 12);
     try {
       await readsCold(r, gated, data);
     } finally {
@@ -114,15 +119,7 @@ describe('cold sequential reads', () => {
 
   it("answers a stream's first read from its segments alone, then asks for the whole chunk", async () => {
     const cs = 1024 * 1024;
-    const space = await bed.filespace({ chunkSize: cs });
-    const w = await bed.mount(space);
-    const data = random(2 * cs);
-    await writeFile(w.fs, '/big', data);
-    await w.sync();
-    await w.close();
-
-    const gated = new GatedChunks(space.store);
-    const r = await bed.mount(space, { mode: 'read', store: gated, settings: { downloadConcurrency: 4, prefetchMaxChunks: 8 } });
+    const { r, gated, data } = await coldBig(cs, 2);
     try {
       const fh = r.fs.open('/big', O_RDONLY);
       const first = Buffer.alloc(4096);

@@ -22,7 +22,7 @@ import { ALWAYS_ONLINE } from '../../electron/engine/store/monitored';
 import { CallOptions, GetResult } from '../../electron/engine/store/types';
 import { until } from '../helpers/until';
 
-/** A store whose GETs wait until the test lets them go, counting those in flight. */
+/** A store whose GETs wait until the test lets them go (unless `ungated`), counting those in flight. */
 class GatedStore extends MemoryStore {
   inFlight = 0;
   maxInFlight = 0;
@@ -30,11 +30,16 @@ class GatedStore extends MemoryStore {
   readonly started: string[] = [];
   private readonly gates: Array<() => void> = [];
 
+  constructor(private readonly ungated = false) {
+    super();
+  }
+
   override async get(
     key: string,
     range?: { readonly start: number; readonly end: number },
     _call?: CallOptions,
   ): Promise<GetResult | undefined> {
+    if (this.ungated) return super.get(key, range);
     this.started.push(key);
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
@@ -77,8 +82,9 @@ afterEach(async () => {
 async function setUp(
   count: number,
   concurrency: number,
+  o: { ungated?: boolean; memoryBytes?: number; chunkSize?: number } = {},
 ): Promise<{ store: GatedStore; cache: ChunkCache; fetcher: ChunkFetcher; names: string[]; datas: Buffer[] }> {
-  const store = new GatedStore();
+  const store = new GatedStore(o.ungated);
   const names: string[] = [];
   const datas: Buffer[] = [];
   for (let i = 0; i < count; i++) {
@@ -94,6 +100,8 @@ async function setUp(
     handles,
     () => 0,
     new SealedIO(randomBytes(32)),
+    undefined,
+    o.memoryBytes,
   );
   await cache.init();
   const fetcher = new ChunkFetcher(
@@ -103,6 +111,8 @@ async function setUp(
     concurrency,
     () => 60_000,
     () => undefined,
+    ALWAYS_ONLINE,
+    o.chunkSize,
   );
   return { store, cache, fetcher, names, datas };
 }
@@ -246,37 +256,9 @@ describe('chunks kept in memory for sequential readers', () => {
 
 describe('buffers whole chunks are decoded into', () => {
   it('are used again once the memory cache and the copy into the cache let go, never while a fetch caller may keep one', async () => {
+    // Chunks of 100 kB in a 128 KiB filespace; three chunks in memory: the stream below evicts as it goes.
     const cs = 128 * 1024;
-    const store = new MemoryStore();
-    const names: string[] = [];
-    const datas: Buffer[] = [];
-    for (let i = 0; i < 12; i++) {
-      const data = randomBytes(100_000 + i);
-      const name = chunkName(nameKey, data);
-      await store.put(chunkKey(name), await encodeChunk(chunkKeyBytes, name, data));
-      names.push(name);
-      datas.push(data);
-    }
-    const cache = new ChunkCache(
-      dir,
-      { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 },
-      handles,
-      () => 0,
-      new SealedIO(randomBytes(32)),
-      undefined,
-      3 * cs, // three chunks in memory: the stream below evicts as it goes
-    );
-    await cache.init();
-    const fetcher = new ChunkFetcher(
-      store,
-      cache,
-      chunkKeyBytes,
-      2,
-      () => 60_000,
-      () => undefined,
-      ALWAYS_ONLINE,
-      cs,
-    );
+    const { cache, fetcher, names, datas } = await setUp(12, 2, { ungated: true, memoryBytes: 3 * cs, chunkSize: cs });
 
     const kept = await fetcher.fetch(names[0]!); // a caller that keeps what it was given
     for (let i = 1; i < names.length; i++) {
@@ -301,38 +283,8 @@ describe('buffers whole chunks are decoded into', () => {
   });
 
   it('are not used again while the copy into the cache is still to be written from them', async () => {
-    const cs = 128 * 1024;
-    const store = new MemoryStore();
-    const names: string[] = [];
-    const datas: Buffer[] = [];
-    for (let i = 0; i < 10; i++) {
-      const data = randomBytes(100_000 + i);
-      const name = chunkName(nameKey, data);
-      await store.put(chunkKey(name), await encodeChunk(chunkKeyBytes, name, data));
-      names.push(name);
-      datas.push(data);
-    }
     // Nothing fits in memory: the copy being written is a chunk's only holder.
-    const cache = new ChunkCache(
-      dir,
-      { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 },
-      handles,
-      () => 0,
-      new SealedIO(randomBytes(32)),
-      undefined,
-      1,
-    );
-    await cache.init();
-    const fetcher = new ChunkFetcher(
-      store,
-      cache,
-      chunkKeyBytes,
-      4,
-      () => 60_000,
-      () => undefined,
-      ALWAYS_ONLINE,
-      cs,
-    );
+    const { cache, fetcher, names, datas } = await setUp(10, 4, { ungated: true, memoryBytes: 1, chunkSize: 128 * 1024 });
     await Promise.all(names.map((n) => fetcher.background(n)));
     await fetcher.cacheWritesDone();
     assert.ok(fetcher.decoded.allocated > 0, 'chunks were decoded into pooled buffers');
