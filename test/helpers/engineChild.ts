@@ -221,6 +221,9 @@ async function main(): Promise<void> {
   if (args.script === 'fsync-then-scribble') await fsyncThenScribble(engine.vfs, header.chunkSize, rand);
   else if (args.script === 'promise-stream') await promiseStream(engine, header.chunkSize, rand, args.seed);
   else await capWorkload(engine, args.script);
+  // The parent takes its last snapshots of a live process, then kills it: an engine with nothing
+  // left to do holds no timer that would keep the process alive until then.
+  setInterval(() => undefined, 60_000);
 }
 
 main().catch(async (err: unknown) => {
