@@ -767,15 +767,16 @@ export class FuseMount {
           cb,
         ),
       create: (p: string, mode: number, cb: Cb) => sync('create', () => fs.create(n(p), mode, undefined, callerNow()), cb),
+      // The buffer is the addon's (a pooled one may be longer than the request): valid until cb.
       read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
         async(
           'read',
-          () => fs.read(fd, buf, len, pos),
+          () => fs.read(fd, buf.length === len ? buf : buf.subarray(0, len), len, pos),
           cb,
           (n) => n as number,
         ),
       write: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) => {
-        // The buffer is the kernel's; it is only valid until cb, so the write path copies what it keeps.
+        // The buffer is the addon's, only valid until cb, so the write path copies what it keeps.
         const data = buf.subarray(0, len);
         if (fs.writeNow) {
           let n: number | undefined;

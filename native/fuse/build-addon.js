@@ -54,6 +54,15 @@
 //     any entry has (`fuse_native_xattr_names`: all at once, then each new one), so a getxattr
 //     of another name is answered at once: the kernel asks for security.capability before
 //     every write.
+//  8. Data buffers lent from a pool: each read and write request gave JS a new external buffer
+//     over libfuse's memory, and V8 counts every such buffer as external memory: each 64 MB of
+//     requests started a garbage collection (a 1 GiB stream cost dozens of full ones). The
+//     pool_* functions keep up to 64 buffers of 128 KiB per mount, made once on the JS thread;
+//     the FUSE thread copies a write's bytes into one before the request crosses, and a read's
+//     answer out of it after JS signalled, then returns it (FUSE_NATIVE_HANDLER). A request
+//     that finds none free, or is larger, gets libfuse's memory as before. JS may use a lent
+//     buffer only until it answers, as it may libfuse's memory; adapter.ts hands reads a view
+//     of the request's length. The free buffers are released at unmount.
 // The patch is applied with `git apply`, not `patch`: git is already needed (CI installs it;
 // `patch` is an optional Debian package), and git applies every hunk or none, never with fuzz.
 // When the sources do not match (fuse-native changed) nothing is built.
