@@ -20,6 +20,7 @@ import {
   gmacUnitsAsync,
   openSegmentsInto,
   openSegmentsIntoAsync,
+  sealUnitsAsync,
   SEGMENT_PLAIN,
   SEGMENT_SEALED,
 } from '../../electron/engine/chunk/cipherAddon';
@@ -325,6 +326,41 @@ describe(`cipher (${cipherBackend})`, () => {
       () => openSegmentsInto(key, prefix, 0, count, both.subarray(0, stored.length), both.subarray(100, 100 + plainLen)),
       RangeError,
     );
+  });
+
+  it('seals a batch of units in one job as one seal per unit does, and refuses batches that do not fit', async () => {
+    const aad = randomBytes(20);
+    const lens = [65536, 1, 0, 4095, 65536];
+    const srcs = lens.map((n) => randomBytes(n));
+    const dsts = lens.map((n) => Buffer.alloc(n + 28 + (n % 3)));
+    const spec = Buffer.alloc(16 * lens.length);
+    lens.forEach((_, k) => {
+      spec.writeUInt32BE(1000 + k, 16 * k);
+      randomBytes(12).copy(spec, 16 * k + 4);
+    });
+    await sealUnitsAsync(key, aad, spec, srcs, dsts);
+    srcs.forEach((src, k) => {
+      const iv = spec.subarray(16 * k + 4, 16 * k + 16);
+      const unitAad = Buffer.concat([aad.subarray(0, 16), spec.subarray(16 * k, 16 * k + 4)]);
+      const want = nodeSeal(key, iv, unitAad, src);
+      const dst = dsts[k]!;
+      assert.deepEqual(dst.subarray(0, 12), iv, `unit ${k}: nonce`);
+      assert.deepEqual(dst.subarray(12, 12 + src.length), want.ct, `unit ${k}: ciphertext`);
+      assert.deepEqual(dst.subarray(12 + src.length, 28 + src.length), want.tag, `unit ${k}: tag`);
+    });
+    const one = [randomBytes(100)];
+    const room = () => [Buffer.alloc(128)];
+    assert.throws(() => sealUnitsAsync(key, randomBytes(19), Buffer.alloc(16), one, room()), RangeError);
+    assert.throws(() => sealUnitsAsync(key, aad, Buffer.alloc(32), one, room()), RangeError);
+    assert.throws(() => sealUnitsAsync(key, aad, Buffer.alloc(16), one, []), RangeError);
+    await assert.rejects(async () => sealUnitsAsync(key, aad, Buffer.alloc(16), one, [Buffer.alloc(127)]), RangeError);
+    if (!forced) {
+      const both = Buffer.alloc(300);
+      await assert.rejects(
+        async () => sealUnitsAsync(key, aad, Buffer.alloc(16), [both.subarray(0, 100)], [both.subarray(50, 178)]),
+        RangeError,
+      );
+    }
   });
 
   it('runs many async opens at once without mixing them up', async () => {

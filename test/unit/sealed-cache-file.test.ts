@@ -113,6 +113,33 @@ describe('sealed cache files', () => {
     }
   });
 
+  it('seals units for a write on the thread pool as it does at once: each reads back, each with its own nonce', async () => {
+    const len = 5 * UNIT + 123;
+    const data = randomBytes(len);
+    const units = [0, 1, 2, 3, 4, 5];
+    const plains = units.map((u) => data.subarray(u * UNIT, Math.min(len, (u + 1) * UNIT)));
+    for (const how of ['at once', 'pool'] as const) {
+      const { fh, fileId } = await fresh(`units-${how}`);
+      const sealed =
+        how === 'pool' ? await io.sealUnitsForWriteAsync(fileId, units, plains) : io.sealUnitsForWrite(fileId, units, plains);
+      assert.deepEqual(
+        sealed.map((b) => b.length),
+        plains.map((p) => p.length + physicalSize(1) - HEADER - 1),
+      );
+      assert.equal(new Set(sealed.map((b) => b.subarray(0, 12).toString('hex'))).size, units.length, 'a fresh nonce per unit');
+      await io.writeSealedRun(fh, 0, sealed);
+      io.releaseSealed(sealed);
+      assert.ok((await io.readAll(fh, fileId, len, 't')).equals(data), how);
+      await fh.close();
+    }
+    // A unit sealed for one file or place does not open as another.
+    const { fh, fileId } = await fresh('units-misplaced');
+    const sealed = await io.sealUnitsForWriteAsync(fileId, [1], [data.subarray(0, UNIT)]);
+    await io.writeSealedRun(fh, 0, sealed);
+    await assert.rejects(io.readAll(fh, fileId, UNIT, 't'), AuthError);
+    await fh.close();
+  });
+
   it("refuses a flipped byte in any unit when reading into a caller's buffer", async () => {
     const { fh, fileId, file } = await fresh('into-tamper');
     const len = 3 * UNIT + 5;

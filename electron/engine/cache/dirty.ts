@@ -122,6 +122,8 @@ export interface OrphanChunk {
 }
 /** The most one unit's pre-image takes on disk. */
 export const PRE_IMAGE_UNIT_BYTES = PRE_RECORD + UNIT + UNIT_OVERHEAD;
+/** A write of this many bytes of units or more is sealed on the thread pool (see sealForWrite). */
+const ASYNC_SEAL_BYTES = 256 * 1024;
 
 /**
  * New content for one 64 KiB unit of a chunk (`writeUnits`): the bytes of `data` within
@@ -477,7 +479,7 @@ export class DirtyStore {
       const units: number[] = [];
       for (let u = 0; u <= lastUnitOf(end); u++) units.push(u);
       const plains = await this.unitPlaintexts(undefined, fileId, units, patches, 0, end, `dirty chunk ${ino}.${idx}`);
-      const sealed = this.io.sealUnitsForWrite(fileId, units, plains);
+      const sealed = await this.sealForWrite(fileId, units, plains);
       const out = [header, ...sealed];
       const fh = await this.newFile(file).catch((err: unknown) => {
         this.io.releaseSealed(sealed);
@@ -554,6 +556,20 @@ export class DirtyStore {
    * `oldLen` bytes that will hold `newLen`: a unit a patch covers whole is the patch's own
    * buffer (no copy); others are staged, with the old bytes they keep read from `fh`.
    */
+  /**
+   * Units sealed for a write: a batch of ASYNC_SEAL_BYTES or more on the thread pool (the JS
+   * thread answers FUSE meanwhile), a smaller one at once (a small file's unit costs less to seal
+   * than a trip through the pool's queue). The patches' buffers are the write buffer's units,
+   * which it reuses only after the flush that seals them is over (vfs/writeBuffer.ts).
+   */
+  private sealForWrite(fileId: Buffer, units: readonly number[], plains: readonly Buffer[]): Promise<Buffer[]> | Buffer[] {
+    let bytes = 0;
+    for (const p of plains) bytes += p.length;
+    return bytes >= ASYNC_SEAL_BYTES
+      ? this.io.sealUnitsForWriteAsync(fileId, units, plains)
+      : this.io.sealUnitsForWrite(fileId, units, plains);
+  }
+
   private async unitPlaintexts(
     fh: FileHandle | undefined,
     fileId: Buffer,
@@ -653,9 +669,8 @@ export class DirtyStore {
     try {
       await this.handles.use(this.pathOf(d.ino, d.idx), async (fh) => {
         const plains = await this.unitPlaintexts(fh, d.fileId, units, patches, oldLen, newLen, what);
-        // Sealed in one synchronous pass (the patches' buffers are the caller's and may change
-        // once this yields), then one writev per run of consecutive units.
-        const sealed = this.io.sealUnitsForWrite(d.fileId, units, plains);
+        // Sealed (a large batch on the thread pool), then one writev per run of consecutive units.
+        const sealed = await this.sealForWrite(d.fileId, units, plains);
         try {
           for (let k = 0; k < units.length;) {
             let j = k;

@@ -23,7 +23,7 @@
 
 import { randomBytes, randomFillSync } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { gcmOpenInto, gcmSealInto } from '../chunk/cipherAddon';
+import { gcmOpenInto, gcmSealInto, sealUnitsAsync } from '../chunk/cipherAddon';
 import { AuthError } from '../chunk/crypto';
 import { writeAllAt } from '../util/writeAll';
 
@@ -356,6 +356,25 @@ export class SealedIO {
     return plains.map((plain, k) =>
       this.sealInto(fileId, indexes[k]!, plain, this.spare.pop() ?? Buffer.allocUnsafeSlow(UNIT + UNIT_OVERHEAD)),
     );
+  }
+
+  /**
+   * `sealUnitsForWrite` with the sealing on libuv's thread pool, the whole batch in one job, so
+   * a megabyte of units does not hold the JS thread (which answers FUSE) for a millisecond. The
+   * plaintexts must stay alive until it settles; bytes of them changed meanwhile may or may not
+   * be in the result (the write buffer seals only under the chunk lock, and a unit written again
+   * while its flush runs is flushed again; vfs/writeBuffer.ts). On failure nothing is returned.
+   */
+  async sealUnitsForWriteAsync(fileId: Buffer, indexes: readonly number[], plains: readonly Buffer[]): Promise<Buffer[]> {
+    const spec = Buffer.allocUnsafe(16 * plains.length);
+    const outs = plains.map((plain, k) => {
+      if (plain.length > UNIT) throw new RangeError('sealUnitsForWriteAsync: a unit is too long');
+      spec.writeUInt32BE(indexes[k]!, 16 * k);
+      freshNonce().copy(spec, 16 * k + 4);
+      return this.spare.pop() ?? Buffer.allocUnsafeSlow(UNIT + UNIT_OVERHEAD);
+    });
+    await sealUnitsAsync(this.key, unitAad(fileId, 0), spec, [...plains], outs);
+    return outs.map((out, k) => out.subarray(0, NONCE + plains[k]!.length + TAG));
   }
 
   /** Takes back what `sealUnitsForWrite` returned (see there). */

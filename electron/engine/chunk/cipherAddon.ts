@@ -24,6 +24,15 @@ interface Addon {
   gcmOpen(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, src: Uint8Array, dst: Uint8Array, tag: Uint8Array): boolean;
   gmac(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, aad2: Uint8Array, tag: Uint8Array): boolean;
   ctr(key: Uint8Array, counter: Uint8Array, src: Uint8Array, dst: Uint8Array): boolean;
+  /** Absent from an addon built before it (then units are sealed on this thread). */
+  sealUnitsAsync?(
+    key: Uint8Array,
+    aad: Uint8Array,
+    spec: Uint8Array,
+    srcs: Uint8Array[],
+    dsts: Uint8Array[],
+    cb: (err: Error | null, ok: boolean) => void,
+  ): void;
   gcmOpenAsync(
     key: Uint8Array,
     iv: Uint8Array,
@@ -109,6 +118,39 @@ export function gcmSealInto(
   updateInto(c, view(src), view(dst));
   c.final();
   c.getAuthTag().copy(view(tag));
+}
+
+/**
+ * Seals units of a sealed cache file in one job on libuv's thread pool (with an addon that has
+ * it; else on this thread): unit k's plaintext `srcs[k]` into the start of `dsts[k]` as
+ * `nonce | ciphertext | tag`, the nonce from `spec[16k+4 .. 16k+16]`, the associated data
+ * `aad` (20 bytes) with its last 4 bytes replaced by `spec[16k .. 16k+4]` (the unit's index).
+ * The buffers are held until it settles; `dsts` must not be touched meanwhile.
+ */
+export function sealUnitsAsync(key: Buffer, aad: Buffer, spec: Buffer, srcs: Buffer[], dsts: Buffer[]): Promise<void> {
+  if (aad.length !== 20) throw new RangeError('aad: 20 bytes expected');
+  if (spec.length !== srcs.length * 16 || dsts.length !== srcs.length)
+    throw new RangeError('spec, dsts: one entry per unit expected');
+  const batch = addon?.sealUnitsAsync?.bind(addon);
+  if (!batch) {
+    const unitAad = Buffer.from(aad);
+    srcs.forEach((src, k) => {
+      const dst = dsts[k]!;
+      if (dst.length < src.length + 28) throw new RangeError('dsts: room for the sealed unit expected');
+      spec.copy(unitAad, 16, 16 * k, 16 * k + 4);
+      spec.copy(dst, 0, 16 * k + 4, 16 * k + 16);
+      gcmSealInto(
+        key,
+        dst.subarray(0, 12),
+        unitAad,
+        src,
+        dst.subarray(12, 12 + src.length),
+        dst.subarray(12 + src.length, 28 + src.length),
+      );
+    });
+    return Promise.resolve();
+  }
+  return new Promise((resolve, reject) => batch(key, aad, spec, srcs, dsts, (err) => (err ? reject(err) : resolve())));
 }
 
 function openFallback(key: Buffer, iv: Uint8Array, aad: Uint8Array, src: Uint8Array, dst: Uint8Array, tag: Uint8Array): boolean {
