@@ -161,8 +161,12 @@ static int update_all(int (*update)(EVP_CIPHER_CTX *, unsigned char *, int *, co
   return 1;
 }
 
-static int gmac_one(EVP_CIPHER_CTX *c, const uint8_t *key, const uint8_t *iv, const uint8_t *a, size_t an,
-                    const uint8_t *b, size_t bn, uint8_t *tag) {
+/*
+ * AES-256-GCM under key and iv over the associated data a then b (either may be empty) and the
+ * plaintext src (len bytes, into dst; none for a GMAC), the tag into tag.
+ */
+static int seal_one(EVP_CIPHER_CTX *c, const uint8_t *key, const uint8_t *iv, const uint8_t *a, size_t an,
+                    const uint8_t *b, size_t bn, const uint8_t *src, size_t len, uint8_t *dst, uint8_t *tag) {
   int fin = 0;
   uint8_t scratch[16];
   if (!ossl.enc_init(c, ossl.gcm, NULL, NULL, NULL) || !ossl.ctx_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) ||
@@ -170,6 +174,7 @@ static int gmac_one(EVP_CIPHER_CTX *c, const uint8_t *key, const uint8_t *iv, co
     return 0;
   if (an > 0 && !update_all(ossl.enc_update, c, NULL, a, an)) return 0;
   if (bn > 0 && !update_all(ossl.enc_update, c, NULL, b, bn)) return 0;
+  if (len > 0 && !update_all(ossl.enc_update, c, dst, src, len)) return 0;
   if (!ossl.enc_final(c, scratch, &fin) || fin != 0) return 0;
   return ossl.ctx_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
 }
@@ -191,7 +196,7 @@ static void run_gmac_units(job *j) {
     prefix[18] = (uint8_t)(u >> 8);
     prefix[19] = (uint8_t)u;
     uint8_t *entry = j->tag + u * UNIT_ENTRY;
-    ok = gmac_one(c, j->key, entry, prefix, j->aad_len, j->src + from, n, entry + 12);
+    ok = seal_one(c, j->key, entry, prefix, j->aad_len, j->src + from, n, NULL, 0, NULL, entry + 12);
   }
   ossl.ctx_free(c);
   j->ok = ok;
@@ -263,19 +268,6 @@ static void run_open_segments(job *j) {
   if (!ok && j->dst_len > 0) ossl.cleanse(j->dst, j->dst_len);
 }
 
-static int seal_one(EVP_CIPHER_CTX *c, const uint8_t *key, const uint8_t *iv, const uint8_t *aad, size_t aad_len,
-                    const uint8_t *src, size_t len, uint8_t *dst, uint8_t *tag) {
-  int fin = 0;
-  uint8_t scratch[16];
-  if (!ossl.enc_init(c, ossl.gcm, NULL, NULL, NULL) || !ossl.ctx_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) ||
-      !ossl.enc_init(c, NULL, NULL, key, iv))
-    return 0;
-  if (aad_len > 0 && !update_all(ossl.enc_update, c, NULL, aad, aad_len)) return 0;
-  if (len > 0 && !update_all(ossl.enc_update, c, dst, src, len)) return 0;
-  if (!ossl.enc_final(c, scratch, &fin) || fin != 0) return 0;
-  return ossl.ctx_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, tag) == 1;
-}
-
 static void run_seal_units(job *j) {
   uint8_t aad[20];
   j->ok = 0;
@@ -289,7 +281,7 @@ static void run_seal_units(job *j) {
     const seal_unit *u = &j->units[k];
     memcpy(aad + 16, spec, 4);
     memcpy(u->dst, spec + 4, 12);
-    ok = seal_one(c, j->key, u->dst, aad, sizeof aad, u->src, u->len, u->dst + 12, u->dst + 12 + u->len);
+    ok = seal_one(c, j->key, u->dst, aad, sizeof aad, NULL, 0, u->src, u->len, u->dst + 12, u->dst + 12 + u->len);
   }
   ossl.ctx_free(c);
   j->ok = ok;
@@ -320,14 +312,7 @@ static void run(job *j) {
       break;
     case SEAL:
     case GMAC:
-      if (!ossl.enc_init(c, ossl.gcm, NULL, NULL, NULL) || !ossl.ctx_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) ||
-          !ossl.enc_init(c, NULL, NULL, j->key, j->iv))
-        break;
-      if (j->aad_len > 0 && !update_all(ossl.enc_update, c, NULL, j->aad, j->aad_len)) break;
-      if (j->aad2_len > 0 && !update_all(ossl.enc_update, c, NULL, j->aad2, j->aad2_len)) break;
-      if (j->len > 0 && !update_all(ossl.enc_update, c, j->dst, j->src, j->len)) break;
-      if (!ossl.enc_final(c, scratch, &fin) || fin != 0) break;
-      j->ok = ossl.ctx_ctrl(c, EVP_CTRL_GCM_GET_TAG, 16, j->tag) == 1;
+      j->ok = seal_one(c, j->key, j->iv, j->aad, j->aad_len, j->aad2, j->aad2_len, j->src, j->len, j->dst, j->tag);
       break;
     case OPEN:
       if (!ossl.dec_init(c, ossl.gcm, NULL, NULL, NULL) || !ossl.ctx_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, 12, NULL) ||
