@@ -272,6 +272,14 @@ describe('received cache files of segmented chunks (FSR2)', () => {
           await io.read(fh, h, name, len, buf, 2, m, pos, 'x');
           assert.deepEqual(buf.subarray(2, 2 + m), data.subarray(pos, pos + m), `len ${len} pos ${pos}`);
         }
+        // Many small reads at once (each through a scratch buffer of its own, used again after).
+        const reads = Array.from({ length: 24 }, (_, k) => {
+          const pos = (k * 7919 * 13) % len;
+          const m = Math.min(4096 + k, len - pos);
+          return { pos, m, buf: Buffer.alloc(m) };
+        });
+        await Promise.all(reads.map((r) => io.read(fh, h, name, len, r.buf, 0, r.m, r.pos, 'x')));
+        for (const r of reads) assert.deepEqual(r.buf, data.subarray(r.pos, r.pos + r.m), `len ${len} at once, pos ${r.pos}`);
       });
     }
   });

@@ -105,6 +105,38 @@ describe('segment reads', () => {
     assert.equal(fetcher.stats.segmentFallbacks, 0);
   });
 
+  it('receives and opens ranged reads into buffers used again once released, never while a reader holds one', async () => {
+    const { store, fetcher } = await setUp();
+    const data = randomBytes(CHUNK);
+    const name = await upload(store, data);
+    const read = async (pos: number) => {
+      const span = (await fetcher.fetchSegments(name, data.length, pos, 4096))!;
+      assert.deepEqual(
+        span.data.subarray(pos - span.from, pos - span.from + 4096),
+        data.subarray(pos, pos + 4096),
+        `bytes at ${pos}`,
+      );
+      return span;
+    };
+    const a = await read(10_000);
+    const b = await read(2 * SEGMENT_BYTES + 5);
+    assert.notEqual(a.data.buffer, b.data.buffer, 'both held: two buffers');
+    const aBytes = Buffer.from(a.data);
+    a.release();
+    a.release(); // twice is once
+    const c = await read(5 * SEGMENT_BYTES + 9);
+    assert.equal(c.data.buffer, a.data.buffer, 'the released buffer is used again');
+    assert.notEqual(c.data.buffer, b.data.buffer);
+    assert.deepEqual(
+      b.data.subarray(0, 4096),
+      data.subarray(2 * SEGMENT_BYTES, 2 * SEGMENT_BYTES + 4096),
+      'a held span keeps its bytes',
+    );
+    assert.notDeepEqual(aBytes.subarray(0, 4096), c.data.subarray(0, 4096));
+    b.release();
+    c.release();
+  });
+
   it('leaves a large read, an FSC1 object and a shorter reference to the whole chunk, which then reads right', async () => {
     const { store, fetcher } = await setUp();
     const data = randomBytes(CHUNK);

@@ -65,8 +65,18 @@ async function readFully(fh: FileHandle, buf: Buffer, pos: number): Promise<numb
   return got;
 }
 
+/** A read of up to this many segments of a segmented file goes through a scratch buffer used again. */
+const SCRATCH_SEGMENTS = 2;
+const SCRATCH_RAW = SCRATCH_SEGMENTS * (UNIT + UNIT_OVERHEAD);
+
 export class ReceivedIO {
   private readonly codeKey: Buffer;
+  /**
+   * Scratch buffers for reads of a few segments (the segments as read, then their plaintext):
+   * a random reader's every read allocated both, outside the JS heap (V8 counts that against
+   * its collection limit). A read takes one, copies out, and gives it back.
+   */
+  private readonly scratch: Buffer[] = [];
 
   constructor(
     cacheKey: Buffer,
@@ -139,8 +149,9 @@ export class ReceivedIO {
     first: number,
     last: number,
     what: string,
+    scratch?: Buffer,
   ): Promise<Buffer> {
-    if (h.segmented) return this.readSegments(fh, name, len, first, last, what);
+    if (h.segmented) return this.readSegments(fh, name, len, first, last, what, scratch);
     const table = Buffer.allocUnsafe((last - first + 1) * UNIT_OVERHEAD);
     const from = first * UNIT;
     const data = Buffer.allocUnsafe(Math.min(len, (last + 1) * UNIT) - from);
@@ -169,12 +180,15 @@ export class ReceivedIO {
     first: number,
     last: number,
     what: string,
+    scratch?: Buffer,
   ): Promise<Buffer> {
     const from = unitOffset(first);
-    const raw = Buffer.allocUnsafe(unitOffset(last) + Math.min(UNIT, len - last * UNIT) + UNIT_OVERHEAD - from);
+    const size = unitOffset(last) + Math.min(UNIT, len - last * UNIT) + UNIT_OVERHEAD - from;
+    const fits = scratch !== undefined && size <= SCRATCH_RAW;
+    const raw = fits ? scratch.subarray(0, size) : Buffer.allocUnsafe(size);
     if ((await readFully(fh, raw, from)) < raw.length) throw new AuthError(`${what} (cut short)`);
     try {
-      return openSegments(this.chunkKey, name, segmentCount(len), first, raw);
+      return openSegments(this.chunkKey, name, segmentCount(len), first, raw, fits ? scratch.subarray(SCRATCH_RAW) : undefined);
     } catch {
       throw new AuthError(what);
     }
@@ -194,8 +208,18 @@ export class ReceivedIO {
   ): Promise<void> {
     if (n <= 0) return;
     const first = Math.floor(pos / UNIT);
-    const plain = await this.readUnits(fh, h, name, len, first, Math.floor((pos + n - 1) / UNIT), what);
-    plain.copy(buf, bufOff, pos - first * UNIT, pos - first * UNIT + n);
+    const last = Math.floor((pos + n - 1) / UNIT);
+    // Every read into the scratch buffer has finished once readUnits settles, either way.
+    const scratch =
+      h.segmented && last - first < SCRATCH_SEGMENTS
+        ? (this.scratch.pop() ?? Buffer.allocUnsafeSlow(SCRATCH_RAW + SCRATCH_SEGMENTS * UNIT))
+        : undefined;
+    try {
+      const plain = await this.readUnits(fh, h, name, len, first, last, what, scratch);
+      plain.copy(buf, bufOff, pos - first * UNIT, pos - first * UNIT + n);
+    } finally {
+      if (scratch && this.scratch.length < 4) this.scratch.push(scratch);
+    }
   }
 
   async readAll(fh: FileHandle, h: ReceivedHeader, name: string, len: number, what: string): Promise<Buffer> {

@@ -256,14 +256,18 @@ export function segmentRange(plainBytes: number, pos: number, n: number): Segmen
  * back to back in `bytes` (as a ranged GET of `segmentRange` returns them, or as a cache file
  * holds them); returns their plaintext, which starts at plaintext offset first * SEGMENT_BYTES.
  * Throws AuthError unless every segment opens with its index and the count: a segment moved,
- * swapped, from another chunk, cut short or opened with the wrong count.
+ * swapped, from another chunk, cut short or opened with the wrong count. With `into` (long
+ * enough), the plaintext is opened there.
  */
-export function openSegments(key: Buffer, name: string, count: number, first: number, bytes: Buffer): Buffer {
+export function openSegments(key: Buffer, name: string, count: number, first: number, bytes: Buffer, into?: Buffer): Buffer {
   const what = `chunk ${name}`;
   const n = Math.ceil(bytes.length / SEGMENT_STORED);
   if (n === 0 || first + n > count || bytes.length - (n - 1) * SEGMENT_STORED < SEAL_OVERHEAD) throw new AuthError(what);
-  if (n === 1) return open(key, bytes, segmentAad(name, first, count), what);
-  const out = Buffer.allocUnsafe(bytes.length - n * SEAL_OVERHEAD);
+  const plain = bytes.length - n * SEAL_OVERHEAD;
+  // The plaintext goes into `into` when it has room (a pooled buffer), else a new one.
+  const target = into && into.length >= plain ? into.subarray(0, plain) : undefined;
+  if (n === 1) return open(key, bytes, segmentAad(name, first, count), what, target);
+  const out = target ?? Buffer.allocUnsafe(plain);
   if (!openSegmentsInto(key, segmentAadPrefix(name), first, count, bytes, out)) throw new AuthError(what);
   return out;
 }

@@ -49,7 +49,7 @@
  * at once, and those that do not never fetch what they do not read.
  */
 
-import { AuthError } from '../chunk/crypto';
+import { AuthError, SEAL_OVERHEAD } from '../chunk/crypto';
 import { SEGMENT_BYTES, chunkKey, decodeChunk, maxEncodedBytes, openSegments, segmentRange } from '../chunk/format';
 import { ChunkCache } from '../cache/chunkCache';
 import { FsError } from '../errors';
@@ -81,10 +81,43 @@ export interface FetcherStats {
   lastError: string | undefined;
 }
 
-/** The plaintext of some segments of a chunk, starting at byte `from` of the chunk. */
+/**
+ * The plaintext of some segments of a chunk, starting at byte `from` of the chunk. `data` may
+ * be a pooled buffer: the reader copies what it needs, then calls `release` (once; after that
+ * the bytes may change). A reader that never releases only costs the pool that buffer.
+ */
 export interface SegmentSpan {
   readonly from: number;
   readonly data: Buffer;
+  release(): void;
+}
+
+/**
+ * A ranged read of up to this many segments is received into, and opened into, a pooled buffer
+ * (`SegmentBuffers`); a larger one gets buffers of its own.
+ */
+const POOLED_SEGMENTS = 2;
+/** Bytes of a ranged GET of POOLED_SEGMENTS segments as stored: each sealed (SEAL_OVERHEAD bytes more). */
+const POOLED_BODY = POOLED_SEGMENTS * (SEGMENT_BYTES + SEAL_OVERHEAD);
+
+/**
+ * Buffers for ranged reads: each holds the body of a GET of up to POOLED_SEGMENTS segments and
+ * their plaintext. A random reader's every miss used to allocate both (outside the JS heap, which
+ * V8 counts against its collection limit: a few dozen misses started a full collection); these
+ * are used again. A buffer a request may still write into (it failed, timed out, was given up
+ * on) is never given back.
+ */
+class SegmentBuffers {
+  private readonly free: Buffer[] = [];
+  constructor(private readonly keepFree = 4) {}
+
+  take(): Buffer {
+    return this.free.pop() ?? Buffer.allocUnsafeSlow(POOLED_BODY + POOLED_SEGMENTS * SEGMENT_BYTES);
+  }
+
+  give(buf: Buffer): void {
+    if (this.free.length < this.keepFree) this.free.push(buf);
+  }
 }
 
 /** How many chunks are remembered as not readable by segments, or by the bytes their segments brought. */
@@ -218,6 +251,7 @@ export class ChunkFetcher {
   private readonly segmentBytes = new Map<string, number>();
   /** Chunks whose download just failed for want of an answer: when, and during which connection. */
   private readonly unanswered = new Map<string, { at: number; reconnects: number; message: string }>();
+  private readonly segmentBuffers = new SegmentBuffers();
 
   constructor(
     private readonly store: ObjectStore,
@@ -290,9 +324,15 @@ export class ChunkFetcher {
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), this.readTimeoutMs());
     this.stats.segmentReads++;
+    // Only a request that answered in full gives its buffer back: one given up on may still write.
+    const pooled = r.end - r.start + 1 <= POOLED_BODY ? this.segmentBuffers.take() : undefined;
     try {
       const got = await withDeadline(
-        this.store.get(chunkKey(name), { start: r.start, end: r.end }, { signal: ac.signal }),
+        this.store.get(
+          chunkKey(name),
+          { start: r.start, end: r.end },
+          { signal: ac.signal, into: pooled?.subarray(0, POOLED_BODY) },
+        ),
         deadline,
         name,
       );
@@ -301,7 +341,17 @@ export class ChunkFetcher {
       this.segmentBytes.delete(name);
       this.segmentBytes.set(name, brought + span);
       if (this.segmentBytes.size > SEGMENT_MEMORY) this.segmentBytes.delete(this.segmentBytes.keys().next().value!);
-      return { from: r.first * SEGMENT_BYTES, data: openSegments(this.chunkKeyBytes, name, r.count, r.first, got.body) };
+      const data = openSegments(this.chunkKeyBytes, name, r.count, r.first, got.body, pooled?.subarray(POOLED_BODY));
+      let released = !pooled;
+      return {
+        from: r.first * SEGMENT_BYTES,
+        data,
+        release: () => {
+          if (released) return;
+          released = true;
+          this.segmentBuffers.give(pooled!);
+        },
+      };
     } catch (err) {
       if (err instanceof AuthError) {
         this.stats.segmentFallbacks++;

@@ -1317,6 +1317,7 @@ export class Vfs {
       const got = Math.max(0, Math.min(valid, span.data.length - (inChunk - span.from)));
       if (got < valid) throw new FsError('EIO', `chunk ${ref![0]} is shorter than its reference`);
       span.data.copy(buf, off, inChunk - span.from, inChunk - span.from + got);
+      span.release();
       this.cache.countFetched(ref![0], ref![1], inChunk, got);
     } else if (
       ref &&
@@ -1345,6 +1346,7 @@ export class Vfs {
         const from = span?.from ?? 0;
         got = Math.max(0, Math.min(valid, data.length - (inChunk - from)));
         data.copy(buf, off, inChunk - from, inChunk - from + got);
+        span?.release();
         ranged = span !== undefined;
       }
       if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
