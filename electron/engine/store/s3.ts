@@ -346,6 +346,7 @@ export class S3Store implements ObjectStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.direct?.close();
     this.client.destroy();
   }
 
