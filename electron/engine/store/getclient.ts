@@ -4,13 +4,15 @@
  *
  * Why (measured): node:http hands each socket read to the body as a fresh 64 KiB Buffer, which
  * the caller then copies where it belongs; V8 counts each of those ArrayBuffers against its
- * external-memory budget, so a cold read of 1 GiB cost about 80 mark-compacts (a third of the
+ * external-memory budget, so a cold read of 1 GiB cost 57 to 83 mark-compacts (a third of the
  * engine's CPU in concurrent marking and sweeping) plus a memmove pass over every byte on the
- * JS thread. Here each socket is created with `onread`: the status line and headers are read
- * into a small scratch buffer of the connection; once they are parsed, the body bytes already
- * in the scratch are copied to the destination (the caller's `into` when the body fits, else
- * one buffer of the announced length) and every further read is given the rest of that
- * destination. No Buffer is allocated per read and no 'data' event is emitted.
+ * JS thread; this way 16, and the engine's CPU seconds for that read about halved
+ * (test/bench/coldprobe.ts seq, on a loaded 2-core machine). Here each socket is created with
+ * `onread`: the status line and headers are read into a small scratch buffer of the connection;
+ * once they are parsed, the body bytes already in the scratch are copied to the destination
+ * (the caller's `into` when the body fits, else one buffer of the announced length) and every
+ * further read is given the rest of that destination. No Buffer is allocated per read and no
+ * 'data' event is emitted.
  *
  * The invariant the fast path relies on: the read buffer handed to the socket is never longer
  * than what is left of the announced body, so the socket cannot write past the answer into the
