@@ -11,11 +11,17 @@
 import assert from 'node:assert/strict';
 import { createHash, createHmac } from 'node:crypto';
 import dns from 'node:dns';
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import * as net from 'node:net';
+import * as path from 'node:path';
+import { S3Client } from '@aws-sdk/client-s3';
 import { after, before, describe, it } from 'node:test';
 import { crc32 } from 'node:zlib';
 import { S3Store, type S3StoreOptions, crc32Header } from '../../electron/engine/store/s3';
+import { DirectPut } from '../../electron/engine/store/s3direct';
 import { expectStoreError } from '../helpers/storeConformance';
 
 const CREDS = { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' };
@@ -25,6 +31,8 @@ interface Seen {
   url: string;
   headers: http.IncomingHttpHeaders;
   body: Buffer;
+  /** The client's port: requests with the same one came on one connection. */
+  port: number;
   /** Why the signature check failed; undefined when it held. */
   badSignature?: string;
 }
@@ -73,12 +81,19 @@ function checkSignature(seen: Seen, secret: string): string | undefined {
   return expected === signature ? undefined : 'signature does not match';
 }
 
-/** A loopback S3 stand-in: records every request, checks its signature and CRC32, answers as `answer` says. */
-async function s3StandIn(): Promise<{
+/**
+ * A loopback S3 stand-in: records every request, checks its signature and CRC32, answers as
+ * `answer` says; over TLS when given a key and certificate.
+ */
+async function s3StandIn(tlsOptions?: { key: Buffer; cert: Buffer }): Promise<{
   port: number;
   seen: Seen[];
   answer: Answer;
   setAnswer(a: Answer): void;
+  /** Connections accepted so far. */
+  readonly connections: number;
+  /** Closes the connections the server holds (kept ones included). */
+  dropConnections(): void;
   close(): Promise<void>;
 }> {
   const seen: Seen[] = [];
@@ -88,11 +103,18 @@ async function s3StandIn(): Promise<{
     res.end();
   };
   let answer = ok;
-  const server = http.createServer((req, res) => {
+  let connections = 0;
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
     const parts: Buffer[] = [];
     req.on('data', (d: Buffer) => parts.push(d));
     req.on('end', () => {
-      const s: Seen = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(parts) };
+      const s: Seen = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(parts),
+        port: req.socket.remotePort ?? 0,
+      };
       s.badSignature = checkSignature(s, CREDS.secretAccessKey);
       seen.push(s);
       if (s.badSignature) {
@@ -108,8 +130,10 @@ async function s3StandIn(): Promise<{
       }
       answer(s, res);
     });
-  });
-  server.on('connection', (sock) => {
+  };
+  const server = tlsOptions ? https.createServer(tlsOptions, handler) : http.createServer(handler);
+  server.on('connection', (sock: net.Socket) => {
+    connections++;
     sockets.add(sock);
     sock.on('close', () => sockets.delete(sock));
   });
@@ -122,6 +146,12 @@ async function s3StandIn(): Promise<{
       return answer;
     },
     setAnswer: (a) => (answer = a),
+    get connections() {
+      return connections;
+    },
+    dropConnections: () => {
+      for (const sock of sockets) sock.destroy();
+    },
     close: async () => {
       for (const sock of sockets) sock.destroy();
       await new Promise<void>((r) => server.close(() => r()));
@@ -458,5 +488,377 @@ describe('S3Store direct chunk PUT', () => {
       storeAt({ endpoint: `http://127.0.0.1:${port}`, maxAttempts: 2 }).put('chunks/ab/c', body, { crc32: crc }),
       'Unreachable',
     );
+  });
+});
+
+/** A GET's request head as a raw server reads it. */
+interface RawRequest {
+  readonly head: string;
+  /** Requests before this one on the same connection. */
+  readonly nth: number;
+  readonly sock: net.Socket;
+}
+
+/**
+ * A loopback server that speaks HTTP by hand, to answer in ways node:http never does: the head
+ * and body in tiny writes, a body longer than its Content-Length, `Connection: close` on a
+ * connection it keeps open, a request dropped unanswered on a kept connection.
+ */
+async function rawServer(onRequest: (r: RawRequest) => void): Promise<{
+  port: number;
+  requests: RawRequest[];
+  readonly connections: number;
+  close(): Promise<void>;
+}> {
+  const sockets = new Set<net.Socket>();
+  const requests: RawRequest[] = [];
+  let connections = 0;
+  const server = net.createServer((sock) => {
+    connections++;
+    sockets.add(sock);
+    sock.setNoDelay(true);
+    sock.on('close', () => sockets.delete(sock));
+    sock.on('error', () => undefined);
+    let pending = '';
+    let nth = 0;
+    sock.on('data', (d: Buffer) => {
+      pending += d.toString('latin1');
+      for (let end = pending.indexOf('\r\n\r\n'); end >= 0; end = pending.indexOf('\r\n\r\n')) {
+        const r = { head: pending.slice(0, end), nth: nth++, sock };
+        pending = pending.slice(end + 4);
+        requests.push(r);
+        onRequest(r);
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    requests,
+    get connections() {
+      return connections;
+    },
+    close: async () => {
+      for (const sock of sockets) sock.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+function answerHead(status: number, headers: Record<string, string | number>): string {
+  return `HTTP/1.1 ${status} X\r\n${Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('')}\r\n`;
+}
+
+/** Writes `pieces` one write each, each after the previous one left (so most arrive as reads of their own). */
+async function dribble(sock: net.Socket, pieces: Buffer[]): Promise<void> {
+  for (const piece of pieces) {
+    await new Promise<void>((resolve) => sock.write(piece, () => setImmediate(resolve)));
+  }
+}
+
+describe('S3Store direct chunk GET connections', () => {
+  const stores: S3Store[] = [];
+  const closers: Array<() => Promise<void>> = [];
+  const storeAt = (port: number, over: Partial<S3StoreOptions> = {}) => {
+    const s = new S3Store({
+      bucket: 'bucket-1',
+      endpoint: `http://127.0.0.1:${port}`,
+      region: 'eu-west-1',
+      pathStyle: true,
+      maxAttempts: 1,
+      credentials: CREDS,
+      ...over,
+    });
+    stores.push(s);
+    return s;
+  };
+  after(async () => {
+    await Promise.all(stores.map((s) => s.close()));
+    for (const close of closers) await close();
+  });
+  const standIn = async (tlsOptions?: { key: Buffer; cert: Buffer }) => {
+    const srv = await s3StandIn(tlsOptions);
+    closers.push(() => srv.close());
+    return srv;
+  };
+  const raw = async (onRequest: (r: RawRequest) => void) => {
+    const srv = await rawServer(onRequest);
+    closers.push(() => srv.close());
+    return srv;
+  };
+  const objectOf = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 7) % 256));
+
+  it('keeps the connection for the next GET, and opens a new one once the server closed it', async () => {
+    const srv = await standIn();
+    const object = objectOf(70_000);
+    srv.setAnswer((_s, res) => {
+      res.writeHead(200, { 'content-length': object.length, ETag: '"k"' });
+      res.end(object);
+    });
+    const store = storeAt(srv.port);
+    const into = Buffer.alloc(100_000);
+    assert.ok((await store.get('chunks/ab/1', undefined, { into }))?.body.equals(object));
+    assert.ok((await store.get('chunks/ab/2', undefined, { into }))?.body.equals(object));
+    assert.equal(srv.connections, 1, 'two GETs, one connection');
+    assert.equal(srv.seen[0]!.port, srv.seen[1]!.port);
+    // The server closes its kept connections (as its idle timeout would): the next GET still
+    // succeeds, with one attempt allowed.
+    srv.dropConnections();
+    assert.ok((await store.get('chunks/ab/3', undefined, { into }))?.body.equals(object));
+    assert.equal(srv.connections, 2);
+    for (const s of srv.seen) assert.equal(s.badSignature, undefined);
+  });
+
+  it('sends a GET once more on a new connection when a kept one is found closed, without counting an attempt', async () => {
+    const object = objectOf(1000);
+    const srv = await raw(({ sock, nth }) => {
+      // The second request on a connection: the server had closed it meanwhile (it hangs up unanswered).
+      if (nth === 1) {
+        sock.destroy();
+        return;
+      }
+      sock.write(Buffer.concat([Buffer.from(answerHead(200, { 'content-length': object.length, etag: '"s"' })), object]));
+    });
+    const store = storeAt(srv.port, { maxAttempts: 1 });
+    assert.ok((await store.get('chunks/ab/1', undefined, { into: Buffer.alloc(4096) }))?.body.equals(object));
+    assert.ok((await store.get('chunks/ab/2', undefined, { into: Buffer.alloc(4096) }))?.body.equals(object));
+    assert.equal(srv.connections, 2);
+    assert.equal(srv.requests.length, 3, 'the kept connection took the request and dropped it; a new one answered');
+  });
+
+  it('honours Connection: close, even from a server that keeps the connection open', async () => {
+    const object = objectOf(500);
+    const srv = await raw(({ sock }) => {
+      sock.write(answerHead(200, { 'content-length': object.length, etag: '"c"', connection: 'close' }));
+      sock.write(object);
+    });
+    const store = storeAt(srv.port);
+    const into = Buffer.alloc(1000);
+    assert.ok((await store.get('chunks/ab/1', undefined, { into }))?.body.equals(object));
+    assert.ok((await store.get('chunks/ab/2', undefined, { into }))?.body.equals(object));
+    assert.equal(srv.connections, 2, 'a new connection for the second GET');
+    assert.deepEqual(
+      srv.requests.map((r) => r.nth),
+      [0, 0],
+    );
+  });
+
+  it('reads a head and body that arrive in tiny pieces, the end of the head and the start of the body in one', async () => {
+    const object = objectOf(3000);
+    const head = Buffer.from(
+      answerHead(200, { 'content-length': object.length, etag: '"tiny"', 'x-amz-request-id': 'R'.repeat(40) }),
+    );
+    const srv = await raw(({ sock }) => {
+      const pieces: Buffer[] = [];
+      let at = 0;
+      for (let n = 1; at < head.length - 2; n = (n % 7) + 1) {
+        pieces.push(head.subarray(at, Math.min(at + n, head.length - 2)));
+        at = Math.min(at + n, head.length - 2);
+      }
+      const all = Buffer.concat([head, object]);
+      pieces.push(all.subarray(at, head.length + 5)); // "\r\n" and the body's first five bytes
+      at = head.length + 5;
+      for (let n = 1; at < all.length; n = (n % 13) + 1) {
+        pieces.push(all.subarray(at, at + n));
+        at += n;
+      }
+      void dribble(sock, pieces);
+    });
+    const store = storeAt(srv.port);
+    const into = Buffer.alloc(4096);
+    const got = await store.get('chunks/ab/t', undefined, { into });
+    assert.ok(got && got.body.equals(object));
+    assert.equal(got.etag, 'tiny');
+    assert.equal(got.body.buffer, into.buffer, 'into the caller buffer');
+    // The connection is in step: the next answer on it reads whole.
+    assert.ok((await store.get('chunks/ab/t', undefined, { into }))?.body.equals(object));
+    assert.equal(srv.connections, 1);
+  });
+
+  it('reads a chunked error answer (mapped as S3 meant it; retried when transient) and a chunked body', async () => {
+    const srv = await standIn();
+    const object = objectOf(50_000);
+    let n = 0;
+    srv.setAnswer((s, res) => {
+      n++;
+      if (s.url.endsWith('/denied')) {
+        res.writeHead(403, { 'content-type': 'application/xml' });
+        res.write('<?xml version="1.0" encoding="UTF-8"?><Error><Code>Access');
+        res.end('Denied</Code><Message>no</Message></Error>');
+      } else if (n === 2) {
+        res.writeHead(503, { 'content-type': 'application/xml' });
+        res.write(errorXml('SlowDown', 'Please reduce your request rate.').slice(0, 30));
+        res.end(errorXml('SlowDown', 'Please reduce your request rate.').slice(30));
+      } else {
+        // No Content-Length: node:http sends the body chunked.
+        res.writeHead(200, { ETag: '"chunked"' });
+        res.write(object.subarray(0, 20_000));
+        res.end(object.subarray(20_000));
+      }
+    });
+    const store = storeAt(srv.port, { maxAttempts: 2 });
+    const e = await expectStoreError(store.get('chunks/ab/denied', undefined, { into: Buffer.alloc(16) }), 'AccessDenied');
+    assert.match(e.message, /AccessDenied/);
+    const got = await store.get('chunks/ab/c', undefined, { into: Buffer.alloc(60_000) });
+    assert.ok(got && got.body.equals(object));
+    assert.equal(got.etag, 'chunked');
+    assert.equal(srv.seen.length, 3, 'the chunked 503 was retried');
+    assert.equal(srv.connections, 1, 'every chunked answer was read to its end: one connection for all');
+  });
+
+  it('fails an answer that runs past its Content-Length, and does not use that connection again', async () => {
+    const object = objectOf(100);
+    let over = true;
+    const srv = await raw(({ sock }) => {
+      const extra = over ? Buffer.from('and some more') : Buffer.alloc(0);
+      sock.write(Buffer.concat([Buffer.from(answerHead(200, { 'content-length': object.length })), object, extra]));
+    });
+    const store = storeAt(srv.port, { maxAttempts: 1 });
+    const e = await expectStoreError(store.get('chunks/ab/o', undefined, { into: Buffer.alloc(1000) }), 'Other');
+    assert.match(e.message, /ran past its Content-Length of 100 bytes/);
+    over = false;
+    assert.ok((await store.get('chunks/ab/o', undefined, { into: Buffer.alloc(1000) }))?.body.equals(object));
+    assert.equal(srv.connections, 2);
+  });
+
+  it('retries a body cut short, and a head cut short', async () => {
+    const object = objectOf(200_000);
+    const head = answerHead(200, { 'content-length': object.length, etag: '"cut"' });
+    const srv = await raw(({ sock }) => {
+      const n = srv.requests.length;
+      if (n === 1) sock.end(head.slice(0, 20));
+      else if (n === 2) sock.end(Buffer.concat([Buffer.from(head), object.subarray(0, 150_000)]));
+      else sock.write(Buffer.concat([Buffer.from(head), object]));
+    });
+    const store = storeAt(srv.port, { maxAttempts: 3 });
+    const got = await store.get('chunks/ab/c', undefined, { into: Buffer.alloc(200_000) });
+    assert.ok(got?.body.equals(object));
+    assert.equal(srv.requests.length, 3);
+  });
+
+  it('stops a GET mid-body when the caller gives up: the connection is closed, nothing retried', async () => {
+    const object = objectOf(100_000);
+    let closed!: Promise<void>;
+    let sent!: () => void;
+    const halfSent = new Promise<void>((r) => (sent = r));
+    const srv = await raw(({ sock }) => {
+      closed = new Promise((r) => sock.on('close', () => r()));
+      sock.write(
+        Buffer.concat([Buffer.from(answerHead(200, { 'content-length': object.length })), object.subarray(0, 50_000)]),
+        () => sent(),
+      );
+    });
+    const into = Buffer.alloc(100_000, 0xee);
+    const ac = new AbortController();
+    const p = storeAt(srv.port, { maxAttempts: 5, requestTimeoutMs: 60_000 }).get('chunks/ab/a', undefined, {
+      signal: ac.signal,
+      into,
+    });
+    await halfSent;
+    ac.abort();
+    const e = await expectStoreError(p, 'Timeout');
+    assert.match(e.message, /abandoned/);
+    await closed;
+    assert.equal(srv.requests.length, 1);
+  });
+
+  it('times out a body that stalls mid-way, retrying as configured', async () => {
+    const object = objectOf(100_000);
+    const srv = await raw(({ sock }) => {
+      sock.write(Buffer.concat([Buffer.from(answerHead(200, { 'content-length': object.length })), object.subarray(0, 30_000)]));
+    });
+    const e = await expectStoreError(
+      storeAt(srv.port, { maxAttempts: 2, requestTimeoutMs: 300 }).get('chunks/ab/s', undefined, { into: Buffer.alloc(100_000) }),
+      'Timeout',
+    );
+    assert.ok(e.retryable);
+    assert.equal(srv.requests.length, 2);
+  });
+
+  it('keeps no idle connection that holds the process alive', async () => {
+    const srv = await standIn();
+    srv.setAnswer((_s, res) => {
+      res.writeHead(200, { 'content-length': 3, ETag: '"u"' });
+      res.end('abc');
+    });
+    const modulePath = path.resolve(__dirname, '..', '..', 'electron', 'engine', 'store', 's3.js');
+    // The child GETs and never closes its store: it must end by itself, its kept connection
+    // (still open on the server's side) not among what keeps its event loop alive.
+    const script = `
+      const { S3Store } = require(${JSON.stringify(modulePath)});
+      const store = new S3Store(${JSON.stringify({
+        bucket: 'bucket-1',
+        endpoint: `http://127.0.0.1:${srv.port}`,
+        region: 'eu-west-1',
+        pathStyle: true,
+        credentials: CREDS,
+      })});
+      store.get('chunks/ab/u', undefined, { into: Buffer.alloc(16) }).then((got) => {
+        setImmediate(() => process.stdout.write(JSON.stringify({ body: got.body.toString(), alive: process.getActiveResourcesInfo() })));
+      }, (e) => { console.error(e); process.exit(1); });
+    `;
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(stderr))));
+    });
+    const { body, alive } = JSON.parse(out) as { body: string; alive: string[] };
+    assert.equal(body, 'abc');
+    assert.ok(!alive.some((r) => /TCP|TLS/.test(r)), alive.join(', '));
+    assert.equal(srv.seen.length, 1);
+  });
+
+  it('GETs over HTTPS with the TLS options of the agent it is given, within its socket bound', async () => {
+    const dir = path.resolve(__dirname, '..', '..', '..', 'test', 'fixtures', 'tls');
+    const cert = readFileSync(path.join(dir, 'loopback-cert.pem'));
+    const srv = await standIn({ key: readFileSync(path.join(dir, 'loopback-key.pem')), cert });
+    const object = objectOf(300_000);
+    srv.setAnswer((_s, res) => {
+      res.writeHead(200, { 'content-length': object.length, ETag: '"tls"' });
+      res.end(object);
+    });
+    const client = new S3Client({
+      region: 'eu-west-1',
+      endpoint: `https://127.0.0.1:${srv.port}`,
+      forcePathStyle: true,
+      credentials: CREDS,
+    });
+    const direct = (agent: https.Agent) =>
+      new DirectPut({
+        client,
+        bucket: 'bucket-1',
+        httpAgent: new http.Agent(),
+        httpsAgent: agent,
+        connectTimeoutMs: 5000,
+        requestTimeoutMs: 30_000,
+        maxAttempts: 1,
+      });
+    const trusted = direct(new https.Agent({ keepAlive: true, maxSockets: 1, ca: cert }));
+    const untrusted = direct(new https.Agent({ keepAlive: true }));
+    try {
+      assert.equal(await trusted.usable(), true);
+      const intos = [Buffer.alloc(300_000), Buffer.alloc(300_000), Buffer.alloc(300_000)];
+      const got = await Promise.all(intos.map((into, i) => trusted.get({ key: `chunks/ab/${i}`, into })));
+      for (const [i, g] of got.entries()) {
+        assert.ok(g.body.equals(object));
+        assert.equal(g.body.buffer, intos[i]!.buffer);
+        assert.equal(g.etag, '"tls"');
+      }
+      assert.equal(srv.connections, 1, 'three GETs at once through one connection (maxSockets: 1)');
+      for (const s of srv.seen) assert.equal(s.badSignature, undefined);
+      assert.equal(await untrusted.usable(), true);
+      await assert.rejects(untrusted.get({ key: 'chunks/ab/x', into: Buffer.alloc(16) }), (err: NodeJS.ErrnoException) =>
+        /CERT|SELF_SIGNED/.test(String(err.code)),
+      );
+    } finally {
+      trusted.close();
+      untrusted.close();
+      client.destroy();
+    }
   });
 });

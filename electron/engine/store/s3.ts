@@ -31,9 +31,11 @@
  * credentials and sent over the same sockets with the same timeouts, retries and error mapping,
  * at about a fifth of the engine-thread CPU per PUT (test/bench/putcost.ts: 4 KiB PUTs to the
  * benchmark's s3rver, median of 3 rounds, SDK 1,237 µs, direct 263 µs). So do chunk GETs (whole
- * objects the caller gives a buffer for, `GetOptions.into`): the body is copied once, into that
- * buffer, as it arrives. A bucket that needs more than plain SigV4 (S3 Express) keeps the SDK
- * for them; so does `directPut: false`.
+ * objects the caller gives a buffer for, `GetOptions.into`, and ranges of chunks), over
+ * keep-alive connections of their own (getclient.ts, bounded like the agents, with their TLS
+ * options) whose sockets read the body straight into that buffer: no Buffer per socket read,
+ * no copy. A bucket that needs more than plain SigV4 (S3 Express) keeps the SDK for them; so
+ * does `directPut: false`.
  */
 
 import * as http from 'node:http';
@@ -346,6 +348,7 @@ export class S3Store implements ObjectStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.direct?.close();
     this.client.destroy();
   }
 
