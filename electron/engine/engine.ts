@@ -406,6 +406,7 @@ export class Engine {
         probeTimeoutMs: () => settings().probeTimeoutMs,
         log: opts.log,
       });
+      store.warm(); // the first read of the mount finds a connection open
       const engine = new Engine({ ...opts, store }, meta, dirty, cache, handles, lockFile, machine, store);
       settings = () => engine.currentSettings;
       try {

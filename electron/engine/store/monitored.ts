@@ -142,6 +142,10 @@ export class MonitoredStore implements ObjectStore, Connectivity {
     if (err === undefined) this.answered(-Infinity);
   }
 
+  warm(): void {
+    if (!this.closed) this.inner.warm?.();
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     if (this.probeTimer) clearTimeout(this.probeTimer);

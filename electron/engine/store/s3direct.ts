@@ -184,6 +184,29 @@ export class DirectPut {
     return this.retrying(req.signal, (t) => this.attempt(t, req));
   }
 
+  /** Opens the GETs' first connection ahead of the first GET (GetClient.warm); never throws. */
+  warm(): void {
+    void this.usable()
+      .then(async (ok) => {
+        const t = ok ? await this.target : undefined;
+        if (t) this.client(t).warm();
+      })
+      .catch(() => undefined);
+  }
+
+  private client(t: Target): GetClient {
+    this.getClient ??= new GetClient({
+      https: t.https,
+      hostname: t.hostname,
+      port: t.port,
+      agent: t.https ? this.o.httpsAgent : this.o.httpAgent,
+      connectTimeoutMs: this.o.connectTimeoutMs,
+      requestTimeoutMs: this.o.requestTimeoutMs,
+      errorBodyMax: ERROR_BODY_MAX,
+    });
+    return this.getClient;
+  }
+
   /** Sends the GET, retrying as the header says (S3Store maps a 404 to "absent"). */
   get(req: DirectGetRequest): Promise<DirectGetResult> {
     return this.retrying(req.signal, async (t) => {
@@ -192,16 +215,7 @@ export class DirectPut {
       if (req.range) unsigned.range = `bytes=${req.range.start}-${req.range.end}`;
       const headers = await this.sign(t, 'GET', path, unsigned);
       if (req.signal?.aborted) throw abortError();
-      this.getClient ??= new GetClient({
-        https: t.https,
-        hostname: t.hostname,
-        port: t.port,
-        agent: t.https ? this.o.httpsAgent : this.o.httpAgent,
-        connectTimeoutMs: this.o.connectTimeoutMs,
-        requestTimeoutMs: this.o.requestTimeoutMs,
-        errorBodyMax: ERROR_BODY_MAX,
-      });
-      const answer = await this.getClient.get(path, headers, req.into, req.signal);
+      const answer = await this.client(t).get(path, headers, req.into, req.signal);
       const status = answer.status;
       if (status < 200 || status >= 300) throw answerError(status, answer.body.toString('utf8'), answer.headers);
       let from = 0;
