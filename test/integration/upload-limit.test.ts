@@ -21,7 +21,10 @@ describe('upload bandwidth limit', () => {
   const chunkPuts = (since: number) => env.proxy.log.slice(since).filter((r) => r.method === 'PUT' && r.url.includes('/chunks/'));
 
   it('keeps chunk uploads within the limit and reports it', async () => {
-    const fs = await bed.filespace({ endpoint: env.proxy.endpoint, settings: { 'upload-delay': '0s', 'upload-limit': '64KiB' } });
+    // The uploads are timed by when their PUTs reach the proxy, so they start once all files are
+    // written (upload-delay): an upload starting while the next files are still being written
+    // shares the engine's thread with them, and its PUT would leave later than its grant.
+    const fs = await bed.filespace({ endpoint: env.proxy.endpoint, settings: { 'upload-delay': '2s', 'upload-limit': '64KiB' } });
     await fs.mount();
     const st = await fs.status();
     assert.equal(st.uploadLimitBytesPerSec, 64 * KiB);
@@ -29,11 +32,10 @@ describe('upload bandwidth limit', () => {
 
     const files = 6;
     const size = 128 * KiB; // random bytes: each file is one chunk of at least this size once sealed
+    const sources: string[] = [];
+    for (let i = 0; i < files; i++) sources.push(await randomFile(env.local, `f${i}.bin`, size));
     const logStart = env.proxy.log.length;
-    for (let i = 0; i < files; i++) {
-      const src = await randomFile(env.local, `f${i}.bin`, size);
-      await fsp.copyFile(src, path.join(fs.mnt, `f${i}.bin`));
-    }
+    for (let i = 0; i < files; i++) await fsp.copyFile(sources[i]!, path.join(fs.mnt, `f${i}.bin`));
     await fs.sync();
     const puts = chunkPuts(logStart);
     assert.equal(puts.length, files, 'one chunk upload per file');
