@@ -87,7 +87,11 @@ describe('metadata log compaction', () => {
       process.stdout.write(
         `meta/ objects after ${state.head} segments: ${state.meta} (most in the second half: ${Math.max(...late)}; samples ${samples.join(',')})\n`,
       );
-      assert.ok(Math.max(...late) <= 40, `meta/ stays bounded: ${samples.join(',')}`);
+      // Bounded, not a cadence: compaction runs every 500 ms while a change lands about every
+      // 100 ms, so a round delayed on a loaded machine lets ten or more objects pile up before
+      // the next (peaks of 34 to 44 seen in CI, each followed by a drop to about 20); a log
+      // that is not compacted would hold 120 and more here.
+      assert.ok(Math.max(...late) <= 60, `meta/ stays bounded: ${samples.join(',')}`);
       assert.ok(state.segments.length < state.head / 2, `segments were deleted: ${state.segments.length} of ${state.head}`);
       // Paged checkpoints raise it to 4, which allows a compacted log too.
       assert.ok((await headerFormat(a.bucket)) >= 3, 'the header says the log may be compacted');
