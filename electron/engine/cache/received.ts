@@ -36,6 +36,7 @@ import { gmacInto, gmacUnitsAsync } from '../chunk/cipherAddon';
 import { AuthError, decryptSealedPart } from '../chunk/crypto';
 import { openSegments, segmentCount } from '../chunk/format';
 import { HEADER, UNIT, UNIT_OVERHEAD, lastUnitOf, unitOffset } from './sealed';
+import { SpareBuffers } from '../util/spareBuffers';
 
 const MAGIC = Buffer.from('FSR1', 'ascii');
 const MAGIC_SEGMENTED = Buffer.from('FSR2', 'ascii');
@@ -76,7 +77,7 @@ export class ReceivedIO {
    * a random reader's every read allocated both, outside the JS heap (V8 counts that against
    * its collection limit). A read takes one, copies out, and gives it back.
    */
-  private readonly scratch: Buffer[] = [];
+  private readonly scratch = new SpareBuffers(SCRATCH_RAW + SCRATCH_SEGMENTS * UNIT);
 
   constructor(
     cacheKey: Buffer,
@@ -210,15 +211,12 @@ export class ReceivedIO {
     const first = Math.floor(pos / UNIT);
     const last = Math.floor((pos + n - 1) / UNIT);
     // Every read into the scratch buffer has finished once readUnits settles, either way.
-    const scratch =
-      h.segmented && last - first < SCRATCH_SEGMENTS
-        ? (this.scratch.pop() ?? Buffer.allocUnsafeSlow(SCRATCH_RAW + SCRATCH_SEGMENTS * UNIT))
-        : undefined;
+    const scratch = h.segmented && last - first < SCRATCH_SEGMENTS ? this.scratch.take() : undefined;
     try {
       const plain = await this.readUnits(fh, h, name, len, first, last, what, scratch);
       plain.copy(buf, bufOff, pos - first * UNIT, pos - first * UNIT + n);
     } finally {
-      if (scratch && this.scratch.length < 4) this.scratch.push(scratch);
+      if (scratch) this.scratch.give(scratch);
     }
   }
 

@@ -56,6 +56,7 @@ import { FsError } from '../errors';
 import { ALWAYS_ONLINE, Connectivity } from '../store/monitored';
 import { ObjectStore, StoreError, isNoAnswer } from '../store/types';
 import { BufferPool } from '../util/bufferPool';
+import { SpareBuffers } from '../util/spareBuffers';
 import { DecodedBuffers } from './decodedBuffers';
 import { SingleFlight, backoffMs } from '../util/concurrency';
 
@@ -99,26 +100,6 @@ export interface SegmentSpan {
 const POOLED_SEGMENTS = 2;
 /** Bytes of a ranged GET of POOLED_SEGMENTS segments as stored: each sealed (SEAL_OVERHEAD bytes more). */
 const POOLED_BODY = POOLED_SEGMENTS * (SEGMENT_BYTES + SEAL_OVERHEAD);
-
-/**
- * Buffers for ranged reads: each holds the body of a GET of up to POOLED_SEGMENTS segments and
- * their plaintext. A random reader's every miss used to allocate both (outside the JS heap, which
- * V8 counts against its collection limit: a few dozen misses started a full collection); these
- * are used again. A buffer a request may still write into (it failed, timed out, was given up
- * on) is never given back.
- */
-class SegmentBuffers {
-  private readonly free: Buffer[] = [];
-  constructor(private readonly keepFree = 4) {}
-
-  take(): Buffer {
-    return this.free.pop() ?? Buffer.allocUnsafeSlow(POOLED_BODY + POOLED_SEGMENTS * SEGMENT_BYTES);
-  }
-
-  give(buf: Buffer): void {
-    if (this.free.length < this.keepFree) this.free.push(buf);
-  }
-}
 
 /** How many chunks are remembered as not readable by segments, or by the bytes their segments brought. */
 const SEGMENT_MEMORY = 4096;
@@ -251,7 +232,12 @@ export class ChunkFetcher {
   private readonly segmentBytes = new Map<string, number>();
   /** Chunks whose download just failed for want of an answer: when, and during which connection. */
   private readonly unanswered = new Map<string, { at: number; reconnects: number; message: string }>();
-  private readonly segmentBuffers = new SegmentBuffers();
+  /**
+   * Buffers for ranged reads, each the body of a GET of up to POOLED_SEGMENTS segments and their
+   * plaintext (util/spareBuffers.ts). A buffer a request may still write into (it failed, timed
+   * out, was given up on) is never given back.
+   */
+  private readonly segmentBuffers = new SpareBuffers(POOLED_BODY + POOLED_SEGMENTS * SEGMENT_BYTES);
 
   constructor(
     private readonly store: ObjectStore,
