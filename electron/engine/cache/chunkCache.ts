@@ -494,6 +494,7 @@ export class ChunkCache {
    */
   async adopt(name: string, src: string, size: number, fileId: Buffer): Promise<void> {
     if (this.index.has(name)) {
+      this.handles.forget(src);
       this.reservedBytes += size;
       await fsp.rm(src, { force: true }).finally(() => (this.reservedBytes -= size));
       return;
@@ -503,15 +504,19 @@ export class ChunkCache {
     this.reservedBytes += size;
     const file = this.pathOf(name);
     try {
-      const fh = await fsp.open(src, 'r+');
-      try {
-        await this.io.writeNameTag(fh, fileId, name, logicalSize(size) ?? 0);
-      } finally {
-        await fh.close();
-      }
-      await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-      await fsp.rename(src, file);
+      // Through the handle the dirty store left in the pool (DirtyStore.release), which moves
+      // with the file: a small file's upload costs no open and close here.
+      await this.handles.use(src, (fh) => this.io.writeNameTag(fh, fileId, name, logicalSize(size) ?? 0));
+      await fsp.rename(src, file).catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+        await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 }); // the first chunk of its folder
+        await fsp.rename(src, file);
+      });
+      this.handles.rename(src, file);
       this.files.delete(name); // read back from the file's own header on first use
+    } catch (err) {
+      this.handles.forget(src);
+      throw err;
     } finally {
       this.reservedBytes -= size;
     }

@@ -858,7 +858,8 @@ export class DirtyStore {
     const st = this.durability.get(key);
     this.untrack(d);
     const file = this.pathOf(d.ino, d.idx);
-    this.handles.forget(file);
+    // Its handle stays in the pool under `file`: the caller moves the file into the clean cache
+    // at once (ChunkCache.adopt), which takes the handle along, so the file is not opened again.
     // The chunk is in the bucket now: its pre-images are of no more use. They stay counted
     // until removed; a new chunk of the same name waits for that (see create).
     if (st?.pre) {

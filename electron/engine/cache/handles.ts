@@ -53,6 +53,15 @@ export class HandlePool {
     this.trim();
   }
 
+  /** The file at `from` was renamed to `to`: a handle pooled for `from` serves `to` from now on. */
+  rename(from: string, to: string): void {
+    const e = this.entries.get(from);
+    this.forget(to);
+    if (!e) return;
+    this.entries.delete(from);
+    this.entries.set(to, e);
+  }
+
   /** Drops a path from the pool (after rename or unlink); its handle closes once unused. */
   forget(file: string): void {
     const e = this.entries.get(file);
