@@ -147,3 +147,67 @@ describe('journal group commit', () => {
     await closing;
   });
 });
+
+describe('journal flushes in a burst', () => {
+  /** Counts FileHandle.writev calls (the journal's writes) while installed. */
+  async function countWrites(): Promise<{ count: () => number; uninstall: () => void }> {
+    const probe = await openFile(path.join(dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { writev: FileHandle['writev'] };
+    await probe.close();
+    const original = proto.writev;
+    let n = 0;
+    proto.writev = function (this: FileHandle, ...args: Parameters<FileHandle['writev']>) {
+      n++;
+      return original.apply(this, args);
+    } as FileHandle['writev'];
+    return { count: () => n, uninstall: () => void (proto.writev = original) };
+  }
+
+  it('share one write while it has not started, and keep the records in order', { timeout: 30_000 }, async () => {
+    const { journal } = await Journal.open<Snap>(dir);
+    const writes = await countWrites();
+    try {
+      const flushes: Array<Promise<void>> = [];
+      for (let i = 1; i <= 5; i++) {
+        journal.append({ n: i });
+        flushes.push(journal.flush());
+      }
+      await Promise.all(flushes);
+      assert.equal(writes.count(), 1, `5 flushes in one turn cost ${writes.count()} writes`);
+      journal.append({ n: 6 });
+      await journal.flush();
+      assert.equal(writes.count(), 2, 'a flush after the write started writes again');
+    } finally {
+      writes.uninstall();
+    }
+    const onDisk = decodeRecords(await readFile(path.join(dir, 'journal.0'))).records;
+    assert.deepEqual(
+      onDisk,
+      [1, 2, 3, 4, 5, 6].map((n) => ({ n })),
+    );
+    const closing = journal.close();
+    await held.called(1);
+    held.calls[0]!.finish();
+    await closing;
+  });
+
+  it('never carries a record appended after a checkpoint into the journal before it', { timeout: 30_000 }, async () => {
+    // The folder's fsync and the close's fdatasync are let through as they come.
+    const letThrough = setInterval(() => {
+      for (const c of held.calls) if (!c.done) c.finish();
+    }, 5);
+    try {
+      const { journal } = await Journal.open<Snap>(dir);
+      journal.append({ n: 1 });
+      const before = journal.flush(); // queued, not started
+      const switched = journal.checkpointWith(() => undefined); // covers record 1
+      journal.append({ n: 2 });
+      const after = journal.flush(); // must go to the new journal, not join the write above
+      await Promise.all([before, switched, after]);
+      assert.deepEqual(decodeRecords(await readFile(path.join(dir, 'journal.1'))).records, [{ n: 2 }]);
+      await journal.close();
+    } finally {
+      clearInterval(letThrough);
+    }
+  });
+});

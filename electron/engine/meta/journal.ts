@@ -56,6 +56,13 @@ export interface JournalDamage {
   readonly later: unknown[];
 }
 
+/** Records waiting in the task chain to be written (Journal.flush). */
+interface QueuedWrite {
+  readonly bufs: Buffer[];
+  bytes: number;
+  done: Promise<void>;
+}
+
 /** The journal is damaged in the middle; nothing was read into use, truncated or removed. */
 export class JournalDamagedError extends UserError {
   constructor(readonly damage: JournalDamage) {
@@ -281,6 +288,8 @@ export class Journal<TSnapshot extends { gen: number }> {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private chain: Promise<void> = Promise.resolve();
+  /** The last task queued, when it is a write of records that has not started (see flush). */
+  private queuedWrite: QueuedWrite | undefined;
   private retry: Buffer[] = [];
   private retryBytes = 0;
   private fh: JournalFile | undefined;
@@ -431,6 +440,7 @@ export class Journal<TSnapshot extends { gen: number }> {
 
   /** Runs tasks strictly one after another, in the order they were queued. */
   private enqueue(task: () => Promise<void>): Promise<void> {
+    this.queuedWrite = undefined; // a flush after this task must not write before it
     const p = this.chain.then(task);
     this.chain = p.catch(() => undefined);
     return p;
@@ -450,7 +460,22 @@ export class Journal<TSnapshot extends { gen: number }> {
    */
   flush(): Promise<void> {
     const { bufs, bytes } = this.takePending();
-    return this.enqueue(() => this.writeRecords(bufs, bytes));
+    // A write queued and not started yet, with nothing queued after it, takes these records
+    // too: one write call for the flushes of a burst (creates, closes and upload commits all
+    // flush), in the same order as one write each.
+    const queued = this.queuedWrite;
+    if (queued) {
+      for (const b of bufs) queued.bufs.push(b);
+      queued.bytes += bytes;
+      return queued.done;
+    }
+    const write: QueuedWrite = { bufs, bytes, done: Promise.resolve() };
+    write.done = this.enqueue(() => {
+      if (this.queuedWrite === write) this.queuedWrite = undefined;
+      return this.writeRecords(write.bufs, write.bytes);
+    });
+    this.queuedWrite = write;
+    return write.done;
   }
 
   /** Makes everything appended before this call durable (survives power loss). */
