@@ -309,7 +309,10 @@ export class WritebackQueue {
     }
     try {
       for (;;) {
-        if (this.pending === 0) return true;
+        // Counting what is left walks every dirty chunk: done only when no upload is in flight
+        // (one in flight is still dirty, or its file was deleted meanwhile and it ends soon),
+        // not after each of thousands of small files' uploads.
+        if (this.inflight === 0 && this.pending === 0) return true;
         if (this.now() >= deadlineMs) return false;
         this.pump();
         await this.progress.wait(Math.min(500, Math.max(1, deadlineMs - this.now())));
