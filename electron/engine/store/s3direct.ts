@@ -19,7 +19,7 @@
  *   FIPS/dual-stack settings); a bucket whose rule set asks for anything but plain SigV4
  *   (S3 Express) is not served here and the SDK sends its PUTs;
  * - the credentials: the client's own provider (env, profile, SSO, instance role; refreshed
- *   by the SDK), and SigV4 from @smithy/signature-v4, with `x-amz-content-sha256:
+ *   by the SDK), and SigV4 (sigv4.ts, which matches @smithy/signature-v4's output), with `x-amz-content-sha256:
  *   UNSIGNED-PAYLOAD` and the caller's `x-amz-checksum-crc32` signed (s3.ts explains why);
  * - the sockets: PUTs use the same keep-alive agents as the SDK's handler; GETs keep their own
  *   connections, bounded as those agents are and with their TLS options (getclient.ts);
@@ -41,11 +41,10 @@
 
 import * as http from 'node:http';
 import * as https from 'node:https';
-import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
 import { getEndpointFromInstructions } from '@smithy/core/endpoints';
-import { SignatureV4 } from '@smithy/signature-v4';
 import { PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { GetClient } from './getclient';
+import { SigV4, type SigningCredentials } from './sigv4';
 
 /** Answer headers, from node:http or from GetClient. */
 type Headers = Readonly<Record<string, string | string[] | undefined>>;
@@ -102,9 +101,7 @@ interface Target {
   readonly host: string;
   /** The URL path before the key, without a trailing slash ('' or '/bucket'). */
   readonly basePath: string;
-  readonly signer: SignatureV4;
-  readonly signingRegion: string;
-  readonly signingService: string;
+  readonly signer: SigV4;
 }
 
 /** The body of an S3 error answer is read up to this many bytes (it is a short XML document). */
@@ -277,15 +274,13 @@ export class DirectPut {
     if (url.search) return undefined;
     const signingRegion = scheme.signingRegion ?? (await client.config.region());
     const signingService = scheme.signingName ?? 's3';
-    const signer = new SignatureV4({
-      credentials: client.config.credentials,
-      region: signingRegion,
-      service: signingService,
-      sha256: Sha256,
-      // S3 signs the path as sent (no second encoding): the key is encoded once, below.
-      uriEscapePath: false,
-      applyChecksum: false,
-    });
+    const provider = client.config.credentials as unknown;
+    const credentials =
+      typeof provider === 'function'
+        ? (provider as () => Promise<SigningCredentials>)
+        : () => Promise.resolve(provider as SigningCredentials);
+    // S3 signs the path as sent (no second encoding): the key is encoded once, in the path.
+    const signer = new SigV4({ credentials, region: signingRegion, service: signingService });
     const port = url.port ? Number(url.port) : undefined;
     return {
       https: url.protocol === 'https:',
@@ -294,8 +289,6 @@ export class DirectPut {
       host: url.port ? `${url.hostname}:${url.port}` : url.hostname,
       basePath: url.pathname.replace(/\/+$/, ''),
       signer,
-      signingRegion,
-      signingService,
     };
   }
 
@@ -321,15 +314,8 @@ export class DirectPut {
 
   /** The headers signed for `method` on `path`, at the client's clock offset. */
   private async sign(t: Target, method: string, path: string, headers: Record<string, string>): Promise<Record<string, string>> {
-    const signed = await t.signer.sign(
-      { method, protocol: t.https ? 'https:' : 'http:', hostname: t.hostname, port: t.port, path, query: {}, headers },
-      {
-        signingRegion: t.signingRegion,
-        signingService: t.signingService,
-        signingDate: new Date(Date.now() + ((this.o.client.config as { systemClockOffset?: number }).systemClockOffset ?? 0)),
-      },
-    );
-    return signed.headers;
+    const offset = (this.o.client.config as { systemClockOffset?: number }).systemClockOffset ?? 0;
+    return t.signer.sign(method, path, headers, new Date(Date.now() + offset));
   }
 
   /**
@@ -481,24 +467,4 @@ export function encodeKey(key: string): string {
     .split('/')
     .map((seg) => encodeURIComponent(seg).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`))
     .join('/');
-}
-
-function bytesOf(data: string | ArrayBuffer | ArrayBufferView): string | Uint8Array {
-  if (typeof data === 'string') return data;
-  if (data instanceof ArrayBuffer) return new Uint8Array(data);
-  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-}
-
-/** SHA-256 / HMAC-SHA-256 in the shape @smithy/signature-v4 asks for, from node:crypto. */
-class Sha256 {
-  private readonly h: Hash | Hmac;
-  constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
-    this.h = secret !== undefined ? createHmac('sha256', bytesOf(secret)) : createHash('sha256');
-  }
-  update(data: string | ArrayBuffer | ArrayBufferView): void {
-    this.h.update(bytesOf(data));
-  }
-  digest(): Promise<Uint8Array> {
-    return Promise.resolve(this.h.digest());
-  }
 }
