@@ -52,6 +52,74 @@ describe('POSIX rules of the filesystem', () => {
     await m.close();
   });
 
+  it('keeps every directory link count right through mkdir, rmdir, renames and file changes', async () => {
+    const m = await bed.mount(await bed.filespace());
+    const fs = m.fs;
+    // A model of the tree: directory path -> names of its subdirectories and its files.
+    const dirs = new Map<string, { subdirs: Set<string>; files: Set<string> }>([['/', { subdirs: new Set(), files: new Set() }]]);
+    const join = (dir: string, name: string) => (dir === '/' ? `/${name}` : `${dir}/${name}`);
+    const under = (dir: string, root: string) => dir === root || dir.startsWith(`${root}/`);
+    let seed = 7;
+    const pick = <T>(xs: T[]): T => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return xs[(seed >>> 12) % xs.length]!;
+    };
+    const done = new Map<string, number>();
+    for (let step = 0; step < 400; step++) {
+      const dir = pick([...dirs.keys()]);
+      const d = dirs.get(dir)!;
+      const name = `n${step}`;
+      const action = pick(['mkdir', 'mkdir', 'create', 'create', 'rmdir', 'unlink', 'mvdir', 'mvfile']);
+      if (action === 'mkdir') {
+        fs.mkdir(join(dir, name), 0o755);
+        d.subdirs.add(name);
+        dirs.set(join(dir, name), { subdirs: new Set(), files: new Set() });
+      } else if (action === 'create') {
+        await fs.release(fs.create(join(dir, name), 0o644));
+        d.files.add(name);
+      } else if (action === 'rmdir') {
+        const empty = [...d.subdirs].filter(
+          (n) => dirs.get(join(dir, n))!.subdirs.size + dirs.get(join(dir, n))!.files.size === 0,
+        );
+        if (empty.length === 0) continue;
+        const gone = pick(empty);
+        fs.rmdir(join(dir, gone));
+        d.subdirs.delete(gone);
+        dirs.delete(join(dir, gone));
+      } else if (action === 'unlink') {
+        if (d.files.size === 0) continue;
+        const gone = pick([...d.files]);
+        await fs.unlink(join(dir, gone));
+        d.files.delete(gone);
+      } else if (action === 'mvdir') {
+        if (d.subdirs.size === 0) continue;
+        const moving = pick([...d.subdirs]);
+        const from = join(dir, moving);
+        const to = pick([...dirs.keys()].filter((x) => !under(x, from)));
+        await fs.rename(from, join(to, name));
+        d.subdirs.delete(moving);
+        dirs.get(to)!.subdirs.add(name);
+        for (const [p, v] of [...dirs]) {
+          if (!under(p, from)) continue;
+          dirs.delete(p);
+          dirs.set(join(to, name) + p.slice(from.length), v);
+        }
+      } else {
+        if (d.files.size === 0) continue;
+        const moving = pick([...d.files]);
+        const to = pick([...dirs.keys()]);
+        await fs.rename(join(dir, moving), join(to, name));
+        d.files.delete(moving);
+        dirs.get(to)!.files.add(name);
+      }
+      done.set(action, (done.get(action) ?? 0) + 1);
+      for (const [p, v] of dirs) assert.equal(fs.getattr(p).nlink, 2 + v.subdirs.size, `${p} after step ${step} (${action})`);
+    }
+    for (const action of ['mkdir', 'create', 'rmdir', 'unlink', 'mvdir', 'mvfile'])
+      assert.ok((done.get(action) ?? 0) >= 10, `${action} ran ${done.get(action) ?? 0} times`);
+    await m.close();
+  });
+
   it('allows chmod and chown as ext4 does, clearing setuid/setgid as it does', async () => {
     const m = await bed.mount(await bed.filespace());
     const fs = m.fs;

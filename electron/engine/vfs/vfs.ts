@@ -153,6 +153,8 @@ interface Handle {
 export const TIME_OMIT = 2 ** 48 - 1;
 export const TIME_NOW = 2 ** 48 - 2;
 
+/** Directories whose link counts are kept (dirLinks); past it they are all forgotten. */
+const DIR_LINK_COUNTS_MAX = 4096;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
@@ -223,6 +225,8 @@ export class Vfs {
   private readonly openCount = new Map<number, number>();
   private readonly writersCount = new Map<number, number>();
   private readonly liveSize = new Map<number, { size: number; mtimeMs: number }>();
+  /** Link counts of directories (dirLinks), by inode. */
+  private readonly dirLinkCounts = new Map<number, number>();
   /** Files deleted while open here (see the header). */
   private readonly unlinked: Tree;
   /** Names a mount adapter still uses for them: "<directory ino>/<name>" -> ino. */
@@ -454,11 +458,40 @@ export class Vfs {
     };
   }
 
-  /** A directory's link count as ext4 gives it: its name, its ".", and each subdirectory's "..". */
+  /**
+   * A directory's link count as ext4 gives it: its name, its ".", and each subdirectory's "..".
+   * Counting walks the directory, so the count is kept until a change of names could move it
+   * (treeChanged): a getattr of a directory of thousands of files, which the kernel asks for
+   * after each file created in it, does not walk them all again.
+   */
   private dirLinks(dir: Inode): number {
+    const known = this.dirLinkCounts.get(dir.ino);
+    if (known !== undefined) return known;
     let n = 2;
     for (const ino of dir.entries?.values() ?? []) if (this.tree.get(ino)?.kind === 'dir') n++;
+    if (this.dirLinkCounts.size >= DIR_LINK_COUNTS_MAX) this.dirLinkCounts.clear();
+    this.dirLinkCounts.set(dir.ino, n);
     return n;
+  }
+
+  /** Forgets the link counts that `op` (applied) may have changed. */
+  private dirLinksChanged(op: MetaOp): void {
+    const counts = this.dirLinkCounts;
+    if (counts.size === 0) return;
+    if (op.t === 'mk') {
+      if (op.kind === 'dir') counts.delete(op.parent);
+    } else if (op.t === 'rm') {
+      // The name removed may have been a subdirectory only if the parent had one.
+      if ((counts.get(op.parent) ?? 2) > 2) counts.delete(op.parent);
+    } else if (op.t === 'mv') {
+      const ino = this.tree.get(op.dp)?.entries?.get(op.dn);
+      const moved = ino === undefined ? undefined : this.tree.get(ino);
+      // Anything but a directory moved (over a non-directory, or over nothing) changes no count.
+      if (moved === undefined || moved.kind === 'dir') {
+        counts.delete(op.sp);
+        counts.delete(op.dp);
+      }
+    }
   }
 
   /**
@@ -668,6 +701,8 @@ export class Vfs {
 
   /** The tree changed by `ops` (applied), or was replaced ('all'): see `attributesChanged`. */
   treeChanged(ops: readonly MetaOp[] | 'all'): void {
+    if (ops === 'all') this.dirLinkCounts.clear();
+    else for (const op of ops) this.dirLinksChanged(op);
     if (ops === 'all') {
       this.xattrNamesAdded(this.xattrNames());
       return this.attributesChanged();
