@@ -52,6 +52,19 @@ static struct {
   const char *source;
 } ossl;
 
+/*
+ * Optional, for the upload path (OPEN_UNITS_NAME, SEAL_SEGMENTS): HMAC-SHA256 from the same
+ * OpenSSL, and zlib's crc32 (the process's, else the system's libz.so.1), checked against a
+ * known value before it is trusted. When one is missing, the ops that need it are not offered
+ * and the engine does that work on its own thread (chunk/cipherAddon.ts).
+ */
+static struct {
+  unsigned char *(*hmac)(const void *md, const void *key, int key_len, const unsigned char *data, size_t len,
+                         unsigned char *out, unsigned int *out_len);
+  const void *(*sha256)(void);
+  unsigned long (*crc32)(unsigned long crc, const unsigned char *buf, unsigned int len);
+} extra;
+
 #define SYMBOLS(X)                                   \
   X(ctx_new, "EVP_CIPHER_CTX_new")                   \
   X(ctx_free, "EVP_CIPHER_CTX_free")                 \
@@ -74,6 +87,8 @@ static int resolve(void *handle) {
   SYMBOLS(LOOKUP)
 #undef LOOKUP
   if ((ossl.version_num() >> 28) < 3) return 0;
+  *(void **)(&extra.hmac) = dlsym(handle, "HMAC");
+  *(void **)(&extra.sha256) = dlsym(handle, "EVP_sha256");
   ossl.gcm = ossl.fetch(NULL, "AES-256-GCM", NULL);
   ossl.ctr = ossl.fetch(NULL, "AES-256-CTR", NULL);
   return ossl.gcm != NULL && ossl.ctr != NULL;
@@ -99,6 +114,17 @@ static const char *load_openssl(void) {
   return "libcrypto.so.3 lacks a needed function";
 }
 
+/* zlib's crc32, if one that gives the standard answer is found. */
+static void load_crc32(void) {
+  static const unsigned char probe[] = "123456789";
+  *(void **)(&extra.crc32) = dlsym(RTLD_DEFAULT, "crc32");
+  if (extra.crc32 == NULL) {
+    void *z = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (z != NULL) *(void **)(&extra.crc32) = dlsym(z, "crc32");
+  }
+  if (extra.crc32 != NULL && extra.crc32(0, probe, 9) != 0xCBF43926UL) extra.crc32 = NULL;
+}
+
 /* ---- the operations, on plain memory (any thread) ---- */
 
 /*
@@ -120,8 +146,23 @@ static const char *load_openssl(void) {
  * with the nonce at spec[k * 16 + 4] and the associated data `aad` (20 bytes: the file's id
  * and 4 bytes replaced by the unit's index, big-endian, from spec[k * 16]). One job (one
  * callback, one promise) for a megabyte of units instead of sixteen.
+ *
+ * OPEN_UNITS_NAME: a dirty chunk on its way to S3 (electron/engine/upload/encoder.ts). `dst`
+ * holds the sealed units first, first+1, ... of a sealed cache file as read from it (each
+ * `nonce(12) | ciphertext | tag(16)`, every one but the last UNIT_BYTES + 28 bytes), `aad` the
+ * file's 20-byte unit prefix (its id, then 4 bytes replaced by each unit's index, big-endian).
+ * Each unit is opened in place and its data moved down to (index - first) * UNIT_BYTES, as
+ * openSealedUnits in cache/sealed.ts does; then the data is named: HMAC-SHA256 under the key
+ * `aad2` into `tag` (32 bytes). If any unit fails, all of `dst` is wiped and no name is made.
+ *
+ * SEAL_SEGMENTS: the FSC2 object of a chunk (chunk/format.ts writeSegmented) into `dst`, whose
+ * first bytes (the header, written by the caller) are kept: segment k of the plaintext `src`
+ * (SEGMENT_BYTES each, the last shorter; an empty chunk has one, empty) is sealed with the
+ * nonce at iv[k * 12] and the associated data `aad` (the prefix "chunkseg:<name>:") followed by
+ * "<k>:<count>", and stored as `nonce | ciphertext | tag` back to back to the end of `dst`. Then
+ * the CRC32 of all of `dst`, header included, goes big-endian into the 4 bytes after the nonces.
  */
-enum op { SEAL, OPEN, GMAC, CTR, GMAC_UNITS, OPEN_SEGMENTS, SEAL_UNITS };
+enum op { SEAL, OPEN, GMAC, CTR, GMAC_UNITS, OPEN_SEGMENTS, SEAL_UNITS, OPEN_UNITS_NAME, SEAL_SEGMENTS };
 
 typedef struct {
   const uint8_t *src;
@@ -287,7 +328,95 @@ static void run_seal_units(job *j) {
   j->ok = ok;
 }
 
+static void run_open_units_name(job *j) {
+  uint8_t aad[20];
+  size_t data = 0, off = 0, i = j->seg_first;
+  int ok = j->aad_len == sizeof aad && extra.hmac != NULL && extra.sha256 != NULL;
+  j->ok = 0;
+  EVP_CIPHER_CTX *c = ok ? ossl.ctx_new() : NULL;
+  if (c == NULL) ok = 0;
+  if (ok) memcpy(aad, j->aad, sizeof aad);
+  while (ok && off < j->len) {
+    size_t left = j->len - off;
+    size_t n = left < UNIT_BYTES + SEAL_OVERHEAD ? left : UNIT_BYTES + SEAL_OVERHEAD;
+    if (n <= SEAL_OVERHEAD) {
+      ok = 0;
+      break;
+    }
+    aad[16] = (uint8_t)(i >> 24);
+    aad[17] = (uint8_t)(i >> 16);
+    aad[18] = (uint8_t)(i >> 8);
+    aad[19] = (uint8_t)i;
+    uint8_t *u = j->dst + off;
+    ok = open_one(c, j->key, u, aad, sizeof aad, u + 12, n - SEAL_OVERHEAD, u + 12, u + n - 16);
+    if (ok) memmove(j->dst + data, u + 12, n - SEAL_OVERHEAD);
+    data += n - SEAL_OVERHEAD;
+    off += n;
+    i++;
+  }
+  if (c != NULL) ossl.ctx_free(c);
+  unsigned int md_len = 0;
+  if (ok && (extra.hmac(extra.sha256(), j->aad2, (int)j->aad2_len, j->dst, data, j->tag, &md_len) == NULL || md_len != 32))
+    ok = 0;
+  if (!ok) {
+    /* Nothing of what was opened stays readable. */
+    if (j->len > 0) ossl.cleanse(j->dst, j->len);
+    return;
+  }
+  j->dst_len = data;
+  j->ok = 1;
+}
+
+static void run_seal_segments(job *j) {
+  char aad[SEGMENT_PREFIX_MAX + 48];
+  size_t count = j->seg_count;
+  size_t head = j->dst_len - (j->len + count * SEAL_OVERHEAD); /* read_job checked the room */
+  j->ok = 0;
+  if (extra.crc32 == NULL || j->aad_len > SEGMENT_PREFIX_MAX) return;
+  EVP_CIPHER_CTX *c = ossl.ctx_new();
+  if (c == NULL) return;
+  memcpy(aad, j->aad, j->aad_len);
+  char count_text[24];
+  size_t count_len = decimal(count, count_text);
+  int ok = 1;
+  uint8_t *o = j->dst + head;
+  for (size_t k = 0; k < count && ok; k++) {
+    size_t from = k * SEGMENT_BYTES;
+    size_t n = j->len - from < SEGMENT_BYTES ? j->len - from : SEGMENT_BYTES;
+    size_t at = j->aad_len;
+    at += decimal(k, aad + at);
+    aad[at++] = ':';
+    memcpy(aad + at, count_text, count_len);
+    at += count_len;
+    memcpy(o, j->iv + k * 12, 12);
+    ok = seal_one(c, j->key, o, (const uint8_t *)aad, at, NULL, 0, j->src + from, n, o + 12, o + 12 + n);
+    o += n + SEAL_OVERHEAD;
+  }
+  ossl.ctx_free(c);
+  if (!ok) return;
+  unsigned long crc = extra.crc32(0, NULL, 0);
+  const size_t step = (size_t)1 << 30;
+  for (size_t at = 0; at < j->dst_len; at += step) {
+    size_t n = j->dst_len - at < step ? j->dst_len - at : step;
+    crc = extra.crc32(crc, j->dst + at, (unsigned int)n);
+  }
+  uint8_t *crc_out = j->tag;
+  crc_out[0] = (uint8_t)(crc >> 24);
+  crc_out[1] = (uint8_t)(crc >> 16);
+  crc_out[2] = (uint8_t)(crc >> 8);
+  crc_out[3] = (uint8_t)crc;
+  j->ok = 1;
+}
+
 static void run(job *j) {
+  if (j->op == OPEN_UNITS_NAME) {
+    run_open_units_name(j);
+    return;
+  }
+  if (j->op == SEAL_SEGMENTS) {
+    run_seal_segments(j);
+    return;
+  }
   if (j->op == SEAL_UNITS) {
     run_seal_units(j);
     return;
@@ -309,6 +438,8 @@ static void run(job *j) {
     case GMAC_UNITS: /* run_gmac_units */
     case OPEN_SEGMENTS: /* run_open_segments */
     case SEAL_UNITS: /* run_seal_units */
+    case OPEN_UNITS_NAME: /* run_open_units_name */
+    case SEAL_SEGMENTS: /* run_seal_segments */
       break;
     case SEAL:
     case GMAC:
@@ -395,19 +526,70 @@ static int element_bytes(napi_env env, napi_value arr, uint32_t k, const char *w
 }
 
 static int read_job(napi_env env, enum op op, napi_value *argv, size_t argc, job *j) {
-  size_t want = op == GMAC || op == SEAL_UNITS ? 5 : op == CTR || op == GMAC_UNITS ? 4 : 6;
+  size_t want = op == GMAC || op == SEAL_UNITS || op == SEAL_SEGMENTS ? 5 : op == CTR || op == GMAC_UNITS ? 4 : 6;
   memset(j, 0, sizeof *j);
   j->op = op;
+  /* Every op: enough arguments, and the key first. */
+  if (argc < want) return napi_throw_type_error(env, NULL, "cipher addon: too few arguments"), 0;
+  uint8_t *key;
+  size_t key_len;
+  if (!bytes_of(env, argv[0], "key: bytes expected", &key, &key_len)) return 0;
+  if (key_len != 32) return napi_throw_range_error(env, NULL, "key: 32 bytes expected"), 0;
+  j->key = key;
+  if (op == OPEN_UNITS_NAME) {
+    /* (key, aad, nameKey, buf, first, name) */
+    uint8_t *p, *b;
+    size_t n, bn;
+    if (!bytes_of(env, argv[1], "aad: bytes expected", &p, &n)) return 0;
+    if (n != 20) return napi_throw_range_error(env, NULL, "aad: 20 bytes expected"), 0;
+    j->aad = p;
+    j->aad_len = n;
+    if (!bytes_of(env, argv[2], "nameKey: bytes expected", &p, &n)) return 0;
+    if (n == 0 || n > 1024) return napi_throw_range_error(env, NULL, "nameKey: 1 to 1024 bytes expected"), 0;
+    j->aad2 = p;
+    j->aad2_len = n;
+    if (!bytes_of(env, argv[3], "buf: bytes expected", &b, &bn)) return 0;
+    if (!count_of(env, argv[4], "first: a whole number expected", &j->seg_first)) return 0;
+    if (!bytes_of(env, argv[5], "name: bytes expected", &p, &n)) return 0;
+    if (n != 32) return napi_throw_range_error(env, NULL, "name: 32 bytes expected"), 0;
+    if (bn > 0 && !(p + n <= b || b + bn <= p)) return napi_throw_range_error(env, NULL, "name: must not overlap buf"), 0;
+    j->dst = b;
+    j->len = bn;
+    j->tag = p;
+    j->tag_len = n;
+    return 1;
+  }
+  if (op == SEAL_SEGMENTS) {
+    /* (key, prefix, spec, src, dst) */
+    uint8_t *p, *s, *d;
+    size_t n, sn, dn;
+    if (!bytes_of(env, argv[1], "prefix: bytes expected", &p, &n)) return 0;
+    if (n > SEGMENT_PREFIX_MAX) return napi_throw_range_error(env, NULL, "prefix: at most 256 bytes expected"), 0;
+    j->aad = p;
+    j->aad_len = n;
+    if (!bytes_of(env, argv[2], "spec: bytes expected", &p, &n)) return 0;
+    if (!bytes_of(env, argv[3], "src: bytes expected", &s, &sn)) return 0;
+    if (!bytes_of(env, argv[4], "dst: bytes expected", &d, &dn)) return 0;
+    size_t count = sn == 0 ? 1 : (sn + SEGMENT_BYTES - 1) / SEGMENT_BYTES;
+    if (n != count * 12 + 4) return napi_throw_range_error(env, NULL, "spec: 12 bytes per segment and 4 expected"), 0;
+    if (dn < sn + count * SEAL_OVERHEAD) return napi_throw_range_error(env, NULL, "dst: room for the segments expected"), 0;
+    if ((dn > 0 && sn > 0 && !(d + dn <= s || s + sn <= d)) || !(d + dn <= p || p + n <= d))
+      return napi_throw_range_error(env, NULL, "dst: must not overlap src or spec"), 0;
+    j->iv = p;
+    j->tag = p + count * 12;
+    j->src = s;
+    j->len = sn;
+    j->dst = d;
+    j->dst_len = dn;
+    j->seg_count = count;
+    return 1;
+  }
   if (op == SEAL_UNITS) {
     /* (key, aad, spec, srcs, dsts) */
     uint8_t *p;
     size_t n;
     uint32_t count, dcount;
     bool is;
-    if (argc < want) return napi_throw_type_error(env, NULL, "cipher addon: too few arguments"), 0;
-    if (!bytes_of(env, argv[0], "key: bytes expected", &p, &n)) return 0;
-    if (n != 32) return napi_throw_range_error(env, NULL, "key: 32 bytes expected"), 0;
-    j->key = p;
     if (!bytes_of(env, argv[1], "aad: bytes expected", &p, &n)) return 0;
     if (n != 20) return napi_throw_range_error(env, NULL, "aad: 20 bytes expected"), 0;
     j->aad = p;
@@ -449,10 +631,6 @@ static int read_job(napi_env env, enum op op, napi_value *argv, size_t argc, job
     /* (key, prefix, first, count, src, dst) */
     uint8_t *p, *d;
     size_t n, dn;
-    if (argc < want) return napi_throw_type_error(env, NULL, "cipher addon: too few arguments"), 0;
-    if (!bytes_of(env, argv[0], "key: bytes expected", &p, &n)) return 0;
-    if (n != 32) return napi_throw_range_error(env, NULL, "key: 32 bytes expected"), 0;
-    j->key = p;
     if (!bytes_of(env, argv[1], "prefix: bytes expected", &p, &n)) return 0;
     if (n > SEGMENT_PREFIX_MAX) return napi_throw_range_error(env, NULL, "prefix: at most 256 bytes expected"), 0;
     j->aad = p;
@@ -480,10 +658,6 @@ static int read_job(napi_env env, enum op op, napi_value *argv, size_t argc, job
     /* (key, prefix, src, table) */
     uint8_t *p;
     size_t n;
-    if (argc < want) return napi_throw_type_error(env, NULL, "cipher addon: too few arguments"), 0;
-    if (!bytes_of(env, argv[0], "key: bytes expected", &p, &n)) return 0;
-    if (n != 32) return napi_throw_range_error(env, NULL, "key: 32 bytes expected"), 0;
-    j->key = p;
     if (!bytes_of(env, argv[1], "prefix: bytes expected", &p, &n)) return 0;
     if (n < 20 || n > 128) return napi_throw_range_error(env, NULL, "prefix: 20 to 128 bytes expected"), 0;
     j->aad = p;
@@ -500,16 +674,9 @@ static int read_job(napi_env env, enum op op, napi_value *argv, size_t argc, job
     j->tag_len = n;
     return 1;
   }
-  if (argc < want) {
-    napi_throw_type_error(env, NULL, "cipher addon: too few arguments");
-    return 0;
-  }
   uint8_t *p;
   size_t n;
-  size_t i = 0;
-  if (!bytes_of(env, argv[i++], "key: bytes expected", &p, &n)) return 0;
-  if (n != 32) return napi_throw_range_error(env, NULL, "key: 32 bytes expected"), 0;
-  j->key = p;
+  size_t i = 1;
   if (!bytes_of(env, argv[i++], "iv: bytes expected", &p, &n)) return 0;
   if (n != (op == CTR ? 16u : 12u)) return napi_throw_range_error(env, NULL, "iv: wrong length"), 0;
   j->iv = p;
@@ -586,7 +753,7 @@ static void async_complete(napi_env env, napi_status status, void *data) {
   async_job *a = data;
   napi_value cb, global, args[2];
   int ok = status == napi_ok && a->j.ok;
-  size_t written = a->j.op == OPEN_SEGMENTS ? a->j.dst_len : a->j.len;
+  size_t written = a->j.op == OPEN_SEGMENTS || a->j.op == SEAL_SEGMENTS ? a->j.dst_len : a->j.len;
   free(a->j.units);
   if (status != napi_ok && a->j.op != GMAC_UNITS && a->j.dst != NULL && written > 0) ossl.cleanse(a->j.dst, written);
   napi_get_reference_value(env, a->cb, &cb);
@@ -596,7 +763,7 @@ static void async_complete(napi_env env, napi_status status, void *data) {
   enum op op = a->j.op;
   free(a);
   napi_get_global(env, &global);
-  if (!ok && op != OPEN && op != OPEN_SEGMENTS) {
+  if (!ok && op != OPEN && op != OPEN_SEGMENTS && op != OPEN_UNITS_NAME) {
     napi_value msg;
     napi_create_string_utf8(env, "cipher addon: OpenSSL failed", NAPI_AUTO_LENGTH, &msg);
     napi_create_error(env, NULL, msg, &args[0]);
@@ -612,9 +779,9 @@ static napi_value async_op(napi_env env, napi_callback_info info, enum op op) {
   napi_value argv[7];
   size_t argc = 7;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  size_t nargs = op == CTR || op == GMAC_UNITS ? 4 : op == SEAL_UNITS ? 5 : 6;
+  size_t nargs = op == CTR || op == GMAC_UNITS ? 4 : op == SEAL_UNITS || op == SEAL_SEGMENTS ? 5 : 6;
   /* Numbers take no reference (Node-API 8): only the buffers are held. */
-  int held[6] = {1, 1, op != OPEN_SEGMENTS, op != OPEN_SEGMENTS, 1, 1};
+  int held[6] = {1, 1, op != OPEN_SEGMENTS, op != OPEN_SEGMENTS, op != OPEN_UNITS_NAME, 1};
   napi_valuetype t = napi_undefined;
   if (argc < nargs + 1 || napi_typeof(env, argv[nargs], &t) != napi_ok || t != napi_function) {
     napi_throw_type_error(env, NULL, "cipher addon: a callback is expected last");
@@ -647,6 +814,12 @@ static napi_value open_segments_async(napi_env env, napi_callback_info info) {
   return async_op(env, info, OPEN_SEGMENTS);
 }
 static napi_value seal_units_async(napi_env env, napi_callback_info info) { return async_op(env, info, SEAL_UNITS); }
+static napi_value open_units_name_async(napi_env env, napi_callback_info info) {
+  return async_op(env, info, OPEN_UNITS_NAME);
+}
+static napi_value seal_segments_async(napi_env env, napi_callback_info info) {
+  return async_op(env, info, SEAL_SEGMENTS);
+}
 
 NAPI_MODULE_INIT() {
   const char *why = load_openssl();
@@ -669,6 +842,14 @@ NAPI_MODULE_INIT() {
       {"sealUnitsAsync", NULL, seal_units_async, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  load_crc32();
+  napi_value fn;
+  if (extra.hmac != NULL && extra.sha256 != NULL &&
+      napi_create_function(env, "openUnitsNameAsync", NAPI_AUTO_LENGTH, open_units_name_async, NULL, &fn) == napi_ok)
+    napi_set_named_property(env, exports, "openUnitsNameAsync", fn);
+  if (extra.crc32 != NULL &&
+      napi_create_function(env, "sealSegmentsAsync", NAPI_AUTO_LENGTH, seal_segments_async, NULL, &fn) == napi_ok)
+    napi_set_named_property(env, exports, "sealSegmentsAsync", fn);
   napi_value src;
   if (napi_create_string_utf8(env, ossl.source, NAPI_AUTO_LENGTH, &src) == napi_ok)
     napi_set_named_property(env, exports, "openssl", src);

@@ -6,7 +6,8 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createCipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createHmac, randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import * as fs from 'node:fs';
 import { describe, it } from 'node:test';
 import {
@@ -20,9 +21,12 @@ import {
   gmacUnitsAsync,
   openSegmentsInto,
   openSegmentsIntoAsync,
+  openUnitsAndNameAsync,
+  sealSegmentsAsync,
   sealUnitsAsync,
   SEGMENT_PLAIN,
   SEGMENT_SEALED,
+  uploadJobsOffThread,
 } from '../../electron/engine/chunk/cipherAddon';
 import { decryptSealedPart, open, openAsync, seal, sealInto } from '../../electron/engine/chunk/crypto';
 
@@ -362,6 +366,130 @@ describe(`cipher (${cipherBackend})`, () => {
       );
     }
   });
+
+  it('offers the upload jobs wherever the addon loads (HMAC-SHA256 and a crc32 were found)', () => {
+    if (forced || !fs.existsSync(CIPHER_ADDON)) assert.equal(uploadJobsOffThread, false);
+    else assert.equal(uploadJobsOffThread, true, 'the addon lacks openUnitsNameAsync or sealSegmentsAsync');
+  });
+
+  if (uploadJobsOffThread) {
+    /** The sealed units of `plain` from unit `first` on, as a dirty file holds them. */
+    const units = (fileId: Buffer, first: number, plain: Buffer): Buffer => {
+      const out: Buffer[] = [];
+      for (let i = 0; i * 65536 < plain.length; i++) {
+        const iv = randomBytes(12);
+        const aad = Buffer.alloc(20);
+        fileId.copy(aad);
+        aad.writeUInt32BE(first + i, 16);
+        const { ct, tag } = nodeSeal(key, iv, aad, plain.subarray(i * 65536, (i + 1) * 65536));
+        out.push(iv, ct, tag);
+      }
+      return Buffer.concat(out);
+    };
+
+    it("opens a dirty chunk's units in place and names the data in one job, as the engine thread does", async () => {
+      const fileId = randomBytes(16);
+      const nameKey = randomBytes(32);
+      for (const [len, first] of [
+        [0, 0],
+        [1, 0],
+        [65536, 3],
+        [3 * 65536 + 5, 0],
+        [4 << 20, 64],
+      ] as const) {
+        const plain = randomBytes(len);
+        const buf = units(fileId, first, plain);
+        const name = Buffer.alloc(32);
+        const aad = Buffer.concat([fileId, Buffer.from('anyx')]);
+        assert.equal(await openUnitsAndNameAsync(key, aad, nameKey, buf, first, name), true, `${len} bytes`);
+        assert.deepEqual(buf.subarray(0, len), plain, `${len} bytes: the data is where the units were`);
+        assert.deepEqual(name, createHmac('sha256', nameKey).update(plain).digest(), `${len} bytes: the name`);
+      }
+    });
+
+    it('refuses a tampered, torn, moved or foreign dirty unit, wiping the whole buffer', async () => {
+      const fileId = randomBytes(16);
+      const nameKey = randomBytes(32);
+      const plain = randomBytes(2 * 65536 + 100);
+      const sealed = units(fileId, 5, plain);
+      const aad = Buffer.concat([fileId, Buffer.alloc(4)]);
+      const refused = async (buf: Buffer, a: Buffer, first: number, why: string) => {
+        const name = Buffer.alloc(32, 7);
+        assert.equal(await openUnitsAndNameAsync(key, a, nameKey, buf, first, name), false, why);
+        assert.ok(
+          buf.every((b) => b === 0),
+          `${why}: the buffer is wiped`,
+        );
+        assert.ok(
+          name.every((b) => b === 7),
+          `${why}: no name is made`,
+        );
+      };
+      for (const at of [0, 11, 12, 65536 + 40, 65536 + 28 + 3, sealed.length - 1]) {
+        const buf = Buffer.from(sealed);
+        buf[at]! ^= 1;
+        await refused(buf, aad, 5, `byte ${at} flipped`);
+      }
+      await refused(Buffer.from(sealed), aad, 4, 'opened as other units of the file');
+      await refused(Buffer.from(sealed), Buffer.concat([randomBytes(16), Buffer.alloc(4)]), 5, 'units of another file');
+      await refused(Buffer.concat([sealed, Buffer.alloc(20)]), aad, 5, 'a torn last unit (no room for its nonce and tag)');
+      await refused(Buffer.from(sealed.subarray(0, sealed.length - 1)), aad, 5, 'the last unit cut short');
+      const name = Buffer.alloc(32);
+      await assert.rejects(
+        async () => openUnitsAndNameAsync(key, aad.subarray(0, 19), nameKey, Buffer.from(sealed), 5, name),
+        RangeError,
+      );
+      await assert.rejects(
+        async () => openUnitsAndNameAsync(key, aad, nameKey, Buffer.from(sealed), 5, name.subarray(1)),
+        RangeError,
+      );
+      const both = Buffer.from(sealed);
+      await assert.rejects(async () => openUnitsAndNameAsync(key, aad, nameKey, both, 5, both.subarray(0, 32)), RangeError);
+      assert.deepEqual(both, sealed, 'arguments refused before anything was touched');
+    });
+
+    it("seals a chunk's segments in one job, opened by openSegments, with the CRC32 of the whole object", async () => {
+      const prefix = Buffer.from('chunkseg:0123abcd:');
+      for (const len of [0, 1, 65535, 65536, 65537, (4 << 20) - 3]) {
+        const plain = randomBytes(len);
+        const count = Math.max(1, Math.ceil(len / 65536));
+        const head = Buffer.from('FSC2\0');
+        const out = Buffer.alloc(head.length + len + count * 28);
+        head.copy(out);
+        const spec = Buffer.alloc(count * 12 + 4);
+        randomBytes(count * 12).copy(spec);
+        await sealSegmentsAsync(key, prefix, spec, plain, out);
+        assert.deepEqual(out.subarray(0, head.length), head, `${len} bytes: the header is kept`);
+        assert.equal(spec.readUInt32BE(count * 12), crc32(out), `${len} bytes: CRC32`);
+        for (let k = 0; k < count; k++) {
+          const seg = plain.subarray(k * 65536, (k + 1) * 65536);
+          const at = head.length + k * SEGMENT_SEALED;
+          const want = nodeSeal(key, spec.subarray(12 * k, 12 * k + 12), Buffer.from(`${prefix.toString()}${k}:${count}`), seg);
+          const stored = out.subarray(at, at + seg.length + 28);
+          assert.deepEqual(
+            stored,
+            Buffer.concat([spec.subarray(12 * k, 12 * k + 12), want.ct, want.tag]),
+            `${len} bytes: segment ${k}`,
+          );
+        }
+        const back = Buffer.alloc(len);
+        assert.equal(openSegmentsInto(key, prefix, 0, count, out.subarray(head.length), back), true);
+        assert.deepEqual(back, plain);
+      }
+      const plain = randomBytes(70000);
+      const spec = Buffer.alloc(2 * 12 + 4);
+      await assert.rejects(
+        async () => sealSegmentsAsync(key, prefix, Buffer.alloc(12 + 4), plain, Buffer.alloc(70100)),
+        RangeError,
+      );
+      await assert.rejects(async () => sealSegmentsAsync(key, prefix, spec, plain, Buffer.alloc(70000 + 55)), RangeError);
+      const both = Buffer.alloc(200000);
+      await assert.rejects(
+        async () => sealSegmentsAsync(key, prefix, spec, both.subarray(0, 70000), both.subarray(60000, 130100)),
+        RangeError,
+      );
+    });
+  }
 
   it('runs many async opens at once without mixing them up', async () => {
     const blobs = Array.from({ length: 16 }, (_, i) => {

@@ -9,7 +9,8 @@ import { crc32 } from 'node:zlib';
 import { after, describe, it } from 'node:test';
 import { SealedIO, UNIT, sealedBodySize } from '../../electron/engine/cache/sealed';
 import { AuthError, chunkName } from '../../electron/engine/chunk/crypto';
-import { decodeChunk, maxEncodedBytes } from '../../electron/engine/chunk/format';
+import { uploadJobsOffThread } from '../../electron/engine/chunk/cipherAddon';
+import { OFF_THREAD_BYTES, decodeChunk, maxEncodedBytes } from '../../electron/engine/chunk/format';
 import { ChunkEncoder, InThreadEncoder, WorkerEncoder } from '../../electron/engine/upload/encoder';
 
 const keys = { cacheKey: randomBytes(32), nameKey: randomBytes(32), chunkKey: randomBytes(32) };
@@ -93,7 +94,10 @@ describe('upload encoders', () => {
   it('works off the engine thread only on shared buffers', async () => {
     assert.equal(worker.offThread(shared(16)), true);
     assert.equal(worker.offThread(Buffer.alloc(16)), false);
-    assert.equal(inThread.offThread(), false);
+    // On the engine thread: a small chunk's work stays there; a large one's goes to the pool
+    // where the cipher addon offers it (chunk/format.ts OFF_THREAD_BYTES).
+    assert.equal(inThread.offThread(Buffer.alloc(OFF_THREAD_BYTES - 1)), false);
+    assert.equal(inThread.offThread(Buffer.alloc(OFF_THREAD_BYTES)), uploadJobsOffThread);
     // A buffer of its own (not shared) is done in-thread, with the same result.
     const plain = randomBytes(5000);
     const buf = Buffer.alloc(sealedBodySize(plain.length));

@@ -54,6 +54,25 @@ interface Addon {
     dst: Uint8Array,
     cb: (err: Error | null, ok: boolean) => void,
   ): void;
+  /** Absent from an addon built before it, or where HMAC-SHA256 was not found. */
+  openUnitsNameAsync?(
+    key: Uint8Array,
+    aad: Uint8Array,
+    nameKey: Uint8Array,
+    buf: Uint8Array,
+    first: number,
+    name: Uint8Array,
+    cb: (err: Error | null, ok: boolean) => void,
+  ): void;
+  /** Absent from an addon built before it, or where no zlib crc32 was found. */
+  sealSegmentsAsync?(
+    key: Uint8Array,
+    prefix: Uint8Array,
+    spec: Uint8Array,
+    src: Uint8Array,
+    dst: Uint8Array,
+    cb: (err: Error | null, ok: boolean) => void,
+  ): void;
   readonly openssl: string;
 }
 
@@ -329,4 +348,52 @@ export function openSegmentsIntoAsync(...args: SegmentsArgs): Promise<boolean> {
   const native = addon?.openSegmentsAsync?.bind(addon);
   if (!native) return new Promise((resolve) => resolve(openSegmentsFallback(...args)));
   return new Promise((resolve, reject) => native(...args, (err, ok) => (err ? reject(err) : resolve(ok))));
+}
+
+/**
+ * Whether `openUnitsAndNameAsync` and `sealSegmentsAsync` run on libuv's thread pool. Without
+ * them (an addon without HMAC or zlib's crc32, or node:crypto) callers do that work on their
+ * own thread, as they did before.
+ */
+export const uploadJobsOffThread = addon?.openUnitsNameAsync !== undefined && addon.sealSegmentsAsync !== undefined;
+
+/**
+ * On libuv's thread pool: opens the sealed units `first`, `first+1`, ... of a sealed cache file
+ * (cache/sealed.ts), as read from it into `buf`, in place (unit i's data moved down to
+ * (i - first) * 64 KiB), under `key` and the file's 20-byte unit prefix `aad`; then names the
+ * data with HMAC-SHA256 under `nameKey` into `name` (32 bytes). False, with all of `buf` wiped,
+ * when a unit fails authentication or is torn. Only where `uploadJobsOffThread`; the buffers are
+ * held until it settles and must not be touched meanwhile.
+ */
+export function openUnitsAndNameAsync(
+  key: Buffer,
+  aad: Buffer,
+  nameKey: Buffer,
+  buf: Buffer,
+  first: number,
+  name: Buffer,
+): Promise<boolean> {
+  const native = addon?.openUnitsNameAsync?.bind(addon);
+  if (!native) return Promise.reject(new Error('cipher addon: openUnitsNameAsync is not available'));
+  return new Promise((resolve, reject) =>
+    native(key, aad, nameKey, buf, first, name, (err, ok) => (err ? reject(err) : resolve(ok))),
+  );
+}
+
+/**
+ * On libuv's thread pool: seals the plaintext `src` as FSC2 segments (chunk/format.ts) into
+ * the end of `dst` (its first `dst.length - src.length - 28 * count` bytes, the header, are the
+ * caller's and kept), segment k with the nonce `spec[12k .. 12k+12]` and the associated data
+ * `prefix` then `<k>:<count>`; then writes the CRC32 of all of `dst` big-endian into the last 4
+ * bytes of `spec` (12 bytes per segment, then 4). Only where `uploadJobsOffThread`; the buffers
+ * are held until it settles and must not be touched meanwhile.
+ */
+export function sealSegmentsAsync(key: Buffer, prefix: Buffer, spec: Buffer, src: Buffer, dst: Buffer): Promise<void> {
+  const native = addon?.sealSegmentsAsync?.bind(addon);
+  if (!native) return Promise.reject(new Error('cipher addon: sealSegmentsAsync is not available'));
+  return new Promise((resolve, reject) =>
+    native(key, prefix, spec, src, dst, (err, ok) =>
+      err ? reject(err) : ok ? resolve() : reject(new Error('cipher addon: sealing failed')),
+    ),
+  );
 }

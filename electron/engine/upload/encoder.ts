@@ -4,7 +4,9 @@
  * upload does is I/O and bookkeeping on the engine thread (upload/uploader.ts).
  *
  * Two implementations of one interface:
- * - `InThreadEncoder` does it on the engine's JS thread (compression on libuv's pool).
+ * - `InThreadEncoder` does it from the engine's JS thread: compression on libuv's pool, and for
+ *   a chunk of OFF_THREAD_BYTES or more the cipher passes, the hash and the CRC32 too, as two
+ *   jobs of the cipher addon (chunk/cipherAddon.ts); a smaller chunk on the thread itself.
  * - `WorkerEncoder` does it in worker threads (node:worker_threads, upload/encodeWorker.ts), so
  *   the cipher passes, the hash, and the garbage the cipher's outputs leave (external memory
  *   that V8 collects with full GCs of the thread that made it) stay off the thread that answers
@@ -24,7 +26,8 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { openSealedUnits, sealedBodySize } from '../cache/sealed';
 import { AuthError, Keys, chunkName } from '../chunk/crypto';
-import { EncodedChunk, encodeChunkInto } from '../chunk/format';
+import { openUnitsAndNameAsync, uploadJobsOffThread } from '../chunk/cipherAddon';
+import { EncodedChunk, OFF_THREAD_BYTES, encodeChunkInto } from '../chunk/format';
 
 export type EncoderKeys = Pick<Keys, 'cacheKey' | 'nameKey' | 'chunkKey'>;
 
@@ -50,6 +53,22 @@ export class InThreadEncoder implements ChunkEncoder {
   constructor(private readonly keys: EncoderKeys) {}
 
   async openAndName(buf: Buffer, fileId: Buffer, len: number, what: string): Promise<string> {
+    if (uploadJobsOffThread && len >= OFF_THREAD_BYTES) {
+      // One job on the thread pool: the same opening and the same name as below.
+      const aad = Buffer.alloc(20);
+      fileId.copy(aad, 0, 0, 16);
+      const mac = Buffer.allocUnsafeSlow(32);
+      const ok = await openUnitsAndNameAsync(
+        this.keys.cacheKey,
+        aad,
+        this.keys.nameKey,
+        buf.subarray(0, sealedBodySize(len)),
+        0,
+        mac,
+      );
+      if (!ok) throw new AuthError(`${what} (a unit failed authentication or was cut short)`);
+      return mac.toString('hex', 0, 20);
+    }
     const n = openSealedUnits(this.keys.cacheKey, fileId, buf, sealedBodySize(len), 0, what);
     if (n !== len) throw new AuthError(`${what} (cut short)`);
     return chunkName(this.keys.nameKey, buf.subarray(0, len));
@@ -59,8 +78,8 @@ export class InThreadEncoder implements ChunkEncoder {
     return encodeChunkInto(this.keys.chunkKey, name, buf.subarray(0, len), out);
   }
 
-  offThread(): boolean {
-    return false;
+  offThread(buf: Buffer): boolean {
+    return uploadJobsOffThread && buf.length >= OFF_THREAD_BYTES;
   }
 
   async close(): Promise<void> {}
