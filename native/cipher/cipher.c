@@ -54,8 +54,8 @@ static struct {
 
 /*
  * Optional, for the upload path (OPEN_UNITS_NAME, SEAL_SEGMENTS): HMAC-SHA256 from the same
- * OpenSSL, and zlib's crc32 (the process's, else the system's libz.so.1), checked against a
- * known value before it is trusted. When one is missing, the ops that need it are not offered
+ * OpenSSL, and zlib's crc32 and compress2 (the process's, else the system's libz.so.1; crc32
+ * checked against a known value before it is trusted). When one is missing, the ops that need it are not offered
  * and the engine does that work on its own thread (chunk/cipherAddon.ts).
  */
 static struct {
@@ -63,6 +63,8 @@ static struct {
                          unsigned char *out, unsigned int *out_len);
   const void *(*sha256)(void);
   unsigned long (*crc32)(unsigned long crc, const unsigned char *buf, unsigned int len);
+  int (*compress2)(unsigned char *dst, unsigned long *dst_len, const unsigned char *src, unsigned long src_len, int level);
+  unsigned long (*compress_bound)(unsigned long src_len);
 } extra;
 
 #define SYMBOLS(X)                                   \
@@ -114,15 +116,20 @@ static const char *load_openssl(void) {
   return "libcrypto.so.3 lacks a needed function";
 }
 
-/* zlib's crc32, if one that gives the standard answer is found. */
-static void load_crc32(void) {
+/* zlib's crc32, compress2 and compressBound from one zlib, if its crc32 gives the standard answer. */
+static void load_zlib(void) {
   static const unsigned char probe[] = "123456789";
-  *(void **)(&extra.crc32) = dlsym(RTLD_DEFAULT, "crc32");
-  if (extra.crc32 == NULL) {
-    void *z = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (z != NULL) *(void **)(&extra.crc32) = dlsym(z, "crc32");
+  void *z = RTLD_DEFAULT; /* a null handle itself */
+  if (dlsym(z, "crc32") == NULL || dlsym(z, "compress2") == NULL || dlsym(z, "compressBound") == NULL) {
+    z = dlopen("libz.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (z == NULL) return;
   }
-  if (extra.crc32 != NULL && extra.crc32(0, probe, 9) != 0xCBF43926UL) extra.crc32 = NULL;
+  *(void **)(&extra.crc32) = dlsym(z, "crc32");
+  *(void **)(&extra.compress2) = dlsym(z, "compress2");
+  *(void **)(&extra.compress_bound) = dlsym(z, "compressBound");
+  if (extra.crc32 == NULL || extra.compress2 == NULL || extra.compress_bound == NULL ||
+      extra.crc32(0, probe, 9) != 0xCBF43926UL)
+    extra.crc32 = NULL;
 }
 
 /* ---- the operations, on plain memory (any thread) ---- */
@@ -161,6 +168,9 @@ static void load_crc32(void) {
  * nonce at iv[k * 12] and the associated data `aad` (the prefix "chunkseg:<name>:") followed by
  * "<k>:<count>", and stored as `nonce | ciphertext | tag` back to back to the end of `dst`. Then
  * the CRC32 of all of `dst`, header included, goes big-endian into the 4 bytes after the nonces.
+ * With a sample size (`sample`, > 0), the first that many bytes of `src` are deflated first
+ * (zlib, level 1, as chunk/format.ts samples a chunk): if they shrink to 7/8 or less, nothing is
+ * sealed and the job says so (ok 2): the caller deflates the chunk instead.
  */
 enum op { SEAL, OPEN, GMAC, CTR, GMAC_UNITS, OPEN_SEGMENTS, SEAL_UNITS, OPEN_UNITS_NAME, SEAL_SEGMENTS };
 
@@ -185,6 +195,7 @@ typedef struct {
   size_t tag_len;
   size_t dst_len;            /* OPEN_SEGMENTS: dst's length (shorter than src's) */
   size_t seg_first, seg_count; /* OPEN_SEGMENTS */
+  size_t sample;               /* SEAL_SEGMENTS: bytes to try deflating first (0: none) */
   seal_unit *units;            /* SEAL_UNITS (malloc'd; freed with the job) */
   size_t nunits;
   int ok;
@@ -373,6 +384,20 @@ static void run_seal_segments(job *j) {
   size_t head = j->dst_len - (j->len + count * SEAL_OVERHEAD); /* read_job checked the room */
   j->ok = 0;
   if (extra.crc32 == NULL || j->aad_len > SEGMENT_PREFIX_MAX) return;
+  if (j->sample > 0) {
+    /* The deflated sample without zlib's 2-byte header and 4-byte trailer: raw deflate's length. */
+    unsigned long n = j->sample < j->len ? j->sample : j->len;
+    unsigned long room = extra.compress_bound(n);
+    uint8_t *tmp = malloc(room);
+    if (tmp == NULL) return;
+    int z = extra.compress2(tmp, &room, j->src, n, 1);
+    free(tmp);
+    if (z != 0) return;
+    if (room >= 6 && (room - 6) * 8 <= n * 7) {
+      j->ok = 2;
+      return;
+    }
+  }
   EVP_CIPHER_CTX *c = ossl.ctx_new();
   if (c == NULL) return;
   memcpy(aad, j->aad, j->aad_len);
@@ -526,7 +551,7 @@ static int element_bytes(napi_env env, napi_value arr, uint32_t k, const char *w
 }
 
 static int read_job(napi_env env, enum op op, napi_value *argv, size_t argc, job *j) {
-  size_t want = op == GMAC || op == SEAL_UNITS || op == SEAL_SEGMENTS ? 5 : op == CTR || op == GMAC_UNITS ? 4 : 6;
+  size_t want = op == GMAC || op == SEAL_UNITS ? 5 : op == CTR || op == GMAC_UNITS ? 4 : 6;
   memset(j, 0, sizeof *j);
   j->op = op;
   /* Every op: enough arguments, and the key first. */
@@ -560,7 +585,7 @@ static int read_job(napi_env env, enum op op, napi_value *argv, size_t argc, job
     return 1;
   }
   if (op == SEAL_SEGMENTS) {
-    /* (key, prefix, spec, src, dst) */
+    /* (key, prefix, spec, src, dst, sample) */
     uint8_t *p, *s, *d;
     size_t n, sn, dn;
     if (!bytes_of(env, argv[1], "prefix: bytes expected", &p, &n)) return 0;
@@ -582,7 +607,7 @@ static int read_job(napi_env env, enum op op, napi_value *argv, size_t argc, job
     j->dst = d;
     j->dst_len = dn;
     j->seg_count = count;
-    return 1;
+    return count_of(env, argv[5], "sample: a whole number expected", &j->sample);
   }
   if (op == SEAL_UNITS) {
     /* (key, aad, spec, srcs, dsts) */
@@ -752,7 +777,9 @@ static void async_execute(napi_env env, void *data) {
 static void async_complete(napi_env env, napi_status status, void *data) {
   async_job *a = data;
   napi_value cb, global, args[2];
-  int ok = status == napi_ok && a->j.ok;
+  int ok = status == napi_ok && a->j.ok == 1;
+  /* SEAL_SEGMENTS found its sample compressible: no error, nothing sealed. */
+  int declined = status == napi_ok && a->j.op == SEAL_SEGMENTS && a->j.ok == 2;
   size_t written = a->j.op == OPEN_SEGMENTS || a->j.op == SEAL_SEGMENTS ? a->j.dst_len : a->j.len;
   free(a->j.units);
   if (status != napi_ok && a->j.op != GMAC_UNITS && a->j.dst != NULL && written > 0) ossl.cleanse(a->j.dst, written);
@@ -763,7 +790,7 @@ static void async_complete(napi_env env, napi_status status, void *data) {
   enum op op = a->j.op;
   free(a);
   napi_get_global(env, &global);
-  if (!ok && op != OPEN && op != OPEN_SEGMENTS && op != OPEN_UNITS_NAME) {
+  if (!ok && !declined && op != OPEN && op != OPEN_SEGMENTS && op != OPEN_UNITS_NAME) {
     napi_value msg;
     napi_create_string_utf8(env, "cipher addon: OpenSSL failed", NAPI_AUTO_LENGTH, &msg);
     napi_create_error(env, NULL, msg, &args[0]);
@@ -779,9 +806,9 @@ static napi_value async_op(napi_env env, napi_callback_info info, enum op op) {
   napi_value argv[7];
   size_t argc = 7;
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  size_t nargs = op == CTR || op == GMAC_UNITS ? 4 : op == SEAL_UNITS || op == SEAL_SEGMENTS ? 5 : 6;
+  size_t nargs = op == CTR || op == GMAC_UNITS ? 4 : op == SEAL_UNITS ? 5 : 6;
   /* Numbers take no reference (Node-API 8): only the buffers are held. */
-  int held[6] = {1, 1, op != OPEN_SEGMENTS, op != OPEN_SEGMENTS, op != OPEN_UNITS_NAME, 1};
+  int held[6] = {1, 1, op != OPEN_SEGMENTS, op != OPEN_SEGMENTS, op != OPEN_UNITS_NAME, op != SEAL_SEGMENTS};
   napi_valuetype t = napi_undefined;
   if (argc < nargs + 1 || napi_typeof(env, argv[nargs], &t) != napi_ok || t != napi_function) {
     napi_throw_type_error(env, NULL, "cipher addon: a callback is expected last");
@@ -842,7 +869,7 @@ NAPI_MODULE_INIT() {
       {"sealUnitsAsync", NULL, seal_units_async, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
-  load_crc32();
+  load_zlib();
   napi_value fn;
   if (extra.hmac != NULL && extra.sha256 != NULL &&
       napi_create_function(env, "openUnitsNameAsync", NAPI_AUTO_LENGTH, open_units_name_async, NULL, &fn) == napi_ok)

@@ -458,7 +458,7 @@ describe(`cipher (${cipherBackend})`, () => {
         head.copy(out);
         const spec = Buffer.alloc(count * 12 + 4);
         randomBytes(count * 12).copy(spec);
-        await sealSegmentsAsync(key, prefix, spec, plain, out);
+        assert.equal(await sealSegmentsAsync(key, prefix, spec, plain, out, len % 2 ? 65536 : 0), true);
         assert.deepEqual(out.subarray(0, head.length), head, `${len} bytes: the header is kept`);
         assert.equal(spec.readUInt32BE(count * 12), crc32(out), `${len} bytes: CRC32`);
         for (let k = 0; k < count; k++) {
@@ -476,6 +476,18 @@ describe(`cipher (${cipherBackend})`, () => {
         assert.equal(openSegmentsInto(key, prefix, 0, count, out.subarray(head.length), back), true);
         assert.deepEqual(back, plain);
       }
+      // A sample that deflates to 7/8 or less: nothing sealed, no CRC32 written.
+      const text = Buffer.alloc(200000, 'a log line that repeats itself\n');
+      const untouched = Buffer.alloc(5 + text.length + 4 * 28, 9);
+      const textSpec = Buffer.alloc(4 * 12 + 4, 7);
+      assert.equal(await sealSegmentsAsync(key, prefix, textSpec, text, untouched, 65536), false);
+      assert.ok(untouched.every((b) => b === 9) && textSpec.every((b) => b === 7), 'a compressible chunk is left as it was');
+      // Random bytes do not shrink: sealed whatever the sample size.
+      const noise = randomBytes(200000);
+      const sealedOut = Buffer.alloc(5 + noise.length + 4 * 28);
+      const noiseSpec = Buffer.alloc(4 * 12 + 4);
+      assert.equal(await sealSegmentsAsync(key, prefix, noiseSpec, noise, sealedOut, 65536), true);
+      assert.equal(noiseSpec.readUInt32BE(48), crc32(sealedOut));
       const plain = randomBytes(70000);
       const spec = Buffer.alloc(2 * 12 + 4);
       await assert.rejects(

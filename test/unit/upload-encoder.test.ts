@@ -68,6 +68,8 @@ describe('upload encoders', () => {
         const obj = await enc.encode(buf, plain.length, name, out);
         const bytes = out.subarray(0, obj.length);
         assert.equal(obj.crc32, crc32(bytes));
+        // Text deflates (FSC1); random bytes do not and are sealed in segments (FSC2).
+        assert.equal(obj.deflated, plain.length >= 512 && plain.equals(text(plain.length)), `${plain.length} bytes: deflated`);
         assert.ok((await decodeChunk(keys.chunkKey, name, bytes)).equals(plain));
       }
     });

@@ -71,6 +71,7 @@ interface Addon {
     spec: Uint8Array,
     src: Uint8Array,
     dst: Uint8Array,
+    sample: number,
     cb: (err: Error | null, ok: boolean) => void,
   ): void;
   readonly openssl: string;
@@ -385,15 +386,22 @@ export function openUnitsAndNameAsync(
  * the end of `dst` (its first `dst.length - src.length - 28 * count` bytes, the header, are the
  * caller's and kept), segment k with the nonce `spec[12k .. 12k+12]` and the associated data
  * `prefix` then `<k>:<count>`; then writes the CRC32 of all of `dst` big-endian into the last 4
- * bytes of `spec` (12 bytes per segment, then 4). Only where `uploadJobsOffThread`; the buffers
- * are held until it settles and must not be touched meanwhile.
+ * bytes of `spec` (12 bytes per segment, then 4), and resolves true. With `sample` > 0 it first
+ * deflates the first `sample` bytes of `src` (zlib, level 1): if they shrink to 7/8 or less it
+ * seals nothing and resolves false (the chunk is worth deflating). Only where
+ * `uploadJobsOffThread`; the buffers are held until it settles and must not be touched meanwhile.
  */
-export function sealSegmentsAsync(key: Buffer, prefix: Buffer, spec: Buffer, src: Buffer, dst: Buffer): Promise<void> {
+export function sealSegmentsAsync(
+  key: Buffer,
+  prefix: Buffer,
+  spec: Buffer,
+  src: Buffer,
+  dst: Buffer,
+  sample = 0,
+): Promise<boolean> {
   const native = addon?.sealSegmentsAsync?.bind(addon);
   if (!native) return Promise.reject(new Error('cipher addon: sealSegmentsAsync is not available'));
   return new Promise((resolve, reject) =>
-    native(key, prefix, spec, src, dst, (err, ok) =>
-      err ? reject(err) : ok ? resolve() : reject(new Error('cipher addon: sealing failed')),
-    ),
+    native(key, prefix, spec, src, dst, sample, (err, ok) => (err ? reject(err) : resolve(ok))),
   );
 }

@@ -166,16 +166,40 @@ function writeObject(key: Buffer, name: string, payload: Buffer, flags: number, 
  */
 export const OFF_THREAD_BYTES = 128 * 1024;
 
-/** `writeSegmented` as one job on libuv's thread pool: same object, same CRC32. */
-async function writeSegmentedOffThread(key: Buffer, name: string, plain: Buffer, out: Buffer): Promise<EncodedChunk> {
+/**
+ * `writeSegmented` as one job on libuv's thread pool: same object, same CRC32. With `sample`,
+ * the job first tries deflating that many bytes as `maybeCompress` samples a chunk, and returns
+ * undefined (having sealed nothing) when they shrink enough for the chunk to be deflated.
+ */
+async function writeSegmentedOffThread(
+  key: Buffer,
+  name: string,
+  plain: Buffer,
+  out: Buffer,
+  sample = 0,
+): Promise<EncodedChunk | undefined> {
   const count = segmentCount(plain.length);
   const length = HEAD_BYTES + plain.length + count * SEAL_OVERHEAD;
   MAGIC2.copy(out, 0);
   out[MAGIC2.length] = 0;
   // Nonces (12 random bytes per segment), then 4 bytes the CRC32 comes back in.
   const spec = randomFillSync(Buffer.allocUnsafeSlow(count * 12 + 4), 0, count * 12);
-  await sealSegmentsAsync(key, segmentAadPrefix(name), spec, plain, out.subarray(0, length));
+  if (!(await sealSegmentsAsync(key, segmentAadPrefix(name), spec, plain, out.subarray(0, length), sample))) return undefined;
   return { length, crc32: spec.readUInt32BE(count * 12), deflated: false, segmented: true };
+}
+
+/**
+ * `encodeChunkInto` for a chunk large enough to be sampled, on the thread pool: the sample is
+ * deflated in the sealing job (Node's async zlib cost the engine thread about 1.5 ms of stream
+ * callbacks per 4 MiB chunk for a sample that did not shrink); a chunk whose sample shrinks is
+ * deflated whole as before, and sealed in segments if that did not pay after all.
+ */
+async function encodeSampledOffThread(key: Buffer, name: string, plain: Buffer, out: Buffer): Promise<EncodedChunk> {
+  const sealed = await writeSegmentedOffThread(key, name, plain, out, SAMPLE_BYTES);
+  if (sealed) return sealed;
+  const deflated = await deflateAsync(plain, DEFLATE_OPTIONS);
+  if (pays(deflated, plain)) return writeObject(key, name, deflated, FLAG_DEFLATE, out);
+  return (await writeSegmentedOffThread(key, name, plain, out))!;
 }
 
 /** Writes `plain` as an FSC2 object (segments sealed one by one) into `out`. */
@@ -206,9 +230,10 @@ function writeSegmented(key: Buffer, name: string, plain: Buffer, out: Buffer): 
 export async function encodeChunkInto(key: Buffer, name: string, plain: Buffer, out: Buffer): Promise<EncodedChunk> {
   if (out.length < maxEncodedBytes(plain.length))
     throw new RangeError('encodeChunkInto: the output buffer is too small for this chunk');
+  if (uploadJobsOffThread && plain.length > SAMPLE_BYTES * 2) return encodeSampledOffThread(key, name, plain, out);
   const compressed = await maybeCompress(plain);
   if (compressed) return writeObject(key, name, compressed, FLAG_DEFLATE, out);
-  if (uploadJobsOffThread && plain.length >= OFF_THREAD_BYTES) return writeSegmentedOffThread(key, name, plain, out);
+  if (uploadJobsOffThread && plain.length >= OFF_THREAD_BYTES) return (await writeSegmentedOffThread(key, name, plain, out))!;
   return writeSegmented(key, name, plain, out);
 }
 
