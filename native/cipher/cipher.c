@@ -434,24 +434,15 @@ static void run_seal_segments(job *j) {
 }
 
 static void run(job *j) {
-  if (j->op == OPEN_UNITS_NAME) {
-    run_open_units_name(j);
-    return;
-  }
-  if (j->op == SEAL_SEGMENTS) {
-    run_seal_segments(j);
-    return;
-  }
-  if (j->op == SEAL_UNITS) {
-    run_seal_units(j);
-    return;
-  }
-  if (j->op == GMAC_UNITS) {
-    run_gmac_units(j);
-    return;
-  }
-  if (j->op == OPEN_SEGMENTS) {
-    run_open_segments(j);
+  /* The batch ops have functions of their own; the single-blob ops follow. */
+  void (*batch)(job *) = j->op == OPEN_UNITS_NAME ? run_open_units_name
+                         : j->op == SEAL_SEGMENTS ? run_seal_segments
+                         : j->op == SEAL_UNITS    ? run_seal_units
+                         : j->op == GMAC_UNITS    ? run_gmac_units
+                         : j->op == OPEN_SEGMENTS ? run_open_segments
+                                                  : NULL;
+  if (batch != NULL) {
+    batch(j);
     return;
   }
   j->ok = 0;

@@ -68,7 +68,8 @@ export function lastUnitOf(len: number): number {
   return len > 0 ? Math.floor((len - 1) / UNIT) : -1;
 }
 
-function unitAad(fileId: Buffer, i: number): Buffer {
+/** The associated data of unit i of the sealed file `fileId` (its id, then i big-endian). */
+export function unitAad(fileId: Buffer, i: number): Buffer {
   const b = Buffer.allocUnsafe(20);
   fileId.copy(b, 0, 0, 16);
   b.writeUInt32BE(i, 16);

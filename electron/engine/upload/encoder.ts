@@ -24,7 +24,7 @@
 
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { openSealedUnits, sealedBodySize } from '../cache/sealed';
+import { openSealedUnits, sealedBodySize, unitAad } from '../cache/sealed';
 import { AuthError, Keys, chunkName } from '../chunk/crypto';
 import { openUnitsAndNameAsync, uploadJobsOffThread } from '../chunk/cipherAddon';
 import { EncodedChunk, OFF_THREAD_BYTES, encodeChunkInto } from '../chunk/format';
@@ -55,8 +55,7 @@ export class InThreadEncoder implements ChunkEncoder {
   async openAndName(buf: Buffer, fileId: Buffer, len: number, what: string): Promise<string> {
     if (uploadJobsOffThread && len >= OFF_THREAD_BYTES) {
       // One job on the thread pool: the same opening and the same name as below.
-      const aad = Buffer.alloc(20);
-      fileId.copy(aad, 0, 0, 16);
+      const aad = unitAad(fileId, 0);
       const mac = Buffer.allocUnsafeSlow(32);
       const ok = await openUnitsAndNameAsync(
         this.keys.cacheKey,
