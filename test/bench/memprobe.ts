@@ -14,6 +14,7 @@
  *
  *   node dist/test/bench/memprobe.js [phases...]     (default: write read tar tard limited)
  *
+ * FILESPACE_PROBE_MEMLOG=file keeps the engine's memory log (memlog.ts's rows) there.
  * Like the benchmark, it never touches the mount from its own process, and stops what it started.
  */
 
@@ -207,6 +208,8 @@ async function main(): Promise<void> {
       await fsp
         .cp(path.join(work, 'snapshots'), process.env.FILESPACE_PROBE_SNAPSHOTS, { recursive: true })
         .catch(() => undefined);
+    // FILESPACE_PROBE_MEMLOG=file: the engine's memory log is kept there (one JSON row per sample).
+    if (process.env.FILESPACE_PROBE_MEMLOG) await fsp.copyFile(memlog, process.env.FILESPACE_PROBE_MEMLOG).catch(() => undefined);
     await fsp.rm(work, { recursive: true, force: true });
   }
 }

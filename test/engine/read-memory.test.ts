@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { MEMORY_IDLE_MS } from '../../electron/engine/cache/chunkCache';
-import { EngineBed, random, readFile, writeFile } from '../helpers/engineBed';
+import { EngineBed, O_RDONLY, random, readAt, readFile, withFile, writeFile } from '../helpers/engineBed';
 import { until } from '../helpers/until';
 
 const CS = 64 * 1024;
@@ -30,6 +30,22 @@ describe('read memory', () => {
     assert.deepEqual(await readFile(m.fs, '/big.bin'), big);
     assert.ok(m.engine.stats().readMemoryBytes > 0, 'a sequential read of several chunks is served from memory');
     await until('the idle read memory to be let go', () => m.engine.stats().readMemoryBytes === 0, 10 * MEMORY_IDLE_MS);
+    await m.close();
+  });
+
+  it('reads a file smaller than half a chunk in small pieces from disk, range by range, without keeping it', async () => {
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space);
+    const mid = random(CS / 2 - 1000);
+    await writeFile(m.fs, '/mid.bin', mid);
+    await m.sync();
+    const got = await withFile(m.fs, '/mid.bin', O_RDONLY, async (fh) => {
+      const parts: Buffer[] = [];
+      for (let pos = 0; pos < mid.length; pos += 4096) parts.push(await readAt(m.fs, fh, pos, Math.min(4096, mid.length - pos)));
+      return Buffer.concat(parts);
+    });
+    assert.deepEqual(got, mid);
+    assert.equal(m.engine.stats().readMemoryBytes, 0, 'a chunk too small for the reused buffers is not loaded whole');
     await m.close();
   });
 });

@@ -7,7 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -293,5 +293,42 @@ describe('buffers whole chunks are decoded into', () => {
       assert.ok(back?.equals(datas[i]!), `chunk ${i} in the clean cache is the chunk`);
     }
     assert.equal(fetcher.decoded.heldCount, 0);
+  });
+
+  it('are what chunks loaded from the disk cache are read into, and go back on eviction or a damaged file', async () => {
+    // Every chunk in the clean cache first; then a stream of loads through a memory of two chunks.
+    const cs = 128 * 1024;
+    const { cache, fetcher, names, datas } = await setUp(10, 2, { ungated: true, memoryBytes: 2 * cs, chunkSize: cs });
+    await Promise.all(names.map((n) => fetcher.background(n)));
+    await fetcher.cacheWritesDone();
+    cache.releaseIdleMemory();
+    assert.equal(fetcher.decoded.heldCount, 0);
+    assert.ok(cache.loadsPooled(datas[0]!.length), 'a chunk of 100 kB in a 128 KiB filespace is loaded into a pooled buffer');
+    assert.ok(!cache.loadsPooled(1000), 'a small chunk is not');
+
+    const before = { ...fetcher.decoded };
+    for (let i = 0; i < names.length; i++) {
+      assert.ok(await cache.loadIntoMemory(names[i]!), `chunk ${i} loads`);
+      assert.ok(cache.inMemory(names[i]!)!.equals(datas[i]!), `chunk ${i} reads back from memory`);
+    }
+    const allocated = fetcher.decoded.allocated - before.allocated;
+    const reused = fetcher.decoded.reused - before.reused;
+    assert.ok(reused >= names.length - 4, `loads reuse the buffers the memory let go (${allocated} allocated, ${reused} reused)`);
+    assert.ok(fetcher.decoded.heldCount <= 2, 'only what the memory keeps is held');
+
+    // A damaged cache file: the load is a miss and its buffer is not left held.
+    cache.releaseIdleMemory();
+    const file = path.join(dir, 'chunks', names[3]!.slice(0, 2), names[3]!);
+    const fh = await open(file, 'r+');
+    const st = await fh.stat();
+    const byte = Buffer.alloc(1);
+    await fh.read(byte, 0, 1, st.size - 10);
+    byte[0]! ^= 0xff;
+    await fh.write(byte, 0, 1, st.size - 10);
+    await fh.close();
+    assert.equal(await cache.loadIntoMemory(names[3]!), false, 'a tampered cache file is refused (a miss)');
+    assert.equal(fetcher.decoded.heldCount, 0, 'the buffer it was read into went back');
+    const again = await fetcher.fetch(names[3]!);
+    assert.ok(again.equals(datas[3]!), 'and the chunk is fetched again');
   });
 });

@@ -99,6 +99,45 @@ describe('sealed cache files', () => {
     await h.close();
   });
 
+  it('reads ranges right whether they go through its scratch buffers or not, many at once, and refuses a flipped byte', async () => {
+    const len = 9 * UNIT + 321;
+    const data = randomBytes(len);
+    const { fh, fileId, file } = await fresh('ranges');
+    await io.write(fh, fileId, 0, data, 0, 't');
+    const ranges: Array<[number, number]> = [];
+    for (const start of [0, 1, UNIT - 5, UNIT, 2 * UNIT + 7, 8 * UNIT + 1]) {
+      for (const n of [1, 4096, UNIT, 128 * 1024, 3 * UNIT, 4 * UNIT + 9]) ranges.push([start, Math.min(n, len - start)]);
+    }
+    // All at once: concurrent reads each get a scratch buffer of their own.
+    const got = await Promise.all(
+      ranges.map(async ([pos, n]) => {
+        const buf = Buffer.alloc(n + 2, 0xee);
+        await io.read(fh, fileId, len, buf, 1, n, pos, 't');
+        return buf;
+      }),
+    );
+    ranges.forEach(([pos, n], i) => {
+      const buf = got[i]!;
+      assert.ok(buf.subarray(1, 1 + n).equals(data.subarray(pos, pos + n)), `read ${pos}+${n}`);
+      assert.equal(buf[0], 0xee, `read ${pos}+${n} writes nothing before its place`);
+      assert.equal(buf[n + 1], 0xee, `read ${pos}+${n} writes nothing after its place`);
+    });
+    await fh.close();
+    // A flipped byte in the second unit: a read that takes it is refused, one that does not is served.
+    const raw = await fsp.readFile(file);
+    raw[physicalSize(UNIT) + 40]! ^= 1;
+    await fsp.writeFile(file, raw);
+    const h = await fsp.open(file, 'r');
+    const buf = Buffer.alloc(4096);
+    await assert.rejects(io.read(h, fileId, len, buf, 0, 4096, UNIT + 100, 't'), AuthError);
+    await io.read(h, fileId, len, buf, 0, 4096, 2 * UNIT + 100, 't');
+    assert.ok(
+      buf.equals(data.subarray(2 * UNIT + 100, 2 * UNIT + 100 + 4096)),
+      'the scratch a refused read used serves the next',
+    );
+    await h.close();
+  });
+
   it("reads a whole file into a caller's buffer, opening the units where they were read", async () => {
     for (const len of [1, 100, UNIT - 1, UNIT, UNIT + 1, 3 * UNIT + 17, 64 * UNIT]) {
       const { fh, fileId } = await fresh(`into-${len}`);

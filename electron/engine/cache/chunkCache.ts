@@ -46,7 +46,7 @@ import { receivedCiphertext, receivedSegments } from '../chunk/format';
 import { writeAllAt } from '../util/writeAll';
 import { HandlePool } from './handles';
 import { ReceivedHeader, ReceivedIO } from './received';
-import { HEADER, SealedIO, logicalSize, physicalSize } from './sealed';
+import { HEADER, SealedIO, logicalSize, physicalSize, sealedBodySize } from './sealed';
 
 /** `data` in memory of its own (never a slice of Node's shared pool). */
 function ownCopy(data: Buffer): Buffer {
@@ -97,6 +97,10 @@ export interface CacheLimits {
 
 /** Buffers used again once nothing holds them (prefetch/decodedBuffers.ts); others are ignored. */
 export interface HeldBuffers {
+  /** Whether `take` gives a buffer for `bytes` of data. */
+  takes(bytes: number): boolean;
+  /** A buffer for `bytes` of data held once by the caller, or undefined for a size not pooled. */
+  take(bytes: number): Buffer | undefined;
   hold(buf: Buffer): void;
   drop(buf: Buffer): void;
   /** Lets go of those waiting for reuse. */
@@ -234,10 +238,46 @@ export class ChunkCache {
   /** Reads a cached chunk whole into memory (`ahead`: for a reader that has not reached it); resolves false on a miss. */
   async loadIntoMemory(name: string, ahead = false): Promise<boolean> {
     if (this.memory.has(name)) return true;
-    const data = await this.readAll(name);
+    const data = await this.readWhole(name);
     if (!data) return false;
     this.remember(name, data, ahead);
+    this.decoded?.drop(data); // the load's own hold: the memory holds it now, or it goes back
     return true;
+  }
+
+  /**
+   * Whether `loadIntoMemory` keeps a chunk of `len` bytes in a buffer used again (see
+   * `readWhole`). Others are better read range by range: a whole copy of its own would be
+   * garbage once the memory lets go of it.
+   */
+  loadsPooled(len: number): boolean {
+    return this.decoded?.takes(len) ?? false;
+  }
+
+  /**
+   * `readAll` for the memory: a sealed file of a size the decoded pool takes is read and opened
+   * in one of its buffers, held once for the caller (a stream of chunks read from disk then
+   * reuses a few buffers instead of leaving one of garbage per chunk, which kept V8 collecting).
+   */
+  private async readWhole(name: string): Promise<Buffer | undefined> {
+    if (!this.index.has(name)) return undefined;
+    this.touch(name);
+    return this.withFile(name, async (fh, file, len) => {
+      const what = `cached chunk ${name}`;
+      if ('received' in file) return this.received!.readAll(fh, file.received, name, len, what);
+      const buf = len > 0 ? this.decoded?.take(len) : undefined;
+      if (!buf || buf.length < sealedBodySize(len)) {
+        if (buf) this.decoded!.drop(buf);
+        return this.io.readAll(fh, file.sealed, len, what);
+      }
+      try {
+        await this.io.readAllInto(fh, file.sealed, len, buf, what);
+      } catch (err) {
+        this.decoded!.drop(buf); // the file read into it has finished
+        throw err;
+      }
+      return buf.subarray(0, len);
+    });
   }
 
   /**

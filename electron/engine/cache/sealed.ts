@@ -25,6 +25,7 @@ import { randomBytes, randomFillSync } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { gcmOpenInto, gcmSealInto, sealUnitsAsync } from '../chunk/cipherAddon';
 import { AuthError } from '../chunk/crypto';
+import { SpareBuffers } from '../util/spareBuffers';
 import { writeAllAt } from '../util/writeAll';
 
 export const UNIT = 64 * 1024;
@@ -138,6 +139,12 @@ function freshNonce(): Buffer {
   return nonce;
 }
 
+/**
+ * A read of up to this many units goes through a scratch buffer used again: any FUSE read
+ * (128 KiB at most, so 3 units when it does not start on a unit's boundary).
+ */
+const SCRATCH_UNITS = 3;
+
 /** Spare sealed-unit buffers a SealedIO keeps for `sealUnitsForWrite` (4 MiB of them at most). */
 const SPARE_UNITS = 64;
 
@@ -148,6 +155,11 @@ export class SealedIO {
    * seals into the same memory instead of allocating (outside the JS heap) 64 KiB per unit.
    */
   private readonly spare: Buffer[] = [];
+  /**
+   * Scratch buffers for `read`s of a few units (read sealed, opened in place, copied out): a
+   * stream of small reads, such as a tree of small files read back, allocates nothing per read.
+   */
+  private readonly scratch = new SpareBuffers(SCRATCH_UNITS * (UNIT + UNIT_OVERHEAD));
 
   constructor(private readonly key: Buffer) {}
 
@@ -277,8 +289,19 @@ export class SealedIO {
     if (n <= 0) return;
     const first = Math.floor(pos / UNIT);
     const last = Math.floor((pos + n - 1) / UNIT);
-    const data = await this.readUnits(fh, fileId, first, last, len, what);
-    data.copy(buf, bufOff, pos - first * UNIT, pos - first * UNIT + n);
+    if (last - first >= SCRATCH_UNITS) {
+      const data = await this.readUnits(fh, fileId, first, last, len, what);
+      data.copy(buf, bufOff, pos - first * UNIT, pos - first * UNIT + n);
+      return;
+    }
+    // The file read into the scratch has finished once openUnitsInPlace settles, either way.
+    const scratch = this.scratch.take();
+    try {
+      await this.openUnitsInPlace(fh, fileId, first, last, len, scratch, what);
+      scratch.copy(buf, bufOff, pos - first * UNIT, pos - first * UNIT + n);
+    } finally {
+      this.scratch.give(scratch);
+    }
   }
 
   async readAll(fh: FileHandle, fileId: Buffer, len: number, what: string): Promise<Buffer> {

@@ -1,6 +1,6 @@
 /**
- * DecodedBuffers: the buffers downloads decode whole chunks into, used again once nothing
- * holds them.
+ * DecodedBuffers: the buffers downloads decode whole chunks into, and the memory cache reads
+ * whole chunks from the disk cache into, used again once nothing holds them.
  *
  * Why: V8 counts every buffer's memory allocated since its last full collection against the
  * heap's growth limit, which for the engine's small JavaScript heap (20 to 80 MB) leaves room
@@ -10,12 +10,12 @@
  * once.
  *
  * Who holds a buffer, each counted (`hold` / `drop`): the download while it hands the chunk
- * out, the memory cache (cache/chunkCache.ts) while the chunk is in it, and the copy into the
- * clean cache while it is written. A buffer goes back for reuse only when the count falls to
- * zero and it never `escaped`: handed to code that may keep it across awaits (the fetcher's
- * `fetch` callers). An escaped buffer is left to the garbage collector like any other. Readers
- * of the memory cache copy out synchronously, while the cache holds the buffer, so reuse can
- * never change bytes under them.
+ * out, the load from the disk cache while it reads, the memory cache (cache/chunkCache.ts)
+ * while the chunk is in it, and the copy into the clean cache while it is written. A buffer
+ * goes back for reuse only when the count falls to zero and it never `escaped`: handed to code
+ * that may keep it across awaits (the fetcher's `fetch` callers). An escaped buffer is left to
+ * the garbage collector like any other. Readers of the memory cache copy out synchronously,
+ * while the cache holds the buffer, so reuse can never change bytes under them.
  *
  * Buffers not taken from here are not counted (`hold` and `drop` ignore them). At most
  * `keepFree` wait for reuse, and `trim` lets them go (an idle engine holds none).
@@ -34,10 +34,15 @@ export class DecodedBuffers {
   reused = 0;
 
   constructor(
-    /** Bytes of each buffer: the filespace's chunk size. */
+    /** Bytes of each buffer: a chunk's sealed units in the cache (a little more than the chunk size). */
     readonly bufferBytes: number,
     private readonly keepFree = 4,
   ) {}
+
+  /** Whether `take` gives a buffer for `bytes`: not more than a buffer holds, and at least half of it. */
+  takes(bytes: number): boolean {
+    return bytes <= this.bufferBytes && bytes * 2 >= this.bufferBytes;
+  }
 
   /**
    * A buffer for a chunk whose decoded size is `bytes`, held once by the caller; undefined
@@ -45,7 +50,7 @@ export class DecodedBuffers {
    * buffer of its own size.
    */
   take(bytes: number): Buffer | undefined {
-    if (bytes > this.bufferBytes || bytes * 2 < this.bufferBytes) return undefined;
+    if (!this.takes(bytes)) return undefined;
     let buf = this.free.pop();
     if (buf) this.reused++;
     else {

@@ -52,6 +52,7 @@
 import { AuthError, SEAL_OVERHEAD } from '../chunk/crypto';
 import { SEGMENT_BYTES, chunkKey, decodeChunk, maxEncodedBytes, openSegments, segmentRange } from '../chunk/format';
 import { ChunkCache } from '../cache/chunkCache';
+import { sealedBodySize } from '../cache/sealed';
 import { FsError } from '../errors';
 import { ALWAYS_ONLINE, Connectivity } from '../store/monitored';
 import { ObjectStore, StoreError, isNoAnswer } from '../store/types';
@@ -254,7 +255,9 @@ export class ChunkFetcher {
     this.bodies = new BufferPool(maxEncodedBytes(chunkSize), () => heldObjects(this.concurrency), {
       keepFree: heldObjects(concurrency),
     });
-    this.decoded = new DecodedBuffers(chunkSize);
+    // Room for a whole chunk decoded, or read as sealed units from the cache and opened where
+    // they lie (ChunkCache.loadIntoMemory).
+    this.decoded = new DecodedBuffers(sealedBodySize(chunkSize));
     cache.useDecodedBuffers(this.decoded);
   }
 

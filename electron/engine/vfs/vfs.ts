@@ -1358,7 +1358,7 @@ export class Vfs {
       ref &&
       valid > 0 &&
       sequential &&
-      !this.readsWholeCached(ref, inChunk, valid) &&
+      !this.readsFromDisk(ref, inChunk, valid) &&
       (this.cache.inMemoryPeek(ref[0]) || (await this.loadWhole(ref[0])))
     ) {
       // Sequential: served from the whole chunk in memory (one disk read per chunk). Looked up
@@ -1392,12 +1392,16 @@ export class Vfs {
   }
 
   /**
-   * Whether a read takes all of a chunk that is on disk and not in memory (a small file read
-   * at once): it is read from disk, and not kept in memory, where it would serve no later read
-   * and only push out chunks that may.
+   * Whether a sequential read of a chunk that is on disk and not in memory reads just its range
+   * from disk instead of loading the chunk whole into memory: when it takes all of the chunk (a
+   * small file read at once: kept in memory it would serve no later read and only push out
+   * chunks that may), or when the chunk is too small for the memory's reused buffers (a file of
+   * a few hundred KiB: a copy of its own would be garbage once the memory lets go of it, and a
+   * tree of such files read back kept V8 collecting and the RSS high).
    */
-  private readsWholeCached(ref: ChunkRef, inChunk: number, valid: number): boolean {
-    return inChunk === 0 && valid >= ref[1] && !this.cache.inMemoryPeek(ref[0]) && this.cache.has(ref[0]);
+  private readsFromDisk(ref: ChunkRef, inChunk: number, valid: number): boolean {
+    if (this.cache.inMemoryPeek(ref[0]) || !this.cache.has(ref[0])) return false;
+    return (inChunk === 0 && valid >= ref[1]) || !this.cache.loadsPooled(ref[1]);
   }
 
   /**
