@@ -282,6 +282,30 @@ describe('buffers whole chunks are decoded into', () => {
     assert.equal(fetcher.decoded.heldCount, 0, 'an idle memory cache holds no pooled buffer');
   });
 
+  it('are used again when a reader waits on each chunk in turn through the memory (a cold stream), never with fetch', async () => {
+    const cs = 128 * 1024;
+    const { cache, fetcher, names, datas } = await setUp(12, 2, { ungated: true, memoryBytes: 3 * cs, chunkSize: cs });
+    for (let i = 0; i < 6; i++) {
+      await fetcher.fetchIntoMemory(names[i]!);
+      assert.ok(cache.inMemory(names[i]!)!.equals(datas[i]!), `chunk ${i} is served from memory`);
+    }
+    await fetcher.cacheWritesDone();
+    const streamed = { ...fetcher.decoded };
+    assert.ok(streamed.reused > 0, `buffers used again along the stream (${streamed.allocated} allocated)`);
+    // A fetch caller may keep what it gets: none of those buffers is decoded into again.
+    const kept: Buffer[] = [];
+    for (let i = 6; i < 9; i++) kept.push(await fetcher.fetch(names[i]!));
+    for (let i = 9; i < names.length; i++) {
+      await fetcher.fetchIntoMemory(names[i]!);
+      const inMemory = cache.inMemory(names[i]!)!;
+      assert.ok(inMemory.equals(datas[i]!), `chunk ${i} is served from memory`);
+      assert.ok(!kept.some((k) => k.buffer === inMemory.buffer), `chunk ${i} was not decoded into a buffer a fetch handed out`);
+    }
+    await fetcher.cacheWritesDone();
+    kept.forEach((k, j) => assert.ok(k.equals(datas[6 + j]!), `fetched chunk ${6 + j} is intact`));
+    assert.ok(fetcher.decoded.reused > streamed.reused, 'the stream went on reusing buffers');
+  });
+
   it('are not used again while the copy into the cache is still to be written from them', async () => {
     // Nothing fits in memory: the copy being written is a chunk's only holder.
     const { cache, fetcher, names, datas } = await setUp(10, 4, { ungated: true, memoryBytes: 1, chunkSize: 128 * 1024 });

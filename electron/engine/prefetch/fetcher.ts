@@ -285,12 +285,27 @@ export class ChunkFetcher {
    * The caller may keep it: its buffer is never decoded into again (DecodedBuffers.escape).
    */
   async fetch(name: string): Promise<Buffer> {
+    const data = await this.demand(name);
+    this.decoded.escape(data);
+    return data;
+  }
+
+  /**
+   * Brings a chunk a reader waits on into memory (it is remembered, cache/chunkCache.ts), or
+   * finds it cached, as `fetch` does but handing nothing out: its buffer stays in the decoded
+   * pool's reuse. A sequential reader that waits on each chunk of a cold stream reads it from
+   * the memory cache; with `fetch`, every such chunk's buffer escaped and the next was freshly
+   * allocated (page faults on first touch, external memory for V8 to collect).
+   */
+  async fetchIntoMemory(name: string): Promise<void> {
+    await this.demand(name);
+  }
+
+  private async demand(name: string): Promise<Buffer> {
     this.slots.promote(name);
     this.demanded.add(name);
     try {
-      const data = await this.load(name, 'urgent');
-      this.decoded.escape(data);
-      return data;
+      return await this.load(name, 'urgent');
     } finally {
       this.demanded.delete(name);
     }

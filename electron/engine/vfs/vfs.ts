@@ -1439,7 +1439,7 @@ export class Vfs {
   private loadWhole(name: string, ahead = false): Promise<boolean> {
     return this.memLoads.run(name, async () => {
       if (await this.cache.loadIntoMemory(name, ahead)) return this.cache.inMemoryPeek(name);
-      await this.fetcher.fetch(name); // remembers what it downloads
+      await this.fetcher.fetchIntoMemory(name); // remembers what it downloads
       return this.cache.inMemoryPeek(name);
     });
   }
