@@ -228,6 +228,14 @@ export class ChunkCache {
     this.memoryUsed = 0;
   }
 
+  /** Lets go of these chunks in memory (those its readers are done with, see Vfs.release). */
+  letGoOfMemory(names: Iterable<string>): void {
+    for (const name of names) {
+      const buf = this.memory.get(name);
+      if (buf) this.forgetInMemory(name, buf);
+    }
+  }
+
   private forgetInMemory(name: string, buf: Buffer): void {
     this.memory.delete(name);
     this.decoded?.drop(buf);

@@ -147,7 +147,15 @@ interface Handle {
   readonly direct: boolean;
   /** The kernel may keep the pages it cached for this file (see `keepCache`). */
   readonly keepCache: boolean;
+  /**
+   * Chunks this handle read from the memory cache (the latest READ_MEMORY_NAMES), let go of
+   * when the file's last handle closes (`release`).
+   */
+  readFromMemory?: Set<string>;
 }
+
+/** How many chunk names a handle remembers having read from the memory cache. */
+const READ_MEMORY_NAMES = 64;
 
 /** Special time values for utimens (the FUSE adapter maps UTIME_NOW / UTIME_OMIT to these). */
 export const TIME_OMIT = 2 ** 48 - 1;
@@ -1187,6 +1195,11 @@ export class Vfs {
     const open = (this.openCount.get(h.ino) ?? 1) - 1;
     if (open <= 0) this.openCount.delete(h.ino);
     else this.openCount.set(h.ino, open);
+    // What a file's readers brought into memory goes when its last handle closes, not after
+    // the memory's idle time: a tree read back (tar, cp -r, rsync) reads each file once, and
+    // kept, its chunks filled the memory cache (48 MiB) for nothing. A reader that opens the
+    // file again reads them from the disk cache.
+    if (open <= 0 && h.readFromMemory) this.cache.letGoOfMemory(h.readFromMemory);
     if (h.writable) {
       const w = (this.writersCount.get(h.ino) ?? 1) - 1;
       if (w <= 0) this.writersCount.delete(h.ino);
@@ -1368,6 +1381,11 @@ export class Vfs {
       if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
       data.copy(buf, off, inChunk, inChunk + got);
       this.cache.countServed(ref[0], inChunk, got);
+      const seen = (h.readFromMemory ??= new Set());
+      if (!seen.has(ref[0])) {
+        seen.add(ref[0]);
+        if (seen.size > READ_MEMORY_NAMES) seen.delete(seen.values().next().value!);
+      }
     } else if (ref && valid > 0) {
       let got = await this.cache.read(ref[0], buf, off, valid, inChunk);
       let ranged = false;
