@@ -246,7 +246,7 @@ export class ChunkCache {
   /** Reads a cached chunk whole into memory (`ahead`: for a reader that has not reached it); resolves false on a miss. */
   async loadIntoMemory(name: string, ahead = false): Promise<boolean> {
     if (this.memory.has(name)) return true;
-    const data = await this.readWhole(name);
+    const data = await this.readAll(name, true);
     if (!data) return false;
     this.remember(name, data, ahead);
     this.decoded?.drop(data); // the load's own hold: the memory holds it now, or it goes back
@@ -255,37 +255,11 @@ export class ChunkCache {
 
   /**
    * Whether `loadIntoMemory` keeps a chunk of `len` bytes in a buffer used again (see
-   * `readWhole`). Others are better read range by range: a whole copy of its own would be
+   * `readAll`). Others are better read range by range: a whole copy of its own would be
    * garbage once the memory lets go of it.
    */
   loadsPooled(len: number): boolean {
     return this.decoded?.takes(len) ?? false;
-  }
-
-  /**
-   * `readAll` for the memory: a sealed file of a size the decoded pool takes is read and opened
-   * in one of its buffers, held once for the caller (a stream of chunks read from disk then
-   * reuses a few buffers instead of leaving one of garbage per chunk, which kept V8 collecting).
-   */
-  private async readWhole(name: string): Promise<Buffer | undefined> {
-    if (!this.index.has(name)) return undefined;
-    this.touch(name);
-    return this.withFile(name, async (fh, file, len) => {
-      const what = `cached chunk ${name}`;
-      if ('received' in file) return this.received!.readAll(fh, file.received, name, len, what);
-      const buf = len > 0 ? this.decoded?.take(len) : undefined;
-      if (!buf || buf.length < sealedBodySize(len)) {
-        if (buf) this.decoded!.drop(buf);
-        return this.io.readAll(fh, file.sealed, len, what);
-      }
-      try {
-        await this.io.readAllInto(fh, file.sealed, len, buf, what);
-      } catch (err) {
-        this.decoded!.drop(buf); // the file read into it has finished
-        throw err;
-      }
-      return buf.subarray(0, len);
-    });
   }
 
   /**
@@ -462,14 +436,31 @@ export class ChunkCache {
     });
   }
 
-  async readAll(name: string): Promise<Buffer | undefined> {
+  /**
+   * Reads a cached chunk whole; undefined on a miss. `pooled` (for the memory): a sealed file of
+   * a size the decoded pool takes is read and opened in one of its buffers, held once for the
+   * caller, who gives it back with `decoded.drop` (a stream of chunks read from disk then reuses
+   * a few buffers instead of leaving one of garbage per chunk, which kept V8 collecting).
+   */
+  async readAll(name: string, pooled = false): Promise<Buffer | undefined> {
     if (!this.index.has(name)) return undefined;
     this.touch(name);
-    return this.withFile(name, (fh, file, len) =>
-      'received' in file
-        ? this.received!.readAll(fh, file.received, name, len, `cached chunk ${name}`)
-        : this.io.readAll(fh, file.sealed, len, `cached chunk ${name}`),
-    );
+    return this.withFile(name, async (fh, file, len) => {
+      const what = `cached chunk ${name}`;
+      if ('received' in file) return this.received!.readAll(fh, file.received, name, len, what);
+      const buf = pooled && len > 0 ? this.decoded?.take(len) : undefined;
+      if (!buf || buf.length < sealedBodySize(len)) {
+        if (buf) this.decoded!.drop(buf);
+        return this.io.readAll(fh, file.sealed, len, what);
+      }
+      try {
+        await this.io.readAllInto(fh, file.sealed, len, buf, what);
+      } catch (err) {
+        this.decoded!.drop(buf); // the file read into it has finished
+        throw err;
+      }
+      return buf.subarray(0, len);
+    });
   }
 
   /**
