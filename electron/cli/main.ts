@@ -56,6 +56,7 @@ import { syncLinked } from '../host/sync';
 import { unmountLinked } from '../host/unmount';
 import { settingFromKey } from './settingKeys';
 import { engineProcessEnv } from './engineProcess';
+import { tuneHeapForEngines } from '../host/engineHeap';
 import { cmdTransfer, TRANSFER_USAGE } from './transfer';
 import { parseDuration, parseSize } from './units';
 import { log } from '../host/log';
@@ -297,6 +298,7 @@ async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions
   process.on('unhandledRejection', (err) =>
     log(`internal error (kept running): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`),
   );
+  tuneHeapForEngines();
   const host = new MountHost(cfg, h, { log, passphrase: extra.passphrase, mode: extra.mode, takeover: extra.takeover });
   let signalled = 0;
   let deadline: NodeJS.Timeout | undefined;

@@ -34,6 +34,7 @@ import {
   type AppStatus,
 } from '../contract/app';
 import { homes } from '../host/config';
+import { tuneHeapForEngines } from '../host/engineHeap';
 import { dispatch, type Outcome } from '../host/dispatch';
 import { log } from '../host/log';
 import { OsKeychain } from '../../native/keychain';
@@ -133,6 +134,7 @@ async function runTrayAction(a: TrayAction, host: AppHost): Promise<void> {
 }
 
 async function start(): Promise<void> {
+  tuneHeapForEngines();
   const host = new AppHost({
     homes: homes(),
     vault: new CredentialVault(new OsKeychain('Filespace')),
