@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { DirtyStore } from '../../electron/engine/cache/dirty';
+import { SpareFiles } from '../../electron/engine/cache/spareFiles';
 import { HandlePool } from '../../electron/engine/cache/handles';
 import { SealedIO, UNIT, physicalSize } from '../../electron/engine/cache/sealed';
 
@@ -594,5 +595,34 @@ describe('DirtyStore spare files', () => {
     const late = await again.createWithUnits(5, 0, [{ index: 0, data: first, ranges: [0, first.length] }], first.length, 50);
     assert.deepEqual(await again.readAll(late), first);
     await assert.rejects(readdir(spareDir), { code: 'ENOENT' }, 'no spare is made after closing');
+  });
+});
+
+describe('SpareFiles', () => {
+  it('makes its folder once, and again after it was removed under it', async () => {
+    const spareDir = path.join(dir, 'spare');
+    const spares = new SpareFiles(spareDir, 2);
+    await spares.init();
+    assert.equal(spares.take(), undefined, 'none ready before the first take');
+    await spares.filled();
+    assert.equal((await readdir(spareDir)).length, 2);
+    const a = spares.take()!;
+    await a.fh.close();
+    await spares.filled();
+    assert.equal(spares.readyCount, 2);
+    // Someone removes the folder: the fill after the next take fails (no spare made) ...
+    await rm(spareDir, { recursive: true, force: true });
+    const b = spares.take()!;
+    await b.fh.close();
+    await spares.filled();
+    assert.equal(spares.readyCount, 1, 'the fill could not make a spare in a missing folder');
+    // ... and the one after it makes the folder again.
+    const c = spares.take()!;
+    await c.fh.close();
+    await spares.filled();
+    assert.equal(spares.readyCount, 2);
+    assert.equal((await readdir(spareDir)).length, 2);
+    await spares.close();
+    await assert.rejects(readdir(spareDir), { code: 'ENOENT' });
   });
 });

@@ -33,6 +33,8 @@ export class SpareFiles {
   private filling: Promise<void> | undefined;
   private seq = 0;
   private closed = false;
+  /** Whether the folder is known to exist (made once, not at every take: a small file's close waits behind the fill's thread-pool jobs). */
+  private made = false;
 
   constructor(
     private readonly dir: string,
@@ -67,14 +69,17 @@ export class SpareFiles {
     if (this.filling || this.closed || this.target === 0) return;
     this.filling = (async () => {
       try {
-        await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+        if (!this.made) await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+        this.made = true;
         while (!this.closed && this.ready.length < this.target) {
           const p = path.join(this.dir, String(this.seq++));
           const fh = await fsp.open(p, 'wx+', 0o600);
           this.ready.push({ path: p, fh });
         }
       } catch {
-        // A full disk or a folder removed under us: new chunks create their files themselves.
+        // A full disk or a folder removed under us: new chunks create their files themselves
+        // (and the next fill makes the folder again).
+        this.made = false;
       } finally {
         this.filling = undefined;
       }
