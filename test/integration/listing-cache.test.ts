@@ -144,6 +144,14 @@ describe('attributes cached from a listing', () => {
     await new Promise((r) => setTimeout(r, 1100));
     assert.deepEqual(await statOf(fmt, ...names), cached);
     assert.ok(cached[1]!.startsWith(`${d}/f1|6|1|644|`), cached[1]);
+    // A write to one file leaves the others' entries in place (a build writing while make stats).
+    await sh(`printf more >> '${d}/f${files}'`);
+    await new Promise((r) => setTimeout(r, 1100));
+    const w0 = await counts();
+    assert.deepEqual(await statOf(fmt, ...names.slice(0, files)), cached.slice(0, files));
+    const w1 = await counts();
+    const statsCrossed = (w1.crossed.getattr ?? 0) - (w0.crossed.getattr ?? 0);
+    assert.ok(statsCrossed <= 1, `${statsCrossed} of ${files} stats crossed after a write to another file`);
 
     // Changes of one file (a write through an open descriptor, chmod, a second name's view),
     // of the folder (a new subfolder, chmod) are seen at the next look.
