@@ -160,7 +160,8 @@ describe('a full cache that cannot drain', () => {
       // The writer waits for room (with a stall timeout of an hour) when the other machine takes over.
       const w = await until(
         'the writer to wait for room',
-        async () => (await a.status()).writesWaiting as WritesWaiting | undefined,
+        // null until a writer waits (status says so as soon as it is asked, before the dd has filled the cache).
+        async () => ((await a.status()).writesWaiting as WritesWaiting | null) ?? undefined,
         120_000,
       );
       assert.equal(w.cause, 'paused');
