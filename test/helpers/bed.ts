@@ -6,6 +6,15 @@
  * process, never in the test process), and run ordinary shell tools against the mount.
  *
  * Every helper is async: the test process never touches a mount synchronously.
+ *
+ * Commands that only talk to a running mount over its control socket (status, sync, gc and a
+ * change of settings) are sent from the test process with the host library's own calls, the
+ * ones the command makes (`statusOf`, `syncLinked`, `applySettings`): a command is a Node
+ * process that loads the whole program (0.5 to 1.5 s on a busy two-core machine), and tests
+ * poll status in loops. Mounting, unmounting, linking and every command a test checks the
+ * words of still run as a child process, and where nothing runs the filespace (status or
+ * sync of an unmounted one, which open its cache or an engine) the command runs as well, so
+ * no engine ever runs in the test process.
  */
 
 import { ChildProcess, execFile, spawn } from 'node:child_process';
@@ -13,6 +22,8 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import type { GcResultDto, SettingsChange, StatusDto } from '../../electron/contract/api';
+import type { Homes } from '../../electron/host/config';
 import { createBucket, startMoto } from './moto';
 import { until } from './until';
 
@@ -82,10 +93,51 @@ export interface Linked {
   /** Mounts read-write (taking the write lease), or read-only following the writer. */
   mount(opts?: { readOnly?: boolean; takeover?: boolean }): Promise<number>;
   unmount(force?: boolean): Promise<void>;
+  /** What `filespace status NAME --json` prints, parsed. */
   status(): Promise<Record<string, unknown>>;
+  /** `filespace sync NAME --timeout 5m`: every local change is in the bucket, or it throws. */
   sync(): Promise<void>;
+  /** `filespace set NAME KEY VALUE` for each key (live when mounted, else at the next mount). */
+  set(settings: Record<string, string>): Promise<void>;
+  /** `filespace gc NAME` of a mounted filespace: the numbers it prints. */
+  gc(): Promise<GcResultDto>;
   /** Pid of the engine process serving the mount. */
   pid(): Promise<number>;
+}
+
+/**
+ * The host library's calls that the commands make (see the header), loaded at their first use:
+ * most of the program comes with them, which a test file that never asks need not load.
+ */
+async function hostLibrary() {
+  const [config, control, settings, keys] = await Promise.all([
+    import('../../electron/host/config'),
+    import('../../electron/host/control'),
+    import('../../electron/host/settings'),
+    import('../../electron/cli/settingKeys'),
+  ]);
+  const { callControl, notRunning } = control;
+  /** A control call to the mount of `name` (as `filespace` makes it), or undefined when nothing runs it. */
+  const toMount = <R extends Parameters<typeof callControl>[1]>(
+    h: Homes,
+    name: string,
+    route: R,
+    body: Parameters<typeof callControl<R>>[2],
+    timeoutMs: number,
+  ) =>
+    callControl(config.socketPath(h, name), route, body, timeoutMs).catch((err: unknown) => {
+      if (notRunning(err)) return undefined;
+      throw err;
+    });
+  return {
+    homes: config.homes,
+    toMount,
+    /** `filespace set NAME KEY VALUE` for every key at once: applySettings of their changes together. */
+    set: async (h: Homes, name: string, values: Record<string, string>) => {
+      const change = Object.assign({}, ...Object.entries(values).map(([k, v]) => keys.settingFromKey(k, v))) as SettingsChange;
+      await settings.applySettings(h, await config.loadConfig(h, name), change);
+    },
+  };
 }
 
 export class Bed {
@@ -175,7 +227,7 @@ export class Bed {
       );
     }
     const linked = await this.link(m, bucket, prefix, opts.cacheSize, opts.endpoint);
-    for (const [k, v] of Object.entries(opts.settings ?? {})) await m.ok('set', linked.name, k, v);
+    if (opts.settings) await linked.set(opts.settings);
     return { ...linked, bucket, prefix };
   }
 
@@ -207,6 +259,12 @@ export class Bed {
         throw err;
       }
     };
+    // The command's own calls, with this machine's FILESPACE_HOME (see the header).
+    const host = async () => {
+      const lib = await hostLibrary();
+      return { ...lib, h: lib.homes(m.env) };
+    };
+    const syncTimeoutMs = 5 * 60_000;
     const linked: Linked = {
       machine: m,
       name,
@@ -219,13 +277,48 @@ export class Bed {
       unmount: async (force = false) => {
         await withLog(m.ok('unmount', name, ...(force ? ['--force'] : [])));
       },
-      status: async () => JSON.parse(await m.ok('status', name, '--json')) as Record<string, unknown>,
+      status: async () => {
+        // statusOf's call (5 s, as the command); printed as JSON and read back, as the command's output would be.
+        const { toMount, h } = await host();
+        const running: StatusDto | undefined = await toMount(h, name, '/v1/status', {}, 5000);
+        const text = running ? JSON.stringify(running) : await m.ok('status', name, '--json');
+        return JSON.parse(text) as Record<string, unknown>;
+      },
       sync: async () => {
-        await withLog(m.ok('sync', name, '--timeout', '5m'));
+        await withLog(
+          (async () => {
+            // syncLinked's call to a running mount, and cmdSync's verdict on its answer.
+            const { toMount, h } = await host();
+            const r = await toMount(h, name, '/v1/sync', { timeoutMs: syncTimeoutMs }, syncTimeoutMs + 30_000);
+            if (!r) await m.ok('sync', name, '--timeout', '5m');
+            else if (!r.done) {
+              throw new Error(
+                `filespace sync ${name} failed: ${r.notWriting ? `not synced: ${r.notWriting}` : 'sync timed out'} ` +
+                  `(${r.dirtyBytes} bytes and ${r.pendingMetaOps} metadata changes still to upload)`,
+              );
+            }
+          })(),
+        );
+      },
+      set: async (settings) => {
+        const { set, h } = await host();
+        await set(h, name, settings);
+      },
+      gc: async () => {
+        const { toMount, h } = await host();
+        const r: GcResultDto | undefined = await withLog(toMount(h, name, '/v1/gc', {}, 30 * 60_000));
+        if (!r) throw new Error(`"${name}" is not mounted; garbage collection runs in the engine that writes it`);
+        return r;
       },
       pid: async () => Number((await linked.status()).pid),
     };
     this.cleanups.push(async () => {
+      // Most filespaces of a test are unmounted by then: no engine answers and the kernel has
+      // no mount there, so `unmount --force` would have nothing to do (it only detaches a
+      // mount the kernel still holds).
+      const { toMount, h } = await host();
+      const running = await toMount(h, name, '/v1/status', {}, 5000).catch(() => 'unanswered');
+      if (running === undefined && !(await fsp.readFile('/proc/self/mounts', 'utf8')).includes(` ${mnt} `)) return;
       await m.cli('unmount', name, '--force');
       await run('fusermount', ['-uz', mnt]);
     });

@@ -12,6 +12,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { S3Store, type S3StoreOptions } from '../../electron/engine/store/s3';
+import { python3WithoutShim } from './python';
 
 export const TEST_CREDENTIALS = { accessKeyId: 'test', secretAccessKey: 'test' } as const;
 export const TEST_REGION = 'us-east-1';
@@ -38,6 +39,8 @@ export async function freePort(): Promise<number> {
 
 /** `env` adds server settings, e.g. INITIAL_NO_AUTH_ACTION_COUNT to turn on IAM checks. */
 export async function startMoto(options: { env?: NodeJS.ProcessEnv } = {}): Promise<MotoServer> {
+  // For the server and for every script the test file runs after it.
+  await python3WithoutShim();
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();

@@ -22,8 +22,7 @@ describe('cold sequential read through the mount', () => {
     // A machine that never had the file, reaching the bucket through the proxy.
     const m = await bed.machine('reader');
     const r = await bed.link(m, w.bucket, w.prefix, '1GiB', proxy.endpoint);
-    await m.ok('set', r.name, 'download-concurrency', '8');
-    await m.ok('set', r.name, 'prefetch-chunks', '8');
+    await r.set({ 'download-concurrency': '8', 'prefetch-chunks': '8' });
     await r.mount({ readOnly: true });
     try {
       const from = proxy.log.length;

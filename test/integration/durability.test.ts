@@ -49,7 +49,7 @@ os.write(fd, b'appended line\\n'); os.fsync(fd); os.close(fd)"`);
     assert.equal((await fs.machine.cli('status', fs.name, '--json')).code, 0);
     await fs.mount(); // clears the dead mount, takes over the cache lock, resumes
     await sh(`cmp ${src} ${fs.mnt}/dir/sub/crash.bin && cmp ${local}/log.txt ${fs.mnt}/log.txt`);
-    await fs.machine.ok('set', fs.name, 'upload-delay', '0s');
+    await fs.set({ 'upload-delay': '0s' });
     await fs.sync();
     const after = await fs.status();
     assert.equal(after.dirtyBytes, 0);

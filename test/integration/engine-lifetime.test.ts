@@ -122,7 +122,7 @@ describe('the engine lives as long as its mount', () => {
     // Nothing was lost: it mounts again here (its own lease) and uploads what waited.
     await fs.mount();
     await sh(`cmp ${src} ${fs.mnt}/data.bin`);
-    await fs.machine.ok('set', fs.name, 'upload-delay', '0s');
+    await fs.set({ 'upload-delay': '0s' });
     await fs.sync();
     await fs.unmount();
   });

@@ -79,7 +79,7 @@ describe('faults between the engine and S3', () => {
       await writer.sync();
       await writer.unmount();
       const reader = await bed.link(await bed.machine('proxied-reader'), writer.bucket, '', undefined, env.proxy.endpoint);
-      await reader.machine.ok('set', reader.name, 'read-timeout', '3s');
+      await reader.set({ 'read-timeout': '3s' });
       await reader.mount({ readOnly: true });
       env.proxy.set(fault);
       const r = await run('cat', [path.join(reader.mnt, 'r.bin')], { timeoutMs: 90_000 });

@@ -151,7 +151,7 @@ describe('a full cache that cannot drain', () => {
       const settings = { 'upload-delay': '0s', 'lease-ttl': '3s', 'write-stall-timeout': '1h' };
       const a = await bed.filespace({ cacheSize: '16MiB', settings });
       const b = await bed.link(await bed.machine('taker'), a.bucket);
-      for (const [k, v] of Object.entries(settings)) await b.machine.ok('set', b.name, k, v);
+      await b.set(settings);
       await a.mount();
       await setPaused(a, true);
       const big = await randomFile(env.local, 'big-lease.bin', 40 * 1024 * 1024);

@@ -132,7 +132,7 @@ describe('hard links', () => {
     assert.equal(await headerFormat(bed, a.bucket), 5, 'the first chunk upload raised the format');
 
     const b = await bed.link(await bed.machine('follower'), a.bucket);
-    for (const [k, v] of Object.entries(settings)) await b.machine.ok('set', b.name, k, v);
+    await b.set(settings);
     await b.mount({ readOnly: true });
 
     const local = await tmpDir('links-ref');

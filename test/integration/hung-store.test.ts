@@ -87,8 +87,7 @@ describe('a bucket that does not answer', () => {
       // The read timeout must be well past the time to see that the bucket does not answer: up to
       // three probe timeouts (one for the read, one more when something answered just before
       // it, one for the probe), or the kernel's retry comes before "offline" and asks again.
-      await reader.machine.ok('set', reader.name, 'probe-timeout', '1s');
-      await reader.machine.ok('set', reader.name, 'read-timeout', '10s');
+      await reader.set({ 'probe-timeout': '1s', 'read-timeout': '10s' });
       await reader.mount({ readOnly: true });
       env.proxy.set({ stall: true });
       const chunkGets = (ranged: boolean) =>

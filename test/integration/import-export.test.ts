@@ -251,7 +251,7 @@ describe('import and export', () => {
     );
     await killHard(cmd.pid!);
     await ended;
-    await fs.machine.ok('set', fs.name, 'upload-delay', '0s');
+    await fs.set({ 'upload-delay': '0s' });
     const r = await fs.machine.cli('import', fs.name, src);
     assert.equal(r.code, 0, r.stderr + r.stdout);
     assert.match(r.stdout, /[1-9]\d* already there/);

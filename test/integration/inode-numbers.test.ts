@@ -45,7 +45,7 @@ describe('inode numbers and rename flags', () => {
     const settings = { 'lease-ttl': '3s', 'follow-interval': '500ms', 'upload-delay': '0s' };
     const a = await bed.filespace({ chunkSize: '1MiB', settings });
     const b = await bed.link(await bed.machine('follower'), a.bucket);
-    for (const [k, v] of Object.entries(settings)) await b.machine.ok('set', b.name, k, v);
+    await b.set(settings);
     await a.mount();
     await sh(
       `cd '${a.mnt}' && mkdir -p d/e && echo one > d/one && echo two > d/e/two && ln -s one d/link && mkfifo d/pipe && mv d/one d/e/moved`,

@@ -25,7 +25,7 @@ describe('a writer cut off from S3', () => {
     env.proxy.clear();
     const a = await bed.filespace({ endpoint: env.proxy.endpoint, settings: { 'upload-delay': '0s', ...settings } });
     const b = await bed.link(await bed.machine('other'), a.bucket);
-    for (const [k, v] of Object.entries(settings)) await b.machine.ok('set', b.name, k, v);
+    await b.set(settings);
     return { a, b };
   }
 

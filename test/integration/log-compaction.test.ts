@@ -119,7 +119,7 @@ describe('metadata log compaction', () => {
       // A talks to S3 through the proxy, B directly.
       const a = await bed.filespace({ endpoint: env.proxy.endpoint, settings: SETTINGS });
       const b = await bed.link(await bed.machine('b'), a.bucket);
-      for (const [k, v] of Object.entries(SETTINGS)) await b.machine.ok('set', b.name, k, v);
+      await b.set(SETTINGS);
       const pidA = await a.mount();
       await fsp.writeFile(path.join(a.mnt, 'before.txt'), 'committed\n');
       await a.sync();
@@ -203,7 +203,7 @@ describe('metadata log compaction', () => {
     async () => {
       const a = await bed.filespace({ settings: SETTINGS });
       const b = await bed.link(await bed.machine('follower'), a.bucket);
-      for (const [k, v] of Object.entries(SETTINGS)) await b.machine.ok('set', b.name, k, v);
+      await b.set(SETTINGS);
       await a.mount();
       await b.mount({ readOnly: true });
       const pidB = await b.pid();

@@ -154,7 +154,7 @@ describe('a mounted filespace', () => {
   it('sets unsent changes aside instead of merging when another machine wrote after them', async () => {
     const a = await bed.filespace();
     const b = await bed.link(await bed.machine('diverge-b'), a.bucket);
-    await b.machine.ok('set', b.name, 'upload-delay', '1h');
+    await b.set({ 'upload-delay': '1h' });
     await b.mount();
     await sh(`echo unsent > ${b.mnt}/b-local.txt`);
     await b.unmount(); // b-local.txt's data waits in b's cache

@@ -224,7 +224,7 @@ describe('files in use', () => {
     const settings = { 'lease-ttl': '3s', 'follow-interval': '500ms', 'upload-delay': '0s' };
     const a = await bed.filespace({ chunkSize: '1MiB', settings });
     const b = await bed.link(await bed.machine('follower'), a.bucket);
-    for (const [k, v] of Object.entries(settings)) await b.machine.ok('set', b.name, k, v);
+    await b.set(settings);
     const pid = await a.mount();
     const content = randomBytes(6 * 1024 * 1024 + 4321);
     await fsp.mkdir(path.join(a.mnt, 'keep'));
@@ -392,7 +392,7 @@ describe('files in use', () => {
       assert.deepEqual(await holder.ok('read', 'old'), { ok: true, sha: sha(expected), length: expected.length });
       assert.equal(sha(await fsp.readFile(path.join(dir, 'target.bin'))), sha(fresh), 'the new file is untouched');
       // Everything still to upload uploads, while the replaced and deleted files stay open.
-      await fs.machine.ok('set', fs.name, 'upload-delay', '0s');
+      await fs.set({ 'upload-delay': '0s' });
       await fs.machine.ok('sync', fs.name, '--timeout', '60s');
       // The directory of open, deleted files is empty, and can be removed like on a local disk.
       await fsp.unlink(path.join(dir, 'target.bin'));

@@ -103,7 +103,7 @@ describe('the kernel page cache across opens', () => {
     const settings = { 'follow-interval': '300ms', 'upload-delay': '0s' };
     const a = await bed.filespace({ settings });
     const b = await bed.link(await bed.machine(`${tag}-b`), a.bucket);
-    for (const [k, v] of Object.entries(settings)) await b.machine.ok('set', b.name, k, v);
+    await b.set(settings);
     return { a, b };
   }
 

@@ -119,7 +119,7 @@ describe('paged checkpoints', () => {
         assert.match(check.stdout, /2 paged checkpoint\(s\) naming \d+ page\(s\)/);
 
         // Compaction: once the first checkpoint is no longer kept, the pages only it named go.
-        await a.machine.ok('set', a.name, 'compact-interval', '500ms');
+        await a.set({ 'compact-interval': '500ms' });
         await a.mount();
         await fsp.writeFile(path.join(a.mnt, 'd3', 'f2'), 'changed again\n');
         await a.sync();

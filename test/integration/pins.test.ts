@@ -66,7 +66,7 @@ describe('pin for offline use', () => {
     env.proxy.clear();
     const a = await bed.filespace({ settings: { 'upload-delay': '0s' } });
     const b = await bed.link(await bed.machine('b'), a.bucket, '', cacheSize, env.proxy.endpoint);
-    await b.machine.ok('set', b.name, 'read-timeout', '3s');
+    await b.set({ 'read-timeout': '3s' });
     return { a, b, bucket: a.bucket };
   }
 

@@ -82,7 +82,7 @@ describe('special files', () => {
     const settings = { 'lease-ttl': '3s', 'follow-interval': '500ms', 'upload-delay': '0s' };
     const a = await bed.filespace({ chunkSize: '1MiB', settings });
     const b = await bed.link(await bed.machine('follower'), a.bucket);
-    for (const [k, v] of Object.entries(settings)) await b.machine.ok('set', b.name, k, v);
+    await b.set(settings);
     await a.mount();
     await a.sync();
     await b.mount({ readOnly: true });

@@ -37,7 +37,7 @@ describe('one writer, many readers', () => {
     const settings = { 'lease-ttl': TTL, 'follow-interval': FOLLOW, ...extra };
     const a = await bed.filespace({ settings });
     const b = await bed.link(await bed.machine(`${tag}-b`), a.bucket);
-    for (const [k, v] of Object.entries(settings)) await b.machine.ok('set', b.name, k, v);
+    await b.set(settings);
     return { a, b };
   }
 
@@ -173,7 +173,7 @@ describe('one writer, many readers', () => {
     const kept = await randomFile(local, 'kept.bin', 2 * 1024 * 1024);
     await sh(`cp ${kept} ${a.mnt}/kept.bin && sync ${a.mnt}/kept.bin`);
     await a.sync(); // fsynced and uploaded
-    await a.machine.ok('set', a.name, 'upload-delay', '1h');
+    await a.set({ 'upload-delay': '1h' });
     const unsent = await randomFile(local, 'unsent.bin', 1536 * 1024);
     await sh(`cp ${unsent} ${a.mnt}/unsent.bin && sync ${a.mnt}/unsent.bin`); // fsynced, not uploaded
     await killHard(pidA);
@@ -227,7 +227,7 @@ describe('one writer, many readers', () => {
     const pidA = await a.mount();
     await fsp.writeFile(path.join(a.mnt, 'before.txt'), 'committed\n');
     await a.sync();
-    await a.machine.ok('set', a.name, 'upload-delay', '1h');
+    await a.set({ 'upload-delay': '1h' });
     await fsp.writeFile(path.join(a.mnt, 'late.txt'), 'written before the pause\n');
     process.kill(pidA, 'SIGSTOP');
     try {
@@ -276,9 +276,9 @@ describe('one writer, many readers', () => {
     let writing = true;
     let copies = 0;
     const collect = async () => {
-      const out = await fs.machine.ok('gc', fs.name);
-      deleted += Number(/(\d+) deleted/.exec(out)?.[1] ?? 0);
-      return Number(/(\d+) unreferenced and waiting/.exec(out)?.[1] ?? NaN);
+      const r = await fs.gc(); // what `filespace gc` prints as "N deleted, M unreferenced and waiting"
+      deleted += r.deleted;
+      return r.marked;
     };
     const writer = (async () => {
       for (let i = 0; writing || i < 30; i++) {
