@@ -140,6 +140,21 @@ async function hostLibrary() {
   };
 }
 
+/**
+ * With FILESPACE_TEST_KEEP_LOGS=DIR, the daemons' logs of a bed are copied under DIR before the
+ * bed's folder goes, to read after a run what a mount did.
+ */
+async function keepLogs(root: string): Promise<void> {
+  const into = process.env.FILESPACE_TEST_KEEP_LOGS;
+  if (!into || !root) return;
+  const files = await fsp.readdir(root, { recursive: true }).catch(() => [] as string[]);
+  for (const f of files.filter((n) => n.endsWith('.log'))) {
+    const to = path.join(into, path.basename(root), f);
+    await fsp.mkdir(path.dirname(to), { recursive: true });
+    await fsp.copyFile(path.join(root, f), to).catch(() => undefined);
+  }
+}
+
 export class Bed {
   endpoint = '';
   private stopMoto: (() => Promise<void>) | undefined;
@@ -164,6 +179,7 @@ export class Bed {
   async stop(): Promise<void> {
     for (const c of this.cleanups.reverse()) await c().catch(() => undefined);
     await this.stopMoto?.();
+    await keepLogs(this.root);
     await fsp.rm(this.root, { recursive: true, force: true }).catch(() => undefined);
   }
 
