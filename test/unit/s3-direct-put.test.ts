@@ -9,7 +9,7 @@
  */
 
 import assert from 'node:assert/strict';
-import { createHash, createHmac } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import dns from 'node:dns';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -330,6 +330,40 @@ describe('S3Store direct chunk PUT', () => {
     );
     assert.equal(srv.seen.length, 2);
     assert.ok(e.retryable);
+  });
+
+  it('lets a body that goes out slowly but steadily take longer than the request timeout, and times out one that stalls', async () => {
+    // A server that takes the body in pieces with a pause after each (a slow uplink, as the
+    // engine sees one), then answers; or, once `stall` is set, stops reading after the first piece.
+    let stall = false;
+    const slow = http.createServer((req, res) => {
+      req.on('data', () => {
+        req.pause();
+        if (!stall) setTimeout(() => req.resume(), 5);
+      });
+      req.on('end', () => {
+        res.writeHead(200, { ETag: '"slow"' });
+        res.end();
+      });
+    });
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    const { port } = slow.address() as net.AddressInfo;
+    try {
+      // Far more than the loopback socket buffers hold: most of it goes out at the server's pace.
+      const body = randomBytes(48 * 1024 * 1024);
+      const store = storeAt({ endpoint: `http://127.0.0.1:${port}`, maxAttempts: 1, requestTimeoutMs: 500 });
+      const started = performance.now();
+      await store.put('chunks/ab/slow', body, { crc32: crc32(body) });
+      // At most 64 KiB per piece and 5 ms after each: seconds, many times the request timeout.
+      const took = performance.now() - started;
+      assert.ok(took > 1000, `the body took ${Math.round(took)} ms, longer than the 500 ms request timeout`);
+      stall = true;
+      const e = await expectStoreError(store.put('chunks/ab/stalled', body, { crc32: crc32(body) }), 'Timeout');
+      assert.ok(e.retryable);
+    } finally {
+      slow.closeAllConnections();
+      await new Promise<void>((r) => slow.close(() => r()));
+    }
   });
 
   it('stops at once, without retrying, when the caller gives up', async () => {

@@ -23,8 +23,10 @@
  *   UNSIGNED-PAYLOAD` and the caller's `x-amz-checksum-crc32` signed (s3.ts explains why);
  * - the sockets: PUTs use the same keep-alive agents as the SDK's handler; GETs keep their own
  *   connections, bounded as those agents are and with their TLS options (getclient.ts);
- * - the timeouts: connecting (`connectTimeoutMs`), the whole request until the answer's headers
- *   (`requestTimeoutMs`), and a socket idle mid-transfer for as long;
+ * - the timeouts: connecting (`connectTimeoutMs`); waiting for a free connection, and for the
+ *   answer's headers once the body is sent (`requestTimeoutMs` each); and a socket idle
+ *   mid-transfer for as long. Sending the body has no time limit of its own, only that idle
+ *   one: a PUT on a slow uplink is slow, not hung;
  * - the retries: `maxAttempts` attempts in all, after a network error, a timeout, a 5xx, a 429
  *   or an S3 throttling/timeout code, with exponential backoff and full jitter (base 100 ms,
  *   500 ms when throttled, at most 20 s), as the SDK's standard mode; none after any other
@@ -355,7 +357,9 @@ export class DirectPut {
         headers,
         agent: t.https ? this.o.httpsAgent : this.o.httpAgent,
       };
+      let answered = false;
       const req = (t.https ? https : http).request(options, (res) => {
+        answered = true;
         if (requestTimer) clearTimeout(requestTimer);
         const status = res.statusCode ?? 0;
         if (status >= 200 && status < 300) {
@@ -379,14 +383,29 @@ export class DirectPut {
       signal?.addEventListener('abort', onAbort, { once: true });
       req.on('error', (err) => finish(err));
       if (requestTimeoutMs > 0) {
-        requestTimer = setTimeout(() => {
-          const err = Object.assign(new Error(`the request was not answered within ${requestTimeoutMs} ms`), {
-            name: 'TimeoutError',
-            code: 'ETIMEDOUT',
-          });
-          req.destroy(err);
-          finish(err);
-        }, requestTimeoutMs);
+        // Waiting for a connection, and waiting for the answer once the body is sent, are bounded
+        // by requestTimeoutMs each; sending the body is not, only a stall in it is (the idle timer
+        // below): a chunk's PUT over a slow uplink that is shared by several uploads may take
+        // minutes and still make progress, and a time limit on the whole would fail it at every
+        // attempt.
+        const armRequestTimer = (what: string) => {
+          if (requestTimer) clearTimeout(requestTimer);
+          requestTimer = setTimeout(() => {
+            const err = Object.assign(new Error(`${what} within ${requestTimeoutMs} ms`), {
+              name: 'TimeoutError',
+              code: 'ETIMEDOUT',
+            });
+            req.destroy(err);
+            finish(err);
+          }, requestTimeoutMs);
+        };
+        armRequestTimer('no connection was free');
+        req.once('socket', () => {
+          if (requestTimer) clearTimeout(requestTimer);
+        });
+        req.once('finish', () => {
+          if (!done && !answered) armRequestTimer('the request was not answered');
+        });
         // Idle mid-transfer (either way) for as long: the same verdict.
         req.setTimeout(requestTimeoutMs, () => {
           const err = Object.assign(new Error(`the connection sat idle for ${requestTimeoutMs} ms`), { name: 'TimeoutError' });
