@@ -16,22 +16,7 @@ import { parseArgs, ParseArgsConfig } from 'node:util';
 import { StatusDto } from '../contract/api';
 import { clockTime, formatBytes, formatRate, leaseLine } from '../contract/format';
 import { formatRecoveryKey, newRecoveryKey, parseRecoveryKey, RECOVERY_KEY_HINT } from '../contract/recoveryKey';
-import { repairCacheFolder } from '../engine/cacheFolder';
-import { checkFilespace } from '../engine/check';
-import {
-  checkLinkedFilespace,
-  createFilespace,
-  explainStoreError,
-  resetPassphrase,
-  unlockFilespace,
-  validateChunkSize,
-} from '../engine/filespace';
-import { probeConditionalWrites } from '../engine/meta/lease';
-import { discardAside, exportAside, listAside } from '../engine/aside';
-import { LocalDiskStore } from '../engine/store/local';
 import { settledWithin, sleep } from '../engine/util/concurrency';
-import { resolveSettings } from '../engine/config';
-import { cachedBytesIn, cacheRoomWarning } from '../host/cacheRoom';
 import {
   Homes,
   LinkConfig,
@@ -43,25 +28,18 @@ import {
   loadConfig,
   logPath,
   readPassphraseFile,
+  settingsOf,
   socketPath,
 } from '../host/config';
 import { callControl, notRunning } from '../host/control';
 import { HostError, isUserFacing } from '../host/errors';
-import { linkFilespace, NO_CONDITIONAL_NOTE } from '../host/link';
-import { MountHost, settingsOf } from '../host/mountHost';
-import { applySettings } from '../host/settings';
-import { statusOf } from '../host/status';
-import { openStore } from '../host/stores';
-import { syncLinked } from '../host/sync';
+import type { MountHost } from '../host/mountHost';
 import { unmountLinked } from '../host/unmount';
 import { settingFromKey } from './settingKeys';
 import { engineProcessEnv } from './engineProcess';
 import { tuneHeapForEngines } from '../host/engineHeap';
-import { cmdTransfer, TRANSFER_USAGE } from './transfer';
 import { parseDuration, parseSize } from './units';
 import { log } from '../host/log';
-import { cmdPin, cmdUnpin } from './pin';
-import { cmdSnapshot, SNAPSHOT_USAGE } from './snapshot';
 
 // This pinned SDK supports Node 20 (the servers' runtime); its notice about future releases is
 // for whoever upgrades the SDK, not for users of the command.
@@ -100,8 +78,14 @@ const USAGE = `usage:
   filespace pin     NAME PATH… | NAME --list (keeps files and folders in this machine's cache
                                            for use offline; PATH in the mount point or the filespace)
   filespace unpin   NAME PATH…
-${SNAPSHOT_USAGE}
-${TRANSFER_USAGE}
+  filespace snapshot NAME create [LABEL] | list [--json] | delete ID | mount ID DIR | unmount DIR
+                    | schedule hourly=N daily=N | schedule off
+                                           (read-only point-in-time copies kept in the bucket)
+  filespace import  NAME SOURCE [DEST]   (SOURCE: a folder, or s3://BUCKET/PREFIX of plain objects;
+                                          DEST: a folder in the filespace, default "/";
+                                          resumable: a re-run skips files already in)
+  filespace export  NAME PATH DEST       (PATH: a folder in the filespace; DEST: a folder or s3://BUCKET/PREFIX)
+                    [--endpoint URL] [--region R] [--path-style]   (for an S3-compatible store)
   filespace unlink  NAME [--force]
   filespace list
   filespace demo`;
@@ -188,6 +172,10 @@ function sizeFlag(v: string | undefined, flag: string, dflt: number): number {
 }
 
 async function cmdInit(args: string[]): Promise<void> {
+  const { createFilespace, explainStoreError, validateChunkSize } = await import('../engine/filespace');
+  const { probeConditionalWrites } = await import('../engine/meta/lease');
+  const { NO_CONDITIONAL_NOTE } = await import('../host/link');
+  const { openStore } = await import('../host/stores');
   const { values } = parse(args, { ...storeFlags, 'chunk-size': { type: 'string' }, 'recovery-key': { type: 'boolean' } }, 0);
   const spec = storeSpecFrom(values);
   const chunkSize = sizeFlag(values['chunk-size'], 'chunk-size', 4 * 1024 * 1024);
@@ -227,6 +215,8 @@ async function readRecoveryKeyFile(file: string): Promise<string> {
 }
 
 async function cmdPassphrase(args: string[]): Promise<void> {
+  const { resetPassphrase } = await import('../engine/filespace');
+  const { openStore } = await import('../host/stores');
   const { values } = parse(args, { ...storeFlags, 'recovery-key-file': { type: 'string' } }, 0);
   const spec = storeSpecFrom(values);
   const recoveryKey = await readRecoveryKeyFile(required(values['recovery-key-file'], 'recovery-key-file'));
@@ -242,6 +232,9 @@ async function cmdPassphrase(args: string[]): Promise<void> {
 }
 
 async function cmdLink(args: string[]): Promise<void> {
+  const { resolveSettings } = await import('../engine/config');
+  const { cachedBytesIn, cacheRoomWarning } = await import('../host/cacheRoom');
+  const { linkFilespace, NO_CONDITIONAL_NOTE } = await import('../host/link');
   const { values } = parse(
     args,
     {
@@ -293,6 +286,7 @@ interface ForegroundOptions {
 export const STOP_DEADLINE_MS = 30_000;
 
 async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions = {}): Promise<void> {
+  const { MountHost } = await import('../host/mountHost');
   // A stray rejected promise must not take the mount down with it (users would see
   // "Transport endpoint is not connected"): report it and keep serving.
   process.on('unhandledRejection', (err) =>
@@ -335,6 +329,7 @@ async function runForeground(h: Homes, cfg: LinkConfig, extra: ForegroundOptions
 
 /** Waits for a mount process that is stopping (e.g. just unmounted from outside) to be gone. */
 async function waitForStoppingEngine(h: Homes, cfg: LinkConfig): Promise<void> {
+  const { statusOf } = await import('../host/status');
   const deadline = Date.now() + STOP_DEADLINE_MS + 5000;
   for (;;) {
     const st = await statusOf(h, cfg).catch(() => undefined);
@@ -344,6 +339,7 @@ async function waitForStoppingEngine(h: Homes, cfg: LinkConfig): Promise<void> {
 }
 
 async function cmdMount(args: string[]): Promise<void> {
+  const { statusOf } = await import('../host/status');
   const { values, positionals } = parse(
     args,
     { foreground: { type: 'boolean' }, 'read-only': { type: 'boolean' }, takeover: { type: 'boolean' } },
@@ -456,6 +452,7 @@ function humanStatus(s: StatusDto): string {
 }
 
 async function cmdStatus(args: string[]): Promise<void> {
+  const { statusOf } = await import('../host/status');
   const { values, positionals } = parse(args, { json: { type: 'boolean' } }, 1);
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
@@ -464,6 +461,7 @@ async function cmdStatus(args: string[]): Promise<void> {
 }
 
 async function cmdSync(args: string[]): Promise<void> {
+  const { syncLinked } = await import('../host/sync');
   const { values, positionals } = parse(args, { timeout: { type: 'string' } }, 1);
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
@@ -491,6 +489,9 @@ async function cmdSync(args: string[]): Promise<void> {
 }
 
 async function cmdSet(args: string[]): Promise<void> {
+  const { cachedBytesIn, cacheRoomWarning } = await import('../host/cacheRoom');
+  const { applySettings } = await import('../host/settings');
+  const { statusOf } = await import('../host/status');
   const { positionals } = parse(args, {}, 3);
   if (positionals.length !== 3) throw new UsageError('set takes NAME KEY VALUE');
   const [name, key, value] = positionals as [string, string, string];
@@ -511,6 +512,7 @@ async function cmdSet(args: string[]): Promise<void> {
 }
 
 async function cmdUnlink(args: string[]): Promise<void> {
+  const { statusOf } = await import('../host/status');
   const { values, positionals } = parse(args, { force: { type: 'boolean' } }, 1);
   if (positionals.length !== 1) throw new UsageError('unlink takes NAME');
   const h = homes();
@@ -529,6 +531,10 @@ async function cmdUnlink(args: string[]): Promise<void> {
 }
 
 async function cmdCheck(args: string[]): Promise<void> {
+  const { checkFilespace } = await import('../engine/check');
+  const { explainStoreError, unlockFilespace } = await import('../engine/filespace');
+  const { statusOf } = await import('../host/status');
+  const { openStore } = await import('../host/stores');
   const { values, positionals } = parse(args, { deep: { type: 'boolean' } }, 1);
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
@@ -565,6 +571,10 @@ async function cmdCheck(args: string[]): Promise<void> {
 }
 
 async function cmdRepair(args: string[]): Promise<void> {
+  const { repairCacheFolder } = await import('../engine/cacheFolder');
+  const { checkLinkedFilespace, explainStoreError, unlockFilespace } = await import('../engine/filespace');
+  const { statusOf } = await import('../host/status');
+  const { openStore } = await import('../host/stores');
   const { positionals } = parse(args, {}, 1);
   const h = homes();
   const cfg = await loadConfig(h, positionals[0]);
@@ -623,6 +633,9 @@ async function cmdGc(args: string[]): Promise<void> {
 }
 
 async function cmdAside(args: string[]): Promise<void> {
+  const { explainStoreError, unlockFilespace } = await import('../engine/filespace');
+  const { discardAside, exportAside, listAside } = await import('../engine/aside');
+  const { openStore } = await import('../host/stores');
   const { positionals } = parse(args, {}, 4);
   const h = homes();
   const names = await listConfigs(h);
@@ -669,6 +682,7 @@ async function cmdAside(args: string[]): Promise<void> {
 }
 
 async function cmdList(): Promise<void> {
+  const { statusOf } = await import('../host/status');
   const h = homes();
   const damaged: Error[] = [];
   for (const name of await listConfigs(h)) {
@@ -692,6 +706,9 @@ async function cmdList(): Promise<void> {
 }
 
 async function cmdDemo(args: string[]): Promise<void> {
+  const { createFilespace } = await import('../engine/filespace');
+  const { LocalDiskStore } = await import('../engine/store/local');
+  const { linkFilespace, NO_CONDITIONAL_NOTE } = await import('../host/link');
   parse(args, {}, 0);
   const base = process.env.FILESPACE_HOME
     ? path.resolve(process.env.FILESPACE_HOME)
@@ -791,17 +808,17 @@ export async function main(argv: string[]): Promise<number> {
         await cmdAside(rest);
         break;
       case 'pin':
-        await cmdPin(rest);
+        await (await import('./pin')).cmdPin(rest);
         break;
       case 'unpin':
-        await cmdUnpin(rest);
+        await (await import('./pin')).cmdUnpin(rest);
         break;
       case 'snapshot':
-        await cmdSnapshot(homes(), rest, log);
+        await (await import('./snapshot')).cmdSnapshot(homes(), rest, log);
         break;
       case 'import':
       case 'export':
-        await cmdTransfer(cmd, rest, (m) => new UsageError(m));
+        await (await import('./transfer')).cmdTransfer(cmd, rest, (m) => new UsageError(m));
         break;
       case 'demo':
         await cmdDemo(rest);

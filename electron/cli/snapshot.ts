@@ -21,10 +21,6 @@ import {
   unmountSnapshot,
 } from '../host/snapshots';
 
-export const SNAPSHOT_USAGE = `  filespace snapshot NAME create [LABEL] | list [--json] | delete ID | mount ID DIR | unmount DIR
-                    | schedule hourly=N daily=N | schedule off
-                                           (read-only point-in-time copies kept in the bucket)`;
-
 function bad(message: string): HostError {
   return new HostError(message, 'BAD_INPUT');
 }

@@ -15,12 +15,6 @@ import { homes, loadConfig, logPath } from '../host/config';
 import { HostError } from '../host/errors';
 import { runTransfer } from '../host/transfer';
 
-export const TRANSFER_USAGE = `  filespace import  NAME SOURCE [DEST]   (SOURCE: a folder, or s3://BUCKET/PREFIX of plain objects;
-                                          DEST: a folder in the filespace, default "/";
-                                          resumable: a re-run skips files already in)
-  filespace export  NAME PATH DEST       (PATH: a folder in the filespace; DEST: a folder or s3://BUCKET/PREFIX)
-                    [--endpoint URL] [--region R] [--path-style]   (for an S3-compatible store)`;
-
 const PLAIN_EVERY_MS = 10_000;
 
 /** A command line's outside end: a local folder (made absolute) or an S3 location. */

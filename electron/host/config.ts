@@ -12,7 +12,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { resolveSettings } from '../engine/config';
+import { EngineSettings, resolveSettings } from '../engine/config';
 import { HostError } from './errors';
 import { writeFileAtomic } from '../engine/util/files';
 
@@ -70,6 +70,11 @@ export type LinkConfig = z.infer<typeof linkConfigSchema>;
 
 export function configPath(h: Homes, name: string): string {
   return path.join(h.configDir, 'filespaces', `${name}.json`);
+}
+
+/** The engine settings of a linked filespace: its saved settings over the defaults. */
+export function settingsOf(cfg: LinkConfig): EngineSettings {
+  return resolveSettings(cfg.settings);
 }
 
 export function socketPath(h: Homes, name: string): string {

@@ -35,12 +35,12 @@ import {
   TransferRequest,
 } from '../contract/api';
 import { Engine } from '../engine/engine';
-import { resolveSettings, EngineSettings } from '../engine/config';
+import { resolveSettings } from '../engine/config';
 import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
 import { ObjectStore } from '../engine/store/types';
 import { startControlServer } from './control';
 import { HostError } from './errors';
-import { Homes, LinkConfig, linkedPlaces, readPassphraseFile, saveConfig, socketPath } from './config';
+import { Homes, LinkConfig, linkedPlaces, readPassphraseFile, saveConfig, settingsOf, socketPath } from './config';
 import { prepareMountPoint } from './mountPoint';
 import { jobDto, requestKey, startTransfer, type TransferJob } from './transfer';
 import { checkPlacement } from './placement';
@@ -49,10 +49,6 @@ import type { FuseMount } from '../../native/fuse/adapter';
 
 /** Skipped entries a status lists by name (the command's summary lists more, from `/v1/transfer`). */
 const STATUS_SKIPS_LISTED = 20;
-
-export function settingsOf(cfg: LinkConfig): EngineSettings {
-  return resolveSettings(cfg.settings);
-}
 
 async function canAllowOther(): Promise<boolean> {
   if (process.getuid?.() === 0) return true;

@@ -28,11 +28,10 @@ import {
   planPins,
   planUnpins,
 } from '../engine/pins';
-import { Homes, LinkConfig, saveConfig, socketPath } from './config';
+import { Homes, LinkConfig, saveConfig, settingsOf, socketPath } from './config';
 import { callControl, notRunning } from './control';
 import { HostError } from './errors';
 import type { MountHost } from './mountHost';
-import { settingsOf } from './mountHost';
 
 /** The filespace path a user means by `given` (see the header), typed from `cwd`. */
 export function filespacePathOf(mountPoint: string, given: string, cwd: string): string {

@@ -11,7 +11,6 @@ import { EngineSettings, resolveSettings } from '../engine/config';
 import { Homes, LinkConfig, saveConfig, socketPath } from './config';
 import { callControl, notRunning } from './control';
 import type { MountHost } from './mountHost';
-import { checkCapForPinsUnmounted } from './pins';
 
 /** Compile-time check: every setting the contract lets a user change is an engine setting of that name and unit. */
 type NotEngineSettings = Exclude<keyof SettingsChange, keyof EngineSettings>;
@@ -41,7 +40,7 @@ export async function applySettings(
   const settings = { ...cfg.settings, ...asEngineSettings(change) };
   const resolved = resolveSettings(settings);
   // Pinned data must still fit (a running engine checks this itself).
-  if (change.cacheCapBytes !== undefined) await checkCapForPinsUnmounted(cfg, resolved.cacheCapBytes);
+  if (change.cacheCapBytes !== undefined) await (await import('./pins')).checkCapForPinsUnmounted(cfg, resolved.cacheCapBytes);
   await saveConfig(h, { ...cfg, settings });
   return 'next-mount';
 }

@@ -24,10 +24,9 @@ import type { ObjectStore } from '../engine/store/types';
 import { RemoteMeta } from '../engine/meta/remote';
 import { SnapshotStore, checkLabel, checkSchedule, checkSnapshotId, chunksOf, uniqueBytes } from '../engine/meta/snapshots';
 import { UserError } from '../engine/errors';
-import { Homes, LinkConfig, readPassphraseFile, socketPath } from './config';
+import { Homes, LinkConfig, readPassphraseFile, settingsOf, socketPath } from './config';
 import { callControl, notRunning } from './control';
 import { HostError } from './errors';
-import { settingsOf } from './mountHost';
 import { openStore } from './stores';
 
 /** How long taking a snapshot may wait for local changes to upload first. */

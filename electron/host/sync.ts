@@ -5,12 +5,9 @@
  */
 
 import type { SyncResult } from '../contract/api';
-import { Engine } from '../engine/engine';
-import { checkLinkedFilespace, unlockFilespace } from '../engine/filespace';
-import { Homes, LinkConfig, readPassphraseFile, socketPath } from './config';
+import type { Engine } from '../engine/engine';
+import { Homes, LinkConfig, readPassphraseFile, settingsOf, socketPath } from './config';
 import { callControl, notRunning } from './control';
-import { settingsOf } from './mountHost';
-import { openStore } from './stores';
 
 /** How much longer than the sync itself a running mount may take to answer. */
 const ANSWER_MARGIN_MS = 30_000;
@@ -21,6 +18,12 @@ export async function syncLinked(h: Homes, cfg: LinkConfig, timeoutMs: number, l
   } catch (err) {
     if (!notRunning(err)) throw err;
   }
+  // The engine is loaded only now: a sync of a running mount is a control call, and starts fast.
+  const [{ Engine }, { checkLinkedFilespace, unlockFilespace }, { openStore }] = await Promise.all([
+    import('../engine/engine'),
+    import('../engine/filespace'),
+    import('./stores'),
+  ]);
   const store = openStore(cfg.store);
   let engine: Engine;
   try {

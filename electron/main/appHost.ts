@@ -70,11 +70,12 @@ import {
   loadConfig,
   readPassphraseFile,
   saveConfig,
+  settingsOf,
 } from '../host/config';
 import type { HandlersFor } from '../host/dispatch';
 import { HostError } from '../host/errors';
 import { linkFilespace, NO_CONDITIONAL_NOTE } from '../host/link';
-import { MountHost, settingsOf } from '../host/mountHost';
+import { MountHost } from '../host/mountHost';
 import { checkMountPoint } from '../host/mountPoint';
 import { checkPlacement } from '../host/placement';
 import { applySettings } from '../host/settings';
