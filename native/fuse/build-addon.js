@@ -63,6 +63,13 @@
 //     that finds none free, or is larger, gets libfuse's memory as before. JS may use a lent
 //     buffer only until it answers, as it may libfuse's memory; adapter.ts hands reads a view
 //     of the request's length. The free buffers are released at unmount.
+//  9. No signals on the FUSE threads: the fuse_native_mount hunk starts the FUSE thread with
+//     every signal blocked, so it and the workers fuse_loop_mt starts never run a signal
+//     handler (start_fuse_thread unblocks them once the loop has returned). When a session
+//     ends, fuse_loop_mt cancels its workers with pthread_cancel; a SIGCHLD (fusermount, or
+//     any child, exiting) that libuv's handler took on a worker being cancelled deadlocked it
+//     inside glibc's cancellation (uv__signal_lock's read under sigcancel_handler), the loop
+//     thread waited in pthread_join for ever, and so did the unmount.
 // The patch is applied with `git apply`, not `patch`: git is already needed (CI installs it;
 // `patch` is an optional Debian package), and git applies every hunk or none, never with fuzz.
 // When the sources do not match (fuse-native changed) nothing is built.
