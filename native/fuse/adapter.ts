@@ -27,7 +27,8 @@
  * answers lookups, getattrs and xattr queries that can only find nothing from them on its own
  * thread; with `xattrNames` it also knows every extended-attribute name in use, so a getxattr
  * of any other name (the kernel asks for security.capability before every write) is answered
- * there too. Requests of this mount that may change anything empty that cache in the addon; the
+ * there too. Requests of this mount that may change anything empty what they may change in the
+ * addon (an inode, or everything), and a create's answer refills the new file and its folder; the
  * filesystem reports every other change; an entry lives at most ATTR_CACHE_TTL_MS. The
  * kernel's own attribute and entry timeouts stay short: libfuse2's high-level API cannot tell
  * the kernel about changes made other than through it (a follower's, the engine's own).
@@ -282,6 +283,24 @@ function withFgetattr(fuse: FuseNativeInstance): void {
     fgetattr(p, fd, (code, st) => (code !== 0 || !st ? signal(code) : signal(0, statArray(st))));
 }
 
+/**
+ * fuse-native's create passes on the handle alone; this passes the attributes the adapter adds
+ * after it (the new file's and its folder's, as getattr answers them), which the corrected addon
+ * stores in its attribute cache once the create is answered: the kernel's fgetattr of the new
+ * file and its getattr of the folder before the next create are then answered there.
+ */
+function withCreateAttributes(fuse: FuseNativeInstance): void {
+  type CreateCb = (code: number, fd?: number, ...stats: Uint32Array[]) => void;
+  const self = fuse as unknown as {
+    ops: { create?: (p: string, mode: number, cb: CreateCb) => void };
+    _op_create?: unknown;
+  };
+  const create = self.ops.create;
+  if (!create) return;
+  self._op_create = (signal: (code: number, ...args: unknown[]) => void, p: string, mode: number) =>
+    create(p, mode, (code, fd, ...stats) => signal(code, fd, ...stats));
+}
+
 type FuseNativeCtor = new (mnt: string, ops: Record<string, unknown>, opts: Record<string, unknown>) => FuseNativeInstance;
 
 export interface FuseStat {
@@ -379,9 +398,10 @@ export interface FuseFilesystem {
    * machine's changes applied, the tree replaced, the engine's own changes): with the inode
    * number when only that inode's attributes changed (the cache then forgets that inode, or,
    * with `attributesOf`, keeps the entries of it that hold its attributes as they are now),
-   * else without (it forgets everything). A request of this mount that may change anything empties
-   * the cache by itself when it arrives and when it is answered. getattr, getattrPlus, readdir
-   * and readdirPlus must answer synchronously (the cache relies on no change falling between
+   * else without (it forgets everything). A request of this mount that may change anything
+   * empties what it may change by itself when it arrives and when it is answered (its path's
+   * inode for a write, flush, chmod and the like; the folder's for a create or mkdir; else
+   * everything). getattr, getattrPlus, readdir and readdirPlus must answer synchronously (the cache relies on no change falling between
    * an answer and its storing). A filesystem without this hook gets no such cache.
    */
   attributesChanged?: (ino?: number) => void;
@@ -766,7 +786,26 @@ export class FuseMount {
           },
           cb,
         ),
-      create: (p: string, mode: number, cb: Cb) => sync('create', () => fs.create(n(p), mode, undefined, callerNow()), cb),
+      create: (p: string, mode: number, cb: Cb) => {
+        let fd: number;
+        try {
+          fd = fs.create(n(p), mode, undefined, callerNow());
+        } catch (err) {
+          return fail('create', cb, err);
+        }
+        if (!this.attributesCached || !fs.getattrPlus) return cb(0, fd);
+        // For the addon's cache (withCreateAttributes): computed now, after the create. The
+        // file is made either way: without them the cache just learns nothing.
+        let stats: Uint32Array[];
+        try {
+          const file = fs.getattrPlus(n(p));
+          const dir = fs.getattrPlus(n(p.slice(0, p.lastIndexOf('/')) || '/'));
+          stats = [cachedStatArray(file.stat, file.xattrs), cachedStatArray(dir.stat, dir.xattrs)];
+        } catch {
+          stats = [];
+        }
+        cb(0, fd, ...stats);
+      },
       // The buffer is the addon's (a pooled one may be longer than the request): valid until cb.
       read: (_p: string, fd: number, buf: Buffer, len: number, pos: number, cb: Cb) =>
         async(
@@ -987,6 +1026,7 @@ export class FuseMount {
     const optionString = this.optionString();
     fuse._fuseOptions = () => optionString;
     withFgetattr(fuse);
+    withCreateAttributes(fuse);
     this.fuse = fuse;
     await new Promise<void>((resolve, reject) => {
       fuse.mount((err) => {

@@ -42,12 +42,18 @@
 //     answered, in a bounded eight-way set-associative table, and answer getattr, and getxattr
 //     or listxattr of a path known to have no extended attributes (POSIX ACL names excepted),
 //     without leaving the FUSE thread. It is off until `fuse_native_attr_cache(thread, ttlMs)`
-//     turns it on. Any request that may change something empties it as it arrives and as it
-//     is answered (FUSE_NATIVE_HANDLER and the signal functions), JS empties it for changes
+//     turns it on. A request that may change something empties what it may change as it
+//     arrives and as it is answered (FUSE_NATIVE_HANDLER and the signal functions): a write,
+//     flush, chmod or the like its path's inode, a create or mkdir the folder's inode, any
+//     other request (and one whose inode the cache does not know) everything. A create's answer
+//     may carry the new file's and the folder's attributes, which are stored once it is
+//     answered, so libfuse's fgetattr after a create (also answered from the cache now) and the
+//     kernel's getattr of the folder before the next create do not cross. JS empties it for changes
 //     made another way (`fuse_native_attr_forget(thread, ino, stat)`, one inode or all; with
 //     the inode's attributes as they are now, its entries that hold exactly those stay, so an
 //     upload that changes nothing stat shows costs no round trip), and an entry stored from an
-//     answer is dead on arrival if anything was emptied since that request was dispatched.
+//     answer is dead on arrival if the whole cache or that inode was emptied since that request
+//     was dispatched.
 //     `fuse_native_counts(thread)` tells, per operation, how many requests were answered on
 //     the FUSE thread and how many crossed to JS, and how often the cache was emptied. The adapter enables it only for a filesystem that reports its
 //     changes (FuseFilesystem.attributesChanged). It also holds the extended-attribute names

@@ -31,6 +31,13 @@ async function xattrOf(p: string, name: string): Promise<string | undefined> {
   return r.code === 0 ? r.stdout : undefined;
 }
 
+/** The mount's request counts (answered in the addon, crossed to the engine) from its control socket. */
+async function requestCounts(sock: string) {
+  const c = (await callControl(sock, '/v1/debug/fuse', {})).counts;
+  assert.ok(c, 'the mount counts its requests');
+  return c;
+}
+
 describe('attributes cached from a listing', () => {
   const bed = new Bed();
   let local = '';
@@ -78,11 +85,7 @@ describe('attributes cached from a listing', () => {
     const fs = await bed.filespace();
     await fs.mount();
     const sock = path.join(fs.machine.home, 'run', `${fs.name}.sock`);
-    const counts = async () => {
-      const c = (await callControl(sock, '/v1/debug/fuse', {})).counts;
-      assert.ok(c, 'the mount counts its requests');
-      return c;
-    };
+    const counts = () => requestCounts(sock);
     const d = path.join(fs.mnt, 'u');
     const names = Array.from({ length: 40 }, (_, i) => `f${i}`);
     // Held back until the listing has filled the cache: each upload then commits a chunk of a listed file.
@@ -105,6 +108,61 @@ describe('attributes cached from a listing', () => {
     const crossed = (after.crossed.getattr ?? 0) - (synced.crossed.getattr ?? 0);
     assert.ok(crossed <= 2, `${crossed} of ${names.length} stats crossed to the engine`);
     assert.ok((after.answered.getattr ?? 0) - (synced.answered.getattr ?? 0) >= names.length);
+    await fs.unmount();
+  });
+
+  it("a create answers the new file's and its folder's attributes from the cache, and later changes still show", async () => {
+    const fs = await bed.filespace();
+    await fs.mount();
+    const sock = path.join(fs.machine.home, 'run', `${fs.name}.sock`);
+    const counts = () => requestCounts(sock);
+    const d = path.join(fs.mnt, 'c');
+    await sh(`mkdir '${d}'`);
+    const files = 30;
+    const before = await counts();
+    // One process, one open (with O_CREAT), write and close per file, as cp or tar do.
+    await sh(`cd '${d}' && for i in $(seq 1 ${files}); do printf 'data %s' $i > f$i; done`);
+    const after = await counts();
+    const answered = (op: string) => (after.answered[op] ?? 0) - (before.answered[op] ?? 0);
+    const crossed = (op: string) => (after.crossed[op] ?? 0) - (before.crossed[op] ?? 0);
+    assert.equal(crossed('create'), files);
+    // libfuse's look at the new file after each create, and the kernel's getattr of the folder
+    // before the next one, come from what the create answered; only the lookup of each new name
+    // (it does not exist yet) still reaches the engine.
+    assert.equal(crossed('fgetattr'), 0, `fgetattr crossed ${crossed('fgetattr')} times`);
+    assert.ok(answered('fgetattr') >= files);
+    assert.ok(crossed('getattr') <= files + 2, `getattr crossed ${crossed('getattr')} times for ${files} creates`);
+    assert.ok(answered('getattr') >= files - 1, `getattr answered ${answered('getattr')} times`);
+
+    // What the cache answers is what the engine answers: the folder's times, link count and the
+    // files' sizes as the cache holds them, then again once a rename elsewhere has emptied it.
+    const fmt = '%n|%s|%h|%a|%y|%z';
+    const names = [d, ...Array.from({ length: files }, (_, i) => path.join(d, `f${i + 1}`))];
+    await new Promise((r) => setTimeout(r, 1100)); // the kernel's own attribute timeout (1 s)
+    const cached = await statOf(fmt, ...names);
+    await sh(`mkdir '${fs.mnt}/other' && mv '${fs.mnt}/other' '${fs.mnt}/other2'`);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.deepEqual(await statOf(fmt, ...names), cached);
+    assert.ok(cached[1]!.startsWith(`${d}/f1|6|1|644|`), cached[1]);
+    // A write to one file leaves the others' entries in place (a build writing while make stats).
+    await sh(`printf more >> '${d}/f${files}'`);
+    await new Promise((r) => setTimeout(r, 1100));
+    const w0 = await counts();
+    assert.deepEqual(await statOf(fmt, ...names.slice(0, files)), cached.slice(0, files));
+    const w1 = await counts();
+    const statsCrossed = (w1.crossed.getattr ?? 0) - (w0.crossed.getattr ?? 0);
+    assert.ok(statsCrossed <= 1, `${statsCrossed} of ${files} stats crossed after a write to another file`);
+
+    // Changes of one file (a write through an open descriptor, chmod, a second name's view),
+    // of the folder (a new subfolder, chmod) are seen at the next look.
+    await sh(`cd '${d}' && ln f1 link1 && exec 3>> f1 && printf ' and more' >&3 && chmod 600 f2 && mkdir sub && chmod 750 .`);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.deepEqual(await statOf('%n %s %h %a', path.join(d, 'link1'), path.join(d, 'f1'), path.join(d, 'f2'), d), [
+      `${d}/link1 15 2 644`,
+      `${d}/f1 15 2 644`,
+      `${d}/f2 6 1 600`,
+      `${d} ${cached[0]!.split('|')[1]} 3 750`,
+    ]);
     await fs.unmount();
   });
 
@@ -131,7 +189,7 @@ describe('attributes cached from a listing', () => {
     const settings = { 'lease-ttl': '3s', 'follow-interval': '300ms' };
     const a = await bed.filespace({ settings });
     const b = await bed.link(await bed.machine('follower'), a.bucket);
-    for (const [k, v] of Object.entries(settings)) await b.machine.ok('set', b.name, k, v);
+    await b.set(settings);
     await a.mount();
     await sh(
       `mkdir '${a.mnt}/d' '${a.mnt}/e' && printf v1 > '${a.mnt}/d/f' && printf g > '${a.mnt}/d/g' && printf h > '${a.mnt}/e/h'`,

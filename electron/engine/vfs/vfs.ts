@@ -717,10 +717,16 @@ export class Vfs {
     }
     for (const op of ops) if (op.t === 'xattr' && op.value !== null) this.xattrNamesAdded([op.name]);
     for (const op of ops) {
-      // Names (mk, rm, ln, mv) change paths, link counts and directory times: everything goes.
-      if (op.t !== 'attr' && op.t !== 'chunk' && op.t !== 'xattr') return this.attributesChanged();
+      // Removing or moving a name (rm, ln, mv) changes paths and other names' link counts:
+      // everything goes. A new name (mk) changes only its folder's attributes, and its inode is new.
+      if (op.t === 'rm' || op.t === 'ln' || op.t === 'mv') return this.attributesChanged();
     }
-    for (const op of ops) if (op.t === 'attr' || op.t === 'chunk' || op.t === 'xattr') this.attributesChanged(op.ino);
+    for (const op of ops) {
+      if (op.t === 'mk') {
+        this.attributesChanged(op.parent);
+        this.attributesChanged(op.ino);
+      } else if (op.t === 'attr' || op.t === 'chunk' || op.t === 'xattr') this.attributesChanged(op.ino);
+    }
   }
 
   mkdir(path: string, mode: number, caller?: Caller): void {
