@@ -67,6 +67,10 @@ export function callControl<R extends Route>(
     const req = http.request(
       {
         socketPath: socket,
+        // A connection of its own per call: a kept one may have been closed by the mount while
+        // this process's event loop was busy (a synchronous child process, say), and a request
+        // written to it fails with EPIPE. A Unix socket's connect costs next to nothing.
+        agent: false,
         path: route,
         method: spec.method,
         headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
