@@ -12,7 +12,10 @@
  * engine of a second machine with an empty cache, mounted read-only), `small` (the
  * benchmark's small-files probe: FILESPACE_PROFILE_FILES files of 4 KiB, default 2000, created,
  * listed with `ls -l`, stat'ed and deleted; with FILESPACE_PROFILE_PAUSE=1 uploads are paused
- * first, so the listing can be compared with and without uploads running). Chunk size 4 MiB and a
+ * first, so the listing can be compared with and without uploads running), `creates`
+ * (FILESPACE_PROFILE_FILES files of 4 KiB created and kept; with FILESPACE_PROFILE_PAUSE=1 uploads
+ * are paused while they are created and resumed before the sync, so the "sync" window is the
+ * upload of small files alone). Chunk size 4 MiB and a
  * 3 GiB cache, as in the benchmark; the S3 server is the benchmark's s3rver. Extra engine flags:
  * FILESPACE_PROFILE_NODE_OPTIONS (e.g. `--heap-prof`).
  *
@@ -36,8 +39,8 @@ const MiB = 1024 * 1024;
 
 async function main(): Promise<void> {
   const workload = process.argv[2] ?? 'seq';
-  if (!['seq', 'limited', 'tar', 'small', 'cold'].includes(workload))
-    throw new Error(`unknown workload "${workload}" (seq, limited, tar, small, cold)`);
+  if (!['seq', 'limited', 'tar', 'small', 'creates', 'cold'].includes(workload))
+    throw new Error(`unknown workload "${workload}" (seq, limited, tar, small, creates, cold)`);
   const outDir = path.resolve(process.argv[3] ?? `engine-profile-${workload}`);
   const mib = Number(process.env.FILESPACE_PROFILE_MIB ?? 256);
   await fsp.mkdir(outDir, { recursive: true });
@@ -121,6 +124,17 @@ async function main(): Promise<void> {
         }),
         'dd',
       );
+    } else if (workload === 'creates') {
+      const pause = process.env.FILESPACE_PROFILE_PAUSE === '1';
+      const sock = path.join(fs.machine.home, 'run', `${fs.name}.sock`);
+      if (pause) await callControl(sock, '/v1/pause', { paused: true });
+      const files = Number(process.env.FILESPACE_PROFILE_FILES ?? 2000);
+      // Another process creates them, one open/write/close each, as a tool would; each has its own
+      // content (identical chunks are stored once, and would not show the cost of an upload).
+      const script = `const fs=require('fs');const d=process.argv[1];fs.mkdirSync(d);const b=require('crypto').randomBytes(4096);
+        for(let i=0;i<${files};i++){b.writeUInt32LE(i,0);fs.writeFileSync(d+'/f'+i,b);}`;
+      must(await exec(process.execPath, ['-e', script, `${fs.mnt}/creates`], { timeoutMs: 900_000 }), 'creates');
+      if (pause) await callControl(sock, '/v1/pause', { paused: false });
     } else if (workload === 'small') {
       if (process.env.FILESPACE_PROFILE_PAUSE === '1')
         await callControl(path.join(fs.machine.home, 'run', `${fs.name}.sock`), '/v1/pause', { paused: true });
@@ -176,7 +190,7 @@ async function main(): Promise<void> {
     // The profile's clock is the monotonic one this process reads with hrtime.
     console.log(
       summarise(profile, {
-        label: { tar: 'tar x', small: 'small files', cold: 'cold read' }[workload] ?? 'dd',
+        label: { tar: 'tar x', small: 'small files', creates: 'creates', cold: 'cold read' }[workload] ?? 'dd',
         fromUs: m0,
         toUs: m1,
       }),
