@@ -10,6 +10,7 @@ import { DirtyChunk, DirtyStore } from '../../electron/engine/cache/dirty';
 import { HandlePool } from '../../electron/engine/cache/handles';
 import { SealedIO } from '../../electron/engine/cache/sealed';
 import {
+  WRITER_BURST_DELAY_MS,
   WRITER_BURST_SHARE,
   WRITER_FIRST_MAX_SHARE,
   WRITER_QUIET_MS,
@@ -565,34 +566,52 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
     await draining;
   });
 
-  it('a chunk that waited for the writer starts uploading once the writes pause', async () => {
-    openForWrite.add(1);
-    const d = await written(1, 0, CS);
-    clock += policy.uploadDelayMs;
-    lastWriteMs = clock;
-    const uploaded = new Promise<void>((resolve) => (onUpload = resolve));
-    q.start();
-    q.pumpFor(1);
-    assert.equal(started.length, 0, 'the writer goes first');
-    // The writes pause: the queue's own timers start the upload.
-    clock += WRITER_QUIET_MS;
-    // A referenced timer keeps the test alive (the queue's timers do not hold the process).
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      uploaded,
-      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('the upload did not start')), 30_000))),
-    ]).finally(() => clearTimeout(timer));
-    assert.deepEqual(started, [d]);
-  });
-
-  it('a chunk of a file already closed is due while writes keep arriving (a burst of creates)', async () => {
+  it('a chunk of a file already closed waits out WRITER_BURST_DELAY_MS while writes keep arriving (a burst of creates)', async () => {
     const d = await written(1, 0, 10);
     clock += policy.uploadDelayMs;
+    assert.equal(q.isDue(d, clock), true, 'alone: due after the upload delay');
     lastWriteMs = clock;
-    assert.equal(q.isDue(d, clock), true, 'closed: it uploads during the burst');
+    assert.equal(q.isDue(d, clock), false, 'during a burst: the creates go first');
+    clock = d.lastWriteMs + WRITER_BURST_DELAY_MS - 1;
+    lastWriteMs = clock;
+    assert.equal(q.isDue(d, clock), false);
+    clock += 1;
+    lastWriteMs = clock;
+    assert.equal(q.isDue(d, clock), true, 'a longer burst: its files upload that much behind it');
     openForWrite.add(1);
     assert.equal(q.isDue(d, clock), false, 'a tail chunk of a file still open waits as ever');
   });
+
+  it('with an upload delay of zero, a closed file is due during a burst at once', async () => {
+    activePolicy = { ...policy, uploadDelayMs: 0 };
+    const d = await written(1, 0, 10);
+    lastWriteMs = clock;
+    assert.equal(q.isDue(d, clock), true);
+  });
+
+  for (const [what, open, bytes] of [
+    ['a chunk that waited for the writer', true, CS],
+    ['a closed file that waited for a burst', false, 10],
+  ] as const)
+    it(`${what} starts uploading once the writes pause`, async () => {
+      if (open) openForWrite.add(1);
+      const d = await written(1, 0, bytes);
+      clock += policy.uploadDelayMs;
+      lastWriteMs = clock;
+      const uploaded = new Promise<void>((resolve) => (onUpload = resolve));
+      q.start();
+      q.pumpFor(1);
+      assert.equal(started.length, 0, 'the writer goes first');
+      // The writes pause: the queue's own timers start the upload.
+      clock += WRITER_QUIET_MS;
+      // A referenced timer keeps the test alive (the queue's timers do not hold the process).
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        uploaded,
+        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('the upload did not start')), 30_000))),
+      ]).finally(() => clearTimeout(timer));
+      assert.deepEqual(started, [d]);
+    });
 
   it('while writes keep arriving, at most WRITER_BURST_SHARE of the concurrency uploads at once, and all once they pause', async () => {
     const concurrency = 4;
@@ -607,7 +626,7 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
       uploadsAhead: () => concurrency,
     });
     for (let ino = 1; ino <= 12; ino++) await written(ino, 0, 10);
-    clock += policy.uploadDelayMs;
+    clock += WRITER_BURST_DELAY_MS;
     lastWriteMs = clock;
     burst.start();
     assert.equal(started.length, concurrency * WRITER_BURST_SHARE, 'during the burst');

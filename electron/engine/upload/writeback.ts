@@ -14,9 +14,14 @@
  * streaming writer has the machine's cores to itself (an upload seals, names and sends its
  * chunk on the engine's thread, the one that answers FUSE) and the uploads then run at full
  * speed once it pauses or closes. Files already closed (a burst of creates: tar, a build)
- * upload during the burst, at most `WRITER_BURST_SHARE` of the concurrency at once, so the
- * bucket has most of them by the time the burst ends instead of all of them still to come,
- * while the creates keep most of the engine's thread. Uploads in flight go on. The wait is bounded: a chunk dirty for `maxDirtyAgeMs` is due whatever the
+ * wait too, but only until their last write is `WRITER_BURST_DELAY_MS` old: a burst of a few
+ * seconds (an unpack, a checkout, a build step) runs with the engine's thread to itself (an
+ * upload of a small file costs that thread more than its create, and on a machine with few cores
+ * the server or the network stack takes the rest), and a longer one has its files upload behind
+ * it that much later, at most `WRITER_BURST_SHARE` of the concurrency at once, so the bucket has
+ * most of them by the time the burst ends instead of all of them still to come, while the
+ * creates keep most of the engine's thread. A change made alone (a save) still waits only
+ * `uploadDelayMs`. Uploads in flight go on. The wait is bounded: a chunk dirty for `maxDirtyAgeMs` is due whatever the
  * writers do (a writer that never pauses still gets its data uploaded), so is everything once
  * the data waiting for upload fills `WRITER_FIRST_MAX_SHARE` of the cache cap (long before
  * writers would wait for room), and pressure or a `drain()` (sync, unmount) never wait. An
@@ -48,6 +53,8 @@ export const WRITER_QUIET_MS = 100;
 export const WRITER_FIRST_MAX_SHARE = 0.5;
 /** The share of `uploadConcurrency` that uploads of closed files may take while the writers stream. */
 export const WRITER_BURST_SHARE = 0.5;
+/** While the writers stream, a closed file's chunk waits until its last write is this old (or `uploadDelayMs`, if longer). */
+export const WRITER_BURST_DELAY_MS = 5_000;
 
 export interface WritebackPolicy {
   uploadDelayMs: number;
@@ -160,9 +167,15 @@ export class WritebackQueue {
     const p = this.deps.policy();
     if (now - d.lastWriteMs < p.uploadDelayMs) return false;
     if (now - d.firstDirtyMs >= p.maxDirtyAgeMs) return true;
-    if (!this.deps.isOpenForWrite(d.ino)) return true;
-    if (d.len < this.deps.chunkSize) return false;
     // An upload delay of zero asks for data in the bucket as soon as it is written: no wait.
+    if (!this.deps.isOpenForWrite(d.ino)) {
+      if (p.uploadDelayMs > 0 && now - d.lastWriteMs < WRITER_BURST_DELAY_MS && this.writerStreaming(now)) {
+        this.waitedForWriter = true;
+        return false;
+      }
+      return true;
+    }
+    if (d.len < this.deps.chunkSize) return false;
     if (p.uploadDelayMs > 0 && this.writerStreaming(now)) {
       this.waitedForWriter = true;
       return false;
