@@ -308,6 +308,7 @@ export class Engine {
         if (!cache.wouldExceedCap(meta.chunkSize)) this.writeback.setPressure(false);
       },
       lastWriteMs: () => this.vfs.lastWriteMs,
+      lastRequestMs: () => this.vfs.lastRequestMs(),
       dirtyShare: () => (cache.usedBytes - cache.cleanUsedBytes) / Math.max(1, cache.effectiveCapBytes),
     });
     this.pinKeeper = new PinKeeper({

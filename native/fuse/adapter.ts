@@ -418,6 +418,12 @@ export interface FuseFilesystem {
   xattrNames?(): string[];
   /** Set by the adapter: the filesystem calls it, synchronously, with each name some entry newly has. */
   xattrNamesAdded?: (names: readonly string[]) => void;
+  /**
+   * Set by the adapter when the addon counts requests: how many this mount has received so far,
+   * those answered on libfuse's thread included (undefined when not mounted). A cheap call: the
+   * filesystem may sample it to tell whether someone is using the mount.
+   */
+  requestsSoFar?: () => number | undefined;
   open(path: string, flags: number): number;
   /** True when this handle must bypass the kernel's page cache (honoured by the corrected addon). */
   directIo?(fh: number): boolean;
@@ -1036,11 +1042,27 @@ export class FuseMount {
     });
     this.mounted = true;
     this.cacheAttributes(fuse);
+    this.countRequests(fuse);
     served.add(this);
     const fresh = [...(await fuseDescriptors())].filter((fd) => !fdsBefore.has(fd));
     this.fuseFd = fresh.length === 1 ? fresh[0] : undefined;
     const entries = (await mountTable()).filter((m) => m.mountPoint === this.realMountPoint && m.fsType.startsWith('fuse'));
     this.mountId = entries[entries.length - 1]?.id;
+  }
+
+  /** Gives the filesystem the addon's count of requests (`FuseFilesystem.requestsSoFar`). */
+  private countRequests(fuse: FuseNativeInstance): void {
+    const counters = requestCounters;
+    const thread = fuse._thread;
+    if (!counters || !thread || !('requestsSoFar' in this.fs)) return;
+    this.fs.requestsSoFar = () => {
+      if (!this.mounted) return undefined;
+      const raw = counters.read(thread);
+      let n = 0;
+      // Answered on libfuse's thread, then crossed to this one, per operation (see requestCounts).
+      for (let i = 0; i < 70; i++) n += raw[i] ?? 0;
+      return n;
+    };
   }
 
   /**
@@ -1103,6 +1125,7 @@ export class FuseMount {
     }
     this.stopWatching();
     this.mounted = false;
+    if (this.fs.requestsSoFar) this.fs.requestsSoFar = () => undefined;
     if (this.attributesCached) {
       this.fs.attributesChanged = () => undefined;
       if (this.fs.xattrNamesAdded) this.fs.xattrNamesAdded = () => undefined;

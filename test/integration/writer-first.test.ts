@@ -2,10 +2,12 @@
  * Uploads give way to a streaming writer (upload/writeback.ts), on real mounts against the S3
  * test server: while writes keep arriving no new upload starts, but that wait never holds data
  * back for good. A writer that never pauses still gets the data waiting beside it uploaded once
- * it is `maxDirtyAgeMs` old, and `filespace sync` uploads at once whatever the writers do.
+ * it is `maxDirtyAgeMs` old, someone browsing the mount without a pause holds a closed file back
+ * only until its last write is a few seconds old, and `filespace sync` uploads at once whatever
+ * the writers do.
  *
- * The writer is a separate process that rewrites a small region of its file without a break
- * until the test stops it.
+ * The writer (or browser) is a separate process that rewrites a small region of its file (or
+ * stats it and lists its folder) without a break until the test stops it.
  */
 
 import { describe, it } from 'node:test';
@@ -19,19 +21,34 @@ import { proxiedBed } from '../helpers/faultProxy';
 const KiB = 1024;
 
 /** Rewrites the first 256 KiB of `file`, 4 KiB at a time without a break, until killed; resolves once it has written. */
-async function startStreamingWriter(file: string): Promise<ChildProcess> {
-  const script = `
-    const fs = require('node:fs');
-    const fd = fs.openSync(process.argv[1], 'w');
+function startStreamingWriter(file: string): Promise<ChildProcess> {
+  return startLoop(
+    file,
+    `const fd = fs.openSync(file, 'w');
     const b = Buffer.alloc(4096, 7);
     let i = 0;
-    fs.writeSync(fd, b, 0, b.length, 0);
-    process.stdout.write('writing\\n');
-    for (;;) fs.writeSync(fd, b, 0, b.length, (i++ % 64) * 4096);`;
+    fs.writeSync(fd, b, 0, b.length, 0);`,
+    'fs.writeSync(fd, b, 0, b.length, (i++ % 64) * 4096);',
+  );
+}
+
+/** Stats `file` and lists its folder without a break until killed (someone browsing the mount). */
+function startBrowsing(file: string): Promise<ChildProcess> {
+  return startLoop(file, 'fs.statSync(file);', 'fs.statSync(file); fs.readdirSync(require("node:path").dirname(file));');
+}
+
+/** A process that runs `setup` on `file`, then `step` without a break until killed; resolves once setup is done. */
+async function startLoop(file: string, setup: string, step: string): Promise<ChildProcess> {
+  const script = `
+    const fs = require('node:fs');
+    const file = process.argv[1];
+    ${setup}
+    process.stdout.write('running\\n');
+    for (;;) { ${step} }`;
   const child = spawn(process.execPath, ['-e', script, file], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     child.stdout.setEncoding('utf8').once('data', () => resolve());
-    child.once('exit', (code) => reject(new Error(`the writer exited (${code}) before writing`)));
+    child.once('exit', (code) => reject(new Error(`the loop on ${file} exited (${code}) before it started`)));
   });
   return child;
 }
@@ -75,6 +92,24 @@ describe('uploads and a streaming writer', () => {
       await stopWriter(writer);
     }
     await fs.sync();
+    await fs.unmount();
+  });
+
+  it('someone browsing the mount without a pause holds a closed file back only for a while', { timeout: 300_000 }, async () => {
+    // Stats and listings hold uploads of closed files back as writes do (upload/writeback.ts),
+    // until their last write is WRITER_BURST_DELAY_MS old: never for good.
+    const fs = await bed.filespace({ settings: { 'upload-delay': '1s' } });
+    await fs.mount();
+    await fsp.writeFile(path.join(fs.mnt, 'seen.txt'), 'browsed\n');
+    const browser = await startBrowsing(path.join(fs.mnt, 'seen.txt'));
+    try {
+      const src = await randomFile(env.local, 'closed.bin', 256 * KiB);
+      await fsp.copyFile(src, path.join(fs.mnt, 'closed.bin'));
+      await until('closed.bin to upload while the mount is browsed', async () => (await dirtyFiles(fs)) === 0, 120_000);
+      assert.equal(browser.exitCode, null, 'the browsing went on');
+    } finally {
+      await stopWriter(browser);
+    }
     await fs.unmount();
   });
 

@@ -582,6 +582,25 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
     assert.equal(q.isDue(d, clock), false, 'a tail chunk of a file still open waits as ever');
   });
 
+  it('requests of any kind (stats, listings) hold a closed file back as writes do, and an open tail chunk not at all', async () => {
+    let lastRequestMs = 0;
+    const reads = writerQueue({ lastRequestMs: () => lastRequestMs });
+    const d = await written(1, 0, 10);
+    clock += policy.uploadDelayMs;
+    lastRequestMs = clock;
+    assert.equal(reads.isDue(d, clock), false, 'someone is using the mount');
+    clock += WRITER_QUIET_MS;
+    assert.equal(reads.isDue(d, clock), true, 'once the requests pause');
+    clock = d.lastWriteMs + WRITER_BURST_DELAY_MS;
+    lastRequestMs = clock;
+    assert.equal(reads.isDue(d, clock), true, 'requests that never pause hold it back no longer than WRITER_BURST_DELAY_MS');
+    openForWrite.add(2);
+    const full = await written(2, 0, CS);
+    clock += policy.uploadDelayMs;
+    lastRequestMs = clock;
+    assert.equal(reads.isDue(full, clock), true, 'a full chunk of a file open for writing waits for writes only');
+  });
+
   it('with an upload delay of zero, a closed file is due during a burst at once', async () => {
     activePolicy = { ...policy, uploadDelayMs: 0 };
     const d = await written(1, 0, 10);

@@ -14,14 +14,15 @@
  * streaming writer has the machine's cores to itself (an upload seals, names and sends its
  * chunk on the engine's thread, the one that answers FUSE) and the uploads then run at full
  * speed once it pauses or closes. Files already closed (a burst of creates: tar, a build)
- * wait too, but only until their last write is `WRITER_BURST_DELAY_MS` old: a burst of a few
- * seconds (an unpack, a checkout, a build step) runs with the engine's thread to itself (an
- * upload of a small file costs that thread more than its create, and on a machine with few cores
- * the server or the network stack takes the rest), and a longer one has its files upload behind
- * it that much later, at most `WRITER_BURST_SHARE` of the concurrency at once, so the bucket has
- * most of them by the time the burst ends instead of all of them still to come, while the
- * creates keep most of the engine's thread. A change made alone (a save) still waits only
- * `uploadDelayMs`. Uploads in flight go on. The wait is bounded: a chunk dirty for `maxDirtyAgeMs` is due whatever the
+ * wait while the mount keeps receiving requests of any kind (writes, and the lookups, stats and
+ * listings that follow a burst: `ls -l`, a build's checks), but only until their last write is
+ * `WRITER_BURST_DELAY_MS` old: a burst of a few seconds (an unpack, a checkout, a build step)
+ * runs with the engine's thread to itself (an upload of a small file costs that thread more than
+ * its create, and on a machine with few cores the server or the network stack takes the rest),
+ * and a longer one has its files upload behind it that much later, at most `WRITER_BURST_SHARE`
+ * of the concurrency at once, so the bucket has most of them by the time the burst ends instead
+ * of all of them still to come, while the requests keep most of the engine's thread. A change
+ * made alone (a save) still waits only `uploadDelayMs`. Uploads in flight go on. The wait is bounded: a chunk dirty for `maxDirtyAgeMs` is due whatever the
  * writers do (a writer that never pauses still gets its data uploaded), so is everything once
  * the data waiting for upload fills `WRITER_FIRST_MAX_SHARE` of the cache cap (long before
  * writers would wait for room), and pressure or a `drain()` (sync, unmount) never wait. An
@@ -88,6 +89,8 @@ export interface WritebackDeps {
   readonly onSuccess: () => void;
   /** When the mount last accepted a write (ms on `now`'s clock; 0: none yet). */
   readonly lastWriteMs?: () => number;
+  /** When the mount last received a request of any kind, reads and listings too (ms; 0: none yet). */
+  readonly lastRequestMs?: () => number;
   /** Dirty data, with what is held for data on its way to the dirty store, as a share of the cache cap. */
   readonly dirtyShare?: () => number;
   readonly now?: () => number;
@@ -169,7 +172,7 @@ export class WritebackQueue {
     if (now - d.firstDirtyMs >= p.maxDirtyAgeMs) return true;
     // An upload delay of zero asks for data in the bucket as soon as it is written: no wait.
     if (!this.deps.isOpenForWrite(d.ino)) {
-      if (p.uploadDelayMs > 0 && now - d.lastWriteMs < WRITER_BURST_DELAY_MS && this.writerStreaming(now)) {
+      if (p.uploadDelayMs > 0 && now - d.lastWriteMs < WRITER_BURST_DELAY_MS && this.mountBusy(now)) {
         this.waitedForWriter = true;
         return false;
       }
@@ -190,12 +193,19 @@ export class WritebackQueue {
     return (this.deps.dirtyShare?.() ?? 0) < WRITER_FIRST_MAX_SHARE;
   }
 
+  /** Whether uploads of closed files wait for the mount's users now (see the header). */
+  mountBusy(now: number): boolean {
+    const last = Math.max(this.deps.lastWriteMs?.() ?? 0, this.deps.lastRequestMs?.() ?? 0);
+    if (last === 0 || now - last >= WRITER_QUIET_MS) return false;
+    return (this.deps.dirtyShare?.() ?? 0) < WRITER_FIRST_MAX_SHARE;
+  }
+
   /** Pumps again when the writers' burst is over, if a due chunk waited for it. */
   private pumpWhenQuiet(now: number): void {
     if (!this.waitedForWriter) return;
     this.waitedForWriter = false;
     if (this.quietTimer || this.stopped) return;
-    const last = this.deps.lastWriteMs?.() ?? 0;
+    const last = Math.max(this.deps.lastWriteMs?.() ?? 0, this.deps.lastRequestMs?.() ?? 0);
     this.quietTimer = setTimeout(
       () => {
         this.quietTimer = undefined;
@@ -210,7 +220,7 @@ export class WritebackQueue {
   private limit(now: number): number {
     const p = this.deps.policy();
     const all = p.uploadConcurrency + (this.deps.uploadsAhead?.() ?? 0);
-    if (this.pressure || this.draining > 0 || p.uploadDelayMs === 0 || !this.writerStreaming(now)) return all;
+    if (this.pressure || this.draining > 0 || p.uploadDelayMs === 0 || !this.mountBusy(now)) return all;
     return Math.max(1, Math.floor(p.uploadConcurrency * WRITER_BURST_SHARE));
   }
 
@@ -219,7 +229,7 @@ export class WritebackQueue {
     const now = this.now();
     const limit = this.limit(now);
     if (this.inflight >= limit) {
-      this.waitedForWriter ||= this.writerStreaming(now);
+      this.waitedForWriter ||= this.mountBusy(now);
       this.pumpWhenQuiet(now);
       return;
     }
@@ -251,7 +261,7 @@ export class WritebackQueue {
     if (this.pressure || this.draining > 0) return this.pump();
     const now = this.now();
     if (this.inflight >= this.limit(now)) {
-      this.waitedForWriter ||= this.writerStreaming(now);
+      this.waitedForWriter ||= this.mountBusy(now);
       this.pumpWhenQuiet(now);
       return;
     }

@@ -252,6 +252,10 @@ export class Vfs {
   alsoReading: (name: string) => boolean = () => false;
   /** When the last write was accepted (ms; 0: none yet): uploads give way to a streaming writer. */
   lastWriteMs = 0;
+  /** Set by a mount adapter: how many requests the mount has received so far (see `lastRequestMs`). */
+  requestsSoFar: () => number | undefined = () => undefined;
+  private requestsSeen: number | undefined;
+  private requestSeenMs = 0;
   /**
    * Set by a mount adapter that caches attributes; called on every change of the tree (the
    * engine calls `treeChanged`), whoever made it: this machine's requests, the engine's own
@@ -1534,6 +1538,23 @@ export class Vfs {
     this.lastWriteMs = this.now();
     if (h.append) return this.appendInTurn(h.ino, () => this.writeAt(h, data, undefined));
     return this.writeAt(h, data, pos);
+  }
+
+  /**
+   * When the mount was last seen receiving a request of any kind (ms; 0: never), or accepting a
+   * write, whichever is later: uploads of closed files give way to whoever uses the mount
+   * (upload/writeback.ts). The requests are counted by the mount adapter, those it answers
+   * without this thread (lookups, stats) included; each call compares the count with the last
+   * one seen, so the time is that of the call that saw it change (the write-back queue calls at
+   * every decision, and at least five times a second).
+   */
+  lastRequestMs(): number {
+    const n = this.requestsSoFar();
+    if (n !== undefined && n !== this.requestsSeen) {
+      if (this.requestsSeen !== undefined) this.requestSeenMs = this.now();
+      this.requestsSeen = n;
+    }
+    return Math.max(this.requestSeenMs, this.lastWriteMs);
   }
 
   /**
