@@ -1557,8 +1557,9 @@ export class Vfs {
     if (t - this.requestsSampledMs >= REQUEST_SAMPLE_MS) {
       this.requestsSampledMs = t;
       const n = this.requestsSoFar();
+      // The first count read counts too: a mount has just been busy (its own lookups at least).
       if (n !== undefined && n !== this.requestsSeen) {
-        if (this.requestsSeen !== undefined) this.requestSeenMs = t;
+        this.requestSeenMs = t;
         this.requestsSeen = n;
       }
     }
