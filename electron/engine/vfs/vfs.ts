@@ -161,8 +161,6 @@ const READ_MEMORY_NAMES = 64;
 export const TIME_OMIT = 2 ** 48 - 1;
 export const TIME_NOW = 2 ** 48 - 2;
 
-/** How often `lastRequestMs` reads the mount's request count at most (ms). */
-const REQUEST_SAMPLE_MS = 10;
 /** Directories whose link counts are kept (dirLinks); past it they are all forgotten. */
 const DIR_LINK_COUNTS_MAX = 4096;
 const S_IFREG = 0o100000;
@@ -258,7 +256,6 @@ export class Vfs {
   requestsSoFar: () => number | undefined = () => undefined;
   private requestsSeen: number | undefined;
   private requestSeenMs = 0;
-  private requestsSampledMs = -Infinity;
   /**
    * Set by a mount adapter that caches attributes; called on every change of the tree (the
    * engine calls `treeChanged`), whoever made it: this machine's requests, the engine's own
@@ -1547,21 +1544,15 @@ export class Vfs {
    * When the mount was last seen receiving a request of any kind (ms; 0: never), or accepting a
    * write, whichever is later: uploads of closed files give way to whoever uses the mount
    * (upload/writeback.ts). The requests are counted by the mount adapter, those it answers
-   * without this thread (lookups, stats) included; a call compares the count with the last one
-   * seen, so the time is that of the call that saw it change (the write-back queue calls at
-   * every decision, and at least five times a second). The count is read at most every
-   * REQUEST_SAMPLE_MS (a read copies the addon's counters, and a pump weighs every dirty chunk).
+   * without this thread (lookups, stats) included; each call compares the count with the last
+   * one seen, so the time is that of the call that saw it change (the write-back queue calls at
+   * every decision, and at least five times a second).
    */
   lastRequestMs(): number {
-    const t = this.now();
-    if (t - this.requestsSampledMs >= REQUEST_SAMPLE_MS) {
-      this.requestsSampledMs = t;
-      const n = this.requestsSoFar();
-      // The first count read counts too: a mount has just been busy (its own lookups at least).
-      if (n !== undefined && n !== this.requestsSeen) {
-        this.requestSeenMs = t;
-        this.requestsSeen = n;
-      }
+    const n = this.requestsSoFar();
+    if (n !== undefined && n !== this.requestsSeen) {
+      if (this.requestsSeen !== undefined) this.requestSeenMs = this.now();
+      this.requestsSeen = n;
     }
     return Math.max(this.requestSeenMs, this.lastWriteMs);
   }
