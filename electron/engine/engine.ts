@@ -625,10 +625,26 @@ export class Engine {
     return undefined;
   }
 
+  /**
+   * Files with data waiting for upload: dirty chunks, or writes still in the write buffer (a
+   * file being written is waiting from its first acknowledged write, not from the buffer's flush).
+   */
+  private waitingInodes(): number[] {
+    const inos = this.dirty.inodes();
+    for (const ino of this.vfs.bufferedInodes()) if (!this.dirty.hasFile(ino)) inos.push(ino);
+    return inos;
+  }
+
+  private waitingFileCount(): number {
+    let n = this.dirty.fileCount;
+    for (const ino of this.vfs.bufferedInodes()) if (!this.dirty.hasFile(ino)) n++;
+    return n;
+  }
+
   stats(): EngineStats {
     return {
       dirtyBytes: this.dirty.dataBytes + this.vfs.bufferedBytes,
-      dirtyFiles: this.dirty.fileCount,
+      dirtyFiles: this.waitingFileCount(),
       dirtyChunks: this.dirty.count,
       pendingMetaOps: this.replicator.pendingOps,
       uploadBytesPerSec: this.throughput.rate('up'),
@@ -657,7 +673,7 @@ export class Engine {
         this.uploader.lastError ??
         this.replicator.lastError ??
         this.fetcher.stats.lastError,
-      pendingFiles: this.pending.paths(this.meta.tree, () => this.dirty.inodes()),
+      pendingFiles: this.pending.paths(this.meta.tree, () => this.waitingInodes()),
       lease: this.role.status(),
       aside: this.aside.summary(),
       pins: this.pinKeeper.progress(),

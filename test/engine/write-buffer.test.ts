@@ -231,6 +231,31 @@ describe('the write buffer', () => {
     await again.close();
   });
 
+  it('counts a file as waiting for upload from its first buffered write, in the status and its list of files', async () => {
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space, { settings: NO_TIMER });
+    await writeFile(m.fs, '/closed', random(5000));
+    const open = m.fs.create('/open', 0o644);
+    await writeAt(m.fs, open, 0, random(4 * KiB));
+    assert.ok(m.engine.vfs.bufferedInodes().length > 0, 'the write to /open is still buffered');
+    let s = m.engine.stats();
+    assert.equal(s.dirtyFiles, 2, 'the closed file and the file being written');
+    assert.deepEqual(s.pendingFiles, ['/closed', '/open']);
+    // A file with both dirty chunks and buffered writes counts once.
+    await writeAt(m.fs, open, CS, random(4 * KiB));
+    await m.fs.fsync(open);
+    await writeAt(m.fs, open, 10, random(100));
+    s = m.engine.stats();
+    assert.equal(s.dirtyFiles, 2, 'each file once');
+    await m.fs.flush(open);
+    await m.fs.release(open);
+    await m.sync();
+    s = m.engine.stats();
+    assert.equal(s.dirtyFiles, 0);
+    assert.equal(s.dirtyBytes, 0);
+    await m.close();
+  });
+
   it('costs one open (or the rename of a spare file) and no other file operation of the dirty store per small file closed', async () => {
     const space = await bed.filespace({ chunkSize: CS });
     const m = await bed.mount(space, { settings: NO_TIMER });

@@ -20,14 +20,14 @@ import { proxiedBed } from '../helpers/faultProxy';
 
 const KiB = 1024;
 
-/** Rewrites the first 256 KiB of `file`, 4 KiB at a time without a break, until killed; resolves once it has written. */
+/** Writes 256 KiB to `file`, then rewrites them 4 KiB at a time without a break until killed; resolves once the 256 KiB are written. */
 function startStreamingWriter(file: string): Promise<ChildProcess> {
   return startLoop(
     file,
     `const fd = fs.openSync(file, 'w');
     const b = Buffer.alloc(4096, 7);
     let i = 0;
-    fs.writeSync(fd, b, 0, b.length, 0);`,
+    for (let k = 0; k < 64; k++) fs.writeSync(fd, b, 0, b.length, k * 4096);`,
     'fs.writeSync(fd, b, 0, b.length, (i++ % 64) * 4096);',
   );
 }
@@ -68,7 +68,7 @@ async function setEngineSettings(fs: Linked, settings: Record<string, number>): 
   await fsp.writeFile(file, JSON.stringify(cfg, null, 2) + '\n');
 }
 
-/** Files with data waiting for upload (live, unlike the list of their paths). */
+/** Files with data waiting for upload, writes still in the write buffer included (live, unlike the list of their paths). */
 async function dirtyFiles(fs: Linked): Promise<number> {
   return Number((await fs.status()).dirtyFiles);
 }

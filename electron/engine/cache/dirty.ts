@@ -424,6 +424,11 @@ export class DirtyStore {
     return [...this.byIno.keys()];
   }
 
+  /** Whether inode `ino` has a dirty chunk. */
+  hasFile(ino: number): boolean {
+    return this.byIno.has(ino);
+  }
+
   all(): IterableIterator<DirtyChunk> {
     return this.chunks.values();
   }

@@ -1147,6 +1147,11 @@ export class Vfs {
     return this.buffer.dataBytes;
   }
 
+  /** Inodes with written data in the write buffer (some may also have dirty chunks). */
+  bufferedInodes(): number[] {
+    return this.buffer.inodes();
+  }
+
   get hasBufferedData(): boolean {
     return this.buffer.hasData;
   }
