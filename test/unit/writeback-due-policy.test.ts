@@ -582,6 +582,28 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
     assert.equal(q.isDue(d, clock), false, 'a tail chunk of a file still open waits as ever');
   });
 
+  it('a pump reads the request count of the mount a few times, not once for each of the many closed files wait behind a burst', async () => {
+    let reads = 0;
+    const counted = writerQueue({
+      lastRequestMs: () => {
+        reads++;
+        return clock;
+      },
+    });
+    for (let ino = 1; ino <= 200; ino++) await written(ino, 0, 10);
+    clock += policy.uploadDelayMs;
+    reads = 0;
+    counted.start(); // pumps once
+    assert.deepEqual(started, [], 'the burst goes first');
+    assert.ok(reads >= 1 && reads <= 4, `the request count was read ${reads} times for 200 waiting files, not once a file`);
+    clock += WRITER_BURST_DELAY_MS;
+    reads = 0;
+    counted.pump();
+    assert.ok(started.length >= 1, 'due once their last write is WRITER_BURST_DELAY_MS old');
+    assert.ok(reads >= 1 && reads <= 4, `read ${reads} times`);
+    counted.stop();
+  });
+
   it('requests of any kind (stats, listings) hold a closed file back as writes do, and an open tail chunk not at all', async () => {
     let lastRequestMs = 0;
     const reads = writerQueue({ lastRequestMs: () => lastRequestMs });

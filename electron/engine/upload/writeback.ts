@@ -103,6 +103,8 @@ export class WritebackQueue {
   private quietTimer: NodeJS.Timeout | undefined;
   /** Set by `isDue` when a chunk was due but waits for the writers (see the header). */
   private waitedForWriter = false;
+  /** mountBusy's answer for the pump that is weighing its backlog (undefined outside one). */
+  private pumpBusy: boolean | undefined;
   private pressure = false;
   private draining = 0;
   private stopped = true;
@@ -193,8 +195,13 @@ export class WritebackQueue {
     return (this.deps.dirtyShare?.() ?? 0) < WRITER_FIRST_MAX_SHARE;
   }
 
-  /** Whether uploads of closed files wait for the mount's users now (see the header). */
+  /**
+   * Whether uploads of closed files wait for the mount's users now (see the header). A pump
+   * asks it for every recently written closed chunk of its backlog, at one `now`, and reading
+   * the mount's request count costs a call into the addon: so within a pump it is worked out once.
+   */
   mountBusy(now: number): boolean {
+    if (this.pumpBusy !== undefined) return this.pumpBusy;
     const last = Math.max(this.deps.lastWriteMs?.() ?? 0, this.deps.lastRequestMs?.() ?? 0);
     if (last === 0 || now - last >= WRITER_QUIET_MS) return false;
     return (this.deps.dirtyShare?.() ?? 0) < WRITER_FIRST_MAX_SHARE;
@@ -237,13 +244,18 @@ export class WritebackQueue {
     // at every close and every finished upload, so it must not sort the whole backlog each time.
     const free = limit - this.inflight;
     const oldest: DirtyChunk[] = [];
-    for (const d of this.deps.dirty.all()) {
-      if (oldest.length === free && d.firstDirtyMs >= oldest[free - 1]!.firstDirtyMs) continue;
-      if (!this.isDue(d, now)) continue;
-      let at = oldest.length;
-      while (at > 0 && oldest[at - 1]!.firstDirtyMs > d.firstDirtyMs) at--;
-      oldest.splice(at, 0, d);
-      if (oldest.length > free) oldest.pop();
+    this.pumpBusy = this.mountBusy(now);
+    try {
+      for (const d of this.deps.dirty.all()) {
+        if (oldest.length === free && d.firstDirtyMs >= oldest[free - 1]!.firstDirtyMs) continue;
+        if (!this.isDue(d, now)) continue;
+        let at = oldest.length;
+        while (at > 0 && oldest[at - 1]!.firstDirtyMs > d.firstDirtyMs) at--;
+        oldest.splice(at, 0, d);
+        if (oldest.length > free) oldest.pop();
+      }
+    } finally {
+      this.pumpBusy = undefined;
     }
     for (const d of oldest) this.startUpload(d);
     this.pumpWhenQuiet(now);
