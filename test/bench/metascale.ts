@@ -18,6 +18,10 @@
  *      manifest plus every page it names, the whole tree's metadata; a run where none was
  *      written says so and fails the target), and the engine closed;
  *   3. a fresh machine: link from the bucket and open, then a cold stat.
+ * Each phase's process runs as `filespace mount` runs an engine (electron/cli/engineProcess.ts:
+ * glibc malloc settings; electron/host/engineHeap.ts: V8 heap flags), so its memory is the
+ * product's: without them, libfuse's threads' malloc arenas and V8's heap growth added 100-140 MB
+ * to the remount's peak.
  * The bucket's metadata objects are counted and sized after each phase.
  *
  * Results are printed and written to BENCHMARKS.md as the section after the marker
@@ -36,6 +40,8 @@ import { LocalDiskStore } from '../../electron/engine/store/local';
 import { PAGE_PREFIX, isManifest } from '../../electron/engine/meta/pages';
 import { RemoteMeta } from '../../electron/engine/meta/remote';
 import { FuseMount, type FuseFilesystem } from '../../native/fuse/adapter';
+import { engineProcessEnv } from '../../electron/cli/engineProcess';
+import { ENGINE_V8_FLAGS } from '../../electron/host/engineHeap';
 import { REPO } from '../helpers/bed';
 import { PASSPHRASE, writeFile } from '../helpers/engineBed';
 import { SCALE_MARKER } from './report';
@@ -293,7 +299,9 @@ function runPhase(phase: Phase, root: string, l: Layout): Promise<PhaseResult> {
   return new Promise((resolve, reject) => {
     const child = fork(__filename, ['--phase', phase, root, String(l.files), String(l.dirs)], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      execArgv: ['--max-old-space-size=4096'],
+      // As `filespace mount` runs its engine: its malloc settings and V8 heap flags, no others.
+      env: engineProcessEnv(process.env),
+      execArgv: [...ENGINE_V8_FLAGS],
     });
     let result: PhaseResult | undefined;
     child.on('message', (m) => (result = m as PhaseResult));
