@@ -96,6 +96,44 @@ describe('the local metadata database', () => {
     await again.close();
   });
 
+  it('reads in scan mode without taking what it reads into the working set, and answers the same', async () => {
+    const ops = manyFiles(40, 100);
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of ops) ms.commit(op);
+    await ms.close();
+    const again = (await MetaStore.load(dir, { cacheWeight: 300 }))!;
+    const ref = reference(ops);
+    const tree = again.tree;
+    // A file changed since the database's checkpoint is dirty: scan mode hands out that object.
+    const changed = tree.lookup(tree.lookup(ROOT_INO, 'd3')!.ino, 'f7')!;
+    again.commit({ t: 'attr', ino: changed.ino, size: 777, ms: 99 });
+    const held = again.database.heldInodes;
+    const weak = again.database.weaklyHeld;
+    let files = 0;
+    tree.scan(() => {
+      for (const [, dino] of ref.get(ROOT_INO)!.entries!) {
+        const d = tree.get(dino)!;
+        assert.deepEqual(d.entries, ref.get(dino)!.entries);
+        for (const [, fino] of d.entries!) {
+          const got = tree.get(fino)!;
+          const want = ref.get(fino)!;
+          assert.equal(got.size, fino === changed.ino ? 777 : want.size);
+          assert.deepEqual(got.chunks, want.chunks);
+          if (fino === changed.ino) assert.equal(got, changed, 'a dirty inode is the live object');
+          files++;
+        }
+      }
+      assert.equal([...tree.inodes.values()].length, ref.inodes.size, 'a pass over every inode');
+    });
+    assert.equal(files, 4000);
+    assert.equal(again.database.heldInodes, held, 'the working set did not change');
+    assert.equal(again.database.weaklyHeld, weak, 'nothing read was remembered weakly');
+    // Outside scan mode, reads join the working set as before.
+    tree.get(tree.lookup(ROOT_INO, 'd9')!.ino);
+    assert.ok(again.database.weaklyHeld > weak);
+    await again.close();
+  });
+
   it("keeps statfs's running totals equal to a walk of the tree through every kind of change", async () => {
     const ops: MetaOp[] = [
       ...manyFiles(3, 4),

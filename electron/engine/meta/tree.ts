@@ -170,6 +170,8 @@ export interface TreeStorage {
   entryChanged(parent: number, name: string, ino: number | undefined, previous: number | undefined): void;
   /** Every directory that names `ino`, ascending (more than one only for hard links). */
   dirsOf(ino: number): number[];
+  /** Runs `fn`, a synchronous read-only pass over many inodes (see `Tree.scan`). */
+  scan?<T>(fn: () => T): T;
 }
 
 const NO_TRACKING = {
@@ -182,7 +184,7 @@ export class Tree {
   nextIno = ROOT_INO + 1;
   /** Reference counts of chunk names, for dedup and garbage collection. */
   readonly chunkRefs: RefTable;
-  private readonly storage: Pick<TreeStorage, 'touched' | 'entryChanged'> & Partial<Pick<TreeStorage, 'dirsOf'>>;
+  private readonly storage: Pick<TreeStorage, 'touched' | 'entryChanged'> & Partial<Pick<TreeStorage, 'dirsOf' | 'scan'>>;
   /**
    * Running totals for statfs, so it does not walk the tree: the committed data of every file
    * (its chunks' stored lengths, rounded up to 4 KiB blocks per file) and how many directories.
@@ -218,6 +220,16 @@ export class Tree {
   private counted(inode: Inode, sign: 1 | -1): void {
     if (inode.kind === 'dir') this.dirs += sign;
     else if (inode.kind === 'file') this.allocatedBytes += sign * Tree.blocksBytes(inode);
+  }
+
+  /**
+   * Runs `fn`, which reads many inodes and changes none, synchronously: a tree on disk then
+   * reads what is not in its working set without keeping it there (meta/treeDb.ts, `scan`),
+   * so memory does not grow with how much `fn` reads. Inodes got within `fn` are for reading
+   * there only.
+   */
+  scan<T>(fn: () => T): T {
+    return this.storage.scan ? this.storage.scan(fn) : fn();
   }
 
   /** Whether the inodes live in memory only (no storage reports changes). */

@@ -504,11 +504,39 @@ export class TreeDb {
     return this.young.get(ino) ?? this.old.get(ino) ?? this.weak.get(ino)?.deref();
   }
 
+  /**
+   * Runs `fn`, a synchronous reader of many inodes (a checkpoint's pages), in scan mode: an
+   * inode that is not dirty and not in the working set is read from its row and handed out
+   * without joining the working set, and none is looked up through `weak`. A WeakRef made or
+   * dereferenced keeps its target alive until the current job ends (ECMAScript's
+   * KeepDuringJob), so a synchronous pass over a big tree through `remember` held every inode
+   * it read until it returned: about 1 KB of heap per file. What scan mode hands out must
+   * only be read, within `fn`: a clean inode equals its row (changes make it dirty), so a copy
+   * read from the row says what the live object says.
+   */
+  scan<T>(fn: () => T): T {
+    this.scanning++;
+    try {
+      return fn();
+    } finally {
+      this.scanning--;
+    }
+  }
+
+  private scanning = 0;
+
   private getInode(ino: number): Inode | undefined {
     const d = this.dirty.get(ino);
     if (d !== undefined) return d ?? undefined;
     const y = this.young.get(ino);
     if (y) return y;
+    if (this.scanning > 0) {
+      const o = this.old.get(ino);
+      if (o) return o;
+      if (ino > this.maxStoredIno) return undefined;
+      const row = this.st.inode.get(ino) as InodeRow | undefined;
+      return row ? this.decode(row) : undefined;
+    }
     const o = this.old.get(ino) ?? this.weak.get(ino)?.deref();
     if (o) {
       this.remember(o);
@@ -531,7 +559,7 @@ export class TreeDb {
       for (const row of rows) {
         after = row.ino;
         if (this.dirty.has(row.ino)) continue;
-        yield this.live(row.ino) ?? this.decode(row);
+        yield (this.scanning > 0 ? (this.young.get(row.ino) ?? this.old.get(row.ino)) : this.live(row.ino)) ?? this.decode(row);
       }
     }
   }
@@ -662,6 +690,7 @@ export class TreeDb {
         if (ino !== undefined) self.nameDelta(ino, parent, 1);
       },
       dirsOf: (ino) => self.dirsOf(ino),
+      scan: (fn) => self.scan(fn),
     };
   }
 
@@ -707,6 +736,11 @@ export class TreeDb {
   /** Inodes held in memory: the dirty ones and the working set. */
   get heldInodes(): number {
     return this.dirty.size + this.young.size + this.old.size;
+  }
+
+  /** Inodes remembered weakly (evicted from the working set, or read there). */
+  get weaklyHeld(): number {
+    return this.weak.size;
   }
 
   // ---- writing -------------------------------------------------------------------------------
