@@ -63,15 +63,18 @@ function canonical(snap: TreeSnapshot): TreeSnapshot {
   return Tree.fromSnapshot(CS, snap).snapshot();
 }
 
+/** 4,000 files in 40 directories, in a database loaded again with a working set of 300; and the same tree in memory. */
+async function bigTreeLoaded(): Promise<{ again: MetaStore; ref: Tree }> {
+  const ops = manyFiles(40, 100);
+  const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+  for (const op of ops) ms.commit(op);
+  await ms.close();
+  return { again: (await MetaStore.load(dir, { cacheWeight: 300 }))!, ref: reference(ops) };
+}
+
 describe('the local metadata database', () => {
   it('keeps a bounded working set and still answers like the whole tree', async () => {
-    const ops = manyFiles(40, 100);
-    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
-    for (const op of ops) ms.commit(op);
-    await ms.close();
-
-    const again = (await MetaStore.load(dir, { cacheWeight: 300 }))!;
-    const ref = reference(ops);
+    const { again, ref } = await bigTreeLoaded();
     // Every lookup a walk makes, in a tree far larger than the working set.
     let files = 0;
     for (const [name, dino] of ref.get(ROOT_INO)!.entries!) {
@@ -97,12 +100,7 @@ describe('the local metadata database', () => {
   });
 
   it('reads in scan mode without taking what it reads into the working set, and answers the same', async () => {
-    const ops = manyFiles(40, 100);
-    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
-    for (const op of ops) ms.commit(op);
-    await ms.close();
-    const again = (await MetaStore.load(dir, { cacheWeight: 300 }))!;
-    const ref = reference(ops);
+    const { again, ref } = await bigTreeLoaded();
     const tree = again.tree;
     // A file changed since the database's checkpoint is dirty: scan mode hands out that object.
     const changed = tree.lookup(tree.lookup(ROOT_INO, 'd3')!.ino, 'f7')!;
