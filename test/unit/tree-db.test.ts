@@ -11,6 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { MetaStore } from '../../electron/engine/meta/metastore';
+import { LINK_SPAN, linkPage } from '../../electron/engine/meta/pages';
 import { MetaOp, ROOT_INO, Tree, TreeSnapshot } from '../../electron/engine/meta/tree';
 import { TreeDb } from '../../electron/engine/meta/treeDb';
 import { REPO } from '../helpers/bed';
@@ -129,6 +130,58 @@ describe('the local metadata database', () => {
     // Outside scan mode, reads join the working set as before.
     tree.get(tree.lookup(ROOT_INO, 'd9')!.ino);
     assert.ok(again.database.weaklyHeld > weak);
+    await again.close();
+  });
+
+  it('finds the inodes of a link page by counting names in the database, as a look at every inode does', async () => {
+    let a = 7;
+    const r = (n: number) => Math.floor((a = (a * 1103515245 + 12345) % 2147483648) / (2147483648 / n));
+    const ops = manyFiles(30, 300); // inodes 2..9031: three link ranges
+    const files = ops.flatMap((op) => (op.t === 'mk' && op.kind === 'file' ? [op.ino] : []));
+    const dirs = ops.flatMap((op) => (op.t === 'mk' && op.kind === 'dir' ? [op.ino] : []));
+    const churn = (n: number, ms: number): MetaOp[] => {
+      const out: MetaOp[] = [];
+      for (let k = 0; k < n; k++) {
+        const dir = dirs[r(dirs.length)]!;
+        switch (r(4)) {
+          case 0:
+            out.push({ t: 'ln', ino: files[r(files.length)]!, parent: dir, name: `l${ms}-${k}`, ms });
+            break;
+          case 1:
+            out.push({ t: 'rm', parent: dir, name: `f${r(300)}`, ms });
+            break;
+          case 2:
+            out.push({ t: 'mv', sp: dir, sn: `f${r(300)}`, dp: dirs[r(dirs.length)]!, dn: `m${ms}-${k}`, ms });
+            break;
+          default:
+            out.push({ t: 'rm', parent: dir, name: `l${ms - 1}-${r(n)}`, ms });
+        }
+      }
+      return out;
+    };
+    const all = [...ops, ...churn(400, 20)];
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of all) ms.commit(op);
+    const same = (tree: Tree, what: string) => {
+      const ref = reference(all);
+      let linked = 0;
+      for (let lo = 0; lo <= 9031; lo += LINK_SPAN) {
+        assert.ok(tree.unhomedIn(lo, lo + LINK_SPAN - 1), 'the database answers');
+        const want = linkPage(ref, lo);
+        assert.deepEqual(linkPage(tree, lo), want, `${what}: link page ${lo}`);
+        linked += want?.inodes.length ?? 0;
+      }
+      assert.ok(linked > 50, `${what}: ${linked} linked inodes`);
+    };
+    same(ms.tree, 'changes not yet in the database');
+    await ms.close();
+    const again = (await MetaStore.load(dir, { cacheWeight: 300 }))!;
+    same(again.tree, 'read from the database');
+    for (const op of churn(300, 21)) {
+      again.commit(op);
+      all.push(op);
+    }
+    same(again.tree, 'the database with changes on top');
     await again.close();
   });
 

@@ -203,11 +203,16 @@ export function dirParts(tree: Tree, dir: number, bounds: readonly string[] = []
 /** The link page for the range starting at `lo` (undefined when no inode of it lives there). */
 export function linkPage(tree: Tree, lo: number): LinkPage | undefined {
   const inodes: InodeRecord[] = [];
-  for (let ino = lo; ino < lo + LINK_SPAN; ino++) {
+  const hi = lo + LINK_SPAN - 1;
+  // A tree on disk names the few candidates (one query) instead of a lookup of every number.
+  const candidates = tree.unhomedIn(lo, hi);
+  const consider = (ino: number) => {
     const inode = tree.get(ino);
     if (inode && inode.ino !== ROOT_INO && homeOf(tree, inode) === undefined) inodes.push(recordOf(inode));
-  }
-  return inodes.length > 0 ? { lo, hi: lo + LINK_SPAN - 1, inodes } : undefined;
+  };
+  if (candidates) for (const ino of candidates) consider(ino);
+  else for (let ino = lo; ino <= hi; ino++) consider(ino);
+  return inodes.length > 0 ? { lo, hi, inodes } : undefined;
 }
 
 /** Every link range that holds an inode (a scan of the tree). */

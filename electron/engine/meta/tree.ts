@@ -172,6 +172,8 @@ export interface TreeStorage {
   dirsOf(ino: number): number[];
   /** Runs `fn`, a synchronous read-only pass over many inodes (see `Tree.scan`). */
   scan?<T>(fn: () => T): T;
+  /** See `Tree.unhomedIn`. */
+  unhomedIn?(lo: number, hi: number): number[];
 }
 
 const NO_TRACKING = {
@@ -184,7 +186,8 @@ export class Tree {
   nextIno = ROOT_INO + 1;
   /** Reference counts of chunk names, for dedup and garbage collection. */
   readonly chunkRefs: RefTable;
-  private readonly storage: Pick<TreeStorage, 'touched' | 'entryChanged'> & Partial<Pick<TreeStorage, 'dirsOf' | 'scan'>>;
+  private readonly storage: Pick<TreeStorage, 'touched' | 'entryChanged'> &
+    Partial<Pick<TreeStorage, 'dirsOf' | 'scan' | 'unhomedIn'>>;
   /**
    * Running totals for statfs, so it does not walk the tree: the committed data of every file
    * (its chunks' stored lengths, rounded up to 4 KiB blocks per file) and how many directories.
@@ -230,6 +233,16 @@ export class Tree {
    */
   scan<T>(fn: () => T): T {
     return this.storage.scan ? this.storage.scan(fn) : fn();
+  }
+
+  /**
+   * The inodes numbered `lo`..`hi` that are not named exactly once (named by no directory, or
+   * hard-linked), ascending, the root excluded: where the storage can tell without reading
+   * every inode of the range (a tree on disk counts names by inode in its database); otherwise
+   * undefined, and the caller looks at each inode.
+   */
+  unhomedIn(lo: number, hi: number): number[] | undefined {
+    return this.storage.unhomedIn?.(lo, hi);
   }
 
   /** Whether the inodes live in memory only (no storage reports changes). */

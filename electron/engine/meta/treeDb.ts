@@ -142,6 +142,8 @@ export class TreeDb {
     inodesAfter: Statement;
     entriesOf: Statement;
     dirsOf: Statement;
+    inosBetween: Statement;
+    namesBetween: Statement;
     ref: Statement;
     refsAfter: Statement;
     putInode: Statement;
@@ -170,6 +172,8 @@ export class TreeDb {
       inodesAfter: db.prepare('SELECT ino, rec, crc FROM inodes WHERE ino > ? ORDER BY ino LIMIT ?'),
       entriesOf: db.prepare('SELECT name, ino, crc FROM entries WHERE parent = ?'),
       dirsOf: db.prepare('SELECT parent, count(*) AS n FROM entries WHERE ino = ? GROUP BY parent'),
+      inosBetween: db.prepare('SELECT ino FROM inodes WHERE ino BETWEEN ? AND ?'),
+      namesBetween: db.prepare('SELECT ino, count(*) AS n FROM entries WHERE ino BETWEEN ? AND ? GROUP BY ino'),
       ref: db.prepare('SELECT name, n, crc FROM chunks WHERE name = ?'),
       refsAfter: db.prepare('SELECT name, n, crc FROM chunks WHERE name > ? ORDER BY name LIMIT ?'),
       putInode: db.prepare('INSERT OR REPLACE INTO inodes (ino, rec, crc) VALUES (?, ?, ?)'),
@@ -691,7 +695,37 @@ export class TreeDb {
       },
       dirsOf: (ino) => self.dirsOf(ino),
       scan: (fn) => self.scan(fn),
+      unhomedIn: (lo, hi) => self.unhomedIn(lo, hi),
     };
+  }
+
+  /**
+   * Tree.unhomedIn: the inodes of `lo`..`hi` whose names do not count exactly one, from two
+   * range queries (the inodes table, and the entries by inode through their index) with the
+   * changes since the checkpoint applied (new and deleted inodes, names gained and lost).
+   */
+  private unhomedIn(lo: number, hi: number): number[] {
+    const existing = new Set<number>();
+    const names = new Map<number, number>();
+    if (lo <= this.maxStoredIno) {
+      for (const raw of this.st.inosBetween.all(lo, hi)) existing.add((raw as { ino: number }).ino);
+      for (const raw of this.st.namesBetween.all(lo, hi)) {
+        const r = raw as { ino: number; n: number };
+        names.set(r.ino, r.n);
+      }
+    }
+    for (const [ino, inode] of this.dirty) {
+      if (ino < lo || ino > hi) continue;
+      if (inode) existing.add(ino);
+      else existing.delete(ino);
+    }
+    for (const [ino, byDir] of this.nameDeltas) {
+      if (ino < lo || ino > hi) continue;
+      let n = names.get(ino) ?? 0;
+      for (const by of byDir.values()) n += by;
+      names.set(ino, n);
+    }
+    return [...existing].filter((ino) => ino !== ROOT_INO && (names.get(ino) ?? 0) !== 1).sort((a, b) => a - b);
   }
 
   private nameDelta(ino: number, dir: number, by: number): void {
