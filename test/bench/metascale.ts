@@ -155,16 +155,24 @@ function statTimes(fs: FuseFilesystem, paths: string[]): { maxMs: number; median
   return { maxMs: t[t.length - 1] ?? 0, medianMs: t[Math.floor(t.length / 2)] ?? 0 };
 }
 
-/** readdir and getattr of every entry below `dir`, as `ls -lR` asks: the number of entries. */
-function walk(fs: FuseFilesystem, dir: string): number {
+/**
+ * readdir and getattr of every entry below `dir`, as `ls -lR` asks: the number of entries.
+ * It yields to the event loop every 64 calls, as the requests of a mount arrive one by one: a
+ * single synchronous pass would keep every inode it read alive until it returned (the working
+ * set's WeakRefs, meta/treeDb.ts), which no request of a mount does.
+ */
+async function walk(fs: FuseFilesystem, dir: string): Promise<number> {
   let n = 0;
+  const subdirs: string[] = [];
   for (const name of fs.readdir(dir)) {
     if (name === '.' || name === '..') continue;
     const p = dir === '/' ? `/${name}` : `${dir}/${name}`;
     const st = fs.getattr(p);
-    n++;
-    if ((st.mode & 0o170000) === 0o040000) n += walk(fs, p);
+    if (++n % 64 === 0) await new Promise((resolve) => setImmediate(resolve));
+    if ((st.mode & 0o170000) === 0o040000) subdirs.push(p);
   }
+  await new Promise((resolve) => setImmediate(resolve));
+  for (const p of subdirs) n += await walk(fs, p);
   return n;
 }
 
@@ -243,7 +251,7 @@ async function phaseRemount(root: string, l: Layout): Promise<PhaseResult> {
   const rssOpen = process.memoryUsage().rss;
   const stat = statTimes(fs, samplePaths(l, STAT_SAMPLES));
   const walkStarted = performance.now();
-  const entries = walk(fs, '/');
+  const entries = await walk(fs, '/');
   const walkS = (performance.now() - walkStarted) / 1000;
   const ls = await lsThroughMount(root, engine);
   const before = await bucketMeta(path.join(root, 'bucket'));
