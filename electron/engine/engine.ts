@@ -630,15 +630,18 @@ export class Engine {
    * file being written is waiting from its first acknowledged write, not from the buffer's flush).
    */
   private waitingInodes(): number[] {
-    const inos = this.dirty.inodes();
-    for (const ino of this.vfs.bufferedInodes()) if (!this.dirty.hasFile(ino)) inos.push(ino);
-    return inos;
+    return [...this.dirty.inodes(), ...this.bufferedOnlyInodes()];
   }
 
   private waitingFileCount(): number {
     let n = this.dirty.fileCount;
-    for (const ino of this.vfs.bufferedInodes()) if (!this.dirty.hasFile(ino)) n++;
+    for (const _ of this.bufferedOnlyInodes()) n++;
     return n;
+  }
+
+  /** Files whose waiting data is all still in the write buffer. */
+  private *bufferedOnlyInodes(): Iterable<number> {
+    for (const ino of this.vfs.bufferedInodes()) if (!this.dirty.hasFile(ino)) yield ino;
   }
 
   stats(): EngineStats {

@@ -534,23 +534,18 @@ export class TreeDb {
     if (d !== undefined) return d ?? undefined;
     const y = this.young.get(ino);
     if (y) return y;
-    if (this.scanning > 0) {
-      const o = this.old.get(ino);
-      if (o) return o;
-      if (ino > this.maxStoredIno) return undefined;
-      const row = this.st.inode.get(ino) as InodeRow | undefined;
-      return row ? this.decode(row) : undefined;
-    }
-    const o = this.old.get(ino) ?? this.weak.get(ino)?.deref();
+    // A scan reads rows and lets them go: no WeakRef is made or dereferenced (see scan).
+    const keep = this.scanning === 0;
+    const o = this.old.get(ino) ?? (keep ? this.weak.get(ino)?.deref() : undefined);
     if (o) {
-      this.remember(o);
+      if (keep) this.remember(o);
       return o;
     }
     if (ino > this.maxStoredIno) return undefined;
     const row = this.st.inode.get(ino) as InodeRow | undefined;
     if (!row) return undefined;
     const inode = this.decode(row);
-    this.remember(inode);
+    if (keep) this.remember(inode);
     return inode;
   }
 

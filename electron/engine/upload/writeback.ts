@@ -234,31 +234,38 @@ export class WritebackQueue {
   pump(): void {
     if (this.stopped || this.deps.paused()) return;
     const now = this.now();
-    const limit = this.limit(now);
-    if (this.inflight >= limit) {
-      this.waitedForWriter ||= this.mountBusy(now);
-      this.pumpWhenQuiet(now);
-      return;
-    }
-    // The oldest due chunks, as many as there are free slots, in one pass: the queue is pumped
-    // at every close and every finished upload, so it must not sort the whole backlog each time.
-    const free = limit - this.inflight;
-    const oldest: DirtyChunk[] = [];
     this.pumpBusy = this.mountBusy(now);
+    let oldest: DirtyChunk[];
     try {
-      for (const d of this.deps.dirty.all()) {
-        if (oldest.length === free && d.firstDirtyMs >= oldest[free - 1]!.firstDirtyMs) continue;
-        if (!this.isDue(d, now)) continue;
-        let at = oldest.length;
-        while (at > 0 && oldest[at - 1]!.firstDirtyMs > d.firstDirtyMs) at--;
-        oldest.splice(at, 0, d);
-        if (oldest.length > free) oldest.pop();
-      }
+      oldest = this.dueOldest(now);
     } finally {
       this.pumpBusy = undefined;
     }
     for (const d of oldest) this.startUpload(d);
     this.pumpWhenQuiet(now);
+  }
+
+  /**
+   * The oldest due chunks, as many as there are free slots, in one pass: the queue is pumped at
+   * every close and every finished upload, so it must not sort the whole backlog each time.
+   */
+  private dueOldest(now: number): DirtyChunk[] {
+    const limit = this.limit(now);
+    const oldest: DirtyChunk[] = [];
+    if (this.inflight >= limit) {
+      this.waitedForWriter ||= this.mountBusy(now);
+      return oldest;
+    }
+    const free = limit - this.inflight;
+    for (const d of this.deps.dirty.all()) {
+      if (oldest.length === free && d.firstDirtyMs >= oldest[free - 1]!.firstDirtyMs) continue;
+      if (!this.isDue(d, now)) continue;
+      let at = oldest.length;
+      while (at > 0 && oldest[at - 1]!.firstDirtyMs > d.firstDirtyMs) at--;
+      oldest.splice(at, 0, d);
+      if (oldest.length > free) oldest.pop();
+    }
+    return oldest;
   }
 
   /**
