@@ -691,13 +691,20 @@ export class Vfs {
     const names = ['.', '..'];
     const stats = [this.statOf(dir), this.statOf(parent)];
     const xattrs = [Vfs.listsXattrs(dir), Vfs.listsXattrs(parent)];
-    for (const [name, ino] of dir.entries!) {
-      const inode = this.tree.get(ino);
-      if (!inode) continue;
-      names.push(name);
-      stats.push(this.statOf(inode));
-      xattrs.push(Vfs.listsXattrs(inode));
-    }
+    // The entries are read in scan mode (Tree.scan): what is not in the working set already is
+    // read, answered and let go. The mount answers the lookups and stats that follow a listing
+    // from its own copy of these answers, so keeping them here would only cost memory: listing
+    // a folder of 10,000 folders kept each of them, with its whole entry table, until the
+    // request returned (a million names for folders of 100 files).
+    this.tree.scan(() => {
+      for (const [name, ino] of dir.entries!) {
+        const inode = this.tree.get(ino);
+        if (!inode) continue;
+        names.push(name);
+        stats.push(this.statOf(inode));
+        xattrs.push(Vfs.listsXattrs(inode));
+      }
+    });
     return { names, stats, xattrs };
   }
 
