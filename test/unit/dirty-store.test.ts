@@ -598,6 +598,75 @@ describe('DirtyStore spare files', () => {
   });
 });
 
+describe('DirtyStore files created ahead', () => {
+  it('a new chunk takes the file created ahead for it (no spare, no rename); one no chunk took goes at its last close', async () => {
+    const logs: string[] = [];
+    const s = new DirtyStore(dir, handles, io, (m) => logs.push(m), { spareFiles: 2 });
+    await s.init(() => 'deleted', 0);
+    const inodeOf = async (f: string) => (await stat(f)).ino;
+    s.openAhead(1, 0);
+    s.openAhead(1, 0); // asked twice: one file
+    s.openAhead(2, 0);
+    assert.equal(s.openedAheadCount, 2);
+    const ahead = async (f: string) => {
+      for (let i = 0; i < 200; i++) {
+        const st = await stat(f).catch(() => undefined);
+        if (st) return st;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      throw new Error(`${f} was not created ahead`);
+    };
+    const made = await ahead(s.pathOf(1, 0));
+    assert.equal(made.size, 0, 'a file created ahead is empty until its chunk starts');
+    const data = randomBytes(5000);
+    const d = await s.withChunk(1, 0, () =>
+      s.createWithUnits(1, 0, [{ index: 0, data, ranges: [0, data.length] }], data.length, 10),
+    );
+    assert.equal(await inodeOf(s.pathOf(1, 0)), made.ino, 'the chunk is written into the file created ahead');
+    assert.deepEqual(await s.readAll(d), data);
+    assert.equal(s.openedAheadCount, 1);
+    await assert.rejects(readdir(path.join(dir, 'spare')), { code: 'ENOENT' }, 'no spare was taken, so none is made');
+    // Closed without data: the file goes; a chunk that started meanwhile keeps its file.
+    await ahead(s.pathOf(2, 0));
+    s.notNeededAhead(2, 0);
+    s.notNeededAhead(1, 0); // its chunk took the file: nothing to do
+    await s.withChunk(2, 0, async () => undefined); // after the drop, which runs under the lock
+    assert.equal(s.openedAheadCount, 0);
+    await assert.rejects(stat(s.pathOf(2, 0)), { code: 'ENOENT' });
+    assert.deepEqual(await s.readAll(d), data);
+    // Not over an existing chunk, and never over a file of that name.
+    s.openAhead(1, 0);
+    assert.equal(s.openedAheadCount, 0, 'chunk 1.0 exists');
+    await writeFile(s.pathOf(3, 0), 'not ours');
+    s.openAhead(3, 0);
+    const d3 = await s.withChunk(3, 0, () =>
+      s.createWithUnits(3, 0, [{ index: 0, data, ranges: [0, data.length] }], data.length, 20),
+    );
+    assert.deepEqual(await s.readAll(d3), data, 'the exclusive create failed, and the chunk made its file as before');
+    // Closing the store removes files created ahead that no chunk took.
+    s.openAhead(4, 0);
+    await s.closeSpares();
+    await assert.rejects(stat(s.pathOf(4, 0)), { code: 'ENOENT' });
+    s.openAhead(5, 0);
+    assert.equal(s.openedAheadCount, 0, 'nothing is created ahead once closing');
+    assert.deepEqual(logs, []);
+  });
+
+  it('an empty file under a chunk name (a crash before its first write) is removed at start, quietly', async () => {
+    await mkdir(path.join(dir, 'dirty'), { recursive: true });
+    await writeFile(path.join(dir, 'dirty', '7.0'), '');
+    await sealedFile(path.join(dir, 'dirty', '8.0'), Buffer.from('kept'));
+    const logs: string[] = [];
+    const s = new DirtyStore(dir, handles, io, (m) => logs.push(m));
+    await s.init(() => 4 * 1024 * 1024, 0, { uncleanStop: true });
+    assert.equal(s.count, 1);
+    assert.equal(s.get(7, 0), undefined);
+    assert.deepEqual(await s.readAll(s.get(8, 0)!), Buffer.from('kept'));
+    assert.deepEqual((await readdir(path.join(dir, 'dirty'))).sort(), ['8.0']);
+    assert.deepEqual(logs, [], 'an empty file is not a damaged chunk');
+  });
+});
+
 describe('SpareFiles', () => {
   it('makes its folder once, and again after it was removed under it', async () => {
     const spareDir = path.join(dir, 'spare');

@@ -1,7 +1,8 @@
 /**
  * Dirty chunks: file data written locally and not yet in the bucket, one sealed file per
- * chunk at `dirty/<ino>.<idx>` (encrypted at rest, see sealed.ts; a new one is an empty spare
- * file renamed into place when one is ready, see spareFiles.ts). This is the crash-safe local
+ * chunk at `dirty/<ino>.<idx>` (encrypted at rest, see sealed.ts; a new one is a file created
+ * ahead for it when its file was created (`openAhead`), else an empty spare file renamed into
+ * place when one is ready, see spareFiles.ts). This is the crash-safe local
  * store of DESIGN invariant 1: the data lives here (fsynced on fsync()) until its upload
  * succeeded and the chunk was adopted by the clean cache. Nothing here is ever evicted.
  *
@@ -124,6 +125,8 @@ export interface OrphanChunk {
 export const PRE_IMAGE_UNIT_BYTES = PRE_RECORD + UNIT + UNIT_OVERHEAD;
 /** A write of this many bytes of units or more is sealed on the thread pool (see sealForWrite). */
 const ASYNC_SEAL_BYTES = 256 * 1024;
+/** Chunk files created ahead of their first write at most at a time (see openAhead). */
+const OPENED_AHEAD_MAX = 64;
 
 /**
  * New content for one 64 KiB unit of a chunk (`writeUnits`): the bytes of `data` within
@@ -160,6 +163,10 @@ export class DirtyStore {
 
   /** Empty files made ahead, renamed into place for new chunks (spareFiles.ts); none unless asked for. */
   private readonly spares: SpareFiles;
+  /** Chunk files being created or created ahead of their first write (`openAhead`), by path. */
+  private readonly openedAhead = new Map<string, Promise<FileHandle | undefined>>();
+  private readonly droppingAhead = new Set<Promise<void>>();
+  private closing = false;
 
   constructor(
     private readonly dir: string,
@@ -328,6 +335,14 @@ export class DirtyStore {
       const idx = Number(m[2]);
       const fh = await fsp.open(file, 'r+');
       try {
+        if ((await fh.stat()).size === 0) {
+          // Named and never written (a crash between a chunk file's creation, ahead or from a
+          // spare, and its first write): it holds nothing.
+          await fh.close();
+          await fsp.rm(file, { force: true });
+          await fsp.rm(`${file}.pre`, { force: true });
+          continue;
+        }
         let fileId: Buffer;
         try {
           fileId = await this.io.readHeader(fh, `dirty chunk ${name}`);
@@ -524,6 +539,12 @@ export class DirtyStore {
    * name, and the blocks an fdatasync commits come after the rename that named them.
    */
   private async newFile(file: string): Promise<FileHandle> {
+    const ahead = this.openedAhead.get(file);
+    if (ahead) {
+      this.openedAhead.delete(file);
+      const fh = await ahead;
+      if (fh) return fh;
+    }
     const spare = this.spares.take();
     if (!spare) return fsp.open(file, 'w+', 0o600);
     try {
@@ -536,14 +557,74 @@ export class DirtyStore {
     return spare.fh;
   }
 
+  /**
+   * Creates the file of chunk (ino, idx) ahead of its first write: a file was just created, and
+   * its data will come to this store at its close. Creating a file is the costly metadata
+   * operation on the cache disk (see spareFiles.ts); started here, it runs while the kernel
+   * sends the file's writes, and the close finds it made (`newFile`), with no rename. Like a
+   * spare, the file stays empty until `newFile` hands it to the chunk's first write, so a crash
+   * leaves at most an empty file under a chunk's name, which `init` removes. Created exclusively
+   * (never over an existing file), not waited for, and a failure only means the chunk's file is
+   * made when it is written. At most OPENED_AHEAD_MAX at a time; one that no chunk took goes at
+   * `notNeededAhead` (the file's last close) or when the store closes.
+   */
+  openAhead(ino: number, idx: number): void {
+    const file = this.pathOf(ino, idx);
+    if (this.closing || this.openedAhead.size >= OPENED_AHEAD_MAX || this.openedAhead.has(file) || this.get(ino, idx)) return;
+    this.openedAhead.set(
+      file,
+      fsp.open(file, 'wx+', 0o600).catch(() => undefined),
+    );
+  }
+
+  /**
+   * The file's last handle closed: a file `openAhead` made for chunk (ino, idx) that no chunk
+   * took (nothing was written there) is closed and removed. Under the chunk lock, so it cannot
+   * cross the chunk's start; not waited for by the caller (`closeSpares` waits for it).
+   */
+  notNeededAhead(ino: number, idx: number): void {
+    const file = this.pathOf(ino, idx);
+    if (!this.openedAhead.has(file)) return;
+    const done = this.withChunk(ino, idx, () => this.dropAhead(file, ino, idx)).catch(() => undefined);
+    this.droppingAhead.add(done);
+    void done.finally(() => this.droppingAhead.delete(done));
+  }
+
+  private async dropAhead(file: string, ino: number, idx: number): Promise<void> {
+    const ahead = this.openedAhead.get(file);
+    if (!ahead) return;
+    this.openedAhead.delete(file);
+    const fh = await ahead;
+    if (!fh) return;
+    await fh.close().catch(() => undefined);
+    // Still in the map, so no chunk took it: nothing but this store writes under the name.
+    if (!this.get(ino, idx)) await fsp.rm(file, { force: true }).catch(() => undefined);
+  }
+
+  /** Files created ahead that no chunk took yet (tests). */
+  get openedAheadCount(): number {
+    return this.openedAhead.size;
+  }
+
   /** Resolves once the spare files being made now are made (tests). */
   sparesFilled(): Promise<void> {
     return this.spares.filled();
   }
 
-  /** Closes and removes the spare files not used (the engine is closing). Never fails. */
-  closeSpares(): Promise<void> {
-    return this.spares.close();
+  /**
+   * Closes and removes the spare files not used, and the files created ahead that no chunk
+   * took (the engine is closing). Never fails.
+   */
+  async closeSpares(): Promise<void> {
+    this.closing = true;
+    await Promise.all([...this.droppingAhead]);
+    for (const file of [...this.openedAhead.keys()]) {
+      const m = /(\d+)\.(\d+)$/.exec(file)!;
+      await this.withChunk(Number(m[1]), Number(m[2]), () => this.dropAhead(file, Number(m[1]), Number(m[2]))).catch(
+        () => undefined,
+      );
+    }
+    await this.spares.close();
   }
 
   /** Before a new file of chunk (ino, idx): its old pre-image file must be gone. */

@@ -1121,6 +1121,8 @@ export class Vfs {
       ...this.newOwner(parent, mode, false, caller),
       ms: this.now(),
     });
+    // Its first chunk's file is created now, while the kernel sends the writes, not at close.
+    this.dirty.openAhead(ino, 0);
     return this.addHandle(ino, (flags & ~O_ACCMODE) | O_RDWR, path);
   }
 
@@ -1221,8 +1223,10 @@ export class Vfs {
     if (here?.size === 0) this.openAt.delete(h.path);
     this.commitSize(h.ino);
     const open = (this.openCount.get(h.ino) ?? 1) - 1;
-    if (open <= 0) this.openCount.delete(h.ino);
-    else this.openCount.set(h.ino, open);
+    if (open <= 0) {
+      this.openCount.delete(h.ino);
+      this.dirty.notNeededAhead(h.ino, 0);
+    } else this.openCount.set(h.ino, open);
     // What a file's readers brought into memory goes when its last handle closes, not after
     // the memory's idle time: a tree read back (tar, cp -r, rsync) reads each file once, and
     // kept, its chunks filled the memory cache (48 MiB) for nothing. A reader that opens the
