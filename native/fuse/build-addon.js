@@ -76,6 +76,12 @@
 //     any child, exiting) that libuv's handler took on a worker being cancelled deadlocked it
 //     inside glibc's cancellation (uv__signal_lock's read under sigcancel_handler), the loop
 //     thread waited in pthread_join for ever, and so did the unmount.
+// 10. The kernel connection is not inherited: libfuse2 opens /dev/fuse without O_CLOEXEC (when
+//     it mounts itself, as root does), so every child the mounting process started (Node's
+//     child_process closes nothing) held the mount's connection open. Once the engine died, the
+//     kernel kept the connection alive for that child, and every access to the mount, the
+//     child's own included, waited for ever in uninterruptible sleep instead of failing with
+//     ENOTCONN. The fuse_native_mount hunk sets FD_CLOEXEC on it right after fuse_mount.
 // The patch is applied with `git apply`, not `patch`: git is already needed (CI installs it;
 // `patch` is an optional Debian package), and git applies every hunk or none, never with fuzz.
 // When the sources do not match (fuse-native changed) nothing is built.

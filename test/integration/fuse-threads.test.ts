@@ -3,7 +3,8 @@
  * ends, libfuse cancels its worker threads; a signal handler (libuv's, for SIGCHLD of any
  * child such as fusermount) run on a worker being cancelled deadlocked it, and the unmount
  * waited for ever. So every thread waiting on /dev/fuse blocks SIGCHLD, SIGTERM, SIGINT and
- * SIGHUP, while the engine's JS thread still takes them (a mount still stops on SIGTERM).
+ * SIGHUP, while the engine's JS thread still takes them (a mount still stops on SIGTERM). And
+ * the engine's connection to the kernel (/dev/fuse) is close-on-exec.
  */
 
 import { after, before, describe, it } from 'node:test';
@@ -13,6 +14,8 @@ import * as path from 'node:path';
 import { Bed, Linked, sh } from '../helpers/bed';
 
 const SIGNALS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15, SIGCHLD: 17 } as const;
+/** O_CLOEXEC in /proc/<pid>/fdinfo's octal flags (Linux, x86 and arm alike). */
+const O_CLOEXEC = 0o2000000;
 
 /** Whether `signal` is in a /proc status mask (hex, bit n-1 for signal n). */
 function inMask(mask: string, signal: number): boolean {
@@ -47,6 +50,23 @@ describe('the threads serving a mount', () => {
 
   after(async () => {
     await bed.stop();
+  });
+
+  it('keep the kernel connection to themselves: a child of the engine does not inherit it', async () => {
+    // Inherited, a child that outlived the engine would keep the mount's connection open, and
+    // every access to the mount would wait for ever instead of failing with ENOTCONN.
+    const pid = await fs.pid();
+    const conns: string[] = [];
+    for (const fd of await fsp.readdir(`/proc/${pid}/fd`)) {
+      if ((await fsp.readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')) !== '/dev/fuse') continue;
+      const flags = /^flags:\s*([0-7]+)$/m.exec(await fsp.readFile(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1] ?? '';
+      conns.push(`${fd}:${flags}`);
+      assert.ok(
+        flags !== '' && (parseInt(flags, 8) & O_CLOEXEC) !== 0,
+        `/dev/fuse as fd ${fd} is close-on-exec (flags ${flags})`,
+      );
+    }
+    assert.equal(conns.length, 1, `one connection to /dev/fuse: ${conns.join(', ')}`);
   });
 
   it('take no signals where they wait for FUSE requests; the JS thread takes them', async () => {
