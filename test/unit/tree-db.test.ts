@@ -283,6 +283,80 @@ describe('the local metadata database', () => {
     await again.close();
   });
 
+  it('holds a bounded weight of changes, for files made in turn across folders, on a writer and a follower', async () => {
+    const base = manyFiles(40, 200); // each folder weighs 201 with its entry table
+    const inTurn = (from: number, rounds: number): MetaOp[] => {
+      const ops: MetaOp[] = [];
+      let ino = from;
+      for (let r = 0; r < rounds; r++)
+        for (let d = 0; d < 40; d++)
+          ops.push({
+            t: 'mk',
+            parent: 2 + d * 201,
+            name: `n${r}`,
+            ino: ino++,
+            kind: 'file',
+            mode: 0o644,
+            uid: 1,
+            gid: 1,
+            ms: 40,
+          });
+      return ops;
+    };
+    const more = inTurn(base.length + 2, 5);
+    const heldAtMost = async (apply: (ms: MetaStore) => number) => {
+      let most = 0;
+      const ms = (await MetaStore.load(dir, { cacheWeight: 300 }))!;
+      try {
+        for (;;) {
+          if (apply(ms) === 0) break;
+          most = Math.max(most, ms.database.dirtyCount);
+          // As between two requests of a mount: what was queued (a journal switch) runs.
+          await ms.flush();
+          await new Promise(setImmediate);
+        }
+      } finally {
+        await ms.close();
+      }
+      return most;
+    };
+    const check = async (what: string) => {
+      const again = (await MetaStore.load(dir))!;
+      assert.deepEqual(canonical(again.tree.snapshot()), canonical(reference([...base, ...more]).snapshot()), what);
+      await again.close();
+    };
+
+    // The writer: 200 files made one per folder in turn. Each folder it touches is held whole
+    // until a checkpoint; all 40 of them (8,040 entries) were, with the 200 files.
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of base) ms.commit(op);
+    await ms.close();
+    let next = 0;
+    const mostOnWriter = await heldAtMost((w) => {
+      if (next === more.length) return 0;
+      w.commit(more[next++]!);
+      return 1;
+    });
+    assert.ok(mostOnWriter < 40, `the writer held ${mostOnWriter} changes at most`);
+    await check('the writer');
+
+    // A follower applying the same changes as segments of 4 ops.
+    await rm(dir, { recursive: true, force: true });
+    const f = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    f.applyRemote(1, base);
+    await f.close();
+    let seq = 2;
+    next = 0;
+    const mostOnFollower = await heldAtMost((fm) => {
+      if (next === more.length) return 0;
+      fm.applyRemote(seq++, more.slice(next, next + 4));
+      next += 4;
+      return 1;
+    });
+    assert.ok(mostOnFollower < 40, `the follower held ${mostOnFollower} changes at most`);
+    await check('the follower');
+  });
+
   it('a crash right after a checkpoint wrote the database replays nothing twice', async () => {
     const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
     const ops = manyFiles(3, 5);

@@ -447,10 +447,19 @@ export class MetaStore {
     if (released.length > 0) this.onRelease(released);
     this.onChange();
     this.onApplied([op]);
-    if (this.journal.bytes > CHECKPOINT_JOURNAL_BYTES && !this.checkpointing) {
-      this.checkpointing = this.checkpoint().finally(() => (this.checkpointing = undefined));
-      this.checkpointing.catch(() => undefined);
-    }
+    this.checkpointIfDue();
+  }
+
+  /**
+   * Starts a checkpoint when the journal has grown past its bound, or the changes held in
+   * memory for the next one weigh more than they may (treeDb.ts `dirtyFull`), unless one is
+   * under way. A follower applying the writer's segments checkpoints the same way.
+   */
+  private checkpointIfDue(): void {
+    if (this.checkpointing) return;
+    if (this.journal.bytes <= CHECKPOINT_JOURNAL_BYTES && !this.db.dirtyFull) return;
+    this.checkpointing = this.checkpoint().finally(() => (this.checkpointing = undefined));
+    this.checkpointing.catch(() => undefined);
   }
 
   markPushed(seq: number, count: number): void {
@@ -478,6 +487,7 @@ export class MetaStore {
     this.remoteSeq = seq;
     this.journal.append({ pushed: seq, count: 0 });
     this.onApplied(ops);
+    this.checkpointIfDue();
   }
 
   /**
