@@ -4,7 +4,7 @@
 // snapshot and journal (a fixture written by that release).
 
 import assert from 'node:assert/strict';
-import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { cpSync, readFileSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import * as os from 'node:os';
@@ -355,6 +355,37 @@ describe('the local metadata database', () => {
     });
     assert.ok(mostOnFollower < 40, `the follower held ${mostOnFollower} changes at most`);
     await check('the follower');
+  });
+
+  it('a build (a fresh machine) takes what pages give it, a record given twice replacing the first, counts included', async () => {
+    const ops = manyFiles(3, 100);
+    const changed: MetaOp[] = [
+      { t: 'attr', ino: 5, size: 5000, ms: 30 },
+      { t: 'chunk', ino: 5, idx: 0, ref: ['other', 5000] },
+    ];
+    const first = reference(ops);
+    const want = reference([...ops, ...changed]);
+    const records = (t: Tree) => [...t.inodes.values()].map(({ entries: _e, ...r }) => r);
+    const lists = [...first.inodes.values()].flatMap((i) => (i.entries ? [{ dir: i.ino, list: [...i.entries] }] : []));
+    await mkdir(dir);
+    const b = TreeDb.build(dir, CS);
+    const all = records(first);
+    b.add(all.slice(0, 200), lists);
+    b.add(all.slice(150)); // 50 given again, as they were
+    b.add(all.slice(150, 160).concat(all.slice(150, 151))); // twice within one call
+    b.add(records(want).filter((r) => r.ino === 5)); // given again, changed: the later one wins
+    const { db, state } = b.finish({ gen: 1, nextIno: want.nextIno, remoteSeq: 0 });
+    try {
+      db.verifyAll(); // the inode count and every chunk's count against the rows
+      const tree = db.tree(state);
+      assert.deepEqual(canonical(tree.snapshot()), canonical(want.snapshot()));
+      assert.equal(tree.allocatedBytes, want.allocatedBytes);
+      assert.equal(tree.dirs, want.dirs);
+      assert.equal(tree.chunkRefs.get('other'), 1);
+      assert.equal(tree.chunkRefs.get('c5'), undefined);
+    } finally {
+      db.close();
+    }
   });
 
   it('a crash right after a checkpoint wrote the database replays nothing twice', async () => {

@@ -88,6 +88,8 @@ const INDEXES = 'CREATE INDEX entries_by_ino ON entries (ino);';
 const DIRTY_WEIGHT_FACTOR = 4;
 /** Rows a build writes per transaction. */
 const BUILD_ROWS = 50_000;
+/** Rows a build writes per INSERT statement (SQLite binds at most 32,766 values in one). */
+const ROWS_PER_STATEMENT = 64;
 
 /** A directory's entries (or some of them), as a build adds them. */
 export interface BuildEntries {
@@ -314,26 +316,62 @@ export class TreeDb {
       if (inode.kind === 'dir') dirs += sign;
       else if (inode.kind === 'file') allocatedBytes += sign * Tree.blocksBytes(inode);
     };
+    // Rows go in by many per statement (`many`): a statement call costs more than the B-tree
+    // insert of a row, so a fresh machine's link spends its time in SQLite, not in the calls.
+    const many = (sql: (n: number) => string) => {
+      const made = new Map<number, Statement>();
+      return (n: number) => {
+        let s = made.get(n);
+        if (!s) made.set(n, (s = db.prepare(sql(n))));
+        return s;
+      };
+    };
+    const values = (cols: number, n: number) => Array.from({ length: n }, () => `(${'?, '.repeat(cols - 1)}?)`).join(', ');
+    const addInodes = many((n) => `INSERT INTO inodes (ino, rec, crc) VALUES ${values(3, n)}`);
+    const addEntries = many((n) => `INSERT OR REPLACE INTO entries (parent, name, ino, crc) VALUES ${values(4, n)}`);
+    const addOne = (inode: Omit<Inode, 'entries'>, rec: string) => {
+      if (st.addInode.run(inode.ino, rec, crc32(rec)).changes === 0) {
+        // Named twice: the later record wins (as when a checkpoint is read into memory).
+        const old = t.decodeRecord(t.st.inode.get(inode.ino) as InodeRow);
+        counted(old, -1);
+        for (const c of old.chunks ?? []) if (c) st.dropRef.run(c[0]);
+        t.st.putInode.run(inode.ino, rec, crc32(rec));
+      } else t.inodeCount++;
+    };
     // One transaction per BUILD_ROWS rows, open across calls (nothing else uses the database).
     let rowsInTransaction = 0;
     const add = (inodes: readonly Omit<Inode, 'entries'>[], entries: readonly BuildEntries[]) => {
       if (rowsInTransaction === 0) db.exec('BEGIN');
       const refs = new Map<string, number>();
-      for (const inode of inodes) {
-        const rec = encodeInode(inode);
-        if (st.addInode.run(inode.ino, rec, crc32(rec)).changes === 0) {
-          // Named twice: the later record wins (as when a checkpoint is read into memory).
-          const old = t.decodeRecord(t.st.inode.get(inode.ino) as InodeRow);
-          counted(old, -1);
-          for (const c of old.chunks ?? []) if (c) st.dropRef.run(c[0]);
-          t.st.putInode.run(inode.ino, rec, crc32(rec));
-        } else t.inodeCount++;
-        counted(inode, 1);
-        for (const c of inode.chunks ?? []) if (c) refs.set(c[0], (refs.get(c[0]) ?? 0) + 1);
+      for (let i = 0; i < inodes.length; i += ROWS_PER_STATEMENT) {
+        const part = inodes.slice(i, i + ROWS_PER_STATEMENT);
+        const recs = part.map(encodeInode);
+        const args: unknown[] = [];
+        part.forEach((inode, k) => args.push(inode.ino, recs[k], crc32(recs[k]!)));
+        try {
+          addInodes(part.length).run(...args);
+          t.inodeCount += part.length;
+        } catch (err) {
+          // A record for an inode already added (SQLite undid this statement's rows): one by one.
+          if (!String((err as { code?: unknown }).code).startsWith('SQLITE_CONSTRAINT')) throw err;
+          part.forEach((inode, k) => addOne(inode, recs[k]!));
+        }
+        for (const inode of part) {
+          counted(inode, 1);
+          for (const c of inode.chunks ?? []) if (c) refs.set(c[0], (refs.get(c[0]) ?? 0) + 1);
+        }
       }
       for (const [name, n] of refs) st.addRef.run(name, n, refCrc(name, n));
       for (const { dir: parent, list } of entries) {
-        for (const [name, ino] of list) t.writeEntry(parent, name, ino);
+        for (let i = 0; i < list.length; i += ROWS_PER_STATEMENT) {
+          const part = list.slice(i, i + ROWS_PER_STATEMENT);
+          const args: unknown[] = [];
+          for (const [name, ino] of part) {
+            const key = nameKey(name);
+            args.push(parent, key, ino, entryCrc(parent, key, ino));
+          }
+          addEntries(part.length).run(...args);
+        }
         rowsInTransaction += list.length;
       }
       rowsInTransaction += inodes.length + 1;
