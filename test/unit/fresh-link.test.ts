@@ -13,8 +13,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { MetaStore } from '../../electron/engine/meta/metastore';
-import { PageWriter, isDirCover, pageHashKey } from '../../electron/engine/meta/pages';
-import { DamagedMetadataError, RemoteMeta } from '../../electron/engine/meta/remote';
+import { PAGE_PREFIX, PageWriter, isDirCover, pageHashKey } from '../../electron/engine/meta/pages';
+import { DamagedMetadataError, RemoteMeta, STREAM_AHEAD, STREAM_AHEAD_BYTES } from '../../electron/engine/meta/remote';
 import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
 import { TreeDb } from '../../electron/engine/meta/treeDb';
 import { LocalDiskStore } from '../../electron/engine/store/local';
@@ -147,6 +147,58 @@ describe('a fresh machine builds its database page by page', () => {
     const again = await MetaStore.load(dir);
     assert.deepEqual(whole(again!.tree), whole(tree));
     await again!.close();
+  });
+
+  it('keeps many page reads in flight for small folders, and a bounded number of bytes for big ones', async () => {
+    /** A bucket whose GETs take a few ms, counting the page reads in flight and noting their sizes. */
+    class Distant extends MemoryStore {
+      inFlight = 0;
+      most = 0;
+      readonly sizes = new Map<string, number>();
+      override async get(...args: Parameters<MemoryStore['get']>): ReturnType<MemoryStore['get']> {
+        if (!args[0].startsWith(PAGE_PREFIX)) return super.get(...args);
+        this.inFlight++;
+        this.most = Math.max(this.most, this.inFlight);
+        await new Promise((resolve) => setTimeout(resolve, 3));
+        try {
+          const got = await super.get(...args);
+          this.sizes.set(args[0], got?.body.length ?? 0);
+          return got;
+        } finally {
+          this.inFlight--;
+        }
+      }
+    }
+    /** Links `tree` published on `store`, counting the link's reads only; the tree as a load into memory has it. */
+    const linkCounted = async (store: Distant, tree: Tree, name: string) => {
+      const remote = await publish(store, tree, 2);
+      const expected = await remote.load(CS);
+      store.most = 0;
+      const linked = await MetaStore.link(path.join(root, name), remote, CS);
+      assert.deepEqual(whole(linked.tree), whole(expected.tree));
+      return linked;
+    };
+    const small = new Distant();
+    const ms = await linkCounted(small, apply(Tree.create(CS, 1, 1, 1), treeOps(80, 5)), 'small');
+    await ms.close();
+    assert.equal(small.most, STREAM_AHEAD, 'a link of small pages keeps the most reads in flight');
+
+    // 24 folders of 1,000 long names that do not compress: pages of about 100 KB or more.
+    const ops: MetaOp[] = [];
+    let ino = 2;
+    for (let d = 0; d < 24; d++) {
+      const dino = ino++;
+      ops.push(mk(ROOT_INO, `d${d}`, dino, 'dir'));
+      for (let f = 0; f < 1000; f++) ops.push(mk(dino, randomBytes(60).toString('hex'), ino++));
+    }
+    const big = new Distant();
+    const msBig = await linkCounted(big, apply(Tree.create(CS, 1, 1, 1), ops), 'big');
+    await msBig.close();
+    const bigPages = [...big.sizes.values()].filter((n) => n > 50_000);
+    assert.equal(bigPages.length, 24);
+    const bound = 1 + Math.floor(STREAM_AHEAD_BYTES / Math.min(...bigPages));
+    assert.ok(bound < 24, `pages of ${Math.min(...bigPages)} bytes at least`);
+    assert.ok(big.most <= bound, `${big.most} big pages read at a time (at most ${bound})`);
   });
 
   it('a whole-tree checkpoint (an older format) gives the same tree', async () => {

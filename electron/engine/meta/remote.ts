@@ -84,6 +84,14 @@ export const COMPACTED_KEY = 'meta/compacted';
 export const CHECKPOINTS_KEPT = 2;
 /** Pages read or written at a time. */
 const PAGE_PARALLEL = 8;
+/**
+ * Pages a stream (a fresh machine's link, every page of the tree) reads ahead at most, and
+ * the bytes (as stored) they may hold: a page of a folder of 100 files is about 16 KB, and its
+ * GET costs a round trip to the bucket more than its bytes, so a tree of small folders keeps
+ * 32 GETs in flight, while one of big folders (up to 4,096 names a page) keeps a few.
+ */
+export const STREAM_AHEAD = 32;
+export const STREAM_AHEAD_BYTES = 1024 * 1024;
 
 /** Runs `fn` over `items`, at most `limit` at a time. */
 async function eachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -404,18 +412,26 @@ export class RemoteMeta {
 
   /**
    * Reads the pages `refs` names and hands each to `each` in the order of `refs`, at most
-   * `PAGE_PARALLEL` read ahead: memory holds those, not every page.
+   * `STREAM_AHEAD` (and `STREAM_AHEAD_BYTES`) read ahead: memory holds those, not every page.
    */
   async streamPages(refs: readonly PageRef[], each: (ref: PageRef, page: Page) => void): Promise<void> {
     const ahead: Array<Promise<Page>> = [];
+    let aheadBytes = 0;
     let next = 0;
     for (const ref of refs) {
-      while (next < refs.length && ahead.length < PAGE_PARALLEL) {
-        const read = this.readPage(refs[next++]!);
+      while (
+        next < refs.length &&
+        ahead.length < STREAM_AHEAD &&
+        (ahead.length === 0 || aheadBytes + refs[next]!.bytes <= STREAM_AHEAD_BYTES)
+      ) {
+        const read = this.readPage(refs[next]!);
+        aheadBytes += refs[next++]!.bytes;
         read.catch(() => undefined); // awaited below, in order; a failure ahead is reported there
         ahead.push(read);
       }
-      each(ref, await ahead.shift()!);
+      const page = await ahead.shift()!;
+      aheadBytes -= ref.bytes;
+      each(ref, page);
     }
   }
 
