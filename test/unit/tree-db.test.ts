@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { MetaStore } from '../../electron/engine/meta/metastore';
-import { LINK_SPAN, linkPage } from '../../electron/engine/meta/pages';
+import { LINK_SPAN, PageWriter, linkPage, pageHashKey } from '../../electron/engine/meta/pages';
 import { MetaOp, ROOT_INO, Tree, TreeSnapshot } from '../../electron/engine/meta/tree';
 import { TreeDb } from '../../electron/engine/meta/treeDb';
 import { REPO } from '../helpers/bed';
@@ -386,6 +386,43 @@ describe('the local metadata database', () => {
     } finally {
       db.close();
     }
+  });
+
+  it('a checkpoint plan after a few changes reads the folders they name, not every folder', async () => {
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of manyFiles(60, 20)) ms.commit(op);
+    ms.commit({ t: 'mk', parent: 2, name: 'gone', ino: 5000, kind: 'dir', mode: 0o755, uid: 1, gid: 1, ms: 13 });
+    ms.commit({ t: 'mk', parent: 5000, name: 'x', ino: 5001, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms: 13 });
+    await ms.close();
+    const again = (await MetaStore.load(dir, { cacheWeight: 50 }))!;
+    const w = new PageWriter(pageHashKey(Buffer.alloc(32, 1)));
+    w.adopt(undefined);
+    const first = w.plan(again.tree, 0, undefined);
+    w.planned();
+    // Count the entry tables read from the database from here on.
+    const st = (again.database as unknown as { st: { entriesOf: { all: (...a: unknown[]) => unknown[] } } }).st;
+    const all = st.entriesOf.all.bind(st.entriesOf);
+    let read = 0;
+    st.entriesOf.all = (...a: unknown[]) => {
+      read++;
+      return all(...a);
+    };
+    const ops: MetaOp[] = [
+      { t: 'attr', ino: 25, size: 1, ms: 50 }, // a file of folder 23
+      { t: 'rm', parent: 5000, name: 'x', ms: 51 },
+      { t: 'rm', parent: 2, name: 'gone', ms: 52 }, // a folder with a page, removed
+    ];
+    for (const op of ops) again.commit(op);
+    w.noteSegment(again.tree, 1, ops);
+    const plan = w.plan(again.tree, 1, undefined);
+    assert.ok(read <= 4, `${read} folders' entries read for 3 changes in a tree of ${first.manifest.pages.length} pages`);
+    const covered = plan.manifest.pages.map((r) => ('dir' in r ? r.dir : -r.lo));
+    assert.ok(!covered.includes(5000), 'the removed folder has no page any more');
+    assert.ok(
+      first.manifest.pages.some((r) => 'dir' in r && r.dir === 5000),
+      'it had one',
+    );
+    await again.close();
   });
 
   it('a crash right after a checkpoint wrote the database replays nothing twice', async () => {

@@ -151,7 +151,7 @@ export function pageHash(hashKey: Buffer, body: Buffer): string {
 }
 
 /** Whether `ino` lives in its home directory's page (one name) rather than in a link page. */
-function homeOf(tree: Tree, inode: Inode): number | undefined {
+function homeOf(tree: Tree, inode: InodeRecord): number | undefined {
   if (inode.ino === ROOT_INO || inode.nlink !== undefined) return undefined;
   const dirs = tree.dirsOf(inode.ino);
   return dirs.length === 1 ? dirs[0] : undefined;
@@ -187,7 +187,8 @@ export function dirParts(tree: Tree, dir: number, bounds: readonly string[] = []
       const inodes: InodeRecord[] = [];
       const seen = new Set<number>();
       for (const [, ino] of slice) {
-        const inode = tree.get(ino);
+        // The record alone: a subfolder's entries are its own pages'.
+        const inode = tree.record(ino);
         if (!inode || seen.has(ino) || homeOf(tree, inode) !== dir) continue;
         seen.add(ino);
         inodes.push(recordOf(inode));
@@ -207,7 +208,7 @@ export function linkPage(tree: Tree, lo: number): LinkPage | undefined {
   // A tree on disk names the few candidates (one query) instead of a lookup of every number.
   const candidates = tree.unhomedIn(lo, hi);
   const consider = (ino: number) => {
-    const inode = tree.get(ino);
+    const inode = tree.record(ino);
     if (inode && inode.ino !== ROOT_INO && homeOf(tree, inode) === undefined) inodes.push(recordOf(inode));
   };
   if (candidates) for (const ino of candidates) consider(ino);
@@ -459,8 +460,10 @@ export class PageWriter {
       for (const d of dirtyDirs) dirs.add(d);
       for (const lo of dirtyLinks) links.add(lo);
       if (linksTouched) for (const lo of byLink.keys()) links.add(lo);
-      // Directories removed since (their rm named only their parent) lose their pages.
-      for (const d of byDir.keys()) if (!tree.get(d)?.entries) dirs.add(d);
+      // Directories removed since (their rm named only their parent) lose their pages. Only
+      // whether each still exists is asked (inode numbers are never reused): reading each one
+      // would read every directory's entry table, the whole tree, at every checkpoint.
+      for (const d of byDir.keys()) if (!tree.inodes.has(d)) dirs.add(d);
     }
 
     for (const lo of links) {

@@ -174,6 +174,8 @@ export interface TreeStorage {
   scan?<T>(fn: () => T): T;
   /** See `Tree.unhomedIn`. */
   unhomedIn?(lo: number, hi: number): number[];
+  /** See `Tree.record`. */
+  record?(ino: number): Omit<Inode, 'entries'> | undefined;
 }
 
 const NO_TRACKING = {
@@ -187,7 +189,7 @@ export class Tree {
   /** Reference counts of chunk names, for dedup and garbage collection. */
   readonly chunkRefs: RefTable;
   private readonly storage: Pick<TreeStorage, 'touched' | 'entryChanged'> &
-    Partial<Pick<TreeStorage, 'dirsOf' | 'scan' | 'unhomedIn'>>;
+    Partial<Pick<TreeStorage, 'dirsOf' | 'scan' | 'unhomedIn' | 'record'>>;
   /**
    * Running totals for statfs, so it does not walk the tree: the committed data of every file
    * (its chunks' stored lengths, rounded up to 4 KiB blocks per file) and how many directories.
@@ -243,6 +245,15 @@ export class Tree {
    */
   unhomedIn(lo: number, hi: number): number[] | undefined {
     return this.storage.unhomedIn?.(lo, hi);
+  }
+
+  /**
+   * Inode `ino`'s own record, for reading only: a directory's entry table may be missing (a tree
+   * on disk reads a directory's record without its entries when it is not held; a page that
+   * names a folder's subfolders needs their records, not every entry under them).
+   */
+  record(ino: number): Omit<Inode, 'entries'> | undefined {
+    return this.storage.record ? this.storage.record(ino) : this.inodes.get(ino);
   }
 
   /** Whether the inodes live in memory only (no storage reports changes). */

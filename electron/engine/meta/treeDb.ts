@@ -156,6 +156,7 @@ export class TreeDb {
   private pendingEnd = 0;
   private readonly st: {
     inode: Statement;
+    inodeExists: Statement;
     inodesAfter: Statement;
     entriesOf: Statement;
     dirsOf: Statement;
@@ -186,6 +187,7 @@ export class TreeDb {
   ) {
     this.st = {
       inode: db.prepare('SELECT ino, rec, crc FROM inodes WHERE ino = ?'),
+      inodeExists: db.prepare('SELECT 1 AS x FROM inodes WHERE ino = ?'),
       inodesAfter: db.prepare('SELECT ino, rec, crc FROM inodes WHERE ino > ? ORDER BY ino LIMIT ?'),
       entriesOf: db.prepare('SELECT name, ino, crc FROM entries WHERE parent = ?'),
       dirsOf: db.prepare('SELECT parent, count(*) AS n FROM entries WHERE ino = ? GROUP BY parent'),
@@ -602,6 +604,33 @@ export class TreeDb {
     return inode;
   }
 
+  /**
+   * Tree.record: the held object if there is one (as `getInode` finds it), else the row's record
+   * without a directory's entry table, not remembered.
+   */
+  private record(ino: number): Omit<Inode, 'entries'> | undefined {
+    const d = this.dirty.get(ino);
+    if (d !== undefined) return d ?? undefined;
+    const held = this.young.get(ino) ?? this.old.get(ino) ?? (this.scanning === 0 ? this.weak.get(ino)?.deref() : undefined);
+    if (held) return held;
+    if (ino > this.maxStoredIno) return undefined;
+    const row = this.st.inode.get(ino) as InodeRow | undefined;
+    return row ? this.decodeRecord(row) : undefined;
+  }
+
+  /**
+   * Whether inode `ino` exists, without reading its record (a directory's record comes with its
+   * whole entry table): what is held answers, else the row's presence (the rows are the tree at
+   * the checkpoint, and every change since is held).
+   */
+  private exists(ino: number): boolean {
+    const d = this.dirty.get(ino);
+    if (d !== undefined) return d !== null;
+    if (this.young.has(ino) || this.old.has(ino)) return true;
+    if (ino > this.maxStoredIno) return false;
+    return this.st.inodeExists.get(ino) !== undefined;
+  }
+
   private *allInodes(): IterableIterator<Inode> {
     for (const d of [...this.dirty.values()]) if (d) yield d;
     let after = 0;
@@ -680,7 +709,7 @@ export class TreeDb {
     const self = this;
     const inodes: InodeTable = {
       get: (ino) => self.getInode(ino),
-      has: (ino) => self.getInode(ino) !== undefined,
+      has: (ino) => self.exists(ino),
       set(ino, inode) {
         if (self.getInode(ino) === undefined) self.inodeCount++;
         self.forget(ino);
@@ -751,6 +780,7 @@ export class TreeDb {
       dirsOf: (ino) => self.dirsOf(ino),
       scan: (fn) => self.scan(fn),
       unhomedIn: (lo, hi) => self.unhomedIn(lo, hi),
+      record: (ino) => self.record(ino),
     };
   }
 
