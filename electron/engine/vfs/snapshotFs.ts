@@ -57,7 +57,7 @@ export class SnapshotFs {
     let links: number;
     if (inode.kind === 'dir') {
       links = 2;
-      for (const ino of inode.entries?.values() ?? []) if (this.tree.get(ino)?.kind === 'dir') links++;
+      for (const ino of inode.entries?.values() ?? []) if (this.tree.record(ino)?.kind === 'dir') links++;
     } else {
       links = Tree.namesOf(inode);
     }

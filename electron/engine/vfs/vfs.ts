@@ -484,7 +484,7 @@ export class Vfs {
     // request returns (Tree.scan); at 10,000 folders of 100 files, that was about 700 MB.
     const n = this.tree.scan(() => {
       let links = 2;
-      for (const ino of dir.entries?.values() ?? []) if (this.tree.get(ino)?.kind === 'dir') links++;
+      for (const ino of dir.entries?.values() ?? []) if (this.tree.record(ino)?.kind === 'dir') links++;
       return links;
     });
     if (this.dirLinkCounts.size >= DIR_LINK_COUNTS_MAX) this.dirLinkCounts.clear();
