@@ -118,6 +118,12 @@ function entryCrc(parent: number, name: Buffer, ino: number): number {
   return crc32(name, crc32(`${parent}:${ino}:`));
 }
 
+/** The columns of an entry row (parent, name key, ino, checksum). */
+function entryRow(parent: number, name: string, ino: number): [number, Buffer, number, number] {
+  const key = nameKey(name);
+  return [parent, key, ino, entryCrc(parent, key, ino)];
+}
+
 function refCrc(name: string, n: number): number {
   return crc32(`${name}:${n}`);
 }
@@ -368,10 +374,7 @@ export class TreeDb {
         for (let i = 0; i < list.length; i += ROWS_PER_STATEMENT) {
           const part = list.slice(i, i + ROWS_PER_STATEMENT);
           const args: unknown[] = [];
-          for (const [name, ino] of part) {
-            const key = nameKey(name);
-            args.push(parent, key, ino, entryCrc(parent, key, ino));
-          }
+          for (const [name, ino] of part) args.push(...entryRow(parent, name, ino));
           addEntries(part.length).run(...args);
         }
         rowsInTransaction += list.length;
@@ -556,11 +559,34 @@ export class TreeDb {
     }
   }
 
-  /** The live object for `ino` if one is held (dirty, cached, or still referenced). */
+  /**
+   * The live object for `ino` if one is held (dirty, null when deleted; in the working set; or
+   * still referenced, looked up through `weak` outside a scan); undefined when only its row can
+   * tell.
+   */
   private live(ino: number): Inode | null | undefined {
     const d = this.dirty.get(ino);
     if (d !== undefined) return d;
-    return this.young.get(ino) ?? this.old.get(ino) ?? this.weak.get(ino)?.deref();
+    return this.young.get(ino) ?? this.old.get(ino) ?? (this.scanning === 0 ? this.weak.get(ino)?.deref() : undefined);
+  }
+
+  /** The row of inode `ino` as of the last checkpoint, if it has one. */
+  private row(ino: number): InodeRow | undefined {
+    if (ino > this.maxStoredIno) return undefined;
+    return this.st.inode.get(ino) as InodeRow | undefined;
+  }
+
+  /** Holds `inode` (null: deleted) for the next checkpoint, counting what it weighs. */
+  private makeDirty(ino: number, inode: Inode | null): void {
+    this.forget(ino);
+    this.dirty.set(ino, inode);
+    this.dirtyWeight += inode ? this.weightOf(inode) : 1;
+  }
+
+  /** Holds chunk `name`'s new count (0: gone) for the next checkpoint. */
+  private refChanged(name: string, n: number): void {
+    this.refDeltas.set(name, n);
+    this.dirtyWeight++;
   }
 
   /**
@@ -596,8 +622,7 @@ export class TreeDb {
       if (keep) this.remember(o);
       return o;
     }
-    if (ino > this.maxStoredIno) return undefined;
-    const row = this.st.inode.get(ino) as InodeRow | undefined;
+    const row = this.row(ino);
     if (!row) return undefined;
     const inode = this.decode(row);
     if (keep) this.remember(inode);
@@ -609,12 +634,9 @@ export class TreeDb {
    * without a directory's entry table, not remembered.
    */
   private record(ino: number): Omit<Inode, 'entries'> | undefined {
-    const d = this.dirty.get(ino);
-    if (d !== undefined) return d ?? undefined;
-    const held = this.young.get(ino) ?? this.old.get(ino) ?? (this.scanning === 0 ? this.weak.get(ino)?.deref() : undefined);
-    if (held) return held;
-    if (ino > this.maxStoredIno) return undefined;
-    const row = this.st.inode.get(ino) as InodeRow | undefined;
+    const held = this.live(ino);
+    if (held !== undefined) return held ?? undefined;
+    const row = this.row(ino);
     return row ? this.decodeRecord(row) : undefined;
   }
 
@@ -624,11 +646,9 @@ export class TreeDb {
    * the checkpoint, and every change since is held).
    */
   private exists(ino: number): boolean {
-    const d = this.dirty.get(ino);
-    if (d !== undefined) return d !== null;
-    if (this.young.has(ino) || this.old.has(ino)) return true;
-    if (ino > this.maxStoredIno) return false;
-    return this.st.inodeExists.get(ino) !== undefined;
+    const held = this.live(ino);
+    if (held !== undefined) return held !== null;
+    return ino <= this.maxStoredIno && this.st.inodeExists.get(ino) !== undefined;
   }
 
   private *allInodes(): IterableIterator<Inode> {
@@ -640,7 +660,7 @@ export class TreeDb {
       for (const row of rows) {
         after = row.ino;
         if (this.dirty.has(row.ino)) continue;
-        yield (this.scanning > 0 ? (this.young.get(row.ino) ?? this.old.get(row.ino)) : this.live(row.ino)) ?? this.decode(row);
+        yield this.live(row.ino) ?? this.decode(row);
       }
     }
   }
@@ -712,18 +732,14 @@ export class TreeDb {
       has: (ino) => self.exists(ino),
       set(ino, inode) {
         if (self.getInode(ino) === undefined) self.inodeCount++;
-        self.forget(ino);
-        self.dirty.set(ino, inode);
-        self.dirtyWeight += self.weightOf(inode);
+        self.makeDirty(ino, inode);
         return inodes;
       },
       delete(ino) {
         if (self.getInode(ino) === undefined) return false;
         self.inodeCount--;
-        self.forget(ino);
+        self.makeDirty(ino, null);
         self.weak.delete(ino);
-        self.dirty.set(ino, null);
-        self.dirtyWeight++;
         return true;
       },
       get size() {
@@ -739,15 +755,13 @@ export class TreeDb {
       has: (name) => self.getRef(name) !== undefined,
       set(name, n) {
         if (self.getRef(name) === undefined) self.refCount++;
-        self.refDeltas.set(name, n);
-        self.dirtyWeight++;
+        self.refChanged(name, n);
         return chunkRefs;
       },
       delete(name) {
         if (self.getRef(name) === undefined) return false;
         self.refCount--;
-        self.refDeltas.set(name, 0);
-        self.dirtyWeight++;
+        self.refChanged(name, 0);
         return true;
       },
       get size() {
@@ -763,10 +777,7 @@ export class TreeDb {
       inodes,
       chunkRefs,
       touched(inode) {
-        if (self.dirty.get(inode.ino) === inode) return;
-        self.forget(inode.ino);
-        self.dirty.set(inode.ino, inode);
-        self.dirtyWeight += self.weightOf(inode);
+        if (self.dirty.get(inode.ino) !== inode) self.makeDirty(inode.ino, inode);
       },
       entryChanged(parent, name, ino, previous) {
         let m = self.entryDeltas.get(parent);
@@ -887,8 +898,7 @@ export class TreeDb {
   }
 
   private writeEntry(parent: number, name: string, ino: number): void {
-    const key = nameKey(name);
-    this.st.putEntry.run(parent, key, ino, entryCrc(parent, key, ino));
+    this.st.putEntry.run(...entryRow(parent, name, ino));
   }
 
   private writePending(state: DbState, pending: readonly MetaOp[]): void {
