@@ -10,18 +10,18 @@
 import { MetaStore } from '../../electron/engine/meta/metastore';
 import { PAGE_PREFIX } from '../../electron/engine/meta/pages';
 import { RemoteMeta } from '../../electron/engine/meta/remote';
-import { TreeDb } from '../../electron/engine/meta/treeDb';
+import { TreeDbBuilder } from '../../electron/engine/meta/build';
 import { LocalDiskStore } from '../../electron/engine/store/local';
 
 const [bucket, keyHex, chunkSize, metaDir, addsArg] = process.argv.slice(2);
 let stalled = false;
-const build = TreeDb.build.bind(TreeDb);
-TreeDb.build = (dir, cs) => {
-  const b = build(dir, cs);
+const start = TreeDbBuilder.start.bind(TreeDbBuilder);
+TreeDbBuilder.start = (dir, cs, opts) => {
+  const b = start(dir, cs, opts);
   const add = b.add.bind(b);
   let adds = 0;
-  b.add = (inodes, entries) => {
-    add(inodes, entries);
+  b.add = async (inodes, entries) => {
+    await add(inodes, entries);
     if (++adds === Number(addsArg)) {
       stalled = true;
       process.send!('stalled');

@@ -13,6 +13,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { MetaStore } from '../../electron/engine/meta/metastore';
 import { LINK_SPAN, PageWriter, linkPage, pageHashKey } from '../../electron/engine/meta/pages';
 import { MetaOp, ROOT_INO, Tree, TreeSnapshot } from '../../electron/engine/meta/tree';
+import { POSTED_MAX, TreeDbBuilder } from '../../electron/engine/meta/build';
 import { TreeDb } from '../../electron/engine/meta/treeDb';
 import { REPO } from '../helpers/bed';
 
@@ -357,35 +358,68 @@ describe('the local metadata database', () => {
     await check('the follower');
   });
 
-  it('a build (a fresh machine) takes what pages give it, a record given twice replacing the first, counts included', async () => {
-    const ops = manyFiles(3, 100);
-    const changed: MetaOp[] = [
-      { t: 'attr', ino: 5, size: 5000, ms: 30 },
-      { t: 'chunk', ino: 5, idx: 0, ref: ['other', 5000] },
-    ];
-    const first = reference(ops);
-    const want = reference([...ops, ...changed]);
-    const records = (t: Tree) => [...t.inodes.values()].map(({ entries: _e, ...r }) => r);
-    const lists = [...first.inodes.values()].flatMap((i) => (i.entries ? [{ dir: i.ino, list: [...i.entries] }] : []));
+  for (const offThread of [false, true])
+    it(`a build (a fresh machine${offThread ? ', writer in its own thread' : ''}) takes what pages give it, a record given twice replacing the first, counts included`, async () => {
+      const ops = manyFiles(3, 100);
+      const changed: MetaOp[] = [
+        { t: 'attr', ino: 5, size: 5000, ms: 30 },
+        { t: 'chunk', ino: 5, idx: 0, ref: ['other', 5000] },
+      ];
+      const first = reference(ops);
+      const want = reference([...ops, ...changed]);
+      const records = (t: Tree) => [...t.inodes.values()].map(({ entries: _e, ...r }) => r);
+      const lists = [...first.inodes.values()].flatMap((i) => (i.entries ? [{ dir: i.ino, list: [...i.entries] }] : []));
+      await mkdir(dir);
+      const b = TreeDbBuilder.start(dir, CS, { offThread });
+      const all = records(first);
+      await b.add(all.slice(0, 200), lists);
+      await b.add(all.slice(150)); // 50 given again, as they were
+      await b.add(all.slice(150, 160).concat(all.slice(150, 151))); // twice within one call
+      await b.add(records(want).filter((r) => r.ino === 5)); // given again, changed: the later one wins
+      // 5,000 more rows, so that some go to the writer before others are given: records
+      // given twice across batches, and ino 5 both ways within a batch not yet written.
+      for (let k = 0; k < 50; k++) await b.add(all.slice(0, 100));
+      await b.add(all.filter((r) => r.ino === 5));
+      await b.add(records(want).filter((r) => r.ino === 5));
+      const { db, state } = await b.finish({ gen: 1, nextIno: want.nextIno, remoteSeq: 0 });
+      try {
+        db.verifyAll(); // the inode count and every chunk's count against the rows
+        const tree = db.tree(state);
+        assert.deepEqual(canonical(tree.snapshot()), canonical(want.snapshot()));
+        assert.equal(tree.allocatedBytes, want.allocatedBytes);
+        assert.equal(tree.dirs, want.dirs);
+        assert.equal(tree.chunkRefs.get('other'), 1);
+        assert.equal(tree.chunkRefs.get('c5'), undefined);
+      } finally {
+        db.close();
+      }
+    });
+
+  it('a build with its writer in its own thread waits for it, and one that fails or is dropped leaves nothing behind', async () => {
+    const tree = reference(manyFiles(20, 200));
+    const records = [...tree.inodes.values()].map(({ entries: _e, ...r }) => r);
     await mkdir(dir);
-    const b = TreeDb.build(dir, CS);
-    const all = records(first);
-    b.add(all.slice(0, 200), lists);
-    b.add(all.slice(150)); // 50 given again, as they were
-    b.add(all.slice(150, 160).concat(all.slice(150, 151))); // twice within one call
-    b.add(records(want).filter((r) => r.ino === 5)); // given again, changed: the later one wins
-    const { db, state } = b.finish({ gen: 1, nextIno: want.nextIno, remoteSeq: 0 });
-    try {
-      db.verifyAll(); // the inode count and every chunk's count against the rows
-      const tree = db.tree(state);
-      assert.deepEqual(canonical(tree.snapshot()), canonical(want.snapshot()));
-      assert.equal(tree.allocatedBytes, want.allocatedBytes);
-      assert.equal(tree.dirs, want.dirs);
-      assert.equal(tree.chunkRefs.get('other'), 1);
-      assert.equal(tree.chunkRefs.get('c5'), undefined);
-    } finally {
-      db.close();
+    // Backpressure: each add resolves only while at most POSTED_MAX batches wait for the writer.
+    const b = TreeDbBuilder.start(dir, CS, { offThread: true });
+    let most = 0;
+    for (let k = 0; k < 20; k++) {
+      await b.add(records);
+      assert.ok(b.queued < POSTED_MAX, `${b.queued} batches wait for the writer`);
+      most = Math.max(most, b.queued);
     }
+    assert.ok(most > 0, 'batches were handed to the writer');
+    await b.abort();
+    assert.deepEqual(await readdir(dir), [], 'a dropped build removes its database');
+    // A write the writer refuses (an entry naming its folder twice in one statement is fine;
+    // a record that is not text is not) fails the build with the writer's error.
+    const bad = TreeDbBuilder.start(dir, CS, { offThread: true });
+    const broken = { ...records[0]!, ino: 'x' as unknown as number };
+    await assert.rejects(async () => {
+      for (let k = 0; k < 10; k++) await bad.add([broken, ...records]);
+      await bad.finish({ gen: 1, nextIno: tree.nextIno, remoteSeq: 0 });
+    }, /datatype mismatch|SQLITE/);
+    await bad.abort();
+    assert.deepEqual(await readdir(dir), []);
   });
 
   it('a checkpoint plan after a few changes reads the folders they name, not every folder', async () => {

@@ -77,7 +77,7 @@ export function openDatabase(file: string, opts: { readOnly: boolean; mustExist:
   });
   try {
     if (opts.bulk) {
-      // A database being built, used only once built and made durable (treeDb.ts `build`).
+      // A database being built, used only once built and made durable (treeDb.ts `writer`, build.ts).
       db.pragma('journal_mode = OFF');
       db.pragma('synchronous = OFF');
     } else if (!opts.readOnly) {

@@ -26,7 +26,8 @@ import { Journal, JournalDamage, SnapshotDamagedError } from './journal';
 import { MetaOp, Tree, TreeSnapshot, assertKnownOps } from './tree';
 import { DirPage, isDirCover } from './pages';
 import { RemoteMeta, TreeSink } from './remote';
-import { DbState, TreeDb, TreeDbBuild } from './treeDb';
+import { TreeDbBuild, TreeDbBuilder } from './build';
+import { DbState, TreeDb } from './treeDb';
 
 interface PersistedState {
   readonly gen: number;
@@ -363,42 +364,46 @@ export class MetaStore {
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
     let build: TreeDbBuild | undefined;
     let built: { db: TreeDb; state: DbState } | undefined;
+    // A build being dropped (a checkpoint read again): the next one starts once it is gone.
+    let dropping: Promise<void> = Promise.resolve();
     let nextIno = 0;
-    const begin = () => {
+    const begin = async () => {
       sink.discard();
-      build = TreeDb.build(dir, chunkSize);
+      await dropping;
+      build = TreeDbBuilder.start(dir, chunkSize, { offThread: true });
       return build;
     };
-    const finish = (seq: number) => {
-      built = build!.finish({ gen: 1, nextIno, remoteSeq: seq });
+    const finish = async (seq: number) => {
+      built = await build!.finish({ gen: 1, nextIno, remoteSeq: seq });
       return built.db.tree(built.state);
     };
     let seqRead = 0;
     const sink: TreeSink = {
-      whole(seq, snap) {
-        const b = begin();
+      async whole(seq, snap) {
+        const b = await begin();
         nextIno = snap.nextIno;
         for (let i = 0; i < snap.inodes.length; i += LINK_BATCH) {
           const part = snap.inodes.slice(i, i + LINK_BATCH);
-          b.add(
+          await b.add(
             part,
             part.flatMap((inode) => (inode.entries ? [{ dir: inode.ino, list: inode.entries }] : [])),
           );
         }
         return finish(seq);
       },
-      manifest(m) {
-        begin().add([m.root]);
+      async manifest(m) {
+        await (await begin()).add([m.root]);
         nextIno = m.nextIno;
         seqRead = m.seq;
       },
-      page(ref, page) {
-        build!.add(page.inodes, isDirCover(ref) ? [{ dir: ref.dir, list: (page as DirPage).entries }] : []);
-      },
+      page: (ref, page) => build!.add(page.inodes, isDirCover(ref) ? [{ dir: ref.dir, list: (page as DirPage).entries }] : []),
       pagesDone: () => finish(seqRead),
       discard() {
         if (built) built.db.close();
-        if (build) build.abort();
+        if (build) {
+          const b = build;
+          dropping = dropping.then(() => b.abort()).catch(() => undefined);
+        }
         built = build = undefined;
       },
     };
@@ -414,6 +419,7 @@ export class MetaStore {
       built = build = undefined;
     } catch (err) {
       sink.discard();
+      await dropping;
       throw err;
     }
     await fsyncDir(dir);

@@ -186,13 +186,16 @@ interface LoadedCheckpoint {
  */
 export interface TreeSink {
   /** A whole-tree checkpoint (the older formats): the tree to apply the later segments to. */
-  whole(seq: number, snap: TreeSnapshot): Tree;
+  whole(seq: number, snap: TreeSnapshot): Tree | Promise<Tree>;
   /** A paged checkpoint's manifest, before its pages. */
-  manifest(manifest: Manifest): void;
-  /** One page, authenticated and checked against `ref`; it is not used after the call. */
-  page(ref: PageRef, page: Page): void;
+  manifest(manifest: Manifest): void | Promise<void>;
+  /**
+   * One page, authenticated and checked against `ref`; it is not used after the call (after
+   * the promise, if it returns one: the next page waits for it).
+   */
+  page(ref: PageRef, page: Page): void | Promise<void>;
   /** The tree the manifest and its pages make, to apply the later segments to. */
-  pagesDone(): Tree;
+  pagesDone(): Tree | Promise<Tree>;
   /** Drops what the attempt built. */
   discard(): void;
 }
@@ -414,7 +417,7 @@ export class RemoteMeta {
    * Reads the pages `refs` names and hands each to `each` in the order of `refs`, at most
    * `STREAM_AHEAD` (and `STREAM_AHEAD_BYTES`) read ahead: memory holds those, not every page.
    */
-  async streamPages(refs: readonly PageRef[], each: (ref: PageRef, page: Page) => void): Promise<void> {
+  async streamPages(refs: readonly PageRef[], each: (ref: PageRef, page: Page) => void | Promise<void>): Promise<void> {
     const ahead: Array<Promise<Page>> = [];
     let aheadBytes = 0;
     let next = 0;
@@ -431,7 +434,7 @@ export class RemoteMeta {
       }
       const page = await ahead.shift()!;
       aheadBytes -= ref.bytes;
-      each(ref, page);
+      await each(ref, page);
     }
   }
 
@@ -670,11 +673,11 @@ export class RemoteMeta {
     // Checked before the tree is built: a chunk size from another header must not be used.
     this.checkIdentity(ck);
     const filespace = ck.filespace ? { filespace: ck.filespace } : {};
-    if (!isManifest(ck)) return { seq: ck.seq, tree: sink.whole(ck.seq, ck.tree), ...filespace };
-    sink.manifest(ck);
+    if (!isManifest(ck)) return { seq: ck.seq, tree: await sink.whole(ck.seq, ck.tree), ...filespace };
+    await sink.manifest(ck);
     await this.streamPages(ck.pages, (ref, page) => sink.page(ref, page));
     try {
-      return { seq: ck.seq, tree: sink.pagesDone(), ...filespace };
+      return { seq: ck.seq, tree: await sink.pagesDone(), ...filespace };
     } catch (err) {
       throw new DamagedMetadataError(key, `the metadata checkpoint ${key} in the bucket is damaged (${(err as Error).message})`);
     }

@@ -91,23 +91,36 @@ const BUILD_ROWS = 50_000;
 /** Rows a build writes per INSERT statement (SQLite binds at most 32,766 values in one). */
 const ROWS_PER_STATEMENT = 64;
 
-/** A directory's entries (or some of them), as a build adds them. */
-export interface BuildEntries {
-  readonly dir: number;
-  readonly list: ReadonlyArray<readonly [string, number]>;
+/**
+ * Rows for a database being built (`TreeDb.writer`), encoded and checksummed by the caller
+ * (build.ts): inode numbers with their records (`encodeInode`), the chunk references those
+ * records add, and directory entries (parent, name, inode) as parallel lists.
+ */
+export interface BuildRows {
+  readonly inos: readonly number[];
+  readonly recs: readonly string[];
+  /** The CRC-32 of each record. */
+  readonly crcs: readonly number[];
+  readonly refs: ReadonlyArray<readonly [string, number]>;
+  readonly parents: readonly number[];
+  readonly names: readonly string[];
+  readonly targets: readonly number[];
+  /** Each entry's checksum (`entryChecksum`). */
+  readonly entryCrcs: readonly number[];
 }
 
-/** A database being built from streamed rows (`TreeDb.build`). */
-export interface TreeDbBuild {
-  /** Adds inode records and directory entries, in one transaction. A record for an inode already added replaces it. */
-  add(inodes: readonly Omit<Inode, 'entries'>[], entries?: readonly BuildEntries[]): void;
+/** The SQLite side of a build (`TreeDb.writer`); it runs in whichever thread made it. */
+export interface BuildWriter {
+  /** Writes rows. A record for an inode written before replaces it (what it counted is taken back). */
+  write(rows: BuildRows): void;
   /**
-   * Ends the build: counts, the state row, and the database made durable. The tree over it
-   * (`db.tree(state)`) takes later changes; `db.complete()` then marks the database whole.
+   * Ends the build: the state row (`state`'s counts as the caller counted them, corrected for
+   * replaced records), the database made durable and closed. It is not yet whole: `TreeDb.open`
+   * takes it only with `unfinished`, and `complete` marks it whole.
    */
-  finish(state: Pick<DbState, 'gen' | 'nextIno' | 'remoteSeq'>): { db: TreeDb; state: DbState };
-  /** Drops the database (a build that cannot finish: the next one starts over). */
-  abort(): void;
+  finish(state: Omit<DbState, 'chunkSize'>): DbState;
+  /** Closes the database if it is open (a build that stops: build.ts removes its files). */
+  close(): void;
 }
 
 function nameKey(name: string): Buffer {
@@ -118,10 +131,15 @@ function entryCrc(parent: number, name: Buffer, ino: number): number {
   return crc32(name, crc32(`${parent}:${ino}:`));
 }
 
-/** The columns of an entry row (parent, name key, ino, checksum). */
-function entryRow(parent: number, name: string, ino: number): [number, Buffer, number, number] {
+/** The columns of an entry row (parent, name key, ino, checksum; the checksum given if known). */
+function entryRow(parent: number, name: string, ino: number, crc?: number): [number, Buffer, number, number] {
   const key = nameKey(name);
-  return [parent, key, ino, entryCrc(parent, key, ino)];
+  return [parent, key, ino, crc ?? entryCrc(parent, key, ino)];
+}
+
+/** The checksum of an entry row (parent, name, ino), as `entryRow` computes it. */
+export function entryChecksum(parent: number, name: string, ino: number): number {
+  return entryCrc(parent, nameKey(name), ino);
 }
 
 function refCrc(name: string, n: number): number {
@@ -129,7 +147,7 @@ function refCrc(name: string, n: number): number {
 }
 
 /** The record of an inode without its number and entry table (those are columns and rows). */
-function encodeInode(inode: Inode): string {
+export function encodeInode(inode: Inode): string {
   const { ino: _ino, entries: _entries, ...rest } = inode;
   return JSON.stringify(rest);
 }
@@ -224,9 +242,13 @@ export class TreeDb {
 
   /**
    * Opens the database in `dir`: undefined when there is none or it never got a state (a
-   * creation that did not finish). Damage is SnapshotDamagedError.
+   * creation that did not finish). Damage is SnapshotDamagedError. `unfinished`: a database a
+   * build finished and nothing yet marked whole (`complete`) is taken too (build.ts).
    */
-  static open(dir: string, opts: { readOnly?: boolean; cacheWeight?: number } = {}): { db: TreeDb; state: DbState } | undefined {
+  static open(
+    dir: string,
+    opts: { readOnly?: boolean; cacheWeight?: number; unfinished?: boolean } = {},
+  ): { db: TreeDb; state: DbState } | undefined {
     const file = TreeDb.fileIn(dir);
     let db: Database;
     try {
@@ -237,7 +259,7 @@ export class TreeDb {
     }
     try {
       const layout = db.pragma('user_version', { simple: true }) as number;
-      if (layout === 0) {
+      if (layout === 0 && !opts.unfinished) {
         db.close();
         return undefined;
       }
@@ -288,22 +310,21 @@ export class TreeDb {
   }
 
   /**
-   * Starts building the database in `dir` from rows streamed in (a fresh machine's link reads
-   * the bucket's checkpoint page by page, see metastore.ts `link`): memory holds one batch at a
-   * time, whatever the tree's size. A database left there before is replaced. While it is
-   * built the database is written without journal or fsync (a build that stops half-way is
-   * started over, never used: see `complete`); `finish` makes it durable and gives the tree,
-   * to which later changes apply as to any database's.
+   * The SQLite side of building the database in `dir` from rows streamed in (a fresh machine's
+   * link, see build.ts, which encodes the rows and may run this in a worker thread): a database
+   * left there before is replaced. While it is built the database is written without journal
+   * or fsync (a build that stops half-way is started over, never used: see `complete`);
+   * `finish` writes the state row and makes it durable, and closes it.
    */
-  static build(dir: string, chunkSize: number): TreeDbBuild {
+  static writer(dir: string, chunkSize: number): BuildWriter {
     const file = TreeDb.fileIn(dir);
     TreeDb.remove(dir);
     const db = openDatabase(file, { readOnly: false, mustExist: false, bulk: true });
-    let built: TreeDb | undefined;
     try {
       db.exec(SCHEMA);
-      // A bigger page cache while the rows go in (bounded; back to the usual one in `finish`).
-      db.pragma('cache_size = -32768');
+      // A bigger page cache while the rows go in (16 MiB; at 1,000,000 files 32 or 96 MiB
+      // linked no faster, and memory grew with it).
+      db.pragma('cache_size = -16384');
     } catch (err) {
       db.close();
       throw err;
@@ -314,16 +335,12 @@ export class TreeDb {
       addRef: db.prepare(
         'INSERT INTO chunks (name, n, crc) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET n = n + excluded.n, crc = -1',
       ),
-      dropRef: db.prepare('UPDATE chunks SET n = n - 1, crc = -1 WHERE name = ?'),
       unchecked: db.prepare('SELECT name, n FROM chunks WHERE crc = -1'),
       setRefCrc: db.prepare('UPDATE chunks SET crc = ? WHERE name = ?'),
     };
-    let allocatedBytes = 0;
+    // Corrections to the caller's counts, for records that replaced one added before.
     let dirs = 0;
-    const counted = (inode: Omit<Inode, 'entries'>, sign: 1 | -1) => {
-      if (inode.kind === 'dir') dirs += sign;
-      else if (inode.kind === 'file') allocatedBytes += sign * Tree.blocksBytes(inode);
-    };
+    let allocatedBytes = 0;
     // Rows go in by many per statement (`many`): a statement call costs more than the B-tree
     // insert of a row, so a fresh machine's link spends its time in SQLite, not in the calls.
     const many = (sql: (n: number) => string) => {
@@ -337,100 +354,99 @@ export class TreeDb {
     const values = (cols: number, n: number) => Array.from({ length: n }, () => `(${'?, '.repeat(cols - 1)}?)`).join(', ');
     const addInodes = many((n) => `INSERT INTO inodes (ino, rec, crc) VALUES ${values(3, n)}`);
     const addEntries = many((n) => `INSERT OR REPLACE INTO entries (parent, name, ino, crc) VALUES ${values(4, n)}`);
-    const addOne = (inode: Omit<Inode, 'entries'>, rec: string) => {
-      if (st.addInode.run(inode.ino, rec, crc32(rec)).changes === 0) {
-        // Named twice: the later record wins (as when a checkpoint is read into memory).
-        const old = t.decodeRecord(t.st.inode.get(inode.ino) as InodeRow);
-        counted(old, -1);
-        for (const c of old.chunks ?? []) if (c) st.dropRef.run(c[0]);
-        t.st.putInode.run(inode.ino, rec, crc32(rec));
+    /** One record; one given before is replaced, and what it counted is taken back (`refs`: this batch's chunk counts). */
+    const addOne = (ino: number, rec: string, crc: number, refs: Map<string, number>) => {
+      if (st.addInode.run(ino, rec, crc).changes === 0) {
+        const old = t.decodeRecord(t.st.inode.get(ino) as InodeRow);
+        if (old.kind === 'dir') dirs--;
+        else if (old.kind === 'file') allocatedBytes -= Tree.blocksBytes(old);
+        for (const c of old.chunks ?? []) if (c) refs.set(c[0], (refs.get(c[0]) ?? 0) - 1);
+        t.st.putInode.run(ino, rec, crc);
       } else t.inodeCount++;
     };
     // One transaction per BUILD_ROWS rows, open across calls (nothing else uses the database).
     let rowsInTransaction = 0;
-    const add = (inodes: readonly Omit<Inode, 'entries'>[], entries: readonly BuildEntries[]) => {
-      if (rowsInTransaction === 0) db.exec('BEGIN');
-      const refs = new Map<string, number>();
-      for (let i = 0; i < inodes.length; i += ROWS_PER_STATEMENT) {
-        const part = inodes.slice(i, i + ROWS_PER_STATEMENT);
-        const recs = part.map(encodeInode);
-        const args: unknown[] = [];
-        part.forEach((inode, k) => args.push(inode.ino, recs[k], crc32(recs[k]!)));
-        try {
-          addInodes(part.length).run(...args);
-          t.inodeCount += part.length;
-        } catch (err) {
-          // A record for an inode already added (SQLite undid this statement's rows): one by one.
-          if (!String((err as { code?: unknown }).code).startsWith('SQLITE_CONSTRAINT')) throw err;
-          part.forEach((inode, k) => addOne(inode, recs[k]!));
-        }
-        for (const inode of part) {
-          counted(inode, 1);
-          for (const c of inode.chunks ?? []) if (c) refs.set(c[0], (refs.get(c[0]) ?? 0) + 1);
-        }
-      }
-      for (const [name, n] of refs) st.addRef.run(name, n, refCrc(name, n));
-      for (const { dir: parent, list } of entries) {
-        for (let i = 0; i < list.length; i += ROWS_PER_STATEMENT) {
-          const part = list.slice(i, i + ROWS_PER_STATEMENT);
-          const args: unknown[] = [];
-          for (const [name, ino] of part) args.push(...entryRow(parent, name, ino));
-          addEntries(part.length).run(...args);
-        }
-        rowsInTransaction += list.length;
-      }
-      rowsInTransaction += inodes.length + 1;
-      if (rowsInTransaction >= BUILD_ROWS) {
-        db.exec('COMMIT');
-        rowsInTransaction = 0;
-      }
+    let done = false;
+    const close = () => {
+      done = true;
+      if (db.open) db.close();
     };
     return {
-      add(inodes, entries = []) {
-        if (built) throw new Error('the metadata database is already built');
-        add(inodes, entries);
+      write(rows) {
+        if (done) throw new Error('the metadata database is already built');
+        if (rowsInTransaction === 0) db.exec('BEGIN');
+        const refs = new Map<string, number>();
+        for (const [name, n] of rows.refs) refs.set(name, (refs.get(name) ?? 0) + n);
+        const { inos, recs, crcs } = rows;
+        for (let i = 0; i < inos.length; i += ROWS_PER_STATEMENT) {
+          const n = Math.min(ROWS_PER_STATEMENT, inos.length - i);
+          const args: unknown[] = [];
+          for (let k = i; k < i + n; k++) args.push(inos[k], recs[k], crcs[k]);
+          try {
+            addInodes(n).run(...args);
+            t.inodeCount += n;
+          } catch (err) {
+            // A record for an inode already added (SQLite undid this statement's rows): one by one.
+            if (!String((err as { code?: unknown }).code).startsWith('SQLITE_CONSTRAINT')) throw err;
+            for (let k = i; k < i + n; k++) addOne(inos[k]!, recs[k]!, crcs[k]!, refs);
+          }
+        }
+        for (const [name, n] of refs) if (n !== 0) st.addRef.run(name, n, refCrc(name, n));
+        const { parents, names, targets, entryCrcs } = rows;
+        for (let i = 0; i < parents.length; i += ROWS_PER_STATEMENT) {
+          const n = Math.min(ROWS_PER_STATEMENT, parents.length - i);
+          const args: unknown[] = [];
+          for (let k = i; k < i + n; k++) args.push(...entryRow(parents[k]!, names[k]!, targets[k]!, entryCrcs[k]));
+          addEntries(n).run(...args);
+        }
+        rowsInTransaction += inos.length + parents.length + 1;
+        if (rowsInTransaction >= BUILD_ROWS) {
+          db.exec('COMMIT');
+          rowsInTransaction = 0;
+        }
       },
       finish(state) {
-        if (built) throw new Error('the metadata database is already built');
-        const full: DbState = { ...state, chunkSize, pendingFirst: 0, allocatedBytes, dirs };
-        if (rowsInTransaction > 0) db.exec('COMMIT');
-        rowsInTransaction = 0;
-        db.transaction(() => {
-          db.exec('DELETE FROM chunks WHERE n <= 0');
-          for (const raw of st.unchecked.all()) {
-            const r = raw as { name: string; n: number };
-            st.setRefCrc.run(refCrc(r.name, r.n), r.name);
-          }
-          t.refCount = (db.prepare('SELECT count(*) AS n FROM chunks').get() as { n: number }).n;
-          t.pendingEnd = 0;
-          t.writeStateRow(full);
-          db.exec(INDEXES);
-        })();
-        t.maxStoredIno = Math.max(0, state.nextIno - 1);
-        if (!t.getInode(ROOT_INO)) throw new SnapshotDamagedError(file, 'the tree read has no root directory');
-        // From here on, as any database: journaled, each transaction durable when it returns.
-        db.pragma('journal_mode = WAL');
-        db.pragma('synchronous = FULL');
-        db.pragma('cache_size = -4096');
-        const fd = fs.openSync(file, 'r');
+        if (done) throw new Error('the metadata database is already built');
+        const full: DbState = {
+          ...state,
+          chunkSize,
+          dirs: state.dirs + dirs,
+          allocatedBytes: state.allocatedBytes + allocatedBytes,
+        };
         try {
-          fs.fsyncSync(fd);
+          if (rowsInTransaction > 0) db.exec('COMMIT');
+          rowsInTransaction = 0;
+          db.transaction(() => {
+            db.exec('DELETE FROM chunks WHERE n <= 0');
+            for (const raw of st.unchecked.all()) {
+              const r = raw as { name: string; n: number };
+              st.setRefCrc.run(refCrc(r.name, r.n), r.name);
+            }
+            t.refCount = (db.prepare('SELECT count(*) AS n FROM chunks').get() as { n: number }).n;
+            t.pendingEnd = 0;
+            t.writeStateRow(full);
+            db.exec(INDEXES);
+          })();
+          close();
+          const fd = fs.openSync(file, 'r');
+          try {
+            fs.fsyncSync(fd);
+          } finally {
+            fs.closeSync(fd);
+          }
         } finally {
-          fs.closeSync(fd);
+          close();
         }
-        built = t;
-        return { db: t, state: full };
+        return full;
       },
-      abort() {
-        db.close();
-        TreeDb.remove(dir);
-      },
+      close,
     };
   }
 
   /**
-   * Marks a database made by `build` whole (after `finish`, and after the changes applied to
-   * its tree were written with `checkpoint`): until then `open` takes it for one that never was.
+   * Marks a database a build made (build.ts) whole (after `finish`, and after the changes applied to
+   * its tree were written with `checkpoint`): until then `open` takes it for one that never was
+   * (unless asked for an `unfinished` one).
    */
   complete(): void {
     this.db.pragma(`user_version = ${LAYOUT}`);
@@ -649,6 +665,11 @@ export class TreeDb {
     const held = this.live(ino);
     if (held !== undefined) return held !== null;
     return ino <= this.maxStoredIno && this.st.inodeExists.get(ino) !== undefined;
+  }
+
+  /** Whether inode `ino` exists (see `exists`). */
+  has(ino: number): boolean {
+    return this.exists(ino);
   }
 
   private *allInodes(): IterableIterator<Inode> {
