@@ -653,8 +653,10 @@ async function cmdAside(args: string[]): Promise<void> {
         if (sets.length === 0) console.log(`${cfg.name}: no changes set aside`);
         for (const m of sets) {
           console.log(`${m.id}  ${new Date(m.createdAt).toISOString()}  ${m.reason}`);
-          for (const f of m.files)
+          for (const f of m.files) {
             console.log(`  ${f.path}  ${formatBytes(f.size)}${f.missing ? `  (incomplete: ${f.missing})` : ''}`);
+            for (const l of f.links ?? []) console.log(`    also named ${l}`);
+          }
           for (const r of m.removed) console.log(`  removed: ${r}`);
         }
         break;

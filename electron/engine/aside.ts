@@ -28,6 +28,8 @@ import { ChunkFetcher } from './prefetch/fetcher';
 
 export interface AsideFile {
   readonly path: string;
+  /** The file's other paths (hard links to it); export makes them links to `path`'s file. */
+  readonly links?: readonly string[];
   readonly size: number;
   readonly mode: number;
   /** Pieces stored (one per chunk); fewer than needed when some data could not be read. */
@@ -81,13 +83,17 @@ export class AsideWriter {
     }
   }
 
-  /** Stores a file from its chunks, read one at a time by `readChunk` (undefined: unreadable). */
+  /**
+   * Stores a file from its chunks, read one at a time by `readChunk` (undefined: unreadable);
+   * `links`: its other paths, if it has several names.
+   */
   async addFile(
     p: string,
     size: number,
     mode: number,
     chunkCount: number,
     readChunk: (idx: number) => Promise<Buffer>,
+    links: readonly string[] = [],
   ): Promise<void> {
     const n = this.files.length;
     let pieces = 0;
@@ -109,7 +115,7 @@ export class AsideWriter {
       }
       pieces++;
     }
-    this.files.push({ path: p, size, mode, pieces, ...(missing ? { missing } : {}) });
+    this.files.push({ path: p, size, mode, pieces, ...(links.length > 0 ? { links } : {}), ...(missing ? { missing } : {}) });
   }
 
   async finish(reason: string, removed: string[]): Promise<AsideManifest> {
@@ -208,7 +214,13 @@ export interface UnsentChanges {
  */
 async function setAsideUnsent(c: UnsentChanges, reason: string): Promise<AsideManifest> {
   const { tree, dirty, chunkSize: cs } = c;
-  const paths = pathsOf(tree);
+  // A file with several names is kept once, with all of them (export links them again).
+  const otherNames = new Map<number, string[]>();
+  const paths = pathsOf(tree, (ino, p) => {
+    const l = otherNames.get(ino);
+    if (l) l.push(p);
+    else otherNames.set(ino, [p]);
+  });
   const touched = new Set<number>(dirty.inodes());
   const removed: string[] = [];
   for (const op of c.pending) touchedBy(op, tree, paths, touched, removed);
@@ -219,7 +231,7 @@ async function setAsideUnsent(c: UnsentChanges, reason: string): Promise<AsideMa
     if (!inode || inode.kind !== 'file' || p === undefined) continue;
     const size = c.sizeOf(inode);
     const count = Math.ceil(size / cs);
-    await writer.addFile(p, size, inode.mode, count, async (idx) => {
+    const readChunk = async (idx: number): Promise<Buffer> => {
       const len = Math.min(cs, size - idx * cs);
       const buf = Buffer.alloc(len);
       const d = dirty.get(ino, idx);
@@ -235,7 +247,8 @@ async function setAsideUnsent(c: UnsentChanges, reason: string): Promise<AsideMa
         data.copy(buf, 0, 0, Math.min(valid, data.length));
       }
       return buf;
-    });
+    };
+    await writer.addFile(p, size, inode.mode, count, readChunk, otherNames.get(ino));
   }
   return writer.finish(reason, removed);
 }
@@ -320,7 +333,11 @@ async function findSet(cacheDir: string, key: Buffer, id: string): Promise<Aside
   return set;
 }
 
-/** Writes a set's files under `targetDir` (which must be empty or not exist), with their paths. */
+/**
+ * Writes a set's files under `targetDir` (which must be empty or not exist), with their paths;
+ * a file kept with several names is written once and linked under the others (hard links, as
+ * it was in the filespace). Returns how many files it wrote.
+ */
 export async function exportAside(cacheDir: string, key: Buffer, id: string, targetDir: string): Promise<number> {
   const set = await findSet(cacheDir, key, id);
   const existing = await fsp.readdir(targetDir).catch((err: NodeJS.ErrnoException) => {
@@ -330,12 +347,18 @@ export async function exportAside(cacheDir: string, key: Buffer, id: string, tar
   if (existing.length > 0) throw new UserError(`${targetDir} is not empty; export into an empty or new folder`, 'NOT_EMPTY');
   await fsp.mkdir(targetDir, { recursive: true, mode: 0o700 });
   const root = path.resolve(targetDir);
+  /** Where path `p` of the set goes under the target (undefined: outside it, never written). */
+  const destOf = (p: string) => {
+    const dest = path.resolve(root, '.' + path.posix.normalize('/' + p));
+    return dest.startsWith(root + path.sep) ? dest : undefined;
+  };
+  // Names that are not UTF-8 are written with their original bytes.
+  const mkdirFor = (dest: string) => fsp.mkdir(nameToBytes(path.dirname(dest)), { recursive: true, mode: 0o700 });
   let n = 0;
   for (const [i, f] of set.files.entries()) {
-    const dest = path.resolve(root, '.' + path.posix.normalize('/' + f.path));
-    if (!dest.startsWith(root + path.sep)) continue; // never write outside the target
-    // Names that are not UTF-8 are written with their original bytes.
-    await fsp.mkdir(nameToBytes(path.dirname(dest)), { recursive: true, mode: 0o700 });
+    const dest = destOf(f.path);
+    if (!dest) continue;
+    await mkdirFor(dest);
     const fh = await fsp.open(nameToBytes(dest), 'wx', f.mode & 0o777);
     try {
       for (let idx = 0; idx < f.pieces; idx++) {
@@ -344,6 +367,12 @@ export async function exportAside(cacheDir: string, key: Buffer, id: string, tar
       }
     } finally {
       await fh.close();
+    }
+    for (const other of f.links ?? []) {
+      const at = destOf(other);
+      if (!at) continue;
+      await mkdirFor(at);
+      await fsp.link(nameToBytes(dest), nameToBytes(at));
     }
     n++;
   }

@@ -176,6 +176,8 @@ describe('one writer, many readers', () => {
     await a.set({ 'upload-delay': '1h' });
     const unsent = await randomFile(local, 'unsent.bin', 1536 * 1024);
     await sh(`cp ${unsent} ${a.mnt}/unsent.bin && sync ${a.mnt}/unsent.bin`); // fsynced, not uploaded
+    // A second name for it (a hard link), in a folder of its own.
+    await sh(`mkdir ${a.mnt}/sub && ln ${a.mnt}/unsent.bin ${a.mnt}/sub/also.bin && sync ${a.mnt}/sub`);
     await killHard(pidA);
     // The lease is still live: a plain mount is refused, --takeover takes it.
     const refused = await b.machine.cli('mount', b.name);
@@ -214,6 +216,12 @@ describe('one writer, many readers', () => {
       sha(await fsp.readFile(unsent)),
       'the unsent file is recoverable byte for byte',
     );
+    // Kept once, with both names: export links the second to the first, as it was.
+    const listed = await a.machine.ok('aside', a.name, 'list');
+    assert.match(listed, /\/unsent\.bin .*\n\s+also named \/sub\/also\.bin/, listed);
+    const [one, two] = await Promise.all([fsp.stat(path.join(out, 'unsent.bin')), fsp.stat(path.join(out, 'sub', 'also.bin'))]);
+    assert.equal(two.ino, one.ino, 'the second name is a link to the same file');
+    assert.equal(one.nlink, 2);
     await a.unmount();
     // b's work was never overwritten.
     assert.equal(await fsp.readFile(path.join(b.mnt, 'by-b.txt'), 'utf8'), 'b writes now\n');

@@ -600,8 +600,11 @@ export class Tree {
   }
 }
 
-/** Paths of every inode in `tree` (first found for hard-linked ones). */
-export function pathsOf(tree: Tree): Map<number, string> {
+/**
+ * Paths of every inode in `tree` (the first found for one with several names; `otherName` is
+ * told each of its other paths).
+ */
+export function pathsOf(tree: Tree, otherName?: (ino: number, path: string) => void): Map<number, string> {
   const out = new Map<number, string>([[ROOT_INO, '/']]);
   const stack: Array<[number, string]> = [[ROOT_INO, '']];
   while (stack.length > 0) {
@@ -611,6 +614,7 @@ export function pathsOf(tree: Tree): Map<number, string> {
     for (const [name, child] of node.entries) {
       const cp = `${p}/${name}`;
       if (!out.has(child)) out.set(child, cp);
+      else otherName?.(child, cp);
       if (tree.get(child)?.kind === 'dir') stack.push([child, cp]);
     }
   }
