@@ -23,7 +23,7 @@ import { open, seal } from './chunk/crypto';
 import { UserError } from './errors';
 import { fsyncDir, writeFileAtomic } from './util/files';
 import { nameToBytes } from './util/names';
-import { Inode, MetaOp, Tree, pathsOf } from './meta/tree';
+import { Inode, MetaOp, Tree, pathsOfInodes } from './meta/tree';
 import { ChunkFetcher } from './prefetch/fetcher';
 
 export interface AsideFile {
@@ -170,9 +170,8 @@ export async function addUnownedChunks(writer: AsideWriter, chunkSize: number, c
   return byIno.size;
 }
 
-/** Notes which inodes an unsent op changed, and which paths it removed. */
-function touchedBy(op: MetaOp, tree: Tree, paths: Map<number, string>, touched: Set<number>, removed: string[]): void {
-  const at = (dir: number, name: string) => `${(paths.get(dir) ?? '?').replace(/\/$/, '')}/${name}`;
+/** Notes which inodes an unsent op changed, and the folders whose paths its removals name. */
+function touchedBy(op: MetaOp, tree: Tree, touched: Set<number>, folders: number[]): void {
   switch (op.t) {
     case 'mk':
     case 'ln':
@@ -184,13 +183,21 @@ function touchedBy(op: MetaOp, tree: Tree, paths: Map<number, string>, touched: 
     case 'mv': {
       const moved = tree.lookup(op.dp, op.dn);
       if (moved) touched.add(moved.ino);
-      removed.push(`${at(op.sp, op.sn)} (renamed to ${at(op.dp, op.dn)})`);
+      folders.push(op.sp, op.dp);
       break;
     }
     case 'rm':
-      removed.push(at(op.parent, op.name));
+      folders.push(op.parent);
       break;
   }
+}
+
+/** The path an unsent op removed (deleted or renamed away), if it removed one. */
+function removedBy(op: MetaOp, paths: Map<number, string[]>): string | undefined {
+  const at = (dir: number, name: string) => `${(paths.get(dir)?.[0] ?? '?').replace(/\/$/, '')}/${name}`;
+  if (op.t === 'mv') return `${at(op.sp, op.sn)} (renamed to ${at(op.dp, op.dn)})`;
+  if (op.t === 'rm') return at(op.parent, op.name);
+  return undefined;
 }
 
 /** What setting aside this machine's unsent changes reads. */
@@ -214,20 +221,17 @@ export interface UnsentChanges {
  */
 async function setAsideUnsent(c: UnsentChanges, reason: string): Promise<AsideManifest> {
   const { tree, dirty, chunkSize: cs } = c;
-  // A file with several names is kept once, with all of them (export links them again).
-  const otherNames = new Map<number, string[]>();
-  const paths = pathsOf(tree, (ino, p) => {
-    const l = otherNames.get(ino);
-    if (l) l.push(p);
-    else otherNames.set(ino, [p]);
-  });
   const touched = new Set<number>(dirty.inodes());
-  const removed: string[] = [];
-  for (const op of c.pending) touchedBy(op, tree, paths, touched, removed);
+  const folders: number[] = [];
+  for (const op of c.pending) touchedBy(op, tree, touched, folders);
+  // The paths of what changed, found upward from it (not a walk of the whole tree).
+  const paths = pathsOfInodes(tree, [...touched, ...folders]);
+  const removed = c.pending.map((op) => removedBy(op, paths)).filter((r): r is string => r !== undefined);
   const writer = await AsideWriter.create(c.cacheDir, c.cacheKey);
   for (const ino of [...touched].sort((a, b) => a - b)) {
     const inode = tree.get(ino);
-    const p = paths.get(ino);
+    // A file with several names is kept once, with all of them (export links them again).
+    const [p, ...links] = paths.get(ino) ?? [];
     if (!inode || inode.kind !== 'file' || p === undefined) continue;
     const size = c.sizeOf(inode);
     const count = Math.ceil(size / cs);
@@ -248,7 +252,7 @@ async function setAsideUnsent(c: UnsentChanges, reason: string): Promise<AsideMa
       }
       return buf;
     };
-    await writer.addFile(p, size, inode.mode, count, readChunk, otherNames.get(ino));
+    await writer.addFile(p, size, inode.mode, count, readChunk, links);
   }
   return writer.finish(reason, removed);
 }

@@ -27,7 +27,7 @@
 import { ChunkCache } from './cache/chunkCache';
 import { physicalSize } from './cache/sealed';
 import { UserError } from './errors';
-import { MetaOp, ROOT_INO, Tree, pathsOf } from './meta/tree';
+import { MetaOp, ROOT_INO, Tree, pathsOfInodes } from './meta/tree';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { formatSize } from './util/sizes';
 
@@ -206,7 +206,7 @@ export function planUnpins(tree: Tree, pins: readonly PinRecord[], paths: readon
 export function currentPins(tree: Tree, pins: readonly PinRecord[]): { pins: PinRecord[]; dropped: PinRecord[] } {
   const kept: PinRecord[] = [];
   const dropped: PinRecord[] = [];
-  let paths: Map<number, string> | undefined;
+  let paths: Map<number, string[]> | undefined;
   for (const p of pins) {
     if (!tree.get(p.ino)) {
       dropped.push(p);
@@ -222,8 +222,12 @@ export function currentPins(tree: Tree, pins: readonly PinRecord[]): { pins: Pin
       kept.push(p);
       continue;
     }
-    paths ??= pathsOf(tree); // a rename: once for all pins
-    const now = paths.get(p.ino);
+    // A rename: the paths of all pins at once, found upward from each.
+    paths ??= pathsOfInodes(
+      tree,
+      pins.map((x) => x.ino),
+    );
+    const now = paths.get(p.ino)?.[0];
     if (now === undefined) dropped.push(p);
     else kept.push({ ino: p.ino, path: now });
   }

@@ -8,7 +8,7 @@
  * of the "writes waiting" state, with what to do about it.
  */
 
-import { Tree, pathsOf } from './meta/tree';
+import { Tree, pathsOfInodes } from './meta/tree';
 import { LeaseStatus } from './meta/role';
 import { StallCause, WritesWaiting } from './vfs/backpressure';
 
@@ -84,7 +84,7 @@ export class Throughput {
   }
 }
 
-/** Paths of files waiting to upload; recomputed at most every 2 s (it walks the tree). */
+/** Paths of files waiting to upload; recomputed at most every 2 s (it reads their folders). */
 export class PendingFiles {
   private cached: { at: number; paths: string[] } | undefined;
 
@@ -94,9 +94,9 @@ export class PendingFiles {
     const inos = dirtyInodes();
     let paths: string[] = [];
     if (inos.length > 0) {
-      const all = pathsOf(tree);
+      const all = pathsOfInodes(tree, inos);
       paths = inos
-        .map((ino) => all.get(ino))
+        .map((ino) => all.get(ino)?.[0])
         .filter((p): p is string => p !== undefined)
         .sort()
         .slice(0, PENDING_FILES_SHOWN);

@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { MetaStore } from '../../electron/engine/meta/metastore';
 import { LINK_SPAN, PageWriter, linkPage, pageHashKey } from '../../electron/engine/meta/pages';
-import { MetaOp, ROOT_INO, Tree, TreeSnapshot } from '../../electron/engine/meta/tree';
+import { MetaOp, ROOT_INO, Tree, TreeSnapshot, pathsOf, pathsOfInodes } from '../../electron/engine/meta/tree';
 import { POSTED_MAX, TreeDbBuilder } from '../../electron/engine/meta/build';
 import { TreeDb } from '../../electron/engine/meta/treeDb';
 import { REPO } from '../helpers/bed';
@@ -61,6 +61,22 @@ function reference(ops: readonly MetaOp[]): Tree {
   return t;
 }
 
+/** How many folders' entry tables `fn` reads from the database of `ms`. */
+function entryTablesRead<T>(ms: MetaStore, fn: () => T): { result: T; read: number } {
+  const st = (ms.database as unknown as { st: { entriesOf: { all: (...a: unknown[]) => unknown[] } } }).st;
+  const all = st.entriesOf.all;
+  let read = 0;
+  st.entriesOf.all = (...a: unknown[]) => {
+    read++;
+    return all.apply(st.entriesOf, a);
+  };
+  try {
+    return { result: fn(), read };
+  } finally {
+    st.entriesOf.all = all;
+  }
+}
+
 function canonical(snap: TreeSnapshot): TreeSnapshot {
   return Tree.fromSnapshot(CS, snap).snapshot();
 }
@@ -99,6 +115,33 @@ describe('the local metadata database', () => {
     assert.equal(again.tree.allocatedBytes, ref.allocatedBytes);
     assert.equal(again.tree.dirs, 41);
     await again.close();
+  });
+
+  it('finds the paths of a few inodes upward from them, as a walk of the whole tree finds them', async () => {
+    const { again } = await bigTreeLoaded();
+    const t = again.tree;
+    const d3 = t.lookup(ROOT_INO, 'd3')!.ino;
+    const d7 = t.lookup(ROOT_INO, 'd7')!.ino;
+    const f5 = t.lookup(d3, 'f5')!.ino;
+    // A nested folder with a file, and a file with three names in two folders.
+    const sub = t.nextIno;
+    again.commit({ t: 'mk', parent: d3, name: 'sub', ino: sub, kind: 'dir', mode: 0o755, uid: 1, gid: 1, ms: 20 });
+    again.commit({ t: 'mk', parent: sub, name: 'deep', ino: sub + 1, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms: 20 });
+    again.commit({ t: 'ln', ino: f5, parent: d7, name: 'also', ms: 21 });
+    again.commit({ t: 'ln', ino: f5, parent: d3, name: 'twice', ms: 21 });
+    await again.close();
+    const loaded = (await MetaStore.load(dir, { cacheWeight: 300 }))!;
+    const wanted = [f5, sub + 1, sub, d7, ROOT_INO, 999_999];
+    const { result: got, read } = entryTablesRead(loaded, () => pathsOfInodes(loaded.tree, wanted));
+    assert.deepEqual(
+      wanted.map((ino) => [...(got.get(ino) ?? [])].sort()),
+      [['/d3/f5', '/d3/twice', '/d7/also'], ['/d3/sub/deep'], ['/d3/sub'], ['/d7'], ['/'], []],
+    );
+    // The first path of each is the one a walk of the whole tree finds first, or another name.
+    const all = pathsOf(loaded.tree);
+    for (const ino of wanted.slice(1, 5)) assert.equal(got.get(ino)![0], all.get(ino));
+    assert.ok(read <= 4, `${read} folders read for 6 inodes of a tree of 43 folders (root, d3, d7, sub)`);
+    await loaded.close();
   });
 
   it('reads in scan mode without taking what it reads into the working set, and answers the same', async () => {

@@ -600,11 +600,8 @@ export class Tree {
   }
 }
 
-/**
- * Paths of every inode in `tree` (the first found for one with several names; `otherName` is
- * told each of its other paths).
- */
-export function pathsOf(tree: Tree, otherName?: (ino: number, path: string) => void): Map<number, string> {
+/** Paths of every inode in `tree` (first found for hard-linked ones). It reads the whole tree. */
+export function pathsOf(tree: Tree): Map<number, string> {
   const out = new Map<number, string>([[ROOT_INO, '/']]);
   const stack: Array<[number, string]> = [[ROOT_INO, '']];
   while (stack.length > 0) {
@@ -614,9 +611,71 @@ export function pathsOf(tree: Tree, otherName?: (ino: number, path: string) => v
     for (const [name, child] of node.entries) {
       const cp = `${p}/${name}`;
       if (!out.has(child)) out.set(child, cp);
-      else otherName?.(child, cp);
       if (tree.get(child)?.kind === 'dir') stack.push([child, cp]);
     }
+  }
+  return out;
+}
+
+/**
+ * Every path of each inode of `inos` (several for one with hard links, none for one without a
+ * name), found upward from it: the folders that name it (`dirsOf`), then each folder's own name
+ * in its parent, up to the root. It reads those folders, not the tree, so it costs what the
+ * inodes asked about are, not how big the tree is (`pathsOf` walks all of it). A folder's names
+ * are read once per call; a chain that never reaches the root (damaged metadata) gives no path.
+ */
+export function pathsOfInodes(tree: Tree, inos: Iterable<number>): Map<number, string[]> {
+  /** Per folder read: its names by the inode they name. */
+  const namesIn = new Map<number, Map<number, string[]>>();
+  const namesOf = (dir: number, ino: number): readonly string[] => {
+    let m = namesIn.get(dir);
+    if (!m) {
+      m = new Map();
+      for (const [name, child] of tree.get(dir)?.entries ?? []) {
+        const l = m.get(child);
+        if (l) l.push(name);
+        else m.set(child, [name]);
+      }
+      namesIn.set(dir, m);
+    }
+    return m.get(ino) ?? [];
+  };
+  /** Folder paths found so far ('' for the root; undefined: it has none). */
+  const dirPaths = new Map<number, string | undefined>([[ROOT_INO, '']]);
+  const dirPath = (dir: number): string | undefined => {
+    // Up to a folder whose path is known, then down again, filling in the ones passed.
+    const chain: number[] = [];
+    let at = dir;
+    while (!dirPaths.has(at)) {
+      const parent = tree.parentOf(at);
+      if (parent === undefined || chain.includes(at)) {
+        for (const c of [...chain, at]) dirPaths.set(c, undefined);
+        return undefined;
+      }
+      chain.push(at);
+      at = parent;
+    }
+    for (let k = chain.length - 1; k >= 0; k--) {
+      const base = dirPaths.get(at);
+      const name = base === undefined ? undefined : namesOf(at, chain[k]!)[0];
+      dirPaths.set(chain[k]!, name === undefined ? undefined : `${base}/${name}`);
+      at = chain[k]!;
+    }
+    return dirPaths.get(dir);
+  };
+  const out = new Map<number, string[]>();
+  for (const ino of inos) {
+    if (out.has(ino)) continue;
+    if (ino === ROOT_INO) {
+      out.set(ino, ['/']);
+      continue;
+    }
+    const paths: string[] = [];
+    for (const dir of tree.dirsOf(ino)) {
+      const base = dirPath(dir);
+      if (base !== undefined) for (const name of namesOf(dir, ino)) paths.push(`${base}/${name}`);
+    }
+    out.set(ino, paths);
   }
   return out;
 }
