@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import type { MetaStore } from '../../electron/engine/meta/metastore';
 import type { Engine } from '../../electron/engine/engine';
 import { EngineBed, writeFile } from '../helpers/engineBed';
+import { statementCalls } from '../helpers/statementCalls';
 
 const FOLDERS = 40;
 const FILES = 25;
@@ -20,18 +21,8 @@ const databaseOf = (engine: Engine) => metaOf(engine).database;
 
 /** How many directories' entry tables `fn` reads from the database `db`. */
 function entryTablesRead<T>(db: ReturnType<typeof databaseOf>, fn: () => T): { result: T; read: number } {
-  const st = (db as unknown as { st: { entriesOf: { all: (...a: unknown[]) => unknown[] } } }).st;
-  const all = st.entriesOf.all;
-  let read = 0;
-  st.entriesOf.all = (...a: unknown[]) => {
-    read++;
-    return all.apply(st.entriesOf, a);
-  };
-  try {
-    return { result: fn(), read };
-  } finally {
-    st.entriesOf.all = all;
-  }
+  const { result, calls } = statementCalls(db, 'entriesOf', fn);
+  return { result, read: calls };
 }
 
 describe('listing a folder of folders', () => {

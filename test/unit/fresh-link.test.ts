@@ -89,6 +89,7 @@ function laterOps(tree: Tree): MetaOp[] {
     { t: 'chunk', ino, idx: 0, ref: ['shared1', 50] },
     { t: 'ln', ino, parent: 2, name: 'later-link', ms: 11 },
     { t: 'chunk', ino: 4, idx: 1, ref: ['c-new', 4096] },
+    { t: 'xattr', ino: 4, name: 'user.later', value: 'eA==', ms: 11 },
   ];
 }
 
@@ -100,7 +101,7 @@ function apply(tree: Tree, ops: readonly MetaOp[]): Tree {
   return tree;
 }
 
-/** Everything a tree is, in a canonical form: inodes and entries, chunk counts, statfs totals, next inode. */
+/** Everything a tree is, in a canonical form: inodes and entries, chunk counts, running totals, next inode. */
 function whole(t: Tree): unknown {
   return {
     snap: t.snapshot(),
@@ -108,6 +109,7 @@ function whole(t: Tree): unknown {
     allocatedBytes: t.allocatedBytes,
     dirs: t.dirs,
     nextIno: t.nextIno,
+    xattrNames: [...(t.xattrNames ?? ['not known'])].sort(),
   };
 }
 

@@ -16,6 +16,7 @@ import { MetaOp, ROOT_INO, Tree, TreeSnapshot, pathsOf, pathsOfInodes } from '..
 import { POSTED_MAX, TreeDbBuilder } from '../../electron/engine/meta/build';
 import { TreeDb } from '../../electron/engine/meta/treeDb';
 import { REPO } from '../helpers/bed';
+import { statementCalls } from '../helpers/statementCalls';
 
 const CS = 64 * 1024;
 
@@ -63,18 +64,8 @@ function reference(ops: readonly MetaOp[]): Tree {
 
 /** How many folders' entry tables `fn` reads from the database of `ms`. */
 function entryTablesRead<T>(ms: MetaStore, fn: () => T): { result: T; read: number } {
-  const st = (ms.database as unknown as { st: { entriesOf: { all: (...a: unknown[]) => unknown[] } } }).st;
-  const all = st.entriesOf.all;
-  let read = 0;
-  st.entriesOf.all = (...a: unknown[]) => {
-    read++;
-    return all.apply(st.entriesOf, a);
-  };
-  try {
-    return { result: fn(), read };
-  } finally {
-    st.entriesOf.all = all;
-  }
+  const { result, calls } = statementCalls(ms.database, 'entriesOf', fn);
+  return { result, read: calls };
 }
 
 function canonical(snap: TreeSnapshot): TreeSnapshot {
@@ -142,6 +133,36 @@ describe('the local metadata database', () => {
     for (const ino of wanted.slice(1, 5)) assert.equal(got.get(ino)![0], all.get(ino));
     assert.ok(read <= 4, `${read} folders read for 6 inodes of a tree of 43 folders (root, d3, d7, sub)`);
     await loaded.close();
+  });
+
+  it('keeps the extended-attribute names in use with its state, through a crash, and knows when it does not know them', async () => {
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of manyFiles(2, 3)) ms.commit(op);
+    ms.commit({ t: 'xattr', ino: 3, name: 'user.a', value: 'eA==', ms: 20 });
+    ms.commit({ t: 'xattr', ino: 4, name: 'user.gone', value: 'eA==', ms: 20 });
+    ms.commit({ t: 'xattr', ino: 4, name: 'user.gone', value: null, ms: 21 });
+    await ms.close();
+    const again = (await MetaStore.load(dir))!;
+    // From the state row: no inode read. A name no inode has any more may stay (a superset).
+    assert.deepEqual([...again.tree.xattrNames!].sort(), ['user.a', 'user.gone']);
+    again.commit({ t: 'xattr', ino: 5, name: 'user.b', value: 'eA==', ms: 22 });
+    await again.sync();
+    const crashed = await crashCopy(); // the journal holds user.b, the database does not
+    await again.close();
+    const replayed = (await MetaStore.load(crashed))!;
+    assert.ok(replayed.tree.xattrNames!.has('user.b'), 'a name set since the checkpoint comes back from the journal');
+    await replayed.close();
+    // A database whose state does not keep them (written before they were kept): not known.
+    const { openDatabase } = await import('../../electron/engine/meta/db');
+    const raw = openDatabase(TreeDb.fileIn(dir), { readOnly: false, mustExist: true });
+    const row = raw.prepare("SELECT v FROM meta WHERE k = 'state'").get() as { v: string };
+    const { xattrNames: _names, ...older } = JSON.parse(row.v) as Record<string, unknown>;
+    const v = JSON.stringify(older);
+    raw.prepare("UPDATE meta SET v = ?, crc = ? WHERE k = 'state'").run(v, crc32(v));
+    raw.close();
+    const legacy = (await MetaStore.load(dir))!;
+    assert.equal(legacy.tree.xattrNames, undefined);
+    await legacy.close();
   });
 
   it('reads in scan mode without taking what it reads into the working set, and answers the same', async () => {

@@ -5,8 +5,8 @@
  *
  * The work is split in two, on two threads when asked (`offThread`, as the link asks):
  *   - this thread encodes: each record as the database stores it (`encodeInode`), the rows'
- *     checksums, the chunk references it adds, and the running counts (folders, allocated
- *     bytes);
+ *     checksums, the chunk references it adds, and the running totals (folders, allocated
+ *     bytes, extended-attribute names);
  *   - the writer (`TreeDb.writer`, in buildWorker.ts's thread) inserts the rows, and at the end
  *     writes the state row and makes the database durable.
  * At 1,000,000 files (bench:scale's fresh phase) a link spent about 11 s of one thread: 1.4 s
@@ -179,6 +179,7 @@ function buildTreeDb(dir: string, chunkSize: number, opts: { offThread?: boolean
   const writer = opts.offThread ? new WriterThread(dir, chunkSize) : inThread(dir, chunkSize);
   let dirs = 0;
   let allocatedBytes = 0;
+  const xattrNames = new Set<string>();
   let ended = false;
   let rows = newRows();
   let count = 0;
@@ -201,6 +202,7 @@ function buildTreeDb(dir: string, chunkSize: number, opts: { offThread?: boolean
         if (inode.kind === 'dir') dirs++;
         else if (inode.kind === 'file') allocatedBytes += Tree.blocksBytes(inode);
         for (const c of inode.chunks ?? []) if (c) refs.set(c[0], (refs.get(c[0]) ?? 0) + 1);
+        for (const n in inode.xattrs) xattrNames.add(n);
       }
       // A chunk named by the records of two calls is counted in each (the writer adds them up).
       for (const r of refs) rows.refs.push(r);
@@ -218,7 +220,7 @@ function buildTreeDb(dir: string, chunkSize: number, opts: { offThread?: boolean
       if (ended) throw new Error('the metadata database is already built');
       ended = true;
       await flush();
-      await writer.finish({ ...state, pendingFirst: 0, allocatedBytes, dirs });
+      await writer.finish({ ...state, pendingFirst: 0, allocatedBytes, dirs, xattrNames: [...xattrNames] });
       await writer.stop();
       const opened = TreeDb.open(dir, { unfinished: true });
       if (!opened) throw new Error(`the metadata database built in ${dir} has no state`);

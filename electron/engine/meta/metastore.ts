@@ -27,7 +27,7 @@ import { MetaOp, Tree, TreeSnapshot, assertKnownOps } from './tree';
 import { DirPage, isDirCover } from './pages';
 import { RemoteMeta, TreeSink } from './remote';
 import { TreeDbBuild, TreeDbBuilder } from './build';
-import { DbState, TreeDb } from './treeDb';
+import { DbState, TreeDb, totalsOf } from './treeDb';
 
 interface PersistedState {
   readonly gen: number;
@@ -410,10 +410,7 @@ export class MetaStore {
     try {
       const { tree, seq } = await remote.loadInto(chunkSize, sink);
       const { db, state } = built!;
-      db.checkpoint(
-        { ...state, nextIno: tree.nextIno, remoteSeq: seq, allocatedBytes: tree.allocatedBytes, dirs: tree.dirs },
-        [],
-      );
+      db.checkpoint({ ...state, nextIno: tree.nextIno, remoteSeq: seq, ...totalsOf(tree) }, []);
       db.complete();
       db.close();
       built = build = undefined;
@@ -511,8 +508,7 @@ export class MetaStore {
         nextIno: tree.nextIno,
         remoteSeq,
         pendingFirst: 0,
-        allocatedBytes: tree.allocatedBytes,
-        dirs: tree.dirs,
+        ...totalsOf(tree),
       };
       this.db.replaceAll(tree, state, []);
     });
@@ -559,8 +555,7 @@ export class MetaStore {
             nextIno: this.tree.nextIno,
             remoteSeq: this.remoteSeq,
             pendingFirst: this.pendingFirst,
-            allocatedBytes: this.tree.allocatedBytes,
-            dirs: this.tree.dirs,
+            ...totalsOf(this.tree),
           },
           this.pendingRemote,
         ),

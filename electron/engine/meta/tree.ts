@@ -196,6 +196,13 @@ export class Tree {
    */
   allocatedBytes = 0;
   dirs = 0;
+  /**
+   * Every extended-attribute name an inode has, or had since the set was started (a name no
+   * inode has any more may stay: it is a superset), so a mount learns them without reading every
+   * inode (vfs.ts `xattrNames`). Undefined when not known: a database written before it was
+   * kept, until the names are gathered once.
+   */
+  xattrNames: Set<string> | undefined = new Set();
   /** Home directory of every named non-root inode, for a tree in memory (see `parentOf`). */
   private readonly parents = new Map<number, number>();
   /** For inodes named more than once: how many of their names each directory holds (in memory). */
@@ -284,7 +291,10 @@ export class Tree {
     t.nextIno = snap.nextIno;
     for (const raw of snap.inodes) {
       const inode: Inode = { ...raw, entries: raw.entries ? new Map(raw.entries) : undefined };
-      if (raw.xattrs) inode.xattrs = { ...raw.xattrs };
+      if (raw.xattrs) {
+        inode.xattrs = { ...raw.xattrs };
+        for (const n in raw.xattrs) t.xattrNames!.add(n);
+      }
       if (!inode.entries) delete inode.entries;
       if (inode.chunks) inode.chunks = inode.chunks.map((c) => (c ? ([c[0], c[1]] as const) : null));
       t.inodes.set(inode.ino, inode);
@@ -589,6 +599,7 @@ export class Tree {
           if (inode.xattrs) delete inode.xattrs[op.name];
         } else {
           (inode.xattrs ??= {})[op.name] = op.value;
+          this.xattrNames?.add(op.name);
         }
         inode.ctimeMs = op.ms;
         this.storage.touched(inode);

@@ -51,6 +51,17 @@ export interface DbState {
   /** The tree's running totals for statfs (see Tree). */
   readonly allocatedBytes: number;
   readonly dirs: number;
+  /** The extended-attribute names in use (Tree.xattrNames); absent when not known. */
+  readonly xattrNames?: readonly string[];
+}
+
+/** The running totals of `tree` a database keeps in its state row. */
+export function totalsOf(tree: Tree): Pick<DbState, 'allocatedBytes' | 'dirs' | 'xattrNames'> {
+  return {
+    allocatedBytes: tree.allocatedBytes,
+    dirs: tree.dirs,
+    ...(tree.xattrNames ? { xattrNames: [...tree.xattrNames] } : {}),
+  };
 }
 
 interface StateRow extends DbState {
@@ -299,7 +310,7 @@ export class TreeDb {
     try {
       db.exec(SCHEMA + INDEXES);
       const t = new TreeDb(db, file, false, DEFAULT_CACHE_WEIGHT);
-      t.replaceAll(tree, { ...state, pendingFirst: 0, allocatedBytes: tree.allocatedBytes, dirs: tree.dirs }, pending);
+      t.replaceAll(tree, { ...state, pendingFirst: 0, ...totalsOf(tree) }, pending);
       // The layout marks a finished creation: a database without it is one that never was.
       db.pragma(`user_version = ${LAYOUT}`);
       return t;
@@ -512,6 +523,8 @@ export class TreeDb {
       'pendingEnd',
     ] as const)
       if (!Number.isSafeInteger(s[k]) || s[k] < 0) throw new SnapshotDamagedError(this.file, `its state has no valid ${k}`);
+    if (s.xattrNames !== undefined && (!Array.isArray(s.xattrNames) || s.xattrNames.some((n) => typeof n !== 'string')))
+      throw new SnapshotDamagedError(this.file, 'its state has no valid xattrNames');
     return s;
   }
 
@@ -873,6 +886,7 @@ export class TreeDb {
     t.nextIno = state.nextIno;
     t.allocatedBytes = state.allocatedBytes;
     t.dirs = state.dirs;
+    t.xattrNames = state.xattrNames ? new Set(state.xattrNames) : undefined;
     if (!t.get(ROOT_INO)) throw new SnapshotDamagedError(this.file, 'it has no root directory');
     return t;
   }

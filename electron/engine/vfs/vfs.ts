@@ -708,13 +708,22 @@ export class Vfs {
     return { names, stats, xattrs };
   }
 
-  /** Every extended-attribute name some entry has (not the POSIX ACL names, never answered). */
+  /**
+   * Every extended-attribute name some entry has, and maybe some no entry has any more (not the
+   * POSIX ACL names, never answered): the tree's running set (Tree.xattrNames), so a mount does
+   * not read every inode. A tree that does not know it yet (a database written before it was
+   * kept) is read once, and the set is kept from then on (the next checkpoint stores it).
+   */
   xattrNames(): string[] {
-    const names = new Set<string>();
-    for (const inode of this.tree.inodes.values()) {
-      if (inode.xattrs) for (const n in inode.xattrs) if (!POSIX_ACL_XATTR.test(n)) names.add(n);
+    let names = this.tree.xattrNames;
+    if (!names) {
+      const found = new Set<string>();
+      this.tree.scan(() => {
+        for (const inode of this.tree.inodes.values()) for (const n in inode.xattrs) found.add(n);
+      });
+      this.tree.xattrNames = names = found;
     }
-    return [...names];
+    return [...names].filter((n) => !POSIX_ACL_XATTR.test(n));
   }
 
   /** Whether listxattr of `inode` names anything (see `listxattr`). */
