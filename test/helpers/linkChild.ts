@@ -16,8 +16,8 @@ import { LocalDiskStore } from '../../electron/engine/store/local';
 const [bucket, keyHex, chunkSize, metaDir, addsArg] = process.argv.slice(2);
 let stalled = false;
 const start = TreeDbBuilder.start.bind(TreeDbBuilder);
-TreeDbBuilder.start = (dir, cs, opts) => {
-  const b = start(dir, cs, opts);
+TreeDbBuilder.start = async (dir, cs, opts) => {
+  const b = await start(dir, cs, opts);
   const add = b.add.bind(b);
   let adds = 0;
   b.add = async (inodes, entries) => {

@@ -4,7 +4,7 @@
 // snapshot and journal (a fixture written by that release).
 
 import assert from 'node:assert/strict';
-import { cp, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { cpSync, readFileSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import * as os from 'node:os';
@@ -422,8 +422,17 @@ describe('the local metadata database', () => {
     await check('the follower');
   });
 
-  for (const offThread of [false, true])
-    it(`a build (a fresh machine${offThread ? ', writer in its own thread' : ''}) takes what pages give it, a record given twice replacing the first, counts included`, async () => {
+  const writers = [
+    { how: '', opts: {} },
+    { how: ', writer in its own thread', opts: { offThread: true } },
+    // A writer thread that cannot start (its script does not load): this thread writes.
+    {
+      how: ', writer thread that cannot start',
+      opts: { offThread: true, workerScript: path.join(os.tmpdir(), 'no-such-script.js') },
+    },
+  ];
+  for (const { how, opts } of writers)
+    it(`a build (a fresh machine${how}) takes what pages give it, a record given twice replacing the first, counts included`, async () => {
       const ops = manyFiles(3, 100);
       const changed: MetaOp[] = [
         { t: 'attr', ino: 5, size: 5000, ms: 30 },
@@ -434,7 +443,8 @@ describe('the local metadata database', () => {
       const records = (t: Tree) => [...t.inodes.values()].map(({ entries: _e, ...r }) => r);
       const lists = [...first.inodes.values()].flatMap((i) => (i.entries ? [{ dir: i.ino, list: [...i.entries] }] : []));
       await mkdir(dir);
-      const b = TreeDbBuilder.start(dir, CS, { offThread });
+      const b = await TreeDbBuilder.start(dir, CS, opts);
+      assert.equal(b.offThread, how.includes('its own'));
       const all = records(first);
       await b.add(all.slice(0, 200), lists);
       await b.add(all.slice(150)); // 50 given again, as they were
@@ -459,12 +469,12 @@ describe('the local metadata database', () => {
       }
     });
 
-  it('a build with its writer in its own thread waits for it, and one that fails or is dropped leaves nothing behind', async () => {
+  it('a build with its writer in its own thread waits for it; one that fails or is dropped leaves nothing behind, one that cannot open its database says why', async () => {
     const tree = reference(manyFiles(20, 200));
     const records = [...tree.inodes.values()].map(({ entries: _e, ...r }) => r);
     await mkdir(dir);
     // Backpressure: each add resolves only while at most POSTED_MAX batches wait for the writer.
-    const b = TreeDbBuilder.start(dir, CS, { offThread: true });
+    const b = await TreeDbBuilder.start(dir, CS, { offThread: true });
     let most = 0;
     for (let k = 0; k < 20; k++) {
       await b.add(records);
@@ -476,7 +486,7 @@ describe('the local metadata database', () => {
     assert.deepEqual(await readdir(dir), [], 'a dropped build removes its database');
     // A write the writer refuses (an entry naming its folder twice in one statement is fine;
     // a record that is not text is not) fails the build with the writer's error.
-    const bad = TreeDbBuilder.start(dir, CS, { offThread: true });
+    const bad = await TreeDbBuilder.start(dir, CS, { offThread: true });
     const broken = { ...records[0]!, ino: 'x' as unknown as number };
     await assert.rejects(async () => {
       for (let k = 0; k < 10; k++) await bad.add([broken, ...records]);
@@ -484,6 +494,13 @@ describe('the local metadata database', () => {
     }, /datatype mismatch|SQLITE/);
     await bad.abort();
     assert.deepEqual(await readdir(dir), []);
+    // A database that cannot be opened at all: the thread cannot, nor can this one; it says why.
+    const notAFolder = path.join(root, 'a-file');
+    await writeFile(notAFolder, 'x');
+    await assert.rejects(
+      TreeDbBuilder.start(notAFolder, CS, { offThread: true }),
+      /ENOTDIR|SQLITE_CANTOPEN|not a directory|unable to open/i,
+    );
   });
 
   it('a checkpoint plan after a few changes reads the folders they name, not every folder', async () => {

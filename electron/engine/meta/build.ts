@@ -22,9 +22,9 @@
 
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { crc32 } from 'node:zlib';
 import { SnapshotDamagedError } from './journal';
 import { Inode, ROOT_INO, Tree } from './tree';
-import { crc32 } from 'node:zlib';
 import { BuildRows, BuildWriter, DbState, TreeDb, encodeInode, entryChecksum } from './treeDb';
 
 /** A directory's entries (or some of them), as a build adds them. */
@@ -33,7 +33,7 @@ export interface BuildEntries {
   readonly list: ReadonlyArray<readonly [string, number]>;
 }
 
-/** A database being built from streamed records (`buildTreeDb`). */
+/** A database being built from streamed records (`TreeDbBuilder.start`). */
 export interface TreeDbBuild {
   /**
    * Adds inode records and directory entries. A record for an inode already added replaces it.
@@ -49,6 +49,8 @@ export interface TreeDbBuild {
   abort(): Promise<void>;
   /** Batches handed to the writer and not yet written (below POSTED_MAX whenever `add` resolved). */
   readonly queued: number;
+  /** Whether the writer runs in a thread of its own. */
+  readonly offThread: boolean;
 }
 
 /** Rows handed to the writer at a time. */
@@ -81,6 +83,7 @@ function inThread(dir: string, chunkSize: number): WriterLink {
 
 /** A message from buildWorker.ts. */
 export type BuildReply =
+  | { readonly ready: true }
   | { readonly written: true }
   | { readonly state: DbState }
   | { readonly error: { readonly message: string; readonly code?: string } };
@@ -95,18 +98,38 @@ class WriterThread implements WriterLink {
   private wake: (() => void) | undefined;
   private finishing: { resolve(s: DbState): void; reject(e: Error): void } | undefined;
   private stopped = false;
+  private started: { resolve(): void; reject(e: Error): void } | undefined;
 
   get queued(): number {
     return this.posted;
   }
 
-  constructor(dir: string, chunkSize: number) {
-    this.worker = new Worker(path.join(__dirname, 'buildWorker.js'), {
+  /** A writer thread that has opened the database; rejects when it cannot start or open it. */
+  static async start(dir: string, chunkSize: number, script: string): Promise<WriterThread> {
+    const t = new WriterThread(dir, chunkSize, script);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        t.started = { resolve, reject };
+        if (t.failed) reject(t.failed);
+      });
+    } catch (err) {
+      await t.stop();
+      throw err;
+    }
+    return t;
+  }
+
+  private constructor(dir: string, chunkSize: number, script: string) {
+    this.worker = new Worker(script, {
       workerData: { dir, chunkSize },
       resourceLimits: { maxYoungGenerationSizeMb: 8 },
     });
     this.worker.on('message', (m: BuildReply) => {
-      if ('written' in m) {
+      if ('ready' in m) {
+        const s = this.started;
+        this.started = undefined;
+        s?.resolve();
+      } else if ('written' in m) {
         this.posted--;
         this.wakeUp();
       } else if ('state' in m) {
@@ -127,6 +150,9 @@ class WriterThread implements WriterLink {
 
   private fail(err: Error): void {
     this.failed ??= this.stopped ? new Error('the metadata build was stopped') : err;
+    const s = this.started;
+    this.started = undefined;
+    s?.reject(this.failed);
     this.wakeUp();
     const f = this.finishing;
     this.finishing = undefined;
@@ -170,13 +196,36 @@ export const TreeDbBuilder = {
    * Starts building the database in `dir` (one left there before is replaced). `offThread`:
    * the writer runs in a thread of its own (see the header).
    */
-  start(dir: string, chunkSize: number, opts: { offThread?: boolean } = {}): TreeDbBuild {
+  start(dir: string, chunkSize: number, opts: BuildOptions = {}): Promise<TreeDbBuild> {
     return buildTreeDb(dir, chunkSize, opts);
   },
 };
 
-function buildTreeDb(dir: string, chunkSize: number, opts: { offThread?: boolean }): TreeDbBuild {
-  const writer = opts.offThread ? new WriterThread(dir, chunkSize) : inThread(dir, chunkSize);
+export interface BuildOptions {
+  /** Writes the rows in a thread of its own (on this one if that thread cannot start). */
+  readonly offThread?: boolean;
+  /** The writer thread's script (tests). */
+  readonly workerScript?: string;
+}
+
+/**
+ * The writer: in a thread of its own when asked and it starts; else on this thread. A writer
+ * thread that cannot start (its script cannot load where the engine runs, or it cannot open
+ * the database) costs speed, not the build: this thread then writes, starting over.
+ */
+async function writerFor(dir: string, chunkSize: number, opts: BuildOptions): Promise<WriterLink> {
+  if (opts.offThread) {
+    try {
+      return await WriterThread.start(dir, chunkSize, opts.workerScript ?? path.join(__dirname, 'buildWorker.js'));
+    } catch {
+      // On this thread, which opens the database again and reports what stops it, if anything.
+    }
+  }
+  return inThread(dir, chunkSize);
+}
+
+async function buildTreeDb(dir: string, chunkSize: number, opts: BuildOptions): Promise<TreeDbBuild> {
+  const writer = await writerFor(dir, chunkSize, opts);
   let dirs = 0;
   let allocatedBytes = 0;
   const xattrNames = new Set<string>();
@@ -233,6 +282,7 @@ function buildTreeDb(dir: string, chunkSize: number, opts: { offThread?: boolean
     get queued() {
       return writer.queued;
     },
+    offThread: writer instanceof WriterThread,
     async abort() {
       ended = true;
       await writer.stop();

@@ -1,7 +1,7 @@
 /**
  * The thread that writes a database being built (started by build.ts): it owns the database
- * while it is built, takes rows (`TreeDb.writer`), answers each batch once written, and ends
- * with the state row and the database made durable and closed. After an error it answers
+ * while it is built, says when it has opened it, takes rows (`TreeDb.writer`), answers each
+ * batch once written, and ends with the state row and the database made durable and closed. After an error it answers
  * nothing more; build.ts stops it and removes the files.
  */
 
@@ -25,6 +25,7 @@ function fail(err: unknown): void {
 
 try {
   writer = TreeDb.writer(dir, chunkSize);
+  reply({ ready: true });
 } catch (err) {
   fail(err);
 }

@@ -370,7 +370,7 @@ export class MetaStore {
     const begin = async () => {
       sink.discard();
       await dropping;
-      build = TreeDbBuilder.start(dir, chunkSize, { offThread: true });
+      build = await TreeDbBuilder.start(dir, chunkSize, { offThread: true });
       return build;
     };
     const finish = async (seq: number) => {
