@@ -190,7 +190,17 @@ export const asideSetDtoSchema = z
     id: z.string(),
     createdAt: z.number(),
     reason: z.string(),
-    files: z.array(z.object({ path: z.string(), size: z.number(), incomplete: z.boolean() }).strict()),
+    files: z.array(
+      z
+        .object({
+          path: z.string(),
+          /** The file's other names (hard links), kept with it. */
+          links: z.array(z.string()).optional(),
+          size: z.number(),
+          incomplete: z.boolean(),
+        })
+        .strict(),
+    ),
     /** Paths deleted or renamed away here whose change was not uploaded. */
     removed: z.array(z.string()),
   })

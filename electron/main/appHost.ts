@@ -489,7 +489,12 @@ export class AppHost {
       id: m.id,
       createdAt: m.createdAt,
       reason: m.reason,
-      files: m.files.map((f) => ({ path: f.path, size: f.size, incomplete: f.missing !== undefined })),
+      files: m.files.map((f) => ({
+        path: f.path,
+        ...(f.links && f.links.length > 0 ? { links: [...f.links] } : {}),
+        size: f.size,
+        incomplete: f.missing !== undefined,
+      })),
       removed: m.removed,
     }));
   }

@@ -187,7 +187,9 @@ export function AsidePanel({ f }: { f: FilespaceSummary }) {
               <ul>
                 {(ui.sets?.find((x) => x.id === a.id)?.files ?? []).map((file) => (
                   <li key={file.path}>
-                    {file.path} ({formatBytes(file.size)}){file.incomplete ? ' — incomplete' : ''}
+                    {file.path}
+                    {file.links?.length ? `, also named ${file.links.join(', ')}` : ''} ({formatBytes(file.size)})
+                    {file.incomplete ? ' — incomplete' : ''}
                   </li>
                 ))}
                 {(ui.sets?.find((x) => x.id === a.id)?.removed ?? []).map((p) => (

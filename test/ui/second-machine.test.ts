@@ -295,6 +295,7 @@ describe('two computers and the recovery key, in Chromium', () => {
     await pageA.click('[data-testid=pause]');
     await waitText(pageA.getByTestId('pause'), /Resume uploads/);
     await fsp.writeFile(path.join(mntA(), 'local.txt'), 'only on A');
+    await fsp.link(path.join(mntA(), 'local.txt'), path.join(mntA(), 'local-link.txt')); // a second name
     await until('A holds local.txt', async () => ((await summary(a(), 'flows'))?.status.dirtyFiles ?? 0) > 0);
 
     const card = pageB.getByTestId('filespace-flows');
@@ -327,10 +328,15 @@ describe('two computers and the recovery key, in Chromium', () => {
     await aside.getByTestId('aside-save-go').click();
     await waitText(aside.getByTestId('aside-message'), /Saved a copy of 1 file to /);
     assert.equal(await fsp.readFile(path.join(target, 'local.txt'), 'utf8'), 'only on A');
+    const [one, two] = await Promise.all([
+      fsp.stat(path.join(target, 'local.txt')),
+      fsp.stat(path.join(target, 'local-link.txt')),
+    ]);
+    assert.equal(two.ino, one.ino, 'the copy keeps the second name as a link');
 
     await aside.getByTestId('aside-discard').click();
     const confirm = aside.getByTestId('discard-confirm');
-    await waitText(confirm, /local\.txt/);
+    await waitText(confirm, /local-link\.txt, also named \/local\.txt/);
     assert.match((await confirm.textContent()) ?? '', /These changes will be lost for good/);
     await confirm.getByTestId('discard-yes').click();
     await waitText(aside.getByTestId('aside-message'), /discarded/);

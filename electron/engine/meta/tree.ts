@@ -629,8 +629,8 @@ export function pathsOf(tree: Tree): Map<number, string> {
 }
 
 /**
- * Every path of each inode of `inos` (several for one with hard links, none for one without a
- * name), found upward from it: the folders that name it (`dirsOf`), then each folder's own name
+ * Every path of each inode of `inos` (several for one with hard links, in order; none for one
+ * without a name), found upward from it: the folders that name it (`dirsOf`), then each folder's own name
  * in its parent, up to the root. It reads those folders, not the tree, so it costs what the
  * inodes asked about are, not how big the tree is (`pathsOf` walks all of it). A folder's names
  * are read once per call; a chain that never reaches the root (damaged metadata) gives no path.
@@ -686,7 +686,7 @@ export function pathsOfInodes(tree: Tree, inos: Iterable<number>): Map<number, s
       const base = dirPath(dir);
       if (base !== undefined) for (const name of namesOf(dir, ino)) paths.push(`${base}/${name}`);
     }
-    out.set(ino, paths);
+    out.set(ino, paths.sort());
   }
   return out;
 }
