@@ -248,8 +248,9 @@ async function buildTreeDb(dir: string, chunkSize: number, opts: BuildOptions): 
         rows.inos.push(inode.ino);
         rows.recs.push(rec);
         rows.crcs.push(crc32(rec));
-        if (inode.kind === 'dir') dirs++;
-        else if (inode.kind === 'file') allocatedBytes += Tree.blocksBytes(inode);
+        const c = Tree.countOf(inode);
+        dirs += c.dirs;
+        allocatedBytes += c.allocatedBytes;
         for (const c of inode.chunks ?? []) if (c) refs.set(c[0], (refs.get(c[0]) ?? 0) + 1);
         for (const n in inode.xattrs) xattrNames.add(n);
       }

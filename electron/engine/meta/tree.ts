@@ -218,20 +218,27 @@ export class Tree {
   }
 
   /** Stored bytes of a file's committed chunks. */
-  static storedBytes(inode: Inode): number {
+  static storedBytes(inode: Omit<Inode, 'entries'>): number {
     let n = 0;
     for (const c of inode.chunks ?? []) if (c) n += c[1];
     return n;
   }
 
   /** What statfs counts for `inode`'s committed chunks: whole 4 KiB blocks. */
-  static blocksBytes(inode: Inode): number {
+  static blocksBytes(inode: Omit<Inode, 'entries'>): number {
     return Math.ceil(Tree.storedBytes(inode) / 4096) * 4096;
   }
 
+  /** What `inode` adds to the statfs totals (`dirs`, `allocatedBytes`). */
+  static countOf(inode: Omit<Inode, 'entries'>): { dirs: number; allocatedBytes: number } {
+    if (inode.kind === 'dir') return { dirs: 1, allocatedBytes: 0 };
+    return { dirs: 0, allocatedBytes: inode.kind === 'file' ? Tree.blocksBytes(inode) : 0 };
+  }
+
   private counted(inode: Inode, sign: 1 | -1): void {
-    if (inode.kind === 'dir') this.dirs += sign;
-    else if (inode.kind === 'file') this.allocatedBytes += sign * Tree.blocksBytes(inode);
+    const c = Tree.countOf(inode);
+    this.dirs += sign * c.dirs;
+    this.allocatedBytes += sign * c.allocatedBytes;
   }
 
   /**

@@ -369,8 +369,9 @@ export class TreeDb {
     const addOne = (ino: number, rec: string, crc: number, refs: Map<string, number>) => {
       if (st.addInode.run(ino, rec, crc).changes === 0) {
         const old = t.decodeRecord(t.st.inode.get(ino) as InodeRow);
-        if (old.kind === 'dir') dirs--;
-        else if (old.kind === 'file') allocatedBytes -= Tree.blocksBytes(old);
+        const c = Tree.countOf(old);
+        dirs -= c.dirs;
+        allocatedBytes -= c.allocatedBytes;
         for (const c of old.chunks ?? []) if (c) refs.set(c[0], (refs.get(c[0]) ?? 0) - 1);
         t.st.putInode.run(ino, rec, crc);
       } else t.inodeCount++;
@@ -438,15 +439,14 @@ export class TreeDb {
             t.writeStateRow(full);
             db.exec(INDEXES);
           })();
-          close();
-          const fd = fs.openSync(file, 'r');
-          try {
-            fs.fsyncSync(fd);
-          } finally {
-            fs.closeSync(fd);
-          }
         } finally {
           close();
+        }
+        const fd = fs.openSync(file, 'r');
+        try {
+          fs.fsyncSync(fd);
+        } finally {
+          fs.closeSync(fd);
         }
         return full;
       },
