@@ -25,7 +25,7 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, decodeChunk } from './chunk/format';
-import { FORMAT_COMPACTED, FORMAT_PAGES, FilespaceHeader, HEADER_KEY } from './filespace';
+import { FORMAT_COMPACTED, FORMAT_PAGES, FORMAT_SNAPSHOT_PAGES, FilespaceHeader, HEADER_KEY } from './filespace';
 import { PAGE_PREFIX, isManifest } from './meta/pages';
 import { MetaStore, inodesChangedBy } from './meta/metastore';
 import { readCacheFile } from './cache/chunkCache';
@@ -191,10 +191,24 @@ async function checkPages(
       }
     }
   }
+  const byCheckpoints = named.size;
+  // Pages snapshot trees name are kept for them (their reading is checked with the snapshots).
+  const bySnapshots = await new SnapshotStore(store, keys.metaKey, header.chunkSize, header).namedPages();
+  if (bySnapshots && bySnapshots.size > 0 && format < FORMAT_SNAPSHOT_PAGES)
+    problems.push(
+      `bucket: snapshots keep paged trees, but filespace.json is of format ${format} (they need ${FORMAT_SNAPSHOT_PAGES}): an older version of Filespace would read them as damaged and could delete their pages`,
+    );
+  let snapshotOnly = 0;
+  for (const key of bySnapshots ?? []) {
+    if (named.has(key)) continue;
+    named.add(key);
+    snapshotOnly++;
+  }
   const unnamed = pages.filter((k) => !named.has(k)).length;
   if (manifests + pages.length > 0)
     notes.push(
-      `bucket: ${manifests} paged checkpoint(s) naming ${named.size} page(s)` +
+      `bucket: ${manifests} paged checkpoint(s) naming ${byCheckpoints} page(s)` +
+        (snapshotOnly > 0 ? `; ${snapshotOnly} more page(s) named by snapshots only` : '') +
         (unnamed > 0 ? `; ${unnamed} page(s) no kept checkpoint names (left for compaction to delete)` : ''),
     );
 }

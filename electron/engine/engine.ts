@@ -39,6 +39,7 @@
  */
 
 import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
 import { HandlePool } from './cache/handles';
 import { CacheDisk } from './cache/cacheDisk';
 import { ChunkCache } from './cache/chunkCache';
@@ -50,12 +51,14 @@ import {
   FORMAT_LINKS,
   FORMAT_PAGES,
   FORMAT_SEGMENTS,
+  FORMAT_SNAPSHOT_PAGES,
   FilespaceHeader,
   HEADER_KEY,
   raiseHeaderFormat,
   sealHeaderWhenBound,
 } from './filespace';
 import { MetaStore } from './meta/metastore';
+import type { TreeSnapshot } from './meta/tree';
 import { RemoteMeta } from './meta/remote';
 import { Machine } from './meta/lease';
 import { MachineRole } from './meta/role';
@@ -65,18 +68,17 @@ import {
   AutoKind,
   SnapshotKind,
   SnapshotRecord,
+  SNAPSHOT_REFS_FILE,
   SnapshotRefs,
   SnapshotSchedule,
   SnapshotStore,
   checkLabel,
-  chunksOf,
-  filesOf,
   newSnapshotId,
   schedulePlan,
 } from './meta/snapshots';
 import { SnapshotFs } from './vfs/snapshotFs';
 import { Replicator } from './meta/replicator';
-import { PageWriter, pageHashKey } from './meta/pages';
+import { Manifest, PageWriter, pageHashKey } from './meta/pages';
 import { Compactor } from './meta/compaction';
 import { ChunkFetcher } from './prefetch/fetcher';
 import { MonitoredStore } from './store/monitored';
@@ -169,7 +171,7 @@ export class Engine {
     this.aside = new AsideSets(opts.cacheDir, opts.keys.cacheKey, this.log);
     this.remote = new RemoteMeta(store, opts.keys.metaKey, opts.header);
     this.snapshots = new SnapshotStore(store, opts.keys.metaKey, meta.chunkSize, opts.header);
-    this.snapshotRefs = new SnapshotRefs(this.snapshots);
+    this.snapshotRefs = new SnapshotRefs(this.snapshots, path.join(opts.cacheDir, SNAPSHOT_REFS_FILE));
     // Also what files deleted while open here still read (they may outlive the grace period),
     // and every chunk a live snapshot names (meta/snapshots.ts says why none is ever deleted).
     this.gc = new ChunkCollector(
@@ -257,6 +259,7 @@ export class Engine {
         if (this.replicator.behindCheckpoint) await this.replicator.checkpointNow();
       },
       flushLocal: () => meta.flush(),
+      snapshotPages: () => this.snapshots.namedPages(),
       beforeFirstMark: () => this.raiseFormat(FORMAT_COMPACTED, 'its metadata log may now be compacted'),
       // At least twice the longest lease TTL in play: compaction.ts says why.
       graceMs: () => Math.max(this.settings.metaCompactGraceMs, 2 * this.role.longestTtlMs),
@@ -492,9 +495,12 @@ export class Engine {
   }
 
   /**
-   * Takes a snapshot of the committed tree: uploads everything first, then copies the tree at
+   * Takes a snapshot of the committed tree: uploads everything first, then keeps the tree at
    * the sequence number the bucket has, once nothing is left to push (writes that keep arriving
-   * meanwhile make it sync again, until `deadlineMs`).
+   * meanwhile make it sync again, until `deadlineMs`). The tree kept is a paged checkpoint of
+   * that segment (written now unless the bucket has one): its manifest is copied, its pages are
+   * shared, so a snapshot costs what a checkpoint costs, not the tree. Where checkpoints are not
+   * paged, the whole tree is written, as before format 6.
    */
   async createSnapshot(
     label: string,
@@ -505,42 +511,56 @@ export class Engine {
     const clean = checkLabel(label);
     await this.assertWriter('taking a snapshot');
     await this.snapshotRefs.ready().catch(() => undefined); // GC refuses until it is; a snapshot need not wait
-    for (;;) {
-      if (!(await this.sync(deadlineMs))) {
-        throw new UserError(
-          this.notWriting ?? 'the snapshot was not taken: local changes did not all reach the bucket in time; try again',
-          this.notWriting ? 'READ_ONLY' : 'BUSY',
-        );
+    // From before the tree is fixed until its chunk names are counted, GC deletes nothing
+    // (SnapshotRefs.has answers yes): each chunk the snapshot names is named by the live tree
+    // at its segment, so there is no instant at which it is named by neither.
+    const release = this.snapshotRefs.hold();
+    try {
+      let kept: { readonly manifest: Manifest } | { readonly tree: TreeSnapshot } | undefined;
+      let seq = 0;
+      while (!kept) {
+        if (Date.now() > deadlineMs || !(await this.sync(deadlineMs))) {
+          throw new UserError(
+            this.notWriting ?? 'the snapshot was not taken: local changes did not all reach the bucket in time; try again',
+            this.notWriting ? 'READ_ONLY' : 'BUSY',
+          );
+        }
+        if (this.replicator.pendingOps > 0 || this.meta.pendingRemote.length > 0) continue;
+        const manifest = await this.replicator.manifestNow();
+        if (manifest === 'moved') continue;
+        if (manifest) {
+          seq = manifest.seq;
+          kept = { manifest };
+        } else if (this.replicator.pendingOps === 0 && this.meta.pendingRemote.length === 0) {
+          // No paged checkpoint here: a copy of the tree, of one instant (nothing awaits).
+          seq = this.meta.remoteSeq;
+          kept = { tree: this.meta.tree.snapshot() };
+        }
       }
-      if (this.replicator.pendingOps === 0 && this.meta.pendingRemote.length === 0) break;
+      if ('manifest' in kept) await this.raiseFormat(FORMAT_SNAPSHOT_PAGES, 'its snapshots now share the pages of checkpoints');
+      const now = at ?? Date.now();
+      const id = newSnapshotId(now);
+      await this.snapshots.writeTree(id, seq, kept);
+      kept = undefined;
+      // Counted before the record is written and kept if that fails: a PUT that got no answer
+      // may have written the record all the same, and GC must never free what a snapshot in the
+      // bucket names. A snapshot that really was not written keeps its chunks only until the
+      // engine restarts (SnapshotRefs then counts what the bucket holds).
+      const totals = await this.snapshotRefs.add(id);
+      const record: SnapshotRecord = { id, createdAt: now, label: clean, kind, seq, ...totals };
+      await this.snapshots.writeRecord(record);
+      this.log(`took snapshot ${record.id} (${kind}${clean ? `, "${clean}"` : ''}) at metadata segment ${record.seq}`);
+      return record;
+    } finally {
+      release();
     }
-    // From here to `add` nothing awaits: the copy and its chunk names are of one instant.
-    const now = at ?? Date.now();
-    const tree = this.meta.tree;
-    const record: SnapshotRecord = {
-      id: newSnapshotId(now),
-      createdAt: now,
-      label: clean,
-      kind,
-      seq: this.meta.remoteSeq,
-      ...filesOf(tree),
-    };
-    const copy = tree.snapshot();
-    // Counted before the write and kept if it fails: a PUT that got no answer may have written
-    // the record all the same, and GC must never free what a snapshot in the bucket names. A
-    // snapshot that really was not written keeps its chunks only until the engine restarts
-    // (SnapshotRefs then counts what the bucket holds).
-    this.snapshotRefs.add(record.id, chunksOf(tree).keys());
-    await this.snapshots.create(record, copy);
-    this.log(`took snapshot ${record.id} (${kind}${clean ? `, "${clean}"` : ''}) at metadata segment ${record.seq}`);
-    return record;
   }
 
   /** Deletes a snapshot; the chunks only it kept are garbage from now on (freed after the grace period). */
   async deleteSnapshot(id: string): Promise<void> {
     await this.assertWriter('deleting a snapshot');
     await this.snapshots.delete(id);
-    this.snapshotRefs.remove(id);
+    await this.snapshotRefs.remove(id);
     this.log(`deleted snapshot ${id}`);
   }
 
@@ -796,6 +816,7 @@ export class Engine {
     await local('writing downloaded chunks into the cache', () => this.fetcher.cacheWritesDone());
     await this.dirty.closeSpares();
     await local('closing cache files', () => this.handles.closeAll());
+    this.snapshotRefs.close();
     await this.opts.store.close().catch(() => undefined);
     if (durable) await fsp.rm(this.lockFile, { force: true });
   }

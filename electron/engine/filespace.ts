@@ -38,8 +38,13 @@
  * be sealed in segments (FSC2, chunk/format.ts); the writer raises the header to it before it
  * PUTs its first chunk sealed so (upload/uploader.ts), since a version that knows only
  * whole-sealed chunks (FSC1) would answer every read of such a chunk with EIO (chunks that
- * compress are FSC1 and need no raise). Format-4 chunks read unchanged as format 5. A format
- * newer than this version knows is refused with one line saying so.
+ * compress are FSC1 and need no raise). Format-4 chunks read unchanged as format 5. Format 6:
+ * a snapshot may keep its tree as the manifest of a paged checkpoint, whose pages it shares with
+ * the checkpoints (meta/snapshots.ts); the writer raises the header to it before it writes the
+ * first such snapshot, since a version that does not know it would read the snapshot as
+ * damaged and, as the writer, let compaction delete the pages only snapshots name. Format-5
+ * snapshots (whole trees) read unchanged as format 6. A format newer than this version knows
+ * is refused with one line saying so.
  */
 
 import { randomUUID } from 'node:crypto';
@@ -56,7 +61,7 @@ export const HEADER_KEY = 'filespace.json';
 const MIN_CHUNK = 64 * 1024;
 const MAX_CHUNK = 64 * 1024 * 1024;
 /** The newest header format this version reads (see the module header). */
-export const FORMAT_NEWEST = 5;
+export const FORMAT_NEWEST = 6;
 /** The format a filespace needs once its metadata holds hard links. */
 export const FORMAT_LINKS = 2;
 /** The format a filespace needs once its metadata log may have been compacted. */
@@ -65,6 +70,8 @@ export const FORMAT_COMPACTED = 3;
 export const FORMAT_PAGES = 4;
 /** The format a filespace needs once its chunks may be sealed in segments (FSC2). */
 export const FORMAT_SEGMENTS = 5;
+/** The format a filespace needs once a snapshot may keep its tree as a paged checkpoint's manifest. */
+export const FORMAT_SNAPSHOT_PAGES = 6;
 
 const kdfSchema = z.object({
   alg: z.literal('scrypt'),

@@ -17,7 +17,9 @@
  *      gives it a few seconds; its share is the new pages and manifest it wrote against the
  *      manifest plus every page it names, the whole tree's metadata; a run where none was
  *      written says so and fails the target), and the engine closed;
- *   3. a fresh machine: link from the bucket and open, then a cold stat. With
+ *   3. snapshots on the same machine: one of the whole tree, then 1,000 files changed and a
+ *      second one, garbage collection (which counts what both name), and both deleted again;
+ *   4. a fresh machine: link from the bucket and open, then a cold stat. With
  *      FILESPACE_SCALE_GET_MS (default 0), the fresh machine's bucket answers each GET that many
  *      milliseconds late, as a bucket across a network does (a link reads every page of the tree:
  *      on a real bucket its GETs' round trips count as much as their bytes).
@@ -313,7 +315,29 @@ async function phaseFresh(root: string, l: Layout): Promise<PhaseResult> {
   return { linkMs, openMs, linkMountMs, coldStatMs, peakRss: peakRssBytes() };
 }
 
-const PHASES = { make: phaseMake, remount: phaseRemount, fresh: phaseFresh } as const;
+async function phaseSnapshot(root: string, l: Layout): Promise<PhaseResult> {
+  const { engine, fs } = await openEngine(root, 'a');
+  const rssOpen = process.memoryUsage().rss;
+  let started = performance.now();
+  const first = await engine.createSnapshot('scale');
+  const snapshotMs = performance.now() - started;
+  const changed = Buffer.alloc(2048, 7);
+  for (let k = 0; k < CHANGED_FILES; k++) await writeFile(fs, fileAt(l, Math.floor((k * l.files) / CHANGED_FILES) + 1), changed);
+  await syncAll(engine);
+  started = performance.now();
+  const second = await engine.createSnapshot('scale, 1,000 files later');
+  const secondSnapshotMs = performance.now() - started;
+  started = performance.now();
+  const gc = await engine.collectGarbage();
+  const gcMs = performance.now() - started;
+  await engine.deleteSnapshot(first.id);
+  await engine.deleteSnapshot(second.id);
+  await engine.close();
+  if (first.files !== l.files) throw new Error(`the snapshot holds ${first.files} files, not ${l.files}`);
+  return { rssAfterOpen: rssOpen, snapshotMs, secondSnapshotMs, gcMs, gcScanned: gc.scanned, peakRss: peakRssBytes() };
+}
+
+const PHASES = { make: phaseMake, remount: phaseRemount, snapshot: phaseSnapshot, fresh: phaseFresh } as const;
 type Phase = keyof typeof PHASES;
 
 /** Runs one phase in a process of its own; resolves what it measured. */
@@ -347,13 +371,14 @@ function report(
   const m = r.make;
   const re = r.remount;
   const f = r.fresh;
-  const peak = Math.max(m.peakRss ?? 0, re.peakRss ?? 0, f.peakRss ?? 0);
+  const sn = r.snapshot;
+  const peak = Math.max(m.peakRss ?? 0, re.peakRss ?? 0, sn.peakRss ?? 0, f.peakRss ?? 0);
   const ckptShare = (re.checkpointBytesWritten ?? 0) / Math.max(1, re.checkpointBytes ?? 1);
   const met = (ok: boolean) => (ok ? 'met' : '**NOT met**');
   const rows: Array<[string, string, string, string]> = [
     [
-      'Engine peak RSS (make / remount / fresh machine)',
-      `${mb(m.peakRss!)} / ${mb(re.peakRss!)} / ${mb(f.peakRss!)}`,
+      'Engine peak RSS (make / remount / snapshots / fresh machine)',
+      `${mb(m.peakRss!)} / ${mb(re.peakRss!)} / ${mb(sn.peakRss!)} / ${mb(f.peakRss!)}`,
       '< 300 MB',
       met(peak < 300e6),
     ],
@@ -407,6 +432,8 @@ function report(
     `| Newest checkpoint: its manifest and every page it names (the whole tree's metadata) | ${mb(re.checkpointBytes ?? 0)} |`,
     `| Checkpoint after changing 1,000 files: time to write it | ${num((re.checkpointMs ?? 0) / 1000, 2)} s |`,
     `| All metadata the change of 1,000 files wrote (log segments and checkpoint) | ${mb(re.changeMetaBytesWritten ?? 0)} |`,
+    `| Snapshot of the whole tree / of it after changing 1,000 files | ${num((sn.snapshotMs ?? 0) / 1000, 2)} / ${num((sn.secondSnapshotMs ?? 0) / 1000, 2)} s |`,
+    `| Garbage collection with both snapshots kept | ${num((sn.gcMs ?? 0) / 1000, 2)} s (${num(sn.gcScanned ?? 0)} chunks) |`,
     `| Bucket metadata at the end: objects (segments, checkpoints, pages), bytes | ${num(meta.objects)} (${num(meta.segments)}, ${num(meta.checkpoints)}, ${num(meta.pages)}), ${mb(meta.bytes)} |`,
     '',
   ];

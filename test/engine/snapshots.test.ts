@@ -4,11 +4,16 @@
  * through its read-only filesystem; deleting it frees them after the grace period; the
  * schedule takes automatic snapshots and expires the oldest of each kind, never a manual one;
  * a damaged snapshot stops garbage collection (nothing deleted) and is named by the checker.
+ * A snapshot keeps its tree as the manifest of a paged checkpoint (format 6): a later one reads
+ * only the pages that changed, and one written as a whole tree (before format 6) still reads
+ * and keeps its chunks.
  */
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { checkFilespace } from '../../electron/engine/check';
+import { FORMAT_SNAPSHOT_PAGES, HEADER_KEY } from '../../electron/engine/filespace';
+import { RemoteMeta } from '../../electron/engine/meta/remote';
 import { SNAPSHOT_TREE_PREFIX, SnapshotStore, schedulePlan } from '../../electron/engine/meta/snapshots';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import { PutOptions, StoreError } from '../../electron/engine/store/types';
@@ -25,6 +30,16 @@ class LostAnswerStore extends MemoryStore {
       throw new StoreError('Timeout', `no answer to the PUT of ${key}`);
     }
     return etag;
+  }
+}
+
+/** A bucket that counts the GETs of metadata pages. */
+class PageCountingStore extends MemoryStore {
+  pageGets = 0;
+
+  override async get(key: string, options?: Parameters<MemoryStore['get']>[1]): ReturnType<MemoryStore['get']> {
+    if (key.startsWith('meta/page/')) this.pageGets++;
+    return super.get(key, options);
   }
 }
 
@@ -206,6 +221,114 @@ describe('snapshots (in process)', () => {
       report.problems.some((p) => p.includes(`snapshot ${snap.id}`) && /damaged/.test(p)),
       report.problems.join('\n'),
     );
+    await m2.close();
+  });
+
+  it('keeps its tree as a paged checkpoint (format 6): a later snapshot reads only the pages that changed, and deleting one keeps what the other names', async () => {
+    const store = new PageCountingStore();
+    const space = await bed.filespace({ chunkSize: CS, store });
+    const m = await bed.mount(space, { settings: { gcGraceMs: 0 } });
+    const files = new Map<string, Buffer>();
+    for (let d = 0; d < 3; d++) {
+      m.fs.mkdir(`/d${d}`, 0o755);
+      for (let f = 0; f < 5; f++) {
+        const data = random(CS + 10 * f + d);
+        files.set(`/d${d}/f${f}`, data);
+        await writeFile(m.fs, `/d${d}/f${f}`, data);
+      }
+    }
+    await m.sync();
+    const s1 = await m.engine.createSnapshot('one');
+    assert.equal(s1.files, 15);
+    assert.equal(
+      s1.bytes,
+      [...files.values()].reduce((n, b) => n + b.length, 0),
+    );
+    const raw = JSON.parse((await store.get(HEADER_KEY))!.body.toString('utf8')) as { format: number };
+    assert.equal(raw.format, FORMAT_SNAPSHOT_PAGES, 'the header says snapshots may keep paged trees');
+    const snaps = new SnapshotStore(store, space.keys.metaKey, CS, space.header);
+    const pages1 = await snaps.pagesOf(s1.id);
+    assert.ok(pages1.length >= 4, `the tree is a manifest of pages (${pages1.length})`);
+
+    const changed = random(2 * CS);
+    await writeFile(m.fs, '/d1/f0', changed);
+    await m.fs.unlink('/d2/f4');
+    await m.sync();
+    const chunksOfOne = new Set(await chunkObjects(store));
+    const before = store.pageGets;
+    const s2 = await m.engine.createSnapshot('two');
+    const pages2 = await snaps.pagesOf(s2.id);
+    const fresh = pages2.filter((p) => !pages1.includes(p));
+    assert.ok(fresh.length > 0 && fresh.length < pages2.length, `some pages are new (${fresh.length} of ${pages2.length})`);
+    assert.equal(
+      store.pageGets - before,
+      fresh.length,
+      'counting its chunks read only the pages the first snapshot did not name',
+    );
+    assert.equal(s2.files, 14);
+
+    await m.engine.collectGarbage();
+    await m.engine.collectGarbage();
+    for (const k of chunksOfOne) assert.ok((await store.head(k)) !== undefined, `chunk ${k} a snapshot names was kept`);
+    const one = await m.engine.snapshotFs(s1.id);
+    await expectContent(one, '/d1/f0', files.get('/d1/f0')!, CS, 'snapshot one');
+    await expectContent(one, '/d2/f4', files.get('/d2/f4')!, CS, 'snapshot one');
+    m.engine.releaseSnapshotFs(one);
+
+    await m.engine.deleteSnapshot(s1.id);
+    await m.engine.collectGarbage();
+    await m.engine.collectGarbage();
+    const left = new Set(await chunkObjects(store));
+    assert.ok(
+      [...chunksOfOne].some((k) => !left.has(k)),
+      'the chunks only snapshot one named were freed',
+    );
+    const two = await m.engine.snapshotFs(s2.id);
+    await expectContent(two, '/d1/f0', changed, CS, 'snapshot two');
+    await expectContent(two, '/d0/f3', files.get('/d0/f3')!, CS, 'snapshot two');
+    assert.equal(await failsWith(() => two.open('/d2/f4', 0)), 'ENOENT');
+    m.engine.releaseSnapshotFs(two);
+    const report = await checkFilespace({ store, keys: space.keys, header: space.header });
+    assert.deepEqual(report.problems, []);
+    await m.close();
+  });
+
+  it('reads a snapshot kept as a whole tree (before format 6) and keeps its chunks through GC', async () => {
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space, { settings: { gcGraceMs: 0 } });
+    const a = random(3 * CS);
+    await writeFile(m.fs, '/a', a);
+    await m.sync();
+    await m.close();
+    const { tree, seq } = await new RemoteMeta(space.store, space.keys.metaKey, space.header).load(CS);
+    const snaps = new SnapshotStore(space.store, space.keys.metaKey, CS, space.header);
+    const id = '20261201-000000-0abc';
+    await snaps.writeTree(id, seq, { tree: tree.snapshot() });
+    await snaps.writeRecord({
+      id,
+      createdAt: Date.UTC(2026, 11, 1),
+      label: 'old',
+      kind: 'manual',
+      seq,
+      files: 1,
+      bytes: a.length,
+    });
+    assert.deepEqual(await snaps.pagesOf(id), [], 'a whole tree names no pages');
+
+    const m2 = await bed.mount(space, { cacheDir: m.cacheDir, settings: { gcGraceMs: 0 } });
+    const chunks = await chunkObjects(space.store);
+    await m2.fs.unlink('/a');
+    await m2.sync();
+    await m2.engine.collectGarbage();
+    await m2.engine.collectGarbage();
+    for (const k of chunks) assert.ok((await space.store.head(k)) !== undefined, `chunk ${k} the old snapshot names was kept`);
+    const sfs = await m2.engine.snapshotFs(id);
+    await expectContent(sfs, '/a', a, CS, 'the whole-tree snapshot');
+    m2.engine.releaseSnapshotFs(sfs);
+    await m2.engine.deleteSnapshot(id);
+    await m2.engine.collectGarbage();
+    await m2.engine.collectGarbage();
+    assert.ok((await chunkObjects(space.store)).length < chunks.length, 'its chunks go once it is deleted');
     await m2.close();
   });
 });

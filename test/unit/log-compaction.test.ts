@@ -11,7 +11,8 @@ import { Compactor } from '../../electron/engine/meta/compaction';
 import { CKPT_PREFIX, LOG_PREFIX, RemoteMeta, seqKey } from '../../electron/engine/meta/remote';
 import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
 import { MemoryStore } from '../../electron/engine/store/memory';
-import { PAGE_PREFIX, PageWriter, pageHashKey, pageSeqOf } from '../../electron/engine/meta/pages';
+import { PAGE_PREFIX, PageWriter, isManifest, pageHashKey, pageSeqOf } from '../../electron/engine/meta/pages';
+import { SNAPSHOT_TREE_PREFIX, SnapshotStore } from '../../electron/engine/meta/snapshots';
 
 const CS = 64 * 1024;
 const W = { id: 'machine-a', epoch: 1 };
@@ -45,8 +46,15 @@ async function bucketWith(n: number, ckpts: number[]): Promise<{ store: MemorySt
   return { store, remote };
 }
 
-function compactor(store: MemoryStore, remote: RemoteMeta, clock: { now: number }, calls: string[]): Compactor {
+function compactor(
+  store: MemoryStore,
+  remote: RemoteMeta,
+  clock: { now: number },
+  calls: string[],
+  snapshots?: SnapshotStore,
+): Compactor {
   return new Compactor({
+    ...(snapshots ? { snapshotPages: () => snapshots.namedPages() } : {}),
     store,
     remote,
     writer: () => W,
@@ -136,24 +144,33 @@ describe('metadata log compaction', () => {
   });
 });
 
+/**
+ * A bucket written by a page writer: checkpoint(seq) applies the ops of segment seq (a folder
+ * d, then one file in it per segment: a, b, c, e), writes a paged checkpoint and prunes.
+ */
+function pagedBucket() {
+  const store = new MemoryStore();
+  const key = randomBytes(32);
+  const remote = new RemoteMeta(store, key);
+  const writer = new PageWriter(pageHashKey(key));
+  const tree = Tree.create(CS, 1, 1, 1);
+  const dirOp: MetaOp = { t: 'mk', parent: ROOT_INO, name: 'd', ino: 2, kind: 'dir', mode: 0o755, uid: 1, gid: 1, ms: 1 };
+  const inD = (name: string, ino: number): MetaOp => ({ ...dirOp, parent: 2, name, ino, kind: 'file', mode: 0o644, ms: ino });
+  const ops: MetaOp[][] = [[dirOp, inD('a', 3)], [inD('b', 4)], [inD('c', 5)], [inD('e', 6)]];
+  writer.adopt(undefined);
+  const checkpoint = async (seq: number) => {
+    for (const op of ops[seq - 1]!) tree.apply(op);
+    writer.noteSegment(tree, seq, ops[seq - 1]!);
+    assert.ok(await remote.writePagedCheckpoint(writer.plan(tree, seq, undefined)));
+    writer.planned();
+    await remote.pruneCheckpoints();
+  };
+  return { store, key, remote, checkpoint };
+}
+
 describe('compaction of the pages of paged checkpoints', () => {
   it('deletes a page only once no kept manifest has named it for the grace; leaves named pages and a checkpoint being written alone', async () => {
-    const store = new MemoryStore();
-    const key = randomBytes(32);
-    const remote = new RemoteMeta(store, key);
-    const writer = new PageWriter(pageHashKey(key));
-    const tree = Tree.create(CS, 1, 1, 1);
-    const dirOp: MetaOp = { t: 'mk', parent: ROOT_INO, name: 'd', ino: 2, kind: 'dir', mode: 0o755, uid: 1, gid: 1, ms: 1 };
-    const inD = (name: string, ino: number): MetaOp => ({ ...dirOp, parent: 2, name, ino, kind: 'file', mode: 0o644, ms: ino });
-    const ops: MetaOp[][] = [[dirOp, inD('a', 3)], [inD('b', 4)], [inD('c', 5)]];
-    const checkpoint = async (seq: number) => {
-      for (const op of ops[seq - 1]!) tree.apply(op);
-      writer.noteSegment(tree, seq, ops[seq - 1]!);
-      assert.ok(await remote.writePagedCheckpoint(writer.plan(tree, seq, undefined)));
-      writer.planned();
-      await remote.pruneCheckpoints();
-    };
-    writer.adopt(undefined);
+    const { store, remote, checkpoint } = pagedBucket();
     await checkpoint(1); // pages of / and d at seq 1
     await checkpoint(2); // both rewritten: the seq-1 pages are named by manifest 1 only (kept)
     const clock = { now: 0 };
@@ -176,5 +193,43 @@ describe('compaction of the pages of paged checkpoints', () => {
     assert.ok(!left.some((k) => pageSeqOf(k) === 1), left.join(','));
     assert.equal(left.length, 5);
     assert.deepEqual((await remote.load(CS)).tree.lookup(2, 'c')?.ino, 5, 'the newest checkpoint still loads');
+  });
+
+  it('keeps the pages a snapshot tree names after no manifest names them, until the snapshot is deleted; keeps every page while a snapshot tree does not open', async () => {
+    const { store, key, remote, checkpoint } = pagedBucket();
+    const snaps = new SnapshotStore(store, key, CS);
+    await checkpoint(1);
+    const m1 = await remote.readCheckpoint(seqKey(CKPT_PREFIX, 1));
+    assert.ok(m1 && isManifest(m1));
+    const id = '20261205-120000-abcd';
+    await snaps.writeTree(id, 1, { manifest: m1 });
+    await snaps.writeRecord({ id, createdAt: 0, label: '', kind: 'manual', seq: 1, files: 1, bytes: 0 });
+    const kept = m1.pages.map((p) => p.key).sort();
+    assert.deepEqual([...((await snaps.namedPages()) ?? [])].sort(), kept);
+    await checkpoint(2);
+    await checkpoint(3); // manifest 1 pruned: its pages are named by the snapshot alone
+    const clock = { now: 0 };
+    const c = compactor(store, remote, clock, [], snaps);
+    await c.tick();
+    clock.now += GRACE;
+    assert.equal((await c.tick()).deletedPages, undefined, 'the snapshot names them');
+    for (const k of kept) assert.ok((await store.head(k)) !== undefined, `page ${k} kept`);
+    const back = await snaps.loadTree(id);
+    assert.equal(back.lookup(2, 'a')?.ino, 3);
+    assert.equal(back.lookup(2, 'b'), undefined, 'the snapshot reads as of its segment');
+
+    // A snapshot tree that does not open may name any page: none is deleted while it is there.
+    const bad = '20261205-120001-abcd';
+    await store.put(`${SNAPSHOT_TREE_PREFIX}${bad}`, randomBytes(64));
+    await snaps.delete(id);
+    await c.tick();
+    clock.now += GRACE;
+    assert.equal((await c.tick()).deletedPages, undefined, 'an unreadable snapshot tree keeps every page');
+    await store.delete(`${SNAPSHOT_TREE_PREFIX}${bad}`);
+    await c.tick();
+    clock.now += GRACE;
+    assert.equal((await c.tick()).deletedPages, kept.length, 'once deleted, its pages go after the grace');
+    for (const k of kept) assert.equal(await store.head(k), undefined);
+    assert.equal((await remote.load(CS)).tree.lookup(2, 'c')?.ino, 5, 'the newest checkpoint still loads');
   });
 });

@@ -27,15 +27,17 @@
  *
  * Pages of paged checkpoints (meta/page/, pages.ts) are shared by the manifests that name
  * them, so they go by reference, not by sequence number: each round lists the kept manifests
- * and the pages, and deletes a page once it has been named by no kept manifest for the grace
+ * (and the snapshot trees) and the pages, and deletes a page once it has been named by none for the grace
  * period (on this machine's monotonic clock, from the round that first saw it so), since a
  * reader that listed an older manifest may still be reading its pages. A page of a sequence
  * number above the newest manifest's is a checkpoint being written (pages go before their
  * manifest) and is left alone; while any checkpoint does not open, no page is deleted.
  *
- * Snapshots keep their own trees (meta/snaptree/, meta/snapshots.ts) and GC its marks
- * (meta/gc-marks): neither names a segment or a checkpoint, so compaction deletes nothing
- * either needs. Followers and mounts that find their position below the mark reload from the
+ * A snapshot tree (meta/snaptree/, meta/snapshots.ts) is the manifest of a paged checkpoint
+ * (or, written before format 6, a whole tree): the pages it names count as named for as long
+ * as the tree is in the bucket, and while one does not open no page is deleted. Neither
+ * snapshots nor GC's marks (meta/gc-marks) name a segment or a checkpoint, so compaction
+ * deletes nothing else either needs. Followers and mounts that find their position below the mark reload from the
  * newest checkpoint (role.ts).
  *
  * Owns: the mark as this writer last read or wrote it, when it was written, and what of it
@@ -59,6 +61,11 @@ export interface CompactorDeps {
   readonly checkpointIfBehind: () => Promise<void>;
   /** Makes the local position durable before a mark is raised over it. */
   readonly flushLocal: () => Promise<void>;
+  /**
+   * The pages snapshot trees name (meta/snapshots.ts), kept like those of kept manifests;
+   * undefined when one cannot be read (then no page is deleted).
+   */
+  readonly snapshotPages?: () => Promise<ReadonlySet<string> | undefined>;
   /** Before the first mark is written: the header must say the log may be compacted. */
   readonly beforeFirstMark: () => Promise<void>;
   readonly graceMs: () => number;
@@ -124,6 +131,11 @@ export class Compactor {
       }
       if (!ck) return 0; // pruned meanwhile: the next round looks again
       if (isManifest(ck)) for (const p of ck.pages) named.add(p.key);
+    }
+    if (deps.snapshotPages) {
+      const kept = await deps.snapshotPages();
+      if (!kept) return 0; // a snapshot tree that does not open may name any page: delete none
+      for (const key of kept) named.add(key);
     }
     const now = this.mono();
     const due: string[] = [];

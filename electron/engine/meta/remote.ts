@@ -414,6 +414,18 @@ export class RemoteMeta {
   }
 
   /**
+   * The tree manifest `m` and its pages make (a snapshot's, meta/snapshots.ts), assembled in
+   * memory; PageGoneError or DamagedMetadataError when a page cannot be read.
+   */
+  async treeOfManifest(chunkSize: number, m: Manifest): Promise<Tree> {
+    this.checkIdentity(m);
+    const sink = memorySink(chunkSize);
+    await sink.manifest(m);
+    await this.streamPages(m.pages, (ref, page) => sink.page(ref, page));
+    return sink.pagesDone();
+  }
+
+  /**
    * Reads the pages `refs` names and hands each to `each` in the order of `refs`, at most
    * `STREAM_AHEAD` (and `STREAM_AHEAD_BYTES`) read ahead: memory holds those, not every page.
    */

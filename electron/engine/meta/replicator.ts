@@ -25,9 +25,17 @@
 
 import { MetaStore } from './metastore';
 import { LeaseLostError } from './lease';
-import { PageWriter } from './pages';
+import { Manifest, PageWriter, isManifest } from './pages';
 import { Tree } from './tree';
-import { FilespaceIdentity, RemoteMeta, SegmentConflictError, SegmentWriter } from './remote';
+import {
+  CKPT_PREFIX,
+  DamagedMetadataError,
+  FilespaceIdentity,
+  RemoteMeta,
+  SegmentConflictError,
+  SegmentWriter,
+  seqKey,
+} from './remote';
 import { isNoAnswer } from '../store/types';
 import { Signal, backoffMs } from '../util/concurrency';
 
@@ -191,6 +199,34 @@ export class Replicator {
     await this.remote
       .pruneCheckpoints()
       .catch((err) => this.log(`could not delete old metadata checkpoints: ${(err as Error).message}`));
+  }
+
+  /**
+   * The manifest of a paged checkpoint of the tree as the bucket has it now (segment
+   * `remoteSeq`, every op pushed), written now unless the bucket has one of that segment
+   * already: what a snapshot keeps (meta/snapshots.ts). 'moved' when ops wait to be pushed or
+   * the tree moved on meanwhile (push and ask again); undefined when this machine writes no
+   * paged checkpoints (not the writer, or not paged) or the checkpoint of that segment is a
+   * whole tree or does not open.
+   */
+  async manifestNow(): Promise<Manifest | 'moved' | undefined> {
+    if (!this.paged || !this.writer() || this.conflict) return undefined;
+    if (this.meta.pendingRemote.length > 0) return 'moved';
+    const seq = this.meta.remoteSeq;
+    const key = seqKey(CKPT_PREFIX, seq);
+    const read = () =>
+      this.remote.readCheckpoint(key).catch((err: unknown) => {
+        if (err instanceof DamagedMetadataError) return null;
+        throw err;
+      });
+    let ck = await read();
+    if (ck === undefined) {
+      await this.checkpointNow();
+      if (this.meta.pendingRemote.length > 0 || this.meta.remoteSeq !== seq) return 'moved';
+      ck = await read();
+      if (ck === undefined) return 'moved';
+    }
+    return ck && isManifest(ck) && ck.seq === seq ? ck : undefined;
   }
 
   /** Writes a paged checkpoint of segment `seq`; false when the tree moved on meanwhile (none written). */

@@ -1,38 +1,48 @@
 /**
  * Snapshots: point-in-time, read-only views of the whole filespace, kept in the bucket. Cheap,
- * because chunks are immutable: a snapshot is a copy of the tree, and the chunks it names stay.
+ * because chunks and metadata pages are immutable: a snapshot keeps the pages of a paged
+ * checkpoint (pages.ts) of the segment it shows, and the chunks they name stay.
  *
  * Layout under the filespace root (everything sealed with the metadata key and the object's
  * key as associated data, as remote.ts does):
  *   meta/snapshots/<id>          the record: id, created time, label, kind (manual, hourly,
  *                                daily), the metadata sequence number it shows, files, bytes
- *   meta/snaptree/<id>           the tree as of that sequence number (a checkpoint of its own,
- *                                which pruneCheckpoints never sees: it lists meta/ckpt/ only)
+ *   meta/snaptree/<id>           the tree as of that sequence number: the manifest of a paged
+ *                                checkpoint of that segment (format 6), whose pages (meta/page/)
+ *                                it shares with the checkpoints and other snapshots; written
+ *                                before format 6, the whole tree. pruneCheckpoints never sees it
+ *                                (it lists meta/ckpt/ only), and compaction keeps every page a
+ *                                tree here names (compaction.ts)
  *   meta/snapshot-schedule       how many automatic snapshots of each kind are kept (0: none taken)
  * Ids are `YYYYMMDD-HHMMSS-xxxx` (UTC time of creation, 4 random hex digits), so listings sort
- * by age. Reading a snapshot's tree goes through `loadTree` alone.
+ * by age. A snapshot's tree is read whole through `loadTree` (browsing, listing, checking), and
+ * page by page through `recordsOf` (counting its chunks: memory holds a few pages).
  *
  * Who writes: only the lease holder creates and deletes snapshots and applies the schedule
  * (the engine refuses otherwise). It creates the tree first and the record after it (both with
  * If-None-Match), and deletes the record first and the tree after it: a record always has its
- * tree, and a tree without a record is never listed.
+ * tree, and a tree without a record is never listed (its pages are still kept: a leak of
+ * metadata, never a loss).
  *
  * Garbage collection (gc.ts) runs in the lease holder too, and counts every chunk a live
  * snapshot names as referenced, through `SnapshotRefs`: the chunk names of every snapshot,
  * read from the bucket before the first pass or creation, then kept up to date by this
  * machine's own creations and deletions (nobody else may make any while it holds the lease).
  * Why no chunk a live snapshot names is ever deleted:
- *  - At creation, the tree is copied from the live tree and its chunk names are added to
- *    `SnapshotRefs` in the same synchronous step: each of those chunks is named by the live
- *    tree at that instant, so there is no instant at which it is named by neither. The record
- *    is written to the bucket afterwards; if that fails the names stay counted (a PUT without
- *    an answer may have written it), until the engine restarts and counts what the bucket holds.
+ *  - At creation, `SnapshotRefs` answers that every chunk is referenced (`hold`) from before
+ *    the snapshot's segment is fixed until its chunk names are counted from its pages; each of
+ *    those chunks is named by the live tree at that segment, so there is no instant at which
+ *    it is named by neither. The record is written to the bucket afterwards; if that fails the
+ *    names stay counted (a PUT without an answer may have written it), until the engine
+ *    restarts and counts what the bucket holds.
  *  - A GC pass deletes a chunk only when it was unreferenced at the previous pass, is still
  *    unreferenced at this one (read at its start and again right before deleting, both
  *    through `has` of the live tree and of `SnapshotRefs`), and the grace period has passed.
  *    A chunk named by a live snapshot is referenced at both reads.
- *  - When the snapshots cannot all be read (a damaged record or tree), which chunks they name
- *    is unknown: GC refuses to run (`SnapshotRefs.ready` throws, naming the snapshot).
+ *  - Until every snapshot is counted, and after a count that failed, `has` answers yes for
+ *    every chunk. When the snapshots cannot all be read (a damaged record, tree or page), which
+ *    chunks they name is unknown: GC refuses to run (`SnapshotRefs.ready` throws, naming the
+ *    snapshot).
  *  - Deleting removes the record, then the names: from then on those chunks are garbage unless
  *    the live tree or another snapshot names them, marked at the next pass and deleted after
  *    the grace period, as any chunk the live tree dropped (a machine still browsing the deleted
@@ -40,15 +50,20 @@
  */
 
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { AuthError, open, seal } from '../chunk/crypto';
 import { UserError } from '../errors';
 import { ObjectStore, StoreError } from '../store/types';
-import { DamagedMetadataError, FilespaceIdentity } from './remote';
+import { Database, Statement, openDatabase } from './db';
+import { InodeRecord, Manifest, isManifest } from './pages';
+import { DamagedMetadataError, FilespaceIdentity, PageGoneError, RemoteMeta } from './remote';
 import { Tree, TreeSnapshot } from './tree';
 
 export const SNAPSHOT_PREFIX = 'meta/snapshots/';
 export const SNAPSHOT_TREE_PREFIX = 'meta/snaptree/';
 export const SNAPSHOT_SCHEDULE_KEY = 'meta/snapshot-schedule';
+/** The engine's scratch database of the chunk names snapshots hold (SnapshotRefs), in its cache folder. */
+export const SNAPSHOT_REFS_FILE = 'snapshot-refs.db';
 
 export const SNAPSHOT_KINDS = ['manual', 'hourly', 'daily'] as const;
 export type SnapshotKind = (typeof SNAPSHOT_KINDS)[number];
@@ -80,11 +95,17 @@ export interface SnapshotSchedule {
 
 export const NO_SCHEDULE: SnapshotSchedule = { hourly: 0, daily: 0 };
 
-interface StoredTree {
+/** A snapshot's tree as stored: the whole tree (written before format 6), or a paged checkpoint's manifest. */
+type StoredTree = {
   readonly id: string;
   readonly seq: number;
-  readonly tree: TreeSnapshot;
   readonly filespace?: FilespaceIdentity;
+} & ({ readonly tree: TreeSnapshot } | { readonly manifest: Manifest });
+
+/** Files and bytes of a snapshot, as its record gives them. */
+export interface SnapshotTotals {
+  readonly files: number;
+  readonly bytes: number;
 }
 
 const ID_RE = /^\d{8}-\d{6}-[0-9a-f]{4}$/;
@@ -129,18 +150,6 @@ export function chunksOf(tree: Tree): Map<string, number> {
   const out = new Map<string, number>();
   for (const inode of tree.inodes.values()) for (const c of inode.chunks ?? []) if (c) out.set(c[0], c[1]);
   return out;
-}
-
-/** Regular files of a tree, and the sum of their sizes. */
-export function filesOf(tree: Tree): { files: number; bytes: number } {
-  let files = 0;
-  let bytes = 0;
-  for (const inode of tree.inodes.values()) {
-    if (inode.kind !== 'file') continue;
-    files++;
-    bytes += inode.size;
-  }
-  return { files, bytes };
 }
 
 /**
@@ -191,12 +200,16 @@ export function uniqueBytes(
 
 /** Reads and writes snapshots in the bucket (see the header for the layout). */
 export class SnapshotStore {
+  private readonly remote: RemoteMeta;
+
   constructor(
     private readonly store: ObjectStore,
     private readonly metaKey: Buffer,
     private readonly chunkSize: number,
     private readonly identity?: FilespaceIdentity,
-  ) {}
+  ) {
+    this.remote = new RemoteMeta(store, metaKey, identity);
+  }
 
   private sealJson(key: string, value: unknown): Buffer {
     return seal(this.metaKey, Buffer.from(JSON.stringify(value), 'utf8'), `meta:${key}`);
@@ -240,37 +253,156 @@ export class SnapshotStore {
     return r;
   }
 
-  /** The tree of snapshot `id`, as of its sequence number: the one way a snapshot's tree is read. */
-  async loadTree(id: string): Promise<Tree> {
+  /** Snapshot `id`'s tree object as stored, checked to be that snapshot's and this filespace's. */
+  private async readStored(id: string): Promise<StoredTree> {
     checkSnapshotId(id);
     const key = `${SNAPSHOT_TREE_PREFIX}${id}`;
     const what = `the tree of snapshot ${id}`;
     const t = await this.getJson<StoredTree>(key, what);
     if (!t) throw new DamagedMetadataError(key, `${what} (${key}) is missing from the bucket`, 'SNAPSHOT_DAMAGED');
     if (t.id !== id) throw new DamagedMetadataError(key, `${what} (${key}) names another snapshot`, 'SNAPSHOT_DAMAGED');
-    if (
-      this.identity &&
-      t.filespace &&
-      (t.filespace.id !== this.identity.id || t.filespace.chunkSize !== this.identity.chunkSize)
-    )
-      throw new DamagedMetadataError(key, `${what} (${key}) was written for another filespace`, 'SNAPSHOT_DAMAGED');
+    const idOf = (f: FilespaceIdentity | undefined) => f && `${f.id}/${f.chunkSize}`;
+    const want = idOf(this.identity);
+    const manifest = 'manifest' in t ? t.manifest : undefined;
+    for (const f of [t.filespace, manifest?.filespace])
+      if (want && f && idOf(f) !== want)
+        throw new DamagedMetadataError(key, `${what} (${key}) was written for another filespace`, 'SNAPSHOT_DAMAGED');
+    if (manifest !== undefined && (!isManifest(manifest) || manifest.seq !== t.seq))
+      throw new DamagedMetadataError(
+        key,
+        `${what} (${key}) is malformed: its manifest is not one of segment ${t.seq}`,
+        'SNAPSHOT_DAMAGED',
+      );
+    return t;
+  }
+
+  /**
+   * A page of a snapshot's manifest that cannot be read makes the snapshot damaged (one line
+   * naming the page); anything else (no answer from the bucket) passes through.
+   */
+  private pageDamage(id: string, err: unknown): unknown {
+    const key = `${SNAPSHOT_TREE_PREFIX}${id}`;
+    if (err instanceof PageGoneError)
+      return new DamagedMetadataError(
+        key,
+        `the tree of snapshot ${id} names a page that is not in the bucket (${err.message})`,
+        'SNAPSHOT_DAMAGED',
+      );
+    if (err instanceof DamagedMetadataError && err.code !== 'SNAPSHOT_DAMAGED')
+      return new DamagedMetadataError(key, `the tree of snapshot ${id} has a damaged page: ${err.message}`, 'SNAPSHOT_DAMAGED');
+    if (err instanceof UserError || err instanceof StoreError || !(err instanceof Error)) return err;
+    // Pages that open but do not make a tree.
+    return new DamagedMetadataError(key, `the tree of snapshot ${id} (${key}) is malformed: ${err.message}`, 'SNAPSHOT_DAMAGED');
+  }
+
+  /** The tree of snapshot `id`, as of its sequence number: the one way a whole snapshot tree is read. */
+  async loadTree(id: string): Promise<Tree> {
+    const t = await this.readStored(id);
+    const key = `${SNAPSHOT_TREE_PREFIX}${id}`;
+    if ('manifest' in t) {
+      try {
+        return await this.remote.treeOfManifest(this.chunkSize, t.manifest);
+      } catch (err) {
+        throw this.pageDamage(id, err);
+      }
+    }
     try {
       return Tree.fromSnapshot(this.chunkSize, t.tree);
     } catch (err) {
-      throw new DamagedMetadataError(key, `${what} (${key}) is malformed: ${(err as Error).message}`, 'SNAPSHOT_DAMAGED');
+      throw new DamagedMetadataError(
+        key,
+        `the tree of snapshot ${id} (${key}) is malformed: ${(err as Error).message}`,
+        'SNAPSHOT_DAMAGED',
+      );
     }
   }
 
-  /** Writes a new snapshot: its tree, then its record. */
-  async create(record: SnapshotRecord, tree: TreeSnapshot): Promise<void> {
-    const treeKey = `${SNAPSHOT_TREE_PREFIX}${record.id}`;
+  /**
+   * The inode records of snapshot `id`, a page at a time (memory holds a few pages, not the
+   * tree): `each` gets the page's key and its records, in the manifest's order. A snapshot
+   * whose whole tree is one object comes as one page, keyed `snaptree:<id>`. The root, whose
+   * record is in the manifest, holds no chunks and is not a file, so it is not passed. Pages
+   * `skip` says yes to are not read: `each` gets their key alone, before the others.
+   */
+  async recordsOf(
+    id: string,
+    each: (page: string, records: readonly InodeRecord[] | undefined) => void | Promise<void>,
+    skip: (page: string) => boolean = () => false,
+  ): Promise<void> {
+    const t = await this.readStored(id);
+    if (!('manifest' in t)) {
+      const page = `snaptree:${id}`;
+      if (skip(page)) return each(page, undefined);
+      const tree = await this.loadTree(id);
+      return each(page, [...tree.inodes.values()]);
+    }
+    const read = [];
+    for (const ref of t.manifest.pages) {
+      if (skip(ref.key)) await each(ref.key, undefined);
+      else read.push(ref);
+    }
+    try {
+      await this.remote.streamPages(read, (ref, page) => each(ref.key, page.inodes));
+    } catch (err) {
+      throw this.pageDamage(id, err);
+    }
+  }
+
+  /** The page keys the manifest of snapshot `id` names (none for a whole tree). */
+  async pagesOf(id: string): Promise<string[]> {
+    const t = await this.readStored(id);
+    return 'manifest' in t ? t.manifest.pages.map((p) => p.key) : [];
+  }
+
+  private namedCache: { readonly listing: string; readonly pages: ReadonlySet<string> } | undefined;
+
+  /**
+   * Every metadata page a snapshot tree in the bucket names, whether its record exists or not
+   * (compaction keeps them); undefined when one of them cannot be read (then which pages it
+   * names is unknown). Tree objects never change once written, so an unchanged listing reuses
+   * the last answer.
+   */
+  async namedPages(): Promise<ReadonlySet<string> | undefined> {
+    const keys = await this.store.list(SNAPSHOT_TREE_PREFIX);
+    const listing = keys.join('\n');
+    if (this.namedCache?.listing === listing) return this.namedCache.pages;
+    const pages = new Set<string>();
+    for (const key of keys) {
+      const id = key.slice(SNAPSHOT_TREE_PREFIX.length);
+      try {
+        if (!ID_RE.test(id)) return undefined;
+        for (const p of await this.pagesOf(id)) pages.add(p);
+      } catch (err) {
+        if (err instanceof DamagedMetadataError) return undefined;
+        throw err;
+      }
+    }
+    this.namedCache = { listing, pages };
+    return pages;
+  }
+
+  /**
+   * Writes the tree of a new snapshot: the manifest of a paged checkpoint of its segment (its
+   * pages are shared with the checkpoints and kept by compaction while a snapshot names them),
+   * or, where checkpoints are not paged, the whole tree.
+   */
+  async writeTree(
+    id: string,
+    seq: number,
+    tree: { readonly manifest: Manifest } | { readonly tree: TreeSnapshot },
+  ): Promise<void> {
+    const treeKey = `${SNAPSHOT_TREE_PREFIX}${id}`;
     const stored: StoredTree = {
-      id: record.id,
-      seq: record.seq,
-      tree,
+      id,
+      seq,
+      ...tree,
       ...(this.identity ? { filespace: { id: this.identity.id, chunkSize: this.identity.chunkSize } } : {}),
     };
     await this.store.put(treeKey, this.sealJson(treeKey, stored), { ifNoneMatch: '*' });
+  }
+
+  /** Writes a new snapshot's record (after its tree: a record always has its tree). */
+  async writeRecord(record: SnapshotRecord): Promise<void> {
     const key = `${SNAPSHOT_PREFIX}${record.id}`;
     await this.store.put(key, this.sealJson(key, record), { ifNoneMatch: '*' });
   }
@@ -295,19 +427,138 @@ export class SnapshotStore {
   }
 }
 
+/** Rows written to the snapshot-refs database per transaction while counting. */
+const COMMIT_ROWS = 100_000;
+/** Page cache of the snapshot-refs database (KiB). */
+const REFS_CACHE_KIB = 16 * 1024;
+
+/** A chunk name as the refs database keys it: its 32 bytes (names are 64 hex digits), else its text. */
+function nameKey(name: string): Buffer | string {
+  return name.length === 64 && /^[0-9a-f]+$/.test(name) ? Buffer.from(name, 'hex') : name;
+}
+
+const REFS_SCHEMA = `
+  CREATE TABLE snap (id TEXT PRIMARY KEY) WITHOUT ROWID;
+  CREATE TABLE snappage (id TEXT NOT NULL, page TEXT NOT NULL, PRIMARY KEY (id, page)) WITHOUT ROWID;
+  CREATE TABLE page (page TEXT PRIMARY KEY, snaps INTEGER NOT NULL, files INTEGER NOT NULL, bytes INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE TABLE pagename (page TEXT NOT NULL, name BLOB NOT NULL, PRIMARY KEY (page, name)) WITHOUT ROWID;
+  CREATE TABLE name (name BLOB PRIMARY KEY, pages INTEGER NOT NULL) WITHOUT ROWID;
+`;
+
 /**
  * The chunk names of every live snapshot, for garbage collection in the lease holder (see the
  * header for why a chunk a live snapshot names is never deleted).
+ *
+ * Kept in a SQLite database of its own (`file`, a scratch file made anew when the engine
+ * starts; in memory when none is given), so memory does not grow with the snapshots' size:
+ * a snapshot of a million files names about a million chunks. Counted by page: a page named by
+ * several snapshots (most of them: a checkpoint rewrites only what changed) is read and its
+ * chunk names counted once; a name is referenced while a counted page names it. Each page's
+ * files and bytes are kept too, so a new snapshot's record gets its totals from the count.
+ *
+ * While a snapshot is being taken (`hold`), while the snapshots are being read (`ready`), and
+ * after a count that failed, every name counts as referenced: GC deletes nothing a snapshot
+ * might name before that snapshot's names are all in.
  */
 export class SnapshotRefs {
-  private readonly byId = new Map<string, Set<string>>();
-  private readonly counts = new Map<string, number>();
+  private db: Database | undefined;
+  private st:
+    | {
+        readonly has: Statement;
+        readonly snap: Statement;
+        readonly addSnap: Statement;
+        readonly delSnap: Statement;
+        readonly addSnapPage: Statement;
+        readonly pagesOfSnap: Statement;
+        readonly delSnapPages: Statement;
+        readonly page: Statement;
+        readonly addPage: Statement;
+        readonly bumpPage: Statement;
+        readonly delPage: Statement;
+        readonly addPageName: Statement;
+        readonly namesOfPage: Statement;
+        readonly delPageNames: Statement;
+        readonly addName: Statement;
+        readonly dropName: Statement;
+        readonly delName: Statement;
+        readonly totals: Statement;
+      }
+    | undefined;
+  private holds = 0;
+  /** Moves at every `reset`: a load that saw it move counted into a database that is gone. */
+  private generation = 0;
+  /** Every snapshot in the bucket is counted and nothing failed since. */
+  private complete = false;
   private loaded: Promise<void> | undefined;
+  /** Counts and removals, one at a time. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly deleted = new Set<string>();
 
-  constructor(private readonly snapshots: SnapshotStore) {}
+  constructor(
+    private readonly snapshots: SnapshotStore,
+    private readonly file?: string,
+  ) {}
+
+  /** The database, made anew on first use (what an earlier run counted may be out of date). */
+  private open(): NonNullable<SnapshotRefs['st']> {
+    if (this.st) return this.st;
+    if (this.file) {
+      for (const f of [this.file, `${this.file}-journal`, `${this.file}-wal`, `${this.file}-shm`]) {
+        try {
+          rmSync(f, { force: true });
+        } catch {
+          // Not removable: opening says why.
+        }
+      }
+    }
+    const db = openDatabase(this.file ?? ':memory:', { readOnly: false, mustExist: false });
+    // A scratch index, rebuilt at every start and after any failure to write it (`reset`):
+    // no rollback journal, no fsync.
+    db.pragma('journal_mode = OFF');
+    db.pragma('synchronous = OFF');
+    // Names arrive in no order: a larger page cache keeps the name index's inner pages in.
+    db.pragma(`cache_size = -${REFS_CACHE_KIB}`);
+    db.exec(REFS_SCHEMA);
+    this.db = db;
+    this.st = {
+      has: db.prepare('SELECT 1 FROM name WHERE name = ?'),
+      snap: db.prepare('SELECT 1 FROM snap WHERE id = ?'),
+      addSnap: db.prepare('INSERT INTO snap (id) VALUES (?)'),
+      delSnap: db.prepare('DELETE FROM snap WHERE id = ?'),
+      addSnapPage: db.prepare('INSERT OR IGNORE INTO snappage (id, page) VALUES (?, ?)'),
+      pagesOfSnap: db.prepare('SELECT page FROM snappage WHERE id = ?'),
+      delSnapPages: db.prepare('DELETE FROM snappage WHERE id = ?'),
+      page: db.prepare('SELECT snaps, files, bytes FROM page WHERE page = ?'),
+      addPage: db.prepare('INSERT INTO page (page, snaps, files, bytes) VALUES (?, 1, ?, ?)'),
+      bumpPage: db.prepare('UPDATE page SET snaps = snaps + ? WHERE page = ?'),
+      delPage: db.prepare('DELETE FROM page WHERE page = ?'),
+      addPageName: db.prepare('INSERT OR IGNORE INTO pagename (page, name) VALUES (?, ?)'),
+      namesOfPage: db.prepare('SELECT name FROM pagename WHERE page = ?'),
+      delPageNames: db.prepare('DELETE FROM pagename WHERE page = ?'),
+      addName: db.prepare('INSERT INTO name (name, pages) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET pages = pages + 1'),
+      dropName: db.prepare('UPDATE name SET pages = pages - 1 WHERE name = ?'),
+      delName: db.prepare('DELETE FROM name WHERE name = ? AND pages <= 0'),
+      totals: db.prepare(
+        'SELECT COALESCE(SUM(p.files), 0) AS files, COALESCE(SUM(p.bytes), 0) AS bytes FROM snappage s JOIN page p ON p.page = s.page WHERE s.id = ?',
+      ),
+    };
+    return this.st;
+  }
 
   has(name: string): boolean {
-    return this.counts.has(name);
+    if (this.holds > 0 || !this.complete) return true;
+    return this.open().has.get(nameKey(name)) !== undefined;
+  }
+
+  /** Until the returned function is called, every name counts as referenced (a snapshot is being taken). */
+  hold(): () => void {
+    this.holds++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.holds--;
+    };
   }
 
   /**
@@ -323,6 +574,7 @@ export class SnapshotRefs {
   }
 
   private async load(): Promise<void> {
+    const generation = this.generation;
     const { records, damaged } = await this.snapshots.list();
     if (damaged.length > 0)
       throw new UserError(
@@ -331,10 +583,10 @@ export class SnapshotRefs {
         'SNAPSHOT_DAMAGED',
       );
     for (const r of records) {
-      if (this.byId.has(r.id)) continue;
-      let tree: Tree;
+      // Deleted by this machine meanwhile: it stays out.
+      if (this.deleted.has(r.id)) continue;
       try {
-        tree = await this.snapshots.loadTree(r.id);
+        await this.add(r.id);
       } catch (err) {
         if (!(err instanceof DamagedMetadataError)) throw err;
         throw new UserError(
@@ -342,31 +594,170 @@ export class SnapshotRefs {
           'SNAPSHOT_DAMAGED',
         );
       }
-      // Deleted by this machine while the tree was read: it stays out.
-      if (!this.deleted.has(r.id)) this.add(r.id, chunksOf(tree).keys());
+    }
+    if (this.generation !== generation)
+      throw new Error(
+        "the snapshots' chunk names were dropped while they were counted (a count failed); they are counted again at the next try",
+      );
+    this.complete = true;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Counts the chunk names of snapshot `id`, read from the bucket a page at a time (a page
+   * another counted snapshot names is not read again), and resolves to its files and bytes.
+   * A count that fails leaves every name referenced until a `ready` succeeds.
+   */
+  add(id: string): Promise<SnapshotTotals> {
+    return this.serial(async () => {
+      const st = this.open();
+      if (this.deleted.has(id)) return { files: 0, bytes: 0 };
+      if (st.snap.get(id) === undefined) {
+        await this.count(id);
+      }
+      return st.totals.get(id) as SnapshotTotals;
+    });
+  }
+
+  private async count(id: string): Promise<void> {
+    const st = this.open();
+    const db = this.db!;
+    const counted = (page: string) => st.page.get(page) !== undefined;
+    const seen = new Set<string>();
+    // One transaction for many pages (a commit writes every index page it touched), kept open
+    // across the yields to the engine's requests (nothing else writes this database meanwhile).
+    let inTransaction = false;
+    let rows = 0;
+    const commit = () => {
+      if (inTransaction) db.exec('COMMIT');
+      inTransaction = false;
+      rows = 0;
+    };
+    let yielded = Date.now();
+    try {
+      await this.snapshots.recordsOf(
+        id,
+        async (page, records) => {
+          if (seen.has(page)) return;
+          seen.add(page);
+          if (!inTransaction) db.exec('BEGIN');
+          inTransaction = true;
+          st.addSnapPage.run(id, page);
+          if (!records || counted(page)) {
+            // Counted already (another snapshot names it): one more snapshot does.
+            st.bumpPage.run(1, page);
+            rows++;
+          } else {
+            let files = 0;
+            let bytes = 0;
+            const names = new Set<string>();
+            for (const r of records) {
+              if (r.kind === 'file') {
+                files++;
+                bytes += r.size;
+              }
+              for (const c of r.chunks ?? []) if (c) names.add(c[0]);
+            }
+            st.addPage.run(page, files, bytes);
+            for (const n of names) {
+              const k = nameKey(n);
+              st.addPageName.run(page, k);
+              st.addName.run(k);
+            }
+            rows += names.size + 1;
+          }
+          if (rows >= COMMIT_ROWS) commit();
+          // A long count lets the engine's requests in between pages.
+          if (Date.now() - yielded > 20) {
+            await new Promise((r) => setImmediate(r));
+            yielded = Date.now();
+          }
+        },
+        counted,
+      );
+      st.addSnap.run(id);
+      commit();
+    } catch (err) {
+      this.reset();
+      throw err;
     }
   }
 
-  private readonly deleted = new Set<string>();
-
-  /** Counts the chunk names of snapshot `id` (synchronously: see the header). */
-  add(id: string, chunkNames: Iterable<string>): void {
-    if (this.byId.has(id)) return;
-    const names = new Set(chunkNames);
-    this.byId.set(id, names);
-    for (const n of names) this.counts.set(n, (this.counts.get(n) ?? 0) + 1);
-  }
-
-  remove(id: string): void {
+  /** Forgets snapshot `id` (deleted): the names only its pages held are no longer referenced. */
+  remove(id: string): Promise<void> {
     this.deleted.add(id);
-    const names = this.byId.get(id);
-    if (!names) return;
-    this.byId.delete(id);
-    for (const n of names) {
-      const c = (this.counts.get(n) ?? 1) - 1;
-      if (c <= 0) this.counts.delete(n);
-      else this.counts.set(n, c);
+    return this.serial(() => this.uncount(id));
+  }
+
+  /** Takes what was counted of snapshot `id` away. */
+  private async uncount(id: string): Promise<void> {
+    const st = this.open();
+    const db = this.db!;
+    const pages = (st.pagesOfSnap.all(id) as Array<{ page: string }>).map((r) => r.page);
+    let rows = 0;
+    let yielded = Date.now();
+    db.exec('BEGIN');
+    try {
+      for (const page of pages) {
+        st.bumpPage.run(-1, page);
+        rows++;
+        const left = st.page.get(page) as { snaps: number } | undefined;
+        if (!left || left.snaps <= 0) {
+          for (const { name } of st.namesOfPage.all(page) as Array<{ name: Buffer | string }>) {
+            st.dropName.run(name);
+            st.delName.run(name);
+            rows++;
+          }
+          st.delPageNames.run(page);
+          st.delPage.run(page);
+        }
+        if (rows >= COMMIT_ROWS) {
+          db.exec('COMMIT');
+          db.exec('BEGIN');
+          rows = 0;
+        }
+        if (Date.now() - yielded > 20) {
+          await new Promise((r) => setImmediate(r));
+          yielded = Date.now();
+        }
+      }
+      st.delSnapPages.run(id);
+      st.delSnap.run(id);
+      db.exec('COMMIT');
+    } catch (err) {
+      this.reset();
+      throw err;
     }
+  }
+
+  /**
+   * After a count or a removal failed part way (the database has no rollback journal): drops
+   * everything counted. Every name counts as referenced until a `ready` has counted the
+   * snapshots in the bucket again, into a database made anew.
+   */
+  private reset(): void {
+    this.generation++;
+    this.complete = false;
+    this.loaded = undefined;
+    try {
+      this.db?.close();
+    } catch {
+      // Closing a database that failed: it is made anew either way.
+    }
+    this.db = undefined;
+    this.st = undefined;
+  }
+
+  /** Closes the database (its file is made anew at the next start). */
+  close(): void {
+    this.db?.close();
+    this.db = undefined;
+    this.st = undefined;
   }
 }
 
