@@ -40,6 +40,7 @@
 
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
 import { HandlePool } from './cache/handles';
 import { CacheDisk } from './cache/cacheDisk';
 import { ChunkCache } from './cache/chunkCache';
@@ -68,6 +69,7 @@ import {
   AutoKind,
   SnapshotKind,
   SnapshotRecord,
+  BROWSE_DIR,
   SNAPSHOT_REFS_FILE,
   SnapshotRefs,
   SnapshotSchedule,
@@ -133,7 +135,8 @@ export class Engine {
   private readonly snapshots: SnapshotStore;
   private readonly snapshotRefs: SnapshotRefs;
   /** Snapshot mounts served beside this mount (their open files' chunks stay in the cache). */
-  private readonly browsing = new Set<SnapshotFs>();
+  /** Snapshots served for browsing, and what drops each one's tree. */
+  private readonly browsing = new Map<SnapshotFs, () => Promise<void>>();
   /** Applying the snapshot schedule, while under way (one at a time). */
   private applyingSchedule: Promise<void> | undefined;
   private readonly disk: CacheDisk;
@@ -335,7 +338,7 @@ export class Engine {
       this.vfs.drainChanged(); // read-only now: waiting writers fail at once
     };
     this.vfs.onPressure = () => this.writeback.setPressure(true);
-    this.vfs.alsoReading = (name) => [...this.browsing].some((s) => s.reading(name));
+    this.vfs.alsoReading = (name) => [...this.browsing.keys()].some((s) => s.reading(name));
     this.vfs.onWriterClosed = (ino) => this.writeback.pumpFor(ino);
     store.onChange = (online) => {
       if (online) {
@@ -398,6 +401,8 @@ export class Engine {
       );
     const { file: lockFile, uncleanStop } = await lockCacheDir(opts.cacheDir);
     try {
+      // Trees of snapshots an earlier run browsed (they are written anew for each browse).
+      await fsp.rm(path.join(opts.cacheDir, BROWSE_DIR), { recursive: true, force: true });
       const pins = opts.pins ?? [];
       const { meta, dirty, cache, handles } = await openLocalStores(
         { ...opts, pinned: (tree) => new Set(pinnedChunks(tree, pins).keys()) },
@@ -595,14 +600,18 @@ export class Engine {
    * downloads; `releaseSnapshotFs` once it is no longer served.
    */
   async snapshotFs(id: string): Promise<SnapshotFs> {
-    const tree = await this.snapshots.loadTree(id);
+    const dir = path.join(this.opts.cacheDir, BROWSE_DIR, `${id}-${randomBytes(4).toString('hex')}`);
+    const { tree, close } = await this.snapshots.openTree(id, dir);
     const fs = new SnapshotFs(tree, this.cache, this.fetcher);
-    this.browsing.add(fs);
+    this.browsing.set(fs, close);
     return fs;
   }
 
+  /** Stops serving `fs`: its tree's database goes (in the background; a failure only leaves files the next start removes). */
   releaseSnapshotFs(fs: SnapshotFs): void {
+    const close = this.browsing.get(fs);
     this.browsing.delete(fs);
+    close?.().catch((err: unknown) => this.log(`closing a snapshot's tree: ${(err as Error).message}`));
   }
 
   get chunkSize(): number {
@@ -817,6 +826,12 @@ export class Engine {
     await this.dirty.closeSpares();
     await local('closing cache files', () => this.handles.closeAll());
     this.snapshotRefs.close();
+    const browsed = [...this.browsing.values()];
+    this.browsing.clear();
+    // A tree left behind is removed at the next start.
+    await Promise.all(
+      browsed.map((drop) => drop().catch((err: unknown) => this.log(`closing a snapshot's tree: ${(err as Error).message}`))),
+    );
     await this.opts.store.close().catch(() => undefined);
     if (durable) await fsp.rm(this.lockFile, { force: true });
   }

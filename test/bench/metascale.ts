@@ -17,8 +17,10 @@
  *      gives it a few seconds; its share is the new pages and manifest it wrote against the
  *      manifest plus every page it names, the whole tree's metadata; a run where none was
  *      written says so and fails the target), and the engine closed;
- *   3. snapshots on the same machine: one of the whole tree, then 1,000 files changed and a
- *      second one, garbage collection (which counts what both name), and both deleted again;
+ *   3. snapshots on the same machine: one of the whole tree, opened for browsing (its tree
+ *      written into a database of its own) and a stat of sampled paths in it, then 1,000 files
+ *      changed and a second one, garbage collection (which counts what both name), and both
+ *      deleted again;
  *   4. a fresh machine: link from the bucket and open, then a cold stat. With
  *      FILESPACE_SCALE_GET_MS (default 0), the fresh machine's bucket answers each GET that many
  *      milliseconds late, as a bucket across a network does (a link reads every page of the tree:
@@ -160,7 +162,7 @@ async function syncAll(engine: Engine): Promise<void> {
 const peakRssBytes = () => process.resourceUsage().maxRSS * 1024;
 
 /** Stat of `paths`, one at a time: the slowest and the median, in ms. */
-function statTimes(fs: FuseFilesystem, paths: string[]): { maxMs: number; medianMs: number } {
+function statTimes(fs: { getattr(path: string): unknown }, paths: string[]): { maxMs: number; medianMs: number } {
   const t: number[] = [];
   for (const p of paths) {
     const s = performance.now();
@@ -321,6 +323,11 @@ async function phaseSnapshot(root: string, l: Layout): Promise<PhaseResult> {
   let started = performance.now();
   const first = await engine.createSnapshot('scale');
   const snapshotMs = performance.now() - started;
+  started = performance.now();
+  const browsed = await engine.snapshotFs(first.id);
+  const browseOpenMs = performance.now() - started;
+  const browseStat = statTimes(browsed, samplePaths(l, STAT_SAMPLES));
+  engine.releaseSnapshotFs(browsed);
   const changed = Buffer.alloc(2048, 7);
   for (let k = 0; k < CHANGED_FILES; k++) await writeFile(fs, fileAt(l, Math.floor((k * l.files) / CHANGED_FILES) + 1), changed);
   await syncAll(engine);
@@ -334,7 +341,16 @@ async function phaseSnapshot(root: string, l: Layout): Promise<PhaseResult> {
   await engine.deleteSnapshot(second.id);
   await engine.close();
   if (first.files !== l.files) throw new Error(`the snapshot holds ${first.files} files, not ${l.files}`);
-  return { rssAfterOpen: rssOpen, snapshotMs, secondSnapshotMs, gcMs, gcScanned: gc.scanned, peakRss: peakRssBytes() };
+  return {
+    rssAfterOpen: rssOpen,
+    snapshotMs,
+    browseOpenMs,
+    browseStatMaxMs: browseStat.maxMs,
+    secondSnapshotMs,
+    gcMs,
+    gcScanned: gc.scanned,
+    peakRss: peakRssBytes(),
+  };
 }
 
 const PHASES = { make: phaseMake, remount: phaseRemount, snapshot: phaseSnapshot, fresh: phaseFresh } as const;
@@ -433,6 +449,7 @@ function report(
     `| Checkpoint after changing 1,000 files: time to write it | ${num((re.checkpointMs ?? 0) / 1000, 2)} s |`,
     `| All metadata the change of 1,000 files wrote (log segments and checkpoint) | ${mb(re.changeMetaBytesWritten ?? 0)} |`,
     `| Snapshot of the whole tree / of it after changing 1,000 files | ${num((sn.snapshotMs ?? 0) / 1000, 2)} / ${num((sn.secondSnapshotMs ?? 0) / 1000, 2)} s |`,
+    `| Browsing the first snapshot: open (its tree into a database) / slowest stat of ${STAT_SAMPLES} paths | ${num((sn.browseOpenMs ?? 0) / 1000, 2)} s / ${num(sn.browseStatMaxMs ?? 0, 2)} ms |`,
     `| Garbage collection with both snapshots kept | ${num((sn.gcMs ?? 0) / 1000, 2)} s (${num(sn.gcScanned ?? 0)} chunks) |`,
     `| Bucket metadata at the end: objects (segments, checkpoints, pages), bytes | ${num(meta.objects)} (${num(meta.segments)}, ${num(meta.checkpoints)}, ${num(meta.pages)}), ${mb(meta.bytes)} |`,
     '',

@@ -10,11 +10,13 @@
  */
 
 import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
+import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { checkFilespace } from '../../electron/engine/check';
 import { FORMAT_SNAPSHOT_PAGES, HEADER_KEY } from '../../electron/engine/filespace';
 import { RemoteMeta } from '../../electron/engine/meta/remote';
-import { SNAPSHOT_TREE_PREFIX, SnapshotStore, schedulePlan } from '../../electron/engine/meta/snapshots';
+import { BROWSE_DIR, SNAPSHOT_TREE_PREFIX, SnapshotStore, schedulePlan } from '../../electron/engine/meta/snapshots';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import { PutOptions, StoreError } from '../../electron/engine/store/types';
 import { EngineBed, chunkObjects, expectContent, failsWith, random, readFile, until, writeFile } from '../helpers/engineBed';
@@ -271,9 +273,13 @@ describe('snapshots (in process)', () => {
     await m.engine.collectGarbage();
     for (const k of chunksOfOne) assert.ok((await store.head(k)) !== undefined, `chunk ${k} a snapshot names was kept`);
     const one = await m.engine.snapshotFs(s1.id);
+    const browsed = path.join(m.cacheDir, BROWSE_DIR);
+    assert.equal((await fsp.readdir(browsed)).length, 1, "browsing writes the snapshot's tree into a database of its own");
     await expectContent(one, '/d1/f0', files.get('/d1/f0')!, CS, 'snapshot one');
     await expectContent(one, '/d2/f4', files.get('/d2/f4')!, CS, 'snapshot one');
+    assert.deepEqual(one.readdir('/d2').sort(), ['.', '..', 'f0', 'f1', 'f2', 'f3', 'f4']);
     m.engine.releaseSnapshotFs(one);
+    await until('the browsed tree to be dropped', async () => (await fsp.readdir(browsed)).length === 0);
 
     await m.engine.deleteSnapshot(s1.id);
     await m.engine.collectGarbage();

@@ -50,20 +50,24 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { promises as fsp, rmSync } from 'node:fs';
 import { AuthError, open, seal } from '../chunk/crypto';
 import { UserError } from '../errors';
 import { ObjectStore, StoreError } from '../store/types';
 import { Database, Statement, openDatabase } from './db';
-import { InodeRecord, Manifest, isManifest } from './pages';
+import { TreeDbBuild, TreeDbBuilder } from './build';
+import { DirPage, InodeRecord, Manifest, isDirCover, isManifest } from './pages';
 import { DamagedMetadataError, FilespaceIdentity, PageGoneError, RemoteMeta } from './remote';
 import { Tree, TreeSnapshot } from './tree';
+import type { TreeDb } from './treeDb';
 
 export const SNAPSHOT_PREFIX = 'meta/snapshots/';
 export const SNAPSHOT_TREE_PREFIX = 'meta/snaptree/';
 export const SNAPSHOT_SCHEDULE_KEY = 'meta/snapshot-schedule';
 /** The engine's scratch database of the chunk names snapshots hold (SnapshotRefs), in its cache folder. */
 export const SNAPSHOT_REFS_FILE = 'snapshot-refs.db';
+/** The folder of the cache folder where the trees of snapshots being browsed are written (emptied at each start). */
+export const BROWSE_DIR = 'browse';
 
 export const SNAPSHOT_KINDS = ['manual', 'hourly', 'daily'] as const;
 export type SnapshotKind = (typeof SNAPSHOT_KINDS)[number];
@@ -314,6 +318,42 @@ export class SnapshotStore {
         `the tree of snapshot ${id} (${key}) is malformed: ${(err as Error).message}`,
         'SNAPSHOT_DAMAGED',
       );
+    }
+  }
+
+  /**
+   * The tree of snapshot `id` for browsing. One kept in pages is written page by page into a
+   * database in `dir` (as a fresh machine's link writes its own, meta/build.ts), so memory
+   * holds a working set of it, not the tree; one kept whole (before format 6) is read into
+   * memory. `close` drops the database and `dir`.
+   */
+  async openTree(id: string, dir: string): Promise<{ readonly tree: Tree; readonly close: () => Promise<void> }> {
+    const t = await this.readStored(id);
+    if (!('manifest' in t)) return { tree: await this.loadTree(id), close: () => Promise.resolve() };
+    const m = t.manifest;
+    await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+    let build: TreeDbBuild | undefined;
+    let db: TreeDb | undefined;
+    try {
+      const b = (build = await TreeDbBuilder.start(dir, this.chunkSize, { offThread: true }));
+      await b.add([m.root]);
+      await this.remote.streamPages(m.pages, (ref, page) =>
+        b.add(page.inodes, isDirCover(ref) ? [{ dir: ref.dir, list: (page as DirPage).entries }] : []),
+      );
+      const built = await b.finish({ gen: 1, nextIno: m.nextIno, remoteSeq: m.seq });
+      const opened = (db = built.db);
+      return {
+        tree: opened.tree(built.state),
+        close: async () => {
+          opened.close();
+          await fsp.rm(dir, { recursive: true, force: true });
+        },
+      };
+    } catch (err) {
+      if (db) db.close();
+      else await build?.abort().catch(() => undefined);
+      await fsp.rm(dir, { recursive: true, force: true });
+      throw this.pageDamage(id, err);
     }
   }
 
