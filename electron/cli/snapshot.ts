@@ -73,7 +73,7 @@ export async function cmdSnapshot(h: Homes, args: string[], log: (m: string) => 
     }
     case 'list': {
       arity(0, 0, 'no arguments');
-      const l = await listSnapshots(cfg);
+      const l = await listSnapshots(h, cfg);
       if (parsed.values.json) {
         console.log(JSON.stringify(l, null, 2));
       } else {

@@ -282,6 +282,11 @@ export const routes = {
     request: z.object({ label: z.string().max(1000) }).strict(),
     response: snapshotRecordSchema,
   },
+  '/v1/snapshot/list': {
+    method: 'POST',
+    request: z.object({}).strict(),
+    response: snapshotListSchema,
+  },
   '/v1/snapshot/delete': {
     method: 'POST',
     request: z.object({ id: snapshotIdSchema }).strict(),

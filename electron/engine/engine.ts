@@ -70,11 +70,13 @@ import {
   SnapshotKind,
   SnapshotRecord,
   BROWSE_DIR,
+  ListedSnapshot,
   SNAPSHOT_REFS_FILE,
   SnapshotRefs,
   SnapshotSchedule,
   SnapshotStore,
   checkLabel,
+  listSnapshotsWith,
   newSnapshotId,
   schedulePlan,
 } from './meta/snapshots';
@@ -567,6 +569,15 @@ export class Engine {
     await this.snapshots.delete(id);
     await this.snapshotRefs.remove(id);
     this.log(`deleted snapshot ${id}`);
+  }
+
+  /**
+   * Every snapshot with its size-unique (against the live tree as this machine has it), the
+   * damaged ones by id, and the schedule; on any machine that mounts the filespace.
+   */
+  async listSnapshots(): Promise<{ snapshots: ListedSnapshot[]; damaged: string[]; schedule: SnapshotSchedule }> {
+    const listed = await listSnapshotsWith(this.snapshots, this.snapshotRefs, this.vfs.referencedChunks());
+    return { ...listed, schedule: await this.snapshots.readSchedule() };
   }
 
   async setSnapshotSchedule(s: SnapshotSchedule): Promise<void> {

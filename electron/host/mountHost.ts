@@ -28,6 +28,7 @@ import {
   MountState,
   PinResult,
   SettingsChange,
+  SnapshotListDto,
   SnapshotRecordDto,
   SnapshotScheduleDto,
   StatusDto,
@@ -218,6 +219,7 @@ export class MountHost {
       '/v1/pin': (req: { paths: string[] }) => this.pin(req.paths),
       '/v1/unpin': (req: { paths: string[] }) => this.unpin(req.paths),
       '/v1/snapshot/create': (req: { label: string }) => this.createSnapshot(req.label),
+      '/v1/snapshot/list': () => this.listSnapshots(),
       '/v1/snapshot/delete': async (req: { id: string }) => {
         await this.deleteSnapshot(req.id);
         return { ok: true as const };
@@ -334,6 +336,11 @@ export class MountHost {
 
   collectGarbage(): Promise<GcResultDto> {
     return this.running().collectGarbage();
+  }
+
+  /** The snapshots with their size-unique, from this mount's engine (it has them counted and the live tree). */
+  listSnapshots(): Promise<SnapshotListDto> {
+    return this.running().listSnapshots();
   }
 
   createSnapshot(label: string): Promise<SnapshotRecordDto> {

@@ -15,6 +15,7 @@
  */
 
 import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { SnapshotListDto, SnapshotRecordDto, SnapshotScheduleDto } from '../contract/api';
 import { Engine } from '../engine/engine';
@@ -22,7 +23,15 @@ import type { Keys } from '../engine/chunk/crypto';
 import { FilespaceHeader, checkLinkedFilespace, explainStoreError, unlockFilespace } from '../engine/filespace';
 import type { ObjectStore } from '../engine/store/types';
 import { RemoteMeta } from '../engine/meta/remote';
-import { SnapshotStore, checkLabel, checkSchedule, checkSnapshotId, chunksOf, uniqueBytes } from '../engine/meta/snapshots';
+import {
+  SnapshotRefs,
+  SnapshotStore,
+  checkLabel,
+  checkSchedule,
+  checkSnapshotId,
+  listSnapshotsWith,
+} from '../engine/meta/snapshots';
+import { MetaStore } from '../engine/meta/metastore';
 import { UserError } from '../engine/errors';
 import { Homes, LinkConfig, readPassphraseFile, settingsOf, socketPath } from './config';
 import { callControl, notRunning } from './control';
@@ -138,8 +147,17 @@ export async function setSnapshotSchedule(
   );
 }
 
-/** Every snapshot in the bucket with its size-unique, the damaged ones by id, and the schedule. */
-export async function listSnapshots(cfg: LinkConfig): Promise<SnapshotListDto> {
+/**
+ * Every snapshot in the bucket with its size-unique, the damaged ones by id, and the schedule:
+ * from the running mount when there is one (it has the snapshots counted and the live tree),
+ * else from the bucket alone (`snapshotsIn`).
+ */
+export async function listSnapshots(h: Homes, cfg: LinkConfig): Promise<SnapshotListDto> {
+  try {
+    return await callControl(socketPath(h, cfg.name), '/v1/snapshot/list', {}, 600_000);
+  } catch (err) {
+    if (!notRunning(err)) throw err;
+  }
   const store = openStore(cfg.store);
   try {
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
@@ -152,26 +170,28 @@ export async function listSnapshots(cfg: LinkConfig): Promise<SnapshotListDto> {
   }
 }
 
-/** `listSnapshots` on a store already unlocked (the app keeps its secrets in the keychain). */
+/**
+ * `listSnapshots` from the bucket alone, on a store already unlocked. The snapshots' chunks are
+ * counted page by page in a scratch database (SnapshotRefs), and the live tree is built as a
+ * fresh machine's link builds it (into a database, with the log after its checkpoint applied):
+ * memory holds a few pages and a working set, not the trees.
+ */
 export async function snapshotsIn(store: ObjectStore, header: FilespaceHeader, keys: Keys): Promise<SnapshotListDto> {
   const snaps = new SnapshotStore(store, keys.metaKey, header.chunkSize, header);
-  const { records, damaged } = await snaps.list();
-  const trees = new Map<string, Map<string, number>>();
-  for (const r of records) {
-    try {
-      trees.set(r.id, chunksOf(await snaps.loadTree(r.id)));
-    } catch (err) {
-      if (!(err instanceof UserError)) throw err;
-      damaged.push(r.id);
-    }
+  const schedule = await snaps.readSchedule();
+  const first = await snaps.list();
+  if (first.records.length === 0) return { snapshots: [], damaged: first.damaged.sort(), schedule };
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'filespace-snapshots-'));
+  const refs = new SnapshotRefs(snaps, path.join(dir, 'refs.db'));
+  let live: MetaStore | undefined;
+  try {
+    live = await MetaStore.link(path.join(dir, 'live'), new RemoteMeta(store, keys.metaKey, header), header.chunkSize);
+    return { ...(await listSnapshotsWith(snaps, refs, live.tree.chunkRefs)), schedule };
+  } finally {
+    refs.close();
+    await live?.close().catch(() => undefined);
+    await fsp.rm(dir, { recursive: true, force: true });
   }
-  const live = (await new RemoteMeta(store, keys.metaKey, header).load(header.chunkSize)).tree.chunkRefs;
-  const unique = uniqueBytes(trees, live);
-  return {
-    snapshots: records.filter((r) => trees.has(r.id)).map((r) => ({ ...r, uniqueBytes: unique.get(r.id) ?? 0 })),
-    damaged: damaged.sort(),
-    schedule: await snaps.readSchedule(),
-  };
 }
 
 /** Mounts snapshot `id` read-only at `dir`, beside this machine's running mount of the filespace. */

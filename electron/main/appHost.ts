@@ -523,6 +523,9 @@ export class AppHost {
   }
 
   private async snapshotList(name: string): Promise<SnapshotListDto> {
+    // A mount here has the snapshots counted and the live tree: it answers at once.
+    const host = this.mounts.get(name);
+    if (host?.state === 'mounted') return host.listSnapshots();
     const cfg = await loadConfig(this.o.homes, name);
     const secrets = await this.secretsFor(cfg);
     const store = secrets.store ?? openStore(cfg.store);

@@ -19,8 +19,9 @@
  *      written says so and fails the target), and the engine closed;
  *   3. snapshots on the same machine: one of the whole tree, opened for browsing (its tree
  *      written into a database of its own) and a stat of sampled paths in it, then 1,000 files
- *      changed and a second one, garbage collection (which counts what both name), and both
- *      deleted again;
+ *      changed and a second one, the listing of both with their size-unique (by the engine, as
+ *      a mount answers it, and from the bucket alone, as the command does when nothing is
+ *      mounted), garbage collection (which counts what both name), and both deleted again;
  *   4. a fresh machine: link from the bucket and open, then a cold stat. With
  *      FILESPACE_SCALE_GET_MS (default 0), the fresh machine's bucket answers each GET that many
  *      milliseconds late, as a bucket across a network does (a link reads every page of the tree:
@@ -49,6 +50,7 @@ import { RemoteMeta } from '../../electron/engine/meta/remote';
 import { FuseMount, type FuseFilesystem } from '../../native/fuse/adapter';
 import { engineProcessEnv } from '../../electron/cli/engineProcess';
 import { ENGINE_V8_FLAGS } from '../../electron/host/engineHeap';
+import { snapshotsIn } from '../../electron/host/snapshots';
 import { REPO } from '../helpers/bed';
 import { PASSPHRASE, writeFile } from '../helpers/engineBed';
 import { SCALE_MARKER } from './report';
@@ -335,6 +337,16 @@ async function phaseSnapshot(root: string, l: Layout): Promise<PhaseResult> {
   const second = await engine.createSnapshot('scale, 1,000 files later');
   const secondSnapshotMs = performance.now() - started;
   started = performance.now();
+  const listed = await engine.listSnapshots();
+  const listMs = performance.now() - started;
+  started = performance.now();
+  const bucket = new LocalDiskStore(path.join(root, 'bucket'));
+  const { header, keys } = await unlockFilespace(bucket, PASSPHRASE);
+  const fromBucket = await snapshotsIn(bucket, header, keys);
+  const listUnmountedMs = performance.now() - started;
+  for (const l of [listed, fromBucket])
+    if (l.snapshots.length !== 2) throw new Error(`the listing shows ${l.snapshots.length} snapshots, not 2`);
+  started = performance.now();
   const gc = await engine.collectGarbage();
   const gcMs = performance.now() - started;
   await engine.deleteSnapshot(first.id);
@@ -347,6 +359,8 @@ async function phaseSnapshot(root: string, l: Layout): Promise<PhaseResult> {
     browseOpenMs,
     browseStatMaxMs: browseStat.maxMs,
     secondSnapshotMs,
+    listMs,
+    listUnmountedMs,
     gcMs,
     gcScanned: gc.scanned,
     peakRss: peakRssBytes(),
@@ -450,6 +464,7 @@ function report(
     `| All metadata the change of 1,000 files wrote (log segments and checkpoint) | ${mb(re.changeMetaBytesWritten ?? 0)} |`,
     `| Snapshot of the whole tree / of it after changing 1,000 files | ${num((sn.snapshotMs ?? 0) / 1000, 2)} / ${num((sn.secondSnapshotMs ?? 0) / 1000, 2)} s |`,
     `| Browsing the first snapshot: open (its tree into a database) / slowest stat of ${STAT_SAMPLES} paths | ${num((sn.browseOpenMs ?? 0) / 1000, 2)} s / ${num(sn.browseStatMaxMs ?? 0, 2)} ms |`,
+    `| Listing both snapshots with their size-unique: by the mount (\`snapshot list\`, the app's card) / from the bucket alone (not mounted) | ${num((sn.listMs ?? 0) / 1000, 2)} / ${num((sn.listUnmountedMs ?? 0) / 1000, 2)} s |`,
     `| Garbage collection with both snapshots kept | ${num((sn.gcMs ?? 0) / 1000, 2)} s (${num(sn.gcScanned ?? 0)} chunks) |`,
     `| Bucket metadata at the end: objects (segments, checkpoints, pages), bytes | ${num(meta.objects)} (${num(meta.segments)}, ${num(meta.checkpoints)}, ${num(meta.pages)}), ${mb(meta.bytes)} |`,
     '',

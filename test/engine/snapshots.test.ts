@@ -16,7 +16,8 @@ import { after, before, describe, it } from 'node:test';
 import { checkFilespace } from '../../electron/engine/check';
 import { FORMAT_SNAPSHOT_PAGES, HEADER_KEY } from '../../electron/engine/filespace';
 import { RemoteMeta } from '../../electron/engine/meta/remote';
-import { BROWSE_DIR, SNAPSHOT_TREE_PREFIX, SnapshotStore, schedulePlan } from '../../electron/engine/meta/snapshots';
+import { BROWSE_DIR, SNAPSHOT_TREE_PREFIX, SnapshotStore, chunksOf, schedulePlan } from '../../electron/engine/meta/snapshots';
+import { snapshotsIn } from '../../electron/host/snapshots';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import { PutOptions, StoreError } from '../../electron/engine/store/types';
 import { EngineBed, chunkObjects, expectContent, failsWith, random, readFile, until, writeFile } from '../helpers/engineBed';
@@ -217,6 +218,14 @@ describe('snapshots (in process)', () => {
     const m2 = await bed.mount(space, { cacheDir: m.cacheDir, settings: { gcGraceMs: 0 } });
     const chunks = await chunkObjects(space.store);
     await assert.rejects(m2.engine.collectGarbage(), new RegExp(`snapshot ${snap.id}.*garbage collection does not run`));
+    const good = await m2.engine.createSnapshot('after');
+    const listing = await snapshotsIn(space.store, space.header, space.keys);
+    assert.deepEqual(listing.damaged, [snap.id], 'the listing names the damaged one');
+    assert.deepEqual(
+      listing.snapshots.map((r) => r.id),
+      [good.id],
+      'and lists the others, counted again after the damaged one failed',
+    );
     assert.deepEqual(await chunkObjects(space.store), chunks, 'nothing was deleted');
     const report = await checkFilespace({ store: space.store, keys: space.keys, header: space.header });
     assert.ok(
@@ -268,6 +277,19 @@ describe('snapshots (in process)', () => {
       'counting its chunks read only the pages the first snapshot did not name',
     );
     assert.equal(s2.files, 14);
+
+    // The listing's size-unique, counted by page, is what the whole trees give.
+    const listing = await snapshotsIn(store, space.header, space.keys);
+    const one1 = chunksOf(await snaps.loadTree(s1.id));
+    const two2 = chunksOf(await snaps.loadTree(s2.id));
+    const live = chunksOf((await new RemoteMeta(store, space.keys.metaKey, space.header).load(CS)).tree);
+    const only = (a: Map<string, number>, ...others: Map<string, number>[]) =>
+      [...a].filter(([n]) => others.every((o) => !o.has(n))).reduce((sum, [, len]) => sum + len, 0);
+    const unique = new Map(listing.snapshots.map((r) => [r.id, r.uniqueBytes]));
+    assert.ok(only(one1, two2, live) > CS, 'snapshot one holds the old contents alone');
+    assert.equal(unique.get(s1.id), only(one1, two2, live));
+    assert.equal(unique.get(s2.id), only(two2, one1, live));
+    assert.deepEqual(listing.damaged, []);
 
     await m.engine.collectGarbage();
     await m.engine.collectGarbage();

@@ -97,6 +97,7 @@ describe('control API requests', () => {
       '/v1/set',
       '/v1/snapshot/create',
       '/v1/snapshot/delete',
+      '/v1/snapshot/list',
       '/v1/snapshot/mount',
       '/v1/snapshot/schedule',
       '/v1/snapshot/unmount',

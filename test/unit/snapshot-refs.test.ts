@@ -12,7 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, it } from 'node:test';
 import type { InodeRecord } from '../../electron/engine/meta/pages';
-import { SnapshotRecord, SnapshotRefs, SnapshotStore } from '../../electron/engine/meta/snapshots';
+import { SnapshotRecord, SnapshotRefs } from '../../electron/engine/meta/snapshots';
 
 const name = (c: string) => c.repeat(64);
 const file = (ino: number, size: number, ...chunks: string[]): InodeRecord => ({
@@ -77,7 +77,7 @@ describe('the chunk names snapshots hold (SnapshotRefs)', () => {
   const refsOver = async (bucket: Bucket) => {
     const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'snaprefs-'));
     dirs.push(dir);
-    return new SnapshotRefs(bucket as unknown as SnapshotStore, path.join(dir, 'refs.db'));
+    return new SnapshotRefs(bucket, path.join(dir, 'refs.db'));
   };
 
   it('counts a page two snapshots name once, and keeps its names until neither names it', async () => {

@@ -183,25 +183,6 @@ export function schedulePlan(
   return { due, expired };
 }
 
-/**
- * Size-unique of each snapshot: bytes of the chunks it names that neither the live tree nor
- * any other snapshot names.
- */
-export function uniqueBytes(
-  trees: ReadonlyMap<string, Map<string, number>>,
-  live: { has(name: string): boolean },
-): Map<string, number> {
-  const count = new Map<string, number>();
-  for (const chunks of trees.values()) for (const name of chunks.keys()) count.set(name, (count.get(name) ?? 0) + 1);
-  const out = new Map<string, number>();
-  for (const [id, chunks] of trees) {
-    let bytes = 0;
-    for (const [name, len] of chunks) if (count.get(name) === 1 && !live.has(name)) bytes += len;
-    out.set(id, bytes);
-  }
-  return out;
-}
-
 /** Reads and writes snapshots in the bucket (see the header for the layout). */
 export class SnapshotStore {
   private readonly remote: RemoteMeta;
@@ -467,6 +448,9 @@ export class SnapshotStore {
   }
 }
 
+/** Where SnapshotRefs reads snapshots: the bucket's (SnapshotStore), or one that adds others (host/snapshots.ts). */
+export type SnapshotSource = Pick<SnapshotStore, 'list' | 'recordsOf'>;
+
 /** Rows written to the snapshot-refs database per transaction while counting. */
 const COMMIT_ROWS = 100_000;
 /** Page cache of the snapshot-refs database (KiB). */
@@ -482,7 +466,7 @@ const REFS_SCHEMA = `
   CREATE TABLE snappage (id TEXT NOT NULL, page TEXT NOT NULL, PRIMARY KEY (id, page)) WITHOUT ROWID;
   CREATE TABLE page (page TEXT PRIMARY KEY, snaps INTEGER NOT NULL, files INTEGER NOT NULL, bytes INTEGER NOT NULL) WITHOUT ROWID;
   CREATE TABLE pagename (page TEXT NOT NULL, name BLOB NOT NULL, PRIMARY KEY (page, name)) WITHOUT ROWID;
-  CREATE TABLE name (name BLOB PRIMARY KEY, pages INTEGER NOT NULL) WITHOUT ROWID;
+  CREATE TABLE name (name BLOB PRIMARY KEY, pages INTEGER NOT NULL, len INTEGER NOT NULL) WITHOUT ROWID;
 `;
 
 /**
@@ -521,6 +505,7 @@ export class SnapshotRefs {
         readonly addName: Statement;
         readonly dropName: Statement;
         readonly delName: Statement;
+        readonly unique: Statement;
         readonly totals: Statement;
       }
     | undefined;
@@ -535,7 +520,7 @@ export class SnapshotRefs {
   private readonly deleted = new Set<string>();
 
   constructor(
-    private readonly snapshots: SnapshotStore,
+    private readonly snapshots: SnapshotSource,
     private readonly file?: string,
   ) {}
 
@@ -558,6 +543,8 @@ export class SnapshotRefs {
     db.pragma('synchronous = OFF');
     // Names arrive in no order: a larger page cache keeps the name index's inner pages in.
     db.pragma(`cache_size = -${REFS_CACHE_KIB}`);
+    // Sorting a big snapshot's names (uniqueBytes) spills to disk, not to memory.
+    db.pragma('temp_store = FILE');
     db.exec(REFS_SCHEMA);
     this.db = db;
     this.st = {
@@ -575,9 +562,19 @@ export class SnapshotRefs {
       addPageName: db.prepare('INSERT OR IGNORE INTO pagename (page, name) VALUES (?, ?)'),
       namesOfPage: db.prepare('SELECT name FROM pagename WHERE page = ?'),
       delPageNames: db.prepare('DELETE FROM pagename WHERE page = ?'),
-      addName: db.prepare('INSERT INTO name (name, pages) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET pages = pages + 1'),
+      addName: db.prepare(
+        'INSERT INTO name (name, pages, len) VALUES (?, 1, ?) ON CONFLICT (name) DO UPDATE SET pages = pages + 1',
+      ),
       dropName: db.prepare('UPDATE name SET pages = pages - 1 WHERE name = ?'),
       delName: db.prepare('DELETE FROM name WHERE name = ? AND pages <= 0'),
+      unique: db.prepare(
+        `SELECT n.name AS name, n.len AS len FROM (
+           SELECT pn.name AS name, COUNT(*) AS c FROM snappage sp
+             JOIN page p ON p.page = sp.page AND p.snaps = 1
+             JOIN pagename pn ON pn.page = sp.page
+           WHERE sp.id = ? GROUP BY pn.name
+         ) x JOIN name n ON n.name = x.name AND n.pages = x.c`,
+      ),
       totals: db.prepare(
         'SELECT COALESCE(SUM(p.files), 0) AS files, COALESCE(SUM(p.bytes), 0) AS bytes FROM snappage s JOIN page p ON p.page = s.page WHERE s.id = ?',
       ),
@@ -695,19 +692,19 @@ export class SnapshotRefs {
           } else {
             let files = 0;
             let bytes = 0;
-            const names = new Set<string>();
+            const names = new Map<string, number>();
             for (const r of records) {
               if (r.kind === 'file') {
                 files++;
                 bytes += r.size;
               }
-              for (const c of r.chunks ?? []) if (c) names.add(c[0]);
+              for (const c of r.chunks ?? []) if (c) names.set(c[0], c[1]);
             }
             st.addPage.run(page, files, bytes);
-            for (const n of names) {
+            for (const [n, len] of names) {
               const k = nameKey(n);
               st.addPageName.run(page, k);
-              st.addName.run(k);
+              st.addName.run(k, len);
             }
             rows += names.size + 1;
           }
@@ -776,6 +773,20 @@ export class SnapshotRefs {
   }
 
   /**
+   * Size-unique of snapshot `id` (counted): bytes of the chunks it names that no other counted
+   * snapshot names and `live` (the live tree) does not reference. Reads the names of the pages
+   * only it names, a row at a time.
+   */
+  uniqueBytes(id: string, live: { has(name: string): boolean }): number {
+    let bytes = 0;
+    for (const row of this.open().unique.iterate(id) as Iterable<{ name: Buffer | string; len: number }>) {
+      const name = typeof row.name === 'string' ? row.name : row.name.toString('hex');
+      if (!live.has(name)) bytes += row.len;
+    }
+    return bytes;
+  }
+
+  /**
    * After a count or a removal failed part way (the database has no rollback journal): drops
    * everything counted. Every name counts as referenced until a `ready` has counted the
    * snapshots in the bucket again, into a database made anew.
@@ -799,6 +810,44 @@ export class SnapshotRefs {
     this.db = undefined;
     this.st = undefined;
   }
+}
+
+/** A snapshot's record with its size-unique. */
+export type ListedSnapshot = SnapshotRecord & { readonly uniqueBytes: number };
+
+/**
+ * Every snapshot in the bucket with its size-unique (what deleting it frees), counted in
+ * `refs` page by page (memory holds a few pages), against `live`, the chunks the live tree
+ * references; and the ids of those that cannot be read (their record, tree or a page).
+ */
+export async function listSnapshotsWith(
+  snaps: SnapshotStore,
+  refs: SnapshotRefs,
+  live: { has(name: string): boolean },
+): Promise<{ snapshots: ListedSnapshot[]; damaged: string[] }> {
+  const { records, damaged } = await snaps.list();
+  let listed = records;
+  // One that does not read is listed as damaged, and the others are counted again (a count
+  // that fails drops what was counted).
+  for (;;) {
+    let bad: string | undefined;
+    for (const r of listed) {
+      try {
+        await refs.add(r.id);
+      } catch (err) {
+        if (!(err instanceof UserError)) throw err;
+        bad = r.id;
+        break;
+      }
+    }
+    if (bad === undefined) break;
+    damaged.push(bad);
+    listed = listed.filter((r) => r.id !== bad);
+  }
+  return {
+    snapshots: listed.map((r) => ({ ...r, uniqueBytes: refs.uniqueBytes(r.id, live) })),
+    damaged: damaged.sort(),
+  };
 }
 
 /** Whether `err` says the object already exists (a create that raced, or an id reused). */
