@@ -70,6 +70,8 @@ import {
   SnapshotKind,
   SnapshotRecord,
   BROWSE_DIR,
+  LISTING_LEFT_MS,
+  LISTING_PREFIX,
   ListedSnapshot,
   SNAPSHOT_REFS_FILE,
   SnapshotRefs,
@@ -403,8 +405,15 @@ export class Engine {
       );
     const { file: lockFile, uncleanStop } = await lockCacheDir(opts.cacheDir);
     try {
-      // Trees of snapshots an earlier run browsed (they are written anew for each browse).
+      // Trees of snapshots an earlier run browsed (they are written anew for each browse), and
+      // what a listing that was stopped left (one under way is younger).
       await fsp.rm(path.join(opts.cacheDir, BROWSE_DIR), { recursive: true, force: true });
+      for (const name of await fsp.readdir(opts.cacheDir)) {
+        if (!name.startsWith(LISTING_PREFIX)) continue;
+        const at = path.join(opts.cacheDir, name);
+        const st = await fsp.stat(at).catch(() => undefined);
+        if (st && Date.now() - st.mtimeMs > LISTING_LEFT_MS) await fsp.rm(at, { recursive: true, force: true });
+      }
       const pins = opts.pins ?? [];
       const { meta, dirty, cache, handles } = await openLocalStores(
         { ...opts, pinned: (tree) => new Set(pinnedChunks(tree, pins).keys()) },

@@ -15,7 +15,6 @@
  */
 
 import { promises as fsp } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { SnapshotListDto, SnapshotRecordDto, SnapshotScheduleDto } from '../contract/api';
 import { Engine } from '../engine/engine';
@@ -29,6 +28,7 @@ import {
   checkLabel,
   checkSchedule,
   checkSnapshotId,
+  LISTING_PREFIX,
   listSnapshotsWith,
 } from '../engine/meta/snapshots';
 import { MetaStore } from '../engine/meta/metastore';
@@ -162,7 +162,7 @@ export async function listSnapshots(h: Homes, cfg: LinkConfig): Promise<Snapshot
   try {
     const { header, keys } = await unlockFilespace(store, await readPassphraseFile(cfg.passphraseFile));
     checkLinkedFilespace(header, cfg.filespaceId, cfg.name, store);
-    return await snapshotsIn(store, header, keys);
+    return await snapshotsIn(store, header, keys, cfg.cacheDir);
   } catch (err) {
     throw explainStoreError(err, store);
   } finally {
@@ -174,14 +174,21 @@ export async function listSnapshots(h: Homes, cfg: LinkConfig): Promise<Snapshot
  * `listSnapshots` from the bucket alone, on a store already unlocked. The snapshots' chunks are
  * counted page by page in a scratch database (SnapshotRefs), and the live tree is built as a
  * fresh machine's link builds it (into a database, with the log after its checkpoint applied):
- * memory holds a few pages and a working set, not the trees.
+ * memory holds a few pages and a working set, not the trees. Both go in a folder made in
+ * `scratchIn` (the cache folder) and removed after.
  */
-export async function snapshotsIn(store: ObjectStore, header: FilespaceHeader, keys: Keys): Promise<SnapshotListDto> {
+export async function snapshotsIn(
+  store: ObjectStore,
+  header: FilespaceHeader,
+  keys: Keys,
+  scratchIn: string,
+): Promise<SnapshotListDto> {
   const snaps = new SnapshotStore(store, keys.metaKey, header.chunkSize, header);
   const schedule = await snaps.readSchedule();
   const first = await snaps.list();
   if (first.records.length === 0) return { snapshots: [], damaged: first.damaged.sort(), schedule };
-  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), 'filespace-snapshots-'));
+  // Under the cache folder, with this machine's own metadata: the live tree built here names files.
+  const dir = await fsp.mkdtemp(path.join(scratchIn, LISTING_PREFIX));
   const refs = new SnapshotRefs(snaps, path.join(dir, 'refs.db'));
   let live: MetaStore | undefined;
   try {

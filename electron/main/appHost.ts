@@ -532,7 +532,7 @@ export class AppHost {
     try {
       const passphrase = secrets.passphrase ?? (await readPassphraseFile(cfg.passphraseFile));
       const { header, keys } = await unlockFilespace(store, passphrase);
-      return await snapshotsIn(store, header, keys);
+      return await snapshotsIn(store, header, keys, cfg.cacheDir);
     } finally {
       await store.close();
     }

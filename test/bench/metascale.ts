@@ -342,7 +342,7 @@ async function phaseSnapshot(root: string, l: Layout): Promise<PhaseResult> {
   started = performance.now();
   const bucket = new LocalDiskStore(path.join(root, 'bucket'));
   const { header, keys } = await unlockFilespace(bucket, PASSPHRASE);
-  const fromBucket = await snapshotsIn(bucket, header, keys);
+  const fromBucket = await snapshotsIn(bucket, header, keys, path.join(root, 'a'));
   const listUnmountedMs = performance.now() - started;
   for (const l of [listed, fromBucket])
     if (l.snapshots.length !== 2) throw new Error(`the listing shows ${l.snapshots.length} snapshots, not 2`);

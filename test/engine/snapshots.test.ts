@@ -16,7 +16,15 @@ import { after, before, describe, it } from 'node:test';
 import { checkFilespace } from '../../electron/engine/check';
 import { FORMAT_SNAPSHOT_PAGES, HEADER_KEY } from '../../electron/engine/filespace';
 import { RemoteMeta } from '../../electron/engine/meta/remote';
-import { BROWSE_DIR, SNAPSHOT_TREE_PREFIX, SnapshotStore, chunksOf, schedulePlan } from '../../electron/engine/meta/snapshots';
+import {
+  BROWSE_DIR,
+  LISTING_LEFT_MS,
+  LISTING_PREFIX,
+  SNAPSHOT_TREE_PREFIX,
+  SnapshotStore,
+  chunksOf,
+  schedulePlan,
+} from '../../electron/engine/meta/snapshots';
 import { snapshotsIn } from '../../electron/host/snapshots';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import { PutOptions, StoreError } from '../../electron/engine/store/types';
@@ -219,7 +227,7 @@ describe('snapshots (in process)', () => {
     const chunks = await chunkObjects(space.store);
     await assert.rejects(m2.engine.collectGarbage(), new RegExp(`snapshot ${snap.id}.*garbage collection does not run`));
     const good = await m2.engine.createSnapshot('after');
-    const listing = await snapshotsIn(space.store, space.header, space.keys);
+    const listing = await snapshotsIn(space.store, space.header, space.keys, m2.cacheDir);
     assert.deepEqual(listing.damaged, [snap.id], 'the listing names the damaged one');
     assert.deepEqual(
       listing.snapshots.map((r) => r.id),
@@ -279,7 +287,7 @@ describe('snapshots (in process)', () => {
     assert.equal(s2.files, 14);
 
     // The listing's size-unique, counted by page, is what the whole trees give.
-    const listing = await snapshotsIn(store, space.header, space.keys);
+    const listing = await snapshotsIn(store, space.header, space.keys, m.cacheDir);
     const one1 = chunksOf(await snaps.loadTree(s1.id));
     const two2 = chunksOf(await snaps.loadTree(s2.id));
     const live = chunksOf((await new RemoteMeta(store, space.keys.metaKey, space.header).load(CS)).tree);
@@ -343,7 +351,17 @@ describe('snapshots (in process)', () => {
     });
     assert.deepEqual(await snaps.pagesOf(id), [], 'a whole tree names no pages');
 
+    // What a stopped listing left is removed at the next start; one under way (young) is not.
+    const left = path.join(m.cacheDir, `${LISTING_PREFIX}old`);
+    const young = path.join(m.cacheDir, `${LISTING_PREFIX}young`);
+    await fsp.mkdir(left);
+    await fsp.mkdir(young);
+    const past = new Date(Date.now() - LISTING_LEFT_MS - 60_000);
+    await fsp.utimes(left, past, past);
     const m2 = await bed.mount(space, { cacheDir: m.cacheDir, settings: { gcGraceMs: 0 } });
+    assert.equal(await fsp.stat(left).catch(() => undefined), undefined, 'a listing folder left an hour ago is removed');
+    assert.ok(await fsp.stat(young), 'a young one stays');
+    await fsp.rm(young, { recursive: true });
     const chunks = await chunkObjects(space.store);
     await m2.fs.unlink('/a');
     await m2.sync();

@@ -68,6 +68,10 @@ export const SNAPSHOT_SCHEDULE_KEY = 'meta/snapshot-schedule';
 export const SNAPSHOT_REFS_FILE = 'snapshot-refs.db';
 /** The folder of the cache folder where the trees of snapshots being browsed are written (emptied at each start). */
 export const BROWSE_DIR = 'browse';
+/** Folders of the cache folder where a listing counts without a running engine (host/snapshots.ts). */
+export const LISTING_PREFIX = 'listing-';
+/** A listing folder older than this is what a stopped listing left (an engine start removes it). */
+export const LISTING_LEFT_MS = 3600_000;
 
 export const SNAPSHOT_KINDS = ['manual', 'hourly', 'daily'] as const;
 export type SnapshotKind = (typeof SNAPSHOT_KINDS)[number];
