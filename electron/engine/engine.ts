@@ -138,8 +138,10 @@ export class Engine {
   private readonly gc: ChunkCollector;
   private readonly snapshots: SnapshotStore;
   private readonly snapshotRefs: SnapshotRefs;
-  /** Snapshot mounts served beside this mount (their open files' chunks stay in the cache). */
-  /** Snapshots served for browsing, and what drops each one's tree. */
+  /**
+   * Snapshot mounts served beside this mount (their open files' chunks stay in the cache), and
+   * what drops each one's tree.
+   */
   private readonly browsing = new Map<SnapshotFs, () => Promise<void>>();
   /** Applying the snapshot schedule, while under way (one at a time). */
   private applyingSchedule: Promise<void> | undefined;

@@ -26,10 +26,10 @@
  * the slot lies at or below the mark, where no reader looks, and the next round deletes it.
  *
  * Pages of paged checkpoints (meta/page/, pages.ts) are shared by the manifests that name
- * them, so they go by reference, not by sequence number: each round lists the kept manifests
- * (and the snapshot trees) and the pages, and deletes a page once it has been named by none for the grace
- * period (on this machine's monotonic clock, from the round that first saw it so), since a
- * reader that listed an older manifest may still be reading its pages. A page of a sequence
+ * them, so they go by reference, not by sequence number: each round lists the kept manifests,
+ * the snapshot trees and the pages, and deletes a page once it has been named by none of them
+ * for the grace period (on this machine's monotonic clock, from the round that first saw it
+ * so), since a reader that listed an older manifest may still be reading its pages. A page of a sequence
  * number above the newest manifest's is a checkpoint being written (pages go before their
  * manifest) and is left alone; while any checkpoint does not open, no page is deleted.
  *
@@ -37,8 +37,8 @@
  * (or, written before format 6, a whole tree): the pages it names count as named for as long
  * as the tree is in the bucket, and while one does not open no page is deleted. Neither
  * snapshots nor GC's marks (meta/gc-marks) name a segment or a checkpoint, so compaction
- * deletes nothing else either needs. Followers and mounts that find their position below the mark reload from the
- * newest checkpoint (role.ts).
+ * deletes nothing else either needs. Followers and mounts that find their position below the
+ * mark reload from the newest checkpoint (role.ts).
  *
  * Owns: the mark as this writer last read or wrote it, when it was written, and what of it
  * was deleted; since when each unnamed page has been seen unnamed. Reached by the engine's timer; failures are logged and retried next round.
