@@ -25,6 +25,7 @@ import { Worker } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
 import { SnapshotDamagedError } from './journal';
 import { Inode, ROOT_INO, Tree } from './tree';
+import { DirPage, Page, PageRef, isDirCover } from './pages';
 import { BuildRows, BuildWriter, DbState, TreeDb, encodeInode, entryChecksum } from './treeDb';
 
 /** A directory's entries (or some of them), as a build adds them. */
@@ -51,6 +52,11 @@ export interface TreeDbBuild {
   readonly queued: number;
   /** Whether the writer runs in a thread of its own. */
   readonly offThread: boolean;
+}
+
+/** Adds a paged checkpoint's page to `build`: its records, and a directory part's entries. */
+export function addPage(build: TreeDbBuild, ref: PageRef, page: Page): Promise<void> {
+  return build.add(page.inodes, isDirCover(ref) ? [{ dir: ref.dir, list: (page as DirPage).entries }] : []);
 }
 
 /** Rows handed to the writer at a time. */

@@ -24,9 +24,8 @@ import * as path from 'node:path';
 import { fsyncDir } from '../util/files';
 import { Journal, JournalDamage, SnapshotDamagedError } from './journal';
 import { MetaOp, Tree, TreeSnapshot, assertKnownOps } from './tree';
-import { DirPage, isDirCover } from './pages';
 import { RemoteMeta, TreeSink } from './remote';
-import { TreeDbBuild, TreeDbBuilder } from './build';
+import { TreeDbBuild, TreeDbBuilder, addPage } from './build';
 import { DbState, TreeDb, totalsOf } from './treeDb';
 
 interface PersistedState {
@@ -396,7 +395,7 @@ export class MetaStore {
         nextIno = m.nextIno;
         seqRead = m.seq;
       },
-      page: (ref, page) => build!.add(page.inodes, isDirCover(ref) ? [{ dir: ref.dir, list: (page as DirPage).entries }] : []),
+      page: (ref, page) => addPage(build!, ref, page),
       pagesDone: () => finish(seqRead),
       discard() {
         if (built) built.db.close();

@@ -55,8 +55,8 @@ import { AuthError, open, seal } from '../chunk/crypto';
 import { UserError } from '../errors';
 import { ObjectStore, StoreError } from '../store/types';
 import { Database, Statement, openDatabase } from './db';
-import { TreeDbBuild, TreeDbBuilder } from './build';
-import { DirPage, InodeRecord, Manifest, isDirCover, isManifest } from './pages';
+import { TreeDbBuild, TreeDbBuilder, addPage } from './build';
+import { InodeRecord, Manifest, isManifest } from './pages';
 import { DamagedMetadataError, FilespaceIdentity, PageGoneError, RemoteMeta } from './remote';
 import { Tree, TreeSnapshot } from './tree';
 import type { TreeDb } from './treeDb';
@@ -322,9 +322,7 @@ export class SnapshotStore {
     try {
       const b = (build = await TreeDbBuilder.start(dir, this.chunkSize, { offThread: true }));
       await b.add([m.root]);
-      await this.remote.streamPages(m.pages, (ref, page) =>
-        b.add(page.inodes, isDirCover(ref) ? [{ dir: ref.dir, list: (page as DirPage).entries }] : []),
-      );
+      await this.remote.streamPages(m.pages, (ref, page) => addPage(b, ref, page));
       const built = await b.finish({ gen: 1, nextIno: m.nextIno, remoteSeq: m.seq });
       const opened = (db = built.db);
       return {
@@ -454,6 +452,19 @@ export class SnapshotStore {
 
 /** Where SnapshotRefs reads snapshots: the bucket's (SnapshotStore), or one that adds others (host/snapshots.ts). */
 export type SnapshotSource = Pick<SnapshotStore, 'list' | 'recordsOf'>;
+
+/** A long count or removal lets the engine's requests in every this many ms. */
+const YIELD_EVERY_MS = 20;
+
+/** A function that, awaited in a long loop, yields to the event loop once YIELD_EVERY_MS have passed. */
+function yielder(): () => Promise<void> {
+  let last = Date.now();
+  return async () => {
+    if (Date.now() - last <= YIELD_EVERY_MS) return;
+    await new Promise((r) => setImmediate(r));
+    last = Date.now();
+  };
+}
 
 /** Rows written to the snapshot-refs database per transaction while counting. */
 const COMMIT_ROWS = 100_000;
@@ -679,7 +690,7 @@ export class SnapshotRefs {
       inTransaction = false;
       rows = 0;
     };
-    let yielded = Date.now();
+    const pause = yielder();
     try {
       await this.snapshots.recordsOf(
         id,
@@ -714,10 +725,7 @@ export class SnapshotRefs {
           }
           if (rows >= COMMIT_ROWS) commit();
           // A long count lets the engine's requests in between pages.
-          if (Date.now() - yielded > 20) {
-            await new Promise((r) => setImmediate(r));
-            yielded = Date.now();
-          }
+          await pause();
         },
         counted,
       );
@@ -741,7 +749,7 @@ export class SnapshotRefs {
     const db = this.db!;
     const pages = (st.pagesOfSnap.all(id) as Array<{ page: string }>).map((r) => r.page);
     let rows = 0;
-    let yielded = Date.now();
+    const pause = yielder();
     db.exec('BEGIN');
     try {
       for (const page of pages) {
@@ -762,10 +770,7 @@ export class SnapshotRefs {
           db.exec('BEGIN');
           rows = 0;
         }
-        if (Date.now() - yielded > 20) {
-          await new Promise((r) => setImmediate(r));
-          yielded = Date.now();
-        }
+        await pause();
       }
       st.delSnapPages.run(id);
       st.delSnap.run(id);
