@@ -570,7 +570,7 @@ export function isWithin(p: string, dir: string): boolean {
 }
 
 /** This process's descriptors open on /dev/fuse (one per live session it serves). */
-async function fuseDescriptors(): Promise<Set<number>> {
+export async function fuseDescriptors(): Promise<Set<number>> {
   const out = new Set<number>();
   for (const fd of await fsp.readdir('/proc/self/fd').catch(() => [] as string[])) {
     if ((await fsp.readlink(`/proc/self/fd/${fd}`).catch(() => '')) === '/dev/fuse') out.add(Number(fd));
@@ -578,10 +578,52 @@ async function fuseDescriptors(): Promise<Set<number>> {
   return out;
 }
 
+/** A mount this process serves, through either binding (this one or lowlevel.ts). */
+export interface ServedMount {
+  readonly mountPoint: string;
+  /** The mount point with symlinks resolved, once known. */
+  readonly servedAt: string | undefined;
+}
+
 /** Mounts this process serves; mounting inside one of them would deadlock (see the header). */
-const served = new Set<FuseMount>();
+export const served = new Set<ServedMount>();
 /** Mounts are made one at a time, so each can tell which /dev/fuse descriptor is its own. */
 let mountQueue: Promise<unknown> = Promise.resolve();
+
+/** Runs `mount` after every mount this process started before it. */
+export function oneMountAtATime<T>(mount: () => Promise<T>): Promise<T> {
+  const run = mountQueue.then(mount);
+  mountQueue = run.catch(() => undefined);
+  return run;
+}
+
+/**
+ * Refuses a mount point inside a mount this process serves (checked lexically, then for real);
+ * returns the mount point with symlinks resolved.
+ */
+export async function refuseNested(mountPoint: string): Promise<string> {
+  const check = (p: string) => {
+    for (const m of served) {
+      const outer = m.servedAt ?? path.resolve(m.mountPoint);
+      if (isWithin(p, outer)) {
+        throw new FuseError(
+          `cannot mount at ${mountPoint}: it lies inside ${outer}, which this process serves; pick a folder outside every filespace`,
+          'FAILED',
+        );
+      }
+    }
+  };
+  check(path.resolve(mountPoint));
+  const real = await fsp.realpath(mountPoint).catch(() => path.resolve(mountPoint));
+  check(real);
+  return real;
+}
+
+/** This process's descriptors open on /dev/fuse that are not in `before`: the one a mount just opened. */
+export async function newFuseDescriptor(before: ReadonlySet<number>): Promise<number | undefined> {
+  const fresh = [...(await fuseDescriptors())].filter((fd) => !before.has(fd));
+  return fresh.length === 1 ? fresh[0] : undefined;
+}
 
 /** Names what is missing for FUSE on this machine, or returns undefined when all is there. */
 export async function checkFuseAvailable(): Promise<string | undefined> {
@@ -640,7 +682,7 @@ export async function unmountPath(mountPoint: string, force: boolean): Promise<v
   throw new FuseError(`fusermount failed: ${res.stderr.trim()}`, 'FAILED');
 }
 
-export class FuseMount {
+export class FuseMount implements ServedMount {
   private fuse: FuseNativeInstance | undefined;
   private mounted = false;
   /** The mount point with symlinks resolved, as the mount table names it. */
@@ -1000,33 +1042,16 @@ export class FuseMount {
     return `-o${list.join(',')}`;
   }
 
-  /** Refuses a mount point inside a mount this process serves (checked lexically, then for real). */
-  private async refuseNested(): Promise<string> {
-    const check = (p: string) => {
-      for (const m of served) {
-        const outer = m.realMountPoint ?? path.resolve(m.mountPoint);
-        if (isWithin(p, outer)) {
-          throw new FuseError(
-            `cannot mount at ${this.mountPoint}: it lies inside ${outer}, which this process serves; pick a folder outside every filespace`,
-            'FAILED',
-          );
-        }
-      }
-    };
-    check(path.resolve(this.mountPoint));
-    const real = await fsp.realpath(this.mountPoint).catch(() => path.resolve(this.mountPoint));
-    check(real);
-    return real;
+  get servedAt(): string | undefined {
+    return this.realMountPoint;
   }
 
   async mount(): Promise<void> {
-    const run = mountQueue.then(() => this.mountNow());
-    mountQueue = run.catch(() => undefined);
-    return run;
+    return oneMountAtATime(() => this.mountNow());
   }
 
   private async mountNow(): Promise<void> {
-    this.realMountPoint = await this.refuseNested();
+    this.realMountPoint = await refuseNested(this.mountPoint);
     const fdsBefore = await fuseDescriptors();
     const fuse = new (fuseNative().Fuse)(this.mountPoint, this.ops(), { timeout: false });
     const optionString = this.optionString();
@@ -1044,8 +1069,7 @@ export class FuseMount {
     this.cacheAttributes(fuse);
     this.countRequests(fuse);
     served.add(this);
-    const fresh = [...(await fuseDescriptors())].filter((fd) => !fdsBefore.has(fd));
-    this.fuseFd = fresh.length === 1 ? fresh[0] : undefined;
+    this.fuseFd = await newFuseDescriptor(fdsBefore);
     const entries = (await mountTable()).filter((m) => m.mountPoint === this.realMountPoint && m.fsType.startsWith('fuse'));
     this.mountId = entries[entries.length - 1]?.id;
   }

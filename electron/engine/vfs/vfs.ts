@@ -87,6 +87,12 @@ export interface Stat {
  * Who asked for an operation, from the mount's request context (the FUSE adapter passes it
  * when its addon knows it). New entries belong to it, and chmod/chown are allowed as on ext4.
  */
+/**
+ * What a request names: a path from the root (libfuse2's high-level API), an inode by number
+ * (named, or deleted while open), or a name in a folder given by number (the low-level API).
+ */
+export type Where = string | { readonly ino: number } | { readonly dir: number; readonly name: string };
+
 export interface Caller {
   readonly uid: number;
   readonly gid: number;
@@ -322,7 +328,18 @@ export class Vfs {
     return path.split('/').filter((p) => p.length > 0);
   }
 
-  private resolve(path: string): Inode {
+  private resolve(path: Where): Inode {
+    if (typeof path !== 'string') {
+      if ('ino' in path) {
+        const inode = this.inodeOf(path.ino);
+        if (!inode) throw new FsError('ENOENT');
+        return inode;
+      }
+      const { parent, name } = this.resolveParent(path);
+      const found = this.tree.lookup(parent.ino, name) ?? this.aliased(parent.ino, name);
+      if (!found) throw new FsError('ENOENT');
+      return found;
+    }
     let cur = this.tree.get(ROOT_INO)!;
     for (const name of this.split(path)) {
       if (cur.kind !== 'dir') throw new FsError('ENOTDIR');
@@ -334,7 +351,16 @@ export class Vfs {
     return cur;
   }
 
-  private resolveParent(path: string): { parent: Inode; name: string } {
+  private resolveParent(path: Where): { parent: Inode; name: string } {
+    if (typeof path !== 'string') {
+      if ('ino' in path) throw new FsError('EINVAL', 'an inode is not a name in a folder');
+      if (nameBytes(path.name) > NAME_MAX) throw new FsError('ENAMETOOLONG');
+      if (path.name === '' || path.name === '.' || path.name === '..' || path.name.includes('/')) throw new FsError('EINVAL');
+      const parent = this.tree.get(path.dir);
+      if (!parent) throw new FsError('ENOENT');
+      if (parent.kind !== 'dir') throw new FsError('ENOTDIR');
+      return { parent, name: path.name };
+    }
     const parts = this.split(path);
     const name = parts.pop();
     if (name === undefined) throw new FsError('EBUSY'); // the root itself
@@ -360,6 +386,7 @@ export class Vfs {
     // Not a change of the tree, so told here what `treeChanged` tells for one.
     if (op.t === 'xattr' && op.value !== null) this.xattrNamesAdded([op.name]);
     this.attributesChanged(op.ino);
+    this.opsApplied([op]);
   }
 
   /** An inode by number, named or deleted while open. */
@@ -538,12 +565,12 @@ export class Vfs {
     return Math.min(bytes, size);
   }
 
-  getattr(path: string): Stat {
+  getattr(path: Where): Stat {
     return this.statOf(this.resolve(path));
   }
 
   /** getattr, and whether listxattr would name anything (see `readdirPlus`). */
-  getattrPlus(path: string): { stat: Stat; xattrs: boolean } {
+  getattrPlus(path: Where): { stat: Stat; xattrs: boolean } {
     const inode = this.resolve(path);
     return { stat: this.statOf(inode), xattrs: Vfs.listsXattrs(inode) };
   }
@@ -579,7 +606,7 @@ export class Vfs {
    * and setgid bits (the kernel asks for that when someone other than root writes to or
    * truncates such a file). An owner outside the file's group cannot set its setgid bit.
    */
-  chmod(path: string, mode: number, caller?: Caller): void {
+  chmod(path: Where, mode: number, caller?: Caller): void {
     this.assertWritable();
     const inode = this.resolve(path);
     let bits = mode & 0o7777;
@@ -599,7 +626,7 @@ export class Vfs {
    * one of its own groups. Changing the owner or group of a file that is not a directory clears
    * its setuid bit, and its setgid bit when that means "run as group" (group-executable).
    */
-  chown(path: string, uid: number, gid: number, caller?: Caller): void {
+  chown(path: Where, uid: number, gid: number, caller?: Caller): void {
     this.assertWritable();
     const inode = this.resolve(path);
     const op: Extract<MetaOp, { t: 'attr' }> = { t: 'attr', ino: inode.ino, ms: this.now() };
@@ -641,7 +668,7 @@ export class Vfs {
    * Sets times in ms since the epoch; `TIME_NOW` means the current time and `TIME_OMIT`
    * leaves that time unchanged (utimensat's UTIME_NOW / UTIME_OMIT).
    */
-  utimens(path: string, atimeMs: number, mtimeMs: number): void {
+  utimens(path: Where, atimeMs: number, mtimeMs: number): void {
     this.assertWritable();
     const inode = this.resolve(path);
     const now = this.now();
@@ -673,21 +700,39 @@ export class Vfs {
 
   // ---- directories -----------------------------------------------------------------------
 
-  readdir(path: string): string[] {
+  readdir(path: Where): string[] {
     const inode = this.resolve(path);
     if (inode.kind !== 'dir') throw new FsError('ENOTDIR');
     return ['.', '..', ...inode.entries!.keys()];
   }
 
   /**
+   * A folder's names with their inode numbers (`.` and `..` first), from its entry table alone:
+   * no entry's inode is read, so listing a folder costs what its names cost, however many
+   * times it is listed (the low-level FUSE binding's readdir; the kernel then looks up and
+   * caches what it stats).
+   */
+  listing(path: Where): { names: string[]; inos: number[] } {
+    const dir = this.resolve(path);
+    if (dir.kind !== 'dir') throw new FsError('ENOTDIR');
+    const parent = dir.ino === ROOT_INO ? ROOT_INO : (this.tree.parentOf(dir.ino) ?? dir.ino);
+    const names = ['.', '..'];
+    const inos = [dir.ino, parent];
+    for (const [name, ino] of dir.entries!) {
+      names.push(name);
+      inos.push(ino);
+    }
+    return { names, inos };
+  }
+
+  /**
    * readdir with each name's attributes and whether it has extended attributes listxattr would
    * show, so a mount can answer the stats that follow a listing (`ls -l`, `find`, `du`) at once.
    */
-  readdirPlus(path: string): { names: string[]; stats: Stat[]; xattrs: boolean[] } {
+  readdirPlus(path: Where): { names: string[]; stats: Stat[]; xattrs: boolean[] } {
     const dir = this.resolve(path);
     if (dir.kind !== 'dir') throw new FsError('ENOTDIR');
-    const parts = this.split(path);
-    const parent = parts.length === 0 ? dir : this.resolve(`/${parts.slice(0, -1).join('/')}`);
+    const parent = dir.ino === ROOT_INO ? dir : (this.parentOf(dir.ino) ?? dir);
     const names = ['.', '..'];
     const stats = [this.statOf(dir), this.statOf(parent)];
     const xattrs = [Vfs.listsXattrs(dir), Vfs.listsXattrs(parent)];
@@ -733,8 +778,16 @@ export class Vfs {
     return false;
   }
 
+  /**
+   * Set by a mount adapter that tells the kernel what changed (the low-level binding): called,
+   * synchronously, with every change applied to the tree, whoever made it (this mount's
+   * requests, the engine itself, another machine), or 'all' when the tree was replaced.
+   */
+  opsApplied: (ops: readonly MetaOp[] | 'all') => void = () => undefined;
+
   /** The tree changed by `ops` (applied), or was replaced ('all'): see `attributesChanged`. */
   treeChanged(ops: readonly MetaOp[] | 'all'): void {
+    this.opsApplied(ops);
     if (ops === 'all') this.dirLinkCounts.clear();
     else for (const op of ops) this.dirLinksChanged(op);
     if (ops === 'all') {
@@ -755,7 +808,7 @@ export class Vfs {
     }
   }
 
-  mkdir(path: string, mode: number, caller?: Caller): void {
+  mkdir(path: Where, mode: number, caller?: Caller): void {
     this.assertWritable();
     const { parent, name } = this.resolveParent(path);
     if (parent.entries!.has(name)) throw new FsError('EEXIST');
@@ -770,7 +823,7 @@ export class Vfs {
     });
   }
 
-  rmdir(path: string): void {
+  rmdir(path: Where): void {
     this.assertWritable();
     const { parent, name } = this.resolveParent(path);
     const inode = this.tree.lookup(parent.ino, name);
@@ -780,7 +833,7 @@ export class Vfs {
     this.commit({ t: 'rm', parent: parent.ino, name, ms: this.now() });
   }
 
-  symlink(target: string, path: string, caller?: Caller): void {
+  symlink(target: string, path: Where, caller?: Caller): void {
     this.assertWritable();
     const { parent, name } = this.resolveParent(path);
     if (parent.entries!.has(name)) throw new FsError('EEXIST');
@@ -802,7 +855,7 @@ export class Vfs {
    * kernel serves their I/O; nothing of theirs is stored as data). `mode` carries the type bits;
    * a regular file (type 0 or S_IFREG) is created empty as by creat(2).
    */
-  mknod(path: string, mode: number, rdev: number, caller?: Caller): void {
+  mknod(path: Where, mode: number, rdev: number, caller?: Caller): void {
     this.assertWritable();
     const type = mode & S_IFMT;
     const kind: InodeKind | undefined =
@@ -833,7 +886,7 @@ export class Vfs {
     this.commit(op);
   }
 
-  readlink(path: string): string {
+  readlink(path: Where): string {
     const inode = this.resolve(path);
     if (inode.kind !== 'symlink') throw new FsError('EINVAL');
     return inode.target ?? '';
@@ -846,7 +899,7 @@ export class Vfs {
    * of a filespace, `opts.beforeFirstLink` makes the bucket's header say that links are in it
    * (a version that knows none refuses it then); if that fails, so does the link.
    */
-  async link(from: string, to: string): Promise<void> {
+  async link(from: Where, to: Where): Promise<void> {
     this.assertWritable();
     const inode = this.resolve(from);
     if (inode.kind === 'dir') throw new FsError('EPERM', 'a folder cannot have a second name');
@@ -857,7 +910,7 @@ export class Vfs {
       try {
         await this.opts.beforeFirstLink();
       } catch (err) {
-        this.opts.log?.(`link ${to} refused: ${(err as Error).message}`);
+        this.opts.log?.(`link ${typeof to === 'string' ? to : `as ${name}`} refused: ${(err as Error).message}`);
         throw new FsError('EIO', (err as Error).message);
       }
     }
@@ -871,7 +924,7 @@ export class Vfs {
     this.commit({ t: 'ln', ino: inode.ino, parent: again.parent.ino, name: again.name, ms: this.now() });
   }
 
-  async unlink(path: string): Promise<void> {
+  async unlink(path: Where): Promise<void> {
     this.assertWritable();
     const { parent, name } = this.resolveParent(path);
     const inode = this.tree.lookup(parent.ino, name);
@@ -910,7 +963,7 @@ export class Vfs {
     await this.journalDeletion();
   }
 
-  async rename(from: string, to: string): Promise<void> {
+  async rename(from: Where, to: Where): Promise<void> {
     this.assertWritable();
     const src = this.resolveParent(from);
     const dst = this.resolveParent(to);
@@ -948,7 +1001,7 @@ export class Vfs {
    * with chmod instead (kept as an ordinary xattr, cp's ACL would be the file's only record of
    * its group and other bits, and the kernel would never enforce it). Other names are stored.
    */
-  setxattr(path: string, name: string, value: Buffer, flags: number): void {
+  setxattr(path: Where, name: string, value: Buffer, flags: number): void {
     this.assertWritable();
     if (POSIX_ACL_XATTR.test(name)) throw new FsError('ENOTSUP');
     const inode = this.resolve(path);
@@ -960,7 +1013,7 @@ export class Vfs {
     this.change({ t: 'xattr', ino: inode.ino, name, value: value.toString('base64'), ms: this.now() });
   }
 
-  getxattr(path: string, name: string): Buffer {
+  getxattr(path: Where, name: string): Buffer {
     if (POSIX_ACL_XATTR.test(name)) throw new FsError('ENOTSUP');
     const inode = this.resolve(path);
     const v = inode.xattrs?.[name];
@@ -968,12 +1021,12 @@ export class Vfs {
     return Buffer.from(v, 'base64');
   }
 
-  listxattr(path: string): string[] {
+  listxattr(path: Where): string[] {
     // ACLs stored by earlier versions stay in the metadata, unseen.
     return Object.keys(this.resolve(path).xattrs ?? {}).filter((n) => !POSIX_ACL_XATTR.test(n));
   }
 
-  removexattr(path: string, name: string): void {
+  removexattr(path: Where, name: string): void {
     this.assertWritable();
     if (POSIX_ACL_XATTR.test(name)) throw new FsError('ENOTSUP');
     const inode = this.resolve(path);
@@ -989,7 +1042,14 @@ export class Vfs {
     return h;
   }
 
-  private addHandle(ino: number, flags: number, path: string): number {
+  /**
+   * `where` is how the file was named: a path, whose kernel node (libfuse2's high-level API) is
+   * per name; or by inode (the low-level API), whose node is the inode itself, shared by all
+   * its names. The page-cache book is kept per node.
+   */
+  private addHandle(ino: number, flags: number, where: Where): number {
+    const byInode = typeof where !== 'string';
+    const path = byInode ? `#${ino}` : where;
     const acc = flags & O_ACCMODE;
     const writable = acc === O_WRONLY || acc === O_RDWR;
     const fh = this.nextFh++;
@@ -1001,10 +1061,10 @@ export class Vfs {
         ? { chunks: [...(inode.chunks ?? [])], size: this.sizeOf(inode) }
         : undefined;
     const version = this.versionOf(inode, snap);
-    // A file with several names has a page cache per name (the kernel knows each name as its own
-    // file): a write through one name would leave the pages another name's open handle reads
-    // stale, so its handles read and write around the page cache, and never keep it.
-    const linked = inode?.kind === 'file' && Tree.namesOf(inode) > 1;
+    // A file with several names has a page cache per name when the kernel knows each name as its
+    // own node (by path): a write through one name would leave the pages another name's open
+    // handle reads stale, so its handles read and write around the page cache, and never keep it.
+    const linked = !byInode && inode?.kind === 'file' && Tree.namesOf(inode) > 1;
     const direct = (snap !== undefined && this.snapshotDiffers(ino, snap)) || linked;
     this.noteRemoteChanges();
     const here = this.openAt.get(path) ?? new Set<number>();
@@ -1101,7 +1161,7 @@ export class Vfs {
     return this.handles.size;
   }
 
-  open(path: string, flags: number): number {
+  open(path: Where, flags: number): number {
     const inode = this.resolve(path);
     if (inode.kind === 'dir') {
       if ((flags & O_ACCMODE) !== 0) throw new FsError('EISDIR');
@@ -1112,7 +1172,7 @@ export class Vfs {
     return this.addHandle(inode.ino, flags, path);
   }
 
-  create(path: string, mode: number, flags = O_RDWR, caller?: Caller): number {
+  create(path: Where, mode: number, flags = O_RDWR, caller?: Caller): number {
     this.assertWritable();
     const { parent, name } = this.resolveParent(path);
     const existing = this.tree.lookup(parent.ino, name);
@@ -1751,7 +1811,7 @@ export class Vfs {
     this.liveSize.set(inode.ino, { size: Math.max(this.sizeOf(inode), end), mtimeMs: this.now() });
   }
 
-  async truncate(path: string, size: number): Promise<void> {
+  async truncate(path: Where, size: number): Promise<void> {
     this.assertWritable();
     const inode = this.resolve(path);
     await this.truncateInode(inode, size);
