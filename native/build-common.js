@@ -43,4 +43,25 @@ function swapIn(built, dest) {
   if (moved) fs.rmSync(old, { recursive: true, force: true });
 }
 
-module.exports = { nodeGyp, nodedirArgs, swapIn };
+/** The folder with node_api.h of the running Node (or npm_config_nodedir's); throws if none has it. */
+function nodeApiInclude() {
+  const candidates = [
+    process.env.npm_config_nodedir && path.join(process.env.npm_config_nodedir, 'include', 'node'),
+    path.join(path.dirname(process.execPath), '..', 'include', 'node'),
+    '/usr/include/node',
+  ].filter(Boolean);
+  const found = candidates.find((d) => fs.existsSync(path.join(d, 'node_api.h')));
+  if (!found) throw new Error(`no node_api.h in ${candidates.join(', ')}`);
+  return found;
+}
+
+/** Whether `dest` holds `binary` built from what the stamp `want` names (its `.built-from` file). */
+function builtFrom(dest, binary, want) {
+  try {
+    return fs.readFileSync(path.join(dest, '.built-from'), 'utf8') === want && fs.existsSync(path.join(dest, binary));
+  } catch {
+    return false;
+  }
+}
+
+module.exports = { nodeGyp, nodedirArgs, swapIn, nodeApiInclude, builtFrom };

@@ -47,6 +47,7 @@ import { jobDto, requestKey, startTransfer, type TransferJob } from './transfer'
 import { checkPlacement } from './placement';
 import { openStore } from './stores';
 import type { FuseMount } from '../../native/fuse/adapter';
+import type { LowLevelMount } from '../../native/fuse/lowlevel';
 
 /** Skipped entries a status lists by name (the command's summary lists more, from `/v1/transfer`). */
 const STATUS_SKIPS_LISTED = 20;
@@ -76,7 +77,7 @@ export interface HostOptions {
 export class MountHost {
   state: MountState = 'unmounted';
   private engine: Engine | undefined;
-  private fuse: FuseMount | undefined;
+  private fuse: FuseMount | LowLevelMount | undefined;
   private server: http.Server | undefined;
   /** The last I/O error the kernel got; an event, not a state: status shows it for a minute. */
   private lastError: { at: number; message: string } | undefined;
@@ -133,7 +134,9 @@ export class MountHost {
     const s = this.engine.currentSettings;
     try {
       this.server = await startControlServer(socketPath(this.h, this.cfg.name), this.handlers(), this.opts.log);
-      this.fuse = new FuseMount(this.cfg.mountPoint, this.engine.vfs, {
+      const { LowLevelMount, fuseBindingChoice } = await import('../../native/fuse/lowlevel');
+      const Mount = fuseBindingChoice() === 'lowlevel' ? LowLevelMount : FuseMount;
+      this.fuse = new Mount(this.cfg.mountPoint, this.engine.vfs, {
         attrTimeoutSec: s.attrTimeoutSec,
         entryTimeoutSec: s.entryTimeoutSec,
         negativeTimeoutSec: s.negativeTimeoutSec,

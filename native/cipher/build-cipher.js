@@ -15,24 +15,12 @@ const { execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
-const { swapIn } = require('../build-common');
+const { swapIn, nodeApiInclude, builtFrom } = require('../build-common');
 
 const SRC = path.join(__dirname, 'cipher.c');
 const dest = path.join(__dirname, 'addon');
 const out = path.join(__dirname, `addon.build-${process.pid}`);
-const STAMP = '.built-from';
 const BINARY = 'cipher.node';
-
-function includeDir() {
-  const candidates = [
-    process.env.npm_config_nodedir && path.join(process.env.npm_config_nodedir, 'include', 'node'),
-    path.join(path.dirname(process.execPath), '..', 'include', 'node'),
-    '/usr/include/node',
-  ].filter(Boolean);
-  const found = candidates.find((d) => fs.existsSync(path.join(d, 'node_api.h')));
-  if (!found) throw new Error(`no node_api.h in ${candidates.join(', ')}`);
-  return found;
-}
 
 function stamp() {
   const h = crypto.createHash('sha256');
@@ -41,26 +29,18 @@ function stamp() {
   return `${h.digest('hex')}\n`;
 }
 
-function upToDate(want) {
-  try {
-    return fs.readFileSync(path.join(dest, STAMP), 'utf8') === want && fs.existsSync(path.join(dest, BINARY));
-  } catch {
-    return false;
-  }
-}
-
 function main() {
   const want = stamp();
-  if (process.argv.includes('--if-stale') && upToDate(want)) return;
+  if (process.argv.includes('--if-stale') && builtFrom(dest, BINARY, want)) return;
   fs.rmSync(out, { recursive: true, force: true });
   fs.mkdirSync(out, { recursive: true });
   const cc = process.env.CC || 'cc';
   const flags = ['-std=c11', '-O2', '-fPIC', '-shared', '-fvisibility=hidden', '-Wall', '-Wextra', '-Werror', '-D_GNU_SOURCE'];
   if (process.platform === 'darwin') flags.push('-undefined', 'dynamic_lookup');
-  execFileSync(cc, [...flags, '-I', includeDir(), SRC, '-o', path.join(out, BINARY), '-ldl'], {
+  execFileSync(cc, [...flags, '-I', nodeApiInclude(), SRC, '-o', path.join(out, BINARY), '-ldl'], {
     stdio: ['ignore', 'inherit', 'inherit'],
   });
-  fs.writeFileSync(path.join(out, STAMP), want);
+  fs.writeFileSync(path.join(out, '.built-from'), want);
   swapIn(out, dest);
   console.log(`built the cipher addon in ${path.relative(process.cwd(), dest)}`);
 }

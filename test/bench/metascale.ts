@@ -48,6 +48,7 @@ import { LocalDiskStore } from '../../electron/engine/store/local';
 import { PAGE_PREFIX, isManifest } from '../../electron/engine/meta/pages';
 import { RemoteMeta } from '../../electron/engine/meta/remote';
 import { FuseMount, type FuseFilesystem } from '../../native/fuse/adapter';
+import { LowLevelMount, fuseBindingChoice } from '../../native/fuse/lowlevel';
 import { engineProcessEnv } from '../../electron/cli/engineProcess';
 import { ENGINE_V8_FLAGS } from '../../electron/host/engineHeap';
 import { snapshotsIn } from '../../electron/host/snapshots';
@@ -219,7 +220,9 @@ async function lsThroughMount(root: string, engine: Engine): Promise<{ coldS: nu
   const s = engine.currentSettings;
   const mountPoint = path.join(root, 'mnt');
   await fsp.mkdir(mountPoint, { recursive: true });
-  const fuse = new FuseMount(mountPoint, engine.vfs, {
+  // The binding `filespace mount` uses (FILESPACE_FUSE, else the low-level one when built).
+  const Mount = fuseBindingChoice() === 'lowlevel' ? LowLevelMount : FuseMount;
+  const fuse = new Mount(mountPoint, engine.vfs, {
     attrTimeoutSec: s.attrTimeoutSec,
     entryTimeoutSec: s.entryTimeoutSec,
     negativeTimeoutSec: s.negativeTimeoutSec,

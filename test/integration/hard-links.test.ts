@@ -218,7 +218,8 @@ describe('hard links', () => {
       };
 
       // A name removed while open: the handle keeps working on the file its other names reach.
-      // (Its fstat reports nlink 0 here, 1 on a local disk: the kernel knows that name as its own file.)
+      // (With the high-level FUSE binding its fstat reports nlink 0, 1 on a local disk: the kernel
+      // knows that name as its own file. The low-level binding reports 1, as ext4 does.)
       await fsp.writeFile(path.join(fs.mnt, 'p'), 'plain text');
       await fsp.link(path.join(fs.mnt, 'p'), path.join(fs.mnt, 'q'));
       for (const dir of [local, fs.mnt]) {

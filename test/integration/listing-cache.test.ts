@@ -8,6 +8,10 @@
  * Listings here are plain readdir (never a stat), so the kernel holds no attributes of the
  * listed names: the first stat of a name afterwards reaches the filesystem, and a stale answer
  * could only come from the cache. Extended attributes are never cached by the kernel at all.
+ *
+ * This cache is the high-level binding's (adapter.ts), which mounts use with
+ * FILESPACE_FUSE=highlevel: these tests ask for it. The low-level binding lets the kernel cache
+ * and tells it what changed instead (fuse-lowlevel.test.ts).
  */
 
 import { after, before, describe, it } from 'node:test';
@@ -17,6 +21,8 @@ import * as path from 'node:path';
 import { ATTR_CACHE_TTL_MS } from '../../native/fuse/adapter';
 import { Bed, run, sh, tmpDir, until } from '../helpers/bed';
 import { callControl } from '../../electron/host/control';
+
+process.env.FILESPACE_FUSE = 'highlevel';
 
 /** `stat -c FORMAT` of each path, one line each, from a child process. */
 async function statOf(format: string, ...paths: string[]): Promise<string[]> {

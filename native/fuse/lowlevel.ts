@@ -1,0 +1,927 @@
+/**
+ * The FUSE adapter on libfuse2's low-level API (lowlevel.c): the kernel names every file by its
+ * inode number, which here is the filesystem's own, and each request is answered whenever the
+ * filesystem is ready, with no libfuse thread parked per request.
+ *
+ * What it changes against the high-level adapter (adapter.ts):
+ *   - Memory does not grow with what the kernel has looked up: libfuse2's high-level API keeps
+ *     a node (with its name) per entry until the kernel forgets it, and the kernel forgets only
+ *     under memory pressure. Here FORGET is answered in C and nothing is kept per inode.
+ *   - A file has one kernel inode, whatever its names: its page cache, its size and nlink are
+ *     the same through every name, so a file with several names needs no direct I/O, and a
+ *     shared writable mapping through one name is seen through the others.
+ *   - A file deleted while open keeps working through its descriptors wherever its folder went
+ *     (fstat, read, write): the kernel asks by inode number, and the filesystem keeps a file
+ *     deleted while open until its last handle closes. No `.fuse_hidden` names.
+ *   - Requests are answered asynchronously: the addon queues them to this thread and returns.
+ *
+ * It takes the same filesystem as adapter.ts (`InodeFilesystem`: the Vfs), addressed by
+ * `{ ino }` for an inode and `{ dir, name }` for a name in a folder, and the same mount options.
+ * Names cross as bytes (latin1 strings), decoded as adapter.ts does (`wireToName`).
+ *
+ * The kernel's caches: with a filesystem that reports every change applied to its tree
+ * (`opsApplied`), the kernel keeps entries, attributes and missing names for KERNEL_CACHE_SEC,
+ * and is told to forget what each change makes stale (a name, an inode's attributes), whoever
+ * made it: another machine, the engine itself (an import, a takeover), unless the kernel made
+ * it through this mount, in which case it updated its caches itself. So a warm pass over a
+ * tree (`ls -lR`, `find`, a build's stats) is answered by the kernel alone. getxattr of a name
+ * no inode has (the kernel asks for security.capability before every write, `ls -l` for
+ * security.selinux of every entry) is answered in the addon. Without `opsApplied`, the
+ * mount's own timeouts apply, as with the high-level adapter.
+ */
+
+import { constants as osConstants } from 'node:os';
+import * as path from 'node:path';
+import { existsSync } from 'node:fs';
+import {
+  type FuseCaller,
+  type FuseStat,
+  type MountOptions,
+  type RequestCounts,
+  type ServedMount,
+  FuseError,
+  SPECIAL_TIMES,
+  errnoNumber,
+  groupsOf,
+  mountTable,
+  nameToWire,
+  oneMountAtATime,
+  refuseNested,
+  served,
+  unmountPath,
+  wireToName,
+} from './adapter';
+
+/**
+ * A change applied to the filesystem's tree, as the kernel's caches care about it (the engine's
+ * metadata ops are of this shape): a name made, removed, added to an inode or moved, or an
+ * inode's attributes, data or extended attributes changed.
+ */
+export type TreeChange =
+  | { readonly t: 'mk'; readonly parent: number; readonly name: string; readonly ino: number }
+  | { readonly t: 'rm'; readonly parent: number; readonly name: string }
+  | { readonly t: 'ln'; readonly ino: number; readonly parent: number; readonly name: string }
+  | { readonly t: 'mv'; readonly sp: number; readonly sn: string; readonly dp: number; readonly dn: string }
+  | { readonly t: 'attr' | 'chunk' | 'xattr'; readonly ino: number };
+
+/** What a request names: an inode by number, or a name in a folder given by number. */
+export type InodeWhere = { readonly ino: number } | { readonly dir: number; readonly name: string };
+
+/** What the low-level adapter needs from a filesystem (the Vfs). Errors carry an errno name. */
+export interface InodeFilesystem {
+  getattr(w: InodeWhere): FuseStat;
+  fgetattr?(fh: number): FuseStat;
+  /** A folder's names and their inode numbers, `.` and `..` first. */
+  listing(w: InodeWhere): { names: string[]; inos: number[] };
+  open(w: InodeWhere, flags: number): number;
+  directIo?(fh: number): boolean;
+  keepCache?(fh: number): boolean;
+  create(w: InodeWhere, mode: number, flags?: number, caller?: FuseCaller): number;
+  read(fh: number, buf: Buffer, len: number, pos: number): Promise<number>;
+  write(fh: number, data: Buffer, pos: number): Promise<number>;
+  writeNow?(fh: number, data: Buffer, pos: number): number | undefined;
+  truncate(w: InodeWhere, size: number): Promise<void>;
+  ftruncate(fh: number, size: number): Promise<void>;
+  flush(fh: number): Promise<void>;
+  fsync(fh: number): Promise<void>;
+  fsyncAll(): Promise<void>;
+  release(fh: number): Promise<void>;
+  unlink(w: InodeWhere): Promise<void>;
+  mkdir(w: InodeWhere, mode: number, caller?: FuseCaller): void;
+  mknod?(w: InodeWhere, mode: number, rdev: number, caller?: FuseCaller): void;
+  rmdir(w: InodeWhere): void;
+  rename(from: InodeWhere, to: InodeWhere): Promise<void>;
+  symlink(target: string, w: InodeWhere, caller?: FuseCaller): void;
+  readlink(w: InodeWhere): string;
+  link(from: InodeWhere, to: InodeWhere): Promise<void>;
+  chmod(w: InodeWhere, mode: number, caller?: FuseCaller): void;
+  chown(w: InodeWhere, uid: number, gid: number, caller?: FuseCaller): void;
+  utimens(w: InodeWhere, atimeMs: number, mtimeMs: number): void;
+  statfs(): Record<string, number>;
+  setxattr(w: InodeWhere, name: string, value: Buffer, flags: number): void;
+  getxattr(w: InodeWhere, name: string): Buffer;
+  listxattr(w: InodeWhere): string[];
+  removexattr(w: InodeWhere, name: string): void;
+  /** Set by the adapter: how many requests reached the filesystem so far (undefined when not mounted). */
+  requestsSoFar?: () => number | undefined;
+  /**
+   * Every extended-attribute name some inode has, or more (never fewer): with `xattrNamesAdded`,
+   * lets the addon answer a getxattr of any other name without a round trip to this thread.
+   */
+  xattrNames?(): string[];
+  /** Set by the adapter: the filesystem calls it, synchronously, with each name some inode newly has. */
+  xattrNamesAdded?: (names: readonly string[]) => void;
+  /**
+   * Set by the adapter: the filesystem calls it, synchronously, with every change applied to
+   * its tree (whoever made it), or 'all' when the tree was replaced. With it, the kernel may
+   * cache entries and attributes for long (`KERNEL_CACHE_SEC`): the adapter tells the kernel to
+   * forget what each change makes stale, except what the kernel itself did through this mount.
+   */
+  opsApplied?(ops: readonly TreeChange[] | 'all'): void;
+}
+
+type Handler = (
+  op: number,
+  id: number,
+  ino: number,
+  fh: number,
+  off: number,
+  size: number,
+  flags: number,
+  mode: number,
+  uid: number,
+  gid: number,
+  pid: number,
+  ino2: number,
+  name: string | undefined,
+  name2: string | undefined,
+  data: Buffer | undefined,
+  attrs: number[] | undefined,
+) => void;
+
+type MountRef = object;
+
+interface LowLevelAddon {
+  mount(mountPoint: string, options: string, handler: Handler): MountRef;
+  close(m: MountRef): void;
+  unref(m: MountRef): void;
+  counts(m: MountRef): number[];
+  forget_entry(m: MountRef, parent: number, name: string): void;
+  forget_inode(m: MountRef, ino: number, off: number, len: number): void;
+  xattr_names(m: MountRef, names: string[], all: boolean): void;
+  reply_err(m: MountRef, id: number, errno: number): void;
+  reply_entry(m: MountRef, id: number, stat: Float64Array, entryTimeoutSec: number, attrTimeoutSec: number): void;
+  reply_attr(m: MountRef, id: number, stat: Float64Array, attrTimeoutSec: number): void;
+  reply_open(m: MountRef, id: number, fh: number, flags: number): void;
+  reply_create(
+    m: MountRef,
+    id: number,
+    stat: Float64Array,
+    entryTimeoutSec: number,
+    attrTimeoutSec: number,
+    fh: number,
+    flags: number,
+  ): void;
+  reply_buf(m: MountRef, id: number, buf: Buffer, len: number): void;
+  reply_readlink(m: MountRef, id: number, target: string): void;
+  reply_write(m: MountRef, id: number, count: number): void;
+  reply_xattr(m: MountRef, id: number, size: number): void;
+  reply_statfs(m: MountRef, id: number, values: number[]): void;
+  readonly ops: Readonly<Record<string, number>>;
+}
+
+/**
+ * Which FUSE binding filespace mounts use: FILESPACE_FUSE=lowlevel or highlevel, or, when it
+ * is not set, the low-level one whenever its addon is built (the high-level one otherwise).
+ * Throws FuseError for another value, or for lowlevel when its addon is missing.
+ */
+export function fuseBindingChoice(env: NodeJS.ProcessEnv = process.env): 'lowlevel' | 'highlevel' {
+  const want = env.FILESPACE_FUSE?.trim() ?? '';
+  if (want === 'highlevel') return 'highlevel';
+  if (want !== '' && want !== 'lowlevel') throw new FuseError(`FILESPACE_FUSE is "${want}": use lowlevel or highlevel`, 'FAILED');
+  if (lowLevelAddon()) return 'lowlevel';
+  if (want === 'lowlevel') throw new FuseError('FILESPACE_FUSE=lowlevel, but the low-level FUSE addon is not built', 'FAILED');
+  return 'highlevel';
+}
+
+let addon: LowLevelAddon | undefined | null;
+
+/** The low-level addon, or undefined when it was not built (build-lowlevel.js) or cannot load. */
+export function lowLevelAddon(): LowLevelAddon | undefined {
+  if (addon !== undefined) return addon ?? undefined;
+  const file = path.resolve(__dirname, '..', '..', '..', 'native', 'fuse', 'lowlevel-addon', 'lowlevel.node');
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon at a computed path
+    addon = existsSync(file) ? (require(file) as LowLevelAddon) : null;
+  } catch {
+    addon = null;
+  }
+  return addon ?? undefined;
+}
+
+/** FUSE_SET_ATTR_* of fuse_lowlevel.h. */
+const SET_MODE = 1 << 0;
+const SET_UID = 1 << 1;
+const SET_GID = 1 << 2;
+const SET_SIZE = 1 << 3;
+const SET_ATIME = 1 << 4;
+const SET_MTIME = 1 << 5;
+const SET_ATIME_NOW = 1 << 7;
+const SET_MTIME_NOW = 1 << 8;
+
+/**
+ * How long the kernel may keep entries and attributes when the filesystem reports its changes
+ * (`InodeFilesystem.opsApplied`): each change makes the kernel forget what it makes stale, so
+ * this only bounds a change nobody reported. Long enough for a warm pass over a large tree
+ * (`ls -lR`, `find`, a build's stat storm) to find everything still cached.
+ */
+export const KERNEL_CACHE_SEC = 300;
+
+/**
+ * A notice sent for a change is sent once more this much later: a lookup answered just before
+ * the change may put the old entry in the kernel's cache only after the first notice passed.
+ */
+const NOTICE_AGAIN_MS = 200;
+
+/** The size of most read requests (max_read), and how many such buffers are kept for reuse. */
+const READ_BUFFER_BYTES = 128 * 1024;
+const READ_BUFFERS_KEPT = 16;
+
+/** reply_open's flags. */
+const OPEN_DIRECT_IO = 1;
+const OPEN_KEEP_CACHE = 2;
+
+const ROOT_INO = 1;
+
+/** A stat as the addon reads it (lowlevel.c, stat_from). */
+function statValues(st: FuseStat): Float64Array {
+  return Float64Array.of(
+    st.ino,
+    st.mode,
+    st.nlink,
+    st.uid,
+    st.gid,
+    st.rdev ?? 0,
+    st.size,
+    st.blocks,
+    st.atime,
+    st.mtime,
+    st.ctime,
+    st.blksize,
+  );
+}
+
+/** A negative entry: the kernel remembers for the timeout that the name does not exist. */
+const NO_ENTRY = new Float64Array(12);
+
+/** One open folder: its entries as listed at opendir (and again at a read from the start). */
+interface DirHandle {
+  names: string[];
+  inos: number[];
+}
+
+/** d_type of `.` and `..`; other entries are DT_UNKNOWN (a listing reads no entry's inode). */
+const DT_DIR = 4;
+const DT_UNKNOWN = 0;
+
+/**
+ * The entries of a folder from index `from`, as the kernel reads them (struct fuse_dirent:
+ * ino, offset of the next entry, name length, type, the name padded to 8 bytes), as many as
+ * fit in `size` bytes. The type is unknown but for `.` and `..`: tools that need it stat the
+ * entry, which the kernel answers from its cache once it has looked the name up.
+ */
+export function direntBuffer(dir: DirHandle, from: number, size: number): Buffer {
+  const out = Buffer.alloc(size);
+  let at = 0;
+  for (let i = from; i < dir.names.length; i++) {
+    const name = Buffer.from(nameToWire(dir.names[i]!), 'latin1');
+    const len = (24 + name.length + 7) & ~7;
+    if (at + len > size) break;
+    out.writeBigUInt64LE(BigInt(dir.inos[i]!), at);
+    out.writeBigUInt64LE(BigInt(i + 1), at + 8);
+    out.writeUInt32LE(name.length, at + 16);
+    out.writeUInt32LE(i < 2 ? DT_DIR : DT_UNKNOWN, at + 20);
+    name.copy(out, at + 24);
+    at += len;
+  }
+  return out.subarray(0, at);
+}
+
+function callerOf(uid: number, gid: number, pid: number): FuseCaller {
+  let groups: ReadonlySet<number> | undefined;
+  return { uid, gid, pid, inGroup: (g) => g === gid || (groups ??= groupsOf(pid)).has(g) };
+}
+
+/** A getxattr or listxattr answer: the size asked for with size 0, ERANGE if it does not fit. */
+function xattrReply(a: LowLevelAddon, m: MountRef, id: number, value: Buffer, size: number): void {
+  if (size === 0) a.reply_xattr(m, id, value.length);
+  else if (value.length > size) a.reply_err(m, id, osConstants.errno.ERANGE);
+  else a.reply_buf(m, id, value, value.length);
+}
+
+export class LowLevelMount implements ServedMount {
+  private ref: MountRef | undefined;
+  private mounted = false;
+  private ended = false;
+  private realMountPoint: string | undefined;
+  private mountId: number | undefined;
+  private watchTimer: NodeJS.Timeout | undefined;
+  private onEnded: (() => void) | undefined;
+  private endedWaiters: Array<() => void> = [];
+  private readonly dirs = new Map<number, DirHandle>();
+  private nextDir = 1;
+  /** While a request's handler runs: the changes it applies are the kernel's own. */
+  private inRequest = false;
+  /**
+   * Inodes with a request of this mount on their data or attributes under way (write, flush,
+   * release, fsync, setattr), by count: an attribute change applied meanwhile (a size or time
+   * committed at close, a truncate) follows from what the kernel itself asked.
+   */
+  private readonly busyInodes = new Map<number, number>();
+  /** Kernel cache timeouts (seconds), set at mount. */
+  private entrySec = 0;
+  private attrSec = 0;
+  private negativeSec = 0;
+  /** Notices waiting to be sent (by key, so each is sent once per turn), and to be sent again. */
+  private notices = new Map<string, () => void>();
+  private noticesAgain = new Map<string, () => void>();
+  private noticeTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly mountPoint: string,
+    private readonly fs: InodeFilesystem,
+    private readonly opts: MountOptions,
+  ) {}
+
+  get isMounted(): boolean {
+    return this.mounted;
+  }
+
+  get servedAt(): string | undefined {
+    return this.realMountPoint;
+  }
+
+  /** Whether the kernel still lists this mount. */
+  async listed(): Promise<boolean> {
+    if (!this.mounted) return false;
+    return (await mountTable()).some((m) => m.id === this.mountId);
+  }
+
+  /** Whether the FUSE session has ended (the addon says so as it happens). */
+  async sessionEnded(): Promise<boolean> {
+    return Promise.resolve(!this.mounted || this.ended);
+  }
+
+  /**
+   * Calls `onEnded` once when the session ends other than through `unmount` (someone ran
+   * fusermount -u or umount), and `onDetached` once when the mount leaves the mount table while
+   * processes still use it (polled every `intervalMs`).
+   */
+  watch(onEnded: () => void, onDetached: () => void = () => undefined, intervalMs = 1000): void {
+    this.stopWatching();
+    this.onEnded = onEnded;
+    let said = false;
+    let busy = false;
+    this.watchTimer = setInterval(() => {
+      if (busy || said || !this.mounted || this.ended) return;
+      busy = true;
+      void this.listed()
+        .then((listed) => {
+          if (!listed && !this.ended && this.mounted && !said) {
+            said = true;
+            onDetached();
+          }
+        })
+        .finally(() => (busy = false));
+    }, intervalMs);
+    this.watchTimer.unref();
+  }
+
+  private stopWatching(): void {
+    if (this.watchTimer) clearInterval(this.watchTimer);
+    this.watchTimer = undefined;
+    this.onEnded = undefined;
+  }
+
+  private optionString(): string {
+    const o = this.opts;
+    const list = [
+      `fsname=${o.fsName.replace(/[,\s\\]/g, '_')}`,
+      'subtype=filespace',
+      'big_writes',
+      'max_write=131072',
+      'max_read=131072',
+      'default_permissions',
+    ];
+    if (o.allowOther) list.push('allow_other');
+    if (o.debug) list.push('debug');
+    return list.join(',');
+  }
+
+  async mount(): Promise<void> {
+    return oneMountAtATime(() => this.mountNow());
+  }
+
+  private async mountNow(): Promise<void> {
+    const a = lowLevelAddon();
+    if (!a) throw new FuseError('the low-level FUSE addon is not built (node native/fuse/build-lowlevel.js)', 'FAILED');
+    this.realMountPoint = await refuseNested(this.mountPoint);
+    try {
+      this.ref = a.mount(this.realMountPoint, this.optionString(), this.handler(a));
+    } catch (err) {
+      throw new FuseError(`mounting ${this.mountPoint} failed: ${(err as Error).message}`, 'FAILED');
+    }
+    this.mounted = true;
+    this.ended = false;
+    served.add(this);
+    const entries = (await mountTable()).filter((m) => m.mountPoint === this.realMountPoint && m.fsType.startsWith('fuse'));
+    this.mountId = entries[entries.length - 1]?.id;
+    const ops = Object.keys(a.ops).length;
+    if ('requestsSoFar' in this.fs) {
+      this.fs.requestsSoFar = () => {
+        if (!this.ref || this.ended) return undefined;
+        const raw = a.counts(this.ref);
+        let n = 0;
+        for (let i = 1; i < 2 * ops; i++) if (i !== ops) n += raw[i] ?? 0;
+        return n;
+      };
+    }
+    this.knowXattrNames(a, this.ref);
+    this.forgetChanges(a, this.ref);
+  }
+
+  /**
+   * With a filesystem that reports its changes, the kernel caches entries and attributes for
+   * KERNEL_CACHE_SEC (a timeout of 0 in the options stays 0), and each change reported makes it
+   * forget what the change makes stale: the name (a cached entry, or a cached "no such name"),
+   * and the attributes of the inodes and folders involved. Changes applied while one of this
+   * mount's requests is being handled are the kernel's own doing: it updates its caches itself.
+   * Notices go out from the addon's notice thread, never from this one.
+   */
+  private forgetChanges(a: LowLevelAddon, ref: MountRef): void {
+    const o = this.opts;
+    const reports = 'opsApplied' in this.fs;
+    const long = (sec: number) => (sec === 0 || !reports ? sec : Math.max(sec, KERNEL_CACHE_SEC));
+    this.entrySec = long(o.entryTimeoutSec);
+    this.attrSec = long(o.attrTimeoutSec);
+    this.negativeSec = long(o.negativeTimeoutSec);
+    if (!reports) return;
+    const entry = (parent: number, name: string) => {
+      const wire = nameToWire(name);
+      this.notices.set(`e${parent}/${wire}`, () => a.forget_entry(ref, parent, wire));
+    };
+    const inode = (ino: number) => this.notices.set(`i${ino}`, () => a.forget_inode(ref, ino, -1, 0));
+    const ownAttr = (op: TreeChange) => op.t === 'attr' && this.busyInodes.has(op.ino);
+    this.fs.opsApplied = (ops) => {
+      if (this.ref !== ref || this.ended || this.inRequest) return;
+      if (ops === 'all') {
+        // Forgetting the root's names drops everything the kernel holds below them.
+        for (const name of this.fs.listing({ ino: ROOT_INO }).names) if (name !== '.' && name !== '..') entry(ROOT_INO, name);
+        inode(ROOT_INO);
+      } else {
+        for (const op of ops) {
+          if (op.t === 'mk' || op.t === 'rm') {
+            entry(op.parent, op.name);
+            inode(op.parent);
+          } else if (op.t === 'ln') {
+            entry(op.parent, op.name);
+            inode(op.parent);
+            inode(op.ino);
+          } else if (op.t === 'mv') {
+            entry(op.sp, op.sn);
+            entry(op.dp, op.dn);
+            inode(op.sp);
+            inode(op.dp);
+          } else if (op.t !== 'chunk' && !ownAttr(op)) {
+            // A chunk's new name changes no attribute the kernel shows (a new version's size and
+            // times come as an attr change); the pages it caches are renewed at open when the
+            // data changed (the filesystem's keepCache).
+            inode(op.ino);
+          }
+        }
+      }
+      this.sendNotices();
+    };
+  }
+
+  private sendNotices(): void {
+    if (this.noticeTimer) return;
+    this.noticeTimer = setTimeout(() => {
+      this.noticeTimer = undefined;
+      if (!this.ref || this.ended) return;
+      const now = this.notices;
+      this.notices = new Map();
+      for (const send of now.values()) send();
+      for (const [key, send] of now) this.noticesAgain.set(key, send);
+      setTimeout(() => {
+        if (!this.ref || this.ended) return;
+        const again = this.noticesAgain;
+        this.noticesAgain = new Map();
+        for (const send of again.values()) send();
+      }, NOTICE_AGAIN_MS).unref();
+    }, 0);
+    this.noticeTimer.unref();
+  }
+
+  /**
+   * Tells the addon every extended-attribute name in use, and each new one as it comes (the
+   * hook is set first, so no name falls between the two).
+   */
+  private knowXattrNames(a: LowLevelAddon, ref: MountRef): void {
+    const all = this.fs.xattrNames?.bind(this.fs);
+    if (!this.opts.xattrs || !all || !('xattrNamesAdded' in this.fs)) return;
+    this.fs.xattrNamesAdded = (names) => {
+      if (this.ref === ref && !this.ended) a.xattr_names(ref, names.map(nameToWire), false);
+    };
+    a.xattr_names(ref, all().map(nameToWire), true);
+  }
+
+  /** The requests that reached the filesystem so far, per operation (all of them cross here). */
+  requestCounts(): RequestCounts | undefined {
+    const a = lowLevelAddon();
+    if (!a || !this.ref || this.ended) return undefined;
+    const raw = a.counts(this.ref);
+    const ops = Object.keys(a.ops).length;
+    const crossed: Record<string, number> = {};
+    const answered: Record<string, number> = {};
+    for (const [name, i] of Object.entries(a.ops)) {
+      if (i > 0 && raw[i]) crossed[name] = raw[i]!;
+      if (i > 0 && raw[ops + i]) answered[name] = raw[ops + i]!;
+    }
+    return { answered, crossed, emptied: { byRequest: 0, byFilesystem: 0, inodes: 0, evicted: 0 } };
+  }
+
+  /** Unmounts; throws FuseError('BUSY') if files are in use and `force` is false. */
+  async unmount(force = false): Promise<void> {
+    if (!this.mounted || !this.ref) return;
+    if (!this.ended && (await this.listed())) {
+      try {
+        await unmountPath(this.mountPoint, force);
+      } catch (err) {
+        if (!(err instanceof FuseError && err.code === 'NOT_MOUNTED')) throw err;
+      }
+    }
+    this.stopWatching();
+    this.mounted = false;
+    served.delete(this);
+    if (this.fs.requestsSoFar) this.fs.requestsSoFar = () => undefined;
+    if (this.fs.xattrNamesAdded) this.fs.xattrNamesAdded = () => undefined;
+    if (this.fs.opsApplied) this.fs.opsApplied = () => undefined;
+    // A lazily detached mount goes on serving the processes that still use it; this process may
+    // exit meanwhile (the kernel then ends the session).
+    if (!this.ended) {
+      const ended = new Promise<void>((resolve) => this.endedWaiters.push(resolve));
+      const waited = await Promise.race([ended.then(() => true), delay(2000).then(() => false)]);
+      if (!waited && this.ref && !this.ended) lowLevelAddon()?.unref(this.ref);
+    }
+  }
+
+  private sessionGone(a: LowLevelAddon): void {
+    this.ended = true;
+    const ref = this.ref;
+    if (ref) a.close(ref);
+    this.ref = undefined;
+    this.dirs.clear();
+    const wasMounted = this.mounted;
+    this.mounted = false;
+    served.delete(this);
+    const onEnded = this.onEnded;
+    this.stopWatching();
+    for (const w of this.endedWaiters.splice(0)) w();
+    if (wasMounted) onEnded?.();
+  }
+
+  private handler(a: LowLevelAddon): Handler {
+    const fs = this.fs;
+    const o = this.opts;
+    const report = o.onError ?? (() => undefined);
+    const ops = a.ops;
+    const m = () => this.ref!;
+    const live = () => this.ref !== undefined && !this.ended;
+    const fail = (op: string, id: number, err: unknown) => {
+      const code = errnoNumber(err);
+      if (code === -osConstants.errno.EIO) report(op, err);
+      if (live()) a.reply_err(m(), id, -code);
+    };
+    const ok = (id: number) => {
+      if (live()) a.reply_err(m(), id, 0);
+    };
+    const later = (op: string, id: number, work: () => Promise<unknown>, answer: (v: unknown) => void, ino?: number) => {
+      if (ino !== undefined) this.busyInodes.set(ino, (this.busyInodes.get(ino) ?? 0) + 1);
+      const done = () => {
+        if (ino === undefined) return;
+        const n = (this.busyInodes.get(ino) ?? 1) - 1;
+        if (n > 0) this.busyInodes.set(ino, n);
+        else this.busyInodes.delete(ino);
+      };
+      work().then(
+        (v) => {
+          done();
+          if (live()) answer(v);
+        },
+        (err) => {
+          done();
+          fail(op, id, err);
+        },
+      );
+    };
+    const entry = (id: number, st: FuseStat) => a.reply_entry(m(), id, statValues(st), this.entrySec, this.attrSec);
+    const attr = (id: number, st: FuseStat) => a.reply_attr(m(), id, statValues(st), this.attrSec);
+    const openFlags = (fh: number) =>
+      (fs.directIo?.(fh) ? OPEN_DIRECT_IO : 0) | (!fs.directIo?.(fh) && fs.keepCache?.(fh) ? OPEN_KEEP_CACHE : 0);
+
+    // Buffers of finished reads (the kernel's usual read size), reused: a sequential read makes
+    // one request per 128 KiB.
+    const readBuffers: Buffer[] = [];
+    const table: Record<number, Handler> = {
+      [ops.ended!]: () => this.sessionGone(a),
+      [ops.lookup!]: (_op, id, ino, _fh, _off, _size, _flags, _mode, _u, _g, _p, _i2, name) => {
+        let st: FuseStat;
+        try {
+          st = fs.getattr({ dir: ino, name: wireToName(name!) });
+        } catch (err) {
+          if (errnoNumber(err) === -osConstants.errno.ENOENT && this.negativeSec > 0) {
+            return a.reply_entry(m(), id, NO_ENTRY, this.negativeSec, 0);
+          }
+          return fail('lookup', id, err);
+        }
+        entry(id, st);
+      },
+      [ops.getattr!]: (_op, id, ino, fh) => {
+        try {
+          attr(id, fh >= 0 && fs.fgetattr ? fs.fgetattr(fh) : fs.getattr({ ino }));
+        } catch (err) {
+          // A handle the filesystem does not know (opened before a remount): by inode.
+          if (fh >= 0) {
+            try {
+              return attr(id, fs.getattr({ ino }));
+            } catch {
+              // the first error is the one to tell
+            }
+          }
+          fail('getattr', id, err);
+        }
+      },
+      [ops.setattr!]: (_op, id, ino, fh, _off, _size, _flags, _mode, uid, gid, pid, _i2, _n, _n2, _d, attrs) => {
+        const [set = 0, mode = 0, auid = 0, agid = 0, size = 0, atime = 0, mtime = 0] = attrs ?? [];
+        const w = { ino };
+        const caller = callerOf(uid, gid, pid);
+        later(
+          'setattr',
+          id,
+          async () => {
+            if (set & SET_MODE) fs.chmod(w, mode, caller);
+            if (set & (SET_UID | SET_GID)) fs.chown(w, set & SET_UID ? auid : -1, set & SET_GID ? agid : -1, caller);
+            if (set & SET_SIZE) {
+              if (fh >= 0) await fs.ftruncate(fh, size);
+              else await fs.truncate(w, size);
+            }
+            if (set & (SET_ATIME | SET_MTIME)) {
+              const at = set & SET_ATIME_NOW ? SPECIAL_TIMES.now : set & SET_ATIME ? atime : SPECIAL_TIMES.omit;
+              const mt = set & SET_MTIME_NOW ? SPECIAL_TIMES.now : set & SET_MTIME ? mtime : SPECIAL_TIMES.omit;
+              fs.utimens(w, at, mt);
+            }
+            return fh >= 0 && fs.fgetattr ? fs.fgetattr(fh) : fs.getattr(w);
+          },
+          (st) => attr(id, st as FuseStat),
+          ino,
+        );
+      },
+      [ops.readlink!]: (_op, id, ino) => {
+        try {
+          a.reply_readlink(m(), id, nameToWire(fs.readlink({ ino })));
+        } catch (err) {
+          fail('readlink', id, err);
+        }
+      },
+      // The device number comes as `size`.
+      [ops.mknod!]: (_op, id, ino, _fh, _off, rdev, _flags, mode, uid, gid, pid, _i2, name) => {
+        const w = { dir: ino, name: wireToName(name!) };
+        try {
+          if (!fs.mknod) throw Object.assign(new Error('mknod'), { errno: 'ENOSYS' });
+          fs.mknod(w, mode, rdev, callerOf(uid, gid, pid));
+          entry(id, fs.getattr(w));
+        } catch (err) {
+          fail('mknod', id, err);
+        }
+      },
+      [ops.mkdir!]: (_op, id, ino, _fh, _off, _size, _flags, mode, uid, gid, pid, _i2, name) => {
+        const w = { dir: ino, name: wireToName(name!) };
+        try {
+          fs.mkdir(w, mode, callerOf(uid, gid, pid));
+          entry(id, fs.getattr(w));
+        } catch (err) {
+          fail('mkdir', id, err);
+        }
+      },
+      [ops.unlink!]: (_op, id, ino, _fh, _off, _size, _flags, _mode, _u, _g, _p, _i2, name) =>
+        later(
+          'unlink',
+          id,
+          () => fs.unlink({ dir: ino, name: wireToName(name!) }),
+          () => ok(id),
+        ),
+      [ops.rmdir!]: (_op, id, ino, _fh, _off, _size, _flags, _mode, _u, _g, _p, _i2, name) => {
+        try {
+          fs.rmdir({ dir: ino, name: wireToName(name!) });
+          ok(id);
+        } catch (err) {
+          fail('rmdir', id, err);
+        }
+      },
+      [ops.symlink!]: (_op, id, ino, _fh, _off, _size, _flags, _mode, uid, gid, pid, _i2, name, target) => {
+        const w = { dir: ino, name: wireToName(name!) };
+        try {
+          fs.symlink(wireToName(target!), w, callerOf(uid, gid, pid));
+          entry(id, fs.getattr(w));
+        } catch (err) {
+          fail('symlink', id, err);
+        }
+      },
+      [ops.rename!]: (_op, id, ino, _fh, _off, _size, _flags, _mode, _u, _g, _p, ino2, name, name2) =>
+        later(
+          'rename',
+          id,
+          () => fs.rename({ dir: ino, name: wireToName(name!) }, { dir: ino2, name: wireToName(name2!) }),
+          () => ok(id),
+        ),
+      [ops.link!]: (_op, id, ino, _fh, _off, _size, _flags, _mode, _u, _g, _p, ino2, name) => {
+        const to = { dir: ino2, name: wireToName(name!) };
+        later(
+          'link',
+          id,
+          async () => {
+            await fs.link({ ino }, to);
+            return fs.getattr(to);
+          },
+          (st) => entry(id, st as FuseStat),
+        );
+      },
+      [ops.open!]: (_op, id, ino, _fh, _off, _size, flags) => {
+        try {
+          const fh = fs.open({ ino }, flags);
+          a.reply_open(m(), id, fh, openFlags(fh));
+        } catch (err) {
+          fail('open', id, err);
+        }
+      },
+      [ops.read!]: (_op, id, _ino, fh, off, size) => {
+        const buf = size === READ_BUFFER_BYTES ? (readBuffers.pop() ?? Buffer.allocUnsafe(size)) : Buffer.allocUnsafe(size);
+        later(
+          'read',
+          id,
+          () => fs.read(fh, buf, size, off),
+          (n) => {
+            // The addon copies the answer (or writes it) before it returns: the buffer is free.
+            a.reply_buf(m(), id, buf, n as number);
+            if (buf.length === READ_BUFFER_BYTES && readBuffers.length < READ_BUFFERS_KEPT) readBuffers.push(buf);
+          },
+        );
+      },
+      [ops.write!]: (_op, id, ino, fh, off, size, _flags, _mode, _u, _g, _p, _i2, _n, _n2, pooled) => {
+        // The addon's pool buffer, given back when this write is answered: the write path
+        // copies what it keeps.
+        const data = pooled!.length === size ? pooled! : pooled!.subarray(0, size);
+        if (fs.writeNow) {
+          let n: number | undefined;
+          try {
+            n = fs.writeNow(fh, data, off);
+          } catch (err) {
+            return fail('write', id, err);
+          }
+          if (n !== undefined) return a.reply_write(m(), id, n);
+        }
+        later(
+          'write',
+          id,
+          () => fs.write(fh, data, off),
+          (n) => a.reply_write(m(), id, n as number),
+          ino,
+        );
+      },
+      [ops.flush!]: (_op, id, ino, fh) =>
+        later(
+          'flush',
+          id,
+          () => fs.flush(fh),
+          () => ok(id),
+          ino,
+        ),
+      [ops.release!]: (_op, id, ino, fh) =>
+        later(
+          'release',
+          id,
+          () => fs.release(fh),
+          () => ok(id),
+          ino,
+        ),
+      [ops.fsync!]: (_op, id, ino, fh) =>
+        later(
+          'fsync',
+          id,
+          () => fs.fsync(fh),
+          () => ok(id),
+          ino,
+        ),
+      [ops.opendir!]: (_op, id, ino) => {
+        try {
+          const listed = fs.listing({ ino });
+          const fh = this.nextDir++;
+          this.dirs.set(fh, listed);
+          a.reply_open(m(), id, fh, 0);
+        } catch (err) {
+          fail('opendir', id, err);
+        }
+      },
+      [ops.readdir!]: (_op, id, ino, fh, off, size) => {
+        try {
+          let dir = this.dirs.get(fh);
+          if (!dir) throw Object.assign(new Error('readdir of a folder not open'), { errno: 'EBADF' });
+          // Read from the start again (rewinddir): list it again.
+          if (off === 0) {
+            dir = fs.listing({ ino });
+            this.dirs.set(fh, dir);
+          }
+          const buf = direntBuffer(dir, off, size);
+          a.reply_buf(m(), id, buf, buf.length);
+        } catch (err) {
+          fail('readdir', id, err);
+        }
+      },
+      [ops.releasedir!]: (_op, id, _ino, fh) => {
+        this.dirs.delete(fh);
+        ok(id);
+      },
+      [ops.fsyncdir!]: (_op, id) =>
+        later(
+          'fsyncdir',
+          id,
+          () => fs.fsyncAll(),
+          () => ok(id),
+        ),
+      [ops.statfs!]: (_op, id) => {
+        try {
+          const s = fs.statfs();
+          a.reply_statfs(
+            m(),
+            id,
+            [s.bsize, s.frsize, s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.favail, s.namemax].map((v) => v ?? 0),
+          );
+        } catch (err) {
+          fail('statfs', id, err);
+        }
+      },
+      [ops.setxattr!]: (_op, id, ino, _fh, _off, _size, flags, _mode, _u, _g, _p, _i2, name, _n2, data) => {
+        try {
+          if (!o.xattrs) throw Object.assign(new Error('xattrs off'), { errno: 'ENOSYS' });
+          fs.setxattr({ ino }, wireToName(name!), data ?? Buffer.alloc(0), flags);
+          ok(id);
+        } catch (err) {
+          fail('setxattr', id, err);
+        }
+      },
+      [ops.getxattr!]: (_op, id, ino, _fh, _off, size, _flags, _mode, _u, _g, _p, _i2, name) => {
+        try {
+          if (!o.xattrs) throw Object.assign(new Error('xattrs off'), { errno: 'ENOSYS' });
+          xattrReply(a, m(), id, fs.getxattr({ ino }, wireToName(name!)), size);
+        } catch (err) {
+          fail('getxattr', id, err);
+        }
+      },
+      [ops.listxattr!]: (_op, id, ino, _fh, _off, size) => {
+        try {
+          if (!o.xattrs) throw Object.assign(new Error('xattrs off'), { errno: 'ENOSYS' });
+          const names = fs.listxattr({ ino });
+          const list = Buffer.from(names.map((n) => `${nameToWire(n)}\0`).join(''), 'latin1');
+          xattrReply(a, m(), id, list, size);
+        } catch (err) {
+          fail('listxattr', id, err);
+        }
+      },
+      [ops.removexattr!]: (_op, id, ino, _fh, _off, _size, _flags, _mode, _u, _g, _p, _i2, name) => {
+        try {
+          if (!o.xattrs) throw Object.assign(new Error('xattrs off'), { errno: 'ENOSYS' });
+          fs.removexattr({ ino }, wireToName(name!));
+          ok(id);
+        } catch (err) {
+          fail('removexattr', id, err);
+        }
+      },
+      [ops.create!]: (_op, id, ino, _fh, _off, _size, flags, mode, uid, gid, pid, _i2, name) => {
+        const w = { dir: ino, name: wireToName(name!) };
+        try {
+          const fh = fs.create(w, mode, flags, callerOf(uid, gid, pid));
+          const st = fs.getattr(w);
+          a.reply_create(m(), id, statValues(st), this.entrySec, this.attrSec, fh, openFlags(fh));
+        } catch (err) {
+          fail('create', id, err);
+        }
+      },
+    };
+    return (op, id, ...rest) => {
+      const run = table[op];
+      if (!run) {
+        if (live()) a.reply_err(m(), id, osConstants.errno.ENOSYS);
+        return;
+      }
+      this.inRequest = true;
+      try {
+        run(op, id, ...rest);
+      } catch (err) {
+        // A handler that threw before answering (a bug): the request still gets an answer.
+        report('fuse', err);
+        try {
+          if (live()) a.reply_err(m(), id, osConstants.errno.EIO);
+        } catch {
+          // it had answered already
+        }
+      } finally {
+        this.inRequest = false;
+      }
+    };
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
