@@ -258,6 +258,8 @@ const NO_ENTRY = new Float64Array(12);
 interface DirHandle {
   names: string[];
   inos: number[];
+  /** Listed at opendir and not read yet (the first read from the start uses that listing). */
+  fresh?: boolean;
 }
 
 /** d_type of `.` and `..`; other entries are DT_UNKNOWN (a listing reads no entry's inode). */
@@ -597,11 +599,20 @@ export class LowLevelMount implements ServedMount {
       work().then(
         (v) => {
           done();
-          if (live()) answer(v);
+          try {
+            if (live()) answer(v);
+          } catch (err) {
+            // An answer the addon refused (a bug): said, never a crash of the engine.
+            report(op, err);
+          }
         },
         (err) => {
           done();
-          fail(op, id, err);
+          try {
+            fail(op, id, err);
+          } catch (e) {
+            report(op, e);
+          }
         },
       );
     };
@@ -807,7 +818,7 @@ export class LowLevelMount implements ServedMount {
         try {
           const listed = fs.listing({ ino });
           const fh = this.nextDir++;
-          this.dirs.set(fh, listed);
+          this.dirs.set(fh, { ...listed, fresh: true });
           a.reply_open(m(), id, fh, 0);
         } catch (err) {
           fail('opendir', id, err);
@@ -818,10 +829,11 @@ export class LowLevelMount implements ServedMount {
           let dir = this.dirs.get(fh);
           if (!dir) throw Object.assign(new Error('readdir of a folder not open'), { errno: 'EBADF' });
           // Read from the start again (rewinddir): list it again.
-          if (off === 0) {
+          if (off === 0 && !dir.fresh) {
             dir = fs.listing({ ino });
             this.dirs.set(fh, dir);
           }
+          dir.fresh = false;
           const buf = direntBuffer(dir, off, size);
           a.reply_buf(m(), id, buf, buf.length);
         } catch (err) {

@@ -106,6 +106,41 @@ for _ in range(40): os.write(fd, sys.argv[1].encode() * 200000)' "$w" &
   python3 -c 'd=open("log","rb").read(); r=[d[i:i+200000] for i in range(0,len(d),200000)]; print(all(len(set(x))==1 for x in r), [x[0] for x in r].count(97))'
 }
 
+# A descriptor outlives its name and its folder: fstat, read and write through it.
+s_open_after_rmdir() {
+  mkdir d && printf 'held data' > d/f
+  python3 -c '
+import os
+fd = os.open("d/f", os.O_RDWR)
+os.unlink("d/f"); os.rmdir("d")
+st = os.fstat(fd)
+print(st.st_nlink, st.st_size, os.pread(fd, 64, 0).decode())
+os.pwrite(fd, b"!", st.st_size)
+print(os.fstat(fd).st_size, os.pread(fd, 64, 0).decode())
+os.close(fd)'
+  ls -A
+}
+# The names of a file are one file: nlink through each at once, a descriptor opened before the
+# second name sees what is written through it, and a shared mapping through one name shows
+# through the other.
+s_names_one_file() {
+  printf 'hello world\n' > a
+  python3 -c '
+import mmap, os
+ra = os.open("a", os.O_RDONLY)
+os.link("a", "b")
+print(os.stat("a").st_nlink, os.stat("b").st_nlink, os.fstat(ra).st_nlink)
+with open("b", "r+b") as f: f.write(b"HELLO")
+print(os.pread(ra, 5, 0).decode())
+fd = os.open("b", os.O_RDWR)
+m = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+m[6:11] = b"WORLD"; m.flush(); m.close(); os.close(fd)
+print(os.pread(ra, 12, 0).decode().strip())
+os.unlink("b")
+print(os.fstat(ra).st_nlink, os.stat("a").st_nlink)
+os.close(ra)'
+}
+
 same owner-of-new s_owner_of_new
 same non-owner-chmod s_non_owner_chmod
 same chown-other-user s_chown_other_user
@@ -118,6 +153,8 @@ same dir-nlink s_dir_nlink
 same cp-a-modes s_cp_a_modes
 same sparse-blocks s_sparse_blocks
 same append s_append
+same open-after-rmdir s_open_after_rmdir
+same names-one-file s_names_one_file
 
 # POSIX ACL names are refused (a local ext4 stores them: no reference here).
 rm -rf "$MNT/acl-names" && mkdir "$MNT/acl-names"

@@ -58,7 +58,7 @@ describe('POSIX ownership, permissions and sizes as on ext4', () => {
       const m = /^(ok|FAIL) +([\w-]+)(?:: (.*))?$/.exec(line);
       if (m) verdicts.set(m[2]!, m[1] === 'ok' ? 'ok' : (m[3] ?? 'failed'));
     }
-    assert.ok(verdicts.size >= 15, `posix-checks.sh ran: ${r.stdout}${r.stderr}`);
+    assert.ok(verdicts.size >= 17, `posix-checks.sh ran: ${r.stdout}${r.stderr}`);
   });
 
   after(async () => {
@@ -96,6 +96,10 @@ describe('POSIX ownership, permissions and sizes as on ext4', () => {
 
   it('reports what a sparse file holds to du, and keeps concurrent O_APPEND writes whole', () => {
     expectOk('sparse-blocks', 'append');
+  });
+
+  it('keeps a descriptor working after its name and folder are gone, and the names of a file one file', () => {
+    expectOk('open-after-rmdir', 'names-one-file');
   });
 
   it('shows df and stat -f sizes tools can use, with used space following the data', async () => {
