@@ -595,18 +595,22 @@ static void slab_give_back(mount_t *mt, int slab) {
 
 /** Adds up to SLABS_GROW buffers to the pool (JS thread). */
 static void slabs_grow(napi_env env, mount_t *mt) {
+  // Called from the queue's async callback too, where no handle scope is open.
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
   for (int i = 0; i < SLABS_GROW && mt->slab_count < SLABS_MAX; i++) {
     napi_value buf;
     void *data;
-    if (napi_create_buffer(env, SLAB_BYTES, &data, &buf) != napi_ok) return;
+    if (napi_create_buffer(env, SLAB_BYTES, &data, &buf) != napi_ok) break;
     slab_t *sl = &mt->slabs[mt->slab_count];
-    if (napi_create_reference(env, buf, 1, &sl->ref) != napi_ok) return;
+    if (napi_create_reference(env, buf, 1, &sl->ref) != napi_ok) break;
     sl->data = data;
     pthread_mutex_lock(&mt->slab_lock);
     mt->slab_free[mt->free_count++] = mt->slab_count++;
     mt->slabs_wanted = 0;
     pthread_mutex_unlock(&mt->slab_lock);
   }
+  napi_close_handle_scope(env, scope);
 }
 
 static uint32_t remember(mount_t *mt, fuse_req_t req, int slab) {

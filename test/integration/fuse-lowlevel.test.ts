@@ -9,7 +9,9 @@
  *     forget what a change makes stale, whoever made it: a follower sees the writer's changes,
  *     and a mount sees its engine's own (an import), within the test's wait, well under the
  *     kernel's timeout, although it had looked the names up (or missed them) before;
- *   - getxattr of a name no file has is answered in the addon, never by the engine.
+ *   - getxattr of a name no file has is answered in the addon, never by the engine;
+ *   - many writers at once: more writes wait for the engine than the addon's first pool of
+ *     write buffers holds, so the pool grows while requests queue, and every byte lands.
  */
 
 import { after, before, describe, it } from 'node:test';
@@ -85,6 +87,25 @@ with open(a, 'rb') as f: seen_new = f.read(5).decode()
 m.close(); os.close(fd); os.close(ra)
 print(json.dumps({'before': before, 'open': seen_open, 'fresh': seen_new}))
 `;
+
+// WRITERS processes, started together, each write 4 MiB in 128 KiB writes to a file of their own.
+const MANY_WRITERS = String.raw`
+import hashlib, json, multiprocessing, os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+def write(i, gate):
+    data = hashlib.sha256(b'seed%d' % i).digest() * (4 * 1024 * 1024 // 32)
+    gate.wait()
+    fd = os.open(os.path.join(d, 'w%d' % i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for off in range(0, len(data), 128 * 1024):
+        os.pwrite(fd, data[off:off + 128 * 1024], off)
+    os.close(fd)
+gate = multiprocessing.Barrier(n)
+procs = [multiprocessing.Process(target=write, args=(i, gate)) for i in range(n)]
+for p in procs: p.start()
+for p in procs: p.join()
+print(json.dumps({'exit': [p.exitcode for p in procs]}))
+`;
+const WRITERS = 24;
 
 describe('the low-level FUSE binding', () => {
   const bed = new Bed();
@@ -227,6 +248,22 @@ describe('the low-level FUSE binding', () => {
     const after = await requestCounts(fs.machine.home, fs.name);
     const looks = (c: typeof before) => (c.crossed.lookup ?? 0) + (c.crossed.getattr ?? 0);
     assert.equal(looks(after) - looks(before), 0, 'no stat reached the engine');
+    await fs.unmount();
+  });
+
+  it('many writers at once: every byte lands while the pool of write buffers grows', async () => {
+    const fs = await bed.filespace();
+    await fs.mount();
+    const r = await python(MANY_WRITERS, fs.mnt, String(WRITERS));
+    assert.deepEqual(r, { exit: Array(WRITERS).fill(0) });
+    const expected = (i: number) => sha(Buffer.concat(Array(131072).fill(createHash('sha256').update(`seed${i}`).digest())));
+    for (let i = 0; i < WRITERS; i++) {
+      assert.equal(sha(await fsp.readFile(path.join(fs.mnt, `w${i}`))), expected(i), `w${i}`);
+    }
+    await fs.sync();
+    await fs.unmount();
+    await fs.mount();
+    assert.equal(sha(await fsp.readFile(path.join(fs.mnt, `w${WRITERS - 1}`))), expected(WRITERS - 1), 'kept');
     await fs.unmount();
   });
 
