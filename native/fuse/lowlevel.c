@@ -1031,16 +1031,21 @@ static void free_mount(uv_handle_t *handle) {
   free(mt);
 }
 
+// The arguments of an exported function that takes the mount first: `argv`, and `mt` (given
+// something else, or a closed mount, mount_of has thrown and the function returns).
+#define MOUNT_ARGS(n)                                          \
+  size_t argc = n;                                             \
+  napi_value argv[n];                                          \
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL)); \
+  mount_t *mt = mount_of(env, argv[0]);                        \
+  if (mt == NULL) return NULL;
+
 /**
  * close(mount): after the session ended (the handler was told ENDED), joins its thread and
  * frees the mount. Throws if the session is still running.
  */
 static napi_value close_fs(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  mount_t *mt = mount_of(env, argv[0]);
-  if (mt == NULL) return NULL;
+  MOUNT_ARGS(1)
   pthread_rwlock_rdlock(&mt->alive);
   int ended = mt->ended;
   pthread_rwlock_unlock(&mt->alive);
@@ -1194,9 +1199,33 @@ static void fi_from(napi_env env, napi_value vfh, napi_value vflags, struct fuse
   fi->keep_cache = (flags & 2) != 0;
 }
 
-/** reply_open(mount, id, fh, flags): flags bit 0 direct_io, bit 1 keep_cache. */
+// The kernel's FOPEN_CACHE_DIR (Linux 4.20): a folder's listing is kept in the kernel's page cache
+// and later reads of the folder are answered from it. libfuse2's fuse_file_info has no field for
+// it, so an answer that asks for it is written here, in the layout libfuse itself sends
+// (struct fuse_open_out of the kernel's protocol).
+struct open_answer {
+  uint64_t fh;
+  uint32_t open_flags;
+  uint32_t padding;
+};
+#define OPEN_KEEP_CACHE (1 << 1)
+#define OPEN_CACHE_DIR (1 << 3)
+
+/**
+ * reply_open(mount, id, fh, flags): flags bit 0 direct_io, bit 1 keep_cache, bit 2 (a folder) the
+ * kernel keeps the listing: cache_dir with keep_cache, so an opendir does not drop it.
+ */
 static napi_value reply_open(napi_env env, napi_callback_info info) {
   ANSWER_ARGS(4)
+  if (((uint32_t) get_num(env, argv[3]) & 4) != 0) {
+    struct open_answer out;
+    memset(&out, 0, sizeof out);
+    out.fh = (uint64_t) get_num(env, argv[2]);
+    out.open_flags = OPEN_KEEP_CACHE | OPEN_CACHE_DIR;
+    fuse_reply_buf(req, (const char *) &out, sizeof out);
+    answered(mt);
+    return NULL;
+  }
   struct fuse_file_info fi;
   fi_from(env, argv[2], argv[3], &fi);
   if (fuse_reply_open(req, &fi) == -ENOENT) {
@@ -1303,11 +1332,7 @@ static napi_value reply_statfs(napi_env env, napi_callback_info info) {
 
 /** counts(mount) -> [crossed per op..., answered here per op..., forgets, outstanding, notices sent] */
 static napi_value counts(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  mount_t *mt = mount_of(env, argv[0]);
-  if (mt == NULL) return NULL;
+  MOUNT_ARGS(1)
   napi_value arr;
   napi_create_array_with_length(env, 2 * OP_COUNT + 3, &arr);
   for (uint32_t i = 0; i < OP_COUNT; i++) {
@@ -1326,11 +1351,7 @@ static napi_value counts(napi_env env, napi_callback_info info) {
  * here. Names are only ever added otherwise: the set is a superset.
  */
 static napi_value xattr_names(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  mount_t *mt = mount_of(env, argv[0]);
-  if (mt == NULL) return NULL;
+  MOUNT_ARGS(3)
   bool all = false;
   napi_get_value_bool(env, argv[2], &all);
   uint32_t n = 0;
@@ -1361,11 +1382,7 @@ static napi_value xattr_names(napi_env env, napi_callback_info info) {
 
 /** forget_entry(mount, parent, name as latin1): the kernel forgets what it knows of that name. */
 static napi_value forget_entry(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  mount_t *mt = mount_of(env, argv[0]);
-  if (mt == NULL) return NULL;
+  MOUNT_ARGS(3)
   size_t len = 0;
   if (napi_get_value_string_latin1(env, argv[2], NULL, 0, &len) != napi_ok || len == 0 || len > 1024) {
     napi_throw_type_error(env, NULL, "fuse lowlevel: forget_entry takes a name");
@@ -1385,11 +1402,7 @@ static napi_value forget_entry(napi_env env, napi_callback_info info) {
  * pages from `off` for `len` bytes (off < 0: attributes only; len 0: to the end).
  */
 static napi_value forget_inode(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  mount_t *mt = mount_of(env, argv[0]);
-  if (mt == NULL) return NULL;
+  MOUNT_ARGS(4)
   notice_t *n = calloc(1, sizeof(notice_t));
   if (n == NULL) return NULL;
   n->parent = (uint64_t) get_num(env, argv[1]);
@@ -1401,11 +1414,7 @@ static napi_value forget_inode(napi_env env, napi_callback_info info) {
 
 /** unref(mount): the session's wake-up does not keep the event loop alive (it is ended by unmount). */
 static napi_value unref(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  mount_t *mt = mount_of(env, argv[0]);
-  if (mt == NULL) return NULL;
+  MOUNT_ARGS(1)
   uv_unref((uv_handle_t *) &mt->async);
   return NULL;
 }

@@ -21,10 +21,12 @@
  *
  * The kernel's caches: with a filesystem that reports every change applied to its tree
  * (`opsApplied`), the kernel keeps entries, attributes and missing names for KERNEL_CACHE_SEC,
- * and is told to forget what each change makes stale (a name, an inode's attributes), whoever
- * made it: another machine, the engine itself (an import, a takeover), unless the kernel made
- * it through this mount, in which case it updated its caches itself. So a warm pass over a
- * tree (`ls -lR`, `find`, a build's stats) is answered by the kernel alone. getxattr of a name
+ * and folder listings in its page cache (FOPEN_CACHE_DIR) while it holds the folder, and is
+ * told to forget what each change makes stale (a name, an inode's attributes, a folder's
+ * listing), whoever made it: another machine, the engine itself (an import, a takeover),
+ * unless the kernel made it through this mount, in which case it updated its caches itself
+ * (its own changes to a folder drop the folder's cached listing). So a warm pass over a tree
+ * (`ls -lR`, `find`, a build's stats) costs the engine an opendir and a releasedir per folder. getxattr of a name
  * no inode has (the kernel asks for security.capability before every write, `ls -l` for
  * security.selinux of every entry) is answered in the addon. Without `opsApplied`, the
  * mount's own timeouts apply, as with the high-level adapter.
@@ -230,6 +232,10 @@ const READ_BUFFERS_KEPT = 16;
 /** reply_open's flags. */
 const OPEN_DIRECT_IO = 1;
 const OPEN_KEEP_CACHE = 2;
+/** A folder: the kernel keeps its listing in its page cache (FOPEN_CACHE_DIR with keep_cache). */
+const OPEN_CACHE_DIR = 4;
+/** Folders counted as possibly listed in the kernel before all their listings are dropped. */
+const LISTED_DIRS_MAX = 100_000;
 
 const ROOT_INO = 1;
 
@@ -254,12 +260,18 @@ function statValues(st: FuseStat): Float64Array {
 /** A negative entry: the kernel remembers for the timeout that the name does not exist. */
 const NO_ENTRY = new Float64Array(12);
 
-/** One open folder: its entries as listed at opendir (and again at a read from the start). */
-interface DirHandle {
+/** A folder's names and inode numbers, `.` and `..` first, as `listing` gives them. */
+interface Listing {
   names: string[];
   inos: number[];
-  /** Listed at opendir and not read yet (the first read from the start uses that listing). */
-  fresh?: boolean;
+}
+
+/** One open folder: listed at its first read, and again at a read from the start (rewinddir). */
+interface DirHandle {
+  readonly ino: number;
+  listed?: Listing;
+  /** A read has been answered from `listed`. */
+  read?: boolean;
 }
 
 /** d_type of `.` and `..`; other entries are DT_UNKNOWN (a listing reads no entry's inode). */
@@ -272,7 +284,7 @@ const DT_UNKNOWN = 0;
  * fit in `size` bytes. The type is unknown but for `.` and `..`: tools that need it stat the
  * entry, which the kernel answers from its cache once it has looked the name up.
  */
-export function direntBuffer(dir: DirHandle, from: number, size: number): Buffer {
+export function direntBuffer(dir: Listing, from: number, size: number): Buffer {
   const out = Buffer.alloc(size);
   let at = 0;
   for (let i = from; i < dir.names.length; i++) {
@@ -311,6 +323,14 @@ export class LowLevelMount implements ServedMount {
   private onEnded: (() => void) | undefined;
   private endedWaiters: Array<() => void> = [];
   private readonly dirs = new Map<number, DirHandle>();
+  /**
+   * Folders opened with the kernel told to keep their listing (OPEN_CACHE_DIR): a change to one
+   * that the kernel did not make itself drops its cached pages, not only its attributes. Kept
+   * until a full reset (or LISTED_DIRS_MAX of them) drops every one: the kernel keeps a listing
+   * only while it holds the inode, and this side is not told when it lets it go.
+   */
+  private readonly listedDirs = new Set<number>();
+  private listedDirsFull: (() => void) | undefined;
   private nextDir = 1;
   /** While a request's handler runs: the changes it applies are the kernel's own. */
   private inRequest = false;
@@ -452,7 +472,19 @@ export class LowLevelMount implements ServedMount {
       const wire = nameToWire(name);
       this.notices.set(`e${parent}/${wire}`, () => a.forget_entry(ref, parent, wire));
     };
-    const inode = (ino: number) => this.notices.set(`i${ino}`, () => a.forget_inode(ref, ino, -1, 0));
+    // A folder whose listing the kernel may keep loses it too (pages from 0 to the end).
+    const inode = (ino: number) => {
+      const pages = this.listedDirs.has(ino) ? 0 : -1;
+      this.notices.set(`i${ino}`, () => a.forget_inode(ref, ino, pages, 0));
+    };
+    // Every listing the kernel may keep; then only those of folders open now stay listed (a
+    // listing is filled only through an open folder, which is counted again at its next open).
+    const forgetListings = () => {
+      for (const ino of this.listedDirs) inode(ino);
+      this.listedDirs.clear();
+      for (const d of this.dirs.values()) this.listedDirs.add(d.ino);
+    };
+    this.listedDirsFull = forgetListings;
     const ownAttr = (op: TreeChange) => op.t === 'attr' && this.busyInodes.has(op.ino);
     this.fs.opsApplied = (ops) => {
       if (this.ref !== ref || this.ended || this.inRequest) return;
@@ -460,6 +492,7 @@ export class LowLevelMount implements ServedMount {
         // Forgetting the root's names drops everything the kernel holds below them.
         for (const name of this.fs.listing({ ino: ROOT_INO }).names) if (name !== '.' && name !== '..') entry(ROOT_INO, name);
         inode(ROOT_INO);
+        forgetListings();
       } else {
         for (const op of ops) {
           if (op.t === 'mk' || op.t === 'rm') {
@@ -618,8 +651,8 @@ export class LowLevelMount implements ServedMount {
     };
     const entry = (id: number, st: FuseStat) => a.reply_entry(m(), id, statValues(st), this.entrySec, this.attrSec);
     const attr = (id: number, st: FuseStat) => a.reply_attr(m(), id, statValues(st), this.attrSec);
-    const openFlags = (fh: number) =>
-      (fs.directIo?.(fh) ? OPEN_DIRECT_IO : 0) | (!fs.directIo?.(fh) && fs.keepCache?.(fh) ? OPEN_KEEP_CACHE : 0);
+    // Direct I/O, or else the pages cached from an earlier open kept when the data is unchanged.
+    const openFlags = (fh: number) => (fs.directIo?.(fh) ? OPEN_DIRECT_IO : fs.keepCache?.(fh) ? OPEN_KEEP_CACHE : 0);
 
     // Buffers of finished reads (the kernel's usual read size), reused: a sequential read makes
     // one request per 128 KiB.
@@ -816,25 +849,32 @@ export class LowLevelMount implements ServedMount {
         ),
       [ops.opendir!]: (_op, id, ino) => {
         try {
-          const listed = fs.listing({ ino });
+          fs.getattr({ ino });
           const fh = this.nextDir++;
-          this.dirs.set(fh, { ...listed, fresh: true });
-          a.reply_open(m(), id, fh, 0);
+          this.dirs.set(fh, { ino });
+          // The kernel keeps the listing when it is told of every change to it (forgetChanges);
+          // its own changes through this mount drop it by themselves.
+          const keep = this.entrySec >= KERNEL_CACHE_SEC;
+          if (keep) {
+            this.listedDirs.add(ino);
+            if (this.listedDirs.size > LISTED_DIRS_MAX) {
+              this.listedDirsFull?.();
+              this.sendNotices();
+            }
+          }
+          a.reply_open(m(), id, fh, keep ? OPEN_CACHE_DIR : 0);
         } catch (err) {
           fail('opendir', id, err);
         }
       },
       [ops.readdir!]: (_op, id, ino, fh, off, size) => {
         try {
-          let dir = this.dirs.get(fh);
+          const dir = this.dirs.get(fh);
           if (!dir) throw Object.assign(new Error('readdir of a folder not open'), { errno: 'EBADF' });
-          // Read from the start again (rewinddir): list it again.
-          if (off === 0 && !dir.fresh) {
-            dir = fs.listing({ ino });
-            this.dirs.set(fh, dir);
-          }
-          dir.fresh = false;
-          const buf = direntBuffer(dir, off, size);
+          // Listed at the first read, and again at a read from the start (rewinddir).
+          if (!dir.listed || (off === 0 && dir.read)) dir.listed = fs.listing({ ino });
+          dir.read = true;
+          const buf = direntBuffer(dir.listed, off, size);
           a.reply_buf(m(), id, buf, buf.length);
         } catch (err) {
           fail('readdir', id, err);

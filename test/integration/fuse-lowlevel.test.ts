@@ -5,10 +5,11 @@
  *     fstat(2) included (it reports nlink 0, as ext4 does);
  *   - the names of one file are one kernel inode: nlink is the same through every name at once,
  *     and bytes written through one name are seen through a shared mapping of another;
- *   - the kernel caches entries and attributes for minutes (KERNEL_CACHE_SEC), and is told to
- *     forget what a change makes stale, whoever made it: a follower sees the writer's changes,
- *     and a mount sees its engine's own (an import), within the test's wait, well under the
- *     kernel's timeout, although it had looked the names up (or missed them) before;
+ *   - the kernel caches entries, attributes and folder listings for minutes (KERNEL_CACHE_SEC),
+ *     and is told to forget what a change makes stale, whoever made it: a follower sees the
+ *     writer's changes, and a mount sees its engine's own (an import), within the test's wait,
+ *     well under the kernel's timeout, although it had looked the names up (or missed them)
+ *     before, and a mount's own changes to a folder show in its next listing at once;
  *   - getxattr of a name no file has is answered in the addon, never by the engine;
  *   - many writers at once: more writes wait for the engine than the addon's first pool of
  *     write buffers holds, so the pool grows while requests queue, and every byte lands.
@@ -189,6 +190,10 @@ describe('the low-level FUSE binding', () => {
       looks(afterLooks) - looks(before) <= 2,
       `stats of cached names reached the engine ${looks(afterLooks) - looks(before)} times`,
     );
+    // And the folder's listing: read again, it comes from the kernel's page cache.
+    assert.deepEqual((await fsp.readdir(on('d'))).sort(), ['f', 'g', 'k']);
+    const lists = (c: typeof before) => c.crossed.readdir ?? 0;
+    assert.equal(lists(await requestCounts(b.machine.home, b.name)) - lists(afterLooks), 0, 'listed from the cache');
 
     await sh(`cd '${a.mnt}' && printf new > x && chmod 600 d/f && printf more >> d/f && mv d/g d/h && rm d/k`);
     await a.sync();
@@ -215,6 +220,19 @@ describe('the low-level FUSE binding', () => {
     await fsp.mkdir(d);
     await fsp.writeFile(path.join(d, 'x.txt'), 'short\n');
     assert.deepEqual(await statOf('%s', path.join(d, 'x.txt')), ['6']);
+    // The kernel keeps the folder's listing; a change through the mount itself shows at once.
+    assert.deepEqual(await fsp.readdir(d), ['x.txt']);
+    const counted = await requestCounts(fs.machine.home, fs.name);
+    assert.deepEqual(await fsp.readdir(d), ['x.txt']);
+    assert.equal(
+      (await requestCounts(fs.machine.home, fs.name)).crossed.readdir,
+      counted.crossed.readdir,
+      'listed from the cache',
+    );
+    await fsp.writeFile(path.join(d, 'local.txt'), 'l\n');
+    assert.deepEqual((await fsp.readdir(d)).sort(), ['local.txt', 'x.txt']);
+    await fsp.unlink(path.join(d, 'local.txt'));
+    assert.deepEqual(await fsp.readdir(d), ['x.txt']);
     assert.equal((await run('stat', [path.join(d, 'new.txt')])).code, 1);
     const src = path.join(local, 'import-src');
     await fsp.mkdir(src, { recursive: true });
@@ -227,7 +245,8 @@ describe('the low-level FUSE binding', () => {
       'the import to show',
       async () =>
         (await run('stat', ['-c', '%s', path.join(d, 'x.txt')])).stdout.trim() === '23' &&
-        (await run('stat', [path.join(d, 'new.txt')])).code === 0,
+        (await run('stat', [path.join(d, 'new.txt')])).code === 0 &&
+        (await fsp.readdir(d)).length === 2,
       SEEN_WITHIN_MS,
     );
     assert.equal(await fsp.readFile(path.join(d, 'x.txt'), 'utf8'), 'content that is longer\n');
