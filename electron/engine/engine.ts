@@ -333,8 +333,8 @@ export class Engine {
       onPinsChanged: (pins) => opts.onPinsChanged?.(pins),
       log: this.log,
     });
-    meta.onApplied = (ops) => {
-      this.vfs.treeChanged(ops);
+    meta.onApplied = (ops, relinked) => {
+      this.vfs.treeChanged(ops, relinked);
       this.pinKeeper.noteOps(ops);
     };
     this.writingStopped = new Promise<false>((resolve) => (this.stopWriting = () => resolve(false)));

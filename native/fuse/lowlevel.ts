@@ -115,11 +115,12 @@ export interface InodeFilesystem {
   xattrNamesAdded?: (names: readonly string[]) => void;
   /**
    * Set by the adapter: the filesystem calls it, synchronously, with every change applied to
-   * its tree (whoever made it), or 'all' when the tree was replaced. With it, the kernel may
+   * its tree (whoever made it), or 'all' when the tree was replaced, and the inodes that lost a
+   * name to those changes and kept another (their link count changed). With it, the kernel may
    * cache entries and attributes for long (`KERNEL_CACHE_SEC`): the adapter tells the kernel to
    * forget what each change makes stale, except what the kernel itself did through this mount.
    */
-  opsApplied?(ops: readonly TreeChange[] | 'all'): void;
+  opsApplied?(ops: readonly TreeChange[] | 'all', relinked: readonly number[]): void;
 }
 
 type Handler = (
@@ -486,7 +487,7 @@ export class LowLevelMount implements ServedMount {
     };
     this.listedDirsFull = forgetListings;
     const ownAttr = (op: TreeChange) => op.t === 'attr' && this.busyInodes.has(op.ino);
-    this.fs.opsApplied = (ops) => {
+    this.fs.opsApplied = (ops, relinked) => {
       if (this.ref !== ref || this.ended || this.inRequest) return;
       if (ops === 'all') {
         // Forgetting the root's names drops everything the kernel holds below them.
@@ -514,6 +515,8 @@ export class LowLevelMount implements ServedMount {
             inode(op.ino);
           }
         }
+        // A file that lost one of its names keeps the others, with one link fewer.
+        for (const ino of relinked) inode(ino);
       }
       this.sendNotices();
     };

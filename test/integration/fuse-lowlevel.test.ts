@@ -173,14 +173,17 @@ describe('the low-level FUSE binding', () => {
     const b = await bed.link(await bed.machine('follower'), a.bucket);
     await b.set(settings);
     await a.mount();
-    await sh(`cd '${a.mnt}' && mkdir d && printf one > d/f && printf two > d/g && printf three > d/k && chmod 644 d/f`);
+    await sh(
+      `cd '${a.mnt}' && mkdir d && printf one > d/f && printf two > d/g && printf three > d/k && chmod 644 d/f && printf l > d/l && ln d/l d/l2`,
+    );
     await a.sync();
     await b.mount({ readOnly: true });
     const on = (p: string) => path.join(b.mnt, p);
     // The follower's kernel now holds these: entries, attributes, and a name that is missing.
     assert.deepEqual(await statOf('%a %s', on('d/f'), on('d/g'), on('d/k')), ['644 3', '644 3', '644 5']);
+    assert.deepEqual(await statOf('%h', on('d/l')), ['2']);
     assert.equal((await run('stat', [on('x')])).code, 1);
-    assert.deepEqual((await fsp.readdir(on('d'))).sort(), ['f', 'g', 'k']);
+    assert.deepEqual((await fsp.readdir(on('d'))).sort(), ['f', 'g', 'k', 'l', 'l2']);
     // Cached for real: looking again costs the engine nothing.
     const before = await requestCounts(b.machine.home, b.name);
     for (let i = 0; i < 20; i++) await statOf('%s', on('d/f'), on('d/g'));
@@ -191,11 +194,11 @@ describe('the low-level FUSE binding', () => {
       `stats of cached names reached the engine ${looks(afterLooks) - looks(before)} times`,
     );
     // And the folder's listing: read again, it comes from the kernel's page cache.
-    assert.deepEqual((await fsp.readdir(on('d'))).sort(), ['f', 'g', 'k']);
+    assert.deepEqual((await fsp.readdir(on('d'))).sort(), ['f', 'g', 'k', 'l', 'l2']);
     const lists = (c: typeof before) => c.crossed.readdir ?? 0;
     assert.equal(lists(await requestCounts(b.machine.home, b.name)) - lists(afterLooks), 0, 'listed from the cache');
 
-    await sh(`cd '${a.mnt}' && printf new > x && chmod 600 d/f && printf more >> d/f && mv d/g d/h && rm d/k`);
+    await sh(`cd '${a.mnt}' && printf new > x && chmod 600 d/f && printf more >> d/f && mv d/g d/h && rm d/k d/l2`);
     await a.sync();
     await until(
       'the follower to see every change',
@@ -204,7 +207,9 @@ describe('the low-level FUSE binding', () => {
         const names = (await fsp.readdir(on('d')).catch(() => [] as string[])).sort().join(',');
         const f = (await run('stat', ['-c', '%a %s', on('d/f')])).stdout.trim();
         const g = (await run('stat', [on('d/g')])).code;
-        return x === 'new' && names === 'f,h' && f === '600 7' && g === 1;
+        // d/l lost its other name: its link count, which no change to d/l itself tells.
+        const l = (await run('stat', ['-c', '%h', on('d/l')])).stdout.trim();
+        return x === 'new' && names === 'f,h,l' && f === '600 7' && g === 1 && l === '1';
       },
       SEEN_WITHIN_MS,
     );

@@ -146,8 +146,13 @@ export class MetaStore {
   onRelease: (inos: number[]) => void = () => undefined;
   /** Called after every commit that added work for the replicator. */
   onChange: () => void = () => undefined;
-  /** Called with the ops just applied to the tree (committed here, or another machine's); 'all' when the tree was replaced. */
-  onApplied: (ops: readonly MetaOp[] | 'all') => void = () => undefined;
+  /**
+   * Called with the ops just applied to the tree (committed here, or another machine's); 'all'
+   * when the tree was replaced. `relinked`: inodes that lost a name to them (a removal, a
+   * rename over a name) and still have another, so their link counts changed although no op
+   * names them.
+   */
+  onApplied: (ops: readonly MetaOp[] | 'all', relinked: readonly number[]) => void = () => undefined;
 
   private constructor(
     private current: Tree,
@@ -441,14 +446,27 @@ export class MetaStore {
     return this.tree.chunkSize;
   }
 
+  /** The inode `op` takes a name from (a removal, a rename over a name), before it is applied. */
+  private losesName(op: MetaOp): number | undefined {
+    if (op.t === 'rm') return this.tree.lookup(op.parent, op.name)?.ino;
+    if (op.t === 'mv') return this.tree.lookup(op.dp, op.dn)?.ino;
+    return undefined;
+  }
+
+  /** Of the inodes that lost a name, those that still have one. */
+  private stillNamed(lost: readonly number[]): number[] {
+    return lost.filter((ino) => this.tree.get(ino) !== undefined);
+  }
+
   commit(op: MetaOp): void {
+    const lost = this.losesName(op);
     const released = this.tree.apply(op);
     this.journal.append({ op });
     this.pendingRemote.push(op);
     this.pendingTimes.push(Date.now());
     if (released.length > 0) this.onRelease(released);
     this.onChange();
-    this.onApplied([op]);
+    this.onApplied([op], lost === undefined ? [] : this.stillNamed([lost]));
     this.checkpointIfDue();
   }
 
@@ -481,14 +499,17 @@ export class MetaStore {
     if (seq !== this.remoteSeq + 1) throw new Error(`remote segment ${seq} does not follow ${this.remoteSeq}`);
     assertKnownOps(ops); // before any is applied: a newer writer's segment changes nothing here
     this.remoteChanges++;
+    const lost: number[] = [];
     for (const op of ops) {
+      const ino = this.losesName(op);
+      if (ino !== undefined) lost.push(ino);
       const released = this.tree.apply(op);
       this.journal.append({ rop: op });
       if (released.length > 0) this.onRelease(released);
     }
     this.remoteSeq = seq;
     this.journal.append({ pushed: seq, count: 0 });
-    this.onApplied(ops);
+    this.onApplied(ops, this.stillNamed(lost));
     this.checkpointIfDue();
   }
 
@@ -517,7 +538,7 @@ export class MetaStore {
     this.pendingTimes = [];
     this.pendingFirst = 0;
     this.remoteSeq = remoteSeq;
-    this.onApplied('all');
+    this.onApplied('all', []);
     await switched;
   }
 

@@ -386,7 +386,7 @@ export class Vfs {
     // Not a change of the tree, so told here what `treeChanged` tells for one.
     if (op.t === 'xattr' && op.value !== null) this.xattrNamesAdded([op.name]);
     this.attributesChanged(op.ino);
-    this.opsApplied([op]);
+    this.opsApplied([op], []);
   }
 
   /** An inode by number, named or deleted while open. */
@@ -781,13 +781,14 @@ export class Vfs {
   /**
    * Set by a mount adapter that tells the kernel what changed (the low-level binding): called,
    * synchronously, with every change applied to the tree, whoever made it (this mount's
-   * requests, the engine itself, another machine), or 'all' when the tree was replaced.
+   * requests, the engine itself, another machine), or 'all' when the tree was replaced; and
+   * with the inodes whose link count changed although no op names them (MetaStore.onApplied).
    */
-  opsApplied: (ops: readonly MetaOp[] | 'all') => void = () => undefined;
+  opsApplied: (ops: readonly MetaOp[] | 'all', relinked: readonly number[]) => void = () => undefined;
 
   /** The tree changed by `ops` (applied), or was replaced ('all'): see `attributesChanged`. */
-  treeChanged(ops: readonly MetaOp[] | 'all'): void {
-    this.opsApplied(ops);
+  treeChanged(ops: readonly MetaOp[] | 'all', relinked: readonly number[] = []): void {
+    this.opsApplied(ops, relinked);
     if (ops === 'all') this.dirLinkCounts.clear();
     else for (const op of ops) this.dirLinksChanged(op);
     if (ops === 'all') {
