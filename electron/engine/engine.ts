@@ -145,6 +145,8 @@ export class Engine {
   private readonly browsing = new Map<SnapshotFs, () => Promise<void>>();
   /** Applying the snapshot schedule, while under way (one at a time). */
   private applyingSchedule: Promise<void> | undefined;
+  /** When snapshot trees without a record were last looked for (ORPHAN_SWEEP_MS). */
+  private orphansSweptMs = -Infinity;
   private readonly disk: CacheDisk;
   private readonly log: (msg: string) => void;
   private settings: EngineSettings;
@@ -604,6 +606,10 @@ export class Engine {
   applySnapshotSchedule(now = Date.now()): Promise<void> {
     this.applyingSchedule ??= (async () => {
       try {
+        // A failed sweep is tried again at the next tick; it holds up no scheduled snapshot.
+        await this.dropOrphanSnapshotTrees(now).catch((err: unknown) =>
+          this.log(`looking for snapshot trees without a record: ${(err as Error).message}`),
+        );
         const schedule = await this.snapshots.readSchedule();
         if (schedule.hourly === 0 && schedule.daily === 0) return;
         const { records } = await this.snapshots.list();
@@ -615,6 +621,20 @@ export class Engine {
       }
     })();
     return this.applyingSchedule;
+  }
+
+  /**
+   * Deletes the snapshot trees that have no record and are past their grace (meta/snapshots.ts),
+   * at most once per ORPHAN_SWEEP_MS: their pages are then left to compaction.
+   */
+  private async dropOrphanSnapshotTrees(now: number): Promise<void> {
+    if (now - this.orphansSweptMs < ORPHAN_SWEEP_MS) return;
+    await this.assertWriter('deleting a snapshot tree');
+    for (const id of await this.snapshots.orphanTrees(now)) {
+      await this.snapshots.deleteTree(id);
+      this.log(`deleted the tree of snapshot ${id}, which has no record (a creation or deletion that stopped half-way)`);
+    }
+    this.orphansSweptMs = now;
   }
 
   /**
@@ -861,6 +881,8 @@ export class Engine {
 
 /** How often the writer looks whether an automatic snapshot is due (ms). */
 export const SCHEDULE_TICK_MS = 60_000;
+/** How often the lease holder looks for snapshot trees without a record. */
+export const ORPHAN_SWEEP_MS = 3600_000;
 const AUTO_LABEL: Record<AutoKind, string> = { hourly: 'hourly', daily: 'daily' };
 
 /** Space held back on the cache disk so the metadata journal can be written when the disk is full. */

@@ -20,10 +20,13 @@ import {
   BROWSE_DIR,
   LISTING_LEFT_MS,
   LISTING_PREFIX,
+  ORPHAN_TREE_GRACE_MS,
   SNAPSHOT_TREE_PREFIX,
   SnapshotStore,
   chunksOf,
+  newSnapshotId,
   schedulePlan,
+  snapshotIdTime,
 } from '../../electron/engine/meta/snapshots';
 import { snapshotsIn } from '../../electron/host/snapshots';
 import { MemoryStore } from '../../electron/engine/store/memory';
@@ -182,6 +185,41 @@ describe('snapshots (in process)', () => {
       (await snaps.list()).records.some((r) => r.id === manual.id),
       'the manual snapshot is never expired',
     );
+    await m.close();
+  });
+
+  it('deletes a snapshot tree without a record once its id is a day old, and no other', async () => {
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space);
+    await writeFile(m.fs, '/f', random(CS + 7));
+    const kept = await m.engine.createSnapshot('kept');
+    // A deletion that stopped between its two deletes: the record gone, the tree left.
+    const half = await m.engine.createSnapshot('half');
+    await space.store.delete(`meta/snapshots/${half.id}`);
+    // A creation that stopped between its two writes, long ago: a tree and no record.
+    const old = '20200101-000000-abcd';
+    await space.store.put(`${SNAPSHOT_TREE_PREFIX}${old}`, (await space.store.get(`${SNAPSHOT_TREE_PREFIX}${half.id}`))!.body);
+    const trees = async () =>
+      (await space.store.list(SNAPSHOT_TREE_PREFIX)).map((k) => k.slice(SNAPSHOT_TREE_PREFIX.length)).sort();
+    assert.deepEqual(await trees(), [old, kept.id, half.id].sort());
+    const t = Date.UTC(2026, 11, 5, 13, 4, 59, 700);
+    assert.equal(snapshotIdTime(newSnapshotId(t)), Date.UTC(2026, 11, 5, 13, 4, 59), "an id's time, to the second");
+
+    const now = Date.now();
+    await m.engine.applySnapshotSchedule(now);
+    assert.deepEqual(await trees(), [kept.id, half.id].sort(), 'the old tree without a record went, the young one stays');
+    await m.engine.applySnapshotSchedule(now + ORPHAN_TREE_GRACE_MS / 2);
+    assert.deepEqual(await trees(), [kept.id, half.id].sort(), 'looked for at most once an hour');
+    await m.engine.applySnapshotSchedule(now + ORPHAN_TREE_GRACE_MS + HOUR);
+    assert.deepEqual(await trees(), [kept.id], 'a day on, the other one too; a snapshot with its record is kept');
+    const listed = await m.engine.listSnapshots();
+    assert.deepEqual(
+      listed.snapshots.map((r) => r.id),
+      [kept.id],
+    );
+    const fs = await m.engine.snapshotFs(kept.id);
+    assert.equal(fs.getattr('/f').size, CS + 7, 'the kept snapshot still reads');
+    m.engine.releaseSnapshotFs(fs);
     await m.close();
   });
 

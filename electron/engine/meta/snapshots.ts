@@ -21,8 +21,11 @@
  * Who writes: only the lease holder creates and deletes snapshots and applies the schedule
  * (the engine refuses otherwise). It creates the tree first and the record after it (both with
  * If-None-Match), and deletes the record first and the tree after it: a record always has its
- * tree, and a tree without a record is never listed (its pages are still kept: a leak of
- * metadata, never a loss).
+ * tree, and a tree without a record is never listed. Such a tree is what a creation or a
+ * deletion stopped between its two writes left; its pages are kept while it is there (a leak
+ * of metadata, never a loss), so the lease holder deletes it once its id is ORPHAN_TREE_GRACE_MS
+ * old (`orphanTrees`): a creation writes the record moments after the tree, and a day leaves a
+ * creating writer that stalled far behind the lease it would have lost meanwhile.
  *
  * Garbage collection (gc.ts) runs in the lease holder too, and counts every chunk a live
  * snapshot names as referenced, through `SnapshotRefs`: the chunk names of every snapshot,
@@ -117,6 +120,16 @@ export interface SnapshotTotals {
 }
 
 const ID_RE = /^\d{8}-\d{6}-[0-9a-f]{4}$/;
+
+/** A snapshot tree without a record is deleted once its id is this old (see the header). */
+export const ORPHAN_TREE_GRACE_MS = 24 * 3600_000;
+
+/** When snapshot `id` was made (its id's UTC time), in ms since the epoch. */
+export function snapshotIdTime(id: string): number {
+  const d = id.slice(0, 8);
+  const t = id.slice(9, 15);
+  return Date.UTC(+d.slice(0, 4), +d.slice(4, 6) - 1, +d.slice(6, 8), +t.slice(0, 2), +t.slice(2, 4), +t.slice(4, 6));
+}
 
 export function newSnapshotId(now: number): string {
   const iso = new Date(now).toISOString(); // 2026-12-02T13:05:01.123Z
@@ -437,6 +450,27 @@ export class SnapshotStore {
     if (!(await this.store.head(key)))
       throw new UserError(`there is no snapshot ${id} ("filespace snapshot NAME list" shows them)`, 'NOT_FOUND');
     await this.store.delete(key);
+    await this.store.delete(`${SNAPSHOT_TREE_PREFIX}${id}`);
+  }
+
+  /**
+   * The ids of the snapshot trees without a record whose ids are `graceMs` old at `now` (see the
+   * header). Records are listed first: a snapshot made between the two listings is younger
+   * than the grace.
+   */
+  async orphanTrees(now: number, graceMs = ORPHAN_TREE_GRACE_MS): Promise<string[]> {
+    const records = new Set((await this.store.list(SNAPSHOT_PREFIX)).map((k) => k.slice(SNAPSHOT_PREFIX.length)));
+    const out: string[] = [];
+    for (const key of await this.store.list(SNAPSHOT_TREE_PREFIX)) {
+      const id = key.slice(SNAPSHOT_TREE_PREFIX.length);
+      if (ID_RE.test(id) && !records.has(id) && now - snapshotIdTime(id) >= graceMs) out.push(id);
+    }
+    return out;
+  }
+
+  /** Deletes the tree of snapshot `id` (one without a record: `orphanTrees`). */
+  async deleteTree(id: string): Promise<void> {
+    checkSnapshotId(id);
     await this.store.delete(`${SNAPSHOT_TREE_PREFIX}${id}`);
   }
 
