@@ -59,7 +59,7 @@ import {
   sealHeaderWhenBound,
 } from './filespace';
 import { MetaStore } from './meta/metastore';
-import type { TreeSnapshot } from './meta/tree';
+import type { Tree, TreeSnapshot } from './meta/tree';
 import { RemoteMeta } from './meta/remote';
 import { Machine } from './meta/lease';
 import { MachineRole } from './meta/role';
@@ -121,6 +121,19 @@ export interface EngineOptions {
   readonly pins?: readonly PinRecord[];
   /** The pins changed (added, removed, renamed, or dropped with what they named): the host keeps them. */
   readonly onPinsChanged?: (pins: readonly PinRecord[]) => void;
+  /** How long a browsed snapshot's tree is kept after its last browser left; default BROWSE_KEEP_MS. */
+  readonly browseKeepMs?: number;
+}
+
+/**
+ * A snapshot's tree written into a database for browsing (SnapshotStore.openTree), shared by
+ * every browser of that snapshot, and kept a while after the last one left: a snapshot never
+ * changes, and writing a big tree out takes seconds.
+ */
+interface BrowseTree {
+  readonly opened: Promise<{ readonly tree: Tree; readonly close: () => Promise<void> }>;
+  users: number;
+  idle?: NodeJS.Timeout;
 }
 
 export type { LeaseStatus } from './meta/role';
@@ -142,7 +155,9 @@ export class Engine {
    * Snapshot mounts served beside this mount (their open files' chunks stay in the cache), and
    * what drops each one's tree.
    */
-  private readonly browsing = new Map<SnapshotFs, () => Promise<void>>();
+  /** Snapshot filesystems being served, by the id of their snapshot. */
+  private readonly browsing = new Map<SnapshotFs, string>();
+  private readonly browseTrees = new Map<string, BrowseTree>();
   /** Applying the snapshot schedule, while under way (one at a time). */
   private applyingSchedule: Promise<void> | undefined;
   /** When snapshot trees without a record were last looked for (ORPHAN_SWEEP_MS). */
@@ -580,6 +595,7 @@ export class Engine {
   async deleteSnapshot(id: string): Promise<void> {
     await this.assertWriter('deleting a snapshot');
     await this.snapshots.delete(id);
+    if (this.browseTrees.get(id)?.users === 0) await this.dropBrowseTree(id);
     await this.snapshotRefs.remove(id);
     this.log(`deleted snapshot ${id}`);
   }
@@ -639,21 +655,67 @@ export class Engine {
 
   /**
    * A read-only filesystem over snapshot `id`, reading through this machine's cache and
-   * downloads; `releaseSnapshotFs` once it is no longer served.
+   * downloads; `releaseSnapshotFs` once it is no longer served. The snapshot's tree is written
+   * out once and shared (BrowseTree); one kept from an earlier browse is used only while the
+   * snapshot's record is still in the bucket (another machine may have deleted it).
    */
   async snapshotFs(id: string): Promise<SnapshotFs> {
-    const dir = path.join(this.opts.cacheDir, BROWSE_DIR, `${id}-${randomBytes(4).toString('hex')}`);
-    const { tree, close } = await this.snapshots.openTree(id, dir);
-    const fs = new SnapshotFs(tree, this.cache, this.fetcher);
-    this.browsing.set(fs, close);
-    return fs;
+    let bt = this.browseTrees.get(id);
+    if (bt && bt.users === 0) {
+      // Throws (one line, naming the id) when the snapshot is gone.
+      await this.snapshots.get(id).catch((err: unknown) => {
+        void this.dropBrowseTree(id);
+        throw err;
+      });
+      bt = this.browseTrees.get(id);
+    }
+    if (!bt) {
+      const dir = path.join(this.opts.cacheDir, BROWSE_DIR, `${id}-${randomBytes(4).toString('hex')}`);
+      const made: BrowseTree = { opened: this.snapshots.openTree(id, dir), users: 0 };
+      made.opened.catch(() => {
+        if (this.browseTrees.get(id) === made) this.browseTrees.delete(id);
+      });
+      this.browseTrees.set(id, (bt = made));
+    }
+    clearTimeout(bt.idle);
+    bt.idle = undefined;
+    bt.users++;
+    try {
+      const { tree } = await bt.opened;
+      const fs = new SnapshotFs(tree, this.cache, this.fetcher);
+      this.browsing.set(fs, id);
+      return fs;
+    } catch (err) {
+      bt.users--;
+      throw err;
+    }
   }
 
-  /** Stops serving `fs`: its tree's database goes (in the background; a failure only leaves files the next start removes). */
+  /**
+   * Stops serving `fs`. When it was the last browser of its snapshot, the tree is kept for
+   * `browseKeepMs`, and the tree of any other snapshot nobody browses goes at once: at most one
+   * tree is kept idle. A tree's database goes in the background (a failure only leaves files the
+   * next start removes).
+   */
   releaseSnapshotFs(fs: SnapshotFs): void {
-    const close = this.browsing.get(fs);
+    const id = this.browsing.get(fs);
     this.browsing.delete(fs);
-    close?.().catch((err: unknown) => this.log(`closing a snapshot's tree: ${(err as Error).message}`));
+    const bt = id === undefined ? undefined : this.browseTrees.get(id);
+    if (!bt || --bt.users > 0) return;
+    for (const [other, o] of this.browseTrees) if (other !== id && o.users === 0) void this.dropBrowseTree(other);
+    bt.idle = setTimeout(() => void this.dropBrowseTree(id!), this.opts.browseKeepMs ?? BROWSE_KEEP_MS);
+    bt.idle.unref();
+  }
+
+  /** Closes and removes the browsed tree of snapshot `id` (nobody browses it); never rejects. */
+  private dropBrowseTree(id: string): Promise<void> {
+    const bt = this.browseTrees.get(id);
+    if (!bt) return Promise.resolve();
+    this.browseTrees.delete(id);
+    clearTimeout(bt.idle);
+    return bt.opened
+      .then((o) => o.close())
+      .catch((err: unknown) => this.log(`closing a snapshot's tree: ${(err as Error).message}`));
   }
 
   get chunkSize(): number {
@@ -868,12 +930,9 @@ export class Engine {
     await this.dirty.closeSpares();
     await local('closing cache files', () => this.handles.closeAll());
     this.snapshotRefs.close();
-    const browsed = [...this.browsing.values()];
     this.browsing.clear();
     // A tree left behind is removed at the next start.
-    await Promise.all(
-      browsed.map((drop) => drop().catch((err: unknown) => this.log(`closing a snapshot's tree: ${(err as Error).message}`))),
-    );
+    await Promise.all([...this.browseTrees.keys()].map((id) => this.dropBrowseTree(id)));
     await this.opts.store.close().catch(() => undefined);
     if (durable) await fsp.rm(this.lockFile, { force: true });
   }
@@ -881,6 +940,8 @@ export class Engine {
 
 /** How often the writer looks whether an automatic snapshot is due (ms). */
 export const SCHEDULE_TICK_MS = 60_000;
+/** How long a browsed snapshot's tree is kept after its last browser left (EngineOptions.browseKeepMs). */
+export const BROWSE_KEEP_MS = 10 * 60_000;
 /** How often the lease holder looks for snapshot trees without a record. */
 export const ORPHAN_SWEEP_MS = 3600_000;
 const AUTO_LABEL: Record<AutoKind, string> = { hourly: 'hourly', daily: 'daily' };

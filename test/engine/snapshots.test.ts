@@ -190,7 +190,7 @@ describe('snapshots (in process)', () => {
 
   it('deletes a snapshot tree without a record once its id is a day old, and no other', async () => {
     const space = await bed.filespace({ chunkSize: CS });
-    const m = await bed.mount(space);
+    const m = await bed.mount(space, { browseKeepMs: 20 });
     await writeFile(m.fs, '/f', random(CS + 7));
     const kept = await m.engine.createSnapshot('kept');
     // A deletion that stopped between its two deletes: the record gone, the tree left.
@@ -220,6 +220,23 @@ describe('snapshots (in process)', () => {
     const fs = await m.engine.snapshotFs(kept.id);
     assert.equal(fs.getattr('/f').size, CS + 7, 'the kept snapshot still reads');
     m.engine.releaseSnapshotFs(fs);
+    const browsed = path.join(m.cacheDir, BROWSE_DIR);
+    await until('the browsed tree to go once kept its time', async () => (await fsp.readdir(browsed)).length === 0);
+    await m.close();
+  });
+
+  it('a kept browse tree is not used once the snapshot left the bucket', async () => {
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space);
+    await writeFile(m.fs, '/f', random(100));
+    const snap = await m.engine.createSnapshot('gone soon');
+    m.engine.releaseSnapshotFs(await m.engine.snapshotFs(snap.id));
+    const browsed = path.join(m.cacheDir, BROWSE_DIR);
+    assert.equal((await fsp.readdir(browsed)).length, 1, 'kept');
+    // Deleted by another machine: this one's kept tree knows nothing of it.
+    await space.store.delete(`meta/snapshots/${snap.id}`);
+    await assert.rejects(m.engine.snapshotFs(snap.id), new RegExp(`there is no snapshot ${snap.id}`));
+    await until('the kept tree to go', async () => (await fsp.readdir(browsed)).length === 0);
     await m.close();
   });
 
@@ -346,10 +363,20 @@ describe('snapshots (in process)', () => {
     await expectContent(one, '/d1/f0', files.get('/d1/f0')!, CS, 'snapshot one');
     await expectContent(one, '/d2/f4', files.get('/d2/f4')!, CS, 'snapshot one');
     assert.deepEqual(one.readdir('/d2').sort(), ['.', '..', 'f0', 'f1', 'f2', 'f3', 'f4']);
+    // A second browser of the same snapshot, and one after both left, share the tree written once.
+    const pagesBefore = store.pageGets;
+    const again = await m.engine.snapshotFs(s1.id);
     m.engine.releaseSnapshotFs(one);
-    await until('the browsed tree to be dropped', async () => (await fsp.readdir(browsed)).length === 0);
+    m.engine.releaseSnapshotFs(again);
+    const third = await m.engine.snapshotFs(s1.id);
+    await expectContent(third, '/d2/f4', files.get('/d2/f4')!, CS, 'snapshot one, browsed again');
+    assert.equal(store.pageGets, pagesBefore, 'no page read again');
+    assert.equal((await fsp.readdir(browsed)).length, 1, 'one database');
+    m.engine.releaseSnapshotFs(third);
+    // Deleting the snapshot drops its kept tree at once.
 
     await m.engine.deleteSnapshot(s1.id);
+    assert.deepEqual(await fsp.readdir(browsed), [], "the deleted snapshot's tree is gone");
     await m.engine.collectGarbage();
     await m.engine.collectGarbage();
     const left = new Set(await chunkObjects(store));
@@ -362,6 +389,7 @@ describe('snapshots (in process)', () => {
     await expectContent(two, '/d0/f3', files.get('/d0/f3')!, CS, 'snapshot two');
     assert.equal(await failsWith(() => two.open('/d2/f4', 0)), 'ENOENT');
     m.engine.releaseSnapshotFs(two);
+    assert.equal((await fsp.readdir(browsed)).length, 1, 'kept after its browser left');
     const report = await checkFilespace({ store, keys: space.keys, header: space.header });
     assert.deepEqual(report.problems, []);
     await m.close();

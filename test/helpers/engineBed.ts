@@ -128,7 +128,13 @@ export class EngineBed {
   /** Opens an engine on `cacheDir` (linked first if not given). */
   async mount(
     space: Filespace,
-    opts: { cacheDir?: string; settings?: Partial<EngineSettings>; mode?: EngineOptions['mode']; store?: ObjectStore } = {},
+    opts: {
+      cacheDir?: string;
+      settings?: Partial<EngineSettings>;
+      mode?: EngineOptions['mode'];
+      store?: ObjectStore;
+      browseKeepMs?: number;
+    } = {},
   ): Promise<Mounted> {
     const cacheDir = opts.cacheDir ?? (await this.link(space));
     const log: string[] = [];
@@ -140,6 +146,7 @@ export class EngineBed {
       settings: testSettings(opts.settings),
       mode: opts.mode,
       log: (m) => log.push(m),
+      browseKeepMs: opts.browseKeepMs,
     });
     let closed: Promise<void> | undefined;
     const m: Mounted = {
