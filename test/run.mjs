@@ -29,6 +29,13 @@ const checks = [
     ['integration', 'ui'],
   ],
   ['fusermount', () => has('fusermount'), 'sudo apt-get install fuse libfuse2', ['integration', 'ui']],
+  // The low-level addon's libfuse3 build (1 MiB requests), which the integration tests use.
+  [
+    'libfuse3',
+    () => spawnSync('test', ['-e', '/usr/include/fuse3/fuse_lowlevel.h']).status === 0,
+    'sudo apt-get install libfuse3-dev, then npm run build',
+    ['integration'],
+  ],
   [
     'moto',
     () => spawnSync('python3', ['-c', 'import moto.server']).status === 0,

@@ -632,7 +632,9 @@ export async function checkFuseAvailable(): Promise<string | undefined> {
   } catch {
     return '/dev/fuse is missing: install the "fuse" package (sudo apt-get install fuse libfuse2) or load the fuse kernel module';
   }
-  const which = await run('/bin/sh', ['-c', 'command -v fusermount']);
+  // libfuse2 mounts with fusermount (Debian's `fuse`), libfuse3 with fusermount3 (`fuse3`, which
+  // replaces `fuse`); the low-level addon takes whichever works here (lowlevel.ts, lowLevelAddon).
+  const which = await run('/bin/sh', ['-c', 'command -v fusermount || command -v fusermount3']);
   if (which.code !== 0) return 'fusermount is not installed: sudo apt-get install fuse libfuse2';
   try {
     fuseNative();

@@ -145,6 +145,9 @@ type Handler = (
 type MountRef = object;
 
 interface LowLevelAddon {
+  /** The libfuse the addon was built against: 3 takes writes of up to `maxWrite` (1 MiB), 2 of 128 KiB. */
+  readonly libfuse: 2 | 3;
+  readonly maxWrite: number;
   mount(mountPoint: string, options: string, handler: Handler): MountRef;
   close(m: MountRef): void;
   unref(m: MountRef): void;
@@ -192,14 +195,31 @@ let addon: LowLevelAddon | undefined | null;
 /** The low-level addon, or undefined when it was not built (build-lowlevel.js) or cannot load. */
 export function lowLevelAddon(): LowLevelAddon | undefined {
   if (addon !== undefined) return addon ?? undefined;
-  const file = path.resolve(__dirname, '..', '..', '..', 'native', 'fuse', 'lowlevel-addon', 'lowlevel.node');
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon at a computed path
-    addon = existsSync(file) ? (require(file) as LowLevelAddon) : null;
-  } catch {
-    addon = null;
+  const dir = path.resolve(__dirname, '..', '..', '..', 'native', 'fuse', 'lowlevel-addon');
+  addon = null;
+  for (const file of addonFiles()) {
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a native addon at a computed path
+      if (existsSync(path.join(dir, file))) addon = require(path.join(dir, file)) as LowLevelAddon;
+    } catch {
+      // libfuse.so.3 is not installed: the next one.
+    }
+    if (addon) break;
   }
   return addon ?? undefined;
+}
+
+/**
+ * The addon's binaries to try, best first. The one built against libfuse3 (lowlevel3.node:
+ * requests of up to 1 MiB) where a mount can work with it: run as root (libfuse mounts itself),
+ * or with libfuse3's fusermount3 installed (the `fuse3` package; libfuse2 needs `fusermount`,
+ * which Debian's `fuse` package has instead). Else libfuse2's. FILESPACE_LIBFUSE=2 picks libfuse2's.
+ */
+function addonFiles(): string[] {
+  const two = 'lowlevel.node';
+  if (process.env.FILESPACE_LIBFUSE === '2') return [two];
+  const onPath = (process.env.PATH ?? '').split(':').some((d) => d !== '' && existsSync(path.join(d, 'fusermount3')));
+  return process.geteuid?.() === 0 || onPath ? ['lowlevel3.node', two] : [two];
 }
 
 /** FUSE_SET_ATTR_* of fuse_lowlevel.h. */
@@ -406,16 +426,11 @@ export class LowLevelMount implements ServedMount {
     this.onEnded = undefined;
   }
 
-  private optionString(): string {
+  private optionString(a: LowLevelAddon): string {
     const o = this.opts;
-    const list = [
-      `fsname=${o.fsName.replace(/[,\s\\]/g, '_')}`,
-      'subtype=filespace',
-      'big_writes',
-      'max_write=131072',
-      'max_read=131072',
-      'default_permissions',
-    ];
+    const list = [`fsname=${o.fsName.replace(/[,\s\\]/g, '_')}`, 'subtype=filespace', 'max_read=131072', 'default_permissions'];
+    // libfuse2 asks for big writes with options; libfuse3 always does, up to what lowlevel.c says.
+    if (a.libfuse === 2) list.push('big_writes', 'max_write=131072');
     if (o.allowOther) list.push('allow_other');
     if (o.debug) list.push('debug');
     return list.join(',');
@@ -430,7 +445,7 @@ export class LowLevelMount implements ServedMount {
     if (!a) throw new FuseError('the low-level FUSE addon is not built (node native/fuse/build-lowlevel.js)', 'FAILED');
     this.realMountPoint = await refuseNested(this.mountPoint);
     try {
-      this.ref = a.mount(this.realMountPoint, this.optionString(), this.handler(a));
+      this.ref = a.mount(this.realMountPoint, this.optionString(a), this.handler(a));
     } catch (err) {
       throw new FuseError(`mounting ${this.mountPoint} failed: ${(err as Error).message}`, 'FAILED');
     }

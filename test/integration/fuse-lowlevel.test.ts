@@ -291,6 +291,42 @@ describe('the low-level FUSE binding', () => {
     await fs.unmount();
   });
 
+  it('libfuse3 carries 1 MiB writes in one request each, across chunk boundaries; libfuse2 in 128 KiB', async () => {
+    // Chunks of 1 MiB: a 1 MiB write at an offset of 512 KiB covers two of them.
+    const fs = await bed.filespace({ chunkSize: '1MiB' });
+    const data = randomBytes(8 << 20);
+    const src = path.join(local, 'eight');
+    await fsp.writeFile(src, data);
+    // The write requests a dd from the random file into `name` made.
+    const writesOf = async (name: string, dd: string) => {
+      const before = await requestCounts(fs.machine.home, fs.name);
+      await sh(`dd if='${src}' of='${path.join(fs.mnt, name)}' ${dd} status=none`);
+      return ((await requestCounts(fs.machine.home, fs.name)).crossed.write ?? 0) - (before.crossed.write ?? 0);
+    };
+    await fs.mount();
+    assert.equal(await writesOf('three', 'bs=1M'), 8, 'one request per 1 MiB write (is libfuse3-dev installed?)');
+    // Unaligned: a 512 KiB head, then 1 MiB writes that each straddle a chunk boundary.
+    assert.equal(await writesOf('three-odd', 'bs=512K count=1'), 1);
+    const straddling = 'bs=1M skip=512K seek=512K count=7 iflag=skip_bytes oflag=seek_bytes conv=notrunc';
+    assert.equal(await writesOf('three-odd', straddling), 7);
+    assert.equal(sha(await fsp.readFile(path.join(fs.mnt, 'three'))), sha(data));
+    const odd = data.subarray(0, (512 << 10) + (7 << 20));
+    assert.equal(sha(await fsp.readFile(path.join(fs.mnt, 'three-odd'))), sha(odd));
+    await fs.sync();
+    await fs.unmount();
+
+    fs.machine.env.FILESPACE_LIBFUSE = '2';
+    try {
+      await fs.mount();
+      assert.equal(await writesOf('two', 'bs=1M'), 64, '128 KiB requests under libfuse2');
+      for (const name of ['two', 'three']) assert.equal(sha(await fsp.readFile(path.join(fs.mnt, name))), sha(data), name);
+      assert.equal(sha(await fsp.readFile(path.join(fs.mnt, 'three-odd'))), sha(odd));
+      await fs.unmount();
+    } finally {
+      delete fs.machine.env.FILESPACE_LIBFUSE;
+    }
+  });
+
   it('getxattr of a name no file has is answered in the addon; names in use read right', async () => {
     const fs = await bed.filespace();
     await fs.mount();
