@@ -48,6 +48,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { DEFAULT_SETTINGS } from '../../electron/engine/config';
+import { lowLevelAddon } from '../../native/fuse/lowlevel';
 import { Bed, REPO, randomFile, tmpDir } from '../helpers/bed';
 import {
   type Context,
@@ -744,6 +745,11 @@ async function machineFacts(work: string): Promise<Record<string, string>> {
   const meminfo = await fsp.readFile('/proc/meminfo', 'utf8').catch(() => '');
   const memKb = Number(/^MemTotal:\s+(\d+)/m.exec(meminfo)?.[1] ?? 0);
   const libfuse = await exec('dpkg-query', ['-W', '-f', '${Version}', 'libfuse2'], { timeoutMs: 10_000 });
+  const libfuse3 = await exec('dpkg-query', ['-W', '-f', '${Version}', 'libfuse3-3'], { timeoutMs: 10_000 });
+  const addon = lowLevelAddon();
+  const binding = addon
+    ? `Filespace on its low-level addon built for libfuse${addon.libfuse} (writes of up to ${addon.maxWrite / 1024} KiB)`
+    : 'Filespace on fuse-native (the low-level addon is not built)';
   const fsType = await exec('findmnt', ['-n', '-o', 'FSTYPE,SOURCE', '-T', work], { timeoutMs: 10_000 });
   return {
     CPU: /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? 'unknown',
@@ -751,7 +757,7 @@ async function machineFacts(work: string): Promise<Record<string, string>> {
     RAM: `${(memKb / 1024 / 1024).toFixed(1)} GiB`,
     Kernel: os.release(),
     Node: process.version,
-    FUSE: `libfuse2 ${libfuse.stdout.trim() || '?'}, fuse-native ${fuseNativeVersion()}`,
+    FUSE: `libfuse2 ${libfuse.stdout.trim() || '?'}, fuse-native ${fuseNativeVersion()} (the ceiling), libfuse3 ${libfuse3.stdout.trim() || 'not installed'}; ${binding}`,
     'Scratch and cache disk': `${fsType.stdout.trim().replace(/\s+/g, ' ') || '?'} (${work})`,
     'Product sources': `sha256 ${await sourceFingerprint()} of electron/ and native/`,
   };
