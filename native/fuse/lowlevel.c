@@ -1,5 +1,6 @@
-// The FUSE addon on libfuse2's low-level API: the kernel names files by inode number, and the
-// filesystem answers each request when it is ready, from any point of the JS thread's work.
+// The FUSE addon on libfuse's low-level API (libfuse2 or libfuse3): the kernel names files by
+// inode number, and the filesystem answers each request when it is ready, from any point of the
+// JS thread's work.
 //
 // Why not the high-level API (fuse-native, native/fuse/addon): there libfuse keeps a node per
 // name the kernel ever looked up (a path table that grows with every entry listed, until the
@@ -30,10 +31,11 @@
 // Names, link targets and xattr names cross as latin1 strings (one char per byte), so any byte
 // sequence survives (native/fuse/adapter.ts, wireToName/nameToWire).
 //
-// Built against libfuse3 where its headers are installed (FILESPACE_FUSE3, see
-// build-lowlevel.js), else against libfuse2. libfuse3 lets the kernel send requests of up to
-// 1 MiB (max_pages, Linux 4.20) where libfuse2 stays at 128 KiB: a sequential writer then costs
-// an eighth of the requests. The rest is the same; the few calls that differ are marked.
+// Built against libfuse3 (FILESPACE_FUSE3) and against libfuse2 (see build-lowlevel.js).
+// libfuse3 lets the kernel send requests of up to 1 MiB (max_pages, Linux 4.20) where libfuse2
+// stays at 128 KiB: a sequential writer then costs an eighth of the requests; and it has
+// readdirplus (listings that carry attributes). The rest is the same; the few calls that differ
+// are marked.
 #ifdef FILESPACE_FUSE3
 #define FUSE_USE_VERSION 35
 #else
@@ -84,6 +86,7 @@ enum {
   OP_LISTXATTR,
   OP_REMOVEXATTR,
   OP_CREATE,
+  OP_READDIRPLUS,
   OP_COUNT
 };
 
@@ -358,8 +361,8 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   (void) userdata;
 #ifdef FILESPACE_FUSE3
   // Writes of up to a pool buffer (1 MiB; libfuse3 asks the kernel for that many pages). The
-  // kernel's behaviour otherwise stays what the filesystem was written for under libfuse2:
-  // libfuse3's other defaults are turned off (truncation stays a setattr, folder operations
+  // kernel's behaviour otherwise stays what the filesystem was written for under libfuse2 but
+  // for readdirplus (below): libfuse3's other defaults are turned off (truncation stays a setattr, folder operations
   // stay one at a time per folder, the kernel drops suid bits and keeps cached pages itself
   // until told, direct I/O stays synchronous).
   if (conn->max_write > SLAB_BYTES) conn->max_write = SLAB_BYTES;
@@ -367,9 +370,12 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   // refuses the session when the two differ).
   conn->max_read = 128 * 1024;
   conn->want &= ~(unsigned) (FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_AUTO_INVAL_DATA |
-                             FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ASYNC_DIO | FUSE_CAP_READDIRPLUS |
-                             FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
-                             FUSE_CAP_SPLICE_MOVE | FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_POSIX_ACL);
+                             FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_ASYNC_DIO | FUSE_CAP_SPLICE_READ |
+                             FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_WRITEBACK_CACHE |
+                             FUSE_CAP_POSIX_ACL);
+  // What libfuse2 could not give: listings that carry each entry's attributes (readdirplus), at
+  // the kernel's choice (the first read of a listing, and later ones where entries were looked up).
+  conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
 #else
   // Big writes (max_write) come with the mount option; nothing else is asked for.
   (void) conn;
@@ -478,12 +484,17 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   push(req, m, 1);
 }
 
-static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
-  NEW(OP_READ, ino)
+/** A request for `size` bytes from `off` of an open file or folder (read, readdir, readdirplus). */
+static void sized_request(fuse_req_t req, uint32_t op, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  NEW(op, ino)
   msg_fi(m, fi);
   m->size = size;
   m->off = off;
   push(req, m, 1);
+}
+
+static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  sized_request(req, OP_READ, ino, size, off, fi);
 }
 
 static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
@@ -536,12 +547,14 @@ static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 }
 
 static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
-  NEW(OP_READDIR, ino)
-  msg_fi(m, fi);
-  m->size = size;
-  m->off = off;
-  push(req, m, 1);
+  sized_request(req, OP_READDIR, ino, size, off, fi);
 }
+
+#ifdef FILESPACE_FUSE3
+static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
+  sized_request(req, OP_READDIRPLUS, ino, size, off, fi);
+}
+#endif
 
 static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   NEW(OP_RELEASEDIR, ino)
@@ -1011,6 +1024,9 @@ static napi_value mount_fs(napi_env env, napi_callback_info info) {
   ops.fsync = ll_fsync;
   ops.opendir = ll_opendir;
   ops.readdir = ll_readdir;
+#ifdef FILESPACE_FUSE3
+  ops.readdirplus = ll_readdirplus;
+#endif
   ops.releasedir = ll_releasedir;
   ops.fsyncdir = ll_fsyncdir;
   ops.statfs = ll_statfs;
@@ -1199,6 +1215,8 @@ static void ms_to_ts(double ms, struct timespec *ts) {
  * A stat from a Float64Array: ino, mode, nlink, uid, gid, rdev, size, blocks, atimeMs, mtimeMs,
  * ctimeMs, blksize.
  */
+static void stat_at(const double *a, struct stat *st);
+
 static int stat_from(napi_env env, napi_value v, struct stat *st) {
   napi_typedarray_type type;
   size_t length;
@@ -1208,7 +1226,12 @@ static int stat_from(napi_env env, napi_value v, struct stat *st) {
     napi_throw_type_error(env, NULL, "fuse lowlevel: a stat is a Float64Array of 12");
     return 0;
   }
-  double *a = data;
+  stat_at(data, st);
+  return 1;
+}
+
+/** A stat from 12 numbers (see stat_from). */
+static void stat_at(const double *a, struct stat *st) {
   memset(st, 0, sizeof *st);
   st->st_ino = (ino_t) a[0];
   st->st_mode = (mode_t) a[1];
@@ -1222,7 +1245,6 @@ static int stat_from(napi_env env, napi_value v, struct stat *st) {
   ms_to_ts(a[9], &st->st_mtim);
   ms_to_ts(a[10], &st->st_ctim);
   st->st_blksize = (blksize_t) a[11];
-  return 1;
 }
 
 static int entry_from(napi_env env, napi_value *argv, struct fuse_entry_param *e) {
@@ -1330,6 +1352,20 @@ static napi_value reply_create(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/** Sends an answer's bytes: by the send thread when they are many (SEND_BY_THREAD_BYTES). */
+static void send_buf(mount_t *mt, fuse_req_t req, const char *data, size_t len) {
+  outgoing_t *o = len >= SEND_BY_THREAD_BYTES && mt->sends.started ? malloc(sizeof(outgoing_t) + len) : NULL;
+  if (o == NULL) {
+    fuse_reply_buf(req, data, len);
+    return;
+  }
+  o->req = req;
+  o->len = len;
+  memcpy(o->data, data, len);
+  lane_push(&mt->sends, &o->job);
+}
+
+
 /** reply_buf(mount, id, buffer, length) */
 static napi_value reply_buf(napi_env env, napi_callback_info info) {
   ANSWER_ARGS(4)
@@ -1343,18 +1379,69 @@ static napi_value reply_buf(napi_env env, napi_callback_info info) {
   }
   double n = get_num(env, argv[3]);
   if (n >= 0 && (size_t) n < len) len = (size_t) n;
-  outgoing_t *o = len >= SEND_BY_THREAD_BYTES && mt->sends.started ? malloc(sizeof(outgoing_t) + len) : NULL;
-  if (o == NULL) {
-    fuse_reply_buf(req, data, len);
-  } else {
-    o->req = req;
-    o->len = len;
-    memcpy(o->data, data, len);
-    lane_push(&mt->sends, &o->job);
-  }
+  send_buf(mt, req, data, len);
   answered(mt);
   return NULL;
 }
+
+#ifdef FILESPACE_FUSE3
+/**
+ * reply_direntplus(mount, id, size, names, stats, offsets, entryTimeoutSec, attrTimeoutSec): a
+ * readdirplus answer of at most `size` bytes, entry k named `names[k]` (latin1), with the stat
+ * `stats[12k .. 12k+12]` and the offset of the entry after it `offsets[k]`, as many as fit.
+ * `.` and `..` carry no entry (the kernel looks them up by itself), nor does a stat of mode 0;
+ * every other entry counts as a lookup of its inode, as a lookup's answer does.
+ */
+static napi_value reply_direntplus(napi_env env, napi_callback_info info) {
+  ANSWER_ARGS(8)
+  uint32_t n = 0;
+  size_t stats_len = 0, offs_len = 0;
+  void *stats = NULL, *offs = NULL;
+  napi_typedarray_type t1, t2;
+  size_t size = (size_t) get_num(env, argv[2]);
+  if (napi_get_array_length(env, argv[3], &n) != napi_ok ||
+      napi_get_typedarray_info(env, argv[4], &t1, &stats_len, &stats, NULL, NULL) != napi_ok ||
+      napi_get_typedarray_info(env, argv[5], &t2, &offs_len, &offs, NULL, NULL) != napi_ok || t1 != napi_float64_array ||
+      t2 != napi_float64_array || stats_len < 12 * (size_t) n || offs_len < n || size > (16u << 20)) {
+    fuse_reply_err(req, EIO);
+    answered(mt);
+    napi_throw_type_error(env, NULL, "fuse lowlevel: reply_direntplus(mount, id, size, names, stats, offsets, entry, attr)");
+    return NULL;
+  }
+  double entry_sec = get_num(env, argv[6]), attr_sec = get_num(env, argv[7]);
+  char *buf = malloc(size > 0 ? size : 1);
+  if (buf == NULL) {
+    fuse_reply_err(req, ENOMEM);
+    answered(mt);
+    return NULL;
+  }
+  size_t at = 0;
+  for (uint32_t k = 0; k < n; k++) {
+    char name[1024];
+    size_t len = 0;
+    napi_value v;
+    if (napi_get_element(env, argv[3], k, &v) != napi_ok ||
+        napi_get_value_string_latin1(env, v, name, sizeof name, &len) != napi_ok || len == 0 || len >= sizeof name - 1)
+      continue;
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    stat_at((const double *) stats + 12 * k, &e.attr);
+    // No entry for the dots, nor where the stat is left empty (mode 0: the filesystem could not
+    // read the inode): the name is listed as by readdir, and looked up when used.
+    bool dots = (len == 1 && name[0] == '.') || (len == 2 && name[0] == '.' && name[1] == '.');
+    e.ino = dots || e.attr.st_mode == 0 ? 0 : e.attr.st_ino;
+    e.entry_timeout = entry_sec;
+    e.attr_timeout = attr_sec;
+    size_t need = fuse_add_direntry_plus(req, buf + at, size - at, name, &e, (off_t) ((const double *) offs)[k]);
+    if (need > size - at) break;
+    at += need;
+  }
+  send_buf(mt, req, buf, at);
+  free(buf);
+  answered(mt);
+  return NULL;
+}
+#endif
 
 /** reply_readlink(mount, id, target as latin1) */
 static napi_value reply_readlink(napi_env env, napi_callback_info info) {
@@ -1529,6 +1616,9 @@ NAPI_MODULE_INIT() {
   EXPORT_FN("reply_write", reply_write);
   EXPORT_FN("reply_xattr", reply_xattr);
   EXPORT_FN("reply_statfs", reply_statfs);
+#ifdef FILESPACE_FUSE3
+  EXPORT_FN("reply_direntplus", reply_direntplus);
+#endif
   // The libfuse the addon was built against (2 or 3), and the largest write it takes.
   napi_set_named_property(env, exports, "libfuse", num(env, FUSE_MAJOR_VERSION));
   napi_set_named_property(env, exports, "maxWrite", num(env, SLAB_BYTES));
@@ -1537,7 +1627,7 @@ NAPI_MODULE_INIT() {
   const char *names[OP_COUNT] = {"ended",   "lookup",   "getattr", "setattr", "readlink",   "mknod",    "mkdir",
                                  "unlink",  "rmdir",    "symlink", "rename",  "link",       "open",     "read",
                                  "write",   "flush",    "release", "fsync",   "opendir",    "readdir",  "releasedir",
-                                 "fsyncdir", "statfs",  "setxattr", "getxattr", "listxattr", "removexattr", "create"};
+                                 "fsyncdir", "statfs",  "setxattr", "getxattr", "listxattr", "removexattr", "create", "readdirplus"};
   for (uint32_t i = 0; i < OP_COUNT; i++) EXPORT_OP(names[i], i);
   napi_set_named_property(env, exports, "ops", ops);
   return exports;

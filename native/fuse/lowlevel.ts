@@ -1,5 +1,5 @@
 /**
- * The FUSE adapter on libfuse2's low-level API (lowlevel.c): the kernel names every file by its
+ * The FUSE adapter on libfuse's low-level API (lowlevel.c): the kernel names every file by its
  * inode number, which here is the filesystem's own, and each request is answered whenever the
  * filesystem is ready, with no libfuse thread parked per request.
  *
@@ -159,6 +159,17 @@ interface LowLevelAddon {
   reply_entry(m: MountRef, id: number, stat: Float64Array, entryTimeoutSec: number, attrTimeoutSec: number): void;
   reply_attr(m: MountRef, id: number, stat: Float64Array, attrTimeoutSec: number): void;
   reply_open(m: MountRef, id: number, fh: number, flags: number): void;
+  /** libfuse3 only: a readdirplus answer (lowlevel.c). */
+  reply_direntplus?(
+    m: MountRef,
+    id: number,
+    size: number,
+    names: string[],
+    stats: Float64Array,
+    offsets: Float64Array,
+    entryTimeoutSec: number,
+    attrTimeoutSec: number,
+  ): void;
   reply_create(
     m: MountRef,
     id: number,
@@ -298,6 +309,15 @@ interface DirHandle {
 /** d_type of `.` and `..`; other entries are DT_UNKNOWN (a listing reads no entry's inode). */
 const DT_DIR = 4;
 const DT_UNKNOWN = 0;
+
+/**
+ * The least a readdirplus entry takes (the kernel's fuse_entry_out, 128 bytes, then a dirent
+ * with a name of up to 8 bytes): no more entries are stat'ed for an answer than can fit.
+ */
+const DIRENTPLUS_MIN = 160;
+
+/** S_IFDIR: the type the dots are listed with. */
+const MODE_DIR = 0o040000;
 
 /**
  * The entries of a folder from index `from`, as the kernel reads them (struct fuse_dirent:
@@ -672,6 +692,15 @@ export class LowLevelMount implements ServedMount {
     // Direct I/O, or else the pages cached from an earlier open kept when the data is unchanged.
     const openFlags = (fh: number) => (fs.directIo?.(fh) ? OPEN_DIRECT_IO : fs.keepCache?.(fh) ? OPEN_KEEP_CACHE : 0);
 
+    // The listing of open folder `fh` for a read from `off`: listed at the first read, and again
+    // at a read from the start (rewinddir).
+    const listed = (fh: number, ino: number, off: number): Listing => {
+      const dir = this.dirs.get(fh);
+      if (!dir) throw Object.assign(new Error('a read of a folder not open'), { errno: 'EBADF' });
+      if (!dir.listed || (off === 0 && dir.read)) dir.listed = fs.listing({ ino });
+      dir.read = true;
+      return dir.listed;
+    };
     // Buffers of finished reads (the kernel's usual read size), reused: a sequential read makes
     // one request per 128 KiB.
     const readBuffers: Buffer[] = [];
@@ -887,15 +916,41 @@ export class LowLevelMount implements ServedMount {
       },
       [ops.readdir!]: (_op, id, ino, fh, off, size) => {
         try {
-          const dir = this.dirs.get(fh);
-          if (!dir) throw Object.assign(new Error('readdir of a folder not open'), { errno: 'EBADF' });
-          // Listed at the first read, and again at a read from the start (rewinddir).
-          if (!dir.listed || (off === 0 && dir.read)) dir.listed = fs.listing({ ino });
-          dir.read = true;
-          const buf = direntBuffer(dir.listed, off, size);
+          const buf = direntBuffer(listed(fh, ino, off), off, size);
           a.reply_buf(m(), id, buf, buf.length);
         } catch (err) {
           fail('readdir', id, err);
+        }
+      },
+      // libfuse3 only (lowlevel.c asks for it), at the kernel's choice: a listing with each
+      // entry's attributes, as a lookup of each would answer, so `ls -l` of a folder whose
+      // attributes the kernel does not hold costs a few requests instead of one per entry.
+      [ops.readdirplus!]: (_op, id, ino, fh, off, size) => {
+        try {
+          const { names, inos } = listed(fh, ino, off);
+          const end = Math.min(names.length, off + Math.floor(size / DIRENTPLUS_MIN) + 1);
+          const wire: string[] = [];
+          const stats = new Float64Array(12 * Math.max(0, end - off));
+          const offsets = new Float64Array(Math.max(0, end - off));
+          for (let i = off; i < end; i++) {
+            const k = i - off;
+            wire.push(nameToWire(names[i]!));
+            offsets[k] = i + 1;
+            if (i < 2) {
+              stats[12 * k] = inos[i]!;
+              stats[12 * k + 1] = MODE_DIR;
+              continue;
+            }
+            try {
+              stats.set(statValues(fs.getattr({ dir: ino, name: names[i]! })), 12 * k);
+            } catch {
+              // Gone since the listing, or not readable now: listed without attributes (mode 0).
+              stats[12 * k] = inos[i]!;
+            }
+          }
+          a.reply_direntplus!(m(), id, size, wire, stats, offsets, this.entrySec, this.attrSec);
+        } catch (err) {
+          fail('readdirplus', id, err);
         }
       },
       [ops.releasedir!]: (_op, id, _ino, fh) => {

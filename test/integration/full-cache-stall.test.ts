@@ -127,14 +127,24 @@ describe('a full cache that cannot drain', () => {
       await sh(`cmp -n ${size} ${big} ${fs.mnt}/big.bin`);
 
       env.proxy.goOnline();
+      // The status last seen names what is still missing should this time out.
+      let last: unknown;
       await until(
         'everything to upload without anyone asking',
         async () => {
           const s = await fs.status();
+          last = {
+            dirtyBytes: s.dirtyBytes,
+            pendingMetaOps: s.pendingMetaOps,
+            offline: s.offline,
+            writesWaiting: s.writesWaiting,
+          };
           return s.dirtyBytes === 0 && s.pendingMetaOps === 0 && s.offline === false && (s.writesWaiting ?? null) === null;
         },
         180_000,
-      );
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}; status last said ${JSON.stringify(last)}`);
+      });
       await fs.sync();
       await fs.unmount();
       await verifyFromBucket(fs.bucket, async (mnt) => {

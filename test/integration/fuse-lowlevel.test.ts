@@ -327,6 +327,42 @@ describe('the low-level FUSE binding', () => {
     }
   });
 
+  it('ls -l of files just written takes its attributes from the listing (readdirplus), right ones', async () => {
+    const fs = await bed.filespace();
+    await fs.mount();
+    const dir = path.join(fs.mnt, 'plus');
+    // Files of 0..199 bytes, written through the mount (each write leaves the kernel's
+    // attributes of the file stale), a folder, a symlink and a second name of one file.
+    await sh(
+      `mkdir '${dir}' && cd '${dir}' && for i in $(seq 0 199); do head -c $i /dev/zero > f$i; done && ` +
+        `mkdir sub && ln -s f7 link && ln f9 f9b && chmod 600 f3`,
+    );
+    const before = await requestCounts(fs.machine.home, fs.name);
+    const r = await run('ls', ['-ln', '--time-style=+%s', dir]);
+    assert.equal(r.code, 0, r.stderr);
+    const after = await requestCounts(fs.machine.home, fs.name);
+    const delta = (op: string) => (after.crossed[op] ?? 0) - (before.crossed[op] ?? 0);
+    assert.ok(delta('readdirplus') > 0, 'the listing carried attributes');
+    assert.equal(delta('getattr') + delta('lookup'), 0, 'no entry was asked for on its own');
+    // What ls printed is what stat says of each name.
+    const lines = r.stdout.trimEnd().split('\n').slice(1);
+    assert.equal(lines.length, 203);
+    // mode, links, uid, gid, size, mtime, name (no name here has a space).
+    const shown = new Map(lines.map((l) => l.split(/\s+/)).map((f) => [f[6]!, f]));
+    const stats = await statOf('%n %A %h %u %g %s %Y', ...[...shown.keys()].map((n) => path.join(dir, n)));
+    for (const line of stats) {
+      const [name, mode, nlink, uid, gid, size, mtime] = line.split(' ');
+      const l = shown.get(path.basename(name!))!;
+      assert.deepEqual(l.slice(0, 6), [mode, nlink, uid, gid, size, mtime], name);
+    }
+    assert.deepEqual(shown.get('f150')!.slice(0, 5), ['-rw-r--r--', '1', '0', '0', '150']);
+    assert.equal(shown.get('f3')![0], '-rw-------');
+    assert.equal(shown.get('f9')![1], '2');
+    assert.equal(shown.get('sub')![0]![0], 'd');
+    assert.equal(shown.get('link')![0]![0], 'l');
+    await fs.unmount();
+  });
+
   it('getxattr of a name no file has is answered in the addon; names in use read right', async () => {
     const fs = await bed.filespace();
     await fs.mount();
