@@ -152,10 +152,9 @@ export class Engine {
   private readonly snapshots: SnapshotStore;
   private readonly snapshotRefs: SnapshotRefs;
   /**
-   * Snapshot mounts served beside this mount (their open files' chunks stay in the cache), and
-   * what drops each one's tree.
+   * Snapshot mounts served beside this mount (their open files' chunks stay in the cache), each
+   * with the id of its snapshot; their trees are in `browseTrees`.
    */
-  /** Snapshot filesystems being served, by the id of their snapshot. */
   private readonly browsing = new Map<SnapshotFs, string>();
   private readonly browseTrees = new Map<string, BrowseTree>();
   /** Applying the snapshot schedule, while under way (one at a time). */

@@ -360,11 +360,11 @@ static void push(fuse_req_t req, msg_t *m, int ok) {
 static void ll_init(void *userdata, struct fuse_conn_info *conn) {
   (void) userdata;
 #ifdef FILESPACE_FUSE3
-  // Writes of up to a pool buffer (1 MiB; libfuse3 asks the kernel for that many pages). The
-  // kernel's behaviour otherwise stays what the filesystem was written for under libfuse2 but
-  // for readdirplus (below): libfuse3's other defaults are turned off (truncation stays a setattr, folder operations
-  // stay one at a time per folder, the kernel drops suid bits and keeps cached pages itself
-  // until told, direct I/O stays synchronous).
+  // Writes of up to a pool buffer (1 MiB; libfuse3 asks the kernel for that many pages). But
+  // for readdirplus (below), the kernel's behaviour otherwise stays what the filesystem was
+  // written for under libfuse2: libfuse3's other defaults are turned off (truncation stays a
+  // setattr, folder operations stay one at a time per folder, the kernel drops suid bits and
+  // keeps cached pages itself until told, direct I/O stays synchronous).
   if (conn->max_write > SLAB_BYTES) conn->max_write = SLAB_BYTES;
   // Reads stay at 128 KiB: the same as the max_read mount option lowlevel.ts gives (libfuse3
   // refuses the session when the two differ).
@@ -1352,20 +1352,6 @@ static napi_value reply_create(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/** Sends an answer's bytes: by the send thread when they are many (SEND_BY_THREAD_BYTES). */
-static void send_buf(mount_t *mt, fuse_req_t req, const char *data, size_t len) {
-  outgoing_t *o = len >= SEND_BY_THREAD_BYTES && mt->sends.started ? malloc(sizeof(outgoing_t) + len) : NULL;
-  if (o == NULL) {
-    fuse_reply_buf(req, data, len);
-    return;
-  }
-  o->req = req;
-  o->len = len;
-  memcpy(o->data, data, len);
-  lane_push(&mt->sends, &o->job);
-}
-
-
 /** reply_buf(mount, id, buffer, length) */
 static napi_value reply_buf(napi_env env, napi_callback_info info) {
   ANSWER_ARGS(4)
@@ -1379,7 +1365,15 @@ static napi_value reply_buf(napi_env env, napi_callback_info info) {
   }
   double n = get_num(env, argv[3]);
   if (n >= 0 && (size_t) n < len) len = (size_t) n;
-  send_buf(mt, req, data, len);
+  outgoing_t *o = len >= SEND_BY_THREAD_BYTES && mt->sends.started ? malloc(sizeof(outgoing_t) + len) : NULL;
+  if (o == NULL) {
+    fuse_reply_buf(req, data, len);
+  } else {
+    o->req = req;
+    o->len = len;
+    memcpy(o->data, data, len);
+    lane_push(&mt->sends, &o->job);
+  }
   answered(mt);
   return NULL;
 }
@@ -1409,8 +1403,9 @@ static napi_value reply_direntplus(napi_env env, napi_callback_info info) {
     return NULL;
   }
   double entry_sec = get_num(env, argv[6]), attr_sec = get_num(env, argv[7]);
-  char *buf = malloc(size > 0 ? size : 1);
-  if (buf == NULL) {
+  // Built where the send thread takes it from, so a large answer is not copied again.
+  outgoing_t *o = malloc(sizeof(outgoing_t) + size);
+  if (o == NULL) {
     fuse_reply_err(req, ENOMEM);
     answered(mt);
     return NULL;
@@ -1432,12 +1427,18 @@ static napi_value reply_direntplus(napi_env env, napi_callback_info info) {
     e.ino = dots || e.attr.st_mode == 0 ? 0 : e.attr.st_ino;
     e.entry_timeout = entry_sec;
     e.attr_timeout = attr_sec;
-    size_t need = fuse_add_direntry_plus(req, buf + at, size - at, name, &e, (off_t) ((const double *) offs)[k]);
+    size_t need = fuse_add_direntry_plus(req, o->data + at, size - at, name, &e, (off_t) ((const double *) offs)[k]);
     if (need > size - at) break;
     at += need;
   }
-  send_buf(mt, req, buf, at);
-  free(buf);
+  if (at >= SEND_BY_THREAD_BYTES && mt->sends.started) {
+    o->req = req;
+    o->len = at;
+    lane_push(&mt->sends, &o->job);
+  } else {
+    fuse_reply_buf(req, o->data, at);
+    free(o);
+  }
   answered(mt);
   return NULL;
 }

@@ -928,12 +928,12 @@ export class LowLevelMount implements ServedMount {
       [ops.readdirplus!]: (_op, id, ino, fh, off, size) => {
         try {
           const { names, inos } = listed(fh, ino, off);
-          const end = Math.min(names.length, off + Math.floor(size / DIRENTPLUS_MIN) + 1);
+          const count = Math.max(0, Math.min(names.length - off, Math.floor(size / DIRENTPLUS_MIN) + 1));
           const wire: string[] = [];
-          const stats = new Float64Array(12 * Math.max(0, end - off));
-          const offsets = new Float64Array(Math.max(0, end - off));
-          for (let i = off; i < end; i++) {
-            const k = i - off;
+          const stats = new Float64Array(12 * count);
+          const offsets = new Float64Array(count);
+          for (let k = 0; k < count; k++) {
+            const i = off + k;
             wire.push(nameToWire(names[i]!));
             offsets[k] = i + 1;
             if (i < 2) {
