@@ -95,4 +95,32 @@ describe('keeping the kernel page cache across opens', () => {
     assert.equal(await keptAtOpen(m, '/f'), true);
     await m.close();
   });
+
+  it("keeps them after another machine's change under a live handle that left the handle's file alone", async () => {
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space);
+    await writeFile(m.fs, '/f', random(1000));
+    await writeFile(m.fs, '/g', random(1000));
+    await m.sync();
+    await keptAtOpen(m, '/f');
+    await keptAtOpen(m, '/g');
+    const liveF = openKeeping(m, '/f');
+    const liveG = openKeeping(m, '/g');
+    assert.equal(liveF.keep && liveG.keep, true);
+    // Another machine cuts /g, adds a file and renames it: only /g's bytes moved under a handle.
+    const meta = m.engine.vfs['meta'];
+    const g = meta.tree.lookup(1, 'g')!.ino;
+    const ms = Date.now();
+    meta.applyRemote(meta.remoteSeq + 1, [{ t: 'attr', ino: g, size: 10, ms }]);
+    meta.applyRemote(meta.remoteSeq + 1, [
+      { t: 'mk', parent: 1, name: 'n', ino: meta.tree.nextIno, kind: 'file', mode: 0o644, uid: 0, gid: 0, ms },
+      { t: 'mv', sp: 1, sn: 'n', dp: 1, dn: 'n2', ms },
+    ]);
+    await m.fs.release(liveF.fh);
+    await m.fs.release(liveG.fh);
+    assert.equal(await keptAtOpen(m, '/f'), true, 'its bytes did not change under the handle');
+    assert.equal(await keptAtOpen(m, '/g'), false, 'its bytes changed under the handle');
+    assert.equal(await keptAtOpen(m, '/g'), true);
+    await m.close();
+  });
 });

@@ -78,6 +78,9 @@ const LINK_BATCH = 2_000;
 // A checkpoint writes only what changed, so a small journal costs little and bounds the changes held in memory.
 const CHECKPOINT_JOURNAL_BYTES = 4 * 1024 * 1024;
 
+/** Most inodes `takeRemoteContentChanges` names before it says 'all' instead (bounds its memory). */
+const REMOTE_CONTENT_MAX_INOS = 65_536;
+
 /** What an older release's snapshot and journal hold (read to upgrade, or to inspect). */
 interface LegacyLoaded {
   readonly gen: number;
@@ -142,6 +145,8 @@ export class MetaStore {
    * applied, or the whole tree reset): readers that cache content watch it.
    */
   remoteChanges = 0;
+  /** See `takeRemoteContentChanges`. */
+  private remoteContent: Set<number> | 'all' = new Set();
   /** Called with the inode numbers whose storage a commit released. */
   onRelease: (inos: number[]) => void = () => undefined;
   /** Called after every commit that added work for the replicator. */
@@ -503,6 +508,7 @@ export class MetaStore {
     for (const op of ops) {
       const ino = this.losesName(op);
       if (ino !== undefined) lost.push(ino);
+      if (op.t === 'chunk' || (op.t === 'attr' && op.size !== undefined)) this.remoteContentChanged(op.ino);
       const released = this.tree.apply(op);
       this.journal.append({ rop: op });
       if (released.length > 0) this.onRelease(released);
@@ -511,6 +517,24 @@ export class MetaStore {
     this.journal.append({ pushed: seq, count: 0 });
     this.onApplied(ops, this.stillNamed(lost));
     this.checkpointIfDue();
+  }
+
+  /**
+   * The inodes whose bytes (size or chunk list) another machine changed since the last call, or
+   * 'all' when the tree was replaced or too many changed to name them; starts over empty. For the
+   * one reader that caches content under a version (the VFS's page-cache book): a change of names
+   * alone moves no bytes of an open file.
+   */
+  takeRemoteContentChanges(): ReadonlySet<number> | 'all' {
+    const taken = this.remoteContent;
+    this.remoteContent = new Set();
+    return taken;
+  }
+
+  private remoteContentChanged(ino: number): void {
+    if (this.remoteContent === 'all') return;
+    this.remoteContent.add(ino);
+    if (this.remoteContent.size > REMOTE_CONTENT_MAX_INOS) this.remoteContent = 'all';
   }
 
   /**
@@ -534,6 +558,7 @@ export class MetaStore {
     });
     this.current = this.db.tree(state!);
     this.remoteChanges++;
+    this.remoteContent = 'all';
     this.pendingRemote = [];
     this.pendingTimes = [];
     this.pendingFirst = 0;

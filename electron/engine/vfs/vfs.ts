@@ -1118,17 +1118,20 @@ export class Vfs {
   }
 
   /**
-   * Another machine's metadata was applied (or the tree reset) since last looked: handles open
-   * on the live tree may have read the new content into the kernel's cache under their old
-   * version, so what their paths' pages hold can no longer be named.
+   * Another machine's metadata was applied (or the tree reset) since last looked: a handle open
+   * on the live tree whose file's bytes it changed may have read the new content into the
+   * kernel's cache under its old version, so what its path's pages hold can no longer be named.
+   * Handles of files it left alone read what they always read (a change of names moves no
+   * bytes: a handle reads its inode), so their pages stay named.
    */
   private noteRemoteChanges(): void {
     if (this.meta.remoteChanges === this.remoteChangesSeen) return;
     this.remoteChangesSeen = this.meta.remoteChanges;
+    const changed = this.meta.takeRemoteContentChanges();
     const inos = new Set<number>();
     const paths: string[] = [];
     for (const h of this.handles.values()) {
-      if (h.snap) continue;
+      if (h.snap || (changed !== 'all' && !changed.has(h.ino))) continue;
       inos.add(h.ino);
       paths.push(h.path);
     }
