@@ -17,15 +17,21 @@
  * output is wiped before anything returns, so unauthenticated plaintext never reaches a caller.
  * Output and input are either the same bytes (in place) or disjoint; a partial overlap is refused.
  *
+ * Also here, for the same callers: `writeDirectAsync`, which writes a cache file opened with
+ * O_DIRECT (see its comment below).
+ *
  * Node-API 8 only (ABI-stable): one binary loads in Node 20, Node 22 and Electron.
  */
 #define NAPI_VERSION 8
 #include <node_api.h>
 
 #include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
 typedef struct evp_cipher_st EVP_CIPHER;
@@ -839,6 +845,182 @@ static napi_value seal_segments_async(napi_env env, napi_callback_info info) {
   return async_op(env, info, SEAL_SEGMENTS);
 }
 
+/*
+ * ---- cache files written around the page cache ----
+ *
+ * writeDirectAsync(fd, buffers, cb): writes the buffers back to back from offset 0 of `fd`, a
+ * file opened with O_DIRECT, then cuts the file to their total length; cb(err, total). O_DIRECT
+ * needs the memory, the offset and the length aligned (DIRECT_ALIGN covers every logical block
+ * size Linux uses), so the bytes go through an aligned buffer of DIRECT_PIECE that each thread of
+ * the pool allocates once and keeps, and the last piece is padded with zeros up to the alignment
+ * before the file is cut back. Runs on libuv's thread pool; the buffers must not change until cb.
+ * On an error cb gets an Error whose `code` is the errno's name where known (ENOSPC, EIO, ...).
+ */
+#define DIRECT_ALIGN 4096
+#define DIRECT_PIECE (1024 * 1024)
+
+static _Thread_local uint8_t *direct_bounce;
+
+typedef struct {
+  napi_async_work work;
+  napi_ref cb, bufs;
+  int fd;
+  uint32_t n;
+  const uint8_t **ptr;
+  size_t *len;
+  size_t total;
+  int err;
+} direct_job;
+
+static int pwrite_all(int fd, const uint8_t *p, size_t n, off_t at) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t w = pwrite(fd, p + done, n - done, at + (off_t)done);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (w == 0) return EIO;
+    done += (size_t)w;
+  }
+  return 0;
+}
+
+static void direct_execute(napi_env env, void *data) {
+  (void)env;
+  direct_job *d = data;
+  if (direct_bounce == NULL) {
+    void *p = NULL;
+    if (posix_memalign(&p, DIRECT_ALIGN, DIRECT_PIECE) != 0) {
+      d->err = ENOMEM;
+      return;
+    }
+    direct_bounce = p;
+  }
+  uint32_t k = 0;
+  size_t koff = 0;
+  off_t at = 0;
+  for (;;) {
+    size_t fill = 0;
+    while (fill < DIRECT_PIECE && k < d->n) {
+      size_t take = d->len[k] - koff;
+      if (take > DIRECT_PIECE - fill) take = DIRECT_PIECE - fill;
+      memcpy(direct_bounce + fill, d->ptr[k] + koff, take);
+      fill += take;
+      koff += take;
+      if (koff == d->len[k]) {
+        k++;
+        koff = 0;
+      }
+    }
+    if (fill == 0) break;
+    size_t out = (fill + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1);
+    memset(direct_bounce + fill, 0, out - fill);
+    if ((d->err = pwrite_all(d->fd, direct_bounce, out, at)) != 0) return;
+    at += (off_t)out;
+    if (fill < DIRECT_PIECE) break;
+  }
+  if (ftruncate(d->fd, (off_t)d->total) != 0) d->err = errno;
+}
+
+static const char *errno_code(int e) {
+  switch (e) {
+    case ENOSPC: return "ENOSPC";
+    case EDQUOT: return "EDQUOT";
+    case EIO: return "EIO";
+    case EINVAL: return "EINVAL";
+    case EBADF: return "EBADF";
+    case ENOMEM: return "ENOMEM";
+    case EROFS: return "EROFS";
+    default: return "EIO";
+  }
+}
+
+static void direct_complete(napi_env env, napi_status status, void *data) {
+  direct_job *d = data;
+  napi_value cb, global, args[2];
+  napi_get_reference_value(env, d->cb, &cb);
+  napi_delete_reference(env, d->cb);
+  napi_delete_reference(env, d->bufs);
+  napi_delete_async_work(env, d->work);
+  int err = status != napi_ok ? EIO : d->err;
+  size_t total = d->total;
+  free(d->ptr);
+  free(d->len);
+  free(d);
+  napi_get_global(env, &global);
+  if (err != 0) {
+    napi_value msg, code;
+    char text[96];
+    snprintf(text, sizeof text, "%s: %s (direct write of a cache file)", errno_code(err), strerror(err));
+    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &args[0]);
+    napi_create_string_utf8(env, errno_code(err), NAPI_AUTO_LENGTH, &code);
+    napi_set_named_property(env, args[0], "code", code);
+    napi_get_undefined(env, &args[1]);
+  } else {
+    napi_get_null(env, &args[0]);
+    napi_create_double(env, (double)total, &args[1]);
+  }
+  napi_call_function(env, global, cb, 2, args, NULL);
+}
+
+static napi_value write_direct_async(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  size_t argc = 3;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_valuetype t = napi_undefined;
+  bool is_array = false;
+  int32_t fd = -1;
+  if (argc < 3 || napi_typeof(env, argv[2], &t) != napi_ok || t != napi_function) {
+    napi_throw_type_error(env, NULL, "cipher addon: a callback is expected last");
+    return NULL;
+  }
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "cipher addon: fd must be an open file descriptor");
+    return NULL;
+  }
+  if (napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array) {
+    napi_throw_type_error(env, NULL, "cipher addon: buffers must be an array");
+    return NULL;
+  }
+  direct_job *d = calloc(1, sizeof *d);
+  if (d == NULL) {
+    napi_throw_error(env, NULL, "cipher addon: out of memory");
+    return NULL;
+  }
+  d->fd = fd;
+  CHECK(napi_get_array_length(env, argv[1], &d->n));
+  d->ptr = calloc(d->n ? d->n : 1, sizeof *d->ptr);
+  d->len = calloc(d->n ? d->n : 1, sizeof *d->len);
+  if (d->ptr == NULL || d->len == NULL) {
+    free(d->ptr);
+    free(d->len);
+    free(d);
+    napi_throw_error(env, NULL, "cipher addon: out of memory");
+    return NULL;
+  }
+  for (uint32_t k = 0; k < d->n; k++) {
+    uint8_t *p;
+    if (!element_bytes(env, argv[1], k, "buffers", &p, &d->len[k])) {
+      free(d->ptr);
+      free(d->len);
+      free(d);
+      return NULL;
+    }
+    d->ptr[k] = p;
+    d->total += d->len[k];
+  }
+  /* The array holds the buffers for the job's whole run (the caller does not change it). */
+  CHECK(napi_create_reference(env, argv[1], 1, &d->bufs));
+  CHECK(napi_create_reference(env, argv[2], 1, &d->cb));
+  napi_value name;
+  CHECK(napi_create_string_utf8(env, "filespace:direct-write", NAPI_AUTO_LENGTH, &name));
+  CHECK(napi_create_async_work(env, NULL, name, direct_execute, direct_complete, d, &d->work));
+  CHECK(napi_queue_async_work(env, d->work));
+  return NULL;
+}
+
 NAPI_MODULE_INIT() {
   const char *why = load_openssl();
   if (why != NULL) {
@@ -858,6 +1040,7 @@ NAPI_MODULE_INIT() {
       {"openSegments", NULL, open_segments, NULL, NULL, NULL, napi_enumerable, NULL},
       {"openSegmentsAsync", NULL, open_segments_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sealUnitsAsync", NULL, seal_units_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"writeDirectAsync", NULL, write_direct_async, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   load_zlib();

@@ -11,12 +11,11 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ChunkCache } from '../../electron/engine/cache/chunkCache';
-import { HandlePool } from '../../electron/engine/cache/handles';
 import { ReceivedIO } from '../../electron/engine/cache/received';
-import { HEADER, SealedIO, UNIT, UNIT_OVERHEAD, physicalSize } from '../../electron/engine/cache/sealed';
+import { HEADER, UNIT, UNIT_OVERHEAD, physicalSize } from '../../electron/engine/cache/sealed';
 import { AuthError, chunkName, seal } from '../../electron/engine/chunk/crypto';
 import { decodeChunk, encodeChunk, receivedCiphertext, receivedSegments } from '../../electron/engine/chunk/format';
+import { testChunkCache } from '../helpers/chunkCacheFixture';
 
 const cacheKey = randomBytes(32);
 const chunkKey = randomBytes(32);
@@ -167,16 +166,7 @@ describe('received cache files', () => {
 
   it('through the cache: kept as received, served, and when damaged dropped and read as a miss; a compressed chunk is sealed', async () => {
     const cdir = await fsp.mkdtemp(path.join(dir, 'cache-'));
-    const handles = new HandlePool(8);
-    const sealed = new SealedIO(cacheKey);
-    const cache = new ChunkCache(
-      cdir,
-      { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 },
-      handles,
-      () => 0,
-      sealed,
-      io,
-    );
+    const { cache, handles } = testChunkCache(cdir, cacheKey, io);
     await cache.init();
     const damaged: string[] = [];
     cache.onDamaged = (n) => damaged.push(n);
@@ -326,15 +316,7 @@ describe('received cache files of segmented chunks (FSR2)', () => {
 
   it('through the cache: kept as its segments, served, and when damaged dropped and read as a miss', async () => {
     const cdir = await fsp.mkdtemp(path.join(dir, 'cache-'));
-    const handles = new HandlePool(8);
-    const cache = new ChunkCache(
-      cdir,
-      { capBytes: 64 * 1024 * 1024, highWatermark: 0.9, lowWatermark: 0.7 },
-      handles,
-      () => 0,
-      new SealedIO(cacheKey),
-      io,
-    );
+    const { cache, handles } = testChunkCache(cdir, cacheKey, io);
     await cache.init();
     const damaged: string[] = [];
     cache.onDamaged = (n) => damaged.push(n);

@@ -39,14 +39,27 @@
  * of cache files read lately are kept too, a bounded number of them (`FILE_HEADERS_KEPT`).
  */
 
-import { promises as fsp } from 'node:fs';
+import { constants as fsConstants, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
+import { canWriteDirect, writeDirect } from '../chunk/cipherAddon';
 import { AuthError } from '../chunk/crypto';
 import { receivedCiphertext, receivedSegments } from '../chunk/format';
 import { writeAllAt } from '../util/writeAll';
 import { HandlePool } from './handles';
 import { ReceivedHeader, ReceivedIO } from './received';
 import { HEADER, SealedIO, logicalSize, physicalSize, sealedBodySize } from './sealed';
+
+/** How a downloaded chunk's cache file is opened to be written around the page cache (0: not on this OS). */
+const DIRECT_FLAGS =
+  fsConstants.O_DIRECT === undefined
+    ? 0
+    : fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_DIRECT;
+
+/** An open with O_DIRECT refused because the file system does not take it: undefined (written the usual way). */
+function noDirect(err: NodeJS.ErrnoException): undefined {
+  if (err.code === 'EINVAL' || err.code === 'EOPNOTSUPP') return undefined;
+  throw err;
+}
 
 /** `data` in memory of its own (never a slice of Node's shared pool). */
 function ownCopy(data: Buffer): Buffer {
@@ -143,6 +156,15 @@ export class ChunkCache {
   private readonly files = new Map<string, CacheFile>();
   /** Chunks that are never evicted (pinned for use offline). */
   private pinned: ReadonlySet<string> = new Set();
+  /**
+   * Whether downloaded chunks are written with O_DIRECT (`store`): a cache file need not also
+   * sit in the page cache, where the kernel already keeps the pages the reader asked for (in the
+   * mount's own cache) and this cache keeps recent chunks in memory; so a cold read allocates
+   * page-cache memory once instead of twice, and streaming a file through does not push other
+   * files' pages out. Turned off for good when the cache's file system refuses O_DIRECT (tmpfs),
+   * or where the cipher addon that writes it is not loaded.
+   */
+  private directWrites = canWriteDirect && DIRECT_FLAGS !== 0;
   /** Called when a damaged cache file is found (it is removed and refetched). */
   onDamaged: (name: string, why: string) => void = () => undefined;
 
@@ -476,7 +498,7 @@ export class ChunkCache {
     else if (parts && parts.ciphertext.length === data.length)
       buffers = await this.received.fileFor(name, parts.nonce, parts.ciphertext);
     else return this.put(name, data);
-    return this.store(name, data.length, (fh) => writeAllAt(fh, buffers, 0));
+    return this.store(name, data.length, (fh) => writeAllAt(fh, buffers, 0), buffers);
   }
 
   /**
@@ -493,8 +515,17 @@ export class ChunkCache {
     });
   }
 
-  /** Writes a cache file for `len` data bytes with `write` into a temp file, then moves it in (see `put`). */
-  private async store(name: string, len: number, write: (fh: fsp.FileHandle) => Promise<void>): Promise<boolean> {
+  /**
+   * Writes a cache file for `len` data bytes with `write` into a temp file, then moves it in (see
+   * `put`). A file given whole as `direct` (a downloaded chunk) is written around the page cache
+   * instead where the cache's file system takes O_DIRECT (see `directWrites`).
+   */
+  private async store(
+    name: string,
+    len: number,
+    write: (fh: fsp.FileHandle) => Promise<void>,
+    direct?: Buffer[],
+  ): Promise<boolean> {
     if (this.index.has(name)) return true;
     const file = this.pathOf(name);
     const tmp = `${file}.tmp${process.pid}.${Math.random().toString(36).slice(2)}`;
@@ -505,13 +536,17 @@ export class ChunkCache {
     try {
       await this.maybeEvict();
       if (this.usedBytes > this.effectiveCapBytes) return false;
-      const fh = await fsp.open(tmp, 'w+', 0o600).catch(async (err: NodeJS.ErrnoException) => {
-        if (err.code !== 'ENOENT') throw err;
-        await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 }); // the first chunk of its folder
-        return fsp.open(tmp, 'w+', 0o600);
-      });
+      const open = (flags: string | number) =>
+        fsp.open(tmp, flags, 0o600).catch(async (err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+          await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 }); // the first chunk of its folder
+          return fsp.open(tmp, flags, 0o600);
+        });
+      const opened = direct && this.directWrites ? await open(DIRECT_FLAGS).catch(noDirect) : undefined;
+      if (direct && !opened) this.directWrites = false;
+      const fh = opened ?? (await open('w+'));
       try {
-        await write(fh);
+        await ((opened && direct && writeDirect(opened.fd, direct)) || write(fh));
       } finally {
         await fh.close();
       }

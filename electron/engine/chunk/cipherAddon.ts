@@ -74,6 +74,12 @@ interface Addon {
     sample: number,
     cb: (err: Error | null, ok: boolean) => void,
   ): void;
+  /** Absent from an addon built before it. */
+  writeDirectAsync?(
+    fd: number,
+    buffers: Uint8Array[],
+    cb: (err: (Error & { code?: string }) | null, total: number) => void,
+  ): void;
   readonly openssl: string;
 }
 
@@ -405,3 +411,19 @@ export function sealSegmentsAsync(
     native(key, prefix, spec, src, dst, sample, (err, ok) => (err ? reject(err) : resolve(ok))),
   );
 }
+
+/**
+ * Writes `buffers` back to back from the start of `fd`, a file opened with O_DIRECT, and cuts
+ * the file to their total length, on libuv's thread pool (the addon pads the last block and
+ * writes from an aligned buffer of its own, as O_DIRECT requires). Undefined when the addon
+ * that can do it is not loaded: the caller writes the file through the page cache instead.
+ * The buffers must not change until the promise settles.
+ */
+export function writeDirect(fd: number, buffers: Uint8Array[]): Promise<number> | undefined {
+  const write = addon?.writeDirectAsync?.bind(addon);
+  if (!write) return undefined;
+  return new Promise((resolve, reject) => write(fd, buffers, (err, total) => (err ? reject(err) : resolve(total))));
+}
+
+/** Whether `writeDirect` can run here. */
+export const canWriteDirect = addon?.writeDirectAsync !== undefined;
