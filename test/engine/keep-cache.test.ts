@@ -8,7 +8,18 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { EngineBed, Mounted, O_RDONLY, O_RDWR, random, readFile, until, writeAt, writeFile } from '../helpers/engineBed';
+import {
+  EngineBed,
+  Mounted,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+  random,
+  readFile,
+  until,
+  writeAt,
+  writeFile,
+} from '../helpers/engineBed';
 
 const CS = 64 * 1024;
 
@@ -93,6 +104,37 @@ describe('keeping the kernel page cache across opens', () => {
     // That open dropped the pages; from then on they hold what the file holds now.
     await m.fs.release(live.fh);
     assert.equal(await keptAtOpen(m, '/f'), true);
+    await m.close();
+  });
+
+  it('writes a new file created write-only around the page cache, and reads around it while that writer is open', async () => {
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space);
+    const direct = (fh: number) => m.fs.directIo?.(fh) ?? false;
+    const w = m.fs.create('/new', 0o644, O_WRONLY);
+    assert.equal(direct(w), true, 'a new file created write-only');
+    const data = random(3 * CS);
+    await writeAt(m.fs, w, 0, data);
+    const r = m.fs.open('/new', O_RDONLY);
+    assert.equal(direct(r), true, 'a reader opened while the writer is open');
+    assert.deepEqual(await readFile(m.fs, '/new'), data);
+    await m.fs.release(r);
+    await m.fs.release(w);
+    const again = m.fs.open('/new', O_RDONLY);
+    assert.equal(direct(again), false, 'once the writer closed');
+    await m.fs.release(again);
+
+    const rw = m.fs.create('/rw', 0o644, O_RDWR);
+    assert.equal(direct(rw), false, 'a new file created read-write (it may be read or mapped)');
+    const w2 = m.fs.open('/rw', O_WRONLY);
+    assert.equal(direct(w2), false, 'an existing file opened write-only');
+    await m.fs.release(w2);
+    await m.fs.release(rw);
+    const held = m.fs.open('/new', O_RDONLY);
+    const late = m.fs.create('/new', 0o644, O_WRONLY);
+    assert.equal(direct(late), false, 'a create that finds the file (another handle may hold its pages)');
+    await m.fs.release(late);
+    await m.fs.release(held);
     await m.close();
   });
 

@@ -23,6 +23,55 @@ async function residentAfterOpen(file: string): Promise<number> {
   return Number(r.stdout.trim());
 }
 
+/**
+ * The page-cache bytes charged to a memory cgroup made for one shell command (`cmd`), which
+ * runs in it: what the kernel cached of the files the command wrote. Undefined where this
+ * process cannot make a child memory cgroup (not root, or no memory controller).
+ */
+async function pageCacheOf(cmd: string): Promise<number | undefined> {
+  const mine = (await fsp.readFile('/proc/self/cgroup', 'utf8')).split('\n');
+  const v1 = mine.find((l) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l));
+  const v2 = mine.find((l) => l.startsWith('0::'));
+  const [root, rel, key] = v1
+    ? ['/sys/fs/cgroup/memory', v1.split(':')[2]!, 'cache']
+    : ['/sys/fs/cgroup', v2?.slice(3) ?? '', 'file'];
+  if (!v1 && !v2) return undefined;
+  const group = path.join(root, rel, `fs-pagecache-${process.pid}-${Date.now()}`);
+  if (
+    !(await fsp.mkdir(group).then(
+      () => true,
+      () => false,
+    ))
+  )
+    return undefined;
+  try {
+    if (
+      !v1 &&
+      !(await fsp.readFile(path.join(group, 'memory.stat'), 'utf8').then(
+        () => true,
+        () => false,
+      ))
+    )
+      return undefined;
+    await sh(`echo $$ > '${group}/cgroup.procs' && ${cmd}`);
+    const stat = await fsp.readFile(path.join(group, 'memory.stat'), 'utf8');
+    const line = stat.split('\n').find((l) => l.startsWith(`${key} `));
+    if (!line) throw new Error(`no "${key}" in ${group}/memory.stat`);
+    return Number(line.split(' ')[1]);
+  } finally {
+    // Its charges go to the parent; the group goes once its process has.
+    await until(
+      'the cgroup to empty',
+      () =>
+        fsp.rmdir(group).then(
+          () => true,
+          () => undefined,
+        ),
+      10_000,
+    );
+  }
+}
+
 /** The sha256 of `file` as another process reads it. */
 async function shaOf(file: string): Promise<string> {
   return (await sh(`sha256sum < '${file}'`)).split(' ')[0]!;
@@ -96,6 +145,53 @@ describe('the kernel page cache across opens', () => {
     } finally {
       await reader.close();
     }
+    await a.unmount();
+  });
+
+  it("a new file written write-only takes none of the kernel's page cache, and a reader opened meanwhile reads every write", async (t) => {
+    const a = await bed.filespace({ settings: { 'upload-delay': '0s' } });
+    await a.mount();
+    const MB64 = 64 * MiB;
+    // dd creates its output write-only: its writes go around the kernel's page cache. A file
+    // written read-write (the same bytes, dd conv=notrunc into an existing file opened O_RDWR
+    // by the shell's <>) is cached as the kernel writes it through.
+    const around = await pageCacheOf(`dd if=/dev/zero of='${a.mnt}/new.bin' bs=1M count=64 status=none`);
+    const through = await pageCacheOf(`: > '${a.mnt}/rw.bin' && dd if=/dev/zero bs=1M count=64 status=none 1<>'${a.mnt}/rw.bin'`);
+    if (around === undefined || through === undefined)
+      t.diagnostic('no memory cgroup to measure the page cache with: not checked');
+    else {
+      t.diagnostic(`page cache charged to the writer: write-only ${around} bytes, read-write ${through} bytes`);
+      assert.ok(through >= MB64 / 2, `a read-write file is cached as written (${through} bytes)`);
+      assert.ok(around < MB64 / 8, `a new write-only file is not (${around} bytes)`);
+    }
+    assert.equal(await shaOf(path.join(a.mnt, 'new.bin')), sha(Buffer.alloc(MB64)));
+
+    // A writer that created its file keeps writing while another process reads it: each of the
+    // reader's reads, through one open, returns what was written last.
+    const file = path.join(a.mnt, 'live.bin');
+    const writer = await fsp.open(file, 'wx');
+    try {
+      await writer.write(Buffer.alloc(3 * MiB, 1), 0, 3 * MiB, 0);
+      const reader = await fsp.open(file, 'r');
+      try {
+        for (let round = 2; round < 6; round++) {
+          const got = Buffer.alloc(3 * MiB);
+          await reader.read(got, 0, got.length, 0);
+          assert.ok(
+            got.every((b) => b === round - 1),
+            `round ${round}: the reader reads the last write`,
+          );
+          await writer.write(Buffer.alloc(3 * MiB, round), 0, 3 * MiB, 0);
+        }
+      } finally {
+        await reader.close();
+      }
+    } finally {
+      await writer.close();
+    }
+    assert.equal(await shaOf(file), sha(Buffer.alloc(3 * MiB, 5)));
+    await a.sync();
+    assert.equal(await shaOf(file), sha(Buffer.alloc(3 * MiB, 5)));
     await a.unmount();
   });
 

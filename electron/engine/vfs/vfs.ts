@@ -151,6 +151,8 @@ interface Handle {
   readonly version: ContentVersion | undefined;
   /** Reads go around the kernel's page cache (see `directIo`). */
   readonly direct: boolean;
+  /** A new file's writer that writes around the kernel's page cache (see `addHandle`). */
+  readonly writesAround: boolean;
   /** The kernel may keep the pages it cached for this file (see `keepCache`). */
   readonly keepCache: boolean;
   /**
@@ -238,6 +240,8 @@ export class Vfs {
   private nextFh = 1;
   private readonly openCount = new Map<number, number>();
   private readonly writersCount = new Map<number, number>();
+  /** Handles open per inode that write around the kernel's page cache (`Handle.writesAround`). */
+  private readonly writingAround = new Map<number, number>();
   private readonly liveSize = new Map<number, { size: number; mtimeMs: number }>();
   /** Link counts of directories (dirLinks), by inode. */
   private readonly dirLinkCounts = new Map<number, number>();
@@ -1048,7 +1052,7 @@ export class Vfs {
    * per name; or by inode (the low-level API), whose node is the inode itself, shared by all
    * its names. The page-cache book is kept per node.
    */
-  private addHandle(ino: number, flags: number, where: Where): number {
+  private addHandle(ino: number, flags: number, where: Where, newWriteOnly = false): number {
     const byInode = typeof where !== 'string';
     const path = byInode ? `#${ino}` : where;
     const acc = flags & O_ACCMODE;
@@ -1066,7 +1070,15 @@ export class Vfs {
     // own node (by path): a write through one name would leave the pages another name's open
     // handle reads stale, so its handles read and write around the page cache, and never keep it.
     const linked = !byInode && inode?.kind === 'file' && Tree.namesOf(inode) > 1;
-    const direct = (snap !== undefined && this.snapshotDiffers(ino, snap)) || linked;
+    // A file just created to be written, not read (cp, dd, tar x: O_WRONLY), by the only handle
+    // of it: its writes go around the kernel's page cache. The pages the kernel would have kept
+    // of them could not be read through this handle, and the next reader's open drops them
+    // anyway (the file changed), so the kernel copies each byte once instead of twice and takes
+    // no page-cache memory for it. While such a writer is open, any other handle of the file
+    // reads around the cache too, so nobody can hold a page its writes would leave stale.
+    const writesAround = newWriteOnly && inode?.kind === 'file' && (this.openCount.get(ino) ?? 0) === 0;
+    const direct =
+      (snap !== undefined && this.snapshotDiffers(ino, snap)) || linked || writesAround || (this.writingAround.get(ino) ?? 0) > 0;
     this.noteRemoteChanges();
     const here = this.openAt.get(path) ?? new Set<number>();
     const others = [...here].map((o) => this.handles.get(o)?.version);
@@ -1083,8 +1095,10 @@ export class Vfs {
       snap,
       version,
       direct,
+      writesAround,
       keepCache,
     });
+    if (writesAround) this.writingAround.set(ino, (this.writingAround.get(ino) ?? 0) + 1);
     this.openCount.set(ino, (this.openCount.get(ino) ?? 0) + 1);
     if (writable) this.writersCount.set(ino, (this.writersCount.get(ino) ?? 0) + 1);
     return fh;
@@ -1143,7 +1157,9 @@ export class Vfs {
    * file changed since another open handle of it was opened, so the older handle keeps seeing
    * only its own version. Any handle of a file with several names (see `addHandle`); such a
    * handle cannot be mapped shared and writable (the kernel refuses it), private or read-only
-   * maps work. A handle opened before the file got its second name keeps its page cache.
+   * maps work. A handle opened before the file got its second name keeps its page cache. The
+   * handle that created a file write-only, and any handle of that file opened while it is open
+   * (see `addHandle`): the same limit on shared maps applies to those readers meanwhile.
    */
   directIo(fh: number): boolean {
     return this.handles.get(fh)?.direct ?? false;
@@ -1196,7 +1212,7 @@ export class Vfs {
     });
     // Its first chunk's file is created now, while the kernel sends the writes, not at close.
     this.dirty.openAhead(ino, 0);
-    return this.addHandle(ino, (flags & ~O_ACCMODE) | O_RDWR, path);
+    return this.addHandle(ino, (flags & ~O_ACCMODE) | O_RDWR, path, (flags & O_ACCMODE) === O_WRONLY);
   }
 
   /**
@@ -1305,6 +1321,11 @@ export class Vfs {
     // kept, its chunks filled the memory cache (48 MiB) for nothing. A reader that opens the
     // file again reads them from the disk cache.
     if (open <= 0 && h.readFromMemory) this.cache.letGoOfMemory(h.readFromMemory);
+    if (h.writesAround) {
+      const w = (this.writingAround.get(h.ino) ?? 1) - 1;
+      if (w <= 0) this.writingAround.delete(h.ino);
+      else this.writingAround.set(h.ino, w);
+    }
     if (h.writable) {
       const w = (this.writersCount.get(h.ino) ?? 1) - 1;
       if (w <= 0) this.writersCount.delete(h.ino);
