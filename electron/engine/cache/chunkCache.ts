@@ -129,6 +129,8 @@ export class ChunkCache {
   /** What the disk has room for (cacheDisk.ts); the cap in force is the smaller of the two. */
   private diskLimitBytes = Infinity;
   private evicting: Promise<void> | undefined;
+  /** Called with a chunk name not cached on disk before, once it is (the VFS's sweep watches these). */
+  onAdded: ((name: string) => void) | undefined;
   /** Bytes served to readers from chunks that were here before they were asked for. */
   hitBytes = 0;
   /** Bytes served to readers that had to come from the bucket (on demand or read ahead). */
@@ -599,9 +601,11 @@ export class ChunkCache {
 
   private addIndex(name: string, size: number): void {
     // Two stores of one name can overlap (equal content uploaded from two files): count once.
-    if (!this.index.has(name)) this.cleanBytes += size;
+    const added = !this.index.has(name);
+    if (added) this.cleanBytes += size;
     this.index.delete(name);
     this.index.set(name, size);
+    if (added) this.onAdded?.(name);
     void this.maybeEvict();
   }
 

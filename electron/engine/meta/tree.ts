@@ -203,6 +203,11 @@ export class Tree {
    * kept, until the names are gathered once.
    */
   xattrNames: Set<string> | undefined = new Set();
+  /**
+   * Called with a chunk name whose last reference this tree just dropped (the VFS frees cached
+   * chunks nothing reads any more from these, instead of weighing every cached chunk).
+   */
+  onUnreferenced: ((name: string) => void) | undefined;
   /** Home directory of every named non-root inode, for a tree in memory (see `parentOf`). */
   private readonly parents = new Map<number, number>();
   /** For inodes named more than once: how many of their names each directory holds (in memory). */
@@ -402,8 +407,10 @@ export class Tree {
 
   private ref(name: string, delta: number): void {
     const n = (this.chunkRefs.get(name) ?? 0) + delta;
-    if (n <= 0) this.chunkRefs.delete(name);
-    else this.chunkRefs.set(name, n);
+    if (n <= 0) {
+      this.chunkRefs.delete(name);
+      this.onUnreferenced?.(name);
+    } else this.chunkRefs.set(name, n);
   }
 
   private setChunk(inode: Inode, idx: number, ref: ChunkRef | null): void {

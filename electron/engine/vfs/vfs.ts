@@ -171,6 +171,8 @@ export const TIME_NOW = 2 ** 48 - 2;
 
 /** Directories whose link counts are kept (dirLinks); past it they are all forgotten. */
 const DIR_LINK_COUNTS_MAX = 4096;
+/** Past this many chunk names to weigh, the next sweep weighs the whole cache instead (bounds memory). */
+const SWEEP_NAMES_MAX = 65_536;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFLNK = 0o120000;
@@ -276,9 +278,16 @@ export class Vfs {
   /** Set by a mount adapter: called with extended-attribute names some entry newly has (see `xattrNames`). */
   xattrNamesAdded: (names: readonly string[]) => void = () => undefined;
   private readonly now: () => number;
-  /** Set when a chunk may have lost its last reference (see `freeUnreferencedCache`). */
-  private chunksMayBeUnreferenced = true;
-  private remoteChangesSwept = -1;
+  /**
+   * Cached chunk names that may have lost their last reader since the last sweep: a reference
+   * the tree or the deleted-while-open files dropped, a chunk that entered the cache, a
+   * snapshot handle closed (see `freeUnreferencedCache`).
+   */
+  private sweepNames = new Set<string>();
+  /** The next sweep weighs every cached chunk: at start, after the tree was replaced, or when `sweepNames` overflowed. */
+  private sweepAll = true;
+  /** The tree whose dropped references feed `sweepNames` (a reset replaces the tree). */
+  private watchedTree: Tree | undefined;
   private sweeping = false;
   /** The last O_APPEND write queued per file (see `appendInTurn`). */
   private readonly appends = new Map<number, Promise<void>>();
@@ -312,8 +321,10 @@ export class Vfs {
       now: this.now,
     });
     this.unlinked = new Tree(meta.chunkSize);
+    this.unlinked.onUnreferenced = (name) => this.mayBeUnread(name);
+    this.cache.onAdded = (name) => this.mayBeUnread(name);
+    this.watchTree();
     meta.onRelease = (inos) => {
-      this.chunksMayBeUnreferenced = true;
       for (const ino of inos) void this.releaseStorage(ino);
     };
   }
@@ -415,33 +426,69 @@ export class Vfs {
    * cache holds live data and a deleted file's space comes back at once, not when eviction
    * reaches it. Nothing is lost: a clean chunk is safe in the bucket, where garbage collection
    * keeps it through its grace period (a follower still reading it fetches it again), and where
-   * it stays if the deletion is undone by a crash before the journal was written. Cheap when
-   * nothing changed: it runs only after a deletion, truncation, upload or another machine's
-   * change (the engine calls it every second).
+   * it stays if the deletion is undone by a crash before the journal was written. It costs what
+   * changed, not what is cached (the engine calls it every second): it weighs only the chunks
+   * that may have lost their last reader since the last sweep, which the trees (this machine's
+   * changes and another machine's alike), the cache and closing snapshot handles name as they
+   * happen (`mayBeUnread`); the whole cache only at the first sweep, after the tree was
+   * replaced, or when too many names piled up. A chunk still read through a snapshot is weighed
+   * again at each sweep until it is not. Says how many chunks it freed and how many it weighed.
    */
-  async freeUnreferencedCache(): Promise<number> {
-    const remote = this.meta.remoteChanges;
-    if (this.sweeping || (!this.chunksMayBeUnreferenced && remote === this.remoteChangesSwept)) return 0;
+  async freeUnreferencedCache(): Promise<{ freed: number; weighed: number }> {
+    this.watchTree();
+    if (this.sweeping || (!this.sweepAll && this.sweepNames.size === 0)) return { freed: 0, weighed: 0 };
     this.sweeping = true;
-    this.chunksMayBeUnreferenced = false;
-    this.remoteChangesSwept = remote;
+    let names: Iterable<string>;
+    if (this.sweepAll) {
+      this.sweepAll = false;
+      this.sweepNames.clear();
+      names = this.cache.names();
+    } else {
+      names = this.sweepNames;
+      this.sweepNames = new Set();
+    }
     try {
       const snapshots = new Set<string>();
       for (const h of this.handles.values()) for (const r of h.snap?.chunks ?? []) if (r) snapshots.add(r[0]);
-      const refs = this.tree.chunkRefs;
-      const kept = this.unlinked.chunkRefs;
       let freed = 0;
-      for (const name of this.cache.names()) {
-        if (refs.has(name) || kept.has(name) || snapshots.has(name) || this.alsoReading(name)) continue;
-        // Looked up again: the tree may have changed while the previous file was removed.
+      let weighed = 0;
+      for (const name of names) {
+        weighed++;
+        if (!this.cache.has(name)) continue;
         if (this.tree.chunkRefs.has(name) || this.unlinked.chunkRefs.has(name)) continue;
+        if (snapshots.has(name) || this.alsoReading(name)) {
+          // Still read through a snapshot: weighed again at the next sweep, until it is not.
+          this.mayBeUnread(name);
+          continue;
+        }
         await this.cache.remove(name);
         freed++;
       }
-      return freed;
+      return { freed, weighed };
     } finally {
       this.sweeping = false;
     }
+  }
+
+  /** Notes a cached chunk that may have lost its last reader (see `freeUnreferencedCache`). */
+  private mayBeUnread(name: string): void {
+    if (this.sweepAll) return;
+    this.sweepNames.add(name);
+    if (this.sweepNames.size > SWEEP_NAMES_MAX) {
+      this.sweepNames.clear();
+      this.sweepAll = true;
+    }
+  }
+
+  /** Watches the current tree's dropped references; a tree not watched before means a full sweep. */
+  private watchTree(): void {
+    const tree = this.tree;
+    if (tree === this.watchedTree) return;
+    if (this.watchedTree) this.watchedTree.onUnreferenced = undefined;
+    tree.onUnreferenced = (name) => this.mayBeUnread(name);
+    this.watchedTree = tree;
+    this.sweepNames.clear();
+    this.sweepAll = true;
   }
 
   /** Chunk names the committed tree references, plus those files deleted while open still read. */
@@ -1321,6 +1368,8 @@ export class Vfs {
     // kept, its chunks filled the memory cache (48 MiB) for nothing. A reader that opens the
     // file again reads them from the disk cache.
     if (open <= 0 && h.readFromMemory) this.cache.letGoOfMemory(h.readFromMemory);
+    // A snapshot's chunks the tree has moved past were kept for this handle only.
+    for (const r of h.snap?.chunks ?? []) if (r) this.mayBeUnread(r[0]);
     if (h.writesAround) {
       const w = (this.writingAround.get(h.ino) ?? 1) - 1;
       if (w <= 0) this.writingAround.delete(h.ino);
@@ -1335,7 +1384,6 @@ export class Vfs {
     if (open <= 0 && this.unlinked.get(h.ino)) {
       // The last handle of a file deleted while open: now its data goes.
       this.unlinked.removeNameless(h.ino);
-      this.chunksMayBeUnreferenced = true;
       for (const [key, ino] of this.aliases) if (ino === h.ino) this.aliases.delete(key);
       await this.releaseStorage(h.ino);
     }
@@ -1590,8 +1638,6 @@ export class Vfs {
 
   /** Dirty bytes dropped (an upload finished, a file was deleted or truncated): writers may go on. */
   noteDirtyFreed(): void {
-    // An upload may have replaced a chunk reference (the old chunk may be unreferenced now).
-    this.chunksMayBeUnreferenced = true;
     this.backpressure.freed();
   }
 
@@ -1860,7 +1906,6 @@ export class Vfs {
     const now = this.now();
     this.change({ t: 'attr', ino: inode.ino, size, mtimeMs: now, ms: now });
     if (size < old) {
-      this.chunksMayBeUnreferenced = true;
       const keep = Math.ceil(size / cs);
       const affected = this.dirty.indexesOf(inode.ino).filter((idx) => idx >= keep - 1);
       const buffered = this.buffer.indexesOf(inode.ino).filter((idx) => idx >= keep - 1);
