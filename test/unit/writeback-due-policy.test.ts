@@ -10,6 +10,8 @@ import { DirtyChunk, DirtyStore } from '../../electron/engine/cache/dirty';
 import { HandlePool } from '../../electron/engine/cache/handles';
 import { SealedIO } from '../../electron/engine/cache/sealed';
 import {
+  DUE_AHEAD,
+  DUE_AHEAD_MS,
   WRITER_BURST_DELAY_MS,
   WRITER_BURST_SHARE,
   WRITER_FIRST_MAX_SHARE,
@@ -294,11 +296,76 @@ describe('WritebackQueue.pump', () => {
       started.map((d) => d.ino),
       [oldest.ino, backlog[0]!.ino, backlog[1]!.ino],
     );
-    assert.ok(asked <= 4, `a pump with 3 free slots weighed ${asked} of 301 chunks`);
+    // It weighs the chunks it starts and the next DUE_AHEAD it keeps for the pumps that follow.
+    assert.ok(asked <= 3 + DUE_AHEAD + 1, `a pump with 3 free slots weighed ${asked} of 301 chunks`);
     asked = 0;
     q.pump(); // every slot taken
     assert.equal(asked, 0);
     assert.equal(started.length, 3);
+    q.stop();
+  });
+
+  it('the pumps after finished uploads take from what the last pass found, oldest first, and pass over the backlog again only when that runs out or gets old', async () => {
+    // An upload that finishes has its chunk leave the dirty store, as the uploader's does.
+    const finish: Array<() => Promise<void>> = [];
+    const started: DirtyChunk[] = [];
+    const q = new WritebackQueue({
+      dirty,
+      chunkSize: CS,
+      policy: () => ({ ...policy, uploadConcurrency: 2 }),
+      isOpenForWrite: () => false,
+      upload: (d) => {
+        started.push(d);
+        return new Promise<void>((resolve) =>
+          finish.push(async () => {
+            await dirty.drop(d);
+            resolve();
+          }),
+        );
+      },
+      paused: () => false,
+      onError: () => undefined,
+      onSuccess: () => undefined,
+      now: () => clock,
+    });
+    const backlog: DirtyChunk[] = [];
+    for (let ino = 1; ino <= 500; ino++) {
+      backlog.push(await written(ino, 0, 10));
+      clock += 1;
+    }
+    clock += 10_000;
+    // Gone from the store before its turn (its file deleted): never started.
+    await dirty.drop(backlog[5]!);
+    const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+    q.start();
+    assert.equal(q.backlogPasses, 1);
+    for (let i = 0; i < 40; i++) {
+      await finish.shift()!();
+      await settle();
+    }
+    assert.equal(q.backlogPasses, 1, '40 finished uploads, one pass over the backlog of 500');
+    const expected = backlog.filter((_, i) => i !== 5).slice(0, started.length);
+    assert.deepEqual(
+      started.map((d) => d.ino),
+      expected.map((d) => d.ino),
+      'oldest first, the deleted chunk left out',
+    );
+    clock += DUE_AHEAD_MS;
+    await finish.shift()!();
+    await settle();
+    assert.equal(q.backlogPasses, 2, 'what the last pass found is not used once it is DUE_AHEAD_MS old');
+    for (let i = 0; i < DUE_AHEAD + 2; i++) {
+      await finish.shift()!();
+      await settle();
+    }
+    assert.equal(q.backlogPasses, 3, 'nor once it has run out');
+    assert.deepEqual(
+      started.map((d) => d.ino),
+      backlog
+        .filter((_, i) => i !== 5)
+        .slice(0, started.length)
+        .map((d) => d.ino),
+    );
     q.stop();
   });
 

@@ -56,6 +56,9 @@ export const WRITER_FIRST_MAX_SHARE = 0.5;
 export const WRITER_BURST_SHARE = 0.5;
 /** While the writers stream, a closed file's chunk waits until its last write is this old (or `uploadDelayMs`, if longer). */
 export const WRITER_BURST_DELAY_MS = 5_000;
+/** How many due chunks past the free slots one pass over the backlog keeps for the next pumps, and for how long. */
+export const DUE_AHEAD = 64;
+export const DUE_AHEAD_MS = 200;
 
 export interface WritebackPolicy {
   uploadDelayMs: number;
@@ -111,6 +114,11 @@ export class WritebackQueue {
   /** Incremented by `retryNow()`: an upload started before it failed because of the outage. */
   private retryEpoch = 0;
   private readonly schedules = new WeakMap<DirtyChunk, UploadSchedule>();
+  /** Due chunks the last pass over the backlog found past the free slots, oldest first (see `dueOldest`). */
+  private dueNext: DirtyChunk[] = [];
+  private dueNextFrom = 0;
+  private dueNextAt = -Infinity;
+  private passes = 0;
   /** Notified after each finished upload attempt. */
   readonly progress = new Signal();
   private readonly now: () => number;
@@ -246,8 +254,11 @@ export class WritebackQueue {
   }
 
   /**
-   * The oldest due chunks, as many as there are free slots, in one pass: the queue is pumped at
-   * every close and every finished upload, so it must not sort the whole backlog each time.
+   * The oldest due chunks, as many as there are free slots. The queue is pumped at every close
+   * and every finished upload, so it must not weigh the whole backlog each time: one pass keeps
+   * the next `DUE_AHEAD` oldest due chunks too (`dueNext`), and the pumps of the next
+   * `DUE_AHEAD_MS` take from those, each checked again (still in the store, still due). A chunk
+   * that became due meanwhile waits for the next pass, at most that long.
    */
   private dueOldest(now: number): DirtyChunk[] {
     const limit = this.limit(now);
@@ -257,15 +268,33 @@ export class WritebackQueue {
       return oldest;
     }
     const free = limit - this.inflight;
+    if (now - this.dueNextAt < DUE_AHEAD_MS) {
+      while (oldest.length < free && this.dueNextFrom < this.dueNext.length) {
+        const d = this.dueNext[this.dueNextFrom++]!;
+        if (this.deps.dirty.get(d.ino, d.idx) === d && this.isDue(d, now)) oldest.push(d);
+      }
+      if (oldest.length === free) return oldest;
+      oldest.length = 0;
+    }
+    this.passes++;
+    const want = free + DUE_AHEAD;
     for (const d of this.deps.dirty.all()) {
-      if (oldest.length === free && d.firstDirtyMs >= oldest[free - 1]!.firstDirtyMs) continue;
+      if (oldest.length === want && d.firstDirtyMs >= oldest[want - 1]!.firstDirtyMs) continue;
       if (!this.isDue(d, now)) continue;
       let at = oldest.length;
       while (at > 0 && oldest[at - 1]!.firstDirtyMs > d.firstDirtyMs) at--;
       oldest.splice(at, 0, d);
-      if (oldest.length > free) oldest.pop();
+      if (oldest.length > want) oldest.pop();
     }
-    return oldest;
+    this.dueNext = oldest.slice(free);
+    this.dueNextFrom = 0;
+    this.dueNextAt = now;
+    return oldest.slice(0, free);
+  }
+
+  /** Full passes over the backlog so far (see `dueOldest`). */
+  get backlogPasses(): number {
+    return this.passes;
   }
 
   /**
