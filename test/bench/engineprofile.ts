@@ -9,7 +9,9 @@
  * `filespace sync`), `limited` (the same from /dev/urandom under `upload-limit 16MiB`), `tar`
  * (tar x of the npm tree node_modules/@aws-sdk, then `filespace sync`), `cold` (the
  * file of `seq` written and synced by one machine, then read with dd bs=1M by the profiled
- * engine of a second machine with an empty cache, mounted read-only), `small` (the
+ * engine of a second machine with an empty cache, mounted read-only), `randcold` (the same
+ * file and machines, read by FILESPACE_PROFILE_READS random 4 KiB reads at queue depth 1,
+ * default 2000, as the benchmark's cold random reads), `small` (the
  * benchmark's small-files probe: FILESPACE_PROFILE_FILES files of 4 KiB, default 2000, created,
  * listed with `ls -l`, stat'ed and deleted; with FILESPACE_PROFILE_PAUSE=1 uploads are paused
  * first, so the listing can be compared with and without uploads running), `creates`
@@ -39,8 +41,9 @@ const MiB = 1024 * 1024;
 
 async function main(): Promise<void> {
   const workload = process.argv[2] ?? 'seq';
-  if (!['seq', 'limited', 'tar', 'small', 'creates', 'cold'].includes(workload))
-    throw new Error(`unknown workload "${workload}" (seq, limited, tar, small, creates, cold)`);
+  if (!['seq', 'limited', 'tar', 'small', 'creates', 'cold', 'randcold'].includes(workload))
+    throw new Error(`unknown workload "${workload}" (seq, limited, tar, small, creates, cold, randcold)`);
+  const cold = workload === 'cold' || workload === 'randcold';
   const outDir = path.resolve(process.argv[3] ?? `engine-profile-${workload}`);
   const mib = Number(process.env.FILESPACE_PROFILE_MIB ?? 256);
   await fsp.mkdir(outDir, { recursive: true });
@@ -53,7 +56,7 @@ async function main(): Promise<void> {
   let stopEngine: (() => Promise<void>) | undefined;
   try {
     let input = '';
-    if (workload === 'seq' || workload === 'cold') input = await randomFile(work, 'source.bin', mib * MiB);
+    if (workload === 'seq' || cold) input = await randomFile(work, 'source.bin', mib * MiB);
     if (workload === 'tar') {
       const modules = await fsp.realpath(path.join(REPO, 'node_modules'));
       input = path.join(work, 'npm.tar');
@@ -70,7 +73,7 @@ async function main(): Promise<void> {
     const bucket = await server.newBucket('prof');
     const writer = await bed.filespace({ bucket, chunkSize: '4MiB', cacheSize: '3GiB' });
     let fs: Linked = writer;
-    if (workload === 'cold') {
+    if (cold) {
       // Written by one machine, read by another with an empty cache.
       await writer.mount();
       must(await exec('dd', [`if=${input}`, `of=${writer.mnt}/seq.bin`, 'bs=1M', 'status=none'], { timeoutMs: 900_000 }), 'dd');
@@ -86,7 +89,7 @@ async function main(): Promise<void> {
     if (workload === 'limited') await fs.machine.ok('set', fs.name, 'upload-limit', '16MiB');
     // The engine in the foreground, as `filespace mount` would start it, with the profiler's flags.
     const before = new Set(await fsp.readdir(outDir));
-    const mountArgs = ['mount', fs.name, '--foreground', ...(workload === 'cold' ? ['--read-only'] : [])];
+    const mountArgs = ['mount', fs.name, '--foreground', ...(cold ? ['--read-only'] : [])];
     const engine = spawn(process.execPath, [...flags, path.join(REPO, 'bin', 'filespace'), ...mountArgs], {
       env: fs.machine.env,
       stdio: ['ignore', 'inherit', 'inherit'],
@@ -117,6 +120,19 @@ async function main(): Promise<void> {
       must(await exec('dd', [`if=${input}`, `of=${fs.mnt}/seq.bin`, 'bs=1M', 'status=none'], { timeoutMs: 900_000 }), 'dd');
     } else if (workload === 'cold') {
       must(await exec('dd', [`if=${fs.mnt}/seq.bin`, 'of=/dev/null', 'bs=1M', 'status=none'], { timeoutMs: 900_000 }), 'dd');
+    } else if (workload === 'randcold') {
+      const reads = String(Number(process.env.FILESPACE_PROFILE_READS ?? 2000));
+      const out = must(
+        await exec(
+          process.execPath,
+          [path.join(__dirname, 'randread.js'), `${fs.mnt}/seq.bin`, String(mib * MiB), reads, '4096'],
+          {
+            timeoutMs: 900_000,
+          },
+        ),
+        'random reads',
+      );
+      console.log(out.stdout.trim());
     } else if (workload === 'limited') {
       must(
         await exec('dd', ['if=/dev/urandom', `of=${fs.mnt}/limited.bin`, 'bs=1M', `count=${mib}`, 'status=none'], {
@@ -154,7 +170,7 @@ async function main(): Promise<void> {
     }
     const t1 = Date.now();
     const m1 = Number(process.hrtime.bigint() / 1000n);
-    if (workload !== 'cold') await fs.sync();
+    if (!cold) await fs.sync();
     const t2 = Date.now();
     const m2 = Number(process.hrtime.bigint() / 1000n);
     const use = await cpu();
@@ -190,7 +206,9 @@ async function main(): Promise<void> {
     // The profile's clock is the monotonic one this process reads with hrtime.
     console.log(
       summarise(profile, {
-        label: { tar: 'tar x', small: 'small files', creates: 'creates', cold: 'cold read' }[workload] ?? 'dd',
+        label:
+          { tar: 'tar x', small: 'small files', creates: 'creates', cold: 'cold read', randcold: 'random reads' }[workload] ??
+          'dd',
         fromUs: m0,
         toUs: m1,
       }),
