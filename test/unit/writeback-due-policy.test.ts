@@ -12,6 +12,7 @@ import { SealedIO } from '../../electron/engine/cache/sealed';
 import {
   DUE_AHEAD,
   DUE_AHEAD_MS,
+  WRITER_BURST_CORES,
   WRITER_BURST_DELAY_MS,
   WRITER_BURST_SHARE,
   WRITER_FIRST_MAX_SHARE,
@@ -538,8 +539,8 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
   let activePolicy: WritebackPolicy;
 
   /**
-   * A queue that sees the writer (lastWriteMs, dirtyShare), under activePolicy, and records each
-   * upload it starts in `started`; `deps` replaces any of its parts.
+   * A queue that sees the writer (lastWriteMs, dirtyShare), under activePolicy, on a machine of
+   * 8 cores, and records each upload it starts in `started`; `deps` replaces any of its parts.
    */
   const writerQueue = (deps: Partial<WritebackDeps> = {}) =>
     new WritebackQueue({
@@ -557,6 +558,7 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
       lastWriteMs: () => lastWriteMs,
       dirtyShare: () => share,
       now: () => clock,
+      cores: 8,
       ...deps,
     });
 
@@ -647,6 +649,28 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
     assert.equal(q.isDue(d, clock), true, 'a longer burst: its files upload that much behind it');
     openForWrite.add(1);
     assert.equal(q.isDue(d, clock), false, 'a tail chunk of a file still open waits as ever');
+  });
+
+  it(`with fewer than WRITER_BURST_CORES cores, a closed file waits for the end of a burst, up to maxDirtyAgeMs`, async () => {
+    const small = writerQueue({ cores: WRITER_BURST_CORES - 1 });
+    const d = await written(1, 0, 10);
+    clock += policy.uploadDelayMs;
+    assert.equal(small.isDue(d, clock), true, 'alone: due after the upload delay');
+    clock = d.lastWriteMs + WRITER_BURST_DELAY_MS * 4;
+    lastWriteMs = clock;
+    assert.equal(small.isDue(d, clock), false, 'a burst that goes on holds it back past WRITER_BURST_DELAY_MS');
+    assert.equal(q.isDue(d, clock), true, 'where 8 cores would upload it behind the burst');
+    clock += WRITER_QUIET_MS;
+    assert.equal(small.isDue(d, clock), true, 'once the burst pauses');
+    lastWriteMs = clock = d.firstDirtyMs + policy.maxDirtyAgeMs - 1;
+    assert.equal(small.isDue(d, clock), false);
+    lastWriteMs = clock = d.firstDirtyMs + policy.maxDirtyAgeMs;
+    assert.equal(small.isDue(d, clock), true, 'a burst that never pauses holds it back no longer than maxDirtyAgeMs');
+    lastWriteMs = clock = d.lastWriteMs + policy.uploadDelayMs;
+    assert.equal(small.isDue(d, clock), false);
+    share = WRITER_FIRST_MAX_SHARE;
+    assert.equal(small.isDue(d, clock), true, 'nor once the data waiting fills WRITER_FIRST_MAX_SHARE of the cap');
+    small.stop();
   });
 
   it('a pump reads the request count of the mount once to weigh its backlog (and once more to plan its next try), not once for each of the many closed files waiting behind a burst', async () => {
