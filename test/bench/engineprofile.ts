@@ -17,7 +17,7 @@
  * first, so the listing can be compared with and without uploads running), `creates`
  * (FILESPACE_PROFILE_FILES files of 4 KiB created and kept; with FILESPACE_PROFILE_PAUSE=1 uploads
  * are paused while they are created and resumed before the sync, so the "sync" window is the
- * upload of small files alone). Chunk size 4 MiB and a
+ * upload of small files alone; the same for `tar`). Chunk size 4 MiB and a
  * 3 GiB cache, as in the benchmark; the S3 server is the benchmark's s3rver. Extra engine flags:
  * FILESPACE_PROFILE_NODE_OPTIONS (e.g. `--heap-prof`).
  *
@@ -166,7 +166,11 @@ async function main(): Promise<void> {
       if (process.env.FILESPACE_PROFILE_PAUSE === '1')
         await callControl(path.join(fs.machine.home, 'run', `${fs.name}.sock`), '/v1/pause', { paused: false });
     } else {
+      const sock = path.join(fs.machine.home, 'run', `${fs.name}.sock`);
+      const pause = process.env.FILESPACE_PROFILE_PAUSE === '1';
+      if (pause) await callControl(sock, '/v1/pause', { paused: true });
       must(await exec('tar', ['xf', input, '-C', fs.mnt], { timeoutMs: 900_000 }), 'tar x');
+      if (pause) await callControl(sock, '/v1/pause', { paused: false });
     }
     const t1 = Date.now();
     const m1 = Number(process.hrtime.bigint() / 1000n);
