@@ -280,8 +280,8 @@ export class Vfs {
   private readonly now: () => number;
   /**
    * Cached chunk names that may have lost their last reader since the last sweep: a reference
-   * the tree or the deleted-while-open files dropped, a chunk that entered the cache, a
-   * snapshot handle closed (see `freeUnreferencedCache`).
+   * the tree or the deleted-while-open files dropped, a chunk that entered the cache, and those
+   * a snapshot still read at the last sweep (see `freeUnreferencedCache`).
    */
   private sweepNames = new Set<string>();
   /** The next sweep weighs every cached chunk: at start, after the tree was replaced, or when `sweepNames` overflowed. */
@@ -429,8 +429,7 @@ export class Vfs {
    * it stays if the deletion is undone by a crash before the journal was written. It costs what
    * changed, not what is cached (the engine calls it every second): it weighs only the chunks
    * that may have lost their last reader since the last sweep, which the trees (this machine's
-   * changes and another machine's alike), the cache and closing snapshot handles name as they
-   * happen (`mayBeUnread`); the whole cache only at the first sweep, after the tree was
+   * changes and another machine's alike) and the cache name as they happen (`mayBeUnread`); the whole cache only at the first sweep, after the tree was
    * replaced, or when too many names piled up. A chunk still read through a snapshot is weighed
    * again at each sweep until it is not. Says how many chunks it freed and how many it weighed.
    */
@@ -1368,8 +1367,6 @@ export class Vfs {
     // kept, its chunks filled the memory cache (48 MiB) for nothing. A reader that opens the
     // file again reads them from the disk cache.
     if (open <= 0 && h.readFromMemory) this.cache.letGoOfMemory(h.readFromMemory);
-    // A snapshot's chunks the tree has moved past were kept for this handle only.
-    for (const r of h.snap?.chunks ?? []) if (r) this.mayBeUnread(r[0]);
     if (h.writesAround) {
       const w = (this.writingAround.get(h.ino) ?? 1) - 1;
       if (w <= 0) this.writingAround.delete(h.ino);
