@@ -62,20 +62,28 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** A queue whose every upload fails. */
-function failingQueue(): WritebackQueue {
+/** A queue over `dirty` on the fake clock, of closed files, under `policy`; `deps` replaces any of its parts. */
+function queueWith(deps: Partial<WritebackDeps>): WritebackQueue {
   return new WritebackQueue({
     dirty,
     chunkSize: CS,
     policy: () => policy,
     isOpenForWrite: () => false,
-    upload: async () => {
-      throw new Error('bucket unreachable');
-    },
+    upload: async () => undefined,
     paused: () => false,
     onError: () => undefined,
     onSuccess: () => undefined,
     now: () => clock,
+    ...deps,
+  });
+}
+
+/** A queue whose every upload fails. */
+function failingQueue(): WritebackQueue {
+  return queueWith({
+    upload: async () => {
+      throw new Error('bucket unreachable');
+    },
   });
 }
 
@@ -266,9 +274,7 @@ describe('WritebackQueue.pump', () => {
     // (or sort) the whole backlog, or creating many small files costs quadratic time.
     let asked = 0;
     const started: DirtyChunk[] = [];
-    const q = new WritebackQueue({
-      dirty,
-      chunkSize: CS,
+    const q = queueWith({
       policy: () => ({ ...policy, uploadConcurrency: 3 }),
       isOpenForWrite: () => {
         asked++;
@@ -278,10 +284,6 @@ describe('WritebackQueue.pump', () => {
         started.push(d);
         return new Promise<void>(() => undefined); // held: the slots stay taken
       },
-      paused: () => false,
-      onError: () => undefined,
-      onSuccess: () => undefined,
-      now: () => clock,
     });
     const backlog: DirtyChunk[] = [];
     for (let ino = 1; ino <= 300; ino++) {
@@ -310,11 +312,8 @@ describe('WritebackQueue.pump', () => {
     // An upload that finishes has its chunk leave the dirty store, as the uploader's does.
     const finish: Array<() => Promise<void>> = [];
     const started: DirtyChunk[] = [];
-    const q = new WritebackQueue({
-      dirty,
-      chunkSize: CS,
+    const q = queueWith({
       policy: () => ({ ...policy, uploadConcurrency: 2 }),
-      isOpenForWrite: () => false,
       upload: (d) => {
         started.push(d);
         return new Promise<void>((resolve) =>
@@ -324,10 +323,6 @@ describe('WritebackQueue.pump', () => {
           }),
         );
       },
-      paused: () => false,
-      onError: () => undefined,
-      onSuccess: () => undefined,
-      now: () => clock,
     });
     const backlog: DirtyChunk[] = [];
     for (let ino = 1; ino <= 500; ino++) {
