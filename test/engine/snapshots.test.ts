@@ -3,7 +3,9 @@
  * chunks the live tree dropped alive through garbage collection and reads back byte-identical
  * through its read-only filesystem; deleting it frees them after the grace period; the
  * schedule takes automatic snapshots and expires the oldest of each kind, never a manual one;
- * a damaged snapshot stops garbage collection (nothing deleted) and is named by the checker.
+ * a damaged snapshot stops garbage collection (nothing deleted) on a machine that counts it, and
+ * is named by the checker; a machine that counted it before the damage and stopped cleanly keeps
+ * that count, so its collection runs and keeps every chunk the snapshot names.
  * A snapshot keeps its tree as the manifest of a paged checkpoint (format 6): a later one reads
  * only the pages that changed, and one written as a whole tree (before format 6) still reads
  * and keeps its chunks.
@@ -285,8 +287,16 @@ describe('snapshots (in process)', () => {
     got.body.writeUInt8(got.body.readUInt8(got.body.length - 1) ^ 1, got.body.length - 1);
     await space.store.put(key, got.body);
     await m.close();
-    const m2 = await bed.mount(space, { cacheDir: m.cacheDir, settings: { gcGraceMs: 0 } });
     const chunks = await chunkObjects(space.store);
+    // The machine that counted the snapshot before the damage keeps its count across its clean
+    // stop: it knows what the snapshot names, and its collection keeps all of it.
+    const again = await bed.mount(space, { cacheDir: m.cacheDir, settings: { gcGraceMs: 0 } });
+    await again.engine.collectGarbage();
+    await again.engine.collectGarbage();
+    assert.deepEqual(await chunkObjects(space.store), chunks, "the snapshot's chunks stay");
+    await again.close();
+    // Another machine counts the snapshots from the bucket and finds the damage.
+    const m2 = await bed.mount(space, { settings: { gcGraceMs: 0 } });
     await assert.rejects(m2.engine.collectGarbage(), new RegExp(`snapshot ${snap.id}.*garbage collection does not run`));
     const good = await m2.engine.createSnapshot('after');
     const listing = await snapshotsIn(space.store, space.header, space.keys, m2.cacheDir);

@@ -27,6 +27,8 @@ export interface Statement {
 
 export interface Database {
   readonly open: boolean;
+  /** A transaction is open (BEGIN without its COMMIT or ROLLBACK yet). */
+  readonly inTransaction: boolean;
   prepare(sql: string): Statement;
   exec(sql: string): void;
   pragma(sql: string, opts?: { simple?: boolean }): unknown;

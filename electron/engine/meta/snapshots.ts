@@ -29,7 +29,8 @@
  *
  * Garbage collection (gc.ts) runs in the lease holder too, and counts every chunk a live
  * snapshot names as referenced, through `SnapshotRefs`: the chunk names of every snapshot,
- * read from the bucket before the first pass or creation, then kept up to date by this
+ * read from the bucket before the first pass or creation (or kept from the engine's last clean
+ * stop and brought up to the bucket's list of snapshots), then kept up to date by this
  * machine's own creations and deletions (nobody else may make any while it holds the lease).
  * Why no chunk a live snapshot names is ever deleted:
  *  - At creation, `SnapshotRefs` answers that every chunk is referenced (`hold`) from before
@@ -67,7 +68,7 @@ import type { TreeDb } from './treeDb';
 export const SNAPSHOT_PREFIX = 'meta/snapshots/';
 export const SNAPSHOT_TREE_PREFIX = 'meta/snaptree/';
 export const SNAPSHOT_SCHEDULE_KEY = 'meta/snapshot-schedule';
-/** The engine's scratch database of the chunk names snapshots hold (SnapshotRefs), in its cache folder. */
+/** The engine's database of the chunk names snapshots hold (SnapshotRefs), in its cache folder. */
 export const SNAPSHOT_REFS_FILE = 'snapshot-refs.db';
 /** The folder of the cache folder where the trees of snapshots being browsed are written (emptied at each start). */
 export const BROWSE_DIR = 'browse';
@@ -510,7 +511,12 @@ function nameKey(name: string): Buffer | string {
   return name.length === 64 && /^[0-9a-f]+$/.test(name) ? Buffer.from(name, 'hex') : name;
 }
 
+/** The layout of the snapshot-refs database; one of another layout is made anew. */
+const REFS_VERSION = 1;
+
 const REFS_SCHEMA = `
+  CREATE TABLE state (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+  INSERT INTO state (key, value) VALUES ('version', ${REFS_VERSION}), ('clean', 0), ('closes', 0);
   CREATE TABLE snap (id TEXT PRIMARY KEY) WITHOUT ROWID;
   CREATE TABLE snappage (id TEXT NOT NULL, page TEXT NOT NULL, PRIMARY KEY (id, page)) WITHOUT ROWID;
   CREATE TABLE page (page TEXT PRIMARY KEY, snaps INTEGER NOT NULL, files INTEGER NOT NULL, bytes INTEGER NOT NULL) WITHOUT ROWID;
@@ -522,9 +528,16 @@ const REFS_SCHEMA = `
  * The chunk names of every live snapshot, for garbage collection in the lease holder (see the
  * header for why a chunk a live snapshot names is never deleted).
  *
- * Kept in a SQLite database of its own (`file`, a scratch file made anew when the engine
- * starts; in memory when none is given), so memory does not grow with the snapshots' size:
- * a snapshot of a million files names about a million chunks. Counted by page: a page named by
+ * Kept in a SQLite database of its own (`file`; in memory when none is given), so memory does
+ * not grow with the snapshots' size: a snapshot of a million files names about a million
+ * chunks. The file is written without a rollback journal or fsyncs (a count is cheaper so),
+ * and is kept across a clean stop only: `close` makes what was counted durable, then marks the
+ * file clean; the next open marks it not clean (durably) before it changes anything, and a file
+ * not marked clean (a crash, a kill, a stop in the middle of a count, damage, another layout)
+ * is made anew and counted from the bucket. A kept file counted whole snapshots only, and
+ * snapshots never change, so `ready` brings it up to the bucket by counting the snapshots it
+ * lacks and taking away those the bucket no longer has (another machine may have made and
+ * deleted some while this one was stopped). Counted by page: a page named by
  * several snapshots (most of them: a checkpoint rewrites only what changed) is read and its
  * chunk names counted once; a name is referenced while a counted page names it. Each page's
  * files and bytes are kept too, so a new snapshot's record gets its totals from the count.
@@ -567,34 +580,72 @@ export class SnapshotRefs {
   /** Counts and removals, one at a time. */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly deleted = new Set<string>();
+  /** Snapshots a kept file had counted when opened, not yet checked against the bucket's list. */
+  private kept: Set<string> | undefined;
+  /** A count or a removal is under way (the file then holds part of one: not kept at close). */
+  private busy = false;
 
   constructor(
     private readonly snapshots: SnapshotSource,
     private readonly file?: string,
   ) {}
 
-  /** The database, made anew on first use (what an earlier run counted may be out of date). */
-  private open(): NonNullable<SnapshotRefs['st']> {
-    if (this.st) return this.st;
-    if (this.file) {
-      for (const f of [this.file, `${this.file}-journal`, `${this.file}-wal`, `${this.file}-shm`]) {
-        try {
-          rmSync(f, { force: true });
-        } catch {
-          // Not removable: opening says why.
-        }
-      }
-    }
-    const db = openDatabase(this.file ?? ':memory:', { readOnly: false, mustExist: false });
-    // A scratch index, rebuilt at every start and after any failure to write it (`reset`):
-    // no rollback journal, no fsync.
+  /** Settings of the database, kept or new: no rollback journal, no fsync (see the class). */
+  private static tune(db: Database): void {
     db.pragma('journal_mode = OFF');
     db.pragma('synchronous = OFF');
     // Names arrive in no order: a larger page cache keeps the name index's inner pages in.
     db.pragma(`cache_size = -${REFS_CACHE_KIB}`);
     // Sorting a big snapshot's names (uniqueBytes) spills to disk, not to memory.
     db.pragma('temp_store = FILE');
-    db.exec(REFS_SCHEMA);
+  }
+
+  /**
+   * The file as the last clean stop left it, marked not clean (durably) before anything else
+   * writes it; undefined where it is missing, not marked clean, of another layout or unreadable.
+   */
+  private reopen(file: string): Database | undefined {
+    let db: Database | undefined;
+    try {
+      db = openDatabase(file, { readOnly: false, mustExist: true });
+      SnapshotRefs.tune(db);
+      const value = (key: string) =>
+        (db!.prepare('SELECT value FROM state WHERE key = ?').get(key) as { value: number } | undefined)?.value;
+      if (value('version') !== REFS_VERSION || value('clean') !== 1) throw new Error('not kept');
+      db.pragma('synchronous = FULL');
+      db.exec("UPDATE state SET value = 0 WHERE key = 'clean'");
+      db.pragma('synchronous = OFF');
+      this.kept = new Set((db.prepare('SELECT id FROM snap').all() as Array<{ id: string }>).map((r) => r.id));
+      return db;
+    } catch {
+      try {
+        db?.close();
+      } catch {
+        // Made anew either way.
+      }
+      return undefined;
+    }
+  }
+
+  /** The database: kept from the last clean stop, else made anew (see the class). */
+  private open(): NonNullable<SnapshotRefs['st']> {
+    if (this.st) return this.st;
+    let db = this.file ? this.reopen(this.file) : undefined;
+    if (!db) {
+      this.kept = undefined;
+      if (this.file) {
+        for (const f of [this.file, `${this.file}-journal`, `${this.file}-wal`, `${this.file}-shm`]) {
+          try {
+            rmSync(f, { force: true });
+          } catch {
+            // Not removable: opening says why.
+          }
+        }
+      }
+      db = openDatabase(this.file ?? ':memory:', { readOnly: false, mustExist: false });
+      SnapshotRefs.tune(db);
+      db.exec(REFS_SCHEMA);
+    }
     this.db = db;
     this.st = {
       has: db.prepare('SELECT 1 FROM name WHERE name = ?'),
@@ -661,6 +712,7 @@ export class SnapshotRefs {
 
   private async load(): Promise<void> {
     const generation = this.generation;
+    this.open();
     const { records, damaged } = await this.snapshots.list();
     if (damaged.length > 0)
       throw new UserError(
@@ -668,6 +720,11 @@ export class SnapshotRefs {
           `garbage collection does not run until it is deleted ("filespace snapshot NAME delete ${damaged[0]}")`,
         'SNAPSHOT_DAMAGED',
       );
+    // A kept file may count snapshots deleted since (by this machine before a crash that the
+    // file survived unchanged, or by another while this one was stopped): taken away.
+    const listed = new Set(records.map((r) => r.id));
+    for (const id of this.kept ?? []) if (!listed.has(id)) await this.serial(() => this.uncount(id));
+    this.kept = undefined;
     for (const r of records) {
       // Deleted by this machine meanwhile: it stays out.
       if (this.deleted.has(r.id)) continue;
@@ -712,6 +769,7 @@ export class SnapshotRefs {
 
   private async count(id: string): Promise<void> {
     const st = this.open();
+    this.busy = true;
     const db = this.db!;
     const counted = (page: string) => st.page.get(page) !== undefined;
     const seen = new Set<string>();
@@ -768,6 +826,8 @@ export class SnapshotRefs {
     } catch (err) {
       this.reset();
       throw err;
+    } finally {
+      this.busy = false;
     }
   }
 
@@ -784,6 +844,7 @@ export class SnapshotRefs {
     const pages = (st.pagesOfSnap.all(id) as Array<{ page: string }>).map((r) => r.page);
     let rows = 0;
     const pause = yielder();
+    this.busy = true;
     db.exec('BEGIN');
     try {
       for (const page of pages) {
@@ -812,6 +873,8 @@ export class SnapshotRefs {
     } catch (err) {
       this.reset();
       throw err;
+    } finally {
+      this.busy = false;
     }
   }
 
@@ -838,6 +901,7 @@ export class SnapshotRefs {
     this.generation++;
     this.complete = false;
     this.loaded = undefined;
+    this.kept = undefined;
     try {
       this.db?.close();
     } catch {
@@ -847,9 +911,24 @@ export class SnapshotRefs {
     this.st = undefined;
   }
 
-  /** Closes the database (its file is made anew at the next start). */
+  /**
+   * Closes the database. Its file is kept for the next start when no count or removal is under
+   * way: what was written is made durable first (a write with fsync makes the file's earlier
+   * writes durable too), then the file is marked clean, so a stop cut short by a power loss
+   * leaves it not marked clean or whole.
+   */
   close(): void {
-    this.db?.close();
+    const db = this.db;
+    if (db && this.file && !this.busy && !db.inTransaction) {
+      try {
+        db.pragma('synchronous = FULL');
+        db.exec("UPDATE state SET value = value + 1 WHERE key = 'closes'");
+        db.exec("UPDATE state SET value = 1 WHERE key = 'clean'");
+      } catch {
+        // Not marked clean: made anew at the next start.
+      }
+    }
+    db?.close();
     this.db = undefined;
     this.st = undefined;
   }
