@@ -21,7 +21,9 @@
  *      written into a database of its own) and a stat of sampled paths in it, then 1,000 files
  *      changed and a second one, the listing of both with their size-unique (by the engine, as
  *      a mount answers it, and from the bucket alone, as the command does when nothing is
- *      mounted), garbage collection (which counts what both name), and both deleted again;
+ *      mounted), garbage collection (which counts what both name), then a restart and garbage
+ *      collection again (what both name kept from the clean stop), once more with that count
+ *      removed (counted from the bucket, as after a kill), and both deleted again;
  *   4. a fresh machine: link from the bucket and open, then a cold stat. With
  *      FILESPACE_SCALE_GET_MS (default 0), the fresh machine's bucket answers each GET that many
  *      milliseconds late, as a bucket across a network does (a link reads every page of the tree:
@@ -52,6 +54,7 @@ import { LowLevelMount, fuseBindingChoice } from '../../native/fuse/lowlevel';
 import { engineProcessEnv } from '../../electron/cli/engineProcess';
 import { ENGINE_V8_FLAGS } from '../../electron/host/engineHeap';
 import { snapshotsIn } from '../../electron/host/snapshots';
+import { SNAPSHOT_REFS_FILE } from '../../electron/engine/meta/snapshots';
 import { REPO } from '../helpers/bed';
 import { PASSPHRASE, writeFile } from '../helpers/engineBed';
 import { SCALE_MARKER } from './report';
@@ -352,9 +355,22 @@ async function phaseSnapshot(root: string, l: Layout): Promise<PhaseResult> {
   started = performance.now();
   const gc = await engine.collectGarbage();
   const gcMs = performance.now() - started;
-  await engine.deleteSnapshot(first.id);
-  await engine.deleteSnapshot(second.id);
   await engine.close();
+  // A restart: the count of what the snapshots name is kept from the clean stop, not read again.
+  const again = await openEngine(root, 'a');
+  started = performance.now();
+  await again.engine.collectGarbage();
+  const gcAfterRestartMs = performance.now() - started;
+  await again.engine.close();
+  // The same after a stop that was not clean (or before the count was kept): counted from the bucket.
+  await fsp.rm(path.join(root, 'a', SNAPSHOT_REFS_FILE), { force: true });
+  const recount = await openEngine(root, 'a');
+  started = performance.now();
+  await recount.engine.collectGarbage();
+  const gcAfterRecountMs = performance.now() - started;
+  await recount.engine.deleteSnapshot(first.id);
+  await recount.engine.deleteSnapshot(second.id);
+  await recount.engine.close();
   if (first.files !== l.files) throw new Error(`the snapshot holds ${first.files} files, not ${l.files}`);
   return {
     rssAfterOpen: rssOpen,
@@ -366,6 +382,8 @@ async function phaseSnapshot(root: string, l: Layout): Promise<PhaseResult> {
     listUnmountedMs,
     gcMs,
     gcScanned: gc.scanned,
+    gcAfterRestartMs,
+    gcAfterRecountMs,
     peakRss: peakRssBytes(),
   };
 }
@@ -469,6 +487,7 @@ function report(
     `| Browsing the first snapshot: open (its tree into a database) / slowest stat of ${STAT_SAMPLES} paths | ${num((sn.browseOpenMs ?? 0) / 1000, 2)} s / ${num(sn.browseStatMaxMs ?? 0, 2)} ms |`,
     `| Listing both snapshots with their size-unique: by the mount (\`snapshot list\`, the app's card) / from the bucket alone (not mounted) | ${num((sn.listMs ?? 0) / 1000, 2)} / ${num((sn.listUnmountedMs ?? 0) / 1000, 2)} s |`,
     `| Garbage collection with both snapshots kept | ${num((sn.gcMs ?? 0) / 1000, 2)} s (${num(sn.gcScanned ?? 0)} chunks) |`,
+    `| Garbage collection after a restart: what the snapshots name kept from the clean stop / counted from the bucket (a start after a kill) | ${num((sn.gcAfterRestartMs ?? 0) / 1000, 2)} / ${num((sn.gcAfterRecountMs ?? 0) / 1000, 2)} s |`,
     `| Bucket metadata at the end: objects (segments, checkpoints, pages), bytes | ${num(meta.objects)} (${num(meta.segments)}, ${num(meta.checkpoints)}, ${num(meta.pages)}), ${mb(meta.bytes)} |`,
     '',
   ];
