@@ -81,6 +81,9 @@ describe('paged checkpoints', () => {
         await fsp.symlink('d0/f0', path.join(a.mnt, 'link'));
         await fsp.link(path.join(a.mnt, 'd1', 'f1'), path.join(a.mnt, 'd2', 'hard'));
         await fsp.chmod(path.join(a.mnt, 'd4'), 0o700);
+        // Everything in the bucket first: unmount writes its checkpoint only once nothing waits
+        // to upload, and gives the uploads a few seconds (a busy machine may need more).
+        await a.sync();
         await a.unmount(); // writes a checkpoint
         const pagesFirst = await store.list('meta/page/');
         assert.ok(pagesFirst.length >= DIRS, `a page per directory at least: ${pagesFirst.length}`);
