@@ -37,6 +37,8 @@ class Bucket {
   failAfter: number | undefined;
   /** Awaited before each page of a snapshot but its first (a count held part way). */
   gate: Promise<void> | undefined;
+  /** Called when a count reaches the gate. */
+  onGate: (() => void) | undefined;
 
   list(): Promise<{ records: SnapshotRecord[]; damaged: string[] }> {
     const records = [...this.snaps.keys()].map((id) => ({
@@ -63,7 +65,10 @@ class Bucket {
     let n = 0;
     let first = true;
     for (const [key, records] of this.snaps.get(id) ?? []) {
-      if (!first && this.gate) await this.gate;
+      if (!first && this.gate) {
+        this.onGate?.();
+        await this.gate;
+      }
       first = false;
       if (skip(key)) {
         await each(key, undefined);
@@ -237,11 +242,12 @@ describe('the chunk names snapshots hold (SnapshotRefs)', () => {
     const third = new SnapshotRefs(bucket, cut);
     let letGo!: () => void;
     bucket.gate = new Promise((resolve) => (letGo = resolve));
+    const atGate = new Promise<void>((resolve) => (bucket.onGate = resolve));
     const counting = third.ready().then(
       () => 'counted',
       () => 'failed',
     );
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await atGate;
     third.close();
     letGo();
     bucket.gate = undefined;

@@ -429,9 +429,10 @@ export class Vfs {
    * it stays if the deletion is undone by a crash before the journal was written. It costs what
    * changed, not what is cached (the engine calls it every second): it weighs only the chunks
    * that may have lost their last reader since the last sweep, which the trees (this machine's
-   * changes and another machine's alike) and the cache name as they happen (`mayBeUnread`); the whole cache only at the first sweep, after the tree was
-   * replaced, or when too many names piled up. A chunk still read through a snapshot is weighed
-   * again at each sweep until it is not. Says how many chunks it freed and how many it weighed.
+   * changes and another machine's alike) and the cache name as they happen (`mayBeUnread`);
+   * the whole cache only at the first sweep, after the tree was replaced, or when too many
+   * names piled up. A chunk still read through a snapshot is weighed again at each sweep until
+   * it is not. Says how many chunks it freed and how many it weighed.
    */
   async freeUnreferencedCache(): Promise<{ freed: number; weighed: number }> {
     this.watchTree();
