@@ -548,6 +548,8 @@ async function cmdCheck(args: string[]): Promise<void> {
       header,
       deep: Boolean(values.deep),
       cacheDir: mounted ? undefined : cfg.cacheDir,
+      // Its scratch databases on the cache folder's disk, not in memory (a temporary folder may be).
+      workDir: cfg.cacheDir,
       progress: (m) => process.stderr.write(`${m}\n`),
     });
     for (const n of report.notes) console.log(n);

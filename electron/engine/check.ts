@@ -19,9 +19,18 @@
  * and name only chunks the bucket has, every dirty chunk must belong to a live file (or is
  * noted as what the next mount does with it), and every cached clean chunk's content must hash
  * to its name.
+ *
+ * Memory does not grow with the tree (bench:scale checks a million files): the bucket's tree is
+ * read into a database, as a fresh machine's link reads it, and each snapshot's tree as
+ * browsing opens it; the bucket's chunk names and every name the trees reference are compared
+ * in a database of their own (`ChunkNames`); the structural checks count names in typed arrays
+ * (`checkTree`); the local tree is the cache folder's database (inspected without a copy, see
+ * MetaStore `inspect`). Those databases live in a scratch folder (`scratchFolder`). Only naming
+ * the files damaged local metadata puts at risk reads a tree into memory.
  */
 
 import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { chunkName, Keys } from './chunk/crypto';
 import { chunkKey, decodeChunk } from './chunk/format';
@@ -32,8 +41,10 @@ import { readCacheFile } from './cache/chunkCache';
 import { ReceivedIO } from './cache/received';
 import { SealedIO, logicalSize } from './cache/sealed';
 import { CKPT_PREFIX, DamagedMetadataError, LOG_PREFIX, PageGoneError, RemoteMeta, seqOf } from './meta/remote';
-import { SnapshotStore, chunksOf } from './meta/snapshots';
-import { INODE_KINDS, ROOT_INO, Tree, isSpecialKind, pathsOf } from './meta/tree';
+import { SnapshotStore } from './meta/snapshots';
+import { databaseSink } from './meta/build';
+import { openDatabase, type Database, type Statement } from './meta/db';
+import { INODE_KINDS, ROOT_INO, Tree, isSpecialKind, pathsOfInodes } from './meta/tree';
 import { countDirtyChunks, damageSummary } from './repair';
 import { ObjectStore } from './store/types';
 import { UserError } from './errors';
@@ -47,50 +58,204 @@ export interface CheckReport {
 
 const AT_RISK_SHOWN = 20;
 
-/** Structural checks of a tree; returns problem descriptions. */
+/**
+ * Counts by inode number: a typed array up to the tree's next inode number (every inode of a
+ * well-formed tree is below it), a map for anything beyond (only a malformed tree has such).
+ */
+class ByIno {
+  private readonly beyond = new Map<number, number>();
+  constructor(private readonly counts: Uint32Array | Float64Array) {}
+  get(ino: number): number {
+    return ino < this.counts.length ? this.counts[ino]! : (this.beyond.get(ino) ?? 0);
+  }
+  set(ino: number, n: number): void {
+    if (ino < this.counts.length) this.counts[ino] = n;
+    else this.beyond.set(ino, n);
+  }
+  /** Every inode number with a count other than 0, ascending. */
+  *numbers(): IterableIterator<number> {
+    for (let ino = 0; ino < this.counts.length; ino++) if (this.counts[ino] !== 0) yield ino;
+    yield* [...this.beyond.keys()].sort((a, b) => a - b);
+  }
+}
+
+/**
+ * Structural checks of a tree; returns problem descriptions. One pass over the inodes (a tree
+ * on disk reads them in batches, in scan mode), with the names each inode is given counted in
+ * typed arrays: memory grows by a few bytes per inode number, not with the tree's records. A
+ * second pass, only when some entry names an inode that is not there, names those entries.
+ */
 export function checkTree(tree: Tree, where: string): string[] {
   const problems: string[] = [];
   const cs = tree.chunkSize;
-  const seen = new Map<number, number>();
+  const size = Math.max(tree.nextIno, ROOT_INO + 1);
+  const named = new ByIno(new Uint32Array(size));
+  // 1 + the names an inode counts; 0: no such inode.
+  const wants = new ByIno(new Float64Array(size));
   const root = tree.get(ROOT_INO);
   if (!root || root.kind !== 'dir') problems.push(`${where}: the root directory is missing`);
-  for (const inode of tree.inodes.values()) {
-    if (inode.entries) {
-      for (const [name, child] of inode.entries) {
-        if (!tree.get(child)) problems.push(`${where}: directory ${inode.ino} names missing inode ${child} ("${name}")`);
-        seen.set(child, (seen.get(child) ?? 0) + 1);
+  const valid = (child: number) => Number.isSafeInteger(child) && child > 0;
+  let invalid = false;
+  tree.scan(() => {
+    for (const inode of tree.inodes.values()) {
+      if (inode.entries) {
+        for (const child of inode.entries.values()) {
+          if (valid(child)) named.set(child, named.get(child) + 1);
+          else invalid = true;
+        }
+      }
+      wants.set(inode.ino, 1 + (inode.kind === 'dir' ? 1 : Tree.namesOf(inode)));
+      if (inode.kind === 'file') {
+        if (!(inode.size >= 0)) problems.push(`${where}: file ${inode.ino} has size ${inode.size}`);
+        const chunks = inode.chunks ?? [];
+        if (chunks.length > Math.ceil(inode.size / cs)) problems.push(`${where}: file ${inode.ino} has chunks past its size`);
+        chunks.forEach((c, i) => {
+          if (c && (c[1] < 0 || c[1] > cs || i * cs + c[1] > inode.size)) {
+            problems.push(`${where}: file ${inode.ino} chunk ${i} has length ${c[1]} outside the file`);
+          }
+        });
+      }
+      if (inode.kind === 'dir' && !inode.entries) problems.push(`${where}: directory ${inode.ino} has no entry table`);
+      if (!INODE_KINDS.includes(inode.kind))
+        problems.push(`${where}: inode ${inode.ino} is of unknown kind "${String(inode.kind)}"`);
+      if (isSpecialKind(inode.kind) && ((inode.chunks?.length ?? 0) > 0 || inode.size !== 0 || inode.entries)) {
+        problems.push(`${where}: special file ${inode.ino} (${inode.kind}) holds content`);
       }
     }
-    if (inode.kind === 'file') {
-      if (!(inode.size >= 0)) problems.push(`${where}: file ${inode.ino} has size ${inode.size}`);
-      const chunks = inode.chunks ?? [];
-      if (chunks.length > Math.ceil(inode.size / cs)) problems.push(`${where}: file ${inode.ino} has chunks past its size`);
-      chunks.forEach((c, i) => {
-        if (c && (c[1] < 0 || c[1] > cs || i * cs + c[1] > inode.size)) {
-          problems.push(`${where}: file ${inode.ino} chunk ${i} has length ${c[1]} outside the file`);
+  });
+  const missing = new Set<number>();
+  for (const ino of named.numbers()) if (wants.get(ino) === 0) missing.add(ino);
+  if (missing.size > 0 || invalid) {
+    tree.scan(() => {
+      for (const inode of tree.inodes.values()) {
+        for (const [name, child] of inode.entries ?? []) {
+          if (!valid(child) || missing.has(child))
+            problems.push(`${where}: directory ${inode.ino} names missing inode ${child} ("${name}")`);
         }
-      });
-    }
-    if (inode.kind === 'dir' && !inode.entries) problems.push(`${where}: directory ${inode.ino} has no entry table`);
-    if (!INODE_KINDS.includes(inode.kind))
-      problems.push(`${where}: inode ${inode.ino} is of unknown kind "${String(inode.kind)}"`);
-    if (isSpecialKind(inode.kind) && ((inode.chunks?.length ?? 0) > 0 || inode.size !== 0 || inode.entries)) {
-      problems.push(`${where}: special file ${inode.ino} (${inode.kind}) holds content`);
-    }
+      }
+    });
   }
-  for (const ino of tree.inodes.keys()) {
+  for (const ino of wants.numbers()) {
     if (ino === ROOT_INO) continue;
-    const n = seen.get(ino) ?? 0;
+    const n = named.get(ino);
+    const names = wants.get(ino) - 1;
     if (n === 0) problems.push(`${where}: inode ${ino} is not in any directory (orphan)`);
-    const inode = tree.get(ino)!;
-    const names = inode.kind === 'dir' ? 1 : Tree.namesOf(inode);
-    if (n > 0 && n !== names) problems.push(`${where}: inode ${ino} is named ${n} times but counts ${names} name(s)`);
+    else if (n !== names) problems.push(`${where}: inode ${ino} is named ${n} times but counts ${names} name(s)`);
   }
   return problems;
 }
 
-function referenced(tree: Tree): Set<string> {
-  return new Set(tree.chunkRefs.keys());
+/**
+ * The chunk names a check compares, in a database of its own (in the check's scratch folder):
+ * the bucket's chunks, and every name the trees it reads reference. The bucket can hold
+ * millions; memory holds SQLite's page cache and a batch.
+ */
+class ChunkNames {
+  private readonly db: Database;
+  private readonly st: { inBucket: Statement; addBucket: Statement; addRef: Statement };
+  constructor(file: string) {
+    this.db = openDatabase(file, { readOnly: false, mustExist: false, bulk: true });
+    this.db.exec(
+      'CREATE TABLE bucket (name TEXT PRIMARY KEY) WITHOUT ROWID; CREATE TABLE refs (name TEXT PRIMARY KEY) WITHOUT ROWID;',
+    );
+    this.st = {
+      inBucket: this.db.prepare('SELECT 1 AS x FROM bucket WHERE name = ?'),
+      addBucket: this.db.prepare('INSERT OR IGNORE INTO bucket (name) VALUES (?)'),
+      addRef: this.db.prepare('INSERT OR IGNORE INTO refs (name) VALUES (?)'),
+    };
+  }
+
+  /** Adds chunk keys as the bucket lists them (`chunks/<dir>/<name>`). */
+  addListed(keys: readonly string[]): void {
+    this.db.transaction(() => {
+      for (const k of keys) this.st.addBucket.run(k.slice(k.lastIndexOf('/') + 1));
+    })();
+  }
+
+  /**
+   * Adds the names `names` gives as references, a batch at a time, and calls `absent` with each
+   * one the bucket does not hold.
+   */
+  addRefs(names: Iterable<string>, absent: (name: string) => void): void {
+    const batch: string[] = [];
+    const flush = this.db.transaction(() => {
+      for (const name of batch) {
+        this.st.addRef.run(name);
+        if (!this.st.inBucket.get(name)) absent(name);
+      }
+    });
+    for (const name of names) {
+      batch.push(name);
+      if (batch.length >= NAME_BATCH) {
+        flush();
+        batch.length = 0;
+      }
+    }
+    flush();
+  }
+
+  has(name: string): boolean {
+    return this.st.inBucket.get(name) !== undefined;
+  }
+
+  count(table: 'bucket' | 'refs'): number {
+    return (this.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+  }
+
+  /** Chunks in the bucket nothing references. */
+  unreferenced(): number {
+    return (
+      this.db
+        .prepare('SELECT count(*) AS n FROM bucket b WHERE NOT EXISTS (SELECT 1 FROM refs r WHERE r.name = b.name)')
+        .get() as {
+        n: number;
+      }
+    ).n;
+  }
+
+  /** Referenced names the bucket holds, in name order, a batch at a time. */
+  *referencedInBucket(): IterableIterator<string> {
+    const next = this.db.prepare(
+      'SELECT r.name AS name FROM refs r WHERE r.name > ? AND EXISTS (SELECT 1 FROM bucket b WHERE b.name = r.name) ORDER BY r.name LIMIT ?',
+    );
+    let after = '';
+    for (;;) {
+      const rows = next.all(after, NAME_BATCH) as Array<{ name: string }>;
+      if (rows.length === 0) return;
+      for (const r of rows) yield r.name;
+      after = rows[rows.length - 1]!.name;
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+const NAME_BATCH = 2_000;
+
+/**
+ * Where a check keeps the databases it builds (the bucket's tree, each snapshot's tree, the
+ * chunk names): a folder of its own under `parent`, named with the process id, removed when the
+ * check ends. A folder left by a check that was killed is removed by the next check.
+ */
+async function scratchFolder(parent: string): Promise<string> {
+  await fsp.mkdir(parent, { recursive: true, mode: 0o700 });
+  for (const name of await fsp.readdir(parent).catch(() => [] as string[])) {
+    const m = /^filespace-check-(\d+)-/.exec(name);
+    if (m && !processAlive(Number(m[1])))
+      await fsp.rm(path.join(parent, name), { recursive: true, force: true }).catch(() => undefined);
+  }
+  return fsp.mkdtemp(path.join(parent, `filespace-check-${process.pid}-`));
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /**
@@ -220,7 +385,21 @@ export async function checkFilespace(opts: {
   cacheDir?: string; // local checks when given (the filespace must not be mounted)
   deep?: boolean;
   progress?: (msg: string) => void;
+  /** Where the check's scratch folder goes (see `scratchFolder`); the system's temporary folder by default. */
+  workDir?: string;
 }): Promise<CheckReport> {
+  const scratch = await scratchFolder(opts.workDir ?? os.tmpdir());
+  let names: ChunkNames | undefined;
+  try {
+    names = new ChunkNames(path.join(scratch, 'chunk-names.db'));
+    return await check(opts, scratch, names);
+  } finally {
+    names?.close();
+    await fsp.rm(scratch, { recursive: true, force: true });
+  }
+}
+
+async function check(opts: Parameters<typeof checkFilespace>[0], scratch: string, names: ChunkNames): Promise<CheckReport> {
   const { store, keys, header } = opts;
   const problems: string[] = [];
   const notes: string[] = [];
@@ -229,160 +408,197 @@ export async function checkFilespace(opts: {
   let localDamage = false;
 
   say('reading the metadata in the bucket');
-  const { tree: remoteTree, seq, damage } = await new RemoteMeta(store, keys.metaKey, header).loadTolerant(header.chunkSize);
-  for (const key of damage.checkpoints) {
-    problems.push(
-      `bucket: metadata checkpoint ${key} is damaged (it fails authentication); an older checkpoint and the log are read instead`,
-    );
+  // Into a database, as a fresh machine's link reads it: memory holds a working set of the tree.
+  await fsp.mkdir(path.join(scratch, 'bucket'));
+  const into = databaseSink(path.join(scratch, 'bucket'), header.chunkSize);
+  let loaded;
+  try {
+    loaded = await new RemoteMeta(store, keys.metaKey, header).loadTolerantInto(header.chunkSize, into.sink);
+  } catch (err) {
+    await into.drop();
+    throw err;
   }
-  if (damage.segment) {
-    const { key, seq: bad, later } = damage.segment;
-    problems.push(
-      `bucket: metadata segment ${bad} (${key}) is damaged (it fails authentication): the changes in it` +
-        `${later > 0 ? ` and in the ${later} segment(s) after it` : ''} cannot be read, so a machine that links or follows this filespace ` +
-        `sees it as of segment ${seq}, and mounting it there fails`,
+  const { tree: remoteTree, seq, damage } = loaded;
+  try {
+    for (const key of damage.checkpoints) {
+      problems.push(
+        `bucket: metadata checkpoint ${key} is damaged (it fails authentication); an older checkpoint and the log are read instead`,
+      );
+    }
+    if (damage.segment) {
+      const { key, seq: bad, later } = damage.segment;
+      problems.push(
+        `bucket: metadata segment ${bad} (${key}) is damaged (it fails authentication): the changes in it` +
+          `${later > 0 ? ` and in the ${later} segment(s) after it` : ''} cannot be read, so a machine that links or follows this filespace ` +
+          `sees it as of segment ${seq}, and mounting it there fails`,
+      );
+    }
+    problems.push(...checkTree(remoteTree, 'bucket'));
+    say('checking the metadata log in the bucket');
+    await checkLogLayout(store, keys, header, seq, damage.segment !== undefined, problems, notes);
+    await checkPages(store, keys, header, problems, notes);
+    say('listing chunks in the bucket');
+    // A sixteenth at a time (chunk names are hex digits; chunk/format.ts `chunkKey`): a listing
+    // of a million keys held whole would weigh about 100 MB.
+    for (const digit of '0123456789abcdef') names.addListed(await store.list(`chunks/${digit}`));
+    const stored = names.count('bucket');
+    names.addRefs(remoteTree.chunkRefs.keys(), (name) =>
+      problems.push(`bucket: metadata names chunk ${name}, which is not in the bucket`),
     );
-  }
-  problems.push(...checkTree(remoteTree, 'bucket'));
-  say('checking the metadata log in the bucket');
-  await checkLogLayout(store, keys, header, seq, damage.segment !== undefined, problems, notes);
-  await checkPages(store, keys, header, problems, notes);
-  say('listing chunks in the bucket');
-  const inBucket = new Set((await store.list('chunks/')).map((k) => k.slice(k.lastIndexOf('/') + 1)));
-  const remoteRefs = referenced(remoteTree);
-  for (const name of remoteRefs)
-    if (!inBucket.has(name)) problems.push(`bucket: metadata names chunk ${name}, which is not in the bucket`);
+    const remoteRefs = names.count('refs');
 
-  say('reading the snapshots in the bucket');
-  const snapshots = new SnapshotStore(store, keys.metaKey, header.chunkSize, header);
-  const { records, damaged: damagedRecords } = await snapshots.list();
-  for (const id of damagedRecords)
-    problems.push(`bucket: the record of snapshot ${id} is damaged (it fails authentication); it cannot be listed or browsed`);
-  const allRefs = new Set(remoteRefs);
-  for (const r of records) {
-    let tree: Tree;
-    try {
-      tree = await snapshots.loadTree(r.id);
-    } catch (err) {
-      if (!(err instanceof UserError)) throw err;
-      problems.push(`bucket: snapshot ${r.id}${r.label ? ` ("${r.label}")` : ''}: ${err.message}`);
+    say('reading the snapshots in the bucket');
+    const snapshots = new SnapshotStore(store, keys.metaKey, header.chunkSize, header);
+    const { records, damaged: damagedRecords } = await snapshots.list();
+    for (const id of damagedRecords)
+      problems.push(`bucket: the record of snapshot ${id} is damaged (it fails authentication); it cannot be listed or browsed`);
+    for (const [i, r] of records.entries()) {
+      let opened;
+      try {
+        opened = await snapshots.openTree(r.id, path.join(scratch, `snapshot-${i}`));
+      } catch (err) {
+        if (!(err instanceof UserError)) throw err;
+        problems.push(`bucket: snapshot ${r.id}${r.label ? ` ("${r.label}")` : ''}: ${err.message}`);
+        continue;
+      }
+      try {
+        problems.push(...checkTree(opened.tree, `snapshot ${r.id}`));
+        names.addRefs(opened.tree.chunkRefs.keys(), (name) =>
+          problems.push(`snapshot ${r.id}: names chunk ${name}, which is not in the bucket`),
+        );
+      } finally {
+        await opened.close();
+      }
+    }
+    const allRefs = names.count('refs');
+    notes.push(
+      `bucket: ${remoteTree.inodes.size} inodes at metadata segment ${seq}, ${remoteRefs} chunks referenced, ${stored} stored, ${names.unreferenced()} unreferenced`,
+    );
+    if (records.length + damagedRecords.length > 0)
+      notes.push(
+        `bucket: ${records.length + damagedRecords.length} snapshot(s), naming ${allRefs - remoteRefs} chunk(s) the live tree does not`,
+      );
+
+    if (opts.deep) {
+      let i = 0;
+      for (const name of names.referencedInBucket()) {
+        if (++i % 50 === 0) say(`verifying chunks: ${i}/${allRefs}`);
+        try {
+          const got = await store.get(chunkKey(name));
+          if (!got) throw new Error('vanished');
+          const plain = await decodeChunk(keys.chunkKey, name, got.body);
+          if (chunkName(keys.nameKey, plain) !== name) problems.push(`bucket: chunk ${name} holds content of another name`);
+        } catch (err) {
+          problems.push(`bucket: chunk ${name} is unreadable: ${(err as Error).message}`);
+        }
+      }
+    }
+
+    if (opts.cacheDir) {
+      say('checking the local cache');
+      const metaDir = path.join(opts.cacheDir, 'meta');
+      let seen = await MetaStore.inspect(metaDir);
+      const summary = damageSummary(seen);
+      if (summary) {
+        localDamage = true;
+        problems.push(`local: ${summary}`);
+        // To name the files at risk: the local tree in memory (the bucket's when the local one
+        // cannot be read), with the journal's readable records applied.
+        seen = await MetaStore.inspect(metaDir, {
+          withTree: true,
+          fallback: Tree.fromSnapshot(header.chunkSize, remoteTree.snapshot()),
+        });
+        const atRisk = new Set([...inodesChangedBy(seen.damage ? seen.laterOps : seen.localOps)]);
+        const dirtyDir = path.join(opts.cacheDir, 'dirty');
+        for (const f of await fsp.readdir(dirtyDir).catch(() => [] as string[])) {
+          const m = /^(\d+)\.\d+$/.exec(f);
+          if (m) atRisk.add(Number(m[1]));
+        }
+        const paths = seen.tree ? pathsOfInodes(seen.tree, atRisk) : new Map<number, string[]>();
+        const named = [...atRisk].map((ino) => paths.get(ino)?.[0] ?? `(unnamed inode ${ino})`).sort();
+        problems.push(
+          `local: at risk: ${named.length} file(s) with changes not yet in the bucket, ${await countDirtyChunks(opts.cacheDir)} dirty chunk(s): ` +
+            `${named.slice(0, AT_RISK_SHOWN).join(', ')}${named.length > AT_RISK_SHOWN ? `, and ${named.length - AT_RISK_SHOWN} more` : ''}`,
+        );
+      } else if (seen.tornTailBytes > 0) {
+        notes.push(
+          `local: the metadata journal ends in ${seen.tornTailBytes} bytes of an interrupted write (nothing that was fsynced); dropped at the next mount`,
+        );
+      }
+      const meta = summary
+        ? undefined
+        : await MetaStore.load(metaDir, { readOnly: true }).catch((err: Error) => {
+            problems.push(`local: the metadata does not load: ${err.message}`);
+            return undefined;
+          });
+      if (meta) {
+        try {
+          await checkLocal(opts.cacheDir, meta, keys, header, names, problems, notes);
+        } finally {
+          await meta.close();
+        }
+      }
+    }
+    return { problems, notes, localDamage };
+  } finally {
+    await into.drop();
+  }
+}
+
+/** The local checks on metadata that loads (see the module header). */
+async function checkLocal(
+  cacheDir: string,
+  meta: MetaStore,
+  keys: Keys,
+  header: FilespaceHeader,
+  names: ChunkNames,
+  problems: string[],
+  notes: string[],
+): Promise<void> {
+  const tree = meta.tree;
+  problems.push(...checkTree(tree, 'local'));
+  for (const name of tree.chunkRefs.keys())
+    if (!names.has(name)) problems.push(`local: metadata names chunk ${name}, which is not in the bucket`);
+  const dirtyDir = path.join(cacheDir, 'dirty');
+  let dirtyCount = 0;
+  for (const f of await fsp.readdir(dirtyDir).catch(() => [] as string[])) {
+    const m = /^(\d+)\.(\d+)$/.exec(f);
+    const inode = m ? tree.get(Number(m[1])) : undefined;
+    dirtyCount++;
+    if (!m || !inode || inode.kind !== 'file') {
+      notes.push(
+        m && !inode && Number(m[1]) < tree.nextIno
+          ? `local: dirty chunk ${f} belongs to a deleted file (removed at the next mount)`
+          : `local: dirty chunk ${f} belongs to no file this machine's metadata knows (set aside at the next mount; see "filespace aside")`,
+      );
       continue;
     }
-    problems.push(...checkTree(tree, `snapshot ${r.id}`));
-    for (const name of chunksOf(tree).keys()) {
-      if (!inBucket.has(name)) problems.push(`snapshot ${r.id}: names chunk ${name}, which is not in the bucket`);
-      allRefs.add(name);
+    const size = logicalSize((await fsp.stat(path.join(dirtyDir, f))).size) ?? 0;
+    if (Number(m[2]) * header.chunkSize + size > Math.max(inode.size, 0) + header.chunkSize) {
+      notes.push(`local: dirty chunk ${f} reaches past its file's recorded size (trimmed at the next mount)`);
     }
   }
-  const garbage = [...inBucket].filter((n) => !allRefs.has(n)).length;
   notes.push(
-    `bucket: ${remoteTree.inodes.size} inodes at metadata segment ${seq}, ${remoteRefs.size} chunks referenced, ${inBucket.size} stored, ${garbage} unreferenced`,
+    `local: ${tree.inodes.size} inodes, ${meta.pendingRemote.length} changes and ${dirtyCount} dirty chunks not yet in the bucket`,
   );
-  if (records.length + damagedRecords.length > 0)
-    notes.push(
-      `bucket: ${records.length + damagedRecords.length} snapshot(s), naming ${allRefs.size - remoteRefs.size} chunk(s) the live tree does not`,
-    );
-
-  if (opts.deep) {
-    let i = 0;
-    for (const name of allRefs) {
-      if (++i % 50 === 0) say(`verifying chunks: ${i}/${allRefs.size}`);
-      if (!inBucket.has(name)) continue;
+  const chunksDir = path.join(cacheDir, 'chunks');
+  const io = new SealedIO(keys.cacheKey);
+  const received = new ReceivedIO(keys.cacheKey, keys.chunkKey);
+  for (const sub of await fsp.readdir(chunksDir).catch(() => [] as string[])) {
+    for (const name of await fsp.readdir(path.join(chunksDir, sub)).catch(() => [] as string[])) {
+      if (name.includes('.tmp')) continue;
+      const file = path.join(chunksDir, sub, name);
+      const fh = await fsp.open(file, 'r');
       try {
-        const got = await store.get(chunkKey(name));
-        if (!got) throw new Error('vanished');
-        const plain = await decodeChunk(keys.chunkKey, name, got.body);
-        if (chunkName(keys.nameKey, plain) !== name) problems.push(`bucket: chunk ${name} holds content of another name`);
+        const len = logicalSize((await fh.stat()).size);
+        if (len === undefined) throw new Error('impossible size');
+        const data = await readCacheFile(fh, name, len, io, received);
+        if (chunkName(keys.nameKey, data) !== name) throw new Error('content does not match its name');
       } catch (err) {
-        problems.push(`bucket: chunk ${name} is unreadable: ${(err as Error).message}`);
-      }
-    }
-  }
-
-  if (opts.cacheDir) {
-    say('checking the local cache');
-    const metaDir = path.join(opts.cacheDir, 'meta');
-    const seen = await MetaStore.inspect(metaDir, Tree.fromSnapshot(header.chunkSize, remoteTree.snapshot()));
-    const summary = damageSummary(seen);
-    if (summary) {
-      localDamage = true;
-      problems.push(`local: ${summary}`);
-      const atRisk = new Set([...inodesChangedBy(seen.damage ? seen.laterOps : seen.localOps)]);
-      const dirtyDir = path.join(opts.cacheDir, 'dirty');
-      for (const f of await fsp.readdir(dirtyDir).catch(() => [] as string[])) {
-        const m = /^(\d+)\.\d+$/.exec(f);
-        if (m) atRisk.add(Number(m[1]));
-      }
-      const paths = seen.tree ? pathsOf(seen.tree) : new Map<number, string>();
-      const named = [...atRisk].map((ino) => paths.get(ino) ?? `(unnamed inode ${ino})`).sort();
-      problems.push(
-        `local: at risk: ${named.length} file(s) with changes not yet in the bucket, ${await countDirtyChunks(opts.cacheDir)} dirty chunk(s): ` +
-          `${named.slice(0, AT_RISK_SHOWN).join(', ')}${named.length > AT_RISK_SHOWN ? `, and ${named.length - AT_RISK_SHOWN} more` : ''}`,
-      );
-    } else if (seen.tornTailBytes > 0) {
-      notes.push(
-        `local: the metadata journal ends in ${seen.tornTailBytes} bytes of an interrupted write (nothing that was fsynced); dropped at the next mount`,
-      );
-    }
-    const meta = summary
-      ? undefined
-      : await MetaStore.load(metaDir, { readOnly: true }).catch((err: Error) => {
-          problems.push(`local: the metadata does not load: ${err.message}`);
-          return undefined;
-        });
-    if (meta) {
-      try {
-        const tree = meta.tree;
-        problems.push(...checkTree(tree, 'local'));
-        for (const name of referenced(tree)) {
-          if (!inBucket.has(name)) problems.push(`local: metadata names chunk ${name}, which is not in the bucket`);
-        }
-        const dirtyDir = path.join(opts.cacheDir, 'dirty');
-        let dirtyCount = 0;
-        for (const f of await fsp.readdir(dirtyDir).catch(() => [] as string[])) {
-          const m = /^(\d+)\.(\d+)$/.exec(f);
-          const inode = m ? tree.get(Number(m[1])) : undefined;
-          dirtyCount++;
-          if (!m || !inode || inode.kind !== 'file') {
-            notes.push(
-              m && !inode && Number(m[1]) < tree.nextIno
-                ? `local: dirty chunk ${f} belongs to a deleted file (removed at the next mount)`
-                : `local: dirty chunk ${f} belongs to no file this machine's metadata knows (set aside at the next mount; see "filespace aside")`,
-            );
-            continue;
-          }
-          const size = logicalSize((await fsp.stat(path.join(dirtyDir, f))).size) ?? 0;
-          if (Number(m[2]) * header.chunkSize + size > Math.max(inode.size, 0) + header.chunkSize) {
-            notes.push(`local: dirty chunk ${f} reaches past its file's recorded size (trimmed at the next mount)`);
-          }
-        }
-        notes.push(
-          `local: ${tree.inodes.size} inodes, ${meta.pendingRemote.length} changes and ${dirtyCount} dirty chunks not yet in the bucket`,
-        );
-        const chunksDir = path.join(opts.cacheDir, 'chunks');
-        const io = new SealedIO(keys.cacheKey);
-        const received = new ReceivedIO(keys.cacheKey, keys.chunkKey);
-        for (const sub of await fsp.readdir(chunksDir).catch(() => [] as string[])) {
-          for (const name of await fsp.readdir(path.join(chunksDir, sub)).catch(() => [] as string[])) {
-            if (name.includes('.tmp')) continue;
-            const file = path.join(chunksDir, sub, name);
-            const fh = await fsp.open(file, 'r');
-            try {
-              const len = logicalSize((await fh.stat()).size);
-              if (len === undefined) throw new Error('impossible size');
-              const data = await readCacheFile(fh, name, len, io, received);
-              if (chunkName(keys.nameKey, data) !== name) throw new Error('content does not match its name');
-            } catch (err) {
-              problems.push(`local: cached chunk ${name} is damaged (${(err as Error).message}); it would be fetched again`);
-            } finally {
-              await fh.close();
-            }
-          }
-        }
+        problems.push(`local: cached chunk ${name} is damaged (${(err as Error).message}); it would be fetched again`);
       } finally {
-        await meta.close();
+        await fh.close();
       }
     }
   }
-  return { problems, notes, localDamage };
 }

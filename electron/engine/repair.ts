@@ -163,7 +163,7 @@ export async function repairLocalMetadata(opts: {
   const bucket = await new RemoteMeta(store, keys.metaKey, header).load(cs);
   // With the snapshot unreadable, the journal's records are applied to the bucket's tree, only
   // to name the files they touched.
-  const seen = await MetaStore.inspect(metaDir, Tree.fromSnapshot(cs, bucket.tree.snapshot()));
+  const seen = await MetaStore.inspect(metaDir, { withTree: true, fallback: Tree.fromSnapshot(cs, bucket.tree.snapshot()) });
   const tree = seen.tree ?? Tree.fromSnapshot(cs, bucket.tree.snapshot());
   if (tree.chunkSize !== cs) throw linkedChunkSizeMismatch(store, cs, tree.chunkSize);
 

@@ -43,15 +43,26 @@ export function filespacePathOf(mountPoint: string, given: string, cwd: string):
   return normalFsPath(given);
 }
 
-/** This machine's local copy of the tree (read only). */
-async function localTree(cfg: LinkConfig): Promise<Tree> {
-  const seen = await MetaStore.inspect(path.join(cfg.cacheDir, 'meta'));
-  if (!seen.tree || seen.snapshotError || seen.damage)
-    throw new HostError(
-      `the local metadata of "${cfg.name}" cannot be read; see "filespace check ${cfg.name}"`,
-      'SNAPSHOT_DAMAGED',
-    );
-  return seen.tree;
+/**
+ * Runs `fn` on this machine's local copy of the tree, read only: the database on disk with
+ * the journal's changes applied in memory, so memory holds a working set, not the tree.
+ */
+async function withLocalTree<T>(cfg: LinkConfig, fn: (tree: Tree) => T | Promise<T>): Promise<T> {
+  const unreadable = () =>
+    new HostError(`the local metadata of "${cfg.name}" cannot be read; see "filespace check ${cfg.name}"`, 'SNAPSHOT_DAMAGED');
+  let meta: MetaStore | undefined;
+  try {
+    meta = await MetaStore.load(path.join(cfg.cacheDir, 'meta'), { readOnly: true });
+  } catch (err) {
+    if (err instanceof UserError) throw unreadable();
+    throw err;
+  }
+  if (!meta) throw unreadable();
+  try {
+    return await fn(meta.tree);
+  } finally {
+    await meta.close();
+  }
 }
 
 /** Names of the chunks in the cache folder. */
@@ -78,19 +89,20 @@ function asOfLastMount(err: unknown, cfg: LinkConfig): unknown {
 /** Pins with their progress, worked out from the cache folder (while unmounted). */
 export async function pinsUnmounted(cfg: LinkConfig): Promise<PinStatusDto[]> {
   if ((cfg.pins ?? []).length === 0) return [];
-  const tree = await localTree(cfg);
   const cached = await cachedChunkNames(cfg.cacheDir);
-  return currentPins(tree, cfg.pins ?? []).pins.map((p) => {
-    const chunks = new Map<string, number>();
-    contentUnder(tree, p.ino, chunks);
-    let localBytes = 0;
-    let totalBytes = 0;
-    for (const [name, len] of chunks) {
-      totalBytes += len;
-      if (cached.has(name)) localBytes += len;
-    }
-    return { path: p.path, localBytes, totalBytes };
-  });
+  return withLocalTree(cfg, (tree) =>
+    currentPins(tree, cfg.pins ?? []).pins.map((p) => {
+      const chunks = new Map<string, number>();
+      contentUnder(tree, p.ino, chunks);
+      let localBytes = 0;
+      let totalBytes = 0;
+      for (const [name, len] of chunks) {
+        totalBytes += len;
+        if (cached.has(name)) localBytes += len;
+      }
+      return { path: p.path, localBytes, totalBytes };
+    }),
+  );
 }
 
 async function overControl(
@@ -119,10 +131,11 @@ export async function pinLinked(
 ): Promise<PinResult & { live: boolean }> {
   const live = mounted ? await mounted.pin(paths) : await overControl(h, cfg, '/v1/pin', paths);
   if (live) return { ...live, live: true };
-  const tree = await localTree(cfg);
   let planned;
   try {
-    planned = planPins(tree, currentPins(tree, cfg.pins ?? []).pins, paths, settingsOf(cfg).cacheCapBytes);
+    planned = await withLocalTree(cfg, (tree) =>
+      planPins(tree, currentPins(tree, cfg.pins ?? []).pins, paths, settingsOf(cfg).cacheCapBytes),
+    );
   } catch (err) {
     throw asOfLastMount(err, cfg);
   }
@@ -141,8 +154,10 @@ export async function unpinLinked(
 ): Promise<PinResult & { live: boolean }> {
   const live = mounted ? await mounted.unpin(paths) : await overControl(h, cfg, '/v1/unpin', paths);
   if (live) return { ...live, live: true };
-  const tree = await localTree(cfg);
-  const next = { ...cfg, pins: planUnpins(tree, currentPins(tree, cfg.pins ?? []).pins, paths) };
+  const next = {
+    ...cfg,
+    pins: await withLocalTree(cfg, (tree) => planUnpins(tree, currentPins(tree, cfg.pins ?? []).pins, paths)),
+  };
   await saveConfig(h, next);
   return { added: [], pins: await pinsUnmounted(next), live: false };
 }
@@ -150,6 +165,7 @@ export async function unpinLinked(
 /** While unmounted: refuses a cache cap that leaves no room for what the pins hold. */
 export async function checkCapForPinsUnmounted(cfg: LinkConfig, capBytes: number): Promise<void> {
   if ((cfg.pins ?? []).length === 0) return;
-  const tree = await localTree(cfg);
-  checkCapForPins(capBytes, cacheBytesOf(pinnedChunks(tree, currentPins(tree, cfg.pins ?? []).pins)), tree.chunkSize);
+  await withLocalTree(cfg, (tree) =>
+    checkCapForPins(capBytes, cacheBytesOf(pinnedChunks(tree, currentPins(tree, cfg.pins ?? []).pins)), tree.chunkSize),
+  );
 }

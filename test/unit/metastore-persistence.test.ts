@@ -205,7 +205,10 @@ describe('MetaStore with damaged local metadata', () => {
     await ms.sync();
     const file = await damageRecord(2); // the size of a.txt
     await assert.rejects(MetaStore.load(dir), (err: unknown) => err instanceof JournalDamagedError && err.message.includes(file));
-    const seen = await MetaStore.inspect(dir);
+    const bare = await MetaStore.inspect(dir);
+    assert.equal(bare.tree, undefined, 'no tree unless asked for');
+    assert.deepEqual(bare.laterOps, ops.slice(3));
+    const seen = await MetaStore.inspect(dir, { withTree: true });
     assert.equal(seen.damage?.file, file);
     assert.deepEqual(seen.laterOps, ops.slice(3));
     assert.deepEqual(seen.localOps, [...ops.slice(0, 2), ...ops.slice(3)]);
@@ -228,7 +231,7 @@ describe('MetaStore with damaged local metadata', () => {
       (err: unknown) => err instanceof SnapshotDamagedError && err.message.includes(file) && /no root/.test(err.message),
     );
     const fallback = Tree.create(CS, 1, 1, 1);
-    const seen = await MetaStore.inspect(dir, fallback);
+    const seen = await MetaStore.inspect(dir, { withTree: true, fallback });
     assert.ok(seen.snapshotError);
     assert.equal(seen.tree, fallback, "the caller's tree stands in for the unreadable database");
   });
@@ -265,7 +268,7 @@ describe('MetaStore with damaged local metadata', () => {
       (err: unknown) => err instanceof SnapshotDamagedError && err.message.includes(file),
     );
     const fallback = Tree.create(CS, 1, 1, 1);
-    const seen = await MetaStore.inspect(dir, fallback);
+    const seen = await MetaStore.inspect(dir, { withTree: true, fallback });
     assert.ok(seen.snapshotError);
     assert.equal(seen.tree, fallback, "the caller's tree stands in for the unreadable snapshot");
   });

@@ -14,7 +14,8 @@ import { MetaStore } from '../../electron/engine/meta/metastore';
 import { LINK_SPAN, PageWriter, linkPage, pageHashKey } from '../../electron/engine/meta/pages';
 import { MetaOp, ROOT_INO, Tree, TreeSnapshot, pathsOf, pathsOfInodes } from '../../electron/engine/meta/tree';
 import { POSTED_MAX, TreeDbBuilder } from '../../electron/engine/meta/build';
-import { TreeDb } from '../../electron/engine/meta/treeDb';
+import { TreeDb, entryChecksum } from '../../electron/engine/meta/treeDb';
+import { checkTree } from '../../electron/engine/check';
 import { REPO } from '../helpers/bed';
 import { statementCalls } from '../helpers/statementCalls';
 
@@ -600,7 +601,7 @@ describe('the local metadata database', () => {
     await ms.close();
     const files = (await readdir(dir)).sort();
     assert.ok(!files.some((f) => f.endsWith('-wal') || f.endsWith('-shm')), files.join(' '));
-    const seen = await MetaStore.inspect(dir);
+    const seen = await MetaStore.inspect(dir, { withTree: true });
     assert.equal(seen.snapshotError, undefined);
     assert.equal(seen.tree?.lookup(ROOT_INO, 'd1')?.kind, 'dir');
     assert.deepEqual((await readdir(dir)).sort(), files);
@@ -611,7 +612,7 @@ describe('the local metadata database', () => {
     await again.close();
     const after = await readdir(dir);
     assert.ok(!after.some((f) => f.endsWith('-wal') || f.endsWith('-shm')), after.join(' '));
-    assert.equal((await MetaStore.inspect(dir)).tree?.get(3)?.size, 5);
+    assert.equal((await MetaStore.inspect(dir, { withTree: true })).tree?.get(3)?.size, 5);
     assert.deepEqual(await readdir(dir), after);
   });
 
@@ -627,6 +628,61 @@ describe('the local metadata database', () => {
     raw.close();
     const seen = await MetaStore.inspect(dir);
     assert.match(seen.snapshotError?.message ?? '', /chunk c3 is counted 2 times but named 1 times/);
+  });
+
+  it('the inspection finds a chunk no inode names, an entry naming no inode, and a wrong inode count', async () => {
+    const { openDatabase } = await import('../../electron/engine/meta/db');
+    const damage: Array<{ sql: string; params: unknown[]; want: RegExp }> = [
+      {
+        sql: 'INSERT INTO chunks (name, n, crc) VALUES (?, 1, ?)',
+        params: ['stray', crc32('stray:1')],
+        want: /chunk stray is counted 1 times but named 0 times/,
+      },
+      { sql: 'DELETE FROM chunks WHERE name = ?', params: ['c3'], want: /it counts \d+ chunks where its inodes name \d+/ },
+      { sql: 'DELETE FROM inodes WHERE ino = ?', params: [5], want: /a directory entry names inode 5, which it does not hold/ },
+      {
+        // A valid record no directory names: more inodes than the state row counts.
+        sql: 'INSERT INTO inodes (ino, rec, crc) SELECT 999, rec, crc FROM inodes WHERE ino = ?',
+        params: [2],
+        want: /it holds 10 inodes where its state counts 9/,
+      },
+    ];
+    for (const { sql, params, want } of damage) {
+      await rm(dir, { recursive: true, force: true });
+      const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+      for (const op of manyFiles(2, 3)) ms.commit(op);
+      await ms.close();
+      assert.equal((await MetaStore.inspect(dir)).snapshotError, undefined);
+      const raw = openDatabase(TreeDb.fileIn(dir), { readOnly: false, mustExist: true });
+      raw.prepare(sql).run(...params);
+      raw.close();
+      assert.match((await MetaStore.inspect(dir)).snapshotError?.message ?? '', want, sql);
+    }
+  });
+
+  it("the checker's structural checks run on a tree in the database: a missing inode named, an orphan, a wrong name count", async () => {
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of manyFiles(2, 3)) ms.commit(op); // d0 = 2 (f0..f2 = 3..5), d1 = 6 (7..9)
+    await ms.close();
+    const { openDatabase } = await import('../../electron/engine/meta/db');
+    const raw = openDatabase(TreeDb.fileIn(dir), { readOnly: false, mustExist: true });
+    const addEntry = raw.prepare('INSERT INTO entries (parent, name, ino, crc) VALUES (?, ?, ?, ?)');
+    const entry = (parent: number, name: string, ino: number) =>
+      addEntry.run(parent, Buffer.from(name, 'utf16le'), ino, entryChecksum(parent, name, ino));
+    entry(2, 'ghost', 999_999); // far past the next inode number
+    entry(6, 'again', 3); // a second name the record does not count
+    raw.prepare('DELETE FROM entries WHERE parent = 6 AND ino = 8').run(); // 8 loses its only name
+    raw.close();
+    const opened = TreeDb.open(dir, { readOnly: true })!;
+    try {
+      assert.deepEqual(checkTree(opened.db.tree(opened.state), 'local'), [
+        'local: directory 2 names missing inode 999999 ("ghost")',
+        'local: inode 3 is named 2 times but counts 1 name(s)',
+        'local: inode 8 is not in any directory (orphan)',
+      ]);
+    } finally {
+      opened.db.close();
+    }
   });
 
   it("upgrades an older release's snapshot and journal in place", async () => {

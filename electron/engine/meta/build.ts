@@ -26,6 +26,7 @@ import { crc32 } from 'node:zlib';
 import { SnapshotDamagedError } from './journal';
 import { Inode, ROOT_INO, Tree } from './tree';
 import { DirPage, Page, PageRef, isDirCover } from './pages';
+import type { TreeSink } from './remote';
 import { BuildRows, BuildWriter, DbState, TreeDb, encodeInode, entryChecksum } from './treeDb';
 
 /** A directory's entries (or some of them), as a build adds them. */
@@ -302,4 +303,73 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] extends ReadonlyArray<infer E
 
 function newRows(): Mutable<BuildRows> {
   return { inos: [], recs: [], crcs: [], refs: [], parents: [], names: [], targets: [], entryCrcs: [] };
+}
+
+/** Records a whole-tree checkpoint is added in. */
+const WHOLE_BATCH = 2_000;
+
+/**
+ * A load's sink (remote.ts `TreeSink`) that writes the checkpoint it reads into a database in
+ * `dir` as it comes (built off this thread), so memory holds a few pages, not the tree: a
+ * fresh machine's link, and the checker's copy of the bucket's tree. `built` is the database
+ * the last attempt finished (its tree took the later segments); `drop` removes what an
+ * attempt left (after a failed load).
+ */
+export function databaseSink(
+  dir: string,
+  chunkSize: number,
+): { readonly sink: TreeSink; built(): { db: TreeDb; state: DbState } | undefined; drop(): Promise<void> } {
+  let build: TreeDbBuild | undefined;
+  let built: { db: TreeDb; state: DbState } | undefined;
+  // A build being dropped (a checkpoint read again): the next one starts once it is gone.
+  let dropping: Promise<void> = Promise.resolve();
+  let nextIno = 0;
+  let seqRead = 0;
+  const begin = async () => {
+    sink.discard();
+    await dropping;
+    build = await TreeDbBuilder.start(dir, chunkSize, { offThread: true });
+    return build;
+  };
+  const finish = async (seq: number) => {
+    built = await build!.finish({ gen: 1, nextIno, remoteSeq: seq });
+    return built.db.tree(built.state);
+  };
+  const sink: TreeSink = {
+    async whole(seq, snap) {
+      const b = await begin();
+      nextIno = snap.nextIno;
+      for (let i = 0; i < snap.inodes.length; i += WHOLE_BATCH) {
+        const part = snap.inodes.slice(i, i + WHOLE_BATCH);
+        await b.add(
+          part,
+          part.flatMap((inode) => (inode.entries ? [{ dir: inode.ino, list: inode.entries }] : [])),
+        );
+      }
+      return finish(seq);
+    },
+    async manifest(m) {
+      await (await begin()).add([m.root]);
+      nextIno = m.nextIno;
+      seqRead = m.seq;
+    },
+    page: (ref, page) => addPage(build!, ref, page),
+    pagesDone: () => finish(seqRead),
+    discard() {
+      if (built) built.db.close();
+      if (build) {
+        const b = build;
+        dropping = dropping.then(() => b.abort()).catch(() => undefined);
+      }
+      built = build = undefined;
+    },
+  };
+  return {
+    sink,
+    built: () => built,
+    async drop() {
+      sink.discard();
+      await dropping;
+    },
+  };
 }

@@ -24,8 +24,8 @@ import * as path from 'node:path';
 import { fsyncDir } from '../util/files';
 import { Journal, JournalDamage, SnapshotDamagedError } from './journal';
 import { MetaOp, Tree, TreeSnapshot, assertKnownOps } from './tree';
-import { RemoteMeta, TreeSink } from './remote';
-import { TreeDbBuild, TreeDbBuilder, addPage } from './build';
+import { RemoteMeta } from './remote';
+import { databaseSink } from './build';
 import { DbState, TreeDb, totalsOf } from './treeDb';
 
 interface PersistedState {
@@ -46,7 +46,8 @@ export interface LocalMetaInspection {
   readonly tornTailBytes: number;
   /**
    * The snapshot's tree (or the caller's fallback when the snapshot cannot be read) with every
-   * readable record applied, damaged ranges skipped. Undefined when there is no metadata.
+   * readable record applied, damaged ranges skipped. Undefined when there is no metadata, or
+   * when the caller did not ask for it (`withTree`).
    */
   readonly tree: Tree | undefined;
   /** This machine's changes as far as they can be read, in order (the snapshot's unsent ones first). */
@@ -73,7 +74,6 @@ function treeOf(file: string, snap: PersistedState): Tree {
 }
 
 /** Inodes of a whole-tree checkpoint written to a new database per transaction. */
-const LINK_BATCH = 2_000;
 
 // A checkpoint writes only what changed, so a small journal costs little and bounds the changes held in memory.
 const CHECKPOINT_JOURNAL_BYTES = 4 * 1024 * 1024;
@@ -239,11 +239,14 @@ export class MetaStore {
   }
 
   /**
-   * Reads local metadata without changing anything, around any damage. `fallback` is the tree
-   * to apply the journal's records to when the snapshot cannot be read (best effort: used to
-   * name what the records touched, never committed). The tree returned is a copy in memory.
+   * Reads local metadata without changing anything, around any damage. With `withTree`, the
+   * tree is returned too, as a copy in memory (the whole tree: for a small one, or to name
+   * what damage touched); `fallback` is the tree to apply the journal's records to when the
+   * snapshot cannot be read (best effort: used to name what the records touched, never
+   * committed). Without it memory does not grow with the tree (see TreeDb `verifyAll`).
    */
-  static async inspect(dir: string, fallback?: Tree): Promise<LocalMetaInspection> {
+  static async inspect(dir: string, opts: { withTree?: boolean; fallback?: Tree } = {}): Promise<LocalMetaInspection> {
+    const { withTree = false, fallback } = opts;
     let snapshotError: SnapshotDamagedError | undefined;
     let tree: Tree | undefined;
     const localOps: MetaOp[] = [];
@@ -261,7 +264,7 @@ export class MetaStore {
       atGen = state.gen;
       try {
         db.verifyAll();
-        tree = copyOf(db.tree(state));
+        if (withTree) tree = copyOf(db.tree(state));
         localOps.push(...db.pendingOps(state));
       } catch (err) {
         if (!(err instanceof SnapshotDamagedError)) throw err;
@@ -286,7 +289,8 @@ export class MetaStore {
       snapshotError = got.snapshotError;
       if (got.snapshot) {
         try {
-          tree = treeOf(got.snapshotFile, got.snapshot);
+          const legacy = treeOf(got.snapshotFile, got.snapshot);
+          if (withTree) tree = legacy;
           localOps.push(...got.snapshot.pendingRemote);
         } catch (err) {
           if (!(err instanceof SnapshotDamagedError)) throw err;
@@ -294,7 +298,7 @@ export class MetaStore {
         }
       }
     }
-    if (!tree && snapshotError) tree = fallback;
+    if (!tree && snapshotError && withTree) tree = fallback;
     const laterOps: MetaOp[] = [];
     const replay = (raw: unknown, later: boolean) => {
       const rec = raw as JournalRecord;
@@ -371,61 +375,15 @@ export class MetaStore {
     if (TreeDb.open(dir, { readOnly: true }) || (await hasLegacySnapshot(dir)))
       throw new Error(`metadata already exists in ${dir}`);
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    let build: TreeDbBuild | undefined;
-    let built: { db: TreeDb; state: DbState } | undefined;
-    // A build being dropped (a checkpoint read again): the next one starts once it is gone.
-    let dropping: Promise<void> = Promise.resolve();
-    let nextIno = 0;
-    const begin = async () => {
-      sink.discard();
-      await dropping;
-      build = await TreeDbBuilder.start(dir, chunkSize, { offThread: true });
-      return build;
-    };
-    const finish = async (seq: number) => {
-      built = await build!.finish({ gen: 1, nextIno, remoteSeq: seq });
-      return built.db.tree(built.state);
-    };
-    let seqRead = 0;
-    const sink: TreeSink = {
-      async whole(seq, snap) {
-        const b = await begin();
-        nextIno = snap.nextIno;
-        for (let i = 0; i < snap.inodes.length; i += LINK_BATCH) {
-          const part = snap.inodes.slice(i, i + LINK_BATCH);
-          await b.add(
-            part,
-            part.flatMap((inode) => (inode.entries ? [{ dir: inode.ino, list: inode.entries }] : [])),
-          );
-        }
-        return finish(seq);
-      },
-      async manifest(m) {
-        await (await begin()).add([m.root]);
-        nextIno = m.nextIno;
-        seqRead = m.seq;
-      },
-      page: (ref, page) => addPage(build!, ref, page),
-      pagesDone: () => finish(seqRead),
-      discard() {
-        if (built) built.db.close();
-        if (build) {
-          const b = build;
-          dropping = dropping.then(() => b.abort()).catch(() => undefined);
-        }
-        built = build = undefined;
-      },
-    };
+    const into = databaseSink(dir, chunkSize);
     try {
-      const { tree, seq } = await remote.loadInto(chunkSize, sink);
-      const { db, state } = built!;
+      const { tree, seq } = await remote.loadInto(chunkSize, into.sink);
+      const { db, state } = into.built()!;
       db.checkpoint({ ...state, nextIno: tree.nextIno, remoteSeq: seq, ...totalsOf(tree) }, []);
       db.complete();
       db.close();
-      built = build = undefined;
     } catch (err) {
-      sink.discard();
-      await dropping;
+      await into.drop();
       throw err;
     }
     await fsyncDir(dir);

@@ -615,6 +615,11 @@ export class RemoteMeta {
     return this.loadFrom(chunkSize, true, memorySink(chunkSize));
   }
 
+  /** `loadTolerant` into `sink` (see `loadInto`). */
+  loadTolerantInto(chunkSize: number, sink: TreeSink): Promise<{ tree: Tree; seq: number; damage: RemoteDamage }> {
+    return this.loadFrom(chunkSize, true, sink);
+  }
+
   private async loadFrom(
     chunkSize: number,
     tolerant: boolean,

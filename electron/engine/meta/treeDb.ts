@@ -731,31 +731,56 @@ export class TreeDb {
    * reference counts the state row and the chunks table keep against the inodes themselves.
    * Throws SnapshotDamagedError at the first problem. Only for a database nothing changed since
    * it was opened (the checker opens it read-only).
+   *
+   * Memory does not grow with the tree: the chunk names the inodes hold are counted in a
+   * temporary table on disk (SQLite's temporary folder), compared with the chunks table a batch
+   * at a time, and whether every entry names a stored inode is one query.
    */
   verifyAll(): void {
     const ok = this.db.pragma('quick_check', { simple: true });
     if (ok !== 'ok') throw new SnapshotDamagedError(this.file, `SQLite finds it damaged (${String(ok)})`);
-    const refs = new Map<string, number>();
-    const inos = new Set<number>();
-    const named: number[] = [];
-    for (const inode of this.allInodes()) {
-      inos.add(inode.ino);
-      for (const c of inode.chunks ?? []) if (c) refs.set(c[0], (refs.get(c[0]) ?? 0) + 1);
-      if (inode.entries) named.push(...inode.entries.values());
+    this.db.pragma('temp_store = FILE');
+    try {
+      this.db.exec('CREATE TEMP TABLE named_chunks (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID');
+      const bump = this.db.prepare(
+        'INSERT INTO temp.named_chunks (name, n) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET n = n + 1',
+      );
+      const countOf = this.db.prepare('SELECT n FROM temp.named_chunks WHERE name = ?');
+      let inodes = 0;
+      let batch: Inode[] = [];
+      const flush = this.db.transaction((list: Inode[]) => {
+        for (const inode of list) for (const c of inode.chunks ?? []) if (c) bump.run(c[0]);
+      });
+      for (const inode of this.allInodes()) {
+        inodes++;
+        batch.push(inode);
+        if (batch.length >= BATCH) {
+          flush(batch);
+          batch = [];
+        }
+      }
+      flush(batch);
+      const unnamed = this.db
+        .prepare('SELECT e.ino AS ino FROM entries e WHERE NOT EXISTS (SELECT 1 FROM inodes i WHERE i.ino = e.ino) LIMIT 1')
+        .get() as { ino: number } | undefined;
+      if (unnamed)
+        throw new SnapshotDamagedError(this.file, `a directory entry names inode ${unnamed.ino}, which it does not hold`);
+      if (inodes !== this.inodeCount)
+        throw new SnapshotDamagedError(this.file, `it holds ${inodes} inodes where its state counts ${this.inodeCount}`);
+      let stored = 0;
+      for (const [name, n] of this.allRefs()) {
+        stored++;
+        const named = (countOf.get(name) as { n: number } | undefined)?.n;
+        if (named !== n)
+          throw new SnapshotDamagedError(this.file, `chunk ${name} is counted ${n} times but named ${named ?? 0} times`);
+      }
+      const namedCount = (this.db.prepare('SELECT count(*) AS n FROM temp.named_chunks').get() as { n: number }).n;
+      if (stored !== namedCount || stored !== this.refCount)
+        throw new SnapshotDamagedError(this.file, `it counts ${stored} chunks where its inodes name ${namedCount}`);
+    } finally {
+      this.db.exec('DROP TABLE IF EXISTS temp.named_chunks');
+      this.db.pragma('temp_store = MEMORY');
     }
-    for (const ino of named)
-      if (!inos.has(ino))
-        throw new SnapshotDamagedError(this.file, `a directory entry names inode ${ino}, which it does not hold`);
-    if (inos.size !== this.inodeCount)
-      throw new SnapshotDamagedError(this.file, `it holds ${inos.size} inodes where its state counts ${this.inodeCount}`);
-    let stored = 0;
-    for (const [name, n] of this.allRefs()) {
-      stored++;
-      if (refs.get(name) !== n)
-        throw new SnapshotDamagedError(this.file, `chunk ${name} is counted ${n} times but named ${refs.get(name) ?? 0} times`);
-    }
-    if (stored !== refs.size || stored !== this.refCount)
-      throw new SnapshotDamagedError(this.file, `it counts ${stored} chunks where its inodes name ${refs.size}`);
   }
 
   private makeStorage(): TreeStorage {
