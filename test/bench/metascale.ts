@@ -23,8 +23,11 @@
  *      a mount answers it, and from the bucket alone, as the command does when nothing is
  *      mounted), garbage collection (which counts what both name), then a restart and garbage
  *      collection again (what both name kept from the clean stop), once more with that count
- *      removed (counted from the bucket, as after a kill), and both deleted again;
- *   4. a fresh machine: link from the bucket and open, then a cold stat. With
+ *      removed (counted from the bucket, as after a kill), and the first deleted again;
+ *   4. `filespace check` of the machine that made the tree, unmounted (the bucket's tree, the
+ *      second snapshot's, the local metadata and cache), as the command runs it; then the
+ *      snapshot is deleted;
+ *   5. a fresh machine: link from the bucket and open, then a cold stat. With
  *      FILESPACE_SCALE_GET_MS (default 0), the fresh machine's bucket answers each GET that many
  *      milliseconds late, as a bucket across a network does (a link reads every page of the tree:
  *      on a real bucket its GETs' round trips count as much as their bytes).
@@ -34,6 +37,7 @@
  * to the remount's peak.
  * The bucket's metadata objects are counted and sized after each phase.
  *
+ * FILESPACE_SCALE_KEEP=1 keeps the folder of the run (bucket and machines) to look at after.
  * Results are printed and written to BENCHMARKS.md as the section after the marker
  * `SCALE_MARKER` (the side-by-side benchmark keeps that section when it rewrites the file).
  */
@@ -54,7 +58,8 @@ import { LowLevelMount, fuseBindingChoice } from '../../native/fuse/lowlevel';
 import { engineProcessEnv } from '../../electron/cli/engineProcess';
 import { ENGINE_V8_FLAGS } from '../../electron/host/engineHeap';
 import { snapshotsIn } from '../../electron/host/snapshots';
-import { SNAPSHOT_REFS_FILE } from '../../electron/engine/meta/snapshots';
+import { SNAPSHOT_REFS_FILE, SnapshotStore } from '../../electron/engine/meta/snapshots';
+import { checkFilespace } from '../../electron/engine/check';
 import { REPO } from '../helpers/bed';
 import { PASSPHRASE, writeFile } from '../helpers/engineBed';
 import { SCALE_MARKER } from './report';
@@ -340,7 +345,7 @@ async function phaseSnapshot(root: string, l: Layout): Promise<PhaseResult> {
   for (let k = 0; k < CHANGED_FILES; k++) await writeFile(fs, fileAt(l, Math.floor((k * l.files) / CHANGED_FILES) + 1), changed);
   await syncAll(engine);
   started = performance.now();
-  const second = await engine.createSnapshot('scale, 1,000 files later');
+  await engine.createSnapshot('scale, 1,000 files later');
   const secondSnapshotMs = performance.now() - started;
   started = performance.now();
   const listed = await engine.listSnapshots();
@@ -369,7 +374,6 @@ async function phaseSnapshot(root: string, l: Layout): Promise<PhaseResult> {
   await recount.engine.collectGarbage();
   const gcAfterRecountMs = performance.now() - started;
   await recount.engine.deleteSnapshot(first.id);
-  await recount.engine.deleteSnapshot(second.id);
   await recount.engine.close();
   if (first.files !== l.files) throw new Error(`the snapshot holds ${first.files} files, not ${l.files}`);
   return {
@@ -388,7 +392,28 @@ async function phaseSnapshot(root: string, l: Layout): Promise<PhaseResult> {
   };
 }
 
-const PHASES = { make: phaseMake, remount: phaseRemount, snapshot: phaseSnapshot, fresh: phaseFresh } as const;
+async function phaseCheck(root: string): Promise<PhaseResult> {
+  const bucket = new LocalDiskStore(path.join(root, 'bucket'));
+  const { header, keys } = await unlockFilespace(bucket, PASSPHRASE);
+  const cacheDir = path.join(root, 'a');
+  const started = performance.now();
+  const report = await checkFilespace({ store: bucket, keys, header, cacheDir, workDir: cacheDir });
+  const checkMs = performance.now() - started;
+  if (report.problems.length > 0) throw new Error(`the check finds problems: ${report.problems.slice(0, 5).join('; ')}`);
+  const snapshots = new SnapshotStore(bucket, keys.metaKey, header.chunkSize, header);
+  const { records } = await snapshots.list();
+  if (records.length !== 1) throw new Error(`the check ran with ${records.length} snapshots, not 1`);
+  for (const r of records) await snapshots.delete(r.id);
+  return { checkMs, peakRss: peakRssBytes() };
+}
+
+const PHASES = {
+  make: phaseMake,
+  remount: phaseRemount,
+  snapshot: phaseSnapshot,
+  check: phaseCheck,
+  fresh: phaseFresh,
+} as const;
 type Phase = keyof typeof PHASES;
 
 /** Runs one phase in a process of its own; resolves what it measured. */
@@ -488,6 +513,7 @@ function report(
     `| Listing both snapshots with their size-unique: by the mount (\`snapshot list\`, the app's card) / from the bucket alone (not mounted) | ${num((sn.listMs ?? 0) / 1000, 2)} / ${num((sn.listUnmountedMs ?? 0) / 1000, 2)} s |`,
     `| Garbage collection with both snapshots kept | ${num((sn.gcMs ?? 0) / 1000, 2)} s (${num(sn.gcScanned ?? 0)} chunks) |`,
     `| Garbage collection after a restart: what the snapshots name kept from the clean stop / counted from the bucket (a start after a kill) | ${num((sn.gcAfterRestartMs ?? 0) / 1000, 2)} / ${num((sn.gcAfterRecountMs ?? 0) / 1000, 2)} s |`,
+    `| \`filespace check\` of the machine that made the tree, unmounted (bucket, one snapshot, local metadata and cache): time, peak RSS | ${num((r.check.checkMs ?? 0) / 1000, 1)} s, ${mb(r.check.peakRss ?? 0)} |`,
     `| Bucket metadata at the end: objects (segments, checkpoints, pages), bytes | ${num(meta.objects)} (${num(meta.segments)}, ${num(meta.checkpoints)}, ${num(meta.pages)}), ${mb(meta.bytes)} |`,
     '',
   ];
@@ -529,7 +555,8 @@ async function main(): Promise<void> {
     process.stdout.write(`${section}\n`);
     await writeSection(section);
   } finally {
-    await fsp.rm(root, { recursive: true, force: true });
+    if (process.env.FILESPACE_SCALE_KEEP) process.stderr.write(`[scale] kept ${root}\n`);
+    else await fsp.rm(root, { recursive: true, force: true });
   }
 }
 
