@@ -83,8 +83,6 @@ export class ChunkCollector {
 
   private async pass(): Promise<GcResult> {
     const started = this.now();
-    const keys = await this.store.list(CHUNK_PREFIX);
-    const names = keys.map((k) => k.slice(k.lastIndexOf('/') + 1));
     const prev = await this.readMarks();
     const refs = this.referenced();
     const grace = this.graceMs();
@@ -92,17 +90,24 @@ export class ChunkCollector {
 
     const doomed: string[] = [];
     const marks = new Map<string, number>();
-    for (const n of names) {
-      if (!unreferenced(n)) continue;
-      const since = prev.get(n);
-      const used = this.usedAt.get(n);
-      if (since !== undefined && (used === undefined || used < since) && started - since >= grace) doomed.push(n);
-      else marks.set(n, since !== undefined && (used === undefined || used < since) ? since : started);
+    let scanned = 0;
+    // The bucket's chunks a sixteenth at a time (their names are hex digits, chunk/format.ts
+    // `chunkKey`): a listing of a million keys held whole would weigh about 100 MB of the
+    // engine's memory; only the unreferenced names are kept.
+    for (const digit of '0123456789abcdef') {
+      for (const key of await this.store.list(CHUNK_PREFIX + digit)) {
+        scanned++;
+        const n = key.slice(key.lastIndexOf('/') + 1);
+        if (!unreferenced(n)) continue;
+        const since = prev.get(n);
+        const used = this.usedAt.get(n);
+        if (since !== undefined && (used === undefined || used < since) && started - since >= grace) doomed.push(n);
+        else marks.set(n, since !== undefined && (used === undefined || used < since) ? since : started);
+      }
     }
     // Checked again right before deleting: the tree may have changed during the listing.
     const now = this.referenced();
     const toDelete = doomed.filter((n) => !now.has(n) && !this.inUse.has(n));
-    for (const n of doomed) if (!toDelete.includes(n)) marks.delete(n);
     if (toDelete.length > 0) {
       let finished!: () => void;
       this.sweep = new Promise<void>((r) => (finished = r));
@@ -118,8 +123,8 @@ export class ChunkCollector {
     await this.writeMarks(marks);
     for (const [n, t] of this.usedAt) if (t < started - grace) this.usedAt.delete(n);
     return {
-      scanned: names.length,
-      referenced: names.length - marks.size - toDelete.length,
+      scanned,
+      referenced: scanned - marks.size - toDelete.length,
       marked: marks.size,
       deleted: toDelete.length,
     };

@@ -43,6 +43,40 @@ describe('chunk garbage collection', () => {
     assert.deepEqual(await present(), [name(0), name(1)]);
   });
 
+  it('lists the bucket a sixteenth at a time, never whole, and still sees every chunk', async () => {
+    const store = new MemoryStore();
+    const names = Array.from({ length: 200 }, () => randomBytes(20).toString('hex'));
+    for (const n of names) await store.put(chunkKey(n), Buffer.from(n));
+    const refs = new Map(names.filter((_, i) => i % 2 === 0).map((n) => [n, 1] as const));
+    const c = { t: 1_000_000 };
+    const gc = new ChunkCollector(
+      store,
+      randomBytes(32),
+      () => refs,
+      () => 60_000,
+      () => c.t,
+    );
+    const asked: string[] = [];
+    const list = store.list.bind(store);
+    store.list = (prefix: string) => {
+      asked.push(prefix);
+      return list(prefix);
+    };
+    let r = await gc.run();
+    assert.deepEqual(
+      asked.filter((p) => p.startsWith('chunks')),
+      [...'0123456789abcdef'].map((d) => `chunks/${d}`),
+    );
+    assert.deepEqual(
+      { scanned: r.scanned, referenced: r.referenced, marked: r.marked },
+      { scanned: 200, referenced: 100, marked: 100 },
+    );
+    c.t += 61_000;
+    r = await gc.run();
+    assert.equal(r.deleted, 100);
+    assert.deepEqual((await list('chunks/')).map((k) => k.slice(k.lastIndexOf('/') + 1)).sort(), [...refs.keys()].sort());
+  });
+
   it('keeps a chunk that became referenced again, and one an upload is using', async () => {
     const { refs, c, gc, present } = await setup(3);
     await gc.run();
