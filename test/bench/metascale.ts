@@ -37,7 +37,8 @@
  * to the remount's peak.
  * The bucket's metadata objects are counted and sized after each phase.
  *
- * FILESPACE_SCALE_KEEP=1 keeps the folder of the run (bucket and machines) to look at after.
+ * FILESPACE_SCALE_KEEP=1 keeps the folder of the run (bucket and machines) to look at after;
+ * FILESPACE_SCALE_TRACE=1 prints the make phase's memory and pending metadata changes as it goes.
  * Results are printed and written to BENCHMARKS.md as the section after the marker
  * `SCALE_MARKER` (the side-by-side benchmark keeps that section when it rewrites the file).
  */
@@ -261,6 +262,13 @@ async function phaseMake(root: string, l: Layout): Promise<PhaseResult> {
   for (let i = 0; i < l.files; i++) {
     await writeFile(fs, fileAt(l, i), i % 10 === 0 ? small : empty);
     if (i % 5_000 === 0) peakRss = Math.max(peakRss, process.memoryUsage().rss);
+    if (process.env.FILESPACE_SCALE_TRACE && i % 20_000 === 0) {
+      const u = process.memoryUsage();
+      const e = engine as unknown as { meta: { pendingRemote: unknown[] }; dirty?: { count: number } };
+      process.stderr.write(
+        `[trace] ${i} rss ${(u.rss / 1e6).toFixed(0)} heap ${(u.heapUsed / 1e6).toFixed(0)}/${(u.heapTotal / 1e6).toFixed(0)} ext ${(u.external / 1e6).toFixed(0)} ab ${(u.arrayBuffers / 1e6).toFixed(0)} pending ${e.meta.pendingRemote.length}\n`,
+      );
+    }
   }
   const makeS = (performance.now() - started) / 1000;
   const syncStarted = performance.now();
