@@ -33,7 +33,7 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { chunkName, Keys } from './chunk/crypto';
-import { chunkKey, decodeChunk } from './chunk/format';
+import { CHUNK_LIST_PARTS, chunkKey, decodeChunk } from './chunk/format';
 import { FORMAT_COMPACTED, FORMAT_PAGES, FORMAT_SNAPSHOT_PAGES, FilespaceHeader, HEADER_KEY } from './filespace';
 import { PAGE_PREFIX, isManifest } from './meta/pages';
 import { MetaStore, inodesChangedBy } from './meta/metastore';
@@ -438,9 +438,7 @@ async function check(opts: Parameters<typeof checkFilespace>[0], scratch: string
     await checkLogLayout(store, keys, header, seq, damage.segment !== undefined, problems, notes);
     await checkPages(store, keys, header, problems, notes);
     say('listing chunks in the bucket');
-    // A sixteenth at a time (chunk names are hex digits; chunk/format.ts `chunkKey`): a listing
-    // of a million keys held whole would weigh about 100 MB.
-    for (const digit of '0123456789abcdef') names.addListed(await store.list(`chunks/${digit}`));
+    for (const part of CHUNK_LIST_PARTS) names.addListed(await store.list(part));
     const stored = names.count('bucket');
     names.addRefs(remoteTree.chunkRefs.keys(), (name) =>
       problems.push(`bucket: metadata names chunk ${name}, which is not in the bucket`),

@@ -20,11 +20,10 @@
  */
 
 import { open, seal } from './chunk/crypto';
-import { chunkKey } from './chunk/format';
+import { CHUNK_LIST_PARTS, chunkKey } from './chunk/format';
 import { ObjectStore } from './store/types';
 
 export const GC_MARKS_KEY = 'meta/gc-marks';
-const CHUNK_PREFIX = 'chunks/';
 
 export interface GcResult {
   readonly scanned: number;
@@ -91,11 +90,9 @@ export class ChunkCollector {
     const doomed: string[] = [];
     const marks = new Map<string, number>();
     let scanned = 0;
-    // The bucket's chunks a sixteenth at a time (their names are hex digits, chunk/format.ts
-    // `chunkKey`): a listing of a million keys held whole would weigh about 100 MB of the
-    // engine's memory; only the unreferenced names are kept.
-    for (const digit of '0123456789abcdef') {
-      for (const key of await this.store.list(CHUNK_PREFIX + digit)) {
+    // The bucket's chunks a sixteenth at a time; only the unreferenced names are kept.
+    for (const part of CHUNK_LIST_PARTS) {
+      for (const key of await this.store.list(part)) {
         scanned++;
         const n = key.slice(key.lastIndexOf('/') + 1);
         if (!unreferenced(n)) continue;

@@ -264,7 +264,7 @@ async function phaseMake(root: string, l: Layout): Promise<PhaseResult> {
     if (i % 5_000 === 0) peakRss = Math.max(peakRss, process.memoryUsage().rss);
     if (process.env.FILESPACE_SCALE_TRACE && i % 20_000 === 0) {
       const u = process.memoryUsage();
-      const e = engine as unknown as { meta: { pendingRemote: unknown[] }; dirty?: { count: number } };
+      const e = engine as unknown as { meta: { pendingRemote: unknown[] } };
       process.stderr.write(
         `[trace] ${i} rss ${(u.rss / 1e6).toFixed(0)} heap ${(u.heapUsed / 1e6).toFixed(0)}/${(u.heapTotal / 1e6).toFixed(0)} ext ${(u.external / 1e6).toFixed(0)} ab ${(u.arrayBuffers / 1e6).toFixed(0)} pending ${e.meta.pendingRemote.length}\n`,
       );

@@ -11,9 +11,11 @@ import { MemoryStore } from '../../electron/engine/store/memory';
 
 const name = (i: number) => i.toString(16).padStart(40, '0');
 
-async function setup(n: number) {
+/** A bucket holding `n` chunks named name(0)…, or the chunks `names`. */
+async function setup(n: number | readonly string[]) {
   const store = new MemoryStore();
-  for (let i = 0; i < n; i++) await store.put(chunkKey(name(i)), Buffer.from([i]));
+  const names = typeof n === 'number' ? Array.from({ length: n }, (_, i) => name(i)) : n;
+  for (const [i, k] of names.entries()) await store.put(chunkKey(k), Buffer.from([i]));
   const refs = new Map<string, number>();
   const c = { t: 1_000_000 };
   const gc = new ChunkCollector(
@@ -44,18 +46,9 @@ describe('chunk garbage collection', () => {
   });
 
   it('lists the bucket a sixteenth at a time, never whole, and still sees every chunk', async () => {
-    const store = new MemoryStore();
     const names = Array.from({ length: 200 }, () => randomBytes(20).toString('hex'));
-    for (const n of names) await store.put(chunkKey(n), Buffer.from(n));
-    const refs = new Map(names.filter((_, i) => i % 2 === 0).map((n) => [n, 1] as const));
-    const c = { t: 1_000_000 };
-    const gc = new ChunkCollector(
-      store,
-      randomBytes(32),
-      () => refs,
-      () => 60_000,
-      () => c.t,
-    );
+    const { store, refs, c, gc, present } = await setup(names);
+    for (const n of names.filter((_, i) => i % 2 === 0)) refs.set(n, 1);
     const asked: string[] = [];
     const list = store.list.bind(store);
     store.list = (prefix: string) => {
@@ -74,7 +67,7 @@ describe('chunk garbage collection', () => {
     c.t += 61_000;
     r = await gc.run();
     assert.equal(r.deleted, 100);
-    assert.deepEqual((await list('chunks/')).map((k) => k.slice(k.lastIndexOf('/') + 1)).sort(), [...refs.keys()].sort());
+    assert.deepEqual(await present(), [...refs.keys()].sort());
   });
 
   it('keeps a chunk that became referenced again, and one an upload is using', async () => {

@@ -61,6 +61,12 @@ export function chunkKey(name: string): string {
   return `chunks/${name.slice(0, 2)}/${name}`;
 }
 
+/**
+ * Listing prefixes that split the chunk keys in sixteen by their name's first hex digit, for
+ * whoever lists every chunk: a listing of a million keys held whole weighs about 100 MB.
+ */
+export const CHUNK_LIST_PARTS: readonly string[] = [...'0123456789abcdef'].map((d) => `chunks/${d}`);
+
 /** FSC2 segments of a chunk of `plainBytes` bytes (an empty chunk has one, empty). */
 export function segmentCount(plainBytes: number): number {
   return Math.max(1, Math.ceil(plainBytes / SEGMENT_BYTES));
