@@ -18,8 +18,8 @@
  * Layout of the folder: meta/ (the journal, meta/metastore.ts), dirty/ (cache/dirty.ts),
  * chunks/ (cache/chunkCache.ts), aside/ (aside.ts), reserve (space held back for the journal,
  * cache/cacheDisk.ts), snapshot-refs.db (the chunk names snapshots hold, kept across clean
- * stops only: meta/snapshots.ts), machine.json, engine.lock; while `filespace check` runs, its
- * scratch folder (filespace-check-*, check.ts).
+ * stops only: meta/snapshots.ts), machine.json, engine.lock; while `filespace check` or
+ * `filespace repair` runs, its scratch folder (filespace-check-*, filespace-repair-*: util/scratch.ts).
  */
 
 import { promises as fsp } from 'node:fs';

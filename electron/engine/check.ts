@@ -25,8 +25,9 @@
  * browsing opens it; the bucket's chunk names and every name the trees reference are compared
  * in a database of their own (`ChunkNames`); the structural checks count names in typed arrays
  * (`checkTree`); the local tree is the cache folder's database (inspected without a copy, see
- * MetaStore `inspect`). Those databases live in a scratch folder (`scratchFolder`). Only naming
- * the files damaged local metadata puts at risk reads a tree into memory.
+ * MetaStore `inspect`). Naming the files damaged local metadata puts at risk applies the
+ * journal's records to a working copy of that database (or of the bucket's, when the local one
+ * cannot be read). Those databases live in a scratch folder (util/scratch.ts).
  */
 
 import { promises as fsp } from 'node:fs';
@@ -43,11 +44,13 @@ import { SealedIO, logicalSize } from './cache/sealed';
 import { CKPT_PREFIX, DamagedMetadataError, LOG_PREFIX, PageGoneError, RemoteMeta, seqOf } from './meta/remote';
 import { SnapshotStore } from './meta/snapshots';
 import { databaseSink } from './meta/build';
+import type { TreeDb } from './meta/treeDb';
 import { openDatabase, type Database, type Statement } from './meta/db';
 import { INODE_KINDS, ROOT_INO, Tree, isSpecialKind, pathsOfInodes } from './meta/tree';
 import { countDirtyChunks, damageSummary } from './repair';
 import { ObjectStore } from './store/types';
 import { UserError } from './errors';
+import { scratchFolder } from './util/scratch';
 
 export interface CheckReport {
   readonly problems: string[];
@@ -235,30 +238,6 @@ class ChunkNames {
 const NAME_BATCH = 2_000;
 
 /**
- * Where a check keeps the databases it builds (the bucket's tree, each snapshot's tree, the
- * chunk names): a folder of its own under `parent`, named with the process id, removed when the
- * check ends. A folder left by a check that was killed is removed by the next check.
- */
-async function scratchFolder(parent: string): Promise<string> {
-  await fsp.mkdir(parent, { recursive: true, mode: 0o700 });
-  for (const name of await fsp.readdir(parent).catch(() => [] as string[])) {
-    const m = /^filespace-check-(\d+)-/.exec(name);
-    if (m && !processAlive(Number(m[1])))
-      await fsp.rm(path.join(parent, name), { recursive: true, force: true }).catch(() => undefined);
-  }
-  return fsp.mkdtemp(path.join(parent, `filespace-check-${process.pid}-`));
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/**
  * The log's layout against its compaction mark (meta/compaction.ts): a compacted log needs a
  * header of the format that says so and a checkpoint at or above the mark, and no segment may
  * be missing above the mark (a loader would take the gap for the end of the log and never read
@@ -388,7 +367,7 @@ export async function checkFilespace(opts: {
   /** Where the check's scratch folder goes (see `scratchFolder`); the system's temporary folder by default. */
   workDir?: string;
 }): Promise<CheckReport> {
-  const scratch = await scratchFolder(opts.workDir ?? os.tmpdir());
+  const scratch = await scratchFolder(opts.workDir ?? os.tmpdir(), 'check');
   let names: ChunkNames | undefined;
   try {
     names = new ChunkNames(path.join(scratch, 'chunk-names.db'));
@@ -500,11 +479,17 @@ async function check(opts: Parameters<typeof checkFilespace>[0], scratch: string
       if (summary) {
         localDamage = true;
         problems.push(`local: ${summary}`);
-        // To name the files at risk: the local tree in memory (the bucket's when the local one
-        // cannot be read), with the journal's readable records applied.
+        // To name the files at risk: a working copy of the local tree (of the bucket's when the
+        // local one cannot be read), with the journal's readable records applied.
+        let fallback: TreeDb | undefined;
         seen = await MetaStore.inspect(metaDir, {
           withTree: true,
-          fallback: Tree.fromSnapshot(header.chunkSize, remoteTree.snapshot()),
+          copyIn: path.join(scratch, 'local'),
+          fallback: () => {
+            const copy = into.persist(remoteTree, seq).copyTo(path.join(scratch, 'local-fallback'));
+            fallback = copy.db;
+            return copy.tree;
+          },
         });
         const atRisk = new Set([...inodesChangedBy(seen.damage ? seen.laterOps : seen.localOps)]);
         const dirtyDir = path.join(opts.cacheDir, 'dirty');
@@ -512,7 +497,13 @@ async function check(opts: Parameters<typeof checkFilespace>[0], scratch: string
           const m = /^(\d+)\.\d+$/.exec(f);
           if (m) atRisk.add(Number(m[1]));
         }
-        const paths = seen.tree ? pathsOfInodes(seen.tree, atRisk) : new Map<number, string[]>();
+        let paths: Map<number, string[]>;
+        try {
+          paths = seen.tree ? pathsOfInodes(seen.tree, atRisk) : new Map<number, string[]>();
+        } finally {
+          seen.closeTree();
+          fallback?.close();
+        }
         const named = [...atRisk].map((ino) => paths.get(ino)?.[0] ?? `(unnamed inode ${ino})`).sort();
         problems.push(
           `local: at risk: ${named.length} file(s) with changes not yet in the bucket, ${await countDirtyChunks(opts.cacheDir)} dirty chunk(s): ` +

@@ -30,8 +30,10 @@ import { FilespaceHeader, linkedChunkSizeMismatch } from './filespace';
 import { JournalDamagedError, SnapshotDamagedError } from './meta/journal';
 import { LocalMetaInspection, MetaStore, inodesChangedBy } from './meta/metastore';
 import { RemoteMeta } from './meta/remote';
-import { Inode, MetaOp, Tree, pathsOf } from './meta/tree';
+import { Inode, MetaOp, Tree, pathsOfInodes } from './meta/tree';
+import { databaseSink } from './meta/build';
 import { ObjectStore } from './store/types';
+import { scratchFolder } from './util/scratch';
 
 const DIRTY_RE = /^(\d+)\.(\d+)$/;
 
@@ -120,20 +122,36 @@ async function fetchChunk(store: ObjectStore, keys: Keys, name: string): Promise
   return decodeChunk(keys.chunkKey, name, got.body);
 }
 
-function sameFile(a: Inode, b: Inode | undefined, pathA: string | undefined, pathB: string | undefined): boolean {
+/** Whether the bucket holds file `a` as it is here: the same content, mode and names (`pathsA`, `pathsB`). */
+function sameFile(
+  a: Inode,
+  b: Inode | undefined,
+  pathsA: readonly string[] | undefined,
+  pathsB: readonly string[] | undefined,
+): boolean {
   return (
     b !== undefined &&
     b.kind === a.kind &&
     b.size === a.size &&
     b.mode === a.mode &&
-    pathA === pathB &&
+    isDeepStrictEqual(pathsA ?? [], pathsB ?? []) &&
     isDeepStrictEqual(a.chunks ?? [], b.chunks ?? [])
   );
 }
 
+/** The folders whose names `ops` remove or rename (`removedBy` names paths in them). */
+function foldersNamedBy(ops: readonly MetaOp[]): number[] {
+  const out: number[] = [];
+  for (const op of ops) {
+    if (op.t === 'rm') out.push(op.parent);
+    if (op.t === 'mv') out.push(op.sp, op.dp);
+  }
+  return out;
+}
+
 /** Paths the readable ops removed or renamed away (best effort: named in the tree they lead to). */
-function removedBy(ops: readonly MetaOp[], paths: Map<number, string>): string[] {
-  const at = (dir: number, name: string) => `${(paths.get(dir) ?? '?').replace(/\/$/, '')}/${name}`;
+function removedBy(ops: readonly MetaOp[], paths: ReadonlyMap<number, readonly string[]>): string[] {
+  const at = (dir: number, name: string) => `${(paths.get(dir)?.[0] ?? '?').replace(/\/$/, '')}/${name}`;
   const out: string[] = [];
   for (const op of ops) {
     if (op.t === 'rm') out.push(at(op.parent, op.name));
@@ -160,27 +178,42 @@ export async function repairLocalMetadata(opts: {
   const first = await MetaStore.inspect(metaDir);
   if (!first.damage && !first.snapshotError) return { repaired: false, unnamed: 0, kept: [] };
 
-  const bucket = await new RemoteMeta(store, keys.metaKey, header).load(cs);
-  // With the snapshot unreadable, the journal's records are applied to the bucket's tree, only
-  // to name the files they touched.
-  const seen = await MetaStore.inspect(metaDir, { withTree: true, fallback: Tree.fromSnapshot(cs, bucket.tree.snapshot()) });
-  const tree = seen.tree ?? Tree.fromSnapshot(cs, bucket.tree.snapshot());
-  if (tree.chunkSize !== cs) throw linkedChunkSizeMismatch(store, cs, tree.chunkSize);
-
+  // The trees are databases in a scratch folder on the cache's disk, so memory does not grow
+  // with them: the bucket's (as a fresh machine's link reads it), and a working copy of the
+  // local one with the journal's readable records applied.
+  const scratch = await scratchFolder(cacheDir, 'repair');
+  const into = databaseSink(path.join(scratch, 'bucket'), cs);
+  const closers: Array<() => void> = [];
   const handles = new HandlePool(16);
   try {
+    await fsp.mkdir(path.join(scratch, 'bucket'));
+    const bucket = await new RemoteMeta(store, keys.metaKey, header).loadInto(cs, into.sink);
+    const bucketDb = into.persist(bucket.tree, bucket.seq);
+    // With the snapshot unreadable, the journal's records are applied to a copy of the bucket's
+    // tree, only to name the files they touched.
+    const bucketCopy = (): Tree => {
+      const copy = bucketDb.copyTo(path.join(scratch, 'fallback'));
+      closers.push(() => copy.db.close());
+      return copy.tree;
+    };
+    const seen = await MetaStore.inspect(metaDir, { withTree: true, copyIn: path.join(scratch, 'local'), fallback: bucketCopy });
+    closers.push(() => seen.closeTree());
+    const tree = seen.tree ?? bucketCopy();
+    if (tree.chunkSize !== cs) throw linkedChunkSizeMismatch(store, cs, tree.chunkSize);
+
     const dirty = new DirtyStore(cacheDir, handles, new SealedIO(keys.cacheKey), log);
     // No trimming to a recorded size: a size may be one of the things the damage lost.
     await dirty.init((ino) => (tree.get(ino)?.kind === 'file' ? cs : 'unknown'), Date.now(), { uncleanStop: opts.uncleanStop });
 
-    const paths = pathsOf(tree);
-    const bucketPaths = pathsOf(bucket.tree);
     const writer = await AsideWriter.create(cacheDir, keys.cacheKey);
     const unowned: UnownedChunk[] = dirty.orphans.map((o) => ({ ...o, read: () => dirty.readOrphan(o) }));
     const touched = new Set<number>([...inodesChangedBy(seen.localOps), ...dirty.inodes()]);
+    // Paths of what the repair names only (pathsOfInodes reads their folders, not the tree).
+    const paths = pathsOfInodes(tree, [...touched, ...foldersNamedBy(seen.localOps)]);
+    const bucketPaths = pathsOfInodes(bucket.tree, touched);
     for (const ino of [...touched].sort((a, b) => a - b)) {
       const inode = tree.get(ino);
-      const p = paths.get(ino);
+      const p = paths.get(ino)?.[0];
       const dirtyIdx = dirty.indexesOf(ino);
       if (!inode || inode.kind !== 'file' || p === undefined) {
         for (const idx of dirtyIdx) {
@@ -189,7 +222,7 @@ export async function repairLocalMetadata(opts: {
         }
         continue;
       }
-      if (dirtyIdx.length === 0 && sameFile(inode, bucket.tree.get(ino), p, bucketPaths.get(ino))) continue;
+      if (dirtyIdx.length === 0 && sameFile(inode, bucket.tree.get(ino), paths.get(ino), bucketPaths.get(ino))) continue;
       let size = inode.size;
       for (const idx of dirtyIdx) size = Math.max(size, idx * cs + dirty.get(ino, idx)!.len);
       await writer.addFile(p, size, inode.mode, Math.ceil(size / cs), async (idx) => {
@@ -223,6 +256,9 @@ export async function repairLocalMetadata(opts: {
     );
     return { repaired: true, aside, unnamed, kept };
   } finally {
+    for (const close of closers) close();
     await handles.closeAll();
+    await into.drop();
+    await fsp.rm(scratch, { recursive: true, force: true });
   }
 }

@@ -10,6 +10,7 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
@@ -141,10 +142,21 @@ describe('damaged metadata', () => {
     assert.equal(check.code, 1, check.stdout + check.stderr);
     assert.match(check.stdout, /PROBLEM local: the metadata journal .* is damaged/);
     assert.match(check.stdout, /PROBLEM local: at risk: \d+ file\(s\) with changes not yet in the bucket, 10 dirty chunk\(s\)/);
+    assert.match(check.stdout, /at risk: .*: .*\/f\d+/, 'the files at risk are named by their paths');
     assert.match(check.stderr, new RegExp(`filespace repair ${fs.name}`));
     assert.deepEqual(await fsp.readFile(journal), buf, 'check changes nothing');
 
+    // The repair's trees are databases in a scratch folder of the cache; one a killed repair
+    // left is removed, and its own is gone when it ends.
+    const left = path.join(fs.cacheDir, `filespace-repair-${spawnSync('true').pid}-left`);
+    await fsp.mkdir(left);
+    await fsp.writeFile(path.join(left, 'tree.db'), 'left by a killed repair');
     const repaired = await fs.machine.ok('repair', fs.name);
+    assert.deepEqual(
+      (await fsp.readdir(fs.cacheDir)).filter((n) => n.startsWith('filespace-')),
+      [],
+      'no scratch folder is left in the cache folder',
+    );
     const id = /as (\d{8}T\d{6}Z(?:-\d+)?)/.exec(repaired)?.[1];
     assert.ok(id, repaired);
     const out = path.join(local, 'recovered');

@@ -231,7 +231,7 @@ describe('MetaStore with damaged local metadata', () => {
       (err: unknown) => err instanceof SnapshotDamagedError && err.message.includes(file) && /no root/.test(err.message),
     );
     const fallback = Tree.create(CS, 1, 1, 1);
-    const seen = await MetaStore.inspect(dir, { withTree: true, fallback });
+    const seen = await MetaStore.inspect(dir, { withTree: true, fallback: () => fallback });
     assert.ok(seen.snapshotError);
     assert.equal(seen.tree, fallback, "the caller's tree stands in for the unreadable database");
   });
@@ -268,7 +268,7 @@ describe('MetaStore with damaged local metadata', () => {
       (err: unknown) => err instanceof SnapshotDamagedError && err.message.includes(file),
     );
     const fallback = Tree.create(CS, 1, 1, 1);
-    const seen = await MetaStore.inspect(dir, { withTree: true, fallback });
+    const seen = await MetaStore.inspect(dir, { withTree: true, fallback: () => fallback });
     assert.ok(seen.snapshotError);
     assert.equal(seen.tree, fallback, "the caller's tree stands in for the unreadable snapshot");
   });

@@ -27,7 +27,7 @@ import { SnapshotDamagedError } from './journal';
 import { Inode, ROOT_INO, Tree } from './tree';
 import { DirPage, Page, PageRef, isDirCover } from './pages';
 import type { TreeSink } from './remote';
-import { BuildRows, BuildWriter, DbState, TreeDb, encodeInode, entryChecksum } from './treeDb';
+import { BuildRows, BuildWriter, DbState, TreeDb, encodeInode, entryChecksum, totalsOf } from './treeDb';
 
 /** A directory's entries (or some of them), as a build adds them. */
 export interface BuildEntries {
@@ -318,7 +318,12 @@ const WHOLE_BATCH = 2_000;
 export function databaseSink(
   dir: string,
   chunkSize: number,
-): { readonly sink: TreeSink; built(): { db: TreeDb; state: DbState } | undefined; drop(): Promise<void> } {
+): {
+  readonly sink: TreeSink;
+  built(): { db: TreeDb; state: DbState } | undefined;
+  persist(tree: Tree, seq: number): TreeDb;
+  drop(): Promise<void>;
+} {
   let build: TreeDbBuild | undefined;
   let built: { db: TreeDb; state: DbState } | undefined;
   // A build being dropped (a checkpoint read again): the next one starts once it is gone.
@@ -367,6 +372,13 @@ export function databaseSink(
   return {
     sink,
     built: () => built,
+    // The load's result: its tree (the sink's, with the segments after the checkpoint applied
+    // in memory) at segment `seq`, written into the database, which then holds it whole.
+    persist(tree, seq) {
+      if (!built) throw new Error('no checkpoint was read into the database');
+      built.db.checkpoint({ ...built.state, nextIno: tree.nextIno, remoteSeq: seq, ...totalsOf(tree) }, []);
+      return built.db;
+    },
     async drop() {
       sink.discard();
       await dropping;

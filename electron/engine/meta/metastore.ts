@@ -50,6 +50,8 @@ export interface LocalMetaInspection {
    * when the caller did not ask for it (`withTree`).
    */
   readonly tree: Tree | undefined;
+  /** Closes the working copy `tree` is over, if it is one (`copyIn`). */
+  closeTree(): void;
   /** This machine's changes as far as they can be read, in order (the snapshot's unsent ones first). */
   readonly localOps: MetaOp[];
   /** The ops in the records after the first damaged range: what cutting the journal there would lose. */
@@ -240,85 +242,103 @@ export class MetaStore {
 
   /**
    * Reads local metadata without changing anything, around any damage. With `withTree`, the
-   * tree is returned too, as a copy in memory (the whole tree: for a small one, or to name
-   * what damage touched); `fallback` is the tree to apply the journal's records to when the
-   * snapshot cannot be read (best effort: used to name what the records touched, never
-   * committed). Without it memory does not grow with the tree (see TreeDb `verifyAll`).
+   * tree is returned too (to name what damage touched): a working copy of the database in the
+   * folder `copyIn` (TreeDb `copyTo`: memory does not grow with the tree), or without one a
+   * copy in memory (the whole tree: for a small one); `fallback` makes the tree to apply the
+   * journal's records to when the snapshot cannot be read (best effort: used to name what the
+   * records touched, never committed). Without `withTree` memory does not grow with the tree
+   * (see TreeDb `verifyAll`).
    */
-  static async inspect(dir: string, opts: { withTree?: boolean; fallback?: Tree } = {}): Promise<LocalMetaInspection> {
+  static async inspect(
+    dir: string,
+    opts: { withTree?: boolean; copyIn?: string; fallback?: () => Tree } = {},
+  ): Promise<LocalMetaInspection> {
     const { withTree = false, fallback } = opts;
-    let snapshotError: SnapshotDamagedError | undefined;
-    let tree: Tree | undefined;
-    const localOps: MetaOp[] = [];
-    let atGen: number | undefined;
-    let snapshotFile = TreeDb.fileIn(dir);
-    let opened: ReturnType<typeof TreeDb.open>;
+    let copy: TreeDb | undefined;
+    const closeTree = () => {
+      copy?.close();
+      copy = undefined;
+    };
     try {
-      opened = TreeDb.open(dir, { readOnly: true });
-    } catch (err) {
-      if (!(err instanceof SnapshotDamagedError)) throw err;
-      snapshotError = err;
-    }
-    if (opened) {
-      const { db, state } = opened;
-      atGen = state.gen;
+      let snapshotError: SnapshotDamagedError | undefined;
+      let tree: Tree | undefined;
+      const localOps: MetaOp[] = [];
+      let atGen: number | undefined;
+      let snapshotFile = TreeDb.fileIn(dir);
+      let opened: ReturnType<typeof TreeDb.open>;
       try {
-        db.verifyAll();
-        if (withTree) tree = copyOf(db.tree(state));
-        localOps.push(...db.pendingOps(state));
+        opened = TreeDb.open(dir, { readOnly: true });
       } catch (err) {
         if (!(err instanceof SnapshotDamagedError)) throw err;
         snapshotError = err;
-        tree = undefined;
-        localOps.length = 0;
-      } finally {
-        db.close();
       }
-    }
-    let got: Awaited<ReturnType<typeof Journal.inspect<PersistedState>>>;
-    if (atGen !== undefined || snapshotError) {
-      got = await Journal.inspect<PersistedState>(dir, atGen);
-      if (atGen === undefined && got.snapshot) {
-        // A damaged database beside an older release's snapshot: nothing reads the latter.
-        got = { ...got, snapshot: undefined };
-      }
-    } else {
-      // No database: an older release's snapshot, if any.
-      got = await Journal.inspect<PersistedState>(dir);
-      snapshotFile = got.snapshotFile;
-      snapshotError = got.snapshotError;
-      if (got.snapshot) {
+      if (opened) {
+        const { db, state } = opened;
+        atGen = state.gen;
         try {
-          const legacy = treeOf(got.snapshotFile, got.snapshot);
-          if (withTree) tree = legacy;
-          localOps.push(...got.snapshot.pendingRemote);
+          db.verifyAll();
+          if (withTree && opts.copyIn !== undefined) ({ db: copy, tree } = db.copyTo(opts.copyIn));
+          else if (withTree) tree = copyOf(db.tree(state));
+          localOps.push(...db.pendingOps(state));
         } catch (err) {
+          closeTree();
           if (!(err instanceof SnapshotDamagedError)) throw err;
           snapshotError = err;
+          tree = undefined;
+          localOps.length = 0;
+        } finally {
+          db.close();
         }
       }
+      let got: Awaited<ReturnType<typeof Journal.inspect<PersistedState>>>;
+      if (atGen !== undefined || snapshotError) {
+        got = await Journal.inspect<PersistedState>(dir, atGen);
+        if (atGen === undefined && got.snapshot) {
+          // A damaged database beside an older release's snapshot: nothing reads the latter.
+          got = { ...got, snapshot: undefined };
+        }
+      } else {
+        // No database: an older release's snapshot, if any.
+        got = await Journal.inspect<PersistedState>(dir);
+        snapshotFile = got.snapshotFile;
+        snapshotError = got.snapshotError;
+        if (got.snapshot) {
+          try {
+            const legacy = treeOf(got.snapshotFile, got.snapshot);
+            if (withTree) tree = legacy;
+            localOps.push(...got.snapshot.pendingRemote);
+          } catch (err) {
+            if (!(err instanceof SnapshotDamagedError)) throw err;
+            snapshotError = err;
+          }
+        }
+      }
+      if (!tree && snapshotError && withTree) tree = fallback?.();
+      const laterOps: MetaOp[] = [];
+      const replay = (raw: unknown, later: boolean) => {
+        const rec = raw as JournalRecord;
+        const op = 'op' in rec ? rec.op : 'rop' in rec ? rec.rop : undefined;
+        if (!op) return;
+        tree?.apply(op);
+        if ('op' in rec) localOps.push(op);
+        if (later) laterOps.push(op);
+      };
+      for (const rec of got.records) replay(rec, false);
+      for (const rec of got.damage?.later ?? []) replay(rec, true);
+      return {
+        snapshotFile,
+        snapshotError,
+        damage: got.damage,
+        tornTailBytes: got.tornTailBytes,
+        tree,
+        closeTree,
+        localOps,
+        laterOps,
+      };
+    } catch (err) {
+      closeTree();
+      throw err;
     }
-    if (!tree && snapshotError && withTree) tree = fallback;
-    const laterOps: MetaOp[] = [];
-    const replay = (raw: unknown, later: boolean) => {
-      const rec = raw as JournalRecord;
-      const op = 'op' in rec ? rec.op : 'rop' in rec ? rec.rop : undefined;
-      if (!op) return;
-      tree?.apply(op);
-      if ('op' in rec) localOps.push(op);
-      if (later) laterOps.push(op);
-    };
-    for (const rec of got.records) replay(rec, false);
-    for (const rec of got.damage?.later ?? []) replay(rec, true);
-    return {
-      snapshotFile,
-      snapshotError,
-      damage: got.damage,
-      tornTailBytes: got.tornTailBytes,
-      tree,
-      localOps,
-      laterOps,
-    };
   }
 
   /**
@@ -355,7 +375,10 @@ export class MetaStore {
     // Journal.replace left an empty journal of a new generation and a placeholder snapshot.
     const names = await fsp.readdir(dir);
     const gen = Math.max(...names.map((n) => /^journal\.(\d+)$/.exec(n)).map((m) => (m ? Number(m[1]) : -1)));
-    const db = TreeDb.create(dir, tree, { gen, chunkSize: tree.chunkSize, nextIno: tree.nextIno, remoteSeq }, []);
+    // Read in scan mode: a tree on disk (the repair's copy of the bucket's) is not held in memory.
+    const db = tree.scan(() =>
+      TreeDb.create(dir, tree, { gen, chunkSize: tree.chunkSize, nextIno: tree.nextIno, remoteSeq }, []),
+    );
     db.close();
     await fsp.rm(path.join(dir, 'state.json'), { force: true });
     await fsyncDir(dir);
@@ -378,8 +401,7 @@ export class MetaStore {
     const into = databaseSink(dir, chunkSize);
     try {
       const { tree, seq } = await remote.loadInto(chunkSize, into.sink);
-      const { db, state } = into.built()!;
-      db.checkpoint({ ...state, nextIno: tree.nextIno, remoteSeq: seq, ...totalsOf(tree) }, []);
+      const db = into.persist(tree, seq);
       db.complete();
       db.close();
     } catch (err) {

@@ -468,6 +468,21 @@ export class TreeDb {
     this.db.pragma(`user_version = ${LAYOUT}`);
   }
 
+  /**
+   * A working copy of this database in `dir` (made if missing; it holds none), as its last checkpoint left it:
+   * SQLite's VACUUM INTO, a consistent copy even of a database open read-only, written without
+   * reading the tree into memory. Its tree takes changes, held in memory and never written (the
+   * checker and the repair apply a journal's records to it to name what they touched). Changes
+   * held here since the last checkpoint are not in the copy. Close it with `db.close()`.
+   */
+  copyTo(dir: string): { db: TreeDb; tree: Tree } {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    this.db.prepare('VACUUM INTO ?').run(TreeDb.fileIn(dir));
+    const opened = TreeDb.open(dir, { unfinished: true });
+    if (!opened) throw new Error(`the copy of the metadata database in ${dir} could not be read back`);
+    return { db: opened.db, tree: opened.db.tree(opened.state) };
+  }
+
   /** Removes the database files in `dir` (the database, its WAL and shared memory). */
   static remove(dir: string): void {
     const file = TreeDb.fileIn(dir);

@@ -21,6 +21,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { KeyedMutex } from '../util/concurrency';
 import { fsyncDir } from '../util/files';
+import { processAlive } from '../util/process';
 import { GetResult, HeadResult, ObjectStore, PutOptions, StoreError } from './types';
 
 const TMP_DIR = '.tmp';
@@ -443,15 +444,6 @@ async function readFully(fh: FileHandle, buf: Buffer, position: number): Promise
     const { bytesRead } = await fh.read(buf, off, buf.length - off, position + off);
     if (bytesRead === 0) throw new StoreError('Corrupt', 'object file ended early');
     off += bytesRead;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return errCode(err) === 'EPERM';
   }
 }
 
