@@ -75,6 +75,8 @@ export interface InodeFilesystem {
   fgetattr?(fh: number): FuseStat;
   /** A folder's names and their inode numbers, `.` and `..` first. */
   listing(w: InodeWhere): { names: string[]; inos: number[] };
+  /** Runs `fn`, which only reads (getattr of many names), as one read of the metadata store. */
+  reading?<T>(fn: () => T): T;
   open(w: InodeWhere, flags: number): number;
   directIo?(fh: number): boolean;
   keepCache?(fh: number): boolean;
@@ -932,22 +934,27 @@ export class LowLevelMount implements ServedMount {
           const wire: string[] = [];
           const stats = new Float64Array(12 * count);
           const offsets = new Float64Array(count);
-          for (let k = 0; k < count; k++) {
-            const i = off + k;
-            wire.push(nameToWire(names[i]!));
-            offsets[k] = i + 1;
-            if (i < 2) {
-              stats[12 * k] = inos[i]!;
-              stats[12 * k + 1] = MODE_DIR;
-              continue;
+          const each = () => {
+            for (let k = 0; k < count; k++) {
+              const i = off + k;
+              wire.push(nameToWire(names[i]!));
+              offsets[k] = i + 1;
+              if (i < 2) {
+                stats[12 * k] = inos[i]!;
+                stats[12 * k + 1] = MODE_DIR;
+                continue;
+              }
+              try {
+                stats.set(statValues(fs.getattr({ dir: ino, name: names[i]! })), 12 * k);
+              } catch {
+                // Gone since the listing, or not readable now: listed without attributes (mode 0).
+                stats[12 * k] = inos[i]!;
+              }
             }
-            try {
-              stats.set(statValues(fs.getattr({ dir: ino, name: names[i]! })), 12 * k);
-            } catch {
-              // Gone since the listing, or not readable now: listed without attributes (mode 0).
-              stats[12 * k] = inos[i]!;
-            }
-          }
+          };
+          // The attributes of a first listing come from the metadata store, as one read.
+          if (fs.reading) fs.reading(each);
+          else each();
           a.reply_direntplus!(m(), id, size, wire, stats, offsets, this.entrySec, this.attrSec);
         } catch (err) {
           fail('readdirplus', id, err);

@@ -199,6 +199,61 @@ describe('the local metadata database', () => {
     await again.close();
   });
 
+  it('reads many inodes in one read transaction (scan, reading), ended when the pass ends, even by a throw', async () => {
+    const { again, ref } = await bigTreeLoaded();
+    const tree = again.tree;
+    const { openDatabase } = await import('../../electron/engine/meta/db');
+    // A second connection writes a row of its own and checkpoints the WAL: that is held up while
+    // a read transaction of the engine's connection is open, and only then.
+    const other = openDatabase(TreeDb.fileIn(dir), { readOnly: false, mustExist: true });
+    const probe = other.prepare("INSERT OR REPLACE INTO meta (k, v, crc) VALUES ('probe', ?, 0)");
+    let writes = 0;
+    const blocked = () => {
+      probe.run(String(writes++));
+      return (other.pragma('wal_checkpoint(TRUNCATE)') as Array<{ busy: number }>)[0]!.busy === 1;
+    };
+    const files = [...ref.get(ref.get(ROOT_INO)!.entries!.get('d5')!)!.entries!.values()];
+    try {
+      assert.equal(blocked(), false, 'no transaction is open between reads');
+      tree.get(files[1]!);
+      assert.equal(blocked(), false, 'a read outside a pass ends with it');
+      let during: boolean[] = [];
+      const sizes = tree.reading(() => {
+        const got = files.slice(2, 40).map((ino) => tree.get(ino)!.size);
+        during.push(blocked());
+        // A pass within a pass is the same transaction.
+        tree.scan(() => tree.get(files[50]!));
+        during.push(blocked());
+        return got;
+      });
+      assert.deepEqual(
+        sizes,
+        files.slice(2, 40).map((ino) => ref.get(ino)!.size),
+      );
+      assert.deepEqual(during, [true, true], 'the reads of the pass are one transaction');
+      assert.equal(blocked(), false, 'the transaction ends with the pass');
+      during = [];
+      assert.throws(
+        () =>
+          tree.scan(() => {
+            tree.get(files[60]!);
+            during.push(blocked());
+            throw new Error('a pass that fails');
+          }),
+        /a pass that fails/,
+      );
+      assert.deepEqual(during, [true]);
+      assert.equal(blocked(), false, 'a pass that throws ends its transaction too');
+      // The connection still writes: a checkpoint after the passes.
+      again.commit({ t: 'attr', ino: files[70]!, size: 70, ms: 70 });
+      await again.checkpoint();
+      assert.equal(tree.get(files[70]!)!.size, 70);
+    } finally {
+      other.close();
+      await again.close();
+    }
+  });
+
   it('finds the inodes of a link page by counting names in the database, as a look at every inode does', async () => {
     let a = 7;
     const r = (n: number) => Math.floor((a = (a * 1103515245 + 12345) % 2147483648) / (2147483648 / n));

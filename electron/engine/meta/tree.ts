@@ -172,6 +172,8 @@ export interface TreeStorage {
   dirsOf(ino: number): number[];
   /** Runs `fn`, a synchronous read-only pass over many inodes (see `Tree.scan`). */
   scan?<T>(fn: () => T): T;
+  /** Runs `fn`, which reads several inodes and changes none, as one read (see `Tree.reading`). */
+  reading?<T>(fn: () => T): T;
   /** See `Tree.unhomedIn`. */
   unhomedIn?(lo: number, hi: number): number[];
   /** See `Tree.record`. */
@@ -189,7 +191,7 @@ export class Tree {
   /** Reference counts of chunk names, for dedup and garbage collection. */
   readonly chunkRefs: RefTable;
   private readonly storage: Pick<TreeStorage, 'touched' | 'entryChanged'> &
-    Partial<Pick<TreeStorage, 'dirsOf' | 'scan' | 'unhomedIn' | 'record'>>;
+    Partial<Pick<TreeStorage, 'dirsOf' | 'scan' | 'reading' | 'unhomedIn' | 'record'>>;
   /**
    * Running totals for statfs, so it does not walk the tree: the committed data of every file
    * (its chunks' stored lengths, rounded up to 4 KiB blocks per file) and how many directories.
@@ -254,6 +256,15 @@ export class Tree {
    */
   scan<T>(fn: () => T): T {
     return this.storage.scan ? this.storage.scan(fn) : fn();
+  }
+
+  /**
+   * Runs `fn`, which reads several inodes and changes none, synchronously, as one read of the
+   * storage (a tree on disk reads them in one database transaction instead of one each); unlike
+   * `scan`, what it reads joins the working set as any read does.
+   */
+  reading<T>(fn: () => T): T {
+    return this.storage.reading ? this.storage.reading(fn) : fn();
   }
 
   /**

@@ -776,6 +776,11 @@ export class Vfs {
     return { names, inos };
   }
 
+  /** Runs `fn`, which only reads (the attributes of many names), as one read of the tree's store (Tree.reading). */
+  reading<T>(fn: () => T): T {
+    return this.tree.reading(fn);
+  }
+
   /**
    * readdir with each name's attributes and whether it has extended attributes listxattr would
    * show, so a mount can answer the stats that follow a listing (`ls -l`, `find`, `du`) at once.
