@@ -75,7 +75,10 @@ export interface InodeFilesystem {
   fgetattr?(fh: number): FuseStat;
   /** A folder's names and their inode numbers, `.` and `..` first. */
   listing(w: InodeWhere): { names: string[]; inos: number[] };
-  /** Runs `fn`, which only reads (getattr of many names), as one read of the metadata store. */
+  /**
+   * Runs `fn`, which only reads (getattr of the names of a listing), as one read of the metadata
+   * store; what it reads need not be kept (the kernel holds the answers for a while).
+   */
   reading?<T>(fn: () => T): T;
   open(w: InodeWhere, flags: number): number;
   directIo?(fh: number): boolean;

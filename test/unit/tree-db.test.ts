@@ -254,6 +254,44 @@ describe('the local metadata database', () => {
     }
   });
 
+  it('counts the folders among entries from their rows, as a look at each record does, with changes since the checkpoint', async () => {
+    const { again, ref } = await bigTreeLoaded();
+    const tree = again.tree;
+    const byRecord = (inos: readonly number[]) => inos.filter((ino) => tree.record(ino)?.kind === 'dir').length;
+    const rootEntries = () => [...tree.get(ROOT_INO)!.entries!.values()];
+    assert.equal(tree.dirsAmong(rootEntries()), 40);
+    // Changes held since the checkpoint: new folders and a file in the root, a folder emptied and removed.
+    let ino = tree.nextIno;
+    for (const name of ['n1', 'n2']) {
+      again.commit({ t: 'mk', parent: ROOT_INO, name, ino: ino++, kind: 'dir', mode: 0o755, uid: 1, gid: 1, ms: 20 });
+    }
+    again.commit({ t: 'mk', parent: ROOT_INO, name: 'file', ino, kind: 'file', mode: 0o644, uid: 1, gid: 1, ms: 20 });
+    const d7 = tree.lookup(ROOT_INO, 'd7')!.ino;
+    for (const name of [...ref.get(d7)!.entries!.keys()]) again.commit({ t: 'rm', parent: d7, name, ms: 21 });
+    again.commit({ t: 'rm', parent: ROOT_INO, name: 'd7', ms: 21 });
+    assert.equal(byRecord(rootEntries()), 41);
+    assert.equal(tree.dirsAmong(rootEntries()), 41, 'held changes count as they are now');
+    assert.equal(
+      tree.scan(() => tree.dirsAmong(rootEntries())),
+      41,
+      'and the same in scan mode',
+    );
+    const d3 = tree.lookup(ROOT_INO, 'd3')!.ino;
+    assert.equal(tree.dirsAmong([...tree.get(d3)!.entries!.values()]), 0, 'a folder of files');
+    assert.equal(tree.dirsAmong([]), 0);
+    // After a checkpoint the rows hold it all.
+    await again.close();
+    const reopened = (await MetaStore.load(dir, { cacheWeight: 300 }))!;
+    try {
+      const t2 = reopened.tree;
+      assert.equal(t2.dirsAmong([...t2.get(ROOT_INO)!.entries!.values()]), 41);
+    } finally {
+      await reopened.close();
+    }
+    // A tree in memory counts by record.
+    assert.equal(ref.dirsAmong([...ref.get(ROOT_INO)!.entries!.values()]), 40);
+  });
+
   it('finds the inodes of a link page by counting names in the database, as a look at every inode does', async () => {
     let a = 7;
     const r = (n: number) => Math.floor((a = (a * 1103515245 + 12345) % 2147483648) / (2147483648 / n));

@@ -174,6 +174,8 @@ export interface TreeStorage {
   scan?<T>(fn: () => T): T;
   /** Runs `fn`, which reads several inodes and changes none, as one read (see `Tree.reading`). */
   reading?<T>(fn: () => T): T;
+  /** See `Tree.dirsAmong`. */
+  dirsAmong?(inos: readonly number[]): number;
   /** See `Tree.unhomedIn`. */
   unhomedIn?(lo: number, hi: number): number[];
   /** See `Tree.record`. */
@@ -191,7 +193,7 @@ export class Tree {
   /** Reference counts of chunk names, for dedup and garbage collection. */
   readonly chunkRefs: RefTable;
   private readonly storage: Pick<TreeStorage, 'touched' | 'entryChanged'> &
-    Partial<Pick<TreeStorage, 'dirsOf' | 'scan' | 'reading' | 'unhomedIn' | 'record'>>;
+    Partial<Pick<TreeStorage, 'dirsOf' | 'scan' | 'reading' | 'dirsAmong' | 'unhomedIn' | 'record'>>;
   /**
    * Running totals for statfs, so it does not walk the tree: the committed data of every file
    * (its chunks' stored lengths, rounded up to 4 KiB blocks per file) and how many directories.
@@ -265,6 +267,17 @@ export class Tree {
    */
   reading<T>(fn: () => T): T {
     return this.storage.reading ? this.storage.reading(fn) : fn();
+  }
+
+  /**
+   * How many of `inos` are directories (a directory's link count): a tree on disk counts those
+   * it does not hold with one query on their rows, without decoding them (meta/treeDb.ts).
+   */
+  dirsAmong(inos: readonly number[]): number {
+    if (this.storage.dirsAmong) return this.storage.dirsAmong(inos);
+    let n = 0;
+    for (const ino of inos) if (this.record(ino)?.kind === 'dir') n++;
+    return n;
   }
 
   /**
