@@ -12,7 +12,8 @@
  *   upload/writeback.ts  when each dirty chunk uploads; upload/uploader.ts the upload itself,
  *                        from a dirty chunk to a committed chunk (invariant 2), its buffers;
  *                        upload/encoder.ts its per-byte work (in-thread, or worker threads)
- *   meta/metastore.ts    the tree and its journal; meta/replicator.ts pushes it to the bucket
+ *   meta/metastore.ts    the tree and its journal; meta/replicator.ts pushes it to the bucket;
+ *                        meta/pageLoader.ts loads a fresh machine's folders as they are used
  *   meta/role.ts         writer, follower or fenced: the lease, following, fencing (invariant 4)
  *   prefetch/fetcher.ts  downloads, merged and read ahead
  *   store/monitored.ts   every request, and the one judge of "offline" (with since when)
@@ -353,6 +354,9 @@ export class Engine {
       this.vfs.treeChanged(ops, relinked);
       this.pinKeeper.noteOps(ops);
     };
+    meta.onLoaded = (_dirs, names) => {
+      if (names.length > 0) this.vfs.xattrNamesAdded(names);
+    };
     this.writingStopped = new Promise<false>((resolve) => (this.stopWriting = () => resolve(false)));
     this.replicator.onConflict = () => {
       this.writeback.setPressure(false);
@@ -468,7 +472,21 @@ export class Engine {
     await this.role.start();
     this.writeback.start();
     this.replicator.schedule(0);
-    this.pinKeeper.start();
+    if (this.meta.unloadedDirs > 0) {
+      // A fresh machine (meta/pageLoader.ts): folders load as requests name them, the rest in
+      // the background; what needs the whole tree waits for them (`whenFilled`).
+      const pages = this.meta.pages(this.remote);
+      this.vfs.pages = pages;
+      this.log(`${pages.waiting} folder(s) load from the bucket as they are used, and meanwhile in the background`);
+      pages.startFill(this.log);
+      void pages.whenFilled().then(
+        () => {
+          this.log('every folder is loaded from the bucket');
+          if (!this.closed) this.pinKeeper.start();
+        },
+        () => undefined,
+      );
+    } else this.pinKeeper.start();
     if (this.role.mode === 'write' && this.settings.gcIntervalMs > 0) {
       this.every(this.settings.gcIntervalMs, () => {
         if (this.role.canCommit())
@@ -477,7 +495,8 @@ export class Engine {
     }
     if (this.role.mode === 'write' && this.settings.metaCompactIntervalMs > 0) {
       this.every(this.settings.metaCompactIntervalMs, () => {
-        if (this.role.canCommit())
+        // Not while folders load: the checkpoint they come from must stay (and none is written meanwhile).
+        if (this.role.canCommit() && this.meta.unloadedDirs === 0)
           this.compactor.tick().catch((err) => this.log(`metadata log compaction failed: ${(err as Error).message}`));
       });
     }
@@ -513,6 +532,8 @@ export class Engine {
     if (this.replicator.conflict) throw new UserError(this.replicator.conflict, 'READ_ONLY');
     await this.role.ensureValid();
     await this.snapshotRefs.ready();
+    // Chunks named only by folders not loaded yet are referenced all the same.
+    await this.whenFilled();
     const res = await this.gc.run();
     this.log(`garbage collection: ${res.scanned} chunks, ${res.deleted} deleted, ${res.marked} waiting out the grace period`);
     return res;
@@ -544,6 +565,7 @@ export class Engine {
   ): Promise<SnapshotRecord> {
     const clean = checkLabel(label);
     await this.assertWriter('taking a snapshot');
+    await this.whenFilled();
     await this.snapshotRefs.ready().catch(() => undefined); // GC refuses until it is; a snapshot need not wait
     // From before the tree is fixed until its chunk names are counted, GC deletes nothing
     // (SnapshotRefs.has answers yes): each chunk the snapshot names is named by the live tree
@@ -832,6 +854,20 @@ export class Engine {
   /** Each pin with how much of it is in the cache. */
   pins(): PinProgress[] {
     return this.pinKeeper.progress();
+  }
+
+  /**
+   * Resolves once every folder is loaded from the bucket (at once but on a fresh machine's
+   * first mount, see meta/pageLoader.ts): what walks the whole tree or resolves paths outside
+   * the mount (pins, imports) waits for it.
+   */
+  whenFilled(): Promise<void> {
+    return this.meta.whenFilled();
+  }
+
+  /** How many folders are still to load from the bucket (a fresh machine's first mount). */
+  get foldersLoading(): number {
+    return this.meta.unloadedDirs;
   }
 
   /** Discards one set of changes kept aside (see aside.ts); status stops listing it at once. */

@@ -135,7 +135,11 @@ export class MountHost {
     try {
       this.server = await startControlServer(socketPath(this.h, this.cfg.name), this.handlers(), this.opts.log);
       const { LowLevelMount, fuseBindingChoice } = await import('../../native/fuse/lowlevel');
-      const Mount = fuseBindingChoice() === 'lowlevel' ? LowLevelMount : FuseMount;
+      const lowLevel = fuseBindingChoice() === 'lowlevel';
+      // The high-level adapter names files by path and has no place to wait for a folder to
+      // load: it mounts once every folder is (a fresh machine's first mount).
+      if (!lowLevel) await this.engine.whenFilled();
+      const Mount = lowLevel ? LowLevelMount : FuseMount;
       this.fuse = new Mount(this.cfg.mountPoint, this.engine.vfs, {
         attrTimeoutSec: s.attrTimeoutSec,
         entryTimeoutSec: s.entryTimeoutSec,
@@ -294,6 +298,7 @@ export class MountHost {
   /** Pins filespace paths in the running engine (which checks them); the link configuration keeps them. */
   async pin(paths: readonly string[]): Promise<PinResult> {
     const engine = this.running();
+    await engine.whenFilled();
     const added = engine.pin(paths).map((p) => p.path);
     await this.pinsSaved;
     return { added, pins: engine.pins() };

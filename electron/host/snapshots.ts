@@ -192,7 +192,9 @@ export async function snapshotsIn(
   const refs = new SnapshotRefs(snaps, path.join(dir, 'refs.db'));
   let live: MetaStore | undefined;
   try {
-    live = await MetaStore.link(path.join(dir, 'live'), new RemoteMeta(store, keys.metaKey, header), header.chunkSize);
+    live = await MetaStore.link(path.join(dir, 'live'), new RemoteMeta(store, keys.metaKey, header), header.chunkSize, {
+      whole: true,
+    });
     return { ...(await listSnapshotsWith(snaps, refs, live.tree.chunkRefs)), schedule };
   } finally {
     refs.close();

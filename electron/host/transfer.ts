@@ -133,6 +133,8 @@ async function prepare(
 ): Promise<{ src: SourceTree; dst: DestTree; from: string; to: string }> {
   const inside = normaliseInside(req.inside);
   const vfs = engine.vfs;
+  // Paths are resolved in the tree, outside the mount: every folder must be loaded.
+  await engine.whenFilled();
   const outside = async () => opened ?? (await checkOutside(req, mountPoint));
   if (req.direction === 'import') {
     const reason = engine.stats().readOnlyReason;

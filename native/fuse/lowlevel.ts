@@ -80,6 +80,16 @@ export interface InodeFilesystem {
    * store; what it reads need not be kept (the kernel holds the answers for a while).
    */
   reading?<T>(fn: () => T): T;
+  /**
+   * Undefined when the folders a request names are ready (at once), else a promise that settles
+   * once they are (folders a fresh machine loads from the bucket on demand): `dirs` by number,
+   * and the entries `named` (the folder named, if it is one). A request waits for it before
+   * it is handled.
+   */
+  whenLoaded?(
+    dirs: readonly number[],
+    named?: ReadonlyArray<{ readonly dir: number; readonly name: string }>,
+  ): Promise<void> | undefined;
   open(w: InodeWhere, flags: number): number;
   directIo?(fh: number): boolean;
   keepCache?(fh: number): boolean;
@@ -148,6 +158,9 @@ type Handler = (
 ) => void;
 
 type MountRef = object;
+
+/** A request's arguments after its op and id. */
+type HandlerRest = Handler extends (op: number, id: number, ...rest: infer R) => void ? R : never;
 
 interface LowLevelAddon {
   /** The libfuse the addon was built against: 3 takes writes of up to `maxWrite` (1 MiB), 2 of 128 KiB. */
@@ -1033,27 +1046,71 @@ export class LowLevelMount implements ServedMount {
         }
       },
     };
+    // Requests that name an entry (a name in folder `ino`; a rename's second in `ino2`, a link's in `ino2`).
+    const named = new Set([ops.lookup, ops.mknod, ops.mkdir, ops.unlink, ops.rmdir, ops.symlink, ops.create]);
+    // What a request needs loaded first (see InodeFilesystem.whenLoaded): undefined for none.
+    const needs = (op: number, ino: number, ino2: number, name: string | undefined, name2: string | undefined) => {
+      if (!fs.whenLoaded || ino === undefined) return undefined;
+      if (named.has(op) && name !== undefined) return fs.whenLoaded([], [{ dir: ino, name: wireToName(name) }]);
+      if (op === ops.rename && name !== undefined && name2 !== undefined)
+        return fs.whenLoaded(
+          [],
+          [
+            { dir: ino, name: wireToName(name) },
+            { dir: ino2, name: wireToName(name2) },
+          ],
+        );
+      if (op === ops.link && name !== undefined) return fs.whenLoaded([ino], [{ dir: ino2, name: wireToName(name) }]);
+      return fs.whenLoaded([ino]);
+    };
     return (op, id, ...rest) => {
       const run = table[op];
       if (!run) {
         if (live()) a.reply_err(m(), id, osConstants.errno.ENOSYS);
         return;
       }
-      this.inRequest = true;
+      let wait: Promise<void> | undefined;
       try {
-        run(op, id, ...rest);
+        wait = needs(op, rest[0], rest[9], rest[10], rest[11]);
       } catch (err) {
-        // A handler that threw before answering (a bug): the request still gets an answer.
-        report('fuse', err);
-        try {
-          if (live()) a.reply_err(m(), id, osConstants.errno.EIO);
-        } catch {
-          // it had answered already
-        }
-      } finally {
-        this.inRequest = false;
+        return fail('fuse', id, err);
       }
+      if (wait) {
+        wait.then(
+          () => this.dispatch(run, report, live, m, a, op, id, rest),
+          (err) => fail('load', id, err),
+        );
+        return;
+      }
+      this.dispatch(run, report, live, m, a, op, id, rest);
     };
+  }
+
+  /** Runs handler `run` for one request; a handler that throws still answers it. */
+  private dispatch(
+    run: Handler,
+    report: (op: string, err: unknown) => void,
+    live: () => boolean,
+    m: () => MountRef,
+    a: LowLevelAddon,
+    op: number,
+    id: number,
+    rest: HandlerRest,
+  ): void {
+    this.inRequest = true;
+    try {
+      run(op, id, ...rest);
+    } catch (err) {
+      // A handler that threw before answering (a bug): the request still gets an answer.
+      report('fuse', err);
+      try {
+        if (live()) a.reply_err(m(), id, osConstants.errno.EIO);
+      } catch {
+        // it had answered already
+      }
+    } finally {
+      this.inRequest = false;
+    }
   }
 }
 

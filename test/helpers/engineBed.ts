@@ -134,6 +134,12 @@ export class EngineBed {
       mode?: EngineOptions['mode'];
       store?: ObjectStore;
       browseKeepMs?: number;
+      /**
+       * Serve before every folder of a fresh machine is loaded from the bucket (callers load
+       * the folders a path names with `vfs.whenPathLoaded`, as the low-level mount does per
+       * request). Otherwise the mount waits for them, as the path-based adapter does.
+       */
+      lazy?: boolean;
     } = {},
   ): Promise<Mounted> {
     const cacheDir = opts.cacheDir ?? (await this.link(space));
@@ -148,6 +154,14 @@ export class EngineBed {
       log: (m) => log.push(m),
       browseKeepMs: opts.browseKeepMs,
     });
+    if (!opts.lazy) {
+      try {
+        await engine.whenFilled();
+      } catch (err) {
+        await engine.close();
+        throw err;
+      }
+    }
     let closed: Promise<void> | undefined;
     const m: Mounted = {
       engine,

@@ -111,11 +111,46 @@ describe('paged checkpoints', () => {
         })();
         assert.ok(expected.some((l) => l.startsWith('d3/f2 ') && l.endsWith('changed in d3\n')));
 
-        // A fresh machine links from the paged checkpoint and sees the same tree.
+        // A fresh machine links from the paged checkpoint, reading no folder's page (they load
+        // as the mount uses them), and sees the same tree.
+        const linkFrom = env.proxy.log.length;
         const c = await bed.link(await bed.machine('fresh'), a.bucket);
+        const linkPages = env.proxy.log.slice(linkFrom).filter((e) => e.method === 'GET' && e.url.includes('/meta/page/'));
+        const linkRead = await coversOf(
+          store,
+          linkPages.map((e) => /\/(meta\/page\/[^?]+)/.exec(e.url)![1]!),
+        );
+        assert.deepEqual(
+          linkRead.filter((c) => c !== '/' && !c.startsWith('links')),
+          [],
+          'the link reads the root and link pages only',
+        );
+        const unmounted = await c.machine.cli('check', c.name);
+        assert.equal(unmounted.code, 0, unmounted.stdout + unmounted.stderr);
+        assert.match(unmounted.stdout, new RegExp(`local: ${DIRS} folder\\(s\\) not loaded from the bucket yet`));
         await c.mount({ readOnly: true });
         assert.deepEqual(await treeOf(c.mnt), expected);
         await c.unmount();
+        // Another fresh machine writes before every folder is loaded; the writer sees it.
+        const w = await bed.link(await bed.machine('fresh-writer'), a.bucket);
+        await w.mount();
+        await fsp.writeFile(path.join(w.mnt, 'd5', 'new'), 'written by a fresh machine\n');
+        await fsp.rename(path.join(w.mnt, 'd6', 'f0'), path.join(w.mnt, 'd9', 'moved'));
+        await fsp.mkdir(path.join(w.mnt, 'd4', 'sub'));
+        await w.sync();
+        await w.unmount();
+        await a.mount({ readOnly: true });
+        const after = await treeOf(a.mnt);
+        await a.unmount();
+        assert.ok(after.some((l) => /^d4\/sub\/ 407/.test(l)));
+        assert.deepEqual(
+          after.filter((l) => !l.startsWith('d4/sub/')).sort(),
+          [
+            ...expected.filter((l) => !l.startsWith('d6/f0 ')),
+            'd5/new 100644 27 nlink=1 written by a fresh machine\n',
+            expected.find((l) => l.startsWith('d6/f0 '))!.replace('d6/f0', 'd9/moved'),
+          ].sort(),
+        );
 
         const check = await a.machine.cli('check', a.name);
         assert.equal(check.code, 0, check.stdout + check.stderr);

@@ -1,22 +1,26 @@
 // A fresh machine's link (MetaStore.link): the bucket's checkpoint goes into the local database
-// page by page. Pins down that the tree it builds is the one a load into memory builds (hard
-// links, deduplicated chunks, statfs totals, next inode, the segments after the checkpoint, a
-// whole-tree checkpoint of an older format), that a damaged page is an error that leaves no
-// database, and that a link killed half-way leaves nothing a mount would take, and starts over.
+// page by page; of a paged checkpoint, the root's pages and the link pages, the other folders
+// loaded on demand (pageLoader.ts). Pins down that the tree it builds, once every folder is
+// loaded, is the one a load into memory builds (hard links, deduplicated chunks, statfs totals,
+// next inode, the segments after the checkpoint, a whole-tree checkpoint of an older format),
+// that a damaged page is an error that leaves no database, and that a link killed half-way
+// leaves nothing a mount would take, and starts over. The checker's read of every page (the
+// same sink, not lazy) keeps reads in flight within its bounds.
 
 import assert from 'node:assert/strict';
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
+import { databaseSink } from '../../electron/engine/meta/build';
 import { MetaStore } from '../../electron/engine/meta/metastore';
 import { PAGE_PREFIX, PageWriter, isDirCover, pageHashKey } from '../../electron/engine/meta/pages';
 import { DamagedMetadataError, RemoteMeta, STREAM_AHEAD, STREAM_AHEAD_BYTES } from '../../electron/engine/meta/remote';
 import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
-import { TreeDb } from '../../electron/engine/meta/treeDb';
+import { NotLoadedError, TreeDb } from '../../electron/engine/meta/treeDb';
 import { LocalDiskStore } from '../../electron/engine/store/local';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import type { ObjectStore } from '../../electron/engine/store/types';
@@ -122,9 +126,17 @@ async function publish(store: ObjectStore, tree: Tree, seq: number, later: MetaO
   return remote;
 }
 
+/** Links, then loads every folder still in the bucket's pages. */
+async function linkAll(dir: string, remote: RemoteMeta): Promise<MetaStore> {
+  const ms = await MetaStore.link(dir, remote, CS);
+  await ms.pages(remote).loadAll();
+  assert.equal(ms.unloadedDirs, 0);
+  return ms;
+}
+
 async function linkAndCompare(remote: RemoteMeta, dir: string): Promise<MetaStore> {
   const expected = await remote.load(CS);
-  const ms = await MetaStore.link(dir, remote, CS);
+  const ms = await linkAll(dir, remote);
   assert.deepEqual(whole(ms.tree), whole(expected.tree));
   assert.equal(ms.remoteSeq, expected.seq);
   assert.deepEqual(ms.pendingRemote, []);
@@ -151,7 +163,7 @@ describe('a fresh machine builds its database page by page', () => {
     await again!.close();
   });
 
-  it('keeps many page reads in flight for small folders, and a bounded number of bytes for big ones', async () => {
+  it('reading every page (the checker) keeps many reads in flight for small folders, and a bounded number of bytes for big ones', async () => {
     /** A bucket whose GETs take a few ms, counting the page reads in flight and noting their sizes. */
     class Distant extends MemoryStore {
       inFlight = 0;
@@ -171,14 +183,16 @@ describe('a fresh machine builds its database page by page', () => {
         }
       }
     }
-    /** Links `tree` published on `store`, counting the link's reads only; the tree as a load into memory has it. */
+    /** Reads `tree` published on `store` into a database, counting those reads only; the tree as a load into memory has it. */
     const linkCounted = async (store: Distant, tree: Tree, name: string) => {
       const remote = await publish(store, tree, 2);
       const expected = await remote.load(CS);
       store.most = 0;
-      const linked = await MetaStore.link(path.join(root, name), remote, CS);
-      assert.deepEqual(whole(linked.tree), whole(expected.tree));
-      return linked;
+      await mkdir(path.join(root, name));
+      const into = databaseSink(path.join(root, name), CS);
+      const { tree: read } = await remote.loadInto(CS, into.sink);
+      assert.deepEqual(whole(read), whole(expected.tree));
+      return { close: () => into.drop() };
     };
     const small = new Distant();
     const ms = await linkCounted(small, apply(Tree.create(CS, 1, 1, 1), treeOps(80, 5)), 'small');
@@ -220,10 +234,24 @@ describe('a fresh machine builds its database page by page', () => {
     const remote = new RemoteMeta(store, KEY);
     const plan = new PageWriter(pageHashKey(KEY)).plan(tree, 3, undefined);
     assert.ok(await remote.writePagedCheckpoint(plan));
-    const victim = plan.write.filter((p) => isDirCover(p.ref))[6]!.ref.key;
-    const body = (await store.get(victim))!.body;
-    body[body.length - 3]! ^= 1;
-    await store.put(victim, body);
+    const damage = async (key: string) => {
+      const body = (await store.get(key))!.body;
+      body[body.length - 3]! ^= 1;
+      await store.put(key, body);
+    };
+    // A folder's page, read when the folder is loaded: the link goes through; the load is an
+    // error, and the folder stays waiting (never read as empty).
+    const folderPage = plan.write.find((p) => isDirCover(p.ref) && p.ref.dir !== ROOT_INO)!.ref;
+    await damage(folderPage.key);
+    const lazy = await MetaStore.link(path.join(root, 'lazy'), remote, CS);
+    const folder = isDirCover(folderPage) ? folderPage.dir : 0;
+    assert.ok(lazy.database.isUnloaded(folder));
+    await assert.rejects(lazy.pages(remote).loadAll(), DamagedMetadataError);
+    assert.ok(lazy.database.isUnloaded(folder));
+    assert.throws(() => lazy.tree.lookup(folder, 'f1'), NotLoadedError);
+    await lazy.close();
+    // The root's page is read at link: no database.
+    await damage(plan.write.find((p) => isDirCover(p.ref) && p.ref.dir === ROOT_INO)!.ref.key);
     const dir = path.join(root, 'meta');
     await assert.rejects(MetaStore.link(dir, remote, CS), (err: Error) => {
       assert.ok(err instanceof DamagedMetadataError, String(err));
@@ -248,13 +276,18 @@ describe('a fresh machine builds its database page by page', () => {
   it('a link killed half-way leaves a database no load takes, and the next link starts over', { timeout: 120_000 }, async () => {
     const bucket = path.join(root, 'bucket');
     const store = new LocalDiskStore(bucket);
-    const tree = apply(Tree.create(CS, 1, 1, 1), treeOps(300, 100));
+    // Files in the root (its pages are read at link), and hard links (the link pages).
+    const ops = treeOps(30, 100);
+    let ino = 100_000;
+    for (let f = 0; f < 16_000; f++) ops.push(mk(ROOT_INO, `r${f}`, ino++));
+    for (let f = 0; f < 2_000; f++) ops.push({ t: 'ln', ino: 100_000 + f, parent: 2, name: `l${f}`, ms: 4 });
+    const tree = apply(Tree.create(CS, 1, 1, 1), ops);
     const later = laterOps(tree);
     const remote = await publish(store, tree, 9, [later]);
     const dir = path.join(root, 'meta');
     const child = fork(
       path.join(__dirname, '..', 'helpers', 'linkChild.js'),
-      [bucket, KEY.toString('hex'), String(CS), dir, '280'],
+      [bucket, KEY.toString('hex'), String(CS), dir, '3'],
       {
         stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       },
@@ -264,6 +297,151 @@ describe('a fresh machine builds its database page by page', () => {
     assert.equal(await MetaStore.load(dir), undefined, 'a half-built database is not metadata');
     const ms = await linkAndCompare(remote, dir);
     assert.deepEqual(whole(ms.tree), whole(apply(tree, later)));
+    await ms.close();
+  });
+});
+
+describe('a fresh machine loads folders on demand', () => {
+  it('links without the folders, loads one when asked, and never reads one as empty', async () => {
+    const store = new MemoryStore();
+    const tree = apply(Tree.create(CS, 1, 1, 1), treeOps(12, 30));
+    const remote = await publish(store, tree, 5);
+    const reads: string[] = [];
+    const get = store.get.bind(store);
+    store.get = (key, range) => {
+      reads.push(key);
+      return get(key, range);
+    };
+    const ms = await MetaStore.link(path.join(root, 'meta'), remote, CS);
+    const manifest = (await remote.newestManifest())!;
+    const folders = new Set(
+      manifest.pages.filter((r) => isDirCover(r) && r.dir !== ROOT_INO).map((r) => (isDirCover(r) ? r.dir : 0)),
+    );
+    assert.equal(ms.unloadedDirs, folders.size);
+    assert.equal(folders.size, 12, 'every folder with entries waits ("empty" has no page)');
+    const folderPages = manifest.pages.filter((r) => isDirCover(r) && r.dir !== ROOT_INO).map((r) => r.key);
+    assert.deepEqual(
+      reads.filter((k) => folderPages.includes(k)),
+      [],
+      'the link read no folder page',
+    );
+    // The root, the empty folder and hard-linked files are there; a waiting folder throws.
+    assert.equal(ms.tree.lookup(ROOT_INO, 'top')!.nlink, 3);
+    assert.equal(ms.tree.lookup(ROOT_INO, 'empty')!.entries!.size, 0);
+    const d3 = ms.tree.lookup(ROOT_INO, 'd3')!.ino;
+    assert.throws(() => ms.tree.lookup(d3, 'f1'), NotLoadedError);
+    assert.throws(() => ms.tree.snapshot(), NotLoadedError);
+    const pages = ms.pages(remote);
+    const dirsBefore = ms.tree.dirs;
+    const bytesBefore = ms.tree.allocatedBytes;
+    await pages.ensure([d3]);
+    assert.equal(pages.ensure([d3]), undefined, 'a loaded folder needs no wait');
+    assert.deepEqual(ms.tree.lookup(d3, 'f1'), tree.lookup(d3, 'f1'));
+    assert.equal(ms.tree.get(d3)!.entries!.size, 30);
+    assert.equal(ms.unloadedDirs, 11);
+    assert.equal(ms.tree.dirs, dirsBefore, 'a folder counts once its own record is here (its home page)');
+    assert.ok(ms.tree.allocatedBytes > bytesBefore);
+    ms.database.verifyAll();
+    await pages.loadAll();
+    assert.deepEqual(whole(ms.tree), whole(tree));
+    ms.database.verifyAll();
+    await ms.close();
+  });
+
+  it('changes made while folders wait survive a restart and a crash, and the folders load after them', async () => {
+    const store = new MemoryStore();
+    const tree = apply(Tree.create(CS, 1, 1, 1), treeOps(8, 20));
+    const remote = await publish(store, tree, 5);
+    const dir = path.join(root, 'meta');
+    const ms = await MetaStore.link(dir, remote, CS);
+    const d3 = ms.tree.lookup(ROOT_INO, 'd3')!.ino;
+    const d4 = ms.tree.lookup(ROOT_INO, 'd4')!.ino;
+    const f1 = tree.lookup(d3, 'f1')!.ino;
+    const ino = ms.tree.nextIno;
+    const ops: MetaOp[] = [
+      mk(d3, 'new', ino),
+      { t: 'chunk', ino, idx: 0, ref: ['c-new', 10] },
+      { t: 'rm', parent: d3, name: 'f2', ms: 20 },
+      { t: 'mv', sp: d3, sn: 'f3', dp: d4, dn: 'from-d3', ms: 20 },
+      { t: 'attr', ino: f1, size: 7, ms: 20 },
+      { t: 'chunk', ino: f1, idx: 1, ref: ['shared1', 5] },
+    ];
+    // As the mount does: what an op names is loaded before it is committed.
+    await ms.pages(remote).ensureForOps(ops);
+    for (const op of ops) {
+      if (op.t === 'mk') ms.tree.nextIno = op.ino + 1;
+      ms.commit(op);
+    }
+    await ms.flush();
+    const expected = apply(tree, ops);
+    // A crash: the journal holds the changes, the database the loads (a copy of the folder as
+    // the store left it, opened while the store is still open: it never checkpointed).
+    const crashDir = path.join(root, 'crashed');
+    await cp(dir, crashDir, { recursive: true });
+    const crashed = await MetaStore.load(crashDir);
+    assert.ok(crashed);
+    assert.equal(crashed.unloadedDirs, 6);
+    await crashed.pages(remote).loadAll();
+    assert.deepEqual(whole(crashed.tree), whole(expected));
+    crashed.database.verifyAll();
+    await crashed.close();
+    // A clean restart of the first store, the other folders loaded after it.
+    await ms.close();
+    const again = await MetaStore.load(dir);
+    assert.ok(again);
+    assert.equal(again.unloadedDirs, 6);
+    await again.pages(remote).loadAll();
+    await again.close();
+    const reopened = (await MetaStore.load(dir))!;
+    assert.equal(reopened.unloadedDirs, 0);
+    assert.deepEqual(whole(reopened.tree), whole(expected));
+    reopened.database.verifyAll();
+    await reopened.close();
+  });
+
+  it('segments after the checkpoint that name a file of a waiting folder load every folder first', async () => {
+    const store = new MemoryStore();
+    const tree = apply(Tree.create(CS, 1, 1, 1), treeOps(6, 10));
+    const d5 = tree.lookup(ROOT_INO, 'd5')!.ino;
+    const d1 = tree.lookup(ROOT_INO, 'd1')!.ino;
+    const later: MetaOp[] = [{ t: 'rm', parent: d1, name: 'f0', ms: 9 }];
+    const byIno: MetaOp[] = [{ t: 'attr', ino: tree.lookup(d5, 'f3')!.ino, mode: 0o600, ms: 9 }];
+    const remote = await publish(store, tree, 5, [later]);
+    const ms = await MetaStore.link(path.join(root, 'one'), remote, CS);
+    assert.equal(ms.unloadedDirs, 5, 'the segment loaded the folder it names');
+    await ms.pages(remote).loadAll();
+    assert.deepEqual(whole(ms.tree), whole(apply(Tree.fromSnapshot(CS, tree.snapshot()), later)));
+    await ms.close();
+    await remote.pushSegment(7, byIno, WRITER);
+    const all = await MetaStore.link(path.join(root, 'all'), remote, CS);
+    assert.equal(all.unloadedDirs, 0, 'nothing says which folder holds that file');
+    assert.deepEqual(whole(all.tree), whole(apply(apply(tree, later), byIno)));
+    await all.close();
+  });
+
+  it('a folder whose page is gone loads from the newest checkpoint when this machine is at it', async () => {
+    const store = new MemoryStore();
+    const tree = apply(Tree.create(CS, 1, 1, 1), treeOps(4, 10));
+    const remote = await publish(store, tree, 5);
+    const ms = await MetaStore.link(path.join(root, 'meta'), remote, CS);
+    const d2 = ms.tree.lookup(ROOT_INO, 'd2')!.ino;
+    // The writer changes another folder, checkpoints (d2's page rewritten under a new key here),
+    // and the old page is deleted (compaction).
+    const later: MetaOp[] = [{ t: 'rm', parent: tree.lookup(ROOT_INO, 'd0')!.ino, name: 'f0', ms: 9 }];
+    await remote.pushSegment(6, later, WRITER);
+    apply(tree, later);
+    assert.ok(await remote.writePagedCheckpoint(new PageWriter(pageHashKey(KEY)).plan(tree, 6, undefined)));
+    const old = ms.database.unloadedRefs(d2)!;
+    for (const ref of old) await store.delete(ref.key);
+    const pages = ms.pages(remote);
+    await assert.rejects(pages.ensure([d2])!, /not yet at the newest checkpoint/);
+    assert.ok(ms.database.isUnloaded(d2), 'still waiting, not empty');
+    // Caught up: the newest checkpoint's pages serve.
+    await pages.ensureForOps(later);
+    ms.applyRemote(6, later);
+    await pages.ensure([d2]);
+    await pages.loadAll();
+    assert.deepEqual(whole(ms.tree), whole(tree));
     await ms.close();
   });
 });

@@ -24,9 +24,10 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
 import { SnapshotDamagedError } from './journal';
-import { Inode, ROOT_INO, Tree } from './tree';
+import { Inode, MetaOp, ROOT_INO, Tree } from './tree';
 import { DirPage, Page, PageRef, isDirCover } from './pages';
-import type { TreeSink } from './remote';
+import { PageLoader } from './pageLoader';
+import type { RemoteMeta, TreeSink } from './remote';
 import { BuildRows, BuildWriter, DbState, TreeDb, encodeInode, entryChecksum, totalsOf } from './treeDb';
 
 /** A directory's entries (or some of them), as a build adds them. */
@@ -314,10 +315,15 @@ const WHOLE_BATCH = 2_000;
  * fresh machine's link, and the checker's copy of the bucket's tree. `built` is the database
  * the last attempt finished (its tree took the later segments); `drop` removes what an
  * attempt left (after a failed load).
+ *
+ * `lazy` (a fresh machine's link): of a paged checkpoint only the root's pages and the link
+ * pages are read; every other directory is recorded as not loaded, with its page refs, and
+ * loaded from `lazy.remote` when a later segment names it (pageLoader.ts), or later on demand.
  */
 export function databaseSink(
   dir: string,
   chunkSize: number,
+  lazy?: { readonly remote: RemoteMeta },
 ): {
   readonly sink: TreeSink;
   built(): { db: TreeDb; state: DbState } | undefined;
@@ -330,6 +336,9 @@ export function databaseSink(
   let dropping: Promise<void> = Promise.resolve();
   let nextIno = 0;
   let seqRead = 0;
+  // Lazy: the directories left in the bucket's pages, and the loader the later segments use.
+  let waiting = new Map<number, PageRef[]>();
+  let loader: PageLoader | undefined;
   const begin = async () => {
     sink.discard();
     await dropping;
@@ -338,7 +347,18 @@ export function databaseSink(
   };
   const finish = async (seq: number) => {
     built = await build!.finish({ gen: 1, nextIno, remoteSeq: seq });
-    return built.db.tree(built.state);
+    if (!lazy || waiting.size === 0) return built.db.tree(built.state);
+    const db = built.db;
+    db.markUnloaded([...waiting].map(([d, refs]) => ({ dir: d, refs })));
+    waiting = new Map();
+    const tree = db.tree(built.state);
+    loader = new PageLoader(
+      db,
+      () => tree,
+      lazy.remote,
+      () => seq,
+    );
+    return tree;
   };
   const sink: TreeSink = {
     async whole(seq, snap) {
@@ -357,10 +377,28 @@ export function databaseSink(
       await (await begin()).add([m.root]);
       nextIno = m.nextIno;
       seqRead = m.seq;
+      waiting = new Map();
+      if (lazy)
+        for (const ref of m.pages) {
+          if (!isDirCover(ref) || ref.dir === ROOT_INO) continue;
+          const list = waiting.get(ref.dir);
+          if (list) list.push(ref);
+          else waiting.set(ref.dir, [ref]);
+        }
     },
+    ...(lazy
+      ? {
+          wants: (ref: PageRef) => !isDirCover(ref) || ref.dir === ROOT_INO,
+          beforeOps: async (ops: readonly MetaOp[]) => {
+            await loader?.ensureForOps(ops);
+          },
+        }
+      : {}),
     page: (ref, page) => addPage(build!, ref, page),
     pagesDone: () => finish(seqRead),
     discard() {
+      loader?.stop();
+      loader = undefined;
       if (built) built.db.close();
       if (build) {
         const b = build;

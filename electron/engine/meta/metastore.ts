@@ -26,6 +26,7 @@ import { Journal, JournalDamage, SnapshotDamagedError } from './journal';
 import { MetaOp, Tree, TreeSnapshot, assertKnownOps } from './tree';
 import { RemoteMeta } from './remote';
 import { databaseSink } from './build';
+import { PageLoader } from './pageLoader';
 import { DbState, TreeDb, totalsOf } from './treeDb';
 
 interface PersistedState {
@@ -160,6 +161,9 @@ export class MetaStore {
    * names them.
    */
   onApplied: (ops: readonly MetaOp[] | 'all', relinked: readonly number[]) => void = () => undefined;
+  /** Called after directories were loaded from the bucket's pages, with the extended-attribute names they brought. */
+  onLoaded: (dirs: readonly number[], xattrNames: readonly string[]) => void = () => undefined;
+  private loader: PageLoader | undefined;
 
   private constructor(
     private current: Tree,
@@ -175,6 +179,33 @@ export class MetaStore {
   /** The local metadata database (the checker reads all of it). */
   get database(): TreeDb {
     return this.db;
+  }
+
+  /**
+   * The loader of the directories a fresh machine's link left in the bucket's pages
+   * (pageLoader.ts), reading them from `remote`; made at the first call.
+   */
+  pages(remote: RemoteMeta): PageLoader {
+    this.loader ??= new PageLoader(
+      this.db,
+      () => this.current,
+      remote,
+      () => this.remoteSeq,
+      (dirs, names) => this.onLoaded(dirs, names),
+    );
+    return this.loader;
+  }
+
+  /** How many directories are not loaded from the bucket yet. */
+  get unloadedDirs(): number {
+    return this.db.unloadedCount;
+  }
+
+  /** Resolves once every directory is loaded (at once when none waits; see `pages`). */
+  whenFilled(): Promise<void> {
+    if (this.db.unloadedCount === 0) return Promise.resolve();
+    if (!this.loader) return Promise.reject(new Error('folders are not loaded from the bucket yet, and nothing loads them'));
+    return this.loader.whenFilled();
   }
 
   /**
@@ -389,16 +420,19 @@ export class MetaStore {
    * Creates local metadata in `dir` from the bucket (a fresh machine): the newest checkpoint is
    * written into the database page by page as it is read (each page authenticated, checked,
    * inserted and dropped), so memory holds a few pages, not the tree; then the segments after
-   * it are applied, as a load in memory would (remote.ts `loadInto`). A checkpoint written
-   * whole (older formats) is read whole, as it always was. The database counts as created only
+   * it are applied, as a load in memory would (remote.ts `loadInto`). Of a paged checkpoint,
+   * only the root's pages and the link pages are read: the other folders load on demand
+   * (`pages`, pageLoader.ts), so a link costs what does not grow with the tree; `whole` reads
+   * every page now (a tree built to be read whole, not mounted). A checkpoint written whole
+   * (older formats) is read whole, as it always was. The database counts as created only
    * once all of it is durable (treeDb.ts `complete`): a link that stops half-way (a damaged
    * page, a crash) leaves a database `load` does not take, and the next link starts over.
    */
-  static async link(dir: string, remote: RemoteMeta, chunkSize: number): Promise<MetaStore> {
+  static async link(dir: string, remote: RemoteMeta, chunkSize: number, opts: { whole?: boolean } = {}): Promise<MetaStore> {
     if (TreeDb.open(dir, { readOnly: true }) || (await hasLegacySnapshot(dir)))
       throw new Error(`metadata already exists in ${dir}`);
     await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-    const into = databaseSink(dir, chunkSize);
+    const into = databaseSink(dir, chunkSize, opts.whole ? undefined : { remote });
     try {
       const { tree, seq } = await remote.loadInto(chunkSize, into.sink);
       const db = into.persist(tree, seq);
@@ -596,6 +630,7 @@ export class MetaStore {
    * the journal still gets every record, so nothing is lost; only a failure of that throws.
    */
   async close(): Promise<void> {
+    this.loader?.stop();
     try {
       if (this.journal.readOnly) return await this.journal.close();
       if (this.checkpointing) await this.checkpointing.catch(() => undefined);

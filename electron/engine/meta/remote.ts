@@ -196,6 +196,13 @@ export interface TreeSink {
   page(ref: PageRef, page: Page): void | Promise<void>;
   /** The tree the manifest and its pages make, to apply the later segments to. */
   pagesDone(): Tree | Promise<Tree>;
+  /**
+   * Which of the manifest's pages to read (all when absent): a fresh machine's link reads the
+   * root's and the link pages, and loads the other directories on demand (pageLoader.ts).
+   */
+  wants?(ref: PageRef): boolean;
+  /** Called before each later segment's ops are applied (to load what they name). */
+  beforeOps?(ops: readonly MetaOp[]): Promise<void>;
   /** Drops what the attempt built. */
   discard(): void;
 }
@@ -660,7 +667,7 @@ export class RemoteMeta {
     this.checkIdentity(ck);
     let loaded: Awaited<ReturnType<RemoteMeta['replay']>>;
     try {
-      loaded = await this.replay(ck, tolerant);
+      loaded = await this.replay(ck, tolerant, sink);
     } catch (err) {
       sink.discard();
       throw err;
@@ -692,7 +699,8 @@ export class RemoteMeta {
     const filespace = ck.filespace ? { filespace: ck.filespace } : {};
     if (!isManifest(ck)) return { seq: ck.seq, tree: await sink.whole(ck.seq, ck.tree), ...filespace };
     await sink.manifest(ck);
-    await this.streamPages(ck.pages, (ref, page) => sink.page(ref, page));
+    const wanted = sink.wants ? ck.pages.filter((r) => sink.wants!(r)) : ck.pages;
+    await this.streamPages(wanted, (ref, page) => sink.page(ref, page));
     try {
       return { seq: ck.seq, tree: await sink.pagesDone(), ...filespace };
     } catch (err) {
@@ -707,6 +715,7 @@ export class RemoteMeta {
   private async replay(
     ck: LoadedCheckpoint,
     tolerant: boolean,
+    sink?: TreeSink,
   ): Promise<{ tree: Tree; seq: number; segment?: RemoteDamage['segment'] } | undefined> {
     const tree = ck.tree;
     let seq = ck.seq;
@@ -724,6 +733,7 @@ export class RemoteMeta {
         if ((await this.readCompaction()).mark.upTo > seq) return undefined;
         break;
       }
+      if (sink?.beforeOps) await sink.beforeOps(seg.ops);
       for (const op of seg.ops) tree.apply(op);
       seq++;
     }

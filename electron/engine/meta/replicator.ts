@@ -186,6 +186,9 @@ export class Replicator {
 
   private async checkpointOnce(): Promise<void> {
     if (this.meta.pendingRemote.length > 0 || this.conflict) return;
+    // Directories not loaded yet (a fresh machine, pageLoader.ts) are in the checkpoint read at
+    // link: the next one waits until they are all here, and that one stays in the bucket.
+    if (this.meta.unloadedDirs > 0) return;
     // A paged checkpoint is the writer's (it raises the header's format and its pages build on
     // its last one); a follower's tree is the writer's, which checkpoints it.
     if (this.paged && !this.writer()) return;

@@ -432,6 +432,8 @@ export class MachineRole {
           }
           return;
         }
+        // A directory the ops name is loaded first (a fresh machine, pageLoader.ts).
+        if (meta.unloadedDirs > 0) await meta.pages(remote).ensureForOps(seg.ops);
         meta.applyRemote(seq, seg.ops);
         applied++;
       }

@@ -26,7 +26,12 @@
  * wrong metadata. The checker reads every row (`verifyAll`).
  *
  * Writes happen only in `checkpoint` and `replaceAll`, each one transaction (synchronous=FULL:
- * durable when it returns), so the database is always the tree at some checkpoint, whole.
+ * durable when it returns), so the database is always the tree at some checkpoint, whole; and,
+ * on a fresh machine, in `markUnloaded` and `loadDirectories`: a directory whose entries are
+ * still only in the bucket's pages is a row of `unloaded` (its own record is here; its entries
+ * and its children's records are not), and loading it adds what its pages hold to the
+ * checkpoint's tree, in one transaction, so the database is still that tree, with more of it
+ * here (pageLoader.ts). Reading such a directory's entries throws NotLoadedError.
  */
 
 import * as fs from 'node:fs';
@@ -34,11 +39,16 @@ import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { openDatabase, type Database, type Statement } from './db';
 import { SnapshotDamagedError } from './journal';
+import type { DirPage, PageRef } from './pages';
 import { Inode, InodeTable, MetaOp, RefTable, Tree, TreeStorage, ROOT_INO } from './tree';
 
 export const TREE_DB = 'tree.db';
-/** The layout of the database this version writes (`PRAGMA user_version`). */
-const LAYOUT = 1;
+/**
+ * The layout of the database this version writes (`PRAGMA user_version`). 2 added the table of
+ * directories not loaded yet (`unloaded`): a release that knows only 1 would take such a
+ * directory for an empty one, so it refuses a database of layout 2 (`open` below).
+ */
+const LAYOUT = 2;
 
 /** What the state row holds. */
 export interface DbState {
@@ -85,7 +95,78 @@ const SCHEMA = `
     PRIMARY KEY (parent, name)) WITHOUT ROWID;
   CREATE TABLE chunks (name TEXT PRIMARY KEY, n INTEGER NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID;
   CREATE TABLE pending (n INTEGER PRIMARY KEY, op TEXT NOT NULL, crc INTEGER NOT NULL);
+  CREATE TABLE unloaded (dir INTEGER PRIMARY KEY, refs TEXT NOT NULL, crc INTEGER NOT NULL);
 `;
+/** For a database of layout 1, made when it is first opened for writing. */
+const UNLOADED_TABLE = 'CREATE TABLE IF NOT EXISTS unloaded (dir INTEGER PRIMARY KEY, refs TEXT NOT NULL, crc INTEGER NOT NULL);';
+
+/**
+ * A directory whose entries are not loaded yet (a fresh machine's link loads directories from
+ * the bucket's pages on demand, see pageLoader.ts): whatever reads its entries before it is
+ * loaded fails with this rather than taking it for an empty directory. The mount loads a
+ * directory before any request that names it reaches the tree, so a user never meets it.
+ */
+export class NotLoadedError extends Error {
+  readonly errno = 'EIO';
+  constructor(readonly dir: number) {
+    super(`directory ${dir} is not loaded from the bucket yet`);
+    this.name = 'NotLoadedError';
+  }
+}
+
+/** The entry table of a directory not loaded yet: any use of it throws NotLoadedError. */
+class UnloadedEntries extends Map<string, number> {
+  constructor(readonly dir: number) {
+    super();
+  }
+  private no(): never {
+    throw new NotLoadedError(this.dir);
+  }
+  override get size(): number {
+    return this.no();
+  }
+  override get(): number | undefined {
+    return this.no();
+  }
+  override has(): boolean {
+    return this.no();
+  }
+  override set(): this {
+    return this.no();
+  }
+  override delete(): boolean {
+    return this.no();
+  }
+  override clear(): void {
+    this.no();
+  }
+  override forEach(): void {
+    this.no();
+  }
+  override keys(): MapIterator<string> {
+    return this.no();
+  }
+  override values(): MapIterator<number> {
+    return this.no();
+  }
+  override entries(): MapIterator<[string, number]> {
+    return this.no();
+  }
+  override [Symbol.iterator](): MapIterator<[string, number]> {
+    return this.no();
+  }
+}
+
+/** Whether `inode` is a directory whose entries are not loaded yet (reading them throws NotLoadedError). */
+export function entriesWaiting(inode: Pick<Inode, 'entries'>): boolean {
+  return inode.entries instanceof UnloadedEntries;
+}
+
+/** A directory's pages in the bucket, for a directory not loaded yet. */
+export interface UnloadedDir {
+  readonly dir: number;
+  readonly refs: readonly PageRef[];
+}
 /** Made after the rows when a database is built (one sort instead of an insert per row). */
 const INDEXES = 'CREATE INDEX entries_by_ino ON entries (ino);';
 /**
@@ -186,6 +267,8 @@ export class TreeDb {
   });
   private inodeCount = 0;
   private refCount = 0;
+  /** Directories whose entries are still only in the bucket's pages (the `unloaded` table). */
+  private readonly unloaded = new Set<number>();
   /** Inode numbers above this are in no row (a new inode needs no lookup). */
   private maxStoredIno = 0;
   private pendingEnd = 0;
@@ -290,6 +373,12 @@ export class TreeDb {
       t.refCount = state.refs;
       t.pendingEnd = state.pendingEnd;
       t.maxStoredIno = Math.max(0, state.nextIno - 1);
+      if (layout !== 0 && layout < LAYOUT && !t.readOnly) {
+        db.exec(UNLOADED_TABLE);
+        db.pragma(`user_version = ${LAYOUT}`);
+      }
+      const hasTable = db.prepare("SELECT 1 AS x FROM sqlite_master WHERE type = 'table' AND name = 'unloaded'").get();
+      if (hasTable) for (const raw of db.prepare('SELECT dir FROM unloaded').all()) t.unloaded.add((raw as { dir: number }).dir);
       return { db: t, state };
     } catch (err) {
       db.close();
@@ -564,7 +653,8 @@ export class TreeDb {
 
   private decode(row: InodeRow): Inode {
     const inode = this.decodeRecord(row);
-    if (inode.kind === 'dir') {
+    if (inode.kind === 'dir' && this.unloaded.has(row.ino)) inode.entries = new UnloadedEntries(row.ino);
+    else if (inode.kind === 'dir') {
       const entries = new Map<string, number>();
       for (const raw of this.st.entriesOf.all(row.ino)) {
         const e = raw as EntryRow;
@@ -578,7 +668,7 @@ export class TreeDb {
   }
 
   private weightOf(inode: Inode): number {
-    return 1 + (inode.entries?.size ?? 0);
+    return inode.entries instanceof UnloadedEntries ? 1 : 1 + (inode.entries?.size ?? 0);
   }
 
   /** Keeps `inode` (clean) in the working set, as used now. */
@@ -665,8 +755,8 @@ export class TreeDb {
    * Runs `fn`, a synchronous reader of several inodes, in one read transaction: outside one,
    * SQLite in WAL mode begins and ends a transaction for every statement, which was most of what
    * reading a row cost (7.5 us a row against 1.0 us, measured on a 100,000-file tree). A reader
-   * takes no lock a writer would wait for, and this connection writes only in `checkpoint` and
-   * `replaceAll`, never within `fn` (which reads only).
+   * takes no lock a writer would wait for, and this connection writes only in `checkpoint`,
+   * `replaceAll` and the loads of directories, never within `fn` (which reads only).
    */
   reading<T>(fn: () => T): T {
     const own = this.db.open && !this.db.inTransaction;
@@ -1085,7 +1175,7 @@ export class TreeDb {
     let inodes = 0;
     let refs = 0;
     this.db.transaction(() => {
-      this.db.exec('DELETE FROM inodes; DELETE FROM entries; DELETE FROM chunks; DELETE FROM pending;');
+      this.db.exec('DELETE FROM inodes; DELETE FROM entries; DELETE FROM chunks; DELETE FROM pending; DELETE FROM unloaded;');
       for (const inode of tree.inodes.values()) {
         this.writeInode(inode);
         inodes++;
@@ -1110,7 +1200,157 @@ export class TreeDb {
     this.old = new Map();
     this.youngWeight = this.oldWeight = 0;
     this.weak.clear();
+    this.unloaded.clear();
     this.maxStoredIno = Math.max(0, state.nextIno - 1);
+  }
+
+  // ---- directories loaded on demand (pageLoader.ts) -------------------------------------------
+
+  /** How many directories are not loaded yet. */
+  get unloadedCount(): number {
+    return this.unloaded.size;
+  }
+
+  /** Whether directory `dir` is not loaded yet. */
+  isUnloaded(dir: number): boolean {
+    return this.unloaded.has(dir);
+  }
+
+  /** Up to `limit` directories not loaded yet, lowest number first (a background fill's order). */
+  someUnloaded(limit: number): number[] {
+    const rows = this.db.prepare('SELECT dir FROM unloaded ORDER BY dir LIMIT ?').all(limit) as Array<{ dir: number }>;
+    return rows.map((r) => r.dir);
+  }
+
+  /**
+   * Records directories whose entries stay in the bucket's pages (`refs`) until loaded: a fresh
+   * machine's link, before the segments after the checkpoint are applied. One durable transaction.
+   */
+  markUnloaded(dirs: readonly UnloadedDir[]): void {
+    if (this.readOnly) throw new Error('the metadata database is open read-only');
+    const put = this.db.prepare('INSERT OR REPLACE INTO unloaded (dir, refs, crc) VALUES (?, ?, ?)');
+    this.db.transaction(() => {
+      for (const d of dirs) {
+        const refs = JSON.stringify(d.refs);
+        put.run(d.dir, refs, crc32(`${d.dir}:${refs}`));
+      }
+    })();
+    for (const d of dirs) {
+      this.unloaded.add(d.dir);
+      // A copy read before (its entries looked empty) must not be handed out again.
+      this.forget(d.dir);
+      this.weak.delete(d.dir);
+    }
+  }
+
+  /** The pages of directory `dir`, not loaded yet (undefined once it is). */
+  unloadedRefs(dir: number): PageRef[] | undefined {
+    if (!this.unloaded.has(dir)) return undefined;
+    const row = this.db.prepare('SELECT refs, crc FROM unloaded WHERE dir = ?').get(dir) as
+      { refs: string; crc: number } | undefined;
+    if (!row) return undefined;
+    if (crc32(`${dir}:${row.refs}`) !== row.crc)
+      throw new SnapshotDamagedError(this.file, `the page list of directory ${dir} fails its checksum`);
+    return JSON.parse(row.refs) as PageRef[];
+  }
+
+  /**
+   * Loads directories from their pages, in one durable transaction: each one's entries, the
+   * records of the children whose home it is (a record already here wins: it may have changed
+   * since), the chunk references those records add, and the state row's counts, so the
+   * database is the tree at its checkpoint with these directories in it, and the journal's
+   * changes (made after the loads they needed) apply to it after a crash as they did before.
+   * The counts held in memory (this object's and `tree`'s running totals) take the same
+   * additions. A directory no longer waiting (loaded meanwhile, or the tree replaced) is skipped.
+   * Returns the extended-attribute names the loaded records brought that `tree` did not know.
+   */
+  loadDirectories(dirs: ReadonlyArray<{ readonly dir: number; readonly pages: readonly DirPage[] }>, tree: Tree): string[] {
+    if (this.readOnly) throw new Error('the metadata database is open read-only');
+    const todo = dirs.filter((d) => this.unloaded.has(d.dir));
+    if (todo.length === 0) return [];
+    const state = this.readStateRow();
+    if (!state) throw new SnapshotDamagedError(this.file, 'it has no state');
+    const refs = new Map<string, number>();
+    const hadRow = new Set<string>();
+    const names = new Set<string>();
+    const tables = new Map<number, Map<string, number>>();
+    let inodes = 0;
+    let dirCount = 0;
+    let allocatedBytes = 0;
+    let rowRefs = 0;
+    let maxIno = 0;
+    const delUnloaded = this.db.prepare('DELETE FROM unloaded WHERE dir = ?');
+    this.db.transaction(() => {
+      for (const { dir, pages } of todo) {
+        const table = new Map<string, number>();
+        for (const page of pages) {
+          for (const [name, ino] of page.entries) {
+            table.set(name, ino);
+            this.writeEntry(dir, name, ino);
+          }
+          for (const rec of page.inodes) {
+            if (this.dirty.has(rec.ino) || this.st.inodeExists.get(rec.ino) !== undefined) continue;
+            this.writeInode(rec);
+            inodes++;
+            maxIno = Math.max(maxIno, rec.ino);
+            const c = Tree.countOf(rec);
+            dirCount += c.dirs;
+            allocatedBytes += c.allocatedBytes;
+            for (const n in rec.xattrs ?? {}) names.add(n);
+            for (const c of rec.chunks ?? []) if (c) refs.set(c[0], (refs.get(c[0]) ?? 0) + 1);
+          }
+        }
+        tables.set(dir, table);
+        delUnloaded.run(dir);
+      }
+      for (const [name, k] of refs) {
+        const row = this.st.ref.get(name) as RefRow | undefined;
+        if (row && refCrc(row.name, row.n) !== row.crc)
+          throw new SnapshotDamagedError(this.file, `the reference count of chunk ${name} fails its checksum`);
+        if (row) hadRow.add(name);
+        else rowRefs++;
+        const n = (row?.n ?? 0) + k;
+        this.st.putRef.run(name, n, refCrc(name, n));
+      }
+      const known = state.xattrNames;
+      const row: StateRow = {
+        ...state,
+        inodes: state.inodes + inodes,
+        refs: state.refs + rowRefs,
+        dirs: state.dirs + dirCount,
+        allocatedBytes: state.allocatedBytes + allocatedBytes,
+        ...(known ? { xattrNames: [...new Set([...known, ...names])] } : {}),
+      };
+      const v = JSON.stringify(row);
+      this.st.putState.run(v, crc32(v));
+    })();
+    // The same additions to what memory holds.
+    this.inodeCount += inodes;
+    this.maxStoredIno = Math.max(this.maxStoredIno, maxIno);
+    for (const [name, k] of refs) {
+      const d = this.refDeltas.get(name);
+      if (d !== undefined) {
+        if (d === 0) this.refCount++;
+        this.refDeltas.set(name, d + k);
+      } else if (!hadRow.has(name)) this.refCount++;
+    }
+    tree.dirs += dirCount;
+    tree.allocatedBytes += allocatedBytes;
+    const added = tree.xattrNames ? [...names].filter((n) => !tree.xattrNames!.has(n)) : [];
+    for (const n of added) tree.xattrNames!.add(n);
+    for (const [dir, table] of tables) {
+      this.unloaded.delete(dir);
+      // A copy of the directory handed out before (its entries not loaded) gets them, so the
+      // object stays the one object for its number.
+      const held = this.dirty.get(dir) ?? this.young.get(dir) ?? this.old.get(dir) ?? this.weak.get(dir)?.deref();
+      if (held && held.entries instanceof UnloadedEntries) {
+        const inWorkingSet = this.young.has(dir) || this.old.has(dir);
+        if (inWorkingSet) this.forget(dir);
+        held.entries = table;
+        if (inWorkingSet) this.remember(held);
+      }
+    }
+    return added;
   }
 }
 

@@ -60,6 +60,7 @@ import { UNIT, physicalSize } from '../cache/sealed';
 import { FsError } from '../errors';
 import { ChunkRef, Inode, InodeKind, MetaOp, ROOT_INO, RefCounts, Tree } from '../meta/tree';
 import { MetaStore } from '../meta/metastore';
+import type { PageLoader } from '../meta/pageLoader';
 import { ChunkFetcher, SegmentSpan } from '../prefetch/fetcher';
 import { ReadAheadCursor } from '../prefetch/readahead';
 import { SingleFlight } from '../util/concurrency';
@@ -277,6 +278,11 @@ export class Vfs {
   attributesChanged: (ino?: number) => void = () => undefined;
   /** Set by a mount adapter: called with extended-attribute names some entry newly has (see `xattrNames`). */
   xattrNamesAdded: (names: readonly string[]) => void = () => undefined;
+  /**
+   * Set by the engine while folders wait to be loaded from the bucket (a fresh machine,
+   * meta/pageLoader.ts): a mount awaits `whenLoaded` before a request reaches the tree.
+   */
+  pages: PageLoader | undefined;
   private readonly now: () => number;
   /**
    * Cached chunk names that may have lost their last reader since the last sweep: a reference
@@ -416,6 +422,45 @@ export class Vfs {
   }
 
   /** Whether `ino` is a file deleted while still open here (its data stays local). */
+  /**
+   * For a mount: undefined when the folders a request names are loaded (the usual case, at
+   * once), else a promise that settles once they are: the folders `dirs` (inode numbers; any
+   * that is not a folder waiting is passed over), and each folder `named` names in its folder
+   * (after that folder), so a lookup of a folder loads it and the kernel learns only folders
+   * whose entries are here.
+   */
+  whenLoaded(
+    dirs: readonly number[],
+    named: ReadonlyArray<{ readonly dir: number; readonly name: string }> = [],
+  ): Promise<void> | undefined {
+    const pages = this.pages;
+    if (!pages?.pending) return undefined;
+    const children = (): Promise<void> | undefined => {
+      const found: number[] = [];
+      for (const n of named) {
+        if (pages.isUnloaded(n.dir)) continue; // it failed to load: the request meets NotLoadedError
+        const c = this.tree.lookup(n.dir, n.name);
+        if (c?.kind === 'dir') found.push(c.ino);
+      }
+      return found.length > 0 ? pages.ensure(found) : undefined;
+    };
+    const first = pages.ensure(named.length > 0 ? [...dirs, ...named.map((n) => n.dir)] : dirs);
+    return first ? first.then(children) : children();
+  }
+
+  /** Loads every folder on `path` (and the one it names) that waits to be loaded; see `whenLoaded`. */
+  async whenPathLoaded(path: string): Promise<void> {
+    if (!this.pages?.pending) return;
+    let dir = ROOT_INO;
+    for (const part of path.split('/').filter(Boolean)) {
+      await this.whenLoaded([dir], [{ dir, name: part }]);
+      const c = this.tree.lookup(dir, part);
+      if (c?.kind !== 'dir') return;
+      dir = c.ino;
+    }
+    await this.whenLoaded([dir]);
+  }
+
   isUnlinked(ino: number): boolean {
     return this.unlinked.get(ino) !== undefined;
   }
