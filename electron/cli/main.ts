@@ -440,6 +440,8 @@ function humanStatus(s: StatusDto): string {
     const limit = s.uploadLimitBytesPerSec ? ` (limit ${formatRate(s.uploadLimitBytesPerSec)})` : '';
     lines.push(`  throughput: up ${formatRate(s.uploadBytesPerSec)}${limit}, down ${formatRate(s.downloadBytesPerSec)}`);
   }
+  if (s.foldersLoading && s.state === 'mounted')
+    lines.push(`  loading folders from the bucket: ${s.foldersLoading} left (each loads at once when it is used)`);
   if (s.lease && s.state === 'mounted') lines.push(`  ${leaseLine(s.lease)}`);
   if (s.readOnlyReason) lines.push(`  ${s.readOnlyReason}`);
   for (const a of s.aside ?? []) {

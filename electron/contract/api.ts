@@ -160,6 +160,8 @@ export const statusSchema = z.object({
   pinsProblem: z.string().nullable().optional(),
   /** The import or export the mount runs, or ran last. */
   transfer: transferJobSchema.nullable().optional(),
+  /** Folders a fresh machine has not loaded from the bucket yet (they load as they are used, the rest in the background). */
+  foldersLoading: z.number().int().optional(),
 });
 export type StatusDto = z.infer<typeof statusSchema>;
 

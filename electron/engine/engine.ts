@@ -829,12 +829,14 @@ export class Engine {
         this.role.followBlocked ??
         this.uploader.lastError ??
         this.replicator.lastError ??
-        this.fetcher.stats.lastError,
+        this.fetcher.stats.lastError ??
+        (this.vfs.pages?.lastError ? `loading folders from the bucket: ${this.vfs.pages.lastError.message}` : undefined),
       pendingFiles: this.pending.paths(this.meta.tree, () => this.waitingInodes()),
       lease: this.role.status(),
       aside: this.aside.summary(),
       pins: this.pinKeeper.progress(),
       pinsProblem: this.pinKeeper.problem,
+      foldersLoading: this.meta.unloadedDirs,
     };
   }
 

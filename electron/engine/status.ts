@@ -48,6 +48,8 @@ export interface EngineStats {
   pins: Array<{ path: string; localBytes: number; totalBytes: number }>;
   /** Why pinned data is not all downloaded, while it is not. */
   pinsProblem: string | undefined;
+  /** Folders not loaded from the bucket yet (a fresh machine's first mount, meta/pageLoader.ts). */
+  foldersLoading: number;
 }
 
 export interface WritesWaitingStatus {

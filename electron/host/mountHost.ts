@@ -200,6 +200,7 @@ export class MountHost {
             writesWaiting: st.writesWaiting ?? null,
             pins: st.pins,
             pinsProblem: st.pinsProblem ?? null,
+            foldersLoading: st.foldersLoading,
           }
         : {}),
       ...(this.transfer ? { transfer: jobDto(this.transfer, STATUS_SKIPS_LISTED) } : {}),

@@ -10,10 +10,12 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import * as path from 'node:path';
+import { MetaStore } from '../../electron/engine/meta/metastore';
 import { PAGE_PREFIX, isDirCover } from '../../electron/engine/meta/pages';
 import { RemoteMeta } from '../../electron/engine/meta/remote';
 import { MemoryStore } from '../../electron/engine/store/memory';
-import { EngineBed, Mounted, chunkObjects, expectContent, random, readFile, writeFile } from '../helpers/engineBed';
+import { EngineBed, Mounted, chunkObjects, expectContent, random, readFile, until, writeFile } from '../helpers/engineBed';
 
 const CS = 64 * 1024;
 
@@ -84,6 +86,8 @@ describe('a fresh machine serves while its folders load', () => {
     let b: Mounted = await bed.mount(space, { cacheDir, lazy: true });
     const vfs = () => b.engine.vfs;
     assert.ok(b.engine.foldersLoading >= 1);
+    assert.equal(b.engine.stats().foldersLoading, b.engine.foldersLoading, 'status says how many folders wait');
+    assert.ok(b.log.some((l) => /folder\(s\) load from the bucket as they are used/.test(l)));
     // Paths load as they are used; d7's page is held, and nothing else waits for it.
     for (const p of ['/d3/f2', '/d0/sub/deep/file', '/d5/link', '/d1/f0']) await vfs().whenPathLoaded(p);
     await expectContent(b.fs, '/d3/f2', files.get('/d3/f2')!, CS, 'fresh machine');
@@ -129,6 +133,7 @@ describe('a fresh machine serves while its folders load', () => {
     store.release();
     await b.engine.whenFilled();
     assert.equal(b.engine.foldersLoading, 0);
+    assert.equal(b.engine.stats().foldersLoading, 0);
     await b.engine.collectGarbage();
     await b.engine.collectGarbage();
     for (const [p, data] of files) await expectContent(b.fs, p, data, CS, 'once every folder is loaded');
@@ -145,5 +150,37 @@ describe('a fresh machine serves while its folders load', () => {
     assert.equal(c.fs.getattr('/d5/link').nlink, 2);
     assert.deepEqual(c.fs.readdir('/d4').sort(), ['.', '..', 'f0', 'f1', 'f2', 'f3', 'f4', 'moved']);
     await c.close();
+  });
+  it('a fresh machine joining a busy writer loads only the folders the log after the checkpoint names, and follows it', async () => {
+    const space = await bed.filespace({ chunkSize: CS });
+    const a = await bed.mount(space);
+    for (let d = 0; d < 6; d++) {
+      a.fs.mkdir(`/d${d}`, 0o755);
+      for (let f = 0; f < 3; f++) await writeFile(a.fs, `/d${d}/f${f}`, random(500 + f));
+    }
+    await a.sync();
+    await a.engine.checkpointNow();
+    // After the checkpoint: ops that name existing files by number only (their segments say where they live).
+    const changed = random(CS + 11);
+    await writeFile(a.fs, '/d3/f1', changed);
+    a.fs.chmod('/d4/f2', 0o600);
+    await a.sync();
+
+    const cacheDir = await bed.link(space, 'joining');
+    const linked = (await MetaStore.load(path.join(cacheDir, 'meta')))!;
+    assert.equal(linked.unloadedDirs, 4, 'd3 and d4 loaded for the log after the checkpoint, no other');
+    await linked.close();
+    const c = await bed.mount(space, { cacheDir, mode: 'read', lazy: true, settings: { followIntervalMs: 100 } });
+    await c.engine.vfs.whenPathLoaded('/d3/f1');
+    await expectContent(c.fs, '/d3/f1', changed, CS, 'joining machine');
+    assert.equal(c.fs.getattr('/d4/f2').mode & 0o777, 0o600);
+    // It follows the writer's later changes, loading what they name.
+    const later = random(300);
+    await writeFile(a.fs, '/d1/f0', later);
+    await a.sync();
+    await c.engine.whenFilled();
+    await until("the follower to read the writer's change", async () => (await readFile(c.fs, '/d1/f0')).equals(later));
+    await c.close();
+    await a.close();
   });
 });

@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { databaseSink } from '../../electron/engine/meta/build';
 import { MetaStore } from '../../electron/engine/meta/metastore';
+import { homesOf } from '../../electron/engine/meta/replicator';
 import { PAGE_PREFIX, PageWriter, isDirCover, pageHashKey } from '../../electron/engine/meta/pages';
 import { DamagedMetadataError, RemoteMeta, STREAM_AHEAD, STREAM_AHEAD_BYTES } from '../../electron/engine/meta/remote';
 import { MetaOp, ROOT_INO, Tree } from '../../electron/engine/meta/tree';
@@ -399,7 +400,7 @@ describe('a fresh machine loads folders on demand', () => {
     await reopened.close();
   });
 
-  it('segments after the checkpoint that name a file of a waiting folder load every folder first', async () => {
+  it('a segment naming a file of a waiting folder loads the folder its writer named, or every folder without one', async () => {
     const store = new MemoryStore();
     const tree = apply(Tree.create(CS, 1, 1, 1), treeOps(6, 10));
     const d5 = tree.lookup(ROOT_INO, 'd5')!.ino;
@@ -412,10 +413,23 @@ describe('a fresh machine loads folders on demand', () => {
     await ms.pages(remote).loadAll();
     assert.deepEqual(whole(ms.tree), whole(apply(Tree.fromSnapshot(CS, tree.snapshot()), later)));
     await ms.close();
-    await remote.pushSegment(7, byIno, WRITER);
+    // The writer names the file's folder: that one loads.
+    const homes = homesOf(tree, byIno);
+    assert.deepEqual(homes, { [String(tree.lookup(d5, 'f3')!.ino)]: [d5] });
+    await remote.pushSegment(7, byIno, WRITER, homes);
+    const hinted = await MetaStore.link(path.join(root, 'hinted'), remote, CS);
+    assert.equal(hinted.unloadedDirs, 4, 'the folder the segment says holds that file');
+    await hinted.pages(remote).loadAll();
+    const expected = apply(apply(tree, later), byIno);
+    assert.deepEqual(whole(hinted.tree), whole(expected));
+    await hinted.close();
+    // A segment of an older writer (no homes), or homes that do not hold the file: every folder.
+    const d3 = tree.lookup(ROOT_INO, 'd3')!.ino;
+    const byIno2: MetaOp[] = [{ t: 'chunk', ino: tree.lookup(d3, 'f4')!.ino, idx: 0, ref: ['c-late', 9] }];
+    await remote.pushSegment(8, byIno2, WRITER, { [String(tree.lookup(d3, 'f4')!.ino)]: [tree.lookup(ROOT_INO, 'd2')!.ino] });
     const all = await MetaStore.link(path.join(root, 'all'), remote, CS);
-    assert.equal(all.unloadedDirs, 0, 'nothing says which folder holds that file');
-    assert.deepEqual(whole(all.tree), whole(apply(apply(tree, later), byIno)));
+    assert.equal(all.unloadedDirs, 0, 'nothing says where that file is');
+    assert.deepEqual(whole(all.tree), whole(apply(expected, byIno2)));
     await all.close();
   });
 

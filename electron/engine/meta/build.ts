@@ -27,7 +27,7 @@ import { SnapshotDamagedError } from './journal';
 import { Inode, MetaOp, ROOT_INO, Tree } from './tree';
 import { DirPage, Page, PageRef, isDirCover } from './pages';
 import { PageLoader } from './pageLoader';
-import type { RemoteMeta, TreeSink } from './remote';
+import type { Homes, RemoteMeta, TreeSink } from './remote';
 import { BuildRows, BuildWriter, DbState, TreeDb, encodeInode, entryChecksum, totalsOf } from './treeDb';
 
 /** A directory's entries (or some of them), as a build adds them. */
@@ -389,8 +389,8 @@ export function databaseSink(
     ...(lazy
       ? {
           wants: (ref: PageRef) => !isDirCover(ref) || ref.dir === ROOT_INO,
-          beforeOps: async (ops: readonly MetaOp[]) => {
-            await loader?.ensureForOps(ops);
+          beforeOps: async (ops: readonly MetaOp[], homes?: Homes) => {
+            await loader?.ensureForOps(ops, homes);
           },
         }
       : {}),

@@ -32,7 +32,7 @@
 
 import { EventEmitter } from 'node:events';
 import { DirPage, PageRef, directoryPages } from './pages';
-import { PageGoneError, RemoteMeta } from './remote';
+import { Homes, PageGoneError, RemoteMeta } from './remote';
 import { MetaOp, Tree } from './tree';
 import type { TreeDb } from './treeDb';
 
@@ -104,10 +104,11 @@ export class PageLoader {
    * name, then the children they name that are directories, and every directory when one
    * names an inode the tree does not hold (see the module header).
    */
-  async ensureForOps(ops: readonly MetaOp[]): Promise<void> {
+  async ensureForOps(ops: readonly MetaOp[], homes?: Homes): Promise<void> {
     if (!this.pending) return;
     const dirs = new Set<number>();
     const made = new Set<number>();
+    const tree = this.tree();
     for (const op of ops) {
       if (op.t === 'mk') {
         dirs.add(op.parent);
@@ -117,10 +118,14 @@ export class PageLoader {
         dirs.add(op.sp);
         dirs.add(op.dp);
       }
-      if (op.t === 'ln' || op.t === 'attr' || op.t === 'chunk' || op.t === 'xattr') dirs.add(op.ino);
+      if (op.t === 'ln' || op.t === 'attr' || op.t === 'chunk' || op.t === 'xattr') {
+        dirs.add(op.ino);
+        // Not here yet: the folders the writer says named it hold its record.
+        const home = homes?.[op.ino];
+        if (home && !made.has(op.ino) && !tree.inodes.has(op.ino)) for (const d of home) dirs.add(d);
+      }
     }
     await this.ensure(dirs);
-    const tree = this.tree();
     const children = new Set<number>();
     let unknown = false;
     const child = (parent: number, name: string) => {

@@ -134,7 +134,17 @@ export interface SegmentWriter {
 export interface Segment {
   readonly ops: MetaOp[];
   readonly writer?: SegmentWriter;
+  /** Where the files its ops name by number live (see `Homes`); absent in older segments. */
+  readonly homes?: Homes;
 }
+
+/**
+ * For the inodes a segment's ops name by number only (attributes, chunks, extended attributes,
+ * a further name), the directories that named each when the segment was written, unless the
+ * segment makes it: a machine that has not loaded every folder yet (pageLoader.ts) loads
+ * those to find its record, instead of every folder.
+ */
+export type Homes = Readonly<Record<string, readonly number[]>>;
 
 /** A metadata object in the bucket cannot be read (it fails authentication). */
 export class DamagedMetadataError extends UserError {
@@ -202,7 +212,7 @@ export interface TreeSink {
    */
   wants?(ref: PageRef): boolean;
   /** Called before each later segment's ops are applied (to load what they name). */
-  beforeOps?(ops: readonly MetaOp[]): Promise<void>;
+  beforeOps?(ops: readonly MetaOp[], homes?: Homes): Promise<void>;
   /** Drops what the attempt built. */
   discard(): void;
 }
@@ -309,10 +319,11 @@ export class RemoteMeta {
    * sequence number: all of them, or, when a previous run of this machine wrote the segment
    * before crashing, the length of that earlier segment (a prefix of `ops`).
    */
-  async pushSegment(seq: number, ops: readonly MetaOp[], writer: SegmentWriter): Promise<number> {
+  async pushSegment(seq: number, ops: readonly MetaOp[], writer: SegmentWriter, homes?: Homes): Promise<number> {
     const key = seqKey(LOG_PREFIX, seq);
+    const body = homes && Object.keys(homes).length > 0 ? { seq, ops, writer, homes } : { seq, ops, writer };
     try {
-      await this.store.put(key, this.sealJson(key, { seq, ops, writer }), { ifNoneMatch: '*' });
+      await this.store.put(key, this.sealJson(key, body), { ifNoneMatch: '*' });
       return ops.length;
     } catch (err) {
       if (!(err instanceof StoreError) || err.code !== 'PreconditionFailed') throw err;
@@ -733,7 +744,7 @@ export class RemoteMeta {
         if ((await this.readCompaction()).mark.upTo > seq) return undefined;
         break;
       }
-      if (sink?.beforeOps) await sink.beforeOps(seg.ops);
+      if (sink?.beforeOps) await sink.beforeOps(seg.ops, seg.homes);
       for (const op of seg.ops) tree.apply(op);
       seq++;
     }

@@ -26,11 +26,12 @@
 import { MetaStore } from './metastore';
 import { LeaseLostError } from './lease';
 import { Manifest, PageWriter, isManifest } from './pages';
-import { Tree } from './tree';
+import { MetaOp, Tree } from './tree';
 import {
   CKPT_PREFIX,
   DamagedMetadataError,
   FilespaceIdentity,
+  Homes,
   RemoteMeta,
   SegmentConflictError,
   SegmentWriter,
@@ -121,7 +122,7 @@ export class Replicator {
         // the bucket with changes this machine forgot, and the histories would diverge.
         await this.meta.sync();
         await this.beforePush();
-        const count = await this.remote.pushSegment(seq, ops, writer);
+        const count = await this.remote.pushSegment(seq, ops, writer, homesOf(this.meta.tree, ops));
         await this.afterPush();
         // After stop() the journal may be closed; the next start sees the segment and resumes.
         if (this.stopped) return;
@@ -275,4 +276,28 @@ export class Replicator {
       await Promise.race([this.running.catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
     }
   }
+}
+
+/** Folders a segment's `homes` names per inode at most (a file with more names has its record in a link page). */
+const HOMES_PER_INODE = 4;
+
+/**
+ * The `homes` of a segment of `ops` (remote.ts `Homes`): for each inode its ops name by number
+ * only, and that no op of the segment makes, the folders that name it now (the tree here is at
+ * the end of these ops or later). A reader that has not loaded every folder loads these to
+ * find the inode's record; where they do not hold it (it moved since), it loads every folder.
+ */
+export function homesOf(tree: Tree, ops: readonly MetaOp[]): Homes | undefined {
+  const made = new Set<number>();
+  const out: Record<string, number[]> = {};
+  for (const op of ops) {
+    if (op.t === 'mk') made.add(op.ino);
+    else if ((op.t === 'attr' || op.t === 'chunk' || op.t === 'xattr' || op.t === 'ln') && !made.has(op.ino)) {
+      if (out[op.ino] !== undefined) continue;
+      const dirs = tree.dirsOf(op.ino);
+      out[op.ino] = dirs.length <= HOMES_PER_INODE ? dirs : dirs.slice(0, HOMES_PER_INODE);
+    }
+  }
+  for (const k of Object.keys(out)) if (out[k]!.length === 0) delete out[k];
+  return Object.keys(out).length > 0 ? out : undefined;
 }

@@ -433,7 +433,7 @@ export class MachineRole {
           return;
         }
         // A directory the ops name is loaded first (a fresh machine, pageLoader.ts).
-        if (meta.unloadedDirs > 0) await meta.pages(remote).ensureForOps(seg.ops);
+        if (meta.unloadedDirs > 0) await meta.pages(remote).ensureForOps(seg.ops, seg.homes);
         meta.applyRemote(seq, seg.ops);
         applied++;
       }

@@ -1218,8 +1218,20 @@ export class TreeDb {
 
   /** Up to `limit` directories not loaded yet, lowest number first (a background fill's order). */
   someUnloaded(limit: number): number[] {
-    const rows = this.db.prepare('SELECT dir FROM unloaded ORDER BY dir LIMIT ?').all(limit) as Array<{ dir: number }>;
+    const rows = this.unloadedSt().some.all(limit) as Array<{ dir: number }>;
     return rows.map((r) => r.dir);
+  }
+
+  private unloadedStatements: { some: Statement; refs: Statement; del: Statement; put: Statement } | undefined;
+
+  /** The statements on `unloaded` (made when first used: a database of layout 1 opened read-only has no such table). */
+  private unloadedSt(): NonNullable<TreeDb['unloadedStatements']> {
+    return (this.unloadedStatements ??= {
+      some: this.db.prepare('SELECT dir FROM unloaded ORDER BY dir LIMIT ?'),
+      refs: this.db.prepare('SELECT refs, crc FROM unloaded WHERE dir = ?'),
+      del: this.db.prepare('DELETE FROM unloaded WHERE dir = ?'),
+      put: this.db.prepare('INSERT OR REPLACE INTO unloaded (dir, refs, crc) VALUES (?, ?, ?)'),
+    });
   }
 
   /**
@@ -1228,7 +1240,7 @@ export class TreeDb {
    */
   markUnloaded(dirs: readonly UnloadedDir[]): void {
     if (this.readOnly) throw new Error('the metadata database is open read-only');
-    const put = this.db.prepare('INSERT OR REPLACE INTO unloaded (dir, refs, crc) VALUES (?, ?, ?)');
+    const put = this.unloadedSt().put;
     this.db.transaction(() => {
       for (const d of dirs) {
         const refs = JSON.stringify(d.refs);
@@ -1246,8 +1258,7 @@ export class TreeDb {
   /** The pages of directory `dir`, not loaded yet (undefined once it is). */
   unloadedRefs(dir: number): PageRef[] | undefined {
     if (!this.unloaded.has(dir)) return undefined;
-    const row = this.db.prepare('SELECT refs, crc FROM unloaded WHERE dir = ?').get(dir) as
-      { refs: string; crc: number } | undefined;
+    const row = this.unloadedSt().refs.get(dir) as { refs: string; crc: number } | undefined;
     if (!row) return undefined;
     if (crc32(`${dir}:${row.refs}`) !== row.crc)
       throw new SnapshotDamagedError(this.file, `the page list of directory ${dir} fails its checksum`);
@@ -1279,7 +1290,7 @@ export class TreeDb {
     let allocatedBytes = 0;
     let rowRefs = 0;
     let maxIno = 0;
-    const delUnloaded = this.db.prepare('DELETE FROM unloaded WHERE dir = ?');
+    const delUnloaded = this.unloadedSt().del;
     this.db.transaction(() => {
       for (const { dir, pages } of todo) {
         const table = new Map<string, number>();
