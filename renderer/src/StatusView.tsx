@@ -241,6 +241,14 @@ function Card({ f }: { f: FilespaceSummary }) {
             <div style={{ width: `${cachePct}%` }} />
           </div>
         </dd>
+        {mounted && s.foldersLoading ? (
+          <>
+            <dt>Folders</dt>
+            <dd data-testid="folders-loading">
+              {s.foldersLoading} still loading from the bucket (each one loads at once when it is opened)
+            </dd>
+          </>
+        ) : null}
         {s.readOnlyReason ? (
           <>
             <dt>Read-only</dt>

@@ -31,7 +31,10 @@
  *      the low-level mount loads them before a request, meta/pageLoader.ts), then the time until
  *      the background has loaded every folder. With FILESPACE_SCALE_GET_MS (default 0), the fresh
  *      machine's bucket answers each GET that many milliseconds late, as a bucket across a
- *      network does (on a real bucket the GETs' round trips count as much as their bytes).
+ *      network does (on a real bucket the GETs' round trips count as much as their bytes);
+ *   6. sustained creates: FILESPACE_SCALE_CREATES files of 4 KiB (default 50,000) into a
+ *      filespace of their own, uploads running behind; the rate, and what was left to upload
+ *      when the last file closed (and how long it took to reach the bucket).
  * Each phase's process runs as `filespace mount` runs an engine (electron/cli/engineProcess.ts:
  * glibc malloc settings; electron/host/engineHeap.ts: V8 heap flags), so its memory is the
  * product's: without them, libfuse's threads' malloc arenas and V8's heap growth added 100-140 MB
@@ -146,8 +149,8 @@ async function duBytes(dir: string): Promise<number> {
   return total;
 }
 
-async function openEngine(root: string, machine: string, distant = false) {
-  const store = new (distant && GET_MS > 0 ? DistantDiskStore : LocalDiskStore)(path.join(root, 'bucket'));
+async function openEngine(root: string, machine: string, distant = false, bucket = 'bucket') {
+  const store = new (distant && GET_MS > 0 ? DistantDiskStore : LocalDiskStore)(path.join(root, bucket));
   const { header, keys } = await unlockFilespace(store, PASSPHRASE);
   const cacheDir = path.join(root, machine);
   const started = performance.now();
@@ -421,12 +424,53 @@ async function phaseCheck(root: string): Promise<PhaseResult> {
   return { checkMs, peakRss: peakRssBytes() };
 }
 
+/** Files of 4 KiB the sustained-create phase makes (FILESPACE_SCALE_CREATES). */
+const CREATES = Number(process.env.FILESPACE_SCALE_CREATES ?? 50_000);
+
+/**
+ * Sustained creates: CREATES files of 4 KiB each (every one different, so none is stored
+ * once for several), in folders of 100, through the handlers as the make phase, into a
+ * filespace of their own with uploads running behind (the default upload delay and
+ * concurrency). Whether the upload keeps up: what was still to upload when the last file
+ * closed, and how long after that everything was in the bucket.
+ */
+async function phaseCreates(root: string): Promise<PhaseResult> {
+  const bucket = path.join(root, 'creates-bucket');
+  await fsp.mkdir(bucket, { recursive: true });
+  await createFilespace(new LocalDiskStore(bucket), PASSPHRASE, 4 * MiB);
+  const { engine, fs } = await openEngine(root, 'creates', false, 'creates-bucket');
+  const data = Buffer.alloc(4096, 5);
+  let peakRss = 0;
+  const started = performance.now();
+  for (let i = 0; i < CREATES; i++) {
+    if (i % 100 === 0) fs.mkdir(`/c${i / 100}`, 0o755);
+    data.writeUInt32LE(i, 0);
+    await writeFile(fs, `/c${Math.floor(i / 100)}/f${i}`, data);
+    if (i % 5_000 === 0) peakRss = Math.max(peakRss, process.memoryUsage().rss);
+  }
+  const createS = (performance.now() - started) / 1000;
+  const backlog = engine.stats();
+  const syncStarted = performance.now();
+  await syncAll(engine);
+  const drainS = (performance.now() - syncStarted) / 1000;
+  await engine.close();
+  return {
+    createFilesPerSec: CREATES / createS,
+    createS,
+    backlogFiles: backlog.dirtyFiles,
+    backlogBytes: backlog.dirtyBytes,
+    drainS,
+    peakRss: Math.max(peakRss, peakRssBytes()),
+  };
+}
+
 const PHASES = {
   make: phaseMake,
   remount: phaseRemount,
   snapshot: phaseSnapshot,
   check: phaseCheck,
   fresh: phaseFresh,
+  creates: phaseCreates,
 } as const;
 type Phase = keyof typeof PHASES;
 
@@ -462,13 +506,17 @@ function report(
   const re = r.remount;
   const f = r.fresh;
   const sn = r.snapshot;
-  const peak = Math.max(m.peakRss ?? 0, re.peakRss ?? 0, sn.peakRss ?? 0, f.peakRss ?? 0);
+  const cr = r.creates;
+  const peak = Math.max(m.peakRss ?? 0, re.peakRss ?? 0, sn.peakRss ?? 0, f.peakRss ?? 0, cr.peakRss ?? 0);
+  // The upload keeps up when what is left at the last close is in the bucket soon after (a
+  // fifth of the time the creates took, or 10 s).
+  const keptUp = (cr.drainS ?? Infinity) <= Math.max(10, 0.2 * (cr.createS ?? 0));
   const ckptShare = (re.checkpointBytesWritten ?? 0) / Math.max(1, re.checkpointBytes ?? 1);
   const met = (ok: boolean) => (ok ? 'met' : '**NOT met**');
   const rows: Array<[string, string, string, string]> = [
     [
-      'Engine peak RSS (make / remount / snapshots / fresh machine)',
-      `${mb(m.peakRss!)} / ${mb(re.peakRss!)} / ${mb(sn.peakRss!)} / ${mb(f.peakRss!)}`,
+      'Engine peak RSS (make / remount / snapshots / fresh machine / sustained creates)',
+      `${mb(m.peakRss!)} / ${mb(re.peakRss!)} / ${mb(sn.peakRss!)} / ${mb(f.peakRss!)} / ${mb(cr.peakRss!)}`,
       '< 300 MB',
       met(peak < 300e6),
     ],
@@ -490,6 +538,12 @@ function report(
       re.checkpointWritten ? `${mb(re.checkpointBytesWritten ?? 0)} = ${num(ckptShare * 100, 1)}%` : 'no checkpoint was written',
       '< 5%',
       met(Boolean(re.checkpointWritten) && ckptShare < 0.05),
+    ],
+    [
+      `Sustained creates: ${num(CREATES)} files of 4 KiB through the handlers, uploads running behind`,
+      `${num(cr.createFilesPerSec ?? 0)} files/s; at the last close ${num(cr.backlogFiles ?? 0)} files (${mb(cr.backlogBytes ?? 0)}) still to upload, all in the bucket ${num(cr.drainS ?? 0, 1)} s later`,
+      '>= 1,000 files/s, upload keeping up',
+      met((cr.createFilesPerSec ?? 0) >= 1_000 && keptUp),
     ],
   ];
   const lines = [

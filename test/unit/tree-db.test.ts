@@ -813,6 +813,41 @@ describe('the local metadata database', () => {
     await again.close();
   });
 
+  it('a database of layout 1 (no folders waiting) opens: read-only as it is, for writing upgraded to layout 2; a newer layout is refused', async () => {
+    await mkdir(dir, { recursive: true });
+    const made = TreeDb.create(dir, reference(manyFiles(3, 4)), { gen: 1, chunkSize: CS, nextIno: 100, remoteSeq: 0 }, []);
+    made.close();
+    const { openDatabase } = await import('../../electron/engine/meta/db');
+    const asLayout = (n: number, dropTable: boolean) => {
+      const raw = openDatabase(TreeDb.fileIn(dir), { readOnly: false, mustExist: true });
+      if (dropTable) raw.exec('DROP TABLE unloaded');
+      raw.pragma(`user_version = ${n}`);
+      raw.pragma('journal_mode = DELETE');
+      raw.close();
+    };
+    const layout = () => {
+      const raw = openDatabase(TreeDb.fileIn(dir), { readOnly: true, mustExist: true });
+      try {
+        return raw.pragma('user_version', { simple: true });
+      } finally {
+        raw.close();
+      }
+    };
+    asLayout(1, true);
+    const ro = TreeDb.open(dir, { readOnly: true })!;
+    assert.equal(ro.db.unloadedCount, 0);
+    assert.equal(ro.db.tree(ro.state).lookup(ROOT_INO, 'd1')?.kind, 'dir');
+    ro.db.verifyAll();
+    ro.db.close();
+    assert.equal(layout(), 1, 'a read-only open changes nothing');
+    const rw = TreeDb.open(dir)!;
+    assert.equal(rw.db.tree(rw.state).get(rw.db.tree(rw.state).lookup(ROOT_INO, 'd1')!.ino)!.entries!.size, 4);
+    rw.db.close();
+    assert.equal(layout(), 2);
+    asLayout(3, false);
+    assert.throws(() => TreeDb.open(dir), /layout 3 was written by a newer version of Filespace/);
+  });
+
   it('an upgrade cut short leaves the older snapshot in use, and the next load finishes it', async () => {
     const fixture = path.join(REPO, 'test', 'fixtures', 'local-meta-v1');
     await cp(fixture, dir, { recursive: true });
