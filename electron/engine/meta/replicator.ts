@@ -286,18 +286,23 @@ const HOMES_PER_INODE = 4;
  * only, and that no op of the segment makes, the folders that name it now (the tree here is at
  * the end of these ops or later). A reader that has not loaded every folder loads these to
  * find the inode's record; where they do not hold it (it moved since), it loads every folder.
+ * One read of the database for the whole segment (Tree.reading): outside one, each inode's
+ * query is a transaction of its own, 16 us against 7 (1,000 files of a 20,000-file tree); that
+ * way it took 2.4% of the engine's thread while 20,000 small files uploaded.
  */
 export function homesOf(tree: Tree, ops: readonly MetaOp[]): Homes | undefined {
   const made = new Set<number>();
   const out: Record<string, number[]> = {};
-  for (const op of ops) {
-    if (op.t === 'mk') made.add(op.ino);
-    else if ((op.t === 'attr' || op.t === 'chunk' || op.t === 'xattr' || op.t === 'ln') && !made.has(op.ino)) {
-      if (out[op.ino] !== undefined) continue;
-      const dirs = tree.dirsOf(op.ino);
-      out[op.ino] = dirs.length <= HOMES_PER_INODE ? dirs : dirs.slice(0, HOMES_PER_INODE);
+  tree.reading(() => {
+    for (const op of ops) {
+      if (op.t === 'mk') made.add(op.ino);
+      else if ((op.t === 'attr' || op.t === 'chunk' || op.t === 'xattr' || op.t === 'ln') && !made.has(op.ino)) {
+        if (out[op.ino] !== undefined) continue;
+        const dirs = tree.dirsOf(op.ino);
+        out[op.ino] = dirs.length <= HOMES_PER_INODE ? dirs : dirs.slice(0, HOMES_PER_INODE);
+      }
     }
-  }
+  });
   for (const k of Object.keys(out)) if (out[k]!.length === 0) delete out[k];
   return Object.keys(out).length > 0 ? out : undefined;
 }
