@@ -86,6 +86,8 @@ export interface InodeFilesystem {
    * and the entries `named` (the folder named, if it is one). A request waits for it before
    * it is handled.
    */
+  /** Whether folders are still loading (`whenLoaded` may then have to wait); false almost always. */
+  loading?(): boolean;
   whenLoaded?(
     dirs: readonly number[],
     named?: ReadonlyArray<{ readonly dir: number; readonly name: string }>,
@@ -1050,7 +1052,8 @@ export class LowLevelMount implements ServedMount {
     const named = new Set([ops.lookup, ops.mknod, ops.mkdir, ops.unlink, ops.rmdir, ops.symlink, ops.create]);
     // What a request needs loaded first (see InodeFilesystem.whenLoaded): undefined for none.
     const needs = (op: number, ino: number, ino2: number, name: string | undefined, name2: string | undefined) => {
-      if (!fs.whenLoaded || ino === undefined) return undefined;
+      // Nothing is loading (the usual case): no names decoded, nothing allocated per request.
+      if (!fs.whenLoaded || !fs.loading?.() || ino === undefined) return undefined;
       if (named.has(op) && name !== undefined) return fs.whenLoaded([], [{ dir: ino, name: wireToName(name) }]);
       if (op === ops.rename && name !== undefined && name2 !== undefined)
         return fs.whenLoaded(

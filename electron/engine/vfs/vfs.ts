@@ -421,7 +421,11 @@ export class Vfs {
     return ino === undefined ? undefined : (this.unlinked.get(ino) ?? this.tree.get(ino));
   }
 
-  /** Whether `ino` is a file deleted while still open here (its data stays local). */
+  /** Whether folders still wait to be loaded from the bucket (see `whenLoaded`). */
+  loading(): boolean {
+    return this.pages?.pending ?? false;
+  }
+
   /**
    * For a mount: undefined when the folders a request names are loaded (the usual case, at
    * once), else a promise that settles once they are: the folders `dirs` (inode numbers; any
@@ -461,6 +465,7 @@ export class Vfs {
     await this.whenLoaded([dir]);
   }
 
+  /** Whether `ino` is a file deleted while still open here (its data stays local). */
   isUnlinked(ino: number): boolean {
     return this.unlinked.get(ino) !== undefined;
   }
