@@ -179,7 +179,7 @@ describe('LocalDiskStore', () => {
   );
 
   it(
-    'breaks a lock left by a dead process at once, and a stale lock after the limit',
+    'breaks a lock left by a dead process at once, and a stale lock after the limit; an unconditional put takes no lock file',
     withDir(async (dir) => {
       const lockFor = (key: string) =>
         path.join(dir, '.locks', `${createHash('sha256').update(key).digest('hex').slice(0, 40)}.lock`);
@@ -193,20 +193,41 @@ describe('LocalDiskStore', () => {
       await writeFile(lockFor('k1'), `${dead} ${os.hostname()} token`);
       const s = new LocalDiskStore(dir, { lockTimeoutMs: 2000 });
       const t0 = Date.now();
-      await s.put('k1', Buffer.from('x'));
+      await s.put('k1', Buffer.from('x'), { ifNoneMatch: '*' });
       assert.ok(Date.now() - t0 < 1500);
 
       // A live holder (this process) whose lock is older than the stale limit.
       await writeFile(lockFor('k2'), `${process.pid} ${os.hostname()} token`);
       const old = new Date(Date.now() - 60_000);
       await utimes(lockFor('k2'), old, old);
-      await s.put('k2', Buffer.from('y'));
+      await s.put('k2', Buffer.from('y'), { ifNoneMatch: '*' });
 
       // A fresh lock held by a live process is respected until the timeout.
       await writeFile(lockFor('k3'), `${process.pid} ${os.hostname()} token`);
       const impatient = new LocalDiskStore(dir, { lockTimeoutMs: 300 });
-      await expectStoreError(impatient.put('k3', Buffer.from('z')), 'Timeout');
+      await expectStoreError(impatient.put('k3', Buffer.from('z'), { ifNoneMatch: '*' }), 'Timeout');
+      await expectStoreError(impatient.delete('k3'), 'Timeout');
       assert.equal(await impatient.head('k3'), undefined);
+      // An unconditional put (a chunk's) needs no order against another process: its rename is
+      // atomic by itself, and it does not wait for the lock.
+      await impatient.put('k3', Buffer.from('u'));
+      assert.equal((await impatient.get('k3'))?.body.toString(), 'u');
+      await expectStoreError(impatient.put('k3', Buffer.from('v'), { ifMatch: (await impatient.head('k3'))!.etag }), 'Timeout');
+      assert.equal((await impatient.get('k3'))?.body.toString(), 'u');
+    }),
+  );
+
+  it(
+    'puts into a folder removed since its last put: by a delete here, or from outside',
+    withDir(async (dir) => {
+      const s = new LocalDiskStore(dir);
+      await s.put('chunks/ab/one', Buffer.from('1'));
+      await s.delete('chunks/ab/one'); // prunes chunks/ab and chunks
+      await s.put('chunks/ab/two', Buffer.from('2'));
+      await rm(path.join(dir, 'chunks'), { recursive: true }); // another process's prune
+      await s.put('chunks/ab/three', Buffer.from('3'));
+      assert.deepEqual(await s.list('chunks/'), ['chunks/ab/three']);
+      assert.equal((await s.get('chunks/ab/three'))?.body.toString(), '3');
     }),
   );
 

@@ -442,6 +442,36 @@ describe('the local metadata database', () => {
     await again.close();
   });
 
+  it("reads a chunk's count from the table once for an upload's questions, and anew after a checkpoint or a crash wrote the table", async () => {
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of manyFiles(1, 3)) ms.commit(op); // folder 2; files 3, 4, 5 naming c3, c4, c5
+    await ms.checkpoint();
+    const refs = ms.tree.chunkRefs;
+    // An upload of content already stored as c4, into file 3: asked whether c4 is referenced,
+    // then its commit counts c4 up and c3 down.
+    const { calls } = statementCalls(ms.database, 'ref', () => {
+      assert.equal(refs.has('c4'), true);
+      ms.commit({ t: 'chunk', ino: 3, idx: 0, ref: ['c4', 11] });
+    });
+    assert.equal(calls, 2, 'c4 read once for the question and the count, c3 once');
+    assert.equal(refs.get('c4'), 2);
+    assert.equal(refs.has('c3'), false);
+    await ms.checkpoint();
+    // The table changed under what was read: c4 is read again, and is 2, not the 1 read before.
+    const after = statementCalls(ms.database, 'ref', () => [refs.get('c4'), refs.get('c3'), refs.get('c5')]);
+    assert.deepEqual(after.result, [2, undefined, 1]);
+    assert.equal(after.calls, 3);
+    ms.commit({ t: 'rm', parent: 2, name: 'f1', ms: 60 }); // file 4: c4 down to 1
+    await ms.sync();
+    const crashed = (await MetaStore.load(await crashCopy()))!;
+    assert.deepEqual([crashed.tree.chunkRefs.get('c4'), crashed.tree.chunkRefs.get('c3')], [1, undefined]);
+    await crashed.close();
+    await ms.close();
+    const again = (await MetaStore.load(dir))!;
+    assert.deepEqual([again.tree.chunkRefs.get('c4'), again.tree.chunkRefs.get('c5'), again.tree.chunkRefs.size], [1, 1, 2]);
+    await again.close();
+  });
+
   it('holds a bounded weight of changes, for files made in turn across folders, on a writer and a follower', async () => {
     const base = manyFiles(40, 200); // each folder weighs 201 with its entry table
     const inTurn = (from: number, rounds: number): MetaOp[] => {

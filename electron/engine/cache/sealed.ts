@@ -21,10 +21,9 @@
  * belong (chunk/cipherAddon.ts): opening allocates nothing, sealing one buffer per unit.
  */
 
-import { randomBytes, randomFillSync } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { gcmOpenInto, gcmSealInto, sealUnitsAsync } from '../chunk/cipherAddon';
-import { AuthError } from '../chunk/crypto';
+import { AuthError, freshNonce, freshRandom } from '../chunk/crypto';
 import { SpareBuffers } from '../util/spareBuffers';
 import { writeAllAt } from '../util/writeAll';
 
@@ -118,27 +117,6 @@ export function openSealedUnits(key: Buffer, fileId: Buffer, buf: Buffer, size: 
   return data;
 }
 
-/** Nonces drawn per call into the random generator (see `freshNonce`). */
-const NONCES_PER_DRAW = 256;
-let nonceDraw = Buffer.alloc(0);
-let nonceAt = 0;
-
-/**
- * A fresh random nonce for one unit. The random generator is called once per 256 units, not
- * once per unit (a call costs microseconds, about as much as sealing a few KiB): every nonce is
- * still 12 bytes of its output, used once. A drawn buffer is never refilled, only replaced,
- * since a nonce handed out may still be on its way to disk (writev) when the next is drawn.
- */
-function freshNonce(): Buffer {
-  if (nonceAt + NONCE > nonceDraw.length) {
-    nonceDraw = randomFillSync(Buffer.allocUnsafeSlow(NONCE * NONCES_PER_DRAW));
-    nonceAt = 0;
-  }
-  const nonce = nonceDraw.subarray(nonceAt, nonceAt + NONCE);
-  nonceAt += NONCE;
-  return nonce;
-}
-
 /**
  * A read of up to this many units goes through a scratch buffer used again: any FUSE read
  * (128 KiB at most, so 3 units when it does not start on a unit's boundary).
@@ -195,7 +173,9 @@ export class SealedIO {
 
   /** A new file's header (no name yet). */
   newHeader(): { header: Buffer; fileId: Buffer } {
-    const fileId = randomBytes(16);
+    // A slice of a shared draw: a dirty chunk keeps its id in memory for as long as it is dirty,
+    // and an id of its own would hold an ArrayBuffer (about 90 bytes more) for each of them.
+    const fileId = freshRandom(16);
     const header = Buffer.alloc(HEADER);
     MAGIC.copy(header, 0);
     fileId.copy(header, MAGIC.length);

@@ -70,6 +70,40 @@ export function seal(key: Buffer, plaintext: Buffer, aad: string): Buffer {
   return out;
 }
 
+/** Random bytes drawn per call into the random generator (see `freshRandom`). */
+const RANDOM_DRAW = 3_072;
+let randomDraw = Buffer.alloc(0);
+let randomAt = 0;
+
+/**
+ * `n` fresh random bytes, handed out from a draw of `RANDOM_DRAW`: the random generator is
+ * called once per 256 nonces, not once per nonce (a call costs microseconds, about as much as
+ * sealing a few KiB). Every byte is still its output, handed out once. A draw is never refilled,
+ * only replaced, since bytes handed out may still be on their way to disk (writev) when the
+ * next are drawn.
+ */
+export function freshRandom(n: number): Buffer {
+  if (n > RANDOM_DRAW) return randomFillSync(Buffer.allocUnsafeSlow(n));
+  if (randomAt + n > randomDraw.length) {
+    randomDraw = randomFillSync(Buffer.allocUnsafeSlow(RANDOM_DRAW));
+    randomAt = 0;
+  }
+  const got = randomDraw.subarray(randomAt, randomAt + n);
+  randomAt += n;
+  return got;
+}
+
+/** A fresh random nonce of 12 bytes (see `freshRandom`). */
+export function freshNonce(): Buffer {
+  return freshRandom(12);
+}
+
+/** Fills `out` with fresh random bytes (see `freshRandom`); returns it. */
+export function randomInto(out: Buffer): Buffer {
+  for (let at = 0; at < out.length;) at += freshRandom(Math.min(out.length - at, RANDOM_DRAW)).copy(out, at);
+  return out;
+}
+
 /**
  * `seal` into `out` at `offset` (room for `plaintext.length + SEAL_OVERHEAD` bytes, not
  * overlapping `plaintext`); returns the bytes written. The result is the same
@@ -89,7 +123,7 @@ export function sealInto(
     throw new RangeError('sealInto: the output has no room for the sealed bytes');
   const body = offset + 12;
   const end = body + plaintext.length;
-  const nonce = randomFillSync(out.subarray(offset, body));
+  const nonce = randomInto(out.subarray(offset, body));
   onOutput?.(nonce);
   gcmSealInto(key, nonce, Buffer.from(aad, 'utf8'), plaintext, out.subarray(body, end), out.subarray(end, end + 16));
   onOutput?.(out.subarray(body, end));

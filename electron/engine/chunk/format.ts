@@ -36,8 +36,7 @@
 
 import { promisify } from 'node:util';
 import { crc32 as zlibCrc32, deflateRaw, deflateRawSync, inflateRaw, constants } from 'node:zlib';
-import { AuthError, SEAL_OVERHEAD, open, openAsync, sealInto } from './crypto';
-import { randomFillSync } from 'node:crypto';
+import { AuthError, SEAL_OVERHEAD, open, openAsync, randomInto, sealInto } from './crypto';
 import { openSegmentsInto, openSegmentsIntoAsync, sealSegmentsAsync, uploadJobsOffThread } from './cipherAddon';
 
 const deflateAsync = promisify(deflateRaw);
@@ -189,7 +188,8 @@ async function writeSegmentedOffThread(
   MAGIC2.copy(out, 0);
   out[MAGIC2.length] = 0;
   // Nonces (12 random bytes per segment), then 4 bytes the CRC32 comes back in.
-  const spec = randomFillSync(Buffer.allocUnsafeSlow(count * 12 + 4), 0, count * 12);
+  const spec = Buffer.allocUnsafeSlow(count * 12 + 4);
+  randomInto(spec.subarray(0, count * 12));
   if (!(await sealSegmentsAsync(key, segmentAadPrefix(name), spec, plain, out.subarray(0, length), sample))) return undefined;
   return { length, crc32: spec.readUInt32BE(count * 12), deflated: false, segmented: true };
 }

@@ -87,6 +87,8 @@ type RefRow = { name: string; n: number; crc: number };
 /** Default working-set weight: inodes plus directory entries kept in memory beyond the dirty ones. */
 const DEFAULT_CACHE_WEIGHT = 100_000;
 const BATCH = 2_000;
+/** At most this many chunk counts are remembered from the table (see `refRows`). */
+const REF_ROWS_HELD = 1_024;
 
 const SCHEMA = `
   CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL, crc INTEGER NOT NULL) WITHOUT ROWID;
@@ -248,6 +250,13 @@ export class TreeDb {
   private readonly dirty = new Map<number, Inode | null>();
   private readonly entryDeltas = new Map<number, Map<string, number | null>>();
   private readonly refDeltas = new Map<string, number>();
+  /**
+   * The counts last read from the chunks table (0: no row), for the names just looked up: an
+   * upload asks whether its chunk is referenced, then its commit reads and sets the count, and
+   * each would otherwise be a query. Only the table's own values, so every write to the table
+   * (a checkpoint, a replacement, folders loaded) clears it; `refDeltas` is consulted first.
+   */
+  private readonly refRows = new Map<string, number>();
   /** Names gained (+) and lost (-) per inode and directory since the checkpoint (for `dirsOf`). */
   private readonly nameDeltas = new Map<number, Map<number, number>>();
   /**
@@ -851,11 +860,14 @@ export class TreeDb {
   private getRef(name: string): number | undefined {
     const d = this.refDeltas.get(name);
     if (d !== undefined) return d === 0 ? undefined : d;
+    const known = this.refRows.get(name);
+    if (known !== undefined) return known === 0 ? undefined : known;
     const row = this.st.ref.get(name) as RefRow | undefined;
-    if (!row) return undefined;
-    if (refCrc(row.name, row.n) !== row.crc)
+    if (row && refCrc(row.name, row.n) !== row.crc)
       throw new SnapshotDamagedError(this.file, `the reference count of chunk ${name} fails its checksum`);
-    return row.n;
+    if (this.refRows.size >= REF_ROWS_HELD) this.refRows.clear();
+    this.refRows.set(name, row?.n ?? 0);
+    return row?.n;
   }
 
   private *allRefs(): IterableIterator<[string, number]> {
@@ -1162,6 +1174,7 @@ export class TreeDb {
     this.dirtyWeight = 0;
     this.entryDeltas.clear();
     this.refDeltas.clear();
+    this.refRows.clear();
     this.nameDeltas.clear();
     for (const inode of clean) if (inode) this.remember(inode);
   }
@@ -1195,6 +1208,7 @@ export class TreeDb {
     this.dirtyWeight = 0;
     this.entryDeltas.clear();
     this.refDeltas.clear();
+    this.refRows.clear();
     this.nameDeltas.clear();
     this.young = new Map();
     this.old = new Map();
@@ -1314,6 +1328,7 @@ export class TreeDb {
         tables.set(dir, table);
         delUnloaded.run(dir);
       }
+      this.refRows.clear();
       for (const [name, k] of refs) {
         const row = this.st.ref.get(name) as RefRow | undefined;
         if (row && refCrc(row.name, row.n) !== row.crc)

@@ -29,6 +29,7 @@ const LOCK_DIR = '.locks';
 const RESERVED = new Set([TMP_DIR, LOCK_DIR]);
 const HASH_CHUNK = 1 << 20;
 const ETAG_CACHE_MAX = 4096;
+const DIRS_REMEMBERED = 4096;
 /** Leftover temp files older than this are from crashed writers and are removed on open. */
 const TMP_MAX_AGE_MS = 60 * 60 * 1000;
 
@@ -49,6 +50,12 @@ export class LocalDiskStore implements ObjectStore {
   private readonly root: string;
   private readonly mutex = new KeyedMutex<string>();
   private readonly etags = new Map<string, CachedEtag>();
+  /**
+   * Directories a put renamed a file into: the next put into one skips its mkdir. One removed
+   * since (a delete here prunes empty directories and forgets them; another process's prune
+   * does not) fails the rename with ENOENT, which forgets it and makes it again.
+   */
+  private readonly dirsMade = new Set<string>();
   private readonly staleLockMs: number;
   private readonly lockTimeoutMs: number;
   private ready: Promise<void> | undefined;
@@ -106,8 +113,9 @@ export class LocalDiskStore implements ObjectStore {
   async put(key: string, body: Buffer, options?: PutOptions): Promise<string> {
     const file = this.fileFor(key);
     await this.init();
-    return this.withKeyLock(key, async () => {
-      if (options?.ifNoneMatch === '*' || options?.ifMatch !== undefined) {
+    const conditional = options?.ifNoneMatch === '*' || options?.ifMatch !== undefined;
+    return this.withKeyLock(key, conditional, async () => {
+      if (conditional) {
         const current = await this.head(key);
         if (options.ifNoneMatch === '*' && current) {
           throw new StoreError('PreconditionFailed', `conditional write to ${key} failed: the object already exists`);
@@ -147,7 +155,7 @@ export class LocalDiskStore implements ObjectStore {
   async delete(key: string): Promise<void> {
     const file = this.fileFor(key);
     await this.init();
-    await this.withKeyLock(key, async () => {
+    await this.withKeyLock(key, true, async () => {
       try {
         await unlink(file);
       } catch (err) {
@@ -244,10 +252,12 @@ export class LocalDiskStore implements ObjectStore {
     const dir = path.dirname(file);
     // A concurrent delete may prune a directory between our mkdir and rename: retry.
     for (let attempt = 0; ; attempt++) {
-      const created = await mkdir(dir, { recursive: true }).catch((err: unknown) => {
-        if (errCode(err) === 'EEXIST' || errCode(err) === 'ENOTDIR') throw conflict(key);
-        throw err;
-      });
+      const created = this.dirsMade.has(dir)
+        ? undefined
+        : await mkdir(dir, { recursive: true }).catch((err: unknown) => {
+            if (errCode(err) === 'EEXIST' || errCode(err) === 'ENOTDIR') throw conflict(key);
+            throw err;
+          });
       if (created !== undefined) {
         // Make the new directories themselves durable, from the top one down.
         let d = created;
@@ -260,9 +270,11 @@ export class LocalDiskStore implements ObjectStore {
       }
       try {
         await rename(tmp, file);
+        this.rememberDir(dir);
         break;
       } catch (err) {
         const code = errCode(err);
+        this.dirsMade.delete(dir);
         if (code === 'ENOENT' && attempt < 10) continue;
         if (code === 'EISDIR' || code === 'ENOTDIR' || code === 'ENOTEMPTY' || code === 'EEXIST') throw conflict(key);
         throw err;
@@ -271,8 +283,15 @@ export class LocalDiskStore implements ObjectStore {
     await fsyncDir(dir, { lenient: true });
   }
 
+  /** Notes that `dir` was there at a rename into it (see `dirsMade`). */
+  private rememberDir(dir: string): void {
+    if (this.dirsMade.size >= DIRS_REMEMBERED) this.dirsMade.clear();
+    this.dirsMade.add(dir);
+  }
+
   private async pruneEmptyDirs(dir: string): Promise<void> {
     while (dir !== this.root && dir.startsWith(this.root + path.sep)) {
+      this.dirsMade.delete(dir);
       try {
         await rmdir(dir);
       } catch {
@@ -335,7 +354,16 @@ export class LocalDiskStore implements ObjectStore {
   // -------------------------------------------------------------------------------------------
   // Locking
 
-  private withKeyLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` holding `key`'s lock in this process and, when `acrossProcesses`, its lock file.
+   * An unconditional put needs only the first: its rename is atomic by itself, and what the
+   * lock file would add is an order against another process's conditional write to the same
+   * key, between that write's check and its rename. The engine writes each key either always
+   * conditionally (the header, the lease, metadata) or never (chunks, which are named by their
+   * content), so a chunk's put skips the lock file's five file operations.
+   */
+  private withKeyLock<T>(key: string, acrossProcesses: boolean, fn: () => Promise<T>): Promise<T> {
+    if (!acrossProcesses) return this.mutex.run(key, fn);
     return this.mutex.run(key, async () => {
       const release = await this.acquireFileLock(key);
       try {
