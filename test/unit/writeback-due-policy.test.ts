@@ -14,6 +14,8 @@ import {
   DUE_AHEAD_MS,
   WRITER_BURST_CORES,
   WRITER_BURST_DELAY_MS,
+  WRITER_BURST_IDLE_CORES,
+  WRITER_BURST_LOOP_BUSY,
   WRITER_BURST_SHARE,
   WRITER_FIRST_MAX_SHARE,
   WRITER_QUIET_MS,
@@ -647,7 +649,7 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
   });
 
   it(`with fewer than WRITER_BURST_CORES cores, a closed file waits for the end of a burst, up to maxDirtyAgeMs`, async () => {
-    const small = writerQueue({ cores: WRITER_BURST_CORES - 1 });
+    const small = writerQueue({ cores: WRITER_BURST_CORES - 1, spare: () => ({ idleCores: 0, loopBusy: 1 }) });
     const d = await written(1, 0, 10);
     clock += policy.uploadDelayMs;
     assert.equal(small.isDue(d, clock), true, 'alone: due after the upload delay');
@@ -666,6 +668,44 @@ describe('WritebackQueue: uploads give way to a streaming writer', () => {
     share = WRITER_FIRST_MAX_SHARE;
     assert.equal(small.isDue(d, clock), true, 'nor once the data waiting fills WRITER_FIRST_MAX_SHARE of the cap');
     small.stop();
+  });
+
+  it('with fewer than WRITER_BURST_CORES cores, a burst that leaves the machine and the engine thread spare time has its closed files upload behind it, with the whole concurrency', async () => {
+    let spare = { idleCores: WRITER_BURST_IDLE_CORES, loopBusy: WRITER_BURST_LOOP_BUSY };
+    const held: Array<() => void> = [];
+    const paced = writerQueue({
+      cores: WRITER_BURST_CORES - 1,
+      spare: () => spare,
+      policy: () => ({ ...policy, uploadConcurrency: 4 }),
+      upload: (d) => {
+        started.push(d);
+        return new Promise<void>((resolve) => held.push(resolve));
+      },
+    });
+    const d = await written(1, 0, 10);
+    clock = d.lastWriteMs + WRITER_BURST_DELAY_MS - 1;
+    lastWriteMs = clock;
+    assert.equal(paced.isDue(d, clock), false, 'not before its last write is WRITER_BURST_DELAY_MS old');
+    clock += 1;
+    lastWriteMs = clock;
+    assert.equal(paced.isDue(d, clock), true, 'then behind the burst, as on a bigger machine');
+    spare = { idleCores: WRITER_BURST_IDLE_CORES - 0.01, loopBusy: 0 };
+    assert.equal(paced.isDue(d, clock), false, 'the machine has too few idle cores: it waits for the end of the burst');
+    spare = { idleCores: 2, loopBusy: WRITER_BURST_LOOP_BUSY + 0.01 };
+    assert.equal(paced.isDue(d, clock), false, "the engine's thread is too busy: it waits");
+    spare = { idleCores: 2, loopBusy: 0.2 };
+    for (let ino = 2; ino <= 8; ino++) await written(ino, 0, 10);
+    clock += WRITER_BURST_DELAY_MS;
+    lastWriteMs = clock;
+    paced.start();
+    assert.equal(started.length, 4, 'uploads start with the whole concurrency, not WRITER_BURST_SHARE of it');
+    spare = { idleCores: 0.1, loopBusy: 1 };
+    for (const release of held.splice(0)) release();
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    paced.pump();
+    assert.equal(started.length, 4, 'once the uploads took the spare time, the next wait');
+    paced.stop();
   });
 
   it('a pump reads the request count of the mount once to weigh its backlog (and once more to plan its next try), not once for each of the many closed files waiting behind a burst', async () => {

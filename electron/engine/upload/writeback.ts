@@ -28,7 +28,14 @@
  * files (engineprofile tar, node_modules) took 64 to 69 s with its files uploading behind it
  * and 28 s without, and its data was in the bucket sooner without (72 to 74 s from the start,
  * against 76 to 80). So there a burst's closed files wait for its end, as long as the
- * bounds below allow. A change made alone (a save) still waits only `uploadDelayMs`. Uploads in flight go on. The wait is bounded: a chunk dirty for `maxDirtyAgeMs` is due whatever the
+ * bounds below allow, unless the burst leaves the machine idle after all: a writer that paces
+ * itself (a build, a log collector, a sync tool with its own limit) leaves at least
+ * `WRITER_BURST_IDLE_CORES` of the machine idle and the engine's thread free at least
+ * `1 - WRITER_BURST_LOOP_BUSY` of the time (util/spareCapacity.ts, over the last quarter of a
+ * second), and then its files upload `WRITER_BURST_DELAY_MS` behind it as on a bigger machine,
+ * instead of piling up for `maxDirtyAgeMs` (and the memory each waiting file's record takes).
+ * Uploads that start take that idle time: when they leave too little, the next ones wait
+ * again, so a full-speed burst keeps the machine to itself. A change made alone (a save) still waits only `uploadDelayMs`. Uploads in flight go on. The wait is bounded: a chunk dirty for `maxDirtyAgeMs` is due whatever the
  * writers do (a writer that never pauses still gets its data uploaded), so is everything once
  * the data waiting for upload fills `WRITER_FIRST_MAX_SHARE` of the cache cap (long before
  * writers would wait for room), and pressure or a `drain()` (sync, unmount) never wait. An
@@ -54,6 +61,7 @@
 import * as os from 'node:os';
 import { DirtyChunk, DirtyStore } from '../cache/dirty';
 import { Signal, backoffMs } from '../util/concurrency';
+import { SpareCapacitySampler, type SpareCapacity } from '../util/spareCapacity';
 
 /** Writes this close together are a stream that new uploads wait for (see the header). */
 export const WRITER_QUIET_MS = 100;
@@ -63,8 +71,12 @@ export const WRITER_FIRST_MAX_SHARE = 0.5;
 export const WRITER_BURST_SHARE = 0.5;
 /** While the writers stream, a closed file's chunk waits until its last write is this old (or `uploadDelayMs`, if longer). */
 export const WRITER_BURST_DELAY_MS = 5_000;
-/** With fewer cores, a closed file's chunk waits for the end of a burst instead (see the header). */
+/** With fewer cores, a closed file's chunk waits for the end of a burst instead (see the header)... */
 export const WRITER_BURST_CORES = 4;
+/** ...unless the burst leaves this many of the machine's cores idle... */
+export const WRITER_BURST_IDLE_CORES = 0.5;
+/** ...and the engine's thread busy at most this share of the time. */
+export const WRITER_BURST_LOOP_BUSY = 0.85;
 /** How many due chunks past the free slots one pass over the backlog keeps for the next pumps, and for how long. */
 export const DUE_AHEAD = 64;
 export const DUE_AHEAD_MS = 200;
@@ -107,6 +119,8 @@ export interface WritebackDeps {
   readonly dirtyShare?: () => number;
   /** The machine's cores (default: os.availableParallelism()). */
   readonly cores?: number;
+  /** The machine's and the engine thread's spare capacity lately (default: measured, util/spareCapacity.ts). */
+  readonly spare?: () => SpareCapacity;
   readonly now?: () => number;
 }
 
@@ -134,12 +148,25 @@ export class WritebackQueue {
   readonly progress = new Signal();
   private readonly now: () => number;
 
-  /** How old a closed file's last write must be for it to upload during a burst (see the header). */
-  private readonly burstDelayMs: number;
+  /** Whether the machine has the cores to upload behind a burst whatever it leaves idle (see the header). */
+  private readonly manyCores: boolean;
+  private readonly spare: () => SpareCapacity;
 
   constructor(private readonly deps: WritebackDeps) {
     this.now = deps.now ?? Date.now;
-    this.burstDelayMs = (deps.cores ?? os.availableParallelism()) >= WRITER_BURST_CORES ? WRITER_BURST_DELAY_MS : Infinity;
+    this.manyCores = (deps.cores ?? os.availableParallelism()) >= WRITER_BURST_CORES;
+    if (deps.spare) this.spare = deps.spare;
+    else {
+      const sampler = new SpareCapacitySampler();
+      this.spare = () => sampler.read();
+    }
+  }
+
+  /** How old a closed file's last write must be for it to upload during a burst (see the header). */
+  private burstDelayMs(): number {
+    if (this.manyCores) return WRITER_BURST_DELAY_MS;
+    const { idleCores, loopBusy } = this.spare();
+    return idleCores >= WRITER_BURST_IDLE_CORES && loopBusy <= WRITER_BURST_LOOP_BUSY ? WRITER_BURST_DELAY_MS : Infinity;
   }
 
   start(): void {
@@ -197,7 +224,7 @@ export class WritebackQueue {
     if (now - d.firstDirtyMs >= p.maxDirtyAgeMs) return true;
     // An upload delay of zero asks for data in the bucket as soon as it is written: no wait.
     if (!this.deps.isOpenForWrite(d.ino)) {
-      if (p.uploadDelayMs > 0 && now - d.lastWriteMs < this.burstDelayMs && this.mountBusy(now)) {
+      if (p.uploadDelayMs > 0 && this.mountBusy(now) && now - d.lastWriteMs < this.burstDelayMs()) {
         this.waitedForWriter = true;
         return false;
       }
@@ -251,6 +278,7 @@ export class WritebackQueue {
     const p = this.deps.policy();
     const all = p.uploadConcurrency + (this.deps.uploadsAhead?.() ?? 0);
     if (this.pressure || this.draining > 0 || p.uploadDelayMs === 0 || !this.mountBusy(now)) return all;
+    if (!this.manyCores && this.burstDelayMs() !== Infinity) return all;
     return Math.max(1, Math.floor(p.uploadConcurrency * WRITER_BURST_SHARE));
   }
 
