@@ -97,12 +97,17 @@ function rec(d: DirtyChunk): ChunkRecord {
 interface Durability {
   /** No sync since the chunk was created: nothing in it is durable yet. */
   allUnsynced: boolean;
-  /** Units changed since the last sync. */
-  readonly unsynced: Set<number>;
+  /** Units changed since the last sync (none: undefined; a synced chunk's record holds no set). */
+  unsynced: Set<number> | undefined;
   /** A pre-image file exists for this chunk (created durably once). */
   pre: boolean;
   /** Bytes of pre-images in it since the last sync. */
   preBytes: number;
+}
+
+/** Notes that unit `u` changed since the last sync. */
+function unsyncedUnit(st: Durability, u: number): void {
+  (st.unsynced ??= new Set()).add(u);
 }
 
 const PRE_RECORD = 12; // unit (u32) | data length at the time (u32) | sealed bytes (u32)
@@ -194,7 +199,7 @@ export class DirtyStore {
   private durabilityOf(d: DirtyChunk): Durability {
     const k = DirtyStore.key(d.ino, d.idx);
     let st = this.durability.get(k);
-    if (!st) this.durability.set(k, (st = { allUnsynced: false, unsynced: new Set(), pre: false, preBytes: 0 }));
+    if (!st) this.durability.set(k, (st = { allUnsynced: false, unsynced: undefined, pre: false, preBytes: 0 }));
     return st;
   }
 
@@ -213,7 +218,7 @@ export class DirtyStore {
     const st = this.durabilityOf(d);
     if (st.allUnsynced) return;
     const oldLen = d.len;
-    const units = touched.filter((u) => u <= lastUnitOf(oldLen) && !st.unsynced.has(u));
+    const units = touched.filter((u) => u <= lastUnitOf(oldLen) && !st.unsynced?.has(u));
     if (units.length === 0) return;
     const file = this.pathOf(d.ino, d.idx);
     const records: Buffer[] = [];
@@ -241,7 +246,7 @@ export class DirtyStore {
     }
     st.pre = true;
     if (created) await this.syncDir();
-    for (const u of units) st.unsynced.add(u);
+    for (const u of units) unsyncedUnit(st, u);
   }
 
   private syncDir(): Promise<void> {
@@ -472,7 +477,7 @@ export class DirtyStore {
     }
     const d: ChunkRecord = { ino, idx, fileId, len, gen: 1, firstDirtyMs: nowMs, lastWriteMs: nowMs };
     this.track(d);
-    this.durability.set(DirtyStore.key(ino, idx), { allUnsynced: true, unsynced: new Set(), pre: false, preBytes: 0 });
+    this.durability.set(DirtyStore.key(ino, idx), { allUnsynced: true, unsynced: undefined, pre: false, preBytes: 0 });
     return d;
   }
 
@@ -528,7 +533,7 @@ export class DirtyStore {
       lastWriteMs: nowMs,
     };
     this.track(d);
-    this.durability.set(DirtyStore.key(ino, idx), { allUnsynced: true, unsynced: new Set(), pre: false, preBytes: 0 });
+    this.durability.set(DirtyStore.key(ino, idx), { allUnsynced: true, unsynced: undefined, pre: false, preBytes: 0 });
     return d;
   }
 
@@ -718,7 +723,7 @@ export class DirtyStore {
     d.gen++;
     d.lastWriteMs = nowMs;
     const st = this.durabilityOf(d);
-    for (let u = Math.floor(from / UNIT); u <= lastTouched; u++) st.unsynced.add(u);
+    for (let u = Math.floor(from / UNIT); u <= lastTouched; u++) unsyncedUnit(st, u);
   }
 
   /**
@@ -779,7 +784,7 @@ export class DirtyStore {
     d.lastWriteMs = nowMs;
     d.firstDirtyMs = Math.min(d.firstDirtyMs, dirtySinceMs);
     const st = this.durabilityOf(d);
-    for (const u of units) st.unsynced.add(u);
+    for (const u of units) unsyncedUnit(st, u);
   }
 
   async read(d: DirtyChunk, buf: Buffer, bufOff: number, len: number, pos: number): Promise<number> {
@@ -839,7 +844,7 @@ export class DirtyStore {
       u <= Math.max(lastUnitOf(oldLen), lastUnitOf(len));
       u++
     )
-      st.unsynced.add(u);
+      unsyncedUnit(st, u);
   }
 
   /**
@@ -867,7 +872,9 @@ export class DirtyStore {
     if (this.get(d.ino, d.idx) !== d || d.gen !== gen) return;
     const st = this.durabilityOf(d);
     st.allUnsynced = false;
-    st.unsynced.clear();
+    st.unsynced = undefined;
+    // Nothing left to know about it: the record goes (made again, the same, at the next write).
+    if (!st.pre && st.preBytes === 0) this.durability.delete(DirtyStore.key(d.ino, d.idx));
     if (st.preBytes > 0) {
       // Emptied durably: a stale pre-image must never apply to a unit rewritten later
       // without one (a unit that only held unsynced data). The file itself stays.
