@@ -34,7 +34,9 @@
  *      network does (on a real bucket the GETs' round trips count as much as their bytes);
  *   6. sustained creates: FILESPACE_SCALE_CREATES files of 4 KiB (default 50,000) into a
  *      filespace of their own, uploads running behind; the rate, and what was left to upload
- *      when the last file closed (and how long it took to reach the bucket).
+ *      when the last file closed (and how long it took to reach the bucket);
+ *   7. paced creates: FILESPACE_SCALE_PACE files of 4 KiB a second (default 1,000) for 30 s,
+ *      into a filespace of their own: how many of them uploaded while they were made.
  * Each phase's process runs as `filespace mount` runs an engine (electron/cli/engineProcess.ts:
  * glibc malloc settings; electron/host/engineHeap.ts: V8 heap flags), so its memory is the
  * product's: without them, libfuse's threads' malloc arenas and V8's heap growth added 100-140 MB
@@ -464,6 +466,58 @@ async function phaseCreates(root: string): Promise<PhaseResult> {
   };
 }
 
+/** The pace of the paced-create phase (FILESPACE_SCALE_PACE, files/s) and how long it lasts. */
+const PACE = Number(process.env.FILESPACE_SCALE_PACE ?? 1_000);
+const PACED_S = 30;
+
+/**
+ * Creates at a pace: PACE files of 4 KiB a second for PACED_S seconds (a build, a log
+ * collector, a sync tool: writers that do not take the machine whole), into a filespace of
+ * their own with the default upload policy, and how much of them the uploads running behind
+ * took while they were made: the files uploaded during the creates (what was made less what
+ * was still to upload at the last close), the most still to upload at once (sampled each
+ * second), and how long after the last close everything was in the bucket.
+ */
+async function phasePaced(root: string): Promise<PhaseResult> {
+  const bucket = path.join(root, 'paced-bucket');
+  await fsp.mkdir(bucket, { recursive: true });
+  await createFilespace(new LocalDiskStore(bucket), PASSPHRASE, 4 * MiB);
+  const { engine, fs } = await openEngine(root, 'paced', false, 'paced-bucket');
+  const data = Buffer.alloc(4096, 7);
+  const files = Math.round(PACE * PACED_S);
+  let peakRss = 0;
+  let maxBacklog = 0;
+  let nextSample = 1_000;
+  const started = performance.now();
+  for (let i = 0; i < files; i++) {
+    if (i % 100 === 0) fs.mkdir(`/p${i / 100}`, 0o755);
+    data.writeUInt32LE(i, 0);
+    await writeFile(fs, `/p${Math.floor(i / 100)}/f${i}`, data);
+    const late = started + ((i + 1) * 1000) / PACE - performance.now();
+    if (late > 1) await new Promise((r) => setTimeout(r, late));
+    if (performance.now() - started >= nextSample) {
+      nextSample += 1_000;
+      maxBacklog = Math.max(maxBacklog, engine.stats().dirtyFiles);
+      peakRss = Math.max(peakRss, process.memoryUsage().rss);
+    }
+  }
+  const createS = (performance.now() - started) / 1000;
+  const backlog = engine.stats().dirtyFiles;
+  const syncStarted = performance.now();
+  await syncAll(engine);
+  const drainS = (performance.now() - syncStarted) / 1000;
+  await engine.close();
+  return {
+    pacedFilesPerSec: files / createS,
+    pacedCreateS: createS,
+    pacedUploadedPerSec: (files - backlog) / createS,
+    pacedBacklogFiles: backlog,
+    pacedMaxBacklogFiles: Math.max(maxBacklog, backlog),
+    pacedDrainS: drainS,
+    peakRss: Math.max(peakRss, peakRssBytes()),
+  };
+}
+
 const PHASES = {
   make: phaseMake,
   remount: phaseRemount,
@@ -471,6 +525,7 @@ const PHASES = {
   check: phaseCheck,
   fresh: phaseFresh,
   creates: phaseCreates,
+  paced: phasePaced,
 } as const;
 type Phase = keyof typeof PHASES;
 
@@ -507,16 +562,20 @@ function report(
   const f = r.fresh;
   const sn = r.snapshot;
   const cr = r.creates;
-  const peak = Math.max(m.peakRss ?? 0, re.peakRss ?? 0, sn.peakRss ?? 0, f.peakRss ?? 0, cr.peakRss ?? 0);
+  const pa = r.paced;
+  const peak = Math.max(m.peakRss ?? 0, re.peakRss ?? 0, sn.peakRss ?? 0, f.peakRss ?? 0, cr.peakRss ?? 0, pa.peakRss ?? 0);
   // The upload keeps up when what is left at the last close is in the bucket soon after (a
   // fifth of the time the creates took, or 10 s).
   const keptUp = (cr.drainS ?? Infinity) <= Math.max(10, 0.2 * (cr.createS ?? 0));
+  // At a pace, the uploads keep up when they took nearly all of it while it lasted (they run the
+  // burst delay, a few seconds, behind it: WRITER_BURST_DELAY_MS).
+  const pacedKeptUp = (pa.pacedUploadedPerSec ?? 0) >= 0.8 * (pa.pacedFilesPerSec ?? Infinity);
   const ckptShare = (re.checkpointBytesWritten ?? 0) / Math.max(1, re.checkpointBytes ?? 1);
   const met = (ok: boolean) => (ok ? 'met' : '**NOT met**');
   const rows: Array<[string, string, string, string]> = [
     [
-      'Engine peak RSS (make / remount / snapshots / fresh machine / sustained creates)',
-      `${mb(m.peakRss!)} / ${mb(re.peakRss!)} / ${mb(sn.peakRss!)} / ${mb(f.peakRss!)} / ${mb(cr.peakRss!)}`,
+      'Engine peak RSS (make / remount / snapshots / fresh machine / sustained creates / paced creates)',
+      `${mb(m.peakRss!)} / ${mb(re.peakRss!)} / ${mb(sn.peakRss!)} / ${mb(f.peakRss!)} / ${mb(cr.peakRss!)} / ${mb(pa.peakRss!)}`,
       '< 300 MB',
       met(peak < 300e6),
     ],
@@ -544,6 +603,14 @@ function report(
       `${num(cr.createFilesPerSec ?? 0)} files/s; at the last close ${num(cr.backlogFiles ?? 0)} files (${mb(cr.backlogBytes ?? 0)}) still to upload, all in the bucket ${num(cr.drainS ?? 0, 1)} s later`,
       '>= 1,000 files/s, upload keeping up',
       met((cr.createFilesPerSec ?? 0) >= 1_000 && keptUp),
+    ],
+    [
+      `Paced creates: ${num(PACE)} files of 4 KiB a second for ${PACED_S} s, uploads running behind`,
+      `${num(pa.pacedFilesPerSec ?? 0)} files/s made, ${num(pa.pacedUploadedPerSec ?? 0)} files/s uploaded meanwhile; ` +
+        `at the last close ${num(pa.pacedBacklogFiles ?? 0)} files still to upload (at most ${num(pa.pacedMaxBacklogFiles ?? 0)}), ` +
+        `all in the bucket ${num(pa.pacedDrainS ?? 0, 1)} s later`,
+      '>= 1,000 files/s, upload keeping up',
+      met((pa.pacedFilesPerSec ?? 0) >= 1_000 * 0.98 && pacedKeptUp),
     ],
   ];
   const lines = [
