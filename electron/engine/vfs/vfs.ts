@@ -165,6 +165,8 @@ interface Handle {
 
 /** How many chunk names a handle remembers having read from the memory cache. */
 const READ_MEMORY_NAMES = 64;
+/** How many files read at random the mount remembers the touched chunks of (see `noteRangedRead`). */
+const RANDOM_FILES = 64;
 
 /** Special time values for utimens (the FUSE adapter maps UTIME_NOW / UTIME_OMIT to these). */
 export const TIME_OMIT = 2 ** 48 - 1;
@@ -255,6 +257,8 @@ export class Vfs {
   private readonly memLoads = new SingleFlight<string, boolean>();
   /** The first read of a stream from a chunk: its segments, then the whole chunk, until both are here (see firstOfStream). */
   private readonly wholeComing = new Map<string, Promise<void>>();
+  /** Files read at random: the chunks ranged reads touched, or 'whole' once it comes whole (see `noteRangedRead`). */
+  private readonly randomTouched = new Map<number, Set<number> | 'whole'>();
   private readonly backpressure: Backpressure;
   private readonly buffer: WriteBuffer;
   /** Called when writers are waiting for dirty data to drain (backpressure). */
@@ -1631,10 +1635,43 @@ export class Vfs {
         ranged = span !== undefined;
       }
       if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
-      if (ranged) this.cache.countFetched(ref[0], ref[1], inChunk, got);
-      else this.cache.countServed(ref[0], inChunk, got);
+      if (ranged) {
+        this.cache.countFetched(ref[0], ref[1], inChunk, got);
+        this.noteRangedRead(inode, idx);
+      } else this.cache.countServed(ref[0], inChunk, got);
     }
     if (valid < n) buf.fill(0, off + valid, off + n);
+  }
+
+  /**
+   * A file read at random (a database, an archive, a disk image) whose ranged reads have
+   * touched a quarter of its chunks comes whole, in the background: behind reads and read-ahead,
+   * as pinned data does (prefetch/fetcher.ts `background`), into the clean cache. Readers that
+   * come back to it then find it here, and a read of a chunk on its way joins that download.
+   * It is the file-wide form of the fetcher's rule for one chunk (whole once its ranged reads
+   * brought a quarter of it), and bounded the same way: at most four times the chunks the
+   * reader touched, and only for a file that fits in a quarter of the cache. A few reads in a
+   * big file (a tool looking at a video's headers) stay ranged.
+   */
+  private noteRangedRead(inode: ChunkView, idx: number): void {
+    const chunks = inode.chunks;
+    if (!chunks || chunks.length < 4) return;
+    let touched = this.randomTouched.get(inode.ino);
+    if (touched === 'whole') return;
+    if (!touched) {
+      touched = new Set();
+      if (this.randomTouched.size >= RANDOM_FILES) this.randomTouched.delete(this.randomTouched.keys().next().value!);
+    } else this.randomTouched.delete(inode.ino);
+    this.randomTouched.set(inode.ino, touched);
+    touched.add(idx);
+    if (touched.size * 4 < chunks.length) return;
+    let bytes = 0;
+    for (const ref of chunks) bytes += ref?.[1] ?? 0;
+    if (bytes * 4 > this.cache.effectiveCapBytes) return;
+    this.randomTouched.set(inode.ino, 'whole');
+    for (const ref of chunks) {
+      if (ref && !this.cache.has(ref[0])) this.fetcher.background(ref[0]).catch(() => undefined);
+    }
   }
 
   /**
