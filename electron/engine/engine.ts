@@ -478,7 +478,7 @@ export class Engine {
       const pages = this.meta.pages(this.remote);
       this.vfs.pages = pages;
       this.log(`${pages.waiting} folder(s) load from the bucket as they are used, and meanwhile in the background`);
-      pages.startFill(this.log);
+      pages.startFill(this.log, () => this.fetcher.readersBusy);
       void pages.whenFilled().then(
         () => {
           this.log('every folder is loaded from the bucket');

@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { databaseSink } from '../../electron/engine/meta/build';
 import { MetaStore } from '../../electron/engine/meta/metastore';
+import { FILL_YIELD_MAX_MS } from '../../electron/engine/meta/pageLoader';
 import { homesOf } from '../../electron/engine/meta/replicator';
 import { PAGE_PREFIX, PageWriter, isDirCover, pageHashKey } from '../../electron/engine/meta/pages';
 import { DamagedMetadataError, RemoteMeta, STREAM_AHEAD, STREAM_AHEAD_BYTES } from '../../electron/engine/meta/remote';
@@ -431,6 +432,35 @@ describe('a fresh machine loads folders on demand', () => {
     assert.equal(all.unloadedDirs, 0, 'nothing says where that file is');
     assert.deepEqual(whole(all.tree), whole(apply(expected, byIno2)));
     await all.close();
+  });
+
+  it('the background fill waits while readers use the bucket, at most FILL_YIELD_MAX_MS a batch', async () => {
+    const store = new MemoryStore();
+    const tree = apply(Tree.create(CS, 1, 1, 1), treeOps(4, 10));
+    const remote = await publish(store, tree, 5);
+    const ms = await MetaStore.link(path.join(root, 'meta'), remote, CS);
+    const waiting = ms.unloadedDirs;
+    assert.ok(waiting > 0);
+    const pages = ms.pages(remote);
+    let readers = true;
+    const gets = store.gets;
+    pages.startFill(undefined, () => readers);
+    await new Promise((r) => setTimeout(r, FILL_YIELD_MAX_MS / 4));
+    assert.equal(ms.unloadedDirs, waiting, 'nothing loaded while readers use the bucket');
+    assert.equal(store.gets, gets, 'no page read meanwhile');
+    readers = false;
+    await pages.whenFilled();
+    assert.deepEqual(whole(ms.tree), whole(tree));
+    await ms.close();
+
+    // Readers that never stop hold each batch back FILL_YIELD_MAX_MS, no longer.
+    const busy = await MetaStore.link(path.join(root, 'busy'), remote, CS);
+    const started = Date.now();
+    busy.pages(remote).startFill(undefined, () => true);
+    await busy.pages(remote).whenFilled();
+    assert.ok(Date.now() - started >= FILL_YIELD_MAX_MS - 50, 'it waited for the readers');
+    assert.deepEqual(whole(busy.tree), whole(tree));
+    await busy.close();
   });
 
   it('a folder whose page is gone loads from the newest checkpoint when this machine is at it', async () => {

@@ -5,7 +5,8 @@
  * link reads what does not grow with the tree. This module loads those directories: one that a
  * request names first (`ensure`, awaited by the mount before the request reaches the tree), and
  * the rest in the background (`startFill`), a batch of directories per durable transaction
- * (treeDb.ts `loadDirectories`).
+ * (treeDb.ts `loadDirectories`), each batch after readers that use the bucket are done (or
+ * have had it to themselves for `FILL_YIELD_MAX_MS`).
  *
  * Why a directory's page is still right when it is loaded: a page holds the directory's entries
  * and the records of the children whose home it is, as of the checkpoint. Every change since
@@ -42,6 +43,9 @@ const FILL_BATCH_DIRS = 64;
 const FILL_BATCH_BYTES = 4 << 20;
 /** Pause before a background fill tries again after a failure. */
 const FILL_RETRY_MS = 5_000;
+/** A background batch waits for busy readers at most this long (see `yieldToReaders`), looking again every FILL_YIELD_POLL_MS. */
+export const FILL_YIELD_MAX_MS = 2_000;
+const FILL_YIELD_POLL_MS = 50;
 
 export class PageLoader {
   /**
@@ -154,11 +158,12 @@ export class PageLoader {
    * Starts loading every directory still waiting in the background, a batch at a time; a
    * failure is kept in `lastError` and tried again after a pause. Does nothing once filled.
    */
-  startFill(log: (msg: string) => void = () => undefined): void {
+  startFill(log: (msg: string) => void = () => undefined, yieldTo: () => boolean = () => false): void {
     if (this.filling || !this.pending || this.stopped) return;
     this.filling = (async () => {
       while (this.pending && !this.stopped) {
         try {
+          await this.yieldToReaders(yieldTo);
           await this.fillBatch();
           this.lastError = undefined;
         } catch (err) {
@@ -172,6 +177,19 @@ export class PageLoader {
       this.filling = undefined;
       if (!this.pending) this.events.emit('filled');
     })();
+  }
+
+  /**
+   * Before each background batch: waits while `busy` says readers use the bucket (a cold read
+   * of a big file on a fresh machine), at most `FILL_YIELD_MAX_MS`, so the fill does not take
+   * their GETs and the engine's thread, yet still goes on at a batch per that long at worst
+   * (what waits for the whole tree, garbage collection and checkpoints, must come).
+   */
+  private async yieldToReaders(busy: () => boolean): Promise<void> {
+    const until = Date.now() + FILL_YIELD_MAX_MS;
+    while (!this.stopped && Date.now() < until && busy()) {
+      await new Promise((r) => setTimeout(r, FILL_YIELD_POLL_MS));
+    }
   }
 
   /** Resolves once no directory waits (at once when none does); rejects if the loader is stopped first. */

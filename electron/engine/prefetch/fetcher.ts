@@ -61,6 +61,9 @@ import { SpareBuffers } from '../util/spareBuffers';
 import { DecodedBuffers } from './decodedBuffers';
 import { SingleFlight, backoffMs } from '../util/concurrency';
 
+/** Readers count as using the bucket for this long after their last request (see `readersBusy`). */
+export const READERS_QUIET_MS = 250;
+
 /** How long a download that failed for want of an answer lets the same handle's retry fail at once. */
 export const FAILED_READ_MEMORY_MS = 5_000;
 
@@ -140,6 +143,11 @@ class DownloadSlots {
     return this.active;
   }
 
+  /** Slots held by downloads someone waits on or reads ahead for (not background ones). */
+  get inUseForReaders(): number {
+    return this.active - this.activeBackground;
+  }
+
   /** Read-ahead requests waiting for a slot. */
   get waitingAhead(): number {
     return this.ahead.size;
@@ -214,6 +222,9 @@ class DownloadSlots {
 
 export class ChunkFetcher {
   private readonly flights = new SingleFlight<string, Buffer>();
+  /** Ranged reads on their way, and when a reader last asked for anything (see `readersBusy`). */
+  private rangedInFlight = 0;
+  private readersAt = 0;
   private readonly slots: DownloadSlots;
   /** Buffers the objects are received into, held until their copy into the cache is written (see the header). */
   private readonly bodies: BufferPool;
@@ -276,6 +287,20 @@ export class ChunkFetcher {
     return this.slots.inUse;
   }
 
+  /**
+   * Whether readers use the bucket now, or did within `READERS_QUIET_MS`: downloads waited on
+   * or read ahead, ranged reads. Background work that can wait (meta/pageLoader.ts's fill of a
+   * fresh machine's folders) holds back meanwhile, so it does not share the bucket and the
+   * engine's thread with a cold read.
+   */
+  get readersBusy(): boolean {
+    return this.slots.inUseForReaders > 0 || this.rangedInFlight > 0 || Date.now() - this.readersAt < READERS_QUIET_MS;
+  }
+
+  private noteReaders(): void {
+    this.readersAt = Date.now();
+  }
+
   isInFlight(name: string): boolean {
     return this.flights.has(name);
   }
@@ -302,6 +327,7 @@ export class ChunkFetcher {
   }
 
   private async demand(name: string): Promise<Buffer> {
+    this.noteReaders();
     this.slots.promote(name);
     this.demanded.add(name);
     try {
@@ -328,6 +354,8 @@ export class ChunkFetcher {
     const ac = new AbortController();
     const timer = setTimeout(() => ac.abort(), this.readTimeoutMs());
     this.stats.segmentReads++;
+    this.noteReaders();
+    this.rangedInFlight++;
     // Only a request that answered in full gives its buffer back: one given up on may still write.
     const pooled = r.end - r.start + 1 <= POOLED_BODY ? this.segmentBuffers.take() : undefined;
     try {
@@ -372,11 +400,14 @@ export class ChunkFetcher {
       return undefined; // the whole read retries, or says why not
     } finally {
       clearTimeout(timer);
+      this.rangedInFlight--;
+      this.noteReaders();
     }
   }
 
   /** Starts a read-ahead download unless the chunk is here or coming, or read-ahead is queued full; never throws. */
   prefetch(name: string): void {
+    this.noteReaders();
     if (this.cache.has(name) || this.flights.has(name) || this.storing.has(name) || this.cache.inMemoryPeek(name)) return;
     if (this.slots.inUse >= this.concurrency && this.slots.waitingAhead >= this.concurrency) return;
     this.load(name, 'ahead').catch(() => undefined);
