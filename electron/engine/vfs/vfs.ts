@@ -161,6 +161,8 @@ interface Handle {
    * when the file's last handle closes (`release`).
    */
   readFromMemory?: Set<string>;
+  /** It has been read as a stream: its reads do not count as random ones (see `noteRangedRead`). */
+  streamed?: boolean;
 }
 
 /** How many chunk names a handle remembers having read from the memory cache. */
@@ -1473,6 +1475,7 @@ export class Vfs {
     const total = Math.min(len, size - pos);
     const cs = this.chunkSize;
     const ahead = h.cursor.onRead(pos, total);
+    if (ahead > 0) h.streamed = true;
     // Read-ahead starts before this read waits, so the downloads overlap it; but a read that
     // must wait for its own chunk to download starts it once that chunk is here, so the chunk
     // waited for never shares the bandwidth with chunks after it (the first chunk of a stream:
@@ -1637,7 +1640,7 @@ export class Vfs {
       if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
       if (ranged) {
         this.cache.countFetched(ref[0], ref[1], inChunk, got);
-        this.noteRangedRead(inode, idx);
+        if (!h.streamed) this.noteRangedRead(inode, idx);
       } else this.cache.countServed(ref[0], inChunk, got);
     }
     if (valid < n) buf.fill(0, off + valid, off + n);
@@ -1650,8 +1653,9 @@ export class Vfs {
    * come back to it then find it here, and a read of a chunk on its way joins that download.
    * It is the file-wide form of the fetcher's rule for one chunk (whole once its ranged reads
    * brought a quarter of it), and bounded the same way: at most four times the chunks the
-   * reader touched, and only for a file that fits in a quarter of the cache. A few reads in a
-   * big file (a tool looking at a video's headers) stay ranged.
+   * reader touched, and only for a file that fits in half the cache. A few reads in a
+   * big file (a tool looking at a video's headers) stay ranged, and so do the kernel's reads of
+   * a stream that arrive too far out of order to count as sequential (`Handle.streamed`).
    */
   private noteRangedRead(inode: ChunkView, idx: number): void {
     const chunks = inode.chunks;
@@ -1667,7 +1671,7 @@ export class Vfs {
     if (touched.size * 4 < chunks.length) return;
     let bytes = 0;
     for (const ref of chunks) bytes += ref?.[1] ?? 0;
-    if (bytes * 4 > this.cache.effectiveCapBytes) return;
+    if (bytes * 2 > this.cache.effectiveCapBytes) return;
     this.randomTouched.set(inode.ino, 'whole');
     for (const ref of chunks) {
       if (ref && !this.cache.has(ref[0])) this.fetcher.background(ref[0]).catch(() => undefined);
