@@ -6,7 +6,7 @@
  * request names first (`ensure`, awaited by the mount before the request reaches the tree), and
  * the rest in the background (`startFill`), a batch of directories per durable transaction
  * (treeDb.ts `loadDirectories`), each batch after readers that use the bucket are done (or
- * have had it to themselves for `FILL_YIELD_MAX_MS`).
+ * have had it to themselves for `FILL_YIELD_MAX_MS`: then a small batch).
  *
  * Why a directory's page is still right when it is loaded: a page holds the directory's entries
  * and the records of the children whose home it is, as of the checkpoint. Every change since
@@ -43,8 +43,10 @@ const FILL_BATCH_DIRS = 64;
 const FILL_BATCH_BYTES = 4 << 20;
 /** Pause before a background fill tries again after a failure. */
 const FILL_RETRY_MS = 5_000;
-/** A background batch waits for busy readers at most this long (see `yieldToReaders`), looking again every FILL_YIELD_POLL_MS. */
-export const FILL_YIELD_MAX_MS = 2_000;
+/** A background batch waits for busy readers at most this long (see `yieldToReaders`), looking again every FILL_YIELD_POLL_MS... */
+export const FILL_YIELD_MAX_MS = 10_000;
+/** ...and then loads at most this many directories. */
+const FILL_BUSY_BATCH_DIRS = 8;
 const FILL_YIELD_POLL_MS = 50;
 
 export class PageLoader {
@@ -151,20 +153,24 @@ export class PageLoader {
 
   /** Loads every directory still waiting (the background fill, run to its end now). */
   async loadAll(): Promise<void> {
-    while (this.pending && !this.stopped) await this.fillBatch();
+    while (this.pending && !this.stopped) await this.fillBatch(FILL_BATCH_DIRS);
   }
 
   /**
    * Starts loading every directory still waiting in the background, a batch at a time; a
    * failure is kept in `lastError` and tried again after a pause. Does nothing once filled.
    */
-  startFill(log: (msg: string) => void = () => undefined, yieldTo: () => boolean = () => false): void {
+  startFill(
+    log: (msg: string) => void = () => undefined,
+    yieldTo: () => boolean = () => false,
+    maxYieldMs = FILL_YIELD_MAX_MS,
+  ): void {
     if (this.filling || !this.pending || this.stopped) return;
     this.filling = (async () => {
       while (this.pending && !this.stopped) {
         try {
-          await this.yieldToReaders(yieldTo);
-          await this.fillBatch();
+          const readersLeft = await this.yieldToReaders(yieldTo, maxYieldMs);
+          await this.fillBatch(readersLeft ? FILL_BATCH_DIRS : FILL_BUSY_BATCH_DIRS);
           this.lastError = undefined;
         } catch (err) {
           if (this.stopped) break;
@@ -181,15 +187,18 @@ export class PageLoader {
 
   /**
    * Before each background batch: waits while `busy` says readers use the bucket (a cold read
-   * of a big file on a fresh machine), at most `FILL_YIELD_MAX_MS`, so the fill does not take
-   * their GETs and the engine's thread, yet still goes on at a batch per that long at worst
-   * (what waits for the whole tree, garbage collection and checkpoints, must come).
+   * of a big file on a fresh machine), at most `maxMs`, so the fill does not take their GETs
+   * and the engine's thread, yet still goes on, a small batch (FILL_BUSY_BATCH_DIRS) per that
+   * long at worst (what waits for the whole tree, garbage collection and checkpoints, must
+   * come). Resolves whether the readers left.
    */
-  private async yieldToReaders(busy: () => boolean): Promise<void> {
-    const until = Date.now() + FILL_YIELD_MAX_MS;
-    while (!this.stopped && Date.now() < until && busy()) {
+  private async yieldToReaders(busy: () => boolean, maxMs: number): Promise<boolean> {
+    const until = Date.now() + maxMs;
+    while (!this.stopped && busy()) {
+      if (Date.now() >= until) return false;
       await new Promise((r) => setTimeout(r, FILL_YIELD_POLL_MS));
     }
+    return true;
   }
 
   /** Resolves once no directory waits (at once when none does); rejects if the loader is stopped first. */
@@ -218,17 +227,17 @@ export class PageLoader {
   }
 
   /** One background batch: the lowest-numbered directories not being loaded, up to the batch bounds. */
-  private async fillBatch(): Promise<void> {
+  private async fillBatch(maxDirs: number): Promise<void> {
     const batch: number[] = [];
     let bytes = 0;
-    for (const dir of this.db.someUnloaded(FILL_BATCH_DIRS + this.inFlight.size)) {
+    for (const dir of this.db.someUnloaded(maxDirs + this.inFlight.size)) {
       if (this.inFlight.has(dir)) continue;
       const refs = this.db.unloadedRefs(dir) ?? [];
       const b = refs.reduce((n, r) => n + r.bytes, 0);
       if (batch.length > 0 && bytes + b > FILL_BATCH_BYTES) break;
       batch.push(dir);
       bytes += b;
-      if (batch.length >= FILL_BATCH_DIRS) break;
+      if (batch.length >= maxDirs) break;
     }
     if (batch.length === 0) {
       if (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight.values()]);

@@ -1475,7 +1475,9 @@ export class Vfs {
     const total = Math.min(len, size - pos);
     const cs = this.chunkSize;
     const ahead = h.cursor.onRead(pos, total);
-    if (ahead > 0) h.streamed = true;
+    // Two sequential reads in a row make a stream (a random reader's read lands next to its
+    // last one now and then, twice in a row almost never).
+    if (ahead >= 2) h.streamed = true;
     // Read-ahead starts before this read waits, so the downloads overlap it; but a read that
     // must wait for its own chunk to download starts it once that chunk is here, so the chunk
     // waited for never shares the bandwidth with chunks after it (the first chunk of a stream:
