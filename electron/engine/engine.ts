@@ -60,6 +60,7 @@ import {
   sealHeaderWhenBound,
 } from './filespace';
 import { MetaStore } from './meta/metastore';
+import { FILL_START_DELAY_MS } from './meta/pageLoader';
 import type { Tree, TreeSnapshot } from './meta/tree';
 import { RemoteMeta } from './meta/remote';
 import { Machine } from './meta/lease';
@@ -478,7 +479,7 @@ export class Engine {
       const pages = this.meta.pages(this.remote);
       this.vfs.pages = pages;
       this.log(`${pages.waiting} folder(s) load from the bucket as they are used, and meanwhile in the background`);
-      pages.startFill(this.log, () => this.fetcher.readersBusy);
+      pages.startFill(this.log, () => this.fetcher.readerActivity, { startDelayMs: FILL_START_DELAY_MS });
       void pages.whenFilled().then(
         () => {
           this.log('every folder is loaded from the bucket');

@@ -16,7 +16,7 @@ import { HandlePool } from '../../electron/engine/cache/handles';
 import { SealedIO } from '../../electron/engine/cache/sealed';
 import { chunkName } from '../../electron/engine/chunk/crypto';
 import { chunkKey, encodeChunk } from '../../electron/engine/chunk/format';
-import { ChunkFetcher, heldObjects } from '../../electron/engine/prefetch/fetcher';
+import { ChunkFetcher, READERS_QUIET_MS, heldObjects } from '../../electron/engine/prefetch/fetcher';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import { ALWAYS_ONLINE } from '../../electron/engine/store/monitored';
 import { CallOptions, GetResult } from '../../electron/engine/store/types';
@@ -211,6 +211,28 @@ describe('ChunkFetcher', () => {
     assert.equal(store.maxInFlight, concurrency);
     for (const [i, n] of names.entries()) assert.deepEqual(await cache.readAll(n), datas[i]);
     assert.ok(fetcher.heldBodyBytes.peak <= fetcher.heldBodyBytes.bound);
+  });
+});
+
+describe('whether readers are at work (what background work yields to)', () => {
+  it('a file brought whole for a reader counts until its chunks are written, pinned data does not', async () => {
+    const { store, fetcher, names } = await setUp(3, 2);
+    assert.equal(fetcher.readersBusy, false, 'nothing read yet');
+    const pinned = fetcher.background(names[0]!);
+    await until('the pinned GET in flight', () => store.inFlight === 1);
+    assert.equal(fetcher.readersBusy, false, 'a download for pinned data is no reader');
+    store.releaseAll();
+    assert.equal(await pinned, true);
+    const forReader = [fetcher.background(names[1]!, true), fetcher.background(names[2]!, true)];
+    assert.equal(fetcher.readersBusy, true, 'queued for a reader');
+    await until('the GETs in flight', () => store.inFlight >= 1);
+    assert.equal(fetcher.readersBusy, true, 'on its way for a reader');
+    await until('every GET answered', () => (store.releaseAll(), store.inFlight === 0 && store.started.length === 3));
+    assert.deepEqual(await Promise.all(forReader), [true, true]);
+    assert.equal(fetcher.readersBusy, true, 'just finished: still counts for a moment');
+    await new Promise((r) => setTimeout(r, READERS_QUIET_MS + 50));
+    assert.equal(fetcher.readersBusy, false, 'quiet since');
+    await fetcher.cacheWritesDone();
   });
 });
 

@@ -17,7 +17,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { databaseSink } from '../../electron/engine/meta/build';
 import { MetaStore } from '../../electron/engine/meta/metastore';
-import { FILL_YIELD_MAX_MS } from '../../electron/engine/meta/pageLoader';
+import { FILL_FIRST_BATCH_DIRS, FILL_YIELD_MAX_MS, type ReaderActivity } from '../../electron/engine/meta/pageLoader';
 import { homesOf } from '../../electron/engine/meta/replicator';
 import { PAGE_PREFIX, PageWriter, isDirCover, pageHashKey } from '../../electron/engine/meta/pages';
 import { DamagedMetadataError, RemoteMeta, STREAM_AHEAD, STREAM_AHEAD_BYTES } from '../../electron/engine/meta/remote';
@@ -444,7 +444,7 @@ describe('a fresh machine loads folders on demand', () => {
     const pages = ms.pages(remote);
     let readers = true;
     const gets = store.gets;
-    pages.startFill(undefined, () => readers);
+    pages.startFill(undefined, () => (readers ? 'bucket' : 'none'));
     await new Promise((r) => setTimeout(r, Math.min(500, FILL_YIELD_MAX_MS / 4)));
     assert.equal(ms.unloadedDirs, waiting, 'nothing loaded while readers use the bucket');
     assert.equal(store.gets, gets, 'no page read meanwhile');
@@ -457,11 +457,49 @@ describe('a fresh machine loads folders on demand', () => {
     // (8 folders) goes each time.
     const busy = await MetaStore.link(path.join(root, 'busy'), remote, CS);
     const started = Date.now();
-    busy.pages(remote).startFill(undefined, () => true, 300);
+    busy.pages(remote).startFill(undefined, () => 'bucket', { maxYieldMs: 300 });
     await busy.pages(remote).whenFilled();
     assert.ok(Date.now() - started >= 300 - 50, 'it waited for the readers');
     assert.deepEqual(whole(busy.tree), whole(tree));
     await busy.close();
+  });
+
+  /**
+   * A fresh machine with `dirs` folders, filled in the background while `readers(n)` says what
+   * readers do before the n-th batch (from 1); the folders each batch loaded.
+   */
+  async function fillBatches(dirs: number, readers: (n: number) => ReaderActivity): Promise<number[]> {
+    const store = new MemoryStore();
+    const tree = apply(Tree.create(CS, 1, 1, 1), treeOps(dirs, 1));
+    const remote = await publish(store, tree, 5);
+    const ms = await MetaStore.link(path.join(root, `fill-${dirs}`), remote, CS);
+    const pages = ms.pages(remote);
+    // Asked before each batch (and while it waits for readers): the folders still waiting then.
+    const waiting: number[] = [];
+    pages.startFill(undefined, () => (waiting.push(ms.unloadedDirs), readers(waiting.length)));
+    await pages.whenFilled();
+    waiting.push(ms.unloadedDirs);
+    assert.deepEqual(whole(ms.tree), whole(tree));
+    await ms.close();
+    return waiting
+      .slice(1)
+      .map((w, i) => waiting[i]! - w)
+      .filter((n) => n > 0);
+  }
+
+  it('background batches start small and grow while no reader comes; a reader makes them small again', async () => {
+    const batches = await fillBatches(200, (n) => (n === 5 ? 'bucket' : 'none'));
+    const f = FILL_FIRST_BATCH_DIRS;
+    assert.deepEqual(batches.slice(0, 6), [f, 2 * f, 4 * f, 8 * f, f, 2 * f], `batches: ${batches.join(', ')}`);
+  });
+
+  it('while readers read only what is here, batches stay small and the fill still ends', async () => {
+    const batches = await fillBatches(40, () => 'local');
+    assert.deepEqual(
+      batches,
+      Array.from({ length: 40 / FILL_FIRST_BATCH_DIRS }, () => FILL_FIRST_BATCH_DIRS),
+      `batches: ${batches.join(', ')}`,
+    );
   });
 
   it('a folder whose page is gone loads from the newest checkpoint when this machine is at it', async () => {

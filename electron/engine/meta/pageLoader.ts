@@ -6,7 +6,9 @@
  * request names first (`ensure`, awaited by the mount before the request reaches the tree), and
  * the rest in the background (`startFill`), a batch of directories per durable transaction
  * (treeDb.ts `loadDirectories`), each batch after readers that use the bucket are done (or
- * have had it to themselves for `FILL_YIELD_MAX_MS`: then a small batch).
+ * have had it to themselves for `FILL_YIELD_MAX_MS`: then a small batch), small batches with
+ * pauses while readers read only what is here; batches start small and grow while no reader
+ * comes, and the engine starts the fill `FILL_START_DELAY_MS` after the mount.
  *
  * Why a directory's page is still right when it is loaded: a page holds the directory's entries
  * and the records of the children whose home it is, as of the checkpoint. Every change since
@@ -37,8 +39,20 @@ import { Homes, PageGoneError, RemoteMeta } from './remote';
 import { MetaOp, Tree } from './tree';
 import type { TreeDb } from './treeDb';
 
-/** Directories a background batch loads at most. */
+/**
+ * What readers do now (prefetch/fetcher.ts `readerActivity`): use the bucket, read only what is
+ * here, or nothing.
+ */
+export type ReaderActivity = 'bucket' | 'local' | 'none';
+
+/** Directories a background batch loads at most... */
 const FILL_BATCH_DIRS = 64;
+/**
+ * ...and the first batch, and the first after readers were at work: a batch doubles from this
+ * while readers stay away, so a read that comes while one is on its way (the first read after
+ * a fresh machine mounts) shares the bucket and the thread with a few pages, not 64 folders'.
+ */
+export const FILL_FIRST_BATCH_DIRS = 8;
 /** Page bytes a background batch reads at most (beyond its first directory). */
 const FILL_BATCH_BYTES = 4 << 20;
 /** Pause before a background fill tries again after a failure. */
@@ -46,8 +60,19 @@ const FILL_RETRY_MS = 5_000;
 /** A background batch waits for busy readers at most this long (see `yieldToReaders`), looking again every FILL_YIELD_POLL_MS... */
 export const FILL_YIELD_MAX_MS = 10_000;
 /** ...and then loads at most this many directories. */
-const FILL_BUSY_BATCH_DIRS = 8;
+const FILL_BUSY_BATCH_DIRS = FILL_FIRST_BATCH_DIRS;
 const FILL_YIELD_POLL_MS = 50;
+/**
+ * While readers read what is here (the cache, the memory), a batch is small and followed by a
+ * pause this many times as long as it took: the fill takes about a fifth of the engine's thread
+ * from them, and still ends.
+ */
+const FILL_LOCAL_PAUSE = 4;
+/**
+ * The engine starts the fill this long after it starts, so the first requests of a fresh mount
+ * (a listing, the first bytes of a file) do not share the bucket with a batch already on its way.
+ */
+export const FILL_START_DELAY_MS = 2_000;
 
 export class PageLoader {
   /**
@@ -162,15 +187,22 @@ export class PageLoader {
    */
   startFill(
     log: (msg: string) => void = () => undefined,
-    yieldTo: () => boolean = () => false,
-    maxYieldMs = FILL_YIELD_MAX_MS,
+    readers: () => ReaderActivity = () => 'none',
+    o: { maxYieldMs?: number; startDelayMs?: number } = {},
   ): void {
     if (this.filling || !this.pending || this.stopped) return;
+    const maxYieldMs = o.maxYieldMs ?? FILL_YIELD_MAX_MS;
     this.filling = (async () => {
+      if (o.startDelayMs) await this.pause(o.startDelayMs);
+      let batch = FILL_FIRST_BATCH_DIRS;
       while (this.pending && !this.stopped) {
         try {
-          const readersLeft = await this.yieldToReaders(yieldTo, maxYieldMs);
-          await this.fillBatch(readersLeft ? FILL_BATCH_DIRS : FILL_BUSY_BATCH_DIRS);
+          const seen = await this.yieldToReaders(readers, maxYieldMs);
+          if (seen !== 'away') batch = FILL_FIRST_BATCH_DIRS;
+          const started = Date.now();
+          await this.fillBatch(seen === 'stayed' || seen === 'local' ? FILL_BUSY_BATCH_DIRS : batch);
+          if (seen === 'local') await this.pause(Math.max(FILL_YIELD_POLL_MS, FILL_LOCAL_PAUSE * (Date.now() - started)));
+          else if (seen !== 'stayed') batch = Math.min(FILL_BATCH_DIRS, batch * 2);
           this.lastError = undefined;
         } catch (err) {
           if (this.stopped) break;
@@ -190,15 +222,35 @@ export class PageLoader {
    * of a big file on a fresh machine), at most `maxMs`, so the fill does not take their GETs
    * and the engine's thread, yet still goes on, a small batch (FILL_BUSY_BATCH_DIRS) per that
    * long at worst (what waits for the whole tree, garbage collection and checkpoints, must
-   * come). Resolves whether the readers left.
+   * come). Readers that only read what is here (`local`) are not waited for: the batch is
+   * small and followed by a pause `FILL_LOCAL_PAUSE` times as long as it took. Resolves 'away'
+   * when no reader was at work, 'left' when readers used the bucket and stopped, 'stayed' when
+   * they still do, 'local' when readers read what is here.
    */
-  private async yieldToReaders(busy: () => boolean, maxMs: number): Promise<boolean> {
+  private async yieldToReaders(readers: () => ReaderActivity, maxMs: number): Promise<'away' | 'left' | 'stayed' | 'local'> {
+    const first = this.stopped ? 'none' : readers();
+    if (first !== 'bucket') return first === 'local' ? 'local' : 'away';
     const until = Date.now() + maxMs;
-    while (!this.stopped && busy()) {
-      if (Date.now() >= until) return false;
-      await new Promise((r) => setTimeout(r, FILL_YIELD_POLL_MS));
+    let now: ReaderActivity = first;
+    while (!this.stopped && (now = readers()) === 'bucket') {
+      if (Date.now() >= until) return 'stayed';
+      await this.pause(FILL_YIELD_POLL_MS);
     }
-    return true;
+    return now === 'local' ? 'local' : 'left';
+  }
+
+  /** Waits `ms`, or until the loader is stopped. */
+  private pause(ms: number): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.events.off('stopped', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.events.once('stopped', done);
+    });
   }
 
   /** Resolves once no directory waits (at once when none does); rejects if the loader is stopped first. */

@@ -49,6 +49,7 @@
  * at once, and those that do not never fetch what they do not read.
  */
 
+import type { ReaderActivity } from '../meta/pageLoader';
 import { AuthError, SEAL_OVERHEAD } from '../chunk/crypto';
 import { SEGMENT_BYTES, chunkKey, decodeChunk, maxEncodedBytes, openSegments, segmentRange } from '../chunk/format';
 import { ChunkCache } from '../cache/chunkCache';
@@ -224,7 +225,10 @@ export class ChunkFetcher {
   private readonly flights = new SingleFlight<string, Buffer>();
   /** Ranged reads on their way, and when a reader last asked for anything (see `readersBusy`). */
   private rangedInFlight = 0;
+  /** Background downloads of a file a reader reads at random (`background(name, true)`), until each is written. */
+  private readerDownloads = 0;
   private readersAt = 0;
+  private localReadAt = 0;
   private readonly slots: DownloadSlots;
   /** Buffers the objects are received into, held until their copy into the cache is written (see the header). */
   private readonly bodies: BufferPool;
@@ -289,12 +293,34 @@ export class ChunkFetcher {
 
   /**
    * Whether readers use the bucket now, or did within `READERS_QUIET_MS`: downloads waited on
-   * or read ahead, ranged reads. Background work that can wait (meta/pageLoader.ts's fill of a
+   * or read ahead, ranged reads, and the background downloads of a file read at random (the
+   * reader's next reads find them in the cache). Background work that can wait (meta/pageLoader.ts's fill of a
    * fresh machine's folders) holds back meanwhile, so it does not share the bucket and the
    * engine's thread with a cold read.
    */
   get readersBusy(): boolean {
-    return this.slots.inUseForReaders > 0 || this.rangedInFlight > 0 || Date.now() - this.readersAt < READERS_QUIET_MS;
+    return (
+      this.slots.inUseForReaders > 0 ||
+      this.rangedInFlight > 0 ||
+      this.readerDownloads > 0 ||
+      Date.now() - this.readersAt < READERS_QUIET_MS
+    );
+  }
+
+  /**
+   * What readers do now: use the bucket (`readersBusy`), or only read what is here (a read
+   * within `READERS_QUIET_MS`, noted by `noteRead`: the cache, the memory), or nothing.
+   * Background work that can wait holds back for the first and takes a small share of the
+   * engine's thread for the second (meta/pageLoader.ts).
+   */
+  get readerActivity(): ReaderActivity {
+    if (this.readersBusy) return 'bucket';
+    return Date.now() - this.localReadAt < READERS_QUIET_MS ? 'local' : 'none';
+  }
+
+  /** A read through the mount (called for each; one clock reading). */
+  noteRead(): void {
+    this.localReadAt = Date.now();
   }
 
   private noteReaders(): void {
@@ -414,14 +440,24 @@ export class ChunkFetcher {
   }
 
   /**
-   * Downloads a chunk into the clean cache behind reads and read-ahead (pinned data). Resolves
-   * once its copy is written: true if it is in the cache, false if the cache had no room.
+   * Downloads a chunk into the clean cache behind reads and read-ahead (pinned data, a file
+   * read at random). Resolves once its copy is written: true if it is in the cache, false if the
+   * cache had no room. `forReader`: a reader is at work on its file, so until it is written the
+   * readers count as busy (`readersBusy`).
    */
-  async background(name: string): Promise<boolean> {
+  async background(name: string, forReader = false): Promise<boolean> {
     if (this.cache.has(name)) return true;
-    await this.load(name, 'background');
-    await this.writes.get(name);
-    return this.cache.has(name);
+    if (forReader) this.readerDownloads++;
+    try {
+      await this.load(name, 'background');
+      await this.writes.get(name);
+      return this.cache.has(name);
+    } finally {
+      if (forReader) {
+        this.readerDownloads--;
+        this.noteReaders();
+      }
+    }
   }
 
   /** Resolves once every copy into the clean cache started so far is written (or failed). */

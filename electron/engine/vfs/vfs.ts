@@ -1458,6 +1458,7 @@ export class Vfs {
 
   async read(fh: number, buf: Buffer, len: number, pos: number): Promise<number> {
     const h = this.handle(fh);
+    this.fetcher.noteRead();
     let inode: ChunkView;
     let size: number;
     if (h.snap) {
@@ -1676,7 +1677,7 @@ export class Vfs {
     if (bytes * 2 > this.cache.effectiveCapBytes) return;
     this.randomTouched.set(inode.ino, 'whole');
     for (const ref of chunks) {
-      if (ref && !this.cache.has(ref[0])) this.fetcher.background(ref[0]).catch(() => undefined);
+      if (ref && !this.cache.has(ref[0])) this.fetcher.background(ref[0], true).catch(() => undefined);
     }
   }
 
