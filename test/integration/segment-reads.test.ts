@@ -70,6 +70,30 @@ print('bad', bad) if bad else print('same')
       assert.equal(await sameBlocks([2 * CHUNK + 4096, 9 * CHUNK + 123_456, 19 * CHUNK, 20 * CHUNK + 8_192]), 'same');
       await sh(`cmp '${src}' '${r.mnt}/big.bin'`);
       assert.deepEqual(chunkGets(after), [], 'served from the cache');
+
+      // The writer rewrites six of its chunks. The reader's ranged reads of them count afresh
+      // (the file came whole once, but these chunks are new): at the sixth, they come whole.
+      const rewritten = [12, 13, 14, 16, 17, 18];
+      await w.mount();
+      for (const k of rewritten) {
+        const patch = await randomFile(local, `patch-${k}`, CHUNK);
+        await sh(
+          `for f in '${src}' '${w.mnt}/big.bin'; do dd if='${patch}' of="$f" bs=1M seek=${k} count=1 conv=notrunc status=none; done`,
+        );
+      }
+      await sh(`touch '${w.mnt}/rewritten'`);
+      await w.sync();
+      await until('the reader to see the rewrite', async () => (await sh(`ls '${r.mnt}'`)).includes('rewritten'));
+      const again = proxy.log.length;
+      assert.equal(await sameBlocks(rewritten.slice(0, 5).map((k) => k * CHUNK + 200_000)), 'same');
+      assert.ok(
+        chunkGets(again).every((e) => e.range),
+        'five new chunks read: ranged GETs only',
+      );
+      assert.equal(await sameBlocks([rewritten[5]! * CHUNK + 200_000]), 'same');
+      await until('the new chunks downloaded whole', () => chunkGets(again).filter((e) => !e.range).length >= rewritten.length);
+      await sh(`cmp '${src}' '${r.mnt}/big.bin'`);
+      await w.unmount();
     } finally {
       await r.unmount();
     }

@@ -1664,8 +1664,14 @@ export class Vfs {
     const chunks = inode.chunks;
     if (!chunks || chunks.length < 4) return;
     let touched = this.randomTouched.get(inode.ino);
-    if (touched === 'whole') return;
-    if (!touched) {
+    if (touched === 'whole') {
+      // A ranged read that began before the file was asked for whole.
+      const ref = chunks[idx];
+      if (ref && this.fetcher.isInFlight(ref[0])) return;
+      // Else a chunk written since, or one the cache let go: the count starts again.
+      this.randomTouched.delete(inode.ino);
+      touched = new Set();
+    } else if (!touched) {
       touched = new Set();
       if (this.randomTouched.size >= RANDOM_FILES) this.randomTouched.delete(this.randomTouched.keys().next().value!);
     } else this.randomTouched.delete(inode.ino);
