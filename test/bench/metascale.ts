@@ -437,33 +437,73 @@ const CREATES = Number(process.env.FILESPACE_SCALE_CREATES ?? 50_000);
  * concurrency). Whether the upload keeps up: what was still to upload when the last file
  * closed, and how long after that everything was in the bucket.
  */
-async function phaseCreates(root: string): Promise<PhaseResult> {
-  const bucket = path.join(root, 'creates-bucket');
+/**
+ * Creates `count` files of 4 KiB, 100 to a folder, through the engine's handlers into a
+ * filespace of its own (bucket `<tag>-bucket`) with the default upload policy: at full speed,
+ * or `pace` files a second. Then syncs everything into the bucket. Says how long the creates
+ * took, what was still to upload at the last close, the most still to upload at once (sampled
+ * each second), how long the sync took, and the peak RSS.
+ */
+async function createSmallFiles(
+  root: string,
+  tag: string,
+  count: number,
+  pace?: number,
+): Promise<{
+  createS: number;
+  backlog: { dirtyFiles: number; dirtyBytes: number };
+  maxBacklog: number;
+  drainS: number;
+  peakRss: number;
+}> {
+  const bucket = path.join(root, `${tag}-bucket`);
   await fsp.mkdir(bucket, { recursive: true });
   await createFilespace(new LocalDiskStore(bucket), PASSPHRASE, 4 * MiB);
-  const { engine, fs } = await openEngine(root, 'creates', false, 'creates-bucket');
+  const { engine, fs } = await openEngine(root, tag, false, `${tag}-bucket`);
   const data = Buffer.alloc(4096, 5);
   let peakRss = 0;
+  let maxBacklog = 0;
+  let nextSample = 1_000;
   const started = performance.now();
-  for (let i = 0; i < CREATES; i++) {
-    if (i % 100 === 0) fs.mkdir(`/c${i / 100}`, 0o755);
+  for (let i = 0; i < count; i++) {
+    if (i % 100 === 0) fs.mkdir(`/d${i / 100}`, 0o755);
     data.writeUInt32LE(i, 0);
-    await writeFile(fs, `/c${Math.floor(i / 100)}/f${i}`, data);
-    if (i % 5_000 === 0) peakRss = Math.max(peakRss, process.memoryUsage().rss);
+    await writeFile(fs, `/d${Math.floor(i / 100)}/f${i}`, data);
+    if (pace) {
+      const late = started + ((i + 1) * 1000) / pace - performance.now();
+      if (late > 1) await new Promise((r) => setTimeout(r, late));
+    }
+    if (performance.now() - started >= nextSample) {
+      nextSample += 1_000;
+      maxBacklog = Math.max(maxBacklog, engine.stats().dirtyFiles);
+      peakRss = Math.max(peakRss, process.memoryUsage().rss);
+    }
   }
   const createS = (performance.now() - started) / 1000;
-  const backlog = engine.stats();
+  const { dirtyFiles, dirtyBytes } = engine.stats();
   const syncStarted = performance.now();
   await syncAll(engine);
   const drainS = (performance.now() - syncStarted) / 1000;
   await engine.close();
   return {
-    createFilesPerSec: CREATES / createS,
     createS,
-    backlogFiles: backlog.dirtyFiles,
-    backlogBytes: backlog.dirtyBytes,
+    backlog: { dirtyFiles, dirtyBytes },
+    maxBacklog: Math.max(maxBacklog, dirtyFiles),
     drainS,
     peakRss: Math.max(peakRss, peakRssBytes()),
+  };
+}
+
+/** Small files created at full speed (see `createSmallFiles`). */
+async function phaseCreates(root: string): Promise<PhaseResult> {
+  const r = await createSmallFiles(root, 'creates', CREATES);
+  return {
+    createFilesPerSec: CREATES / r.createS,
+    createS: r.createS,
+    backlogFiles: r.backlog.dirtyFiles,
+    backlogBytes: r.backlog.dirtyBytes,
+    drainS: r.drainS,
+    peakRss: r.peakRss,
   };
 }
 
@@ -473,48 +513,21 @@ const PACED_S = 30;
 
 /**
  * Creates at a pace: `pace` files of 4 KiB a second for PACED_S seconds (a build, a log
- * collector, a sync tool: writers that do not take the machine whole), into a filespace of
- * their own with the default upload policy, and how much of them the uploads running behind
- * took while they were made: the files uploaded during the creates (what was made less what
- * was still to upload at the last close), the most still to upload at once (sampled each
- * second), and how long after the last close everything was in the bucket.
+ * collector, a sync tool: writers that do not take the machine whole), and how much of them the
+ * uploads running behind took while they were made: the files uploaded during the creates (what
+ * was made less what was still to upload at the last close), the most still to upload at once,
+ * and how long after the last close everything was in the bucket.
  */
 async function pacedRun(root: string, pace: number, tag: string): Promise<PhaseResult> {
-  const bucket = path.join(root, `${tag}-bucket`);
-  await fsp.mkdir(bucket, { recursive: true });
-  await createFilespace(new LocalDiskStore(bucket), PASSPHRASE, 4 * MiB);
-  const { engine, fs } = await openEngine(root, tag, false, `${tag}-bucket`);
-  const data = Buffer.alloc(4096, 7);
   const files = Math.round(pace * PACED_S);
-  let peakRss = 0;
-  let maxBacklog = 0;
-  let nextSample = 1_000;
-  const started = performance.now();
-  for (let i = 0; i < files; i++) {
-    if (i % 100 === 0) fs.mkdir(`/p${i / 100}`, 0o755);
-    data.writeUInt32LE(i, 0);
-    await writeFile(fs, `/p${Math.floor(i / 100)}/f${i}`, data);
-    const late = started + ((i + 1) * 1000) / pace - performance.now();
-    if (late > 1) await new Promise((r) => setTimeout(r, late));
-    if (performance.now() - started >= nextSample) {
-      nextSample += 1_000;
-      maxBacklog = Math.max(maxBacklog, engine.stats().dirtyFiles);
-      peakRss = Math.max(peakRss, process.memoryUsage().rss);
-    }
-  }
-  const createS = (performance.now() - started) / 1000;
-  const backlog = engine.stats().dirtyFiles;
-  const syncStarted = performance.now();
-  await syncAll(engine);
-  const drainS = (performance.now() - syncStarted) / 1000;
-  await engine.close();
+  const r = await createSmallFiles(root, tag, files, pace);
   return {
-    filesPerSec: files / createS,
-    uploadedPerSec: (files - backlog) / createS,
-    backlogFiles: backlog,
-    maxBacklogFiles: Math.max(maxBacklog, backlog),
-    drainS,
-    peakRss: Math.max(peakRss, peakRssBytes()),
+    filesPerSec: files / r.createS,
+    uploadedPerSec: (files - r.backlog.dirtyFiles) / r.createS,
+    backlogFiles: r.backlog.dirtyFiles,
+    maxBacklogFiles: r.maxBacklog,
+    drainS: r.drainS,
+    peakRss: r.peakRss,
   };
 }
 

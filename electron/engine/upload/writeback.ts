@@ -160,6 +160,8 @@ export class WritebackQueue {
     this.now = deps.now ?? Date.now;
     this.manyCores = (deps.cores ?? os.availableParallelism()) >= WRITER_BURST_CORES;
     if (deps.spare) this.spare = deps.spare;
+    else if (this.manyCores)
+      this.spare = () => ({ idleCores: os.availableParallelism(), loopBusy: 0 }); // not asked (burstDelayMs)
     else {
       const sampler = new SpareCapacitySampler();
       this.spare = () => sampler.read();
