@@ -294,9 +294,9 @@ export class ChunkFetcher {
   /**
    * Whether readers use the bucket now, or did within `READERS_QUIET_MS`: downloads waited on
    * or read ahead, ranged reads, and the background downloads of a file read at random (the
-   * reader's next reads find them in the cache). Background work that can wait (meta/pageLoader.ts's fill of a
-   * fresh machine's folders) holds back meanwhile, so it does not share the bucket and the
-   * engine's thread with a cold read.
+   * reader's next reads find them in the cache). Background work that can wait
+   * (meta/pageLoader.ts's fill of a fresh machine's folders) holds back meanwhile, so it does
+   * not share the bucket and the engine's thread with a cold read.
    */
   get readersBusy(): boolean {
     return (
