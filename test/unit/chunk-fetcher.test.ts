@@ -13,6 +13,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { ChunkCache } from '../../electron/engine/cache/chunkCache';
 import { HandlePool } from '../../electron/engine/cache/handles';
+import { ReceivedIO } from '../../electron/engine/cache/received';
 import { SealedIO } from '../../electron/engine/cache/sealed';
 import { chunkName } from '../../electron/engine/chunk/crypto';
 import { chunkKey, encodeChunk } from '../../electron/engine/chunk/format';
@@ -82,7 +83,7 @@ afterEach(async () => {
 async function setUp(
   count: number,
   concurrency: number,
-  o: { ungated?: boolean; memoryBytes?: number; chunkSize?: number } = {},
+  o: { ungated?: boolean; memoryBytes?: number; chunkSize?: number; received?: boolean } = {},
 ): Promise<{ store: GatedStore; cache: ChunkCache; fetcher: ChunkFetcher; names: string[]; datas: Buffer[] }> {
   const store = new GatedStore(o.ungated);
   const names: string[] = [];
@@ -100,7 +101,7 @@ async function setUp(
     handles,
     () => 0,
     new SealedIO(randomBytes(32)),
-    undefined,
+    o.received ? new ReceivedIO(randomBytes(32), chunkKeyBytes) : undefined,
     o.memoryBytes,
   );
   await cache.init();
@@ -232,6 +233,25 @@ describe('whether readers are at work (what background work yields to)', () => {
     assert.equal(fetcher.readersBusy, true, 'just finished: still counts for a moment');
     await new Promise((r) => setTimeout(r, READERS_QUIET_MS + 50));
     assert.equal(fetcher.readersBusy, false, 'quiet since');
+    await fetcher.cacheWritesDone();
+  });
+});
+
+describe('a file brought whole for a random reader', () => {
+  it('a reader who comes to wait on a chunk on its way gets it opened from that one GET', async () => {
+    // Three slots: background downloads leave one free.
+    const { store, cache, fetcher, names, datas } = await setUp(2, 3, { received: true });
+    const background = [fetcher.background(names[0]!, true), fetcher.background(names[1]!, true)];
+    await until('both GETs in flight', () => store.inFlight === 2);
+    const read = fetcher.fetch(names[1]!);
+    store.releaseAll();
+    assert.deepEqual(await read, datas[1]);
+    assert.equal(cache.inMemoryPeek(names[1]!), true, 'opened on arrival, and kept in memory for its reader');
+    assert.deepEqual(await Promise.all(background), [true, true]);
+    assert.equal(cache.inMemoryPeek(names[0]!), false, 'nobody waited: kept unopened');
+    // The other was kept unopened, and a reader now reads it from the cache.
+    assert.deepEqual(await fetcher.fetch(names[0]!), datas[0]);
+    assert.equal(store.started.length, 2, 'one GET each');
     await fetcher.cacheWritesDone();
   });
 });

@@ -1,7 +1,9 @@
 // Ranged reads of segmented chunks (FSC2): a reader that is not streaming gets the segments
 // covering its read with one ranged GET, far smaller than the chunk, and the right bytes; an
 // FSC1 object, a reference shorter than its chunk or a damaged range falls back to the whole
-// chunk (checked as a whole), and a damaged whole chunk is still refused.
+// chunk (checked as a whole), and a damaged whole chunk is still refused. A chunk of a file
+// brought whole for a random reader goes into the cache as received, unopened: its segments are
+// checked when they are read, so a damaged one is still never served.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -11,6 +13,7 @@ import * as path from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { ChunkCache } from '../../electron/engine/cache/chunkCache';
 import { HandlePool } from '../../electron/engine/cache/handles';
+import { ReceivedIO } from '../../electron/engine/cache/received';
 import { SealedIO } from '../../electron/engine/cache/sealed';
 import { chunkName, seal } from '../../electron/engine/chunk/crypto';
 import { SEGMENT_BYTES, chunkKey, encodeChunk } from '../../electron/engine/chunk/format';
@@ -50,7 +53,9 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function setUp(): Promise<{ store: CountingStore; cache: ChunkCache; fetcher: ChunkFetcher }> {
+async function setUp(
+  o: { received?: boolean } = {},
+): Promise<{ store: CountingStore; cache: ChunkCache; fetcher: ChunkFetcher }> {
   const store = new CountingStore();
   const cache = new ChunkCache(
     dir,
@@ -58,6 +63,7 @@ async function setUp(): Promise<{ store: CountingStore; cache: ChunkCache; fetch
     handles,
     () => 0,
     new SealedIO(randomBytes(32)),
+    o.received ? new ReceivedIO(randomBytes(32), key) : undefined,
   );
   await cache.init();
   const fetcher = new ChunkFetcher(
@@ -182,5 +188,54 @@ describe('segment reads', () => {
     await store.put(chunkKey(name), obj);
     assert.equal(await fetcher.fetchSegments(name, data.length, 3 * SEGMENT_BYTES + 10, 100), undefined);
     await assert.rejects(fetcher.fetch(name), { errno: 'EIO' });
+  });
+});
+
+describe('chunks of a file brought whole for a random reader', () => {
+  it('go into the cache unopened, and read right from there without another GET', async () => {
+    const { store, cache, fetcher } = await setUp({ received: true });
+    const data = randomBytes(CHUNK - 1000);
+    const name = await upload(store, data);
+    assert.equal(await fetcher.background(name, true), true);
+    assert.equal(store.ranges.length, 1);
+    const got = Buffer.alloc(4096);
+    const pos = 3 * SEGMENT_BYTES + 17;
+    assert.equal(await cache.read(name, got, 0, 4096, pos), 4096);
+    assert.deepEqual(got, data.subarray(pos, pos + 4096));
+    assert.deepEqual(await fetcher.fetch(name), data);
+    assert.equal(store.ranges.length, 1, 'read from the cache');
+  });
+
+  it('a damaged segment is stored unopened but never served: found on its read, and the chunk is refused', async () => {
+    const { store, cache, fetcher } = await setUp({ received: true });
+    const damaged: string[] = [];
+    cache.onDamaged = (n) => damaged.push(n);
+    const data = randomBytes(CHUNK);
+    const name = await upload(store, data);
+    const obj = (await store.get(chunkKey(name)))!.body;
+    obj[5 + 3 * (SEGMENT_BYTES + 28) + 40]! ^= 1;
+    await store.put(chunkKey(name), obj);
+    store.ranges.length = 0;
+    // Kept unopened: an opened download would have been refused (twice, then EIO).
+    assert.equal(await fetcher.background(name, true), true);
+    assert.equal(store.ranges.length, 1, 'one GET, not checked');
+    const got = Buffer.alloc(100);
+    assert.equal(await cache.read(name, got, 0, 100, 10), 100, 'an intact segment reads');
+    assert.deepEqual(got, data.subarray(10, 110));
+    assert.equal(await cache.read(name, got, 0, 100, 3 * SEGMENT_BYTES + 10), undefined, 'the damaged one is a miss');
+    assert.deepEqual(damaged, [name]);
+    assert.equal(cache.has(name), false, 'the file is dropped');
+    await assert.rejects(fetcher.fetch(name), { errno: 'EIO' });
+  });
+
+  it('pinned data is opened on its way in: a damaged chunk is refused then', async () => {
+    const { store, cache, fetcher } = await setUp({ received: true });
+    const data = randomBytes(CHUNK);
+    const name = await upload(store, data);
+    const obj = (await store.get(chunkKey(name)))!.body;
+    obj[5 + 40]! ^= 1;
+    await store.put(chunkKey(name), obj);
+    await assert.rejects(fetcher.background(name), { errno: 'EIO' });
+    assert.equal(cache.has(name), false);
   });
 });

@@ -43,7 +43,7 @@ import { constants as fsConstants, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { canWriteDirect, writeDirect } from '../chunk/cipherAddon';
 import { AuthError } from '../chunk/crypto';
-import { receivedCiphertext, receivedSegments } from '../chunk/format';
+import { receivedCiphertext, receivedSegments, segmentedPlainBytes } from '../chunk/format';
 import { writeAllAt } from '../util/writeAll';
 import { HandlePool } from './handles';
 import { ReceivedHeader, ReceivedIO } from './received';
@@ -501,6 +501,27 @@ export class ChunkCache {
       buffers = await this.received.fileFor(name, parts.nonce, parts.ciphertext);
     else return this.put(name, data);
     return this.store(name, data.length, (fh) => writeAllAt(fh, buffers, 0), buffers);
+  }
+
+  /**
+   * Stores a chunk object in the segmented format (FSC2) as received, without opening it: a
+   * download nobody waits on. Nothing is lost by that: a received file's segments are
+   * authenticated each time they are read from here (received.ts), so a damaged object is found
+   * on its first read, dropped and fetched again, never served. Resolves as `put` does, and
+   * false, storing nothing, for an object in any other format (see `storableUnopened`).
+   */
+  async putUnopened(name: string, obj: Buffer): Promise<boolean> {
+    const len = this.storableUnopened(obj);
+    if (len === undefined) return false;
+    const buffers = ReceivedIO.segmentedFileFor(receivedSegments(obj)!);
+    return this.store(name, len, (fh) => writeAllAt(fh, buffers, 0), buffers);
+  }
+
+  /** The data length of a chunk object `putUnopened` keeps as received, or undefined when it cannot. */
+  storableUnopened(obj: Buffer): number | undefined {
+    const segments = this.received ? receivedSegments(obj) : undefined;
+    const len = segments && segmentedPlainBytes(segments.length);
+    return len && physicalSize(len) === HEADER + segments.length ? len : undefined;
   }
 
   /**

@@ -11,7 +11,9 @@
  * in a queue of at most `concurrency` chunks; more is dropped (the reader asks again).
  *
  * Pinned data (pins.ts) downloads in the background, behind both: it takes a slot only when no
- * read or read-ahead waits, and leaves one slot free for them; it is not kept in memory.
+ * read or read-ahead waits, and leaves one slot free for them; it is not kept in memory. So do
+ * the chunks of a file brought whole for a random reader (vfs.ts), which go into the cache
+ * unopened unless a reader waits on them when they arrive (`background`).
  *
  * A download answers its readers as soon as it is decoded: the copy into the clean cache is
  * prepared and written behind it, from the next turn of the event loop (`cacheWritesDone` waits
@@ -109,13 +111,19 @@ const POOLED_BODY = POOLED_SEGMENTS * (SEGMENT_BYTES + SEAL_OVERHEAD);
 /** How many chunks are remembered as not readable by segments, or by the bytes their segments brought. */
 const SEGMENT_MEMORY = 4096;
 
-/** What a download brings: the object as the bucket sent it, and its decoded bytes. */
+/**
+ * What a download brings: the object as the bucket sent it, and its decoded bytes (none for a
+ * download kept unopened, see `ChunkFetcher.background`).
+ */
 interface Downloaded {
   readonly obj: Buffer;
-  readonly data: Buffer;
+  readonly data: Buffer | undefined;
   /** Whether the pool buffer it was asked to fill may still be written by a request given up on. */
   readonly tainted: boolean;
 }
+
+/** What `load` resolves to for a download kept in the cache unopened: the bytes are read from there. */
+const UNOPENED = Buffer.alloc(0);
 
 /** Objects held by downloads and the copies written behind them, for `concurrency` GETs in flight. */
 export function heldObjects(concurrency: number): number {
@@ -357,7 +365,9 @@ export class ChunkFetcher {
     this.slots.promote(name);
     this.demanded.add(name);
     try {
-      return await this.load(name, 'urgent');
+      const data = await this.load(name, 'urgent');
+      // A background download it joined was kept unopened: read from the cache now.
+      return data === UNOPENED ? await this.load(name, 'urgent') : data;
     } finally {
       this.demanded.delete(name);
     }
@@ -371,7 +381,7 @@ export class ChunkFetcher {
    * the read's deadline (the whole chunk would fare no better).
    */
   async fetchSegments(name: string, chunkBytes: number, pos: number, n: number): Promise<SegmentSpan | undefined> {
-    if (this.unsegmented.has(name) || this.flights.has(name) || this.storing.has(name)) return undefined;
+    if (this.unsegmented.has(name) || this.flights.has(name) || this.writes.has(name)) return undefined;
     const r = segmentRange(chunkBytes, pos, n);
     const span = (r.last - r.first + 1) * SEGMENT_BYTES;
     const brought = this.segmentBytes.get(name) ?? 0;
@@ -434,7 +444,7 @@ export class ChunkFetcher {
   /** Starts a read-ahead download unless the chunk is here or coming, or read-ahead is queued full; never throws. */
   prefetch(name: string): void {
     this.noteReaders();
-    if (this.cache.has(name) || this.flights.has(name) || this.storing.has(name) || this.cache.inMemoryPeek(name)) return;
+    if (this.cache.has(name) || this.flights.has(name) || this.writes.has(name) || this.cache.inMemoryPeek(name)) return;
     if (this.slots.inUse >= this.concurrency && this.slots.waitingAhead >= this.concurrency) return;
     this.load(name, 'ahead').catch(() => undefined);
   }
@@ -443,13 +453,16 @@ export class ChunkFetcher {
    * Downloads a chunk into the clean cache behind reads and read-ahead (pinned data, a file
    * read at random). Resolves once its copy is written: true if it is in the cache, false if the
    * cache had no room. `forReader`: a reader is at work on its file, so until it is written the
-   * readers count as busy (`readersBusy`).
+   * readers count as busy (`readersBusy`). Such a chunk is kept unopened when nobody waits on
+   * it by the time it arrives (`ChunkCache.putUnopened`): its reader reads a few segments of it,
+   * each opened then, so opening all of it here (a cipher pass over the whole file into a
+   * buffer of its own) would only take CPU and memory from the downloads on a small machine.
    */
   async background(name: string, forReader = false): Promise<boolean> {
     if (this.cache.has(name)) return true;
     if (forReader) this.readerDownloads++;
     try {
-      await this.load(name, 'background');
+      await this.load(name, 'background', forReader);
       await this.writes.get(name);
       return this.cache.has(name);
     } finally {
@@ -465,13 +478,19 @@ export class ChunkFetcher {
     while (this.stores.size > 0) await Promise.all([...this.stores]);
   }
 
-  private load(name: string, priority: DownloadPriority): Promise<Buffer> {
+  /**
+   * `unopened`: the object may be kept unopened if nobody waits on it when it arrives; the load
+   * then resolves to UNOPENED once it is on its way into the cache.
+   */
+  private load(name: string, priority: DownloadPriority, unopened = false): Promise<Buffer> {
     return this.flights.run(name, async () => {
       const storing = this.storing.get(name);
       if (storing) {
         this.cache.remember(name, storing);
         return storing;
       }
+      // A copy kept unopened is read from the cache once it is written.
+      await this.writes.get(name);
       const cached = await this.cache.readAll(name);
       if (cached) return cached;
       // A reader may have come to need it while it looked in the cache.
@@ -479,30 +498,47 @@ export class ChunkFetcher {
         // Waits while GETs in flight and copies still being written hold every buffer.
         const body = await this.bodies.acquire(this.bodies.bufferBytes);
         try {
-          const r = await this.download(name, body);
+          const r = await this.download(name, body, unopened ? (obj) => this.keepsUnopened(name, obj) : undefined);
           return { ...r, body };
         } catch (err) {
           this.bodies.discard(body); // a request given up on may still write into it
           throw err;
         }
       });
+      if (!got.data) {
+        void this.storeUnopened(name, got.obj).finally(() =>
+          got.tainted ? this.bodies.discard(got.body) : this.bodies.release(got.body),
+        );
+        return UNOPENED;
+      }
+      const data = got.data;
       const wanted = priority === 'urgent' || this.demanded.has(name);
       if (wanted || priority === 'ahead') {
-        this.cache.noteDownloaded(name, got.data.length);
+        this.cache.noteDownloaded(name, data.length);
         // Read-ahead is kept in memory as not yet read, so chunks already read go first.
-        this.cache.remember(name, got.data, !wanted);
+        this.cache.remember(name, data, !wanted);
       }
       // The reply goes now; the copy into the cache is written behind it, outside the slot,
       // holding the object's buffer until it is written (the buffer is the memory bound).
-      void this.storeBehind(name, got).finally(() =>
+      void this.storeBehind(name, got.obj, data).finally(() =>
         got.tainted ? this.bodies.discard(got.body) : this.bodies.release(got.body),
       );
       // The memory cache and the copy being written hold the decoded buffer now (the copy
       // until a later turn of the event loop): the download lets go of it. Those it is handed
       // to from here are `fetch` callers, which mark it escaped before that turn.
-      this.decoded.drop(got.data);
-      return got.data;
+      this.decoded.drop(data);
+      return data;
     });
+  }
+
+  /** Whether a download may go into the cache unopened (see `background`): nobody waits on it, and its format allows it. */
+  private keepsUnopened(name: string, obj: Buffer): boolean {
+    return !this.demanded.has(name) && this.cache.storableUnopened(obj) !== undefined;
+  }
+
+  /** Writes a chunk kept unopened into the clean cache (`ChunkCache.putUnopened`), known as `storeBehind`'s copies are. */
+  private storeUnopened(name: string, obj: Buffer): Promise<void> {
+    return this.trackWrite(name, this.cache.putUnopened(name, obj));
   }
 
   /**
@@ -512,21 +548,31 @@ export class ChunkFetcher {
    * (a code per unit, cache/received.ts, or sealing a compressed chunk), and the readers waiting
    * for this download get their bytes first (their continuations run before that turn).
    */
-  private storeBehind(name: string, got: Downloaded): Promise<void> {
-    this.storing.set(name, got.data);
-    this.decoded.hold(got.data);
-    const p: Promise<void> = new Promise<void>((resolve) => setImmediate(resolve))
-      .then(() => this.cache.putReceived(name, got.obj, got.data))
-      // A full cache disk must not fail the read: the chunk is served uncached.
+  private storeBehind(name: string, obj: Buffer, data: Buffer): Promise<void> {
+    this.storing.set(name, data);
+    this.decoded.hold(data);
+    const write = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.cache.putReceived(name, obj, data));
+    return this.trackWrite(name, write, () => {
+      this.storing.delete(name);
+      this.decoded.drop(data);
+    });
+  }
+
+  /**
+   * Keeps `write`, a copy into the clean cache, known (`writes`, `cacheWritesDone`) until it
+   * settles, then calls `done`. A failure only costs the copy (a full cache disk must not fail
+   * the read: the chunk is served uncached).
+   */
+  private trackWrite(name: string, write: Promise<unknown>, done?: () => void): Promise<void> {
+    const p: Promise<void> = write
       .then(
         () => undefined,
         (err: unknown) => this.log(`could not cache chunk ${name}: ${(err as Error).message}`),
       )
       .finally(() => {
-        this.storing.delete(name);
+        done?.();
         this.stores.delete(p);
         this.writes.delete(name);
-        this.decoded.drop(got.data);
       });
     this.stores.add(p);
     this.writes.set(name, p);
@@ -564,7 +610,7 @@ export class ChunkFetcher {
    * Only the first attempt uses `into`: after an attempt that was given up on (timed out), its
    * request may still write into whatever it was given, so such a buffer is never reused.
    */
-  private async download(name: string, into: Buffer): Promise<Downloaded> {
+  private async download(name: string, into: Buffer, unopened?: (obj: Buffer) => boolean): Promise<Downloaded> {
     const deadline = Date.now() + this.readTimeoutMs();
     let authFailures = 0;
     let tainted = false;
@@ -584,6 +630,7 @@ export class ChunkFetcher {
         this.unanswered.delete(name);
         // The bucket serves chunks again: an earlier download failure is over.
         this.stats.lastError = undefined;
+        if (unopened?.(got.body)) return { obj: got.body, data: undefined, tainted };
         return { obj: got.body, data: await this.decode(name, got.body), tainted };
       } catch (err) {
         if (err instanceof AuthError) {
