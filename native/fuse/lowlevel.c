@@ -17,7 +17,9 @@
 //   - A worker turns each request into a message (copying what it points at: names, written
 //     bytes), pushes it onto the mount's queue and goes on. FORGET is answered there (the
 //     filesystem keeps no lookup counts: its inode numbers are stable, and a file deleted while
-//     open lives on through its handles), and so is a getxattr that can only find nothing.
+//     open lives on through its handles), and so is a getxattr that can only find nothing, and
+//     a getattr of a folder whose attributes the filesystem left here (attr_keep) since its
+//     last change.
 //   - Notices to the kernel (invalidations) and large answers (read data) are written by two
 //     more threads of the addon's own (the notices and sends lanes).
 //   - The JS thread drains the queue (uv_async) and calls the handler with each message; the
@@ -210,7 +212,22 @@ typedef struct mount {
   char **names;
   size_t names_cap;
   size_t names_count;
+  // Attributes of folders, kept by the filesystem (attr_keep) and answered here until it
+  // forgets them (attr_forget, at any change that names the folder): after each entry created
+  // in a folder, the kernel asks for the folder's attributes again before its next lookup
+  // there (a permission check), a round trip to the JS thread per file created otherwise.
+  // Direct-mapped by inode number (a collision replaces); allocated at the first attr_keep.
+  pthread_mutex_t attrs_lock;
+  struct attr_slot *attrs;
 } mount_t;
+
+#define ATTR_SLOTS 1024
+
+typedef struct attr_slot {
+  uint64_t ino; // 0: empty
+  double timeout;
+  struct stat st;
+} attr_slot_t;
 
 // ---- extended-attribute names in use -------------------------------------------------------
 
@@ -403,6 +420,20 @@ static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 }
 
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  mount_t *mt = fuse_req_userdata(req);
+  struct stat st;
+  double timeout = -1;
+  pthread_mutex_lock(&mt->attrs_lock);
+  if (mt->attrs != NULL && mt->attrs[ino % ATTR_SLOTS].ino == ino) {
+    st = mt->attrs[ino % ATTR_SLOTS].st;
+    timeout = mt->attrs[ino % ATTR_SLOTS].timeout;
+  }
+  pthread_mutex_unlock(&mt->attrs_lock);
+  if (timeout >= 0) {
+    __atomic_add_fetch(&mt->answered[OP_GETATTR], 1, __ATOMIC_RELAXED);
+    fuse_reply_attr(req, &st, timeout);
+    return;
+  }
   NEW(OP_GETATTR, ino)
   msg_fi(m, fi);
   push(req, m, 1);
@@ -996,6 +1027,7 @@ static napi_value mount_fs(napi_env env, napi_callback_info info) {
   lane_init(&mt->notices, mt, send_notice);
   lane_init(&mt->sends, mt, send_answer);
   pthread_mutex_init(&mt->names_lock, NULL);
+  pthread_mutex_init(&mt->attrs_lock, NULL);
   mt->env = env;
 
   char *args_v[] = {"filespace", "-o", opts, NULL};
@@ -1120,6 +1152,8 @@ static void free_mount(uv_handle_t *handle) {
   lane_destroy(&mt->sends);
   names_clear(mt);
   pthread_mutex_destroy(&mt->names_lock);
+  free(mt->attrs);
+  pthread_mutex_destroy(&mt->attrs_lock);
   free(mt);
 }
 
@@ -1583,6 +1617,42 @@ static napi_value forget_inode(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/**
+ * attr_keep(mount, ino, stat, attrTimeoutSec): getattr of `ino` is answered here with `stat`
+ * until attr_forget names it (see mount_t.attrs). The caller keeps only what its getattr
+ * would answer now.
+ */
+static napi_value attr_keep(napi_env env, napi_callback_info info) {
+  MOUNT_ARGS(4)
+  uint64_t ino = (uint64_t) get_num(env, argv[1]);
+  struct stat st;
+  if (ino == 0 || !stat_from(env, argv[2], &st)) return NULL;
+  double timeout = get_num(env, argv[3]);
+  pthread_mutex_lock(&mt->attrs_lock);
+  if (mt->attrs == NULL) mt->attrs = calloc(ATTR_SLOTS, sizeof(attr_slot_t));
+  if (mt->attrs != NULL) {
+    attr_slot_t *slot = &mt->attrs[ino % ATTR_SLOTS];
+    slot->ino = ino;
+    slot->timeout = timeout;
+    slot->st = st;
+  }
+  pthread_mutex_unlock(&mt->attrs_lock);
+  return NULL;
+}
+
+/** attr_forget(mount, ino): getattr of `ino` goes to the filesystem again; 0 forgets every inode. */
+static napi_value attr_forget(napi_env env, napi_callback_info info) {
+  MOUNT_ARGS(2)
+  uint64_t ino = (uint64_t) get_num(env, argv[1]);
+  pthread_mutex_lock(&mt->attrs_lock);
+  if (mt->attrs != NULL) {
+    if (ino == 0) memset(mt->attrs, 0, ATTR_SLOTS * sizeof(attr_slot_t));
+    else if (mt->attrs[ino % ATTR_SLOTS].ino == ino) mt->attrs[ino % ATTR_SLOTS].ino = 0;
+  }
+  pthread_mutex_unlock(&mt->attrs_lock);
+  return NULL;
+}
+
 /** unref(mount): the session's wake-up does not keep the event loop alive (it is ended by unmount). */
 static napi_value unref(napi_env env, napi_callback_info info) {
   MOUNT_ARGS(1)
@@ -1603,6 +1673,8 @@ NAPI_MODULE_INIT() {
   EXPORT_FN("mount", mount_fs);
   EXPORT_FN("close", close_fs);
   EXPORT_FN("unref", unref);
+  EXPORT_FN("attr_keep", attr_keep);
+  EXPORT_FN("attr_forget", attr_forget);
   EXPORT_FN("counts", counts);
   EXPORT_FN("xattr_names", xattr_names);
   EXPORT_FN("forget_entry", forget_entry);

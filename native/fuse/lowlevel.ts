@@ -28,8 +28,12 @@
  * (its own changes to a folder drop the folder's cached listing). So a warm pass over a tree
  * (`ls -lR`, `find`, a build's stats) costs the engine an opendir and a releasedir per folder. getxattr of a name
  * no inode has (the kernel asks for security.capability before every write, `ls -l` for
- * security.selinux of every entry) is answered in the addon. Without `opsApplied`, the
- * mount's own timeouts apply, as with the high-level adapter.
+ * security.selinux of every entry) is answered in the addon, and so is the getattr of a
+ * folder the kernel asks for after each entry it made there (before its next lookup in it, a
+ * permission check): after a request changed a folder its attributes are left in the addon,
+ * which answers with them until a change that names the folder (or any removal or rename, or
+ * a new tree) makes it forget them. Without `opsApplied`, the mount's own timeouts apply, as
+ * with the high-level adapter.
  */
 
 import { constants as osConstants } from 'node:os';
@@ -174,6 +178,9 @@ interface LowLevelAddon {
   counts(m: MountRef): number[];
   forget_entry(m: MountRef, parent: number, name: string): void;
   forget_inode(m: MountRef, ino: number, off: number, len: number): void;
+  /** getattr of `ino` is answered in the addon with `stat` until `attr_forget` names it (or 0). */
+  attr_keep?(m: MountRef, ino: number, stat: Float64Array, attrTimeoutSec: number): void;
+  attr_forget?(m: MountRef, ino: number): void;
   xattr_names(m: MountRef, names: string[], all: boolean): void;
   reply_err(m: MountRef, id: number, errno: number): void;
   reply_entry(m: MountRef, id: number, stat: Float64Array, entryTimeoutSec: number, attrTimeoutSec: number): void;
@@ -401,6 +408,11 @@ export class LowLevelMount implements ServedMount {
    * committed at close, a truncate) follows from what the kernel itself asked.
    */
   private readonly busyInodes = new Map<number, number>();
+  /**
+   * Whether the addon answers getattr of a folder this mount just changed (`keepFolderAttr`):
+   * only with a filesystem that reports its changes, so every change can make it forget.
+   */
+  private keepsFolderAttrs = false;
   /** Kernel cache timeouts (seconds), set at mount. */
   private entrySec = 0;
   private attrSec = 0;
@@ -524,6 +536,20 @@ export class LowLevelMount implements ServedMount {
     this.attrSec = long(o.attrTimeoutSec);
     this.negativeSec = long(o.negativeTimeoutSec);
     if (!reports) return;
+    this.keepsFolderAttrs = a.attr_keep !== undefined && a.attr_forget !== undefined && this.attrSec > 0;
+    const forgetAttr = (m: MountRef, ino: number) => a.attr_forget!(m, ino);
+    // What the addon answers for getattr goes with any change that names the inode, the
+    // kernel's own included; a removal or a rename (whose inode the op does not name) and a
+    // new tree make it forget everything (it is kept again at the next change of a folder).
+    const forgetAttrs = (ops: readonly TreeChange[] | 'all', relinked: readonly number[]) => {
+      if (ops === 'all') return forgetAttr(ref, 0);
+      for (const op of ops) {
+        if (op.t === 'rm' || op.t === 'mv') return forgetAttr(ref, 0);
+        if (op.t === 'mk' || op.t === 'ln') forgetAttr(ref, op.parent);
+        forgetAttr(ref, op.ino);
+      }
+      for (const ino of relinked) forgetAttr(ref, ino);
+    };
     const entry = (parent: number, name: string) => {
       const wire = nameToWire(name);
       this.notices.set(`e${parent}/${wire}`, () => a.forget_entry(ref, parent, wire));
@@ -543,7 +569,9 @@ export class LowLevelMount implements ServedMount {
     this.listedDirsFull = forgetListings;
     const ownAttr = (op: TreeChange) => op.t === 'attr' && this.busyInodes.has(op.ino);
     this.fs.opsApplied = (ops, relinked) => {
-      if (this.ref !== ref || this.ended || this.inRequest) return;
+      if (this.ref !== ref || this.ended) return;
+      if (this.keepsFolderAttrs) forgetAttrs(ops, relinked);
+      if (this.inRequest) return;
       if (ops === 'all') {
         // Forgetting the root's names drops everything the kernel holds below them.
         for (const name of this.fs.listing({ ino: ROOT_INO }).names) if (name !== '.' && name !== '..') entry(ROOT_INO, name);
@@ -709,6 +737,17 @@ export class LowLevelMount implements ServedMount {
     };
     const entry = (id: number, st: FuseStat) => a.reply_entry(m(), id, statValues(st), this.entrySec, this.attrSec);
     const attr = (id: number, st: FuseStat) => a.reply_attr(m(), id, statValues(st), this.attrSec);
+    // After a request changed folder `dir` (the kernel then asks for its attributes again before
+    // the next lookup in it), the addon answers that getattr with what it is now (see
+    // keepsFolderAttrs); called before the request's answer, so the kernel's question finds it.
+    const keepFolderAttr = (dir: number) => {
+      if (!this.keepsFolderAttrs || !live()) return;
+      try {
+        a.attr_keep!(m(), dir, statValues(fs.getattr({ ino: dir })), this.attrSec);
+      } catch {
+        // not kept: the kernel's getattr comes here
+      }
+    };
     // Direct I/O, or else the pages cached from an earlier open kept when the data is unchanged.
     const openFlags = (fh: number) => (fs.directIo?.(fh) ? OPEN_DIRECT_IO : fs.keepCache?.(fh) ? OPEN_KEEP_CACHE : 0);
 
@@ -791,6 +830,7 @@ export class LowLevelMount implements ServedMount {
         try {
           if (!fs.mknod) throw Object.assign(new Error('mknod'), { errno: 'ENOSYS' });
           fs.mknod(w, mode, rdev, callerOf(uid, gid, pid));
+          keepFolderAttr(ino);
           entry(id, fs.getattr(w));
         } catch (err) {
           fail('mknod', id, err);
@@ -800,6 +840,7 @@ export class LowLevelMount implements ServedMount {
         const w = { dir: ino, name: wireToName(name!) };
         try {
           fs.mkdir(w, mode, callerOf(uid, gid, pid));
+          keepFolderAttr(ino);
           entry(id, fs.getattr(w));
         } catch (err) {
           fail('mkdir', id, err);
@@ -810,11 +851,15 @@ export class LowLevelMount implements ServedMount {
           'unlink',
           id,
           () => fs.unlink({ dir: ino, name: wireToName(name!) }),
-          () => ok(id),
+          () => {
+            keepFolderAttr(ino);
+            ok(id);
+          },
         ),
       [ops.rmdir!]: (_op, id, ino, _fh, _off, _size, _flags, _mode, _u, _g, _p, _i2, name) => {
         try {
           fs.rmdir({ dir: ino, name: wireToName(name!) });
+          keepFolderAttr(ino);
           ok(id);
         } catch (err) {
           fail('rmdir', id, err);
@@ -824,6 +869,7 @@ export class LowLevelMount implements ServedMount {
         const w = { dir: ino, name: wireToName(name!) };
         try {
           fs.symlink(wireToName(target!), w, callerOf(uid, gid, pid));
+          keepFolderAttr(ino);
           entry(id, fs.getattr(w));
         } catch (err) {
           fail('symlink', id, err);
@@ -834,7 +880,11 @@ export class LowLevelMount implements ServedMount {
           'rename',
           id,
           () => fs.rename({ dir: ino, name: wireToName(name!) }, { dir: ino2, name: wireToName(name2!) }),
-          () => ok(id),
+          () => {
+            keepFolderAttr(ino);
+            if (ino2 !== ino) keepFolderAttr(ino2);
+            ok(id);
+          },
         ),
       [ops.link!]: (_op, id, ino, _fh, _off, _size, _flags, _mode, _u, _g, _p, ino2, name) => {
         const to = { dir: ino2, name: wireToName(name!) };
@@ -845,7 +895,10 @@ export class LowLevelMount implements ServedMount {
             await fs.link({ ino }, to);
             return fs.getattr(to);
           },
-          (st) => entry(id, st as FuseStat),
+          (st) => {
+            keepFolderAttr(ino2);
+            entry(id, st as FuseStat);
+          },
         );
       },
       [ops.open!]: (_op, id, ino, _fh, _off, _size, flags) => {
@@ -1041,6 +1094,7 @@ export class LowLevelMount implements ServedMount {
         const w = { dir: ino, name: wireToName(name!) };
         try {
           const fh = fs.create(w, mode, flags, callerOf(uid, gid, pid));
+          keepFolderAttr(ino);
           const st = fs.getattr(w);
           a.reply_create(m(), id, statValues(st), this.entrySec, this.attrSec, fh, openFlags(fh));
         } catch (err) {

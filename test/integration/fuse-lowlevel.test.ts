@@ -275,6 +275,36 @@ describe('the low-level FUSE binding', () => {
     await fs.unmount();
   });
 
+  it("a folder's attributes after a change in it are answered in the addon, and are the engine's own", async () => {
+    const fs = await bed.filespace({ settings: { 'upload-delay': '1h' } });
+    await fs.mount();
+    const d = path.join(fs.mnt, 'd');
+    const FORMAT = '%a %h %u %g %s %Y %Z';
+    await sh(`mkdir '${d}'`);
+    const before = await requestCounts(fs.machine.home, fs.name);
+    // Each create makes the kernel ask for the folder's attributes before the next lookup in it.
+    await sh(`cd '${d}' && for i in $(seq 1 50); do echo $i > f$i; done`);
+    const after = await requestCounts(fs.machine.home, fs.name);
+    const answered = (after.answered.getattr ?? 0) - (before.answered.getattr ?? 0);
+    const crossed = (after.crossed.getattr ?? 0) - (before.crossed.getattr ?? 0);
+    assert.ok(answered >= 40, `getattr of the folder answered in the addon (${answered}; ${crossed} crossed)`);
+    assert.ok(crossed <= 5, `${crossed} crossed`);
+    // Every kind of change shows at once: a subfolder (link count), a mode, times, a removal.
+    await sh(`mkdir '${d}/sub'`);
+    assert.equal((await statOf('%h', d))[0], '3');
+    await sh(`chmod 750 '${d}' && touch -m -d '2001-02-03 04:05:06' '${d}'`);
+    assert.deepEqual(await statOf('%a %Y', d), [`750 ${Date.parse('2001-02-03T04:05:06') / 1000}`]);
+    await sh(`rmdir '${d}/sub' && rm '${d}/f1' && mv '${d}/f2' '${d}/g2'`);
+    const shown = (await statOf(FORMAT, d))[0]!;
+    assert.equal(shown.split(' ')[1], '2', 'link count after the rmdir');
+    assert.notEqual(shown.split(' ')[5], String(Date.parse('2001-02-03T04:05:06') / 1000), 'mtime moved on');
+    // What the addon answered is what the engine answers: a new mount asks the engine.
+    await fs.unmount();
+    await fs.mount();
+    assert.deepEqual(await statOf(FORMAT, d), [shown]);
+    await fs.unmount();
+  });
+
   it('many writers at once: every byte lands while the pool of write buffers grows', async () => {
     const fs = await bed.filespace();
     await fs.mount();
