@@ -473,6 +473,8 @@ export class Engine {
     await this.role.start();
     this.writeback.start();
     this.replicator.schedule(0);
+    // With the store's warm-up (Engine.open): a mount's first read runs warm code.
+    this.fetcher.warm();
     if (this.meta.unloadedDirs > 0) {
       // A fresh machine (meta/pageLoader.ts): folders load as requests name them, the rest in
       // the background; what needs the whole tree waits for them (`whenFilled`).
@@ -488,6 +490,7 @@ export class Engine {
         () => undefined,
       );
     } else this.pinKeeper.start();
+    this.vfs.warm(); // and its first lookup
     if (this.role.mode === 'write' && this.settings.gcIntervalMs > 0) {
       this.every(this.settings.gcIntervalMs, () => {
         if (this.role.canCommit())

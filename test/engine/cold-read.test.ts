@@ -3,8 +3,8 @@
  * chunk a read waits for downloads alone (time to first byte), also when the kernel sends
  * several reads inside it at once, and read-ahead follows as soon as it is here, filling the
  * download slots. In a chunk large enough for ranged reads, a stream's first read is answered
- * from its segments alone, and the whole chunk is asked for once they are here, unless another
- * read of the chunk comes first.
+ * from its segments alone, and the whole chunk is asked for once they are here and the read is
+ * answered, unless another read of the chunk comes first.
  */
 
 import assert from 'node:assert/strict';
@@ -131,6 +131,8 @@ describe('cold sequential reads', () => {
       gated.releaseAll();
       await reading;
       assert.deepEqual(first, data.subarray(0, 4096));
+      // The read is answered before the whole chunk is prepared and asked for.
+      assert.deepEqual(gated.asked, [gated.asked[0]], 'no whole-chunk GET before the answer');
       await until('the whole chunk asked for once the segments are here', () => gated.asked.includes('whole'));
       assert.equal(gated.asked[1], 'whole');
 

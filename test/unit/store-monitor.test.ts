@@ -18,6 +18,8 @@ class Bucket implements ObjectStore {
   getMode: Mode | undefined;
   heads = 0;
   gets = 0;
+  /** The key and range of the latest GET. */
+  lastGet: { key: string; range: unknown } | undefined;
   /** Requests made in 'hold' mode, answered when the test says. */
   readonly held: Array<() => void> = [];
 
@@ -38,8 +40,9 @@ class Bucket implements ObjectStore {
     }
   }
 
-  get(_key: string, _range?: unknown, call?: CallOptions): Promise<GetResult | undefined> {
+  get(key: string, range?: unknown, call?: CallOptions): Promise<GetResult | undefined> {
     this.gets++;
+    this.lastGet = { key, range };
     return this.respond(this.getMode ?? this.mode, { body: Buffer.from('x'), etag: 'e' }, call?.signal);
   }
 
@@ -186,6 +189,25 @@ describe('MonitoredStore: false alarms', () => {
     assert.equal(store.offline, false);
     assert.ok(await pending(alsoOlder), 'the other request sent before the outage is not cut off');
     await store.close();
+  });
+});
+
+describe('MonitoredStore: warming up', () => {
+  it("warm() reads the probe key's first byte the way ranged reads go, and an unanswered warm-up only says offline", async () => {
+    const bucket = new Bucket();
+    const { store, changes } = monitored(bucket);
+    store.warm();
+    await until(store, () => bucket.gets === 1);
+    assert.deepEqual(bucket.lastGet, { key: 'filespace.json', range: { start: 0, end: 0 } });
+    assert.equal(store.offline, false);
+
+    bucket.mode = 'refuse';
+    store.warm(); // never throws, and its failure is never an unhandled rejection
+    await until(store, () => store.offline);
+    assert.deepEqual(changes, [false]);
+    await store.close();
+    store.warm();
+    assert.equal(bucket.gets, 2, 'a closed store sends nothing');
   });
 });
 

@@ -338,6 +338,20 @@ export function openSegments(key: Buffer, name: string, count: number, first: nu
 }
 
 /**
+ * Seals a chunk of two segments of random bytes and opens its first segment, as a ranged read
+ * does, so the first read of a mount does not pay for this code's first run (V8 compiles a
+ * function at its first call; the cipher addon loads). Throws if the round trip fails.
+ */
+export function warmSegments(key: Buffer): void {
+  const plain = randomInto(Buffer.allocUnsafe(SEGMENT_BYTES + 512));
+  const out = Buffer.allocUnsafe(maxEncodedBytes(plain.length));
+  const obj = out.subarray(0, writeSegmented(key, 'warm', plain, out).length);
+  const r = segmentRange(plain.length, 100, 4096);
+  const got = openSegments(key, 'warm', r.count, r.first, obj.subarray(r.start, r.end + 1));
+  if (!got.equals(plain.subarray(0, SEGMENT_BYTES))) throw new Error('a sealed segment did not open to its bytes');
+}
+
+/**
  * `openSegments` of a whole FSC2 chunk off the JS thread: all its segments open in one job on
  * libuv's thread pool (with the cipher addon; on this thread without it), each straight into
  * its place in the plaintext. One job per chunk, not one per segment: the JS thread pays one

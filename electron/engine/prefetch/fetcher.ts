@@ -53,7 +53,7 @@
 
 import type { ReaderActivity } from '../meta/pageLoader';
 import { AuthError, SEAL_OVERHEAD } from '../chunk/crypto';
-import { SEGMENT_BYTES, chunkKey, decodeChunk, maxEncodedBytes, openSegments, segmentRange } from '../chunk/format';
+import { SEGMENT_BYTES, chunkKey, decodeChunk, maxEncodedBytes, openSegments, segmentRange, warmSegments } from '../chunk/format';
 import { ChunkCache } from '../cache/chunkCache';
 import { sealedBodySize } from '../cache/sealed';
 import { FsError } from '../errors';
@@ -282,6 +282,15 @@ export class ChunkFetcher {
     // they lie (ChunkCache.loadIntoMemory).
     this.decoded = new DecodedBuffers(sealedBodySize(chunkSize));
     cache.useDecodedBuffers(this.decoded);
+  }
+
+  /** Runs a ranged read's opening once ahead of the first read (format.ts `warmSegments`); never throws. */
+  warm(): void {
+    try {
+      warmSegments(this.chunkKeyBytes);
+    } catch (err) {
+      this.log(`could not warm the chunk reads: ${(err as Error).message}`);
+    }
   }
 
   /** Bytes of the buffers objects are received into, now and at most (status, tests). */

@@ -142,8 +142,16 @@ export class MonitoredStore implements ObjectStore, Connectivity {
     if (err === undefined) this.answered(-Infinity);
   }
 
+  /**
+   * Gets reads ready ahead of the first one: a ranged GET of the probe key's first byte, the way
+   * a chunk's segments are read. It opens the first connection, and a mount's first read then
+   * finds that path's code run once already (V8 compiles a function at its first call: signing,
+   * sending, parsing an answer). Never throws.
+   */
   warm(): void {
-    if (!this.closed) this.inner.warm?.();
+    if (this.closed) return;
+    const signal = AbortSignal.timeout(this.o.probeTimeoutMs());
+    this.get(this.o.probeKey, { start: 0, end: 0 }, { signal }).catch(() => undefined);
   }
 
   async close(): Promise<void> {
