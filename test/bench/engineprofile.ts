@@ -6,7 +6,7 @@
  *   node dist/test/bench/engineprofile.js <workload> [out-dir]
  *
  * Workloads: `seq` (dd bs=1M of FILESPACE_PROFILE_MIB, default 256, of random data, then
- * `filespace sync`), `limited` (the same from /dev/urandom under `upload-limit 16MiB`), `tar`
+ * `filespace sync`; with FILESPACE_PROFILE_PAUSE=1 uploads are paused during the dd), `limited` (the same from /dev/urandom under `upload-limit 16MiB`), `tar`
  * (tar x of the npm tree node_modules/@aws-sdk, then `filespace sync`), `cold` (the
  * file of `seq` written and synced by one machine, then read with dd bs=1M by the profiled
  * engine of a second machine with an empty cache, mounted read-only), `randcold` (the same
@@ -117,7 +117,11 @@ async function main(): Promise<void> {
     const t0 = Date.now();
     const m0 = Number(process.hrtime.bigint() / 1000n);
     if (workload === 'seq') {
+      const sock = path.join(fs.machine.home, 'run', `${fs.name}.sock`);
+      const pause = process.env.FILESPACE_PROFILE_PAUSE === '1';
+      if (pause) await callControl(sock, '/v1/pause', { paused: true });
       must(await exec('dd', [`if=${input}`, `of=${fs.mnt}/seq.bin`, 'bs=1M', 'status=none'], { timeoutMs: 900_000 }), 'dd');
+      if (pause) await callControl(sock, '/v1/pause', { paused: false });
     } else if (workload === 'cold') {
       must(await exec('dd', [`if=${fs.mnt}/seq.bin`, 'of=/dev/null', 'bs=1M', 'status=none'], { timeoutMs: 900_000 }), 'dd');
     } else if (workload === 'randcold') {

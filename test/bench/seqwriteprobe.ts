@@ -7,6 +7,8 @@
  * FUSE requests of the write by operation (answered in the addon or crossed to the engine's JS
  * thread, from the mount's `/v1/debug/fuse`), and the engine's CPU seconds by thread. The
  * counts and CPU seconds can be read on a busy machine; the rates only back to back.
+ * FILESPACE_PROBE_PERF=DIR records `perf record -g` of the engine during each pass's write
+ * (to close) into DIR.
  *
  *   node dist/test/bench/seqwriteprobe.js [passes]
  *
@@ -14,6 +16,7 @@
  */
 
 import * as os from 'node:os';
+import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { randomFile } from '../helpers/bed';
 import { callControl } from '../../electron/host/control';
@@ -56,9 +59,19 @@ async function main(): Promise<void> {
       const load = os.loadavg()[0]?.toFixed(2);
       const c0 = await counts();
       const t0 = await threadTicks(pid);
+      const perf = process.env.FILESPACE_PROBE_PERF
+        ? spawn('perf', ['record', '-g', '-q', '-o', `${process.env.FILESPACE_PROBE_PERF}/w${pass}.data`, '-p', String(pid)], {
+            stdio: 'ignore',
+          })
+        : undefined;
       const start = performance.now();
       await ddWrite(input, `${fs.mnt}/seq${pass}.bin`, mib);
       const closed = (performance.now() - start) / 1000;
+      if (perf) {
+        const done = new Promise((resolve) => perf.once('exit', resolve));
+        perf.kill('SIGINT');
+        await done;
+      }
       const c1 = await counts();
       const t1 = await threadTicks(pid);
       await fs.sync();
