@@ -23,7 +23,6 @@ import { crc32 } from 'node:zlib';
 import { S3Store, type S3StoreOptions, crc32Header } from '../../electron/engine/store/s3';
 import { DirectPut } from '../../electron/engine/store/s3direct';
 import { expectStoreError } from '../helpers/storeConformance';
-import { until } from '../helpers/until';
 
 const CREDS = { accessKeyId: 'AKIAIOSFODNN7EXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' };
 
@@ -644,28 +643,6 @@ describe('S3Store direct chunk GET connections', () => {
     assert.ok((await store.get('chunks/ab/3', undefined, { into }))?.body.equals(object));
     assert.equal(srv.connections, 2);
     for (const s of srv.seen) assert.equal(s.badSignature, undefined);
-  });
-
-  it('opens the first connection ahead of the first GET when warmed, and the GET goes on it', async () => {
-    const srv = await standIn();
-    const object = objectOf(5000);
-    srv.setAnswer((_s, res) => {
-      res.writeHead(200, { 'content-length': object.length, ETag: '"w"' });
-      res.end(object);
-    });
-    const store = storeAt(srv.port);
-    store.warm();
-    await until('the warmed connection', () => srv.connections === 1, 10_000, 20);
-    assert.equal(srv.seen.length, 0, 'no request yet');
-    store.warm(); // a connection exists: nothing more
-    assert.ok((await store.get('chunks/ab/w', undefined, { into: Buffer.alloc(8192) }))?.body.equals(object));
-    assert.equal(srv.connections, 1, 'the GET went on the warmed connection');
-    // A warmed connection the server closed unused: the GET goes on a new one, within one attempt.
-    const again = storeAt(srv.port, { maxAttempts: 1 });
-    again.warm();
-    await until('the second warmed connection', () => srv.connections === 2, 10_000, 20);
-    srv.dropConnections();
-    assert.ok((await again.get('chunks/ab/w2', undefined, { into: Buffer.alloc(8192) }))?.body.equals(object));
   });
 
   it('sends a GET once more on a new connection when a kept one is found closed, without counting an attempt', async () => {

@@ -104,19 +104,6 @@ export class GetClient {
 
   private readonly keepAliveMsecs: number;
 
-  /**
-   * Opens one connection ahead of the first GET (kept idle as any other), so the first read of a
-   * mount does not wait for a connection (and a TLS handshake) of its own: the SDK's requests
-   * before it warmed only the agent's connections. Nothing when connections exist already.
-   */
-  warm(): void {
-    if (this.closed || this.count > 0) return;
-    const c = this.acquire(true);
-    if (!c) return;
-    c.warmed();
-    this.release(c);
-  }
-
   /** Closes the idle connections; GETs in flight finish on theirs, which are closed after. */
   close(): void {
     this.closed = true;
@@ -278,8 +265,6 @@ class Connection {
   private answered = false;
   /** Answers completed on this connection. */
   private served = 0;
-  /** Opened ahead of any GET (see warmed). */
-  private ahead = false;
   private gone = false;
   private connectTimer: NodeJS.Timeout | undefined;
   // The answer in progress.
@@ -373,13 +358,8 @@ class Connection {
     this.client.forget(this, wake);
   }
 
-  /** Opened ahead of any GET (GetClient.warm): a failure before its first answer counts as a kept one's. */
-  warmed(): void {
-    this.ahead = true;
-  }
-
   private staleNow(): boolean {
-    return (this.served > 0 || this.ahead) && !this.answered;
+    return this.served > 0 && !this.answered;
   }
 
   private hangUp(): Error {

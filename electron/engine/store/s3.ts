@@ -345,11 +345,6 @@ export class S3Store implements ObjectStore {
     return keys.sort();
   }
 
-  /** Opens the chunk GETs' first connection (s3direct.ts), so a mount's first read does not wait for one. */
-  warm(): void {
-    if (!this.closed) this.direct?.warm();
-  }
-
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -183,16 +183,6 @@ export class DirectPut {
     return this.retrying(req.signal, (t) => this.attempt(t, req));
   }
 
-  /** Opens the GETs' first connection ahead of the first GET (GetClient.warm); never throws. */
-  warm(): void {
-    void this.usable()
-      .then(async (ok) => {
-        const t = ok ? await this.target : undefined;
-        if (t) this.client(t).warm();
-      })
-      .catch(() => undefined);
-  }
-
   private client(t: Target): GetClient {
     this.getClient ??= new GetClient({
       https: t.https,

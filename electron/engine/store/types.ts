@@ -115,6 +115,4 @@ export interface ObjectStore {
   list(prefix: string, call?: CallOptions): Promise<string[]>;
   /** Releases sockets/handles. */
   close(): Promise<void>;
-  /** Gets ready for reads ahead of the first one (e.g. opens a connection); optional, never throws. */
-  warm?(): void;
 }
