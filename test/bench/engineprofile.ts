@@ -6,9 +6,9 @@
  *   node dist/test/bench/engineprofile.js <workload> [out-dir]
  *
  * Workloads: `seq` (dd bs=1M of FILESPACE_PROFILE_MIB, default 256, of random data, then
- * `filespace sync`; with FILESPACE_PROFILE_PAUSE=1 uploads are paused during the dd), `limited` (the same from /dev/urandom under `upload-limit 16MiB`), `tar`
- * (tar x of the npm tree node_modules/@aws-sdk, then `filespace sync`), `cold` (the
- * file of `seq` written and synced by one machine, then read with dd bs=1M by the profiled
+ * `filespace sync`; with FILESPACE_PROFILE_PAUSE=1 uploads are paused during the dd),
+ * `limited` (the same from /dev/urandom under `upload-limit 16MiB`), `tar` (tar x of the npm
+ * tree node_modules/@aws-sdk, then `filespace sync`), `cold` (the file of `seq` written and synced by one machine, then read with dd bs=1M by the profiled
  * engine of a second machine with an empty cache, mounted read-only), `randcold` (the same
  * file and machines, read by FILESPACE_PROFILE_READS random 4 KiB reads at queue depth 1,
  * default 2000, as the benchmark's cold random reads), `small` (the

@@ -681,8 +681,8 @@ export class Vfs {
    */
   warm(): void {
     try {
-      const root = this.getattr({ ino: ROOT_INO });
-      if (root.mode === 0 || this.pages?.isUnloaded(ROOT_INO)) return;
+      this.getattr({ ino: ROOT_INO });
+      if (this.pages?.isUnloaded(ROOT_INO)) return;
       const first = this.tree.get(ROOT_INO)?.entries?.keys().next();
       if (first && !first.done) this.getattr({ dir: ROOT_INO, name: first.value });
     } catch {
