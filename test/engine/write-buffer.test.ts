@@ -339,6 +339,29 @@ describe('the write buffer', () => {
     await m.close();
   });
 
+  it('allocates each unit buffer of its budget once: writers that keep it busy reuse them', async () => {
+    const budget = 256 * KiB;
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space, { settings: { ...NO_TIMER, writeBufferBytes: budget } });
+    // Four sequential writers at once, 8 MiB in all: the buffer fills and empties many times over.
+    const writer = async (p: string): Promise<Buffer> => {
+      const fh = m.fs.create(p, 0o644);
+      const data = random(2 * MiB);
+      for (let pos = 0; pos < data.length; pos += 128 * KiB) await writeAt(m.fs, fh, pos, data.subarray(pos, pos + 128 * KiB));
+      await m.fs.flush(fh);
+      await m.fs.release(fh);
+      return data;
+    };
+    const models = await Promise.all([1, 2, 3, 4].map((i) => writer(`/s${i}`)));
+    const units = budget / (64 * KiB);
+    assert.ok(
+      m.engine.vfs.writeBuffer.unitAllocations <= units,
+      `${m.engine.vfs.writeBuffer.unitAllocations} unit buffers allocated for a budget of ${units}`,
+    );
+    for (const [i, model] of models.entries()) await expectContent(m.fs, `/s${i + 1}`, model, CS, 'after close');
+    await m.close();
+  });
+
   it('answers a write without a promise only when it takes the bytes at once, and takes nothing otherwise', async () => {
     const budget = 256 * KiB;
     const space = await bed.filespace({ chunkSize: CS });

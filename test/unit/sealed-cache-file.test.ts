@@ -179,6 +179,26 @@ describe('sealed cache files', () => {
     await fh.close();
   });
 
+  it('seals a steady stream of unit batches into the same buffers, up to 8 MiB of them in flight', async () => {
+    const fresh = new SealedIO(randomBytes(32));
+    const fileId = randomBytes(16);
+    const units = Array.from({ length: 128 }, (_, i) => i);
+    const plains = units.map(() => randomBytes(UNIT));
+    // Eight batches of a megabyte in flight at once (what a write buffer of 8 MiB can have), given back, then again.
+    for (let round = 0; round < 3; round++) {
+      const batches = await Promise.all(
+        [0, 1, 2, 3, 4, 5, 6, 7].map((b) =>
+          fresh.sealUnitsForWriteAsync(fileId, units.slice(16 * b, 16 * b + 16), plains.slice(16 * b, 16 * b + 16)),
+        ),
+      );
+      for (const sealed of batches) fresh.releaseSealed(sealed);
+    }
+    assert.equal(fresh.unitBuffersAllocated, 128, 'each sealed-unit buffer is allocated once and then reused');
+    const more = fresh.sealUnitsForWrite(fileId, [0, 1], plains.slice(0, 2));
+    assert.equal(fresh.unitBuffersAllocated, 128, 'the synchronous path takes the same spares');
+    fresh.releaseSealed(more);
+  });
+
   it("refuses a flipped byte in any unit when reading into a caller's buffer", async () => {
     const { fh, fileId, file } = await fresh('into-tamper');
     const len = 3 * UNIT + 5;

@@ -123,8 +123,13 @@ export function openSealedUnits(key: Buffer, fileId: Buffer, buf: Buffer, size: 
  */
 const SCRATCH_UNITS = 3;
 
-/** Spare sealed-unit buffers a SealedIO keeps for `sealUnitsForWrite` (4 MiB of them at most). */
-const SPARE_UNITS = 64;
+/**
+ * Spare sealed-unit buffers a SealedIO keeps for `sealUnitsForWrite` (8 MiB of them at most):
+ * as many units as the write buffer's default budget (8 MiB) can have in flushes at once, so a
+ * sequential writer allocates none (V8 starts a full collection after every few megabytes of
+ * new ArrayBuffers; with half as many, a write of 1 GiB allocated a tenth of its units anew).
+ */
+const SPARE_UNITS = 128;
 
 export class SealedIO {
   /**
@@ -133,6 +138,7 @@ export class SealedIO {
    * seals into the same memory instead of allocating (outside the JS heap) 64 KiB per unit.
    */
   private readonly spare: Buffer[] = [];
+  private spareAllocations = 0;
   /**
    * Scratch buffers for `read`s of a few units (read sealed, opened in place, copied out): a
    * stream of small reads, such as a tree of small files read back, allocates nothing per read.
@@ -357,9 +363,7 @@ export class SealedIO {
    * read them after that: they are sealed into again).
    */
   sealUnitsForWrite(fileId: Buffer, indexes: readonly number[], plains: readonly Buffer[]): Buffer[] {
-    return plains.map((plain, k) =>
-      this.sealInto(fileId, indexes[k]!, plain, this.spare.pop() ?? Buffer.allocUnsafeSlow(UNIT + UNIT_OVERHEAD)),
-    );
+    return plains.map((plain, k) => this.sealInto(fileId, indexes[k]!, plain, this.spareUnit()));
   }
 
   /**
@@ -375,10 +379,23 @@ export class SealedIO {
       if (plain.length > UNIT) throw new RangeError('sealUnitsForWriteAsync: a unit is too long');
       spec.writeUInt32BE(indexes[k]!, 16 * k);
       freshNonce().copy(spec, 16 * k + 4);
-      return this.spare.pop() ?? Buffer.allocUnsafeSlow(UNIT + UNIT_OVERHEAD);
+      return this.spareUnit();
     });
     await sealUnitsAsync(this.key, unitAad(fileId, 0), spec, [...plains], outs);
     return outs.map((out, k) => out.subarray(0, NONCE + plains[k]!.length + TAG));
+  }
+
+  /** A spare sealed-unit buffer, allocated when none is free. */
+  private spareUnit(): Buffer {
+    const b = this.spare.pop();
+    if (b) return b;
+    this.spareAllocations++;
+    return Buffer.allocUnsafeSlow(UNIT + UNIT_OVERHEAD);
+  }
+
+  /** Sealed-unit buffers `sealUnitsForWrite` allocated so far (reused ones are not counted again). */
+  get unitBuffersAllocated(): number {
+    return this.spareAllocations;
   }
 
   /** Takes back what `sealUnitsForWrite` returned (see there). */

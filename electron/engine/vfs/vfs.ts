@@ -1386,9 +1386,15 @@ export class Vfs {
     return this.buffer.hasData;
   }
 
-  /** The write buffer's use: data bytes, memory taken by unit buffers, cache room held. */
-  get writeBuffer(): { readonly dataBytes: number; readonly memoryBytes: number; readonly roomBytes: number } {
-    return { dataBytes: this.buffer.dataBytes, memoryBytes: this.buffer.memoryBytes, roomBytes: this.buffer.roomBytes };
+  /** The write buffer's use: data bytes, memory taken by unit buffers, cache room held, unit buffers ever allocated. */
+  get writeBuffer(): {
+    readonly dataBytes: number;
+    readonly memoryBytes: number;
+    readonly roomBytes: number;
+    readonly unitAllocations: number;
+  } {
+    const b = this.buffer;
+    return { dataBytes: b.dataBytes, memoryBytes: b.memoryBytes, roomBytes: b.roomBytes, unitAllocations: b.unitAllocations };
   }
 
   /** Dirty chunks and buffered ones, with since when each holds data the bucket has not got. */
