@@ -298,6 +298,79 @@ describe('checkpoint pruning', () => {
     assert.deepEqual(tree.snapshot(), replayed(base, seg1, seg2).snapshot());
   });
 
+  it("the replicator's timer pushes what is committed meanwhile at its next tick; pushNow pushes everything", async () => {
+    const { store, key } = await setup();
+    // Log segment PUTs wait while `hold` is set, as a PUT on its way does.
+    let hold: Promise<void> | undefined;
+    let held: () => void = () => undefined;
+    let onHold: () => void = () => undefined;
+    const slow = Object.create(store) as MemoryStore;
+    slow.put = async (key, body, options) => {
+      if (key.startsWith(LOG_PREFIX) && hold) {
+        onHold();
+        await hold;
+      }
+      return store.put(key, body, options);
+    };
+    const gate = () => {
+      hold = new Promise<void>((r) => (held = r));
+      return new Promise<void>((r) => (onHold = r));
+    };
+    const open = () => {
+      hold = undefined;
+      held();
+    };
+    const dir = await mkdtemp(path.join(tmpdir(), 'fs-repl-'));
+    const meta = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    const rep = new Replicator(
+      meta,
+      new RemoteMeta(slow, key),
+      () => 3_600_000, // the next tick never comes in this test
+      () => undefined,
+      () => W,
+      async () => undefined,
+    );
+    const alive = setInterval(() => undefined, 1000); // the replicator's timers do not hold the process
+    try {
+      meta.commit(mkFile('f1', 11, 1));
+      let putting = gate();
+      rep.schedule(0);
+      await putting;
+      meta.commit(mkFile('f2', 12, 2));
+      meta.commit(mkFile('f3', 13, 3));
+      open();
+      while (rep.pendingOps === 3) await new Promise((r) => setTimeout(r, 5));
+      for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+      assert.equal((await store.list(LOG_PREFIX)).length, 1, 'the ops committed during the push wait for the next tick');
+      assert.equal(rep.pendingOps, 2);
+      await rep.pushNow();
+      assert.equal((await store.list(LOG_PREFIX)).length, 2);
+      assert.equal(rep.pendingOps, 0, 'pushNow leaves nothing for the next tick');
+
+      // pushNow during a push the timer started: everything committed meanwhile is pushed before it resolves.
+      meta.commit(mkFile('f4', 14, 4));
+      putting = gate();
+      rep.schedule(0);
+      await putting;
+      meta.commit(mkFile('f5', 15, 5));
+      const all = rep.pushNow();
+      meta.commit(mkFile('f6', 16, 6));
+      open();
+      await all;
+      assert.equal(rep.pendingOps, 0);
+      assert.equal((await store.list(LOG_PREFIX)).length, 4);
+      const { tree, seq } = await new RemoteMeta(store, key).load(CS);
+      assert.equal(seq, 4);
+      assert.deepEqual(tree.snapshot(), meta.tree.snapshot());
+      await rep.stop();
+    } finally {
+      clearInterval(alive);
+      open();
+      await meta.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('the replicator prunes after each checkpoint it writes', async () => {
     const { store, remote } = await setup();
     const dir = await mkdtemp(path.join(tmpdir(), 'fs-repl-'));

@@ -54,6 +54,10 @@ export class Replicator {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private failures = 0;
+  /** Someone waits for every op to be pushed (pushNow): the loop does not leave any for its next tick. */
+  private urgent = false;
+  /** The last loop left ops for its next tick. */
+  private deferred = false;
   private segmentsSinceCheckpoint = 0;
   private stopped = false;
   conflict: string | undefined;
@@ -97,19 +101,32 @@ export class Replicator {
     if (this.stopped || this.conflict || this.timer || !this.writer()) return;
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      void this.pushNow();
+      void this.run();
     }, delayMs);
     this.timer.unref();
   }
 
+  /** Pushes every publishable op now, in as many segments as it takes (sync, unmount, a renewed lease). */
   pushNow(): Promise<void> {
+    this.urgent = true;
+    if (this.timer) clearTimeout(this.timer); // the tick it waited for is this push
+    this.timer = undefined;
+    // A push that left ops for its next tick (see pushLoop) is followed by one that does not.
+    return this.run().then(() => (this.deferred ? this.pushNow() : undefined));
+  }
+
+  private run(): Promise<void> {
     if (!this.running) {
-      this.running = this.pushLoop().finally(() => (this.running = undefined));
+      this.running = this.pushLoop().finally(() => {
+        this.running = undefined;
+        this.urgent = false;
+      });
     }
     return this.running;
   }
 
   private async pushLoop(): Promise<void> {
+    this.deferred = false;
     while (!this.conflict && this.meta.pendingRemote.length > 0) {
       const writer = this.writer();
       if (!writer) return;
@@ -133,6 +150,15 @@ export class Replicator {
         this.segmentsSinceCheckpoint++;
         if (this.meta.pendingRemote.length === 0 && this.segmentsSinceCheckpoint >= CHECKPOINT_EVERY) {
           await this.checkpointNow();
+        }
+        // Ops committed while this segment was on its way wait for the next tick unless someone
+        // waits for them or they fill a segment: while uploads commit file after file, pushing
+        // at once made a segment per few files (227 segments, each a PUT, a journal sync and a
+        // lease check, for a tree of 1,300 files).
+        if (!this.urgent && this.meta.pendingRemote.length > 0 && this.publishable() < MAX_OPS_PER_SEGMENT) {
+          this.deferred = true;
+          this.schedule();
+          break;
         }
       } catch (err) {
         if (err instanceof SegmentConflictError || err instanceof LeaseLostError) {
