@@ -114,12 +114,13 @@ describe('paged checkpoints', () => {
         // A fresh machine links from the paged checkpoint, reading no folder's page (they load
         // as the mount uses them), and sees the same tree.
         const linkFrom = env.proxy.log.length;
-        const c = await bed.link(await bed.machine('fresh'), a.bucket);
+        const c = await bed.link(await bed.machine('fresh'), a.bucket, '', undefined, env.proxy.endpoint);
         const linkPages = env.proxy.log.slice(linkFrom).filter((e) => e.method === 'GET' && e.url.includes('/meta/page/'));
         const linkRead = await coversOf(
           store,
           linkPages.map((e) => /\/(meta\/page\/[^?]+)/.exec(e.url)![1]!),
         );
+        assert.ok(linkRead.includes('/'), `the link reads the root's page (read: ${linkRead.join(', ')})`);
         assert.deepEqual(
           linkRead.filter((c) => c !== '/' && !c.startsWith('links')),
           [],
@@ -128,8 +129,36 @@ describe('paged checkpoints', () => {
         const unmounted = await c.machine.cli('check', c.name);
         assert.equal(unmounted.code, 0, unmounted.stdout + unmounted.stderr);
         assert.match(unmounted.stdout, new RegExp(`local: ${DIRS} folder\\(s\\) not loaded from the bucket yet`));
+        // Mounted, it loads the folders in the background; while their pages are held in the
+        // network, `filespace status` says how many are still to load.
+        env.proxy.set({ hold: true, match: { method: 'GET', pathIncludes: '/meta/page/' } });
         await c.mount({ readOnly: true });
+        await until('the background asks for folder pages', () => env.proxy.heldCount > 0 || undefined, 60_000);
+        const loading = await until(
+          'status while the folders load',
+          async () => {
+            const st = await c.machine.cli('status', c.name);
+            return /loading folders from the bucket/.test(st.stdout) ? st.stdout : undefined;
+          },
+          60_000,
+        );
+        assert.match(
+          loading,
+          new RegExp(`loading folders from the bucket: ${DIRS} left \\(each loads at once when it is used\\)`),
+        );
+        env.proxy.clear();
+        await env.proxy.releaseHeld();
         assert.deepEqual(await treeOf(c.mnt), expected);
+        const loaded = await until(
+          'status once every folder is loaded',
+          async () => {
+            const st = await c.machine.cli('status', c.name, '--json');
+            return !(JSON.parse(st.stdout) as { foldersLoading?: number }).foldersLoading ? st : undefined;
+          },
+          60_000,
+        );
+        assert.equal(loaded.code, 0);
+        assert.doesNotMatch((await c.machine.cli('status', c.name)).stdout, /loading folders/);
         await c.unmount();
         // Another fresh machine writes before every folder is loaded; the writer sees it.
         const w = await bed.link(await bed.machine('fresh-writer'), a.bucket);
