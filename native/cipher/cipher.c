@@ -851,8 +851,11 @@ static napi_value seal_segments_async(napi_env env, napi_callback_info info) {
  * writeDirectAsync(fd, buffers, cb): writes the buffers back to back from offset 0 of `fd`, a
  * file opened with O_DIRECT, then cuts the file to their total length; cb(err, total). O_DIRECT
  * needs the memory, the offset and the length aligned (DIRECT_ALIGN covers every logical block
- * size Linux uses), so the bytes go through an aligned buffer of DIRECT_PIECE that each thread of
- * the pool allocates once and keeps, and the last piece is padded with zeros up to the alignment
+ * size Linux uses). Where a buffer's bytes at an aligned file offset also start at an aligned
+ * address, its whole aligned blocks are written from where they lie (the caller can arrange
+ * that, see `pageOffset`: a downloaded chunk received at the right place is written with no
+ * copy); the other bytes go through an aligned buffer of DIRECT_PIECE that each thread of the
+ * pool allocates once and keeps, and the last piece is padded with zeros up to the alignment
  * before the file is cut back. Runs on libuv's thread pool; the buffers must not change until cb.
  * On an error cb gets an Error whose `code` is the errno's name where known (ENOSPC, EIO, ...).
  */
@@ -860,6 +863,8 @@ static napi_value seal_segments_async(napi_env env, napi_callback_info info) {
 #define DIRECT_PIECE (1024 * 1024)
 
 static _Thread_local uint8_t *direct_bounce;
+/* Bytes direct writes copied through the bounce buffers, in all (`directCopied`: tests, probes). */
+static uint64_t direct_copied;
 
 typedef struct {
   napi_async_work work;
@@ -901,8 +906,25 @@ static void direct_execute(napi_env env, void *data) {
   size_t koff = 0;
   off_t at = 0;
   for (;;) {
+    /* At a piece boundary (`at` aligned), a buffer whose next bytes lie aligned in memory is
+       written in place, all its whole blocks at once. */
+    if (k < d->n && ((uintptr_t)(d->ptr[k] + koff) & (DIRECT_ALIGN - 1)) == 0 && d->len[k] - koff >= DIRECT_ALIGN) {
+      size_t whole = (d->len[k] - koff) & ~(size_t)(DIRECT_ALIGN - 1);
+      if ((d->err = pwrite_all(d->fd, d->ptr[k] + koff, whole, at)) != 0) return;
+      at += (off_t)whole;
+      koff += whole;
+      if (koff == d->len[k]) {
+        k++;
+        koff = 0;
+      }
+      continue;
+    }
     size_t fill = 0;
     while (fill < DIRECT_PIECE && k < d->n) {
+      /* A piece ends early, aligned, where the next bytes can go in place. */
+      if (fill > 0 && (fill & (DIRECT_ALIGN - 1)) == 0 && ((uintptr_t)(d->ptr[k] + koff) & (DIRECT_ALIGN - 1)) == 0 &&
+          d->len[k] - koff >= DIRECT_ALIGN)
+        break;
       size_t take = d->len[k] - koff;
       if (take > DIRECT_PIECE - fill) take = DIRECT_PIECE - fill;
       memcpy(direct_bounce + fill, d->ptr[k] + koff, take);
@@ -914,13 +936,40 @@ static void direct_execute(napi_env env, void *data) {
       }
     }
     if (fill == 0) break;
+    __atomic_fetch_add(&direct_copied, (uint64_t)fill, __ATOMIC_RELAXED);
     size_t out = (fill + DIRECT_ALIGN - 1) & ~(size_t)(DIRECT_ALIGN - 1);
     memset(direct_bounce + fill, 0, out - fill);
     if ((d->err = pwrite_all(d->fd, direct_bounce, out, at)) != 0) return;
     at += (off_t)out;
-    if (fill < DIRECT_PIECE) break;
+    if (k >= d->n) break; /* the last piece (padded; the file is cut back below) */
   }
   if (ftruncate(d->fd, (off_t)d->total) != 0) d->err = errno;
+}
+
+/**
+ * pageOffset(buffer): where the buffer's first byte lies within an aligned block of DIRECT_ALIGN
+ * bytes (its address modulo DIRECT_ALIGN), so a caller can place bytes it will write with
+ * writeDirectAsync at an aligned address.
+ */
+static napi_value page_offset(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t argc = 1;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *p;
+  size_t len;
+  if (argc < 1) return napi_throw_type_error(env, NULL, "cipher addon: pageOffset takes a buffer"), NULL;
+  if (!bytes_of(env, argv[0], "cipher addon: pageOffset takes a buffer", &p, &len)) return NULL;
+  napi_value out;
+  CHECK(napi_create_uint32(env, (uint32_t)((uintptr_t)p & (DIRECT_ALIGN - 1)), &out));
+  return out;
+}
+
+/** directCopied(): bytes direct writes have copied through their aligned buffers so far. */
+static napi_value direct_copied_bytes(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value out;
+  CHECK(napi_create_double(env, (double)__atomic_load_n(&direct_copied, __ATOMIC_RELAXED), &out));
+  return out;
 }
 
 static const char *errno_code(int e) {
@@ -1041,6 +1090,8 @@ NAPI_MODULE_INIT() {
       {"openSegmentsAsync", NULL, open_segments_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sealUnitsAsync", NULL, seal_units_async, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writeDirectAsync", NULL, write_direct_async, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"pageOffset", NULL, page_offset, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"directCopied", NULL, direct_copied_bytes, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   load_zlib();

@@ -3,7 +3,9 @@
 // any size, cuts the file to their length, leaves none of it in the page cache (fincore), and
 // reports an error with its errno name; through the cache, a received chunk is stored that way
 // on a disk file system, and on tmpfs (which takes O_DIRECT from Linux 6.6 and refuses it
-// before, when the cache writes the usual way) reads back the same.
+// before, when the cache writes the usual way) reads back the same. Bytes that lie aligned in
+// memory are written from where they lie, so an object received where `directPlace` says is
+// stored with no copy but its last partial block.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -12,9 +14,16 @@ import { constants, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ReceivedIO } from '../../electron/engine/cache/received';
+import { RECEIVED_HEAD_ROOM, ReceivedIO } from '../../electron/engine/cache/received';
 import { physicalSize } from '../../electron/engine/cache/sealed';
-import { canWriteDirect, cipherBackend, writeDirect } from '../../electron/engine/chunk/cipherAddon';
+import {
+  DIRECT_ALIGN,
+  canWriteDirect,
+  cipherBackend,
+  directCopiedBytes,
+  directPlace,
+  writeDirect,
+} from '../../electron/engine/chunk/cipherAddon';
 import { chunkName } from '../../electron/engine/chunk/crypto';
 import { encodeChunk } from '../../electron/engine/chunk/format';
 import { testChunkCache } from '../helpers/chunkCacheFixture';
@@ -71,6 +80,40 @@ describe('cache files written around the page cache', { skip }, () => {
     }
   });
 
+  it('writes the whole blocks of bytes that lie aligned in memory from where they lie, the rest through its own buffer', async () => {
+    const MiB = 1024 * 1024;
+    const cases = [
+      // [bytes before the aligned part (a separate buffer), aligned part length]
+      { head: [] as number[], len: 4 * MiB + 5 },
+      { head: [], len: 3 * DIRECT_ALIGN },
+      { head: [DIRECT_ALIGN], len: 2 * MiB + 100 },
+      { head: [100], len: MiB }, // the aligned buffer starts at an unaligned file offset: copied
+    ];
+    for (const { head, len } of cases) {
+      const big = randomBytes(len + 2 * DIRECT_ALIGN);
+      const at = directPlace(big, 0);
+      assert.equal(directPlace(big.subarray(at), 0), 0, 'directPlace finds an aligned address');
+      assert.equal(directPlace(big.subarray(at + 1), 0), DIRECT_ALIGN - 1);
+      const aligned = big.subarray(at, at + len);
+      const buffers = [...head.map((n) => randomBytes(n)), aligned];
+      const file = path.join(dir, `aligned-${head.join('-')}-${len}`);
+      const before = directCopiedBytes()!;
+      const fh = await fsp.open(file, DIRECT, 0o600);
+      try {
+        await writeDirect(fh.fd, buffers);
+      } finally {
+        await fh.close();
+      }
+      const copied = directCopiedBytes()! - before;
+      const headBytes = head.reduce((a, b) => a + b, 0);
+      const inPlace = headBytes % DIRECT_ALIGN === 0;
+      const expected = inPlace ? headBytes + (len % DIRECT_ALIGN) : headBytes + len;
+      assert.equal(copied, expected, `head ${head.join(',')}, ${len} bytes: copied ${copied}`);
+      assert.equal(resident(file), 0);
+      assert.deepEqual(await fsp.readFile(file), Buffer.concat(buffers));
+    }
+  });
+
   it('fails with the errno of the write, naming it, and writes nothing', async () => {
     const file = path.join(dir, 'readonly');
     await fsp.writeFile(file, 'kept');
@@ -118,6 +161,44 @@ describe('cache files written around the page cache', { skip }, () => {
         await handles.closeAll();
         await fsp.rm(cdir, { recursive: true, force: true });
       }
+    }
+  });
+
+  it('through the cache: an object received at its place is stored in place, copying only its last partial block', async () => {
+    const key = randomBytes(32);
+    const chunkKey = randomBytes(32);
+    const cdir = await fsp.mkdtemp(path.join(dir, 'in-place-'));
+    const { cache, handles } = testChunkCache(cdir, key, new ReceivedIO(key, chunkKey));
+    try {
+      await cache.init();
+      for (const len of [4 * 1024 * 1024, 65_536 * 7 + 11]) {
+        const data = randomBytes(len);
+        const name = chunkName(key, data);
+        const obj = await encodeChunk(chunkKey, name, data);
+        // As the fetcher receives it: RECEIVED_HEAD_ROOM bytes or more into a larger buffer, placed.
+        const body = Buffer.alloc(obj.length + RECEIVED_HEAD_ROOM + DIRECT_ALIGN);
+        let at = directPlace(body, RECEIVED_HEAD_ROOM);
+        if (at < RECEIVED_HEAD_ROOM) at += DIRECT_ALIGN;
+        const placed = body.subarray(at, at + obj.length);
+        obj.copy(placed);
+        const before = directCopiedBytes()!;
+        assert.equal(await cache.putReceived(name, placed, data, true), true);
+        const copied = directCopiedBytes()! - before;
+        assert.ok(copied < DIRECT_ALIGN, `${len} bytes: ${copied} bytes copied`);
+        assert.equal(body.subarray(at - RECEIVED_HEAD_ROOM, at + 4).toString('latin1', 0, 4), 'FSR2', 'header written before it');
+        assert.equal((await fsp.stat(cache.pathOf(name))).size, physicalSize(len));
+        assert.deepEqual(await cache.readAll(name), data);
+      }
+      // Without the caller's room (inPlace false), the object's memory is left alone.
+      const data = randomBytes(300_000);
+      const name = chunkName(key, data);
+      const obj = await encodeChunk(chunkKey, name, data);
+      const copy = Buffer.from(obj);
+      assert.equal(await cache.putReceived(name, obj, data), true);
+      assert.deepEqual(obj, copy);
+      assert.deepEqual(await cache.readAll(name), data);
+    } finally {
+      await handles.closeAll();
     }
   });
 });

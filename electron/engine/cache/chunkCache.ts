@@ -489,14 +489,17 @@ export class ChunkCache {
 
   /**
    * Stores a chunk downloaded from the bucket: `obj` as the bucket sent it (already
-   * authenticated by decoding it into `data`). Resolves as `put` does.
+   * authenticated by decoding it into `data`). Resolves as `put` does. `inPlace`: the
+   * RECEIVED_HEAD_ROOM bytes before `obj` in its memory are the caller's, and `obj` may be
+   * overwritten (received.ts `segmentedFileFor`).
    */
-  async putReceived(name: string, obj: Buffer, data: Buffer): Promise<boolean> {
+  async putReceived(name: string, obj: Buffer, data: Buffer, inPlace = false): Promise<boolean> {
     if (!this.received) return this.put(name, data);
     const segments = data.length > 0 ? receivedSegments(obj) : undefined;
     const parts = segments ? undefined : receivedCiphertext(obj);
     let buffers: Buffer[];
-    if (segments && physicalSize(data.length) === HEADER + segments.length) buffers = ReceivedIO.segmentedFileFor(segments);
+    if (segments && physicalSize(data.length) === HEADER + segments.length)
+      buffers = ReceivedIO.segmentedFileFor(segments, inPlace);
     else if (parts && parts.ciphertext.length === data.length)
       buffers = await this.received.fileFor(name, parts.nonce, parts.ciphertext);
     else return this.put(name, data);
@@ -509,11 +512,12 @@ export class ChunkCache {
    * authenticated each time they are read from here (received.ts), so a damaged object is found
    * on its first read, dropped and fetched again, never served. Resolves as `put` does, and
    * false, storing nothing, for an object in any other format (see `storableUnopened`).
+   * `inPlace` as for `putReceived`.
    */
-  async putUnopened(name: string, obj: Buffer): Promise<boolean> {
+  async putUnopened(name: string, obj: Buffer, inPlace = false): Promise<boolean> {
     const len = this.storableUnopened(obj);
     if (len === undefined) return false;
-    const buffers = ReceivedIO.segmentedFileFor(receivedSegments(obj)!);
+    const buffers = ReceivedIO.segmentedFileFor(receivedSegments(obj)!, inPlace);
     return this.store(name, len, (fh) => writeAllAt(fh, buffers, 0), buffers);
   }
 

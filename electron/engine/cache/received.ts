@@ -34,11 +34,18 @@ import { hkdfSync, randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { gmacInto, gmacUnitsAsync } from '../chunk/cipherAddon';
 import { AuthError, decryptSealedPart } from '../chunk/crypto';
-import { openSegments, segmentCount } from '../chunk/format';
+import { HEAD_BYTES, openSegments, segmentCount } from '../chunk/format';
 import { HEADER, UNIT, UNIT_OVERHEAD, lastUnitOf, unitOffset } from './sealed';
 import { SpareBuffers } from '../util/spareBuffers';
 
 const MAGIC = Buffer.from('FSR1', 'ascii');
+/**
+ * Bytes before an FSC2 object's start that storing it in place overwrites (the file's header
+ * takes the object's head and these): a downloader that receives objects with this much room
+ * before them, at `directPlace(buffer, RECEIVED_HEAD_ROOM)`, has them written to the cache
+ * with no copy (ChunkCache.putReceived, putUnopened).
+ */
+export const RECEIVED_HEAD_ROOM = HEADER - HEAD_BYTES;
 const MAGIC_SEGMENTED = Buffer.from('FSR2', 'ascii');
 const CODE_NONCE = 12;
 const CHUNK_NONCE = 12;
@@ -122,8 +129,20 @@ export class ReceivedIO {
     return [head, table, ciphertext];
   }
 
-  /** The whole file for an FSC2 chunk `name`, given the object's segments, as buffers for one writev (not copied). */
-  static segmentedFileFor(segments: Buffer): Buffer[] {
+  /**
+   * The whole file for an FSC2 chunk `name`, given the object's segments, as buffers for one
+   * writev (not copied). `inPlace`: the HEADER bytes before the segments in their memory are
+   * the caller's to overwrite (the object's own head and room before it, see
+   * `RECEIVED_HEAD_ROOM`): the header is written there and the file is one buffer, which a
+   * direct write takes from where it lies when it is aligned (cipherAddon.ts `directPlace`).
+   */
+  static segmentedFileFor(segments: Buffer, inPlace = false): Buffer[] {
+    if (inPlace && segments.byteOffset >= HEADER) {
+      const file = Buffer.from(segments.buffer, segments.byteOffset - HEADER, HEADER + segments.length);
+      file.fill(0, 0, HEADER);
+      MAGIC_SEGMENTED.copy(file, 0);
+      return [file];
+    }
     const head = Buffer.alloc(HEADER);
     MAGIC_SEGMENTED.copy(head, 0);
     return [head, segments];

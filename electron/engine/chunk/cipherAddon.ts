@@ -80,6 +80,10 @@ interface Addon {
     buffers: Uint8Array[],
     cb: (err: (Error & { code?: string }) | null, total: number) => void,
   ): void;
+  /** Absent from an addon built before it. */
+  pageOffset?(buf: Uint8Array): number;
+  /** Absent from an addon built before it. */
+  directCopied?(): number;
   readonly openssl: string;
 }
 
@@ -412,10 +416,15 @@ export function sealSegmentsAsync(
   );
 }
 
+/** The alignment `writeDirect` writes in place from (see `directPlace`). */
+export const DIRECT_ALIGN = 4096;
+
 /**
  * Writes `buffers` back to back from the start of `fd`, a file opened with O_DIRECT, and cuts
- * the file to their total length, on libuv's thread pool (the addon pads the last block and
- * writes from an aligned buffer of its own, as O_DIRECT requires). Undefined when the addon
+ * the file to their total length, on libuv's thread pool. O_DIRECT wants memory, offsets and
+ * lengths aligned: a buffer whose bytes at an aligned file offset lie at an aligned address is
+ * written from where it lies (`directPlace` arranges that), the rest through an aligned buffer
+ * of the addon's own, the last block padded and cut back. Undefined when the addon
  * that can do it is not loaded: the caller writes the file through the page cache instead.
  * The buffers must not change until the promise settles.
  */
@@ -423,6 +432,23 @@ export function writeDirect(fd: number, buffers: Uint8Array[]): Promise<number> 
   const write = addon?.writeDirectAsync?.bind(addon);
   if (!write) return undefined;
   return new Promise((resolve, reject) => write(fd, buffers, (err, total) => (err ? reject(err) : resolve(total))));
+}
+
+/**
+ * The offset in `buf` from which `skew + k * DIRECT_ALIGN` bytes in, the bytes lie at an aligned
+ * address: bytes placed at `buf[directPlace(buf, skew)]` that will be written by `writeDirect` at
+ * file offset `skew` go to the disk from where they lie. 0 when the addon cannot tell (the write
+ * is then only copied once more, never wrong).
+ */
+export function directPlace(buf: Uint8Array, skew: number): number {
+  const at = addon?.pageOffset?.(buf);
+  if (at === undefined) return 0;
+  return (((skew - at) % DIRECT_ALIGN) + DIRECT_ALIGN) % DIRECT_ALIGN;
+}
+
+/** Bytes `writeDirect` has copied through the addon's aligned buffers so far (undefined without the addon). */
+export function directCopiedBytes(): number | undefined {
+  return addon?.directCopied?.();
 }
 
 /** Whether `writeDirect` can run here. */

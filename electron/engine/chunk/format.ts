@@ -50,8 +50,8 @@ export const SEGMENT_BYTES = 64 * 1024;
 /** Bytes of a full FSC2 segment as stored. */
 const SEGMENT_STORED = SEGMENT_BYTES + SEAL_OVERHEAD;
 const SAMPLE_BYTES = 64 * 1024;
-/** magic and flags, before the sealed payload. */
-const HEAD_BYTES = MAGIC.length + 1;
+/** magic and flags, before the sealed payload (an FSC2 object's segments start this far in). */
+export const HEAD_BYTES = MAGIC.length + 1;
 
 /** CRC32 (zlib's, native) where this Node has it (20.15 and later); else none is computed. */
 const crc32: ((data: Buffer, value?: number) => number) | undefined = typeof zlibCrc32 === 'function' ? zlibCrc32 : undefined;

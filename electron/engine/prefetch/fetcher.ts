@@ -56,6 +56,8 @@ import { AuthError, SEAL_OVERHEAD } from '../chunk/crypto';
 import { SEGMENT_BYTES, chunkKey, decodeChunk, maxEncodedBytes, openSegments, segmentRange, warmSegments } from '../chunk/format';
 import { ChunkCache } from '../cache/chunkCache';
 import { sealedBodySize } from '../cache/sealed';
+import { RECEIVED_HEAD_ROOM } from '../cache/received';
+import { DIRECT_ALIGN, directPlace } from '../chunk/cipherAddon';
 import { FsError } from '../errors';
 import { ALWAYS_ONLINE, Connectivity } from '../store/monitored';
 import { ObjectStore, StoreError, isNoAnswer } from '../store/types';
@@ -117,9 +119,29 @@ const SEGMENT_MEMORY = 4096;
  */
 interface Downloaded {
   readonly obj: Buffer;
+  /** `obj` lies where it was asked to (the pool buffer's `receiveInto`), so the cache may write it in place. */
+  readonly inPlace: boolean;
   readonly data: Buffer | undefined;
   /** Whether the pool buffer it was asked to fill may still be written by a request given up on. */
   readonly tainted: boolean;
+}
+
+/**
+ * A body buffer holds this much more than the largest object: the object is received at an
+ * offset where the cache file made of it lies aligned in memory, with the room before it that
+ * its header takes (`receiveInto`).
+ */
+const RECEIVE_SLACK = RECEIVED_HEAD_ROOM + DIRECT_ALIGN;
+
+/**
+ * Where in a body buffer an object is received: RECEIVED_HEAD_ROOM bytes or more in, at the
+ * place where the cache file written from it in place (received.ts) starts at an aligned
+ * address, so the cache's direct write takes it from where it lies, with no copy.
+ */
+function receiveInto(body: Buffer): Buffer {
+  let at = directPlace(body, RECEIVED_HEAD_ROOM);
+  if (at < RECEIVED_HEAD_ROOM) at += DIRECT_ALIGN;
+  return body.subarray(at);
 }
 
 /** What `load` resolves to for a download kept in the cache unopened: the bytes are read from there. */
@@ -275,7 +297,7 @@ export class ChunkFetcher {
     chunkSize = 4 * 1024 * 1024,
   ) {
     this.slots = new DownloadSlots(concurrency);
-    this.bodies = new BufferPool(maxEncodedBytes(chunkSize), () => heldObjects(this.concurrency), {
+    this.bodies = new BufferPool(maxEncodedBytes(chunkSize) + RECEIVE_SLACK, () => heldObjects(this.concurrency), {
       keepFree: heldObjects(concurrency),
     });
     // Room for a whole chunk decoded, or read as sealed units from the cache and opened where
@@ -507,7 +529,7 @@ export class ChunkFetcher {
         // Waits while GETs in flight and copies still being written hold every buffer.
         const body = await this.bodies.acquire(this.bodies.bufferBytes);
         try {
-          const r = await this.download(name, body, unopened ? (obj) => this.keepsUnopened(name, obj) : undefined);
+          const r = await this.download(name, receiveInto(body), unopened ? (obj) => this.keepsUnopened(name, obj) : undefined);
           return { ...r, body };
         } catch (err) {
           this.bodies.discard(body); // a request given up on may still write into it
@@ -515,7 +537,7 @@ export class ChunkFetcher {
         }
       });
       if (!got.data) {
-        void this.storeUnopened(name, got.obj).finally(() =>
+        void this.storeUnopened(name, got.obj, got.inPlace).finally(() =>
           got.tainted ? this.bodies.discard(got.body) : this.bodies.release(got.body),
         );
         return UNOPENED;
@@ -529,7 +551,7 @@ export class ChunkFetcher {
       }
       // The reply goes now; the copy into the cache is written behind it, outside the slot,
       // holding the object's buffer until it is written (the buffer is the memory bound).
-      void this.storeBehind(name, got.obj, data).finally(() =>
+      void this.storeBehind(name, got.obj, data, got.inPlace).finally(() =>
         got.tainted ? this.bodies.discard(got.body) : this.bodies.release(got.body),
       );
       // The memory cache and the copy being written hold the decoded buffer now (the copy
@@ -546,8 +568,8 @@ export class ChunkFetcher {
   }
 
   /** Writes a chunk kept unopened into the clean cache (`ChunkCache.putUnopened`), known as `storeBehind`'s copies are. */
-  private storeUnopened(name: string, obj: Buffer): Promise<void> {
-    return this.trackWrite(name, this.cache.putUnopened(name, obj));
+  private storeUnopened(name: string, obj: Buffer, inPlace: boolean): Promise<void> {
+    return this.trackWrite(name, this.cache.putUnopened(name, obj, inPlace));
   }
 
   /**
@@ -557,10 +579,12 @@ export class ChunkFetcher {
    * (a code per unit, cache/received.ts, or sealing a compressed chunk), and the readers waiting
    * for this download get their bytes first (their continuations run before that turn).
    */
-  private storeBehind(name: string, obj: Buffer, data: Buffer): Promise<void> {
+  private storeBehind(name: string, obj: Buffer, data: Buffer, inPlace: boolean): Promise<void> {
     this.storing.set(name, data);
     this.decoded.hold(data);
-    const write = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.cache.putReceived(name, obj, data));
+    const write = new Promise<void>((resolve) => setImmediate(resolve)).then(() =>
+      this.cache.putReceived(name, obj, data, inPlace),
+    );
     return this.trackWrite(name, write, () => {
       this.storing.delete(name);
       this.decoded.drop(data);
@@ -635,12 +659,14 @@ export class ChunkFetcher {
         const got = await withDeadline(this.store.get(chunkKey(name), undefined, call), deadline, name);
         if (attempt === 0) tainted = false;
         if (!got) throw new FsError('EIO', `chunk ${name} is missing from the bucket`);
+        // Received where it was asked to: only the first attempt's `into`, and only if it fit there.
+        const inPlace = attempt === 0 && got.body.buffer === into.buffer && got.body.byteOffset === into.byteOffset;
         this.stats.downloadedBytes += got.body.length;
         this.unanswered.delete(name);
         // The bucket serves chunks again: an earlier download failure is over.
         this.stats.lastError = undefined;
-        if (unopened?.(got.body)) return { obj: got.body, data: undefined, tainted };
-        return { obj: got.body, data: await this.decode(name, got.body), tainted };
+        if (unopened?.(got.body)) return { obj: got.body, inPlace, data: undefined, tainted };
+        return { obj: got.body, inPlace, data: await this.decode(name, got.body), tainted };
       } catch (err) {
         if (err instanceof AuthError) {
           if (attempt === 0) tainted = false; // answered in full: its request is over
