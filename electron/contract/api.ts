@@ -266,6 +266,7 @@ export const fuseCountsSchema = z.object({
   answered: countsByOpSchema,
   crossed: countsByOpSchema,
   emptied: z.object({ byRequest: z.number(), byFilesystem: z.number(), inodes: z.number(), evicted: z.number() }),
+  sentByThread: z.number().optional(),
 });
 export type FuseCountsDto = z.infer<typeof fuseCountsSchema>;
 

@@ -373,6 +373,8 @@ export interface RequestCounts {
   answered: Record<string, number>;
   crossed: Record<string, number>;
   emptied: { byRequest: number; byFilesystem: number; inodes: number; evicted: number };
+  /** Low-level binding: answers written to the kernel by the addon's send thread (lowlevel.ts `sendThreadBytes`). */
+  sentByThread?: number;
 }
 
 /** What the adapter needs from a filesystem. Throw a value with `errno: 'ENOENT'` etc. for errors. */

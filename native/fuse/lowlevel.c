@@ -185,6 +185,9 @@ typedef struct mount {
   // the kernel copies them into the reader's pages as they are written, which would otherwise
   // take the JS thread's time. Replies keep their order per request only (each is one write).
   struct lane sends;
+  // Answers of at least this many bytes go by the send thread (JS thread only; SIZE_MAX: none).
+  size_t send_min;
+  uint64_t sent_by_thread;
   int ended_told;
   int closed;
   // Outstanding requests by id (JS thread only): slot = id % MAX_PENDING, id never reused soon.
@@ -861,7 +864,10 @@ static void send_notice(mount_t *mt, job_t *job) {
 
 // ---- large answers (the send thread) ----------------------------------------------------------
 
-/** Answers of at least this many bytes are written by the send thread. */
+/**
+ * Answers of at least this many bytes are written by the send thread, unless the filesystem
+ * says otherwise (`send_by_thread`: a mount on a machine of few cores writes them itself).
+ */
 #define SEND_BY_THREAD_BYTES (32 * 1024)
 
 typedef struct outgoing {
@@ -876,6 +882,7 @@ static void send_answer(mount_t *mt, job_t *job) {
   pthread_rwlock_rdlock(&mt->alive);
   if (!mt->ended) fuse_reply_buf(o->req, o->data, o->len);
   pthread_rwlock_unlock(&mt->alive);
+  __atomic_fetch_add(&mt->sent_by_thread, 1, __ATOMIC_RELAXED);
 }
 
 // ---- lanes ----------------------------------------------------------------------------------
@@ -1026,6 +1033,7 @@ static napi_value mount_fs(napi_env env, napi_callback_info info) {
   pthread_rwlock_init(&mt->alive, NULL);
   lane_init(&mt->notices, mt, send_notice);
   lane_init(&mt->sends, mt, send_answer);
+  mt->send_min = SEND_BY_THREAD_BYTES;
   pthread_mutex_init(&mt->names_lock, NULL);
   pthread_mutex_init(&mt->attrs_lock, NULL);
   mt->env = env;
@@ -1399,7 +1407,7 @@ static napi_value reply_buf(napi_env env, napi_callback_info info) {
   }
   double n = get_num(env, argv[3]);
   if (n >= 0 && (size_t) n < len) len = (size_t) n;
-  outgoing_t *o = len >= SEND_BY_THREAD_BYTES && mt->sends.started ? malloc(sizeof(outgoing_t) + len) : NULL;
+  outgoing_t *o = len >= mt->send_min && mt->sends.started ? malloc(sizeof(outgoing_t) + len) : NULL;
   if (o == NULL) {
     fuse_reply_buf(req, data, len);
   } else {
@@ -1465,7 +1473,7 @@ static napi_value reply_direntplus(napi_env env, napi_callback_info info) {
     if (need > size - at) break;
     at += need;
   }
-  if (at >= SEND_BY_THREAD_BYTES && mt->sends.started) {
+  if (at >= mt->send_min && mt->sends.started) {
     o->req = req;
     o->len = at;
     lane_push(&mt->sends, &o->job);
@@ -1535,11 +1543,28 @@ static napi_value reply_statfs(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-/** counts(mount) -> [crossed per op..., answered here per op..., forgets, outstanding, notices sent] */
+/**
+ * send_by_thread(mount, bytes): answers of at least `bytes` bytes are written to the kernel by
+ * the send thread (the reply's bytes are copied for it); 0 or less: every answer is written by
+ * the JS thread as it answers. The thread keeps the kernel's copy into the reader's pages off
+ * the JS thread, which pays where cores are to spare; on a machine of two it costs more than it
+ * saves (a copy, and a hand-over between threads per answer).
+ */
+static napi_value send_by_thread(napi_env env, napi_callback_info info) {
+  MOUNT_ARGS(2)
+  double bytes = get_num(env, argv[1]);
+  mt->send_min = bytes > 0 ? (size_t) bytes : SIZE_MAX;
+  return NULL;
+}
+
+/**
+ * counts(mount) -> [crossed per op..., answered here per op..., forgets, outstanding, notices
+ * sent, answers sent by the send thread]
+ */
 static napi_value counts(napi_env env, napi_callback_info info) {
   MOUNT_ARGS(1)
   napi_value arr;
-  napi_create_array_with_length(env, 2 * OP_COUNT + 3, &arr);
+  napi_create_array_with_length(env, 2 * OP_COUNT + 4, &arr);
   for (uint32_t i = 0; i < OP_COUNT; i++) {
     napi_set_element(env, arr, i, num(env, (double) mt->crossed[i]));
     napi_set_element(env, arr, OP_COUNT + i, num(env, (double) __atomic_load_n(&mt->answered[i], __ATOMIC_RELAXED)));
@@ -1547,6 +1572,7 @@ static napi_value counts(napi_env env, napi_callback_info info) {
   napi_set_element(env, arr, 2 * OP_COUNT, num(env, (double) __atomic_load_n(&mt->forgets, __ATOMIC_RELAXED)));
   napi_set_element(env, arr, 2 * OP_COUNT + 1, num(env, mt->outstanding));
   napi_set_element(env, arr, 2 * OP_COUNT + 2, num(env, (double) __atomic_load_n(&mt->notices_sent, __ATOMIC_RELAXED)));
+  napi_set_element(env, arr, 2 * OP_COUNT + 3, num(env, (double) __atomic_load_n(&mt->sent_by_thread, __ATOMIC_RELAXED)));
   return arr;
 }
 
@@ -1676,6 +1702,7 @@ NAPI_MODULE_INIT() {
   EXPORT_FN("attr_keep", attr_keep);
   EXPORT_FN("attr_forget", attr_forget);
   EXPORT_FN("counts", counts);
+  EXPORT_FN("send_by_thread", send_by_thread);
   EXPORT_FN("xattr_names", xattr_names);
   EXPORT_FN("forget_entry", forget_entry);
   EXPORT_FN("forget_inode", forget_inode);

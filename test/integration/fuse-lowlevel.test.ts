@@ -12,7 +12,10 @@
  *     before, and a mount's own changes to a folder show in its next listing at once;
  *   - getxattr of a name no file has is answered in the addon, never by the engine;
  *   - many writers at once: more writes wait for the engine than the addon's first pool of
- *     write buffers holds, so the pool grows while requests queue, and every byte lands.
+ *     write buffers holds, so the pool grows while requests queue, and every byte lands;
+ *   - read answers go to the kernel by the addon's send thread or by the engine's thread, as
+ *     FILESPACE_FUSE_SEND_THREAD says (the default depends on the machine's cores), and read the
+ *     same either way.
  */
 
 import { after, before, describe, it } from 'node:test';
@@ -355,6 +358,33 @@ describe('the low-level FUSE binding', () => {
     } finally {
       delete fs.machine.env.FILESPACE_LIBFUSE;
     }
+  });
+
+  it('read answers go by the send thread or by the engine, as set, and every byte reads back', async () => {
+    const fs = await bed.filespace();
+    const data = randomBytes((5 << 20) + 12_345);
+    await fs.mount();
+    await fsp.writeFile(path.join(fs.mnt, 'big'), data);
+    await fs.sync();
+    await fs.unmount();
+    const sent: Record<string, number> = {};
+    try {
+      for (const how of ['on', 'off']) {
+        fs.machine.env.FILESPACE_FUSE_SEND_THREAD = how;
+        // A fresh mount: the kernel kept none of the file's pages, every read crosses.
+        await fs.mount();
+        const before = await requestCounts(fs.machine.home, fs.name);
+        assert.equal(sha(await fsp.readFile(path.join(fs.mnt, 'big'))), sha(data), how);
+        const after = await requestCounts(fs.machine.home, fs.name);
+        assert.ok((after.crossed.read ?? 0) - (before.crossed.read ?? 0) >= 40, `${how}: reads crossed to the engine`);
+        sent[how] = (after.sentByThread ?? NaN) - (before.sentByThread ?? NaN);
+        await fs.unmount();
+      }
+    } finally {
+      delete fs.machine.env.FILESPACE_FUSE_SEND_THREAD;
+    }
+    assert.ok(sent.on! >= 40, `answers of 128 KiB went by the send thread: ${sent.on}`);
+    assert.equal(sent.off, 0, 'none went by the send thread');
   });
 
   it('ls -l of files just written takes its attributes from the listing (readdirplus), right ones', async () => {

@@ -6,7 +6,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { FuseError } from '../../native/fuse/adapter';
-import { direntBuffer, fuseBindingChoice, lowLevelAddon } from '../../native/fuse/lowlevel';
+import { direntBuffer, fuseBindingChoice, lowLevelAddon, sendThreadBytes } from '../../native/fuse/lowlevel';
 
 /** Reads struct fuse_dirent records back: [ino, next offset, type, name]. */
 function entries(buf: Buffer): Array<[number, number, number, string]> {
@@ -65,6 +65,19 @@ describe('low-level FUSE binding', () => {
         assert.match(err.message, /FILESPACE_FUSE is "fast": use lowlevel or highlevel/);
         return true;
       },
+    );
+  });
+
+  it('large read answers go by the send thread from four cores up, or as FILESPACE_FUSE_SEND_THREAD says', () => {
+    assert.equal(sendThreadBytes({}, 2), 0);
+    assert.equal(sendThreadBytes({}, 3), 0);
+    assert.equal(sendThreadBytes({}, 4), 32 * 1024);
+    assert.equal(sendThreadBytes({}, 16), 32 * 1024);
+    assert.equal(sendThreadBytes({ FILESPACE_FUSE_SEND_THREAD: 'on' }, 2), 32 * 1024);
+    assert.equal(sendThreadBytes({ FILESPACE_FUSE_SEND_THREAD: 'off' }, 16), 0);
+    assert.throws(
+      () => sendThreadBytes({ FILESPACE_FUSE_SEND_THREAD: 'yes' }, 2),
+      (err: unknown) => err instanceof FuseError && /FILESPACE_FUSE_SEND_THREAD is "yes": use on or off/.test(err.message),
     );
   });
 
