@@ -436,7 +436,8 @@ export interface FuseFilesystem {
   keepCache?(fh: number): boolean;
   /** `caller`: who asked (new entries belong to it), when the addon can tell. */
   create(path: string, mode: number, flags?: number, caller?: FuseCaller): number;
-  read(fh: number, buf: Buffer, len: number, pos: number): Promise<number>;
+  /** `answer`: see InodeFilesystem.read (lowlevel.ts); this adapter does not pass it. */
+  read(fh: number, buf: Buffer, len: number, pos: number, answer?: (data: Buffer) => void): Promise<number>;
   write(fh: number, data: Buffer, pos: number): Promise<number>;
   /**
    * A write answered without a promise when it needs no wait: the bytes written, or undefined

@@ -100,7 +100,13 @@ export interface InodeFilesystem {
   directIo?(fh: number): boolean;
   keepCache?(fh: number): boolean;
   create(w: InodeWhere, mode: number, flags?: number, caller?: FuseCaller): number;
-  read(fh: number, buf: Buffer, len: number, pos: number): Promise<number>;
+  /**
+   * Reads into `buf`. With `answer`, the filesystem may instead answer the read from bytes of
+   * its own (memory it may reuse later): it calls `answer` with exactly the bytes read, at most
+   * once, synchronously where it has them (the addon copies them, or writes them to the kernel,
+   * before `answer` returns), and resolves with their count.
+   */
+  read(fh: number, buf: Buffer, len: number, pos: number, answer?: (data: Buffer) => void): Promise<number>;
   write(fh: number, data: Buffer, pos: number): Promise<number>;
   writeNow?(fh: number, data: Buffer, pos: number): number | undefined;
   truncate(w: InodeWhere, size: number): Promise<void>;
@@ -944,14 +950,29 @@ export class LowLevelMount implements ServedMount {
       },
       [ops.read!]: (_op, id, _ino, fh, off, size) => {
         const buf = size === READ_BUFFER_BYTES ? (readBuffers.pop() ?? Buffer.allocUnsafe(size)) : Buffer.allocUnsafe(size);
+        const keep = () => {
+          if (buf.length === READ_BUFFER_BYTES && readBuffers.length < READ_BUFFERS_KEPT) readBuffers.push(buf);
+        };
+        // The filesystem may answer from its own memory (a chunk it holds), with no copy into buf.
+        let answered = false;
+        const answer = (data: Buffer) => {
+          if (answered) throw new Error('a read answered twice');
+          answered = true;
+          if (live()) a.reply_buf(m(), id, data, data.length);
+        };
         later(
           'read',
           id,
-          () => fs.read(fh, buf, size, off),
+          () =>
+            fs.read(fh, buf, size, off, answer).catch((err: unknown) => {
+              if (!answered) throw err;
+              report('read', err); // answered already: the failure after it is only said
+              return 0;
+            }),
           (n) => {
             // The addon copies the answer (or writes it) before it returns: the buffer is free.
-            a.reply_buf(m(), id, buf, n as number);
-            if (buf.length === READ_BUFFER_BYTES && readBuffers.length < READ_BUFFERS_KEPT) readBuffers.push(buf);
+            if (!answered) a.reply_buf(m(), id, buf, n as number);
+            keep();
           },
         );
       },

@@ -4,7 +4,9 @@
  * several reads inside it at once, and read-ahead follows as soon as it is here, filling the
  * download slots. In a chunk large enough for ranged reads, a stream's first read is answered
  * from its segments alone, and the whole chunk is asked for once they are here and the read is
- * answered, unless another read of the chunk comes first.
+ * answered, unless another read of the chunk comes first. A stream's read that one chunk in
+ * memory covers whole is answered from that memory (no copy into the read's buffer); a read
+ * across two chunks is read into its buffer.
  */
 
 import assert from 'node:assert/strict';
@@ -151,6 +153,47 @@ describe('cold sequential reads', () => {
       await r.fs.release(fh);
     } finally {
       gated.open();
+      await r.close();
+    }
+  });
+
+  it('answers a read one chunk in memory covers from that memory, and a read across chunks into its buffer', async () => {
+    const { r, gated, data } = await coldBig(CS, 4);
+    gated.open();
+    try {
+      const fh = r.fs.open('/big', O_RDONLY);
+      const READ = 16 * 1024;
+      let inPlace = 0;
+      for (let pos = 0; pos < 2 * CS; pos += READ) {
+        const buf = Buffer.alloc(READ);
+        let answered: Buffer | undefined;
+        const n = await r.fs.read(fh, buf, READ, pos, (bytes) => {
+          assert.equal(answered, undefined, 'answered once');
+          answered = Buffer.from(bytes);
+        });
+        assert.equal(n, READ);
+        const want = data.subarray(pos, pos + READ);
+        if (answered) {
+          inPlace++;
+          assert.deepEqual(answered, want, `read at ${pos}`);
+          assert.ok(
+            buf.every((b) => b === 0),
+            'nothing copied into the buffer',
+          );
+        } else {
+          assert.deepEqual(buf, want, `read at ${pos}`);
+        }
+      }
+      // All but the stream's first reads (which wait for the chunk) come from memory.
+      assert.ok(inPlace >= 2 * (CS / READ) - 2, `${inPlace} reads answered from memory`);
+      // Across the boundary of chunks 2 and 3: into the buffer.
+      const across = Buffer.alloc(READ);
+      let called = false;
+      await r.fs.read(fh, across, READ, 3 * CS - READ / 2, () => (called = true));
+      assert.equal(called, false);
+      assert.deepEqual(across, data.subarray(3 * CS - READ / 2, 3 * CS + READ / 2));
+      await r.fs.release(fh);
+    } finally {
       await r.close();
     }
   });

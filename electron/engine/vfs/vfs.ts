@@ -1479,7 +1479,12 @@ export class Vfs {
     return inode.chunks?.[idx] ?? null;
   }
 
-  async read(fh: number, buf: Buffer, len: number, pos: number): Promise<number> {
+  /**
+   * Reads [pos, pos+len) of the file into `buf`; with `answer` (see InodeFilesystem.read), a
+   * read that one chunk held in memory covers whole is answered from that memory instead, at
+   * once, with no copy into `buf`.
+   */
+  async read(fh: number, buf: Buffer, len: number, pos: number, answer?: (data: Buffer) => void): Promise<number> {
     const h = this.handle(fh);
     this.fetcher.noteRead();
     let inode: ChunkView;
@@ -1514,7 +1519,9 @@ export class Vfs {
       const idx = Math.floor(at / cs);
       const inChunk = at - idx * cs;
       const n = Math.min(total - done, cs - inChunk);
-      await this.readChunk(h, inode, idx, buf, done, n, inChunk, ahead > 0);
+      // Only a read that one chunk covers whole may be answered from it.
+      const direct = done === 0 && n === total ? answer : undefined;
+      await this.readChunk(h, inode, idx, buf, done, n, inChunk, ahead > 0, direct);
       done += n;
     }
     if (deferred) {
@@ -1560,9 +1567,10 @@ export class Vfs {
     n: number,
     inChunk: number,
     sequential: boolean,
+    answer?: (data: Buffer) => void,
   ): Promise<void> {
     try {
-      await this.readChunkBytes(h, inode, idx, buf, off, n, inChunk, sequential);
+      await this.readChunkBytes(h, inode, idx, buf, off, n, inChunk, sequential, answer);
     } catch (err) {
       const ref = this.committedRef(inode, idx);
       if (ref && this.fetcher.unansweredFailure(ref[0]) !== undefined) h.unanswered = ref[0];
@@ -1584,9 +1592,10 @@ export class Vfs {
     n: number,
     inChunk: number,
     sequential: boolean,
+    answer?: (data: Buffer) => void,
   ): Promise<void> {
     const b = h.snap ? undefined : this.buffer.get(inode.ino, idx);
-    if (!b) return this.readStored(h, inode, idx, buf, off, n, inChunk, sequential);
+    if (!b) return this.readStored(h, inode, idx, buf, off, n, inChunk, sequential, answer);
     if (b.covers(inChunk, n)) {
       b.copyOut(buf, off, inChunk, n);
       return;
@@ -1597,7 +1606,10 @@ export class Vfs {
     });
   }
 
-  /** Reads what the dirty store, the clean cache or the bucket hold (zeros for holes). */
+  /**
+   * Reads what the dirty store, the clean cache or the bucket hold (zeros for holes). With
+   * `answer`, bytes served whole from a chunk in memory are answered from there (`read`).
+   */
   private async readStored(
     h: Handle,
     inode: ChunkView,
@@ -1607,6 +1619,7 @@ export class Vfs {
     n: number,
     inChunk: number,
     sequential: boolean,
+    answer?: (data: Buffer) => void,
   ): Promise<void> {
     const d = this.dirty.get(inode.ino, idx);
     if (d) {
@@ -1640,7 +1653,9 @@ export class Vfs {
       const data = this.cache.inMemory(ref[0])!;
       const got = Math.max(0, Math.min(valid, data.length - inChunk));
       if (got < valid) throw new FsError('EIO', `chunk ${ref[0]} is shorter than its reference`);
-      data.copy(buf, off, inChunk, inChunk + got);
+      // The answer is taken (copied or written to the kernel) before `answer` returns.
+      if (answer && valid === n) answer(data.subarray(inChunk, inChunk + got));
+      else data.copy(buf, off, inChunk, inChunk + got);
       this.cache.countServed(ref[0], inChunk, got);
       const seen = (h.readFromMemory ??= new Set());
       if (!seen.has(ref[0])) {
