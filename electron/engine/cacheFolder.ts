@@ -30,7 +30,7 @@ import { ChunkCache } from './cache/chunkCache';
 import { DirtyStore } from './cache/dirty';
 import { HandlePool } from './cache/handles';
 import { ReceivedIO } from './cache/received';
-import { SealedIO } from './cache/sealed';
+import { SealedIO, budgetUnits } from './cache/sealed';
 import { Keys } from './chunk/crypto';
 import { EngineSettings } from './config';
 import { FilespaceHeader, linkedChunkSizeMismatch } from './filespace';
@@ -153,7 +153,8 @@ export async function openLocalStores(
   if (meta.chunkSize !== opts.header.chunkSize) throw linkedChunkSizeMismatch(opts.store, opts.header.chunkSize, meta.chunkSize);
   checkCapFitsChunks(opts.settings.cacheCapBytes, meta.chunkSize);
   const handles = new HandlePool(256);
-  const sealed = new SealedIO(opts.keys.cacheKey);
+  // Spare sealed units for what the write buffer's budget can have in flushes at once.
+  const sealed = new SealedIO(opts.keys.cacheKey, budgetUnits(opts.settings.writeBufferBytes));
   const dirty = new DirtyStore(opts.cacheDir, handles, sealed, opts.log, { spareFiles: SPARE_DIRTY_FILES });
   const cs = meta.chunkSize;
   // Inode numbers are never reused: one below the tree's next number that the tree does not

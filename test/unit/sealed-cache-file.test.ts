@@ -6,7 +6,15 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { HEADER, SealedIO, UNIT, logicalSize, physicalSize, sealedBodySize } from '../../electron/engine/cache/sealed';
+import {
+  HEADER,
+  SealedIO,
+  UNIT,
+  budgetUnits,
+  logicalSize,
+  physicalSize,
+  sealedBodySize,
+} from '../../electron/engine/cache/sealed';
 import { AuthError } from '../../electron/engine/chunk/crypto';
 
 describe('sealed cache files', () => {
@@ -197,6 +205,34 @@ describe('sealed cache files', () => {
     const more = fresh.sealUnitsForWrite(fileId, [0, 1], plains.slice(0, 2));
     assert.equal(fresh.unitBuffersAllocated, 128, 'the synchronous path takes the same spares');
     fresh.releaseSealed(more);
+  });
+
+  it("keeps as many spare sealed units as the write buffer's budget holds", async () => {
+    assert.equal(budgetUnits(8 * 1024 * 1024), 128);
+    assert.equal(budgetUnits(32 * 1024 * 1024), 512);
+    assert.equal(budgetUnits(100 * 1024), 4, 'at least 4');
+    const fileId = randomBytes(16);
+    const plains = Array.from({ length: 512 }, () => randomBytes(UNIT));
+    /** Units sealed `rounds` times, `inFlight` of them at once, given back after each round; the buffers allocated. */
+    const allocated = async (io: SealedIO, inFlight: number, rounds: number) => {
+      for (let round = 0; round < rounds; round++) {
+        const batches = await Promise.all(
+          Array.from({ length: inFlight / 16 }, (_, b) =>
+            io.sealUnitsForWriteAsync(
+              fileId,
+              Array.from({ length: 16 }, (_, i) => 16 * b + i),
+              plains.slice(16 * b, 16 * b + 16),
+            ),
+          ),
+        );
+        for (const sealed of batches) io.releaseSealed(sealed);
+      }
+      return io.unitBuffersAllocated;
+    };
+    // A 32 MiB budget: 512 units in flight, reused every round.
+    assert.equal(await allocated(new SealedIO(randomBytes(32), budgetUnits(32 * 1024 * 1024)), 512, 3), 512);
+    // A 2 MiB budget keeps 32: the 512 of a larger burst are mostly let go each round.
+    assert.equal(await allocated(new SealedIO(randomBytes(32), budgetUnits(2 * 1024 * 1024)), 512, 2), 512 + 480);
   });
 
   it("refuses a flipped byte in any unit when reading into a caller's buffer", async () => {

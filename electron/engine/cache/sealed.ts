@@ -124,12 +124,18 @@ export function openSealedUnits(key: Buffer, fileId: Buffer, buf: Buffer, size: 
 const SCRATCH_UNITS = 3;
 
 /**
- * Spare sealed-unit buffers a SealedIO keeps for `sealUnitsForWrite` (8 MiB of them at most):
- * as many units as the write buffer's default budget (8 MiB) can have in flushes at once, so a
- * sequential writer allocates none (V8 starts a full collection after every few megabytes of
- * new ArrayBuffers; with half as many, a write of 1 GiB allocated a tenth of its units anew).
+ * Spare sealed-unit buffers a SealedIO keeps for `sealUnitsForWrite`: as many units as the
+ * write buffer's budget can have in flushes at once (`budgetUnits`), so a sequential writer
+ * allocates none (V8 starts a full collection after every few megabytes of new ArrayBuffers;
+ * with half as many, a write of 1 GiB allocated a tenth of its units anew). This many for the
+ * default budget of 8 MiB, and where no write buffer seals (tools that read cache files).
  */
-const SPARE_UNITS = 128;
+export const DEFAULT_SPARE_UNITS = 128;
+
+/** The units a write buffer of `budgetBytes` holds at most (vfs/writeBuffer.ts): at least 4. */
+export function budgetUnits(budgetBytes: number): number {
+  return Math.max(4, Math.floor(budgetBytes / UNIT));
+}
 
 export class SealedIO {
   /**
@@ -145,7 +151,11 @@ export class SealedIO {
    */
   private readonly scratch = new SpareBuffers(SCRATCH_UNITS * (UNIT + UNIT_OVERHEAD));
 
-  constructor(private readonly key: Buffer) {}
+  constructor(
+    private readonly key: Buffer,
+    /** Spare sealed-unit buffers kept at most (see DEFAULT_SPARE_UNITS). */
+    private readonly spareUnits = DEFAULT_SPARE_UNITS,
+  ) {}
 
   private aad(fileId: Buffer, i: number): Buffer {
     return unitAad(fileId, i);
@@ -401,7 +411,7 @@ export class SealedIO {
   /** Takes back what `sealUnitsForWrite` returned (see there). */
   releaseSealed(sealed: readonly Buffer[]): void {
     for (const b of sealed) {
-      if (this.spare.length >= SPARE_UNITS) return;
+      if (this.spare.length >= this.spareUnits) return;
       if (b.byteOffset === 0 && b.buffer.byteLength === UNIT + UNIT_OVERHEAD) this.spare.push(Buffer.from(b.buffer));
     }
   }

@@ -46,7 +46,7 @@
  */
 
 import { PRE_IMAGE_UNIT_BYTES, UnitPatch } from '../cache/dirty';
-import { UNIT, physicalSize } from '../cache/sealed';
+import { UNIT, budgetUnits, physicalSize } from '../cache/sealed';
 import { Signal } from '../util/concurrency';
 
 /** Whole units that make a chunk's flush worth it on its own (1 MiB, one writev). */
@@ -229,7 +229,7 @@ export class WriteBuffer {
   private readonly now: () => number;
 
   constructor(private readonly deps: WriteBufferDeps) {
-    this.maxUnits = Math.max(4, Math.floor(deps.memoryBytes / UNIT));
+    this.maxUnits = budgetUnits(deps.memoryBytes);
     this.flushUnits = Math.max(1, Math.min(FLUSH_UNITS, Math.floor(deps.chunkSize / UNIT)));
     this.flushAfterMs = deps.flushAfterMs ?? DEFAULT_FLUSH_AFTER_MS;
     this.now = deps.now ?? Date.now;
