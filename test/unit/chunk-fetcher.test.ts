@@ -187,8 +187,8 @@ describe('ChunkFetcher', () => {
   it('a slot goes to the next GET while the copy of its chunk is written, within the bound on objects held', async () => {
     const concurrency = 2;
     const held = heldObjects(concurrency);
-    assert.equal(held, 3);
-    const { store, cache, fetcher, names, datas } = await setUp(6, concurrency);
+    assert.equal(held, 5);
+    const { store, cache, fetcher, names, datas } = await setUp(held + 2, concurrency);
     let letWrite!: () => void;
     const writeGate = new Promise<void>((resolve) => (letWrite = resolve));
     const putReceived = cache.putReceived.bind(cache);
@@ -198,16 +198,28 @@ describe('ChunkFetcher', () => {
     };
     for (const n of names) fetcher.prefetch(n);
     await until('two GETs in flight', () => store.inFlight === 2);
-    // Both answer; their copies wait on the disk. A third GET starts in a freed slot.
+    // Both answer; their copies wait on the disk. The next GETs start in the freed slots.
     store.releaseAll();
-    await until('a third GET while two copies wait', () => store.started.length === 3);
-    store.releaseAll();
-    // Three objects are held (two copies waiting, one just downloaded): no fourth GET until a copy is written.
+    await until('more GETs while two copies wait', () => store.started.length === 4);
+    // GETs go on while copies wait (read-ahead asked again, as a reader would), until the objects held reach the bound.
+    await until('GETs up to the bound', () => {
+      store.releaseAll();
+      for (const n of names) fetcher.prefetch(n);
+      return store.started.length === held && store.inFlight === 0;
+    });
+    // Every object is held by a copy waiting: no further GET until a copy is written.
     for (let i = 0; i < 20; i++) await settle();
     assert.equal(store.started.length, held, 'GETs in flight and copies being written hold at most the bound');
     assert.ok(fetcher.heldBodyBytes.now <= fetcher.heldBodyBytes.bound);
+    for (const n of names) fetcher.prefetch(n);
+    for (let i = 0; i < 20; i++) await settle();
+    assert.equal(store.started.length, held, 'still none while every copy waits');
     letWrite();
-    await until('every chunk downloaded', () => (store.releaseAll(), store.started.length === 6 && store.inFlight === 0));
+    await until('every chunk downloaded', () => {
+      store.releaseAll();
+      for (const n of names) fetcher.prefetch(n);
+      return store.started.length === held + 2 && store.inFlight === 0;
+    });
     await fetcher.cacheWritesDone();
     assert.equal(store.maxInFlight, concurrency);
     for (const [i, n] of names.entries()) assert.deepEqual(await cache.readAll(n), datas[i]);
