@@ -891,6 +891,12 @@ static int pwrite_all(int fd, const uint8_t *p, size_t n, off_t at) {
   return 0;
 }
 
+/* Whether buffer k's bytes from koff lie at an aligned address, a whole block or more of them:
+   written from where they lie when the file offset is aligned too. */
+static int direct_in_place(const direct_job *d, uint32_t k, size_t koff) {
+  return k < d->n && ((uintptr_t)(d->ptr[k] + koff) & (DIRECT_ALIGN - 1)) == 0 && d->len[k] - koff >= DIRECT_ALIGN;
+}
+
 static void direct_execute(napi_env env, void *data) {
   (void)env;
   direct_job *d = data;
@@ -908,7 +914,7 @@ static void direct_execute(napi_env env, void *data) {
   for (;;) {
     /* At a piece boundary (`at` aligned), a buffer whose next bytes lie aligned in memory is
        written in place, all its whole blocks at once. */
-    if (k < d->n && ((uintptr_t)(d->ptr[k] + koff) & (DIRECT_ALIGN - 1)) == 0 && d->len[k] - koff >= DIRECT_ALIGN) {
+    if (direct_in_place(d, k, koff)) {
       size_t whole = (d->len[k] - koff) & ~(size_t)(DIRECT_ALIGN - 1);
       if ((d->err = pwrite_all(d->fd, d->ptr[k] + koff, whole, at)) != 0) return;
       at += (off_t)whole;
@@ -922,9 +928,7 @@ static void direct_execute(napi_env env, void *data) {
     size_t fill = 0;
     while (fill < DIRECT_PIECE && k < d->n) {
       /* A piece ends early, aligned, where the next bytes can go in place. */
-      if (fill > 0 && (fill & (DIRECT_ALIGN - 1)) == 0 && ((uintptr_t)(d->ptr[k] + koff) & (DIRECT_ALIGN - 1)) == 0 &&
-          d->len[k] - koff >= DIRECT_ALIGN)
-        break;
+      if (fill > 0 && (fill & (DIRECT_ALIGN - 1)) == 0 && direct_in_place(d, k, koff)) break;
       size_t take = d->len[k] - koff;
       if (take > DIRECT_PIECE - fill) take = DIRECT_PIECE - fill;
       memcpy(direct_bounce + fill, d->ptr[k] + koff, take);

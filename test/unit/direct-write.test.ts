@@ -14,7 +14,7 @@ import { constants, promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { RECEIVED_HEAD_ROOM, ReceivedIO } from '../../electron/engine/cache/received';
+import { RECEIVED_HEAD_ROOM, RECEIVE_SLACK, ReceivedIO, receivePlace } from '../../electron/engine/cache/received';
 import { physicalSize } from '../../electron/engine/cache/sealed';
 import {
   DIRECT_ALIGN,
@@ -175,11 +175,11 @@ describe('cache files written around the page cache', { skip }, () => {
         const data = randomBytes(len);
         const name = chunkName(key, data);
         const obj = await encodeChunk(chunkKey, name, data);
-        // As the fetcher receives it: RECEIVED_HEAD_ROOM bytes or more into a larger buffer, placed.
-        const body = Buffer.alloc(obj.length + RECEIVED_HEAD_ROOM + DIRECT_ALIGN);
-        let at = directPlace(body, RECEIVED_HEAD_ROOM);
-        if (at < RECEIVED_HEAD_ROOM) at += DIRECT_ALIGN;
-        const placed = body.subarray(at, at + obj.length);
+        // As the fetcher receives it: placed in a larger buffer.
+        const body = Buffer.alloc(obj.length + RECEIVE_SLACK);
+        const placed = receivePlace(body).subarray(0, obj.length);
+        const at = placed.byteOffset - body.byteOffset;
+        assert.ok(at >= RECEIVED_HEAD_ROOM, 'room for the header before it');
         obj.copy(placed);
         const before = directCopiedBytes()!;
         assert.equal(await cache.putReceived(name, placed, data, true), true);

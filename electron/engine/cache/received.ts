@@ -32,7 +32,7 @@
 
 import { hkdfSync, randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
-import { gmacInto, gmacUnitsAsync } from '../chunk/cipherAddon';
+import { DIRECT_ALIGN, directPlace, gmacInto, gmacUnitsAsync } from '../chunk/cipherAddon';
 import { AuthError, decryptSealedPart } from '../chunk/crypto';
 import { HEAD_BYTES, openSegments, segmentCount } from '../chunk/format';
 import { HEADER, UNIT, UNIT_OVERHEAD, lastUnitOf, unitOffset } from './sealed';
@@ -41,11 +41,25 @@ import { SpareBuffers } from '../util/spareBuffers';
 const MAGIC = Buffer.from('FSR1', 'ascii');
 /**
  * Bytes before an FSC2 object's start that storing it in place overwrites (the file's header
- * takes the object's head and these): a downloader that receives objects with this much room
- * before them, at `directPlace(buffer, RECEIVED_HEAD_ROOM)`, has them written to the cache
- * with no copy (ChunkCache.putReceived, putUnopened).
+ * takes the object's head and these): a downloader that receives objects where `receivePlace`
+ * says has them written to the cache with no copy (ChunkCache.putReceived, putUnopened).
  */
 export const RECEIVED_HEAD_ROOM = HEADER - HEAD_BYTES;
+
+/** Bytes a receiving buffer needs beyond the largest object, for `receivePlace`. */
+export const RECEIVE_SLACK = RECEIVED_HEAD_ROOM + DIRECT_ALIGN;
+
+/**
+ * Where in `buffer` to receive an object so that it can be stored in place: RECEIVED_HEAD_ROOM
+ * bytes or more in, where the cache file made of it starts at an aligned address (the cache's
+ * direct write then takes it from where it lies). The buffer needs RECEIVE_SLACK bytes more
+ * than the object.
+ */
+export function receivePlace(buffer: Buffer): Buffer {
+  let at = directPlace(buffer, RECEIVED_HEAD_ROOM);
+  if (at < RECEIVED_HEAD_ROOM) at += DIRECT_ALIGN;
+  return buffer.subarray(at);
+}
 const MAGIC_SEGMENTED = Buffer.from('FSR2', 'ascii');
 const CODE_NONCE = 12;
 const CHUNK_NONCE = 12;

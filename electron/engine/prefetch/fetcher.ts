@@ -57,8 +57,7 @@ import { AuthError, SEAL_OVERHEAD } from '../chunk/crypto';
 import { SEGMENT_BYTES, chunkKey, decodeChunk, maxEncodedBytes, openSegments, segmentRange, warmSegments } from '../chunk/format';
 import { ChunkCache } from '../cache/chunkCache';
 import { sealedBodySize } from '../cache/sealed';
-import { RECEIVED_HEAD_ROOM } from '../cache/received';
-import { DIRECT_ALIGN, directPlace } from '../chunk/cipherAddon';
+import { RECEIVE_SLACK, receivePlace } from '../cache/received';
 import { FsError } from '../errors';
 import { ALWAYS_ONLINE, Connectivity } from '../store/monitored';
 import { ObjectStore, StoreError, isNoAnswer } from '../store/types';
@@ -120,29 +119,11 @@ const SEGMENT_MEMORY = 4096;
  */
 interface Downloaded {
   readonly obj: Buffer;
-  /** `obj` lies where it was asked to (the pool buffer's `receiveInto`), so the cache may write it in place. */
+  /** `obj` lies where it was asked to (the pool buffer's `receivePlace`, cache/received.ts), so the cache may write it in place. */
   readonly inPlace: boolean;
   readonly data: Buffer | undefined;
   /** Whether the pool buffer it was asked to fill may still be written by a request given up on. */
   readonly tainted: boolean;
-}
-
-/**
- * A body buffer holds this much more than the largest object: the object is received at an
- * offset where the cache file made of it lies aligned in memory, with the room before it that
- * its header takes (`receiveInto`).
- */
-const RECEIVE_SLACK = RECEIVED_HEAD_ROOM + DIRECT_ALIGN;
-
-/**
- * Where in a body buffer an object is received: RECEIVED_HEAD_ROOM bytes or more in, at the
- * place where the cache file written from it in place (received.ts) starts at an aligned
- * address, so the cache's direct write takes it from where it lies, with no copy.
- */
-function receiveInto(body: Buffer): Buffer {
-  let at = directPlace(body, RECEIVED_HEAD_ROOM);
-  if (at < RECEIVED_HEAD_ROOM) at += DIRECT_ALIGN;
-  return body.subarray(at);
 }
 
 /** What `load` resolves to for a download kept in the cache unopened: the bytes are read from there. */
@@ -536,7 +517,7 @@ export class ChunkFetcher {
         // Waits while GETs in flight and copies still being written hold every buffer.
         const body = await this.bodies.acquire(this.bodies.bufferBytes);
         try {
-          const r = await this.download(name, receiveInto(body), unopened ? (obj) => this.keepsUnopened(name, obj) : undefined);
+          const r = await this.download(name, receivePlace(body), unopened ? (obj) => this.keepsUnopened(name, obj) : undefined);
           return { ...r, body };
         } catch (err) {
           this.bodies.discard(body); // a request given up on may still write into it
