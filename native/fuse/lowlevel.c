@@ -209,7 +209,7 @@ typedef struct mount {
   uint64_t forgets;
   // Extended-attribute names some inode may have (a superset), once the filesystem said them
   // all: a getxattr of any other name finds nothing, answered here (the kernel asks for
-  // security.capability before every write, and ls -l for security.selinux of every entry).
+  // security.capability before every write).
   pthread_mutex_t names_lock;
   int names_known;
   char **names;
@@ -618,12 +618,13 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 
 static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
   mount_t *mt = fuse_req_userdata(req);
-  // POSIX ACLs are not supported (the filesystem refuses their names the same way), and a name
-  // no inode has finds nothing: both answered here.
-  int acl = strcmp(name, "system.posix_acl_access") == 0 || strcmp(name, "system.posix_acl_default") == 0;
-  if (mt->names_known && (acl || name_unused(mt, name))) {
+  // Names the filesystem does not keep (POSIX ACLs and SELinux labels: vfs.ts UNKEPT_XATTR,
+  // refused the same way there), and a name no inode has, which finds nothing: answered here.
+  int unkept = strcmp(name, "system.posix_acl_access") == 0 || strcmp(name, "system.posix_acl_default") == 0 ||
+               strcmp(name, "security.selinux") == 0;
+  if (mt->names_known && (unkept || name_unused(mt, name))) {
     __atomic_add_fetch(&mt->answered[OP_GETXATTR], 1, __ATOMIC_RELAXED);
-    fuse_reply_err(req, acl ? EOPNOTSUPP : ENODATA);
+    fuse_reply_err(req, unkept ? EOPNOTSUPP : ENODATA);
     return;
   }
   NEW(OP_GETXATTR, ino)

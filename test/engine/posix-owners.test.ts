@@ -152,7 +152,7 @@ describe('POSIX rules of the filesystem', () => {
     await m.close();
   });
 
-  it('counts directory links as 2 + subdirectories, refuses POSIX ACL names, and counts sparse files’ blocks', async () => {
+  it('counts directory links as 2 + subdirectories, refuses POSIX ACL and SELinux label names, and counts sparse files’ blocks', async () => {
     const m = await bed.mount(await bed.filespace({ chunkSize: 64 * KiB }));
     const fs = m.fs;
     fs.mkdir('/a', 0o755);
@@ -164,6 +164,13 @@ describe('POSIX rules of the filesystem', () => {
     assert.equal(fs.getattr('/').nlink, 3);
     assert.equal(await failsWith(() => fs.setxattr('/a/f', 'system.posix_acl_access', Buffer.alloc(4), 0)), 'ENOTSUP');
     assert.equal(await failsWith(() => fs.getxattr('/a/f', 'system.posix_acl_default')), 'ENOTSUP');
+    // SELinux labels are not kept either (vfs.ts UNKEPT_XATTR); other security.* names are.
+    assert.equal(await failsWith(() => fs.setxattr('/a/f', 'security.selinux', Buffer.from('u:r:t:s0'), 0)), 'ENOTSUP');
+    assert.equal(await failsWith(() => fs.getxattr('/a/f', 'security.selinux')), 'ENOTSUP');
+    assert.equal(await failsWith(() => fs.removexattr('/a/f', 'security.selinux')), 'ENOTSUP');
+    fs.setxattr('/a/f', 'security.NTACL', Buffer.from('acl'), 0);
+    assert.equal(fs.getxattr('/a/f', 'security.NTACL').toString(), 'acl');
+    assert.deepEqual(fs.listxattr('/a/f'), ['security.NTACL']);
     const fh = fs.open('/a/f', O_RDWR);
     await fs.ftruncate(fh, 10 * 64 * KiB);
     assert.equal(fs.getattr('/a/f').blocks, 8, 'a hole holds nothing: one 4 KiB block for the 100 bytes');

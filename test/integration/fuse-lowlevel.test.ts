@@ -404,6 +404,10 @@ describe('the low-level FUSE binding', () => {
     const delta = (op: string) => (after.crossed[op] ?? 0) - (before.crossed[op] ?? 0);
     assert.ok(delta('readdirplus') > 0, 'the listing carried attributes');
     assert.equal(delta('getattr') + delta('lookup'), 0, 'no entry was asked for on its own');
+    // ls asks for each entry's SELinux label (and ACL) until the filesystem says it keeps none:
+    // once for the first entry, not 203 times.
+    const labels = delta('getxattr') + (after.answered.getxattr ?? 0) - (before.answered.getxattr ?? 0);
+    assert.ok(labels <= 2, `getxattr for 203 entries: ${labels} requests, at most one per name`);
     // What ls printed is what stat says of each name.
     const lines = r.stdout.trimEnd().split('\n').slice(1);
     assert.equal(lines.length, 203);
@@ -440,6 +444,12 @@ describe('the low-level FUSE binding', () => {
     // POSIX ACL names are refused, as by a file system without ACLs, so tools fall back to chmod.
     const acl = await run('getfattr', ['-n', 'system.posix_acl_access', path.join(fs.mnt, 'f3')]);
     assert.match(acl.stderr, /Operation not supported/);
+    // So are SELinux labels; other security.* names are kept.
+    const label = await run('setfattr', ['-n', 'security.selinux', '-v', 'system_u:object_r:tmp_t:s0', path.join(fs.mnt, 'f3')]);
+    assert.match(label.stderr, /Operation not supported/);
+    assert.match((await run('getfattr', ['-n', 'security.selinux', path.join(fs.mnt, 'f3')])).stderr, /Operation not supported/);
+    await sh(`setfattr -n security.NTACL -v acl '${path.join(fs.mnt, 'f3')}'`);
+    assert.equal((await run('getfattr', ['--only-values', '-n', 'security.NTACL', path.join(fs.mnt, 'f3')])).stdout, 'acl');
     await fs.unmount();
   });
 });

@@ -16,7 +16,7 @@ import { FsError } from '../errors';
 import { Inode, ROOT_INO, Tree } from '../meta/tree';
 import { ChunkFetcher } from '../prefetch/fetcher';
 import { nameBytes } from '../util/names';
-import { NAME_MAX, POSIX_ACL_XATTR, type Stat, TYPE_BITS, statfsReply } from './vfs';
+import { NAME_MAX, UNKEPT_XATTR, type Stat, TYPE_BITS, statfsReply } from './vfs';
 
 const O_ACCMODE = 3;
 
@@ -189,14 +189,14 @@ export class SnapshotFs {
   }
 
   getxattr(path: string, name: string): Buffer {
-    if (POSIX_ACL_XATTR.test(name)) throw new FsError('ENOTSUP');
+    if (UNKEPT_XATTR.test(name)) throw new FsError('ENOTSUP');
     const v = this.resolve(path).xattrs?.[name];
     if (v === undefined) throw new FsError('ENODATA');
     return Buffer.from(v, 'base64');
   }
 
   listxattr(path: string): string[] {
-    return Object.keys(this.resolve(path).xattrs ?? {}).filter((n) => !POSIX_ACL_XATTR.test(n));
+    return Object.keys(this.resolve(path).xattrs ?? {}).filter((n) => !UNKEPT_XATTR.test(n));
   }
 
   create(): number {

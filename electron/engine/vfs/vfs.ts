@@ -209,8 +209,17 @@ export const NAME_MAX = 255;
 /** What statfs reports (see `statfs`). */
 const STATFS_TOTAL_BYTES = 2 ** 50;
 const STATFS_BLOCK_BYTES = 256 * 1024;
-/** POSIX ACLs travel as these xattrs; they are refused so tools fall back to the mode bits. */
-export const POSIX_ACL_XATTR = /^system\.posix_acl_(access|default)$/;
+/**
+ * Extended-attribute names the filespace does not keep; they are refused with EOPNOTSUPP, as by a
+ * file system without them:
+ * - POSIX ACLs travel as `system.posix_acl_*`: refused, tools fall back to the mode bits;
+ * - `security.selinux`: SELinux labels a FUSE mount as a whole (by its policy's genfs rule, not per
+ *   file; an SELinux kernel never even asks the filesystem), and one machine's labels mean nothing
+ *   to another's policy. Refused, `ls -l` stops asking for it after the first entry of a listing,
+ *   where "no such attribute" cost a round trip per entry. Other `security.*` names are kept.
+ * Values stored under these names by earlier versions stay in the metadata, unseen.
+ */
+export const UNKEPT_XATTR = /^(system\.posix_acl_(access|default)|security\.selinux)$/;
 
 /**
  * statfs(2) of a tree holding `usedBytes` of data in `inodes` inodes: a nominal 1 PiB in all,
@@ -898,13 +907,13 @@ export class Vfs {
       });
       this.tree.xattrNames = names = found;
     }
-    return [...names].filter((n) => !POSIX_ACL_XATTR.test(n));
+    return [...names].filter((n) => !UNKEPT_XATTR.test(n));
   }
 
   /** Whether listxattr of `inode` names anything (see `listxattr`). */
   private static listsXattrs(inode: Inode): boolean {
     if (!inode.xattrs) return false;
-    for (const n in inode.xattrs) if (!POSIX_ACL_XATTR.test(n)) return true;
+    for (const n in inode.xattrs) if (!UNKEPT_XATTR.test(n)) return true;
     return false;
   }
 
@@ -1130,11 +1139,12 @@ export class Vfs {
    * POSIX ACLs (`system.posix_acl_access` / `_default`) are not supported: they are refused with
    * EOPNOTSUPP, as by a file system mounted without ACLs, so cp, tar and rsync set the mode
    * with chmod instead (kept as an ordinary xattr, cp's ACL would be the file's only record of
-   * its group and other bits, and the kernel would never enforce it). Other names are stored.
+   * its group and other bits, and the kernel would never enforce it). So is `security.selinux`
+   * (see UNKEPT_XATTR). Other names are stored.
    */
   setxattr(path: Where, name: string, value: Buffer, flags: number): void {
     this.assertWritable();
-    if (POSIX_ACL_XATTR.test(name)) throw new FsError('ENOTSUP');
+    if (UNKEPT_XATTR.test(name)) throw new FsError('ENOTSUP');
     const inode = this.resolve(path);
     const exists = inode.xattrs?.[name] !== undefined;
     if (flags & XATTR_CREATE && exists) throw new FsError('EEXIST');
@@ -1145,7 +1155,7 @@ export class Vfs {
   }
 
   getxattr(path: Where, name: string): Buffer {
-    if (POSIX_ACL_XATTR.test(name)) throw new FsError('ENOTSUP');
+    if (UNKEPT_XATTR.test(name)) throw new FsError('ENOTSUP');
     const inode = this.resolve(path);
     const v = inode.xattrs?.[name];
     if (v === undefined) throw new FsError('ENODATA');
@@ -1154,12 +1164,12 @@ export class Vfs {
 
   listxattr(path: Where): string[] {
     // ACLs stored by earlier versions stay in the metadata, unseen.
-    return Object.keys(this.resolve(path).xattrs ?? {}).filter((n) => !POSIX_ACL_XATTR.test(n));
+    return Object.keys(this.resolve(path).xattrs ?? {}).filter((n) => !UNKEPT_XATTR.test(n));
   }
 
   removexattr(path: Where, name: string): void {
     this.assertWritable();
-    if (POSIX_ACL_XATTR.test(name)) throw new FsError('ENOTSUP');
+    if (UNKEPT_XATTR.test(name)) throw new FsError('ENOTSUP');
     const inode = this.resolve(path);
     if (inode.xattrs?.[name] === undefined) throw new FsError('ENODATA');
     this.change({ t: 'xattr', ino: inode.ino, name, value: null, ms: this.now() });
