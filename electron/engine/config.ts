@@ -7,6 +7,9 @@
 
 import { z } from 'zod';
 import { UserError } from './errors';
+import { chunksInBudget } from './util/chunkBudget';
+
+export { chunksInBudget };
 
 export const engineSettingsSchema = z
   .object({
@@ -135,4 +138,22 @@ export function resolveSettings(partial: Partial<EngineSettings>): EngineSetting
     );
   }
   return parsed.data;
+}
+
+/**
+ * The settings as they apply to a filespace of `chunkSize`. Downloads, uploads and read-ahead
+ * each hold a chunk-sized buffer per chunk they count (a download its object and the chunk
+ * decoded, an upload its sealed chunk, read-ahead a chunk in memory), so those counts are
+ * budgets in bytes: what they allow with 4 MiB chunks. With 16 MiB chunks, 8 downloads become 2
+ * (the same 32 MiB in flight), and a read-ahead window of 8 chunks becomes 2, which the 48 MiB
+ * kept for readers holds; left as counts, a cold read of such a filespace peaked at 460-500 MB.
+ * At least 2 downloads and uploads stay, so one slow request never holds up all the others.
+ */
+export function settingsForChunkSize(s: EngineSettings, chunkSize: number): EngineSettings {
+  return {
+    ...s,
+    downloadConcurrency: chunksInBudget(s.downloadConcurrency, chunkSize, 2),
+    uploadConcurrency: chunksInBudget(s.uploadConcurrency, chunkSize, 2),
+    prefetchMaxChunks: chunksInBudget(s.prefetchMaxChunks, chunkSize, 1),
+  };
 }

@@ -47,7 +47,7 @@ import { CacheDisk } from './cache/cacheDisk';
 import { ChunkCache } from './cache/chunkCache';
 import { DirtyStore } from './cache/dirty';
 import { Keys } from './chunk/crypto';
-import { EngineSettings, resolveSettings } from './config';
+import { EngineSettings, resolveSettings, settingsForChunkSize } from './config';
 import {
   FORMAT_COMPACTED,
   FORMAT_LINKS,
@@ -166,6 +166,8 @@ export class Engine {
   private readonly disk: CacheDisk;
   private readonly log: (msg: string) => void;
   private settings: EngineSettings;
+  /** `settings` as they apply to this filespace's chunk size (config.ts `settingsForChunkSize`): what the data path uses. */
+  private applied: EngineSettings;
   private uploadsPaused = false;
   private readonly aside: AsideSets;
   private readonly pinKeeper: PinKeeper;
@@ -193,6 +195,7 @@ export class Engine {
     private readonly store: MonitoredStore,
   ) {
     this.settings = opts.settings;
+    this.applied = settingsForChunkSize(opts.settings, meta.chunkSize);
     this.header = opts.header;
     this.log = opts.log ?? (() => undefined);
     this.aside = new AsideSets(opts.cacheDir, opts.keys.cacheKey, this.log);
@@ -214,7 +217,7 @@ export class Engine {
       store,
       cache,
       opts.keys.chunkKey,
-      this.settings.downloadConcurrency,
+      this.applied.downloadConcurrency,
       () => this.settings.readTimeoutMs,
       this.log,
       store,
@@ -295,7 +298,7 @@ export class Engine {
     this.vfs = new Vfs(meta, dirty, cache, this.fetcher, {
       uid: process.getuid?.() ?? 0,
       gid: process.getgid?.() ?? 0,
-      prefetchMaxChunks: () => this.settings.prefetchMaxChunks,
+      prefetchMaxChunks: () => this.applied.prefetchMaxChunks,
       readOnly: () => this.role.readOnlyReason(),
       snapshotReads: () => this.role.mode === 'read',
       drainBlocked: () => this.drainBlocked(),
@@ -315,7 +318,7 @@ export class Engine {
       files: this.vfs,
       freed: () => this.vfs.noteDirtyFreed(),
       limitBytesPerSec: opts.settings.uploadLimitBytesPerSec,
-      uploadConcurrency: () => this.settings.uploadConcurrency,
+      uploadConcurrency: () => this.applied.uploadConcurrency,
       encodeWorkers: opts.encodeWorkers ?? DEFAULT_ENCODE_WORKERS,
       beforeSegmentedPut: () => this.raiseFormat(FORMAT_SEGMENTS, 'its chunks may now be sealed in segments'),
       log: this.log,
@@ -323,13 +326,13 @@ export class Engine {
     this.writeback = new WritebackQueue({
       dirty,
       chunkSize: meta.chunkSize,
-      policy: () => this.settings,
+      policy: () => this.applied,
       isOpenForWrite: (ino) => this.vfs.isOpenForWrite(ino),
       isUnlinked: (ino) => this.vfs.isUnlinked(ino),
       upload: (d) => this.uploader.upload(d),
       // As many again as PUTs: the uploader holds their PUTs back (one body buffer each) and no
       // memory for one waiting, so they seal the next chunks and commit the last ones meanwhile.
-      uploadsAhead: () => this.settings.uploadConcurrency,
+      uploadsAhead: () => this.applied.uploadConcurrency,
       // Offline, uploads wait for the bucket instead of failing one by one.
       paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.role.mode === 'read' || store.offline,
       onError: (err, d, attempts) => this.uploader.failed(err, d, attempts),
@@ -345,7 +348,7 @@ export class Engine {
       tree: () => meta.tree,
       cache,
       fetcher: this.fetcher,
-      concurrency: () => this.settings.downloadConcurrency,
+      concurrency: () => this.applied.downloadConcurrency,
       offline: () => store.offline,
       pins: opts.pins ?? [],
       onPinsChanged: (pins) => opts.onPinsChanged?.(pins),
@@ -751,18 +754,24 @@ export class Engine {
     return this.settings;
   }
 
+  /** The settings as the data path applies them to this filespace's chunk size (config.ts `settingsForChunkSize`). */
+  get appliedSettings(): EngineSettings {
+    return this.applied;
+  }
+
   /** Applies new per-machine settings live. */
   updateSettings(partial: Partial<EngineSettings>): EngineSettings {
     const next = resolveSettings({ ...this.settings, ...partial });
     checkCapFitsChunks(next.cacheCapBytes, this.meta.chunkSize);
     this.pinKeeper.checkCap(next.cacheCapBytes);
     this.settings = next;
+    this.applied = settingsForChunkSize(next, this.meta.chunkSize);
     this.cache.setLimits({
       capBytes: next.cacheCapBytes,
       highWatermark: next.cacheHighWatermark,
       lowWatermark: next.cacheLowWatermark,
     });
-    this.fetcher.setConcurrency(next.downloadConcurrency);
+    this.fetcher.setConcurrency(this.applied.downloadConcurrency);
     this.uploader.setLimit(next.uploadLimitBytesPerSec);
     this.writeback.pump();
     return next;

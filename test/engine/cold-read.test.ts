@@ -20,6 +20,7 @@ const CS = 64 * 1024;
 class GatedChunks implements ObjectStore {
   readonly description = 'gated';
   inFlight = 0;
+  maxInFlight = 0;
   started = 0;
   /** Each chunk GET started, in order: whole, or the bytes of a ranged one. */
   readonly asked: string[] = [];
@@ -37,6 +38,7 @@ class GatedChunks implements ObjectStore {
     this.started++;
     this.asked.push(range ? `${range.start}-${range.end}` : 'whole');
     this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
     try {
       await new Promise<void>((resolve) => this.gates.push(resolve));
       return await this.inner.get(key, range, call);
@@ -47,6 +49,11 @@ class GatedChunks implements ObjectStore {
 
   releaseAll(): void {
     for (const g of this.gates.splice(0)) g();
+  }
+
+  /** Lets the oldest GET held go. */
+  releaseOldest(): void {
+    this.gates.shift()?.();
   }
 
   /** Stops holding GETs (so a failed test can still close its engine). */
@@ -108,6 +115,54 @@ describe('cold sequential reads', () => {
     const r = await bed.mount(space, { mode: 'read', store: gated, settings: { downloadConcurrency: 4, prefetchMaxChunks: 8 } });
     return { r, gated, data };
   }
+
+  it('with 16 MiB chunks, downloads and reads ahead the bytes 4 MiB chunks would: 2 chunks, not 8', async () => {
+    const MiB = 1024 * 1024;
+    const cs = 16 * MiB;
+    const space = await bed.filespace({ chunkSize: cs });
+    const w = await bed.mount(space);
+    const data = random(4 * cs);
+    await writeFile(w.fs, '/big', data);
+    await w.sync();
+    await w.close();
+    const gated = new GatedChunks(space.store);
+    // The default counts (8 downloads, a window of 8 chunks) as the machine's settings.
+    const r = await bed.mount(space, { mode: 'read', store: gated, settings: { downloadConcurrency: 8, prefetchMaxChunks: 8 } });
+    try {
+      const fh = r.fs.open('/big', O_RDONLY);
+      const got = Buffer.alloc(data.length);
+      /** Reads [off, off+n), letting GETs go oldest first only while the read waits. */
+      const readLetting = async (off: number, n: number) => {
+        const read = r.fs.read(fh, got.subarray(off, off + n), n, off);
+        await until(`the read at ${off}`, async () => {
+          if (await Promise.race([read.then(() => true), settle().then(() => false)])) return true;
+          gated.releaseOldest();
+          return false;
+        });
+      };
+      // A stream through the first chunk: its window grows past 3 chunks, all the file has after it.
+      await readLetting(0, 4096);
+      for (let off = MiB; off < 8 * MiB; off += MiB) await readLetting(off, MiB);
+      for (let i = 0; i < 20; i++) await settle();
+      assert.equal(gated.inFlight, 2, 'read-ahead holds two 16 MiB chunks coming (32 MiB, as eight of 4 MiB), not all three');
+      assert.equal(r.engine.appliedSettings.downloadConcurrency, 2);
+      assert.equal(r.engine.appliedSettings.prefetchMaxChunks, 2);
+      assert.equal(r.engine.currentSettings.downloadConcurrency, 8, "the machine's setting itself is kept");
+      // The rest reads back right.
+      const rest = r.fs.read(fh, got.subarray(8 * MiB), data.length - 8 * MiB, 8 * MiB);
+      await until('the rest of the file', async () => {
+        gated.releaseAll();
+        return Promise.race([rest.then(() => true), settle().then(() => false)]);
+      });
+      await readLetting(0, 8 * MiB);
+      assert.deepEqual(got, data);
+      assert.ok(gated.maxInFlight <= 2, `at most 2 GETs at once (${gated.maxInFlight})`);
+      await r.fs.release(fh);
+    } finally {
+      gated.open();
+      await r.close();
+    }
+  });
 
   it('downloads the chunk a stream waits for alone, then reads ahead into every slot', async () => {
     const { r, gated, data } = await coldBig(CS, 12);

@@ -184,6 +184,20 @@ describe('ChunkFetcher', () => {
     assert.deepEqual(await cache.readAll(name), datas[0]);
   });
 
+  it('holds three 4 MiB objects above its slots, and one with chunks of 12 MiB or more', async () => {
+    assert.equal(heldObjects(8), 11);
+    assert.equal(heldObjects(8, 1024 * 1024), 11);
+    assert.equal(heldObjects(8, 8 * 1024 * 1024), 9);
+    assert.equal(heldObjects(2, 16 * 1024 * 1024), 3);
+    const chunkSize = 16 * 1024 * 1024;
+    const { fetcher } = await setUp(1, 2, { chunkSize });
+    const perObject = fetcher.heldBodyBytes.bound / 3;
+    assert.ok(
+      perObject >= chunkSize && perObject < chunkSize * 1.01,
+      `3 objects of a 16 MiB chunk: ${fetcher.heldBodyBytes.bound} bytes`,
+    );
+  });
+
   it('a slot goes to the next GET while the copy of its chunk is written, within the bound on objects held', async () => {
     const concurrency = 2;
     const held = heldObjects(concurrency);

@@ -3,7 +3,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { settingFromKey } from '../../electron/cli/settingKeys';
-import { DEFAULT_SETTINGS, EngineSettings, resolveSettings } from '../../electron/engine/config';
+import {
+  DEFAULT_SETTINGS,
+  EngineSettings,
+  chunksInBudget,
+  resolveSettings,
+  settingsForChunkSize,
+} from '../../electron/engine/config';
 import { UserError } from '../../electron/engine/errors';
 
 function rejects(partial: Partial<EngineSettings>, pattern: RegExp): void {
@@ -110,5 +116,39 @@ describe('resolveSettings', () => {
     assert.deepEqual(settingFromKey('probe-timeout', '1500ms'), { probeTimeoutMs: 1_500 });
     assert.throws(() => settingFromKey('probe-timeout', 'soon'), /"soon" is not a duration/);
     resolveSettings({ writeStallTimeoutMs: 0, probeTimeoutMs: 200 });
+  });
+});
+
+describe('settings as they apply to a chunk size (counts of chunk-sized buffers are budgets in bytes)', () => {
+  const MiB = 1024 * 1024;
+
+  it('keeps every count for the default chunk size and smaller ones', () => {
+    for (const cs of [64 * 1024, 1 * MiB, 4 * MiB])
+      assert.deepEqual(settingsForChunkSize(DEFAULT_SETTINGS, cs), DEFAULT_SETTINGS, `${cs}`);
+  });
+
+  it('scales downloads, uploads and read-ahead down for larger chunks, keeping the bytes and a floor', () => {
+    const s16 = settingsForChunkSize(DEFAULT_SETTINGS, 16 * MiB);
+    assert.equal(s16.downloadConcurrency, 2, '8 x 4 MiB = 2 x 16 MiB');
+    assert.equal(s16.uploadConcurrency, 2);
+    assert.equal(s16.prefetchMaxChunks, 2, 'what the 48 MiB kept for readers holds beside the chunk read');
+    const s64 = settingsForChunkSize(DEFAULT_SETTINGS, 64 * MiB);
+    assert.equal(s64.downloadConcurrency, 2, 'never under 2 requests at once');
+    assert.equal(s64.uploadConcurrency, 2);
+    assert.equal(s64.prefetchMaxChunks, 1);
+    // Nothing else changes, and the settings given are left alone.
+    assert.deepEqual({ ...s16, downloadConcurrency: 8, uploadConcurrency: 8, prefetchMaxChunks: 8 }, DEFAULT_SETTINGS);
+    assert.equal(DEFAULT_SETTINGS.downloadConcurrency, 8);
+  });
+
+  it('never raises a count a machine set lower, and keeps a read-ahead turned off off', () => {
+    const s = resolveSettings({ downloadConcurrency: 1, uploadConcurrency: 3, prefetchMaxChunks: 0 });
+    const applied = settingsForChunkSize(s, 32 * MiB);
+    assert.equal(applied.downloadConcurrency, 1);
+    assert.equal(applied.uploadConcurrency, 2);
+    assert.equal(applied.prefetchMaxChunks, 0);
+    assert.equal(chunksInBudget(3, 8 * MiB), 1);
+    assert.equal(chunksInBudget(3, 2 * MiB), 3);
+    assert.equal(chunksInBudget(20, 8 * MiB, 2), 10);
   });
 });

@@ -62,6 +62,7 @@ import { FsError } from '../errors';
 import { ALWAYS_ONLINE, Connectivity } from '../store/monitored';
 import { ObjectStore, StoreError, isNoAnswer } from '../store/types';
 import { BufferPool } from '../util/bufferPool';
+import { chunksInBudget } from '../util/chunkBudget';
 import { SpareBuffers } from '../util/spareBuffers';
 import { DecodedBuffers } from './decodedBuffers';
 import { SingleFlight, backoffMs } from '../util/concurrency';
@@ -136,8 +137,9 @@ const UNOPENED = Buffer.alloc(0);
  * while copies were written, and 615-687 random reads a second; with three, 697-710, and the
  * engine's peak RSS a few MB higher (sequential reads unchanged, 388-397 MB/s either way).
  */
-export function heldObjects(concurrency: number): number {
-  return concurrency + 3;
+export function heldObjects(concurrency: number, chunkSize = 4 * 1024 * 1024): number {
+  // Three 4 MiB objects' worth above the slots (one with chunks of 12 MiB or more).
+  return concurrency + chunksInBudget(3, chunkSize);
 }
 
 /** How much a download is waited for: a reader now, read-ahead, or background (pinned data). */
@@ -285,12 +287,12 @@ export class ChunkFetcher {
     chunkSize = 4 * 1024 * 1024,
   ) {
     this.slots = new DownloadSlots(concurrency);
-    this.bodies = new BufferPool(maxEncodedBytes(chunkSize) + RECEIVE_SLACK, () => heldObjects(this.concurrency), {
-      keepFree: heldObjects(concurrency),
+    this.bodies = new BufferPool(maxEncodedBytes(chunkSize) + RECEIVE_SLACK, () => heldObjects(this.concurrency, chunkSize), {
+      keepFree: heldObjects(concurrency, chunkSize),
     });
     // Room for a whole chunk decoded, or read as sealed units from the cache and opened where
     // they lie (ChunkCache.loadIntoMemory).
-    this.decoded = new DecodedBuffers(sealedBodySize(chunkSize));
+    this.decoded = new DecodedBuffers(sealedBodySize(chunkSize), chunksInBudget(4, chunkSize));
     cache.useDecodedBuffers(this.decoded);
   }
 
