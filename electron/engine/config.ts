@@ -9,8 +9,6 @@ import { z } from 'zod';
 import { UserError } from './errors';
 import { chunksInBudget } from './util/chunkBudget';
 
-export { chunksInBudget };
-
 export const engineSettingsSchema = z
   .object({
     cacheCapBytes: z

@@ -3,14 +3,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { settingFromKey } from '../../electron/cli/settingKeys';
-import {
-  DEFAULT_SETTINGS,
-  EngineSettings,
-  chunksInBudget,
-  resolveSettings,
-  settingsForChunkSize,
-} from '../../electron/engine/config';
+import { DEFAULT_SETTINGS, EngineSettings, resolveSettings, settingsForChunkSize } from '../../electron/engine/config';
 import { UserError } from '../../electron/engine/errors';
+import { chunksInBudget } from '../../electron/engine/util/chunkBudget';
 
 function rejects(partial: Partial<EngineSettings>, pattern: RegExp): void {
   assert.throws(

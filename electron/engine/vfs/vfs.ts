@@ -214,8 +214,8 @@ const STATFS_BLOCK_BYTES = 256 * 1024;
  * file system without them:
  * - POSIX ACLs travel as `system.posix_acl_*`: refused, tools fall back to the mode bits;
  * - `security.selinux`: SELinux labels a FUSE mount as a whole (by its policy's genfs rule, not per
- *   file; an SELinux kernel never even asks the filesystem), and one machine's labels mean nothing
- *   to another's policy. Refused, `ls -l` stops asking for it after the first entry of a listing,
+ *   file; an SELinux kernel answers a read of the label from its own), and one machine's labels
+ *   mean nothing to another's policy. Refused, `ls -l` stops asking for it after the first entry of a listing,
  *   where "no such attribute" cost a round trip per entry. Other `security.*` names are kept.
  * Values stored under these names by earlier versions stay in the metadata, unseen.
  */
