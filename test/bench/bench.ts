@@ -16,7 +16,8 @@
  *      each until tar exits and until durable; a peer that takes far longer than Filespace is
  *      stopped and reported as a bound;
  *   5. on a new mount with an empty cache: time to first byte and cold sequential read
- *      (verified with cmp); on another: random 4 KiB reads, cold;
+ *      (verified with cmp); on another: random 4 KiB reads, cold; three passes of each, each on
+ *      its own new mount, the fastest reported;
  *   6. peak resident memory of each contender's process, per phase and overall.
  * The ceilings, measured in the same run: a do-nothing FUSE filesystem on fuse-native with the
  * product's mount options (nullfs.ts) for the same workloads, and raw S3 PUT/GET through the
@@ -571,27 +572,41 @@ async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: ProductTim
     }
     return cm;
   };
+  // Each pass on a new mount with an empty cache; the fastest is reported, as for warm reads
+  // (one pass swings by a third on a shared 2-core machine), and every pass is listed.
   if (s.seqWrite !== undefined) {
-    const cm = await coldMount('cold-1');
-    if (cm) {
+    for (let i = 1; i <= REPEATS; i++) {
+      const cm = await coldMount(`cold-${i}`);
+      if (!cm) break;
       const cw: Watch = { pid: cm.pid, who: c.key };
       const coldFile = path.join(cm.dir, 'seq.bin');
-      s.cold = await phase(`${L}: cold sequential read (first byte, then 1 MiB reads)`, cw, () => w.seqRead(coldFile));
-      if (s.cold) s.coldWindow = profiles[profiles.length - 1]?.window;
-      s.coldVerified = await phase(`${L}: verify cold read (cmp with the source)`, cw, async () => {
-        const r = await exec('cmp', [inp.src, coldFile], { timeoutMs: DATA_TIMEOUT_MS });
-        if (r.timedOut) throw new Error('cmp did not finish');
-        if (r.code !== 0) errors.push(`${L}: the cold read returned different bytes: ${(r.stdout + r.stderr).trim()}`);
-        return r.code === 0;
+      const name = `${L}: cold sequential read (first byte, then 1 MiB reads) ${i}/${REPEATS}`;
+      const r = await phase(name, cw, () => w.seqRead(coldFile));
+      if (r && (!s.cold || r.seconds < s.cold.seconds)) {
+        s.cold = r;
+        s.coldPhase = name;
+        s.coldWindow = profiles[profiles.length - 1]?.window;
+      }
+      // Every pass's bytes are compared: a pass that read wrong bytes fails the row whatever its speed.
+      const verified = await phase(`${L}: verify cold read (cmp with the source) ${i}/${REPEATS}`, cw, async () => {
+        const v = await exec('cmp', [inp.src, coldFile], { timeoutMs: DATA_TIMEOUT_MS });
+        if (v.timedOut) throw new Error('cmp did not finish');
+        if (v.code !== 0) errors.push(`${L}: the cold read returned different bytes: ${(v.stdout + v.stderr).trim()}`);
+        return v.code === 0;
       });
-      await phase(`${L}: unmount (cold-1)`, {}, () => cm.unmount());
+      s.coldVerified = s.coldVerified === false || verified === undefined ? false : verified;
+      await phase(`${L}: unmount (cold-${i})`, {}, () => cm.unmount());
     }
-    const cm2 = await coldMount('cold-2');
-    if (cm2) {
-      s.randCold = await phase(`${L}: random 4 KiB reads, cold`, { pid: cm2.pid, who: c.key }, () =>
-        w.randRead(path.join(cm2.dir, 'seq.bin')),
-      );
-      await phase(`${L}: unmount (cold-2)`, {}, () => cm2.unmount());
+    for (let i = 1; i <= REPEATS; i++) {
+      const cm = await coldMount(`cold-rand-${i}`);
+      if (!cm) break;
+      const name = `${L}: random 4 KiB reads, cold ${i}/${REPEATS}`;
+      const r = await phase(name, { pid: cm.pid, who: c.key }, () => w.randRead(path.join(cm.dir, 'seq.bin')));
+      if (r && fastestRand([s.randCold, r]) === r) {
+        s.randCold = r;
+        s.randColdPhase = name;
+      }
+      await phase(`${L}: unmount (cold-rand-${i})`, {}, () => cm.unmount());
     }
   }
 

@@ -479,6 +479,12 @@ function ceilingTable(r: RunResults): string {
 
 const cores = (c: CpuUse | undefined) => (c ? c.total.toFixed(2) : '');
 
+/** The server's garbage-collection pauses in cores over the phase, and its full collections. */
+function serverGcText(w: ServerWindow | undefined, seconds: number): string {
+  if (w?.gcSeconds === undefined || seconds <= 0 || (w.gcSeconds === 0 && !w.majorGcs)) return '';
+  return `${(w.gcSeconds / seconds).toFixed(2)} (${w.majorGcs ?? 0})`;
+}
+
 function requestsText(w: ServerWindow | undefined): string {
   if (!w?.requests) return '';
   return Object.entries(w.requests)
@@ -505,14 +511,14 @@ function hint(p: Profile, ncpu: number): string {
 
 function profileTable(r: RunResults, ncpu: number): string {
   const lines = [
-    '| Phase | Wall s | FS CPU | FS main thread | FS peak RSS MB | Server CPU | S3 requests | In flight avg/max | Tools + bench | Outside load | Whole machine | Reading |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| Phase | Wall s | FS CPU | FS main thread | FS peak RSS MB | Server CPU | Server GC (full) | S3 requests | In flight avg/max | Tools + bench | Outside load | Whole machine | Reading |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const p of r.profiles) {
     if (p.seconds < 0.05) continue;
     const w = p.window;
     lines.push(
-      `| ${p.phase} | ${p.seconds.toFixed(2)} | ${cores(p.fs)} | ${p.fs ? p.fs.main.toFixed(2) : ''} | ${p.fsRss ? (p.fsRss / MB).toFixed(0) : ''} | ${cores(p.server)} | ${requestsText(w)} | ${w && w.inflightMax > 0 ? `${w.inflightAvg.toFixed(1)}/${w.inflightMax}` : ''} | ${p.tools.toFixed(2)} | ${p.outside === undefined ? '' : p.outside.toFixed(2)} | ${p.machine === undefined ? '' : p.machine.toFixed(2)} | ${hint(p, ncpu)} |`,
+      `| ${p.phase} | ${p.seconds.toFixed(2)} | ${cores(p.fs)} | ${p.fs ? p.fs.main.toFixed(2) : ''} | ${p.fsRss ? (p.fsRss / MB).toFixed(0) : ''} | ${cores(p.server)} | ${serverGcText(w, p.seconds)} | ${requestsText(w)} | ${w && w.inflightMax > 0 ? `${w.inflightAvg.toFixed(1)}/${w.inflightMax}` : ''} | ${p.tools.toFixed(2)} | ${p.outside === undefined ? '' : p.outside.toFixed(2)} | ${p.machine === undefined ? '' : p.machine.toFixed(2)} | ${hint(p, ncpu)} |`,
     );
   }
   return lines.join('\n');
@@ -553,15 +559,23 @@ function observations(r: RunResults): string[] {
       out.push(
         `${L}, upload after close: ${d.seconds.toFixed(1)} s with ${d.window ? d.window.inflightAvg.toFixed(1) : '?'} requests in flight on average; ${cpu(d)}.`,
       );
-    const c = one(`${L}: cold sequential read (first byte, then 1 MiB reads)`);
+    const serverGc = (p: Profile) =>
+      p.window?.gcSeconds !== undefined
+        ? `; the server paused ${(p.window.gcSeconds * 1000).toFixed(0)} ms for garbage collection (${p.window.majorGcs ?? 0} full)`
+        : '';
+    const passes = (prefix: string, figure: (p: Profile) => string) => {
+      const ps = r.profiles.filter((p) => p.phase.startsWith(prefix));
+      return ps.length > 1 ? ` All ${ps.length} passes, wall time of the phase: ${ps.map(figure).join(', ')}.` : '';
+    };
+    const c = s.coldPhase ? one(s.coldPhase) : undefined;
     if (c)
       out.push(
-        `${L}, cold read: ${c.window ? `${c.window.inflightAvg.toFixed(1)} requests in flight on average (max ${c.window.inflightMax}), ${requestsText(c.window)}` : 'requests not counted'}; ${cpu(c)}.`,
+        `${L}, cold read (the fastest pass): ${c.window ? `${c.window.inflightAvg.toFixed(1)} requests in flight on average (max ${c.window.inflightMax}), ${requestsText(c.window)}` : 'requests not counted'}; ${cpu(c)}${serverGc(c)}.${passes(`${L}: cold sequential read`, (p) => `${p.seconds.toFixed(2)} s (server ${p.server?.total.toFixed(2) ?? '?'} cores)`)}`,
       );
-    const rc = one(`${L}: random 4 KiB reads, cold`);
+    const rc = s.randColdPhase ? one(s.randColdPhase) : undefined;
     if (rc)
       out.push(
-        `${L}, random reads cold: ${rc.window ? `${rc.window.inflightAvg.toFixed(1)} requests in flight on average (max ${rc.window.inflightMax}), ${requestsText(rc.window)}` : 'requests not counted'}; its peak RSS ${fmtNum((rc.fsRss ?? 0) / MB)} MB; ${cpu(rc)}.`,
+        `${L}, random reads cold (the fastest pass): ${rc.window ? `${rc.window.inflightAvg.toFixed(1)} requests in flight on average (max ${rc.window.inflightMax}), ${requestsText(rc.window)}` : 'requests not counted'}; its peak RSS ${fmtNum((rc.fsRss ?? 0) / MB)} MB; ${cpu(rc)}${serverGc(rc)}.${passes(`${L}: random 4 KiB reads, cold`, (p) => `${p.seconds.toFixed(2)} s (server ${p.server?.total.toFixed(2) ?? '?'} cores)`)}`,
       );
     const sm = one(`${L}: small files (create, ls -l, stat, rm)`);
     const total = sm?.window?.requests ? Object.values(sm.window.requests).reduce((a, b) => a + b, 0) : undefined;
@@ -651,7 +665,7 @@ export async function report(r: RunResults, file: string): Promise<string> {
     '',
     '## Where the time goes (CPU per phase)',
     '',
-    `CPU is in cores (1.00 = one core busy for the whole phase), from /proc. "FS" is the process serving the mount: the Filespace engine (its main thread is the JS thread, where every FUSE callback and all engine logic run), rclone, s3fs, or the ceiling filesystem. "S3 requests" are counted by the server (LIST = GET with a listing query), and "in flight" is the time-weighted number of requests between arrival and the end of the response${info.serverKind === 'moto' ? ' (moto: open connections, sampled every 100 ms; it closes each after its response)' : ''}. "Tools + bench" is the commands the phase ran plus the bench process; "Outside load" is whatever else kept the ${ncpu} cores busy (other users of the machine): figures from phases with outside load are likely low.`,
+    `CPU is in cores (1.00 = one core busy for the whole phase), from /proc. "FS" is the process serving the mount: the Filespace engine (its main thread is the JS thread, where every FUSE callback and all engine logic run), rclone, s3fs, or the ceiling filesystem. "S3 requests" are counted by the server (LIST = GET with a listing query), and "in flight" is the time-weighted number of requests between arrival and the end of the response${info.serverKind === 'moto' ? ' (moto: open connections, sampled every 100 ms; it closes each after its response)' : ''}. "Server GC" is the time the server's JS thread was paused by garbage collection, in cores, and the number of full collections (s3rver; part of its CPU). "Tools + bench" is the commands the phase ran plus the bench process; "Outside load" is whatever else kept the ${ncpu} cores busy (other users of the machine): figures from phases with outside load are likely low.`,
     '',
     profileTable(r, ncpu),
     '',

@@ -87,10 +87,13 @@ export interface Suite {
   small?: SmallResult;
   tars: Partial<Record<TreeKey, TarRun>>;
   coldMethod?: string;
+  /** The fastest cold pass, with its phase's name and server window; false when any pass read wrong bytes. */
   cold?: SeqRead;
+  coldPhase?: string;
   coldVerified?: boolean;
   coldWindow?: ServerWindow;
   randCold?: RandResult;
+  randColdPhase?: string;
   /** Peak resident memory of the contender's processes over the whole turn (bytes). */
   rssPeak?: number;
 }

@@ -15,10 +15,15 @@
  *
  * Usage (child process with an IPC channel): node --openssl-legacy-provider s3rver.js DATA_DIR
  * Sends {ready: {port, version}} once listening; answers {cmd: 'window'} with the counts since
- * the previous window ({inflightAvg, inflightMax, requests: {METHOD: n}, errors5xx, seconds}).
+ * the previous window ({inflightAvg, inflightMax, requests: {METHOD: n}, errors5xx, seconds,
+ * gcSeconds, majorGcs}). The garbage collections are counted because s3rver's share of a
+ * 2-core machine depends on them: every 64 KiB it reads from an object's file is a new Buffer,
+ * and a phase that streams a GiB runs dozens of full (mark-compact) collections, each pausing
+ * the server for a few milliseconds.
  */
 
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { type PerformanceEntry, PerformanceObserver, constants as perfConstants } from 'node:perf_hooks';
 
 interface S3rverInstance {
   run(): Promise<{ port: number }>;
@@ -39,6 +44,15 @@ async function main(): Promise<void> {
   const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory: dir });
   const { port } = await server.run();
 
+  let gcMs = 0;
+  let majorGcs = 0;
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      gcMs += e.duration;
+      if ((e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR)
+        majorGcs++;
+    }
+  }).observe({ entryTypes: ['gc'] });
   let inflight = 0;
   let max = 0;
   let area = 0;
@@ -80,8 +94,18 @@ async function main(): Promise<void> {
     const span = Number(last - windowStart);
     process.send!({
       id: msg.id,
-      window: { inflightAvg: span > 0 ? area / span : 0, inflightMax: max, requests, errors5xx, seconds: span / 1e9 },
+      window: {
+        inflightAvg: span > 0 ? area / span : 0,
+        inflightMax: max,
+        requests,
+        errors5xx,
+        seconds: span / 1e9,
+        gcSeconds: gcMs / 1000,
+        majorGcs,
+      },
     });
+    gcMs = 0;
+    majorGcs = 0;
     windowStart = last;
     area = 0;
     max = inflight;

@@ -24,6 +24,9 @@ export interface ServerWindow {
   /** Requests by kind (GET, PUT, HEAD, LIST, DELETE, POST), when the server counts them. */
   readonly requests?: Record<string, number>;
   readonly errors5xx?: number;
+  /** Time the server's JS thread was paused by garbage collection, and its full collections (s3rver). */
+  readonly gcSeconds?: number;
+  readonly majorGcs?: number;
 }
 
 export interface BenchServer {
