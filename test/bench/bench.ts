@@ -78,7 +78,7 @@ import {
   runSeconds,
   tally,
 } from './proc';
-import { cpuMeter, machineMeter, RssSampler } from './procstat';
+import { childCpuSoFar, cpuMeter, cpuSinceStart, endedChildrenCpu, machineMeter, RssSampler } from './procstat';
 import { report, type RunInfo } from './report';
 import {
   type Ceilings,
@@ -190,6 +190,11 @@ interface Watch {
   readonly pid?: number;
   /** Whose it is (the engine gets a diagnosis when a phase fails). */
   readonly who?: ContenderKey | 'ceiling';
+  /**
+   * A process this phase stops (an unmount): if it is the bench's child, its CPU before the
+   * phase reaches the bench's ended children when it is reaped, and is not the phase's.
+   */
+  readonly ends?: number;
 }
 
 /** Runs one phase, recording its wall time, the CPU use of the processes involved and the server's requests. */
@@ -204,14 +209,21 @@ async function phase<T>(name: string, watch: Watch, fn: () => Promise<T>): Promi
   if (watch.pid) await rss.beginWindow(watch.pid);
   await server?.beginWindow();
   const tool0 = tally.toolCpuSeconds;
+  const ended0 = (await endedChildrenCpu()) + (watch.ends ? await childCpuSoFar(watch.ends) : 0);
   const self0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   try {
     const v = await fn();
     const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
     const self = process.cpuUsage(self0);
-    const tools = (tally.toolCpuSeconds - tool0 + (self.user + self.system) / 1e6) / seconds;
-    const fs = await meters.fs?.();
+    // The commands exec() ran (tally), and any other command that ended: the CLI the test bed
+    // runs for a link or a mount. The larger of the two, since each holds most of the other.
+    const ended = Math.max(tally.toolCpuSeconds - tool0, (await endedChildrenCpu()) - ended0);
+    const tools = (ended + (self.user + self.system) / 1e6) / seconds;
+    // A mount starts the process that serves it (a daemon, not one of the tools): its CPU so far
+    // is the phase's, not outside load.
+    const started = watch.pid ? undefined : startedPid(v);
+    const fs = (await meters.fs?.()) ?? (started ? await cpuSinceStart(started, seconds) : undefined);
     const srv = await meters.server?.();
     const machine = await meters.machine();
     const outside = machine === undefined ? undefined : Math.max(0, machine - tools - (fs?.total ?? 0) - (srv?.total ?? 0));
@@ -227,6 +239,13 @@ async function phase<T>(name: string, watch: Watch, fn: () => Promise<T>): Promi
     log(`${name}: FAILED: ${errMsg(err)}`);
     return undefined;
   }
+}
+
+/** The process a phase started to serve a mount (its result is a Mounted), if any. */
+function startedPid(v: unknown): number | undefined {
+  if (typeof v !== 'object' || v === null || !('pid' in v)) return undefined;
+  const pid = (v as { pid?: unknown }).pid;
+  return typeof pid === 'number' && pid > 0 ? pid : undefined;
 }
 
 /** What the engine process is doing right now: state, main thread's wait channel, CPU over 1 s. */
@@ -404,7 +423,7 @@ async function measureCeilings(inp: Inputs, c: Ceilings): Promise<void> {
       );
       if (r?.complete) c.nullTar[t.key] = r.seconds;
     }
-    await phase('ceiling: unmount do-nothing FUSE filesystem', {}, () => nullfs.unmount());
+    await phase('ceiling: unmount do-nothing FUSE filesystem', { ends: nullfs.pid }, () => nullfs.unmount());
   }
 
   const srv = server!;
@@ -559,7 +578,7 @@ async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: ProductTim
   // Filespace alone: read-back of the biggest tree, and the upload limit
   if (product?.writer) await productExtras(product, inp, extras, watch);
 
-  await phase(`${L}: unmount`, {}, () => m.unmount());
+  await phase(`${L}: unmount`, { ends: m.pid }, () => m.unmount());
 
   // 5. cold reads on fresh mounts
   const coldMount = async (tag: string): Promise<Mounted | undefined> => {
@@ -595,7 +614,7 @@ async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: ProductTim
         return v.code === 0;
       });
       s.coldVerified = s.coldVerified === false || verified === undefined ? false : verified;
-      await phase(`${L}: unmount (cold-${i})`, {}, () => cm.unmount());
+      await phase(`${L}: unmount (cold-${i})`, { ends: cm.pid }, () => cm.unmount());
     }
     for (let i = 1; i <= REPEATS; i++) {
       const cm = await coldMount(`cold-rand-${i}`);
@@ -606,7 +625,7 @@ async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: ProductTim
         s.randCold = r;
         s.randColdPhase = name;
       }
-      await phase(`${L}: unmount (cold-rand-${i})`, {}, () => cm.unmount());
+      await phase(`${L}: unmount (cold-rand-${i})`, { ends: cm.pid }, () => cm.unmount());
     }
   }
 

@@ -93,6 +93,34 @@ export async function cpuMeter(pid: number): Promise<() => Promise<CpuUse | unde
   };
 }
 
+/**
+ * The CPU a process used since it started, in cores over `seconds`: for a process started
+ * within a phase (a mount's filesystem process), all of whose CPU belongs to that phase.
+ */
+export async function cpuSinceStart(pid: number, seconds: number): Promise<CpuUse | undefined> {
+  const t = await processTicks(pid);
+  if (!t || seconds <= 0) return undefined;
+  return { total: t.total / TICKS_PER_SEC / seconds, main: t.main / TICKS_PER_SEC / seconds };
+}
+
+/**
+ * CPU seconds of this process's children that have ended and been waited for (cutime + cstime
+ * of /proc/self/stat): every command the bench ran, through its own exec or a test helper's.
+ */
+export async function endedChildrenCpu(): Promise<number> {
+  const stat = await fsp.readFile('/proc/self/stat', 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return stat ? (Number(fields[13]) + Number(fields[14])) / TICKS_PER_SEC : 0;
+}
+
+/** CPU seconds a child process of this one has used so far (0 for any other process, or one gone). */
+export async function childCpuSoFar(pid: number): Promise<number> {
+  const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is field 3 (state)
+  if (!stat || Number(fields[1]) !== process.pid) return 0;
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SEC;
+}
+
 /** Busy and total jiffies of the whole machine (first line of /proc/stat). */
 async function machineTicks(): Promise<{ busy: number; total: number } | undefined> {
   const line = (await fsp.readFile('/proc/stat', 'utf8').catch(() => '')).split('\n')[0] ?? '';
