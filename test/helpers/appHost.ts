@@ -9,11 +9,18 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { REPO } from './bed';
+import { REPO, sh } from './bed';
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+/** Where the UI tests put their screenshots: the temp folder, or docs/screenshots/ with FILESPACE_SCREENSHOTS=1. */
+export const SHOTS =
+  process.env.FILESPACE_SCREENSHOTS === '1'
+    ? path.join(REPO, 'docs', 'screenshots')
+    : path.join(os.tmpdir(), 'filespace-ui-shots');
 const CHROMIUM_ARGS = [
   '--headless',
   '--no-sandbox',
@@ -114,4 +121,19 @@ export async function callHost(h: RunningHost, route: string, body: unknown): Pr
     body: JSON.stringify(body),
   });
   return { status: res.status, text: await res.text() };
+}
+
+/**
+ * Stops the app hosts, then lazily unmounts any of `mounts` still mounted (a host that stopped
+ * must have unmounted them); resolves to whether one was left behind.
+ */
+export async function stopHosts(hosts: ReadonlyArray<RunningHost | undefined>, mounts: readonly string[]): Promise<boolean> {
+  for (const h of hosts) await h?.stop();
+  let left = false;
+  for (const mnt of mounts) {
+    if (!(await isMounted(mnt))) continue;
+    left = true;
+    await sh(`fusermount -uz '${mnt}'`).catch(() => undefined);
+  }
+  return left;
 }

@@ -11,6 +11,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { OsKeychain } from '../../native/keychain';
 
 export interface Keyring {
   readonly env: { DBUS_SESSION_BUS_ADDRESS: string };
@@ -96,4 +97,22 @@ function ownsSecretService(address: string): Promise<boolean> {
       (err, stdout) => resolve(!err && /boolean true/.test(String(stdout))),
     );
   });
+}
+
+/**
+ * A suite's end: deletes every secret the app hosts stored under `services`, stops the keyring
+ * and gives the process back the session bus it had (`savedBus`, as read before the suite).
+ */
+export async function endKeyring(
+  keyring: Keyring | undefined,
+  services: readonly string[],
+  savedBus: string | undefined,
+): Promise<void> {
+  for (const s of services) {
+    const kc = new OsKeychain(s);
+    for (const acct of await kc.accounts().catch(() => [] as string[])) await kc.delete(acct).catch(() => undefined);
+  }
+  await keyring?.stop();
+  if (savedBus === undefined) delete process.env.DBUS_SESSION_BUS_ADDRESS;
+  else process.env.DBUS_SESSION_BUS_ADDRESS = savedBus;
 }

@@ -20,15 +20,11 @@ import { CreateBucketCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/cl
 import { CreateAccessKeyCommand, CreateUserCommand, IAMClient, PutUserPolicyCommand } from '@aws-sdk/client-iam';
 import type { Browser, Locator, Page } from 'playwright-core';
 import { OsKeychain } from '../../native/keychain';
-import { callHost, isMounted, launchChromium, RunningHost, startAppHost } from '../helpers/appHost';
-import { REPO, sh, tmpDir } from '../helpers/bed';
+import { callHost, isMounted, launchChromium, RunningHost, startAppHost, SHOTS } from '../helpers/appHost';
+import { sh, tmpDir } from '../helpers/bed';
 import { Keyring, startKeyring } from '../helpers/keyring';
 import { createBucket, MotoServer, startMoto, TEST_CREDENTIALS, TEST_REGION } from '../helpers/moto';
 
-const SHOTS =
-  process.env.FILESPACE_SCREENSHOTS === '1'
-    ? path.join(REPO, 'docs', 'screenshots')
-    : path.join(os.tmpdir(), 'filespace-ui-shots');
 const WAIT = { timeout: 120_000 };
 const GOOD_KEY = { id: 'AKIAFILESPACEUITEST1', secret: 'ui-test-secret-key-0123456789abcdef' };
 const PASSPHRASE = 'correct horse battery staple';

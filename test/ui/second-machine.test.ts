@@ -26,15 +26,11 @@ import type { Browser, Locator, Page } from 'playwright-core';
 import type { AppStatus, FilespaceSummary } from '../../electron/contract/app';
 import { formatRecoveryKey, parseRecoveryKey } from '../../electron/contract/recoveryKey';
 import { OsKeychain } from '../../native/keychain';
-import { callHost, isMounted, launchChromium, RunningHost, startAppHost } from '../helpers/appHost';
-import { REPO, sh, tmpDir, until } from '../helpers/bed';
-import { Keyring, startKeyring } from '../helpers/keyring';
+import { callHost, launchChromium, RunningHost, SHOTS, startAppHost, stopHosts } from '../helpers/appHost';
+import { tmpDir, until } from '../helpers/bed';
+import { endKeyring, Keyring, startKeyring } from '../helpers/keyring';
 import { createBucket, MotoServer, startMoto, TEST_CREDENTIALS, TEST_REGION } from '../helpers/moto';
 
-const SHOTS =
-  process.env.FILESPACE_SCREENSHOTS === '1'
-    ? path.join(REPO, 'docs', 'screenshots')
-    : path.join(os.tmpdir(), 'filespace-ui-shots');
 const WAIT = { timeout: 120_000 };
 const KEY = { accessKeyId: 'AKIAFILESPACEUIFLOWS', secretAccessKey: 'ui-flows-secret-key-0123456789abcdef' };
 const STRONG = 'orchid lamp tundra velvet';
@@ -110,22 +106,12 @@ describe('two computers and the recovery key, in Chromium', () => {
       process.stderr.write(`--- host A ---\n${hosts.a?.stderr() ?? ''}\n--- host B ---\n${hosts.b?.stderr() ?? ''}\n`);
     }
     await browser?.close();
-    await hosts.a?.stop();
-    await hosts.b?.stop();
-    let stillMounted = false;
-    for (const mnt of [path.join(roots.a, 'flows'), path.join(roots.b, 'flows'), path.join(roots.b, 'flows2')]) {
-      if (!roots.a || !(await isMounted(mnt))) continue;
-      stillMounted = true;
-      await sh(`fusermount -uz '${mnt}'`).catch(() => undefined);
-    }
+    const stillMounted = await stopHosts(
+      [hosts.a, hosts.b],
+      roots.a ? [path.join(roots.a, 'flows'), path.join(roots.b, 'flows'), path.join(roots.b, 'flows2')] : [],
+    );
     await moto?.stop();
-    for (const s of Object.values(services)) {
-      const kc = new OsKeychain(s);
-      for (const acct of await kc.accounts().catch(() => [] as string[])) await kc.delete(acct).catch(() => undefined);
-    }
-    await keyring?.stop();
-    if (savedBus === undefined) delete process.env.DBUS_SESSION_BUS_ADDRESS;
-    else process.env.DBUS_SESSION_BUS_ADDRESS = savedBus;
+    await endKeyring(keyring, Object.values(services), savedBus);
     if (dir) await fsp.rm(dir, { recursive: true, force: true });
     assert.equal(stillMounted, false, 'an app host left a mount behind when it stopped');
   });

@@ -16,15 +16,11 @@ import { after, before, describe, it } from 'node:test';
 import type { Browser, Locator, Page } from 'playwright-core';
 import type { AppStatus } from '../../electron/contract/app';
 import { OsKeychain } from '../../native/keychain';
-import { callHost, isMounted, launchChromium, RunningHost, startAppHost } from '../helpers/appHost';
-import { REPO, sh, tmpDir } from '../helpers/bed';
+import { callHost, isMounted, launchChromium, RunningHost, startAppHost, SHOTS } from '../helpers/appHost';
+import { sh, tmpDir } from '../helpers/bed';
 import { Keyring, startKeyring } from '../helpers/keyring';
 import { createBucket, MotoServer, startMoto } from '../helpers/moto';
 
-const SHOTS =
-  process.env.FILESPACE_SCREENSHOTS === '1'
-    ? path.join(REPO, 'docs', 'screenshots')
-    : path.join(os.tmpdir(), 'filespace-ui-shots');
 const WAIT = { timeout: 120_000 };
 const KEY = { id: 'AKIAFILESPACESTATUS1', secret: 'ui-status-secret-key-0123456789abcdef' };
 const SERVICE = `filespace-ui-status-${process.pid}`;
