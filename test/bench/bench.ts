@@ -288,7 +288,10 @@ async function withSpinner<T>(fn: () => Promise<T>): Promise<T> {
     const stat = await fsp.readFile(`/proc/${spinner.pid}/stat`, 'utf8').catch(() => '');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     if (stat) tally.toolCpuSeconds += (Number(fields[11]) + Number(fields[12])) / 100;
+    // Reaped within this phase, so its CPU reaches the bench's ended children here, not in the next phase.
+    const gone = new Promise((r) => spinner.once('exit', r));
     spinner.kill('SIGKILL');
+    await Promise.race([gone, new Promise((r) => setTimeout(r, 2000))]);
     children.delete(spinner);
   }
 }
