@@ -78,7 +78,7 @@ import {
   runSeconds,
   tally,
 } from './proc';
-import { childCpuSoFar, cpuMeter, cpuSinceStart, endedChildrenCpu, machineMeter, RssSampler } from './procstat';
+import { childCpuSoFar, cpuMeter, cpuSinceStart, endedChildrenCpu, exitingMeter, machineMeter, RssSampler } from './procstat';
 import { report, type RunInfo } from './report';
 import {
   type Ceilings,
@@ -210,6 +210,8 @@ async function phase<T>(name: string, watch: Watch, fn: () => Promise<T>): Promi
   await server?.beginWindow();
   const tool0 = tally.toolCpuSeconds;
   const ended0 = (await endedChildrenCpu()) + (watch.ends ? await childCpuSoFar(watch.ends) : 0);
+  // A daemon this phase stops that is not the bench's child (the engine): its CPU until it exits.
+  const exiting = watch.ends && !watch.pid ? await exitingMeter(watch.ends) : undefined;
   const self0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   try {
@@ -223,7 +225,8 @@ async function phase<T>(name: string, watch: Watch, fn: () => Promise<T>): Promi
     // A mount starts the process that serves it (a daemon, not one of the tools): its CPU so far
     // is the phase's, not outside load.
     const started = watch.pid ? undefined : startedPid(v);
-    const fs = (await meters.fs?.()) ?? (started ? await cpuSinceStart(started, seconds) : undefined);
+    const fs =
+      (await meters.fs?.()) ?? (started ? await cpuSinceStart(started, seconds) : undefined) ?? (await exiting?.(seconds));
     const srv = await meters.server?.();
     const machine = await meters.machine();
     const outside = machine === undefined ? undefined : Math.max(0, machine - tools - (fs?.total ?? 0) - (srv?.total ?? 0));
@@ -233,6 +236,7 @@ async function phase<T>(name: string, watch: Watch, fn: () => Promise<T>): Promi
     log(`${name}: ${seconds.toFixed(2)} s`);
     return v;
   } catch (err) {
+    await exiting?.(0);
     await server?.endWindow();
     const diag = watch.who === 'filespace' && watch.pid ? ` [engine then: ${await engineDiagnosis(watch.pid)}]` : '';
     errors.push(`${name}: ${errMsg(err)}${diag}`);

@@ -121,6 +121,44 @@ export async function childCpuSoFar(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SEC;
 }
 
+/**
+ * The CPU of a process that is not this one's child and exits (an unmounted daemon), from now
+ * until `stop`: its ticks are read every `everyMs` while it lives, since they are gone with it.
+ * Misses at most the last `everyMs` of its life. Undefined for a child (its CPU reaches this
+ * process's ended children when it is reaped) or a process already gone.
+ */
+export async function exitingMeter(
+  pid: number,
+  everyMs = 50,
+): Promise<((seconds: number) => Promise<CpuUse | undefined>) | undefined> {
+  const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  if (!stat || Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid) return undefined;
+  const first = await processTicks(pid);
+  if (!first) return undefined;
+  let last = first;
+  let reading = false;
+  const timer = setInterval(() => {
+    if (reading) return;
+    reading = true;
+    void processTicks(pid)
+      .then((t) => {
+        if (t) last = t;
+      })
+      .finally(() => (reading = false));
+  }, everyMs);
+  timer.unref();
+  return async (seconds) => {
+    clearInterval(timer);
+    const t = await processTicks(pid);
+    if (t) last = t;
+    if (seconds <= 0) return undefined;
+    return {
+      total: (last.total - first.total) / TICKS_PER_SEC / seconds,
+      main: (last.main - first.main) / TICKS_PER_SEC / seconds,
+    };
+  };
+}
+
 /** Busy and total jiffies of the whole machine (first line of /proc/stat). */
 async function machineTicks(): Promise<{ busy: number; total: number } | undefined> {
   const line = (await fsp.readFile('/proc/stat', 'utf8').catch(() => '')).split('\n')[0] ?? '';
