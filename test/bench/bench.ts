@@ -289,9 +289,7 @@ async function withSpinner<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } finally {
     // Charge the spinner's CPU to the bench's own tools, not to "outside load".
-    const stat = await fsp.readFile(`/proc/${spinner.pid}/stat`, 'utf8').catch(() => '');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (stat) tally.toolCpuSeconds += (Number(fields[11]) + Number(fields[12])) / 100;
+    tally.toolCpuSeconds += spinner.pid ? await childCpuSoFar(spinner.pid) : 0;
     // Reaped within this phase, so its CPU reaches the bench's ended children here, not in the next phase.
     const gone = new Promise((r) => spinner.once('exit', r));
     spinner.kill('SIGKILL');

@@ -18,16 +18,24 @@ export async function memoryOf(pid: number): Promise<{ rss: number; hwm: number 
   return { rss: kb('VmRSS'), hwm: kb('VmHWM') };
 }
 
+/**
+ * The fields of a /proc `stat` file after the command name: [0] is field 3 (state), [1] the
+ * parent's pid, [11] and [12] user and system ticks, [13] and [14] those of waited-for children.
+ * Undefined once the process is gone.
+ */
+async function statFields(file: string): Promise<string[] | undefined> {
+  const stat = await fsp.readFile(file, 'utf8').catch(() => '');
+  return stat ? stat.slice(stat.lastIndexOf(')') + 2).split(' ') : undefined;
+}
+
+/** User + system ticks of `fields` (statFields). */
+const ticksOf = (fields: string[]) => Number(fields[11]) + Number(fields[12]);
+
 /** CPU ticks (user + system) of a whole process, exited threads included, and of its main thread. */
 async function processTicks(pid: number): Promise<{ total: number; main: number } | undefined> {
-  const parse = (stat: string | undefined) => {
-    if (!stat) return undefined;
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is field 3 (state)
-    return Number(fields[11]) + Number(fields[12]);
-  };
-  const total = parse(await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined));
-  const main = parse(await fsp.readFile(`/proc/${pid}/task/${pid}/stat`, 'utf8').catch(() => undefined));
-  return total === undefined || main === undefined ? undefined : { total, main };
+  const total = await statFields(`/proc/${pid}/stat`);
+  const main = await statFields(`/proc/${pid}/task/${pid}/stat`);
+  return total === undefined || main === undefined ? undefined : { total: ticksOf(total), main: ticksOf(main) };
 }
 
 /**
@@ -108,17 +116,14 @@ export async function cpuSinceStart(pid: number, seconds: number): Promise<CpuUs
  * of /proc/self/stat): every command the bench ran, through its own exec or a test helper's.
  */
 export async function endedChildrenCpu(): Promise<number> {
-  const stat = await fsp.readFile('/proc/self/stat', 'utf8').catch(() => '');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return stat ? (Number(fields[13]) + Number(fields[14])) / TICKS_PER_SEC : 0;
+  const f = await statFields('/proc/self/stat');
+  return f ? (Number(f[13]) + Number(f[14])) / TICKS_PER_SEC : 0;
 }
 
 /** CPU seconds a child process of this one has used so far (0 for any other process, or one gone). */
 export async function childCpuSoFar(pid: number): Promise<number> {
-  const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is field 3 (state)
-  if (!stat || Number(fields[1]) !== process.pid) return 0;
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SEC;
+  const f = await statFields(`/proc/${pid}/stat`);
+  return f && Number(f[1]) === process.pid ? ticksOf(f) / TICKS_PER_SEC : 0;
 }
 
 /**
@@ -131,8 +136,8 @@ export async function exitingMeter(
   pid: number,
   everyMs = 50,
 ): Promise<((seconds: number) => Promise<CpuUse | undefined>) | undefined> {
-  const stat = await fsp.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  if (!stat || Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid) return undefined;
+  const f = await statFields(`/proc/${pid}/stat`);
+  if (!f || Number(f[1]) === process.pid) return undefined;
   const first = await processTicks(pid);
   if (!first) return undefined;
   let last = first;

@@ -563,19 +563,20 @@ function observations(r: RunResults): string[] {
       p.window?.gcSeconds !== undefined
         ? `; the server paused ${(p.window.gcSeconds * 1000).toFixed(0)} ms for garbage collection (${p.window.majorGcs ?? 0} full)`
         : '';
-    const passes = (prefix: string, figure: (p: Profile) => string) => {
+    const passes = (prefix: string) => {
       const ps = r.profiles.filter((p) => p.phase.startsWith(prefix));
+      const figure = (p: Profile) => `${p.seconds.toFixed(2)} s (server ${p.server?.total.toFixed(2) ?? '?'} cores)`;
       return ps.length > 1 ? ` All ${ps.length} passes, wall time of the phase: ${ps.map(figure).join(', ')}.` : '';
     };
     const c = s.coldPhase ? one(s.coldPhase) : undefined;
     if (c)
       out.push(
-        `${L}, cold read (the fastest pass): ${c.window ? `${c.window.inflightAvg.toFixed(1)} requests in flight on average (max ${c.window.inflightMax}), ${requestsText(c.window)}` : 'requests not counted'}; ${cpu(c)}${serverGc(c)}.${passes(`${L}: cold sequential read`, (p) => `${p.seconds.toFixed(2)} s (server ${p.server?.total.toFixed(2) ?? '?'} cores)`)}`,
+        `${L}, cold read (the fastest pass): ${c.window ? `${c.window.inflightAvg.toFixed(1)} requests in flight on average (max ${c.window.inflightMax}), ${requestsText(c.window)}` : 'requests not counted'}; ${cpu(c)}${serverGc(c)}.${passes(`${L}: cold sequential read`)}`,
       );
     const rc = s.randColdPhase ? one(s.randColdPhase) : undefined;
     if (rc)
       out.push(
-        `${L}, random reads cold (the fastest pass): ${rc.window ? `${rc.window.inflightAvg.toFixed(1)} requests in flight on average (max ${rc.window.inflightMax}), ${requestsText(rc.window)}` : 'requests not counted'}; its peak RSS ${fmtNum((rc.fsRss ?? 0) / MB)} MB; ${cpu(rc)}${serverGc(rc)}.${passes(`${L}: random 4 KiB reads, cold`, (p) => `${p.seconds.toFixed(2)} s (server ${p.server?.total.toFixed(2) ?? '?'} cores)`)}`,
+        `${L}, random reads cold (the fastest pass): ${rc.window ? `${rc.window.inflightAvg.toFixed(1)} requests in flight on average (max ${rc.window.inflightMax}), ${requestsText(rc.window)}` : 'requests not counted'}; its peak RSS ${fmtNum((rc.fsRss ?? 0) / MB)} MB; ${cpu(rc)}${serverGc(rc)}.${passes(`${L}: random 4 KiB reads, cold`)}`,
       );
     const sm = one(`${L}: small files (create, ls -l, stat, rm)`);
     const total = sm?.window?.requests ? Object.values(sm.window.requests).reduce((a, b) => a + b, 0) : undefined;
