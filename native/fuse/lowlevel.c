@@ -118,9 +118,15 @@ typedef struct msg {
   size_t data_len;
   // The pool buffer holding the written bytes, or -1.
   int slab;
+  // A request that may change its inode's attributes: the inode's slot's count of such
+  // requests, this one included (see mount_t.attr_epochs).
+  uint32_t epoch;
 } msg_t;
 
 #define MAX_PENDING 65536
+
+// Inodes whose attributes the addon may keep at once (direct-mapped by inode number).
+#define ATTR_SLOTS 1024
 
 // Written bytes arrive in buffers of a pool (JS Buffers made once, so no allocation per write):
 // libfuse's worker copies a write's bytes into a free one, the handler gets that Buffer, and the
@@ -222,9 +228,35 @@ typedef struct mount {
   // Direct-mapped by inode number (a collision replaces); allocated at the first attr_keep.
   pthread_mutex_t attrs_lock;
   struct attr_slot *attrs;
+  // Per slot of `attrs`, the requests queued so far that may change an inode's attributes
+  // (write, setattr, open, flush, release, fsync, link, setxattr, removexattr), counted in
+  // queue order (under `lock`). Such a request makes the slot forget what it kept; and
+  // attributes the filesystem keeps after a setattr are taken only if no such request for the
+  // slot came after that setattr (attr_keep's `epoch`): a write queued behind it, which the
+  // filesystem has not seen yet, would change them.
+  uint32_t attr_epochs[ATTR_SLOTS];
+  // Folders whose every name the addon knows (a superset of them), so a lookup of any other
+  // name finds nothing, answered here as a missing name (kept by the kernel for `neg_timeout`):
+  // a folder this mount made starts empty (names_complete), and the filesystem adds each name
+  // a change gives it (names_add) before that change's request is answered; removals leave
+  // names in (a lookup of a removed name crosses, and finds nothing there). Each name is kept as
+  // its hash: another name of the same hash crosses too. Direct-mapped by folder inode number;
+  // a folder whose names outgrow the budget is no longer answered for.
+  pthread_mutex_t dirs_lock;
+  struct dir_names *dirs;
+  size_t dir_names_total;
+  double neg_timeout;
 } mount_t;
 
-#define ATTR_SLOTS 1024
+#define DIR_SLOTS 64
+// Names kept over all folders (8 bytes each, in tables at most half full: about 3 MB at most).
+#define DIR_NAMES_MAX 200000
+
+typedef struct dir_names {
+  uint64_t dir; // 0: empty
+  uint64_t *hashes; // open addressing; 0 marks a free place (a hash of 0 is kept as 1)
+  size_t cap, count;
+} dir_names_t;
 
 typedef struct attr_slot {
   uint64_t ino; // 0: empty
@@ -238,6 +270,49 @@ static uint64_t name_hash(const char *s) {
   uint64_t h = 1469598103934665603ULL;
   for (; *s; s++) h = (h ^ (unsigned char) *s) * 1099511628211ULL;
   return h;
+}
+
+// ---- names of complete folders (see mount_t.dirs; dirs_lock held) ---------------------------
+
+static int dir_has(const dir_names_t *d, uint64_t h) {
+  if (h == 0) h = 1;
+  for (size_t j = h & (d->cap - 1);; j = (j + 1) & (d->cap - 1)) {
+    if (d->hashes[j] == h) return 1;
+    if (d->hashes[j] == 0) return 0;
+  }
+}
+
+static void dir_drop(mount_t *mt, dir_names_t *d) {
+  mt->dir_names_total -= d->count;
+  free(d->hashes);
+  memset(d, 0, sizeof *d);
+}
+
+/** Adds hash `h` to folder `d`'s names; 0 when it cannot (the caller then drops the folder). */
+static int dir_add(mount_t *mt, dir_names_t *d, uint64_t h) {
+  if (h == 0) h = 1;
+  if (dir_has(d, h)) return 1;
+  if (mt->dir_names_total >= DIR_NAMES_MAX) return 0;
+  if ((d->count + 1) * 2 > d->cap) {
+    size_t cap = d->cap * 2;
+    uint64_t *t = calloc(cap, sizeof(uint64_t));
+    if (t == NULL) return 0;
+    for (size_t i = 0; i < d->cap; i++) {
+      if (d->hashes[i] == 0) continue;
+      size_t j = d->hashes[i] & (cap - 1);
+      while (t[j] != 0) j = (j + 1) & (cap - 1);
+      t[j] = d->hashes[i];
+    }
+    free(d->hashes);
+    d->hashes = t;
+    d->cap = cap;
+  }
+  size_t j = h & (d->cap - 1);
+  while (d->hashes[j] != 0) j = (j + 1) & (d->cap - 1);
+  d->hashes[j] = h;
+  d->count++;
+  mt->dir_names_total++;
+  return 1;
 }
 
 /** Adds `name` (names_lock held); 0 when out of memory (then the set is no longer trusted). */
@@ -356,6 +431,24 @@ static void msg_fi(msg_t *m, struct fuse_file_info *fi) {
   m->flags = (uint32_t) fi->flags;
 }
 
+/** Whether a request of this kind may change the attributes of the inode it names. */
+static int changes_attrs(uint32_t op) {
+  switch (op) {
+    case OP_SETATTR:
+    case OP_WRITE:
+    case OP_OPEN:
+    case OP_FLUSH:
+    case OP_RELEASE:
+    case OP_FSYNC:
+    case OP_LINK:
+    case OP_SETXATTR:
+    case OP_REMOVEXATTR:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
 static void push(fuse_req_t req, msg_t *m, int ok) {
   mount_t *mt = fuse_req_userdata(req);
   if (!ok) {
@@ -364,6 +457,13 @@ static void push(fuse_req_t req, msg_t *m, int ok) {
     return;
   }
   pthread_mutex_lock(&mt->lock);
+  if (changes_attrs(m->op)) {
+    size_t slot = m->ino % ATTR_SLOTS;
+    m->epoch = ++mt->attr_epochs[slot];
+    pthread_mutex_lock(&mt->attrs_lock);
+    if (mt->attrs != NULL && mt->attrs[slot].ino == m->ino) mt->attrs[slot].ino = 0;
+    pthread_mutex_unlock(&mt->attrs_lock);
+  }
   if (mt->tail) mt->tail->next = m;
   else mt->head = m;
   mt->tail = m;
@@ -403,6 +503,20 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn) {
 }
 
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  mount_t *mt = fuse_req_userdata(req);
+  double neg = -1;
+  pthread_mutex_lock(&mt->dirs_lock);
+  if (mt->dirs != NULL && mt->dirs[parent % DIR_SLOTS].dir == parent && !dir_has(&mt->dirs[parent % DIR_SLOTS], name_hash(name)))
+    neg = mt->neg_timeout;
+  pthread_mutex_unlock(&mt->dirs_lock);
+  if (neg >= 0) {
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    e.entry_timeout = neg;
+    __atomic_add_fetch(&mt->answered[OP_LOOKUP], 1, __ATOMIC_RELAXED);
+    fuse_reply_entry(req, &e);
+    return;
+  }
   NEW(OP_LOOKUP, parent)
   push(req, m, msg_name(m, name));
 }
@@ -770,7 +884,7 @@ static void call_handler(mount_t *mt, msg_t *m, uint32_t id) {
   }
   if (m->op == OP_SETATTR) {
     napi_value arr;
-    napi_create_array_with_length(env, 7, &arr);
+    napi_create_array_with_length(env, 8, &arr);
     napi_set_element(env, arr, 0, num(env, m->to_set));
     napi_set_element(env, arr, 1, num(env, m->a_mode));
     napi_set_element(env, arr, 2, num(env, m->a_uid));
@@ -778,6 +892,7 @@ static void call_handler(mount_t *mt, msg_t *m, uint32_t id) {
     napi_set_element(env, arr, 4, num(env, (double) m->a_size));
     napi_set_element(env, arr, 5, num(env, m->a_atime_ms));
     napi_set_element(env, arr, 6, num(env, m->a_mtime_ms));
+    napi_set_element(env, arr, 7, num(env, m->epoch));
     args[15] = arr;
   } else {
     napi_get_undefined(env, &args[15]);
@@ -1037,6 +1152,7 @@ static napi_value mount_fs(napi_env env, napi_callback_info info) {
   mt->send_min = SEND_BY_THREAD_BYTES;
   pthread_mutex_init(&mt->names_lock, NULL);
   pthread_mutex_init(&mt->attrs_lock, NULL);
+  pthread_mutex_init(&mt->dirs_lock, NULL);
   mt->env = env;
 
   char *args_v[] = {"filespace", "-o", opts, NULL};
@@ -1161,6 +1277,10 @@ static void free_mount(uv_handle_t *handle) {
   lane_destroy(&mt->sends);
   names_clear(mt);
   pthread_mutex_destroy(&mt->names_lock);
+  if (mt->dirs != NULL)
+    for (size_t i = 0; i < DIR_SLOTS; i++) free(mt->dirs[i].hashes);
+  free(mt->dirs);
+  pthread_mutex_destroy(&mt->dirs_lock);
   free(mt->attrs);
   pthread_mutex_destroy(&mt->attrs_lock);
   free(mt);
@@ -1645,25 +1765,89 @@ static napi_value forget_inode(napi_env env, napi_callback_info info) {
 }
 
 /**
- * attr_keep(mount, ino, stat, attrTimeoutSec): getattr of `ino` is answered here with `stat`
- * until attr_forget names it (see mount_t.attrs). The caller keeps only what its getattr
- * would answer now.
+ * names_complete(mount, dir, negativeTimeoutSec): folder `dir` has no names (this mount just
+ * made it); from now on a lookup there of a name not added (names_add) is answered here as
+ * missing, kept by the kernel that long. Replaces whatever folder shared its place.
+ */
+static napi_value names_complete(napi_env env, napi_callback_info info) {
+  MOUNT_ARGS(3)
+  uint64_t dir = (uint64_t) get_num(env, argv[1]);
+  double neg = get_num(env, argv[2]);
+  if (dir == 0 || !(neg > 0)) return NULL;
+  pthread_mutex_lock(&mt->dirs_lock);
+  if (mt->dirs == NULL) mt->dirs = calloc(DIR_SLOTS, sizeof(dir_names_t));
+  if (mt->dirs != NULL) {
+    dir_names_t *d = &mt->dirs[dir % DIR_SLOTS];
+    dir_drop(mt, d);
+    d->hashes = calloc(16, sizeof(uint64_t));
+    if (d->hashes != NULL) {
+      d->cap = 16;
+      d->dir = dir;
+      mt->neg_timeout = neg;
+    }
+  }
+  pthread_mutex_unlock(&mt->dirs_lock);
+  return NULL;
+}
+
+/** names_add(mount, dir, name as latin1): folder `dir` has that name now (if its names are known here). */
+static napi_value names_add_fn(napi_env env, napi_callback_info info) {
+  MOUNT_ARGS(3)
+  uint64_t dir = (uint64_t) get_num(env, argv[1]);
+  char buf[1100];
+  size_t len = 0;
+  int ok = napi_get_value_string_latin1(env, argv[2], buf, sizeof buf, &len) == napi_ok && len < sizeof buf - 1;
+  pthread_mutex_lock(&mt->dirs_lock);
+  if (mt->dirs != NULL && mt->dirs[dir % DIR_SLOTS].dir == dir) {
+    dir_names_t *d = &mt->dirs[dir % DIR_SLOTS];
+    // A name that cannot be kept: the folder is no longer answered for.
+    if (!ok || !dir_add(mt, d, name_hash(buf))) dir_drop(mt, d);
+  }
+  pthread_mutex_unlock(&mt->dirs_lock);
+  return NULL;
+}
+
+/** names_forget(mount, dir): lookups in `dir` go to the filesystem again; 0 for every folder. */
+static napi_value names_forget(napi_env env, napi_callback_info info) {
+  MOUNT_ARGS(2)
+  uint64_t dir = (uint64_t) get_num(env, argv[1]);
+  pthread_mutex_lock(&mt->dirs_lock);
+  if (mt->dirs != NULL) {
+    for (size_t i = 0; i < DIR_SLOTS; i++)
+      if (mt->dirs[i].dir != 0 && (dir == 0 || mt->dirs[i].dir == dir)) dir_drop(mt, &mt->dirs[i]);
+  }
+  pthread_mutex_unlock(&mt->dirs_lock);
+  return NULL;
+}
+
+/**
+ * attr_keep(mount, ino, stat, attrTimeoutSec, epoch?): getattr of `ino` is answered here with
+ * `stat` until attr_forget names it, or a request that may change it arrives (see
+ * mount_t.attrs). The caller keeps only what its getattr would answer now. With `epoch` (a
+ * setattr's, as its message carried it), nothing is kept if a request that may change the
+ * inode's attributes was queued after that setattr.
  */
 static napi_value attr_keep(napi_env env, napi_callback_info info) {
-  MOUNT_ARGS(4)
+  MOUNT_ARGS(5)
   uint64_t ino = (uint64_t) get_num(env, argv[1]);
   struct stat st;
   if (ino == 0 || !stat_from(env, argv[2], &st)) return NULL;
   double timeout = get_num(env, argv[3]);
+  napi_valuetype t;
+  int with_epoch = argc >= 5 && napi_typeof(env, argv[4], &t) == napi_ok && t == napi_number;
+  uint32_t epoch = with_epoch ? (uint32_t) get_num(env, argv[4]) : 0;
+  pthread_mutex_lock(&mt->lock);
+  int current = !with_epoch || mt->attr_epochs[ino % ATTR_SLOTS] == epoch;
   pthread_mutex_lock(&mt->attrs_lock);
-  if (mt->attrs == NULL) mt->attrs = calloc(ATTR_SLOTS, sizeof(attr_slot_t));
-  if (mt->attrs != NULL) {
+  if (current && mt->attrs == NULL) mt->attrs = calloc(ATTR_SLOTS, sizeof(attr_slot_t));
+  if (current && mt->attrs != NULL) {
     attr_slot_t *slot = &mt->attrs[ino % ATTR_SLOTS];
     slot->ino = ino;
     slot->timeout = timeout;
     slot->st = st;
   }
   pthread_mutex_unlock(&mt->attrs_lock);
+  pthread_mutex_unlock(&mt->lock);
   return NULL;
 }
 
@@ -1702,6 +1886,9 @@ NAPI_MODULE_INIT() {
   EXPORT_FN("unref", unref);
   EXPORT_FN("attr_keep", attr_keep);
   EXPORT_FN("attr_forget", attr_forget);
+  EXPORT_FN("names_complete", names_complete);
+  EXPORT_FN("names_add", names_add_fn);
+  EXPORT_FN("names_forget", names_forget);
   EXPORT_FN("counts", counts);
   EXPORT_FN("send_by_thread", send_by_thread);
   EXPORT_FN("xattr_names", xattr_names);

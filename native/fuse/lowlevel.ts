@@ -32,7 +32,9 @@
  * folder the kernel asks for after each entry it made there (before its next lookup in it, a
  * permission check): after a request changed a folder its attributes are left in the addon,
  * which answers with them until a change that names the folder (or any removal or rename, or
- * a new tree) makes it forget them. Without `opsApplied`, the mount's own timeouts apply, as
+ * a new tree) makes it forget them. So is the getattr of an inode after a setattr (a chown
+ * makes the kernel ask for a file's attributes past its cache first), until a request that
+ * may change them (a write, an open, another setattr) or a change to the tree. Without `opsApplied`, the mount's own timeouts apply, as
  * with the high-level adapter.
  */
 
@@ -187,8 +189,17 @@ interface LowLevelAddon {
   forget_entry(m: MountRef, parent: number, name: string): void;
   forget_inode(m: MountRef, ino: number, off: number, len: number): void;
   /** getattr of `ino` is answered in the addon with `stat` until `attr_forget` names it (or 0). */
-  attr_keep?(m: MountRef, ino: number, stat: Float64Array, attrTimeoutSec: number): void;
+  /** With `epoch` (a setattr's): kept only if no request that may change the inode's attributes came after it. */
+  attr_keep?(m: MountRef, ino: number, stat: Float64Array, attrTimeoutSec: number, epoch?: number): void;
   attr_forget?(m: MountRef, ino: number): void;
+  /**
+   * Folder `dir` (just made, empty) has only the names `names_add` gives it: a lookup of any
+   * other is answered in the addon as missing (kept by the kernel `negativeTimeoutSec`).
+   */
+  names_complete?(m: MountRef, dir: number, negativeTimeoutSec: number): void;
+  names_add?(m: MountRef, dir: number, name: string): void;
+  /** Lookups in `dir` (0: every folder) go to the filesystem again. */
+  names_forget?(m: MountRef, dir: number): void;
   xattr_names(m: MountRef, names: string[], all: boolean): void;
   reply_err(m: MountRef, id: number, errno: number): void;
   reply_entry(m: MountRef, id: number, stat: Float64Array, entryTimeoutSec: number, attrTimeoutSec: number): void;
@@ -440,10 +451,17 @@ export class LowLevelMount implements ServedMount {
    */
   private readonly busyInodes = new Map<number, number>();
   /**
-   * Whether the addon answers getattr of a folder this mount just changed (`keepFolderAttr`):
-   * only with a filesystem that reports its changes, so every change can make it forget.
+   * Whether the addon answers getattr of a folder this mount just changed (`keepFolderAttr`)
+   * and of an inode just set (`keepSetAttr`): only with a filesystem that reports its changes,
+   * so every change can make it forget.
    */
-  private keepsFolderAttrs = false;
+  private keepsAttrs = false;
+  /**
+   * Whether the addon answers lookups of missing names in folders this mount made
+   * (`names_complete`): only with a filesystem that reports its changes, each of which adds
+   * the names it gives a folder.
+   */
+  private knowsNames = false;
   /** Kernel cache timeouts (seconds), set at mount. */
   private entrySec = 0;
   private attrSec = 0;
@@ -569,7 +587,7 @@ export class LowLevelMount implements ServedMount {
     this.attrSec = long(o.attrTimeoutSec);
     this.negativeSec = long(o.negativeTimeoutSec);
     if (!reports) return;
-    this.keepsFolderAttrs = a.attr_keep !== undefined && a.attr_forget !== undefined && this.attrSec > 0;
+    this.keepsAttrs = a.attr_keep !== undefined && a.attr_forget !== undefined && this.attrSec > 0;
     const forgetAttr = (m: MountRef, ino: number) => a.attr_forget!(m, ino);
     // What the addon answers for getattr goes with any change that names the inode, the
     // kernel's own included; a removal or a rename (whose inode the op does not name) and a
@@ -601,9 +619,21 @@ export class LowLevelMount implements ServedMount {
     };
     this.listedDirsFull = forgetListings;
     const ownAttr = (op: TreeChange) => op.t === 'attr' && this.busyInodes.has(op.ino);
+    // Every name a change gives a folder, whoever made it, before that change's request (if
+    // any) is answered; a new tree makes the addon forget every folder's names.
+    this.knowsNames =
+      a.names_complete !== undefined && a.names_add !== undefined && a.names_forget !== undefined && this.negativeSec > 0;
+    const addNames = (ops: readonly TreeChange[] | 'all') => {
+      if (ops === 'all') return a.names_forget!(ref, 0);
+      for (const op of ops) {
+        if (op.t === 'mk' || op.t === 'ln') a.names_add!(ref, op.parent, nameToWire(op.name));
+        else if (op.t === 'mv') a.names_add!(ref, op.dp, nameToWire(op.dn));
+      }
+    };
     this.fs.opsApplied = (ops, relinked) => {
       if (this.ref !== ref || this.ended) return;
-      if (this.keepsFolderAttrs) forgetAttrs(ops, relinked);
+      if (this.knowsNames) addNames(ops);
+      if (this.keepsAttrs) forgetAttrs(ops, relinked);
       if (this.inRequest) return;
       if (ops === 'all') {
         // Forgetting the root's names drops everything the kernel holds below them.
@@ -778,14 +808,26 @@ export class LowLevelMount implements ServedMount {
     const attr = (id: number, st: FuseStat) => a.reply_attr(m(), id, statValues(st), this.attrSec);
     // After a request changed folder `dir` (the kernel then asks for its attributes again before
     // the next lookup in it), the addon answers that getattr with what it is now (see
-    // keepsFolderAttrs); called before the request's answer, so the kernel's question finds it.
+    // keepsAttrs); called before the request's answer, so the kernel's question finds it.
     const keepFolderAttr = (dir: number) => {
-      if (!this.keepsFolderAttrs || !live()) return;
+      if (!this.keepsAttrs || !live()) return;
       try {
         a.attr_keep!(m(), dir, statValues(fs.getattr({ ino: dir })), this.attrSec);
       } catch {
         // not kept: the kernel's getattr comes here
       }
+    };
+    // After a setattr (tar, cp -p and rsync set times, owner and mode of each file they
+    // write, through its open handle), the addon answers the inode's getattr with what the
+    // setattr answered: a chown of a regular file makes the kernel ask for its attributes
+    // again, past its own cache, before it sends the setattr (to clear the set-user-ID bit
+    // itself), a round trip per file otherwise. Not kept while another request that may change
+    // them is under way here (a write), or if one was queued after this setattr (`epoch`, see
+    // lowlevel.c); any such request arriving later makes the addon forget them, and so does a
+    // change applied to the tree (forgetAttrs).
+    const keepSetAttr = (ino: number, st: FuseStat, epoch: number | undefined) => {
+      if (!this.keepsAttrs || !live() || epoch === undefined || this.busyInodes.has(ino)) return;
+      a.attr_keep!(m(), ino, statValues(st), this.attrSec, epoch);
     };
     // Direct I/O, or else the pages cached from an earlier open kept when the data is unchanged.
     const openFlags = (fh: number) => (fs.directIo?.(fh) ? OPEN_DIRECT_IO : fs.keepCache?.(fh) ? OPEN_KEEP_CACHE : 0);
@@ -832,7 +874,7 @@ export class LowLevelMount implements ServedMount {
         }
       },
       [ops.setattr!]: (_op, id, ino, fh, _off, _size, _flags, _mode, uid, gid, pid, _i2, _n, _n2, _d, attrs) => {
-        const [set = 0, mode = 0, auid = 0, agid = 0, size = 0, atime = 0, mtime = 0] = attrs ?? [];
+        const [set = 0, mode = 0, auid = 0, agid = 0, size = 0, atime = 0, mtime = 0, epoch] = attrs ?? [];
         const w = { ino };
         const caller = callerOf(uid, gid, pid);
         later(
@@ -852,7 +894,10 @@ export class LowLevelMount implements ServedMount {
             }
             return fh >= 0 && fs.fgetattr ? fs.fgetattr(fh) : fs.getattr(w);
           },
-          (st) => attr(id, st as FuseStat),
+          (st) => {
+            keepSetAttr(ino, st as FuseStat, epoch);
+            attr(id, st as FuseStat);
+          },
           ino,
         );
       },
@@ -880,7 +925,10 @@ export class LowLevelMount implements ServedMount {
         try {
           fs.mkdir(w, mode, callerOf(uid, gid, pid));
           keepFolderAttr(ino);
-          entry(id, fs.getattr(w));
+          const st = fs.getattr(w);
+          // A new folder is empty: the names it gets from now on come through opsApplied.
+          if (this.knowsNames) a.names_complete!(m(), st.ino, this.negativeSec);
+          entry(id, st);
         } catch (err) {
           fail('mkdir', id, err);
         }

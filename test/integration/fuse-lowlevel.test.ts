@@ -111,6 +111,34 @@ print(json.dumps({'exit': [p.exitcode for p in procs]}))
 `;
 const WRITERS = 24;
 
+// Per file: write 1000 bytes, set times, owner and mode through the handle, set the set-ID bits
+// and chown (which clears them), write 2000 more, chown again; the modes and sizes seen.
+const SETATTRS = String.raw`
+import json, os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+uid, gid = os.getuid(), os.getgid()
+t = 981173106  # 2001-02-03T04:05:06Z
+modes, sizes = [], []
+for i in range(n):
+    fd = os.open(os.path.join(d, 'f%d' % i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, b'a' * 1000)
+    os.utime(fd, (t, t))
+    os.fchown(fd, uid, gid)
+    os.fchmod(fd, 0o644)
+    os.fchmod(fd, 0o6755)
+    os.fchown(fd, uid, gid)
+    modes.append(os.fstat(fd).st_mode)
+    s = [os.fstat(fd).st_size]
+    os.write(fd, b'b' * 2000)
+    s.append(os.fstat(fd).st_size)
+    os.fchown(fd, uid, gid)
+    os.utime(fd, (t, t))
+    s.append(os.fstat(fd).st_size)
+    sizes.append(s)
+    os.close(fd)
+print(json.dumps({'modes': modes, 'sizes': sizes}))
+`;
+
 describe('the low-level FUSE binding', () => {
   const bed = new Bed();
   let local = '';
@@ -305,6 +333,75 @@ describe('the low-level FUSE binding', () => {
     await fs.unmount();
     await fs.mount();
     assert.deepEqual(await statOf(FORMAT, d), [shown]);
+    await fs.unmount();
+  });
+
+  it("a file's attributes after a setattr are answered in the addon until a write; chown clears set-ID bits", async () => {
+    const fs = await bed.filespace({ settings: { 'upload-delay': '1h' } });
+    await fs.mount();
+    const d = path.join(fs.mnt, 'set');
+    await sh(`mkdir '${d}'`);
+    const before = await requestCounts(fs.machine.home, fs.name);
+    // As tar and cp -p do, through the open handle: write, times, owner, mode; then a chmod
+    // that sets the set-user-ID and set-group-ID bits and a chown, which must clear them: the
+    // kernel decides from the attributes the addon answers, so a stale mode there would keep them.
+    const out = await python(SETATTRS, d, '30');
+    const after = await requestCounts(fs.machine.home, fs.name);
+    assert.deepEqual(
+      out.modes,
+      Array.from({ length: 30 }, () => 0o100755),
+      'set-ID bits cleared by each chown',
+    );
+    assert.deepEqual(
+      out.sizes,
+      Array.from({ length: 30 }, () => [1000, 3000, 3000]),
+      'sizes seen by fstat after each write, and after the chown that followed it',
+    );
+    const answered = (after.answered.getattr ?? 0) - (before.answered.getattr ?? 0);
+    const crossed = (after.crossed.getattr ?? 0) - (before.crossed.getattr ?? 0);
+    // Each file's chowns make the kernel ask for its attributes: those after a setattr are
+    // answered in the addon (3 of the 4 chowns of a file), the one after a write crosses.
+    assert.ok(answered >= 60, `getattr after a setattr answered in the addon (${answered}; ${crossed} crossed)`);
+    // What the addon answered is what the engine answers: a new mount asks the engine.
+    const shown = await statOf('%f %s %Y', ...Array.from({ length: 30 }, (_, i) => path.join(d, `f${i}`)));
+    await fs.unmount();
+    await fs.mount();
+    assert.deepEqual(await statOf('%f %s %Y', ...Array.from({ length: 30 }, (_, i) => path.join(d, `f${i}`))), shown);
+    assert.ok(
+      shown.every((l) => l === `81ed 3000 ${Date.parse('2001-02-03T04:05:06Z') / 1000}`),
+      shown[0],
+    );
+    await fs.unmount();
+  });
+
+  it('a lookup of a missing name in a folder this mount made is answered in the addon; every name made there is found', async () => {
+    const fs = await bed.filespace({ settings: { 'upload-delay': '1h' } });
+    await fs.mount();
+    const d = path.join(fs.mnt, 'made');
+    await sh(`mkdir '${d}'`);
+    const before = await requestCounts(fs.machine.home, fs.name);
+    await sh(`cd '${d}' && for i in $(seq 1 50); do echo $i > f$i; done`);
+    const after = await requestCounts(fs.machine.home, fs.name);
+    const answered = (after.answered.lookup ?? 0) - (before.answered.lookup ?? 0);
+    const crossed = (after.crossed.lookup ?? 0) - (before.crossed.lookup ?? 0);
+    assert.ok(answered >= 50, `lookups of the new names answered in the addon (${answered}; ${crossed} crossed)`);
+    // Names made every other way, and one removed.
+    await sh(
+      `cd '${d}' && ln f1 h1 && mv f2 g2 && mkdir sub && ln -s f3 s3 && mkfifo p4 && echo x > sub/inner && ` +
+        `rm f4 && mv sub/inner moved && mv g2 f5`,
+    );
+    const names = ['f1', 'h1', 'f3', 's3', 'p4', 'sub', 'moved', 'f5'];
+    // The kernel's own cache of names goes (it asks again for each), so the answers come from
+    // the addon or the engine, not from what the kernel kept since it made the names.
+    await fsp.writeFile('/proc/sys/vm/drop_caches', '2');
+    for (const n of names) assert.equal((await run('stat', [path.join(d, n)])).code, 0, `${n} is found`);
+    for (const n of ['f2', 'f4', 'g2', 'nothing'])
+      assert.notEqual((await run('stat', [path.join(d, n)])).code, 0, `${n} is missing`);
+    assert.equal(await fsp.readFile(path.join(d, 'f5'), 'utf8'), '2\n');
+    assert.equal(await fsp.readFile(path.join(d, 'moved'), 'utf8'), 'x\n');
+    // A name missing a moment ago can be made again.
+    await sh(`cd '${d}' && echo again > f4`);
+    assert.equal(await fsp.readFile(path.join(d, 'f4'), 'utf8'), 'again\n');
     await fs.unmount();
   });
 
