@@ -12,6 +12,7 @@
  *      (best of 3);
  *   3. small files: create, `ls -l`, stat, rm (2,000 files of 4 KiB; a peer far slower than
  *      Filespace at creating them is stopped, and the other phases work on what it created);
+ *      three passes, each in a new folder, the one that created fastest reported;
  *   4. `tar x` of a 3k-file npm tree (node_modules/@aws-sdk) and of the whole node_modules,
  *      each until tar exits and until durable; a peer that takes far longer than Filespace is
  *      stopped and reported as a bound;
@@ -277,6 +278,10 @@ async function repeated<T>(name: string, watch: Watch, run: () => Promise<T>): P
   return all;
 }
 
+/** The pass of the small-files probe that created its files at the highest rate. */
+const fastestCreates = (rs: readonly SmallResult[]): SmallResult =>
+  rs.reduce((a, b) => (b.count / b.create.seconds > a.count / a.create.seconds ? b : a));
+
 const fastestRand = (rs: Array<RandResult | undefined>) =>
   rs.reduce<RandResult | undefined>((a, b) => (!b ? a : !a || b.ops / b.seconds > a.ops / a.seconds ? b : a), undefined);
 
@@ -421,7 +426,11 @@ async function measureCeilings(inp: Inputs, c: Ceilings): Promise<void> {
     c.nullRandAwake = await phase('ceiling: FUSE random 4 KiB reads, one core kept busy', watch, () =>
       withSpinner(() => w.randRead(path.join(nullMnt, 'zero.bin'))),
     );
-    c.nullSmall = await phase('ceiling: FUSE small files', watch, () => w.smallFiles(path.join(nullMnt, 'small')));
+    let smallPass = 0;
+    const smalls = await repeated('ceiling: FUSE small files', watch, () =>
+      w.smallFiles(path.join(nullMnt, `small-${++smallPass}`)),
+    );
+    if (smalls) c.nullSmall = fastestCreates(smalls);
     for (const t of inp.trees) {
       const r = await phase(`ceiling: FUSE tar x ${t.label}`, watch, () =>
         w.tarX(path.join(nullMnt, `tree-${t.key}`), t, TAR_LIMIT_MS),
@@ -541,12 +550,19 @@ async function runSuite(c: Contender, s: Suite, inp: Inputs, fsTimes: ProductTim
     s.randWarm = fastestRand((await repeated(`${L}: random 4 KiB reads, warm`, watch, () => w.randRead(seq))) ?? []);
   }
 
-  // 3. small files
-  // A peer far slower than Filespace at creating files is stopped, like its tar x (see below).
+  // 3. small files, REPEATS passes in new folders (a pass removes its files): the one that
+  // created fastest is reported. A peer far slower than Filespace at creating files is
+  // stopped, like its tar x (see below).
   const createLimit = peer ? peerLimitMs(fsTimes.create) : undefined;
-  s.small = await phase(`${L}: small files (create, ls -l, stat, rm)`, watch, () =>
-    w.smallFiles(path.join(m.dir, 'small'), createLimit),
-  );
+  let pass = 0;
+  const smallName = `${L}: small files (create, ls -l, stat, rm)`;
+  const smalls = await repeated(smallName, watch, () => w.smallFiles(path.join(m.dir, `small-${++pass}`), createLimit));
+  if (smalls) {
+    const best = fastestCreates(smalls);
+    s.small = best;
+    s.smallPhase = `${smallName} ${smalls.indexOf(best) + 1}/${REPEATS}`;
+    s.smallCreates = smalls.map((r) => r.count / r.create.seconds);
+  }
   if (c.key === 'filespace' && s.small) fsTimes.create = s.small.create.seconds;
   if (s.small && s.small.count < SMALL_FILES) {
     notes.push(

@@ -84,7 +84,10 @@ export interface Suite {
   warm: number[];
   warmBest?: SeqRead;
   randWarm?: RandResult;
+  /** The small-files pass that created fastest, its phase's name, and every pass's create rate (files/s). */
   small?: SmallResult;
+  smallPhase?: string;
+  smallCreates?: number[];
   tars: Partial<Record<TreeKey, TarRun>>;
   coldMethod?: string;
   /** The fastest cold pass, with its phase's name and server window; false when any pass read wrong bytes. */
