@@ -388,14 +388,15 @@ describe('the low-level FUSE binding', () => {
     // Names made every other way, and one removed.
     await sh(
       `cd '${d}' && ln f1 h1 && mv f2 g2 && mkdir sub && ln -s f3 s3 && mkfifo p4 && echo x > sub/inner && ` +
-        `rm f4 && mv sub/inner moved && mv g2 f5`,
+        `rm f4 && mv sub/inner moved && mv g2 f5 && echo u > 'ü-名 6'`,
     );
-    const names = ['f1', 'h1', 'f3', 's3', 'p4', 'sub', 'moved', 'f5'];
+    // A name that is not ASCII: the addon keeps the bytes the kernel sends (UTF-8), as given.
+    const names = ['f1', 'h1', 'f3', 's3', 'p4', 'sub', 'moved', 'f5', 'ü-名 6'];
     // The kernel's own cache of names goes (it asks again for each), so the answers come from
     // the addon or the engine, not from what the kernel kept since it made the names.
     await fsp.writeFile('/proc/sys/vm/drop_caches', '2');
     for (const n of names) assert.equal((await run('stat', [path.join(d, n)])).code, 0, `${n} is found`);
-    for (const n of ['f2', 'f4', 'g2', 'nothing'])
+    for (const n of ['f2', 'f4', 'g2', 'nothing', 'u-名 6'])
       assert.notEqual((await run('stat', [path.join(d, n)])).code, 0, `${n} is missing`);
     assert.equal(await fsp.readFile(path.join(d, 'f5'), 'utf8'), '2\n');
     assert.equal(await fsp.readFile(path.join(d, 'moved'), 'utf8'), 'x\n');
