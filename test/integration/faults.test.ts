@@ -8,6 +8,7 @@
 
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { Linked, randomFile, run, sh, until } from '../helpers/bed';
 import { Fault, proxiedBed } from '../helpers/faultProxy';
@@ -106,14 +107,25 @@ describe('faults between the engine and S3', () => {
     assert.ok(Number(st.dirtyBytes) >= 2 * 1024 * 1024, 'status shows what is pending');
     assert.equal(st.state, 'mounted');
     env.proxy.goOnline();
-    await until(
-      'uploads to finish without user action',
-      async () => {
-        const s = await fs.status();
-        return s.dirtyBytes === 0 && s.pendingMetaOps === 0 && s.offline === false;
-      },
-      120_000,
-    );
+    // On a timeout, what the engine last said and did goes into the failure.
+    let last: unknown;
+    try {
+      await until(
+        'uploads to finish without user action',
+        async () => {
+          const s = await fs.status();
+          last = s;
+          return s.dirtyBytes === 0 && s.pendingMetaOps === 0 && s.offline === false;
+        },
+        120_000,
+      );
+    } catch (err) {
+      const log = await fsp.readFile(path.join(fs.machine.home, 'run', `${fs.name}.log`), 'utf8').catch(() => '');
+      const tail = log.trimEnd().split('\n').slice(-20).join('\n');
+      throw new Error(`${(err as Error).message}; last status ${JSON.stringify(last)}; the engine's log ends:\n${tail}`, {
+        cause: err,
+      });
+    }
     await fs.unmount();
     await verifyFromBucket(fs.bucket, async (mnt) => {
       await sh(`cmp ${during} ${mnt}/offline.bin && test -d ${mnt}/made-offline`);
