@@ -34,7 +34,8 @@ import { promises as fsp } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { chunkName, Keys } from './chunk/crypto';
-import { CHUNK_LIST_PARTS, chunkKey, decodeChunk } from './chunk/format';
+import { CHUNK_LIST_PARTS, decodeChunk } from './chunk/format';
+import { PACK_LIST_PARTS, chunkObject, contentName, packIdOfKey, packOf } from './chunk/packs';
 import { FORMAT_COMPACTED, FORMAT_PAGES, FORMAT_SNAPSHOT_PAGES, FilespaceHeader, HEADER_KEY } from './filespace';
 import { PAGE_PREFIX, isManifest } from './meta/pages';
 import { MetaStore, inodesChangedBy } from './meta/metastore';
@@ -156,6 +157,15 @@ export function checkTree(tree: Tree, where: string): string[] {
   return problems;
 }
 
+/** A pack's row in the check's table of bucket objects (no chunk name starts so). */
+const PACK_ROW = '~';
+
+/** The row of the bucket object a reference's name needs: its chunk's, or its pack's. */
+function objectRow(name: string): string {
+  const pack = packOf(name);
+  return pack ? PACK_ROW + pack : name;
+}
+
 /**
  * The chunk names a check compares, in a database of its own (in the check's scratch folder):
  * the bucket's chunks, and every name the trees it reads reference. The bucket can hold
@@ -166,33 +176,39 @@ class ChunkNames {
   private readonly st: { inBucket: Statement; addBucket: Statement; addRef: Statement };
   constructor(file: string) {
     this.db = openDatabase(file, { readOnly: false, mustExist: false, bulk: true });
+    // A reference's `obj` is the bucket row it needs: its chunk's name, or its pack's (PACK_ROW).
     this.db.exec(
-      'CREATE TABLE bucket (name TEXT PRIMARY KEY) WITHOUT ROWID; CREATE TABLE refs (name TEXT PRIMARY KEY) WITHOUT ROWID;',
+      'CREATE TABLE bucket (name TEXT PRIMARY KEY) WITHOUT ROWID; ' +
+        'CREATE TABLE refs (name TEXT PRIMARY KEY, obj TEXT NOT NULL) WITHOUT ROWID; CREATE INDEX refs_obj ON refs (obj);',
     );
     this.st = {
       inBucket: this.db.prepare('SELECT 1 AS x FROM bucket WHERE name = ?'),
       addBucket: this.db.prepare('INSERT OR IGNORE INTO bucket (name) VALUES (?)'),
-      addRef: this.db.prepare('INSERT OR IGNORE INTO refs (name) VALUES (?)'),
+      addRef: this.db.prepare('INSERT OR IGNORE INTO refs (name, obj) VALUES (?, ?)'),
     };
   }
 
-  /** Adds chunk keys as the bucket lists them (`chunks/<dir>/<name>`). */
+  /** Adds keys as the bucket lists them (`chunks/<dir>/<name>`, `packs/<dir>/<id>`). */
   addListed(keys: readonly string[]): void {
     this.db.transaction(() => {
-      for (const k of keys) this.st.addBucket.run(k.slice(k.lastIndexOf('/') + 1));
+      for (const k of keys) {
+        const pack = packIdOfKey(k);
+        this.st.addBucket.run(pack ? PACK_ROW + pack : k.slice(k.lastIndexOf('/') + 1));
+      }
     })();
   }
 
   /**
    * Adds the names `names` gives as references, a batch at a time, and calls `absent` with each
-   * one the bucket does not hold.
+   * one the bucket does not hold (for a pack member: whose pack it does not hold).
    */
   addRefs(names: Iterable<string>, absent: (name: string) => void): void {
     const batch: string[] = [];
     const flush = this.db.transaction(() => {
       for (const name of batch) {
-        this.st.addRef.run(name);
-        if (!this.st.inBucket.get(name)) absent(name);
+        const obj = objectRow(name);
+        this.st.addRef.run(name, obj);
+        if (!this.st.inBucket.get(obj)) absent(name);
       }
     });
     for (const name of names) {
@@ -206,28 +222,28 @@ class ChunkNames {
   }
 
   has(name: string): boolean {
-    return this.st.inBucket.get(name) !== undefined;
+    return this.st.inBucket.get(objectRow(name)) !== undefined;
   }
 
   count(table: 'bucket' | 'refs'): number {
     return (this.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
   }
 
-  /** Chunks in the bucket nothing references. */
+  /** Objects in the bucket (chunks, packs) nothing references. */
   unreferenced(): number {
     return (
       this.db
-        .prepare('SELECT count(*) AS n FROM bucket b WHERE NOT EXISTS (SELECT 1 FROM refs r WHERE r.name = b.name)')
+        .prepare('SELECT count(*) AS n FROM bucket b WHERE NOT EXISTS (SELECT 1 FROM refs r WHERE r.obj = b.name)')
         .get() as {
         n: number;
       }
     ).n;
   }
 
-  /** Referenced names the bucket holds, in name order, a batch at a time. */
+  /** Referenced names whose object the bucket holds, in name order, a batch at a time. */
   *referencedInBucket(): IterableIterator<string> {
     const next = this.db.prepare(
-      'SELECT r.name AS name FROM refs r WHERE r.name > ? AND EXISTS (SELECT 1 FROM bucket b WHERE b.name = r.name) ORDER BY r.name LIMIT ?',
+      'SELECT r.name AS name FROM refs r WHERE r.name > ? AND EXISTS (SELECT 1 FROM bucket b WHERE b.name = r.obj) ORDER BY r.name LIMIT ?',
     );
     let after = '';
     for (;;) {
@@ -425,7 +441,7 @@ async function check(opts: Parameters<typeof checkFilespace>[0], scratch: string
     await checkLogLayout(store, keys, header, seq, damage.segment !== undefined, problems, notes);
     await checkPages(store, keys, header, problems, notes);
     say('listing chunks in the bucket');
-    for (const part of CHUNK_LIST_PARTS) names.addListed(await store.list(part));
+    for (const part of [...CHUNK_LIST_PARTS, ...PACK_LIST_PARTS]) names.addListed(await store.list(part));
     const stored = names.count('bucket');
     names.addRefs(remoteTree.chunkRefs.keys(), (name) =>
       problems.push(`bucket: metadata names chunk ${name}, which is not in the bucket`),
@@ -469,10 +485,12 @@ async function check(opts: Parameters<typeof checkFilespace>[0], scratch: string
       for (const name of names.referencedInBucket()) {
         if (++i % 50 === 0) say(`verifying chunks: ${i}/${allRefs}`);
         try {
-          const got = await store.get(chunkKey(name));
+          const where = chunkObject(name);
+          const got = await store.get(where.key, where.range);
           if (!got) throw new Error('vanished');
           const plain = await decodeChunk(keys.chunkKey, name, got.body);
-          if (chunkName(keys.nameKey, plain) !== name) problems.push(`bucket: chunk ${name} holds content of another name`);
+          if (chunkName(keys.nameKey, plain) !== contentName(name))
+            problems.push(`bucket: chunk ${name} holds content of another name`);
         } catch (err) {
           problems.push(`bucket: chunk ${name} is unreadable: ${(err as Error).message}`);
         }
@@ -592,7 +610,7 @@ async function checkLocal(
         const len = logicalSize((await fh.stat()).size);
         if (len === undefined) throw new Error('impossible size');
         const data = await readCacheFile(fh, name, len, io, received);
-        if (chunkName(keys.nameKey, data) !== name) throw new Error('content does not match its name');
+        if (chunkName(keys.nameKey, data) !== contentName(name)) throw new Error('content does not match its name');
       } catch (err) {
         problems.push(`local: cached chunk ${name} is damaged (${(err as Error).message}); it would be fetched again`);
       } finally {

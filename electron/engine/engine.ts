@@ -51,6 +51,7 @@ import { EngineSettings, resolveSettings, settingsForChunkSize } from './config'
 import {
   FORMAT_COMPACTED,
   FORMAT_LINKS,
+  FORMAT_PACKS,
   FORMAT_PAGES,
   FORMAT_SEGMENTS,
   FORMAT_SNAPSHOT_PAGES,
@@ -67,6 +68,8 @@ import { Machine } from './meta/lease';
 import { MachineRole } from './meta/role';
 import { AsideSets } from './aside';
 import { ChunkCollector, GcResult } from './gc';
+import { packOf } from './chunk/packs';
+import { PACK_AHEAD } from './upload/packer';
 import {
   AutoKind,
   SnapshotKind,
@@ -212,6 +215,8 @@ export class Engine {
         return { has: (name: string) => live.has(name) || this.snapshotRefs.has(name) };
       },
       () => this.settings.gcGraceMs,
+      Date.now,
+      () => this.referencedPacks(),
     );
     this.fetcher = new ChunkFetcher(
       store,
@@ -321,6 +326,9 @@ export class Engine {
       uploadConcurrency: () => this.applied.uploadConcurrency,
       encodeWorkers: opts.encodeWorkers ?? DEFAULT_ENCODE_WORKERS,
       beforeSegmentedPut: () => this.raiseFormat(FORMAT_SEGMENTS, 'its chunks may now be sealed in segments'),
+      beforePackPut: () => this.raiseFormat(FORMAT_PACKS, 'its small chunks may now be stored in packs'),
+      // A chunk waiting in a pack for the pack's PUT leaves its place to the next upload.
+      packed: () => setImmediate(() => this.writeback.pump()),
       log: this.log,
     });
     this.writeback = new WritebackQueue({
@@ -332,7 +340,9 @@ export class Engine {
       upload: (d) => this.uploader.upload(d),
       // As many again as PUTs: the uploader holds their PUTs back (one body buffer each) and no
       // memory for one waiting, so they seal the next chunks and commit the last ones meanwhile.
-      uploadsAhead: () => this.applied.uploadConcurrency,
+      // Those waiting in a pack for its PUT hold no place either (up to PACK_AHEAD of them), so
+      // a tree of small files fills packs instead of sending one per place.
+      uploadsAhead: () => this.applied.uploadConcurrency + Math.min(this.uploader.packWaiting, PACK_AHEAD),
       // Offline, uploads wait for the bucket instead of failing one by one.
       paused: () => this.uploadsPaused || this.replicator.conflict !== undefined || this.role.mode === 'read' || store.offline,
       onError: (err, d, attempts) => this.uploader.failed(err, d, attempts),
@@ -397,6 +407,24 @@ export class Engine {
    */
   private allowLinks(): Promise<void> {
     return this.raiseFormat(FORMAT_LINKS, 'this filespace now holds hard links');
+  }
+
+  /**
+   * The packs some reference names a member of: the live tree's (and files deleted while open),
+   * and every live snapshot's (all of them, while those are not counted). The tree's names are
+   * walked a batch at a time, yielding between batches so requests are answered meanwhile.
+   */
+  private async referencedPacks(): Promise<{ has(pack: string): boolean }> {
+    const kept = this.snapshotRefs.packsNamed();
+    if (!kept) return { has: () => true };
+    const live = new Set<string>();
+    let n = 0;
+    for (const name of this.vfs.referencedChunks().keys()) {
+      const pack = packOf(name);
+      if (pack) live.add(pack);
+      if (++n % 20_000 === 0) await new Promise((r) => setImmediate(r));
+    }
+    return { has: (pack: string) => live.has(pack) || kept.has(pack) };
   }
 
   /** Raises the bucket's header to at least `format` (filespace.ts), once; `why` goes to the log. */
@@ -542,7 +570,9 @@ export class Engine {
     // Chunks named only by folders not loaded yet are referenced all the same.
     await this.whenFilled();
     const res = await this.gc.run();
-    this.log(`garbage collection: ${res.scanned} chunks, ${res.deleted} deleted, ${res.marked} waiting out the grace period`);
+    this.log(
+      `garbage collection: ${res.scanned} chunk objects and packs, ${res.deleted} deleted, ${res.marked} waiting out the grace period`,
+    );
     return res;
   }
 

@@ -43,8 +43,13 @@
  * the checkpoints (meta/snapshots.ts); the writer raises the header to it before it writes the
  * first such snapshot, since a version that does not know it would read the snapshot as
  * damaged and, as the writer, let compaction delete the pages only snapshots name. Format-5
- * snapshots (whole trees) read unchanged as format 6. A format newer than this version knows
- * is refused with one line saying so.
+ * snapshots (whole trees) read unchanged as format 6. Format 7: small chunks may be stored in
+ * packs, many to an object, and referenced by their place in one (chunk/packs.ts); the writer
+ * raises the header to it before it PUTs its first pack (upload/packer.ts), since a version that
+ * does not know packs would look for each such chunk as an object of its own, find nothing and
+ * answer EIO, and its garbage collection would not know that packs are referenced. Format-6
+ * chunks read unchanged as format 7. A format newer than this version knows is refused with one
+ * line saying so.
  */
 
 import { randomUUID } from 'node:crypto';
@@ -61,7 +66,7 @@ export const HEADER_KEY = 'filespace.json';
 const MIN_CHUNK = 64 * 1024;
 const MAX_CHUNK = 64 * 1024 * 1024;
 /** The newest header format this version reads (see the module header). */
-export const FORMAT_NEWEST = 6;
+export const FORMAT_NEWEST = 7;
 /** The format a filespace needs once its metadata holds hard links. */
 export const FORMAT_LINKS = 2;
 /** The format a filespace needs once its metadata log may have been compacted. */
@@ -72,6 +77,8 @@ export const FORMAT_PAGES = 4;
 export const FORMAT_SEGMENTS = 5;
 /** The format a filespace needs once a snapshot may keep its tree as a paged checkpoint's manifest. */
 export const FORMAT_SNAPSHOT_PAGES = 6;
+/** The format a filespace needs once small chunks may be stored in packs (chunk/packs.ts). */
+export const FORMAT_PACKS = 7;
 
 const kdfSchema = z.object({
   alg: z.literal('scrypt'),

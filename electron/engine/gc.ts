@@ -1,8 +1,14 @@
 /**
- * Garbage collection of chunks that no metadata references (DESIGN invariant 2). Runs only in
+ * Garbage collection of chunks, and of packs of small chunks (chunk/packs.ts), that no metadata
+ * references (DESIGN invariant 2). Runs only in
  * the lease holder, whose tree is the newest committed metadata plus its own commits not yet
  * pushed (which name only chunks already uploaded); what `referenced` answers for includes
  * every chunk a live snapshot names (meta/snapshots.ts says why none of those is ever deleted).
+ *
+ * A pack is referenced while any reference, live or a snapshot's, names one of its members
+ * (`referencedPacks`); a pack is marked, swept and held under its key (`packs/…`), which no
+ * chunk name can equal. An upload holds its pack from before the pack's PUT until every
+ * member's reference is committed.
  *
  * Two phases with a grace period, so nothing in flight breaks:
  * - mark: every chunk in the bucket that the tree does not reference is noted with the time it
@@ -21,9 +27,15 @@
 
 import { open, seal } from './chunk/crypto';
 import { CHUNK_LIST_PARTS, chunkKey } from './chunk/format';
+import { PACK_LIST_PARTS, packIdOfKey } from './chunk/packs';
 import { ObjectStore } from './store/types';
 
 export const GC_MARKS_KEY = 'meta/gc-marks';
+
+/** Whether a name the collector marks or holds is a pack's key rather than a chunk's name. */
+function isPackKey(n: string): boolean {
+  return n.startsWith('packs/');
+}
 
 export interface GcResult {
   readonly scanned: number;
@@ -45,6 +57,8 @@ export class ChunkCollector {
     private readonly referenced: () => { has(name: string): boolean },
     private readonly graceMs: () => number,
     private readonly now: () => number = Date.now,
+    /** The packs some reference names a member of (undefined: none is known to hold members). */
+    private readonly referencedPacks: () => Promise<{ has(pack: string): boolean }> = async () => ({ has: () => false }),
   ) {}
 
   /** Marks `name` as being uploaded/referenced; waits if a sweep is deleting it right now. */
@@ -90,27 +104,42 @@ export class ChunkCollector {
     const doomed: string[] = [];
     const marks = new Map<string, number>();
     let scanned = 0;
+    const weigh = (n: string) => {
+      const since = prev.get(n);
+      const used = this.usedAt.get(n);
+      if (since !== undefined && (used === undefined || used < since) && started - since >= grace) doomed.push(n);
+      else marks.set(n, since !== undefined && (used === undefined || used < since) ? since : started);
+    };
     // The bucket's chunks a sixteenth at a time; only the unreferenced names are kept.
     for (const part of CHUNK_LIST_PARTS) {
       for (const key of await this.store.list(part)) {
         scanned++;
         const n = key.slice(key.lastIndexOf('/') + 1);
-        if (!unreferenced(n)) continue;
-        const since = prev.get(n);
-        const used = this.usedAt.get(n);
-        if (since !== undefined && (used === undefined || used < since) && started - since >= grace) doomed.push(n);
-        else marks.set(n, since !== undefined && (used === undefined || used < since) ? since : started);
+        if (unreferenced(n)) weigh(n);
+      }
+    }
+    // Then the packs, by key.
+    const packs = await this.referencedPacks();
+    for (const part of PACK_LIST_PARTS) {
+      for (const key of await this.store.list(part)) {
+        const id = packIdOfKey(key);
+        if (id === undefined) continue;
+        scanned++;
+        if (!packs.has(id) && !this.inUse.has(key)) weigh(key);
       }
     }
     // Checked again right before deleting: the tree may have changed during the listing.
     const now = this.referenced();
-    const toDelete = doomed.filter((n) => !now.has(n) && !this.inUse.has(n));
+    const packsNow = doomed.some(isPackKey) ? await this.referencedPacks() : packs;
+    const toDelete = doomed.filter((n) =>
+      isPackKey(n) ? !packsNow.has(packIdOfKey(n)!) && !this.inUse.has(n) : !now.has(n) && !this.inUse.has(n),
+    );
     if (toDelete.length > 0) {
       let finished!: () => void;
       this.sweep = new Promise<void>((r) => (finished = r));
       this.deleting = new Set(toDelete);
       try {
-        await this.store.deleteMany(toDelete.map(chunkKey));
+        await this.store.deleteMany(toDelete.map((n) => (isPackKey(n) ? n : chunkKey(n))));
       } finally {
         this.deleting = new Set();
         this.sweep = undefined;

@@ -24,7 +24,8 @@ import { DirtyStore } from './cache/dirty';
 import { HandlePool } from './cache/handles';
 import { SealedIO } from './cache/sealed';
 import { Keys } from './chunk/crypto';
-import { chunkKey, decodeChunk } from './chunk/format';
+import { decodeChunk } from './chunk/format';
+import { chunkObject } from './chunk/packs';
 import { UserError } from './errors';
 import { FilespaceHeader, linkedChunkSizeMismatch } from './filespace';
 import { JournalDamagedError, SnapshotDamagedError } from './meta/journal';
@@ -117,7 +118,8 @@ export interface RepairResult {
 
 /** Reads a clean chunk from the bucket. */
 async function fetchChunk(store: ObjectStore, keys: Keys, name: string): Promise<Buffer> {
-  const got = await store.get(chunkKey(name));
+  const where = chunkObject(name);
+  const got = await store.get(where.key, where.range);
   if (!got) throw new Error(`chunk ${name} is not in the bucket`);
   return decodeChunk(keys.chunkKey, name, got.body);
 }

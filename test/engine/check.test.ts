@@ -26,14 +26,14 @@ describe('filespace check (in process)', () => {
     await writeFile(m.fs, '/a.bin', random(3 * CS + 100)); // 4 chunks
     await writeFile(m.fs, '/b.bin', random(CS / 2)); // 1 chunk
     await m.sync();
-    const old = new Set(await chunkObjects(space.store));
+    const old = new Set(await chunkObjects(space.store, space.keys));
     const snap = await m.engine.createSnapshot('before');
     await writeFile(m.fs, '/a.bin', random(CS)); // 1 new chunk, the old ones only the snapshot names
     await m.fs.unlink('/b.bin');
     await m.sync();
     const cacheDir = m.cacheDir;
     await m.close();
-    const live = (await chunkObjects(space.store)).filter((k) => !old.has(k));
+    const live = (await chunkObjects(space.store, space.keys)).filter((k) => !old.has(k));
     assert.equal(live.length, 1);
     assert.equal(old.size, 5);
     await space.store.put(chunkKey('ff'.repeat(32)), Buffer.from('nothing names this'));

@@ -57,7 +57,7 @@ describe('crash and restart', () => {
     });
     const synced = (await child.next('synced')) as Extract<ChildMessage, { type: 'synced' }>;
     await child.kill();
-    assert.equal((await chunkObjects(space.store)).length, 0, 'nothing was uploaded before the kill');
+    assert.equal((await chunkObjects(space.store, space.keys)).length, 0, 'nothing was uploaded before the kill');
 
     const m = await reopen(space, cacheDir);
     const expected = new Map(Object.entries(synced.files));

@@ -129,7 +129,7 @@ describe('a fresh machine serves while its folders load', () => {
     await vfs().whenPathLoaded('/d4/moved');
     await expectContent(b.fs, '/d4/moved', fresh, CS, 'after a restart');
 
-    const chunksBefore = new Set(await chunkObjects(store));
+    const chunksBefore = new Set(await chunkObjects(store, space.keys));
     store.release();
     await b.engine.whenFilled();
     assert.equal(b.engine.foldersLoading, 0);
@@ -137,7 +137,7 @@ describe('a fresh machine serves while its folders load', () => {
     await b.engine.collectGarbage();
     await b.engine.collectGarbage();
     for (const [p, data] of files) await expectContent(b.fs, p, data, CS, 'once every folder is loaded');
-    const chunksAfter = new Set(await chunkObjects(store));
+    const chunksAfter = new Set(await chunkObjects(store, space.keys));
     for (const k of chunksAfter) assert.ok(chunksBefore.has(k));
     assert.deepEqual(b.fs.readdir('/d3').sort(), ['.', '..', 'f1', 'f2', 'f3', 'f4']);
     const snap = await b.engine.createSnapshot('after-load');

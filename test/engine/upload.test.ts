@@ -16,7 +16,10 @@ import { CheckedStore, EngineBed, Filespace, chunkObjects, expectContent, random
 
 const CS = 64 * 1024;
 
-/** Fails the first `n` chunk PUTs with a retryable server error. */
+/** Whether a PUT sends chunk data: a chunk's own object, or a pack of small ones (chunk/packs.ts). */
+const chunkData = (key: string) => key.startsWith('chunks/') || key.startsWith('packs/');
+
+/** Fails the first `n` chunk and pack PUTs with a retryable server error. */
 class FlakyStore extends MemoryStore {
   failed = 0;
 
@@ -25,7 +28,7 @@ class FlakyStore extends MemoryStore {
   }
 
   override async put(key: string, body: Buffer, options?: PutOptions): Promise<string> {
-    if (key.startsWith('chunks/') && this.failures > 0) {
+    if (chunkData(key) && this.failures > 0) {
       this.failures--;
       this.failed++;
       throw new StoreError('ServerError', 'injected 500 InternalError');
@@ -34,7 +37,7 @@ class FlakyStore extends MemoryStore {
   }
 }
 
-/** Holds every chunk PUT until `release()`; `held` counts the PUTs waiting. */
+/** Holds every chunk and pack PUT until `release()`; `held` counts the PUTs waiting. */
 class GatedStore extends MemoryStore {
   held = 0;
   private open!: () => void;
@@ -45,7 +48,7 @@ class GatedStore extends MemoryStore {
   }
 
   override async put(key: string, body: Buffer, options?: PutOptions): Promise<string> {
-    if (key.startsWith('chunks/')) {
+    if (chunkData(key)) {
       this.held++;
       await this.gate;
     }
@@ -88,7 +91,7 @@ describe('uploads', () => {
     assert.equal(m.engine.stats().dirtyBytes, 0);
     assert.equal(m.engine.stats().pendingMetaOps, 0);
     const chunkCount = [...files.values()].reduce((n, d) => n + Math.ceil(d.length / CS), 0);
-    assert.equal((await chunkObjects(inner)).length, chunkCount, 'every chunk is in the bucket');
+    assert.equal((await chunkObjects(inner, space.keys)).length, chunkCount, 'every chunk is in the bucket');
     await m.close();
     assert.ok(checked.metaWrites > 1, `metadata was written ${checked.metaWrites} times`);
     assert.deepEqual(checked.problems, [], 'no metadata write named a chunk missing from the bucket');
@@ -155,7 +158,7 @@ describe('uploads', () => {
     await writeFile(m.fs, '/two', data);
     await writeFile(m.fs, '/twice', Buffer.concat([data.subarray(0, CS), data.subarray(0, CS)]));
     await m.sync();
-    assert.equal((await chunkObjects(space.store)).length, 2);
+    assert.equal((await chunkObjects(space.store, space.keys)).length, 2);
     await m.close();
     await expectOnSecondMachine(
       space,
@@ -180,7 +183,7 @@ describe('uploads', () => {
     const kept = Buffer.from('kept\n');
     await writeFile(m.fs, '/kept.txt', kept);
     await m.sync(); // makes every remaining dirty chunk due now
-    assert.equal((await chunkObjects(space.store)).length, 1, "only kept.txt's chunk is in the bucket");
+    assert.equal((await chunkObjects(space.store, space.keys)).length, 1, "only kept.txt's chunk is in the bucket");
     await m.close();
     await expectOnSecondMachine(
       space,
@@ -217,12 +220,12 @@ describe('uploads', () => {
     const data = random(3 * CS);
     await writeFile(m.fs, '/later', data);
     await m.close();
-    assert.equal((await chunkObjects(space.store)).length, 0, 'nothing was uploaded before close');
+    assert.equal((await chunkObjects(space.store, space.keys)).length, 0, 'nothing was uploaded before close');
     // Started again with no upload delay: the chunks go up by themselves, nobody calls sync.
     const again = await bed.mount(space, { cacheDir: m.cacheDir, settings: { uploadDelayMs: 0 } });
     await until(
       'the pending chunks to be uploaded',
-      async () => again.engine.stats().dirtyChunks === 0 && (await chunkObjects(space.store)).length === 3,
+      async () => again.engine.stats().dirtyChunks === 0 && (await chunkObjects(space.store, space.keys)).length === 3,
       60_000,
       20,
     );

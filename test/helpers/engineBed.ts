@@ -25,6 +25,7 @@ import { checkFilespace } from '../../electron/engine/check';
 import { EngineSettings, resolveSettings } from '../../electron/engine/config';
 import { createFilespace, FilespaceHeader, unlockFilespace } from '../../electron/engine/filespace';
 import { Keys } from '../../electron/engine/chunk/crypto';
+import { packIdOfKey, readPackIndex } from '../../electron/engine/chunk/packs';
 import { MemoryStore } from '../../electron/engine/store/memory';
 import { LocalDiskStore } from '../../electron/engine/store/local';
 import { ObjectStore, PutOptions } from '../../electron/engine/store/types';
@@ -416,8 +417,18 @@ export function random(n: number): Buffer {
 // ---- the bucket ----------------------------------------------------------------------------
 
 /** Objects under chunks/ in the bucket. */
-export async function chunkObjects(store: ObjectStore): Promise<string[]> {
-  return store.list('chunks/');
+/**
+ * The chunks the bucket holds: the keys of chunk objects of their own (`chunks/…`) and, for each
+ * member of a pack (chunk/packs.ts, read from the pack's index), `packs/…/<id>#<chunk name>`.
+ */
+export async function chunkObjects(store: ObjectStore, keys: Keys): Promise<string[]> {
+  const out = await store.list('chunks/');
+  for (const key of await store.list('packs/')) {
+    const id = packIdOfKey(key);
+    if (!id) continue;
+    for (const e of (await readPackIndex(store, keys.chunkKey, id)) ?? []) out.push(`${key}#${e.name}`);
+  }
+  return out;
 }
 
 /**

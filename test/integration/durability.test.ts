@@ -143,8 +143,13 @@ time.sleep(600)
     await fs.sync(); // forces every remaining dirty chunk up now
     const store = s3StoreFor(bed.endpoint, fs.bucket);
     const chunks = await store.list('chunks/');
+    const packs = await store.list('packs/');
+    // kept.txt is small, so its chunk went into a pack: one pack, far smaller than o.o's 100 KB.
+    const packBytes = packs.length === 1 ? (await store.head(packs[0]!))!.size : 0;
     await store.close();
-    assert.equal(chunks.length, 1, `only kept.txt's chunk may be in the bucket, found ${chunks.length}`);
+    assert.equal(chunks.length, 0, `no chunk of the deleted files may be in the bucket, found ${chunks.length}`);
+    assert.equal(packs.length, 1, `only kept.txt's pack may be in the bucket, found ${packs.length}`);
+    assert.ok(packBytes < 10_000, `the pack holds kept.txt alone (${packBytes} bytes)`);
     await fs.unmount();
   });
 

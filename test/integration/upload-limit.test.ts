@@ -24,11 +24,14 @@ describe('upload bandwidth limit', () => {
     // The uploads are timed by when their PUTs reach the proxy, so they start once all files are
     // written (upload-delay): an upload starting while the next files are still being written
     // shares the engine's thread with them, and its PUT would leave later than its grant.
-    const fs = await bed.filespace({ endpoint: env.proxy.endpoint, settings: { 'upload-delay': '2s', 'upload-limit': '64KiB' } });
+    const fs = await bed.filespace({
+      endpoint: env.proxy.endpoint,
+      settings: { 'upload-delay': '2s', 'upload-limit': '128KiB' },
+    });
     await fs.mount();
     const st = await fs.status();
-    assert.equal(st.uploadLimitBytesPerSec, 64 * KiB);
-    assert.match(await fs.machine.ok('status', fs.name), /throughput: up .*\(limit 64\.0 KiB\/s\)/);
+    assert.equal(st.uploadLimitBytesPerSec, 128 * KiB);
+    assert.match(await fs.machine.ok('status', fs.name), /throughput: up .*\(limit 128 KiB\/s\)/);
 
     // One upload first, outside the timed ones: the first upload of a mount also starts the
     // encoder and opens a connection, so its PUT leaves later after its grant than the next ones
@@ -37,7 +40,9 @@ describe('upload bandwidth limit', () => {
     await fs.sync();
 
     const files = 6;
-    const size = 128 * KiB; // random bytes: each file is one chunk of at least this size once sealed
+    // Random bytes: each file is one chunk of at least this size once sealed, too large for a
+    // pack (chunk/packs.ts), so each is a PUT of its own.
+    const size = 320 * KiB;
     const sources: string[] = [];
     for (let i = 0; i < files; i++) sources.push(await randomFile(env.local, `f${i}.bin`, size));
     const logStart = env.proxy.log.length;
@@ -45,11 +50,11 @@ describe('upload bandwidth limit', () => {
     await fs.sync();
     const puts = chunkPuts(logStart);
     assert.equal(puts.length, files, 'one chunk upload per file');
-    // The k-th upload may start only once the k before it fit the budget: at 64 KiB/s with one
-    // second of burst, (k * 128 KiB) / 64 KiB/s - 1 s after the first.
+    // The k-th upload may start only once the k before it fit the budget: at 128 KiB/s with one
+    // second of burst, (k * 320 KiB) / 128 KiB/s - 1 s after the first.
     const t0 = puts[0]!.at;
     for (let k = 1; k < files; k++) {
-      const earliest = ((k * size) / (64 * KiB)) * 1000 - 1000;
+      const earliest = ((k * size) / (128 * KiB)) * 1000 - 1000;
       assert.ok(
         puts[k]!.at - t0 >= earliest - 100, // a PUT leaves its grant after reading and sealing its chunk
         `upload ${k} started ${puts[k]!.at - t0} ms after the first; the limit allows it no earlier than ${earliest} ms`,

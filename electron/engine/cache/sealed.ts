@@ -24,6 +24,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { gcmOpenInto, gcmSealInto, sealUnitsAsync } from '../chunk/cipherAddon';
 import { AuthError, freshNonce, freshRandom } from '../chunk/crypto';
+import { contentName } from '../chunk/packs';
 import { SpareBuffers } from '../util/spareBuffers';
 import { writeAllAt } from '../util/writeAll';
 
@@ -200,7 +201,8 @@ export class SealedIO {
 
   /**
    * Reads and checks a header. With `name`, the file must have been sealed as that chunk and
-   * must still hold the data length sealed with it (`len`).
+   * must still hold the data length sealed with it (`len`). The tag holds the chunk's name, which
+   * a pack member's reference carries first (chunk/packs.ts `contentName`).
    */
   async readHeader(fh: FileHandle, what: string, name?: string, len?: number): Promise<Buffer> {
     const header = Buffer.alloc(HEADER);
@@ -211,7 +213,7 @@ export class SealedIO {
     const fileId = header.subarray(4, 20);
     if (name !== undefined) {
       const opened = this.open(fileId, 0xffffffff, header.subarray(20), what);
-      if (opened.subarray(0, 40).toString('latin1') !== name.padEnd(40, '\0')) throw new AuthError(what);
+      if (opened.subarray(0, 40).toString('latin1') !== contentName(name).padEnd(40, '\0')) throw new AuthError(what);
       if (len !== undefined && opened.readUIntBE(42, 6) !== len) throw new AuthError(`${what} (cut short or extended)`);
     }
     return fileId;
@@ -220,7 +222,7 @@ export class SealedIO {
   /** Seals `name` and the data length into the header (done when it becomes a clean chunk). */
   async writeNameTag(fh: FileHandle, fileId: Buffer, name: string, len: number): Promise<void> {
     const plain = Buffer.alloc(48);
-    plain.write(name.padEnd(40, '\0').slice(0, 40), 0, 'latin1');
+    plain.write(contentName(name).padEnd(40, '\0').slice(0, 40), 0, 'latin1');
     plain.writeUIntBE(len, 42, 6);
     const tag = this.seal(fileId, 0xffffffff, plain);
     await fh.write(tag, 0, tag.length, 20);

@@ -38,6 +38,7 @@ import { promisify } from 'node:util';
 import { crc32 as zlibCrc32, deflateRaw, deflateRawSync, inflateRaw, constants } from 'node:zlib';
 import { AuthError, SEAL_OVERHEAD, open, openAsync, randomInto, sealInto } from './crypto';
 import { openSegmentsInto, openSegmentsIntoAsync, sealSegmentsAsync, uploadJobsOffThread } from './cipherAddon';
+import { contentName } from './packs';
 
 const deflateAsync = promisify(deflateRaw);
 const inflateAsync = promisify(inflateRaw);
@@ -324,8 +325,9 @@ export function segmentRange(plainBytes: number, pos: number, n: number): Segmen
  * swapped, from another chunk, cut short or opened with the wrong count. With `into` (long
  * enough), the plaintext is opened there.
  */
-export function openSegments(key: Buffer, name: string, count: number, first: number, bytes: Buffer, into?: Buffer): Buffer {
-  const what = `chunk ${name}`;
+export function openSegments(key: Buffer, ref: string, count: number, first: number, bytes: Buffer, into?: Buffer): Buffer {
+  const what = `chunk ${ref}`;
+  const name = contentName(ref);
   const n = Math.ceil(bytes.length / SEGMENT_STORED);
   if (n === 0 || first + n > count || bytes.length - (n - 1) * SEGMENT_STORED < SEAL_OVERHEAD) throw new AuthError(what);
   const plain = bytes.length - n * SEAL_OVERHEAD;
@@ -387,10 +389,12 @@ async function openAllSegments(
  */
 export async function decodeChunk(
   key: Buffer,
-  name: string,
+  ref: string,
   obj: Buffer,
   outFor?: (bytes: number) => Buffer | undefined,
 ): Promise<Buffer> {
+  // A pack member's object is sealed under its chunk name, as one stored alone (packs.ts).
+  const name = contentName(ref);
   if (obj.length >= HEAD_BYTES && obj.subarray(0, 4).equals(MAGIC2)) {
     const plain = obj[4] === 0 ? segmentedPlainBytes(obj.length - HEAD_BYTES) : undefined;
     if (plain === undefined) throw new AuthError(`chunk ${name}`);

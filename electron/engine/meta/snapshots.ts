@@ -56,6 +56,7 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp, rmSync } from 'node:fs';
 import { AuthError, open, seal } from '../chunk/crypto';
+import { packOf } from '../chunk/packs';
 import { UserError } from '../errors';
 import { ObjectStore, StoreError } from '../store/types';
 import { Database, Statement, openDatabase } from './db';
@@ -685,6 +686,23 @@ export class SnapshotRefs {
   has(name: string): boolean {
     if (this.holds > 0 || !this.complete) return true;
     return this.open().has.get(nameKey(name)) !== undefined;
+  }
+
+  /**
+   * The packs whose members some live snapshot names (chunk/packs.ts); undefined while every
+   * name counts as referenced (a snapshot being taken, or the snapshots not counted yet).
+   */
+  packsNamed(): Set<string> | undefined {
+    if (this.holds > 0 || !this.complete) return undefined;
+    this.open();
+    const out = new Set<string>();
+    // A packed name is never 64 hex digits, so the database keeps it as text (nameKey).
+    const rows = this.db!.prepare("SELECT name FROM name WHERE typeof(name) = 'text' AND instr(name, '~') > 0");
+    for (const row of rows.iterate() as IterableIterator<{ name: string }>) {
+      const pack = packOf(row.name);
+      if (pack) out.add(pack);
+    }
+    return out;
   }
 
   /** Until the returned function is called, every name counts as referenced (a snapshot is being taken). */

@@ -54,7 +54,8 @@
 
 import type { ReaderActivity } from '../meta/pageLoader';
 import { AuthError, SEAL_OVERHEAD } from '../chunk/crypto';
-import { SEGMENT_BYTES, chunkKey, decodeChunk, maxEncodedBytes, openSegments, segmentRange, warmSegments } from '../chunk/format';
+import { chunkObject } from '../chunk/packs';
+import { SEGMENT_BYTES, decodeChunk, maxEncodedBytes, openSegments, segmentRange, warmSegments } from '../chunk/format';
 import { ChunkCache } from '../cache/chunkCache';
 import { sealedBodySize } from '../cache/sealed';
 import { RECEIVE_SLACK, receivePlace } from '../cache/received';
@@ -416,12 +417,9 @@ export class ChunkFetcher {
     // Only a request that answered in full gives its buffer back: one given up on may still write.
     const pooled = r.end - r.start + 1 <= POOLED_BODY ? this.segmentBuffers.take() : undefined;
     try {
+      const where = chunkObject(name, { start: r.start, end: r.end });
       const got = await withDeadline(
-        this.store.get(
-          chunkKey(name),
-          { start: r.start, end: r.end },
-          { signal: ac.signal, into: pooled?.subarray(0, POOLED_BODY) },
-        ),
+        this.store.get(where.key, where.range, { signal: ac.signal, into: pooled?.subarray(0, POOLED_BODY) }),
         deadline,
         name,
       );
@@ -646,7 +644,8 @@ export class ChunkFetcher {
         // raced, for stores that cannot be cancelled).
         const call = { signal: ac.signal, into: attempt === 0 ? into : undefined };
         if (attempt === 0) tainted = true; // until this attempt has answered
-        const got = await withDeadline(this.store.get(chunkKey(name), undefined, call), deadline, name);
+        const where = chunkObject(name);
+        const got = await withDeadline(this.store.get(where.key, where.range, call), deadline, name);
         if (attempt === 0) tainted = false;
         if (!got) throw new FsError('EIO', `chunk ${name} is missing from the bucket`);
         // Received where it was asked to: only the first attempt's `into`, and only if it fit there.

@@ -33,6 +33,12 @@
  *     garbage collection cannot delete the object between the PUT and the commit. A chunk the
  *     encoder sealed in segments (FSC2) is PUT only once the bucket's header allows that
  *     (`beforeSegmentedPut`); if the header cannot be raised, the upload fails before its PUT.
+ *     A small chunk's object goes into a pack instead (upload/packer.ts: copied there, its body
+ *     buffer given back at once, and sent with the pack's one PUT), and its reference names its
+ *     place in the pack (chunk/packs.ts); the packer holds the pack against GC from before its
+ *     PUT until this upload says it is done (after step 4, or on giving up). A chunk committed in
+ *     a pack lately is referenced where it lies, under the GC's hold on that pack, instead of
+ *     packed again (`holdPacked`).
  *  4. Under the chunk lock again, unless the engine is stopping (the chunk stays dirty and
  *     uploads next time) or the chunk was deleted or truncated away meanwhile: the file's size
  *     as written so far is committed first (the VFS keeps it in memory; a reference past the
@@ -54,11 +60,13 @@ import { sealedBodySize } from '../cache/sealed';
 import { DirtyChunk, DirtyStore } from '../cache/dirty';
 import { Keys } from '../chunk/crypto';
 import { chunkKey, maxEncodedBytes } from '../chunk/format';
+import { PackedAt, packKey, packMemberMax, packedAt, packedName } from '../chunk/packs';
 import { MetaStore } from '../meta/metastore';
 import { CutOffError, MonitoredStore } from '../store/monitored';
 import { StoreError, isNoAnswer } from '../store/types';
 import { BufferPool } from '../util/bufferPool';
 import { ChunkEncoder, InThreadEncoder, WorkerEncoder } from './encoder';
+import { PackMember, Packer } from './packer';
 import { RateLimiter } from './ratelimit';
 
 /** The garbage collector's hold on a chunk name (gc.ts): while held, the name is not deleted. */
@@ -97,6 +105,13 @@ export interface UploaderDeps {
    * made (the upload fails and is retried). Settles at once once the header says so.
    */
   readonly beforeSegmentedPut?: () => Promise<void>;
+  /**
+   * Small chunks go into packs (upload/packer.ts): before the first pack's PUT, the header must
+   * allow packed names (filespace.ts FORMAT_PACKS). Without it, every chunk is sent alone.
+   */
+  readonly beforePackPut?: () => Promise<void>;
+  /** A small chunk's object entered a pack: its upload no longer takes a PUT's place (the queue may start another). */
+  readonly packed?: () => void;
   readonly log: (msg: string) => void;
 }
 
@@ -105,6 +120,9 @@ export interface UploaderDeps {
  * Two let one chunk's disk read or compression overlap another's sealing on the engine thread.
  */
 export const ENCODING_SLOTS = 2;
+
+/** Packed references remembered for content uploaded again (see `Uploader.packedRefs`). */
+const PACKED_REFS_KEPT = 16_384;
 
 /** A chunk read for upload: its sealed bytes in `buf` (opened in place by the encoder), with what identified them. */
 interface Snapshot {
@@ -119,7 +137,7 @@ interface Snapshot {
 export interface UploadMemory {
   readonly heldBytes: number;
   readonly peakBytes: number;
-  /** What they may take at most: ENCODING_SLOTS plaintext buffers and one body per upload in flight. */
+  /** What they may take at most: ENCODING_SLOTS plaintext buffers, one body per upload in flight, and the packs' buffers. */
   readonly boundBytes: number;
 }
 
@@ -136,6 +154,13 @@ export class Uploader {
   private readonly plainBuffers: BufferPool;
   private readonly bodyBuffers: BufferPool;
   private readonly encoder: ChunkEncoder;
+  private readonly packer: Packer | undefined;
+  /**
+   * The packed references committed lately, by chunk name (at most PACKED_REFS_KEPT, oldest
+   * out first): the same content uploaded again (a file copied, a dependency unpacked twice)
+   * is referenced where it lies instead of packed again.
+   */
+  private readonly packedRefs = new Map<string, string>();
   private uploaded = 0;
   private failing: UploadFailure | undefined;
   private error: string | undefined;
@@ -151,15 +176,34 @@ export class Uploader {
     // once (a tree of small files), while whole chunks still go ENCODING_SLOTS at a time.
     this.plainBuffers = new BufferPool(sealedBodySize(chunkSize), () => ENCODING_SLOTS, { shared, smallBySize: true });
     this.bodyBuffers = new BufferPool(maxEncodedBytes(chunkSize), deps.uploadConcurrency, { shared });
+    this.packer = deps.beforePackPut
+      ? new Packer({
+          store: deps.store,
+          indexKey: deps.keys.chunkKey,
+          hold: deps.names,
+          beforePut: deps.beforePackPut,
+          log: deps.log,
+        })
+      : undefined;
+  }
+
+  /** Uploads whose chunk waits in a pack for the pack's PUT (they hold no PUT's place). */
+  get packWaiting(): number {
+    return this.packer?.waiting ?? 0;
+  }
+
+  /** Packs sent so far. */
+  get packsSent(): number {
+    return this.packer?.sent ?? 0;
   }
 
   /** The memory the upload buffers take now, at most so far, and at most ever. */
   get memory(): UploadMemory {
     const pools = [this.plainBuffers, this.bodyBuffers];
     return {
-      heldBytes: pools.reduce((n, p) => n + p.heldBytes, 0),
-      peakBytes: pools.reduce((n, p) => n + p.peakBytes, 0),
-      boundBytes: pools.reduce((n, p) => n + p.boundBytes, 0),
+      heldBytes: pools.reduce((n, p) => n + p.heldBytes, 0) + (this.packer?.heldBytes ?? 0),
+      peakBytes: pools.reduce((n, p) => n + p.peakBytes, 0) + (this.packer?.peakBytes ?? 0),
+      boundBytes: pools.reduce((n, p) => n + p.boundBytes, 0) + (this.packer ? Packer.boundBytes : 0),
     };
   }
 
@@ -194,6 +238,7 @@ export class Uploader {
   stop(): void {
     this.stopped = true;
     this.limiter.close();
+    this.packer?.stop();
   }
 
   /** Stops the encoder threads (after `stop`, once uploads in flight are over or abandoned). */
@@ -226,18 +271,36 @@ export class Uploader {
       if (plainHeld) this.plainBuffers.release(snap.buf);
       plainHeld = false;
     };
+    let member: PackMember | undefined;
+    let heldPack: string | undefined;
     try {
       const name = await this.encoder.openAndName(snap.buf, snap.fileId, snap.len, `dirty chunk ${d.ino}.${d.idx}`);
       // Held from before the PUT until the reference is committed, so GC cannot delete it between.
       await names.acquire(name);
       try {
-        if (!meta.tree.chunkRefs.has(name)) await this.put(name, snap.buf, snap.len, letGoOfPlain, sending);
+        // The name the reference carries: the chunk's own, or its place in a pack (chunk/packs.ts).
+        let ref = name;
+        if (!meta.tree.chunkRefs.has(name)) {
+          const known = await this.holdPacked(name);
+          if (known) {
+            ref = known.ref;
+            heldPack = known.key;
+          } else {
+            const put = await this.put(name, snap.buf, snap.len, letGoOfPlain, sending);
+            if (put === 'stopped') return; // stopping: the chunk stays dirty and uploads next time
+            if (put !== 'alone') {
+              member = put.member;
+              ref = packedName(name, put.at);
+            }
+          }
+        }
         letGoOfPlain();
         await dirty.withChunk(d.ino, d.idx, async () => {
           if (this.stopped) return; // shutting down: the chunk stays dirty and uploads next time
           if (dirty.get(d.ino, d.idx) !== d || !meta.tree.get(d.ino)) return; // deleted or truncated away meanwhile
           files.commitSize(d.ino);
-          meta.commit({ t: 'chunk', ino: d.ino, idx: d.idx, ref: [name, snap.len] });
+          meta.commit({ t: 'chunk', ino: d.ino, idx: d.idx, ref: [ref, snap.len] });
+          if (ref !== name) this.notePacked(name, ref);
           if (d.gen !== snap.gen) {
             // Written to during the upload: what is still dirty is only what came after the snapshot.
             dirty.uploadedAsOf(d, snap.at);
@@ -246,7 +309,7 @@ export class Uploader {
             await meta.sync();
             if (dirty.get(d.ino, d.idx) !== d || d.gen !== snap.gen) return;
             const { file, fileId, size } = dirty.release(d);
-            await cache.adopt(name, file, size, fileId);
+            await cache.adopt(ref, file, size, fileId);
           }
         });
       } finally {
@@ -254,8 +317,33 @@ export class Uploader {
       }
     } finally {
       letGoOfPlain();
+      // The reference is committed (its pack now referenced), or will not be: the pack's hold may go.
+      member?.done();
+      if (heldPack !== undefined) names.release(heldPack);
     }
     this.deps.freed();
+  }
+
+  /**
+   * The packed reference to chunk `name` committed lately, if it is still referenced, with the
+   * GC's hold on its pack taken (the caller lets go of `key` once its own reference is
+   * committed): from the check on, the pack cannot be deleted before that commit.
+   */
+  private async holdPacked(name: string): Promise<{ readonly ref: string; readonly key: string } | undefined> {
+    const ref = this.packedRefs.get(name);
+    if (ref === undefined) return undefined;
+    const key = packKey(packedAt(ref)!.pack);
+    await this.deps.names.acquire(key);
+    if (this.deps.meta.tree.chunkRefs.has(ref)) return { ref, key };
+    this.deps.names.release(key);
+    this.packedRefs.delete(name);
+    return undefined;
+  }
+
+  private notePacked(name: string, ref: string): void {
+    this.packedRefs.delete(name);
+    this.packedRefs.set(name, ref);
+    if (this.packedRefs.size > PACKED_REFS_KEPT) this.packedRefs.delete(this.packedRefs.keys().next().value!);
   }
 
   /**
@@ -313,24 +401,46 @@ export class Uploader {
     len: number,
     encoded: () => void,
     sending: (bytes: number) => void,
-  ): Promise<void> {
+  ): Promise<'alone' | 'stopped' | { readonly at: PackedAt; readonly member: PackMember }> {
     // Taken while the plaintext's buffer is held: body holders never wait for a plaintext
     // buffer (they are encoding, waiting for the header's raise, or sending), so this wait
     // always ends.
     const body = await this.bodyBuffers.acquire(maxEncodedBytes(len));
     let sent = false;
+    let member: PackMember | undefined;
     try {
       const obj = await this.encoder.encode(buf, len, name, body);
       encoded();
+      if (this.packer && obj.length <= packMemberMax(this.deps.meta.chunkSize)) {
+        // Copied into a pack: the body goes back at once, and the pack's PUT sends it.
+        member = await this.packer.enter(name, body.subarray(0, obj.length));
+        this.bodyBuffers.release(body);
+        sent = true;
+        this.deps.packed?.();
+        sending(obj.length);
+        const at = await member.sent;
+        if (!at) {
+          member.done();
+          return 'stopped';
+        }
+        this.uploaded += obj.length;
+        return { at, member };
+      }
       // The encoder chose the layout: one sealed in segments needs the header to allow it first.
       if (obj.segmented) await this.deps.beforeSegmentedPut?.();
       sending(obj.length);
       await this.deps.store.put(chunkKey(name), body.subarray(0, obj.length), { crc32: obj.crc32 });
       sent = true;
       this.uploaded += obj.length;
+      return 'alone';
+    } catch (err) {
+      member?.done();
+      throw err;
     } finally {
-      if (sent) this.bodyBuffers.release(body);
-      else this.bodyBuffers.discard(body);
+      if (!member) {
+        if (sent) this.bodyBuffers.release(body);
+        else this.bodyBuffers.discard(body);
+      }
     }
   }
 
