@@ -40,6 +40,9 @@ import { AuthError, SEAL_OVERHEAD, open, openAsync, randomInto, sealInto } from 
 import { openSegmentsInto, openSegmentsIntoAsync, sealSegmentsAsync, uploadJobsOffThread } from './cipherAddon';
 import { contentName } from './packs';
 
+/** Where objects lie in the bucket: one place for it, packs.ts. */
+export { CHUNK_LIST_PARTS, chunkKey } from './packs';
+
 const deflateAsync = promisify(deflateRaw);
 const inflateAsync = promisify(inflateRaw);
 
@@ -56,16 +59,6 @@ export const HEAD_BYTES = MAGIC.length + 1;
 
 /** CRC32 (zlib's, native) where this Node has it (20.15 and later); else none is computed. */
 const crc32: ((data: Buffer, value?: number) => number) | undefined = typeof zlibCrc32 === 'function' ? zlibCrc32 : undefined;
-
-export function chunkKey(name: string): string {
-  return `chunks/${name.slice(0, 2)}/${name}`;
-}
-
-/**
- * Listing prefixes that split the chunk keys in sixteen by their name's first hex digit, for
- * whoever lists every chunk: a listing of a million keys held whole weighs about 100 MB.
- */
-export const CHUNK_LIST_PARTS: readonly string[] = [...'0123456789abcdef'].map((d) => `chunks/${d}`);
 
 /** FSC2 segments of a chunk of `plainBytes` bytes (an empty chunk has one, empty). */
 export function segmentCount(plainBytes: number): number {

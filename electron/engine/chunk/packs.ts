@@ -63,11 +63,22 @@ export const PACK_MEMBERS_MAX = 2048;
 export const PACK_INDEX_ROOM = PACK_MEMBERS_MAX * 96 + SEAL_OVERHEAD + PACK_TRAILER;
 const PACK_ID = /^[0-9a-f]{32}$/;
 
+/** The key of a chunk stored alone. */
+export function chunkKey(name: string): string {
+  return `chunks/${name.slice(0, 2)}/${name}`;
+}
+
+/**
+ * Listing prefixes that split the chunk keys in sixteen by their name's first hex digit, for
+ * whoever lists every chunk: a listing of a million keys held whole weighs about 100 MB.
+ */
+export const CHUNK_LIST_PARTS: readonly string[] = [...'0123456789abcdef'].map((d) => `chunks/${d}`);
+
 export function packKey(pack: string): string {
   return `packs/${pack.slice(0, 2)}/${pack}`;
 }
 
-/** Listing prefixes that split the pack keys in sixteen (as format.ts CHUNK_LIST_PARTS does the chunks). */
+/** Listing prefixes that split the pack keys in sixteen (as CHUNK_LIST_PARTS does the chunks). */
 export const PACK_LIST_PARTS: readonly string[] = [...'0123456789abcdef'].map((d) => `packs/${d}`);
 
 /** Where a packed member lies. */
@@ -121,7 +132,7 @@ export function chunkObject(
   within?: { readonly start: number; readonly end: number },
 ): { readonly key: string; readonly range: { readonly start: number; readonly end: number } | undefined } {
   const at = packedAt(name);
-  if (!at) return { key: `chunks/${name.slice(0, 2)}/${name}`, range: within };
+  if (!at) return { key: chunkKey(name), range: within };
   const start = at.offset + (within?.start ?? 0);
   const end = within ? Math.min(at.offset + within.end, at.offset + at.bytes - 1) : at.offset + at.bytes - 1;
   return { key: packKey(at.pack), range: { start, end } };
