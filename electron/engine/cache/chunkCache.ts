@@ -591,9 +591,10 @@ export class ChunkCache {
 
   /**
    * Takes over a sealed file that already holds the chunk's bytes (a dirty chunk just
-   * uploaded): binds it to its name, then moves it in. `size` is its size on disk.
+   * uploaded): binds it to its name, then moves it in. `size` is its size on disk; `tagged`
+   * says its header already holds the name and length (DirtyStore.tagAsClean).
    */
-  async adopt(name: string, src: string, size: number, fileId: Buffer): Promise<void> {
+  async adopt(name: string, src: string, size: number, fileId: Buffer, tagged = false): Promise<void> {
     if (this.index.has(name)) {
       this.handles.forget(src);
       this.reservedBytes += size;
@@ -607,7 +608,7 @@ export class ChunkCache {
     try {
       // Through the handle the dirty store left in the pool (DirtyStore.release), which moves
       // with the file: a small file's upload costs no open and close here.
-      await this.handles.use(src, (fh) => this.io.writeNameTag(fh, fileId, name, logicalSize(size) ?? 0));
+      if (!tagged) await this.handles.use(src, (fh) => this.io.writeNameTag(fh, fileId, name, logicalSize(size) ?? 0));
       await fsp.rename(src, file).catch(async (err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOENT') throw err;
         await fsp.mkdir(path.dirname(file), { recursive: true, mode: 0o700 }); // the first chunk of its folder

@@ -817,6 +817,23 @@ export class DirtyStore {
     return dataLen;
   }
 
+  /**
+   * Seals chunk name `name` and the data length `len` into the file's header (sealed.ts
+   * `writeNameTag`) ahead of its adoption by the clean cache, through the handle the upload's
+   * read left in the pool: a small file waits in a pack long enough for its handle to leave the
+   * pool, and the adoption would open the file again only for this. A dirty file's tag is never
+   * read (only a clean file's is checked), so one written for data that changes before the
+   * adoption is harmless: that adoption does not happen. False when it could not be written.
+   */
+  async tagAsClean(d: DirtyChunk, name: string, len: number): Promise<boolean> {
+    try {
+      await this.handles.use(this.pathOf(d.ino, d.idx), (fh) => this.io.writeNameTag(fh, d.fileId, name, len));
+      return true;
+    } catch {
+      return false; // deleted meanwhile, or the disk refused: the adoption, if any, writes it
+    }
+  }
+
   async truncate(chunk: DirtyChunk, len: number, nowMs: number): Promise<void> {
     const d = rec(chunk);
     const oldLen = d.len;

@@ -275,6 +275,7 @@ export class Uploader {
     let heldPack: string | undefined;
     try {
       const name = await this.encoder.openAndName(snap.buf, snap.fileId, snap.len, `dirty chunk ${d.ino}.${d.idx}`);
+      const tagged = await dirty.tagAsClean(d, name, snap.len);
       // Held from before the PUT until the reference is committed, so GC cannot delete it between.
       await names.acquire(name);
       try {
@@ -309,7 +310,8 @@ export class Uploader {
             await meta.sync();
             if (dirty.get(d.ino, d.idx) !== d || d.gen !== snap.gen) return;
             const { file, fileId, size } = dirty.release(d);
-            await cache.adopt(ref, file, size, fileId);
+            // The tag written after the read holds this data's name and length (same gen).
+            await cache.adopt(ref, file, size, fileId, tagged && d.len === snap.len);
           }
         });
       } finally {
