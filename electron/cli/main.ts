@@ -632,7 +632,8 @@ async function cmdGc(args: string[]): Promise<void> {
     throw err;
   }
   console.log(
-    `${cfg.name}: ${r.scanned} chunk objects and packs in the bucket, ${r.deleted} deleted, ${r.marked} unreferenced and waiting out the grace period`,
+    `${cfg.name}: ${r.scanned} chunk objects and packs in the bucket, ${r.deleted} deleted, ${r.marked} unreferenced and waiting out the grace period` +
+      (r.repacked ? `; ${r.repacked} packs mostly of deleted files repacked (they go once the grace period is over)` : ''),
   );
 }
 

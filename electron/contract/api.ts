@@ -222,7 +222,13 @@ export const syncResultSchema = z.object({
 });
 export type SyncResult = z.infer<typeof syncResultSchema>;
 
-export const gcResultSchema = z.object({ scanned: z.number(), referenced: z.number(), marked: z.number(), deleted: z.number() });
+export const gcResultSchema = z.object({
+  scanned: z.number(),
+  referenced: z.number(),
+  marked: z.number(),
+  deleted: z.number(),
+  repacked: z.number().optional(),
+});
 export type GcResultDto = z.infer<typeof gcResultSchema>;
 
 /**

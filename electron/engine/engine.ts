@@ -68,6 +68,7 @@ import { Machine } from './meta/lease';
 import { MachineRole } from './meta/role';
 import { AsideSets } from './aside';
 import { ChunkCollector, GcResult } from './gc';
+import { Repacker } from './upload/repack';
 import { packOf } from './chunk/packs';
 import { PACK_AHEAD } from './upload/packer';
 import {
@@ -154,6 +155,7 @@ export class Engine {
   private readonly fetcher: ChunkFetcher;
   private readonly remote: RemoteMeta;
   private readonly gc: ChunkCollector;
+  private readonly repacker: Repacker;
   private readonly snapshots: SnapshotStore;
   private readonly snapshotRefs: SnapshotRefs;
   /**
@@ -329,6 +331,18 @@ export class Engine {
       beforePackPut: () => this.raiseFormat(FORMAT_PACKS, 'its small chunks may now be stored in packs'),
       // A chunk waiting in a pack for the pack's PUT leaves its place to the next upload.
       packed: () => setImmediate(() => this.writeback.pump()),
+      log: this.log,
+    });
+    this.repacker = new Repacker({
+      store,
+      tree: () => this.meta.tree,
+      otherRefs: () => this.vfs.unlinkedChunks(),
+      snapshotPacks: () => this.snapshotRefs.packsNamed(),
+      knownSize: (pack) => this.uploader.packSize(pack),
+      enter: (name, obj) => this.uploader.enterPack(name, obj),
+      commit: (op) => this.meta.commit(op),
+      sync: () => this.meta.sync(),
+      rekey: (from, to) => this.cache.rekey(from, to),
       log: this.log,
     });
     this.writeback = new WritebackQueue({
@@ -573,7 +587,18 @@ export class Engine {
     this.log(
       `garbage collection: ${res.scanned} chunk objects and packs, ${res.deleted} deleted, ${res.marked} waiting out the grace period`,
     );
-    return res;
+    // Then the packs that are mostly garbage: their live members move, and they go at a later pass.
+    // A failure there is not the pass's: what it moved stays moved, the rest waits for the next.
+    const re = await this.repacker.run().catch((err: unknown) => {
+      this.log(`repacking failed: ${(err as Error).message}`);
+      return undefined;
+    });
+    if (re && re.packs > 0)
+      this.log(
+        `repacked ${re.packs} packs mostly of deleted files: ${re.moved} references moved (${re.bytesMoved} bytes), ` +
+          `${re.bytesFreed} bytes to be given back once the grace period is over`,
+      );
+    return { ...res, repacked: re?.packs ?? 0 };
   }
 
   /** Refuses a change to snapshots unless this machine writes the filespace now. */

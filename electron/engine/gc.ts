@@ -42,6 +42,8 @@ export interface GcResult {
   readonly referenced: number;
   readonly marked: number;
   readonly deleted: number;
+  /** Packs mostly of garbage whose live members moved to new packs (upload/repack.ts), after the pass. */
+  readonly repacked?: number;
 }
 
 export class ChunkCollector {

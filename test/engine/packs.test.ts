@@ -11,7 +11,6 @@ import assert from 'node:assert/strict';
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { checkFilespace } from '../../electron/engine/check';
 import { chunkName } from '../../electron/engine/chunk/crypto';
 import { packIdOfKey, packedAt, readPackIndex } from '../../electron/engine/chunk/packs';
 import { FORMAT_PACKS, HEADER_KEY, unlockFilespace } from '../../electron/engine/filespace';
@@ -19,7 +18,9 @@ import { MemoryStore } from '../../electron/engine/store/memory';
 import { PutOptions, StoreError } from '../../electron/engine/store/types';
 import {
   CheckedStore,
+  deepCheck as deepCheckOf,
   EngineBed,
+  expectOnFreshMachine as expectOnFresh,
   Filespace,
   PASSPHRASE,
   chunkObjects,
@@ -86,26 +87,8 @@ describe('packs of small chunks', () => {
   before(() => bed.start());
   after(() => bed.stop());
 
-  async function expectOnFreshMachine(space: Filespace, files: Map<string, Buffer>): Promise<void> {
-    const other = await bed.mount(space, { mode: 'read' });
-    try {
-      for (const [p, data] of files) await expectContent(other.fs, p, data, CS, 'on a machine linked from the bucket alone');
-    } finally {
-      await other.close();
-    }
-  }
-
-  async function deepCheck(space: Filespace, cacheDir: string): Promise<string[]> {
-    const report = await checkFilespace({
-      store: space.store,
-      keys: space.keys,
-      header: (await unlockFilespace(space.store, PASSPHRASE)).header,
-      cacheDir,
-      workDir: await bed.dir('check'),
-      deep: true,
-    });
-    return report.problems;
-  }
+  const expectOnFreshMachine = (space: Filespace, files: Map<string, Buffer>) => expectOnFresh(bed, space, files, CS);
+  const deepCheck = (space: Filespace, cacheDir: string) => deepCheckOf(bed, space, cacheDir);
 
   it('sends a tree of small files in a few PUTs, and a machine linked from the bucket alone reads it', async () => {
     const store = new CountingStore();

@@ -436,6 +436,34 @@ export async function chunkObjects(store: ObjectStore, keys: Keys): Promise<stri
  * write succeeds, so a metadata commit that names a chunk not yet in the bucket (a dangling
  * reference, DESIGN invariant 2) is caught at the moment it becomes visible.
  */
+/** Reads `files` on a machine linked from the bucket alone (mounted read-only), then unmounts it. */
+export async function expectOnFreshMachine(
+  bed: EngineBed,
+  space: Filespace,
+  files: ReadonlyMap<string, Buffer>,
+  chunkSize: number,
+): Promise<void> {
+  const other = await bed.mount(space, { mode: 'read' });
+  try {
+    for (const [p, data] of files) await expectContent(other.fs, p, data, chunkSize, 'on a machine linked from the bucket alone');
+  } finally {
+    await other.close();
+  }
+}
+
+/** The problems `filespace check --deep` finds in `space`, with the local metadata and cache in `cacheDir`. */
+export async function deepCheck(bed: EngineBed, space: Filespace, cacheDir: string): Promise<string[]> {
+  const report = await checkFilespace({
+    store: space.store,
+    keys: space.keys,
+    header: (await unlockFilespace(space.store, PASSPHRASE)).header,
+    cacheDir,
+    workDir: await bed.dir('check'),
+    deep: true,
+  });
+  return report.problems;
+}
+
 export class CheckedStore implements ObjectStore {
   readonly description: string;
   readonly problems: string[] = [];

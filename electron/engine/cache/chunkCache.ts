@@ -43,6 +43,7 @@ import { constants as fsConstants, promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { canWriteDirect, writeDirect } from '../chunk/cipherAddon';
 import { AuthError } from '../chunk/crypto';
+import { contentName } from '../chunk/packs';
 import { receivedCiphertext, receivedSegments, segmentedPlainBytes } from '../chunk/format';
 import { writeAllAt } from '../util/writeAll';
 import { HandlePool } from './handles';
@@ -640,6 +641,35 @@ export class ChunkCache {
     if (size === undefined) return;
     this.index.delete(name);
     this.cleanBytes -= size;
+  }
+
+  /**
+   * The chunk cached as `from` lies under another name `to` in the bucket now (a repacked pack
+   * member, upload/repack.ts: the same content, so the same chunk name first): its file moves to
+   * `to`'s place. Nothing happens when `from` is not cached or `to` already is.
+   */
+  async rekey(from: string, to: string): Promise<void> {
+    const size = this.index.get(from);
+    if (size === undefined || this.index.has(to) || contentName(from) !== contentName(to)) return;
+    const src = this.pathOf(from);
+    const dst = this.pathOf(to);
+    this.dropIndex(from);
+    this.files.delete(from);
+    this.handles.forget(src);
+    this.reservedBytes += size; // on disk the whole time
+    try {
+      await fsp.rename(src, dst).catch(async (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'ENOENT') throw err;
+        await fsp.mkdir(path.dirname(dst), { recursive: true, mode: 0o700 });
+        await fsp.rename(src, dst);
+      });
+    } catch {
+      await fsp.rm(src, { force: true }).catch(() => undefined); // read again from the bucket when needed
+      return;
+    } finally {
+      this.reservedBytes -= size;
+    }
+    this.addIndex(to, size);
   }
 
   async remove(name: string): Promise<void> {

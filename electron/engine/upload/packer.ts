@@ -47,6 +47,8 @@ export const PACKS_SENDING = 2;
 export const PACK_AHEAD = 512;
 
 const PACK_BUFFER_BYTES = PACK_BYTES + PACK_INDEX_ROOM;
+/** Sizes of packs sent that are kept (a few hundred KiB). */
+const PACK_SIZES_KEPT = 16_384;
 
 const crc32: ((data: Buffer, value?: number) => number) | undefined = typeof zlibCrc32 === 'function' ? zlibCrc32 : undefined;
 
@@ -104,6 +106,8 @@ export class Packer {
   private stopped = false;
   private waitingMembers = 0;
   private packsSent = 0;
+  /** The sizes of the packs sent lately (for repacking: upload/repack.ts). */
+  private readonly sizes = new Map<string, number>();
   private buffers = 0;
   private peakBuffers = 0;
 
@@ -130,6 +134,11 @@ export class Packer {
   /** Packs sent so far. */
   get sent(): number {
     return this.packsSent;
+  }
+
+  /** The size of pack `id` in the bucket, if it is one of the last PACK_SIZES_KEPT this packer sent. */
+  sizeOf(id: string): number | undefined {
+    return this.sizes.get(id);
   }
 
   /**
@@ -258,6 +267,8 @@ export class Packer {
       await this.deps.store.put(key, body, { crc32: crc32?.(body) });
       ok = true;
       this.packsSent++;
+      this.sizes.set(p.id, body.length);
+      if (this.sizes.size > PACK_SIZES_KEPT) this.sizes.delete(this.sizes.keys().next().value!);
       for (const m of p.members) m.resolve({ pack: p.id, offset: m.offset, bytes: m.bytes });
     } catch (err) {
       for (const m of p.members) m.reject(err);

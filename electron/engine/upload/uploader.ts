@@ -197,6 +197,20 @@ export class Uploader {
     return this.packer?.sent ?? 0;
   }
 
+  /** The size of a pack this engine sent lately, if known (upload/repack.ts). */
+  packSize(id: string): number | undefined {
+    return this.packer?.sizeOf(id);
+  }
+
+  /**
+   * Copies the stored object `obj` of chunk `name` into the open pack (upload/repack.ts); the
+   * caller waits for its place (`sent`) and says `done`. Undefined without packs, or stopping.
+   */
+  async enterPack(name: string, obj: Buffer): Promise<PackMember | undefined> {
+    if (!this.packer || this.stopped) return undefined;
+    return this.packer.enter(name, obj);
+  }
+
   /** The memory the upload buffers take now, at most so far, and at most ever. */
   get memory(): UploadMemory {
     const pools = [this.plainBuffers, this.bodyBuffers];

@@ -557,6 +557,11 @@ export class Vfs {
   }
 
   /** Chunk names the committed tree references, plus those files deleted while open still read. */
+  /** The chunk names files deleted while still open reference (they are not in the tree). */
+  unlinkedChunks(): IterableIterator<string> {
+    return this.unlinked.chunkRefs.keys();
+  }
+
   referencedChunks(): RefCounts {
     const kept = this.unlinked.chunkRefs;
     if (kept.size === 0) return this.tree.chunkRefs;

@@ -1,0 +1,201 @@
+/**
+ * Repacking (upload/repack.ts), in process: the live members of a pack mostly of deleted files
+ * move into a new pack and the old pack is collected, with nothing dangling at any metadata
+ * write; the moved files read on this machine from its cache alone and on a machine linked from
+ * the bucket alone; a pack a snapshot names stays as it is; a file rewritten while its pack is
+ * repacked keeps its new data; a repack whose PUT fails leaves the old places, and the next
+ * pass finishes it.
+ */
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { packIdOfKey, packedAt } from '../../electron/engine/chunk/packs';
+import { MemoryStore } from '../../electron/engine/store/memory';
+import { GetResult, PutOptions, StoreError } from '../../electron/engine/store/types';
+import { REPACK_DEAD_MIN } from '../../electron/engine/upload/repack';
+import {
+  CheckedStore,
+  deepCheck as deepCheckOf,
+  EngineBed,
+  expectOnFreshMachine as expectOnFresh,
+  Filespace,
+  Mounted,
+  expectContent,
+  random,
+  writeFile,
+} from '../helpers/engineBed';
+
+const CS = 64 * 1024;
+/** Small files, incompressible, a pack's member each (at most a quarter of the chunk size). */
+const FILE = 12_000;
+const FILES = 120;
+const KEPT = 20;
+
+/** A bucket whose GETs can be refused, whose pack PUTs can fail once, and which runs a hook on a pack's GET. */
+class GatedStore extends MemoryStore {
+  refuseGets = false;
+  failPackPuts = 0;
+  onPackGet: (() => Promise<void>) | undefined;
+
+  override async get(key: string, range?: { readonly start: number; readonly end: number }): Promise<GetResult | undefined> {
+    if (this.refuseGets && !key.startsWith('meta/') && key !== 'filespace.json')
+      throw new StoreError('Unreachable', `injected: ${key} is not to be read`);
+    if (key.startsWith('packs/') && !range && this.onPackGet) {
+      const hook = this.onPackGet;
+      this.onPackGet = undefined;
+      await hook();
+    }
+    return super.get(key, range);
+  }
+
+  override async put(key: string, body: Buffer, options?: PutOptions): Promise<string> {
+    if (key.startsWith('packs/') && this.failPackPuts > 0) {
+      this.failPackPuts--;
+      throw new StoreError('ServerError', 'injected: the pack was not stored');
+    }
+    return super.put(key, body, options);
+  }
+}
+
+describe('repacking packs mostly of deleted files', () => {
+  const bed = new EngineBed();
+  before(() => bed.start());
+  after(() => bed.stop());
+
+  /** FILES small files in /t, synced into (about) one pack; then all but KEPT deleted and synced. */
+  async function mostlyDeleted(m: Mounted): Promise<Map<string, Buffer>> {
+    const kept = new Map<string, Buffer>();
+    m.fs.mkdir('/t', 0o755);
+    for (let i = 0; i < FILES; i++) {
+      const data = random(FILE - i);
+      await writeFile(m.fs, `/t/f${i}`, data);
+      if (i % (FILES / KEPT) === 0) kept.set(`/t/f${i}`, data);
+    }
+    await m.sync();
+    for (let i = 0; i < FILES; i++) if (!kept.has(`/t/f${i}`)) await m.fs.unlink(`/t/f${i}`);
+    await m.sync();
+    return kept;
+  }
+
+  function packsReferenced(m: Mounted): Set<string> {
+    return new Set([...m.engine.vfs.referencedChunks().keys()].map((n) => packedAt(n)?.pack).filter((p) => p !== undefined));
+  }
+
+  const expectOnFreshMachine = (space: Filespace, files: Map<string, Buffer>) => expectOnFresh(bed, space, files, CS);
+  const deepCheck = (space: Filespace, cacheDir: string) => deepCheckOf(bed, space, cacheDir);
+
+  it('moves the live members into a new pack, the old one goes, and nothing dangles meanwhile', async () => {
+    const gated = new GatedStore();
+    const space = await bed.filespace({ chunkSize: CS, store: gated });
+    const checked = new CheckedStore(gated, space);
+    const m = await bed.mount(space, { store: checked, settings: { gcGraceMs: 0 } });
+    const kept = await mostlyDeleted(m);
+    const before = await space.store.list('packs/');
+    assert.ok(before.length >= 1 && before.length <= 2, `the files went in ${before.length} pack(s)`);
+    assert.ok((FILES - KEPT) * FILE >= 2 * REPACK_DEAD_MIN, 'the deleted files weigh enough to repack');
+
+    const res = await m.engine.collectGarbage();
+    assert.equal(res.repacked, before.length, 'every pack mostly of deleted files is repacked');
+    const now = packsReferenced(m);
+    for (const key of before) assert.ok(!now.has(packIdOfKey(key)!), `no reference names ${key} any more`);
+    assert.equal(now.size, 1, 'the live members share one new pack');
+
+    // This machine still has them in its cache, under their new places.
+    gated.refuseGets = true;
+    for (const [p, data] of kept) await expectContent(m.fs, p, data, CS, 'from the cache, the bucket refusing reads');
+    gated.refuseGets = false;
+
+    await m.engine.collectGarbage();
+    await m.engine.collectGarbage();
+    const after = await space.store.list('packs/');
+    assert.deepEqual(
+      after.map((k) => packIdOfKey(k)),
+      [...now],
+      'the old packs are collected; the new one stays',
+    );
+    const cacheDir = m.cacheDir;
+    await m.close();
+    assert.ok(checked.metaWrites > 0);
+    assert.deepEqual(checked.problems, [], 'no metadata written meanwhile names anything missing');
+    await expectOnFreshMachine(space, kept);
+    assert.deepEqual(await deepCheck(space, cacheDir), []);
+  });
+
+  it('leaves a pack a snapshot names as it is', async () => {
+    const space = await bed.filespace({ chunkSize: CS });
+    const m = await bed.mount(space, { settings: { gcGraceMs: 0 } });
+    m.fs.mkdir('/t', 0o755);
+    const all = new Map<string, Buffer>();
+    for (let i = 0; i < FILES; i++) {
+      const data = random(FILE - i);
+      all.set(`/t/f${i}`, data);
+      await writeFile(m.fs, `/t/f${i}`, data);
+    }
+    await m.sync();
+    const snap = await m.engine.createSnapshot('all of them');
+    for (let i = KEPT; i < FILES; i++) await m.fs.unlink(`/t/f${i}`);
+    await m.sync();
+    const before = packsReferenced(m);
+    const res = await m.engine.collectGarbage();
+    assert.equal(res.repacked, 0, 'moving the live members would free nothing: the snapshot keeps the pack');
+    assert.deepEqual(packsReferenced(m), before);
+    const old = await m.engine.snapshotFs(snap.id);
+    for (const [p, data] of all) await expectContent(old, p, data, CS, 'in the snapshot');
+    m.engine.releaseSnapshotFs(old);
+
+    // Once the snapshot is gone, the pack is repacked.
+    await m.engine.deleteSnapshot(snap.id);
+    assert.equal((await m.engine.collectGarbage()).repacked, before.size);
+    await m.close();
+  });
+
+  it('keeps the new data of a file rewritten while its pack is repacked', async () => {
+    const gated = new GatedStore();
+    const space = await bed.filespace({ chunkSize: CS, store: gated });
+    const checked = new CheckedStore(gated, space);
+    const m = await bed.mount(space, { store: checked, settings: { gcGraceMs: 0, uploadDelayMs: 0 } });
+    const kept = await mostlyDeleted(m);
+    const [first] = kept.keys();
+    const fresh = random(FILE + 7);
+    // When the repacker reads the old pack, after it chose what to move: the file is rewritten
+    // and its new data committed.
+    gated.onPackGet = async () => {
+      await writeFile(m.fs, first!, fresh);
+      await m.sync();
+    };
+    const res = await m.engine.collectGarbage();
+    assert.ok(gated.onPackGet === undefined, 'the rewrite ran during the repack');
+    assert.ok((res.repacked ?? 0) >= 1);
+    kept.set(first!, fresh);
+    for (const [p, data] of kept) await expectContent(m.fs, p, data, CS, 'after the repack');
+    await m.engine.collectGarbage();
+    await m.engine.collectGarbage();
+    await m.close();
+    assert.deepEqual(checked.problems, []);
+    await expectOnFreshMachine(space, kept);
+  });
+
+  it('leaves the old places when the new pack is not stored, and the next pass repacks', async () => {
+    const gated = new GatedStore();
+    const space = await bed.filespace({ chunkSize: CS, store: gated });
+    const checked = new CheckedStore(gated, space);
+    const m = await bed.mount(space, { store: checked, settings: { gcGraceMs: 0 } });
+    const kept = await mostlyDeleted(m);
+    const before = packsReferenced(m);
+    gated.failPackPuts = 1;
+    const failed = await m.engine.collectGarbage();
+    assert.equal(gated.failPackPuts, 0, 'the PUT of the new pack was refused');
+    assert.equal(failed.repacked ?? 0, 0);
+    assert.deepEqual(packsReferenced(m), before, 'every reference still names its old place');
+    for (const [p, data] of kept) await expectContent(m.fs, p, data, CS, 'after the failed repack');
+
+    assert.equal((await m.engine.collectGarbage()).repacked, before.size, 'the next pass repacks');
+    await m.engine.collectGarbage();
+    await m.engine.collectGarbage();
+    const cacheDir = m.cacheDir;
+    await m.close();
+    assert.deepEqual(checked.problems, []);
+    await expectOnFreshMachine(space, kept);
+    assert.deepEqual(await deepCheck(space, cacheDir), []);
+  });
+});
