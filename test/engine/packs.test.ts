@@ -162,6 +162,34 @@ describe('packs of small chunks', () => {
     );
   });
 
+  it('stores a small file identical to one committed before a restart once, on this machine and on another', async () => {
+    const store = new CountingStore();
+    const space = await bed.filespace({ chunkSize: CS, store });
+    const m = await bed.mount(space);
+    const same = random(4_000);
+    await writeFile(m.fs, '/x', same);
+    await writeFile(m.fs, '/other', random(3_000));
+    await m.sync();
+    const cacheDir = m.cacheDir;
+    await m.close();
+    assert.equal(store.putsOf.get('packs/'), 1);
+
+    const again = await bed.mount(space, { cacheDir });
+    await writeFile(again.fs, '/y', same);
+    await again.sync();
+    assert.equal(store.putsOf.get('packs/'), 1, 'y, written after the restart, is referenced where x lies: no pack is sent');
+    await again.close();
+
+    // Another machine, linked from the bucket alone, once this one has stopped writing.
+    const elsewhere = await bed.mount(space);
+    await writeFile(elsewhere.fs, '/z', same);
+    await elsewhere.sync();
+    assert.equal(store.putsOf.get('packs/'), 1, 'z, written on another machine, is referenced where x lies');
+    await elsewhere.close();
+    assert.equal((await chunkObjects(space.store, space.keys)).length, 2);
+    await expectOnFreshMachine(space, new Map(['/x', '/y', '/z'].map((p) => [p, same])));
+  });
+
   it('keeps a pack while any of its chunks is referenced, live or by a snapshot, and deletes it once none is', async () => {
     const space = await bed.filespace({ chunkSize: CS });
     const m = await bed.mount(space, { settings: { gcGraceMs: 0 } });

@@ -2,7 +2,7 @@
  * Counts how often a prepared statement of a metadata database (meta/treeDb.ts) runs while
  * `fn` runs: how many folders' entry tables a call read (`entriesOf`), or how many batches of
  * inode rows a walk of every inode read (`inodesAfter`), or how many chunk counts it read from
- * the chunks table (`ref`).
+ * the chunks table (`ref`: by name, or with the name's places in packs).
  */
 
 import type { TreeDb } from '../../electron/engine/meta/treeDb';
@@ -10,17 +10,23 @@ import type { TreeDb } from '../../electron/engine/meta/treeDb';
 type Counted = 'entriesOf' | 'inodesAfter' | 'ref';
 
 export function statementCalls<T>(db: TreeDb, statement: Counted, fn: () => T): { result: T; calls: number } {
-  const st = (db as unknown as { st: Record<Counted, Record<'all' | 'get', (...a: unknown[]) => unknown>> }).st[statement];
+  const all = (db as unknown as { st: Record<string, Record<'all' | 'get', (...a: unknown[]) => unknown>> }).st;
+  // A chunk's count is read by its name alone, or with its places in packs (`refFrom`).
+  const names = statement === 'ref' ? ['ref', 'refFrom'] : [statement];
   const how = statement === 'ref' ? 'get' : 'all';
-  const run = st[how];
   let calls = 0;
-  st[how] = (...a: unknown[]) => {
-    calls++;
-    return run.apply(st, a);
-  };
+  const runs = names.map((n) => {
+    const st = all[n]!;
+    const run = st[how];
+    st[how] = (...a: unknown[]) => {
+      calls++;
+      return run.apply(st, a);
+    };
+    return () => (st[how] = run);
+  });
   try {
     return { result: fn(), calls };
   } finally {
-    st[how] = run;
+    for (const restore of runs) restore();
   }
 }

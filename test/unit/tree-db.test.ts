@@ -472,6 +472,22 @@ describe('the local metadata database', () => {
     await again.close();
   });
 
+  it("finds a chunk's referenced place in a pack by the chunk's name, as the table holds it", async () => {
+    const ms = await MetaStore.create(dir, Tree.create(CS, 1, 1, 1), 0);
+    for (const op of manyFiles(1, 2)) ms.commit(op); // folder 2; files 3, 4 naming c3, c4
+    const packed = `c9~${'ab'.repeat(16)}~0~10`;
+    ms.commit({ t: 'chunk', ino: 3, idx: 0, ref: [packed, 10] });
+    const refs = ms.tree.chunkRefs;
+    assert.equal(refs.packedOf!('c9'), undefined, 'not before a checkpoint writes it to the table');
+    await ms.checkpoint();
+    assert.equal(refs.has('c9'), false, 'the name alone is not referenced');
+    assert.equal(refs.packedOf!('c9'), packed);
+    assert.equal(refs.packedOf!('c4'), undefined, 'c4 is stored alone');
+    ms.commit({ t: 'chunk', ino: 3, idx: 0, ref: ['c3', 10] });
+    assert.equal(refs.packedOf!('c9'), undefined, 'no longer referenced since the checkpoint');
+    await ms.close();
+  });
+
   it('holds a bounded weight of changes, for files made in turn across folders, on a writer and a follower', async () => {
     const base = manyFiles(40, 200); // each folder weighs 201 with its entry table
     const inTurn = (from: number, rounds: number): MetaOp[] => {

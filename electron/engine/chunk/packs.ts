@@ -54,6 +54,8 @@ export function packMemberMax(chunkSize: number): number {
 }
 
 const SEP = '~';
+/** What separates a packed reference's chunk name from its place (`packedName`). */
+export const PACKED_SEP = SEP;
 const TRAILER_MAGIC = Buffer.from('FSPK', 'latin1');
 /** Bytes of a pack's trailer: magic and the index's length. */
 export const PACK_TRAILER = 8;

@@ -155,6 +155,11 @@ export interface RefCounts extends Iterable<[string, number]> {
 export interface RefTable extends RefCounts {
   set(name: string, n: number): unknown;
   delete(name: string): boolean;
+  /**
+   * A referenced place of chunk `name` in a pack that the table knows without a search of
+   * every name (meta/treeDb.ts: its rows as of the last checkpoint), if any.
+   */
+  packedOf?(name: string): string | undefined;
 }
 
 /** Where a tree keeps its inodes and chunk references (see the module header). */

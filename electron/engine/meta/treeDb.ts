@@ -37,6 +37,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { crc32 } from 'node:zlib';
+import { PACKED_SEP } from '../chunk/packs';
 import { openDatabase, type Database, type Statement } from './db';
 import { SnapshotDamagedError } from './journal';
 import type { DirPage, PageRef } from './pages';
@@ -87,6 +88,8 @@ type RefRow = { name: string; n: number; crc: number };
 /** Default working-set weight: inodes plus directory entries kept in memory beyond the dirty ones. */
 const DEFAULT_CACHE_WEIGHT = 100_000;
 const BATCH = 2_000;
+/** The character after PACKED_SEP: a chunk's name and all its packed places sort below `<name>` + this. */
+const PAST_PACKED = String.fromCharCode(PACKED_SEP.charCodeAt(0) + 1);
 /** At most this many chunk counts are remembered from the table (see `refRows`). */
 const REF_ROWS_HELD = 1_024;
 
@@ -257,6 +260,11 @@ export class TreeDb {
    * (a checkpoint, a replacement, folders loaded) clears it; `refDeltas` is consulted first.
    */
   private readonly refRows = new Map<string, number>();
+  /**
+   * For a chunk name looked up in the table lately: the first row naming it in a pack
+   * (`<name>~<pack>~…`, chunk/packs.ts), or '' when none; cleared with `refRows`.
+   */
+  private readonly packedRows = new Map<string, string>();
   /** Names gained (+) and lost (-) per inode and directory since the checkpoint (for `dirsOf`). */
   private readonly nameDeltas = new Map<number, Map<number, number>>();
   /**
@@ -291,6 +299,7 @@ export class TreeDb {
     inosBetween: Statement;
     namesBetween: Statement;
     ref: Statement;
+    refFrom: Statement;
     refsAfter: Statement;
     putInode: Statement;
     delInode: Statement;
@@ -325,6 +334,7 @@ export class TreeDb {
       inosBetween: db.prepare('SELECT ino FROM inodes WHERE ino BETWEEN ? AND ?'),
       namesBetween: db.prepare('SELECT ino, count(*) AS n FROM entries WHERE ino BETWEEN ? AND ? GROUP BY ino'),
       ref: db.prepare('SELECT name, n, crc FROM chunks WHERE name = ?'),
+      refFrom: db.prepare('SELECT name, n, crc FROM chunks WHERE name >= ? AND name < ? ORDER BY name LIMIT 1'),
       refsAfter: db.prepare('SELECT name, n, crc FROM chunks WHERE name > ? ORDER BY name LIMIT ?'),
       putInode: db.prepare('INSERT OR REPLACE INTO inodes (ino, rec, crc) VALUES (?, ?, ?)'),
       delInode: db.prepare('DELETE FROM inodes WHERE ino = ?'),
@@ -862,12 +872,38 @@ export class TreeDb {
     if (d !== undefined) return d === 0 ? undefined : d;
     const known = this.refRows.get(name);
     if (known !== undefined) return known === 0 ? undefined : known;
-    const row = this.st.ref.get(name) as RefRow | undefined;
+    let row: RefRow | undefined;
+    if (name.includes(PACKED_SEP)) row = this.st.ref.get(name) as RefRow | undefined;
+    else {
+      // The name and its places in packs sort together: one lookup answers both (`packedOf`).
+      row = this.st.refFrom.get(name, name + PAST_PACKED) as RefRow | undefined;
+      if (this.packedRows.size >= REF_ROWS_HELD) this.packedRows.clear();
+      if (row && row.name !== name) {
+        this.packedRows.set(name, row.name.startsWith(name + PACKED_SEP) ? row.name : '');
+        row = undefined;
+      } else if (!row) this.packedRows.set(name, '');
+    }
     if (row && refCrc(row.name, row.n) !== row.crc)
       throw new SnapshotDamagedError(this.file, `the reference count of chunk ${name} fails its checksum`);
     if (this.refRows.size >= REF_ROWS_HELD) this.refRows.clear();
     this.refRows.set(name, row?.n ?? 0);
     return row?.n;
+  }
+
+  /**
+   * A reference to chunk `name` in a pack that is referenced now, as the table held it at the
+   * last checkpoint (the changes since are not searched: the uploader remembers its own), or
+   * undefined.
+   */
+  private packedOf(name: string): string | undefined {
+    let ref = this.packedRows.get(name);
+    if (ref === undefined) {
+      const row = this.st.refFrom.get(name + PACKED_SEP, name + PAST_PACKED) as RefRow | undefined;
+      ref = row?.name ?? '';
+      if (this.packedRows.size >= REF_ROWS_HELD) this.packedRows.clear();
+      this.packedRows.set(name, ref);
+    }
+    return ref !== '' && this.getRef(ref) !== undefined ? ref : undefined;
   }
 
   private *allRefs(): IterableIterator<[string, number]> {
@@ -973,6 +1009,7 @@ export class TreeDb {
     const chunkRefs: RefTable = {
       get: (name) => self.getRef(name),
       has: (name) => self.getRef(name) !== undefined,
+      packedOf: (name) => self.packedOf(name),
       set(name, n) {
         if (self.getRef(name) === undefined) self.refCount++;
         self.refChanged(name, n);
@@ -1175,6 +1212,7 @@ export class TreeDb {
     this.entryDeltas.clear();
     this.refDeltas.clear();
     this.refRows.clear();
+    this.packedRows.clear();
     this.nameDeltas.clear();
     for (const inode of clean) if (inode) this.remember(inode);
   }
@@ -1209,6 +1247,7 @@ export class TreeDb {
     this.entryDeltas.clear();
     this.refDeltas.clear();
     this.refRows.clear();
+    this.packedRows.clear();
     this.nameDeltas.clear();
     this.young = new Map();
     this.old = new Map();
@@ -1329,6 +1368,8 @@ export class TreeDb {
         delUnloaded.run(dir);
       }
       this.refRows.clear();
+      this.packedRows.clear();
+      this.packedRows.clear();
       for (const [name, k] of refs) {
         const row = this.st.ref.get(name) as RefRow | undefined;
         if (row && refCrc(row.name, row.n) !== row.crc)

@@ -346,7 +346,9 @@ export class Uploader {
    * committed): from the check on, the pack cannot be deleted before that commit.
    */
   private async holdPacked(name: string): Promise<{ readonly ref: string; readonly key: string } | undefined> {
-    const ref = this.packedRefs.get(name);
+    // Committed lately by this engine, else as the table knew it at its last checkpoint (an
+    // earlier run, another writer).
+    const ref = this.packedRefs.get(name) ?? this.deps.meta.tree.chunkRefs.packedOf?.(name);
     if (ref === undefined) return undefined;
     const key = packKey(packedAt(ref)!.pack);
     await this.deps.names.acquire(key);
