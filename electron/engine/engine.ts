@@ -343,6 +343,7 @@ export class Engine {
       commit: (op) => this.meta.commit(op),
       sync: () => this.meta.sync(),
       rekey: (from, to) => this.cache.rekey(from, to),
+      stopping: () => this.closed,
       log: this.log,
     });
     this.writeback = new WritebackQueue({

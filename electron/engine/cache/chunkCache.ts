@@ -124,6 +124,8 @@ export interface HeldBuffers {
 export class ChunkCache {
   /** name -> size, in LRU order (least recent first). */
   private readonly index = new Map<string, number>();
+  /** Names whose file is moving to another name (`rekey`). */
+  private readonly moving = new Set<string>();
   private cleanBytes = 0;
   /** Bytes of chunks being written into the cache right now, counted against the cap. */
   private reservedBytes = 0;
@@ -646,33 +648,39 @@ export class ChunkCache {
   /**
    * The chunk cached as `from` lies under another name `to` in the bucket now (a repacked pack
    * member, upload/repack.ts: the same content, so the same chunk name first): its file moves to
-   * `to`'s place. Nothing happens when `from` is not cached or `to` already is.
+   * `to`'s place. Nothing happens when `from` is not cached or `to` already is. A `remove` of
+   * `from` (a sweep of unreferenced chunks, vfs.ts: the caller moved its references first)
+   * leaves the file alone from the call on.
    */
   async rekey(from: string, to: string): Promise<void> {
     const size = this.index.get(from);
-    if (size === undefined || this.index.has(to) || contentName(from) !== contentName(to)) return;
+    if (size === undefined || this.index.has(to) || this.moving.has(from) || contentName(from) !== contentName(to)) return;
     const src = this.pathOf(from);
     const dst = this.pathOf(to);
+    this.moving.add(from);
     this.dropIndex(from);
     this.files.delete(from);
     this.handles.forget(src);
     this.reservedBytes += size; // on disk the whole time
+    let moved = false;
     try {
       await fsp.rename(src, dst).catch(async (err: NodeJS.ErrnoException) => {
         if (err.code !== 'ENOENT') throw err;
         await fsp.mkdir(path.dirname(dst), { recursive: true, mode: 0o700 });
         await fsp.rename(src, dst);
       });
+      moved = true;
     } catch {
       await fsp.rm(src, { force: true }).catch(() => undefined); // read again from the bucket when needed
-      return;
     } finally {
       this.reservedBytes -= size;
+      this.moving.delete(from);
     }
-    this.addIndex(to, size);
+    if (moved && !this.index.has(to)) this.addIndex(to, size);
   }
 
   async remove(name: string): Promise<void> {
+    if (this.moving.has(name)) return; // its file is becoming another name's (`rekey`)
     const size = this.index.get(name) ?? 0;
     this.dropIndex(name);
     this.files.delete(name);

@@ -66,6 +66,8 @@ export interface RepackDeps {
   readonly sync: () => Promise<void>;
   /** The chunk cached under `from` now answers to `to` (same content). */
   readonly rekey: (from: string, to: string) => Promise<void>;
+  /** The engine is stopping: nothing more is committed. */
+  readonly stopping: () => boolean;
   readonly log: (msg: string) => void;
 }
 
@@ -159,8 +161,9 @@ export class Repacker {
     let moved = 0;
     try {
       const answers = await Promise.allSettled(group.map((m) => m.member.sent));
+      if (this.deps.stopping()) return 0; // the old places stay; the new pack goes as garbage
       const tree = this.deps.tree();
-      const rekeys: Array<readonly [string, string]> = [];
+      const rekeys: Array<Promise<void>> = [];
       for (let i = 0; i < group.length; i++) {
         const a = answers[i]!;
         if (a.status === 'rejected') throw a.reason;
@@ -174,10 +177,12 @@ export class Repacker {
           this.deps.commit({ t: 'chunk', ino, idx, ref: [to, ref[1]] });
           moved++;
         }
-        rekeys.push([from, to]);
+        // Started in the step that moved the references, before a sweep of the cache can drop
+        // the chunk under its old name (ChunkCache.rekey).
+        rekeys.push(this.deps.rekey(from, to).catch(() => undefined));
       }
       await this.deps.sync();
-      for (const [from, to] of rekeys) await this.deps.rekey(from, to).catch(() => undefined);
+      await Promise.all(rekeys);
     } finally {
       for (const m of group) m.member.done();
     }
