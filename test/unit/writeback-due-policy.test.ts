@@ -288,21 +288,22 @@ describe('WritebackQueue.pump', () => {
       },
     });
     const backlog: DirtyChunk[] = [];
-    for (let ino = 1; ino <= 300; ino++) {
+    const n = 4 * DUE_AHEAD;
+    for (let ino = 1; ino <= n; ino++) {
       backlog.push(await written(ino, 0, 10));
       clock += 1;
     }
     // One chunk older than all the others, recorded last.
-    clock -= 1_000;
-    const oldest = await written(301, 0, 10);
-    clock += 10_000;
+    clock -= 2 * n;
+    const oldest = await written(n + 1, 0, 10);
+    clock += 10_000 + 2 * n;
     q.start(); // pumps once
     assert.deepEqual(
       started.map((d) => d.ino),
       [oldest.ino, backlog[0]!.ino, backlog[1]!.ino],
     );
     // It weighs the chunks it starts and the next DUE_AHEAD it keeps for the pumps that follow.
-    assert.ok(asked <= 3 + DUE_AHEAD + 1, `a pump with 3 free slots weighed ${asked} of 301 chunks`);
+    assert.ok(asked <= 3 + DUE_AHEAD + 1, `a pump with 3 free slots weighed ${asked} of ${n + 1} chunks`);
     asked = 0;
     q.pump(); // every slot taken
     assert.equal(asked, 0);
@@ -327,11 +328,12 @@ describe('WritebackQueue.pump', () => {
       },
     });
     const backlog: DirtyChunk[] = [];
-    for (let ino = 1; ino <= 500; ino++) {
+    const n = 2 * DUE_AHEAD + 100;
+    for (let ino = 1; ino <= n; ino++) {
       backlog.push(await written(ino, 0, 10));
       clock += 1;
     }
-    clock += 10_000;
+    clock += 10_000 + n;
     // Gone from the store before its turn (its file deleted): never started.
     await dirty.drop(backlog[5]!);
     const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
@@ -341,7 +343,7 @@ describe('WritebackQueue.pump', () => {
       await finish.shift()!();
       await settle();
     }
-    assert.equal(q.backlogPasses, 1, '40 finished uploads, one pass over the backlog of 500');
+    assert.equal(q.backlogPasses, 1, `40 finished uploads, one pass over the backlog of ${n}`);
     const expected = backlog.filter((_, i) => i !== 5).slice(0, started.length);
     assert.deepEqual(
       started.map((d) => d.ino),

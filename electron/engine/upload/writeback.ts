@@ -81,8 +81,14 @@ export const WRITER_BURST_CORES = 4;
 export const WRITER_BURST_IDLE_CORES = 0.75;
 /** ...and the engine's thread busy at most this share of the time. */
 export const WRITER_BURST_LOOP_BUSY = 0.5;
-/** How many due chunks past the free slots one pass over the backlog keeps for the next pumps, and for how long. */
-export const DUE_AHEAD = 64;
+/**
+ * How many due chunks past the free slots one pass over the backlog keeps for the next pumps,
+ * and for how long. As many as the uploads that may wait in packs (packer.ts PACK_AHEAD): a
+ * backlog of small files is pumped after every upload and every chunk that enters a pack, and
+ * with 64 kept, draining 50,000 small files passed over the backlog about 970 times (0.6 s of
+ * the engine's thread); with 512, 370 to 820 times, the drain 3-6% shorter.
+ */
+export const DUE_AHEAD = 512;
 export const DUE_AHEAD_MS = 200;
 
 export interface WritebackPolicy {
